@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: installs Prometheus, promtool and
+# Alertmanager (Debian packages) when missing, driftgauge with its test extras
+# into .venv, then runs ruff, mypy and pytest. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null
+fi
+scripts/setup.sh parquet,fast,test
+.venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
+.venv/bin/mypy
+exec .venv/bin/pytest "$@"

@@ -1,0 +1,507 @@
+"""The baseline: what the training data looked like, built once, read by the sidecar.
+
+Built in two streaming passes over the data files.  The first fills a KLL
+sketch and the moments of each numeric field and counts categories; the
+baseline's bin edges are then its quantiles (``sketch.bins`` equal-mass
+bins, de-duplicated where ties make quantiles coincide), and the second
+pass counts every value into those bins exactly, so the baseline's bin
+shares carry no sketch error.
+
+File format (version 1): gzip-compressed JSON with a ``format`` marker, the
+format version, the driftgauge version, the config's schema hash, creation
+time, row count and one entry per field whose sketches are DataSketches'
+own ``serialize()`` bytes in base64.  ``zcat baseline.dgb | jq`` shows it.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import gzip
+import hashlib
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import datasketches as ds
+import numpy as np
+
+from driftgauge import __version__
+from driftgauge.config import Config, FieldSpec, FieldType, Role
+from driftgauge.datafiles import read_chunks
+from driftgauge.exceptions import BaselineError
+from driftgauge.sketches.summary import (
+    CategoricalBinning,
+    CategoricalSummary,
+    NumericBinning,
+    NumericSummary,
+    Summary,
+)
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "Baseline",
+    "FieldBaseline",
+    "build_baseline",
+    "check_against",
+    "describe",
+    "load_baseline",
+    "merge_baselines",
+    "save_baseline",
+]
+
+FORMAT = "driftgauge-baseline"
+FORMAT_VERSION = 1
+# Up to this many distinct categories the baseline keeps them all, exactly,
+# which is what lets the sidecar tell a rare known category from an unseen one.
+KNOWN_CATEGORY_LIMIT = 10_000
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldBaseline:
+    """One field's baseline summary.
+
+    ``exact`` says whether the bin counts are exact (always, for a baseline
+    built from data; a merge of baselines with different edges re-estimates
+    them from the merged sketch).  ``category_counts`` holds every category's
+    exact count when there were at most ``KNOWN_CATEGORY_LIMIT`` of them.
+    """
+
+    spec: FieldSpec
+    summary: Summary
+    exact: bool = True
+    category_counts: dict[str, int] | None = None
+
+    @property
+    def ratios(self) -> list[float]:
+        total = float(self.summary.bins.sum())
+        return [float(c) / total if total else 0.0 for c in self.summary.bins]
+
+    @property
+    def bin_labels(self) -> list[str]:
+        return self.summary.binning.labels()
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    id: str
+    created: float
+    rows: int
+    schema_hash: str
+    driftgauge_version: str
+    kll_k: int
+    fields: dict[str, FieldBaseline] = field(default_factory=dict)
+
+
+Progress = Callable[[str, int, int], None]
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    return None
+
+
+def terminal_progress(stage: str, done: int, total: int) -> None:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        return
+    share = min(1.0, done / total) if total else 1.0
+    bar = "#" * int(share * 30)
+    end = "\n" if share >= 1.0 else ""
+    sys.stderr.write(f"\r{stage:<24} [{bar:<30}] {share:6.1%}{end}")
+    sys.stderr.flush()
+
+
+def build_baseline(
+    config: Config,
+    files: Sequence[Path],
+    progress: Progress = _no_progress,
+    chunk_rows: int = 65_536,
+) -> Baseline:
+    """Two streaming passes over ``files``: sketches and categories, then exact bin counts."""
+    fields = config.fields
+    sizes = sum(f.stat().st_size for f in files if f.is_file())
+    k, top = config.sketch.kll_k, config.sketch.top_categories
+    first: dict[str, Summary] = {}
+    counts: dict[str, Counter[str] | None] = {}
+    for spec in fields:
+        if spec.type == "numeric":
+            first[spec.name] = NumericSummary(NumericBinning(np.empty(0)), k=k)
+        else:
+            first[spec.name] = CategoricalSummary(
+                CategoricalBinning(()), hll_lg_k=config.sketch.hll_lg_k
+            )
+            counts[spec.name] = Counter()
+    rows = 0
+    offset = 0
+    for path in files:
+        for chunk in read_chunks(path, fields, chunk_rows):
+            rows += chunk.rows
+            for spec in fields:
+                column = chunk.columns[spec.name]
+                summary = first[spec.name]
+                if isinstance(summary, NumericSummary):
+                    summary.update(column.values, column.missing, column.wrong_type)
+                else:
+                    summary.update(column.values, column.missing)
+                    tally = counts[spec.name]
+                    if tally is not None and len(column.values):
+                        distinct, n = np.unique(column.values, return_counts=True)
+                        tally.update(dict(zip(distinct.tolist(), n.tolist(), strict=True)))
+                        if len(tally) > KNOWN_CATEGORY_LIMIT:
+                            counts[spec.name] = None
+            progress("pass 1/2: sketches", offset + chunk.bytes_read, sizes)
+        offset += path.stat().st_size
+    binnings: dict[str, NumericBinning | CategoricalBinning] = {}
+    for spec in fields:
+        summary = first[spec.name]
+        if isinstance(summary, NumericSummary):
+            binnings[spec.name] = NumericBinning(_equal_mass_edges(summary, config.sketch.bins))
+        else:
+            binnings[spec.name] = _category_binning(summary, counts[spec.name], top)
+    second = {name: np.zeros(b.size, dtype=np.int64) for name, b in binnings.items()}
+    needs_pass = [s for s in fields if s.type == "numeric" or counts.get(s.name) is None]
+    offset = 0
+    for path in files if needs_pass else ():
+        for chunk in read_chunks(path, needs_pass, chunk_rows):
+            for spec in needs_pass:
+                values = chunk.columns[spec.name].values
+                if spec.type == "numeric":
+                    values = values[np.isfinite(values)]
+                second[spec.name] += binnings[spec.name].count(values)
+            progress("pass 2/2: exact bins", offset + chunk.bytes_read, sizes)
+        offset += path.stat().st_size
+    result = {}
+    for spec in fields:
+        summary = first[spec.name]
+        tally = counts.get(spec.name)
+        binning = binnings[spec.name]
+        bins = second[spec.name]
+        if isinstance(binning, CategoricalBinning) and tally is not None:
+            bins = binning.count_table(tally)
+        if isinstance(summary, NumericSummary):
+            assert isinstance(binning, NumericBinning)
+            summary = replace(summary, binning=binning, bins=bins)
+        else:
+            assert isinstance(binning, CategoricalBinning)
+            summary = replace(summary, binning=binning, bins=bins)
+        result[spec.name] = FieldBaseline(
+            spec, summary, True, dict(tally) if tally is not None else None
+        )
+    return _finish(config, rows, result)
+
+
+def _finish(config: Config, rows: int, fields: dict[str, FieldBaseline]) -> Baseline:
+    draft = Baseline(
+        "", time.time(), rows, config.schema_hash(), __version__, config.sketch.kll_k, fields
+    )
+    digest = hashlib.sha256(json.dumps(_fields_payload(draft), sort_keys=True).encode()).hexdigest()
+    return replace(draft, id=digest[:12])
+
+
+def _equal_mass_edges(summary: NumericSummary, bins: int) -> np.ndarray[Any, np.dtype[np.float64]]:
+    if summary.count == 0:
+        return np.empty(0)
+    ranks = [i / bins for i in range(1, bins)]
+    edges = np.unique(np.asarray(summary.kll.get_quantiles(ranks), dtype=np.float64))
+    # With side="right" binning an edge at the minimum would leave bin 0 empty forever.
+    return edges[edges > summary.minimum]
+
+
+def _category_binning(
+    summary: CategoricalSummary, tally: Counter[str] | None, top: int
+) -> CategoricalBinning:
+    if tally is not None:
+        ranked = sorted(tally.items(), key=lambda item: (-item[1], item[0]))
+        return CategoricalBinning(tuple(c for c, _ in ranked[:top]), frozenset(tally))
+    items = summary.frequent.get_frequent_items(ds.frequent_items_error_type.NO_FALSE_POSITIVES)
+    ranked = sorted(items, key=lambda item: (-item[1], item[0]))
+    return CategoricalBinning(tuple(item[0] for item in ranked[:top]), None)
+
+
+def check_against(baseline: Baseline, config: Config, path: Path) -> None:
+    """Raise BaselineError naming each field where ``baseline`` and ``config`` disagree."""
+    problems = []
+    for spec in config.fields:
+        held = baseline.fields.get(spec.name)
+        if held is None:
+            problems.append(f"{spec.role} {spec.name!r} is in the config but not in the baseline")
+        elif held.spec.type != spec.type:
+            problems.append(
+                f"{spec.name!r} is {spec.type} in the config but {held.spec.type} in the baseline"
+            )
+    extra = sorted(set(baseline.fields) - {f.name for f in config.fields})
+    if extra:
+        problems.append(f"the baseline holds fields the config lacks: {', '.join(extra)}")
+    if not problems and baseline.schema_hash != config.schema_hash():
+        problems.append(
+            "built with other sketch settings (kll_k, bins or top_categories) than the config's; rebuild it"
+        )
+    if problems:
+        raise BaselineError(f"{path}: does not match the config: {'; '.join(problems)}")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if np.isfinite(value) else None
+
+
+def _field_payload(held: FieldBaseline) -> dict[str, Any]:
+    spec, summary = held.spec, held.summary
+    common = {
+        "name": spec.name,
+        "role": spec.role,
+        "type": spec.type,
+        "count": summary.count,
+        "missing": summary.missing,
+        "bin_counts": [int(c) for c in summary.bins],
+        "exact": held.exact,
+    }
+    if isinstance(summary, NumericSummary):
+        return common | {
+            "wrong_type": summary.wrong_type,
+            "nan": summary.nan,
+            "inf": summary.inf,
+            "sum": summary.total,
+            "min": _finite_or_none(summary.minimum),
+            "max": _finite_or_none(summary.maximum),
+            "edges": [float(e) for e in summary.binning.edges],
+            "kll": _b64(summary.kll.serialize()),
+        }
+    return common | {
+        "categories": list(summary.binning.categories),
+        "category_counts": held.category_counts,
+        "frequent": _b64(summary.frequent.serialize()),
+        "hll": _b64(summary.hll.serialize_compact()),
+        "hll_lg_k": summary.hll_lg_k,
+    }
+
+
+def _fields_payload(baseline: Baseline) -> list[dict[str, Any]]:
+    return [_field_payload(held) for held in baseline.fields.values()]
+
+
+def save_baseline(baseline: Baseline, path: Path) -> None:
+    """Write atomically: a temporary file beside ``path``, fsync, rename."""
+    document = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "driftgauge_version": baseline.driftgauge_version,
+        "id": baseline.id,
+        "created": dt.datetime.fromtimestamp(baseline.created, dt.UTC).isoformat(),
+        "rows": baseline.rows,
+        "schema_hash": baseline.schema_hash,
+        "kll_k": baseline.kll_k,
+        "fields": _fields_payload(baseline),
+    }
+    data = gzip.compress(json.dumps(document, allow_nan=False).encode("utf-8"), mtime=0)
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with temporary.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise BaselineError(f"{path}: cannot write the baseline: {exc.strerror or exc}") from None
+
+
+def _field_from_payload(item: dict[str, Any], kll_k: int) -> FieldBaseline:
+    kind: FieldType = item["type"]
+    role: Role = item["role"]
+    spec = FieldSpec(name=item["name"], type=kind, role=role)
+    bins = np.asarray(item["bin_counts"], dtype=np.int64)
+    if kind == "numeric":
+        summary: Summary = NumericSummary(
+            binning=NumericBinning(np.asarray(item["edges"], dtype=np.float64)),
+            k=kll_k,
+            kll=ds.kll_doubles_sketch.deserialize(base64.b64decode(item["kll"])),
+            bins=bins,
+            count=int(item["count"]),
+            missing=int(item["missing"]),
+            wrong_type=int(item["wrong_type"]),
+            nan=int(item["nan"]),
+            inf=int(item["inf"]),
+            total=float(item["sum"]),
+            minimum=float("inf") if item["min"] is None else float(item["min"]),
+            maximum=float("-inf") if item["max"] is None else float(item["max"]),
+        )
+        return FieldBaseline(spec, summary, bool(item["exact"]))
+    counts = item["category_counts"]
+    known = frozenset(counts) if counts is not None else None
+    summary = CategoricalSummary(
+        binning=CategoricalBinning(tuple(item["categories"]), known),
+        hll_lg_k=int(item["hll_lg_k"]),
+        frequent=ds.frequent_strings_sketch.deserialize(base64.b64decode(item["frequent"])),
+        hll=ds.hll_sketch.deserialize(base64.b64decode(item["hll"])),
+        bins=bins,
+        count=int(item["count"]),
+        missing=int(item["missing"]),
+    )
+    return FieldBaseline(spec, summary, bool(item["exact"]), counts)
+
+
+def load_baseline(path: Path) -> Baseline:
+    """Read a baseline file; any problem is a one-line BaselineError naming the file."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise BaselineError(
+            f"{path}: no baseline file here; build one with `driftgauge baseline`"
+        ) from None
+    except OSError as exc:
+        raise BaselineError(f"{path}: cannot read the baseline: {exc.strerror or exc}") from None
+    if not raw.startswith(_GZIP_MAGIC):
+        raise BaselineError(f"{path}: not a driftgauge baseline (not gzip-compressed)")
+    try:
+        document = json.loads(gzip.decompress(raw))
+    except (OSError, EOFError, ValueError) as exc:
+        raise BaselineError(
+            f"{path}: the baseline is corrupt or truncated ({type(exc).__name__})"
+        ) from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise BaselineError(f"{path}: not a driftgauge baseline (no format marker {FORMAT!r})")
+    version = document.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BaselineError(
+            f"{path}: baseline format version {version!r}, this driftgauge reads version {FORMAT_VERSION}; rebuild it"
+        )
+    try:
+        kll_k = int(document["kll_k"])
+        fields = [_field_from_payload(item, kll_k) for item in document["fields"]]
+        created = dt.datetime.fromisoformat(document["created"]).timestamp()
+        return Baseline(
+            id=str(document["id"]),
+            created=created,
+            rows=int(document["rows"]),
+            schema_hash=str(document["schema_hash"]),
+            driftgauge_version=str(document["driftgauge_version"]),
+            kll_k=kll_k,
+            fields={f.spec.name: f for f in fields},
+        )
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        detail = f"missing key {exc}" if isinstance(exc, KeyError) else type(exc).__name__
+        raise BaselineError(f"{path}: the baseline is malformed ({detail})") from None
+
+
+def merge_baselines(config: Config, parts: Sequence[Baseline]) -> Baseline:
+    """One baseline for the union of the data behind ``parts`` (built with one config).
+
+    Counts, moments and sketches merge exactly as DataSketches merges them.
+    When every part has the same bin edges they are kept and the bin counts
+    add up exactly.  Otherwise the edges are recomputed from the merged KLL
+    sketch and the counts estimated from its CDF (error within its normalized
+    rank error per edge), and the field is marked ``exact: false``.
+    Categories add up exactly while every part kept all its categories.
+    """
+    if not parts:
+        raise BaselineError("nothing to merge")
+    hashes = {p.schema_hash for p in parts}
+    if len(hashes) > 1:
+        raise BaselineError("the baselines were built with different configs and cannot be merged")
+    fields: dict[str, FieldBaseline] = {}
+    for spec in config.fields:
+        held = [p.fields[spec.name] for p in parts]
+        fields[spec.name] = _merge_field(spec, held, config)
+    return _finish(config, sum(p.rows for p in parts), fields)
+
+
+def _merge_field(spec: FieldSpec, held: list[FieldBaseline], config: Config) -> FieldBaseline:
+    first = held[0].summary
+    if isinstance(first, NumericSummary):
+        merged = NumericSummary(NumericBinning(np.empty(0)), k=first.k)
+        for h in held:
+            part = h.summary
+            assert isinstance(part, NumericSummary)
+            merged.merge(replace(part, binning=merged.binning, bins=np.zeros(1, dtype=np.int64)))
+        shared = first.binning.edges
+        same = all(np.array_equal(h.summary.binning.edges, shared) for h in held)  # type: ignore[union-attr]
+        edges = shared if same else _equal_mass_edges(merged, config.sketch.bins)
+        binning = NumericBinning(edges)
+        if same:
+            bins = np.sum([h.summary.bins for h in held], axis=0).astype(np.int64)
+        else:
+            cdf = (
+                np.asarray(merged.kll.get_cdf(edges.tolist()), dtype=np.float64)
+                if len(edges)
+                else np.ones(1)
+            )
+            bins = np.round(np.diff(np.concatenate([[0.0], cdf])) * merged.count).astype(np.int64)
+        exact = same and all(h.exact for h in held)
+        return FieldBaseline(spec, replace(merged, binning=binning, bins=bins), exact)
+    merged_cat = CategoricalSummary(CategoricalBinning(()), hll_lg_k=first.hll_lg_k)
+    tallies = [h.category_counts for h in held]
+    for h in held:
+        part = h.summary
+        assert isinstance(part, CategoricalSummary)
+        merged_cat.merge(
+            replace(part, binning=merged_cat.binning, bins=np.zeros(2, dtype=np.int64))
+        )
+    if all(t is not None for t in tallies):
+        total: Counter[str] = Counter()
+        for t in tallies:
+            total.update(t or {})
+        if len(total) <= KNOWN_CATEGORY_LIMIT:
+            binning_cat = _category_binning(merged_cat, total, config.sketch.top_categories)
+            bins = binning_cat.count_table(total)
+            return FieldBaseline(
+                spec, replace(merged_cat, binning=binning_cat, bins=bins), True, dict(total)
+            )
+    binning_cat = _category_binning(merged_cat, None, config.sketch.top_categories)
+    estimates = [int(merged_cat.frequent.get_estimate(c)) for c in binning_cat.categories]
+    other = max(0, merged_cat.count - sum(estimates))
+    bins = np.asarray([*estimates, other, 0], dtype=np.int64)
+    return FieldBaseline(spec, replace(merged_cat, binning=binning_cat, bins=bins), False)
+
+
+def describe(baseline: Baseline, path: Path) -> str:
+    """A readable account of what ``baseline`` holds, for `driftgauge inspect`."""
+    created = dt.datetime.fromtimestamp(baseline.created, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    lines = [
+        f"baseline {path}",
+        f"  id {baseline.id}  rows {baseline.rows:,}  created {created}",
+        f"  format v{FORMAT_VERSION}  driftgauge {baseline.driftgauge_version}  "
+        f"schema {baseline.schema_hash}  kll k={baseline.kll_k}",
+        "",
+    ]
+    for held in baseline.fields.values():
+        spec, summary = held.spec, held.summary
+        exactness = "exact bins" if held.exact else "estimated bins (merged)"
+        lines.append(f"{spec.name}  ({spec.type} {spec.role}; {exactness})")
+        lines.append(f"  count {summary.count:,}  missing {summary.missing:,}")
+        if isinstance(summary, NumericSummary):
+            if summary.count:
+                qs = summary.kll.get_quantiles([0.01, 0.25, 0.5, 0.75, 0.99])
+                mean = summary.total / summary.count
+                lines.append(
+                    f"  min {summary.minimum:.6g}  p1 {qs[0]:.6g}  p25 {qs[1]:.6g}  p50 {qs[2]:.6g}  "
+                    f"p75 {qs[3]:.6g}  p99 {qs[4]:.6g}  max {summary.maximum:.6g}  mean {mean:.6g}"
+                )
+            if summary.wrong_type or summary.nan or summary.inf:
+                lines.append(
+                    f"  not numbers {summary.wrong_type:,}  nan {summary.nan:,}  inf {summary.inf:,}"
+                )
+            edges = ", ".join(f"{e:.4g}" for e in summary.binning.edges)
+            shares = " ".join(f"{r:.3f}" for r in held.ratios)
+            lines.append(f"  {summary.binning.size} bins, edges [{edges}]")
+            lines.append(f"  bin shares {shares}")
+        else:
+            cardinality = summary.hll.get_estimate()
+            lines.append(
+                f"  distinct ≈ {cardinality:,.0f}  top categories kept {len(summary.binning.categories)}"
+            )
+            shown = list(zip(held.bin_labels, held.ratios, strict=True))[:10]
+            lines.append("  " + "  ".join(f"{label} {ratio:.3f}" for label, ratio in shown))
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,175 @@
+"""The ``driftgauge`` command: demo, baseline (and baseline merge), serve, check, inspect.
+
+Every user error ends as one line on stderr and a non-zero exit code
+(2 config, 3 baseline, 4 data, 1 other), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from driftgauge import __version__
+from driftgauge.config import load_config
+from driftgauge.exceptions import DriftgaugeError
+
+__all__ = ["main"]
+
+log = logging.getLogger("driftgauge")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="driftgauge",
+        description="Prometheus-native ML model monitoring sidecar.",
+    )
+    parser.add_argument("--version", action="version", version=f"driftgauge {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="default INFO",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="run a model server, the sidecar and drifting traffic")
+    demo.add_argument(
+        "--duration", type=float, default=60.0, help="seconds; 0 runs until Ctrl-C (default 60)"
+    )
+    demo.add_argument(
+        "--metrics-port", type=int, default=None, help="default: the standard port, else a free one"
+    )
+    demo.add_argument("--seed", type=int, default=7)
+
+    baseline = commands.add_parser(
+        "baseline",
+        help="build a baseline from training data (`baseline merge` joins baselines)",
+        description="Build the baseline sketches from training data (CSV, JSON Lines, Parquet). "
+        "`driftgauge baseline merge -c CONFIG A B -o OUT` merges baselines built on parts of a data set.",
+    )
+    baseline.add_argument("-c", "--config", required=True, type=Path)
+    baseline.add_argument("--data", nargs="+", required=True, type=Path, metavar="FILE")
+    baseline.add_argument("-o", "--output", required=True, type=Path)
+
+    merge = commands.add_parser("baseline-merge", help=argparse.SUPPRESS)
+    merge.add_argument("-c", "--config", required=True, type=Path)
+    merge.add_argument("inputs", nargs="+", type=Path, metavar="BASELINE")
+    merge.add_argument("-o", "--output", required=True, type=Path)
+
+    serve = commands.add_parser("serve", help="run the sidecar")
+    serve.add_argument("-c", "--config", required=True, type=Path)
+
+    check = commands.add_parser("check", help="validate the config and its baseline")
+    check.add_argument("-c", "--config", required=True, type=Path)
+
+    inspect = commands.add_parser("inspect", help="show what a baseline holds")
+    inspect.add_argument("baseline", type=Path)
+    return parser
+
+
+def _cmd_baseline(args: argparse.Namespace) -> int:
+    from driftgauge.baseline import build_baseline, save_baseline, terminal_progress
+
+    config = load_config(args.config)
+    built = build_baseline(config, args.data, progress=terminal_progress)
+    save_baseline(built, args.output)
+    print(f"wrote {args.output}: {built.rows:,} rows, {len(built.fields)} fields, id {built.id}")
+    return 0
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from driftgauge.baseline import check_against, load_baseline, merge_baselines, save_baseline
+
+    config = load_config(args.config)
+    parts = []
+    for path in args.inputs:
+        part = load_baseline(path)
+        check_against(part, config, path)
+        parts.append(part)
+    merged = merge_baselines(config, parts)
+    save_baseline(merged, args.output)
+    print(f"wrote {args.output}: {merged.rows:,} rows from {len(parts)} baselines, id {merged.id}")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from driftgauge.baseline import check_against, load_baseline
+    from driftgauge.protocols import make_adapter
+
+    config = load_config(args.config)
+    try:
+        make_adapter(config.protocol, config.features, config.predictions)
+    except ValueError as exc:
+        print(f"driftgauge: {args.config}: {exc}", file=sys.stderr)
+        return 2
+    baseline = load_baseline(config.baseline)
+    check_against(baseline, config, config.baseline)
+    print(
+        f"ok: {args.config} ({len(config.features)} features, {len(config.predictions)} predictions, "
+        f"protocol {config.protocol}); baseline {config.baseline} (id {baseline.id}, {baseline.rows:,} rows)"
+    )
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from driftgauge.baseline import describe, load_baseline
+
+    sys.stdout.write(describe(load_baseline(args.baseline), args.baseline))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from driftgauge.app import build_sidecar, run_until_stopped
+
+    config = load_config(args.config)
+    sidecar = build_sidecar(config)
+    asyncio.run(run_until_stopped(sidecar))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from driftgauge.demo import run_demo
+
+    return run_demo(duration=args.duration, metrics_port=args.metrics_port, seed=args.seed)
+
+
+_COMMANDS = {
+    "baseline": _cmd_baseline,
+    "baseline-merge": _cmd_merge,
+    "check": _cmd_check,
+    "demo": _cmd_demo,
+    "inspect": _cmd_inspect,
+    "serve": _cmd_serve,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``driftgauge`` console script."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:2] == ["baseline", "merge"]:
+        arguments[:2] = ["baseline-merge"]
+    args = _parser().parse_args(arguments)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return _COMMANDS[args.command](args)
+    except DriftgaugeError as exc:
+        print(f"driftgauge: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"driftgauge: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,498 @@
+"""The config file: YAML, validated once at start into frozen dataclasses.
+
+``load_config(path)`` raises :class:`ConfigError` naming every problem with
+its key path (``features[2].type: 'numerc' is not one of numeric, categorical``).
+Unknown keys are errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast, get_args
+
+import yaml
+
+from driftgauge.exceptions import ConfigError
+
+__all__ = [
+    "DEFAULT_METRICS_PORT",
+    "DEFAULT_PROXY_PORT",
+    "Config",
+    "FieldSpec",
+    "FieldType",
+    "MetricsConfig",
+    "ProtocolName",
+    "ProxyConfig",
+    "Role",
+    "SketchConfig",
+    "TailConfig",
+    "Window",
+    "config_from_mapping",
+    "format_duration",
+    "load_config",
+    "parse_duration",
+    "parse_listen",
+]
+
+# 9100-9999 of Prometheus' default port allocations is taken in full; see README.
+DEFAULT_METRICS_PORT = 10117
+DEFAULT_PROXY_PORT = 8080
+
+ProtocolName = Literal["kserve-v1", "kserve-v2", "tfserving", "mlflow", "seldon", "jsonpath"]
+FieldType = Literal["numeric", "categorical"]
+Role = Literal["input", "prediction"]
+
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
+_DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Prometheus-style duration such as ``30s``, ``5m``, ``1h``."""
+    match = _DURATION.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"{text!r} is not a duration like 30s, 5m or 1h")
+    return int(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact Prometheus-style spelling of ``seconds``."""
+    for unit in ("d", "h", "m", "s"):
+        size = _DURATION_SECONDS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{round(seconds * 1000)}ms"
+
+
+def parse_listen(text: str, default_port: int) -> tuple[str, int]:
+    """``host:port`` (``[::1]:port`` for IPv6, ``:port`` for all addresses) as a pair."""
+    text = text.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = text, str(default_port)
+    host = host.strip("[]") or "0.0.0.0"
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r} is not host:port with a port from 0 to 65535")
+    return host, int(port_text)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One monitored column: a model input (feature) or a model output (prediction)."""
+
+    name: str
+    type: FieldType
+    role: Role
+    path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A live window compared with the baseline, kept as ``slices`` tumbling sub-windows."""
+
+    seconds: float
+    slices: int
+
+    @property
+    def label(self) -> str:
+        return format_duration(self.seconds)
+
+    @property
+    def slice_seconds(self) -> float:
+        return self.seconds / self.slices
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    listen: tuple[str, int] = ("0.0.0.0", DEFAULT_PROXY_PORT)
+    upstream: str = "http://127.0.0.1:9000"
+    timeout: float = 60.0
+    connect_timeout: float = 5.0
+    readiness_path: str | None = None
+    max_body_bytes: int = 4 * 1024 * 1024
+    queue_size: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class TailConfig:
+    path: Path
+    state_file: Path | None = None
+    poll_interval: float = 0.25
+    start_at: Literal["beginning", "end"] = "beginning"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    listen: tuple[str, int] = ("0.0.0.0", DEFAULT_METRICS_PORT)
+    recompute_interval: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class SketchConfig:
+    """How baselines and live windows summarise values."""
+
+    kll_k: int = 200
+    bins: int = 10
+    top_categories: int = 50
+    hll_lg_k: int = 12
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    model: str
+    protocol: ProtocolName
+    source: ProxyConfig | TailConfig
+    metrics: MetricsConfig
+    baseline: Path
+    features: tuple[FieldSpec, ...]
+    predictions: tuple[FieldSpec, ...]
+    windows: tuple[Window, ...]
+    min_observations: int = 100
+    sketch: SketchConfig = field(default_factory=SketchConfig)
+    path: Path | None = None
+
+    @property
+    def fields(self) -> tuple[FieldSpec, ...]:
+        """Features then predictions, the order in which metrics list them."""
+        return self.features + self.predictions
+
+    def schema_hash(self) -> str:
+        """A hash of what a baseline must agree with: fields, types, roles and sketch settings."""
+        payload = {
+            "fields": [[f.name, f.type, f.role] for f in self.fields],
+            "sketch": [self.sketch.kll_k, self.sketch.bins, self.sketch.top_categories],
+        }
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return digest[:16]
+
+
+class _Errors:
+    """Collects every problem in one pass so `driftgauge check` can list them all."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, key: str, message: str) -> None:
+        self.items.append(f"{key}: {message}" if key else message)
+
+
+_T = TypeVar("_T")
+
+
+def _table(value: Any, key: str, allowed: Sequence[str], errors: _Errors) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        errors.add(key, f"expected a mapping, got {type(value).__name__} {value!r}")
+        return {}
+    for name in value:
+        if name not in allowed:
+            where = f"{key}.{name}" if key else str(name)
+            errors.add(where, f"unknown key (allowed: {', '.join(allowed)})")
+    return value
+
+
+def _get(
+    table: Mapping[str, Any],
+    key: str,
+    prefix: str,
+    convert: Callable[[Any], _T],
+    default: _T,
+    errors: _Errors,
+) -> _T:
+    if key not in table or table[key] is None:
+        return default
+    try:
+        return convert(table[key])
+    except (TypeError, ValueError) as exc:
+        errors.add(f"{prefix}{key}", f"{exc}")
+        return default
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{value!r} is not a positive whole number")
+    return value
+
+
+def _positive_float(value: Any) -> float:
+    if isinstance(value, str):
+        return parse_duration(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"{value!r} is not a positive number of seconds or a duration like 5s")
+    return float(value)
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{value!r} is not a non-empty string")
+    return value
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value not in options:
+            raise ValueError(f"{value!r} is not one of {', '.join(options)}")
+        return cast(str, value)
+
+    return convert
+
+
+def _url(value: Any) -> str:
+    text = _string(value)
+    if not re.match(r"^https?://[^/\s]+", text):
+        raise ValueError(f"{text!r} is not an http:// or https:// URL")
+    return text.rstrip("/")
+
+
+def _fields(value: Any, key: str, role: Role, protocol: str, errors: _Errors) -> list[FieldSpec]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        errors.add(key, f"expected a list of {{name, type}} entries, got {value!r}")
+        return []
+    specs = []
+    for index, item in enumerate(value):
+        where = f"{key}[{index}]"
+        table = _table(item, where, ("name", "type", "path"), errors)
+        if not isinstance(item, Mapping):
+            continue
+        name = _get(table, "name", f"{where}.", _string, "", errors)
+        if "name" not in table:
+            errors.add(f"{where}.name", "missing")
+        elif name and not _NAME.match(name):
+            errors.add(
+                f"{where}.name", f"{name!r} must start with a letter or _ and hold no spaces"
+            )
+        kind = _get(table, "type", f"{where}.", _choice(get_args(FieldType)), "numeric", errors)
+        if "type" not in table:
+            errors.add(f"{where}.type", "missing (numeric or categorical)")
+        path = _get(table, "path", f"{where}.", _string, None, errors)
+        if protocol == "jsonpath" and path is None:
+            errors.add(
+                f"{where}.path", "missing: the jsonpath protocol needs a path for each field"
+            )
+        specs.append(FieldSpec(name=name, type=cast(FieldType, kind), role=role, path=path))
+    return specs
+
+
+def _windows(value: Any, slices: int, errors: _Errors) -> list[Window]:
+    if value is None:
+        value = ["5m", "1h"]
+    if not isinstance(value, list) or not value:
+        errors.add(
+            "windows", f"expected a non-empty list of durations like [5m, 1h], got {value!r}"
+        )
+        return []
+    windows = []
+    for index, item in enumerate(value):
+        try:
+            seconds = parse_duration(str(item))
+        except ValueError as exc:
+            errors.add(f"windows[{index}]", str(exc))
+            continue
+        windows.append(Window(seconds=seconds, slices=slices))
+    labels = [w.label for w in windows]
+    if len(set(labels)) != len(labels):
+        errors.add("windows", f"{value!r} names the same window twice")
+    return windows
+
+
+def _source(value: Any, base: Path, errors: _Errors) -> ProxyConfig | TailConfig:
+    table = _table(value, "source", ("proxy", "tail"), errors)
+    if ("proxy" in table) == ("tail" in table):
+        errors.add("source", "set exactly one of source.proxy or source.tail")
+    if "tail" in table:
+        tail = _table(
+            table["tail"],
+            "source.tail",
+            ("path", "state_file", "poll_interval", "start_at"),
+            errors,
+        )
+        path = _get(tail, "path", "source.tail.", _string, "", errors)
+        if not path:
+            errors.add("source.tail.path", "missing: the JSON Lines file to follow")
+        state = _get(tail, "state_file", "source.tail.", _string, None, errors)
+        return TailConfig(
+            path=base / path,
+            state_file=base / state if state else None,
+            poll_interval=_get(
+                tail, "poll_interval", "source.tail.", _positive_float, 0.25, errors
+            ),
+            start_at=cast(
+                Literal["beginning", "end"],
+                _get(
+                    tail,
+                    "start_at",
+                    "source.tail.",
+                    _choice(("beginning", "end")),
+                    "beginning",
+                    errors,
+                ),
+            ),
+        )
+    proxy = _table(
+        table.get("proxy"),
+        "source.proxy",
+        (
+            "listen",
+            "upstream",
+            "timeout",
+            "connect_timeout",
+            "readiness_path",
+            "max_body_bytes",
+            "queue_size",
+        ),
+        errors,
+    )
+    defaults = ProxyConfig()
+    return ProxyConfig(
+        listen=_get(
+            proxy,
+            "listen",
+            "source.proxy.",
+            lambda v: parse_listen(str(v), DEFAULT_PROXY_PORT),
+            defaults.listen,
+            errors,
+        ),
+        upstream=_get(proxy, "upstream", "source.proxy.", _url, defaults.upstream, errors),
+        timeout=_get(proxy, "timeout", "source.proxy.", _positive_float, defaults.timeout, errors),
+        connect_timeout=_get(
+            proxy,
+            "connect_timeout",
+            "source.proxy.",
+            _positive_float,
+            defaults.connect_timeout,
+            errors,
+        ),
+        readiness_path=_get(proxy, "readiness_path", "source.proxy.", _string, None, errors),
+        max_body_bytes=_get(
+            proxy, "max_body_bytes", "source.proxy.", _positive_int, defaults.max_body_bytes, errors
+        ),
+        queue_size=_get(
+            proxy, "queue_size", "source.proxy.", _positive_int, defaults.queue_size, errors
+        ),
+    )
+
+
+_TOP_KEYS = (
+    "model",
+    "protocol",
+    "source",
+    "metrics",
+    "baseline",
+    "features",
+    "predictions",
+    "windows",
+    "window_slices",
+    "min_observations",
+    "sketch",
+)
+
+
+def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = None) -> Config:
+    """Validate an already-loaded YAML document; relative paths resolve against ``base``."""
+    errors = _Errors()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            f"{path or 'config'}: expected a mapping of keys at the top, got {type(raw).__name__}"
+        )
+    top = _table(raw, "", _TOP_KEYS, errors)
+    model = _get(top, "model", "", _string, "", errors)
+    if "model" not in top:
+        errors.add("model", "missing: the value of the `model` label")
+    elif model and not _NAME.match(model):
+        errors.add("model", f"{model!r} must start with a letter or _ and hold no spaces")
+    protocol = _get(top, "protocol", "", _choice(get_args(ProtocolName)), "kserve-v2", errors)
+    source = _source(top.get("source"), base, errors)
+    metrics_table = _table(top.get("metrics"), "metrics", ("listen", "recompute_interval"), errors)
+    metrics = MetricsConfig(
+        listen=_get(
+            metrics_table,
+            "listen",
+            "metrics.",
+            lambda v: parse_listen(str(v), DEFAULT_METRICS_PORT),
+            MetricsConfig().listen,
+            errors,
+        ),
+        recompute_interval=_get(
+            metrics_table, "recompute_interval", "metrics.", _positive_float, 10.0, errors
+        ),
+    )
+    baseline = _get(top, "baseline", "", _string, "", errors)
+    if "baseline" not in top:
+        errors.add("baseline", "missing: the file written by `driftgauge baseline`")
+    features = _fields(top.get("features"), "features", "input", protocol, errors)
+    predictions = _fields(top.get("predictions"), "predictions", "prediction", protocol, errors)
+    if not features and "features" in top:
+        errors.add("features", "expected at least one feature")
+    elif "features" not in top:
+        errors.add("features", "missing: the model inputs to monitor, in column order")
+    names = [f.name for f in features + predictions if f.name]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        errors.add(
+            "features", f"the name {name!r} is used more than once across features and predictions"
+        )
+    slices = _get(top, "window_slices", "", _positive_int, 10, errors)
+    windows = _windows(top.get("windows"), slices, errors)
+    min_obs = _get(top, "min_observations", "", _positive_int, 100, errors)
+    sketch_table = _table(
+        top.get("sketch"), "sketch", ("kll_k", "bins", "top_categories", "hll_lg_k"), errors
+    )
+    sketch = SketchConfig(
+        kll_k=_get(sketch_table, "kll_k", "sketch.", _positive_int, 200, errors),
+        bins=_get(sketch_table, "bins", "sketch.", _positive_int, 10, errors),
+        top_categories=_get(sketch_table, "top_categories", "sketch.", _positive_int, 50, errors),
+        hll_lg_k=_get(sketch_table, "hll_lg_k", "sketch.", _positive_int, 12, errors),
+    )
+    if not 8 <= sketch.kll_k <= 65535:
+        errors.add("sketch.kll_k", f"{sketch.kll_k} is outside 8..65535")
+    if not 2 <= sketch.bins <= 100:
+        errors.add("sketch.bins", f"{sketch.bins} is outside 2..100")
+    if not 4 <= sketch.hll_lg_k <= 21:
+        errors.add("sketch.hll_lg_k", f"{sketch.hll_lg_k} is outside 4..21")
+    if not 1 <= sketch.top_categories <= 1000:
+        errors.add(
+            "sketch.top_categories",
+            f"{sketch.top_categories} is outside 1..1000 (it bounds label values)",
+        )
+    if errors.items:
+        where = f"{path}: " if path else ""
+        raise ConfigError(where + "; ".join(errors.items))
+    return Config(
+        model=model,
+        protocol=cast(ProtocolName, protocol),
+        source=source,
+        metrics=metrics,
+        baseline=base / baseline,
+        features=tuple(features),
+        predictions=tuple(predictions),
+        windows=tuple(windows),
+        min_observations=min_obs,
+        sketch=sketch,
+        path=path,
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the YAML config at ``path`` (safe loader only)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the config file is not UTF-8 text") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    return config_from_mapping(raw, base=path.parent, path=path)

@@ -1,0 +1,272 @@
+"""Training-data files read in chunks of columns: CSV, JSON Lines and Parquet.
+
+Each reader yields ``Chunk`` objects (one numpy array per configured field:
+float64 with ``nan`` for missing numeric values, a string array plus a
+missing count for categorical ones) and the bytes consumed so far, so
+memory stays constant whatever the file size.  CSV and JSON Lines use
+pyarrow's streaming readers when pyarrow is installed (the ``parquet``
+extra) and the standard library otherwise; Parquet needs pyarrow.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from driftgauge.config import FieldSpec
+from driftgauge.exceptions import DataError
+from driftgauge.sketches.summary import to_categories, to_floats
+
+__all__ = ["Chunk", "Column", "file_format", "read_chunks"]
+
+try:
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+    import pyarrow.json as pa_json
+    import pyarrow.parquet as pa_parquet
+except ImportError:  # pragma: no cover - exercised only without the extra
+    pa = None
+
+CHUNK_ROWS = 65_536
+_FORMATS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One field of a chunk: numeric as float64 (nan = missing), categorical as strings."""
+
+    values: npt.NDArray[Any]
+    missing: int
+    wrong_type: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    rows: int
+    columns: dict[str, Column]
+    bytes_read: int
+
+
+def file_format(path: Path) -> str:
+    """``csv``, ``jsonl`` or ``parquet`` from the file name, or a DataError."""
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        known = ", ".join(sorted(_FORMATS))
+        raise DataError(f"{path}: unknown data file type {path.suffix!r} (known: {known})")
+    return fmt
+
+
+def read_chunks(
+    path: Path, fields: Sequence[FieldSpec], chunk_rows: int = CHUNK_ROWS
+) -> Iterator[Chunk]:
+    """Stream ``path`` as chunks holding exactly the configured fields."""
+    fmt = file_format(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such data file")
+    try:
+        if fmt == "parquet":
+            if pa is None:
+                raise DataError(
+                    f"{path}: reading Parquet needs pyarrow: pip install 'driftgauge[parquet]'"
+                )
+            yield from _parquet_chunks(path, fields, chunk_rows)
+        elif pa is not None:
+            yield from _arrow_text_chunks(path, fmt, fields, chunk_rows)
+        elif fmt == "csv":
+            yield from _stdlib_csv_chunks(path, fields, chunk_rows)
+        else:
+            yield from _stdlib_jsonl_chunks(path, fields, chunk_rows)
+    except DataError:
+        raise
+    except (OSError, ValueError, TypeError, UnicodeDecodeError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: cannot read {fmt.upper()} data: {message}") from None
+    except Exception as exc:
+        if pa is not None and isinstance(exc, pa.ArrowException):
+            message = str(exc).strip().splitlines()[0]
+            raise DataError(f"{path}: cannot read {fmt.upper()} data: {message}") from None
+        raise
+
+
+def _require(path: Path, present: Sequence[str], fields: Sequence[FieldSpec]) -> None:
+    missing = [f.name for f in fields if f.name not in present]
+    if missing:
+        raise DataError(
+            f"{path}: no column named {', '.join(map(repr, missing))} (the config's fields)"
+        )
+
+
+def _arrow_column(array: Any, spec: FieldSpec) -> Column:
+    if spec.type == "numeric":
+        if (
+            pa.types.is_floating(array.type)
+            or pa.types.is_integer(array.type)
+            or pa.types.is_null(array.type)
+        ):
+            values = array.cast(pa.float64()).to_numpy(zero_copy_only=False)
+            return Column(np.asarray(values, dtype=np.float64), int(array.null_count))
+        if pa.types.is_boolean(array.type):
+            return Column(
+                np.full(len(array), np.nan),
+                int(array.null_count),
+                len(array) - int(array.null_count),
+            )
+        floats, missing, wrong = to_floats(array.to_pylist())
+        return Column(floats, missing, wrong)
+    strings = array.cast(pa.string()) if not pa.types.is_string(array.type) else array
+    nulls = int(strings.null_count)
+    if nulls:
+        strings = strings.drop_null()
+    return Column(np.asarray(strings.to_numpy(zero_copy_only=False), dtype=np.str_), nulls)
+
+
+def _batches_to_chunks(
+    batches: Iterator[Any], path: Path, fields: Sequence[FieldSpec], position: Any
+) -> Iterator[Chunk]:
+    for batch in batches:
+        _require(path, batch.schema.names, fields)
+        if batch.num_rows == 0:
+            continue
+        columns = {f.name: _arrow_column(batch.column(f.name), f) for f in fields}
+        yield Chunk(batch.num_rows, columns, position())
+
+
+def _parquet_chunks(path: Path, fields: Sequence[FieldSpec], chunk_rows: int) -> Iterator[Chunk]:
+    parquet = pa_parquet.ParquetFile(path)
+    _require(path, parquet.schema_arrow.names, fields)
+    total = path.stat().st_size
+    rows_total = max(1, parquet.metadata.num_rows)
+    done = 0
+
+    def position() -> int:
+        return int(total * min(1.0, done / rows_total))
+
+    for batch in parquet.iter_batches(batch_size=chunk_rows, columns=[f.name for f in fields]):
+        done += batch.num_rows
+        yield from _batches_to_chunks(iter([batch]), path, fields, position)
+
+
+def _arrow_text_chunks(
+    path: Path, fmt: str, fields: Sequence[FieldSpec], chunk_rows: int
+) -> Iterator[Chunk]:
+    types = {f.name: pa.float64() if f.type == "numeric" else pa.string() for f in fields}
+    handle = pa.OSFile(str(path), "rb")
+    block = 1 << 22
+    try:
+        if fmt == "csv":
+            delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+            reader = pa_csv.open_csv(
+                handle,
+                read_options=pa_csv.ReadOptions(block_size=block),
+                parse_options=pa_csv.ParseOptions(delimiter=delimiter),
+                convert_options=pa_csv.ConvertOptions(
+                    column_types=types,
+                    include_columns=[f.name for f in fields],
+                    include_missing_columns=True,
+                    strings_can_be_null=True,
+                ),
+            )
+            _require(path, _csv_header(path, delimiter), fields)
+        else:
+            reader = pa_json.open_json(
+                handle,
+                read_options=pa_json.ReadOptions(block_size=block),
+                parse_options=pa_json.ParseOptions(
+                    explicit_schema=pa.schema(types), unexpected_field_behavior="ignore"
+                ),
+            )
+        yield from _batches_to_chunks(iter(reader), path, fields, handle.tell)
+    finally:
+        handle.close()
+
+
+def _csv_header(path: Path, delimiter: str) -> list[str]:
+    with path.open(newline="", encoding="utf-8") as text:
+        return next(csv.reader(text, delimiter=delimiter), [])
+
+
+def _column_from_list(values: list[Any], spec: FieldSpec) -> Column:
+    if spec.type == "numeric":
+        floats, missing, wrong = to_floats(values)
+        return Column(floats, missing, wrong)
+    strings, missing = to_categories(values)
+    return Column(strings, missing)
+
+
+def _stdlib_csv_chunks(path: Path, fields: Sequence[FieldSpec], chunk_rows: int) -> Iterator[Chunk]:
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    with path.open("rb") as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        reader = csv.reader(text, delimiter=delimiter)
+        header = next(reader, [])
+        _require(path, header, fields)
+        positions = [header.index(f.name) for f in fields]
+        rows: list[list[str]] = []
+        for row in reader:
+            rows.append(row)
+            if len(rows) >= chunk_rows:
+                yield _csv_rows_chunk(rows, fields, positions, raw.tell())
+                rows = []
+        if rows:
+            yield _csv_rows_chunk(rows, fields, positions, raw.tell())
+
+
+def _csv_rows_chunk(
+    rows: list[list[str]], fields: Sequence[FieldSpec], positions: list[int], at: int
+) -> Chunk:
+    columns = {}
+    for spec, pos in zip(fields, positions, strict=True):
+        cells: list[Any] = [row[pos] if pos < len(row) and row[pos] != "" else None for row in rows]
+        if spec.type == "numeric":
+            cells = [_number(c) for c in cells]
+        columns[spec.name] = _column_from_list(cells, spec)
+    return Chunk(len(rows), columns, at)
+
+
+def _number(cell: str | None) -> Any:
+    if cell is None:
+        return None
+    try:
+        return float(cell)
+    except ValueError:
+        return cell
+
+
+def _stdlib_jsonl_chunks(
+    path: Path, fields: Sequence[FieldSpec], chunk_rows: int
+) -> Iterator[Chunk]:
+    with path.open("rb") as raw:
+        records: list[dict[str, Any]] = []
+        for number, line in enumerate(raw, start=1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise DataError(f"{path}: line {number} is not a JSON object")
+            records.append(record)
+            if len(records) >= chunk_rows:
+                yield _records_chunk(records, fields, raw.tell())
+                records = []
+        if records:
+            yield _records_chunk(records, fields, raw.tell())
+
+
+def _records_chunk(records: list[dict[str, Any]], fields: Sequence[FieldSpec], at: int) -> Chunk:
+    columns = {f.name: _column_from_list([r.get(f.name) for r in records], f) for f in fields}
+    return Chunk(len(records), columns, at)

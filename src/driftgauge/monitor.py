@@ -1,0 +1,278 @@
+"""The monitor: live windows and counters for every field, and the drift statistics over them.
+
+Sources hand it batches of :class:`~driftgauge.typing.Extracted` columns
+(``ingest``).  Each batch becomes one float64 array per numeric field,
+counted once into the baseline's bins and then added to the current slice
+of every window and to the cumulative counters; categorical fields likewise
+with string arrays.  ``compute()`` merges each window's slices and computes
+PSI, KS, JS, χ² and live quantiles into an immutable :class:`Snapshot`,
+which the exposition layer reads; it runs on a schedule, never per request.
+
+Thread safety: ``ingest`` and the merge step of ``compute`` hold one lock;
+the statistics themselves run on merged copies outside it, so a recompute
+in a worker thread never stalls ingestion for long.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from driftgauge import stats
+from driftgauge.baseline import Baseline, FieldBaseline
+from driftgauge.config import Config, FieldSpec
+from driftgauge.sketches.summary import (
+    CategoricalSummary,
+    NumericBinning,
+    NumericSummary,
+    Summary,
+    split_finite,
+    to_categories,
+    to_floats,
+)
+from driftgauge.sketches.window import SlicedWindow
+from driftgauge.typing import Extracted
+
+__all__ = ["QUANTILES", "FieldCounters", "FieldStats", "Monitor", "Snapshot"]
+
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+INVALID_REASONS = ("wrong_type", "nan", "inf", "out_of_range", "unseen_category")
+
+
+@dataclass(slots=True)
+class FieldCounters:
+    """Cumulative counts for one field since the sidecar started."""
+
+    observations: int = 0
+    missing: int = 0
+    invalid: Counter[str] = field(default_factory=Counter)
+    bins: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def copy(self) -> FieldCounters:
+        return FieldCounters(
+            self.observations, self.missing, Counter(self.invalid), self.bins.copy()
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FieldStats:
+    """Statistics of one field in one window, as of one recompute.
+
+    Drift figures are ``None`` while the window holds fewer than
+    ``min_observations`` values (the gauges are then not exported).
+    """
+
+    spec: FieldSpec
+    window: str
+    observations: int
+    psi: float | None = None
+    psi_noise_floor: float | None = None
+    js_distance: float | None = None
+    ks_statistic: float | None = None
+    ks_pvalue: float | None = None
+    chi2_pvalue: float | None = None
+    quantiles: tuple[tuple[float, float], ...] = ()
+    total: float = 0.0
+    unseen: int = 0
+
+    @property
+    def drift_ready(self) -> bool:
+        return self.psi is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Immutable result of one recompute, read by the collector."""
+
+    computed_at: float
+    duration: float
+    fields: tuple[FieldStats, ...] = ()
+
+
+class Monitor:
+    """Windows, counters and statistics for one model's fields against one baseline."""
+
+    def __init__(
+        self, config: Config, baseline: Baseline, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.config = config
+        self.baseline = baseline
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._specs = {spec.name: spec for spec in config.fields}
+        self._held: dict[str, FieldBaseline] = {name: baseline.fields[name] for name in self._specs}
+        self._windows = {w.label: SlicedWindow(w, self._fresh) for w in config.windows}
+        self._counters = {
+            name: FieldCounters(bins=np.zeros(held.summary.binning.size, dtype=np.int64))
+            for name, held in self._held.items()
+        }
+        self.rows_total = 0
+        self.extra_columns_total = 0
+        self.parse_errors: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
+        self.snapshot = Snapshot(computed_at=0.0, duration=0.0)
+
+    def _fresh(self) -> dict[str, Summary]:
+        return {name: held.summary.empty_like() for name, held in self._held.items()}
+
+    # -- ingestion ---------------------------------------------------------
+
+    def count_parse_error(self, reason: str) -> None:
+        with self._lock:
+            self.parse_errors[reason] += 1
+
+    def count_dropped(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self.dropped[reason] += n
+
+    def ingest(self, batch: Iterable[Extracted], now: float | None = None) -> None:
+        """Add a batch of extracted rows to every window and counter."""
+        pieces = [piece for piece in batch if piece.rows > 0]
+        if not pieces:
+            return
+        now = self.clock() if now is None else now
+        with self._lock:
+            slices = [window.current(now) for window in self._windows.values()]
+            for name, spec in self._specs.items():
+                if spec.type == "numeric":
+                    self._ingest_numeric(name, pieces, slices)
+                else:
+                    self._ingest_categorical(name, pieces, slices)
+            self.rows_total += sum(p.rows for p in pieces)
+            self.extra_columns_total += sum(p.extra_columns for p in pieces)
+
+    def _ingest_numeric(
+        self, name: str, pieces: list[Extracted], slices: list[dict[str, Summary]]
+    ) -> None:
+        arrays, missing, wrong, placeholders = [], 0, 0, 0
+        for piece in pieces:
+            column = piece.columns.get(name)
+            if column is None:
+                missing += piece.rows
+                continue
+            values, m, w = to_floats(column)
+            arrays.append(values)
+            missing, wrong, placeholders = missing + m, wrong + w, placeholders + m + w
+        values = np.concatenate(arrays) if arrays else np.empty(0)
+        finite, nan, inf = split_finite(values, placeholders)
+        baseline = self._held[name].summary
+        assert isinstance(baseline, NumericSummary)
+        binning: NumericBinning = baseline.binning
+        bin_counts = binning.count(finite)
+        for summaries in slices:
+            summary = summaries[name]
+            assert isinstance(summary, NumericSummary)
+            summary.add(finite, bin_counts, missing, wrong, nan, inf)
+        counters = self._counters[name]
+        counters.observations += len(finite)
+        counters.missing += missing
+        counters.bins += bin_counts
+        invalid = counters.invalid
+        if wrong:
+            invalid["wrong_type"] += wrong
+        if nan:
+            invalid["nan"] += nan
+        if inf:
+            invalid["inf"] += inf
+        if baseline.count and len(finite):
+            outside = int(
+                np.count_nonzero((finite < baseline.minimum) | (finite > baseline.maximum))
+            )
+            if outside:
+                invalid["out_of_range"] += outside
+
+    def _ingest_categorical(
+        self, name: str, pieces: list[Extracted], slices: list[dict[str, Summary]]
+    ) -> None:
+        arrays, missing = [], 0
+        for piece in pieces:
+            column = piece.columns.get(name)
+            if column is None:
+                missing += piece.rows
+                continue
+            values, m = to_categories(column)
+            arrays.append(values)
+            missing += m
+        values = np.concatenate(arrays) if arrays else np.empty(0, dtype=np.str_)
+        distinct, tally = np.unique(values, return_counts=True)
+        baseline = self._held[name].summary
+        assert isinstance(baseline, CategoricalSummary)
+        bin_counts = baseline.binning.count_table(
+            dict(zip(distinct.tolist(), tally.tolist(), strict=True))
+        )
+        for summaries in slices:
+            summary = summaries[name]
+            assert isinstance(summary, CategoricalSummary)
+            summary.add(distinct, tally, bin_counts, missing)
+        counters = self._counters[name]
+        counters.bins += bin_counts
+        counters.observations += len(values)
+        counters.missing += missing
+        if bin_counts[-1]:
+            counters.invalid["unseen_category"] += int(bin_counts[-1])
+
+    # -- reading -----------------------------------------------------------
+
+    def counters(self) -> dict[str, FieldCounters]:
+        """A consistent copy of the cumulative counters."""
+        with self._lock:
+            return {name: c.copy() for name, c in self._counters.items()}
+
+    def merged_windows(self, now: float | None = None) -> dict[str, Mapping[str, Summary]]:
+        now = self.clock() if now is None else now
+        with self._lock:
+            return {label: window.merged(now) for label, window in self._windows.items()}
+
+    def compute(self, now: float | None = None) -> Snapshot:
+        """Recompute every field's statistics in every window; store and return the snapshot."""
+        started = time.perf_counter()
+        now = self.clock() if now is None else now
+        windows = self.merged_windows(now)
+        results = []
+        for label, summaries in windows.items():
+            for name, spec in self._specs.items():
+                results.append(
+                    field_stats(
+                        spec, label, summaries[name], self._held[name], self.config.min_observations
+                    )
+                )
+        snapshot = Snapshot(
+            computed_at=now, duration=time.perf_counter() - started, fields=tuple(results)
+        )
+        self.snapshot = snapshot
+        return snapshot
+
+
+def field_stats(
+    spec: FieldSpec, window: str, live: Summary, held: FieldBaseline, min_observations: int
+) -> FieldStats:
+    """Statistics of one field's merged window summary against its baseline."""
+    n = live.count
+    base = held.summary
+    quantiles: tuple[tuple[float, float], ...] = ()
+    total = 0.0
+    if isinstance(live, NumericSummary) and n:
+        values = live.kll.get_quantiles(list(QUANTILES))
+        quantiles = tuple(zip(QUANTILES, (float(v) for v in values), strict=True))
+        total = live.total
+    unseen = live.unseen if isinstance(live, CategoricalSummary) else 0
+    if n < min_observations or base.count == 0:
+        return FieldStats(spec, window, n, quantiles=quantiles, total=total, unseen=unseen)
+    occupied = max(2, int(np.count_nonzero(base.bins)))
+    psi = stats.psi(live.bins, base.bins)
+    floor = stats.psi_noise_floor(occupied, n, base.count)
+    js = stats.js_distance(live.bins, base.bins)
+    if isinstance(live, NumericSummary) and isinstance(base, NumericSummary):
+        d = stats.ks_statistic(live.kll, base.kll)
+        return FieldStats(
+            spec, window, n, psi, floor, js, d, stats.ks_pvalue(d, n, base.count),
+            quantiles=quantiles, total=total,
+        )  # fmt: skip
+    chi2 = stats.chi2_pvalue(live.bins, base.bins)
+    return FieldStats(spec, window, n, psi, floor, js, chi2_pvalue=chi2, unseen=unseen)

@@ -1,0 +1,300 @@
+"""Mergeable summaries of one field over some span of observations.
+
+A summary is what a baseline holds for the training data and what each live
+sub-window holds for the traffic: for numeric fields a KLL quantile sketch
+plus exact counts in the baseline's fixed bins, for categorical fields exact
+counts over the baseline's frozen categories plus a frequent-items sketch
+and an HLL cardinality sketch.  Every update takes a whole column of a batch
+as one numpy array; nothing here loops in Python once per value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasketches as ds
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "OTHER",
+    "UNSEEN",
+    "CategoricalBinning",
+    "CategoricalSummary",
+    "NumericBinning",
+    "NumericSummary",
+    "Summary",
+    "split_finite",
+    "to_categories",
+    "to_floats",
+]
+
+OTHER = "__other__"
+UNSEEN = "__unseen__"
+
+FloatArray = npt.NDArray[np.float64]
+CountArray = npt.NDArray[np.int64]
+
+
+def to_floats(values: Sequence[Any] | npt.NDArray[Any]) -> tuple[FloatArray, int, int]:
+    """A column as float64 with ``nan`` for missing, and the (missing, wrong_type) counts.
+
+    ``None`` is missing; a string or any other non-number is of the wrong
+    type and is left out as missing would be, but counted apart.  The common
+    all-numbers case converts in one numpy call.
+    """
+    try:
+        array = values if isinstance(values, np.ndarray) else np.asarray(values)
+    except ValueError:  # ragged nested lists
+        array = np.asarray(values, dtype=object)
+    # numpy turns booleans mixed with numbers into 0/1; they are of the wrong type.
+    if (
+        array.ndim == 1
+        and array.dtype.kind in "fiu"
+        and (isinstance(values, np.ndarray) or bool not in set(map(type, values)))
+    ):
+        return array.astype(np.float64, copy=False), 0, 0
+    floats = np.full(len(values), np.nan)
+    missing = wrong = 0
+    for index, value in enumerate(values):
+        if value is None:
+            missing += 1
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            try:
+                floats[index] = value
+            except OverflowError:  # an integer beyond float range
+                floats[index] = np.inf if value > 0 else -np.inf
+        else:
+            wrong += 1
+    return floats, missing, wrong
+
+
+def split_finite(values: FloatArray, placeholders: int = 0) -> tuple[FloatArray, int, int]:
+    """The finite values, and how many were NaN and ±inf.
+
+    ``placeholders`` NaN slots stand for missing or wrong-type values that
+    :func:`to_floats` already counted; they are not counted as NaN again.
+    """
+    mask = np.isfinite(values)
+    if mask.all():
+        return values, 0, 0
+    inf = int(np.isinf(values).sum())
+    finite = values[mask]
+    return finite, len(values) - len(finite) - inf - placeholders, inf
+
+
+def to_categories(values: Sequence[Any] | npt.NDArray[Any]) -> tuple[npt.NDArray[np.str_], int]:
+    """A column as a numpy string array without missing values, and the missing count."""
+    if isinstance(values, np.ndarray) and values.dtype.kind == "U":
+        return values.ravel(), 0
+    kept = [_category_text(v) for v in values if v is not None]
+    missing = len(values) - len(kept)
+    return np.asarray(kept, dtype=np.str_) if kept else np.empty(0, dtype=np.str_), missing
+
+
+def _category_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class NumericBinning:
+    """Fixed bins from the baseline's quantiles: ``edges`` are the inner cut points.
+
+    Bin ``i`` holds ``edges[i-1] <= x < edges[i]``; the first and last bins
+    are open to -inf and +inf, so every finite value falls in exactly one.
+    """
+
+    edges: FloatArray
+
+    @property
+    def size(self) -> int:
+        return len(self.edges) + 1
+
+    def count(self, values: FloatArray) -> CountArray:
+        index = np.searchsorted(self.edges, values, side="right")
+        return np.bincount(index, minlength=self.size).astype(np.int64, copy=False)
+
+    def labels(self) -> list[str]:
+        return [str(i) for i in range(self.size)]
+
+
+@dataclass(frozen=True, slots=True)
+class CategoricalBinning:
+    """The baseline's top categories, frozen, plus ``__other__`` and ``__unseen__``.
+
+    ``known`` holds every category the baseline saw when it could keep them
+    all; a value outside the top categories is then ``__other__`` if known
+    and ``__unseen__`` if not.  Without ``known`` nothing can be called
+    unseen, so every such value is ``__other__``.
+    """
+
+    categories: tuple[str, ...]
+    known: frozenset[str] | None = None
+    index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index", {c: i for i, c in enumerate(self.categories)})
+
+    @property
+    def size(self) -> int:
+        return len(self.categories) + 2
+
+    def labels(self) -> list[str]:
+        return [*self.categories, OTHER, UNSEEN]
+
+    def count(self, values: npt.NDArray[np.str_]) -> CountArray:
+        if len(values) == 0:
+            return np.zeros(self.size, dtype=np.int64)
+        distinct, tally = np.unique(values, return_counts=True)
+        return self.count_table(dict(zip(distinct.tolist(), tally.tolist(), strict=True)))
+
+    def count_table(self, table: Mapping[str, int]) -> CountArray:
+        """Bucket counts from a ``category -> count`` table."""
+        counts = np.zeros(self.size, dtype=np.int64)
+        other, unseen = self.size - 2, self.size - 1
+        for value, n in table.items():
+            slot = self.index.get(value)
+            if slot is None:
+                slot = other if self.known is None or value in self.known else unseen
+            counts[slot] += n
+        return counts
+
+
+@dataclass(slots=True)
+class NumericSummary:
+    """KLL sketch, exact bin counts and moments of a numeric field."""
+
+    binning: NumericBinning
+    k: int = 200
+    kll: Any = None
+    bins: CountArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    count: int = 0
+    missing: int = 0
+    wrong_type: int = 0
+    nan: int = 0
+    inf: int = 0
+    total: float = 0.0
+    minimum: float = float("inf")
+    maximum: float = float("-inf")
+
+    def __post_init__(self) -> None:
+        if self.kll is None:
+            self.kll = ds.kll_doubles_sketch(self.k)
+        if len(self.bins) != self.binning.size:
+            self.bins = np.zeros(self.binning.size, dtype=np.int64)
+
+    def update(self, values: FloatArray, missing: int = 0, wrong_type: int = 0) -> None:
+        """Add one column from :func:`to_floats` (its ``nan`` slots include the missing ones)."""
+        finite, nan, inf = split_finite(values, missing + wrong_type)
+        self.add(finite, self.binning.count(finite), missing, wrong_type, nan, inf)
+
+    def add(
+        self,
+        finite: FloatArray,
+        bin_counts: CountArray,
+        missing: int = 0,
+        wrong_type: int = 0,
+        nan: int = 0,
+        inf: int = 0,
+    ) -> None:
+        """Add finite values already counted into this summary's bins (one sketch call)."""
+        self.missing += missing
+        self.wrong_type += wrong_type
+        self.nan += nan
+        self.inf += inf
+        if len(finite) == 0:
+            return
+        if not finite.flags.writeable:  # the binding refuses read-only buffers (Arrow's, say)
+            finite = finite.copy()
+        self.kll.update(finite)
+        self.bins += bin_counts
+        self.count += len(finite)
+        self.total += float(finite.sum())
+        self.minimum = min(self.minimum, float(finite.min()))
+        self.maximum = max(self.maximum, float(finite.max()))
+
+    def merge(self, other: NumericSummary) -> None:
+        self.kll.merge(other.kll)
+        self.bins += other.bins
+        self.count += other.count
+        self.missing += other.missing
+        self.wrong_type += other.wrong_type
+        self.nan += other.nan
+        self.inf += other.inf
+        self.total += other.total
+        self.minimum = min(self.minimum, other.minimum)
+        self.maximum = max(self.maximum, other.maximum)
+
+    def empty_like(self) -> NumericSummary:
+        return NumericSummary(binning=self.binning, k=self.k)
+
+
+@dataclass(slots=True)
+class CategoricalSummary:
+    """Exact counts over the baseline's frozen categories, frequent items and cardinality."""
+
+    binning: CategoricalBinning
+    lg_max_items: int = 7
+    hll_lg_k: int = 12
+    frequent: Any = None
+    hll: Any = None
+    bins: CountArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    count: int = 0
+    missing: int = 0
+
+    def __post_init__(self) -> None:
+        if self.frequent is None:
+            self.frequent = ds.frequent_strings_sketch(self.lg_max_items)
+        if self.hll is None:
+            self.hll = ds.hll_sketch(self.hll_lg_k)
+        if len(self.bins) != self.binning.size:
+            self.bins = np.zeros(self.binning.size, dtype=np.int64)
+
+    def update(self, values: npt.NDArray[np.str_], missing: int = 0) -> None:
+        """Add one column of category strings (missing values already removed)."""
+        distinct, tally = np.unique(values, return_counts=True)
+        table = dict(zip(distinct.tolist(), tally.tolist(), strict=True))
+        self.add(distinct, tally, self.binning.count_table(table), missing)
+
+    def add(
+        self,
+        distinct: npt.NDArray[np.str_],
+        tally: CountArray,
+        bin_counts: CountArray,
+        missing: int = 0,
+    ) -> None:
+        """Add a column given as its distinct values, their counts and its bucket counts."""
+        self.missing += missing
+        for value, n in zip(distinct.tolist(), tally.tolist(), strict=True):
+            self.frequent.update(value, n)
+            self.hll.update(value)
+        self.bins += bin_counts
+        self.count += int(tally.sum())
+
+    def merge(self, other: CategoricalSummary) -> None:
+        self.frequent.merge(other.frequent)
+        union = ds.hll_union(self.hll_lg_k)
+        union.update(self.hll)
+        union.update(other.hll)
+        self.hll = union.get_result(ds.tgt_hll_type.HLL_4)
+        self.bins += other.bins
+        self.count += other.count
+        self.missing += other.missing
+
+    def empty_like(self) -> CategoricalSummary:
+        return CategoricalSummary(
+            binning=self.binning, lg_max_items=self.lg_max_items, hll_lg_k=self.hll_lg_k
+        )
+
+    @property
+    def unseen(self) -> int:
+        return int(self.bins[-1])
+
+
+Summary = NumericSummary | CategoricalSummary

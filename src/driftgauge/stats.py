@@ -1,0 +1,127 @@
+"""Drift statistics: pure functions over bin counts and quantile sketches, no I/O.
+
+Smoothing for PSI: each bin's share is floored at ``PSI_FLOOR`` (1e-4)
+before the logarithm, both for the live window and for the baseline, so an
+empty bin adds a large but finite term instead of infinity.  The floor is
+the same one the Prometheus recording rules apply with ``clamp_min``, so a
+fleet-wide PSI computed by Prometheus matches the sidecar's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats as scipy_stats
+from scipy.spatial import distance
+
+__all__ = [
+    "PSI_FLOOR",
+    "chi2_pvalue",
+    "js_distance",
+    "ks_pvalue",
+    "ks_statistic",
+    "psi",
+    "psi_noise_floor",
+    "shares",
+]
+
+PSI_FLOOR = 1e-4
+
+CountLike = npt.ArrayLike
+
+
+def shares(counts: CountLike) -> npt.NDArray[np.float64]:
+    """Counts as proportions summing to one (all zeros stay zeros)."""
+    array = np.asarray(counts, dtype=np.float64)
+    total = array.sum()
+    return array / total if total > 0 else np.zeros_like(array)
+
+
+def psi(live: CountLike, baseline: CountLike) -> float:
+    """Population stability index Σ (p − q)·ln(p / q) over shares floored at ``PSI_FLOOR``.
+
+    ``live`` and ``baseline`` are counts (or shares) in the same bins.  Zero
+    when both are empty or identical; never negative.
+    """
+    p = np.maximum(shares(live), PSI_FLOOR)
+    q = np.maximum(shares(baseline), PSI_FLOOR)
+    if not np.any(np.asarray(live, dtype=np.float64)) or not np.any(
+        np.asarray(baseline, dtype=np.float64)
+    ):
+        return 0.0
+    return float(max(0.0, np.sum((p - q) * np.log(p / q))))
+
+
+def psi_noise_floor(bins: int, n: float, m: float) -> float:
+    """PSI expected from sampling alone with no drift: ≈ (B − 1)(1/n + 1/m).
+
+    Under no drift, n·PSI behaves like a χ² variable with B − 1 degrees of
+    freedom per sample, so its mean is (B − 1)/n for the window plus
+    (B − 1)/m for the baseline.  Infinite when either side is empty.
+    """
+    if n <= 0 or m <= 0 or bins < 2:
+        return math.inf if bins >= 2 else 0.0
+    return (bins - 1) * (1.0 / n + 1.0 / m)
+
+
+def js_distance(live: CountLike, baseline: CountLike) -> float:
+    """Jensen-Shannon distance (base 2, in [0, 1]) between two binned distributions."""
+    p, q = shares(live), shares(baseline)
+    if not p.any() or not q.any():
+        return 0.0
+    value = float(distance.jensenshannon(p, q, base=2.0))
+    return 0.0 if math.isnan(value) else min(1.0, value)
+
+
+def _sketch_points(sketch: Any) -> npt.NDArray[np.float64]:
+    """Every item a KLL sketch retains: the places where its CDF steps.
+
+    A sketch's CDF jumps only at its retained items, so the union of two
+    sketches' items holds every place either CDF can jump.  (A quantile
+    grid would skip light items next to heavier ones.)
+    """
+    if sketch.is_empty():
+        return np.empty(0)
+    items = np.fromiter((item for item, _ in sketch), dtype=np.float64)
+    return np.unique(items)
+
+
+def ks_statistic(a: Any, b: Any) -> float:
+    """Two-sample Kolmogorov-Smirnov D from two KLL sketches' CDFs.
+
+    D = max |F_a(x) − F_b(x)| over the union of both sketches' points, with
+    F(x) = P(X ≤ x).  Error: at most the sum of both sketches' normalized
+    rank errors (``normalized_rank_error(False)``), zero for sketches still
+    in exact mode.
+    """
+    if a.is_empty() or b.is_empty():
+        return 0.0
+    points = np.union1d(_sketch_points(a), _sketch_points(b))
+    fa = np.asarray(a.get_cdf(points.tolist(), True), dtype=np.float64)[:-1]
+    fb = np.asarray(b.get_cdf(points.tolist(), True), dtype=np.float64)[:-1]
+    return float(np.max(np.abs(fa - fb)))
+
+
+def ks_pvalue(d: float, n: float, m: float) -> float:
+    """p-value of D from the asymptotic Kolmogorov distribution at n·m/(n + m)."""
+    if n <= 0 or m <= 0:
+        return 1.0
+    effective = n * m / (n + m)
+    return float(scipy_stats.kstwobign.sf(d * math.sqrt(effective)))
+
+
+def chi2_pvalue(live: CountLike, baseline: CountLike) -> float:
+    """Chi-squared test of homogeneity of two count vectors (no continuity correction).
+
+    Categories empty on both sides are dropped; with fewer than two left, or
+    an empty side, there is nothing to test and the p-value is 1.
+    """
+    table = np.vstack([np.asarray(live, dtype=np.float64), np.asarray(baseline, dtype=np.float64)])
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2 or np.any(table.sum(axis=1) == 0):
+        return 1.0
+    result = scipy_stats.chi2_contingency(table, correction=False)
+    return float(result.pvalue)

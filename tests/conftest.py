@@ -1,0 +1,39 @@
+"""Shared fixtures: configs and baselines written to tmp_path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from driftgauge.baseline import Baseline, build_baseline, save_baseline
+from driftgauge.config import Config, load_config
+from tests.helpers import base_config, training_rows, write_csv
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., Config]:
+    """Write a config (``base_config`` plus overrides) to tmp_path and load it."""
+
+    def make(**overrides: Any) -> Config:
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(base_config(tmp_path, **overrides)), encoding="utf-8")
+        return load_config(path)
+
+    return make
+
+
+@pytest.fixture
+def make_baseline(tmp_path: Path) -> Callable[[Config, int], Baseline]:
+    """Build and save the baseline of ``config`` from ``n`` synthetic training rows."""
+
+    def make(config: Config, n: int = 5_000) -> Baseline:
+        data = write_csv(tmp_path / "train.csv", training_rows(n))
+        baseline = build_baseline(config, [data])
+        save_baseline(baseline, config.baseline)
+        return baseline
+
+    return make

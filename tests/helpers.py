@@ -1,0 +1,57 @@
+"""Test helpers: configs, training data and free loopback ports."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def base_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    """A small valid config (two numeric, one categorical feature; one prediction) as a dict."""
+    raw: dict[str, Any] = {
+        "model": "wine",
+        "protocol": "kserve-v1",
+        "source": {"tail": {"path": str(tmp_path / "requests.jsonl"), "poll_interval": 0.02}},
+        "metrics": {"listen": f"127.0.0.1:{free_port()}", "recompute_interval": "1s"},
+        "baseline": str(tmp_path / "baseline.dgb"),
+        "features": [
+            {"name": "alcohol", "type": "numeric"},
+            {"name": "ash", "type": "numeric"},
+            {"name": "region", "type": "categorical"},
+        ],
+        "predictions": [{"name": "class", "type": "categorical"}],
+        "windows": ["5m", "1h"],
+        "min_observations": 50,
+    }
+    raw.update(overrides)
+    return raw
+
+
+def training_rows(n: int, seed: int = 0) -> dict[str, list[Any]]:
+    """Columns of a training set matching ``base_config``."""
+    rng = np.random.default_rng(seed)
+    return {
+        "alcohol": rng.normal(13.0, 0.8, n).round(4).tolist(),
+        "ash": rng.lognormal(0.8, 0.2, n).round(4).tolist(),
+        "region": rng.choice(["north", "south", "east"], n, p=[0.5, 0.3, 0.2]).tolist(),
+        "class": rng.choice(["a", "b"], n).tolist(),
+    }
+
+
+def write_csv(path: Path, columns: dict[str, list[Any]]) -> Path:
+    names = list(columns)
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write(",".join(names) + "\n")
+        for row in zip(*columns.values(), strict=True):
+            handle.write(",".join("" if v is None else str(v) for v in row) + "\n")
+    return path

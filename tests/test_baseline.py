@@ -1,0 +1,293 @@
+"""Baseline build, file format, merge and the errors a user can meet."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from driftgauge import datafiles
+from driftgauge.baseline import (
+    FORMAT_VERSION,
+    Baseline,
+    build_baseline,
+    check_against,
+    describe,
+    load_baseline,
+    merge_baselines,
+    save_baseline,
+)
+from driftgauge.config import Config
+from driftgauge.exceptions import BaselineError, DataError
+from driftgauge.sketches import CategoricalSummary, NumericSummary
+from tests.helpers import training_rows, write_csv
+
+
+def _write_jsonl(path: Path, columns: dict[str, list[object]]) -> Path:
+    with path.open("w") as handle:
+        for row in zip(*columns.values(), strict=True):
+            handle.write(json.dumps(dict(zip(columns, row, strict=True))) + "\n")
+    return path
+
+
+def _write_parquet(path: Path, columns: dict[str, list[object]]) -> Path:
+    pq.write_table(pa.table(columns), path, row_group_size=1_000)
+    return path
+
+
+def _same_statistics(a: Baseline, b: Baseline) -> None:
+    """Equal counts and moments; numeric edges agree within the KLL rank error.
+
+    KLL compaction is randomised, so two builds of the same rows pick slightly
+    different quantile edges; each build's bin counts are exact on its own
+    edges (checked in test_bins_are_exact_counts_on_the_baseline_edges).
+    """
+    assert a.rows == b.rows
+    for name, held in a.fields.items():
+        other = b.fields[name]
+        assert held.summary.count == other.summary.count
+        assert held.summary.missing == other.summary.missing
+        assert held.summary.bins.sum() == other.summary.bins.sum()
+        if isinstance(held.summary, NumericSummary):
+            assert isinstance(other.summary, NumericSummary)
+            error = held.summary.kll.normalized_rank_error(
+                False
+            ) + other.summary.kll.normalized_rank_error(False)
+            ranks_a = held.summary.kll.get_cdf(other.summary.binning.edges.tolist(), True)[:-1]
+            ranks_b = other.summary.kll.get_cdf(other.summary.binning.edges.tolist(), True)[:-1]
+            assert np.abs(np.asarray(ranks_a) - np.asarray(ranks_b)).max() <= error
+            assert held.summary.minimum == other.summary.minimum
+            assert held.summary.maximum == other.summary.maximum
+            assert held.summary.total == pytest.approx(other.summary.total)
+        else:
+            assert np.array_equal(held.summary.bins, other.summary.bins)
+
+
+def test_csv_jsonl_and_parquet_give_the_same_baseline(
+    tmp_path: Path, make_config: Callable[..., Config]
+) -> None:
+    """The three formats hold the same rows, so they build identical statistics."""
+    config = make_config()
+    columns = training_rows(3_000)
+    columns["alcohol"][5] = None
+    built = [
+        build_baseline(config, [write_csv(tmp_path / "t.csv", columns)], chunk_rows=700),
+        build_baseline(config, [_write_jsonl(tmp_path / "t.jsonl", columns)], chunk_rows=700),
+        build_baseline(config, [_write_parquet(tmp_path / "t.parquet", columns)], chunk_rows=700),
+    ]
+    for other in built[1:]:
+        _same_statistics(built[0], other)
+    assert built[0].fields["alcohol"].summary.missing == 1
+
+
+def test_stdlib_readers_match_pyarrow(
+    tmp_path: Path, make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without pyarrow the CSV and JSON Lines readers give the same statistics."""
+    config = make_config()
+    columns = training_rows(2_000)
+    csv_path = write_csv(tmp_path / "t.csv", columns)
+    jsonl_path = _write_jsonl(tmp_path / "t.jsonl", columns)
+    with_arrow = build_baseline(config, [csv_path])
+    monkeypatch.setattr(datafiles, "pa", None)
+    _same_statistics(with_arrow, build_baseline(config, [csv_path], chunk_rows=300))
+    _same_statistics(with_arrow, build_baseline(config, [jsonl_path], chunk_rows=300))
+
+
+def test_bins_are_exact_counts_on_the_baseline_edges(
+    tmp_path: Path, make_config: Callable[..., Config]
+) -> None:
+    """The stored bin counts equal numpy's counts of the raw values on the stored edges."""
+    config = make_config()
+    columns = training_rows(10_000)
+    baseline = build_baseline(config, [write_csv(tmp_path / "t.csv", columns)])
+    held = baseline.fields["alcohol"].summary
+    assert isinstance(held, NumericSummary)
+    raw = np.asarray(columns["alcohol"], dtype=np.float64)
+    expected = np.bincount(
+        np.searchsorted(held.binning.edges, raw, side="right"), minlength=held.binning.size
+    )
+    assert np.array_equal(held.bins, expected)
+    assert held.binning.size == 10
+    shares = held.bins / held.bins.sum()
+    assert np.all(np.abs(shares - 0.1) < 0.03)  # equal mass within the KLL quantile error
+
+
+def test_ties_collapse_edges(tmp_path: Path, make_config: Callable[..., Config]) -> None:
+    """A column with heavy ties gets fewer, de-duplicated bins; a constant column one bin."""
+    config = make_config()
+    columns = training_rows(2_000)
+    columns["alcohol"] = [float(i % 3) for i in range(2_000)]
+    columns["ash"] = [7.0] * 2_000
+    baseline = build_baseline(config, [write_csv(tmp_path / "t.csv", columns)])
+    alcohol, ash = baseline.fields["alcohol"].summary, baseline.fields["ash"].summary
+    assert isinstance(alcohol, NumericSummary) and isinstance(ash, NumericSummary)
+    assert list(alcohol.binning.edges) == [1.0, 2.0]
+    assert list(alcohol.bins) == [667, 667, 666]
+    assert ash.binning.size == 1 and list(ash.bins) == [2_000]
+
+
+def test_categories_are_exact_and_frozen(
+    tmp_path: Path, make_config: Callable[..., Config]
+) -> None:
+    """Top categories are kept by exact count; other and unseen buckets follow."""
+    config = make_config(sketch={"top_categories": 2})
+    columns = training_rows(4_000)
+    baseline = build_baseline(config, [write_csv(tmp_path / "t.csv", columns)])
+    region = baseline.fields["region"]
+    assert isinstance(region.summary, CategoricalSummary)
+    counts = {c: columns["region"].count(c) for c in ("north", "south", "east")}
+    assert region.bin_labels == ["north", "south", "__other__", "__unseen__"]
+    assert list(region.summary.bins) == [counts["north"], counts["south"], counts["east"], 0]
+    assert region.category_counts == counts
+
+
+def test_save_and_load_round_trip(tmp_path: Path, make_config: Callable[..., Config]) -> None:
+    """A saved baseline loads back with the same statistics, id and sketches."""
+    config = make_config()
+    baseline = build_baseline(config, [write_csv(tmp_path / "t.csv", training_rows(2_000))])
+    save_baseline(baseline, tmp_path / "b.dgb")
+    loaded = load_baseline(tmp_path / "b.dgb")
+    _same_statistics(baseline, loaded)
+    assert loaded.id == baseline.id and loaded.schema_hash == config.schema_hash()
+    a, b = baseline.fields["ash"].summary, loaded.fields["ash"].summary
+    assert isinstance(a, NumericSummary) and isinstance(b, NumericSummary)
+    assert a.kll.get_quantile(0.5) == b.kll.get_quantile(0.5)
+    document = json.loads(gzip.decompress((tmp_path / "b.dgb").read_bytes()))
+    assert document["format"] == "driftgauge-baseline"
+    assert document["format_version"] == FORMAT_VERSION
+    assert {"driftgauge_version", "schema_hash", "created", "rows", "id"} <= set(document)
+
+
+def test_merge_of_halves_matches_the_whole(
+    tmp_path: Path, make_config: Callable[..., Config]
+) -> None:
+    """Two halves merge to the whole's counts exactly and its quantiles within rank error."""
+    config = make_config()
+    columns = training_rows(20_000, seed=3)
+    half = {k: v[:10_000] for k, v in columns.items()}
+    rest = {k: v[10_000:] for k, v in columns.items()}
+    whole = build_baseline(config, [write_csv(tmp_path / "all.csv", columns)])
+    first = build_baseline(config, [write_csv(tmp_path / "a.csv", half)])
+    second = build_baseline(config, [write_csv(tmp_path / "b.csv", rest)])
+    merged = merge_baselines(config, [first, second])
+    assert merged.rows == whole.rows
+    for name in ("alcohol", "ash"):
+        m, w = merged.fields[name].summary, whole.fields[name].summary
+        assert isinstance(m, NumericSummary) and isinstance(w, NumericSummary)
+        assert (m.count, m.missing, m.minimum, m.maximum) == (
+            w.count,
+            w.missing,
+            w.minimum,
+            w.maximum,
+        )
+        assert m.total == pytest.approx(w.total)
+        error = m.kll.normalized_rank_error(False) + w.kll.normalized_rank_error(False)
+        raw = np.sort(np.asarray(columns[name]))
+        for rank in (0.1, 0.5, 0.9):
+            # the merged quantile's true rank in the raw data is within the sketch error
+            true_rank = np.searchsorted(raw, m.kll.get_quantile(rank), side="right") / len(raw)
+            assert abs(true_rank - rank) <= error
+        # bins re-estimated on the merged edges: shares within the rank error per edge
+        exact = np.bincount(
+            np.searchsorted(m.binning.edges, raw, side="right"), minlength=m.binning.size
+        )
+        assert np.abs(m.bins / m.count - exact / len(raw)).max() <= 2 * error
+    for name in ("region", "class"):
+        assert np.array_equal(merged.fields[name].summary.bins, whole.fields[name].summary.bins)
+        assert merged.fields[name].exact
+
+
+def test_merge_with_shared_edges_is_exact(
+    tmp_path: Path, make_config: Callable[..., Config]
+) -> None:
+    """Merging a baseline with itself doubles every count exactly."""
+    config = make_config()
+    one = build_baseline(config, [write_csv(tmp_path / "t.csv", training_rows(3_000))])
+    twice = merge_baselines(config, [one, one])
+    for name, held in twice.fields.items():
+        assert held.exact
+        assert np.array_equal(held.summary.bins, 2 * one.fields[name].summary.bins)
+
+
+def test_corrupt_truncated_and_foreign_files(
+    tmp_path: Path, make_config: Callable[..., Config]
+) -> None:
+    """Every broken baseline file gives a one-line BaselineError naming the file."""
+    config = make_config()
+    baseline = build_baseline(config, [write_csv(tmp_path / "t.csv", training_rows(500))])
+    good = tmp_path / "good.dgb"
+    save_baseline(baseline, good)
+    data = good.read_bytes()
+    cases = {
+        "truncated.dgb": data[: len(data) // 2],
+        "text.dgb": b"hello",
+        "json.dgb": gzip.compress(b'{"format": "something-else"}'),
+        "version.dgb": gzip.compress(
+            json.dumps(json.loads(gzip.decompress(data)) | {"format_version": 99}).encode()
+        ),
+        "fields.dgb": gzip.compress(
+            json.dumps(
+                json.loads(gzip.decompress(data)) | {"fields": [{"type": "numeric"}]}
+            ).encode()
+        ),
+    }
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(BaselineError) as caught:
+            load_baseline(tmp_path / name)
+        assert name in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(BaselineError, match="format version 99"):
+        load_baseline(tmp_path / "version.dgb")
+    with pytest.raises(BaselineError, match="no baseline file"):
+        load_baseline(tmp_path / "absent.dgb")
+
+
+def test_check_against_names_mismatched_fields(
+    tmp_path: Path, make_config: Callable[..., Config]
+) -> None:
+    """A baseline built for other fields or types is refused, naming each field."""
+    config = make_config()
+    baseline = build_baseline(config, [write_csv(tmp_path / "t.csv", training_rows(500))])
+    other = make_config(
+        features=[{"name": "alcohol", "type": "categorical"}, {"name": "hue", "type": "numeric"}]
+    )
+    with pytest.raises(BaselineError) as caught:
+        check_against(baseline, other, Path("b.dgb"))
+    message = str(caught.value)
+    assert "'alcohol' is categorical in the config but numeric" in message
+    assert "'hue' is in the config but not in the baseline" in message
+    assert "ash" in message and "region" in message
+
+
+def test_bad_data_files(tmp_path: Path, make_config: Callable[..., Config]) -> None:
+    """A missing column, an unknown type and a non-number give one-line DataErrors."""
+    config = make_config()
+    columns = training_rows(100)
+    del columns["ash"]
+    with pytest.raises(DataError, match="no column named 'ash'"):
+        build_baseline(config, [write_csv(tmp_path / "t.csv", columns)])
+    with pytest.raises(DataError, match="unknown data file type '.xlsx'"):
+        build_baseline(config, [tmp_path / "t.xlsx"])
+    with pytest.raises(DataError, match="no such data file"):
+        build_baseline(config, [tmp_path / "absent.csv"])
+    columns = training_rows(100)
+    columns["ash"][3] = "abc"  # type: ignore[call-overload]
+    with pytest.raises(DataError, match="t2.csv: cannot read CSV data"):
+        build_baseline(config, [write_csv(tmp_path / "t2.csv", columns)])
+
+
+def test_describe_lists_every_field(tmp_path: Path, make_config: Callable[..., Config]) -> None:
+    """inspect's text names each field, its type, counts and bins."""
+    config = make_config()
+    baseline = build_baseline(config, [write_csv(tmp_path / "t.csv", training_rows(500))])
+    text = describe(baseline, Path("b.dgb"))
+    for name in ("alcohol", "ash", "region", "class"):
+        assert f"\n{name}  (" in text
+    assert "rows 500" in text and "bin shares" in text and "north" in text

@@ -1,0 +1,268 @@
+"""The driftgauge command as a user runs it: real processes, real files, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import base_config, training_rows, write_csv
+
+CLI = [sys.executable, "-m", "driftgauge.cli"]
+
+
+def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *map(str, args)], capture_output=True, text=True, timeout=120, check=False, cwd=cwd
+    )
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A config, a training CSV and its built baseline in tmp_path."""
+    config = base_config(tmp_path, baseline="baseline.dgb")
+    config["source"]["tail"]["state_file"] = str(tmp_path / "tail.state")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    write_csv(tmp_path / "train.csv", training_rows(4_000))
+    result = run(
+        "baseline",
+        "-c",
+        tmp_path / "config.yaml",
+        "--data",
+        tmp_path / "train.csv",
+        "-o",
+        tmp_path / "baseline.dgb",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "4,000 rows" in result.stdout
+    return tmp_path
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
+    assert result.returncode == code, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_check_accepts_a_matching_config_and_baseline(project: Path) -> None:
+    """check exits 0 and says what it checked."""
+    result = run("check", "-c", project / "config.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "ok:" in result.stdout
+    assert "4,000 rows" in result.stdout
+
+
+def test_check_reports_bad_config_keys_in_one_line(project: Path) -> None:
+    """A bad config gives exit 2 and one line naming the file and keys."""
+    raw = yaml.safe_load((project / "config.yaml").read_text())
+    raw["windows"] = ["5 minutes"]
+    raw["features"][0]["type"] = "float"
+    (project / "bad.yaml").write_text(yaml.safe_dump(raw))
+    _one_line_error(
+        run("check", "-c", project / "bad.yaml"), 2, "bad.yaml", "windows[0]", "features[0].type"
+    )
+
+
+def test_check_reports_a_mismatched_baseline(project: Path) -> None:
+    """A baseline built for other fields gives exit 3 naming the field."""
+    raw = yaml.safe_load((project / "config.yaml").read_text())
+    raw["features"].append({"name": "hue", "type": "numeric"})
+    (project / "more.yaml").write_text(yaml.safe_dump(raw))
+    _one_line_error(run("check", "-c", project / "more.yaml"), 3, "baseline.dgb", "'hue'")
+
+
+def test_missing_baseline_and_unreadable_data(project: Path) -> None:
+    """A missing baseline (exit 3) and a missing data file (exit 4) are one-line errors."""
+    _one_line_error(run("inspect", project / "nope.dgb"), 3, "nope.dgb")
+    result = run(
+        "baseline",
+        "-c",
+        project / "config.yaml",
+        "--data",
+        project / "nope.csv",
+        "-o",
+        project / "x.dgb",
+    )
+    _one_line_error(result, 4, "nope.csv")
+
+
+def test_inspect_prints_every_field(project: Path) -> None:
+    """inspect shows rows, each field with its type, quantiles and categories."""
+    result = run("inspect", project / "baseline.dgb")
+    assert result.returncode == 0, result.stderr
+    for text in (
+        "rows 4,000",
+        "alcohol  (numeric input",
+        "region  (categorical input",
+        "p50",
+        "north",
+    ):
+        assert text in result.stdout
+
+
+def test_baseline_merge_command(project: Path) -> None:
+    """`baseline merge` joins two baselines into one holding all their rows."""
+    columns = training_rows(4_000, seed=1)
+    write_csv(project / "more.csv", columns)
+    config = project / "config.yaml"
+    assert (
+        run(
+            "baseline", "-c", config, "--data", project / "more.csv", "-o", project / "more.dgb"
+        ).returncode
+        == 0
+    )
+    result = run(
+        "baseline",
+        "merge",
+        "-c",
+        config,
+        project / "baseline.dgb",
+        project / "more.dgb",
+        "-o",
+        project / "all.dgb",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "8,000 rows from 2 baselines" in result.stdout
+    assert "rows 8,000" in run("inspect", project / "all.dgb").stdout
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def _wait(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def serve(project: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """`driftgauge serve` on the project's config, always stopped afterwards."""
+    port = int(
+        yaml.safe_load((project / "config.yaml").read_text())["metrics"]["listen"].rsplit(":", 1)[1]
+    )
+    process = subprocess.Popen(
+        [*CLI, "serve", "-c", str(project / "config.yaml")], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        assert process.stderr is not None
+        process.stderr.close()
+
+
+def _log_records(path: Path, n: int, start: int, shift: float = 0.0) -> None:
+    columns = training_rows(n, seed=start)
+    with path.open("a") as handle:
+        for i in range(0, n, 10):
+            instances = [
+                {
+                    "alcohol": columns["alcohol"][j] + shift,
+                    "ash": columns["ash"][j],
+                    "region": columns["region"][j],
+                }
+                for j in range(i, min(i + 10, n))
+            ]
+            predictions = [{"class": columns["class"][j]} for j in range(i, min(i + 10, n))]
+            record = {
+                "ts": time.time(),
+                "id": f"r{start}-{i}",
+                "request": {"instances": instances},
+                "response": {"predictions": predictions},
+            }
+            handle.write(json.dumps(record) + "\n")
+        handle.write("this is not json\n")
+
+
+def test_serve_tails_a_log_and_exposes_drift(
+    project: Path, serve: tuple[subprocess.Popen[str], int]
+) -> None:
+    """serve follows the request log, exports drift on /metrics, and exits 0 on SIGTERM."""
+    process, port = serve
+    _wait(
+        lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200
+    )
+    _log_records(project / "requests.jsonl", 2_000, start=11, shift=1.0)
+    alcohol = (("feature", "alcohol"), ("model", "wine"), ("role", "input"), ("window", "5m"))
+    ash = (("feature", "ash"), ("model", "wine"), ("role", "input"), ("window", "5m"))
+    _wait(lambda: _scrape(port).get(("driftgauge_window_observations", alcohol)) == 2_000)
+    _wait(lambda: ("driftgauge_psi", alcohol) in _scrape(port))
+    samples = _scrape(port)
+    floor = samples[("driftgauge_psi_noise_floor", alcohol)]
+    assert samples[("driftgauge_psi", alcohol)] > 50 * floor
+    assert samples[("driftgauge_psi", ash)] < 5 * floor
+    assert (
+        samples[("driftgauge_parse_errors_total", (("model", "wine"), ("reason", "invalid_json")))]
+        == 1
+    )
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=15) == 0
+    state = json.loads((project / "tail.state").read_text())
+    assert state["offset"] == (project / "requests.jsonl").stat().st_size
+
+
+def test_serve_fails_fast_on_a_bad_baseline(project: Path) -> None:
+    """serve with a corrupt baseline exits 3 with one line, before listening."""
+    (project / "baseline.dgb").write_bytes(b"\x1f\x8b garbage")
+    _one_line_error(run("serve", "-c", project / "config.yaml"), 3, "baseline.dgb", "corrupt")
+
+
+def test_no_traceback_on_a_busy_port(project: Path) -> None:
+    """A metrics port already in use is a one-line error."""
+    import socket
+
+    port = int(
+        yaml.safe_load((project / "config.yaml").read_text())["metrics"]["listen"].rsplit(":", 1)[1]
+    )
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        result = run("serve", "-c", project / "config.yaml")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "address" in result.stderr.lower()
+
+
+def test_demo_detects_exactly_the_drifted_features() -> None:
+    """The demo, shortened, names exactly the features it drifted and exits 0."""
+    env = dict(os.environ)
+    result = subprocess.run(
+        [*CLI, "demo", "--duration", "40"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "detected exactly the drifted features" in result.stdout
+    assert "drifted inputs found:    alcohol, color_intensity, region" in result.stdout

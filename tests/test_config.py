@@ -1,0 +1,150 @@
+"""Config validation: every problem reported with its key path, unknown keys rejected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from driftgauge.config import (
+    DEFAULT_METRICS_PORT,
+    ProxyConfig,
+    TailConfig,
+    config_from_mapping,
+    format_duration,
+    load_config,
+    parse_duration,
+    parse_listen,
+)
+from driftgauge.exceptions import ConfigError, DriftgaugeError
+from tests.helpers import base_config
+
+
+def _error(tmp_path: Path, raw: Any) -> str:
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping(raw, base=tmp_path)
+    return str(caught.value)
+
+
+def test_valid_config_loads_with_defaults(tmp_path: Path) -> None:
+    """A minimal config gets working defaults and resolves relative paths."""
+    path = tmp_path / "c.yaml"
+    raw = base_config(tmp_path, baseline="b.dgb")
+    del raw["metrics"]
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path)
+    assert config.baseline == tmp_path / "b.dgb"
+    assert config.metrics.listen == ("0.0.0.0", DEFAULT_METRICS_PORT)
+    assert [w.label for w in config.windows] == ["5m", "1h"]
+    assert config.windows[0].slice_seconds == 30.0
+    assert isinstance(config.source, TailConfig)
+    assert [f.role for f in config.fields] == ["input", "input", "input", "prediction"]
+
+
+def test_proxy_source_parses_listen_and_upstream(tmp_path: Path) -> None:
+    """source.proxy takes host:port and an http URL."""
+    raw = base_config(
+        tmp_path,
+        source={"proxy": {"listen": "127.0.0.1:18080", "upstream": "http://127.0.0.1:9000/"}},
+    )
+    config = config_from_mapping(raw, base=tmp_path)
+    assert isinstance(config.source, ProxyConfig)
+    assert config.source.listen == ("127.0.0.1", 18080)
+    assert config.source.upstream == "http://127.0.0.1:9000"
+
+
+def test_unknown_keys_are_errors_naming_the_path(tmp_path: Path) -> None:
+    """A typo at any level is reported with its key path."""
+    raw = base_config(tmp_path, windoes=["5m"])
+    raw["features"][0]["typ"] = "numeric"
+    message = _error(tmp_path, raw)
+    assert "windoes: unknown key" in message
+    assert "features[0].typ: unknown key" in message
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    """Several bad values give one message listing each key."""
+    raw = base_config(tmp_path, protocol="grpc", windows=["5x"], min_observations=0)
+    raw["features"][1]["type"] = "numerc"
+    raw["metrics"]["listen"] = "127.0.0.1:99999"
+    message = _error(tmp_path, raw)
+    for key in (
+        "protocol:",
+        "windows[0]:",
+        "min_observations:",
+        "features[1].type:",
+        "metrics.listen:",
+    ):
+        assert key in message
+    assert "\n" not in message
+
+
+def test_duplicate_names_and_missing_keys(tmp_path: Path) -> None:
+    """A name used twice and a missing required key are both named."""
+    raw = base_config(tmp_path, predictions=[{"name": "alcohol", "type": "numeric"}])
+    del raw["model"]
+    message = _error(tmp_path, raw)
+    assert "'alcohol' is used more than once" in message
+    assert "model: missing" in message
+
+
+def test_exactly_one_source(tmp_path: Path) -> None:
+    """Both or neither of proxy and tail is an error."""
+    both = base_config(tmp_path, source={"proxy": {}, "tail": {"path": "x"}})
+    assert "exactly one of source.proxy or source.tail" in _error(tmp_path, both)
+
+
+def test_jsonpath_needs_paths(tmp_path: Path) -> None:
+    """The jsonpath protocol requires a path on every field."""
+    message = _error(tmp_path, base_config(tmp_path, protocol="jsonpath"))
+    assert "features[0].path: missing" in message
+
+
+def test_bad_yaml_and_unreadable_file(tmp_path: Path) -> None:
+    """Invalid YAML names the line; a missing file names the path; both are DriftgaugeErrors."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML at line \d+"):
+        load_config(bad)
+    with pytest.raises(DriftgaugeError, match="cannot read the config file"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
+    """A list at the top is a clear error."""
+    assert "expected a mapping" in _error(tmp_path, ["model"])
+
+
+def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
+    """Python object tags are refused by the safe loader."""
+    path = tmp_path / "evil.yaml"
+    path.write_text("model: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+@given(st.integers(1, 10_000), st.sampled_from(["ms", "s", "m", "h", "d"]))
+def test_duration_round_trip(amount: int, unit: str) -> None:
+    """format_duration(parse_duration(x)) parses back to the same seconds."""
+    seconds = parse_duration(f"{amount}{unit}")
+    assert parse_duration(format_duration(seconds)) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "5", "5 m", "-5m", "0s", "1y", "m5"])
+def test_bad_durations_are_rejected(text: str) -> None:
+    """Anything but a positive count and a unit is refused."""
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
+
+
+def test_parse_listen_forms() -> None:
+    """host:port, :port, [::1]:port and a bare host with the default port."""
+    assert parse_listen("127.0.0.1:9", 1) == ("127.0.0.1", 9)
+    assert parse_listen(":9", 1) == ("0.0.0.0", 9)
+    assert parse_listen("[::1]:9", 1) == ("::1", 9)
+    with pytest.raises(ValueError, match="host:port"):
+        parse_listen("host:http", 1)
