@@ -14,16 +14,19 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-from aiohttp import web
+from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from driftgauge.baseline import Baseline, check_against, load_baseline
 from driftgauge.batcher import Batcher
-from driftgauge.config import Config, TailConfig
+from driftgauge.config import Config, ProxyConfig, TailConfig
 from driftgauge.exposition import MonitorCollector, metrics_routes
 from driftgauge.monitor import Monitor
 from driftgauge.protocols import make_adapter
+from driftgauge.sources.proxy import ProxyServer, RecordQueue
+from driftgauge.sources.proxy_metrics import ProxyMetrics
 from driftgauge.sources.tail import TailSource
 
 __all__ = ["Health", "Sidecar", "build_sidecar", "run_until_stopped"]
@@ -33,16 +36,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class Health:
-    """What /readyz reports: the first statistics computed and no background task dead."""
+    """What /readyz reports: started, no background task dead, upstream reachable, not stopping."""
 
     started: bool = False
+    stopping: bool = False
+    upstream_ok: bool | None = None  # None: no upstream (tail source)
     failed: list[str] = field(default_factory=list)
 
     def ready(self) -> tuple[bool, str]:
+        if self.stopping:
+            return False, "shutting down"
         if self.failed:
             return False, f"background task died: {', '.join(self.failed)}"
         if not self.started:
             return False, "starting"
+        if self.upstream_ok is False:
+            return False, "upstream model server not ready"
         return True, "ok"
 
 
@@ -56,6 +65,7 @@ class Sidecar:
     registry: CollectorRegistry
     health: Health
     app: web.Application
+    proxy_port: int | None = None
 
 
 MONITOR_KEY = web.AppKey("monitor", Monitor)
@@ -107,6 +117,8 @@ def build_sidecar(
     app.cleanup_ctx.append(_recompute_ctx)
     if isinstance(config.source, TailConfig):
         app.cleanup_ctx.append(_tail_ctx)
+    else:
+        app.cleanup_ctx.append(_proxy_ctx)
     return sidecar
 
 
@@ -136,6 +148,72 @@ async def _tail_ctx(app: web.Application) -> AsyncIterator[None]:
     await _cancel(task, "tail")
 
 
+async def _consume(queue: RecordQueue, batcher: Batcher, metrics: ProxyMetrics) -> None:
+    """Drain the proxy's queue into the sketches in batches, yielding between them."""
+    while True:
+        await queue.wait(0.05)
+        while len(queue):
+            batcher.ingest(queue.take(256))
+            metrics.queue_depth.set(len(queue))
+            await asyncio.sleep(0)
+
+
+async def _watch_upstream(config: ProxyConfig, health: Health) -> None:
+    """Readiness follows the model server: its readiness path, or a TCP connect."""
+    parts = urlsplit(config.upstream)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    async with ClientSession(timeout=ClientTimeout(total=2.0)) as session:
+        while True:
+            try:
+                if config.readiness_path:
+                    async with session.get(config.upstream + config.readiness_path) as response:
+                        health.upstream_ok = response.status == 200
+                else:
+                    _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
+                    writer.close()
+                    health.upstream_ok = True
+            except (OSError, TimeoutError, ClientError):
+                health.upstream_ok = False
+            await asyncio.sleep(2.0)
+
+
+async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
+    sidecar = app[SIDECAR_KEY]
+    config = sidecar.config.source
+    assert isinstance(config, ProxyConfig)
+    monitor = sidecar.monitor
+    metrics = ProxyMetrics(sidecar.registry, sidecar.config.model)
+    queue = RecordQueue(config.queue_size, monitor.count_dropped)
+    server = ProxyServer(
+        config.upstream,
+        sidecar.batcher.adapter.matches,
+        metrics,
+        queue,
+        timeout=config.timeout,
+        connect_timeout=config.connect_timeout,
+        max_body_bytes=config.max_body_bytes,
+        request_id_header=config.request_id_header,
+        count_parse_error=monitor.count_parse_error,
+        count_dropped=monitor.count_dropped,
+    )
+    sidecar.health.upstream_ok = False
+    consumer = _supervise(
+        "monitoring consumer", sidecar.health, _consume(queue, sidecar.batcher, metrics)
+    )
+    watcher = _supervise("upstream watch", sidecar.health, _watch_upstream(config, sidecar.health))
+    host, port = config.listen
+    sidecar.proxy_port = await server.start(host, port)
+    log.info("proxy on http://%s:%s -> %s", host, sidecar.proxy_port, config.upstream)
+    yield
+    sidecar.health.stopping = True
+    server.stop_accepting()
+    await server.drain(config.shutdown_grace)
+    await _cancel(watcher, "upstream watch")
+    await _cancel(consumer, "monitoring consumer")
+    while len(queue):  # what was answered is also monitored: flush the queue into the sketches
+        sidecar.batcher.ingest(queue.take(1024))
+
+
 async def run_until_stopped(
     sidecar: Sidecar,
     stop: asyncio.Event | None = None,
@@ -160,6 +238,7 @@ async def run_until_stopped(
         if on_started is not None:
             on_started(bound)
         await stop.wait()
+        sidecar.health.stopping = True
     finally:
         for signum in handled:
             loop.remove_signal_handler(signum)

@@ -116,6 +116,8 @@ class ProxyConfig:
     readiness_path: str | None = None
     max_body_bytes: int = 4 * 1024 * 1024
     queue_size: int = 10_000
+    request_id_header: str = "X-Request-ID"
+    shutdown_grace: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,35 +349,40 @@ def _source(value: Any, base: Path, errors: _Errors) -> ProxyConfig | TailConfig
             "readiness_path",
             "max_body_bytes",
             "queue_size",
+            "request_id_header",
+            "shutdown_grace",
         ),
         errors,
     )
     defaults = ProxyConfig()
+    prefix = "source.proxy."
+
+    def listen(value: Any) -> tuple[str, int]:
+        return parse_listen(str(value), DEFAULT_PROXY_PORT)
+
+    def url_path(value: Any) -> str:
+        text = _string(value)
+        if not text.startswith("/"):
+            raise ValueError(f"{text!r} must start with /")
+        return text
+
     return ProxyConfig(
-        listen=_get(
-            proxy,
-            "listen",
-            "source.proxy.",
-            lambda v: parse_listen(str(v), DEFAULT_PROXY_PORT),
-            defaults.listen,
-            errors,
-        ),
-        upstream=_get(proxy, "upstream", "source.proxy.", _url, defaults.upstream, errors),
-        timeout=_get(proxy, "timeout", "source.proxy.", _positive_float, defaults.timeout, errors),
+        listen=_get(proxy, "listen", prefix, listen, defaults.listen, errors),
+        upstream=_get(proxy, "upstream", prefix, _url, defaults.upstream, errors),
+        timeout=_get(proxy, "timeout", prefix, _positive_float, defaults.timeout, errors),
         connect_timeout=_get(
-            proxy,
-            "connect_timeout",
-            "source.proxy.",
-            _positive_float,
-            defaults.connect_timeout,
-            errors,
+            proxy, "connect_timeout", prefix, _positive_float, defaults.connect_timeout, errors
         ),
-        readiness_path=_get(proxy, "readiness_path", "source.proxy.", _string, None, errors),
+        readiness_path=_get(proxy, "readiness_path", prefix, url_path, None, errors),
         max_body_bytes=_get(
-            proxy, "max_body_bytes", "source.proxy.", _positive_int, defaults.max_body_bytes, errors
+            proxy, "max_body_bytes", prefix, _positive_int, defaults.max_body_bytes, errors
         ),
-        queue_size=_get(
-            proxy, "queue_size", "source.proxy.", _positive_int, defaults.queue_size, errors
+        queue_size=_get(proxy, "queue_size", prefix, _positive_int, defaults.queue_size, errors),
+        request_id_header=_get(
+            proxy, "request_id_header", prefix, _string, defaults.request_id_header, errors
+        ),
+        shutdown_grace=_get(
+            proxy, "shutdown_grace", prefix, _positive_float, defaults.shutdown_grace, errors
         ),
     )
 

@@ -3,9 +3,9 @@
 The demo trains a small multinomial logistic regression on a synthetic
 wine-like data set (8 numeric features and a categorical ``region``),
 builds the baseline from that training data with the real baseline code,
-serves the model over KServe v1 on 127.0.0.1, and runs the sidecar against
-the model server's request log (tail source).  A traffic generator sends
-batched requests; after a third of the run it shifts ``alcohol``, widens
+serves the model over KServe v1 on 127.0.0.1, and puts the sidecar in front
+of it as a proxy.  A traffic generator sends batched requests through the
+proxy; after a third of the run it shifts ``alcohol``, widens
 ``color_intensity`` and changes the ``region`` mix.  Every two seconds the
 demo scrapes the sidecar's real ``/metrics`` over HTTP and shows per-feature
 PSI, noise floor, KS and status; at the end it names the features found
@@ -156,11 +156,17 @@ def free_port(preferred: int | None = None) -> int:
     raise OSError("no free port on 127.0.0.1")
 
 
-def demo_config(workdir: Path, metrics_port: int, log_path: Path) -> Config:
+def demo_config(workdir: Path, metrics_port: int, proxy_port: int, model_port: int) -> Config:
     raw = {
         "model": "wine",
         "protocol": "kserve-v1",
-        "source": {"tail": {"path": str(log_path), "poll_interval": 0.1, "start_at": "beginning"}},
+        "source": {
+            "proxy": {
+                "listen": f"127.0.0.1:{proxy_port}",
+                "upstream": f"http://127.0.0.1:{model_port}",
+                "readiness_path": "/v1/models/wine",
+            }
+        },
         "metrics": {"listen": f"127.0.0.1:{metrics_port}", "recompute_interval": "2s"},
         "baseline": str(workdir / "wine.dgb"),
         "features": [{"name": n, "type": "numeric"} for n in NUMERIC]
@@ -175,36 +181,26 @@ def demo_config(workdir: Path, metrics_port: int, log_path: Path) -> Config:
     return config_from_mapping(raw, base=workdir)
 
 
-def _model_app(model: Model, log_path: Path) -> web.Application:
-    log = log_path.open("a", encoding="utf-8")
-    counter = iter(range(1, 1 << 62))
+def _model_app(model: Model) -> web.Application:
+    """A KServe v1 model server: predict and the model's readiness route."""
 
     async def predict(request: web.Request) -> web.Response:
-        body = await request.json()
-        instances = body.get("instances") if isinstance(body, dict) else None
-        if not isinstance(instances, list) or not instances:
-            return web.json_response(
-                {"error": "expected a non-empty list of instances"}, status=400
-            )
-        x = np.array([[row[n] for n in NUMERIC] for row in instances], dtype=np.float64)
-        response = {"predictions": model.predict(x, [row["region"] for row in instances])}
-        record = {
-            "ts": time.time(),
-            "id": f"req-{next(counter)}",
-            "path": request.path,
-            "request": body,
-            "response": response,
-        }
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-        return web.json_response(response)
+        try:
+            body = await request.json()
+            instances = body["instances"]
+            x = np.array([[row[n] for n in NUMERIC] for row in instances], dtype=np.float64)
+            regions = [str(row["region"]) for row in instances]
+        except (ValueError, KeyError, TypeError):
+            message = "expected {'instances': [{feature: value}, ...]}"
+            return web.json_response({"error": message}, status=400)
+        return web.json_response({"predictions": model.predict(x, regions)})
 
-    async def close_log(app: web.Application) -> None:
-        log.close()
+    async def ready(request: web.Request) -> web.Response:
+        return web.json_response({"name": "wine", "ready": True})
 
     app = web.Application()
     app.router.add_post("/v1/models/wine:predict", predict)
-    app.on_cleanup.append(close_log)
+    app.router.add_get("/v1/models/wine", ready)
     return app
 
 
@@ -281,23 +277,22 @@ async def _run(duration: float, metrics_port: int | None, seed: int) -> int:
             for row, prediction in zip(_rows(x, regions), model.predict(x, regions), strict=True):
                 handle.write(json.dumps(row | prediction) + "\n")
         port = free_port(metrics_port if metrics_port is not None else DEFAULT_METRICS_PORT)
-        log_path = workdir / "requests.jsonl"
-        log_path.touch()
-        config = demo_config(workdir, port, log_path)
+        model_port, proxy_port = free_port(), free_port()
+        config = demo_config(workdir, port, proxy_port, model_port)
         baseline = await asyncio.to_thread(build_baseline, config, [train])
         save_baseline(baseline, config.baseline)
         sidecar = build_sidecar(config)
-        model_runner = web.AppRunner(_model_app(model, log_path), access_log=None)
+        model_runner = web.AppRunner(_model_app(model), access_log=None)
         await model_runner.setup()
-        model_port = free_port()
         await web.TCPSite(model_runner, "127.0.0.1", model_port).start()
         stop, stop_traffic = asyncio.Event(), asyncio.Event()
         serving = asyncio.create_task(run_until_stopped(sidecar, stop))
-        url = f"http://127.0.0.1:{model_port}/v1/models/wine:predict"
+        url = f"http://127.0.0.1:{proxy_port}/v1/models/wine:predict"
         traffic = asyncio.create_task(_traffic(url, population, stop_traffic))
         metrics_url = f"http://127.0.0.1:{port}/metrics"
         interactive = sys.stdout.isatty()
         print(f"model server  http://127.0.0.1:{model_port}  (KServe v1, model 'wine')")
+        print(f"proxy         http://127.0.0.1:{proxy_port}  (driftgauge in front of it)")
         print(f"metrics       {metrics_url}")
         print(
             f"baseline      {baseline.rows:,} training rows; drift goes into {', '.join(DRIFTED)} after a third of the run"

@@ -154,6 +154,11 @@ class MonitorCollector(Collector):
             "The baseline's share of each bin.",
             labels=[*FIELD_LABELS, "bin"],
         )
+        baseline_count = GaugeMetricFamily(
+            "driftgauge_baseline_observations",
+            "Valid values of each field in the baseline (for fleet-wide noise floors).",
+            labels=FIELD_LABELS,
+        )
         for spec in monitor.config.fields:
             labels = [model, spec.name, spec.role]
             counter = counters[spec.name]
@@ -163,10 +168,11 @@ class MonitorCollector(Collector):
             for reason in reasons:
                 invalid.add_metric([*labels, reason], counter.invalid.get(reason, 0))
             held = monitor.baseline.fields[spec.name]
+            baseline_count.add_metric(labels, held.summary.count)
             for label, count, ratio in zip(held.bin_labels, counter.bins, held.ratios, strict=True):
                 bins.add_metric([*labels, label], int(count))
                 ratios.add_metric([*labels, label], ratio)
-        yield from (seen, missing, invalid, bins, ratios)
+        yield from (seen, missing, invalid, bins, ratios, baseline_count)
         parse_errors = CounterMetricFamily(
             "driftgauge_parse_errors",
             "Bodies that could not be read, by reason.",

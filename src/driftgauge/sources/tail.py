@@ -1,0 +1,427 @@
+"""The ``tail`` source: follow a JSON Lines request log and hand its records over in batches.
+
+Lines are ``{"ts", "id", "request", "response", "path"}`` (see SPEC); a bad one is skipped and
+reported to ``on_error`` as ``invalid_json``, ``invalid_record``, ``invalid_ts`` or
+``line_too_long``.  Disk access runs in worker threads, the callbacks on the event loop.
+
+* Order: records arrive in file order, each line once it is complete (ends with a newline).
+* Rotation (rename + create): once the new file is seen, the old one is drained to its end
+  (again while it still grows, up to 5 s), then the new one is read from byte 0.  A truncated
+  file (copytruncate) is read again from byte 0; what was written between the last poll and
+  the truncation is lost.
+* Restart: with a ``state_file``, the offset of the first line not yet handed over is replaced
+  atomically (temp file, fsync, rename) right after every ``on_records`` call and at shutdown,
+  so a clean stop (task cancelled) and restart neither skips nor re-reads a line.  A hard crash
+  after ``on_records`` returned but before that write finished re-delivers at most that one
+  batch; nothing is ever skipped.  The state applies when path, inode and device match, the
+  file holds ``offset`` bytes and its first ``min(256, offset)`` bytes hash the same.  A file
+  rotated while stopped is looked up by inode in the same directory and finished first; if it
+  is gone the new file is read from byte 0 (logged).  Otherwise ``start_at`` applies ("end":
+  after the last complete line), except that a file appearing after the start is read whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from driftgauge.config import TailConfig
+from driftgauge.typing import Record
+
+try:
+    import orjson
+
+    _loads: Callable[[bytes], Any] = orjson.loads
+except ImportError:  # pragma: no cover - orjson is the optional `fast` extra
+    _loads = json.loads
+
+__all__ = ["CHUNK_BYTES", "MAX_LINE_BYTES", "TailSource", "parse_timestamp"]
+
+logger = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1 << 20
+MAX_LINE_BYTES = 16 << 20
+_HEAD = 256  # bytes of the file start that identify its content
+_ROTATE_GRACE = 5.0  # longest wait for a rotated-away file that keeps growing
+_RFC3339 = re.compile(
+    r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)", re.A
+)
+_STATE_TYPES = {"path": str, "inode": int, "device": int, "offset": int, "head": str}
+
+
+def parse_timestamp(value: object) -> float:
+    """Unix seconds from a log line's ``ts``: a number of seconds or an RFC 3339 string.
+
+    Raises ValueError for anything else: booleans, NaN or infinity, dates without a time or an
+    offset, impossible dates.  Fractions beyond microseconds are truncated.
+    """
+    if isinstance(value, str) and _RFC3339.fullmatch(value):
+        # fromisoformat alone would also take forms RFC 3339 forbids, such as a missing offset
+        text = value.upper().replace(" ", "T").replace("Z", "+00:00")
+        try:
+            return datetime.fromisoformat(text).timestamp()
+        except OverflowError:
+            raise ValueError("date-time out of range") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not abs(value) < 1e18:
+        raise ValueError("expected finite unix seconds or an RFC 3339 date-time with an offset")
+    return float(value)
+
+
+def _parse_line(line: bytes, now: float) -> Record | str:
+    """One log line as a Record, or the reason it is not one."""
+    try:
+        obj = _loads(line)
+    except (ValueError, RecursionError):
+        return "invalid_json"
+    if not isinstance(obj, dict) or "request" not in obj:
+        return "invalid_record"
+    request_id, path = obj.get("id"), obj.get("path")
+    if isinstance(request_id, int) and not isinstance(request_id, bool):
+        request_id = str(request_id)
+    if not (request_id is None or isinstance(request_id, str)):
+        return "invalid_record"
+    try:
+        ts = now if obj.get("ts") is None else parse_timestamp(obj["ts"])
+    except ValueError:
+        return "invalid_ts"
+    path = path if isinstance(path, str) else ""
+    return Record(ts, obj["request"], obj.get("response"), path, request_id)
+
+
+@dataclass(frozen=True, slots=True)
+class _Cursor:
+    """Where reading goes on: ``pos`` is just past the buffered partial line ``pending``."""
+
+    pos: int
+    pending: bytes = b""
+    skipping: bool = False  # inside an over-long line: drop bytes up to its newline
+
+
+@dataclass(slots=True)
+class _File:
+    """An open log file, how far it has been read, and how far handed over."""
+
+    fd: int
+    dev: int
+    ino: int
+    offset: int = 0  # start of the first line not yet handed over: what the state file stores
+    cursor: _Cursor = _Cursor(0)
+    head: bytes = b""  # the file's first bytes (up to _HEAD), to notice a rewrite
+
+    @classmethod
+    def open(cls, path: Path) -> _File:
+        fd = os.open(path, os.O_RDONLY)
+        st = os.fstat(fd)  # identity of what was opened, not of what the path names later
+        return cls(fd, st.st_dev, st.st_ino)
+
+    def at(self, offset: int) -> _File:
+        """Position at ``offset`` (a line start) with nothing buffered; blocking."""
+        self.offset, self.cursor, self.head = offset, _Cursor(offset), os.pread(self.fd, _HEAD, 0)
+        return self
+
+    def matches(self, state: dict[str, Any]) -> bool:
+        """True when this file holds the ``offset`` bytes ``state`` saw (same start); blocking."""
+        offset: int = state["offset"]
+        size, head = os.fstat(self.fd).st_size, os.pread(self.fd, min(_HEAD, offset), 0)
+        return size >= offset and bool(hashlib.sha256(head).hexdigest() == state["head"])
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    records: list[Record]
+    errors: list[str]
+    end: int  # file offset just past the batch's last line
+
+
+_Chunk = tuple[list[_Batch], _Cursor, bytes]  # parsed batches, cursor after them, file head
+
+
+def _read_chunk(f: _File, max_line: int, max_batch: int) -> _Chunk | None:
+    """Read one chunk at the cursor and parse its complete lines (runs in a worker thread).
+
+    None when the file was truncated or rewritten (copytruncate) under the cursor.
+    """
+    read_pos, pending, skipping = f.cursor.pos, f.cursor.pending, f.cursor.skipping
+    data = os.pread(f.fd, CHUNK_BYTES, read_pos)
+    # Checked after the read: an unchanged start means ``data`` is not from a refilled file.
+    head = os.pread(f.fd, _HEAD, 0)
+    if not head.startswith(f.head) or os.fstat(f.fd).st_size < read_pos:
+        return None
+    now, start, end = time.time(), 0, 0
+    batches: list[_Batch] = []
+    records: list[Record] = []
+    errors: list[str] = []
+    while (newline := data.find(b"\n", start)) >= 0:
+        end = read_pos + newline + 1
+        line, pending, start = pending + data[start:newline], b"", newline + 1
+        if skipping or len(line) > max_line:
+            errors.append("line_too_long")
+            skipping = False
+        elif line.strip():
+            parsed = _parse_line(line, now)
+            if isinstance(parsed, str):
+                errors.append(parsed)
+                continue
+            records.append(parsed)
+            if len(records) == max_batch:
+                batches.append(_Batch(records, errors, end))
+                records, errors = [], []
+    if end and (not batches or batches[-1].end != end):
+        batches.append(_Batch(records, errors, end))
+    if not skipping:
+        pending += data[start:]
+        if len(pending) > max_line:  # never buffer more than one line's cap
+            pending, skipping = b"", True
+    return batches, _Cursor(read_pos + len(data), pending, skipping), head
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of what ``path`` names now, None when nothing does."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _last_line_start(f: _File) -> int:
+    """Offset just past the file's last newline (searched in its last chunk); blocking."""
+    size = os.fstat(f.fd).st_size
+    start = max(0, size - CHUNK_BYTES)
+    newline = os.pread(f.fd, size - start, start).rfind(b"\n")
+    return start + newline + 1 if newline >= 0 or start == 0 else size
+
+
+def _find_by_inode(directory: Path, state: dict[str, Any]) -> _File | None:
+    """The rotated-away file ``state`` describes, if it still sits in ``directory``."""
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in (e for e in entries if e.inode() == state["inode"]):
+            f = _File.open(Path(entry.path))
+            try:
+                if f.dev == state["device"] and f.matches(state):
+                    return f.at(state["offset"])
+            except OSError:
+                pass
+            os.close(f.fd)
+    return None
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> bool:
+    """Replace the state file atomically and durably; False (logged) when that fails."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as out:
+            out.write(json.dumps(state).encode())
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+        tmp, dir_fd = None, os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # make the rename itself survive a power loss
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        logger.warning("cannot write the tail state file %s: %s", path, exc.strerror or exc)
+        return False
+    return True
+
+
+def _close_abandoned(future: asyncio.Future[_File | None]) -> None:
+    if not future.cancelled() and future.exception() is None and (f := future.result()):
+        os.close(f.fd)
+
+
+class TailSource:
+    """Follows ``config.path`` until cancelled; see the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        config: TailConfig,
+        on_records: Callable[[list[Record]], None],
+        on_error: Callable[[str], None],
+        *,
+        max_batch: int = 1000,
+        max_line_bytes: int = MAX_LINE_BYTES,
+    ) -> None:
+        self._config = config
+        self._on_records, self._on_error = on_records, on_error
+        self._max_batch, self._max_line = max_batch, max_line_bytes
+        self._file: _File | None = None
+        self._first_open = True  # the state file and start_at apply to the first open only
+        self._seen_missing = self._waiting_logged = False
+        self._grew = False  # the current file yielded bytes since the path was last checked
+        self._rotation_seen: float | None = None
+        self._saved: dict[str, Any] | None = None
+        self._last_error = ""
+
+    async def run(self) -> None:
+        """Follow the file until cancelled; the offset is saved before cancellation propagates."""
+        try:
+            while True:
+                try:
+                    more = await self._step()
+                except OSError as exc:
+                    if str(exc) != self._last_error:  # one log line per distinct problem
+                        self._last_error = str(exc)
+                        logger.warning("cannot read %s: %s", self._config.path, exc)
+                    more = False
+                if not more:
+                    await asyncio.sleep(self._config.poll_interval)
+        finally:
+            if (f := self._file) is not None:
+                state, state_file, self._file = self._state(f), self._config.state_file, None
+                if state is not None and state != self._saved and state_file is not None:
+                    _write_state(state_file, state)  # blocking, but only once, at shutdown
+                os.close(f.fd)
+
+    async def _step(self) -> bool:
+        """Read one chunk or check the path; True when more data may be waiting right now."""
+        if (f := self._file) is None:
+            return await self._open_path()
+        if await self._read(f):
+            return True
+        path = self._config.path
+        named = await asyncio.to_thread(_identity, path)
+        grew, self._grew = self._grew, False
+        if named is None or named == (f.dev, f.ino):
+            self._rotation_seen = None
+            return False  # unchanged, or renamed away: read on until a new file appears
+        now, first_seen = time.monotonic(), self._rotation_seen is None
+        self._rotation_seen = self._rotation_seen or now
+        if (first_seen or grew) and now - self._rotation_seen < _ROTATE_GRACE:
+            # Drain the old file again now that the new one exists: lines written to it before
+            # the new file appeared are visible now.  Go on while the writer still uses it.
+            return first_seen
+        if f.cursor.pending or f.cursor.skipping:
+            logger.warning("%s was rotated with an incomplete last line; dropped it", path)
+        logger.info("%s was rotated; following the new file", path)
+        os.close(f.fd)
+        self._file = None
+        return await self._open_path()
+
+    async def _read(self, f: _File) -> bool:
+        """Read and hand over one chunk; True when it was full (more may be waiting)."""
+        chunk = await asyncio.to_thread(_read_chunk, f, self._max_line, self._max_batch)
+        if chunk is None:
+            logger.warning("%s was truncated; reading it again from the start", self._config.path)
+            await asyncio.to_thread(f.at, 0)
+            await self._save(f)
+            return True
+        batches, cursor, f.head = chunk
+        size, f.cursor = cursor.pos - f.cursor.pos, cursor
+        self._grew = self._grew or size > 0
+        try:
+            for batch in batches:
+                for reason in batch.errors:
+                    self._on_error(reason)
+                if batch.records:
+                    self._on_records(batch.records)
+                f.offset = batch.end
+                await self._save(f)
+        except BaseException:
+            f.cursor = _Cursor(f.offset)  # the lines after f.offset were not all handed over
+            raise
+        return size == CHUNK_BYTES
+
+    async def _open_path(self) -> bool:
+        # run_in_executor, not to_thread: when cancelled, the thread still finishes and the
+        # callback closes the file it opened instead of leaking it.
+        future = asyncio.get_running_loop().run_in_executor(None, self._open_blocking)
+        try:
+            f = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(_close_abandoned)
+            raise
+        if f is not None:
+            self._file, self._rotation_seen, self._grew = f, None, False
+            await self._save(f)
+        return f is not None
+
+    def _open_blocking(self) -> _File | None:
+        try:
+            f = _File.open(self._config.path)
+        except FileNotFoundError:
+            if not self._waiting_logged:
+                logger.info("waiting for %s to appear", self._config.path)
+            self._seen_missing = self._waiting_logged = True
+            return None
+        self._waiting_logged = False
+        try:
+            f = self._start_position(f) if self._first_open else f.at(0)
+        except BaseException:
+            os.close(f.fd)
+            raise
+        self._first_open = False
+        return f
+
+    def _start_position(self, f: _File) -> _File:
+        """Where to begin on the first open: the saved offset if it still applies, else start_at."""
+        path, state = self._config.path, self._load_state()
+        if state is not None and (state["device"], state["inode"]) == (f.dev, f.ino):
+            if f.matches(state):
+                return f.at(state["offset"])
+            logger.warning("%s changed while stopped; applying start_at", path)
+        elif state is not None:
+            if (old := _find_by_inode(path.parent, state)) is not None:
+                logger.info("%s was rotated while stopped; finishing the old file first", path)
+                os.close(f.fd)
+                return old
+            logger.warning("%s was rotated while stopped, old file gone; from byte 0", path)
+            return f.at(0)
+        if self._seen_missing or self._config.start_at == "beginning":
+            return f.at(0)
+        return f.at(_last_line_start(f))
+
+    def _load_state(self) -> dict[str, Any] | None:
+        if (path := self._config.state_file) is None:
+            return None
+        try:
+            state = json.loads(path.read_bytes())
+            if not isinstance(state, dict) or any(
+                type(state.get(k)) is not t for k, t in _STATE_TYPES.items()
+            ):
+                raise ValueError("missing keys or wrong types")
+            if state["offset"] < 0:
+                raise ValueError("negative offset")
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:  # other OSErrors propagate: run() logs them and tries again
+            logger.warning("tail state file %s is corrupt (%s); moved it aside", path, exc)
+            with contextlib.suppress(OSError):
+                os.replace(path, path.with_name(path.name + ".corrupt"))
+            return None
+        if state["path"] != str(self._config.path):
+            logger.info("tail state file %s is for another path; ignoring it", path)
+            return None
+        return state
+
+    def _state(self, f: _File) -> dict[str, Any] | None:
+        if self._config.state_file is None:
+            return None
+        head = hashlib.sha256(f.head[: min(_HEAD, f.offset)]).hexdigest()
+        path = str(self._config.path)
+        return {"path": path, "inode": f.ino, "device": f.dev, "offset": f.offset, "head": head}
+
+    async def _save(self, f: _File) -> None:
+        state, state_file = self._state(f), self._config.state_file
+        if state is None or state == self._saved or state_file is None:
+            return
+        if await asyncio.to_thread(_write_state, state_file, state):
+            self._saved = state

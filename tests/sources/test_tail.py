@@ -1,0 +1,493 @@
+"""The tail source follows a JSON Lines log through rotation, truncation and restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from driftgauge.config import TailConfig
+from driftgauge.sources import tail as tail_module
+from driftgauge.sources.tail import TailSource, parse_timestamp
+from driftgauge.typing import Record
+
+POLL = 0.01
+WAIT = 5.0
+LOGGER = "driftgauge.sources.tail"
+
+
+def line(i: int, **extra: Any) -> bytes:
+    obj = {"ts": 1_700_000_000 + i, "id": f"r{i}", "request": {"x": i}, "response": {"y": i}}
+    return json.dumps({**obj, **extra}).encode() + b"\n"
+
+
+def lines(ids: Iterable[int]) -> bytes:
+    return b"".join(line(i) for i in ids)
+
+
+def append(path: Path, data: bytes) -> None:
+    with path.open("ab") as out:
+        out.write(data)
+
+
+def ids(*numbers: Iterable[int]) -> list[str]:
+    return [f"r{i}" for group in numbers for i in group]
+
+
+@dataclass
+class Tail:
+    """A running TailSource and everything it handed over."""
+
+    task: asyncio.Task[None]
+    batches: list[list[Record]]
+    errors: list[str]
+
+    @property
+    def records(self) -> list[Record]:
+        return [r for batch in self.batches for r in batch]
+
+    @property
+    def ids(self) -> list[str | None]:
+        return [r.request_id for r in self.records]
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Wait until ``condition`` holds; fail after WAIT seconds or if the source died."""
+        deadline = time.monotonic() + WAIT
+        while not condition():
+            if self.task.done():
+                self.task.result()
+                raise AssertionError("the tail source stopped")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; got ids {self.ids} errors {self.errors}")
+            await asyncio.sleep(0.005)
+
+    async def settle(self, polls: int = 5) -> None:
+        """Give the source a few poll intervals to (wrongly) deliver more."""
+        await asyncio.sleep(POLL * polls)
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+StartTail = Callable[..., Tail]
+
+
+@pytest.fixture
+async def start_tail() -> AsyncIterator[StartTail]:
+    started: list[Tail] = []
+
+    def start(
+        path: Path,
+        *,
+        state_file: Path | None = None,
+        start_at: Literal["beginning", "end"] = "beginning",
+        **kwargs: Any,
+    ) -> Tail:
+        config = TailConfig(path, state_file=state_file, poll_interval=POLL, start_at=start_at)
+        batches: list[list[Record]] = []
+        errors: list[str] = []
+        source = TailSource(config, batches.append, errors.append, **kwargs)
+        tail = Tail(asyncio.create_task(source.run()), batches, errors)
+        started.append(tail)
+        return tail
+
+    try:
+        yield start
+    finally:
+        for tail in started:
+            await tail.stop()
+
+
+async def test_lines_appended_while_running_arrive_in_order(
+    tmp_path: Path, start_tail: StartTail
+) -> None:
+    """Existing and appended lines arrive once each, in file order, as typed Records."""
+    log = tmp_path / "requests.jsonl"
+    log.write_bytes(lines(range(3)))
+    tail = start_tail(log)
+    await tail.until(lambda: len(tail.records) == 3)
+    for start in range(3, 30, 9):
+        append(log, lines(range(start, start + 9)))
+        await asyncio.sleep(POLL / 2)
+    await tail.until(lambda: len(tail.records) == 30)
+    await tail.settle()
+    assert tail.ids == ids(range(30))
+    assert tail.records[4] == Record(
+        ts=1_700_000_004.0, request={"x": 4}, response={"y": 4}, path="", request_id="r4"
+    )
+    assert tail.errors == []
+
+
+async def test_batches_never_exceed_max_batch(tmp_path: Path, start_tail: StartTail) -> None:
+    """A backlog is handed over in lists of at most max_batch records."""
+    log = tmp_path / "requests.jsonl"
+    log.write_bytes(lines(range(95)))
+    tail = start_tail(log, max_batch=10)
+    await tail.until(lambda: len(tail.records) == 95)
+    assert max(len(batch) for batch in tail.batches) == 10
+    assert tail.ids == ids(range(95))
+
+
+async def test_partial_line_arrives_once_when_completed(
+    tmp_path: Path, start_tail: StartTail
+) -> None:
+    """A line without its newline is held back, then delivered exactly once."""
+    log = tmp_path / "requests.jsonl"
+    log.write_bytes(line(0))
+    tail = start_tail(log)
+    await tail.until(lambda: len(tail.records) == 1)
+    whole = line(1)
+    append(log, whole[:10])
+    await tail.settle()
+    append(log, whole[10:-1])
+    await tail.settle()
+    assert tail.ids == ["r0"]
+    append(log, b"\n" + line(2))
+    await tail.until(lambda: len(tail.records) == 3)
+    await tail.settle()
+    assert tail.ids == ids(range(3))
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1 << 20])
+async def test_chunk_boundaries_do_not_split_or_merge_lines(
+    tmp_path: Path, start_tail: StartTail, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    """Lines spanning read chunks arrive whole, whatever the chunk size."""
+    monkeypatch.setattr(tail_module, "CHUNK_BYTES", chunk)
+    log = tmp_path / "requests.jsonl"
+    log.write_bytes(lines(range(40)))
+    tail = start_tail(log)
+    await tail.until(lambda: len(tail.records) == 40)
+    assert tail.ids == ids(range(40))
+    assert tail.errors == []
+
+
+async def test_rotation_by_rename_loses_and_duplicates_nothing(
+    tmp_path: Path, start_tail: StartTail
+) -> None:
+    """Lines written to the renamed file before the new one appears are read, then the new file."""
+    log = tmp_path / "requests.jsonl"
+    writer: BinaryIO = log.open("ab", buffering=0)
+    try:
+        writer.write(lines(range(10)))
+        tail = start_tail(log)
+        await tail.until(lambda: len(tail.records) == 10)
+        log.rename(tmp_path / "requests.jsonl.1")
+        writer.write(lines(range(10, 15)))
+        await asyncio.sleep(POLL * 3)
+        writer.write(lines(range(15, 20)))
+    finally:
+        writer.close()
+    log.write_bytes(lines(range(20, 25)))
+    await tail.until(lambda: len(tail.records) == 25)
+    append(log, lines(range(25, 30)))
+    await tail.until(lambda: len(tail.records) == 30)
+    await tail.settle()
+    assert tail.ids == ids(range(30))
+
+
+async def test_copytruncate_reads_the_file_again_from_the_start(
+    tmp_path: Path, start_tail: StartTail
+) -> None:
+    """A truncated file is read from byte 0, whether it refilled before the next poll or not."""
+    log = tmp_path / "requests.jsonl"
+    log.write_bytes(lines(range(10)))
+    tail = start_tail(log)
+    await tail.until(lambda: len(tail.records) == 10)
+    shutil.copy(log, tmp_path / "requests.jsonl.1")
+    os.truncate(log, 0)
+    append(log, lines(range(10, 13)))
+    await tail.until(lambda: len(tail.records) == 13)
+    with log.open("r+b") as out:  # truncate and at once write more than was there before
+        out.truncate(0)
+        out.write(lines(range(100, 120)))
+    await tail.until(lambda: len(tail.records) == 33)
+    await tail.settle()
+    assert tail.ids == ids(range(13), range(100, 120))
+
+
+async def test_restart_with_state_file_neither_skips_nor_rereads(
+    tmp_path: Path, start_tail: StartTail
+) -> None:
+    """Lines written while stopped are read after the restart, none read twice."""
+    log, state = tmp_path / "requests.jsonl", tmp_path / "state" / "tail.json"
+    log.write_bytes(lines(range(10)))
+    first = start_tail(log, state_file=state)
+    await first.until(lambda: len(first.records) == 10)
+    await first.stop()
+    saved = json.loads(state.read_text())
+    assert saved["offset"] == log.stat().st_size
+    assert saved["inode"] == log.stat().st_ino
+    assert set(saved) == {"path", "inode", "device", "offset", "head"}
+    append(log, lines(range(10, 20)) + line(20)[:-5])  # a partial line too
+    second = start_tail(log, state_file=state)
+    await second.until(lambda: len(second.records) == 10)
+    append(log, line(20)[-5:])
+    await second.until(lambda: len(second.records) == 11)
+    await second.settle()
+    assert first.ids == ids(range(10))
+    assert second.ids == ids(range(10, 21))
+
+
+async def test_cancelling_mid_backlog_then_restarting_delivers_each_line_once(
+    tmp_path: Path, start_tail: StartTail
+) -> None:
+    """Cancellation at any point of a large backlog keeps the exactly-once restart promise."""
+    log, state = tmp_path / "requests.jsonl", tmp_path / "tail.json"
+    total = 1500
+    log.write_bytes(lines(range(total)))
+    delivered: list[str | None] = []
+    for round_ in range(20):
+        tail = start_tail(log, state_file=state, max_batch=7)
+        await tail.until(lambda: len(tail.records) > 0 or len(delivered) == total)  # noqa: B023
+        await asyncio.sleep(0.001 * (round_ % 4))
+        await tail.stop()
+        delivered += tail.ids
+        if len(delivered) >= total:
+            break
+    tail = start_tail(log, state_file=state, max_batch=7)
+    await tail.until(lambda: len(delivered) + len(tail.records) >= total)
+    await tail.settle()
+    assert delivered + tail.ids == ids(range(total))
+
+
+async def test_restart_after_rotation_while_stopped_finishes_the_old_file(
+    tmp_path: Path, start_tail: StartTail
+) -> None:
+    """The rotated-away file is found by inode and finished before the new one."""
+    log, state = tmp_path / "requests.jsonl", tmp_path / "tail.json"
+    log.write_bytes(lines(range(5)))
+    first = start_tail(log, state_file=state)
+    await first.until(lambda: len(first.records) == 5)
+    await first.stop()
+    append(log, lines(range(5, 8)))
+    log.rename(tmp_path / "requests.jsonl.1")
+    log.write_bytes(lines(range(8, 12)))
+    second = start_tail(log, state_file=state)
+    await second.until(lambda: len(second.records) == 7)
+    await second.settle()
+    assert second.ids == ids(range(5, 12))
+
+
+async def test_restart_after_rotation_with_old_file_gone_reads_new_file_from_start(
+    tmp_path: Path, start_tail: StartTail, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the rotated file is gone, the new file is read from byte 0 and that is logged."""
+    log, state = tmp_path / "requests.jsonl", tmp_path / "tail.json"
+    log.write_bytes(lines(range(5)))
+    first = start_tail(log, state_file=state)
+    await first.until(lambda: len(first.records) == 5)
+    await first.stop()
+    fresh = tmp_path / "fresh.jsonl"  # created before the old file goes, so no inode reuse
+    fresh.write_bytes(lines(range(5, 9)))
+    fresh.replace(log)
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        second = start_tail(log, state_file=state, start_at="end")
+        await second.until(lambda: len(second.records) == 4)
+    assert second.ids == ids(range(5, 9))
+    assert any("old file gone" in r.getMessage() for r in caplog.records)
+
+
+async def test_corrupt_state_file_is_moved_aside(
+    tmp_path: Path, start_tail: StartTail, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A state file that is not valid is renamed to .corrupt, logged, and start_at applies."""
+    log, state = tmp_path / "requests.jsonl", tmp_path / "tail.json"
+    log.write_bytes(lines(range(4)))
+    state.write_text('{"path": "oops", "offset": ')
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        tail = start_tail(log, state_file=state)
+        await tail.until(lambda: len(tail.records) == 4)
+    await tail.stop()
+    assert (tmp_path / "tail.json.corrupt").read_text() == '{"path": "oops", "offset": '
+    assert json.loads(state.read_text())["offset"] == log.stat().st_size
+    assert tail.ids == ids(range(4))
+    assert [r.levelname for r in caplog.records if "corrupt" in r.getMessage()] == ["WARNING"]
+
+
+async def test_bad_lines_are_reported_and_good_lines_still_delivered(
+    tmp_path: Path, start_tail: StartTail
+) -> None:
+    """Each bad line yields one on_error reason; blank lines are ignored."""
+    log = tmp_path / "requests.jsonl"
+    log.write_bytes(
+        line(0)
+        + b"{not json\n"
+        + b"[1, 2]\n"
+        + b'{"response": 1}\n'
+        + b"\n   \n"
+        + line(1)
+        + line(2, ts="yesterday")
+        + line(3, ts=True)
+        + line(4, id=["x"])
+        + b'{"request": "'
+        + b"a" * 500
+        + b'"}\n'
+        + b"\xff\xfe\n"
+        + line(5)
+    )
+    tail = start_tail(log, max_line_bytes=300)
+    await tail.until(lambda: len(tail.records) == 3)
+    await tail.settle()
+    assert tail.ids == ["r0", "r1", "r5"]
+    assert Counter(tail.errors) == {
+        "invalid_json": 2,
+        "invalid_record": 3,
+        "invalid_ts": 2,
+        "line_too_long": 1,
+    }
+
+
+async def test_over_long_line_is_skipped_without_buffering_it(
+    tmp_path: Path, start_tail: StartTail, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line over the cap, read over many chunks, is dropped as one line_too_long."""
+    monkeypatch.setattr(tail_module, "CHUNK_BYTES", 64)
+    log = tmp_path / "requests.jsonl"
+    log.write_bytes(line(0) + b'{"request": "' + b"a" * 5000)
+    tail = start_tail(log, max_line_bytes=200)
+    await tail.until(lambda: len(tail.records) == 1)
+    append(log, b"a" * 5000 + b'"}\n' + line(1))
+    await tail.until(lambda: len(tail.records) == 2)
+    assert tail.ids == ["r0", "r1"]
+    assert tail.errors == ["line_too_long"]
+
+
+async def test_timestamps_unix_and_rfc3339_and_missing(
+    tmp_path: Path, start_tail: StartTail
+) -> None:
+    """ts may be unix seconds or RFC 3339; a missing ts is the read time."""
+    log = tmp_path / "requests.jsonl"
+    log.write_bytes(
+        line(0, ts=1_700_000_000)
+        + line(1, ts=1_700_000_000.25)
+        + line(2, ts="2023-11-14T22:13:20Z")
+        + line(3, ts="2023-11-14T23:43:20.5+01:30")
+        + b'{"request": {}, "path": "/v2/models/m/infer"}\n'
+    )
+    before = time.time()
+    tail = start_tail(log)
+    await tail.until(lambda: len(tail.records) == 5)
+    stamps = [r.ts for r in tail.records]
+    assert stamps[:4] == [1_700_000_000.0, 1_700_000_000.25, 1_700_000_000.0, 1_700_000_000.5]
+    assert before <= stamps[4] <= time.time()
+    assert (tail.records[4].path, tail.records[4].request_id) == ("/v2/models/m/infer", None)
+
+
+async def test_start_at_end_skips_existing_content(tmp_path: Path, start_tail: StartTail) -> None:
+    """With start_at=end only lines completed after the start arrive."""
+    log, state = tmp_path / "requests.jsonl", tmp_path / "tail.json"
+    log.write_bytes(lines(range(5)) + line(5)[:-10])
+    tail = start_tail(log, state_file=state, start_at="end")
+    await tail.until(state.exists)  # the state is written once the start position is chosen
+    append(log, line(5)[-10:] + lines(range(6, 8)))
+    await tail.until(lambda: len(tail.records) == 3)
+    await tail.settle()
+    assert tail.ids == ids(range(5, 8))  # the line completed after the start counts as new
+    assert tail.errors == []
+
+
+async def test_missing_file_is_awaited_with_one_log_line(
+    tmp_path: Path, start_tail: StartTail, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A missing file is waited for quietly and read from its start once it appears."""
+    log = tmp_path / "requests.jsonl"
+    with caplog.at_level(logging.DEBUG, logger=LOGGER):
+        tail = start_tail(log, start_at="end")
+        await tail.until(lambda: "waiting for" in caplog.text)
+        await tail.settle(polls=10)  # many polls of a missing file, still one log line
+        log.write_bytes(lines(range(3)))
+        await tail.until(lambda: len(tail.records) == 3)
+    assert tail.ids == ids(range(3))
+    assert len([r for r in caplog.records if r.name == LOGGER]) == 1
+    assert tail.errors == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (0, 0.0),
+        (1_700_000_000, 1_700_000_000.0),
+        (1.5, 1.5),
+        ("1970-01-01T00:00:00Z", 0.0),
+        ("2023-11-14T22:13:20z", 1_700_000_000.0),
+        ("2023-11-14 22:13:20.123+00:00", 1_700_000_000.123),
+        ("2023-11-15T03:43:20+05:30", 1_700_000_000.0),
+        ("2023-11-14T12:13:20.000001-10:00", 1_700_000_000.000001),
+    ],
+)
+def test_parse_timestamp_accepts_unix_seconds_and_rfc3339(value: object, expected: float) -> None:
+    """Numbers are seconds; RFC 3339 strings honour their offset and fraction."""
+    assert parse_timestamp(value) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        True,
+        None,
+        [1],
+        float("nan"),
+        float("inf"),
+        10**400,
+        "",
+        "1700000000",
+        "2023-11-14",
+        "2023-11-14T22:13:20",
+        "2023-11-14T22:13:20+24:00",
+        "2023-13-14T22:13:20Z",
+        "2023-02-30T22:13:20Z",
+        "2023-11-14T22:13:20.Z",
+        "2023-11-14T22:13:20Z ",
+        "2023-11-14T22:13:20+05:60",
+        "2023-11-14T25:13:20Z",
+        "２０２３-11-14T22:13:20Z",
+    ],
+)
+def test_parse_timestamp_rejects_everything_else(value: object) -> None:
+    """Anything that is not finite seconds or a full RFC 3339 date-time raises ValueError."""
+    with pytest.raises(ValueError, match=r"."):
+        parse_timestamp(value)
+
+
+@given(
+    moment=st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)),
+    offset_minutes=st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1),
+    digits=st.integers(min_value=0, max_value=9),
+    separator=st.sampled_from(["T", "t", " "]),
+    zulu=st.sampled_from(["Z", "z", "+00:00", "-00:00"]),
+)
+def test_parse_timestamp_round_trips_rfc3339(
+    moment: datetime, offset_minutes: int, digits: int, separator: str, zulu: str
+) -> None:
+    """Any local time with any offset and fraction parses to the exact instant (to 1 µs)."""
+    sign = "-" if offset_minutes < 0 else "+"
+    hours, minutes = divmod(abs(offset_minutes), 60)
+    suffix = zulu if offset_minutes == 0 else f"{sign}{hours:02d}:{minutes:02d}"
+    micros = f"{moment.microsecond:06d}"
+    fraction = (micros + "000")[:digits]
+    text = moment.strftime(f"%Y-%m-%d{separator}%H:%M:%S")
+    text += f".{fraction}" if digits else ""
+    text += suffix
+    whole = moment.replace(microsecond=0, tzinfo=timezone(timedelta(minutes=offset_minutes)))
+    exact = Fraction(int(whole.timestamp())) + (
+        Fraction(int(fraction), 10**digits) if digits else 0
+    )
+    assert abs(Fraction(parse_timestamp(text)) - exact) <= Fraction(1, 10**6)
