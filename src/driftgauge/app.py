@@ -20,14 +20,17 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from driftgauge.baseline import Baseline, check_against, load_baseline
-from driftgauge.batcher import Batcher
+from driftgauge.batcher import Batcher, decode_json
 from driftgauge.config import Config, ProxyConfig, TailConfig
-from driftgauge.exposition import MonitorCollector, metrics_routes
+from driftgauge.exposition import MonitorCollector, feedback_routes, metrics_routes
+from driftgauge.feedback import Outcomes
 from driftgauge.monitor import Monitor
 from driftgauge.protocols import make_adapter
+from driftgauge.segments import SegmentTracker
 from driftgauge.sources.proxy import ProxyServer, RecordQueue
 from driftgauge.sources.proxy_metrics import ProxyMetrics
 from driftgauge.sources.tail import TailSource
+from driftgauge.typing import Record
 
 __all__ = ["Health", "Sidecar", "build_sidecar", "run_until_stopped"]
 
@@ -103,6 +106,13 @@ def build_sidecar(
         baseline = load_baseline(config.baseline)
         check_against(baseline, config, config.baseline)
     monitor = Monitor(config, baseline)
+    if config.segments.features or config.feedback is not None:
+        monitor.segments = SegmentTracker(config, baseline, monitor.clock)
+    if config.feedback is not None:
+        assert monitor.segments is not None
+        monitor.outcomes = Outcomes(
+            config, baseline, monitor.segments, monitor.count_dropped, monitor.clock
+        )
     adapter = make_adapter(config.protocol, config.features, config.predictions)
     batcher = Batcher(adapter, monitor)
     registry = registry if registry is not None else CollectorRegistry()
@@ -114,6 +124,11 @@ def build_sidecar(
     app[MONITOR_KEY] = monitor
     app[SIDECAR_KEY] = sidecar
     app.add_routes(metrics_routes(registry, config.model, health.ready))
+    if monitor.outcomes is not None:
+        assert config.feedback is not None
+        app.add_routes(feedback_routes(monitor.outcomes, config.feedback.token))
+        if config.feedback.tail is not None:
+            app.cleanup_ctx.append(_feedback_tail_ctx)
     app.cleanup_ctx.append(_recompute_ctx)
     if isinstance(config.source, TailConfig):
         app.cleanup_ctx.append(_tail_ctx)
@@ -146,6 +161,35 @@ async def _tail_ctx(app: web.Application) -> AsyncIterator[None]:
     task = _supervise("tail", sidecar.health, source.run())
     yield
     await _cancel(task, "tail")
+
+
+def _label_line(line: bytes, now: float) -> Record | str:
+    """A feedback log line ``{"id", "label", "ts"?}`` as a Record (id, and the label as request)."""
+    try:
+        item = decode_json(line)
+    except ValueError:
+        return "invalid_json"
+    if not isinstance(item, dict) or "id" not in item or "label" not in item:
+        return "invalid_record"
+    return Record(ts=now, request=item["label"], response=None, request_id=str(item["id"]))
+
+
+async def _feedback_tail_ctx(app: web.Application) -> AsyncIterator[None]:
+    sidecar = app[SIDECAR_KEY]
+    outcomes, feedback = sidecar.monitor.outcomes, sidecar.config.feedback
+    assert outcomes is not None and feedback is not None and feedback.tail is not None
+
+    def on_records(records: list[Record]) -> None:
+        outcomes.label([(r.request_id or "", r.request) for r in records])
+
+    def on_error(reason: str) -> None:
+        sidecar.monitor.count_parse_error(f"feedback_{reason}")
+
+    config = TailConfig(path=feedback.tail, state_file=feedback.tail_state_file)
+    source = TailSource(config, on_records, on_error, parse_line=_label_line)
+    task = _supervise("feedback tail", sidecar.health, source.run())
+    yield
+    await _cancel(task, "feedback tail")
 
 
 async def _consume(queue: RecordQueue, batcher: Batcher, metrics: ProxyMetrics) -> None:
@@ -193,6 +237,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         connect_timeout=config.connect_timeout,
         max_body_bytes=config.max_body_bytes,
         request_id_header=config.request_id_header,
+        generate_ids=sidecar.config.feedback is not None,
         count_parse_error=monitor.count_parse_error,
         count_dropped=monitor.count_dropped,
     )

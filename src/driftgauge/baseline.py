@@ -31,10 +31,11 @@ from typing import Any
 
 import datasketches as ds
 import numpy as np
+import numpy.typing as npt
 
 from driftgauge import __version__
 from driftgauge.config import Config, FieldSpec, FieldType, Role
-from driftgauge.datafiles import read_chunks
+from driftgauge.datafiles import Chunk, read_chunks
 from driftgauge.exceptions import BaselineError
 from driftgauge.sketches.summary import (
     CategoricalBinning,
@@ -99,6 +100,8 @@ class Baseline:
     driftgauge_version: str
     kll_k: int
     fields: dict[str, FieldBaseline] = field(default_factory=dict)
+    # segment feature -> prediction -> counts[segment, prediction bin]
+    segments: dict[str, dict[str, npt.NDArray[np.int64]]] = field(default_factory=dict)
 
 
 Progress = Callable[[str, int, int], None]
@@ -167,15 +170,18 @@ def build_baseline(
         else:
             binnings[spec.name] = _category_binning(summary, counts[spec.name], top)
     second = {name: np.zeros(b.size, dtype=np.int64) for name, b in binnings.items()}
-    needs_pass = [s for s in fields if s.type == "numeric" or counts.get(s.name) is None]
+    needs_bins = [s for s in fields if s.type == "numeric" or counts.get(s.name) is None]
+    crosstab = SegmentCrosstab(config, binnings)
+    needs_pass = [s for s in fields if s in needs_bins or s.name in crosstab.columns]
     offset = 0
     for path in files if needs_pass else ():
         for chunk in read_chunks(path, needs_pass, chunk_rows):
-            for spec in needs_pass:
+            for spec in needs_bins:
                 values = chunk.columns[spec.name].values
                 if spec.type == "numeric":
                     values = values[np.isfinite(values)]
                 second[spec.name] += binnings[spec.name].count(values)
+            crosstab.add(chunk)
             progress("pass 2/2: exact bins", offset + chunk.bytes_read, sizes)
         offset += path.stat().st_size
     result = {}
@@ -195,12 +201,80 @@ def build_baseline(
         result[spec.name] = FieldBaseline(
             spec, summary, True, dict(tally) if tally is not None else None
         )
-    return _finish(config, rows, result)
+    return _finish(config, rows, result, crosstab.counts)
 
 
-def _finish(config: Config, rows: int, fields: dict[str, FieldBaseline]) -> Baseline:
+class SegmentCrosstab:
+    """Exact counts of each prediction's bins within each top value of each segment feature.
+
+    Segments are the segment feature's ``segments.top`` most frequent baseline
+    categories plus ``__other__``; the live side uses the same, so per-segment
+    prediction drift compares like with like.
+    """
+
+    def __init__(
+        self, config: Config, binnings: dict[str, NumericBinning | CategoricalBinning]
+    ) -> None:
+        self.binnings = binnings
+        self.segments = {
+            name: segment_binning(binnings[name], config.segments.top)
+            for name in config.segments.features
+        }
+        self.predictions = list(config.predictions)
+        self.columns = (
+            set(self.segments) | {p.name for p in self.predictions} if self.segments else set()
+        )
+        self.counts: dict[str, dict[str, npt.NDArray[np.int64]]] = {
+            s: {
+                p.name: np.zeros((b.size - 1, binnings[p.name].size), dtype=np.int64)
+                for p in self.predictions
+            }
+            for s, b in self.segments.items()
+        }
+
+    def add(self, chunk: Chunk) -> None:
+        for name, binning in self.segments.items():
+            segment = chunk.columns[name].aligned_indexes(binning)
+            for spec in self.predictions:
+                target = self.counts[name][spec.name]
+                column = chunk.columns[spec.name]
+                predicted = self.binnings[spec.name]
+                if isinstance(predicted, NumericBinning):
+                    slots = np.where(
+                        np.isfinite(column.values), predicted.indexes(column.values), -1
+                    )
+                else:
+                    slots = column.aligned_indexes(predicted)
+                keep = (segment >= 0) & (slots >= 0)
+                flat = segment[keep] * target.shape[1] + slots[keep]
+                target += np.bincount(flat, minlength=target.size).reshape(target.shape)
+
+
+def segment_binning(binning: NumericBinning | CategoricalBinning, top: int) -> CategoricalBinning:
+    """A segment feature's bounded values: its top baseline categories, the rest ``__other__``.
+
+    Its ``__unseen__`` bucket is never used (no ``known`` set), so there are
+    ``top + 1`` segments at most.
+    """
+    assert isinstance(binning, CategoricalBinning)
+    return CategoricalBinning(binning.categories[:top], None)
+
+
+def _finish(
+    config: Config,
+    rows: int,
+    fields: dict[str, FieldBaseline],
+    segments: dict[str, dict[str, npt.NDArray[np.int64]]] | None = None,
+) -> Baseline:
     draft = Baseline(
-        "", time.time(), rows, config.schema_hash(), __version__, config.sketch.kll_k, fields
+        "",
+        time.time(),
+        rows,
+        config.schema_hash(),
+        __version__,
+        config.sketch.kll_k,
+        fields,
+        segments or {},
     )
     digest = hashlib.sha256(json.dumps(_fields_payload(draft), sort_keys=True).encode()).hexdigest()
     return replace(draft, id=digest[:12])
@@ -303,6 +377,10 @@ def save_baseline(baseline: Baseline, path: Path) -> None:
         "schema_hash": baseline.schema_hash,
         "kll_k": baseline.kll_k,
         "fields": _fields_payload(baseline),
+        "segments": {
+            s: {p: counts.tolist() for p, counts in per.items()}
+            for s, per in baseline.segments.items()
+        },
     }
     data = gzip.compress(json.dumps(document, allow_nan=False).encode("utf-8"), mtime=0)
     temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -389,6 +467,10 @@ def load_baseline(path: Path) -> Baseline:
             driftgauge_version=str(document["driftgauge_version"]),
             kll_k=kll_k,
             fields={f.spec.name: f for f in fields},
+            segments={
+                s: {p: np.asarray(c, dtype=np.int64) for p, c in per.items()}
+                for s, per in document.get("segments", {}).items()
+            },
         )
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         detail = f"missing key {exc}" if isinstance(exc, KeyError) else type(exc).__name__
@@ -414,7 +496,25 @@ def merge_baselines(config: Config, parts: Sequence[Baseline]) -> Baseline:
     for spec in config.fields:
         held = [p.fields[spec.name] for p in parts]
         fields[spec.name] = _merge_field(spec, held, config)
-    return _finish(config, sum(p.rows for p in parts), fields)
+    segments: dict[str, dict[str, npt.NDArray[np.int64]]] = {}
+    for name in config.segments.features:
+        # Segment counts add up only where every part split by the same top values and bins.
+        keys = {_segment_key(p.fields, name, config) for p in parts}
+        keys.add(_segment_key(fields, name, config))
+        if len(keys) == 1 and all(name in p.segments for p in parts):
+            segments[name] = {
+                pred: np.sum([p.segments[name][pred] for p in parts], axis=0)
+                for pred in parts[0].segments[name]
+            }
+    return _finish(config, sum(p.rows for p in parts), fields, segments)
+
+
+def _segment_key(held: dict[str, FieldBaseline], name: str, config: Config) -> tuple[object, ...]:
+    labels = held[name].summary.binning.labels()[: config.segments.top]
+    return (
+        tuple(labels),
+        *(tuple(held[p.name].summary.binning.labels()) for p in config.predictions),
+    )
 
 
 def _merge_field(spec: FieldSpec, held: list[FieldBaseline], config: Config) -> FieldBaseline:

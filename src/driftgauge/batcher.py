@@ -47,15 +47,15 @@ class Batcher:
         self.adapter = adapter
         self.monitor = monitor
 
-    def extract(self, record: Record) -> Extracted | None:
-        """The record's columns, or None after counting why it could not be read."""
+    def extract(self, record: Record) -> tuple[Any, Extracted] | None:
+        """The parsed request and the record's columns, or None after counting why not."""
         if record.path and not self.adapter.matches(record.path):
             self.monitor.count_parse_error("unknown_path")
             return None
         try:
             request = _body(record.request)
             response = _body(record.response)
-            return self.adapter.extract(request, response)
+            return request, self.adapter.extract(request, response)
         except ProtocolError as exc:
             self.monitor.count_parse_error(exc.reason)
         except _DECODE_ERRORS:
@@ -71,16 +71,26 @@ class Batcher:
 
     def ingest(self, records: Sequence[Record]) -> int:
         """Extract every record and ingest the batch; returns the rows ingested."""
-        batch = [item for item in map(self.extract, records) if item is not None]
-        if not batch:
+        items = []
+        for record in records:
+            extracted = self.extract(record)
+            if extracted is not None:
+                items.append((record, *extracted))
+        if not items:
             return 0
+        batch = [piece for _, _, piece in items]
+        monitor = self.monitor
         try:
-            self.monitor.ingest(batch)
+            monitor.ingest(batch)
+            if monitor.segments is not None:
+                monitor.segments.ingest(batch)
+            if monitor.outcomes is not None:
+                monitor.outcomes.register(items)
         except Exception as exc:
             log.warning("sketch update failed: %s", type(exc).__name__)
             self.monitor.count_parse_error("internal")
             return 0
-        return sum(item.rows for item in batch)
+        return sum(piece.rows for piece in batch)
 
 
 def _body(body: Any) -> Any:

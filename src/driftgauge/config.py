@@ -23,12 +23,14 @@ __all__ = [
     "DEFAULT_METRICS_PORT",
     "DEFAULT_PROXY_PORT",
     "Config",
+    "FeedbackConfig",
     "FieldSpec",
     "FieldType",
     "MetricsConfig",
     "ProtocolName",
     "ProxyConfig",
     "Role",
+    "SegmentsConfig",
     "SketchConfig",
     "TailConfig",
     "Window",
@@ -145,6 +147,30 @@ class SketchConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedbackConfig:
+    """Delayed ground truth: which prediction labels are compared with, and how ids are found."""
+
+    prediction: str
+    task: Literal["classification", "regression"]
+    probability: str | None = None
+    positive_class: str | None = None
+    id_path: str | None = None
+    max_pending: int = 100_000
+    ttl: float = 3600.0
+    token: str | None = None
+    tail: Path | None = None
+    tail_state_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentsConfig:
+    """Categorical features whose top values split prediction drift, performance and fairness."""
+
+    features: tuple[str, ...] = ()
+    top: int = 10
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     model: str
     protocol: ProtocolName
@@ -156,6 +182,9 @@ class Config:
     windows: tuple[Window, ...]
     min_observations: int = 100
     sketch: SketchConfig = field(default_factory=SketchConfig)
+    feedback: FeedbackConfig | None = None
+    segments: SegmentsConfig = field(default_factory=SegmentsConfig)
+    range_tolerance: float = 0.0
     path: Path | None = None
 
     @property
@@ -165,10 +194,12 @@ class Config:
 
     def schema_hash(self) -> str:
         """A hash of what a baseline must agree with: fields, types, roles and sketch settings."""
-        payload = {
+        payload: dict[str, Any] = {
             "fields": [[f.name, f.type, f.role] for f in self.fields],
             "sketch": [self.sketch.kll_k, self.sketch.bins, self.sketch.top_categories],
         }
+        if self.segments.features:  # the baseline holds per-segment prediction counts
+            payload["segments"] = [list(self.segments.features), self.segments.top]
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
         return digest[:16]
 
@@ -227,6 +258,14 @@ def _positive_float(value: Any) -> float:
         return parse_duration(value)
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ValueError(f"{value!r} is not a positive number of seconds or a duration like 5s")
+    return float(value)
+
+
+def _fraction(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 10:
+        raise ValueError(
+            f"{value!r} is not a number from 0 to 10 (a share of the baseline's range)"
+        )
     return float(value)
 
 
@@ -399,7 +438,101 @@ _TOP_KEYS = (
     "window_slices",
     "min_observations",
     "sketch",
+    "feedback",
+    "segments",
+    "data_quality",
 )
+
+
+def _feedback(
+    value: Any, base: Path, predictions: list[FieldSpec], errors: _Errors
+) -> FeedbackConfig | None:
+    keys = (
+        "prediction",
+        "task",
+        "probability",
+        "positive_class",
+        "id_path",
+        "max_pending",
+        "ttl",
+        "token",
+        "token_file",
+        "tail",
+    )
+    table = _table(value, "feedback", keys, errors)
+    if not table:
+        return None
+    by_name = {p.name: p for p in predictions}
+    prefix = "feedback."
+    default = predictions[0].name if predictions else ""
+    prediction = _get(table, "prediction", prefix, _string, default, errors)
+    spec = by_name.get(prediction)
+    if spec is None:
+        errors.add(
+            "feedback.prediction", f"{prediction!r} is not one of the configured predictions"
+        )
+    kind = "classification" if spec is None or spec.type == "categorical" else "regression"
+    task = _get(table, "task", prefix, _choice(("classification", "regression")), kind, errors)
+    if spec is not None and task == "classification" and spec.type != "categorical":
+        errors.add(
+            "feedback.task",
+            f"classification needs a categorical prediction, {prediction!r} is numeric",
+        )
+    probability = _get(table, "probability", prefix, _string, None, errors)
+    if probability is not None and (
+        probability not in by_name or by_name[probability].type != "numeric"
+    ):
+        errors.add("feedback.probability", f"{probability!r} is not a numeric prediction")
+    positive = table.get("positive_class")
+    if positive is not None and not isinstance(positive, str | int | bool):
+        errors.add("feedback.positive_class", f"{positive!r} is not a class value")
+    if probability is not None and positive is None:
+        errors.add("feedback.positive_class", "missing: probability is P(positive_class)")
+    token = _get(table, "token", prefix, _string, None, errors)
+    token_file = _get(table, "token_file", prefix, _string, None, errors)
+    if token_file is not None:
+        try:
+            token = (base / token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            errors.add("feedback.token_file", f"cannot read {token_file!r}: {exc.strerror or exc}")
+    tail = _get(table, "tail", prefix, _string, None, errors)
+    return FeedbackConfig(
+        prediction=prediction,
+        task=cast(Literal["classification", "regression"], task),
+        probability=probability,
+        positive_class=None if positive is None else _label_text(positive),
+        id_path=_get(table, "id_path", prefix, _string, None, errors),
+        max_pending=_get(table, "max_pending", prefix, _positive_int, 100_000, errors),
+        ttl=_get(table, "ttl", prefix, _positive_float, 3600.0, errors),
+        token=token,
+        tail=base / tail if tail else None,
+        tail_state_file=base / f"{tail}.offset" if tail else None,
+    )
+
+
+def _label_text(value: Any) -> str:
+    """Class values as the strings categorical fields use (true/false for booleans)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _segments(value: Any, features: list[FieldSpec], errors: _Errors) -> SegmentsConfig:
+    table = _table(value, "segments", ("features", "top"), errors)
+    names = table.get("features", [])
+    categorical = {f.name for f in features if f.type == "categorical"}
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        errors.add("segments.features", f"expected a list of feature names, got {names!r}")
+        names = []
+    for index, name in enumerate(names):
+        if name not in categorical:
+            errors.add(f"segments.features[{index}]", f"{name!r} is not a categorical feature")
+    if len(names) > 5:
+        errors.add("segments.features", "at most 5 segment features (each multiplies series)")
+    top = _get(table, "top", "segments.", _positive_int, 10, errors)
+    if top > 50:
+        errors.add("segments.top", f"{top} is above 50 (it bounds label values)")
+    return SegmentsConfig(tuple(names), top)
 
 
 def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = None) -> Config:
@@ -468,6 +601,10 @@ def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = No
             "sketch.top_categories",
             f"{sketch.top_categories} is outside 1..1000 (it bounds label values)",
         )
+    feedback = _feedback(top.get("feedback"), base, predictions, errors)
+    segments = _segments(top.get("segments"), features, errors)
+    quality = _table(top.get("data_quality"), "data_quality", ("range_tolerance",), errors)
+    tolerance = _get(quality, "range_tolerance", "data_quality.", _fraction, 0.0, errors)
     if errors.items:
         where = f"{path}: " if path else ""
         raise ConfigError(where + "; ".join(errors.items))
@@ -482,6 +619,9 @@ def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = No
         windows=tuple(windows),
         min_observations=min_obs,
         sketch=sketch,
+        feedback=feedback,
+        segments=segments,
+        range_tolerance=tolerance,
         path=path,
     )
 

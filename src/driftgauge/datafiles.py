@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import DataError
-from driftgauge.sketches.summary import to_categories, to_floats
+from driftgauge.sketches.summary import CategoricalBinning, to_categories, to_floats
 
 __all__ = ["Chunk", "Column", "file_format", "read_chunks"]
 
@@ -54,6 +54,16 @@ class Column:
     values: npt.NDArray[Any]
     missing: int
     wrong_type: int = 0
+    present: npt.NDArray[np.bool_] | None = None  # categorical: rows whose value is in ``values``
+
+    def aligned_indexes(self, binning: CategoricalBinning) -> npt.NDArray[np.intp]:
+        """Each row's bucket (categorical), -1 for missing rows."""
+        slots = binning.indexes(self.values)
+        if self.present is None:
+            return slots
+        result = np.full(len(self.present), -1, dtype=np.intp)
+        result[self.present] = slots
+        return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,9 +141,11 @@ def _arrow_column(array: Any, spec: FieldSpec) -> Column:
         return Column(floats, missing, wrong)
     strings = array.cast(pa.string()) if not pa.types.is_string(array.type) else array
     nulls = int(strings.null_count)
+    present = None
     if nulls:
+        present = np.asarray(strings.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
         strings = strings.drop_null()
-    return Column(np.asarray(strings.to_numpy(zero_copy_only=False), dtype=np.str_), nulls)
+    return Column(np.asarray(strings.to_numpy(zero_copy_only=False), dtype=np.str_), nulls, 0, present)
 
 
 def _batches_to_chunks(
@@ -206,7 +218,8 @@ def _column_from_list(values: list[Any], spec: FieldSpec) -> Column:
         floats, missing, wrong = to_floats(values)
         return Column(floats, missing, wrong)
     strings, missing = to_categories(values)
-    return Column(strings, missing)
+    present = np.asarray([v is not None for v in values], dtype=np.bool_) if missing else None
+    return Column(strings, missing, 0, present)
 
 
 def _stdlib_csv_chunks(path: Path, fields: Sequence[FieldSpec], chunk_rows: int) -> Iterator[Chunk]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hmac
+import json
 from collections.abc import Callable, Iterator
 
 from aiohttp import web
@@ -26,9 +28,11 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from driftgauge import __version__
-from driftgauge.monitor import FieldStats, Monitor
+from driftgauge.feedback import Outcomes, equal_opportunity, parse_labels
+from driftgauge.monitor import FieldStats, Monitor, Snapshot
+from driftgauge.sketches.summary import CategoricalSummary
 
-__all__ = ["MonitorCollector", "metrics_routes"]
+__all__ = ["MonitorCollector", "feedback_routes", "metrics_routes"]
 
 FIELD_LABELS = ["model", "feature", "role"]
 WINDOW_LABELS = [*FIELD_LABELS, "window"]
@@ -67,6 +71,9 @@ class MonitorCollector(Collector):
         snapshot = monitor.snapshot
         yield from self._window_metrics(model, snapshot.fields)
         yield from self._counter_metrics(monitor)
+        yield from self._quality_metrics(monitor, snapshot.fields)
+        yield from self._segment_metrics(model, snapshot)
+        yield from self._performance_metrics(monitor, snapshot)
         recompute = GaugeMetricFamily(
             "driftgauge_stats_computed_timestamp_seconds",
             "Unix time of the last drift statistics recompute (0 before the first).",
@@ -193,6 +200,164 @@ class MonitorCollector(Collector):
         rows.add_metric([model], monitor.rows_total)
         yield rows
 
+    def _quality_metrics(
+        self, monitor: Monitor, fields: tuple[FieldStats, ...]
+    ) -> Iterator[Metric]:
+        model = monitor.config.model
+        cardinality = GaugeMetricFamily(
+            "driftgauge_cardinality",
+            "Distinct values of a categorical field in the window (HLL estimate).",
+            labels=WINDOW_LABELS,
+        )
+        for item in fields:
+            if item.cardinality is not None:
+                cardinality.add_metric(
+                    [model, item.spec.name, item.spec.role, item.window], item.cardinality
+                )
+        yield cardinality
+        baseline = GaugeMetricFamily(
+            "driftgauge_baseline_cardinality",
+            "Distinct values of a categorical field in the baseline (HLL estimate).",
+            labels=FIELD_LABELS,
+        )
+        absent = CounterMetricFamily(
+            "driftgauge_missing_fields",
+            "Rows whose request lacked the field altogether (a schema violation; also counted missing).",
+            labels=FIELD_LABELS,
+        )
+        counters = monitor.counters()
+        for spec in monitor.config.fields:
+            labels = [model, spec.name, spec.role]
+            summary = monitor.baseline.fields[spec.name].summary
+            if isinstance(summary, CategoricalSummary):
+                baseline.add_metric(labels, float(summary.hll.get_estimate()))
+            absent.add_metric(labels, counters[spec.name].absent)
+        yield baseline
+        yield absent
+        extra = CounterMetricFamily(
+            "driftgauge_extra_fields",
+            "Columns in requests that the config does not name (schema violations, not labelled by name).",
+            labels=["model"],
+        )
+        extra.add_metric([model], monitor.extra_columns_total)
+        yield extra
+
+    def _segment_metrics(self, model: str, snapshot: Snapshot) -> Iterator[Metric]:
+        if not snapshot.segments:
+            return
+        labels = ["model", "feature", "role", "window", "segment_feature", "segment"]
+        psi = GaugeMetricFamily(
+            "driftgauge_segment_psi",
+            "PSI of a prediction within a segment vs the same segment in the baseline.",
+            labels=labels,
+        )
+        floor = GaugeMetricFamily(
+            "driftgauge_segment_psi_noise_floor",
+            "PSI expected by chance for the segment's sizes.",
+            labels=labels,
+        )
+        seen = GaugeMetricFamily(
+            "driftgauge_segment_observations",
+            "Predictions of the segment in the window.",
+            labels=labels,
+        )
+        rate = GaugeMetricFamily(
+            "driftgauge_positive_rate",
+            "Share of the segment's predictions that are the positive class.",
+            labels=["model", "window", "segment_feature", "segment"],
+        )
+        for item in snapshot.segments:
+            values = [
+                model,
+                item.prediction,
+                "prediction",
+                item.window,
+                item.segment_feature,
+                item.segment,
+            ]
+            seen.add_metric(values, item.observations)
+            if item.psi is not None and item.psi_noise_floor is not None:
+                psi.add_metric(values, item.psi)
+                floor.add_metric(values, item.psi_noise_floor)
+            if item.positive_rate is not None:
+                rate.add_metric(
+                    [model, item.window, item.segment_feature, item.segment], item.positive_rate
+                )
+        yield from (psi, floor, seen, rate)
+        impact = GaugeMetricFamily(
+            "driftgauge_disparate_impact",
+            "Lowest positive prediction rate over the highest, across a feature's segments.",
+            labels=["model", "window", "segment_feature"],
+        )
+        for fairness in snapshot.fairness:
+            impact.add_metric(
+                [model, fairness.window, fairness.segment_feature], fairness.disparate_impact
+            )
+        yield impact
+
+    def _performance_metrics(self, monitor: Monitor, snapshot: Snapshot) -> Iterator[Metric]:
+        outcomes = monitor.outcomes
+        if outcomes is None:
+            return
+        model = monitor.config.model
+        overall = GaugeMetricFamily(
+            "driftgauge_performance",
+            "Model performance from delayed labels in the window (accuracy, f1, mae, rmse...).",
+            labels=["model", "window", "metric"],
+        )
+        per_class = GaugeMetricFamily(
+            "driftgauge_class_performance",
+            "Precision, recall and F1 of each class (for at most 10 classes).",
+            labels=["model", "window", "class", "metric"],
+        )
+        segment = GaugeMetricFamily(
+            "driftgauge_segment_performance",
+            "Model performance from delayed labels within a segment.",
+            labels=["model", "window", "segment_feature", "segment", "metric"],
+        )
+        labelled = GaugeMetricFamily(
+            "driftgauge_window_labels",
+            "Labelled predictions in the window.",
+            labels=["model", "window"],
+        )
+        for item in snapshot.performance:
+            if item.segment_feature:
+                for metric, value in item.metrics.items():
+                    segment.add_metric(
+                        [model, item.window, item.segment_feature, item.segment, metric], value
+                    )
+                continue
+            labelled.add_metric([model, item.window], item.labels)
+            for metric, value in item.metrics.items():
+                overall.add_metric([model, item.window, metric], value)
+            for name, scores in item.per_class.items():
+                for metric, value in zip(("precision", "recall", "f1"), scores, strict=True):
+                    per_class.add_metric([model, item.window, name, metric], value)
+        yield from (overall, per_class, segment, labelled)
+        opportunity = GaugeMetricFamily(
+            "driftgauge_equal_opportunity_difference",
+            "Largest gap in true positive rate between a feature's segments.",
+            labels=["model", "window", "segment_feature"],
+        )
+        for (feature, window), value in equal_opportunity(snapshot.performance).items():
+            opportunity.add_metric([model, window, feature], value)
+        yield opportunity
+        labels = CounterMetricFamily(
+            "driftgauge_labels",
+            "Labels received, by whether they matched a held prediction.",
+            labels=["model", "result"],
+        )
+        for result in ("matched", "unmatched", "invalid"):
+            labels.add_metric([model, result], outcomes.labels.get(result, 0))
+        yield labels
+        pending = GaugeMetricFamily(
+            "driftgauge_pending_predictions",
+            "Predictions waiting for their label.",
+            labels=["model"],
+        )
+        pending.add_metric([model], outcomes.pending)
+        yield pending
+
 
 _LANDING = """<!doctype html>
 <html><head><meta charset="utf-8"><title>driftgauge</title></head>
@@ -236,3 +401,21 @@ def metrics_routes(
         web.get("/readyz", readyz),
         web.get("/", landing),
     ]
+
+
+def feedback_routes(outcomes: Outcomes, token: str | None) -> list[web.RouteDef]:
+    """``POST /feedback``: a JSON list of ``{"id", "label"}``; a bearer token when configured."""
+    expected = f"Bearer {token}".encode() if token else None
+
+    async def feedback(request: web.Request) -> web.Response:
+        if expected is not None:
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return web.json_response({"error": "a valid bearer token is required"}, status=401)
+        try:
+            pairs = parse_labels(json.loads(await request.read()))
+        except ValueError as exc:  # ProtocolError and bad UTF-8 are ValueErrors too
+            return web.json_response({"error": f"bad feedback body: {exc}"}, status=400)
+        return web.json_response(outcomes.label(pairs))
+
+    return [web.post("/feedback", feedback)]

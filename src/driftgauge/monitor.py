@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +40,10 @@ from driftgauge.sketches.summary import (
 from driftgauge.sketches.window import SlicedWindow
 from driftgauge.typing import Extracted
 
+if TYPE_CHECKING:
+    from driftgauge.feedback import Outcomes, PerformanceStats
+    from driftgauge.segments import Fairness, SegmentStats, SegmentTracker
+
 __all__ = ["QUANTILES", "FieldCounters", "FieldStats", "Monitor", "Snapshot"]
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -51,12 +56,13 @@ class FieldCounters:
 
     observations: int = 0
     missing: int = 0
+    absent: int = 0  # rows whose request lacked the field altogether (also counted missing)
     invalid: Counter[str] = field(default_factory=Counter)
     bins: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def copy(self) -> FieldCounters:
         return FieldCounters(
-            self.observations, self.missing, Counter(self.invalid), self.bins.copy()
+            self.observations, self.missing, self.absent, Counter(self.invalid), self.bins.copy()
         )
 
 
@@ -80,6 +86,7 @@ class FieldStats:
     quantiles: tuple[tuple[float, float], ...] = ()
     total: float = 0.0
     unseen: int = 0
+    cardinality: float | None = None
 
     @property
     def drift_ready(self) -> bool:
@@ -93,6 +100,9 @@ class Snapshot:
     computed_at: float
     duration: float
     fields: tuple[FieldStats, ...] = ()
+    segments: tuple[SegmentStats, ...] = ()
+    fairness: tuple[Fairness, ...] = ()
+    performance: tuple[PerformanceStats, ...] = ()
 
 
 class Monitor:
@@ -107,7 +117,9 @@ class Monitor:
         self._lock = threading.Lock()
         self._specs = {spec.name: spec for spec in config.fields}
         self._held: dict[str, FieldBaseline] = {name: baseline.fields[name] for name in self._specs}
-        self._windows = {w.label: SlicedWindow(w, self._fresh) for w in config.windows}
+        self._windows: dict[str, SlicedWindow[Summary]] = {
+            w.label: SlicedWindow(w, self._fresh) for w in config.windows
+        }
         self._counters = {
             name: FieldCounters(bins=np.zeros(held.summary.binning.size, dtype=np.int64))
             for name, held in self._held.items()
@@ -117,6 +129,13 @@ class Monitor:
         self.parse_errors: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
         self.snapshot = Snapshot(computed_at=0.0, duration=0.0)
+        self.segments: SegmentTracker | None = None
+        self.outcomes: Outcomes | None = None
+        self._ranges = {
+            name: _valid_range(held.summary, config.range_tolerance)
+            for name, held in self._held.items()
+            if isinstance(held.summary, NumericSummary) and held.summary.count
+        }
 
     def _fresh(self) -> dict[str, Summary]:
         return {name: held.summary.empty_like() for name, held in self._held.items()}
@@ -150,11 +169,12 @@ class Monitor:
     def _ingest_numeric(
         self, name: str, pieces: list[Extracted], slices: list[dict[str, Summary]]
     ) -> None:
-        arrays, missing, wrong, placeholders = [], 0, 0, 0
+        arrays, missing, wrong, placeholders, absent = [], 0, 0, 0, 0
         for piece in pieces:
             column = piece.columns.get(name)
             if column is None:
                 missing += piece.rows
+                absent += piece.rows
                 continue
             values, m, w = to_floats(column)
             arrays.append(values)
@@ -172,6 +192,7 @@ class Monitor:
         counters = self._counters[name]
         counters.observations += len(finite)
         counters.missing += missing
+        counters.absent += absent
         counters.bins += bin_counts
         invalid = counters.invalid
         if wrong:
@@ -180,21 +201,21 @@ class Monitor:
             invalid["nan"] += nan
         if inf:
             invalid["inf"] += inf
-        if baseline.count and len(finite):
-            outside = int(
-                np.count_nonzero((finite < baseline.minimum) | (finite > baseline.maximum))
-            )
+        valid = self._ranges.get(name)
+        if valid is not None and len(finite):
+            outside = int(np.count_nonzero((finite < valid[0]) | (finite > valid[1])))
             if outside:
                 invalid["out_of_range"] += outside
 
     def _ingest_categorical(
         self, name: str, pieces: list[Extracted], slices: list[dict[str, Summary]]
     ) -> None:
-        arrays, missing = [], 0
+        arrays, missing, absent = [], 0, 0
         for piece in pieces:
             column = piece.columns.get(name)
             if column is None:
                 missing += piece.rows
+                absent += piece.rows
                 continue
             values, m = to_categories(column)
             arrays.append(values)
@@ -214,6 +235,7 @@ class Monitor:
         counters.bins += bin_counts
         counters.observations += len(values)
         counters.missing += missing
+        counters.absent += absent
         if bin_counts[-1]:
             counters.invalid["unseen_category"] += int(bin_counts[-1])
 
@@ -242,11 +264,24 @@ class Monitor:
                         spec, label, summaries[name], self._held[name], self.config.min_observations
                     )
                 )
+        segments, fairness = self.segments.compute(now) if self.segments else ((), ())
+        performance = self.outcomes.compute(now) if self.outcomes else ()
         snapshot = Snapshot(
-            computed_at=now, duration=time.perf_counter() - started, fields=tuple(results)
+            computed_at=now,
+            duration=time.perf_counter() - started,
+            fields=tuple(results),
+            segments=segments,
+            fairness=fairness,
+            performance=performance,
         )
         self.snapshot = snapshot
         return snapshot
+
+
+def _valid_range(summary: NumericSummary, tolerance: float) -> tuple[float, float]:
+    """The baseline's min–max, widened by ``tolerance`` times its span on each side."""
+    span = (summary.maximum - summary.minimum) * tolerance
+    return summary.minimum - span, summary.maximum + span
 
 
 def field_stats(
@@ -262,17 +297,29 @@ def field_stats(
         quantiles = tuple(zip(QUANTILES, (float(v) for v in values), strict=True))
         total = live.total
     unseen = live.unseen if isinstance(live, CategoricalSummary) else 0
+    cardinality = float(live.hll.get_estimate()) if isinstance(live, CategoricalSummary) else None
     if n < min_observations or base.count == 0:
-        return FieldStats(spec, window, n, quantiles=quantiles, total=total, unseen=unseen)
+        return FieldStats(
+            spec,
+            window,
+            n,
+            quantiles=quantiles,
+            total=total,
+            unseen=unseen,
+            cardinality=cardinality,
+        )
     occupied = max(2, int(np.count_nonzero(base.bins)))
     psi = stats.psi(live.bins, base.bins)
     floor = stats.psi_noise_floor(occupied, n, base.count)
     js = stats.js_distance(live.bins, base.bins)
     if isinstance(live, NumericSummary) and isinstance(base, NumericSummary):
         d = stats.ks_statistic(live.kll, base.kll)
+        error = stats.ks_rank_error(live.kll) + stats.ks_rank_error(base.kll)
         return FieldStats(
-            spec, window, n, psi, floor, js, d, stats.ks_pvalue(d, n, base.count),
+            spec, window, n, psi, floor, js, d, stats.ks_pvalue(d, n, base.count, error),
             quantiles=quantiles, total=total,
         )  # fmt: skip
     chi2 = stats.chi2_pvalue(live.bins, base.bins)
-    return FieldStats(spec, window, n, psi, floor, js, chi2_pvalue=chi2, unseen=unseen)
+    return FieldStats(
+        spec, window, n, psi, floor, js, chi2_pvalue=chi2, unseen=unseen, cardinality=cardinality
+    )

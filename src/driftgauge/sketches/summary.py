@@ -26,6 +26,7 @@ __all__ = [
     "NumericBinning",
     "NumericSummary",
     "Summary",
+    "category_indexes",
     "split_finite",
     "to_categories",
     "to_floats",
@@ -94,6 +95,21 @@ def to_categories(values: Sequence[Any] | npt.NDArray[Any]) -> tuple[npt.NDArray
     return np.asarray(kept, dtype=np.str_) if kept else np.empty(0, dtype=np.str_), missing
 
 
+def category_indexes(
+    values: Sequence[Any] | npt.NDArray[Any], binning: CategoricalBinning
+) -> npt.NDArray[np.intp]:
+    """Each row's bucket in ``binning``, -1 where the value is missing (rows stay aligned)."""
+    result = np.full(len(values), -1, dtype=np.intp)
+    if isinstance(values, np.ndarray) and values.dtype.kind == "U":
+        result[:] = binning.indexes(values.ravel())
+        return result
+    present = [i for i, v in enumerate(values) if v is not None]
+    if present:
+        texts = np.asarray([_category_text(values[i]) for i in present], dtype=np.str_)
+        result[present] = binning.indexes(texts)
+    return result
+
+
 def _category_text(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -117,8 +133,11 @@ class NumericBinning:
         return len(self.edges) + 1
 
     def count(self, values: FloatArray) -> CountArray:
-        index = np.searchsorted(self.edges, values, side="right")
-        return np.bincount(index, minlength=self.size).astype(np.int64, copy=False)
+        return np.bincount(self.indexes(values), minlength=self.size).astype(np.int64, copy=False)
+
+    def indexes(self, values: FloatArray) -> npt.NDArray[np.intp]:
+        """The bin of each (finite) value."""
+        return np.searchsorted(self.edges, values, side="right")
 
     def labels(self) -> list[str]:
         return [str(i) for i in range(self.size)]
@@ -154,15 +173,27 @@ class CategoricalBinning:
         distinct, tally = np.unique(values, return_counts=True)
         return self.count_table(dict(zip(distinct.tolist(), tally.tolist(), strict=True)))
 
+    def slot(self, value: str) -> int:
+        """The bucket of one category."""
+        slot = self.index.get(value)
+        if slot is None:
+            other = self.size - 2
+            return other if self.known is None or value in self.known else other + 1
+        return slot
+
+    def indexes(self, values: npt.NDArray[np.str_]) -> npt.NDArray[np.intp]:
+        """The bucket of each value (one dictionary lookup per distinct value)."""
+        if len(values) == 0:
+            return np.empty(0, dtype=np.intp)
+        distinct, inverse = np.unique(values, return_inverse=True)
+        slots = np.fromiter((self.slot(v) for v in distinct.tolist()), dtype=np.intp, count=len(distinct))
+        return slots[inverse.ravel()]
+
     def count_table(self, table: Mapping[str, int]) -> CountArray:
         """Bucket counts from a ``category -> count`` table."""
         counts = np.zeros(self.size, dtype=np.int64)
-        other, unseen = self.size - 2, self.size - 1
         for value, n in table.items():
-            slot = self.index.get(value)
-            if slot is None:
-                slot = other if self.known is None or value in self.known else unseen
-            counts[slot] += n
+            counts[self.slot(value)] += n
         return counts
 
 

@@ -22,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -120,6 +122,7 @@ class Exchange:
     request_body: bytearray | None = None
     response_body: bytearray | None = None
     request_id: str | None = None
+    generated_id: bool = False
     started: float = 0.0
     sent: float = 0.0
     status: int = 0
@@ -138,6 +141,7 @@ class UpstreamPool:
             raise ValueError(f"{url!r}: the proxy speaks plain http to its upstream")
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
+        self.host_header = parts.netloc.rpartition("@")[2].encode("idna")
         self.connect_timeout = connect_timeout
         self.idle: list[UpstreamProtocol] = []
 
@@ -344,6 +348,7 @@ class ClientProtocol(asyncio.Protocol):
         connection_tokens: set[bytes] = set()
         forwarded_for = b""
         has_proto = False
+        has_host = False
         length: int | None = None
         for name, value in exchange.headers:
             lower = name.lower()
@@ -357,8 +362,10 @@ class ClientProtocol(asyncio.Protocol):
                 exchange.expect_continue = True
                 continue
             elif lower == b"x-forwarded-for":
-                forwarded_for = value + b", "
+                forwarded_for += value + b", "  # several fields are one list: keep every hop
                 continue
+            elif lower == b"host":
+                has_host = True
             elif lower == b"x-forwarded-proto":
                 has_proto = True
             elif lower == server.request_id_header:
@@ -372,11 +379,23 @@ class ClientProtocol(asyncio.Protocol):
             ):
                 continue
             out.append(b"%s: %s\r\n" % (name, value))
+        if not has_host:  # an HTTP/1.0 client may omit it; HTTP/1.1 to the upstream needs it
+            out.append(b"host: %s\r\n" % server.pool.host_header)
         out.append(b"x-forwarded-for: %s%s\r\n" % (forwarded_for, self.peer))
         if not has_proto:
             out.append(b"x-forwarded-proto: http\r\n")
         if exchange.chunked:
             out.append(b"transfer-encoding: chunked\r\n")
+        if (
+            server.generate_ids
+            and exchange.request_id is None
+            and exchange.method in _BODY_METHODS
+            and server.matches(exchange.path)
+        ):
+            # Labels arrive later by id: give the client (and the model server) one to use.
+            exchange.request_id = server.new_request_id()
+            exchange.generated_id = True
+            out.append(b"%s: %s\r\n" % (server.request_id_header, exchange.request_id.encode()))
         out.append(b"\r\n")
         exchange.head = b"".join(out)
         if exchange.method in _BODY_METHODS:
@@ -410,7 +429,7 @@ class ClientProtocol(asyncio.Protocol):
         if exchange is self.active and self.upstream is not None and exchange.sent:
             assert self.upstream.transport is not None
             self.upstream.transport.write(piece)
-            exchange.replayable = False
+            self._keep_for_replay(exchange, piece)
         else:
             exchange.buffered.append(piece)
 
@@ -422,11 +441,22 @@ class ClientProtocol(asyncio.Protocol):
             if exchange is self.active and self.upstream is not None and exchange.sent:
                 assert self.upstream.transport is not None
                 self.upstream.transport.write(b"0\r\n\r\n")
+                self._keep_for_replay(exchange, b"0\r\n\r\n")
             else:
                 exchange.buffered.append(b"0\r\n\r\n")
         self.current = None
         if not exchange.keep_alive and self.transport is not None:
             self.transport.pause_reading()
+
+    def _keep_for_replay(self, exchange: Exchange, piece: bytes) -> None:
+        """Keep a copy of what went upstream, so a stale pooled connection can be retried."""
+        if not exchange.replayable:
+            return
+        if exchange.request_bytes > self.server.max_body_bytes:
+            exchange.replayable = False
+            exchange.buffered = []
+        else:
+            exchange.buffered.append(piece)
 
     # -- exchange lifecycle ----------------------------------------------
 
@@ -466,11 +496,8 @@ class ClientProtocol(asyncio.Protocol):
         connection.attach(self)
         transport = connection.transport
         transport.write(exchange.head)
-        for piece in exchange.buffered:
+        for piece in exchange.buffered:  # kept after sending: the copy to replay on a retry
             transport.write(piece)
-        if not exchange.request_done:
-            exchange.replayable = False
-            exchange.buffered = []
         exchange.sent = time.perf_counter()
         self._arm_timer(exchange)
 
@@ -592,6 +619,10 @@ class ClientProtocol(asyncio.Protocol):
                 continue
             out.append(b"%s: %s\r\n" % (name, value))
         if not interim:
+            if exchange.generated_id and exchange.request_id is not None:
+                out.append(
+                    b"%s: %s\r\n" % (self.server.request_id_header, exchange.request_id.encode())
+                )
             if self.response_chunked:
                 out.append(b"transfer-encoding: chunked\r\n")
             if not exchange.keep_alive:
@@ -709,6 +740,7 @@ class ProxyServer:
         connect_timeout: float = 5.0,
         max_body_bytes: int = 4 * 1024 * 1024,
         request_id_header: str = "x-request-id",
+        generate_ids: bool = False,
         count_parse_error: Callable[[str], None] = lambda reason: None,
         count_dropped: Callable[[str], None] = lambda reason: None,
     ) -> None:
@@ -719,11 +751,18 @@ class ProxyServer:
         self.timeout = timeout
         self.max_body_bytes = max_body_bytes
         self.request_id_header = request_id_header.lower().encode("latin-1")
+        self.generate_ids = generate_ids
+        self._id_prefix = f"dg-{os.getpid():x}-{int(time.time()):x}-"
+        self._ids = itertools.count(1)
         self.count_parse_error = count_parse_error
         self.count_dropped = count_dropped
         self.connections: set[ClientProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
+
+    def new_request_id(self) -> str:
+        """A request id unique to this process (cheaper than a UUID per request)."""
+        return f"{self._id_prefix}{next(self._ids):x}"
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the bound port (useful with port 0)."""

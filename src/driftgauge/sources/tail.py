@@ -148,7 +148,10 @@ class _Batch:
 _Chunk = tuple[list[_Batch], _Cursor, bytes]  # parsed batches, cursor after them, file head
 
 
-def _read_chunk(f: _File, max_line: int, max_batch: int) -> _Chunk | None:
+LineParser = Callable[[bytes, float], Record | str]
+
+
+def _read_chunk(f: _File, max_line: int, max_batch: int, parse: LineParser) -> _Chunk | None:
     """Read one chunk at the cursor and parse its complete lines (runs in a worker thread).
 
     None when the file was truncated or rewritten (copytruncate) under the cursor.
@@ -170,7 +173,7 @@ def _read_chunk(f: _File, max_line: int, max_batch: int) -> _Chunk | None:
             errors.append("line_too_long")
             skipping = False
         elif line.strip():
-            parsed = _parse_line(line, now)
+            parsed = parse(line, now)
             if isinstance(parsed, str):
                 errors.append(parsed)
                 continue
@@ -259,8 +262,10 @@ class TailSource:
         *,
         max_batch: int = 1000,
         max_line_bytes: int = MAX_LINE_BYTES,
+        parse_line: LineParser | None = None,
     ) -> None:
         self._config = config
+        self._parse = parse_line or _parse_line  # another JSON Lines record shape (feedback)
         self._on_records, self._on_error = on_records, on_error
         self._max_batch, self._max_line = max_batch, max_line_bytes
         self._file: _File | None = None
@@ -318,7 +323,7 @@ class TailSource:
 
     async def _read(self, f: _File) -> bool:
         """Read and hand over one chunk; True when it was full (more may be waiting)."""
-        chunk = await asyncio.to_thread(_read_chunk, f, self._max_line, self._max_batch)
+        chunk = await asyncio.to_thread(_read_chunk, f, self._max_line, self._max_batch, self._parse)
         if chunk is None:
             logger.warning("%s was truncated; reading it again from the start", self._config.path)
             await asyncio.to_thread(f.at, 0)
