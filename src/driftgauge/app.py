@@ -30,6 +30,7 @@ from driftgauge.segments import SegmentTracker
 from driftgauge.sources.proxy import ProxyServer, RecordQueue
 from driftgauge.sources.proxy_metrics import ProxyMetrics
 from driftgauge.sources.tail import TailSource
+from driftgauge.state import StateStore
 from driftgauge.typing import Record
 
 __all__ = ["Health", "Sidecar", "build_sidecar", "run_until_stopped"]
@@ -129,12 +130,42 @@ def build_sidecar(
         app.add_routes(feedback_routes(monitor.outcomes, config.feedback.token))
         if config.feedback.tail is not None:
             app.cleanup_ctx.append(_feedback_tail_ctx)
+    if config.state.directory is not None:
+        # First in, so its cleanup runs last: after the proxy drained and the queue was flushed.
+        app.cleanup_ctx.append(_state_ctx)
     app.cleanup_ctx.append(_recompute_ctx)
     if isinstance(config.source, TailConfig):
         app.cleanup_ctx.append(_tail_ctx)
     else:
         app.cleanup_ctx.append(_proxy_ctx)
     return sidecar
+
+
+async def _snapshot_loop(store: StateStore, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(store.save)
+        except OSError as exc:  # a full disk must not stop monitoring; the next interval retries
+            log.error("cannot write the state snapshot %s: %s", store.path, exc)
+
+
+async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
+    sidecar = app[SIDECAR_KEY]
+    directory = sidecar.config.state.directory
+    assert directory is not None
+    store = StateStore(directory, sidecar.monitor)
+    await asyncio.to_thread(store.restore)
+    task = _supervise(
+        "state snapshots", sidecar.health, _snapshot_loop(store, sidecar.config.state.interval)
+    )
+    yield
+    await _cancel(task, "state snapshots")
+    try:
+        await asyncio.to_thread(store.save)
+        log.info("state saved to %s", store.path)
+    except OSError as exc:
+        log.error("cannot write the state snapshot %s: %s", store.path, exc)
 
 
 async def _recompute_loop(sidecar: Sidecar) -> None:

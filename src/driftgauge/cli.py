@@ -16,6 +16,7 @@ from pathlib import Path
 from driftgauge import __version__
 from driftgauge.config import load_config
 from driftgauge.exceptions import DriftgaugeError
+from driftgauge.logs import configure_logging
 
 __all__ = ["main"]
 
@@ -30,9 +31,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"driftgauge {__version__}")
     parser.add_argument(
         "--log-level",
-        default="INFO",
+        default=None,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="default INFO",
+        help="default: the config's log.level, else INFO",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=None,
+        choices=["text", "json"],
+        help="default: the config's log.format, else text",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -126,6 +133,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from driftgauge.app import build_sidecar, run_until_stopped
 
     config = load_config(args.config)
+    configure_logging(args.log_level or config.log.level, args.log_format or config.log.format)
     sidecar = build_sidecar(config)
     asyncio.run(run_until_stopped(sidecar))
     return 0
@@ -153,11 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments[:2] == ["baseline", "merge"]:
         arguments[:2] = ["baseline-merge"]
     args = _parser().parse_args(arguments)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level or "INFO", args.log_format or "text")
     try:
         return _COMMANDS[args.command](args)
     except DriftgaugeError as exc:

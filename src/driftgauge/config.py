@@ -26,12 +26,14 @@ __all__ = [
     "FeedbackConfig",
     "FieldSpec",
     "FieldType",
+    "LogConfig",
     "MetricsConfig",
     "ProtocolName",
     "ProxyConfig",
     "Role",
     "SegmentsConfig",
     "SketchConfig",
+    "StateConfig",
     "TailConfig",
     "Window",
     "config_from_mapping",
@@ -171,6 +173,20 @@ class SegmentsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Where and how often live state is snapshotted (None directory: not at all)."""
+
+    directory: Path | None = None
+    interval: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     model: str
     protocol: ProtocolName
@@ -185,6 +201,8 @@ class Config:
     feedback: FeedbackConfig | None = None
     segments: SegmentsConfig = field(default_factory=SegmentsConfig)
     range_tolerance: float = 0.0
+    state: StateConfig = field(default_factory=StateConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     path: Path | None = None
 
     @property
@@ -441,6 +459,8 @@ _TOP_KEYS = (
     "feedback",
     "segments",
     "data_quality",
+    "state",
+    "log",
 )
 
 
@@ -605,6 +625,30 @@ def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = No
     segments = _segments(top.get("segments"), features, errors)
     quality = _table(top.get("data_quality"), "data_quality", ("range_tolerance",), errors)
     tolerance = _get(quality, "range_tolerance", "data_quality.", _fraction, 0.0, errors)
+    state_table = _table(top.get("state"), "state", ("directory", "interval"), errors)
+    directory = _get(state_table, "directory", "state.", _string, None, errors)
+    state = StateConfig(
+        directory=base / directory if directory else None,
+        interval=_get(state_table, "interval", "state.", _positive_float, 30.0, errors),
+    )
+    log_table = _table(top.get("log"), "log", ("level", "format"), errors)
+    log = LogConfig(
+        level=cast(
+            Literal["DEBUG", "INFO", "WARNING", "ERROR"],
+            _get(
+                log_table,
+                "level",
+                "log.",
+                _choice(("DEBUG", "INFO", "WARNING", "ERROR")),
+                "INFO",
+                errors,
+            ),
+        ),
+        format=cast(
+            Literal["text", "json"],
+            _get(log_table, "format", "log.", _choice(("text", "json")), "text", errors),
+        ),
+    )
     if errors.items:
         where = f"{path}: " if path else ""
         raise ConfigError(where + "; ".join(errors.items))
@@ -622,6 +666,8 @@ def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = No
         feedback=feedback,
         segments=segments,
         range_tolerance=tolerance,
+        state=state,
+        log=log,
         path=path,
     )
 

@@ -145,7 +145,9 @@ def _arrow_column(array: Any, spec: FieldSpec) -> Column:
     if nulls:
         present = np.asarray(strings.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
         strings = strings.drop_null()
-    return Column(np.asarray(strings.to_numpy(zero_copy_only=False), dtype=np.str_), nulls, 0, present)
+    return Column(
+        np.asarray(strings.to_numpy(zero_copy_only=False), dtype=np.str_), nulls, 0, present
+    )
 
 
 def _batches_to_chunks(

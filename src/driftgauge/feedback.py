@@ -105,7 +105,9 @@ class Outcomes:
             if self.feedback.positive_class is not None:
                 self._positive = binning.slot(self.feedback.positive_class)
         self._segment_names = list(segments.segments)
-        self._windows = {w.label: SlicedWindow(w, self._fresh) for w in config.windows}
+        self._windows: dict[str, SlicedWindow[Stats]] = {
+            w.label: SlicedWindow(w, self._fresh) for w in config.windows
+        }
 
     def _new_stats(self) -> Stats:
         if self._binning is not None:
@@ -122,6 +124,42 @@ class Outcomes:
     @property
     def pending(self) -> int:
         return len(self._store)
+
+    @property
+    def windows(self) -> dict[str, SlicedWindow[Stats]]:
+        return self._windows
+
+    def locked(self) -> threading.Lock:
+        return self._lock
+
+    def pending_items(self) -> list[list[Any]]:
+        """The held predictions, oldest first, as JSON-ready rows (call under ``locked()``)."""
+        return [
+            [
+                key,
+                p.ts,
+                p.predicted,
+                None if np.isnan(p.probability) else p.probability,
+                list(p.segments),
+            ]
+            for key, p in self._store.items()
+        ]
+
+    def decode_pending(self, rows: list[list[Any]]) -> list[tuple[str, _Pending]]:
+        width = len(self._segment_names)
+        result = []
+        for key, ts, predicted, probability, segments in rows:
+            if len(segments) not in (0, width):
+                raise ValueError("held predictions carry other segments than the config")
+            chance = float("nan") if probability is None else float(probability)
+            result.append(
+                (str(key), _Pending(float(ts), float(predicted), chance, tuple(segments)))
+            )
+        return result
+
+    def restore_pending(self, entries: list[tuple[str, _Pending]]) -> None:
+        with self._lock:
+            self._store = OrderedDict(entries)
 
     def _row_ids(self, record: Record, request: Any, rows: int) -> list[str] | None:
         if self._id_path is not None:
@@ -281,5 +319,7 @@ def equal_opportunity(performance: Iterable[PerformanceStats]) -> dict[tuple[str
     rates: dict[tuple[str, str], list[float]] = {}
     for item in performance:
         if item.segment_feature and item.true_positive_rate is not None:
-            rates.setdefault((item.segment_feature, item.window), []).append(item.true_positive_rate)
+            rates.setdefault((item.segment_feature, item.window), []).append(
+                item.true_positive_rate
+            )
     return {key: max(values) - min(values) for key, values in rates.items() if len(values) >= 2}

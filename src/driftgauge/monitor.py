@@ -241,6 +241,14 @@ class Monitor:
 
     # -- reading -----------------------------------------------------------
 
+    @property
+    def windows(self) -> dict[str, SlicedWindow[Summary]]:
+        """The live windows by label (hold ``locked()`` while reading or changing them)."""
+        return self._windows
+
+    def locked(self) -> threading.Lock:
+        return self._lock
+
     def counters(self) -> dict[str, FieldCounters]:
         """A consistent copy of the cumulative counters."""
         with self._lock:

@@ -99,6 +99,13 @@ class SegmentTracker:
             if isinstance(binning, CategoricalBinning):
                 self._positive = (feedback.prediction, binning.slot(feedback.positive_class))
 
+    @property
+    def windows(self) -> dict[str, SlicedWindow[SegmentCounts]]:
+        return self._windows
+
+    def locked(self) -> threading.Lock:
+        return self._lock
+
     def _fresh(self) -> dict[str, SegmentCounts]:
         return {
             _key(s, p.name): SegmentCounts(

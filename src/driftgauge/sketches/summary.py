@@ -186,7 +186,9 @@ class CategoricalBinning:
         if len(values) == 0:
             return np.empty(0, dtype=np.intp)
         distinct, inverse = np.unique(values, return_inverse=True)
-        slots = np.fromiter((self.slot(v) for v in distinct.tolist()), dtype=np.intp, count=len(distinct))
+        slots = np.fromiter(
+            (self.slot(v) for v in distinct.tolist()), dtype=np.intp, count=len(distinct)
+        )
         return slots[inverse.ravel()]
 
     def count_table(self, table: Mapping[str, int]) -> CountArray:

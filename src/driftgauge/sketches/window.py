@@ -73,8 +73,13 @@ class SlicedWindow(Generic[T]):
                 result[name].merge(summary)
         return result
 
+    def fresh(self) -> dict[str, T]:
+        """Empty entries of the kind this window holds."""
+        return self._factory()
+
     def slices(self) -> list[Slice[T]]:
         return list(self._slices)
 
     def restore(self, slices: list[Slice[T]]) -> None:
+        """Replace the slices (a restored snapshot); expired ones go at the next read."""
         self._slices = deque(sorted(slices, key=lambda s: s.index))

@@ -323,7 +323,9 @@ class TailSource:
 
     async def _read(self, f: _File) -> bool:
         """Read and hand over one chunk; True when it was full (more may be waiting)."""
-        chunk = await asyncio.to_thread(_read_chunk, f, self._max_line, self._max_batch, self._parse)
+        chunk = await asyncio.to_thread(
+            _read_chunk, f, self._max_line, self._max_batch, self._parse
+        )
         if chunk is None:
             logger.warning("%s was truncated; reading it again from the start", self._config.path)
             await asyncio.to_thread(f.at, 0)

@@ -1,0 +1,279 @@
+"""State that survives restarts: live windows and held predictions, snapshotted atomically.
+
+The snapshot holds every window's slices (drift sketches and bin counts, the
+per-segment counts, the performance statistics) and the predictions waiting
+for labels.  It is written on an interval and at shutdown: to a temporary
+file in the state directory, fsynced, then renamed over the old one, so a
+crash leaves either the old or the new snapshot, never half of one.  A
+rolling restart therefore loses at most one interval of observations, a
+clean shutdown none.
+
+Cumulative counters (``*_total``) are deliberately not restored.  After a
+crash the snapshot is older than Prometheus' last scrape, so a restored
+counter would step backwards, which Prometheus reads as a reset followed by
+a jump of the whole restored value: a false spike in every ``rate()``.
+Starting counters from zero is a reset Prometheus handles exactly.
+
+A snapshot that is corrupt, of another format version, or taken against
+another baseline is moved aside (``.corrupt-<time>``) with one log line, and
+the sidecar starts empty.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import datasketches as ds
+import numpy as np
+
+from driftgauge.monitor import Monitor
+from driftgauge.performance import ClassificationStats, RegressionStats
+from driftgauge.segments import SegmentCounts
+from driftgauge.sketches.summary import CategoricalSummary, NumericSummary
+from driftgauge.sketches.window import Mergeable, Slice, SlicedWindow
+
+__all__ = ["STATE_VERSION", "StateStore", "decode_into", "encode"]
+
+log = logging.getLogger(__name__)
+
+STATE_FORMAT = "driftgauge-state"
+STATE_VERSION = 1
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def encode(item: Mergeable) -> dict[str, Any]:
+    """A JSON-ready dict of one window entry (sketches as DataSketches' own bytes)."""
+    if isinstance(item, NumericSummary):
+        return {
+            "kll": _b64(item.kll.serialize()),
+            "bins": item.bins.tolist(),
+            "count": item.count,
+            "missing": item.missing,
+            "wrong_type": item.wrong_type,
+            "nan": item.nan,
+            "inf": item.inf,
+            "sum": item.total,
+            "min": item.minimum if np.isfinite(item.minimum) else None,
+            "max": item.maximum if np.isfinite(item.maximum) else None,
+        }
+    if isinstance(item, CategoricalSummary):
+        return {
+            "frequent": _b64(item.frequent.serialize()),
+            "hll": _b64(item.hll.serialize_compact()),
+            "bins": item.bins.tolist(),
+            "count": item.count,
+            "missing": item.missing,
+        }
+    if isinstance(item, SegmentCounts):
+        return {"counts": item.counts.tolist()}
+    if isinstance(item, ClassificationStats):
+        return {
+            "confusion": item.confusion.tolist(),
+            "log_loss": item.log_loss_sum,
+            "brier": item.brier_sum,
+            "scored": item.scored,
+        }
+    if isinstance(item, RegressionStats):
+        return {
+            "count": item.count,
+            "abs": item.abs_sum,
+            "sq": item.sq_sum,
+            "pct": item.pct_sum,
+            "pct_count": item.pct_count,
+        }
+    raise TypeError(f"cannot snapshot {type(item).__name__}")
+
+
+def _same_shape(target: np.ndarray[Any, Any], values: Any) -> np.ndarray[Any, Any]:
+    array = np.asarray(values, dtype=np.int64)
+    if array.shape != target.shape:
+        raise ValueError(f"shape {array.shape} where {target.shape} was expected")
+    return array
+
+
+def decode_into(template: Mergeable, payload: Mapping[str, Any]) -> None:
+    """Load ``payload`` into a fresh ``template`` of the right kind (binning etc. come from it)."""
+    if isinstance(template, NumericSummary):
+        template.kll = ds.kll_doubles_sketch.deserialize(base64.b64decode(payload["kll"]))
+        template.bins = _same_shape(template.bins, payload["bins"])
+        template.count, template.missing = int(payload["count"]), int(payload["missing"])
+        template.wrong_type, template.nan, template.inf = (
+            int(payload["wrong_type"]),
+            int(payload["nan"]),
+            int(payload["inf"]),
+        )
+        template.total = float(payload["sum"])
+        template.minimum = float("inf") if payload["min"] is None else float(payload["min"])
+        template.maximum = float("-inf") if payload["max"] is None else float(payload["max"])
+    elif isinstance(template, CategoricalSummary):
+        template.frequent = ds.frequent_strings_sketch.deserialize(
+            base64.b64decode(payload["frequent"])
+        )
+        template.hll = ds.hll_sketch.deserialize(base64.b64decode(payload["hll"]))
+        template.bins = _same_shape(template.bins, payload["bins"])
+        template.count, template.missing = int(payload["count"]), int(payload["missing"])
+    elif isinstance(template, SegmentCounts):
+        template.counts = _same_shape(template.counts, payload["counts"])
+    elif isinstance(template, ClassificationStats):
+        template.confusion = _same_shape(template.confusion, payload["confusion"])
+        template.log_loss_sum, template.brier_sum = (
+            float(payload["log_loss"]),
+            float(payload["brier"]),
+        )
+        template.scored = int(payload["scored"])
+    elif isinstance(template, RegressionStats):
+        template.count, template.pct_count = int(payload["count"]), int(payload["pct_count"])
+        template.abs_sum, template.sq_sum, template.pct_sum = (
+            float(payload["abs"]),
+            float(payload["sq"]),
+            float(payload["pct"]),
+        )
+    else:
+        raise TypeError(f"cannot restore {type(template).__name__}")
+
+
+def _encode_windows(windows: Mapping[str, SlicedWindow[Any]]) -> dict[str, list[dict[str, Any]]]:
+    return {
+        label: [
+            {
+                "index": piece.index,
+                "entries": {key: encode(value) for key, value in piece.summaries.items()},
+            }
+            for piece in window.slices()
+        ]
+        for label, window in windows.items()
+    }
+
+
+def _decode_windows(
+    windows: Mapping[str, SlicedWindow[Any]], payload: Mapping[str, Any]
+) -> dict[str, list[Slice[Any]]]:
+    """The slices of every window in ``payload``, decoded into fresh entries (nothing applied yet)."""
+    restored: dict[str, list[Slice[Any]]] = {}
+    for label, window in windows.items():
+        pieces = []
+        for item in payload.get(label, []):
+            fresh = window.fresh()
+            if set(fresh) != set(item["entries"]):
+                raise ValueError(f"window {label}: the snapshot holds other fields than the config")
+            for key, value in fresh.items():
+                decode_into(value, item["entries"][key])
+            pieces.append(Slice(int(item["index"]), fresh))
+        restored[label] = pieces
+    return restored
+
+
+class StateStore:
+    """Snapshots one monitor (and its segments and outcomes) under ``directory``."""
+
+    def __init__(
+        self, directory: Path, monitor: Monitor, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.directory = directory
+        self.monitor = monitor
+        self.clock = clock
+        self.path = directory / f"{monitor.config.model}.state"
+
+    def _document(self) -> dict[str, Any]:
+        monitor = self.monitor
+        document: dict[str, Any] = {
+            "format": STATE_FORMAT,
+            "format_version": STATE_VERSION,
+            "baseline_id": monitor.baseline.id,
+            "schema_hash": monitor.config.schema_hash(),
+            "saved": self.clock(),
+        }
+        with monitor.locked():
+            document["windows"] = _encode_windows(monitor.windows)
+        if monitor.segments is not None:
+            with monitor.segments.locked():
+                document["segments"] = _encode_windows(monitor.segments.windows)
+        if monitor.outcomes is not None:
+            with monitor.outcomes.locked():
+                document["outcomes"] = _encode_windows(monitor.outcomes.windows)
+                document["pending"] = monitor.outcomes.pending_items()
+        return document
+
+    def save(self) -> None:
+        """Write the snapshot atomically: temporary file, fsync, rename, fsync of the directory."""
+        data = gzip.compress(
+            json.dumps(self._document(), allow_nan=False).encode(), compresslevel=1, mtime=0
+        )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        temporary = self.directory / f".{self.path.name}.{os.getpid()}.tmp"
+        try:
+            with temporary.open("wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path)
+            descriptor = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    def restore(self) -> bool:
+        """Load the snapshot if there is a usable one; True when state was restored."""
+        if not self.path.exists():
+            return False
+        try:
+            document = json.loads(gzip.decompress(self.path.read_bytes()))
+            if not isinstance(document, dict) or document.get("format") != STATE_FORMAT:
+                raise ValueError("not a driftgauge state snapshot")
+            if document.get("format_version") != STATE_VERSION:
+                raise ValueError(
+                    f"format version {document.get('format_version')!r}, expected {STATE_VERSION}"
+                )
+            if document.get("baseline_id") != self.monitor.baseline.id:
+                raise ValueError("taken against another baseline")
+            if document.get("schema_hash") != self.monitor.config.schema_hash():
+                raise ValueError("taken with another config")
+            self._apply(document)
+        except (OSError, EOFError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(self.clock())}")
+            os.replace(self.path, aside)
+            log.warning(
+                "state snapshot %s unusable (%s); moved to %s, starting empty",
+                self.path,
+                exc,
+                aside.name,
+            )
+            return False
+        log.info("restored state from %s", self.path)
+        return True
+
+    def _apply(self, document: Mapping[str, Any]) -> None:
+        """Decode everything first, then apply: a bad snapshot changes nothing."""
+        monitor, segments, outcomes = self.monitor, self.monitor.segments, self.monitor.outcomes
+        groups: list[tuple[Mapping[str, SlicedWindow[Any]], dict[str, list[Slice[Any]]]]] = [
+            (monitor.windows, _decode_windows(monitor.windows, document["windows"]))
+        ]
+        if segments is not None and "segments" in document:
+            groups.append(
+                (segments.windows, _decode_windows(segments.windows, document["segments"]))
+            )
+        pending = None
+        if outcomes is not None and "outcomes" in document:
+            groups.append(
+                (outcomes.windows, _decode_windows(outcomes.windows, document["outcomes"]))
+            )
+            pending = outcomes.decode_pending(document.get("pending", []))
+        for windows, restored in groups:
+            for label, pieces in restored.items():
+                windows[label].restore(pieces)
+        if outcomes is not None and pending is not None:
+            outcomes.restore_pending(pending)
