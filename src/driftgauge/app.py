@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -236,12 +237,14 @@ async def _consume(queue: RecordQueue, batcher: Batcher, metrics: ProxyMetrics) 
 async def _watch_upstream(config: ProxyConfig, health: Health) -> None:
     """Readiness follows the model server: its readiness path, or a TCP connect."""
     parts = urlsplit(config.upstream)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    host, port = parts.hostname or "127.0.0.1", parts.port or (443 if parts.scheme == "https" else 80)
+    tls = ssl.create_default_context(cafile=config.ca_file) if config.ca_file else None
     async with ClientSession(timeout=ClientTimeout(total=2.0)) as session:
         while True:
             try:
                 if config.readiness_path:
-                    async with session.get(config.upstream + config.readiness_path) as response:
+                    url = config.upstream + config.readiness_path
+                    async with session.get(url, ssl=tls if tls is not None else True) as response:
                         health.upstream_ok = response.status == 200
                 else:
                     _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
@@ -271,6 +274,8 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         generate_ids=sidecar.config.feedback is not None,
         count_parse_error=monitor.count_parse_error,
         count_dropped=monitor.count_dropped,
+        upstream_tls=ssl.create_default_context(cafile=config.ca_file) if config.ca_file else None,
+        listen_tls=config.tls.server_context() if config.tls else None,
     )
     sidecar.health.upstream_ok = False
     consumer = _supervise(
@@ -306,7 +311,10 @@ async def run_until_stopped(
     runner = web.AppRunner(sidecar.app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = sidecar.config.metrics.listen
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    tls = sidecar.config.metrics.tls
+    site = web.TCPSite(
+        runner, host, port, reuse_address=True, ssl_context=tls.server_context() if tls else None
+    )
     try:
         await site.start()
         bound = runner.addresses[0][1] if runner.addresses else port

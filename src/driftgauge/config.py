@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ __all__ = [
     "SketchConfig",
     "StateConfig",
     "TailConfig",
+    "TlsConfig",
     "Window",
     "config_from_mapping",
     "format_duration",
@@ -112,6 +114,19 @@ class Window:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """A listener's certificate chain and private key (PEM files)."""
+
+    cert_file: Path
+    key_file: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+
+@dataclass(frozen=True, slots=True)
 class ProxyConfig:
     listen: tuple[str, int] = ("0.0.0.0", DEFAULT_PROXY_PORT)
     upstream: str = "http://127.0.0.1:9000"
@@ -122,6 +137,8 @@ class ProxyConfig:
     queue_size: int = 10_000
     request_id_header: str = "X-Request-ID"
     shutdown_grace: float = 10.0
+    ca_file: Path | None = None  # trust this CA (PEM) for an https:// upstream
+    tls: TlsConfig | None = None  # serve the proxy listener over TLS
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +153,7 @@ class TailConfig:
 class MetricsConfig:
     listen: tuple[str, int] = ("0.0.0.0", DEFAULT_METRICS_PORT)
     recompute_interval: float = 10.0
+    tls: TlsConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,6 +426,8 @@ def _source(value: Any, base: Path, errors: _Errors) -> ProxyConfig | TailConfig
             "queue_size",
             "request_id_header",
             "shutdown_grace",
+            "ca_file",
+            "tls",
         ),
         errors,
     )
@@ -441,7 +461,33 @@ def _source(value: Any, base: Path, errors: _Errors) -> ProxyConfig | TailConfig
         shutdown_grace=_get(
             proxy, "shutdown_grace", prefix, _positive_float, defaults.shutdown_grace, errors
         ),
+        ca_file=_existing_file(proxy, "ca_file", prefix, base, errors),
+        tls=_tls(proxy.get("tls"), "source.proxy.tls", base, errors),
     )
+
+
+def _existing_file(
+    table: Mapping[str, Any], key: str, prefix: str, base: Path, errors: _Errors
+) -> Path | None:
+    name = _get(table, key, prefix, _string, None, errors)
+    if name is None:
+        return None
+    path = base / name
+    if not path.is_file():
+        errors.add(f"{prefix}{key}", f"no such file {str(path)!r}")
+    return path
+
+
+def _tls(value: Any, key: str, base: Path, errors: _Errors) -> TlsConfig | None:
+    table = _table(value, key, ("cert_file", "key_file"), errors)
+    if not table:
+        return None
+    cert = _existing_file(table, "cert_file", f"{key}.", base, errors)
+    private = _existing_file(table, "key_file", f"{key}.", base, errors)
+    if cert is None or private is None:
+        errors.add(key, "needs both cert_file and key_file")
+        return None
+    return TlsConfig(cert, private)
 
 
 _TOP_KEYS = (
@@ -570,7 +616,9 @@ def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = No
         errors.add("model", f"{model!r} must start with a letter or _ and hold no spaces")
     protocol = _get(top, "protocol", "", _choice(get_args(ProtocolName)), "kserve-v2", errors)
     source = _source(top.get("source"), base, errors)
-    metrics_table = _table(top.get("metrics"), "metrics", ("listen", "recompute_interval"), errors)
+    metrics_table = _table(
+        top.get("metrics"), "metrics", ("listen", "recompute_interval", "tls"), errors
+    )
     metrics = MetricsConfig(
         listen=_get(
             metrics_table,
@@ -583,6 +631,7 @@ def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = No
         recompute_interval=_get(
             metrics_table, "recompute_interval", "metrics.", _positive_float, 10.0, errors
         ),
+        tls=_tls(metrics_table.get("tls"), "metrics.tls", base, errors),
     )
     baseline = _get(top, "baseline", "", _string, "", errors)
     if "baseline" not in top:

@@ -25,6 +25,7 @@ import contextlib
 import itertools
 import logging
 import os
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -135,12 +136,15 @@ class Exchange:
 class UpstreamPool:
     """Persistent connections to one upstream host:port."""
 
-    def __init__(self, url: str, connect_timeout: float) -> None:
+    def __init__(self, url: str, connect_timeout: float, tls: ssl.SSLContext | None = None) -> None:
         parts = urlsplit(url)
-        if parts.scheme != "http":
-            raise ValueError(f"{url!r}: the proxy speaks plain http to its upstream")
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"{url!r}: the upstream must be an http:// or https:// URL")
+        if parts.scheme == "https" and tls is None:
+            tls = ssl.create_default_context()
+        self.tls = tls if parts.scheme == "https" else None
         self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 80
+        self.port = parts.port or (443 if self.tls else 80)
         self.host_header = parts.netloc.rpartition("@")[2].encode("idna")
         self.connect_timeout = connect_timeout
         self.idle: list[UpstreamProtocol] = []
@@ -161,7 +165,10 @@ class UpstreamPool:
     async def connect(self) -> UpstreamProtocol:
         loop = asyncio.get_running_loop()
         _, protocol = await asyncio.wait_for(
-            loop.create_connection(UpstreamProtocol, self.host, self.port), self.connect_timeout
+            loop.create_connection(
+                UpstreamProtocol, self.host, self.port, ssl=self.tls, server_hostname=self.host if self.tls else None
+            ),
+            self.connect_timeout,
         )
         return protocol
 
@@ -743,8 +750,11 @@ class ProxyServer:
         generate_ids: bool = False,
         count_parse_error: Callable[[str], None] = lambda reason: None,
         count_dropped: Callable[[str], None] = lambda reason: None,
+        upstream_tls: ssl.SSLContext | None = None,
+        listen_tls: ssl.SSLContext | None = None,
     ) -> None:
-        self.pool = UpstreamPool(upstream, connect_timeout)
+        self.pool = UpstreamPool(upstream, connect_timeout, upstream_tls)
+        self.listen_tls = listen_tls
         self.matches = matches
         self.metrics = metrics
         self.queue = queue
@@ -768,7 +778,7 @@ class ProxyServer:
         """Listen; returns the bound port (useful with port 0)."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: ClientProtocol(self), host, port, reuse_address=True, backlog=1024
+            lambda: ClientProtocol(self), host, port, reuse_address=True, backlog=1024, ssl=self.listen_tls
         )
         return int(self._server.sockets[0].getsockname()[1])
 
