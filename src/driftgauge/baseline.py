@@ -37,6 +37,7 @@ from driftgauge import __version__
 from driftgauge.config import Config, FieldSpec, FieldType, Role
 from driftgauge.datafiles import Chunk, read_chunks
 from driftgauge.exceptions import BaselineError
+from driftgauge.sketches.codec import decode_summary, encode_summary
 from driftgauge.sketches.summary import (
     CategoricalBinning,
     CategoricalSummary,
@@ -332,32 +333,13 @@ def _finite_or_none(value: float) -> float | None:
 
 def _field_payload(held: FieldBaseline) -> dict[str, Any]:
     spec, summary = held.spec, held.summary
-    common = {
-        "name": spec.name,
-        "role": spec.role,
-        "type": spec.type,
-        "count": summary.count,
-        "missing": summary.missing,
-        "bin_counts": [int(c) for c in summary.bins],
-        "exact": held.exact,
-    }
+    payload = {"name": spec.name, "role": spec.role, "type": spec.type, "exact": held.exact}
+    payload |= encode_summary(summary)
     if isinstance(summary, NumericSummary):
-        return common | {
-            "wrong_type": summary.wrong_type,
-            "nan": summary.nan,
-            "inf": summary.inf,
-            "sum": summary.total,
-            "min": _finite_or_none(summary.minimum),
-            "max": _finite_or_none(summary.maximum),
-            "edges": [float(e) for e in summary.binning.edges],
-            "kll": _b64(summary.kll.serialize()),
-        }
-    return common | {
+        return payload | {"edges": [float(e) for e in summary.binning.edges]}
+    return payload | {
         "categories": list(summary.binning.categories),
         "category_counts": held.category_counts,
-        "frequent": _b64(summary.frequent.serialize()),
-        "hll": _b64(summary.hll.serialize_compact()),
-        "hll_lg_k": summary.hll_lg_k,
     }
 
 
@@ -399,34 +381,21 @@ def _field_from_payload(item: dict[str, Any], kll_k: int) -> FieldBaseline:
     kind: FieldType = item["type"]
     role: Role = item["role"]
     spec = FieldSpec(name=item["name"], type=kind, role=role)
-    bins = np.asarray(item["bin_counts"], dtype=np.int64)
+    size = len(item["bin_counts"])
+    counts = None
+    summary: Summary
     if kind == "numeric":
-        summary: Summary = NumericSummary(
-            binning=NumericBinning(np.asarray(item["edges"], dtype=np.float64)),
-            k=kll_k,
-            kll=ds.kll_doubles_sketch.deserialize(base64.b64decode(item["kll"])),
-            bins=bins,
-            count=int(item["count"]),
-            missing=int(item["missing"]),
-            wrong_type=int(item["wrong_type"]),
-            nan=int(item["nan"]),
-            inf=int(item["inf"]),
-            total=float(item["sum"]),
-            minimum=float("inf") if item["min"] is None else float(item["min"]),
-            maximum=float("-inf") if item["max"] is None else float(item["max"]),
+        summary = NumericSummary(
+            NumericBinning(np.asarray(item["edges"], dtype=np.float64)), k=kll_k
         )
-        return FieldBaseline(spec, summary, bool(item["exact"]))
-    counts = item["category_counts"]
-    known = frozenset(counts) if counts is not None else None
-    summary = CategoricalSummary(
-        binning=CategoricalBinning(tuple(item["categories"]), known),
-        hll_lg_k=int(item["hll_lg_k"]),
-        frequent=ds.frequent_strings_sketch.deserialize(base64.b64decode(item["frequent"])),
-        hll=ds.hll_sketch.deserialize(base64.b64decode(item["hll"])),
-        bins=bins,
-        count=int(item["count"]),
-        missing=int(item["missing"]),
-    )
+    else:
+        counts = item["category_counts"]
+        known = frozenset(counts) if counts is not None else None
+        binning = CategoricalBinning(tuple(item["categories"]), known)
+        summary = CategoricalSummary(binning, hll_lg_k=int(item["hll_lg_k"]))
+    if summary.binning.size != size:
+        raise ValueError(f"{spec.name}: {size} bin counts for {summary.binning.size} bins")
+    decode_summary(summary, item)
     return FieldBaseline(spec, summary, bool(item["exact"]), counts)
 
 

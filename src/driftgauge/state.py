@@ -21,7 +21,6 @@ the sidecar starts empty.
 
 from __future__ import annotations
 
-import base64
 import gzip
 import json
 import logging
@@ -31,12 +30,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import datasketches as ds
-import numpy as np
-
 from driftgauge.monitor import Monitor
 from driftgauge.performance import ClassificationStats, RegressionStats
 from driftgauge.segments import SegmentCounts
+from driftgauge.sketches.codec import decode_summary, encode_summary, int_array
 from driftgauge.sketches.summary import CategoricalSummary, NumericSummary
 from driftgauge.sketches.window import Mergeable, Slice, SlicedWindow
 
@@ -48,33 +45,10 @@ STATE_FORMAT = "driftgauge-state"
 STATE_VERSION = 1
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 def encode(item: Mergeable) -> dict[str, Any]:
-    """A JSON-ready dict of one window entry (sketches as DataSketches' own bytes)."""
-    if isinstance(item, NumericSummary):
-        return {
-            "kll": _b64(item.kll.serialize()),
-            "bins": item.bins.tolist(),
-            "count": item.count,
-            "missing": item.missing,
-            "wrong_type": item.wrong_type,
-            "nan": item.nan,
-            "inf": item.inf,
-            "sum": item.total,
-            "min": item.minimum if np.isfinite(item.minimum) else None,
-            "max": item.maximum if np.isfinite(item.maximum) else None,
-        }
-    if isinstance(item, CategoricalSummary):
-        return {
-            "frequent": _b64(item.frequent.serialize()),
-            "hll": _b64(item.hll.serialize_compact()),
-            "bins": item.bins.tolist(),
-            "count": item.count,
-            "missing": item.missing,
-        }
+    """A JSON-ready dict of one window entry."""
+    if isinstance(item, NumericSummary | CategoricalSummary):
+        return encode_summary(item)
     if isinstance(item, SegmentCounts):
         return {"counts": item.counts.tolist()}
     if isinstance(item, ClassificationStats):
@@ -95,38 +69,14 @@ def encode(item: Mergeable) -> dict[str, Any]:
     raise TypeError(f"cannot snapshot {type(item).__name__}")
 
 
-def _same_shape(target: np.ndarray[Any, Any], values: Any) -> np.ndarray[Any, Any]:
-    array = np.asarray(values, dtype=np.int64)
-    if array.shape != target.shape:
-        raise ValueError(f"shape {array.shape} where {target.shape} was expected")
-    return array
-
-
 def decode_into(template: Mergeable, payload: Mapping[str, Any]) -> None:
     """Load ``payload`` into a fresh ``template`` of the right kind (binning etc. come from it)."""
-    if isinstance(template, NumericSummary):
-        template.kll = ds.kll_doubles_sketch.deserialize(base64.b64decode(payload["kll"]))
-        template.bins = _same_shape(template.bins, payload["bins"])
-        template.count, template.missing = int(payload["count"]), int(payload["missing"])
-        template.wrong_type, template.nan, template.inf = (
-            int(payload["wrong_type"]),
-            int(payload["nan"]),
-            int(payload["inf"]),
-        )
-        template.total = float(payload["sum"])
-        template.minimum = float("inf") if payload["min"] is None else float(payload["min"])
-        template.maximum = float("-inf") if payload["max"] is None else float(payload["max"])
-    elif isinstance(template, CategoricalSummary):
-        template.frequent = ds.frequent_strings_sketch.deserialize(
-            base64.b64decode(payload["frequent"])
-        )
-        template.hll = ds.hll_sketch.deserialize(base64.b64decode(payload["hll"]))
-        template.bins = _same_shape(template.bins, payload["bins"])
-        template.count, template.missing = int(payload["count"]), int(payload["missing"])
+    if isinstance(template, NumericSummary | CategoricalSummary):
+        decode_summary(template, payload)
     elif isinstance(template, SegmentCounts):
-        template.counts = _same_shape(template.counts, payload["counts"])
+        template.counts = int_array(payload["counts"], template.counts)
     elif isinstance(template, ClassificationStats):
-        template.confusion = _same_shape(template.confusion, payload["confusion"])
+        template.confusion = int_array(payload["confusion"], template.confusion)
         template.log_loss_sum, template.brier_sum = (
             float(payload["log_loss"]),
             float(payload["brier"]),
@@ -134,11 +84,8 @@ def decode_into(template: Mergeable, payload: Mapping[str, Any]) -> None:
         template.scored = int(payload["scored"])
     elif isinstance(template, RegressionStats):
         template.count, template.pct_count = int(payload["count"]), int(payload["pct_count"])
-        template.abs_sum, template.sq_sum, template.pct_sum = (
-            float(payload["abs"]),
-            float(payload["sq"]),
-            float(payload["pct"]),
-        )
+        template.abs_sum, template.sq_sum = float(payload["abs"]), float(payload["sq"])
+        template.pct_sum = float(payload["pct"])
     else:
         raise TypeError(f"cannot restore {type(template).__name__}")
 

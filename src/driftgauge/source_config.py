@@ -1,0 +1,168 @@
+"""Config of the sources and listeners: the proxy, the tail, TLS."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from driftgauge.validation import (
+    Errors,
+    choice,
+    existing_file,
+    get_value,
+    parse_listen,
+    positive_float,
+    positive_int,
+    section,
+    string,
+    url,
+)
+
+__all__ = [
+    "DEFAULT_PROXY_PORT",
+    "ProxyConfig",
+    "TailConfig",
+    "TlsConfig",
+    "parse_source",
+    "parse_tls",
+]
+
+DEFAULT_PROXY_PORT = 8080
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """A listener's certificate chain and private key (PEM files)."""
+
+    cert_file: Path
+    key_file: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    listen: tuple[str, int] = ("0.0.0.0", DEFAULT_PROXY_PORT)
+    upstream: str = "http://127.0.0.1:9000"
+    timeout: float = 60.0
+    connect_timeout: float = 5.0
+    readiness_path: str | None = None
+    max_body_bytes: int = 4 * 1024 * 1024
+    queue_size: int = 10_000
+    request_id_header: str = "X-Request-ID"
+    shutdown_grace: float = 10.0
+    ca_file: Path | None = None  # trust this CA (PEM) for an https:// upstream
+    tls: TlsConfig | None = None  # serve the proxy listener over TLS
+
+
+@dataclass(frozen=True, slots=True)
+class TailConfig:
+    path: Path
+    state_file: Path | None = None
+    poll_interval: float = 0.25
+    start_at: Literal["beginning", "end"] = "beginning"
+
+
+def parse_source(value: Any, base: Path, errors: Errors) -> ProxyConfig | TailConfig:
+    table = section(value, "source", ("proxy", "tail"), errors)
+    if ("proxy" in table) == ("tail" in table):
+        errors.add("source", "set exactly one of source.proxy or source.tail")
+    if "tail" in table:
+        tail = section(
+            table["tail"],
+            "source.tail",
+            ("path", "state_file", "poll_interval", "start_at"),
+            errors,
+        )
+        path = get_value(tail, "path", "source.tail.", string, "", errors)
+        if not path:
+            errors.add("source.tail.path", "missing: the JSON Lines file to follow")
+        state = get_value(tail, "state_file", "source.tail.", string, None, errors)
+        return TailConfig(
+            path=base / path,
+            state_file=base / state if state else None,
+            poll_interval=get_value(
+                tail, "poll_interval", "source.tail.", positive_float, 0.25, errors
+            ),
+            start_at=cast(
+                Literal["beginning", "end"],
+                get_value(
+                    tail,
+                    "start_at",
+                    "source.tail.",
+                    choice(("beginning", "end")),
+                    "beginning",
+                    errors,
+                ),
+            ),
+        )
+    proxy = section(
+        table.get("proxy"),
+        "source.proxy",
+        (
+            "listen",
+            "upstream",
+            "timeout",
+            "connect_timeout",
+            "readiness_path",
+            "max_body_bytes",
+            "queue_size",
+            "request_id_header",
+            "shutdown_grace",
+            "ca_file",
+            "tls",
+        ),
+        errors,
+    )
+    defaults = ProxyConfig()
+    prefix = "source.proxy."
+
+    def listen(value: Any) -> tuple[str, int]:
+        return parse_listen(str(value), DEFAULT_PROXY_PORT)
+
+    def url_path(value: Any) -> str:
+        text = string(value)
+        if not text.startswith("/"):
+            raise ValueError(f"{text!r} must start with /")
+        return text
+
+    return ProxyConfig(
+        listen=get_value(proxy, "listen", prefix, listen, defaults.listen, errors),
+        upstream=get_value(proxy, "upstream", prefix, url, defaults.upstream, errors),
+        timeout=get_value(proxy, "timeout", prefix, positive_float, defaults.timeout, errors),
+        connect_timeout=get_value(
+            proxy, "connect_timeout", prefix, positive_float, defaults.connect_timeout, errors
+        ),
+        readiness_path=get_value(proxy, "readiness_path", prefix, url_path, None, errors),
+        max_body_bytes=get_value(
+            proxy, "max_body_bytes", prefix, positive_int, defaults.max_body_bytes, errors
+        ),
+        queue_size=get_value(
+            proxy, "queue_size", prefix, positive_int, defaults.queue_size, errors
+        ),
+        request_id_header=get_value(
+            proxy, "request_id_header", prefix, string, defaults.request_id_header, errors
+        ),
+        shutdown_grace=get_value(
+            proxy, "shutdown_grace", prefix, positive_float, defaults.shutdown_grace, errors
+        ),
+        ca_file=existing_file(proxy, "ca_file", prefix, base, errors),
+        tls=parse_tls(proxy.get("tls"), "source.proxy.tls", base, errors),
+    )
+
+
+def parse_tls(value: Any, key: str, base: Path, errors: Errors) -> TlsConfig | None:
+    table = section(value, key, ("cert_file", "key_file"), errors)
+    if not table:
+        return None
+    cert = existing_file(table, "cert_file", f"{key}.", base, errors)
+    private = existing_file(table, "key_file", f"{key}.", base, errors)
+    if cert is None or private is None:
+        errors.add(key, "needs both cert_file and key_file")
+        return None
+    return TlsConfig(cert, private)

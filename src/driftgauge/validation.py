@@ -1,0 +1,157 @@
+"""Validation helpers for the config: durations, addresses, and typed getters that collect
+every problem with its key path."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+__all__ = [
+    "Errors",
+    "choice",
+    "existing_file",
+    "format_duration",
+    "fraction",
+    "get_value",
+    "parse_duration",
+    "parse_listen",
+    "positive_float",
+    "positive_int",
+    "section",
+    "string",
+    "url",
+]
+
+
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
+_DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Prometheus-style duration such as ``30s``, ``5m``, ``1h``."""
+    match = _DURATION.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"{text!r} is not a duration like 30s, 5m or 1h")
+    return int(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact Prometheus-style spelling of ``seconds``."""
+    for unit in ("d", "h", "m", "s"):
+        size = _DURATION_SECONDS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{round(seconds * 1000)}ms"
+
+
+def parse_listen(text: str, default_port: int) -> tuple[str, int]:
+    """``host:port`` (``[::1]:port`` for IPv6, ``:port`` for all addresses) as a pair."""
+    text = text.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = text, str(default_port)
+    host = host.strip("[]") or "0.0.0.0"
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r} is not host:port with a port from 0 to 65535")
+    return host, int(port_text)
+
+
+class Errors:
+    """Collects every problem in one pass so `driftgauge check` can list them all."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, key: str, message: str) -> None:
+        self.items.append(f"{key}: {message}" if key else message)
+
+
+T = TypeVar("T")
+
+
+def section(value: Any, key: str, allowed: Sequence[str], errors: Errors) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        errors.add(key, f"expected a mapping, got {type(value).__name__} {value!r}")
+        return {}
+    for name in value:
+        if name not in allowed:
+            where = f"{key}.{name}" if key else str(name)
+            errors.add(where, f"unknown key (allowed: {', '.join(allowed)})")
+    return value
+
+
+def get_value(
+    table: Mapping[str, Any],
+    key: str,
+    prefix: str,
+    convert: Callable[[Any], T],
+    default: T,
+    errors: Errors,
+) -> T:
+    if key not in table or table[key] is None:
+        return default
+    try:
+        return convert(table[key])
+    except (TypeError, ValueError) as exc:
+        errors.add(f"{prefix}{key}", f"{exc}")
+        return default
+
+
+def positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{value!r} is not a positive whole number")
+    return value
+
+
+def positive_float(value: Any) -> float:
+    if isinstance(value, str):
+        return parse_duration(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"{value!r} is not a positive number of seconds or a duration like 5s")
+    return float(value)
+
+
+def fraction(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 10:
+        raise ValueError(
+            f"{value!r} is not a number from 0 to 10 (a share of the baseline's range)"
+        )
+    return float(value)
+
+
+def string(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{value!r} is not a non-empty string")
+    return value
+
+
+def choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value not in options:
+            raise ValueError(f"{value!r} is not one of {', '.join(options)}")
+        return cast(str, value)
+
+    return convert
+
+
+def url(value: Any) -> str:
+    text = string(value)
+    if not re.match(r"^https?://[^/\s]+", text):
+        raise ValueError(f"{text!r} is not an http:// or https:// URL")
+    return text.rstrip("/")
+
+
+def existing_file(
+    table: Mapping[str, Any], key: str, prefix: str, base: Path, errors: Errors
+) -> Path | None:
+    name = get_value(table, key, prefix, string, None, errors)
+    if name is None:
+        return None
+    path = base / name
+    if not path.is_file():
+        errors.add(f"{prefix}{key}", f"no such file {str(path)!r}")
+    return path
