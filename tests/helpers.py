@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +57,41 @@ def write_csv(path: Path, columns: dict[str, list[Any]]) -> Path:
         for row in zip(*columns.values(), strict=True):
             handle.write(",".join("" if v is None else str(v) for v in row) + "\n")
     return path
+
+
+def wait_for(
+    condition: Any, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"
+) -> Any:
+    """Poll ``condition()`` until it returns a truthy value (returned) or time runs out."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except (OSError, ValueError, KeyError) as exc:
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"{what} not met within {timeout}s (last error: {last_error!r})")
+
+
+Series = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def series(name: str, **labels: str) -> Series:
+    """The key of one sample in :func:`scrape`'s result."""
+    return name, tuple(sorted(labels.items()))
+
+
+def scrape(port: int) -> dict[Series, float]:
+    """Every sample of a real /metrics scrape on 127.0.0.1:``port``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -22,26 +21,9 @@ from typing import Any
 
 import yaml
 
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_for
 
 __all__ = ["Alertmanager", "Prometheus", "alertmanager", "prometheus", "wait_for"]
-
-
-def wait_for(
-    condition: Any, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"
-) -> Any:
-    """Poll ``condition()`` until it returns a truthy value (returned) or time runs out."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-            if value:
-                return value
-        except (OSError, ValueError, KeyError) as exc:
-            last_error = exc
-        time.sleep(interval)
-    raise AssertionError(f"{what} not met within {timeout}s (last error: {last_error!r})")
 
 
 def _get_json(url: str) -> Any:

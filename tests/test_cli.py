@@ -9,14 +9,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import base_config, training_rows, write_csv
+from tests.helpers import base_config, scrape, series, training_rows, wait_for, write_csv
 
 CLI = [sys.executable, "-m", "driftgauge.cli"]
 
@@ -139,28 +138,6 @@ def test_baseline_merge_command(project: Path) -> None:
     assert "rows 8,000" in run("inspect", project / "all.dgb").stdout
 
 
-def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def _wait(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
 @pytest.fixture
 def serve(project: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """`driftgauge serve` on the project's config, always stopped afterwards."""
@@ -208,21 +185,20 @@ def test_serve_tails_a_log_and_exposes_drift(
 ) -> None:
     """serve follows the request log, exports drift on /metrics, and exits 0 on SIGTERM."""
     process, port = serve
-    _wait(
+    wait_for(
         lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200
     )
     _log_records(project / "requests.jsonl", 2_000, start=11, shift=1.0)
-    alcohol = (("feature", "alcohol"), ("model", "wine"), ("role", "input"), ("window", "5m"))
-    ash = (("feature", "ash"), ("model", "wine"), ("role", "input"), ("window", "5m"))
-    _wait(lambda: _scrape(port).get(("driftgauge_window_observations", alcohol)) == 2_000)
-    _wait(lambda: ("driftgauge_psi", alcohol) in _scrape(port))
-    samples = _scrape(port)
-    floor = samples[("driftgauge_psi_noise_floor", alcohol)]
-    assert samples[("driftgauge_psi", alcohol)] > 50 * floor
-    assert samples[("driftgauge_psi", ash)] < 5 * floor
+    labels = {"model": "wine", "role": "input", "window": "5m"}
+    alcohol, ash = {"feature": "alcohol"} | labels, {"feature": "ash"} | labels
+    wait_for(lambda: scrape(port).get(series("driftgauge_window_observations", **alcohol)) == 2_000)
+    wait_for(lambda: series("driftgauge_psi", **alcohol) in scrape(port))
+    samples = scrape(port)
+    floor = samples[series("driftgauge_psi_noise_floor", **alcohol)]
+    assert samples[series("driftgauge_psi", **alcohol)] > 50 * floor
+    assert samples[series("driftgauge_psi", **ash)] < 5 * floor
     assert (
-        samples[("driftgauge_parse_errors_total", (("model", "wine"), ("reason", "invalid_json")))]
-        == 1
+        samples[series("driftgauge_parse_errors_total", model="wine", reason="invalid_json")] == 1
     )
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=15) == 0

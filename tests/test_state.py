@@ -8,14 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from driftgauge.baseline import Baseline
 from driftgauge.config import Config
@@ -23,7 +21,7 @@ from driftgauge.monitor import Monitor
 from driftgauge.sketches import NumericSummary
 from driftgauge.state import StateStore
 from driftgauge.typing import Extracted
-from tests.helpers import base_config, training_rows, write_csv
+from tests.helpers import base_config, scrape, series, training_rows, wait_for, write_csv
 
 NOW = 1_800_000_000.0
 
@@ -108,29 +106,9 @@ def test_save_replaces_atomically(
     assert [p.name for p in (tmp_path / "state").iterdir()] == [store.path.name]
 
 
-def _scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return {
-        f"{s.name}{{{','.join(f'{k}={v}' for k, v in sorted(s.labels.items()))}}}": s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-WINDOW = "driftgauge_window_observations{feature=alcohol,model=wine,role=input,window=5m}"
-
-
-def _wait(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
+WINDOW = series(
+    "driftgauge_window_observations", feature="alcohol", model="wine", role="input", window="5m"
+)
 
 
 def _append_log(path: Path, n: int, seed: int) -> None:
@@ -176,7 +154,7 @@ def test_restart_keeps_the_windows(tmp_path: Path, stop: str) -> None:
     serve = [*command, "serve", "-c", str(tmp_path / "config.yaml")]
     first = subprocess.Popen(serve, stderr=subprocess.DEVNULL)
     try:
-        _wait(lambda: _scrape(port).get(WINDOW) == 600)
+        wait_for(lambda: scrape(port).get(WINDOW) == 600)
         time.sleep(1.5)  # at least one periodic snapshot after the data arrived
         if stop == "sigterm":
             first.send_signal(signal.SIGTERM)
@@ -191,12 +169,10 @@ def test_restart_keeps_the_windows(tmp_path: Path, stop: str) -> None:
     assert (tmp_path / "state" / "wine.state").exists()
     second = subprocess.Popen(serve, stderr=subprocess.DEVNULL)
     try:
-        _wait(lambda: WINDOW in _scrape(port))
-        assert (
-            _scrape(port)[WINDOW] == 600
-        )  # restored, and the tail offset means nothing is re-read
+        wait_for(lambda: WINDOW in scrape(port))
+        assert scrape(port)[WINDOW] == 600  # restored, and the tail offset means nothing is re-read
         _append_log(log, 100, 2)
-        _wait(lambda: _scrape(port).get(WINDOW) == 700)
+        wait_for(lambda: scrape(port).get(WINDOW) == 700)
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=20) == 0

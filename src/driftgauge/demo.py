@@ -326,23 +326,19 @@ async def _run(duration: float, metrics_port: int | None, seed: int) -> int:
         return _summary(table)
 
 
+def _drifting(table: dict[tuple[str, str, str], dict[str, float]], wanted: str) -> list[str]:
+    return sorted(
+        feature
+        for (feature, role, window), values in table.items()
+        if role == wanted
+        and window == SHORT_WINDOW
+        and "psi" in values
+        and is_drifting(values["psi"], values["psi_noise_floor"])
+    )
+
+
 def _summary(table: dict[tuple[str, str, str], dict[str, float]]) -> int:
-    found = sorted(
-        feature
-        for (feature, role, window), values in table.items()
-        if role == "input"
-        and window == SHORT_WINDOW
-        and "psi" in values
-        and is_drifting(values["psi"], values["psi_noise_floor"])
-    )
-    predictions = sorted(
-        feature
-        for (feature, role, window), values in table.items()
-        if role == "prediction"
-        and window == SHORT_WINDOW
-        and "psi" in values
-        and is_drifting(values["psi"], values["psi_noise_floor"])
-    )
+    found, predictions = _drifting(table, "input"), _drifting(table, "prediction")
     expected = sorted(DRIFTED)
     print("\nsummary")
     print(f"  drifted inputs found:    {', '.join(found) or 'none'}")
