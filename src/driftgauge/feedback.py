@@ -17,6 +17,7 @@ in, overall and per segment.
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -161,12 +162,13 @@ class Outcomes:
         with self._lock:
             self._store = OrderedDict(entries)
 
-    def _row_ids(self, record: Record, request: Any, rows: int) -> list[str] | None:
+    def _row_ids(self, record: Record, request: Any, rows: int) -> list[str | None] | None:
         if self._id_path is not None:
             ids = _evaluate(self._id_path, request, "id")
             if ids is None or len(ids) != rows:
                 return None
-            return [str(i) for i in ids]
+            # A row without its id member waits for nothing (not for a label with id "None").
+            return [None if i is None else str(i) for i in ids]
         if record.request_id is None:
             return None
         if rows == 1:
@@ -198,7 +200,7 @@ class Outcomes:
             for row_id, value, p, segment in zip(
                 ids, predicted.tolist(), probability.tolist(), rows, strict=False
             ):
-                if value == value:  # not NaN: a prediction to wait for
+                if row_id is not None and value == value:  # not NaN: a prediction to wait for
                     entries.append(
                         (row_id, _Pending(now, value, p, tuple(int(s) for s in segment)))
                     )
@@ -233,6 +235,9 @@ class Outcomes:
                     result["invalid"] += 1
                     continue
                 pending = self._store.pop(row_id, None)
+                if pending is None and self._id_path is None and row_id.endswith(":0"):
+                    # A one-row request is held under its bare id; ID:0 names it too (N rows: ID:i).
+                    pending = self._store.pop(row_id[:-2], None)
                 if pending is None:
                     result["unmatched"] += 1
                     continue
@@ -251,7 +256,11 @@ class Outcomes:
             return float(self._binning.slot(text))
         if isinstance(raw, bool) or not isinstance(raw, int | float):
             return None
-        return float(raw) if np.isfinite(raw) else None
+        try:  # a JSON integer may be far beyond float (and int64) range
+            value = float(raw)
+        except OverflowError:
+            return None
+        return value if math.isfinite(value) else None
 
     def _add(self, joined: list[tuple[float, _Pending]], now: float) -> None:
         truth = np.asarray([t for t, _ in joined])

@@ -115,12 +115,15 @@ class RegressionStats:
     def add(self, truth: npt.NDArray[np.float64], predicted: npt.NDArray[np.float64]) -> None:
         keep = np.isfinite(truth) & np.isfinite(predicted)
         truth, predicted = truth[keep], predicted[keep]
-        error = predicted - truth
         self.count += len(truth)
-        self.abs_sum += float(np.abs(error).sum())
-        self.sq_sum += float((error**2).sum())
+        with np.errstate(over="ignore"):  # labels near float's limit make RMSE inf, not a warning
+            error = predicted - truth
+            self.abs_sum += float(np.abs(error).sum())
+            self.sq_sum += float((error**2).sum())
         nonzero = truth != 0
-        self.pct_sum += float(np.abs(error[nonzero] / truth[nonzero]).sum())
+        # As sklearn: a label below machine epsilon divides by epsilon, so MAPE stays finite.
+        scale = np.maximum(np.abs(truth[nonzero]), np.finfo(np.float64).eps)
+        self.pct_sum += float((np.abs(error[nonzero]) / scale).sum())
         self.pct_count += int(nonzero.sum())
 
     def merge(self, other: RegressionStats) -> None:

@@ -1,0 +1,692 @@
+"""Delayed ground truth: the prediction store, the label join, /feedback and the feedback tail."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from driftgauge.baseline import Baseline
+from driftgauge.config import Config, TailConfig, config_from_mapping
+from driftgauge.exceptions import ProtocolError
+from driftgauge.feedback import parse_labels
+from tests.feedback_support import (
+    Pipeline,
+    build,
+    classifier_columns,
+    classify,
+    eventually,
+    instances,
+    predictions_for,
+    probability_a,
+    proxy_source,
+    record,
+    regressor_columns,
+    running,
+    samples,
+    score,
+    truth_for,
+    value,
+    wire,
+)
+from tests.helpers import base_config, free_port
+
+T0 = 1_700_000_000.0
+TOLERANCE = 1e-9
+
+
+class Clock:
+    """A test clock the pipeline reads; tests move it by hand."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def close(actual: float | None, expected: float) -> bool:
+    return actual is not None and math.isclose(
+        actual, expected, rel_tol=TOLERANCE, abs_tol=TOLERANCE
+    )
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, Baseline]:
+    """The three-class classifier with feedback (positive class a, P(a) in p_a)."""
+    return build(tmp_path_factory.mktemp("classifier"), segments={"features": ["region"], "top": 2})
+
+
+@pytest.fixture(scope="module")
+def regressor(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, Baseline]:
+    return build(tmp_path_factory.mktemp("regressor"), regression=True)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def pipeline(classifier: tuple[Config, Baseline], clock: Clock) -> Pipeline:
+    return wire(*classifier, clock)
+
+
+def with_feedback(built: tuple[Config, Baseline], **feedback: Any) -> tuple[Config, Baseline]:
+    """The same config and baseline with other ``feedback`` settings."""
+    config, baseline = built
+    assert config.feedback is not None
+    return replace(config, feedback=replace(config.feedback, **feedback)), baseline
+
+
+def one_row(alcohol: float = 13.5) -> list[dict[str, Any]]:
+    return [{"alcohol": alcohol, "ash": 2.2, "region": "north"}]
+
+
+def classification_expected(
+    truth: list[str], predicted: list[str], p_a: list[float]
+) -> dict[str, float]:
+    """sklearn's figures for string labels, macro over the classes that occur."""
+    labels = sorted(set(truth) | set(predicted))
+    macro = skm.precision_recall_fscore_support(
+        truth, predicted, labels=labels, average="macro", zero_division=0
+    )
+    positive = skm.precision_recall_fscore_support(
+        truth, predicted, labels=["a"], average=None, zero_division=0
+    )
+    is_a = [int(t == "a") for t in truth]
+    return {
+        "accuracy": skm.accuracy_score(truth, predicted),
+        "precision_macro": macro[0],
+        "recall_macro": macro[1],
+        "f1_macro": macro[2],
+        "precision": positive[0][0],
+        "recall": positive[1][0],
+        "f1": positive[2][0],
+        "log_loss": skm.log_loss(is_a, p_a, labels=[0, 1]),
+        "brier": skm.brier_score_loss(is_a, p_a, pos_label=1),
+    }
+
+
+# -- performance through the outcomes -----------------------------------------------------------
+
+
+def test_classification_performance_matches_sklearn(pipeline: Pipeline, clock: Clock) -> None:
+    """Labels joined with held predictions give sklearn's figures in every window, on /metrics too."""
+    columns = classifier_columns(600, seed=11)
+    rng = np.random.default_rng(3)
+    pairs, truth, predicted, p_a = [], [], [], []
+    for start in range(0, 600, 12):
+        rows = instances(columns, start, start + 12)
+        pipeline.batcher.ingest([record(rows, f"r{start}")])
+        for j, row in enumerate(rows):
+            label = truth_for(row["alcohol"], rng)
+            pairs.append((f"r{start}:{j}", label))
+            truth.append(label)
+            predicted.append(classify(row["alcohol"]))
+            p_a.append(probability_a(row["alcohol"]))
+        clock.now += 1
+    assert pipeline.outcomes.pending == 600
+    assert pipeline.outcomes.label(pairs) == {"matched": 600, "unmatched": 0, "invalid": 0}
+    expected = classification_expected(truth, predicted, p_a)
+    text = pipeline.text()
+    for window in ("5m", "1h"):
+        [overall] = [
+            p
+            for p in pipeline.monitor.snapshot.performance
+            if p.window == window and not p.segment_feature
+        ]
+        assert overall.labels == 600
+        assert set(overall.metrics) == set(expected)
+        for name, figure in expected.items():
+            assert close(overall.metrics[name], float(figure)), name
+            assert close(
+                value(text, "driftgauge_performance", window=window, metric=name), float(figure)
+            )
+        assert value(text, "driftgauge_window_labels", window=window) == 600
+    recall_b = skm.recall_score(truth, predicted, labels=["b"], average=None, zero_division=0)[0]
+    assert close(
+        value(text, "driftgauge_class_performance", window="5m", **{"class": "b"}, metric="recall"),
+        float(recall_b),
+    )
+    assert value(text, "driftgauge_labels_total", result="matched") == 600
+    assert value(text, "driftgauge_pending_predictions") == 0
+
+
+def test_regression_performance_matches_sklearn(
+    regressor: tuple[Config, Baseline], clock: Clock
+) -> None:
+    """MAE, RMSE and MAPE of joined regression labels equal sklearn's."""
+    pipeline = wire(*regressor, clock)
+    columns = regressor_columns(300, seed=4)
+    rng = np.random.default_rng(8)
+    pairs, truth, predicted = [], [], []
+    for start in range(0, 300, 3):
+        rows = instances(columns, start, start + 3)
+        pipeline.batcher.ingest([record(rows, f"q{start}", regression=True)])
+        for j, row in enumerate(rows):
+            guess = score(row["alcohol"], row["ash"])
+            label = guess + float(rng.normal(0.0, 0.8))
+            pairs.append((f"q{start}:{j}", label))
+            truth.append(label)
+            predicted.append(guess)
+    assert pipeline.outcomes.label(pairs)["matched"] == 300
+    text = pipeline.text()
+    assert close(
+        value(text, "driftgauge_performance", window="5m", metric="mae"),
+        skm.mean_absolute_error(truth, predicted),
+    )
+    assert close(
+        value(text, "driftgauge_performance", window="5m", metric="rmse"),
+        math.sqrt(skm.mean_squared_error(truth, predicted)),
+    )
+    assert close(
+        value(text, "driftgauge_performance", window="1h", metric="mape"),
+        skm.mean_absolute_percentage_error(truth, predicted),
+    )
+    assert value(text, "driftgauge_performance", window="5m", metric="accuracy") is None
+
+
+def test_regression_labels_must_be_finite_numbers(
+    regressor: tuple[Config, Baseline], clock: Clock
+) -> None:
+    """Strings, booleans, null, NaN, ±inf and containers are invalid regression labels."""
+    pipeline = wire(*regressor, clock)
+    bad: list[Any] = ["3.5", True, None, float("nan"), float("inf"), -float("inf"), [1.0], {"v": 1}]
+    ids = [f"x{i}" for i in range(len(bad) + 2)]
+    for row_id in ids:
+        pipeline.batcher.ingest([record(one_row(), row_id, regression=True)])
+    result = pipeline.outcomes.label([*zip(ids, bad, strict=False), (ids[-2], 7), (ids[-1], 7.5)])
+    assert result == {"matched": 2, "unmatched": 0, "invalid": len(bad)}
+    assert pipeline.outcomes.pending == len(bad)  # invalid labels leave their predictions waiting
+
+
+def test_huge_integer_regression_labels_are_handled(
+    regressor: tuple[Config, Baseline], clock: Clock
+) -> None:
+    """An integer label beyond int64 is a number (finite or not), never an exception."""
+    pipeline = wire(*regressor, clock)
+    for row_id in ("big", "huge"):
+        pipeline.batcher.ingest([record(one_row(), row_id, regression=True)])
+    result = pipeline.outcomes.label([("big", 10**30), ("huge", 10**400)])
+    assert result == {"matched": 1, "unmatched": 0, "invalid": 1}
+
+
+def test_classification_labels_are_class_values(pipeline: Pipeline) -> None:
+    """Null and containers are invalid; other values are classes (unknown ones count as __unseen__)."""
+    for row_id in ("n", "d", "l", "z", "a"):
+        pipeline.batcher.ingest([record(one_row(13.5), row_id)])  # predicted "a"
+    result = pipeline.outcomes.label(
+        [("n", None), ("d", {"c": 1}), ("l", ["a"]), ("z", "zzz"), ("a", "a")]
+    )
+    assert result == {"matched": 2, "unmatched": 0, "invalid": 3}
+    pipeline.monitor.compute()
+    [overall] = [
+        p
+        for p in pipeline.monitor.snapshot.performance
+        if p.window == "5m" and not p.segment_feature
+    ]
+    assert overall.labels == 2
+    assert overall.metrics["accuracy"] == 0.5
+    assert set(overall.per_class) == {"a", "__unseen__"}
+
+
+def test_class_performance_is_left_out_beyond_ten_classes(tmp_path: Path, clock: Clock) -> None:
+    """Per-class series stop at ten occurring classes (label values stay bounded); overall ones stay."""
+    columns = classifier_columns(1_200)
+    columns["class"] = [f"c{i % 12}" for i in range(1_200)]
+    pipeline = wire(*build(tmp_path, columns=columns, feedback={"prediction": "class"}), clock)
+    pipeline.batcher.ingest([record(one_row() * 12, "many")])
+    pipeline.outcomes.label([(f"many:{i}", f"c{i}") for i in range(12)])
+    text = pipeline.text()
+    assert samples(text, "driftgauge_class_performance") == []
+    assert value(text, "driftgauge_performance", window="5m", metric="accuracy") == 0.0
+    clock.now += 7200  # both windows forget those labels
+    pipeline.batcher.ingest([record(one_row() * 2, "few")])
+    pipeline.outcomes.label([("few:0", "c1"), ("few:1", "c2")])
+    text = pipeline.text()
+    classes = {labels["class"] for labels, _ in samples(text, "driftgauge_class_performance")}
+    assert classes == {"c1", "c2", "__unseen__"}  # the model's "a" is not a training class
+
+
+# -- the prediction store ----------------------------------------------------------------------
+
+
+def test_oldest_predictions_are_evicted_beyond_max_pending(
+    classifier: tuple[Config, Baseline], clock: Clock
+) -> None:
+    """Past feedback.max_pending the oldest predictions go first, each counted feedback_expired."""
+    pipeline = wire(*with_feedback(classifier, max_pending=3), clock)
+    for i in range(5):
+        pipeline.batcher.ingest([record(one_row(), f"id{i}")])
+        clock.now += 1
+    assert pipeline.outcomes.pending == 3
+    assert sum(n for reason, n in pipeline.dropped if reason == "feedback_expired") == 2
+    result = pipeline.outcomes.label([(f"id{i}", "a") for i in range(5)])
+    assert result == {"matched": 3, "unmatched": 2, "invalid": 0}
+    text = pipeline.text()
+    assert value(text, "driftgauge_dropped_total", reason="feedback_expired") == 2
+    assert value(text, "driftgauge_labels_total", result="unmatched") == 2
+
+
+def test_predictions_expire_after_ttl(classifier: tuple[Config, Baseline], clock: Clock) -> None:
+    """A prediction older than feedback.ttl is dropped (feedback_expired) and its label is unmatched."""
+    config, baseline = with_feedback(classifier, ttl=10.0)
+    pipeline = wire(config, baseline, clock)
+    outcomes = pipeline.outcomes
+    pipeline.batcher.ingest([record(one_row(), "old")])
+    clock.now = T0 + 6
+    pipeline.batcher.ingest([record(one_row(), "young")])
+    assert outcomes.label([("old", "a"), ("young", "a")], now=T0 + 11) == {
+        "matched": 1,
+        "unmatched": 1,
+        "invalid": 0,
+    }
+    assert pipeline.dropped == [("feedback_expired", 1)]
+    pipeline.batcher.ingest([record(one_row(), "late")])
+    assert outcomes.pending == 1
+    outcomes.compute(now=T0 + 16.5)  # a recompute expires too, without any label arriving
+    assert outcomes.pending == 0
+    assert pipeline.dropped == [("feedback_expired", 1), ("feedback_expired", 1)]
+
+
+def test_unmatched_labels_are_counted(pipeline: Pipeline) -> None:
+    """A label whose id was never seen is counted unmatched and joins nothing."""
+    pipeline.batcher.ingest([record(one_row(), "known")])
+    assert pipeline.outcomes.label([("unknown", "a"), ("known", "b")]) == {
+        "matched": 1,
+        "unmatched": 1,
+        "invalid": 0,
+    }
+    assert pipeline.outcomes.labels == {"matched": 1, "unmatched": 1}
+
+
+def test_a_second_label_for_the_same_id_is_unmatched(pipeline: Pipeline) -> None:
+    """A prediction joins one label only; the repeat finds nothing."""
+    pipeline.batcher.ingest([record(one_row(), "once")])
+    assert pipeline.outcomes.label([("once", "a")])["matched"] == 1
+    assert pipeline.outcomes.label([("once", "a")]) == {"matched": 0, "unmatched": 1, "invalid": 0}
+
+
+def test_batch_rows_get_indexed_ids(pipeline: Pipeline) -> None:
+    """Rows of a batch under id R are R:0 … R:N-1; a one-row request keeps R itself."""
+    columns = classifier_columns(4, seed=2)
+    pipeline.batcher.ingest([record(instances(columns, 0, 3), "batch")])
+    pipeline.batcher.ingest([record(instances(columns, 3, 4), "single")])
+    assert pipeline.outcomes.pending == 4
+    labels = [
+        ("batch", "a"),
+        ("single:0", "a"),
+        ("batch:0", "a"),
+        ("batch:1", "b"),
+        ("batch:2", "c"),
+        ("single", "c"),
+    ]
+    assert pipeline.outcomes.label(labels) == {"matched": 4, "unmatched": 2, "invalid": 0}
+
+
+def test_a_one_row_request_matches_its_documented_batch_id(pipeline: Pipeline) -> None:
+    """README: N rows get ID:0 … ID:N-1, so ID:0 labels a one-row request (as does the bare ID)."""
+    pipeline.batcher.ingest([record(one_row(), "lone")])
+    pipeline.batcher.ingest([record(one_row(), "bare")])
+    assert pipeline.outcomes.label([("lone:0", "a"), ("bare", "a")]) == {
+        "matched": 2,
+        "unmatched": 0,
+        "invalid": 0,
+    }
+    assert pipeline.outcomes.label([("lone", "a"), ("bare:0", "a")])["unmatched"] == 2
+
+
+def test_requests_without_an_id_are_not_held(pipeline: Pipeline) -> None:
+    """Without a request id (and no id_path) there is nothing to join a label to."""
+    pipeline.batcher.ingest([record(one_row(), None)])
+    assert pipeline.outcomes.pending == 0
+    assert pipeline.monitor.rows_total == 1
+
+
+def test_rows_without_a_prediction_are_not_held(pipeline: Pipeline) -> None:
+    """A row whose prediction is null waits for no label; its batch mates still do."""
+    rows = one_row() * 2
+    rec = record(rows, "half")
+    rec.response["predictions"][0]["class"] = None
+    pipeline.batcher.ingest([rec])
+    assert pipeline.outcomes.pending == 1
+    assert pipeline.outcomes.label([("half:0", "a"), ("half:1", "a")])["unmatched"] == 1
+
+
+def test_id_path_gives_each_row_its_own_id(
+    classifier: tuple[Config, Baseline], clock: Clock
+) -> None:
+    """feedback.id_path names one id per row in the request; header ids are then ignored."""
+    pipeline = wire(*with_feedback(classifier, id_path="$.instances[*].id"), clock)
+    rows = [{**one_row(13.5)[0], "id": "order-1"}, {**one_row(12.0)[0], "id": 42}]
+    pipeline.batcher.ingest([record(rows, "header-id")])
+    assert pipeline.outcomes.pending == 2
+    result = pipeline.outcomes.label([("order-1", "a"), ("42", "c"), ("header-id:0", "a")])
+    assert result == {"matched": 2, "unmatched": 1, "invalid": 0}
+    # The id member is not a configured feature: it also counts as one extra field per request.
+    assert pipeline.monitor.extra_columns_total == 1
+
+
+def test_id_path_that_does_not_give_one_id_per_row_holds_nothing(
+    classifier: tuple[Config, Baseline], clock: Clock
+) -> None:
+    """When the id path resolves to no ids or a different number of them, no row is held."""
+    pipeline = wire(*with_feedback(classifier, id_path="$.ids[*]"), clock)
+    pipeline.batcher.ingest([record(one_row() * 2, None, ids=["only-one"])])
+    pipeline.batcher.ingest([record(one_row() * 2, None)])
+    assert pipeline.outcomes.pending == 0
+    pipeline.batcher.ingest([record(one_row() * 2, None, ids=[7, 8])])
+    assert pipeline.outcomes.label([("7", "a"), ("8", "a")])["matched"] == 2
+
+
+def test_id_path_rows_without_an_id_are_not_held(
+    classifier: tuple[Config, Baseline], clock: Clock
+) -> None:
+    """A row lacking its id member is not held under a made-up id such as "None"."""
+    pipeline = wire(*with_feedback(classifier, id_path="$.instances[*].id"), clock)
+    rows = [{**one_row()[0], "id": "has-id"}, one_row()[0], one_row()[0]]
+    pipeline.batcher.ingest([record(rows, None)])
+    assert pipeline.outcomes.pending == 1
+    assert pipeline.outcomes.label([("None", "a")])["unmatched"] == 1
+
+
+def test_parse_labels_reads_lists_and_labels_objects() -> None:
+    """Both a bare list and {"labels": [...]} are accepted; ids become strings."""
+    items = [{"id": 7, "label": "a"}, {"id": "x", "label": 1.5}]
+    assert parse_labels(items) == [("7", "a"), ("x", 1.5)]
+    assert parse_labels({"labels": items}) == [("7", "a"), ("x", 1.5)]
+    assert parse_labels([]) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"id": 1, "label": "a"}, {"labels": 5}, [{"id": 1}], [{"label": "a"}], ["a"], "text", None],
+)
+def test_parse_labels_rejects_other_shapes(body: Any) -> None:
+    """Anything but a list of {"id", "label"} objects is a ProtocolError (a ValueError)."""
+    with pytest.raises(ProtocolError) as caught:
+        parse_labels(body)
+    assert isinstance(caught.value, ValueError)
+
+
+def test_token_file_supplies_the_feedback_token(tmp_path: Path) -> None:
+    """feedback.token_file is read (stripped) as the bearer token."""
+    (tmp_path / "token").write_text("from-file\n", encoding="utf-8")
+    raw = base_config(tmp_path, feedback={"prediction": "class", "token_file": "token"})
+    config = config_from_mapping(raw, base=tmp_path)
+    assert config.feedback is not None and config.feedback.token == "from-file"
+
+
+# -- through the real proxy and /feedback ------------------------------------------------------
+
+
+def proxied(
+    built: tuple[Config, Baseline], tmp_path: Path, **feedback: Any
+) -> tuple[Config, Baseline, int]:
+    """The classifier's config in proxy mode on fresh loopback ports, with ``feedback`` settings."""
+    config, baseline = with_feedback(built, **feedback)
+    upstream = free_port()
+    raw = base_config(tmp_path, source=proxy_source(upstream))
+    source = config_from_mapping(raw, base=tmp_path)
+    return replace(config, source=source.source, metrics=source.metrics), baseline, upstream
+
+
+async def test_proxy_and_feedback_endpoint_join_labels(
+    classifier: tuple[Config, Baseline], tmp_path: Path
+) -> None:
+    """Generated ids come back to the client; POST /feedback joins labels and /metrics shows performance."""
+    config, baseline, _ = proxied(classifier, tmp_path, token="s3cret")
+    columns = classifier_columns(200, seed=21)
+    rng = np.random.default_rng(5)
+    async with running(config, baseline) as sidecar:
+        outcomes = sidecar.sidecar.monitor.outcomes
+        assert outcomes is not None
+        labels, truth, predicted, ids = [], [], [], []
+        for start in range(0, 200, 5):
+            rows = instances(columns, start, start + 5)
+            request_id, answer = await sidecar.predict(rows)
+            assert request_id is not None
+            ids.append(request_id)
+            for j, row in enumerate(rows):
+                label = truth_for(row["alcohol"], rng)
+                labels.append({"id": f"{request_id}:{j}", "label": label})
+                truth.append(label)
+                predicted.append(answer[j]["class"])
+        assert len(set(ids)) == 40
+        assert sidecar.upstream_ids == ids  # the model server sees the same id
+        await eventually(lambda: outcomes.pending == 200)
+        status, body = await sidecar.feedback(
+            [*labels, {"id": "nobody", "label": "a"}, {"id": ids[0] + ":1", "label": None}],
+            token="s3cret",
+        )
+        assert (status, body) == (200, {"matched": 200, "unmatched": 1, "invalid": 1})
+        text = await sidecar.metrics()
+    expected = skm.accuracy_score(truth, predicted)
+    assert close(value(text, "driftgauge_performance", window="5m", metric="accuracy"), expected)
+    assert value(text, "driftgauge_labels_total", result="matched") == 200
+    assert value(text, "driftgauge_pending_predictions") == 0
+
+
+async def test_feedback_requires_the_configured_bearer_token(
+    classifier: tuple[Config, Baseline], tmp_path: Path
+) -> None:
+    """With feedback.token set, a missing or wrong bearer token is 401 and nothing is joined."""
+    config, baseline, _ = proxied(classifier, tmp_path, token="s3cret")
+    async with running(config, baseline) as sidecar:
+        request_id, _ = await sidecar.predict(one_row())
+        outcomes = sidecar.sidecar.monitor.outcomes
+        assert outcomes is not None and request_id is not None
+        await eventually(lambda: outcomes.pending == 1)
+        label = [{"id": request_id, "label": "a"}]
+        for token in (None, "wrong", "s3cret2", "", "S3CRET"):
+            status, body = await sidecar.feedback(label, token=token)
+            assert status == 401
+            assert "token" in body["error"]
+        async with sidecar.session.post(
+            sidecar.metrics_url + "/feedback", json=label, headers={"Authorization": "s3cret"}
+        ) as response:
+            assert response.status == 401
+        assert outcomes.pending == 1
+        assert await sidecar.feedback(label, token="s3cret") == (
+            200,
+            {"matched": 1, "unmatched": 0, "invalid": 0},
+        )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b"",
+        b"\xff\xfe",
+        b'{"id": 1, "label": "a"}',
+        b'[{"id": 1}]',
+        b"[1, 2]",
+        b'{"labels": 5}',
+    ],
+)
+async def test_bad_feedback_bodies_get_400_and_a_one_line_json_error(
+    classifier: tuple[Config, Baseline], tmp_path: Path, raw: bytes
+) -> None:
+    """A body that is not a list of {"id", "label"} objects is 400 with {"error": one line}."""
+    config, baseline, _ = proxied(classifier, tmp_path)
+    async with (
+        running(config, baseline) as sidecar,
+        sidecar.session.post(sidecar.metrics_url + "/feedback", data=raw) as response,
+    ):
+        assert response.status == 400
+        assert response.content_type == "application/json"
+        text = await response.text()
+    body = json.loads(text)
+    assert set(body) == {"error"}
+    assert "\n" not in body["error"] and body["error"]
+
+
+async def test_feedback_with_a_huge_integer_label_is_not_a_server_error(
+    regressor: tuple[Config, Baseline], tmp_path: Path
+) -> None:
+    """POST /feedback with an integer label too large for a float answers 200 with it invalid."""
+    config, baseline, _ = proxied(regressor, tmp_path)
+    async with running(config, baseline) as sidecar:
+        status, body = await sidecar.feedback(
+            None, raw=b'[{"id": "x", "label": 1' + b"0" * 400 + b"}]"
+        )
+    assert (status, body) == (200, {"matched": 0, "unmatched": 0, "invalid": 1})
+
+
+async def test_feedback_without_a_token_configured_is_open(
+    classifier: tuple[Config, Baseline], tmp_path: Path
+) -> None:
+    """Without feedback.token anyone on the metrics listener may post labels."""
+    config, baseline, _ = proxied(classifier, tmp_path)
+    async with running(config, baseline) as sidecar:
+        assert await sidecar.feedback({"labels": [{"id": "x", "label": "a"}]}) == (
+            200,
+            {"matched": 0, "unmatched": 1, "invalid": 0},
+        )
+
+
+async def test_client_request_id_is_used_as_is(
+    classifier: tuple[Config, Baseline], tmp_path: Path
+) -> None:
+    """A request that brings its own X-Request-ID keeps it: the model sees it and labels use it."""
+    config, baseline, _ = proxied(classifier, tmp_path)
+    columns = classifier_columns(4, seed=9)
+    async with running(config, baseline) as sidecar:
+        outcomes = sidecar.sidecar.monitor.outcomes
+        assert outcomes is not None
+        returned, answer = await sidecar.predict(
+            instances(columns, 0, 3), {"X-Request-ID": "client-7"}
+        )
+        await sidecar.predict(instances(columns, 3, 4), {"X-Request-ID": "solo"})
+        assert returned is None  # not generated, so not added: our model server does not echo it
+        assert sidecar.upstream_ids == ["client-7", "solo"]
+        await eventually(lambda: outcomes.pending == 4)
+        labels = [{"id": f"client-7:{j}", "label": answer[j]["class"]} for j in range(3)]
+        labels.append({"id": "solo", "label": "b"})
+        status, body = await sidecar.feedback(labels)
+    assert (status, body) == (200, {"matched": 4, "unmatched": 0, "invalid": 0})
+
+
+async def test_no_id_is_generated_without_feedback(tmp_path: Path) -> None:
+    """Without a feedback section the proxy adds no X-Request-ID (nothing would use it)."""
+    built = build(tmp_path, columns=classifier_columns(1_000))
+    config, baseline = built
+    upstream = free_port()
+    raw = base_config(tmp_path, source=proxy_source(upstream))
+    source = config_from_mapping(raw, base=tmp_path)
+    config = replace(config, feedback=None, source=source.source, metrics=source.metrics)
+    async with running(config, baseline) as sidecar:
+        returned, _ = await sidecar.predict(one_row())
+        assert returned is None
+        assert sidecar.upstream_ids == [None]
+        await eventually(lambda: sidecar.sidecar.monitor.rows_total == 1)
+        async with sidecar.session.post(sidecar.metrics_url + "/feedback", json=[]) as response:
+            assert response.status in (404, 405)
+
+
+async def test_feedback_tail_file_labels_join(
+    classifier: tuple[Config, Baseline], tmp_path: Path
+) -> None:
+    """Labels appended to feedback.tail join like posted ones; bad lines are counted, not fatal."""
+    labels_file = tmp_path / "labels.jsonl"
+    config, baseline, _ = proxied(
+        classifier, tmp_path, tail=labels_file, tail_state_file=tmp_path / "labels.offset"
+    )
+    columns = classifier_columns(30, seed=13)
+    async with running(config, baseline) as sidecar:
+        outcomes = sidecar.sidecar.monitor.outcomes
+        assert outcomes is not None
+        lines, truth, predicted = [], [], []
+        for start in range(0, 30, 3):
+            request_id, answer = await sidecar.predict(instances(columns, start, start + 3))
+            for j in range(3):
+                label = "a" if (start + j) % 4 else "c"
+                lines.append(json.dumps({"id": f"{request_id}:{j}", "label": label}))
+                truth.append(label)
+                predicted.append(answer[j]["class"])
+        await eventually(lambda: outcomes.pending == 30)
+        lines[5:5] = [
+            "{not json",
+            json.dumps({"id": "no-label"}),
+            json.dumps({"id": "ghost", "label": "a"}),
+        ]
+        labels_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        await eventually(lambda: outcomes.labels["matched"] == 30)
+        text = await sidecar.metrics()
+    assert outcomes.labels == {"matched": 30, "unmatched": 1}
+    assert value(text, "driftgauge_parse_errors_total", reason="feedback_invalid_json") == 1
+    assert value(text, "driftgauge_parse_errors_total", reason="feedback_invalid_record") == 1
+    assert close(
+        value(text, "driftgauge_performance", window="1h", metric="accuracy"),
+        skm.accuracy_score(truth, predicted),
+    )
+    assert (tmp_path / "labels.offset").exists()
+
+
+# -- the tail source -----------------------------------------------------------------------------
+
+
+async def test_tail_source_with_feedback_tail_yields_performance(
+    classifier: tuple[Config, Baseline], tmp_path: Path
+) -> None:
+    """A request log with ids plus a label log: performance, segments and data quality on /metrics."""
+    labels_file = tmp_path / "labels.jsonl"
+    config, baseline = with_feedback(classifier, tail=labels_file, tail_state_file=None)
+    raw = base_config(tmp_path)  # tail source on tmp_path/requests.jsonl, fresh metrics port
+    fresh = config_from_mapping(raw, base=tmp_path)
+    config = replace(config, source=fresh.source, metrics=fresh.metrics, min_observations=5)
+    columns = classifier_columns(60, seed=17)
+    log_lines, truth, predicted = [], [], []
+    for start in range(0, 60, 4):
+        rows = instances(columns, start, start + 4)
+        if start == 0:
+            del rows[0]["ash"]  # one row lacks a feature: counted missing
+        answer = predictions_for(rows)
+        log_lines.append(
+            json.dumps(
+                {
+                    "ts": T0,
+                    "id": f"log-{start}",
+                    "request": {"instances": rows},
+                    "response": {"predictions": answer},
+                }
+            )
+        )
+        for j in range(4):
+            truth.append("b" if (start + j) % 3 else "a")
+            predicted.append(answer[j]["class"])
+    assert isinstance(fresh.source, TailConfig)
+    fresh.source.path.write_text("\n".join(log_lines) + "\n", encoding="utf-8")
+    async with running(config, baseline) as sidecar:
+        outcomes = sidecar.sidecar.monitor.outcomes
+        assert outcomes is not None
+        await eventually(lambda: outcomes.pending == 60)
+        label_lines = [
+            json.dumps({"id": f"log-{start}:{j}", "label": truth[start + j]})
+            for start in range(0, 60, 4)
+            for j in range(4)
+        ]
+        labels_file.write_text("\n".join(label_lines) + "\n", encoding="utf-8")
+        await eventually(lambda: outcomes.labels["matched"] == 60)
+        text = await sidecar.metrics()
+    assert close(
+        value(text, "driftgauge_performance", window="5m", metric="accuracy"),
+        skm.accuracy_score(truth, predicted),
+    )
+    assert value(text, "driftgauge_missing_total", feature="ash") == 1
+    north = [i for i in range(60) if columns["region"][i] == "north"]
+    assert value(
+        text, "driftgauge_segment_performance", window="5m", segment="north", metric="accuracy"
+    ) == pytest.approx(
+        skm.accuracy_score([truth[i] for i in north], [predicted[i] for i in north]), abs=1e-12
+    )
+    rate = sum(predicted[i] == "a" for i in north) / len(north)
+    assert close(value(text, "driftgauge_positive_rate", window="5m", segment="north"), rate)
