@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -169,13 +169,9 @@ class Monitor:
     def _ingest_numeric(
         self, name: str, pieces: list[Extracted], slices: list[dict[str, Summary]]
     ) -> None:
-        arrays, missing, wrong, placeholders, absent = [], 0, 0, 0, 0
-        for piece in pieces:
-            column = piece.columns.get(name)
-            if column is None:
-                missing += piece.rows
-                absent += piece.rows
-                continue
+        columns, absent = _gather(pieces, name)
+        arrays, missing, wrong, placeholders = [], absent, 0, 0
+        for column in columns:
             values, m, w = to_floats(column)
             arrays.append(values)
             missing, wrong, placeholders = missing + m, wrong + w, placeholders + m + w
@@ -210,13 +206,9 @@ class Monitor:
     def _ingest_categorical(
         self, name: str, pieces: list[Extracted], slices: list[dict[str, Summary]]
     ) -> None:
-        arrays, missing, absent = [], 0, 0
-        for piece in pieces:
-            column = piece.columns.get(name)
-            if column is None:
-                missing += piece.rows
-                absent += piece.rows
-                continue
+        columns, absent = _gather(pieces, name)
+        arrays, missing = [], absent
+        for column in columns:
             values, m = to_categories(column)
             arrays.append(values)
             missing += m
@@ -284,6 +276,24 @@ class Monitor:
         )
         self.snapshot = snapshot
         return snapshot
+
+
+def _gather(pieces: list[Extracted], name: str) -> tuple[list[Any], int]:
+    """One field's values over a batch: list columns joined into one list (a single
+    conversion later, not one per request), array columns kept as they are, and
+    the rows that lacked the field."""
+    joined: list[Any] = []
+    arrays: list[Any] = []
+    absent = 0
+    for piece in pieces:
+        column = piece.columns.get(name)
+        if column is None:
+            absent += piece.rows
+        elif isinstance(column, list):
+            joined.extend(column)
+        else:
+            arrays.append(column)
+    return ([joined] if joined else []) + arrays, absent
 
 
 def _valid_range(summary: NumericSummary, tolerance: float) -> tuple[float, float]:
