@@ -30,7 +30,7 @@ from driftgauge.baseline import Baseline
 from driftgauge.config import Config, FeedbackConfig
 from driftgauge.exceptions import ProtocolError
 from driftgauge.performance import ClassificationStats, RegressionStats
-from driftgauge.protocols.jsonpath import _evaluate, compile_path
+from driftgauge.protocols.jsonpath import compile_path, evaluate
 from driftgauge.segments import SegmentTracker
 from driftgauge.sketches.summary import CategoricalBinning, category_indexes, to_floats
 from driftgauge.sketches.window import SlicedWindow
@@ -164,7 +164,7 @@ class Outcomes:
 
     def _row_ids(self, record: Record, request: Any, rows: int) -> list[str | None] | None:
         if self._id_path is not None:
-            ids = _evaluate(self._id_path, request, "id")
+            ids = evaluate(self._id_path, request, "id")
             if ids is None or len(ids) != rows:
                 return None
             # A row without its id member waits for nothing (not for a label with id "None").

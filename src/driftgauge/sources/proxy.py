@@ -29,7 +29,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -128,6 +128,7 @@ class Exchange:
     sent: float = 0.0
     status: int = 0
     head_sent: bool = False
+    finished: bool = False
     expect_continue: bool = False
     request_bytes: int = 0
     response_bytes: int = 0
@@ -158,6 +159,9 @@ class UpstreamPool:
 
     def release(self, connection: UpstreamProtocol) -> None:
         if connection.usable and len(self.idle) < _MAX_POOL_IDLE:
+            if connection.transport is not None:
+                # A slow client may have paused it; idle, it must notice a close (and answer later).
+                connection.transport.resume_reading()
             self.idle.append(connection)
         else:
             connection.close()
@@ -190,7 +194,8 @@ class UpstreamProtocol(asyncio.Protocol):
         self.reused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         self.usable = True
 
@@ -243,6 +248,10 @@ class UpstreamProtocol(asyncio.Protocol):
         if self.client is not None:
             self.client.response_begin()
 
+    def on_status(self, reason: bytes) -> None:
+        if self.client is not None:
+            self.client.response_reason += reason
+
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.client is not None:
             self.client.response_header(name, value)
@@ -274,13 +283,15 @@ class ClientProtocol(asyncio.Protocol):
         self.peer = b""
         self.timer: asyncio.TimerHandle | None = None
         self.response_headers: list[tuple[bytes, bytes]] = []
+        self.response_reason = b""
         self.response_chunked = False
         self.closing = False
 
     # -- client transport -------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]).encode() if peer else b""
@@ -424,6 +435,8 @@ class ClientProtocol(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         exchange = self.current
         assert exchange is not None
+        if exchange.finished:
+            return  # answered before its body was all in (e.g. a 413): the rest goes nowhere
         exchange.request_bytes += len(body)
         if exchange.request_body is not None:
             if len(exchange.request_body) + len(body) > self.server.max_body_bytes:
@@ -437,6 +450,7 @@ class ClientProtocol(asyncio.Protocol):
             assert self.upstream.transport is not None
             self.upstream.transport.write(piece)
             self._keep_for_replay(exchange, piece)
+            self._arm_timer(exchange)  # the upstream waits on the client: not its own slowness
         else:
             exchange.buffered.append(piece)
 
@@ -444,11 +458,12 @@ class ClientProtocol(asyncio.Protocol):
         exchange = self.current
         assert exchange is not None
         exchange.request_done = True
-        if exchange.chunked:
+        if exchange.chunked and not exchange.finished:
             if exchange is self.active and self.upstream is not None and exchange.sent:
                 assert self.upstream.transport is not None
                 self.upstream.transport.write(b"0\r\n\r\n")
                 self._keep_for_replay(exchange, b"0\r\n\r\n")
+                self._arm_timer(exchange)
             else:
                 exchange.buffered.append(b"0\r\n\r\n")
         self.current = None
@@ -530,6 +545,7 @@ class ClientProtocol(asyncio.Protocol):
     def _fail(self, exchange: Exchange, status: int, reason: str, message: str) -> None:
         """Answer for the upstream; if its head already went out, only closing is left."""
         self._cancel_timer()
+        exchange.finished = True
         self.server.metrics.upstream_error(reason)
         if exchange.head_sent or self.transport is None:
             self.server.metrics.request_done(exchange, 0, time.perf_counter())
@@ -542,6 +558,7 @@ class ClientProtocol(asyncio.Protocol):
         if not exchange.keep_alive or not exchange.request_done:
             self._close()
         else:
+            self.transport.resume_reading()  # the upstream's back-pressure may have paused it
             self._start_next()
 
     def upstream_failed(self, upstream: UpstreamProtocol, reason: str) -> None:
@@ -580,6 +597,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def response_begin(self) -> None:
         self.response_headers = []
+        self.response_reason = b""
 
     def response_header(self, name: bytes, value: bytes) -> None:
         self.response_headers.append((name, value))
@@ -614,7 +632,7 @@ class ClientProtocol(asyncio.Protocol):
             self._finish_response(exchange, upstream, reusable=upstream.parser.should_keep_alive())
 
     def _response_head(self, status: int, exchange: Exchange, interim: bool = False) -> bytes:
-        reason = _REASONS.get(status, b"Unknown")
+        reason = self.response_reason or _REASONS.get(status, b"Unknown")
         out = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
         connection_tokens: set[bytes] = set()
         for name, value in self.response_headers:
@@ -667,6 +685,7 @@ class ClientProtocol(asyncio.Protocol):
         self, exchange: Exchange, upstream: UpstreamProtocol, reusable: bool
     ) -> None:
         self._cancel_timer()
+        exchange.finished = True
         if self.response_chunked and self.transport is not None:
             self.transport.write(b"0\r\n\r\n")
         self.response_close_delimited = False
@@ -697,6 +716,10 @@ class ClientProtocol(asyncio.Protocol):
         if not exchange.keep_alive:
             self._close()
             return
+        if self.transport is not None:
+            # The upstream's back-pressure may have paused reading; an upload answered early
+            # must still be read (and dropped) for the client to finish sending it.
+            self.transport.resume_reading()
         if self.pending and self.pending[0].expect_continue and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self._start_next()

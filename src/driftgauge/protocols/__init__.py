@@ -1,0 +1,103 @@
+"""Protocol adapters: turn one parsed request/response pair into feature and prediction columns.
+
+One adapter per ``protocol:`` value of the config (:data:`ADAPTERS`), built by
+:func:`make_adapter`.  Each implements :class:`driftgauge.typing.Adapter`:
+
+- ``matches(path)`` - True for the protocol's prediction routes (the path
+  without its query string); ``""`` always matches, since a tail log may not
+  record the path;
+- ``extract(request, response)`` - both bodies already parsed from JSON;
+  ``response`` is None when not available (only feature columns come back).
+  It returns ``Extracted(rows, columns, extra_columns)``: one column per
+  configured field found in the body, each exactly ``rows`` long; a field
+  absent from the body is left out (the caller counts it missing); values for
+  names the config does not know are only counted, as a number of columns.
+
+Shared mapping rules: a row given as a list maps by position onto the
+configured fields in config order, a row given as an object maps by name, a
+scalar row is the first configured field.  Predictions pair with request
+rows by index, under the same rules.  Values are JSON scalars (``[x]`` is
+squeezed).  Numeric fields may come back as 1-D numpy arrays instead of lists;
+categorical fields keep each value's exact JSON type (``2`` is not ``2.0``),
+except from typed tensors (V2 numeric datatypes, Seldon ``tensor``), whose
+declared type decides.
+
+``extract`` raises only :class:`~driftgauge.exceptions.ProtocolError`, whose
+``reason`` (the ``reason`` label of ``driftgauge_parse_errors_total``) is one of:
+
+==================  =========================================================
+``not_object``      a body is not a JSON object where the protocol needs one
+``missing_inputs``  the request lacks the protocol's input key (``instances``,
+                    ``inputs``, ``data``...); for jsonpath: no path matched
+``missing_outputs`` the response lacks its output key (``predictions``...)
+``error_response``  the response is the server's error body
+``bad_shape``       a key holds the wrong JSON type, a tensor's data does not
+                    fit its shape, a field holds an array/object per row...
+``bad_datatype``    a tensor's datatype is unknown or its data is of another type
+``row_mismatch``    request and response (or two tensors/columns/paths of one
+                    body) disagree on the number of rows
+==================  =========================================================
+
+Messages are one line and name keys, fields, types and shapes, never values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import get_args
+
+from driftgauge.config import FieldSpec, ProtocolName
+from driftgauge.protocols._common import BaseAdapter
+from driftgauge.protocols.jsonpath import JsonPathAdapter
+from driftgauge.protocols.kserve_v1 import KServeV1Adapter
+from driftgauge.protocols.kserve_v2 import KServeV2Adapter
+from driftgauge.protocols.mlflow import MLflowAdapter
+from driftgauge.protocols.seldon import SeldonAdapter
+from driftgauge.protocols.tfserving import TFServingAdapter
+from driftgauge.typing import Adapter
+
+__all__ = [
+    "ADAPTERS",
+    "REASONS",
+    "BaseAdapter",
+    "JsonPathAdapter",
+    "KServeV1Adapter",
+    "KServeV2Adapter",
+    "MLflowAdapter",
+    "SeldonAdapter",
+    "TFServingAdapter",
+    "make_adapter",
+]
+
+ADAPTERS: dict[ProtocolName, type[BaseAdapter]] = {
+    "kserve-v1": KServeV1Adapter,
+    "kserve-v2": KServeV2Adapter,
+    "tfserving": TFServingAdapter,
+    "mlflow": MLflowAdapter,
+    "seldon": SeldonAdapter,
+    "jsonpath": JsonPathAdapter,
+}
+"""The adapter class for each ``protocol:`` value."""
+
+REASONS: tuple[str, ...] = (
+    "not_object",
+    "missing_inputs",
+    "missing_outputs",
+    "error_response",
+    "bad_shape",
+    "bad_datatype",
+    "row_mismatch",
+)
+"""Every ``ProtocolError.reason`` an adapter raises (a bounded label set)."""
+
+
+def make_adapter(
+    protocol: ProtocolName, features: Sequence[FieldSpec], predictions: Sequence[FieldSpec]
+) -> Adapter:
+    """The adapter for ``protocol``; ValueError for an unknown protocol or a bad JSONPath."""
+    try:
+        cls = ADAPTERS[protocol]
+    except KeyError:
+        known = ", ".join(get_args(ProtocolName))
+        raise ValueError(f"unknown protocol {protocol!r} (known: {known})") from None
+    return cls(features, predictions)

@@ -1,0 +1,372 @@
+"""Building blocks shared by the protocol adapters: rows, columns and tensors to columns.
+
+Every adapter reduces its format to one of three shapes and hands it to a
+function here, so the mapping rules are written (and tested) once:
+
+- :func:`map_rows` - a list of rows.  An object row maps by key, a list row by
+  position (onto ``labels``, which default to the configured names in config
+  order), a scalar row is the value of the first label.  A nested list row is
+  flattened row-major first.
+- :func:`map_columns` - an object of named columns (TF Serving / MLflow
+  columnar ``inputs``), by name only.
+- :func:`map_matrix` - a numeric 2-D array whose columns carry ``labels``.
+
+Each returns a :class:`Part` (rows, columns, extra column count);
+:func:`pair` joins the request's part with the response's part into an
+:class:`~driftgauge.typing.Extracted`.  Numeric list rows and numeric columns
+go through numpy in one call (columns are then 1-D arrays); everything else is
+kept as Python lists of JSON scalars.  Categorical fields always keep the exact
+JSON values (``2`` stays ``2``, ``2.0`` stays ``2.0``, ``true`` stays ``True``),
+because numpy would turn a mixed int/float batch into floats.
+
+Error messages name keys, field names, JSON types and shapes, never values.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from driftgauge.config import FieldSpec
+from driftgauge.exceptions import ProtocolError
+from driftgauge.typing import Extracted
+
+__all__ = [
+    "BaseAdapter",
+    "Column",
+    "Part",
+    "column_values",
+    "flatten",
+    "json_type",
+    "map_columns",
+    "map_matrix",
+    "map_rows",
+    "numeric_array",
+    "pair",
+    "raise_if_error",
+    "require_object",
+    "rows_or_columns",
+    "scalar",
+    "short",
+]
+
+Column = list[Any] | npt.NDArray[Any]
+"""One value per row: a list of JSON scalars, or a 1-D numpy array for numeric data."""
+
+_JSON_TYPES = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    type(None): "null",
+}
+_NUMERIC_KINDS = "iuf"
+_SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
+def json_type(value: Any) -> str:
+    """The JSON type of ``value`` for an error message (never the value itself)."""
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def short(text: Any, limit: int = 40) -> str:
+    """``repr`` of a body-supplied name, cut to ``limit`` characters for a one-line message."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def require_object(body: Any, what: str) -> dict[str, Any]:
+    """``body`` as a JSON object, else ``ProtocolError("not_object")``."""
+    if not isinstance(body, dict):
+        raise ProtocolError("not_object", f"{what} is {json_type(body)}, expected an object")
+    return body
+
+
+def raise_if_error(body: Any, keys: Sequence[str], server: str) -> None:
+    """Raise ``ProtocolError("error_response")`` when ``body`` is a server's error object.
+
+    The server's own message is not repeated: it may quote the request data.
+    """
+    if isinstance(body, dict):
+        found = [key for key in keys if body.get(key) is not None]
+        if found:
+            raise ProtocolError(
+                "error_response", f"{server} returned an error body (key {found[0]!r})"
+            )
+
+
+def flatten(value: list[Any]) -> list[Any]:
+    """The non-list leaves of a nested list in row-major order (iterative: no recursion limit)."""
+    out: list[Any] = []
+    stack: list[Any] = [iter(value)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out
+
+
+def scalar(value: Any, name: str) -> Any:
+    """``value`` as one JSON scalar for field ``name``; ``[x]`` and ``[[x]]`` are squeezed."""
+    while isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if value is None or isinstance(value, str | int | float):
+        return value
+    raise ProtocolError(
+        "bad_shape", f"field {name!r} holds {json_type(value)} in a row, expected one scalar"
+    )
+
+
+def numeric_array(values: list[Any]) -> npt.NDArray[Any] | None:
+    """``values`` as an int or float array in one numpy call, or None when not all numeric.
+
+    Only tried when the first leaf is a number, so string data never pays for a
+    failed conversion.  Booleans mixed with numbers become numbers (numpy's rule).
+    """
+    first: Any = values
+    while isinstance(first, list) and first:
+        first = first[0]
+    if type(first) not in (int, float):
+        return None
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        return None
+    return array if array.dtype.kind in _NUMERIC_KINDS else None
+
+
+@dataclass(slots=True)
+class Part:
+    """What one body (request or response) contributed: its rows and its columns."""
+
+    rows: int
+    columns: dict[str, Column] = field(default_factory=dict)
+    extra: int = 0
+
+
+def map_matrix(
+    matrix: npt.NDArray[Any], specs: Sequence[FieldSpec], labels: Sequence[Hashable] | None = None
+) -> Part:
+    """Columns of a 2-D numeric array, labelled by ``labels`` (default: config order)."""
+    rows, width = matrix.shape
+    wanted = {spec.name for spec in specs}
+    names: Sequence[Hashable] = [spec.name for spec in specs] if labels is None else labels
+    part = Part(rows)
+    unknown: set[Hashable] = set()
+    for position, label in enumerate(names[:width]):
+        if label in wanted:
+            part.columns[label] = matrix[:, position].copy()
+        else:
+            unknown.add(label)
+    part.extra = len(unknown) + max(0, width - len(names))
+    return part
+
+
+def _exact(spec: FieldSpec) -> bool:
+    """Categorical values are labels: keep them exactly as JSON spelled them."""
+    return spec.type == "categorical"
+
+
+def _restore_exact(
+    part: Part,
+    rows: list[Any],
+    ndim: int,
+    specs: Sequence[FieldSpec],
+    labels: Sequence[Hashable] | None,
+) -> None:
+    """Replace categorical columns taken from a float matrix by the rows' own values."""
+    exact = {spec.name for spec in specs if _exact(spec)} & part.columns.keys()
+    if not exact:
+        return
+    names: Sequence[Hashable] = [spec.name for spec in specs] if labels is None else labels
+    if ndim == 1:
+        table = [[row] for row in rows]
+    else:
+        table = rows if ndim == 2 else [flatten(row) for row in rows]
+    for position, label in enumerate(names[: len(table[0])]):
+        if label in exact:
+            part.columns[label] = [row[position] for row in table]
+
+
+def _map_objects(rows: list[dict[str, Any]], specs: Sequence[FieldSpec]) -> Part:
+    """Columns of a batch of object rows, one pass per configured field instead of per value."""
+    keys: set[str] = set().union(*rows)
+    part = Part(len(rows))
+    for spec in specs:
+        if spec.name in keys:
+            values = [row.get(spec.name) for row in rows]
+            part.columns[spec.name] = column_values(values, spec.name, _exact(spec))
+    part.extra = len(keys.difference(spec.name for spec in specs))
+    return part
+
+
+def map_rows(
+    rows: list[Any], specs: Sequence[FieldSpec], labels: Sequence[Hashable] | None = None
+) -> Part:
+    """Columns of a list of rows: objects by key, lists by position onto ``labels``, scalars first.
+
+    ``labels`` name the positions of list rows (Seldon ``names``, MLflow
+    ``columns``); without them positions map onto the configured fields in
+    config order.  A field present in some rows only is ``None`` in the others.
+    """
+    count = len(rows)
+    matrix = numeric_array(rows) if count else None
+    if matrix is not None and matrix.size:
+        # All numbers, all rows the same width: one numpy call instead of a loop per value.
+        part = map_matrix(matrix.reshape(count, -1), specs, labels)
+        if matrix.dtype.kind == "f":
+            _restore_exact(part, rows, matrix.ndim, specs, labels)
+        return part
+    if count and all(type(row) is dict for row in rows):
+        return _map_objects(rows, specs)
+    wanted = {spec.name for spec in specs}
+    names: Sequence[Hashable] = [spec.name for spec in specs] if labels is None else labels
+    picks = [(position, label) for position, label in enumerate(names) if label in wanted]
+    columns: dict[str, list[Any]] = {}
+    unknown: set[Hashable] = set()
+    overflow = 0
+
+    def put(name: str, index: int, value: Any) -> None:
+        column = columns.get(name)
+        if column is None:
+            column = columns[name] = [None] * count
+        column[index] = scalar(value, name)
+
+    for index, row in enumerate(rows):
+        if isinstance(row, dict):
+            for key, value in row.items():
+                if key in wanted:
+                    put(key, index, value)
+                else:
+                    unknown.add(key)
+        elif isinstance(row, list):
+            values = flatten(row) if any(isinstance(item, list) for item in row) else row
+            width = len(values)
+            for position, name in picks:
+                if position < width:
+                    put(name, index, values[position])
+            unknown.update(label for label in names[:width] if label not in wanted)
+            overflow = max(overflow, width - len(names))
+        elif names:
+            if names[0] in wanted:
+                put(names[0], index, row)
+            else:
+                unknown.add(names[0])
+        else:
+            overflow = max(overflow, 1)
+    return Part(count, dict(columns), len(unknown) + overflow)
+
+
+def column_values(value: Any, name: str, exact: bool = True) -> Column:
+    """One named column: a list of scalars (``[N]`` or ``[N, 1]``) or a lone scalar (one row).
+
+    Unless ``exact`` (categorical fields: every value keeps its JSON type), an
+    all-numeric column becomes a numpy array in one call.
+    """
+    if isinstance(value, dict):
+        raise ProtocolError("bad_shape", f"column {name!r} is an object, expected an array")
+    if not isinstance(value, list):
+        return [scalar(value, name)]
+    array = None if exact else numeric_array(value)
+    if array is None:
+        if all(type(item) in _SCALAR_TYPES for item in value):
+            return value
+        return [scalar(item, name) for item in value]
+    if array.ndim == 1:
+        return array
+    if array.ndim == 2 and array.shape[1] == 1:
+        return array[:, 0].copy()
+    raise ProtocolError(
+        "bad_shape", f"column {name!r} has shape {list(array.shape)}, expected one value per row"
+    )
+
+
+def map_columns(body: Mapping[str, Any], specs: Sequence[FieldSpec], where: str) -> Part:
+    """Columns of an object of named columns (columnar format); names not configured are extra."""
+    if not body:
+        raise ProtocolError("bad_shape", f"{where} is an empty object")
+    by_name = {spec.name: spec for spec in specs}
+    part = Part(-1)
+    for key, value in body.items():
+        spec = by_name.get(key)
+        if spec is None:
+            part.extra += 1
+            continue
+        column = column_values(value, key, _exact(spec))
+        if part.rows >= 0 and len(column) != part.rows:
+            raise ProtocolError(
+                "row_mismatch",
+                f"{where}: column {key!r} has {len(column)} rows, others {part.rows}",
+            )
+        part.rows = len(column)
+        part.columns[key] = column
+    if part.rows < 0:
+        # Nothing configured is here: the first array still tells the batch size.
+        first = next((item for item in body.values() if isinstance(item, list)), None)
+        part.rows = 1 if first is None else len(first)
+    return part
+
+
+def rows_or_columns(body: Any, specs: Sequence[FieldSpec], where: str) -> Part:
+    """A TF Serving style tensor value: an object of named columns, a list of rows, or one scalar."""
+    if isinstance(body, dict):
+        return map_columns(body, specs, where)
+    if isinstance(body, list):
+        return map_rows(body, specs)
+    return map_rows([body], specs)
+
+
+def pair(features: Part, predictions: Part | None) -> Extracted:
+    """One :class:`Extracted` from the request's part and the response's part (or None)."""
+    columns: dict[str, Column] = dict(features.columns)
+    extra = features.extra
+    if predictions is not None:
+        if predictions.rows != features.rows:
+            raise ProtocolError(
+                "row_mismatch",
+                f"request has {features.rows} rows but response has {predictions.rows}",
+            )
+        columns.update(predictions.columns)
+        extra += predictions.extra
+    # numpy arrays stand in for Sequence here: 1-D, indexable, with len().
+    return Extracted(features.rows, cast(Mapping[str, Sequence[Any]], columns), extra)
+
+
+def _strip_query(path: str) -> str:
+    return path.partition("?")[0]
+
+
+class BaseAdapter:
+    """Common constructor and route matching; subclasses set ``name``, ``routes``, ``extract``."""
+
+    name: str = ""
+    routes: re.Pattern[str] = re.compile(r"(?!)")
+
+    def __init__(self, features: Sequence[FieldSpec], predictions: Sequence[FieldSpec]) -> None:
+        self.features: tuple[FieldSpec, ...] = tuple(features)
+        self.predictions: tuple[FieldSpec, ...] = tuple(predictions)
+
+    def matches(self, path: str) -> bool:
+        """True for this protocol's prediction routes; ``""`` (path unknown) always matches."""
+        path = _strip_query(path)
+        return not path or self.routes.fullmatch(path) is not None
+
+    def extract(self, request: Any, response: Any) -> Extracted:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(features={[f.name for f in self.features]}, "
+            f"predictions={[p.name for p in self.predictions]})"
+        )

@@ -1,0 +1,212 @@
+"""Generic adapter: each configured field names a JSONPath into the request or response.
+
+Feature paths are read from the request body, prediction paths from the
+response body.  The supported subset of JSONPath (RFC 9535 spelling):
+
+=====================  ==================================================
+``$``                  the whole body
+``.name``              member ``name`` (letters, digits, ``_``, ``-``; not first a digit or ``-``)
+``['any key']``        member by quoted name (``'`` or ``"``; ``\\`` escapes the quote or itself)
+``[3]``, ``[-1]``      array element by index (negative counts from the end)
+``[*]``                every element of an array: one value per row (at most once per path)
+=====================  ==================================================
+
+No filters, slices, unions or ``..``.  Paths compile once in the adapter's
+constructor; a bad path raises :class:`ValueError` naming it, so ``driftgauge
+check`` reports it.
+
+Rows: a path with ``[*]`` gives one value per element of that array, a path
+without gives one row.  Every field found must agree on the number of rows
+(``row_mismatch`` otherwise; a single value is not broadcast).  A path that
+does not resolve (missing member, index out of range, wrong container) leaves
+its field out; inside ``[*]`` an element where the rest of the path does not
+resolve is ``None`` for that row.  A body where no path resolves at all is
+``missing_inputs``.  A value must be a JSON scalar (``[x]`` is squeezed);
+an array or object there is ``bad_shape``.  Names not in the config are never
+seen, so ``extra_columns`` is always 0.  Any path is accepted as a route.
+A response object with an ``error``/``error_code`` member where no prediction
+path resolves is ``error_response``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from driftgauge.config import FieldSpec
+from driftgauge.exceptions import ProtocolError
+from driftgauge.protocols._common import BaseAdapter, Column, Part, column_values, pair, scalar
+from driftgauge.typing import Extracted
+
+__all__ = ["JsonPath", "JsonPathAdapter", "compile_path", "evaluate"]
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_INDEX = re.compile(r"\[(-?[0-9]+)\]")
+_MISSING: Any = object()
+
+Step = str | int
+"""A member name (str) or an array index (int)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JsonPath:
+    """A compiled path: steps before ``[*]``, and (when there is one) the steps after it."""
+
+    text: str
+    head: tuple[Step, ...]
+    tail: tuple[Step, ...] | None = None
+
+    @property
+    def per_row(self) -> bool:
+        """True when the path has ``[*]``: one value per array element."""
+        return self.tail is not None
+
+
+def _quoted(path: str, start: int) -> tuple[str, int]:
+    """The quoted member name opening at ``path[start]`` (a quote) and the index after it."""
+    quote, chars, index = path[start], [], start + 1
+    while index < len(path):
+        char = path[index]
+        if char == "\\" and index + 1 < len(path):
+            chars.append(path[index + 1])
+            index += 2
+        elif char == quote:
+            return "".join(chars), index + 1
+        else:
+            chars.append(char)
+            index += 1
+    raise ValueError(f"invalid JSONPath {path!r}: unterminated quoted name at position {start}")
+
+
+def compile_path(path: str) -> JsonPath:
+    """Parse ``path`` (the subset in the module docstring); ValueError names the bad path."""
+
+    def bad(problem: str, position: int) -> ValueError:
+        return ValueError(f"invalid JSONPath {path!r}: {problem} at position {position}")
+
+    if not path.startswith("$"):
+        raise bad("a path must start with '$'", 0)
+    steps: list[Step] = []
+    head: tuple[Step, ...] | None = None
+    index = 1
+    while index < len(path):
+        char = path[index]
+        if char == ".":
+            match = _NAME.match(path, index + 1)
+            if match is None:
+                raise bad("expected a member name after '.'", index)
+            steps.append(match.group())
+            index = match.end()
+        elif path.startswith("[*]", index):
+            if head is not None:
+                raise bad("only one [*] is supported", index)
+            head, steps = tuple(steps), []
+            index += 3
+        elif char == "[" and path[index + 1 : index + 2] in ("'", '"'):
+            name, index = _quoted(path, index + 1)
+            if not path.startswith("]", index):
+                raise bad("expected ']' after a quoted name", index)
+            steps.append(name)
+            index += 1
+        elif (match := _INDEX.match(path, index)) is not None:
+            steps.append(int(match.group(1)))
+            index = match.end()
+        else:
+            raise bad(f"unexpected {path[index]!r}", index)
+    if head is None:
+        return JsonPath(path, tuple(steps))
+    return JsonPath(path, head, tuple(steps))
+
+
+def _walk(node: Any, steps: tuple[Step, ...]) -> Any:
+    for step in steps:
+        if isinstance(step, str):
+            if not isinstance(node, dict) or step not in node:
+                return _MISSING
+            node = node[step]
+        else:
+            if not isinstance(node, list) or not -len(node) <= step < len(node):
+                return _MISSING
+            node = node[step]
+    return node
+
+
+def evaluate(path: JsonPath, body: Any, name: str, exact: bool = True) -> Column | None:
+    """The column ``path`` selects in ``body``, or None when it does not resolve.
+
+    ``name`` is used in error messages.  Unless ``exact``, an all-numeric
+    ``[*]`` column comes back as a numpy array (exact keeps every JSON type).
+    """
+    node = _walk(body, path.head)
+    if node is _MISSING:
+        return None
+    if path.tail is None:
+        return [scalar(node, name)]
+    if not isinstance(node, list):
+        return None
+    if not path.tail:
+        return column_values(node, name, exact)
+    values = [_walk(item, path.tail) for item in node]
+    if node and all(value is _MISSING for value in values):
+        return None
+    return [None if value is _MISSING else scalar(value, name) for value in values]
+
+
+# Kept for callers written against the first, private name.
+_evaluate = evaluate
+
+
+def _compile(specs: Sequence[FieldSpec], role: str) -> list[tuple[str, JsonPath, bool]]:
+    compiled = []
+    for spec in specs:
+        if spec.path is None:
+            raise ValueError(f"{role} {spec.name!r} has no path (the jsonpath protocol needs one)")
+        compiled.append((spec.name, compile_path(spec.path), spec.type == "categorical"))
+    return compiled
+
+
+class JsonPathAdapter(BaseAdapter):
+    """Reads any JSON body through one configured JSONPath per field."""
+
+    name = "jsonpath"
+    routes = re.compile(r".*", re.DOTALL)
+
+    def __init__(self, features: Sequence[FieldSpec], predictions: Sequence[FieldSpec]) -> None:
+        super().__init__(features, predictions)
+        self.feature_paths = _compile(self.features, "feature")
+        self.prediction_paths = _compile(self.predictions, "prediction")
+
+    def extract(self, request: Any, response: Any) -> Extracted:
+        """Evaluate every path; all fields found must agree on the number of rows."""
+        found: dict[str, Column] = {}
+        for name, path, exact in self.feature_paths:
+            column = evaluate(path, request, name, exact)
+            if column is not None:
+                found[name] = column
+        predicted: dict[str, Column] = {}
+        if response is not None:
+            for name, path, exact in self.prediction_paths:
+                column = evaluate(path, response, name, exact)
+                if column is not None:
+                    predicted[name] = column
+            if (
+                not predicted
+                and isinstance(response, dict)
+                and any(response.get(key) is not None for key in ("error", "error_code"))
+            ):
+                raise ProtocolError("error_response", "response is an error object")
+        if not found and not predicted:
+            raise ProtocolError("missing_inputs", "no configured path matched the request")
+        rows = -1
+        first = ""
+        for name, column in (*found.items(), *predicted.items()):
+            if rows < 0:
+                rows, first = len(column), name
+            elif len(column) != rows:
+                raise ProtocolError(
+                    "row_mismatch", f"field {name!r} has {len(column)} rows, {first!r} has {rows}"
+                )
+        features = Part(rows, found)
+        return pair(features, None if response is None else Part(rows, predicted))

@@ -1,0 +1,208 @@
+"""Open Inference Protocol (KServe V2) adapter: ``inputs``/``outputs`` tensors.
+
+Reference: Open Inference Protocol HTTP/REST (kserve/open-inference-protocol
+``specification/protocol/inference_rest.md``, also KServe
+``docs/predict-api/v2/required_api.md``):
+
+- route ``POST v2/models/<model_name>[/versions/<model_version>]/infer``;
+- request ``{"id"?, "parameters"?, "inputs": [$request_input, ...], "outputs"?}``
+  with ``$request_input = {"name", "shape", "datatype", "parameters"?, "data"}``;
+- response ``{"model_name", "model_version"?, "id", "parameters"?,
+  "outputs": [$response_output, ...]}``, outputs shaped like inputs;
+- error ``{"error": <error message string>}``;
+- tensor data is row-major, either nested in its natural shape or flattened;
+  datatypes BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64, BYTES.
+
+Rows are ``shape[0]``; every tensor of a body must agree on it.  A tensor of
+shape ``[N, d1, d2, ...]`` holds ``d1*d2*...`` values per row.  Mapping:
+
+- by name, when any tensor is named after a configured field: such a tensor
+  must hold one value per row (``[N]`` or ``[N, 1]``) and becomes that column;
+  the values of other tensors count as extra columns;
+- by order otherwise (tensors named ``input-0``, ``output-0``...): the values
+  of all tensors, tensor after tensor, map onto the configured fields in
+  config order; values beyond the last field count as extra columns.
+
+Numeric tensors become 1-D float/int numpy columns in one reshape; BOOL and
+BYTES tensors (BYTES carry strings: categorical data) become Python lists.
+``parameters`` are ignored.  Binary-data extension tensors (no ``data``) are
+``bad_shape``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from driftgauge.config import FieldSpec
+from driftgauge.exceptions import ProtocolError
+from driftgauge.protocols._common import (
+    BaseAdapter,
+    Column,
+    Part,
+    flatten,
+    json_type,
+    pair,
+    raise_if_error,
+    require_object,
+    short,
+)
+from driftgauge.typing import Extracted
+
+__all__ = ["KServeV2Adapter"]
+
+_ROUTE = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?/infer")
+_INTEGER = frozenset({"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"})
+_FLOAT = frozenset({"FP16", "FP32", "FP64"})
+_DATATYPES = _INTEGER | _FLOAT | {"BOOL", "BYTES"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Tensor:
+    """One decoded tensor: ``rows`` × ``width`` values, numeric as a 2-D array, else flat."""
+
+    name: str
+    rows: int
+    width: int
+    matrix: npt.NDArray[Any] | None
+    flat: list[Any] | None
+
+    def column(self, position: int) -> Column:
+        if self.matrix is not None:
+            return self.matrix[:, position].copy()
+        assert self.flat is not None
+        return self.flat[position :: self.width] if self.width > 1 else self.flat
+
+
+def _shape(value: Any, where: str) -> list[int]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(type(dim) is int and dim >= 0 for dim in value)
+    ):
+        raise ProtocolError("bad_shape", f"{where} 'shape' must be a non-empty array of sizes >= 0")
+    return value
+
+
+def _numeric(data: list[Any], datatype: str, where: str) -> npt.NDArray[Any]:
+    try:
+        array = np.asarray(data)
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        raise ProtocolError("bad_shape", f"{where} 'data' is a ragged nested array") from None
+    kind = array.dtype.kind
+    if array.size == 0:
+        return array.astype(bool if datatype == "BOOL" else np.float64)
+    if datatype == "BOOL":
+        if kind == "b":
+            return array
+        # The spec lets a server coerce; 0/1 is the usual non-JSON-bool spelling.
+        if kind in "iu" and bool(((array == 0) | (array == 1)).all()):
+            return array.astype(bool)
+    elif kind in "iuf":
+        return array.astype(np.float64) if datatype in _FLOAT else array
+    raise ProtocolError("bad_datatype", f"{where} data does not hold {datatype} values")
+
+
+def _tensor(value: Any, where: str) -> _Tensor:
+    if not isinstance(value, dict):
+        raise ProtocolError("bad_shape", f"{where} is {json_type(value)}, expected a tensor object")
+    name = value.get("name")
+    if not isinstance(name, str):
+        raise ProtocolError("bad_shape", f"{where} has no string 'name'")
+    where = f"tensor {short(name)}"
+    shape = _shape(value.get("shape"), where)
+    datatype = value.get("datatype")
+    if not isinstance(datatype, str) or datatype not in _DATATYPES:
+        raise ProtocolError("bad_datatype", f"{where} has datatype {short(datatype)}")
+    data = value.get("data")
+    if not isinstance(data, list):
+        raise ProtocolError("bad_shape", f"{where} 'data' is {json_type(data)}, expected an array")
+    rows, width = shape[0], math.prod(shape[1:])
+    if datatype == "BYTES":
+        flat = flatten(data)
+        if not all(isinstance(item, str) for item in flat):
+            raise ProtocolError("bad_datatype", f"{where} BYTES data holds non-string values")
+        if len(flat) != rows * width:
+            raise ProtocolError(
+                "bad_shape", f"{where} has {len(flat)} values for shape {short(shape)}"
+            )
+        return _Tensor(name, rows, width, None, flat)
+    array = _numeric(data, datatype, where)
+    if array.size != rows * width:
+        raise ProtocolError(
+            "bad_shape", f"{where} has {array.size} values for shape {short(shape)}"
+        )
+    matrix = array.reshape(rows, width)
+    if datatype == "BOOL":
+        return _Tensor(name, rows, width, None, matrix.reshape(-1).tolist())
+    return _Tensor(name, rows, width, matrix, None)
+
+
+def _tensors(body: dict[str, Any], key: str, reason: str, what: str) -> list[_Tensor]:
+    if key not in body:
+        raise ProtocolError(reason, f"{what} has no {key!r}")
+    value = body[key]
+    if not isinstance(value, list) or not value:
+        raise ProtocolError("bad_shape", f"{what} {key!r} must be a non-empty array of tensors")
+    tensors = [_tensor(item, f"{what} {key}[{index}]") for index, item in enumerate(value)]
+    names = [tensor.name for tensor in tensors]
+    if len(set(names)) != len(names):
+        raise ProtocolError("bad_shape", f"{what} {key!r} names a tensor twice")
+    rows = {tensor.rows for tensor in tensors}
+    if len(rows) > 1:
+        raise ProtocolError(
+            "row_mismatch", f"{what} tensors disagree on rows: shape[0] in {sorted(rows)}"
+        )
+    return tensors
+
+
+def _map(tensors: list[_Tensor], specs: Sequence[FieldSpec]) -> Part:
+    part = Part(tensors[0].rows)
+    wanted = {spec.name for spec in specs}
+    if any(tensor.name in wanted for tensor in tensors):
+        for tensor in tensors:
+            if tensor.name not in wanted:
+                part.extra += tensor.width
+            elif tensor.width != 1:
+                raise ProtocolError(
+                    "bad_shape",
+                    f"tensor {short(tensor.name)} holds {tensor.width} values per row, "
+                    "expected one for a configured field",
+                )
+            else:
+                part.columns[tensor.name] = tensor.column(0)
+        return part
+    position = 0
+    for tensor in tensors:
+        used = min(tensor.width, max(0, len(specs) - position))
+        for offset in range(used):
+            part.columns[specs[position + offset].name] = tensor.column(offset)
+        part.extra += tensor.width - used
+        position += tensor.width
+    return part
+
+
+class KServeV2Adapter(BaseAdapter):
+    """Reads Open Inference Protocol (KServe V2) ``/infer`` bodies."""
+
+    name = "kserve-v2"
+    routes = _ROUTE
+
+    def extract(self, request: Any, response: Any) -> Extracted:
+        """Columns of the ``inputs`` tensors paired with the ``outputs`` tensors."""
+        if response is not None:
+            raise_if_error(response, ("error",), "the inference server")
+        body = require_object(request, "request")
+        features = _map(_tensors(body, "inputs", "missing_inputs", "request"), self.features)
+        predictions = None
+        if response is not None:
+            answer = require_object(response, "response")
+            outputs = _tensors(answer, "outputs", "missing_outputs", "response")
+            predictions = _map(outputs, self.predictions)
+        return pair(features, predictions)

@@ -1,0 +1,299 @@
+"""Open Inference Protocol (KServe V2) adapter: named, shaped, typed tensors."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import pytest
+
+from driftgauge.exceptions import ProtocolError
+from driftgauge.protocols.kserve_v2 import KServeV2Adapter
+
+from .helpers import inputs, outputs, plain
+
+IRIS = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+
+# KServe "Deploying Scikit-learn Models" (Open Inference Protocol), iris-input-v2.json and
+# the answer the docs show: https://kserve.github.io/website/docs/model-serving/
+# predictive-inference/frameworks/sklearn
+IRIS_REQUEST: dict[str, Any] = {
+    "inputs": [
+        {
+            "name": "input-0",
+            "shape": [2, 4],
+            "datatype": "FP32",
+            "data": [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]],
+        }
+    ]
+}
+IRIS_RESPONSE: dict[str, Any] = {
+    "model_name": "sklearn-v2-iris",
+    "model_version": None,
+    "id": "1b479ed4-14ca-4b71-8a33-47a7d5c40134",
+    "parameters": None,
+    "outputs": [
+        {"name": "output-0", "shape": [2], "datatype": "INT32", "parameters": None, "data": [1, 1]}
+    ],
+}
+# The "Inference Request Examples" of the spec itself (inference_rest.md / required_api.md).
+# As printed, input1 says shape [3] with one value and the output has 3 rows for 2 inputs.
+SPEC_REQUEST: dict[str, Any] = {
+    "id": "42",
+    "inputs": [
+        {"name": "input0", "shape": [2, 2], "datatype": "UINT32", "data": [1, 2, 3, 4]},
+        {"name": "input1", "shape": [3], "datatype": "BOOL", "data": [True]},
+    ],
+    "outputs": [{"name": "output0"}],
+}
+SPEC_RESPONSE: dict[str, Any] = {
+    "id": "42",
+    "outputs": [
+        {
+            "name": "output0",
+            "shape": [3, 2],
+            "datatype": "FP32",
+            "data": [1.0, 1.1, 2.0, 2.1, 3.0, 3.1],
+        }
+    ],
+}
+# $inference_error_response = {"error": <error message string>}
+SPEC_ERROR = {"error": "unexpected datatype for input-0"}
+
+
+def test_documented_iris_maps_one_wide_tensor_by_order() -> None:
+    """A [2, 4] tensor named input-0 fills the four features in config order."""
+    adapter = KServeV2Adapter(inputs(*IRIS), outputs("species"))
+    extracted = adapter.extract(IRIS_REQUEST, IRIS_RESPONSE)
+    assert extracted.rows == 2
+    assert plain(extracted) == {
+        "sepal_length": [pytest.approx(6.8), pytest.approx(6.0)],
+        "sepal_width": [pytest.approx(2.8), pytest.approx(3.4)],
+        "petal_length": [pytest.approx(4.8), pytest.approx(4.5)],
+        "petal_width": [pytest.approx(1.4), pytest.approx(1.6)],
+        "species": [1, 1],
+    }
+    assert extracted.extra_columns == 0
+
+
+def test_numeric_tensors_come_back_as_numpy_columns() -> None:
+    """FP tensors are float64 arrays, integer tensors integer arrays."""
+    adapter = KServeV2Adapter(inputs(*IRIS), outputs("species"))
+    extracted = adapter.extract(IRIS_REQUEST, IRIS_RESPONSE)
+    features, species = extracted.columns["sepal_length"], extracted.columns["species"]
+    assert isinstance(features, np.ndarray)
+    assert isinstance(species, np.ndarray)
+    assert features.dtype == np.float64
+    assert species.dtype.kind == "i"
+
+
+def test_flattened_data_equals_nested_data() -> None:
+    """Row-major flattened data reads the same as its natural nested form."""
+    adapter = KServeV2Adapter(inputs(*IRIS), [])
+    flat = copy.deepcopy(IRIS_REQUEST)
+    flat["inputs"][0]["data"] = [6.8, 2.8, 4.8, 1.4, 6.0, 3.4, 4.5, 1.6]
+    assert plain(adapter.extract(flat, None)) == plain(adapter.extract(IRIS_REQUEST, None))
+
+
+def test_spec_example_as_printed_is_bad_shape() -> None:
+    """The spec's own example gives input1 one value for shape [3]: bad_shape."""
+    adapter = KServeV2Adapter(inputs("a", "b", "flag"), outputs("p", "q"))
+    with pytest.raises(ProtocolError) as caught:
+        adapter.extract(SPEC_REQUEST, SPEC_RESPONSE)
+    assert caught.value.reason == "bad_shape"
+
+
+def test_spec_example_with_consistent_shapes_pairs_rows() -> None:
+    """Made consistent (3 rows everywhere) the spec example maps by order across tensors."""
+    request = copy.deepcopy(SPEC_REQUEST)
+    request["inputs"][0].update(shape=[3, 2], data=[1, 2, 3, 4, 5, 6])
+    request["inputs"][1].update(data=[True, False, True])
+    adapter = KServeV2Adapter(inputs("a", "b", "flag", kind="numeric"), outputs("p", "q"))
+    extracted = adapter.extract(request, SPEC_RESPONSE)
+    assert plain(extracted) == {
+        "a": [1, 3, 5],
+        "b": [2, 4, 6],
+        "flag": [True, False, True],
+        "p": [1.0, 2.0, 3.0],
+        "q": [1.1, 2.1, 3.1],
+    }
+
+
+def test_output_rows_must_match_input_rows() -> None:
+    """The spec's 3-row output for a 2-row input raises row_mismatch."""
+    request = copy.deepcopy(SPEC_REQUEST)
+    del request["inputs"][1]
+    adapter = KServeV2Adapter(inputs("a", "b"), outputs("p", "q"))
+    with pytest.raises(ProtocolError) as caught:
+        adapter.extract(request, SPEC_RESPONSE)
+    assert caught.value.reason == "row_mismatch"
+
+
+def test_tensors_named_after_fields_map_by_name() -> None:
+    """Tensors named like configured fields fill them; [N, 1] is one column."""
+    request = {
+        "inputs": [
+            {"name": "region", "shape": [2], "datatype": "BYTES", "data": ["north", "south"]},
+            {"name": "alcohol", "shape": [2, 1], "datatype": "FP64", "data": [[12.5], [13.1]]},
+            {"name": "mask", "shape": [2, 3], "datatype": "INT8", "data": [1, 1, 0, 1, 0, 0]},
+        ]
+    }
+    adapter = KServeV2Adapter([*inputs("alcohol"), *inputs("region", kind="categorical")], [])
+    extracted = adapter.extract(request, None)
+    assert plain(extracted) == {"alcohol": [12.5, 13.1], "region": ["north", "south"]}
+    assert isinstance(extracted.columns["region"], list)
+    assert extracted.extra_columns == 3
+
+
+def test_wide_tensor_named_after_a_field_is_bad_shape() -> None:
+    """A configured tensor must hold one value per row."""
+    request = {"inputs": [{"name": "alcohol", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}
+    with pytest.raises(ProtocolError) as caught:
+        KServeV2Adapter(inputs("alcohol"), []).extract(request, None)
+    assert caught.value.reason == "bad_shape"
+
+
+def test_bytes_tensor_of_width_two_maps_by_order() -> None:
+    """A [N, 2] BYTES tensor splits row-major into two string columns."""
+    request = {
+        "inputs": [
+            {"name": "t", "shape": [2, 2], "datatype": "BYTES", "data": ["a", "b", "c", "d"]}
+        ]
+    }
+    adapter = KServeV2Adapter(inputs("x", "y", kind="categorical"), [])
+    assert plain(adapter.extract(request, None)) == {"x": ["a", "c"], "y": ["b", "d"]}
+
+
+def test_values_past_the_last_field_are_extra() -> None:
+    """By order, tensor values beyond the configured fields count as extra columns."""
+    adapter = KServeV2Adapter(inputs("a", "b"), [])
+    extracted = adapter.extract(IRIS_REQUEST, None)
+    assert set(extracted.columns) == {"a", "b"}
+    assert extracted.extra_columns == 2
+
+
+def test_image_like_tensor_flattens_per_row() -> None:
+    """A [N, 2, 2] tensor holds four values per row, mapped by order."""
+    request = {
+        "inputs": [
+            {"name": "img", "shape": [1, 2, 2], "datatype": "UINT8", "data": [[[1, 2], [3, 4]]]}
+        ]
+    }
+    extracted = KServeV2Adapter(inputs("p0", "p1", "p2", "p3"), []).extract(request, None)
+    assert plain(extracted) == {"p0": [1], "p1": [2], "p2": [3], "p3": [4]}
+
+
+def test_versioned_response_and_parameters_are_ignored() -> None:
+    """Response metadata and tensor parameters do not affect the columns."""
+    response = copy.deepcopy(IRIS_RESPONSE)
+    response.update(model_version="v10", parameters={"content_type": "np"})
+    extracted = KServeV2Adapter(inputs(*IRIS), outputs("species")).extract(IRIS_REQUEST, response)
+    assert plain(extracted)["species"] == [1, 1]
+
+
+def test_error_body_is_error_response() -> None:
+    """``{"error": ...}`` raises error_response."""
+    with pytest.raises(ProtocolError) as caught:
+        KServeV2Adapter(inputs(*IRIS), []).extract(IRIS_REQUEST, SPEC_ERROR)
+    assert caught.value.reason == "error_response"
+
+
+def tensor(**changes: Any) -> dict[str, Any]:
+    """A valid one-input request with some fields of the tensor changed."""
+    base: dict[str, Any] = {"name": "x", "shape": [2], "datatype": "FP32", "data": [1.0, 2.0]}
+    base.update(changes)
+    return {"inputs": [base]}
+
+
+@pytest.mark.parametrize(
+    ("request_body", "reason"),
+    [
+        ([], "not_object"),
+        ({"id": "1"}, "missing_inputs"),
+        ({"inputs": []}, "bad_shape"),
+        ({"inputs": {"x": [1]}}, "bad_shape"),
+        ({"inputs": [[1, 2]]}, "bad_shape"),
+        (tensor(name=None), "bad_shape"),
+        (tensor(shape=[]), "bad_shape"),
+        (tensor(shape=[-1]), "bad_shape"),
+        (tensor(shape=[2.0]), "bad_shape"),
+        (tensor(shape=[3]), "bad_shape"),
+        (tensor(data="AAAA"), "bad_shape"),
+        (tensor(data=[[1.0], [2.0, 3.0]]), "bad_shape"),
+        (tensor(datatype="FLOAT"), "bad_datatype"),
+        (tensor(datatype=None), "bad_datatype"),
+        (tensor(data=["a", "b"]), "bad_datatype"),
+        (tensor(datatype="BYTES"), "bad_datatype"),
+        (tensor(datatype="BOOL", data=[2, 3]), "bad_datatype"),
+        (tensor(data=[None, 1.0]), "bad_datatype"),
+        (
+            {"inputs": [tensor()["inputs"][0], tensor(shape=[1], data=[1.0])["inputs"][0]]},
+            "bad_shape",
+        ),
+        (
+            {
+                "inputs": [
+                    tensor()["inputs"][0],
+                    tensor(name="y", shape=[1], data=[1.0])["inputs"][0],
+                ]
+            },
+            "row_mismatch",
+        ),
+    ],
+)
+def test_garbage_requests_raise_protocol_error_with_reason(request_body: Any, reason: str) -> None:
+    """Malformed requests raise ProtocolError with the right reason token."""
+    with pytest.raises(ProtocolError) as caught:
+        KServeV2Adapter(inputs("x"), []).extract(request_body, None)
+    assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("response_body", "reason"),
+    [
+        ("ok", "not_object"),
+        ({"model_name": "m"}, "missing_outputs"),
+        ({"outputs": [{"name": "y", "shape": [2], "datatype": "FP32"}]}, "bad_shape"),
+    ],
+)
+def test_garbage_responses_raise_protocol_error_with_reason(
+    response_body: Any, reason: str
+) -> None:
+    """Malformed responses raise ProtocolError with the right reason token."""
+    with pytest.raises(ProtocolError) as caught:
+        KServeV2Adapter(inputs("x"), outputs("y")).extract(tensor(), response_body)
+    assert caught.value.reason == reason
+
+
+def test_bool_tensor_accepts_zero_one_integers() -> None:
+    """BOOL data spelled 0/1 is coerced to booleans."""
+    extracted = KServeV2Adapter(inputs("x"), []).extract(tensor(datatype="BOOL", data=[1, 0]), None)
+    assert plain(extracted) == {"x": [True, False]}
+
+
+def test_empty_batch_is_zero_rows() -> None:
+    """A [0, 4] tensor is a batch of zero rows."""
+    request = {"inputs": [{"name": "input-0", "shape": [0, 4], "datatype": "FP32", "data": []}]}
+    extracted = KServeV2Adapter(inputs(*IRIS), []).extract(request, None)
+    assert extracted.rows == 0
+    assert all(len(column) == 0 for column in extracted.columns.values())
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("", True),
+        ("/v2/models/sklearn-v2-iris/infer", True),
+        ("/v2/models/my_model/versions/v10/infer", True),
+        ("/v2/models/my_model/versions/3/infer", True),
+        ("/v2/models/my_model/ready", False),
+        ("/v2/models/my_model", False),
+        ("/v2/health/ready", False),
+        ("/v2/models/my_model/versions/infer", False),
+        ("/v1/models/my_model:predict", False),
+    ],
+)
+def test_matches_infer_routes_with_optional_version(path: str, expected: bool) -> None:
+    """``/v2/models/<name>[/versions/<v>]/infer`` is the only inference route."""
+    assert KServeV2Adapter(inputs("x"), []).matches(path) is expected
