@@ -170,7 +170,11 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         _, protocol = await asyncio.wait_for(
             loop.create_connection(
-                UpstreamProtocol, self.host, self.port, ssl=self.tls, server_hostname=self.host if self.tls else None
+                UpstreamProtocol,
+                self.host,
+                self.port,
+                ssl=self.tls,
+                server_hostname=self.host if self.tls else None,
             ),
             self.connect_timeout,
         )
@@ -801,7 +805,12 @@ class ProxyServer:
         """Listen; returns the bound port (useful with port 0)."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: ClientProtocol(self), host, port, reuse_address=True, backlog=1024, ssl=self.listen_tls
+            lambda: ClientProtocol(self),
+            host,
+            port,
+            reuse_address=True,
+            backlog=1024,
+            ssl=self.listen_tls,
         )
         return int(self._server.sockets[0].getsockname()[1])
 

@@ -1,0 +1,851 @@
+"""The proxy forwards HTTP/1.1 unchanged, survives upstream faults, and monitors fail-open.
+
+Every test runs real servers on loopback: an upstream model server
+(``tests.proxy_upstream``), the sidecar started as the demo starts it, and
+clients speaking either aiohttp or raw bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
+
+from tests.helpers import free_port
+from tests.proxy_upstream import (
+    DOC,
+    Proxy,
+    RawUpstream,
+    Upstream,
+    build_baseline_file,
+    raw_client,
+    raw_upstream,
+    running_proxy,
+    until,
+    upstream_server,
+)
+
+PREDICT = "/v1/models/wine:predict"
+
+StartProxy = Callable[..., Awaitable[Proxy]]
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_baseline_file(tmp_path_factory.mktemp("proxy-baseline"))
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    async with upstream_server(routes=[web.post(PREDICT, predict)]) as server:
+        yield server
+
+
+@pytest.fixture
+async def start_proxy(tmp_path: Path, baseline: Path) -> AsyncIterator[StartProxy]:
+    """Start sidecars in front of a port (proxy options as keywords); all stopped at the end."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(upstream_port: int, **options: Any) -> Proxy:
+            return await stack.enter_async_context(
+                running_proxy(tmp_path, baseline, upstream_port, **options)
+            )
+
+        yield start
+
+
+@pytest.fixture
+async def proxy(upstream: Upstream, start_proxy: StartProxy) -> Proxy:
+    return await start_proxy(upstream.port)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[ClientSession]:
+    async with ClientSession(
+        connector=TCPConnector(limit=100), timeout=ClientTimeout(total=10), auto_decompress=False
+    ) as client:
+        yield client
+
+
+async def predict(request: web.Request) -> web.Response:
+    """A KServe v1 model: one prediction per instance; ``X-Fail: <code>`` answers an error."""
+    fail = request.headers.get("X-Fail")
+    if fail:
+        return web.json_response({"error": "Model wine failed: injected"}, status=int(fail))
+    try:
+        instances = json.loads(await request.read())["instances"]
+    except (ValueError, KeyError, TypeError):
+        return web.Response(body=b'{"predictions":["a"]}', content_type="application/json")
+    answer: dict[str, Any] = {"predictions": ["a" if row[0] > 13 else "b" for row in instances]}
+    if request.headers.get("X-Pad"):
+        answer["padding"] = "x" * int(request.headers["X-Pad"])
+    return web.json_response(answer)
+
+
+def instances(n: int) -> bytes:
+    return json.dumps({"instances": [[12.5 + i * 0.1, 2.0, "south"] for i in range(n)]}).encode()
+
+
+async def sentinel(proxy: Proxy, session: ClientSession, rows_before: int = 0) -> None:
+    """Send one good prediction and wait until it is ingested: what came before is settled."""
+    async with session.post(proxy.url + PREDICT, data=instances(1)) as response:
+        assert response.status == 200
+    await until(lambda: proxy.sidecar.monitor.rows_total == rows_before + 1, what="the sentinel")
+
+
+# -- conformance ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+async def test_method_target_and_binary_body_reach_upstream_unchanged(
+    proxy: Proxy, upstream: Upstream, method: str
+) -> None:
+    """Method, raw path, query string and a binary body arrive byte for byte, and come back."""
+    body = bytes(range(256)) * 3
+    target = "/echo/a%20b/c;v=1?x=1&y=%2F&empty=&plus=a+b&x=2"
+    async with raw_client(proxy.port) as client:
+        response = await client.request(method, target, body)
+    assert response.status == 200
+    assert response.body == body
+    assert response.header("x-method") == method
+    seen = upstream.seen[-1]
+    assert (seen.method, seen.target, seen.body) == (method, target, body)
+
+
+@pytest.mark.parametrize("size", [0, 10 * 1024 * 1024])
+async def test_empty_and_ten_megabyte_bodies_pass_intact(
+    proxy: Proxy, upstream: Upstream, session: ClientSession, size: int
+) -> None:
+    """An empty body and a 10 MB body reach the upstream and come back identical."""
+    body = bytes(range(256)) * (size // 256)
+    async with session.post(proxy.url + "/echo", data=io.BytesIO(body)) as response:
+        assert response.status == 200
+        assert response.headers["Content-Length"] == str(size)
+        received = await response.read()
+    assert received == body
+    assert upstream.seen[-1].body == body
+
+
+async def test_request_headers_pass_and_hop_by_hop_ones_are_removed(
+    proxy: Proxy, upstream: Upstream
+) -> None:
+    """End-to-end headers (repeated ones in order) pass; hop-by-hop and Connection-named ones go."""
+    headers = [
+        "X-Custom: abc",
+        "X-Multi: 1",
+        "X-Multi: 2",
+        "Connection: keep-alive, X-Drop-Me",
+        "X-Drop-Me: secret",
+        "Keep-Alive: timeout=5",
+        "TE: trailers",
+        "Upgrade: h2c",
+        "Proxy-Connection: keep-alive",
+        "Proxy-Authorization: Basic Zm9vOmJhcg==",
+        "Authorization: Bearer token",
+        "X-Forwarded-Proto: https",
+    ]
+    async with raw_client(proxy.port) as client:
+        response = await client.request("POST", "/echo", b"data", headers)
+    assert response.status == 200
+    seen = upstream.seen[-1]
+    assert seen.header("X-Custom") == "abc"
+    assert seen.header_all("X-Multi") == ["1", "2"]
+    assert seen.header("Authorization") == "Bearer token"
+    assert seen.header("Host") == "proxy"
+    assert seen.header("X-Forwarded-Proto") == "https"  # set by an earlier hop: kept
+    assert seen.header("X-Forwarded-For") == "127.0.0.1"
+    dropped = {
+        "connection",
+        "x-drop-me",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "proxy-connection",
+        "proxy-authorization",
+    }
+    assert not seen.names & dropped
+
+
+async def test_forwarded_headers_append_the_client_address(
+    proxy: Proxy, upstream: Upstream
+) -> None:
+    """X-Forwarded-For gains 127.0.0.1 after every earlier hop; X-Forwarded-Proto is set."""
+    async with raw_client(proxy.port) as client:
+        await client.request("GET", "/doc", headers=["X-Forwarded-For: 10.0.0.1"])
+        first = upstream.seen[-1]
+        await client.request(
+            "GET", "/doc", headers=["X-Forwarded-For: 10.0.0.1", "X-Forwarded-For: 10.0.0.2"]
+        )
+        second = upstream.seen[-1]
+    assert first.header_all("X-Forwarded-For") == ["10.0.0.1, 127.0.0.1"]
+    assert first.header("X-Forwarded-Proto") == "http"
+    assert ", ".join(second.header_all("X-Forwarded-For")) == "10.0.0.1, 10.0.0.2, 127.0.0.1"
+
+
+async def _hop_by_hop_response(
+    server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    while await server.read_request(reader) is not None:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\n"
+            b"Content-Length: 5\r\n"
+            b"Connection: keep-alive, X-Hop-Resp\r\n"
+            b"Keep-Alive: timeout=5\r\n"
+            b"X-Hop-Resp: secret\r\n"
+            b"Proxy-Authenticate: Basic\r\n"
+            b"Set-Cookie: a=1\r\n"
+            b"Set-Cookie: b=2\r\n"
+            b"X-Upstream: yes\r\n"
+            b"\r\n"
+            b"hello"
+        )
+        await writer.drain()
+
+
+async def test_response_headers_pass_and_hop_by_hop_ones_are_removed(
+    start_proxy: StartProxy,
+) -> None:
+    """The client sees the upstream's end-to-end headers (both Set-Cookie), not its hop-by-hop ones."""
+    async with raw_upstream(_hop_by_hop_response) as server:
+        proxy = await start_proxy(server.port)
+        async with raw_client(proxy.port) as client:
+            response = await client.request("GET", "/x")
+            again = await client.request("GET", "/y")
+    assert (response.status, response.body, again.body) == (200, b"hello", b"hello")
+    assert response.header("x-upstream") == "yes"
+    assert response.header_all("set-cookie") == ["a=1", "b=2"]
+    assert response.header("content-length") == "5"
+    assert not response.names & {"connection", "keep-alive", "x-hop-resp", "proxy-authenticate"}
+
+
+async def test_status_codes_and_bodies_pass_unchanged(proxy: Proxy) -> None:
+    """200/201/204/304/404/500 with their bodies (none for 204/304) on one reused connection."""
+    async with raw_client(proxy.port) as client:
+        for code in (200, 201, 204, 304, 404, 500, 200):
+            response = await client.request("GET", f"/status/{code}")
+            assert response.status == code
+            assert response.header("x-upstream") == f"status-{code}"
+            expected = b"" if code in (204, 304) else f"status {code} body".encode()
+            assert response.body == expected
+
+
+async def test_status_reason_phrases_pass_unchanged(proxy: Proxy) -> None:
+    """The upstream's reason phrase is kept, also for codes the proxy has no name for."""
+    async with raw_client(proxy.port) as client:
+        teapot = await client.request("GET", "/status/418?reason=I%27m%20a%20teapot")
+        custom = await client.request("GET", "/status/200?reason=Fine%20Thanks")
+    assert (teapot.status, teapot.reason, teapot.body) == (418, "I'm a teapot", b"status 418 body")
+    assert (custom.status, custom.reason) == (200, "Fine Thanks")
+
+
+async def test_head_keeps_content_length_sends_no_body_and_connection_stays_usable(
+    proxy: Proxy, upstream: Upstream
+) -> None:
+    """HEAD answers the GET's Content-Length with no body; the next request on it works."""
+    async with raw_client(proxy.port) as client:
+        head = await client.request("HEAD", "/doc")
+        get = await client.request("GET", "/doc")
+        head_again = await client.request("HEAD", "/doc")
+        post = await client.request("POST", "/echo", b"after head")
+    assert head.status == 200
+    assert head.header("content-length") == str(len(DOC))
+    assert head.body == b""
+    assert get.body == DOC
+    assert head_again.status == 200
+    assert post.body == b"after head"
+    assert len(upstream.connections) == 1
+
+
+async def test_keep_alive_reuses_one_upstream_connection(proxy: Proxy, upstream: Upstream) -> None:
+    """Sequential requests, on one client connection and then another, share one upstream connection."""
+    async with raw_client(proxy.port) as client:
+        for index in range(20):
+            response = await client.request("POST", "/echo", b"request %d" % index)
+            assert response.body == b"request %d" % index
+    async with raw_client(proxy.port) as client:
+        for _ in range(5):
+            assert (await client.request("GET", "/doc")).body == DOC
+    assert len(upstream.seen) == 25
+    assert len(upstream.connections) == 1
+
+
+async def test_chunked_request_body_reaches_upstream_intact(
+    proxy: Proxy, upstream: Upstream
+) -> None:
+    """A Transfer-Encoding: chunked upload sent in pieces arrives whole."""
+    pieces = [b"hello ", bytes(range(256)), b"x" * 70_000, b"\r\n0\r\n"]
+    async with raw_client(proxy.port) as client:
+        await client.send(b"POST /echo HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for piece in pieces:
+            await client.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await asyncio.sleep(0.01)
+        await client.send(b"0\r\n\r\n")
+        response = await client.response()
+    body = b"".join(pieces)
+    assert response.status == 200
+    assert response.body == body
+    assert upstream.seen[-1].body == body
+    assert upstream.seen[-1].header("Transfer-Encoding") == "chunked"
+
+
+async def test_chunked_response_reaches_client_intact(proxy: Proxy) -> None:
+    """A streamed (chunked) upstream response arrives chunked and whole."""
+    async with raw_client(proxy.port) as client:
+        response = await client.request("GET", "/stream?parts=5&gap=0")
+    assert response.status == 200
+    assert response.header("transfer-encoding") == "chunked"
+    assert response.header("content-type") == "text/event-stream"
+    assert response.body == b"".join(b"data: event %d\n\n" % i for i in range(5))
+
+
+async def test_server_sent_events_arrive_incrementally(
+    upstream: Upstream, start_proxy: StartProxy, session: ClientSession
+) -> None:
+    """Each event arrives when sent; a stream longer than ``timeout`` lives while events flow."""
+    proxy = await start_proxy(upstream.port, timeout=0.8)
+    arrivals: list[tuple[float, bytes]] = []
+    started = time.monotonic()
+    async with session.get(proxy.url + "/stream?parts=4&gap=0.3") as response:
+        while line := await response.content.readuntil(b"\n\n"):
+            arrivals.append((time.monotonic() - started, line))
+    ended = time.monotonic() - started
+    assert [line for _, line in arrivals] == [b"data: event %d\n\n" % i for i in range(4)]
+    assert arrivals[0][0] < ended - 0.6
+    assert arrivals[1][0] - arrivals[0][0] > 0.15
+
+
+async def test_pipelined_requests_are_answered_in_order(proxy: Proxy, upstream: Upstream) -> None:
+    """Three requests in one write get three responses in request order, even when the first is slowest."""
+    async with raw_client(proxy.port) as client:
+        await client.send(
+            b"GET /slow?delay=0.2 HTTP/1.1\r\nHost: p\r\n\r\n"
+            b"HEAD /doc HTTP/1.1\r\nHost: p\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nHost: p\r\nContent-Length: 5\r\n\r\nthird"
+        )
+        first = await client.response()
+        second = await client.response(head=True)
+        third = await client.response()
+        again = await client.request("GET", "/doc")
+    assert (first.status, first.body) == (200, b"slow answer")
+    assert (second.status, second.header("content-length"), second.body) == (200, "1234", b"")
+    assert (third.status, third.body) == (200, b"third")
+    assert again.body == DOC
+    assert [seen.target for seen in upstream.seen] == ["/slow?delay=0.2", "/doc", "/echo", "/doc"]
+
+
+async def test_fifty_concurrent_clients_each_get_their_own_answer(
+    proxy: Proxy, upstream: Upstream, session: ClientSession
+) -> None:
+    """50 concurrent requests are all answered, each with the response to its own request."""
+
+    async def one(index: int) -> tuple[int, bytes, bytes]:
+        body = b"client %03d " % index * (index + 1)
+        async with session.post(proxy.url + f"/echo?i={index}", data=body) as response:
+            return response.status, await response.read(), body
+
+    results = await asyncio.gather(*(one(i) for i in range(50)))
+    assert all(status == 200 for status, _, _ in results)
+    assert all(received == sent for _, received, sent in results)
+    assert len(upstream.seen) == 50
+
+
+async def test_slow_upload_is_not_an_upstream_timeout(
+    upstream: Upstream, start_proxy: StartProxy
+) -> None:
+    """A chunked upload that takes longer than ``timeout`` in total still gets the answer."""
+    proxy = await start_proxy(upstream.port, timeout=0.8)
+    pieces = [b"piece %d;" % i for i in range(6)]
+    async with raw_client(proxy.port) as client:
+        await client.send(b"POST /echo HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for piece in pieces:
+            await asyncio.sleep(0.2)
+            await client.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+        await client.send(b"0\r\n\r\n")
+        response = await client.response()
+    assert (response.status, response.body) == (200, b"".join(pieces))
+    assert proxy.sample("driftgauge_upstream_errors_total", reason="timeout") == 0
+
+
+async def _early_hints(
+    server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    while await server.read_request(reader) is not None:
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </model.json>; rel=preload\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal")
+        await writer.drain()
+
+
+async def test_interim_103_response_is_passed_on_before_the_final_one(
+    start_proxy: StartProxy,
+) -> None:
+    """A 103 Early Hints reaches the client with its headers, then the final response."""
+    async with raw_upstream(_early_hints) as server:
+        proxy = await start_proxy(server.port)
+        async with raw_client(proxy.port) as client:
+            await client.send(b"GET /hints HTTP/1.1\r\nHost: p\r\n\r\n")
+            interim = await client.response()
+            final = await client.response()
+            again = await client.request("GET", "/hints")
+            assert (await client.response()).body == b"final"
+    assert interim.status == 103
+    assert interim.header("link") == "</model.json>; rel=preload"
+    assert (final.status, final.body) == (200, b"final")
+    assert again.status == 103
+
+
+async def test_expect_100_continue_gets_interim_then_final_response(
+    proxy: Proxy, upstream: Upstream
+) -> None:
+    """The client waiting on Expect: 100-continue gets 100 Continue, sends, then gets the answer."""
+    async with raw_client(proxy.port) as client:
+        await client.send(
+            b"POST /echo HTTP/1.1\r\nHost: p\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n"
+        )
+        interim = await client.response()
+        await client.send(b"hello world")
+        final = await client.response()
+    assert interim.status == 100
+    assert (final.status, final.body) == (200, b"hello world")
+    assert upstream.seen[-1].body == b"hello world"
+
+
+async def test_client_half_close_after_its_request_is_still_answered(proxy: Proxy) -> None:
+    """A client that shuts down its sending side after the request gets the answer, then EOF."""
+    async with raw_client(proxy.port) as client:
+        await client.send(b"POST /echo HTTP/1.1\r\nHost: p\r\nContent-Length: 4\r\n\r\nlast")
+        client.writer.write_eof()
+        response = await client.response()
+        assert await client.closed()
+    assert (response.status, response.body) == (200, b"last")
+
+
+async def test_http10_client_gets_its_response_and_the_connection_closes(proxy: Proxy) -> None:
+    """HTTP/1.0 without keep-alive (with or without Host) and Connection: close end after the answer."""
+    async with raw_client(proxy.port) as client:
+        await client.send(b"GET /doc HTTP/1.0\r\nHost: p\r\n\r\n")
+        response = await client.response()
+        assert await client.closed()
+    assert (response.status, response.body) == (200, DOC)
+    async with raw_client(proxy.port) as client:
+        await client.send(b"GET /stream?parts=3&gap=0 HTTP/1.0\r\n\r\n")
+        streamed = await client.response()
+        assert await client.closed()
+    assert streamed.header("transfer-encoding") is None
+    assert streamed.body == b"".join(b"data: event %d\n\n" % i for i in range(3))
+    async with raw_client(proxy.port) as client:
+        closing = await client.request("GET", "/doc", headers=["Connection: close"])
+        assert await client.closed()
+    assert (closing.body, closing.header("connection")) == (DOC, "close")
+
+
+async def _close_delimited(
+    server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    if await server.read_request(reader) is None:
+        return
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n")
+    for index in range(4):
+        writer.write(bytes([65 + index]) * 50_000)
+        await writer.drain()
+        await asyncio.sleep(0.01)
+
+
+async def test_close_delimited_upstream_response_reaches_client_whole(
+    start_proxy: StartProxy,
+) -> None:
+    """A body ended by the upstream closing is delivered whole; the client connection lives on."""
+    async with raw_upstream(_close_delimited) as server:
+        proxy = await start_proxy(server.port)
+        async with raw_client(proxy.port) as client:
+            first = await client.request("GET", "/a")
+            second = await client.request("GET", "/b")
+    expected = b"A" * 50_000 + b"B" * 50_000 + b"C" * 50_000 + b"D" * 50_000
+    assert (first.status, first.body) == (200, expected)
+    assert second.body == expected
+    assert server.connections == 2
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"THIS IS NOT HTTP\r\n\r\n", b"GET /doc HTTP/1.1\r\nBad Header Line\r\n\r\n"],
+)
+async def test_malformed_request_gets_400_and_others_are_still_served(
+    proxy: Proxy, upstream: Upstream, garbage: bytes
+) -> None:
+    """A malformed request is answered 400 and closed; other clients are unaffected."""
+    async with raw_client(proxy.port) as bad, raw_client(proxy.port) as good:
+        await bad.send(garbage)
+        response = await bad.response()
+        assert await bad.closed()
+        assert (await good.request("GET", "/doc")).body == DOC
+    assert response.status == 400
+    assert response.header("content-type") == "application/json"
+    assert "error" in json.loads(response.body)
+    assert [seen.target for seen in upstream.seen] == ["/doc"]
+    assert proxy.sample("driftgauge_client_errors_total", reason="bad_request") == 1
+
+
+# -- upstream faults ---------------------------------------------------------------
+
+
+async def test_upstream_down_gives_502_then_recovers(start_proxy: StartProxy) -> None:
+    """Nothing listening: 502 with a short JSON body, counted; once it starts, requests succeed."""
+    port = free_port()
+    proxy = await start_proxy(port)
+    async with raw_client(proxy.port) as client:
+        refused = await client.request("GET", "/doc")
+        async with upstream_server(port=port):
+            recovered = await client.request("GET", "/doc")
+    assert refused.status == 502
+    assert refused.header("content-type") == "application/json"
+    assert len(refused.body) < 200
+    assert "error" in json.loads(refused.body)
+    assert recovered.body == DOC
+    assert proxy.sample("driftgauge_upstream_errors_total", reason="connect_refused") == 1
+    assert proxy.sample("driftgauge_requests_total", code="502") == 1
+    assert proxy.sample("driftgauge_requests_total", code="200") == 1
+
+
+async def test_slow_upstream_gives_504_and_the_connection_goes_on(
+    upstream: Upstream, start_proxy: StartProxy
+) -> None:
+    """An upstream slower than ``timeout`` is answered 504 in about ``timeout``; counted."""
+    proxy = await start_proxy(upstream.port, timeout=0.5)
+    async with raw_client(proxy.port) as client:
+        started = time.monotonic()
+        response = await client.request("GET", "/slow?delay=3")
+        elapsed = time.monotonic() - started
+        after = await client.request("GET", "/doc")
+    assert response.status == 504
+    assert response.header("content-type") == "application/json"
+    assert "error" in json.loads(response.body)
+    assert 0.4 < elapsed < 2.0
+    assert after.body == DOC
+    assert proxy.sample("driftgauge_upstream_errors_total", reason="timeout") == 1
+    assert proxy.sample("driftgauge_requests_total", code="504") == 1
+
+
+async def _reset_after_head(
+    server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    while (request := await server.read_request(reader)) is not None:
+        if b" /reset " in request[0]:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.transport.abort()
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+
+async def test_upstream_reset_mid_response_closes_the_client_connection(
+    start_proxy: StartProxy,
+) -> None:
+    """After the head went out, a reset can only be passed on by closing; the next connection works."""
+    async with raw_upstream(_reset_after_head) as server:
+        proxy = await start_proxy(server.port)
+        async with raw_client(proxy.port) as client:
+            with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
+                await client.request("GET", "/reset")
+        async with raw_client(proxy.port) as client:
+            after = await client.request("GET", "/fine")
+    assert after.body == b"ok"
+    await until(lambda: proxy.sample("driftgauge_requests_total", code="0") == 1)
+    assert proxy.sample("driftgauge_upstream_errors_total", reason="upstream_reset") == 1
+
+
+async def _answer_then_close_when_idle(
+    server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    request = await server.read_request(reader)
+    if request is None:
+        return
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(request[1]), request[1]))
+    await writer.drain()
+    await asyncio.sleep(0.05)  # an idle timeout shorter than the client's
+
+
+async def test_pooled_connection_closed_by_upstream_while_idle_is_not_used(
+    start_proxy: StartProxy,
+) -> None:
+    """After the upstream closed an idle pooled connection, the next request still succeeds."""
+    async with raw_upstream(_answer_then_close_when_idle) as server:
+        proxy = await start_proxy(server.port)
+        async with raw_client(proxy.port) as client:
+            first = await client.request("POST", "/echo", b"one")
+            await asyncio.sleep(0.2)
+            second = await client.request("POST", "/echo", b"two")
+    assert (first.body, second.body) == (b"one", b"two")
+    assert server.connections == 2
+    assert proxy.sample("driftgauge_requests_total", code="200") == 2
+
+
+async def _close_on_second_request(
+    server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    while (request := await server.read_request(reader)) is not None:
+        if server.number(reader) == 1 and len(server.heads) == 2:
+            return  # the idle timer fired just as the request arrived: close unanswered
+        body = request[1]
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+
+
+async def test_stale_pooled_connection_is_retried_once_on_a_new_one(
+    start_proxy: StartProxy,
+) -> None:
+    """A pooled connection that closes without answering is retried, body and all, on a new one."""
+    async with raw_upstream(_close_on_second_request) as server:
+        proxy = await start_proxy(server.port)
+        async with raw_client(proxy.port) as client:
+            first = await client.request("POST", "/echo", b"one")
+            second = await client.request("POST", "/echo", b"two")
+    assert (first.status, first.body) == (200, b"one")
+    assert (second.status, second.body) == (200, b"two")
+    assert server.connections == 2
+    assert len(server.heads) == 3
+    for reason in ("upstream_reset", "connect_refused", "bad_response"):
+        assert proxy.sample("driftgauge_upstream_errors_total", reason=reason) == 0
+
+
+async def test_large_response_to_a_slow_reader_leaves_the_pool_usable(
+    proxy: Proxy, upstream: Upstream
+) -> None:
+    """Back-pressure from a slow client (small receive buffer, late reads) loses nothing and
+    leaves the pooled upstream connection usable for the next requests."""
+    size = 8 * 1024 * 1024
+    async with raw_client(proxy.port, receive_buffer=4096) as client:
+        await client.send(b"GET /big?size=%d HTTP/1.1\r\nHost: p\r\n\r\n" % size)
+        await asyncio.sleep(0.2)  # fill every buffer on the way: the proxy must pause
+        async with asyncio.timeout(10):
+            head = await client.reader.readuntil(b"\r\n\r\n")
+            received = bytearray()
+            while len(received) < size:
+                received += await client.reader.read(65536)
+                await asyncio.sleep(0.0005)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert bytes(received) == bytes(range(256)) * (size // 256)
+        for _ in range(3):
+            assert (await client.request("GET", "/doc", within=2.0)).body == DOC
+    async with raw_client(proxy.port) as client:
+        assert (await client.request("GET", "/doc", within=2.0)).body == DOC
+    assert len(upstream.connections) == 1
+
+
+async def _answer_before_reading_the_body(
+    server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    if head.startswith(b"POST /upload "):
+        await asyncio.sleep(0.3)  # not reading: the proxy's writes back up
+        writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large")
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        return
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    await writer.drain()
+    while await reader.read(65536):
+        pass
+
+
+async def test_early_answer_to_a_large_upload_does_not_stall_the_client(
+    start_proxy: StartProxy,
+) -> None:
+    """An upstream that answers 413 before reading a large upload: the client can finish and go on."""
+    body = b"u" * (32 * 1024 * 1024)
+    async with raw_upstream(_answer_before_reading_the_body) as server:
+        proxy = await start_proxy(server.port)
+        async with raw_client(proxy.port) as client:
+
+            async def upload() -> None:
+                await client.send(
+                    b"POST /upload HTTP/1.1\r\nHost: p\r\nContent-Length: %d\r\n\r\n" % len(body)
+                )
+                await client.send(body)
+
+            sending = asyncio.create_task(upload())
+            try:
+                answer = await client.response()
+                assert (answer.status, answer.body) == (413, b"too large")
+                async with asyncio.timeout(5):
+                    await sending
+            finally:
+                sending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sending
+            after = await client.request("GET", "/next")
+    assert (after.status, after.body) == (200, b"ok")
+
+
+# -- fail-open monitoring ------------------------------------------------------------
+
+
+async def test_garbage_body_on_monitored_route_is_forwarded_and_counted(
+    proxy: Proxy, upstream: Upstream, session: ClientSession
+) -> None:
+    """Unparseable bodies go through untouched; invalid_json and the adapter's reason are counted."""
+    garbage = b'{"instances": [[13.1, 2.2, "north"]'
+    wrong_shape = b'{"rows": [1, 2, 3]}'
+    for body in (garbage, wrong_shape):
+        async with session.post(proxy.url + PREDICT, data=body) as response:
+            assert response.status == 200
+            assert await response.read() == b'{"predictions":["a"]}'
+    assert [seen.body for seen in upstream.seen] == [garbage, wrong_shape]
+    await sentinel(proxy, session)
+    assert proxy.sample("driftgauge_parse_errors_total", reason="invalid_json") == 1
+    assert proxy.sample("driftgauge_parse_errors_total", reason="missing_inputs") == 1
+    assert proxy.sidecar.monitor.parse_errors == {"invalid_json": 1, "missing_inputs": 1}
+
+
+async def test_unknown_path_post_is_forwarded_and_counted_get_is_not(
+    proxy: Proxy, session: ClientSession
+) -> None:
+    """A POST off the prediction routes is forwarded and counted unknown_path; a GET is neither."""
+    async with session.post(proxy.url + "/v1/models/wine:explain", data=instances(2)) as response:
+        assert await response.read() == instances(2)
+    async with session.get(proxy.url + "/doc") as response:
+        assert await response.read() == DOC
+    await sentinel(proxy, session)
+    assert proxy.sample("driftgauge_parse_errors_total", reason="unknown_path") == 1
+    assert proxy.sidecar.monitor.parse_errors == {"unknown_path": 1}
+
+
+async def test_bodies_above_max_body_bytes_are_forwarded_but_not_monitored(
+    upstream: Upstream, start_proxy: StartProxy, session: ClientSession
+) -> None:
+    """Too-large requests (sized or chunked) and responses pass intact; each is counted dropped."""
+    proxy = await start_proxy(upstream.port, max_body_bytes=1024)
+    large = instances(60)
+    assert len(large) > 1024
+    expected = json.dumps({"predictions": ["a" if 12.5 + i * 0.1 > 13 else "b" for i in range(60)]})
+    async with session.post(proxy.url + PREDICT, data=large) as response:
+        assert await response.text() == expected
+    async with raw_client(proxy.port) as client:
+        await client.send(
+            b"POST %s HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n" % PREDICT.encode()
+        )
+        for start in range(0, len(large), 500):
+            piece = large[start : start + 500]
+            await client.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+        await client.send(b"0\r\n\r\n")
+        chunked = await client.response()
+    assert chunked.body.decode() == expected
+    async with session.post(
+        proxy.url + PREDICT, data=instances(1), headers={"X-Pad": "5000"}
+    ) as response:
+        assert len(await response.read()) > 5000
+    assert upstream.seen[0].body == large
+    assert upstream.seen[1].body == large
+    await sentinel(proxy, session)
+    assert proxy.sample("driftgauge_dropped_total", reason="body_too_large") == 3
+    assert proxy.sidecar.monitor.dropped == {"body_too_large": 3}
+    assert not proxy.sidecar.monitor.parse_errors
+
+
+@pytest.mark.parametrize("code", ["400", "500"])
+async def test_error_responses_are_forwarded_and_not_monitored(
+    proxy: Proxy, session: ClientSession, code: str
+) -> None:
+    """Non-2xx answers reach the client unchanged and add no observation and no parse error."""
+    async with session.post(
+        proxy.url + PREDICT, data=instances(4), headers={"X-Fail": code}
+    ) as response:
+        assert response.status == int(code)
+        assert await response.json() == {"error": "Model wine failed: injected"}
+    await sentinel(proxy, session)
+    counters = proxy.sidecar.monitor.counters()
+    assert {name: c.observations for name, c in counters.items()} == dict.fromkeys(
+        ("alcohol", "ash", "region", "class"), 1
+    )
+    assert not proxy.sidecar.monitor.parse_errors
+    assert proxy.sample("driftgauge_requests_total", code=code) == 1
+
+
+async def test_full_queue_drops_observations_never_requests(
+    start_proxy: StartProxy, session: ClientSession
+) -> None:
+    """With queue_size 1 a burst is answered in full; what did not fit is counted queue_full."""
+    burst = 40
+    arrived = 0
+    all_arrived = asyncio.Event()
+
+    async def held_predict(request: web.Request) -> web.Response:
+        nonlocal arrived
+        arrived += 1
+        if arrived == burst:
+            all_arrived.set()
+        await asyncio.wait_for(all_arrived.wait(), 5)  # answer the whole burst at once
+        return await predict(request)
+
+    async with upstream_server(routes=[web.post(PREDICT, held_predict)]) as server:
+        proxy = await start_proxy(server.port, queue_size=1)
+
+        async def one(index: int) -> tuple[int, Any]:
+            body = json.dumps({"instances": [[12.0 + index * 0.1, 2.0, "east"]] * 8})
+            async with session.post(proxy.url + PREDICT, data=body) as response:
+                return response.status, await response.json()
+
+        results = await asyncio.gather(*(one(i) for i in range(burst)))
+    for index, (status, answer) in enumerate(results):
+        assert status == 200
+        assert answer == {"predictions": ["a" if 12.0 + index * 0.1 > 13 else "b"] * 8}
+    monitor = proxy.sidecar.monitor
+    await until(lambda: monitor.rows_total // 8 + monitor.dropped["queue_full"] == burst)
+    assert monitor.dropped["queue_full"] >= 1
+    assert proxy.sample("driftgauge_dropped_total", reason="queue_full") >= 1
+
+
+async def test_readiness_follows_the_upstream(
+    start_proxy: StartProxy, session: ClientSession
+) -> None:
+    """/readyz is 503 while the upstream is down and 200 once its readiness path answers 200."""
+    port = free_port()
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.json_response({"name": "wine", "ready": True})
+
+    proxy = await start_proxy(port, readiness_path="/v1/models/wine")
+
+    async def readyz() -> tuple[int, str]:
+        async with session.get(proxy.metrics_url + "/readyz") as response:
+            return response.status, await response.text()
+
+    async def wait_for(status: int, text: str) -> None:
+        deadline = time.monotonic() + 6.0
+        while (answer := await readyz()) != (status, text):
+            assert time.monotonic() < deadline, f"/readyz stayed {answer}"
+            await asyncio.sleep(0.05)
+
+    await wait_for(503, "not ready: upstream model server not ready\n")
+    async with upstream_server(routes=[web.get("/v1/models/wine", ready)], port=port):
+        await wait_for(200, "ready: ok\n")
+    await wait_for(503, "not ready: upstream model server not ready\n")
+
+
+async def test_requests_and_latency_histograms_count_every_request(
+    proxy: Proxy, session: ClientSession
+) -> None:
+    """requests_total by code and the latency/overhead histograms see every forwarded request."""
+    targets = ["/doc", "/doc", "/doc", "/status/404", "/status/404", "/status/500", "/status/201"]
+    for target in targets:
+        async with session.get(proxy.url + target) as response:
+            await response.read()
+    await until(lambda: proxy.sample("driftgauge_upstream_latency_seconds_count") == len(targets))
+    assert proxy.sample("driftgauge_requests_total", code="200") == 3
+    assert proxy.sample("driftgauge_requests_total", code="404") == 2
+    assert proxy.sample("driftgauge_requests_total", code="500") == 1
+    assert proxy.sample("driftgauge_requests_total", code="201") == 1
+    assert proxy.sample("driftgauge_overhead_seconds_count") == len(targets)
+    assert proxy.sample("driftgauge_upstream_latency_seconds_sum") > 0
+    assert proxy.sample("driftgauge_request_size_bytes_count") == len(targets)

@@ -1,0 +1,338 @@
+"""Every protocol adapter through the real proxy: documented bodies in, rows in the sketches out.
+
+For each protocol a real upstream answers documented-shape bodies (shapes
+from the protocol adapter tests in ``tests/protocols/``) for a batched and a
+single-row request, and the server's error body for a request it rejects.
+The proxy in front must return every byte unchanged, monitor both successful
+exchanges (features and predictions paired row for row) and leave the error
+response alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession, ClientTimeout, web
+
+from tests.proxy_upstream import (
+    Proxy,
+    build_baseline_file,
+    running_proxy,
+    until,
+    upstream_server,
+)
+
+Row = dict[str, Any]
+Body = dict[str, Any]
+
+# Values inside the baseline's range and categories, so any mix-up of fields
+# (a region string in alcohol, a class in region) shows up as an invalid value.
+ROWS: list[Row] = [
+    {"alcohol": 12.6 + 0.1 * i, "ash": 2.0 + 0.05 * i, "region": region, "class": label}
+    for i, (region, label) in enumerate(
+        [
+            ("north", "a"),
+            ("south", "b"),
+            ("east", "a"),
+            ("north", "a"),
+            ("south", "b"),
+            ("north", "b"),
+            ("east", "a"),
+            ("north", "a"),
+            ("south", "b"),
+        ]
+    )
+]
+BATCH, SINGLE = ROWS[:8], ROWS[8:]
+FEATURES = ("alcohol", "ash", "region")
+FIELDS = (*FEATURES, "class")
+
+
+def _columns(rows: list[Row], names: tuple[str, ...] = FEATURES) -> list[list[Any]]:
+    return [[row[name] for name in names] for row in rows]
+
+
+def _labels(rows: list[Row]) -> list[str]:
+    return [row["class"] for row in rows]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One protocol: its route, its bodies for some rows, and its server's error body."""
+
+    protocol: str
+    route: str
+    request: Callable[[list[Row]], Body]
+    response: Callable[[list[Row]], Body]
+    error_status: int
+    error: Body
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.protocol
+
+
+def _kserve_v2_request(rows: list[Row]) -> Body:
+    n = len(rows)
+    return {
+        "id": "42",
+        "inputs": [
+            {
+                "name": "alcohol",
+                "shape": [n],
+                "datatype": "FP64",
+                "data": [r["alcohol"] for r in rows],
+            },
+            {
+                "name": "ash",
+                "shape": [n, 1],
+                "datatype": "FP32",
+                "data": [[r["ash"]] for r in rows],
+            },
+            {
+                "name": "region",
+                "shape": [n],
+                "datatype": "BYTES",
+                "data": [r["region"] for r in rows],
+            },
+        ],
+    }
+
+
+def _kserve_v2_response(rows: list[Row]) -> Body:
+    return {
+        "model_name": "wine",
+        "model_version": "1",
+        "id": "42",
+        "outputs": [
+            {"name": "class", "shape": [len(rows)], "datatype": "BYTES", "data": _labels(rows)}
+        ],
+    }
+
+
+def _tfserving_request(rows: list[Row]) -> Body:
+    if len(rows) == 1:  # the columnar format for the single row
+        return {"inputs": {name: [rows[0][name]] for name in FEATURES}}
+    return {
+        "signature_name": "serving_default",
+        "instances": [{name: row[name] for name in FEATURES} for row in rows],
+    }
+
+
+def _tfserving_response(rows: list[Row]) -> Body:
+    return {"outputs": _labels(rows)} if len(rows) == 1 else {"predictions": _labels(rows)}
+
+
+def _mlflow_request(rows: list[Row]) -> Body:
+    if len(rows) == 1:
+        return {"dataframe_records": [{name: rows[0][name] for name in FEATURES}]}
+    order = ("region", "alcohol", "ash")  # columns name the values, whatever the config order
+    return {
+        "dataframe_split": {
+            "columns": list(order),
+            "index": list(range(len(rows))),
+            "data": _columns(rows, order),
+        }
+    }
+
+
+CASES = [
+    Case(
+        "kserve-v1",
+        "/v1/models/wine:predict",
+        lambda rows: {"instances": _columns(rows)},
+        lambda rows: {"predictions": _labels(rows)},
+        400,
+        {"error": "Model with name wine does not exist."},
+    ),
+    Case(
+        "kserve-v2",
+        "/v2/models/wine/infer",
+        _kserve_v2_request,
+        _kserve_v2_response,
+        400,
+        {"error": "unexpected datatype for input-0"},
+    ),
+    Case(
+        "tfserving",
+        "/v1/models/wine/versions/2:predict",
+        _tfserving_request,
+        _tfserving_response,
+        404,
+        {"error": "Servable not found for request: Specific(wine, 2)"},
+    ),
+    Case(
+        "mlflow",
+        "/invocations",
+        _mlflow_request,
+        lambda rows: {"predictions": _labels(rows)},
+        400,
+        {"error_code": "BAD_REQUEST", "message": "Model is missing inputs ['ash']."},
+    ),
+    Case(
+        "seldon",
+        "/api/v1.0/predictions",
+        lambda rows: {"data": {"names": list(FEATURES), "ndarray": _columns(rows)}},
+        lambda rows: {
+            "data": {"names": ["class"], "ndarray": [[label] for label in _labels(rows)]},
+            "meta": {},
+        },
+        400,
+        {
+            "status": {
+                "code": -1,
+                "info": "Unknown data type returned as payload (must be list or np array):None",
+                "reason": "MICROSERVICE_BAD_DATA",
+                "status": 1,
+            }
+        },
+    ),
+    Case(
+        "jsonpath",
+        "/score",
+        lambda rows: {
+            "records": [
+                {"features": {"alcohol": r["alcohol"], "ash": r["ash"]}, "region": r["region"]}
+                for r in rows
+            ]
+        },
+        lambda rows: {"results": [{"label": r["class"], "score": 0.9} for r in rows]},
+        422,
+        {"error": "records[0].features is missing"},
+        fields={
+            "features": [
+                {"name": "alcohol", "type": "numeric", "path": "$.records[*].features.alcohol"},
+                {"name": "ash", "type": "numeric", "path": "$.records[*].features.ash"},
+                {"name": "region", "type": "categorical", "path": "$.records[*].region"},
+            ],
+            "predictions": [{"name": "class", "type": "categorical", "path": "$.results[*].label"}],
+        },
+    ),
+]
+
+
+def _encode(body: Body) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def model_server(case: Case) -> web.RouteDef:
+    """The protocol's route, answering each known request body with its documented response."""
+    answers = {
+        _encode(case.request(rows)): _encode(case.response(rows)) for rows in (BATCH, SINGLE)
+    }
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.read()
+        if request.headers.get("X-Reject") or body not in answers:
+            return web.Response(
+                status=case.error_status, body=_encode(case.error), content_type="application/json"
+            )
+        return web.Response(body=answers[body], content_type="application/json")
+
+    return web.post(case.route, handler)
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_baseline_file(tmp_path_factory.mktemp("protocol-baseline"))
+
+
+@pytest.fixture(params=CASES, ids=str)
+def case(request: pytest.FixtureRequest) -> Case:
+    assert isinstance(request.param, Case)
+    return request.param
+
+
+@pytest.fixture
+async def proxy(case: Case, tmp_path: Path, baseline: Path) -> AsyncIterator[Proxy]:
+    async with (
+        upstream_server(routes=[model_server(case)]) as upstream,
+        running_proxy(
+            tmp_path, baseline, upstream.port, protocol=case.protocol, fields=case.fields
+        ) as running,
+    ):
+        yield running
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[ClientSession]:
+    async with ClientSession(timeout=ClientTimeout(total=10)) as client:
+        yield client
+
+
+async def post(
+    session: ClientSession, proxy: Proxy, case: Case, body: bytes, reject: bool = False
+) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"}
+    if reject:
+        headers["X-Reject"] = "1"
+    async with session.post(proxy.url + case.route, data=body, headers=headers) as response:
+        return response.status, await response.read()
+
+
+async def test_batched_and_single_rows_are_monitored_and_paired(
+    case: Case, proxy: Proxy, session: ClientSession
+) -> None:
+    """8 rows then 1 row: every byte comes back, and each field is observed 9 times, none invalid."""
+    for rows in (BATCH, SINGLE):
+        status, body = await post(session, proxy, case, _encode(case.request(rows)))
+        assert status == 200
+        assert body == _encode(case.response(rows))
+    monitor = proxy.sidecar.monitor
+    await until(lambda: monitor.rows_total == len(ROWS), what=f"{len(ROWS)} rows ingested")
+    assert not monitor.parse_errors
+    assert not monitor.dropped
+    for name in FIELDS:
+        role = "input" if name in FEATURES else "prediction"
+        labels = {"feature": name, "role": role}
+        assert proxy.sample("driftgauge_observations_total", **labels) == len(ROWS), name
+        assert proxy.sample("driftgauge_missing_total", **labels) == 0, name
+        invalid = monitor.counters()[name].invalid
+        assert sum(invalid.values()) == 0, (name, dict(invalid))
+    assert monitor.extra_columns_total == 0
+
+
+async def test_error_response_is_forwarded_unchanged_and_not_monitored(
+    case: Case, proxy: Proxy, session: ClientSession
+) -> None:
+    """The server's error status and body reach the client; only the later good call is observed."""
+    status, body = await post(session, proxy, case, _encode(case.request(BATCH)), reject=True)
+    assert (status, body) == (case.error_status, _encode(case.error))
+    status, _ = await post(session, proxy, case, _encode(case.request(SINGLE)))
+    assert status == 200
+    monitor = proxy.sidecar.monitor
+    await until(lambda: monitor.rows_total == 1, what="the single row ingested")
+    assert not monitor.parse_errors
+    for name in FIELDS:
+        role = "input" if name in FEATURES else "prediction"
+        assert proxy.sample("driftgauge_observations_total", feature=name, role=role) == 1
+    assert proxy.sample("driftgauge_requests_total", code=str(case.error_status)) == 1
+    assert proxy.sample("driftgauge_requests_total", code="200") == 1
+
+
+async def test_mismatched_response_rows_are_forwarded_and_counted(
+    case: Case, tmp_path: Path, baseline: Path, session: ClientSession
+) -> None:
+    """A 200 answer with fewer predictions than rows passes unchanged and counts row_mismatch."""
+    short = _encode(case.response(BATCH[:3]))
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=short, content_type="application/json")
+
+    async with (
+        upstream_server(routes=[web.post(case.route, handler)]) as upstream,
+        running_proxy(
+            tmp_path, baseline, upstream.port, protocol=case.protocol, fields=case.fields
+        ) as proxy,
+    ):
+        status, body = await post(session, proxy, case, _encode(case.request(BATCH)))
+        assert (status, body) == (200, short)
+        monitor = proxy.sidecar.monitor
+        await until(lambda: monitor.parse_errors["row_mismatch"] == 1, what="row_mismatch")
+        assert monitor.rows_total == 0
+        assert proxy.sample("driftgauge_parse_errors_total", reason="row_mismatch") == 1
