@@ -38,7 +38,7 @@ from driftgauge.sketches.summary import (
     to_floats,
 )
 from driftgauge.sketches.window import SlicedWindow
-from driftgauge.typing import Extracted
+from driftgauge.typing import Columns, Extracted
 
 if TYPE_CHECKING:
     from driftgauge.feedback import Outcomes, PerformanceStats
@@ -156,20 +156,22 @@ class Monitor:
         if not pieces:
             return
         now = self.clock() if now is None else now
+        collected = _collect(pieces)
+        rows = sum(p.rows for p in pieces)
         with self._lock:
             slices = [window.current(now) for window in self._windows.values()]
             for name, spec in self._specs.items():
+                columns, provided = collected.get(name, ([], 0))
                 if spec.type == "numeric":
-                    self._ingest_numeric(name, pieces, slices)
+                    self._ingest_numeric(name, columns, rows - provided, slices)
                 else:
-                    self._ingest_categorical(name, pieces, slices)
-            self.rows_total += sum(p.rows for p in pieces)
+                    self._ingest_categorical(name, columns, rows - provided, slices)
+            self.rows_total += rows
             self.extra_columns_total += sum(p.extra_columns for p in pieces)
 
     def _ingest_numeric(
-        self, name: str, pieces: list[Extracted], slices: list[dict[str, Summary]]
+        self, name: str, columns: list[Any], absent: int, slices: list[dict[str, Summary]]
     ) -> None:
-        columns, absent = _gather(pieces, name)
         arrays, missing, wrong, placeholders = [], absent, 0, 0
         for column in columns:
             values, m, w = to_floats(column)
@@ -204,9 +206,8 @@ class Monitor:
                 invalid["out_of_range"] += outside
 
     def _ingest_categorical(
-        self, name: str, pieces: list[Extracted], slices: list[dict[str, Summary]]
+        self, name: str, columns: list[Any], absent: int, slices: list[dict[str, Summary]]
     ) -> None:
-        columns, absent = _gather(pieces, name)
         arrays, missing = [], absent
         for column in columns:
             values, m = to_categories(column)
@@ -278,22 +279,49 @@ class Monitor:
         return snapshot
 
 
-def _gather(pieces: list[Extracted], name: str) -> tuple[list[Any], int]:
-    """One field's values over a batch: list columns joined into one list (a single
-    conversion later, not one per request), array columns kept as they are, and
-    the rows that lacked the field."""
-    joined: list[Any] = []
-    arrays: list[Any] = []
-    absent = 0
+def _collect(pieces: list[Extracted]) -> dict[str, tuple[list[Any], int]]:
+    """Each field's values over a batch, and how many rows carried the field.
+
+    List columns are joined into one list (a single conversion later, not one
+    per request); numeric blocks with the same fields are stacked with one
+    call and sliced per field; other arrays are kept as they are.
+    """
+    lists: dict[str, list[Any]] = {}
+    arrays: dict[str, list[Any]] = {}
+    provided: Counter[str] = Counter()
+    blocks: dict[tuple[str, ...], list[Any]] = {}
     for piece in pieces:
-        column = piece.columns.get(name)
-        if column is None:
-            absent += piece.rows
-        elif isinstance(column, list):
-            joined.extend(column)
-        else:
-            arrays.append(column)
-    return ([joined] if joined else []) + arrays, absent
+        columns = piece.columns
+        if isinstance(columns, Columns):
+            for names, matrix in columns.blocks:
+                blocks.setdefault(names, []).append(matrix)
+            columns = columns.single
+        for name, column in columns.items():
+            provided[name] += piece.rows
+            if isinstance(column, list):
+                lists.setdefault(name, []).extend(column)
+            else:
+                arrays.setdefault(name, []).append(column)
+    for names, matrices in blocks.items():
+        stacked = np.concatenate(matrices) if len(matrices) > 1 else matrices[0]
+        for position, name in enumerate(names):
+            arrays.setdefault(name, []).append(stacked[:, position])
+            provided[name] += stacked.shape[0]
+    result: dict[str, tuple[list[Any], int]] = {}
+    for name in provided:
+        found: list[Any] = [lists[name]] if name in lists else []
+        numbers = [
+            a for a in arrays.get(name, ()) if isinstance(a, np.ndarray) and a.dtype.kind in "fiu"
+        ]
+        others = [
+            a
+            for a in arrays.get(name, ())
+            if not (isinstance(a, np.ndarray) and a.dtype.kind in "fiu")
+        ]
+        if numbers:
+            found.append(np.concatenate(numbers) if len(numbers) > 1 else numbers[0])
+        result[name] = (found + others, provided[name])
+    return result
 
 
 def _valid_range(summary: NumericSummary, tolerance: float) -> tuple[float, float]:

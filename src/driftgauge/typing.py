@@ -2,11 +2,52 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["Adapter", "Extracted", "Record"]
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Adapter", "Block", "Columns", "Extracted", "Record"]
+
+Block = tuple[tuple[str, ...], npt.NDArray[np.float64]]
+"""Numeric fields that arrived as one 2-D array: their names and the rows × names matrix."""
+
+
+class Columns(Mapping[str, Any]):
+    """A record's columns: single ones plus numeric blocks, read as one mapping.
+
+    Adapters that decode a whole numeric tensor or row matrix hand it over as
+    a block; the monitor stacks the blocks of a batch with one call instead
+    of touching each field of each record.  Everyone else reads it as a plain
+    mapping of name → column.
+    """
+
+    __slots__ = ("_index", "blocks", "single")
+
+    def __init__(self, single: Mapping[str, Any], blocks: Sequence[Block]) -> None:
+        self.single = single
+        self.blocks = tuple(blocks)
+        self._index = {
+            name: (b, j) for b, (names, _) in enumerate(self.blocks) for j, name in enumerate(names)
+        }
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self.single:
+            return self.single[name]
+        b, j = self._index[name]
+        return self.blocks[b][1][:, j]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.single
+        yield from self._index
+
+    def __len__(self) -> int:
+        return len(self.single) + len(self._index)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.single or name in self._index
 
 
 @dataclass(frozen=True, slots=True)

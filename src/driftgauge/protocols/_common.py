@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import ProtocolError
-from driftgauge.typing import Extracted
+from driftgauge.typing import Block, Columns, Extracted
 
 __all__ = [
     "BaseAdapter",
@@ -153,6 +153,7 @@ class Part:
     rows: int
     columns: dict[str, Column] = field(default_factory=dict)
     extra: int = 0
+    blocks: list[Block] = field(default_factory=list)
 
 
 def map_matrix(
@@ -160,17 +161,36 @@ def map_matrix(
 ) -> Part:
     """Columns of a 2-D numeric array, labelled by ``labels`` (default: config order)."""
     rows, width = matrix.shape
-    wanted = {spec.name for spec in specs}
+    kinds = {spec.name: spec.type for spec in specs}
     names: Sequence[Hashable] = [spec.name for spec in specs] if labels is None else labels
     part = Part(rows)
     unknown: set[Hashable] = set()
+    block: list[str] = []
+    positions: list[int] = []
+    blockable = matrix.dtype.kind in "fiu"
     for position, label in enumerate(names[:width]):
-        if label in wanted:
-            part.columns[label] = matrix[:, position].copy()
+        kind = kinds.get(label) if isinstance(label, str) else None
+        if kind == "numeric" and blockable:
+            block.append(cast(str, label))
+            positions.append(position)
+        elif kind is not None:
+            part.columns[cast(str, label)] = matrix[:, position].copy()
         else:
             unknown.add(label)
+    add_block(part, block, positions, matrix)
     part.extra = len(unknown) + max(0, width - len(names))
     return part
+
+
+def add_block(part: Part, names: list[str], positions: list[int], matrix: npt.NDArray[Any]) -> None:
+    """Hand numeric columns of ``matrix`` over as one block (see :class:`Columns`)."""
+    if not names:
+        return
+    if positions == list(range(positions[0], positions[0] + len(positions))):
+        chosen = matrix[:, positions[0] : positions[0] + len(positions)]  # a view: no copy
+    else:
+        chosen = matrix[:, positions]
+    part.blocks.append((tuple(names), chosen.astype(np.float64, copy=False)))
 
 
 def _exact(spec: FieldSpec) -> bool:
@@ -331,6 +351,7 @@ def pair(features: Part, predictions: Part | None) -> Extracted:
     """One :class:`Extracted` from the request's part and the response's part (or None)."""
     columns: dict[str, Column] = dict(features.columns)
     extra = features.extra
+    blocks = list(features.blocks)
     if predictions is not None:
         if predictions.rows != features.rows:
             raise ProtocolError(
@@ -338,7 +359,10 @@ def pair(features: Part, predictions: Part | None) -> Extracted:
                 f"request has {features.rows} rows but response has {predictions.rows}",
             )
         columns.update(predictions.columns)
+        blocks.extend(predictions.blocks)
         extra += predictions.extra
+    if blocks:
+        return Extracted(features.rows, Columns(columns, blocks), extra)
     # numpy arrays stand in for Sequence here: 1-D, indexable, with len().
     return Extracted(features.rows, cast(Mapping[str, Sequence[Any]], columns), extra)
 

@@ -46,6 +46,7 @@ from driftgauge.protocols._common import (
     BaseAdapter,
     Column,
     Part,
+    add_block,
     flatten,
     json_type,
     pair,
@@ -181,8 +182,21 @@ def _map(tensors: list[_Tensor], specs: Sequence[FieldSpec]) -> Part:
     position = 0
     for tensor in tensors:
         used = min(tensor.width, max(0, len(specs) - position))
+        numeric_names: list[str] = []
+        offsets: list[int] = []
         for offset in range(used):
-            part.columns[specs[position + offset].name] = tensor.column(offset)
+            spec = specs[position + offset]
+            if (
+                tensor.matrix is not None
+                and spec.type == "numeric"
+                and tensor.matrix.dtype.kind in "fiu"
+            ):
+                numeric_names.append(spec.name)
+                offsets.append(offset)
+            else:
+                part.columns[spec.name] = tensor.column(offset)
+        if tensor.matrix is not None:
+            add_block(part, numeric_names, offsets, tensor.matrix)
         part.extra += tensor.width - used
         position += tensor.width
     return part

@@ -221,12 +221,13 @@ class UpstreamProtocol(asyncio.Protocol):
             self.close()  # bytes nobody asked for: the connection is out of step
             return
         self.received_any = True
+        client.held = []
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError):
             client.upstream_failed(self, "bad_response")
-        except httptools.HttpParserError:
-            client.upstream_failed(self, "bad_response")
+        finally:
+            client.flush()
 
     def eof_received(self) -> bool | None:
         return None
@@ -285,7 +286,9 @@ class ClientProtocol(asyncio.Protocol):
         self.active: Exchange | None = None
         self.upstream: UpstreamProtocol | None = None
         self.peer = b""
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # monotonic time by which the upstream must make progress; 0: none
+        self.held: list[bytes] | None = None  # client writes held back to go out in one send
+        self.held_upstream: list[bytes] | None = None  # likewise towards the upstream
         self.response_headers: list[tuple[bytes, bytes]] = []
         self.response_reason = b""
         self.response_chunked = False
@@ -311,12 +314,17 @@ class ClientProtocol(asyncio.Protocol):
             self.upstream = None
 
     def data_received(self, data: bytes) -> None:
+        self.held_upstream = []
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
+            self.flush_upstream()
             self._reject(400, "upgrade_unsupported", "protocol upgrades are not proxied")
         except httptools.HttpParserError:
+            self.flush_upstream()
             self._reject(400, "bad_request", "malformed HTTP request")
+        else:
+            self.flush_upstream()
 
     def eof_received(self) -> bool | None:
         # A client may half-close after its last request: answer what is in flight, then close.
@@ -333,14 +341,39 @@ class ClientProtocol(asyncio.Protocol):
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.resume_reading()
 
+    def write(self, data: bytes) -> None:
+        """To the client: held while a batch of upstream bytes is parsed, then sent at once."""
+        if self.held is not None:
+            self.held.append(data)
+        elif self.transport is not None:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        held, self.held = self.held, None
+        if held and self.transport is not None:
+            self.transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def write_upstream(self, data: bytes) -> None:
+        """To the upstream: held while a batch of client bytes is parsed, then sent at once."""
+        if self.held_upstream is not None:
+            self.held_upstream.append(data)
+        elif self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.write(data)
+
+    def flush_upstream(self) -> None:
+        held, self.held_upstream = self.held_upstream, None
+        if held and self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.write(held[0] if len(held) == 1 else b"".join(held))
+
     def _reject(self, status: int, reason: str, message: str) -> None:
         self.server.metrics.client_error(reason)
         if self.transport is not None and self.active is None:
-            self.transport.write(_error_body(status, reason, message))
+            self.write(_error_body(status, reason, message))
         self._close()
 
     def _close(self) -> None:
         self.closing = True
+        self.flush()
         if self.transport is not None:
             self.transport.close()
 
@@ -432,7 +465,7 @@ class ClientProtocol(asyncio.Protocol):
                 server.count_parse_error("unknown_path")
         self.pending.append(exchange)
         if exchange.expect_continue and self.transport is not None and self.active is None:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if self.active is None:
             self._start_next()
 
@@ -451,8 +484,7 @@ class ClientProtocol(asyncio.Protocol):
                 exchange.request_body += body
         piece = b"%x\r\n%s\r\n" % (len(body), body) if exchange.chunked else body
         if exchange is self.active and self.upstream is not None and exchange.sent:
-            assert self.upstream.transport is not None
-            self.upstream.transport.write(piece)
+            self.write_upstream(piece)
             self._keep_for_replay(exchange, piece)
             self._arm_timer(exchange)  # the upstream waits on the client: not its own slowness
         else:
@@ -464,8 +496,7 @@ class ClientProtocol(asyncio.Protocol):
         exchange.request_done = True
         if exchange.chunked and not exchange.finished:
             if exchange is self.active and self.upstream is not None and exchange.sent:
-                assert self.upstream.transport is not None
-                self.upstream.transport.write(b"0\r\n\r\n")
+                self.write_upstream(b"0\r\n\r\n")
                 self._keep_for_replay(exchange, b"0\r\n\r\n")
                 self._arm_timer(exchange)
             else:
@@ -518,24 +549,24 @@ class ClientProtocol(asyncio.Protocol):
     def _send(self, connection: UpstreamProtocol) -> None:
         exchange = self.active
         assert exchange is not None and connection.transport is not None
+        self.flush_upstream()  # anything held belongs to the previous connection
         self.upstream = connection
         connection.attach(self)
-        transport = connection.transport
-        transport.write(exchange.head)
-        for piece in exchange.buffered:  # kept after sending: the copy to replay on a retry
-            transport.write(piece)
+        # ``buffered`` is kept after sending: the copy to replay on a retry
+        data = b"".join((exchange.head, *exchange.buffered))
+        if self.held_upstream is not None:  # the rest of this read joins it in one send
+            self.held_upstream.append(data)
+        else:
+            connection.transport.write(data)
         exchange.sent = time.perf_counter()
         self._arm_timer(exchange)
 
     def _arm_timer(self, exchange: Exchange) -> None:
-        self._cancel_timer()
-        loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(self.server.timeout, self._timed_out, exchange)
+        # A deadline checked by the server's sweep: cheaper than a timer handle per step.
+        self.deadline = time.monotonic() + self.server.timeout
 
     def _cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadline = 0.0
 
     def _timed_out(self, exchange: Exchange) -> None:
         if exchange is not self.active:
@@ -556,7 +587,7 @@ class ClientProtocol(asyncio.Protocol):
             self.active = None
             self._close()
             return
-        self.transport.write(_error_body(status, reason, message))
+        self.write(_error_body(status, reason, message))
         self.server.metrics.request_done(exchange, status, time.perf_counter())
         self.active = None
         if not exchange.keep_alive or not exchange.request_done:
@@ -613,7 +644,7 @@ class ClientProtocol(asyncio.Protocol):
         status = upstream.parser.get_status_code()
         if 100 <= status < 200:
             if status != 100:  # 100 Continue was answered by us; pass on e.g. 103 Early Hints
-                self.transport.write(self._response_head(status, exchange, interim=True))
+                self.write(self._response_head(status, exchange, interim=True))
             return
         exchange.status = status
         self._arm_timer(exchange)
@@ -630,7 +661,7 @@ class ClientProtocol(asyncio.Protocol):
             exchange.keep_alive = False
         if exchange.monitor and 200 <= status < 300:
             exchange.response_body = bytearray()
-        self.transport.write(self._response_head(status, exchange))
+        self.write(self._response_head(status, exchange))
         exchange.head_sent = True
         if exchange.method == b"HEAD":
             self._finish_response(exchange, upstream, reusable=upstream.parser.should_keep_alive())
@@ -671,10 +702,10 @@ class ClientProtocol(asyncio.Protocol):
             else:
                 exchange.response_body += body
         if self.response_chunked:
-            self.transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+            self.write(b"%x\r\n%s\r\n" % (len(body), body))
         else:
-            self.transport.write(body)
-        if self.timer is not None:  # an idle timeout between body pieces, not a total one
+            self.write(body)
+        if self.deadline:  # an idle timeout between body pieces, not a total one
             self._arm_timer(exchange)
 
     def response_complete(self, upstream: UpstreamProtocol) -> None:
@@ -691,7 +722,7 @@ class ClientProtocol(asyncio.Protocol):
         self._cancel_timer()
         exchange.finished = True
         if self.response_chunked and self.transport is not None:
-            self.transport.write(b"0\r\n\r\n")
+            self.write(b"0\r\n\r\n")
         self.response_close_delimited = False
         now = time.perf_counter()
         server = self.server
@@ -725,7 +756,7 @@ class ClientProtocol(asyncio.Protocol):
             # must still be read (and dropped) for the client to finish sending it.
             self.transport.resume_reading()
         if self.pending and self.pending[0].expect_continue and self.transport is not None:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self._start_next()
 
 
@@ -796,6 +827,7 @@ class ProxyServer:
         self.connections: set[ClientProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Future[None] | None = None
 
     def new_request_id(self) -> str:
         """A request id unique to this process (cheaper than a UUID per request)."""
@@ -812,7 +844,22 @@ class ProxyServer:
             backlog=1024,
             ssl=self.listen_tls,
         )
+        self._sweeper = asyncio.ensure_future(self._sweep())
         return int(self._server.sockets[0].getsockname()[1])
+
+    async def _sweep(self) -> None:
+        """Time out exchanges whose upstream made no progress by their deadline."""
+        interval = min(1.0, max(0.02, self.timeout / 8))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for connection in list(self.connections):
+                if (
+                    connection.deadline
+                    and connection.deadline < now
+                    and connection.active is not None
+                ):
+                    connection._timed_out(connection.active)
 
     def stop_accepting(self) -> None:
         if self._server is not None:
@@ -830,5 +877,9 @@ class ProxyServer:
         for connection in list(self.connections):
             connection._close()
         self.pool.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel("proxy stopped")
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         if self._server is not None:
             await self._server.wait_closed()
