@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,16 @@ def wait_for(
             last_error = exc
         time.sleep(interval)
     raise AssertionError(f"{what} not met within {timeout}s (last error: {last_error!r})")
+
+
+def answers_ok(url: str) -> bool:
+    """GET ``url`` answers 200; an error answer is closed at once (no socket left behind)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return False
 
 
 Series = tuple[str, tuple[tuple[str, str], ...]]

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from tests.helpers import free_port, wait_for
+from tests.helpers import answers_ok, free_port, wait_for
 
 __all__ = ["Alertmanager", "Prometheus", "alertmanager", "prometheus", "wait_for"]
 
@@ -109,7 +109,7 @@ def prometheus(
     server = Prometheus(f"http://127.0.0.1:{port}", directory)
     try:
         wait_for(
-            lambda: urllib.request.urlopen(f"{server.url}/-/ready", timeout=2).status == 200,
+            lambda: answers_ok(f"{server.url}/-/ready"),
             what="prometheus ready",
         )
         yield server
@@ -159,7 +159,7 @@ def alertmanager(directory: Path, webhook_url: str) -> Iterator[Alertmanager]:
     server = Alertmanager(f"http://127.0.0.1:{port}")
     try:
         wait_for(
-            lambda: urllib.request.urlopen(f"{server.url}/-/ready", timeout=2).status == 200,
+            lambda: answers_ok(f"{server.url}/-/ready"),
             what="alertmanager ready",
         )
         yield server

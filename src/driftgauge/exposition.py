@@ -29,8 +29,9 @@ from prometheus_client.registry import Collector
 
 from driftgauge import __version__
 from driftgauge.feedback import Outcomes, equal_opportunity, parse_labels
-from driftgauge.monitor import FieldStats, Monitor, Snapshot
-from driftgauge.sketches.summary import CategoricalSummary
+from driftgauge.monitor import QUANTILES, FieldStats, Monitor, Snapshot
+from driftgauge.protocols import REASONS
+from driftgauge.sketches.summary import CategoricalSummary, NumericSummary
 
 __all__ = ["MonitorCollector", "feedback_routes", "metrics_routes"]
 
@@ -55,6 +56,8 @@ _GAUGES: tuple[tuple[str, str, str], ...] = (
 )
 
 _NUMERIC_REASONS = ("wrong_type", "nan", "inf", "out_of_range")
+PARSE_ERROR_REASONS = (*REASONS, "invalid_json", "unknown_path", "internal")
+DROP_REASONS = ("queue_full", "body_too_large", "feedback_expired")
 _CATEGORICAL_REASONS = ("unseen_category",)
 
 
@@ -63,6 +66,14 @@ class MonitorCollector(Collector):
 
     def __init__(self, monitor: Monitor) -> None:
         self.monitor = monitor
+        self._baseline_quantiles: dict[str, list[tuple[str, float]]] = {}
+        for spec in monitor.config.fields:
+            summary = monitor.baseline.fields[spec.name].summary
+            if isinstance(summary, NumericSummary) and summary.count:
+                values = summary.kll.get_quantiles(list(QUANTILES))
+                self._baseline_quantiles[spec.name] = [
+                    (str(q), float(v)) for q, v in zip(QUANTILES, values, strict=True)
+                ]
 
     def collect(self) -> Iterator[Metric]:
         monitor = self.monitor
@@ -161,6 +172,24 @@ class MonitorCollector(Collector):
             "The baseline's share of each bin.",
             labels=[*FIELD_LABELS, "bin"],
         )
+        baseline_value = Metric(
+            "driftgauge_baseline_value",
+            "Quantiles of a numeric field in the baseline, beside driftgauge_feature_value's live ones.",
+            "summary",
+        )
+        for spec in monitor.config.fields:
+            summary = monitor.baseline.fields[spec.name].summary
+            quantiles = self._baseline_quantiles.get(spec.name)
+            if quantiles is None or not isinstance(summary, NumericSummary):
+                continue
+            names = {"model": model, "feature": spec.name, "role": spec.role}
+            for quantile, value in quantiles:
+                baseline_value.add_sample(
+                    "driftgauge_baseline_value", names | {"quantile": quantile}, value
+                )
+            baseline_value.add_sample("driftgauge_baseline_value_sum", names, summary.total)
+            baseline_value.add_sample("driftgauge_baseline_value_count", names, summary.count)
+        yield baseline_value
         baseline_count = GaugeMetricFamily(
             "driftgauge_baseline_observations",
             "Valid values of each field in the baseline (for fleet-wide noise floors).",
@@ -185,14 +214,15 @@ class MonitorCollector(Collector):
             "Bodies that could not be read, by reason.",
             labels=["model", "reason"],
         )
-        for reason, count in sorted(monitor.parse_errors.items()):
-            parse_errors.add_metric([model, reason], count)
+        # Known reasons start at 0, so dashboards and rate() see them before the first event.
+        for reason in sorted(set(PARSE_ERROR_REASONS) | set(monitor.parse_errors)):
+            parse_errors.add_metric([model, reason], monitor.parse_errors.get(reason, 0))
         yield parse_errors
         dropped = CounterMetricFamily(
             "driftgauge_dropped", "Observations dropped, by reason.", labels=["model", "reason"]
         )
-        for reason, count in sorted(monitor.dropped.items()):
-            dropped.add_metric([model, reason], count)
+        for reason in sorted(set(DROP_REASONS) | set(monitor.dropped)):
+            dropped.add_metric([model, reason], monitor.dropped.get(reason, 0))
         yield dropped
         rows = CounterMetricFamily(
             "driftgauge_rows", "Rows (one request may carry many) monitored.", labels=["model"]

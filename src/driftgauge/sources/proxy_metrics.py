@@ -38,6 +38,13 @@ _LATENCY_BUCKETS = (
     30.0,
 )
 _OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05)
+UPSTREAM_ERROR_REASONS = (
+    "connect_refused",
+    "connect_timeout",
+    "timeout",
+    "upstream_reset",
+    "bad_response",
+)
 _SIZE_BUCKETS = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
 
 
@@ -99,6 +106,8 @@ class ProxyMetrics:
             registry=registry,
         ).labels(model)
         self._by_code: dict[int, Counter] = {}
+        for reason in UPSTREAM_ERROR_REASONS:  # present at 0 before the first failure
+            self._upstream_errors.labels(model, reason)
 
     def request_done(self, exchange: Exchange, status: int, now: float) -> None:
         child = self._by_code.get(status)
