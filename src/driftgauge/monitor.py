@@ -131,6 +131,11 @@ class Monitor:
         self.snapshot = Snapshot(computed_at=0.0, duration=0.0)
         self.segments: SegmentTracker | None = None
         self.outcomes: Outcomes | None = None
+        self._base_cdf = {
+            name: stats.cdf_table(held.summary.kll)
+            for name, held in self._held.items()
+            if isinstance(held.summary, NumericSummary)
+        }
         self._ranges = {
             name: _valid_range(held.summary, config.range_tolerance)
             for name, held in self._held.items()
@@ -260,11 +265,9 @@ class Monitor:
         results = []
         for label, summaries in windows.items():
             for name, spec in self._specs.items():
-                results.append(
-                    field_stats(
-                        spec, label, summaries[name], self._held[name], self.config.min_observations
-                    )
-                )
+                held, minimum = self._held[name], self.config.min_observations
+                base_cdf = self._base_cdf.get(name)
+                results.append(field_stats(spec, label, summaries[name], held, minimum, base_cdf))
         segments, fairness = self.segments.compute(now) if self.segments else ((), ())
         performance = self.outcomes.compute(now) if self.outcomes else ()
         snapshot = Snapshot(
@@ -331,9 +334,18 @@ def _valid_range(summary: NumericSummary, tolerance: float) -> tuple[float, floa
 
 
 def field_stats(
-    spec: FieldSpec, window: str, live: Summary, held: FieldBaseline, min_observations: int
+    spec: FieldSpec,
+    window: str,
+    live: Summary,
+    held: FieldBaseline,
+    min_observations: int,
+    base_cdf: stats.CdfTable | None = None,
 ) -> FieldStats:
-    """Statistics of one field's merged window summary against its baseline."""
+    """Statistics of one field's merged window summary against its baseline.
+
+    ``base_cdf`` is the baseline sketch's :func:`~driftgauge.stats.cdf_table`,
+    computed once instead of on every recompute.
+    """
     n = live.count
     base = held.summary
     quantiles: tuple[tuple[float, float], ...] = ()
@@ -359,7 +371,7 @@ def field_stats(
     floor = stats.psi_noise_floor(occupied, n, base.count)
     js = stats.js_distance(live.bins, base.bins)
     if isinstance(live, NumericSummary) and isinstance(base, NumericSummary):
-        d = stats.ks_statistic(live.kll, base.kll)
+        d = stats.ks_statistic(live.kll, base_cdf if base_cdf is not None else base.kll)
         error = stats.ks_rank_error(live.kll) + stats.ks_rank_error(base.kll)
         return FieldStats(
             spec, window, n, psi, floor, js, d, stats.ks_pvalue(d, n, base.count, error),

@@ -10,15 +10,17 @@ fleet-wide PSI computed by Prometheus matches the sidecar's.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats as scipy_stats
-from scipy.spatial import distance
+from scipy import special
 
 __all__ = [
     "PSI_FLOOR",
+    "CdfTable",
+    "cdf_table",
     "chi2_pvalue",
     "js_distance",
     "ks_pvalue",
@@ -73,37 +75,56 @@ def js_distance(live: CountLike, baseline: CountLike) -> float:
     p, q = shares(live), shares(baseline)
     if not p.any() or not q.any():
         return 0.0
-    value = float(distance.jensenshannon(p, q, base=2.0))
-    return 0.0 if math.isnan(value) else min(1.0, value)
+    m = (p + q) / 2
+    divergence = (special.rel_entr(p, m).sum() + special.rel_entr(q, m).sum()) / (2 * math.log(2))
+    return float(min(1.0, math.sqrt(max(0.0, divergence))))
 
 
-def _sketch_points(sketch: Any) -> npt.NDArray[np.float64]:
-    """Every item a KLL sketch retains: the places where its CDF steps.
+_ITEM_WEIGHT = np.dtype([("item", np.float64), ("weight", np.int64)])
 
-    A sketch's CDF jumps only at its retained items, so the union of two
-    sketches' items holds every place either CDF can jump.  (A quantile
-    grid would skip light items next to heavier ones.)
+
+@dataclass(frozen=True, slots=True)
+class CdfTable:
+    """A KLL sketch's CDF as arrays: its distinct retained items and F(item) = P(X ≤ item).
+
+    A sketch's CDF steps only at its retained items, so these arrays are the
+    whole function; reading them once lets KS reuse a baseline's table.
     """
+
+    items: npt.NDArray[np.float64]
+    cdf: npt.NDArray[np.float64]
+
+    def at(self, points: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        index = np.searchsorted(self.items, points, side="right") - 1
+        return np.where(index >= 0, self.cdf[np.maximum(index, 0)], 0.0)
+
+
+def cdf_table(sketch: Any) -> CdfTable:
+    """The CDF of a KLL sketch from its (item, weight) pairs, exactly as ``get_cdf`` reads it."""
     if sketch.is_empty():
-        return np.empty(0)
-    items = np.fromiter((item for item, _ in sketch), dtype=np.float64)
-    return np.unique(items)
+        return CdfTable(np.empty(0), np.empty(0))
+    pairs = np.fromiter(sketch, dtype=_ITEM_WEIGHT, count=int(sketch.num_retained))
+    order = np.argsort(pairs["item"], kind="stable")
+    items = pairs["item"][order]
+    cumulative = np.cumsum(pairs["weight"][order], dtype=np.float64) / float(sketch.n)
+    last = np.r_[items[1:] != items[:-1], True]  # the last of each run of equal items
+    return CdfTable(items[last], cumulative[last])
 
 
 def ks_statistic(a: Any, b: Any) -> float:
-    """Two-sample Kolmogorov-Smirnov D from two KLL sketches' CDFs.
+    """Two-sample Kolmogorov-Smirnov D from two KLL sketches (or their :func:`cdf_table`).
 
-    D = max |F_a(x) − F_b(x)| over the union of both sketches' points, with
-    F(x) = P(X ≤ x).  Error: at most the sum of both sketches' normalized
-    rank errors (``normalized_rank_error(False)``), zero for sketches still
-    in exact mode.
+    D = max |F_a(x) − F_b(x)| over every retained item of both, with
+    F(x) = P(X ≤ x): the exact supremum of the two sketches' step CDFs.
+    Error: at most the sum of both sketches' normalized rank errors
+    (``normalized_rank_error(False)``), zero for sketches still in exact mode.
     """
-    if a.is_empty() or b.is_empty():
+    ta = a if isinstance(a, CdfTable) else cdf_table(a)
+    tb = b if isinstance(b, CdfTable) else cdf_table(b)
+    if not len(ta.items) or not len(tb.items):
         return 0.0
-    points = np.union1d(_sketch_points(a), _sketch_points(b))
-    fa = np.asarray(a.get_cdf(points.tolist(), True), dtype=np.float64)[:-1]
-    fb = np.asarray(b.get_cdf(points.tolist(), True), dtype=np.float64)[:-1]
-    return float(np.max(np.abs(fa - fb)))
+    points = np.concatenate([ta.items, tb.items])
+    return float(np.max(np.abs(ta.at(points) - tb.at(points))))
 
 
 def ks_rank_error(sketch: Any) -> float:
@@ -122,7 +143,8 @@ def ks_pvalue(d: float, n: float, m: float, error: float = 0.0) -> float:
     if n <= 0 or m <= 0:
         return 1.0
     effective = n * m / (n + m)
-    return float(scipy_stats.kstwobign.sf(max(0.0, d - error) * math.sqrt(effective)))
+    # scipy.special.kolmogorov is the survival function of the Kolmogorov distribution.
+    return float(special.kolmogorov(max(0.0, d - error) * math.sqrt(effective)))
 
 
 def chi2_pvalue(live: CountLike, baseline: CountLike) -> float:
@@ -135,5 +157,6 @@ def chi2_pvalue(live: CountLike, baseline: CountLike) -> float:
     table = table[:, table.sum(axis=0) > 0]
     if table.shape[1] < 2 or np.any(table.sum(axis=1) == 0):
         return 1.0
-    result = scipy_stats.chi2_contingency(table, correction=False)
-    return float(result.pvalue)
+    expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
+    statistic = float(((table - expected) ** 2 / expected).sum())
+    return float(special.chdtrc(table.shape[1] - 1, statistic))

@@ -828,6 +828,7 @@ class ProxyServer:
         self.tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Future[None] | None = None
+        self._drained = False
 
     def new_request_id(self) -> str:
         """A request id unique to this process (cheaper than a UUID per request)."""
@@ -869,7 +870,10 @@ class ProxyServer:
         return sum(1 for c in self.connections if c.active is not None or c.pending)
 
     async def drain(self, grace: float) -> None:
-        """Wait up to ``grace`` seconds for in-flight exchanges, then close everything."""
+        """Wait up to ``grace`` seconds for in-flight exchanges, then close everything (once)."""
+        if self._drained:
+            return
+        self._drained = True
         deadline = time.monotonic() + grace
         # Exchanges end in protocol callbacks, not tasks; polling their count is simplest.
         while self.in_flight() and time.monotonic() < deadline:  # noqa: ASYNC110
