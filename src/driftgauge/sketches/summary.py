@@ -133,7 +133,12 @@ class NumericBinning:
         return len(self.edges) + 1
 
     def count(self, values: FloatArray) -> CountArray:
-        return np.bincount(self.indexes(values), minlength=self.size).astype(np.int64, copy=False)
+        return self.count_sorted(np.sort(values))
+
+    def count_sorted(self, ordered: FloatArray) -> CountArray:
+        """Bin counts of sorted values: one binary search per edge, none per value."""
+        below = np.searchsorted(ordered, self.edges, side="left")  # values < each edge
+        return np.diff(below, prepend=0, append=len(ordered)).astype(np.int64, copy=False)
 
     def indexes(self, values: FloatArray) -> npt.NDArray[np.intp]:
         """The bin of each (finite) value."""
@@ -235,17 +240,25 @@ class NumericSummary:
         wrong_type: int = 0,
         nan: int = 0,
         inf: int = 0,
+        sketch: Any = None,
     ) -> None:
-        """Add finite values already counted into this summary's bins (one sketch call)."""
+        """Add finite values already counted into this summary's bins (one sketch call).
+
+        ``sketch``, when given, already holds ``finite`` and is merged instead
+        of updating with every value again (one sketch of a batch serves every window).
+        """
         self.missing += missing
         self.wrong_type += wrong_type
         self.nan += nan
         self.inf += inf
         if len(finite) == 0:
             return
-        if not finite.flags.writeable:  # the binding refuses read-only buffers (Arrow's, say)
-            finite = finite.copy()
-        self.kll.update(finite)
+        if sketch is not None:
+            self.kll.merge(sketch)
+        else:
+            if not finite.flags.writeable:  # the binding refuses read-only buffers (Arrow's, say)
+                finite = finite.copy()
+            self.kll.update(finite)
         self.bins += bin_counts
         self.count += len(finite)
         self.total += float(finite.sum())
