@@ -24,7 +24,12 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from driftgauge.baseline import Baseline, check_against, load_baseline
 from driftgauge.batcher import Batcher, decode_json
 from driftgauge.config import Config, ProxyConfig, TailConfig
-from driftgauge.exposition import MonitorCollector, feedback_routes, metrics_routes
+from driftgauge.exposition import (
+    MonitorCollector,
+    RenderedSnapshot,
+    feedback_routes,
+    metrics_routes,
+)
 from driftgauge.feedback import Outcomes
 from driftgauge.monitor import Monitor
 from driftgauge.protocols import make_adapter
@@ -71,6 +76,7 @@ class Sidecar:
     registry: CollectorRegistry
     health: Health
     app: web.Application
+    rendered: RenderedSnapshot
     proxy_port: int | None = None
     # Run at shutdown before the listeners close, so /readyz keeps answering 503 meanwhile.
     drainers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -121,14 +127,18 @@ def build_sidecar(
     adapter = make_adapter(config.protocol, config.features, config.predictions)
     batcher = Batcher(adapter, monitor)
     registry = registry if registry is not None else CollectorRegistry()
-    registry.register(MonitorCollector(monitor))
+    registry.register(MonitorCollector(monitor, "live"))
     ProcessCollector(registry=registry)
+    snapshot_registry = CollectorRegistry()
+    snapshot_registry.register(MonitorCollector(monitor, "snapshot"))
+    rendered = RenderedSnapshot(snapshot_registry)
+    monitor.on_compute.append(lambda snapshot: rendered.refresh())
     health = Health()
     app = web.Application()
-    sidecar = Sidecar(config, monitor, batcher, registry, health, app)
+    sidecar = Sidecar(config, monitor, batcher, registry, health, app, rendered)
     app[MONITOR_KEY] = monitor
     app[SIDECAR_KEY] = sidecar
-    app.add_routes(metrics_routes(registry, config.model, health.ready))
+    app.add_routes(metrics_routes(registry, config.model, health.ready, rendered))
     if monitor.outcomes is not None:
         assert config.feedback is not None
         app.add_routes(feedback_routes(monitor.outcomes, config.feedback.token))
@@ -174,6 +184,7 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _recompute_loop(sidecar: Sidecar) -> None:
     interval = sidecar.config.metrics.recompute_interval
+
     while True:
         await asyncio.to_thread(sidecar.monitor.compute)
         sidecar.health.started = True

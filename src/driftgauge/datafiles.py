@@ -162,7 +162,9 @@ def _batches_to_chunks(
 
 
 def _parquet_chunks(path: Path, fields: Sequence[FieldSpec], chunk_rows: int) -> Iterator[Chunk]:
-    parquet = pa_parquet.ParquetFile(path)
+    # pre_buffer=False reads column chunks as they are needed instead of whole row groups
+    # ahead, and the handle is closed at the end: memory stays flat with the file's size.
+    parquet = pa_parquet.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
     _require(path, parquet.schema_arrow.names, fields)
     total = path.stat().st_size
     rows_total = max(1, parquet.metadata.num_rows)
@@ -171,9 +173,12 @@ def _parquet_chunks(path: Path, fields: Sequence[FieldSpec], chunk_rows: int) ->
     def position() -> int:
         return int(total * min(1.0, done / rows_total))
 
-    for batch in parquet.iter_batches(batch_size=chunk_rows, columns=[f.name for f in fields]):
-        done += batch.num_rows
-        yield from _batches_to_chunks(iter([batch]), path, fields, position)
+    try:
+        for batch in parquet.iter_batches(batch_size=chunk_rows, columns=[f.name for f in fields]):
+            done += batch.num_rows
+            yield from _batches_to_chunks(iter([batch]), path, fields, position)
+    finally:
+        parquet.close()
 
 
 def _arrow_text_chunks(

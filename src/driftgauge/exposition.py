@@ -14,7 +14,9 @@ import asyncio
 import datetime as dt
 import hmac
 import json
+import threading
 from collections.abc import Callable, Iterator
+from typing import Literal
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -24,7 +26,8 @@ from prometheus_client.core import (
     InfoMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.registry import Collector
 
 from driftgauge import __version__
@@ -33,7 +36,11 @@ from driftgauge.monitor import QUANTILES, FieldStats, Monitor, Snapshot
 from driftgauge.protocols import REASONS
 from driftgauge.sketches.summary import CategoricalSummary, NumericSummary
 
-__all__ = ["MonitorCollector", "feedback_routes", "metrics_routes"]
+__all__ = ["MonitorCollector", "RenderedSnapshot", "feedback_routes", "metrics_routes"]
+
+Part = Literal["all", "snapshot", "live"]
+"""What a collector yields: ``snapshot`` changes only at a recompute (and can be
+rendered once then), ``live`` holds the counters read at every scrape."""
 
 FIELD_LABELS = ["model", "feature", "role"]
 WINDOW_LABELS = [*FIELD_LABELS, "window"]
@@ -64,8 +71,9 @@ _CATEGORICAL_REASONS = ("unseen_category",)
 class MonitorCollector(Collector):
     """Reads one monitor; register it on an injected (never the global) registry."""
 
-    def __init__(self, monitor: Monitor) -> None:
+    def __init__(self, monitor: Monitor, part: Part = "all") -> None:
         self.monitor = monitor
+        self.part = part
         self._baseline_quantiles: dict[str, list[tuple[str, float]]] = {}
         for spec in monitor.config.fields:
             summary = monitor.baseline.fields[spec.name].summary
@@ -77,12 +85,20 @@ class MonitorCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         monitor = self.monitor
+        if self.part in ("all", "live"):
+            yield from self._counter_metrics(monitor)
+            yield from self._schema_metrics(monitor)
+            yield from self._label_metrics(monitor)
+        if self.part in ("all", "snapshot"):
+            yield from self._snapshot_metrics(monitor)
+
+    def _snapshot_metrics(self, monitor: Monitor) -> Iterator[Metric]:
         model = monitor.config.model
         yield from self._info(monitor)
+        yield from self._baseline_metrics(monitor)
         snapshot = monitor.snapshot
         yield from self._window_metrics(model, snapshot.fields)
-        yield from self._counter_metrics(monitor)
-        yield from self._quality_metrics(monitor, snapshot.fields)
+        yield from self._cardinality_metrics(monitor, snapshot.fields)
         yield from self._segment_metrics(model, snapshot)
         yield from self._performance_metrics(monitor, snapshot)
         recompute = GaugeMetricFamily(
@@ -167,6 +183,23 @@ class MonitorCollector(Collector):
             "Values per baseline bin (sum over replicas for fleet-wide PSI).",
             labels=[*FIELD_LABELS, "bin"],
         )
+        for spec in monitor.config.fields:
+            labels = [model, spec.name, spec.role]
+            counter = counters[spec.name]
+            seen.add_metric(labels, counter.observations)
+            missing.add_metric(labels, counter.missing)
+            reasons = _NUMERIC_REASONS if spec.type == "numeric" else _CATEGORICAL_REASONS
+            for reason in reasons:
+                invalid.add_metric([*labels, reason], counter.invalid.get(reason, 0))
+            bin_labels = monitor.baseline.fields[spec.name].bin_labels
+            for label, count in zip(bin_labels, counter.bins, strict=True):
+                bins.add_metric([*labels, label], int(count))
+        yield from (seen, missing, invalid, bins)
+        yield from self._event_metrics(monitor)
+
+    def _baseline_metrics(self, monitor: Monitor) -> Iterator[Metric]:
+        """What the baseline holds: constant while the sidecar runs."""
+        model = monitor.config.model
         ratios = GaugeMetricFamily(
             "driftgauge_baseline_bin_ratio",
             "The baseline's share of each bin.",
@@ -195,20 +228,23 @@ class MonitorCollector(Collector):
             "Valid values of each field in the baseline (for fleet-wide noise floors).",
             labels=FIELD_LABELS,
         )
+        cardinality = GaugeMetricFamily(
+            "driftgauge_baseline_cardinality",
+            "Distinct values of a categorical field in the baseline (HLL estimate).",
+            labels=FIELD_LABELS,
+        )
         for spec in monitor.config.fields:
             labels = [model, spec.name, spec.role]
-            counter = counters[spec.name]
-            seen.add_metric(labels, counter.observations)
-            missing.add_metric(labels, counter.missing)
-            reasons = _NUMERIC_REASONS if spec.type == "numeric" else _CATEGORICAL_REASONS
-            for reason in reasons:
-                invalid.add_metric([*labels, reason], counter.invalid.get(reason, 0))
             held = monitor.baseline.fields[spec.name]
             baseline_count.add_metric(labels, held.summary.count)
-            for label, count, ratio in zip(held.bin_labels, counter.bins, held.ratios, strict=True):
-                bins.add_metric([*labels, label], int(count))
+            for label, ratio in zip(held.bin_labels, held.ratios, strict=True):
                 ratios.add_metric([*labels, label], ratio)
-        yield from (seen, missing, invalid, bins, ratios, baseline_count)
+            if isinstance(held.summary, CategoricalSummary):
+                cardinality.add_metric(labels, float(held.summary.hll.get_estimate()))
+        yield from (ratios, baseline_count, cardinality)
+
+    def _event_metrics(self, monitor: Monitor) -> Iterator[Metric]:
+        model = monitor.config.model
         parse_errors = CounterMetricFamily(
             "driftgauge_parse_errors",
             "Bodies that could not be read, by reason.",
@@ -230,7 +266,7 @@ class MonitorCollector(Collector):
         rows.add_metric([model], monitor.rows_total)
         yield rows
 
-    def _quality_metrics(
+    def _cardinality_metrics(
         self, monitor: Monitor, fields: tuple[FieldStats, ...]
     ) -> Iterator[Metric]:
         model = monitor.config.model
@@ -245,11 +281,9 @@ class MonitorCollector(Collector):
                     [model, item.spec.name, item.spec.role, item.window], item.cardinality
                 )
         yield cardinality
-        baseline = GaugeMetricFamily(
-            "driftgauge_baseline_cardinality",
-            "Distinct values of a categorical field in the baseline (HLL estimate).",
-            labels=FIELD_LABELS,
-        )
+
+    def _schema_metrics(self, monitor: Monitor) -> Iterator[Metric]:
+        model = monitor.config.model
         absent = CounterMetricFamily(
             "driftgauge_missing_fields",
             "Rows whose request lacked the field altogether (a schema violation; also counted missing).",
@@ -257,12 +291,7 @@ class MonitorCollector(Collector):
         )
         counters = monitor.counters()
         for spec in monitor.config.fields:
-            labels = [model, spec.name, spec.role]
-            summary = monitor.baseline.fields[spec.name].summary
-            if isinstance(summary, CategoricalSummary):
-                baseline.add_metric(labels, float(summary.hll.get_estimate()))
-            absent.add_metric(labels, counters[spec.name].absent)
-        yield baseline
+            absent.add_metric([model, spec.name, spec.role], counters[spec.name].absent)
         yield absent
         extra = CounterMetricFamily(
             "driftgauge_extra_fields",
@@ -372,6 +401,12 @@ class MonitorCollector(Collector):
         for (feature, window), value in equal_opportunity(snapshot.performance).items():
             opportunity.add_metric([model, window, feature], value)
         yield opportunity
+
+    def _label_metrics(self, monitor: Monitor) -> Iterator[Metric]:
+        outcomes = monitor.outcomes
+        if outcomes is None:
+            return
+        model = monitor.config.model
         labels = CounterMetricFamily(
             "driftgauge_labels",
             "Labels received, by whether they matched a held prediction.",
@@ -389,6 +424,36 @@ class MonitorCollector(Collector):
         yield pending
 
 
+class RenderedSnapshot:
+    """The snapshot part of /metrics, rendered once per recompute in both formats.
+
+    Most of a big sidecar's exposition (drift gauges, quantiles, baseline
+    figures) changes only when the statistics are recomputed, so it is
+    rendered then, off the event loop, and a scrape renders only the live
+    counters and appends these bytes.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self._lock = threading.Lock()
+        self._text = b""
+        self._openmetrics = b""
+
+    def refresh(self) -> None:
+        text = generate_latest(self.registry)
+        rendered: bytes = openmetrics_latest(self.registry)  # type: ignore[no-untyped-call]
+        openmetrics = rendered.removesuffix(b"# EOF\n")
+        with self._lock:
+            self._text, self._openmetrics = text, openmetrics
+
+    def join(self, live: bytes, openmetrics: bool) -> bytes:
+        """The whole exposition: ``live`` (as the encoder made it) with this part added."""
+        with self._lock:
+            if openmetrics:
+                return live.removesuffix(b"# EOF\n") + self._openmetrics + b"# EOF\n"
+            return live + self._text
+
+
 _LANDING = """<!doctype html>
 <html><head><meta charset="utf-8"><title>driftgauge</title></head>
 <body><h1>driftgauge {version}</h1><p>model <code>{model}</code></p>
@@ -398,15 +463,24 @@ _LANDING = """<!doctype html>
 
 
 def metrics_routes(
-    registry: CollectorRegistry, model: str, ready: Callable[[], tuple[bool, str]]
+    registry: CollectorRegistry,
+    model: str,
+    ready: Callable[[], tuple[bool, str]],
+    rendered: RenderedSnapshot | None = None,
 ) -> list[web.RouteDef]:
-    """Routes of the metrics listener; ``ready`` says whether to report ready, and why not."""
+    """Routes of the metrics listener; ``ready`` says whether to report ready, and why not.
+
+    ``registry`` is rendered at each scrape; ``rendered``, when given, adds
+    the part rendered at the last recompute.
+    """
 
     async def metrics(request: web.Request) -> web.Response:
         accept = ",".join(request.headers.getall("Accept", []))
         encoder, content_type = choose_encoder(accept)
-        # Building 1,000 features' families takes tens of ms: keep it off the event loop.
+        # Rendering many features' counters takes milliseconds: keep it off the event loop.
         body = await asyncio.to_thread(encoder, registry)
+        if rendered is not None:
+            body = rendered.join(body, content_type.startswith("application/openmetrics-text"))
         response = web.Response(body=body, headers={"Content-Type": content_type})
         if "gzip" in request.headers.get("Accept-Encoding", ""):
             response.enable_compression()

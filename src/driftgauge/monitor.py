@@ -132,6 +132,8 @@ class Monitor:
         self.parse_errors: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
         self.snapshot = Snapshot(computed_at=0.0, duration=0.0)
+        # Called with each new snapshot, in the computing thread (the exposition renders it).
+        self.on_compute: list[Callable[[Snapshot], None]] = []
         self.segments: SegmentTracker | None = None
         self.outcomes: Outcomes | None = None
         self._base_cdf = {
@@ -288,6 +290,8 @@ class Monitor:
             performance=performance,
         )
         self.snapshot = snapshot
+        for listener in self.on_compute:
+            listener(snapshot)
         return snapshot
 
 

@@ -133,6 +133,8 @@ class NumericBinning:
         return len(self.edges) + 1
 
     def count(self, values: FloatArray) -> CountArray:
+        if not len(self.edges):  # one bin (a constant field, or edges not known yet)
+            return np.array([len(values)], dtype=np.int64)
         return self.count_sorted(np.sort(values))
 
     def count_sorted(self, ordered: FloatArray) -> CountArray:
