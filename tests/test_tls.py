@@ -89,7 +89,8 @@ async def test_tls_everywhere(tmp_path: Path, pki: Path) -> None:
                     await asyncio.sleep(0.1)
             else:
                 raise AssertionError("the TLS proxy never answered")
-            with pytest.raises(ClientConnectorCertificateError):  # a client without the CA is refused
+            # a client without the CA is refused
+            with pytest.raises(ClientConnectorCertificateError):
                 async with session.post(
                     f"https://127.0.0.1:{proxy_port}/v1/models/wine:predict", json={}
                 ):
