@@ -160,7 +160,7 @@ async def _snapshot_loop(store: StateStore, interval: float) -> None:
         await asyncio.sleep(interval)
         try:
             await asyncio.to_thread(store.save)
-        except OSError as exc:  # a full disk must not stop monitoring; the next interval retries
+        except Exception as exc:  # a full disk must not stop monitoring; the next interval retries
             log.error("cannot write the state snapshot %s: %s", store.path, exc)
 
 
@@ -178,7 +178,7 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         await asyncio.to_thread(store.save)
         log.info("state saved to %s", store.path)
-    except OSError as exc:
+    except Exception as exc:
         log.error("cannot write the state snapshot %s: %s", store.path, exc)
 
 
@@ -238,18 +238,32 @@ async def _feedback_tail_ctx(app: web.Application) -> AsyncIterator[None]:
     await _cancel(task, "feedback tail")
 
 
+SLICE_SECONDS = 0.005
+
+
 async def _consume(queue: RecordQueue, batcher: Batcher, metrics: ProxyMetrics) -> None:
     """Drain the proxy's queue into the sketches in batches, yielding between them."""
+    size, threaded = 8, False
     while True:
         await queue.wait(0.05)
         while len(queue):
-            # Small slices on the proxy's loop, each followed by a pause as long as it took:
-            # monitoring gets at most half the loop, and under overload the queue fills and
-            # drops (counted) instead of the traffic slowing down.
+            # Slices sized to take about SLICE_SECONDS on the proxy's loop, each followed by
+            # a pause as long as it took: monitoring gets at most half the loop, a slice never
+            # holds a request up for long, and under overload the queue fills and drops
+            # (counted) instead of the traffic slowing down.  When even one record takes
+            # much longer (very wide models, huge bodies), slices run in a worker thread,
+            # where the interpreter hands the loop the GIL every few milliseconds.
+            records = queue.take(size)
             started = time.perf_counter()
-            batcher.ingest(queue.take(64))
+            if threaded:
+                await asyncio.to_thread(batcher.ingest, records)
+            else:
+                batcher.ingest(records)
             metrics.queue_depth.set(len(queue))
-            await asyncio.sleep(time.perf_counter() - started)
+            took = time.perf_counter() - started
+            size = max(1, min(256, int(size * SLICE_SECONDS / max(took, 1e-6))))
+            threaded = size == 1 and took > 4 * SLICE_SECONDS
+            await asyncio.sleep(took)
 
 
 async def _watch_upstream(config: ProxyConfig, health: Health) -> None:
@@ -282,7 +296,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     assert isinstance(config, ProxyConfig)
     monitor = sidecar.monitor
     metrics = ProxyMetrics(sidecar.registry, sidecar.config.model)
-    queue = RecordQueue(config.queue_size, monitor.count_dropped)
+    queue = RecordQueue(config.queue_size, monitor.count_dropped, config.queue_bytes)
     server = ProxyServer(
         config.upstream,
         sidecar.batcher.adapter.matches,

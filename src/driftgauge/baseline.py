@@ -441,7 +441,7 @@ def load_baseline(path: Path) -> Baseline:
                 for s, per in document.get("segments", {}).items()
             },
         )
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, OverflowError) as exc:
         detail = f"missing key {exc}" if isinstance(exc, KeyError) else type(exc).__name__
         raise BaselineError(f"{path}: the baseline is malformed ({detail})") from None
 

@@ -32,6 +32,7 @@ from driftgauge.validation import (
     format_duration,
     fraction,
     get_value,
+    listen_address,
     parse_duration,
     parse_listen,
     positive_float,
@@ -205,8 +206,8 @@ def _fields(value: Any, key: str, role: Role, protocol: str, errors: Errors) -> 
         if not isinstance(item, Mapping):
             continue
         name = get_value(table, "name", f"{where}.", string, "", errors)
-        if "name" not in table:
-            errors.add(f"{where}.name", "missing")
+        if not name:
+            errors.add(f"{where}.name", "missing or empty")
         elif name and not _NAME.match(name):
             errors.add(
                 f"{where}.name", f"{name!r} must start with a letter or _ and hold no spaces"
@@ -379,7 +380,7 @@ def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = No
             metrics_table,
             "listen",
             "metrics.",
-            lambda v: parse_listen(str(v), DEFAULT_METRICS_PORT),
+            listen_address(DEFAULT_METRICS_PORT),
             MetricsConfig().listen,
             errors,
         ),

@@ -63,6 +63,10 @@ class PerformanceStats:
     true_positive_rate: float | None = None
 
 
+def _json_float(value: float) -> float | str:
+    return value if np.isfinite(value) else str(value)
+
+
 def parse_labels(body: Any) -> list[tuple[str, Any]]:
     """``[{"id", "label"}, ...]`` (or ``{"labels": [...]}``) as (id, label) pairs."""
     items = body.get("labels") if isinstance(body, dict) else body
@@ -133,17 +137,16 @@ class Outcomes:
     def locked(self) -> threading.Lock:
         return self._lock
 
-    def pending_items(self) -> list[list[Any]]:
-        """The held predictions, oldest first, as JSON-ready rows (call under ``locked()``)."""
+    def pending_copy(self) -> list[tuple[str, _Pending]]:
+        """The held predictions, oldest first (call under ``locked()``: a quick copy)."""
+        return list(self._store.items())
+
+    @staticmethod
+    def encode_pending(items: list[tuple[str, _Pending]]) -> list[list[Any]]:
+        """JSON-ready rows of :meth:`pending_copy` (non-finite numbers as text, read by float())."""
         return [
-            [
-                key,
-                p.ts,
-                p.predicted,
-                None if np.isnan(p.probability) else p.probability,
-                list(p.segments),
-            ]
-            for key, p in self._store.items()
+            [key, p.ts, _json_float(p.predicted), _json_float(p.probability), list(p.segments)]
+            for key, p in items
         ]
 
     def decode_pending(self, rows: list[list[Any]]) -> list[tuple[str, _Pending]]:

@@ -12,7 +12,7 @@ from driftgauge.validation import (
     choice,
     existing_file,
     get_value,
-    parse_listen,
+    listen_address,
     positive_float,
     positive_int,
     section,
@@ -54,6 +54,7 @@ class ProxyConfig:
     readiness_path: str | None = None
     max_body_bytes: int = 4 * 1024 * 1024
     queue_size: int = 10_000
+    queue_bytes: int = 16 * 1024 * 1024
     request_id_header: str = "X-Request-ID"
     shutdown_grace: float = 10.0
     ca_file: Path | None = None  # trust this CA (PEM) for an https:// upstream
@@ -112,6 +113,7 @@ def parse_source(value: Any, base: Path, errors: Errors) -> ProxyConfig | TailCo
             "readiness_path",
             "max_body_bytes",
             "queue_size",
+            "queue_bytes",
             "request_id_header",
             "shutdown_grace",
             "ca_file",
@@ -122,8 +124,7 @@ def parse_source(value: Any, base: Path, errors: Errors) -> ProxyConfig | TailCo
     defaults = ProxyConfig()
     prefix = "source.proxy."
 
-    def listen(value: Any) -> tuple[str, int]:
-        return parse_listen(str(value), DEFAULT_PROXY_PORT)
+    listen = listen_address(DEFAULT_PROXY_PORT)
 
     def url_path(value: Any) -> str:
         text = string(value)
@@ -144,6 +145,9 @@ def parse_source(value: Any, base: Path, errors: Errors) -> ProxyConfig | TailCo
         ),
         queue_size=get_value(
             proxy, "queue_size", prefix, positive_int, defaults.queue_size, errors
+        ),
+        queue_bytes=get_value(
+            proxy, "queue_bytes", prefix, positive_int, defaults.queue_bytes, errors
         ),
         request_id_header=get_value(
             proxy, "request_id_header", prefix, string, defaults.request_id_header, errors

@@ -90,17 +90,40 @@ def decode_into(template: Mergeable, payload: Mapping[str, Any]) -> None:
         raise TypeError(f"cannot restore {type(template).__name__}")
 
 
-def _encode_windows(windows: Mapping[str, SlicedWindow[Any]]) -> dict[str, list[dict[str, Any]]]:
-    return {
-        label: [
+Captured = dict[str, tuple[list[Slice[Any]], dict[str, Any] | None]]
+
+
+def _capture(windows: Mapping[str, SlicedWindow[Any]]) -> Captured:
+    """Under the owner's lock: each window's slices, the newest one already encoded.
+
+    Only the newest slice of a window changes; older ones are read-only
+    until they expire, so they can be encoded after the lock is released.
+    """
+    captured: Captured = {}
+    for label, window in windows.items():
+        pieces = window.slices()
+        newest = None
+        if pieces:
+            newest = {
+                "index": pieces[-1].index,
+                "entries": {k: encode(v) for k, v in pieces[-1].summaries.items()},
+            }
+        captured[label] = (pieces[:-1], newest)
+    return captured
+
+
+def _encode_windows(captured: Captured) -> dict[str, list[dict[str, Any]]]:
+    result = {}
+    for label, (older, newest) in captured.items():
+        encoded = [
             {
                 "index": piece.index,
                 "entries": {key: encode(value) for key, value in piece.summaries.items()},
             }
-            for piece in window.slices()
+            for piece in older
         ]
-        for label, window in windows.items()
-    }
+        result[label] = encoded + ([newest] if newest is not None else [])
+    return result
 
 
 def _decode_windows(
@@ -141,15 +164,21 @@ class StateStore:
             "schema_hash": monitor.config.schema_hash(),
             "saved": self.clock(),
         }
+        # Locks are held only to copy references and encode the newest slices: ingestion
+        # (on the proxy's loop) waits on them, so the heavy encoding happens after.
         with monitor.locked():
-            document["windows"] = _encode_windows(monitor.windows)
+            windows = _capture(monitor.windows)
+        document["windows"] = _encode_windows(windows)
         if monitor.segments is not None:
             with monitor.segments.locked():
-                document["segments"] = _encode_windows(monitor.segments.windows)
+                segments = _capture(monitor.segments.windows)
+            document["segments"] = _encode_windows(segments)
         if monitor.outcomes is not None:
             with monitor.outcomes.locked():
-                document["outcomes"] = _encode_windows(monitor.outcomes.windows)
-                document["pending"] = monitor.outcomes.pending_items()
+                outcomes = _capture(monitor.outcomes.windows)
+                pending = monitor.outcomes.pending_copy()
+            document["outcomes"] = _encode_windows(outcomes)
+            document["pending"] = monitor.outcomes.encode_pending(pending)
         return document
 
     def save(self) -> None:

@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 __all__ = [
     "Errors",
@@ -15,6 +16,7 @@ __all__ = [
     "format_duration",
     "fraction",
     "get_value",
+    "listen_address",
     "parse_duration",
     "parse_listen",
     "positive_float",
@@ -142,7 +144,22 @@ def url(value: Any) -> str:
     text = string(value)
     if not re.match(r"^https?://[^/\s]+", text):
         raise ValueError(f"{text!r} is not an http:// or https:// URL")
+    try:
+        urlsplit(text).port  # noqa: B018 - reading it validates it
+    except ValueError:
+        raise ValueError(f"{text!r} has a port outside 0..65535") from None
     return text.rstrip("/")
+
+
+def listen_address(default_port: int) -> Callable[[Any], tuple[str, int]]:
+    """A converter for ``host:port`` keys (a bare port number is accepted too)."""
+
+    def convert(value: Any) -> tuple[str, int]:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ValueError(f"{value!r} is not host:port")
+        return parse_listen(str(value), default_port)
+
+    return convert
 
 
 def existing_file(

@@ -42,7 +42,8 @@ def encode_summary(summary: Summary) -> dict[str, Any]:
             "wrong_type": summary.wrong_type,
             "nan": summary.nan,
             "inf": summary.inf,
-            "sum": summary.total,
+            # JSON has no inf/nan; a sum that overflowed is kept as text ("inf"), read by float().
+            "sum": summary.total if np.isfinite(summary.total) else str(summary.total),
             "min": summary.minimum if np.isfinite(summary.minimum) else None,
             "max": summary.maximum if np.isfinite(summary.maximum) else None,
             "kll": _b64(summary.kll.serialize()),

@@ -71,11 +71,16 @@ def _error_body(status: int, reason: str, message: str) -> bytes:
 
 
 class RecordQueue:
-    """A bounded FIFO of records between the request path and the monitoring consumer."""
+    """A FIFO of records between the request path and the monitoring consumer,
+    bounded both in records and in the bytes of the bodies it holds."""
 
-    def __init__(self, capacity: int, on_drop: Callable[[str], None]) -> None:
+    def __init__(
+        self, capacity: int, on_drop: Callable[[str], None], max_bytes: int = 16 * 1024 * 1024
+    ) -> None:
         self.capacity = capacity
-        self._items: collections.deque[Record] = collections.deque()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: collections.deque[tuple[Record, int]] = collections.deque()
         self._on_drop = on_drop
         self._waiter: asyncio.Event = asyncio.Event()
 
@@ -83,17 +88,20 @@ class RecordQueue:
         return len(self._items)
 
     def put(self, record: Record) -> None:
-        if len(self._items) >= self.capacity:
+        size = len(record.request) + len(record.response)
+        if len(self._items) >= self.capacity or self.bytes + size > self.max_bytes:
             self._on_drop("queue_full")
             return
-        self._items.append(record)
+        self._items.append((record, size))
+        self.bytes += size
         if len(self._items) >= 64:
             self._waiter.set()
 
     def take(self, limit: int) -> list[Record]:
         items = self._items
-        count = min(limit, len(items))
-        return [items.popleft() for _ in range(count)]
+        taken = [items.popleft() for _ in range(min(limit, len(items)))]
+        self.bytes -= sum(size for _, size in taken)
+        return [record for record, _ in taken]
 
     async def wait(self, longest: float) -> None:
         """Wait until enough records are queued or ``longest`` seconds pass."""
