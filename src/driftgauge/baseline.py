@@ -380,7 +380,12 @@ def save_baseline(baseline: Baseline, path: Path) -> None:
 def _field_from_payload(item: dict[str, Any], kll_k: int) -> FieldBaseline:
     kind: FieldType = item["type"]
     role: Role = item["role"]
-    spec = FieldSpec(name=item["name"], type=kind, role=role)
+    name = item["name"]
+    if not isinstance(name, str) or not name:
+        raise ValueError("a field without a name")
+    if kind not in ("numeric", "categorical") or role not in ("input", "prediction"):
+        raise ValueError(f"field {name!r} has an unknown type or role")
+    spec = FieldSpec(name=name, type=kind, role=role)
     size = len(item["bin_counts"])
     counts = None
     summary: Summary
