@@ -79,7 +79,8 @@ def refused(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
             return False
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
+        # Reset: the connection sat in the closing listener's backlog and was dropped.
         return True
 
 
