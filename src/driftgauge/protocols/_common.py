@@ -372,10 +372,17 @@ def _strip_query(path: str) -> str:
 
 
 class BaseAdapter:
-    """Common constructor and route matching; subclasses set ``name``, ``routes``, ``extract``."""
+    """Common constructor, route matching and the request/response pairing.
+
+    Subclasses set ``name`` and ``routes``, and either ``error_keys``,
+    ``server``, ``_request`` and ``_response`` (the common shape of a body
+    pair), or their own ``extract``.
+    """
 
     name: str = ""
     routes: re.Pattern[str] = re.compile(r"(?!)")
+    error_keys: tuple[str, ...] = ("error",)
+    server: str = "the model server"
 
     def __init__(self, features: Sequence[FieldSpec], predictions: Sequence[FieldSpec]) -> None:
         self.features: tuple[FieldSpec, ...] = tuple(features)
@@ -386,7 +393,18 @@ class BaseAdapter:
         path = _strip_query(path)
         return not path or self.routes.fullmatch(path) is not None
 
-    def extract(self, request: Any, response: Any) -> Extracted:  # pragma: no cover - abstract
+    def extract(self, request: Any, response: Any) -> Extracted:
+        """The request's rows paired with the response's; raises ProtocolError on a bad body."""
+        if response is not None:
+            raise_if_error(response, self.error_keys, self.server)
+        features = self._request(request)
+        predictions = None if response is None else self._response(response)
+        return pair(features, predictions)
+
+    def _request(self, request: Any) -> Part:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _response(self, response: Any) -> Part:  # pragma: no cover - overridden
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -25,11 +25,8 @@ from driftgauge.protocols._common import (
     Part,
     json_type,
     map_rows,
-    pair,
-    raise_if_error,
     require_object,
 )
-from driftgauge.typing import Extracted
 
 __all__ = ["KServeV1Adapter"]
 
@@ -42,13 +39,8 @@ class KServeV1Adapter(BaseAdapter):
     name = "kserve-v1"
     routes = _ROUTE
 
-    def extract(self, request: Any, response: Any) -> Extracted:
-        """Rows of ``instances`` paired with ``predictions``; raises ProtocolError on a bad body."""
-        if response is not None:
-            raise_if_error(response, ("error",), "KServe")
-        features = self._request(request)
-        predictions = None if response is None else self._response(response)
-        return pair(features, predictions)
+    error_keys = ("error",)
+    server = "KServe"
 
     def _request(self, request: Any) -> Part:
         body = require_object(request, "request")

@@ -35,11 +35,8 @@ from driftgauge.protocols._common import (
     Part,
     json_type,
     map_rows,
-    pair,
-    raise_if_error,
     rows_or_columns,
 )
-from driftgauge.typing import Extracted
 
 __all__ = ["MLflowAdapter"]
 
@@ -74,13 +71,8 @@ class MLflowAdapter(BaseAdapter):
     name = "mlflow"
     routes = _ROUTE
 
-    def extract(self, request: Any, response: Any) -> Extracted:
-        """Rows of the request's data frame paired with ``predictions``."""
-        if response is not None:
-            raise_if_error(response, ("error_code", "error"), "MLflow")
-        features = self._request(request)
-        predictions = None if response is None else self._response(response)
-        return pair(features, predictions)
+    error_keys = ("error_code", "error")
+    server = "MLflow"
 
     def _request(self, request: Any) -> Part:
         if isinstance(request, list):

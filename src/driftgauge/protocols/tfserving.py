@@ -31,12 +31,9 @@ from driftgauge.protocols._common import (
     Part,
     json_type,
     map_rows,
-    pair,
-    raise_if_error,
     require_object,
     rows_or_columns,
 )
-from driftgauge.typing import Extracted
 
 __all__ = ["TFServingAdapter"]
 
@@ -49,13 +46,8 @@ class TFServingAdapter(BaseAdapter):
     name = "tfserving"
     routes = _ROUTE
 
-    def extract(self, request: Any, response: Any) -> Extracted:
-        """Rows of ``instances``/``inputs`` paired with ``predictions``/``outputs``."""
-        if response is not None:
-            raise_if_error(response, ("error",), "TF Serving")
-        features = self._request(request)
-        predictions = None if response is None else self._response(response)
-        return pair(features, predictions)
+    error_keys = ("error",)
+    server = "TF Serving"
 
     def _request(self, request: Any) -> Part:
         body = require_object(request, "request")
