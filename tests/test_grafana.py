@@ -636,9 +636,15 @@ def test_drift_shows_on_the_heat_map_only_after_it_starts(scraped: Scraped) -> N
     board = BOARDS["driftgauge-overview"]
     heat = next(p for p in _query_panels(board) if p["type"] == "status-history")
     query = substitute(heat["targets"][0]["expr"], scraped.values(board))
-    params = {"query": query, "start": scraped.started, "end": time.time(), "step": 1.0}
-    series = _api(scraped.server, "query_range", params)["result"]
-    alcohol = next(s for s in series if s["metric"]["feature"] == "alcohol")
-    before = [float(v) for t, v in alcohol["values"] if t < scraped.world.drift_started]
+
+    def alcohol() -> list[tuple[float, float]]:
+        params = {"query": query, "start": scraped.started, "end": time.time(), "step": 1.0}
+        series = _api(scraped.server, "query_range", params)["result"]
+        found = next(s for s in series if s["metric"]["feature"] == "alcohol")
+        return [(float(t), float(v)) for t, v in found["values"]]
+
+    before = [v for t, v in alcohol() if t < scraped.world.drift_started]
     assert before and float(np.median(before)) < 0.1
-    assert float(alcohol["values"][-1][1]) > 0.25
+    # The short window fills with drifted traffic at the traffic's pace: on a busy
+    # machine that can take a few more seconds than the fixture waited.
+    wait_for(lambda: alcohol()[-1][1] > 0.25, timeout=40, what="alcohol's PSI above 0.25")
