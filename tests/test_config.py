@@ -148,3 +148,12 @@ def test_parse_listen_forms() -> None:
     assert parse_listen("[::1]:9", 1) == ("::1", 9)
     with pytest.raises(ValueError, match="host:port"):
         parse_listen("host:http", 1)
+
+
+@pytest.mark.parametrize("name", ["wine-proxy.yaml", "wine-tail.yaml"])
+def test_example_configs_are_valid(name: str) -> None:
+    """The example configs in examples/ load without a problem."""
+    path = Path(__file__).resolve().parent.parent / "examples" / name
+    config = load_config(path)
+    assert config.model == "wine"
+    assert config.feedback is not None
