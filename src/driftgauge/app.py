@@ -82,7 +82,6 @@ class Sidecar:
     drainers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
-MONITOR_KEY = web.AppKey("monitor", Monitor)
 SIDECAR_KEY = web.AppKey("sidecar", Sidecar)
 
 
@@ -136,7 +135,6 @@ def build_sidecar(
     health = Health()
     app = web.Application()
     sidecar = Sidecar(config, monitor, batcher, registry, health, app, rendered)
-    app[MONITOR_KEY] = monitor
     app[SIDECAR_KEY] = sidecar
     app.add_routes(metrics_routes(registry, config.model, health.ready, rendered))
     if monitor.outcomes is not None:

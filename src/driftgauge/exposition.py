@@ -32,7 +32,14 @@ from prometheus_client.registry import Collector
 
 from driftgauge import __version__
 from driftgauge.feedback import Outcomes, equal_opportunity, parse_labels
-from driftgauge.monitor import QUANTILES, FieldStats, Monitor, Snapshot
+from driftgauge.monitor import (
+    CATEGORICAL_INVALID_REASONS,
+    NUMERIC_INVALID_REASONS,
+    QUANTILES,
+    FieldStats,
+    Monitor,
+    Snapshot,
+)
 from driftgauge.protocols import REASONS
 from driftgauge.sketches.summary import CategoricalSummary, NumericSummary
 
@@ -62,10 +69,8 @@ _GAUGES: tuple[tuple[str, str, str], ...] = (
     ("chi2_pvalue", "driftgauge_chi2_pvalue", "Chi-squared test p-value (categorical)."),
 )
 
-_NUMERIC_REASONS = ("wrong_type", "nan", "inf", "out_of_range")
 PARSE_ERROR_REASONS = (*REASONS, "invalid_json", "unknown_path", "internal")
 DROP_REASONS = ("queue_full", "body_too_large", "feedback_expired")
-_CATEGORICAL_REASONS = ("unseen_category",)
 
 
 class MonitorCollector(Collector):
@@ -188,7 +193,9 @@ class MonitorCollector(Collector):
             counter = counters[spec.name]
             seen.add_metric(labels, counter.observations)
             missing.add_metric(labels, counter.missing)
-            reasons = _NUMERIC_REASONS if spec.type == "numeric" else _CATEGORICAL_REASONS
+            reasons = (
+                NUMERIC_INVALID_REASONS if spec.type == "numeric" else CATEGORICAL_INVALID_REASONS
+            )
             for reason in reasons:
                 invalid.add_metric([*labels, reason], counter.invalid.get(reason, 0))
             bin_labels = monitor.baseline.fields[spec.name].bin_labels

@@ -50,7 +50,9 @@ __all__ = ["QUANTILES", "FieldCounters", "FieldStats", "Monitor", "Snapshot"]
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 # Below this many values a batch sketch costs more to merge than updating each window directly.
 _SHARED_SKETCH_MIN = 1024
-INVALID_REASONS = ("wrong_type", "nan", "inf", "out_of_range", "unseen_category")
+# The ``reason`` values of driftgauge_invalid_total, by field type.
+NUMERIC_INVALID_REASONS = ("wrong_type", "nan", "inf", "out_of_range")
+CATEGORICAL_INVALID_REASONS = ("unseen_category",)
 
 
 @dataclass(slots=True)
@@ -303,7 +305,8 @@ def _collect(pieces: list[Extracted]) -> dict[str, tuple[list[Any], int]]:
     call and sliced per field; other arrays are kept as they are.
     """
     lists: dict[str, list[Any]] = {}
-    arrays: dict[str, list[Any]] = {}
+    numbers: dict[str, list[Any]] = {}  # numeric numpy columns: one concatenate for all
+    others: dict[str, list[Any]] = {}
     provided: Counter[str] = Counter()
     blocks: dict[tuple[str, ...], list[Any]] = {}
     for piece in pieces:
@@ -317,26 +320,24 @@ def _collect(pieces: list[Extracted]) -> dict[str, tuple[list[Any], int]]:
             if isinstance(column, list):
                 lists.setdefault(name, []).extend(column)
             else:
-                arrays.setdefault(name, []).append(column)
+                numeric = (
+                    isinstance(column, np.ndarray)
+                    and column.dtype.kind in "fiu"
+                    and column.ndim == 1
+                )
+                (numbers if numeric else others).setdefault(name, []).append(column)
     for names, matrices in blocks.items():
         stacked = np.concatenate(matrices) if len(matrices) > 1 else matrices[0]
         for position, name in enumerate(names):
-            arrays.setdefault(name, []).append(stacked[:, position])
+            numbers.setdefault(name, []).append(stacked[:, position])
             provided[name] += stacked.shape[0]
     result: dict[str, tuple[list[Any], int]] = {}
     for name in provided:
         found: list[Any] = [lists[name]] if name in lists else []
-        numbers = [
-            a for a in arrays.get(name, ()) if isinstance(a, np.ndarray) and a.dtype.kind in "fiu"
-        ]
-        others = [
-            a
-            for a in arrays.get(name, ())
-            if not (isinstance(a, np.ndarray) and a.dtype.kind in "fiu")
-        ]
-        if numbers:
-            found.append(np.concatenate(numbers) if len(numbers) > 1 else numbers[0])
-        result[name] = (found + others, provided[name])
+        arrays = numbers.get(name)
+        if arrays:
+            found.append(np.concatenate(arrays) if len(arrays) > 1 else arrays[0])
+        result[name] = (found + others.get(name, []), provided[name])
     return result
 
 

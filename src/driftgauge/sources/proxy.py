@@ -494,7 +494,7 @@ class ClientProtocol(asyncio.Protocol):
         if exchange is self.active and self.upstream is not None and exchange.sent:
             self.write_upstream(piece)
             self._keep_for_replay(exchange, piece)
-            self._arm_timer(exchange)  # the upstream waits on the client: not its own slowness
+            self._arm_timer()  # the upstream waits on the client: not its own slowness
         else:
             exchange.buffered.append(piece)
 
@@ -506,7 +506,7 @@ class ClientProtocol(asyncio.Protocol):
             if exchange is self.active and self.upstream is not None and exchange.sent:
                 self.write_upstream(b"0\r\n\r\n")
                 self._keep_for_replay(exchange, b"0\r\n\r\n")
-                self._arm_timer(exchange)
+                self._arm_timer()
             else:
                 exchange.buffered.append(b"0\r\n\r\n")
         self.current = None
@@ -567,9 +567,9 @@ class ClientProtocol(asyncio.Protocol):
         else:
             connection.transport.write(data)
         exchange.sent = time.perf_counter()
-        self._arm_timer(exchange)
+        self._arm_timer()
 
-    def _arm_timer(self, exchange: Exchange) -> None:
+    def _arm_timer(self) -> None:
         # A deadline checked by the server's sweep: cheaper than a timer handle per step.
         self.deadline = time.monotonic() + self.server.timeout
 
@@ -655,7 +655,7 @@ class ClientProtocol(asyncio.Protocol):
                 self.write(self._response_head(status, exchange, interim=True))
             return
         exchange.status = status
-        self._arm_timer(exchange)
+        self._arm_timer()
         has_length = any(n.lower() == b"content-length" for n, _ in self.response_headers)
         upstream_chunked = any(
             n.lower() == b"transfer-encoding" and b"chunked" in v.lower()
@@ -714,7 +714,7 @@ class ClientProtocol(asyncio.Protocol):
         else:
             self.write(body)
         if self.deadline:  # an idle timeout between body pieces, not a total one
-            self._arm_timer(exchange)
+            self._arm_timer()
 
     def response_complete(self, upstream: UpstreamProtocol) -> None:
         exchange = self.active
