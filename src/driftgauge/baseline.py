@@ -241,9 +241,7 @@ class SegmentCrosstab:
                 column = chunk.columns[spec.name]
                 predicted = self.binnings[spec.name]
                 if isinstance(predicted, NumericBinning):
-                    slots = np.where(
-                        np.isfinite(column.values), predicted.indexes(column.values), -1
-                    )
+                    slots = predicted.slots(column.values)
                 else:
                     slots = column.aligned_indexes(predicted)
                 keep = (segment >= 0) & (slots >= 0)

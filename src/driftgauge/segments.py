@@ -70,9 +70,7 @@ def prediction_slots(
 ) -> npt.NDArray[np.intp]:
     """Each row's bin in a prediction's baseline binning, -1 where missing or not finite."""
     if isinstance(binning, NumericBinning):
-        values, _, _ = to_floats(column)
-        finite = np.isfinite(values)
-        return np.where(finite, binning.indexes(np.where(finite, values, 0.0)), -1)
+        return binning.slots(to_floats(column)[0])
     return category_indexes(column, binning)
 
 

@@ -146,6 +146,10 @@ class NumericBinning:
         """The bin of each (finite) value."""
         return np.searchsorted(self.edges, values, side="right")
 
+    def slots(self, values: FloatArray) -> npt.NDArray[np.intp]:
+        """The bin of each value, -1 where it is missing or not finite (rows stay aligned)."""
+        return np.where(np.isfinite(values), self.indexes(values), -1)
+
     def labels(self) -> list[str]:
         return [str(i) for i in range(self.size)]
 
