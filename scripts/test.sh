@@ -14,4 +14,6 @@ scripts/setup.sh parquet,fast,test
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench
 .venv/bin/mypy
+# Property tests draw the same examples on every run here (tests/conftest.py).
+export HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-ci}"
 exec .venv/bin/pytest "$@"

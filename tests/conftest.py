@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import settings
 
 from driftgauge.baseline import Baseline, build_baseline, save_baseline
 from driftgauge.config import Config, load_config
 from tests.helpers import base_config, training_rows, write_csv
+
+# scripts/test.sh (and so CI) runs the property tests derandomized: the same examples on
+# every run, so main stays green or red for the code, not for the draw.  A plain
+# `pytest` explores new examples each run.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture

@@ -116,7 +116,15 @@ class Upstream:
         self.release.set()
         if self._runner is not None:
             runner, self._runner = self._runner, None
+            server = runner.server
             await runner.cleanup()
+            # A connection accepted just as the listener closed (the sidecar's readiness
+            # watcher connects every 2 s) registers after the cleanup closed the others;
+            # left open, it leaks past the test's event loop.
+            await asyncio.sleep(0.01)
+            if server is not None:
+                for handler in list(server.connections):
+                    handler.force_close()
 
     @web.middleware
     async def _record(

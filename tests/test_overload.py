@@ -217,6 +217,18 @@ async def settled(metrics_port: int, within: float = 30.0) -> dict[Any, float]:
         await asyncio.sleep(0.5)
 
 
+async def held(metrics_port: int, least: float, within: float = 30.0) -> float:
+    """The predictions held once the consumer has taken in at least ``least`` (or the deadline)."""
+    deadline = time.monotonic() + within
+    while True:
+        pending = await asyncio.to_thread(
+            sample_line, metrics_port, 'driftgauge_pending_predictions{model="wine"}'
+        )
+        if pending >= least or time.monotonic() > deadline:
+            return pending
+        await asyncio.sleep(0.2)
+
+
 def sample_line(port: int, series_text: str) -> float:
     """One sample of /metrics found by its exact series text (0 when absent), without parsing all."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
@@ -407,15 +419,15 @@ async def test_state_snapshots_of_a_full_prediction_store_do_not_stall_the_proxy
 
 
 @pytest.mark.xfail(
-    strict=True,
-    reason="a snapshot of 100,000 held predictions (encode_pending, then json.dumps and gzip of "
-    "about 5 MB, in a worker thread) holds the GIL for 100 ms and more: under load p99 goes "
-    "from about 14 ms to about 190 ms with a snapshot every second",
+    strict=False,
+    reason="a snapshot of a full store now holds the GIL about 10 ms at a time (was 100 ms and "
+    "more) but 75-90 ms in all, in a worker thread: p99 under load is 40-140 ms against "
+    "15-45 ms with the store empty, so the test passes on a quiet machine and fails on a busy one",
 )
 async def test_snapshots_of_a_full_prediction_store_keep_latency_under_load(
     tmp_path: Path, baseline: Path, upstream_port: int
 ) -> None:
-    """Under load, p99 with 100,000 predictions held stays within 2x p99 with none + 50 ms."""
+    """Under load, p99 with a full store (100,000 held) stays within 2x p99 with none + 50 ms."""
     raw = proxy_config(
         tmp_path,
         upstream_port,
@@ -428,13 +440,11 @@ async def test_snapshots_of_a_full_prediction_store_keep_latency_under_load(
         # The same load, on a route that is not monitored, before and after filling the store:
         # only the size of what each snapshot writes differs.
         empty = await drive(sidecar.url(EXPLAIN), lambda _: small, clients=16, seconds=3.0)
-        fill = await drive(sidecar.url(PREDICT), lambda i: batch(i, 100), clients=4, requests=1_000)
+        fill = await drive(sidecar.url(PREDICT), lambda i: batch(i, 100), clients=4, requests=1_200)
         assert {status for status, _ in fill.answers.values()} == {200}
-        await asyncio.sleep(1.5)  # the consumer has it all, a snapshot of the full store ran
+        pending = await held(sidecar.metrics_port, 99_000)
+        await asyncio.sleep(1.5)  # a snapshot of the full store ran
         full = await drive(sidecar.url(EXPLAIN), lambda _: small, clients=16, seconds=3.0)
-        pending = await asyncio.to_thread(
-            sample_line, sidecar.metrics_port, 'driftgauge_pending_predictions{model="wine"}'
-        )
     seen = f"store empty: {empty.summary()}; {pending:.0f} held: {full.summary()}"
     print(seen)
     assert pending >= 99_000, seen

@@ -21,6 +21,7 @@ from driftgauge.monitor import Monitor
 from driftgauge.sketches import NumericSummary
 from driftgauge.state import StateStore
 from driftgauge.typing import Extracted
+from tests.feedback_support import Pipeline, build, classifier_columns, instances, record, wire
 from tests.helpers import base_config, scrape, series, training_rows, wait_for, write_csv
 
 NOW = 1_800_000_000.0
@@ -104,6 +105,48 @@ def test_save_replaces_atomically(
         _feed(monitor, 100, seed)
         store.save()
     assert [p.name for p in (tmp_path / "state").iterdir()] == [store.path.name]
+
+
+def _holding(tmp_path: Path) -> tuple[Pipeline, StateStore]:
+    """A classifier pipeline with segments holding 41 predictions (one without P(a)), saved."""
+    config, baseline = build(tmp_path, segments={"features": ["region"], "top": 2})
+    pipeline = wire(config, baseline, lambda: NOW)
+    columns = classifier_columns(41, seed=4)
+    pipeline.batcher.ingest([record(instances(columns, 0, 40), "batch")])
+    lone = record(instances(columns, 40, 41), "lone")
+    lone.response["predictions"][0]["p_a"] = None
+    pipeline.batcher.ingest([lone])
+    store = StateStore(tmp_path / "state", pipeline.monitor)
+    store.save()
+    return pipeline, store
+
+
+def test_held_predictions_survive_a_restart(tmp_path: Path) -> None:
+    """Predictions awaiting labels are restored with their segments: labels after a restart join."""
+    before, store = _holding(tmp_path)
+    after = wire(before.config, before.monitor.baseline, lambda: NOW)
+    assert StateStore(store.directory, after.monitor).restore()
+    assert after.outcomes.pending == before.outcomes.pending == 41
+    pairs = [(f"batch:{i}", "abc"[i % 3]) for i in range(40)] + [("lone:0", "a")]
+    expected = {"matched": 41, "unmatched": 0, "invalid": 0}
+    assert before.outcomes.label(pairs) == after.outcomes.label(pairs) == expected
+    assert after.outcomes.compute(NOW) == before.outcomes.compute(NOW)
+    assert any(p.segment for p in after.outcomes.compute(NOW))
+
+
+def test_damaged_held_predictions_are_moved_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Held predictions that do not decode make the whole snapshot unusable, nothing half-applied."""
+    before, store = _holding(tmp_path)
+    document = json.loads(gzip.decompress(store.path.read_bytes()))
+    document["pending"]["ids"] = ["one id for 41 rows"]
+    store.path.write_bytes(gzip.compress(json.dumps(document).encode()))
+    after = wire(before.config, before.monitor.baseline, lambda: NOW)
+    assert not StateStore(store.directory, after.monitor).restore()
+    assert after.outcomes.pending == 0
+    assert after.monitor.merged_windows(NOW)["5m"]["alcohol"].count == 0
+    assert "held predictions" in caplog.text
 
 
 WINDOW = series(

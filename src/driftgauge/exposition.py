@@ -1,11 +1,15 @@
 """Exposition: the Prometheus collector over the monitor and the metrics HTTP endpoints.
 
-``MonitorCollector`` builds every metric family anew on each scrape from the
-monitor's latest immutable :class:`~driftgauge.monitor.Snapshot` (drift
-figures, recomputed on a schedule) and a copy of its cumulative counters,
-so a scrape never computes statistics.  ``metrics_routes`` serves
-``/metrics`` (Prometheus text or OpenMetrics by the ``Accept`` header,
-gzip when asked), ``/healthz``, ``/readyz`` and a landing page at ``/``.
+``MonitorCollector`` reads the monitor's latest immutable
+:class:`~driftgauge.monitor.Snapshot` (drift figures, recomputed on a
+schedule) and a copy of its cumulative counters, so a scrape never computes
+statistics.  The snapshot part is rendered once per recompute
+(:class:`RenderedSnapshot`); the counters are written straight to text at
+each scrape (:class:`~driftgauge.live_metrics.LiveFamilies`), and only
+everything else (process and proxy metrics) goes through prometheus_client's
+encoders (:func:`render_metrics`).  ``metrics_routes`` serves ``/metrics``
+(Prometheus text or OpenMetrics by the ``Accept`` header, gzip when asked),
+``/healthz``, ``/readyz`` and a landing page at ``/``.
 """
 
 from __future__ import annotations
@@ -16,12 +20,12 @@ import hmac
 import json
 import threading
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Literal
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
-    CounterMetricFamily,
     GaugeMetricFamily,
     InfoMetricFamily,
     Metric,
@@ -32,18 +36,23 @@ from prometheus_client.registry import Collector
 
 from driftgauge import __version__
 from driftgauge.feedback import Outcomes, equal_opportunity, parse_labels
+from driftgauge.gzipjoin import Deflated, gzip_join
+from driftgauge.live_metrics import LiveFamilies
 from driftgauge.monitor import (
-    CATEGORICAL_INVALID_REASONS,
-    NUMERIC_INVALID_REASONS,
     QUANTILES,
     FieldStats,
     Monitor,
     Snapshot,
 )
-from driftgauge.protocols import REASONS
 from driftgauge.sketches.summary import CategoricalSummary, NumericSummary
 
-__all__ = ["MonitorCollector", "RenderedSnapshot", "feedback_routes", "metrics_routes"]
+__all__ = [
+    "MonitorCollector",
+    "RenderedSnapshot",
+    "feedback_routes",
+    "metrics_routes",
+    "render_metrics",
+]
 
 Part = Literal["all", "snapshot", "live"]
 """What a collector yields: ``snapshot`` changes only at a recompute (and can be
@@ -69,8 +78,16 @@ _GAUGES: tuple[tuple[str, str, str], ...] = (
     ("chi2_pvalue", "driftgauge_chi2_pvalue", "Chi-squared test p-value (categorical)."),
 )
 
-PARSE_ERROR_REASONS = (*REASONS, "invalid_json", "unknown_path", "internal")
-DROP_REASONS = ("queue_full", "body_too_large", "feedback_expired")
+# Set (to a list) while render_metrics encodes a registry: collectors then hand
+# their LiveFamilies over to be written directly instead of yielding families.
+_DIRECT: ContextVar[list[LiveFamilies] | None] = ContextVar("driftgauge_direct", default=None)
+# Escaping schemes (negotiated by Accept; none named means underscores) that
+# leave legacy metric and label names, as all of driftgauge's are, unchanged.
+_DIRECT_ESCAPINGS = frozenset({"", "underscores", "allow-utf-8"})
+# zlib level for what a gzip scrape compresses itself (the live part); the
+# snapshot part is compressed at the default level once per recompute.
+# Level 1 costs about a third of level 6 for a slightly larger body.
+_SCRAPE_GZIP_LEVEL = 1
 
 
 class MonitorCollector(Collector):
@@ -87,13 +104,16 @@ class MonitorCollector(Collector):
                 self._baseline_quantiles[spec.name] = [
                     (str(q), float(v)) for q, v in zip(QUANTILES, values, strict=True)
                 ]
+        self.live = LiveFamilies(monitor) if part in ("all", "live") else None
 
     def collect(self) -> Iterator[Metric]:
         monitor = self.monitor
-        if self.part in ("all", "live"):
-            yield from self._counter_metrics(monitor)
-            yield from self._schema_metrics(monitor)
-            yield from self._label_metrics(monitor)
+        if self.live is not None:
+            direct = _DIRECT.get()
+            if direct is None:
+                yield from self.live.metrics()
+            else:
+                direct.append(self.live)
         if self.part in ("all", "snapshot"):
             yield from self._snapshot_metrics(monitor)
 
@@ -169,41 +189,6 @@ class MonitorCollector(Collector):
         yield from families.values()
         yield values
 
-    def _counter_metrics(self, monitor: Monitor) -> Iterator[Metric]:
-        model = monitor.config.model
-        counters = monitor.counters()
-        seen = CounterMetricFamily(
-            "driftgauge_observations", "Values seen per field.", labels=FIELD_LABELS
-        )
-        missing = CounterMetricFamily(
-            "driftgauge_missing", "Missing or null values per field.", labels=FIELD_LABELS
-        )
-        invalid = CounterMetricFamily(
-            "driftgauge_invalid",
-            "Invalid values per field: wrong type, NaN/inf, out of baseline range, unseen category.",
-            labels=[*FIELD_LABELS, "reason"],
-        )
-        bins = CounterMetricFamily(
-            "driftgauge_bin_observations",
-            "Values per baseline bin (sum over replicas for fleet-wide PSI).",
-            labels=[*FIELD_LABELS, "bin"],
-        )
-        for spec in monitor.config.fields:
-            labels = [model, spec.name, spec.role]
-            counter = counters[spec.name]
-            seen.add_metric(labels, counter.observations)
-            missing.add_metric(labels, counter.missing)
-            reasons = (
-                NUMERIC_INVALID_REASONS if spec.type == "numeric" else CATEGORICAL_INVALID_REASONS
-            )
-            for reason in reasons:
-                invalid.add_metric([*labels, reason], counter.invalid.get(reason, 0))
-            bin_labels = monitor.baseline.fields[spec.name].bin_labels
-            for label, count in zip(bin_labels, counter.bins, strict=True):
-                bins.add_metric([*labels, label], int(count))
-        yield from (seen, missing, invalid, bins)
-        yield from self._event_metrics(monitor)
-
     def _baseline_metrics(self, monitor: Monitor) -> Iterator[Metric]:
         """What the baseline holds: constant while the sidecar runs."""
         model = monitor.config.model
@@ -250,29 +235,6 @@ class MonitorCollector(Collector):
                 cardinality.add_metric(labels, float(held.summary.hll.get_estimate()))
         yield from (ratios, baseline_count, cardinality)
 
-    def _event_metrics(self, monitor: Monitor) -> Iterator[Metric]:
-        model = monitor.config.model
-        parse_errors = CounterMetricFamily(
-            "driftgauge_parse_errors",
-            "Bodies that could not be read, by reason.",
-            labels=["model", "reason"],
-        )
-        # Known reasons start at 0, so dashboards and rate() see them before the first event.
-        for reason in sorted(set(PARSE_ERROR_REASONS) | set(monitor.parse_errors)):
-            parse_errors.add_metric([model, reason], monitor.parse_errors.get(reason, 0))
-        yield parse_errors
-        dropped = CounterMetricFamily(
-            "driftgauge_dropped", "Observations dropped, by reason.", labels=["model", "reason"]
-        )
-        for reason in sorted(set(DROP_REASONS) | set(monitor.dropped)):
-            dropped.add_metric([model, reason], monitor.dropped.get(reason, 0))
-        yield dropped
-        rows = CounterMetricFamily(
-            "driftgauge_rows", "Rows (one request may carry many) monitored.", labels=["model"]
-        )
-        rows.add_metric([model], monitor.rows_total)
-        yield rows
-
     def _cardinality_metrics(
         self, monitor: Monitor, fields: tuple[FieldStats, ...]
     ) -> Iterator[Metric]:
@@ -288,25 +250,6 @@ class MonitorCollector(Collector):
                     [model, item.spec.name, item.spec.role, item.window], item.cardinality
                 )
         yield cardinality
-
-    def _schema_metrics(self, monitor: Monitor) -> Iterator[Metric]:
-        model = monitor.config.model
-        absent = CounterMetricFamily(
-            "driftgauge_missing_fields",
-            "Rows whose request lacked the field altogether (a schema violation; also counted missing).",
-            labels=FIELD_LABELS,
-        )
-        counters = monitor.counters()
-        for spec in monitor.config.fields:
-            absent.add_metric([model, spec.name, spec.role], counters[spec.name].absent)
-        yield absent
-        extra = CounterMetricFamily(
-            "driftgauge_extra_fields",
-            "Columns in requests that the config does not name (schema violations, not labelled by name).",
-            labels=["model"],
-        )
-        extra.add_metric([model], monitor.extra_columns_total)
-        yield extra
 
     def _segment_metrics(self, model: str, snapshot: Snapshot) -> Iterator[Metric]:
         if not snapshot.segments:
@@ -409,56 +352,71 @@ class MonitorCollector(Collector):
             opportunity.add_metric([model, window, feature], value)
         yield opportunity
 
-    def _label_metrics(self, monitor: Monitor) -> Iterator[Metric]:
-        outcomes = monitor.outcomes
-        if outcomes is None:
-            return
-        model = monitor.config.model
-        labels = CounterMetricFamily(
-            "driftgauge_labels",
-            "Labels received, by whether they matched a held prediction.",
-            labels=["model", "result"],
-        )
-        for result in ("matched", "unmatched", "invalid"):
-            labels.add_metric([model, result], outcomes.labels.get(result, 0))
-        yield labels
-        pending = GaugeMetricFamily(
-            "driftgauge_pending_predictions",
-            "Predictions waiting for their label.",
-            labels=["model"],
-        )
-        pending.add_metric([model], outcomes.pending)
-        yield pending
-
 
 class RenderedSnapshot:
     """The snapshot part of /metrics, rendered once per recompute in both formats.
 
     Most of a big sidecar's exposition (drift gauges, quantiles, baseline
     figures) changes only when the statistics are recomputed, so it is
-    rendered then, off the event loop, and a scrape renders only the live
-    counters and appends these bytes.
+    rendered (and deflated, for gzip scrapes) then, off the event loop, and a
+    scrape renders only the live counters and appends these bytes or blocks.
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self._lock = threading.Lock()
-        self._text = b""
-        self._openmetrics = b""
+        self._text = self._openmetrics = Deflated.of(b"")
 
     def refresh(self) -> None:
         text = generate_latest(self.registry)
         rendered: bytes = openmetrics_latest(self.registry)  # type: ignore[no-untyped-call]
         openmetrics = rendered.removesuffix(b"# EOF\n")
+        # Compressed here, off the event loop, so a gzip scrape compresses only its live part.
+        deflated = Deflated.of(text), Deflated.of(openmetrics)
         with self._lock:
-            self._text, self._openmetrics = text, openmetrics
+            self._text, self._openmetrics = deflated
 
-    def join(self, live: bytes, openmetrics: bool) -> bytes:
-        """The whole exposition: ``live`` (as the encoder made it) with this part added."""
+    def part(self, openmetrics: bool) -> Deflated:
+        """The last recompute's bytes (OpenMetrics without its ``# EOF``), also deflated."""
         with self._lock:
-            if openmetrics:
-                return live.removesuffix(b"# EOF\n") + self._openmetrics + b"# EOF\n"
-            return live + self._text
+            return self._openmetrics if openmetrics else self._text
+
+
+def render_metrics(
+    registry: CollectorRegistry,
+    accept: str,
+    rendered: RenderedSnapshot | None = None,
+    *,
+    gzip: bool = False,
+) -> tuple[bytes, str]:
+    """The /metrics body for an ``Accept`` header (gzip-compressed when asked) and its content type.
+
+    prometheus_client renders ``registry`` (process and proxy metrics), except
+    the :class:`LiveFamilies` of any :class:`MonitorCollector` in it, which
+    write their counters directly; ``rendered`` adds the snapshot part.  An
+    escaping scheme that would rewrite legacy names (``dots``, ``values``)
+    leaves everything to prometheus_client, as before.
+    """
+    encoder, content_type = choose_encoder(accept)
+    openmetrics = content_type.startswith("application/openmetrics-text")
+    _, _, escaping = content_type.partition("escaping=")
+    direct: list[LiveFamilies] | None = (
+        [] if escaping.split(";")[0].strip() in _DIRECT_ESCAPINGS else None
+    )
+    token = _DIRECT.set(direct)
+    try:
+        encoded = encoder(registry)
+    finally:
+        _DIRECT.reset(token)
+    parts: list[bytes | Deflated] = [live.render(openmetrics) for live in direct or ()]
+    parts.append(encoded.removesuffix(b"# EOF\n") if openmetrics else encoded)
+    if rendered is not None:
+        parts.append(rendered.part(openmetrics))
+    if openmetrics:
+        parts.append(b"# EOF\n")
+    if gzip:
+        return gzip_join(parts, _SCRAPE_GZIP_LEVEL), content_type
+    return b"".join(p.raw if isinstance(p, Deflated) else p for p in parts), content_type
 
 
 _LANDING = """<!doctype html>
@@ -483,15 +441,15 @@ def metrics_routes(
 
     async def metrics(request: web.Request) -> web.Response:
         accept = ",".join(request.headers.getall("Accept", []))
-        encoder, content_type = choose_encoder(accept)
-        # Rendering many features' counters takes milliseconds: keep it off the event loop.
-        body = await asyncio.to_thread(encoder, registry)
-        if rendered is not None:
-            body = rendered.join(body, content_type.startswith("application/openmetrics-text"))
-        response = web.Response(body=body, headers={"Content-Type": content_type})
-        if "gzip" in request.headers.get("Accept-Encoding", ""):
-            response.enable_compression()
-        return response
+        gzip = "gzip" in request.headers.get("Accept-Encoding", "").lower()
+        # Rendering and compressing take milliseconds: keep them off the event loop.
+        body, content_type = await asyncio.to_thread(
+            render_metrics, registry, accept, rendered, gzip=gzip
+        )
+        headers = {"Content-Type": content_type}
+        if gzip:
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body, headers=headers)
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

@@ -16,19 +16,20 @@ in, overall and per segment.
 
 from __future__ import annotations
 
-import itertools
 import math
 import threading
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from driftgauge.baseline import Baseline
 from driftgauge.config import Config, FeedbackConfig
 from driftgauge.exceptions import ProtocolError
+from driftgauge.pending import PendingRows, PendingStore, decode_rows
 from driftgauge.performance import ClassificationStats, RegressionStats
 from driftgauge.protocols.jsonpath import compile_path, evaluate
 from driftgauge.segments import SegmentTracker
@@ -42,14 +43,6 @@ Stats = ClassificationStats | RegressionStats
 MAX_CLASSES_EXPORTED = 10
 
 
-@dataclass(slots=True)
-class _Pending:
-    ts: float
-    predicted: float  # class index (classification) or value (regression)
-    probability: float
-    segments: tuple[int, ...]
-
-
 @dataclass(frozen=True, slots=True)
 class PerformanceStats:
     """Performance of one window (``segment_feature`` empty) or one segment of it."""
@@ -61,10 +54,6 @@ class PerformanceStats:
     segment_feature: str = ""
     segment: str = ""
     true_positive_rate: float | None = None
-
-
-def _json_float(value: float) -> float | str:
-    return value if np.isfinite(value) else str(value)
 
 
 def parse_labels(body: Any) -> list[tuple[str, Any]]:
@@ -98,7 +87,6 @@ class Outcomes:
         self.on_drop = on_drop
         self.clock = clock
         self._lock = threading.Lock()
-        self._store: OrderedDict[str, _Pending] = OrderedDict()
         self.labels: Counter[str] = Counter()
         self._id_path = compile_path(self.feedback.id_path) if self.feedback.id_path else None
         self._binning: CategoricalBinning | None = None
@@ -110,6 +98,8 @@ class Outcomes:
             if self.feedback.positive_class is not None:
                 self._positive = binning.slot(self.feedback.positive_class)
         self._segment_names = list(segments.segments)
+        # Held rows' prediction: the class index (classification) or the value (regression).
+        self._store = PendingStore(len(self._segment_names))
         self._windows: dict[str, SlicedWindow[Stats]] = {
             w.label: SlicedWindow(w, self._fresh) for w in config.windows
         }
@@ -137,33 +127,20 @@ class Outcomes:
     def locked(self) -> threading.Lock:
         return self._lock
 
-    def pending_copy(self) -> list[tuple[str, _Pending]]:
-        """The held predictions, oldest first (call under ``locked()``: a quick copy)."""
-        return list(self._store.items())
+    def pending_copy(self) -> PendingRows:
+        """The held predictions, oldest first (call under ``locked()``: a few array copies).
 
-    @staticmethod
-    def encode_pending(items: list[tuple[str, _Pending]]) -> list[list[Any]]:
-        """JSON-ready rows of :meth:`pending_copy` (non-finite numbers as text, read by float())."""
-        return [
-            [key, p.ts, _json_float(p.predicted), _json_float(p.probability), list(p.segments)]
-            for key, p in items
-        ]
+        :func:`driftgauge.pending.encode_rows` makes them JSON-ready, outside the lock.
+        """
+        return self._store.snapshot()
 
-    def decode_pending(self, rows: list[list[Any]]) -> list[tuple[str, _Pending]]:
-        width = len(self._segment_names)
-        result = []
-        for key, ts, predicted, probability, segments in rows:
-            if len(segments) not in (0, width):
-                raise ValueError("held predictions carry other segments than the config")
-            chance = float("nan") if probability is None else float(probability)
-            result.append(
-                (str(key), _Pending(float(ts), float(predicted), chance, tuple(segments)))
-            )
-        return result
+    def decode_pending(self, payload: Any) -> PendingRows:
+        """Held predictions from a snapshot; ValueError unless they fit the config's segments."""
+        return decode_rows(payload, len(self._segment_names))
 
-    def restore_pending(self, entries: list[tuple[str, _Pending]]) -> None:
+    def restore_pending(self, rows: PendingRows) -> None:
         with self._lock:
-            self._store = OrderedDict(entries)
+            self._store.restore(rows)
 
     def _row_ids(self, record: Record, request: Any, rows: int) -> list[str | None] | None:
         if self._id_path is not None:
@@ -184,44 +161,42 @@ class Outcomes:
         """Hold each row's prediction under its id until its label arrives."""
         now = self.clock() if now is None else now
         feedback = self.feedback
-        entries: list[tuple[str, _Pending]] = []
+        ids: list[str | None] = []
+        predicted: list[npt.NDArray[np.float64]] = []
+        probability: list[npt.NDArray[np.float64]] = []
+        segments: list[npt.NDArray[np.intp]] = []
         for record, request, piece in items:
             column = piece.columns.get(feedback.prediction)
-            ids = self._row_ids(record, request, piece.rows) if column is not None else None
-            if ids is None or column is None:
+            row_ids = self._row_ids(record, request, piece.rows) if column is not None else None
+            if row_ids is None or column is None:
                 continue
+            ids.extend(row_ids)
             if self._binning is not None:
-                predicted = category_indexes(column, self._binning).astype(np.float64)
-                predicted[predicted < 0] = np.nan
+                classes = category_indexes(column, self._binning).astype(np.float64)
+                classes[classes < 0] = np.nan  # an unknown class: nothing to wait for
+                predicted.append(classes)
             else:
-                predicted = to_floats(column)[0]
-            probability = np.full(piece.rows, np.nan)
+                predicted.append(to_floats(column)[0])
             if feedback.probability is not None and feedback.probability in piece.columns:
-                probability = to_floats(piece.columns[feedback.probability])[0]
-            segments = self.segments.row_segments(piece)
-            rows = zip(*segments.values(), strict=True) if segments else itertools.repeat(())
-            for row_id, value, p, segment in zip(
-                ids, predicted.tolist(), probability.tolist(), rows, strict=False
-            ):
-                if row_id is not None and value == value:  # not NaN: a prediction to wait for
-                    entries.append(
-                        (row_id, _Pending(now, value, p, tuple(int(s) for s in segment)))
-                    )
+                probability.append(to_floats(piece.columns[feedback.probability])[0])
+            else:
+                probability.append(np.full(piece.rows, np.nan))
+            by_feature = self.segments.row_segments(piece)
+            segments.append(
+                np.column_stack([by_feature[name] for name in self._segment_names])
+                if self._segment_names
+                else np.empty((piece.rows, 0), dtype=np.intp)
+            )
+        if not ids:
+            return
+        values, chances = np.concatenate(predicted), np.concatenate(probability)
+        codes = np.concatenate(segments)
         with self._lock:
-            store = self._store
-            for row_id, pending in entries:
-                store[row_id] = pending
-                store.move_to_end(row_id)
+            self._store.add(ids, now, values, chances, codes)
             self._expire(now)
 
     def _expire(self, now: float) -> None:
-        store, expired = self._store, 0
-        horizon = now - self.feedback.ttl
-        while store and (
-            len(store) > self.feedback.max_pending or next(iter(store.values())).ts < horizon
-        ):
-            store.popitem(last=False)
-            expired += 1
+        expired = self._store.expire(now, self.feedback.ttl, self.feedback.max_pending)
         if expired:
             self.on_drop("feedback_expired", expired)
 
@@ -229,25 +204,27 @@ class Outcomes:
         """Join labels with held predictions; returns how many matched, were unmatched or invalid."""
         now = self.clock() if now is None else now
         result: Counter[str] = Counter()
-        joined: list[tuple[float, _Pending]] = []
+        keys: list[str] = []
+        truths: list[float] = []
+        for row_id, raw in pairs:
+            truth = self._truth(raw)
+            if truth is None:
+                result["invalid"] += 1
+            else:
+                keys.append(row_id)
+                truths.append(truth)
+        alternates = None
+        if self._id_path is None:
+            # A one-row request is held under its bare id; ID:0 names it too (N rows: ID:i).
+            alternates = [key[:-2] if key.endswith(":0") else None for key in keys]
         with self._lock:
             self._expire(now)
-            for row_id, raw in pairs:
-                truth = self._truth(raw)
-                if truth is None:
-                    result["invalid"] += 1
-                    continue
-                pending = self._store.pop(row_id, None)
-                if pending is None and self._id_path is None and row_id.endswith(":0"):
-                    # A one-row request is held under its bare id; ID:0 names it too (N rows: ID:i).
-                    pending = self._store.pop(row_id[:-2], None)
-                if pending is None:
-                    result["unmatched"] += 1
-                    continue
-                joined.append((truth, pending))
-                result["matched"] += 1
-            if joined:
-                self._add(joined, now)
+            matched, rows = self._store.pop(keys, alternates)
+            if len(rows):
+                self._add(np.asarray(truths)[matched], rows, now)
+                result["matched"] += len(rows)
+            if len(rows) < len(keys):
+                result["unmatched"] += len(keys) - len(rows)
             self.labels.update(result)
         return {key: result.get(key, 0) for key in ("matched", "unmatched", "invalid")}
 
@@ -265,15 +242,12 @@ class Outcomes:
             return None
         return value if math.isfinite(value) else None
 
-    def _add(self, joined: list[tuple[float, _Pending]], now: float) -> None:
-        truth = np.asarray([t for t, _ in joined])
-        predicted = np.asarray([p.predicted for _, p in joined])
-        probability = np.asarray([p.probability for _, p in joined])
-        groups: dict[str, np.ndarray[Any, np.dtype[np.bool_]]] = {
-            "": np.ones(len(joined), dtype=np.bool_)
-        }
+    def _add(self, truth: npt.NDArray[np.float64], rows: PendingRows, now: float) -> None:
+        """Count labelled ``rows`` (``truth`` aligned) into every window, overall and per segment."""
+        predicted, probability = rows.predicted, rows.probability
+        groups: dict[str, npt.NDArray[np.bool_]] = {"": np.ones(len(rows), dtype=np.bool_)}
         for position, name in enumerate(self._segment_names):
-            codes = np.asarray([p.segments[position] if p.segments else -1 for _, p in joined])
+            codes = rows.segments[:, position]
             for index in range(len(self.segments.labels(name))):
                 groups[f"{name}\x00{index}"] = codes == index
         for window in self._windows.values():

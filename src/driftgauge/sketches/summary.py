@@ -267,7 +267,8 @@ class NumericSummary:
             self.kll.update(finite)
         self.bins += bin_counts
         self.count += len(finite)
-        self.total += float(finite.sum())
+        with np.errstate(over="ignore"):  # finite values can still sum beyond float: inf
+            self.total += float(finite.sum())
         self.minimum = min(self.minimum, float(finite.min()))
         self.maximum = max(self.maximum, float(finite.max()))
 

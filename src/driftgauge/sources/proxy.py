@@ -157,6 +157,7 @@ class UpstreamPool:
         self.host_header = parts.netloc.rpartition("@")[2].encode("idna")
         self.connect_timeout = connect_timeout
         self.idle: list[UpstreamProtocol] = []
+        self.closed = False
 
     def take_idle(self) -> UpstreamProtocol | None:
         while self.idle:
@@ -166,7 +167,7 @@ class UpstreamPool:
         return None
 
     def release(self, connection: UpstreamProtocol) -> None:
-        if connection.usable and len(self.idle) < _MAX_POOL_IDLE:
+        if connection.usable and not self.closed and len(self.idle) < _MAX_POOL_IDLE:
             if connection.transport is not None:
                 # A slow client may have paused it; idle, it must notice a close (and answer later).
                 connection.transport.resume_reading()
@@ -189,6 +190,7 @@ class UpstreamPool:
         return protocol
 
     def close(self) -> None:
+        self.closed = True  # a connection still being opened is closed when released
         for connection in self.idle:
             connection.close()
         self.idle.clear()
@@ -310,6 +312,9 @@ class ClientProtocol(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]).encode() if peer else b""
+        if self.server.drained:  # accepted just before the listener closed: too late
+            self._close()
+            return
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -836,7 +841,7 @@ class ProxyServer:
         self.tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Future[None] | None = None
-        self._drained = False
+        self.drained = False
 
     def new_request_id(self) -> str:
         """A request id unique to this process (cheaper than a UUID per request)."""
@@ -879,9 +884,9 @@ class ProxyServer:
 
     async def drain(self, grace: float) -> None:
         """Wait up to ``grace`` seconds for in-flight exchanges, then close everything (once)."""
-        if self._drained:
+        if self.drained:
             return
-        self._drained = True
+        self.drained = True
         deadline = time.monotonic() + grace
         # Exchanges end in protocol callbacks, not tasks; polling their count is simplest.
         while self.in_flight() and time.monotonic() < deadline:  # noqa: ASYNC110

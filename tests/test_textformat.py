@@ -1,0 +1,139 @@
+"""The direct text writer: number formatting, escaping and family text as prometheus_client writes them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+from prometheus_client.utils import floatToGoString
+
+from driftgauge.textformat import (
+    FamilyText,
+    Kind,
+    escape_label_value,
+    format_count,
+    format_numbers,
+    format_value,
+    label_text,
+)
+
+AWKWARD = ['a"b', "back\\slash", "new\nline", 'all\\ of "them"\n', "ünïcödé", ""]
+
+
+class _Families:
+    """A collector yielding fixed families (the reference rendered by prometheus_client)."""
+
+    def __init__(self, *families: Metric) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return list(self.families)
+
+
+def _reference(*families: Metric) -> tuple[str, str]:
+    registry = CollectorRegistry()
+    registry.register(_Families(*families))
+    openmetrics: bytes = openmetrics_latest(registry)
+    return generate_latest(registry).decode(), openmetrics.decode().removesuffix("# EOF\n")
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True))
+@example(1e6)
+@example(1_234_567.0)
+@example(1_000_000.5)
+@example(9_999_999_999_999_998.0)
+@example(1e16)
+@example(-1e16)
+@example(5e-324)
+@example(-0.0)
+def test_format_value_matches_float_to_go_string(value: float) -> None:
+    """Every float prints as prometheus_client's floatToGoString prints it."""
+    assert format_value(value) == floatToGoString(value)
+
+
+@given(st.integers(min_value=-(2**70), max_value=2**70))
+@example(999_999)
+@example(1_000_000)
+@example(1_200_000)
+@example(10**15)
+@example(-(10**15))
+@example(2**53 + 1)
+def test_format_count_matches_float_to_go_string(value: int) -> None:
+    """An integer prints as floatToGoString prints the int (12 as 12.0, 1234567 as 1.234567e+06)."""
+    assert format_count(value) == floatToGoString(value)
+
+
+def test_format_numbers_takes_ints_floats_and_bools() -> None:
+    """Python ints, numpy values, floats and bools each print as floatToGoString prints them."""
+    values: list[float] = [0, 12, 2_500_000, 0.25, math.nan, -math.inf, True, np.int64(7)]
+    values.extend(np.asarray([3, 4_000_000], dtype=np.int64).tolist())
+    assert format_numbers(values) == [floatToGoString(v) for v in values]
+
+
+@pytest.mark.parametrize("value", AWKWARD)
+def test_label_values_escape_backslash_quote_and_newline(value: str) -> None:
+    """A label value is escaped as the exposition formats require (and prometheus_client does)."""
+    escaped = escape_label_value(value)
+    assert "\n" not in escaped
+    assert escaped.replace("\\\\", "").replace('\\"', "").replace("\\n", "").count('"') == 0
+    family = GaugeMetricFamily("x", "doc", labels=["a"])
+    family.add_metric([value], 1)
+    text, openmetrics = _reference(family)
+    assert f'x{{a="{escaped}"}} 1.0\n' in text
+    assert f'x{{a="{escaped}"}} 1.0\n' in openmetrics
+
+
+def test_label_text_sorts_names_and_is_empty_without_labels() -> None:
+    """Labels come sorted by name, as prometheus_client orders them; none gives no braces."""
+    assert label_text({"role": "input", "feature": "a", "model": "m"}) == (
+        '{feature="a",model="m",role="input"}'
+    )
+    assert label_text({}) == ""
+
+
+@pytest.mark.parametrize("kind", ["counter", "gauge"])
+@pytest.mark.parametrize("doc", ["Plain help.", 'Help with "quotes", a \\ and a\nnewline.'])
+def test_family_text_is_byte_identical_to_prometheus_client(kind: Kind, doc: str) -> None:
+    """Header lines, sample names, labels and values equal prometheus_client's in both formats."""
+    label_sets = [{"model": "m", "feature": "f", "bin": str(i)} for i in range(3)] + [
+        {"model": awkward, "feature": "g", "bin": "__unseen__"} for awkward in AWKWARD
+    ]
+    values: list[float] = [0, 1, 1_234_567, 2**40, 0.5, math.inf, 3, 4, 5][: len(label_sets)]
+    names = ["model", "feature", "bin"]
+    reference: Metric = (
+        CounterMetricFamily("x_things", doc, labels=names)
+        if kind == "counter"
+        else GaugeMetricFamily("x_things", doc, labels=names)
+    )
+    for labels, value in zip(label_sets, values, strict=True):
+        reference.add_metric([labels[n] for n in names], value)
+    family = FamilyText("x_things", kind, doc)
+    prefixes = [family.prefix(labels) for labels in label_sets]
+    expected_text, expected_openmetrics = _reference(reference)
+    for openmetrics, expected in ((False, expected_text), (True, expected_openmetrics)):
+        out: list[str] = []
+        family.write(out, openmetrics, prefixes, values)
+        assert "".join(out) == expected
+
+
+def test_family_without_series_writes_its_header_only() -> None:
+    """An empty family still has HELP and TYPE lines, as prometheus_client writes them."""
+    expected_text, expected_openmetrics = _reference(CounterMetricFamily("x", "doc", labels=["a"]))
+    family = FamilyText("x", "counter", "doc")
+    for openmetrics, expected in ((False, expected_text), (True, expected_openmetrics)):
+        out: list[str] = []
+        family.write(out, openmetrics, [], [])
+        assert "".join(out) == expected
+
+
+def test_values_not_matching_the_series_raise() -> None:
+    """A family given more or fewer values than series is a bug, not a silently shifted exposition."""
+    family = FamilyText("x", "counter", "doc")
+    with pytest.raises(ValueError, match="2 values for 1 series"):
+        family.write([], False, [family.prefix({"a": "1"})], [1, 2])
