@@ -27,8 +27,11 @@ Setup, all on 127.0.0.1:
   batch per second.
 
 Every 10 s it reads the sidecar's resident set size (``VmRSS`` in
-``/proc/PID/status``).  At the end it prints RSS at the end of the warm-up
-(``--warmup``, default 20% of the run) and at the end, the growth between
+``/proc/PID/status``) and how many predictions it holds for labels.  At the
+end it prints RSS at the end of the warm-up (``--warmup``, default 20% of
+the run, and never before the prediction store first held 95% of
+``max_pending``: it fills for about 90 s at the default rate, and memory
+that grows up to a configured bound is not a leak) and at the end, the growth between
 them, requests answered, errors, drops, label outcomes and latency
 percentiles, stops the sidecar with SIGTERM (it must exit 0 and leave a
 snapshot), and ends with the verdict on the target: RSS growth after warm-up
@@ -68,6 +71,8 @@ FEATURES = 20
 ROWS = 8
 ROUTE = "/v2/models/soak/infer"
 TOKEN = "soak-feedback-token"
+MAX_PENDING = 100_000  # the default of feedback.max_pending, spelled out
+FULL_STORE = 0.95  # labels keep taking rows out of a full store: it hovers just below the bound
 TARGET_GROWTH = 0.10
 SAMPLE_EVERY = 10.0
 BASELINE_ROWS = 20_000
@@ -190,6 +195,7 @@ def sidecar_config(
             "positive_class": "1",
             "probability": "score",
             "token": TOKEN,
+            "max_pending": MAX_PENDING,
         },
         "state": {"directory": str(state), "interval": interval},
         "log": {"level": "WARNING"},
@@ -320,6 +326,7 @@ class Sample:
     rss: int
     answered: int
     errors: int
+    pending: float  # predictions held for labels (driftgauge_pending_predictions)
 
 
 async def drive(
@@ -397,11 +404,17 @@ async def drive(
 
         async def sampler() -> None:
             while True:
-                samples.append(Sample(loop.time() - start, rss(pid), tally.answered, tally.errors))
+                try:
+                    held = _total(await scrape(session, metrics), "driftgauge_pending_predictions")
+                except (ClientError, TimeoutError):
+                    held = math.nan
+                at = loop.time() - start
+                samples.append(Sample(at, rss(pid), tally.answered, tally.errors, held))
                 last = samples[-1]
                 print(
                     f"  {last.at:6.0f} s  RSS {last.rss / 2**20:7.1f} MiB  "
-                    f"answered {last.answered:>8,}  errors {last.errors:,}",
+                    f"answered {last.answered:>8,}  errors {last.errors:,}  "
+                    f"held {last.pending:>7,.0f}",
                     flush=True,
                 )
                 if loop.time() >= end:
@@ -478,7 +491,18 @@ async def soak(args: argparse.Namespace, workdir: Path) -> bool:
         exit_code = await asyncio.to_thread(sidecar.wait, 30)
     snapshot = state / "soak.state"
 
-    warm = next((s for s in rss_samples if s.at >= args.warmup), rss_samples[-1])
+    # Warm-up ends at --warmup, and not before the prediction store is full: until then RSS
+    # grows with it by design (bounded by max_pending), which is not what the soak looks for.
+    full = next((s for s in rss_samples if s.pending >= FULL_STORE * MAX_PENDING), None)
+    warm = next(
+        (s for s in rss_samples if s.at >= max(args.warmup, full.at if full else 0.0)),
+        rss_samples[-1],
+    )
+    print(
+        f"prediction store full (>= {FULL_STORE:.0%} of max_pending {MAX_PENDING:,}) at "
+        + (f"{full.at:.0f} s" if full else "no sample")
+        + f"; warm-up ends at the later of that and --warmup {args.warmup:.0f} s"
+    )
     first, last = rss_samples[0], rss_samples[-1]
     peak = max(s.rss for s in rss_samples)
     growth = (last.rss - warm.rss) / warm.rss

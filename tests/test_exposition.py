@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import gzip
-import math
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from aiohttp import ClientSession, web
 from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
-from prometheus_client.openmetrics.parser import (
-    text_string_to_metric_families as openmetrics_families,
-)
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
@@ -33,10 +28,20 @@ from driftgauge.exposition import (
     render_metrics,
 )
 from driftgauge.live_metrics import LiveFamilies
-from driftgauge.monitor import CATEGORICAL_INVALID_REASONS, NUMERIC_INVALID_REASONS, Monitor
-from driftgauge.protocols import REASONS
+from driftgauge.monitor import Monitor
+from driftgauge.snapshot_metrics import SnapshotFamilies
 from driftgauge.typing import Extracted
-from tests.feedback_support import Pipeline, build, classifier_columns, instances, record, wire
+from tests.exposition_support import (
+    ACCEPTS,
+    AWKWARD_MODEL,
+    PLAIN_NAMES,
+    ReferenceCollector,
+    busy_pipeline,
+    parsed,
+    registry_of,
+    with_awkward_values,
+)
+from tests.feedback_support import Pipeline
 from tests.helpers import free_port, training_rows
 
 PROMTOOL = shutil.which("promtool")
@@ -197,121 +202,7 @@ async def test_http_endpoints_and_content_negotiation(
             assert "/metrics" in await response.text()
 
 
-# -- the direct writer against the prometheus_client rendering it replaced ----------------
-
-AWKWARD_MODEL = 'wine "red"\\ \nrosé'
-PARSE_ERROR_REASONS = (*REASONS, "invalid_json", "unknown_path", "internal")
-DROP_REASONS = ("queue_full", "body_too_large", "feedback_expired")
-ACCEPTS = (
-    "",
-    "text/plain",
-    "text/plain; version=1.0.0; escaping=underscores",
-    "text/plain; version=1.0.0; escaping=allow-utf-8",
-    "application/openmetrics-text; version=1.0.0",
-    "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=allow-utf-8",
-    "application/openmetrics-text; version=1.0.0; escaping=dots",
-    "application/openmetrics-text; version=1.0.0; escaping=values",
-    "text/plain; version=1.0.0; escaping=dots",
-)
-PLAIN_NAMES = tuple(a for a in ACCEPTS if "dots" not in a and "values" not in a)
-
-
-def reference_live_families(monitor: Monitor) -> Iterator[Metric]:
-    """The live families exactly as MonitorCollector built them before the direct writer."""
-    model = monitor.config.model
-    counters = monitor.counters()
-    field_labels = ["model", "feature", "role"]
-    seen = CounterMetricFamily(
-        "driftgauge_observations", "Values seen per field.", labels=field_labels
-    )
-    missing = CounterMetricFamily(
-        "driftgauge_missing", "Missing or null values per field.", labels=field_labels
-    )
-    invalid = CounterMetricFamily(
-        "driftgauge_invalid",
-        "Invalid values per field: wrong type, NaN/inf, out of baseline range, unseen category.",
-        labels=[*field_labels, "reason"],
-    )
-    bins = CounterMetricFamily(
-        "driftgauge_bin_observations",
-        "Values per baseline bin (sum over replicas for fleet-wide PSI).",
-        labels=[*field_labels, "bin"],
-    )
-    for spec in monitor.config.fields:
-        labels = [model, spec.name, spec.role]
-        counter = counters[spec.name]
-        seen.add_metric(labels, counter.observations)
-        missing.add_metric(labels, counter.missing)
-        reasons = NUMERIC_INVALID_REASONS if spec.type == "numeric" else CATEGORICAL_INVALID_REASONS
-        for reason in reasons:
-            invalid.add_metric([*labels, reason], counter.invalid.get(reason, 0))
-        bin_labels = monitor.baseline.fields[spec.name].bin_labels
-        for label, count in zip(bin_labels, counter.bins, strict=True):
-            bins.add_metric([*labels, label], int(count))
-    yield from (seen, missing, invalid, bins)
-    parse_errors = CounterMetricFamily(
-        "driftgauge_parse_errors",
-        "Bodies that could not be read, by reason.",
-        labels=["model", "reason"],
-    )
-    for reason in sorted(set(PARSE_ERROR_REASONS) | set(monitor.parse_errors)):
-        parse_errors.add_metric([model, reason], monitor.parse_errors.get(reason, 0))
-    yield parse_errors
-    dropped = CounterMetricFamily(
-        "driftgauge_dropped", "Observations dropped, by reason.", labels=["model", "reason"]
-    )
-    for reason in sorted(set(DROP_REASONS) | set(monitor.dropped)):
-        dropped.add_metric([model, reason], monitor.dropped.get(reason, 0))
-    yield dropped
-    rows = CounterMetricFamily(
-        "driftgauge_rows", "Rows (one request may carry many) monitored.", labels=["model"]
-    )
-    rows.add_metric([model], monitor.rows_total)
-    yield rows
-    absent = CounterMetricFamily(
-        "driftgauge_missing_fields",
-        "Rows whose request lacked the field altogether (a schema violation; also counted missing).",
-        labels=field_labels,
-    )
-    for spec in monitor.config.fields:
-        absent.add_metric([model, spec.name, spec.role], counters[spec.name].absent)
-    yield absent
-    extra = CounterMetricFamily(
-        "driftgauge_extra_fields",
-        "Columns in requests that the config does not name (schema violations, not labelled by name).",
-        labels=["model"],
-    )
-    extra.add_metric([model], monitor.extra_columns_total)
-    yield extra
-    outcomes = monitor.outcomes
-    if outcomes is None:
-        return
-    results = CounterMetricFamily(
-        "driftgauge_labels",
-        "Labels received, by whether they matched a held prediction.",
-        labels=["model", "result"],
-    )
-    for result in ("matched", "unmatched", "invalid"):
-        results.add_metric([model, result], outcomes.labels.get(result, 0))
-    yield results
-    pending = GaugeMetricFamily(
-        "driftgauge_pending_predictions", "Predictions waiting for their label.", labels=["model"]
-    )
-    pending.add_metric([model], outcomes.pending)
-    yield pending
-
-
-class ReferenceCollector(Collector):
-    """The old live families, then (optionally) the snapshot part of a real collector."""
-
-    def __init__(self, monitor: Monitor, snapshot: bool = False) -> None:
-        self.monitor = monitor
-        self.snapshot = MonitorCollector(monitor, "snapshot") if snapshot else None
-
-    def collect(self) -> Iterator[Metric]:
-        yield from reference_live_families(self.monitor)
-        if self.snapshot is not None:
-            yield from self.snapshot.collect()
+# -- the direct writers against the prometheus_client rendering they replaced ----------------
 
 
 class _Forward(Collector):
@@ -324,60 +215,22 @@ class _Forward(Collector):
         return self.collector.collect()
 
 
-def _no_families(self: LiveFamilies) -> Iterator[Metric]:
-    raise AssertionError("the live counters went through prometheus_client")
-
-
-def _registry_of(*collectors: Collector) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    for collector in collectors:
-        registry.register(collector)
-    return registry
-
-
-Parsed = list[tuple[str, str, str, list[tuple[str, tuple[tuple[str, str], ...], str]]]]
-
-
-def parsed(body: bytes, openmetrics: bool) -> Parsed:
-    """Every family (name, type, help) with its samples (name, sorted labels, value as text)."""
-    parse = openmetrics_families if openmetrics else text_string_to_metric_families
-    return [
-        (
-            family.name,
-            family.type,
-            family.documentation,
-            [(s.name, tuple(sorted(s.labels.items())), repr(s.value)) for s in family.samples],
-        )
-        for family in parse(body.decode())
-    ]
+def _no_families(self: LiveFamilies | SnapshotFamilies) -> Iterator[Metric]:
+    raise AssertionError(f"{type(self).__name__} went through prometheus_client")
 
 
 @pytest.fixture(params=["wine", AWKWARD_MODEL], ids=["plain", "awkward-model-name"])
 def busy(request: pytest.FixtureRequest, tmp_path: Path) -> Pipeline:
-    """Numeric and categorical features and predictions, two windows, region segments and
-    feedback, after traffic with every kind of bad value, labels, parse errors and drops."""
-    config, baseline = build(tmp_path, segments={"features": ["region"], "top": 2})
-    pipeline = wire(replace(config, model=request.param), baseline)
-    columns = classifier_columns(400, seed=3)
-    rows = instances(columns, 0, 400)
-    rows[0]["alcohol"] = None
-    rows[1]["alcohol"] = "strong"
-    rows[2]["alcohol"] = math.nan
-    rows[3]["ash"] = math.inf
-    rows[4]["alcohol"] = 100.0
-    rows[5]["region"] = "atlantis"
-    del rows[6]["ash"]
-    rows[7]["colour"] = "red"
-    for start in range(0, 400, 50):
-        pipeline.batcher.ingest([record(rows[start : start + 50], f"r{start}")])
-    labelled = [(f"r{start}:{i}", "a") for start in range(0, 200, 50) for i in range(50)]
-    pipeline.outcomes.label([*labelled, ("nobody", "b"), ("r300:0", None)])
-    pipeline.monitor.count_parse_error("invalid_json")
-    pipeline.monitor.count_parse_error("a_new_reason")
-    pipeline.monitor.count_dropped("queue_full", 2_500_000)  # prints as 2.5e+06
-    pipeline.monitor.count_dropped("another_reason", 7)
-    pipeline.monitor.compute()
-    return pipeline
+    """Every family in use (see ``busy_pipeline``), for a plain and an awkward model name."""
+    return busy_pipeline(request.param, tmp_path)
+
+
+@pytest.fixture(params=["computed", "awkward-values"])
+def busier(request: pytest.FixtureRequest, busy: Pipeline) -> Pipeline:
+    """``busy`` as computed, or with NaN, ±Inf, huge and tiny values in every gauge of its snapshot."""
+    if request.param == "awkward-values":
+        busy.monitor.snapshot = with_awkward_values(busy.monitor.snapshot)
+    return busy
 
 
 @pytest.mark.parametrize("accept", ACCEPTS)
@@ -389,9 +242,9 @@ def test_live_counters_are_the_samples_prometheus_client_rendered(
     if accept in PLAIN_NAMES:
         # Only escapings that would rename legacy names fall back to prometheus_client families.
         monkeypatch.setattr(LiveFamilies, "metrics", _no_families)
-    body, content_type = render_metrics(_registry_of(MonitorCollector(monitor, "live")), accept)
+    body, content_type = render_metrics(registry_of(MonitorCollector(monitor, "live")), accept)
     encoder, expected_type = choose_encoder(accept)
-    expected = encoder(_registry_of(ReferenceCollector(monitor)))
+    expected = encoder(registry_of(ReferenceCollector(monitor)))
     assert content_type == expected_type
     openmetrics = content_type.startswith("application/openmetrics-text")
     if accept in PLAIN_NAMES:
@@ -405,57 +258,127 @@ def test_live_counters_are_the_samples_prometheus_client_rendered(
 def test_registry_reads_see_the_same_live_samples(busy: Pipeline) -> None:
     """Outside /metrics the collector yields prometheus_client families of the same samples."""
     monitor = busy.monitor
-    registry = _registry_of(MonitorCollector(monitor, "live"))
-    reference = _registry_of(ReferenceCollector(monitor))
+    registry = registry_of(MonitorCollector(monitor, "live"))
+    reference = registry_of(ReferenceCollector(monitor))
     assert generate_latest(registry) == generate_latest(reference)
     labels = {"model": monitor.config.model, "feature": "alcohol", "role": "input"}
     assert registry.get_sample_value("driftgauge_missing_total", labels) == 1
     assert registry.get_sample_value("driftgauge_invalid_total", labels | {"reason": "nan"}) == 1
 
 
-@pytest.mark.parametrize("accept", PLAIN_NAMES)
-def test_whole_exposition_equals_the_old_one(busy: Pipeline, accept: str) -> None:
-    """Live counters, prometheus_client metrics and the rendered snapshot, as the sidecar wires them."""
-    monitor = busy.monitor
-    registry = _registry_of(MonitorCollector(monitor, "live"))
+def test_registry_reads_see_the_same_snapshot_samples(busier: Pipeline) -> None:
+    """Outside /metrics the snapshot part is prometheus_client families of the old samples."""
+    monitor = busier.monitor
+    registry = registry_of(MonitorCollector(monitor, "snapshot"))
+    reference = registry_of(ReferenceCollector(monitor, live=False, snapshot=True))
+    assert generate_latest(registry) == generate_latest(reference)
+    assert openmetrics_latest(registry) == openmetrics_latest(reference)  # type: ignore[no-untyped-call]
+    labels = {"model": monitor.config.model, "feature": "alcohol", "role": "input", "window": "5m"}
+    (held,) = (i for i in monitor.snapshot.fields if i.spec.name == "alcohol" and i.window == "5m")
+    assert registry.get_sample_value("driftgauge_window_observations", labels) == held.observations
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_whole_exposition_equals_the_old_one(
+    busier: Pipeline, accept: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Live counters, prometheus_client metrics and the rendered snapshot, as the sidecar wires
+    them, equal the old rendering byte for byte, in every format and name escaping."""
+    monitor = busier.monitor
+    if accept in PLAIN_NAMES:
+        # The direct writers only: neither part is built as prometheus_client families.
+        monkeypatch.setattr(LiveFamilies, "metrics", _no_families)
+        monkeypatch.setattr(SnapshotFamilies, "metrics", _no_families)
+    registry = registry_of(MonitorCollector(monitor, "live"))
     requests = Counter("driftgauge_requests", "Proxied requests.", ["code"], registry=registry)
     requests.labels("200").inc(3)
-    rendered = RenderedSnapshot(_registry_of(MonitorCollector(monitor, "snapshot")))
+    rendered = RenderedSnapshot(registry_of(MonitorCollector(monitor, "snapshot")))
     rendered.refresh()
     body, content_type = render_metrics(registry, accept, rendered)
-    reference = _registry_of(ReferenceCollector(monitor))
+    reference = registry_of(ReferenceCollector(monitor))
     reference.register(_Forward(requests))
-    reference.register(MonitorCollector(monitor, "snapshot"))
+    reference.register(ReferenceCollector(monitor, live=False, snapshot=True))
     encoder, _ = choose_encoder(accept)
     openmetrics = content_type.startswith("application/openmetrics-text")
     expected = encoder(reference)
-    families = parsed(body, openmetrics)
-    assert families == parsed(expected, openmetrics)
-    names = {name for name, *_ in families}
-    assert {"driftgauge_requests", "driftgauge_segment_psi", "driftgauge_performance"} <= names
+    if accept in PLAIN_NAMES:
+        families = parsed(body, openmetrics)
+        assert families == parsed(expected, openmetrics)
+        names = {name for name, *_ in families}
+        assert {"driftgauge_requests", "driftgauge_segment_psi", "driftgauge_performance"} <= names
     assert body == expected
     assert body.count(b"# EOF\n") == (1 if openmetrics else 0)
     zipped, _ = render_metrics(registry, accept, rendered, gzip=True)
     assert gzip.decompress(zipped) == body
 
 
-def test_all_part_collector_on_a_route_without_snapshot_matches(busy: Pipeline) -> None:
-    """A single collector with every part (no RenderedSnapshot) serves the old exposition too."""
+def test_escaped_snapshot_part_is_rendered_once_per_recompute(
+    busy: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name escaping the direct writer does not speak renders the snapshot part through
+    prometheus_client on the first such scrape after a recompute, then serves it again."""
     monitor = busy.monitor
-    body, _ = render_metrics(_registry_of(MonitorCollector(monitor)), "text/plain")
-    assert body == generate_latest(_registry_of(ReferenceCollector(monitor, snapshot=True)))
+    calls: list[int] = []
+    families = SnapshotFamilies.metrics
+
+    def counted(self: SnapshotFamilies) -> Iterator[Metric]:
+        calls.append(1)
+        return families(self)
+
+    monkeypatch.setattr(SnapshotFamilies, "metrics", counted)
+    accept = "text/plain; version=1.0.0; escaping=dots"
+    live = registry_of(MonitorCollector(monitor, "live"))
+    rendered = RenderedSnapshot(registry_of(MonitorCollector(monitor, "snapshot")))
+    rendered.refresh()
+    first, _ = render_metrics(live, accept, rendered)
+    again, _ = render_metrics(live, accept, rendered, gzip=True)
+    assert gzip.decompress(again) == first
+    assert b"driftgauge__psi{" in first
+    assert len(calls) == 1
+    monitor.snapshot = with_awkward_values(monitor.snapshot)
+    rendered.refresh()
+    later, _ = render_metrics(live, accept, rendered)
+    assert len(calls) == 2
+    encoder, _ = choose_encoder(accept)
+    reference = registry_of(ReferenceCollector(monitor, snapshot=True))
+    assert later == encoder(reference) != first
 
 
-def test_promtool_accepts_the_direct_written_exposition(busy: Pipeline) -> None:
-    """`promtool check metrics` finds no problem in the whole text body, awkward labels included."""
+@pytest.mark.parametrize(
+    "accept", ["text/plain", "application/openmetrics-text; version=1.0.0; escaping=dots"]
+)
+def test_no_snapshot_part_before_the_first_refresh(busy: Pipeline, accept: str) -> None:
+    """Until the first recompute renders it, no scrape has a snapshot part, whatever its escaping."""
+    monitor = busy.monitor
+    rendered = RenderedSnapshot(registry_of(MonitorCollector(monitor, "snapshot")))
+    body, _ = render_metrics(registry_of(MonitorCollector(monitor, "live")), accept, rendered)
+    encoder, _ = choose_encoder(accept)
+    assert body == encoder(registry_of(ReferenceCollector(monitor)))
+
+
+@pytest.mark.parametrize("accept", ["text/plain", "application/openmetrics-text; version=1.0.0"])
+def test_all_part_collector_on_a_route_without_snapshot_matches(
+    busier: Pipeline, accept: str
+) -> None:
+    """A single collector with every part (no RenderedSnapshot) serves the old exposition too."""
+    monitor = busier.monitor
+    body, _ = render_metrics(registry_of(MonitorCollector(monitor)), accept)
+    encoder, _ = choose_encoder(accept)
+    assert body == encoder(registry_of(ReferenceCollector(monitor, snapshot=True)))
+
+
+def test_promtool_accepts_the_direct_written_exposition(busier: Pipeline) -> None:
+    """`promtool check metrics` finds no problem in the whole text body, awkward labels and
+    values included."""
     assert PROMTOOL is not None, (
         "promtool missing: scripts/test.sh installs the Debian prometheus package"
     )
-    rendered = RenderedSnapshot(_registry_of(MonitorCollector(busy.monitor, "snapshot")))
+    rendered = RenderedSnapshot(registry_of(MonitorCollector(busier.monitor, "snapshot")))
     rendered.refresh()
-    live = _registry_of(MonitorCollector(busy.monitor, "live"))
+    live = registry_of(MonitorCollector(busier.monitor, "live"))
     body, _ = render_metrics(live, "text/plain", rendered)
     assert b"driftgauge_bin_observations_total{" in body
+    assert b"driftgauge_feature_value_count{" in body
     result = subprocess.run(
         [PROMTOOL, "check", "metrics"], input=body, capture_output=True, check=False
     )
@@ -466,16 +389,16 @@ def test_promtool_accepts_the_direct_written_exposition(busy: Pipeline) -> None:
 async def test_http_scrapes_serve_the_old_samples_in_each_format(busy: Pipeline) -> None:
     """Over HTTP (a worker thread renders): text, OpenMetrics and gzip bodies equal the reference."""
     monitor = busy.monitor
-    rendered = RenderedSnapshot(_registry_of(MonitorCollector(monitor, "snapshot")))
+    rendered = RenderedSnapshot(registry_of(MonitorCollector(monitor, "snapshot")))
     rendered.refresh()
-    registry = _registry_of(MonitorCollector(monitor, "live"))
+    registry = registry_of(MonitorCollector(monitor, "live"))
     app = web.Application()
     app.add_routes(metrics_routes(registry, "wine", lambda: (True, "ok"), rendered))
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    reference = _registry_of(ReferenceCollector(monitor, snapshot=True))
+    reference = registry_of(ReferenceCollector(monitor, snapshot=True))
     cases = (
         ({"Accept": "text/plain", "Accept-Encoding": "identity"}, generate_latest),
         ({"Accept": "application/openmetrics-text; version=1.0.0"}, openmetrics_latest),

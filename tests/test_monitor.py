@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
 from driftgauge import stats
 from driftgauge.baseline import Baseline
-from driftgauge.config import Config
+from driftgauge.config import Config, Window
 from driftgauge.monitor import QUANTILES, FieldStats, Monitor, Snapshot
+from driftgauge.sketches.codec import decode_summary, encode_summary
 from driftgauge.sketches.summary import NumericSummary
-from driftgauge.typing import Extracted
+from driftgauge.sketches.window import Slice
+from driftgauge.typing import Columns, Extracted
 from tests._stats_helpers import baseline_from_columns
 
 BASELINE_ROWS = 20_000
@@ -243,3 +248,168 @@ def test_ingest_without_now_reads_the_injected_clock(built: tuple[Config, Baseli
     monitor.ingest([Extracted(1, {"x": [1.0]})])
     assert stat(monitor.compute(), "x").observations == 0
     assert monitor.counters()["x"].observations == 1
+
+
+# -- numeric blocks -----------------------------------------------------------------
+
+block_cells = st.one_of(
+    st.floats(-5.0, 25.0),
+    st.sampled_from([5.0, float("nan"), float("inf"), -float("inf"), 1e9, -1e9]),
+)
+PIECE_KINDS = ("block", "reversed block", "x in a block", "lists", "neither")
+
+
+@st.composite
+def pieces(draw: st.DrawFn) -> tuple[str, Extracted]:
+    """One record's columns: ``x`` and ``flat`` as a block (either order), partly, as lists or absent."""
+    kind = draw(st.sampled_from(PIECE_KINDS))
+    rows = draw(st.integers(1, 6))
+    color = draw(st.lists(st.sampled_from(["a", "b", "zzz"]), min_size=rows, max_size=rows))
+    cells = draw(st.lists(block_cells, min_size=2 * rows, max_size=2 * rows))
+    matrix = np.asarray(cells, dtype=np.float64).reshape(rows, 2)
+    x, flat = matrix[:, 0].tolist(), matrix[:, 1].tolist()
+    if kind == "block":
+        return kind, Extracted(rows, Columns({"color": color}, [(("x", "flat"), matrix)]))
+    if kind == "reversed block":
+        block = (("flat", "x"), matrix[:, ::-1].copy())
+        return kind, Extracted(rows, Columns({"color": color}, [block]))
+    if kind == "x in a block":
+        block = (("x",), matrix[:, :1].copy())
+        return kind, Extracted(rows, Columns({"color": color, "flat": flat}, [block]))
+    if kind == "lists":
+        return kind, Extracted(rows, {"x": x, "flat": flat, "color": color}, extra_columns=1)
+    return kind, Extracted(rows, {"color": color})
+
+
+def as_lists(piece: Extracted) -> Extracted:
+    """The same record with every column a plain list (the per-field path)."""
+    columns = {
+        name: column.tolist() if isinstance(column, np.ndarray) else list(column)
+        for name, column in piece.columns.items()
+    }
+    return Extracted(piece.rows, columns, piece.extra_columns)
+
+
+def assert_same_monitor_state(got: Monitor, expected: Monitor, now: float) -> None:
+    assert (got.rows_total, got.extra_columns_total) == (
+        expected.rows_total,
+        expected.extra_columns_total,
+    )
+    got_counters, expected_counters = got.counters(), expected.counters()
+    for name, counters in expected_counters.items():
+        mine = got_counters[name]
+        assert (mine.observations, mine.missing, mine.absent) == (
+            counters.observations,
+            counters.missing,
+            counters.absent,
+        ), name
+        assert mine.invalid == counters.invalid, name
+        assert mine.bins.tolist() == counters.bins.tolist(), name
+    got_windows, expected_windows = got.merged_windows(now), expected.merged_windows(now)
+    for label, summaries in expected_windows.items():
+        for name, summary in summaries.items():
+            mine = got_windows[label][name]
+            assert (mine.count, mine.missing, mine.bins.tolist()) == (
+                summary.count,
+                summary.missing,
+                summary.bins.tolist(),
+            ), (label, name)
+            if isinstance(summary, NumericSummary):
+                assert isinstance(mine, NumericSummary)
+                assert (mine.wrong_type, mine.nan, mine.inf) == (
+                    summary.wrong_type,
+                    summary.nan,
+                    summary.inf,
+                )
+                assert (mine.total, mine.minimum, mine.maximum) == (
+                    summary.total,
+                    summary.minimum,
+                    summary.maximum,
+                )
+                assert mine.kll.n == summary.kll.n
+                if summary.count:
+                    ranks = [0.0, 0.1, 0.5, 0.9, 1.0]
+                    assert mine.kll.get_quantiles(ranks) == summary.kll.get_quantiles(ranks)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(pieces(), min_size=1, max_size=4), min_size=1, max_size=3))
+def test_numeric_blocks_are_ingested_as_their_columns_would_be(
+    built: tuple[Config, Baseline], batches: list[list[tuple[str, Extracted]]]
+) -> None:
+    """Blocks in any order, mixed with lists or absent: counters and windows as with lists."""
+    config, baseline = built
+    config = replace(config, windows=(Window(60.0, 6), Window(300.0, 5)))
+    got, expected = Monitor(config, baseline), Monitor(config, baseline)
+    for second, batch in enumerate(batches):
+        got.ingest([piece for _, piece in batch], now=T0 + second * 20)
+        expected.ingest([as_lists(piece) for _, piece in batch], now=T0 + second * 20)
+    assert_same_monitor_state(got, expected, T0 + len(batches) * 20)
+
+
+def test_a_large_block_shares_one_batch_sketch_between_windows(
+    built: tuple[Config, Baseline],
+) -> None:
+    """Past the shared-sketch size, every window still gets every value of the block."""
+    config, baseline = built
+    config = replace(config, windows=(Window(60.0, 6), Window(300.0, 5)))
+    got, expected = Monitor(config, baseline), Monitor(config, baseline)
+    matrix = np.random.default_rng(11).normal(10.0, 2.0, (3000, 2))
+    got.ingest([Extracted(3000, Columns({}, [(("x", "flat"), matrix)]))], now=T0)
+    expected.ingest([Extracted(3000, {"x": matrix[:, 0].tolist(), "flat": matrix[:, 1]})], now=T0)
+    for label, summaries in got.merged_windows(T0).items():
+        x = summaries["x"]
+        assert isinstance(x, NumericSummary)
+        reference = expected.merged_windows(T0)[label]["x"]
+        assert isinstance(reference, NumericSummary)
+        assert (x.kll.n, x.count, x.bins.tolist()) == (3000, 3000, reference.bins.tolist())
+        assert (x.total, x.minimum, x.maximum) == (
+            reference.total,
+            reference.minimum,
+            reference.maximum,
+        )
+        assert x.kll.get_quantile(0.5) == pytest.approx(10.0, abs=0.2)
+    assert got.counters()["flat"].invalid == expected.counters()["flat"].invalid
+
+
+def test_drops_and_parse_errors_are_counted_while_an_ingest_holds_the_lock(
+    make_monitor: MonitorFactory,
+) -> None:
+    """The proxy's loop counts drops without waiting for an ingest in a worker thread."""
+    monitor = make_monitor()
+    counted = threading.Event()
+
+    def count() -> None:
+        monitor.count_dropped("queue_full", 3)
+        monitor.count_parse_error("invalid_json")
+        counted.set()
+
+    with monitor.locked():  # as an ingest holds it
+        worker = threading.Thread(target=count)
+        worker.start()
+        assert counted.wait(5.0)
+    worker.join()
+    assert (monitor.dropped, monitor.parse_errors) == ({"queue_full": 3}, {"invalid_json": 1})
+
+
+def test_blocks_add_up_in_slices_restored_from_a_snapshot(built: tuple[Config, Baseline]) -> None:
+    """Restored slices no longer share one table of bin counts; blocks still count into them."""
+    config, baseline = built
+    got, expected = Monitor(config, baseline), Monitor(config, baseline)
+    rng = np.random.default_rng(12)
+    first, second = rng.normal(10.0, 2.0, (50, 2)), rng.normal(10.0, 2.0, (30, 2))
+    for monitor in (got, expected):
+        monitor.ingest([Extracted(50, {"x": first[:, 0].tolist(), "flat": first[:, 1]})], now=T0)
+    for window in got.windows.values():
+        restored = []
+        for piece in window.slices():
+            entries = window.fresh()
+            for name, summary in piece.summaries.items():
+                decode_summary(entries[name], encode_summary(summary))
+            restored.append(Slice(piece.index, entries))
+        window.restore(restored)
+        [piece] = window.slices()
+        assert piece.summaries["x"].bins.base is None  # decoded: its own array
+    got.ingest([Extracted(30, Columns({}, [(("x", "flat"), second)]))], now=T0 + 1)
+    expected.ingest([Extracted(30, {"x": second[:, 0].tolist(), "flat": second[:, 1]})], now=T0 + 1)
+    assert_same_monitor_state(got, expected, T0 + 1)

@@ -307,12 +307,6 @@ def _wide_fields(baseline: Path, upstream_port: int) -> dict[str, Any]:
     return raw
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with 1,000 features the consumer ingests one record at a time in a worker thread, "
-    "but the ingest holds the GIL: p99 latency is about 140-160 ms against 10-13 ms on the "
-    "unmonitored route (it was 320-390 ms before 7434c83)",
-)
 async def test_slow_ingest_drops_observations_instead_of_stalling_the_proxy(
     tmp_path: Path, wide_baseline: Path, wide_upstream_port: int
 ) -> None:

@@ -9,7 +9,12 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.utils import floatToGoString
 
@@ -18,6 +23,7 @@ from driftgauge.textformat import (
     Kind,
     escape_label_value,
     format_count,
+    format_floats,
     format_numbers,
     format_value,
     label_text,
@@ -74,6 +80,22 @@ def test_format_numbers_takes_ints_floats_and_bools() -> None:
     values: list[float] = [0, 12, 2_500_000, 0.25, math.nan, -math.inf, True, np.int64(7)]
     values.extend(np.asarray([3, 4_000_000], dtype=np.int64).tolist())
     assert format_numbers(values) == [floatToGoString(v) for v in values]
+
+
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(2**60), 2**60)))
+@example([1e6, 999_999.9999999999, 1e16, 9_999_999_999_999_998.0, -1e7, -0.0, 5e-324])
+@example([math.nan, math.inf, -math.inf, 0, 2_500_000, True])
+def test_format_floats_matches_float_to_go_string(values: list[float]) -> None:
+    """Many values formatted at once print as floatToGoString prints each one."""
+    assert format_floats(values) == [floatToGoString(v) for v in values]
+
+
+def test_format_floats_takes_arrays() -> None:
+    """A numpy array (of any shape or number dtype) formats like the list of its values."""
+    array = np.asarray([[0.5, 1e7], [-3.0, np.nan]])
+    assert format_floats(array) == ["0.5", "1e+07", "-3.0", "NaN"]
+    assert format_floats(np.arange(3, dtype=np.int64)) == ["0.0", "1.0", "2.0"]
+    assert format_floats([]) == []
 
 
 @pytest.mark.parametrize("value", AWKWARD)
@@ -137,3 +159,33 @@ def test_values_not_matching_the_series_raise() -> None:
     family = FamilyText("x", "counter", "doc")
     with pytest.raises(ValueError, match="2 values for 1 series"):
         family.write([], False, [family.prefix({"a": "1"})], [1, 2])
+
+
+@pytest.mark.parametrize("doc", ["Plain help.", 'Help with "quotes", a \\ and a\nnewline.'])
+def test_info_and_summary_headers_are_prometheus_clients(doc: str) -> None:
+    """An info family is a gauge named x_info in the text format and an info named x in
+    OpenMetrics; a summary keeps its name; both as prometheus_client writes them."""
+    info = InfoMetricFamily("x_build", doc, labels=["model"])
+    info.add_metric(["m"], {"version": "1"})
+    summary = Metric("x_value", doc, "summary")
+    summary.add_sample("x_value", {"quantile": "0.5"}, 2.0)
+    summary.add_sample("x_value_sum", {}, 3.0)
+    summary.add_sample("x_value_count", {}, 2)
+    expected_text, expected_openmetrics = _reference(info, summary)
+    info_text, summary_text = (
+        FamilyText("x_build", "info", doc),
+        FamilyText("x_value", "summary", doc),
+    )
+    assert info_text.sample_name == "x_build_info"
+    assert summary_text.sample_name == "x_value"
+    for openmetrics, expected in ((False, expected_text), (True, expected_openmetrics)):
+        written = "".join(
+            (
+                info_text.header(openmetrics),
+                info_text.prefix({"version": "1", "model": "m"}) + "1.0\n",
+                summary_text.header(openmetrics),
+                summary_text.prefix({"quantile": "0.5"}) + "2.0\n",
+                "x_value_sum 3.0\nx_value_count 2.0\n",
+            )
+        )
+        assert written == expected

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 import ssl
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -237,30 +238,65 @@ async def _feedback_tail_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 SLICE_SECONDS = 0.005
+# A record whose ingest costs more CPU than this runs in a worker thread (see _consume).
+THREAD_SECONDS = 4 * SLICE_SECONDS
+# The interpreter's switch interval while it does: how long the loop's thread may wait for
+# the GIL after each socket call (5 ms by default).
+THREAD_SWITCH_SECONDS = 0.0005
+
+
+def _ingest_timed(batcher: Batcher, records: list[Record]) -> float:
+    """Ingest ``records``; returns the CPU seconds that took in the calling thread.
+
+    CPU time, not elapsed time: waits for the GIL or for a core on a busy
+    machine would make the work look dearer than it is and push it into a
+    thread, where it slows the loop more (each socket call then waits for
+    the GIL).
+    """
+    started = time.thread_time()
+    batcher.ingest(records)
+    return time.thread_time() - started
+
+
+async def _ingest_in_thread(batcher: Batcher, records: list[Record]) -> float:
+    """``_ingest_timed`` in a worker thread, with a short switch interval meanwhile.
+
+    The loop's thread gives up the GIL on every socket call and then waits for
+    the worker to hand it back, which the interpreter asks for only after the
+    switch interval (a convoy): at 5 ms per call, a request that needs a few
+    of them is held up for tens of milliseconds.
+    """
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, THREAD_SWITCH_SECONDS))
+    try:
+        return await asyncio.to_thread(_ingest_timed, batcher, records)
+    finally:
+        sys.setswitchinterval(interval)
 
 
 async def _consume(queue: RecordQueue, batcher: Batcher, metrics: ProxyMetrics) -> None:
     """Drain the proxy's queue into the sketches in batches, yielding between them."""
-    size, threaded = 8, False
+    size, threaded = 1, False
     while True:
         await queue.wait(0.05)
         while len(queue):
-            # Slices sized to take about SLICE_SECONDS on the proxy's loop, each followed by
+            # Slices sized to cost about SLICE_SECONDS on the proxy's loop, each followed by
             # a pause as long as it took: monitoring gets at most half the loop, a slice never
             # holds a request up for long, and under overload the queue fills and drops
-            # (counted) instead of the traffic slowing down.  When even one record takes
-            # much longer (very wide models, huge bodies), slices run in a worker thread,
-            # where the interpreter hands the loop the GIL every few milliseconds.
+            # (counted) instead of the traffic slowing down.  The first slice is one record:
+            # it also creates the windows' slices, dear for a wide model.  When even one record
+            # costs much more CPU (huge bodies, many thousands of fields), slices run in a
+            # worker thread, which hands the loop the GIL back within THREAD_SWITCH_SECONDS.
             records = queue.take(size)
             started = time.perf_counter()
             if threaded:
-                await asyncio.to_thread(batcher.ingest, records)
+                work = await _ingest_in_thread(batcher, records)
             else:
-                batcher.ingest(records)
+                work = _ingest_timed(batcher, records)
             metrics.queue_depth.set(len(queue))
             took = time.perf_counter() - started
-            size = max(1, min(256, int(size * SLICE_SECONDS / max(took, 1e-6))))
-            threaded = size == 1 and took > 4 * SLICE_SECONDS
+            size = max(1, min(256, int(size * SLICE_SECONDS / max(work, 1e-6))))
+            threaded = size == 1 and work > THREAD_SECONDS
             await asyncio.sleep(took)
 
 

@@ -130,8 +130,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from driftgauge.allocator import limit_arenas
     from driftgauge.app import build_sidecar, run_until_stopped
 
+    limit_arenas()  # before any worker thread: memory stays flat (see allocator.py)
     config = load_config(args.config)
     configure_logging(args.log_level or config.log.level, args.log_format or config.log.format)
     sidecar = build_sidecar(config)

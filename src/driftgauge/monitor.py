@@ -4,13 +4,20 @@ Sources hand it batches of :class:`~driftgauge.typing.Extracted` columns
 (``ingest``).  Each batch becomes one float64 array per numeric field,
 counted once into the baseline's bins and then added to the current slice
 of every window and to the cumulative counters; categorical fields likewise
-with string arrays.  ``compute()`` merges each window's slices and computes
-PSI, KS, JS, χ² and live quantiles into an immutable :class:`Snapshot`,
-which the exposition layer reads; it runs on a schedule, never per request.
+with string arrays.  Numeric fields that arrive side by side as a block (a
+wide model's row matrix) are sorted, binned and range-checked as one matrix
+(:class:`~driftgauge.sketches.summary.NumericBlock`), and their bin counts
+added with one call per window (each slice keeps them as rows of one
+table), leaving one sketch update and a few additions per field and window.
+``compute()`` merges each window's slices and computes PSI, KS, JS, χ² and
+live quantiles into an immutable :class:`Snapshot`, which the exposition
+layer reads; it runs on a schedule, never per request.
 
 Thread safety: ``ingest`` and the merge step of ``compute`` hold one lock;
 the statistics themselves run on merged copies outside it, so a recompute
-in a worker thread never stalls ingestion for long.
+in a worker thread never stalls ingestion for long.  The parse-error and
+drop tallies have a lock of their own: the proxy counts drops on its event
+loop, which must never wait for an ingest running in a worker thread.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import datasketches as ds
 import numpy as np
@@ -32,8 +39,13 @@ from driftgauge.config import Config, FieldSpec
 from driftgauge.sketches.summary import (
     CategoricalSummary,
     NumericBinning,
+    NumericBlock,
     NumericSummary,
+    StackedBinning,
     Summary,
+    add_block,
+    bin_table,
+    share_bins,
     split_finite,
     to_categories,
     to_floats,
@@ -50,6 +62,8 @@ __all__ = ["QUANTILES", "FieldCounters", "FieldStats", "Monitor", "Snapshot"]
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 # Below this many values a batch sketch costs more to merge than updating each window directly.
 _SHARED_SKETCH_MIN = 1024
+# Block layouts remembered (labels may come from request bodies, so the table is bounded).
+_BLOCK_PLANS = 64
 # The ``reason`` values of driftgauge_invalid_total, by field type.
 NUMERIC_INVALID_REASONS = ("wrong_type", "nan", "inf", "out_of_range")
 CATEGORICAL_INVALID_REASONS = ("unseen_category",)
@@ -120,8 +134,13 @@ class Monitor:
         self.baseline = baseline
         self.clock = clock
         self._lock = threading.Lock()
+        self._tally_lock = threading.Lock()  # parse errors and drops only: held for an increment
         self._specs = {spec.name: spec for spec in config.fields}
         self._held: dict[str, FieldBaseline] = {name: baseline.fields[name] for name in self._specs}
+        # Numeric fields keep their bin counts as rows of one table per window slice (and one
+        # for the counters), in this order: a block of fields is added with one numpy call.
+        numeric = [n for n, held in self._held.items() if isinstance(held.summary, NumericSummary)]
+        self._numeric_rows = {name: row for row, name in enumerate(numeric)}
         self._windows: dict[str, SlicedWindow[Summary]] = {
             w.label: SlicedWindow(w, self._fresh) for w in config.windows
         }
@@ -129,6 +148,10 @@ class Monitor:
             name: FieldCounters(bins=np.zeros(held.summary.binning.size, dtype=np.int64))
             for name, held in self._held.items()
         }
+        sizes = [self._held[name].summary.binning.size for name in self._numeric_rows]
+        self._counter_bins, views = bin_table(sizes)
+        for name, view in zip(self._numeric_rows, views, strict=True):
+            self._counters[name].bins = view
         self.rows_total = 0
         self.extra_columns_total = 0
         self.parse_errors: Counter[str] = Counter()
@@ -148,18 +171,21 @@ class Monitor:
             for name, held in self._held.items()
             if isinstance(held.summary, NumericSummary) and held.summary.count
         }
+        self._plans: dict[tuple[str, ...], _BlockPlan | None] = {}
 
     def _fresh(self) -> dict[str, Summary]:
-        return {name: held.summary.empty_like() for name, held in self._held.items()}
+        fresh = {name: held.summary.empty_like() for name, held in self._held.items()}
+        share_bins([cast(NumericSummary, fresh[name]) for name in self._numeric_rows])
+        return fresh
 
     # -- ingestion ---------------------------------------------------------
 
     def count_parse_error(self, reason: str) -> None:
-        with self._lock:
+        with self._tally_lock:
             self.parse_errors[reason] += 1
 
     def count_dropped(self, reason: str, n: int = 1) -> None:
-        with self._lock:
+        with self._tally_lock:
             self.dropped[reason] += n
 
     def ingest(self, batch: Iterable[Extracted], now: float | None = None) -> None:
@@ -168,11 +194,16 @@ class Monitor:
         if not pieces:
             return
         now = self.clock() if now is None else now
-        collected = _collect(pieces)
+        collected, blocks = _collect(pieces, self._plan)
         rows = sum(p.rows for p in pieces)
         with self._lock:
             slices = [window.current(now) for window in self._windows.values()]
+            for plan, matrix in blocks:
+                self._ingest_block(plan, matrix, rows - len(matrix), slices)
+            in_blocks = {name for plan, _ in blocks for name in plan.names} if blocks else ()
             for name, spec in self._specs.items():
+                if name in in_blocks:
+                    continue
                 columns, provided = collected.get(name, ([], 0))
                 if spec.type == "numeric":
                     self._ingest_numeric(name, columns, rows - provided, slices)
@@ -198,9 +229,7 @@ class Monitor:
         bin_counts = binning.count_sorted(ordered)
         sketch = None
         if len(slices) > 1 and len(ordered) >= _SHARED_SKETCH_MIN:
-            # One sketch of the batch merged into every window beats one update per window.
-            sketch = ds.kll_doubles_sketch(baseline.k)
-            sketch.update(ordered)
+            sketch = _batch_sketch(baseline.k, ordered)
         for summaries in slices:
             summary = summaries[name]
             assert isinstance(summary, NumericSummary)
@@ -222,6 +251,65 @@ class Monitor:
             outside = int(np.count_nonzero((finite < valid[0]) | (finite > valid[1])))
             if outside:
                 invalid["out_of_range"] += outside
+
+    def _ingest_block(
+        self,
+        plan: _BlockPlan,
+        matrix: npt.NDArray[np.float64],
+        absent: int,
+        slices: list[dict[str, Summary]],
+    ) -> None:
+        """What ``_ingest_numeric`` does for each field of a block, one numpy call per statistic."""
+        names = plan.names
+        block = NumericBlock.of(matrix, plan.binning, plan.low, plan.high)
+        sketches = None
+        if len(slices) > 1 and len(matrix) >= _SHARED_SKETCH_MIN:
+            sketches = [
+                _batch_sketch(k, values) if count >= _SHARED_SKETCH_MIN else None
+                for k, values, count in zip(plan.k, block.values, block.counts, strict=True)
+            ]
+        for summaries in slices:
+            numeric = cast(list[NumericSummary], [summaries[name] for name in names])
+            add_block(numeric, block, absent, sketches, plan.rows)
+        # The counters' bins are views of rows of one table that nothing replaces.
+        self._counter_bins[plan.rows, : block.bin_counts.shape[1]] += block.bin_counts
+        fields = zip(plan.counters, block.counts, block.nan, block.inf, block.outside, strict=True)
+        for counters, count, nan, inf, outside in fields:
+            counters.observations += count
+            counters.missing += absent
+            counters.absent += absent
+            if nan:
+                counters.invalid["nan"] += nan
+            if inf:
+                counters.invalid["inf"] += inf
+            if outside:
+                counters.invalid["out_of_range"] += outside
+
+    def _plan(self, names: tuple[str, ...]) -> _BlockPlan | None:
+        """How to ingest a block of ``names``; None unless they are distinct numeric fields."""
+        try:
+            return self._plans[names]
+        except KeyError:  # not seen yet (plans are made outside the lock: no check-then-get)
+            pass
+        if len(self._plans) >= _BLOCK_PLANS:
+            self._plans.clear()
+        summaries = [self._held[name].summary for name in names if name in self._held]
+        numeric = [s for s in summaries if isinstance(s, NumericSummary)]
+        plan = None
+        if len(numeric) == len(names) == len(set(names)) and names:
+            bounds = [self._ranges.get(name, (-np.inf, np.inf)) for name in names]
+            rows = np.array([self._numeric_rows[name] for name in names], dtype=np.intp)
+            plan = _BlockPlan(
+                names,
+                StackedBinning.of([s.binning for s in numeric]),
+                np.array([low for low, _ in bounds], dtype=np.float64),
+                np.array([high for _, high in bounds], dtype=np.float64),
+                [self._counters[name] for name in names],
+                [s.k for s in numeric],
+                _as_slice(rows),
+            )
+        self._plans[names] = plan
+        return plan
 
     def _ingest_categorical(
         self, name: str, columns: list[Any], absent: int, slices: list[dict[str, Summary]]
@@ -297,23 +385,57 @@ class Monitor:
         return snapshot
 
 
-def _collect(pieces: list[Extracted]) -> dict[str, tuple[list[Any], int]]:
-    """Each field's values over a batch, and how many rows carried the field.
+def _batch_sketch(k: int, values: npt.NDArray[np.float64]) -> Any:
+    """One sketch of a batch's values: merged into every window, it beats one update per window."""
+    sketch = ds.kll_doubles_sketch(k)
+    sketch.update(values)
+    return sketch
+
+
+@dataclass(frozen=True, slots=True)
+class _BlockPlan:
+    """What ingesting a block needs for its fields, in block order, worked out once per layout."""
+
+    names: tuple[str, ...]
+    binning: StackedBinning
+    low: npt.NDArray[np.float64]  # the valid range (-inf, inf where the baseline has no data)
+    high: npt.NDArray[np.float64]
+    counters: list[FieldCounters]
+    k: list[int]
+    rows: npt.NDArray[np.intp] | slice  # the fields' rows in the tables of bin counts
+
+
+def _as_slice(rows: npt.NDArray[np.intp]) -> npt.NDArray[np.intp] | slice:
+    """Consecutive rows as a slice (a view, no gather and scatter), others as they are."""
+    if len(rows) and np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows))):
+        return slice(int(rows[0]), int(rows[0]) + len(rows))
+    return rows
+
+
+Blocks = list[tuple[_BlockPlan, npt.NDArray[np.float64]]]
+
+
+def _collect(
+    pieces: list[Extracted], plan: Callable[[tuple[str, ...]], _BlockPlan | None]
+) -> tuple[dict[str, tuple[list[Any], int]], Blocks]:
+    """Each field's values over a batch and how many rows carried the field; and the blocks.
 
     List columns are joined into one list (a single conversion later, not one
     per request); numeric blocks with the same fields are stacked with one
-    call and sliced per field; other arrays are kept as they are.
+    call; other arrays are kept as they are.  A stacked block is ingested as
+    a block (``plan`` says how) when its fields arrive nowhere else in the
+    batch, as is usual; fields that do are sliced out into single columns.
     """
     lists: dict[str, list[Any]] = {}
     numbers: dict[str, list[Any]] = {}  # numeric numpy columns: one concatenate for all
     others: dict[str, list[Any]] = {}
     provided: Counter[str] = Counter()
-    blocks: dict[tuple[str, ...], list[Any]] = {}
+    grouped: dict[tuple[str, ...], list[Any]] = {}
     for piece in pieces:
         columns = piece.columns
         if isinstance(columns, Columns):
             for names, matrix in columns.blocks:
-                blocks.setdefault(names, []).append(matrix)
+                grouped.setdefault(names, []).append(matrix)
             columns = columns.single
         for name, column in columns.items():
             provided[name] += piece.rows
@@ -326,11 +448,28 @@ def _collect(pieces: list[Extracted]) -> dict[str, tuple[list[Any], int]]:
                     and column.ndim == 1
                 )
                 (numbers if numeric else others).setdefault(name, []).append(column)
-    for names, matrices in blocks.items():
-        stacked = np.concatenate(matrices) if len(matrices) > 1 else matrices[0]
+    stacks = [
+        (names, np.concatenate(matrices) if len(matrices) > 1 else matrices[0])
+        for names, matrices in grouped.items()
+    ]
+    singles = set(provided)
+    blocks: Blocks = []
+    for index, (names, stacked) in enumerate(stacks):
+        elsewhere = singles.union(*(other for i, (other, _) in enumerate(stacks) if i != index))
+        if elsewhere.isdisjoint(names):
+            whole = plan(names)
+            if whole is not None:
+                blocks.append((whole, stacked))
+                continue
+        keep = [position for position, name in enumerate(names) if name not in elsewhere]
+        part = plan(tuple(names[position] for position in keep)) if keep else None
+        if part is not None:
+            blocks.append((part, stacked[:, keep]))
+        taken = set(keep) if part is not None else set()
         for position, name in enumerate(names):
-            numbers.setdefault(name, []).append(stacked[:, position])
-            provided[name] += stacked.shape[0]
+            if position not in taken:
+                numbers.setdefault(name, []).append(stacked[:, position])
+                provided[name] += stacked.shape[0]
     result: dict[str, tuple[list[Any], int]] = {}
     for name in provided:
         found: list[Any] = [lists[name]] if name in lists else []
@@ -338,7 +477,7 @@ def _collect(pieces: list[Extracted]) -> dict[str, tuple[list[Any], int]]:
         if arrays:
             found.append(np.concatenate(arrays) if len(arrays) > 1 else arrays[0])
         result[name] = (found + others.get(name, []), provided[name])
-    return result
+    return result, blocks
 
 
 def _valid_range(summary: NumericSummary, tolerance: float) -> tuple[float, float]:

@@ -3,10 +3,11 @@
 prometheus_client escapes and validates every label of every sample on every
 scrape; driftgauge's own series are fixed by the config, so their label sets
 are escaped once (:meth:`FamilyText.prefix`) and a scrape only formats
-numbers (:func:`format_numbers`) and joins strings.  The output matches
-prometheus_client's byte for byte: labels sorted by name, values as
-``floatToGoString`` writes them, counters named ``x_total`` with their
-``# HELP``/``# TYPE`` naming ``x_total`` in the text format and ``x`` in
+numbers (:func:`format_numbers`, or :func:`format_floats` for many at once)
+and joins strings.  The output matches prometheus_client's byte for byte:
+labels sorted by name, values as ``floatToGoString`` writes them, counters
+named ``x_total`` (info families ``x_info``, a gauge in the text format) with
+their ``# HELP``/``# TYPE`` naming ``x_total`` in the text format and ``x`` in
 OpenMetrics, no ``_created`` samples.
 """
 
@@ -16,17 +17,26 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
+import numpy as np
+import numpy.typing as npt
+
 __all__ = [
     "FamilyText",
     "Kind",
     "escape_label_value",
     "format_count",
+    "format_floats",
     "format_numbers",
     "format_value",
     "label_text",
 ]
 
-Kind = Literal["counter", "gauge"]
+Kind = Literal["counter", "gauge", "info", "summary"]
+
+# Sample names of a family (``x``) by kind, and the text format's name and type
+# for its header where they differ from OpenMetrics' (``x`` and the kind).
+_SAMPLE_SUFFIX: dict[Kind, str] = {"counter": "_total", "info": "_info"}
+_TEXT_TYPE: dict[Kind, str] = {"info": "gauge"}
 
 # Integers in this range print as "<n>.0", as repr(float(n)) does; from 10**6 up
 # Go (and floatToGoString) switch to an exponent, e.g. 1.234567e+06.
@@ -91,11 +101,28 @@ def _format_any(value: float) -> str:
     return format_count(value) if type(value) is int else format_value(value)
 
 
+def format_floats(values: npt.ArrayLike) -> list[str]:
+    """Sample values as :func:`format_value` prints each, for many values at once.
+
+    ``repr`` already agrees with Go for all but NaN, the infinities and
+    positive values from 10**6 to 10**16 (Go's exponent); numpy finds those
+    few, so the rest costs one ``repr`` each.
+    """
+    array = np.asarray(values, dtype=np.float64).ravel()
+    texts = list(map(repr, array.tolist()))
+    odd = ~np.isfinite(array) | ((array >= 1e6) & (array < 1e16))
+    for i in np.flatnonzero(odd).tolist():
+        texts[i] = format_value(array[i])
+    return texts
+
+
 class FamilyText:
     """One metric family of driftgauge's own: its header lines and its series' line prefixes.
 
-    ``name`` is the family name as prometheus_client's ``CounterMetricFamily``
-    takes it (without ``_total``); samples of a counter are ``name_total``.
+    ``name`` is the family name as prometheus_client's metric families take it
+    (without ``_total`` or ``_info``); samples of a counter are
+    ``name_total``, of an info family ``name_info``, of a summary ``name``
+    (quantiles), ``name_sum`` and ``name_count``.
     """
 
     __slots__ = ("_headers", "documentation", "kind", "name", "sample_name")
@@ -104,11 +131,12 @@ class FamilyText:
         self.name = name
         self.kind: Kind = kind
         self.documentation = documentation
-        self.sample_name = f"{name}_total" if kind == "counter" else name
+        self.sample_name = name + _SAMPLE_SUFFIX.get(kind, "")
         text_help = _escape_help(documentation, openmetrics=False)
         om_help = _escape_help(documentation, openmetrics=True)
+        text_type = _TEXT_TYPE.get(kind, kind)
         self._headers = (
-            f"# HELP {self.sample_name} {text_help}\n# TYPE {self.sample_name} {kind}\n",
+            f"# HELP {self.sample_name} {text_help}\n# TYPE {self.sample_name} {text_type}\n",
             f"# HELP {name} {om_help}\n# TYPE {name} {kind}\n",
         )
 

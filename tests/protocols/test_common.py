@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from driftgauge.exceptions import ProtocolError
 from driftgauge.protocols._common import (
     Part,
     column_values,
+    fields_of,
     flatten,
     map_columns,
+    map_matrix,
     map_rows,
     numeric_array,
     pair,
@@ -159,3 +163,43 @@ def test_numeric_fields_of_object_rows_use_numpy() -> None:
     )
     assert isinstance(cols(part)["a"], np.ndarray)
     assert cols(part)["b"] == ["x", "y"]
+
+
+SPECS = (
+    *inputs("a", "b", "c"),
+    *inputs("zone", kind="categorical"),
+    *inputs("d"),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.one_of(st.none(), st.lists(st.sampled_from(["a", "b", "c", "d", "zone", "x", "y"]))),
+    st.integers(1, 7),
+    st.sampled_from([np.float64, np.int64, object]),
+)
+def test_map_matrix_layouts_remembered_per_adapter_side_match_fresh_ones(
+    labels: list[str] | None, width: int, dtype: type
+) -> None:
+    """The layout kept for a tuple of specs maps like one worked out anew, call after call."""
+    matrix = np.arange(3 * width).astype(dtype).reshape(3, width)
+    fresh = map_matrix(matrix, list(SPECS), labels)
+    for _ in range(2):
+        remembered = map_matrix(matrix, SPECS, labels)
+        assert remembered.extra == fresh.extra
+        assert {k: np.asarray(v).tolist() for k, v in cols(remembered).items()} == {
+            k: np.asarray(v).tolist() for k, v in cols(fresh).items()
+        }
+        assert [names for names, _ in remembered.blocks] == [names for names, _ in fresh.blocks]
+
+
+def test_a_wide_matrix_is_one_block_viewed_not_copied() -> None:
+    """Consecutive numeric columns are handed over as one block, a view of the matrix."""
+    specs = tuple(inputs(*(f"f{i}" for i in range(1000))))
+    matrix = np.random.default_rng(0).normal(size=(8, 1000))
+    part = map_matrix(matrix, specs)
+    [(names, block)] = part.blocks
+    assert names == tuple(f"f{i}" for i in range(1000))
+    assert np.shares_memory(block, matrix)
+    assert (part.columns, part.extra) == ({}, 0)
+    assert fields_of(specs) is fields_of(specs)

@@ -17,7 +17,12 @@ from driftgauge.sketches.summary import (
     CategoricalBinning,
     CategoricalSummary,
     NumericBinning,
+    NumericBlock,
     NumericSummary,
+    StackedBinning,
+    add_block,
+    bin_table,
+    share_bins,
     split_finite,
     to_categories,
     to_floats,
@@ -178,6 +183,149 @@ def test_categorical_summary_counts_unseen_and_missing() -> None:
     summary.update(*to_categories([]))
     assert summary.bins.tolist() == [1, 1, 2]
     assert (summary.count, summary.missing, summary.unseen) == (4, 1, 2)
+
+
+# -- blocks of fields ---------------------------------------------------------------
+
+# A few values again and again, so that values fall on edges and ties are common.
+block_cells = st.one_of(
+    st.sampled_from([-1.0, -0.0, 0.0, 0.5, 2.0, 7.25]),
+    st.floats(-10.0, 10.0),
+    st.sampled_from([float("nan"), float("inf"), -float("inf"), 1e300, -1e300, 1.7e308]),
+)
+field_edges = st.lists(st.sampled_from([-1.0, 0.0, 0.5, 2.0, 3.5]), max_size=5, unique=True).map(
+    lambda edges: np.sort(np.asarray(edges, dtype=np.float64))
+)
+
+
+@st.composite
+def blocks(draw: st.DrawFn) -> tuple[np.ndarray[Any, Any], list[NumericBinning]]:
+    """A rows × fields matrix and one binning per field (of differing sizes)."""
+    fields = draw(st.integers(1, 6))
+    rows = draw(st.integers(0, 40))
+    cells = draw(st.lists(block_cells, min_size=rows * fields, max_size=rows * fields))
+    binnings = [NumericBinning(draw(field_edges)) for _ in range(fields)]
+    return np.asarray(cells, dtype=np.float64).reshape(rows, fields), binnings
+
+
+@settings(max_examples=200, deadline=None)
+@given(blocks())
+def test_stacked_bins_count_each_field_as_its_own_binning(
+    block: tuple[np.ndarray[Any, Any], list[NumericBinning]],
+) -> None:
+    """Side-by-side binary searches give every field the counts of its own binning."""
+    matrix, binnings = block
+    stacked = StackedBinning.of(binnings)
+    ordered = np.sort(np.where(np.isfinite(matrix), matrix, np.nan).T, axis=1)
+    valid = np.count_nonzero(np.isfinite(matrix), axis=0)
+    counts = stacked.split(stacked.count(ordered, valid))
+    for j, binning in enumerate(binnings):
+        column = matrix[:, j]
+        expected = binning.count(column[np.isfinite(column)])
+        assert counts[j].tolist() == expected.tolist()
+        assert counts[j].tolist() == exact_bin_counts(column, binning.edges).tolist()
+
+
+def summaries_of(binnings: list[NumericBinning]) -> list[NumericSummary]:
+    return [NumericSummary(binning) for binning in binnings]
+
+
+def assert_same_summary(got: NumericSummary, expected: NumericSummary) -> None:
+    assert (got.count, got.missing, got.wrong_type, got.nan, got.inf) == (
+        expected.count,
+        expected.missing,
+        expected.wrong_type,
+        expected.nan,
+        expected.inf,
+    )
+    assert got.bins.tolist() == expected.bins.tolist()
+    assert (got.total, got.minimum, got.maximum) == (
+        expected.total,
+        expected.minimum,
+        expected.maximum,
+    )
+    # Below k values the sketch keeps them all: the same quantiles (a sort may put -0.0 and
+    # 0.0, which compare equal, in either order, so the bytes may differ in a sign bit).
+    assert got.kll.n == expected.kll.n
+    if got.count:
+        ranks = np.linspace(0.0, 1.0, 21).tolist()
+        assert got.kll.get_quantiles(ranks) == expected.kll.get_quantiles(ranks)
+
+
+def add_column(summary: NumericSummary, column: np.ndarray[Any, Any], missing: int) -> None:
+    """One field's batch the way the monitor adds a single column: sorted, then counted."""
+    finite, nan, inf = split_finite(column)
+    ordered = np.sort(finite)
+    summary.add(ordered, summary.binning.count_sorted(ordered), missing, 0, nan, inf)
+
+
+@settings(max_examples=200, deadline=None)
+@given(blocks(), st.integers(0, 3), st.booleans())
+def test_a_block_adds_to_each_field_what_its_column_would(
+    block: tuple[np.ndarray[Any, Any], list[NumericBinning]], missing: int, shared: bool
+) -> None:
+    """Counters, bins, moments and sketch match each column's own, bins shared or not."""
+    matrix, binnings = block
+    expected, got = summaries_of(binnings), summaries_of(binnings)
+    table = share_bins(got) if shared else None
+    for _ in range(2):  # a second batch adds to the first
+        for j, summary in enumerate(expected):
+            add_column(summary, matrix[:, j], missing)
+        result = NumericBlock.of(matrix, StackedBinning.of(binnings))
+        add_block(got, result, missing, rows=np.arange(len(got)) if shared else None)
+    for got_one, expected_one in zip(got, expected, strict=True):
+        assert_same_summary(got_one, expected_one)
+    if table is not None:
+        assert all(summary.bins.base is table for summary in got)
+
+
+@settings(max_examples=100, deadline=None)
+@given(blocks())
+def test_a_block_counts_values_outside_the_bounds_among_the_finite(
+    block: tuple[np.ndarray[Any, Any], list[NumericBinning]],
+) -> None:
+    """``outside`` counts finite values strictly below low or above high, field by field."""
+    matrix, binnings = block
+    low = np.linspace(-1.0, 0.0, len(binnings))
+    high = np.linspace(0.5, 2.0, len(binnings))
+    result = NumericBlock.of(matrix, StackedBinning.of(binnings), low, high)
+    for j in range(len(binnings)):
+        finite = matrix[:, j][np.isfinite(matrix[:, j])]
+        assert result.outside[j] == np.count_nonzero((finite < low[j]) | (finite > high[j]))
+        assert result.counts[j] == len(finite)
+        assert result.values[j].tolist() == np.sort(finite).tolist()
+
+
+def test_a_block_whose_values_sum_beyond_float_range_totals_inf_quietly() -> None:
+    """Finite values summing past float range give an infinite total, no overflow warning."""
+    binnings = [NumericBinning(np.array([0.0]))] * 2
+    summaries = summaries_of(binnings)
+    matrix = np.array([[1.7e308, 1.0], [1.7e308, 2.0]])
+    add_block(summaries, NumericBlock.of(matrix, StackedBinning.of(binnings)))
+    assert [s.total for s in summaries] == [float("inf"), 3.0]
+    assert summaries[0].count == 2
+
+
+def test_a_summary_whose_bins_were_replaced_stops_sharing_but_still_adds_up() -> None:
+    """After one summary's bins are replaced (a restored snapshot), every field still counts."""
+    binnings = [NumericBinning(np.array([0.0])), NumericBinning(np.array([0.0, 1.0]))]
+    summaries = summaries_of(binnings)
+    table = share_bins(summaries)
+    summaries[1].bins = np.array([5, 0, 0], dtype=np.int64)  # as decode_summary does
+    matrix = np.array([[-1.0, 0.5], [2.0, 3.0]])
+    add_block(summaries, NumericBlock.of(matrix, StackedBinning.of(binnings)), rows=slice(0, 2))
+    assert summaries[0].bins.tolist() == [1, 1]
+    assert summaries[1].bins.tolist() == [5, 1, 1]
+    assert summaries[0].bins.base is table
+    assert table.tolist() == [[1, 1, 0], [0, 0, 0]]
+
+
+def test_a_bin_table_hands_out_views_as_long_as_each_field_has_bins() -> None:
+    """One zeroed row per field; adding to the table adds to every view."""
+    table, views = bin_table([1, 3, 2])
+    assert [len(view) for view in views] == [1, 3, 2]
+    table += 1
+    assert [view.tolist() for view in views] == [[1], [1, 1, 1], [1, 1]]
 
 
 # -- merging ------------------------------------------------------------------------

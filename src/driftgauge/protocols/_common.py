@@ -10,6 +10,9 @@ function here, so the mapping rules are written (and tested) once:
 - :func:`map_columns` - an object of named columns (TF Serving / MLflow
   columnar ``inputs``), by name only.
 - :func:`map_matrix` - a numeric 2-D array whose columns carry ``labels``.
+  Its numeric fields are handed over together as one block (a view of the
+  matrix where they are consecutive); where each field sits is worked out
+  once per adapter side and labels (:class:`Fields`), not on every request.
 
 Each returns a :class:`Part` (rows, columns, extra column count);
 :func:`pair` joins the request's part with the response's part into an
@@ -39,8 +42,12 @@ from driftgauge.typing import Block, Columns, Extracted
 __all__ = [
     "BaseAdapter",
     "Column",
+    "Fields",
+    "Layout",
     "Part",
+    "add_layout_block",
     "column_values",
+    "fields_of",
     "flatten",
     "json_type",
     "map_columns",
@@ -156,41 +163,112 @@ class Part:
     blocks: list[Block] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where configured fields sit among a matrix's columns (see :meth:`Fields.layout`)."""
+
+    block: tuple[str, ...]  # numeric fields, handed over together as one block
+    columns: slice | list[int]  # their columns (a slice when consecutive: a view, no copy)
+    singles: tuple[tuple[str, int], ...]  # other configured fields and their columns
+    extra: int  # columns the config does not know
+
+
+class Fields:
+    """One side's configured fields, by name, with the matrix layouts worked out so far.
+
+    A wide model's matrix has the same layout in every request, and working it
+    out is one Python step per column; :func:`fields_of` keeps one of these per
+    adapter side, so that happens once.
+    """
+
+    __slots__ = ("_layouts", "kinds", "names", "specs")
+
+    def __init__(self, specs: Sequence[FieldSpec]) -> None:
+        self.specs = specs
+        self.names = [spec.name for spec in specs]
+        self.kinds = {spec.name: spec.type for spec in specs}
+        self._layouts: dict[tuple[tuple[Hashable, ...] | None, int, bool, int], Layout] = {}
+
+    def layout(
+        self, labels: Sequence[Hashable] | None, width: int, numeric: bool, start: int = 0
+    ) -> Layout:
+        """The layout of ``width`` columns labelled ``labels`` (default: config order from ``start``).
+
+        ``numeric``: the matrix holds numbers, so its numeric fields can form a block.
+        """
+        key = (None if labels is None else tuple(labels), width, numeric, start)
+        layout = self._layouts.get(key)
+        if layout is None:
+            if len(self._layouts) >= _KEPT:  # labels may come from request bodies
+                self._layouts.clear()
+            layout = self._layouts[key] = self._work_out(labels, width, numeric, start)
+        return layout
+
+    def _work_out(
+        self, labels: Sequence[Hashable] | None, width: int, numeric: bool, start: int
+    ) -> Layout:
+        names: Sequence[Hashable] = self.names[start:] if labels is None else labels
+        block: list[str] = []
+        positions: list[int] = []
+        singles: list[tuple[str, int]] = []
+        unknown: set[Hashable] = set()
+        for position, label in enumerate(names[:width]):
+            kind = self.kinds.get(label) if isinstance(label, str) else None
+            if kind == "numeric" and numeric:
+                block.append(cast(str, label))
+                positions.append(position)
+            elif kind is not None:
+                singles.append((cast(str, label), position))
+            else:
+                unknown.add(label)
+        first = positions[0] if positions else 0
+        consecutive = positions == list(range(first, first + len(positions)))
+        return Layout(
+            tuple(block),
+            slice(first, first + len(positions)) if consecutive else positions,
+            tuple(singles),
+            len(unknown) + max(0, width - len(names)),
+        )
+
+
+_KEPT = 64
+_FIELDS: dict[int, Fields] = {}
+
+
+def fields_of(specs: Sequence[FieldSpec]) -> Fields:
+    """The :class:`Fields` of ``specs``, remembered when they are a tuple (as adapters hold them).
+
+    Remembered by identity, since hashing every spec would cost as much as a
+    layout; a list may change, so it gets fresh ones.
+    """
+    if not isinstance(specs, tuple):
+        return Fields(specs)
+    found = _FIELDS.get(id(specs))
+    if found is None or found.specs is not specs:
+        if len(_FIELDS) >= _KEPT:
+            _FIELDS.clear()
+        found = _FIELDS[id(specs)] = Fields(specs)
+    return found
+
+
 def map_matrix(
     matrix: npt.NDArray[Any], specs: Sequence[FieldSpec], labels: Sequence[Hashable] | None = None
 ) -> Part:
     """Columns of a 2-D numeric array, labelled by ``labels`` (default: config order)."""
     rows, width = matrix.shape
-    kinds = {spec.name: spec.type for spec in specs}
-    names: Sequence[Hashable] = [spec.name for spec in specs] if labels is None else labels
-    part = Part(rows)
-    unknown: set[Hashable] = set()
-    block: list[str] = []
-    positions: list[int] = []
-    blockable = matrix.dtype.kind in "fiu"
-    for position, label in enumerate(names[:width]):
-        kind = kinds.get(label) if isinstance(label, str) else None
-        if kind == "numeric" and blockable:
-            block.append(cast(str, label))
-            positions.append(position)
-        elif kind is not None:
-            part.columns[cast(str, label)] = matrix[:, position].copy()
-        else:
-            unknown.add(label)
-    add_block(part, block, positions, matrix)
-    part.extra = len(unknown) + max(0, width - len(names))
+    layout = fields_of(specs).layout(labels, width, matrix.dtype.kind in "fiu")
+    part = Part(rows, extra=layout.extra)
+    for name, position in layout.singles:
+        part.columns[name] = matrix[:, position].copy()
+    add_layout_block(part, layout, matrix)
     return part
 
 
-def add_block(part: Part, names: list[str], positions: list[int], matrix: npt.NDArray[Any]) -> None:
-    """Hand numeric columns of ``matrix`` over as one block (see :class:`Columns`)."""
-    if not names:
-        return
-    if positions == list(range(positions[0], positions[0] + len(positions))):
-        chosen = matrix[:, positions[0] : positions[0] + len(positions)]  # a view: no copy
-    else:
-        chosen = matrix[:, positions]
-    part.blocks.append((tuple(names), chosen.astype(np.float64, copy=False)))
+def add_layout_block(part: Part, layout: Layout, matrix: npt.NDArray[Any]) -> None:
+    """Hand the numeric columns of ``matrix`` that ``layout`` found over as one block."""
+    if layout.block:
+        chosen = matrix[:, layout.columns]
+        part.blocks.append((layout.block, chosen.astype(np.float64, copy=False)))
 
 
 def _exact(spec: FieldSpec) -> bool:
@@ -206,6 +284,8 @@ def _restore_exact(
     labels: Sequence[Hashable] | None,
 ) -> None:
     """Replace categorical columns taken from a float matrix by the rows' own values."""
+    if not part.columns:  # all numeric: nothing was categorical
+        return
     exact = {spec.name for spec in specs if _exact(spec)} & part.columns.keys()
     if not exact:
         return

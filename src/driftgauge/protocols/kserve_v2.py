@@ -46,7 +46,8 @@ from driftgauge.protocols._common import (
     BaseAdapter,
     Column,
     Part,
-    add_block,
+    add_layout_block,
+    fields_of,
     flatten,
     json_type,
     pair,
@@ -165,10 +166,10 @@ def _tensors(body: dict[str, Any], key: str, reason: str, what: str) -> list[_Te
 
 def _map(tensors: list[_Tensor], specs: Sequence[FieldSpec]) -> Part:
     part = Part(tensors[0].rows)
-    wanted = {spec.name for spec in specs}
-    if any(tensor.name in wanted for tensor in tensors):
+    fields = fields_of(specs)
+    if any(tensor.name in fields.kinds for tensor in tensors):
         for tensor in tensors:
-            if tensor.name not in wanted:
+            if tensor.name not in fields.kinds:
                 part.extra += tensor.width
             elif tensor.width != 1:
                 raise ProtocolError(
@@ -181,23 +182,14 @@ def _map(tensors: list[_Tensor], specs: Sequence[FieldSpec]) -> Part:
         return part
     position = 0
     for tensor in tensors:
-        used = min(tensor.width, max(0, len(specs) - position))
-        numeric_names: list[str] = []
-        offsets: list[int] = []
-        for offset in range(used):
-            spec = specs[position + offset]
-            if (
-                tensor.matrix is not None
-                and spec.type == "numeric"
-                and tensor.matrix.dtype.kind in "fiu"
-            ):
-                numeric_names.append(spec.name)
-                offsets.append(offset)
-            else:
-                part.columns[spec.name] = tensor.column(offset)
-        if tensor.matrix is not None:
-            add_block(part, numeric_names, offsets, tensor.matrix)
-        part.extra += tensor.width - used
+        matrix = tensor.matrix
+        numeric = matrix is not None and matrix.dtype.kind in "fiu"
+        layout = fields.layout(None, tensor.width, numeric, start=min(position, len(specs)))
+        for name, offset in layout.singles:
+            part.columns[name] = tensor.column(offset)
+        if matrix is not None:
+            add_layout_block(part, layout, matrix)
+        part.extra += layout.extra
         position += tensor.width
     return part
 
