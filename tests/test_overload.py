@@ -412,12 +412,6 @@ async def test_state_snapshots_of_a_full_prediction_store_do_not_stall_the_proxy
     assert latencies[-1] < 0.4, seen
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="a snapshot of a full store now holds the GIL about 10 ms at a time (was 100 ms and "
-    "more) but 75-90 ms in all, in a worker thread: p99 under load is 40-140 ms against "
-    "15-45 ms with the store empty, so the test passes on a quiet machine and fails on a busy one",
-)
 async def test_snapshots_of_a_full_prediction_store_keep_latency_under_load(
     tmp_path: Path, baseline: Path, upstream_port: int
 ) -> None:
