@@ -278,7 +278,10 @@ def _column(name: str, values: npt.NDArray[Any]) -> Callable[[dict[str, Any]], A
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        pytest.param(lambda _: [["a", 1.0, 1.0, None, []]], "expected an object", id="old-format"),
+        pytest.param(lambda _: [["a", 1.0]], "format 1", id="format-1-short-row"),
+        pytest.param(lambda _: [["a", 1.0, "x", None, []]], "format 1", id="format-1-text-value"),
+        pytest.param(lambda _: [["a", 1.0, 1.0, None, [0, 1]]], "segments", id="format-1-width"),
+        pytest.param(lambda _: "rows", "expected an object", id="not-an-object"),
         pytest.param(_set("ids", {"a": 0}), "list of strings", id="ids-not-a-list"),
         pytest.param(_set("ids", ["a", 2]), "list of strings", id="id-not-a-string"),
         pytest.param(_set("ids", "a\nb\nc"), "shape", id="more-joined-ids-than-rows"),
@@ -296,7 +299,7 @@ def _column(name: str, values: npt.NDArray[Any]) -> Callable[[dict[str, Any]], A
             _column("predicted", np.asarray([1.0, NAN], "<f8")), "NaN", id="nan-prediction"
         ),
         pytest.param(
-            _column("segments", np.asarray([[0], [-2]], "<i2")), "below -1", id="bad-segment-code"
+            _column("segments", np.asarray([[0], [-2]], "<i2")), "outside", id="bad-segment-code"
         ),
     ],
 )

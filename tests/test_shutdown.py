@@ -82,6 +82,8 @@ def refused(port: int) -> bool:
     except (ConnectionRefusedError, ConnectionResetError):
         # Reset: the connection sat in the closing listener's backlog and was dropped.
         return True
+    except TimeoutError:  # neither accepted nor refused within the second: ask again
+        return False
 
 
 @dataclass

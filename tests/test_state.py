@@ -61,7 +61,7 @@ def test_round_trip_restores_every_window(
 
 @pytest.mark.parametrize(
     "damage",
-    ["truncate", "garbage", "version", "other_baseline"],
+    ["truncate", "garbage", "flipped_byte", "version", "other_baseline"],
 )
 def test_bad_snapshots_are_moved_aside(
     tmp_path: Path,
@@ -82,6 +82,8 @@ def test_bad_snapshots_are_moved_aside(
         store.path.write_bytes(data[: len(data) // 2])
     elif damage == "garbage":
         store.path.write_bytes(b"not a snapshot")
+    elif damage == "flipped_byte":  # inside the deflate stream: zlib.error, not an OSError
+        store.path.write_bytes(data[:10] + bytes([data[10] ^ 0xFF]) + data[11:])
     else:
         document = json.loads(gzip.decompress(data))
         document["format_version" if damage == "version" else "baseline_id"] = 99
@@ -147,6 +149,35 @@ def test_damaged_held_predictions_are_moved_aside(
     assert after.outcomes.pending == 0
     assert after.monitor.merged_windows(NOW)["5m"]["alcohol"].count == 0
     assert "held predictions" in caplog.text
+
+
+def test_held_predictions_of_format_1_are_read_after_an_upgrade(tmp_path: Path) -> None:
+    """A snapshot of the previous format (held predictions as rows) restores and labels join."""
+    before, store = _holding(tmp_path)
+    document = json.loads(gzip.decompress(store.path.read_bytes()))
+    held = before.outcomes.pending_copy()
+    document["format_version"] = 1
+    document["pending"] = [  # format 1: [id, ts, predicted, probability, segments]; NaN as text
+        [key, ts, predicted, str(chance) if chance != chance else chance, codes]
+        for key, ts, predicted, chance, codes in zip(
+            held.ids,
+            held.ts.tolist(),
+            held.predicted.tolist(),
+            held.probability.tolist(),
+            held.segments.tolist(),
+            strict=True,
+        )
+    ]
+    store.path.write_bytes(gzip.compress(json.dumps(document).encode()))
+    after = wire(before.config, before.monitor.baseline, lambda: NOW)
+    assert StateStore(store.directory, after.monitor).restore()
+    restored = after.outcomes.pending_copy()
+    assert restored.ids == held.ids
+    for column in ("ts", "predicted", "probability", "segments"):
+        assert np.array_equal(getattr(restored, column), getattr(held, column), equal_nan=True)
+    pairs = [(f"batch:{i}", "abc"[i % 3]) for i in range(40)] + [("lone:0", "a")]
+    assert before.outcomes.label(pairs) == after.outcomes.label(pairs)
+    assert after.outcomes.compute(NOW) == before.outcomes.compute(NOW)
 
 
 WINDOW = series(

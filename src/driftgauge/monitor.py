@@ -196,10 +196,16 @@ class Monitor:
         now = self.clock() if now is None else now
         collected, blocks = _collect(pieces, self._plan)
         rows = sum(p.rows for p in pieces)
+        # Sorting and binning a block needs no shared state: done before taking the lock,
+        # which scrapes, recomputes and snapshots wait on.
+        prepared = [
+            (plan, *self._prepare_block(plan, matrix), rows - len(matrix))
+            for plan, matrix in blocks
+        ]
         with self._lock:
             slices = [window.current(now) for window in self._windows.values()]
-            for plan, matrix in blocks:
-                self._ingest_block(plan, matrix, rows - len(matrix), slices)
+            for plan, block, sketches, absent in prepared:
+                self._ingest_block(plan, block, sketches, absent, slices)
             in_blocks = {name for plan, _ in blocks for name in plan.names} if blocks else ()
             for name, spec in self._specs.items():
                 if name in in_blocks:
@@ -252,22 +258,29 @@ class Monitor:
             if outside:
                 invalid["out_of_range"] += outside
 
+    def _prepare_block(
+        self, plan: _BlockPlan, matrix: npt.NDArray[np.float64]
+    ) -> tuple[NumericBlock, list[Any] | None]:
+        """A block sorted, binned and range-checked, and its batch sketches when worth it."""
+        block = NumericBlock.of(matrix, plan.binning, plan.low, plan.high)
+        sketches = None
+        if len(self._windows) > 1 and len(matrix) >= _SHARED_SKETCH_MIN:
+            sketches = [
+                _batch_sketch(k, values) if count >= _SHARED_SKETCH_MIN else None
+                for k, values, count in zip(plan.k, block.values, block.counts, strict=True)
+            ]
+        return block, sketches
+
     def _ingest_block(
         self,
         plan: _BlockPlan,
-        matrix: npt.NDArray[np.float64],
+        block: NumericBlock,
+        sketches: list[Any] | None,
         absent: int,
         slices: list[dict[str, Summary]],
     ) -> None:
         """What ``_ingest_numeric`` does for each field of a block, one numpy call per statistic."""
         names = plan.names
-        block = NumericBlock.of(matrix, plan.binning, plan.low, plan.high)
-        sketches = None
-        if len(slices) > 1 and len(matrix) >= _SHARED_SKETCH_MIN:
-            sketches = [
-                _batch_sketch(k, values) if count >= _SHARED_SKETCH_MIN else None
-                for k, values, count in zip(plan.k, block.values, block.counts, strict=True)
-            ]
         for summaries in slices:
             numeric = cast(list[NumericSummary], [summaries[name] for name in names])
             add_block(numeric, block, absent, sketches, plan.rows)

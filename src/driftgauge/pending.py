@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -345,8 +346,42 @@ def _decode_column(
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
+def _decode_listed(payload: list[Any], width: int) -> PendingRows:
+    """Rows as state format 1 held them: ``[id, ts, predicted, probability, [segment codes]]``.
+
+    Read so that an upgrade keeps what the previous version saved; numbers
+    may be text (``"nan"``), a row without segment codes gets -1 for each.
+    """
+    ids, ts, predicted, probability, segments = [], [], [], [], []
+    try:
+        for key, at, value, chance, codes in payload:
+            if not isinstance(key, str) or not isinstance(codes, list):
+                raise ValueError("malformed row")
+            if len(codes) not in (0, width):
+                raise ValueError("other segments than the config")
+            ids.append(key)
+            ts.append(float(at))
+            predicted.append(float(value))
+            probability.append(math.nan if chance is None else float(chance))
+            segments.append([int(code) for code in codes] if codes else [-1] * width)
+    except (TypeError, ValueError) as exc:  # not 5-item rows, or values that are not numbers
+        raise ValueError(f"held predictions (format 1): {exc}") from exc
+    return _checked(
+        ids,
+        np.asarray(ts, dtype=np.float64),
+        np.asarray(predicted, dtype=np.float64),
+        np.asarray(probability, dtype=np.float64),
+        np.asarray(segments, dtype=np.int64).reshape(len(ids), width),
+    )
+
+
 def decode_rows(payload: Any, width: int) -> PendingRows:
-    """The rows of :func:`encode_rows`' ``payload``, each with ``width`` segment codes; or ValueError."""
+    """The rows of :func:`encode_rows`' ``payload``, each with ``width`` segment codes; or ValueError.
+
+    A list is read as state format 1 held them (:func:`_decode_listed`).
+    """
+    if isinstance(payload, list):
+        return _decode_listed(payload, width)
     if not isinstance(payload, dict):
         raise ValueError(f"held predictions: expected an object, got {type(payload).__name__}")
     ids = payload.get("ids")
@@ -355,16 +390,28 @@ def decode_rows(payload: Any, width: int) -> PendingRows:
     if not isinstance(ids, list) or not all(isinstance(key, str) for key in ids):
         raise ValueError("held predictions: 'ids' is neither a string nor a list of strings")
     held = len(ids)
-    if len(set(ids)) != held:
+    return _checked(
+        ids,
+        _decode_column(payload, "ts", _FLOAT, (held,)).astype(np.float64),
+        _decode_column(payload, "predicted", _FLOAT, (held,)).astype(np.float64),
+        _decode_column(payload, "probability", _FLOAT, (held,)).astype(np.float64),
+        _decode_column(payload, "segments", _CODE, (held, width)),
+    )
+
+
+def _checked(
+    ids: list[str],
+    ts: FloatArray,
+    predicted: FloatArray,
+    probability: FloatArray,
+    segments: npt.NDArray[np.integer[Any]],
+) -> PendingRows:
+    if len(set(ids)) != len(ids):
         raise ValueError("held predictions repeat an id")
-    ts = _decode_column(payload, "ts", _FLOAT, (held,)).astype(np.float64)
-    predicted = _decode_column(payload, "predicted", _FLOAT, (held,)).astype(np.float64)
-    probability = _decode_column(payload, "probability", _FLOAT, (held,)).astype(np.float64)
-    segments = _decode_column(payload, "segments", _CODE, (held, width)).astype(np.int16)
     if not np.isfinite(ts).all():
         raise ValueError("held predictions: a time is not finite")
     if np.isnan(predicted).any():
         raise ValueError("held predictions: a prediction is NaN")
-    if segments.size and segments.min() < -1:
-        raise ValueError(f"held predictions: segment code {segments.min()} below -1")
-    return PendingRows(ids, ts, predicted, probability, segments)
+    if segments.size and (segments.min() < -1 or segments.max() > np.iinfo(np.int16).max):
+        raise ValueError(f"held predictions: segment codes outside -1..{np.iinfo(np.int16).max}")
+    return PendingRows(ids, ts, predicted, probability, segments.astype(np.int16))

@@ -14,9 +14,10 @@ counter would step backwards, which Prometheus reads as a reset followed by
 a jump of the whole restored value: a false spike in every ``rate()``.
 Starting counters from zero is a reset Prometheus handles exactly.
 
-A snapshot that is corrupt, of another format version, or taken against
-another baseline is moved aside (``.corrupt-<time>``) with one log line, and
-the sidecar starts empty.
+A snapshot that is corrupt, of a format version this one cannot read, or
+taken against another baseline is moved aside (``.corrupt-<time>``) with one
+log line, and the sidecar starts empty.  Format 1 (before held predictions
+were stored as columns) is still read, so an upgrade keeps its state.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import json
 import logging
 import os
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,9 @@ log = logging.getLogger(__name__)
 
 STATE_FORMAT = "driftgauge-state"
 STATE_VERSION = 2  # 2: held predictions as columns (driftgauge.pending)
+# Format 1 differs only in how it lists held predictions, which pending.decode_rows reads:
+# an upgrade keeps the state the previous version saved.
+READABLE_VERSIONS = (1, 2)
 
 
 def encode(item: Mergeable) -> dict[str, Any]:
@@ -222,16 +227,27 @@ class StateStore:
             document = json.loads(gzip.decompress(self.path.read_bytes()))
             if not isinstance(document, dict) or document.get("format") != STATE_FORMAT:
                 raise ValueError("not a driftgauge state snapshot")
-            if document.get("format_version") != STATE_VERSION:
+            if document.get("format_version") not in READABLE_VERSIONS:
                 raise ValueError(
-                    f"format version {document.get('format_version')!r}, expected {STATE_VERSION}"
+                    f"format version {document.get('format_version')!r}, expected one of "
+                    f"{READABLE_VERSIONS}"
                 )
             if document.get("baseline_id") != self.monitor.baseline.id:
                 raise ValueError("taken against another baseline")
             if document.get("schema_hash") != self.monitor.config.schema_hash():
                 raise ValueError("taken with another config")
             self._apply(document)
-        except (OSError, EOFError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        # zlib.error: a damaged compressed stream; anything unreadable is moved aside, never
+        # a reason not to start.
+        except (
+            OSError,
+            EOFError,
+            zlib.error,
+            ValueError,
+            KeyError,
+            TypeError,
+            RuntimeError,
+        ) as exc:
             aside = self.path.with_name(f"{self.path.name}.corrupt-{int(self.clock())}")
             os.replace(self.path, aside)
             log.warning(
