@@ -100,15 +100,20 @@ class CdfTable:
 
 
 def cdf_table(sketch: Any) -> CdfTable:
-    """The CDF of a KLL sketch from its (item, weight) pairs, exactly as ``get_cdf`` reads it."""
+    """The CDF of a KLL sketch at each of its retained items, as ``get_cdf`` reads it.
+
+    The values come from ``get_cdf`` itself, not from the weights the
+    sketch's iterator reports: after a sketch in estimation mode is merged
+    into one that already holds data, the iterator (datasketches 5.2) gives
+    every item weight 1, so weights summed to a fraction of ``n`` and D came
+    out near 0.85 for identical distributions.
+    """
     if sketch.is_empty():
         return CdfTable(np.empty(0), np.empty(0))
     pairs = np.fromiter(sketch, dtype=_ITEM_WEIGHT, count=int(sketch.num_retained))
-    order = np.argsort(pairs["item"], kind="stable")
-    items = pairs["item"][order]
-    cumulative = np.cumsum(pairs["weight"][order], dtype=np.float64) / float(sketch.n)
-    last = np.r_[items[1:] != items[:-1], True]  # the last of each run of equal items
-    return CdfTable(items[last], cumulative[last])
+    items = np.unique(pairs["item"])
+    cdf = np.asarray(sketch.get_cdf(items, True), dtype=np.float64)[:-1]
+    return CdfTable(items, cdf)
 
 
 def ks_statistic(a: Any, b: Any) -> float:
