@@ -120,7 +120,7 @@ def test_bins_are_exact_counts_on_the_baseline_edges(
 
 
 def test_ties_collapse_edges(tmp_path: Path, make_config: Callable[..., Config]) -> None:
-    """A column with heavy ties gets fewer, de-duplicated bins; a constant column one bin."""
+    """Three levels get a bin each, split halfway between them; a constant column one bin."""
     config = make_config()
     columns = training_rows(2_000)
     columns["alcohol"] = [float(i % 3) for i in range(2_000)]
@@ -128,7 +128,7 @@ def test_ties_collapse_edges(tmp_path: Path, make_config: Callable[..., Config])
     baseline = build_baseline(config, [write_csv(tmp_path / "t.csv", columns)])
     alcohol, ash = baseline.fields["alcohol"].summary, baseline.fields["ash"].summary
     assert isinstance(alcohol, NumericSummary) and isinstance(ash, NumericSummary)
-    assert list(alcohol.binning.edges) == [1.0, 2.0]
+    assert alcohol.binning.edges.tolist() == pytest.approx([0.5, 1.5], abs=1e-7)
     assert list(alcohol.bins) == [667, 667, 666]
     assert ash.binning.size == 1 and list(ash.bins) == [2_000]
 
@@ -290,4 +290,5 @@ def test_describe_lists_every_field(tmp_path: Path, make_config: Callable[..., C
     text = describe(baseline, Path("b.dgb"))
     for name in ("alcohol", "ash", "region", "class"):
         assert f"\n{name}  (" in text
-    assert "rows 500" in text and "bin shares" in text and "north" in text
+    assert "rows 500" in text and "north" in text
+    assert "10 bins (edges " in text and "bin 9 " in text and "share 0.1" in text

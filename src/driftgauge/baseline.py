@@ -1,11 +1,14 @@
 """The baseline: what the training data looked like, built once, read by the sidecar.
 
-Built in two streaming passes over the data files.  The first fills a KLL
-sketch and the moments of each numeric field and counts categories; the
-baseline's bin edges are then its quantiles (``sketch.bins`` equal-mass
-bins, de-duplicated where ties make quantiles coincide), and the second
-pass counts every value into those bins exactly, so the baseline's bin
-shares carry no sketch error.
+Built in two streaming passes over the data files.  The first fills an
+accurate KLL sketch (k = ``EDGE_SKETCH_K``) and the moments of each numeric
+field and counts categories; the baseline's bin edges come from that sketch
+by the rule in :mod:`driftgauge.sketches.edges` (point masses in bins of
+their own, equal-mass bins for the rest, edges between float32 values), and
+the second pass counts every value into those bins exactly, so the
+baseline's bin shares carry no sketch error.  The sketch kept in the file
+is that sketch reduced to ``sketch.kll_k``, the live windows' accuracy.
+Categories are stored in their canonical spelling (:mod:`driftgauge.canonical`).
 
 File format (version 1): gzip-compressed JSON with a ``format`` marker, the
 format version, the driftgauge version, the config's schema hash, creation
@@ -38,6 +41,7 @@ from driftgauge.config import Config, FieldSpec, FieldType, Role
 from driftgauge.datafiles import Chunk, read_chunks
 from driftgauge.exceptions import BaselineError
 from driftgauge.sketches.codec import decode_summary, encode_summary
+from driftgauge.sketches.edges import EDGE_SKETCH_K, bin_ranges, equal_mass_edges
 from driftgauge.sketches.summary import (
     CategoricalBinning,
     CategoricalSummary,
@@ -75,12 +79,16 @@ class FieldBaseline:
     built from data; a merge of baselines with different edges re-estimates
     them from the merged sketch).  ``category_counts`` holds every category's
     exact count when there were at most ``KNOWN_CATEGORY_LIMIT`` of them.
+    ``edge_rank_error`` bounds how far (in normalized rank) a numeric field's
+    edges may sit from the exact quantiles of its rule (0 when the sketch
+    held every value; ``None`` in baselines written before it was recorded).
     """
 
     spec: FieldSpec
     summary: Summary
     exact: bool = True
     category_counts: dict[str, int] | None = None
+    edge_rank_error: float | None = None
 
     @property
     def ratios(self) -> list[float]:
@@ -137,7 +145,7 @@ def build_baseline(
     counts: dict[str, Counter[str] | None] = {}
     for spec in fields:
         if spec.type == "numeric":
-            first[spec.name] = NumericSummary(NumericBinning(np.empty(0)), k=k)
+            first[spec.name] = NumericSummary(NumericBinning(np.empty(0)), k=EDGE_SKETCH_K)
         else:
             first[spec.name] = CategoricalSummary(
                 CategoricalBinning(()), hll_lg_k=config.sketch.hll_lg_k
@@ -164,10 +172,13 @@ def build_baseline(
             progress("pass 1/2: sketches", offset + chunk.bytes_read, sizes)
         offset += path.stat().st_size
     binnings: dict[str, NumericBinning | CategoricalBinning] = {}
+    rank_errors: dict[str, float] = {}
     for spec in fields:
         summary = first[spec.name]
         if isinstance(summary, NumericSummary):
             binnings[spec.name] = NumericBinning(_equal_mass_edges(summary, config.sketch.bins))
+            rank_errors[spec.name] = _rank_error(summary.kll)
+            first[spec.name] = replace(summary, k=k, kll=_reduced(summary.kll, k))
         else:
             binnings[spec.name] = _category_binning(summary, counts[spec.name], top)
     second = {name: np.zeros(b.size, dtype=np.int64) for name, b in binnings.items()}
@@ -200,7 +211,11 @@ def build_baseline(
             assert isinstance(binning, CategoricalBinning)
             summary = replace(summary, binning=binning, bins=bins)
         result[spec.name] = FieldBaseline(
-            spec, summary, True, dict(tally) if tally is not None else None
+            spec,
+            summary,
+            True,
+            dict(tally) if tally is not None else None,
+            rank_errors.get(spec.name),
         )
     return _finish(config, rows, result, crosstab.counts)
 
@@ -280,12 +295,21 @@ def _finish(
 
 
 def _equal_mass_edges(summary: NumericSummary, bins: int) -> np.ndarray[Any, np.dtype[np.float64]]:
-    if summary.count == 0:
-        return np.empty(0)
-    ranks = [i / bins for i in range(1, bins)]
-    edges = np.unique(np.asarray(summary.kll.get_quantiles(ranks), dtype=np.float64))
-    # With side="right" binning an edge at the minimum would leave bin 0 empty forever.
-    return edges[edges > summary.minimum]
+    return equal_mass_edges(summary.kll, bins, summary.minimum, summary.maximum)
+
+
+def _rank_error(sketch: Any) -> float:
+    """The normalized rank error of ``sketch``'s quantiles: 0 while it still holds every value."""
+    if sketch.is_empty() or not sketch.is_estimation_mode():
+        return 0.0
+    return float(sketch.normalized_rank_error(False))
+
+
+def _reduced(sketch: Any, k: int) -> Any:
+    """``sketch`` merged into an empty sketch of accuracy ``k`` (what live windows use)."""
+    reduced = ds.kll_doubles_sketch(k)
+    reduced.merge(sketch)
+    return reduced
 
 
 def _category_binning(
@@ -334,7 +358,10 @@ def _field_payload(held: FieldBaseline) -> dict[str, Any]:
     payload = {"name": spec.name, "role": spec.role, "type": spec.type, "exact": held.exact}
     payload |= encode_summary(summary)
     if isinstance(summary, NumericSummary):
-        return payload | {"edges": [float(e) for e in summary.binning.edges]}
+        return payload | {
+            "edges": [float(e) for e in summary.binning.edges],
+            "edge_rank_error": held.edge_rank_error,
+        }
     return payload | {
         "categories": list(summary.binning.categories),
         "category_counts": held.category_counts,
@@ -399,7 +426,14 @@ def _field_from_payload(item: dict[str, Any], kll_k: int) -> FieldBaseline:
     if summary.binning.size != size:
         raise ValueError(f"{spec.name}: {size} bin counts for {summary.binning.size} bins")
     decode_summary(summary, item)
-    return FieldBaseline(spec, summary, bool(item["exact"]), counts)
+    rank_error = item.get("edge_rank_error")
+    return FieldBaseline(
+        spec,
+        summary,
+        bool(item["exact"]),
+        counts,
+        None if rank_error is None else float(rank_error),
+    )
 
 
 def load_baseline(path: Path) -> Baseline:
@@ -511,7 +545,15 @@ def _merge_field(spec: FieldSpec, held: list[FieldBaseline], config: Config) -> 
             )
             bins = np.round(np.diff(np.concatenate([[0.0], cdf])) * merged.count).astype(np.int64)
         exact = same and all(h.exact for h in held)
-        return FieldBaseline(spec, replace(merged, binning=binning, bins=bins), exact)
+        errors = [h.edge_rank_error for h in held]
+        rank_error = (
+            (None if None in errors else max(e or 0.0 for e in errors))
+            if same
+            else _rank_error(merged.kll)
+        )
+        return FieldBaseline(
+            spec, replace(merged, binning=binning, bins=bins), exact, None, rank_error
+        )
     merged_cat = CategoricalSummary(CategoricalBinning(()), hll_lg_k=first.hll_lg_k)
     tallies = [h.category_counts for h in held]
     for h in held:
@@ -535,6 +577,15 @@ def _merge_field(spec: FieldSpec, held: list[FieldBaseline], config: Config) -> 
     other = max(0, merged_cat.count - sum(estimates))
     bins = np.asarray([*estimates, other, 0], dtype=np.int64)
     return FieldBaseline(spec, replace(merged_cat, binning=binning_cat, bins=bins), False)
+
+
+def _edge_accuracy(held: FieldBaseline) -> str:
+    error = held.edge_rank_error
+    if error is None:
+        return "edges from an older baseline, rank error not recorded"
+    if error == 0:
+        return "edges at exact quantiles"
+    return f"edges within ±{error:.2%} rank of the exact quantiles"
 
 
 def describe(baseline: Baseline, path: Path) -> str:
@@ -564,10 +615,10 @@ def describe(baseline: Baseline, path: Path) -> str:
                 lines.append(
                     f"  not numbers {summary.wrong_type:,}  nan {summary.nan:,}  inf {summary.inf:,}"
                 )
-            edges = ", ".join(f"{e:.4g}" for e in summary.binning.edges)
-            shares = " ".join(f"{r:.3f}" for r in held.ratios)
-            lines.append(f"  {summary.binning.size} bins, edges [{edges}]")
-            lines.append(f"  bin shares {shares}")
+            lines.append(f"  {summary.binning.size} bins ({_edge_accuracy(held)}):")
+            ranges = bin_ranges(summary.binning.edges, summary.minimum, summary.maximum)
+            for index, (text, ratio) in enumerate(zip(ranges, held.ratios, strict=True)):
+                lines.append(f"    bin {index:<3} {text:<32} share {ratio:.4f}")
         else:
             cardinality = summary.hll.get_estimate()
             lines.append(

@@ -17,6 +17,7 @@ from typing import Any, Literal, cast, get_args
 
 import yaml
 
+from driftgauge.canonical import canonical_category
 from driftgauge.exceptions import ConfigError
 from driftgauge.source_config import (
     DEFAULT_PROXY_PORT,
@@ -333,10 +334,8 @@ def _feedback(
 
 
 def _label_text(value: Any) -> str:
-    """Class values as the strings categorical fields use (true/false for booleans)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+    """Class values as the strings categorical fields use (see driftgauge.canonical)."""
+    return canonical_category(value)
 
 
 def _segments(value: Any, features: list[FieldSpec], errors: Errors) -> SegmentsConfig:

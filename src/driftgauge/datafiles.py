@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from driftgauge.canonical import canonical_strings
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import DataError
 from driftgauge.sketches.summary import CategoricalBinning, to_categories, to_floats
@@ -145,9 +146,7 @@ def _arrow_column(array: Any, spec: FieldSpec) -> Column:
     if nulls:
         present = np.asarray(strings.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
         strings = strings.drop_null()
-    return Column(
-        np.asarray(strings.to_numpy(zero_copy_only=False), dtype=np.str_), nulls, 0, present
-    )
+    return Column(canonical_strings(strings.to_numpy(zero_copy_only=False)), nulls, 0, present)
 
 
 def _batches_to_chunks(

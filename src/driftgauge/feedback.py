@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from driftgauge.baseline import Baseline
+from driftgauge.canonical import canonical_category
 from driftgauge.config import Config, FeedbackConfig
 from driftgauge.exceptions import ProtocolError
 from driftgauge.pending import PendingRows, PendingStore, decode_rows
@@ -232,8 +233,7 @@ class Outcomes:
         if self._binning is not None:
             if raw is None or isinstance(raw, dict | list):
                 return None
-            text = ("true" if raw else "false") if isinstance(raw, bool) else str(raw)
-            return float(self._binning.slot(text))
+            return float(self._binning.slot(canonical_category(raw)))
         if isinstance(raw, bool) or not isinstance(raw, int | float):
             return None
         try:  # a JSON integer may be far beyond float (and int64) range

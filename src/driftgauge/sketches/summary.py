@@ -24,6 +24,8 @@ import datasketches as ds
 import numpy as np
 import numpy.typing as npt
 
+from driftgauge.canonical import canonical_category, canonical_strings
+
 __all__ = [
     "OTHER",
     "UNSEEN",
@@ -53,9 +55,11 @@ CountArray = npt.NDArray[np.int64]
 def to_floats(values: Sequence[Any] | npt.NDArray[Any]) -> tuple[FloatArray, int, int]:
     """A column as float64 with ``nan`` for missing, and the (missing, wrong_type) counts.
 
-    ``None`` is missing; a string or any other non-number is of the wrong
-    type and is left out as missing would be, but counted apart.  The common
-    all-numbers case converts in one numpy call.
+    ``None`` is missing; a string, a boolean or any other non-number is of
+    the wrong type and is left out as missing would be, but counted apart
+    (a flag belongs in a categorical field, where ``true``, ``True`` and a
+    Parquet boolean are one category).  The common all-numbers case
+    converts in one numpy call.
     """
     try:
         array = values if isinstance(values, np.ndarray) else np.asarray(values)
@@ -98,10 +102,14 @@ def split_finite(values: FloatArray, placeholders: int = 0) -> tuple[FloatArray,
 
 
 def to_categories(values: Sequence[Any] | npt.NDArray[Any]) -> tuple[npt.NDArray[np.str_], int]:
-    """A column as a numpy string array without missing values, and the missing count."""
+    """A column as canonical category strings without missing values, and the missing count.
+
+    See :mod:`driftgauge.canonical`: ``True``, ``true`` and a boolean are one
+    category, and so are ``1``, ``1.0`` and ``"1.0"``.
+    """
     if isinstance(values, np.ndarray) and values.dtype.kind == "U":
-        return values.ravel(), 0
-    kept = [_category_text(v) for v in values if v is not None]
+        return canonical_strings(values), 0
+    kept = [canonical_category(v) for v in values if v is not None]
     missing = len(values) - len(kept)
     return np.asarray(kept, dtype=np.str_) if kept else np.empty(0, dtype=np.str_), missing
 
@@ -112,21 +120,13 @@ def category_indexes(
     """Each row's bucket in ``binning``, -1 where the value is missing (rows stay aligned)."""
     result = np.full(len(values), -1, dtype=np.intp)
     if isinstance(values, np.ndarray) and values.dtype.kind == "U":
-        result[:] = binning.indexes(values.ravel())
+        result[:] = binning.indexes(canonical_strings(values))
         return result
     present = [i for i, v in enumerate(values) if v is not None]
     if present:
-        texts = np.asarray([_category_text(values[i]) for i in present], dtype=np.str_)
+        texts = np.asarray([canonical_category(values[i]) for i in present], dtype=np.str_)
         result[present] = binning.indexes(texts)
     return result
-
-
-def _category_text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,76 @@
+"""One spelling per category, whatever encoding it arrived in.
+
+A categorical value reaches driftgauge in many encodings: a pandas boolean
+written to CSV as ``True``, the same value as JSON ``true`` or a Parquet
+boolean; an integer code as ``1`` in the training CSV and ``1.0`` in any
+float tensor, or ``"1.0"`` where a column with missing values went through a
+float dtype.  The baseline build and the sidecar both map every value to its
+canonical text before it meets a category, so these are one category:
+
+- booleans (and the strings ``true``/``false`` in any letter case) are
+  ``"true"`` and ``"false"``;
+- integral numbers (``1``, ``1.0``, ``np.float32(1)``, the string ``"1.0"``)
+  are their integer digits, ``"1"``; ``-0.0`` is ``"0"``;
+- other numbers are Python's shortest round-trip text (``0.5``, ``nan``);
+- any other string is itself.
+
+The rule is deliberately narrow: ``"007"`` stays ``"007"`` and ``"1e3"``
+stays ``"1e3"``, so distinct codes are never merged.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["canonical_category", "canonical_strings"]
+
+# Digits with a zero fraction, as float formatting writes an integral value ("3.0", "-12.00").
+_INTEGRAL_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)\.0+")
+_BOOLEAN_TEXT = {"true": "true", "false": "false"}
+# Integral floats beyond this are not spelled as integers (their digits would be float noise).
+_INTEGER_LIMIT = 2.0**63
+
+
+def canonical_category(value: Any) -> str:
+    """The canonical text of one (non-missing) categorical value."""
+    if isinstance(value, str):
+        return _canonical_text(value)
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        if number.is_integer() and abs(number) < _INTEGER_LIMIT:
+            return str(int(number))
+        return repr(number) if math.isfinite(number) else str(number)
+    return str(value)
+
+
+def _canonical_text(text: str) -> str:
+    if len(text) <= 5:
+        spelled = _BOOLEAN_TEXT.get(text.lower())
+        if spelled is not None:
+            return spelled
+    if text[-1:] == "0" and _INTEGRAL_TEXT.fullmatch(text):
+        digits = text.partition(".")[0]
+        return "0" if digits == "-0" else digits
+    return text
+
+
+def canonical_strings(values: npt.NDArray[np.str_] | Sequence[str]) -> npt.NDArray[np.str_]:
+    """A string column with every value in canonical form (one Python call per distinct value)."""
+    array = np.asarray(values, dtype=np.str_)
+    if array.size == 0:
+        return array.ravel()
+    distinct, inverse = np.unique(array.ravel(), return_inverse=True)
+    spelled = [_canonical_text(text) for text in distinct.tolist()]
+    if spelled == distinct.tolist():
+        return array.ravel()
+    return np.asarray(spelled, dtype=np.str_)[inverse.ravel()]
