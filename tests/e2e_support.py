@@ -1,7 +1,8 @@
 """Shared pieces of the end-to-end tests: rules rewriting, sidecar processes, servers in a thread.
 
 - :func:`rewrite_rules` makes a test-only copy of ``alert_rules/driftgauge.rules.yml``
-  with short windows, ranges and ``for:`` durations and nothing else changed;
+  with short ranges and ``for:`` durations and nothing else changed (it also maps
+  ``window="…"`` matchers, which the project's rules no longer have);
   :func:`masked` is how a test proves that.
 - :func:`sidecar` runs ``driftgauge serve -c CONFIG`` as a real process and
   always stops it.

@@ -318,7 +318,7 @@ def test_kubernetes_configmap_holds_a_config_driftgauge_accepts() -> None:
     model = _container(_pod_spec(), "model")
     assert config.source.upstream == f"http://127.0.0.1:{_port(model, 'model-http')}"
     assert config.source.readiness_path == model["readinessProbe"]["httpGet"]["path"]
-    assert {w.label for w in config.windows} == {"5m", "1h"}  # the alert rules' windows
+    assert {w.label for w in config.windows} == {"5m", "1h"}  # the default windows
 
 
 def test_kubernetes_driftgauge_is_a_native_sidecar_with_config_and_baseline_mounted() -> None:
