@@ -2,8 +2,10 @@
 
 ``reference_live_families`` and ``reference_snapshot_families`` build the
 prometheus_client families exactly as ``MonitorCollector`` built them before
-the live counters and then the snapshot part were written directly;
-prometheus_client's encoders render them for byte-for-byte comparisons.
+the live counters and then the snapshot part were written directly (with the
+quantile and mean gauges that have since replaced the live and baseline
+summaries); prometheus_client's encoders render them for byte-for-byte
+comparisons.
 ``busy_pipeline`` makes a state that exercises every family.
 """
 
@@ -75,6 +77,8 @@ AWKWARD_VALUES = (
 )
 
 FIELD_LABELS = ["model", "feature", "role"]
+# Not "quantile": promtool reserves it for summaries.
+QUANTILE_LABEL = "q"
 WINDOW_LABELS = [*FIELD_LABELS, "window"]
 GAUGES: tuple[tuple[str, str, str], ...] = (
     ("psi", "driftgauge_psi", "Population stability index, live window vs baseline."),
@@ -239,24 +243,26 @@ def _reference_baseline(monitor: Monitor) -> Iterator[Metric]:
         "The baseline's share of each bin.",
         labels=[*FIELD_LABELS, "bin"],
     )
-    baseline_value = Metric(
-        "driftgauge_baseline_value",
-        "Quantiles of a numeric field in the baseline, beside driftgauge_feature_value's live ones.",
-        "summary",
+    quantiles = GaugeMetricFamily(
+        "driftgauge_baseline_quantile",
+        "Quantiles of a numeric field in the baseline, beside driftgauge_feature_quantile's live ones.",
+        labels=[*FIELD_LABELS, QUANTILE_LABEL],
+    )
+    means = GaugeMetricFamily(
+        "driftgauge_baseline_mean",
+        "The baseline's mean of a numeric field, beside driftgauge_feature_mean's live one.",
+        labels=FIELD_LABELS,
     )
     for spec in monitor.config.fields:
         summary = monitor.baseline.fields[spec.name].summary
         if not isinstance(summary, NumericSummary) or not summary.count:
             continue
         values = summary.kll.get_quantiles(list(QUANTILES))
-        names = {"model": model, "feature": spec.name, "role": spec.role}
+        labels = [model, spec.name, spec.role]
         for quantile, value in zip(QUANTILES, values, strict=True):
-            baseline_value.add_sample(
-                "driftgauge_baseline_value", names | {"quantile": str(quantile)}, float(value)
-            )
-        baseline_value.add_sample("driftgauge_baseline_value_sum", names, summary.total)
-        baseline_value.add_sample("driftgauge_baseline_value_count", names, summary.count)
-    yield baseline_value
+            quantiles.add_metric([*labels, str(quantile)], float(value))
+        means.add_metric(labels, summary.total / summary.count)
+    yield from (quantiles, means)
     baseline_count = GaugeMetricFamily(
         "driftgauge_baseline_observations",
         "Valid values of each field in the baseline (for fleet-wide noise floors).",
@@ -287,10 +293,15 @@ def _reference_windows(model: str, fields: tuple[FieldStats, ...]) -> Iterator[M
         "Valid observations in the window.",
         labels=WINDOW_LABELS,
     )
-    values = Metric(
-        "driftgauge_feature_value",
+    quantiles = GaugeMetricFamily(
+        "driftgauge_feature_quantile",
         "Live quantiles of a numeric feature or prediction, from the window's sketch.",
-        "summary",
+        labels=[*WINDOW_LABELS, QUANTILE_LABEL],
+    )
+    means = GaugeMetricFamily(
+        "driftgauge_feature_mean",
+        "The window's mean of a numeric feature or prediction.",
+        labels=WINDOW_LABELS,
     )
     for item in fields:
         labels = [model, item.spec.name, item.spec.role, item.window]
@@ -300,16 +311,12 @@ def _reference_windows(model: str, fields: tuple[FieldStats, ...]) -> Iterator[M
             if value is not None:
                 family.add_metric(labels, value)
         if item.spec.type == "numeric" and item.quantiles:
-            names = dict(zip(WINDOW_LABELS, labels, strict=True))
             for quantile, value in item.quantiles:
-                values.add_sample(
-                    "driftgauge_feature_value", names | {"quantile": str(quantile)}, value
-                )
-            values.add_sample("driftgauge_feature_value_sum", names, item.total)
-            values.add_sample("driftgauge_feature_value_count", names, item.observations)
+                quantiles.add_metric([*labels, str(quantile)], value)
+            means.add_metric(labels, item.total / item.observations)
     yield observations
     yield from families.values()
-    yield values
+    yield from (quantiles, means)
 
 
 def _reference_segments(model: str, snapshot: Snapshot) -> Iterator[Metric]:
@@ -480,9 +487,6 @@ def busy_pipeline(model: str, tmp_path: Path) -> Pipeline:
 def with_awkward_values(snapshot: Snapshot) -> Snapshot:
     """``snapshot`` with every gauge value that is set replaced, in turn, by an awkward one."""
     awkward = itertools.cycle(AWKWARD_VALUES)
-    # prometheus_client's OpenMetrics parser (used to compare samples) rejects negative
-    # quantile values and a NaN or negative _sum, so the summaries take the others.
-    summary_values = itertools.cycle([v for v in AWKWARD_VALUES if v >= 0])
 
     def some(value: float | None) -> float | None:
         return None if value is None else next(awkward)
@@ -497,8 +501,8 @@ def with_awkward_values(snapshot: Snapshot) -> Snapshot:
             ks_statistic=some(item.ks_statistic),
             ks_pvalue=some(item.ks_pvalue),
             chi2_pvalue=some(item.chi2_pvalue),
-            quantiles=tuple((q, next(summary_values)) for q, _ in item.quantiles),
-            total=next(summary_values),
+            quantiles=tuple((q, next(awkward)) for q, _ in item.quantiles),
+            total=next(awkward),
             cardinality=some(item.cardinality),
         )
         for i, item in enumerate(snapshot.fields)

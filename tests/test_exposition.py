@@ -15,11 +15,14 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from driftgauge import __version__
-from driftgauge.baseline import Baseline
+from driftgauge.baseline import Baseline, build_baseline
 from driftgauge.config import Config
 from driftgauge.exposition import (
     MonitorCollector,
@@ -42,7 +45,7 @@ from tests.exposition_support import (
     with_awkward_values,
 )
 from tests.feedback_support import Pipeline
-from tests.helpers import free_port, training_rows
+from tests.helpers import free_port, training_rows, write_csv
 
 PROMTOOL = shutil.which("promtool")
 
@@ -128,21 +131,22 @@ def test_counters_and_bins_are_exported(monitor: Monitor) -> None:
     assert registry.get_sample_value("driftgauge_build_info", {"version": __version__}) == 1
 
 
-def test_feature_value_summary_has_quantiles_sum_and_count(monitor: Monitor) -> None:
-    """Live quantiles come from the window's sketch with _sum and _count."""
+def test_feature_quantile_and_mean_gauges(monitor: Monitor) -> None:
+    """Live quantiles come from the window's sketch, the mean from its sum and count."""
     registry = _registry(monitor)
     batch = _rows(1_000, 4)
     monitor.ingest([batch])
     monitor.compute()
     labels = {"model": "wine", "feature": "alcohol", "role": "input", "window": "5m"}
-    median = registry.get_sample_value("driftgauge_feature_value", labels | {"quantile": "0.5"})
+    median = registry.get_sample_value("driftgauge_feature_quantile", labels | {"q": "0.5"})
     raw = np.asarray(batch.columns["alcohol"])
     assert median is not None
     assert abs(np.mean(raw <= median) - 0.5) <= 0.02
-    assert registry.get_sample_value("driftgauge_feature_value_count", labels) == 1_000
-    assert registry.get_sample_value("driftgauge_feature_value_sum", labels) == pytest.approx(
-        raw.sum()
-    )
+    mean = registry.get_sample_value("driftgauge_feature_mean", labels)
+    assert mean == pytest.approx(raw.mean())
+    assert registry.get_sample_value("driftgauge_window_observations", labels) == 1_000
+    region = labels | {"feature": "region"}
+    assert registry.get_sample_value("driftgauge_feature_mean", region) is None
 
 
 def test_promtool_check_metrics_passes(monitor: Monitor) -> None:
@@ -159,6 +163,67 @@ def test_promtool_check_metrics_passes(monitor: Monitor) -> None:
     )
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert result.stdout.strip() == b""
+
+
+def _negative_monitor(config: Config, tmp_path: Path) -> tuple[Monitor, np.ndarray]:
+    """A monitor whose alcohol lies far below zero, in the baseline and live; the live values."""
+    columns = training_rows(5_000)
+    columns["alcohol"] = [value - 20.0 for value in columns["alcohol"]]
+    baseline = build_baseline(config, [write_csv(tmp_path / "negative.csv", columns)])
+    monitor = Monitor(config, baseline)
+    batch = _rows(1_000, 4, shift=-20.0)
+    monitor.ingest([batch])
+    monitor.compute()
+    return monitor, np.asarray(batch.columns["alcohol"])
+
+
+_OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+
+
+def test_negative_features_give_gauges_strict_parsers_accept(
+    make_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    """Below zero, the live and baseline quantile and mean gauges are negative, and every way
+    of writing them gives OpenMetrics that prometheus_client's strict parser reads and text
+    that `promtool check metrics` passes."""
+    assert PROMTOOL is not None, (
+        "promtool missing: scripts/test.sh installs the Debian prometheus package"
+    )
+    monitor, raw = _negative_monitor(make_config(), tmp_path)
+    rendered = RenderedSnapshot(registry_of(MonitorCollector(monitor, "snapshot")))
+    rendered.refresh()
+    live = registry_of(MonitorCollector(monitor, "live"))
+    every_part = registry_of(MonitorCollector(monitor))
+    openmetrics_bodies = {
+        "direct": render_metrics(live, _OPENMETRICS, rendered)[0],
+        "direct, one collector": render_metrics(every_part, _OPENMETRICS)[0],
+        "collector families": openmetrics_latest(every_part),  # type: ignore[no-untyped-call]
+        "escaped": render_metrics(live, f"{_OPENMETRICS}; escaping=values", rendered)[0],
+    }
+    field = {"model": "wine", "feature": "alcohol", "role": "input"}
+    for path, body in openmetrics_bodies.items():
+        values: dict[str, list[float]] = {}
+        for family in openmetrics_families(body.decode()):  # raises on what it refuses
+            for sample in family.samples:
+                if field.items() <= sample.labels.items() and sample.labels.get("window") != "1h":
+                    values.setdefault(sample.name, []).append(sample.value)
+        if path == "escaped":
+            quantiles = [v for name, v in values.items() if name.endswith("feature__quantile")]
+            assert len(quantiles) == 1 and max(quantiles[0]) < 0
+            continue
+        assert len(values["driftgauge_feature_quantile"]) == 7, path
+        assert len(values["driftgauge_baseline_quantile"]) == 7, path
+        for name in ("feature_quantile", "feature_mean", "baseline_quantile", "baseline_mean"):
+            assert max(values[f"driftgauge_{name}"]) < 0, (path, name)
+        assert values["driftgauge_feature_mean"] == [pytest.approx(raw.mean())]
+    text_bodies = (render_metrics(live, "text/plain", rendered)[0], generate_latest(every_part))
+    for body in text_bodies:
+        assert b'driftgauge_feature_quantile{feature="alcohol",model="wine",q="0.5"' in body
+        result = subprocess.run(
+            [PROMTOOL, "check", "metrics"], input=body, capture_output=True, check=False
+        )
+        assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+        assert result.stdout.strip() == b""
 
 
 @pytest.fixture
@@ -188,11 +253,13 @@ async def test_http_endpoints_and_content_negotiation(
             assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
             text = await response.text()
         names = {f.name for f in text_string_to_metric_families(text)}
-        assert {"driftgauge_psi", "driftgauge_observations", "driftgauge_feature_value"} <= names
+        assert {"driftgauge_psi", "driftgauge_feature_quantile", "driftgauge_feature_mean"} <= names
         headers = {"Accept": "application/openmetrics-text; version=1.0.0"}
         async with session.get(f"{metrics_server}/metrics", headers=headers) as response:
             assert response.headers["Content-Type"].startswith("application/openmetrics-text")
-            assert (await response.text()).endswith("# EOF\n")
+            body = await response.read()
+        assert body.endswith(b"# EOF\n")
+        assert "driftgauge_feature_quantile" in {name for name, *_ in parsed(body, True)}
         async with session.get(f"{metrics_server}/healthz") as response:
             assert response.status == 200
         async with session.get(f"{metrics_server}/readyz") as response:
@@ -247,8 +314,8 @@ def test_live_counters_are_the_samples_prometheus_client_rendered(
     expected = encoder(registry_of(ReferenceCollector(monitor)))
     assert content_type == expected_type
     openmetrics = content_type.startswith("application/openmetrics-text")
+    families = parsed(body, openmetrics)  # every OpenMetrics body by the strict parser
     if accept in PLAIN_NAMES:
-        families = parsed(body, openmetrics)
         assert families == parsed(expected, openmetrics)
         names = {name for name, *_ in families}
         assert {"driftgauge_bin_observations", "driftgauge_labels", "driftgauge_dropped"} <= names
@@ -272,7 +339,9 @@ def test_registry_reads_see_the_same_snapshot_samples(busier: Pipeline) -> None:
     registry = registry_of(MonitorCollector(monitor, "snapshot"))
     reference = registry_of(ReferenceCollector(monitor, live=False, snapshot=True))
     assert generate_latest(registry) == generate_latest(reference)
-    assert openmetrics_latest(registry) == openmetrics_latest(reference)  # type: ignore[no-untyped-call]
+    openmetrics: bytes = openmetrics_latest(registry)  # type: ignore[no-untyped-call]
+    assert openmetrics == openmetrics_latest(reference)  # type: ignore[no-untyped-call]
+    assert "driftgauge_feature_mean" in {name for name, *_ in parsed(openmetrics, True)}
     labels = {"model": monitor.config.model, "feature": "alcohol", "role": "input", "window": "5m"}
     (held,) = (i for i in monitor.snapshot.fields if i.spec.name == "alcohol" and i.window == "5m")
     assert registry.get_sample_value("driftgauge_window_observations", labels) == held.observations
@@ -301,11 +370,12 @@ def test_whole_exposition_equals_the_old_one(
     encoder, _ = choose_encoder(accept)
     openmetrics = content_type.startswith("application/openmetrics-text")
     expected = encoder(reference)
+    families = parsed(body, openmetrics)  # every OpenMetrics body by the strict parser
     if accept in PLAIN_NAMES:
-        families = parsed(body, openmetrics)
         assert families == parsed(expected, openmetrics)
         names = {name for name, *_ in families}
         assert {"driftgauge_requests", "driftgauge_segment_psi", "driftgauge_performance"} <= names
+        assert {"driftgauge_feature_quantile", "driftgauge_feature_mean"} <= names
     assert body == expected
     assert body.count(b"# EOF\n") == (1 if openmetrics else 0)
     zipped, _ = render_metrics(registry, accept, rendered, gzip=True)
@@ -352,8 +422,9 @@ def test_no_snapshot_part_before_the_first_refresh(busy: Pipeline, accept: str) 
     monitor = busy.monitor
     rendered = RenderedSnapshot(registry_of(MonitorCollector(monitor, "snapshot")))
     body, _ = render_metrics(registry_of(MonitorCollector(monitor, "live")), accept, rendered)
-    encoder, _ = choose_encoder(accept)
+    encoder, content_type = choose_encoder(accept)
     assert body == encoder(registry_of(ReferenceCollector(monitor)))
+    parsed(body, content_type.startswith("application/openmetrics-text"))
 
 
 @pytest.mark.parametrize("accept", ["text/plain", "application/openmetrics-text; version=1.0.0"])
@@ -362,9 +433,11 @@ def test_all_part_collector_on_a_route_without_snapshot_matches(
 ) -> None:
     """A single collector with every part (no RenderedSnapshot) serves the old exposition too."""
     monitor = busier.monitor
-    body, _ = render_metrics(registry_of(MonitorCollector(monitor)), accept)
+    body, content_type = render_metrics(registry_of(MonitorCollector(monitor)), accept)
     encoder, _ = choose_encoder(accept)
     assert body == encoder(registry_of(ReferenceCollector(monitor, snapshot=True)))
+    names = {name for name, *_ in parsed(body, content_type.startswith("application/openmetrics"))}
+    assert {"driftgauge_feature_quantile", "driftgauge_feature_mean"} <= names
 
 
 def test_promtool_accepts_the_direct_written_exposition(busier: Pipeline) -> None:
@@ -378,7 +451,8 @@ def test_promtool_accepts_the_direct_written_exposition(busier: Pipeline) -> Non
     live = registry_of(MonitorCollector(busier.monitor, "live"))
     body, _ = render_metrics(live, "text/plain", rendered)
     assert b"driftgauge_bin_observations_total{" in body
-    assert b"driftgauge_feature_value_count{" in body
+    assert b"driftgauge_feature_quantile{" in body
+    assert b"driftgauge_feature_mean{" in body
     result = subprocess.run(
         [PROMTOOL, "check", "metrics"], input=body, capture_output=True, check=False
     )
@@ -414,5 +488,6 @@ async def test_http_scrapes_serve_the_old_samples_in_each_format(busy: Pipeline)
                         assert response.headers["Content-Encoding"] == "gzip"
                     body = await response.read()
                 assert body == encoder(reference)
+                parsed(body, encoder is openmetrics_latest)
     finally:
         await runner.cleanup()

@@ -70,7 +70,8 @@ def test_snapshot_part_is_byte_identical_to_the_old_rendering(
     rendered.refresh()
     _assert_served_as_before(rendered, monitor)
     names = {name for name, *_ in parsed(_served(rendered, False), False)}
-    assert {"driftgauge_baseline_bin_ratio", "driftgauge_feature_value"} <= names
+    assert {"driftgauge_feature_quantile", "driftgauge_feature_mean"} <= names
+    assert "driftgauge_baseline_bin_ratio" in names
     if state != "before-first-recompute":
         assert {"driftgauge_disparate_impact", "driftgauge_class_performance"} <= names
 
@@ -137,3 +138,5 @@ def test_recompute_part_renders_a_given_snapshot(tmp_path: Path) -> None:
     assert families.recompute_part(monitor.snapshot) == latest
     assert b"NaN" in other[0]
     assert other[1].count(b"# TYPE driftgauge_psi gauge\n") == 1
+    for openmetrics in (latest[1], other[1]):
+        parsed(families.baseline_part(True).raw + openmetrics + b"# EOF\n", True)

@@ -227,7 +227,7 @@ async def scrape(url: str) -> dict[tuple[str, str, str], dict[str, float]]:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels = sample.labels
-            if "window" in labels and "feature" in labels and "quantile" not in labels:
+            if "window" in labels and "feature" in labels and "q" not in labels:
                 key = (labels["feature"], labels["role"], labels["window"])
                 table.setdefault(key, {})[sample.name.removeprefix("driftgauge_")] = sample.value
     return table

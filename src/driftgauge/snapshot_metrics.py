@@ -1,21 +1,22 @@
 """The snapshot part of /metrics: drift figures and baseline figures, written straight to text.
 
-Everything here changes at most once per recompute: the drift gauges,
-window observations, live quantile summaries, cardinalities, segment,
+Everything here changes at most once per recompute: the drift gauges, window
+observations, live quantile and mean gauges, cardinalities, segment,
 performance and fairness gauges of the monitor's latest
 :class:`~driftgauge.monitor.Snapshot`, and before them the families that
-depend only on the baseline (``baseline_value``, ``baseline_bin_ratio``,
-``baseline_observations``, ``baseline_cardinality`` and the info families),
-which :class:`SnapshotFamilies` renders once and reuses as bytes.  A
-recompute's part is laid out as one list of samples per family; each
-series' line prefix (``name{labels} ``) is escaped the first time it
-appears and reused while it keeps appearing, every value is formatted in
-one vectorised pass (:func:`~driftgauge.textformat.format_floats`), and the
-sample lines, identical in both formats, are joined once for the Prometheus
-text format and OpenMetrics, which differ only in their ``# HELP`` and
-``# TYPE`` lines.  The same samples are also available as prometheus_client
-families, for registry reads such as ``get_sample_value`` and for the name
-escapings the direct writer does not speak.
+depend only on the baseline (``baseline_quantile``, ``baseline_mean``,
+``baseline_bin_ratio``, ``baseline_observations``, ``baseline_cardinality``
+and the info families), which :class:`SnapshotFamilies` renders once and
+reuses as bytes.  A recompute's part is laid out as one list of samples per
+family; each series' line prefix (``name{labels} ``) is escaped the first
+time it appears and reused while it keeps appearing, every value is
+formatted in one vectorised pass
+(:func:`~driftgauge.textformat.format_floats`), and the sample lines,
+identical in both formats, are joined once for the Prometheus text format
+and OpenMetrics, which differ only in their ``# HELP`` and ``# TYPE`` lines.
+The same samples are also available as prometheus_client families, for
+registry reads such as ``get_sample_value`` and for the name escapings the
+direct writer does not speak.
 """
 
 from __future__ import annotations
@@ -45,15 +46,23 @@ _SEGMENT_RATE: Labels = ("model", "window", "segment_feature", "segment")
 _FAIRNESS: Labels = ("model", "window", "segment_feature")
 
 _QUANTILE_TEXT = {q: str(q) for q in QUANTILES}
+# The quantile gauges' label: not "quantile", which `promtool check metrics` reserves for
+# summaries ('non-summary metrics should not have "quantile" label').
+_QUANTILE_LABEL = "q"
 
 _BUILD = FamilyText("driftgauge_build", "info", "driftgauge version.")
 _BASELINE_INFO = FamilyText(
     "driftgauge_baseline", "info", "The baseline in use: id, creation time, rows."
 )
-_BASELINE_VALUE = FamilyText(
-    "driftgauge_baseline_value",
-    "summary",
-    "Quantiles of a numeric field in the baseline, beside driftgauge_feature_value's live ones.",
+_BASELINE_QUANTILE = FamilyText(
+    "driftgauge_baseline_quantile",
+    "gauge",
+    "Quantiles of a numeric field in the baseline, beside driftgauge_feature_quantile's live ones.",
+)
+_BASELINE_MEAN = FamilyText(
+    "driftgauge_baseline_mean",
+    "gauge",
+    "The baseline's mean of a numeric field, beside driftgauge_feature_mean's live one.",
 )
 _BIN_RATIO = FamilyText(
     "driftgauge_baseline_bin_ratio", "gauge", "The baseline's share of each bin."
@@ -110,10 +119,18 @@ _DRIFT: tuple[tuple[str, FamilyText], ...] = (
         FamilyText("driftgauge_chi2_pvalue", "gauge", "Chi-squared test p-value (categorical)."),
     ),
 )
-_FEATURE_VALUE = FamilyText(
-    "driftgauge_feature_value",
-    "summary",
+# Gauges, not a summary: features can be negative, and strict OpenMetrics parsers
+# (prometheus_client's among them) refuse negative summary quantiles and sums.  The
+# baseline's quantiles and mean below are gauges for the same reason.
+_FEATURE_QUANTILE = FamilyText(
+    "driftgauge_feature_quantile",
+    "gauge",
     "Live quantiles of a numeric feature or prediction, from the window's sketch.",
+)
+_FEATURE_MEAN = FamilyText(
+    "driftgauge_feature_mean",
+    "gauge",
+    "The window's mean of a numeric feature or prediction.",
 )
 _CARDINALITY = FamilyText(
     "driftgauge_cardinality",
@@ -201,25 +218,23 @@ class _Row:
     drift: tuple[_Series, ...]  # aligned with _DRIFT
     cardinality: _Series
     quantiles: dict[float, _Series]  # by the quantile itself
-    total: _Series
-    count: _Series
+    mean: _Series
 
     @classmethod
     def of(cls, labels: Labels) -> _Row:
-        def series(family: FamilyText, suffix: str = "") -> _Series:
-            return _Series.of(family.sample_name + suffix, _WINDOW, labels)
+        def series(family: FamilyText) -> _Series:
+            return _Series.of(family.sample_name, _WINDOW, labels)
 
-        with_quantile = (*_WINDOW, "quantile")
+        with_quantile = (*_WINDOW, _QUANTILE_LABEL)
         return cls(
             series(_WINDOW_OBSERVATIONS),
             tuple(series(family) for _, family in _DRIFT),
             series(_CARDINALITY),
             {
-                q: _Series.of(_FEATURE_VALUE.sample_name, with_quantile, (*labels, text))
+                q: _Series.of(_FEATURE_QUANTILE.sample_name, with_quantile, (*labels, text))
                 for q, text in _QUANTILE_TEXT.items()
             },
-            series(_FEATURE_VALUE, "_sum"),
-            series(_FEATURE_VALUE, "_count"),
+            series(_FEATURE_MEAN),
         )
 
 
@@ -340,20 +355,22 @@ class SnapshotFamilies:
         info_names = ("model", "baseline_id", "created", "rows")
         info_labels = (model, baseline.id, created, str(baseline.rows))
         info.add(_Series.of(_BASELINE_INFO.sample_name, info_names, info_labels), 1)
-        values, ratios = _Block(_BASELINE_VALUE), _Block(_BIN_RATIO)
-        counts, cardinality = _Block(_BASELINE_COUNT), _Block(_BASELINE_CARDINALITY)
-        with_bin, with_quantile = (*_FIELD, "bin"), (*_FIELD, "quantile")
+        quantiles, means = _Block(_BASELINE_QUANTILE), _Block(_BASELINE_MEAN)
+        ratios, counts = _Block(_BIN_RATIO), _Block(_BASELINE_COUNT)
+        cardinality = _Block(_BASELINE_CARDINALITY)
+        with_bin, with_quantile = (*_FIELD, "bin"), (*_FIELD, _QUANTILE_LABEL)
         for spec in monitor.config.fields:
             labels = (model, spec.name, spec.role)
             held = baseline.fields[spec.name]
             summary = held.summary
-            quantiles = self._baseline_quantiles.get(spec.name)
-            if quantiles is not None and isinstance(summary, NumericSummary):
-                name = _BASELINE_VALUE.sample_name
-                for quantile, value in quantiles:
-                    values.add(_Series.of(name, with_quantile, (*labels, quantile)), value)
-                values.add(_Series.of(f"{name}_sum", _FIELD, labels), summary.total)
-                values.add(_Series.of(f"{name}_count", _FIELD, labels), summary.count)
+            held_quantiles = self._baseline_quantiles.get(spec.name)
+            if held_quantiles is not None and isinstance(summary, NumericSummary):
+                name = _BASELINE_QUANTILE.sample_name
+                for quantile, value in held_quantiles:
+                    quantiles.add(_Series.of(name, with_quantile, (*labels, quantile)), value)
+                # Quantiles are only held for a field with values, so count > 0.
+                mean = summary.total / summary.count
+                means.add(_Series.of(_BASELINE_MEAN.sample_name, _FIELD, labels), mean)
             counts.add(_Series.of(_BASELINE_COUNT.sample_name, _FIELD, labels), summary.count)
             for label, ratio in zip(held.bin_labels, held.ratios, strict=True):
                 ratios.add(_Series.of(_BIN_RATIO.sample_name, with_bin, (*labels, label)), ratio)
@@ -362,7 +379,7 @@ class SnapshotFamilies:
                 cardinality.add(
                     _Series.of(_BASELINE_CARDINALITY.sample_name, _FIELD, labels), estimate
                 )
-        return [build, info, values, ratios, counts, cardinality]
+        return [build, info, quantiles, means, ratios, counts, cardinality]
 
     def baseline_part(self, openmetrics: bool) -> Deflated:
         """The baseline's families (and the build info), rendered and deflated once."""
@@ -416,8 +433,9 @@ class SnapshotFamilies:
 def _field_blocks(layout: _Layout, model: str, fields: Sequence[FieldStats]) -> list[_Block]:
     observations = _Block(_WINDOW_OBSERVATIONS)
     drift = [(attr, _Block(family)) for attr, family in _DRIFT]
-    values, cardinality = _Block(_FEATURE_VALUE), _Block(_CARDINALITY)
-    quantile_names = (*_WINDOW, "quantile")
+    quantiles, means = _Block(_FEATURE_QUANTILE), _Block(_FEATURE_MEAN)
+    cardinality = _Block(_CARDINALITY)
+    quantile_names = (*_WINDOW, _QUANTILE_LABEL)
     for item in fields:
         row = layout.row(model, item)
         observations.add(row.observations, item.observations)
@@ -428,16 +446,16 @@ def _field_blocks(layout: _Layout, model: str, fields: Sequence[FieldStats]) -> 
         if item.spec.type == "numeric" and item.quantiles:
             for quantile, value in item.quantiles:
                 series = row.quantiles.get(quantile) or layout.one(
-                    _FEATURE_VALUE.sample_name,
+                    _FEATURE_QUANTILE.sample_name,
                     quantile_names,
                     (*row.observations.labels, str(quantile)),
                 )
-                values.add(series, value)
-            values.add(row.total, item.total)
-            values.add(row.count, item.observations)
+                quantiles.add(series, value)
+            # A window with quantiles holds values, so observations > 0.
+            means.add(row.mean, item.total / item.observations)
         if item.cardinality is not None:
             cardinality.add(row.cardinality, item.cardinality)
-    return [observations, *(block for _, block in drift), values, cardinality]
+    return [observations, *(block for _, block in drift), quantiles, means, cardinality]
 
 
 def _segment_blocks(layout: _Layout, model: str, snapshot: Snapshot) -> list[_Block]:
