@@ -27,7 +27,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,10 @@ import numpy as np
 import numpy.typing as npt
 
 from driftgauge import __version__
-from driftgauge.config import Config, FieldSpec, FieldType, Role
+from driftgauge.config import Config, FieldSpec, FieldType, MultivariateConfig, Role
 from driftgauge.datafiles import Chunk, read_chunks
-from driftgauge.exceptions import BaselineError
+from driftgauge.exceptions import BaselineError, DataError
+from driftgauge.multivariate import Moments, PcaModel
 from driftgauge.sketches.codec import decode_summary, encode_summary
 from driftgauge.sketches.edges import EDGE_SKETCH_K, bin_ranges, equal_mass_edges
 from driftgauge.sketches.summary import (
@@ -111,6 +112,7 @@ class Baseline:
     fields: dict[str, FieldBaseline] = field(default_factory=dict)
     # segment feature -> prediction -> counts[segment, prediction bin]
     segments: dict[str, dict[str, npt.NDArray[np.int64]]] = field(default_factory=dict)
+    multivariate: PcaModel | None = None
 
 
 Progress = Callable[[str, int, int], None]
@@ -137,8 +139,15 @@ def build_baseline(
     progress: Progress = _no_progress,
     chunk_rows: int = 65_536,
 ) -> Baseline:
-    """Two streaming passes over ``files``: sketches and categories, then exact bin counts."""
+    """Two streaming passes over ``files``: sketches and categories, then exact bin counts.
+
+    With ``multivariate`` configured, the first pass also sums the moments
+    its PCA is fitted from, and one more pass over just those features
+    sketches the rows' reconstruction errors before the bins are counted.
+    """
     fields = config.fields
+    derived = config.multivariate
+    moments = Moments(len(derived.features)) if derived is not None else None
     sizes = sum(f.stat().st_size for f in files if f.is_file())
     k, top = config.sketch.kll_k, config.sketch.top_categories
     first: dict[str, Summary] = {}
@@ -154,9 +163,11 @@ def build_baseline(
     rows = 0
     offset = 0
     for path in files:
-        for chunk in read_chunks(path, fields, chunk_rows):
+        for chunk in read_chunks(path, config.columns, chunk_rows):
             rows += chunk.rows
-            for spec in fields:
+            if moments is not None and derived is not None:
+                moments.add(_complete(chunk, derived.features))
+            for spec in config.columns:
                 column = chunk.columns[spec.name]
                 summary = first[spec.name]
                 if isinstance(summary, NumericSummary):
@@ -171,6 +182,13 @@ def build_baseline(
                             counts[spec.name] = None
             progress("pass 1/2: sketches", offset + chunk.bytes_read, sizes)
         offset += path.stat().st_size
+    pca = None
+    if moments is not None and derived is not None:
+        pca = _fit(derived, moments)
+        errors_summary = first[derived.name]
+        assert isinstance(errors_summary, NumericSummary)
+        for chunk in _chunks(files, derived.features, config, chunk_rows, progress, sizes):
+            errors_summary.update(pca.errors(_complete(chunk, derived.features)))
     binnings: dict[str, NumericBinning | CategoricalBinning] = {}
     rank_errors: dict[str, float] = {}
     for spec in fields:
@@ -186,9 +204,20 @@ def build_baseline(
     crosstab = SegmentCrosstab(config, binnings)
     needs_pass = [s for s in fields if s in needs_bins or s.name in crosstab.columns]
     offset = 0
+    read = [s for s in needs_pass if s.role != "multivariate"]
+    if pca is not None and derived is not None:
+        read += [s for s in config.features if s.name in derived.features and s not in read]
     for path in files if needs_pass else ():
-        for chunk in read_chunks(path, needs_pass, chunk_rows):
+        for chunk in read_chunks(path, read, chunk_rows):
             for spec in needs_bins:
+                if spec.role == "multivariate":
+                    assert pca is not None and derived is not None
+                    numeric = binnings[spec.name]
+                    assert isinstance(numeric, NumericBinning)
+                    second[spec.name] += numeric.count(
+                        pca.errors(_complete(chunk, derived.features))
+                    )
+                    continue
                 values = chunk.columns[spec.name].values
                 if spec.type == "numeric":
                     values = values[np.isfinite(values)]
@@ -217,7 +246,39 @@ def build_baseline(
             dict(tally) if tally is not None else None,
             rank_errors.get(spec.name),
         )
-    return _finish(config, rows, result, crosstab.counts)
+    return _finish(config, rows, result, crosstab.counts, pca)
+
+
+def _complete(chunk: Chunk, names: Sequence[str]) -> npt.NDArray[np.float64]:
+    """The rows of ``chunk`` holding a finite value of every one of ``names``, as a matrix."""
+    matrix = np.column_stack([chunk.columns[name].values for name in names]).astype(np.float64)
+    complete: npt.NDArray[np.float64] = matrix[np.isfinite(matrix).all(axis=1)]
+    return complete
+
+
+def _fit(derived: MultivariateConfig, moments: Moments) -> PcaModel:
+    try:
+        return PcaModel.fit(derived, moments)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+
+
+def _chunks(
+    files: Sequence[Path],
+    names: Sequence[str],
+    config: Config,
+    chunk_rows: int,
+    progress: Progress,
+    sizes: int,
+) -> Iterator[Chunk]:
+    """The chunks of ``files`` holding just the features ``names``, with progress."""
+    specs = [spec for spec in config.features if spec.name in names]
+    offset = 0
+    for path in files:
+        for chunk in read_chunks(path, specs, chunk_rows):
+            yield chunk
+            progress("pass 1b: multivariate", offset + chunk.bytes_read, sizes)
+        offset += path.stat().st_size
 
 
 class SegmentCrosstab:
@@ -279,6 +340,7 @@ def _finish(
     rows: int,
     fields: dict[str, FieldBaseline],
     segments: dict[str, dict[str, npt.NDArray[np.int64]]] | None = None,
+    multivariate: PcaModel | None = None,
 ) -> Baseline:
     draft = Baseline(
         "",
@@ -289,8 +351,12 @@ def _finish(
         config.sketch.kll_k,
         fields,
         segments or {},
+        multivariate,
     )
-    digest = hashlib.sha256(json.dumps(_fields_payload(draft), sort_keys=True).encode()).hexdigest()
+    identity: list[Any] = _fields_payload(draft)
+    if multivariate is not None:
+        identity.append(multivariate.payload())
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return replace(draft, id=digest[:12])
 
 
@@ -334,6 +400,11 @@ def check_against(baseline: Baseline, config: Config, path: Path) -> None:
             problems.append(
                 f"{spec.name!r} is {spec.type} in the config but {held.spec.type} in the baseline"
             )
+    if config.multivariate is not None and (
+        baseline.multivariate is None
+        or baseline.multivariate.features != config.multivariate.features
+    ):
+        problems.append("built without the config's multivariate features; rebuild it")
     extra = sorted(set(baseline.fields) - {f.name for f in config.fields})
     if extra:
         problems.append(f"the baseline holds fields the config lacks: {', '.join(extra)}")
@@ -374,7 +445,7 @@ def _fields_payload(baseline: Baseline) -> list[dict[str, Any]]:
 
 def save_baseline(baseline: Baseline, path: Path) -> None:
     """Write atomically: a temporary file beside ``path``, fsync, rename."""
-    document = {
+    document: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "driftgauge_version": baseline.driftgauge_version,
@@ -389,6 +460,8 @@ def save_baseline(baseline: Baseline, path: Path) -> None:
             for s, per in baseline.segments.items()
         },
     }
+    if baseline.multivariate is not None:
+        document["multivariate"] = baseline.multivariate.payload()
     data = gzip.compress(json.dumps(document, allow_nan=False).encode("utf-8"), mtime=0)
     temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -408,7 +481,11 @@ def _field_from_payload(item: dict[str, Any], kll_k: int) -> FieldBaseline:
     name = item["name"]
     if not isinstance(name, str) or not name:
         raise ValueError("a field without a name")
-    if kind not in ("numeric", "categorical") or role not in ("input", "prediction"):
+    if kind not in ("numeric", "categorical") or role not in (
+        "input",
+        "prediction",
+        "multivariate",
+    ):
         raise ValueError(f"field {name!r} has an unknown type or role")
     spec = FieldSpec(name=name, type=kind, role=role)
     size = len(item["bin_counts"])
@@ -477,6 +554,11 @@ def load_baseline(path: Path) -> Baseline:
                 s: {p: np.asarray(c, dtype=np.int64) for p, c in per.items()}
                 for s, per in document.get("segments", {}).items()
             },
+            multivariate=(
+                PcaModel.from_payload(document["multivariate"])
+                if document.get("multivariate") is not None
+                else None
+            ),
         )
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, OverflowError) as exc:
         detail = f"missing key {exc}" if isinstance(exc, KeyError) else type(exc).__name__
@@ -495,6 +577,11 @@ def merge_baselines(config: Config, parts: Sequence[Baseline]) -> Baseline:
     """
     if not parts:
         raise BaselineError("nothing to merge")
+    if config.multivariate is not None:
+        raise BaselineError(
+            "baselines with multivariate drift cannot be merged (each part fitted its own PCA); "
+            "build one baseline from all the data"
+        )
     hashes = {p.schema_hash for p in parts}
     if len(hashes) > 1:
         raise BaselineError("the baselines were built with different configs and cannot be merged")
@@ -598,6 +685,12 @@ def describe(baseline: Baseline, path: Path) -> str:
         f"schema {baseline.schema_hash}  kll k={baseline.kll_k}",
         "",
     ]
+    pca = baseline.multivariate
+    if pca is not None:
+        lines[-1:-1] = [
+            f"  multivariate: PCA of {', '.join(pca.features)}: {pca.components.shape[1]} of "
+            f"{len(pca.features)} components, {pca.explained:.1%} of the variance"
+        ]
     for held in baseline.fields.values():
         spec, summary = held.spec, held.summary
         exactness = "exact bins" if held.exact else "estimated bins (merged)"

@@ -51,6 +51,7 @@ __all__ = [
     "FieldType",
     "LogConfig",
     "MetricsConfig",
+    "MultivariateConfig",
     "ProtocolName",
     "ProxyConfig",
     "Role",
@@ -72,7 +73,7 @@ DEFAULT_METRICS_PORT = 10117
 
 ProtocolName = Literal["kserve-v1", "kserve-v2", "tfserving", "mlflow", "seldon", "jsonpath"]
 FieldType = Literal["numeric", "categorical"]
-Role = Literal["input", "prediction"]
+Role = Literal["input", "prediction", "multivariate"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
 
@@ -145,6 +146,24 @@ class SegmentsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MultivariateConfig:
+    """Multivariate drift: the PCA reconstruction error of some numeric features, as one more field.
+
+    ``components`` is a whole number of principal components, or a share of
+    the variance in (0, 1) to keep (the fewest components reaching it, and
+    never all of them: a full reconstruction has no error to watch).
+    """
+
+    features: tuple[str, ...]
+    components: int | float = 0.95
+    name: str = "reconstruction_error"
+
+    @property
+    def spec(self) -> FieldSpec:
+        return FieldSpec(name=self.name, type="numeric", role="multivariate")
+
+
+@dataclass(frozen=True, slots=True)
 class StateConfig:
     """Where and how often live state is snapshotted (None directory: not at all)."""
 
@@ -172,6 +191,7 @@ class Config:
     sketch: SketchConfig = field(default_factory=SketchConfig)
     feedback: FeedbackConfig | None = None
     segments: SegmentsConfig = field(default_factory=SegmentsConfig)
+    multivariate: MultivariateConfig | None = None
     range_tolerance: float = 0.0
     state: StateConfig = field(default_factory=StateConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -179,7 +199,13 @@ class Config:
 
     @property
     def fields(self) -> tuple[FieldSpec, ...]:
-        """Features then predictions, the order in which metrics list them."""
+        """Features, predictions, then the multivariate field: the order metrics list them in."""
+        derived = (self.multivariate.spec,) if self.multivariate is not None else ()
+        return self.features + self.predictions + derived
+
+    @property
+    def columns(self) -> tuple[FieldSpec, ...]:
+        """The fields a training file holds a column of (all but the derived multivariate one)."""
         return self.features + self.predictions
 
     def schema_hash(self) -> str:
@@ -188,6 +214,11 @@ class Config:
             "fields": [[f.name, f.type, f.role] for f in self.fields],
             "sketch": [self.sketch.kll_k, self.sketch.bins, self.sketch.top_categories],
         }
+        if self.multivariate is not None:  # the baseline holds the fitted PCA
+            payload["multivariate"] = [
+                list(self.multivariate.features),
+                self.multivariate.components,
+            ]
         if self.segments.features:  # the baseline holds per-segment prediction counts
             payload["segments"] = [list(self.segments.features), self.segments.top]
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -261,6 +292,7 @@ _TOP_KEYS = (
     "sketch",
     "feedback",
     "segments",
+    "multivariate",
     "data_quality",
     "state",
     "log",
@@ -356,6 +388,40 @@ def _segments(value: Any, features: list[FieldSpec], errors: Errors) -> Segments
     return SegmentsConfig(tuple(names), top)
 
 
+def _multivariate(
+    value: Any, features: list[FieldSpec], predictions: list[FieldSpec], errors: Errors
+) -> MultivariateConfig | None:
+    if value is None:
+        return None
+    table = section(value, "multivariate", ("features", "components", "name"), errors)
+    numeric = {f.name for f in features if f.type == "numeric"}
+    names = table.get("features")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        errors.add("multivariate.features", f"expected a list of feature names, got {names!r}")
+        names = []
+    for index, name in enumerate(names):
+        if name not in numeric:
+            errors.add(f"multivariate.features[{index}]", f"{name!r} is not a numeric feature")
+    if len(set(names)) < 2:
+        errors.add("multivariate.features", "expected at least two distinct numeric features")
+    components = table.get("components", 0.95)
+    whole = isinstance(components, int) and not isinstance(components, bool)
+    if whole and not 1 <= components < max(2, len(set(names))):
+        errors.add(
+            "multivariate.components",
+            f"{components!r} must be from 1 to one less than the number of features",
+        )
+    elif not whole and not (isinstance(components, float) and 0 < components < 1):
+        errors.add(
+            "multivariate.components",
+            f"{components!r} is neither a whole number of components nor a variance share in (0, 1)",
+        )
+    name = get_value(table, "name", "multivariate.", string, "reconstruction_error", errors)
+    if name in {f.name for f in features + predictions}:
+        errors.add("multivariate.name", f"{name!r} is already a feature or prediction name")
+    return MultivariateConfig(tuple(names), components, name)
+
+
 def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = None) -> Config:
     """Validate an already-loaded YAML document; relative paths resolve against ``base``."""
     errors = Errors()
@@ -429,6 +495,7 @@ def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = No
         )
     feedback = _feedback(top.get("feedback"), base, predictions, errors)
     segments = _segments(top.get("segments"), features, errors)
+    multivariate = _multivariate(top.get("multivariate"), features, predictions, errors)
     quality = section(top.get("data_quality"), "data_quality", ("range_tolerance",), errors)
     tolerance = get_value(quality, "range_tolerance", "data_quality.", fraction, 0.0, errors)
     state_table = section(top.get("state"), "state", ("directory", "interval"), errors)
@@ -471,6 +538,7 @@ def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = No
         sketch=sketch,
         feedback=feedback,
         segments=segments,
+        multivariate=multivariate,
         range_tolerance=tolerance,
         state=state,
         log=log,

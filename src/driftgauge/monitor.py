@@ -36,6 +36,7 @@ import numpy.typing as npt
 from driftgauge import stats
 from driftgauge.baseline import Baseline, FieldBaseline
 from driftgauge.config import Config, FieldSpec
+from driftgauge.multivariate import reconstruction_errors
 from driftgauge.sketches.summary import (
     CategoricalSummary,
     NumericBinning,
@@ -172,6 +173,9 @@ class Monitor:
             if isinstance(held.summary, NumericSummary) and held.summary.count
         }
         self._plans: dict[tuple[str, ...], _BlockPlan | None] = {}
+        # Multivariate drift: each batch's reconstruction errors, ingested as one more field.
+        self._pca = baseline.multivariate if config.multivariate is not None else None
+        self._derived = config.multivariate.name if config.multivariate is not None else ""
 
     def _fresh(self) -> dict[str, Summary]:
         fresh = {name: held.summary.empty_like() for name, held in self._held.items()}
@@ -195,6 +199,9 @@ class Monitor:
             return
         now = self.clock() if now is None else now
         collected, blocks = _collect(pieces, self._plan)
+        if self._pca is not None:
+            errors = reconstruction_errors(pieces, self._pca)
+            collected[self._derived] = ([errors], len(errors))
         rows = sum(p.rows for p in pieces)
         # Sorting and binning a block needs no shared state: done before taking the lock,
         # which scrapes, recomputes and snapshots wait on.

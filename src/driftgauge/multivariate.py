@@ -1,0 +1,171 @@
+"""Multivariate drift: each row's PCA reconstruction error, watched like any numeric field.
+
+Univariate drift misses a change in how features move together: flip the
+correlation of two features and both marginals, and so every PSI and KS,
+stay put.  The method NannyML made popular catches it: fit a PCA on the
+standardised training inputs, keep the components that explain most of the
+variance, and measure how badly each row is rebuilt from them.  Rows that
+follow the training data's correlations rebuild well; rows that break them
+do not.
+
+Here the error of each row is a derived numeric field (``role="multivariate"``)
+with a baseline built from the training data's own errors, so the usual PSI,
+KS, noise floor, dashboards and alert rules apply to it unchanged.  The PCA
+is fitted from streamed sums (no row is kept), and the sidecar computes the
+errors of a whole batch with one matrix product.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from driftgauge.config import MultivariateConfig
+from driftgauge.sketches.summary import to_floats
+from driftgauge.typing import Extracted
+
+__all__ = ["Moments", "PcaModel", "reconstruction_errors"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(slots=True)
+class Moments:
+    """Running count, sums and cross-products of complete rows, for a mean and a covariance.
+
+    Sums are taken around ``shift`` (the first chunk's mean) so that large
+    offsets do not swamp the variances in float64.
+    """
+
+    width: int
+    count: int = 0
+    shift: FloatArray | None = None
+    total: FloatArray | None = None
+    products: FloatArray | None = None
+
+    def add(self, matrix: FloatArray) -> None:
+        """Add complete rows (no NaN or inf): a rows × width matrix."""
+        if not len(matrix):
+            return
+        if self.shift is None:
+            self.shift = matrix.mean(axis=0)
+            self.total = np.zeros(self.width)
+            self.products = np.zeros((self.width, self.width))
+        assert self.total is not None and self.products is not None
+        centred = matrix - self.shift
+        self.count += len(matrix)
+        self.total += centred.sum(axis=0)
+        self.products += centred.T @ centred
+
+    def merge(self, other: Moments) -> None:
+        if other.count == 0 or other.shift is None:
+            return
+        assert other.total is not None and other.products is not None
+        if self.shift is None:
+            self.shift, self.total, self.products = other.shift, other.total, other.products
+            self.count = other.count
+            return
+        assert self.total is not None and self.products is not None
+        # Re-centre the other part's sums on this shift: Σ(x−a) = Σ(x−b) + n(b−a), and likewise
+        # for the cross-products.
+        delta = other.shift - self.shift
+        total = other.total + other.count * delta
+        self.products += (
+            other.products
+            + np.outer(other.total, delta)
+            + np.outer(delta, other.total)
+            + other.count * np.outer(delta, delta)
+        )
+        self.total += total
+        self.count += other.count
+
+    def mean_and_covariance(self) -> tuple[FloatArray, FloatArray]:
+        assert self.shift is not None and self.total is not None and self.products is not None
+        centre = self.total / self.count
+        covariance = self.products / self.count - np.outer(centre, centre)
+        return self.shift + centre, covariance
+
+
+@dataclass(frozen=True, slots=True)
+class PcaModel:
+    """A PCA of standardised features: ``components`` holds the kept directions as columns."""
+
+    features: tuple[str, ...]
+    mean: FloatArray
+    scale: FloatArray
+    components: FloatArray
+    explained: float
+
+    @classmethod
+    def fit(cls, config: MultivariateConfig, moments: Moments) -> PcaModel:
+        """The PCA of the correlation matrix of the rows summed in ``moments``."""
+        if moments.count < 2:
+            raise ValueError(
+                f"multivariate: fewer than 2 training rows hold every one of {', '.join(config.features)}"
+            )
+        mean, covariance = moments.mean_and_covariance()
+        scale = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+        scale[scale == 0] = 1.0  # a constant feature contributes nothing either way
+        correlation = covariance / np.outer(scale, scale)
+        values, vectors = np.linalg.eigh(correlation)
+        order = np.argsort(values)[::-1]
+        values, vectors = np.clip(values[order], 0.0, None), vectors[:, order]
+        # Sign convention: the largest loading of each component is positive (deterministic output).
+        signs = np.sign(vectors[np.argmax(np.abs(vectors), axis=0), np.arange(len(values))])
+        vectors = vectors * np.where(signs == 0, 1.0, signs)
+        share = np.cumsum(values) / max(float(values.sum()), 1e-300)
+        if isinstance(config.components, int):
+            kept = config.components
+        else:
+            kept = int(np.searchsorted(share, config.components - 1e-12) + 1)
+        kept = max(1, min(kept, len(values) - 1))
+        return cls(config.features, mean, scale, vectors[:, :kept], float(share[kept - 1]))
+
+    def errors(self, matrix: FloatArray) -> FloatArray:
+        """Each complete row's reconstruction error: the distance from its projection."""
+        standard = (matrix - self.mean) / self.scale
+        rebuilt = (standard @ self.components) @ self.components.T
+        result: FloatArray = np.sqrt(np.sum((standard - rebuilt) ** 2, axis=1))
+        return result
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "features": list(self.features),
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "components": self.components.tolist(),
+            "explained_variance": self.explained,
+        }
+
+    @classmethod
+    def from_payload(cls, item: Mapping[str, Any]) -> PcaModel:
+        features = tuple(str(name) for name in item["features"])
+        mean = np.asarray(item["mean"], dtype=np.float64)
+        scale = np.asarray(item["scale"], dtype=np.float64)
+        components = np.asarray(item["components"], dtype=np.float64)
+        width = len(features)
+        if mean.shape != (width,) or scale.shape != (width,) or components.shape[0] != width:
+            raise ValueError("multivariate: the PCA's shapes do not match its features")
+        return cls(features, mean, scale, components, float(item["explained_variance"]))
+
+
+def reconstruction_errors(pieces: Sequence[Extracted], model: PcaModel) -> FloatArray:
+    """The errors of the complete rows of a batch (rows missing any feature have none)."""
+    matrices = []
+    for piece in pieces:
+        columns = piece.columns
+        if not all(name in columns for name in model.features):
+            continue
+        floats = [to_floats(columns[name])[0] for name in model.features]
+        if any(len(column) != piece.rows for column in floats):
+            continue
+        matrices.append(np.column_stack(floats))
+    if not matrices:
+        return np.empty(0)
+    matrix = np.concatenate(matrices) if len(matrices) > 1 else matrices[0]
+    complete = np.isfinite(matrix).all(axis=1)
+    return model.errors(matrix[complete] if not complete.all() else matrix)

@@ -1,0 +1,203 @@
+"""Multivariate drift: the PCA fitted from streamed moments, and a correlation flip caught by it alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.decomposition import PCA
+from sklearn.preprocessing import StandardScaler
+
+from driftgauge.baseline import (
+    build_baseline,
+    check_against,
+    describe,
+    load_baseline,
+    save_baseline,
+)
+from driftgauge.config import Config, MultivariateConfig, config_from_mapping
+from driftgauge.exceptions import BaselineError, ConfigError
+from driftgauge.multivariate import Moments, PcaModel
+from driftgauge.typing import Extracted
+from tests.feedback_support import wire
+from tests.helpers import base_config, write_csv
+
+T0 = 1_700_000_000.0
+ROWS = 20_000
+LIVE = 5_000
+
+
+def correlated(n: int, rho: float, rng: np.random.Generator) -> np.ndarray[Any, Any]:
+    """n rows of two standard normal features with correlation ``rho`` (identical marginals)."""
+    first = rng.normal(size=n)
+    second = rho * first + np.sqrt(1 - rho**2) * rng.normal(size=n)
+    return np.column_stack([10.0 + 2.0 * first, -5.0 + 0.5 * second])
+
+
+def mv_config(tmp_path: Path, **multivariate: Any) -> Config:
+    raw = base_config(
+        tmp_path,
+        features=[
+            {"name": "x1", "type": "numeric"},
+            {"name": "x2", "type": "numeric"},
+            {"name": "noise", "type": "numeric"},
+        ],
+        predictions=[{"name": "class", "type": "categorical"}],
+        windows=["1h"],
+        multivariate={"features": ["x1", "x2"], **multivariate},
+    )
+    return config_from_mapping(raw, base=tmp_path)
+
+
+def training(tmp_path: Path, rng: np.random.Generator) -> Path:
+    data = correlated(ROWS, 0.8, rng)
+    return write_csv(
+        tmp_path / "train.csv",
+        {
+            "x1": data[:, 0].tolist(),
+            "x2": data[:, 1].tolist(),
+            "noise": rng.normal(size=ROWS).tolist(),
+            "class": ["a"] * ROWS,
+        },
+    )
+
+
+def test_pca_matches_scikit_learn_on_the_raw_data(tmp_path: Path) -> None:
+    """Components, kept variance and every row's reconstruction error equal sklearn's PCA."""
+    rng = np.random.default_rng(0)
+    data = np.column_stack([correlated(4_000, 0.6, rng), rng.normal(3.0, 4.0, 4_000)])
+    moments = Moments(3)
+    for part in np.array_split(data, 7):
+        moments.add(part)
+    model = PcaModel.fit(MultivariateConfig(("a", "b", "c"), 2), moments)
+    standard = StandardScaler().fit_transform(data)
+    reference = PCA(n_components=2).fit(standard)
+    assert np.allclose(np.abs(model.components.T), np.abs(reference.components_), atol=1e-9)
+    assert model.explained == pytest.approx(reference.explained_variance_ratio_.sum(), rel=1e-9)
+    rebuilt = reference.inverse_transform(reference.transform(standard))
+    want = np.sqrt(((standard - rebuilt) ** 2).sum(axis=1))
+    assert np.allclose(model.errors(data), want, atol=1e-9)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 400), st.integers(1, 400), st.floats(-1e6, 1e6))
+def test_merged_moments_equal_one_pass(first: int, second: int, offset: float) -> None:
+    """Moments summed in two parts and merged give the one-pass mean and covariance."""
+    rng = np.random.default_rng(first * 1000 + second)
+    data = rng.normal(size=(first + second, 3)) * [1.0, 10.0, 0.1] + offset
+    whole, left, right = Moments(3), Moments(3), Moments(3)
+    whole.add(data)
+    left.add(data[:first])
+    right.add(data[first:])
+    left.merge(right)
+    mean, covariance = left.mean_and_covariance()
+    assert left.count == whole.count
+    assert np.allclose(mean, data.mean(axis=0), rtol=1e-9, atol=1e-6)
+    assert np.allclose(covariance, np.cov(data.T, bias=True), rtol=1e-6, atol=1e-6)
+
+
+def test_variance_share_keeps_the_fewest_components_but_never_all() -> None:
+    """0.95 of two strongly correlated features keeps one component (two would rebuild exactly)."""
+    moments = Moments(2)
+    moments.add(correlated(5_000, 0.8, np.random.default_rng(1)))
+    model = PcaModel.fit(MultivariateConfig(("a", "b")), moments)
+    assert model.components.shape == (2, 1)
+    assert model.explained == pytest.approx(0.9, abs=0.02)
+
+
+def send(config: Config, baseline: Any, rho: float, seed: int) -> dict[str, Any]:
+    """Live rows of correlation ``rho`` through the monitor; the stats of each field by name."""
+    pipeline = wire(config, baseline, lambda: T0)
+    rng = np.random.default_rng(seed)
+    data = correlated(LIVE, rho, rng)
+    noise = rng.normal(size=LIVE)
+    for start in range(0, LIVE, 500):
+        part = slice(start, start + 500)
+        columns = {"x1": data[part, 0], "x2": data[part, 1], "noise": noise[part]}
+        pipeline.monitor.ingest([Extracted(500, columns)], now=T0)
+    return {s.spec.name: s for s in pipeline.monitor.compute().fields}
+
+
+def test_a_correlation_flip_alarms_on_the_multivariate_field_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    """+0.8 → −0.8 with the same marginals: x1, x2 stay at their noise floor; the PCA error drifts."""
+    rng = np.random.default_rng(2)
+    config = mv_config(tmp_path)
+    baseline = build_baseline(config, [training(tmp_path, rng)])
+    assert baseline.fields["reconstruction_error"].spec.role == "multivariate"
+    flipped = send(config, baseline, -0.8, seed=3)
+    steady = send(config, baseline, 0.8, seed=4)
+
+    def alarms(stats: Any) -> bool:  # the shipped warning rule: PSI > 0.1 and > 4x noise floor
+        ready = stats.psi is not None
+        return bool(ready and stats.psi > 0.1 and stats.psi > 4 * stats.psi_noise_floor)
+
+    assert alarms(flipped["reconstruction_error"])
+    assert flipped["reconstruction_error"].ks_statistic > 0.3
+    for name in ("x1", "x2", "noise"):
+        assert not alarms(flipped[name]), name
+    assert not any(alarms(steady[name]) for name in ("x1", "x2", "noise", "reconstruction_error"))
+
+
+def test_rows_missing_a_feature_are_missing_for_the_multivariate_field(tmp_path: Path) -> None:
+    """A row without x2 has no reconstruction error: counted missing, never NaN or invalid."""
+    rng = np.random.default_rng(5)
+    config = mv_config(tmp_path)
+    baseline = build_baseline(config, [training(tmp_path, rng)])
+    pipeline = wire(config, baseline, lambda: T0)
+    columns = {"x1": [10.0, 11.0, 9.0], "x2": [-5.0, None, -4.5], "noise": [0.0, 0.1, 0.2]}
+    pipeline.monitor.ingest([Extracted(3, columns)], now=T0)
+    counters = pipeline.monitor.counters()["reconstruction_error"]
+    assert (counters.observations, counters.missing) == (2, 1)
+    assert not counters.invalid.get("nan")
+
+
+def test_baseline_file_round_trips_the_pca_and_check_wants_it(tmp_path: Path) -> None:
+    """The saved baseline holds the PCA; a baseline built without multivariate fails `check`."""
+    rng = np.random.default_rng(6)
+    config = mv_config(tmp_path)
+    data = training(tmp_path, rng)
+    built = build_baseline(config, [data])
+    save_baseline(built, config.baseline)
+    loaded = load_baseline(config.baseline)
+    assert loaded.multivariate is not None and built.multivariate is not None
+    assert np.array_equal(loaded.multivariate.components, built.multivariate.components)
+    check_against(loaded, config, config.baseline)
+    text = describe(loaded, config.baseline)
+    assert "multivariate: PCA of x1, x2: 1 of 2 components" in text
+    assert "reconstruction_error  (numeric multivariate" in text
+    plain = config_from_mapping(
+        {**base_config(tmp_path), "features": [{"name": "x1", "type": "numeric"}]}, base=tmp_path
+    )
+    with pytest.raises(BaselineError, match="reconstruction_error"):
+        check_against(build_baseline(plain, [data]), config, config.baseline)
+
+
+@pytest.mark.parametrize(
+    ("multivariate", "message"),
+    [
+        ({"features": ["x1"]}, "at least two distinct numeric features"),
+        ({"features": ["x1", "region"]}, "'region' is not a numeric feature"),
+        ({"features": ["x1", "ash"], "components": 2}, "one less than the number of features"),
+        ({"features": ["x1", "ash"], "components": 1.5}, "variance share"),
+        ({"features": ["x1", "ash"], "name": "ash"}, "already a feature"),
+        ({"features": ["x1", "ash"], "color": 1}, "multivariate.color"),
+    ],
+)
+def test_bad_multivariate_config_names_the_key(
+    tmp_path: Path, multivariate: dict[str, Any], message: str
+) -> None:
+    """Each mistake in `multivariate:` is a ConfigError naming its key."""
+    raw = base_config(tmp_path, multivariate=multivariate)
+    raw["features"] = [
+        {"name": "x1", "type": "numeric"},
+        {"name": "ash", "type": "numeric"},
+        {"name": "region", "type": "categorical"},
+    ]
+    with pytest.raises(ConfigError, match=message):
+        config_from_mapping(raw, base=tmp_path)
