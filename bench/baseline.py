@@ -61,8 +61,8 @@ from bench._common import (
     target_line,
 )
 from driftgauge.baseline import build_baseline
+from driftgauge.baseline.datafiles import read_chunks
 from driftgauge.config import Config
-from driftgauge.datafiles import read_chunks
 
 WHYLOGS_VENV = DATA_DIR / "whylogs-venv"
 WHYLOGS_REQUIREMENTS = ["whylogs==1.6.*", "numpy<2", "pandas", "pyarrow"]

@@ -60,7 +60,7 @@ from bench._common import (
 )
 from driftgauge.app import build_sidecar
 from driftgauge.exposition import render_metrics
-from driftgauge.live_metrics import LiveFamilies
+from driftgauge.exposition.live import LiveFamilies
 from driftgauge.monitor import Monitor
 from driftgauge.typing import Extracted
 

@@ -611,9 +611,9 @@ def monitoring_breakdown(config_path: Path) -> list[str]:
     """CPU microseconds per request of each monitoring step, timed in this process."""
     from bench._proxy_upstream import RESPONSE_BODY
     from driftgauge.baseline import load_baseline
-    from driftgauge.batcher import Batcher, decode_json
     from driftgauge.config import load_config
     from driftgauge.monitor import Monitor
+    from driftgauge.monitor.batch import Batcher, decode_json
     from driftgauge.protocols import make_adapter
     from driftgauge.typing import Record
 

@@ -32,7 +32,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from driftgauge import __version__
-from driftgauge.feedback import equal_opportunity
 from driftgauge.monitor import (
     CATEGORICAL_INVALID_REASONS,
     NUMERIC_INVALID_REASONS,
@@ -41,6 +40,7 @@ from driftgauge.monitor import (
     Monitor,
     Snapshot,
 )
+from driftgauge.monitor.outcomes import equal_opportunity
 from driftgauge.protocols import REASONS
 from driftgauge.sketches.summary import CategoricalSummary, NumericSummary
 from tests.feedback_support import Pipeline, build, classifier_columns, instances, record, wire

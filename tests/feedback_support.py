@@ -25,13 +25,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from driftgauge.app import Sidecar, build_sidecar, run_until_stopped
 from driftgauge.baseline import Baseline, build_baseline
-from driftgauge.batcher import Batcher
 from driftgauge.config import Config, ProxyConfig, config_from_mapping
 from driftgauge.exposition import MonitorCollector
-from driftgauge.feedback import Outcomes
 from driftgauge.monitor import Monitor
+from driftgauge.monitor.batch import Batcher
+from driftgauge.monitor.outcomes import Outcomes
+from driftgauge.monitor.segments import SegmentTracker
 from driftgauge.protocols import make_adapter
-from driftgauge.segments import SegmentTracker
 from driftgauge.typing import Record
 from tests.helpers import base_config, free_port, training_rows, write_csv
 

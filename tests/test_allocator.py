@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from driftgauge.allocator import limit_arenas
+from driftgauge.runtime.allocator import limit_arenas
 
-PROBE = "from driftgauge.allocator import limit_arenas; print(limit_arenas())"
+PROBE = "from driftgauge.runtime.allocator import limit_arenas; print(limit_arenas())"
 
 
 def run(env: dict[str, str]) -> str:

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from driftgauge import datafiles
+from driftgauge.baseline import datafiles
 from driftgauge.baseline import (
     FORMAT_VERSION,
     Baseline,

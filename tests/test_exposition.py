@@ -30,9 +30,9 @@ from driftgauge.exposition import (
     metrics_routes,
     render_metrics,
 )
-from driftgauge.live_metrics import LiveFamilies
+from driftgauge.exposition.live import LiveFamilies
+from driftgauge.exposition.snapshot import SnapshotFamilies
 from driftgauge.monitor import Monitor
-from driftgauge.snapshot_metrics import SnapshotFamilies
 from driftgauge.typing import Extracted
 from tests.exposition_support import (
     ACCEPTS,

@@ -15,7 +15,7 @@ from sklearn import metrics as skm
 from driftgauge.baseline import Baseline
 from driftgauge.config import Config, TailConfig, config_from_mapping
 from driftgauge.exceptions import ProtocolError
-from driftgauge.feedback import parse_labels
+from driftgauge.monitor.outcomes import parse_labels
 from tests.feedback_support import (
     Pipeline,
     build,

@@ -40,8 +40,8 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from driftgauge.batcher import decode_json
 from driftgauge.cli import main
+from driftgauge.monitor.batch import decode_json
 from tests.helpers import base_config
 from tests.proxy_upstream import (
     Proxy,

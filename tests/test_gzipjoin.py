@@ -8,7 +8,7 @@ import zlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from driftgauge.gzipjoin import Deflated, gzip_join
+from driftgauge.exposition.gzipjoin import Deflated, gzip_join
 
 TEXT = b"".join(
     b'driftgauge_bin_observations_total{bin="%d",feature="f"} %d.0\n' % (i, i * 7)

@@ -19,9 +19,9 @@ from driftgauge.baseline import (
     load_baseline,
     save_baseline,
 )
+from driftgauge.baseline.multivariate import Moments, PcaModel
 from driftgauge.config import Config, MultivariateConfig, config_from_mapping
 from driftgauge.exceptions import BaselineError, ConfigError
-from driftgauge.multivariate import Moments, PcaModel
 from driftgauge.typing import Extracted
 from tests.feedback_support import wire
 from tests.helpers import base_config, write_csv

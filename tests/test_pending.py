@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftgauge.pending import PendingRows, PendingStore, decode_rows, encode_rows
+from driftgauge.monitor.pending import PendingRows, PendingStore, decode_rows, encode_rows
 
 NAN = float("nan")
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
-from driftgauge.performance import ClassificationStats, RegressionStats
+from driftgauge.stats.performance import ClassificationStats, RegressionStats
 
 CLASSES = ("a", "b", "c", "d", "__other__", "__unseen__")
 TOLERANCE = 1e-9

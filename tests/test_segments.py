@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from driftgauge.baseline import Baseline
 from driftgauge.config import Config, config_from_mapping
-from driftgauge.segments import SegmentStats
+from driftgauge.monitor.segments import SegmentStats
 from driftgauge.sketches.summary import CategoricalBinning, NumericBinning
 from driftgauge.typing import Extracted
 from tests._stats_helpers import exact_bin_counts, exact_psi

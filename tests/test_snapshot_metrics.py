@@ -14,9 +14,9 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from driftgauge.baseline import Baseline
 from driftgauge.config import Config
 from driftgauge.exposition import MonitorCollector, RenderedSnapshot
-from driftgauge.gzipjoin import gzip_join
+from driftgauge.exposition.gzipjoin import gzip_join
+from driftgauge.exposition.snapshot import SnapshotFamilies
 from driftgauge.monitor import Monitor, Snapshot
-from driftgauge.snapshot_metrics import SnapshotFamilies
 from driftgauge.typing import Extracted
 from tests.exposition_support import (
     AWKWARD_MODEL,

@@ -18,8 +18,8 @@ import yaml
 from driftgauge.baseline import Baseline
 from driftgauge.config import Config
 from driftgauge.monitor import Monitor
+from driftgauge.runtime.state import StateStore
 from driftgauge.sketches import NumericSummary
-from driftgauge.state import StateStore
 from driftgauge.typing import Extracted
 from tests.feedback_support import Pipeline, build, classifier_columns, instances, record, wire
 from tests.helpers import base_config, scrape, series, training_rows, wait_for, write_csv

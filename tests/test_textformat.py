@@ -18,7 +18,7 @@ from prometheus_client.core import (
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.utils import floatToGoString
 
-from driftgauge.textformat import (
+from driftgauge.exposition.text import (
     FamilyText,
     Kind,
     escape_label_value,

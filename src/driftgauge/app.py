@@ -22,23 +22,23 @@ from urllib.parse import urlsplit
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from prometheus_client import CollectorRegistry, ProcessCollector
 
-from driftgauge.baseline import Baseline, check_against, load_baseline
-from driftgauge.batcher import Batcher, decode_json
+from driftgauge.baseline.build import Baseline, check_against, load_baseline
 from driftgauge.config import Config, ProxyConfig, TailConfig
-from driftgauge.exposition import (
+from driftgauge.exposition.collector import (
     MonitorCollector,
     RenderedSnapshot,
     feedback_routes,
     metrics_routes,
 )
-from driftgauge.feedback import Outcomes
-from driftgauge.monitor import Monitor
+from driftgauge.exposition.proxy import ProxyMetrics
+from driftgauge.monitor.batch import Batcher, decode_json
+from driftgauge.monitor.fields import Monitor
+from driftgauge.monitor.outcomes import Outcomes
+from driftgauge.monitor.segments import SegmentTracker
 from driftgauge.protocols import make_adapter
-from driftgauge.segments import SegmentTracker
+from driftgauge.runtime.state import StateStore
 from driftgauge.sources.proxy import ProxyServer, RecordQueue
-from driftgauge.sources.proxy_metrics import ProxyMetrics
 from driftgauge.sources.tail import TailSource
-from driftgauge.state import StateStore
 from driftgauge.typing import Record
 
 __all__ = ["Health", "Sidecar", "build_sidecar", "run_until_stopped"]

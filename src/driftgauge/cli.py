@@ -16,7 +16,7 @@ from pathlib import Path
 from driftgauge import __version__
 from driftgauge.config import load_config
 from driftgauge.exceptions import DriftgaugeError
-from driftgauge.logs import configure_logging
+from driftgauge.runtime.logs import configure_logging
 
 __all__ = ["main"]
 
@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
-    from driftgauge.baseline import build_baseline, save_baseline, terminal_progress
+    from driftgauge.baseline.build import build_baseline, save_baseline, terminal_progress
 
     config = load_config(args.config)
     built = build_baseline(config, args.data, progress=terminal_progress)
@@ -89,7 +89,12 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from driftgauge.baseline import check_against, load_baseline, merge_baselines, save_baseline
+    from driftgauge.baseline.build import (
+        check_against,
+        load_baseline,
+        merge_baselines,
+        save_baseline,
+    )
 
     config = load_config(args.config)
     parts = []
@@ -104,7 +109,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from driftgauge.baseline import check_against, load_baseline
+    from driftgauge.baseline.build import check_against, load_baseline
     from driftgauge.protocols import make_adapter
 
     config = load_config(args.config)
@@ -123,15 +128,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from driftgauge.baseline import describe, load_baseline
+    from driftgauge.baseline.build import describe, load_baseline
 
     sys.stdout.write(describe(load_baseline(args.baseline), args.baseline))
     return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from driftgauge.allocator import limit_arenas
     from driftgauge.app import build_sidecar, run_until_stopped
+    from driftgauge.runtime.allocator import limit_arenas
 
     limit_arenas()  # before any worker thread: memory stays flat (see allocator.py)
     config = load_config(args.config)

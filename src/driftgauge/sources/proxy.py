@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from driftgauge.sources.proxy_metrics import ProxyMetrics
+from driftgauge.exposition.proxy import ProxyMetrics
 from driftgauge.typing import Record
 
 __all__ = ["ProxyServer", "RecordQueue", "UpstreamPool"]

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from driftgauge.exceptions import ProtocolError
-from driftgauge.monitor import Monitor
+from driftgauge.monitor.fields import Monitor
 from driftgauge.typing import Adapter, Extracted, Record
 
 __all__ = ["Batcher", "decode_json"]

@@ -4,7 +4,7 @@ Every scrape reads these (observations, missing and invalid values, per-bin
 counts, parse errors, drops, schema violations, feedback labels).  Their
 series are fixed by the config and the baseline, so :class:`LiveFamilies`
 lays out and escapes every label set once, at start; a scrape copies the
-counters and only formats numbers (:mod:`driftgauge.textformat`).  The same
+counters and only formats numbers (:mod:`driftgauge.exposition.text`).  The same
 samples are also available as prometheus_client families, for registry
 reads such as ``get_sample_value``.
 """
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 from prometheus_client.core import Metric
 
-from driftgauge.monitor import CATEGORICAL_INVALID_REASONS, NUMERIC_INVALID_REASONS, Monitor
+from driftgauge.exposition.text import FamilyText
+from driftgauge.monitor.fields import CATEGORICAL_INVALID_REASONS, NUMERIC_INVALID_REASONS, Monitor
 from driftgauge.protocols import REASONS
-from driftgauge.textformat import FamilyText
 
 __all__ = ["DROP_REASONS", "LABEL_RESULTS", "PARSE_ERROR_REASONS", "LiveFamilies"]
 

@@ -11,7 +11,7 @@ reuses as bytes.  A recompute's part is laid out as one list of samples per
 family; each series' line prefix (``name{labels} ``) is escaped the first
 time it appears and reused while it keeps appearing, every value is
 formatted in one vectorised pass
-(:func:`~driftgauge.textformat.format_floats`), and the sample lines,
+(:func:`~driftgauge.exposition.text.format_floats`), and the sample lines,
 identical in both formats, are joined once for the Prometheus text format
 and OpenMetrics, which differ only in their ``# HELP`` and ``# TYPE`` lines.
 The same samples are also available as prometheus_client families, for
@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from prometheus_client.core import Metric
 
 from driftgauge import __version__
-from driftgauge.feedback import equal_opportunity
-from driftgauge.gzipjoin import Deflated
-from driftgauge.monitor import QUANTILES, FieldStats, Monitor, Snapshot
+from driftgauge.exposition.gzipjoin import Deflated
+from driftgauge.exposition.text import FamilyText, format_floats, label_text
+from driftgauge.monitor.fields import QUANTILES, FieldStats, Monitor, Snapshot
+from driftgauge.monitor.outcomes import equal_opportunity
 from driftgauge.sketches.summary import CategoricalSummary, NumericSummary
-from driftgauge.textformat import FamilyText, format_floats, label_text
 
 __all__ = ["SnapshotFamilies"]
 

@@ -37,10 +37,10 @@ import numpy as np
 import numpy.typing as npt
 
 from driftgauge import __version__
+from driftgauge.baseline.datafiles import Chunk, read_chunks
+from driftgauge.baseline.multivariate import Moments, PcaModel
 from driftgauge.config import Config, FieldSpec, FieldType, MultivariateConfig, Role
-from driftgauge.datafiles import Chunk, read_chunks
 from driftgauge.exceptions import BaselineError, DataError
-from driftgauge.multivariate import Moments, PcaModel
 from driftgauge.sketches.codec import decode_summary, encode_summary
 from driftgauge.sketches.edges import EDGE_SKETCH_K, bin_ranges, equal_mass_edges
 from driftgauge.sketches.summary import (

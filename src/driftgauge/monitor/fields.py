@@ -34,9 +34,9 @@ import numpy as np
 import numpy.typing as npt
 
 from driftgauge import stats
-from driftgauge.baseline import Baseline, FieldBaseline
+from driftgauge.baseline.build import Baseline, FieldBaseline
+from driftgauge.baseline.multivariate import reconstruction_errors
 from driftgauge.config import Config, FieldSpec
-from driftgauge.multivariate import reconstruction_errors
 from driftgauge.sketches.summary import (
     CategoricalSummary,
     NumericBinning,
@@ -55,10 +55,18 @@ from driftgauge.sketches.window import SlicedWindow
 from driftgauge.typing import Columns, Extracted
 
 if TYPE_CHECKING:
-    from driftgauge.feedback import Outcomes, PerformanceStats
-    from driftgauge.segments import Fairness, SegmentStats, SegmentTracker
+    from driftgauge.monitor.outcomes import Outcomes, PerformanceStats
+    from driftgauge.monitor.segments import Fairness, SegmentStats, SegmentTracker
 
-__all__ = ["QUANTILES", "FieldCounters", "FieldStats", "Monitor", "Snapshot"]
+__all__ = [
+    "CATEGORICAL_INVALID_REASONS",
+    "NUMERIC_INVALID_REASONS",
+    "QUANTILES",
+    "FieldCounters",
+    "FieldStats",
+    "Monitor",
+    "Snapshot",
+]
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 # Below this many values a batch sketch costs more to merge than updating each window directly.

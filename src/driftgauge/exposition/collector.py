@@ -4,9 +4,9 @@
 :class:`~driftgauge.monitor.Snapshot` (drift figures, recomputed on a
 schedule) and a copy of its cumulative counters, so a scrape never computes
 statistics.  The snapshot part is written straight to text once per
-recompute (:class:`~driftgauge.snapshot_metrics.SnapshotFamilies`, kept by
+recompute (:class:`~driftgauge.exposition.snapshot.SnapshotFamilies`, kept by
 :class:`RenderedSnapshot`); the counters are written straight to text at
-each scrape (:class:`~driftgauge.live_metrics.LiveFamilies`), and only
+each scrape (:class:`~driftgauge.exposition.live.LiveFamilies`), and only
 everything else (process and proxy metrics) goes through prometheus_client's
 encoders (:func:`render_metrics`).  ``metrics_routes`` serves ``/metrics``
 (Prometheus text or OpenMetrics by the ``Accept`` header, gzip when asked),
@@ -31,11 +31,11 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from prometheus_client.registry import Collector
 
 from driftgauge import __version__
-from driftgauge.feedback import Outcomes, parse_labels
-from driftgauge.gzipjoin import Deflated, gzip_join
-from driftgauge.live_metrics import LiveFamilies
-from driftgauge.monitor import Monitor
-from driftgauge.snapshot_metrics import SnapshotFamilies
+from driftgauge.exposition.gzipjoin import Deflated, gzip_join
+from driftgauge.exposition.live import LiveFamilies
+from driftgauge.exposition.snapshot import SnapshotFamilies
+from driftgauge.monitor.fields import Monitor
+from driftgauge.monitor.outcomes import Outcomes, parse_labels
 
 __all__ = [
     "MonitorCollector",

@@ -18,8 +18,7 @@ from typing import Any, Literal, cast, get_args
 import yaml
 
 from driftgauge.canonical import canonical_category
-from driftgauge.exceptions import ConfigError
-from driftgauge.source_config import (
+from driftgauge.config.sources import (
     DEFAULT_PROXY_PORT,
     ProxyConfig,
     TailConfig,
@@ -27,7 +26,7 @@ from driftgauge.source_config import (
     parse_source,
     parse_tls,
 )
-from driftgauge.validation import (
+from driftgauge.config.validation import (
     Errors,
     choice,
     format_duration,
@@ -41,6 +40,7 @@ from driftgauge.validation import (
     section,
     string,
 )
+from driftgauge.exceptions import ConfigError
 
 __all__ = [
     "DEFAULT_METRICS_PORT",

@@ -73,7 +73,7 @@ class PendingRows:
 class PendingStore:
     """Rows awaiting labels under their ids, oldest first; ``width`` segment codes per row.
 
-    Not thread-safe: the owner (:class:`~driftgauge.feedback.Outcomes`)
+    Not thread-safe: the owner (:class:`~driftgauge.monitor.outcomes.Outcomes`)
     holds its lock around every call.
     """
 

@@ -32,20 +32,20 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from driftgauge.monitor import Monitor
-from driftgauge.pending import encode_rows
-from driftgauge.performance import ClassificationStats, RegressionStats
-from driftgauge.segments import SegmentCounts
+from driftgauge.monitor.fields import Monitor
+from driftgauge.monitor.pending import encode_rows
+from driftgauge.monitor.segments import SegmentCounts
 from driftgauge.sketches.codec import decode_summary, encode_summary, int_array
 from driftgauge.sketches.summary import CategoricalSummary, NumericSummary
 from driftgauge.sketches.window import Mergeable, Slice, SlicedWindow
+from driftgauge.stats.performance import ClassificationStats, RegressionStats
 
 __all__ = ["STATE_VERSION", "StateStore", "decode_into", "encode"]
 
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = "driftgauge-state"
-STATE_VERSION = 2  # 2: held predictions as columns (driftgauge.pending)
+STATE_VERSION = 2  # 2: held predictions as columns (driftgauge.monitor.pending)
 # Format 1 differs only in how it lists held predictions, which pending.decode_rows reads:
 # an upgrade keeps the state the previous version saved.
 READABLE_VERSIONS = (1, 2)

@@ -26,16 +26,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from driftgauge.baseline import Baseline
+from driftgauge.baseline.build import Baseline
 from driftgauge.canonical import canonical_category
 from driftgauge.config import Config, FeedbackConfig
 from driftgauge.exceptions import ProtocolError
-from driftgauge.pending import PendingRows, PendingStore, decode_rows
-from driftgauge.performance import ClassificationStats, RegressionStats
+from driftgauge.monitor.pending import PendingRows, PendingStore, decode_rows
+from driftgauge.monitor.segments import SegmentTracker
 from driftgauge.protocols.jsonpath import compile_path, evaluate
-from driftgauge.segments import SegmentTracker
 from driftgauge.sketches.summary import CategoricalBinning, category_indexes, to_floats
 from driftgauge.sketches.window import SlicedWindow
+from driftgauge.stats.performance import ClassificationStats, RegressionStats
 from driftgauge.typing import Extracted, Record
 
 __all__ = ["Outcomes", "PerformanceStats", "equal_opportunity", "parse_labels"]
@@ -131,7 +131,7 @@ class Outcomes:
     def pending_copy(self) -> PendingRows:
         """The held predictions, oldest first (call under ``locked()``: a few array copies).
 
-        :func:`driftgauge.pending.encode_rows` makes them JSON-ready, outside the lock.
+        :func:`driftgauge.monitor.pending.encode_rows` makes them JSON-ready, outside the lock.
         """
         return self._store.snapshot()
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from driftgauge.validation import (
+from driftgauge.config.validation import (
     Errors,
     choice,
     existing_file,

@@ -1,0 +1,17 @@
+"""Exposition: metric families rendered from the monitor's snapshots and counters, and the HTTP handlers serving them."""
+
+from driftgauge.exposition.collector import (
+    MonitorCollector,
+    RenderedSnapshot,
+    feedback_routes,
+    metrics_routes,
+    render_metrics,
+)
+
+__all__ = [
+    "MonitorCollector",
+    "RenderedSnapshot",
+    "feedback_routes",
+    "metrics_routes",
+    "render_metrics",
+]

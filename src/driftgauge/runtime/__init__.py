@@ -1,0 +1,1 @@
+"""The running sidecar's housekeeping: state snapshots, logging, the allocator."""
