@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Adapter", "Block", "Columns", "Extracted", "Record"]
+__all__ = ["Adapter", "Block", "Columns", "Extracted", "ProxyObserver", "Record"]
 
 Block = tuple[tuple[str, ...], npt.NDArray[np.float64]]
 """Numeric fields that arrived as one 2-D array: their names and the rows × names matrix."""
@@ -98,4 +98,32 @@ class Adapter(Protocol):
         Raises :class:`driftgauge.exceptions.ProtocolError` when a body does
         not have this protocol's shape.
         """
+        ...
+
+
+class ProxyObserver(Protocol):
+    """What the proxy reports about its traffic (the exposition layer turns it into metrics).
+
+    Times are ``time.perf_counter()`` readings; ``sent`` is 0 when the
+    request never reached the upstream.
+    """
+
+    def request_done(
+        self,
+        status: int,
+        started: float,
+        sent: float,
+        finished: float,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        """One exchange ended with ``status`` returned to the client (0: connection closed)."""
+        ...
+
+    def upstream_error(self, reason: str) -> None:
+        """The upstream failed (connect_refused, connect_timeout, timeout, upstream_reset, bad_response)."""
+        ...
+
+    def client_error(self, reason: str) -> None:
+        """A client request was refused by the proxy."""
         ...

@@ -12,12 +12,7 @@ outside (proxy vs direct).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-if TYPE_CHECKING:
-    from driftgauge.sources.proxy import Exchange
 
 __all__ = ["ProxyMetrics"]
 
@@ -49,7 +44,7 @@ _SIZE_BUCKETS = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 167772
 
 
 class ProxyMetrics:
-    """The proxy's own Prometheus metrics, on an injected registry."""
+    """The proxy's own Prometheus metrics, on an injected registry (a ``ProxyObserver``)."""
 
     def __init__(self, registry: CollectorRegistry, model: str) -> None:
         self.model = model
@@ -109,16 +104,24 @@ class ProxyMetrics:
         for reason in UPSTREAM_ERROR_REASONS:  # present at 0 before the first failure
             self._upstream_errors.labels(model, reason)
 
-    def request_done(self, exchange: Exchange, status: int, now: float) -> None:
+    def request_done(
+        self,
+        status: int,
+        started: float,
+        sent: float,
+        finished: float,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
         child = self._by_code.get(status)
         if child is None:
             child = self._by_code[status] = self.requests.labels(self.model, str(status))
         child.inc()
-        if exchange.sent:
-            self.upstream_latency.observe(now - exchange.sent)
-            self.overhead.observe(exchange.sent - exchange.started)
-        self.request_size.observe(exchange.request_bytes)
-        self.response_size.observe(exchange.response_bytes)
+        if sent:
+            self.upstream_latency.observe(finished - sent)
+            self.overhead.observe(sent - started)
+        self.request_size.observe(request_bytes)
+        self.response_size.observe(response_bytes)
 
     def upstream_error(self, reason: str) -> None:
         self._upstream_errors.labels(self.model, reason).inc()

@@ -15,9 +15,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from driftgauge.config import Window
+__all__ = ["Mergeable", "Slice", "SlicedWindow", "WindowLength"]
 
-__all__ = ["Mergeable", "Slice", "SlicedWindow"]
+
+class WindowLength(Protocol):
+    """How long a window is and how many tumbling slices it is kept in."""
+
+    @property
+    def slices(self) -> int: ...
+
+    @property
+    def slice_seconds(self) -> float: ...
 
 
 class Mergeable(Protocol):
@@ -40,7 +48,7 @@ class Slice(Generic[T]):
 class SlicedWindow(Generic[T]):
     """One window length over every field, as a ring of slices."""
 
-    def __init__(self, window: Window, factory: Callable[[], dict[str, T]]) -> None:
+    def __init__(self, window: WindowLength, factory: Callable[[], dict[str, T]]) -> None:
         self.window = window
         self._factory = factory
         self._slices: deque[Slice[T]] = deque()

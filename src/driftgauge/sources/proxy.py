@@ -34,8 +34,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from driftgauge.exposition.proxy import ProxyMetrics
-from driftgauge.typing import Record
+from driftgauge.typing import ProxyObserver, Record
 
 __all__ = ["ProxyServer", "RecordQueue", "UpstreamPool"]
 
@@ -596,12 +595,26 @@ class ClientProtocol(asyncio.Protocol):
         exchange.finished = True
         self.server.metrics.upstream_error(reason)
         if exchange.head_sent or self.transport is None:
-            self.server.metrics.request_done(exchange, 0, time.perf_counter())
+            self.server.metrics.request_done(
+                0,
+                exchange.started,
+                exchange.sent,
+                time.perf_counter(),
+                exchange.request_bytes,
+                exchange.response_bytes,
+            )
             self.active = None
             self._close()
             return
         self.write(_error_body(status, reason, message))
-        self.server.metrics.request_done(exchange, status, time.perf_counter())
+        self.server.metrics.request_done(
+            status,
+            exchange.started,
+            exchange.sent,
+            time.perf_counter(),
+            exchange.request_bytes,
+            exchange.response_bytes,
+        )
         self.active = None
         if not exchange.keep_alive or not exchange.request_done:
             self._close()
@@ -739,7 +752,14 @@ class ClientProtocol(asyncio.Protocol):
         self.response_close_delimited = False
         now = time.perf_counter()
         server = self.server
-        server.metrics.request_done(exchange, exchange.status, now)
+        server.metrics.request_done(
+            exchange.status,
+            exchange.started,
+            exchange.sent,
+            now,
+            exchange.request_bytes,
+            exchange.response_bytes,
+        )
         if (
             exchange.monitor
             and exchange.response_body is not None
@@ -811,7 +831,7 @@ class ProxyServer:
         self,
         upstream: str,
         matches: Callable[[str], bool],
-        metrics: ProxyMetrics,
+        metrics: ProxyObserver,
         queue: RecordQueue,
         *,
         timeout: float = 60.0,
