@@ -216,7 +216,9 @@ def _arrow_text_chunks(
 
 
 def _csv_header(path: Path, delimiter: str) -> list[str]:
-    with path.open(newline="", encoding="utf-8") as text:
+    # utf-8-sig: a byte order mark (spreadsheet exports) is not part of the first name;
+    # pyarrow drops it too, and columns are matched by exact name.
+    with path.open(newline="", encoding="utf-8-sig") as text:
         return next(csv.reader(text, delimiter=delimiter), [])
 
 
@@ -232,7 +234,7 @@ def _column_from_list(values: list[Any], spec: FieldSpec) -> Column:
 def _stdlib_csv_chunks(path: Path, fields: Sequence[FieldSpec], chunk_rows: int) -> Iterator[Chunk]:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     with path.open("rb") as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         reader = csv.reader(text, delimiter=delimiter)
         header = next(reader, [])
         _require(path, header, fields)
