@@ -52,8 +52,8 @@ def fields() -> dict[str, Any]:
 
 def columns(rows: int, seed: int) -> dict[str, list[Any]]:
     rng = np.random.default_rng(seed)
-    # Positive values: OpenMetrics' strict parser refuses negative summary quantiles, and
-    # driftgauge_feature_value is still a summary (the spec's feature_quantile gauge is not here).
+    # Positive values: OpenMetrics' strict parser refuses negative summary quantiles, which
+    # this test is not about (driftgauge_feature_value is a summary on this branch).
     data: dict[str, list[Any]] = {
         name: (10.0 * (index + 1) + rng.normal(0.0, 0.5, rows)).round(4).tolist()
         for index, name in enumerate(NUMERIC)
