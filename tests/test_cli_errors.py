@@ -100,14 +100,17 @@ def test_every_command_refuses_a_bad_config_with_the_same_line(
 
 
 def test_help_lists_commands_without_a_suppressed_alias() -> None:
-    """--help lists the commands; `baseline merge --help` is the merge command's own help."""
+    """--help lists the commands; `baseline merge --help` (after global options too) is its own."""
     listing = run("--help")
     assert listing.returncode == 0
     assert "SUPPRESS" not in listing.stdout
     assert "baseline-merge" not in listing.stdout
-    merge = run("baseline", "merge", "--help")
-    assert merge.returncode == 0
-    assert "usage: driftgauge baseline merge" in merge.stdout
+    for merge in (
+        run("baseline", "merge", "--help"),
+        run("--log-level", "DEBUG", "--log-format=json", "baseline", "merge", "--help"),
+    ):
+        assert merge.returncode == 0
+        assert "usage: driftgauge baseline merge" in merge.stdout
 
 
 # -- numeric fields whose training values are not numbers -----------------------------------

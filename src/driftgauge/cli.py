@@ -27,12 +27,7 @@ __all__ = ["main"]
 log = logging.getLogger("driftgauge")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="driftgauge",
-        description="Prometheus-native ML model monitoring sidecar.",
-    )
-    parser.add_argument("--version", action="version", version=f"driftgauge {__version__}")
+def _add_log_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level",
         default=None,
@@ -45,6 +40,15 @@ def _parser() -> argparse.ArgumentParser:
         choices=["text", "json"],
         help="default: the config's log.format, else text",
     )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="driftgauge",
+        description="Prometheus-native ML model monitoring sidecar.",
+    )
+    parser.add_argument("--version", action="version", version=f"driftgauge {__version__}")
+    _add_log_options(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="run a model server, the sidecar and drifting traffic")
@@ -86,8 +90,19 @@ def _merge_parser() -> argparse.ArgumentParser:
     merge.add_argument("-c", "--config", required=True, type=Path)
     merge.add_argument("inputs", nargs="+", type=Path, metavar="BASELINE")
     merge.add_argument("-o", "--output", required=True, type=Path)
-    merge.set_defaults(command="baseline-merge", log_level=None, log_format=None)
+    _add_log_options(merge)
+    merge.set_defaults(command="baseline-merge")
     return merge
+
+
+def _merge_arguments(arguments: list[str]) -> list[str] | None:
+    """The arguments of ``[--log-... X] baseline merge ARGS`` without the two words, else None."""
+    index = 0
+    while index < len(arguments) and arguments[index].startswith("--log-"):
+        index += 1 if "=" in arguments[index] else 2
+    if arguments[index : index + 2] != ["baseline", "merge"]:
+        return None
+    return arguments[:index] + arguments[index + 2 :]
 
 
 def _mostly_not_numbers(baseline: Baseline) -> list[tuple[str, int, int]]:
@@ -219,8 +234,9 @@ _COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``driftgauge`` console script."""
     arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments[:2] == ["baseline", "merge"]:
-        args = _merge_parser().parse_args(arguments[2:])
+    merge = _merge_arguments(arguments)
+    if merge is not None:
+        args = _merge_parser().parse_args(merge)
     else:
         args = _parser().parse_args(arguments)
     configure_logging(args.log_level or "INFO", args.log_format or "text")
