@@ -136,7 +136,7 @@ def _files_text(files: Sequence[Path]) -> str:
 
 
 def _load_checked_baseline(config: Config) -> Baseline:
-    """The config's baseline, checked against the config and for numeric fields of words."""
+    """The config's baseline, checked against the config and for numeric fields of non-numbers."""
     from driftgauge.baseline import check_against, load_baseline
 
     baseline = load_baseline(config.baseline)
