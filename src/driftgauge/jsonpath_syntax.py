@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 __all__ = ["JsonPath", "Step", "compile_path"]
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+# RFC 9535 member-name-shorthand (plus ``-``): ASCII letters, ``_`` and any non-ASCII
+# character first, then digits and ``-`` too.
+_NAME = re.compile("[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_\\-\u0080-\U0010ffff]*")
 _INDEX = re.compile(r"\[(-?[0-9]+)\]")
 
 Step = str | int

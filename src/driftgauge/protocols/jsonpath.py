@@ -5,8 +5,9 @@ response body.  The supported subset of JSONPath (RFC 9535 spelling):
 
 =====================  ==================================================
 ``$``                  the whole body
-``.name``              member ``name`` (letters, digits, ``_``, ``-``; not first a digit or ``-``)
-``['any key']``        member by quoted name (``'`` or ``"``; ``\\`` escapes the quote or itself)
+``.name``              member ``name`` (letters, digits, ``_``, ``-``, non-ASCII; not first a digit or ``-``)
+``['any key']``        member by quoted name (``'`` or ``"``; ``\\`` escapes the quote or itself):
+                       any feature name, e.g. ``$.rows[*]['sepal length (cm)']``
 ``[3]``, ``[-1]``      array element by index (negative counts from the end)
 ``[*]``                every element of an array: one value per row (at most once per path)
 =====================  ==================================================
