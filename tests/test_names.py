@@ -162,18 +162,14 @@ async def test_wine_names_survive_baseline_proxy_metrics_and_state(tmp_path: Pat
             async with session.get(f"{proxy.metrics_url}/metrics", headers=headers) as response:
                 return await response.text()
 
-        texts: list[str] = []
-
-        def drift_for_every_name() -> bool:
-            return drift_features(texts[-1]).get("driftgauge_psi") == set(NAMES) if texts else False
-
-        async def scraped() -> None:
-            while not drift_for_every_name():
-                texts.append(await scrape("text/plain"))
+        async def text_with_drift_for_every_name() -> str:
+            while True:
+                text = await scrape("text/plain")
+                if drift_features(text).get("driftgauge_psi") == set(NAMES):
+                    return text
                 await asyncio.sleep(0.2)
 
-        await asyncio.wait_for(scraped(), 20)
-        text = texts[-1]
+        text = await asyncio.wait_for(text_with_drift_for_every_name(), 20)
         openmetrics = await scrape("application/openmetrics-text; version=1.0.0")
         async with session.get(f"{proxy.metrics_url}/") as response:
             landing = await response.text()
