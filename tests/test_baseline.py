@@ -12,12 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from driftgauge.baseline import datafiles
 from driftgauge.baseline import (
     FORMAT_VERSION,
     Baseline,
     build_baseline,
     check_against,
+    datafiles,
     describe,
     load_baseline,
     merge_baselines,

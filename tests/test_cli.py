@@ -183,7 +183,8 @@ def _log_records(path: Path, n: int, start: int, shift: float = 0.0) -> None:
 def test_serve_tails_a_log_and_exposes_drift(
     project: Path, serve: tuple[subprocess.Popen[str], int]
 ) -> None:
-    """serve follows the request log, exports drift on /metrics, and exits 0 on SIGTERM."""
+    """serve follows the request log, exports drift on /metrics, and exits 0 on SIGTERM with one
+    line saying what it saved."""
     process, port = serve
     wait_for(
         lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200
@@ -202,6 +203,10 @@ def test_serve_tails_a_log_and_exposes_drift(
     )
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=15) == 0
+    assert process.stderr is not None
+    stopped = [line for line in process.stderr.read().splitlines() if "stopped: " in line]
+    assert len(stopped) == 1
+    assert stopped[0].endswith("stopped: no state snapshot (state.directory is not set)")
     state = json.loads((project / "tail.state").read_text())
     assert state["offset"] == (project / "requests.jsonl").stat().st_size
 

@@ -88,8 +88,69 @@ def test_duplicate_names_and_missing_keys(tmp_path: Path) -> None:
     raw = base_config(tmp_path, predictions=[{"name": "alcohol", "type": "numeric"}])
     del raw["model"]
     message = _error(tmp_path, raw)
-    assert "'alcohol' is used more than once" in message
+    assert "predictions[0].name: 'alcohol' is already the name of features[0]" in message
     assert "model: missing" in message
+
+
+WINE_NAMES = ("od280/od315_of_diluted_wines", "sepal length (cm)", 'a"b\\c', "naïve", "{x}=y,z")
+
+
+def test_any_utf8_name_without_control_characters_is_valid(tmp_path: Path) -> None:
+    """Feature, prediction and model names are label values: any UTF-8 text is kept exactly."""
+    features = [{"name": name, "type": "numeric"} for name in WINE_NAMES]
+    raw = base_config(
+        tmp_path,
+        model="wine (v2) / ünïcode",
+        features=features,
+        predictions=[{"name": "class ✓", "type": "categorical"}],
+    )
+    config = config_from_mapping(raw, base=tmp_path)
+    assert [f.name for f in config.features] == list(WINE_NAMES)
+    assert config.predictions[0].name == "class ✓"
+    assert config.model == "wine (v2) / ünïcode"
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("a\tb", "U+0009"),
+        ("line\nbreak", "U+000A"),
+        ("nul\x00", "U+0000"),
+        ("del\x7f", "U+007F"),
+        ("c1\x85", "U+0085"),
+        ("ls\u2028", "U+2028"),
+        ("lone \ud800", "U+D800"),
+    ],
+)
+def test_names_with_control_characters_are_refused(tmp_path: Path, name: str, code: str) -> None:
+    """A control character or line separator in a name is an error naming the key and code point."""
+    raw = base_config(tmp_path, model=name)
+    raw["features"][1]["name"] = name
+    message = _error(tmp_path, raw)
+    assert "features[1].name:" in message
+    assert "model:" in message
+    assert code in message
+    assert "\n" not in message and "\u2028" not in message  # one line: names quoted by repr
+
+
+def test_empty_or_null_names_are_missing(tmp_path: Path) -> None:
+    """An empty, null or absent name is an error; so is a null model."""
+    raw = base_config(tmp_path, model=None)
+    raw["features"][0]["name"] = ""
+    raw["features"][1]["name"] = None
+    del raw["features"][2]["name"]
+    message = _error(tmp_path, raw)
+    assert "features[0].name: '' is not a non-empty string" in message
+    assert "features[1].name: missing" in message
+    assert "features[2].name: missing" in message
+    assert "model: missing" in message
+
+
+def test_a_name_used_twice_within_one_list_names_both_positions(tmp_path: Path) -> None:
+    """Two features of the same name are one error naming both."""
+    raw = base_config(tmp_path)
+    raw["features"][2]["name"] = "alcohol"
+    assert "features[2].name: 'alcohol' is already the name of features[0]" in _error(tmp_path, raw)
 
 
 def test_exactly_one_source(tmp_path: Path) -> None:
@@ -102,6 +163,34 @@ def test_jsonpath_needs_paths(tmp_path: Path) -> None:
     """The jsonpath protocol requires a path on every field."""
     message = _error(tmp_path, base_config(tmp_path, protocol="jsonpath"))
     assert "features[0].path: missing" in message
+
+
+def test_invalid_jsonpaths_are_config_errors(tmp_path: Path) -> None:
+    """A path that does not compile is refused at load time, with its key (fields and id_path)."""
+    raw = base_config(
+        tmp_path,
+        protocol="jsonpath",
+        features=[{"name": "x", "type": "numeric", "path": "$.xs[*"}],
+        predictions=[{"name": "y", "type": "categorical", "path": "$.ys[*]"}],
+        feedback={"id_path": "ids[*]"},
+    )
+    message = _error(tmp_path, raw)
+    assert "features[0].path: invalid JSONPath '$.xs[*'" in message
+    assert "feedback.id_path: invalid JSONPath 'ids[*]'" in message
+    assert "predictions[0]" not in message
+
+
+def test_tls_files_that_are_not_pem_are_config_errors(tmp_path: Path) -> None:
+    """A certificate, key or CA file that does not load is refused at load time."""
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    raw = base_config(
+        tmp_path,
+        source={"proxy": {"ca_file": "junk.pem"}},
+    )
+    raw["metrics"]["tls"] = {"cert_file": "junk.pem", "key_file": "junk.pem"}
+    message = _error(tmp_path, raw)
+    assert "source.proxy.ca_file: cannot load" in message
+    assert "metrics.tls: cannot load cert_file and key_file" in message
 
 
 def test_bad_yaml_and_unreadable_file(tmp_path: Path) -> None:

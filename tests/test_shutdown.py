@@ -215,7 +215,8 @@ async def start_slow_request(
 async def test_sigterm_finishes_in_flight_request_refuses_new_ones_and_saves_everything(
     config: Path, upstream: Upstream
 ) -> None:
-    """SIGTERM mid-request: answered, new connections refused, exit 0, every answered row saved."""
+    """SIGTERM mid-request: answered, new connections refused, exit 0, every answered row saved,
+    and one log line saying so."""
     fast, rows, slow_rows, pipelined = 40, 5, 7, 3
     with serving(config) as sidecar:
         await send_predictions(sidecar.proxy_port, fast, rows)
@@ -235,6 +236,10 @@ async def test_sigterm_finishes_in_flight_request_refuses_new_ones_and_saves_eve
     assert code == 0, log
     assert "Traceback" not in log
     assert (config.parent / "state" / "wine.state").exists()
+    # One line says what the shutdown did: the slow request and the three behind it finished.
+    (stopped,) = [line for line in log.splitlines() if "stopped: " in line]
+    assert f"stopped: {1 + pipelined} in-flight requests finished, 0 cut off" in stopped
+    assert f"state snapshot written to {config.parent / 'state' / 'wine.state'}" in stopped
     # The periodic snapshot never ran (interval 1h): what is restored was saved at exit.
     with serving(config, "restart") as again:
         expected = fast * rows + slow_rows + 2 * pipelined

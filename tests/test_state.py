@@ -18,7 +18,7 @@ import yaml
 from driftgauge.baseline import Baseline
 from driftgauge.config import Config
 from driftgauge.monitor import Monitor
-from driftgauge.runtime.state import StateStore
+from driftgauge.runtime.state import StateStore, state_file_name
 from driftgauge.sketches import NumericSummary
 from driftgauge.typing import Extracted
 from tests.feedback_support import Pipeline, build, classifier_columns, instances, record, wire
@@ -250,3 +250,26 @@ def test_restart_keeps_the_windows(tmp_path: Path, stop: str) -> None:
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=20) == 0
+
+
+@pytest.mark.parametrize(
+    ("model", "file_name"),
+    [
+        ("wine", "wine.state"),
+        ("wine-v2.1:prod", "wine-v2.1:prod.state"),
+        ("od280/od315", "od280%2Fod315.state"),
+        ("../../etc/passwd", "%2E.%2F..%2Fetc%2Fpasswd.state"),
+        ("..", "%2E..state"),
+        ("naïve 100%", "na%C3%AFve%20100%25.state"),
+    ],
+)
+def test_any_model_name_gets_a_state_file_inside_the_directory(model: str, file_name: str) -> None:
+    """A model name is percent-encoded into one file name: no separators, no dot files."""
+    assert state_file_name(model) == file_name
+
+
+def test_a_model_name_too_long_for_a_file_name_is_hashed() -> None:
+    """Names beyond 200 bytes once encoded become a fixed-length hash, distinct per name."""
+    first, second = state_file_name("ü" * 100), state_file_name("ü" * 101)
+    assert first != second
+    assert first.startswith("model-") and len(first) == len("model-") + 32 + len(".state")

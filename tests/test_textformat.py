@@ -16,8 +16,13 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as parse_openmetrics,
+)
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
+from driftgauge.config.validation import label_value
 from driftgauge.exposition.text import (
     FamilyText,
     Kind,
@@ -109,6 +114,40 @@ def test_label_values_escape_backslash_quote_and_newline(value: str) -> None:
     text, openmetrics = _reference(family)
     assert f'x{{a="{escaped}"}} 1.0\n' in text
     assert f'x{{a="{escaped}"}} 1.0\n' in openmetrics
+
+
+def _valid_name(text: str) -> bool:
+    try:
+        label_value(text)
+    except ValueError:
+        return False
+    return True
+
+
+# Any text a config accepts as a name; the explicit examples are the awkward ones.
+valid_names = st.text(min_size=1, max_size=40).filter(_valid_name)
+
+
+@given(model=valid_names, feature=valid_names)
+@example(model="wine", feature="od280/od315_of_diluted_wines")
+@example(model="a\\", feature='sepal length (cm) "x" \\n naïve')
+@example(model='"', feature="} 1.0\\")
+@example(model="# EOF", feature=' # {a="b"} 2 ')
+@example(model="\u00a0\ufeff", feature="\U0001f600\u200d")
+def test_any_valid_name_round_trips_through_both_parsers(model: str, feature: str) -> None:
+    """A name written as a label value by FamilyText parses back exactly, text and OpenMetrics."""
+    family = FamilyText("driftgauge_psi", "gauge", "Population stability index.")
+    prefix = family.prefix({"model": model, "feature": feature, "role": "input", "window": "5m"})
+    expected = {"model": model, "feature": feature, "role": "input", "window": "5m"}
+    for openmetrics in (False, True):
+        out: list[str] = []
+        family.write(out, openmetrics, [prefix], [0.25])
+        body = "".join(out) + ("# EOF\n" if openmetrics else "")
+        parse = parse_openmetrics if openmetrics else text_string_to_metric_families
+        (parsed,) = list(parse(body))
+        (sample,) = parsed.samples
+        assert sample.labels == expected
+        assert sample.value == 0.25
 
 
 def test_label_text_sorts_names_and_is_empty_without_labels() -> None:

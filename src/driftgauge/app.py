@@ -41,7 +41,7 @@ from driftgauge.sources.proxy import ProxyServer, RecordQueue
 from driftgauge.sources.tail import TailSource
 from driftgauge.typing import Record
 
-__all__ = ["Health", "Sidecar", "build_sidecar", "run_until_stopped"]
+__all__ = ["Health", "ShutdownReport", "Sidecar", "build_sidecar", "run_until_stopped"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,26 @@ class Health:
 
 
 @dataclass(slots=True)
+class ShutdownReport:
+    """What a shutdown did, logged as one line once the sidecar stopped."""
+
+    finished: int | None = None  # in-flight proxied requests that completed (None: no proxy)
+    cut_off: int = 0  # ... and those still running when shutdown_grace ran out
+    flushed: int = 0  # queued records monitored after the proxy closed
+    state: str = "no state snapshot (state.directory is not set)"
+
+    def line(self) -> str:
+        parts = []
+        if self.finished is not None:
+            parts.append(
+                f"{self.finished} in-flight requests finished, {self.cut_off} cut off at the "
+                f"grace deadline; {self.flushed} queued records monitored"
+            )
+        parts.append(self.state)
+        return "stopped: " + "; ".join(parts)
+
+
+@dataclass(slots=True)
 class Sidecar:
     """The running parts of one sidecar, for the CLI, the demo and tests."""
 
@@ -81,6 +101,7 @@ class Sidecar:
     proxy_port: int | None = None
     # Run at shutdown before the listeners close, so /readyz keeps answering 503 meanwhile.
     drainers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    shutdown: ShutdownReport = field(default_factory=ShutdownReport)
 
 
 SIDECAR_KEY = web.AppKey("sidecar", Sidecar)
@@ -176,9 +197,10 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     await _cancel(task, "state snapshots")
     try:
         await asyncio.to_thread(store.save)
-        log.info("state saved to %s", store.path)
+        sidecar.shutdown.state = f"state snapshot written to {store.path}"
     except Exception as exc:
         log.error("cannot write the state snapshot %s: %s", store.path, exc)
+        sidecar.shutdown.state = f"state snapshot NOT written to {store.path} (error above)"
 
 
 async def _recompute_loop(sidecar: Sidecar) -> None:
@@ -358,7 +380,8 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     async def drain() -> None:
         sidecar.health.stopping = True
         server.stop_accepting()
-        await server.drain(config.shutdown_grace)
+        finished, cut_off = await server.drain(config.shutdown_grace)
+        sidecar.shutdown.finished, sidecar.shutdown.cut_off = finished, cut_off
 
     sidecar.drainers.append(drain)
     yield
@@ -366,7 +389,9 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     await _cancel(watcher, "upstream watch")
     await _cancel(consumer, "monitoring consumer")
     while len(queue):  # what was answered is also monitored: flush the queue into the sketches
-        sidecar.batcher.ingest(queue.take(1024))
+        records = queue.take(1024)
+        sidecar.batcher.ingest(records)
+        sidecar.shutdown.flushed += len(records)
 
 
 async def run_until_stopped(
@@ -403,3 +428,4 @@ async def run_until_stopped(
         for signum in handled:
             loop.remove_signal_handler(signum)
         await runner.cleanup()
+    log.info("%s", sidecar.shutdown.line())

@@ -12,23 +12,22 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from driftgauge import __version__
-from driftgauge.config import load_config
-from driftgauge.exceptions import DriftgaugeError
+from driftgauge.config import Config, load_config
+from driftgauge.exceptions import BaselineError, DataError, DriftgaugeError
 from driftgauge.runtime.logs import configure_logging
+
+if TYPE_CHECKING:
+    from driftgauge.baseline import Baseline
 
 __all__ = ["main"]
 
 log = logging.getLogger("driftgauge")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="driftgauge",
-        description="Prometheus-native ML model monitoring sidecar.",
-    )
-    parser.add_argument("--version", action="version", version=f"driftgauge {__version__}")
+def _add_log_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level",
         default=None,
@@ -41,6 +40,15 @@ def _parser() -> argparse.ArgumentParser:
         choices=["text", "json"],
         help="default: the config's log.format, else text",
     )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="driftgauge",
+        description="Prometheus-native ML model monitoring sidecar.",
+    )
+    parser.add_argument("--version", action="version", version=f"driftgauge {__version__}")
+    _add_log_options(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="run a model server, the sidecar and drifting traffic")
@@ -62,11 +70,6 @@ def _parser() -> argparse.ArgumentParser:
     baseline.add_argument("--data", nargs="+", required=True, type=Path, metavar="FILE")
     baseline.add_argument("-o", "--output", required=True, type=Path)
 
-    merge = commands.add_parser("baseline-merge", help=argparse.SUPPRESS)
-    merge.add_argument("-c", "--config", required=True, type=Path)
-    merge.add_argument("inputs", nargs="+", type=Path, metavar="BASELINE")
-    merge.add_argument("-o", "--output", required=True, type=Path)
-
     serve = commands.add_parser("serve", help="run the sidecar")
     serve.add_argument("-c", "--config", required=True, type=Path)
 
@@ -78,11 +81,86 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _merge_parser() -> argparse.ArgumentParser:
+    """``driftgauge baseline merge``: a parser of its own, so the main help lists no alias."""
+    merge = argparse.ArgumentParser(
+        prog="driftgauge baseline merge",
+        description="Merge baselines built on parts of one data set (with the same config).",
+    )
+    merge.add_argument("-c", "--config", required=True, type=Path)
+    merge.add_argument("inputs", nargs="+", type=Path, metavar="BASELINE")
+    merge.add_argument("-o", "--output", required=True, type=Path)
+    _add_log_options(merge)
+    merge.set_defaults(command="baseline-merge")
+    return merge
+
+
+def _merge_arguments(arguments: list[str]) -> list[str] | None:
+    """The arguments of ``[--log-... X] baseline merge ARGS`` without the two words, else None."""
+    index = 0
+    while index < len(arguments) and arguments[index].startswith("--log-"):
+        index += 1 if "=" in arguments[index] else 2
+    if arguments[index : index + 2] != ["baseline", "merge"]:
+        return None
+    return arguments[:index] + arguments[index + 2 :]
+
+
+def _mostly_not_numbers(baseline: Baseline) -> list[tuple[str, int, int]]:
+    """Numeric fields whose training values were mostly not numbers: (name, not numbers, present).
+
+    More values of the wrong type than numbers means the column holds
+    something else (strings such as ``np.float64(0.44)``, or categories):
+    its bins and quantiles would describe a handful of values, or none.
+    """
+    from driftgauge.sketches.summary import NumericSummary
+
+    found = []
+    for name, held in baseline.fields.items():
+        summary = held.summary
+        if isinstance(summary, NumericSummary) and summary.wrong_type > summary.count:
+            present = summary.count + summary.wrong_type + summary.nan + summary.inf
+            found.append((name, summary.wrong_type, present))
+    return found
+
+
+def _not_numbers_problem(name: str, wrong: int, present: int) -> str:
+    return (
+        f"numeric field {name!r}: {wrong:,} of its {present:,} training values "
+        f"({wrong / present:.0%}) are not numbers"
+    )
+
+
+def _files_text(files: Sequence[Path]) -> str:
+    shown = ", ".join(map(str, files[:3]))
+    return shown + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+
+
+def _load_checked_baseline(config: Config) -> Baseline:
+    """The config's baseline, checked against the config and for numeric fields of non-numbers."""
+    from driftgauge.baseline import check_against, load_baseline
+
+    baseline = load_baseline(config.baseline)
+    check_against(baseline, config, config.baseline)
+    problems = [_not_numbers_problem(*found) for found in _mostly_not_numbers(baseline)]
+    if problems:
+        raise BaselineError(
+            f"{config.baseline}: {'; '.join(problems)}: rebuild it from numbers, "
+            "or make the field categorical"
+        )
+    return baseline
+
+
 def _cmd_baseline(args: argparse.Namespace) -> int:
     from driftgauge.baseline.build import build_baseline, save_baseline, terminal_progress
 
     config = load_config(args.config)
     built = build_baseline(config, args.data, progress=terminal_progress)
+    problems = [_not_numbers_problem(*found) for found in _mostly_not_numbers(built)]
+    if problems:
+        raise DataError(
+            f"{_files_text(args.data)}: {'; '.join(problems)}: fix the data or make the field "
+            f"categorical (no baseline written)"
+        )
     save_baseline(built, args.output)
     print(f"wrote {args.output}: {built.rows:,} rows, {len(built.fields)} fields, id {built.id}")
     return 0
@@ -103,23 +181,19 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         check_against(part, config, path)
         parts.append(part)
     merged = merge_baselines(config, parts)
+    problems = [_not_numbers_problem(*found) for found in _mostly_not_numbers(merged)]
+    if problems:
+        raise BaselineError(
+            f"{_files_text(args.inputs)}: {'; '.join(problems)} (no baseline written)"
+        )
     save_baseline(merged, args.output)
     print(f"wrote {args.output}: {merged.rows:,} rows from {len(parts)} baselines, id {merged.id}")
     return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from driftgauge.baseline.build import check_against, load_baseline
-    from driftgauge.protocols import make_adapter
-
-    config = load_config(args.config)
-    try:
-        make_adapter(config.protocol, config.features, config.predictions)
-    except ValueError as exc:
-        print(f"driftgauge: {args.config}: {exc}", file=sys.stderr)
-        return 2
-    baseline = load_baseline(config.baseline)
-    check_against(baseline, config, config.baseline)
+    config = load_config(args.config)  # complete: protocol paths, TLS files and all
+    baseline = _load_checked_baseline(config)
     print(
         f"ok: {args.config} ({len(config.features)} features, {len(config.predictions)} predictions, "
         f"protocol {config.protocol}); baseline {config.baseline} (id {baseline.id}, {baseline.rows:,} rows)"
@@ -141,7 +215,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     limit_arenas()  # before any worker thread: memory stays flat (see allocator.py)
     config = load_config(args.config)
     configure_logging(args.log_level or config.log.level, args.log_format or config.log.format)
-    sidecar = build_sidecar(config)
+    sidecar = build_sidecar(config, _load_checked_baseline(config))
     asyncio.run(run_until_stopped(sidecar))
     return 0
 
@@ -165,9 +239,11 @@ _COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``driftgauge`` console script."""
     arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments[:2] == ["baseline", "merge"]:
-        arguments[:2] = ["baseline-merge"]
-    args = _parser().parse_args(arguments)
+    merge = _merge_arguments(arguments)
+    if merge is not None:
+        args = _merge_parser().parse_args(merge)
+    else:
+        args = _parser().parse_args(arguments)
     configure_logging(args.log_level or "INFO", args.log_format or "text")
     try:
         return _COMMANDS[args.command](args)

@@ -9,7 +9,7 @@ import pytest
 from driftgauge.config import FieldSpec, ProtocolName
 from driftgauge.protocols import ADAPTERS, REASONS, make_adapter
 
-from .helpers import inputs
+from .helpers import inputs, plain
 
 PROTOCOLS: tuple[ProtocolName, ...] = get_args(ProtocolName)
 
@@ -59,3 +59,42 @@ def test_routes_are_claimed_by_their_own_protocols(path: str, claimants: set[str
         if name != "jsonpath" and make_adapter(name, inputs("x"), []).matches(path)
     }
     assert claimed == claimants
+
+
+F1, F2, PRED = "od280/od315_of_diluted_wines", 'a"b\\c', "sepal length (cm)"
+ROWS = [{F1: 1.0, F2: 3.0, "naïve": -1.0}, {F1: 2.0, F2: 4.0, "naïve": -1.0}]
+BODIES: dict[str, tuple[object, object]] = {
+    "kserve-v1": ({"instances": ROWS}, {"predictions": [{PRED: 0.5}, {PRED: 0.6}]}),
+    "kserve-v2": (
+        {
+            "inputs": [
+                {"name": F2, "shape": [2], "datatype": "FP64", "data": [3.0, 4.0]},
+                {"name": F1, "shape": [2, 1], "datatype": "FP64", "data": [[1.0], [2.0]]},
+            ]
+        },
+        {"outputs": [{"name": PRED, "shape": [2], "datatype": "FP32", "data": [0.5, 0.6]}]},
+    ),
+    "tfserving": ({"inputs": {F2: [3.0, 4.0], F1: [1.0, 2.0]}}, {"outputs": {PRED: [0.5, 0.6]}}),
+    "mlflow": (
+        {"dataframe_split": {"columns": [F2, "naïve", F1], "data": [[3.0, 0, 1.0], [4.0, 0, 2.0]]}},
+        {"predictions": [{PRED: 0.5}, {PRED: 0.6}]},
+    ),
+    "seldon": (
+        {"data": {"names": [F2, F1], "ndarray": [[3.0, 1.0], [4.0, 2.0]]}},
+        {"data": {"names": [PRED], "ndarray": [[0.5], [0.6]]}},
+    ),
+    "jsonpath": ({"rows": ROWS}, {PRED: [0.5, 0.6]}),
+}
+PATHS = {F1: "$.rows[*]['od280/od315_of_diluted_wines']", F2: "$.rows[*]['a\"b\\\\c']"}
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_fields_are_found_by_their_exact_names(protocol: ProtocolName) -> None:
+    """Names with slashes, spaces, quotes and backslashes key rows, tensors and columns exactly."""
+    adapter = make_adapter(
+        protocol,
+        [FieldSpec(name, "numeric", "input", PATHS[name]) for name in (F1, F2)],
+        [FieldSpec(PRED, "numeric", "prediction", "$['sepal length (cm)'][*]")],
+    )
+    extracted = adapter.extract(*BODIES[protocol])
+    assert plain(extracted) == {F1: [1.0, 2.0], F2: [3.0, 4.0], PRED: [0.5, 0.6]}

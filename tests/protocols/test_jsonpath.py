@@ -37,6 +37,7 @@ def adapter(features: dict[str, str], predictions: dict[str, str] | None = None)
         ("$.a[0]", JsonPath("$.a[0]", ("a", 0))),
         ("$.a[-1]", JsonPath("$.a[-1]", ("a", -1))),
         ("$.rows[*].x", JsonPath("$.rows[*].x", ("rows",), ("x",))),
+        ("$.rows[*].naïve", JsonPath("$.rows[*].naïve", ("rows",), ("naïve",))),
         ("$[*]", JsonPath("$[*]", (), ())),
         ("$['key with space']", JsonPath("$['key with space']", ("key with space",))),
         ('$["it\'s"].v', JsonPath('$["it\'s"].v', ("it's", "v"))),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,14 +106,17 @@ def read_chunks(
             yield from _stdlib_jsonl_chunks(path, fields, chunk_rows)
     except DataError:
         raise
-    except (OSError, ValueError, TypeError, UnicodeDecodeError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: cannot read {fmt.upper()} data: {message}") from None
     except Exception as exc:
-        if pa is not None and isinstance(exc, pa.ArrowException):
-            message = str(exc).strip().splitlines()[0]
-            raise DataError(f"{path}: cannot read {fmt.upper()} data: {message}") from None
-        raise
+        # pyarrow's errors (ArrowInvalid is also a ValueError) and the standard library's.
+        known = (OSError, ValueError, TypeError, UnicodeDecodeError)
+        if not isinstance(exc, known) and not (
+            pa is not None and isinstance(exc, pa.ArrowException)
+        ):
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if fmt == "csv":
+            message = _name_csv_column(path, message)
+        raise DataError(f"{path}: cannot read {fmt.upper()} data: {message}") from None
 
 
 def _require(path: Path, present: Sequence[str], fields: Sequence[FieldSpec]) -> None:
@@ -214,8 +218,25 @@ def _arrow_text_chunks(
         handle.close()
 
 
+_CSV_COLUMN = re.compile(r"^In CSV column #(\d+): ")
+
+
+def _name_csv_column(path: Path, message: str) -> str:
+    """pyarrow's ``In CSV column #2: ...`` with the column's name instead of its position."""
+    match = _CSV_COLUMN.match(message)
+    if match is None:
+        return message
+    header = _csv_header(path, "\t" if path.suffix.lower() == ".tsv" else ",")
+    position = int(match.group(1))
+    if position >= len(header):
+        return message
+    return f"column {header[position]!r}: {message[match.end() :]}"
+
+
 def _csv_header(path: Path, delimiter: str) -> list[str]:
-    with path.open(newline="", encoding="utf-8") as text:
+    # utf-8-sig: a byte order mark (spreadsheet exports) is not part of the first name;
+    # pyarrow drops it too, and columns are matched by exact name.
+    with path.open(newline="", encoding="utf-8-sig") as text:
         return next(csv.reader(text, delimiter=delimiter), [])
 
 
@@ -231,7 +252,7 @@ def _column_from_list(values: list[Any], spec: FieldSpec) -> Column:
 def _stdlib_csv_chunks(path: Path, fields: Sequence[FieldSpec], chunk_rows: int) -> Iterator[Chunk]:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     with path.open("rb") as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         reader = csv.reader(text, delimiter=delimiter)
         header = next(reader, [])
         _require(path, header, fields)

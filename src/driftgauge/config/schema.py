@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from driftgauge.config.validation import (
     format_duration,
     fraction,
     get_value,
+    label_value,
     listen_address,
     parse_duration,
     parse_listen,
@@ -41,6 +41,7 @@ from driftgauge.config.validation import (
     string,
 )
 from driftgauge.exceptions import ConfigError
+from driftgauge.jsonpath_syntax import compile_path
 
 __all__ = [
     "DEFAULT_METRICS_PORT",
@@ -74,8 +75,6 @@ DEFAULT_METRICS_PORT = 10117
 ProtocolName = Literal["kserve-v1", "kserve-v2", "tfserving", "mlflow", "seldon", "jsonpath"]
 FieldType = Literal["numeric", "categorical"]
 Role = Literal["input", "prediction", "multivariate"]
-
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +224,11 @@ class Config:
         return digest[:16]
 
 
-def _fields(value: Any, key: str, role: Role, protocol: str, errors: Errors) -> list[FieldSpec]:
+def _fields(
+    value: Any, key: str, role: Role, protocol: str, seen: dict[str, str], errors: Errors
+) -> list[FieldSpec]:
+    """The field list under ``key``; ``seen`` maps names already taken to where (shared by
+    features and predictions: a name is unique within a model)."""
     if value is None:
         return []
     if not isinstance(value, list):
@@ -237,23 +240,30 @@ def _fields(value: Any, key: str, role: Role, protocol: str, errors: Errors) -> 
         table = section(item, where, ("name", "type", "path"), errors)
         if not isinstance(item, Mapping):
             continue
-        name = get_value(table, "name", f"{where}.", string, "", errors)
-        if not name:
-            errors.add(f"{where}.name", "missing or empty")
-        elif name and not _NAME.match(name):
-            errors.add(
-                f"{where}.name", f"{name!r} must start with a letter or _ and hold no spaces"
-            )
+        name = get_value(table, "name", f"{where}.", label_value, "", errors)
+        if table.get("name") is None:
+            errors.add(f"{where}.name", "missing")
+        elif name in seen:
+            errors.add(f"{where}.name", f"{name!r} is already the name of {seen[name]}")
+        elif name:
+            seen[name] = where
         kind = get_value(table, "type", f"{where}.", choice(get_args(FieldType)), "numeric", errors)
         if "type" not in table:
             errors.add(f"{where}.type", "missing (numeric or categorical)")
-        path = get_value(table, "path", f"{where}.", string, None, errors)
-        if protocol == "jsonpath" and path is None:
+        path = get_value(table, "path", f"{where}.", _json_path, None, errors)
+        if protocol == "jsonpath" and table.get("path") is None:
             errors.add(
                 f"{where}.path", "missing: the jsonpath protocol needs a path for each field"
             )
         specs.append(FieldSpec(name=name, type=cast(FieldType, kind), role=role, path=path))
     return specs
+
+
+def _json_path(value: Any) -> str:
+    """A JSONPath of the supported subset, compiled now so a bad one is a config error."""
+    text = string(value)
+    compile_path(text)
+    return text
 
 
 def _windows(value: Any, slices: int, errors: Errors) -> list[Window]:
@@ -356,7 +366,7 @@ def _feedback(
         task=cast(Literal["classification", "regression"], task),
         probability=probability,
         positive_class=None if positive is None else _label_text(positive),
-        id_path=get_value(table, "id_path", prefix, string, None, errors),
+        id_path=get_value(table, "id_path", prefix, _json_path, None, errors),
         max_pending=get_value(table, "max_pending", prefix, positive_int, 100_000, errors),
         ttl=get_value(table, "ttl", prefix, positive_float, 3600.0, errors),
         token=token,
@@ -430,11 +440,9 @@ def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = No
             f"{path or 'config'}: expected a mapping of keys at the top, got {type(raw).__name__}"
         )
     top = section(raw, "", _TOP_KEYS, errors)
-    model = get_value(top, "model", "", string, "", errors)
-    if "model" not in top:
+    model = get_value(top, "model", "", label_value, "", errors)
+    if top.get("model") is None:
         errors.add("model", "missing: the value of the `model` label")
-    elif model and not _NAME.match(model):
-        errors.add("model", f"{model!r} must start with a letter or _ and hold no spaces")
     protocol = get_value(top, "protocol", "", choice(get_args(ProtocolName)), "kserve-v2", errors)
     source = parse_source(top.get("source"), base, errors)
     metrics_table = section(
@@ -457,17 +465,15 @@ def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = No
     baseline = get_value(top, "baseline", "", string, "", errors)
     if "baseline" not in top:
         errors.add("baseline", "missing: the file written by `driftgauge baseline`")
-    features = _fields(top.get("features"), "features", "input", protocol, errors)
-    predictions = _fields(top.get("predictions"), "predictions", "prediction", protocol, errors)
+    seen: dict[str, str] = {}
+    features = _fields(top.get("features"), "features", "input", protocol, seen, errors)
+    predictions = _fields(
+        top.get("predictions"), "predictions", "prediction", protocol, seen, errors
+    )
     if not features and "features" in top:
         errors.add("features", "expected at least one feature")
     elif "features" not in top:
         errors.add("features", "missing: the model inputs to monitor, in column order")
-    names = [f.name for f in features + predictions if f.name]
-    for name in sorted({n for n in names if names.count(n) > 1}):
-        errors.add(
-            "features", f"the name {name!r} is used more than once across features and predictions"
-        )
     slices = get_value(top, "window_slices", "", positive_int, 10, errors)
     windows = _windows(top.get("windows"), slices, errors)
     min_obs = get_value(top, "min_observations", "", positive_int, 100, errors)

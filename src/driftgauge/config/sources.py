@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -155,9 +156,25 @@ def parse_source(value: Any, base: Path, errors: Errors) -> ProxyConfig | TailCo
         shutdown_grace=get_value(
             proxy, "shutdown_grace", prefix, positive_float, defaults.shutdown_grace, errors
         ),
-        ca_file=existing_file(proxy, "ca_file", prefix, base, errors),
+        ca_file=_ca_file(proxy, prefix, base, errors),
         tls=parse_tls(proxy.get("tls"), "source.proxy.tls", base, errors),
     )
+
+
+def _ca_file(table: Mapping[str, Any], prefix: str, base: Path, errors: Errors) -> Path | None:
+    """``ca_file``, loaded once now so that a file that is not PEM is a config error."""
+    path = existing_file(table, "ca_file", prefix, base, errors)
+    if path is not None and path.is_file():
+        try:
+            ssl.create_default_context(cafile=path)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            errors.add(f"{prefix}ca_file", f"cannot load {str(path)!r}: {_ssl_problem(exc)}")
+    return path
+
+
+def _ssl_problem(exc: Exception) -> str:
+    reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None)
+    return str(reason or exc).splitlines()[0]
 
 
 def parse_tls(value: Any, key: str, base: Path, errors: Errors) -> TlsConfig | None:
@@ -169,4 +186,10 @@ def parse_tls(value: Any, key: str, base: Path, errors: Errors) -> TlsConfig | N
     if cert is None or private is None:
         errors.add(key, "needs both cert_file and key_file")
         return None
-    return TlsConfig(cert, private)
+    config = TlsConfig(cert, private)
+    if cert.is_file() and private.is_file():
+        try:  # loaded once now, so a bad certificate or key is a config error in every command
+            config.server_context()
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            errors.add(key, f"cannot load cert_file and key_file: {_ssl_problem(exc)}")
+    return config

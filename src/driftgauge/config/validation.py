@@ -4,6 +4,7 @@ every problem with its key path."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -16,6 +17,7 @@ __all__ = [
     "format_duration",
     "fraction",
     "get_value",
+    "label_value",
     "listen_address",
     "parse_duration",
     "parse_listen",
@@ -129,6 +131,34 @@ def string(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{value!r} is not a non-empty string")
     return value
+
+
+# Control characters (C0, DEL, C1), lone surrogates (not encodable as UTF-8) and the
+# Unicode line and paragraph separators, which line-based readers may split on.
+_REFUSED = {
+    "Cc": "a control character",
+    "Cs": "a lone surrogate (not UTF-8)",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+}
+
+
+def label_value(value: Any) -> str:
+    """A name used as a Prometheus label value: non-empty UTF-8 text without control characters.
+
+    Label values may hold any UTF-8; the exposition escapes backslash, double
+    quote and newline.  Control characters and line separators are refused
+    all the same: they break logs, terminals and line-based tools downstream.
+    """
+    text = string(value)
+    for position, char in enumerate(text):
+        kind = _REFUSED.get(unicodedata.category(char))
+        if kind is not None:
+            raise ValueError(
+                f"{text!r} holds U+{ord(char):04X}, {kind}, at position {position}"
+                " (names may hold any other UTF-8 character)"
+            )
+    return text
 
 
 def choice(options: tuple[str, ...]) -> Callable[[Any], str]:

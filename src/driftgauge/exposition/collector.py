@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import html
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -268,7 +269,7 @@ def metrics_routes(
         )
 
     async def landing(request: web.Request) -> web.Response:
-        page = _LANDING.format(version=__version__, model=model)
+        page = _LANDING.format(version=__version__, model=html.escape(model))
         return web.Response(text=page, content_type="text/html")
 
     return [

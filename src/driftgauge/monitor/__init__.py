@@ -12,10 +12,10 @@ from driftgauge.monitor.fields import (
 
 __all__ = [
     "CATEGORICAL_INVALID_REASONS",
+    "NUMERIC_INVALID_REASONS",
+    "QUANTILES",
     "FieldCounters",
     "FieldStats",
     "Monitor",
-    "NUMERIC_INVALID_REASONS",
-    "QUANTILES",
     "Snapshot",
 ]

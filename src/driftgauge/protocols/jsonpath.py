@@ -5,8 +5,9 @@ response body.  The supported subset of JSONPath (RFC 9535 spelling):
 
 =====================  ==================================================
 ``$``                  the whole body
-``.name``              member ``name`` (letters, digits, ``_``, ``-``; not first a digit or ``-``)
-``['any key']``        member by quoted name (``'`` or ``"``; ``\\`` escapes the quote or itself)
+``.name``              member ``name`` (letters, digits, ``_``, ``-``, non-ASCII; not first a digit or ``-``)
+``['any key']``        member by quoted name (``'`` or ``"``; ``\\`` escapes the quote or itself):
+                       any feature name, e.g. ``$.rows[*]['sepal length (cm)']``
 ``[3]``, ``[-1]``      array element by index (negative counts from the end)
 ``[*]``                every element of an array: one value per row (at most once per path)
 =====================  ==================================================
@@ -32,92 +33,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import ProtocolError
+from driftgauge.jsonpath_syntax import JsonPath, Step, compile_path
 from driftgauge.protocols._common import BaseAdapter, Column, Part, column_values, pair, scalar
 from driftgauge.typing import Extracted
 
 __all__ = ["JsonPath", "JsonPathAdapter", "compile_path", "evaluate"]
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-_INDEX = re.compile(r"\[(-?[0-9]+)\]")
 _MISSING: Any = object()
-
-Step = str | int
-"""A member name (str) or an array index (int)."""
-
-
-@dataclass(frozen=True, slots=True)
-class JsonPath:
-    """A compiled path: steps before ``[*]``, and (when there is one) the steps after it."""
-
-    text: str
-    head: tuple[Step, ...]
-    tail: tuple[Step, ...] | None = None
-
-    @property
-    def per_row(self) -> bool:
-        """True when the path has ``[*]``: one value per array element."""
-        return self.tail is not None
-
-
-def _quoted(path: str, start: int) -> tuple[str, int]:
-    """The quoted member name opening at ``path[start]`` (a quote) and the index after it."""
-    quote, chars, index = path[start], [], start + 1
-    while index < len(path):
-        char = path[index]
-        if char == "\\" and index + 1 < len(path):
-            chars.append(path[index + 1])
-            index += 2
-        elif char == quote:
-            return "".join(chars), index + 1
-        else:
-            chars.append(char)
-            index += 1
-    raise ValueError(f"invalid JSONPath {path!r}: unterminated quoted name at position {start}")
-
-
-def compile_path(path: str) -> JsonPath:
-    """Parse ``path`` (the subset in the module docstring); ValueError names the bad path."""
-
-    def bad(problem: str, position: int) -> ValueError:
-        return ValueError(f"invalid JSONPath {path!r}: {problem} at position {position}")
-
-    if not path.startswith("$"):
-        raise bad("a path must start with '$'", 0)
-    steps: list[Step] = []
-    head: tuple[Step, ...] | None = None
-    index = 1
-    while index < len(path):
-        char = path[index]
-        if char == ".":
-            match = _NAME.match(path, index + 1)
-            if match is None:
-                raise bad("expected a member name after '.'", index)
-            steps.append(match.group())
-            index = match.end()
-        elif path.startswith("[*]", index):
-            if head is not None:
-                raise bad("only one [*] is supported", index)
-            head, steps = tuple(steps), []
-            index += 3
-        elif char == "[" and path[index + 1 : index + 2] in ("'", '"'):
-            name, index = _quoted(path, index + 1)
-            if not path.startswith("]", index):
-                raise bad("expected ']' after a quoted name", index)
-            steps.append(name)
-            index += 1
-        elif (match := _INDEX.match(path, index)) is not None:
-            steps.append(int(match.group(1)))
-            index = match.end()
-        else:
-            raise bad(f"unexpected {path[index]!r}", index)
-    if head is None:
-        return JsonPath(path, tuple(steps))
-    return JsonPath(path, head, tuple(steps))
 
 
 def _walk(node: Any, steps: tuple[Step, ...]) -> Any:

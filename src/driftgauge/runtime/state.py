@@ -23,10 +23,12 @@ were stored as columns) is still read, so an upgrade keeps its state.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import os
 import time
+import urllib.parse
 import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -40,7 +42,7 @@ from driftgauge.sketches.summary import CategoricalSummary, NumericSummary
 from driftgauge.sketches.window import Mergeable, Slice, SlicedWindow
 from driftgauge.stats.performance import ClassificationStats, RegressionStats
 
-__all__ = ["STATE_VERSION", "StateStore", "decode_into", "encode"]
+__all__ = ["STATE_VERSION", "StateStore", "decode_into", "encode", "state_file_name"]
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +165,28 @@ def _dumps(value: Any, depth: int = 2) -> str:
     return json.dumps(value, allow_nan=False)
 
 
+# Characters a model name keeps in its state file's name; others are percent-encoded.
+_FILE_SAFE = "-_.:"
+_MAX_FILE_NAME = 200  # bytes; file systems allow 255 and the temporary name adds some
+
+
+def state_file_name(model: str) -> str:
+    """The snapshot's file name for ``model``: ``<model>.state`` for plain names.
+
+    A model name is any UTF-8 text (a label value), so ``/``, ``%`` and
+    non-ASCII characters are percent-encoded: the file stays inside the
+    state directory whatever the name, and distinct names get distinct
+    files.  A name too long for a file name is replaced by a hash of it.
+    """
+    name = urllib.parse.quote(model, safe=_FILE_SAFE)
+    if name.startswith("."):  # not hidden, and never "." or ".."
+        name = "%2E" + name[1:]
+    if len(name) > _MAX_FILE_NAME:
+        digest = hashlib.sha256(model.encode()).hexdigest()[:32]
+        name = f"model-{digest}"
+    return f"{name}.state"
+
+
 class StateStore:
     """Snapshots one monitor (and its segments and outcomes) under ``directory``."""
 
@@ -172,7 +196,7 @@ class StateStore:
         self.directory = directory
         self.monitor = monitor
         self.clock = clock
-        self.path = directory / f"{monitor.config.model}.state"
+        self.path = directory / state_file_name(monitor.config.model)
 
     def _document(self) -> dict[str, Any]:
         monitor = self.monitor

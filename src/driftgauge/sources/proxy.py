@@ -862,6 +862,7 @@ class ProxyServer:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Future[None] | None = None
         self.drained = False
+        self.drain_counts = (0, 0)  # in-flight exchanges at the drain: (finished, cut off)
 
     def new_request_id(self) -> str:
         """A request id unique to this process (cheaper than a UUID per request)."""
@@ -900,17 +901,25 @@ class ProxyServer:
             self._server.close()
 
     def in_flight(self) -> int:
-        return sum(1 for c in self.connections if c.active is not None or c.pending)
+        """Exchanges (requests) in progress or waiting on their connection."""
+        return sum((c.active is not None) + len(c.pending) for c in self.connections)
 
-    async def drain(self, grace: float) -> None:
-        """Wait up to ``grace`` seconds for in-flight exchanges, then close everything (once)."""
+    async def drain(self, grace: float) -> tuple[int, int]:
+        """Wait up to ``grace`` seconds for in-flight exchanges, then close everything (once).
+
+        Returns how many of the exchanges in flight at the start finished and
+        how many were cut off at the deadline (the same pair on later calls).
+        """
         if self.drained:
-            return
+            return self.drain_counts
         self.drained = True
         deadline = time.monotonic() + grace
+        started = self.in_flight()
         # Exchanges end in protocol callbacks, not tasks; polling their count is simplest.
         while self.in_flight() and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+        cut = min(started, self.in_flight())
+        self.drain_counts = (started - cut, cut)
         for connection in list(self.connections):
             connection._close()
         self.pool.close()
@@ -920,3 +929,4 @@ class ProxyServer:
                 await self._sweeper
         if self._server is not None:
             await self._server.wait_closed()
+        return self.drain_counts

@@ -1,0 +1,189 @@
+"""User errors end every command the same way: one stderr line, the documented exit code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from driftgauge import cli
+from driftgauge.baseline import build_baseline, datafiles, save_baseline
+from driftgauge.config import load_config
+from tests.helpers import base_config, training_rows, write_csv
+
+CLI = [sys.executable, "-m", "driftgauge.cli"]
+COMMANDS = ("check", "baseline", "serve")
+
+
+def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *map(str, args)], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def one_line(result: subprocess.CompletedProcess[str], code: int) -> str:
+    """The single stderr line of a failed command (asserting the exit code and no traceback)."""
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def run_command(command: str, config: Path) -> subprocess.CompletedProcess[str]:
+    if command == "baseline":
+        data = write_csv(config.parent / "train.csv", training_rows(200))
+        return run("baseline", "-c", config, "--data", data, "-o", config.parent / "out.dgb")
+    return run(command, "-c", config)
+
+
+def proxy_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    return base_config(
+        tmp_path,
+        source={"proxy": {"listen": "127.0.0.1:0", "upstream": "http://127.0.0.1:9"}},
+        **overrides,
+    )
+
+
+def bad_jsonpath(tmp_path: Path) -> dict[str, Any]:
+    raw = proxy_config(tmp_path, protocol="jsonpath")
+    for spec in raw["features"]:
+        spec["path"] = f"$.instances[*].{spec['name']}"
+    raw["predictions"][0]["path"] = "$.ys[*"
+    return raw
+
+
+def control_character_name(tmp_path: Path) -> dict[str, Any]:
+    raw = proxy_config(tmp_path)
+    raw["features"][0]["name"] = "alco\thol"
+    return raw
+
+
+def duplicate_name(tmp_path: Path) -> dict[str, Any]:
+    raw = proxy_config(tmp_path)
+    raw["predictions"][0]["name"] = "ash"
+    return raw
+
+
+def unreadable_certificate(tmp_path: Path) -> dict[str, Any]:
+    (tmp_path / "cert.pem").write_text("not a certificate\n")
+    raw = proxy_config(tmp_path)
+    raw["metrics"]["tls"] = {"cert_file": "cert.pem", "key_file": "cert.pem"}
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (bad_jsonpath, "predictions[0].path: invalid JSONPath '$.ys[*'"),
+        (control_character_name, "features[0].name: 'alco\\thol' holds U+0009"),
+        (duplicate_name, "predictions[0].name: 'ash' is already the name of features[1]"),
+        (unreadable_certificate, "metrics.tls: cannot load cert_file and key_file"),
+    ],
+    ids=["jsonpath", "control-character", "duplicate", "certificate"],
+)
+def test_every_command_refuses_a_bad_config_with_the_same_line(
+    tmp_path: Path, make: Any, needle: str
+) -> None:
+    """check, baseline and serve each exit 2 with the same one-line message naming the key."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(make(tmp_path)), encoding="utf-8")
+    lines = {command: one_line(run_command(command, config), 2) for command in COMMANDS}
+    assert lines["check"] == lines["baseline"] == lines["serve"]
+    assert lines["check"].startswith(f"driftgauge: {config}: ")
+    assert needle in lines["check"]
+    assert not (tmp_path / "out.dgb").exists()
+
+
+def test_help_lists_commands_without_a_suppressed_alias() -> None:
+    """--help lists the commands; `baseline merge --help` (after global options too) is its own."""
+    listing = run("--help")
+    assert listing.returncode == 0
+    assert "SUPPRESS" not in listing.stdout
+    assert "baseline-merge" not in listing.stdout
+    for merge in (
+        run("baseline", "merge", "--help"),
+        run("--log-level", "DEBUG", "--log-format=json", "baseline", "merge", "--help"),
+    ):
+        assert merge.returncode == 0
+        assert "usage: driftgauge baseline merge" in merge.stdout
+
+
+# -- numeric fields whose training values are not numbers -----------------------------------
+
+
+def words_config(tmp_path: Path) -> Path:
+    """A config whose numeric ``alcohol`` will get strings such as ``np.float64(0.44)``."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(base_config(tmp_path, baseline="baseline.dgb")))
+    return config
+
+
+def words_rows(n: int, words: int) -> dict[str, list[Any]]:
+    """``training_rows`` with the first ``words`` alcohol values written as numpy reprs."""
+    columns = training_rows(n)
+    columns["alcohol"] = [
+        f"np.float64({value})" if index < words else value
+        for index, value in enumerate(columns["alcohol"])
+    ]
+    return columns
+
+
+def test_baseline_refuses_a_numeric_column_of_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CSV column of 5,000 non-numbers is a data error (exit 4) naming the field; nothing written."""
+    monkeypatch.setattr(datafiles, "pa", None)  # the standard library reader counts them
+    config = words_config(tmp_path)
+    data = write_csv(tmp_path / "train.csv", words_rows(5_000, 5_000))
+    output = tmp_path / "baseline.dgb"
+    code = cli.main(["baseline", "-c", str(config), "--data", str(data), "-o", str(output)])
+    error = capsys.readouterr().err.strip()
+    assert code == 4
+    assert "\n" not in error
+    assert error.startswith(f"driftgauge: {data}: numeric field 'alcohol': 5,000 of its 5,000")
+    assert "(100%) are not numbers" in error
+    assert not output.exists()
+
+
+def test_baseline_accepts_a_numeric_column_with_some_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Fewer non-numbers than numbers are counted, not refused."""
+    monkeypatch.setattr(datafiles, "pa", None)
+    config = words_config(tmp_path)
+    data = write_csv(tmp_path / "train.csv", words_rows(1_000, 400))
+    code = cli.main(["baseline", "-c", str(config), "--data", str(data), "-o", str(tmp_path / "b")])
+    assert code == 0, capsys.readouterr().err
+
+
+def test_parquet_strings_in_a_numeric_column_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Parquet string column configured numeric is refused the same way."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    config = words_config(tmp_path)
+    data = tmp_path / "train.parquet"
+    pq.write_table(pa.table(words_rows(2_000, 2_000)), data)
+    code = cli.main(["baseline", "-c", str(config), "--data", str(data), "-o", str(tmp_path / "b")])
+    assert code == 4
+    assert "numeric field 'alcohol': 2,000 of its 2,000" in capsys.readouterr().err
+
+
+def test_check_and_serve_report_a_baseline_without_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A baseline already built with a numeric field of words fails check and serve (exit 3)."""
+    monkeypatch.setattr(datafiles, "pa", None)
+    config_path = words_config(tmp_path)
+    config = load_config(config_path)
+    data = write_csv(tmp_path / "train.csv", words_rows(500, 500))
+    save_baseline(build_baseline(config, [data]), config.baseline)
+    for command in ("check", "serve"):
+        line = one_line(run(command, "-c", config_path), 3)
+        assert f"{config.baseline}: numeric field 'alcohol': 500 of its 500" in line

@@ -1,0 +1,116 @@
+"""Training-data readers match columns by exact name, with pyarrow and with the standard library."""
+
+from __future__ import annotations
+
+import csv
+import json
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from driftgauge.baseline import datafiles
+from driftgauge.config import FieldSpec
+from driftgauge.exceptions import DataError
+
+NFC = unicodedata.normalize("NFC", "naïve")
+NFD = unicodedata.normalize("NFD", "naïve")  # looks the same, is another name
+FIELDS = (
+    FieldSpec("od280/od315_of_diluted_wines", "numeric", "input"),
+    FieldSpec("sepal length (cm)", "numeric", "input"),
+    FieldSpec(NFC, "numeric", "input"),
+    FieldSpec('a"b\\c', "categorical", "input"),
+    FieldSpec("x,y", "categorical", "prediction"),
+)
+# Decoys next to the configured columns: near misses that must not be taken for them.
+COLUMNS: dict[str, list[Any]] = {
+    NFD: [-1.0, -2.0, -3.0],
+    "sepal length (cm)": [4.5, 4.75, 5.0],
+    "sepal length(cm)": [-1.0, -2.0, -3.0],
+    "od280/od315_of_diluted_wines": [1.0, 2.0, 3.0],
+    NFC: [7.0, 8.0, 9.0],
+    'a"b\\c': ["p", 'q "r"', "s\\t"],
+    "a'b\\c": ["no", "no", "no"],
+    "x,y": ["1", "2", "1"],
+}
+
+
+def write(path: Path, bom: bool = False) -> Path:
+    if path.suffix == ".csv":
+        with path.open("w", encoding="utf-8-sig" if bom else "utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(list(COLUMNS))
+            writer.writerows(zip(*COLUMNS.values(), strict=True))
+    elif path.suffix == ".jsonl":
+        rows = [dict(zip(COLUMNS, row, strict=True)) for row in zip(*COLUMNS.values(), strict=True)]
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    else:
+        pa = pytest.importorskip("pyarrow")
+        pq = pytest.importorskip("pyarrow.parquet")
+        pq.write_table(pa.table(COLUMNS), path)
+    return path
+
+
+def read(path: Path) -> dict[str, list[Any]]:
+    (chunk,) = list(datafiles.read_chunks(path, FIELDS))
+    return {name: column.values.tolist() for name, column in chunk.columns.items()}
+
+
+READERS = ["pyarrow", "stdlib"]
+
+
+@pytest.fixture(params=READERS)
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "pyarrow":
+        pytest.importorskip("pyarrow")
+    else:
+        monkeypatch.setattr(datafiles, "pa", None)
+    return str(request.param)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_text_formats_take_the_column_of_exactly_the_configured_name(
+    tmp_path: Path, reader: str, suffix: str
+) -> None:
+    """CSV and JSON Lines give each field the column of its exact name, decoys ignored."""
+    values = read(write(tmp_path / f"train{suffix}"))
+    assert list(values) == [spec.name for spec in FIELDS]
+    for spec in FIELDS:
+        assert values[spec.name] == COLUMNS[spec.name]
+
+
+def test_parquet_takes_the_column_of_exactly_the_configured_name(tmp_path: Path) -> None:
+    """Parquet columns are selected by exact name (no dotted-path or normalised matching)."""
+    values = read(write(tmp_path / "train.parquet"))
+    for spec in FIELDS:
+        assert values[spec.name] == COLUMNS[spec.name]
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path: Path, reader: str) -> None:
+    """A CSV saved with a UTF-8 BOM still matches its first column by name."""
+    values = read(write(tmp_path / "train.csv", bom=True))
+    assert values[NFC] == COLUMNS[NFC]
+    (chunk,) = list(
+        datafiles.read_chunks(tmp_path / "train.csv", [FieldSpec(NFD, "numeric", "input")])
+    )
+    assert np.array_equal(chunk.columns[NFD].values, COLUMNS[NFD])
+
+
+def test_a_missing_column_is_named_exactly(tmp_path: Path, reader: str) -> None:
+    """A configured name the file lacks is a DataError quoting it."""
+    path = write(tmp_path / "train.csv")
+    wanted = [FieldSpec("sepal length (mm)", "numeric", "input")]
+    with pytest.raises(DataError, match=r"no column named 'sepal length \(mm\)'"):
+        list(datafiles.read_chunks(path, wanted))
+
+
+def test_a_cell_pyarrow_cannot_convert_is_reported_by_column_name(tmp_path: Path) -> None:
+    """pyarrow's 'In CSV column #2' becomes the column's name in the one-line DataError."""
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "train.csv"
+    path.write_text('z,"a ""b""",sepal length (cm)\n1,2,3.5\n1,2,np.float64(1)\n', encoding="utf-8")
+    wanted = [FieldSpec("sepal length (cm)", "numeric", "input")]
+    with pytest.raises(DataError, match=r"column 'sepal length \(cm\)': CSV conversion error"):
+        list(datafiles.read_chunks(path, wanted))
