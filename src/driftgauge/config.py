@@ -17,6 +17,7 @@ from typing import Any, Literal, cast, get_args
 
 import yaml
 
+from driftgauge.alerting_config import AlertingConfig, AlertThresholds, parse_alerting
 from driftgauge.canonical import canonical_category
 from driftgauge.exceptions import ConfigError
 from driftgauge.source_config import (
@@ -45,6 +46,8 @@ from driftgauge.validation import (
 __all__ = [
     "DEFAULT_METRICS_PORT",
     "DEFAULT_PROXY_PORT",
+    "AlertThresholds",
+    "AlertingConfig",
     "Config",
     "FeedbackConfig",
     "FieldSpec",
@@ -175,6 +178,7 @@ class Config:
     range_tolerance: float = 0.0
     state: StateConfig = field(default_factory=StateConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    alerting: AlertingConfig = field(default_factory=AlertingConfig)
     path: Path | None = None
 
     @property
@@ -264,6 +268,7 @@ _TOP_KEYS = (
     "data_quality",
     "state",
     "log",
+    "alerting",
 )
 
 
@@ -455,6 +460,12 @@ def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = No
             get_value(log_table, "format", "log.", choice(("text", "json")), "text", errors),
         ),
     )
+    alerting = parse_alerting(
+        top.get("alerting"),
+        [w.seconds for w in windows],
+        [f.name for f in features + predictions],
+        errors,
+    )
     if errors.items:
         where = f"{path}: " if path else ""
         raise ConfigError(where + "; ".join(errors.items))
@@ -474,6 +485,7 @@ def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = No
         range_tolerance=tolerance,
         state=state,
         log=log,
+        alerting=alerting,
         path=path,
     )
 
