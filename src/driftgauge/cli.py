@@ -1,4 +1,4 @@
-"""The ``driftgauge`` command: demo, baseline (and baseline merge), serve, check, inspect.
+"""The ``driftgauge`` command: demo, baseline (and baseline merge), serve, check, inspect, rules.
 
 Every user error ends as one line on stderr and a non-zero exit code
 (2 config, 3 baseline, 4 data, 1 other), never a traceback.
@@ -78,6 +78,16 @@ def _parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser("inspect", help="show what a baseline holds")
     inspect.add_argument("baseline", type=Path)
+
+    rules = commands.add_parser(
+        "rules",
+        help="render Prometheus rules, a PrometheusRule and Grafana dashboards for a config",
+        description="Render, for the config, Prometheus alerting and recording rules, a "
+        "Prometheus Operator PrometheusRule manifest, and a Grafana dashboard per model, "
+        "into DIR. The same config always gives the same bytes.",
+    )
+    rules.add_argument("-c", "--config", required=True, type=Path)
+    rules.add_argument("-o", "--output", required=True, type=Path, metavar="DIR")
     return parser
 
 
@@ -220,6 +230,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rules(args: argparse.Namespace) -> int:
+    from driftgauge.rules import write_assets
+
+    config = load_config(args.config)
+    for path in write_assets(config, args.output):
+        print(f"wrote {path}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from driftgauge.demo import run_demo
 
@@ -232,6 +251,7 @@ _COMMANDS = {
     "check": _cmd_check,
     "demo": _cmd_demo,
     "inspect": _cmd_inspect,
+    "rules": _cmd_rules,
     "serve": _cmd_serve,
 }
 

@@ -16,6 +16,7 @@ from typing import Any, Literal, cast, get_args
 
 import yaml
 
+from driftgauge.alerting_config import AlertingConfig, AlertThresholds, parse_alerting
 from driftgauge.canonical import canonical_category
 from driftgauge.config.sources import (
     DEFAULT_PROXY_PORT,
@@ -46,6 +47,8 @@ from driftgauge.jsonpath_syntax import compile_path
 __all__ = [
     "DEFAULT_METRICS_PORT",
     "DEFAULT_PROXY_PORT",
+    "AlertThresholds",
+    "AlertingConfig",
     "Config",
     "FeedbackConfig",
     "FieldSpec",
@@ -194,6 +197,7 @@ class Config:
     range_tolerance: float = 0.0
     state: StateConfig = field(default_factory=StateConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    alerting: AlertingConfig = field(default_factory=AlertingConfig)
     path: Path | None = None
 
     @property
@@ -306,6 +310,7 @@ _TOP_KEYS = (
     "data_quality",
     "state",
     "log",
+    "alerting",
 )
 
 
@@ -528,6 +533,12 @@ def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = No
             get_value(log_table, "format", "log.", choice(("text", "json")), "text", errors),
         ),
     )
+    alerting = parse_alerting(
+        top.get("alerting"),
+        [w.seconds for w in windows],
+        [f.name for f in features + predictions],
+        errors,
+    )
     if errors.items:
         where = f"{path}: " if path else ""
         raise ConfigError(where + "; ".join(errors.items))
@@ -548,6 +559,7 @@ def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = No
         range_tolerance=tolerance,
         state=state,
         log=log,
+        alerting=alerting,
         path=path,
     )
 

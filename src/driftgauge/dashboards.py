@@ -1,0 +1,269 @@
+"""A Grafana dashboard for one model, derived from the shipped per-model dashboard.
+
+``grafana/dashboards/driftgauge-model.json`` (packaged as
+``driftgauge/assets/driftgauge-model.json``) selects a model and a field with
+variables. The generated one fixes the model and gives every configured field
+a collapsed row of its own holding the template's per-field panels that apply
+to its type (KS and quantiles for numeric fields, category shares and
+chi-squared for categorical ones), with the model and field written into the
+queries as escaped PromQL strings (no variable interpolation can break a
+name such as ``a"b\\c``). PSI and KS panels are coloured at the field's
+alert thresholds. Only ``datasource`` and ``window`` remain variables.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable, Iterator, Sequence
+from importlib import resources
+from typing import Any
+
+from driftgauge.alerting_config import AlertingConfig, AlertThresholds
+from driftgauge.config import FieldSpec
+from driftgauge.rules import promql_string, slug
+
+__all__ = ["dashboard_file", "dashboard_uid", "render_dashboard", "template"]
+
+# Template rows (by title, before substitution) whose panels are per field, by field type.
+_FIELD_ROWS = {
+    "numeric": ("now", "Drift of", "Distribution of", "Data quality of"),
+    "categorical": ("now", "Drift of", "Categories of", "Distribution of", "Data quality of"),
+}
+_NUMERIC_ONLY = ("driftgauge_ks_", "driftgauge_feature_quantile", "driftgauge_feature_mean")
+_CATEGORICAL_ONLY = ("driftgauge_chi2_pvalue",)
+_FIELD_VARIABLES = re.compile(r"\$\{?(feature|categorical)\}?")
+_MODEL_VARIABLE = re.compile(r"\$\{?model\}?")
+
+
+def template() -> dict[str, Any]:
+    """The shipped per-model dashboard."""
+    text = resources.files("driftgauge").joinpath("assets/driftgauge-model.json").read_text("utf-8")
+    board: dict[str, Any] = json.loads(text)
+    return board
+
+
+def dashboard_uid(model: str) -> str:
+    return slug(f"driftgauge-model-{model}")
+
+
+def dashboard_file(model: str) -> str:
+    return f"dashboards/{dashboard_uid(model)}.json"
+
+
+def _rows(board: dict[str, Any]) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Each row of the template with its panels (nested when collapsed, else following it)."""
+    row: dict[str, Any] | None = None
+    panels: list[dict[str, Any]] = []
+    for panel in board["panels"]:
+        if panel["type"] == "row":
+            if row is not None:
+                yield row, panels
+            row, panels = panel, list(panel.get("panels", []))
+        else:
+            panels.append(panel)
+    if row is not None:
+        yield row, panels
+
+
+def _replace(value: Any, expr: dict[str, str], text: dict[str, str]) -> Any:
+    """``value`` with the variables of ``expr`` replaced in queries and of ``text`` elsewhere."""
+    if isinstance(value, dict):
+        return {
+            key: (
+                _substitute(item, expr, quoted=True)
+                if key == "expr" and isinstance(item, str)
+                else _replace(item, expr, text)
+            )
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_replace(item, expr, text) for item in value]
+    if isinstance(value, str):
+        return _substitute(value, text, quoted=False)
+    return value
+
+
+def _literal(text: str) -> Callable[[re.Match[str]], str]:
+    """A ``re.sub`` replacement inserting ``text`` as it is (no backslash processing)."""
+    return lambda _match: text
+
+
+def _substitute(value: str, names: dict[str, str], quoted: bool) -> str:
+    for variable, name in names.items():
+        pattern = r"\$(?:\{" + variable + r"\}|" + variable + r"\b)"
+        if quoted:  # "$feature" in a query becomes a PromQL string literal
+            value = re.sub(f'"{pattern}"', _literal(promql_string(name)), value)
+        value = re.sub(pattern, _literal(name), value)
+    return value
+
+
+def _all(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for panel in panels:
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def _uses(panel: dict[str, Any], prefixes: Sequence[str]) -> bool:
+    return any(p in t.get("expr", "") for t in panel.get("targets", []) for p in prefixes)
+
+
+def _per_field(panel: dict[str, Any]) -> bool:
+    text = json.dumps([t.get("expr", "") for t in panel.get("targets", [])])
+    return bool(_FIELD_VARIABLES.search(text))
+
+
+def _colour(panel: dict[str, Any], title: str, t: AlertThresholds) -> None:
+    """PSI and KS thresholds at the field's alert thresholds (the template has 0.1/0.25, 0.1).
+
+    ``title`` is the template's title, so a field named like "KS" changes nothing.
+    """
+    configs = [panel.get("fieldConfig", {}).get("defaults", {})]
+    if re.search(r"\bPSI\b", title):
+        values = {0.1: t.psi_warning, 0.25: t.psi_critical}
+        panel["description"] = panel.get("description", "").replace(
+            "0.1 warning, 0.25 critical", f"{t.psi_warning:g} warning, {t.psi_critical:g} critical"
+        )
+    elif re.search(r"\bKS\b", title):
+        values = {0.1: t.ks_statistic}
+    else:
+        return
+    for config in configs:
+        for step in config.get("thresholds", {}).get("steps", []):
+            if step.get("value") in values:
+                step["value"] = values[step["value"]]
+    for target in panel.get("targets", []):
+        if target.get("legendFormat") == "4x noise floor":
+            target["legendFormat"] = f"{t.noise_floor_warning:g}x noise floor"
+            target["expr"] = re.sub(r"^4 \*", f"{t.noise_floor_warning:g} *", target["expr"])
+
+
+def _flow(panels: list[dict[str, Any]], top: int) -> int:
+    """Lay ``panels`` out left to right from row ``top``, wrapping at 24 columns; the next free row."""
+    x, y, height = 0, top, 0
+    for panel in panels:
+        grid = panel["gridPos"]
+        if x + grid["w"] > 24:
+            x, y, height = 0, y + height, 0
+        panel["gridPos"] = {"h": grid["h"], "w": grid["w"], "x": x, "y": y}
+        x += grid["w"]
+        height = max(height, grid["h"])
+    return y + height
+
+
+def _field_panels(
+    rows: list[tuple[dict[str, Any], list[dict[str, Any]]]],
+    spec: FieldSpec,
+    model: str,
+    thresholds: AlertThresholds,
+) -> list[dict[str, Any]]:
+    wanted = _FIELD_ROWS[spec.type]
+    skip = _CATEGORICAL_ONLY if spec.type == "numeric" else _NUMERIC_ONLY
+    chosen: list[dict[str, Any]] = []
+    seen: list[tuple[str, set[str]]] = []
+    names = {"model": model, "feature": spec.name, "categorical": spec.name}
+    ordered = [(row, panels) for word in wanted for row, panels in rows if word in row["title"]]
+    for _row, panels in ordered:
+        for panel in panels:
+            if not _per_field(panel) or _uses(panel, skip):
+                continue
+            if spec.type == "numeric" and "$categorical" in json.dumps(panel):
+                continue
+            filled = _replace(copy.deepcopy(panel), names, names)
+            exprs = {t["expr"] for t in filled["targets"]}
+            if any(kind == panel["type"] and exprs <= other for kind, other in seen):
+                continue  # a panel of the same kind already shows these queries
+            seen.append((panel["type"], exprs))
+            _colour(filled, panel["title"], thresholds)
+            chosen.append(filled)
+    return chosen
+
+
+def render_dashboard(
+    model: str, fields: Sequence[FieldSpec], alerting: AlertingConfig
+) -> dict[str, Any]:
+    """The dashboard of ``model`` with a row for each of ``fields``."""
+    base = template()
+    rows = list(_rows(base))
+    fixed = {"model": model}
+    top_panels = []
+    for row, panels in rows:
+        for panel in panels:
+            if not row.get("collapsed") and not _per_field(panel):
+                filled = _replace(copy.deepcopy(panel), fixed, fixed)
+                _colour(filled, panel["title"], alerting.defaults)
+                filled["gridPos"].update(h=8, w=6 if filled["type"] == "stat" else 18)
+                top_panels.append(filled)
+    layout: list[dict[str, Any]] = [
+        {
+            "collapsed": False,
+            "gridPos": {"h": 1, "w": 24, "x": 0, "y": 0},
+            "panels": [],
+            "title": f"Fields of {model} ($window window)",
+            "type": "row",
+        }
+    ]
+    y = _flow(top_panels, 1)
+    layout += top_panels
+    for spec in fields:
+        panels = _field_panels(rows, spec, model, alerting.for_field(spec.name))
+        _flow(panels, y + 1)
+        layout.append(
+            {
+                "collapsed": True,
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+                "panels": panels,
+                "title": f"{spec.name} ({spec.role}, {spec.type})",
+                "type": "row",
+            }
+        )
+        y += 1
+    for row, panels in rows:  # the collapsed service row, model fixed
+        if row.get("collapsed"):
+            nested = [_replace(copy.deepcopy(p), fixed, fixed) for p in panels]
+            _flow(nested, y + 1)
+            row = _replace(copy.deepcopy(row), fixed, fixed)
+            row.update(gridPos={"h": 1, "w": 24, "x": 0, "y": y}, panels=nested)
+            layout.append(row)
+            y += 1
+    panel_id = 0
+    for panel in layout:
+        panel_id += 1
+        panel["id"] = panel_id
+        for nested_panel in panel.get("panels", []):
+            panel_id += 1
+            nested_panel["id"] = panel_id
+    board = {key: value for key, value in base.items() if key != "panels"}
+    board["panels"] = layout
+    board["templating"] = {
+        "list": [
+            _replace(variable, fixed, fixed)
+            for variable in base["templating"]["list"]
+            if variable["name"] in ("datasource", "window")
+        ]
+    }
+    for variable in board["templating"]["list"]:
+        if variable["type"] == "query":
+            query = f"label_values(driftgauge_window_observations{{model={promql_string(model)}}}, window)"
+            variable["definition"] = query
+            variable["query"]["query"] = query
+    board["annotations"] = _replace(base["annotations"], fixed, fixed)
+    board["title"] = f"driftgauge / {model}"
+    board["uid"] = dashboard_uid(model)
+    board["description"] = (
+        f"Model {model}: drift, distributions and data quality of each configured field "
+        "(one row each), and service health. Generated by `driftgauge rules`."
+    )
+    board["tags"] = sorted({*base.get("tags", []), "generated"})
+    queries = json.dumps(
+        [
+            [t["expr"] for p in _all(layout) for t in p.get("targets", [])],
+            board["templating"],
+            board["annotations"],
+        ]
+    )
+    leftover = _MODEL_VARIABLE.search(queries) or _FIELD_VARIABLES.search(queries)
+    if leftover:
+        raise ValueError(f"the dashboard template left {leftover.group(0)} unreplaced")
+    return board

@@ -1,0 +1,538 @@
+"""Prometheus rules tailored to one config: what `driftgauge rules` writes.
+
+The rules are those of the shipped ``alert_rules/driftgauge.rules.yml``, with
+the same window-agnostic agreement logic (a field drifts when every window
+that exports drift gauges for it agrees), but selecting the config's model
+and using its ``alerting:`` settings: thresholds, ``for:``, severities, extra
+labels, the runbook URL, and per-field overrides, each of which gets rules of
+its own selecting that field. Label values are written as escaped PromQL
+strings, and label values of alerts as escaped Go template text, so a
+feature may be named anything (``a"b\\c``, ``sepal length (cm)``, ``naïve``).
+
+Every rule carries a ``model`` label (and an override's rules a ``feature``
+label) equal to the series' own, so rules of several models, or of a field
+and the other fields, never look like duplicates to ``promtool``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from driftgauge.alerting_config import AlertingConfig, AlertThresholds
+from driftgauge.config import Config, FieldSpec
+from driftgauge.validation import format_duration
+
+__all__ = [
+    "MANIFEST_FILE",
+    "RULES_FILE",
+    "ModelRules",
+    "dump_yaml",
+    "go_template_text",
+    "model_groups",
+    "models_of",
+    "prometheus_rule",
+    "promql_string",
+    "render_rules",
+    "slug",
+    "write_assets",
+]
+
+RULES_FILE = "driftgauge.rules.yml"
+MANIFEST_FILE = "driftgauge-prometheusrule.yaml"
+_SAFE_SLUG = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRules:
+    """What the rules of one model depend on."""
+
+    model: str
+    fields: tuple[FieldSpec, ...]
+    alerting: AlertingConfig
+    min_observations: int = 100
+
+
+def models_of(config: Config) -> list[ModelRules]:
+    """The models of a config (one today; a `models:` list would give several)."""
+    return [ModelRules(config.model, config.fields, config.alerting, config.min_observations)]
+
+
+# -- escaping -----------------------------------------------------------------------
+
+
+def promql_string(value: str) -> str:
+    """``value`` as a double-quoted PromQL string literal.
+
+    Backslash and quote are escaped, control characters written as ``\\xHH``,
+    and ``$`` and ``[`` as ``\\x24`` and ``\\x5b`` so Grafana's variable
+    interpolation (``$var``, ``[[var]]``) never touches a label value.
+    """
+    out = ['"']
+    for char in value:
+        if char in '\\"':
+            out.append("\\" + char)
+        elif char in "$[" or ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
+
+
+def go_template_text(value: str) -> str:
+    """``value`` as Go template text that expands to itself (``{{`` would start an action)."""
+    return value.replace("{{", '{{ "{{" }}')
+
+
+def _matchers(*pairs: tuple[str, str, str]) -> str:
+    return ", ".join(f"{name}{op}{promql_string(value)}" for name, op, value in pairs)
+
+
+def _num(value: float) -> str:
+    """A threshold as PromQL reads it, shortest exact form (0.1, 4, 1e-05)."""
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+
+
+# -- the drift alerts -----------------------------------------------------------------
+
+
+def _agreement(metric: str, selector: str, condition: str) -> str:
+    """Every window of a field that exports ``metric`` meets ``condition`` (see the shipped rules)."""
+    return (
+        f"min without (window) ({metric}{{{selector}}})\n"
+        "and (\n"
+        "    count without (window) (\n"
+        f"      {condition}\n"
+        "    )\n"
+        f"  == count without (window) ({metric}{{{selector}}})\n"
+        ")\n"
+    )
+
+
+def _psi_condition(selector: str, threshold: float, multiple: float) -> str:
+    condition = f"driftgauge_psi{{{selector}}} > {_num(threshold)}"
+    if multiple > 0:
+        condition += (
+            f"\n      and driftgauge_psi{{{selector}}}"
+            f" > {_num(multiple)} * driftgauge_psi_noise_floor{{{selector}}}"
+        )
+    return condition
+
+
+def _floor_text(multiple: float) -> str:
+    return f" and {_num(multiple)}x its noise floor" if multiple > 0 else ""
+
+
+class _Alerts:
+    """Builds the alert rules of one model with its labels, severities and runbook links."""
+
+    def __init__(self, model: ModelRules) -> None:
+        self.model = model
+        self.alerting = model.alerting
+        self.model_matcher = _matchers(("model", "=", model.model))
+
+    def alert(
+        self,
+        name: str,
+        expr: str,
+        for_: float | str,
+        level: str,
+        summary: str,
+        description: str,
+        feature: str | None = None,
+    ) -> dict[str, Any]:
+        alerting = self.alerting
+        severity = alerting.severity_critical if level == "critical" else alerting.severity_warning
+        labels = {"severity": severity, **dict(alerting.labels)}
+        labels["model"] = go_template_text(self.model.model)
+        if feature is not None:
+            labels["feature"] = go_template_text(feature)
+        return {
+            "alert": name,
+            "expr": expr,
+            "for": for_ if isinstance(for_, str) else format_duration(for_),
+            "labels": dict(sorted(labels.items())),
+            "annotations": {
+                "summary": summary,
+                "description": description,
+                "runbook_url": alerting.runbook(name),
+            },
+        }
+
+    def drift(self) -> list[dict[str, Any]]:
+        """Warning, critical, prediction, KS and fleet drift: defaults, then each override."""
+        overridden = [name for name, _ in self.alerting.overrides]
+        rules = self._drift_set(None, self.alerting.defaults, overridden, self.model.fields)
+        for name, thresholds in self.alerting.overrides:
+            fields = tuple(f for f in self.model.fields if f.name == name)
+            rules += self._drift_set(name, thresholds, [], fields)
+        return rules
+
+    def _drift_set(
+        self,
+        feature: str | None,
+        t: AlertThresholds,
+        exclude: Sequence[str],
+        fields: Sequence[FieldSpec],
+    ) -> list[dict[str, Any]]:
+        def selector(*extra: tuple[str, str, str]) -> str:
+            pairs = [("model", "=", self.model.model), *extra]
+            if feature is not None:
+                pairs.append(("feature", "=", feature))
+            pairs += [("feature", "!=", name) for name in exclude]
+            return _matchers(*pairs)
+
+        roles = {f.role for f in fields}
+        numeric = any(f.type == "numeric" for f in fields)
+        rules = []
+        if "input" in roles:
+            s = selector(("role", "=", "input"))
+            rules.append(
+                self.alert(
+                    "DriftgaugeFeatureDriftWarning",
+                    _agreement(
+                        "driftgauge_psi",
+                        s,
+                        _psi_condition(s, t.psi_warning, t.noise_floor_warning),
+                    ),
+                    t.for_warning,
+                    "warning",
+                    "Feature {{ $labels.feature }} of model {{ $labels.model }} is drifting",
+                    'PSI of input feature {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) is at least {{ $value | printf "%.3f" }} in every window with enough observations, '
+                    f"above {_num(t.psi_warning)}{_floor_text(t.noise_floor_warning)} in each.",
+                    feature,
+                )
+            )
+            if t.page:
+                rules.append(
+                    self.alert(
+                        "DriftgaugeFeatureDriftCritical",
+                        _agreement(
+                            "driftgauge_psi",
+                            s,
+                            _psi_condition(s, t.psi_critical, t.noise_floor_critical),
+                        ),
+                        t.for_critical,
+                        "critical",
+                        "Feature {{ $labels.feature }} of model {{ $labels.model }} has drifted strongly",
+                        'PSI of input feature {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) is at least {{ $value | printf "%.3f" }} in every window with enough observations, '
+                        f"above {_num(t.psi_critical)}{_floor_text(t.noise_floor_critical)} in each.",
+                        feature,
+                    )
+                )
+        if "prediction" in roles:
+            s = selector(("role", "=", "prediction"))
+            rules.append(
+                self.alert(
+                    "DriftgaugePredictionDrift",
+                    _agreement(
+                        "driftgauge_psi",
+                        s,
+                        _psi_condition(s, t.psi_warning, t.noise_floor_warning),
+                    ),
+                    t.for_warning,
+                    "warning",
+                    "Predictions of model {{ $labels.model }} are drifting ({{ $labels.feature }})",
+                    'PSI of prediction {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) is at least {{ $value | printf "%.3f" }} in every window with enough observations, '
+                    f"above {_num(t.psi_warning)}{_floor_text(t.noise_floor_warning)} in each.",
+                    feature,
+                )
+            )
+        if numeric or feature is None:
+            # KS gauges exist for numeric fields only, so categorical ones never take part.
+            s = selector(("role", "=~", "input|prediction|multivariate"))
+            condition = (
+                f"driftgauge_ks_statistic{{{s}}} > {_num(t.ks_statistic)}\n"
+                f"      and driftgauge_ks_pvalue{{{s}}} < {_num(t.ks_pvalue)}"
+            )
+            rules.append(
+                self.alert(
+                    "DriftgaugeFeatureKSDrift",
+                    _agreement("driftgauge_ks_statistic", s, condition),
+                    t.for_warning,
+                    "warning",
+                    "Distribution of {{ $labels.feature }} (model {{ $labels.model }}) differs from the baseline",
+                    'Kolmogorov-Smirnov D of {{ $labels.role }} {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) is at least {{ $value | printf "%.3f" }} in every window with enough observations, '
+                    f"above {_num(t.ks_statistic)} with p < {_num(t.ks_pvalue)} in each.",
+                    feature,
+                )
+            )
+        if "input" in roles:
+            s = selector(("role", "=", "input"))
+            floor = (
+                f"\nand driftgauge:fleet_psi:rate5m{{{s}}}"
+                f" > {_num(t.noise_floor_warning)} * driftgauge:fleet_psi_noise_floor:rate5m{{{s}}}"
+                if t.noise_floor_warning > 0
+                else ""
+            )
+            rules.append(
+                self.alert(
+                    "DriftgaugeFleetFeatureDrift",
+                    f"driftgauge:fleet_psi:rate5m{{{s}}} > {_num(t.psi_warning)}{floor}\n"
+                    f"and driftgauge:fleet_observations:increase5m{{{s}}}"
+                    f" >= {self.model.min_observations}\n",
+                    t.for_warning,
+                    "warning",
+                    "Feature {{ $labels.feature }} is drifting across the fleet of model {{ $labels.model }}",
+                    'Fleet-wide PSI of input feature {{ $labels.feature }} over all replicas of model {{ $labels.model }} is {{ $value | printf "%.3f" }} over the last 5m, '
+                    f"above {_num(t.psi_warning)}{_floor_text(t.noise_floor_warning)}.",
+                    feature,
+                )
+            )
+        return rules
+
+
+# -- the other alerts and the recording rules: the shipped ones, for one model ---------
+
+_FLEET_RECORDS = (
+    (
+        "driftgauge:bin_observations:rate5m",
+        "sum by (model, feature, role, bin) (rate(driftgauge_bin_observations_total{M}[5m]))",
+    ),
+    (
+        "driftgauge:bin_share:rate5m",
+        "driftgauge:bin_observations:rate5m{M}\n  / ignoring (bin) group_left\n"
+        "sum by (model, feature, role) (driftgauge:bin_observations:rate5m{M})\n",
+    ),
+    (
+        "driftgauge:baseline_bin_ratio",
+        "max by (model, feature, role, bin) (driftgauge_baseline_bin_ratio{M})",
+    ),
+    (
+        "driftgauge:fleet_psi:rate5m",
+        "sum by (model, feature, role) (\n"
+        "  (clamp_min(driftgauge:bin_share:rate5m{M}, 0.0001) - clamp_min(driftgauge:baseline_bin_ratio{M}, 0.0001))\n"
+        "  * ln(clamp_min(driftgauge:bin_share:rate5m{M}, 0.0001) / clamp_min(driftgauge:baseline_bin_ratio{M}, 0.0001))\n"
+        ")\n",
+    ),
+    (
+        "driftgauge:fleet_observations:increase5m",
+        "sum by (model, feature, role) (increase(driftgauge_bin_observations_total{M}[5m]))",
+    ),
+    (
+        "driftgauge:fleet_psi_noise_floor:rate5m",
+        "(count by (model, feature, role) (driftgauge:baseline_bin_ratio{M} > 0) - 1)\n"
+        "  * (\n"
+        "    1 / driftgauge:fleet_observations:increase5m{M}\n"
+        "    + 1 / max by (model, feature, role) (driftgauge_baseline_observations{M})\n"
+        "  )\n",
+    ),
+)
+
+# (name, expr with {M} for the model matchers, for, level, summary, description)
+_QUALITY = (
+    (
+        "DriftgaugeMissingValuesHigh",
+        "rate(driftgauge_missing_total{M}[10m])\n"
+        "  / (rate(driftgauge_missing_total{M}[10m]) + rate(driftgauge_observations_total{M}[10m]))\n"
+        "> 0.05\n",
+        "10m",
+        "warning",
+        "Many missing values in {{ $labels.feature }} (model {{ $labels.model }})",
+        "{{ $value | humanizePercentage }} of the values of {{ $labels.role }} {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) were missing or null over the last 10m (threshold 5%).",
+    ),
+    (
+        "DriftgaugeInvalidValuesHigh",
+        'sum without (reason) (rate(driftgauge_invalid_total{M, reason!="unseen_category"}[10m]))\n'
+        "  / (\n"
+        "    rate(driftgauge_observations_total{M}[10m])\n"
+        '    + sum without (reason) (rate(driftgauge_invalid_total{M, reason=~"wrong_type|nan|inf"}[10m]))\n'
+        "  )\n"
+        "> 0.05\n",
+        "10m",
+        "warning",
+        "Many invalid values in {{ $labels.feature }} (model {{ $labels.model }})",
+        "{{ $value | humanizePercentage }} of the values of {{ $labels.role }} {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) were of the wrong type, NaN/inf or outside the baseline's range over the last 10m (threshold 5%).",
+    ),
+    (
+        "DriftgaugeUnseenCategories",
+        'sum without (reason) (rate(driftgauge_invalid_total{M, reason="unseen_category"}[10m]))\n'
+        "  / rate(driftgauge_observations_total{M}[10m])\n"
+        "> 0.01\n",
+        "10m",
+        "warning",
+        "Unseen categories in {{ $labels.feature }} (model {{ $labels.model }})",
+        "{{ $value | humanizePercentage }} of the values of categorical {{ $labels.role }} {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) were categories the baseline never saw, over the last 10m (threshold 1%).",
+    ),
+)
+
+_SERVICE = (
+    (
+        "DriftgaugeUpstreamErrors",
+        'sum by (model, instance) (rate(driftgauge_requests_total{M, code=~"5..|0"}[5m]))\n'
+        "  / sum by (model, instance) (rate(driftgauge_requests_total{M}[5m]))\n"
+        "> 0.05\n",
+        "5m",
+        "critical",
+        "Model {{ $labels.model }} answers with server errors",
+        "{{ $value | humanizePercentage }} of the requests proxied to model {{ $labels.model }} by {{ $labels.instance }} ended in a 5xx status or a closed connection over the last 5m (threshold 5%).",
+    ),
+    (
+        "DriftgaugeAddedLatencyHigh",
+        "histogram_quantile(0.99, sum by (model, instance, le) (rate(driftgauge_overhead_seconds_bucket{M}[5m])))\n"
+        "> 0.005\n",
+        "10m",
+        "warning",
+        "driftgauge adds too much latency for model {{ $labels.model }}",
+        "The 99th percentile of the time the sidecar {{ $labels.instance }} adds to requests of model {{ $labels.model }} is {{ $value | humanizeDuration }} over the last 5m (budget 5ms).",
+    ),
+    (
+        "DriftgaugeObservationsDropped",
+        "sum by (model, instance, reason) (increase(driftgauge_dropped_total{M}[10m])) > 0",
+        "5m",
+        "warning",
+        "driftgauge drops observations of model {{ $labels.model }} ({{ $labels.reason }})",
+        'The sidecar {{ $labels.instance }} dropped {{ $value | printf "%.0f" }} observations of model {{ $labels.model }} in the last 10m (reason {{ $labels.reason }}); drift figures under-count that traffic.',
+    ),
+)
+
+_PERFORMANCE = (
+    (
+        "DriftgaugePerformanceDrop",
+        'driftgauge_performance{M, metric="accuracy"}\n'
+        '  < 0.95 * (driftgauge_performance{M, metric="accuracy"} offset 1d)\n',
+        "30m",
+        "warning",
+        "Accuracy of model {{ $labels.model }} dropped",
+        "Accuracy of model {{ $labels.model }} from delayed labels (instance {{ $labels.instance }}) is {{ $value | humanizePercentage }}, more than 5% below its level a day ago.",
+    ),
+)
+
+
+def _fill(template: str, matcher: str) -> str:
+    return template.replace("{M}", "{" + matcher + "}").replace("{M, ", "{" + matcher + ", ")
+
+
+def model_groups(model: ModelRules) -> list[dict[str, Any]]:
+    """The rule groups of one model: fleet recording rules, drift, data quality, service."""
+    alerts = _Alerts(model)
+    matcher = alerts.model_matcher
+
+    def fixed(table: Sequence[tuple[str, ...]]) -> list[dict[str, Any]]:
+        return [
+            alerts.alert(name, _fill(expr, matcher), for_, level, summary, description)
+            for name, expr, for_, level, summary, description in table
+        ]
+
+    records = [
+        {"record": name, "expr": _fill(expr, matcher), "labels": {"model": model.model}}
+        for name, expr in _FLEET_RECORDS
+    ]
+    suffix = f":{model.model}"
+    return [
+        {"name": f"driftgauge-fleet{suffix}", "interval": "30s", "rules": records},
+        {"name": f"driftgauge-drift{suffix}", "rules": alerts.drift()},
+        {"name": f"driftgauge-data-quality{suffix}", "rules": fixed(_QUALITY)},
+        {"name": f"driftgauge-service{suffix}", "rules": fixed(_SERVICE)},
+        {"name": f"driftgauge-performance{suffix}", "rules": fixed(_PERFORMANCE)},
+    ]
+
+
+def _sidecar_group(alerting: AlertingConfig) -> dict[str, Any]:
+    """DriftgaugeSidecarDown: once per sidecar, whatever models it serves."""
+    labels = {"severity": alerting.severity_critical, **dict(alerting.labels)}
+    rule = {
+        "alert": "DriftgaugeSidecarDown",
+        "expr": f"up{{{_matchers(('job', '=', alerting.scrape_job))}}} == 0",
+        "for": "2m",
+        "labels": dict(sorted(labels.items())),
+        "annotations": {
+            "summary": "driftgauge sidecar {{ $labels.instance }} is down",
+            "description": "Prometheus could not scrape the driftgauge sidecar at {{ $labels.instance }} for 2 minutes: no drift, data-quality or service metrics are coming from it.",
+            "runbook_url": alerting.runbook("DriftgaugeSidecarDown"),
+        },
+    }
+    return {"name": "driftgauge-sidecar", "rules": [rule]}
+
+
+def render_rules(models: Sequence[ModelRules]) -> dict[str, Any]:
+    """The rules document (``groups:``) of a sidecar serving ``models``."""
+    groups = [_sidecar_group(models[0].alerting)]
+    for model in models:
+        groups += model_groups(model)
+    return {"groups": groups}
+
+
+def slug(name: str, limit: int = 40) -> str:
+    """A lowercase DNS-label-like name for ``name``, with a hash suffix when it had to change."""
+    text = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    if text == name and _SAFE_SLUG.match(text) and len(text) <= limit:
+        return text
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{text[: limit - 9].strip('-')}-{digest}".strip("-")
+
+
+def prometheus_rule(rules: Mapping[str, Any], models: Sequence[ModelRules]) -> dict[str, Any]:
+    """A Prometheus Operator ``PrometheusRule`` holding the groups of ``rules``."""
+    name = slug("driftgauge-" + "-".join(m.model for m in models), limit=63)
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "app.kubernetes.io/name": "driftgauge",
+                "app.kubernetes.io/component": "rules",
+            },
+        },
+        "spec": {"groups": rules["groups"]},
+    }
+
+
+# -- writing ------------------------------------------------------------------------
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block scalars (``|``) for multi-line expressions, the rest as PyYAML quotes it."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def dump_yaml(document: Any) -> str:
+    """Deterministic YAML: keys in the order built, UTF-8, no line folding."""
+    text: str = yaml.dump(
+        document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1_000_000
+    )
+    return text
+
+
+def write_assets(config: Config, directory: Path) -> list[Path]:
+    """Write the rules, the PrometheusRule manifest and one dashboard per model; the paths."""
+    from driftgauge.dashboards import dashboard_file, render_dashboard
+
+    models = models_of(config)
+    rules = render_rules(models)
+    directory.mkdir(parents=True, exist_ok=True)
+    header = (
+        "# Generated by `driftgauge rules`: edit the config's alerting: section, not this file.\n"
+    )
+    outputs = {
+        RULES_FILE: header + dump_yaml(rules),
+        MANIFEST_FILE: header + "---\n" + dump_yaml(prometheus_rule(rules, models)),
+    }
+    for model in models:
+        board = render_dashboard(model.model, model.fields, model.alerting)
+        outputs[dashboard_file(model.model)] = (
+            json.dumps(board, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        )
+    written = []
+    for name, text in outputs.items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written

@@ -1,0 +1,107 @@
+"""The dashboard `driftgauge rules` generates passes the checks of the shipped ones.
+
+It is rendered for the config of ``tests/test_grafana.py``'s live fixture (the
+same model, fields and windows), and every target of every panel, in every
+field's row, must parse and return data on that fixture's real Prometheus fed
+by a real sidecar, as an instant and as a range query.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from driftgauge.config import config_from_mapping
+from driftgauge.dashboards import render_dashboard
+from tests.test_grafana import DATASOURCE_REF, STEP, WINDOWS, Scraped, _api, substitute
+
+# The live module fixture of test_grafana.py (a real sidecar and Prometheus), shared.
+from tests.test_grafana import scraped as scraped
+
+FIELDS = {
+    "features": [
+        {"name": "alcohol", "type": "numeric"},
+        {"name": "ash", "type": "numeric"},
+        {"name": "color_intensity", "type": "numeric"},
+        {"name": "region", "type": "categorical"},
+    ],
+    "predictions": [
+        {"name": "class", "type": "categorical"},
+        {"name": "score", "type": "numeric"},
+    ],
+}
+
+
+def _board() -> dict[str, Any]:
+    raw = {
+        "model": "wine",
+        "source": {"tail": {"path": "requests.jsonl"}},
+        "baseline": "baseline.dgb",
+        "windows": list(WINDOWS),
+        "alerting": {"features": {"region": {"psi": {"warning": 0.2, "critical": 0.4}}}},
+        **FIELDS,
+    }
+    config = config_from_mapping(raw, base=Path("."))
+    return render_dashboard(config.model, config.fields, config.alerting)
+
+
+BOARD = _board()
+
+
+def _panels(board: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for top in board["panels"] for p in [top, *top.get("panels", [])]]
+
+
+def _targets() -> list[Any]:
+    return [
+        pytest.param(panel["title"], target["expr"], id=f"{panel['id']}{target['refId']}")
+        for panel in _panels(BOARD)
+        if panel["type"] != "row"
+        for target in panel["targets"]
+    ]
+
+
+def test_generated_dashboard_uses_the_datasource_variable_everywhere() -> None:
+    """Panels, targets and the window variable read ${datasource}; ids are unique; panels fit."""
+    panels = _panels(BOARD)
+    assert len({p["id"] for p in panels}) == len(panels)
+    for panel in panels:
+        assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24, panel["title"]
+        if panel["type"] != "row":
+            assert panel["datasource"] == DATASOURCE_REF, panel["title"]
+            assert all(t["datasource"] == DATASOURCE_REF for t in panel["targets"])
+    window = next(v for v in BOARD["templating"]["list"] if v["name"] == "window")
+    assert window["datasource"] == DATASOURCE_REF
+    assert BOARD["id"] is None and "driftgauge" in BOARD["tags"]
+
+
+@pytest.mark.integration
+def test_generated_dashboard_variables_resolve(scraped: Scraped) -> None:
+    """The window variable offers the sidecar's windows of this model."""
+    values = scraped.values(BOARD)
+    assert values["window"] in WINDOWS
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("title", "expr"), _targets())
+def test_generated_panel_query_returns_data(scraped: Scraped, title: str, expr: str) -> None:
+    """The target parses and returns data as an instant query and over the test's time span."""
+    query = substitute(expr, scraped.values(BOARD))
+    now = time.time()
+    instant = _api(scraped.server, "query", {"query": query, "time": now})
+    assert instant["result"], f"{title}: no data now for {query!r}"
+    params = {"query": query, "start": scraped.started, "end": now, "step": STEP}
+    ranged = _api(scraped.server, "query_range", params)
+    assert any(series["values"] for series in ranged["result"]), f"{title}: no data for {query!r}"
+
+
+@pytest.mark.integration
+def test_generated_dashboard_annotations_parse(scraped: Scraped) -> None:
+    """The alert annotation query, with the model fixed, is valid PromQL."""
+    values = scraped.values(BOARD)
+    for annotation in BOARD["annotations"]["list"]:
+        if "expr" in annotation:
+            _api(scraped.server, "query", {"query": substitute(annotation["expr"], values)})
