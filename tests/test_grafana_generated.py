@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from driftgauge.config import config_from_mapping
-from driftgauge.dashboards import render_dashboard
+from driftgauge.rules.dashboards import render_dashboard
 from tests.test_grafana import DATASOURCE_REF, STEP, WINDOWS, Scraped, _api, substitute
 
 # The live module fixture of test_grafana.py (a real sidecar and Prometheus), shared.

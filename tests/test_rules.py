@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from driftgauge.alerting_config import AlertingConfig, parse_alerting
 from driftgauge.config import Config, FieldSpec, config_from_mapping
-from driftgauge.dashboards import render_dashboard
-from driftgauge.rules import (
+from driftgauge.config.alerting import AlertingConfig, parse_alerting
+from driftgauge.config.validation import Errors
+from driftgauge.rules.alerts import (
     ModelRules,
     dump_yaml,
     go_template_text,
@@ -25,7 +25,7 @@ from driftgauge.rules import (
     render_rules,
     write_assets,
 )
-from driftgauge.validation import Errors
+from driftgauge.rules.dashboards import render_dashboard
 from tests.helpers import base_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -446,7 +446,7 @@ def _panels(board: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_the_packaged_template_is_the_shipped_dashboard() -> None:
     """The dashboard template inside the package is grafana/dashboards/driftgauge-model.json."""
-    packaged = ROOT / "src" / "driftgauge" / "assets" / "driftgauge-model.json"
+    packaged = ROOT / "src" / "driftgauge" / "rules" / "assets" / "driftgauge-model.json"
     shipped = ROOT / "grafana" / "dashboards" / "driftgauge-model.json"
     assert packaged.read_bytes() == shipped.read_bytes()
 

@@ -231,7 +231,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_rules(args: argparse.Namespace) -> int:
-    from driftgauge.rules import write_assets
+    from driftgauge.rules.alerts import write_assets
 
     config = load_config(args.config)
     for path in write_assets(config, args.output):

@@ -16,8 +16,8 @@ from typing import Any, Literal, cast, get_args
 
 import yaml
 
-from driftgauge.alerting_config import AlertingConfig, AlertThresholds, parse_alerting
 from driftgauge.canonical import canonical_category
+from driftgauge.config.alerting import AlertingConfig, AlertThresholds, parse_alerting
 from driftgauge.config.sources import (
     DEFAULT_PROXY_PORT,
     ProxyConfig,

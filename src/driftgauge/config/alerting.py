@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from driftgauge.validation import Errors, parse_duration, section, string, url
+from driftgauge.config.validation import Errors, parse_duration, section, string, url
 
 __all__ = [
     "DEFAULT_RUNBOOK_URL",

@@ -1,7 +1,7 @@
 """A Grafana dashboard for one model, derived from the shipped per-model dashboard.
 
 ``grafana/dashboards/driftgauge-model.json`` (packaged as
-``driftgauge/assets/driftgauge-model.json``) selects a model and a field with
+``driftgauge/rules/assets/driftgauge-model.json``) selects a model and a field with
 variables. The generated one fixes the model and gives every configured field
 a collapsed row of its own holding the template's per-field panels that apply
 to its type (KS and quantiles for numeric fields, category shares and
@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from typing import Any
 
-from driftgauge.alerting_config import AlertingConfig, AlertThresholds
 from driftgauge.config import FieldSpec
-from driftgauge.rules import promql_string, slug
+from driftgauge.config.alerting import AlertingConfig, AlertThresholds
+from driftgauge.rules.alerts import promql_string, slug
 
 __all__ = ["dashboard_file", "dashboard_uid", "render_dashboard", "template"]
 
@@ -39,7 +39,11 @@ _MODEL_VARIABLE = re.compile(r"\$\{?model\}?")
 
 def template() -> dict[str, Any]:
     """The shipped per-model dashboard."""
-    text = resources.files("driftgauge").joinpath("assets/driftgauge-model.json").read_text("utf-8")
+    text = (
+        resources.files("driftgauge.rules")
+        .joinpath("assets/driftgauge-model.json")
+        .read_text("utf-8")
+    )
     board: dict[str, Any] = json.loads(text)
     return board
 

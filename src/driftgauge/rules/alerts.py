@@ -26,9 +26,9 @@ from typing import Any
 
 import yaml
 
-from driftgauge.alerting_config import AlertingConfig, AlertThresholds
 from driftgauge.config import Config, FieldSpec
-from driftgauge.validation import format_duration
+from driftgauge.config.alerting import AlertingConfig, AlertThresholds
+from driftgauge.config.validation import format_duration
 
 __all__ = [
     "MANIFEST_FILE",
@@ -512,7 +512,7 @@ def dump_yaml(document: Any) -> str:
 
 def write_assets(config: Config, directory: Path) -> list[Path]:
     """Write the rules, the PrometheusRule manifest and one dashboard per model; the paths."""
-    from driftgauge.dashboards import dashboard_file, render_dashboard
+    from driftgauge.rules.dashboards import dashboard_file, render_dashboard
 
     models = models_of(config)
     rules = render_rules(models)

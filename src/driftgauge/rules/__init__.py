@@ -1,0 +1,1 @@
+"""What `driftgauge rules` writes for one config: Prometheus rules, a PrometheusRule, dashboards."""
