@@ -291,7 +291,7 @@ def profile(args: argparse.Namespace, baseline: Baseline) -> None:
 def _slice_bytes(monitor: Monitor) -> tuple[int, int, int]:
     """Serialized bytes of all slices of all windows, items retained by KLL, and slice count."""
     total = retained = slices = 0
-    for window in monitor._windows.values():
+    for window in monitor.windows.values():
         for piece in window.slices():
             slices += 1
             for summary in piece.summaries.values():

@@ -70,11 +70,10 @@ def fill(monitor: Monitor, numeric: int, categorical: int, values: int) -> list[
 def breakdown(monitor: Monitor, repeat: int) -> list[tuple[str, float]]:
     """Seconds per step of one compute(), each step timed alone over every field and window."""
     windows = monitor.merged_windows(COMPUTE_AT)
-    held = {name: monitor.baseline.fields[name] for name in monitor._specs}
+    names = [spec.name for spec in monitor.config.fields]
+    held = {name: monitor.baseline.fields[name] for name in names}
     pairs: list[tuple[Any, Any]] = [
-        (summaries[name], held[name].summary)
-        for summaries in windows.values()
-        for name in monitor._specs
+        (summaries[name], held[name].summary) for summaries in windows.values() for name in names
     ]
     numeric = [(a, b) for a, b in pairs if isinstance(a, NumericSummary)]
     categorical = [(a, b) for a, b in pairs if isinstance(a, CategoricalSummary)]

@@ -137,15 +137,12 @@ def wire(config: Config, baseline: Baseline, clock: Callable[[], float] = time.t
     batcher = Batcher(make_adapter(config.protocol, config.features, config.predictions), monitor)
     pipeline = Pipeline(config, monitor, batcher, CollectorRegistry())
 
-    def on_drop(reason: str, n: int) -> None:
+    def on_drop(reason: str, n: int) -> None:  # the monitor's own tally, and a log of the calls
         pipeline.dropped.append((reason, n))
         monitor.count_dropped(reason, n)
 
-    if config.segments.features or config.feedback is not None:
-        monitor.segments = SegmentTracker(config, baseline, clock)
-    if config.feedback is not None:
-        assert monitor.segments is not None
-        monitor.outcomes = Outcomes(config, baseline, monitor.segments, on_drop, clock)
+    if monitor.outcomes is not None:
+        monitor.outcomes.on_drop = on_drop
     pipeline.registry.register(MonitorCollector(monitor))
     return pipeline
 

@@ -291,7 +291,7 @@ def test_predictions_expire_after_ttl(classifier: tuple[Config, Baseline], clock
     assert pipeline.dropped == [("feedback_expired", 1)]
     pipeline.batcher.ingest([record(one_row(), "late")])
     assert outcomes.pending == 1
-    outcomes.compute(now=T0 + 16.5)  # a recompute expires too, without any label arriving
+    outcomes.performance(now=T0 + 16.5)  # a recompute expires too, without any label arriving
     assert outcomes.pending == 0
     assert pipeline.dropped == [("feedback_expired", 1), ("feedback_expired", 1)]
 

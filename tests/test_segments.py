@@ -120,7 +120,7 @@ def test_positive_rate_and_disparate_impact_match_hand_computation(pipeline: Pip
     """Positive rate per segment, and lowest/highest rate over segments with min_observations."""
     # __other__ gathers east and a region never seen in training; it holds 8 < 10 predictions.
     batch = crafted([("north", 40, 30), ("south", 20, 5), ("east", 4, 4), ("mars", 4, 4)])
-    pipeline.segments.ingest([batch], now=T0)
+    pipeline.segments.add([batch], now=T0)
     text = pipeline.text()
     stats, fairness = pipeline.monitor.snapshot.segments, pipeline.monitor.snapshot.fairness
     by_segment = segment_stats(stats, "class")
@@ -148,7 +148,7 @@ def test_positive_rate_and_disparate_impact_match_hand_computation(pipeline: Pip
 
 def test_disparate_impact_needs_two_segments_with_enough_predictions(pipeline: Pipeline) -> None:
     """With one segment at min_observations the ratio is undefined and not exported."""
-    pipeline.segments.ingest([crafted([("north", 40, 30), ("south", 9, 0)])], now=T0)
+    pipeline.segments.add([crafted([("north", 40, 30), ("south", 9, 0)])], now=T0)
     text = pipeline.text()
     assert pipeline.monitor.snapshot.fairness == ()
     assert value(text, "driftgauge_disparate_impact", window="5m") is None
@@ -159,7 +159,7 @@ def test_disparate_impact_is_not_exported_when_no_segment_predicts_positive(
     pipeline: Pipeline,
 ) -> None:
     """All rates zero: lowest/highest is 0/0, so no figure rather than NaN."""
-    pipeline.segments.ingest([crafted([("north", 20, 0), ("south", 20, 0)])], now=T0)
+    pipeline.segments.add([crafted([("north", 20, 0), ("south", 20, 0)])], now=T0)
     pipeline.monitor.compute()
     assert pipeline.monitor.snapshot.fairness == ()
 
@@ -248,7 +248,7 @@ def test_segment_psi_matches_numpy_on_raw_counts(
         for i, (n, c) in enumerate(zip(north, live["class"], strict=True))
     ]
     live["p_a"] = [p + 0.2 if n else p for p, n in zip(live["p_a"], north, strict=True)]
-    pipeline.segments.ingest(
+    pipeline.segments.add(
         [Extracted(1_500, {k: live[k] for k in ("region", "class", "p_a")})], now=T0
     )
     pipeline.monitor.compute()

@@ -132,8 +132,8 @@ def test_held_predictions_survive_a_restart(tmp_path: Path) -> None:
     pairs = [(f"batch:{i}", "abc"[i % 3]) for i in range(40)] + [("lone:0", "a")]
     expected = {"matched": 41, "unmatched": 0, "invalid": 0}
     assert before.outcomes.label(pairs) == after.outcomes.label(pairs) == expected
-    assert after.outcomes.compute(NOW) == before.outcomes.compute(NOW)
-    assert any(p.segment for p in after.outcomes.compute(NOW))
+    assert after.outcomes.performance(NOW) == before.outcomes.performance(NOW)
+    assert any(p.segment for p in after.outcomes.performance(NOW))
 
 
 def test_damaged_held_predictions_are_moved_aside(
@@ -155,7 +155,7 @@ def test_held_predictions_of_format_1_are_read_after_an_upgrade(tmp_path: Path) 
     """A snapshot of the previous format (held predictions as rows) restores and labels join."""
     before, store = _holding(tmp_path)
     document = json.loads(gzip.decompress(store.path.read_bytes()))
-    held = before.outcomes.pending_copy()
+    held = before.outcomes.copy_held()
     document["format_version"] = 1
     document["pending"] = [  # format 1: [id, ts, predicted, probability, segments]; NaN as text
         [key, ts, predicted, str(chance) if chance != chance else chance, codes]
@@ -171,13 +171,13 @@ def test_held_predictions_of_format_1_are_read_after_an_upgrade(tmp_path: Path) 
     store.path.write_bytes(gzip.compress(json.dumps(document).encode()))
     after = wire(before.config, before.monitor.baseline, lambda: NOW)
     assert StateStore(store.directory, after.monitor).restore()
-    restored = after.outcomes.pending_copy()
+    restored = after.outcomes.copy_held()
     assert restored.ids == held.ids
     for column in ("ts", "predicted", "probability", "segments"):
         assert np.array_equal(getattr(restored, column), getattr(held, column), equal_nan=True)
     pairs = [(f"batch:{i}", "abc"[i % 3]) for i in range(40)] + [("lone:0", "a")]
     assert before.outcomes.label(pairs) == after.outcomes.label(pairs)
-    assert after.outcomes.compute(NOW) == before.outcomes.compute(NOW)
+    assert after.outcomes.performance(NOW) == before.outcomes.performance(NOW)
 
 
 WINDOW = series(

@@ -32,9 +32,7 @@ from driftgauge.exposition.collector import (
 )
 from driftgauge.exposition.proxy import ProxyMetrics
 from driftgauge.monitor.batch import Batcher, decode_json
-from driftgauge.monitor.fields import Monitor
-from driftgauge.monitor.outcomes import Outcomes
-from driftgauge.monitor.segments import SegmentTracker
+from driftgauge.monitor.model import Monitor
 from driftgauge.protocols import make_adapter
 from driftgauge.runtime.state import StateStore
 from driftgauge.sources.proxy import ProxyServer, RecordQueue
@@ -138,13 +136,6 @@ def build_sidecar(
         baseline = load_baseline(config.baseline)
         check_against(baseline, config, config.baseline)
     monitor = Monitor(config, baseline)
-    if config.segments.features or config.feedback is not None:
-        monitor.segments = SegmentTracker(config, baseline, monitor.clock)
-    if config.feedback is not None:
-        assert monitor.segments is not None
-        monitor.outcomes = Outcomes(
-            config, baseline, monitor.segments, monitor.count_dropped, monitor.clock
-        )
     adapter = make_adapter(config.protocol, config.features, config.predictions)
     batcher = Batcher(adapter, monitor)
     registry = registry if registry is not None else CollectorRegistry()

@@ -35,7 +35,7 @@ from driftgauge import __version__
 from driftgauge.exposition.gzipjoin import Deflated, gzip_join
 from driftgauge.exposition.live import LiveFamilies
 from driftgauge.exposition.snapshot import SnapshotFamilies
-from driftgauge.monitor.fields import Monitor
+from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.outcomes import Outcomes, parse_labels
 
 __all__ = [

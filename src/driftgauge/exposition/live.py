@@ -18,7 +18,8 @@ import numpy as np
 from prometheus_client.core import Metric
 
 from driftgauge.exposition.text import FamilyText
-from driftgauge.monitor.fields import CATEGORICAL_INVALID_REASONS, NUMERIC_INVALID_REASONS, Monitor
+from driftgauge.monitor.fields import CATEGORICAL_INVALID_REASONS, NUMERIC_INVALID_REASONS
+from driftgauge.monitor.model import Monitor
 from driftgauge.protocols import REASONS
 
 __all__ = ["DROP_REASONS", "LABEL_RESULTS", "PARSE_ERROR_REASONS", "LiveFamilies"]

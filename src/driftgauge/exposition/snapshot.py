@@ -31,7 +31,8 @@ from prometheus_client.core import Metric
 from driftgauge import __version__
 from driftgauge.exposition.gzipjoin import Deflated
 from driftgauge.exposition.text import FamilyText, format_floats, label_text
-from driftgauge.monitor.fields import QUANTILES, FieldStats, Monitor, Snapshot
+from driftgauge.monitor.fields import QUANTILES, FieldStats, Snapshot
+from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.outcomes import equal_opportunity
 from driftgauge.sketches.summary import CategoricalSummary, NumericSummary
 

@@ -1,4 +1,4 @@
-"""The live store: windows and counters per field, segment and outcome trackers, and the batcher feeding them."""
+"""The live store: a model's trackers (fields, segments, outcomes), and the batcher feeding them."""
 
 from driftgauge.monitor.fields import (
     CATEGORICAL_INVALID_REASONS,
@@ -6,9 +6,11 @@ from driftgauge.monitor.fields import (
     QUANTILES,
     FieldCounters,
     FieldStats,
-    Monitor,
+    FieldTracker,
     Snapshot,
 )
+from driftgauge.monitor.model import Monitor
+from driftgauge.monitor.tracker import HoldsState, Observation, Tracker
 
 __all__ = [
     "CATEGORICAL_INVALID_REASONS",
@@ -16,6 +18,10 @@ __all__ = [
     "QUANTILES",
     "FieldCounters",
     "FieldStats",
+    "FieldTracker",
+    "HoldsState",
     "Monitor",
+    "Observation",
     "Snapshot",
+    "Tracker",
 ]

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from driftgauge.exceptions import ProtocolError
-from driftgauge.monitor.fields import Monitor
+from driftgauge.monitor.model import Monitor
+from driftgauge.monitor.tracker import Observation
 from driftgauge.typing import Adapter, Extracted, Record
 
 __all__ = ["Batcher", "decode_json"]
@@ -70,27 +71,21 @@ class Batcher:
         self.ingest(records)
 
     def ingest(self, records: Sequence[Record]) -> int:
-        """Extract every record and ingest the batch; returns the rows ingested."""
-        items = []
+        """Extract every record and hand the batch to the monitor; returns the rows ingested."""
+        batch = []
         for record in records:
             extracted = self.extract(record)
             if extracted is not None:
-                items.append((record, *extracted))
-        if not items:
+                batch.append(Observation(record, *extracted))
+        if not batch:
             return 0
-        batch = [piece for _, _, piece in items]
-        monitor = self.monitor
         try:
-            monitor.ingest(batch)
-            if monitor.segments is not None:
-                monitor.segments.ingest(batch)
-            if monitor.outcomes is not None:
-                monitor.outcomes.register(items)
+            self.monitor.observe(batch)
         except Exception as exc:
             log.warning("sketch update failed: %s", type(exc).__name__)
             self.monitor.count_parse_error("internal")
             return 0
-        return sum(piece.rows for piece in batch)
+        return sum(observation.columns.rows for observation in batch)
 
 
 def _body(body: Any) -> Any:

@@ -1,7 +1,8 @@
-"""The monitor: live windows and counters for every field, and the drift statistics over them.
+"""Field drift: live windows and counters for every field, and the drift statistics over them.
 
-Sources hand it batches of :class:`~driftgauge.typing.Extracted` columns
-(``ingest``).  Each batch becomes one float64 array per numeric field,
+The :class:`FieldTracker` is the tracker every model has (see
+:mod:`driftgauge.monitor.tracker`).  The batcher hands it batches of
+:class:`~driftgauge.typing.Extracted` columns.  Each batch becomes one float64 array per numeric field,
 counted once into the baseline's bins and then added to the current slice
 of every window and to the cumulative counters; categorical fields likewise
 with string arrays.  Numeric fields that arrive side by side as a block (a
@@ -10,14 +11,12 @@ wide model's row matrix) are sorted, binned and range-checked as one matrix
 added with one call per window (each slice keeps them as rows of one
 table), leaving one sketch update and a few additions per field and window.
 ``compute()`` merges each window's slices and computes PSI, KS, JS, χ² and
-live quantiles into an immutable :class:`Snapshot`, which the exposition
-layer reads; it runs on a schedule, never per request.
+live quantiles: the ``fields`` of the immutable :class:`Snapshot` the
+exposition layer reads; it runs on a schedule, never per request.
 
 Thread safety: ``ingest`` and the merge step of ``compute`` hold one lock;
 the statistics themselves run on merged copies outside it, so a recompute
-in a worker thread never stalls ingestion for long.  The parse-error and
-drop tallies have a lock of their own: the proxy counts drops on its event
-loop, which must never wait for an ingest running in a worker thread.
+in a worker thread never stalls ingestion for long.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -37,6 +36,7 @@ from driftgauge import stats
 from driftgauge.baseline.build import Baseline, FieldBaseline
 from driftgauge.baseline.multivariate import reconstruction_errors
 from driftgauge.config import Config, FieldSpec
+from driftgauge.monitor.tracker import Observation, SnapshotPart
 from driftgauge.sketches.summary import (
     CategoricalSummary,
     NumericBinning,
@@ -55,8 +55,8 @@ from driftgauge.sketches.window import SlicedWindow
 from driftgauge.typing import Columns, Extracted
 
 if TYPE_CHECKING:
-    from driftgauge.monitor.outcomes import Outcomes, PerformanceStats
-    from driftgauge.monitor.segments import Fairness, SegmentStats, SegmentTracker
+    from driftgauge.monitor.outcomes import PerformanceStats
+    from driftgauge.monitor.segments import Fairness, SegmentStats
 
 __all__ = [
     "CATEGORICAL_INVALID_REASONS",
@@ -64,7 +64,7 @@ __all__ = [
     "QUANTILES",
     "FieldCounters",
     "FieldStats",
-    "Monitor",
+    "FieldTracker",
     "Snapshot",
 ]
 
@@ -133,8 +133,10 @@ class Snapshot:
     performance: tuple[PerformanceStats, ...] = ()
 
 
-class Monitor:
-    """Windows, counters and statistics for one model's fields against one baseline."""
+class FieldTracker:
+    """Windows, counters and drift statistics of one model's fields against one baseline."""
+
+    name = "fields"
 
     def __init__(
         self, config: Config, baseline: Baseline, clock: Callable[[], float] = time.time
@@ -143,7 +145,6 @@ class Monitor:
         self.baseline = baseline
         self.clock = clock
         self._lock = threading.Lock()
-        self._tally_lock = threading.Lock()  # parse errors and drops only: held for an increment
         self._specs = {spec.name: spec for spec in config.fields}
         self._held: dict[str, FieldBaseline] = {name: baseline.fields[name] for name in self._specs}
         # Numeric fields keep their bin counts as rows of one table per window slice (and one
@@ -163,13 +164,6 @@ class Monitor:
             self._counters[name].bins = view
         self.rows_total = 0
         self.extra_columns_total = 0
-        self.parse_errors: Counter[str] = Counter()
-        self.dropped: Counter[str] = Counter()
-        self.snapshot = Snapshot(computed_at=0.0, duration=0.0)
-        # Called with each new snapshot, in the computing thread (the exposition renders it).
-        self.on_compute: list[Callable[[Snapshot], None]] = []
-        self.segments: SegmentTracker | None = None
-        self.outcomes: Outcomes | None = None
         self._base_cdf = {
             name: stats.cdf_table(held.summary.kll)
             for name, held in self._held.items()
@@ -192,15 +186,11 @@ class Monitor:
 
     # -- ingestion ---------------------------------------------------------
 
-    def count_parse_error(self, reason: str) -> None:
-        with self._tally_lock:
-            self.parse_errors[reason] += 1
+    def ingest(self, batch: Sequence[Observation], now: float) -> None:
+        """Add a batch of observations' columns to every window and counter."""
+        self.add([observation.columns for observation in batch], now)
 
-    def count_dropped(self, reason: str, n: int = 1) -> None:
-        with self._tally_lock:
-            self.dropped[reason] += n
-
-    def ingest(self, batch: Iterable[Extracted], now: float | None = None) -> None:
+    def add(self, batch: Iterable[Extracted], now: float | None = None) -> None:
         """Add a batch of extracted rows to every window and counter."""
         pieces = [piece for piece in batch if piece.rows > 0]
         if not pieces:
@@ -386,10 +376,8 @@ class Monitor:
         with self._lock:
             return {label: window.merged(now) for label, window in self._windows.items()}
 
-    def compute(self, now: float | None = None) -> Snapshot:
-        """Recompute every field's statistics in every window; store and return the snapshot."""
-        started = time.perf_counter()
-        now = self.clock() if now is None else now
+    def compute(self, now: float) -> SnapshotPart:
+        """Every field's statistics in every window as of ``now``."""
         windows = self.merged_windows(now)
         results = []
         for label, summaries in windows.items():
@@ -397,20 +385,7 @@ class Monitor:
                 held, minimum = self._held[name], self.config.min_observations
                 base_cdf = self._base_cdf.get(name)
                 results.append(field_stats(spec, label, summaries[name], held, minimum, base_cdf))
-        segments, fairness = self.segments.compute(now) if self.segments else ((), ())
-        performance = self.outcomes.compute(now) if self.outcomes else ()
-        snapshot = Snapshot(
-            computed_at=now,
-            duration=time.perf_counter() - started,
-            fields=tuple(results),
-            segments=segments,
-            fairness=fairness,
-            performance=performance,
-        )
-        self.snapshot = snapshot
-        for listener in self.on_compute:
-            listener(snapshot)
-        return snapshot
+        return {"fields": tuple(results)}
 
 
 def _batch_sketch(k: int, values: npt.NDArray[np.float64]) -> Any:

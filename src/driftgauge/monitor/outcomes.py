@@ -30,8 +30,9 @@ from driftgauge.baseline.build import Baseline
 from driftgauge.canonical import canonical_category
 from driftgauge.config import Config, FeedbackConfig
 from driftgauge.exceptions import ProtocolError
-from driftgauge.monitor.pending import PendingRows, PendingStore, decode_rows
+from driftgauge.monitor.pending import PendingRows, PendingStore, decode_rows, encode_rows
 from driftgauge.monitor.segments import SegmentTracker
+from driftgauge.monitor.tracker import Observation, SnapshotPart
 from driftgauge.protocols.jsonpath import compile_path, evaluate
 from driftgauge.sketches.summary import CategoricalBinning, category_indexes, to_floats
 from driftgauge.sketches.window import SlicedWindow
@@ -71,7 +72,10 @@ def parse_labels(body: Any) -> list[tuple[str, Any]]:
 
 
 class Outcomes:
-    """The prediction store, the label join and the performance windows."""
+    """The prediction store, the label join and the performance windows (a Tracker that holds state)."""
+
+    name = "outcomes"
+    held_key = "pending"
 
     def __init__(
         self,
@@ -128,18 +132,21 @@ class Outcomes:
     def locked(self) -> threading.Lock:
         return self._lock
 
-    def pending_copy(self) -> PendingRows:
+    def copy_held(self) -> PendingRows:
         """The held predictions, oldest first (call under ``locked()``: a few array copies).
 
         :func:`driftgauge.monitor.pending.encode_rows` makes them JSON-ready, outside the lock.
         """
         return self._store.snapshot()
 
-    def decode_pending(self, payload: Any) -> PendingRows:
+    def encode_held(self, held: PendingRows) -> Any:
+        return encode_rows(held)
+
+    def decode_held(self, payload: Any) -> PendingRows:
         """Held predictions from a snapshot; ValueError unless they fit the config's segments."""
         return decode_rows(payload, len(self._segment_names))
 
-    def restore_pending(self, rows: PendingRows) -> None:
+    def restore_held(self, rows: PendingRows) -> None:
         with self._lock:
             self._store.restore(rows)
 
@@ -155,6 +162,9 @@ class Outcomes:
         if rows == 1:
             return [record.request_id]
         return [f"{record.request_id}:{i}" for i in range(rows)]
+
+    def ingest(self, batch: Sequence[Observation], now: float) -> None:
+        self.register([(o.record, o.request, o.columns) for o in batch], now)
 
     def register(
         self, items: Iterable[tuple[Record, Any, Extracted]], now: float | None = None
@@ -265,7 +275,12 @@ class Outcomes:
                 else:
                     stats.add(truth[mask], predicted[mask])
 
-    def compute(self, now: float | None = None) -> tuple[PerformanceStats, ...]:
+    def compute(self, now: float) -> SnapshotPart:
+        """Performance per window (and segment) of the labelled predictions."""
+        return {"performance": self.performance(now)}
+
+    def performance(self, now: float | None = None) -> tuple[PerformanceStats, ...]:
+        """Performance per window (and segment); expires held predictions past their TTL first."""
         now = self.clock() if now is None else now
         with self._lock:
             self._expire(now)

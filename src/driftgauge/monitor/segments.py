@@ -22,6 +22,7 @@ import numpy.typing as npt
 from driftgauge import stats
 from driftgauge.baseline.build import Baseline, segment_binning
 from driftgauge.config import Config, FieldSpec
+from driftgauge.monitor.tracker import Observation, SnapshotPart
 from driftgauge.sketches.summary import (
     CategoricalBinning,
     NumericBinning,
@@ -75,7 +76,9 @@ def prediction_slots(
 
 
 class SegmentTracker:
-    """Per-segment prediction counts in sliding windows, for one config and baseline."""
+    """Per-segment prediction counts in sliding windows, for one config and baseline (a Tracker)."""
+
+    name = "segments"
 
     def __init__(self, config: Config, baseline: Baseline, clock: Callable[[], float]) -> None:
         self.config = config
@@ -129,7 +132,11 @@ class SegmentTracker:
             )
         return result
 
-    def ingest(self, pieces: Sequence[Extracted], now: float | None = None) -> None:
+    def ingest(self, batch: Sequence[Observation], now: float) -> None:
+        self.add([observation.columns for observation in batch], now)
+
+    def add(self, pieces: Sequence[Extracted], now: float | None = None) -> None:
+        """Count a batch's predictions into their segments in every window."""
         if not self.segments:
             return
         batch = self._fresh()
@@ -152,7 +159,12 @@ class SegmentTracker:
                 for key, counts in batch.items():
                     current[key].merge(counts)
 
-    def compute(
+    def compute(self, now: float) -> SnapshotPart:
+        """Per-segment prediction PSI and positive rates, and disparate impact, per window."""
+        segments, fairness = self.statistics(now)
+        return {"segments": segments, "fairness": fairness}
+
+    def statistics(
         self, now: float | None = None
     ) -> tuple[tuple[SegmentStats, ...], tuple[Fairness, ...]]:
         """Per-segment prediction PSI and positive rates, and disparate impact, per window."""

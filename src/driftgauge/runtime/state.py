@@ -34,9 +34,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from driftgauge.monitor.fields import Monitor
-from driftgauge.monitor.pending import encode_rows
+from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.segments import SegmentCounts
+from driftgauge.monitor.tracker import HoldsState, Tracker
 from driftgauge.sketches.codec import decode_summary, encode_summary, int_array
 from driftgauge.sketches.summary import CategoricalSummary, NumericSummary
 from driftgauge.sketches.window import Mergeable, Slice, SlicedWindow
@@ -187,6 +187,11 @@ def state_file_name(model: str) -> str:
     return f"{name}.state"
 
 
+def _window_key(tracker: Tracker) -> str:
+    # The field tracker's windows were saved as "windows" before trackers had names.
+    return "windows" if tracker.name == "fields" else tracker.name
+
+
 class StateStore:
     """Snapshots one monitor (and its segments and outcomes) under ``directory``."""
 
@@ -209,19 +214,15 @@ class StateStore:
         }
         # Locks are held only to copy references and encode the newest slices: ingestion
         # (on the proxy's loop) waits on them, so the heavy encoding happens after.
-        with monitor.locked():
-            windows = _capture(monitor.windows)
-        document["windows"] = _encode_windows(windows)
-        if monitor.segments is not None:
-            with monitor.segments.locked():
-                segments = _capture(monitor.segments.windows)
-            document["segments"] = _encode_windows(segments)
-        if monitor.outcomes is not None:
-            with monitor.outcomes.locked():
-                outcomes = _capture(monitor.outcomes.windows)
-                pending = monitor.outcomes.pending_copy()
-            document["outcomes"] = _encode_windows(outcomes)
-            document["pending"] = encode_rows(pending)
+        for tracker in monitor.trackers:
+            held: Any = None
+            with tracker.locked():
+                windows = _capture(tracker.windows)
+                if isinstance(tracker, HoldsState):
+                    held = tracker.copy_held()
+            document[_window_key(tracker)] = _encode_windows(windows)
+            if isinstance(tracker, HoldsState):
+                document[tracker.held_key] = tracker.encode_held(held)
         return document
 
     def save(self) -> None:
@@ -286,22 +287,19 @@ class StateStore:
 
     def _apply(self, document: Mapping[str, Any]) -> None:
         """Decode everything first, then apply: a bad snapshot changes nothing."""
-        monitor, segments, outcomes = self.monitor, self.monitor.segments, self.monitor.outcomes
-        groups: list[tuple[Mapping[str, SlicedWindow[Any]], dict[str, list[Slice[Any]]]]] = [
-            (monitor.windows, _decode_windows(monitor.windows, document["windows"]))
-        ]
-        if segments is not None and "segments" in document:
-            groups.append(
-                (segments.windows, _decode_windows(segments.windows, document["segments"]))
-            )
-        pending = None
-        if outcomes is not None and "outcomes" in document:
-            groups.append(
-                (outcomes.windows, _decode_windows(outcomes.windows, document["outcomes"]))
-            )
-            pending = outcomes.decode_pending(document["pending"])
+        groups: list[tuple[Mapping[str, SlicedWindow[Any]], dict[str, list[Slice[Any]]]]] = []
+        held: list[tuple[HoldsState, Any]] = []
+        for tracker in self.monitor.trackers:
+            key = _window_key(tracker)
+            if key not in document:
+                if tracker.name == "fields":
+                    raise KeyError(key)
+                continue  # a tracker configured since the snapshot starts empty
+            groups.append((tracker.windows, _decode_windows(tracker.windows, document[key])))
+            if isinstance(tracker, HoldsState) and tracker.held_key in document:
+                held.append((tracker, tracker.decode_held(document[tracker.held_key])))
         for windows, restored in groups:
             for label, pieces in restored.items():
                 windows[label].restore(pieces)
-        if outcomes is not None and pending is not None:
-            outcomes.restore_pending(pending)
+        for holder, decoded in held:
+            holder.restore_held(decoded)
