@@ -33,6 +33,7 @@ from driftgauge.exposition.collector import (
 from driftgauge.exposition.proxy import ProxyMetrics
 from driftgauge.monitor.batch import Batcher, decode_json
 from driftgauge.monitor.model import Monitor
+from driftgauge.monitor.route import Router
 from driftgauge.protocols import make_adapter
 from driftgauge.runtime.state import StateStore
 from driftgauge.sources.proxy import ProxyServer, RecordQueue
@@ -90,8 +91,8 @@ class Sidecar:
     """The running parts of one sidecar, for the CLI, the demo and tests."""
 
     config: Config
-    monitor: Monitor
-    batcher: Batcher
+    monitors: tuple[Monitor, ...]
+    batcher: Router
     registry: CollectorRegistry
     health: Health
     app: web.Application
@@ -100,6 +101,11 @@ class Sidecar:
     # Run at shutdown before the listeners close, so /readyz keeps answering 503 meanwhile.
     drainers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     shutdown: ShutdownReport = field(default_factory=ShutdownReport)
+
+    @property
+    def monitor(self) -> Monitor:
+        """The first (with one model, the only) model's monitor."""
+        return self.monitors[0]
 
 
 SIDECAR_KEY = web.AppKey("sidecar", Sidecar)
@@ -131,23 +137,36 @@ async def _cancel(task: asyncio.Task[None], name: str) -> None:
 def build_sidecar(
     config: Config, baseline: Baseline | None = None, registry: CollectorRegistry | None = None
 ) -> Sidecar:
-    """Everything but the listeners; loads and checks the baseline unless one is given."""
-    if baseline is None:
-        baseline = load_baseline(config.baseline)
-        check_against(baseline, config, config.baseline)
-    monitor = Monitor(config, baseline)
-    adapter = make_adapter(config.protocol, config.features, config.predictions)
-    batcher = Batcher(adapter, monitor)
+    """Everything but the listeners; loads and checks each model's baseline unless one is given.
+
+    ``baseline``, when given, is the first model's.
+    """
+    monitors = []
+    for index, model in enumerate(config.all_models):
+        held = baseline if index == 0 else None
+        if held is None:
+            held = load_baseline(model.baseline)
+            check_against(held, model, model.baseline)
+        monitors.append(Monitor(model, held))
+    router = Router(
+        [
+            Batcher(make_adapter(m.config.protocol, m.config.features, m.config.predictions), m)
+            for m in monitors
+        ]
+    )
     registry = registry if registry is not None else CollectorRegistry()
-    registry.register(MonitorCollector(monitor, "live"))
-    ProcessCollector(registry=registry)
     snapshot_registry = CollectorRegistry()
-    snapshot_registry.register(MonitorCollector(monitor, "snapshot"))
+    for monitor in monitors:
+        registry.register(MonitorCollector(monitor, "live"))
+        snapshot_registry.register(MonitorCollector(monitor, "snapshot"))
+    ProcessCollector(registry=registry)
     rendered = RenderedSnapshot(snapshot_registry)
-    monitor.on_compute.append(lambda snapshot: rendered.refresh())
+    for monitor in monitors:
+        monitor.on_compute.append(lambda snapshot: rendered.refresh())
+    monitor = monitors[0]
     health = Health()
     app = web.Application()
-    sidecar = Sidecar(config, monitor, batcher, registry, health, app, rendered)
+    sidecar = Sidecar(config, tuple(monitors), router, registry, health, app, rendered)
     app[SIDECAR_KEY] = sidecar
     app.add_routes(metrics_routes(registry, config.model, health.ready, rendered))
     if monitor.outcomes is not None:
@@ -179,26 +198,37 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     sidecar = app[SIDECAR_KEY]
     directory = sidecar.config.state.directory
     assert directory is not None
-    store = StateStore(directory, sidecar.monitor)
-    await asyncio.to_thread(store.restore)
-    task = _supervise(
-        "state snapshots", sidecar.health, _snapshot_loop(store, sidecar.config.state.interval)
-    )
+    stores = [StateStore(directory, monitor) for monitor in sidecar.monitors]
+    tasks = []
+    for store in stores:
+        await asyncio.to_thread(store.restore)
+        tasks.append(
+            _supervise(
+                "state snapshots",
+                sidecar.health,
+                _snapshot_loop(store, sidecar.config.state.interval),
+            )
+        )
     yield
-    await _cancel(task, "state snapshots")
-    try:
-        await asyncio.to_thread(store.save)
-        sidecar.shutdown.state = f"state snapshot written to {store.path}"
-    except Exception as exc:
-        log.error("cannot write the state snapshot %s: %s", store.path, exc)
-        sidecar.shutdown.state = f"state snapshot NOT written to {store.path} (error above)"
+    for task in tasks:
+        await _cancel(task, "state snapshots")
+    written = []
+    for store in stores:
+        try:
+            await asyncio.to_thread(store.save)
+            written.append(f"state snapshot written to {store.path}")
+        except Exception as exc:
+            log.error("cannot write the state snapshot %s: %s", store.path, exc)
+            written.append(f"state snapshot NOT written to {store.path} (error above)")
+    sidecar.shutdown.state = "; ".join(written)
 
 
 async def _recompute_loop(sidecar: Sidecar) -> None:
     interval = sidecar.config.metrics.recompute_interval
 
     while True:
-        await asyncio.to_thread(sidecar.monitor.compute)
+        for monitor in sidecar.monitors:
+            await asyncio.to_thread(monitor.compute)
         sidecar.health.started = True
         await asyncio.sleep(interval)
 
@@ -258,7 +288,7 @@ THREAD_SECONDS = 4 * SLICE_SECONDS
 THREAD_SWITCH_SECONDS = 0.0005
 
 
-def _ingest_timed(batcher: Batcher, records: list[Record]) -> float:
+def _ingest_timed(batcher: Router, records: list[Record]) -> float:
     """Ingest ``records``; returns the CPU seconds that took in the calling thread.
 
     CPU time, not elapsed time: waits for the GIL or for a core on a busy
@@ -271,7 +301,7 @@ def _ingest_timed(batcher: Batcher, records: list[Record]) -> float:
     return time.thread_time() - started
 
 
-async def _ingest_in_thread(batcher: Batcher, records: list[Record]) -> float:
+async def _ingest_in_thread(batcher: Router, records: list[Record]) -> float:
     """``_ingest_timed`` in a worker thread, with a short switch interval meanwhile.
 
     The loop's thread gives up the GIL on every socket call and then waits for
@@ -287,7 +317,7 @@ async def _ingest_in_thread(batcher: Batcher, records: list[Record]) -> float:
         sys.setswitchinterval(interval)
 
 
-async def _consume(queue: RecordQueue, batcher: Batcher, metrics: ProxyMetrics) -> None:
+async def _consume(queue: RecordQueue, batcher: Router, metrics: ProxyMetrics) -> None:
     """Drain the proxy's queue into the sketches in batches, yielding between them."""
     size, threaded = 1, False
     while True:
@@ -346,7 +376,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     queue = RecordQueue(config.queue_size, monitor.count_dropped, config.queue_bytes)
     server = ProxyServer(
         config.upstream,
-        sidecar.batcher.adapter.matches,
+        sidecar.batcher.matches,
         metrics,
         queue,
         timeout=config.timeout,

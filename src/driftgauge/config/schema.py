@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
@@ -18,6 +18,7 @@ import yaml
 
 from driftgauge.canonical import canonical_category
 from driftgauge.config.alerting import AlertingConfig, AlertThresholds, parse_alerting
+from driftgauge.config.models import several_models
 from driftgauge.config.sources import (
     DEFAULT_PROXY_PORT,
     ProxyConfig,
@@ -199,6 +200,15 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     alerting: AlertingConfig = field(default_factory=AlertingConfig)
     path: Path | None = None
+    # Several models behind one sidecar: every model's config (this one first), and the
+    # regular expression routing requests to this one where the path carries no model name.
+    models: tuple[Config, ...] = ()
+    route: str | None = None
+
+    @property
+    def all_models(self) -> tuple[Config, ...]:
+        """Every model this sidecar monitors: ``models``, or this config alone."""
+        return self.models or (self,)
 
     @property
     def fields(self) -> tuple[FieldSpec, ...]:
@@ -438,12 +448,29 @@ def _multivariate(
 
 
 def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = None) -> Config:
-    """Validate an already-loaded YAML document; relative paths resolve against ``base``."""
-    errors = Errors()
+    """Validate an already-loaded YAML document; relative paths resolve against ``base``.
+
+    A document with ``models:`` describes several models behind one sidecar
+    (:mod:`driftgauge.config.models`): the result is the first model's config,
+    and its ``models`` holds every model's.
+    """
     if not isinstance(raw, Mapping):
         raise ConfigError(
             f"{path or 'config'}: expected a mapping of keys at the top, got {type(raw).__name__}"
         )
+    if "models" in raw:
+        return several_models(raw, base, path, one_model)
+    errors = Errors()
+    config = one_model(raw, base, errors)
+    if config is None:
+        where = f"{path}: " if path else ""
+        raise ConfigError(where + "; ".join(errors.items))
+    return replace(config, path=path)
+
+
+def one_model(raw: Mapping[str, Any], base: Path, errors: Errors) -> Config | None:
+    """One model's config from its keys and the sidecar's; None after adding its problems."""
+    known = len(errors.items)
     top = section(raw, "", _TOP_KEYS, errors)
     model = get_value(top, "model", "", label_value, "", errors)
     if top.get("model") is None:
@@ -539,9 +566,8 @@ def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = No
         [f.name for f in features + predictions],
         errors,
     )
-    if errors.items:
-        where = f"{path}: " if path else ""
-        raise ConfigError(where + "; ".join(errors.items))
+    if len(errors.items) > known:
+        return None
     return Config(
         model=model,
         protocol=cast(ProtocolName, protocol),
@@ -560,7 +586,6 @@ def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = No
         state=state,
         log=log,
         alerting=alerting,
-        path=path,
     )
 
 

@@ -67,9 +67,11 @@ class Errors:
 
     def __init__(self) -> None:
         self.items: list[str] = []
+        self.entries: list[tuple[str, str]] = []  # (key path, message) of each item
 
     def add(self, key: str, message: str) -> None:
         self.items.append(f"{key}: {message}" if key else message)
+        self.entries.append((key, message))
 
 
 T = TypeVar("T")

@@ -62,9 +62,9 @@ class Monitor:
 
     # -- tallies -----------------------------------------------------------
 
-    def count_parse_error(self, reason: str) -> None:
+    def count_parse_error(self, reason: str, n: int = 1) -> None:
         with self._tally_lock:
-            self.parse_errors[reason] += 1
+            self.parse_errors[reason] += n
 
     def count_dropped(self, reason: str, n: int = 1) -> None:
         with self._tally_lock:

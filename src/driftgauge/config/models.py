@@ -1,0 +1,93 @@
+"""Several models behind one sidecar: the ``models:`` list of model blocks.
+
+Each block holds the keys of a single-model config that belong to a model
+(``MODEL_KEYS``) plus an optional ``path`` regular expression; every other
+key (source, metrics, windows, sketch, state, log...) is the sidecar's and
+stays at the top, shared by all models.  Each block is validated as the
+single-model config it amounts to, its problems reported under
+``models[i].``, the shared keys' problems once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from driftgauge.config.validation import Errors
+from driftgauge.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from driftgauge.config.schema import Config
+
+__all__ = ["MODEL_KEYS", "several_models"]
+
+MODEL_KEYS = (
+    "model",
+    "protocol",
+    "baseline",
+    "features",
+    "predictions",
+    "feedback",
+    "segments",
+    "multivariate",
+    "alerting",
+)
+_BLOCK_KEYS = (*MODEL_KEYS, "path")
+
+OneModel = Callable[[Mapping[str, Any], Path, Errors], "Config | None"]
+
+
+def _scope(key: str) -> str:
+    return re.split(r"[.\[]", key, maxsplit=1)[0]
+
+
+def several_models(raw: Mapping[str, Any], base: Path, path: Path | None, one: OneModel) -> Config:
+    """The first model's config, with ``models`` holding every model's (``one`` parses a model)."""
+    problems: list[str] = []
+    blocks = raw["models"]
+    if not isinstance(blocks, list) or not blocks:
+        problems.append("models: expected a non-empty list of model blocks")
+        blocks = []
+    for key in MODEL_KEYS:
+        if key in raw:
+            problems.append(f"{key}: with `models:` this key belongs in each model block")
+    shared = {key: value for key, value in raw.items() if key not in MODEL_KEYS and key != "models"}
+    configs: list[Config] = []
+    for index, block in enumerate(blocks):
+        prefix = f"models[{index}]"
+        if not isinstance(block, Mapping):
+            problems.append(f"{prefix}: expected a mapping, got {type(block).__name__}")
+            continue
+        for key in block:
+            if key not in _BLOCK_KEYS:
+                problems.append(f"{prefix}.{key}: unknown key (allowed: {', '.join(_BLOCK_KEYS)})")
+        route = block.get("path")
+        if route is not None:
+            try:
+                re.compile(route) if isinstance(route, str) else None
+            except re.error as exc:
+                problems.append(f"{prefix}.path: {route!r} is not a regular expression ({exc})")
+            if not isinstance(route, str) or not route:
+                problems.append(f"{prefix}.path: {route!r} is not a regular expression")
+        errors = Errors()
+        model = {key: value for key, value in block.items() if key in MODEL_KEYS}
+        config = one({**shared, **model}, base, errors)
+        for key, message in errors.entries:
+            scoped = _scope(key) in MODEL_KEYS
+            item = f"{prefix}.{key}: {message}" if scoped else f"{key}: {message}"
+            if item not in problems:
+                problems.append(item)
+        if config is None:
+            continue
+        clash = [c for c in configs if c.model == config.model]
+        if clash:
+            problems.append(f"{prefix}.model: {config.model!r} is configured more than once")
+        configs.append(replace(config, route=route if isinstance(route, str) else None))
+    if problems or not configs:
+        where = f"{path}: " if path else ""
+        raise ConfigError(where + "; ".join(problems or ["models: no model configured"]))
+    every = tuple(replace(config, path=path) for config in configs)
+    return replace(every[0], models=every)

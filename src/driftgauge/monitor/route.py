@@ -1,0 +1,96 @@
+"""Which model a record is for, when one sidecar monitors several.
+
+Records are routed by, in order:
+
+1. a model's ``path`` regular expression (``models[i].path``), searched in
+   the request path: the way to route protocols whose path names no model
+   (MLflow's ``/invocations``, Seldon, JSON paths behind a gateway);
+2. the model name in the path, for the protocols that carry one: KServe v1
+   ``/v1/models/NAME:predict``, KServe v2 ``/v2/models/NAME[/versions/V]/infer``
+   and TF Serving ``/v1/models/NAME[/versions/V]:predict``;
+3. a single configured model takes every record (a one-model sidecar
+   monitors whatever it is put in front of, as before).
+
+A record for no configured model is counted (``unknown_model``, under the
+first model) and left alone: the proxy forwards it untouched whatever
+monitoring does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from driftgauge.monitor.batch import Batcher
+from driftgauge.monitor.model import Monitor
+from driftgauge.typing import Record
+
+__all__ = ["Router", "model_in_path"]
+
+_NAMED = re.compile(r"^/v[12]/models/([^/:?]+)")
+# Protocols whose routes name the model.
+NAMING_PROTOCOLS = frozenset({"kserve-v1", "kserve-v2", "kserve", "tfserving"})
+
+
+def model_in_path(path: str) -> str | None:
+    """The model name a KServe or TF Serving route carries, if any."""
+    match = _NAMED.match(path)
+    return match.group(1) if match else None
+
+
+class Router:
+    """Hands each record to the batcher of the model it is for (the several-models batcher)."""
+
+    def __init__(self, batchers: Sequence[Batcher]) -> None:
+        self.batchers = list(batchers)
+        self._by_name = {
+            batcher.monitor.config.model: batcher
+            for batcher in self.batchers
+            if batcher.monitor.config.protocol in NAMING_PROTOCOLS
+        }
+        self._routes = [
+            (re.compile(batcher.monitor.config.route), batcher)
+            for batcher in self.batchers
+            if batcher.monitor.config.route is not None
+        ]
+
+    def route(self, record: Record) -> Batcher | None:
+        """The batcher ``record`` belongs to, or None when it is for no configured model."""
+        path = record.path
+        for pattern, batcher in self._routes:
+            if pattern.search(path):
+                return batcher
+        name = model_in_path(path) if path else None
+        if name is not None and name in self._by_name:
+            return self._by_name[name]
+        if len(self.batchers) == 1:
+            return self.batchers[0]
+        return None
+
+    @property
+    def monitor(self) -> Monitor:
+        """The first model's monitor: it counts what belongs to no model (drops, unknown paths)."""
+        return self.batchers[0].monitor
+
+    def matches(self, path: str) -> bool:
+        """Whether ``path`` is a prediction route of any model's protocol (its bodies are kept)."""
+        return any(batcher.adapter.matches(path) for batcher in self.batchers)
+
+    def process(self, records: Sequence[Record]) -> None:
+        """Route and ingest a batch (the tail source's callback)."""
+        self.ingest(records)
+
+    def ingest(self, records: Sequence[Record]) -> int:
+        """Route every record and ingest each model's share; returns the rows ingested."""
+        groups: dict[int, list[Record]] = {}
+        unknown = 0
+        for record in records:
+            batcher = self.route(record)
+            if batcher is None:
+                unknown += 1
+                continue
+            groups.setdefault(id(batcher), []).append(record)
+        if unknown:
+            self.batchers[0].monitor.count_parse_error("unknown_model", unknown)
+        by_id = {id(batcher): batcher for batcher in self.batchers}
+        return sum(by_id[key].ingest(group) for key, group in groups.items())
