@@ -21,7 +21,9 @@ from driftgauge.canonical import canonical_category
 from driftgauge.exceptions import ConfigError
 from driftgauge.source_config import (
     DEFAULT_PROXY_PORT,
+    CloudEventsConfig,
     ProxyConfig,
+    SourceConfig,
     TailConfig,
     TlsConfig,
     parse_source,
@@ -45,6 +47,7 @@ from driftgauge.validation import (
 __all__ = [
     "DEFAULT_METRICS_PORT",
     "DEFAULT_PROXY_PORT",
+    "CloudEventsConfig",
     "Config",
     "FeedbackConfig",
     "FieldSpec",
@@ -181,7 +184,7 @@ class LogConfig:
 class Config:
     model: str
     protocol: ProtocolName
-    source: ProxyConfig | TailConfig
+    source: SourceConfig
     metrics: MetricsConfig
     baseline: Path
     features: tuple[FieldSpec, ...]
