@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 
 from driftgauge.baseline import Baseline, check_against, load_baseline
 from driftgauge.batcher import Batcher, decode_json
-from driftgauge.config import Config, ProxyConfig, TailConfig
+from driftgauge.config import CloudEventsConfig, Config, ProxyConfig, TailConfig
 from driftgauge.exposition import (
     MonitorCollector,
     RenderedSnapshot,
@@ -35,6 +35,7 @@ from driftgauge.feedback import Outcomes
 from driftgauge.monitor import Monitor
 from driftgauge.protocols import make_adapter
 from driftgauge.segments import SegmentTracker
+from driftgauge.sources.cloudevents import CloudEventsSource
 from driftgauge.sources.proxy import ProxyServer, RecordQueue
 from driftgauge.sources.proxy_metrics import ProxyMetrics
 from driftgauge.sources.tail import TailSource
@@ -78,7 +79,7 @@ class Sidecar:
     health: Health
     app: web.Application
     rendered: RenderedSnapshot
-    proxy_port: int | None = None
+    proxy_port: int | None = None  # the source's listener: the proxy's or the CloudEvents one
     # Run at shutdown before the listeners close, so /readyz keeps answering 503 meanwhile.
     drainers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -149,6 +150,8 @@ def build_sidecar(
     app.cleanup_ctx.append(_recompute_ctx)
     if isinstance(config.source, TailConfig):
         app.cleanup_ctx.append(_tail_ctx)
+    elif isinstance(config.source, CloudEventsConfig):
+        app.cleanup_ctx.append(_cloudevents_ctx)
     else:
         app.cleanup_ctx.append(_proxy_ctx)
     return sidecar
@@ -206,6 +209,20 @@ async def _tail_ctx(app: web.Application) -> AsyncIterator[None]:
     task = _supervise("tail", sidecar.health, source.run())
     yield
     await _cancel(task, "tail")
+
+
+async def _cloudevents_ctx(app: web.Application) -> AsyncIterator[None]:
+    sidecar = app[SIDECAR_KEY]
+    config = sidecar.config.source
+    assert isinstance(config, CloudEventsConfig)
+    source = CloudEventsSource(config, sidecar.batcher.process, sidecar.monitor.count_parse_error)
+    sidecar.proxy_port = await source.start()
+    log.info("CloudEvents on http://%s:%s", config.listen[0], sidecar.proxy_port)
+    task = _supervise("cloudevents", sidecar.health, source.run())
+    sidecar.drainers.append(source.close)  # stop receiving while /readyz already says 503
+    yield
+    await source.close()  # a no-op for the listener when drained already; hands over the rest
+    await _cancel(task, "cloudevents")
 
 
 def _label_line(line: bytes, now: float) -> Record | str:
