@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover - cloudevents 1.x
 
 from driftgauge.sources.cloudevents import REQUEST_TYPE, RESPONSE_TYPE
 
-__all__ = ["CloudEvent", "binary", "encode", "kserve_event", "send", "structured"]
+__all__ = ["CloudEvent", "Message", "binary", "encode", "kserve_event", "send", "structured"]
 
 Kind = Literal["request", "response"]
 Message = tuple[dict[str, str], bytes]
