@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from aiohttp import ClientSession, ClientTimeout, web
 
 from driftgauge.app import Sidecar, build_sidecar, run_until_stopped
 from driftgauge.config import config_from_mapping
+from driftgauge.sources.cloudevents import CloudEventsSource
 from tests.helpers import Series, base_config, free_port, scrape
 from tests.kserve_logger import Message, binary, encode, kserve_event, send, structured
 from tests.proxy_upstream import build_baseline_file, running_proxy, until, upstream_server
@@ -202,3 +204,37 @@ async def test_proxy_and_cloudevents_sources_give_the_same_drift_figures(tmp_pat
         }
         assert psi["alcohol"] > 0.2 and psi["region"] > 0.2  # the drift is there to compare
         assert psi["ash"] < psi["alcohol"]
+
+
+async def test_a_dead_cloudevents_task_turns_readiness_false(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source's background task is supervised: if it dies, /readyz reports it."""
+
+    async def die(self: CloudEventsSource) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(CloudEventsSource, "_deliver", die)
+    baseline = build_baseline_file(tmp_path)
+    async with cloudevents_sidecar(tmp_path, baseline) as ce:
+        await until(lambda: ce.health.failed == ["cloudevents"], what="the task's death noticed")
+        assert ce.health.ready() == (False, "background task died: cloudevents")
+
+
+async def test_pairs_received_before_shutdown_are_monitored(tmp_path: Path) -> None:
+    """A pair whose response arrives just before the stop signal still reaches the sketches."""
+    baseline = build_baseline_file(tmp_path)
+    body = traffic()[0]
+    rows = len(json.loads(body)["inputs"][0]["data"])
+    response = encode(
+        {"outputs": [{"name": "class", "shape": [rows], "datatype": "BYTES", "data": ["a"] * rows}]}
+    )
+    async with (
+        ClientSession(timeout=ClientTimeout(total=10)) as session,
+        cloudevents_sidecar(tmp_path, baseline) as ce,
+    ):
+        url = f"http://127.0.0.1:{ce.proxy_port}/"
+        await send(session, url, binary(kserve_event("request", "last", body)))
+        await send(session, url, binary(kserve_event("response", "last", response)))
+    assert ce.monitor.rows_total == rows
+    assert not ce.monitor.parse_errors

@@ -215,14 +215,18 @@ async def _cloudevents_ctx(app: web.Application) -> AsyncIterator[None]:
     sidecar = app[SIDECAR_KEY]
     config = sidecar.config.source
     assert isinstance(config, CloudEventsConfig)
-    source = CloudEventsSource(config, sidecar.batcher.process, sidecar.monitor.count_parse_error)
+    monitor = sidecar.monitor
+    source = CloudEventsSource(
+        config, sidecar.batcher.process, monitor.count_parse_error, on_dropped=monitor.count_dropped
+    )
     sidecar.proxy_port = await source.start()
     log.info("CloudEvents on http://%s:%s", config.listen[0], sidecar.proxy_port)
     task = _supervise("cloudevents", sidecar.health, source.run())
     sidecar.drainers.append(source.close)  # stop receiving while /readyz already says 503
     yield
     await source.close()  # a no-op for the listener when drained already; hands over the rest
-    await _cancel(task, "cloudevents")
+    if not task.done():  # one that died is in health.failed and was logged by _supervise
+        await _cancel(task, "cloudevents")
 
 
 def _label_line(line: bytes, now: float) -> Record | str:

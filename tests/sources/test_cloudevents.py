@@ -45,6 +45,7 @@ class Running:
     task: asyncio.Task[None]
     batches: list[list[Record]] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
 
     @property
     def records(self) -> list[Record]:
@@ -65,19 +66,30 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def running(**settings: Any) -> AsyncIterator[Running]:
-    """A CloudEventsSource on a free loopback port, always closed."""
+async def running(cost: float = 0.0, **settings: Any) -> AsyncIterator[Running]:
+    """A CloudEventsSource on a free loopback port, always closed.
+
+    ``cost``: seconds each record takes in ``on_records`` (blocking the loop, like ingestion).
+    """
     config = CloudEventsConfig(listen=("127.0.0.1", 0), **settings)
     batches: list[list[Record]] = []
     errors: Counter[str] = Counter()
+    dropped: Counter[str] = Counter()
+
+    def on_records(batch: list[Record]) -> None:
+        time.sleep(cost * len(batch))
+        batches.append(batch)
 
     def count(reason: str) -> None:
         errors[reason] += 1
 
-    source = CloudEventsSource(config, batches.append, count)
+    def drop(reason: str) -> None:
+        dropped[reason] += 1
+
+    source = CloudEventsSource(config, on_records, count, on_dropped=drop)
     port = await source.start()
     task = asyncio.create_task(source.run())
-    state = Running(source, f"http://127.0.0.1:{port}/", task, batches, errors)
+    state = Running(source, f"http://127.0.0.1:{port}/", task, batches, errors, dropped)
     try:
         yield state
     finally:
@@ -303,6 +315,27 @@ async def test_unreachable_forward_target_is_counted(session: ClientSession) -> 
                 == 200
             )
         await ce.until(lambda: ce.errors["cloudevents_forward_failed"] == 3, "3 failed forwards")
+
+
+async def test_pairs_beyond_what_monitoring_keeps_up_with_are_dropped_and_counted(
+    session: ClientSession,
+) -> None:
+    """Ingestion at 10 ms a record, 100 pairs at once, max_pending=5: excess pairs are dropped
+    (counted as cloudevents_overload), none lost silently, and answers keep coming."""
+    async with running(cost=0.01, max_pending=5) as ce:
+        calls = asyncio.Semaphore(4)  # at most 4 halves wait for pairing: none evicted there
+
+        async def call(i: int) -> None:
+            async with calls:
+                for kind, body in (("request", REQUEST), ("response", RESPONSE)):
+                    message = binary(kserve_event(kind, f"o{i}", body))
+                    assert await send(session, ce.url, message) == 200
+
+        await asyncio.gather(*(call(i) for i in range(100)))
+        await ce.until(lambda: len(ce.records) + ce.dropped["cloudevents_overload"] == 100, "all")
+        assert ce.dropped["cloudevents_overload"] > 0
+        assert set(ce.dropped) == {"cloudevents_overload"}
+        assert not ce.errors
 
 
 async def test_close_hands_over_pairs_not_yet_delivered(session: ClientSession) -> None:

@@ -31,7 +31,9 @@ A POST that is no CloudEvent at all gets 400; another method 405.  Counted reaso
 ``cloudevents_body_too_large``, ``cloudevents_invalid_envelope``, ``cloudevents_missing_id``,
 ``cloudevents_unknown_type``, ``cloudevents_invalid_data``, ``cloudevents_duplicate``,
 ``cloudevents_unpaired_request``, ``cloudevents_unpaired_response``,
-``cloudevents_forward_failed``, ``cloudevents_forward_dropped``.
+``cloudevents_forward_failed``, ``cloudevents_forward_dropped``.  Paired records wait for the
+batcher in a list bounded by ``max_pending``; beyond it they are dropped and passed to
+``on_dropped`` as ``cloudevents_overload`` (``driftgauge_dropped_total{reason}``).
 
 With ``forward``, every POST read (up to ``max_body_bytes``) is also sent on, unchanged (method,
 headers but hop-by-hop ones and Host, body), from a bounded queue by a few background workers
@@ -83,6 +85,7 @@ _KINDS: dict[str, Kind] = {REQUEST_TYPE: "request", RESPONSE_TYPE: "response"}
 FORWARD_WORKERS = 4
 BATCH_DELAY = 0.02  # paired records gather this long before one on_records call ...
 MAX_BATCH = 256  # ... or until there are this many
+SLICE_SECONDS = 0.005  # on_records calls are sized to take about this long on the loop
 _HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -255,11 +258,13 @@ class CloudEventsSource:
         on_records: Callable[[list[Record]], None],
         on_error: Callable[[str], None],
         *,
+        on_dropped: Callable[[str], None] | None = None,
         max_batch: int = MAX_BATCH,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self._on_records, self._on_error, self._max_batch = on_records, on_error, max_batch
+        self._on_dropped = on_dropped or on_error
         self.store = PairingStore(config.max_pending, config.ttl, on_error, clock)
         self.forwarder = (
             Forwarder(config.forward, config.forward_timeout, config.forward_queue_size, on_error)
@@ -335,9 +340,13 @@ class CloudEventsSource:
             self._on_error("cloudevents_unknown_type")
             return
         record = self.store.add(kind, event.id, event.data, _event_time(event, now))
-        if record is not None:
-            self._ready.append(record)
-            self._wake.set()
+        if record is None:
+            return
+        if len(self._ready) >= self.config.max_pending:  # monitoring can't keep up: shed load
+            self._on_dropped("cloudevents_overload")
+            return
+        self._ready.append(record)
+        self._wake.set()
 
     async def _deliver(self) -> None:
         sweep = min(1.0, self.config.ttl / 4)
@@ -349,9 +358,15 @@ class CloudEventsSource:
                 await asyncio.sleep(BATCH_DELAY)  # let more pairs complete: fewer, larger batches
             self._wake.clear()
             self.store.expire()
+            size = min(len(self._ready), self._max_batch)
             while self._ready:
-                self._hand_over(self._max_batch)
-                await asyncio.sleep(0)  # let the listener answer between batches
+                # Batches sized to cost about SLICE_SECONDS, each followed by a pause as long
+                # as it took: monitoring gets at most half the loop and answers stay prompt.
+                started = time.perf_counter()
+                self._hand_over(size)
+                took = time.perf_counter() - started
+                size = max(1, min(self._max_batch, int(size * SLICE_SECONDS / max(took, 1e-6))))
+                await asyncio.sleep(took)
 
     def _hand_over(self, n: int) -> None:
         batch, self._ready = self._ready[:n], self._ready[n:]
