@@ -89,6 +89,7 @@ SLICE_SECONDS = 0.005  # on_records calls are sized to take about this long on t
 _HOP_BY_HOP = frozenset(
     {
         "connection",
+        "expect",
         "keep-alive",
         "proxy-authenticate",
         "proxy-authorization",
@@ -152,7 +153,7 @@ def parse_events(headers: Mapping[str, str], body: bytes) -> tuple[list[Event], 
     """The events of one HTTP message (binary, structured or batch mode) and the reasons for
     those that could not be read.  Call only when :func:`is_cloudevent` holds."""
     media = _media_type(headers)
-    if media == BATCH_CONTENT_TYPE or media.startswith("application/cloudevents"):
+    if media.startswith("application/cloudevents"):  # structured, or batch (a JSON array)
         try:
             document = decode_json(body)
         except (ValueError, RecursionError):
@@ -272,6 +273,7 @@ class CloudEventsSource:
             else None
         )
         self._ready: list[Record] = []
+        self._slice = 16  # records per on_records call, adapted to SLICE_SECONDS
         self._wake = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
@@ -358,14 +360,15 @@ class CloudEventsSource:
                 await asyncio.sleep(BATCH_DELAY)  # let more pairs complete: fewer, larger batches
             self._wake.clear()
             self.store.expire()
-            size = min(len(self._ready), self._max_batch)
             while self._ready:
                 # Batches sized to cost about SLICE_SECONDS, each followed by a pause as long
                 # as it took: monitoring gets at most half the loop and answers stay prompt.
+                handed = min(self._slice, len(self._ready))
                 started = time.perf_counter()
-                self._hand_over(size)
+                self._hand_over(handed)
                 took = time.perf_counter() - started
-                size = max(1, min(self._max_batch, int(size * SLICE_SECONDS / max(took, 1e-6))))
+                ideal = int(handed * SLICE_SECONDS / max(took, 1e-6))
+                self._slice = max(1, min(self._max_batch, ideal))
                 await asyncio.sleep(took)
 
     def _hand_over(self, n: int) -> None:
