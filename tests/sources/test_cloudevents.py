@@ -14,6 +14,9 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientSession, ClientTimeout
+from hypothesis import given
+from hypothesis import strategies as st
+from multidict import CIMultiDict
 
 from driftgauge.config import CloudEventsConfig, config_from_mapping
 from driftgauge.exceptions import ConfigError
@@ -23,6 +26,8 @@ from driftgauge.sources.cloudevents import (
     REQUEST_TYPE,
     RESPONSE_TYPE,
     CloudEventsSource,
+    is_cloudevent,
+    parse_events,
 )
 from driftgauge.typing import Record
 from tests.helpers import base_config
@@ -393,3 +398,60 @@ def test_request_and_response_types_are_kserves() -> None:
     """The two event types are the ones kserve/kserve pkg/logger/worker.go sends."""
     assert REQUEST_TYPE == "org.kubeflow.serving.inference.request"
     assert RESPONSE_TYPE == "org.kubeflow.serving.inference.response"
+
+
+# -- the parser --------------------------------------------------------------------------
+
+_CONTENT_TYPES = st.sampled_from(
+    [
+        "application/json",
+        "application/cloudevents+json",
+        "application/cloudevents+json; charset=utf-8",
+        BATCH_CONTENT_TYPE,
+        "",
+    ]
+)
+
+
+@given(
+    body=st.one_of(
+        st.binary(max_size=200),
+        st.builds(
+            encode,
+            st.recursive(
+                st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                lambda inner: (
+                    st.lists(inner, max_size=3)
+                    | st.dictionaries(
+                        st.sampled_from(
+                            ["specversion", "id", "type", "data", "data_base64", "time"]
+                        ),
+                        inner,
+                        max_size=5,
+                    )
+                ),
+                max_leaves=10,
+            ),
+        ),
+    ),
+    content_type=_CONTENT_TYPES,
+    binary_mode=st.booleans(),
+)
+def test_parse_events_never_raises(body: bytes, content_type: str, binary_mode: bool) -> None:
+    """Any body under any CloudEvents content type gives events and reasons, never an exception."""
+    headers = CIMultiDict({"Content-Type": content_type})
+    if binary_mode:
+        headers.update({"ce-specversion": "1.0", "ce-id": "1", "ce-type": REQUEST_TYPE})
+    assert is_cloudevent(headers) or not binary_mode
+    events, errors = parse_events(headers, body)
+    assert all(reason.startswith("cloudevents_") for reason in errors)
+    assert all(event.id for event in events)
+
+
+def test_binary_header_values_are_percent_decoded() -> None:
+    """The HTTP binding percent-encodes header values: ce-id "call%201" is the id "call 1"."""
+    headers = CIMultiDict(
+        {"ce-specversion": "1.0", "ce-id": "call%201", "ce-type": REQUEST_TYPE, "ce-time": "bad"}
+    )
+    (event,), errors = parse_events(headers, b"{}")
+    assert (event.id, event.type, event.data, errors) == ("call 1", REQUEST_TYPE, b"{}", [])
