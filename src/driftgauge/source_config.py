@@ -82,6 +82,8 @@ class CloudEventsConfig:
     max_pending: int = 10_000  # events waiting for their other half; beyond it, oldest evicted
     ttl: float = 60.0  # how long an event waits for its other half
     max_body_bytes: int = 4 * 1024 * 1024
+    ca_file: Path | None = None  # trust this CA (PEM) for an https:// forward target
+    tls: TlsConfig | None = None  # serve the listener over TLS (an https:// logger URL)
 
 
 SourceConfig = ProxyConfig | TailConfig | CloudEventsConfig
@@ -94,7 +96,7 @@ def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
     if sum(name in table for name in _SOURCES) != 1:
         errors.add("source", "set exactly one of source.proxy, source.tail or source.cloudevents")
     if "cloudevents" in table:
-        return _parse_cloudevents(table["cloudevents"], errors)
+        return _parse_cloudevents(table["cloudevents"], base, errors)
     if "tail" in table:
         tail = section(
             table["tail"],
@@ -182,7 +184,7 @@ def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
     )
 
 
-def _parse_cloudevents(value: Any, errors: Errors) -> CloudEventsConfig:
+def _parse_cloudevents(value: Any, base: Path, errors: Errors) -> CloudEventsConfig:
     table = section(
         value,
         "source.cloudevents",
@@ -194,6 +196,8 @@ def _parse_cloudevents(value: Any, errors: Errors) -> CloudEventsConfig:
             "max_pending",
             "ttl",
             "max_body_bytes",
+            "ca_file",
+            "tls",
         ),
         errors,
     )
@@ -210,6 +214,8 @@ def _parse_cloudevents(value: Any, errors: Errors) -> CloudEventsConfig:
         max_pending=get("max_pending", positive_int, d.max_pending),
         ttl=get("ttl", positive_float, d.ttl),
         max_body_bytes=get("max_body_bytes", positive_int, d.max_body_bytes),
+        ca_file=existing_file(table, "ca_file", prefix, base, errors),
+        tls=parse_tls(table.get("tls"), "source.cloudevents.tls", base, errors),
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
+import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -13,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientSession, ClientTimeout
+from aiohttp import ClientSession, ClientTimeout, web
 from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from driftgauge.config import CloudEventsConfig, config_from_mapping
+from driftgauge.config import CloudEventsConfig, TlsConfig, config_from_mapping
 from driftgauge.exceptions import ConfigError
 from driftgauge.sources import cloudevents as cloudevents_module
 from driftgauge.sources.cloudevents import (
@@ -30,7 +32,7 @@ from driftgauge.sources.cloudevents import (
     parse_events,
 )
 from driftgauge.typing import Record
-from tests.helpers import base_config
+from tests.helpers import base_config, free_port
 from tests.kserve_logger import binary, encode, kserve_event, send, structured
 from tests.proxy_upstream import Seen, Upstream, upstream_server
 
@@ -386,11 +388,11 @@ def test_config_reads_every_key(tmp_path: Path) -> None:
 
 def test_config_errors_name_the_key_path(tmp_path: Path) -> None:
     """Bad values and unknown keys are reported with their source.cloudevents.* path."""
-    raw = {"forward": "ftp://x", "ttl": "soon", "max_pending": 0, "port": 1}
+    raw = {"forward": "ftp://x", "ttl": "soon", "max_pending": 0, "port": 1, "ca_file": "no.pem"}
     with pytest.raises(ConfigError) as caught:
         config_from_mapping(base_config(tmp_path, source={"cloudevents": raw}), base=tmp_path)
     message = str(caught.value)
-    for key in ("forward", "ttl", "max_pending", "port"):
+    for key in ("forward", "ttl", "max_pending", "port", "ca_file"):
         assert f"source.cloudevents.{key}" in message, key
 
 
@@ -455,3 +457,59 @@ def test_binary_header_values_are_percent_decoded() -> None:
     )
     (event,), errors = parse_events(headers, b"{}")
     assert (event.id, event.type, event.data, errors) == ("call 1", REQUEST_TYPE, b"{}", [])
+
+
+# -- TLS ---------------------------------------------------------------------------------
+
+
+def _openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private CA and a certificate for 127.0.0.1 signed by it."""
+    d = tmp_path_factory.mktemp("pki")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA",
+             "-keyout", d / "ca.key", "-out", d / "ca.pem")  # fmt: skip
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+             "-keyout", d / "server.key", "-out", d / "server.csr")  # fmt: skip
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    _openssl("x509", "-req", "-in", d / "server.csr", "-CA", d / "ca.pem", "-CAkey", d / "ca.key",
+             "-CAcreateserial", "-days", "2", "-extfile", d / "ext.cnf", "-out", d / "server.pem")  # fmt: skip
+    return d
+
+
+async def test_https_logger_url_and_https_forward_with_a_private_ca(pki: Path) -> None:
+    """tls serves the listener over https; ca_file lets forward trust an https target."""
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(pki / "server.pem", pki / "server.key")
+    seen: list[bytes] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        seen.append(await request.read())
+        return web.Response(status=202)
+
+    target = web.Application()
+    target.router.add_post("/", receive)
+    runner = web.AppRunner(target)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_tls).start()
+    tls = TlsConfig(pki / "server.pem", pki / "server.key")
+    client = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    try:
+        async with (
+            running(forward=f"https://127.0.0.1:{port}", ca_file=pki / "ca.pem", tls=tls) as ce,
+            ClientSession(timeout=ClientTimeout(total=10)) as session,
+        ):
+            url = ce.url.replace("http://", "https://")
+            for kind, body in (("request", REQUEST), ("response", RESPONSE)):
+                headers, data = binary(kserve_event(kind, "tls", body))
+                async with session.post(url, data=data, headers=headers, ssl=client) as response:
+                    assert response.status == 200
+            await ce.until(lambda: len(ce.records) == 1 and len(seen) == 2, "pair and forwards")
+            assert seen == [encode(REQUEST), encode(RESPONSE)]
+            assert not ce.errors
+    finally:
+        await runner.cleanup()

@@ -38,6 +38,9 @@ batcher in a list bounded by ``max_pending``; beyond it they are dropped and pas
 With ``forward``, every POST read (up to ``max_body_bytes``) is also sent on, unchanged (method,
 headers but hop-by-hop ones and Host, body), from a bounded queue by a few background workers
 with a timeout: a slow or dead target never slows the answers; a full queue drops (counted).
+
+With ``tls`` the listener speaks https (KServe's logger posts to an https URL with the CA from
+its ``certName``); with ``ca_file`` an https forward target may use a private CA.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -196,9 +200,14 @@ class Forwarder:
     """Sends messages on to ``url`` from a bounded queue; never blocks the caller."""
 
     def __init__(
-        self, url: str, timeout: float, queue_size: int, on_error: Callable[[str], None]
+        self,
+        url: str,
+        timeout: float,
+        queue_size: int,
+        on_error: Callable[[str], None],
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        self.url, self._timeout, self._on_error = url, timeout, on_error
+        self.url, self._timeout, self._on_error, self._tls = url, timeout, on_error, tls
         self._queue: asyncio.Queue[_Outgoing] = asyncio.Queue(queue_size)
 
     def offer(self, method: str, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> None:
@@ -235,6 +244,7 @@ class Forwarder:
                     self.url,
                     headers=headers,
                     data=message.body,
+                    ssl=self._tls if self._tls is not None else True,
                     skip_auto_headers=[name for name in skip if name not in headers],
                 ) as response:
                     await response.read()
@@ -267,11 +277,12 @@ class CloudEventsSource:
         self._on_records, self._on_error, self._max_batch = on_records, on_error, max_batch
         self._on_dropped = on_dropped or on_error
         self.store = PairingStore(config.max_pending, config.ttl, on_error, clock)
-        self.forwarder = (
-            Forwarder(config.forward, config.forward_timeout, config.forward_queue_size, on_error)
-            if config.forward
-            else None
-        )
+        self.forwarder = None
+        if config.forward:
+            tls = ssl.create_default_context(cafile=config.ca_file) if config.ca_file else None
+            self.forwarder = Forwarder(
+                config.forward, config.forward_timeout, config.forward_queue_size, on_error, tls
+            )
         self._ready: list[Record] = []
         self._slice = 16  # records per on_records call, adapted to SLICE_SECONDS
         self._wake = asyncio.Event()
@@ -284,7 +295,8 @@ class CloudEventsSource:
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
         await runner.setup()
         host, port = self.config.listen
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        tls = self.config.tls.server_context() if self.config.tls else None
+        await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=tls).start()
         self._runner = runner
         return int(runner.addresses[0][1]) if runner.addresses else port
 
