@@ -1,7 +1,7 @@
 """The ``cloudevents`` source: receive KServe's payload logger, pair request and response events.
 
 What KServe's logger sends (kserve/kserve ``pkg/logger/handler.go``, ``worker.go``,
-``types.go``; the agent's flags in ``cmd/agent/main.go``): for every inference call it queues
+``types.go`` as of commit 0217bdab; the agent's flags in ``cmd/agent/main.go``): for every inference call it queues
 a request event and, only when the model answered 200, a response event, and its workers POST
 each one on its own, in CloudEvents 1.0 *binary* mode (sdk-go ``WithEncodingBinary``):
 
