@@ -154,9 +154,14 @@ def test_a_name_used_twice_within_one_list_names_both_positions(tmp_path: Path) 
 
 
 def test_exactly_one_source(tmp_path: Path) -> None:
-    """Both or neither of proxy and tail is an error."""
+    """Two sources, or none, is an error."""
+    message = "exactly one of source.proxy, source.tail or source.cloudevents"
     both = base_config(tmp_path, source={"proxy": {}, "tail": {"path": "x"}})
-    assert "exactly one of source.proxy or source.tail" in _error(tmp_path, both)
+    assert message in _error(tmp_path, both)
+    assert message in _error(
+        tmp_path, base_config(tmp_path, source={"proxy": {}, "cloudevents": {}})
+    )
+    assert message in _error(tmp_path, base_config(tmp_path, source={}))
 
 
 def test_jsonpath_needs_paths(tmp_path: Path) -> None:

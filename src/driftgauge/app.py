@@ -23,7 +23,7 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from driftgauge.baseline.build import Baseline, check_against, load_baseline
-from driftgauge.config import Config, ProxyConfig, TailConfig
+from driftgauge.config import CloudEventsConfig, Config, ProxyConfig, TailConfig
 from driftgauge.exposition.collector import (
     MonitorCollector,
     RenderedSnapshot,
@@ -31,11 +31,13 @@ from driftgauge.exposition.collector import (
     metrics_routes,
 )
 from driftgauge.exposition.proxy import ProxyMetrics
-from driftgauge.monitor.batch import Batcher, decode_json
+from driftgauge.jsonbody import decode_json
+from driftgauge.monitor.batch import Batcher
 from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.route import Router
 from driftgauge.protocols import make_adapter
 from driftgauge.runtime.state import StateStore
+from driftgauge.sources.cloudevents import CloudEventsSource
 from driftgauge.sources.proxy import ProxyServer, RecordQueue
 from driftgauge.sources.tail import TailSource
 from driftgauge.typing import Record
@@ -97,7 +99,7 @@ class Sidecar:
     health: Health
     app: web.Application
     rendered: RenderedSnapshot
-    proxy_port: int | None = None
+    proxy_port: int | None = None  # the source's listener: the proxy's or the CloudEvents one
     # Run at shutdown before the listeners close, so /readyz keeps answering 503 meanwhile.
     drainers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     shutdown: ShutdownReport = field(default_factory=ShutdownReport)
@@ -180,6 +182,8 @@ def build_sidecar(
     app.cleanup_ctx.append(_recompute_ctx)
     if isinstance(config.source, TailConfig):
         app.cleanup_ctx.append(_tail_ctx)
+    elif isinstance(config.source, CloudEventsConfig):
+        app.cleanup_ctx.append(_cloudevents_ctx)
     else:
         app.cleanup_ctx.append(_proxy_ctx)
     return sidecar
@@ -249,6 +253,24 @@ async def _tail_ctx(app: web.Application) -> AsyncIterator[None]:
     task = _supervise("tail", sidecar.health, source.run())
     yield
     await _cancel(task, "tail")
+
+
+async def _cloudevents_ctx(app: web.Application) -> AsyncIterator[None]:
+    sidecar = app[SIDECAR_KEY]
+    config = sidecar.config.source
+    assert isinstance(config, CloudEventsConfig)
+    monitor = sidecar.monitor
+    source = CloudEventsSource(
+        config, sidecar.batcher.process, monitor.count_parse_error, on_dropped=monitor.count_dropped
+    )
+    sidecar.proxy_port = await source.start()
+    log.info("CloudEvents on http://%s:%s", config.listen[0], sidecar.proxy_port)
+    task = _supervise("cloudevents", sidecar.health, source.run())
+    sidecar.drainers.append(source.close)  # stop receiving while /readyz already says 503
+    yield
+    await source.close()  # a no-op for the listener when drained already; hands over the rest
+    if not task.done():  # one that died is in health.failed and was logged by _supervise
+        await _cancel(task, "cloudevents")
 
 
 def _label_line(line: bytes, now: float) -> Record | str:

@@ -3,6 +3,9 @@
 from driftgauge.config.schema import (
     DEFAULT_METRICS_PORT,
     DEFAULT_PROXY_PORT,
+    AlertingConfig,
+    AlertThresholds,
+    CloudEventsConfig,
     Config,
     FeedbackConfig,
     FieldSpec,
@@ -29,6 +32,9 @@ from driftgauge.config.schema import (
 __all__ = [
     "DEFAULT_METRICS_PORT",
     "DEFAULT_PROXY_PORT",
+    "AlertThresholds",
+    "AlertingConfig",
+    "CloudEventsConfig",
     "Config",
     "FeedbackConfig",
     "FieldSpec",

@@ -21,7 +21,9 @@ from driftgauge.config.alerting import AlertingConfig, AlertThresholds, parse_al
 from driftgauge.config.models import several_models
 from driftgauge.config.sources import (
     DEFAULT_PROXY_PORT,
+    CloudEventsConfig,
     ProxyConfig,
+    SourceConfig,
     TailConfig,
     TlsConfig,
     parse_source,
@@ -50,6 +52,7 @@ __all__ = [
     "DEFAULT_PROXY_PORT",
     "AlertThresholds",
     "AlertingConfig",
+    "CloudEventsConfig",
     "Config",
     "FeedbackConfig",
     "FieldSpec",
@@ -184,7 +187,7 @@ class LogConfig:
 class Config:
     model: str
     protocol: ProtocolName
-    source: ProxyConfig | TailConfig
+    source: SourceConfig
     metrics: MetricsConfig
     baseline: Path
     features: tuple[FieldSpec, ...]

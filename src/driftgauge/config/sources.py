@@ -1,4 +1,4 @@
-"""Config of the sources and listeners: the proxy, the tail, TLS."""
+"""Config of the sources and listeners: the proxy, the tail, the CloudEvents receiver, TLS."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ from driftgauge.config.validation import (
 
 __all__ = [
     "DEFAULT_PROXY_PORT",
+    "CloudEventsConfig",
     "ProxyConfig",
+    "SourceConfig",
     "TailConfig",
     "TlsConfig",
     "parse_source",
@@ -70,10 +72,32 @@ class TailConfig:
     start_at: Literal["beginning", "end"] = "beginning"
 
 
-def parse_source(value: Any, base: Path, errors: Errors) -> ProxyConfig | TailConfig:
-    table = section(value, "source", ("proxy", "tail"), errors)
-    if ("proxy" in table) == ("tail" in table):
-        errors.add("source", "set exactly one of source.proxy or source.tail")
+@dataclass(frozen=True, slots=True)
+class CloudEventsConfig:
+    """The CloudEvents receiver (KServe's payload logger posts here)."""
+
+    listen: tuple[str, int] = ("0.0.0.0", DEFAULT_PROXY_PORT)
+    forward: str | None = None  # also post every event received, unchanged, to this URL
+    forward_timeout: float = 5.0
+    forward_queue_size: int = 1000  # events waiting to be forwarded; beyond it, dropped (counted)
+    max_pending: int = 10_000  # events waiting for their other half; beyond it, oldest evicted
+    ttl: float = 60.0  # how long an event waits for its other half
+    max_body_bytes: int = 4 * 1024 * 1024
+    ca_file: Path | None = None  # trust this CA (PEM) for an https:// forward target
+    tls: TlsConfig | None = None  # serve the listener over TLS (an https:// logger URL)
+
+
+SourceConfig = ProxyConfig | TailConfig | CloudEventsConfig
+
+_SOURCES = ("proxy", "tail", "cloudevents")
+
+
+def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
+    table = section(value, "source", _SOURCES, errors)
+    if sum(name in table for name in _SOURCES) != 1:
+        errors.add("source", "set exactly one of source.proxy, source.tail or source.cloudevents")
+    if "cloudevents" in table:
+        return _parse_cloudevents(table["cloudevents"], base, errors)
     if "tail" in table:
         tail = section(
             table["tail"],
@@ -175,6 +199,41 @@ def _ca_file(table: Mapping[str, Any], prefix: str, base: Path, errors: Errors) 
 def _ssl_problem(exc: Exception) -> str:
     reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None)
     return str(reason or exc).splitlines()[0]
+
+
+def _parse_cloudevents(value: Any, base: Path, errors: Errors) -> CloudEventsConfig:
+    table = section(
+        value,
+        "source.cloudevents",
+        (
+            "listen",
+            "forward",
+            "forward_timeout",
+            "forward_queue_size",
+            "max_pending",
+            "ttl",
+            "max_body_bytes",
+            "ca_file",
+            "tls",
+        ),
+        errors,
+    )
+    d, prefix = CloudEventsConfig(), "source.cloudevents."
+
+    def get(key: str, convert: Any, default: Any) -> Any:
+        return get_value(table, key, prefix, convert, default, errors)
+
+    return CloudEventsConfig(
+        listen=get("listen", listen_address(DEFAULT_PROXY_PORT), d.listen),
+        forward=get("forward", url, None),
+        forward_timeout=get("forward_timeout", positive_float, d.forward_timeout),
+        forward_queue_size=get("forward_queue_size", positive_int, d.forward_queue_size),
+        max_pending=get("max_pending", positive_int, d.max_pending),
+        ttl=get("ttl", positive_float, d.ttl),
+        max_body_bytes=get("max_body_bytes", positive_int, d.max_body_bytes),
+        ca_file=existing_file(table, "ca_file", prefix, base, errors),
+        tls=parse_tls(table.get("tls"), "source.cloudevents.tls", base, errors),
+    )
 
 
 def parse_tls(value: Any, key: str, base: Path, errors: Errors) -> TlsConfig | None:

@@ -10,35 +10,21 @@ skipped (fail-open), and an unexpected exception is counted as
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 from driftgauge.exceptions import ProtocolError
+from driftgauge.jsonbody import DECODE_ERRORS, decode_json
 from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.tracker import Observation
 from driftgauge.typing import Adapter, Extracted, Record
 
 __all__ = ["Batcher", "decode_json"]
 
+_DECODE_ERRORS = DECODE_ERRORS
+
 log = logging.getLogger(__name__)
-
-try:
-    import orjson
-
-    def decode_json(body: bytes | str) -> Any:
-        """Parse a JSON body (orjson when installed)."""
-        return orjson.loads(body)
-
-    _DECODE_ERRORS: tuple[type[Exception], ...] = (orjson.JSONDecodeError, ValueError)
-except ImportError:  # pragma: no cover - only without the `fast` extra
-
-    def decode_json(body: bytes | str) -> Any:
-        """Parse a JSON body (orjson when installed)."""
-        return json.loads(body)
-
-    _DECODE_ERRORS = (ValueError,)
 
 
 class Batcher:

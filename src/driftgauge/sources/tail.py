@@ -38,14 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from driftgauge.config import TailConfig
+from driftgauge.jsonbody import decode_json
 from driftgauge.typing import Record
-
-try:
-    import orjson
-
-    _loads: Callable[[bytes], Any] = orjson.loads
-except ImportError:  # pragma: no cover - orjson is the optional `fast` extra
-    _loads = json.loads
 
 __all__ = ["CHUNK_BYTES", "MAX_LINE_BYTES", "TailSource", "parse_timestamp"]
 
@@ -82,7 +76,7 @@ def parse_timestamp(value: object) -> float:
 def _parse_line(line: bytes, now: float) -> Record | str:
     """One log line as a Record, or the reason it is not one."""
     try:
-        obj = _loads(line)
+        obj = decode_json(line)
     except (ValueError, RecursionError):
         return "invalid_json"
     if not isinstance(obj, dict) or "request" not in obj:

@@ -1,0 +1,389 @@
+"""The ``cloudevents`` source: receive KServe's payload logger, pair request and response events.
+
+What KServe's logger sends (kserve/kserve ``pkg/logger/handler.go``, ``worker.go``,
+``types.go`` as of commit 0217bdab; the agent's flags in ``cmd/agent/main.go``): for every inference call it queues
+a request event and, only when the model answered 200, a response event, and its workers POST
+each one on its own, in CloudEvents 1.0 *binary* mode (sdk-go ``WithEncodingBinary``):
+
+* ``ce-specversion: 1.0``, ``ce-id`` (the caller's ``Ce-Id`` header, else a fresh UUID: the
+  same for the request and its response), ``ce-type`` ``org.kubeflow.serving.inference.request``
+  or ``org.kubeflow.serving.inference.response``, ``ce-source`` (``--source-uri``, by default
+  ``http://localhost:9081/``), ``ce-time`` (sdk-go ``WithTimeNow``);
+* extensions ``ce-inferenceservicename``, ``ce-namespace``, ``ce-component`` (predictor,
+  transformer or explainer), ``ce-endpoint`` (default or canary), ``ce-metadata`` (a JSON
+  object of the request headers listed in ``metadataHeaders``) and, when the InferenceService
+  has any, ``ce-annotations`` (JSON);
+* ``Content-Type``: the *inference request's* Content-Type, for the response event too; the
+  body: the request or response body, unchanged.
+
+The HTTP path of the inference call is not sent, so records carry ``path=""`` (the protocol
+adapters take any body then, as for a tail log without paths).  The workers send each event
+once: no retries, whatever the answer, but they are few (5) behind a 100-entry queue that
+blocks the model's request path when full, so this source answers at once and does all work
+after answering.
+
+Answers: 200 (empty) to every POST that is a CloudEvent by its headers (``ce-specversion``, or
+a ``Content-Type`` of ``application/cloudevents+json`` or ``application/cloudevents-batch+json``),
+even when an event in it is unusable: that is counted, never reported back (KServe's worker
+only treats 200 as success in its log line, and a retrying sender must not resend garbage).
+A POST that is no CloudEvent at all gets 400; another method 405.  Counted reasons, passed to
+``on_error`` (``driftgauge_parse_errors_total{reason}``): ``cloudevents_not_cloudevent``,
+``cloudevents_body_too_large``, ``cloudevents_invalid_envelope``, ``cloudevents_missing_id``,
+``cloudevents_unknown_type``, ``cloudevents_invalid_data``, ``cloudevents_duplicate``,
+``cloudevents_unpaired_request``, ``cloudevents_unpaired_response``,
+``cloudevents_forward_failed``, ``cloudevents_forward_dropped``.  Paired records wait for the
+batcher in a list bounded by ``max_pending``; beyond it they are dropped and passed to
+``on_dropped`` as ``cloudevents_overload`` (``driftgauge_dropped_total{reason}``).
+
+With ``forward``, every POST read (up to ``max_body_bytes``) is also sent on, unchanged (method,
+headers but hop-by-hop ones and Host, body), from a bounded queue by a few background workers
+with a timeout: a slow or dead target never slows the answers; a full queue drops (counted).
+
+With ``tls`` the listener speaks https (KServe's logger posts to an https URL with the CA from
+its ``certName``); with ``ca_file`` an https forward target may use a private CA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import ClientError, ClientSession, ClientTimeout, web
+from multidict import CIMultiDict
+
+from driftgauge.config import CloudEventsConfig
+from driftgauge.jsonbody import decode_json
+from driftgauge.sources.pairing import Kind, PairingStore
+from driftgauge.sources.tail import parse_timestamp
+from driftgauge.typing import Record
+
+__all__ = [
+    "BATCH_CONTENT_TYPE",
+    "REQUEST_TYPE",
+    "RESPONSE_TYPE",
+    "STRUCTURED_CONTENT_TYPE",
+    "CloudEventsSource",
+    "Event",
+    "Forwarder",
+    "is_cloudevent",
+    "parse_events",
+]
+
+log = logging.getLogger(__name__)
+
+REQUEST_TYPE = "org.kubeflow.serving.inference.request"
+RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
+_KINDS: dict[str, Kind] = {REQUEST_TYPE: "request", RESPONSE_TYPE: "response"}
+
+FORWARD_WORKERS = 4
+BATCH_DELAY = 0.02  # paired records gather this long before one on_records call ...
+MAX_BATCH = 256  # ... or until there are this many
+SLICE_SECONDS = 0.005  # on_records calls are sized to take about this long on the loop
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "expect",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One received CloudEvent: what pairing needs of it."""
+
+    id: str
+    type: str
+    time: str | None
+    data: Any  # bytes (binary mode, data_base64), a JSON value (structured ``data``) or None
+
+
+def _media_type(headers: Mapping[str, str]) -> str:
+    return headers.get("Content-Type", "").partition(";")[0].strip().lower()
+
+
+def is_cloudevent(headers: Mapping[str, str]) -> bool:
+    """True when the headers say binary mode (``ce-specversion``) or a structured/batch body."""
+    media = _media_type(headers)
+    return "ce-specversion" in headers or media.startswith("application/cloudevents")
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    # The binding percent-encodes header values outside printable ASCII (and '%', '"', ' ').
+    value = headers.get(name)
+    return None if value is None else unquote(value.strip())
+
+
+def _from_envelope(envelope: Any) -> Event | str:
+    """A structured-mode event (a JSON object) as an Event, or the reason it is not one."""
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("specversion"), str):
+        return "cloudevents_invalid_envelope"
+    event_id, event_type = envelope.get("id"), envelope.get("type")
+    if not isinstance(event_id, str) or not event_id:
+        return "cloudevents_missing_id"
+    if not isinstance(event_type, str):
+        return "cloudevents_unknown_type"
+    when = envelope.get("time")
+    data: Any = envelope.get("data")
+    if "data_base64" in envelope:
+        try:
+            data = base64.b64decode(envelope["data_base64"], validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            return "cloudevents_invalid_data"
+    return Event(event_id, event_type, when if isinstance(when, str) else None, data)
+
+
+def parse_events(headers: Mapping[str, str], body: bytes) -> tuple[list[Event], list[str]]:
+    """The events of one HTTP message (binary, structured or batch mode) and the reasons for
+    those that could not be read.  Call only when :func:`is_cloudevent` holds."""
+    media = _media_type(headers)
+    if media.startswith("application/cloudevents"):  # structured, or batch (a JSON array)
+        try:
+            document = decode_json(body)
+        except (ValueError, RecursionError):
+            return [], ["cloudevents_invalid_envelope"]
+        envelopes = document if media == BATCH_CONTENT_TYPE else [document]
+        if not isinstance(envelopes, list):
+            return [], ["cloudevents_invalid_envelope"]
+        events: list[Event] = []
+        errors: list[str] = []
+        for envelope in envelopes:
+            parsed = _from_envelope(envelope)
+            if isinstance(parsed, str):
+                errors.append(parsed)
+            else:
+                events.append(parsed)
+        return events, errors
+    event_id, event_type = _header(headers, "ce-id"), _header(headers, "ce-type")
+    if not event_id:
+        return [], ["cloudevents_missing_id"]
+    if event_type is None:
+        return [], ["cloudevents_unknown_type"]
+    return [Event(event_id, event_type, _header(headers, "ce-time"), body or None)], []
+
+
+def _event_time(event: Event, now: float) -> float:
+    if event.time is not None:
+        with contextlib.suppress(ValueError):
+            return parse_timestamp(event.time)
+    return now
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    method: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+class Forwarder:
+    """Sends messages on to ``url`` from a bounded queue; never blocks the caller."""
+
+    def __init__(
+        self,
+        url: str,
+        timeout: float,
+        queue_size: int,
+        on_error: Callable[[str], None],
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.url, self._timeout, self._on_error, self._tls = url, timeout, on_error, tls
+        self._queue: asyncio.Queue[_Outgoing] = asyncio.Queue(queue_size)
+
+    def offer(self, method: str, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> None:
+        """Queue one message as received; counted as dropped when the queue is full."""
+        kept = tuple(
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in headers
+            if name.decode("latin-1").lower() not in _HOP_BY_HOP
+        )
+        try:
+            self._queue.put_nowait(_Outgoing(method, kept, body))
+        except asyncio.QueueFull:
+            self._on_error("cloudevents_forward_dropped")
+
+    def __len__(self) -> int:
+        return self._queue.qsize()
+
+    async def run(self, workers: int = FORWARD_WORKERS) -> None:
+        """Forward until cancelled, ``workers`` messages at a time."""
+        timeout = ClientTimeout(total=self._timeout)
+        async with ClientSession(timeout=timeout) as session, asyncio.TaskGroup() as group:
+            for _ in range(workers):
+                group.create_task(self._work(session))
+
+    async def _work(self, session: ClientSession) -> None:
+        # Don't add headers the sender did not send (those it sent are kept as they were).
+        skip = ("User-Agent", "Accept", "Accept-Encoding")
+        while True:
+            message = await self._queue.get()
+            headers = CIMultiDict(message.headers)
+            try:
+                async with session.request(
+                    message.method,
+                    self.url,
+                    headers=headers,
+                    data=message.body,
+                    ssl=self._tls if self._tls is not None else True,
+                    skip_auto_headers=[name for name in skip if name not in headers],
+                ) as response:
+                    await response.read()
+                    ok = 200 <= response.status < 300
+            except (ClientError, OSError, TimeoutError, ValueError):
+                ok = False
+            if not ok:
+                self._on_error("cloudevents_forward_failed")
+
+
+class CloudEventsSource:
+    """The listener, the pairing store, the record batches and the forwarder of one sidecar.
+
+    ``start()`` binds the listener, ``run()`` (a supervised task) hands paired records to
+    ``on_records`` in batches, expires unpaired events and forwards; ``close()`` stops the
+    listener and hands over what is paired, before ``run()`` is cancelled.
+    """
+
+    def __init__(
+        self,
+        config: CloudEventsConfig,
+        on_records: Callable[[list[Record]], None],
+        on_error: Callable[[str], None],
+        *,
+        on_dropped: Callable[[str], None] | None = None,
+        max_batch: int = MAX_BATCH,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._on_records, self._on_error, self._max_batch = on_records, on_error, max_batch
+        self._on_dropped = on_dropped or on_error
+        self.store = PairingStore(config.max_pending, config.ttl, on_error, clock)
+        self.forwarder = None
+        if config.forward:
+            tls = ssl.create_default_context(cafile=config.ca_file) if config.ca_file else None
+            self.forwarder = Forwarder(
+                config.forward, config.forward_timeout, config.forward_queue_size, on_error, tls
+            )
+        self._ready: list[Record] = []
+        self._slice = 16  # records per on_records call, adapted to SLICE_SECONDS
+        self._wake = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> int:
+        """Listen on ``config.listen``; returns the port bound."""
+        app = web.Application(client_max_size=self.config.max_body_bytes)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+        await runner.setup()
+        host, port = self.config.listen
+        tls = self.config.tls.server_context() if self.config.tls else None
+        await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=tls).start()
+        self._runner = runner
+        return int(runner.addresses[0][1]) if runner.addresses else port
+
+    async def run(self) -> None:
+        """Hand over paired records, expire unpaired events and forward, until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._deliver())
+            if self.forwarder is not None:
+                group.create_task(self.forwarder.run())
+
+    async def close(self) -> None:
+        """Stop listening (requests in flight finish), then hand over every paired record."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+        self._hand_over(len(self._ready))
+        if self.forwarder is not None and len(self.forwarder):
+            log.info("shutting down with %d events not yet forwarded", len(self.forwarder))
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.method != "POST":
+            raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+        headers = request.headers
+        cloudevent = is_cloudevent(headers)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            self._on_error("cloudevents_body_too_large")
+            return self._answer(cloudevent)
+        if self.forwarder is not None:
+            self.forwarder.offer(request.method, request.raw_headers, body)
+        if cloudevent:
+            events, errors = parse_events(headers, body)
+            for reason in errors:
+                self._on_error(reason)
+            now = time.time()
+            for event in events:
+                self._accept(event, now)
+        else:
+            self._on_error("cloudevents_not_cloudevent")
+        return self._answer(cloudevent)
+
+    @staticmethod
+    def _answer(cloudevent: bool) -> web.Response:
+        if cloudevent:
+            return web.Response(status=200)
+        return web.json_response(
+            {"error": "not a CloudEvent: no ce-specversion header, no application/cloudevents"},
+            status=400,
+        )
+
+    def _accept(self, event: Event, now: float) -> None:
+        kind = _KINDS.get(event.type)
+        if kind is None:
+            self._on_error("cloudevents_unknown_type")
+            return
+        record = self.store.add(kind, event.id, event.data, _event_time(event, now))
+        if record is None:
+            return
+        if len(self._ready) >= self.config.max_pending:  # monitoring can't keep up: shed load
+            self._on_dropped("cloudevents_overload")
+            return
+        self._ready.append(record)
+        self._wake.set()
+
+    async def _deliver(self) -> None:
+        sweep = min(1.0, self.config.ttl / 4)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(sweep):
+                    await self._wake.wait()
+            if self._wake.is_set() and len(self._ready) < self._max_batch:
+                await asyncio.sleep(BATCH_DELAY)  # let more pairs complete: fewer, larger batches
+            self._wake.clear()
+            self.store.expire()
+            while self._ready:
+                # Batches sized to cost about SLICE_SECONDS, each followed by a pause as long
+                # as it took: monitoring gets at most half the loop and answers stay prompt.
+                handed = min(self._slice, len(self._ready))
+                started = time.perf_counter()
+                self._hand_over(handed)
+                took = time.perf_counter() - started
+                ideal = int(handed * SLICE_SECONDS / max(took, 1e-6))
+                self._slice = max(1, min(self._max_batch, ideal))
+                await asyncio.sleep(took)
+
+    def _hand_over(self, n: int) -> None:
+        batch, self._ready = self._ready[:n], self._ready[n:]
+        if batch:
+            self._on_records(batch)

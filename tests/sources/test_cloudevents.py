@@ -1,0 +1,515 @@
+"""The cloudevents source pairs KServe logger events, answers at once and forwards them unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+import subprocess
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession, ClientTimeout, web
+from hypothesis import given
+from hypothesis import strategies as st
+from multidict import CIMultiDict
+
+from driftgauge.config import CloudEventsConfig, TlsConfig, config_from_mapping
+from driftgauge.exceptions import ConfigError
+from driftgauge.sources import cloudevents as cloudevents_module
+from driftgauge.sources.cloudevents import (
+    BATCH_CONTENT_TYPE,
+    REQUEST_TYPE,
+    RESPONSE_TYPE,
+    CloudEventsSource,
+    is_cloudevent,
+    parse_events,
+)
+from driftgauge.typing import Record
+from tests.helpers import base_config, free_port
+from tests.kserve_logger import binary, encode, kserve_event, send, structured
+from tests.proxy_upstream import Seen, Upstream, upstream_server
+
+WAIT = 5.0
+
+
+def _json(body: Any) -> Any:
+    return json.loads(body) if isinstance(body, bytes | str) else body
+
+
+@dataclass
+class Running:
+    """A started CloudEventsSource and everything it handed over or counted."""
+
+    source: CloudEventsSource
+    url: str
+    task: asyncio.Task[None]
+    batches: list[list[Record]] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def records(self) -> list[Record]:
+        return [r for batch in self.batches for r in batch]
+
+    def by_id(self) -> dict[str | None, tuple[Any, Any]]:
+        return {r.request_id: (_json(r.request), _json(r.response)) for r in self.records}
+
+    async def until(self, condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + WAIT
+        while not condition():
+            if self.task.done():
+                self.task.result()
+                raise AssertionError("the source stopped")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}: {self.errors}")
+            await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def running(cost: float = 0.0, **settings: Any) -> AsyncIterator[Running]:
+    """A CloudEventsSource on a free loopback port, always closed.
+
+    ``cost``: seconds each record takes in ``on_records`` (blocking the loop, like ingestion).
+    """
+    config = CloudEventsConfig(listen=("127.0.0.1", 0), **settings)
+    batches: list[list[Record]] = []
+    errors: Counter[str] = Counter()
+    dropped: Counter[str] = Counter()
+
+    def on_records(batch: list[Record]) -> None:
+        time.sleep(cost * len(batch))
+        batches.append(batch)
+
+    def count(reason: str) -> None:
+        errors[reason] += 1
+
+    def drop(reason: str) -> None:
+        dropped[reason] += 1
+
+    source = CloudEventsSource(config, on_records, count, on_dropped=drop)
+    port = await source.start()
+    task = asyncio.create_task(source.run())
+    state = Running(source, f"http://127.0.0.1:{port}/", task, batches, errors, dropped)
+    try:
+        yield state
+    finally:
+        await source.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[ClientSession]:
+    async with ClientSession(timeout=ClientTimeout(total=10)) as client:
+        yield client
+
+
+REQUEST = {"instances": [[13.1, 2.3, "north"]]}
+RESPONSE = {"predictions": ["a"]}
+
+
+async def test_request_then_response_become_one_record(session: ClientSession) -> None:
+    """Binary-mode request and response with one ce-id: one Record with both bodies and the id."""
+    async with running() as ce:
+        assert await send(session, ce.url, binary(kserve_event("request", "id-1", REQUEST))) == 200
+        assert (
+            await send(session, ce.url, binary(kserve_event("response", "id-1", RESPONSE))) == 200
+        )
+        await ce.until(lambda: len(ce.records) == 1, "the pair")
+        record = ce.records[0]
+        assert (record.request_id, record.path) == ("id-1", "")
+        assert (_json(record.request), _json(record.response)) == (REQUEST, RESPONSE)
+        assert abs(record.ts - time.time()) < 5  # the request event's ce-time
+        assert not ce.errors
+
+
+async def test_response_before_request_pairs_the_same_way(session: ClientSession) -> None:
+    """Out of order (the logger's workers race): the response waits for its request."""
+    async with running() as ce:
+        for i in range(20):
+            await send(
+                session, ce.url, binary(kserve_event("response", f"r{i}", {"predictions": [i]}))
+            )
+        for i in reversed(range(20)):
+            await send(
+                session, ce.url, binary(kserve_event("request", f"r{i}", {"instances": [i]}))
+            )
+        await ce.until(lambda: len(ce.records) == 20, "20 pairs")
+        assert ce.by_id() == {
+            f"r{i}": ({"instances": [i]}, {"predictions": [i]}) for i in range(20)
+        }
+        assert len(ce.source.store) == 0
+        assert len(ce.batches) < 20  # pairs are handed over in batches, not one by one
+        assert not ce.errors
+
+
+async def test_unpaired_events_expire_after_the_ttl_and_are_counted(
+    session: ClientSession,
+) -> None:
+    """A request without a response (the model failed) and a lone response are counted once gone."""
+    async with running(ttl=0.2) as ce:
+        await send(session, ce.url, binary(kserve_event("request", "lonely", REQUEST)))
+        await send(session, ce.url, binary(kserve_event("response", "orphan", RESPONSE)))
+        await ce.until(lambda: len(ce.source.store) == 0, "both expired")
+        assert ce.errors == {
+            "cloudevents_unpaired_request": 1,
+            "cloudevents_unpaired_response": 1,
+        }
+        await send(session, ce.url, binary(kserve_event("response", "lonely", RESPONSE)))
+        await asyncio.sleep(0.1)
+        assert ce.records == []
+
+
+async def test_oldest_waiting_events_are_evicted_beyond_max_pending(
+    session: ClientSession,
+) -> None:
+    """With max_pending=3, the first two of five lone requests are evicted and counted."""
+    async with running(max_pending=3) as ce:
+        for i in range(5):
+            await send(session, ce.url, binary(kserve_event("request", f"q{i}", REQUEST)))
+        assert ce.errors == {"cloudevents_unpaired_request": 2}
+        for i in reversed(range(5)):  # q4..q2 pair; q1 and q0 then wait in their turn
+            await send(session, ce.url, binary(kserve_event("response", f"q{i}", RESPONSE)))
+        await ce.until(lambda: len(ce.records) == 3, "the 3 kept pairs")
+        assert len(ce.source.store) == 2
+        assert sorted(r.request_id or "" for r in ce.records) == ["q2", "q3", "q4"]
+
+
+def _headers(**extra: str) -> dict[str, str]:
+    base = {"ce-specversion": "1.0", "ce-source": "http://localhost:9081/", "ce-id": "x"}
+    return {**base, "ce-type": REQUEST_TYPE, "content-type": "application/json", **extra}
+
+
+async def test_malformed_events_are_counted_by_reason_and_answered_200(
+    session: ClientSession,
+) -> None:
+    """Unusable CloudEvents get 200 and a distinct reason; a non-CloudEvent 400, a GET 405."""
+    no_id = _headers()
+    del no_id["ce-id"]
+    structured_type = {"content-type": "application/cloudevents+json"}
+    bad_base64 = {"specversion": "1.0", "id": "b", "type": REQUEST_TYPE, "source": "s"}
+    cases: list[tuple[dict[str, str], bytes, int, str]] = [
+        (no_id, encode(REQUEST), 200, "cloudevents_missing_id"),
+        (_headers(**{"ce-type": "com.example.other"}), b"{}", 200, "cloudevents_unknown_type"),
+        (structured_type, b"{not json", 200, "cloudevents_invalid_envelope"),
+        (
+            structured_type,
+            encode({"id": "a", "type": REQUEST_TYPE}),
+            200,
+            "cloudevents_invalid_envelope",
+        ),
+        (
+            structured_type,
+            encode({**bad_base64, "data_base64": "!!"}),
+            200,
+            "cloudevents_invalid_data",
+        ),
+        ({"content-type": BATCH_CONTENT_TYPE}, b"{}", 200, "cloudevents_invalid_envelope"),
+        (_headers(), b"x" * 2000, 200, "cloudevents_body_too_large"),
+        ({"content-type": "application/json"}, encode(REQUEST), 400, "cloudevents_not_cloudevent"),
+    ]
+    async with running(max_body_bytes=1000) as ce:
+        for headers, body, status, reason in cases:
+            before = ce.errors[reason]
+            assert await send(session, ce.url, (headers, body)) == status, reason
+            assert ce.errors[reason] == before + 1, reason
+        async with session.get(ce.url) as response:
+            assert response.status == 405
+        assert ce.records == [] and len(ce.source.store) == 0
+        # Still receiving normally afterwards.
+        await send(session, ce.url, binary(kserve_event("request", "ok", REQUEST)))
+        await send(session, ce.url, binary(kserve_event("response", "ok", RESPONSE)))
+        await ce.until(lambda: len(ce.records) == 1, "the good pair")
+
+
+async def test_duplicate_events_are_counted(session: ClientSession) -> None:
+    """The same request event twice: counted as a duplicate, the pair still forms once."""
+    async with running() as ce:
+        message = binary(kserve_event("request", "dup", REQUEST))
+        await send(session, ce.url, message)
+        await send(session, ce.url, message)
+        await send(session, ce.url, binary(kserve_event("response", "dup", RESPONSE)))
+        await ce.until(lambda: len(ce.records) == 1, "the pair")
+        assert ce.errors == {"cloudevents_duplicate": 1}
+
+
+async def test_structured_and_batch_modes_pair_like_binary(session: ClientSession) -> None:
+    """Structured events (JSON data or data_base64) and a batch pair with each other and binary."""
+    async with running() as ce:
+        request = kserve_event("request", "s1", REQUEST)
+        request.data = REQUEST  # JSON data: "data" in the envelope, not "data_base64"
+        await send(session, ce.url, structured(request))
+        headers, envelope = structured(kserve_event("response", "s1", RESPONSE))
+        assert "data_base64" in json.loads(envelope)
+        await send(session, ce.url, (headers, envelope))
+        batch = [
+            json.loads(structured(kserve_event("request", "b1", {"instances": [1]}))[1]),
+            json.loads(structured(kserve_event("response", "b2", {"predictions": [2]}))[1]),
+        ]
+        assert (
+            await send(session, ce.url, ({"content-type": BATCH_CONTENT_TYPE}, encode(batch)))
+            == 200
+        )
+        await send(session, ce.url, binary(kserve_event("response", "b1", {"predictions": [1]})))
+        await send(session, ce.url, binary(kserve_event("request", "b2", {"instances": [2]})))
+        await ce.until(lambda: len(ce.records) == 3, "3 pairs")
+        assert ce.by_id() == {
+            "s1": (REQUEST, RESPONSE),
+            "b1": ({"instances": [1]}, {"predictions": [1]}),
+            "b2": ({"instances": [2]}, {"predictions": [2]}),
+        }
+        assert not ce.errors
+
+
+def _sent_headers_kept(sent: dict[str, str], seen: Seen) -> bool:
+    return all(seen.header_all(name) == [value] for name, value in sent.items())
+
+
+async def test_forward_receives_every_event_unchanged(session: ClientSession) -> None:
+    """Method, body and every header sent (ce-* included) reach the forward target as they were."""
+    messages = [
+        binary(kserve_event("request", "f1", REQUEST)),
+        binary(kserve_event("response", "f1", RESPONSE)),
+        structured(kserve_event("request", "f2", REQUEST)),
+        (_headers(**{"ce-type": "com.example.other", "x-extra": "kept"}), b"opaque \x00 bytes"),
+    ]
+    async with upstream_server() as target, running(forward=target.url + "/events?k=v") as ce:
+        for message in messages:
+            assert await send(session, ce.url, message) == 200
+        await ce.until(lambda: len(target.seen) == len(messages), "every event forwarded")
+        for (headers, body), seen in zip(messages, target.seen, strict=True):
+            assert (seen.method, seen.target, seen.body) == ("POST", "/events?k=v", body)
+            assert _sent_headers_kept(headers, seen), (headers, seen.headers)
+            assert seen.header("Host") == f"127.0.0.1:{target.port}"
+        assert "cloudevents_forward_failed" not in ce.errors
+
+
+async def test_slow_forward_target_does_not_delay_answers_and_overflow_is_counted(
+    session: ClientSession,
+) -> None:
+    """A target that takes 2 s: answers stay fast, the queue fills, the overflow is counted."""
+    workers, queue = cloudevents_module.FORWARD_WORKERS, 2
+    async with (
+        upstream_server() as target,
+        running(forward=target.url + "/slow?delay=2", forward_queue_size=queue) as ce,
+    ):
+        slowest = 0.0
+        for i in range(20):
+            started = time.perf_counter()
+            status = await send(session, ce.url, binary(kserve_event("request", f"s{i}", REQUEST)))
+            slowest = max(slowest, time.perf_counter() - started)
+            assert status == 200
+        assert slowest < 0.5
+        assert ce.errors["cloudevents_forward_dropped"] == 20 - workers - queue
+        await ce.until(lambda: len(target.seen) == workers, "the first events reach the target")
+
+
+async def test_unreachable_forward_target_is_counted(session: ClientSession) -> None:
+    """Every event the target refuses (connection refused) counts as a failed forward."""
+    target = Upstream()  # a free port nobody listens on
+    async with running(forward=target.url, forward_timeout=1.0) as ce:
+        for i in range(3):
+            assert (
+                await send(session, ce.url, binary(kserve_event("request", f"u{i}", REQUEST)))
+                == 200
+            )
+        await ce.until(lambda: ce.errors["cloudevents_forward_failed"] == 3, "3 failed forwards")
+
+
+async def test_pairs_beyond_what_monitoring_keeps_up_with_are_dropped_and_counted(
+    session: ClientSession,
+) -> None:
+    """Ingestion at 10 ms a record, 100 pairs at once, max_pending=5: excess pairs are dropped
+    (counted as cloudevents_overload), none lost silently, and answers keep coming."""
+    async with running(cost=0.01, max_pending=5) as ce:
+        calls = asyncio.Semaphore(4)  # at most 4 halves wait for pairing: none evicted there
+
+        async def call(i: int) -> None:
+            async with calls:
+                for kind, body in (("request", REQUEST), ("response", RESPONSE)):
+                    message = binary(kserve_event(kind, f"o{i}", body))
+                    assert await send(session, ce.url, message) == 200
+
+        await asyncio.gather(*(call(i) for i in range(100)))
+        await ce.until(lambda: len(ce.records) + ce.dropped["cloudevents_overload"] == 100, "all")
+        assert ce.dropped["cloudevents_overload"] > 0
+        assert set(ce.dropped) == {"cloudevents_overload"}
+        assert not ce.errors
+
+
+async def test_close_hands_over_pairs_not_yet_delivered(session: ClientSession) -> None:
+    """Pairs completed just before shutdown still reach on_records."""
+    async with running() as ce:
+        await send(session, ce.url, binary(kserve_event("request", "last", REQUEST)))
+        await send(session, ce.url, binary(kserve_event("response", "last", RESPONSE)))
+        await ce.source.close()
+        assert [r.request_id for r in ce.records] == ["last"]
+
+
+# -- config ------------------------------------------------------------------------------
+
+
+def test_config_defaults_listen_like_the_proxy(tmp_path: Path) -> None:
+    """source.cloudevents: {} listens on 0.0.0.0:8080 with no forward, 10000 pending, 60 s."""
+    config = config_from_mapping(base_config(tmp_path, source={"cloudevents": {}}), base=tmp_path)
+    assert config.source == CloudEventsConfig()
+    assert config.source.listen == ("0.0.0.0", 8080)
+    assert (config.source.max_pending, config.source.ttl, config.source.forward) == (
+        10_000,
+        60.0,
+        None,
+    )
+
+
+def test_config_reads_every_key(tmp_path: Path) -> None:
+    """Every key of source.cloudevents is read, durations included."""
+    raw = {
+        "listen": "127.0.0.1:9999",
+        "forward": "http://dumper.default.svc:80/",
+        "forward_timeout": "2s",
+        "forward_queue_size": 50,
+        "max_pending": 500,
+        "ttl": "30s",
+        "max_body_bytes": 1024,
+    }
+    config = config_from_mapping(base_config(tmp_path, source={"cloudevents": raw}), base=tmp_path)
+    assert config.source == CloudEventsConfig(
+        ("127.0.0.1", 9999), "http://dumper.default.svc:80", 2.0, 50, 500, 30.0, 1024
+    )
+
+
+def test_config_errors_name_the_key_path(tmp_path: Path) -> None:
+    """Bad values and unknown keys are reported with their source.cloudevents.* path."""
+    raw = {"forward": "ftp://x", "ttl": "soon", "max_pending": 0, "port": 1, "ca_file": "no.pem"}
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping(base_config(tmp_path, source={"cloudevents": raw}), base=tmp_path)
+    message = str(caught.value)
+    for key in ("forward", "ttl", "max_pending", "port", "ca_file"):
+        assert f"source.cloudevents.{key}" in message, key
+
+
+def test_request_and_response_types_are_kserves() -> None:
+    """The two event types are the ones kserve/kserve pkg/logger/worker.go sends."""
+    assert REQUEST_TYPE == "org.kubeflow.serving.inference.request"
+    assert RESPONSE_TYPE == "org.kubeflow.serving.inference.response"
+
+
+# -- the parser --------------------------------------------------------------------------
+
+_CONTENT_TYPES = st.sampled_from(
+    [
+        "application/json",
+        "application/cloudevents+json",
+        "application/cloudevents+json; charset=utf-8",
+        BATCH_CONTENT_TYPE,
+        "",
+    ]
+)
+
+
+@given(
+    body=st.one_of(
+        st.binary(max_size=200),
+        st.builds(
+            encode,
+            st.recursive(
+                st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                lambda inner: (
+                    st.lists(inner, max_size=3)
+                    | st.dictionaries(
+                        st.sampled_from(
+                            ["specversion", "id", "type", "data", "data_base64", "time"]
+                        ),
+                        inner,
+                        max_size=5,
+                    )
+                ),
+                max_leaves=10,
+            ),
+        ),
+    ),
+    content_type=_CONTENT_TYPES,
+    binary_mode=st.booleans(),
+)
+def test_parse_events_never_raises(body: bytes, content_type: str, binary_mode: bool) -> None:
+    """Any body under any CloudEvents content type gives events and reasons, never an exception."""
+    headers = CIMultiDict({"Content-Type": content_type})
+    if binary_mode:
+        headers.update({"ce-specversion": "1.0", "ce-id": "1", "ce-type": REQUEST_TYPE})
+    assert is_cloudevent(headers) or not binary_mode
+    events, errors = parse_events(headers, body)
+    assert all(reason.startswith("cloudevents_") for reason in errors)
+    assert all(event.id for event in events)
+
+
+def test_binary_header_values_are_percent_decoded() -> None:
+    """The HTTP binding percent-encodes header values: ce-id "call%201" is the id "call 1"."""
+    headers = CIMultiDict(
+        {"ce-specversion": "1.0", "ce-id": "call%201", "ce-type": REQUEST_TYPE, "ce-time": "bad"}
+    )
+    (event,), errors = parse_events(headers, b"{}")
+    assert (event.id, event.type, event.data, errors) == ("call 1", REQUEST_TYPE, b"{}", [])
+
+
+# -- TLS ---------------------------------------------------------------------------------
+
+
+def _openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private CA and a certificate for 127.0.0.1 signed by it."""
+    d = tmp_path_factory.mktemp("pki")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA",
+             "-keyout", d / "ca.key", "-out", d / "ca.pem")  # fmt: skip
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+             "-keyout", d / "server.key", "-out", d / "server.csr")  # fmt: skip
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    _openssl("x509", "-req", "-in", d / "server.csr", "-CA", d / "ca.pem", "-CAkey", d / "ca.key",
+             "-CAcreateserial", "-days", "2", "-extfile", d / "ext.cnf", "-out", d / "server.pem")  # fmt: skip
+    return d
+
+
+async def test_https_logger_url_and_https_forward_with_a_private_ca(pki: Path) -> None:
+    """tls serves the listener over https; ca_file lets forward trust an https target."""
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(pki / "server.pem", pki / "server.key")
+    seen: list[bytes] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        seen.append(await request.read())
+        return web.Response(status=202)
+
+    target = web.Application()
+    target.router.add_post("/", receive)
+    runner = web.AppRunner(target)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_tls).start()
+    tls = TlsConfig(pki / "server.pem", pki / "server.key")
+    client = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    try:
+        async with (
+            running(forward=f"https://127.0.0.1:{port}", ca_file=pki / "ca.pem", tls=tls) as ce,
+            ClientSession(timeout=ClientTimeout(total=10)) as session,
+        ):
+            url = ce.url.replace("http://", "https://")
+            for kind, body in (("request", REQUEST), ("response", RESPONSE)):
+                headers, data = binary(kserve_event(kind, "tls", body))
+                async with session.post(url, data=data, headers=headers, ssl=client) as response:
+                    assert response.status == 200
+            await ce.until(lambda: len(ce.records) == 1 and len(seen) == 2, "pair and forwards")
+            assert seen == [encode(REQUEST), encode(RESPONSE)]
+            assert not ce.errors
+    finally:
+        await runner.cleanup()

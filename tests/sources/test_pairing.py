@@ -1,0 +1,88 @@
+"""The pairing store joins request and response halves by id, within a bound and a time to live."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from driftgauge.sources.pairing import PairingStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(max_pending: int = 10, ttl: float = 5.0) -> tuple[PairingStore, Counter[str], Clock]:
+    reasons: Counter[str] = Counter()
+    clock = Clock()
+
+    def count(reason: str) -> None:
+        reasons[reason] += 1
+
+    return PairingStore(max_pending, ttl, count, clock), reasons, clock
+
+
+def test_request_then_response_makes_one_record_with_the_request_time() -> None:
+    """The record carries both bodies, the id, and the request's timestamp."""
+    store, reasons, _ = make()
+    assert store.add("request", "a", {"x": 1}, 10.0) is None
+    record = store.add("response", "a", {"y": 2}, 11.0)
+    assert record is not None
+    assert (record.request, record.response, record.request_id, record.ts) == (
+        {"x": 1},
+        {"y": 2},
+        "a",
+        10.0,
+    )
+    assert record.path == ""
+    assert len(store) == 0 and not reasons
+
+
+def test_response_first_pairs_the_same_way() -> None:
+    """Out of order: the response waits for its request and the record is the same."""
+    store, reasons, _ = make()
+    assert store.add("response", "a", {"y": 2}, 11.0) is None
+    record = store.add("request", "a", {"x": 1}, 10.0)
+    assert record is not None
+    assert (record.request, record.response, record.ts) == ({"x": 1}, {"y": 2}, 10.0)
+    assert not reasons
+
+
+def test_halves_expire_after_the_ttl_and_are_counted_by_kind() -> None:
+    """A half older than ttl is dropped, counted as unpaired request or response."""
+    store, reasons, clock = make(ttl=5.0)
+    store.add("request", "a", {}, 0.0)
+    clock.now += 3
+    store.add("response", "b", {}, 0.0)
+    clock.now += 2.5
+    assert store.expire() == 1
+    assert reasons == {"cloudevents_unpaired_request": 1}
+    clock.now += 3
+    assert store.add("request", "b", {}, 0.0) is None  # its response expired meanwhile
+    assert reasons == {"cloudevents_unpaired_request": 1, "cloudevents_unpaired_response": 1}
+    assert len(store) == 1
+
+
+def test_oldest_half_is_evicted_beyond_max_pending() -> None:
+    """The store never holds more than max_pending halves; the oldest goes first."""
+    store, reasons, _ = make(max_pending=2)
+    store.add("request", "a", {}, 0.0)
+    store.add("response", "b", {}, 0.0)
+    store.add("request", "c", {}, 0.0)
+    assert len(store) == 2
+    assert reasons == {"cloudevents_unpaired_request": 1}
+    assert store.add("request", "b", {}, 0.0) is not None  # b survived, a did not
+    assert store.add("response", "a", {}, 0.0) is None
+
+
+def test_a_second_half_of_the_same_kind_replaces_the_first_and_is_counted() -> None:
+    """Two requests with one id: the later one waits, the duplicate is counted."""
+    store, reasons, _ = make()
+    store.add("request", "a", {"n": 1}, 0.0)
+    store.add("request", "a", {"n": 2}, 0.0)
+    assert reasons == {"cloudevents_duplicate": 1}
+    record = store.add("response", "a", {}, 0.0)
+    assert record is not None and record.request == {"n": 2}
