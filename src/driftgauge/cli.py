@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from driftgauge import __version__
 from driftgauge.config import Config, load_config
-from driftgauge.exceptions import BaselineError, DataError, DriftgaugeError
+from driftgauge.exceptions import BaselineError, ConfigError, DataError, DriftgaugeError
 from driftgauge.runtime.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     baseline.add_argument("-c", "--config", required=True, type=Path)
     baseline.add_argument("--data", nargs="+", required=True, type=Path, metavar="FILE")
     baseline.add_argument("-o", "--output", required=True, type=Path)
+    baseline.add_argument(
+        "--model", metavar="NAME", help="the model to build for, in a config with several"
+    )
 
     serve = commands.add_parser("serve", help="run the sidecar")
     serve.add_argument("-c", "--config", required=True, type=Path)
@@ -100,6 +103,7 @@ def _merge_parser() -> argparse.ArgumentParser:
     merge.add_argument("-c", "--config", required=True, type=Path)
     merge.add_argument("inputs", nargs="+", type=Path, metavar="BASELINE")
     merge.add_argument("-o", "--output", required=True, type=Path)
+    merge.add_argument("--model", metavar="NAME", help="the model, in a config with several")
     _add_log_options(merge)
     merge.set_defaults(command="baseline-merge")
     return merge
@@ -163,7 +167,7 @@ def _load_checked_baseline(config: Config) -> Baseline:
 def _cmd_baseline(args: argparse.Namespace) -> int:
     from driftgauge.baseline.build import build_baseline, save_baseline, terminal_progress
 
-    config = load_config(args.config)
+    config = _one_model(load_config(args.config), args.model, args.config)
     built = build_baseline(config, args.data, progress=terminal_progress)
     problems = [_not_numbers_problem(*found) for found in _mostly_not_numbers(built)]
     if problems:
@@ -184,7 +188,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         save_baseline,
     )
 
-    config = load_config(args.config)
+    config = _one_model(load_config(args.config), args.model, args.config)
     parts = []
     for path in args.inputs:
         part = load_baseline(path)
@@ -203,12 +207,31 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)  # complete: protocol paths, TLS files and all
-    baseline = _load_checked_baseline(config)
-    print(
-        f"ok: {args.config} ({len(config.features)} features, {len(config.predictions)} predictions, "
-        f"protocol {config.protocol}); baseline {config.baseline} (id {baseline.id}, {baseline.rows:,} rows)"
-    )
+    for model in config.all_models:
+        baseline = _load_checked_baseline(model)
+        named = f"model {model.model!r}: " if config.models else ""
+        print(
+            f"ok: {args.config} {named}({len(model.features)} features, "
+            f"{len(model.predictions)} predictions, protocol {model.protocol}); "
+            f"baseline {model.baseline} (id {baseline.id}, {baseline.rows:,} rows)"
+        )
     return 0
+
+
+def _one_model(config: Config, name: str | None, where: Path) -> Config:
+    """The model ``--model`` picks (the only one when the config has one)."""
+    models = config.all_models
+    if name is None:
+        if len(models) > 1:
+            names = ", ".join(repr(m.model) for m in models)
+            raise ConfigError(
+                f"{where}: the config has several models ({names}): pick one with --model"
+            )
+        return models[0]
+    for model in models:
+        if model.model == name:
+            return model
+    raise ConfigError(f"{where}: no model {name!r} in the config")
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:

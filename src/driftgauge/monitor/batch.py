@@ -34,9 +34,13 @@ class Batcher:
         self.adapter = adapter
         self.monitor = monitor
 
-    def extract(self, record: Record) -> tuple[Any, Extracted] | None:
-        """The parsed request and the record's columns, or None after counting why not."""
-        if record.path and not self.adapter.matches(record.path):
+    def extract(self, record: Record, routed: bool = False) -> tuple[Any, Extracted] | None:
+        """The parsed request and the record's columns, or None after counting why not.
+
+        A ``routed`` record was sent here by its model's ``path`` pattern, which
+        then defines the model's prediction routes instead of the protocol's.
+        """
+        if record.path and not routed and not self.adapter.matches(record.path):
             self.monitor.count_parse_error("unknown_path")
             return None
         try:
@@ -56,11 +60,11 @@ class Batcher:
         """Extract every record and ingest the batch (the tail source's callback)."""
         self.ingest(records)
 
-    def ingest(self, records: Sequence[Record]) -> int:
+    def ingest(self, records: Sequence[Record], routed: bool = False) -> int:
         """Extract every record and hand the batch to the monitor; returns the rows ingested."""
         batch = []
         for record in records:
-            extracted = self.extract(record)
+            extracted = self.extract(record, routed)
             if extracted is not None:
                 batch.append(Observation(record, *extracted))
         if not batch:

@@ -54,18 +54,18 @@ class Router:
             if batcher.monitor.config.route is not None
         ]
 
-    def route(self, record: Record) -> Batcher | None:
-        """The batcher ``record`` belongs to, or None when it is for no configured model."""
-        path = record.path
+    def route(self, path: str) -> tuple[Batcher | None, bool]:
+        """The batcher a record on ``path`` belongs to (None: no configured model), and
+        whether a ``path`` pattern chose it."""
         for pattern, batcher in self._routes:
             if pattern.search(path):
-                return batcher
+                return batcher, True
         name = model_in_path(path) if path else None
         if name is not None and name in self._by_name:
-            return self._by_name[name]
+            return self._by_name[name], False
         if len(self.batchers) == 1:
-            return self.batchers[0]
-        return None
+            return self.batchers[0], False
+        return None, False
 
     @property
     def monitor(self) -> Monitor:
@@ -74,6 +74,8 @@ class Router:
 
     def matches(self, path: str) -> bool:
         """Whether ``path`` is a prediction route of any model's protocol (its bodies are kept)."""
+        if any(pattern.search(path) for pattern, _ in self._routes):
+            return True
         return any(batcher.adapter.matches(path) for batcher in self.batchers)
 
     def process(self, records: Sequence[Record]) -> None:
@@ -82,15 +84,18 @@ class Router:
 
     def ingest(self, records: Sequence[Record]) -> int:
         """Route every record and ingest each model's share; returns the rows ingested."""
-        groups: dict[int, list[Record]] = {}
+        if len(self.batchers) == 1 and not self._routes:  # one model: nothing to route
+            return self.batchers[0].ingest(records)
+        groups: dict[tuple[int, bool], list[Record]] = {}
         unknown = 0
         for record in records:
-            batcher = self.route(record)
+            batcher, routed = self.route(record.path)
             if batcher is None:
                 unknown += 1
                 continue
-            groups.setdefault(id(batcher), []).append(record)
+            groups.setdefault((self.batchers.index(batcher), routed), []).append(record)
         if unknown:
-            self.batchers[0].monitor.count_parse_error("unknown_model", unknown)
-        by_id = {id(batcher): batcher for batcher in self.batchers}
-        return sum(by_id[key].ingest(group) for key, group in groups.items())
+            self.monitor.count_parse_error("unknown_model", unknown)
+        return sum(
+            self.batchers[index].ingest(group, routed) for (index, routed), group in groups.items()
+        )

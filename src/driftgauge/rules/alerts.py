@@ -61,8 +61,11 @@ class ModelRules:
 
 
 def models_of(config: Config) -> list[ModelRules]:
-    """The models of a config (one today; a `models:` list would give several)."""
-    return [ModelRules(config.model, config.fields, config.alerting, config.min_observations)]
+    """The models of a config: every block of a `models:` list, or the one model."""
+    return [
+        ModelRules(model.model, model.fields, model.alerting, model.min_observations)
+        for model in config.all_models
+    ]
 
 
 # -- escaping -----------------------------------------------------------------------

@@ -1,0 +1,168 @@
+"""Several models behind one sidecar: the models: config, routing by path, one monitor per model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from driftgauge.app import build_sidecar
+from driftgauge.baseline import build_baseline, save_baseline
+from driftgauge.config import Config, config_from_mapping
+from driftgauge.exceptions import ConfigError
+from driftgauge.monitor.route import model_in_path
+from driftgauge.typing import Record
+from tests.helpers import base_config, training_rows, write_csv
+
+T0 = 1_700_000_000.0
+
+
+def two_models(tmp_path: Path, **second: Any) -> dict[str, Any]:
+    """A config document with a KServe v2 model `wine` and an MLflow model `iris` routed by path."""
+    shared = base_config(tmp_path)
+    for key in ("model", "protocol", "baseline", "features", "predictions"):
+        shared.pop(key)
+    features = [
+        {"name": "alcohol", "type": "numeric"},
+        {"name": "ash", "type": "numeric"},
+        {"name": "region", "type": "categorical"},
+    ]
+    return {
+        **shared,
+        "models": [
+            {
+                "model": "wine",
+                "protocol": "kserve-v2",
+                "baseline": str(tmp_path / "wine.dgb"),
+                "features": features,
+                "predictions": [{"name": "class", "type": "categorical"}],
+            },
+            {
+                "model": "iris",
+                "protocol": "mlflow",
+                "path": "^/iris/",
+                "baseline": str(tmp_path / "iris.dgb"),
+                "features": features,
+                "predictions": [{"name": "class", "type": "categorical"}],
+                **second,
+            },
+        ],
+    }
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    """Both models' config, with a baseline each."""
+    loaded = config_from_mapping(two_models(tmp_path), base=tmp_path)
+    data = write_csv(tmp_path / "train.csv", training_rows(2_000))
+    for model in loaded.all_models:
+        save_baseline(build_baseline(model, [data]), model.baseline)
+    return loaded
+
+
+def test_models_share_the_sidecar_keys_and_keep_their_own(config: Config) -> None:
+    """Each model has its protocol, baseline and route; windows and listeners are shared."""
+    wine, iris = config.all_models
+    assert (wine.model, wine.protocol, wine.route) == ("wine", "kserve-v2", None)
+    assert (iris.model, iris.protocol, iris.route) == ("iris", "mlflow", "^/iris/")
+    assert wine.baseline != iris.baseline
+    assert wine.windows == iris.windows and wine.metrics == iris.metrics
+    assert config.model == "wine" and config.models == (wine, iris)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"path": "("}, r"models\[1\]\.path: '\(' is not a regular expression"),
+        ({"model": "wine"}, r"models\[1\]\.model: 'wine' is configured more than once"),
+        ({"features": [{"name": "x", "type": "numerc"}]}, r"models\[1\]\.features\[0\]\.type"),
+        ({"colour": 1}, r"models\[1\]\.colour: unknown key"),
+    ],
+)
+def test_a_bad_model_block_is_named_by_its_position(
+    tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    """Problems inside a block carry the key path models[i]...."""
+    with pytest.raises(ConfigError, match=message):
+        config_from_mapping(two_models(tmp_path, **change), base=tmp_path)
+
+
+def test_model_keys_at_the_top_beside_models_are_refused(tmp_path: Path) -> None:
+    """With models:, a top-level `protocol` is an error naming the key."""
+    raw = {**two_models(tmp_path), "protocol": "kserve-v1"}
+    with pytest.raises(ConfigError, match="protocol: with `models:` this key belongs in each"):
+        config_from_mapping(raw, base=tmp_path)
+
+
+def test_a_shared_key_problem_is_reported_once(tmp_path: Path) -> None:
+    """A bad shared key is one message, not one per model."""
+    raw = {**two_models(tmp_path), "windows": ["soon"]}
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping(raw, base=tmp_path)
+    assert str(caught.value).count("windows[0]") == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/v2/models/wine/infer", "wine"),
+        ("/v2/models/wine/versions/3/infer", "wine"),
+        ("/v1/models/wine:predict", "wine"),
+        ("/v1/models/wine/versions/2:predict", "wine"),
+        ("/invocations", None),
+        ("/iris/invocations", None),
+    ],
+)
+def test_model_names_are_read_from_kserve_and_tfserving_paths(path: str, name: str | None) -> None:
+    """The model name of a KServe v1/v2 or TF Serving route."""
+    assert model_in_path(path) == name
+
+
+def v2_record(model: str, alcohol: float) -> Record:
+    request = {
+        "inputs": [
+            {"name": "alcohol", "shape": [1], "datatype": "FP64", "data": [alcohol]},
+            {"name": "ash", "shape": [1], "datatype": "FP64", "data": [2.2]},
+            {"name": "region", "shape": [1], "datatype": "BYTES", "data": ["north"]},
+        ]
+    }
+    response = {"outputs": [{"name": "class", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}
+    return Record(T0, request, response, f"/v2/models/{model}/infer")
+
+
+def mlflow_record(path: str) -> Record:
+    request = {"dataframe_records": [{"alcohol": 12.0, "ash": 2.0, "region": "south"}]}
+    return Record(T0, request, {"predictions": ["b"]}, path)
+
+
+def test_records_go_to_their_model_and_unknown_models_are_counted(config: Config) -> None:
+    """v2 by the name in the path, MLflow by its path pattern; another model's records are only counted."""
+    sidecar = build_sidecar(config)
+    wine, iris = sidecar.monitors
+    rows = sidecar.batcher.ingest(
+        [
+            v2_record("wine", 13.0),
+            v2_record("wine", 14.0),
+            mlflow_record("/iris/invocations"),
+            v2_record("cifar", 1.0),
+            mlflow_record("/invocations"),
+        ]
+    )
+    assert rows == 3
+    assert wine.counters()["alcohol"].observations == 2
+    assert iris.counters()["alcohol"].observations == 1
+    assert wine.parse_errors["unknown_model"] == 2
+    assert not iris.parse_errors
+    assert sidecar.batcher.matches("/v2/models/cifar/infer")
+
+
+def test_a_single_model_sidecar_takes_every_record(tmp_path: Path) -> None:
+    """With one model, records are monitored whatever model name their path carries (as before)."""
+    raw = base_config(tmp_path, protocol="kserve-v2")
+    raw["predictions"] = [{"name": "class", "type": "categorical"}]
+    single = config_from_mapping(raw, base=tmp_path)
+    data = write_csv(tmp_path / "train.csv", training_rows(2_000))
+    sidecar = build_sidecar(single, build_baseline(single, [data]))
+    assert sidecar.batcher.ingest([v2_record("another-name", 13.0)]) == 1
+    assert not sidecar.monitor.parse_errors
