@@ -71,20 +71,29 @@ SHAPES = list(shapes(np.random.default_rng(0), 10))
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_edges_are_within_the_sketch_rank_error_of_the_exact_rule(shape: str) -> None:
-    """Each continuous edge has the exact rule's share of the data below it, within 0.1% rank."""
+    """Each edge cuts the data where the exact rule does, or within 0.1% rank of its target share.
+
+    With ties (integers, a 0.1 grid) a target share can fall within the sketch's
+    rank error of a level's boundary; the sketch may then pick the neighbouring
+    level, whose edge still has the target share below it within that error.
+    """
     values = shapes(np.random.default_rng(1))[shape]
     edges = edges_of(values)
     masses, quantiles = exact_rule_edges(values)
-    ordered = np.sort(values)
+    tally = counts(values, edges)
     for mass in masses:  # each point mass sits alone in its bin
         slot = np.searchsorted(edges, mass, side="right")
-        in_bin = counts(values, edges)[slot]
-        assert in_bin == np.count_nonzero(values == mass), (shape, mass)
-    for target in quantiles:
-        # The continuous edge nearest this exact quantile, compared by rank.
-        want = np.searchsorted(ordered, target, side="left") / len(values)
-        got = np.searchsorted(ordered, edges, side="left") / len(values)
-        assert np.min(np.abs(got - want)) <= 0.001, (shape, target)
+        assert tally[slot] == np.count_nonzero(values == mass), (shape, mass)
+    rest = np.sort(values[~np.isin(values, masses)])
+    parts = len(quantiles) + 1
+    # 0.1% of all the data, as a share of the residual part, plus the sketch grid's step.
+    tolerance = (0.001 + 1 / 16_384) * len(values) / len(rest)
+    below = np.searchsorted(rest, edges, side="left") / len(rest)
+    for j, exact in enumerate(quantiles, start=1):
+        # The same cut of the data (an edge moved within an empty gap cuts it the same).
+        same = np.any(below == np.searchsorted(rest, float32_floor([exact])[0]) / len(rest))
+        close = np.min(np.abs(below - j / parts)) <= tolerance
+        assert same or close, (shape, j, exact)
 
 
 @pytest.mark.parametrize("shape", SHAPES)

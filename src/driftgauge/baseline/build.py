@@ -23,7 +23,6 @@ import datetime as dt
 import gzip
 import hashlib
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -37,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from driftgauge import __version__
+from driftgauge.atomic import write_atomically
 from driftgauge.baseline.datafiles import Chunk, read_chunks
 from driftgauge.baseline.multivariate import Moments, PcaModel
 from driftgauge.config import Config, FieldSpec, FieldType, MultivariateConfig, Role
@@ -444,7 +444,7 @@ def _fields_payload(baseline: Baseline) -> list[dict[str, Any]]:
 
 
 def save_baseline(baseline: Baseline, path: Path) -> None:
-    """Write atomically: a temporary file beside ``path``, fsync, rename."""
+    """Write atomically and durably (:func:`driftgauge.atomic.write_atomically`)."""
     document: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -463,15 +463,9 @@ def save_baseline(baseline: Baseline, path: Path) -> None:
     if baseline.multivariate is not None:
         document["multivariate"] = baseline.multivariate.payload()
     data = gzip.compress(json.dumps(document, allow_nan=False).encode("utf-8"), mtime=0)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with temporary.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        write_atomically(path, data)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
         raise BaselineError(f"{path}: cannot write the baseline: {exc.strerror or exc}") from None
 
 

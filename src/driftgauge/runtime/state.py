@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from driftgauge.atomic import write_atomically
 from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.segments import SegmentCounts
 from driftgauge.monitor.tracker import HoldsState, Tracker
@@ -226,23 +227,9 @@ class StateStore:
         return document
 
     def save(self) -> None:
-        """Write the snapshot atomically: temporary file, fsync, rename, fsync of the directory."""
+        """Write the snapshot atomically and durably (temporary file, fsync, rename, fsync)."""
         data = gzip.compress(_dumps(self._document()).encode(), compresslevel=1, mtime=0)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        temporary = self.directory / f".{self.path.name}.{os.getpid()}.tmp"
-        try:
-            with temporary.open("wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-            descriptor = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
-        finally:
-            temporary.unlink(missing_ok=True)
+        write_atomically(self.path, data)
 
     def restore(self) -> bool:
         """Load the snapshot if there is a usable one; True when state was restored."""

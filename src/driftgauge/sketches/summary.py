@@ -320,11 +320,49 @@ class NumericSummary:
         ``sketch``, when given, already holds ``finite`` and is merged instead
         of updating with every value again (one sketch of a batch serves every window).
         """
+        if len(finite) == 0:
+            self.add_counted(finite, 0, 0.0, 0.0, 0.0, None, missing, wrong_type, nan, inf)
+            return
+        with np.errstate(over="ignore"):  # finite values can still sum beyond float: inf
+            total = float(finite.sum())
+        self.add_counted(
+            finite,
+            len(finite),
+            total,
+            float(finite.min()),
+            float(finite.max()),
+            bin_counts,
+            missing,
+            wrong_type,
+            nan,
+            inf,
+            sketch,
+        )
+
+    def add_counted(
+        self,
+        finite: FloatArray,
+        count: int,
+        total: float,
+        minimum: float,
+        maximum: float,
+        bin_counts: CountArray | None,
+        missing: int = 0,
+        wrong_type: int = 0,
+        nan: int = 0,
+        inf: int = 0,
+        sketch: Any = None,
+    ) -> None:
+        """Add ``count`` finite values whose sum and extremes are already known.
+
+        ``bin_counts`` is None when the caller added them already (a shared
+        :func:`bin_table`); ``sketch`` as in :meth:`add`.
+        """
         self.missing += missing
         self.wrong_type += wrong_type
         self.nan += nan
         self.inf += inf
-        if len(finite) == 0:
+        if not count:
             return
         if sketch is not None:
             self.kll.merge(sketch)
@@ -332,12 +370,14 @@ class NumericSummary:
             if not finite.flags.writeable:  # the binding refuses read-only buffers (Arrow's, say)
                 finite = finite.copy()
             self.kll.update(finite)
-        self.bins += bin_counts
-        self.count += len(finite)
-        with np.errstate(over="ignore"):  # finite values can still sum beyond float: inf
-            self.total += float(finite.sum())
-        self.minimum = min(self.minimum, float(finite.min()))
-        self.maximum = max(self.maximum, float(finite.max()))
+        if bin_counts is not None:
+            self.bins += bin_counts
+        self.count += count
+        self.total += total
+        if minimum < self.minimum:
+            self.minimum = minimum
+        if maximum > self.maximum:
+            self.maximum = maximum
 
     def merge(self, other: NumericSummary) -> None:
         self.kll.merge(other.kll)
@@ -550,26 +590,19 @@ def add_block(
     else:
         bins = block.bins()
     for j, summary in enumerate(summaries):
-        summary.missing += missing
-        summary.nan += block.nan[j]
-        summary.inf += block.inf[j]
-        count = block.counts[j]
-        if not count:
-            continue
-        sketch = sketches[j] if sketches is not None else None
-        if sketch is not None:
-            summary.kll.merge(sketch)
-        else:
-            summary.kll.update(block.values[j])
-        if bins is not None:
-            summary.bins += bins[j]
-        summary.count += count
-        summary.total += block.totals[j]
-        minimum, maximum = block.minimums[j], block.maximums[j]
-        if minimum < summary.minimum:
-            summary.minimum = minimum
-        if maximum > summary.maximum:
-            summary.maximum = maximum
+        summary.add_counted(
+            block.values[j],
+            block.counts[j],
+            block.totals[j],
+            block.minimums[j],
+            block.maximums[j],
+            bins[j] if bins is not None else None,
+            missing,
+            0,
+            block.nan[j],
+            block.inf[j],
+            sketches[j] if sketches is not None else None,
+        )
 
 
 def _shared_table(summaries: Sequence[NumericSummary]) -> CountArray | None:

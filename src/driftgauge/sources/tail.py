@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from driftgauge.atomic import write_atomically
 from driftgauge.config import TailConfig
 from driftgauge.jsonbody import decode_json
 from driftgauge.typing import Record
@@ -217,24 +217,9 @@ def _find_by_inode(directory: Path, state: dict[str, Any]) -> _File | None:
 
 def _write_state(path: Path, state: dict[str, Any]) -> bool:
     """Replace the state file atomically and durably; False (logged) when that fails."""
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as out:
-            out.write(json.dumps(state).encode())
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-        tmp, dir_fd = None, os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself survive a power loss
-        finally:
-            os.close(dir_fd)
+        write_atomically(path, json.dumps(state).encode())
     except OSError as exc:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
         logger.warning("cannot write the tail state file %s: %s", path, exc.strerror or exc)
         return False
     return True
