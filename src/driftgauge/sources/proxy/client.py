@@ -1,0 +1,233 @@
+"""The client side of the proxy: one asyncio ``Protocol`` per downstream connection.
+
+It receives the transport's and the request parser's callbacks, starts one
+:class:`~.cycle.Cycle` per request, runs pipelined requests one after
+another, and batches what goes out on each side into one send per read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from driftgauge.sources.proxy.cycle import Cycle
+from driftgauge.sources.proxy.flow import FlowControl
+from driftgauge.sources.proxy.heads import BODY_METHODS, CONTINUE, error_response, request_head
+
+if TYPE_CHECKING:
+    from driftgauge.sources.proxy.server import ProxyServer
+    from driftgauge.sources.proxy.upstream import UpstreamProtocol
+
+__all__ = ["ClientProtocol"]
+
+
+class ClientProtocol(asyncio.Protocol):
+    """One downstream client connection."""
+
+    transport: asyncio.Transport  # from connection_made, before any other callback
+    flow: FlowControl
+
+    def __init__(self, server: ProxyServer) -> None:
+        self.server = server
+        self.parser = httptools.HttpRequestParser(self)
+        self.current: Cycle | None = None  # the request being parsed
+        self.pending: collections.deque[Cycle] = collections.deque()  # parsed, not started
+        self.active: Cycle | None = None  # the exchange in progress
+        self.upstream: UpstreamProtocol | None = None  # the connection serving ``active``
+        self.peer = b""
+        self.held: list[bytes] | None = None  # client writes held back to go out in one send
+        self.held_upstream: list[bytes] | None = None  # likewise towards the upstream
+        self.closing = False
+        self.draining = False
+
+    # -- client transport -------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        self.flow = FlowControl(transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]).encode() if peer else b""
+        if self.server.drained:  # accepted just before the listener closed: too late
+            self.close()
+            return
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.closing = True
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.cycle = None
+            upstream.close()  # mid-exchange: the upstream connection is out of step
+            self.upstream = None
+
+    def data_received(self, data: bytes) -> None:
+        self.held_upstream = []
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.flush_upstream()
+            self._reject(400, "upgrade_unsupported", "protocol upgrades are not proxied")
+        except httptools.HttpParserError:
+            self.flush_upstream()
+            self._reject(400, "bad_request", "malformed HTTP request")
+        else:
+            self.flush_upstream()
+
+    def eof_received(self) -> bool | None:
+        # A client may half-close after its last request: answer what is in flight, then close.
+        for cycle in (self.active, *self.pending):
+            if cycle is not None:
+                cycle.keep_alive = False
+        return True if self.active is not None or self.pending else None
+
+    def pause_writing(self) -> None:
+        upstream = self.upstream
+        self.flow.pause_writing(upstream.flow if upstream is not None else None)
+
+    def resume_writing(self) -> None:
+        upstream = self.upstream
+        self.flow.resume_writing(upstream.flow if upstream is not None else None)
+
+    # -- writes, batched --------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """To the client: held while a batch of upstream bytes is parsed, then sent at once."""
+        if self.held is not None:
+            self.held.append(data)
+        else:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        held, self.held = self.held, None
+        if held:
+            self.transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def write_upstream(self, data: bytes) -> None:
+        """To the upstream: held while a batch of client bytes is parsed, then sent at once."""
+        if self.held_upstream is not None:
+            self.held_upstream.append(data)
+        elif self.upstream is not None:
+            self.upstream.transport.write(data)
+
+    def flush_upstream(self) -> None:
+        held, self.held_upstream = self.held_upstream, None
+        if held and self.upstream is not None:
+            self.upstream.transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    # -- the connection's life --------------------------------------------
+
+    def close(self) -> None:
+        self.closing = True
+        self.flush()
+        self.transport.close()
+
+    def shutdown(self) -> None:
+        """The proxy is stopping: answer what was received (pipelined requests too), then close."""
+        self.draining = True
+        if self.active is None and not self.pending:
+            self.close()
+
+    def start_next(self) -> None:
+        """Start the next pipelined exchange, if none is in progress."""
+        if self.active is not None or self.closing:
+            return
+        if not self.pending:
+            if self.draining:
+                self.close()
+            return
+        cycle = self.pending.popleft()
+        self.active = cycle
+        server = self.server
+        connection = server.pool.take_idle()
+        if connection is not None:
+            connection.reused = True
+            cycle.send(connection)
+        else:
+            server.spawn(cycle.connect_and_send())
+
+    def upstream_failed(self, upstream: UpstreamProtocol, reason: str) -> None:
+        """The upstream broke the protocol: drop the connection, answer for the exchange."""
+        upstream.cycle = None
+        upstream.close()
+        self.upstream = None
+        if self.active is not None:
+            self.active.fail(502, reason, "bad response from upstream")
+
+    def _reject(self, status: int, reason: str, message: str) -> None:
+        self.server.metrics.client_error(reason)
+        if self.active is None:
+            self.write(error_response(status, reason, message))
+        self.close()
+
+    # -- request parsing (httptools callbacks) ----------------------------
+
+    def on_message_begin(self) -> None:
+        self.current = Cycle(self, time.perf_counter())
+
+    def on_url(self, url: bytes) -> None:
+        assert self.current is not None
+        self.current.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self.current is not None
+        self.current.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        cycle = self.current
+        assert cycle is not None
+        server = self.server
+        parser = self.parser
+        cycle.method = method = parser.get_method()
+        cycle.keep_alive = parser.should_keep_alive()
+        cycle.http10 = parser.get_http_version() == "1.0"
+        cycle.path = path = cycle.url.split(b"?", 1)[0].decode("latin-1")
+        body_method = method in BODY_METHODS
+        predicted = body_method and server.matches(path)
+        (
+            cycle.head,
+            cycle.chunked,
+            length,
+            cycle.expect_continue,
+            cycle.request_id,
+            cycle.generated_id,
+        ) = request_head(
+            method,
+            cycle.url,
+            cycle.headers,
+            self.peer,
+            server.pool.host_header,
+            server.request_id_header,
+            server.id_source if predicted else None,
+        )
+        if predicted:
+            if length is not None and length > server.max_body_bytes:
+                server.count_dropped("body_too_large")
+            else:
+                cycle.monitor = True
+                cycle.captured_request = bytearray()
+        elif body_method:
+            server.count_parse_error("unknown_path")
+        self.pending.append(cycle)
+        if self.active is None:
+            if cycle.expect_continue:
+                self.write(CONTINUE)
+            self.start_next()
+
+    def on_body(self, body: bytes) -> None:
+        assert self.current is not None
+        self.current.request_body(body)
+
+    def on_message_complete(self) -> None:
+        cycle = self.current
+        assert cycle is not None
+        cycle.request_complete()
+        self.current = None
+        if not cycle.keep_alive:
+            self.flow.pause_reading()

@@ -1,0 +1,349 @@
+"""One request/response exchange going through the proxy, from its parsed head to the end of
+its response: sending it upstream (and once more on a stale pooled connection), its idle
+timeout, the relay of the response to the client, and the copies monitoring takes."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from driftgauge.sources.proxy.heads import CHUNK_END, CONTINUE, error_response, response_head
+from driftgauge.typing import Record
+
+if TYPE_CHECKING:
+    from driftgauge.sources.proxy.client import ClientProtocol
+    from driftgauge.sources.proxy.server import ProxyServer
+    from driftgauge.sources.proxy.upstream import UpstreamProtocol
+
+__all__ = ["Cycle"]
+
+
+class Cycle:
+    """One request/response pair on a client connection; the connection runs one at a time."""
+
+    __slots__ = (
+        "buffered",
+        "captured_request",
+        "captured_response",
+        "chunked",
+        "client",
+        "close_delimited",
+        "deadline",
+        "expect_continue",
+        "finished",
+        "generated_id",
+        "head",
+        "head_sent",
+        "headers",
+        "http10",
+        "keep_alive",
+        "method",
+        "monitor",
+        "path",
+        "replayable",
+        "request_bytes",
+        "request_done",
+        "request_id",
+        "response_bytes",
+        "response_chunked",
+        "response_headers",
+        "response_reason",
+        "sent",
+        "server",
+        "started",
+        "status",
+        "url",
+    )
+
+    response_headers: list[tuple[bytes, bytes]]
+    response_reason: bytes
+
+    def __init__(self, client: ClientProtocol, started: float) -> None:
+        self.client = client
+        self.server: ProxyServer = client.server
+        # The request, as the client sent it and as it goes upstream.
+        self.method = b""
+        self.url = b""
+        self.path = ""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head = b""
+        self.chunked = False
+        self.keep_alive = True
+        self.http10 = False
+        self.expect_continue = False
+        self.request_id: str | None = None
+        self.generated_id = False
+        self.buffered: list[bytes] = []  # not sent yet, then kept to replay on a retry
+        self.request_done = False
+        self.replayable = True
+        # What monitoring copies (None: not captured).
+        self.monitor = False
+        self.captured_request: bytearray | None = None
+        self.captured_response: bytearray | None = None
+        # The response, as the upstream sends it and as it is relayed (its headers and
+        # reason start in response_begin).
+        self.response_chunked = False
+        self.close_delimited = False
+        self.status = 0
+        self.head_sent = False
+        self.finished = False
+        # Timing and size, for the observer.
+        self.started = started
+        self.sent = 0.0
+        self.deadline = 0.0  # monotonic time by which the upstream must make progress; 0: none
+        self.request_bytes = 0
+        self.response_bytes = 0
+
+    # -- the request body, from the client's parser ------------------------
+
+    def request_body(self, body: bytes) -> None:
+        if self.finished:
+            return  # answered before its body was all in (e.g. a 413): the rest goes nowhere
+        self.request_bytes += len(body)
+        captured = self.captured_request
+        if captured is not None:
+            if len(captured) + len(body) > self.server.max_body_bytes:
+                self.captured_request = None
+                self.monitor = False
+                self.server.count_dropped("body_too_large")
+            else:
+                captured += body
+        piece = b"%x\r\n%s\r\n" % (len(body), body) if self.chunked else body
+        client = self.client
+        if self is client.active and client.upstream is not None and self.sent:
+            client.write_upstream(piece)
+            self.keep_for_replay(piece)
+            # The upstream waits on the client: not its own slowness.
+            self.deadline = time.monotonic() + self.server.timeout
+        else:
+            self.buffered.append(piece)
+
+    def request_complete(self) -> None:
+        self.request_done = True
+        if self.chunked and not self.finished:
+            client = self.client
+            if self is client.active and client.upstream is not None and self.sent:
+                client.write_upstream(CHUNK_END)
+                self.keep_for_replay(CHUNK_END)
+                self.deadline = time.monotonic() + self.server.timeout
+            else:
+                self.buffered.append(CHUNK_END)
+
+    def keep_for_replay(self, piece: bytes) -> None:
+        """Keep a copy of what went upstream, so a stale pooled connection can be retried."""
+        if not self.replayable:
+            return
+        if self.request_bytes > self.server.max_body_bytes:
+            self.replayable = False
+            self.buffered = []
+        else:
+            self.buffered.append(piece)
+
+    # -- sending upstream --------------------------------------------------
+
+    async def connect_and_send(self) -> None:
+        """Open a new upstream connection and send the request on it."""
+        client = self.client
+        pool = self.server.pool
+        try:
+            connection = await pool.connect()
+        except (TimeoutError, OSError) as exc:
+            reason = "connect_timeout" if isinstance(exc, TimeoutError) else "connect_refused"
+            if self is client.active:
+                self.fail(502, reason, "upstream unavailable")
+            return
+        if client.closing or self is not client.active:
+            pool.release(connection)
+            return
+        connection.reused = False
+        self.send(connection)
+
+    def send(self, connection: UpstreamProtocol) -> None:
+        client = self.client
+        client.flush_upstream()  # anything held belongs to the previous connection
+        client.upstream = connection
+        connection.attach(self)
+        # ``buffered`` is kept after sending: the copy to replay on a retry
+        data = b"".join((self.head, *self.buffered))
+        if client.held_upstream is not None:  # the rest of this read joins it in one send
+            client.held_upstream.append(data)
+        else:
+            connection.transport.write(data)
+        self.sent = time.perf_counter()
+        # A deadline checked by the server's sweep: cheaper than a timer handle per step.
+        self.deadline = time.monotonic() + self.server.timeout
+
+    def timed_out(self) -> None:
+        """The upstream made no progress by the deadline: drop its connection, answer 504."""
+        client = self.client
+        if self is not client.active:
+            return
+        upstream, client.upstream = client.upstream, None
+        if upstream is not None:
+            upstream.cycle = None
+            upstream.close()
+        self.fail(504, "timeout", "upstream timed out")
+
+    def upstream_lost(self, upstream: UpstreamProtocol) -> None:
+        """The upstream connection closed while serving this exchange."""
+        client = self.client
+        client.upstream = None
+        if self is not client.active:
+            return
+        if self.close_delimited and self.head_sent:
+            self.finish_response(upstream, reusable=False)
+            return
+        if upstream.reused and not upstream.received_any and self.replayable and self.request_done:
+            self.server.spawn(self.connect_and_send())  # stale pooled connection: retry once
+            return
+        self.fail(502, "upstream_reset", "upstream closed the connection")
+
+    def fail(self, status: int, reason: str, message: str) -> None:
+        """Answer for the upstream; if its head already went out, only closing is left."""
+        self.deadline = 0.0
+        self.finished = True
+        client = self.client
+        metrics = self.server.metrics
+        metrics.upstream_error(reason)
+        if self.head_sent:
+            metrics.request_done(
+                0,
+                self.started,
+                self.sent,
+                time.perf_counter(),
+                self.request_bytes,
+                self.response_bytes,
+            )
+            client.active = None
+            client.close()
+            return
+        client.write(error_response(status, reason, message))
+        metrics.request_done(
+            status,
+            self.started,
+            self.sent,
+            time.perf_counter(),
+            self.request_bytes,
+            self.response_bytes,
+        )
+        client.active = None
+        if not self.keep_alive or not self.request_done:
+            client.close()
+        else:
+            client.flow.resume_reading()  # the upstream's back-pressure may have paused it
+            client.start_next()
+
+    # -- the response, from the upstream's parser --------------------------
+
+    def response_begin(self) -> None:
+        self.response_headers = []
+        self.response_reason = b""
+
+    def response_headers_complete(self, upstream: UpstreamProtocol) -> None:
+        client = self.client
+        status = upstream.parser.get_status_code()
+        if 100 <= status < 200:
+            if status != 100:  # 100 Continue was answered by us; pass on e.g. 103 Early Hints
+                client.write(response_head(status, self.response_reason, self.response_headers))
+            return
+        self.status = status
+        self.deadline = time.monotonic() + self.server.timeout
+        headers = self.response_headers
+        has_length = any(n.lower() == b"content-length" for n, _ in headers)
+        upstream_chunked = any(
+            n.lower() == b"transfer-encoding" and b"chunked" in v.lower() for n, v in headers
+        )
+        no_body = self.method == b"HEAD" or status in (204, 304)
+        self.close_delimited = not has_length and not upstream_chunked and not no_body
+        self.response_chunked = (upstream_chunked or self.close_delimited) and not no_body
+        if self.response_chunked and self.http10:
+            self.response_chunked = False
+            self.keep_alive = False
+        if self.monitor and 200 <= status < 300:
+            self.captured_response = bytearray()
+        id_line = b""
+        if self.generated_id and self.request_id is not None:
+            id_line = b"%s: %s\r\n" % (self.server.request_id_header, self.request_id.encode())
+        client.write(
+            response_head(
+                status,
+                self.response_reason,
+                headers,
+                id_line,
+                self.response_chunked,
+                not self.keep_alive,
+            )
+        )
+        self.head_sent = True
+        if self.method == b"HEAD":
+            self.finish_response(upstream, reusable=upstream.parser.should_keep_alive())
+
+    def response_body(self, body: bytes) -> None:
+        self.response_bytes += len(body)
+        captured = self.captured_response
+        if captured is not None:
+            if len(captured) + len(body) > self.server.max_body_bytes:
+                self.captured_response = None
+                self.server.count_dropped("body_too_large")
+            else:
+                captured += body
+        if self.response_chunked:
+            self.client.write(b"%x\r\n%s\r\n" % (len(body), body))
+        else:
+            self.client.write(body)
+        if self.deadline:  # an idle timeout between body pieces, not a total one
+            self.deadline = time.monotonic() + self.server.timeout
+
+    def response_complete(self, upstream: UpstreamProtocol) -> None:
+        if not self.head_sent:
+            return  # an interim 1xx response
+        if self.method == b"HEAD":
+            return  # finished at its head
+        self.finish_response(upstream, reusable=upstream.parser.should_keep_alive())
+
+    def finish_response(self, upstream: UpstreamProtocol, reusable: bool) -> None:
+        """The response is all relayed: report it, hand it to monitoring, free the upstream."""
+        self.deadline = 0.0
+        self.finished = True
+        client = self.client
+        if self.response_chunked:
+            client.write(CHUNK_END)
+        server = self.server
+        server.metrics.request_done(
+            self.status,
+            self.started,
+            self.sent,
+            time.perf_counter(),
+            self.request_bytes,
+            self.response_bytes,
+        )
+        if (
+            self.monitor
+            and self.captured_response is not None
+            and self.captured_request is not None
+        ):
+            server.queue.put(
+                Record(
+                    ts=time.time(),
+                    request=bytes(self.captured_request),
+                    response=bytes(self.captured_response),
+                    path=self.path,
+                    request_id=self.request_id,
+                )
+            )
+        client.upstream = None
+        upstream.cycle = None
+        if reusable and self.request_done:
+            server.pool.release(upstream)
+        else:
+            upstream.close()
+        client.active = None
+        if not self.keep_alive:
+            client.close()
+            return
+        # The upstream's back-pressure may have paused reading; an upload answered early
+        # must still be read (and dropped) for the client to finish sending it.
+        client.flow.resume_reading()
+        if client.pending and client.pending[0].expect_continue:
+            client.write(CONTINUE)
+        client.start_next()

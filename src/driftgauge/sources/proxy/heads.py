@@ -1,0 +1,169 @@
+"""Pure functions building the heads the proxy writes: requests to the upstream, responses
+and its own error answers to the client."""
+
+from __future__ import annotations
+
+import http
+from collections.abc import Callable
+
+__all__ = [
+    "BODY_METHODS",
+    "CHUNK_END",
+    "CONTINUE",
+    "HOP_BY_HOP",
+    "STATUS_LINES",
+    "error_response",
+    "request_head",
+    "response_head",
+]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+CHUNK_END = b"0\r\n\r\n"
+
+
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        phrase = b"Unknown"
+    return b"HTTP/1.1 %d %s\r\n" % (status, phrase)
+
+
+STATUS_LINES = {status: _status_line(status) for status in range(100, 600)}
+"""``HTTP/1.1 <status> <phrase>\\r\\n`` for a status the upstream gave without a reason."""
+
+RequestHead = tuple[bytes, bool, int | None, bool, str | None, bool]
+
+
+def request_head(
+    method: bytes,
+    url: bytes,
+    headers: list[tuple[bytes, bytes]],
+    peer: bytes,
+    host: bytes,
+    request_id_header: bytes,
+    new_request_id: Callable[[], str] | None,
+) -> RequestHead:
+    """The head to send upstream for a client's request, and what its headers said.
+
+    Hop-by-hop headers (and those ``Connection`` names) are dropped;
+    ``X-Forwarded-For`` gains ``peer``; ``Host`` is added for an HTTP/1.0
+    client that left it out; ``new_request_id``, when given, makes an id for
+    a request that has none.  Returns ``(head, chunked, content_length,
+    expect_continue, request_id, generated_id)``.
+    """
+    out = [b"%s %s HTTP/1.1\r\n" % (method, url)]
+    connection_tokens: set[bytes] = set()
+    forwarded_for = b""
+    has_proto = False
+    has_host = False
+    chunked = False
+    expect_continue = False
+    length: int | None = None
+    request_id: str | None = None
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"connection":
+            connection_tokens.update(t.strip().lower() for t in value.split(b","))
+        elif lower == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+        elif lower == b"content-length":
+            length = int(value) if value.strip().isdigit() else None
+        elif lower == b"expect" and value.strip().lower() == b"100-continue":
+            expect_continue = True
+            continue
+        elif lower == b"x-forwarded-for":
+            forwarded_for += value + b", "  # several fields are one list: keep every hop
+            continue
+        elif lower == b"host":
+            has_host = True
+        elif lower == b"x-forwarded-proto":
+            has_proto = True
+        elif lower == request_id_header:
+            request_id = value.decode("latin-1")
+    for name, value in headers:
+        lower = name.lower()
+        if (
+            lower in HOP_BY_HOP
+            or lower in connection_tokens
+            or lower in (b"expect", b"x-forwarded-for")
+        ):
+            continue
+        out.append(b"%s: %s\r\n" % (name, value))
+    if not has_host:  # an HTTP/1.0 client may omit it; HTTP/1.1 to the upstream needs it
+        out.append(b"host: %s\r\n" % host)
+    out.append(b"x-forwarded-for: %s%s\r\n" % (forwarded_for, peer))
+    if not has_proto:
+        out.append(b"x-forwarded-proto: http\r\n")
+    if chunked:
+        out.append(b"transfer-encoding: chunked\r\n")
+    generated_id = False
+    if new_request_id is not None and request_id is None:
+        # Labels arrive later by id: give the client (and the model server) one to use.
+        request_id = new_request_id()
+        generated_id = True
+        out.append(b"%s: %s\r\n" % (request_id_header, request_id.encode()))
+    out.append(b"\r\n")
+    return b"".join(out), chunked, length, expect_continue, request_id, generated_id
+
+
+def response_head(
+    status: int,
+    reason: bytes,
+    headers: list[tuple[bytes, bytes]],
+    request_id_line: bytes = b"",
+    chunked: bool = False,
+    close: bool = False,
+) -> bytes:
+    """The head to send the client for the upstream's response (hop-by-hop headers dropped).
+
+    ``request_id_line`` is a header line to add (the id the proxy made);
+    ``chunked`` and ``close`` add the proxy's own framing headers.  An
+    interim (1xx) head takes none of the three.
+    """
+    if reason:
+        out = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+    else:
+        out = [STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status]
+    connection_tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            connection_tokens.update(t.strip().lower() for t in value.split(b","))
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in connection_tokens:
+            continue
+        out.append(b"%s: %s\r\n" % (name, value))
+    if request_id_line:
+        out.append(request_id_line)
+    if chunked:
+        out.append(b"transfer-encoding: chunked\r\n")
+    if close:
+        out.append(b"connection: close\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def error_response(status: int, reason: str, message: str) -> bytes:
+    """A whole response the proxy answers itself: a short JSON body naming ``reason``."""
+    body = b'{"error":"%s","driftgauge":"%s"}' % (message.encode(), reason.encode())
+    return b"%scontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+        STATUS_LINES[status],
+        len(body),
+        body,
+    )

@@ -1,0 +1,136 @@
+"""The proxy listener: its client connections, its upstream pool, the sweep that times out
+stalled exchanges, and the drain at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import ssl
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from driftgauge.sources.proxy.capture import RecordQueue
+from driftgauge.sources.proxy.client import ClientProtocol
+from driftgauge.sources.proxy.upstream import UpstreamPool
+from driftgauge.typing import ProxyObserver
+
+__all__ = ["ProxyServer"]
+
+
+class ProxyServer:
+    """The proxy listener, its upstream pool and its monitoring queue."""
+
+    def __init__(
+        self,
+        upstream: str,
+        matches: Callable[[str], bool],
+        metrics: ProxyObserver,
+        queue: RecordQueue,
+        *,
+        timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+        max_body_bytes: int = 4 * 1024 * 1024,
+        request_id_header: str = "x-request-id",
+        generate_ids: bool = False,
+        count_parse_error: Callable[[str], None] = lambda reason: None,
+        count_dropped: Callable[[str], None] = lambda reason: None,
+        upstream_tls: ssl.SSLContext | None = None,
+        listen_tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.pool = UpstreamPool(upstream, connect_timeout, upstream_tls)
+        self.listen_tls = listen_tls
+        self.matches = matches
+        self.metrics = metrics
+        self.queue = queue
+        self.timeout = timeout
+        self.max_body_bytes = max_body_bytes
+        self.request_id_header = request_id_header.lower().encode("latin-1")
+        self.generate_ids = generate_ids
+        self._id_prefix = f"dg-{os.getpid():x}-{int(time.time()):x}-"
+        self._ids = itertools.count(1)
+        # What makes ids for monitored requests that come without one (None: ids are not made).
+        self.id_source: Callable[[], str] | None = self.new_request_id if generate_ids else None
+        self.count_parse_error = count_parse_error
+        self.count_dropped = count_dropped
+        self.connections: set[ClientProtocol] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Future[None] | None = None
+        self.drained = False
+        self.drain_counts = (0, 0)  # in-flight exchanges at the drain: (finished, cut off)
+
+    def new_request_id(self) -> str:
+        """A request id unique to this process (cheaper than a UUID per request)."""
+        return f"{self._id_prefix}{next(self._ids):x}"
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run ``coroutine`` as a task the server keeps (and cancels if it outlives the drain)."""
+        task = asyncio.ensure_future(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen; returns the bound port (useful with port 0)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: ClientProtocol(self),
+            host,
+            port,
+            reuse_address=True,
+            backlog=1024,
+            ssl=self.listen_tls,
+        )
+        self._sweeper = asyncio.ensure_future(self._sweep())
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _sweep(self) -> None:
+        """Time out exchanges whose upstream made no progress by their deadline."""
+        interval = min(1.0, max(0.02, self.timeout / 8))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for connection in list(self.connections):
+                cycle = connection.active
+                if cycle is not None and cycle.deadline and cycle.deadline < now:
+                    cycle.timed_out()
+
+    def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    def in_flight(self) -> int:
+        """Exchanges (requests) in progress or waiting on their connection."""
+        return sum((c.active is not None) + len(c.pending) for c in self.connections)
+
+    async def drain(self, grace: float) -> tuple[int, int]:
+        """Stop accepting, let each connection finish what it received for up to ``grace``
+        seconds, then close what is left (once).
+
+        Returns how many of the exchanges in flight at the start finished and
+        how many were cut off at the deadline (the same pair on later calls).
+        """
+        if self.drained:
+            return self.drain_counts
+        self.drained = True
+        self.stop_accepting()
+        deadline = time.monotonic() + grace
+        started = self.in_flight()
+        for connection in list(self.connections):
+            connection.shutdown()
+        # Exchanges end in protocol callbacks, not tasks; polling their count is simplest.
+        while self.in_flight() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        cut = min(started, self.in_flight())
+        self.drain_counts = (started - cut, cut)
+        for connection in list(self.connections):
+            connection.close()
+        self.pool.close()
+        tasks = [self._sweeper, *self.tasks] if self._sweeper is not None else [*self.tasks]
+        for task in tasks:
+            task.cancel("proxy stopped")
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+        return self.drain_counts
