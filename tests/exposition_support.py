@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -34,7 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from driftgauge import __version__
-from driftgauge.exposition import catalogue
+from driftgauge.exposition import MetricsRegistry, catalogue
 from driftgauge.exposition.catalogue import MetricSpec
 from driftgauge.monitor import (
     CATEGORICAL_INVALID_REASONS,
@@ -330,9 +329,9 @@ class ReferenceCollector(Collector):
             yield from reference_snapshot_families(self.monitor)
 
 
-def registry_of(*collectors: Collector) -> CollectorRegistry:
+def registry_of(*collectors: Collector) -> MetricsRegistry:
     """A fresh registry holding ``collectors``, in order."""
-    registry = CollectorRegistry()
+    registry = MetricsRegistry()
     for collector in collectors:
         registry.register(collector)
     return registry

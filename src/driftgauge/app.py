@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
-from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client import ProcessCollector
 
 from driftgauge.baseline.build import Baseline, check_against, load_baseline
 from driftgauge.config import Config, ProxyConfig, TailConfig
 from driftgauge.exposition.collector import (
+    MetricsRegistry,
     MonitorCollector,
     RenderedSnapshot,
     feedback_routes,
@@ -94,7 +95,7 @@ class Sidecar:
     config: Config
     monitor: Monitor
     batcher: Batcher
-    registry: CollectorRegistry
+    registry: MetricsRegistry
     health: Health
     app: web.Application
     rendered: RenderedSnapshot
@@ -131,7 +132,7 @@ async def _cancel(task: asyncio.Task[None], name: str) -> None:
 
 
 def build_sidecar(
-    config: Config, baseline: Baseline | None = None, registry: CollectorRegistry | None = None
+    config: Config, baseline: Baseline | None = None, registry: MetricsRegistry | None = None
 ) -> Sidecar:
     """Everything but the listeners; loads and checks the baseline unless one is given."""
     if baseline is None:
@@ -147,10 +148,10 @@ def build_sidecar(
         )
     adapter = make_adapter(config.protocol, config.features, config.predictions)
     batcher = Batcher(adapter, monitor)
-    registry = registry if registry is not None else CollectorRegistry()
+    registry = registry if registry is not None else MetricsRegistry()
     registry.register(MonitorCollector(monitor, "live"))
     ProcessCollector(registry=registry)
-    snapshot_registry = CollectorRegistry()
+    snapshot_registry = MetricsRegistry()
     snapshot_registry.register(MonitorCollector(monitor, "snapshot"))
     rendered = RenderedSnapshot(snapshot_registry)
     monitor.on_compute.append(lambda snapshot: rendered.refresh())
