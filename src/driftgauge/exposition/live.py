@@ -6,7 +6,8 @@ series are fixed by the config and the baseline, so :class:`LiveFamilies`
 lays out and escapes every label set once, at start; a scrape copies the
 counters and only formats numbers (:mod:`driftgauge.exposition.text`).  The same
 samples are also available as prometheus_client families, for registry
-reads such as ``get_sample_value``.
+reads such as ``get_sample_value``.  The families are declared in
+:mod:`driftgauge.exposition.catalogue`.
 """
 
 from __future__ import annotations

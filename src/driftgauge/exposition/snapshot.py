@@ -16,7 +16,8 @@ identical in both formats, are joined once for the Prometheus text format
 and OpenMetrics, which differ only in their ``# HELP`` and ``# TYPE`` lines.
 The same samples are also available as prometheus_client families, for
 registry reads such as ``get_sample_value`` and for the name escapings the
-direct writer does not speak.
+direct writer does not speak.  The families are declared in
+:mod:`driftgauge.exposition.catalogue`.
 """
 
 from __future__ import annotations
