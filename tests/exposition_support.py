@@ -5,7 +5,9 @@ prometheus_client families exactly as ``MonitorCollector`` built them before
 the live counters and then the snapshot part were written directly (with the
 quantile and mean gauges that have since replaced the live and baseline
 summaries); prometheus_client's encoders render them for byte-for-byte
-comparisons.
+comparisons.  The families' names, help and label names come from the
+catalogue (``driftgauge.exposition.catalogue``), the one place they are
+declared; which series exist and their values are worked out here.
 ``busy_pipeline`` makes a state that exercises every family.
 """
 
@@ -18,7 +20,6 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -32,6 +33,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from driftgauge import __version__
+from driftgauge.exposition import MetricsRegistry, catalogue
+from driftgauge.exposition.catalogue import MetricSpec
 from driftgauge.monitor import (
     CATEGORICAL_INVALID_REASONS,
     NUMERIC_INVALID_REASONS,
@@ -76,49 +79,43 @@ AWKWARD_VALUES = (
     1e-05,
 )
 
-FIELD_LABELS = ["model", "feature", "role"]
-# Not "quantile": promtool reserves it for summaries.
-QUANTILE_LABEL = "q"
-WINDOW_LABELS = [*FIELD_LABELS, "window"]
-GAUGES: tuple[tuple[str, str, str], ...] = (
-    ("psi", "driftgauge_psi", "Population stability index, live window vs baseline."),
-    (
-        "psi_noise_floor",
-        "driftgauge_psi_noise_floor",
-        "PSI expected with no drift for this window's and the baseline's sizes.",
-    ),
-    ("ks_statistic", "driftgauge_ks_statistic", "Two-sample Kolmogorov-Smirnov D (numeric)."),
-    ("ks_pvalue", "driftgauge_ks_pvalue", "p-value of the Kolmogorov-Smirnov D."),
-    (
-        "js_distance",
-        "driftgauge_js_distance",
-        "Jensen-Shannon distance (base 2) on the baseline bins.",
-    ),
-    ("chi2_pvalue", "driftgauge_chi2_pvalue", "Chi-squared test p-value (categorical)."),
+# FieldStats attribute -> its gauge.
+GAUGES: tuple[tuple[str, MetricSpec], ...] = (
+    ("psi", catalogue.PSI),
+    ("psi_noise_floor", catalogue.PSI_NOISE_FLOOR),
+    ("ks_statistic", catalogue.KS_STATISTIC),
+    ("ks_pvalue", catalogue.KS_PVALUE),
+    ("js_distance", catalogue.JS_DISTANCE),
+    ("chi2_pvalue", catalogue.CHI2_PVALUE),
 )
+
+
+def counter_family(spec: MetricSpec) -> CounterMetricFamily:
+    """An empty prometheus_client counter family of ``spec`` (a counter in the catalogue)."""
+    assert spec.kind == "counter", spec
+    return CounterMetricFamily(spec.name, spec.documentation, labels=spec.labels)
+
+
+def gauge_family(spec: MetricSpec) -> GaugeMetricFamily:
+    """An empty prometheus_client gauge family of ``spec`` (a gauge in the catalogue)."""
+    assert spec.kind == "gauge", spec
+    return GaugeMetricFamily(spec.name, spec.documentation, labels=spec.labels)
+
+
+def info_family(spec: MetricSpec, values: dict[str, str]) -> InfoMetricFamily:
+    """A prometheus_client info family of ``spec`` with its one sample, labelled ``values``."""
+    assert spec.kind == "info" and set(values) == set(spec.labels), (spec, values)
+    family = InfoMetricFamily(spec.name, spec.documentation)
+    family.add_metric([], values)
+    return family
 
 
 def reference_live_families(monitor: Monitor) -> Iterator[Metric]:
     """The live families exactly as MonitorCollector built them before the direct writer."""
     model = monitor.config.model
     counters = monitor.counters()
-    field_labels = ["model", "feature", "role"]
-    seen = CounterMetricFamily(
-        "driftgauge_observations", "Values seen per field.", labels=field_labels
-    )
-    missing = CounterMetricFamily(
-        "driftgauge_missing", "Missing or null values per field.", labels=field_labels
-    )
-    invalid = CounterMetricFamily(
-        "driftgauge_invalid",
-        "Invalid values per field: wrong type, NaN/inf, out of baseline range, unseen category.",
-        labels=[*field_labels, "reason"],
-    )
-    bins = CounterMetricFamily(
-        "driftgauge_bin_observations",
-        "Values per baseline bin (sum over replicas for fleet-wide PSI).",
-        labels=[*field_labels, "bin"],
-    )
+    seen, missing = counter_family(catalogue.OBSERVATIONS), counter_family(catalogue.MISSING)
+    invalid, bins = counter_family(catalogue.INVALID), counter_family(catalogue.BIN_OBSERVATIONS)
     for spec in monitor.config.fields:
         labels = [model, spec.name, spec.role]
         counter = counters[spec.name]
@@ -131,54 +128,32 @@ def reference_live_families(monitor: Monitor) -> Iterator[Metric]:
         for label, count in zip(bin_labels, counter.bins, strict=True):
             bins.add_metric([*labels, label], int(count))
     yield from (seen, missing, invalid, bins)
-    parse_errors = CounterMetricFamily(
-        "driftgauge_parse_errors",
-        "Bodies that could not be read, by reason.",
-        labels=["model", "reason"],
-    )
+    parse_errors = counter_family(catalogue.PARSE_ERRORS)
     for reason in sorted(set(PARSE_ERROR_REASONS) | set(monitor.parse_errors)):
         parse_errors.add_metric([model, reason], monitor.parse_errors.get(reason, 0))
     yield parse_errors
-    dropped = CounterMetricFamily(
-        "driftgauge_dropped", "Observations dropped, by reason.", labels=["model", "reason"]
-    )
+    dropped = counter_family(catalogue.DROPPED)
     for reason in sorted(set(DROP_REASONS) | set(monitor.dropped)):
         dropped.add_metric([model, reason], monitor.dropped.get(reason, 0))
     yield dropped
-    rows = CounterMetricFamily(
-        "driftgauge_rows", "Rows (one request may carry many) monitored.", labels=["model"]
-    )
+    rows = counter_family(catalogue.ROWS)
     rows.add_metric([model], monitor.rows_total)
     yield rows
-    absent = CounterMetricFamily(
-        "driftgauge_missing_fields",
-        "Rows whose request lacked the field altogether (a schema violation; also counted missing).",
-        labels=field_labels,
-    )
+    absent = counter_family(catalogue.MISSING_FIELDS)
     for spec in monitor.config.fields:
         absent.add_metric([model, spec.name, spec.role], counters[spec.name].absent)
     yield absent
-    extra = CounterMetricFamily(
-        "driftgauge_extra_fields",
-        "Columns in requests that the config does not name (schema violations, not labelled by name).",
-        labels=["model"],
-    )
+    extra = counter_family(catalogue.EXTRA_FIELDS)
     extra.add_metric([model], monitor.extra_columns_total)
     yield extra
     outcomes = monitor.outcomes
     if outcomes is None:
         return
-    results = CounterMetricFamily(
-        "driftgauge_labels",
-        "Labels received, by whether they matched a held prediction.",
-        labels=["model", "result"],
-    )
+    results = counter_family(catalogue.LABELS)
     for result in ("matched", "unmatched", "invalid"):
         results.add_metric([model, result], outcomes.labels.get(result, 0))
     yield results
-    pending = GaugeMetricFamily(
-        "driftgauge_pending_predictions", "Predictions waiting for their label.", labels=["model"]
-    )
+    pending = gauge_family(catalogue.PENDING_PREDICTIONS)
     pending.add_metric([model], outcomes.pending)
     yield pending
 
@@ -190,11 +165,7 @@ def reference_snapshot_families(monitor: Monitor) -> Iterator[Metric]:
     yield from _reference_info(monitor)
     yield from _reference_baseline(monitor)
     yield from _reference_windows(model, snapshot.fields)
-    cardinality = GaugeMetricFamily(
-        "driftgauge_cardinality",
-        "Distinct values of a categorical field in the window (HLL estimate).",
-        labels=WINDOW_LABELS,
-    )
+    cardinality = gauge_family(catalogue.CARDINALITY)
     for item in snapshot.fields:
         if item.cardinality is not None:
             cardinality.add_metric(
@@ -204,54 +175,35 @@ def reference_snapshot_families(monitor: Monitor) -> Iterator[Metric]:
     yield from _reference_segments(model, snapshot)
     if monitor.outcomes is not None:
         yield from _reference_performance(model, snapshot)
-    recompute = GaugeMetricFamily(
-        "driftgauge_stats_computed_timestamp_seconds",
-        "Unix time of the last drift statistics recompute (0 before the first).",
-        labels=["model"],
-    )
+    recompute = gauge_family(catalogue.COMPUTED_AT)
     recompute.add_metric([model], snapshot.computed_at)
     yield recompute
-    duration = GaugeMetricFamily(
-        "driftgauge_stats_compute_duration_seconds",
-        "Time the last drift statistics recompute took.",
-        labels=["model"],
-    )
+    duration = gauge_family(catalogue.COMPUTE_DURATION)
     duration.add_metric([model], snapshot.duration)
     yield duration
 
 
 def _reference_info(monitor: Monitor) -> Iterator[Metric]:
-    build_info = InfoMetricFamily("driftgauge_build", "driftgauge version.")
-    build_info.add_metric([], {"version": __version__})
-    yield build_info
+    yield info_family(catalogue.BUILD_INFO, {"version": __version__})
     baseline = monitor.baseline
     created = dt.datetime.fromtimestamp(baseline.created, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    info = InfoMetricFamily(
-        "driftgauge_baseline", "The baseline in use: id, creation time, rows.", labels=["model"]
+    yield info_family(
+        catalogue.BASELINE_INFO,
+        {
+            "model": monitor.config.model,
+            "baseline_id": baseline.id,
+            "created": created,
+            "rows": str(baseline.rows),
+        },
     )
-    info.add_metric(
-        [monitor.config.model],
-        {"baseline_id": baseline.id, "created": created, "rows": str(baseline.rows)},
-    )
-    yield info
 
 
 def _reference_baseline(monitor: Monitor) -> Iterator[Metric]:
     model = monitor.config.model
-    ratios = GaugeMetricFamily(
-        "driftgauge_baseline_bin_ratio",
-        "The baseline's share of each bin.",
-        labels=[*FIELD_LABELS, "bin"],
-    )
-    quantiles = GaugeMetricFamily(
-        "driftgauge_baseline_quantile",
-        "Quantiles of a numeric field in the baseline, beside driftgauge_feature_quantile's live ones.",
-        labels=[*FIELD_LABELS, QUANTILE_LABEL],
-    )
-    means = GaugeMetricFamily(
-        "driftgauge_baseline_mean",
-        "The baseline's mean of a numeric field, beside driftgauge_feature_mean's live one.",
-        labels=FIELD_LABELS,
+    ratios = gauge_family(catalogue.BASELINE_BIN_RATIO)
+    quantiles, means = (
+        gauge_family(catalogue.BASELINE_QUANTILE),
+        gauge_family(catalogue.BASELINE_MEAN),
     )
     for spec in monitor.config.fields:
         summary = monitor.baseline.fields[spec.name].summary
@@ -263,16 +215,8 @@ def _reference_baseline(monitor: Monitor) -> Iterator[Metric]:
             quantiles.add_metric([*labels, str(quantile)], float(value))
         means.add_metric(labels, summary.total / summary.count)
     yield from (quantiles, means)
-    baseline_count = GaugeMetricFamily(
-        "driftgauge_baseline_observations",
-        "Valid values of each field in the baseline (for fleet-wide noise floors).",
-        labels=FIELD_LABELS,
-    )
-    cardinality = GaugeMetricFamily(
-        "driftgauge_baseline_cardinality",
-        "Distinct values of a categorical field in the baseline (HLL estimate).",
-        labels=FIELD_LABELS,
-    )
+    baseline_count = gauge_family(catalogue.BASELINE_OBSERVATIONS)
+    cardinality = gauge_family(catalogue.BASELINE_CARDINALITY)
     for spec in monitor.config.fields:
         labels = [model, spec.name, spec.role]
         held = monitor.baseline.fields[spec.name]
@@ -285,23 +229,11 @@ def _reference_baseline(monitor: Monitor) -> Iterator[Metric]:
 
 
 def _reference_windows(model: str, fields: tuple[FieldStats, ...]) -> Iterator[Metric]:
-    families = {
-        attr: GaugeMetricFamily(name, doc, labels=WINDOW_LABELS) for attr, name, doc in GAUGES
-    }
-    observations = GaugeMetricFamily(
-        "driftgauge_window_observations",
-        "Valid observations in the window.",
-        labels=WINDOW_LABELS,
-    )
-    quantiles = GaugeMetricFamily(
-        "driftgauge_feature_quantile",
-        "Live quantiles of a numeric feature or prediction, from the window's sketch.",
-        labels=[*WINDOW_LABELS, QUANTILE_LABEL],
-    )
-    means = GaugeMetricFamily(
-        "driftgauge_feature_mean",
-        "The window's mean of a numeric feature or prediction.",
-        labels=WINDOW_LABELS,
+    families = {attr: gauge_family(spec) for attr, spec in GAUGES}
+    observations = gauge_family(catalogue.WINDOW_OBSERVATIONS)
+    quantiles, means = (
+        gauge_family(catalogue.FEATURE_QUANTILE),
+        gauge_family(catalogue.FEATURE_MEAN),
     )
     for item in fields:
         labels = [model, item.spec.name, item.spec.role, item.window]
@@ -322,27 +254,11 @@ def _reference_windows(model: str, fields: tuple[FieldStats, ...]) -> Iterator[M
 def _reference_segments(model: str, snapshot: Snapshot) -> Iterator[Metric]:
     if not snapshot.segments:
         return
-    labels = ["model", "feature", "role", "window", "segment_feature", "segment"]
-    psi = GaugeMetricFamily(
-        "driftgauge_segment_psi",
-        "PSI of a prediction within a segment vs the same segment in the baseline.",
-        labels=labels,
+    psi, floor = (
+        gauge_family(catalogue.SEGMENT_PSI),
+        gauge_family(catalogue.SEGMENT_PSI_NOISE_FLOOR),
     )
-    floor = GaugeMetricFamily(
-        "driftgauge_segment_psi_noise_floor",
-        "PSI expected by chance for the segment's sizes.",
-        labels=labels,
-    )
-    seen = GaugeMetricFamily(
-        "driftgauge_segment_observations",
-        "Predictions of the segment in the window.",
-        labels=labels,
-    )
-    rate = GaugeMetricFamily(
-        "driftgauge_positive_rate",
-        "Share of the segment's predictions that are the positive class.",
-        labels=["model", "window", "segment_feature", "segment"],
-    )
+    seen, rate = gauge_family(catalogue.SEGMENT_OBSERVATIONS), gauge_family(catalogue.POSITIVE_RATE)
     for item in snapshot.segments:
         values = [
             model,
@@ -361,11 +277,7 @@ def _reference_segments(model: str, snapshot: Snapshot) -> Iterator[Metric]:
                 [model, item.window, item.segment_feature, item.segment], item.positive_rate
             )
     yield from (psi, floor, seen, rate)
-    impact = GaugeMetricFamily(
-        "driftgauge_disparate_impact",
-        "Lowest positive prediction rate over the highest, across a feature's segments.",
-        labels=["model", "window", "segment_feature"],
-    )
+    impact = gauge_family(catalogue.DISPARATE_IMPACT)
     for fairness in snapshot.fairness:
         impact.add_metric(
             [model, fairness.window, fairness.segment_feature], fairness.disparate_impact
@@ -374,25 +286,13 @@ def _reference_segments(model: str, snapshot: Snapshot) -> Iterator[Metric]:
 
 
 def _reference_performance(model: str, snapshot: Snapshot) -> Iterator[Metric]:
-    overall = GaugeMetricFamily(
-        "driftgauge_performance",
-        "Model performance from delayed labels in the window (accuracy, f1, mae, rmse...).",
-        labels=["model", "window", "metric"],
+    overall, per_class = (
+        gauge_family(catalogue.PERFORMANCE),
+        gauge_family(catalogue.CLASS_PERFORMANCE),
     )
-    per_class = GaugeMetricFamily(
-        "driftgauge_class_performance",
-        "Precision, recall and F1 of each class (for at most 10 classes).",
-        labels=["model", "window", "class", "metric"],
-    )
-    segment = GaugeMetricFamily(
-        "driftgauge_segment_performance",
-        "Model performance from delayed labels within a segment.",
-        labels=["model", "window", "segment_feature", "segment", "metric"],
-    )
-    labelled = GaugeMetricFamily(
-        "driftgauge_window_labels",
-        "Labelled predictions in the window.",
-        labels=["model", "window"],
+    segment, labelled = (
+        gauge_family(catalogue.SEGMENT_PERFORMANCE),
+        gauge_family(catalogue.WINDOW_LABELS),
     )
     for item in snapshot.performance:
         if item.segment_feature:
@@ -408,11 +308,7 @@ def _reference_performance(model: str, snapshot: Snapshot) -> Iterator[Metric]:
             for metric, value in zip(("precision", "recall", "f1"), scores, strict=True):
                 per_class.add_metric([model, item.window, name, metric], value)
     yield from (overall, per_class, segment, labelled)
-    opportunity = GaugeMetricFamily(
-        "driftgauge_equal_opportunity_difference",
-        "Largest gap in true positive rate between a feature's segments.",
-        labels=["model", "window", "segment_feature"],
-    )
+    opportunity = gauge_family(catalogue.EQUAL_OPPORTUNITY)
     for (feature, window), value in equal_opportunity(snapshot.performance).items():
         opportunity.add_metric([model, window, feature], value)
     yield opportunity
@@ -433,8 +329,9 @@ class ReferenceCollector(Collector):
             yield from reference_snapshot_families(self.monitor)
 
 
-def registry_of(*collectors: Collector) -> CollectorRegistry:
-    registry = CollectorRegistry()
+def registry_of(*collectors: Collector) -> MetricsRegistry:
+    """A fresh registry holding ``collectors``, in order."""
+    registry = MetricsRegistry()
     for collector in collectors:
         registry.register(collector)
     return registry

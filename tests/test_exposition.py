@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from aiohttp import ClientSession, web
-from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import Metric
+from prometheus_client import Counter, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.openmetrics.parser import (
@@ -25,11 +25,14 @@ from driftgauge import __version__
 from driftgauge.baseline import Baseline, build_baseline
 from driftgauge.config import Config
 from driftgauge.exposition import (
+    DirectWriter,
+    MetricsRegistry,
     MonitorCollector,
     RenderedSnapshot,
     metrics_routes,
     render_metrics,
 )
+from driftgauge.exposition.gzipjoin import Deflated
 from driftgauge.exposition.live import LiveFamilies
 from driftgauge.exposition.snapshot import SnapshotFamilies
 from driftgauge.monitor import Monitor
@@ -62,10 +65,8 @@ def monitor(make_config: Callable[..., Config], make_baseline: Callable[..., Bas
     return Monitor(config, make_baseline(config, 5_000))
 
 
-def _registry(monitor: Monitor) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    registry.register(MonitorCollector(monitor))
-    return registry
+def _registry(monitor: Monitor) -> MetricsRegistry:
+    return registry_of(MonitorCollector(monitor))
 
 
 def test_drift_gauges_appear_only_after_min_observations(monitor: Monitor) -> None:
@@ -491,3 +492,60 @@ async def test_http_scrapes_serve_the_old_samples_in_each_format(busy: Pipeline)
                 parsed(body, encoder is openmetrics_latest)
     finally:
         await runner.cleanup()
+
+
+# -- how rendering is invoked: collect() yields families, direct writers are called explicitly --
+
+
+class _Fixed(Collector):
+    """A collector of one gauge that also writes it directly (a DirectWriter), counting each way."""
+
+    TEXT = b"# HELP x_fixed Fixed.\n# TYPE x_fixed gauge\nx_fixed 1.0\n"
+
+    def __init__(self) -> None:
+        self.collected = 0
+        self.written = 0
+
+    def collect(self) -> Iterator[Metric]:
+        self.collected += 1
+        yield GaugeMetricFamily("x_fixed", "Fixed.", value=1)
+
+    def write_text(self, openmetrics: bool) -> list[bytes]:
+        self.written += 1
+        return [self.TEXT]
+
+    def write_deflated(self) -> tuple[list[Deflated], list[Deflated]]:
+        return [Deflated.of(self.TEXT)], [Deflated.of(self.TEXT)]
+
+
+def test_registry_tells_direct_writers_from_the_others(busy: Pipeline) -> None:
+    """A MetricsRegistry lists the collectors to write directly and the rest, each in
+    registration order, forgets unregistered ones and refuses target info."""
+    live, snapshot = MonitorCollector(busy.monitor, "live"), MonitorCollector(busy.monitor)
+    registry = registry_of(live)
+    requests = Counter("driftgauge_requests", "Proxied requests.", ["code"], registry=registry)
+    registry.register(snapshot)
+    assert isinstance(live, DirectWriter)
+    assert not isinstance(requests, DirectWriter)
+    assert registry.parts() == ((live, snapshot), (requests,))
+    registry.unregister(live)
+    assert registry.parts() == ((snapshot,), (requests,))
+    with pytest.raises(ValueError, match="target info"):
+        registry.set_target_info({"env": "prod"})
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_render_calls_direct_writers_explicitly_and_collect_means_families(accept: str) -> None:
+    """Any DirectWriter is written by write_text for names no escaping renames, and only then;
+    otherwise, and for every registry read, its collect() yields families."""
+    fixed = _Fixed()
+    registry = registry_of(fixed)
+    body, _ = render_metrics(registry, accept)
+    encoder, _ = choose_encoder(accept)
+    assert body == encoder(registry_of(_Forward(fixed)))
+    fixed.collected = 0
+    render_metrics(registry, accept)
+    assert (fixed.written > 0, fixed.collected) == (
+        (True, 0) if accept in PLAIN_NAMES else (False, 1)
+    )
+    assert registry.get_sample_value("x_fixed") == 1.0

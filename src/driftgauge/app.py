@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
-from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client import ProcessCollector
 
 from driftgauge.baseline.build import Baseline, check_against, load_baseline
 from driftgauge.config import CloudEventsConfig, Config, ProxyConfig, TailConfig
 from driftgauge.exposition.collector import (
+    MetricsRegistry,
     MonitorCollector,
     RenderedSnapshot,
     feedback_routes,
@@ -95,7 +96,7 @@ class Sidecar:
     config: Config
     monitors: tuple[Monitor, ...]
     batcher: Router
-    registry: CollectorRegistry
+    registry: MetricsRegistry
     health: Health
     app: web.Application
     rendered: RenderedSnapshot
@@ -137,7 +138,7 @@ async def _cancel(task: asyncio.Task[None], name: str) -> None:
 
 
 def build_sidecar(
-    config: Config, baseline: Baseline | None = None, registry: CollectorRegistry | None = None
+    config: Config, baseline: Baseline | None = None, registry: MetricsRegistry | None = None
 ) -> Sidecar:
     """Everything but the listeners; loads and checks each model's baseline unless one is given.
 
@@ -156,8 +157,8 @@ def build_sidecar(
             for m in monitors
         ]
     )
-    registry = registry if registry is not None else CollectorRegistry()
-    snapshot_registry = CollectorRegistry()
+    registry = registry if registry is not None else MetricsRegistry()
+    snapshot_registry = MetricsRegistry()
     for monitor in monitors:
         registry.register(MonitorCollector(monitor, "live"))
         snapshot_registry.register(MonitorCollector(monitor, "snapshot"))

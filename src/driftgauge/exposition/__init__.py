@@ -1,6 +1,8 @@
 """Exposition: metric families rendered from the monitor's snapshots and counters, and the HTTP handlers serving them."""
 
 from driftgauge.exposition.collector import (
+    DirectWriter,
+    MetricsRegistry,
     MonitorCollector,
     RenderedSnapshot,
     feedback_routes,
@@ -9,6 +11,8 @@ from driftgauge.exposition.collector import (
 )
 
 __all__ = [
+    "DirectWriter",
+    "MetricsRegistry",
     "MonitorCollector",
     "RenderedSnapshot",
     "feedback_routes",

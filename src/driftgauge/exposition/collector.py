@@ -3,14 +3,17 @@
 ``MonitorCollector`` reads the monitor's latest immutable
 :class:`~driftgauge.monitor.Snapshot` (drift figures, recomputed on a
 schedule) and a copy of its cumulative counters, so a scrape never computes
-statistics.  The snapshot part is written straight to text once per
-recompute (:class:`~driftgauge.exposition.snapshot.SnapshotFamilies`, kept by
-:class:`RenderedSnapshot`); the counters are written straight to text at
-each scrape (:class:`~driftgauge.exposition.live.LiveFamilies`), and only
-everything else (process and proxy metrics) goes through prometheus_client's
-encoders (:func:`render_metrics`).  ``metrics_routes`` serves ``/metrics``
-(Prometheus text or OpenMetrics by the ``Accept`` header, gzip when asked),
-``/healthz``, ``/readyz`` and a landing page at ``/``.
+statistics.  Its ``collect()`` yields prometheus_client families, always;
+besides, it is a :class:`DirectWriter`: it writes the same samples straight
+to text, which the render functions ask of it explicitly.  The snapshot part
+is written once per recompute (:class:`~driftgauge.exposition.snapshot.SnapshotFamilies`,
+kept by :class:`RenderedSnapshot`); the counters at each scrape
+(:class:`~driftgauge.exposition.live.LiveFamilies`), and everything else in
+the registry (process and proxy metrics) goes through prometheus_client's
+encoders (:func:`render_metrics`).  Every family is declared in
+:mod:`~driftgauge.exposition.catalogue`.  ``metrics_routes`` serves
+``/metrics`` (Prometheus text or OpenMetrics by the ``Accept`` header, gzip
+when asked), ``/healthz``, ``/readyz`` and a landing page at ``/``.
 """
 
 from __future__ import annotations
@@ -20,9 +23,8 @@ import hmac
 import html
 import json
 import threading
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
-from typing import Literal
+from collections.abc import Callable, Iterator, Sequence
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -39,7 +41,10 @@ from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.outcomes import Outcomes, parse_labels
 
 __all__ = [
+    "DirectWriter",
+    "MetricsRegistry",
     "MonitorCollector",
+    "RegistryParts",
     "RenderedSnapshot",
     "feedback_routes",
     "metrics_routes",
@@ -50,12 +55,6 @@ Part = Literal["all", "snapshot", "live"]
 """What a collector yields: ``snapshot`` changes only at a recompute (and can be
 rendered once then), ``live`` holds the counters read at every scrape."""
 
-# Set (to a list) while render_metrics or RenderedSnapshot.refresh collects a
-# registry: collectors then hand their parts over to be written directly
-# instead of yielding families.
-_DIRECT: ContextVar[list[LiveFamilies | SnapshotFamilies] | None] = ContextVar(
-    "driftgauge_direct", default=None
-)
 # Escaping schemes (negotiated by Accept; none named means underscores) that
 # leave legacy metric and label names, as all of driftgauge's are, unchanged.
 _DIRECT_ESCAPINGS = frozenset({"", "underscores", "allow-utf-8"})
@@ -65,13 +64,84 @@ _DIRECT_ESCAPINGS = frozenset({"", "underscores", "allow-utf-8"})
 _SCRAPE_GZIP_LEVEL = 1
 
 
+@runtime_checkable
+class DirectWriter(Protocol):
+    """A collector that also writes its samples straight to exposition text.
+
+    Both writers give, byte for byte, what prometheus_client's encoders give
+    for the collector's ``collect()`` when no name escaping renames anything
+    (without OpenMetrics' ``# EOF``); the render functions call them instead
+    of ``collect()`` because formatting fixed series directly is many times
+    faster.
+    """
+
+    def write_text(self, openmetrics: bool) -> list[bytes]:
+        """The samples now, in one format (what a scrape appends)."""
+        ...
+
+    def write_deflated(self) -> tuple[list[Deflated], list[Deflated]]:
+        """The samples now in the text format and in OpenMetrics, each piece also deflated."""
+        ...
+
+
+class RegistryParts(NamedTuple):
+    """A registry's collectors, in registration order: those written directly, and the rest."""
+
+    direct: tuple[DirectWriter, ...]
+    others: tuple[Collector, ...]
+
+
+class MetricsRegistry(CollectorRegistry):
+    """A ``CollectorRegistry`` that knows which of its collectors are direct writers.
+
+    Registry reads (``get_sample_value``) and prometheus_client's encoders
+    collect every collector as usual; :func:`render_metrics` and
+    :meth:`RenderedSnapshot.refresh` ask :meth:`parts` which collectors to
+    write directly.  Target info is not supported (the render functions would
+    leave it out): driftgauge's info metrics are in its catalogue.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._parts_lock = threading.Lock()
+        self._collectors: list[Collector] = []
+        self._parts = RegistryParts((), ())
+
+    def register(self, collector: Collector) -> None:
+        super().register(collector)
+        with self._parts_lock:
+            self._collectors.append(collector)
+            self._parts = _split(self._collectors)
+
+    def unregister(self, collector: Collector) -> None:
+        super().unregister(collector)
+        with self._parts_lock:
+            self._collectors.remove(collector)
+            self._parts = _split(self._collectors)
+
+    def set_target_info(self, labels: dict[str, str] | None) -> None:
+        if labels:
+            raise ValueError("MetricsRegistry does not support target info; declare an info metric")
+        super().set_target_info(labels)
+
+    def parts(self) -> RegistryParts:
+        """The collectors to write directly and the others, each in registration order."""
+        with self._parts_lock:
+            return self._parts
+
+
+def _split(collectors: Sequence[Collector]) -> RegistryParts:
+    direct = tuple(c for c in collectors if isinstance(c, DirectWriter))
+    return RegistryParts(direct, tuple(c for c in collectors if not isinstance(c, DirectWriter)))
+
+
 class MonitorCollector(Collector):
     """Reads one monitor; register it on an injected (never the global) registry.
 
-    Under :func:`render_metrics` (or :meth:`RenderedSnapshot.refresh`) it
-    hands its parts over to be written directly; elsewhere (registry reads
-    such as ``get_sample_value``, other encoders) it yields prometheus_client
-    families of the same samples.
+    ``collect()`` yields prometheus_client families (registry reads such as
+    ``get_sample_value``, prometheus_client's encoders); as a
+    :class:`DirectWriter` it writes the same samples as text for the render
+    functions.
     """
 
     def __init__(self, monitor: Monitor, part: Part = "all") -> None:
@@ -81,14 +151,35 @@ class MonitorCollector(Collector):
         self.snapshot = SnapshotFamilies(monitor) if part in ("all", "snapshot") else None
 
     def collect(self) -> Iterator[Metric]:
-        direct = _DIRECT.get()
-        for families in (self.live, self.snapshot):
-            if families is None:
-                continue
-            if direct is None:
-                yield from families.metrics()
-            else:
-                direct.append(families)
+        if self.live is not None:
+            yield from self.live.metrics()
+        if self.snapshot is not None:
+            yield from self.snapshot.metrics()
+
+    def write_text(self, openmetrics: bool) -> list[bytes]:
+        written = []
+        if self.live is not None:
+            written.append(self.live.render(openmetrics))
+        if self.snapshot is not None:
+            written.append(self.snapshot.render(openmetrics))
+        return written
+
+    def write_deflated(self) -> tuple[list[Deflated], list[Deflated]]:
+        text: list[Deflated] = []
+        openmetrics: list[Deflated] = []
+        if self.live is not None:
+            text.append(Deflated.of(self.live.render(False)))
+            openmetrics.append(Deflated.of(self.live.render(True)))
+        if self.snapshot is not None:
+            text_part, openmetrics_part = self.snapshot.recompute_part()
+            deflated = Deflated.of(text_part)
+            if openmetrics_part != text_part:
+                deflated_openmetrics = Deflated.of(openmetrics_part)
+            else:  # the usual case: only the baseline part has format-specific headers
+                deflated_openmetrics = deflated
+            text.extend((self.snapshot.baseline_part(False), deflated))
+            openmetrics.extend((self.snapshot.baseline_part(True), deflated_openmetrics))
+        return text, openmetrics
 
 
 class _Yielding(Collector):
@@ -101,6 +192,10 @@ class _Yielding(Collector):
         return iter(self.families)
 
 
+def _collected(collectors: Sequence[Collector]) -> list[Metric]:
+    return [metric for collector in collectors for metric in collector.collect()]
+
+
 class RenderedSnapshot:
     """The snapshot part of /metrics, rendered once per recompute in both formats.
 
@@ -108,14 +203,15 @@ class RenderedSnapshot:
     figures) changes only when the statistics are recomputed, so it is
     rendered (and deflated, for gzip scrapes) then, off the event loop, and a
     scrape renders only the live counters and appends these bytes or blocks.
-    The :class:`MonitorCollector` parts in ``registry`` are written directly
-    (the baseline's families only once); anything else in it goes through
-    prometheus_client.  Scrapes that negotiate a name escaping the direct
-    writer does not speak get prometheus_client's rendering of ``registry``
-    instead, made on the first such scrape after a recompute.
+    The :class:`DirectWriter` collectors in ``registry`` write themselves
+    (a :class:`MonitorCollector` its baseline's families only once); the
+    others go through prometheus_client.  Scrapes that negotiate a name
+    escaping the direct writers do not speak get prometheus_client's
+    rendering of ``registry`` instead, made on the first such scrape after a
+    recompute.
     """
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: MetricsRegistry) -> None:
         self.registry = registry
         self._lock = threading.Lock()
         self._pieces: tuple[tuple[Deflated, ...], tuple[Deflated, ...]] = ((), ())
@@ -124,30 +220,17 @@ class RenderedSnapshot:
 
     def refresh(self) -> None:
         """Render the registry now (a monitor calls this after each recompute)."""
-        direct: list[LiveFamilies | SnapshotFamilies] = []
-        token = _DIRECT.set(direct)
-        try:
-            others = list(self.registry.collect())
-        finally:
-            _DIRECT.reset(token)
+        direct, others = self.registry.parts()
         text: list[Deflated] = []
         openmetrics: list[Deflated] = []
         # Compressed here, off the event loop, so a gzip scrape compresses only its live part.
-        for families in direct:
-            if isinstance(families, SnapshotFamilies):
-                text_part, openmetrics_part = families.recompute_part()
-                deflated = Deflated.of(text_part)
-                if openmetrics_part != text_part:
-                    deflated_openmetrics = Deflated.of(openmetrics_part)
-                else:  # the usual case: only the baseline part has format-specific headers
-                    deflated_openmetrics = deflated
-                text.extend((families.baseline_part(False), deflated))
-                openmetrics.extend((families.baseline_part(True), deflated_openmetrics))
-            else:
-                text.append(Deflated.of(families.render(False)))
-                openmetrics.append(Deflated.of(families.render(True)))
-        if others:
-            rest = _Yielding(others)
+        for writer in direct:
+            text_pieces, openmetrics_pieces = writer.write_deflated()
+            text.extend(text_pieces)
+            openmetrics.extend(openmetrics_pieces)
+        families = _collected(others)
+        if families:
+            rest = _Yielding(families)
             rendered: bytes = openmetrics_latest(rest)  # type: ignore[no-untyped-call]
             text.append(Deflated.of(generate_latest(rest)))
             openmetrics.append(Deflated.of(rendered.removesuffix(b"# EOF\n")))
@@ -187,7 +270,7 @@ class RenderedSnapshot:
 
 
 def render_metrics(
-    registry: CollectorRegistry,
+    registry: MetricsRegistry,
     accept: str,
     rendered: RenderedSnapshot | None = None,
     *,
@@ -195,28 +278,29 @@ def render_metrics(
 ) -> tuple[bytes, str]:
     """The /metrics body for an ``Accept`` header (gzip-compressed when asked) and its content type.
 
-    prometheus_client renders ``registry`` (process and proxy metrics), except
-    the parts of any :class:`MonitorCollector` in it, which write their
-    samples directly; ``rendered`` adds the snapshot part.  An escaping
-    scheme that would rewrite legacy names (``dots``, ``values``) leaves
-    everything, the snapshot part included, to prometheus_client.
+    The :class:`DirectWriter` collectors in ``registry`` (a
+    :class:`MonitorCollector`'s counters) write their samples first, then
+    prometheus_client renders the others (process and proxy metrics);
+    ``rendered`` adds the snapshot part.  An escaping scheme that would
+    rewrite legacy names (``dots``, ``values``) leaves everything, the
+    snapshot part included, to prometheus_client.
     """
     encoder, content_type = choose_encoder(accept)
     openmetrics = content_type.startswith("application/openmetrics-text")
     _, _, escaping = content_type.partition("escaping=")
     escaping = escaping.split(";")[0].strip()
-    direct: list[LiveFamilies | SnapshotFamilies] | None = (
-        [] if escaping in _DIRECT_ESCAPINGS else None
-    )
-    token = _DIRECT.set(direct)
-    try:
+    direct = escaping in _DIRECT_ESCAPINGS
+    parts: list[bytes | Deflated] = []
+    if direct:
+        writers, others = registry.parts()
+        for writer in writers:
+            parts.extend(writer.write_text(openmetrics))
+        encoded = encoder(_Yielding(_collected(others)))
+    else:
         encoded = encoder(registry)
-    finally:
-        _DIRECT.reset(token)
-    parts: list[bytes | Deflated] = [families.render(openmetrics) for families in direct or ()]
     parts.append(encoded.removesuffix(b"# EOF\n") if openmetrics else encoded)
     if rendered is not None:
-        if direct is not None:
+        if direct:
             parts.extend(rendered.pieces(openmetrics))
         else:
             parts.append(rendered.escaped(encoder, openmetrics, escaping))
@@ -236,7 +320,7 @@ _LANDING = """<!doctype html>
 
 
 def metrics_routes(
-    registry: CollectorRegistry,
+    registry: MetricsRegistry,
     model: str,
     ready: Callable[[], tuple[bool, str]],
     rendered: RenderedSnapshot | None = None,

@@ -12,27 +12,12 @@ outside (proxy vs direct).
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter
+
+from driftgauge.exposition import catalogue
 
 __all__ = ["ProxyMetrics"]
 
-_LATENCY_BUCKETS = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
-_OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05)
 UPSTREAM_ERROR_REASONS = (
     "connect_refused",
     "connect_timeout",
@@ -40,7 +25,6 @@ UPSTREAM_ERROR_REASONS = (
     "upstream_reset",
     "bad_response",
 )
-_SIZE_BUCKETS = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
 
 
 class ProxyMetrics:
@@ -48,58 +32,14 @@ class ProxyMetrics:
 
     def __init__(self, registry: CollectorRegistry, model: str) -> None:
         self.model = model
-        self.requests = Counter(
-            "driftgauge_requests",
-            "Proxied requests by the status code returned to the client (0: connection closed).",
-            ["model", "code"],
-            registry=registry,
-        )
-        self.upstream_latency = Histogram(
-            "driftgauge_upstream_latency_seconds",
-            "Model server latency seen by the proxy: request forwarded to response complete.",
-            ["model"],
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        ).labels(model)
-        self.overhead = Histogram(
-            "driftgauge_overhead_seconds",
-            "Time the sidecar itself holds a request, excluding the model server.",
-            ["model"],
-            buckets=_OVERHEAD_BUCKETS,
-            registry=registry,
-        ).labels(model)
-        self.request_size = Histogram(
-            "driftgauge_request_size_bytes",
-            "Request body sizes.",
-            ["model"],
-            buckets=_SIZE_BUCKETS,
-            registry=registry,
-        ).labels(model)
-        self.response_size = Histogram(
-            "driftgauge_response_size_bytes",
-            "Response body sizes.",
-            ["model"],
-            buckets=_SIZE_BUCKETS,
-            registry=registry,
-        ).labels(model)
-        self._upstream_errors = Counter(
-            "driftgauge_upstream_errors",
-            "Upstream failures by reason (connect_refused, connect_timeout, timeout, upstream_reset, bad_response).",
-            ["model", "reason"],
-            registry=registry,
-        )
-        self._client_errors = Counter(
-            "driftgauge_client_errors",
-            "Client requests refused by the proxy, by reason.",
-            ["model", "reason"],
-            registry=registry,
-        )
-        self.queue_depth = Gauge(
-            "driftgauge_queue_depth",
-            "Records waiting for the monitoring consumer.",
-            ["model"],
-            registry=registry,
-        ).labels(model)
+        self.requests = catalogue.REQUESTS.counter(registry)
+        self.upstream_latency = catalogue.UPSTREAM_LATENCY.histogram(registry).labels(model)
+        self.overhead = catalogue.OVERHEAD.histogram(registry).labels(model)
+        self.request_size = catalogue.REQUEST_SIZE.histogram(registry).labels(model)
+        self.response_size = catalogue.RESPONSE_SIZE.histogram(registry).labels(model)
+        self._upstream_errors = catalogue.UPSTREAM_ERRORS.counter(registry)
+        self._client_errors = catalogue.CLIENT_ERRORS.counter(registry)
+        self.queue_depth = catalogue.QUEUE_DEPTH.gauge(registry).labels(model)
         self._by_code: dict[int, Counter] = {}
         for reason in UPSTREAM_ERROR_REASONS:  # present at 0 before the first failure
             self._upstream_errors.labels(model, reason)

@@ -31,7 +31,7 @@ __all__ = [
     "label_text",
 ]
 
-Kind = Literal["counter", "gauge", "info", "summary"]
+Kind = Literal["counter", "gauge", "histogram", "info", "summary"]
 
 # Sample names of a family (``x``) by kind, and the text format's name and type
 # for its header where they differ from OpenMetrics' (``x`` and the kind).
@@ -122,7 +122,8 @@ class FamilyText:
     ``name`` is the family name as prometheus_client's metric families take it
     (without ``_total`` or ``_info``); samples of a counter are
     ``name_total``, of an info family ``name_info``, of a summary ``name``
-    (quantiles), ``name_sum`` and ``name_count``.
+    (quantiles), ``name_sum`` and ``name_count`` (a histogram's, which
+    driftgauge leaves to prometheus_client, ``name_bucket`` too).
     """
 
     __slots__ = ("_headers", "documentation", "kind", "name", "sample_name")

@@ -1,0 +1,121 @@
+"""The metric catalogue: what /metrics serves, what the README lists and the declarations agree."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from prometheus_client import ProcessCollector
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
+
+from driftgauge.exposition import MonitorCollector, RenderedSnapshot, render_metrics
+from driftgauge.exposition.catalogue import CATALOGUE, MetricSpec
+from driftgauge.exposition.proxy import ProxyMetrics
+from tests.exposition_support import busy_pipeline, registry_of
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BY_NAME = {spec.name: spec for spec in CATALOGUE}
+
+
+def _readme_table() -> dict[str, tuple[str, frozenset[str]]]:
+    """README's metrics table: sample name (prefixed) -> its type and the labels the row names."""
+    section = README.read_text(encoding="utf-8").split("\n## Metrics\n", 1)[1]
+    rows = re.findall(r"^\| (.+?) \| (\w+) \|$", section.split("\n## ", 1)[0], re.MULTILINE)
+    listed: dict[str, tuple[str, frozenset[str]]] = {}
+    for names, kind in rows:
+        if kind == "type":
+            continue
+        # Parentheses explain a row (and may quote label values); the names are outside them.
+        for token in re.findall(r"`([^`]+)`", re.sub(r"\([^)]*\)", "", names)):
+            name, _, labels = token.partition("{")
+            assert f"driftgauge_{name}" not in listed, f"{name} listed twice"
+            listed[f"driftgauge_{name}"] = (kind, frozenset(filter(None, labels[:-1].split(","))))
+    return listed
+
+
+def test_names_are_unique_and_follow_prometheus_naming() -> None:
+    """One declaration per family; prefixed, no _total on a family name, base units on histograms."""
+    assert len(BY_NAME) == len(CATALOGUE)
+    samples = [spec.sample_name for spec in CATALOGUE]
+    assert len(set(samples)) == len(samples)
+    for spec in CATALOGUE:
+        assert re.fullmatch(r"driftgauge_[a-z0-9_]+[a-z0-9]", spec.name), spec.name
+        assert not spec.name.endswith(("_total", "_info", "_count", "_sum", "_bucket")), spec.name
+        assert "quantile" not in spec.labels, f"{spec.name}: promtool reserves it for summaries"
+        assert all(re.fullmatch(r"[a-z_]+", label) for label in spec.labels), spec.labels
+        if spec.kind == "histogram":
+            assert spec.name.endswith(("_seconds", "_bytes")), spec.name
+            assert list(spec.buckets) == sorted(spec.buckets)
+
+
+def test_readme_metrics_table_lists_exactly_the_catalogue() -> None:
+    """Every metric in the catalogue is in README's table with its type, and nothing else is;
+    the labels a row names are the metric's."""
+    listed = _readme_table()
+    declared = {spec.sample_name: spec for spec in CATALOGUE}
+    assert sorted(set(declared) - set(listed)) == [], "in the catalogue, not in the README"
+    assert sorted(set(listed) - set(declared)) == [], "in the README, not in the catalogue"
+    for name, (kind, labels) in listed.items():
+        spec = declared[name]
+        assert kind == spec.kind, name
+        assert labels <= set(spec.labels), (name, labels)
+
+
+def test_metrics_endpoint_serves_exactly_the_catalogue(tmp_path: Path) -> None:
+    """A sidecar with segments, feedback and the proxy serves every declared family, with its
+    declared type, help and label names, and no family of driftgauge's that is not declared."""
+    monitor = busy_pipeline("wine", tmp_path).monitor
+    registry = registry_of(MonitorCollector(monitor, "live"))
+    ProcessCollector(registry=registry)
+    proxy = ProxyMetrics(registry, "wine")
+    proxy.request_done(200, 1.0, 1.002, 1.01, 120, 80)
+    proxy.client_error("bad_request")
+    proxy.queue_depth.set(2)
+    rendered = RenderedSnapshot(registry_of(MonitorCollector(monitor, "snapshot")))
+    rendered.refresh()
+    body, _ = render_metrics(registry, "application/openmetrics-text; version=1.0.0", rendered)
+    served = {
+        family.name: family
+        for family in openmetrics_families(body.decode())
+        if family.name.startswith("driftgauge_")
+    }
+    assert sorted(served) == sorted(BY_NAME)
+    for name, family in served.items():
+        spec: MetricSpec = BY_NAME[name]
+        assert (family.type, family.documentation) == (spec.kind, spec.documentation), name
+        for sample in family.samples:
+            names = set(sample.labels) - ({"le"} if spec.kind == "histogram" else set())
+            assert names == set(spec.labels), (sample.name, sample.labels)
+
+
+@pytest.mark.parametrize("spec", CATALOGUE, ids=lambda spec: spec.name)
+def test_prometheus_client_forms_match_the_declaration(spec: MetricSpec) -> None:
+    """A spec's empty family and its direct writer's header carry its name, type and help."""
+    family = spec.metric()
+    assert (family.name, family.type, family.documentation) == (
+        spec.name,
+        spec.kind,
+        spec.documentation,
+    )
+    assert (
+        spec.text.header(True)
+        == f"# HELP {spec.name} {spec.documentation}\n# TYPE {spec.name} {spec.kind}\n"
+    )
+
+
+def test_an_instrument_of_the_wrong_kind_is_refused() -> None:
+    """Asking a gauge's declaration for a counter is a bug and raises."""
+    gauge = BY_NAME["driftgauge_queue_depth"]
+    with pytest.raises(TypeError, match="is a gauge, not a counter"):
+        gauge.counter(registry_of())
+
+
+def test_buckets_are_only_for_histograms() -> None:
+    """A declaration with buckets on a gauge, or a histogram without them, raises."""
+    with pytest.raises(ValueError, match="buckets are for histograms"):
+        MetricSpec("driftgauge_x", "gauge", "x", (), (1.0,))
+    with pytest.raises(ValueError, match="buckets are for histograms"):
+        MetricSpec("driftgauge_x_seconds", "histogram", "x", ())
