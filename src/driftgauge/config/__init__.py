@@ -10,7 +10,9 @@ from driftgauge.config.schema import (
     LogConfig,
     MetricsConfig,
     MultivariateConfig,
+    ProtocolList,
     ProtocolName,
+    ProtocolSetting,
     ProxyConfig,
     Role,
     SegmentsConfig,
@@ -24,6 +26,7 @@ from driftgauge.config.schema import (
     load_config,
     parse_duration,
     parse_listen,
+    protocol_names,
 )
 
 __all__ = [
@@ -36,7 +39,9 @@ __all__ = [
     "LogConfig",
     "MetricsConfig",
     "MultivariateConfig",
+    "ProtocolList",
     "ProtocolName",
+    "ProtocolSetting",
     "ProxyConfig",
     "Role",
     "SegmentsConfig",
@@ -50,4 +55,5 @@ __all__ = [
     "load_config",
     "parse_duration",
     "parse_listen",
+    "protocol_names",
 ]

@@ -50,13 +50,17 @@ class Batcher:
 
     def extract(self, record: Record) -> tuple[Any, Extracted] | None:
         """The parsed request and the record's columns, or None after counting why not."""
-        if record.path and not self.adapter.matches(record.path):
+        adapter = self.adapter.route(record.path) if record.path else self.adapter
+        if adapter is None:
             self.monitor.count_parse_error("unknown_path")
             return None
         try:
-            request = _body(record.request)
+            try:
+                request = _body(record.request)
+            except _DECODE_ERRORS:  # not JSON: maybe another format the protocol takes (CSV)
+                request = adapter.read_text(record.request, record.headers)
             response = _body(record.response)
-            return request, self.adapter.extract(request, response)
+            return request, adapter.extract(request, response)
         except ProtocolError as exc:
             self.monitor.count_parse_error(exc.reason)
         except _DECODE_ERRORS:
