@@ -83,3 +83,28 @@ def test_path_less_records_are_read_by_their_shape(tmp_path: Path, baseline: Bas
     alone = Record(0.0, alone.request, None)
     assert feed.ingest([record(V1), record(V2), alone]) == 9
     assert not feed.monitor.parse_errors
+
+
+CSV = b"region,ash,alcohol\nnorth,2.4,13.1\nsouth,2.1,12.2\neast,2.7,13.6\n"
+
+
+@pytest.mark.parametrize("headers", [{"Content-Type": "text/csv"}, {}], ids=["declared", "sniffed"])
+def test_mlflow_csv_bodies_count_like_json_ones(
+    tmp_path: Path, baseline: Baseline, headers: dict[str, str]
+) -> None:
+    """A CSV body (declared or recognised by its header) counts as the JSON body of its rows."""
+    by_csv, by_json = batcher(tmp_path, baseline, "mlflow"), batcher(tmp_path, baseline, "mlflow")
+    response = {"predictions": LABELS}
+    assert by_csv.ingest([record((CSV, response), "/invocations", **headers)]) == 3
+    records = [dict(zip(("alcohol", "ash", "region"), row, strict=True)) for row in ROWS]
+    split = {"dataframe_records": records}
+    assert by_json.ingest([record((split, response), "/invocations")]) == 3
+    assert bins(by_csv) == bins(by_json)
+    assert not by_csv.monitor.parse_errors
+
+
+def test_a_broken_json_body_is_still_invalid_json(tmp_path: Path, baseline: Baseline) -> None:
+    """MLflow keeps counting a body that is neither JSON nor CSV as invalid_json."""
+    feed = batcher(tmp_path, baseline, "mlflow")
+    feed.ingest([record((b'{"inputs": [1,', {"predictions": [1]}), "/invocations")])
+    assert feed.monitor.parse_errors == {"invalid_json": 1}

@@ -386,3 +386,39 @@ async def test_kserve_monitors_the_v1_and_v2_routes_alike(
         async with session.post(proxy.url + "/invocations", data=b"{}") as answer:
             assert answer.status == 200  # the upstream echoes it
         assert monitor.rows_total == 2 * len(BATCH)
+
+
+def _csv(rows: list[Row], names: tuple[str, ...] = ("region", "alcohol", "ash")) -> bytes:
+    lines = [",".join(names), *(",".join(str(row[name]) for name in names) for row in rows)]
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+async def test_mlflow_csv_bodies_are_monitored(
+    tmp_path: Path, baseline: Path, session: ClientSession
+) -> None:
+    """``Content-Type: text/csv`` to /invocations passes unchanged and its rows are observed."""
+    answers = {_csv(rows): _encode({"predictions": _labels(rows)}) for rows in (BATCH, SINGLE)}
+
+    async def handler(request: web.Request) -> web.Response:
+        assert request.content_type == "text/csv"
+        return web.Response(body=answers[await request.read()], content_type="application/json")
+
+    async with (
+        upstream_server(routes=[web.post("/invocations", handler)]) as upstream,
+        running_proxy(tmp_path, baseline, upstream.port, protocol="mlflow") as proxy,
+    ):
+        for rows in (BATCH, SINGLE):
+            headers = {"Content-Type": "text/csv"}
+            url = proxy.url + "/invocations"
+            async with session.post(url, data=_csv(rows), headers=headers) as answer:
+                assert answer.status == 200
+                assert await answer.read() == answers[_csv(rows)]
+        monitor = proxy.sidecar.monitor
+        await until(lambda: monitor.rows_total == len(ROWS), what=f"{len(ROWS)} CSV rows")
+        assert not monitor.parse_errors
+        for name in FIELDS:
+            role = "input" if name in FEATURES else "prediction"
+            labels = {"feature": name, "role": role}
+            assert proxy.sample("driftgauge_observations_total", **labels) == len(ROWS), name
+            assert sum(monitor.counters()[name].invalid.values()) == 0, name
+        assert monitor.extra_columns_total == 0
