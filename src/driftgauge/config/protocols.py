@@ -14,7 +14,7 @@ against the adapters' own route expressions.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 from driftgauge.config.validation import Errors
 
@@ -83,7 +83,7 @@ def _name(value: Any, key: str, errors: Errors) -> ProtocolName | None:
     if value not in known:
         errors.add(key, f"{value!r} is not one of {', '.join(known)}")
         return None
-    return value  # type: ignore[no-any-return]
+    return cast(ProtocolName, value)
 
 
 def parse_protocol(value: Any, errors: Errors) -> ProtocolSetting:
