@@ -336,3 +336,89 @@ async def test_mismatched_response_rows_are_forwarded_and_counted(
         await until(lambda: monitor.parse_errors["row_mismatch"] == 1, what="row_mismatch")
         assert monitor.rows_total == 0
         assert proxy.sample("driftgauge_parse_errors_total", reason="row_mismatch") == 1
+
+
+def _v2_fp64_request(rows: list[Row]) -> Body:
+    """The V2 request of ``rows`` with every numeric tensor FP64, as V1's JSON numbers are."""
+    body = _kserve_v2_request(rows)
+    ash = body["inputs"][1]
+    ash["datatype"], ash["data"] = "FP64", [[r["ash"]] for r in rows]
+    return body
+
+
+async def test_kserve_monitors_the_v1_and_v2_routes_alike(
+    tmp_path: Path, baseline: Path, session: ClientSession
+) -> None:
+    """``protocol: kserve``: the same rows by V1 then by V2 add exactly the same counts."""
+    bodies = {
+        "/v1/models/wine:predict": (
+            {"instances": _columns(BATCH)},
+            {"predictions": _labels(BATCH)},
+        ),
+        "/v2/models/wine/versions/3/infer": (_v2_fp64_request(BATCH), _kserve_v2_response(BATCH)),
+    }
+
+    def route(path: str) -> web.RouteDef:
+        async def handler(request: web.Request) -> web.Response:
+            return web.Response(body=_encode(bodies[path][1]), content_type="application/json")
+
+        return web.post(path, handler)
+
+    async with (
+        upstream_server(routes=[route(path) for path in bodies]) as upstream,
+        running_proxy(tmp_path, baseline, upstream.port, protocol="kserve") as proxy,
+    ):
+        monitor = proxy.sidecar.monitor
+        counts = []
+        for done, (path, (request, response)) in enumerate(bodies.items(), start=1):
+            async with session.post(proxy.url + path, data=_encode(request)) as answer:
+                assert answer.status == 200
+                assert await answer.read() == _encode(response)
+            await until(lambda n=done: monitor.rows_total == n * len(BATCH), what=path)
+            counts.append({name: monitor.counters()[name].bins.copy() for name in FIELDS})
+        assert not monitor.parse_errors
+        for name in FIELDS:
+            first, both = counts[0][name], counts[1][name]
+            assert first.sum() == len(BATCH), name
+            assert (both == 2 * first).all(), name
+            assert sum(monitor.counters()[name].invalid.values()) == 0, name
+        # A route of neither protocol is forwarded but not monitored.
+        async with session.post(proxy.url + "/invocations", data=b"{}") as answer:
+            assert answer.status == 200  # the upstream echoes it
+        assert monitor.rows_total == 2 * len(BATCH)
+
+
+def _csv(rows: list[Row], names: tuple[str, ...] = ("region", "alcohol", "ash")) -> bytes:
+    lines = [",".join(names), *(",".join(str(row[name]) for name in names) for row in rows)]
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+async def test_mlflow_csv_bodies_are_monitored(
+    tmp_path: Path, baseline: Path, session: ClientSession
+) -> None:
+    """``Content-Type: text/csv`` to /invocations passes unchanged and its rows are observed."""
+    answers = {_csv(rows): _encode({"predictions": _labels(rows)}) for rows in (BATCH, SINGLE)}
+
+    async def handler(request: web.Request) -> web.Response:
+        assert request.content_type == "text/csv"
+        return web.Response(body=answers[await request.read()], content_type="application/json")
+
+    async with (
+        upstream_server(routes=[web.post("/invocations", handler)]) as upstream,
+        running_proxy(tmp_path, baseline, upstream.port, protocol="mlflow") as proxy,
+    ):
+        for rows in (BATCH, SINGLE):
+            headers = {"Content-Type": "text/csv"}
+            url = proxy.url + "/invocations"
+            async with session.post(url, data=_csv(rows), headers=headers) as answer:
+                assert answer.status == 200
+                assert await answer.read() == answers[_csv(rows)]
+        monitor = proxy.sidecar.monitor
+        await until(lambda: monitor.rows_total == len(ROWS), what=f"{len(ROWS)} CSV rows")
+        assert not monitor.parse_errors
+        for name in FIELDS:
+            role = "input" if name in FEATURES else "prediction"
+            labels = {"feature": name, "role": role}
+            assert proxy.sample("driftgauge_observations_total", **labels) == len(ROWS), name
+            assert sum(monitor.counters()[name].invalid.values()) == 0, name
+        assert monitor.extra_columns_total == 0

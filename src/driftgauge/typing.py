@@ -92,6 +92,21 @@ class Adapter(Protocol):
         """True when ``path`` is a prediction route of this protocol ("" always matches)."""
         ...
 
+    def route(self, path: str) -> Adapter | None:
+        """The adapter that reads bodies sent to ``path`` ("": this one), None for other paths.
+
+        One protocol answers itself; several on one sidecar answer the one
+        whose route ``path`` is.
+        """
+        ...
+
+    def read_text(self, body: bytes | str, headers: Mapping[str, str]) -> Any:
+        """A request body that is not JSON, in another format the protocol takes (MLflow CSV).
+
+        Raises ValueError when the body is in none of them.
+        """
+        ...
+
     def extract(self, request: Any, response: Any) -> Extracted:
         """Pair each request row's features with its predictions.
 

@@ -13,7 +13,9 @@ from driftgauge.config.schema import (
     LogConfig,
     MetricsConfig,
     MultivariateConfig,
+    ProtocolList,
     ProtocolName,
+    ProtocolSetting,
     ProxyConfig,
     Role,
     SegmentsConfig,
@@ -27,6 +29,7 @@ from driftgauge.config.schema import (
     load_config,
     parse_duration,
     parse_listen,
+    protocol_names,
 )
 
 __all__ = [
@@ -42,7 +45,9 @@ __all__ = [
     "LogConfig",
     "MetricsConfig",
     "MultivariateConfig",
+    "ProtocolList",
     "ProtocolName",
+    "ProtocolSetting",
     "ProxyConfig",
     "Role",
     "SegmentsConfig",
@@ -56,4 +61,5 @@ __all__ = [
     "load_config",
     "parse_duration",
     "parse_listen",
+    "protocol_names",
 ]

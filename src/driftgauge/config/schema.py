@@ -19,6 +19,13 @@ import yaml
 from driftgauge.canonical import canonical_category
 from driftgauge.config.alerting import AlertingConfig, AlertThresholds, parse_alerting
 from driftgauge.config.models import several_models
+from driftgauge.config.protocols import (
+    ProtocolList,
+    ProtocolName,
+    ProtocolSetting,
+    parse_protocol,
+    protocol_names,
+)
 from driftgauge.config.sources import (
     DEFAULT_PROXY_PORT,
     CloudEventsConfig,
@@ -60,7 +67,9 @@ __all__ = [
     "LogConfig",
     "MetricsConfig",
     "MultivariateConfig",
+    "ProtocolList",
     "ProtocolName",
+    "ProtocolSetting",
     "ProxyConfig",
     "Role",
     "SegmentsConfig",
@@ -74,19 +83,24 @@ __all__ = [
     "load_config",
     "parse_duration",
     "parse_listen",
+    "protocol_names",
 ]
 
 # 9100-9999 of Prometheus' default port allocations is taken in full; see README.
 DEFAULT_METRICS_PORT = 10117
 
-ProtocolName = Literal["kserve-v1", "kserve-v2", "tfserving", "mlflow", "seldon", "jsonpath"]
 FieldType = Literal["numeric", "categorical"]
 Role = Literal["input", "prediction", "multivariate"]
 
 
 @dataclass(frozen=True, slots=True)
 class FieldSpec:
-    """One monitored column: a model input (feature) or a model output (prediction)."""
+    """One monitored column: a model input (feature) or a model output (prediction).
+
+    ``path`` is where the value is in the body when it is not under ``name``:
+    a JSONPath for the jsonpath protocol, else the request's (or response's)
+    own column, tensor or key name, for a metric named differently.
+    """
 
     name: str
     type: FieldType
@@ -186,7 +200,7 @@ class LogConfig:
 @dataclass(frozen=True, slots=True)
 class Config:
     model: str
-    protocol: ProtocolName
+    protocol: ProtocolSetting
     source: SourceConfig
     metrics: MetricsConfig
     baseline: Path
@@ -242,7 +256,12 @@ class Config:
 
 
 def _fields(
-    value: Any, key: str, role: Role, protocol: str, seen: dict[str, str], errors: Errors
+    value: Any,
+    key: str,
+    role: Role,
+    protocol: ProtocolSetting,
+    seen: dict[str, str],
+    errors: Errors,
 ) -> list[FieldSpec]:
     """The field list under ``key``; ``seen`` maps names already taken to where (shared by
     features and predictions: a name is unique within a model)."""
@@ -267,13 +286,33 @@ def _fields(
         kind = get_value(table, "type", f"{where}.", choice(get_args(FieldType)), "numeric", errors)
         if "type" not in table:
             errors.add(f"{where}.type", "missing (numeric or categorical)")
-        path = get_value(table, "path", f"{where}.", _json_path, None, errors)
+        # jsonpath: where in the body; any other protocol: the body's name for the column.
+        reader = _json_path if protocol == "jsonpath" else label_value
+        path = get_value(table, "path", f"{where}.", reader, None, errors)
         if protocol == "jsonpath" and table.get("path") is None:
             errors.add(
                 f"{where}.path", "missing: the jsonpath protocol needs a path for each field"
             )
         specs.append(FieldSpec(name=name, type=cast(FieldType, kind), role=role, path=path))
     return specs
+
+
+def _check_body_names(fields: list[tuple[str, FieldSpec]], errors: Errors) -> None:
+    """Two fields must not read the same body column (``path``, else ``name``).
+
+    Features and predictions share one namespace, as their names do: the
+    adapters hand both sides' columns over in one mapping.
+    """
+    taken: dict[str, tuple[str, bool]] = {}
+    for where, spec in fields:
+        body_name = spec.path or spec.name
+        if not body_name:
+            continue
+        if body_name not in taken:
+            taken[body_name] = (where, spec.path is not None)
+        elif spec.path is not None or taken[body_name][1]:  # else a duplicate name, told already
+            key = f"{where}.path" if spec.path else f"{where}.name"
+            errors.add(key, f"{body_name!r} is already read by {taken[body_name][0]}")
 
 
 def _json_path(value: Any) -> str:
@@ -478,7 +517,7 @@ def one_model(raw: Mapping[str, Any], base: Path, errors: Errors) -> Config | No
     model = get_value(top, "model", "", label_value, "", errors)
     if top.get("model") is None:
         errors.add("model", "missing: the value of the `model` label")
-    protocol = get_value(top, "protocol", "", choice(get_args(ProtocolName)), "kserve-v2", errors)
+    protocol = parse_protocol(top.get("protocol"), errors)
     source = parse_source(top.get("source"), base, errors)
     metrics_table = section(
         top.get("metrics"), "metrics", ("listen", "recompute_interval", "tls"), errors
@@ -505,6 +544,12 @@ def one_model(raw: Mapping[str, Any], base: Path, errors: Errors) -> Config | No
     predictions = _fields(
         top.get("predictions"), "predictions", "prediction", protocol, seen, errors
     )
+    if protocol != "jsonpath":
+        _check_body_names(
+            [(f"features[{i}]", spec) for i, spec in enumerate(features)]
+            + [(f"predictions[{i}]", spec) for i, spec in enumerate(predictions)],
+            errors,
+        )
     if not features and "features" in top:
         errors.add("features", "expected at least one feature")
     elif "features" not in top:
@@ -573,7 +618,7 @@ def one_model(raw: Mapping[str, Any], base: Path, errors: Errors) -> Config | No
         return None
     return Config(
         model=model,
-        protocol=cast(ProtocolName, protocol),
+        protocol=protocol,
         source=source,
         metrics=metrics,
         baseline=base / baseline,

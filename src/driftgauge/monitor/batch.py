@@ -40,13 +40,18 @@ class Batcher:
         A ``routed`` record was sent here by its model's ``path`` pattern, which
         then defines the model's prediction routes instead of the protocol's.
         """
-        if record.path and not routed and not self.adapter.matches(record.path):
+        routable = record.path and not routed
+        adapter = self.adapter.route(record.path) if routable else self.adapter
+        if adapter is None:
             self.monitor.count_parse_error("unknown_path")
             return None
         try:
-            request = _body(record.request)
+            try:
+                request = _body(record.request)
+            except _DECODE_ERRORS:  # not JSON: maybe another format the protocol takes (CSV)
+                request = adapter.read_text(record.request, record.headers)
             response = _body(record.response)
-            return request, self.adapter.extract(request, response)
+            return request, adapter.extract(request, response)
         except ProtocolError as exc:
             self.monitor.count_parse_error(exc.reason)
         except _DECODE_ERRORS:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from driftgauge.config.protocols import protocol_names
 from driftgauge.monitor.batch import Batcher
 from driftgauge.monitor.model import Monitor
 from driftgauge.typing import Record
@@ -46,7 +47,7 @@ class Router:
         self._by_name = {
             batcher.monitor.config.model: batcher
             for batcher in self.batchers
-            if batcher.monitor.config.protocol in NAMING_PROTOCOLS
+            if set(protocol_names(batcher.monitor.config.protocol)) <= NAMING_PROTOCOLS
         }
         self._routes = [
             (re.compile(batcher.monitor.config.route), batcher)

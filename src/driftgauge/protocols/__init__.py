@@ -6,12 +6,25 @@ One adapter per ``protocol:`` value of the config (:data:`ADAPTERS`), built by
 - ``matches(path)`` - True for the protocol's prediction routes (the path
   without its query string); ``""`` always matches, since a tail log may not
   record the path;
+- ``route(path)`` - the adapter that reads bodies sent to ``path`` (itself,
+  or for several protocols on one sidecar the member whose route it is), or
+  None when ``path`` is none of its routes;
+- ``read_text(body, headers)`` - a request body that is not JSON, read in
+  another format the protocol takes (MLflow: CSV), else ValueError;
 - ``extract(request, response)`` - both bodies already parsed from JSON;
   ``response`` is None when not available (only feature columns come back).
   It returns ``Extracted(rows, columns, extra_columns)``: one column per
   configured field found in the body, each exactly ``rows`` long; a field
   absent from the body is left out (the caller counts it missing); values for
   names the config does not know are only counted, as a number of columns.
+
+A field's ``path`` is, for every protocol but jsonpath, the name the body
+uses for it (column, key, tensor or ``names`` entry) when the metric is
+named differently: ``{name: alcohol_pct, path: alcohol}`` reads ``alcohol``
+and reports ``feature="alcohol_pct"``.  For jsonpath it is a JSONPath.
+
+Several protocols (``protocol: kserve``, or a list) make a
+:class:`~driftgauge.protocols.composite.CompositeAdapter`.
 
 Shared mapping rules: a row given as a list maps by position onto the
 configured fields in config order, a row given as an object maps by name, a
@@ -46,8 +59,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import get_args
 
-from driftgauge.config import FieldSpec, ProtocolName
+from driftgauge.config import FieldSpec, ProtocolName, ProtocolSetting, protocol_names
+from driftgauge.config.protocols import parse_protocol
+from driftgauge.config.validation import Errors
 from driftgauge.protocols._common import BaseAdapter
+from driftgauge.protocols.composite import CompositeAdapter, KServeAdapter
 from driftgauge.protocols.jsonpath import JsonPathAdapter
 from driftgauge.protocols.kserve_v1 import KServeV1Adapter
 from driftgauge.protocols.kserve_v2 import KServeV2Adapter
@@ -60,7 +76,9 @@ __all__ = [
     "ADAPTERS",
     "REASONS",
     "BaseAdapter",
+    "CompositeAdapter",
     "JsonPathAdapter",
+    "KServeAdapter",
     "KServeV1Adapter",
     "KServeV2Adapter",
     "MLflowAdapter",
@@ -72,6 +90,7 @@ __all__ = [
 ADAPTERS: dict[ProtocolName, type[BaseAdapter]] = {
     "kserve-v1": KServeV1Adapter,
     "kserve-v2": KServeV2Adapter,
+    "kserve": KServeAdapter,
     "tfserving": TFServingAdapter,
     "mlflow": MLflowAdapter,
     "seldon": SeldonAdapter,
@@ -92,12 +111,23 @@ REASONS: tuple[str, ...] = (
 
 
 def make_adapter(
-    protocol: ProtocolName, features: Sequence[FieldSpec], predictions: Sequence[FieldSpec]
+    protocol: ProtocolSetting, features: Sequence[FieldSpec], predictions: Sequence[FieldSpec]
 ) -> Adapter:
-    """The adapter for ``protocol``; ValueError for an unknown protocol or a bad JSONPath."""
-    try:
-        cls = ADAPTERS[protocol]
-    except KeyError:
-        known = ", ".join(get_args(ProtocolName))
-        raise ValueError(f"unknown protocol {protocol!r} (known: {known})") from None
-    return cls(features, predictions)
+    """The adapter for ``protocol`` (a name or a list of names).
+
+    ValueError for an unknown protocol, protocols whose routes overlap, or a
+    bad JSONPath.
+    """
+    names = protocol_names(protocol)
+    known = get_args(ProtocolName)
+    for name in names:
+        if name not in known:
+            raise ValueError(f"unknown protocol {name!r} (known: {', '.join(known)})")
+    if len(names) == 1:
+        return ADAPTERS[names[0]](features, predictions)
+    errors = Errors()
+    parse_protocol(list(names), errors)
+    if errors.items:
+        raise ValueError("; ".join(errors.items))
+    members = [ADAPTERS[name](features, predictions) for name in names]
+    return CompositeAdapter(members, str(protocol))

@@ -27,10 +27,11 @@ Error messages name keys, field names, JSON types and shapes, never values.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -56,10 +57,12 @@ __all__ = [
     "numeric_array",
     "pair",
     "raise_if_error",
+    "rename_columns",
     "require_object",
     "rows_or_columns",
     "scalar",
     "short",
+    "wire_specs",
 ]
 
 Column = list[Any] | npt.NDArray[Any]
@@ -451,30 +454,93 @@ def _strip_query(path: str) -> str:
     return path.partition("?")[0]
 
 
+def wire_specs(specs: Sequence[FieldSpec]) -> tuple[tuple[FieldSpec, ...], dict[str, str]]:
+    """``specs`` under the names the bodies use (``path`` where given), and those names' fields.
+
+    The second item maps each body name that differs to the configured
+    (metric) name; it is empty when no field has a ``path``.
+    """
+    renamed: dict[str, str] = {}
+    wire = []
+    for spec in specs:
+        if spec.path is not None and spec.path != spec.name:
+            renamed[spec.path] = spec.name
+            spec = dataclasses.replace(spec, name=spec.path, path=None)
+        wire.append(spec)
+    return tuple(wire), renamed
+
+
+def rename_columns(extracted: Extracted, names: Mapping[str, str]) -> Extracted:
+    """``extracted`` with each column under ``names[column]`` (unlisted names kept).
+
+    One dictionary step per column, not per value: numeric blocks keep their
+    matrix and only get new names.
+    """
+    columns = extracted.columns
+    if isinstance(columns, Columns):
+        single = {names.get(key, key): column for key, column in columns.single.items()}
+        blocks = [
+            (tuple(names.get(key, key) for key in keys), matrix) for keys, matrix in columns.blocks
+        ]
+        renamed: Mapping[str, Sequence[Any]] = Columns(single, blocks)
+    else:
+        renamed = {names.get(key, key): column for key, column in columns.items()}
+    return Extracted(extracted.rows, renamed, extracted.extra_columns)
+
+
 class BaseAdapter:
-    """Common constructor, route matching and the request/response pairing.
+    """Common constructor, route matching, body names and the request/response pairing.
 
     Subclasses set ``name`` and ``routes``, and either ``error_keys``,
     ``server``, ``_request`` and ``_response`` (the common shape of a body
-    pair), or their own ``extract``.
+    pair), or their own ``_extract``.
+
+    A field with a ``path`` is read from the body under that name (its
+    column, key or tensor) and reported under its configured name: the
+    subclass sees ``features`` and ``predictions`` already under the body's
+    names, and ``extract`` renames the columns back.  The jsonpath adapter,
+    whose paths are JSONPaths, turns this off (``body_names = False``).
     """
 
     name: str = ""
     routes: re.Pattern[str] = re.compile(r"(?!)")
     error_keys: tuple[str, ...] = ("error",)
     server: str = "the model server"
+    body_names: ClassVar[bool] = True
 
     def __init__(self, features: Sequence[FieldSpec], predictions: Sequence[FieldSpec]) -> None:
         self.features: tuple[FieldSpec, ...] = tuple(features)
         self.predictions: tuple[FieldSpec, ...] = tuple(predictions)
+        self.metric_names: dict[str, str] = {}
+        if self.body_names:
+            self.features, inputs = wire_specs(self.features)
+            self.predictions, outputs = wire_specs(self.predictions)
+            self.metric_names = {**inputs, **outputs}
 
     def matches(self, path: str) -> bool:
         """True for this protocol's prediction routes; ``""`` (path unknown) always matches."""
         path = _strip_query(path)
         return not path or self.routes.fullmatch(path) is not None
 
+    def route(self, path: str) -> BaseAdapter | None:
+        """The adapter that reads bodies sent to ``path``: this one, or None when not a route."""
+        return self if self.matches(path) else None
+
+    def read_text(self, body: bytes | str, headers: Mapping[str, str]) -> Any:
+        """A request body that is not JSON, read in another format the protocol takes.
+
+        Raises ValueError when it is in none (the caller counts ``invalid_json``).
+        """
+        raise ValueError(f"{self.name} request bodies are JSON")
+
     def extract(self, request: Any, response: Any) -> Extracted:
         """The request's rows paired with the response's; raises ProtocolError on a bad body."""
+        extracted = self._extract(request, response)
+        if self.metric_names:
+            return rename_columns(extracted, self.metric_names)
+        return extracted
+
+    def _extract(self, request: Any, response: Any) -> Extracted:
         if response is not None:
             raise_if_error(response, self.error_keys, self.server)
         features = self._request(request)

@@ -98,13 +98,14 @@ class JsonPathAdapter(BaseAdapter):
 
     name = "jsonpath"
     routes = re.compile(r".*", re.DOTALL)
+    body_names = False  # a field's path is a JSONPath here, not a column name
 
     def __init__(self, features: Sequence[FieldSpec], predictions: Sequence[FieldSpec]) -> None:
         super().__init__(features, predictions)
         self.feature_paths = _compile(self.features, "feature")
         self.prediction_paths = _compile(self.predictions, "prediction")
 
-    def extract(self, request: Any, response: Any) -> Extracted:
+    def _extract(self, request: Any, response: Any) -> Extracted:
         """Evaluate every path; all fields found must agree on the number of rows."""
         found: dict[str, Column] = {}
         for name, path, exact in self.feature_paths:

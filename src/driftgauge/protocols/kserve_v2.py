@@ -200,7 +200,7 @@ class KServeV2Adapter(BaseAdapter):
     name = "kserve-v2"
     routes = _ROUTE
 
-    def extract(self, request: Any, response: Any) -> Extracted:
+    def _extract(self, request: Any, response: Any) -> Extracted:
         """Columns of the ``inputs`` tensors paired with the ``outputs`` tensors."""
         if response is not None:
             raise_if_error(response, ("error",), "the inference server")

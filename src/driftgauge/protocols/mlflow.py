@@ -15,7 +15,11 @@ deploy-model-locally), and the scoring server ``mlflow/pyfunc/scoring_server``:
   complex data" examples post one);
 - the answer is ``{"predictions": ...}`` (pandas results as a list of
   records, arrays as nested lists); a bare list is accepted too (MLflow 1.x);
-- an error is ``{"error_code": "BAD_REQUEST", "message": "..."}``.
+- an error is ``{"error_code": "BAD_REQUEST", "message": "..."}``;
+- ``Content-Type: text/csv``: a header line naming the columns, then one line
+  per row (read by :mod:`driftgauge.protocols.csv_body`; without the content
+  type, a body that is not JSON is taken as CSV when its header names a
+  configured feature).
 
 Mapping: ``dataframe_split`` rows map through their ``columns`` by name
 (integer column labels, pandas' default, map by position in config order);
@@ -26,7 +30,7 @@ an ``inputs``/``predictions`` object by column name.
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 from driftgauge.exceptions import ProtocolError
@@ -37,6 +41,7 @@ from driftgauge.protocols._common import (
     map_rows,
     rows_or_columns,
 )
+from driftgauge.protocols.csv_body import CsvTable, csv_part, read_csv_body
 
 __all__ = ["MLflowAdapter"]
 
@@ -66,7 +71,7 @@ def _list(value: Any, where: str) -> list[Any]:
 
 
 class MLflowAdapter(BaseAdapter):
-    """Reads MLflow ``/invocations`` bodies in all four JSON formats."""
+    """Reads MLflow ``/invocations`` bodies in all four JSON formats and CSV."""
 
     name = "mlflow"
     routes = _ROUTE
@@ -74,7 +79,13 @@ class MLflowAdapter(BaseAdapter):
     error_keys = ("error_code", "error")
     server = "MLflow"
 
+    def read_text(self, body: bytes | str, headers: Mapping[str, str]) -> Any:
+        """A ``text/csv`` body as a :class:`CsvTable`; ValueError when it is not CSV."""
+        return read_csv_body(body, headers, [spec.name for spec in self.features])
+
     def _request(self, request: Any) -> Part:
+        if isinstance(request, CsvTable):
+            return csv_part(request, self.features)
         if isinstance(request, list):
             return map_rows(request, self.features)
         if not isinstance(request, dict):

@@ -136,7 +136,7 @@ class SeldonAdapter(BaseAdapter):
     name = "seldon"
     routes = _ROUTE
 
-    def extract(self, request: Any, response: Any) -> Extracted:
+    def _extract(self, request: Any, response: Any) -> Extracted:
         """Rows of the request's ``data`` paired with the response's ``data``."""
         if response is not None:
             _raise_if_failure(response)
