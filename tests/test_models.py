@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
+from prometheus_client.parser import text_string_to_metric_families
 
 from driftgauge.app import build_sidecar
 from driftgauge.baseline import build_baseline, save_baseline
 from driftgauge.config import Config, config_from_mapping
 from driftgauge.exceptions import ConfigError
+from driftgauge.exposition.collector import render_metrics
 from driftgauge.monitor.route import model_in_path
 from driftgauge.typing import Record
 from tests.helpers import base_config, training_rows, write_csv
@@ -166,3 +172,31 @@ def test_a_single_model_sidecar_takes_every_record(tmp_path: Path) -> None:
     sidecar = build_sidecar(single, build_baseline(single, [data]))
     assert sidecar.batcher.ingest([v2_record("another-name", 13.0)]) == 1
     assert not sidecar.monitor.parse_errors
+
+
+def test_metrics_write_each_family_once_with_every_model(config: Config) -> None:
+    """Both models' samples sit in one block per family; promtool and the strict parser accept it."""
+    sidecar = build_sidecar(config)
+    sidecar.batcher.ingest([v2_record("wine", 13.0), mlflow_record("/iris/invocations")])
+    for monitor in sidecar.monitors:
+        monitor.compute()
+    text, _ = render_metrics(sidecar.registry, "text/plain", sidecar.rendered)
+    body = text.decode()
+    assert body.count("# TYPE driftgauge_observations_total counter") == 1
+    assert body.count("# TYPE driftgauge_build_info gauge") == 1
+    models = {
+        sample.labels.get("model")
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if family.name == "driftgauge_observations"
+    }
+    assert models == {"wine", "iris"}
+    om, _ = render_metrics(
+        sidecar.registry, "application/openmetrics-text; version=1.0.0", sidecar.rendered
+    )
+    strict = {family.name for family in openmetrics_families(om.decode())}  # raises if invalid
+    assert {"driftgauge_observations", "driftgauge_baseline_info"} <= strict
+    checked = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr

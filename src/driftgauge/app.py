@@ -31,6 +31,7 @@ from driftgauge.exposition.collector import (
     feedback_routes,
     metrics_routes,
 )
+from driftgauge.exposition.models import ModelsCollector
 from driftgauge.exposition.proxy import ProxyMetrics
 from driftgauge.jsonbody import decode_json
 from driftgauge.monitor.batch import Batcher
@@ -159,9 +160,12 @@ def build_sidecar(
     )
     registry = registry if registry is not None else MetricsRegistry()
     snapshot_registry = MetricsRegistry()
-    for monitor in monitors:
-        registry.register(MonitorCollector(monitor, "live"))
-        snapshot_registry.register(MonitorCollector(monitor, "snapshot"))
+    if len(monitors) == 1:
+        registry.register(MonitorCollector(monitors[0], "live"))
+        snapshot_registry.register(MonitorCollector(monitors[0], "snapshot"))
+    else:  # each family once, with every model's samples
+        registry.register(ModelsCollector(monitors, "live"))
+        snapshot_registry.register(ModelsCollector(monitors, "snapshot"))
     ProcessCollector(registry=registry)
     rendered = RenderedSnapshot(snapshot_registry)
     for monitor in monitors:

@@ -24,7 +24,13 @@ from driftgauge.monitor.fields import CATEGORICAL_INVALID_REASONS, NUMERIC_INVAL
 from driftgauge.monitor.model import Monitor
 from driftgauge.protocols import REASONS
 
-__all__ = ["DROP_REASONS", "LABEL_RESULTS", "PARSE_ERROR_REASONS", "LiveFamilies"]
+__all__ = [
+    "DROP_REASONS",
+    "LABEL_RESULTS",
+    "PARSE_ERROR_REASONS",
+    "LiveFamilies",
+    "merged_read",
+]
 
 PARSE_ERROR_REASONS = (*REASONS, "invalid_json", "unknown_path", "internal")
 DROP_REASONS = ("queue_full", "body_too_large", "feedback_expired")
@@ -139,18 +145,49 @@ class LiveFamilies:
 
     def render(self, openmetrics: bool) -> bytes:
         """The live families as exposition text (without OpenMetrics' ``# EOF``)."""
-        out: list[str] = []
-        for series, values in self.read():
-            series.spec.text.write(out, openmetrics, series.prefixes, values)
-        return "".join(out).encode()
+        return render_read(self.read(), openmetrics)
 
     def metrics(self) -> Iterator[Metric]:
         """The same samples as prometheus_client families."""
-        for series, values in self.read():
-            spec = series.spec
-            metric = spec.metric()
-            for label_values, value in zip(series.label_values, values, strict=True):
-                metric.add_sample(
-                    spec.sample_name, dict(zip(spec.labels, label_values, strict=True)), value
-                )
-            yield metric
+        return metrics_read(self.read())
+
+
+def merged_read(families: Sequence[LiveFamilies]) -> list[tuple[_Series, Sequence[float]]]:
+    """Several monitors' live series as one series list per family, in first-seen order."""
+    merged: dict[str, tuple[list[_Series], list[float]]] = {}
+    for one in families:
+        for series, values in one.read():
+            parts, numbers = merged.setdefault(series.spec.name, ([], []))
+            parts.append(series)
+            numbers.extend(values)
+    return [
+        (
+            _Series(
+                parts[0].spec,
+                tuple(v for part in parts for v in part.label_values),
+                tuple(p for part in parts for p in part.prefixes),
+            ),
+            numbers,
+        )
+        for parts, numbers in merged.values()
+    ]
+
+
+def render_read(read: Sequence[tuple[_Series, Sequence[float]]], openmetrics: bool) -> bytes:
+    """Series and their values as exposition text (without OpenMetrics' ``# EOF``)."""
+    out: list[str] = []
+    for series, values in read:
+        series.spec.text.write(out, openmetrics, series.prefixes, values)
+    return "".join(out).encode()
+
+
+def metrics_read(read: Sequence[tuple[_Series, Sequence[float]]]) -> Iterator[Metric]:
+    """Series and their values as prometheus_client families."""
+    for series, values in read:
+        spec = series.spec
+        metric = spec.metric()
+        for label_values, value in zip(series.label_values, values, strict=True):
+            metric.add_sample(
+                spec.sample_name, dict(zip(spec.labels, label_values, strict=True)), value
+            )
+        yield metric

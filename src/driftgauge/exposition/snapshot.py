@@ -39,7 +39,7 @@ from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.outcomes import equal_opportunity
 from driftgauge.sketches.summary import CategoricalSummary, NumericSummary
 
-__all__ = ["SnapshotFamilies"]
+__all__ = ["Block", "SnapshotFamilies", "merge_blocks", "metrics_of", "render_blocks"]
 
 Labels = tuple[str, ...]
 
@@ -125,7 +125,7 @@ class _Layout:
 
 
 @dataclass(slots=True)
-class _Block:
+class Block:
     """One family's samples, in exposition order."""
 
     spec: MetricSpec
@@ -137,7 +137,7 @@ class _Block:
         self.values.append(value)
 
 
-def _render(blocks: Sequence[_Block]) -> tuple[bytes, bytes]:
+def render_blocks(blocks: Sequence[Block]) -> tuple[bytes, bytes]:
     """The blocks as text and OpenMetrics (without ``# EOF``); one object when they are equal.
 
     The sample lines are the same in both formats, so they are joined once;
@@ -161,7 +161,27 @@ def _render(blocks: Sequence[_Block]) -> tuple[bytes, bytes]:
     return "".join(text).encode(), "".join(openmetrics).encode()
 
 
-def _metrics(blocks: Iterable[_Block]) -> Iterator[Metric]:
+def merge_blocks(parts: Iterable[Sequence[Block]]) -> list[Block]:
+    """Several monitors' blocks as one block per family, in first-seen order.
+
+    Each family is written once with every model's samples (the text format
+    wants a family's samples together); a series that more than one part
+    holds with the same labels (the build info) is kept once.
+    """
+    merged: dict[str, Block] = {}
+    seen: set[tuple[str, Labels]] = set()
+    for blocks in parts:
+        for block in blocks:
+            into = merged.setdefault(block.spec.name, Block(block.spec))
+            for series, value in zip(block.series, block.values, strict=True):
+                key = (block.spec.name, series.labels)
+                if key not in seen:
+                    seen.add(key)
+                    into.add(series, value)
+    return list(merged.values())
+
+
+def metrics_of(blocks: Iterable[Block]) -> Iterator[Metric]:
     for block in blocks:
         spec = block.spec
         metric = spec.metric()
@@ -199,20 +219,20 @@ class SnapshotFamilies:
 
     # -- the families that depend only on the baseline ----------------------------------------
 
-    def _baseline_blocks(self) -> list[_Block]:
+    def baseline_blocks(self) -> list[Block]:
         monitor = self.monitor
         model, baseline = monitor.config.model, monitor.baseline
-        build = _Block(catalogue.BUILD_INFO)
+        build = Block(catalogue.BUILD_INFO)
         build.add(_Series.of(catalogue.BUILD_INFO, (__version__,)), 1)
-        info = _Block(catalogue.BASELINE_INFO)
+        info = Block(catalogue.BASELINE_INFO)
         created = dt.datetime.fromtimestamp(baseline.created, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         info_labels = (model, baseline.id, created, str(baseline.rows))
         info.add(_Series.of(catalogue.BASELINE_INFO, info_labels), 1)
-        quantiles = _Block(catalogue.BASELINE_QUANTILE)
-        means = _Block(catalogue.BASELINE_MEAN)
-        ratios = _Block(catalogue.BASELINE_BIN_RATIO)
-        counts = _Block(catalogue.BASELINE_OBSERVATIONS)
-        cardinality = _Block(catalogue.BASELINE_CARDINALITY)
+        quantiles = Block(catalogue.BASELINE_QUANTILE)
+        means = Block(catalogue.BASELINE_MEAN)
+        ratios = Block(catalogue.BASELINE_BIN_RATIO)
+        counts = Block(catalogue.BASELINE_OBSERVATIONS)
+        cardinality = Block(catalogue.BASELINE_CARDINALITY)
         for spec in monitor.config.fields:
             labels = (model, spec.name, spec.role)
             held = baseline.fields[spec.name]
@@ -237,13 +257,13 @@ class SnapshotFamilies:
         """The baseline's families (and the build info), rendered and deflated once."""
         with self._baseline_lock:
             if self._baseline is None:
-                text, om = _render(self._baseline_blocks())
+                text, om = render_blocks(self.baseline_blocks())
                 self._baseline = Deflated.of(text), Deflated.of(om)
             return self._baseline[openmetrics]
 
     # -- the families of one recompute ----------------------------------------------------------
 
-    def _snapshot_blocks(self, snapshot: Snapshot) -> list[_Block]:
+    def snapshot_blocks(self, snapshot: Snapshot) -> list[Block]:
         model = self.monitor.config.model
         previous = self._layout
         layout = _Layout(previous.rows, previous.series)
@@ -252,9 +272,9 @@ class SnapshotFamilies:
             blocks.extend(_segment_blocks(layout, model, snapshot))
         if self.monitor.outcomes is not None:
             blocks.extend(_performance_blocks(layout, model, snapshot))
-        computed_at = _Block(catalogue.COMPUTED_AT)
+        computed_at = Block(catalogue.COMPUTED_AT)
         computed_at.add(layout.one(catalogue.COMPUTED_AT, (model,)), snapshot.computed_at)
-        duration = _Block(catalogue.COMPUTE_DURATION)
+        duration = Block(catalogue.COMPUTE_DURATION)
         duration.add(layout.one(catalogue.COMPUTE_DURATION, (model,)), snapshot.duration)
         blocks.extend((computed_at, duration))
         self._layout = layout
@@ -268,7 +288,7 @@ class SnapshotFamilies:
         compressed once.
         """
         snapshot = self.monitor.snapshot if snapshot is None else snapshot
-        return _render(self._snapshot_blocks(snapshot))
+        return render_blocks(self.snapshot_blocks(snapshot))
 
     def render(self, openmetrics: bool) -> bytes:
         """The whole snapshot part in one format (without OpenMetrics' ``# EOF``)."""
@@ -277,15 +297,15 @@ class SnapshotFamilies:
 
     def metrics(self) -> Iterator[Metric]:
         """The same samples as prometheus_client families."""
-        yield from _metrics(self._baseline_blocks())
-        yield from _metrics(self._snapshot_blocks(self.monitor.snapshot))
+        yield from metrics_of(self.baseline_blocks())
+        yield from metrics_of(self.snapshot_blocks(self.monitor.snapshot))
 
 
-def _field_blocks(layout: _Layout, model: str, fields: Sequence[FieldStats]) -> list[_Block]:
-    observations = _Block(catalogue.WINDOW_OBSERVATIONS)
-    drift = [(attr, _Block(spec)) for attr, spec in _DRIFT]
-    quantiles, means = _Block(catalogue.FEATURE_QUANTILE), _Block(catalogue.FEATURE_MEAN)
-    cardinality = _Block(catalogue.CARDINALITY)
+def _field_blocks(layout: _Layout, model: str, fields: Sequence[FieldStats]) -> list[Block]:
+    observations = Block(catalogue.WINDOW_OBSERVATIONS)
+    drift = [(attr, Block(spec)) for attr, spec in _DRIFT]
+    quantiles, means = Block(catalogue.FEATURE_QUANTILE), Block(catalogue.FEATURE_MEAN)
+    cardinality = Block(catalogue.CARDINALITY)
     for item in fields:
         row = layout.row(model, item)
         observations.add(row.observations, item.observations)
@@ -306,9 +326,9 @@ def _field_blocks(layout: _Layout, model: str, fields: Sequence[FieldStats]) -> 
     return [observations, *(block for _, block in drift), quantiles, means, cardinality]
 
 
-def _segment_blocks(layout: _Layout, model: str, snapshot: Snapshot) -> list[_Block]:
-    psi, floor = _Block(catalogue.SEGMENT_PSI), _Block(catalogue.SEGMENT_PSI_NOISE_FLOOR)
-    seen, rate = _Block(catalogue.SEGMENT_OBSERVATIONS), _Block(catalogue.POSITIVE_RATE)
+def _segment_blocks(layout: _Layout, model: str, snapshot: Snapshot) -> list[Block]:
+    psi, floor = Block(catalogue.SEGMENT_PSI), Block(catalogue.SEGMENT_PSI_NOISE_FLOOR)
+    seen, rate = Block(catalogue.SEGMENT_OBSERVATIONS), Block(catalogue.POSITIVE_RATE)
     for item in snapshot.segments:
         labels: Labels = (
             model,
@@ -326,7 +346,7 @@ def _segment_blocks(layout: _Layout, model: str, snapshot: Snapshot) -> list[_Bl
         if item.positive_rate is not None:
             rate_labels = (model, item.window, item.segment_feature, item.segment)
             rate.add(layout.one(catalogue.POSITIVE_RATE, rate_labels), item.positive_rate)
-    impact = _Block(catalogue.DISPARATE_IMPACT)
+    impact = Block(catalogue.DISPARATE_IMPACT)
     for fairness in snapshot.fairness:
         labels = (model, fairness.window, fairness.segment_feature)
         impact_series = layout.one(catalogue.DISPARATE_IMPACT, labels)
@@ -334,9 +354,9 @@ def _segment_blocks(layout: _Layout, model: str, snapshot: Snapshot) -> list[_Bl
     return [psi, floor, seen, rate, impact]
 
 
-def _performance_blocks(layout: _Layout, model: str, snapshot: Snapshot) -> list[_Block]:
-    overall, per_class = _Block(catalogue.PERFORMANCE), _Block(catalogue.CLASS_PERFORMANCE)
-    segment, labelled = _Block(catalogue.SEGMENT_PERFORMANCE), _Block(catalogue.WINDOW_LABELS)
+def _performance_blocks(layout: _Layout, model: str, snapshot: Snapshot) -> list[Block]:
+    overall, per_class = Block(catalogue.PERFORMANCE), Block(catalogue.CLASS_PERFORMANCE)
+    segment, labelled = Block(catalogue.SEGMENT_PERFORMANCE), Block(catalogue.WINDOW_LABELS)
     for item in snapshot.performance:
         if item.segment_feature:
             for metric, value in item.metrics.items():
@@ -352,7 +372,7 @@ def _performance_blocks(layout: _Layout, model: str, snapshot: Snapshot) -> list
             for metric, value in zip(("precision", "recall", "f1"), scores, strict=True):
                 labels = (model, item.window, name, metric)
                 per_class.add(layout.one(catalogue.CLASS_PERFORMANCE, labels), value)
-    opportunity = _Block(catalogue.EQUAL_OPPORTUNITY)
+    opportunity = Block(catalogue.EQUAL_OPPORTUNITY)
     for (feature, window), value in equal_opportunity(snapshot.performance).items():
         labels = (model, window, feature)
         opportunity.add(layout.one(catalogue.EQUAL_OPPORTUNITY, labels), value)
