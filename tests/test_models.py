@@ -195,7 +195,7 @@ def test_metrics_write_each_family_once_with_every_model(config: Config) -> None
         sidecar.registry, "application/openmetrics-text; version=1.0.0", sidecar.rendered
     )
     strict = {family.name for family in openmetrics_families(om.decode())}  # raises if invalid
-    assert {"driftgauge_observations", "driftgauge_baseline_info"} <= strict
+    assert {"driftgauge_observations", "driftgauge_baseline"} <= strict
     checked = subprocess.run(
         ["promtool", "check", "metrics"], input=text, capture_output=True, check=False
     )
