@@ -12,6 +12,7 @@ samples are ``name_total``, an info family's ``name_info``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -71,7 +72,16 @@ __all__ = [
     "WINDOW_LABELS",
     "WINDOW_OBSERVATIONS",
     "MetricSpec",
+    "Series",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One series of a family: its label values (in the family's label order) and line prefix."""
+
+    labels: tuple[str, ...]
+    prefix: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +111,11 @@ class MetricSpec:
     def sample_name(self) -> str:
         """The name of its samples: ``name_total`` for a counter, ``name_info`` for info."""
         return self.text.sample_name
+
+    def series(self, labels: Sequence[str]) -> Series:
+        """The series of ``labels`` (values in :attr:`labels` order), its sample prefix escaped once."""
+        values = tuple(labels)
+        return Series(values, self.text.prefix(dict(zip(self.labels, values, strict=True))))
 
     def metric(self) -> Metric:
         """An empty prometheus_client family of this metric, for a collector to fill and yield."""

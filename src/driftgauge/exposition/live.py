@@ -19,7 +19,7 @@ import numpy as np
 from prometheus_client.core import Metric
 
 from driftgauge.exposition import catalogue
-from driftgauge.exposition.catalogue import MetricSpec
+from driftgauge.exposition.catalogue import MetricSpec, Series
 from driftgauge.monitor.fields import CATEGORICAL_INVALID_REASONS, NUMERIC_INVALID_REASONS
 from driftgauge.monitor.model import Monitor
 from driftgauge.protocols import REASONS
@@ -38,19 +38,21 @@ LABEL_RESULTS = ("matched", "unmatched", "invalid")
 
 
 @dataclass(frozen=True, slots=True)
-class _Series:
-    """The fixed series of one live family: their label values and their escaped line prefixes."""
+class _Family:
+    """The fixed series of one live family, in exposition order."""
 
     spec: MetricSpec
-    label_values: tuple[tuple[str, ...], ...]
+    members: tuple[Series, ...]
     prefixes: tuple[str, ...]
 
     @classmethod
-    def of(cls, spec: MetricSpec, label_values: Sequence[Sequence[str]]) -> _Series:
-        values = tuple(tuple(v) for v in label_values)
-        names = spec.labels
-        prefixes = tuple(spec.text.prefix(dict(zip(names, v, strict=True))) for v in values)
-        return cls(spec, values, prefixes)
+    def of(cls, spec: MetricSpec, label_values: Sequence[Sequence[str]]) -> _Family:
+        members = tuple(spec.series(values) for values in label_values)
+        return cls(spec, members, tuple(member.prefix for member in members))
+
+    @property
+    def label_values(self) -> tuple[tuple[str, ...], ...]:
+        return tuple(member.labels for member in self.members)
 
 
 class LiveFamilies:
@@ -74,34 +76,34 @@ class LiveFamilies:
             for spec in monitor.config.fields
         )
         bin_labels = [monitor.baseline.fields[name].bin_labels for name in self._names]
-        self._observations = _Series.of(catalogue.OBSERVATIONS, fields)
-        self._missing = _Series.of(catalogue.MISSING, fields)
-        self._invalid = _Series.of(
+        self._observations = _Family.of(catalogue.OBSERVATIONS, fields)
+        self._missing = _Family.of(catalogue.MISSING, fields)
+        self._invalid = _Family.of(
             catalogue.INVALID,
             [(*f, r) for f, reasons in zip(fields, self._reasons, strict=True) for r in reasons],
         )
-        self._bins = _Series.of(
+        self._bins = _Family.of(
             catalogue.BIN_OBSERVATIONS,
             [(*f, str(b)) for f, labels in zip(fields, bin_labels, strict=True) for b in labels],
         )
-        self._rows = _Series.of(catalogue.ROWS, [(model,)])
-        self._absent = _Series.of(catalogue.MISSING_FIELDS, fields)
-        self._extra = _Series.of(catalogue.EXTRA_FIELDS, [(model,)])
-        self._labels = _Series.of(catalogue.LABELS, [(model, r) for r in LABEL_RESULTS])
-        self._pending = _Series.of(catalogue.PENDING_PREDICTIONS, [(model,)])
+        self._rows = _Family.of(catalogue.ROWS, [(model,)])
+        self._absent = _Family.of(catalogue.MISSING_FIELDS, fields)
+        self._extra = _Family.of(catalogue.EXTRA_FIELDS, [(model,)])
+        self._labels = _Family.of(catalogue.LABELS, [(model, r) for r in LABEL_RESULTS])
+        self._pending = _Family.of(catalogue.PENDING_PREDICTIONS, [(model,)])
         # Parse error and drop reasons beyond the known ones appear at run time (few).
-        self._by_reason: dict[tuple[str, tuple[str, ...]], _Series] = {}
+        self._by_reason: dict[tuple[str, tuple[str, ...]], _Family] = {}
 
-    def _reason_series(self, spec: MetricSpec, reasons: tuple[str, ...]) -> _Series:
+    def _reason_series(self, spec: MetricSpec, reasons: tuple[str, ...]) -> _Family:
         key = (spec.name, reasons)
         series = self._by_reason.get(key)
         if series is None:
             model = self.monitor.config.model
-            series = _Series.of(spec, [(model, r) for r in reasons])
+            series = _Family.of(spec, [(model, r) for r in reasons])
             self._by_reason[key] = series
         return series
 
-    def read(self) -> list[tuple[_Series, Sequence[float]]]:
+    def read(self) -> list[tuple[_Family, Sequence[float]]]:
         """Every live family's series with their current values, in exposition order."""
         monitor = self.monitor
         copied = monitor.counters()
@@ -112,7 +114,7 @@ class LiveFamilies:
         # Known reasons start at 0, so dashboards and rate() see them before the first event.
         parse_reasons = tuple(sorted(set(PARSE_ERROR_REASONS) | set(parse_errors)))
         drop_reasons = tuple(sorted(set(DROP_REASONS) | set(dropped)))
-        read: list[tuple[_Series, Sequence[float]]] = [
+        read: list[tuple[_Family, Sequence[float]]] = [
             (self._observations, [c.observations for c in counters]),
             (self._missing, [c.missing for c in counters]),
             (
@@ -152,9 +154,9 @@ class LiveFamilies:
         return metrics_read(self.read())
 
 
-def merged_read(families: Sequence[LiveFamilies]) -> list[tuple[_Series, Sequence[float]]]:
+def merged_read(families: Sequence[LiveFamilies]) -> list[tuple[_Family, Sequence[float]]]:
     """Several monitors' live series as one series list per family, in first-seen order."""
-    merged: dict[str, tuple[list[_Series], list[float]]] = {}
+    merged: dict[str, tuple[list[_Family], list[float]]] = {}
     for one in families:
         for series, values in one.read():
             parts, numbers = merged.setdefault(series.spec.name, ([], []))
@@ -162,9 +164,9 @@ def merged_read(families: Sequence[LiveFamilies]) -> list[tuple[_Series, Sequenc
             numbers.extend(values)
     return [
         (
-            _Series(
+            _Family(
                 parts[0].spec,
-                tuple(v for part in parts for v in part.label_values),
+                tuple(m for part in parts for m in part.members),
                 tuple(p for part in parts for p in part.prefixes),
             ),
             numbers,
@@ -173,7 +175,7 @@ def merged_read(families: Sequence[LiveFamilies]) -> list[tuple[_Series, Sequenc
     ]
 
 
-def render_read(read: Sequence[tuple[_Series, Sequence[float]]], openmetrics: bool) -> bytes:
+def render_read(read: Sequence[tuple[_Family, Sequence[float]]], openmetrics: bool) -> bytes:
     """Series and their values as exposition text (without OpenMetrics' ``# EOF``)."""
     out: list[str] = []
     for series, values in read:
@@ -181,7 +183,7 @@ def render_read(read: Sequence[tuple[_Series, Sequence[float]]], openmetrics: bo
     return "".join(out).encode()
 
 
-def metrics_read(read: Sequence[tuple[_Series, Sequence[float]]]) -> Iterator[Metric]:
+def metrics_read(read: Sequence[tuple[_Family, Sequence[float]]]) -> Iterator[Metric]:
     """Series and their values as prometheus_client families."""
     for series, values in read:
         spec = series.spec

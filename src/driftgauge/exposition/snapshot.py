@@ -31,9 +31,9 @@ from prometheus_client.core import Metric
 
 from driftgauge import __version__
 from driftgauge.exposition import catalogue
-from driftgauge.exposition.catalogue import MetricSpec
+from driftgauge.exposition.catalogue import MetricSpec, Series
 from driftgauge.exposition.gzipjoin import Deflated
-from driftgauge.exposition.text import format_floats, label_text
+from driftgauge.exposition.text import format_floats
 from driftgauge.monitor.fields import QUANTILES, FieldStats, Snapshot
 from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.outcomes import equal_opportunity
@@ -56,39 +56,26 @@ _DRIFT: tuple[tuple[str, MetricSpec], ...] = (
 
 
 @dataclass(frozen=True, slots=True)
-class _Series:
-    """One series of a family: its label values (in the family's label order) and line prefix."""
-
-    labels: Labels
-    prefix: str
-
-    @classmethod
-    def of(cls, spec: MetricSpec, labels: Labels) -> _Series:
-        text = label_text(dict(zip(spec.labels, labels, strict=True)))
-        return cls(labels, f"{spec.sample_name}{text} ")
-
-
-@dataclass(frozen=True, slots=True)
 class _Row:
     """The series of one field in one window, in every family written per (field, window)."""
 
-    observations: _Series
-    drift: tuple[_Series, ...]  # aligned with _DRIFT
-    cardinality: _Series
-    quantiles: dict[float, _Series]  # by the quantile itself
-    mean: _Series
+    observations: Series
+    drift: tuple[Series, ...]  # aligned with _DRIFT
+    cardinality: Series
+    quantiles: dict[float, Series]  # by the quantile itself
+    mean: Series
 
     @classmethod
     def of(cls, labels: Labels) -> _Row:
         return cls(
-            _Series.of(catalogue.WINDOW_OBSERVATIONS, labels),
-            tuple(_Series.of(spec, labels) for _, spec in _DRIFT),
-            _Series.of(catalogue.CARDINALITY, labels),
+            catalogue.WINDOW_OBSERVATIONS.series(labels),
+            tuple(spec.series(labels) for _, spec in _DRIFT),
+            catalogue.CARDINALITY.series(labels),
             {
-                q: _Series.of(catalogue.FEATURE_QUANTILE, (*labels, text))
+                q: catalogue.FEATURE_QUANTILE.series((*labels, text))
                 for q, text in _QUANTILE_TEXT.items()
             },
-            _Series.of(catalogue.FEATURE_MEAN, labels),
+            catalogue.FEATURE_MEAN.series(labels),
         )
 
 
@@ -103,9 +90,9 @@ class _Layout:
     """
 
     previous_rows: dict[tuple[str, str, str], _Row]
-    previous_series: dict[tuple[str, Labels], _Series]
+    previous_series: dict[tuple[str, Labels], Series]
     rows: dict[tuple[str, str, str], _Row] = field(default_factory=dict)
-    series: dict[tuple[str, Labels], _Series] = field(default_factory=dict)
+    series: dict[tuple[str, Labels], Series] = field(default_factory=dict)
 
     def row(self, model: str, item: FieldStats) -> _Row:
         key = (item.spec.name, item.spec.role, item.window)
@@ -115,11 +102,11 @@ class _Layout:
         self.rows[key] = found
         return found
 
-    def one(self, spec: MetricSpec, labels: Labels) -> _Series:
+    def one(self, spec: MetricSpec, labels: Labels) -> Series:
         key = (spec.name, labels)
         found = self.previous_series.get(key)
         if found is None:
-            found = _Series.of(spec, labels)
+            found = spec.series(labels)
         self.series[key] = found
         return found
 
@@ -129,10 +116,10 @@ class Block:
     """One family's samples, in exposition order."""
 
     spec: MetricSpec
-    series: list[_Series] = field(default_factory=list)
+    series: list[Series] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
 
-    def add(self, series: _Series, value: float) -> None:
+    def add(self, series: Series, value: float) -> None:
         self.series.append(series)
         self.values.append(value)
 
@@ -223,11 +210,11 @@ class SnapshotFamilies:
         monitor = self.monitor
         model, baseline = monitor.config.model, monitor.baseline
         build = Block(catalogue.BUILD_INFO)
-        build.add(_Series.of(catalogue.BUILD_INFO, (__version__,)), 1)
+        build.add(catalogue.BUILD_INFO.series((__version__,)), 1)
         info = Block(catalogue.BASELINE_INFO)
         created = dt.datetime.fromtimestamp(baseline.created, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         info_labels = (model, baseline.id, created, str(baseline.rows))
-        info.add(_Series.of(catalogue.BASELINE_INFO, info_labels), 1)
+        info.add(catalogue.BASELINE_INFO.series(info_labels), 1)
         quantiles = Block(catalogue.BASELINE_QUANTILE)
         means = Block(catalogue.BASELINE_MEAN)
         ratios = Block(catalogue.BASELINE_BIN_RATIO)
@@ -240,17 +227,17 @@ class SnapshotFamilies:
             held_quantiles = self._baseline_quantiles.get(spec.name)
             if held_quantiles is not None and isinstance(summary, NumericSummary):
                 for quantile, value in held_quantiles:
-                    series = _Series.of(catalogue.BASELINE_QUANTILE, (*labels, quantile))
+                    series = catalogue.BASELINE_QUANTILE.series((*labels, quantile))
                     quantiles.add(series, value)
                 # Quantiles are only held for a field with values, so count > 0.
                 mean = summary.total / summary.count
-                means.add(_Series.of(catalogue.BASELINE_MEAN, labels), mean)
-            counts.add(_Series.of(catalogue.BASELINE_OBSERVATIONS, labels), summary.count)
+                means.add(catalogue.BASELINE_MEAN.series(labels), mean)
+            counts.add(catalogue.BASELINE_OBSERVATIONS.series(labels), summary.count)
             for label, ratio in zip(held.bin_labels, held.ratios, strict=True):
-                ratios.add(_Series.of(catalogue.BASELINE_BIN_RATIO, (*labels, label)), ratio)
+                ratios.add(catalogue.BASELINE_BIN_RATIO.series((*labels, label)), ratio)
             if isinstance(summary, CategoricalSummary):
                 estimate = float(summary.hll.get_estimate())
-                cardinality.add(_Series.of(catalogue.BASELINE_CARDINALITY, labels), estimate)
+                cardinality.add(catalogue.BASELINE_CARDINALITY.series(labels), estimate)
         return [build, info, quantiles, means, ratios, counts, cardinality]
 
     def baseline_part(self, openmetrics: bool) -> Deflated:
