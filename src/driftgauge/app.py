@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from prometheus_client import ProcessCollector
 
-from driftgauge.baseline.build import Baseline, check_against, load_baseline
+from driftgauge.baseline import Baseline, check_against, load_baseline
 from driftgauge.config import CloudEventsConfig, Config, ProxyConfig, TailConfig
 from driftgauge.exposition.collector import (
     MetricsRegistry,

@@ -165,7 +165,7 @@ def _load_checked_baseline(config: Config) -> Baseline:
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
-    from driftgauge.baseline.build import build_baseline, save_baseline, terminal_progress
+    from driftgauge.baseline import build_baseline, save_baseline, terminal_progress
 
     config = _one_model(load_config(args.config), args.model, args.config)
     built = build_baseline(config, args.data, progress=terminal_progress)
@@ -181,7 +181,7 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from driftgauge.baseline.build import (
+    from driftgauge.baseline import (
         check_against,
         load_baseline,
         merge_baselines,
@@ -235,7 +235,7 @@ def _one_model(config: Config, name: str | None, where: Path) -> Config:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from driftgauge.baseline.build import describe, load_baseline
+    from driftgauge.baseline import describe, load_baseline
 
     sys.stdout.write(describe(load_baseline(args.baseline), args.baseline))
     return 0

@@ -32,7 +32,7 @@ import numpy.typing as npt
 from aiohttp import ClientSession, ClientTimeout, web
 from prometheus_client.parser import text_string_to_metric_families
 
-from driftgauge.baseline.build import build_baseline, save_baseline
+from driftgauge.baseline import build_baseline, save_baseline
 from driftgauge.config import DEFAULT_METRICS_PORT, Config, config_from_mapping
 
 __all__ = ["DRIFTED", "is_drifting", "run_demo"]

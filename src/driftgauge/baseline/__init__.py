@@ -1,15 +1,14 @@
 """The baseline: what the training data looked like, built once, read by the sidecar."""
 
-from driftgauge.baseline.build import (
+from driftgauge.baseline.build import build_baseline, segment_binning, terminal_progress
+from driftgauge.baseline.describe import describe
+from driftgauge.baseline.merge import merge_baselines
+from driftgauge.baseline.model import Baseline, FieldBaseline
+from driftgauge.baseline.store import (
     FORMAT,
     FORMAT_VERSION,
-    Baseline,
-    FieldBaseline,
-    build_baseline,
     check_against,
-    describe,
     load_baseline,
-    merge_baselines,
     save_baseline,
 )
 
@@ -24,4 +23,6 @@ __all__ = [
     "load_baseline",
     "merge_baselines",
     "save_baseline",
+    "segment_binning",
+    "terminal_progress",
 ]

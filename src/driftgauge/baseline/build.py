@@ -9,25 +9,14 @@ the second pass counts every value into those bins exactly, so the
 baseline's bin shares carry no sketch error.  The sketch kept in the file
 is that sketch reduced to ``sketch.kll_k``, the live windows' accuracy.
 Categories are stored in their canonical spelling (:mod:`driftgauge.canonical`).
-
-File format (version 1): gzip-compressed JSON with a ``format`` marker, the
-format version, the driftgauge version, the config's schema hash, creation
-time, row count and one entry per field whose sketches are DataSketches'
-own ``serialize()`` bytes in base64.  ``zcat baseline.dgb | jq`` shows it.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
-import gzip
-import hashlib
-import json
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +24,13 @@ import datasketches as ds
 import numpy as np
 import numpy.typing as npt
 
-from driftgauge import __version__
-from driftgauge.atomic import write_atomically
 from driftgauge.baseline.datafiles import Chunk, read_chunks
+from driftgauge.baseline.model import KNOWN_CATEGORY_LIMIT, Baseline, FieldBaseline
 from driftgauge.baseline.multivariate import Moments, PcaModel
-from driftgauge.config import Config, FieldSpec, FieldType, MultivariateConfig, Role
-from driftgauge.exceptions import BaselineError, DataError
-from driftgauge.sketches.codec import decode_summary, encode_summary
-from driftgauge.sketches.edges import EDGE_SKETCH_K, bin_ranges, equal_mass_edges
+from driftgauge.baseline.store import finish
+from driftgauge.config import Config, MultivariateConfig
+from driftgauge.exceptions import DataError
+from driftgauge.sketches.edges import EDGE_SKETCH_K, equal_mass_edges
 from driftgauge.sketches.summary import (
     CategoricalBinning,
     CategoricalSummary,
@@ -52,67 +40,15 @@ from driftgauge.sketches.summary import (
 )
 
 __all__ = [
-    "FORMAT",
-    "FORMAT_VERSION",
-    "Baseline",
-    "FieldBaseline",
+    "Progress",
+    "SegmentCrosstab",
     "build_baseline",
-    "check_against",
-    "describe",
-    "load_baseline",
-    "merge_baselines",
-    "save_baseline",
+    "category_binning",
+    "equal_mass_edges_of",
+    "rank_error",
+    "segment_binning",
+    "terminal_progress",
 ]
-
-FORMAT = "driftgauge-baseline"
-FORMAT_VERSION = 1
-# Up to this many distinct categories the baseline keeps them all, exactly,
-# which is what lets the sidecar tell a rare known category from an unseen one.
-KNOWN_CATEGORY_LIMIT = 10_000
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
-@dataclass(frozen=True, slots=True)
-class FieldBaseline:
-    """One field's baseline summary.
-
-    ``exact`` says whether the bin counts are exact (always, for a baseline
-    built from data; a merge of baselines with different edges re-estimates
-    them from the merged sketch).  ``category_counts`` holds every category's
-    exact count when there were at most ``KNOWN_CATEGORY_LIMIT`` of them.
-    ``edge_rank_error`` bounds how far (in normalized rank) a numeric field's
-    edges may sit from the exact quantiles of its rule (0 when the sketch
-    held every value; ``None`` in baselines written before it was recorded).
-    """
-
-    spec: FieldSpec
-    summary: Summary
-    exact: bool = True
-    category_counts: dict[str, int] | None = None
-    edge_rank_error: float | None = None
-
-    @property
-    def ratios(self) -> list[float]:
-        total = float(self.summary.bins.sum())
-        return [float(c) / total if total else 0.0 for c in self.summary.bins]
-
-    @property
-    def bin_labels(self) -> list[str]:
-        return self.summary.binning.labels()
-
-
-@dataclass(frozen=True, slots=True)
-class Baseline:
-    id: str
-    created: float
-    rows: int
-    schema_hash: str
-    driftgauge_version: str
-    kll_k: int
-    fields: dict[str, FieldBaseline] = field(default_factory=dict)
-    # segment feature -> prediction -> counts[segment, prediction bin]
-    segments: dict[str, dict[str, npt.NDArray[np.int64]]] = field(default_factory=dict)
-    multivariate: PcaModel | None = None
 
 
 Progress = Callable[[str, int, int], None]
@@ -194,11 +130,11 @@ def build_baseline(
     for spec in fields:
         summary = first[spec.name]
         if isinstance(summary, NumericSummary):
-            binnings[spec.name] = NumericBinning(_equal_mass_edges(summary, config.sketch.bins))
-            rank_errors[spec.name] = _rank_error(summary.kll)
+            binnings[spec.name] = NumericBinning(equal_mass_edges_of(summary, config.sketch.bins))
+            rank_errors[spec.name] = rank_error(summary.kll)
             first[spec.name] = replace(summary, k=k, kll=_reduced(summary.kll, k))
         else:
-            binnings[spec.name] = _category_binning(summary, counts[spec.name], top)
+            binnings[spec.name] = category_binning(summary, counts[spec.name], top)
     second = {name: np.zeros(b.size, dtype=np.int64) for name, b in binnings.items()}
     needs_bins = [s for s in fields if s.type == "numeric" or counts.get(s.name) is None]
     crosstab = SegmentCrosstab(config, binnings)
@@ -246,7 +182,7 @@ def build_baseline(
             dict(tally) if tally is not None else None,
             rank_errors.get(spec.name),
         )
-    return _finish(config, rows, result, crosstab.counts, pca)
+    return finish(config, rows, result, crosstab.counts, pca)
 
 
 def _complete(chunk: Chunk, names: Sequence[str]) -> npt.NDArray[np.float64]:
@@ -335,36 +271,13 @@ def segment_binning(binning: NumericBinning | CategoricalBinning, top: int) -> C
     return CategoricalBinning(binning.categories[:top], None)
 
 
-def _finish(
-    config: Config,
-    rows: int,
-    fields: dict[str, FieldBaseline],
-    segments: dict[str, dict[str, npt.NDArray[np.int64]]] | None = None,
-    multivariate: PcaModel | None = None,
-) -> Baseline:
-    draft = Baseline(
-        "",
-        time.time(),
-        rows,
-        config.schema_hash(),
-        __version__,
-        config.sketch.kll_k,
-        fields,
-        segments or {},
-        multivariate,
-    )
-    identity: list[Any] = _fields_payload(draft)
-    if multivariate is not None:
-        identity.append(multivariate.payload())
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    return replace(draft, id=digest[:12])
-
-
-def _equal_mass_edges(summary: NumericSummary, bins: int) -> np.ndarray[Any, np.dtype[np.float64]]:
+def equal_mass_edges_of(
+    summary: NumericSummary, bins: int
+) -> np.ndarray[Any, np.dtype[np.float64]]:
     return equal_mass_edges(summary.kll, bins, summary.minimum, summary.maximum)
 
 
-def _rank_error(sketch: Any) -> float:
+def rank_error(sketch: Any) -> float:
     """The normalized rank error of ``sketch``'s quantiles: 0 while it still holds every value."""
     if sketch.is_empty() or not sketch.is_estimation_mode():
         return 0.0
@@ -378,7 +291,7 @@ def _reduced(sketch: Any, k: int) -> Any:
     return reduced
 
 
-def _category_binning(
+def category_binning(
     summary: CategoricalSummary, tally: Counter[str] | None, top: int
 ) -> CategoricalBinning:
     if tally is not None:
@@ -387,331 +300,3 @@ def _category_binning(
     items = summary.frequent.get_frequent_items(ds.frequent_items_error_type.NO_FALSE_POSITIVES)
     ranked = sorted(items, key=lambda item: (-item[1], item[0]))
     return CategoricalBinning(tuple(item[0] for item in ranked[:top]), None)
-
-
-def check_against(baseline: Baseline, config: Config, path: Path) -> None:
-    """Raise BaselineError naming each field where ``baseline`` and ``config`` disagree."""
-    problems = []
-    for spec in config.fields:
-        held = baseline.fields.get(spec.name)
-        if held is None:
-            problems.append(f"{spec.role} {spec.name!r} is in the config but not in the baseline")
-        elif held.spec.type != spec.type:
-            problems.append(
-                f"{spec.name!r} is {spec.type} in the config but {held.spec.type} in the baseline"
-            )
-    if config.multivariate is not None and (
-        baseline.multivariate is None
-        or baseline.multivariate.features != config.multivariate.features
-    ):
-        problems.append("built without the config's multivariate features; rebuild it")
-    extra = sorted(set(baseline.fields) - {f.name for f in config.fields})
-    if extra:
-        problems.append(f"the baseline holds fields the config lacks: {', '.join(extra)}")
-    if not problems and baseline.schema_hash != config.schema_hash():
-        problems.append(
-            "built with other sketch settings (kll_k, bins or top_categories) than the config's; rebuild it"
-        )
-    if problems:
-        raise BaselineError(f"{path}: does not match the config: {'; '.join(problems)}")
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if np.isfinite(value) else None
-
-
-def _field_payload(held: FieldBaseline) -> dict[str, Any]:
-    spec, summary = held.spec, held.summary
-    payload = {"name": spec.name, "role": spec.role, "type": spec.type, "exact": held.exact}
-    payload |= encode_summary(summary)
-    if isinstance(summary, NumericSummary):
-        return payload | {
-            "edges": [float(e) for e in summary.binning.edges],
-            "edge_rank_error": held.edge_rank_error,
-        }
-    return payload | {
-        "categories": list(summary.binning.categories),
-        "category_counts": held.category_counts,
-    }
-
-
-def _fields_payload(baseline: Baseline) -> list[dict[str, Any]]:
-    return [_field_payload(held) for held in baseline.fields.values()]
-
-
-def save_baseline(baseline: Baseline, path: Path) -> None:
-    """Write atomically and durably (:func:`driftgauge.atomic.write_atomically`)."""
-    document: dict[str, Any] = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "driftgauge_version": baseline.driftgauge_version,
-        "id": baseline.id,
-        "created": dt.datetime.fromtimestamp(baseline.created, dt.UTC).isoformat(),
-        "rows": baseline.rows,
-        "schema_hash": baseline.schema_hash,
-        "kll_k": baseline.kll_k,
-        "fields": _fields_payload(baseline),
-        "segments": {
-            s: {p: counts.tolist() for p, counts in per.items()}
-            for s, per in baseline.segments.items()
-        },
-    }
-    if baseline.multivariate is not None:
-        document["multivariate"] = baseline.multivariate.payload()
-    data = gzip.compress(json.dumps(document, allow_nan=False).encode("utf-8"), mtime=0)
-    try:
-        write_atomically(path, data)
-    except OSError as exc:
-        raise BaselineError(f"{path}: cannot write the baseline: {exc.strerror or exc}") from None
-
-
-def _field_from_payload(item: dict[str, Any], kll_k: int) -> FieldBaseline:
-    kind: FieldType = item["type"]
-    role: Role = item["role"]
-    name = item["name"]
-    if not isinstance(name, str) or not name:
-        raise ValueError("a field without a name")
-    if kind not in ("numeric", "categorical") or role not in (
-        "input",
-        "prediction",
-        "multivariate",
-    ):
-        raise ValueError(f"field {name!r} has an unknown type or role")
-    spec = FieldSpec(name=name, type=kind, role=role)
-    size = len(item["bin_counts"])
-    counts = None
-    summary: Summary
-    if kind == "numeric":
-        summary = NumericSummary(
-            NumericBinning(np.asarray(item["edges"], dtype=np.float64)), k=kll_k
-        )
-    else:
-        counts = item["category_counts"]
-        known = frozenset(counts) if counts is not None else None
-        binning = CategoricalBinning(tuple(item["categories"]), known)
-        summary = CategoricalSummary(binning, hll_lg_k=int(item["hll_lg_k"]))
-    if summary.binning.size != size:
-        raise ValueError(f"{spec.name}: {size} bin counts for {summary.binning.size} bins")
-    decode_summary(summary, item)
-    rank_error = item.get("edge_rank_error")
-    return FieldBaseline(
-        spec,
-        summary,
-        bool(item["exact"]),
-        counts,
-        None if rank_error is None else float(rank_error),
-    )
-
-
-def load_baseline(path: Path) -> Baseline:
-    """Read a baseline file; any problem is a one-line BaselineError naming the file."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise BaselineError(
-            f"{path}: no baseline file here; build one with `driftgauge baseline`"
-        ) from None
-    except OSError as exc:
-        raise BaselineError(f"{path}: cannot read the baseline: {exc.strerror or exc}") from None
-    if not raw.startswith(_GZIP_MAGIC):
-        raise BaselineError(f"{path}: not a driftgauge baseline (not gzip-compressed)")
-    try:
-        document = json.loads(gzip.decompress(raw))
-    except (OSError, EOFError, ValueError) as exc:
-        raise BaselineError(
-            f"{path}: the baseline is corrupt or truncated ({type(exc).__name__})"
-        ) from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise BaselineError(f"{path}: not a driftgauge baseline (no format marker {FORMAT!r})")
-    version = document.get("format_version")
-    if version != FORMAT_VERSION:
-        raise BaselineError(
-            f"{path}: baseline format version {version!r}, this driftgauge reads version {FORMAT_VERSION}; rebuild it"
-        )
-    try:
-        kll_k = int(document["kll_k"])
-        fields = [_field_from_payload(item, kll_k) for item in document["fields"]]
-        created = dt.datetime.fromisoformat(document["created"]).timestamp()
-        return Baseline(
-            id=str(document["id"]),
-            created=created,
-            rows=int(document["rows"]),
-            schema_hash=str(document["schema_hash"]),
-            driftgauge_version=str(document["driftgauge_version"]),
-            kll_k=kll_k,
-            fields={f.spec.name: f for f in fields},
-            segments={
-                s: {p: np.asarray(c, dtype=np.int64) for p, c in per.items()}
-                for s, per in document.get("segments", {}).items()
-            },
-            multivariate=(
-                PcaModel.from_payload(document["multivariate"])
-                if document.get("multivariate") is not None
-                else None
-            ),
-        )
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, OverflowError) as exc:
-        detail = f"missing key {exc}" if isinstance(exc, KeyError) else type(exc).__name__
-        raise BaselineError(f"{path}: the baseline is malformed ({detail})") from None
-
-
-def merge_baselines(config: Config, parts: Sequence[Baseline]) -> Baseline:
-    """One baseline for the union of the data behind ``parts`` (built with one config).
-
-    Counts, moments and sketches merge exactly as DataSketches merges them.
-    When every part has the same bin edges they are kept and the bin counts
-    add up exactly.  Otherwise the edges are recomputed from the merged KLL
-    sketch and the counts estimated from its CDF (error within its normalized
-    rank error per edge), and the field is marked ``exact: false``.
-    Categories add up exactly while every part kept all its categories.
-    """
-    if not parts:
-        raise BaselineError("nothing to merge")
-    if config.multivariate is not None:
-        raise BaselineError(
-            "baselines with multivariate drift cannot be merged (each part fitted its own PCA); "
-            "build one baseline from all the data"
-        )
-    hashes = {p.schema_hash for p in parts}
-    if len(hashes) > 1:
-        raise BaselineError("the baselines were built with different configs and cannot be merged")
-    fields: dict[str, FieldBaseline] = {}
-    for spec in config.fields:
-        held = [p.fields[spec.name] for p in parts]
-        fields[spec.name] = _merge_field(spec, held, config)
-    segments: dict[str, dict[str, npt.NDArray[np.int64]]] = {}
-    for name in config.segments.features:
-        # Segment counts add up only where every part split by the same top values and bins.
-        keys = {_segment_key(p.fields, name, config) for p in parts}
-        keys.add(_segment_key(fields, name, config))
-        if len(keys) == 1 and all(name in p.segments for p in parts):
-            segments[name] = {
-                pred: np.sum([p.segments[name][pred] for p in parts], axis=0)
-                for pred in parts[0].segments[name]
-            }
-    return _finish(config, sum(p.rows for p in parts), fields, segments)
-
-
-def _segment_key(held: dict[str, FieldBaseline], name: str, config: Config) -> tuple[object, ...]:
-    labels = held[name].summary.binning.labels()[: config.segments.top]
-    return (
-        tuple(labels),
-        *(tuple(held[p.name].summary.binning.labels()) for p in config.predictions),
-    )
-
-
-def _merge_field(spec: FieldSpec, held: list[FieldBaseline], config: Config) -> FieldBaseline:
-    first = held[0].summary
-    if isinstance(first, NumericSummary):
-        merged = NumericSummary(NumericBinning(np.empty(0)), k=first.k)
-        for h in held:
-            part = h.summary
-            assert isinstance(part, NumericSummary)
-            merged.merge(replace(part, binning=merged.binning, bins=np.zeros(1, dtype=np.int64)))
-        shared = first.binning.edges
-        same = all(np.array_equal(h.summary.binning.edges, shared) for h in held)  # type: ignore[union-attr]
-        edges = shared if same else _equal_mass_edges(merged, config.sketch.bins)
-        binning = NumericBinning(edges)
-        if same:
-            bins = np.sum([h.summary.bins for h in held], axis=0).astype(np.int64)
-        else:
-            cdf = (
-                np.asarray(merged.kll.get_cdf(edges.tolist()), dtype=np.float64)
-                if len(edges)
-                else np.ones(1)
-            )
-            bins = np.round(np.diff(np.concatenate([[0.0], cdf])) * merged.count).astype(np.int64)
-        exact = same and all(h.exact for h in held)
-        errors = [h.edge_rank_error for h in held]
-        rank_error = (
-            (None if None in errors else max(e or 0.0 for e in errors))
-            if same
-            else _rank_error(merged.kll)
-        )
-        return FieldBaseline(
-            spec, replace(merged, binning=binning, bins=bins), exact, None, rank_error
-        )
-    merged_cat = CategoricalSummary(CategoricalBinning(()), hll_lg_k=first.hll_lg_k)
-    tallies = [h.category_counts for h in held]
-    for h in held:
-        part = h.summary
-        assert isinstance(part, CategoricalSummary)
-        merged_cat.merge(
-            replace(part, binning=merged_cat.binning, bins=np.zeros(2, dtype=np.int64))
-        )
-    if all(t is not None for t in tallies):
-        total: Counter[str] = Counter()
-        for t in tallies:
-            total.update(t or {})
-        if len(total) <= KNOWN_CATEGORY_LIMIT:
-            binning_cat = _category_binning(merged_cat, total, config.sketch.top_categories)
-            bins = binning_cat.count_table(total)
-            return FieldBaseline(
-                spec, replace(merged_cat, binning=binning_cat, bins=bins), True, dict(total)
-            )
-    binning_cat = _category_binning(merged_cat, None, config.sketch.top_categories)
-    estimates = [int(merged_cat.frequent.get_estimate(c)) for c in binning_cat.categories]
-    other = max(0, merged_cat.count - sum(estimates))
-    bins = np.asarray([*estimates, other, 0], dtype=np.int64)
-    return FieldBaseline(spec, replace(merged_cat, binning=binning_cat, bins=bins), False)
-
-
-def _edge_accuracy(held: FieldBaseline) -> str:
-    error = held.edge_rank_error
-    if error is None:
-        return "edges from an older baseline, rank error not recorded"
-    if error == 0:
-        return "edges at exact quantiles"
-    return f"edges within ±{error:.2%} rank of the exact quantiles"
-
-
-def describe(baseline: Baseline, path: Path) -> str:
-    """A readable account of what ``baseline`` holds, for `driftgauge inspect`."""
-    created = dt.datetime.fromtimestamp(baseline.created, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    lines = [
-        f"baseline {path}",
-        f"  id {baseline.id}  rows {baseline.rows:,}  created {created}",
-        f"  format v{FORMAT_VERSION}  driftgauge {baseline.driftgauge_version}  "
-        f"schema {baseline.schema_hash}  kll k={baseline.kll_k}",
-        "",
-    ]
-    pca = baseline.multivariate
-    if pca is not None:
-        lines[-1:-1] = [
-            f"  multivariate: PCA of {', '.join(pca.features)}: {pca.components.shape[1]} of "
-            f"{len(pca.features)} components, {pca.explained:.1%} of the variance"
-        ]
-    for held in baseline.fields.values():
-        spec, summary = held.spec, held.summary
-        exactness = "exact bins" if held.exact else "estimated bins (merged)"
-        lines.append(f"{spec.name}  ({spec.type} {spec.role}; {exactness})")
-        lines.append(f"  count {summary.count:,}  missing {summary.missing:,}")
-        if isinstance(summary, NumericSummary):
-            if summary.count:
-                qs = summary.kll.get_quantiles([0.01, 0.25, 0.5, 0.75, 0.99])
-                mean = summary.total / summary.count
-                lines.append(
-                    f"  min {summary.minimum:.6g}  p1 {qs[0]:.6g}  p25 {qs[1]:.6g}  p50 {qs[2]:.6g}  "
-                    f"p75 {qs[3]:.6g}  p99 {qs[4]:.6g}  max {summary.maximum:.6g}  mean {mean:.6g}"
-                )
-            if summary.wrong_type or summary.nan or summary.inf:
-                lines.append(
-                    f"  not numbers {summary.wrong_type:,}  nan {summary.nan:,}  inf {summary.inf:,}"
-                )
-            lines.append(f"  {summary.binning.size} bins ({_edge_accuracy(held)}):")
-            ranges = bin_ranges(summary.binning.edges, summary.minimum, summary.maximum)
-            for index, (text, ratio) in enumerate(zip(ranges, held.ratios, strict=True)):
-                lines.append(f"    bin {index:<3} {text:<32} share {ratio:.4f}")
-        else:
-            cardinality = summary.hll.get_estimate()
-            lines.append(
-                f"  distinct ≈ {cardinality:,.0f}  top categories kept {len(summary.binning.categories)}"
-            )
-            shown = list(zip(held.bin_labels, held.ratios, strict=True))[:10]
-            lines.append("  " + "  ".join(f"{label} {ratio:.3f}" for label, ratio in shown))
-        lines.append("")
-    return "\n".join(lines).rstrip() + "\n"

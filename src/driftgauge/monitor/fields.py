@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from driftgauge import stats
-from driftgauge.baseline.build import Baseline, FieldBaseline
+from driftgauge.baseline import Baseline, FieldBaseline
 from driftgauge.baseline.multivariate import reconstruction_errors
 from driftgauge.config import Config, FieldSpec
 from driftgauge.monitor.tracker import Observation, SnapshotPart

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from driftgauge.baseline.build import Baseline
+from driftgauge.baseline import Baseline
 from driftgauge.config import Config
 from driftgauge.monitor.fields import FieldCounters, FieldTracker, Snapshot
 from driftgauge.monitor.outcomes import Outcomes

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from driftgauge.baseline.build import Baseline
+from driftgauge.baseline import Baseline
 from driftgauge.canonical import canonical_category
 from driftgauge.config import Config, FeedbackConfig
 from driftgauge.exceptions import ProtocolError

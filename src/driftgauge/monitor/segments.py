@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from driftgauge import stats
-from driftgauge.baseline.build import Baseline, segment_binning
+from driftgauge.baseline import Baseline, segment_binning
 from driftgauge.config import Config, FieldSpec
 from driftgauge.monitor.tracker import Observation, SnapshotPart
 from driftgauge.sketches.summary import (

@@ -1,0 +1,72 @@
+"""What ``driftgauge inspect`` prints: a readable account of a baseline."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from driftgauge.baseline.model import Baseline, FieldBaseline
+from driftgauge.baseline.store import FORMAT_VERSION
+from driftgauge.sketches.edges import bin_ranges
+from driftgauge.sketches.summary import (
+    NumericSummary,
+)
+
+__all__ = ["describe"]
+
+
+def _edge_accuracy(held: FieldBaseline) -> str:
+    error = held.edge_rank_error
+    if error is None:
+        return "edges from an older baseline, rank error not recorded"
+    if error == 0:
+        return "edges at exact quantiles"
+    return f"edges within ±{error:.2%} rank of the exact quantiles"
+
+
+def describe(baseline: Baseline, path: Path) -> str:
+    """A readable account of what ``baseline`` holds, for `driftgauge inspect`."""
+    created = dt.datetime.fromtimestamp(baseline.created, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    lines = [
+        f"baseline {path}",
+        f"  id {baseline.id}  rows {baseline.rows:,}  created {created}",
+        f"  format v{FORMAT_VERSION}  driftgauge {baseline.driftgauge_version}  "
+        f"schema {baseline.schema_hash}  kll k={baseline.kll_k}",
+        "",
+    ]
+    pca = baseline.multivariate
+    if pca is not None:
+        lines[-1:-1] = [
+            f"  multivariate: PCA of {', '.join(pca.features)}: {pca.components.shape[1]} of "
+            f"{len(pca.features)} components, {pca.explained:.1%} of the variance"
+        ]
+    for held in baseline.fields.values():
+        spec, summary = held.spec, held.summary
+        exactness = "exact bins" if held.exact else "estimated bins (merged)"
+        lines.append(f"{spec.name}  ({spec.type} {spec.role}; {exactness})")
+        lines.append(f"  count {summary.count:,}  missing {summary.missing:,}")
+        if isinstance(summary, NumericSummary):
+            if summary.count:
+                qs = summary.kll.get_quantiles([0.01, 0.25, 0.5, 0.75, 0.99])
+                mean = summary.total / summary.count
+                lines.append(
+                    f"  min {summary.minimum:.6g}  p1 {qs[0]:.6g}  p25 {qs[1]:.6g}  p50 {qs[2]:.6g}  "
+                    f"p75 {qs[3]:.6g}  p99 {qs[4]:.6g}  max {summary.maximum:.6g}  mean {mean:.6g}"
+                )
+            if summary.wrong_type or summary.nan or summary.inf:
+                lines.append(
+                    f"  not numbers {summary.wrong_type:,}  nan {summary.nan:,}  inf {summary.inf:,}"
+                )
+            lines.append(f"  {summary.binning.size} bins ({_edge_accuracy(held)}):")
+            ranges = bin_ranges(summary.binning.edges, summary.minimum, summary.maximum)
+            for index, (text, ratio) in enumerate(zip(ranges, held.ratios, strict=True)):
+                lines.append(f"    bin {index:<3} {text:<32} share {ratio:.4f}")
+        else:
+            cardinality = summary.hll.get_estimate()
+            lines.append(
+                f"  distinct ≈ {cardinality:,.0f}  top categories kept {len(summary.binning.categories)}"
+            )
+            shown = list(zip(held.bin_labels, held.ratios, strict=True))[:10]
+            lines.append("  " + "  ".join(f"{label} {ratio:.3f}" for label, ratio in shown))
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
