@@ -11,18 +11,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from driftgauge.sketches.block import (
+    NumericBlock,
+    StackedBinning,
+    add_block,
+    bin_table,
+    share_bins,
+)
 from driftgauge.sketches.summary import (
     OTHER,
     UNSEEN,
     CategoricalBinning,
     CategoricalSummary,
     NumericBinning,
-    NumericBlock,
     NumericSummary,
-    StackedBinning,
-    add_block,
-    bin_table,
-    share_bins,
     split_finite,
     to_categories,
     to_floats,

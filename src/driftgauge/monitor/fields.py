@@ -37,16 +37,18 @@ from driftgauge.baseline import Baseline, FieldBaseline
 from driftgauge.baseline.multivariate import reconstruction_errors
 from driftgauge.config import Config, FieldSpec
 from driftgauge.monitor.tracker import Observation, SnapshotPart
-from driftgauge.sketches.summary import (
-    CategoricalSummary,
-    NumericBinning,
+from driftgauge.sketches.block import (
     NumericBlock,
-    NumericSummary,
     StackedBinning,
-    Summary,
     add_block,
     bin_table,
     share_bins,
+)
+from driftgauge.sketches.summary import (
+    CategoricalSummary,
+    NumericBinning,
+    NumericSummary,
+    Summary,
     split_finite,
     to_categories,
     to_floats,
