@@ -12,12 +12,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, cast
 
 import yaml
 
-from driftgauge.canonical import canonical_category
 from driftgauge.config.alerting import AlertingConfig, AlertThresholds, parse_alerting
+from driftgauge.config.fields import FieldSpec, FieldType, Role
 from driftgauge.config.models import several_models
 from driftgauge.config.protocols import (
     ProtocolList,
@@ -25,6 +25,16 @@ from driftgauge.config.protocols import (
     ProtocolSetting,
     parse_protocol,
     protocol_names,
+)
+from driftgauge.config.sections import (
+    FeedbackConfig,
+    MultivariateConfig,
+    SegmentsConfig,
+    check_body_names,
+    feedback_section,
+    fields_section,
+    multivariate_section,
+    segments_section,
 )
 from driftgauge.config.sources import (
     DEFAULT_PROXY_PORT,
@@ -52,7 +62,6 @@ from driftgauge.config.validation import (
     string,
 )
 from driftgauge.exceptions import ConfigError
-from driftgauge.jsonpath_syntax import compile_path
 
 __all__ = [
     "DEFAULT_METRICS_PORT",
@@ -89,24 +98,6 @@ __all__ = [
 # 9100-9999 of Prometheus' default port allocations is taken in full; see README.
 DEFAULT_METRICS_PORT = 10117
 
-FieldType = Literal["numeric", "categorical"]
-Role = Literal["input", "prediction", "multivariate"]
-
-
-@dataclass(frozen=True, slots=True)
-class FieldSpec:
-    """One monitored column: a model input (feature) or a model output (prediction).
-
-    ``path`` is where the value is in the body when it is not under ``name``:
-    a JSONPath for the jsonpath protocol, else the request's (or response's)
-    own column, tensor or key name, for a metric named differently.
-    """
-
-    name: str
-    type: FieldType
-    role: Role
-    path: str | None = None
-
 
 @dataclass(frozen=True, slots=True)
 class Window:
@@ -139,48 +130,6 @@ class SketchConfig:
     bins: int = 10
     top_categories: int = 50
     hll_lg_k: int = 12
-
-
-@dataclass(frozen=True, slots=True)
-class FeedbackConfig:
-    """Delayed ground truth: which prediction labels are compared with, and how ids are found."""
-
-    prediction: str
-    task: Literal["classification", "regression"]
-    probability: str | None = None
-    positive_class: str | None = None
-    id_path: str | None = None
-    max_pending: int = 100_000
-    ttl: float = 3600.0
-    token: str | None = None
-    tail: Path | None = None
-    tail_state_file: Path | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SegmentsConfig:
-    """Categorical features whose top values split prediction drift, performance and fairness."""
-
-    features: tuple[str, ...] = ()
-    top: int = 10
-
-
-@dataclass(frozen=True, slots=True)
-class MultivariateConfig:
-    """Multivariate drift: the PCA reconstruction error of some numeric features, as one more field.
-
-    ``components`` is a whole number of principal components, or a share of
-    the variance in (0, 1) to keep (the fewest components reaching it, and
-    never all of them: a full reconstruction has no error to watch).
-    """
-
-    features: tuple[str, ...]
-    components: int | float = 0.95
-    name: str = "reconstruction_error"
-
-    @property
-    def spec(self) -> FieldSpec:
-        return FieldSpec(name=self.name, type="numeric", role="multivariate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,73 +204,6 @@ class Config:
         return digest[:16]
 
 
-def _fields(
-    value: Any,
-    key: str,
-    role: Role,
-    protocol: ProtocolSetting,
-    seen: dict[str, str],
-    errors: Errors,
-) -> list[FieldSpec]:
-    """The field list under ``key``; ``seen`` maps names already taken to where (shared by
-    features and predictions: a name is unique within a model)."""
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        errors.add(key, f"expected a list of {{name, type}} entries, got {value!r}")
-        return []
-    specs = []
-    for index, item in enumerate(value):
-        where = f"{key}[{index}]"
-        table = section(item, where, ("name", "type", "path"), errors)
-        if not isinstance(item, Mapping):
-            continue
-        name = get_value(table, "name", f"{where}.", label_value, "", errors)
-        if table.get("name") is None:
-            errors.add(f"{where}.name", "missing")
-        elif name in seen:
-            errors.add(f"{where}.name", f"{name!r} is already the name of {seen[name]}")
-        elif name:
-            seen[name] = where
-        kind = get_value(table, "type", f"{where}.", choice(get_args(FieldType)), "numeric", errors)
-        if "type" not in table:
-            errors.add(f"{where}.type", "missing (numeric or categorical)")
-        # jsonpath: where in the body; any other protocol: the body's name for the column.
-        reader = _json_path if protocol == "jsonpath" else label_value
-        path = get_value(table, "path", f"{where}.", reader, None, errors)
-        if protocol == "jsonpath" and table.get("path") is None:
-            errors.add(
-                f"{where}.path", "missing: the jsonpath protocol needs a path for each field"
-            )
-        specs.append(FieldSpec(name=name, type=cast(FieldType, kind), role=role, path=path))
-    return specs
-
-
-def _check_body_names(fields: list[tuple[str, FieldSpec]], errors: Errors) -> None:
-    """Two fields must not read the same body column (``path``, else ``name``).
-
-    Features and predictions share one namespace, as their names do: the
-    adapters hand both sides' columns over in one mapping.
-    """
-    taken: dict[str, tuple[str, bool]] = {}
-    for where, spec in fields:
-        body_name = spec.path or spec.name
-        if not body_name:
-            continue
-        if body_name not in taken:
-            taken[body_name] = (where, spec.path is not None)
-        elif spec.path is not None or taken[body_name][1]:  # else a duplicate name, told already
-            key = f"{where}.path" if spec.path else f"{where}.name"
-            errors.add(key, f"{body_name!r} is already read by {taken[body_name][0]}")
-
-
-def _json_path(value: Any) -> str:
-    """A JSONPath of the supported subset, compiled now so a bad one is a config error."""
-    text = string(value)
-    compile_path(text)
-    return text
-
-
 def _windows(value: Any, slices: int, errors: Errors) -> list[Window]:
     if value is None:
         value = ["5m", "1h"]
@@ -364,129 +246,6 @@ _TOP_KEYS = (
     "log",
     "alerting",
 )
-
-
-def _feedback(
-    value: Any, base: Path, predictions: list[FieldSpec], errors: Errors
-) -> FeedbackConfig | None:
-    keys = (
-        "prediction",
-        "task",
-        "probability",
-        "positive_class",
-        "id_path",
-        "max_pending",
-        "ttl",
-        "token",
-        "token_file",
-        "tail",
-    )
-    table = section(value, "feedback", keys, errors)
-    if not table:
-        return None
-    by_name = {p.name: p for p in predictions}
-    prefix = "feedback."
-    default = predictions[0].name if predictions else ""
-    prediction = get_value(table, "prediction", prefix, string, default, errors)
-    spec = by_name.get(prediction)
-    if spec is None:
-        errors.add(
-            "feedback.prediction", f"{prediction!r} is not one of the configured predictions"
-        )
-    kind = "classification" if spec is None or spec.type == "categorical" else "regression"
-    task = get_value(table, "task", prefix, choice(("classification", "regression")), kind, errors)
-    if spec is not None and task == "classification" and spec.type != "categorical":
-        errors.add(
-            "feedback.task",
-            f"classification needs a categorical prediction, {prediction!r} is numeric",
-        )
-    probability = get_value(table, "probability", prefix, string, None, errors)
-    if probability is not None and (
-        probability not in by_name or by_name[probability].type != "numeric"
-    ):
-        errors.add("feedback.probability", f"{probability!r} is not a numeric prediction")
-    positive = table.get("positive_class")
-    if positive is not None and not isinstance(positive, str | int | bool):
-        errors.add("feedback.positive_class", f"{positive!r} is not a class value")
-    if probability is not None and positive is None:
-        errors.add("feedback.positive_class", "missing: probability is P(positive_class)")
-    token = get_value(table, "token", prefix, string, None, errors)
-    token_file = get_value(table, "token_file", prefix, string, None, errors)
-    if token_file is not None:
-        try:
-            token = (base / token_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            errors.add("feedback.token_file", f"cannot read {token_file!r}: {exc.strerror or exc}")
-    tail = get_value(table, "tail", prefix, string, None, errors)
-    return FeedbackConfig(
-        prediction=prediction,
-        task=cast(Literal["classification", "regression"], task),
-        probability=probability,
-        positive_class=None if positive is None else _label_text(positive),
-        id_path=get_value(table, "id_path", prefix, _json_path, None, errors),
-        max_pending=get_value(table, "max_pending", prefix, positive_int, 100_000, errors),
-        ttl=get_value(table, "ttl", prefix, positive_float, 3600.0, errors),
-        token=token,
-        tail=base / tail if tail else None,
-        tail_state_file=base / f"{tail}.offset" if tail else None,
-    )
-
-
-def _label_text(value: Any) -> str:
-    """Class values as the strings categorical fields use (see driftgauge.canonical)."""
-    return canonical_category(value)
-
-
-def _segments(value: Any, features: list[FieldSpec], errors: Errors) -> SegmentsConfig:
-    table = section(value, "segments", ("features", "top"), errors)
-    names = table.get("features", [])
-    categorical = {f.name for f in features if f.type == "categorical"}
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        errors.add("segments.features", f"expected a list of feature names, got {names!r}")
-        names = []
-    for index, name in enumerate(names):
-        if name not in categorical:
-            errors.add(f"segments.features[{index}]", f"{name!r} is not a categorical feature")
-    if len(names) > 5:
-        errors.add("segments.features", "at most 5 segment features (each multiplies series)")
-    top = get_value(table, "top", "segments.", positive_int, 10, errors)
-    if top > 50:
-        errors.add("segments.top", f"{top} is above 50 (it bounds label values)")
-    return SegmentsConfig(tuple(names), top)
-
-
-def _multivariate(
-    value: Any, features: list[FieldSpec], predictions: list[FieldSpec], errors: Errors
-) -> MultivariateConfig | None:
-    if value is None:
-        return None
-    table = section(value, "multivariate", ("features", "components", "name"), errors)
-    numeric = {f.name for f in features if f.type == "numeric"}
-    names = table.get("features")
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        errors.add("multivariate.features", f"expected a list of feature names, got {names!r}")
-        names = []
-    for index, name in enumerate(names):
-        if name not in numeric:
-            errors.add(f"multivariate.features[{index}]", f"{name!r} is not a numeric feature")
-    if len(set(names)) < 2:
-        errors.add("multivariate.features", "expected at least two distinct numeric features")
-    components = table.get("components", 0.95)
-    whole = isinstance(components, int) and not isinstance(components, bool)
-    if whole and not 1 <= components < max(2, len(set(names))):
-        errors.add(
-            "multivariate.components",
-            f"{components!r} must be from 1 to one less than the number of features",
-        )
-    elif not whole and not (isinstance(components, float) and 0 < components < 1):
-        errors.add(
-            "multivariate.components",
-            f"{components!r} is neither a whole number of components nor a variance share in (0, 1)",
-        )
-    name = get_value(table, "name", "multivariate.", string, "reconstruction_error", errors)
-    if name in {f.name for f in features + predictions}:
-        errors.add("multivariate.name", f"{name!r} is already a feature or prediction name")
-    return MultivariateConfig(tuple(names), components, name)
 
 
 def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = None) -> Config:
@@ -540,12 +299,12 @@ def one_model(raw: Mapping[str, Any], base: Path, errors: Errors) -> Config | No
     if "baseline" not in top:
         errors.add("baseline", "missing: the file written by `driftgauge baseline`")
     seen: dict[str, str] = {}
-    features = _fields(top.get("features"), "features", "input", protocol, seen, errors)
-    predictions = _fields(
+    features = fields_section(top.get("features"), "features", "input", protocol, seen, errors)
+    predictions = fields_section(
         top.get("predictions"), "predictions", "prediction", protocol, seen, errors
     )
     if protocol != "jsonpath":
-        _check_body_names(
+        check_body_names(
             [(f"features[{i}]", spec) for i, spec in enumerate(features)]
             + [(f"predictions[{i}]", spec) for i, spec in enumerate(predictions)],
             errors,
@@ -579,9 +338,9 @@ def one_model(raw: Mapping[str, Any], base: Path, errors: Errors) -> Config | No
             "sketch.top_categories",
             f"{sketch.top_categories} is outside 1..1000 (it bounds label values)",
         )
-    feedback = _feedback(top.get("feedback"), base, predictions, errors)
-    segments = _segments(top.get("segments"), features, errors)
-    multivariate = _multivariate(top.get("multivariate"), features, predictions, errors)
+    feedback = feedback_section(top.get("feedback"), base, predictions, errors)
+    segments = segments_section(top.get("segments"), features, errors)
+    multivariate = multivariate_section(top.get("multivariate"), features, predictions, errors)
     quality = section(top.get("data_quality"), "data_quality", ("range_tolerance",), errors)
     tolerance = get_value(quality, "range_tolerance", "data_quality.", fraction, 0.0, errors)
     state_table = section(top.get("state"), "state", ("directory", "interval"), errors)
