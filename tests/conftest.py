@@ -14,6 +14,7 @@ from hypothesis import settings
 from driftgauge.baseline import Baseline, build_baseline, save_baseline
 from driftgauge.config import Config, load_config
 from tests.helpers import base_config, training_rows, write_csv
+from tests.proxy_upstream import build_baseline_file
 
 # scripts/test.sh (and so CI) runs the property tests derandomized: the same examples on
 # every run, so main stays green or red for the code, not for the draw.  A plain
@@ -45,3 +46,9 @@ def make_baseline(tmp_path: Path) -> Callable[[Config, int], Baseline]:
         return baseline
 
     return make
+
+
+@pytest.fixture(scope="session")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The baseline file of the proxy tests' model (``tests.proxy_upstream``), built once per run."""
+    return build_baseline_file(tmp_path_factory.mktemp("proxy-baseline"))

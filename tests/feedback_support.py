@@ -202,14 +202,6 @@ def value(text: str, name: str, **labels: str) -> float | None:
     return matching[0] if matching else None
 
 
-async def eventually(check: Callable[[], bool], within: float = 10.0) -> None:
-    """Wait until ``check()`` holds (polling), failing after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
 @dataclass
 class Running:
     """A started sidecar and where to reach it."""

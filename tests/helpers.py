@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 import urllib.error
@@ -58,6 +59,14 @@ def write_csv(path: Path, columns: dict[str, list[Any]]) -> Path:
         for row in zip(*columns.values(), strict=True):
             handle.write(",".join("" if v is None else str(v) for v in row) + "\n")
     return path
+
+
+async def eventually(check: Any, within: float = 10.0) -> None:
+    """:func:`wait_for` for coroutines: poll ``check()`` without blocking the event loop."""
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
 
 
 def wait_for(

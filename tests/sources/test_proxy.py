@@ -25,7 +25,6 @@ from tests.proxy_upstream import (
     Proxy,
     RawUpstream,
     Upstream,
-    build_baseline_file,
     raw_client,
     raw_upstream,
     running_proxy,
@@ -36,11 +35,6 @@ from tests.proxy_upstream import (
 PREDICT = "/v1/models/wine:predict"
 
 StartProxy = Callable[..., Awaitable[Proxy]]
-
-
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_baseline_file(tmp_path_factory.mktemp("proxy-baseline"))
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from driftgauge.rules.alerts import (
 from driftgauge.rules.dashboards import render_dashboard
 from tests.helpers import base_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_RULES = ROOT / "alert_rules" / "driftgauge.rules.yml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 CLI = [sys.executable, "-m", "driftgauge.cli"]

@@ -38,7 +38,7 @@ from driftgauge.config import config_from_mapping
 from tests.helpers import answers_ok, free_port, wait_for, write_csv
 from tests.servers import Prometheus, prometheus
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"
 DASHBOARD_FILES = sorted((GRAFANA / "dashboards").glob("*.json"))
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"

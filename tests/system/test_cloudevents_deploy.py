@@ -15,7 +15,7 @@ from driftgauge.baseline import build_baseline, save_baseline
 from driftgauge.config import CloudEventsConfig, config_from_mapping, load_config
 from tests.helpers import training_rows, write_csv
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "wine-cloudevents.yaml"
 KSERVE = ROOT / "deploy" / "kubernetes" / "kserve-logger"
 SIDECAR = ROOT / "deploy" / "kubernetes" / "driftgauge-sidecar.yaml"

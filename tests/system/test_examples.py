@@ -15,7 +15,7 @@ from driftgauge.cli import main
 from driftgauge.config import ProtocolName, load_config, protocol_names
 from tests.helpers import write_csv
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 PROTOCOLS: tuple[ProtocolName, ...] = get_args(ProtocolName)
 

@@ -247,7 +247,7 @@ def test_parse_listen_forms() -> None:
 @pytest.mark.parametrize("name", ["wine-proxy.yaml", "wine-tail.yaml"])
 def test_example_configs_are_valid(name: str) -> None:
     """The example configs in examples/ load without a problem."""
-    path = Path(__file__).resolve().parent.parent / "examples" / name
+    path = Path(__file__).resolve().parents[2] / "examples" / name
     config = load_config(path)
     assert config.model == "wine"
     assert config.feedback is not None

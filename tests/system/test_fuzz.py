@@ -47,7 +47,6 @@ from tests.proxy_upstream import (
     Proxy,
     RawUpstream,
     Upstream,
-    build_baseline_file,
     raw_client,
     raw_upstream,
     running_proxy,
@@ -59,11 +58,6 @@ PREDICT = "/v1/models/wine:predict"
 EXPLAIN = "/v1/models/wine:explain"  # off the prediction routes: forwarded, counted unknown_path
 MAX_BODY = 4 * 1024 * 1024  # the proxy's default max_body_bytes
 TEN_MB = 10 * 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_baseline_file(tmp_path_factory.mktemp("fuzz-baseline"))
 
 
 # -- the upstream's answer ----------------------------------------------------------

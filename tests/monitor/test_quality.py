@@ -20,7 +20,6 @@ from tests.feedback_support import (
     Pipeline,
     build,
     classify,
-    eventually,
     predictions_for,
     probability_a,
     proxy_source,
@@ -30,7 +29,7 @@ from tests.feedback_support import (
     value,
     wire,
 )
-from tests.helpers import base_config, free_port
+from tests.helpers import base_config, eventually, free_port
 
 T0 = 1_700_000_000.0
 FEATURES = [

@@ -33,7 +33,6 @@ from aiohttp import web
 from tests.helpers import base_config, free_port, scrape, series
 from tests.proxy_upstream import (
     Upstream,
-    build_baseline_file,
     raw_client,
     upstream_server,
 )
@@ -101,11 +100,6 @@ class Sidecar:
 
     def window(self) -> float | None:
         return scrape(self.metrics_port).get(WINDOW)
-
-
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_baseline_file(tmp_path_factory.mktemp("shutdown-baseline"))
 
 
 @pytest.fixture

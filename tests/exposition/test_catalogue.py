@@ -16,7 +16,7 @@ from driftgauge.exposition.catalogue import CATALOGUE, MetricSpec
 from driftgauge.exposition.proxy import ProxyMetrics
 from tests.exposition_support import busy_pipeline, registry_of
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 BY_NAME = {spec.name: spec for spec in CATALOGUE}
 
 

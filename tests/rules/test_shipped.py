@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "alert_rules" / "driftgauge.rules.yml"
 RULE_TESTS = sorted((ROOT / "alert_rules" / "tests").glob("*_test.yml"))
 RUNBOOK = ROOT / "docs" / "runbook.md"

@@ -1,6 +1,6 @@
 """The dashboard `driftgauge rules` generates passes the checks of the shipped ones.
 
-It is rendered for the config of ``tests/test_grafana.py``'s live fixture (the
+It is rendered for the config of ``tests/system/test_grafana.py``'s live fixture (the
 same model, fields and windows), and every target of every panel, in every
 field's row, must parse and return data on that fixture's real Prometheus fed
 by a real sidecar, as an instant and as a range query.
@@ -16,10 +16,10 @@ import pytest
 
 from driftgauge.config import config_from_mapping
 from driftgauge.rules.dashboards import render_dashboard
-from tests.test_grafana import DATASOURCE_REF, STEP, WINDOWS, Scraped, _api, substitute
+from tests.system.test_grafana import DATASOURCE_REF, STEP, WINDOWS, Scraped, _api, substitute
 
 # The live module fixture of test_grafana.py (a real sidecar and Prometheus), shared.
-from tests.test_grafana import scraped as scraped
+from tests.system.test_grafana import scraped as scraped
 
 FIELDS = {
     "features": [

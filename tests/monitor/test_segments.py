@@ -23,14 +23,13 @@ from tests.feedback_support import (
     Pipeline,
     build,
     classifier_columns,
-    eventually,
     proxy_source,
     record,
     running,
     value,
     wire,
 )
-from tests.helpers import base_config, free_port
+from tests.helpers import base_config, eventually, free_port
 
 T0 = 1_700_000_000.0
 TRAINING_ROWS = 3_000

@@ -21,7 +21,6 @@ from aiohttp import ClientSession, ClientTimeout, web
 
 from tests.proxy_upstream import (
     Proxy,
-    build_baseline_file,
     running_proxy,
     until,
     upstream_server,
@@ -235,11 +234,6 @@ def model_server(case: Case) -> web.RouteDef:
         return web.Response(body=answers[body], content_type="application/json")
 
     return web.post(case.route, handler)
-
-
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_baseline_file(tmp_path_factory.mktemp("protocol-baseline"))
 
 
 @pytest.fixture(params=CASES, ids=str)

@@ -21,7 +21,6 @@ from tests.feedback_support import (
     build,
     classifier_columns,
     classify,
-    eventually,
     instances,
     predictions_for,
     probability_a,
@@ -35,7 +34,7 @@ from tests.feedback_support import (
     value,
     wire,
 )
-from tests.helpers import base_config, free_port
+from tests.helpers import base_config, eventually, free_port
 
 T0 = 1_700_000_000.0
 TOLERANCE = 1e-9

@@ -35,7 +35,7 @@ from driftgauge.baseline import build_baseline, save_baseline
 from driftgauge.config import config_from_mapping
 from driftgauge.typing import Record
 from tests.helpers import base_config, free_port, scrape, series
-from tests.proxy_upstream import build_baseline_file, raw_client, running_proxy, upstream_server
+from tests.proxy_upstream import raw_client, running_proxy, upstream_server
 
 PREDICT = "/v1/models/wine:predict"
 EXPLAIN = "/v1/models/wine:explain"  # not a prediction route: forwarded, never monitored
@@ -236,11 +236,6 @@ def sample_line(port: int, series_text: str) -> float:
             if line.startswith(series_text + " "):
                 return float(line.rsplit(" ", 1)[1])
     return 0.0
-
-
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_baseline_file(tmp_path_factory.mktemp("overload-baseline"))
 
 
 @pytest.fixture
