@@ -7,7 +7,6 @@ Every user error ends as one line on stderr and a non-zero exit code
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -17,7 +16,9 @@ from typing import TYPE_CHECKING, get_args
 from driftgauge import __version__
 from driftgauge.config import Config, ProtocolName, load_config
 from driftgauge.exceptions import BaselineError, DataError, DriftgaugeError
+from driftgauge.runtime import loops
 from driftgauge.runtime.logs import configure_logging
+from driftgauge.runtime.loops import LOOP_CHOICES
 
 if TYPE_CHECKING:
     from driftgauge.baseline import Baseline
@@ -95,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the sidecar")
     serve.add_argument("-c", "--config", required=True, type=Path)
+    serve.add_argument(
+        "--loop",
+        choices=LOOP_CHOICES,
+        default="auto",
+        help="event loop: auto (uvloop when installed, the default), asyncio or uvloop",
+    )
 
     check = commands.add_parser("check", help="validate the config and its baseline")
     check.add_argument("-c", "--config", required=True, type=Path)
@@ -249,7 +256,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure_logging(args.log_level or config.log.level, args.log_format or config.log.format)
     sidecar = build_sidecar(config, _load_checked_baseline(config))
-    asyncio.run(run_until_stopped(sidecar))
+    loops.run(lambda: run_until_stopped(sidecar), args.loop)
     return 0
 
 
