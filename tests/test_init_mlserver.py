@@ -54,12 +54,13 @@ def iris() -> tuple[Any, list[str], Any, Any]:
 def mlserver(
     tmp_path_factory: pytest.TempPathFactory, iris: tuple[Any, list[str], Any, Any]
 ) -> Iterator[MLServer]:
-    """One MLServer serving two models: iris (one [-1, 4] input tensor) and wine (a tensor per
-    feature, metadata only)."""
+    """One MLServer serving three models: iris (one [-1, 4] input tensor), wine (a tensor per
+    feature, metadata only) and bare (no tensors declared)."""
     model = iris[0]
     models = [
         ModelSpec("iris", model, inputs=IRIS_INPUTS, outputs=IRIS_OUTPUTS),
         ModelSpec("wine", model, inputs=WINE_INPUTS, outputs=IRIS_OUTPUTS),
+        ModelSpec("bare", model),  # no inputs or outputs declared: the metadata lists none
     ]
     with serve_models(tmp_path_factory.mktemp("mlserver"), models) as server:
         yield server
@@ -106,6 +107,39 @@ def test_unknown_model_is_a_one_line_error(mlserver: MLServer, tmp_path: Path) -
     assert len(lines) == 1, result.stderr
     assert "404" in lines[0] and "nope" in lines[0]
     assert not (tmp_path / "c.yaml").exists()
+
+
+def test_metadata_without_inputs_needs_the_training_file(
+    mlserver: MLServer, iris_csv: Path, tmp_path: Path
+) -> None:
+    """A model whose metadata lists no tensors: an error pointing at --data without a file, and
+    the file's columns (protocol kserve-v2, upstream the server) with one."""
+    result = run("init", "--server", mlserver.url, "--model", "bare", "-o", tmp_path / "a.yaml")
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "no inputs" in result.stderr and "--data" in result.stderr
+    out = tmp_path / "bare.yaml"
+    result = run(
+        "init",
+        "--server",
+        mlserver.url,
+        "--model",
+        "bare",
+        "--data",
+        iris_csv,
+        "--predictions",
+        "target",
+        "-o",
+        out,
+    )
+    assert result.returncode == 0, result.stderr
+    config = load_config(out)
+    assert config.features[0].name == "sepal length (cm)"
+    assert len(config.features) == 4
+    assert config.model == "bare"
+    assert config.protocol == "kserve-v2"
+    assert isinstance(config.source, ProxyConfig)
+    assert config.source.upstream == mlserver.url
 
 
 def test_wide_tensor_named_by_training_columns_then_serve_monitors_real_inference(

@@ -24,7 +24,6 @@ from driftgauge.starter import (
     CATEGORICAL_MAX_DISTINCT,
     DataSample,
     StarterError,
-    _scalar,
     parse_metadata,
     plan_starter,
     profile_column,
@@ -32,6 +31,7 @@ from driftgauge.starter import (
     sample_data,
     write_starter,
 )
+from driftgauge.starter.plan import _scalar
 
 CLI = [sys.executable, "-m", "driftgauge.cli"]
 
@@ -408,3 +408,14 @@ def test_init_errors_are_one_line(tmp_path: Path) -> None:
         "cannot reach",
     )
     one_line_error(run("init", "--data", tmp_path / "nope.csv", "-o", tmp_path / "e.yaml"), "nope")
+
+
+def test_metadata_without_inputs_falls_back_to_the_training_file(tmp_path: Path) -> None:
+    """No inputs listed: an error naming --data alone, the file's columns with it."""
+    meta = metadata([], [])
+    with pytest.raises(StarterError, match="--data"):
+        plan_starter(None, meta)
+    sample = sample_data(write_csv(tmp_path / "t.csv", columns()))
+    plan = plan_starter(sample, meta, predictions=["class"], server="http://m:8080")
+    assert [f.name for f in plan.features][:2] == ["alcohol", "flag"]
+    assert (plan.model, plan.protocol, plan.upstream) == ("iris", "kserve-v2", "http://m:8080")
