@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -105,20 +106,25 @@ def _type_name(value: Any) -> str:
 
 def profile_column(name: str, values: Sequence[Any]) -> ColumnProfile:
     """The type ``values`` (Python values, None for missing) suggest, and why, as a note."""
-    kinds: dict[Kind, int] = {}
-    for value in values:
-        kind = _kind(value)
-        kinds[kind] = kinds.get(kind, 0) + 1
-    present = len(values) - kinds.get("missing", 0)
+    # One exemplar per Python type: a column has few types, and this stays at C speed.
+    exemplars = {type(v): v for v in values}
+    kinds = {_kind(v) for v in exemplars.values()}
+    if "other" in kinds:
+        sample = next(v for v in exemplars.values() if _kind(v) == "other")
+        present = sum(v is not None for v in values)
+        return ColumnProfile(name, None, f"holds {_type_name(sample)}", present)
+    # NaN != NaN drops float NaNs; Decimal values count as the floats they equal.
+    present_values = [v for v in values if v is not None and v == v]
+    present = len(present_values)
+    kinds.discard("missing")
     if present == 0:
         return ColumnProfile(name, "numeric", "REVIEW: no values in the sample; guessed numeric")
-    if "other" in kinds:
-        sample = next(v for v in values if _kind(v) == "other")
-        return ColumnProfile(name, None, f"holds {_type_name(sample)}", present)
-    distinct = len({_hashable(v) for v in values if _kind(v) != "missing"})
+    if Decimal in exemplars:
+        present_values = [float(v) if isinstance(v, Decimal) else v for v in present_values]
+    distinct = len(set(present_values))
     counted = f"{distinct:,} distinct in {present:,} values"
     if "text" in kinds:
-        what = "text" if len(kinds.keys() - {"missing"}) == 1 else "numbers mixed with text"
+        what = "text" if kinds == {"text"} else "numbers mixed with text"
         note = f"{what}, {counted}"
         if distinct > MANY_CATEGORIES:
             note += (
@@ -128,8 +134,8 @@ def profile_column(name: str, values: Sequence[Any]) -> ColumnProfile:
         return ColumnProfile(name, "categorical", note, present, distinct)
     if "bool" in kinds:
         return ColumnProfile(name, "categorical", f"booleans, {counted}", present, distinct)
-    whole = all(
-        float(v).is_integer() for v in values if _kind(v) in ("int", "float") and _finite(v)
+    whole = kinds == {"int"} or all(
+        float(v).is_integer() for v in present_values if math.isfinite(v)
     )
     if whole and distinct <= CATEGORICAL_MAX_DISTINCT:
         return ColumnProfile(
@@ -141,14 +147,6 @@ def profile_column(name: str, values: Sequence[Any]) -> ColumnProfile:
         )
     what = "whole numbers" if whole else "numbers"
     return ColumnProfile(name, "numeric", f"{what}, {counted}", present, distinct)
-
-
-def _finite(value: Any) -> bool:
-    return math.isfinite(float(value))
-
-
-def _hashable(value: Any) -> Any:
-    return float(value) if isinstance(value, Decimal) else value
 
 
 def _usable_name(name: Any) -> str | None:
@@ -175,6 +173,15 @@ def _profiles(
     return DataSample(path, rows, tuple(profiles), tuple(skipped))
 
 
+def _csv_column(cells: list[str]) -> list[Any]:
+    """A CSV column's cells as values: all numbers (the common case) in one pass, else cell by
+    cell."""
+    try:
+        return [None if c in _CSV_NULLS else float(c) for c in cells]
+    except ValueError:
+        return [_csv_cell(c) for c in cells]
+
+
 def _csv_cell(cell: str) -> Any:
     """A CSV cell as the baseline build reads it: missing, a number, a boolean or text."""
     if cell in _CSV_NULLS:
@@ -183,14 +190,9 @@ def _csv_cell(cell: str) -> Any:
     if lowered in ("true", "false"):
         return lowered == "true"
     try:
-        return int(cell)
-    except ValueError:
-        pass
-    try:
-        number = float(cell)
+        return float(cell)
     except ValueError:
         return cell
-    return number if "_" not in cell else cell
 
 
 def _sample_csv(path: Path, limit: int) -> DataSample:
@@ -200,15 +202,13 @@ def _sample_csv(path: Path, limit: int) -> DataSample:
         header = next(reader, None)
         if header is None:
             raise DataError(f"{path}: the file is empty (no header row)")
-        columns: list[list[Any]] = [[] for _ in header]
-        rows = 0
-        for row in reader:
-            if rows >= limit:
-                break
-            rows += 1
-            for index, values in enumerate(columns):
-                values.append(_csv_cell(row[index]) if index < len(row) else None)
-    return _profiles(path, header, columns, rows)
+        rows = list(itertools.islice(reader, limit))
+    # A short row's missing cells are missing values.
+    columns = [
+        _csv_column([row[index] if index < len(row) else "" for row in rows])
+        for index in range(len(header))
+    ]
+    return _profiles(path, header, columns, len(rows))
 
 
 def _sample_jsonl(path: Path, limit: int) -> DataSample:
