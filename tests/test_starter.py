@@ -419,3 +419,14 @@ def test_metadata_without_inputs_falls_back_to_the_training_file(tmp_path: Path)
     plan = plan_starter(sample, meta, predictions=["class"], server="http://m:8080")
     assert [f.name for f in plan.features][:2] == ["alcohol", "flag"]
     assert (plan.model, plan.protocol, plan.upstream) == ("iris", "kserve-v2", "http://m:8080")
+
+
+def test_predictions_named_like_the_output_tensors_match_by_name(tmp_path: Path) -> None:
+    """--predictions naming the output tensors themselves needs no positional matching."""
+    meta = metadata([{"name": "x", "datatype": "FP32", "shape": [-1, 1]}], PREDICT)
+    plan = plan_starter(None, meta, predictions=["predict"])
+    assert [p.name for p in plan.predictions] == ["predict"]
+    assert not any("BY POSITION" in note for note in plan.notes)
+    renamed = plan_starter(None, meta, predictions=["label"])
+    assert [p.name for p in renamed.predictions] == ["label"]
+    assert any("BY POSITION" in note for note in renamed.notes)

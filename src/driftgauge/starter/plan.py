@@ -114,8 +114,10 @@ def _tensor_fields(
     but a tensor's name (``names`` when given, else ``<tensor>_<i>``).
     """
     total = sum(t.width for t in tensors)
-    by_position = names is not None or any(t.width != 1 for t in tensors)
-    if not by_position:
+    single = all(t.width == 1 for t in tensors)
+    if single and names is not None and list(names) == [t.name for t in tensors]:
+        names = None  # the given names are the tensors' own: matched by name
+    if single and names is None:
         return [_from_tensor(t.name, t, None, sample) for t in tensors]
     if names is None:
         names = [f"{t.name}_{i}" for t in tensors for i in range(t.width)]
