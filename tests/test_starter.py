@@ -345,10 +345,6 @@ def test_predictions_must_be_columns_of_the_file(tmp_path: Path) -> None:
 def test_init_baseline_check_end_to_end(tmp_path: Path, suffix: str) -> None:
     """init writes a config; `baseline` builds from the same file; `check` passes."""
     data = columns()
-    if suffix == "jsonl":
-        # datafiles' pyarrow JSON reader takes categorical columns as JSON strings only: see
-        # test_jsonl_numeric_codes_in_a_categorical_column_build_a_baseline.
-        data = {k: v for k, v in data.items() if k not in ("flag", "grade")}
     train = tmp_path / f"train.{suffix}"
     if suffix == "csv":
         write_csv(train, data)
@@ -375,11 +371,6 @@ def test_init_baseline_check_end_to_end(tmp_path: Path, suffix: str) -> None:
     assert "ok:" in result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="baseline/datafiles.py: pyarrow's JSON reader is given a string schema for "
-    "categorical columns and refuses JSON numbers in them",
-)
 def test_jsonl_numeric_codes_in_a_categorical_column_build_a_baseline(tmp_path: Path) -> None:
     """A JSON Lines 0/1 flag, categorical by init's rule, builds a baseline."""
     train = tmp_path / "t.jsonl"
