@@ -21,12 +21,11 @@ Setup, all on 127.0.0.1 (as in the issue's reference setup):
 * ``driftgauge serve`` with monitoring off: the same config but protocol
   ``kserve-v1``, so the v2 route never matches and no body is copied, queued
   or parsed (each request only bumps ``parse_errors_total{reason="unknown_path"}``);
-* with ``--uvloop``: the monitoring-on sidecar again, on uvloop's event loop
-  (a what-if: ``serve`` does not use uvloop).  uvloop comes from
-  ``bench/.data/uvloop`` (``pip install --target bench/.data/uvloop uvloop``,
-  the venv is left alone) and the sidecar runs with ``python -O``, because
-  ``proxy.py`` asserts ``isinstance(transport, asyncio.Transport)``, which
-  uvloop's transports are not;
+* with ``--uvloop``: the monitoring-on sidecar again, ``serve --loop uvloop``
+  (the other sidecars run ``--loop asyncio``, so the two loops are compared;
+  a stock ``serve`` picks uvloop when installed).  uvloop comes from the
+  ``fast`` extra, or from ``bench/.data/uvloop`` (``pip install --target
+  bench/.data/uvloop uvloop``);
 * load: wrk (Debian package) pinned to core 0, ``-t1``, a Lua script posting
   the 8-row v2 body; without wrk, an aiohttp load generator (much slower: it
   can become the bottleneck, and the output says so).
@@ -905,7 +904,9 @@ def main() -> None:
         help="py-spy the sidecars under load, time monitoring steps",
     )
     parser.add_argument(
-        "--uvloop", action="store_true", help="add driftgauge on uvloop (not the stock serve)"
+        "--uvloop",
+        action="store_true",
+        help="add driftgauge on uvloop (the others run asyncio's loop)",
     )
     parser.add_argument("--no-wrk", action="store_true", help="use the aiohttp load generator")
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s runs")
@@ -945,15 +946,6 @@ def workspace() -> Iterator[Path]:
         yield Path(tmp)
 
 
-UVLOOP_WRAPPER = """\
-import asyncio, sys
-import uvloop
-asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-from driftgauge.cli import main
-sys.exit(main(["--log-level", "WARNING", "serve", "-c", sys.argv[1]]))
-"""
-
-
 def run(
     args: argparse.Namespace,
     tmp: Path,
@@ -991,13 +983,9 @@ def run(
         path = config_paths[name] = tmp / f"{name}.yaml"
         raw = sidecar_config(protocol, ports[name], metrics[name], upstream, baseline)
         path.write_text(json.dumps(raw, indent=2))  # JSON is YAML
-        if name == "driftgauge-uvloop":
-            # -O: proxy.py asserts isinstance(transport, asyncio.Transport), which uvloop's
-            # transports are not; without asserts the proxy runs on uvloop unchanged.
-            argv = [PYTHON, "-O", "-c", UVLOOP_WRAPPER, str(path)]
-        else:
-            driftgauge = str(Path(PYTHON).parent / "driftgauge")
-            argv = [driftgauge, "--log-level", "WARNING", "serve", "-c", str(path)]
+        loop = "uvloop" if name == "driftgauge-uvloop" else "asyncio"
+        driftgauge = str(Path(PYTHON).parent / "driftgauge")
+        argv = [driftgauge, "--log-level", "WARNING", "serve", "-c", str(path), "--loop", loop]
         env = uvloop if name == "driftgauge-uvloop" else None
         pids[name] = processes.start(name, pinned(SERVER_CORE, argv), env=env)
     for name in sidecars:

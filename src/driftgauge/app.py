@@ -308,6 +308,10 @@ async def _feedback_tail_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 SLICE_SECONDS = 0.005
+# The shortest pause after a slice.  Both loops time sleeps in whole milliseconds: asyncio's
+# selector rounds a shorter sleep up (about 1.1 ms), uvloop rounds it to the nearest (0 below
+# 0.5 ms: no pause at all, and monitoring would take the loop from the requests).
+MIN_PAUSE_SECONDS = 0.001
 # A record whose ingest costs more CPU than this runs in a worker thread (see _consume).
 THREAD_SECONDS = 4 * SLICE_SECONDS
 # The interpreter's switch interval while it does: how long the loop's thread may wait for
@@ -367,7 +371,7 @@ async def _consume(queue: RecordQueue, batcher: Router, metrics: ProxyMetrics) -
             took = time.perf_counter() - started
             size = max(1, min(256, int(size * SLICE_SECONDS / max(work, 1e-6))))
             threaded = size == 1 and work > THREAD_SECONDS
-            await asyncio.sleep(took)
+            await asyncio.sleep(max(took, MIN_PAUSE_SECONDS))
 
 
 async def _watch_upstream(config: ProxyConfig, health: Health) -> None:

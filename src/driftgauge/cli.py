@@ -1,4 +1,4 @@
-"""The ``driftgauge`` command: demo, baseline (and baseline merge), serve, check, inspect, rules.
+"""The ``driftgauge`` command: demo, init, baseline (and baseline merge), serve, check, inspect, rules.
 
 Every user error ends as one line on stderr and a non-zero exit code
 (2 config, 3 baseline, 4 data, 1 other), never a traceback.
@@ -7,17 +7,18 @@ Every user error ends as one line on stderr and a non-zero exit code
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from driftgauge import __version__
-from driftgauge.config import Config, load_config
+from driftgauge.config import Config, ProtocolName, load_config
 from driftgauge.exceptions import BaselineError, ConfigError, DataError, DriftgaugeError
+from driftgauge.runtime import loops
 from driftgauge.runtime.logs import configure_logging
+from driftgauge.runtime.loops import LOOP_CHOICES
 
 if TYPE_CHECKING:
     from driftgauge.baseline import Baseline
@@ -60,6 +61,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=7)
 
+    init = commands.add_parser(
+        "init",
+        help="write a starter config from a training file and/or a v2 server's model metadata",
+        description="Write a starter config: fields from a training file's columns (types "
+        "inferred from its first rows) and/or from an Open Inference Protocol server's model "
+        "metadata (GET URL/v2/models/NAME). The file says in comments what to review.",
+    )
+    init.add_argument("--data", type=Path, metavar="FILE", help="CSV, JSON Lines or Parquet")
+    init.add_argument(
+        "--predictions",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="columns of the training file holding the model's outputs (the rest are features)",
+    )
+    init.add_argument(
+        "--server", metavar="URL", help="a KServe v2 / Open Inference Protocol server"
+    )
+    init.add_argument("--model", metavar="NAME", help="the model (needed with --server)")
+    init.add_argument("--protocol", choices=get_args(ProtocolName), default=None)
+    init.add_argument("-o", "--output", required=True, type=Path, metavar="CONFIG")
+    init.add_argument("--force", action="store_true", help="overwrite an existing CONFIG")
+
     baseline = commands.add_parser(
         "baseline",
         help="build a baseline from training data (`baseline merge` joins baselines)",
@@ -75,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the sidecar")
     serve.add_argument("-c", "--config", required=True, type=Path)
+    serve.add_argument(
+        "--loop",
+        choices=LOOP_CHOICES,
+        default="auto",
+        help="event loop: auto (uvloop when installed, the default), asyncio or uvloop",
+    )
 
     check = commands.add_parser("check", help="validate the config and its baseline")
     check.add_argument("-c", "--config", required=True, type=Path)
@@ -249,7 +279,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure_logging(args.log_level or config.log.level, args.log_format or config.log.format)
     sidecar = build_sidecar(config, _load_checked_baseline(config))
-    asyncio.run(run_until_stopped(sidecar))
+    loops.run(lambda: run_until_stopped(sidecar), args.loop)
     return 0
 
 
@@ -259,6 +289,36 @@ def _cmd_rules(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     for path in write_assets(config, args.output):
         print(f"wrote {path}")
+    return 0
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from driftgauge import starter
+
+    if args.data is None and args.server is None:
+        raise starter.StarterError("init: give --data FILE, --server URL --model NAME, or both")
+    if args.server is not None and args.model is None:
+        raise starter.StarterError("init: --server needs --model NAME, whose metadata to read")
+    if args.output.exists() and not args.force:
+        raise starter.StarterError(f"{args.output}: the file exists; use --force to overwrite it")
+    sample = starter.sample_data(args.data) if args.data is not None else None
+    metadata = starter.fetch_metadata(args.server, args.model) if args.server else None
+    plan = starter.plan_starter(
+        sample,
+        metadata,
+        predictions=args.predictions,
+        model=args.model,
+        protocol=args.protocol,
+        server=args.server,
+    )
+    baseline = f"{args.output.stem}.dgb"
+    starter.write_starter(starter.render_starter(plan, baseline), args.output, force=args.force)
+    print(
+        f"wrote {args.output}: {len(plan.features)} features, {len(plan.predictions)} "
+        f"predictions, protocol {plan.protocol}; review its comments, then build the baseline: "
+        f"driftgauge baseline -c {args.output} --data {args.data or 'TRAINING_FILE'} "
+        f"-o {args.output.parent / baseline}"
+    )
     return 0
 
 
@@ -273,6 +333,7 @@ _COMMANDS = {
     "baseline-merge": _cmd_merge,
     "check": _cmd_check,
     "demo": _cmd_demo,
+    "init": _cmd_init,
     "inspect": _cmd_inspect,
     "rules": _cmd_rules,
     "serve": _cmd_serve,

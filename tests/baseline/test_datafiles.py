@@ -114,3 +114,42 @@ def test_a_cell_pyarrow_cannot_convert_is_reported_by_column_name(tmp_path: Path
     wanted = [FieldSpec("sepal length (cm)", "numeric", "input")]
     with pytest.raises(DataError, match=r"column 'sepal length \(cm\)': CSV conversion error"):
         list(datafiles.read_chunks(path, wanted))
+
+
+CODES = (FieldSpec("x", "numeric", "input"), FieldSpec("code", "categorical", "input"))
+
+
+def read_all(path: Path, fields: Any = CODES) -> tuple[int, list[str]]:
+    """Rows and the categorical ``code`` values over every chunk of ``path``."""
+    chunks = list(datafiles.read_chunks(path, fields))
+    return sum(c.rows for c in chunks), [v for c in chunks for v in c.columns["code"].values]
+
+
+def test_jsonl_numbers_and_booleans_in_a_categorical_column_read_as_their_text(
+    tmp_path: Path, reader: str
+) -> None:
+    """A JSON 0/1 code, 2.0 and true in a categorical column are the categories 0, 1, 2, true."""
+    path = tmp_path / "t.jsonl"
+    values = [0, 1, 2.0, True, "a"]
+    path.write_text(
+        "".join(json.dumps({"x": i, "code": v}) + "\n" for i, v in enumerate(values)),
+        encoding="utf-8",
+    )
+    assert read_all(path) == (5, ["0", "1", "2", "true", "a"])
+
+
+def test_jsonl_type_change_after_the_first_block_reads_every_row_once(tmp_path: Path) -> None:
+    """Strings for a few MB, then numbers: pyarrow's chunks, then the rest, no row twice."""
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "t.jsonl"
+    strings = 120_000  # over pyarrow's 4 MB block
+    with path.open("w", encoding="utf-8") as handle:
+        for i in range(strings):
+            handle.write(json.dumps({"x": i, "code": "ab"[i % 2], "pad": "-" * 20}) + "\n")
+        for i in range(10):
+            handle.write(json.dumps({"x": i, "code": i % 3}) + "\n")
+    assert path.stat().st_size > 1 << 22  # more than one block
+    rows, codes = read_all(path)
+    assert rows == strings + 10
+    assert codes[:4] == ["a", "b", "a", "b"]
+    assert codes[-10:] == [str(i % 3) for i in range(10)]

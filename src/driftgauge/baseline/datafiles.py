@@ -98,6 +98,8 @@ def read_chunks(
                     f"{path}: reading Parquet needs pyarrow: pip install 'driftgauge[parquet]'"
                 )
             yield from _parquet_chunks(path, fields, chunk_rows)
+        elif pa is not None and fmt == "jsonl":
+            yield from _arrow_jsonl_chunks(path, fields, chunk_rows)
         elif pa is not None:
             yield from _arrow_text_chunks(path, fmt, fields, chunk_rows)
         elif fmt == "csv":
@@ -218,6 +220,27 @@ def _arrow_text_chunks(
         handle.close()
 
 
+def _arrow_jsonl_chunks(
+    path: Path, fields: Sequence[FieldSpec], chunk_rows: int
+) -> Iterator[Chunk]:
+    """pyarrow's JSON Lines reader, and the standard library's from the row where it gives up.
+
+    pyarrow reads a categorical field as a JSON string (its explicit schema
+    has no "any JSON value" type) and refuses a number or a boolean there,
+    such as a 0/1 flag or an integer code: the standard library reads those
+    as their canonical text, like the CSV and Parquet readers do.
+    """
+    rows = 0
+    try:
+        for chunk in _arrow_text_chunks(path, "jsonl", fields, chunk_rows):
+            rows += chunk.rows
+            yield chunk
+    except pa.ArrowInvalid as exc:
+        if "changed from string to" not in str(exc):  # only categorical fields are strings
+            raise
+        yield from _stdlib_jsonl_chunks(path, fields, chunk_rows, skip=rows)
+
+
 _CSV_COLUMN = re.compile(r"^In CSV column #(\d+): ")
 
 
@@ -289,12 +312,16 @@ def _number(cell: str | None) -> Any:
 
 
 def _stdlib_jsonl_chunks(
-    path: Path, fields: Sequence[FieldSpec], chunk_rows: int
+    path: Path, fields: Sequence[FieldSpec], chunk_rows: int, skip: int = 0
 ) -> Iterator[Chunk]:
+    """The records of ``path`` in chunks, after the first ``skip`` (already read)."""
     with path.open("rb") as raw:
         records: list[dict[str, Any]] = []
         for number, line in enumerate(raw, start=1):
             if not line.strip():
+                continue
+            if skip:
+                skip -= 1
                 continue
             record = json.loads(line)
             if not isinstance(record, dict):

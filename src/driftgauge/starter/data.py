@@ -1,0 +1,267 @@
+"""A training file's first rows, profiled column by column: the type each suggests, and why.
+
+Rules: text and booleans are categorical; numbers are numeric, except whole
+numbers with at most :data:`CATEGORICAL_MAX_DISTINCT` distinct values in the
+sample (0/1 flags, small codes), which are categorical: their drift is then
+measured per value, not over quantile bins that ties would make degenerate.
+Values of other types (dates, lists, objects) are not monitored: the column
+is skipped, with a note.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import itertools
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from driftgauge.baseline.datafiles import file_format
+from driftgauge.config import (
+    FieldType,
+)
+from driftgauge.config.validation import label_value
+from driftgauge.exceptions import DataError
+
+__all__ = [
+    "CATEGORICAL_MAX_DISTINCT",
+    "SAMPLE_ROWS",
+    "ColumnProfile",
+    "DataSample",
+    "profile_column",
+    "sample_data",
+]
+
+SAMPLE_ROWS = 10_000
+CATEGORICAL_MAX_DISTINCT = 10
+# Text categories beyond this many distinct values in the sample are flagged: an identifier?
+MANY_CATEGORIES = 50
+# Cells pyarrow's CSV reader (the baseline build) reads as missing.
+_CSV_NULLS = frozenset(
+    {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN"}
+    | {"N/A", "NA", "NULL", "NaN", "n/a", "nan", "null"}
+)
+
+Kind = Literal["missing", "bool", "int", "float", "text", "other"]
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnProfile:
+    """What the sampled values of one column look like, and the type they suggest."""
+
+    name: str
+    type: FieldType | None  # None: not a type driftgauge monitors (skipped)
+    note: str
+    present: int = 0
+    distinct: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DataSample:
+    """The profiled columns of a training file's first rows, in file order."""
+
+    path: Path
+    rows: int
+    columns: tuple[ColumnProfile, ...]
+    skipped: tuple[str, ...] = ()  # columns without a usable name, as notes
+
+    def column(self, name: str) -> ColumnProfile | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+def _kind(value: Any) -> Kind:
+    if value is None:
+        return "missing"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float | Decimal):
+        return "missing" if isinstance(value, float) and math.isnan(value) else "float"
+    if isinstance(value, str):
+        return "text"
+    return "other"
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return "dates or times"
+    if isinstance(value, bytes):
+        return "binary values"
+    if isinstance(value, list | tuple):
+        return "lists"
+    if isinstance(value, dict):
+        return "objects"
+    return type(value).__name__ + " values"
+
+
+def profile_column(name: str, values: Sequence[Any]) -> ColumnProfile:
+    """The type ``values`` (Python values, None for missing) suggest, and why, as a note."""
+    # One exemplar per Python type: a column has few types, and this stays at C speed.
+    exemplars = {type(v): v for v in values}
+    kinds = {_kind(v) for v in exemplars.values()}
+    if "other" in kinds:
+        sample = next(v for v in exemplars.values() if _kind(v) == "other")
+        present = sum(v is not None for v in values)
+        return ColumnProfile(name, None, f"holds {_type_name(sample)}", present)
+    # NaN != NaN drops float NaNs; Decimal values count as the floats they equal.
+    present_values = [v for v in values if v is not None and v == v]
+    present = len(present_values)
+    kinds.discard("missing")
+    if present == 0:
+        return ColumnProfile(name, "numeric", "REVIEW: no values in the sample; guessed numeric")
+    if Decimal in exemplars:
+        present_values = [float(v) if isinstance(v, Decimal) else v for v in present_values]
+    distinct = len(set(present_values))
+    counted = f"{distinct:,} distinct in {present:,} values"
+    if "text" in kinds:
+        what = "text" if kinds == {"text"} else "numbers mixed with text"
+        note = f"{what}, {counted}"
+        if distinct > MANY_CATEGORIES:
+            note += (
+                f"; REVIEW: more than {MANY_CATEGORIES} categories (only the top "
+                "sketch.top_categories are tracked): an identifier? remove it if so"
+            )
+        return ColumnProfile(name, "categorical", note, present, distinct)
+    if "bool" in kinds:
+        return ColumnProfile(name, "categorical", f"booleans, {counted}", present, distinct)
+    whole = kinds == {"int"} or all(
+        float(v).is_integer() for v in present_values if math.isfinite(v)
+    )
+    if whole and distinct <= CATEGORICAL_MAX_DISTINCT:
+        return ColumnProfile(
+            name,
+            "categorical",
+            f"whole numbers, only {counted}: a flag or a code; REVIEW: numeric if it is a count",
+            present,
+            distinct,
+        )
+    what = "whole numbers" if whole else "numbers"
+    return ColumnProfile(name, "numeric", f"{what}, {counted}", present, distinct)
+
+
+def _usable_name(name: Any) -> str | None:
+    """``name`` when it can name a field (a non-empty label value), else None."""
+    try:
+        return label_value(name)
+    except ValueError:
+        return None
+
+
+def _profiles(
+    path: Path, header: Sequence[Any], columns: Sequence[Sequence[Any]], rows: int
+) -> DataSample:
+    profiles, skipped, seen = [], [], set()
+    for position, (name, values) in enumerate(zip(header, columns, strict=True), start=1):
+        usable = _usable_name(name)
+        if usable is None:
+            skipped.append(f"column {position} ({name!r}): not a usable name (a saved index?)")
+            continue
+        if usable in seen:
+            raise DataError(f"{path}: two columns are named {usable!r}")
+        seen.add(usable)
+        profiles.append(profile_column(usable, values))
+    return DataSample(path, rows, tuple(profiles), tuple(skipped))
+
+
+def _csv_column(cells: list[str]) -> list[Any]:
+    """A CSV column's cells as values: all numbers (the common case) in one pass, else cell by
+    cell."""
+    try:
+        return [None if c in _CSV_NULLS else float(c) for c in cells]
+    except ValueError:
+        return [_csv_cell(c) for c in cells]
+
+
+def _csv_cell(cell: str) -> Any:
+    """A CSV cell as the baseline build reads it: missing, a number, a boolean or text."""
+    if cell in _CSV_NULLS:
+        return None
+    lowered = cell.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return float(cell)
+    except ValueError:
+        return cell
+
+
+def _sample_csv(path: Path, limit: int) -> DataSample:
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    with path.open(newline="", encoding="utf-8-sig") as text:
+        reader = csv.reader(text, delimiter=delimiter)
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"{path}: the file is empty (no header row)")
+        rows = list(itertools.islice(reader, limit))
+    # A short row's missing cells are missing values.
+    columns = [
+        _csv_column([row[index] if index < len(row) else "" for row in rows])
+        for index in range(len(header))
+    ]
+    return _profiles(path, header, columns, len(rows))
+
+
+def _sample_jsonl(path: Path, limit: int) -> DataSample:
+    records: list[dict[str, Any]] = []
+    names: dict[str, None] = {}  # first appearance order
+    with path.open("rb") as raw:
+        for number, line in enumerate(raw, start=1):
+            if len(records) >= limit:
+                break
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise DataError(f"{path}: line {number} is not a JSON object")
+            records.append(record)
+            names.update(dict.fromkeys(record))
+    header = list(names)
+    columns = [[r.get(name) for r in records] for name in header]
+    return _profiles(path, header, columns, len(records))
+
+
+def _sample_parquet(path: Path, limit: int) -> DataSample:
+    try:
+        import pyarrow.parquet as pa_parquet
+    except ImportError:
+        raise DataError(
+            f"{path}: reading Parquet needs pyarrow: pip install 'driftgauge[parquet]'"
+        ) from None
+    parquet = pa_parquet.ParquetFile(path)
+    try:
+        header = list(parquet.schema_arrow.names)
+        batch = next(parquet.iter_batches(batch_size=limit), None)
+    finally:
+        parquet.close()
+    if batch is None:
+        return _profiles(path, header, [[] for _ in header], 0)
+    columns = [batch.column(index).to_pylist() for index in range(len(header))]
+    return _profiles(path, header, columns, batch.num_rows)
+
+
+def sample_data(path: Path, rows: int = SAMPLE_ROWS) -> DataSample:
+    """Profile the columns of the first ``rows`` rows of a CSV, JSON Lines or Parquet file."""
+    fmt = file_format(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such data file")
+    try:
+        if fmt == "csv":
+            return _sample_csv(path, rows)
+        if fmt == "jsonl":
+            return _sample_jsonl(path, rows)
+        return _sample_parquet(path, rows)
+    except DataError:
+        raise
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError, JSONDecodeError, ArrowInvalid
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: cannot read {fmt.upper()} data: {message}") from None

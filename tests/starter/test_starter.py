@@ -1,0 +1,423 @@
+"""`driftgauge init`: types inferred from a training file's first rows and from v2 model metadata,
+names quoted as YAML, a config that passes `check` once its baseline is built."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from driftgauge.config import load_config
+from driftgauge.config.validation import label_value
+from driftgauge.starter import (
+    CATEGORICAL_MAX_DISTINCT,
+    DataSample,
+    StarterError,
+    parse_metadata,
+    plan_starter,
+    profile_column,
+    render_starter,
+    sample_data,
+    write_starter,
+)
+from driftgauge.starter.plan import _scalar
+
+CLI = [sys.executable, "-m", "driftgauge.cli"]
+
+TRICKY_NAMES = [
+    "sepal length (cm)",
+    "od280/od315_of_diluted_wines",
+    'say "hi"',
+    "it's",
+    "naïve – ünïcode 名前",
+    "yes",
+    "null",
+    "1.5",
+    "- dash",
+    "key: value",
+    "#hash",
+    "[bracket]",
+    "{brace}",
+    "*star",
+    "&anchor",
+    " padded ",
+]
+
+
+def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *map(str, args)], capture_output=True, text=True, timeout=120, check=False, cwd=cwd
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert result.returncode != 0, result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def columns(n: int = 300) -> dict[str, list[Any]]:
+    """A training set: floats, a 0/1 flag, a small code, a wide integer, text, and a label."""
+    return {
+        "alcohol": [12.0 + (i % 37) * 0.07 for i in range(n)],
+        "flag": [i % 2 for i in range(n)],
+        "grade": [i % 4 + 1 for i in range(n)],
+        "magnesium": [70 + i % 60 for i in range(n)],
+        "region": [["north", "south", "east"][i % 3] for i in range(n)],
+        "class": [["a", "b"][i % 2] for i in range(n)],
+    }
+
+
+def write_csv(path: Path, data: dict[str, list[Any]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(list(data))
+        writer.writerows(zip(*data.values(), strict=True))
+    return path
+
+
+def types_of(config_path: Path) -> dict[str, str]:
+    config = load_config(config_path)
+    return {f.name: f.type for f in config.features + config.predictions}
+
+
+# -- type inference ----------------------------------------------------------------
+
+
+def test_numbers_are_numeric_and_few_whole_numbers_categorical() -> None:
+    """Floats and many-valued integers are numeric; integers with few values are categorical."""
+    assert profile_column("x", [0.5, 1.25, None, 2.0]).type == "numeric"
+    assert profile_column("x", list(range(CATEGORICAL_MAX_DISTINCT + 1))).type == "numeric"
+    assert profile_column("x", list(range(CATEGORICAL_MAX_DISTINCT))).type == "categorical"
+    assert profile_column("x", [0.0, 1.0, None, 1.0]).type == "categorical"  # 0/1 via floats
+    assert profile_column("x", [0.0, 0.5, 1.0]).type == "numeric"
+
+
+def test_text_and_booleans_are_categorical_and_other_values_skipped() -> None:
+    """Text (also mixed with numbers) and booleans are categorical; dates are not monitored."""
+    assert profile_column("x", ["a", "b", None]).type == "categorical"
+    assert profile_column("x", [1.5, "n/a?", 2.5]).type == "categorical"
+    assert profile_column("x", [True, False]).type == "categorical"
+    skipped = profile_column("x", [datetime.date(2024, 1, 1)])
+    assert skipped.type is None
+    assert "dates" in skipped.note
+
+
+def test_many_distinct_text_values_are_flagged_for_review() -> None:
+    """A text column with hundreds of values (an id?) gets a REVIEW note."""
+    profile = profile_column("user", [f"u{i}" for i in range(500)])
+    assert profile.type == "categorical"
+    assert "REVIEW" in profile.note
+    assert "identifier" in profile.note
+
+
+def test_empty_column_is_numeric_with_a_review_note() -> None:
+    """A column without a value in the sample is guessed numeric and flagged."""
+    profile = profile_column("x", [None, None])
+    assert profile.type == "numeric"
+    assert "REVIEW" in profile.note
+
+
+def test_csv_jsonl_and_parquet_samples_agree(tmp_path: Path) -> None:
+    """The three formats of one table give the same columns, in file order, with the same types."""
+    data = columns()
+    write_csv(tmp_path / "t.csv", data)
+    with (tmp_path / "t.jsonl").open("w", encoding="utf-8") as handle:
+        for row in zip(*data.values(), strict=True):
+            handle.write(json.dumps(dict(zip(data, row, strict=True))) + "\n")
+    pq.write_table(pa.table(data), tmp_path / "t.parquet")
+    expected = {
+        "alcohol": "numeric",
+        "flag": "categorical",
+        "grade": "categorical",
+        "magnesium": "numeric",
+        "region": "categorical",
+        "class": "categorical",
+    }
+    for name in ("t.csv", "t.jsonl", "t.parquet"):
+        sample = sample_data(tmp_path / name)
+        assert sample.rows == 300
+        assert {c.name: c.type for c in sample.columns} == expected, name
+        assert sample.names == list(expected), name
+
+
+def test_sample_reads_only_the_first_rows(tmp_path: Path) -> None:
+    """Only the first `rows` rows are read."""
+    write_csv(tmp_path / "t.csv", columns(500))
+    assert sample_data(tmp_path / "t.csv", rows=120).rows == 120
+
+
+def test_csv_missing_cells_and_unnamed_index_column(tmp_path: Path) -> None:
+    """Empty and NA cells are missing, not text; an unnamed first column (a saved index) is skipped."""
+    path = tmp_path / "t.csv"
+    path.write_text(",x,y\n0,1.5,a\n1,NA,\n2,,b\n", encoding="utf-8")
+    sample = sample_data(path)
+    assert [(c.name, c.type) for c in sample.columns] == [("x", "numeric"), ("y", "categorical")]
+    assert sample.skipped and "column 1" in sample.skipped[0]
+
+
+# -- YAML ---------------------------------------------------------------------------------
+
+
+@given(st.text(min_size=1, max_size=40).filter(lambda s: _label_ok(s)))
+def test_any_valid_name_round_trips_through_the_written_yaml(name: str) -> None:
+    """Every name a config accepts is written so that YAML reads back exactly that name."""
+    line = f"features:\n  - {{name: {_scalar(name)}, type: numeric}}  # note\n"
+    assert yaml.safe_load(line)["features"][0]["name"] == name
+
+
+def _label_ok(text: str) -> bool:
+    try:
+        label_value(text)
+    except ValueError:
+        return False
+    return True
+
+
+def test_tricky_names_reach_the_config_unchanged(tmp_path: Path) -> None:
+    """Spaces, slashes, quotes, YAML keywords and non-ASCII names load back as written."""
+    data = {name: [float(i % 17) + 0.5 for i in range(50)] for name in TRICKY_NAMES}
+    data["label"] = [i % 2 for i in range(50)]
+    sample = sample_data(write_csv(tmp_path / "t.csv", data))
+    plan = plan_starter(sample, None, predictions=["label"], model="m: x")
+    write_starter(render_starter(plan, "b.dgb"), tmp_path / "c.yaml")
+    config = load_config(tmp_path / "c.yaml")
+    assert [f.name for f in config.features] == TRICKY_NAMES
+    assert config.model == "m: x"
+
+
+def test_written_config_says_what_to_review(tmp_path: Path) -> None:
+    """The file's comments name the inferred types, upstream, windows and thresholds to review."""
+    sample = sample_data(write_csv(tmp_path / "t.csv", columns()))
+    text = render_starter(plan_starter(sample, None, predictions=["class"]), "t.dgb")
+    for needle in (
+        "REVIEW",
+        "inferred",
+        "upstream",
+        "windows",
+        "min_observations",
+        "alerting",
+        "# data: whole numbers, only 2 distinct",
+    ):
+        assert needle in text
+    config = yaml.safe_load(text)
+    assert config["model"] == "t"
+    assert config["protocol"] == "kserve-v2"
+    assert config["source"]["proxy"]["upstream"] == "http://127.0.0.1:9000"
+
+
+def test_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
+    """An existing file is kept unless force is set."""
+    sample = sample_data(write_csv(tmp_path / "t.csv", columns()))
+    text = render_starter(plan_starter(sample, None, predictions=["class"]), "t.dgb")
+    target = tmp_path / "c.yaml"
+    target.write_text("mine\n", encoding="utf-8")
+    with pytest.raises(StarterError, match="exists"):
+        write_starter(text, target)
+    assert target.read_text(encoding="utf-8") == "mine\n"
+    write_starter(text, target, force=True)
+    assert load_config(target).model == "t"
+
+
+# -- model metadata -------------------------------------------------------------------
+
+
+def metadata(inputs: list[Any], outputs: list[Any]) -> Any:
+    return parse_metadata(
+        {
+            "name": "iris",
+            "versions": ["1"],
+            "platform": "sklearn",
+            "inputs": inputs,
+            "outputs": outputs,
+        },
+        "http://127.0.0.1:1/v2/models/iris",
+    )
+
+
+WIDE = [{"name": "input-0", "datatype": "FP32", "shape": [-1, 4]}]
+PREDICT = [{"name": "predict", "datatype": "INT64", "shape": [-1, 1]}]
+
+
+def test_one_tensor_per_feature_is_named_and_typed_by_datatype() -> None:
+    """Tensors of one value per row are features by name; FP/INT numeric, BYTES/BOOL categorical."""
+    meta = metadata(
+        [
+            {"name": "age", "datatype": "INT32", "shape": [-1, 1]},
+            {"name": "city", "datatype": "BYTES", "shape": [-1]},
+            {"name": "member", "datatype": "BOOL", "shape": [-1, 1]},
+            {"name": "income", "datatype": "FP64", "shape": [-1, 1]},
+        ],
+        PREDICT,
+    )
+    plan = plan_starter(None, meta)
+    assert [(f.name, f.type) for f in plan.features] == [
+        ("age", "numeric"),
+        ("city", "categorical"),
+        ("member", "categorical"),
+        ("income", "numeric"),
+    ]
+    assert [(p.name, p.type) for p in plan.predictions] == [("predict", "numeric")]
+    assert "class labels" in plan.predictions[0].note  # an INT output: review
+    assert plan.protocol == "kserve-v2"
+    assert plan.model == "iris"
+
+
+def test_a_wide_tensor_becomes_numbered_features_matched_by_position() -> None:
+    """A [-1, 4] tensor gives input-0_0..input-0_3 and a note that they map by position."""
+    plan = plan_starter(None, metadata(WIDE, PREDICT))
+    assert [f.name for f in plan.features] == [f"input-0_{i}" for i in range(4)]
+    assert any("BY POSITION" in note for note in plan.notes)
+
+
+def test_a_wide_tensor_takes_the_training_files_column_names_by_position(tmp_path: Path) -> None:
+    """With --data, the wide tensor's values are named after the file's columns, in file order."""
+    data = {
+        "sepal length (cm)": [5.1, 4.9, 6.3] * 20,
+        "sepal width (cm)": [3.5, 3.0, 2.9] * 20,
+        "petal length (cm)": [1.4, 1.3, 5.6] * 20,
+        "petal width (cm)": [0.2, 0.25, 1.8] * 20,
+        "target": [0, 1, 2] * 20,
+    }
+    sample = sample_data(write_csv(tmp_path / "iris.csv", data))
+    plan = plan_starter(sample, metadata(WIDE, PREDICT), predictions=["target"])
+    assert [f.name for f in plan.features] == list(data)[:4]
+    assert [(p.name, p.type) for p in plan.predictions] == [("target", "categorical")]
+    assert plan.features[0].note.startswith("input-0[0] FP32; data: numbers")
+
+
+def test_column_count_must_match_the_tensor_width(tmp_path: Path) -> None:
+    """Matching by position needs as many feature columns as values per row."""
+    sample = sample_data(write_csv(tmp_path / "t.csv", columns()))
+    with pytest.raises(StarterError, match="hold 4 values per row"):
+        plan_starter(sample, metadata(WIDE, PREDICT), predictions=["class"])
+
+
+def test_outputs_missing_from_the_training_file_ask_for_predictions(tmp_path: Path) -> None:
+    """An output tensor the training file has no column for points at --predictions."""
+    data = {f"c{i}": [float(j) for j in range(30)] for i in range(4)}
+    sample = sample_data(write_csv(tmp_path / "t.csv", data))
+    with pytest.raises(StarterError, match="--predictions"):
+        plan_starter(sample, metadata(WIDE, PREDICT))
+
+
+def test_variable_width_tensor_and_other_protocols_are_refused() -> None:
+    """A [-1, -1] tensor cannot be mapped; a metadata server speaks kserve-v2 only."""
+    with pytest.raises(StarterError, match="variable number"):
+        metadata([{"name": "x", "datatype": "FP32", "shape": [-1, -1]}], [])
+    with pytest.raises(StarterError, match="kserve-v2"):
+        plan_starter(None, metadata(WIDE, PREDICT), protocol="kserve-v1")
+
+
+def test_jsonpath_protocol_is_refused_from_data_alone(tmp_path: Path) -> None:
+    """init cannot guess JSON paths."""
+    sample = sample_data(write_csv(tmp_path / "t.csv", columns()))
+    with pytest.raises(StarterError, match="JSON path"):
+        plan_starter(sample, None, protocol="jsonpath")
+
+
+def test_predictions_must_be_columns_of_the_file(tmp_path: Path) -> None:
+    """--predictions naming no column of the training file says so and lists the columns."""
+    sample: DataSample = sample_data(write_csv(tmp_path / "t.csv", columns()))
+    with pytest.raises(StarterError, match=r"no column named 'label'.*must hold"):
+        plan_starter(sample, None, predictions=["label"])
+
+
+# -- the command, end to end -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet", "jsonl"])
+def test_init_baseline_check_end_to_end(tmp_path: Path, suffix: str) -> None:
+    """init writes a config; `baseline` builds from the same file; `check` passes."""
+    data = columns()
+    train = tmp_path / f"train.{suffix}"
+    if suffix == "csv":
+        write_csv(train, data)
+    elif suffix == "parquet":
+        pq.write_table(pa.table(data), train)
+    else:
+        train.write_text(
+            "".join(
+                json.dumps(dict(zip(data, row, strict=True))) + "\n"
+                for row in zip(*data.values(), strict=True)
+            ),
+            encoding="utf-8",
+        )
+    config = tmp_path / "conf" / "wine.yaml"
+    config.parent.mkdir()
+    result = run("init", "--data", train, "--predictions", "class", "-o", config)
+    assert result.returncode == 0, result.stderr
+    assert "wrote" in result.stdout
+    assert types_of(config)["class"] == "categorical"
+    result = run("baseline", "-c", config, "--data", train, "-o", config.parent / "wine.dgb")
+    assert result.returncode == 0, result.stderr
+    result = run("check", "-c", config)
+    assert result.returncode == 0, result.stderr
+    assert "ok:" in result.stdout
+
+
+def test_jsonl_numeric_codes_in_a_categorical_column_build_a_baseline(tmp_path: Path) -> None:
+    """A JSON Lines 0/1 flag, categorical by init's rule, builds a baseline."""
+    train = tmp_path / "t.jsonl"
+    train.write_text(
+        "".join(json.dumps({"x": i * 0.5, "flag": i % 2}) + "\n" for i in range(40)),
+        encoding="utf-8",
+    )
+    assert run("init", "--data", train, "-o", tmp_path / "c.yaml").returncode == 0
+    result = run("baseline", "-c", tmp_path / "c.yaml", "--data", train, "-o", tmp_path / "c.dgb")
+    assert result.returncode == 0, result.stderr
+
+
+def test_init_errors_are_one_line(tmp_path: Path) -> None:
+    """No source, a missing prediction column, an existing file, an unreachable server:
+    one line each, non-zero exit."""
+    train = write_csv(tmp_path / "t.csv", columns())
+    out = tmp_path / "c.yaml"
+    one_line_error(run("init", "-o", out), "--data")
+    one_line_error(run("init", "--data", train, "--predictions", "nope", "-o", out), "'nope'")
+    out.write_text("mine\n", encoding="utf-8")
+    one_line_error(run("init", "--data", train, "-o", out), "--force")
+    assert out.read_text(encoding="utf-8") == "mine\n"
+    assert run("init", "--data", train, "-o", out, "--force").returncode == 0
+    one_line_error(
+        run("init", "--server", "http://127.0.0.1:9", "--model", "m", "-o", tmp_path / "d.yaml"),
+        "cannot reach",
+    )
+    one_line_error(run("init", "--data", tmp_path / "nope.csv", "-o", tmp_path / "e.yaml"), "nope")
+
+
+def test_metadata_without_inputs_falls_back_to_the_training_file(tmp_path: Path) -> None:
+    """No inputs listed: an error naming --data alone, the file's columns with it."""
+    meta = metadata([], [])
+    with pytest.raises(StarterError, match="--data"):
+        plan_starter(None, meta)
+    sample = sample_data(write_csv(tmp_path / "t.csv", columns()))
+    plan = plan_starter(sample, meta, predictions=["class"], server="http://m:8080")
+    assert [f.name for f in plan.features][:2] == ["alcohol", "flag"]
+    assert (plan.model, plan.protocol, plan.upstream) == ("iris", "kserve-v2", "http://m:8080")
+
+
+def test_predictions_named_like_the_output_tensors_match_by_name(tmp_path: Path) -> None:
+    """--predictions naming the output tensors themselves needs no positional matching."""
+    meta = metadata([{"name": "x", "datatype": "FP32", "shape": [-1, 1]}], PREDICT)
+    plan = plan_starter(None, meta, predictions=["predict"])
+    assert [p.name for p in plan.predictions] == ["predict"]
+    assert not any("BY POSITION" in note for note in plan.notes)
+    renamed = plan_starter(None, meta, predictions=["label"])
+    assert [p.name for p in renamed.predictions] == ["label"]
+    assert any("BY POSITION" in note for note in renamed.notes)
