@@ -152,7 +152,13 @@ def _arrow_column(array: Any, spec: FieldSpec) -> Column:
     if nulls:
         present = np.asarray(strings.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
         strings = strings.drop_null()
-    return Column(canonical_strings(strings.to_numpy(zero_copy_only=False)), nulls, 0, present)
+    # Each distinct value is spelled canonically once (Arrow hashes them in C++), and the
+    # column is gathered from them: no Python object per row.
+    encoded = strings.dictionary_encode()
+    spelled = canonical_strings(encoded.dictionary.to_numpy(zero_copy_only=False))
+    indices = encoded.indices.to_numpy(zero_copy_only=False)
+    values = spelled[indices] if len(spelled) else np.empty(0, dtype=np.str_)
+    return Column(values, nulls, 0, present)
 
 
 def _batches_to_chunks(

@@ -43,7 +43,7 @@ FloatArray = npt.NDArray[np.float64]
 # KLL accuracy of the sketch the baseline's edges come from (rank error ≈ 0.07%).
 EDGE_SKETCH_K = 4096
 # Ranks probed when looking for point masses and residual quantiles: far finer than any bin.
-_GRID = 16_384
+_GRID = 4_096
 
 
 def float32_floor(values: npt.ArrayLike) -> FloatArray:
