@@ -45,3 +45,30 @@ def test_string_columns_map_like_single_values(values: list[str]) -> None:
     assert canonical_strings(np.asarray(values, dtype=np.str_)).tolist() == [
         canonical_category(v) for v in values
     ]
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.booleans(),
+            st.integers(-(10**6), 10**6),
+            st.floats(allow_nan=False, allow_infinity=False, width=32),
+            st.sampled_from(["True", "1.0", "x", "007"]),
+        ),
+        max_size=30,
+    )
+)
+def test_columns_spell_like_single_values(values: list[object]) -> None:
+    """A column read whole (numpy) and spelled by distinct value agrees with the per-value rule."""
+    from driftgauge.canonical import canonical_counts
+    from driftgauge.sketches.summary import to_categories
+
+    expected = sorted(canonical_category(v) for v in values)
+    spelled, _ = to_categories(values)
+    assert sorted(spelled.tolist()) == expected
+    raw, _ = to_categories(values, spell=False)
+    distinct, tally = canonical_counts(*np.unique(raw, return_counts=True))
+    assert (
+        sorted(t for t, n in zip(distinct.tolist(), tally.tolist(), strict=True) for _ in range(n))
+        == expected
+    )

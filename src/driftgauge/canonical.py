@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["canonical_category", "canonical_strings"]
+__all__ = ["canonical_category", "canonical_counts", "canonical_strings", "category_strings"]
 
 # Digits with a zero fraction, as float formatting writes an integral value ("3.0", "-12.00").
 _INTEGRAL_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)\.0+")
 _BOOLEAN_TEXT = {"true": "true", "false": "false"}
-# Integral floats beyond this are not spelled as integers (their digits would be float noise).
-_INTEGER_LIMIT = 2.0**63
+# Integral floats from here on are spelled as Python and numpy print them (1e+16), not as digits.
+_INTEGER_LIMIT = 1e16
 
 
 def canonical_category(value: Any) -> str:
@@ -74,3 +74,42 @@ def canonical_strings(values: npt.NDArray[np.str_] | Sequence[str]) -> npt.NDArr
     if spelled == distinct.tolist():
         return array.ravel()
     return np.asarray(spelled, dtype=np.str_)[inverse.ravel()]
+
+
+def category_strings(values: Any) -> tuple[npt.NDArray[np.str_], bool]:
+    """A column as a string array in one numpy call when it holds no ``None``, else ``None``s kept.
+
+    Returns the strings (not yet canonical: spell their distinct values with
+    :func:`canonical_counts` or the whole column with :func:`canonical_strings`)
+    and whether the conversion worked; numbers are printed as float64 so that
+    ``np.float32(0.1)`` reads as :func:`canonical_category` spells it.
+    """
+    try:
+        array = values if isinstance(values, np.ndarray) else np.asarray(values)
+    except ValueError:  # ragged nested lists
+        return np.empty(0, dtype=np.str_), False
+    if array.dtype.kind not in "Uifub" or array.ndim == 0:
+        return np.empty(0, dtype=np.str_), False
+    # numpy reads booleans mixed with numbers as 0/1: such a column goes value by value.
+    if array.dtype.kind in "iuf" and not isinstance(values, np.ndarray):
+        if bool in set(map(type, values)):
+            return np.empty(0, dtype=np.str_), False
+    array = array.ravel()
+    if array.dtype.kind == "f":
+        array = array.astype(np.float64, copy=False)
+    return array.astype(np.str_, copy=False), True
+
+
+def canonical_counts(
+    distinct: npt.NDArray[np.str_], tally: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.int64]]:
+    """``np.unique``'s distinct strings and counts, spelled canonically (counts of one spelling added)."""
+    texts = distinct.tolist()
+    spelled = [_canonical_text(text) for text in texts]
+    if spelled == texts:
+        return distinct, tally
+    merged: dict[str, int] = {}
+    for text, n in zip(spelled, tally.tolist(), strict=True):
+        merged[text] = merged.get(text, 0) + n
+    keys = sorted(merged)
+    return np.asarray(keys, dtype=np.str_), np.asarray([merged[k] for k in keys], dtype=np.int64)

@@ -35,6 +35,7 @@ import numpy.typing as npt
 from driftgauge import stats
 from driftgauge.baseline import Baseline, FieldBaseline
 from driftgauge.baseline.multivariate import reconstruction_errors
+from driftgauge.canonical import canonical_counts
 from driftgauge.config import Config, FieldSpec
 from driftgauge.monitor.tracker import Observation, SnapshotPart
 from driftgauge.sketches.block import (
@@ -336,11 +337,11 @@ class FieldTracker:
     ) -> None:
         arrays, missing = [], absent
         for column in columns:
-            values, m = to_categories(column)
+            values, m = to_categories(column, spell=False)
             arrays.append(values)
             missing += m
         values = np.concatenate(arrays) if arrays else np.empty(0, dtype=np.str_)
-        distinct, tally = np.unique(values, return_counts=True)
+        distinct, tally = canonical_counts(*np.unique(values, return_counts=True))
         baseline = self._held[name].summary
         assert isinstance(baseline, CategoricalSummary)
         bin_counts = baseline.binning.count_table(

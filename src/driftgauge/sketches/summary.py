@@ -21,7 +21,7 @@ import datasketches as ds
 import numpy as np
 import numpy.typing as npt
 
-from driftgauge.canonical import canonical_category, canonical_strings
+from driftgauge.canonical import canonical_category, canonical_strings, category_strings
 
 __all__ = [
     "OTHER",
@@ -93,14 +93,20 @@ def split_finite(values: FloatArray, placeholders: int = 0) -> tuple[FloatArray,
     return finite, len(values) - len(finite) - inf - placeholders, inf
 
 
-def to_categories(values: Sequence[Any] | npt.NDArray[Any]) -> tuple[npt.NDArray[np.str_], int]:
-    """A column as canonical category strings without missing values, and the missing count.
+def to_categories(
+    values: Sequence[Any] | npt.NDArray[Any], spell: bool = True
+) -> tuple[npt.NDArray[np.str_], int]:
+    """A column as category strings without missing values, and the missing count.
 
-    See :mod:`driftgauge.canonical`: ``True``, ``true`` and a boolean are one
-    category, and so are ``1``, ``1.0`` and ``"1.0"``.
+    Strings are canonical (:mod:`driftgauge.canonical`: ``True``, ``true``
+    and a boolean are one category, and so are ``1``, ``1.0`` and ``"1.0"``)
+    unless ``spell`` is false, when a caller spells the distinct values
+    itself (:func:`~driftgauge.canonical.canonical_counts`, one Python call
+    per distinct value instead of one per row).
     """
-    if isinstance(values, np.ndarray) and values.dtype.kind == "U":
-        return canonical_strings(values), 0
+    strings, whole = category_strings(values)
+    if whole:
+        return (canonical_strings(strings) if spell else strings), 0
     kept = [canonical_category(v) for v in values if v is not None]
     missing = len(values) - len(kept)
     return np.asarray(kept, dtype=np.str_) if kept else np.empty(0, dtype=np.str_), missing
