@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,3 +53,21 @@ def make_baseline(tmp_path: Path) -> Callable[[Config, int], Baseline]:
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The baseline file of the proxy tests' model (``tests.proxy_upstream``), built once per run."""
     return build_baseline_file(tmp_path_factory.mktemp("proxy-baseline"))
+
+
+def _openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private CA and a certificate for 127.0.0.1 signed by it (ca.pem, server.pem, server.key)."""
+    d = tmp_path_factory.mktemp("pki")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA",
+             "-keyout", d / "ca.key", "-out", d / "ca.pem")  # fmt: skip
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+             "-keyout", d / "server.key", "-out", d / "server.csr")  # fmt: skip
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    _openssl("x509", "-req", "-in", d / "server.csr", "-CA", d / "ca.pem", "-CAkey", d / "ca.key",
+             "-CAcreateserial", "-days", "2", "-extfile", d / "ext.cnf", "-out", d / "server.pem")  # fmt: skip
+    return d

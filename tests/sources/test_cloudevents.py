@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import ssl
-import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -460,24 +459,6 @@ def test_binary_header_values_are_percent_decoded() -> None:
 
 
 # -- TLS ---------------------------------------------------------------------------------
-
-
-def _openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private CA and a certificate for 127.0.0.1 signed by it."""
-    d = tmp_path_factory.mktemp("pki")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA",
-             "-keyout", d / "ca.key", "-out", d / "ca.pem")  # fmt: skip
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-             "-keyout", d / "server.key", "-out", d / "server.csr")  # fmt: skip
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    _openssl("x509", "-req", "-in", d / "server.csr", "-CA", d / "ca.pem", "-CAkey", d / "ca.key",
-             "-CAcreateserial", "-days", "2", "-extfile", d / "ext.cnf", "-out", d / "server.pem")  # fmt: skip
-    return d
 
 
 async def test_https_logger_url_and_https_forward_with_a_private_ca(pki: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,24 +13,6 @@ from driftgauge.app import build_sidecar, run_until_stopped
 from driftgauge.baseline import build_baseline, save_baseline
 from driftgauge.config import config_from_mapping
 from tests.helpers import base_config, free_port, training_rows, write_csv
-
-
-def _openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private CA and a server certificate for 127.0.0.1 signed by it."""
-    d = tmp_path_factory.mktemp("pki")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA",
-             "-keyout", d / "ca.key", "-out", d / "ca.pem")  # fmt: skip
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-             "-keyout", d / "server.key", "-out", d / "server.csr")  # fmt: skip
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    _openssl("x509", "-req", "-in", d / "server.csr", "-CA", d / "ca.pem", "-CAkey", d / "ca.key",
-             "-CAcreateserial", "-days", "2", "-extfile", d / "ext.cnf", "-out", d / "server.pem")  # fmt: skip
-    return d
 
 
 async def test_tls_everywhere(tmp_path: Path, pki: Path) -> None:
