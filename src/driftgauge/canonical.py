@@ -91,9 +91,9 @@ def category_strings(values: Any) -> tuple[npt.NDArray[np.str_], bool]:
     if array.dtype.kind not in "Uifub" or array.ndim == 0:
         return np.empty(0, dtype=np.str_), False
     # numpy reads booleans mixed with numbers as 0/1: such a column goes value by value.
-    if array.dtype.kind in "iuf" and not isinstance(values, np.ndarray):
-        if bool in set(map(type, values)):
-            return np.empty(0, dtype=np.str_), False
+    mixed = array.dtype.kind in "iuf" and not isinstance(values, np.ndarray)
+    if mixed and bool in set(map(type, values)):
+        return np.empty(0, dtype=np.str_), False
     array = array.ravel()
     if array.dtype.kind == "f":
         array = array.astype(np.float64, copy=False)
