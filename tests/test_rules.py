@@ -546,6 +546,10 @@ def test_the_dashboard_fixes_the_model_and_lists_each_field() -> None:
     psi = next(p for p in sepal["panels"] if p["title"] == "PSI")
     steps = [s["value"] for s in psi["fieldConfig"]["defaults"]["thresholds"]["steps"][1:]]
     assert steps == [0.3, 0.4]
+    flavanoids = next(r for r in rows if r["title"].startswith("flavanoids"))
+    (gated,) = [p for p in flavanoids["panels"] if "psi_chi2_gate" in json.dumps(p["targets"])]
+    assert 'driftgauge:psi_chi2_gate{z="4.75"}' in gated["targets"][1]["expr"]
+    assert "psi_chi2_gate at 99.9999%" in gated["description"]
 
 
 def test_config_dataclass_accepts_weird_names_end_to_end(tmp_path: Path) -> None:

@@ -136,7 +136,10 @@ def _colour(panel: dict[str, Any], title: str, t: AlertThresholds) -> None:
                 f"{t.psi_warning:g} warning, {t.psi_critical:g} critical",
             )
             .replace("0.02 / 0.25 thresholds", f"{t.psi_warning:g} / {t.psi_critical:g} thresholds")
-            .replace("χ² gate at 99.9%", f"χ² gate at {100 * (1 - t.significance_warning):.10g}%")
+            .replace(
+                "psi_chi2_gate at 99.9%",
+                f"psi_chi2_gate at {100 * (1 - t.significance_warning):.10g}%",
+            )
         )
     elif re.search(r"\bKS\b", title):
         values = {0.1: t.ks_statistic}
