@@ -516,8 +516,8 @@ def _shown_thresholds(panel: dict[str, Any], name: str) -> Iterator[tuple[str, l
 def test_psi_panels_have_the_alert_rule_thresholds() -> None:
     """Every panel or table column showing PSI is coloured at the drift alerts' effect-size floors 0.02 and 0.25."""
     expected = [
-        _alert_threshold("DriftgaugeFeatureDriftWarning", "driftgauge_psi"),
-        _alert_threshold("DriftgaugeFeatureDriftCritical", "driftgauge_psi"),
+        _alert_threshold("DriftgaugeFeatureDriftWarning", "driftgauge:psi_ready"),
+        _alert_threshold("DriftgaugeFeatureDriftCritical", "driftgauge:psi_ready"),
     ]
     assert expected == [0.02, 0.25]
     for board in BOARDS.values():

@@ -42,6 +42,7 @@ __all__ = [
     "models_of",
     "prometheus_rule",
     "promql_string",
+    "readiness_records",
     "render_rules",
     "slug",
     "write_assets",
@@ -156,16 +157,52 @@ def gate_record(model: str, z: float) -> dict[str, Any]:
     }
 
 
+READY = "driftgauge:psi_ready"
+# A window counts for the PSI alerts once each baseline bin of its field expects this
+# many observations: below it PSI / noise floor is far from its χ² law (an empty small
+# bin alone adds ~0.2 to PSI), and the gate's false alarms grow past 1%.
+MIN_EXPECTED = 10
+
+
+def readiness_records(model: str) -> list[dict[str, Any]]:
+    """``driftgauge:psi_min_observations`` per field, and ``driftgauge:psi_ready``: the PSI of ready windows.
+
+    A field whose bin ratios are not scraped has every exported window ready (and the
+    gate's df = 1 fallback).
+    """
+    m = _matchers(("model", "=", model))
+    return [
+        {
+            "record": "driftgauge:psi_min_observations",
+            "expr": f"{MIN_EXPECTED} / min without (bin) (driftgauge_baseline_bin_ratio{{{m}}} > 0)",
+            "labels": {"model": model},
+        },
+        {
+            "record": READY,
+            "expr": (
+                "(\n"
+                f"  driftgauge_psi{{{m}}}\n"
+                f"  and driftgauge_window_observations{{{m}}}"
+                f" >= ignoring (window) group_left driftgauge:psi_min_observations{{{m}}}\n"
+                ")\n"
+                f"or (driftgauge_psi{{{m}}} unless ignoring (window)"
+                f" driftgauge:psi_min_observations{{{m}}})\n"
+            ),
+            "labels": {"model": model},
+        },
+    ]
+
+
 def _psi_condition(selector: str, model: str, threshold: float, z: float, multiple: float) -> str:
     condition = (
-        f"driftgauge_psi{{{selector}}} > {_num(threshold)}\n"
-        f"      and driftgauge_psi{{{selector}}}\n"
+        f"{READY}{{{selector}}} > {_num(threshold)}\n"
+        f"      and {READY}{{{selector}}}\n"
         f"        > driftgauge_psi_noise_floor{{{selector}}}"
         f" * ignoring (window, z) group_left {_gate_selector(model, z)}"
     )
     if multiple > 0:
         condition += (
-            f"\n      and driftgauge_psi{{{selector}}}"
+            f"\n      and {READY}{{{selector}}}"
             f" > {_num(multiple)} * driftgauge_psi_noise_floor{{{selector}}}"
         )
     return condition
@@ -224,7 +261,8 @@ class _Alerts:
             zs.add(t.z("warning"))
             if t.page:
                 zs.add(t.z("critical"))
-        rules = [gate_record(self.model.model, z) for z in sorted(zs)]
+        rules = readiness_records(self.model.model)
+        rules += [gate_record(self.model.model, z) for z in sorted(zs)]
         rules += self._drift_set(None, self.alerting.defaults, overridden, self.model.fields)
         for name, thresholds in self.alerting.overrides:
             fields = tuple(f for f in self.model.fields if f.name == name)
@@ -257,7 +295,7 @@ class _Alerts:
             rules.append(
                 self.alert(
                     "DriftgaugeFeatureDriftWarning",
-                    _agreement("driftgauge_psi", s, warning),
+                    _agreement(READY, s, warning),
                     t.for_warning,
                     "warning",
                     "Feature {{ $labels.feature }} of model {{ $labels.model }} is drifting",
@@ -271,7 +309,7 @@ class _Alerts:
                     self.alert(
                         "DriftgaugeFeatureDriftCritical",
                         _agreement(
-                            "driftgauge_psi",
+                            READY,
                             s,
                             _psi_condition(
                                 s,
@@ -296,7 +334,7 @@ class _Alerts:
                 self.alert(
                     "DriftgaugePredictionDrift",
                     _agreement(
-                        "driftgauge_psi",
+                        READY,
                         s,
                         _psi_condition(
                             s,
@@ -351,7 +389,10 @@ class _Alerts:
                     f"    * on (model, feature, role) group_left max by (model, feature, role) ({gate})"
                     f"{floor}\n"
                     f"and driftgauge:fleet_observations:increase5m{{{s}}}"
-                    f" >= {self.model.min_observations}\n",
+                    f" >= {self.model.min_observations}\n"
+                    f"and driftgauge:fleet_observations:increase5m{{{s}}}\n"
+                    "  >= on (model, feature, role) group_left max by (model, feature, role)"
+                    f" (driftgauge:psi_min_observations{{{self.model_matcher}}})\n",
                     t.for_warning,
                     "warning",
                     "Feature {{ $labels.feature }} is drifting across the fleet of model {{ $labels.model }}",
