@@ -161,7 +161,7 @@ READY = "driftgauge:psi_ready"
 # A window counts for the PSI alerts once each baseline bin of its field expects this
 # many observations: below it PSI / noise floor is far from its χ² law (an empty small
 # bin alone adds ~0.2 to PSI), and the gate's false alarms grow past 1%.
-MIN_EXPECTED = 10
+MIN_EXPECTED = 8
 
 
 def readiness_records(model: str) -> list[dict[str, Any]]:
