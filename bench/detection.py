@@ -54,6 +54,7 @@ from __future__ import annotations
 import argparse
 import math
 import pickle
+import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -63,13 +64,14 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import yaml
 from scipy import stats as sstats
 
 from bench._common import print_table, write_parquet
 from driftgauge import stats
 from driftgauge.baseline import FieldBaseline, build_baseline
 from driftgauge.config import config_from_mapping
-from driftgauge.monitor import field_stats
+from driftgauge.monitor.fields import field_stats
 from driftgauge.sketches.summary import NumericSummary
 
 try:
@@ -225,7 +227,7 @@ def make_source(group: str, name: str, held: FieldBaseline, reference: Array, dr
     )
 
 
-FIELDS = ("n", "psi", "floor", "bins", "js", "ks_d", "ks_p", "w_sketch", "evidently")
+FIELDS = ("n", "psi", "floor", "bins", "pmin", "js", "ks_d", "ks_p", "w_sketch", "evidently")
 
 
 def score(source: Source, values: Array) -> tuple[float, ...]:
@@ -250,6 +252,7 @@ def score(source: Source, values: Array) -> tuple[float, ...]:
         result.psi,
         result.psi_noise_floor,
         float(max(2, np.count_nonzero(summary.bins))),
+        float(min(r for r in held.ratios if r > 0)),
         result.js_distance or 0.0,
         result.ks_statistic or 0.0,
         result.ks_pvalue if result.ks_pvalue is not None else 1.0,
@@ -389,16 +392,70 @@ class Candidate:
 
 
 GATE = "driftgauge:psi_chi2_gate"
+SHIPPED_RULES = Path(__file__).resolve().parent.parent / "alert_rules" / "driftgauge.rules.yml"
+
+
+def _shipped_rules() -> dict[str, str]:
+    groups = yaml.safe_load(SHIPPED_RULES.read_text(encoding="utf-8"))["groups"]
+    return {r.get("alert") or r["record"]: r["expr"] for g in groups for r in g["rules"]}
+
+
+def shipped_thresholds(alert: str) -> tuple[float, float]:
+    """The effect-size floor and the gate's z of a shipped PSI alert, read from its PromQL.
+
+    So the "shipped" columns are the rules in alert_rules/driftgauge.rules.yml, whatever
+    they are edited to (warning today: PSI > 0.02 and z 3.09, the 99.9% gate).
+    """
+    expr = _shipped_rules()[alert]
+    floor = re.search(r'driftgauge:psi_ready\{role="input"\} > ([0-9.]+)', expr)
+    z = re.search(rf'{GATE}\{{z="([0-9.]+)"\}}', expr)
+    assert floor is not None and z is not None, f"{alert} is not a χ² gate rule"
+    return float(floor[1]), float(z[1])
+
+
+SHIPPED_PSI, SHIPPED_Z = shipped_thresholds("DriftgaugeFeatureDriftWarning")
+SHIPPED_PSI_CRITICAL, SHIPPED_Z_CRITICAL = shipped_thresholds("DriftgaugeFeatureDriftCritical")
+
+
+def shipped_min_expected() -> float:
+    """Observations each baseline bin must expect before a window counts (the rules' readiness)."""
+    expr = _shipped_rules()["driftgauge:psi_min_observations"]
+    found = re.match(r"([0-9.]+) / min without \(bin\)", expr)
+    assert found is not None, "driftgauge:psi_min_observations is not N / min bin share"
+    return float(found[1])
+
+
+MIN_EXPECTED = shipped_min_expected()
+
+
+def _ready(t: dict[str, Array]) -> npt.NDArray[np.bool_]:
+    """driftgauge:psi_ready: the window holds MIN_EXPECTED / (smallest baseline bin share) values."""
+    return t["n"] >= MIN_EXPECTED / t["pmin"]  # type: ignore[no-any-return]
+
+
 CANDIDATES = (
     Candidate(
         "shipped",
-        "driftgauge_psi > 0.1 and driftgauge_psi > 4 * driftgauge_psi_noise_floor",
-        lambda t: (t["psi"] > 0.1) & (t["psi"] > 4 * t["floor"]),
+        f"driftgauge_psi > {SHIPPED_PSI} and driftgauge_psi > driftgauge_psi_noise_floor * "
+        f'{GATE}{{z="{SHIPPED_Z}"}}, in windows holding {MIN_EXPECTED:g} / the smallest '
+        "baseline bin share (DriftgaugeFeatureDriftWarning)",
+        lambda t: _ready(t) & (t["psi"] > SHIPPED_PSI) & _gate(SHIPPED_Z)(t),
     ),
     Candidate(
         "evidently",
         "Evidently's default column drift test (ValueDrift / DataDriftPreset)",
         lambda t: t["evidently"] > 0,
+    ),
+    Candidate(
+        "old shipped",
+        "driftgauge_psi > 0.1 and driftgauge_psi > 4 * driftgauge_psi_noise_floor (the warning until issue 12)",
+        lambda t: (t["psi"] > 0.1) & (t["psi"] > 4 * t["floor"]),
+    ),
+    Candidate(
+        "shipped critical",
+        f"driftgauge_psi > {SHIPPED_PSI_CRITICAL} and driftgauge_psi > driftgauge_psi_noise_floor * "
+        f'{GATE}{{z="{SHIPPED_Z_CRITICAL}"}}, ready windows (DriftgaugeFeatureDriftCritical)',
+        lambda t: _ready(t) & (t["psi"] > SHIPPED_PSI_CRITICAL) & _gate(SHIPPED_Z_CRITICAL)(t),
     ),
     Candidate("psi>0.1", "driftgauge_psi > 0.1", lambda t: t["psi"] > 0.1),
     Candidate(
@@ -408,7 +465,7 @@ CANDIDATES = (
     ),
     Candidate(
         "psi>4·floor",
-        "driftgauge_psi > 4 * driftgauge_psi_noise_floor (the shipped rule without psi > 0.1)",
+        "driftgauge_psi > 4 * driftgauge_psi_noise_floor (the old shipped rule without psi > 0.1)",
         lambda t: t["psi"] > 4 * t["floor"],
     ),
     Candidate(
@@ -420,11 +477,6 @@ CANDIDATES = (
         "χ² gate 99.99%",
         f"driftgauge_psi > driftgauge_psi_noise_floor * {GATE} (z = {Z9999:.3f})",
         _gate(Z9999),
-    ),
-    Candidate(
-        "gate 99.9% & psi>0.02",
-        "χ² gate 99.9% and driftgauge_psi > 0.02 (an effect-size floor: PSI of a ~0.15 sd shift)",
-        lambda t: _gate(Z999)(t) & (t["psi"] > 0.02),
     ),
     Candidate("ks p<0.01", "driftgauge_ks_pvalue < 0.01", lambda t: t["ks_p"] < 0.01),
     Candidate(
@@ -584,7 +636,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "df = count without (bin) (driftgauge_baseline_bin_ratio > 0) - 1"
     )
     print(f"\ntarget on the {SYNTHETIC} shapes (≤ 1% false alarms; detection ≥ Evidently's):")
-    for c in CANDIDATES[2:]:
+    for c in [CANDIDATES[0], *CANDIDATES[2:]]:
         met, detail = meets_target(results, SYNTHETIC, c)
         print(f"  {c.label:<20} {'MET' if met else 'missed'} ({detail})")
 

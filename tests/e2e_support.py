@@ -104,9 +104,13 @@ def write_test_rules(path: Path, **rewrite: Any) -> dict[str, Any]:
 
 
 def rules_by_name(document: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every rule of a rules document under its alert or record name."""
+    """Every rule of a rules document under its alert name, or record name and labels.
+
+    A recording rule may be written once per label value (the χ² gates, one per ``z``).
+    """
     return {
-        rule.get("alert") or rule["record"]: rule
+        rule.get("alert")
+        or rule["record"] + "".join(f"{{{k}={v}}}" for k, v in rule.get("labels", {}).items()): rule
         for group in document["groups"]
         for rule in group["rules"]
     }

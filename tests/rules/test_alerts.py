@@ -21,6 +21,7 @@ from driftgauge.rules.alerts import (
     ModelRules,
     dump_yaml,
     go_template_text,
+    models_of,
     promql_string,
     render_rules,
     write_assets,
@@ -64,6 +65,9 @@ FIELDS = (
     ("od280/od315_of_diluted_wines", "numeric", "input"),
     ("naïve", "categorical", "input"),
     ("t{{ $value }}", "numeric", "input"),
+    ("proline", "numeric", "input"),
+    ("magnesium", "numeric", "input"),
+    ("flavanoids", "numeric", "input"),
     ("class", "categorical", "prediction"),
 )
 ALERTING = {
@@ -74,6 +78,10 @@ ALERTING = {
         "sepal length (cm)": {"psi": {"warning": 0.3, "critical": 0.4}, "for": "20m"},
         "naïve": {"page": False},
         "t{{ $value }}": {"ks": {"statistic": 0.3}},
+        "proline": {"psi": {"warning": 0}},  # no effect-size floor: 0.015 fires
+        "flavanoids": {
+            "significance": {"warning": 1e-6, "critical": 1e-7}
+        },  # z 4.75: 4x stays below
     },
 }
 
@@ -88,16 +96,50 @@ def _model(windows: list[str], model: str = "wine") -> ModelRules:
 
 
 def test_alerting_defaults_are_the_shipped_rules_values(tmp_path: Path) -> None:
-    """Without an alerting section the thresholds are the shipped rules' 0.1/0.25, 4x/10x, 0.1/0.001."""
+    """Without an alerting section the thresholds are the shipped rules': PSI 0.02/0.25, gates 99.9%/99.99%, KS 0.1/0.001."""
     shipped = SHIPPED_RULES.read_text(encoding="utf-8")
     defaults = _config(tmp_path).alerting.defaults
-    assert (defaults.psi_warning, defaults.psi_critical) == (0.1, 0.25)
-    assert (defaults.noise_floor_warning, defaults.noise_floor_critical) == (4.0, 10.0)
+    assert (defaults.psi_warning, defaults.psi_critical) == (0.02, 0.25)
+    assert (defaults.significance_warning, defaults.significance_critical) == (0.001, 0.0001)
+    assert (defaults.z("warning"), defaults.z("critical")) == (3.09, 3.72)
+    assert (defaults.noise_floor_warning, defaults.noise_floor_critical) == (0.0, 0.0)
     assert (defaults.ks_statistic, defaults.ks_pvalue) == (0.1, 0.001)
-    for text in ("> 0.1\n", "> 0.25\n", "> 4 * driftgauge_psi_noise_floor", "< 0.001"):
+    for text in ("> 0.02\n", "> 0.25\n", 'psi_chi2_gate{z="3.09"}', 'psi_chi2_gate{z="3.72"}'):
         assert text in shipped
+    assert "< 0.001" in shipped
     assert defaults.page is True
     assert _config(tmp_path).alerting.severity_critical == "critical"
+
+
+def _unmodelled(expr: str) -> str:
+    """A generated expression as the shipped file writes it: no model matcher, one space."""
+    expr = re.sub(r'\{model="wine"\}', "", expr).replace('model="wine", ', "")
+    return " ".join(expr.split())
+
+
+def test_default_drift_rules_are_the_shipped_ones(tmp_path: Path) -> None:
+    """With the defaults, the gates' recording rules and the PSI drift alerts are the shipped PromQL."""
+    shipped_groups = yaml.safe_load(SHIPPED_RULES.read_text(encoding="utf-8"))["groups"]
+    shipped = {
+        (rule.get("alert") or rule["record"], rule.get("labels", {}).get("z")): rule["expr"]
+        for group in shipped_groups
+        if group["name"] == "driftgauge-drift"
+        for rule in group["rules"]
+    }
+    config = _config(tmp_path, min_observations=100)  # the shipped fleet alert's 100
+    (group,) = [
+        g
+        for g in render_rules(models_of(config))["groups"]
+        if g["name"].startswith("driftgauge-drift:")
+    ]
+    generated = {
+        (rule.get("alert") or rule["record"], rule["labels"].get("z")): rule["expr"]
+        for rule in group["rules"]
+        if rule.get("labels", {}).get("feature") is None
+    }
+    assert set(generated) == set(shipped)
+    for key, expr in generated.items():
+        assert _unmodelled(expr) == " ".join(shipped[key].split()), key
 
 
 @pytest.mark.parametrize(
@@ -132,6 +174,15 @@ def test_overrides_inherit_the_model_settings(tmp_path: Path) -> None:
     ("alerting", "message"),
     [
         ({"psi": {"warning": 0.3}}, "alerting.psi: warning 0.3 is above critical 0.25"),
+        ({"psi": {"warning": -0.1}}, "alerting.psi.warning: -0.1 is not a number from 0 to 100"),
+        (
+            {"significance": {"warning": 0.5}},
+            "alerting.significance.warning: 0.5 is not a number from",
+        ),
+        (
+            {"features": {"ash": {"significance": {"warning": 1e-5}}}},
+            "alerting.features.ash.significance: warning 1e-05 is below critical 0.0001",
+        ),
         ({"treshold": 1}, "alerting.treshold: unknown key"),
         ({"features": {"nope": {}}}, "alerting.features.nope: not a configured feature"),
         (
@@ -233,7 +284,7 @@ def _expand(template: str, labels: dict[str, str], value: float) -> str:
 # Per field: PSI, noise floor and (numeric) KS D and p in every window; `hue` drifts in
 # the longest window only.
 DRIFTED = {"psi": 0.31, "floor": 0.002, "ks": 0.25, "p": 1e-9}
-QUIET = {"psi": 0.012, "floor": 0.002, "ks": 0.02, "p": 0.4}
+QUIET = {"psi": 0.003, "floor": 0.002, "ks": 0.02, "p": 0.4}  # 1.5x its noise floor
 VALUES = {
     "alcohol": DRIFTED,
     "ash": QUIET,
@@ -242,6 +293,12 @@ VALUES = {
     "od280/od315_of_diluted_wines": DRIFTED,
     "naïve": DRIFTED | {"psi": 0.5},
     "t{{ $value }}": QUIET | {"ks": 0.25, "p": 1e-9},
+    # 7.5x its noise floor, significant, but below the 0.02 effect-size floor ...
+    "magnesium": QUIET | {"psi": 0.015},
+    # ... which proline's override sets to 0
+    "proline": QUIET | {"psi": 0.015},
+    # 4x its noise floor: above the default 99.9% gate (3.12x), below flavanoids' z 4.75 (4.58x)
+    "flavanoids": QUIET | {"psi": 0.08, "floor": 0.02},
     "class": QUIET,
 }
 # What fires for each field (alert, rule severity name).
@@ -258,6 +315,7 @@ EXPECTED = {
         "DriftgaugeFeatureKSDrift",
     ],
     "naïve": ["DriftgaugeFeatureDriftWarning"],  # page: false, so no critical
+    "proline": ["DriftgaugeFeatureDriftWarning"],
 }
 CHECKED = (
     "DriftgaugeFeatureDriftWarning",
@@ -272,6 +330,20 @@ def _unit_test(model: ModelRules, windows: list[str], rules: dict[str, Any]) -> 
     base = {"job": "driftgauge", "instance": "10.0.0.7:10117", "model": model.model}
     specs = {f.name: f for f in model.fields}
     series = []
+    for spec in model.fields:  # the baselines' bin shares: 10 bins, or 3 categories (df 2)
+        shares = (
+            {str(i): 0.1 for i in range(10)}
+            if spec.type == "numeric"
+            else {"a": 0.5, "b": 0.3, "c": 0.2, "__other__": 0.0, "__unseen__": 0.0}
+        )
+        for label, share in shares.items():
+            labels = base | {"feature": spec.name, "role": spec.role, "bin": label}
+            series.append(
+                {
+                    "series": _series("driftgauge_baseline_bin_ratio", labels),
+                    "values": f"{share}x50",
+                }
+            )
     for name, values in VALUES.items():
         spec = specs[name]
         for window in windows:
@@ -474,6 +546,10 @@ def test_the_dashboard_fixes_the_model_and_lists_each_field() -> None:
     psi = next(p for p in sepal["panels"] if p["title"] == "PSI")
     steps = [s["value"] for s in psi["fieldConfig"]["defaults"]["thresholds"]["steps"][1:]]
     assert steps == [0.3, 0.4]
+    flavanoids = next(r for r in rows if r["title"].startswith("flavanoids"))
+    (gated,) = [p for p in flavanoids["panels"] if "psi_chi2_gate" in json.dumps(p["targets"])]
+    assert 'driftgauge:psi_chi2_gate{z="4.75"}' in gated["targets"][1]["expr"]
+    assert "psi_chi2_gate at 99.9999%" in gated["description"]
 
 
 def test_config_dataclass_accepts_weird_names_end_to_end(tmp_path: Path) -> None:

@@ -514,12 +514,12 @@ def _shown_thresholds(panel: dict[str, Any], name: str) -> Iterator[tuple[str, l
 
 
 def test_psi_panels_have_the_alert_rule_thresholds() -> None:
-    """Every panel or table column showing PSI is coloured at the drift alerts' 0.1 and 0.25."""
+    """Every panel or table column showing PSI is coloured at the drift alerts' effect-size floors 0.02 and 0.25."""
     expected = [
-        _alert_threshold("DriftgaugeFeatureDriftWarning", "driftgauge_psi"),
-        _alert_threshold("DriftgaugeFeatureDriftCritical", "driftgauge_psi"),
+        _alert_threshold("DriftgaugeFeatureDriftWarning", "driftgauge:psi_ready"),
+        _alert_threshold("DriftgaugeFeatureDriftCritical", "driftgauge:psi_ready"),
     ]
-    assert expected == [0.1, 0.25]
+    assert expected == [0.02, 0.25]
     for board in BOARDS.values():
         shown = [item for panel in _query_panels(board) for item in _shown_thresholds(panel, "PSI")]
         assert len(shown) >= 4, board["uid"]

@@ -126,5 +126,8 @@ def test_generated_rules_alert_on_the_drifted_feature_only(tmp_path: Path) -> No
     assert critical["labels"]["model"] == "wine"
     assert "window" not in critical["labels"]
     assert critical["annotations"]["runbook_url"].endswith("#driftgaugefeaturedriftcritical")
-    assert "above 0.25 and 10x its noise floor" in critical["annotations"]["description"]
+    assert (
+        "above 0.25 and its noise floor times the 99.99% χ² gate"
+        in critical["annotations"]["description"]
+    )
     assert traffic.failed == 0

@@ -4,6 +4,12 @@ The ``alerting:`` section is optional; its defaults are the values of the
 shipped ``alert_rules/driftgauge.rules.yml``, except ``for:``, which defaults
 to the config's shortest window clamped to [1m, 15m] (a 1m window should not
 wait 15m to report a drift that is already complete).
+
+A PSI alert fires when PSI is above its effect-size floor (``psi``) and above
+its noise floor times the χ² significance gate at ``significance`` (the
+chance, per window, of a false alarm: z = Φ⁻¹(1 − significance), rounded to
+two decimals as the rules write it); ``noise_floor``, off by default, adds a
+fixed multiple of the noise floor on top (the rule before the gate).
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from statistics import NormalDist
+from typing import Any, Literal
 
 from driftgauge.config.validation import Errors, parse_duration, section, string, url
 
@@ -28,23 +35,30 @@ _FOR_MIN, _FOR_MAX = 60.0, 900.0
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Labels the rules set themselves (or Prometheus does): extra labels may not replace them.
 _RESERVED_LABELS = ("alertname", "severity", "model", "feature", "role", "window")
-_THRESHOLD_KEYS = ("psi", "noise_floor", "ks", "for", "page")
+_THRESHOLD_KEYS = ("psi", "significance", "noise_floor", "ks", "for", "page")
 Check = Callable[[Any, str], "float | None"]
 
 
 @dataclass(frozen=True, slots=True)
 class AlertThresholds:
-    """When a field's drift alerts fire: PSI bands, noise-floor multiples, KS, ``for:``, paging."""
+    """When a field's drift alerts fire: PSI floors, significance gates, KS, ``for:``, paging."""
 
-    psi_warning: float = 0.1
+    psi_warning: float = 0.02  # effect-size floor: PSI of a ~0.15 sd normal shift
     psi_critical: float = 0.25
-    noise_floor_warning: float = 4.0
-    noise_floor_critical: float = 10.0
+    significance_warning: float = 0.001  # z 3.09: the 99.9% χ² gate
+    significance_critical: float = 0.0001  # z 3.72: the 99.99% χ² gate
+    noise_floor_warning: float = 0.0  # an extra fixed multiple of the noise floor; 0: none
+    noise_floor_critical: float = 0.0
     ks_statistic: float = 0.1
     ks_pvalue: float = 0.001
     for_warning: float = 900.0  # seconds
     for_critical: float = 900.0
     page: bool = True  # False: no critical drift alert, the warning only
+
+    def z(self, level: Literal["warning", "critical"]) -> float:
+        """The gate's z for ``level``: Φ⁻¹(1 − significance), to two decimals as the rules write it."""
+        alpha = self.significance_warning if level == "warning" else self.significance_critical
+        return round(NormalDist().inv_cdf(1.0 - alpha), 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +127,11 @@ def _pair(
 
 
 def _thresholds(value: Any, where: str, base: AlertThresholds, errors: Errors) -> AlertThresholds:
-    """``base`` with what ``value`` sets (psi, noise_floor, ks, for, page)."""
+    """``base`` with what ``value`` sets (psi, significance, noise_floor, ks, for, page)."""
     table = section(value, where, _THRESHOLD_KEYS, errors)
     pairs = {
-        "psi": (("warning", "critical"), _number(1e-9, 100, errors)),
+        "psi": (("warning", "critical"), _number(0, 100, errors)),
+        "significance": (("warning", "critical"), _number(1e-12, 0.1, errors)),
         "noise_floor": (("warning", "critical"), _number(0, 1000, errors)),
         "ks": (("statistic", "pvalue"), _number(1e-300, 1, errors)),
         "for": (("warning", "critical"), _duration(errors)),
@@ -140,6 +155,12 @@ def _thresholds(value: Any, where: str, base: AlertThresholds, errors: Errors) -
         errors.add(
             f"{where}.psi",
             f"warning {result.psi_warning:g} is above critical {result.psi_critical:g}",
+        )
+    if result.significance_warning < result.significance_critical:
+        errors.add(
+            f"{where}.significance",
+            f"warning {result.significance_warning:g} is below critical "
+            f"{result.significance_critical:g} (the critical gate must be the stricter)",
         )
     return result
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,11 +36,13 @@ __all__ = [
     "RULES_FILE",
     "ModelRules",
     "dump_yaml",
+    "gate_record",
     "go_template_text",
     "model_groups",
     "models_of",
     "prometheus_rule",
     "promql_string",
+    "readiness_records",
     "render_rules",
     "slug",
     "write_assets",
@@ -120,18 +123,97 @@ def _agreement(metric: str, selector: str, condition: str) -> str:
     )
 
 
-def _psi_condition(selector: str, threshold: float, multiple: float) -> str:
-    condition = f"driftgauge_psi{{{selector}}} > {_num(threshold)}"
+GATE = "driftgauge:psi_chi2_gate"
+
+
+def _z_text(z: float) -> str:
+    """A gate's z as its recording rule's ``z`` label and its PromQL number: 3.09, 3.72."""
+    return f"{z:.2f}"
+
+
+def _gate_selector(model: str, z: float) -> str:
+    return f"{GATE}{{{_matchers(('model', '=', model), ('z', '=', _z_text(z)))}}}"
+
+
+def gate_record(model: str, z: float) -> dict[str, Any]:
+    """The recording rule of the χ² gate's multiplier at ``z`` for each field of ``model``.
+
+    With no drift PSI / noise floor follows χ²(df)/df, df = baseline bins holding data − 1
+    (at least 1, as the sidecar counts them); Wilson–Hilferty gives its quantile at z with
+    ``sqrt`` and ``^``. A field whose bin ratios are not scraped gets the df = 1 multiplier,
+    the largest, so it is never gated more loosely than its real df would gate it.
+    """
+    m = _matchers(("model", "=", model))
+    df = f"clamp_min(count without (bin) (driftgauge_baseline_bin_ratio{{{m}}} > 0) - 1, 1)"
+    a = 2.0 / 9.0
+    fallback = (1.0 - a + round(z, 2) * math.sqrt(a)) ** 3
+    return {
+        "record": GATE,
+        "expr": (
+            "(\n"
+            f"  1 - 2 / (9 * {df})\n"
+            f"  + {_z_text(z)} * sqrt(2 / (9 * {df}))\n"
+            ") ^ 3\n"
+            f"or {fallback:.2f} * group without (window) (driftgauge_psi_noise_floor{{{m}}})\n"
+        ),
+        "labels": {"model": model, "z": _z_text(z)},
+    }
+
+
+READY = "driftgauge:psi_ready"
+# A window counts for the PSI alerts once each baseline bin of its field expects this
+# many observations: below it PSI / noise floor is far from its χ² law (an empty small
+# bin alone adds ~0.2 to PSI), and the gate's false alarms grow past 1%.
+MIN_EXPECTED = 8
+
+
+def readiness_records(model: str) -> list[dict[str, Any]]:
+    """``driftgauge:psi_min_observations`` per field, and ``driftgauge:psi_ready``: the PSI of ready windows.
+
+    A field whose bin ratios are not scraped has every exported window ready (and the
+    gate's df = 1 fallback).
+    """
+    m = _matchers(("model", "=", model))
+    return [
+        {
+            "record": "driftgauge:psi_min_observations",
+            "expr": f"{MIN_EXPECTED} / min without (bin) (driftgauge_baseline_bin_ratio{{{m}}} > 0)",
+            "labels": {"model": model},
+        },
+        {
+            "record": READY,
+            "expr": (
+                "(\n"
+                f"  driftgauge_psi{{{m}}}\n"
+                f"  and driftgauge_window_observations{{{m}}}"
+                f" >= ignoring (window) group_left driftgauge:psi_min_observations{{{m}}}\n"
+                ")\n"
+                f"or (driftgauge_psi{{{m}}} unless ignoring (window)"
+                f" driftgauge:psi_min_observations{{{m}}})\n"
+            ),
+            "labels": {"model": model},
+        },
+    ]
+
+
+def _psi_condition(selector: str, model: str, threshold: float, z: float, multiple: float) -> str:
+    condition = (
+        f"{READY}{{{selector}}} > {_num(threshold)}\n"
+        f"      and {READY}{{{selector}}}\n"
+        f"        > driftgauge_psi_noise_floor{{{selector}}}"
+        f" * ignoring (window, z) group_left {_gate_selector(model, z)}"
+    )
     if multiple > 0:
         condition += (
-            f"\n      and driftgauge_psi{{{selector}}}"
+            f"\n      and {READY}{{{selector}}}"
             f" > {_num(multiple)} * driftgauge_psi_noise_floor{{{selector}}}"
         )
     return condition
 
 
-def _floor_text(multiple: float) -> str:
-    return f" and {_num(multiple)}x its noise floor" if multiple > 0 else ""
+def _gate_text(significance: float, multiple: float) -> str:
+    text = f" and its noise floor times the {100 * (1 - significance):.10g}% χ² gate"
+    return text + (f" and {_num(multiple)}x its noise floor" if multiple > 0 else "")
 
 
 class _Alerts:
@@ -171,9 +253,20 @@ class _Alerts:
         }
 
     def drift(self) -> list[dict[str, Any]]:
-        """Warning, critical, prediction, KS and fleet drift: defaults, then each override."""
+        """The gates' recording rules, then warning, critical, prediction, KS and fleet drift.
+
+        One gate per z the alerts use (defaults and overrides), recorded in the alerts'
+        group so they read the multipliers of the same evaluation.
+        """
         overridden = [name for name, _ in self.alerting.overrides]
-        rules = self._drift_set(None, self.alerting.defaults, overridden, self.model.fields)
+        zs = set()
+        for t in (self.alerting.defaults, *(t for _, t in self.alerting.overrides)):
+            zs.add(t.z("warning"))
+            if t.page:
+                zs.add(t.z("critical"))
+        rules = readiness_records(self.model.model)
+        rules += [gate_record(self.model.model, z) for z in sorted(zs)]
+        rules += self._drift_set(None, self.alerting.defaults, overridden, self.model.fields)
         for name, thresholds in self.alerting.overrides:
             fields = tuple(f for f in self.model.fields if f.name == name)
             rules += self._drift_set(name, thresholds, [], fields)
@@ -195,22 +288,22 @@ class _Alerts:
 
         roles = {f.role for f in fields}
         numeric = any(f.type == "numeric" for f in fields)
+        warning_text = _gate_text(t.significance_warning, t.noise_floor_warning)
         rules = []
         if "input" in roles:
             s = selector(("role", "=", "input"))
+            warning = _psi_condition(
+                s, self.model.model, t.psi_warning, t.z("warning"), t.noise_floor_warning
+            )
             rules.append(
                 self.alert(
                     "DriftgaugeFeatureDriftWarning",
-                    _agreement(
-                        "driftgauge_psi",
-                        s,
-                        _psi_condition(s, t.psi_warning, t.noise_floor_warning),
-                    ),
+                    _agreement(READY, s, warning),
                     t.for_warning,
                     "warning",
                     "Feature {{ $labels.feature }} of model {{ $labels.model }} is drifting",
                     'PSI of input feature {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) is at least {{ $value | printf "%.3f" }} in every window with enough observations, '
-                    f"above {_num(t.psi_warning)}{_floor_text(t.noise_floor_warning)} in each.",
+                    f"above {_num(t.psi_warning)}{warning_text} in each.",
                     feature,
                 )
             )
@@ -219,15 +312,22 @@ class _Alerts:
                     self.alert(
                         "DriftgaugeFeatureDriftCritical",
                         _agreement(
-                            "driftgauge_psi",
+                            READY,
                             s,
-                            _psi_condition(s, t.psi_critical, t.noise_floor_critical),
+                            _psi_condition(
+                                s,
+                                self.model.model,
+                                t.psi_critical,
+                                t.z("critical"),
+                                t.noise_floor_critical,
+                            ),
                         ),
                         t.for_critical,
                         "critical",
                         "Feature {{ $labels.feature }} of model {{ $labels.model }} has drifted strongly",
                         'PSI of input feature {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) is at least {{ $value | printf "%.3f" }} in every window with enough observations, '
-                        f"above {_num(t.psi_critical)}{_floor_text(t.noise_floor_critical)} in each.",
+                        f"above {_num(t.psi_critical)}"
+                        f"{_gate_text(t.significance_critical, t.noise_floor_critical)} in each.",
                         feature,
                     )
                 )
@@ -237,15 +337,21 @@ class _Alerts:
                 self.alert(
                     "DriftgaugePredictionDrift",
                     _agreement(
-                        "driftgauge_psi",
+                        READY,
                         s,
-                        _psi_condition(s, t.psi_warning, t.noise_floor_warning),
+                        _psi_condition(
+                            s,
+                            self.model.model,
+                            t.psi_warning,
+                            t.z("warning"),
+                            t.noise_floor_warning,
+                        ),
                     ),
                     t.for_warning,
                     "warning",
                     "Predictions of model {{ $labels.model }} are drifting ({{ $labels.feature }})",
                     'PSI of prediction {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) is at least {{ $value | printf "%.3f" }} in every window with enough observations, '
-                    f"above {_num(t.psi_warning)}{_floor_text(t.noise_floor_warning)} in each.",
+                    f"above {_num(t.psi_warning)}{warning_text} in each.",
                     feature,
                 )
             )
@@ -270,6 +376,7 @@ class _Alerts:
             )
         if "input" in roles:
             s = selector(("role", "=", "input"))
+            gate = _gate_selector(self.model.model, t.z("warning"))
             floor = (
                 f"\nand driftgauge:fleet_psi:rate5m{{{s}}}"
                 f" > {_num(t.noise_floor_warning)} * driftgauge:fleet_psi_noise_floor:rate5m{{{s}}}"
@@ -279,14 +386,21 @@ class _Alerts:
             rules.append(
                 self.alert(
                     "DriftgaugeFleetFeatureDrift",
-                    f"driftgauge:fleet_psi:rate5m{{{s}}} > {_num(t.psi_warning)}{floor}\n"
+                    f"driftgauge:fleet_psi:rate5m{{{s}}} > {_num(t.psi_warning)}\n"
+                    f"and driftgauge:fleet_psi:rate5m{{{s}}}\n"
+                    f"  > driftgauge:fleet_psi_noise_floor:rate5m{{{s}}}\n"
+                    f"    * on (model, feature, role) group_left max by (model, feature, role) ({gate})"
+                    f"{floor}\n"
                     f"and driftgauge:fleet_observations:increase5m{{{s}}}"
-                    f" >= {self.model.min_observations}\n",
+                    f" >= {self.model.min_observations}\n"
+                    f"and driftgauge:fleet_observations:increase5m{{{s}}}\n"
+                    "  >= on (model, feature, role) group_left max by (model, feature, role)"
+                    f" (driftgauge:psi_min_observations{{{self.model_matcher}}})\n",
                     t.for_warning,
                     "warning",
                     "Feature {{ $labels.feature }} is drifting across the fleet of model {{ $labels.model }}",
                     'Fleet-wide PSI of input feature {{ $labels.feature }} over all replicas of model {{ $labels.model }} is {{ $value | printf "%.3f" }} over the last 5m, '
-                    f"above {_num(t.psi_warning)}{_floor_text(t.noise_floor_warning)}.",
+                    f"above {_num(t.psi_warning)}{warning_text}.",
                     feature,
                 )
             )

@@ -119,15 +119,27 @@ def _per_field(panel: dict[str, Any]) -> bool:
 
 
 def _colour(panel: dict[str, Any], title: str, t: AlertThresholds) -> None:
-    """PSI and KS thresholds at the field's alert thresholds (the template has 0.1/0.25, 0.1).
+    """PSI and KS thresholds at the field's alert thresholds (the template has 0.02/0.25, 0.1).
+
+    The template's significance gate line (the noise floor times the 99.9% χ² gate, z 3.09)
+    takes the field's warning z.
 
     ``title`` is the template's title, so a field named like "KS" changes nothing.
     """
     configs = [panel.get("fieldConfig", {}).get("defaults", {})]
     if re.search(r"\bPSI\b", title):
-        values = {0.1: t.psi_warning, 0.25: t.psi_critical}
-        panel["description"] = panel.get("description", "").replace(
-            "0.1 warning, 0.25 critical", f"{t.psi_warning:g} warning, {t.psi_critical:g} critical"
+        values = {0.02: t.psi_warning, 0.25: t.psi_critical}
+        panel["description"] = (
+            panel.get("description", "")
+            .replace(
+                "0.02 warning, 0.25 critical",
+                f"{t.psi_warning:g} warning, {t.psi_critical:g} critical",
+            )
+            .replace("0.02 / 0.25 thresholds", f"{t.psi_warning:g} / {t.psi_critical:g} thresholds")
+            .replace(
+                "psi_chi2_gate at 99.9%",
+                f"psi_chi2_gate at {100 * (1 - t.significance_warning):.10g}%",
+            )
         )
     elif re.search(r"\bKS\b", title):
         values = {0.1: t.ks_statistic}
@@ -138,9 +150,10 @@ def _colour(panel: dict[str, Any], title: str, t: AlertThresholds) -> None:
             if step.get("value") in values:
                 step["value"] = values[step["value"]]
     for target in panel.get("targets", []):
-        if target.get("legendFormat") == "4x noise floor":
-            target["legendFormat"] = f"{t.noise_floor_warning:g}x noise floor"
-            target["expr"] = re.sub(r"^4 \*", f"{t.noise_floor_warning:g} *", target["expr"])
+        if target.get("legendFormat") == "significance gate (z 3.09)":
+            z = f"{t.z('warning'):.2f}"
+            target["legendFormat"] = f"significance gate (z {z})"
+            target["expr"] = target["expr"].replace('z="3.09"', f'z="{z}"')
 
 
 def _flow(panels: list[dict[str, Any]], top: int) -> int:
