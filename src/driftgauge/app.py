@@ -24,6 +24,7 @@ from prometheus_client import ProcessCollector
 
 from driftgauge.baseline import Baseline, check_against, load_baseline
 from driftgauge.config import CloudEventsConfig, Config, ProxyConfig, TailConfig
+from driftgauge.config.protocols import protocol_names
 from driftgauge.exposition.collector import (
     MetricsRegistry,
     MonitorCollector,
@@ -37,6 +38,7 @@ from driftgauge.jsonbody import decode_json
 from driftgauge.monitor.batch import Batcher
 from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.route import Router
+from driftgauge.monitor.versions import VERSIONED_PROTOCOLS, ModelVersions
 from driftgauge.protocols import make_adapter
 from driftgauge.runtime.state import StateStore
 from driftgauge.sources.cloudevents import CloudEventsSource
@@ -152,24 +154,35 @@ def build_sidecar(
             held = load_baseline(model.baseline)
             check_against(held, model, model.baseline)
         monitors.append(Monitor(model, held))
-    router = Router(
-        [
-            Batcher(make_adapter(m.config.protocol, m.config.features, m.config.predictions), m)
-            for m in monitors
-        ]
-    )
+    batchers = []
+    for m in monitors:
+        adapter = make_adapter(m.config.protocol, m.config.features, m.config.predictions)
+        versioned = m.config.versions > 0 and bool(
+            VERSIONED_PROTOCOLS & set(protocol_names(m.config.protocol))
+        )
+        batchers.append(
+            Batcher(adapter, m, ModelVersions(m, m.config.versions) if versioned else None)
+        )
+    router = Router(batchers)
     registry = registry if registry is not None else MetricsRegistry()
     snapshot_registry = MetricsRegistry()
-    if len(monitors) == 1:
+    if len(monitors) == 1 and batchers[0].versions is None:
         registry.register(MonitorCollector(monitors[0], "live"))
         snapshot_registry.register(MonitorCollector(monitors[0], "snapshot"))
-    else:  # each family once, with every model's samples
-        registry.register(ModelsCollector(monitors, "live"))
-        snapshot_registry.register(ModelsCollector(monitors, "snapshot"))
+    else:  # each family once, with every model's (and version's) samples
+        registry.register(ModelsCollector(router.all_monitors, "live"))
+        snapshot_registry.register(ModelsCollector(router.all_monitors, "snapshot"))
     ProcessCollector(registry=registry)
     rendered = RenderedSnapshot(snapshot_registry)
-    for monitor in monitors:
+
+    def refresh_on_compute(monitor: Monitor) -> None:
         monitor.on_compute.append(lambda snapshot: rendered.refresh())
+
+    for monitor in monitors:
+        refresh_on_compute(monitor)
+    for batcher in batchers:
+        if batcher.versions is not None:
+            batcher.versions.on_new.append(refresh_on_compute)
     monitor = monitors[0]
     health = Health()
     app = web.Application()
@@ -236,7 +249,7 @@ async def _recompute_loop(sidecar: Sidecar) -> None:
     interval = sidecar.config.metrics.recompute_interval
 
     while True:
-        for monitor in sidecar.monitors:
+        for monitor in sidecar.batcher.all_monitors():  # models and their versions
             await asyncio.to_thread(monitor.compute)
         sidecar.health.started = True
         await asyncio.sleep(interval)

@@ -60,6 +60,7 @@ from driftgauge.config.validation import (
     positive_int,
     section,
     string,
+    whole_number,
 )
 from driftgauge.exceptions import ConfigError
 
@@ -157,6 +158,8 @@ class Config:
     predictions: tuple[FieldSpec, ...]
     windows: tuple[Window, ...]
     min_observations: int = 100
+    # Model versions with a monitor (and a `version` label) each; 0 (the default) turns versions off.
+    versions: int = 0
     sketch: SketchConfig = field(default_factory=SketchConfig)
     feedback: FeedbackConfig | None = None
     segments: SegmentsConfig = field(default_factory=SegmentsConfig)
@@ -241,6 +244,7 @@ _TOP_KEYS = (
     "feedback",
     "segments",
     "multivariate",
+    "versions",
     "data_quality",
     "state",
     "log",
@@ -316,6 +320,10 @@ def one_model(raw: Mapping[str, Any], base: Path, errors: Errors) -> Config | No
     slices = get_value(top, "window_slices", "", positive_int, 10, errors)
     windows = _windows(top.get("windows"), slices, errors)
     min_obs = get_value(top, "min_observations", "", positive_int, 100, errors)
+    versions_table = section(top.get("versions"), "versions", ("top",), errors)
+    versions = get_value(versions_table, "top", "versions.", whole_number, 0, errors)
+    if versions > 20:
+        errors.add("versions.top", f"{versions} is above 20 (it bounds label values)")
     sketch_table = section(
         top.get("sketch"), "sketch", ("kll_k", "bins", "top_categories", "hll_lg_k"), errors
     )
@@ -385,6 +393,7 @@ def one_model(raw: Mapping[str, Any], base: Path, errors: Errors) -> Config | No
         predictions=tuple(predictions),
         windows=tuple(windows),
         min_observations=min_obs,
+        versions=versions,
         sketch=sketch,
         feedback=feedback,
         segments=segments,

@@ -26,6 +26,7 @@ __all__ = [
     "section",
     "string",
     "url",
+    "whole_number",
 ]
 
 
@@ -105,6 +106,12 @@ def get_value(
     except (TypeError, ValueError) as exc:
         errors.add(f"{prefix}{key}", f"{exc}")
         return default
+
+
+def whole_number(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{value!r} is not a whole number (0 or more)")
+    return value
 
 
 def positive_int(value: Any) -> int:

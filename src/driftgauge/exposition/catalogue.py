@@ -78,10 +78,24 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Series:
-    """One series of a family: its label values (in the family's label order) and line prefix."""
+    """One series of a family: its label values (in the family's label order) and line prefix.
+
+    ``names`` are its label names when they are not the family's own (a
+    series with an extra label such as ``version``).
+    """
 
     labels: tuple[str, ...]
     prefix: str
+    names: tuple[str, ...] = ()
+
+    def label_names(self, spec: MetricSpec) -> tuple[str, ...]:
+        return self.names or spec.labels
+
+    def with_label(self, spec: MetricSpec, name: str, value: str) -> Series:
+        """This series with one more label (appended last, in the prefix too)."""
+        names = (*self.label_names(spec), name)
+        values = (*self.labels, value)
+        return Series(values, spec.text.prefix(dict(zip(names, values, strict=True))), names)
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,10 @@ class _Family:
     def label_values(self) -> tuple[tuple[str, ...], ...]:
         return tuple(member.labels for member in self.members)
 
+    def with_version(self, version: str) -> _Family:
+        members = tuple(m.with_label(self.spec, "version", version) for m in self.members)
+        return _Family(self.spec, members, tuple(member.prefix for member in members))
+
 
 class LiveFamilies:
     """driftgauge's counters for one monitor, read from it at each scrape.
@@ -155,10 +159,17 @@ class LiveFamilies:
 
 
 def merged_read(families: Sequence[LiveFamilies]) -> list[tuple[_Family, Sequence[float]]]:
-    """Several monitors' live series as one series list per family, in first-seen order."""
+    """Several monitors' live series as one series list per family, in first-seen order.
+
+    A model version's monitor (``monitor.version``) adds a ``version`` label
+    to every series of a family with a ``model`` label.
+    """
     merged: dict[str, tuple[list[_Family], list[float]]] = {}
     for one in families:
+        version = one.monitor.version
         for series, values in one.read():
+            if version and "model" in series.spec.labels:
+                series = series.with_version(version)
             parts, numbers = merged.setdefault(series.spec.name, ([], []))
             parts.append(series)
             numbers.extend(values)
@@ -188,8 +199,7 @@ def metrics_read(read: Sequence[tuple[_Family, Sequence[float]]]) -> Iterator[Me
     for series, values in read:
         spec = series.spec
         metric = spec.metric()
-        for label_values, value in zip(series.label_values, values, strict=True):
-            metric.add_sample(
-                spec.sample_name, dict(zip(spec.labels, label_values, strict=True)), value
-            )
+        for member, value in zip(series.members, values, strict=True):
+            names = member.label_names(spec)
+            metric.add_sample(spec.sample_name, dict(zip(names, member.labels, strict=True)), value)
         yield metric

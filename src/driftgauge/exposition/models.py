@@ -1,17 +1,20 @@
-"""Several models' metrics as one exposition: each family once, with every model's samples.
+"""Several monitors' metrics as one exposition: each family once, with every monitor's samples.
 
 The text format wants all the samples of a family together, so a sidecar
 with several models cannot simply register one collector per model (each
-would write its own ``# HELP``/``# TYPE`` block of the same family).
-``ModelsCollector`` reads every model's live counters and snapshot and
-writes each family once; its samples differ by their ``model`` label.  A
-one-model sidecar keeps the plain :class:`~driftgauge.exposition.collector.MonitorCollector`.
+would write its own ``# HELP``/``# TYPE`` block of the same family), nor
+can a model whose versions each have a monitor.  ``ModelsCollector`` reads
+every monitor's live counters and snapshot and writes each family once; its
+samples differ by their ``model`` label, and a version's by ``version``.
+The monitors are asked for at each collect: versions appear as traffic
+shows them.  A one-model sidecar without versions keeps the plain
+:class:`~driftgauge.exposition.collector.MonitorCollector`.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
@@ -19,10 +22,12 @@ from prometheus_client.registry import Collector
 from driftgauge.exposition.gzipjoin import Deflated
 from driftgauge.exposition.live import LiveFamilies, merged_read, metrics_read, render_read
 from driftgauge.exposition.snapshot import (
+    Block,
     SnapshotFamilies,
     merge_blocks,
     metrics_of,
     render_blocks,
+    with_version,
 )
 from driftgauge.monitor.model import Monitor
 
@@ -32,67 +37,91 @@ __all__ = ["ModelsCollector"]
 class ModelsCollector(Collector):
     """Reads several monitors; a ``DirectWriter`` like ``MonitorCollector`` (same ``part``s)."""
 
-    def __init__(self, monitors: Sequence[Monitor], part: str = "all") -> None:
-        self.monitors = tuple(monitors)
+    def __init__(
+        self, monitors: Sequence[Monitor] | Callable[[], Sequence[Monitor]], part: str = "all"
+    ) -> None:
+        self._source = monitors if callable(monitors) else (lambda: tuple(monitors))
         self.part = part
-        self.live = [LiveFamilies(m) for m in self.monitors] if part in ("all", "live") else []
-        self.snapshot = (
-            [SnapshotFamilies(m) for m in self.monitors] if part in ("all", "snapshot") else []
-        )
+        self._families: dict[int, tuple[LiveFamilies, SnapshotFamilies]] = {}
         self._baseline_lock = threading.Lock()
-        self._baseline: tuple[Deflated, Deflated] | None = None
+        self._baseline: tuple[tuple[int, ...], Deflated, Deflated] | None = None
 
-    def _baseline_part(self, openmetrics: bool) -> Deflated:
+    def _current(self) -> list[tuple[LiveFamilies, SnapshotFamilies]]:
+        current = []
+        for monitor in self._source():
+            families = self._families.get(id(monitor))
+            if families is None:
+                families = self._families[id(monitor)] = (
+                    LiveFamilies(monitor),
+                    SnapshotFamilies(monitor),
+                )
+            current.append(families)
+        return current
+
+    @property
+    def live(self) -> list[LiveFamilies]:
+        return [live for live, _ in self._current()] if self.part in ("all", "live") else []
+
+    @property
+    def snapshot(self) -> list[SnapshotFamilies]:
+        wanted = self.part in ("all", "snapshot")
+        return [snapshot for _, snapshot in self._current()] if wanted else []
+
+    def _baseline_blocks(self, snapshot: list[SnapshotFamilies]) -> list[Block]:
+        return merge_blocks(
+            with_version(families.baseline_blocks(), families.monitor.version)
+            for families in snapshot
+        )
+
+    def _baseline_part(self, snapshot: list[SnapshotFamilies], openmetrics: bool) -> Deflated:
+        key = tuple(id(families) for families in snapshot)
         with self._baseline_lock:
-            if self._baseline is None:
-                blocks = merge_blocks(families.baseline_blocks() for families in self.snapshot)
-                text, om = render_blocks(blocks)
-                self._baseline = Deflated.of(text), Deflated.of(om)
-            return self._baseline[openmetrics]
+            if self._baseline is None or self._baseline[0] != key:
+                text, om = render_blocks(self._baseline_blocks(snapshot))
+                self._baseline = key, Deflated.of(text), Deflated.of(om)
+            _, text_part, openmetrics_part = self._baseline
+            return openmetrics_part if openmetrics else text_part
 
-    def _recompute_part(self) -> tuple[bytes, bytes]:
-        return render_blocks(
-            merge_blocks(
-                families.snapshot_blocks(families.monitor.snapshot) for families in self.snapshot
+    def _recompute_blocks(self, snapshot: list[SnapshotFamilies]) -> list[Block]:
+        return merge_blocks(
+            with_version(
+                families.snapshot_blocks(families.monitor.snapshot), families.monitor.version
             )
+            for families in snapshot
         )
 
     def collect(self) -> Iterator[Metric]:
-        if self.live:
-            yield from metrics_read(merged_read(self.live))
-        if self.snapshot:
-            yield from metrics_of(
-                merge_blocks(families.baseline_blocks() for families in self.snapshot)
-            )
-            yield from metrics_of(
-                merge_blocks(
-                    families.snapshot_blocks(families.monitor.snapshot)
-                    for families in self.snapshot
-                )
-            )
+        live, snapshot = self.live, self.snapshot
+        if live:
+            yield from metrics_read(merged_read(live))
+        if snapshot:
+            yield from metrics_of(self._baseline_blocks(snapshot))
+            yield from metrics_of(self._recompute_blocks(snapshot))
 
     def write_text(self, openmetrics: bool) -> list[bytes]:
+        live, snapshot = self.live, self.snapshot
         written = []
-        if self.live:
-            written.append(render_read(merged_read(self.live), openmetrics))
-        if self.snapshot:
-            written.append(self._baseline_part(openmetrics).raw)
-            written.append(self._recompute_part()[openmetrics])
+        if live:
+            written.append(render_read(merged_read(live), openmetrics))
+        if snapshot:
+            written.append(self._baseline_part(snapshot, openmetrics).raw)
+            written.append(render_blocks(self._recompute_blocks(snapshot))[openmetrics])
         return written
 
     def write_deflated(self) -> tuple[list[Deflated], list[Deflated]]:
+        live, snapshot = self.live, self.snapshot
         text: list[Deflated] = []
         openmetrics: list[Deflated] = []
-        if self.live:
-            read = merged_read(self.live)
+        if live:
+            read = merged_read(live)
             text.append(Deflated.of(render_read(read, False)))
             openmetrics.append(Deflated.of(render_read(read, True)))
-        if self.snapshot:
-            text_part, openmetrics_part = self._recompute_part()
+        if snapshot:
+            text_part, openmetrics_part = render_blocks(self._recompute_blocks(snapshot))
             deflated = Deflated.of(text_part)
             deflated_openmetrics = (
                 Deflated.of(openmetrics_part) if openmetrics_part != text_part else deflated
             )
-            text.extend((self._baseline_part(False), deflated))
-            openmetrics.extend((self._baseline_part(True), deflated_openmetrics))
+            text.extend((self._baseline_part(snapshot, False), deflated))
+            openmetrics.extend((self._baseline_part(snapshot, True), deflated_openmetrics))
         return text, openmetrics

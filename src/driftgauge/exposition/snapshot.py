@@ -39,7 +39,14 @@ from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.outcomes import equal_opportunity
 from driftgauge.sketches.summary import CategoricalSummary, NumericSummary
 
-__all__ = ["Block", "SnapshotFamilies", "merge_blocks", "metrics_of", "render_blocks"]
+__all__ = [
+    "Block",
+    "SnapshotFamilies",
+    "merge_blocks",
+    "metrics_of",
+    "render_blocks",
+    "with_version",
+]
 
 Labels = tuple[str, ...]
 
@@ -148,6 +155,22 @@ def render_blocks(blocks: Sequence[Block]) -> tuple[bytes, bytes]:
     return "".join(text).encode(), "".join(openmetrics).encode()
 
 
+def with_version(blocks: Sequence[Block], version: str) -> list[Block]:
+    """A model version's blocks: every series of a family with a ``model`` label gets ``version``."""
+    if not version:
+        return list(blocks)
+    result = []
+    for block in blocks:
+        if "model" not in block.spec.labels:
+            result.append(block)
+            continue
+        labelled = Block(block.spec)
+        for series, value in zip(block.series, block.values, strict=True):
+            labelled.add(series.with_label(block.spec, "version", version), value)
+        result.append(labelled)
+    return result
+
+
 def merge_blocks(parts: Iterable[Sequence[Block]]) -> list[Block]:
     """Several monitors' blocks as one block per family, in first-seen order.
 
@@ -174,7 +197,9 @@ def metrics_of(blocks: Iterable[Block]) -> Iterator[Metric]:
         metric = spec.metric()
         for series, value in zip(block.series, block.values, strict=True):
             metric.add_sample(
-                spec.sample_name, dict(zip(spec.labels, series.labels, strict=True)), value
+                spec.sample_name,
+                dict(zip(series.label_names(spec), series.labels, strict=True)),
+                value,
             )
         yield metric
 

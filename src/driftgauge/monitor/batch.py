@@ -18,6 +18,7 @@ from driftgauge.exceptions import ProtocolError
 from driftgauge.jsonbody import DECODE_ERRORS, decode_json
 from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.tracker import Observation
+from driftgauge.monitor.versions import ModelVersions, record_version
 from driftgauge.typing import Adapter, Extracted, Record
 
 __all__ = ["Batcher", "decode_json"]
@@ -30,12 +31,22 @@ log = logging.getLogger(__name__)
 class Batcher:
     """Feeds a monitor from records through one protocol adapter."""
 
-    def __init__(self, adapter: Adapter, monitor: Monitor) -> None:
+    def __init__(
+        self, adapter: Adapter, monitor: Monitor, versions: ModelVersions | None = None
+    ) -> None:
         self.adapter = adapter
         self.monitor = monitor
+        # With versions, each record goes to its model version's monitor (monitor/versions.py).
+        self.versions = versions
 
-    def extract(self, record: Record, routed: bool = False) -> tuple[Any, Extracted] | None:
-        """The parsed request and the record's columns, or None after counting why not.
+    @property
+    def monitors(self) -> list[Monitor]:
+        """The model's monitor and its versions'."""
+        return self.versions.monitors if self.versions is not None else [self.monitor]
+
+    def extract(self, record: Record, routed: bool = False) -> tuple[Any, Extracted, str] | None:
+        """The parsed request, the record's columns and its model version ("" if none), or None
+        after counting why not.
 
         A ``routed`` record was sent here by its model's ``path`` pattern, which
         then defines the model's prediction routes instead of the protocol's.
@@ -51,7 +62,9 @@ class Batcher:
             except _DECODE_ERRORS:  # not JSON: maybe another format the protocol takes (CSV)
                 request = adapter.read_text(record.request, record.headers)
             response = _body(record.response)
-            return request, adapter.extract(request, response)
+            extracted = adapter.extract(request, response)
+            version = record_version(record.path, response) if self.versions is not None else ""
+            return request, extracted, version
         except ProtocolError as exc:
             self.monitor.count_parse_error(exc.reason)
         except _DECODE_ERRORS:
@@ -67,15 +80,20 @@ class Batcher:
 
     def ingest(self, records: Sequence[Record], routed: bool = False) -> int:
         """Extract every record and hand the batch to the monitor; returns the rows ingested."""
-        batch = []
+        batch, versions = [], []
         for record in records:
             extracted = self.extract(record, routed)
             if extracted is not None:
-                batch.append(Observation(record, *extracted))
+                request, columns, version = extracted
+                batch.append(Observation(record, request, columns))
+                versions.append(version)
         if not batch:
             return 0
         try:
-            self.monitor.observe(batch)
+            if self.versions is not None and any(versions):
+                self.versions.observe(batch, versions)
+            else:
+                self.monitor.observe(batch)
         except Exception as exc:
             log.warning("sketch update failed: %s", type(exc).__name__)
             self.monitor.count_parse_error("internal")

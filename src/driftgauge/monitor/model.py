@@ -35,11 +35,17 @@ class Monitor:
     """The trackers, tallies and latest snapshot of one model against one baseline."""
 
     def __init__(
-        self, config: Config, baseline: Baseline, clock: Callable[[], float] = time.time
+        self,
+        config: Config,
+        baseline: Baseline,
+        clock: Callable[[], float] = time.time,
+        version: str = "",
     ) -> None:
         self.config = config
         self.baseline = baseline
         self.clock = clock
+        # A model version's monitor (see monitor/versions.py): its metrics carry a version label.
+        self.version = version
         self._tally_lock = threading.Lock()  # parse errors and drops only: held for an increment
         self.parse_errors: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()

@@ -73,6 +73,10 @@ class Router:
         """The first model's monitor: it counts what belongs to no model (drops, unknown paths)."""
         return self.batchers[0].monitor
 
+    def all_monitors(self) -> list[Monitor]:
+        """Every model's monitor and its versions' (versions appear as traffic shows them)."""
+        return [monitor for batcher in self.batchers for monitor in batcher.monitors]
+
     def matches(self, path: str) -> bool:
         """Whether ``path`` is a prediction route of any model's protocol (its bodies are kept)."""
         if any(pattern.search(path) for pattern, _ in self._routes):

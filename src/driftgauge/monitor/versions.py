@@ -1,0 +1,95 @@
+"""Model versions: a monitor per version of a model, so a canary's drift shows apart from stable's.
+
+KServe canaries and MLServer versions carry the version in the path
+(``/v2/models/NAME/versions/V/infer``, TF Serving's ``/v1/models/NAME/versions/V:predict``)
+or in every Open Inference Protocol response (``model_version``).  The first
+``versions.top`` versions a model's traffic shows get a monitor each (their
+metrics carry ``version="V"``); later ones share one ``version="__other__"``,
+so the label stays bounded.  Records without a version go to the model's own
+monitor, whose metrics have no version label.
+
+Drift, data quality and segments are tracked per version; delayed labels
+join predictions of every version in the model's own monitor (one
+``/feedback`` per model), so performance is per model, not per version.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from driftgauge.monitor.model import Monitor
+from driftgauge.monitor.tracker import Observation
+
+__all__ = ["OTHER_VERSION", "VERSIONED_PROTOCOLS", "ModelVersions", "record_version"]
+
+OTHER_VERSION = "__other__"
+# Protocols whose paths or responses name a model version.
+VERSIONED_PROTOCOLS = frozenset({"kserve-v2", "kserve", "tfserving"})
+_PATH_VERSION = re.compile(r"/versions/([^/:?]+)")
+
+
+def record_version(path: str, response: Any) -> str:
+    """The model version a record names: in its path, else the response's ``model_version``."""
+    if path:
+        found = _PATH_VERSION.search(path)
+        if found:
+            return found.group(1)
+    if isinstance(response, dict):
+        version = response.get("model_version")
+        if isinstance(version, str | int) and not isinstance(version, bool):
+            return str(version)
+    return ""
+
+
+class ModelVersions:
+    """A model's monitor and one monitor per version seen, bounded to ``top`` versions."""
+
+    def __init__(self, model: Monitor, top: int) -> None:
+        self.model = model
+        self.top = top
+        self._lock = threading.Lock()
+        self._by_version: dict[str, Monitor] = {}
+        # Called with each new version monitor (the sidecar starts recomputing and exposing it).
+        self.on_new: list[Callable[[Monitor], None]] = []
+
+    @property
+    def monitors(self) -> list[Monitor]:
+        """The model's monitor, then its versions' in the order they appeared."""
+        return [self.model, *self._by_version.values()]
+
+    def monitor_for(self, version: str) -> Monitor:
+        """The monitor of ``version`` ("" or versions off: the model's own)."""
+        if not version or self.top <= 0:
+            return self.model
+        found = self._by_version.get(version)
+        if found is not None:
+            return found
+        with self._lock:
+            label = version if len(self._by_version) < self.top else OTHER_VERSION
+            found = self._by_version.get(label)
+            if found is None:
+                model = self.model
+                # Labels join predictions in the model's own monitor: no outcomes per version.
+                config = replace(model.config, feedback=None)
+                found = Monitor(config, model.baseline, model.clock, version=label)
+                self._by_version = {**self._by_version, label: found}
+                for listener in self.on_new:
+                    listener(found)
+        return found
+
+    def observe(self, batch: Sequence[Observation], versions: Sequence[str]) -> None:
+        """Hand each observation to its version's monitor (predictions to the model's outcomes)."""
+        groups: dict[int, tuple[Monitor, list[Observation]]] = {}
+        for observation, version in zip(batch, versions, strict=True):
+            monitor = self.monitor_for(version)
+            groups.setdefault(id(monitor), (monitor, []))[1].append(observation)
+        now = self.model.clock()
+        for monitor, group in groups.values():
+            monitor.observe(group, now)
+            outcomes = self.model.outcomes
+            if monitor is not self.model and outcomes is not None:
+                outcomes.ingest(group, now)
