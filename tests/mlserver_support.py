@@ -87,10 +87,10 @@ class MLServer:
 
 
 def write_model(root: Path, spec: ModelSpec) -> Path:
-    """``root/<name>/``: the pickled estimator and its ``model-settings.json``."""
+    """``root/<name>[-<version>]/``: the pickled estimator and its ``model-settings.json``."""
     import joblib
 
-    folder = root / spec.name
+    folder = root / (spec.name if spec.version is None else f"{spec.name}-{spec.version}")
     folder.mkdir(parents=True)
     joblib.dump(spec.estimator, folder / "model.joblib")
     parameters: dict[str, Any] = {"uri": "./model.joblib", **spec.parameters}

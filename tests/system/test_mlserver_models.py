@@ -1,5 +1,5 @@
-"""One sidecar in front of a real MLServer serving two models: each monitored under its own label,
-drift seen in the drifted model only."""
+"""One sidecar in front of a real MLServer serving two models, one of them in two versions: each
+model under its own label, the canary version's drift apart from the stable version's."""
 
 from __future__ import annotations
 
@@ -50,21 +50,23 @@ def mlserver(
     tmp_path_factory: pytest.TempPathFactory,
     models: dict[str, tuple[Any, list[str], np.ndarray[Any, Any]]],
 ) -> Iterator[MLServer]:
-    """MLServer serving both models at once, each taking one [-1, d] FP64 tensor."""
+    """MLServer serving both models at once (wine as v1 and v2), each taking one [-1, d] FP64 tensor."""
     specs = [
         ModelSpec(
             name,
             model,
             inputs=[{"name": "input-0", "datatype": "FP64", "shape": [-1, len(names)]}],
             outputs=[{"name": "predict", "datatype": "INT64", "shape": [-1, 1]}],
+            version=version,
         )
         for name, (model, names, _) in models.items()
+        for version in (("v1", "v2") if name == "wine" else ("v1",))
     ]
     with serve_models(tmp_path_factory.mktemp("mlserver"), specs) as server:
         yield server
 
 
-def _infer(port: int, model: str, rows: np.ndarray[Any, Any]) -> Any:
+def _infer(port: int, model: str, rows: np.ndarray[Any, Any], version: str = "") -> Any:
     body = {
         "inputs": [
             {
@@ -76,7 +78,9 @@ def _infer(port: int, model: str, rows: np.ndarray[Any, Any]) -> Any:
         ]
     }
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v2/models/{model}/infer",
+        f"http://127.0.0.1:{port}/v2/models/{model}"
+        + (f"/versions/{version}" if version else "")
+        + "/infer",
         data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
     )
@@ -84,12 +88,13 @@ def _infer(port: int, model: str, rows: np.ndarray[Any, Any]) -> Any:
         return json.loads(response.read())
 
 
-def test_two_models_behind_one_sidecar_drift_independently(
+def test_two_models_and_two_versions_behind_one_sidecar_drift_independently(
     mlserver: MLServer,
     models: dict[str, tuple[Any, list[str], np.ndarray[Any, Any]]],
     tmp_path: Path,
 ) -> None:
-    """Wine's shifted alcohol reads as drift under model="wine"; iris, sent unchanged, reads none."""
+    """Wine's canary (v2, shifted alcohol) drifts under model="wine", version="v2"; its stable
+    version v1 and iris, sent unchanged, read none."""
     rng = np.random.default_rng(11)
     blocks = []
     for name, (model, names, data) in models.items():
@@ -114,6 +119,7 @@ def test_two_models_behind_one_sidecar_drift_independently(
         "metrics": {"listen": f"127.0.0.1:{metrics_port}", "recompute_interval": "1s"},
         "windows": ["5m"],
         "min_observations": 100,
+        "versions": {"top": 2},
         "models": blocks,
     }
     config_path = tmp_path / "models.yaml"
@@ -143,19 +149,27 @@ def test_two_models_behind_one_sidecar_drift_independently(
     assert checked.returncode == 0, checked.stderr
     assert checked.stdout.count("ok: ") == 2
 
-    wine_live = _jittered(models["wine"][2], LIVE, rng)
+    canary = _jittered(models["wine"][2], LIVE, rng)
     alcohol = models["wine"][1].index("alcohol")
-    wine_live[:, alcohol] += 3 * models["wine"][2][:, alcohol].std()  # drift
+    canary[:, alcohol] += 3 * models["wine"][2][:, alcohol].std()  # drift
+    stable = _jittered(models["wine"][2], LIVE, rng)  # none
     iris_live = _jittered(models["iris"][2], LIVE, rng)  # none
+    traffic = (("wine", "v1", stable), ("wine", "v2", canary), ("iris", "v1", iris_live))
     with sidecar(config_path, tmp_path / "driftgauge.log"):
         for start in range(0, LIVE, BATCH):
-            for name, rows in (("wine", wine_live), ("iris", iris_live)):
-                answer = _infer(proxy_port, name, rows[start : start + BATCH])
-                assert answer["model_name"] == name
+            for name, version, rows in traffic:
+                answer = _infer(proxy_port, name, rows[start : start + BATCH], version)
+                assert (answer["model_name"], answer["model_version"]) == (name, version)
 
-        def psi(model: str, feature: str) -> tuple[float, float] | None:
+        def psi(model: str, feature: str, version: str = "v1") -> tuple[float, float] | None:
             samples = scrape(metrics_port)
-            labels = {"model": model, "feature": feature, "role": "input", "window": "5m"}
+            labels = {
+                "model": model,
+                "feature": feature,
+                "role": "input",
+                "window": "5m",
+                "version": version,
+            }
             value = samples.get(series("driftgauge_psi", **labels))
             floor = samples.get(series("driftgauge_psi_noise_floor", **labels))
             return None if value is None or floor is None else (value, floor)
@@ -167,26 +181,28 @@ def test_two_models_behind_one_sidecar_drift_independently(
                     series(
                         "driftgauge_window_observations",
                         model=name,
-                        feature=names[0],
+                        feature=models[name][1][0],
                         role="input",
                         window="5m",
+                        version=version,
                     )
                 )
                 == LIVE
-                for name, (_, names, _) in models.items()
-            ) and all(psi(name, models[name][1][0]) is not None for name in models)
+                and psi(name, models[name][1][0], version) is not None
+                for name, version, _ in traffic
+            )
 
-        wait_for(everything_seen, timeout=60, what="both models' windows full")
-        drifted = psi("wine", "alcohol")
+        wait_for(everything_seen, timeout=60, what="every model version's window full")
+        drifted = psi("wine", "alcohol", "v2")
         assert drifted is not None and drifted[0] > 1.0 and drifted[0] > 10 * drifted[1]
-        for name, (_, names, _) in models.items():
-            for feature in names:
-                if (name, feature) == ("wine", "alcohol"):
+        for name, version, _ in traffic:
+            for feature in models[name][1]:
+                if (name, version, feature) == ("wine", "v2", "alcohol"):
                     continue
-                read = psi(name, feature)
+                read = psi(name, feature, version)
                 assert read is not None
                 # Correlated wine features move a little with alcohol's resampling; no drift.
-                assert read[0] < 0.1, (name, feature, read)
+                assert read[0] < 0.1, (name, version, feature, read)
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
             body = response.read()
         promtool = subprocess.run(
