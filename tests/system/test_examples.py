@@ -65,3 +65,18 @@ def test_readme_section_ends_with_the_example_config(protocol: str) -> None:
     assert blocks, protocol
     assert blocks[-1] == (ROOT / "examples" / f"{protocol}.yaml").read_text(encoding="utf-8")
     assert section.rstrip().endswith("```")
+
+
+@pytest.mark.parametrize(
+    ("heading", "example"),
+    [
+        ("The proxy", "wine-proxy.yaml"),
+        ("The tail source", "wine-tail.yaml"),
+        ("CloudEvents source", "wine-cloudevents.yaml"),
+    ],
+)
+def test_readme_section_of_each_source_holds_its_example_config(heading: str, example: str) -> None:
+    """The proxy, tail and CloudEvents sections each show their complete example config, verbatim."""
+    section = _section((ROOT / "README.md").read_text(encoding="utf-8"), heading)
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+    assert (ROOT / "examples" / example).read_text(encoding="utf-8") in blocks
