@@ -200,3 +200,31 @@ def test_metrics_write_each_family_once_with_every_model(config: Config) -> None
         ["promtool", "check", "metrics"], input=text, capture_output=True, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+async def test_each_model_takes_its_labels_at_its_own_feedback_path(tmp_path: Path) -> None:
+    """/feedback/<model> joins labels with that model's predictions; /feedback is the first model's."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    raw = two_models(tmp_path, feedback={"prediction": "class"})
+    raw["models"][0]["feedback"] = {"prediction": "class"}
+    loaded = config_from_mapping(raw, base=tmp_path)
+    data = write_csv(tmp_path / "train.csv", training_rows(2_000))
+    for model in loaded.all_models:
+        save_baseline(build_baseline(model, [data]), model.baseline)
+    sidecar = build_sidecar(loaded)
+    iris_record = mlflow_record("/iris/invocations")
+    wine_record = v2_record("wine", 13.0)
+    sidecar.batcher.ingest(
+        [
+            Record(T0, iris_record.request, iris_record.response, iris_record.path, "i-1"),
+            Record(T0, wine_record.request, wine_record.response, wine_record.path, "w-1"),
+        ]
+    )
+    async with TestClient(TestServer(sidecar.app)) as client:
+        iris = await client.post("/feedback/iris", json=[{"id": "i-1", "label": "b"}])
+        assert (await iris.json())["matched"] == 1
+        wrong = await client.post("/feedback/iris", json=[{"id": "w-1", "label": "a"}])
+        assert (await wrong.json())["unmatched"] == 1
+        wine = await client.post("/feedback", json=[{"id": "w-1", "label": "a"}])
+        assert (await wine.json())["matched"] == 1

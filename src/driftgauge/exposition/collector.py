@@ -364,8 +364,10 @@ def metrics_routes(
     ]
 
 
-def feedback_routes(outcomes: Outcomes, token: str | None) -> list[web.RouteDef]:
-    """``POST /feedback``: a JSON list of ``{"id", "label"}``; a bearer token when configured."""
+def feedback_routes(
+    outcomes: Outcomes, token: str | None, path: str = "/feedback"
+) -> list[web.RouteDef]:
+    """``POST path``: a JSON list of ``{"id", "label"}``; a bearer token when configured."""
     expected = f"Bearer {token}".encode() if token else None
 
     async def feedback(request: web.Request) -> web.Response:
@@ -379,4 +381,4 @@ def feedback_routes(outcomes: Outcomes, token: str | None) -> list[web.RouteDef]
             return web.json_response({"error": f"bad feedback body: {exc}"}, status=400)
         return web.json_response(outcomes.label(pairs))
 
-    return [web.post("/feedback", feedback)]
+    return [web.post(path, feedback)]
