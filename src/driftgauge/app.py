@@ -24,7 +24,6 @@ from prometheus_client import ProcessCollector
 
 from driftgauge.baseline import Baseline, check_against, load_baseline
 from driftgauge.config import CloudEventsConfig, Config, ProxyConfig, TailConfig
-from driftgauge.config.protocols import protocol_names
 from driftgauge.exposition.collector import (
     MetricsRegistry,
     MonitorCollector,
@@ -38,7 +37,7 @@ from driftgauge.jsonbody import decode_json
 from driftgauge.monitor.batch import Batcher
 from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.route import Router
-from driftgauge.monitor.versions import VERSIONED_PROTOCOLS, ModelVersions
+from driftgauge.monitor.versions import ModelVersions
 from driftgauge.protocols import make_adapter
 from driftgauge.runtime.state import StateStore
 from driftgauge.sources.cloudevents import CloudEventsSource
@@ -154,15 +153,14 @@ def build_sidecar(
             held = load_baseline(model.baseline)
             check_against(held, model, model.baseline)
         monitors.append(Monitor(model, held))
-    batchers = []
-    for m in monitors:
-        adapter = make_adapter(m.config.protocol, m.config.features, m.config.predictions)
-        versioned = m.config.versions > 0 and bool(
-            VERSIONED_PROTOCOLS & set(protocol_names(m.config.protocol))
+    batchers = [
+        Batcher(
+            make_adapter(m.config.protocol, m.config.features, m.config.predictions),
+            m,
+            ModelVersions.of(m),
         )
-        batchers.append(
-            Batcher(adapter, m, ModelVersions(m, m.config.versions) if versioned else None)
-        )
+        for m in monitors
+    ]
     router = Router(batchers)
     registry = registry if registry is not None else MetricsRegistry()
     snapshot_registry = MetricsRegistry()

@@ -171,12 +171,8 @@ class MonitorCollector(Collector):
             text.append(Deflated.of(self.live.render(False)))
             openmetrics.append(Deflated.of(self.live.render(True)))
         if self.snapshot is not None:
-            text_part, openmetrics_part = self.snapshot.recompute_part()
-            deflated = Deflated.of(text_part)
-            if openmetrics_part != text_part:
-                deflated_openmetrics = Deflated.of(openmetrics_part)
-            else:  # the usual case: only the baseline part has format-specific headers
-                deflated_openmetrics = deflated
+            # Usually one compression: only the baseline part has format-specific headers.
+            deflated, deflated_openmetrics = Deflated.pair(*self.snapshot.recompute_part())
             text.extend((self.snapshot.baseline_part(False), deflated))
             openmetrics.extend((self.snapshot.baseline_part(True), deflated_openmetrics))
         return text, openmetrics

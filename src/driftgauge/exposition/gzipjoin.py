@@ -37,6 +37,12 @@ class Deflated:
         compressor = _raw_compressor(level)
         return cls(raw, compressor.compress(raw) + compressor.flush(zlib.Z_SYNC_FLUSH))
 
+    @classmethod
+    def pair(cls, text: bytes, openmetrics: bytes) -> tuple[Deflated, Deflated]:
+        """Both formats of one part, compressed once when they are the same bytes."""
+        deflated = cls.of(text)
+        return deflated, (deflated if openmetrics == text else cls.of(openmetrics))
+
 
 def gzip_join(pieces: Sequence[bytes | Deflated], level: int) -> bytes:
     """One gzip member holding the pieces one after the other.

@@ -117,10 +117,8 @@ class ModelsCollector(Collector):
             text.append(Deflated.of(render_read(read, False)))
             openmetrics.append(Deflated.of(render_read(read, True)))
         if snapshot:
-            text_part, openmetrics_part = render_blocks(self._recompute_blocks(snapshot))
-            deflated = Deflated.of(text_part)
-            deflated_openmetrics = (
-                Deflated.of(openmetrics_part) if openmetrics_part != text_part else deflated
+            deflated, deflated_openmetrics = Deflated.pair(
+                *render_blocks(self._recompute_blocks(snapshot))
             )
             text.extend((self._baseline_part(snapshot, False), deflated))
             openmetrics.extend((self._baseline_part(snapshot, True), deflated_openmetrics))

@@ -91,16 +91,14 @@ class Router:
         """Route every record and ingest each model's share; returns the rows ingested."""
         if len(self.batchers) == 1 and not self._routes:  # one model: nothing to route
             return self.batchers[0].ingest(records)
-        groups: dict[tuple[int, bool], list[Record]] = {}
+        groups: dict[tuple[Batcher, bool], list[Record]] = {}
         unknown = 0
         for record in records:
             batcher, routed = self.route(record.path)
             if batcher is None:
                 unknown += 1
                 continue
-            groups.setdefault((self.batchers.index(batcher), routed), []).append(record)
+            groups.setdefault((batcher, routed), []).append(record)
         if unknown:
             self.monitor.count_parse_error("unknown_model", unknown)
-        return sum(
-            self.batchers[index].ingest(group, routed) for (index, routed), group in groups.items()
-        )
+        return sum(batcher.ingest(group, routed) for (batcher, routed), group in groups.items())

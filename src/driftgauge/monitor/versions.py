@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from driftgauge.config.protocols import protocol_names
 from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.tracker import Observation
 
@@ -50,11 +51,18 @@ class ModelVersions:
 
     def __init__(self, model: Monitor, top: int) -> None:
         self.model = model
-        self.top = top
+        self.top = top  # at least 1: see of()
         self._lock = threading.Lock()
         self._by_version: dict[str, Monitor] = {}
         # Called with each new version monitor (the sidecar starts recomputing and exposing it).
         self.on_new: list[Callable[[Monitor], None]] = []
+
+    @classmethod
+    def of(cls, model: Monitor) -> ModelVersions | None:
+        """The versions of ``model`` when its config turns them on and its protocol names them."""
+        config = model.config
+        named = VERSIONED_PROTOCOLS & set(protocol_names(config.protocol))
+        return cls(model, config.versions) if config.versions > 0 and named else None
 
     @property
     def monitors(self) -> list[Monitor]:
@@ -62,8 +70,8 @@ class ModelVersions:
         return [self.model, *self._by_version.values()]
 
     def monitor_for(self, version: str) -> Monitor:
-        """The monitor of ``version`` ("" or versions off: the model's own)."""
-        if not version or self.top <= 0:
+        """The monitor of ``version`` ("": the model's own)."""
+        if not version:
             return self.model
         found = self._by_version.get(version)
         if found is not None:
@@ -83,13 +91,12 @@ class ModelVersions:
 
     def observe(self, batch: Sequence[Observation], versions: Sequence[str]) -> None:
         """Hand each observation to its version's monitor (predictions to the model's outcomes)."""
-        groups: dict[int, tuple[Monitor, list[Observation]]] = {}
+        groups: dict[Monitor, list[Observation]] = {}
         for observation, version in zip(batch, versions, strict=True):
-            monitor = self.monitor_for(version)
-            groups.setdefault(id(monitor), (monitor, []))[1].append(observation)
+            groups.setdefault(self.monitor_for(version), []).append(observation)
         now = self.model.clock()
-        for monitor, group in groups.values():
+        outcomes = self.model.outcomes
+        for monitor, group in groups.items():
             monitor.observe(group, now)
-            outcomes = self.model.outcomes
             if monitor is not self.model and outcomes is not None:
                 outcomes.ingest(group, now)
