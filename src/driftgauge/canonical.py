@@ -77,12 +77,14 @@ def canonical_strings(values: npt.NDArray[np.str_] | Sequence[str]) -> npt.NDArr
 
 
 def category_strings(values: Any) -> tuple[npt.NDArray[np.str_], bool]:
-    """A column as a string array in one numpy call when it holds no ``None``, else ``None``s kept.
+    """A column as a string array in one numpy call, and whether that worked.
 
-    Returns the strings (not yet canonical: spell their distinct values with
-    :func:`canonical_counts` or the whole column with :func:`canonical_strings`)
-    and whether the conversion worked; numbers are printed as float64 so that
-    ``np.float32(0.1)`` reads as :func:`canonical_category` spells it.
+    It does not for a column with ``None`` (missing values), ragged lists or
+    booleans among numbers: those go value by value (:func:`canonical_category`).
+    The strings are not canonical yet: spell their distinct values with
+    :func:`canonical_counts` or the whole column with :func:`canonical_strings`.
+    Numbers are printed as float64, so ``np.float32(0.1)`` reads as
+    :func:`canonical_category` spells it.
     """
     try:
         array = values if isinstance(values, np.ndarray) else np.asarray(values)

@@ -116,10 +116,10 @@ def category_indexes(
     values: Sequence[Any] | npt.NDArray[Any], binning: CategoricalBinning
 ) -> npt.NDArray[np.intp]:
     """Each row's bucket in ``binning``, -1 where the value is missing (rows stay aligned)."""
+    strings, whole = category_strings(values)
+    if whole:  # no missing value: read by numpy at once, as to_categories does
+        return binning.indexes(canonical_strings(strings))
     result = np.full(len(values), -1, dtype=np.intp)
-    if isinstance(values, np.ndarray) and values.dtype.kind == "U":
-        result[:] = binning.indexes(canonical_strings(values))
-        return result
     present = [i for i, v in enumerate(values) if v is not None]
     if present:
         texts = np.asarray([canonical_category(values[i]) for i in present], dtype=np.str_)
