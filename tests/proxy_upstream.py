@@ -509,3 +509,32 @@ async def running_proxy(
         yield running
     finally:
         await running.stop()
+
+
+def kserve_v2_request(rows: list[dict[str, Any]], **top: Any) -> dict[str, Any]:
+    """The KServe V2 request of ``rows`` (alcohol FP64 [n], ash FP32 [n, 1], region BYTES [n]),
+    with ``top`` as extra top-level members (an ``id``, say)."""
+    n = len(rows)
+    return {
+        **top,
+        "inputs": [
+            {
+                "name": "alcohol",
+                "shape": [n],
+                "datatype": "FP64",
+                "data": [r["alcohol"] for r in rows],
+            },
+            {
+                "name": "ash",
+                "shape": [n, 1],
+                "datatype": "FP32",
+                "data": [[r["ash"]] for r in rows],
+            },
+            {
+                "name": "region",
+                "shape": [n],
+                "datatype": "BYTES",
+                "data": [r["region"] for r in rows],
+            },
+        ],
+    }

@@ -17,7 +17,6 @@ import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -28,7 +27,13 @@ from driftgauge.config import config_from_mapping
 from driftgauge.sources.cloudevents import CloudEventsSource
 from tests.helpers import Series, base_config, free_port, scrape
 from tests.kserve_logger import Message, binary, encode, kserve_event, send, structured
-from tests.proxy_upstream import build_baseline_file, running_proxy, until, upstream_server
+from tests.proxy_upstream import (
+    build_baseline_file,
+    kserve_v2_request,
+    running_proxy,
+    until,
+    upstream_server,
+)
 
 ROUTE = "/v2/models/wine/infer"
 CALLS = 200
@@ -40,32 +45,6 @@ COMPARED = (
     "driftgauge_missing_total",
     "driftgauge_invalid_total",
 )
-
-
-def v2_request(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    n = len(rows)
-    return {
-        "inputs": [
-            {
-                "name": "alcohol",
-                "shape": [n],
-                "datatype": "FP64",
-                "data": [r["alcohol"] for r in rows],
-            },
-            {
-                "name": "ash",
-                "shape": [n, 1],
-                "datatype": "FP32",
-                "data": [[r["ash"]] for r in rows],
-            },
-            {
-                "name": "region",
-                "shape": [n],
-                "datatype": "BYTES",
-                "data": [r["region"] for r in rows],
-            },
-        ]
-    }
 
 
 async def model(request: web.Request) -> web.Response:
@@ -100,7 +79,7 @@ def traffic(seed: int = 7) -> list[bytes]:
             }
             for _ in range(int(rng.integers(1, 4)))
         ]
-        calls.append(encode(v2_request(rows)))
+        calls.append(encode(kserve_v2_request(rows)))
     return calls
 
 
@@ -114,7 +93,7 @@ def logger_messages(calls: list[tuple[bytes, bytes]]) -> list[Message]:
             wire(kserve_event("response", f"call-{i}", response)),
         ]
         messages.extend(reversed(pair) if i % 3 == 0 else pair)
-    wild = encode(v2_request([{"alcohol": 99.0, "ash": 99.0, "region": "mars"}]))
+    wild = encode(kserve_v2_request([{"alcohol": 99.0, "ash": 99.0, "region": "mars"}]))
     messages += [binary(kserve_event("request", f"failed-{i}", wild)) for i in range(10)]
     messages += [binary(kserve_event("response", f"orphan-{i}", calls[0][1])) for i in range(5)]
     headers, body = binary(kserve_event("request", "no-id", wild))

@@ -21,6 +21,7 @@ from aiohttp import ClientSession, ClientTimeout, web
 
 from tests.proxy_upstream import (
     Proxy,
+    kserve_v2_request,
     running_proxy,
     until,
     upstream_server,
@@ -77,30 +78,7 @@ class Case:
 
 
 def _kserve_v2_request(rows: list[Row]) -> Body:
-    n = len(rows)
-    return {
-        "id": "42",
-        "inputs": [
-            {
-                "name": "alcohol",
-                "shape": [n],
-                "datatype": "FP64",
-                "data": [r["alcohol"] for r in rows],
-            },
-            {
-                "name": "ash",
-                "shape": [n, 1],
-                "datatype": "FP32",
-                "data": [[r["ash"]] for r in rows],
-            },
-            {
-                "name": "region",
-                "shape": [n],
-                "datatype": "BYTES",
-                "data": [r["region"] for r in rows],
-            },
-        ],
-    }
+    return kserve_v2_request(rows, id="42")
 
 
 def _kserve_v2_response(rows: list[Row]) -> Body:

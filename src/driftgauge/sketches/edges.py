@@ -87,8 +87,9 @@ def equal_mass_edges(sketch: Any, bins: int, minimum: float, maximum: float) -> 
         return np.empty(0)
     ranks = np.linspace(0.0, 1.0, _GRID + 1)
     values = np.unique(np.asarray(sketch.get_quantiles(ranks), dtype=np.float64))
-    below = np.asarray(sketch.get_cdf(values.tolist(), False), dtype=np.float64)[:-1]
-    upto = np.asarray(sketch.get_cdf(values.tolist(), True), dtype=np.float64)[:-1]
+    points = values.tolist()
+    below = np.asarray(sketch.get_cdf(points, False), dtype=np.float64)[:-1]
+    upto = np.asarray(sketch.get_cdf(points, True), dtype=np.float64)[:-1]
     mass = upto - below
     heavy = mass >= 1.0 / bins
     while True:
