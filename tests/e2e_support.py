@@ -321,6 +321,18 @@ class BackgroundLoop:
 ASH_MEDIAN = float(np.exp(0.8))  # training_rows draws ash from lognormal(0.8, 0.2)
 
 
+def kserve_proxy_source(proxy_port: int, model_port: int) -> dict[str, Any]:
+    """The ``source:`` of a sidecar proxying to :func:`kserve_model_app` on ``model_port``."""
+    return {
+        "proxy": {
+            "listen": f"127.0.0.1:{proxy_port}",
+            "upstream": f"http://127.0.0.1:{model_port}",
+            "readiness_path": "/v1/models/wine",
+            "shutdown_grace": 1,
+        }
+    }
+
+
 def kserve_model_app(model: str = "wine") -> web.Application:
     """A KServe v1 model server whose class depends on ``ash`` alone (``a`` below its median)."""
 

@@ -29,6 +29,7 @@ from tests.e2e_support import (
     Traffic,
     WebhookReceiver,
     kserve_model_app,
+    kserve_proxy_source,
     masked,
     rewrite_expr,
     rules_by_name,
@@ -109,14 +110,7 @@ def test_drifting_one_feature_alerts_for_that_feature_only(
     model_port, proxy_port = free_port(), free_port()
     raw = base_config(
         tmp_path,
-        source={
-            "proxy": {
-                "listen": f"127.0.0.1:{proxy_port}",
-                "upstream": f"http://127.0.0.1:{model_port}",
-                "readiness_path": "/v1/models/wine",
-                "shutdown_grace": 1,
-            }
-        },
+        source=kserve_proxy_source(proxy_port, model_port),
         windows=list(windows),
         window_slices=5,
         min_observations=100,

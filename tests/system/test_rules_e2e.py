@@ -23,6 +23,7 @@ from tests.e2e_support import (
     WebhookReceiver,
     driftgauge_command,
     kserve_model_app,
+    kserve_proxy_source,
     sidecar,
     wait_ready,
     write_baseline,
@@ -48,14 +49,7 @@ def test_generated_rules_alert_on_the_drifted_feature_only(tmp_path: Path) -> No
     model_port, proxy_port = free_port(), free_port()
     raw = base_config(
         tmp_path,
-        source={
-            "proxy": {
-                "listen": f"127.0.0.1:{proxy_port}",
-                "upstream": f"http://127.0.0.1:{model_port}",
-                "readiness_path": "/v1/models/wine",
-                "shutdown_grace": 1,
-            }
-        },
+        source=kserve_proxy_source(proxy_port, model_port),
         windows=["1m"],
         window_slices=5,
         min_observations=100,
