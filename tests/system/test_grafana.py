@@ -611,7 +611,11 @@ def test_variable_queries_return_values(scraped: Scraped) -> None:
 @pytest.mark.parametrize(("dashboard", "title", "expr"), list(_targets()))
 def test_panel_query_returns_data(scraped: Scraped, dashboard: str, title: str, expr: str) -> None:
     """The target parses and returns data as an instant query and over the test's time span."""
-    query = substitute(expr, scraped.values(BOARDS[dashboard]))
+    assert_returns_data(scraped, title, substitute(expr, scraped.values(BOARDS[dashboard])))
+
+
+def assert_returns_data(scraped: Scraped, title: str, query: str) -> None:
+    """``query`` returns data as an instant query now and over the test's time span."""
     now = time.time()
     instant = _api(scraped.server, "query", {"query": query, "time": now})
     assert instant["result"], f"{title}: no data now for {query!r}"

@@ -8,7 +8,6 @@ by a real sidecar, as an instant and as a range query.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,14 @@ import pytest
 
 from driftgauge.config import config_from_mapping
 from driftgauge.rules.dashboards import render_dashboard
-from tests.system.test_grafana import DATASOURCE_REF, STEP, WINDOWS, Scraped, _api, substitute
+from tests.system.test_grafana import (
+    DATASOURCE_REF,
+    WINDOWS,
+    Scraped,
+    _api,
+    assert_returns_data,
+    substitute,
+)
 
 # The live module fixture of test_grafana.py (a real sidecar and Prometheus), shared.
 from tests.system.test_grafana import scraped as scraped
@@ -89,13 +95,7 @@ def test_generated_dashboard_variables_resolve(scraped: Scraped) -> None:
 @pytest.mark.parametrize(("title", "expr"), _targets())
 def test_generated_panel_query_returns_data(scraped: Scraped, title: str, expr: str) -> None:
     """The target parses and returns data as an instant query and over the test's time span."""
-    query = substitute(expr, scraped.values(BOARD))
-    now = time.time()
-    instant = _api(scraped.server, "query", {"query": query, "time": now})
-    assert instant["result"], f"{title}: no data now for {query!r}"
-    params = {"query": query, "start": scraped.started, "end": now, "step": STEP}
-    ranged = _api(scraped.server, "query_range", params)
-    assert any(series["values"] for series in ranged["result"]), f"{title}: no data for {query!r}"
+    assert_returns_data(scraped, title, substitute(expr, scraped.values(BOARD)))
 
 
 @pytest.mark.integration
