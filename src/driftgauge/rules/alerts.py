@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,15 @@ import yaml
 from driftgauge.config import Config, FieldSpec
 from driftgauge.config.alerting import AlertingConfig, AlertThresholds
 from driftgauge.config.validation import format_duration
+from driftgauge.rules.gate import (
+    READY,
+    gate_record,
+    gate_selector,
+    gate_text,
+    psi_condition,
+    readiness_records,
+)
+from driftgauge.rules.promql import go_template_text, matchers, num, promql_string
 
 __all__ = [
     "MANIFEST_FILE",
@@ -71,42 +79,6 @@ def models_of(config: Config) -> list[ModelRules]:
     ]
 
 
-# -- escaping -----------------------------------------------------------------------
-
-
-def promql_string(value: str) -> str:
-    """``value`` as a double-quoted PromQL string literal.
-
-    Backslash and quote are escaped, control characters written as ``\\xHH``,
-    and ``$`` and ``[`` as ``\\x24`` and ``\\x5b`` so Grafana's variable
-    interpolation (``$var``, ``[[var]]``) never touches a label value.
-    """
-    out = ['"']
-    for char in value:
-        if char in '\\"':
-            out.append("\\" + char)
-        elif char in "$[" or ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\x{ord(char):02x}")
-        else:
-            out.append(char)
-    out.append('"')
-    return "".join(out)
-
-
-def go_template_text(value: str) -> str:
-    """``value`` as Go template text that expands to itself (``{{`` would start an action)."""
-    return value.replace("{{", '{{ "{{" }}')
-
-
-def _matchers(*pairs: tuple[str, str, str]) -> str:
-    return ", ".join(f"{name}{op}{promql_string(value)}" for name, op, value in pairs)
-
-
-def _num(value: float) -> str:
-    """A threshold as PromQL reads it, shortest exact form (0.1, 4, 1e-05)."""
-    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
-
-
 # -- the drift alerts -----------------------------------------------------------------
 
 
@@ -123,106 +95,13 @@ def _agreement(metric: str, selector: str, condition: str) -> str:
     )
 
 
-GATE = "driftgauge:psi_chi2_gate"
-
-
-def _z_text(z: float) -> str:
-    """A gate's z as its recording rule's ``z`` label and its PromQL number: 3.09, 3.72."""
-    return f"{z:.2f}"
-
-
-def _gate_selector(model: str, z: float) -> str:
-    return f"{GATE}{{{_matchers(('model', '=', model), ('z', '=', _z_text(z)))}}}"
-
-
-def gate_record(model: str, z: float) -> dict[str, Any]:
-    """The recording rule of the χ² gate's multiplier at ``z`` for each field of ``model``.
-
-    With no drift PSI / noise floor follows χ²(df)/df, df = baseline bins holding data − 1
-    (at least 1, as the sidecar counts them); Wilson–Hilferty gives its quantile at z with
-    ``sqrt`` and ``^``. A field whose bin ratios are not scraped gets the df = 1 multiplier,
-    the largest, so it is never gated more loosely than its real df would gate it.
-    """
-    m = _matchers(("model", "=", model))
-    df = f"clamp_min(count without (bin) (driftgauge_baseline_bin_ratio{{{m}}} > 0) - 1, 1)"
-    a = 2.0 / 9.0
-    fallback = (1.0 - a + round(z, 2) * math.sqrt(a)) ** 3
-    return {
-        "record": GATE,
-        "expr": (
-            "(\n"
-            f"  1 - 2 / (9 * {df})\n"
-            f"  + {_z_text(z)} * sqrt(2 / (9 * {df}))\n"
-            ") ^ 3\n"
-            f"or {fallback:.2f} * group without (window) (driftgauge_psi_noise_floor{{{m}}})\n"
-        ),
-        "labels": {"model": model, "z": _z_text(z)},
-    }
-
-
-READY = "driftgauge:psi_ready"
-# A window counts for the PSI alerts once each baseline bin of its field expects this
-# many observations: below it PSI / noise floor is far from its χ² law (an empty small
-# bin alone adds ~0.2 to PSI), and the gate's false alarms grow past 1%.
-MIN_EXPECTED = 8
-
-
-def readiness_records(model: str) -> list[dict[str, Any]]:
-    """``driftgauge:psi_min_observations`` per field, and ``driftgauge:psi_ready``: the PSI of ready windows.
-
-    A field whose bin ratios are not scraped has every exported window ready (and the
-    gate's df = 1 fallback).
-    """
-    m = _matchers(("model", "=", model))
-    return [
-        {
-            "record": "driftgauge:psi_min_observations",
-            "expr": f"{MIN_EXPECTED} / min without (bin) (driftgauge_baseline_bin_ratio{{{m}}} > 0)",
-            "labels": {"model": model},
-        },
-        {
-            "record": READY,
-            "expr": (
-                "(\n"
-                f"  driftgauge_psi{{{m}}}\n"
-                f"  and driftgauge_window_observations{{{m}}}"
-                f" >= ignoring (window) group_left driftgauge:psi_min_observations{{{m}}}\n"
-                ")\n"
-                f"or (driftgauge_psi{{{m}}} unless ignoring (window)"
-                f" driftgauge:psi_min_observations{{{m}}})\n"
-            ),
-            "labels": {"model": model},
-        },
-    ]
-
-
-def _psi_condition(selector: str, model: str, threshold: float, z: float, multiple: float) -> str:
-    condition = (
-        f"{READY}{{{selector}}} > {_num(threshold)}\n"
-        f"      and {READY}{{{selector}}}\n"
-        f"        > driftgauge_psi_noise_floor{{{selector}}}"
-        f" * ignoring (window, z) group_left {_gate_selector(model, z)}"
-    )
-    if multiple > 0:
-        condition += (
-            f"\n      and {READY}{{{selector}}}"
-            f" > {_num(multiple)} * driftgauge_psi_noise_floor{{{selector}}}"
-        )
-    return condition
-
-
-def _gate_text(significance: float, multiple: float) -> str:
-    text = f" and its noise floor times the {100 * (1 - significance):.10g}% χ² gate"
-    return text + (f" and {_num(multiple)}x its noise floor" if multiple > 0 else "")
-
-
 class _Alerts:
     """Builds the alert rules of one model with its labels, severities and runbook links."""
 
     def __init__(self, model: ModelRules) -> None:
         self.model = model
         self.alerting = model.alerting
-        self.model_matcher = _matchers(("model", "=", model.model))
+        self.model_matcher = matchers(("model", "=", model.model))
 
     def alert(
         self,
@@ -284,15 +163,15 @@ class _Alerts:
             if feature is not None:
                 pairs.append(("feature", "=", feature))
             pairs += [("feature", "!=", name) for name in exclude]
-            return _matchers(*pairs)
+            return matchers(*pairs)
 
         roles = {f.role for f in fields}
         numeric = any(f.type == "numeric" for f in fields)
-        warning_text = _gate_text(t.significance_warning, t.noise_floor_warning)
+        warning_text = gate_text(t.significance_warning, t.noise_floor_warning)
         rules = []
         if "input" in roles:
             s = selector(("role", "=", "input"))
-            warning = _psi_condition(
+            warning = psi_condition(
                 s, self.model.model, t.psi_warning, t.z("warning"), t.noise_floor_warning
             )
             rules.append(
@@ -303,7 +182,7 @@ class _Alerts:
                     "warning",
                     "Feature {{ $labels.feature }} of model {{ $labels.model }} is drifting",
                     'PSI of input feature {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) is at least {{ $value | printf "%.3f" }} in every window with enough observations, '
-                    f"above {_num(t.psi_warning)}{warning_text} in each.",
+                    f"above {num(t.psi_warning)}{warning_text} in each.",
                     feature,
                 )
             )
@@ -314,7 +193,7 @@ class _Alerts:
                         _agreement(
                             READY,
                             s,
-                            _psi_condition(
+                            psi_condition(
                                 s,
                                 self.model.model,
                                 t.psi_critical,
@@ -326,8 +205,8 @@ class _Alerts:
                         "critical",
                         "Feature {{ $labels.feature }} of model {{ $labels.model }} has drifted strongly",
                         'PSI of input feature {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) is at least {{ $value | printf "%.3f" }} in every window with enough observations, '
-                        f"above {_num(t.psi_critical)}"
-                        f"{_gate_text(t.significance_critical, t.noise_floor_critical)} in each.",
+                        f"above {num(t.psi_critical)}"
+                        f"{gate_text(t.significance_critical, t.noise_floor_critical)} in each.",
                         feature,
                     )
                 )
@@ -339,7 +218,7 @@ class _Alerts:
                     _agreement(
                         READY,
                         s,
-                        _psi_condition(
+                        psi_condition(
                             s,
                             self.model.model,
                             t.psi_warning,
@@ -351,7 +230,7 @@ class _Alerts:
                     "warning",
                     "Predictions of model {{ $labels.model }} are drifting ({{ $labels.feature }})",
                     'PSI of prediction {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) is at least {{ $value | printf "%.3f" }} in every window with enough observations, '
-                    f"above {_num(t.psi_warning)}{warning_text} in each.",
+                    f"above {num(t.psi_warning)}{warning_text} in each.",
                     feature,
                 )
             )
@@ -359,8 +238,8 @@ class _Alerts:
             # KS gauges exist for numeric fields only, so categorical ones never take part.
             s = selector(("role", "=~", "input|prediction|multivariate"))
             condition = (
-                f"driftgauge_ks_statistic{{{s}}} > {_num(t.ks_statistic)}\n"
-                f"      and driftgauge_ks_pvalue{{{s}}} < {_num(t.ks_pvalue)}"
+                f"driftgauge_ks_statistic{{{s}}} > {num(t.ks_statistic)}\n"
+                f"      and driftgauge_ks_pvalue{{{s}}} < {num(t.ks_pvalue)}"
             )
             rules.append(
                 self.alert(
@@ -370,23 +249,23 @@ class _Alerts:
                     "warning",
                     "Distribution of {{ $labels.feature }} (model {{ $labels.model }}) differs from the baseline",
                     'Kolmogorov-Smirnov D of {{ $labels.role }} {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) is at least {{ $value | printf "%.3f" }} in every window with enough observations, '
-                    f"above {_num(t.ks_statistic)} with p < {_num(t.ks_pvalue)} in each.",
+                    f"above {num(t.ks_statistic)} with p < {num(t.ks_pvalue)} in each.",
                     feature,
                 )
             )
         if "input" in roles:
             s = selector(("role", "=", "input"))
-            gate = _gate_selector(self.model.model, t.z("warning"))
+            gate = gate_selector(self.model.model, t.z("warning"))
             floor = (
                 f"\nand driftgauge:fleet_psi:rate5m{{{s}}}"
-                f" > {_num(t.noise_floor_warning)} * driftgauge:fleet_psi_noise_floor:rate5m{{{s}}}"
+                f" > {num(t.noise_floor_warning)} * driftgauge:fleet_psi_noise_floor:rate5m{{{s}}}"
                 if t.noise_floor_warning > 0
                 else ""
             )
             rules.append(
                 self.alert(
                     "DriftgaugeFleetFeatureDrift",
-                    f"driftgauge:fleet_psi:rate5m{{{s}}} > {_num(t.psi_warning)}\n"
+                    f"driftgauge:fleet_psi:rate5m{{{s}}} > {num(t.psi_warning)}\n"
                     f"and driftgauge:fleet_psi:rate5m{{{s}}}\n"
                     f"  > driftgauge:fleet_psi_noise_floor:rate5m{{{s}}}\n"
                     f"    * on (model, feature, role) group_left max by (model, feature, role) ({gate})"
@@ -400,7 +279,7 @@ class _Alerts:
                     "warning",
                     "Feature {{ $labels.feature }} is drifting across the fleet of model {{ $labels.model }}",
                     'Fleet-wide PSI of input feature {{ $labels.feature }} over all replicas of model {{ $labels.model }} is {{ $value | printf "%.3f" }} over the last 5m, '
-                    f"above {_num(t.psi_warning)}{warning_text}.",
+                    f"above {num(t.psi_warning)}{warning_text}.",
                     feature,
                 )
             )
@@ -558,7 +437,7 @@ def _sidecar_group(alerting: AlertingConfig) -> dict[str, Any]:
     labels = {"severity": alerting.severity_critical, **dict(alerting.labels)}
     rule = {
         "alert": "DriftgaugeSidecarDown",
-        "expr": f"up{{{_matchers(('job', '=', alerting.scrape_job))}}} == 0",
+        "expr": f"up{{{matchers(('job', '=', alerting.scrape_job))}}} == 0",
         "for": "2m",
         "labels": dict(sorted(labels.items())),
         "annotations": {

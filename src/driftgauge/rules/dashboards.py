@@ -22,7 +22,8 @@ from typing import Any
 
 from driftgauge.config import FieldSpec
 from driftgauge.config.alerting import AlertingConfig, AlertThresholds
-from driftgauge.rules.alerts import promql_string, slug
+from driftgauge.rules.alerts import slug
+from driftgauge.rules.promql import promql_string
 
 __all__ = ["dashboard_file", "dashboard_uid", "render_dashboard", "template"]
 
