@@ -27,7 +27,7 @@ from driftgauge.config import FieldSpec
 from driftgauge.exceptions import DataError
 from driftgauge.sketches.summary import CategoricalBinning, to_categories, to_floats
 
-__all__ = ["Chunk", "Column", "file_format", "read_chunks"]
+__all__ = ["Chunk", "Column", "arrow_chunk", "file_format", "read_chunks"]
 
 try:
     import pyarrow as pa
@@ -121,7 +121,7 @@ def read_chunks(
         raise DataError(f"{path}: cannot read {fmt.upper()} data: {message}") from None
 
 
-def _require(path: Path, present: Sequence[str], fields: Sequence[FieldSpec]) -> None:
+def _require(path: Path | str, present: Sequence[str], fields: Sequence[FieldSpec]) -> None:
     missing = [f.name for f in fields if f.name not in present]
     if missing:
         raise DataError(
@@ -159,6 +159,21 @@ def _arrow_column(array: Any, spec: FieldSpec) -> Column:
     indices = encoded.indices.to_numpy(zero_copy_only=False)
     values = spelled[indices] if len(spelled) else np.empty(0, dtype=np.str_)
     return Column(values, nulls, 0, present)
+
+
+def arrow_chunk(batch: Any, fields: Sequence[FieldSpec], source: str, bytes_read: int = 0) -> Chunk:
+    """The chunk of a pyarrow ``RecordBatch`` or ``Table`` holding ``fields``.
+
+    ``source`` names the data in the error raised when a field's column is missing.
+    """
+    _require(source, batch.schema.names, fields)
+    columns = {f.name: _arrow_column(_combined(batch.column(f.name)), f) for f in fields}
+    return Chunk(batch.num_rows, columns, bytes_read)
+
+
+def _combined(column: Any) -> Any:
+    """A Table's ChunkedArray as one Array (a RecordBatch's column already is one)."""
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
 def _batches_to_chunks(
