@@ -27,7 +27,7 @@ from driftgauge.config import FieldSpec
 from driftgauge.exceptions import DataError
 from driftgauge.sketches.summary import CategoricalBinning, to_categories, to_floats
 
-__all__ = ["Chunk", "Column", "arrow_chunk", "file_format", "read_chunks"]
+__all__ = ["Chunk", "Column", "arrow_chunk", "file_format", "read_chunks", "require_columns"]
 
 try:
     import pyarrow as pa
@@ -129,11 +129,17 @@ def _require(path: Path | str, present: Sequence[str], fields: Sequence[FieldSpe
         )
 
 
+def require_columns(source: str, present: Sequence[str], fields: Sequence[FieldSpec]) -> None:
+    """A DataError naming the ``fields`` missing from the column names ``present``."""
+    _require(source, present, fields)
+
+
 def _arrow_column(array: Any, spec: FieldSpec) -> Column:
     if spec.type == "numeric":
         if (
             pa.types.is_floating(array.type)
             or pa.types.is_integer(array.type)
+            or pa.types.is_decimal(array.type)
             or pa.types.is_null(array.type)
         ):
             values = array.cast(pa.float64()).to_numpy(zero_copy_only=False)

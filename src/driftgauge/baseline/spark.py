@@ -1,0 +1,141 @@
+"""Baseline passes on a Spark DataFrame: each partition fills its own state, the driver merges.
+
+:class:`SparkRunner` implements :class:`~driftgauge.baseline.runner.Runner`.
+A pass selects just the columns it reads and runs ``mapInArrow``: every
+partition turns its Arrow batches into chunks (the same conversion the file
+readers use, :func:`~driftgauge.baseline.datafiles.arrow_chunk`), folds them
+into an empty copy of the pass's state and returns that state pickled, as one
+binary cell.  The driver collects those cells (one per partition, a few
+kilobytes to a few megabytes each) and merges them; merging does not depend
+on the order, so the result is the one a local build of the same rows gives.
+
+pyspark is imported only when a runner runs (it is the ``spark`` extra:
+``pip install 'driftgauge[spark]'``); the executors need driftgauge itself
+installed, as for any Python UDF.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from driftgauge.baseline.datafiles import CHUNK_ROWS, arrow_chunk, require_columns
+from driftgauge.baseline.runner import PassState
+from driftgauge.config import FieldSpec
+
+__all__ = ["SparkRunner", "is_spark_dataframe"]
+
+S = TypeVar("S", bound=PassState)
+_STATE = "driftgauge_state"
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    return None
+
+
+def is_spark_dataframe(data: object) -> bool:
+    """Whether ``data`` is a pyspark DataFrame (classic or Spark Connect), without importing pyspark."""
+    module = type(data).__module__
+    return module.startswith("pyspark.sql") and hasattr(data, "mapInArrow")
+
+
+class SparkRunner:
+    """Runs each pass with one Spark job over ``dataframe``'s partitions.
+
+    ``source`` names the data in error messages; ``progress`` is called with
+    ``(stage, 0, 1)`` when a pass starts and ``(stage, 1, 1)`` when it ends
+    (Spark draws its own per-task progress bar on a terminal).
+    """
+
+    def __init__(
+        self,
+        dataframe: Any,
+        *,
+        source: str = "Spark DataFrame",
+        progress: Callable[[str, int, int], None] = _no_progress,
+    ) -> None:
+        if not is_spark_dataframe(dataframe):
+            raise TypeError(f"SparkRunner needs a pyspark DataFrame, not {type(dataframe)!r}")
+        self.dataframe = dataframe
+        self.source = source
+        self.progress = progress
+        self.parts = 0  # partitions merged by the last run
+
+    def run(self, state: S, stage: str) -> S:
+        """``state`` with every partition's filled copy merged in."""
+        from pyspark.sql.types import BinaryType, StructField, StructType
+
+        fields = list(state.reads)
+        require_columns(self.source, self.dataframe.columns, fields)
+        selected = self.dataframe.select(*_columns(self.dataframe, fields))
+        fill = _partition_filler(state.empty(), fields, self.source)
+        schema = StructType([StructField(_STATE, BinaryType(), nullable=False)])
+        self.progress(stage, 0, 1)
+        with warnings.catch_warnings():
+            # mapInArrow checks that pandas is importable and warns about pandas 3, which
+            # this job never uses (Arrow batches in, one binary cell out).
+            warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas")
+            rows = selected.mapInArrow(fill, schema).collect()
+        for row in rows:
+            state.merge(pickle.loads(row[_STATE]))
+        self.parts = len(rows)
+        self.progress(stage, 1, 1)
+        return state
+
+
+def _columns(dataframe: Any, fields: Sequence[FieldSpec]) -> list[Any]:
+    """The pass's columns by exact name, renamed ``_0``, ``_1``… and decimals cast to double.
+
+    mapInArrow resolves the columns it is given by name again, and reads a
+    dot as a struct's member: plain positional names avoid that, and each
+    partition gives the batches their fields' names back.  With no fields
+    (a pass that only counts rows) one constant column keeps the row count.
+    """
+    from pyspark.sql import functions
+    from pyspark.sql.types import DecimalType
+
+    if not fields:
+        return [functions.lit(0).alias("_")]
+    types = {f.name: f.dataType for f in dataframe.schema.fields}
+    columns = []
+    for index, spec in enumerate(fields):
+        column = functions.col("`" + spec.name.replace("`", "``") + "`")
+        if spec.type == "numeric" and isinstance(types.get(spec.name), DecimalType):
+            column = column.cast("double")
+        columns.append(column.alias(f"_{index}"))
+    return columns
+
+
+def _partition_filler(
+    template: PassState, fields: Sequence[FieldSpec], source: str
+) -> Callable[[Iterator[Any]], Iterator[Any]]:
+    """The function each partition runs: its batches into a fresh state, out as one pickle."""
+
+    def fill(batches: Iterator[Any]) -> Iterator[Any]:
+        import pyarrow as pa
+
+        names = [f.name for f in fields] or ["_"]
+        state = template.empty()
+        pending: list[Any] = []
+        rows = 0
+
+        def chunk() -> Any:
+            return arrow_chunk(pa.Table.from_batches(pending).rename_columns(names), fields, source)
+
+        for batch in batches:
+            # Spark's Arrow batches are small (10,000 rows by default): gathered to the
+            # file readers' chunk size, numpy and the sketches see fewer, larger arrays.
+            if batch.num_rows:
+                pending.append(batch)
+                rows += batch.num_rows
+            if rows >= CHUNK_ROWS:
+                state.add(chunk())
+                pending, rows = [], 0
+        if pending:
+            state.add(chunk())
+        cell = pa.array([pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)], pa.binary())
+        yield pa.RecordBatch.from_arrays([cell], names=[_STATE])
+
+    return fill

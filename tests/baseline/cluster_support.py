@@ -1,0 +1,133 @@
+"""A test pass for the Spark and Dask runners, and the training data they read.
+
+``TallyState`` is a ``PassState`` whose merge is exact whatever the split:
+the multiset of every field's values, the missing counts, the rows, plus a
+KLL sketch of one numeric field (merged like the build's sketches).  It
+lives in an importable module because Spark's Python workers and Dask's
+worker processes unpickle it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import datasketches as ds
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from driftgauge.baseline.datafiles import Chunk, read_chunks
+from driftgauge.config import FieldSpec
+from tests.helpers import training_rows, write_csv
+
+FIELDS = (
+    FieldSpec("alcohol", "numeric", "input"),
+    FieldSpec("ash", "numeric", "input"),
+    FieldSpec("region", "categorical", "input"),
+    FieldSpec("class", "categorical", "prediction"),
+)
+KLL_K = 200  # small: a few thousand rows already put the sketch in estimation mode
+
+
+class TallyState:
+    """Exact per-field tallies of every chunk, and a KLL sketch of ``alcohol``."""
+
+    def __init__(self, fields: Sequence[FieldSpec] = FIELDS) -> None:
+        self.fields = tuple(fields)
+        self.rows = 0
+        self.chunks = 0
+        self.values: dict[str, Counter[Any]] = {f.name: Counter() for f in self.fields}
+        self.missing: dict[str, int] = dict.fromkeys(self.values, 0)
+        self.kll = ds.kll_doubles_sketch(KLL_K)
+
+    @property
+    def reads(self) -> Sequence[FieldSpec]:
+        return self.fields
+
+    def empty(self) -> TallyState:
+        return TallyState(self.fields)
+
+    def add(self, chunk: Chunk) -> None:
+        self.rows += chunk.rows
+        self.chunks += 1
+        for spec in self.fields:
+            column = chunk.columns[spec.name]
+            self.missing[spec.name] += column.missing
+            values = column.values
+            if spec.type == "numeric":
+                values = values[np.isfinite(values)]
+                if spec.name == "alcohol":
+                    self.kll.update(values)
+            self.values[spec.name].update(values.tolist())
+
+    def merge(self, other: TallyState, /) -> None:
+        self.rows += other.rows
+        self.chunks += other.chunks
+        for name, counts in other.values.items():
+            self.values[name].update(counts)
+            self.missing[name] += other.missing[name]
+        self.kll.merge(other.kll)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["kll"] = self.kll.serialize()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["kll"] = ds.kll_doubles_sketch.deserialize(state["kll"])
+        self.__dict__.update(state)
+
+
+def local_tally(files: Sequence[Path], fields: Sequence[FieldSpec] = FIELDS) -> TallyState:
+    """The tally filled by reading ``files`` in this process (what a local build reads)."""
+    state = TallyState(fields)
+    for path in files:
+        for chunk in read_chunks(path, fields):
+            state.add(chunk)
+    return state
+
+
+def assert_same_tally(cluster: TallyState, local: TallyState) -> None:
+    """Equal rows and exact tallies; the merged sketch within KLL's rank error of the local one."""
+    assert cluster.rows == local.rows
+    assert cluster.missing == local.missing
+    assert cluster.values == local.values
+    assert cluster.kll.n == local.kll.n
+    assert cluster.kll.get_min_value() == local.kll.get_min_value()
+    assert cluster.kll.get_max_value() == local.kll.get_max_value()
+    error = cluster.kll.normalized_rank_error(False) + local.kll.normalized_rank_error(False)
+    grid = np.quantile(sorted(local.values["alcohol"].elements()), np.linspace(0.05, 0.95, 19))
+    ranks = np.subtract(cluster.kll.get_cdf(grid.tolist()), local.kll.get_cdf(grid.tolist()))
+    assert np.abs(ranks).max() <= error
+
+
+def training_columns(n: int, seed: int = 0) -> dict[str, list[Any]]:
+    """``training_rows`` with missing values in a numeric and a categorical field."""
+    columns = training_rows(n, seed)
+    for index in range(0, n, 97):
+        columns["alcohol"][index] = None
+    for index in range(5, n, 131):
+        columns["region"][index] = None
+    return columns
+
+
+def write_parts(directory: Path, n: int, parts: int) -> list[Path]:
+    """``n`` training rows as ``parts`` Parquet files (several row groups each) of ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    columns = training_columns(n)
+    table = pa.table(columns)
+    size = math.ceil(n / parts)
+    paths = []
+    for part in range(parts):
+        path = directory / f"part-{part}.parquet"
+        pq.write_table(table.slice(part * size, size), path, row_group_size=1_000)
+        paths.append(path)
+    return paths
+
+
+def write_training_csv(path: Path, n: int) -> Path:
+    return write_csv(path, training_columns(n))

@@ -1,0 +1,99 @@
+"""One Spark session (local[2]) and one Dask LocalCluster (2 worker processes) per test run.
+
+Both are started only when a test asks for them, bound to 127.0.0.1, and
+always stopped.  Their Python workers import driftgauge and the tests'
+support module from this checkout: the paths go in ``PYTHONPATH`` before
+the JVM or the worker processes start.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _worker_environment() -> dict[str, str | None]:
+    """Set what Python workers need; returns the previous values to restore."""
+    wanted = {
+        "PYTHONPATH": os.pathsep.join(
+            [str(REPO / "src"), str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
+        # The executors' interpreter: this one (a venv's python has pyarrow, python3 may not).
+        "PYSPARK_PYTHON": sys.executable,
+    }
+    java = shutil.which("java")
+    if "JAVA_HOME" not in os.environ and java is not None:
+        wanted["JAVA_HOME"] = str(Path(java).resolve().parents[1])
+    previous = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    return previous
+
+
+def _restore(previous: dict[str, str | None]) -> None:
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """A SparkSession on local[2]: no UI, two shuffle partitions, loopback only."""
+    from pyspark.sql import SparkSession
+
+    previous = _worker_environment()
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("driftgauge-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.memory", "1g")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    try:
+        yield session
+    finally:
+        session.stop()
+        _restore(previous)
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[Any]:
+    """A distributed LocalCluster of two single-threaded worker processes on 127.0.0.1."""
+    from distributed import LocalCluster
+
+    previous = _worker_environment()
+    cluster = LocalCluster(
+        n_workers=2,
+        processes=True,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address=None,
+    )
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+        _restore(previous)
+
+
+@pytest.fixture
+def dask_client(dask_cluster: Any) -> Iterator[Any]:
+    """A client of the shared LocalCluster, closed after the test."""
+    from distributed import Client
+
+    with Client(dask_cluster) as client:
+        yield client

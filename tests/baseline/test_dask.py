@@ -1,0 +1,77 @@
+"""DaskRunner on a real LocalCluster of worker processes: partition states merged equal a local read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from driftgauge.baseline.dask import DaskRunner, is_dask_dataframe
+from driftgauge.exceptions import DataError
+from tests.baseline.cluster_support import (
+    FIELDS,
+    TallyState,
+    assert_same_tally,
+    local_tally,
+    write_parts,
+    write_training_csv,
+)
+
+
+def test_partition_states_merge_to_the_local_tally_run_after_run(
+    tmp_path: Path, dask_client: Any
+) -> None:
+    """Four Parquet files on two worker processes: the tallies match a local read, twice, with progress per partition."""
+    import dask.dataframe as dd
+
+    paths = write_parts(tmp_path / "train", 6_000, parts=4)
+    frame = dd.read_parquet([str(p) for p in paths])
+    assert is_dask_dataframe(frame)
+    reports: list[tuple[str, int, int]] = []
+    runner = DaskRunner(frame, dask_client, progress=lambda *report: reports.append(report))
+    local = local_tally(paths)
+    assert local.kll.is_estimation_mode()
+    for _ in range(2):
+        state = runner.run(TallyState(), "pass 1/2: tally")
+        assert runner.parts == 4
+        assert_same_tally(state, local)
+    assert reports == [("pass 1/2: tally", done, 4) for done in range(5)] * 2
+    workers = dask_client.run(lambda: __import__("os").getpid())
+    assert len(set(workers.values())) == 2  # two processes did the work
+
+
+def test_csv_partitions_on_the_default_client(tmp_path: Path, dask_client: Any) -> None:
+    """Without a client argument the runner uses the current one; CSV blocks are partitions."""
+    import dask.dataframe as dd
+
+    path = write_training_csv(tmp_path / "train.csv", 5_000)
+    types = {f.name: "float64" if f.type == "numeric" else "string" for f in FIELDS}
+    frame = dd.read_csv(str(path), blocksize=40_000, dtype=types)
+    runner = DaskRunner(frame)
+    state = runner.run(TallyState(), "tally")
+    assert runner.parts > 1
+    assert_same_tally(state, local_tally([path]))
+    assert dask_client.get_task_stream is not None  # the client fixture was the default one
+
+
+# dask 2026.8's Parquet reader calls reset_index(inplace=True), which pandas 3.1 deprecates;
+# in this process (no workers) the warning would fail the test.
+@pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.reset_index")
+def test_without_a_distributed_client_the_local_scheduler_runs_it(tmp_path: Path) -> None:
+    """No client at all: Dask's own scheduler fills the same states."""
+    import dask.dataframe as dd
+
+    paths = write_parts(tmp_path / "train", 3_000, parts=3)
+    state = DaskRunner(dd.read_parquet([str(p) for p in paths])).run(TallyState(), "tally")
+    assert_same_tally(state, local_tally(paths))
+
+
+def test_a_missing_field_is_a_data_error_naming_it(tmp_path: Path) -> None:
+    """A config field the DataFrame lacks: one DataError naming it, before any task runs."""
+    import dask.dataframe as dd
+    import pandas as pd
+
+    frame = dd.from_pandas(pd.DataFrame({"alcohol": [1.0], "ash": [2.0]}), npartitions=1)
+    with pytest.raises(DataError, match=r"Dask DataFrame: no column named 'region', 'class'"):
+        DaskRunner(frame).run(TallyState(FIELDS), "tally")

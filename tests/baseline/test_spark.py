@@ -1,0 +1,70 @@
+"""SparkRunner on a real local[2] session: partition states merged equal a local read."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from driftgauge.baseline.spark import SparkRunner, is_spark_dataframe
+from driftgauge.config import FieldSpec
+from driftgauge.exceptions import DataError
+from tests.baseline.cluster_support import (
+    FIELDS,
+    TallyState,
+    assert_same_tally,
+    local_tally,
+    write_parts,
+)
+
+
+def test_partition_states_merge_to_the_local_tally_run_after_run(
+    tmp_path: Path, spark: Any
+) -> None:
+    """Four Parquet files as Spark partitions: exact tallies and the merged KLL match a local read, twice."""
+    paths = write_parts(tmp_path / "train", 6_000, parts=4)
+    frame = spark.read.parquet(*map(str, paths))
+    assert is_spark_dataframe(frame)
+    reports: list[tuple[str, int, int]] = []
+    runner = SparkRunner(frame, progress=lambda *report: reports.append(report))
+    local = local_tally(paths)
+    assert local.kll.is_estimation_mode()  # the merged sketch is a real merge, not a copy
+    for _ in range(2):
+        state = runner.run(TallyState(), "pass 1/2: tally")
+        assert runner.parts > 1
+        assert_same_tally(state, local)
+        # Spark's 10,000-row Arrow batches are gathered into one chunk per partition here.
+        assert state.chunks == runner.parts
+    assert reports == [("pass 1/2: tally", 0, 1), ("pass 1/2: tally", 1, 1)] * 2
+
+
+def test_columns_by_exact_name_decimals_as_numbers_and_a_rows_only_pass(spark: Any) -> None:
+    """A dotted name is one column, a decimal numeric column counts as numbers, no fields still counts rows."""
+    from pyspark.sql.types import DecimalType, StringType, StructField, StructType
+
+    schema = StructType(
+        [
+            StructField("price.eur", DecimalType(10, 2)),
+            StructField("kind", StringType()),
+            StructField("price", StringType()),  # a decoy for a wrong reading of "price.eur"
+        ]
+    )
+    rows = [(Decimal("1.25"), "a", "x"), (None, "b", "x"), (Decimal("3.50"), None, "x")] * 50
+    frame = spark.createDataFrame(rows, schema).repartition(3)
+    fields = (FieldSpec("price.eur", "numeric", "input"), FieldSpec("kind", "categorical", "input"))
+    state = SparkRunner(frame).run(TallyState(fields), "tally")
+    assert state.rows == 150
+    assert state.values["price.eur"] == {1.25: 50, 3.5: 50}
+    assert state.missing == {"price.eur": 50, "kind": 50}
+    assert state.values["kind"] == {"a": 50, "b": 50}
+    counted = SparkRunner(frame).run(TallyState(()), "rows")
+    assert counted.rows == 150
+
+
+def test_a_missing_field_is_a_data_error_naming_it(spark: Any) -> None:
+    """A config field the DataFrame lacks: one DataError naming it, before any job runs."""
+    frame = spark.createDataFrame([(1.0,)], ["alcohol"])
+    with pytest.raises(DataError, match=r"Spark DataFrame: no column named 'ash', 'region', 'class'"):
+        SparkRunner(frame).run(TallyState(FIELDS), "tally")
