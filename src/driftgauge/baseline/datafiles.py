@@ -27,7 +27,15 @@ from driftgauge.config import FieldSpec
 from driftgauge.exceptions import DataError
 from driftgauge.sketches.summary import CategoricalBinning, to_categories, to_floats
 
-__all__ = ["Chunk", "Column", "arrow_chunk", "file_format", "part_batches", "read_chunks"]
+__all__ = [
+    "Chunk",
+    "Column",
+    "arrow_available",
+    "arrow_chunk",
+    "file_format",
+    "part_batches",
+    "read_chunks",
+]
 
 try:
     import pyarrow as pa
@@ -73,6 +81,11 @@ class Chunk:
     rows: int
     columns: dict[str, Column]
     bytes_read: int
+
+
+def arrow_available() -> bool:
+    """Whether pyarrow is installed (its readers split, parse and spill files)."""
+    return pa is not None
 
 
 def file_format(path: Path) -> str:

@@ -77,7 +77,7 @@ def split_parts(files: Sequence[Path], workers: int) -> list[Part]:
         if not path.is_file():
             raise DataError(f"{path}: no such data file")
         size = path.stat().st_size
-        if fmt == "jsonl" or datafiles.pa is None:
+        if fmt == "jsonl" or not datafiles.arrow_available():
             parts.append(Part(path, fmt, size, whole=True))
         elif fmt == "csv":
             parts += _csv_parts(path, size, workers)
