@@ -65,6 +65,21 @@ class Column:
     missing: int
     wrong_type: int = 0
     present: npt.NDArray[np.bool_] | None = None  # categorical: rows whose value is in ``values``
+    # Categorical, from Arrow: ``values`` is ``dictionary[codes]`` (for a cheap tally).
+    dictionary: npt.NDArray[np.str_] | None = None
+    codes: npt.NDArray[np.intp] | None = None
+
+    def tally(self) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.int64]]:
+        """A categorical column's distinct values (sorted) and how often each occurs."""
+        if self.dictionary is None or self.codes is None:
+            distinct, counts = np.unique(self.values, return_counts=True)
+            return distinct, counts.astype(np.int64)
+        # Two spellings in Arrow's dictionary may be one canonical category.
+        distinct, inverse = np.unique(self.dictionary, return_inverse=True)
+        per_code = np.bincount(self.codes, minlength=len(self.dictionary))
+        counts = np.bincount(inverse, weights=per_code, minlength=len(distinct)).astype(np.int64)
+        seen = counts > 0
+        return distinct[seen], counts[seen]
 
     def aligned_indexes(self, binning: CategoricalBinning) -> npt.NDArray[np.intp]:
         """Each row's bucket (categorical), -1 for missing rows."""
@@ -192,7 +207,7 @@ def _csv_range_batches(
         header = handle.readline()
         handle.seek(start)
         body = handle.read(stop - start)
-    if not body.strip():
+    if not body:
         return
     reader = pa_csv.open_csv(
         pa.BufferReader(header + body),
@@ -255,7 +270,7 @@ def _arrow_column(array: Any, spec: FieldSpec) -> Column:
     spelled = canonical_strings(encoded.dictionary.to_numpy(zero_copy_only=False))
     indices = encoded.indices.to_numpy(zero_copy_only=False)
     values = spelled[indices] if len(spelled) else np.empty(0, dtype=np.str_)
-    return Column(values, nulls, 0, present)
+    return Column(values, nulls, 0, present, spelled, indices)
 
 
 def arrow_chunk(batch: Any, fields: Sequence[FieldSpec], source: str, bytes_read: int = 0) -> Chunk:

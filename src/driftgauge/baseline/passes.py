@@ -111,11 +111,13 @@ class SketchPass(_Summaries):
                 finite = column.values[np.isfinite(column.values)]
                 self.buckets[name] += bucket_counts(finite)
                 continue
-            summary.update(column.values, column.missing)
+            distinct, n = column.tally()
+            table = dict(zip(distinct.tolist(), n.tolist(), strict=True))
+            assert isinstance(summary, CategoricalSummary)
+            summary.add(distinct, n, summary.binning.count_table(table), column.missing)
             tally = self.tallies[name]
-            if tally is not None and len(column.values):
-                distinct, n = np.unique(column.values, return_counts=True)
-                tally.update(dict(zip(distinct.tolist(), n.tolist(), strict=True)))
+            if tally is not None:
+                tally.update(table)
                 if len(tally) > KNOWN_CATEGORY_LIMIT:
                     self.tallies[name] = None
 

@@ -56,9 +56,12 @@ def class_keys(values: FloatArray) -> KeyArray:
     ±max float32, which reach out to ±inf); -0.0 and 0.0 share a class.
     """
     clipped = np.clip(values, -_F32_MAX, _F32_MAX)
-    single = clipped.astype(np.float32) + np.float32(0.0)
+    single = clipped.astype(np.float32)
+    single += np.float32(0.0)
     bits = single.view(np.uint32)
-    keys: KeyArray = np.where(bits >> 31 != 0, ~bits, bits | _SIGN).astype(np.uint32)
+    # Negative values: all bits flipped; others: the sign bit set.
+    flip = (single.view(np.int32) >> 31).view(np.uint32) | _SIGN
+    keys: KeyArray = bits ^ flip
     return keys
 
 
