@@ -96,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
     baseline.add_argument(
         "--model", metavar="NAME", help="the model to build for, in a config with several"
     )
+    baseline.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="worker processes (default: one per core this process may use)",
+    )
 
     serve = commands.add_parser("serve", help="run the sidecar")
     serve.add_argument("-c", "--config", required=True, type=Path)
@@ -194,11 +200,21 @@ def _load_checked_baseline(config: Config) -> Baseline:
     return baseline
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _cmd_baseline(args: argparse.Namespace) -> int:
     from driftgauge.baseline import build_baseline, save_baseline, terminal_progress
 
     config = _one_model(load_config(args.config), args.model, args.config)
-    built = build_baseline(config, args.data, progress=terminal_progress)
+    built = build_baseline(config, args.data, progress=terminal_progress, workers=args.workers)
     problems = [_not_numbers_problem(*found) for found in _mostly_not_numbers(built)]
     if problems:
         raise DataError(

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +27,16 @@ from driftgauge.config import FieldSpec
 from driftgauge.exceptions import DataError
 from driftgauge.sketches.summary import CategoricalBinning, to_categories, to_floats
 
-__all__ = ["Chunk", "Column", "arrow_chunk", "file_format", "read_chunks", "require_columns"]
+__all__ = [
+    "Chunk",
+    "Column",
+    "arrow_available",
+    "arrow_chunk",
+    "file_format",
+    "part_batches",
+    "read_chunks",
+    "require_columns",
+]
 
 try:
     import pyarrow as pa
@@ -57,6 +66,21 @@ class Column:
     missing: int
     wrong_type: int = 0
     present: npt.NDArray[np.bool_] | None = None  # categorical: rows whose value is in ``values``
+    # Categorical, from Arrow: ``values`` is ``dictionary[codes]`` (for a cheap tally).
+    dictionary: npt.NDArray[np.str_] | None = None
+    codes: npt.NDArray[np.intp] | None = None
+
+    def tally(self) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.int64]]:
+        """A categorical column's distinct values (sorted) and how often each occurs."""
+        if self.dictionary is None or self.codes is None:
+            distinct, counts = np.unique(self.values, return_counts=True)
+            return distinct, counts.astype(np.int64)
+        # Two spellings in Arrow's dictionary may be one canonical category.
+        distinct, inverse = np.unique(self.dictionary, return_inverse=True)
+        per_code = np.bincount(self.codes, minlength=len(self.dictionary))
+        counts = np.bincount(inverse, weights=per_code, minlength=len(distinct)).astype(np.int64)
+        seen = counts > 0
+        return distinct[seen], counts[seen]
 
     def aligned_indexes(self, binning: CategoricalBinning) -> npt.NDArray[np.intp]:
         """Each row's bucket (categorical), -1 for missing rows."""
@@ -75,6 +99,11 @@ class Chunk:
     bytes_read: int
 
 
+def arrow_available() -> bool:
+    """Whether pyarrow is installed (its readers split, parse and spill files)."""
+    return pa is not None
+
+
 def file_format(path: Path) -> str:
     """``csv``, ``jsonl`` or ``parquet`` from the file name, or a DataError."""
     fmt = _FORMATS.get(path.suffix.lower())
@@ -91,21 +120,35 @@ def read_chunks(
     fmt = file_format(path)
     if not path.is_file():
         raise DataError(f"{path}: no such data file")
+    yield from _reported(path, fmt, _format_chunks(path, fmt, fields, chunk_rows))
+
+
+def _format_chunks(
+    path: Path, fmt: str, fields: Sequence[FieldSpec], chunk_rows: int
+) -> Iterator[Chunk]:
+    if fmt == "parquet":
+        if pa is None:
+            raise DataError(
+                f"{path}: reading Parquet needs pyarrow: pip install 'driftgauge[parquet]'"
+            )
+        yield from _parquet_chunks(path, fields, chunk_rows)
+    elif pa is not None and fmt == "jsonl":
+        yield from _arrow_jsonl_chunks(path, fields, chunk_rows)
+    elif pa is not None:
+        yield from _arrow_text_chunks(path, fmt, fields, chunk_rows)
+    elif fmt == "csv":
+        yield from _stdlib_csv_chunks(path, fields, chunk_rows)
+    else:
+        yield from _stdlib_jsonl_chunks(path, fields, chunk_rows)
+
+
+T = TypeVar("T")
+
+
+def _reported(path: Path, fmt: str, items: Iterator[T]) -> Iterator[T]:
+    """``items``, with a reader's error turned into a one-line DataError naming ``path``."""
     try:
-        if fmt == "parquet":
-            if pa is None:
-                raise DataError(
-                    f"{path}: reading Parquet needs pyarrow: pip install 'driftgauge[parquet]'"
-                )
-            yield from _parquet_chunks(path, fields, chunk_rows)
-        elif pa is not None and fmt == "jsonl":
-            yield from _arrow_jsonl_chunks(path, fields, chunk_rows)
-        elif pa is not None:
-            yield from _arrow_text_chunks(path, fmt, fields, chunk_rows)
-        elif fmt == "csv":
-            yield from _stdlib_csv_chunks(path, fields, chunk_rows)
-        else:
-            yield from _stdlib_jsonl_chunks(path, fields, chunk_rows)
+        yield from items
     except DataError:
         raise
     except Exception as exc:
@@ -119,6 +162,76 @@ def read_chunks(
         if fmt == "csv":
             message = _name_csv_column(path, message)
         raise DataError(f"{path}: cannot read {fmt.upper()} data: {message}") from None
+
+
+def part_batches(
+    path: Path,
+    fmt: str,
+    fields: Sequence[FieldSpec],
+    chunk_rows: int,
+    start: int = 0,
+    stop: int = 0,
+    row_groups: Sequence[int] = (),
+) -> Iterator[Any]:
+    """pyarrow RecordBatches of ``fields`` from part of a file.
+
+    CSV: the lines in bytes ``[start, stop)`` (cut at line ends), parsed with
+    the file's header.  Parquet: the row groups ``row_groups``.
+    """
+    if pa is None:
+        raise DataError(f"{path}: building a baseline needs pyarrow: pip install pyarrow")
+    if fmt == "csv":
+        batches = _csv_range_batches(path, fields, start, stop)
+    else:
+        batches = _parquet_batches(path, fields, chunk_rows, row_groups)
+    yield from _reported(path, fmt, batches)
+
+
+def _csv_options(path: Path, fields: Sequence[FieldSpec]) -> tuple[Any, Any, str]:
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    types = {f.name: pa.float64() if f.type == "numeric" else pa.string() for f in fields}
+    convert = pa_csv.ConvertOptions(
+        column_types=types,
+        include_columns=[f.name for f in fields],
+        include_missing_columns=True,
+        strings_can_be_null=True,
+    )
+    return pa_csv.ParseOptions(delimiter=delimiter), convert, delimiter
+
+
+def _csv_range_batches(
+    path: Path, fields: Sequence[FieldSpec], start: int, stop: int
+) -> Iterator[Any]:
+    parse, convert, delimiter = _csv_options(path, fields)
+    _require(path, _csv_header(path, delimiter), fields)
+    with path.open("rb") as handle:
+        header = handle.readline()
+        handle.seek(start)
+        body = handle.read(stop - start)
+    if not body:
+        return
+    reader = pa_csv.open_csv(
+        pa.BufferReader(header + body),
+        read_options=pa_csv.ReadOptions(block_size=1 << 22),
+        parse_options=parse,
+        convert_options=convert,
+    )
+    yield from reader
+
+
+def _parquet_batches(
+    path: Path, fields: Sequence[FieldSpec], chunk_rows: int, row_groups: Sequence[int]
+) -> Iterator[Any]:
+    parquet = pa_parquet.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+    _require(path, parquet.schema_arrow.names, fields)
+    try:
+        yield from parquet.iter_batches(
+            batch_size=chunk_rows,
+            row_groups=list(row_groups) or None,
+            columns=[f.name for f in fields],
+        )
+    finally:
+        parquet.close()
 
 
 def _require(path: Path | str, present: Sequence[str], fields: Sequence[FieldSpec]) -> None:
@@ -164,7 +277,7 @@ def _arrow_column(array: Any, spec: FieldSpec) -> Column:
     spelled = canonical_strings(encoded.dictionary.to_numpy(zero_copy_only=False))
     indices = encoded.indices.to_numpy(zero_copy_only=False)
     values = spelled[indices] if len(spelled) else np.empty(0, dtype=np.str_)
-    return Column(values, nulls, 0, present)
+    return Column(values, nulls, 0, present, spelled, indices)
 
 
 def arrow_chunk(batch: Any, fields: Sequence[FieldSpec], source: str, bytes_read: int = 0) -> Chunk:

@@ -15,7 +15,7 @@ and the Spark and Dask runners (``driftgauge.baseline.spark``, ``.dask``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from driftgauge.baseline.datafiles import Chunk
 from driftgauge.config import FieldSpec
@@ -47,6 +47,7 @@ class PassState(Protocol):
 S = TypeVar("S", bound=PassState)
 
 
+@runtime_checkable
 class Runner(Protocol):
     """Runs passes over one data set, split into parts however the runner likes."""
 
