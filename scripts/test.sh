@@ -10,7 +10,7 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null || ! c
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null
 fi
-scripts/setup.sh parquet,fast,test,mlserver
+scripts/setup.sh parquet,fast,test,mlserver,spark,dask
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench
 .venv/bin/mypy

@@ -96,11 +96,22 @@ def _parser() -> argparse.ArgumentParser:
     baseline.add_argument(
         "--model", metavar="NAME", help="the model to build for, in a config with several"
     )
-    baseline.add_argument(
+    where = baseline.add_mutually_exclusive_group()
+    where.add_argument(
         "--workers",
         type=_positive_int,
         metavar="N",
         help="worker processes (default: one per core this process may use)",
+    )
+    where.add_argument(
+        "--spark",
+        metavar="MASTER",
+        help="build on Spark (local[4], spark://HOST:7077, yarn…): --data is read by Spark",
+    )
+    where.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="build on the Dask scheduler at ADDRESS (tcp://HOST:8786): --data is read by Dask",
     )
 
     serve = commands.add_parser("serve", help="run the sidecar")
@@ -214,7 +225,10 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
     from driftgauge.baseline import build_baseline, save_baseline, terminal_progress
 
     config = _one_model(load_config(args.config), args.model, args.config)
-    built = build_baseline(config, args.data, progress=terminal_progress, workers=args.workers)
+    if args.spark is not None or args.dask is not None:
+        built = _cluster_baseline(config, args)
+    else:
+        built = build_baseline(config, args.data, progress=terminal_progress, workers=args.workers)
     problems = [_not_numbers_problem(*found) for found in _mostly_not_numbers(built)]
     if problems:
         raise DataError(
@@ -224,6 +238,27 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
     save_baseline(built, args.output)
     print(f"wrote {args.output}: {built.rows:,} rows, {len(built.fields)} fields, id {built.id}")
     return 0
+
+
+def _cluster_baseline(config: Config, args: argparse.Namespace) -> Baseline:
+    """The baseline built on Spark (``--spark``) or Dask (``--dask``), which read ``--data``."""
+    from driftgauge.baseline import build_baseline, terminal_progress
+
+    locations, source = [str(d) for d in args.data], _files_text(args.data)
+    if args.spark is not None:
+        from driftgauge.baseline import spark
+
+        with spark.spark_session(args.spark) as session:
+            frame = spark.read_data(session, locations, config.columns)
+            runner = spark.SparkRunner(frame, source=source, progress=terminal_progress)
+            return build_baseline(config, runner)
+    from driftgauge.baseline import dask
+
+    with dask.dask_client(args.dask) as client:
+        frame = dask.read_data(locations, config.columns)
+        return build_baseline(
+            config, dask.DaskRunner(frame, client, source=source, progress=terminal_progress)
+        )
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:

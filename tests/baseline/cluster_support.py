@@ -19,9 +19,13 @@ import datasketches as ds
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
+from driftgauge.baseline import Baseline
 from driftgauge.baseline.datafiles import Chunk, read_chunks
 from driftgauge.config import FieldSpec
+from driftgauge.sketches import NumericSummary
+from tests.baseline.test_determinism import signature
 from tests.helpers import training_rows, write_csv
 
 FIELDS = (
@@ -105,9 +109,33 @@ def assert_same_tally(cluster: TallyState, local: TallyState) -> None:
     assert np.abs(ranks).max() <= error
 
 
+def assert_same_baseline(cluster: Baseline, local: Baseline) -> None:
+    """Identical edges, bin counts, categories, counts and segments; sketches within their error."""
+    assert signature(cluster) == signature(local)
+    for name, held in local.fields.items():
+        summary, other = held.summary, cluster.fields[name].summary
+        if not isinstance(summary, NumericSummary):
+            continue
+        assert isinstance(other, NumericSummary)
+        if held.spec.role == "multivariate":
+            # The PCA is fitted from float moments summed in another order: its errors
+            # agree to rounding (their float32-class edges and counts exactly, above).
+            assert other.minimum == pytest.approx(summary.minimum, rel=1e-9)
+            assert other.maximum == pytest.approx(summary.maximum, rel=1e-9)
+        else:
+            assert (other.minimum, other.maximum) == (summary.minimum, summary.maximum)
+        error = summary.kll.normalized_rank_error(False) + other.kll.normalized_rank_error(False)
+        edges = summary.binning.edges.tolist()
+        ranks = np.subtract(summary.kll.get_cdf(edges), other.kll.get_cdf(edges))
+        assert np.abs(ranks).max() <= error, name
+
+
 def training_columns(n: int, seed: int = 0) -> dict[str, list[Any]]:
-    """``training_rows`` with missing values in a numeric and a categorical field."""
+    """``training_rows`` with missing values in a numeric and a categorical field,
+    and a point mass (zeros) in ``ash``."""
     columns = training_rows(n, seed)
+    for index in range(3, n, 4):
+        columns["ash"][index] = 0.0
     for index in range(0, n, 97):
         columns["alcohol"][index] = None
     for index in range(5, n, 131):
@@ -129,5 +157,5 @@ def write_parts(directory: Path, n: int, parts: int) -> list[Path]:
     return paths
 
 
-def write_training_csv(path: Path, n: int) -> Path:
-    return write_csv(path, training_columns(n))
+def write_training_csv(path: Path, n: int, seed: int = 0) -> Path:
+    return write_csv(path, training_columns(n, seed))

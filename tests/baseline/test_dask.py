@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from driftgauge.baseline import build_baseline, load_baseline
 from driftgauge.baseline.dask import DaskRunner, is_dask_dataframe
+from driftgauge.cli import main
+from driftgauge.config import Config
 from driftgauge.exceptions import DataError
 from tests.baseline.cluster_support import (
     FIELDS,
     TallyState,
+    assert_same_baseline,
     assert_same_tally,
     local_tally,
     write_parts,
@@ -75,3 +81,61 @@ def test_a_missing_field_is_a_data_error_naming_it(tmp_path: Path) -> None:
     frame = dd.from_pandas(pd.DataFrame({"alcohol": [1.0], "ash": [2.0]}), npartitions=1)
     with pytest.raises(DataError, match=r"Dask DataFrame: no column named 'region', 'class'"):
         DaskRunner(frame).run(TallyState(FIELDS), "tally")
+
+
+def test_build_baseline_on_dask_equals_the_local_build_twice(
+    tmp_path: Path, dask_client: Any, make_config: Callable[..., Config]
+) -> None:
+    """build_baseline(config, dask_df) on two worker processes: the local build's edges and counts, twice."""
+    import dask.dataframe as dd
+
+    config = make_config(
+        segments={"features": ["region"]}, multivariate={"features": ["alcohol", "ash"]}
+    )
+    paths = write_parts(tmp_path / "train", 20_000, parts=4)
+    local = build_baseline(config, paths, workers=1)
+    frame = dd.read_parquet([str(p) for p in paths])
+    for _ in range(2):
+        assert_same_baseline(build_baseline(config, frame), local)
+
+
+def test_cli_dask_writes_the_local_build(
+    tmp_path: Path, dask_cluster: Any, make_config: Callable[..., Config]
+) -> None:
+    """`driftgauge baseline --dask tcp://127.0.0.1:PORT` on Parquet and CSV writes what a local build writes."""
+    make_config(segments={"features": ["region"]})
+    data = [
+        *write_parts(tmp_path / "train", 6_000, parts=2),
+        write_training_csv(tmp_path / "more.csv", 3_000, seed=1),
+    ]
+    arguments = ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", *map(str, data)]
+    assert main([*arguments, "-o", str(tmp_path / "local.dgb"), "--workers", "1"]) == 0
+    address = dask_cluster.scheduler_address
+    assert address.startswith("tcp://127.0.0.1:")
+    assert main([*arguments, "-o", str(tmp_path / "dask.dgb"), "--dask", address]) == 0
+    assert_same_baseline(
+        load_baseline(tmp_path / "dask.dgb"), load_baseline(tmp_path / "local.dgb")
+    )
+
+
+def test_cli_without_dask_or_with_two_places_says_so_in_one_line(
+    tmp_path: Path,
+    make_config: Callable[..., Config],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--dask without dask installed: one line naming the extra, exit 4; --dask with --spark: a usage error."""
+    make_config()
+    data = write_training_csv(tmp_path / "train.csv", 10)
+    arguments = ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", str(data)]
+    arguments += ["-o", str(tmp_path / "out.dgb")]
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    assert main([*arguments, "--dask", "tcp://127.0.0.1:1"]) == DataError.exit_code
+    assert capsys.readouterr().err == (
+        "driftgauge: --dask needs dask and distributed: pip install 'driftgauge[dask]'\n"
+    )
+    with pytest.raises(SystemExit) as stopped:
+        main([*arguments, "--dask", "tcp://127.0.0.1:1", "--spark", "local[2]"])
+    assert stopped.value.code == 2
+    assert "argument --spark: not allowed with argument --dask" in capsys.readouterr().err
+    assert not (tmp_path / "out.dgb").exists()

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from driftgauge.baseline import build_baseline, load_baseline
 from driftgauge.baseline.spark import SparkRunner, is_spark_dataframe
-from driftgauge.config import FieldSpec
+from driftgauge.cli import main
+from driftgauge.config import Config, FieldSpec
 from driftgauge.exceptions import DataError
 from tests.baseline.cluster_support import (
     FIELDS,
     TallyState,
+    assert_same_baseline,
     assert_same_tally,
     local_tally,
     write_parts,
+    write_training_csv,
 )
 
 
@@ -66,5 +72,56 @@ def test_columns_by_exact_name_decimals_as_numbers_and_a_rows_only_pass(spark: A
 def test_a_missing_field_is_a_data_error_naming_it(spark: Any) -> None:
     """A config field the DataFrame lacks: one DataError naming it, before any job runs."""
     frame = spark.createDataFrame([(1.0,)], ["alcohol"])
-    with pytest.raises(DataError, match=r"Spark DataFrame: no column named 'ash', 'region', 'class'"):
+    with pytest.raises(
+        DataError, match=r"Spark DataFrame: no column named 'ash', 'region', 'class'"
+    ):
         SparkRunner(frame).run(TallyState(FIELDS), "tally")
+
+
+def test_build_baseline_on_spark_equals_the_local_build_twice(
+    tmp_path: Path, spark: Any, make_config: Callable[..., Config]
+) -> None:
+    """build_baseline(config, spark_df): the local build's edges, counts and segments, run after run."""
+    config = make_config(
+        segments={"features": ["region"]}, multivariate={"features": ["alcohol", "ash"]}
+    )
+    paths = write_parts(tmp_path / "train", 20_000, parts=4)
+    local = build_baseline(config, paths, workers=1)
+    frame = spark.read.parquet(*map(str, paths))
+    for _ in range(2):
+        assert_same_baseline(build_baseline(config, frame), local)
+
+
+def test_cli_spark_writes_the_local_build_from_csv(
+    tmp_path: Path, spark: Any, make_config: Callable[..., Config]
+) -> None:
+    """`driftgauge baseline --spark local[2]` on CSV files writes the edges and counts a local build writes."""
+    make_config(segments={"features": ["region"]})
+    data = [write_training_csv(tmp_path / f"train-{i}.csv", 4_000, seed=i) for i in range(2)]
+    arguments = ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", *map(str, data)]
+    assert main([*arguments, "-o", str(tmp_path / "local.dgb"), "--workers", "1"]) == 0
+    assert main([*arguments, "-o", str(tmp_path / "spark.dgb"), "--spark", "local[2]"]) == 0
+    assert_same_baseline(
+        load_baseline(tmp_path / "spark.dgb"), load_baseline(tmp_path / "local.dgb")
+    )
+    assert not spark.sparkContext._jsc.sc().isStopped()  # the running session was left running
+
+
+def test_cli_without_pyspark_says_what_to_install(
+    tmp_path: Path,
+    make_config: Callable[..., Config],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--spark without pyspark installed: one line naming the extra, the data errors' exit code."""
+    make_config()
+    data = write_training_csv(tmp_path / "train.csv", 10)
+    monkeypatch.setitem(sys.modules, "pyspark.sql", None)
+    code = main(
+        ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", str(data), "-o",
+         str(tmp_path / "out.dgb"), "--spark", "local[2]"]
+    )  # fmt: skip
+    assert code == DataError.exit_code
+    assert capsys.readouterr().err == (
+        "driftgauge: --spark needs pyspark: pip install 'driftgauge[spark]'\n"
+    )

@@ -26,11 +26,13 @@ import datasketches as ds
 import numpy as np
 import numpy.typing as npt
 
+from driftgauge.baseline.dask import DaskRunner, is_dask_dataframe
 from driftgauge.baseline.local import LocalRunner
 from driftgauge.baseline.model import Baseline, FieldBaseline
 from driftgauge.baseline.multivariate import Moments, PcaModel
 from driftgauge.baseline.passes import ClassPass, ErrorPass, SegmentPass, SketchPass
 from driftgauge.baseline.runner import Runner
+from driftgauge.baseline.spark import SparkRunner, is_spark_dataframe
 from driftgauge.baseline.store import finish
 from driftgauge.config import Config, MultivariateConfig
 from driftgauge.exceptions import DataError
@@ -55,6 +57,7 @@ __all__ = [
 
 
 Progress = Callable[[str, int, int], None]
+DataFrame = Any  # a pyspark or Dask DataFrame (neither is imported to name its type)
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
@@ -74,13 +77,15 @@ def terminal_progress(stage: str, done: int, total: int) -> None:
 
 def build_baseline(
     config: Config,
-    data: Sequence[Path] | Runner,
+    data: Sequence[Path] | Runner | DataFrame,
     progress: Progress = _no_progress,
     chunk_rows: int = 65_536,
     workers: int | None = None,
 ) -> Baseline:
     """The baseline of ``data``: local files (read by ``workers`` processes, default one
-    per core) or any :class:`~driftgauge.baseline.runner.Runner`.
+    per core), a Spark or Dask DataFrame (each pass a job over its partitions,
+    :mod:`~driftgauge.baseline.spark`, :mod:`~driftgauge.baseline.dask`), or any
+    :class:`~driftgauge.baseline.runner.Runner`.
 
     Passes: sketches and bucket counts; the reconstruction errors (with
     ``multivariate``); class counts where the edges fall (repeated in the rare
@@ -88,6 +93,12 @@ def build_baseline(
     ``segments``).  The same data and config give the same edges and counts
     however the data is split.
     """
+    # DataFrames first: their column access is attribute access, so a column named
+    # "run" would make one look like a Runner.
+    if is_spark_dataframe(data):
+        return _build(config, SparkRunner(data, progress=progress))
+    if is_dask_dataframe(data):
+        return _build(config, DaskRunner(data, progress=progress))
     if isinstance(data, Runner):
         return _build(config, data)
     with LocalRunner(data, config.columns, workers, progress, chunk_rows) as runner:

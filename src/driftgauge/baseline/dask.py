@@ -19,14 +19,19 @@ pandas holds a missing number as ``NaN``: on Dask a missing value and a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
-from driftgauge.baseline.datafiles import CHUNK_ROWS, arrow_chunk, require_columns
+from driftgauge.baseline.datafiles import CHUNK_ROWS, arrow_chunk, file_format, require_columns
 from driftgauge.baseline.runner import PassState
 from driftgauge.config import FieldSpec
+from driftgauge.exceptions import DataError
 
-__all__ = ["DaskRunner", "fill_partition", "is_dask_dataframe"]
+__all__ = ["DaskRunner", "dask_client", "fill_partition", "is_dask_dataframe", "read_data"]
+
+INSTALL = "pip install 'driftgauge[dask]'"
 
 S = TypeVar("S", bound=PassState)
 
@@ -119,3 +124,53 @@ def fill_partition(template: S, frame: Any, fields: Sequence[FieldSpec], source:
     for start in range(0, table.num_rows, CHUNK_ROWS):
         state.add(arrow_chunk(table.slice(start, CHUNK_ROWS), fields, source))
     return state
+
+
+@contextmanager
+def dask_client(address: str) -> Iterator[Any]:
+    """A ``distributed.Client`` of the scheduler at ``address``, closed after the command."""
+    try:
+        import dask.dataframe  # noqa: F401  (the reader the command needs)
+        from distributed import Client
+    except ImportError:
+        raise DataError(f"--dask needs dask and distributed: {INSTALL}") from None
+    try:
+        client = Client(address, timeout="20s", set_as_default=True)
+    except (OSError, TimeoutError) as exc:
+        raise DataError(f"--dask {address}: cannot reach the scheduler: {exc}") from None
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def read_data(locations: Sequence[str], fields: Sequence[FieldSpec]) -> Any:
+    """The Dask DataFrame of the config's ``fields`` in ``locations``.
+
+    The reader follows each location's extension, as for local files:
+    Parquet, CSV (TSV too) and JSON Lines; in text formats numeric fields
+    are read as float64 and categorical ones as strings.
+    """
+    import dask.dataframe as dd
+
+    if not locations:
+        raise DataError("no data to read")
+    names = [f.name for f in fields]
+    types = {f.name: "float64" if f.type == "numeric" else "string" for f in fields}
+    frames = []
+    for fmt in ("parquet", "csv", "jsonl"):
+        group = [str(x) for x in locations if file_format(Path(str(x))) == fmt]
+        if not group:
+            continue
+        if fmt == "parquet":
+            frame = dd.read_parquet(group)
+        elif fmt == "csv":
+            tabs = [x for x in group if x.lower().endswith(".tsv")]
+            if tabs and len(tabs) < len(group):
+                raise DataError(f"{', '.join(tabs[:3])}: give TSV and CSV files in separate builds")
+            frame = dd.read_csv(group, sep="\t" if tabs else ",", dtype=types)
+        else:
+            frame = dd.read_json(group, lines=True, blocksize=64 << 20, dtype=types)
+        require_columns(", ".join(group[:3]), list(frame.columns), fields)
+        frames.append(frame[names])
+    return frames[0] if len(frames) == 1 else dd.concat(frames)

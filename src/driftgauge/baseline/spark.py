@@ -16,16 +16,24 @@ installed, as for any Python UDF.
 
 from __future__ import annotations
 
+import logging
+import os
 import pickle
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
-from driftgauge.baseline.datafiles import CHUNK_ROWS, arrow_chunk, require_columns
+from driftgauge.baseline.datafiles import CHUNK_ROWS, arrow_chunk, file_format, require_columns
 from driftgauge.baseline.runner import PassState
 from driftgauge.config import FieldSpec
+from driftgauge.exceptions import DataError
 
-__all__ = ["SparkRunner", "is_spark_dataframe"]
+__all__ = ["SparkRunner", "is_spark_dataframe", "read_data", "spark_session"]
+
+INSTALL = "pip install 'driftgauge[spark]'"
 
 S = TypeVar("S", bound=PassState)
 _STATE = "driftgauge_state"
@@ -139,3 +147,88 @@ def _partition_filler(
         yield pa.RecordBatch.from_arrays([cell], names=[_STATE])
 
     return fill
+
+
+@contextmanager
+def spark_session(master: str) -> Iterator[Any]:
+    """A SparkSession on ``master`` for one command, stopped after it.
+
+    A session already running in this process (a notebook's, a job's) is
+    used as it is and left running.  On a ``local`` master the executors run
+    this interpreter, which has driftgauge and pyarrow installed.
+    """
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise DataError(f"--spark needs pyspark: {INSTALL}") from None
+    # py4j logs each connection it opens and closes at INFO: noise in the command's log.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        yield active
+        return
+    if master.startswith("local"):
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    session = SparkSession.builder.master(master).appName("driftgauge baseline").getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    try:
+        yield session
+    finally:
+        session.stop()
+
+
+def read_data(session: Any, locations: Sequence[str], fields: Sequence[FieldSpec]) -> Any:
+    """The DataFrame of the config's ``fields`` in ``locations``, read by Spark.
+
+    The reader follows each location's extension, as for local files:
+    Parquet, CSV (a header row, RFC 4180 quoting; TSV too), JSON Lines.  Text
+    formats give strings: numeric fields are cast to double, a value that is
+    not a number becoming missing.
+    """
+    if not locations:
+        raise DataError("no data to read")
+    frames = []
+    for fmt in ("parquet", "csv", "jsonl"):
+        group = [str(x) for x in locations if file_format(Path(str(x))) == fmt]
+        if not group:
+            continue
+        frame = _read(session, fmt, group)
+        require_columns(_shown(group), frame.columns, fields)
+        frames.append(frame.select(*_typed(frame, fields, fmt)))
+    result = frames[0]
+    for frame in frames[1:]:
+        result = result.unionByName(frame)
+    return result
+
+
+def _read(session: Any, fmt: str, locations: list[str]) -> Any:
+    if fmt == "parquet":
+        return session.read.parquet(*locations)
+    if fmt == "jsonl":
+        return session.read.json(locations)
+    tabs = [x for x in locations if x.lower().endswith(".tsv")]
+    if tabs and len(tabs) < len(locations):
+        raise DataError(f"{_shown(tabs)}: give TSV and CSV files in separate builds")
+    return session.read.csv(
+        locations, header=True, sep="\t" if tabs else ",", quote='"', escape='"'
+    )
+
+
+def _typed(frame: Any, fields: Sequence[FieldSpec], fmt: str) -> list[Any]:
+    from pyspark.sql import functions
+
+    columns = []
+    types = dict(frame.dtypes)
+    for spec in fields:
+        quoted = "`" + spec.name.replace("`", "``") + "`"
+        column = functions.col(quoted)
+        if spec.type == "numeric" and fmt != "parquet" and types.get(spec.name) == "string":
+            column = functions.expr(f"try_cast({quoted} AS DOUBLE)")
+        columns.append(column.alias(spec.name))
+    return columns
+
+
+def _shown(locations: Sequence[str]) -> str:
+    return ", ".join(locations[:3]) + (
+        f" and {len(locations) - 3} more" if len(locations) > 3 else ""
+    )
