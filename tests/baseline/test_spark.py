@@ -41,8 +41,10 @@ def test_partition_states_merge_to_the_local_tally_run_after_run(
         state = runner.run(TallyState(), "pass 1/2: tally")
         assert runner.parts > 1
         assert_same_tally(state, local)
-        # Spark's 10,000-row Arrow batches are gathered into one chunk per partition here.
+        # Arrow batches of up to 65,536 rows (not Spark's 10,000) while the job runs:
+        # one chunk per partition here; the session's own setting is restored after.
         assert state.chunks == runner.parts
+        assert spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch") == "10000"
     assert reports == [("pass 1/2: tally", 0, 1), ("pass 1/2: tally", 1, 1)] * 2
 
 

@@ -37,6 +37,9 @@ INSTALL = "pip install 'driftgauge[spark]'"
 
 S = TypeVar("S", bound=PassState)
 _STATE = "driftgauge_state"
+# pyspark warns that it does not support pandas 3 yet: these jobs never use pandas.
+_PANDAS_WARNING = "PySpark does not yet fully support pandas"
+_BATCH_ROWS_KEY = "spark.sql.execution.arrow.maxRecordsPerBatch"
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
@@ -81,10 +84,9 @@ class SparkRunner:
         fill = _partition_filler(state.empty(), fields, self.source)
         schema = StructType([StructField(_STATE, BinaryType(), nullable=False)])
         self.progress(stage, 0, 1)
-        with warnings.catch_warnings():
-            # mapInArrow checks that pandas is importable and warns about pandas 3, which
-            # this job never uses (Arrow batches in, one binary cell out).
-            warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas")
+        with warnings.catch_warnings(), _batch_rows(self.dataframe.sparkSession, CHUNK_ROWS):
+            # mapInArrow checks the pandas version (Arrow batches in, one binary cell out).
+            warnings.filterwarnings("ignore", _PANDAS_WARNING)
             rows = selected.mapInArrow(fill, schema).collect()
         for row in rows:
             state.merge(pickle.loads(row[_STATE]))
@@ -116,6 +118,24 @@ def _columns(dataframe: Any, fields: Sequence[FieldSpec]) -> list[Any]:
     return columns
 
 
+@contextmanager
+def _batch_rows(session: Any, rows: int) -> Iterator[None]:
+    """Spark's Arrow batches of ``rows`` rows (10,000 by default) while one job runs.
+
+    Fewer, larger batches: the file readers' chunk size, with less time per
+    row spent in Python.  The session's own setting is restored after.
+    """
+    previous = session.conf.get(_BATCH_ROWS_KEY, None)
+    session.conf.set(_BATCH_ROWS_KEY, str(rows))
+    try:
+        yield
+    finally:
+        if previous is None:
+            session.conf.unset(_BATCH_ROWS_KEY)
+        else:
+            session.conf.set(_BATCH_ROWS_KEY, previous)
+
+
 def _partition_filler(
     template: PassState, fields: Sequence[FieldSpec], source: str
 ) -> Callable[[Iterator[Any]], Iterator[Any]]:
@@ -126,23 +146,10 @@ def _partition_filler(
 
         names = [f.name for f in fields] or ["_"]
         state = template.empty()
-        pending: list[Any] = []
-        rows = 0
-
-        def chunk() -> Any:
-            return arrow_chunk(pa.Table.from_batches(pending).rename_columns(names), fields, source)
-
         for batch in batches:
-            # Spark's Arrow batches are small (10,000 rows by default): gathered to the
-            # file readers' chunk size, numpy and the sketches see fewer, larger arrays.
             if batch.num_rows:
-                pending.append(batch)
-                rows += batch.num_rows
-            if rows >= CHUNK_ROWS:
-                state.add(chunk())
-                pending, rows = [], 0
-        if pending:
-            state.add(chunk())
+                named = pa.RecordBatch.from_arrays(batch.columns, names=names)
+                state.add(arrow_chunk(named, fields, source))
         cell = pa.array([pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)], pa.binary())
         yield pa.RecordBatch.from_arrays([cell], names=[_STATE])
 
@@ -169,7 +176,9 @@ def spark_session(master: str) -> Iterator[Any]:
         return
     if master.startswith("local"):
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = SparkSession.builder.master(master).appName("driftgauge baseline").getOrCreate()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", _PANDAS_WARNING)
+        session = SparkSession.builder.master(master).appName("driftgauge baseline").getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     try:
         yield session
