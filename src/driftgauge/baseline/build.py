@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from driftgauge.baseline.datafiles import Chunk, read_chunks
+from driftgauge.baseline.inputs import DataInput, as_input
 from driftgauge.baseline.model import KNOWN_CATEGORY_LIMIT, Baseline, FieldBaseline
 from driftgauge.baseline.multivariate import Moments, PcaModel
 from driftgauge.baseline.store import finish
@@ -71,7 +72,7 @@ def terminal_progress(stage: str, done: int, total: int) -> None:
 
 def build_baseline(
     config: Config,
-    files: Sequence[Path],
+    files: Sequence[DataInput | Path],
     progress: Progress = _no_progress,
     chunk_rows: int = 65_536,
 ) -> Baseline:
@@ -84,7 +85,8 @@ def build_baseline(
     fields = config.fields
     derived = config.multivariate
     moments = Moments(len(derived.features)) if derived is not None else None
-    sizes = sum(f.stat().st_size for f in files if f.is_file())
+    inputs = [as_input(f) for f in files]  # a local path is checked here, before any reading
+    sizes = sum(f.size for f in inputs)
     k, top = config.sketch.kll_k, config.sketch.top_categories
     first: dict[str, Summary] = {}
     counts: dict[str, Counter[str] | None] = {}
@@ -98,7 +100,7 @@ def build_baseline(
             counts[spec.name] = Counter()
     rows = 0
     offset = 0
-    for path in files:
+    for path in inputs:
         for chunk in read_chunks(path, config.columns, chunk_rows):
             rows += chunk.rows
             if moments is not None and derived is not None:
@@ -117,13 +119,13 @@ def build_baseline(
                         if len(tally) > KNOWN_CATEGORY_LIMIT:
                             counts[spec.name] = None
             progress("pass 1/2: sketches", offset + chunk.bytes_read, sizes)
-        offset += path.stat().st_size
+        offset += path.size
     pca = None
     if moments is not None and derived is not None:
         pca = _fit(derived, moments)
         errors_summary = first[derived.name]
         assert isinstance(errors_summary, NumericSummary)
-        for chunk in _chunks(files, derived.features, config, chunk_rows, progress, sizes):
+        for chunk in _chunks(inputs, derived.features, config, chunk_rows, progress, sizes):
             errors_summary.update(pca.errors(_complete(chunk, derived.features)))
     binnings: dict[str, NumericBinning | CategoricalBinning] = {}
     rank_errors: dict[str, float] = {}
@@ -143,7 +145,7 @@ def build_baseline(
     read = [s for s in needs_pass if s.role != "multivariate"]
     if pca is not None and derived is not None:
         read += [s for s in config.features if s.name in derived.features and s not in read]
-    for path in files if needs_pass else ():
+    for path in inputs if needs_pass else ():
         for chunk in read_chunks(path, read, chunk_rows):
             for spec in needs_bins:
                 if spec.role == "multivariate":
@@ -160,7 +162,7 @@ def build_baseline(
                 second[spec.name] += binnings[spec.name].count(values)
             crosstab.add(chunk)
             progress("pass 2/2: exact bins", offset + chunk.bytes_read, sizes)
-        offset += path.stat().st_size
+        offset += path.size
     result = {}
     for spec in fields:
         summary = first[spec.name]
@@ -200,7 +202,7 @@ def _fit(derived: MultivariateConfig, moments: Moments) -> PcaModel:
 
 
 def _chunks(
-    files: Sequence[Path],
+    files: Sequence[DataInput],
     names: Sequence[str],
     config: Config,
     chunk_rows: int,
@@ -214,7 +216,7 @@ def _chunks(
         for chunk in read_chunks(path, specs, chunk_rows):
             yield chunk
             progress("pass 1b: multivariate", offset + chunk.bytes_read, sizes)
-        offset += path.stat().st_size
+        offset += path.size
 
 
 class SegmentCrosstab:

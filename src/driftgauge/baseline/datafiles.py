@@ -5,7 +5,9 @@ float64 with ``nan`` for missing numeric values, a string array plus a
 missing count for categorical ones) and the bytes consumed so far, so
 memory stays constant whatever the file size.  CSV and JSON Lines use
 pyarrow's streaming readers when pyarrow is installed (the ``parquet``
-extra) and the standard library otherwise; Parquet needs pyarrow.
+extra) and the standard library otherwise; Parquet needs pyarrow.  A file
+is a :class:`~driftgauge.baseline.inputs.DataInput` (local, in an object
+store or at a URL) or, for convenience, a local path.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from driftgauge.baseline.inputs import DataInput, as_input, data_format
 from driftgauge.canonical import canonical_strings
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import DataError
@@ -38,15 +41,6 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     pa = None
 
 CHUNK_ROWS = 65_536
-_FORMATS = {
-    ".csv": "csv",
-    ".tsv": "csv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,35 +71,30 @@ class Chunk:
 
 def file_format(path: Path) -> str:
     """``csv``, ``jsonl`` or ``parquet`` from the file name, or a DataError."""
-    fmt = _FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        known = ", ".join(sorted(_FORMATS))
-        raise DataError(f"{path}: unknown data file type {path.suffix!r} (known: {known})")
-    return fmt
+    return data_format(str(path), path.suffix)
 
 
 def read_chunks(
-    path: Path, fields: Sequence[FieldSpec], chunk_rows: int = CHUNK_ROWS
+    source: DataInput | Path, fields: Sequence[FieldSpec], chunk_rows: int = CHUNK_ROWS
 ) -> Iterator[Chunk]:
-    """Stream ``path`` as chunks holding exactly the configured fields."""
-    fmt = file_format(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such data file")
+    """Stream ``source`` as chunks holding exactly the configured fields."""
+    source = as_input(source)
+    fmt = source.format
     try:
         if fmt == "parquet":
             if pa is None:
                 raise DataError(
-                    f"{path}: reading Parquet needs pyarrow: pip install 'driftgauge[parquet]'"
+                    f"{source.name}: reading Parquet needs pyarrow: pip install 'driftgauge[parquet]'"
                 )
-            yield from _parquet_chunks(path, fields, chunk_rows)
+            yield from _parquet_chunks(source, fields, chunk_rows)
         elif pa is not None and fmt == "jsonl":
-            yield from _arrow_jsonl_chunks(path, fields, chunk_rows)
+            yield from _arrow_jsonl_chunks(source, fields, chunk_rows)
         elif pa is not None:
-            yield from _arrow_text_chunks(path, fmt, fields, chunk_rows)
+            yield from _arrow_text_chunks(source, fmt, fields, chunk_rows)
         elif fmt == "csv":
-            yield from _stdlib_csv_chunks(path, fields, chunk_rows)
+            yield from _stdlib_csv_chunks(source, fields, chunk_rows)
         else:
-            yield from _stdlib_jsonl_chunks(path, fields, chunk_rows)
+            yield from _stdlib_jsonl_chunks(source, fields, chunk_rows)
     except DataError:
         raise
     except Exception as exc:
@@ -117,15 +106,15 @@ def read_chunks(
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if fmt == "csv":
-            message = _name_csv_column(path, message)
-        raise DataError(f"{path}: cannot read {fmt.upper()} data: {message}") from None
+            message = _name_csv_column(source, message)
+        raise DataError(f"{source.name}: cannot read {fmt.upper()} data: {message}") from None
 
 
-def _require(path: Path, present: Sequence[str], fields: Sequence[FieldSpec]) -> None:
+def _require(source: DataInput, present: Sequence[str], fields: Sequence[FieldSpec]) -> None:
     missing = [f.name for f in fields if f.name not in present]
     if missing:
         raise DataError(
-            f"{path}: no column named {', '.join(map(repr, missing))} (the config's fields)"
+            f"{source.name}: no column named {', '.join(map(repr, missing))} (the config's fields)"
         )
 
 
@@ -162,45 +151,48 @@ def _arrow_column(array: Any, spec: FieldSpec) -> Column:
 
 
 def _batches_to_chunks(
-    batches: Iterator[Any], path: Path, fields: Sequence[FieldSpec], position: Any
+    batches: Iterator[Any], source: DataInput, fields: Sequence[FieldSpec], position: Any
 ) -> Iterator[Chunk]:
     for batch in batches:
-        _require(path, batch.schema.names, fields)
+        _require(source, batch.schema.names, fields)
         if batch.num_rows == 0:
             continue
         columns = {f.name: _arrow_column(batch.column(f.name), f) for f in fields}
         yield Chunk(batch.num_rows, columns, position())
 
 
-def _parquet_chunks(path: Path, fields: Sequence[FieldSpec], chunk_rows: int) -> Iterator[Chunk]:
+def _parquet_chunks(
+    source: DataInput, fields: Sequence[FieldSpec], chunk_rows: int
+) -> Iterator[Chunk]:
     # pre_buffer=False reads column chunks as they are needed instead of whole row groups
     # ahead, and the handle is closed at the end: memory stays flat with the file's size.
-    parquet = pa_parquet.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
-    _require(path, parquet.schema_arrow.names, fields)
-    total = path.stat().st_size
-    rows_total = max(1, parquet.metadata.num_rows)
-    done = 0
-
-    def position() -> int:
-        return int(total * min(1.0, done / rows_total))
-
+    handle = source.open_arrow()
     try:
+        parquet = pa_parquet.ParquetFile(handle, pre_buffer=False, buffer_size=1 << 20)
+        _require(source, parquet.schema_arrow.names, fields)
+        total = source.size
+        rows_total = max(1, parquet.metadata.num_rows)
+        done = 0
+
+        def position() -> int:
+            return int(total * min(1.0, done / rows_total))
+
         for batch in parquet.iter_batches(batch_size=chunk_rows, columns=[f.name for f in fields]):
             done += batch.num_rows
-            yield from _batches_to_chunks(iter([batch]), path, fields, position)
+            yield from _batches_to_chunks(iter([batch]), source, fields, position)
     finally:
-        parquet.close()
+        handle.close()
 
 
 def _arrow_text_chunks(
-    path: Path, fmt: str, fields: Sequence[FieldSpec], chunk_rows: int
+    source: DataInput, fmt: str, fields: Sequence[FieldSpec], chunk_rows: int
 ) -> Iterator[Chunk]:
     types = {f.name: pa.float64() if f.type == "numeric" else pa.string() for f in fields}
-    handle = pa.OSFile(str(path), "rb")
+    handle = source.open_arrow()
     block = 1 << 22
     try:
         if fmt == "csv":
-            delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+            delimiter = source.delimiter
             reader = pa_csv.open_csv(
                 handle,
                 read_options=pa_csv.ReadOptions(block_size=block),
@@ -212,7 +204,7 @@ def _arrow_text_chunks(
                     strings_can_be_null=True,
                 ),
             )
-            _require(path, _csv_header(path, delimiter), fields)
+            _require(source, _csv_header(source, delimiter), fields)
         else:
             reader = pa_json.open_json(
                 handle,
@@ -221,13 +213,13 @@ def _arrow_text_chunks(
                     explicit_schema=pa.schema(types), unexpected_field_behavior="ignore"
                 ),
             )
-        yield from _batches_to_chunks(iter(reader), path, fields, handle.tell)
+        yield from _batches_to_chunks(iter(reader), source, fields, handle.tell)
     finally:
         handle.close()
 
 
 def _arrow_jsonl_chunks(
-    path: Path, fields: Sequence[FieldSpec], chunk_rows: int
+    source: DataInput, fields: Sequence[FieldSpec], chunk_rows: int
 ) -> Iterator[Chunk]:
     """pyarrow's JSON Lines reader, and the standard library's from the row where it gives up.
 
@@ -238,34 +230,34 @@ def _arrow_jsonl_chunks(
     """
     rows = 0
     try:
-        for chunk in _arrow_text_chunks(path, "jsonl", fields, chunk_rows):
+        for chunk in _arrow_text_chunks(source, "jsonl", fields, chunk_rows):
             rows += chunk.rows
             yield chunk
     except pa.ArrowInvalid as exc:
         if "changed from string to" not in str(exc):  # only categorical fields are strings
             raise
-        yield from _stdlib_jsonl_chunks(path, fields, chunk_rows, skip=rows)
+        yield from _stdlib_jsonl_chunks(source, fields, chunk_rows, skip=rows)
 
 
 _CSV_COLUMN = re.compile(r"^In CSV column #(\d+): ")
 
 
-def _name_csv_column(path: Path, message: str) -> str:
+def _name_csv_column(source: DataInput, message: str) -> str:
     """pyarrow's ``In CSV column #2: ...`` with the column's name instead of its position."""
     match = _CSV_COLUMN.match(message)
     if match is None:
         return message
-    header = _csv_header(path, "\t" if path.suffix.lower() == ".tsv" else ",")
+    header = _csv_header(source, source.delimiter)
     position = int(match.group(1))
     if position >= len(header):
         return message
     return f"column {header[position]!r}: {message[match.end() :]}"
 
 
-def _csv_header(path: Path, delimiter: str) -> list[str]:
+def _csv_header(source: DataInput, delimiter: str) -> list[str]:
     # utf-8-sig: a byte order mark (spreadsheet exports) is not part of the first name;
     # pyarrow drops it too, and columns are matched by exact name.
-    with path.open(newline="", encoding="utf-8-sig") as text:
+    with io.TextIOWrapper(source.open(), newline="", encoding="utf-8-sig") as text:
         return next(csv.reader(text, delimiter=delimiter), [])
 
 
@@ -278,13 +270,15 @@ def _column_from_list(values: list[Any], spec: FieldSpec) -> Column:
     return Column(strings, missing, 0, present)
 
 
-def _stdlib_csv_chunks(path: Path, fields: Sequence[FieldSpec], chunk_rows: int) -> Iterator[Chunk]:
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with path.open("rb") as raw:
+def _stdlib_csv_chunks(
+    source: DataInput, fields: Sequence[FieldSpec], chunk_rows: int
+) -> Iterator[Chunk]:
+    delimiter = source.delimiter
+    with source.open() as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         reader = csv.reader(text, delimiter=delimiter)
         header = next(reader, [])
-        _require(path, header, fields)
+        _require(source, header, fields)
         positions = [header.index(f.name) for f in fields]
         rows: list[list[str]] = []
         for row in reader:
@@ -318,10 +312,10 @@ def _number(cell: str | None) -> Any:
 
 
 def _stdlib_jsonl_chunks(
-    path: Path, fields: Sequence[FieldSpec], chunk_rows: int, skip: int = 0
+    source: DataInput, fields: Sequence[FieldSpec], chunk_rows: int, skip: int = 0
 ) -> Iterator[Chunk]:
-    """The records of ``path`` in chunks, after the first ``skip`` (already read)."""
-    with path.open("rb") as raw:
+    """The records of ``source`` in chunks, after the first ``skip`` (already read)."""
+    with source.open() as raw:
         records: list[dict[str, Any]] = []
         for number, line in enumerate(raw, start=1):
             if not line.strip():
@@ -331,7 +325,7 @@ def _stdlib_jsonl_chunks(
                 continue
             record = json.loads(line)
             if not isinstance(record, dict):
-                raise DataError(f"{path}: line {number} is not a JSON object")
+                raise DataError(f"{source.name}: line {number} is not a JSON object")
             records.append(record)
             if len(records) >= chunk_rows:
                 yield _records_chunk(records, fields, raw.tell())
