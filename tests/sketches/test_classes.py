@@ -34,7 +34,9 @@ def edges_from_counts(values: FloatArray, bins: int = BINS) -> tuple[FloatArray,
     """The rule on the complete class counts of ``values`` (every bucket counted)."""
     classes = ClassCounts.of(np.arange(BUCKETS))
     classes.add(values)
-    found = class_edges(bucket_counts(values), classes, bins, float(values.min()), float(values.max()))
+    found = class_edges(
+        bucket_counts(values), classes, bins, float(values.min()), float(values.max())
+    )
     assert not found.needed
     return found.edges, found.counts
 

@@ -26,6 +26,7 @@ import datasketches as ds
 import numpy as np
 import numpy.typing as npt
 
+from driftgauge.baseline.inputs import DataInput
 from driftgauge.baseline.local import LocalRunner
 from driftgauge.baseline.model import Baseline, FieldBaseline
 from driftgauge.baseline.multivariate import Moments, PcaModel
@@ -74,13 +75,14 @@ def terminal_progress(stage: str, done: int, total: int) -> None:
 
 def build_baseline(
     config: Config,
-    data: Sequence[Path] | Runner,
+    data: Sequence[DataInput | Path] | Runner,
     progress: Progress = _no_progress,
     chunk_rows: int = 65_536,
     workers: int | None = None,
 ) -> Baseline:
-    """The baseline of ``data``: local files (read by ``workers`` processes, default one
-    per core) or any :class:`~driftgauge.baseline.runner.Runner`.
+    """The baseline of ``data``: files (local paths or resolved ``--data`` inputs, read by
+    ``workers`` processes, default one per core) or any
+    :class:`~driftgauge.baseline.runner.Runner`.
 
     Passes: sketches and bucket counts; the reconstruction errors (with
     ``multivariate``); class counts where the edges fall (repeated in the rare
