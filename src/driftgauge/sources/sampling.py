@@ -19,7 +19,7 @@ called by the monitoring consumer), to two readings:
   against ``budget`` (cores): above it, the rate is scaled down to spend
   ``HEADROOM`` of the budget; below it while sampling, the rate rises only as
   far as the measured CPU cost of a record and the request rate say fits;
-* how full the monitoring queue is: from ``QUEUE_LOW`` on, the consumer is
+* how full the monitoring queue got (its peak over the interval): from ``QUEUE_LOW`` on, the consumer is
   running flat out, so the rate is cut to what it took in over the interval
   (``HEADROOM`` of it) and may not rise; from ``QUEUE_HIGH`` on it also at
   least halves, to drain the backlog.
@@ -60,6 +60,7 @@ class Sampler:
         "_last",
         "_offered_then",
         "_on_drop",
+        "_peak",
         "_records",
         "_unreported",
         "admitted",
@@ -100,6 +101,7 @@ class Sampler:
         self._unreported = 0  # not admitted, not yet passed to on_drop
         self._cpu = 0.0  # CPU seconds charged since the last update ...
         self._records = 0  # ... for this many records
+        self._peak = 0.0  # the fullest the queue was seen at an update call in this interval
 
     def admit(self) -> bool:
         """Whether monitoring takes this request (the request path asks, once per request)."""
@@ -125,10 +127,14 @@ class Sampler:
     def update(self) -> float:
         """Report what was not admitted and, once per ``interval``, adapt the rate; returns it."""
         self.flush()
+        # The consumer calls in both just before and just after taking records: the peak over
+        # the interval, not the last reading, tells whether the queue backs up.
+        fill = self._peak = max(self._peak, self._fill())
         now = self._clock()
         elapsed = now - self._last
         if elapsed < self.interval:
             return self.rate
+        self._peak = 0.0
         offered, cpu, records = self.offered - self._offered_then, self._cpu, self._records
         self._last, self._offered_then, self._cpu, self._records = now, self.offered, 0.0, 0
         rate = self.rate
@@ -142,7 +148,6 @@ class Sampler:
             # says the budget allows (not to twice the budget and back at the next update).
             fits = HEADROOM * self.budget / (cpu / records * demand)
             target = min(target, max(rate, fits))
-        fill = self._fill()
         if fill >= QUEUE_LOW:
             # A backlog: what the consumer took in is all it can take.
             taken = records / elapsed
