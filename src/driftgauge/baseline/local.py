@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -161,16 +161,25 @@ class LocalRunner:
                 self.progress(stage, done, self.total)
             return state
         pool = self._executor()
-        futures = {pool.submit(_fill, state.empty(), *job): job[0] for job in jobs}
+        # At most two parts per worker in flight: an empty state and a filled one each
+        # hold every numeric field's bucket counts, so memory stays flat in the part count.
+        waiting = iter(jobs)
+        running: dict[Future[Any], Part] = {}
         try:
-            for future in as_completed(futures):
-                state.merge(future.result())
-                done += futures[future].size
-                self.progress(stage, done, self.total)
+            while True:
+                while len(running) < 2 * self.workers and (task := next(waiting, None)):
+                    running[pool.submit(_fill, state.empty(), *task)] = task[0]
+                if not running:
+                    return state
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    part = running.pop(future)
+                    state.merge(future.result())
+                    done += part.size
+                    self.progress(stage, done, self.total)
         finally:
-            for future in futures:
+            for future in running:
                 future.cancel()
-        return state
 
     def _spill_path(self, index: int) -> Path:
         return self._spill / f"part-{index}.arrow"
