@@ -894,6 +894,34 @@ def report(
         )
 
 
+def report_cpu_bound(runs: Runs) -> None:
+    """Throughput ratios to nginx predicted from CPU per request, as if core 1 ran only the bench.
+
+    In front of a model server that saturates core 1, throughput follows
+    1 / (upstream CPU + proxy CPU) per request.  CPU per request moves far
+    less with the neighbours' load than requests per second do, so this is
+    the steadier figure on a shared machine.  The upstream's CPU is the
+    median over all runs of the shape, so the proxies are compared against
+    one and the same model server.
+    """
+    rows = []
+    for shape in sorted(runs.by_shape):
+        by_config = runs.by_shape[shape]
+        upstream = _median([r.upstream_cpu_us for rs in by_config.values() for r in rs])
+        nginx = runs.median(shape, "nginx", "proxy_cpu_us")
+        row: list[object] = [shape, f"{upstream:.0f}", f"{nginx:.0f}"]
+        for name in ("driftgauge", "driftgauge-off"):
+            proxy = runs.median(shape, name, "proxy_cpu_us")
+            row += [f"{proxy:.0f}", f"{(upstream + nginx) / (upstream + proxy):.2f}"]
+        rows.append(row)
+    print_table(
+        "CPU-bound estimate: (upstream CPU + nginx CPU) / (upstream CPU + driftgauge CPU), "
+        "µs per request (medians)",
+        ["conns", "upstream", "nginx", "dg", "est. dg/nginx", "dg-off", "est. dg-off/nginx"],
+        rows,
+    )
+
+
 # -- main ------------------------------------------------------------------------
 
 
@@ -1199,6 +1227,8 @@ def run(
         monitored,
         TARGET_VS_NGINX_MLSERVER if mlserver else TARGET_VS_NGINX,
     )
+    if mlserver is not None and "nginx" in configs:
+        report_cpu_bound(runs)
     if args.profile:
         print("\nProfile (py-spy from core 0; shares are of the sidecar's main-thread samples)")
         for name in ("driftgauge", "driftgauge-off"):
