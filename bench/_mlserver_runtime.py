@@ -34,7 +34,7 @@ _EXPECTED = [_tensor(t) for t in json.loads(REQUEST_BODY)["inputs"]]
 
 
 class CheckedSKLearnModel(SKLearnModel):  # type: ignore[misc]
-    """``SKLearnModel`` that refuses any request but the benchmark's own, byte for value."""
+    """``SKLearnModel`` that refuses any request but the benchmark's own (compared value by value)."""
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         received = [
