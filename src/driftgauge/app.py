@@ -24,6 +24,7 @@ from prometheus_client import ProcessCollector
 
 from driftgauge.baseline import Baseline, check_against, load_baseline
 from driftgauge.config import CloudEventsConfig, Config, ProxyConfig, TailConfig
+from driftgauge.exposition import catalogue
 from driftgauge.exposition.collector import (
     MetricsRegistry,
     MonitorCollector,
@@ -42,6 +43,7 @@ from driftgauge.protocols import make_adapter
 from driftgauge.runtime.state import StateStore
 from driftgauge.sources.cloudevents import CloudEventsSource
 from driftgauge.sources.proxy import ProxyServer, RecordQueue
+from driftgauge.sources.sampling import Sampler
 from driftgauge.sources.tail import TailSource
 from driftgauge.typing import Record
 
@@ -281,9 +283,16 @@ async def _cloudevents_ctx(app: web.Application) -> AsyncIterator[None]:
     config = sidecar.config.source
     assert isinstance(config, CloudEventsConfig)
     monitor = sidecar.monitor
+    sampler = Sampler(config.cpu_budget, lambda: source.backlog(), monitor.count_dropped)
     source = CloudEventsSource(
-        config, sidecar.batcher.process, monitor.count_parse_error, on_dropped=monitor.count_dropped
+        config,
+        sidecar.batcher.process,
+        monitor.count_parse_error,
+        on_dropped=monitor.count_dropped,
+        sampler=sampler,
     )
+    rate = catalogue.SAMPLING_RATE.gauge(sidecar.registry).labels(sidecar.config.model)
+    rate.set_function(lambda: sampler.rate)
     sidecar.proxy_port = await source.start()
     log.info("CloudEvents on http://%s:%s", config.listen[0], sidecar.proxy_port)
     task = _supervise("cloudevents", sidecar.health, source.run())
@@ -364,11 +373,15 @@ async def _ingest_in_thread(batcher: Router, records: list[Record]) -> float:
         sys.setswitchinterval(interval)
 
 
-async def _consume(queue: RecordQueue, batcher: Router, metrics: ProxyMetrics) -> None:
-    """Drain the proxy's queue into the sketches in batches, yielding between them."""
+async def _consume(
+    queue: RecordQueue, batcher: Router, metrics: ProxyMetrics, sampler: Sampler
+) -> None:
+    """Drain the proxy's queue into the sketches in batches, yielding between them; charge
+    their CPU to the sampler and let it adapt the share of requests admitted."""
     size, threaded = 1, False
     while True:
         await queue.wait(0.05)
+        metrics.sampling_rate.set(sampler.update())
         while len(queue):
             # Slices sized to cost about SLICE_SECONDS on the proxy's loop, each followed by
             # a pause as long as it took: monitoring gets at most half the loop, a slice never
@@ -384,6 +397,8 @@ async def _consume(queue: RecordQueue, batcher: Router, metrics: ProxyMetrics) -
             else:
                 work = _ingest_timed(batcher, records)
             metrics.queue_depth.set(len(queue))
+            sampler.charge(work, len(records))
+            metrics.sampling_rate.set(sampler.update())
             took = time.perf_counter() - started
             size = max(1, min(256, int(size * SLICE_SECONDS / max(work, 1e-6))))
             threaded = size == 1 and work > THREAD_SECONDS
@@ -421,6 +436,11 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     monitor = sidecar.monitor
     metrics = ProxyMetrics(sidecar.registry, sidecar.config.model)
     queue = RecordQueue(config.queue_size, monitor.count_dropped, config.queue_bytes)
+    sampler = Sampler(
+        config.cpu_budget,
+        lambda: max(len(queue) / queue.capacity, queue.bytes / queue.max_bytes),
+        monitor.count_dropped,
+    )
     server = ProxyServer(
         config.upstream,
         sidecar.batcher.matches,
@@ -435,10 +455,11 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         count_dropped=monitor.count_dropped,
         upstream_tls=ssl.create_default_context(cafile=config.ca_file) if config.ca_file else None,
         listen_tls=config.tls.server_context() if config.tls else None,
+        sampler=sampler,
     )
     sidecar.health.upstream_ok = False
     consumer = _supervise(
-        "monitoring consumer", sidecar.health, _consume(queue, sidecar.batcher, metrics)
+        "monitoring consumer", sidecar.health, _consume(queue, sidecar.batcher, metrics, sampler)
     )
     watcher = _supervise("upstream watch", sidecar.health, _watch_upstream(config, sidecar.health))
     host, port = config.listen
@@ -456,6 +477,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     await drain()  # a no-op when run_until_stopped drained already
     await _cancel(watcher, "upstream watch")
     await _cancel(consumer, "monitoring consumer")
+    sampler.flush()  # the last requests not admitted, counted
     while len(queue):  # what was answered is also monitored: flush the queue into the sketches
         records = queue.take(1024)
         sidecar.batcher.ingest(records)

@@ -91,7 +91,14 @@ def _parser() -> argparse.ArgumentParser:
         "`driftgauge baseline merge -c CONFIG A B -o OUT` merges baselines built on parts of a data set.",
     )
     baseline.add_argument("-c", "--config", required=True, type=Path)
-    baseline.add_argument("--data", nargs="+", required=True, type=Path, metavar="FILE")
+    baseline.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        metavar="FILE",
+        help="files, globs (data/*.csv, data/**/*.parquet), directories, or URLs: "
+        "s3://bucket/prefix/*.parquet, gs://bucket/key, https://host/file.csv",
+    )
     baseline.add_argument("-o", "--output", required=True, type=Path)
     baseline.add_argument(
         "--model", metavar="NAME", help="the model to build for, in a config with several"
@@ -191,7 +198,7 @@ def _not_numbers_problem(name: str, wrong: int, present: int) -> str:
     )
 
 
-def _files_text(files: Sequence[Path]) -> str:
+def _files_text(files: Sequence[str | Path]) -> str:
     shown = ", ".join(map(str, files[:3]))
     return shown + (f" and {len(files) - 3} more" if len(files) > 3 else "")
 
@@ -222,13 +229,20 @@ def _positive_int(text: str) -> int:
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
-    from driftgauge.baseline import build_baseline, save_baseline, terminal_progress
+    from driftgauge.baseline import (
+        build_baseline,
+        resolve_inputs,
+        save_baseline,
+        terminal_progress,
+    )
 
     config = _one_model(load_config(args.config), args.model, args.config)
     if args.spark is not None or args.dask is not None:
         built = _cluster_baseline(config, args)
     else:
-        built = build_baseline(config, args.data, progress=terminal_progress, workers=args.workers)
+        built = build_baseline(
+            config, resolve_inputs(args.data), progress=terminal_progress, workers=args.workers
+        )
     problems = [_not_numbers_problem(*found) for found in _mostly_not_numbers(built)]
     if problems:
         raise DataError(
@@ -254,8 +268,8 @@ def _cluster_baseline(config: Config, args: argparse.Namespace) -> Baseline:
             return build_baseline(config, runner)
     from driftgauge.baseline import dask
 
+    frame = dask.read_data(locations, config.columns)  # lazy: the files' metadata only
     with dask.dask_client(args.dask) as client:
-        frame = dask.read_data(locations, config.columns)
         return build_baseline(
             config, dask.DaskRunner(frame, client, source=source, progress=terminal_progress)
         )

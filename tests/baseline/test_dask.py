@@ -124,7 +124,7 @@ def test_cli_without_dask_or_with_two_places_says_so_in_one_line(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """--dask without dask installed: one line naming the extra, exit 4; --dask with --spark: a usage error."""
+    """--dask without dask installed, or a directory as --data: one line, exit 4; with --spark: a usage error."""
     make_config()
     data = write_training_csv(tmp_path / "train.csv", 10)
     arguments = ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", str(data)]
@@ -133,6 +133,12 @@ def test_cli_without_dask_or_with_two_places_says_so_in_one_line(
     assert main([*arguments, "--dask", "tcp://127.0.0.1:1"]) == DataError.exit_code
     assert capsys.readouterr().err == (
         "driftgauge: --dask needs dask and distributed: pip install 'driftgauge[dask]'\n"
+    )
+    monkeypatch.delitem(sys.modules, "distributed")
+    assert main([*arguments[:4], str(tmp_path), *arguments[5:], "--dask", "tcp://127.0.0.1:1"]) == 4
+    assert capsys.readouterr().err == (
+        f"driftgauge: {tmp_path}: Dask reads --data by its extension: name the files "
+        f"(such as {tmp_path}/*.parquet)\n"
     )
     with pytest.raises(SystemExit) as stopped:
         main([*arguments, "--dask", "tcp://127.0.0.1:1", "--spark", "local[2]"])

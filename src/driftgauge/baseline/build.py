@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from driftgauge.baseline.dask import DaskRunner, is_dask_dataframe
+from driftgauge.baseline.inputs import DataInput
 from driftgauge.baseline.local import LocalRunner
 from driftgauge.baseline.model import Baseline, FieldBaseline
 from driftgauge.baseline.multivariate import Moments, PcaModel
@@ -77,14 +78,15 @@ def terminal_progress(stage: str, done: int, total: int) -> None:
 
 def build_baseline(
     config: Config,
-    data: Sequence[Path] | Runner | DataFrame,
+    data: Sequence[DataInput | Path] | Runner | DataFrame,
     progress: Progress = _no_progress,
     chunk_rows: int = 65_536,
     workers: int | None = None,
 ) -> Baseline:
-    """The baseline of ``data``: local files (read by ``workers`` processes, default one
-    per core), a Spark or Dask DataFrame (each pass a job over its partitions,
-    :mod:`~driftgauge.baseline.spark`, :mod:`~driftgauge.baseline.dask`), or any
+    """The baseline of ``data``: files (local paths or resolved ``--data`` inputs, read by
+    ``workers`` processes, default one per core), a Spark or Dask DataFrame (each
+    pass a job over its partitions, :mod:`~driftgauge.baseline.spark`,
+    :mod:`~driftgauge.baseline.dask`), or any
     :class:`~driftgauge.baseline.runner.Runner`.
 
     Passes: sketches and bucket counts; the reconstruction errors (with

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, TypeVar
 
-from driftgauge.baseline.datafiles import CHUNK_ROWS, arrow_chunk, file_format, require_columns
+from driftgauge.baseline.datafiles import CHUNK_ROWS, arrow_chunk, require_columns
+from driftgauge.baseline.inputs import location_format
 from driftgauge.baseline.runner import PassState
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import DataError
@@ -32,6 +32,7 @@ from driftgauge.exceptions import DataError
 __all__ = ["DaskRunner", "dask_client", "fill_partition", "is_dask_dataframe", "read_data"]
 
 INSTALL = "pip install 'driftgauge[dask]'"
+PARTITION_BYTES = 32 << 20  # what the CLI's readers aim at (as local.PART_BYTES)
 
 S = TypeVar("S", bound=PassState)
 
@@ -151,24 +152,29 @@ def read_data(locations: Sequence[str], fields: Sequence[FieldSpec]) -> Any:
     Parquet, CSV (TSV too) and JSON Lines; in text formats numeric fields
     are read as float64 and categorical ones as strings.
     """
-    import dask.dataframe as dd
-
+    try:
+        import dask.dataframe as dd
+    except ImportError:
+        raise DataError(f"--dask needs dask and distributed: {INSTALL}") from None
     if not locations:
         raise DataError("no data to read")
     names = [f.name for f in fields]
     types = {f.name: "float64" if f.type == "numeric" else "string" for f in fields}
     frames = []
     for fmt in ("parquet", "csv", "jsonl"):
-        group = [str(x) for x in locations if file_format(Path(str(x))) == fmt]
+        group = [x for x in locations if location_format(x, "Dask") == fmt]
         if not group:
             continue
         if fmt == "parquet":
-            frame = dd.read_parquet(group)
+            # Partitions of about the local build's part size: one file is not one task.
+            frame = dd.read_parquet(group, blocksize=PARTITION_BYTES)
         elif fmt == "csv":
             tabs = [x for x in group if x.lower().endswith(".tsv")]
             if tabs and len(tabs) < len(group):
                 raise DataError(f"{', '.join(tabs[:3])}: give TSV and CSV files in separate builds")
-            frame = dd.read_csv(group, sep="\t" if tabs else ",", dtype=types)
+            frame = dd.read_csv(
+                group, sep="\t" if tabs else ",", dtype=types, blocksize=PARTITION_BYTES
+            )
         else:
             frame = dd.read_json(group, lines=True, blocksize=64 << 20, dtype=types)
         require_columns(", ".join(group[:3]), list(frame.columns), fields)

@@ -17,23 +17,17 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, TypeVar
 
 from driftgauge.baseline import datafiles
-from driftgauge.baseline.datafiles import (
-    Chunk,
-    arrow_chunk,
-    file_format,
-    part_batches,
-    read_chunks,
-)
+from driftgauge.baseline.datafiles import Chunk, arrow_chunk, part_batches, read_chunks
+from driftgauge.baseline.inputs import DataInput, as_input
 from driftgauge.baseline.runner import PassState
 from driftgauge.config import FieldSpec
-from driftgauge.exceptions import DataError
 
 __all__ = ["PART_BYTES", "LocalRunner", "Part", "default_workers", "split_parts"]
 
@@ -60,8 +54,7 @@ class Part:
     library, and every file when pyarrow is not installed).
     """
 
-    path: Path
-    format: str
+    source: DataInput
     size: int
     start: int = 0
     stop: int = 0
@@ -69,20 +62,16 @@ class Part:
     whole: bool = False
 
 
-def split_parts(files: Sequence[Path], workers: int) -> list[Part]:
+def split_parts(files: Sequence[DataInput | Path], workers: int) -> list[Part]:
     """The parts of ``files``: at least ``workers`` of a large file, none over ``PART_BYTES``."""
     parts: list[Part] = []
-    for path in files:
-        fmt = file_format(path)
-        if not path.is_file():
-            raise DataError(f"{path}: no such data file")
-        size = path.stat().st_size
-        if fmt == "jsonl" or not datafiles.arrow_available():
-            parts.append(Part(path, fmt, size, whole=True))
-        elif fmt == "csv":
-            parts += _csv_parts(path, size, workers)
+    for source in map(as_input, files):
+        if source.format == "jsonl" or not datafiles.arrow_available():
+            parts.append(Part(source, source.size, whole=True))
+        elif source.format == "csv":
+            parts += _csv_parts(source, workers)
         else:
-            parts += _parquet_parts(path, size, workers)
+            parts += _parquet_parts(source, workers)
     return parts
 
 
@@ -90,8 +79,11 @@ def _count(size: int, workers: int) -> int:
     return max(1, min(max(workers, math.ceil(size / PART_BYTES)), size // (1 << 20) + 1))
 
 
-def _csv_parts(path: Path, size: int, workers: int) -> list[Part]:
-    with path.open("rb") as handle:
+def _csv_parts(source: DataInput, workers: int) -> list[Part]:
+    size = source.size
+    if size == 0:  # a server that did not say: one part
+        return [Part(source, 0, whole=True)]
+    with source.open() as handle:
         header = len(handle.readline())
         cuts = [header]
         count = _count(size - header, workers)
@@ -101,28 +93,24 @@ def _csv_parts(path: Path, size: int, workers: int) -> list[Part]:
             cuts.append(min(size, handle.tell()))
         cuts.append(size)
     bounds = sorted(set(cuts))
-    return [Part(path, "csv", b - a, a, b) for a, b in pairwise(bounds)] or [
-        Part(path, "csv", 0, header, header)
+    return [Part(source, b - a, a, b) for a, b in pairwise(bounds)] or [
+        Part(source, 0, header, header)
     ]
 
 
-def _parquet_parts(path: Path, size: int, workers: int) -> list[Part]:
-    import pyarrow.parquet as pa_parquet
-
-    try:
-        metadata = pa_parquet.ParquetFile(path).metadata
-    except Exception as exc:
-        raise DataError(f"{path}: cannot read PARQUET data: {str(exc).strip()}") from None
+def _parquet_parts(source: DataInput, workers: int) -> list[Part]:
+    size = source.size
+    metadata = datafiles.parquet_metadata(source)
     groups = metadata.num_row_groups
     if groups == 0:
-        return [Part(path, "parquet", size)]
+        return [Part(source, size)]
     count = min(groups, _count(size, workers))
     rows = max(1, metadata.num_rows)
     parts = []
     for i in range(count):
         chosen = tuple(range(groups * i // count, groups * (i + 1) // count))
         share = sum(metadata.row_group(g).num_rows for g in chosen)
-        parts.append(Part(path, "parquet", size * share // rows, row_groups=chosen))
+        parts.append(Part(source, size * share // rows, row_groups=chosen))
     return parts
 
 
@@ -131,7 +119,7 @@ class LocalRunner:
 
     def __init__(
         self,
-        files: Sequence[Path],
+        files: Sequence[DataInput | Path],
         columns: Sequence[FieldSpec],
         workers: int | None = None,
         progress: Progress | None = None,
@@ -173,16 +161,25 @@ class LocalRunner:
                 self.progress(stage, done, self.total)
             return state
         pool = self._executor()
-        futures = {pool.submit(_fill, state.empty(), *job): job[0] for job in jobs}
+        # At most two parts per worker in flight: an empty state and a filled one each
+        # hold every numeric field's bucket counts, so memory stays flat in the part count.
+        waiting = iter(jobs)
+        running: dict[Future[Any], Part] = {}
         try:
-            for future in as_completed(futures):
-                state.merge(future.result())
-                done += futures[future].size
-                self.progress(stage, done, self.total)
+            while True:
+                while len(running) < 2 * self.workers and (task := next(waiting, None)):
+                    running[pool.submit(_fill, state.empty(), *task)] = task[0]
+                if not running:
+                    return state
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    part = running.pop(future)
+                    state.merge(future.result())
+                    done += part.size
+                    self.progress(stage, done, self.total)
         finally:
-            for future in futures:
+            for future in running:
                 future.cancel()
-        return state
 
     def _spill_path(self, index: int) -> Path:
         return self._spill / f"part-{index}.arrow"
@@ -208,11 +205,11 @@ def _chunks(
 ) -> Iterator[Chunk]:
     """The part's chunks holding ``reads``: from its spill file, else parsed (and spilled)."""
     if part.whole:
-        yield from read_chunks(part.path, reads, rows)
+        yield from read_chunks(part.source, reads, rows)
         return
     import pyarrow as pa
 
-    name = str(part.path)
+    name = part.source.name
     if spill.exists():
         with pa.memory_map(str(spill)) as source:
             reader = pa.ipc.open_file(source)
@@ -223,7 +220,7 @@ def _chunks(
     writer = None
     try:
         for batch in part_batches(
-            part.path, part.format, columns, rows, part.start, part.stop, part.row_groups
+            part.source, columns, rows, part.start, part.stop, part.row_groups
         ):
             if writer is None:
                 writer = pa.ipc.new_file(str(partial), batch.schema)

@@ -37,12 +37,15 @@ from driftgauge.sketches.summary import (
     NumericBinning,
     NumericSummary,
     Summary,
+    split_finite,
 )
 
 __all__ = ["ClassPass", "ErrorPass", "SegmentPass", "SketchPass", "complete_rows"]
 
 FloatArray = npt.NDArray[np.float64]
 CountArray = npt.NDArray[np.int64]
+# Pass 1's numeric summaries have one bin (no edges yet): its count is the summary's count.
+_ALL = np.zeros(1, dtype=np.int64)
 
 
 def complete_rows(chunk: Chunk, names: Sequence[str]) -> FloatArray:
@@ -107,8 +110,8 @@ class SketchPass(_Summaries):
         for name, summary in self.summaries.items():
             column = chunk.columns[name]
             if isinstance(summary, NumericSummary):
-                summary.update(column.values, column.missing, column.wrong_type)
-                finite = column.values[np.isfinite(column.values)]
+                finite, nan, inf = split_finite(column.values, column.missing + column.wrong_type)
+                summary.add(finite, _ALL, column.missing, column.wrong_type, nan, inf)
                 self.buckets[name] += bucket_counts(finite)
                 continue
             distinct, n = column.tally()

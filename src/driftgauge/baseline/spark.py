@@ -23,10 +23,10 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, TypeVar
 
-from driftgauge.baseline.datafiles import CHUNK_ROWS, arrow_chunk, file_format, require_columns
+from driftgauge.baseline.datafiles import CHUNK_ROWS, arrow_chunk, require_columns
+from driftgauge.baseline.inputs import location_format
 from driftgauge.baseline.runner import PassState
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import DataError
@@ -198,7 +198,7 @@ def read_data(session: Any, locations: Sequence[str], fields: Sequence[FieldSpec
         raise DataError("no data to read")
     frames = []
     for fmt in ("parquet", "csv", "jsonl"):
-        group = [str(x) for x in locations if file_format(Path(str(x))) == fmt]
+        group = [x for x in locations if location_format(x, "Spark") == fmt]
         if not group:
             continue
         frame = _read(session, fmt, group)
