@@ -44,7 +44,8 @@ def _no_progress(stage: str, done: int, total: int) -> None:
 def is_dask_dataframe(data: object) -> bool:
     """Whether ``data`` is a Dask DataFrame, without importing dask."""
     module = type(data).__module__
-    return module.startswith("dask.dataframe") and hasattr(data, "to_delayed")
+    # dask_expr: the separate package dask 2024.x used for its DataFrames.
+    return module.startswith(("dask.dataframe", "dask_expr")) and hasattr(data, "to_delayed")
 
 
 class DaskRunner:
