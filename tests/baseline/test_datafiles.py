@@ -153,3 +153,19 @@ def test_jsonl_type_change_after_the_first_block_reads_every_row_once(tmp_path: 
     assert rows == strings + 10
     assert codes[:4] == ["a", "b", "a", "b"]
     assert codes[-10:] == [str(i % 3) for i in range(10)]
+
+
+def test_a_decimal_parquet_column_is_read_as_numbers(tmp_path: Path) -> None:
+    """A numeric field stored as Parquet decimal(10, 2) counts as numbers, nulls as missing."""
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "prices.parquet"
+    prices = pa.array([Decimal("1.25"), None, Decimal("3.50")], pa.decimal128(10, 2))
+    pq.write_table(pa.table({"price": prices}), path)
+    (chunk,) = datafiles.read_chunks(path, [FieldSpec("price", "numeric", "input")])
+    column = chunk.columns["price"]
+    assert np.array_equal(column.values, [1.25, np.nan, 3.5], equal_nan=True)
+    assert (column.missing, column.wrong_type) == (1, 0)
