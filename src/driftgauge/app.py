@@ -34,7 +34,7 @@ from driftgauge.exposition.collector import (
 from driftgauge.exposition.models import ModelsCollector
 from driftgauge.exposition.proxy import ProxyMetrics
 from driftgauge.jsonbody import decode_json
-from driftgauge.monitor.batch import Batcher
+from driftgauge.monitor.batch import Batcher, Extraction
 from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.route import Router
 from driftgauge.monitor.versions import ModelVersions
@@ -384,32 +384,60 @@ async def _batch_ready(queue: RecordQueue) -> None:
         waited += BATCH_POLL_SECONDS
 
 
+def _read_timed(
+    batcher: Router, records: list[Record], pending: dict[Batcher, Extraction]
+) -> float:
+    """Extract ``records`` into ``pending``; returns the CPU seconds that took (see above)."""
+    started = time.thread_time()
+    batcher.read(records, pending)
+    return time.thread_time() - started
+
+
 async def _consume(queue: RecordQueue, batcher: Router, metrics: ProxyMetrics) -> None:
     """Drain the proxy's queue into the sketches in batches, yielding between them."""
     size, threaded = 1, False
-    while True:
-        await _batch_ready(queue)
-        backlog = len(queue)  # records that come in meanwhile wait for the next batch
-        while backlog:
-            # Slices sized to cost about SLICE_SECONDS on the proxy's loop, each followed by
-            # a pause as long as it took: monitoring gets at most half the loop, a slice never
-            # holds a request up for long, and under overload the queue fills and drops
-            # (counted) instead of the traffic slowing down.  The first slice is one record:
-            # it also creates the windows' slices, dear for a wide model.  When even one record
-            # costs much more CPU (huge bodies, many thousands of fields), slices run in a
-            # worker thread, which hands the loop the GIL back within THREAD_SWITCH_SECONDS.
-            records = queue.take(min(size, backlog))
-            backlog = min(backlog - len(records), len(queue))
-            started = time.perf_counter()
-            if threaded:
-                work = await _ingest_in_thread(batcher, records)
-            else:
-                work = _ingest_timed(batcher, records)
-            metrics.queue_depth.set(len(queue))
-            took = time.perf_counter() - started
-            size = max(1, min(BATCH_RECORDS, int(size * SLICE_SECONDS / max(work, 1e-6))))
-            threaded = size == 1 and work > THREAD_SECONDS
-            await asyncio.sleep(max(took, MIN_PAUSE_SECONDS))
+    pending: dict[Batcher, Extraction] = {}
+    try:
+        while True:
+            await _batch_ready(queue)
+            backlog = len(queue)  # records that come in meanwhile wait for the next batch
+            while backlog:
+                # Records are read (decoded, extracted) in slices sized to cost about
+                # SLICE_SECONDS on the proxy's loop, each followed by a pause as long as it
+                # took: monitoring gets at most half the loop, a slice never holds a request
+                # up for long, and under overload the queue fills and drops (counted) instead
+                # of the traffic slowing down.  Up to BATCH_RECORDS records read that way
+                # then reach the sketches as one batch, whose fixed cost is paid once.  The
+                # first slice is one record: it also creates the windows' slices, dear for a
+                # wide model.  When even one record costs much more CPU (huge bodies, many
+                # thousands of fields), slices are read and ingested in a worker thread,
+                # which hands the loop the GIL back within THREAD_SWITCH_SECONDS.
+                records = queue.take(min(size, backlog, BATCH_RECORDS - _count(pending)))
+                if not records:
+                    break
+                backlog = min(backlog - len(records), len(queue))
+                started = time.perf_counter()
+                if threaded:
+                    work = await _ingest_in_thread(batcher, records)
+                else:
+                    work = _read_timed(batcher, records, pending)
+                took = time.perf_counter() - started
+                size = max(1, min(BATCH_RECORDS, int(size * SLICE_SECONDS / max(work, 1e-6))))
+                threaded = size == 1 and work > THREAD_SECONDS
+                if pending and (_count(pending) >= BATCH_RECORDS or not backlog or threaded):
+                    await asyncio.sleep(max(took, MIN_PAUSE_SECONDS))
+                    started = time.perf_counter()
+                    batcher.observe(pending)
+                    pending.clear()
+                    took = time.perf_counter() - started
+                metrics.queue_depth.set(len(queue))
+                await asyncio.sleep(max(took, MIN_PAUSE_SECONDS))
+    finally:  # cancelled (shutdown): what was read still reaches the sketches
+        batcher.observe(pending)
+
+
+def _count(pending: dict[Batcher, Extraction]) -> int:
+    return sum(len(read) for read in pending.values())
 
 
 async def _watch_upstream(config: ProxyConfig, health: Health) -> None:
