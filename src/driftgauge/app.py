@@ -376,9 +376,7 @@ async def _batch_ready(queue: RecordQueue) -> None:
     """Wait until the queue holds a batch worth its fixed cost, or BATCH_SECONDS passed."""
     waited = 0.0
     while (
-        waited < BATCH_SECONDS
-        and len(queue) < BATCH_RECORDS
-        and queue.bytes * 4 < queue.max_bytes
+        waited < BATCH_SECONDS and len(queue) < BATCH_RECORDS and queue.bytes * 4 < queue.max_bytes
     ):
         await asyncio.sleep(BATCH_POLL_SECONDS)
         waited += BATCH_POLL_SECONDS

@@ -96,17 +96,17 @@ class Router:
     def read(self, records: Sequence[Record], pending: dict[Batcher, Extraction]) -> None:
         """Route and extract every record into ``pending`` (by model), for :meth:`observe`."""
         if len(self.batchers) == 1 and not self._routes:  # one model: nothing to route
-            batcher = self.batchers[0]
-            batcher.read(records, into=pending.setdefault(batcher, Extraction()))
+            only = self.batchers[0]
+            only.read(records, into=pending.setdefault(only, Extraction()))
             return
         groups: dict[tuple[Batcher, bool], list[Record]] = {}
         unknown = 0
         for record in records:
-            batcher, routed = self.route(record.path)
-            if batcher is None:
+            found, routed = self.route(record.path)
+            if found is None:
                 unknown += 1
                 continue
-            groups.setdefault((batcher, routed), []).append(record)
+            groups.setdefault((found, routed), []).append(record)
         if unknown:
             self.monitor.count_parse_error("unknown_model", unknown)
         for (batcher, routed), group in groups.items():

@@ -113,7 +113,9 @@ def _numeric(data: list[Any], datatype: str, name: str) -> npt.NDArray[Any]:
     try:
         array = np.asarray(data)
     except (ValueError, TypeError, OverflowError, RecursionError):
-        raise ProtocolError("bad_shape", f"{_named(name)} 'data' is a ragged nested array") from None
+        raise ProtocolError(
+            "bad_shape", f"{_named(name)} 'data' is a ragged nested array"
+        ) from None
     kind = array.dtype.kind
     if array.size == 0:
         return array.astype(bool if datatype == "BOOL" else np.float64)
@@ -151,7 +153,9 @@ def _tensor(value: Any, what: str, key: str, index: int) -> _Tensor:
     if datatype == "BYTES":
         flat = flatten(data)
         if not all(isinstance(item, str) for item in flat):
-            raise ProtocolError("bad_datatype", f"{_named(name)} BYTES data holds non-string values")
+            raise ProtocolError(
+                "bad_datatype", f"{_named(name)} BYTES data holds non-string values"
+            )
         if len(flat) != rows * width:
             raise ProtocolError(
                 "bad_shape", f"{_named(name)} has {len(flat)} values for shape {short(shape)}"

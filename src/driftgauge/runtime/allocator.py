@@ -18,8 +18,8 @@ arenas and no ``mallopt``: nothing to do there.
 from __future__ import annotations
 
 import ctypes
-import gc
 import ctypes.util
+import gc
 import os
 import sys
 
