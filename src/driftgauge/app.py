@@ -332,6 +332,8 @@ SLICE_SECONDS = 0.005
 BATCH_RECORDS = 256
 BATCH_SECONDS = 0.25
 BATCH_POLL_SECONDS = 0.05
+# The CPU a batch's ingest into the sketches may take on the loop (it cannot be split).
+OBSERVE_SECONDS = 2 * SLICE_SECONDS
 # The shortest pause after a slice.  Both loops time sleeps in whole milliseconds: asyncio's
 # selector rounds a shorter sleep up (about 1.1 ms), uvloop rounds it to the nearest (0 below
 # 0.5 ms: no pause at all, and monitoring would take the loop from the requests).
@@ -391,9 +393,17 @@ def _read_timed(
     return time.thread_time() - started
 
 
+def _observe_timed(batcher: Router, pending: dict[Batcher, Extraction]) -> float:
+    """Hand ``pending`` to the sketches and empty it; returns the CPU seconds that took."""
+    started = time.thread_time()
+    batcher.observe(pending)
+    pending.clear()
+    return time.thread_time() - started
+
+
 async def _consume(queue: RecordQueue, batcher: Router, metrics: ProxyMetrics) -> None:
     """Drain the proxy's queue into the sketches in batches, yielding between them."""
-    size, threaded = 1, False
+    size, batch, threaded = 1, 1, False
     pending: dict[Batcher, Extraction] = {}
     try:
         while True:
@@ -404,13 +414,14 @@ async def _consume(queue: RecordQueue, batcher: Router, metrics: ProxyMetrics) -
                 # SLICE_SECONDS on the proxy's loop, each followed by a pause as long as it
                 # took: monitoring gets at most half the loop, a slice never holds a request
                 # up for long, and under overload the queue fills and drops (counted) instead
-                # of the traffic slowing down.  Up to BATCH_RECORDS records read that way
-                # then reach the sketches as one batch, whose fixed cost is paid once.  The
-                # first slice is one record: it also creates the windows' slices, dear for a
-                # wide model.  When even one record costs much more CPU (huge bodies, many
-                # thousands of fields), slices are read and ingested in a worker thread,
-                # which hands the loop the GIL back within THREAD_SWITCH_SECONDS.
-                records = queue.take(min(size, backlog, BATCH_RECORDS - _count(pending)))
+                # of the traffic slowing down.  The records read then reach the sketches
+                # together, in batches sized likewise to cost about OBSERVE_SECONDS (at most
+                # BATCH_RECORDS records), so a batch's fixed cost is paid once for many.  The
+                # first slice and batch are one record: it also creates the windows' slices,
+                # dear for a wide model.  When even one record costs much more CPU (huge
+                # bodies, many thousands of fields), slices are read and ingested in a worker
+                # thread, which hands the loop the GIL back within THREAD_SWITCH_SECONDS.
+                records = queue.take(min(size, backlog, batch - _count(pending)))
                 if not records:
                     break
                 backlog = min(backlog - len(records), len(queue))
@@ -422,12 +433,15 @@ async def _consume(queue: RecordQueue, batcher: Router, metrics: ProxyMetrics) -
                 took = time.perf_counter() - started
                 size = max(1, min(BATCH_RECORDS, int(size * SLICE_SECONDS / max(work, 1e-6))))
                 threaded = size == 1 and work > THREAD_SECONDS
-                if pending and (_count(pending) >= BATCH_RECORDS or not backlog or threaded):
+                count = _count(pending)
+                if count and (count >= batch or not backlog or threaded):
                     await asyncio.sleep(max(took, MIN_PAUSE_SECONDS))
                     started = time.perf_counter()
-                    batcher.observe(pending)
-                    pending.clear()
+                    work = _observe_timed(batcher, pending)
                     took = time.perf_counter() - started
+                    ideal = int(count * OBSERVE_SECONDS / max(work, 1e-6))
+                    batch = max(1, min(BATCH_RECORDS, ideal))
+                    threaded = threaded or (count == 1 and work > THREAD_SECONDS)
                 metrics.queue_depth.set(len(queue))
                 await asyncio.sleep(max(took, MIN_PAUSE_SECONDS))
     finally:  # cancelled (shutdown): what was read still reaches the sketches
