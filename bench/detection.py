@@ -72,7 +72,7 @@ from driftgauge import stats
 from driftgauge.baseline import FieldBaseline, build_baseline
 from driftgauge.config import config_from_mapping
 from driftgauge.monitor.fields import field_stats
-from driftgauge.sketches.summary import NumericSummary
+from driftgauge.sketches.summary import LIVE_ITEMS, NumericSummary
 
 try:
     import pandas as pd
@@ -235,9 +235,9 @@ def score(source: Source, values: Array) -> tuple[float, ...]:
     held = source.held
     summary = held.summary
     assert isinstance(summary, NumericSummary)
-    live = summary.empty_like()
+    live = summary.empty_like(LIVE_ITEMS)  # as the sidecar's windows hold them
     for part in np.array_split(values, SLICES):
-        piece = summary.empty_like()
+        piece = summary.empty_like(LIVE_ITEMS)
         piece.update(part)
         live.merge(piece)
     result = field_stats(held.spec, "w", live, held, MIN_OBSERVATIONS, source.base_cdf)

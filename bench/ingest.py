@@ -48,6 +48,7 @@ from bench._common import (
 from driftgauge.baseline import Baseline
 from driftgauge.monitor import Monitor
 from driftgauge.sketches.summary import (
+    LIVE_ITEMS,
     CategoricalSummary,
     NumericSummary,
     split_finite,
@@ -58,6 +59,7 @@ from driftgauge.typing import Extracted
 
 TARGET_VALUES_PER_SECOND = 10e6
 NUMPY_TRACEMALLOC_DOMAIN = 389047  # numpy reports its data buffers to tracemalloc under this
+PYMALLOC_LIMIT = 512  # CPython's small-request threshold: larger requests go to malloc
 Columns = dict[str, Any]
 
 
@@ -179,7 +181,12 @@ def breakdown(args: argparse.Namespace, baseline: Baseline) -> None:
     numeric_names = [n for n in arrays if n.startswith("n")]
     categorical_names = [n for n in arrays if n.startswith("c")]
     held = {name: baseline.fields[name].summary for name in arrays}
-    fresh = {name: summary.empty_like() for name, summary in held.items()}
+    fresh = {  # as the windows hold them
+        name: summary.empty_like(LIVE_ITEMS)
+        if isinstance(summary, NumericSummary)
+        else summary.empty_like()
+        for name, summary in held.items()
+    }
     steps: list[tuple[str, int, Callable[[], object]]] = []
 
     def numeric_step(fn: Callable[[str], object]) -> Callable[[], None]:
@@ -309,14 +316,19 @@ def memory(args: argparse.Namespace, baseline_for: Callable[[int, int], Baseline
     """Bytes per feature per window after ``--memory-values`` values per feature in all slices.
 
     The sketches live in C++ (DataSketches), which tracemalloc cannot see, and
-    the Python objects around them live in pymalloc arenas, which malloc
+    small Python objects live in pymalloc's mmap'd arenas, which malloc
     statistics cannot see; so the in-memory figure is glibc's in-use delta
-    (``mallinfo2``) plus tracemalloc's delta without numpy's buffers (those
-    are malloc'd and already in the first).
+    (``mallinfo2``, less tracemalloc's own) plus tracemalloc's delta of the
+    allocations pymalloc serves (512 bytes or less, numpy's buffers left
+    out).  Larger Python allocations (a sealed slice's sketch bytes, big
+    dicts) are malloc'd and already in the first.  Readings are taken before
+    the monitor is built, once it is built and after the ingest: "window"
+    is what the slices added, "fixed" what every field holds once whatever
+    the windows (the baseline's CDF table, counters, bin tables).
     """
     per_feature = args.memory_values
     results = []
-    numeric_bytes = 0.0
+    window_bytes = 0.0
     for kind, features in (
         ("numeric", args.memory_numeric),
         ("categorical", args.memory_categorical),
@@ -331,12 +343,15 @@ def memory(args: argparse.Namespace, baseline_for: Callable[[int, int], Baseline
         slice_seconds = config.windows[0].slice_seconds
         batch = _batches(1, args.rows, numeric, categorical, False)[0]
         batches_per_slice = max(1, per_feature // slices // args.rows)
+        # A throwaway monitor first: one-time lazy set-ups (imports, numpy's caches) are not
+        # the monitor's state.
+        Monitor(config, baseline).ingest([batch], now=0.0)
         gc.collect()
         tracemalloc.start()
-        python_before = _python_bytes()
-        heap_before = heap_in_use()
-        tracing_before = tracemalloc.get_tracemalloc_memory()
+        before = _reading()
         monitor = Monitor(config, baseline)
+        gc.collect()
+        built = _reading()
         started = time.perf_counter()
         for index in range(slices):
             now = 10_000.0 + index * slice_seconds
@@ -344,21 +359,15 @@ def memory(args: argparse.Namespace, baseline_for: Callable[[int, int], Baseline
                 monitor.ingest([batch], now=now)
         elapsed = time.perf_counter() - started
         gc.collect()
-        heap_after = heap_in_use()
-        tracing = tracemalloc.get_tracemalloc_memory() - tracing_before  # its own, in malloc
-        python_after = _python_bytes()
+        after = _reading()
         tracemalloc.stop()
         serialized, retained, slice_count = _slice_bytes(monitor)
         values = slices * batches_per_slice * args.rows
         assert slice_count == slices
-        heap = (
-            (heap_after - heap_before - tracing) / features
-            if heap_after is not None and heap_before is not None
-            else float("nan")
-        )
-        python = (python_after - python_before) / features
+        heap, python = (after[0] - built[0]) / features, (after[1] - built[1]) / features
+        fixed = (built[0] + built[1] - before[0] - before[1]) / features
         if kind == "numeric":
-            numeric_bytes = heap + python
+            window_bytes = heap + python
         results.append(
             [
                 kind,
@@ -368,6 +377,8 @@ def memory(args: argparse.Namespace, baseline_for: Callable[[int, int], Baseline
                 f"{heap:,.0f}",
                 f"{python:,.0f}",
                 f"{heap + python:,.0f}",
+                f"{fixed:,.0f}",
+                f"{heap + python + fixed:,.0f}",
                 f"{retained / features / slices:,.0f}" if kind == "numeric" else "-",
                 f"{elapsed:.1f}",
             ]
@@ -383,7 +394,9 @@ def memory(args: argparse.Namespace, baseline_for: Callable[[int, int], Baseline
             "serialized B",
             "C heap Δ B",
             "Python Δ B",
-            "in memory B",
+            "window B",
+            "fixed B",
+            "window + fixed B",
             "KLL items/slice",
             "ingest s",
         ],
@@ -391,18 +404,29 @@ def memory(args: argparse.Namespace, baseline_for: Callable[[int, int], Baseline
     )
     print(
         "  serialized = DataSketches serialize() of every slice's sketches + bin arrays; "
-        "C heap Δ = glibc mallinfo2 in-use delta (C++ sketches, numpy buffers) less "
-        "tracemalloc's own; Python Δ = "
-        "tracemalloc delta without numpy buffers; all divided by the number of features"
+        "C heap Δ = glibc mallinfo2 in-use delta (C++ sketches, numpy buffers, Python objects "
+        "over 512 B) less tracemalloc's own; Python Δ = tracemalloc delta of pymalloc's "
+        "allocations (≤ 512 B, no numpy buffers); window = what the ingest added to the "
+        "built monitor; fixed = the monitor built, before any value; all per feature"
     )
-    return numeric_bytes
+    return window_bytes
+
+
+def _reading() -> tuple[float, int]:
+    """(C heap in use less tracemalloc's own, pymalloc bytes traced), after a collection."""
+    heap = heap_in_use()
+    own = tracemalloc.get_tracemalloc_memory()
+    return (float("nan") if heap is None else float(heap - own)), _python_bytes()
 
 
 def _python_bytes() -> int:
-    snapshot = tracemalloc.take_snapshot().filter_traces(
-        [tracemalloc.DomainFilter(inclusive=False, domain=NUMPY_TRACEMALLOC_DOMAIN)]
+    """Bytes of the traced allocations pymalloc serves (larger ones are malloc's)."""
+    traces = tracemalloc.take_snapshot().traces
+    return sum(
+        trace.size
+        for trace in traces
+        if trace.size <= PYMALLOC_LIMIT and trace.domain != NUMPY_TRACEMALLOC_DOMAIN
     )
-    return sum(stat.size for stat in snapshot.statistics("filename"))
 
 
 def main() -> None:
@@ -422,6 +446,7 @@ def main() -> None:
     )
     parser.add_argument("--memory-categorical", type=int, default=16)
     parser.add_argument("--no-breakdown", action="store_true")
+    parser.add_argument("--no-throughput", action="store_true", help="skip the timed runs")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of ingest")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
@@ -445,7 +470,7 @@ def main() -> None:
         f"driftgauge ingest benchmark: {args.numeric} numeric + {args.categorical} categorical "
         f"features, baseline of {args.baseline_rows:,} rows, KLL k={baseline.kll_k}"
     )
-    rate, ratio = throughput(args, baseline)
+    rate, ratio = (0.0, 0.0) if args.no_throughput else throughput(args, baseline)
     if not args.no_breakdown:
         breakdown(args, baseline)
     if args.profile:
@@ -453,6 +478,8 @@ def main() -> None:
     if not args.no_memory:
         memory(args, baseline_for)
     print(f"\n(total {time.perf_counter() - started:.0f} s)")
+    if args.no_throughput:
+        return
     target_line(
         "window update ≥ 10M feature values/s (numpy columns, 2 windows)",
         rate >= TARGET_VALUES_PER_SECOND,

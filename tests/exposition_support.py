@@ -50,7 +50,7 @@ from tests.feedback_support import Pipeline, build, classifier_columns, instance
 
 AWKWARD_MODEL = 'wine "red"\\ \nrosé'
 PARSE_ERROR_REASONS = (*REASONS, "invalid_json", "unknown_path", "internal")
-DROP_REASONS = ("queue_full", "body_too_large", "feedback_expired")
+DROP_REASONS = ("queue_full", "body_too_large", "feedback_expired", "sampled")
 ACCEPTS = (
     "",
     "text/plain",

@@ -7,6 +7,10 @@ parallel worker processes), waits for ``/v2/health/ready`` and for every
 model's ``/v2/models/{name}/ready``, and always stops it.  Several models are
 served at once, one per subfolder.
 
+``bench/proxy.py --upstream mlserver`` starts its model server through this
+module too (with ``wrap`` for CPU pinning and ``env`` for its settings), so
+the tests and the benchmark run MLServer the same way.
+
 MLServer comes from the ``mlserver`` extra (``scripts/setup.sh ...,mlserver``);
 without it the tests using this module are skipped (:data:`MLSERVER`).
 """
@@ -22,7 +26,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,16 +63,19 @@ class ModelSpec:
     outputs: Sequence[dict[str, Any]] = ()
     version: str | None = "v1"
     parameters: dict[str, Any] = field(default_factory=dict)
+    implementation: str = "mlserver_sklearn.SKLearnModel"
 
 
 @dataclass(frozen=True, slots=True)
 class MLServer:
-    """A running MLServer: its HTTP base URL and ports."""
+    """A running MLServer: its HTTP base URL, ports and process id."""
 
     url: str
     http_port: int
     grpc_port: int
     root: Path
+    metrics_port: int = 0
+    pid: int = 0
 
     def get(self, path: str) -> Any:
         """GET ``path`` as JSON."""
@@ -98,7 +105,7 @@ def write_model(root: Path, spec: ModelSpec) -> Path:
         parameters["version"] = spec.version
     settings: dict[str, Any] = {
         "name": spec.name,
-        "implementation": "mlserver_sklearn.SKLearnModel",
+        "implementation": spec.implementation,
         "parameters": parameters,
     }
     if spec.inputs:
@@ -135,8 +142,18 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def serve_models(root: Path, models: Sequence[ModelSpec]) -> Iterator[MLServer]:
-    """Serve ``models`` from ``root`` with a real MLServer; stopped when the block ends."""
+def serve_models(
+    root: Path,
+    models: Sequence[ModelSpec],
+    *,
+    wrap: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Iterator[MLServer]:
+    """Serve ``models`` from ``root`` with a real MLServer; stopped when the block ends.
+
+    ``wrap`` prefixes the command (``taskset -c 1``: it execs, so the process
+    id stays MLServer's); ``env`` adds to or overrides the environment.
+    """
     root.mkdir(parents=True, exist_ok=True)
     for spec in models:
         write_model(root, spec)
@@ -149,17 +166,20 @@ def serve_models(root: Path, models: Sequence[ModelSpec]) -> Iterator[MLServer]:
         "MLSERVER_METRICS_PORT": str(metrics_port),
         "MLSERVER_PARALLEL_WORKERS": "0",  # inference in the server process: no worker pool
         "MLSERVER_LOAD_MODELS_AT_STARTUP": "true",
+        **(env or {}),
     }
     log = (root / "mlserver.log").open("wb")
     process = subprocess.Popen(
-        [str(MLSERVER), "start", str(root)],
+        [*wrap, str(MLSERVER), "start", str(root)],
         cwd=root,  # MLServer keeps .metrics/ and .envs/ in its working directory
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    server = MLServer(f"http://127.0.0.1:{http_port}", http_port, grpc_port, root)
+    server = MLServer(
+        f"http://127.0.0.1:{http_port}", http_port, grpc_port, root, metrics_port, process.pid
+    )
     try:
         urls = [server.url + "/v2/health/ready"]
         urls += [f"{server.url}/v2/models/{spec.name}/ready" for spec in models]

@@ -47,13 +47,17 @@ def queue_of(count: int) -> RecordQueue:
     return queue
 
 
-METRICS: Any = SimpleNamespace(queue_depth=SimpleNamespace(set=lambda value: None))
+METRICS: Any = SimpleNamespace(
+    queue_depth=SimpleNamespace(set=lambda value: None),
+    sampling_rate=SimpleNamespace(set=lambda value: None),
+)
+SAMPLER: Any = SimpleNamespace(update=lambda: 1.0, charge=lambda cpu, records: None)
 
 
 async def test_the_queue_reaches_the_sketches_in_batches_of_at_most_256() -> None:
     """600 queued records are read in slices and observed in batches of ≤ 256, each once."""
     queue, router = queue_of(600), Recorder()
-    consumer = asyncio.ensure_future(app._consume(queue, router, METRICS))  # type: ignore[arg-type]
+    consumer = asyncio.ensure_future(app._consume(queue, router, METRICS, SAMPLER))  # type: ignore[arg-type]
     try:
         for _ in range(500):
             if sum(router.batches) == 600:
@@ -70,7 +74,7 @@ async def test_the_queue_reaches_the_sketches_in_batches_of_at_most_256() -> Non
 async def test_records_read_before_a_cancel_are_still_observed() -> None:
     """Shutdown cancels the consumer between slices: what it had read reaches the sketches."""
     queue, router = queue_of(50), Recorder()
-    consumer = asyncio.ensure_future(app._consume(queue, router, METRICS))  # type: ignore[arg-type]
+    consumer = asyncio.ensure_future(app._consume(queue, router, METRICS, SAMPLER))  # type: ignore[arg-type]
     router.on_read = consumer.cancel  # cancelled at its first pause, after one slice
     await asyncio.gather(consumer, return_exceptions=True)
     assert consumer.cancelled()

@@ -12,9 +12,11 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
+from driftgauge.baseline import load_baseline
 from tests.helpers import base_config, scrape, series, training_rows, wait_for, write_csv
 
 CLI = [sys.executable, "-m", "driftgauge.cli"]
@@ -247,3 +249,28 @@ def test_demo_detects_exactly_the_drifted_features() -> None:
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "detected exactly the drifted features" in result.stdout
     assert "drifted inputs found:    alcohol, color_intensity, region" in result.stdout
+
+
+def test_baseline_workers_give_the_same_file_content(project: Path) -> None:
+    """`--workers 1` and `--workers 2` write the same edges and counts; a bad count is one line."""
+    write_csv(project / "big.csv", training_rows(60_000, seed=3))
+    written = {}
+    for workers in ("1", "2"):
+        out = project / f"w{workers}.dgb"
+        result = run(
+            "baseline", "-c", project / "config.yaml", "--data", project / "big.csv",
+            "-o", out, "--workers", workers,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        built = load_baseline(out)
+        written[workers] = {
+            name: (getattr(held.summary.binning, "edges", np.empty(0)).tolist(),
+                   held.summary.bins.tolist())
+            for name, held in built.fields.items()
+        }  # fmt: skip
+    assert written["1"] == written["2"]
+    bad = run(
+        "baseline", "-c", project / "config.yaml", "--data", project / "big.csv",
+        "-o", project / "x.dgb", "--workers", "0",
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--workers" in bad.stderr and "Traceback" not in bad.stderr

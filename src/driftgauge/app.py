@@ -24,6 +24,7 @@ from prometheus_client import ProcessCollector
 
 from driftgauge.baseline import Baseline, check_against, load_baseline
 from driftgauge.config import CloudEventsConfig, Config, ProxyConfig, TailConfig
+from driftgauge.exposition import catalogue
 from driftgauge.exposition.collector import (
     MetricsRegistry,
     MonitorCollector,
@@ -42,6 +43,7 @@ from driftgauge.protocols import make_adapter
 from driftgauge.runtime.state import StateStore
 from driftgauge.sources.cloudevents import CloudEventsSource
 from driftgauge.sources.proxy import ProxyServer, RecordQueue
+from driftgauge.sources.sampling import Sampler
 from driftgauge.sources.tail import TailSource
 from driftgauge.typing import Record
 
@@ -281,9 +283,16 @@ async def _cloudevents_ctx(app: web.Application) -> AsyncIterator[None]:
     config = sidecar.config.source
     assert isinstance(config, CloudEventsConfig)
     monitor = sidecar.monitor
+    sampler = Sampler(config.cpu_budget, lambda: source.backlog(), monitor.count_dropped)
     source = CloudEventsSource(
-        config, sidecar.batcher.process, monitor.count_parse_error, on_dropped=monitor.count_dropped
+        config,
+        sidecar.batcher.process,
+        monitor.count_parse_error,
+        on_dropped=monitor.count_dropped,
+        sampler=sampler,
     )
+    rate = catalogue.SAMPLING_RATE.gauge(sidecar.registry).labels(sidecar.config.model)
+    rate.set_function(lambda: sampler.rate)
     sidecar.proxy_port = await source.start()
     log.info("CloudEvents on http://%s:%s", config.listen[0], sidecar.proxy_port)
     task = _supervise("cloudevents", sidecar.health, source.run())
@@ -326,12 +335,14 @@ async def _feedback_tail_ctx(app: web.Application) -> AsyncIterator[None]:
 SLICE_SECONDS = 0.005
 # Ingesting a batch has a fixed cost (for a wide model, a few hundred µs: sorting, binning and
 # the windows' slices) besides its cost per record, so the consumer waits for a batch of about
-# BATCH_RECORDS records, or BATCH_SECONDS, or a quarter of the queue's bytes, whichever comes
-# first, looking every BATCH_POLL_SECONDS.  Freshness does not suffer: drift is recomputed
-# every few seconds.
+# BATCH_RECORDS records or BATCH_SECONDS, whichever comes first, looking every
+# BATCH_POLL_SECONDS.  Freshness does not suffer: drift is recomputed every few seconds.
 BATCH_RECORDS = 256
 BATCH_SECONDS = 0.25
 BATCH_POLL_SECONDS = 0.05
+# ... and waits for no more than this share of the queue's bounds: half the fill from which the
+# sampler (sources/sampling.py, QUEUE_LOW) reads the consumer as saturated.
+BATCH_FILL = 0.05
 # The CPU a batch's ingest into the sketches may take on the loop (it cannot be split).
 OBSERVE_SECONDS = 2 * SLICE_SECONDS
 # The shortest pause after a slice.  Both loops time sleeps in whole milliseconds: asyncio's
@@ -376,9 +387,12 @@ async def _ingest_in_thread(batcher: Router, records: list[Record]) -> float:
 
 async def _batch_ready(queue: RecordQueue) -> None:
     """Wait until the queue holds a batch worth its fixed cost, or BATCH_SECONDS passed."""
+    records = min(BATCH_RECORDS, max(1, int(queue.capacity * BATCH_FILL)))
     waited = 0.0
     while (
-        waited < BATCH_SECONDS and len(queue) < BATCH_RECORDS and queue.bytes * 4 < queue.max_bytes
+        waited < BATCH_SECONDS
+        and len(queue) < records
+        and queue.bytes < queue.max_bytes * BATCH_FILL
     ):
         await asyncio.sleep(BATCH_POLL_SECONDS)
         waited += BATCH_POLL_SECONDS
@@ -401,13 +415,17 @@ def _observe_timed(batcher: Router, pending: dict[Batcher, Extraction]) -> float
     return time.thread_time() - started
 
 
-async def _consume(queue: RecordQueue, batcher: Router, metrics: ProxyMetrics) -> None:
-    """Drain the proxy's queue into the sketches in batches, yielding between them."""
+async def _consume(
+    queue: RecordQueue, batcher: Router, metrics: ProxyMetrics, sampler: Sampler
+) -> None:
+    """Drain the proxy's queue into the sketches in batches, yielding between them; charge
+    their CPU to the sampler and let it adapt the share of requests admitted."""
     size, batch, threaded = 1, 1, False
     pending: dict[Batcher, Extraction] = {}
     try:
         while True:
             await _batch_ready(queue)
+            metrics.sampling_rate.set(sampler.update())
             backlog = len(queue)  # records that come in meanwhile wait for the next batch
             while backlog:
                 # Records are read (decoded, extracted) in slices sized to cost about
@@ -430,6 +448,7 @@ async def _consume(queue: RecordQueue, batcher: Router, metrics: ProxyMetrics) -
                     work = await _ingest_in_thread(batcher, records)
                 else:
                     work = _read_timed(batcher, records, pending)
+                sampler.charge(work, len(records))
                 took = time.perf_counter() - started
                 size = max(1, min(BATCH_RECORDS, int(size * SLICE_SECONDS / max(work, 1e-6))))
                 threaded = size == 1 and work > THREAD_SECONDS
@@ -438,11 +457,13 @@ async def _consume(queue: RecordQueue, batcher: Router, metrics: ProxyMetrics) -
                     await asyncio.sleep(max(took, MIN_PAUSE_SECONDS))
                     started = time.perf_counter()
                     work = _observe_timed(batcher, pending)
+                    sampler.charge(work, 0)  # the records were counted as they were read
                     took = time.perf_counter() - started
                     ideal = int(count * OBSERVE_SECONDS / max(work, 1e-6))
                     batch = max(1, min(BATCH_RECORDS, ideal))
                     threaded = threaded or (count == 1 and work > THREAD_SECONDS)
                 metrics.queue_depth.set(len(queue))
+                metrics.sampling_rate.set(sampler.update())
                 await asyncio.sleep(max(took, MIN_PAUSE_SECONDS))
     finally:  # cancelled (shutdown): what was read still reaches the sketches
         batcher.observe(pending)
@@ -483,6 +504,11 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     monitor = sidecar.monitor
     metrics = ProxyMetrics(sidecar.registry, sidecar.config.model)
     queue = RecordQueue(config.queue_size, monitor.count_dropped, config.queue_bytes)
+    sampler = Sampler(
+        config.cpu_budget,
+        lambda: max(len(queue) / queue.capacity, queue.bytes / queue.max_bytes),
+        monitor.count_dropped,
+    )
     server = ProxyServer(
         config.upstream,
         sidecar.batcher.matches,
@@ -497,10 +523,11 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         count_dropped=monitor.count_dropped,
         upstream_tls=ssl.create_default_context(cafile=config.ca_file) if config.ca_file else None,
         listen_tls=config.tls.server_context() if config.tls else None,
+        sampler=sampler,
     )
     sidecar.health.upstream_ok = False
     consumer = _supervise(
-        "monitoring consumer", sidecar.health, _consume(queue, sidecar.batcher, metrics)
+        "monitoring consumer", sidecar.health, _consume(queue, sidecar.batcher, metrics, sampler)
     )
     watcher = _supervise("upstream watch", sidecar.health, _watch_upstream(config, sidecar.health))
     host, port = config.listen
@@ -518,6 +545,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     await drain()  # a no-op when run_until_stopped drained already
     await _cancel(watcher, "upstream watch")
     await _cancel(consumer, "monitoring consumer")
+    sampler.flush()  # the last requests not admitted, counted
     while len(queue):  # what was answered is also monitored: flush the queue into the sketches
         records = queue.take(1024)
         sidecar.batcher.ingest(records)

@@ -91,10 +91,23 @@ def _parser() -> argparse.ArgumentParser:
         "`driftgauge baseline merge -c CONFIG A B -o OUT` merges baselines built on parts of a data set.",
     )
     baseline.add_argument("-c", "--config", required=True, type=Path)
-    baseline.add_argument("--data", nargs="+", required=True, type=Path, metavar="FILE")
+    baseline.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        metavar="FILE",
+        help="files, globs (data/*.csv, data/**/*.parquet), directories, or URLs: "
+        "s3://bucket/prefix/*.parquet, gs://bucket/key, https://host/file.csv",
+    )
     baseline.add_argument("-o", "--output", required=True, type=Path)
     baseline.add_argument(
         "--model", metavar="NAME", help="the model to build for, in a config with several"
+    )
+    baseline.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="worker processes (default: one per core this process may use)",
     )
 
     serve = commands.add_parser("serve", help="run the sidecar")
@@ -174,7 +187,7 @@ def _not_numbers_problem(name: str, wrong: int, present: int) -> str:
     )
 
 
-def _files_text(files: Sequence[Path]) -> str:
+def _files_text(files: Sequence[str | Path]) -> str:
     shown = ", ".join(map(str, files[:3]))
     return shown + (f" and {len(files) - 3} more" if len(files) > 3 else "")
 
@@ -194,11 +207,28 @@ def _load_checked_baseline(config: Config) -> Baseline:
     return baseline
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _cmd_baseline(args: argparse.Namespace) -> int:
-    from driftgauge.baseline import build_baseline, save_baseline, terminal_progress
+    from driftgauge.baseline import (
+        build_baseline,
+        resolve_inputs,
+        save_baseline,
+        terminal_progress,
+    )
 
     config = _one_model(load_config(args.config), args.model, args.config)
-    built = build_baseline(config, args.data, progress=terminal_progress)
+    built = build_baseline(
+        config, resolve_inputs(args.data), progress=terminal_progress, workers=args.workers
+    )
     problems = [_not_numbers_problem(*found) for found in _mostly_not_numbers(built)]
     if problems:
         raise DataError(

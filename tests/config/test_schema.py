@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from driftgauge.config import (
     DEFAULT_METRICS_PORT,
+    CloudEventsConfig,
     ProxyConfig,
     TailConfig,
     config_from_mapping,
@@ -55,6 +56,32 @@ def test_proxy_source_parses_listen_and_upstream(tmp_path: Path) -> None:
     assert isinstance(config.source, ProxyConfig)
     assert config.source.listen == ("127.0.0.1", 18080)
     assert config.source.upstream == "http://127.0.0.1:9000"
+
+
+def test_cpu_budget_defaults_to_half_a_core_and_takes_a_number_of_cores(tmp_path: Path) -> None:
+    """source.proxy.cpu_budget and source.cloudevents.cpu_budget: 0.5 by default, any cores."""
+    proxy = config_from_mapping(base_config(tmp_path, source={"proxy": {}}), base=tmp_path)
+    assert isinstance(proxy.source, ProxyConfig)
+    assert proxy.source.cpu_budget == 0.5
+    raw = base_config(tmp_path, source={"cloudevents": {"cpu_budget": 2}})
+    cloudevents = config_from_mapping(raw, base=tmp_path).source
+    assert isinstance(cloudevents, CloudEventsConfig)
+    assert cloudevents.cpu_budget == 2.0
+    raw = base_config(tmp_path, source={"proxy": {"cpu_budget": 0.05}})
+    assert config_from_mapping(raw, base=tmp_path).source == ProxyConfig(cpu_budget=0.05)
+
+
+@pytest.mark.parametrize(
+    ("source", "value"),
+    [("proxy", 0), ("proxy", -1), ("proxy", "half"), ("proxy", True), ("cloudevents", 2000)],
+)
+def test_a_bad_cpu_budget_is_an_error_naming_the_key(
+    tmp_path: Path, source: str, value: Any
+) -> None:
+    """A budget that is not a number of cores above 0 (up to 1024) names its key and value."""
+    raw = base_config(tmp_path, source={source: {"cpu_budget": value}})
+    message = _error(tmp_path, raw)
+    assert f"source.{source}.cpu_budget: {value!r} is not a number of cores above 0" in message
 
 
 def test_unknown_keys_are_errors_naming_the_path(tmp_path: Path) -> None:

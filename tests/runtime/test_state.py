@@ -273,3 +273,52 @@ def test_a_model_name_too_long_for_a_file_name_is_hashed() -> None:
     first, second = state_file_name("ü" * 100), state_file_name("ü" * 101)
     assert first != second
     assert first.startswith("model-") and len(first) == len("model-") + 32 + len(".state")
+
+
+def test_a_snapshot_of_float64_live_sketches_is_read_after_the_upgrade(
+    tmp_path: Path,
+    make_config: Callable[..., Config],
+    make_baseline: Callable[..., Baseline],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A snapshot written while live windows held float64 sketches (no ``kll_items`` mark)
+    restores into float32 windows: same counts and bins, quantiles rounded to float32."""
+    config = make_config()
+    baseline = make_baseline(config, 3_000)
+    with monkeypatch.context() as patched:
+        patched.setattr("driftgauge.monitor.fields.LIVE_ITEMS", "float64")
+        before = _monitor(config, baseline)
+        for i in range(3):  # three slices of the shortest window: sealed ones too
+            before.ingest([Extracted(700, training_rows(700, 10 + i))], now=NOW - 60 + 25 * i)
+        store = StateStore(tmp_path / "state", before)
+        store.save()
+        old = before.merged_windows(NOW)
+    document = json.loads(gzip.decompress(store.path.read_bytes()))
+    entries = [
+        entry
+        for window in document["windows"].values()
+        for piece in window
+        for entry in piece["entries"].values()
+    ]
+    numeric = [entry for entry in entries if "kll" in entry]
+    assert numeric
+    assert not any("kll_items" in entry for entry in numeric)  # the format written before
+    after = _monitor(config, baseline)
+    assert StateStore(tmp_path / "state", after).restore()
+    new = after.merged_windows(NOW)
+    ranks = [0.05, 0.5, 0.95]
+    for label in old:
+        for name, summary in old[label].items():
+            restored = new[label][name]
+            assert restored.count == summary.count > 0
+            assert np.array_equal(restored.bins, summary.bins)
+            if isinstance(summary, NumericSummary):
+                assert isinstance(restored, NumericSummary)
+                assert restored.items == "float32"
+                assert restored.kll.n == summary.kll.n
+                error = summary.kll.normalized_rank_error(False)
+                points = summary.kll.get_quantiles(ranks)
+                got = np.asarray([restored.kll.get_rank(p, True) for p in points])
+                assert np.all(np.abs(got - ranks) <= 2 * error + 1e-6)
+    after.ingest([Extracted(100, training_rows(100, 99))], now=NOW)
+    assert after.compute(NOW).fields

@@ -464,3 +464,36 @@ def test_categorical_merge_is_associative_and_commutative(columns: list[list[Any
         for category, n in tally.items():
             assert result.frequent.get_estimate(category) == n
         assert result.hll.get_estimate() == pytest.approx(len(tally), abs=0.5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 40_000), st.sampled_from([1.0, 10.0, 1e-3]))
+def test_float32_quantiles_stay_within_the_rank_error_of_the_rounded_data(
+    seed: int, n: int, scale: float
+) -> None:
+    """A float32 summary's quantiles have, in the float32-rounded raw data, ranks within ε."""
+    values = np.round(np.random.default_rng(seed).lognormal(0.0, 1.0, n) / scale, 1) * scale
+    summary = NumericSummary(NumericBinning(np.array([1.0])), items="float32")
+    for part in np.array_split(values, 7):
+        piece = summary.empty_like()
+        piece.update(part)
+        summary.merge(piece)
+    error = summary.kll.normalized_rank_error(False) if summary.kll.is_estimation_mode() else 0.0
+    data = np.sort(values.astype(np.float32))
+    ranks = [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99]
+    for q, value in zip(ranks, summary.kll.get_quantiles(ranks), strict=True):
+        low = np.searchsorted(data, np.float32(value), side="left") / n
+        high = np.searchsorted(data, np.float32(value), side="right") / n
+        assert low - error - 1 / n <= q <= high + error
+    assert summary.count == n
+    assert np.array_equal(summary.bins, [np.sum(values < 1.0), np.sum(values >= 1.0)])
+
+
+def test_values_beyond_float32_range_are_clamped_in_a_float32_sketch() -> None:
+    """1e300 and -1e300 enter a float32 sketch as ± the largest float32, not as infinities."""
+    summary = numeric([1e300, -1e300, 0.0])
+    live = summary.empty_like("float32")
+    live.update(*to_floats([1e300, -1e300, 0.0]))
+    top = float(np.finfo(np.float32).max)
+    assert (live.kll.get_min_value(), live.kll.get_max_value()) == (-top, top)
+    assert (live.minimum, live.maximum) == (-1e300, 1e300)  # moments stay float64

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from driftgauge.config import Window
+from driftgauge.sketches.sealed import SliceSealer
 from driftgauge.sketches.summary import NumericBinning, NumericSummary, Summary, to_floats
-from driftgauge.sketches.window import Slice, SlicedWindow
+from driftgauge.sketches.window import Sealed, Slice, SlicedWindow
 
 WINDOW = Window(seconds=60.0, slices=6)  # six slices of ten seconds
 BINNING = NumericBinning(np.array([0.0]))
@@ -112,3 +115,76 @@ def test_an_empty_window_merges_to_empty_summaries(now: float) -> None:
     """Reading a window nobody wrote to gives empty summaries, not an error."""
     window = SlicedWindow(WINDOW, fresh)
     assert count(window, now) == 0
+
+
+# -- sealing closed slices ------------------------------------------------------------
+
+
+def sealed_window() -> SlicedWindow[Summary]:
+    return SlicedWindow(WINDOW, fresh, SliceSealer())
+
+
+def test_closed_slices_are_sealed_and_the_newest_never_is() -> None:
+    """Once a newer slice begins the older ones are sealed; updates still reach the newest."""
+    window = sealed_window()
+    add(window, 1000.0, 1.0)
+    add(window, 1010.0, 2.0)
+    add(window, 1025.0, 3.0)
+    kinds = [isinstance(s.summaries, Sealed) for s in window.slices()]
+    assert kinds == [True, True, False]
+    add(window, 1005.0, 4.0)  # the clock went back: still the newest slice
+    assert count(window, 1025.0) == 4
+    assert [s.summaries["x"].count for s in window.slices()] == [1, 1, 2]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(0.0, 200.0), st.lists(st.floats(-1e3, 1e3), max_size=20)),
+        max_size=30,
+    ),
+    st.floats(0.0, 260.0),
+)
+def test_a_sealed_window_reads_as_an_unsealed_one(
+    updates: list[tuple[float, list[float]]], read_after: float
+) -> None:
+    """Whatever the times, sealing changes nothing a read of the window gives."""
+    plain, sealed = SlicedWindow(WINDOW, fresh), sealed_window()
+    clock = 1000.0
+    for step, values in updates:
+        clock += step
+        for window in (plain, sealed):
+            add(window, clock, *values)
+    now = clock + read_after
+    got, expected = sealed.merged(now)["x"], plain.merged(now)["x"]
+    assert isinstance(got, NumericSummary) and isinstance(expected, NumericSummary)
+    assert np.array_equal(got.bins, expected.bins)
+    assert (got.count, got.total, got.minimum, got.maximum) == pytest.approx(
+        (expected.count, expected.total, expected.minimum, expected.maximum)
+    )
+    assert sorted(got.kll) == sorted(expected.kll)  # few values: both sketches still exact
+    assert [s.index for s in sealed.slices()] == [s.index for s in plain.slices()]
+
+
+def test_a_window_emptied_by_expiry_starts_again() -> None:
+    """A read that expires every slice, the newest included, leaves a window that takes updates."""
+    window = sealed_window()
+    add(window, 1000.0, 1.0)
+    assert count(window, 2000.0) == 0
+    add(window, 2000.0, 2.0)
+    assert count(window, 2000.0) == 1
+
+
+def test_restore_seals_all_but_the_newest_slice() -> None:
+    """A restored snapshot's older slices are sealed; its newest takes updates again."""
+    window = sealed_window()
+    older, newest = fresh(), fresh()
+    for summaries, value in ((older, 1.0), (newest, 2.0)):
+        summary = summaries["x"]
+        assert isinstance(summary, NumericSummary)
+        summary.update(*to_floats([value]))
+    window.restore([Slice(103, newest), Slice(101, older)])
+    assert [isinstance(s.summaries, Sealed) for s in window.slices()] == [True, False]
+    add(window, 1035.0, 3.0)
+    assert [s.summaries["x"].count for s in window.slices()] == [1, 2]
+    assert count(window, 1035.0) == 3

@@ -16,6 +16,7 @@ from typing import Any
 
 import datasketches as ds
 import numpy as np
+import numpy.typing as npt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -492,3 +493,67 @@ def test_ks_of_merged_batch_sketches_matches_scipy() -> None:
     table = stats.cdf_table(window)
     assert np.allclose(table.cdf, window.get_cdf(table.items, True)[:-1])
     assert table.cdf[-1] == 1.0
+
+
+# -- float32 live sketches against a float64 baseline ------------------------------------
+
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _float32(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return np.clip(values, -F32_MAX, F32_MAX).astype(np.float32).astype(np.float64)
+
+
+def _rounding_slack(live: npt.NDArray[np.float64], base: npt.NDArray[np.float64]) -> float:
+    """ρ: the largest share either sample holds in one float32 class of two or more distinct values."""
+    distinct = np.unique(np.concatenate([live, base]))
+    classes, members = np.unique(_float32(distinct), return_counts=True)
+    crowded = classes[members > 1]
+    worst = 0.0
+    for sample in (live, base):
+        rounded = _float32(sample)
+        inside = rounded[np.isin(rounded, crowded)]
+        if len(inside):
+            worst = max(worst, np.unique(inside, return_counts=True)[1].max() / len(sample))
+    return float(worst)
+
+
+def _shape(rng: np.random.Generator, shape: str, n: int, shift: float) -> npt.NDArray[np.float64]:
+    values = rng.normal(shift, 1.0, n)
+    if shape == "grid":  # tenths: almost none is a float32 value, many tie
+        return np.round(values * 10.0) / 10.0
+    if shape == "huge":  # some beyond float32's range, clamped to its largest value
+        return values * 2e38
+    if shape == "close":  # pairs of values float32 cannot tell apart
+        return 1.0 + np.round(values * 4.0) * 1e-9
+    return values
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["normal", "grid", "huge", "close"]),
+    st.integers(20, 30_000),
+    st.floats(0.0, 0.5),
+)
+def test_ks_of_a_float32_window_stays_within_the_stated_bound(
+    seed: int, shape: str, n: int, shift: float
+) -> None:
+    """A float32 live sketch against a float64 baseline: D_float32 ≤ D ≤ D_float32 + ρ and
+    |D_sketch − D_float32| ≤ both rank errors, all against scipy's exact D on raw values."""
+    rng = np.random.default_rng(seed)
+    base, live = _shape(rng, shape, 20_000, 0.0), _shape(rng, shape, n, shift)
+    reference = ds.kll_doubles_sketch(200)
+    reference.update(base)
+    window = NumericSummary(NumericBinning(np.array([0.0])), items="float32")
+    window.update(live)
+    assert isinstance(window.kll, ds.kll_floats_sketch)
+    exact = float(scipy_stats.ks_2samp(live, base).statistic)
+    rounded = float(scipy_stats.ks_2samp(_float32(live), _float32(base)).statistic)
+    error = stats.ks_rank_error(window.kll) + stats.ks_rank_error(reference)
+    assert rounded <= exact + 1e-12
+    assert exact - rounded <= _rounding_slack(live, base) + 1e-12
+    for other in (reference, stats.cdf_table(reference).float32()):
+        d = stats.ks_statistic(window.kll, other)
+        assert abs(d - rounded) <= error + 1e-12
+        assert d <= exact + error + 1e-12  # never more than the raw data's D plus sketch error

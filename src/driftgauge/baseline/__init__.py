@@ -2,6 +2,7 @@
 
 from driftgauge.baseline.build import build_baseline, segment_binning, terminal_progress
 from driftgauge.baseline.describe import describe
+from driftgauge.baseline.inputs import DataInput, resolve_inputs
 from driftgauge.baseline.merge import merge_baselines
 from driftgauge.baseline.model import Baseline, FieldBaseline
 from driftgauge.baseline.store import (
@@ -16,12 +17,14 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "Baseline",
+    "DataInput",
     "FieldBaseline",
     "build_baseline",
     "check_against",
     "describe",
     "load_baseline",
     "merge_baselines",
+    "resolve_inputs",
     "save_baseline",
     "segment_binning",
     "terminal_progress",

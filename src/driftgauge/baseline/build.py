@@ -1,21 +1,23 @@
 """The baseline: what the training data looked like, built once, read by the sidecar.
 
-Built in two streaming passes over the data files.  The first fills an
-accurate KLL sketch (k = ``EDGE_SKETCH_K``) and the moments of each numeric
-field and counts categories; the baseline's bin edges come from that sketch
-by the rule in :mod:`driftgauge.sketches.edges` (point masses in bins of
-their own, equal-mass bins for the rest, edges between float32 values), and
-the second pass counts every value into those bins exactly, so the
-baseline's bin shares carry no sketch error.  The sketch kept in the file
-is that sketch reduced to ``sketch.kll_k``, the live windows' accuracy.
-Categories are stored in their canonical spelling (:mod:`driftgauge.canonical`).
+Built in passes over the data (``passes.py``), each run over the data's
+parts by a runner (``local.py`` for files on every core; Spark and Dask).
+The first fills each field's KLL sketch (``sketch.kll_k``), moments and
+category tally, and counts each numeric field's values into buckets of
+float32 classes; the second counts the classes of the buckets the edge rule
+needs.  The bin edges then follow the rule of :mod:`driftgauge.sketches.edges`
+exactly (:mod:`driftgauge.sketches.classes`): point masses in bins of their
+own, equal-mass bins for the rest, edges between float32 values.  Edges and
+bin counts are exact, so they are the same on every run and however the
+data was split.  Categories are stored in their canonical spelling
+(:mod:`driftgauge.canonical`).
 """
 
 from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,24 +26,26 @@ import datasketches as ds
 import numpy as np
 import numpy.typing as npt
 
-from driftgauge.baseline.datafiles import Chunk, read_chunks
-from driftgauge.baseline.model import KNOWN_CATEGORY_LIMIT, Baseline, FieldBaseline
+from driftgauge.baseline.inputs import DataInput
+from driftgauge.baseline.local import LocalRunner
+from driftgauge.baseline.model import Baseline, FieldBaseline
 from driftgauge.baseline.multivariate import Moments, PcaModel
+from driftgauge.baseline.passes import ClassPass, ErrorPass, SegmentPass, SketchPass
+from driftgauge.baseline.runner import Runner
 from driftgauge.baseline.store import finish
 from driftgauge.config import Config, MultivariateConfig
 from driftgauge.exceptions import DataError
-from driftgauge.sketches.edges import EDGE_SKETCH_K, equal_mass_edges
+from driftgauge.sketches.classes import ClassCounts, ClassEdges, class_edges, class_keys
+from driftgauge.sketches.edges import equal_mass_edges
 from driftgauge.sketches.summary import (
     CategoricalBinning,
     CategoricalSummary,
     NumericBinning,
     NumericSummary,
-    Summary,
 )
 
 __all__ = [
     "Progress",
-    "SegmentCrosstab",
     "build_baseline",
     "category_binning",
     "equal_mass_edges_of",
@@ -71,125 +75,137 @@ def terminal_progress(stage: str, done: int, total: int) -> None:
 
 def build_baseline(
     config: Config,
-    files: Sequence[Path],
+    data: Sequence[DataInput | Path] | Runner,
     progress: Progress = _no_progress,
     chunk_rows: int = 65_536,
+    workers: int | None = None,
 ) -> Baseline:
-    """Two streaming passes over ``files``: sketches and categories, then exact bin counts.
+    """The baseline of ``data``: files (local paths or resolved ``--data`` inputs, read by
+    ``workers`` processes, default one per core) or any
+    :class:`~driftgauge.baseline.runner.Runner`.
 
-    With ``multivariate`` configured, the first pass also sums the moments
-    its PCA is fitted from, and one more pass over just those features
-    sketches the rows' reconstruction errors before the bins are counted.
+    Passes: sketches and bucket counts; the reconstruction errors (with
+    ``multivariate``); class counts where the edges fall (repeated in the rare
+    case the rule needs buckets the first guess left out); segments (with
+    ``segments``).  The same data and config give the same edges and counts
+    however the data is split.
     """
-    fields = config.fields
-    derived = config.multivariate
-    moments = Moments(len(derived.features)) if derived is not None else None
-    sizes = sum(f.stat().st_size for f in files if f.is_file())
-    k, top = config.sketch.kll_k, config.sketch.top_categories
-    first: dict[str, Summary] = {}
-    counts: dict[str, Counter[str] | None] = {}
-    for spec in fields:
-        if spec.type == "numeric":
-            first[spec.name] = NumericSummary(NumericBinning(np.empty(0)), k=EDGE_SKETCH_K)
-        else:
-            first[spec.name] = CategoricalSummary(
-                CategoricalBinning(()), hll_lg_k=config.sketch.hll_lg_k
-            )
-            counts[spec.name] = Counter()
-    rows = 0
-    offset = 0
-    for path in files:
-        for chunk in read_chunks(path, config.columns, chunk_rows):
-            rows += chunk.rows
-            if moments is not None and derived is not None:
-                moments.add(_complete(chunk, derived.features))
-            for spec in config.columns:
-                column = chunk.columns[spec.name]
-                summary = first[spec.name]
-                if isinstance(summary, NumericSummary):
-                    summary.update(column.values, column.missing, column.wrong_type)
-                else:
-                    summary.update(column.values, column.missing)
-                    tally = counts[spec.name]
-                    if tally is not None and len(column.values):
-                        distinct, n = np.unique(column.values, return_counts=True)
-                        tally.update(dict(zip(distinct.tolist(), n.tolist(), strict=True)))
-                        if len(tally) > KNOWN_CATEGORY_LIMIT:
-                            counts[spec.name] = None
-            progress("pass 1/2: sketches", offset + chunk.bytes_read, sizes)
-        offset += path.stat().st_size
+    if isinstance(data, Runner):
+        return _build(config, data)
+    with LocalRunner(data, config.columns, workers, progress, chunk_rows) as runner:
+        return _build(config, runner)
+
+
+def _build(config: Config, runner: Runner) -> Baseline:
+    first = runner.run(SketchPass(config), "pass 1/2: sketches")
+    summaries = dict(first.summaries)
+    buckets = dict(first.buckets)
     pca = None
-    if moments is not None and derived is not None:
-        pca = _fit(derived, moments)
-        errors_summary = first[derived.name]
-        assert isinstance(errors_summary, NumericSummary)
-        for chunk in _chunks(files, derived.features, config, chunk_rows, progress, sizes):
-            errors_summary.update(pca.errors(_complete(chunk, derived.features)))
+    derived = config.multivariate
+    if derived is not None:
+        assert first.moments is not None
+        pca = _fit(derived, first.moments)
+        errors = runner.run(ErrorPass(config, pca), "pass 1b: multivariate")
+        summaries |= errors.summaries
+        buckets[derived.name] = errors.buckets
+    top = config.sketch.top_categories
     binnings: dict[str, NumericBinning | CategoricalBinning] = {}
-    rank_errors: dict[str, float] = {}
-    for spec in fields:
-        summary = first[spec.name]
-        if isinstance(summary, NumericSummary):
-            binnings[spec.name] = NumericBinning(equal_mass_edges_of(summary, config.sketch.bins))
-            rank_errors[spec.name] = rank_error(summary.kll)
-            first[spec.name] = replace(summary, k=k, kll=_reduced(summary.kll, k))
-        else:
-            binnings[spec.name] = category_binning(summary, counts[spec.name], top)
-    second = {name: np.zeros(b.size, dtype=np.int64) for name, b in binnings.items()}
-    needs_bins = [s for s in fields if s.type == "numeric" or counts.get(s.name) is None]
-    crosstab = SegmentCrosstab(config, binnings)
-    needs_pass = [s for s in fields if s in needs_bins or s.name in crosstab.columns]
-    offset = 0
-    read = [s for s in needs_pass if s.role != "multivariate"]
-    if pca is not None and derived is not None:
-        read += [s for s in config.features if s.name in derived.features and s not in read]
-    for path in files if needs_pass else ():
-        for chunk in read_chunks(path, read, chunk_rows):
-            for spec in needs_bins:
-                if spec.role == "multivariate":
-                    assert pca is not None and derived is not None
-                    numeric = binnings[spec.name]
-                    assert isinstance(numeric, NumericBinning)
-                    second[spec.name] += numeric.count(
-                        pca.errors(_complete(chunk, derived.features))
-                    )
-                    continue
-                values = chunk.columns[spec.name].values
-                if spec.type == "numeric":
-                    values = values[np.isfinite(values)]
-                second[spec.name] += binnings[spec.name].count(values)
-            crosstab.add(chunk)
-            progress("pass 2/2: exact bins", offset + chunk.bytes_read, sizes)
-        offset += path.stat().st_size
-    result = {}
-    for spec in fields:
-        summary = first[spec.name]
-        tally = counts.get(spec.name)
+    untallied: dict[str, CategoricalBinning] = {}
+    for spec in config.fields:
+        summary = summaries[spec.name]
+        if isinstance(summary, CategoricalSummary):
+            tally = first.tallies[spec.name]
+            binnings[spec.name] = category_binning(summary, tally, top)
+            if tally is None:
+                untallied[spec.name] = binnings[spec.name]  # type: ignore[assignment]
+    numeric = {s.name: s for s in config.fields if s.type == "numeric"}
+    wanted = {
+        name: _guess_buckets(buckets[name], summaries[name], config.sketch.bins)  # type: ignore[arg-type]
+        for name in numeric
+    }
+    classes: dict[str, ClassCounts] = {}
+    categorical_bins: dict[str, npt.NDArray[np.int64]] = {}
+    result: dict[str, ClassEdges] = {}
+    stage = "pass 2/2: exact bins"
+    while wanted or untallied:
+        counted = runner.run(ClassPass(config, wanted, untallied, pca), stage)
+        categorical_bins |= counted.bins
+        untallied = {}
+        classes |= counted.classes
+        wanted = {}
+        for name, counts in classes.items():
+            summary = summaries[name]
+            assert isinstance(summary, NumericSummary)
+            found = class_edges(
+                buckets[name], counts, config.sketch.bins, summary.minimum, summary.maximum
+            )
+            result[name] = found
+            if found.needed:
+                wanted[name] = np.union1d(np.flatnonzero(counts.wanted), sorted(found.needed))
+        stage = "pass 2b: exact bins"
+    for name, found in result.items():
+        binnings[name] = NumericBinning(found.edges)
+    segments = _segments(config, runner, binnings)
+    fields = {}
+    for spec in config.fields:
+        summary = summaries[spec.name]
         binning = binnings[spec.name]
-        bins = second[spec.name]
-        if isinstance(binning, CategoricalBinning) and tally is not None:
-            bins = binning.count_table(tally)
+        tally = first.tallies.get(spec.name)
         if isinstance(summary, NumericSummary):
             assert isinstance(binning, NumericBinning)
-            summary = replace(summary, binning=binning, bins=bins)
+            summary = replace(summary, binning=binning, bins=result[spec.name].counts)
         else:
-            assert isinstance(binning, CategoricalBinning)
+            assert isinstance(binning, CategoricalBinning) and isinstance(
+                summary, CategoricalSummary
+            )
+            bins = binning.count_table(tally) if tally is not None else categorical_bins[spec.name]
             summary = replace(summary, binning=binning, bins=bins)
-        result[spec.name] = FieldBaseline(
-            spec,
-            summary,
-            True,
-            dict(tally) if tally is not None else None,
-            rank_errors.get(spec.name),
+        exact_edges = 0.0 if spec.type == "numeric" else None
+        fields[spec.name] = FieldBaseline(
+            spec, summary, True, dict(tally) if tally is not None else None, exact_edges
         )
-    return finish(config, rows, result, crosstab.counts, pca)
+    return finish(config, first.rows, fields, segments, pca)
 
 
-def _complete(chunk: Chunk, names: Sequence[str]) -> npt.NDArray[np.float64]:
-    """The rows of ``chunk`` holding a finite value of every one of ``names``, as a matrix."""
-    matrix = np.column_stack([chunk.columns[name].values for name in names]).astype(np.float64)
-    complete: npt.NDArray[np.float64] = matrix[np.isfinite(matrix).all(axis=1)]
-    return complete
+def _guess_buckets(
+    buckets: npt.NDArray[np.int64], summary: NumericSummary, bins: int
+) -> npt.NDArray[np.int64]:
+    """The buckets the edge rule will likely need counted class by class.
+
+    Those that may hold a point mass, those holding the equal-mass targets
+    were there no point masses, and those holding the edges the sketch rule
+    places (which accounts for the point masses approximately).  A wrong guess
+    costs one more pass, never a different result.
+    """
+    total = int(buckets.sum())
+    if total == 0:
+        return np.empty(0, dtype=np.int64)
+    through = np.cumsum(buckets)
+    targets = (np.arange(1, bins) * total + bins - 1) // bins
+    guesses = [
+        np.flatnonzero(buckets * bins >= total),
+        np.searchsorted(through, np.minimum(targets, total - 1) + 1, side="left"),
+    ]
+    approximate = equal_mass_edges_of(summary, bins)
+    if len(approximate):
+        keys = class_keys(approximate).astype(np.int64)
+        guesses += [keys >> 16, (keys - 1) >> 16]
+    chosen: npt.NDArray[np.int64] = np.unique(np.concatenate(guesses)).astype(np.int64)
+    return chosen[(chosen >= 0) & (chosen < len(buckets))]
+
+
+def _segments(
+    config: Config, runner: Runner, binnings: dict[str, NumericBinning | CategoricalBinning]
+) -> dict[str, dict[str, npt.NDArray[np.int64]]]:
+    if not config.segments.features:
+        return {}
+    segments = {
+        name: segment_binning(binnings[name], config.segments.top)
+        for name in config.segments.features
+    }
+    predictions = {p.name: binnings[p.name] for p in config.predictions}
+    counted = runner.run(SegmentPass(config, segments, predictions), "pass 3: segments")
+    return counted.counts
 
 
 def _fit(derived: MultivariateConfig, moments: Moments) -> PcaModel:
@@ -197,68 +213,6 @@ def _fit(derived: MultivariateConfig, moments: Moments) -> PcaModel:
         return PcaModel.fit(derived, moments)
     except ValueError as exc:
         raise DataError(str(exc)) from None
-
-
-def _chunks(
-    files: Sequence[Path],
-    names: Sequence[str],
-    config: Config,
-    chunk_rows: int,
-    progress: Progress,
-    sizes: int,
-) -> Iterator[Chunk]:
-    """The chunks of ``files`` holding just the features ``names``, with progress."""
-    specs = [spec for spec in config.features if spec.name in names]
-    offset = 0
-    for path in files:
-        for chunk in read_chunks(path, specs, chunk_rows):
-            yield chunk
-            progress("pass 1b: multivariate", offset + chunk.bytes_read, sizes)
-        offset += path.stat().st_size
-
-
-class SegmentCrosstab:
-    """Exact counts of each prediction's bins within each top value of each segment feature.
-
-    Segments are the segment feature's ``segments.top`` most frequent baseline
-    categories plus ``__other__``; the live side uses the same, so per-segment
-    prediction drift compares like with like.
-    """
-
-    def __init__(
-        self, config: Config, binnings: dict[str, NumericBinning | CategoricalBinning]
-    ) -> None:
-        self.binnings = binnings
-        self.segments = {
-            name: segment_binning(binnings[name], config.segments.top)
-            for name in config.segments.features
-        }
-        self.predictions = list(config.predictions)
-        self.columns = (
-            set(self.segments) | {p.name for p in self.predictions} if self.segments else set()
-        )
-        self.counts: dict[str, dict[str, npt.NDArray[np.int64]]] = {
-            s: {
-                p.name: np.zeros((b.size - 1, binnings[p.name].size), dtype=np.int64)
-                for p in self.predictions
-            }
-            for s, b in self.segments.items()
-        }
-
-    def add(self, chunk: Chunk) -> None:
-        for name, binning in self.segments.items():
-            segment = chunk.columns[name].aligned_indexes(binning)
-            for spec in self.predictions:
-                target = self.counts[name][spec.name]
-                column = chunk.columns[spec.name]
-                predicted = self.binnings[spec.name]
-                if isinstance(predicted, NumericBinning):
-                    slots = predicted.slots(column.values)
-                else:
-                    slots = column.aligned_indexes(predicted)
-                keep = (segment >= 0) & (slots >= 0)
-                flat = segment[keep] * target.shape[1] + slots[keep]
-                target += np.bincount(flat, minlength=target.size).reshape(target.shape)
 
 
 def segment_binning(binning: NumericBinning | CategoricalBinning, top: int) -> CategoricalBinning:
@@ -282,13 +236,6 @@ def rank_error(sketch: Any) -> float:
     if sketch.is_empty() or not sketch.is_estimation_mode():
         return 0.0
     return float(sketch.normalized_rank_error(False))
-
-
-def _reduced(sketch: Any, k: int) -> Any:
-    """``sketch`` merged into an empty sketch of accuracy ``k`` (what live windows use)."""
-    reduced = ds.kll_doubles_sketch(k)
-    reduced.merge(sketch)
-    return reduced
 
 
 def category_binning(

@@ -5,7 +5,9 @@ float64 with ``nan`` for missing numeric values, a string array plus a
 missing count for categorical ones) and the bytes consumed so far, so
 memory stays constant whatever the file size.  CSV and JSON Lines use
 pyarrow's streaming readers when pyarrow is installed (the ``parquet``
-extra) and the standard library otherwise; Parquet needs pyarrow.
+extra) and the standard library otherwise; Parquet needs pyarrow.  A file
+is a :class:`~driftgauge.baseline.inputs.DataInput` (local, in an object
+store or at a URL) or, for convenience, a local path.
 """
 
 from __future__ import annotations
@@ -17,17 +19,27 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+from driftgauge.baseline.inputs import DataInput, as_input, data_format
 from driftgauge.canonical import canonical_strings
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import DataError
 from driftgauge.sketches.summary import CategoricalBinning, to_categories, to_floats
 
-__all__ = ["Chunk", "Column", "file_format", "read_chunks"]
+__all__ = [
+    "Chunk",
+    "Column",
+    "arrow_available",
+    "arrow_chunk",
+    "file_format",
+    "parquet_metadata",
+    "part_batches",
+    "read_chunks",
+]
 
 try:
     import pyarrow as pa
@@ -38,15 +50,6 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     pa = None
 
 CHUNK_ROWS = 65_536
-_FORMATS = {
-    ".csv": "csv",
-    ".tsv": "csv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,21 @@ class Column:
     missing: int
     wrong_type: int = 0
     present: npt.NDArray[np.bool_] | None = None  # categorical: rows whose value is in ``values``
+    # Categorical, from Arrow: ``values`` is ``dictionary[codes]`` (for a cheap tally).
+    dictionary: npt.NDArray[np.str_] | None = None
+    codes: npt.NDArray[np.intp] | None = None
+
+    def tally(self) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.int64]]:
+        """A categorical column's distinct values (sorted) and how often each occurs."""
+        if self.dictionary is None or self.codes is None:
+            distinct, counts = np.unique(self.values, return_counts=True)
+            return distinct, counts.astype(np.int64)
+        # Two spellings in Arrow's dictionary may be one canonical category.
+        distinct, inverse = np.unique(self.dictionary, return_inverse=True)
+        per_code = np.bincount(self.codes, minlength=len(self.dictionary))
+        counts = np.bincount(inverse, weights=per_code, minlength=len(distinct)).astype(np.int64)
+        seen = counts > 0
+        return distinct[seen], counts[seen]
 
     def aligned_indexes(self, binning: CategoricalBinning) -> npt.NDArray[np.intp]:
         """Each row's bucket (categorical), -1 for missing rows."""
@@ -75,37 +93,52 @@ class Chunk:
     bytes_read: int
 
 
+def arrow_available() -> bool:
+    """Whether pyarrow is installed (its readers split, parse and spill files)."""
+    return pa is not None
+
+
 def file_format(path: Path) -> str:
     """``csv``, ``jsonl`` or ``parquet`` from the file name, or a DataError."""
-    fmt = _FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        known = ", ".join(sorted(_FORMATS))
-        raise DataError(f"{path}: unknown data file type {path.suffix!r} (known: {known})")
-    return fmt
+    return data_format(str(path), path.suffix)
 
 
 def read_chunks(
-    path: Path, fields: Sequence[FieldSpec], chunk_rows: int = CHUNK_ROWS
+    source: DataInput | Path, fields: Sequence[FieldSpec], chunk_rows: int = CHUNK_ROWS
 ) -> Iterator[Chunk]:
-    """Stream ``path`` as chunks holding exactly the configured fields."""
-    fmt = file_format(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such data file")
+    """Stream ``source`` as chunks holding exactly the configured fields."""
+    source = as_input(source)
+    yield from _reported(source, _format_chunks(source, fields, chunk_rows))
+
+
+def _format_chunks(
+    source: DataInput, fields: Sequence[FieldSpec], chunk_rows: int
+) -> Iterator[Chunk]:
+    fmt = source.format
+    if fmt == "parquet":
+        if pa is None:
+            raise DataError(
+                f"{source.name}: reading Parquet needs pyarrow: pip install 'driftgauge[parquet]'"
+            )
+        yield from _parquet_chunks(source, fields, chunk_rows)
+    elif pa is not None and fmt == "jsonl":
+        yield from _arrow_jsonl_chunks(source, fields, chunk_rows)
+    elif pa is not None:
+        yield from _arrow_text_chunks(source, fmt, fields, chunk_rows)
+    elif fmt == "csv":
+        yield from _stdlib_csv_chunks(source, fields, chunk_rows)
+    else:
+        yield from _stdlib_jsonl_chunks(source, fields, chunk_rows)
+
+
+T = TypeVar("T")
+
+
+def _reported(source: DataInput, items: Iterator[T]) -> Iterator[T]:
+    """``items``, with a reader's error turned into a one-line DataError naming ``source``."""
+    fmt = source.format
     try:
-        if fmt == "parquet":
-            if pa is None:
-                raise DataError(
-                    f"{path}: reading Parquet needs pyarrow: pip install 'driftgauge[parquet]'"
-                )
-            yield from _parquet_chunks(path, fields, chunk_rows)
-        elif pa is not None and fmt == "jsonl":
-            yield from _arrow_jsonl_chunks(path, fields, chunk_rows)
-        elif pa is not None:
-            yield from _arrow_text_chunks(path, fmt, fields, chunk_rows)
-        elif fmt == "csv":
-            yield from _stdlib_csv_chunks(path, fields, chunk_rows)
-        else:
-            yield from _stdlib_jsonl_chunks(path, fields, chunk_rows)
+        yield from items
     except DataError:
         raise
     except Exception as exc:
@@ -117,15 +150,113 @@ def read_chunks(
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if fmt == "csv":
-            message = _name_csv_column(path, message)
-        raise DataError(f"{path}: cannot read {fmt.upper()} data: {message}") from None
+            message = _name_csv_column(source, message)
+        raise DataError(f"{source.name}: cannot read {fmt.upper()} data: {message}") from None
 
 
-def _require(path: Path, present: Sequence[str], fields: Sequence[FieldSpec]) -> None:
+def parquet_metadata(source: DataInput) -> Any:
+    """A Parquet file's metadata (its row groups); a read error as for its data."""
+
+    def read() -> Iterator[Any]:
+        handle = source.open_arrow()
+        try:
+            yield pa_parquet.ParquetFile(handle).metadata
+        finally:
+            handle.close()
+
+    (metadata,) = _reported(source, read())
+    return metadata
+
+
+def part_batches(
+    source: DataInput,
+    fields: Sequence[FieldSpec],
+    chunk_rows: int,
+    start: int = 0,
+    stop: int = 0,
+    row_groups: Sequence[int] = (),
+) -> Iterator[Any]:
+    """pyarrow RecordBatches of ``fields`` from part of a CSV or Parquet file.
+
+    CSV: the lines in bytes ``[start, stop)`` (cut at line ends), parsed with
+    the file's header.  Parquet: the row groups ``row_groups`` (all if none).
+    """
+    if pa is None:
+        raise DataError(f"{source.name}: building a baseline needs pyarrow: pip install pyarrow")
+    if source.format == "csv":
+        batches = _csv_range_batches(source, fields, start, stop)
+    else:
+        batches = _parquet_batches(source, fields, chunk_rows, row_groups)
+    yield from _reported(source, batches)
+
+
+def _csv_options(source: DataInput, fields: Sequence[FieldSpec]) -> tuple[Any, Any]:
+    types = {f.name: pa.float64() if f.type == "numeric" else pa.string() for f in fields}
+    convert = pa_csv.ConvertOptions(
+        column_types=types,
+        include_columns=[f.name for f in fields],
+        include_missing_columns=True,
+        strings_can_be_null=True,
+    )
+    return pa_csv.ParseOptions(delimiter=source.delimiter), convert
+
+
+def _csv_range_batches(
+    source: DataInput, fields: Sequence[FieldSpec], start: int, stop: int
+) -> Iterator[Any]:
+    parse, convert = _csv_options(source, fields)
+    _require(source.name, _csv_header(source, source.delimiter), fields)
+    with source.open() as handle:
+        header = handle.readline()
+        handle.seek(start)
+        body = handle.read(stop - start)
+    if not body:
+        return
+    reader = pa_csv.open_csv(
+        pa.BufferReader(header + body),
+        read_options=pa_csv.ReadOptions(block_size=1 << 22),
+        parse_options=parse,
+        convert_options=convert,
+    )
+    yield from reader
+
+
+def _parquet_batches(
+    source: DataInput, fields: Sequence[FieldSpec], chunk_rows: int, row_groups: Sequence[int]
+) -> Iterator[Any]:
+    handle = source.open_arrow()
+    try:
+        parquet = pa_parquet.ParquetFile(handle, pre_buffer=False, buffer_size=1 << 20)
+        _require(source.name, parquet.schema_arrow.names, fields)
+        yield from parquet.iter_batches(
+            batch_size=chunk_rows,
+            row_groups=list(row_groups) or None,
+            columns=[f.name for f in fields],
+        )
+    finally:
+        handle.close()
+
+
+def arrow_chunk(batch: Any, fields: Sequence[FieldSpec], source: str, bytes_read: int = 0) -> Chunk:
+    """The chunk of a pyarrow ``RecordBatch`` or ``Table`` holding ``fields``.
+
+    ``source`` names the data in the error raised when a field's column is missing.
+    """
+    _require(source, batch.schema.names, fields)
+    columns = {f.name: _arrow_column(_combined(batch.column(f.name)), f) for f in fields}
+    return Chunk(batch.num_rows, columns, bytes_read)
+
+
+def _combined(column: Any) -> Any:
+    """A Table's ChunkedArray as one Array (a RecordBatch's column already is one)."""
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _require(name: str, present: Sequence[str], fields: Sequence[FieldSpec]) -> None:
     missing = [f.name for f in fields if f.name not in present]
     if missing:
         raise DataError(
-            f"{path}: no column named {', '.join(map(repr, missing))} (the config's fields)"
+            f"{name}: no column named {', '.join(map(repr, missing))} (the config's fields)"
         )
 
 
@@ -158,61 +289,59 @@ def _arrow_column(array: Any, spec: FieldSpec) -> Column:
     spelled = canonical_strings(encoded.dictionary.to_numpy(zero_copy_only=False))
     indices = encoded.indices.to_numpy(zero_copy_only=False)
     values = spelled[indices] if len(spelled) else np.empty(0, dtype=np.str_)
-    return Column(values, nulls, 0, present)
+    return Column(values, nulls, 0, present, spelled, indices)
 
 
 def _batches_to_chunks(
-    batches: Iterator[Any], path: Path, fields: Sequence[FieldSpec], position: Any
+    batches: Iterator[Any], source: DataInput, fields: Sequence[FieldSpec], position: Any
 ) -> Iterator[Chunk]:
     for batch in batches:
-        _require(path, batch.schema.names, fields)
+        _require(source.name, batch.schema.names, fields)
         if batch.num_rows == 0:
             continue
         columns = {f.name: _arrow_column(batch.column(f.name), f) for f in fields}
         yield Chunk(batch.num_rows, columns, position())
 
 
-def _parquet_chunks(path: Path, fields: Sequence[FieldSpec], chunk_rows: int) -> Iterator[Chunk]:
+def _parquet_chunks(
+    source: DataInput, fields: Sequence[FieldSpec], chunk_rows: int
+) -> Iterator[Chunk]:
     # pre_buffer=False reads column chunks as they are needed instead of whole row groups
     # ahead, and the handle is closed at the end: memory stays flat with the file's size.
-    parquet = pa_parquet.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
-    _require(path, parquet.schema_arrow.names, fields)
-    total = path.stat().st_size
-    rows_total = max(1, parquet.metadata.num_rows)
-    done = 0
-
-    def position() -> int:
-        return int(total * min(1.0, done / rows_total))
-
+    handle = source.open_arrow()
     try:
+        parquet = pa_parquet.ParquetFile(handle, pre_buffer=False, buffer_size=1 << 20)
+        _require(source.name, parquet.schema_arrow.names, fields)
+        total = source.size
+        rows_total = max(1, parquet.metadata.num_rows)
+        done = 0
+
+        def position() -> int:
+            return int(total * min(1.0, done / rows_total))
+
         for batch in parquet.iter_batches(batch_size=chunk_rows, columns=[f.name for f in fields]):
             done += batch.num_rows
-            yield from _batches_to_chunks(iter([batch]), path, fields, position)
+            yield from _batches_to_chunks(iter([batch]), source, fields, position)
     finally:
-        parquet.close()
+        handle.close()
 
 
 def _arrow_text_chunks(
-    path: Path, fmt: str, fields: Sequence[FieldSpec], chunk_rows: int
+    source: DataInput, fmt: str, fields: Sequence[FieldSpec], chunk_rows: int
 ) -> Iterator[Chunk]:
     types = {f.name: pa.float64() if f.type == "numeric" else pa.string() for f in fields}
-    handle = pa.OSFile(str(path), "rb")
+    handle = source.open_arrow()
     block = 1 << 22
     try:
         if fmt == "csv":
-            delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+            parse, convert = _csv_options(source, fields)
             reader = pa_csv.open_csv(
                 handle,
                 read_options=pa_csv.ReadOptions(block_size=block),
-                parse_options=pa_csv.ParseOptions(delimiter=delimiter),
-                convert_options=pa_csv.ConvertOptions(
-                    column_types=types,
-                    include_columns=[f.name for f in fields],
-                    include_missing_columns=True,
-                    strings_can_be_null=True,
-                ),
+                parse_options=parse,
+                convert_options=convert,
             )
-            _require(path, _csv_header(path, delimiter), fields)
+            _require(source.name, _csv_header(source, source.delimiter), fields)
         else:
             reader = pa_json.open_json(
                 handle,
@@ -221,13 +350,13 @@ def _arrow_text_chunks(
                     explicit_schema=pa.schema(types), unexpected_field_behavior="ignore"
                 ),
             )
-        yield from _batches_to_chunks(iter(reader), path, fields, handle.tell)
+        yield from _batches_to_chunks(iter(reader), source, fields, handle.tell)
     finally:
         handle.close()
 
 
 def _arrow_jsonl_chunks(
-    path: Path, fields: Sequence[FieldSpec], chunk_rows: int
+    source: DataInput, fields: Sequence[FieldSpec], chunk_rows: int
 ) -> Iterator[Chunk]:
     """pyarrow's JSON Lines reader, and the standard library's from the row where it gives up.
 
@@ -238,34 +367,34 @@ def _arrow_jsonl_chunks(
     """
     rows = 0
     try:
-        for chunk in _arrow_text_chunks(path, "jsonl", fields, chunk_rows):
+        for chunk in _arrow_text_chunks(source, "jsonl", fields, chunk_rows):
             rows += chunk.rows
             yield chunk
     except pa.ArrowInvalid as exc:
         if "changed from string to" not in str(exc):  # only categorical fields are strings
             raise
-        yield from _stdlib_jsonl_chunks(path, fields, chunk_rows, skip=rows)
+        yield from _stdlib_jsonl_chunks(source, fields, chunk_rows, skip=rows)
 
 
 _CSV_COLUMN = re.compile(r"^In CSV column #(\d+): ")
 
 
-def _name_csv_column(path: Path, message: str) -> str:
+def _name_csv_column(source: DataInput, message: str) -> str:
     """pyarrow's ``In CSV column #2: ...`` with the column's name instead of its position."""
     match = _CSV_COLUMN.match(message)
     if match is None:
         return message
-    header = _csv_header(path, "\t" if path.suffix.lower() == ".tsv" else ",")
+    header = _csv_header(source, source.delimiter)
     position = int(match.group(1))
     if position >= len(header):
         return message
     return f"column {header[position]!r}: {message[match.end() :]}"
 
 
-def _csv_header(path: Path, delimiter: str) -> list[str]:
+def _csv_header(source: DataInput, delimiter: str) -> list[str]:
     # utf-8-sig: a byte order mark (spreadsheet exports) is not part of the first name;
     # pyarrow drops it too, and columns are matched by exact name.
-    with path.open(newline="", encoding="utf-8-sig") as text:
+    with io.TextIOWrapper(source.open(), newline="", encoding="utf-8-sig") as text:
         return next(csv.reader(text, delimiter=delimiter), [])
 
 
@@ -278,13 +407,15 @@ def _column_from_list(values: list[Any], spec: FieldSpec) -> Column:
     return Column(strings, missing, 0, present)
 
 
-def _stdlib_csv_chunks(path: Path, fields: Sequence[FieldSpec], chunk_rows: int) -> Iterator[Chunk]:
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with path.open("rb") as raw:
+def _stdlib_csv_chunks(
+    source: DataInput, fields: Sequence[FieldSpec], chunk_rows: int
+) -> Iterator[Chunk]:
+    delimiter = source.delimiter
+    with source.open() as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         reader = csv.reader(text, delimiter=delimiter)
         header = next(reader, [])
-        _require(path, header, fields)
+        _require(source.name, header, fields)
         positions = [header.index(f.name) for f in fields]
         rows: list[list[str]] = []
         for row in reader:
@@ -318,10 +449,10 @@ def _number(cell: str | None) -> Any:
 
 
 def _stdlib_jsonl_chunks(
-    path: Path, fields: Sequence[FieldSpec], chunk_rows: int, skip: int = 0
+    source: DataInput, fields: Sequence[FieldSpec], chunk_rows: int, skip: int = 0
 ) -> Iterator[Chunk]:
-    """The records of ``path`` in chunks, after the first ``skip`` (already read)."""
-    with path.open("rb") as raw:
+    """The records of ``source`` in chunks, after the first ``skip`` (already read)."""
+    with source.open() as raw:
         records: list[dict[str, Any]] = []
         for number, line in enumerate(raw, start=1):
             if not line.strip():
@@ -331,7 +462,7 @@ def _stdlib_jsonl_chunks(
                 continue
             record = json.loads(line)
             if not isinstance(record, dict):
-                raise DataError(f"{path}: line {number} is not a JSON object")
+                raise DataError(f"{source.name}: line {number} is not a JSON object")
             records.append(record)
             if len(records) >= chunk_rows:
                 yield _records_chunk(records, fields, raw.tell())

@@ -11,6 +11,7 @@ from typing import Any, Literal, cast
 from driftgauge.config.validation import (
     Errors,
     choice,
+    cores,
     existing_file,
     get_value,
     listen_address,
@@ -22,6 +23,7 @@ from driftgauge.config.validation import (
 )
 
 __all__ = [
+    "DEFAULT_CPU_BUDGET",
     "DEFAULT_PROXY_PORT",
     "CloudEventsConfig",
     "ProxyConfig",
@@ -33,6 +35,8 @@ __all__ = [
 ]
 
 DEFAULT_PROXY_PORT = 8080
+# Monitoring's CPU per wall second (cores) beyond which it samples requests (see sources.sampling).
+DEFAULT_CPU_BUDGET = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,7 @@ class ProxyConfig:
     queue_bytes: int = 16 * 1024 * 1024
     request_id_header: str = "X-Request-ID"
     shutdown_grace: float = 10.0
+    cpu_budget: float = DEFAULT_CPU_BUDGET  # cores monitoring may use before it samples requests
     ca_file: Path | None = None  # trust this CA (PEM) for an https:// upstream
     tls: TlsConfig | None = None  # serve the proxy listener over TLS
 
@@ -83,6 +88,7 @@ class CloudEventsConfig:
     max_pending: int = 10_000  # events waiting for their other half; beyond it, oldest evicted
     ttl: float = 60.0  # how long an event waits for its other half
     max_body_bytes: int = 4 * 1024 * 1024
+    cpu_budget: float = DEFAULT_CPU_BUDGET  # cores monitoring may use before it samples pairs
     ca_file: Path | None = None  # trust this CA (PEM) for an https:// forward target
     tls: TlsConfig | None = None  # serve the listener over TLS (an https:// logger URL)
 
@@ -141,6 +147,7 @@ def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
             "queue_bytes",
             "request_id_header",
             "shutdown_grace",
+            "cpu_budget",
             "ca_file",
             "tls",
         ),
@@ -180,6 +187,7 @@ def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
         shutdown_grace=get_value(
             proxy, "shutdown_grace", prefix, positive_float, defaults.shutdown_grace, errors
         ),
+        cpu_budget=get_value(proxy, "cpu_budget", prefix, cores, defaults.cpu_budget, errors),
         ca_file=_ca_file(proxy, prefix, base, errors),
         tls=parse_tls(proxy.get("tls"), "source.proxy.tls", base, errors),
     )
@@ -213,6 +221,7 @@ def _parse_cloudevents(value: Any, base: Path, errors: Errors) -> CloudEventsCon
             "max_pending",
             "ttl",
             "max_body_bytes",
+            "cpu_budget",
             "ca_file",
             "tls",
         ),
@@ -231,6 +240,7 @@ def _parse_cloudevents(value: Any, base: Path, errors: Errors) -> CloudEventsCon
         max_pending=get("max_pending", positive_int, d.max_pending),
         ttl=get("ttl", positive_float, d.ttl),
         max_body_bytes=get("max_body_bytes", positive_int, d.max_body_bytes),
+        cpu_budget=get("cpu_budget", cores, d.cpu_budget),
         ca_file=existing_file(table, "ca_file", prefix, base, errors),
         tls=parse_tls(table.get("tls"), "source.cloudevents.tls", base, errors),
     )

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 __all__ = [
     "Errors",
     "choice",
+    "cores",
     "existing_file",
     "format_duration",
     "fraction",
@@ -125,6 +126,13 @@ def positive_float(value: Any) -> float:
         return parse_duration(value)
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ValueError(f"{value!r} is not a positive number of seconds or a duration like 5s")
+    return float(value)
+
+
+def cores(value: Any) -> float:
+    """A CPU budget in cores (CPU seconds per wall second): 0.5 is half a core."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1024:
+        raise ValueError(f"{value!r} is not a number of cores above 0 (0.5 is half a core)")
     return float(value)
 
 

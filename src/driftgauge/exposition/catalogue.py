@@ -63,6 +63,7 @@ __all__ = [
     "REQUEST_SIZE",
     "RESPONSE_SIZE",
     "ROWS",
+    "SAMPLING_RATE",
     "SEGMENT_OBSERVATIONS",
     "SEGMENT_PERFORMANCE",
     "SEGMENT_PSI",
@@ -441,6 +442,13 @@ CLIENT_ERRORS = MetricSpec(
 QUEUE_DEPTH = MetricSpec(
     "driftgauge_queue_depth", "gauge", "Records waiting for the monitoring consumer.", _MODEL
 )
+SAMPLING_RATE = MetricSpec(
+    "driftgauge_sampling_rate",
+    "gauge",
+    "Share of prediction requests monitoring takes: 1 is every one; lower under overload, "
+    "the rest counted as dropped with reason sampled.",
+    _MODEL,
+)
 
 CATALOGUE: tuple[MetricSpec, ...] = (
     OBSERVATIONS,
@@ -491,5 +499,6 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     UPSTREAM_ERRORS,
     CLIENT_ERRORS,
     QUEUE_DEPTH,
+    SAMPLING_RATE,
 )
 """Every metric driftgauge exports (besides prometheus_client's process metrics)."""

@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 PARSE_ERROR_REASONS = (*REASONS, "invalid_json", "unknown_path", "internal")
-DROP_REASONS = ("queue_full", "body_too_large", "feedback_expired")
+DROP_REASONS = ("queue_full", "body_too_large", "feedback_expired", "sampled")
 LABEL_RESULTS = ("matched", "unmatched", "invalid")
 
 

@@ -40,6 +40,8 @@ class ProxyMetrics:
         self._upstream_errors = catalogue.UPSTREAM_ERRORS.counter(registry)
         self._client_errors = catalogue.CLIENT_ERRORS.counter(registry)
         self.queue_depth = catalogue.QUEUE_DEPTH.gauge(registry).labels(model)
+        self.sampling_rate = catalogue.SAMPLING_RATE.gauge(registry).labels(model)
+        self.sampling_rate.set(1.0)  # every request monitored until a sampler says otherwise
         self._by_code: dict[int, Counter] = {}
         for reason in UPSTREAM_ERROR_REASONS:  # present at 0 before the first failure
             self._upstream_errors.labels(model, reason)

@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-import datasketches as ds
 import numpy as np
 import numpy.typing as npt
 
@@ -45,11 +44,15 @@ from driftgauge.sketches.block import (
     bin_table,
     share_bins,
 )
+from driftgauge.sketches.sealed import SliceSealer
 from driftgauge.sketches.summary import (
+    LIVE_ITEMS,
     CategoricalSummary,
     NumericBinning,
     NumericSummary,
     Summary,
+    kll_items,
+    new_kll,
     split_finite,
     to_categories,
     to_floats,
@@ -154,8 +157,9 @@ class FieldTracker:
         # for the counters), in this order: a block of fields is added with one numpy call.
         numeric = [n for n, held in self._held.items() if isinstance(held.summary, NumericSummary)]
         self._numeric_rows = {name: row for row, name in enumerate(numeric)}
+        # Closed slices are sealed (sketches as bytes: docs/performance.md, memory).
         self._windows: dict[str, SlicedWindow[Summary]] = {
-            w.label: SlicedWindow(w, self._fresh) for w in config.windows
+            w.label: SlicedWindow(w, self._fresh, SliceSealer()) for w in config.windows
         }
         self._counters = {
             name: FieldCounters(bins=np.zeros(held.summary.binning.size, dtype=np.int64))
@@ -167,8 +171,9 @@ class FieldTracker:
             self._counters[name].bins = view
         self.rows_total = 0
         self.extra_columns_total = 0
+        # Live sketches hold float32 items: KS reads the baseline rounded alike.
         self._base_cdf = {
-            name: stats.cdf_table(held.summary.kll)
+            name: stats.cdf_table(held.summary.kll).float32()
             for name, held in self._held.items()
             if isinstance(held.summary, NumericSummary)
         }
@@ -183,7 +188,12 @@ class FieldTracker:
         self._derived = config.multivariate.name if config.multivariate is not None else ""
 
     def _fresh(self) -> dict[str, Summary]:
-        fresh = {name: held.summary.empty_like() for name, held in self._held.items()}
+        fresh: dict[str, Summary] = {
+            name: held.summary.empty_like(LIVE_ITEMS)
+            if isinstance(held.summary, NumericSummary)
+            else held.summary.empty_like()
+            for name, held in self._held.items()
+        }
         share_bins([cast(NumericSummary, fresh[name]) for name in self._numeric_rows])
         return fresh
 
@@ -391,10 +401,10 @@ class FieldTracker:
         return {"fields": tuple(results)}
 
 
-def _batch_sketch(k: int, values: npt.NDArray[np.float64]) -> Any:
-    """One sketch of a batch's values: merged into every window, it beats one update per window."""
-    sketch = ds.kll_doubles_sketch(k)
-    sketch.update(values)
+def _batch_sketch(k: int, ordered: npt.NDArray[np.float64]) -> Any:
+    """One sketch of a batch's sorted values: merged into every window, it beats one update per window."""
+    sketch = new_kll(k, LIVE_ITEMS)
+    sketch.update(kll_items(ordered, LIVE_ITEMS, float(ordered[0]), float(ordered[-1])))
     return sketch
 
 

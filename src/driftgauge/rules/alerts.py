@@ -381,12 +381,22 @@ _SERVICE = (
         "The 99th percentile of the time the sidecar {{ $labels.instance }} adds to requests of model {{ $labels.model }} is {{ $value | humanizeDuration }} over the last 5m (budget 5ms).",
     ),
     (
+        # Requests sampled out under overload (reason="sampled") are no data loss: the windows
+        # stay a uniform sample; DriftgaugeMonitoringSampled tells when that lasts.
         "DriftgaugeObservationsDropped",
-        "sum by (model, instance, reason) (increase(driftgauge_dropped_total{M}[10m])) > 0",
+        'sum by (model, instance, reason) (increase(driftgauge_dropped_total{M, reason!="sampled"}[10m])) > 0',
         "5m",
         "warning",
         "driftgauge drops observations of model {{ $labels.model }} ({{ $labels.reason }})",
         'The sidecar {{ $labels.instance }} dropped {{ $value | printf "%.0f" }} observations of model {{ $labels.model }} in the last 10m (reason {{ $labels.reason }}); drift figures under-count that traffic.',
+    ),
+    (
+        "DriftgaugeMonitoringSampled",
+        "max by (model, instance) (max_over_time(driftgauge_sampling_rate{M}[15m])) < 1",
+        "15m",
+        "warning",
+        "driftgauge monitors only a sample of the requests of model {{ $labels.model }}",
+        "The sidecar {{ $labels.instance }} has monitored at most {{ $value | humanizePercentage }} of the prediction requests of model {{ $labels.model }} for 30 minutes: monitoring is over its CPU budget or its queue. Drift figures stay unbiased but noisier (the noise floor follows the sampled count).",
     ),
 )
 

@@ -20,7 +20,14 @@ import numpy.typing as npt
 
 from driftgauge.sketches.summary import CountArray, FloatArray, NumericBinning, NumericSummary
 
-__all__ = ["NumericBlock", "StackedBinning", "add_block", "bin_table", "share_bins"]
+__all__ = [
+    "NumericBlock",
+    "StackedBinning",
+    "add_block",
+    "bin_table",
+    "share_bins",
+    "shared_table",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +209,7 @@ def add_block(
     summaries' rows in the table from :func:`share_bins`: while they all
     still share it, the bin counts go in with one numpy call.
     """
-    table = _shared_table(summaries) if rows is not None else None
+    table = shared_table(summaries) if rows is not None else None
     if table is not None:
         table[rows, : block.bin_counts.shape[1]] += block.bin_counts
         bins = None
@@ -224,7 +231,7 @@ def add_block(
         )
 
 
-def _shared_table(summaries: Sequence[NumericSummary]) -> CountArray | None:
+def shared_table(summaries: Sequence[NumericSummary]) -> CountArray | None:
     """The :func:`share_bins` table every one of ``summaries`` still has its bins in, if any."""
     if not summaries:
         return None

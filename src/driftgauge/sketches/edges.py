@@ -17,10 +17,11 @@ The rule, for ``B`` bins (``sketch.bins``):
    therefore always fall in the same bin; an edge never splits a tie.
 
 Bin ``i`` holds ``edges[i-1] <= x < edges[i]`` (see
-:class:`~driftgauge.sketches.summary.NumericBinning`).  Edges are chosen
-from a quantile sketch; the baseline build uses a KLL sketch with
-``EDGE_SKETCH_K`` (normalized rank error about 0.07%) for them, and its
-second pass counts every value into the bins exactly.
+:class:`~driftgauge.sketches.summary.NumericBinning`).  The baseline build
+applies the rule exactly, to counts of float32 classes
+(:mod:`driftgauge.sketches.classes`); :func:`equal_mass_edges` applies it to
+a KLL sketch, where no exact counts exist (a merge of baselines built with
+different edges) and as the build's guess of where the exact edges fall.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import datasketches as ds
 import numpy as np
@@ -24,14 +24,18 @@ import numpy.typing as npt
 from driftgauge.canonical import canonical_category, canonical_strings, category_strings
 
 __all__ = [
+    "LIVE_ITEMS",
     "OTHER",
     "UNSEEN",
     "CategoricalBinning",
     "CategoricalSummary",
+    "ItemType",
     "NumericBinning",
     "NumericSummary",
     "Summary",
     "category_indexes",
+    "kll_items",
+    "new_kll",
     "split_finite",
     "to_categories",
     "to_floats",
@@ -42,6 +46,42 @@ UNSEEN = "__unseen__"
 
 FloatArray = npt.NDArray[np.float64]
 CountArray = npt.NDArray[np.int64]
+
+ItemType = Literal["float64", "float32"]
+"""What a KLL sketch keeps its items as.
+
+Baselines keep float64 (``kll_doubles_sketch``).  Live windows keep float32
+(``kll_floats_sketch``), half the memory per retained item: the baseline's
+bin edges are float32 rounding-class boundaries, so PSI never told values
+apart that float32 merges, and KS compares the float32-rounded baseline
+(:meth:`driftgauge.stats.CdfTable.float32`); see docs/statistics.md.
+"""
+
+LIVE_ITEMS: ItemType = "float32"
+"""What live windows' sketches hold."""
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def new_kll(k: int, items: ItemType = "float64") -> Any:
+    """An empty KLL sketch holding ``items``."""
+    return ds.kll_floats_sketch(k) if items == "float32" else ds.kll_doubles_sketch(k)
+
+
+def kll_items(
+    values: FloatArray, items: ItemType, minimum: float, maximum: float
+) -> npt.NDArray[Any]:
+    """Finite values as a sketch of ``items`` takes them (``minimum``/``maximum`` are theirs).
+
+    float32 rounds to nearest; the rare value beyond float32's range is
+    clamped to its largest finite value (rounding would make it infinite),
+    so the mapping stays monotone and finite.
+    """
+    if items == "float64":
+        return values
+    if minimum < -_FLOAT32_MAX or maximum > _FLOAT32_MAX:
+        values = np.clip(values, -_FLOAT32_MAX, _FLOAT32_MAX)
+    return values.astype(np.float32)
 
 
 def to_floats(values: Sequence[Any] | npt.NDArray[Any]) -> tuple[FloatArray, int, int]:
@@ -221,7 +261,11 @@ class CategoricalBinning:
 
 @dataclass(slots=True)
 class NumericSummary:
-    """KLL sketch, exact bin counts and moments of a numeric field."""
+    """KLL sketch, exact bin counts and moments of a numeric field.
+
+    ``items`` is what the sketch keeps (:data:`ItemType`); bins and moments
+    are always counted from the float64 values.
+    """
 
     binning: NumericBinning
     k: int = 200
@@ -235,10 +279,11 @@ class NumericSummary:
     total: float = 0.0
     minimum: float = float("inf")
     maximum: float = float("-inf")
+    items: ItemType = "float64"
 
     def __post_init__(self) -> None:
         if self.kll is None:
-            self.kll = ds.kll_doubles_sketch(self.k)
+            self.kll = new_kll(self.k, self.items)
         if len(self.bins) != self.binning.size:
             self.bins = np.zeros(self.binning.size, dtype=np.int64)
 
@@ -309,6 +354,7 @@ class NumericSummary:
         if sketch is not None:
             self.kll.merge(sketch)
         else:
+            finite = kll_items(finite, self.items, minimum, maximum)
             if not finite.flags.writeable:  # the binding refuses read-only buffers (Arrow's, say)
                 finite = finite.copy()
             self.kll.update(finite)
@@ -333,8 +379,9 @@ class NumericSummary:
         self.minimum = min(self.minimum, other.minimum)
         self.maximum = max(self.maximum, other.maximum)
 
-    def empty_like(self) -> NumericSummary:
-        return NumericSummary(binning=self.binning, k=self.k)
+    def empty_like(self, items: ItemType | None = None) -> NumericSummary:
+        """An empty summary with the same bins and k, holding ``items`` (by default this one's)."""
+        return NumericSummary(binning=self.binning, k=self.k, items=items or self.items)
 
 
 @dataclass(slots=True)

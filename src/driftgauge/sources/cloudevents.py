@@ -33,7 +33,10 @@ A POST that is no CloudEvent at all gets 400; another method 405.  Counted reaso
 ``cloudevents_unpaired_request``, ``cloudevents_unpaired_response``,
 ``cloudevents_forward_failed``, ``cloudevents_forward_dropped``.  Paired records wait for the
 batcher in a list bounded by ``max_pending``; beyond it they are dropped and passed to
-``on_dropped`` as ``cloudevents_overload`` (``driftgauge_dropped_total{reason}``).
+``on_dropped`` as ``cloudevents_overload`` (``driftgauge_dropped_total{reason}``).  With a
+``sampler`` (:mod:`driftgauge.sources.sampling`), each pair is first admitted or not with the
+sampler's rate, before its bodies are parsed: under overload a uniform sample of the pairs is
+monitored (the rest counted as ``sampled`` by the sampler) instead of whole bursts dropped.
 
 With ``forward``, every POST read (up to ``max_body_bytes``) is also sent on, unchanged (method,
 headers but hop-by-hop ones and Host, body), from a bounded queue by a few background workers
@@ -63,6 +66,7 @@ from multidict import CIMultiDict
 from driftgauge.config import CloudEventsConfig
 from driftgauge.jsonbody import decode_json
 from driftgauge.sources.pairing import Kind, PairingStore
+from driftgauge.sources.sampling import Sampler
 from driftgauge.sources.tail import parse_timestamp
 from driftgauge.typing import Record
 
@@ -272,10 +276,12 @@ class CloudEventsSource:
         on_dropped: Callable[[str], None] | None = None,
         max_batch: int = MAX_BATCH,
         clock: Callable[[], float] = time.monotonic,
+        sampler: Sampler | None = None,
     ) -> None:
         self.config = config
         self._on_records, self._on_error, self._max_batch = on_records, on_error, max_batch
         self._on_dropped = on_dropped or on_error
+        self.sampler = sampler
         self.store = PairingStore(config.max_pending, config.ttl, on_error, clock)
         self.forwarder = None
         if config.forward:
@@ -313,6 +319,8 @@ class CloudEventsSource:
             runner, self._runner = self._runner, None
             await runner.cleanup()
         self._hand_over(len(self._ready))
+        if self.sampler is not None:
+            self.sampler.flush()
         if self.forwarder is not None and len(self.forwarder):
             log.info("shutting down with %d events not yet forwarded", len(self.forwarder))
 
@@ -356,6 +364,8 @@ class CloudEventsSource:
         record = self.store.add(kind, event.id, event.data, _event_time(event, now))
         if record is None:
             return
+        if self.sampler is not None and not self.sampler.admit():
+            return
         if len(self._ready) >= self.config.max_pending:  # monitoring can't keep up: shed load
             self._on_dropped("cloudevents_overload")
             return
@@ -372,6 +382,8 @@ class CloudEventsSource:
                 await asyncio.sleep(BATCH_DELAY)  # let more pairs complete: fewer, larger batches
             self._wake.clear()
             self.store.expire()
+            if self.sampler is not None:
+                self.sampler.update()
             while self._ready:
                 # Batches sized to cost about SLICE_SECONDS, each followed by a pause as long
                 # as it took: monitoring gets at most half the loop and answers stay prompt.
@@ -383,7 +395,19 @@ class CloudEventsSource:
                 self._slice = max(1, min(self._max_batch, ideal))
                 await asyncio.sleep(took)
 
+    def backlog(self) -> float:
+        """How full the list of paired records waiting for the batcher is (0 to 1)."""
+        return len(self._ready) / self.config.max_pending
+
     def _hand_over(self, n: int) -> None:
         batch, self._ready = self._ready[:n], self._ready[n:]
-        if batch:
+        if not batch:
+            return
+        sampler = self.sampler
+        if sampler is None:
             self._on_records(batch)
+            return
+        started = time.thread_time()
+        self._on_records(batch)
+        sampler.charge(time.thread_time() - started, len(batch))
+        sampler.update()

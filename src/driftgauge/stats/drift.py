@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import datasketches as ds
 import numpy as np
 import numpy.typing as npt
 from scipy import special
@@ -81,6 +82,7 @@ def js_distance(live: CountLike, baseline: CountLike) -> float:
 
 
 _ITEM_WEIGHT = np.dtype([("item", np.float64), ("weight", np.int64)])
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,14 +91,30 @@ class CdfTable:
 
     A sketch's CDF steps only at its retained items, so these arrays are the
     whole function; reading them once lets KS reuse a baseline's table.
+    ``single`` tells that the items are float32 values (a live window's
+    ``kll_floats_sketch``, or :meth:`float32` of a float64 table).
     """
 
     items: npt.NDArray[np.float64]
     cdf: npt.NDArray[np.float64]
+    single: bool = False
 
     def at(self, points: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         index = np.searchsorted(self.items, points, side="right") - 1
         return np.where(index >= 0, self.cdf[np.maximum(index, 0)], 0.0)
+
+    def float32(self) -> CdfTable:
+        """The CDF of the same values rounded to float32 (as live sketches round them).
+
+        Rounding is monotone, so P(round(X) ≤ round(x)) is F at the last item
+        of each run of items that round alike: the table of the rounded
+        sample, read without another pass over the sketch.
+        """
+        if self.single:
+            return self
+        rounded = np.clip(self.items, -_FLOAT32_MAX, _FLOAT32_MAX).astype(np.float32)
+        last = np.append(rounded[1:] != rounded[:-1], True)
+        return CdfTable(rounded[last].astype(np.float64), self.cdf[last], single=True)
 
 
 def cdf_table(sketch: Any) -> CdfTable:
@@ -108,12 +126,13 @@ def cdf_table(sketch: Any) -> CdfTable:
     every item weight 1, so weights summed to a fraction of ``n`` and D came
     out near 0.85 for identical distributions.
     """
+    single = isinstance(sketch, ds.kll_floats_sketch)
     if sketch.is_empty():
-        return CdfTable(np.empty(0), np.empty(0))
+        return CdfTable(np.empty(0), np.empty(0), single)
     pairs = np.fromiter(sketch, dtype=_ITEM_WEIGHT, count=int(sketch.num_retained))
     items = np.unique(pairs["item"])
     cdf = np.asarray(sketch.get_cdf(items, True), dtype=np.float64)[:-1]
-    return CdfTable(items, cdf)
+    return CdfTable(items, cdf, single)
 
 
 def ks_statistic(a: Any, b: Any) -> float:
@@ -123,9 +142,16 @@ def ks_statistic(a: Any, b: Any) -> float:
     F(x) = P(X ≤ x): the exact supremum of the two sketches' step CDFs.
     Error: at most the sum of both sketches' normalized rank errors
     (``normalized_rank_error(False)``), zero for sketches still in exact mode.
+
+    When one side holds float32 items (a live window) the other is rounded
+    to float32 too (:meth:`CdfTable.float32`), so D is that of the two
+    samples both rounded to float32: never more than the exact D, and less
+    only by values that float32 cannot tell apart (docs/statistics.md).
     """
     ta = a if isinstance(a, CdfTable) else cdf_table(a)
     tb = b if isinstance(b, CdfTable) else cdf_table(b)
+    if ta.single != tb.single:
+        ta, tb = ta.float32(), tb.float32()
     if not len(ta.items) or not len(tb.items):
         return 0.0
     points = np.concatenate([ta.items, tb.items])

@@ -209,7 +209,7 @@ class ClientProtocol(asyncio.Protocol):
         if predicted:
             if length is not None and length > server.max_body_bytes:
                 server.count_dropped("body_too_large")
-            else:
+            elif server.admit():  # under overload, a uniform sample (sources/sampling.py)
                 cycle.monitor = True
                 cycle.captured_request = bytearray()
         elif body_method:

@@ -14,9 +14,14 @@ from typing import Any
 from driftgauge.sources.proxy.capture import RecordQueue
 from driftgauge.sources.proxy.client import ClientProtocol
 from driftgauge.sources.proxy.upstream import UpstreamPool
+from driftgauge.sources.sampling import Sampler
 from driftgauge.typing import ProxyObserver
 
 __all__ = ["ProxyServer"]
+
+
+def _always() -> bool:
+    return True
 
 
 class ProxyServer:
@@ -38,6 +43,7 @@ class ProxyServer:
         count_dropped: Callable[[str], None] = lambda reason: None,
         upstream_tls: ssl.SSLContext | None = None,
         listen_tls: ssl.SSLContext | None = None,
+        sampler: Sampler | None = None,
     ) -> None:
         self.pool = UpstreamPool(upstream, connect_timeout, upstream_tls)
         self.listen_tls = listen_tls
@@ -54,6 +60,9 @@ class ProxyServer:
         self.id_source: Callable[[], str] | None = self.new_request_id if generate_ids else None
         self.count_parse_error = count_parse_error
         self.count_dropped = count_dropped
+        # Whether monitoring takes a prediction request, asked before its body is copied.
+        self.sampler = sampler
+        self.admit: Callable[[], bool] = sampler.admit if sampler is not None else _always
         self.connections: set[ClientProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None

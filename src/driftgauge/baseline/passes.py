@@ -1,0 +1,299 @@
+"""The passes of a baseline build, each a mergeable, picklable state (see ``runner.py``).
+
+1. :class:`SketchPass`: the sketches, moments and missing counts of every
+   field, the exact tally of each categorical field's values (while there are
+   few enough), and each numeric field's bucket counts
+   (:mod:`driftgauge.sketches.classes`).
+2. :class:`ErrorPass` (with ``multivariate`` only): the same for the rows'
+   reconstruction errors, once the PCA is fitted from pass 1's moments.
+3. :class:`ClassPass`: the class counts of the buckets the edge rule needs,
+   and the exact bin counts of categorical fields with too many values to tally.
+4. :class:`SegmentPass` (with ``segments`` only): the prediction bins within
+   each segment, once every edge is known.
+
+Every count is exact and adds up in any order, so the edges and bin counts
+do not depend on how the data was split; the KLL sketches merge within
+their stated error.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from driftgauge.baseline.datafiles import Chunk
+from driftgauge.baseline.model import KNOWN_CATEGORY_LIMIT
+from driftgauge.baseline.multivariate import Moments, PcaModel
+from driftgauge.config import Config, FieldSpec
+from driftgauge.sketches.classes import BUCKETS, ClassCounts, bucket_counts
+from driftgauge.sketches.codec import decode_summary, encode_summary
+from driftgauge.sketches.summary import (
+    CategoricalBinning,
+    CategoricalSummary,
+    NumericBinning,
+    NumericSummary,
+    Summary,
+    split_finite,
+)
+
+__all__ = ["ClassPass", "ErrorPass", "SegmentPass", "SketchPass", "complete_rows"]
+
+FloatArray = npt.NDArray[np.float64]
+CountArray = npt.NDArray[np.int64]
+# Pass 1's numeric summaries have one bin (no edges yet): its count is the summary's count.
+_ALL = np.zeros(1, dtype=np.int64)
+
+
+def complete_rows(chunk: Chunk, names: Sequence[str]) -> FloatArray:
+    """The rows of ``chunk`` holding a finite value of every one of ``names``, as a matrix."""
+    matrix = np.column_stack([chunk.columns[name].values for name in names]).astype(np.float64)
+    complete: FloatArray = matrix[np.isfinite(matrix).all(axis=1)]
+    return complete
+
+
+def _fresh(spec: FieldSpec, config: Config) -> Summary:
+    if spec.type == "numeric":
+        return NumericSummary(NumericBinning(np.empty(0)), k=config.sketch.kll_k)
+    return CategoricalSummary(CategoricalBinning(()), hll_lg_k=config.sketch.hll_lg_k)
+
+
+class _Summaries:
+    """Summaries pickled as DataSketches' bytes (the sketches themselves do not pickle)."""
+
+    config: Config
+    summaries: dict[str, Summary]
+
+    def _pickled(self) -> dict[str, Any]:
+        return {name: encode_summary(s) for name, s in self.summaries.items()}
+
+    def _unpickled(self, payload: dict[str, Any]) -> dict[str, Summary]:
+        specs = {s.name: s for s in self.config.fields}
+        result = {}
+        for name, encoded in payload.items():
+            summary = _fresh(specs[name], self.config)
+            decode_summary(summary, encoded)
+            result[name] = summary
+        return result
+
+
+class SketchPass(_Summaries):
+    """Pass 1 over the data's columns."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.rows = 0
+        self.summaries = {s.name: _fresh(s, config) for s in config.columns}
+        self.buckets = {
+            s.name: np.zeros(BUCKETS, dtype=np.int64) for s in config.columns if s.type == "numeric"
+        }
+        self.tallies: dict[str, Counter[str] | None] = {
+            s.name: Counter() for s in config.columns if s.type != "numeric"
+        }
+        derived = config.multivariate
+        self.moments = Moments(len(derived.features)) if derived is not None else None
+
+    @property
+    def reads(self) -> Sequence[FieldSpec]:
+        return self.config.columns
+
+    def empty(self) -> SketchPass:
+        return SketchPass(self.config)
+
+    def add(self, chunk: Chunk) -> None:
+        self.rows += chunk.rows
+        if self.moments is not None and self.config.multivariate is not None:
+            self.moments.add(complete_rows(chunk, self.config.multivariate.features))
+        for name, summary in self.summaries.items():
+            column = chunk.columns[name]
+            if isinstance(summary, NumericSummary):
+                finite, nan, inf = split_finite(column.values, column.missing + column.wrong_type)
+                summary.add(finite, _ALL, column.missing, column.wrong_type, nan, inf)
+                self.buckets[name] += bucket_counts(finite)
+                continue
+            distinct, n = column.tally()
+            table = dict(zip(distinct.tolist(), n.tolist(), strict=True))
+            assert isinstance(summary, CategoricalSummary)
+            summary.add(distinct, n, summary.binning.count_table(table), column.missing)
+            tally = self.tallies[name]
+            if tally is not None:
+                tally.update(table)
+                if len(tally) > KNOWN_CATEGORY_LIMIT:
+                    self.tallies[name] = None
+
+    def merge(self, other: SketchPass, /) -> None:
+        self.rows += other.rows
+        if self.moments is not None and other.moments is not None:
+            self.moments.merge(other.moments)
+        for name, summary in self.summaries.items():
+            summary.merge(other.summaries[name])  # type: ignore[arg-type]
+        for name, counts in self.buckets.items():
+            counts += other.buckets[name]
+        for name, tally in self.tallies.items():
+            theirs = other.tallies[name]
+            if tally is None or theirs is None:
+                self.tallies[name] = None
+                continue
+            tally.update(theirs)
+            if len(tally) > KNOWN_CATEGORY_LIMIT:
+                self.tallies[name] = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "rows": self.rows,
+            "summaries": self._pickled(),
+            "buckets": self.buckets,
+            "tallies": self.tallies,
+            "moments": self.moments,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.config, self.rows = state["config"], state["rows"]
+        self.summaries = self._unpickled(state["summaries"])
+        self.buckets, self.tallies, self.moments = (
+            state["buckets"],
+            state["tallies"],
+            state["moments"],
+        )
+
+
+class ErrorPass(_Summaries):
+    """Pass 1b: sketches and bucket counts of the rows' reconstruction errors."""
+
+    def __init__(self, config: Config, pca: PcaModel) -> None:
+        assert config.multivariate is not None
+        self.config, self.pca = config, pca
+        self.derived = config.multivariate
+        spec = next(s for s in config.fields if s.name == self.derived.name)
+        self.summaries = {spec.name: _fresh(spec, config)}
+        self.buckets = np.zeros(BUCKETS, dtype=np.int64)
+
+    @property
+    def reads(self) -> Sequence[FieldSpec]:
+        return [s for s in self.config.features if s.name in self.derived.features]
+
+    def empty(self) -> ErrorPass:
+        return ErrorPass(self.config, self.pca)
+
+    def add(self, chunk: Chunk) -> None:
+        errors = self.pca.errors(complete_rows(chunk, self.derived.features))
+        summary = self.summaries[self.derived.name]
+        assert isinstance(summary, NumericSummary)
+        summary.update(errors)
+        self.buckets += bucket_counts(errors[np.isfinite(errors)])
+
+    def merge(self, other: ErrorPass, /) -> None:
+        summary = self.summaries[self.derived.name]
+        summary.merge(other.summaries[self.derived.name])  # type: ignore[arg-type]
+        self.buckets += other.buckets
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "pca": self.pca,
+            "summaries": self._pickled(),
+            "buckets": self.buckets,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.config, self.pca = state["config"], state["pca"]
+        assert self.config.multivariate is not None
+        self.derived = self.config.multivariate
+        self.summaries = self._unpickled(state["summaries"])
+        self.buckets = state["buckets"]
+
+
+class ClassPass:
+    """Pass 2: class counts in the wanted buckets; bins of untallied categorical fields."""
+
+    def __init__(
+        self,
+        config: Config,
+        wanted: Mapping[str, npt.ArrayLike],
+        categorical: dict[str, CategoricalBinning],
+        pca: PcaModel | None = None,
+    ) -> None:
+        self.config, self.pca = config, pca
+        self.wanted = {name: np.asarray(b, dtype=np.intp) for name, b in wanted.items()}
+        self.categorical = categorical
+        self.classes = {name: ClassCounts.of(b) for name, b in self.wanted.items()}
+        self.bins = {name: np.zeros(b.size, dtype=np.int64) for name, b in categorical.items()}
+        derived = config.multivariate
+        self.derived = derived.name if derived is not None and derived.name in wanted else None
+
+    @property
+    def reads(self) -> Sequence[FieldSpec]:
+        names = set(self.wanted) | set(self.categorical)
+        if self.derived is not None and self.config.multivariate is not None:
+            names |= set(self.config.multivariate.features)
+        return [s for s in self.config.columns if s.name in names]
+
+    def empty(self) -> ClassPass:
+        return ClassPass(self.config, self.wanted, self.categorical, self.pca)
+
+    def add(self, chunk: Chunk) -> None:
+        for name, counts in self.classes.items():
+            if name == self.derived:
+                assert self.pca is not None and self.config.multivariate is not None
+                values = self.pca.errors(complete_rows(chunk, self.config.multivariate.features))
+            else:
+                values = chunk.columns[name].values
+            counts.add(values[np.isfinite(values)])
+        for name, binning in self.categorical.items():
+            self.bins[name] += binning.count(chunk.columns[name].values)
+
+    def merge(self, other: ClassPass, /) -> None:
+        for name, counts in self.classes.items():
+            counts.merge(other.classes[name])
+        for name, bins in self.bins.items():
+            bins += other.bins[name]
+
+
+class SegmentPass:
+    """Pass 3: each prediction's bins within each top value of each segment feature."""
+
+    def __init__(
+        self,
+        config: Config,
+        segments: dict[str, CategoricalBinning],
+        predictions: dict[str, NumericBinning | CategoricalBinning],
+    ) -> None:
+        self.config, self.segments, self.predictions = config, segments, predictions
+        self.counts: dict[str, dict[str, CountArray]] = {
+            s: {
+                p: np.zeros((b.size - 1, predicted.size), dtype=np.int64)
+                for p, predicted in predictions.items()
+            }
+            for s, b in segments.items()
+        }
+
+    @property
+    def reads(self) -> Sequence[FieldSpec]:
+        names = set(self.segments) | set(self.predictions)
+        return [s for s in self.config.columns if s.name in names]
+
+    def empty(self) -> SegmentPass:
+        return SegmentPass(self.config, self.segments, self.predictions)
+
+    def add(self, chunk: Chunk) -> None:
+        for name, binning in self.segments.items():
+            segment = chunk.columns[name].aligned_indexes(binning)
+            for prediction, predicted in self.predictions.items():
+                target = self.counts[name][prediction]
+                column = chunk.columns[prediction]
+                if isinstance(predicted, NumericBinning):
+                    slots = predicted.slots(column.values)
+                else:
+                    slots = column.aligned_indexes(predicted)
+                keep = (segment >= 0) & (slots >= 0)
+                flat = segment[keep] * target.shape[1] + slots[keep]
+                target += np.bincount(flat, minlength=target.size).reshape(target.shape)
+
+    def merge(self, other: SegmentPass, /) -> None:
+        for name, tables in self.counts.items():
+            for prediction, table in tables.items():
+                table += other.counts[name][prediction]

@@ -1,0 +1,258 @@
+"""Exact counts of float32 rounding classes, and the bin-edge rule computed on them.
+
+The baseline's bin edges are boundaries of float32 rounding classes
+(:mod:`driftgauge.sketches.edges`), so the exact rule needs no more than the
+count of values in each class.  Classes are numbered by an order-preserving
+32-bit key.  The count of every class is too much to hold, so it is taken in
+two steps, each exact and mergeable by addition, so the result does not
+depend on how the data was split or in which order the parts were merged:
+
+1. ``buckets``: the count of each of the 65,536 *buckets* of classes sharing
+   the key's high 16 bits (512 KB per field, whatever the row count);
+2. the count of each class inside the few buckets the rule needs
+   (:class:`ClassCounts`): the buckets that may hold a point mass, and those
+   holding an equal-mass target.
+
+:func:`class_edges` applies the rule of :mod:`~driftgauge.sketches.edges` to
+these counts and returns the edges with the exact count of every bin, or the
+buckets it still needs counted class by class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from driftgauge.sketches.edges import float32_floor
+
+__all__ = [
+    "BUCKETS",
+    "ClassCounts",
+    "ClassEdges",
+    "bucket_counts",
+    "class_edges",
+    "class_keys",
+]
+
+FloatArray = npt.NDArray[np.float64]
+KeyArray = npt.NDArray[np.uint32]
+CountArray = npt.NDArray[np.int64]
+
+BUCKETS = 1 << 16
+_LOW = 16
+_SIGN = np.uint32(0x80000000)
+_F32_MAX = float(np.finfo(np.float32).max)
+# Class counts gathered before they are combined (np.unique) to bound memory.
+_PENDING = 1 << 20
+
+
+def class_keys(values: FloatArray) -> KeyArray:
+    """The order-preserving key of each finite value's float32 rounding class.
+
+    Values beyond the float32 range belong to the end classes (those of
+    ±max float32, which reach out to ±inf); -0.0 and 0.0 share a class.
+    """
+    clipped = np.clip(values, -_F32_MAX, _F32_MAX)
+    single = clipped.astype(np.float32)
+    single += np.float32(0.0)
+    bits = single.view(np.uint32)
+    # Negative values: all bits flipped; others: the sign bit set.
+    flip = (single.view(np.int32) >> 31).view(np.uint32) | _SIGN
+    keys: KeyArray = bits ^ flip
+    return keys
+
+
+def class_values(keys: KeyArray) -> FloatArray:
+    """The float32 value of each class key, as float64 (a key past +max gives +inf)."""
+    keys = np.asarray(keys, dtype=np.uint32)
+    bits = np.where(keys >> 31 != 0, keys ^ _SIGN, ~keys).astype(np.uint32)
+    values: FloatArray = bits.view(np.float32).astype(np.float64)
+    return values
+
+
+def bucket_counts(values: FloatArray) -> CountArray:
+    """The count of finite ``values`` in each of the :data:`BUCKETS` buckets of classes."""
+    counts: CountArray = np.bincount(class_keys(values) >> _LOW, minlength=BUCKETS).astype(np.int64)
+    return counts
+
+
+@dataclass(slots=True)
+class ClassCounts:
+    """Exact counts of each class of values falling in the buckets ``wanted``."""
+
+    wanted: npt.NDArray[np.bool_]
+    keys: KeyArray = field(default_factory=lambda: np.empty(0, dtype=np.uint32))
+    counts: CountArray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    _pending: list[tuple[KeyArray, CountArray]] = field(default_factory=list)
+    _pending_size: int = 0
+
+    @classmethod
+    def of(cls, buckets: npt.ArrayLike) -> ClassCounts:
+        wanted = np.zeros(BUCKETS, dtype=np.bool_)
+        wanted[np.asarray(buckets, dtype=np.intp)] = True
+        return cls(wanted)
+
+    def add(self, values: FloatArray) -> None:
+        keys = class_keys(values)
+        keys = keys[self.wanted[keys >> _LOW]]
+        if len(keys):
+            self._stage(keys, np.ones(len(keys), dtype=np.int64))
+
+    def merge(self, other: ClassCounts) -> None:
+        other.compact()
+        if len(other.keys):
+            self._stage(other.keys, other.counts)
+
+    def _stage(self, keys: KeyArray, counts: CountArray) -> None:
+        self._pending.append((keys, counts))
+        self._pending_size += len(keys)
+        if self._pending_size > _PENDING:
+            self.compact()
+
+    def compact(self) -> None:
+        """Fold the staged keys into ``keys`` and ``counts`` (sorted, one entry per class)."""
+        if not self._pending:
+            return
+        keys = np.concatenate([self.keys, *(k for k, _ in self._pending)])
+        counts = np.concatenate([self.counts, *(c for _, c in self._pending)])
+        self._pending, self._pending_size = [], 0
+        self.keys, inverse = np.unique(keys, return_inverse=True)
+        self.counts = np.bincount(inverse, weights=counts, minlength=len(self.keys)).astype(
+            np.int64
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        self.compact()
+        return {"wanted": np.flatnonzero(self.wanted), "keys": self.keys, "counts": self.counts}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.wanted = np.zeros(BUCKETS, dtype=np.bool_)
+        self.wanted[state["wanted"]] = True
+        self.keys, self.counts = state["keys"], state["counts"]
+        self._pending, self._pending_size = [], 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClassEdges:
+    """The rule's result: inner edges and exact bin counts, or the buckets still needed."""
+
+    edges: FloatArray
+    counts: CountArray
+    needed: frozenset[int] = frozenset()
+
+
+class _Cdf:
+    """Counts below class keys, from bucket counts and the classes counted one by one."""
+
+    def __init__(self, buckets: CountArray, classes: ClassCounts) -> None:
+        classes.compact()
+        self.before = np.concatenate([[0], np.cumsum(buckets)])  # values in earlier buckets
+        self.keys, self.counts = classes.keys, classes.counts
+        self.refined = classes.wanted
+        self.needed: set[int] = set()
+
+    def below(self, key: int) -> int:
+        """How many values lie in classes before ``key`` (0 if its bucket is not counted)."""
+        bucket, low = key >> _LOW, key & (BUCKETS - 1)
+        if bucket >= BUCKETS:
+            return int(self.before[-1])
+        if low == 0:
+            return int(self.before[bucket])
+        if not self.refined[bucket]:
+            self.needed.add(bucket)
+            return int(self.before[bucket])
+        start = np.searchsorted(self.keys, bucket << _LOW)
+        stop = np.searchsorted(self.keys, key)
+        return int(self.before[bucket] + self.counts[start:stop].sum())
+
+
+def class_edges(
+    buckets: CountArray, classes: ClassCounts, bins: int, minimum: float, maximum: float
+) -> ClassEdges:
+    """The rule of :mod:`driftgauge.sketches.edges`, exactly, on class counts.
+
+    ``buckets`` holds every finite value's bucket count and ``classes`` the
+    class counts of some buckets; ``minimum`` and ``maximum`` are the exact
+    extremes.  When the rule needs a bucket ``classes`` did not count, the
+    result names it in ``needed`` (its edges and counts are then not final).
+    Point masses are classes holding at least 1/B of the values; each of the
+    B − P residual edges goes below the value at position ⌈jR/(B − P)⌉ of
+    the R non-point-mass values in order.
+    """
+    total = int(buckets.sum())
+    if total == 0 or bins < 2:
+        return ClassEdges(np.empty(0), np.asarray([total], dtype=np.int64))
+    heavy_buckets = np.flatnonzero(buckets * bins >= total)
+    missing = frozenset(int(b) for b in heavy_buckets if not classes.wanted[b])
+    if missing:
+        return ClassEdges(np.empty(0), np.asarray([total], dtype=np.int64), missing)
+    cdf = _Cdf(buckets, classes)
+    heavy = cdf.counts * bins >= total
+    while True:
+        keys = _edge_keys(cdf, buckets, heavy, bins, total)
+        if cdf.needed:
+            return ClassEdges(
+                np.empty(0), np.asarray([total], dtype=np.int64), frozenset(cdf.needed)
+            )
+        edges, below = _close_gaps(cdf, keys, minimum, maximum)
+        if len(edges) < bins or not heavy.any():
+            counts = np.diff(np.concatenate([[0], below, [total]])).astype(np.int64)
+            return ClassEdges(edges, counts)
+        # As in the sketch rule: the lightest point mass goes back to the equal-mass part.
+        candidates = np.flatnonzero(heavy)
+        heavy[candidates[np.argmin(cdf.counts[candidates])]] = False
+
+
+def _edge_keys(
+    cdf: _Cdf, buckets: CountArray, heavy: npt.NDArray[np.bool_], bins: int, total: int
+) -> KeyArray:
+    """The class keys whose lower boundaries are edges: around point masses, between the rest."""
+    masses = cdf.keys[heavy].astype(np.int64)
+    keys = [masses, masses + 1]
+    rest = bins - len(masses)
+    residual = total - int(cdf.counts[heavy].sum())
+    if rest >= 2 and residual > 0:
+        in_masses = np.bincount(masses >> _LOW, weights=cdf.counts[heavy], minlength=BUCKETS)
+        rest_through = np.cumsum(buckets - in_masses.astype(np.int64))
+        light = ~heavy
+        for j in range(1, rest):
+            position = min((j * residual + rest - 1) // rest, residual - 1)
+            bucket = int(np.searchsorted(rest_through, position + 1, side="left"))
+            if not cdf.refined[bucket]:
+                cdf.needed.add(bucket)
+                continue
+            start = np.searchsorted(cdf.keys, bucket << _LOW)
+            stop = np.searchsorted(cdf.keys, (bucket + 1) << _LOW)
+            inside = np.arange(start, stop)[light[start:stop]]
+            before = int(rest_through[bucket - 1]) if bucket else 0
+            reached = before + np.cumsum(cdf.counts[inside])
+            keys.append(cdf.keys[inside[np.searchsorted(reached, position + 1)]][None])
+    merged: KeyArray = np.unique(np.concatenate(keys)).astype(np.int64)
+    return merged
+
+
+def _close_gaps(
+    cdf: _Cdf, keys: npt.NDArray[Any], minimum: float, maximum: float
+) -> tuple[FloatArray, CountArray]:
+    """The edges (within the data's range) and the count below each, empty bins closed.
+
+    As in the sketch rule, the two edges of an inner bin holding no value
+    become one edge halfway between them.
+    """
+    edges = float32_floor(class_values(keys.astype(np.uint32)))
+    keep = (edges > minimum) & (edges <= maximum)
+    edges, keys = edges[keep], keys[keep]
+    below = np.asarray([cdf.below(int(k)) for k in keys], dtype=np.int64)
+    if len(edges) < 2:
+        return edges, below
+    empty = np.flatnonzero(np.diff(below) == 0)
+    kept = np.ones(len(edges), dtype=bool)
+    result = edges.copy()
+    for i in empty.tolist():
+        if kept[i] and kept[i + 1]:
+            result[i] = float32_floor([edges[i] / 2 + edges[i + 1] / 2])[0]
+            kept[i + 1] = False
+    return result[kept], below[kept]

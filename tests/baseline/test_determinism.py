@@ -1,0 +1,111 @@
+"""The same data and config give the same baseline edges and counts, however it is built."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from driftgauge.baseline import Baseline, build_baseline, local
+from driftgauge.config import Config
+from driftgauge.sketches import NumericSummary
+from tests.helpers import training_rows, write_csv
+
+ROWS = 200_000
+
+
+def signature(baseline: Baseline) -> dict[str, Any]:
+    """What must not change between builds: edges, bin counts, categories and their counts."""
+    result: dict[str, Any] = {"rows": baseline.rows, "segments": {}}
+    for name, held in baseline.fields.items():
+        summary = held.summary
+        binning = summary.binning
+        edges = (
+            binning.edges.tolist() if isinstance(summary, NumericSummary) else binning.categories
+        )  # type: ignore[union-attr]
+        result[name] = (
+            edges,
+            summary.bins.tolist(),
+            held.category_counts,
+            summary.count,
+            summary.missing,
+        )
+    for name, tables in baseline.segments.items():
+        result["segments"][name] = {p: t.tolist() for p, t in tables.items()}
+    return result
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    directory = tmp_path_factory.mktemp("determinism")
+    columns = training_rows(ROWS, seed=5)
+    rng = np.random.default_rng(6)
+    # A zero-inflated field: its zeros are a point mass with a bin of its own.
+    ash = np.asarray(columns["ash"])
+    ash[rng.random(ROWS) < 0.3] = 0.0
+    columns["ash"] = ash.tolist()
+    columns["alcohol"][::97] = [None] * len(columns["alcohol"][::97])
+    table = pa.table(columns)
+    pq.write_table(table, directory / "train.parquet", row_group_size=25_000)
+    return {
+        "csv": write_csv(directory / "train.csv", columns),
+        "parquet": directory / "train.parquet",
+        "columns": columns,
+    }
+
+
+def test_every_way_of_building_gives_the_same_edges_and_counts(
+    data: dict[str, Any],
+    make_config: Callable[..., Config],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = make_config(segments={"features": ["region"]})
+    reference = signature(build_baseline(config, [data["csv"]], workers=1))
+    assert signature(build_baseline(config, [data["csv"]], workers=1)) == reference
+    assert signature(build_baseline(config, [data["csv"]], workers=2)) == reference
+    assert signature(build_baseline(config, [data["parquet"]], workers=2)) == reference
+    assert signature(build_baseline(config, [data["parquet"]], workers=1)) == reference
+    monkeypatch.setattr(local, "PART_BYTES", 100_000)  # many parts, many merges
+    assert len(local.split_parts([data["csv"]], 2)) > 2
+    assert signature(build_baseline(config, [data["csv"]], workers=2, chunk_rows=7_000)) == (
+        reference
+    )
+
+
+def test_counts_are_exact_and_sketches_within_their_error(
+    data: dict[str, Any], make_config: Callable[..., Config]
+) -> None:
+    """Bin counts equal numpy's on the raw values; the KLL quantiles are within its rank error."""
+    baseline = build_baseline(make_config(), [data["csv"]], workers=2)
+    for name in ("alcohol", "ash"):
+        raw = np.asarray([v for v in data["columns"][name] if v is not None], dtype=np.float64)
+        summary = baseline.fields[name].summary
+        assert isinstance(summary, NumericSummary)
+        expected = np.bincount(
+            np.searchsorted(summary.binning.edges, raw, side="right"),
+            minlength=summary.binning.size,
+        )
+        assert np.array_equal(summary.bins, expected)
+        error = summary.kll.normalized_rank_error(False)
+        ranks = np.linspace(0.05, 0.95, 19)
+        quantiles = np.asarray(summary.kll.get_quantiles(ranks.tolist()))
+        ordered = np.sort(raw)
+        low = np.searchsorted(ordered, quantiles, side="left") / len(raw)
+        high = np.searchsorted(ordered, quantiles, side="right") / len(raw)
+        # The sketch's quantile has the asked rank within its error (ties span a rank range).
+        assert np.all((ranks >= low - 2.5 * error) & (ranks <= high + 2.5 * error)), name
+
+
+def test_zero_inflated_field_keeps_its_point_mass_bin(
+    data: dict[str, Any], make_config: Callable[..., Config]
+) -> None:
+    baseline = build_baseline(make_config(), [data["parquet"]], workers=2)
+    summary = baseline.fields["ash"].summary
+    assert isinstance(summary, NumericSummary)
+    zeros = int(np.count_nonzero(np.asarray(data["columns"]["ash"]) == 0.0))
+    assert summary.bins[0] == zeros
+    assert baseline.fields["ash"].edge_rank_error == 0.0

@@ -1,0 +1,105 @@
+"""The edge rule on exact float32-class counts: against the rule computed on the raw data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from driftgauge.sketches.classes import (
+    BUCKETS,
+    ClassCounts,
+    bucket_counts,
+    class_edges,
+    class_keys,
+    class_values,
+)
+from driftgauge.sketches.edges import float32_ceiling, float32_floor
+from tests.sketches.test_edges import BINS, SHAPES, counts, exact_rule_edges, shapes
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+samples = st.lists(
+    st.one_of(finite, st.sampled_from([0.0, -0.0, 1.0, 0.1, 2.5, 1e300, -1e300])),
+    min_size=1,
+    max_size=300,
+)
+
+
+def edges_from_counts(values: FloatArray, bins: int = BINS) -> tuple[FloatArray, Any]:
+    """The rule on the complete class counts of ``values`` (every bucket counted)."""
+    classes = ClassCounts.of(np.arange(BUCKETS))
+    classes.add(values)
+    found = class_edges(
+        bucket_counts(values), classes, bins, float(values.min()), float(values.max())
+    )
+    assert not found.needed
+    return found.edges, found.counts
+
+
+@given(st.lists(finite, min_size=2, max_size=200))
+def test_class_keys_order_values_as_their_float32_roundings(values: list[float]) -> None:
+    array = np.asarray(values)
+    single = np.clip(array, -3.4028234663852886e38, 3.4028234663852886e38).astype(np.float32)
+    order = np.argsort(single, kind="stable")
+    keys = class_keys(array)
+    assert np.all(np.diff(keys[order].astype(np.int64)) >= 0)
+    # Equal keys exactly when the float32 roundings are equal (-0.0 equals 0.0).
+    assert np.array_equal(keys[:, None] == keys[None, :], single[:, None] == single[None, :])
+    assert np.array_equal(class_values(keys), single.astype(np.float64))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_edges_cut_the_data_exactly_where_the_rule_does(shape: str) -> None:
+    """On float32 data (one value per class) the cuts are the exact rule's; counts are exact."""
+    values = shapes(np.random.default_rng(1))[shape].astype(np.float32).astype(np.float64)
+    edges, tally = edges_from_counts(values)
+    assert np.array_equal(tally, counts(values, edges))
+    masses, quantiles = exact_rule_edges(values)
+    reference = np.unique(
+        np.concatenate([float32_floor(quantiles), float32_floor(masses), float32_ceiling(masses)])
+    )
+    reference = reference[(reference > values.min()) & (reference <= values.max())]
+    expected = counts(values, reference)
+    # The same partition of the data; the rule closes the empty bins between levels.
+    assert np.array_equal(tally, expected[expected > 0]), shape
+    for mass in masses:  # each point mass alone in its bin
+        assert np.count_nonzero(values == mass) in tally
+
+
+@given(samples, st.integers(2, 20), st.integers(0, 300))
+def test_result_does_not_depend_on_how_the_data_is_split(
+    values: list[float], bins: int, cut: int
+) -> None:
+    array = np.asarray(values)
+    edges, tally = edges_from_counts(array, bins)
+    assert np.array_equal(tally, counts(array, edges))
+    assert len(tally) <= bins
+    left, right = ClassCounts.of(np.arange(BUCKETS)), ClassCounts.of(np.arange(BUCKETS))
+    left.add(array[:cut])
+    right.add(array[cut:])
+    right.merge(left)
+    buckets = bucket_counts(array[cut:]) + bucket_counts(array[:cut])
+    found = class_edges(buckets, right, bins, float(array.min()), float(array.max()))
+    assert np.array_equal(found.edges, edges)
+    assert np.array_equal(found.counts, tally)
+
+
+def test_uncounted_buckets_are_named_not_guessed() -> None:
+    """With only some buckets counted class by class, the rule names the ones it lacks."""
+    values = np.random.default_rng(4).normal(0.0, 1.0, 10_000)
+    buckets = bucket_counts(values)
+    partial = ClassCounts.of([])
+    partial.add(values)
+    found = class_edges(buckets, partial, BINS, float(values.min()), float(values.max()))
+    assert found.needed
+    complete = ClassCounts.of(sorted(found.needed))
+    complete.add(values)
+    again = class_edges(buckets, complete, BINS, float(values.min()), float(values.max()))
+    assert not again.needed
+    edges, tally = edges_from_counts(values)
+    assert np.array_equal(again.edges, edges) and np.array_equal(again.counts, tally)
