@@ -35,7 +35,7 @@ from driftgauge.exposition.collector import (
 from driftgauge.exposition.models import ModelsCollector
 from driftgauge.exposition.proxy import ProxyMetrics
 from driftgauge.jsonbody import decode_json
-from driftgauge.monitor.batch import Batcher
+from driftgauge.monitor.batch import Batcher, Extraction
 from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.route import Router
 from driftgauge.monitor.versions import ModelVersions
@@ -333,6 +333,18 @@ async def _feedback_tail_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 SLICE_SECONDS = 0.005
+# Ingesting a batch has a fixed cost (for a wide model, a few hundred µs: sorting, binning and
+# the windows' slices) besides its cost per record, so the consumer waits for a batch of about
+# BATCH_RECORDS records or BATCH_SECONDS, whichever comes first, looking every
+# BATCH_POLL_SECONDS.  Freshness does not suffer: drift is recomputed every few seconds.
+BATCH_RECORDS = 256
+BATCH_SECONDS = 0.25
+BATCH_POLL_SECONDS = 0.05
+# ... and waits for no more than this share of the queue's bounds: half the fill from which the
+# sampler (sources/sampling.py, QUEUE_LOW) reads the consumer as saturated.
+BATCH_FILL = 0.05
+# The CPU a batch's ingest into the sketches may take on the loop (it cannot be split).
+OBSERVE_SECONDS = 2 * SLICE_SECONDS
 # The shortest pause after a slice.  Both loops time sleeps in whole milliseconds: asyncio's
 # selector rounds a shorter sleep up (about 1.1 ms), uvloop rounds it to the nearest (0 below
 # 0.5 ms: no pause at all, and monitoring would take the loop from the requests).
@@ -373,36 +385,92 @@ async def _ingest_in_thread(batcher: Router, records: list[Record]) -> float:
         sys.setswitchinterval(interval)
 
 
+async def _batch_ready(queue: RecordQueue) -> None:
+    """Wait until the queue holds a batch worth its fixed cost, or BATCH_SECONDS passed."""
+    records = min(BATCH_RECORDS, max(1, int(queue.capacity * BATCH_FILL)))
+    waited = 0.0
+    while (
+        waited < BATCH_SECONDS
+        and len(queue) < records
+        and queue.bytes < queue.max_bytes * BATCH_FILL
+    ):
+        await asyncio.sleep(BATCH_POLL_SECONDS)
+        waited += BATCH_POLL_SECONDS
+
+
+def _read_timed(
+    batcher: Router, records: list[Record], pending: dict[Batcher, Extraction]
+) -> float:
+    """Extract ``records`` into ``pending``; returns the CPU seconds that took (see above)."""
+    started = time.thread_time()
+    batcher.read(records, pending)
+    return time.thread_time() - started
+
+
+def _observe_timed(batcher: Router, pending: dict[Batcher, Extraction]) -> float:
+    """Hand ``pending`` to the sketches and empty it; returns the CPU seconds that took."""
+    started = time.thread_time()
+    batcher.observe(pending)
+    pending.clear()
+    return time.thread_time() - started
+
+
 async def _consume(
     queue: RecordQueue, batcher: Router, metrics: ProxyMetrics, sampler: Sampler
 ) -> None:
     """Drain the proxy's queue into the sketches in batches, yielding between them; charge
     their CPU to the sampler and let it adapt the share of requests admitted."""
-    size, threaded = 1, False
-    while True:
-        await queue.wait(0.05)
-        metrics.sampling_rate.set(sampler.update())
-        while len(queue):
-            # Slices sized to cost about SLICE_SECONDS on the proxy's loop, each followed by
-            # a pause as long as it took: monitoring gets at most half the loop, a slice never
-            # holds a request up for long, and under overload the queue fills and drops
-            # (counted) instead of the traffic slowing down.  The first slice is one record:
-            # it also creates the windows' slices, dear for a wide model.  When even one record
-            # costs much more CPU (huge bodies, many thousands of fields), slices run in a
-            # worker thread, which hands the loop the GIL back within THREAD_SWITCH_SECONDS.
-            records = queue.take(size)
-            started = time.perf_counter()
-            if threaded:
-                work = await _ingest_in_thread(batcher, records)
-            else:
-                work = _ingest_timed(batcher, records)
-            metrics.queue_depth.set(len(queue))
-            sampler.charge(work, len(records))
+    size, batch, threaded = 1, 1, False
+    pending: dict[Batcher, Extraction] = {}
+    try:
+        while True:
+            await _batch_ready(queue)
             metrics.sampling_rate.set(sampler.update())
-            took = time.perf_counter() - started
-            size = max(1, min(256, int(size * SLICE_SECONDS / max(work, 1e-6))))
-            threaded = size == 1 and work > THREAD_SECONDS
-            await asyncio.sleep(max(took, MIN_PAUSE_SECONDS))
+            backlog = len(queue)  # records that come in meanwhile wait for the next batch
+            while backlog:
+                # Records are read (decoded, extracted) in slices sized to cost about
+                # SLICE_SECONDS on the proxy's loop, each followed by a pause as long as it
+                # took: monitoring gets at most half the loop, a slice never holds a request
+                # up for long, and under overload the queue fills and drops (counted) instead
+                # of the traffic slowing down.  The records read then reach the sketches
+                # together, in batches sized likewise to cost about OBSERVE_SECONDS (at most
+                # BATCH_RECORDS records), so a batch's fixed cost is paid once for many.  The
+                # first slice and batch are one record: it also creates the windows' slices,
+                # dear for a wide model.  When even one record costs much more CPU (huge
+                # bodies, many thousands of fields), slices are read and ingested in a worker
+                # thread, which hands the loop the GIL back within THREAD_SWITCH_SECONDS.
+                records = queue.take(min(size, backlog, batch - _count(pending)))
+                if not records:
+                    break
+                backlog = min(backlog - len(records), len(queue))
+                started = time.perf_counter()
+                if threaded:
+                    work = await _ingest_in_thread(batcher, records)
+                else:
+                    work = _read_timed(batcher, records, pending)
+                sampler.charge(work, len(records))
+                took = time.perf_counter() - started
+                size = max(1, min(BATCH_RECORDS, int(size * SLICE_SECONDS / max(work, 1e-6))))
+                threaded = size == 1 and work > THREAD_SECONDS
+                count = _count(pending)
+                if count and (count >= batch or not backlog or threaded):
+                    await asyncio.sleep(max(took, MIN_PAUSE_SECONDS))
+                    started = time.perf_counter()
+                    work = _observe_timed(batcher, pending)
+                    sampler.charge(work, 0)  # the records were counted as they were read
+                    took = time.perf_counter() - started
+                    ideal = int(count * OBSERVE_SECONDS / max(work, 1e-6))
+                    batch = max(1, min(BATCH_RECORDS, ideal))
+                    threaded = threaded or (count == 1 and work > THREAD_SECONDS)
+                metrics.queue_depth.set(len(queue))
+                metrics.sampling_rate.set(sampler.update())
+                await asyncio.sleep(max(took, MIN_PAUSE_SECONDS))
+    finally:  # cancelled (shutdown): what was read still reaches the sketches
+        batcher.observe(pending)
+
+
+def _count(pending: dict[Batcher, Extraction]) -> int:
+    return sum(len(read) for read in pending.values())
 
 
 async def _watch_upstream(config: ProxyConfig, health: Health) -> None:

@@ -338,13 +338,17 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from driftgauge.app import build_sidecar, run_until_stopped
-    from driftgauge.runtime.allocator import limit_arenas
+    from driftgauge.runtime.allocator import freeze_startup_objects, limit_arenas
 
     limit_arenas()  # before any worker thread: memory stays flat (see allocator.py)
     config = load_config(args.config)
     configure_logging(args.log_level or config.log.level, args.log_format or config.log.format)
     sidecar = build_sidecar(config, _load_checked_baseline(config))
-    loops.run(lambda: run_until_stopped(sidecar), args.loop)
+
+    def started(port: int) -> None:
+        freeze_startup_objects()  # listening: everything startup builds is built
+
+    loops.run(lambda: run_until_stopped(sidecar, on_started=started), args.loop)
     return 0
 
 

@@ -24,14 +24,24 @@ class Columns(Mapping[str, Any]):
     mapping of name → column.
     """
 
-    __slots__ = ("_index", "blocks", "single")
+    __slots__ = ("_built", "blocks", "single")
 
     def __init__(self, single: Mapping[str, Any], blocks: Sequence[Block]) -> None:
         self.single = single
         self.blocks = tuple(blocks)
-        self._index = {
-            name: (b, j) for b, (names, _) in enumerate(self.blocks) for j, name in enumerate(names)
-        }
+        self._built: dict[str, tuple[int, int]] | None = None
+
+    @property
+    def _index(self) -> dict[str, tuple[int, int]]:
+        # Built on first use: the monitor reads ``single`` and ``blocks`` directly, so most
+        # records never need it.
+        if self._built is None:
+            self._built = {
+                name: (b, j)
+                for b, (names, _) in enumerate(self.blocks)
+                for j, name in enumerate(names)
+            }
+        return self._built
 
     def __getitem__(self, name: str) -> Any:
         if name in self.single:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from driftgauge.baseline import Baseline, build_baseline
 from driftgauge.config import config_from_mapping
 from driftgauge.monitor import Monitor
-from driftgauge.monitor.batch import Batcher
+from driftgauge.monitor.batch import Batcher, Extraction
 from driftgauge.protocols import make_adapter
 from driftgauge.typing import Record
 from tests.helpers import base_config, training_rows, write_csv
@@ -108,3 +111,46 @@ def test_a_broken_json_body_is_still_invalid_json(tmp_path: Path, baseline: Base
     feed = batcher(tmp_path, baseline, "mlflow")
     feed.ingest([record((b'{"inputs": [1,', {"predictions": [1]}), "/invocations")])
     assert feed.monitor.parse_errors == {"invalid_json": 1}
+
+
+SLICED = {
+    "v1": record(V1, "/v1/models/wine:predict"),
+    "v2": record(V2, "/v2/models/wine/versions/1/infer"),
+    "broken": record((b'{"instances": [1,', {"predictions": [1]}), "/v1/models/wine:predict"),
+    "unknown": record(V1, "/v1/models/wine/versions/2:predict"),
+    "mismatch": record((V1[0], {"predictions": LABELS[:2]}), "/v1/models/wine:predict"),
+}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("batch-slices")
+
+
+def counts(feed: Batcher) -> tuple[Any, ...]:
+    counters = {
+        name: (c.observations, c.missing, c.absent, dict(c.invalid), c.bins.tolist())
+        for name, c in feed.monitor.counters().items()
+    }
+    return counters, feed.monitor.rows_total, feed.monitor.parse_errors
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    kinds=st.lists(st.sampled_from(sorted(SLICED)), min_size=1, max_size=10),
+    cuts=st.lists(st.integers(0, 10), max_size=4),
+)
+def test_records_read_in_slices_then_observed_once_count_as_ingested_slice_by_slice(
+    workdir: Path, baseline: Baseline, kinds: list[str], cuts: list[int]
+) -> None:
+    """Batcher.read over any slicing, then one observe: the same counts, rows and parse errors."""
+    records = [SLICED[kind] for kind in kinds]
+    bounds = [0, *sorted(min(cut, len(records)) for cut in cuts), len(records)]
+    slices = [records[start:end] for start, end in itertools.pairwise(bounds)]
+    by_slice, at_once = batcher(workdir, baseline, "kserve"), batcher(workdir, baseline, "kserve")
+    rows = sum(by_slice.ingest(part) for part in slices)
+    read = Extraction()
+    for part in slices:
+        at_once.read(part, into=read)
+    assert at_once.observe(read) == rows
+    assert counts(at_once) == counts(by_slice)

@@ -21,11 +21,30 @@ from driftgauge.monitor.tracker import Observation
 from driftgauge.monitor.versions import ModelVersions, record_version
 from driftgauge.typing import Adapter, Extracted, Record
 
-__all__ = ["Batcher", "decode_json"]
+__all__ = ["Batcher", "Extraction", "decode_json"]
 
 _DECODE_ERRORS = DECODE_ERRORS
 
 log = logging.getLogger(__name__)
+
+
+class Extraction:
+    """Records a batcher has read (:meth:`Batcher.read`), waiting to reach the monitors together.
+
+    Reading costs the same per record however the records are grouped, but a
+    monitor's ingest has a fixed cost per batch (for a wide model, sorting,
+    binning and sketching every field): records read a few at a time are
+    handed over as one batch.
+    """
+
+    __slots__ = ("observations", "versions")
+
+    def __init__(self) -> None:
+        self.observations: list[Observation] = []
+        self.versions: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.observations)
 
 
 class Batcher:
@@ -80,13 +99,25 @@ class Batcher:
 
     def ingest(self, records: Sequence[Record], routed: bool = False) -> int:
         """Extract every record and hand the batch to the monitor; returns the rows ingested."""
-        batch, versions = [], []
+        return self.observe(self.read(records, routed))
+
+    def read(
+        self, records: Sequence[Record], routed: bool = False, into: Extraction | None = None
+    ) -> Extraction:
+        """Extract every record (counting those that fail) into ``into`` (or a new one)."""
+        read = Extraction() if into is None else into
+        observations, versions = read.observations, read.versions
         for record in records:
             extracted = self.extract(record, routed)
             if extracted is not None:
                 request, columns, version = extracted
-                batch.append(Observation(record, request, columns))
+                observations.append(Observation(record, request, columns))
                 versions.append(version)
+        return read
+
+    def observe(self, read: Extraction) -> int:
+        """Hand what :meth:`read` extracted to the monitors as one batch; returns its rows."""
+        batch, versions = read.observations, read.versions
         if not batch:
             return 0
         try:

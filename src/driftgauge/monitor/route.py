@@ -22,7 +22,7 @@ import re
 from collections.abc import Sequence
 
 from driftgauge.config.protocols import protocol_names
-from driftgauge.monitor.batch import Batcher
+from driftgauge.monitor.batch import Batcher, Extraction
 from driftgauge.monitor.model import Monitor
 from driftgauge.typing import Record
 
@@ -89,16 +89,29 @@ class Router:
 
     def ingest(self, records: Sequence[Record]) -> int:
         """Route every record and ingest each model's share; returns the rows ingested."""
+        pending: dict[Batcher, Extraction] = {}
+        self.read(records, pending)
+        return self.observe(pending)
+
+    def read(self, records: Sequence[Record], pending: dict[Batcher, Extraction]) -> None:
+        """Route and extract every record into ``pending`` (by model), for :meth:`observe`."""
         if len(self.batchers) == 1 and not self._routes:  # one model: nothing to route
-            return self.batchers[0].ingest(records)
+            only = self.batchers[0]
+            only.read(records, into=pending.setdefault(only, Extraction()))
+            return
         groups: dict[tuple[Batcher, bool], list[Record]] = {}
         unknown = 0
         for record in records:
-            batcher, routed = self.route(record.path)
-            if batcher is None:
+            found, routed = self.route(record.path)
+            if found is None:
                 unknown += 1
                 continue
-            groups.setdefault((batcher, routed), []).append(record)
+            groups.setdefault((found, routed), []).append(record)
         if unknown:
             self.monitor.count_parse_error("unknown_model", unknown)
-        return sum(batcher.ingest(group, routed) for (batcher, routed), group in groups.items())
+        for (batcher, routed), group in groups.items():
+            batcher.read(group, routed, into=pending.setdefault(batcher, Extraction()))
+
+    def observe(self, pending: dict[Batcher, Extraction]) -> int:
+        """Hand each model what was read for it as one batch; returns the rows ingested."""
+        return sum(batcher.observe(read) for batcher, read in pending.items())

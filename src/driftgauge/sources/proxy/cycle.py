@@ -160,7 +160,10 @@ class Cycle:
 
     def send(self, connection: UpstreamProtocol) -> None:
         client = self.client
+        holding = client.held_upstream is not None
         client.flush_upstream()  # anything held belongs to the previous connection
+        if holding:  # the rest of this read (the body, usually) joins the head in one send
+            client.held_upstream = []
         client.upstream = connection
         connection.attach(self)
         # ``buffered`` is kept after sending: the copy to replay on a retry
