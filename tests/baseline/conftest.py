@@ -1,4 +1,4 @@
-"""One Spark session (local[2]) and one Dask LocalCluster (2 worker processes) per test run.
+"""A Spark session (local[2]) and a Dask LocalCluster (2 worker processes) per test module.
 
 Both are started only when a test asks for them, bound to 127.0.0.1, and
 always stopped.  Their Python workers import driftgauge and the tests'
@@ -45,7 +45,7 @@ def _restore(previous: dict[str, str | None]) -> None:
             os.environ[name] = value
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def spark() -> Iterator[Any]:
     """A SparkSession on local[2]: no UI, two shuffle partitions, loopback only."""
     from pyspark.sql import SparkSession
@@ -70,7 +70,7 @@ def spark() -> Iterator[Any]:
         _restore(previous)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dask_cluster() -> Iterator[Any]:
     """A distributed LocalCluster of two single-threaded worker processes on 127.0.0.1."""
     from distributed import LocalCluster
