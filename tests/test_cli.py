@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,15 @@ import pytest
 import yaml
 
 from driftgauge.baseline import load_baseline
-from tests.helpers import base_config, scrape, series, training_rows, wait_for, write_csv
+from tests.helpers import (
+    answers_ok,
+    base_config,
+    scrape,
+    series,
+    training_rows,
+    wait_for,
+    write_csv,
+)
 
 CLI = [sys.executable, "-m", "driftgauge.cli"]
 
@@ -188,9 +195,7 @@ def test_serve_tails_a_log_and_exposes_drift(
     """serve follows the request log, exports drift on /metrics, and exits 0 on SIGTERM with one
     line saying what it saved."""
     process, port = serve
-    wait_for(
-        lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200
-    )
+    wait_for(lambda: answers_ok(f"http://127.0.0.1:{port}/readyz"))
     _log_records(project / "requests.jsonl", 2_000, start=11, shift=1.0)
     labels = {"model": "wine", "role": "input", "window": "5m"}
     alcohol, ash = {"feature": "alcohol"} | labels, {"feature": "ash"} | labels
