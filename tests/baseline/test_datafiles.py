@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 import unicodedata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from driftgauge.baseline import datafiles
 from driftgauge.config import FieldSpec
@@ -169,3 +173,49 @@ def test_a_decimal_parquet_column_is_read_as_numbers(tmp_path: Path) -> None:
     column = chunk.columns["price"]
     assert np.array_equal(column.values, [1.25, np.nan, 3.5], equal_nan=True)
     assert (column.missing, column.wrong_type) == (1, 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)), max_size=80),
+    st.integers(0, 40),
+    st.integers(0, 80),
+)
+def test_arrow_columns_read_through_buffers_match_to_numpy(
+    values: list[float | None], start: int, length: int
+) -> None:
+    """Values, nulls and slice offsets read from the buffers as pyarrow's own to_numpy reads them."""
+    import pyarrow as pa
+
+    array = pa.array(values, pa.float64()).slice(start, length)
+    read = datafiles._float_values(array)
+    assert np.array_equal(read, array.to_numpy(zero_copy_only=False), equal_nan=True)
+    assert np.array_equal(datafiles._valid(array), array.is_valid().to_numpy(zero_copy_only=False))
+    texts = pa.array([None if v is None else repr(v) for v in values], pa.string()).slice(start)
+    assert np.array_equal(datafiles._valid(texts), texts.is_valid().to_numpy(zero_copy_only=False))
+
+
+def test_a_worker_reading_parquet_and_csv_does_not_import_pandas(tmp_path: Path) -> None:
+    """pyarrow's to_numpy imports pandas when installed: half a second in every worker process."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pytest.importorskip("pandas")
+    table = pa.table({"x": pa.array([1.5, None, 3.0]), "c": pa.array(["a", None, "b"])})
+    pq.write_table(table, tmp_path / "t.parquet")
+    (tmp_path / "t.csv").write_text("x,c\n1.5,a\n,\n3,b\n", encoding="utf-8")
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from driftgauge.baseline import datafiles\n"
+        "from driftgauge.config import FieldSpec\n"
+        "fields = [FieldSpec('x', 'numeric', 'input'), FieldSpec('c', 'categorical', 'input')]\n"
+        "for name in ('t.parquet', 't.csv'):\n"
+        "    (chunk,) = datafiles.read_chunks(Path(sys.argv[1]) / name, fields)\n"
+        "    assert chunk.columns['c'].missing == 1, name\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"

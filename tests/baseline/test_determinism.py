@@ -109,3 +109,22 @@ def test_zero_inflated_field_keeps_its_point_mass_bin(
     zeros = int(np.count_nonzero(np.asarray(data["columns"]["ash"]) == 0.0))
     assert summary.bins[0] == zeros
     assert baseline.fields["ash"].edge_rank_error == 0.0
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 8])
+def test_a_file_splits_into_a_multiple_of_the_workers(
+    data: dict[str, Any], workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No worker idles while another fills a last, odd part (Parquet: as far as row groups go)."""
+    monkeypatch.setattr(local, "PART_BYTES", 200_000)
+    monkeypatch.setattr(local, "MIN_PART_BYTES", 10_000)
+    size = data["csv"].stat().st_size
+    csv_parts = local.split_parts([data["csv"]], workers)
+    assert len(csv_parts) % workers == 0
+    assert len(csv_parts) >= size / 200_000
+    header = len(data["csv"].read_bytes().split(b"\n")[0]) + 1
+    assert sum(p.size for p in csv_parts) + header == size  # every byte in one part
+    groups = pq.ParquetFile(data["parquet"]).metadata.num_row_groups
+    parquet_parts = local.split_parts([data["parquet"]], workers)
+    assert len(parquet_parts) % workers == 0 or len(parquet_parts) == groups
+    assert sorted(g for p in parquet_parts for g in p.row_groups) == list(range(groups))

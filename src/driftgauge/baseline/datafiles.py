@@ -266,6 +266,38 @@ def require_columns(source: str, present: Sequence[str], fields: Sequence[FieldS
     _require(source, present, fields)
 
 
+# Arrow arrays are read through their buffers: ``to_numpy`` imports pandas when it is
+# installed, half a second in each worker process.
+
+
+def _buffer(array: Any, dtype: type[np.generic]) -> Any:
+    """The values of a fixed-width Arrow array (nulls unset), a read-only view."""
+    offset, size = array.offset, len(array)
+    return np.frombuffer(array.buffers()[1], dtype=dtype, count=offset + size)[offset:]
+
+
+def _valid(array: Any) -> npt.NDArray[np.bool_]:
+    """Which values of an Arrow array are not null."""
+    offset, size = array.offset, len(array)
+    bitmap = array.buffers()[0]
+    if bitmap is None or not array.null_count:
+        return np.ones(size, dtype=np.bool_)
+    bits = np.unpackbits(
+        np.frombuffer(bitmap, dtype=np.uint8), count=offset + size, bitorder="little"
+    )
+    valid: npt.NDArray[np.bool_] = bits[offset:].astype(np.bool_)
+    return valid
+
+
+def _float_values(array: Any) -> npt.NDArray[np.float64]:
+    """A float64 Arrow array as numpy, nulls as NaN."""
+    values: npt.NDArray[np.float64] = _buffer(array, np.float64)
+    if array.null_count:
+        values = values.copy()
+        values[~_valid(array)] = np.nan
+    return values
+
+
 def _arrow_column(array: Any, spec: FieldSpec) -> Column:
     if spec.type == "numeric":
         if (
@@ -274,8 +306,8 @@ def _arrow_column(array: Any, spec: FieldSpec) -> Column:
             or pa.types.is_decimal(array.type)
             or pa.types.is_null(array.type)
         ):
-            values = array.cast(pa.float64()).to_numpy(zero_copy_only=False)
-            return Column(np.asarray(values, dtype=np.float64), int(array.null_count))
+            values = _float_values(array.cast(pa.float64()))
+            return Column(values, int(array.null_count))
         if pa.types.is_boolean(array.type):
             return Column(
                 np.full(len(array), np.nan),
@@ -288,13 +320,13 @@ def _arrow_column(array: Any, spec: FieldSpec) -> Column:
     nulls = int(strings.null_count)
     present = None
     if nulls:
-        present = np.asarray(strings.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
+        present = _valid(strings)
         strings = strings.drop_null()
     # Each distinct value is spelled canonically once (Arrow hashes them in C++), and the
     # column is gathered from them: no Python object per row.
     encoded = strings.dictionary_encode()
-    spelled = canonical_strings(encoded.dictionary.to_numpy(zero_copy_only=False))
-    indices = encoded.indices.to_numpy(zero_copy_only=False)
+    spelled = canonical_strings(encoded.dictionary.to_pylist())
+    indices = _buffer(encoded.indices, np.int32)
     values = spelled[indices] if len(spelled) else np.empty(0, dtype=np.str_)
     return Column(values, nulls, 0, present, spelled, indices)
 

@@ -32,6 +32,7 @@ from driftgauge.config import FieldSpec
 __all__ = ["PART_BYTES", "LocalRunner", "Part", "default_workers", "split_parts"]
 
 PART_BYTES = 32 << 20
+MIN_PART_BYTES = 1 << 20
 
 S = TypeVar("S", bound=PassState)
 Progress = Callable[[str, int, int], None]
@@ -76,7 +77,10 @@ def split_parts(files: Sequence[DataInput | Path], workers: int) -> list[Part]:
 
 
 def _count(size: int, workers: int) -> int:
-    return max(1, min(max(workers, math.ceil(size / PART_BYTES)), size // (1 << 20) + 1))
+    """Parts of at most ``PART_BYTES``, a multiple of ``workers`` (so that no worker
+    is left idle while another fills the last part), none under ``MIN_PART_BYTES``."""
+    rounds = math.ceil(size / (PART_BYTES * workers))
+    return max(1, min(workers * rounds, size // MIN_PART_BYTES + 1))
 
 
 def _csv_parts(source: DataInput, workers: int) -> list[Part]:
