@@ -5,7 +5,7 @@ ends, each parsed with the file's header), groups of a Parquet file's row
 groups, and whole JSON Lines files.  Each part is filled by one worker
 process.  The first pass parses each part once and spills the columns it
 read to an Arrow IPC file in a temporary directory; the later passes
-memory-map that file instead of parsing again.  A part is at most
+read that file instead of parsing again.  A part is at most
 ``PART_BYTES`` of input, so a worker's memory does not grow with the data.
 """
 
@@ -215,7 +215,9 @@ def _chunks(
 
     name = part.source.name
     if spill.exists():
-        with pa.memory_map(str(spill)) as source:
+        # Read batch by batch, not memory-mapped: a mapping's touched pages would count
+        # in the worker's RSS for the whole part.
+        with pa.OSFile(str(spill)) as source:
             reader = pa.ipc.open_file(source)
             for i in range(reader.num_record_batches):
                 yield arrow_chunk(reader.get_batch(i), reads, name)

@@ -55,6 +55,20 @@ def complete_rows(chunk: Chunk, names: Sequence[str]) -> FloatArray:
     return complete
 
 
+def _sparse(counts: CountArray) -> tuple[npt.NDArray[np.uint32], CountArray]:
+    """Bucket counts as (bucket, count) of the occupied buckets: a part's values fill few
+    of the 65,536, and its state crosses a pipe to be merged."""
+    occupied = np.flatnonzero(counts)
+    return occupied.astype(np.uint32), counts[occupied]
+
+
+def _dense(sparse: tuple[npt.NDArray[np.uint32], CountArray]) -> CountArray:
+    occupied, n = sparse
+    counts = np.zeros(BUCKETS, dtype=np.int64)
+    counts[occupied] = n
+    return counts
+
+
 def _fresh(spec: FieldSpec, config: Config) -> Summary:
     if spec.type == "numeric":
         return NumericSummary(NumericBinning(np.empty(0)), k=config.sketch.kll_k)
@@ -146,7 +160,7 @@ class SketchPass(_Summaries):
             "config": self.config,
             "rows": self.rows,
             "summaries": self._pickled(),
-            "buckets": self.buckets,
+            "buckets": {name: _sparse(counts) for name, counts in self.buckets.items()},
             "tallies": self.tallies,
             "moments": self.moments,
         }
@@ -154,11 +168,8 @@ class SketchPass(_Summaries):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.config, self.rows = state["config"], state["rows"]
         self.summaries = self._unpickled(state["summaries"])
-        self.buckets, self.tallies, self.moments = (
-            state["buckets"],
-            state["tallies"],
-            state["moments"],
-        )
+        self.buckets = {name: _dense(counts) for name, counts in state["buckets"].items()}
+        self.tallies, self.moments = state["tallies"], state["moments"]
 
 
 class ErrorPass(_Summaries):
@@ -196,7 +207,7 @@ class ErrorPass(_Summaries):
             "config": self.config,
             "pca": self.pca,
             "summaries": self._pickled(),
-            "buckets": self.buckets,
+            "buckets": _sparse(self.buckets),
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -204,7 +215,7 @@ class ErrorPass(_Summaries):
         assert self.config.multivariate is not None
         self.derived = self.config.multivariate
         self.summaries = self._unpickled(state["summaries"])
-        self.buckets = state["buckets"]
+        self.buckets = _dense(state["buckets"])
 
 
 class ClassPass:
