@@ -8,7 +8,7 @@ Run from the repository root::
     .venv/bin/python -m bench.baseline --no-whylogs    # driftgauge only
     .venv/bin/python -m bench.baseline --quick         # small files, a smoke run
 
-What it measures, on generated training data (18 numeric + 2 categorical
+What it measures, on generated training data (20 numeric + 2 categorical
 columns by default, 1% nulls in one column) written under ``bench/.data/``
 (git-ignored) as CSV and Parquet:
 
@@ -413,7 +413,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--large-rows", type=int, default=5_000_000, help="for the RSS check")
-    parser.add_argument("--numeric", type=int, default=18)
+    parser.add_argument("--numeric", type=int, default=20)
     parser.add_argument("--categorical", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5, help="rounds of the in-process runs")
     parser.add_argument(

@@ -6,7 +6,7 @@ Run from the repository root (needs the ``spark`` and ``dask`` extras, and Java 
     .venv/bin/python -m bench.baseline_cluster --quick           # 200,000 rows, a smoke run
     .venv/bin/python -m bench.baseline_cluster --no-dask --spark local[4]
 
-On the Parquet file ``bench.baseline`` generates (18 numeric + 2
+On the Parquet file ``bench.baseline`` generates (20 numeric + 2
 categorical columns), each round builds the baseline three ways, side by
 side: locally with ``--workers`` processes (the reference), on a Spark
 DataFrame (``spark.read.parquet``, master ``--spark``, default ``local[2]``)
@@ -106,7 +106,7 @@ def timed(build: Callable[[], Baseline]) -> tuple[float, Baseline]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--numeric", type=int, default=18)
+    parser.add_argument("--numeric", type=int, default=20)
     parser.add_argument("--categorical", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3, help="rounds")
     parser.add_argument("--workers", type=int, default=2, help="local and Dask worker processes")
