@@ -176,18 +176,21 @@ def part_batches(
     start: int = 0,
     stop: int = 0,
     row_groups: Sequence[int] = (),
+    threads: bool = True,
 ) -> Iterator[Any]:
     """pyarrow RecordBatches of ``fields`` from part of a CSV or Parquet file.
 
     CSV: the lines in bytes ``[start, stop)`` (cut at line ends), parsed with
-    the file's header.  Parquet: the row groups ``row_groups`` (all if none).
+    the file's header.  Parquet: the row groups ``row_groups`` (all if none),
+    decoded on pyarrow's threads if ``threads`` (not in a worker process, where
+    the other workers use the cores: 0.3–0.5 s less CPU per 1M rows).
     """
     if pa is None:
         raise DataError(f"{source.name}: building a baseline needs pyarrow: pip install pyarrow")
     if source.format == "csv":
         batches = _csv_range_batches(source, fields, start, stop)
     else:
-        batches = _parquet_batches(source, fields, chunk_rows, row_groups)
+        batches = _parquet_batches(source, fields, chunk_rows, row_groups, threads)
     yield from _reported(source, batches)
 
 
@@ -223,7 +226,11 @@ def _csv_range_batches(
 
 
 def _parquet_batches(
-    source: DataInput, fields: Sequence[FieldSpec], chunk_rows: int, row_groups: Sequence[int]
+    source: DataInput,
+    fields: Sequence[FieldSpec],
+    chunk_rows: int,
+    row_groups: Sequence[int],
+    threads: bool,
 ) -> Iterator[Any]:
     handle = source.open_arrow()
     try:
@@ -233,6 +240,7 @@ def _parquet_batches(
             batch_size=chunk_rows,
             row_groups=list(row_groups) or None,
             columns=[f.name for f in fields],
+            use_threads=threads,
         )
     finally:
         handle.close()

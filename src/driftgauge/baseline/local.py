@@ -159,7 +159,7 @@ class LocalRunner:
         self.progress(stage, 0, self.total)
         if self.workers == 1 or len(jobs) == 1:
             for job in jobs:
-                for chunk in _chunks(*job, state.reads):
+                for chunk in _chunks(*job, state.reads, threads=True):
                     state.add(chunk)
                 done += job[0].size
                 self.progress(stage, done, self.total)
@@ -199,13 +199,18 @@ class LocalRunner:
 
 def _fill(state: Any, part: Part, spill: Path, columns: list[FieldSpec], rows: int) -> Any:
     """Worker side: ``state`` filled from one part."""
-    for chunk in _chunks(part, spill, columns, rows, state.reads):
+    for chunk in _chunks(part, spill, columns, rows, state.reads, threads=False):
         state.add(chunk)
     return state
 
 
 def _chunks(
-    part: Part, spill: Path, columns: list[FieldSpec], rows: int, reads: Sequence[FieldSpec]
+    part: Part,
+    spill: Path,
+    columns: list[FieldSpec],
+    rows: int,
+    reads: Sequence[FieldSpec],
+    threads: bool,
 ) -> Iterator[Chunk]:
     """The part's chunks holding ``reads``: from its spill file, else parsed (and spilled)."""
     if part.whole:
@@ -226,7 +231,7 @@ def _chunks(
     writer = None
     try:
         for batch in part_batches(
-            part.source, columns, rows, part.start, part.stop, part.row_groups
+            part.source, columns, rows, part.start, part.stop, part.row_groups, threads
         ):
             if writer is None:
                 writer = pa.ipc.new_file(str(partial), batch.schema)
