@@ -31,10 +31,13 @@ RUN python -m venv /opt/driftgauge
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
-# `fast` adds orjson and uvloop. `--build-arg EXTRAS=fast,parquet` adds pyarrow
-# (about 100 MB) so that `driftgauge baseline` can read Parquet in the image.
+# `fast` adds orjson and uvloop. pyarrow (about 100 MB), a dependency for
+# `driftgauge baseline`, is removed: the sidecar never imports it.
+# `--build-arg BASELINE=1` keeps it, to build baselines with the image.
 ARG EXTRAS=fast
+ARG BASELINE=0
 RUN /opt/driftgauge/bin/pip install ".[${EXTRAS}]" \
+    && if [ "${BASELINE}" != 1 ]; then /opt/driftgauge/bin/pip uninstall -y pyarrow; fi \
     && /opt/driftgauge/bin/pip uninstall -y pip setuptools
 
 # -- runtime: the same slim base, the venv, nothing else ---------------------------

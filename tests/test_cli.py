@@ -218,6 +218,87 @@ def test_serve_tails_a_log_and_exposes_drift(
     assert state["offset"] == (project / "requests.jsonl").stat().st_size
 
 
+def _edges_and_bins(path: Path) -> dict[str, tuple[list[float], list[int]]]:
+    fields = load_baseline(path).fields
+    return {
+        name: (list(getattr(f.summary.binning, "edges", [])), list(f.summary.bins))
+        for name, f in fields.items()
+    }
+
+
+# `driftgauge baseline` and `serve` with pyarrow unimportable, as in an image that removed it (Dockerfile).
+WITHOUT_PYARROW = """
+import sys
+
+
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "pyarrow":
+            raise ImportError(f"{name} is blocked")
+
+
+sys.meta_path.insert(0, Blocked())
+from driftgauge.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_baseline_and_serve_run_without_pyarrow(project: Path) -> None:
+    """The sidecar never imports pyarrow (a baseline dependency an image may leave out), and
+    `baseline` then reads CSV with the standard library: the same edges and counts."""
+    config, data = project / "config.yaml", project / "train.csv"
+    out = project / "stdlib.dgb"
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            WITHOUT_PYARROW,
+            "baseline",
+            "-c",
+            config,
+            "--data",
+            data,
+            "-o",
+            out,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    assert "4,000 rows" in built.stdout
+    reference = _edges_and_bins(project / "baseline.dgb")
+    assert any(edges for edges, _ in reference.values())  # numeric fields have edges
+    assert _edges_and_bins(out) == reference
+    port = int(
+        yaml.safe_load((project / "config.yaml").read_text())["metrics"]["listen"].rsplit(":", 1)[1]
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", WITHOUT_PYARROW, "serve", "-c", str(project / "config.yaml")],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: answers_ok(f"http://127.0.0.1:{port}/readyz"))
+        _log_records(project / "requests.jsonl", 200, start=3)
+        labels = {"model": "wine", "role": "input", "window": "5m", "feature": "alcohol"}
+        wait_for(
+            lambda: scrape(port).get(series("driftgauge_window_observations", **labels)) == 200
+        )
+        wait_for(lambda: series("driftgauge_psi", **labels) in scrape(port))
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        assert process.stderr is not None
+        errors = process.stderr.read()
+        process.stderr.close()
+    assert "blocked" not in errors, errors
+
+
 def test_serve_fails_fast_on_a_bad_baseline(project: Path) -> None:
     """serve with a corrupt baseline exits 3 with one line, before listening."""
     (project / "baseline.dgb").write_bytes(b"\x1f\x8b garbage")
