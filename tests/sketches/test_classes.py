@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from driftgauge.sketches.classes import (
     BUCKETS,
     ClassCounts,
+    add_sorted_bucket_counts,
     bucket_counts,
     class_edges,
     class_keys,
@@ -103,3 +104,15 @@ def test_uncounted_buckets_are_named_not_guessed() -> None:
     assert not again.needed
     edges, tally = edges_from_counts(values)
     assert np.array_equal(again.edges, edges) and np.array_equal(again.counts, tally)
+
+
+@given(samples, samples)
+def test_sorted_values_counted_run_by_run_equal_the_bincount(
+    first: list[float], second: list[float]
+) -> None:
+    """Bucket counts added run by run from sorted values, over two calls, equal numpy's bincount."""
+    counts = np.zeros(BUCKETS, dtype=np.int64)
+    for values in (first, second, []):
+        add_sorted_bucket_counts(counts, np.sort(np.asarray(values, dtype=np.float64)))
+    expected = bucket_counts(np.asarray(first + second, dtype=np.float64))
+    assert np.array_equal(counts, expected)

@@ -29,7 +29,12 @@ from driftgauge.baseline.datafiles import Chunk
 from driftgauge.baseline.model import KNOWN_CATEGORY_LIMIT
 from driftgauge.baseline.multivariate import Moments, PcaModel
 from driftgauge.config import Config, FieldSpec
-from driftgauge.sketches.classes import BUCKETS, ClassCounts, bucket_counts
+from driftgauge.sketches.classes import (
+    BUCKETS,
+    ClassCounts,
+    add_sorted_bucket_counts,
+    bucket_counts,
+)
 from driftgauge.sketches.codec import decode_summary, encode_summary
 from driftgauge.sketches.summary import (
     CategoricalBinning,
@@ -125,10 +130,11 @@ class SketchPass(_Summaries):
             column = chunk.columns[name]
             if isinstance(summary, NumericSummary):
                 finite, nan, inf = split_finite(column.values, column.missing + column.wrong_type)
-                # Sorted, the KLL update takes 35 ns a value instead of 45, sort included.
+                # Sorted, the KLL update takes 35 ns a value instead of 45, sort included,
+                # and the buckets are counted run by run.
                 finite = np.sort(finite)
                 summary.add(finite, _ALL, column.missing, column.wrong_type, nan, inf)
-                self.buckets[name] += bucket_counts(finite)
+                add_sorted_bucket_counts(self.buckets[name], finite)
                 continue
             distinct, n = column.tally()
             table = dict(zip(distinct.tolist(), n.tolist(), strict=True))

