@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -147,14 +148,17 @@ def test_baseline_merge_command(project: Path) -> None:
     assert "rows 8,000" in run("inspect", project / "all.dgb").stdout
 
 
-@pytest.fixture
-def serve(project: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """`driftgauge serve` on the project's config, always stopped afterwards."""
+@contextmanager
+def serving(
+    project: Path, command: Sequence[str] = CLI
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """``command`` + ``serve`` on the project's config and its metrics port, always stopped
+    afterwards."""
     port = int(
         yaml.safe_load((project / "config.yaml").read_text())["metrics"]["listen"].rsplit(":", 1)[1]
     )
     process = subprocess.Popen(
-        [*CLI, "serve", "-c", str(project / "config.yaml")], stderr=subprocess.PIPE, text=True
+        [*command, "serve", "-c", str(project / "config.yaml")], stderr=subprocess.PIPE, text=True
     )
     try:
         yield process, port
@@ -164,6 +168,13 @@ def serve(project: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
         process.wait(timeout=10)
         assert process.stderr is not None
         process.stderr.close()
+
+
+@pytest.fixture
+def serve(project: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """`driftgauge serve` on the project's config, always stopped afterwards."""
+    with serving(project) as running:
+        yield running
 
 
 def _log_records(path: Path, n: int, start: int, shift: float = 0.0) -> None:
@@ -271,15 +282,7 @@ def test_baseline_and_serve_run_without_pyarrow(project: Path) -> None:
     reference = _edges_and_bins(project / "baseline.dgb")
     assert any(edges for edges, _ in reference.values())  # numeric fields have edges
     assert _edges_and_bins(out) == reference
-    port = int(
-        yaml.safe_load((project / "config.yaml").read_text())["metrics"]["listen"].rsplit(":", 1)[1]
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-c", WITHOUT_PYARROW, "serve", "-c", str(project / "config.yaml")],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with serving(project, [sys.executable, "-c", WITHOUT_PYARROW]) as (process, port):
         wait_for(lambda: answers_ok(f"http://127.0.0.1:{port}/readyz"))
         _log_records(project / "requests.jsonl", 200, start=3)
         labels = {"model": "wine", "role": "input", "window": "5m", "feature": "alcohol"}
@@ -289,13 +292,8 @@ def test_baseline_and_serve_run_without_pyarrow(project: Path) -> None:
         wait_for(lambda: series("driftgauge_psi", **labels) in scrape(port))
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
         assert process.stderr is not None
         errors = process.stderr.read()
-        process.stderr.close()
     assert "blocked" not in errors, errors
 
 
