@@ -128,3 +128,20 @@ def test_a_file_splits_into_a_multiple_of_the_workers(
     parquet_parts = local.split_parts([data["parquet"]], workers)
     assert len(parquet_parts) % workers == 0 or len(parquet_parts) == groups
     assert sorted(g for p in parquet_parts for g in p.row_groups) == list(range(groups))
+
+
+def _arrow_pool(_: object = None) -> str:
+    return str(pa.default_memory_pool().backend_name)
+
+
+def test_workers_allocate_from_jemalloc_and_the_parent_keeps_its_pool() -> None:
+    """mimalloc kept what each part freed, so a worker's peak grew with the parts it filled."""
+    try:
+        pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        pytest.skip("this pyarrow is built without jemalloc")
+    parent = _arrow_pool()
+    with local.LocalRunner([], [], workers=2) as runner:
+        pool = runner._executor()
+        assert set(pool.map(_arrow_pool, range(4))) == {"jemalloc"}
+    assert _arrow_pool() == parent

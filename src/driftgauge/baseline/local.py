@@ -11,6 +11,7 @@ read that file instead of parsing again.  A part is at most
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
@@ -193,14 +194,34 @@ class LocalRunner:
             # fork: workers start at once with the parent's imports (spawn would import
             # numpy, pyarrow and DataSketches again in each).
             context = multiprocessing.get_context("fork")
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=context, initializer=_start_worker
+            )
         return self._pool
+
+
+def _start_worker() -> None:
+    """Worker side, once: Arrow allocates from jemalloc where pyarrow has it.
+
+    With the default mimalloc, a worker's peak RSS grew with the parts it had
+    filled (1M → 5M Parquet rows: 182 → 211 MiB); with jemalloc it stays put
+    (213–221 → 208–215 MiB), at the same speed.
+    """
+    if datafiles.arrow_available():
+        import pyarrow as pa
+
+        with contextlib.suppress(NotImplementedError):  # a pyarrow built without it
+            pa.set_memory_pool(pa.jemalloc_memory_pool())
 
 
 def _fill(state: Any, part: Part, spill: Path, columns: list[FieldSpec], rows: int) -> Any:
     """Worker side: ``state`` filled from one part."""
     for chunk in _chunks(part, spill, columns, rows, state.reads, threads=False):
         state.add(chunk)
+    if datafiles.arrow_available():
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()  # what the part freed, for the next one
     return state
 
 
