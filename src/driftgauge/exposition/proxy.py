@@ -1,20 +1,29 @@
 """Service-health metrics of the proxy: requests, upstream latency, overhead, sizes, errors.
 
-Label children are bound once per status code, so recording a finished
-request costs a few dictionary lookups and three histogram observations.
-``driftgauge_overhead_seconds`` is the time the sidecar itself holds a
-request: from parsing its first byte to writing it to the upstream, plus
-from the upstream's last response byte to the last byte written to the
-client.  Time spent in the kernel and in the event loop's queue is not
-visible from inside the process; the proxy benchmark measures it from
-outside (proxy vs direct).
+Recording a finished request only adds to plain counters: a request count
+per status code and four histograms (:class:`_Histogram`: a bucket found by
+``bisect``, a count and a sum), which :meth:`ProxyMetrics.collect` turns into
+families at scrape time.  prometheus_client's own ``Histogram.observe``
+took 12.6 µs for the four, a tenth of the proxy's CPU per request with
+monitoring off.  ``driftgauge_overhead_seconds`` is the time the sidecar
+itself holds a request: from parsing its first byte to writing it to the
+upstream, plus from the upstream's last response byte to the last byte
+written to the client.  Time spent in the kernel and in the event loop's
+queue is not visible from inside the process; the proxy benchmark measures
+it from outside (proxy vs direct).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from driftgauge.exposition import catalogue
+from driftgauge.exposition.catalogue import MetricSpec
+from driftgauge.exposition.text import format_value
 
 __all__ = ["ProxyMetrics"]
 
@@ -27,24 +36,54 @@ UPSTREAM_ERROR_REASONS = (
 )
 
 
+class _Histogram:
+    """A histogram's bucket counts (not cumulative; the last past every bound) and sum."""
+
+    __slots__ = ("bounds", "counts", "spec", "total")
+
+    def __init__(self, spec: MetricSpec) -> None:
+        self.spec, self.bounds = spec, spec.buckets
+        self.counts = [0] * (len(spec.buckets) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # a value on a bound is in its bucket
+        self.total += value
+
+    def family(self, labels: Sequence[str]) -> HistogramMetricFamily:
+        counts, total = list(self.counts), self.total  # copied: the loop may add meanwhile
+        cumulative, buckets = 0, []
+        for bound, count in zip((*self.bounds, float("inf")), counts, strict=True):
+            cumulative += count
+            buckets.append((format_value(bound), cumulative))
+        family = HistogramMetricFamily(
+            self.spec.name, self.spec.documentation, labels=self.spec.labels
+        )
+        family.add_metric(list(labels), buckets, total)
+        return family
+
+
 class ProxyMetrics:
-    """The proxy's own Prometheus metrics, on an injected registry (a ``ProxyObserver``)."""
+    """The proxy's own Prometheus metrics, on an injected registry (a ``ProxyObserver``).
+
+    It is itself the collector of the request counts and the four histograms.
+    """
 
     def __init__(self, registry: CollectorRegistry, model: str) -> None:
         self.model = model
-        self.requests = catalogue.REQUESTS.counter(registry)
-        self.upstream_latency = catalogue.UPSTREAM_LATENCY.histogram(registry).labels(model)
-        self.overhead = catalogue.OVERHEAD.histogram(registry).labels(model)
-        self.request_size = catalogue.REQUEST_SIZE.histogram(registry).labels(model)
-        self.response_size = catalogue.RESPONSE_SIZE.histogram(registry).labels(model)
+        self.requests: dict[int, int] = {}
+        self.upstream_latency = _Histogram(catalogue.UPSTREAM_LATENCY)
+        self.overhead = _Histogram(catalogue.OVERHEAD)
+        self.request_size = _Histogram(catalogue.REQUEST_SIZE)
+        self.response_size = _Histogram(catalogue.RESPONSE_SIZE)
         self._upstream_errors = catalogue.UPSTREAM_ERRORS.counter(registry)
         self._client_errors = catalogue.CLIENT_ERRORS.counter(registry)
         self.queue_depth = catalogue.QUEUE_DEPTH.gauge(registry).labels(model)
         self.sampling_rate = catalogue.SAMPLING_RATE.gauge(registry).labels(model)
         self.sampling_rate.set(1.0)  # every request monitored until a sampler says otherwise
-        self._by_code: dict[int, Counter] = {}
         for reason in UPSTREAM_ERROR_REASONS:  # present at 0 before the first failure
             self._upstream_errors.labels(model, reason)
+        registry.register(self)
 
     def request_done(
         self,
@@ -55,15 +94,35 @@ class ProxyMetrics:
         request_bytes: int,
         response_bytes: int,
     ) -> None:
-        child = self._by_code.get(status)
-        if child is None:
-            child = self._by_code[status] = self.requests.labels(self.model, str(status))
-        child.inc()
+        requests = self.requests
+        requests[status] = requests.get(status, 0) + 1
         if sent:
             self.upstream_latency.observe(finished - sent)
             self.overhead.observe(sent - started)
         self.request_size.observe(request_bytes)
         self.response_size.observe(response_bytes)
+
+    def collect(self) -> Iterator[Metric]:
+        spec = catalogue.REQUESTS
+        requests = CounterMetricFamily(spec.name, spec.documentation, labels=spec.labels)
+        for status, count in sorted(self.requests.copy().items()):
+            requests.add_metric([self.model, str(status)], count)
+        yield requests
+        for histogram in self._histograms:
+            yield histogram.family([self.model])
+
+    def describe(self) -> Iterator[Metric]:
+        """The families' names, for the registry's duplicate check (without reading counts)."""
+        spec = catalogue.REQUESTS
+        yield CounterMetricFamily(spec.name, spec.documentation, labels=spec.labels)
+        for histogram in self._histograms:
+            yield HistogramMetricFamily(
+                histogram.spec.name, histogram.spec.documentation, labels=histogram.spec.labels
+            )
+
+    @property
+    def _histograms(self) -> tuple[_Histogram, ...]:
+        return (self.upstream_latency, self.overhead, self.request_size, self.response_size)
 
     def upstream_error(self, reason: str) -> None:
         self._upstream_errors.labels(self.model, reason).inc()

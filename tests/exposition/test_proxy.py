@@ -1,0 +1,88 @@
+"""The proxy's metrics, counted in plain counters: what prometheus_client's own would expose."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from driftgauge.exposition import catalogue
+from driftgauge.exposition.collector import MetricsRegistry
+from driftgauge.exposition.proxy import ProxyMetrics
+
+_BOUNDS = sorted(
+    {b for spec in (catalogue.UPSTREAM_LATENCY, catalogue.OVERHEAD) for b in spec.buckets}
+)
+# Values on and beside every bound, and anywhere else.
+_SECONDS = st.one_of(st.sampled_from(_BOUNDS), st.floats(0, 60, allow_nan=False))
+_BYTES = st.one_of(
+    st.sampled_from([int(b) for b in catalogue.REQUEST_SIZE.buckets]), st.integers(0, 1 << 26)
+)
+_REQUEST = st.tuples(
+    st.sampled_from([0, 200, 404, 502]), st.booleans(), _SECONDS, _SECONDS, _BYTES, _BYTES
+)
+
+
+def _samples(registry: CollectorRegistry, names: set[str]) -> dict[tuple[str, str], float]:
+    """Every sample of the families ``names``, by sample name and sorted labels."""
+    return {
+        (sample.name, repr(sorted(sample.labels.items()))): sample.value
+        for family in registry.collect()
+        if family.name in names
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    }
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(_REQUEST, max_size=60))
+def test_requests_and_histograms_expose_what_prometheus_client_would(
+    requests: list[tuple[int, bool, float, float, int, int]],
+) -> None:
+    """Per status code and per bucket (values on a bound included), the same counts and sums."""
+    ours = MetricsRegistry()
+    proxy = ProxyMetrics(ours, "m")
+    reference = CollectorRegistry()
+    counter = Counter(catalogue.REQUESTS.name, "r", ["model", "code"], registry=reference)
+    histograms = {
+        spec.name: Histogram(spec.name, "h", ["model"], buckets=spec.buckets, registry=reference)
+        for spec in (
+            catalogue.UPSTREAM_LATENCY,
+            catalogue.OVERHEAD,
+            catalogue.REQUEST_SIZE,
+            catalogue.RESPONSE_SIZE,
+        )
+    }
+    for histogram in histograms.values():  # present at 0 from the start, as ours are
+        histogram.labels("m")
+    for status, forwarded, latency, overhead, sent, received in requests:
+        started = 100.0
+        proxy.request_done(
+            status,
+            started,
+            started + overhead if forwarded else 0.0,
+            started + overhead + latency,
+            sent,
+            received,
+        )
+        counter.labels("m", str(status)).inc()
+        if forwarded:
+            sent_at = started + overhead
+            histograms[catalogue.UPSTREAM_LATENCY.name].labels("m").observe(
+                started + overhead + latency - sent_at
+            )
+            histograms[catalogue.OVERHEAD.name].labels("m").observe(sent_at - started)
+        histograms[catalogue.REQUEST_SIZE.name].labels("m").observe(sent)
+        histograms[catalogue.RESPONSE_SIZE.name].labels("m").observe(received)
+    names = {catalogue.REQUESTS.name, *histograms}
+    assert _samples(ours, names) == _samples(reference, names)
+
+
+def test_the_registry_knows_the_families_it_collects() -> None:
+    """describe() names them: another metric of one of their names is refused."""
+    registry = MetricsRegistry()
+    ProxyMetrics(registry, "m")
+    spec = catalogue.OVERHEAD
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        Histogram(spec.name, "h", ["model"], buckets=spec.buckets, registry=registry)
