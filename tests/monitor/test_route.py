@@ -163,6 +163,19 @@ def test_records_go_to_their_model_and_unknown_models_are_counted(config: Config
     assert sidecar.batcher.matches("/v2/models/cifar/infer")
 
 
+def test_which_paths_keep_their_bodies_is_remembered_within_a_bound(config: Config) -> None:
+    """Every answer is the routes' own, asked again or after the remembered paths are dropped."""
+    router = build_sidecar(config).batcher
+    paths = ["/v2/models/wine/infer", "/iris/invocations", "/healthz", "/v2/models/x/ready", ""]
+    expected = [True, True, False, False, True]
+    for _ in range(2):
+        assert [router.matches(p) for p in paths] == expected
+    for i in range(3000):  # clients choose paths: what is remembered stays bounded
+        assert router.matches(f"/static/{i}") is False
+    assert len(router._matches) <= 1024
+    assert [router.matches(p) for p in paths] == expected
+
+
 def test_a_single_model_sidecar_takes_every_record(tmp_path: Path) -> None:
     """With one model, records are monitored whatever model name their path carries (as before)."""
     raw = base_config(tmp_path, protocol="kserve-v2")

@@ -31,6 +31,8 @@ __all__ = ["Router", "model_in_path"]
 _NAMED = re.compile(r"^/v[12]/models/([^/:?]+)")
 # Protocols whose routes name the model.
 NAMING_PROTOCOLS = frozenset({"kserve-v1", "kserve-v2", "kserve", "tfserving"})
+# Paths whose :meth:`Router.matches` answer is remembered; clients choose paths, so bounded.
+_MATCHES_KEPT = 1024
 
 
 def model_in_path(path: str) -> str | None:
@@ -54,6 +56,7 @@ class Router:
             for batcher in self.batchers
             if batcher.monitor.config.route is not None
         ]
+        self._matches: dict[str, bool] = {}
 
     def route(self, path: str) -> tuple[Batcher | None, bool]:
         """The batcher a record on ``path`` belongs to (None: no configured model), and
@@ -78,10 +81,20 @@ class Router:
         return [monitor for batcher in self.batchers for monitor in batcher.monitors]
 
     def matches(self, path: str) -> bool:
-        """Whether ``path`` is a prediction route of any model's protocol (its bodies are kept)."""
-        if any(pattern.search(path) for pattern, _ in self._routes):
-            return True
-        return any(batcher.adapter.matches(path) for batcher in self.batchers)
+        """Whether ``path`` is a prediction route of any model's protocol (its bodies are kept).
+
+        Asked for every request, and the answer never changes: remembered per path.
+        """
+        known = self._matches.get(path)
+        if known is not None:
+            return known
+        found = any(pattern.search(path) for pattern, _ in self._routes) or any(
+            batcher.adapter.matches(path) for batcher in self.batchers
+        )
+        if len(self._matches) >= _MATCHES_KEPT:
+            self._matches.clear()
+        self._matches[path] = found
+        return found
 
     def process(self, records: Sequence[Record]) -> None:
         """Route and ingest a batch (the tail source's callback)."""
