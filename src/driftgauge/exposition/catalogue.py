@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import Metric
 
 from driftgauge.exposition.text import FamilyText, Kind
@@ -145,13 +145,6 @@ class MetricSpec:
         """A prometheus_client ``Gauge`` of this metric, registered on ``registry``."""
         self._expect("gauge")
         return Gauge(self.name, self.documentation, self.labels, registry=registry)
-
-    def histogram(self, registry: CollectorRegistry) -> Histogram:
-        """A prometheus_client ``Histogram`` of this metric, registered on ``registry``."""
-        self._expect("histogram")
-        return Histogram(
-            self.name, self.documentation, self.labels, buckets=self.buckets, registry=registry
-        )
 
     def _expect(self, kind: Kind) -> None:
         if self.kind != kind:
