@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import struct
+from concurrent.futures import ProcessPoolExecutor
 
 import datasketches as ds
 import numpy as np
@@ -11,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from driftgauge.sketches import sorted_kll as module
 from driftgauge.sketches.sorted_kll import CHUNK_K, sorted_kll, total_capacity
 from driftgauge.sketches.summary import ItemType
 
@@ -104,3 +107,17 @@ def test_the_compaction_is_unbiased() -> None:
     sigma = np.sqrt(sum(4**level for level in range(_halvings(len(values)))) / 400)
     assert abs(np.mean(errors)) <= 4 * sigma
     assert np.std(errors) > 0  # the halvings are random, not one fixed offset
+
+
+def _bits(_: object = None) -> list[int]:
+    return [module._offset() for _ in range(64)]
+
+
+def test_forked_workers_halve_with_their_own_random_bits() -> None:
+    """Two workers forked from one parent draw different bits (the same ones would correlate parts)."""
+    context = multiprocessing.get_context("fork")
+    drawn = []
+    for _ in range(2):
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            drawn.append(pool.submit(_bits).result())
+    assert drawn[0] != drawn[1]

@@ -21,6 +21,7 @@ it is merged into (1.33%), which stays the stated bound.
 
 from __future__ import annotations
 
+import random
 import struct
 from functools import cache
 from typing import Any
@@ -45,8 +46,6 @@ _FORMATS: dict[ItemType, tuple[str, Any]] = {
     "float32": ("<f4", ds.kll_floats_sketch),
 }
 
-_random = np.random.default_rng()
-
 
 def _capacity_at_depth(k: int, depth: int) -> int:
     """k·(2/3)^depth rounded as DataSketches rounds it (``int_cap_aux``)."""
@@ -54,6 +53,15 @@ def _capacity_at_depth(k: int, depth: int) -> int:
         half = depth // 2
         return _capacity_at_depth(_capacity_at_depth(k, half), depth - half)
     return int(((2 * k) << depth) // 3**depth + 1) >> 1
+
+
+def _offset() -> int:
+    """Which items of a level a halving keeps: 0 or 1 at random.
+
+    From the ``random`` module, which reseeds in a forked child: a numpy
+    generator made at import would give every worker the same bits.
+    """
+    return random.getrandbits(1)
 
 
 @cache
@@ -79,7 +87,7 @@ def sorted_kll(ordered: npt.NDArray[np.float64], items: ItemType) -> Any:
         # An odd item out stays at this level with its weight: it adds no error.
         odd = len(level) % 2
         levels.append(level[len(level) - odd :])
-        level = level[int(_random.integers(2)) : len(level) - odd : 2]
+        level = level[_offset() : len(level) - odd : 2]
     levels.append(level)
     capacity = total_capacity(CHUNK_K, len(levels))
     offsets = np.cumsum([0] + [len(x) for x in levels[:-1]]) + capacity - sum(map(len, levels))
