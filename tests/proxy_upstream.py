@@ -492,12 +492,14 @@ async def running_proxy(
     running = Proxy(sidecar, port, stop, task)
     try:
         deadline = time.monotonic() + WAIT
-        while True:
+        # Both listeners: the proxy's, and /metrics (which may open a moment later).
+        waiting = [("127.0.0.1", port), config.metrics.listen]
+        while waiting:
             if task.done():
                 task.result()
                 raise AssertionError("the sidecar stopped while starting")
             try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                _, writer = await asyncio.open_connection(*waiting[0])
             except OSError:
                 if time.monotonic() > deadline:
                     raise
@@ -505,7 +507,7 @@ async def running_proxy(
                 continue
             writer.close()
             await writer.wait_closed()
-            break
+            waiting.pop(0)
         yield running
     finally:
         await running.stop()
