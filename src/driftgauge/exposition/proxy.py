@@ -115,12 +115,9 @@ class ProxyMetrics:
 
     def describe(self) -> Iterator[Metric]:
         """The families' names, for the registry's duplicate check (without reading counts)."""
-        spec = catalogue.REQUESTS
-        yield CounterMetricFamily(spec.name, spec.documentation, labels=spec.labels)
+        yield catalogue.REQUESTS.metric()
         for histogram in self._histograms:
-            yield HistogramMetricFamily(
-                histogram.spec.name, histogram.spec.documentation, labels=histogram.spec.labels
-            )
+            yield histogram.spec.metric()
 
     @property
     def _histograms(self) -> tuple[_Histogram, ...]:
