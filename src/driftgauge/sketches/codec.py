@@ -25,12 +25,13 @@ from driftgauge.sketches.summary import (
     kll_items,
 )
 
-__all__ = ["decode_summary", "encode_summary", "int_array", "kll_doubles_to_floats"]
+__all__ = ["KLL_FAMILY", "decode_summary", "encode_summary", "int_array", "kll_doubles_to_floats"]
 
 # DataSketches' KLL serial format: an 8-byte preamble (flags in byte 3, bit 0 empty, bit 2
 # a single item); a full sketch adds n (8), min_k (2), num_levels (1), one unused byte and
 # num_levels uint32 level offsets; the items follow (min, max, then the retained items).
 _PREAMBLE = 8
+KLL_FAMILY = 15  # byte 2: DataSketches' family id of KLL sketches
 _EMPTY, _SINGLE_ITEM = 1, 4
 _FULL_HEADER = 12
 
@@ -45,7 +46,7 @@ def kll_doubles_to_floats(data: bytes) -> bytes:
     result is the sketch the rounded values would have given with the same
     compactions.  ValueError when ``data`` is not a float64 KLL sketch.
     """
-    if len(data) < _PREAMBLE or data[2] != 15:  # 15: DataSketches' KLL family id
+    if len(data) < _PREAMBLE or data[2] != KLL_FAMILY:
         raise ValueError("not a serialized KLL sketch")
     flags = data[3]
     if flags & _EMPTY:

@@ -30,6 +30,7 @@ import datasketches as ds
 import numpy as np
 import numpy.typing as npt
 
+from driftgauge.sketches.codec import KLL_FAMILY
 from driftgauge.sketches.summary import ItemType, kll_items
 
 __all__ = ["CHUNK_K", "sorted_kll", "total_capacity"]
@@ -37,7 +38,6 @@ __all__ = ["CHUNK_K", "sorted_kll", "total_capacity"]
 # Items a chunk's sketch keeps: 4,096 of a 65,536-row chunk, each of weight 16.
 CHUNK_K = 4096
 _M = 8  # DataSketches' minimum level width, fixed in its serial format
-_KLL_FAMILY = 15
 # preamble ints, serial version, family, flags, k, m, unused; n, min_k, levels, unused
 _HEADER = struct.Struct("<BBBBHBBQHBB")
 _FULL_PREAMBLE_INTS, _SERIAL_VERSION = 5, 1
@@ -91,7 +91,7 @@ def sorted_kll(ordered: npt.NDArray[np.float64], items: ItemType) -> Any:
     levels.append(level)
     capacity = total_capacity(CHUNK_K, len(levels))
     offsets = np.cumsum([0] + [len(x) for x in levels[:-1]]) + capacity - sum(map(len, levels))
-    preamble = (_FULL_PREAMBLE_INTS, _SERIAL_VERSION, _KLL_FAMILY, 0, CHUNK_K, _M, 0)
+    preamble = (_FULL_PREAMBLE_INTS, _SERIAL_VERSION, KLL_FAMILY, 0, CHUNK_K, _M, 0)
     full = (len(values), CHUNK_K, len(levels), 0)
     data = b"".join(
         [
