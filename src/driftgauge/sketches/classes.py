@@ -33,7 +33,6 @@ __all__ = [
     "ClassCounts",
     "ClassEdges",
     "add_sorted_bucket_counts",
-    "bucket_counts",
     "class_edges",
     "class_keys",
 ]
@@ -72,12 +71,6 @@ def class_values(keys: KeyArray) -> FloatArray:
     bits = np.where(keys >> 31 != 0, keys ^ _SIGN, ~keys).astype(np.uint32)
     values: FloatArray = bits.view(np.float32).astype(np.float64)
     return values
-
-
-def bucket_counts(values: FloatArray) -> CountArray:
-    """The count of finite ``values`` in each of the :data:`BUCKETS` buckets of classes."""
-    counts: CountArray = np.bincount(class_keys(values) >> _LOW, minlength=BUCKETS).astype(np.int64)
-    return counts
 
 
 def add_sorted_bucket_counts(counts: CountArray, ordered: FloatArray) -> None:
