@@ -10,7 +10,9 @@ stops.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -295,3 +297,13 @@ async def running(config: Config, baseline: Baseline) -> AsyncIterator[Running]:
         host, port = config.metrics.listen
         proxy_url = f"http://127.0.0.1:{sidecar.proxy_port}" if sidecar.proxy_port else ""
         yield Running(sidecar, session, f"http://{host}:{port}", proxy_url, seen)
+
+
+def as_format_2(encoded: dict[str, Any]) -> dict[str, Any]:
+    """``encoded`` as state format 2 held it in its JSON: ids as text, columns as base64."""
+    ids = encoded["ids"]
+    result: dict[str, Any] = {"ids": ids.decode() if isinstance(ids, bytes) else ids}
+    for name in ("ts", "predicted", "probability", "segments"):
+        data = base64.b64encode(encoded[name]["data"]).decode("ascii")
+        result[name] = {**encoded[name], "data": data}
+    return json.loads(json.dumps(result, allow_nan=False))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -16,6 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driftgauge.monitor.pending import PendingRows, PendingStore, decode_rows, encode_rows
+from driftgauge.runtime.state import pack, unpack
+from tests.feedback_support import as_format_2
 
 NAN = float("nan")
 
@@ -71,8 +72,8 @@ def same_rows(actual: list[Row], expected: list[Row]) -> bool:
 
 
 def round_trip(rows: PendingRows, width: int) -> PendingRows:
-    """Through JSON text, as a state snapshot stores them."""
-    return decode_rows(json.loads(json.dumps(encode_rows(rows), allow_nan=False)), width)
+    """Through a state file's bytes, as a snapshot stores them."""
+    return decode_rows(unpack(pack({"held": encode_rows(rows)}))["held"], width)
 
 
 # -- the store ----------------------------------------------------------------------------------
@@ -218,13 +219,21 @@ def test_encoding_round_trips_any_id_and_nan() -> None:
 
 
 def test_ids_are_one_string_unless_one_holds_a_newline() -> None:
-    """Ids go as one newline-joined string (cheap to dump); a newline in one makes them a list."""
+    """Ids go as the bytes of one newline-joined string; a newline in one makes them a list."""
     store = PendingStore(0)
     add(store, ["a", "b:0", ""], 1.0)
-    assert encode_rows(store.snapshot())["ids"] == "a\nb:0\n"
+    assert encode_rows(store.snapshot())["ids"] == b"a\nb:0\n"
     add(store, ["new\nline"], 1.0)
     assert encode_rows(store.snapshot())["ids"] == ["a", "b:0", "", "new\nline"]
     assert round_trip(store.snapshot(), 0).ids == ["a", "b:0", "", "new\nline"]
+
+
+def test_joined_ids_keep_lone_surrogates() -> None:
+    """A lone surrogate (valid in JSON text, not in UTF-8) survives the joined bytes."""
+    store = PendingStore(0)
+    add(store, ["\ud800lone", "\udfff", "ü"], 1.0)
+    assert isinstance(encode_rows(store.snapshot())["ids"], bytes)
+    assert round_trip(store.snapshot(), 0).ids == ["\ud800lone", "\udfff", "ü"]
 
 
 @pytest.mark.parametrize("ids", [[], [""], ["", ""], ["only"]], ids=repr)
@@ -240,8 +249,25 @@ def test_few_or_empty_ids_round_trip(ids: list[str]) -> None:
 def _encoded() -> dict[str, Any]:
     store = PendingStore(1)
     add(store, ["a", "b"], 3.0, [1.0, 2.0], [0.5, NAN], [[0], [1]])
-    encoded: dict[str, Any] = json.loads(json.dumps(encode_rows(store.snapshot())))
-    return encoded
+    return encode_rows(store.snapshot())
+
+
+@given(st.lists(st.text(), max_size=20, unique=True))
+def test_format_2_payloads_still_decode(ids: list[str]) -> None:
+    """Held predictions as state format 2 wrote them (text ids, base64 columns) read the same."""
+    store = PendingStore(2)
+    add(
+        store,
+        ids,
+        4.0,
+        [float(i) for i in range(len(ids))],
+        None,
+        [[i, -1] for i in range(len(ids))],
+    )
+    rows = store.snapshot()
+    back = decode_rows(as_format_2(encode_rows(rows)), 2)
+    assert back.ids == ids
+    assert same_rows(rows_of(back), rows_of(rows))
 
 
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], Any]:
@@ -285,13 +311,16 @@ def _column(name: str, values: npt.NDArray[Any]) -> Callable[[dict[str, Any]], A
         pytest.param(_set("ids", {"a": 0}), "list of strings", id="ids-not-a-list"),
         pytest.param(_set("ids", ["a", 2]), "list of strings", id="id-not-a-string"),
         pytest.param(_set("ids", "a\nb\nc"), "shape", id="more-joined-ids-than-rows"),
+        pytest.param(_set("ids", b"a\nb\nc"), "shape", id="more-joined-id-bytes-than-rows"),
+        pytest.param(_set("ids", b"a\n\xff"), "UTF-8", id="ids-not-utf-8"),
         pytest.param(_set("ids", ["a", "a"]), "repeat an id", id="repeated-id"),
         pytest.param(_set("ids", ["a", "b", "c"]), "shape", id="more-ids-than-rows"),
         pytest.param(_drop("probability"), "not an object", id="missing-column"),
         pytest.param(_set("ts.dtype", "<f4"), "dtype", id="other-dtype"),
         pytest.param(_set("segments.dtype", ">i2"), "dtype", id="big-endian"),
         pytest.param(_set("segments.shape", [2, 2]), "shape", id="other-width"),
-        pytest.param(_set("ts.data", "AAAA"), "bytes", id="short-data"),
+        pytest.param(_set("ts.data", "AAAA"), "bytes", id="short-base64-data"),
+        pytest.param(_set("ts.data", b"\0" * 15), "bytes", id="short-data"),
         pytest.param(_set("ts.data", "not base64!"), "base64", id="bad-base64"),
         pytest.param(_set("ts.data", None), "base64", id="data-not-text"),
         pytest.param(_column("ts", np.asarray([NAN, 1.0], "<f8")), "time", id="nan-time"),

@@ -10,18 +10,30 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from driftgauge.baseline import Baseline
 from driftgauge.config import Config
 from driftgauge.monitor import Monitor
-from driftgauge.runtime.state import StateStore, state_file_name
+from driftgauge.monitor.pending import PendingRows
+from driftgauge.runtime.state import StateStore, pack, state_file_name, unpack
 from driftgauge.sketches import NumericSummary
 from driftgauge.typing import Extracted
-from tests.feedback_support import Pipeline, build, classifier_columns, instances, record, wire
+from tests.feedback_support import (
+    Pipeline,
+    as_format_2,
+    build,
+    classifier_columns,
+    instances,
+    record,
+    wire,
+)
 from tests.helpers import base_config, scrape, series, training_rows, wait_for, write_csv
 
 NOW = 1_800_000_000.0
@@ -61,7 +73,7 @@ def test_round_trip_restores_every_window(
 
 @pytest.mark.parametrize(
     "damage",
-    ["truncate", "garbage", "flipped_byte", "version", "other_baseline"],
+    ["truncate", "garbage", "flipped_byte", "version", "other_baseline", "blob_outside"],
 )
 def test_bad_snapshots_are_moved_aside(
     tmp_path: Path,
@@ -84,10 +96,13 @@ def test_bad_snapshots_are_moved_aside(
         store.path.write_bytes(b"not a snapshot")
     elif damage == "flipped_byte":  # inside the deflate stream: zlib.error, not an OSError
         store.path.write_bytes(data[:10] + bytes([data[10] ^ 0xFF]) + data[11:])
-    else:
-        document = json.loads(gzip.decompress(data))
-        document["format_version" if damage == "version" else "baseline_id"] = 99
+    elif damage == "blob_outside":  # names bytes past the end of the file
+        document = unpack(data) | {"windows": {"$blob": [0, 10]}}
         store.path.write_bytes(gzip.compress(json.dumps(document).encode()))
+    else:
+        document = unpack(data)
+        document["format_version" if damage == "version" else "baseline_id"] = 99
+        store.path.write_bytes(pack(document))
     fresh = _monitor(config, baseline)
     assert not StateStore(tmp_path / "state", fresh).restore()
     assert not store.path.exists()
@@ -141,9 +156,9 @@ def test_damaged_held_predictions_are_moved_aside(
 ) -> None:
     """Held predictions that do not decode make the whole snapshot unusable, nothing half-applied."""
     before, store = _holding(tmp_path)
-    document = json.loads(gzip.decompress(store.path.read_bytes()))
+    document = unpack(store.path.read_bytes())
     document["pending"]["ids"] = ["one id for 41 rows"]
-    store.path.write_bytes(gzip.compress(json.dumps(document).encode()))
+    store.path.write_bytes(pack(document))
     after = wire(before.config, before.monitor.baseline, lambda: NOW)
     assert not StateStore(store.directory, after.monitor).restore()
     assert after.outcomes.pending == 0
@@ -151,14 +166,10 @@ def test_damaged_held_predictions_are_moved_aside(
     assert "held predictions" in caplog.text
 
 
-def test_held_predictions_of_format_1_are_read_after_an_upgrade(tmp_path: Path) -> None:
-    """A snapshot of the previous format (held predictions as rows) restores and labels join."""
-    before, store = _holding(tmp_path)
-    document = json.loads(gzip.decompress(store.path.read_bytes()))
-    held = before.outcomes.copy_held()
-    document["format_version"] = 1
-    document["pending"] = [  # format 1: [id, ts, predicted, probability, segments]; NaN as text
-        [key, ts, predicted, str(chance) if chance != chance else chance, codes]
+def _format_1(held: PendingRows) -> list[list[Any]]:
+    """Held predictions as format 1 listed them: [id, ts, predicted, probability, segments]."""
+    return [
+        [key, ts, predicted, str(chance) if chance != chance else chance, codes]  # NaN as text
         for key, ts, predicted, chance, codes in zip(
             held.ids,
             held.ts.tolist(),
@@ -168,6 +179,22 @@ def test_held_predictions_of_format_1_are_read_after_an_upgrade(tmp_path: Path) 
             strict=True,
         )
     ]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_held_predictions_of_earlier_formats_are_read_after_an_upgrade(
+    tmp_path: Path, version: int
+) -> None:
+    """A snapshot of an earlier format (held predictions as rows, or base64 in the JSON text,
+    a file with no bytes after it) restores, and labels join."""
+    before, store = _holding(tmp_path)
+    document = unpack(store.path.read_bytes())
+    held = before.outcomes.copy_held()
+    document["format_version"] = version
+    if version == 1:
+        document["pending"] = _format_1(held)
+    else:
+        document["pending"] = as_format_2(document["pending"])
     store.path.write_bytes(gzip.compress(json.dumps(document).encode()))
     after = wire(before.config, before.monitor.baseline, lambda: NOW)
     assert StateStore(store.directory, after.monitor).restore()
@@ -293,7 +320,7 @@ def test_a_snapshot_of_float64_live_sketches_is_read_after_the_upgrade(
         store = StateStore(tmp_path / "state", before)
         store.save()
         old = before.merged_windows(NOW)
-    document = json.loads(gzip.decompress(store.path.read_bytes()))
+    document = unpack(store.path.read_bytes())
     entries = [
         entry
         for window in document["windows"].values()
@@ -322,3 +349,29 @@ def test_a_snapshot_of_float64_live_sketches_is_read_after_the_upgrade(
                 assert np.all(np.abs(got - ranks) <= 2 * error + 1e-6)
     after.ingest([Extracted(100, training_rows(100, 99))], now=NOW)
     assert after.compute(NOW).fields
+
+
+documents = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text() | st.binary(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(), documents, max_size=5))
+def test_pack_round_trips_any_document_with_bytes_anywhere(document: dict[str, Any]) -> None:
+    """Every ``bytes`` value, at any depth, comes back as it was; the rest is the same JSON."""
+    assert unpack(pack(document)) == document
+
+
+def test_held_predictions_stay_out_of_the_json_text(tmp_path: Path) -> None:
+    """Held predictions add a few references to a snapshot's JSON text; their bytes follow it."""
+    pipeline, store = _holding(tmp_path)
+    columns = classifier_columns(5_000, seed=5)
+    pipeline.batcher.ingest([record(instances(columns, 0, 5_000), "many")])
+    assert pipeline.outcomes.pending == 5_041
+    store.save()
+    text = gzip.decompress(store.path.read_bytes())
+    end = text.index(b"\n")
+    assert len(json.dumps(json.loads(text[:end])["pending"])) < 500
+    assert len(text) - end > 5_041 * (8 * 3 + 2)  # three float64 and one int16 column

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import gzip
 import json
 import logging
 import shutil
@@ -28,7 +27,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftgauge.runtime.logs import JsonFormatter
-from driftgauge.runtime.state import state_file_name
+from driftgauge.runtime.state import state_file_name, unpack
 from tests.helpers import base_config
 from tests.proxy_upstream import running_proxy, until, upstream_server
 
@@ -193,7 +192,7 @@ async def test_wine_names_survive_baseline_proxy_metrics_and_state(tmp_path: Pat
 
     snapshot = tmp_path / "state" / state_file_name(MODEL)
     assert snapshot.name == "wine%20%22prod%22%20%2F%20%C3%BC%5C.state"
-    document = json.loads(gzip.decompress(snapshot.read_bytes()))
+    document = unpack(snapshot.read_bytes())
     assert set(document["windows"]["5m"][-1]["entries"]) == set(NAMES)
 
 

@@ -16,14 +16,15 @@ a row's slot.
 
 A snapshot copies the live rows with a few array operations
 (:meth:`PendingStore.snapshot`, under the owner's lock) and encodes them
-without per-row Python work (:func:`encode_rows`): the ids as one string,
-joined by newlines, and each numeric column as base64 of its little-endian
-bytes with its dtype and shape.  Ids are not restricted: should one hold a
-newline (possible through ``feedback.id_path`` or a tailed record), that
-snapshot stores them as a JSON list of strings instead, which ``json.dumps``
-escapes in C too, but three times slower than one string.
-:func:`decode_rows` reads either and checks everything, raising
-``ValueError`` on any mismatch.
+without per-row Python work (:func:`encode_rows`): the ids as the UTF-8
+bytes of one string joined by newlines, and each numeric column as its
+little-endian bytes with its dtype and shape.  Bytes are what the state
+file stores outside its JSON (:mod:`driftgauge.runtime.state`), so no
+encoder walks them holding the GIL.  Ids are not restricted: should one
+hold a newline (possible through ``feedback.id_path`` or a tailed record),
+that snapshot stores them as a JSON list of strings instead.
+:func:`decode_rows` reads these, and the base64 text of state format 2,
+and checks everything, raising ``ValueError`` on any mismatch.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ _SCAN = 256  # first chunk of slots an expiry looks at; later chunks double
 # Wire dtypes of the encoded columns (little-endian whatever the host).
 _FLOAT = "<f8"
 _CODE = "<i2"
+_UNPAIRED = "surrogatepass"  # an id may hold a lone surrogate (valid JSON, not valid UTF-8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,22 +297,23 @@ def _column(array: npt.NDArray[Any], dtype: str) -> dict[str, Any]:
     return {
         "dtype": dtype,
         "shape": list(array.shape),
-        "data": base64.b64encode(array.astype(dtype, copy=False).tobytes()).decode("ascii"),
+        "data": array.astype(dtype, copy=False).tobytes(),
     }
 
 
-def _encode_ids(ids: list[str]) -> str | list[str]:
+def _encode_ids(ids: list[str]) -> bytes | list[str]:
     text = "\n".join(ids)
     # No rows, or an id with a newline in it, would not split back: those go as a list.
-    return text if text.count("\n") == len(ids) - 1 else ids
+    if text.count("\n") != len(ids) - 1:
+        return ids
+    return text.encode("utf-8", _UNPAIRED)
 
 
 def encode_rows(rows: PendingRows) -> dict[str, Any]:
-    """A JSON-ready dict of ``rows``: ids as one newline-joined string, columns as base64.
+    """A dict of ``rows`` for a state snapshot: ids as newline-joined UTF-8, columns as bytes.
 
-    Any id string survives (``json.dumps`` escapes quotes and lone
-    surrogates; ids with newlines fall back to a list), and so does a NaN
-    (absent) probability.
+    Any id string survives (lone surrogates pass through UTF-8; ids with
+    newlines fall back to a list), and so does a NaN (absent) probability.
     """
     return {
         "ids": _encode_ids(rows.ids),
@@ -333,13 +336,14 @@ def _decode_column(
         raise ValueError(
             f"held predictions: {name} of shape {item.get('shape')!r}, expected {list(shape)}"
         )
-    data = item.get("data")
-    if not isinstance(data, str):
-        raise ValueError(f"held predictions: {name} data is not a base64 string")
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except binascii.Error as exc:
-        raise ValueError(f"held predictions: {name} data is not base64 ({exc})") from exc
+    raw = item.get("data")
+    if isinstance(raw, str):  # state format 2
+        try:
+            raw = base64.b64decode(raw, validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"held predictions: {name} data is not base64 ({exc})") from exc
+    if not isinstance(raw, bytes):
+        raise ValueError(f"held predictions: {name} data is neither bytes nor base64")
     expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if len(raw) != expected:
         raise ValueError(f"held predictions: {name} holds {len(raw)} bytes, expected {expected}")
@@ -385,7 +389,12 @@ def decode_rows(payload: Any, width: int) -> PendingRows:
     if not isinstance(payload, dict):
         raise ValueError(f"held predictions: expected an object, got {type(payload).__name__}")
     ids = payload.get("ids")
-    if isinstance(ids, str):
+    if isinstance(ids, bytes):
+        try:
+            ids = ids.decode("utf-8", _UNPAIRED)
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"held predictions: 'ids' is not UTF-8 ({exc})") from exc
+    if isinstance(ids, str):  # state format 2 held them as text
         ids = ids.split("\n")
     if not isinstance(ids, list) or not all(isinstance(key, str) for key in ids):
         raise ValueError("held predictions: 'ids' is neither a string nor a list of strings")

@@ -16,8 +16,9 @@ Starting counters from zero is a reset Prometheus handles exactly.
 
 A snapshot that is corrupt, of a format version this one cannot read, or
 taken against another baseline is moved aside (``.corrupt-<time>``) with one
-log line, and the sidecar starts empty.  Format 1 (before held predictions
-were stored as columns) is still read, so an upgrade keeps its state.
+log line, and the sidecar starts empty.  Formats 1 (held predictions as
+rows) and 2 (as base64 columns inside the JSON) are still read, so an
+upgrade keeps its state.
 """
 
 from __future__ import annotations
@@ -43,15 +44,25 @@ from driftgauge.sketches.summary import CategoricalSummary, NumericSummary
 from driftgauge.sketches.window import Mergeable, Slice, SlicedWindow
 from driftgauge.stats.performance import ClassificationStats, RegressionStats
 
-__all__ = ["STATE_VERSION", "StateStore", "decode_into", "encode", "state_file_name"]
+__all__ = [
+    "STATE_VERSION",
+    "StateStore",
+    "decode_into",
+    "encode",
+    "pack",
+    "state_file_name",
+    "unpack",
+]
 
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = "driftgauge-state"
-STATE_VERSION = 2  # 2: held predictions as columns (driftgauge.monitor.pending)
-# Format 1 differs only in how it lists held predictions, which pending.decode_rows reads:
-# an upgrade keeps the state the previous version saved.
-READABLE_VERSIONS = (1, 2)
+# 2: held predictions as columns (driftgauge.monitor.pending); 3: their bytes after the JSON.
+STATE_VERSION = 3
+# Formats 1 and 2 differ only in how they list held predictions, which pending.decode_rows
+# reads: an upgrade keeps the state the previous version saved.
+READABLE_VERSIONS = (1, 2, 3)
+_BLOB = "$blob"  # {"$blob": [offset, length]}: bytes stored after the JSON (see pack)
 
 
 def encode(item: Mergeable) -> dict[str, Any]:
@@ -153,17 +164,64 @@ def _decode_windows(
     return restored
 
 
-def _dumps(value: Any, depth: int = 2) -> str:
-    """``json.dumps(value, allow_nan=False)``, the members of dicts ``depth`` levels down apart.
+def _dumps(value: Any, default: Callable[[Any], Any], depth: int = 2) -> str:
+    """``json.dumps(value, allow_nan=False, default=default)``, dict members ``depth`` levels apart.
 
-    One ``json.dumps`` call holds the GIL throughout (13 ms for a snapshot
-    with 100,000 held predictions, where the proxy's event loop waits); a
-    call per member keeps each hold to a few milliseconds.
+    One ``json.dumps`` call holds the GIL throughout, while the proxy's
+    event loop waits; a call per member keeps each hold short.
     """
     if depth and isinstance(value, dict):
-        members = (f"{json.dumps(key)}: {_dumps(item, depth - 1)}" for key, item in value.items())
+        members = (
+            f"{json.dumps(key)}: {_dumps(item, default, depth - 1)}" for key, item in value.items()
+        )
         return "{" + ", ".join(members) + "}"
-    return json.dumps(value, allow_nan=False)
+    return json.dumps(value, allow_nan=False, default=default)
+
+
+def pack(document: Mapping[str, Any]) -> bytes:
+    """``document`` as a state file's bytes: gzip of its JSON, a newline, then its ``bytes`` values.
+
+    Each ``bytes`` value (held predictions' columns and ids) is written as
+    is after the JSON, which names it ``{"$blob": [offset, length]}``:
+    ``json.dumps`` would walk a base64 text of it character by character
+    holding the GIL (48 ms for 100,000 held predictions, a stall of the
+    proxy's event loop), where this copies it; zlib releases the GIL.  A
+    JSON text holds no raw newline, so the first one ends it.
+    """
+    blobs: list[bytes] = []
+    offset = 0
+
+    def blob(value: Any) -> dict[str, list[int]]:
+        nonlocal offset
+        if not isinstance(value, bytes):
+            raise TypeError(f"cannot snapshot {type(value).__name__}")
+        blobs.append(value)
+        offset += len(value)
+        return {_BLOB: [offset - len(value), len(value)]}
+
+    head = _dumps(document, blob).encode()
+    return gzip.compress(
+        b"".join([head, b"\n", *blobs]) if blobs else head, compresslevel=1, mtime=0
+    )
+
+
+def unpack(data: bytes) -> Any:
+    """The document :func:`pack` wrote (or a format 1 or 2 file: JSON alone); ValueError if damaged."""
+    text = gzip.decompress(data)
+    end = text.find(b"\n")
+    head, body = (text, b"") if end < 0 else (text[:end], memoryview(text)[end + 1 :])
+
+    def blob(item: dict[str, Any]) -> Any:
+        if _BLOB not in item:
+            return item
+        match item[_BLOB]:
+            case [int(start), int(length)] if len(
+                item
+            ) == 1 and 0 <= start <= start + length <= len(body):
+                return bytes(body[start : start + length])
+        raise ValueError(f"a blob reference outside the file: {item!r}")
+
+    return json.loads(head, object_hook=blob)
 
 
 # Characters a model name keeps in its state file's name; others are percent-encoded.
@@ -228,15 +286,14 @@ class StateStore:
 
     def save(self) -> None:
         """Write the snapshot atomically and durably (temporary file, fsync, rename, fsync)."""
-        data = gzip.compress(_dumps(self._document()).encode(), compresslevel=1, mtime=0)
-        write_atomically(self.path, data)
+        write_atomically(self.path, pack(self._document()))
 
     def restore(self) -> bool:
         """Load the snapshot if there is a usable one; True when state was restored."""
         if not self.path.exists():
             return False
         try:
-            document = json.loads(gzip.decompress(self.path.read_bytes()))
+            document = unpack(self.path.read_bytes())
             if not isinstance(document, dict) or document.get("format") != STATE_FORMAT:
                 raise ValueError("not a driftgauge state snapshot")
             if document.get("format_version") not in READABLE_VERSIONS:
