@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from driftgauge.baseline import Baseline
@@ -359,8 +359,11 @@ documents = st.recursive(
 
 
 @given(st.dictionaries(st.text(), documents, max_size=5))
+@example({"entries": {"$blob": {"kll": "AAAA"}}, "blob": b"x"})  # a feature named "$blob"
+@example({"$blob": [0, 1], "blob": b"x"})
 def test_pack_round_trips_any_document_with_bytes_anywhere(document: dict[str, Any]) -> None:
-    """Every ``bytes`` value, at any depth, comes back as it was; the rest is the same JSON."""
+    """Every ``bytes`` value, at any depth, comes back as it was; the rest is the same JSON,
+    "$blob" keys included."""
     assert unpack(pack(document)) == document
 
 

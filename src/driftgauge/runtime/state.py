@@ -62,7 +62,8 @@ STATE_VERSION = 3
 # Formats 1 and 2 differ only in how they list held predictions, which pending.decode_rows
 # reads: an upgrade keeps the state the previous version saved.
 READABLE_VERSIONS = (1, 2, 3)
-_BLOB = "$blob"  # {"$blob": [offset, length]}: bytes stored after the JSON (see pack)
+# {"$blob": [offset, length]}: bytes stored after the JSON (see pack); unpack matches it
+_BLOB = "$blob"
 
 
 def encode(item: Mergeable) -> dict[str, Any]:
@@ -212,14 +213,12 @@ def unpack(data: bytes) -> Any:
     head, body = (text, b"") if end < 0 else (text[:end], memoryview(text)[end + 1 :])
 
     def blob(item: dict[str, Any]) -> Any:
-        if _BLOB not in item:
-            return item
-        match item[_BLOB]:
-            case [int(start), int(length)] if len(
-                item
-            ) == 1 and 0 <= start <= start + length <= len(body):
+        match item:  # a feature named "$blob" keys a dict of entries: not a reference
+            case {"$blob": [int(start), int(length)]} if len(item) == 1:
+                if not 0 <= start <= start + length <= len(body):
+                    raise ValueError(f"a blob reference outside the file: {item!r}")
                 return bytes(body[start : start + length])
-        raise ValueError(f"a blob reference outside the file: {item!r}")
+        return item
 
     return json.loads(head, object_hook=blob)
 
