@@ -378,3 +378,25 @@ def test_held_predictions_stay_out_of_the_json_text(tmp_path: Path) -> None:
     end = text.index(b"\n")
     assert len(json.dumps(json.loads(text[:end])["pending"])) < 500
     assert len(text) - end > 5_041 * (8 * 3 + 2)  # three float64 and one int16 column
+
+
+def test_a_field_named_like_a_blob_reference_restores(tmp_path: Path) -> None:
+    """A feature named "$blob" keys a dict of window entries: restored, not read as bytes."""
+    columns = classifier_columns(3_000, seed=6)
+    columns["$blob"] = columns.pop("alcohol")
+    features = [
+        {"name": "$blob", "type": "numeric"},
+        {"name": "ash", "type": "numeric"},
+        {"name": "region", "type": "categorical"},
+    ]
+    config, baseline = build(tmp_path, columns=columns, features=features)
+    before = wire(config, baseline, lambda: NOW)
+    rows = [{"$blob": value, "ash": 2.2, "region": "north"} for value in columns["$blob"][:50]]
+    before.batcher.ingest([record(rows, "blob")])
+    store = StateStore(tmp_path / "state", before.monitor)
+    store.save()
+    after = wire(config, baseline, lambda: NOW)
+    assert StateStore(store.directory, after.monitor).restore()
+    assert after.outcomes.pending == before.outcomes.pending == 50
+    assert after.monitor.merged_windows(NOW)["5m"]["$blob"].count == 50
+    assert after.monitor.compute(NOW).fields == before.monitor.compute(NOW).fields
