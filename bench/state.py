@@ -4,6 +4,7 @@ Run from the repository root::
 
     .venv/bin/python -m bench.state                  # 100,000 held predictions, 5 repetitions
     .venv/bin/python -m bench.state --held 20000     # a smaller store
+    .venv/bin/python -m bench.state --quick          # a smoke run
 
 Setup: a KServe v1 config with three features, a categorical prediction
 ``class`` and ``feedback`` on it, a baseline from ``build_baseline`` on a
@@ -136,7 +137,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--held", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="10,000 held, 3 repetitions")
     args = parser.parse_args()
+    if args.quick:
+        args.held, args.repeat = 10_000, 3
     directory = DATA_DIR / "state"
     directory.mkdir(parents=True, exist_ok=True)
     config, baseline = _config(directory)
