@@ -32,14 +32,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from bench._common import DATA_DIR, print_table
 from driftgauge.atomic import write_atomically
-from driftgauge.baseline import build_baseline
-from driftgauge.config import config_from_mapping
+from driftgauge.baseline import Baseline, build_baseline
+from driftgauge.config import Config, config_from_mapping
 from driftgauge.monitor import Monitor
 from driftgauge.monitor.batch import Batcher
 from driftgauge.protocols import make_adapter
@@ -77,7 +76,7 @@ def ticked(work: Callable[[], object]) -> Stalls:
     return Stalls(duration, max(gaps), sum(gap for gap in gaps if gap > STALL))
 
 
-def _config(directory: Path) -> Any:
+def _config(directory: Path) -> tuple[Config, Baseline]:
     rng = np.random.default_rng(3)
     rows = 5_000
     training = directory / "state-train.csv"
