@@ -62,7 +62,12 @@ class Stalls:
 def ticked(work: Callable[[], object]) -> Stalls:
     """Run ``work`` in a worker thread while this thread ticks; the gaps it saw."""
     done = threading.Event()
-    worker = threading.Thread(target=lambda: (work(), done.set()))
+
+    def run() -> None:
+        work()
+        done.set()
+
+    worker = threading.Thread(target=run)
     gaps: list[float] = []
     started = last = time.perf_counter()
     worker.start()
