@@ -121,3 +121,24 @@ def test_sorted_values_counted_run_by_run_equal_the_bincount(
         add_sorted_bucket_counts(counts, np.sort(np.asarray(values, dtype=np.float64)))
     expected = bucket_counts(np.asarray(first + second, dtype=np.float64))
     assert np.array_equal(counts, expected)
+
+
+def test_merging_many_parts_holds_few_staged_classes() -> None:
+    """A parent merging 200 parts of the same 30,000 classes holds at most about twice
+    those classes at any time (it held every part's until 1M were staged), and counts exactly."""
+    rng = np.random.default_rng(11)
+    population = rng.normal(0.0, 1.0, 30_000)
+    wanted = np.arange(BUCKETS)
+    total = ClassCounts.of(wanted)
+    expected: dict[int, int] = {}
+    for _ in range(200):
+        part = ClassCounts.of(wanted)
+        values = rng.choice(population, 20_000)
+        part.add(values)
+        for key, n in zip(*np.unique(class_keys(values), return_counts=True), strict=True):
+            expected[int(key)] = expected.get(int(key), 0) + int(n)
+        total.merge(part)
+        staged = total._pending_size + len(total.keys)
+        assert staged <= 2 * max(len(expected), 1 << 16) + 20_000
+    total.compact()
+    assert dict(zip(total.keys.tolist(), total.counts.tolist(), strict=True)) == expected

@@ -45,8 +45,10 @@ BUCKETS = 1 << 16
 _LOW = 16
 _SIGN = np.uint32(0x80000000)
 _F32_MAX = float(np.finfo(np.float32).max)
-# Class counts gathered before they are combined (np.unique) to bound memory.
-_PENDING = 1 << 20
+# Class counts gathered before they are combined (np.unique): at most this many, or as many
+# as the classes counted so far.  The memory a ClassCounts holds is then at most about twice
+# its distinct classes (and 0.8 MB): a build's parent merging many parts stays flat.
+_PENDING = 1 << 16
 
 
 def class_keys(values: FloatArray) -> KeyArray:
@@ -116,7 +118,7 @@ class ClassCounts:
     def _stage(self, keys: KeyArray, counts: CountArray) -> None:
         self._pending.append((keys, counts))
         self._pending_size += len(keys)
-        if self._pending_size > _PENDING:
+        if self._pending_size > max(_PENDING, len(self.keys)):
             self.compact()
 
     def compact(self) -> None:
