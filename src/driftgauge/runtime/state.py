@@ -207,7 +207,10 @@ def pack(document: Mapping[str, Any]) -> bytes:
 
 
 def unpack(data: bytes) -> Any:
-    """The document :func:`pack` wrote (or a format 1 or 2 file: JSON alone); ValueError if damaged."""
+    """The document :func:`pack` wrote, or a format 1 or 2 file's (JSON alone).
+
+    A damaged file raises gzip's errors (OSError, EOFError, zlib.error) or ValueError.
+    """
     text = gzip.decompress(data)
     end = text.find(b"\n")
     head, body = (text, b"") if end < 0 else (text[:end], memoryview(text)[end + 1 :])
