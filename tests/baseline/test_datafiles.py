@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+import tempfile
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -219,3 +220,77 @@ def test_a_worker_reading_parquet_and_csv_does_not_import_pandas(tmp_path: Path)
         [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+CELL = st.one_of(
+    st.sampled_from([*datafiles.CSV_NUMERIC_NULLS, "NaN", "nan", "-inf", "Infinity", "1e400"]),
+    st.sampled_from(["abc", "TRUE", "0x1F", "1,5", " ", "-", "--1"]),
+    st.floats(allow_nan=False).map(repr),
+    st.integers(-(10**20), 10**20).map(str),
+    st.text(alphabet="0123456789.eE+-naifNAIF/#", max_size=6),
+)
+
+
+def columns_of(chunks: list[datafiles.Chunk]) -> dict[str, Any]:
+    """Each column's values and counts over ``chunks``, comparable between readers."""
+    result: dict[str, Any] = {}
+    for name in chunks[0].columns:
+        parts = [c.columns[name] for c in chunks]
+        values = np.concatenate([p.values for p in parts])
+        result[name] = (
+            values.tolist() if values.dtype.kind != "f" else values.view(np.int64).tolist(),
+            sum(p.missing for p in parts),
+            sum(p.wrong_type for p in parts),
+        )
+    return result
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(CELL, CELL), min_size=1, max_size=40))
+def test_csv_cells_read_the_same_by_pyarrow_and_the_standard_library(
+    rows: list[tuple[str, str]],
+) -> None:
+    """Any cell, numeric or categorical: the same values, missing and not-number counts from
+    pyarrow (reading a numeric column as text once a cell is not a number) and from the csv
+    module. An empty cell is missing in both columns, "NA" only in the numeric one."""
+    pytest.importorskip("pyarrow")
+    fields = [FieldSpec("x", "numeric", "input"), FieldSpec("c", "categorical", "input")]
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "cells.csv"
+        with path.open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["x", "c"])
+            writer.writerows(rows)
+        try:
+            arrow = list(datafiles.read_chunks(path, fields))
+        except datafiles.NotNumbers as exc:
+            column = exc.column
+            arrow = list(datafiles.read_chunks(path, fields, text={column}))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(datafiles, "pa", None)
+            stdlib = list(datafiles.read_chunks(path, fields))
+    assert columns_of(arrow) == columns_of(stdlib)
+
+
+def test_a_column_named_twice_is_refused(tmp_path: Path, reader: str) -> None:
+    """With two columns of one configured name, which one is meant is not known."""
+    path = tmp_path / "twice.csv"
+    path.write_text("a,b,a\n1,2,3\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"twice.csv: more than one column named 'a'"):
+        list(datafiles.read_chunks(path, [FieldSpec("a", "numeric", "input")]))
+
+
+def test_parquet_columns_pyarrow_cannot_convert_are_one_line_errors(tmp_path: Path) -> None:
+    """An integer past 2**53 is its nearest float (as in JSON); a list column taken as
+    categories is a DataError naming the file and column, not a traceback."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "odd.parquet"
+    table = pa.table({"big": pa.array([2**53 + 1, 5], pa.int64()), "tags": [[1, 2], [3]]})
+    pq.write_table(table, path)
+    (chunk,) = datafiles.read_chunks(path, [FieldSpec("big", "numeric", "input")])
+    assert chunk.columns["big"].values.tolist() == [float(2**53 + 1), 5.0]
+    with pytest.raises(DataError, match=r"odd.parquet: column 'tags': .*list") as caught:
+        list(datafiles.read_chunks(path, [FieldSpec("tags", "categorical", "input")]))
+    assert "\n" not in str(caught.value)

@@ -16,7 +16,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,11 +31,15 @@ from driftgauge.exceptions import DataError
 from driftgauge.sketches.summary import CategoricalBinning, to_categories, to_floats
 
 __all__ = [
+    "CSV_NUMERIC_NULLS",
     "Chunk",
     "Column",
+    "NotNumbers",
     "arrow_available",
     "arrow_chunk",
+    "csv_number",
     "file_format",
+    "first_line",
     "parquet_metadata",
     "part_batches",
     "read_chunks",
@@ -51,6 +55,28 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     pa = None
 
 CHUNK_ROWS = 65_536
+# How a CSV cell spells a missing value.  Empty is missing in every column; the others
+# (R's and pandas' NA, SQL's NULL, spreadsheets' #N/A) only in numeric columns, where they
+# cannot be numbers: in a categorical column "NA" may be a category (North America), as it
+# is for the sidecar.  NaN spellings are numbers (NaN), as in Parquet.
+CSV_NUMERIC_NULLS = ("", "#N/A", "#N/A N/A", "#NA", "N/A", "NA", "NULL", "n/a", "null")
+_NOT_A_NUMBER = re.compile(r"CSV conversion error to double")
+
+
+class NotNumbers(DataError):
+    """A CSV column read as numbers holds a cell that is not one (pyarrow's reader stops).
+
+    The local build reads the column again as text, counting such cells as not
+    numbers (as the Parquet and standard-library readers do); uncaught, it is
+    the reader's one-line error.
+    """
+
+    def __init__(self, message: str, source: str = "", column: str = "") -> None:
+        super().__init__(message, source, column)
+        self.source, self.column = source, column
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,15 +131,21 @@ def file_format(path: Path) -> str:
 
 
 def read_chunks(
-    source: DataInput | Path, fields: Sequence[FieldSpec], chunk_rows: int = CHUNK_ROWS
+    source: DataInput | Path,
+    fields: Sequence[FieldSpec],
+    chunk_rows: int = CHUNK_ROWS,
+    text: Collection[str] = (),
 ) -> Iterator[Chunk]:
-    """Stream ``source`` as chunks holding exactly the configured fields."""
+    """Stream ``source`` as chunks holding exactly the configured fields.
+
+    ``text``: numeric fields of a CSV file to read as text (see :class:`NotNumbers`).
+    """
     source = as_input(source)
-    yield from _reported(source, _format_chunks(source, fields, chunk_rows))
+    yield from _reported(source, _format_chunks(source, fields, chunk_rows, text))
 
 
 def _format_chunks(
-    source: DataInput, fields: Sequence[FieldSpec], chunk_rows: int
+    source: DataInput, fields: Sequence[FieldSpec], chunk_rows: int, text: Collection[str]
 ) -> Iterator[Chunk]:
     fmt = source.format
     if fmt == "parquet":
@@ -125,7 +157,7 @@ def _format_chunks(
     elif pa is not None and fmt == "jsonl":
         yield from _arrow_jsonl_chunks(source, fields, chunk_rows)
     elif pa is not None:
-        yield from _arrow_text_chunks(source, fmt, fields, chunk_rows)
+        yield from _arrow_text_chunks(source, fmt, fields, chunk_rows, text)
     elif fmt == "csv":
         yield from _stdlib_csv_chunks(source, fields, chunk_rows)
     else:
@@ -144,15 +176,25 @@ def _reported(source: DataInput, items: Iterator[T]) -> Iterator[T]:
         raise
     except Exception as exc:
         # pyarrow's errors (ArrowInvalid is also a ValueError) and the standard library's.
-        known = (OSError, ValueError, TypeError, UnicodeDecodeError)
+        known = (OSError, ValueError, TypeError, UnicodeDecodeError, KeyError)
         if not isinstance(exc, known) and not (
             pa is not None and isinstance(exc, pa.ArrowException)
         ):
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc)
+        column = ""
         if fmt == "csv":
-            message = _name_csv_column(source, message)
-        raise DataError(f"{source.name}: cannot read {fmt.upper()} data: {message}") from None
+            message, column = _name_csv_column(source, message)
+        message = f"{source.name}: cannot read {fmt.upper()} data: {message}"
+        if column and _NOT_A_NUMBER.search(message):
+            raise NotNumbers(message, source.name, column) from None
+        raise DataError(message) from None
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, else its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def parquet_metadata(source: DataInput) -> Any:
@@ -177,43 +219,68 @@ def part_batches(
     stop: int = 0,
     row_groups: Sequence[int] = (),
     threads: bool = True,
+    text: Collection[str] = (),
+    quotes: list[int] | None = None,
 ) -> Iterator[Any]:
     """pyarrow RecordBatches of ``fields`` from part of a CSV or Parquet file.
 
     CSV: the lines in bytes ``[start, stop)`` (cut at line ends), parsed with
-    the file's header.  Parquet: the row groups ``row_groups`` (all if none),
-    decoded on pyarrow's threads if ``threads`` (not in a worker process, where
-    the other workers use the cores: 0.3–0.5 s less CPU per 1M rows).
+    the file's header, the numeric fields ``text`` read as text; the count of
+    quote characters in the range is appended to ``quotes``.  Parquet: the
+    row groups ``row_groups`` (all if none), decoded on pyarrow's threads if
+    ``threads`` (not in a worker process, where the other workers use the
+    cores: 0.3–0.5 s less CPU per 1M rows).
     """
     if pa is None:
         raise DataError(f"{source.name}: building a baseline needs pyarrow: pip install pyarrow")
     if source.format == "csv":
-        batches = _csv_range_batches(source, fields, start, stop)
+        batches = _csv_range_batches(source, fields, start, stop, text, quotes)
     else:
         batches = _parquet_batches(source, fields, chunk_rows, row_groups, threads)
     yield from _reported(source, batches)
 
 
-def _csv_options(source: DataInput, fields: Sequence[FieldSpec]) -> tuple[Any, Any]:
-    types = {f.name: pa.float64() if f.type == "numeric" else pa.string() for f in fields}
+def _csv_options(
+    source: DataInput, fields: Sequence[FieldSpec], text: Collection[str] = ()
+) -> tuple[Any, Any]:
+    """pyarrow's options for a CSV file: numeric fields as float64 (those in ``text`` as
+    text), categorical ones as text with no missing value: an empty cell is made
+    missing when the column is read (:func:`arrow_chunk`), "NA" is a category."""
+    types = {
+        f.name: pa.float64() if f.type == "numeric" and f.name not in text else pa.string()
+        for f in fields
+    }
     convert = pa_csv.ConvertOptions(
         column_types=types,
         include_columns=[f.name for f in fields],
         include_missing_columns=True,
-        strings_can_be_null=True,
+        null_values=list(CSV_NUMERIC_NULLS),
+        strings_can_be_null=False,
     )
-    return pa_csv.ParseOptions(delimiter=source.delimiter), convert
+    # Quoted values may hold line ends (as much as a few per cent slower, measured: no).
+    parse = pa_csv.ParseOptions(delimiter=source.delimiter, newlines_in_values=True)
+    return parse, convert
+
+
+QUOTE = b'"'
 
 
 def _csv_range_batches(
-    source: DataInput, fields: Sequence[FieldSpec], start: int, stop: int
+    source: DataInput,
+    fields: Sequence[FieldSpec],
+    start: int,
+    stop: int,
+    text: Collection[str],
+    quotes: list[int] | None,
 ) -> Iterator[Any]:
-    parse, convert = _csv_options(source, fields)
+    parse, convert = _csv_options(source, fields, text)
     _require(source.name, _csv_header(source, source.delimiter), fields)
     with source.open() as handle:
         header = handle.readline()
         handle.seek(start)
         body = handle.read(stop - start)
+    if quotes is not None:
+        quotes.append(body.count(QUOTE))
     if not body:
         return
     reader = pa_csv.open_csv(
@@ -246,13 +313,23 @@ def _parquet_batches(
         handle.close()
 
 
-def arrow_chunk(batch: Any, fields: Sequence[FieldSpec], source: str, bytes_read: int = 0) -> Chunk:
+def arrow_chunk(
+    batch: Any, fields: Sequence[FieldSpec], source: str, bytes_read: int = 0, csv: bool = False
+) -> Chunk:
     """The chunk of a pyarrow ``RecordBatch`` or ``Table`` holding ``fields``.
 
-    ``source`` names the data in the error raised when a field's column is missing.
+    ``source`` names the data in the error raised when a field's column is
+    missing or cannot be read.  ``csv``: the batch was parsed from a CSV file
+    (:func:`_csv_options`): an empty categorical cell is missing, and a numeric
+    column read as text is converted here.
     """
     _require(source, batch.schema.names, fields)
-    columns = {f.name: _arrow_column(_combined(batch.column(f.name)), f) for f in fields}
+    columns = {}
+    for spec in fields:
+        try:
+            columns[spec.name] = _arrow_column(_combined(batch.column(spec.name)), spec, csv)
+        except (pa.ArrowException, KeyError, ValueError, TypeError) as exc:
+            raise DataError(f"{source}: column {spec.name!r}: {first_line(exc)}") from None
     return Chunk(batch.num_rows, columns, bytes_read)
 
 
@@ -267,6 +344,9 @@ def _require(name: str, present: Sequence[str], fields: Sequence[FieldSpec]) -> 
         raise DataError(
             f"{name}: no column named {', '.join(map(repr, missing))} (the config's fields)"
         )
+    twice = [f.name for f in fields if present.count(f.name) > 1]
+    if twice:
+        raise DataError(f"{name}: more than one column named {', '.join(map(repr, twice))}")
 
 
 def require_columns(source: str, present: Sequence[str], fields: Sequence[FieldSpec]) -> None:
@@ -306,7 +386,7 @@ def _float_values(array: Any) -> npt.NDArray[np.float64]:
     return values
 
 
-def _arrow_column(array: Any, spec: FieldSpec) -> Column:
+def _arrow_column(array: Any, spec: FieldSpec, csv: bool = False) -> Column:
     if spec.type == "numeric":
         if (
             pa.types.is_floating(array.type)
@@ -314,8 +394,11 @@ def _arrow_column(array: Any, spec: FieldSpec) -> Column:
             or pa.types.is_decimal(array.type)
             or pa.types.is_null(array.type)
         ):
-            values = _float_values(array.cast(pa.float64()))
+            # Not safe: an integer past 2**53 becomes the nearest float, as in JSON.
+            values = _float_values(array.cast(pa.float64(), safe=False))
             return Column(values, int(array.null_count))
+        if csv and pa.types.is_string(array.type):  # a column with cells that are not numbers
+            return _column_from_list([csv_number(cell) for cell in array.to_pylist()], spec)
         if pa.types.is_boolean(array.type):
             return Column(
                 np.full(len(array), np.nan),
@@ -325,18 +408,21 @@ def _arrow_column(array: Any, spec: FieldSpec) -> Column:
         floats, missing, wrong = to_floats(array.to_pylist())
         return Column(floats, missing, wrong)
     strings = array.cast(pa.string()) if not pa.types.is_string(array.type) else array
-    nulls = int(strings.null_count)
-    present = None
-    if nulls:
-        present = _valid(strings)
-        strings = strings.drop_null()
     # Each distinct value is spelled canonically once (Arrow hashes them in C++), and the
     # column is gathered from them: no Python object per row.
     encoded = strings.dictionary_encode()
-    spelled = canonical_strings(encoded.dictionary.to_pylist())
+    dictionary = encoded.dictionary.to_pylist()
     indices = _buffer(encoded.indices, np.int32)
+    present = _valid(encoded.indices)
+    if csv and "" in dictionary:  # an empty cell is missing
+        present &= indices != dictionary.index("")
+    if present.all():
+        present_rows = None
+    else:
+        present_rows, indices = present, indices[present]
+    spelled = canonical_strings(dictionary)
     values = spelled[indices] if len(spelled) else np.empty(0, dtype=np.str_)
-    return Column(values, nulls, 0, present, spelled, indices)
+    return Column(values, len(array) - len(indices), 0, present_rows, spelled, indices)
 
 
 def _batches_to_chunks(
@@ -346,8 +432,7 @@ def _batches_to_chunks(
         _require(source.name, batch.schema.names, fields)
         if batch.num_rows == 0:
             continue
-        columns = {f.name: _arrow_column(batch.column(f.name), f) for f in fields}
-        yield Chunk(batch.num_rows, columns, position())
+        yield arrow_chunk(batch, fields, source.name, position(), csv=source.format == "csv")
 
 
 def _parquet_chunks(
@@ -374,14 +459,18 @@ def _parquet_chunks(
 
 
 def _arrow_text_chunks(
-    source: DataInput, fmt: str, fields: Sequence[FieldSpec], chunk_rows: int
+    source: DataInput,
+    fmt: str,
+    fields: Sequence[FieldSpec],
+    chunk_rows: int,
+    text: Collection[str] = (),
 ) -> Iterator[Chunk]:
     types = {f.name: pa.float64() if f.type == "numeric" else pa.string() for f in fields}
     handle = source.open_arrow()
     block = 1 << 22
     try:
         if fmt == "csv":
-            parse, convert = _csv_options(source, fields)
+            parse, convert = _csv_options(source, fields, text)
             reader = pa_csv.open_csv(
                 handle,
                 read_options=pa_csv.ReadOptions(block_size=block),
@@ -426,16 +515,18 @@ def _arrow_jsonl_chunks(
 _CSV_COLUMN = re.compile(r"^In CSV column #(\d+): ")
 
 
-def _name_csv_column(source: DataInput, message: str) -> str:
-    """pyarrow's ``In CSV column #2: ...`` with the column's name instead of its position."""
+def _name_csv_column(source: DataInput, message: str) -> tuple[str, str]:
+    """pyarrow's ``In CSV column #2: ...`` with the column's name instead of its position,
+    and that name ("" if the message names none)."""
     match = _CSV_COLUMN.match(message)
     if match is None:
-        return message
+        return message, ""
     header = _csv_header(source, source.delimiter)
     position = int(match.group(1))
     if position >= len(header):
-        return message
-    return f"column {header[position]!r}: {message[match.end() :]}"
+        return message, ""
+    name = header[position]
+    return f"column {name!r}: {message[match.end() :]}", name
 
 
 def _csv_header(source: DataInput, delimiter: str) -> list[str]:
@@ -481,13 +572,14 @@ def _csv_rows_chunk(
     for spec, pos in zip(fields, positions, strict=True):
         cells: list[Any] = [row[pos] if pos < len(row) and row[pos] != "" else None for row in rows]
         if spec.type == "numeric":
-            cells = [_number(c) for c in cells]
+            cells = [csv_number(c) for c in cells]
         columns[spec.name] = _column_from_list(cells, spec)
     return Chunk(len(rows), columns, at)
 
 
-def _number(cell: str | None) -> Any:
-    if cell is None:
+def csv_number(cell: str | None) -> Any:
+    """A CSV cell of a numeric column: a float, None (missing) or the text (not a number)."""
+    if cell is None or cell in CSV_NUMERIC_NULLS:
         return None
     try:
         return float(cell)

@@ -2,7 +2,11 @@
 
 The files are split into parts: byte ranges of a CSV file (cut at line
 ends, each parsed with the file's header), groups of a Parquet file's row
-groups, and whole JSON Lines files.  Each part is filled by one worker
+groups, and whole JSON Lines files.  A line end may lie inside a quoted
+value: each CSV part counts its quote characters as it is parsed, and when
+an odd count precedes a cut, the pass starts again with the file whole.  A
+numeric column with a cell that is not a number is read again as text
+(:class:`~driftgauge.baseline.datafiles.NotNumbers`) likewise.  Each part is filled by one worker
 process.  The first pass parses each part once and spills the columns it
 read to an Arrow IPC file in a temporary directory; the later passes
 read that file instead of parsing again.  A part is at most
@@ -19,8 +23,8 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
-from itertools import pairwise
+from dataclasses import dataclass, replace
+from itertools import groupby, pairwise
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +33,7 @@ from driftgauge.baseline.datafiles import Chunk, arrow_chunk, part_batches, read
 from driftgauge.baseline.inputs import DataInput, as_input
 from driftgauge.baseline.runner import PassState
 from driftgauge.config import FieldSpec
+from driftgauge.exceptions import DataError
 
 __all__ = ["PART_BYTES", "LocalRunner", "Part", "default_workers", "split_parts"]
 
@@ -62,6 +67,7 @@ class Part:
     stop: int = 0
     row_groups: tuple[int, ...] = ()
     whole: bool = False
+    text: frozenset[str] = frozenset()  # CSV: numeric fields read as text
 
 
 def split_parts(files: Sequence[DataInput | Path], workers: int) -> list[Part]:
@@ -89,7 +95,11 @@ def _csv_parts(source: DataInput, workers: int) -> list[Part]:
     if size == 0:  # a server that did not say: one part
         return [Part(source, 0, whole=True)]
     with source.open() as handle:
-        header = len(handle.readline())
+        line = handle.readline()
+        if line.count(datafiles.QUOTE) % 2 or (b"\r" in line and not line.endswith(b"\n")):
+            # A header with a line end in a quoted name, or lines ended by CR alone.
+            return [Part(source, size, whole=True)]
+        header = len(line)
         cuts = [header]
         count = _count(size - header, workers)
         for i in range(1, count):
@@ -152,35 +162,106 @@ class LocalRunner:
         shutil.rmtree(self._spill, ignore_errors=True)
 
     def run(self, state: S, stage: str) -> S:
+        fresh = state.empty()
+        while True:
+            try:
+                quotes = self._run(state, stage)
+            except _PartError as failed:
+                if not self._read_again(failed.index, failed.error):
+                    raise failed.error from None
+            else:
+                if not self._cut_in_quotes(quotes):
+                    return state
+            # Again, from the start: what was read so far is dropped, spills included.
+            state, fresh = fresh, fresh.empty()
+            shutil.rmtree(self._spill, ignore_errors=True)
+            self._spill.mkdir()
+
+    def _read_again(self, index: int, error: DataError) -> bool:
+        """Whether reading part ``index`` differently may mend ``error``: a column read as
+        text (:class:`~datafiles.NotNumbers`), or a CSV file cut in a quoted value read whole."""
+        if isinstance(error, datafiles.NotNumbers):
+            return self._read_as_text(error)
+        part = self.parts[index]
+        siblings = sum(p.source is part.source for p in self.parts)
+        if part.source.format != "csv" or siblings == 1:
+            return False
+        self._whole(part.source)
+        return True
+
+    def _read_as_text(self, exc: datafiles.NotNumbers) -> bool:
+        """Read ``exc``'s column as text in every part of its file; False if it already is."""
+        changed = False
+        for index, part in enumerate(self.parts):
+            if part.source.name == exc.source and exc.column not in part.text:
+                self.parts[index] = replace(part, text=part.text | {exc.column})
+                changed = True
+        return changed
+
+    def _cut_in_quotes(self, quotes: dict[int, int]) -> bool:
+        """Whether a CSV cut fell inside a quoted value (an odd count of quote characters
+        before it): such a file becomes one whole part, read again."""
+        odd = []
+        for _, parts in groupby(enumerate(self.parts), key=lambda item: id(item[1].source)):
+            before = 0
+            for index, part in parts:
+                if before % 2:
+                    odd.append(part.source)
+                    break
+                before += quotes.get(index, 0)
+        for source in odd:
+            self._whole(source)
+        return bool(odd)
+
+    def _whole(self, source: DataInput) -> None:
+        """``source`` read as one part, by pyarrow's streaming reader."""
+        first = next(i for i, p in enumerate(self.parts) if p.source is source)
+        text = self.parts[first].text
+        self.parts = [p for p in self.parts if p.source is not source]
+        self.parts.insert(first, Part(source, source.size, whole=True, text=text))
+
+    def _run(self, state: S, stage: str) -> dict[int, int]:
+        """One pass into ``state``; returns the quote characters each CSV part parsed held."""
         jobs = [
             (p, self._spill_path(i), self.columns, self.chunk_rows)
             for i, p in enumerate(self.parts)
         ]
+        quotes: dict[int, int] = {}
         done = 0
         self.progress(stage, 0, self.total)
         if self.workers == 1 or len(jobs) == 1:
-            for job in jobs:
-                for chunk in _chunks(*job, state.reads, threads=True):
-                    state.add(chunk)
+            for index, job in enumerate(jobs):
+                counted: list[int] = []
+                try:
+                    for chunk in _chunks(*job, state.reads, threads=True, quotes=counted):
+                        state.add(chunk)
+                except DataError as exc:
+                    raise _PartError(index, exc) from None
+                quotes[index] = sum(counted)
                 done += job[0].size
                 self.progress(stage, done, self.total)
-            return state
+            return quotes
         pool = self._executor()
         # At most two parts per worker in flight: an empty state and a filled one each
         # hold every numeric field's bucket counts, so memory stays flat in the part count.
-        waiting = iter(jobs)
-        running: dict[Future[Any], Part] = {}
+        waiting = iter(enumerate(jobs))
+        running: dict[Future[Any], int] = {}
         try:
             while True:
                 while len(running) < 2 * self.workers and (task := next(waiting, None)):
-                    running[pool.submit(_fill, state.empty(), *task)] = task[0]
+                    index, job = task
+                    running[pool.submit(_fill, state.empty(), *job)] = index
                 if not running:
-                    return state
+                    return quotes
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    part = running.pop(future)
-                    state.merge(future.result())
-                    done += part.size
+                    index = running.pop(future)
+                    try:
+                        filled, quotes[index] = future.result()
+                    except DataError as exc:
+                        raise _PartError(index, exc) from None
+                    state.merge(filled)
+                    done += self.parts[index].size
                     self.progress(stage, done, self.total)
         finally:
             for future in running:
@@ -200,6 +281,14 @@ class LocalRunner:
         return self._pool
 
 
+class _PartError(Exception):
+    """A part's DataError, and which part."""
+
+    def __init__(self, index: int, error: DataError) -> None:
+        super().__init__(index, error)
+        self.index, self.error = index, error
+
+
 def _start_worker() -> None:
     """Worker side, once: Arrow allocates from jemalloc where pyarrow has it.
 
@@ -214,15 +303,18 @@ def _start_worker() -> None:
             pa.set_memory_pool(pa.jemalloc_memory_pool())
 
 
-def _fill(state: Any, part: Part, spill: Path, columns: list[FieldSpec], rows: int) -> Any:
-    """Worker side: ``state`` filled from one part."""
-    for chunk in _chunks(part, spill, columns, rows, state.reads, threads=False):
+def _fill(
+    state: Any, part: Part, spill: Path, columns: list[FieldSpec], rows: int
+) -> tuple[Any, int]:
+    """Worker side: ``state`` filled from one part, and the quote characters parsed."""
+    quotes: list[int] = []
+    for chunk in _chunks(part, spill, columns, rows, state.reads, threads=False, quotes=quotes):
         state.add(chunk)
     if datafiles.arrow_available():
         import pyarrow as pa
 
         pa.default_memory_pool().release_unused()  # what the part freed, for the next one
-    return state
+    return state, sum(quotes)
 
 
 def _chunks(
@@ -232,32 +324,43 @@ def _chunks(
     rows: int,
     reads: Sequence[FieldSpec],
     threads: bool,
+    quotes: list[int],
 ) -> Iterator[Chunk]:
-    """The part's chunks holding ``reads``: from its spill file, else parsed (and spilled)."""
+    """The part's chunks holding ``reads``: from its spill file, else parsed (and spilled,
+    the quote characters of a CSV range counted into ``quotes``)."""
     if part.whole:
-        yield from read_chunks(part.source, reads, rows)
+        yield from read_chunks(part.source, reads, rows, part.text)
         return
     import pyarrow as pa
 
     name = part.source.name
+    csv = part.source.format == "csv"
     if spill.exists():
         # Read batch by batch, not memory-mapped: a mapping's touched pages would count
         # in the worker's RSS for the whole part.
         with pa.OSFile(str(spill)) as source:
             reader = pa.ipc.open_file(source)
             for i in range(reader.num_record_batches):
-                yield arrow_chunk(reader.get_batch(i), reads, name)
+                yield arrow_chunk(reader.get_batch(i), reads, name, csv=csv)
         return
     partial = spill.with_suffix(".partial")
     writer = None
     try:
         for batch in part_batches(
-            part.source, columns, rows, part.start, part.stop, part.row_groups, threads
+            part.source,
+            columns,
+            rows,
+            part.start,
+            part.stop,
+            part.row_groups,
+            threads,
+            part.text,
+            quotes,
         ):
             if writer is None:
                 writer = pa.ipc.new_file(str(partial), batch.schema)
             writer.write_batch(batch)
-            yield arrow_chunk(batch, reads, name)
+            yield arrow_chunk(batch, reads, name, csv=csv)
         if writer is None:
             return
         writer.close()
