@@ -338,7 +338,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from driftgauge.app import build_sidecar, run_until_stopped
-    from driftgauge.runtime.allocator import freeze_startup_objects, limit_arenas
+    from driftgauge.runtime.allocator import freeze_startup_objects, limit_arenas, unfreeze_objects
 
     limit_arenas()  # before any worker thread: memory stays flat (see allocator.py)
     config = load_config(args.config)
@@ -348,7 +348,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     def started(port: int) -> None:
         freeze_startup_objects()  # listening: everything startup builds is built
 
-    loops.run(lambda: run_until_stopped(sidecar, on_started=started), args.loop)
+    try:
+        loops.run(lambda: run_until_stopped(sidecar, on_started=started), args.loop)
+    finally:
+        unfreeze_objects()
     return 0
 
 
