@@ -32,8 +32,9 @@ scalar row is the first configured field.  Predictions pair with request
 rows by index, under the same rules.  Values are JSON scalars (``[x]`` is
 squeezed).  Numeric fields may come back as 1-D numpy arrays instead of lists;
 categorical fields keep each value's exact JSON type (``2`` is not ``2.0``),
-except from typed tensors (V2 numeric datatypes, Seldon ``tensor``), whose
-declared type decides.
+and a boolean stays a boolean beside numbers (``true`` is not ``1``), except
+from typed tensors (V2 numeric datatypes, Seldon ``tensor``), whose declared
+type decides.
 
 ``extract`` raises only :class:`~driftgauge.exceptions.ProtocolError`, whose
 ``reason`` (the ``reason`` label of ``driftgauge_parse_errors_total``) is one of:

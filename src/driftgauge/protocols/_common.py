@@ -22,14 +22,22 @@ kept as Python lists of JSON scalars.  Categorical fields always keep the exact
 JSON values (``2`` stays ``2``, ``2.0`` stays ``2.0``, ``true`` stays ``True``),
 because numpy would turn a mixed int/float batch into floats.
 
+A JSON boolean is never a number here, whatever else its row holds: numpy
+reads ``true`` among numbers as ``1``, so a column where it did gets the
+rows' own values back (:func:`holds_boolean`).  A categorical field then
+reads ``true`` (as from an object row or a BOOL tensor), a numeric field a
+boolean, which the monitor counts ``wrong_type``.  (Typed tensors, read by
+their adapters, follow their declared datatype instead.)
+
 Error messages name keys, field names, JSON types and shapes, never values.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
@@ -50,6 +58,7 @@ __all__ = [
     "column_values",
     "fields_of",
     "flatten",
+    "holds_boolean",
     "json_type",
     "map_columns",
     "map_matrix",
@@ -78,6 +87,8 @@ _JSON_TYPES = {
     type(None): "null",
 }
 _NUMERIC_KINDS = "iuf"
+# Values: up to this many, looking at each one's type costs less than numpy's calls.
+_SCAN_LIMIT = 256
 _SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
 
 
@@ -138,11 +149,11 @@ def scalar(value: Any, name: str) -> Any:
     )
 
 
-def numeric_array(values: list[Any]) -> npt.NDArray[Any] | None:
+def _number_array(values: list[Any]) -> npt.NDArray[Any] | None:
     """``values`` as an int or float array in one numpy call, or None when not all numeric.
 
     Only tried when the first leaf is a number, so string data never pays for a
-    failed conversion.  Booleans mixed with numbers become numbers (numpy's rule).
+    failed conversion.  Booleans mixed with numbers become 0 and 1 (numpy's rule).
     """
     first: Any = values
     while isinstance(first, list) and first:
@@ -154,6 +165,56 @@ def numeric_array(values: list[Any]) -> npt.NDArray[Any] | None:
     except (ValueError, TypeError, OverflowError, RecursionError):
         return None
     return array if array.dtype.kind in _NUMERIC_KINDS else None
+
+
+def numeric_array(values: list[Any]) -> npt.NDArray[Any] | None:
+    """``values`` as an int or float array in one numpy call, or None when not all numbers.
+
+    A boolean is not a number: values holding one stay a list, where a numeric
+    field counts it ``wrong_type`` and a categorical one reads ``true``.
+    """
+    array = _number_array(values)
+    if array is None or holds_boolean(array, values):
+        return None
+    return array
+
+
+def _has_bool(values: Iterable[Any]) -> bool:
+    return bool in set(map(type, values))
+
+
+def _zero_or_one(array: npt.NDArray[Any]) -> bool:
+    """True when ``array`` holds a 0 or a 1: what numpy makes of a boolean among numbers."""
+    return bool(np.count_nonzero(array == 0) or np.count_nonzero(array == 1))
+
+
+def holds_boolean(array: npt.NDArray[Any], values: list[Any]) -> bool:
+    """True when ``values``, which numpy made into the numeric ``array``, hold a JSON boolean.
+
+    numpy reads ``true`` among numbers as 1 and ``false`` as 0 and leaves no
+    trace of it, so only an array holding a 0 or a 1 is looked at value by value.
+    """
+    return _zero_or_one(array) and _has_bool(values if array.ndim == 1 else flatten(values))
+
+
+def _boolean_positions(matrix: npt.NDArray[Any], table: list[list[Any]]) -> list[int]:
+    """The columns of ``matrix`` (made of the rows ``table``) where a row holds a JSON boolean."""
+    small = matrix.size <= _SCAN_LIMIT
+    if small:
+        if not _has_bool(itertools.chain.from_iterable(table)):
+            return []
+    elif not _zero_or_one(matrix):
+        return []
+    candidates = np.flatnonzero(((matrix == 0) | (matrix == 1)).any(axis=0)).tolist()
+    # Many candidates (0/1 codes): one pass over every value first, column by column only if
+    # that finds a boolean.
+    if (
+        not small
+        and 2 * len(candidates) > matrix.shape[1]
+        and not _has_bool(itertools.chain.from_iterable(table))
+    ):
+        return []
+    return [position for position in candidates if _has_bool([row[position] for row in table])]
 
 
 @dataclass(slots=True)
@@ -283,23 +344,47 @@ def _restore_exact(
     part: Part,
     rows: list[Any],
     ndim: int,
+    matrix: npt.NDArray[Any],
     specs: Sequence[FieldSpec],
     labels: Sequence[Hashable] | None,
 ) -> None:
-    """Replace categorical columns taken from a float matrix by the rows' own values."""
-    if not part.columns:  # all numeric: nothing was categorical
-        return
-    exact = {spec.name for spec in specs if _exact(spec)} & part.columns.keys()
-    if not exact:
-        return
-    names: Sequence[Hashable] = [spec.name for spec in specs] if labels is None else labels
-    if ndim == 1:
-        table = [[row] for row in rows]
+    """Give columns taken from ``matrix`` (made of ``rows``) the rows' own values where numpy
+    changed them.
+
+    Categorical columns of a float matrix (``2`` became ``2.0``) and every
+    column holding a JSON boolean (``true`` became ``1``) get them back; a
+    numeric field given its values back leaves the block.
+    """
+    fields = fields_of(specs)
+    exact: set[Hashable] = set()
+    if matrix.dtype.kind == "f":
+        exact = {name for name in part.columns if fields.kinds.get(name) == "categorical"}
+    if ndim == 2:
+        table = rows
+    elif not exact and matrix.size > _SCAN_LIMIT and not _zero_or_one(matrix):
+        return  # no boolean: the rows need not be laid out as a table
     else:
-        table = rows if ndim == 2 else [flatten(row) for row in rows]
-    for position, label in enumerate(names[: len(table[0])]):
-        if label in exact:
-            part.columns[label] = [row[position] for row in table]
+        table = [[row] for row in rows] if ndim == 1 else [flatten(row) for row in rows]
+    positions = _boolean_positions(matrix, table)
+    if not exact and not positions:
+        return
+    names: Sequence[Hashable] = fields.names if labels is None else labels
+    booleans = {
+        names[position]
+        for position in positions
+        if position < len(names) and names[position] in fields.kinds
+    }
+    restore = exact | booleans
+    moved = booleans - part.columns.keys()  # numeric fields, in the block
+    if moved:
+        blocks, part.blocks = part.blocks, []
+        for block_names, block in blocks:
+            keep = [j for j, name in enumerate(block_names) if name not in moved]
+            if keep:
+                part.blocks.append((tuple(block_names[j] for j in keep), block[:, keep]))
+    for position, label in enumerate(names[: matrix.shape[1]]):
+        if label in restore:
+            part.columns[cast(str, label)] = [row[position] for row in table]
 
 
 def _map_objects(rows: list[dict[str, Any]], specs: Sequence[FieldSpec]) -> Part:
@@ -324,12 +409,12 @@ def map_rows(
     config order.  A field present in some rows only is ``None`` in the others.
     """
     count = len(rows)
-    matrix = numeric_array(rows) if count else None
+    matrix = _number_array(rows) if count else None
     if matrix is not None and matrix.size:
         # All numbers, all rows the same width: one numpy call instead of a loop per value.
-        part = map_matrix(matrix.reshape(count, -1), specs, labels)
-        if matrix.dtype.kind == "f":
-            _restore_exact(part, rows, matrix.ndim, specs, labels)
+        flat = matrix.reshape(count, -1)
+        part = map_matrix(flat, specs, labels)
+        _restore_exact(part, rows, matrix.ndim, flat, specs, labels)
         return part
     if count and all(type(row) is dict for row in rows):
         return _map_objects(rows, specs)
