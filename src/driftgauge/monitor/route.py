@@ -11,6 +11,14 @@ Records are routed by, in order:
 3. a single configured model takes every record (a one-model sidecar
    monitors whatever it is put in front of, as before).
 
+Paths arrive as sent, percent-escapes and all.  The model name is the path
+segment with its escapes decoded as UTF-8 (``na%C3%AFve`` is ``naïve``,
+``my%20model`` is ``my model``, ``a%2Fb`` is the one segment ``a/b``); a
+name written with a bare ``%`` that is no escape of it (``cpu%load``,
+``a%41`` for the model ``a%41``) is matched as written when its decoded
+form names no model.  A ``path`` pattern is searched in the path as sent,
+then in the path decoded, so it may be written either way.
+
 A record for no configured model is counted (``unknown_model``, under the
 first model) and left alone: the proxy forwards it untouched whatever
 monitoring does.
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from urllib.parse import unquote
 
 from driftgauge.config.protocols import protocol_names
 from driftgauge.monitor.batch import Batcher, Extraction
@@ -36,9 +45,29 @@ _MATCHES_KEPT = 1024
 
 
 def model_in_path(path: str) -> str | None:
-    """The model name a KServe or TF Serving route carries, if any."""
+    """The model name a KServe or TF Serving route carries, percent-escapes decoded, if any."""
     match = _NAMED.match(path)
-    return match.group(1) if match else None
+    return _decoded(match.group(1)) if match else None
+
+
+def _decoded(text: str) -> str:
+    """``text`` with its percent-escapes decoded as UTF-8; as it is when they are no UTF-8."""
+    if "%" not in text:
+        return text
+    try:
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        return text
+
+
+def _names_in_path(path: str) -> tuple[str, ...]:
+    """The model names a route may mean: its segment decoded, then as written if that differs."""
+    match = _NAMED.match(path)
+    if match is None:
+        return ()
+    written = match.group(1)
+    decoded = _decoded(written)
+    return (decoded,) if decoded == written else (decoded, written)
 
 
 class Router:
@@ -61,15 +90,27 @@ class Router:
     def route(self, path: str) -> tuple[Batcher | None, bool]:
         """The batcher a record on ``path`` belongs to (None: no configured model), and
         whether a ``path`` pattern chose it."""
-        for pattern, batcher in self._routes:
-            if pattern.search(path):
-                return batcher, True
-        name = model_in_path(path) if path else None
-        if name is not None and name in self._by_name:
-            return self._by_name[name], False
+        found = self._pattern_route(path)
+        if found is not None:
+            return found, True
+        for name in _names_in_path(path):
+            if name in self._by_name:
+                return self._by_name[name], False
         if len(self.batchers) == 1:
             return self.batchers[0], False
         return None, False
+
+    def _pattern_route(self, path: str) -> Batcher | None:
+        """The model whose ``path`` pattern is in ``path`` as sent, or else in ``path`` decoded."""
+        for pattern, batcher in self._routes:
+            if pattern.search(path):
+                return batcher
+        decoded = _decoded(path)
+        if decoded != path:
+            for pattern, batcher in self._routes:
+                if pattern.search(decoded):
+                    return batcher
+        return None
 
     @property
     def monitor(self) -> Monitor:
@@ -88,7 +129,7 @@ class Router:
         known = self._matches.get(path)
         if known is not None:
             return known
-        found = any(pattern.search(path) for pattern, _ in self._routes) or any(
+        found = self._pattern_route(path) is not None or any(
             batcher.adapter.matches(path) for batcher in self.batchers
         )
         if len(self._matches) >= _MATCHES_KEPT:
