@@ -163,6 +163,34 @@ def test_records_go_to_their_model_and_unknown_models_are_counted(config: Config
     assert sidecar.batcher.matches("/v2/models/cifar/infer")
 
 
+def test_records_naming_their_inferenceservice_go_to_the_model_of_that_name(
+    config: Config,
+) -> None:
+    """Pathless records (CloudEvents) route by ``ce-inferenceservicename``, whatever the model's
+    protocol; a service no model is named after is counted unknown_model, under the first."""
+    sidecar = build_sidecar(config)
+    wine, iris = sidecar.monitors
+
+    def from_service(record: Record, service: str) -> Record:
+        headers = {"ce-inferenceservicename": service, "ce-component": "predictor"}
+        return Record(T0, record.request, record.response, "", "id", headers)
+
+    rows = sidecar.batcher.ingest(
+        [
+            from_service(v2_record("ignored", 13.0), "wine"),
+            from_service(mlflow_record(""), "iris"),
+            from_service(mlflow_record(""), "iris"),
+            from_service(v2_record("wine", 13.0), "cifar"),
+            Record(T0, None, None, ""),
+        ]
+    )
+    assert rows == 3
+    assert wine.counters()["alcohol"].observations == 1
+    assert iris.counters()["alcohol"].observations == 2
+    assert wine.parse_errors == {"unknown_model": 2}  # cifar's, and a record naming nothing
+    assert not iris.parse_errors
+
+
 def test_which_paths_keep_their_bodies_is_remembered_within_a_bound(config: Config) -> None:
     """Every answer is the routes' own, asked again or after the remembered paths are dropped."""
     router = build_sidecar(config).batcher

@@ -240,6 +240,47 @@ async def test_duplicate_events_are_counted(session: ClientSession) -> None:
         assert ce.errors == {"cloudevents_duplicate": 1}
 
 
+async def test_records_carry_the_origin_of_their_events_and_pair_within_it(
+    session: ClientSession,
+) -> None:
+    """The InferenceService, namespace, component, endpoint and source become the record's
+    headers (percent-decoded, structured mode too); a transformer's request never pairs with
+    its predictor's response of the same ce-id."""
+    async with running() as ce:
+        transformer = kserve_event("request", "t1", REQUEST)
+        transformer["component"] = "transformer"
+        headers, body = binary(kserve_event("request", "t1", REQUEST))
+        headers["ce-inferenceservicename"] = "wine%20a"
+        await send(session, ce.url, binary(transformer))
+        await send(session, ce.url, structured(kserve_event("response", "t1", RESPONSE)))
+        await send(session, ce.url, (headers, body))
+        await asyncio.sleep(0.1)
+        assert ce.records == [] and len(ce.source.store) == 3
+        proper = kserve_event("response", "t1", RESPONSE)
+        proper["component"] = "transformer"
+        await send(session, ce.url, binary(proper))
+        await ce.until(lambda: len(ce.records) == 1, "the transformer's pair")
+        origin = {
+            "ce-source": "http://localhost:9081/",
+            "ce-inferenceservicename": "wine",
+            "ce-namespace": "models",
+            "ce-component": "transformer",
+            "ce-endpoint": "default",
+        }
+        assert dict(ce.records[0].headers) == origin
+        renamed = kserve_event("response", "t1", RESPONSE)
+        renamed["inferenceservicename"] = "wine a"
+        await send(session, ce.url, structured(renamed))
+        await ce.until(lambda: len(ce.records) == 2, "the renamed service's pair")
+        assert dict(ce.records[1].headers) == {
+            **origin,
+            "ce-component": "predictor",
+            "ce-inferenceservicename": "wine a",
+        }
+        assert len(ce.source.store) == 1  # the predictor's response of service "wine"
+        assert not ce.errors
+
+
 async def test_structured_and_batch_modes_pair_like_binary(session: ClientSession) -> None:
     """Structured events (JSON data or data_base64) and a batch pair with each other and binary."""
     async with running() as ce:

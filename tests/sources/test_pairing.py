@@ -86,3 +86,21 @@ def test_a_second_half_of_the_same_kind_replaces_the_first_and_is_counted() -> N
     assert reasons == {"cloudevents_duplicate": 1}
     record = store.add("response", "a", {}, 0.0)
     assert record is not None and record.request == {"n": 2}
+
+
+def test_events_pair_only_within_their_origin() -> None:
+    """The same id from two origins (two services, or a transformer and its predictor) makes
+    two pairs, each Record carrying its request's origin as headers."""
+    store, reasons, _ = make()
+    wine = {"ce-inferenceservicename": "wine", "ce-component": "predictor"}
+    iris = {"ce-inferenceservicename": "iris", "ce-component": "predictor"}
+    transformer = {"ce-inferenceservicename": "wine", "ce-component": "transformer"}
+    store.add("request", "a", {"to": "wine"}, 0.0, origin=wine)
+    store.add("request", "a", {"to": "iris"}, 0.0, origin=iris)
+    assert store.add("response", "a", {}, 0.0, origin=transformer) is None
+    first = store.add("response", "a", {}, 0.0, origin=dict(iris))
+    second = store.add("response", "a", {}, 0.0, origin=wine)
+    assert first is not None and second is not None
+    assert (first.request, first.headers) == ({"to": "iris"}, iris)
+    assert (second.request, second.headers) == ({"to": "wine"}, wine)
+    assert not reasons and len(store) == 1  # the transformer's response still waits

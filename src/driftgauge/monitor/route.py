@@ -2,13 +2,16 @@
 
 Records are routed by, in order:
 
-1. a model's ``path`` regular expression (``models[i].path``), searched in
+1. the InferenceService a record came from, when a model has its name
+   (``ce-inferenceservicename`` in the record's headers: the CloudEvents
+   source's records, which carry no path), whatever the model's protocol;
+2. a model's ``path`` regular expression (``models[i].path``), searched in
    the request path: the way to route protocols whose path names no model
    (MLflow's ``/invocations``, Seldon, JSON paths behind a gateway);
-2. the model name in the path, for the protocols that carry one: KServe v1
+3. the model name in the path, for the protocols that carry one: KServe v1
    ``/v1/models/NAME:predict``, KServe v2 ``/v2/models/NAME[/versions/V]/infer``
    and TF Serving ``/v1/models/NAME[/versions/V]:predict``;
-3. a single configured model takes every record (a one-model sidecar
+4. a single configured model takes every record (a one-model sidecar
    monitors whatever it is put in front of, as before).
 
 Paths arrive as sent, percent-escapes and all.  The model name is the path
@@ -35,9 +38,12 @@ from driftgauge.monitor.batch import Batcher, Extraction
 from driftgauge.monitor.model import Monitor
 from driftgauge.typing import Record
 
-__all__ = ["Router", "model_in_path"]
+__all__ = ["SERVICE_HEADER", "Router", "model_in_path"]
 
 _NAMED = re.compile(r"^/v[12]/models/([^/:?]+)")
+SERVICE_HEADER = "ce-inferenceservicename"
+"""The record header naming the KServe InferenceService it came from (the CloudEvents binding's
+spelling of the payload logger's ``inferenceservicename`` attribute)."""
 # Protocols whose routes name the model.
 NAMING_PROTOCOLS = frozenset({"kserve-v1", "kserve-v2", "kserve", "tfserving"})
 # Paths whose :meth:`Router.matches` answer is remembered; clients choose paths, so bounded.
@@ -80,6 +86,7 @@ class Router:
             for batcher in self.batchers
             if set(protocol_names(batcher.monitor.config.protocol)) <= NAMING_PROTOCOLS
         }
+        self._by_service = {batcher.monitor.config.model: batcher for batcher in self.batchers}
         self._routes = [
             (re.compile(batcher.monitor.config.route), batcher)
             for batcher in self.batchers
@@ -87,9 +94,11 @@ class Router:
         ]
         self._matches: dict[str, bool] = {}
 
-    def route(self, path: str) -> tuple[Batcher | None, bool]:
-        """The batcher a record on ``path`` belongs to (None: no configured model), and
-        whether a ``path`` pattern chose it."""
+    def route(self, path: str, service: str | None = None) -> tuple[Batcher | None, bool]:
+        """The batcher a record on ``path`` from the InferenceService ``service`` belongs to
+        (None: no configured model), and whether a ``path`` pattern chose it."""
+        if service is not None and service in self._by_service:
+            return self._by_service[service], False
         found = self._pattern_route(path)
         if found is not None:
             return found, True
@@ -156,7 +165,7 @@ class Router:
         groups: dict[tuple[Batcher, bool], list[Record]] = {}
         unknown = 0
         for record in records:
-            found, routed = self.route(record.path)
+            found, routed = self.route(record.path, record.headers.get(SERVICE_HEADER))
             if found is None:
                 unknown += 1
                 continue

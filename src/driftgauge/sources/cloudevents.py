@@ -17,7 +17,13 @@ each one on its own, in CloudEvents 1.0 *binary* mode (sdk-go ``WithEncodingBina
   body: the request or response body, unchanged.
 
 The HTTP path of the inference call is not sent, so records carry ``path=""`` (the protocol
-adapters take any body then, as for a tail log without paths).  The workers send each event
+adapters take any body then, as for a tail log without paths).  They carry instead, as their
+``headers`` (in the binary binding's spelling, ``ce-inferenceservicename`` and so on), the
+request event's origin: ``source``, ``inferenceservicename``, ``namespace``, ``component`` and
+``endpoint``; with several models the sidecar routes each record to the model named after its
+InferenceService (:mod:`driftgauge.monitor.route`).  Events pair by id within one origin
+(:mod:`driftgauge.sources.pairing`): a transformer's and a predictor's events, or two services'
+whose callers set the same ``Ce-Id``, never pair with each other.  The workers send each event
 once: no retries, whatever the answer, but they are few (5) behind a 100-entry queue that
 blocks the model's request path when full, so this source answers at once and does all work
 after answering.
@@ -56,7 +62,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
@@ -94,6 +100,9 @@ FORWARD_WORKERS = 4
 BATCH_DELAY = 0.02  # paired records gather this long before one on_records call ...
 MAX_BATCH = 256  # ... or until there are this many
 SLICE_SECONDS = 0.005  # on_records calls are sized to take about this long on the loop
+# The attributes KServe's logger stamps alike on a call's request and response events: where
+# the events come from.  Kept with each record as headers, in the binary binding's spelling.
+ORIGIN_ATTRIBUTES = ("source", "inferenceservicename", "namespace", "component", "endpoint")
 _HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -120,6 +129,8 @@ class Event:
     type: str
     time: str | None
     data: Any  # bytes (binary mode, data_base64), a JSON value (structured ``data``) or None
+    # ORIGIN_ATTRIBUTES the event has, by their binary-mode header names ("ce-component"...).
+    origin: Mapping[str, str] = field(default_factory=dict)
 
 
 def _media_type(headers: Mapping[str, str]) -> str:
@@ -130,6 +141,9 @@ def is_cloudevent(headers: Mapping[str, str]) -> bool:
     """True when the headers say binary mode (``ce-specversion``) or a structured/batch body."""
     media = _media_type(headers)
     return "ce-specversion" in headers or media.startswith("application/cloudevents")
+
+
+_ORIGIN_HEADERS = tuple(f"ce-{name}" for name in ORIGIN_ATTRIBUTES)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -154,7 +168,12 @@ def _from_envelope(envelope: Any) -> Event | str:
             data = base64.b64decode(envelope["data_base64"], validate=True)
         except (binascii.Error, TypeError, ValueError):
             return "cloudevents_invalid_data"
-    return Event(event_id, event_type, when if isinstance(when, str) else None, data)
+    origin = {
+        f"ce-{name}": value
+        for name in ORIGIN_ATTRIBUTES
+        if isinstance(value := envelope.get(name), str)
+    }
+    return Event(event_id, event_type, when if isinstance(when, str) else None, data, origin)
 
 
 def parse_events(headers: Mapping[str, str], body: bytes) -> tuple[list[Event], list[str]]:
@@ -183,7 +202,10 @@ def parse_events(headers: Mapping[str, str], body: bytes) -> tuple[list[Event], 
         return [], ["cloudevents_missing_id"]
     if event_type is None:
         return [], ["cloudevents_unknown_type"]
-    return [Event(event_id, event_type, _header(headers, "ce-time"), body or None)], []
+    origin = {
+        name: value for name in _ORIGIN_HEADERS if (value := _header(headers, name)) is not None
+    }
+    return [Event(event_id, event_type, _header(headers, "ce-time"), body or None, origin)], []
 
 
 def _event_time(event: Event, now: float) -> float:
@@ -361,7 +383,9 @@ class CloudEventsSource:
         if kind is None:
             self._on_error("cloudevents_unknown_type")
             return
-        record = self.store.add(kind, event.id, event.data, _event_time(event, now))
+        record = self.store.add(
+            kind, event.id, event.data, _event_time(event, now), origin=event.origin
+        )
         if record is None:
             return
         if self.sampler is not None and not self.sampler.admit():

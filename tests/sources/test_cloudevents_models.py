@@ -1,0 +1,152 @@
+"""The cloudevents source in front of several models: each pair is monitored by the model named
+after the InferenceService whose logger sent it (``ce-inferenceservicename``).
+
+End to end: a sidecar built from a ``models:`` config with the real CloudEvents listener on a
+loopback port, events as KServe's Go logger posts them, and the sidecar's real /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import ClientSession, ClientTimeout
+
+from driftgauge.app import Sidecar, build_sidecar, run_until_stopped
+from driftgauge.baseline import build_baseline, save_baseline
+from driftgauge.config import config_from_mapping
+from tests.helpers import base_config, free_port, scrape, series, training_rows, write_csv
+from tests.kserve_logger import CloudEvent, Message, binary, kserve_event, send, structured
+from tests.proxy_upstream import until
+
+WINE, IRIS = "wine-a", "iris.v2"  # a KServe v2 and a KServe v1 InferenceService
+
+
+def v2_bodies(alcohol: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    request = {
+        "inputs": [
+            {"name": "alcohol", "shape": [1], "datatype": "FP64", "data": [alcohol]},
+            {"name": "ash", "shape": [1], "datatype": "FP64", "data": [2.2]},
+            {"name": "region", "shape": [1], "datatype": "BYTES", "data": ["north"]},
+        ]
+    }
+    output = {"name": "class", "shape": [1], "datatype": "BYTES", "data": ["a"]}
+    return request, {"model_name": WINE, "outputs": [output]}
+
+
+def v1_bodies(alcohol: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    return {"instances": [{"alcohol": alcohol, "ash": 2.2, "region": "south"}]}, {
+        "predictions": ["b"]
+    }
+
+
+def event(kind: str, event_id: str, body: Any, service: str) -> CloudEvent:
+    made = kserve_event("request" if kind == "request" else "response", event_id, body)
+    made["inferenceservicename"] = service
+    return made
+
+
+def go_binary(made: CloudEvent) -> Message:
+    """Binary mode with the header names as Go's net/http writes them (``Ce-Inferenceservicename``)."""
+    headers, body = binary(made)
+    return {
+        "-".join(part.capitalize() for part in k.split("-")): v for k, v in headers.items()
+    }, body
+
+
+def pair(
+    event_id: str, service: str, bodies: tuple[Any, Any], *, wire: Any = go_binary
+) -> list[Message]:
+    request, response = bodies
+    return [
+        wire(event("request", event_id, request, service)),
+        wire(event("response", event_id, response, service)),
+    ]
+
+
+@contextlib.asynccontextmanager
+async def models_sidecar(tmp_path: Path) -> AsyncIterator[Sidecar]:
+    """wine-a (kserve-v2) and iris.v2 (kserve-v1) behind one CloudEvents listener."""
+    baseline = tmp_path / "shared.dgb"
+    single = config_from_mapping(base_config(tmp_path, baseline=str(baseline)), base=tmp_path)
+    data = write_csv(tmp_path / "train.csv", training_rows(2_000))
+    save_baseline(build_baseline(single, [data]), baseline)
+    shared = base_config(
+        tmp_path, source={"cloudevents": {"listen": f"127.0.0.1:{free_port()}", "ttl": "1s"}}
+    )
+    fields = {key: shared.pop(key) for key in ("features", "predictions")}
+    for key in ("model", "protocol", "baseline"):
+        shared.pop(key)
+    models = [
+        {"model": WINE, "protocol": "kserve-v2", "baseline": str(baseline), **fields},
+        {"model": IRIS, "protocol": "kserve-v1", "baseline": str(baseline), **fields},
+    ]
+    sidecar = build_sidecar(config_from_mapping({**shared, "models": models}, base=tmp_path))
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_until_stopped(sidecar, stop))
+    try:
+        await until(lambda: sidecar.proxy_port is not None or task.done(), what="the listener")
+        if task.done():
+            task.result()
+        yield sidecar
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10.0)
+
+
+def observations(sidecar: Sidecar) -> dict[str, int]:
+    return {m.config.model: m.counters()["alcohol"].observations for m in sidecar.monitors}
+
+
+async def test_pairs_are_monitored_by_the_model_named_after_their_inferenceservice(
+    tmp_path: Path,
+) -> None:
+    """Binary (Go's header spelling) and structured events, in either order, reach the model
+    named by their InferenceService; an InferenceService not configured is counted
+    unknown_model under the first model; two services whose calls share a ce-id pair apart."""
+    async with (
+        models_sidecar(tmp_path) as sidecar,
+        ClientSession(timeout=ClientTimeout(total=10)) as session,
+    ):
+        messages: list[Message] = []
+        for i in range(5):
+            messages += pair(f"w{i}", WINE, v2_bodies(13.0 + i))
+        for i in range(3):
+            wire = structured if i == 0 else go_binary
+            messages += reversed(pair(f"i{i}", IRIS, v1_bodies(12.0 + i), wire=wire))
+        for i in range(2):
+            messages += pair(f"c{i}", "cifar", v2_bodies(1.0))
+        # One caller-set Ce-Id for a call to each service: two pairs, not a mixed one.
+        wine_call, iris_call = (
+            pair("shared", WINE, v2_bodies(14.0)),
+            pair("shared", IRIS, v1_bodies(14.0)),
+        )
+        messages += [wine_call[0], iris_call[0], iris_call[1], wine_call[1]]
+        url = f"http://127.0.0.1:{sidecar.proxy_port}/"
+        for message in messages:
+            assert await send(session, url, message) == 200
+
+        await until(lambda: observations(sidecar) == {WINE: 6, IRIS: 4}, what="both models' pairs")
+        wine, iris = sidecar.monitors
+        await until(lambda: wine.parse_errors["unknown_model"] == 2, what="the unknown service")
+        assert dict(wine.parse_errors) == {"unknown_model": 2}
+        assert not iris.parse_errors
+        for monitor in sidecar.monitors:
+            await asyncio.to_thread(monitor.compute)
+        samples = await asyncio.to_thread(scrape, sidecar.config.metrics.listen[1])
+    unknown = series("driftgauge_parse_errors_total", model=WINE, reason="unknown_model")
+    assert samples[unknown] == 2
+    assert not any(
+        value
+        for (name, labels), value in samples.items()
+        if name == "driftgauge_parse_errors_total" and dict(labels)["model"] == IRIS
+    )
+    monitored = {
+        dict(labels)["model"]: value
+        for (name, labels), value in samples.items()
+        if name == "driftgauge_rows_total"
+    }
+    assert monitored == {WINE: 6, IRIS: 4}
