@@ -240,6 +240,26 @@ async def test_duplicate_events_are_counted(session: ClientSession) -> None:
         assert ce.errors == {"cloudevents_duplicate": 1}
 
 
+async def test_a_replayed_pair_is_monitored_once_and_counted_as_duplicates(
+    session: ClientSession,
+) -> None:
+    """A sender retrying a call resends both events after they paired: one record, two
+    duplicates; one event resent alone is a duplicate too, never an unpaired event."""
+    async with running(ttl=0.3) as ce:
+        request = binary(kserve_event("request", "again", REQUEST))
+        response = binary(kserve_event("response", "again", RESPONSE))
+        for message in (request, response, request, response):
+            assert await send(session, ce.url, message) == 200
+        await ce.until(lambda: len(ce.records) == 1, "the pair")
+        alone = binary(kserve_event("response", "once", RESPONSE))
+        for message in (binary(kserve_event("request", "once", REQUEST)), alone, alone):
+            await send(session, ce.url, message)
+        await ce.until(lambda: len(ce.records) == 2, "the second pair")
+        await asyncio.sleep(0.5)  # past the ttl: nothing was left waiting
+        assert sorted(r.request_id or "" for r in ce.records) == ["again", "once"]
+        assert ce.errors == {"cloudevents_duplicate": 3}
+
+
 async def test_records_carry_the_origin_of_their_events_and_pair_within_it(
     session: ClientSession,
 ) -> None:

@@ -88,6 +88,55 @@ def test_a_second_half_of_the_same_kind_replaces_the_first_and_is_counted() -> N
     assert record is not None and record.request == {"n": 2}
 
 
+def test_a_pair_replayed_after_pairing_is_counted_as_duplicates_and_not_paired_again() -> None:
+    """A retrying sender resends both halves of a call already paired: two duplicates, no Record."""
+    store, reasons, _ = make()
+    store.add("request", "a", {"n": 1}, 0.0)
+    assert store.add("response", "a", {}, 0.0) is not None
+    assert store.add("request", "a", {"n": 1}, 0.0) is None
+    assert store.add("response", "a", {}, 0.0) is None
+    assert reasons == {"cloudevents_duplicate": 2}
+    assert len(store) == 0  # nothing waits: no unpaired half later either
+
+
+def test_a_single_replayed_half_is_a_duplicate_not_an_unpaired_event() -> None:
+    """One half resent after its pair formed is counted once, as a duplicate, and never expires
+    as cloudevents_unpaired_*."""
+    store, reasons, clock = make(ttl=5.0)
+    store.add("response", "a", {}, 0.0)
+    store.add("request", "a", {}, 0.0)
+    store.add("response", "a", {}, 0.0)
+    clock.now += 60
+    store.expire()
+    assert reasons == {"cloudevents_duplicate": 1}
+
+
+def test_paired_ids_are_forgotten_after_the_ttl() -> None:
+    """After ttl seconds the id may pair again (a new call reusing it, not a replay)."""
+    store, reasons, clock = make(ttl=5.0)
+    store.add("request", "a", {"n": 1}, 0.0)
+    store.add("response", "a", {}, 0.0)
+    clock.now += 5.0
+    store.add("request", "a", {"n": 2}, 0.0)
+    record = store.add("response", "a", {}, 0.0)
+    assert record is not None and record.request == {"n": 2}
+    assert not reasons
+
+
+def test_at_most_max_pending_paired_ids_are_remembered() -> None:
+    """Memory stays bounded: past max_pending pairs the oldest ids are forgotten first."""
+    store, reasons, _ = make(max_pending=3)
+    for event_id in "abcd":
+        store.add("request", event_id, {}, 0.0)
+        store.add("response", event_id, {}, 0.0)
+    assert len(store._paired) == 3
+    for event_id in "bcd":  # remembered: replays
+        store.add("request", event_id, {}, 0.0)
+    assert reasons == {"cloudevents_duplicate": 3}
+    assert store.add("request", "a", {}, 0.0) is None  # forgotten: it waits for a response
+    assert len(store) == 1
+
+
 def test_events_pair_only_within_their_origin() -> None:
     """The same id from two origins (two services, or a transformer and its predictor) makes
     two pairs, each Record carrying its request's origin as headers."""

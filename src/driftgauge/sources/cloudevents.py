@@ -26,7 +26,8 @@ InferenceService (:mod:`driftgauge.monitor.route`).  Events pair by id within on
 whose callers set the same ``Ce-Id``, never pair with each other.  The workers send each event
 once: no retries, whatever the answer, but they are few (5) behind a 100-entry queue that
 blocks the model's request path when full, so this source answers at once and does all work
-after answering.
+after answering.  A sender that does retry replays events: those of a pair already made are
+counted as duplicates, not monitored twice.
 
 Answers: 200 (empty) to every POST that is a CloudEvent by its headers (``ce-specversion``, or
 a ``Content-Type`` of ``application/cloudevents+json`` or ``application/cloudevents-batch+json``),

@@ -9,8 +9,12 @@ An event is known by its id and its ``origin``: the attributes its sender stamps
 halves of one call (for KServe's logger the source, InferenceService, namespace, component
 and endpoint), so that two services' events never pair even when their callers reuse an id.
 
-A second event of the same kind and id while the first still waits replaces it and is
-reported as ``cloudevents_duplicate``.
+Duplicates are reported as ``cloudevents_duplicate`` and never monitored twice: a second
+event of the same kind and id while the first still waits replaces it, and an event whose
+pair was already made is dropped.  A retrying sender replays both halves of a call; the
+CloudEvents spec lets a consumer take events with the same source and id for duplicates.
+The ids of the pairs made in the last ``ttl`` seconds are remembered for that, at most
+``max_pending`` of them (the oldest forgotten first), as hashes: a few dozen bytes each.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ class PairingStore:
         self._on_unpaired, self._clock = on_unpaired, clock
         # Insertion order is expiry order: every entry gets the same ttl from "now".
         self._waiting: OrderedDict[tuple[str, frozenset[tuple[str, str]]], Half] = OrderedDict()
+        # The hashed keys of the pairs made, with when they are forgotten (same order).
+        self._paired: OrderedDict[int, float] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -76,9 +82,14 @@ class PairingStore:
         now = self._clock()
         self.expire(now)
         key = (event_id, frozenset(origin.items()))
+        hashed = hash(key)
+        if hashed in self._paired:  # a replay of a pair already made
+            self._on_unpaired("cloudevents_duplicate")
+            return None
         other = self._waiting.get(key)
         if other is not None and other.kind != kind:
             del self._waiting[key]
+            self._remember(hashed, now)
             if kind == "response":
                 return Record(other.ts, other.body, body, path, event_id, other.origin)
             return Record(ts, body, other.body, path, event_id, origin)
@@ -91,9 +102,21 @@ class PairingStore:
             self._on_unpaired(f"cloudevents_unpaired_{oldest.kind}")
         return None
 
+    def _remember(self, hashed: int, now: float) -> None:
+        self._paired[hashed] = now + self.ttl
+        while len(self._paired) > self.max_pending:
+            self._paired.popitem(last=False)
+
     def expire(self, now: float | None = None) -> int:
-        """Drop (and report) every half whose time ran out; returns how many."""
+        """Drop (and report) every half whose time ran out; returns how many.  Pairs made
+        longer than ``ttl`` ago are forgotten too (not reported)."""
         now = self._clock() if now is None else now
+        paired = self._paired
+        while paired:
+            hashed, forget = next(iter(paired.items()))
+            if forget > now:
+                break
+            del paired[hashed]
         dropped = 0
         while self._waiting:
             key, oldest = next(iter(self._waiting.items()))
