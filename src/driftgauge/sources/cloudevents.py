@@ -44,6 +44,13 @@ batcher in a list bounded by ``max_pending``; beyond it they are dropped and pas
 ``sampler`` (:mod:`driftgauge.sources.sampling`), each pair is first admitted or not with the
 sampler's rate, before its bodies are parsed: under overload a uniform sample of the pairs is
 monitored (the rest counted as ``sampled`` by the sampler) instead of whole bursts dropped.
+The sampler reads :meth:`CloudEventsSource.backlog`: how long the oldest paired record has
+waited for the batcher, against ``BEHIND_SECONDS``.  Not how full the list is: the consumer
+gathers pairs on purpose for up to ``BATCH_DELAY`` before each batch, and with a small
+``max_pending`` a gathered batch, even one pair, would read as a list filling up.  A pair
+waits far longer than the gathering only when monitoring cannot keep up, whatever
+``max_pending`` is.  A gathered batch is also kept under ``BATCH_FILL`` of ``max_pending``, so
+gathering never overflows the list.
 
 With ``forward``, every POST read (up to ``max_body_bytes``) is also sent on, unchanged (method,
 headers but hop-by-hop ones and Host, body), from a bounded queue by a few background workers
@@ -73,7 +80,7 @@ from multidict import CIMultiDict
 from driftgauge.config import CloudEventsConfig
 from driftgauge.jsonbody import decode_json
 from driftgauge.sources.pairing import Kind, PairingStore
-from driftgauge.sources.sampling import Sampler
+from driftgauge.sources.sampling import QUEUE_LOW, Sampler
 from driftgauge.sources.tail import parse_timestamp
 from driftgauge.typing import Record
 
@@ -99,8 +106,13 @@ _KINDS: dict[str, Kind] = {REQUEST_TYPE: "request", RESPONSE_TYPE: "response"}
 
 FORWARD_WORKERS = 4
 BATCH_DELAY = 0.02  # paired records gather this long before one on_records call ...
-MAX_BATCH = 256  # ... or until there are this many
+MAX_BATCH = 256  # ... or until there are this many ...
+BATCH_FILL = 0.05  # ... or this share of max_pending (at least one record)
 SLICE_SECONDS = 0.005  # on_records calls are sized to take about this long on the loop
+# A pair that has waited this long reads to the sampler as a full list (1 s): the consumer is
+# behind once a pair waits QUEUE_LOW of it, five times the gathering (a loop stall of a few
+# tens of milliseconds is not), far behind from QUEUE_HIGH of it (the rate then halves).
+BEHIND_SECONDS = 5 * BATCH_DELAY / QUEUE_LOW
 # The attributes KServe's logger stamps alike on a call's request and response events: where
 # the events come from.  Kept with each record as headers, in the binary binding's spelling.
 ORIGIN_ATTRIBUTES = ("source", "inferenceservicename", "namespace", "component", "endpoint")
@@ -314,7 +326,12 @@ class CloudEventsSource:
             )
         self._ready: list[Record] = []
         self._slice = 16  # records per on_records call, adapted to SLICE_SECONDS
-        self._wake = asyncio.Event()
+        self._clock = clock
+        self._arrived: list[float] = []  # when each of _ready was paired (clock seconds)
+        # Records gathered for one batch at most: never so many that max_pending overflows.
+        self._gather = min(max_batch, max(1, int(config.max_pending * BATCH_FILL)))
+        self._wake = asyncio.Event()  # a record is ready ...
+        self._gathered = asyncio.Event()  # ... and _gather of them
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> int:
@@ -395,7 +412,10 @@ class CloudEventsSource:
             self._on_dropped("cloudevents_overload")
             return
         self._ready.append(record)
+        self._arrived.append(self._clock())
         self._wake.set()
+        if len(self._ready) >= self._gather:
+            self._gathered.set()
 
     async def _deliver(self) -> None:
         sweep = min(1.0, self.config.ttl / 4)
@@ -403,9 +423,13 @@ class CloudEventsSource:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(sweep):
                     await self._wake.wait()
-            if self._wake.is_set() and len(self._ready) < self._max_batch:
-                await asyncio.sleep(BATCH_DELAY)  # let more pairs complete: fewer, larger batches
+            if self._wake.is_set() and len(self._ready) < self._gather:
+                # Let more pairs complete: fewer, larger batches.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(BATCH_DELAY):
+                        await self._gathered.wait()
             self._wake.clear()
+            self._gathered.clear()
             self.store.expire()
             if self.sampler is not None:
                 self.sampler.update()
@@ -421,11 +445,15 @@ class CloudEventsSource:
                 await asyncio.sleep(took)
 
     def backlog(self) -> float:
-        """How full the list of paired records waiting for the batcher is (0 to 1)."""
-        return len(self._ready) / self.config.max_pending
+        """How far monitoring is behind (0 to 1): how long the oldest paired record has waited
+        for the batcher, as a share of ``BEHIND_SECONDS`` (1 from there on)."""
+        if not self._arrived:
+            return 0.0
+        return min(1.0, (self._clock() - self._arrived[0]) / BEHIND_SECONDS)
 
     def _hand_over(self, n: int) -> None:
         batch, self._ready = self._ready[:n], self._ready[n:]
+        del self._arrived[:n]
         if not batch:
             return
         sampler = self.sampler

@@ -19,10 +19,16 @@ called by the monitoring consumer), to two readings:
   against ``budget`` (cores): above it, the rate is scaled down to spend
   ``HEADROOM`` of the budget; below it while sampling, the rate rises only as
   far as the measured CPU cost of a record and the request rate say fits;
-* how full the monitoring queue got (its peak over the interval): from ``QUEUE_LOW`` on, the consumer is
-  running flat out, so the rate is cut to what it took in over the interval
-  (``HEADROOM`` of it) and may not rise; from ``QUEUE_HIGH`` on it also at
-  least halves, to drain the backlog.
+* how far behind the consumer is (``fill``, 0 to 1, its peak over the
+  interval): from ``QUEUE_LOW`` on, the consumer is running flat out, so the
+  rate is cut to what it took in over the interval (``HEADROOM`` of it) and
+  may not rise; from ``QUEUE_HIGH`` on it also at least halves, to drain the
+  backlog.  The proxy reads how full its queue is; the CloudEvents source how
+  long its oldest pair has waited (``cloudevents.BEHIND_SECONDS`` is 1).  A
+  reading must leave out what the consumer holds back on purpose to batch:
+  with a small bound, even one record gathered would read as a consumer behind
+  (the proxy's gathering stays under half of ``QUEUE_LOW``, the CloudEvents
+  source's lasts a fifth of the wait that reads as ``QUEUE_LOW``).
 
 The rate rises at most ``RISE``-fold per interval, so a passing lull does not
 flood the queue, and never falls below ``floor``: past that, the queue's own
@@ -47,7 +53,8 @@ class Sampler:
     """Decides per request whether monitoring takes it, with a rate that keeps within budget.
 
     ``budget`` is in cores (CPU seconds per wall second); ``fill`` reads how
-    full the monitoring queue is (0 to 1); ``on_drop(reason, n)`` counts the
+    far behind monitoring is (0 to 1, see the module docstring);
+    ``on_drop(reason, n)`` counts the
     requests not admitted, in bulk at each :meth:`update`.  ``clock`` (seconds)
     and ``draw`` (uniform in [0, 1)) are injectable for tests.
     """
