@@ -24,7 +24,7 @@ because numpy would turn a mixed int/float batch into floats.
 
 A JSON boolean is never a number here, whatever else its row holds: numpy
 reads ``true`` among numbers as ``1``, so a column where it did gets the
-rows' own values back (:func:`holds_boolean`).  A categorical field then
+rows' own values back (:func:`numeric_array`).  A categorical field then
 reads ``true`` (as from an object row or a BOOL tensor), a numeric field a
 boolean, which the monitor counts ``wrong_type``.  (Typed tensors, read by
 their adapters, follow their declared datatype instead.)
@@ -58,7 +58,6 @@ __all__ = [
     "column_values",
     "fields_of",
     "flatten",
-    "holds_boolean",
     "json_type",
     "map_columns",
     "map_matrix",
@@ -181,7 +180,7 @@ def numeric_array(values: list[Any]) -> npt.NDArray[Any] | None:
     field counts it ``wrong_type`` and a categorical one reads ``true``.
     """
     array = _number_array(values)
-    if array is None or holds_boolean(array, values):
+    if array is None or _holds_boolean(array, values):
         return None
     return array
 
@@ -195,7 +194,7 @@ def _zero_or_one(array: npt.NDArray[Any]) -> bool:
     return bool(np.count_nonzero(array == 0) or np.count_nonzero(array == 1))
 
 
-def holds_boolean(array: npt.NDArray[Any], values: list[Any]) -> bool:
+def _holds_boolean(array: npt.NDArray[Any], values: list[Any]) -> bool:
     """True when ``values``, which numpy made into the numeric ``array``, hold a JSON boolean.
 
     numpy reads ``true`` among numbers as 1 and ``false`` as 0 and leaves no
