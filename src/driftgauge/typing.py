@@ -66,7 +66,10 @@ class Record:
 
     ``path`` is the HTTP path (``""`` when the source does not know it, as in
     a tail log without a path).  ``request_id`` is the id used to join
-    delayed ground truth later.
+    delayed ground truth later.  ``headers`` and ``response_headers`` are
+    the request's and the response's HTTP headers (empty when the source does
+    not keep them); a dict is looked up in any letter case, another mapping
+    must do that itself (the proxy's, aiohttp's ``CIMultiDictProxy``).
     """
 
     ts: float
@@ -75,6 +78,7 @@ class Record:
     path: str = ""
     request_id: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    response_headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

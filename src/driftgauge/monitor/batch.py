@@ -6,12 +6,23 @@ updates see one array per field per batch.  It never raises: a body it
 cannot read is counted in ``driftgauge_parse_errors_total{reason}`` and
 skipped (fail-open), and an unexpected exception is counted as
 ``reason="internal"`` and logged without the body's contents.
+
+A compressed body (``Content-Encoding: gzip``, ``x-gzip`` or ``deflate``,
+the request's or the response's) is decompressed here, off the request
+path, to at most ``max_body_bytes``: a zip bomb stops there.  A record
+without headers (its source keeps none, as the CloudEvents source) whose
+body begins with gzip's magic bytes is taken as gzip.  Other codings
+(``br``, ``zstd``) are not read.  The reasons (:data:`BODY_REASONS`):
+``unknown_encoding``, a coding it does not read; ``bad_encoding``, a body
+that does not decompress (corrupt or cut short); ``decoded_too_large``, a
+body that decompresses past ``max_body_bytes``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import zlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from driftgauge.exceptions import ProtocolError
@@ -21,9 +32,26 @@ from driftgauge.monitor.tracker import Observation
 from driftgauge.monitor.versions import ModelVersions, record_version
 from driftgauge.typing import Adapter, Extracted, Record
 
-__all__ = ["Batcher", "Extraction", "decode_json"]
+__all__ = [
+    "BODY_REASONS",
+    "MAX_BODY_BYTES",
+    "Batcher",
+    "Extraction",
+    "decode_content",
+    "decode_json",
+]
 
 _DECODE_ERRORS = DECODE_ERRORS
+
+BODY_REASONS = ("unknown_encoding", "bad_encoding", "decoded_too_large")
+"""The ``parse_errors_total`` reasons of a compressed body the batcher cannot read."""
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""The default bound on a decompressed body (the proxy's default ``max_body_bytes``)."""
+
+_GZIP = 16 + zlib.MAX_WBITS  # zlib's window bits for a gzip member
+_WINDOW_BITS = {"gzip": _GZIP, "x-gzip": _GZIP, "deflate": zlib.MAX_WBITS}
+_GZIP_MAGIC = b"\x1f\x8b"
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +79,17 @@ class Batcher:
     """Feeds a monitor from records through one protocol adapter."""
 
     def __init__(
-        self, adapter: Adapter, monitor: Monitor, versions: ModelVersions | None = None
+        self,
+        adapter: Adapter,
+        monitor: Monitor,
+        versions: ModelVersions | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.adapter = adapter
         self.monitor = monitor
         # With versions, each record goes to its model version's monitor (monitor/versions.py).
         self.versions = versions
+        self.max_body_bytes = max_body_bytes  # a compressed body decompresses to at most this
 
     @property
     def monitors(self) -> list[Monitor]:
@@ -75,12 +108,14 @@ class Batcher:
         if adapter is None:
             self.monitor.count_parse_error("unknown_path")
             return None
+        limit = self.max_body_bytes
         try:
+            body = _decompressed(record.request, record.headers, limit)
             try:
-                request = _body(record.request)
+                request = _body(body)
             except _DECODE_ERRORS:  # not JSON: maybe another format the protocol takes (CSV)
-                request = adapter.read_text(record.request, record.headers)
-            response = _body(record.response)
+                request = adapter.read_text(body, record.headers)
+            response = _body(_decompressed(record.response, record.response_headers, limit))
             extracted = adapter.extract(request, response)
             version = record_version(record.path, response) if self.versions is not None else ""
             return request, extracted, version
@@ -138,3 +173,72 @@ def _body(body: Any) -> Any:
     if isinstance(body, bytes | bytearray | memoryview):
         return decode_json(bytes(body)) if body else None
     return body
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """Header ``name`` (in lower case) of ``headers``, in any letter case (see Record)."""
+    value = headers.get(name)
+    if value is None and type(headers) is dict:
+        value = next((v for key, v in headers.items() if key.lower() == name), None)
+    return value
+
+
+def _decompressed(body: Any, headers: Mapping[str, str], limit: int) -> Any:
+    """A body with its ``Content-Encoding`` undone (bytes), or ``body`` itself when it has none."""
+    if not isinstance(body, bytes | bytearray | memoryview) or not body:
+        return body
+    if headers:
+        coding = _header(headers, "content-encoding")
+    else:  # a source that keeps no headers (CloudEvents): gzip says so in its first bytes
+        coding = "gzip" if body[:2] == _GZIP_MAGIC else None
+    return body if coding is None else decode_content(bytes(body), coding, limit)
+
+
+def decode_content(body: bytes, coding: str, limit: int) -> bytes:
+    """``body`` with the content codings ``coding`` (a ``Content-Encoding`` value) undone.
+
+    Several codings are undone last first; ``identity`` is none.  ``deflate``
+    is zlib-wrapped as RFC 9110 says, or raw deflate, as some servers send it.
+    Raises ProtocolError ``unknown_encoding``, ``bad_encoding`` or
+    ``decoded_too_large`` (more than ``limit`` bytes: never decompressed
+    further than that).
+    """
+    for name in reversed([part.strip() for part in coding.lower().split(",")]):
+        if name in ("", "identity"):
+            continue
+        bits = _WINDOW_BITS.get(name)
+        if bits is None:
+            raise ProtocolError(
+                "unknown_encoding", "the body's Content-Encoding is not gzip or deflate"
+            )
+        body = _inflate(body, name, bits, limit)
+    return body
+
+
+def _inflate(data: bytes, name: str, bits: int, limit: int) -> bytes:
+    if bits == zlib.MAX_WBITS and not _zlib_header(data):
+        bits = -zlib.MAX_WBITS  # raw deflate
+    pieces: list[bytes] = []
+    size = 0
+    while True:  # gzip members may follow one another (RFC 1952); a deflate body is one stream
+        inflater = zlib.decompressobj(bits)
+        try:
+            piece = inflater.decompress(data, limit - size + 1)
+        except zlib.error:
+            raise ProtocolError("bad_encoding", f"the {name} body does not decompress") from None
+        size += len(piece)
+        if size > limit:
+            raise ProtocolError(
+                "decoded_too_large", f"the {name} body decompresses to more than {limit} bytes"
+            )
+        pieces.append(piece)
+        if not inflater.eof:  # all of it read, short of the end of the stream
+            raise ProtocolError("bad_encoding", f"the {name} body is cut short")
+        data = inflater.unused_data
+        if not data or bits != _GZIP:
+            return b"".join(pieces)
+
+
+def _zlib_header(data: bytes) -> bool:
+    """True when ``data`` begins with a zlib header (deflate, and a check over the two bytes)."""
+    return len(data) >= 2 and data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0

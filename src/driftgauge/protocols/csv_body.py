@@ -4,10 +4,10 @@ MLflow's scoring server reads a ``text/csv`` body with ``pandas.read_csv``:
 the first line names the columns, every later line is a row, blank lines are
 skipped, a short row is missing its last values and a long one is refused.
 :func:`read_csv_body` decides whether a body that is not JSON is such a CSV
-table: when the request's ``Content-Type`` is known it says so; when it is
-not (the proxy and the tail log do not keep headers), the body is taken as
-CSV only if its header line names at least one configured field, so other
-broken bodies stay ``invalid_json``.  :func:`csv_part` maps the table's
+table: when the request's ``Content-Type`` is known (the proxy keeps it) it
+says so; when it is not (the tail log and the CloudEvents source keep no
+headers), the body is taken as CSV only if its header line names at least
+one configured field, so other broken bodies stay ``invalid_json``.  :func:`csv_part` maps the table's
 columns onto the configured fields by name.
 
 Values are read as the baseline reads a training CSV: an empty cell is

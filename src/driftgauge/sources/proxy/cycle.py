@@ -5,7 +5,8 @@ timeout, the relay of the response to the client, and the copies monitoring take
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 from driftgauge.sources.proxy.heads import CHUNK_END, CONTINUE, error_response, response_head
 from driftgauge.typing import Record
@@ -15,7 +16,52 @@ if TYPE_CHECKING:
     from driftgauge.sources.proxy.server import ProxyServer
     from driftgauge.sources.proxy.upstream import UpstreamProtocol
 
-__all__ = ["Cycle"]
+__all__ = ["Cycle", "HeaderLines"]
+
+
+class HeaderLines(Mapping[str, str]):
+    """Header lines as the proxy read them, looked up by name in any letter case.
+
+    The request path only hands monitoring a reference to the exchange's
+    ``(name, value)`` byte pairs; a lookup decodes (Latin-1, as HTTP/1.1
+    headers are) on the monitoring side.  A name sent more than once reads
+    as its values joined by ``", "``.
+    """
+
+    __slots__ = ("_lines",)
+
+    def __init__(self, lines: list[tuple[bytes, bytes]]) -> None:
+        self._lines = lines
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The value of ``name``, else ``default`` (without raising and catching a KeyError)."""
+        try:
+            wanted = name.lower().encode("latin-1")
+        except UnicodeEncodeError:
+            return default
+        size = len(wanted)  # most names differ in length: no lower() for them
+        values = [v for key, v in self._lines if len(key) == size and key.lower() == wanted]
+        return b", ".join(values).decode("latin-1") if values else default
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return cast(str, value)
+
+    def __bool__(self) -> bool:
+        return bool(self._lines)
+
+    def __iter__(self) -> Iterator[str]:
+        seen: set[bytes] = set()
+        for key, _ in self._lines:
+            lower = key.lower()
+            if lower not in seen:
+                seen.add(lower)
+                yield key.decode("latin-1")
+
+    def __len__(self) -> int:
+        return len({key.lower() for key, _ in self._lines})
 
 
 class Cycle:
@@ -332,6 +378,9 @@ class Cycle:
                     response=bytes(self.captured_response),
                     path=self.path,
                     request_id=self.request_id,
+                    # Monitoring reads Content-Encoding (and Content-Type) off these.
+                    headers=HeaderLines(self.headers),
+                    response_headers=HeaderLines(self.response_headers),
                 )
             )
         client.upstream = None
