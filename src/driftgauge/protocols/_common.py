@@ -365,13 +365,19 @@ def _restore_exact(
     exact: set[Hashable] = set()
     if matrix.dtype.kind == "f":
         exact = {name for name in part.columns if fields.kinds.get(name) == "categorical"}
-    if ndim == 2:
-        table = rows
-    elif not exact and matrix.size > _SCAN_LIMIT and not _zero_or_one(matrix):
-        return  # no boolean: the rows need not be laid out as a table
+    if ndim == 1:
+        # Scalar rows: one column, the rows themselves (a list per row, 50,000 of them,
+        # woke the garbage collector over the whole parsed body: 80 ms).
+        table: list[Any] = rows
+        positions = [0] if _zero_or_one(matrix) and _has_bool(rows) else []
     else:
-        table = [[row] for row in rows] if ndim == 1 else [flatten(row) for row in rows]
-    positions = _boolean_positions(matrix, table)
+        if ndim == 2:
+            table = rows
+        elif not exact and matrix.size > _SCAN_LIMIT and not _zero_or_one(matrix):
+            return  # no boolean: the rows need not be laid out as a table
+        else:
+            table = [flatten(row) for row in rows]
+        positions = _boolean_positions(matrix, table)
     if not exact and not positions:
         return
     names: Sequence[Hashable] = fields.names if labels is None else labels
@@ -390,7 +396,8 @@ def _restore_exact(
                 part.blocks.append((tuple(block_names[j] for j in keep), block[:, keep]))
     for position, label in enumerate(names[: matrix.shape[1]]):
         if label in restore:
-            part.columns[cast(str, label)] = [row[position] for row in table]
+            column = list(table) if ndim == 1 else [row[position] for row in table]
+            part.columns[cast(str, label)] = column
 
 
 def _map_objects(rows: list[dict[str, Any]], specs: Sequence[FieldSpec]) -> Part:
