@@ -113,22 +113,15 @@ class _Alerts:
         description: str,
         feature: str | None = None,
     ) -> dict[str, Any]:
-        alerting = self.alerting
-        severity = alerting.severity_critical if level == "critical" else alerting.severity_warning
-        labels = {"severity": severity, **dict(alerting.labels)}
-        labels["model"] = go_template_text(self.model.model)
+        fixed = {"model": self.model.model}
         if feature is not None:
-            labels["feature"] = go_template_text(feature)
+            fixed["feature"] = feature
         return {
             "alert": name,
             "expr": expr,
             "for": for_ if isinstance(for_, str) else format_duration(for_),
-            "labels": dict(sorted(labels.items())),
-            "annotations": {
-                "summary": summary,
-                "description": description,
-                "runbook_url": alerting.runbook(name),
-            },
+            "labels": _labels(self.alerting, level, fixed),
+            "annotations": _annotations(self.alerting, name, summary, description),
         }
 
     def drift(self) -> list[dict[str, Any]]:
@@ -442,19 +435,42 @@ def model_groups(model: ModelRules) -> list[dict[str, Any]]:
     ]
 
 
+def _labels(alerting: AlertingConfig, level: str, fixed: Mapping[str, str]) -> dict[str, str]:
+    """An alert's labels: severity, the configured extra labels and ``fixed``, sorted.
+
+    Prometheus expands alert label values as Go templates, so every value is
+    written as template text that expands to itself: a configured
+    ``team: "ml {{ platform }}"`` stays that text instead of failing to load.
+    """
+    severity = alerting.severity_critical if level == "critical" else alerting.severity_warning
+    labels = {"severity": severity, **dict(alerting.labels), **fixed}
+    return {name: go_template_text(value) for name, value in sorted(labels.items())}
+
+
+def _annotations(
+    alerting: AlertingConfig, name: str, summary: str, description: str
+) -> dict[str, str]:
+    """Summary and description (templates of their own) and the runbook link, escaped as text."""
+    return {
+        "summary": summary,
+        "description": description,
+        "runbook_url": go_template_text(alerting.runbook(name)),
+    }
+
+
 def _sidecar_group(alerting: AlertingConfig) -> dict[str, Any]:
     """DriftgaugeSidecarDown: once per sidecar, whatever models it serves."""
-    labels = {"severity": alerting.severity_critical, **dict(alerting.labels)}
     rule = {
         "alert": "DriftgaugeSidecarDown",
         "expr": f"up{{{matchers(('job', '=', alerting.scrape_job))}}} == 0",
         "for": "2m",
-        "labels": dict(sorted(labels.items())),
-        "annotations": {
-            "summary": "driftgauge sidecar {{ $labels.instance }} is down",
-            "description": "Prometheus could not scrape the driftgauge sidecar at {{ $labels.instance }} for 2 minutes: no drift, data-quality or service metrics are coming from it.",
-            "runbook_url": alerting.runbook("DriftgaugeSidecarDown"),
-        },
+        "labels": _labels(alerting, "critical", {}),
+        "annotations": _annotations(
+            alerting,
+            "DriftgaugeSidecarDown",
+            "driftgauge sidecar {{ $labels.instance }} is down",
+            "Prometheus could not scrape the driftgauge sidecar at {{ $labels.instance }} for 2 minutes: no drift, data-quality or service metrics are coming from it.",
+        ),
     }
     return {"name": "driftgauge-sidecar", "rules": [rule]}
 

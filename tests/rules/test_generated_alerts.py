@@ -1,0 +1,146 @@
+"""promtool unit tests of the non-drift rules `driftgauge rules` writes, as Prometheus runs them.
+
+Each test renders the rules of one or more configs, writes a promtool test
+file of input series and expected alerts next to them, and runs
+``promtool test rules``: the labels an alert fires with are exactly the
+configured ones, whatever they hold.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from driftgauge.config import Config, config_from_mapping
+from driftgauge.rules.alerts import dump_yaml, models_of, render_rules
+from driftgauge.rules.promql import promql_string
+from tests.helpers import base_config
+
+SIDECAR = {"job": "driftgauge", "instance": "10.0.0.7:10117"}
+
+
+def _promtool() -> str:
+    path = shutil.which("promtool")
+    assert path is not None, "promtool missing: scripts/test.sh installs the prometheus package"
+    return path
+
+
+def _config(tmp_path: Path, **overrides: Any) -> Config:
+    return config_from_mapping(base_config(tmp_path, **overrides), base=tmp_path)
+
+
+def _series(metric: str, labels: dict[str, str], values: str) -> dict[str, str]:
+    text = ", ".join(f"{k}={promql_string(v)}" for k, v in labels.items())
+    return {"series": f"{metric}{{{text}}}", "values": values}
+
+
+def _rule(config: Config, name: str) -> dict[str, Any]:
+    """The rendered alert rule ``name`` of ``config`` (the first, if several)."""
+    groups = render_rules(models_of(config))["groups"]
+    return next(r for g in groups for r in g["rules"] if r.get("alert") == name)
+
+
+def _expand(template: str, labels: dict[str, str], value: float) -> str:
+    """The template forms the annotations use, expanded in one pass as Prometheus does."""
+
+    def one(match: re.Match[str]) -> str:
+        action = match.group(1).strip()
+        if action.startswith('"'):  # a string constant: how "{{" is written as text
+            return str(yaml.safe_load(action))
+        if action.startswith("$labels."):
+            return labels.get(action.removeprefix("$labels."), "")
+        if action == "$value | humanizePercentage":
+            return f"{value * 100:.4g}%"
+        printf = re.fullmatch(r'\$value \| printf "(%[.0-9]*[fg])"', action)
+        assert printf, action
+        return printf.group(1) % value
+
+    return re.sub(r"\{\{(.*?)\}\}", one, template)
+
+
+def _fires(rule: dict[str, Any], labels: dict[str, str], value: float) -> dict[str, Any]:
+    """The expected alert of ``rule`` on a series with ``labels`` and value ``value``."""
+    return {
+        "exp_labels": labels,
+        "exp_annotations": {k: _expand(v, labels, value) for k, v in rule["annotations"].items()},
+    }
+
+
+def _run(tmp_path: Path, configs: dict[str, Config], tests: list[dict[str, Any]]) -> None:
+    """``promtool check rules`` and ``promtool test rules`` on each config's rendered rules."""
+    files = []
+    for name, config in configs.items():
+        path = tmp_path / f"{name}.rules.yml"
+        path.write_text(dump_yaml(render_rules(models_of(config))), encoding="utf-8")
+        files.append(path.name)
+        checked = subprocess.run(
+            [_promtool(), "check", "rules", str(path)], capture_output=True, text=True, check=False
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+    document = {"rule_files": files, "evaluation_interval": "1m", "tests": tests}
+    (tmp_path / "test.yml").write_text(dump_yaml(document), encoding="utf-8")
+    result = subprocess.run(
+        [_promtool(), "test", "rules", "test.yml"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- labels ------------------------------------------------------------------------------
+
+ODD_LABELS = {"team": "ml {{ platform }}", "tier": "{{3}}", "note": 'a "b" \\ $value'}
+ODD_SEVERITY = {"warning": "P{{3}}", "critical": "P{{ 1 }} {{ $labels.instance }}"}
+
+
+def test_extra_labels_and_severities_fire_exactly_as_configured(tmp_path: Path) -> None:
+    """Labels, severities and a runbook URL holding Go template syntax pass promtool and fire as written."""
+    config = _config(
+        tmp_path,
+        alerting={
+            "labels": ODD_LABELS,
+            "severity": ODD_SEVERITY,
+            "runbook_url": "https://wiki.example/{{ runbooks }}",
+        },
+    )
+    wine = SIDECAR | {"model": "wine"}
+    series = [
+        _series("up", SIDECAR, "0x20"),
+        _series("driftgauge_baseline_info", wine, "1x20"),
+        _series("driftgauge_dropped_total", wine | {"reason": "queue_full"}, "0+5x20"),
+    ]
+    down = _rule(config, "DriftgaugeSidecarDown")
+    dropped = _rule(config, "DriftgaugeObservationsDropped")
+    down_labels = SIDECAR | ODD_LABELS | {"severity": ODD_SEVERITY["critical"]}
+    dropped_labels = (
+        {"model": "wine", "instance": SIDECAR["instance"], "reason": "queue_full"}
+        | ODD_LABELS
+        | {"severity": ODD_SEVERITY["warning"]}
+    )
+    checks = [
+        {
+            "alertname": "DriftgaugeSidecarDown",
+            "eval_time": "5m",
+            "exp_alerts": [_fires(down, down_labels, 0)],
+        },
+        {
+            "alertname": "DriftgaugeObservationsDropped",
+            "eval_time": "15m",
+            "exp_alerts": [_fires(dropped, dropped_labels, 50)],
+        },
+    ]
+    assert _fires(down, down_labels, 0)["exp_annotations"]["runbook_url"] == (
+        "https://wiki.example/{{ runbooks }}#driftgaugesidecardown"
+    )
+    _run(
+        tmp_path,
+        {"wine": config},
+        [{"interval": "1m", "input_series": series, "alert_rule_test": checks}],
+    )
