@@ -144,3 +144,106 @@ def test_extra_labels_and_severities_fire_exactly_as_configured(tmp_path: Path) 
         {"wine": config},
         [{"interval": "1m", "input_series": series, "alert_rule_test": checks}],
     )
+
+
+# -- DriftgaugeSidecarDown -----------------------------------------------------------------
+
+TEAM_A = "10.0.0.1:10117"
+TEAM_B = "10.0.0.2:10117"
+
+
+def _two_teams(tmp_path: Path) -> dict[str, Config]:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    return {
+        "team-a": _config(tmp_path / "a", model="wine", alerting={"labels": {"team": "a"}}),
+        "team-b": _config(
+            tmp_path / "b",
+            model="iris",
+            alerting={"labels": {"team": "b"}, "severity": {"critical": "page"}},
+        ),
+    }
+
+
+def _sidecar(instance: str, model: str, up: str, info: str) -> list[dict[str, str]]:
+    target = {"job": "driftgauge", "instance": instance}
+    return [
+        _series("up", target, up),
+        _series("driftgauge_baseline_info", target | {"model": model, "rows": "5000"}, info),
+    ]
+
+
+def test_a_sidecar_down_raises_one_alert_with_its_own_configs_labels(tmp_path: Path) -> None:
+    """Two configs' rules loaded: each down sidecar fires once, with its owner's labels; up ones never."""
+    configs = _two_teams(tmp_path)
+    a = _rule(configs["team-a"], "DriftgaugeSidecarDown")
+    b = _rule(configs["team-b"], "DriftgaugeSidecarDown")
+    a_labels = {"job": "driftgauge", "instance": TEAM_A, "team": "a", "severity": "critical"}
+    b_labels = {"job": "driftgauge", "instance": TEAM_B, "team": "b", "severity": "page"}
+    # a's sidecar stops answering at 10m (its series go stale), b's at 30m.
+    series = [
+        *_sidecar(TEAM_A, "wine", "1x10 0x40", "1x10 stale"),
+        *_sidecar(TEAM_B, "iris", "1x30 0x20", "1x30 stale"),
+    ]
+    checks = [
+        {"alertname": "DriftgaugeSidecarDown", "eval_time": "9m", "exp_alerts": []},
+        {"alertname": "DriftgaugeSidecarDown", "eval_time": "11m", "exp_alerts": []},  # for: 2m
+        {
+            "alertname": "DriftgaugeSidecarDown",
+            "eval_time": "20m",
+            "exp_alerts": [_fires(a, a_labels, 0)],
+        },
+        {
+            "alertname": "DriftgaugeSidecarDown",
+            "eval_time": "40m",
+            "exp_alerts": [_fires(a, a_labels, 0), _fires(b, b_labels, 0)],
+        },
+    ]
+    assert "(model wine)" in a["annotations"]["description"]
+    _run(tmp_path, configs, [{"interval": "1m", "input_series": series, "alert_rule_test": checks}])
+
+
+def test_sidecars_of_no_loaded_config_raise_nothing(tmp_path: Path) -> None:
+    """A down target that never exported a loaded config's model, or another job's, is not alerted."""
+    configs = _two_teams(tmp_path)
+    series = [
+        *_sidecar("10.0.0.3:10117", "churn", "1x5 0x20", "1x5 stale"),
+        _series("up", {"job": "driftgauge", "instance": "10.0.0.4:10117"}, "0x25"),
+        _series("up", {"job": "node", "instance": TEAM_A}, "0x25"),
+        _series(
+            "driftgauge_baseline_info", {"job": "node", "instance": TEAM_A, "model": "wine"}, "1x25"
+        ),
+    ]
+    checks = [{"alertname": "DriftgaugeSidecarDown", "eval_time": "20m", "exp_alerts": []}]
+    _run(tmp_path, configs, [{"interval": "1m", "input_series": series, "alert_rule_test": checks}])
+
+
+def test_every_model_of_a_multi_model_sidecar_is_named_once(tmp_path: Path) -> None:
+    """A sidecar serving two models fires one alert naming both."""
+    raw = base_config(tmp_path)
+    model = {k: raw.pop(k) for k in ("model", "protocol", "baseline", "features", "predictions")}
+    raw["models"] = [model, {**model, "model": "iris", "baseline": str(tmp_path / "iris.dgb")}]
+    config = config_from_mapping(raw, base=tmp_path)
+    rule = _rule(config, "DriftgaugeSidecarDown")
+    labels = {"job": "driftgauge", "instance": TEAM_A, "severity": "critical"}
+    series = [
+        *_sidecar(TEAM_A, "wine", "1x5 0x20", "1x5 stale"),
+        _series(
+            "driftgauge_baseline_info",
+            {"job": "driftgauge", "instance": TEAM_A, "model": "iris"},
+            "1x5 stale",
+        ),
+    ]
+    checks = [
+        {
+            "alertname": "DriftgaugeSidecarDown",
+            "eval_time": "15m",
+            "exp_alerts": [_fires(rule, labels, 0)],
+        }
+    ]
+    assert "(models wine, iris)" in rule["annotations"]["description"]
+    _run(
+        tmp_path,
+        {"both": config},
+        [{"interval": "1m", "input_series": series, "alert_rule_test": checks}],
+    )

@@ -42,6 +42,7 @@ from driftgauge.rules.promql import go_template_text, matchers, num, promql_stri
 __all__ = [
     "MANIFEST_FILE",
     "RULES_FILE",
+    "SIDECAR_MEMORY",
     "ModelRules",
     "dump_yaml",
     "gate_record",
@@ -458,18 +459,40 @@ def _annotations(
     }
 
 
-def _sidecar_group(alerting: AlertingConfig) -> dict[str, Any]:
-    """DriftgaugeSidecarDown: once per sidecar, whatever models it serves."""
+# How long after its last scrape a sidecar still counts as one of the config's (see
+# _sidecar_group): DriftgaugeSidecarDown resolves by itself after a day down.
+SIDECAR_MEMORY = "1d"
+
+
+def _sidecar_group(models: Sequence[ModelRules]) -> dict[str, Any]:
+    """DriftgaugeSidecarDown: once per sidecar of this config, whatever models it serves.
+
+    ``up`` carries only the target's labels, so the rule keeps the targets of the
+    scrape job that exported ``driftgauge_baseline_info`` of the config's first model
+    (every sidecar of the config exports it) within :data:`SIDECAR_MEMORY`: with the
+    rules of two configs loaded, a sidecar that goes down raises one alert, its own
+    config's, with that config's labels.
+    """
+    alerting = models[0].alerting
+    job = matchers(("job", "=", alerting.scrape_job))
+    served = matchers(("job", "=", alerting.scrape_job), ("model", "=", models[0].model))
+    names = ", ".join(go_template_text(m.model) for m in models)
     rule = {
         "alert": "DriftgaugeSidecarDown",
-        "expr": f"up{{{matchers(('job', '=', alerting.scrape_job))}}} == 0",
+        "expr": (
+            f"up{{{job}}} == 0\n"
+            "and on (job, instance)\n"
+            f"  last_over_time(driftgauge_baseline_info{{{served}}}[{SIDECAR_MEMORY}])\n"
+        ),
         "for": "2m",
         "labels": _labels(alerting, "critical", {}),
         "annotations": _annotations(
             alerting,
             "DriftgaugeSidecarDown",
             "driftgauge sidecar {{ $labels.instance }} is down",
-            "Prometheus could not scrape the driftgauge sidecar at {{ $labels.instance }} for 2 minutes: no drift, data-quality or service metrics are coming from it.",
+            "Prometheus could not scrape the driftgauge sidecar at {{ $labels.instance }} "
+            f"(model{'s' if len(models) > 1 else ''} {names}) for 2 minutes: no drift, "
+            "data-quality or service metrics are coming from it.",
         ),
     }
     return {"name": "driftgauge-sidecar", "rules": [rule]}
@@ -477,7 +500,7 @@ def _sidecar_group(alerting: AlertingConfig) -> dict[str, Any]:
 
 def render_rules(models: Sequence[ModelRules]) -> dict[str, Any]:
     """The rules document (``groups:``) of a sidecar serving ``models``."""
-    groups = [_sidecar_group(models[0].alerting)]
+    groups = [_sidecar_group(models)]
     for model in models:
         groups += model_groups(model)
     return {"groups": groups}
