@@ -17,11 +17,13 @@ from typing import Any
 import yaml
 
 from driftgauge.config import Config, config_from_mapping
-from driftgauge.rules.alerts import dump_yaml, models_of, render_rules
+from driftgauge.exposition.live import DROP_REASONS
+from driftgauge.rules.alerts import NOT_LOST, dump_yaml, models_of, render_rules
 from driftgauge.rules.promql import promql_string
 from tests.helpers import base_config
 
 SIDECAR = {"job": "driftgauge", "instance": "10.0.0.7:10117"}
+SRC = Path(__file__).resolve().parents[2] / "src" / "driftgauge"
 
 
 def _promtool() -> str:
@@ -245,5 +247,54 @@ def test_every_model_of_a_multi_model_sidecar_is_named_once(tmp_path: Path) -> N
     _run(
         tmp_path,
         {"both": config},
+        [{"interval": "1m", "input_series": series, "alert_rule_test": checks}],
+    )
+
+
+# -- DriftgaugeObservationsDropped -----------------------------------------------------------
+
+# driftgauge_dropped_total reasons that lose observations the drift figures would have had.
+LOST = {"queue_full", "body_too_large", "cloudevents_overload"}
+
+
+def _dropped_reasons() -> set[str]:
+    """Every reason the sidecar counts drops under: the ones it starts at 0 and every literal
+    the package passes to a drop counter (``count_dropped("queue_full")``, ``on_drop(...)``)."""
+    call = re.compile(r'(?:count_dropped|on_dropped|on_drop)\(\s*"(\w+)"')
+    found = {reason for path in SRC.rglob("*.py") for reason in call.findall(path.read_text())}
+    return found | set(DROP_REASONS)
+
+
+def test_every_drop_reason_is_either_a_loss_or_not() -> None:
+    """Each reason the sidecar counts is classified: a new one must be added to LOST or NOT_LOST."""
+    assert _dropped_reasons() == LOST | set(NOT_LOST.split("|"))
+
+
+def test_only_lost_observations_raise_observations_dropped(tmp_path: Path) -> None:
+    """Queue, body-size and CloudEvents drops fire; sampling and expired unlabelled predictions do not."""
+    config = _config(tmp_path, feedback={"prediction": "class", "task": "classification"})
+    rule = _rule(config, "DriftgaugeObservationsDropped")
+    wine = SIDECAR | {"model": "wine"}
+    reasons = sorted(_dropped_reasons())
+    series = [
+        _series("driftgauge_dropped_total", wine | {"reason": reason}, "0+3x20")
+        for reason in reasons
+    ]
+    fired = [
+        _fires(
+            rule,
+            {"model": "wine", "instance": SIDECAR["instance"], "reason": reason}
+            | {"severity": "warning"},
+            30,
+        )
+        for reason in reasons
+        if reason in LOST
+    ]
+    checks = [
+        {"alertname": "DriftgaugeObservationsDropped", "eval_time": "15m", "exp_alerts": fired}
+    ]
+    _run(
+        tmp_path,
+        {"wine": config},
         [{"interval": "1m", "input_series": series, "alert_rule_test": checks}],
     )

@@ -41,6 +41,7 @@ from driftgauge.rules.promql import go_template_text, matchers, num, promql_stri
 
 __all__ = [
     "MANIFEST_FILE",
+    "NOT_LOST",
     "RULES_FILE",
     "SIDECAR_MEMORY",
     "ModelRules",
@@ -317,6 +318,9 @@ _FLEET_RECORDS = (
     ),
 )
 
+# driftgauge_dropped_total reasons that lose no drift observation (DriftgaugeObservationsDropped).
+NOT_LOST = "sampled|feedback_expired"
+
 # (name, expr with {M} for the model matchers, for, level, summary, description)
 _QUALITY = (
     (
@@ -375,10 +379,13 @@ _SERVICE = (
         "The 99th percentile of the time the sidecar {{ $labels.instance }} adds to requests of model {{ $labels.model }} is {{ $value | humanizeDuration }} over the last 5m (budget 5ms).",
     ),
     (
-        # Requests sampled out under overload (reason="sampled") are no data loss: the windows
-        # stay a uniform sample; DriftgaugeMonitoringSampled tells when that lasts.
+        # Only reasons that lose drift observations (queue_full, body_too_large,
+        # cloudevents_overload). Requests sampled out under overload (sampled) leave the
+        # windows a uniform sample (DriftgaugeMonitoringSampled tells when that lasts), and a
+        # held prediction whose label never came (feedback_expired) was monitored for drift
+        # all the same: partial label coverage is normal.
         "DriftgaugeObservationsDropped",
-        'sum by (model, instance, reason) (increase(driftgauge_dropped_total{M, reason!="sampled"}[10m])) > 0',
+        f'sum by (model, instance, reason) (increase(driftgauge_dropped_total{{M, reason!~"{NOT_LOST}"}}[10m])) > 0',
         "5m",
         "warning",
         "driftgauge drops observations of model {{ $labels.model }} ({{ $labels.reason }})",
