@@ -298,3 +298,50 @@ def test_only_lost_observations_raise_observations_dropped(tmp_path: Path) -> No
         {"wine": config},
         [{"interval": "1m", "input_series": series, "alert_rule_test": checks}],
     )
+
+
+# -- the multivariate field ------------------------------------------------------------------
+
+
+def _field(name: str, role: str, psi: float) -> list[dict[str, str]]:
+    """A numeric field's 10 equal baseline bins and two ready windows with PSI ``psi``."""
+    labels = SIDECAR | {"model": "wine", "feature": name, "role": role}
+    series = [
+        _series("driftgauge_baseline_bin_ratio", labels | {"bin": str(b)}, "0.1x40")
+        for b in range(10)
+    ]
+    for window, floor, n in (("5m", "0.002", "5000"), ("1h", "0.0002", "60000")):
+        at = labels | {"window": window}
+        series.append(_series("driftgauge_psi", at, f"{psi}x40"))
+        series.append(_series("driftgauge_psi_noise_floor", at, f"{floor}x40"))
+        series.append(_series("driftgauge_window_observations", at, f"{n}x40"))
+    return series
+
+
+def test_psi_drift_of_the_multivariate_field_alerts(tmp_path: Path) -> None:
+    """The reconstruction error's PSI raises the feature drift warning and critical; quiet inputs do not."""
+    config = _config(tmp_path, multivariate={"features": ["alcohol", "ash"]})
+    warning = _rule(config, "DriftgaugeFeatureDriftWarning")
+    critical = _rule(config, "DriftgaugeFeatureDriftCritical")
+    field = SIDECAR | {"model": "wine", "feature": "reconstruction_error", "role": "multivariate"}
+    series = [
+        *_field("reconstruction_error", "multivariate", 0.4),
+        *_field("alcohol", "input", 0.004),
+    ]
+    checks = [
+        {
+            "alertname": "DriftgaugeFeatureDriftWarning",
+            "eval_time": "20m",
+            "exp_alerts": [_fires(warning, field | {"severity": "warning"}, 0.4)],
+        },
+        {
+            "alertname": "DriftgaugeFeatureDriftCritical",
+            "eval_time": "20m",
+            "exp_alerts": [_fires(critical, field | {"severity": "critical"}, 0.4)],
+        },
+    ]
+    _run(
+        tmp_path,
+        {"wine": config},
+        [{"interval": "1m", "input_series": series, "alert_rule_test": checks}],
+    )

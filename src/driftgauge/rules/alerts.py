@@ -84,6 +84,12 @@ def models_of(config: Config) -> list[ModelRules]:
 # -- the drift alerts -----------------------------------------------------------------
 
 
+# The roles the feature drift alerts (warning, critical, fleet) watch: the inputs and the
+# multivariate field (PCA reconstruction error), which drifts when the inputs' joint
+# distribution does. Predictions have DriftgaugePredictionDrift.
+_FEATURE_ROLES = "input|multivariate"
+
+
 def _agreement(metric: str, selector: str, condition: str) -> str:
     """Every window of a field that exports ``metric`` meets ``condition`` (see the shipped rules)."""
     return (
@@ -164,8 +170,8 @@ class _Alerts:
         numeric = any(f.type == "numeric" for f in fields)
         warning_text = gate_text(t.significance_warning, t.noise_floor_warning)
         rules = []
-        if "input" in roles:
-            s = selector(("role", "=", "input"))
+        if roles & set(_FEATURE_ROLES.split("|")):
+            s = selector(("role", "=~", _FEATURE_ROLES))
             warning = psi_condition(
                 s, self.model.model, t.psi_warning, t.z("warning"), t.noise_floor_warning
             )
@@ -176,7 +182,7 @@ class _Alerts:
                     t.for_warning,
                     "warning",
                     "Feature {{ $labels.feature }} of model {{ $labels.model }} is drifting",
-                    'PSI of input feature {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) is at least {{ $value | printf "%.3f" }} in every window with enough observations, '
+                    'PSI of {{ $labels.role }} feature {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) is at least {{ $value | printf "%.3f" }} in every window with enough observations, '
                     f"above {num(t.psi_warning)}{warning_text} in each.",
                     feature,
                 )
@@ -199,7 +205,7 @@ class _Alerts:
                         t.for_critical,
                         "critical",
                         "Feature {{ $labels.feature }} of model {{ $labels.model }} has drifted strongly",
-                        'PSI of input feature {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) is at least {{ $value | printf "%.3f" }} in every window with enough observations, '
+                        'PSI of {{ $labels.role }} feature {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) is at least {{ $value | printf "%.3f" }} in every window with enough observations, '
                         f"above {num(t.psi_critical)}"
                         f"{gate_text(t.significance_critical, t.noise_floor_critical)} in each.",
                         feature,
@@ -248,8 +254,8 @@ class _Alerts:
                     feature,
                 )
             )
-        if "input" in roles:
-            s = selector(("role", "=", "input"))
+        if roles & set(_FEATURE_ROLES.split("|")):
+            s = selector(("role", "=~", _FEATURE_ROLES))
             gate = gate_selector(self.model.model, t.z("warning"))
             floor = (
                 f"\nand driftgauge:fleet_psi:rate5m{{{s}}}"
@@ -273,7 +279,7 @@ class _Alerts:
                     t.for_warning,
                     "warning",
                     "Feature {{ $labels.feature }} is drifting across the fleet of model {{ $labels.model }}",
-                    'Fleet-wide PSI of input feature {{ $labels.feature }} over all replicas of model {{ $labels.model }} is {{ $value | printf "%.3f" }} over the last 5m, '
+                    'Fleet-wide PSI of {{ $labels.role }} feature {{ $labels.feature }} over all replicas of model {{ $labels.model }} is {{ $value | printf "%.3f" }} over the last 5m, '
                     f"above {num(t.psi_warning)}{warning_text}.",
                     feature,
                 )
