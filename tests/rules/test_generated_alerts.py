@@ -154,6 +154,13 @@ TEAM_A = "10.0.0.1:10117"
 TEAM_B = "10.0.0.2:10117"
 
 
+def _two_models(tmp_path: Path) -> Config:
+    raw = base_config(tmp_path)
+    model = {k: raw.pop(k) for k in ("model", "protocol", "baseline", "features", "predictions")}
+    raw["models"] = [model, {**model, "model": "iris", "baseline": str(tmp_path / "iris.dgb")}]
+    return config_from_mapping(raw, base=tmp_path)
+
+
 def _two_teams(tmp_path: Path) -> dict[str, Config]:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -222,10 +229,7 @@ def test_sidecars_of_no_loaded_config_raise_nothing(tmp_path: Path) -> None:
 
 def test_every_model_of_a_multi_model_sidecar_is_named_once(tmp_path: Path) -> None:
     """A sidecar serving two models fires one alert naming both."""
-    raw = base_config(tmp_path)
-    model = {k: raw.pop(k) for k in ("model", "protocol", "baseline", "features", "predictions")}
-    raw["models"] = [model, {**model, "model": "iris", "baseline": str(tmp_path / "iris.dgb")}]
-    config = config_from_mapping(raw, base=tmp_path)
+    config = _two_models(tmp_path)
     rule = _rule(config, "DriftgaugeSidecarDown")
     labels = {"job": "driftgauge", "instance": TEAM_A, "severity": "critical"}
     series = [
@@ -343,5 +347,77 @@ def test_psi_drift_of_the_multivariate_field_alerts(tmp_path: Path) -> None:
     _run(
         tmp_path,
         {"wine": config},
+        [{"interval": "1m", "input_series": series, "alert_rule_test": checks}],
+    )
+
+
+# -- the sidecar's service alerts --------------------------------------------------------------
+
+SERVICE = (
+    "DriftgaugeUpstreamErrors",
+    "DriftgaugeAddedLatencyHigh",
+    "DriftgaugeObservationsDropped",
+    "DriftgaugeMonitoringSampled",
+)
+
+
+def test_service_alerts_come_once_per_sidecar_on_its_first_models_label(tmp_path: Path) -> None:
+    """With two models, each service alert is one rule, selecting the first model's series."""
+    groups = render_rules(models_of(_two_models(tmp_path)))["groups"]
+    for name in SERVICE:
+        (rule,) = [r for g in groups for r in g["rules"] if r.get("alert") == name]
+        assert 'model="wine"' in rule["expr"] and "iris" not in rule["expr"], name
+        assert rule["labels"]["model"] == "wine", name
+        assert "serves models wine, iris" in rule["annotations"]["description"], name
+
+
+def test_service_alerts_of_a_multi_model_sidecar_fire(tmp_path: Path) -> None:
+    """The proxy's errors, drops and sampling (exported under the first model) raise one alert each."""
+    config = _two_models(tmp_path)
+    wine = SIDECAR | {"model": "wine"}
+    series = [
+        _series("driftgauge_requests_total", wine | {"code": "200"}, "0+80x30"),
+        _series("driftgauge_requests_total", wine | {"code": "502"}, "0+20x30"),
+        _series("driftgauge_dropped_total", wine | {"reason": "queue_full"}, "0+1x30"),
+        _series("driftgauge_dropped_total", wine | {"reason": "sampled"}, "0+50x30"),
+        _series("driftgauge_sampling_rate", wine, "0.5x40"),
+    ]
+    alert = {"model": "wine", "instance": SIDECAR["instance"]}
+    checks = [
+        {
+            "alertname": "DriftgaugeUpstreamErrors",
+            "eval_time": "20m",
+            "exp_alerts": [
+                _fires(
+                    _rule(config, "DriftgaugeUpstreamErrors"), alert | {"severity": "critical"}, 0.2
+                )
+            ],
+        },
+        {
+            "alertname": "DriftgaugeObservationsDropped",
+            "eval_time": "20m",
+            "exp_alerts": [
+                _fires(
+                    _rule(config, "DriftgaugeObservationsDropped"),
+                    alert | {"reason": "queue_full", "severity": "warning"},
+                    10,
+                )
+            ],
+        },
+        {
+            "alertname": "DriftgaugeMonitoringSampled",
+            "eval_time": "35m",
+            "exp_alerts": [
+                _fires(
+                    _rule(config, "DriftgaugeMonitoringSampled"),
+                    alert | {"severity": "warning"},
+                    0.5,
+                )
+            ],
+        },
+    ]
+    _run(
+        tmp_path,
+        {"both": config},
         [{"interval": "1m", "input_series": series, "alert_rule_test": checks}],
     )

@@ -11,7 +11,11 @@ feature may be named anything (``a"b\\c``, ``sepal length (cm)``, ``naïve``).
 
 Every rule carries a ``model`` label (and an override's rules a ``feature``
 label) equal to the series' own, so rules of several models, or of a field
-and the other fields, never look like duplicates to ``promtool``.
+and the other fields, never look like duplicates to ``promtool``. The
+sidecar's own alerts (down, upstream errors, added latency, drops, sampling)
+come once per config: a sidecar exports its service metrics once, under its
+first model's label, so they select that label (``DriftgaugeSidecarDown``,
+on ``up``, carries none).
 """
 
 from __future__ import annotations
@@ -424,28 +428,37 @@ def _fill(template: str, matcher: str) -> str:
     return template.replace("{M}", "{" + matcher + "}").replace("{M, ", "{" + matcher + ", ")
 
 
-def model_groups(model: ModelRules) -> list[dict[str, Any]]:
-    """The rule groups of one model: fleet recording rules, drift, data quality, service."""
-    alerts = _Alerts(model)
+def _fixed(
+    alerts: _Alerts, table: Sequence[tuple[str, ...]], note: str = ""
+) -> list[dict[str, Any]]:
+    """The alerts of ``table`` selecting the model of ``alerts``, ``note`` ending each description."""
     matcher = alerts.model_matcher
+    return [
+        alerts.alert(name, _fill(expr, matcher), for_, level, summary, description + note)
+        for name, expr, for_, level, summary, description in table
+    ]
 
-    def fixed(table: Sequence[tuple[str, ...]]) -> list[dict[str, Any]]:
-        return [
-            alerts.alert(name, _fill(expr, matcher), for_, level, summary, description)
-            for name, expr, for_, level, summary, description in table
-        ]
 
+def model_groups(model: ModelRules) -> list[dict[str, Any]]:
+    """The rule groups of one model: fleet recording rules, drift, data quality, performance.
+
+    The service alerts are the sidecar's (:func:`render_rules`), not the model's.
+    """
+    alerts = _Alerts(model)
     records = [
-        {"record": name, "expr": _fill(expr, matcher), "labels": {"model": model.model}}
+        {
+            "record": name,
+            "expr": _fill(expr, alerts.model_matcher),
+            "labels": {"model": model.model},
+        }
         for name, expr in _FLEET_RECORDS
     ]
     suffix = f":{model.model}"
     return [
         {"name": f"driftgauge-fleet{suffix}", "interval": "30s", "rules": records},
         {"name": f"driftgauge-drift{suffix}", "rules": alerts.drift()},
-        {"name": f"driftgauge-data-quality{suffix}", "rules": fixed(_QUALITY)},
-        {"name": f"driftgauge-service{suffix}", "rules": fixed(_SERVICE)},
-        {"name": f"driftgauge-performance{suffix}", "rules": fixed(_PERFORMANCE)},
+        {"name": f"driftgauge-data-quality{suffix}", "rules": _fixed(alerts, _QUALITY)},
+        {"name": f"driftgauge-performance{suffix}", "rules": _fixed(alerts, _PERFORMANCE)},
     ]
 
 
@@ -478,7 +491,8 @@ SIDECAR_MEMORY = "1d"
 
 
 def _sidecar_group(models: Sequence[ModelRules]) -> dict[str, Any]:
-    """DriftgaugeSidecarDown: once per sidecar of this config, whatever models it serves.
+    """The sidecar's alerts, once per config whatever models it serves: DriftgaugeSidecarDown
+    and the service alerts, which select the series of the first model's label.
 
     ``up`` carries only the target's labels, so the rule keeps the targets of the
     scrape job that exported ``driftgauge_baseline_info`` of the config's first model
@@ -508,11 +522,25 @@ def _sidecar_group(models: Sequence[ModelRules]) -> dict[str, Any]:
             "data-quality or service metrics are coming from it.",
         ),
     }
-    return {"name": "driftgauge-sidecar", "rules": [rule]}
+    # The proxy's requests, latencies and sampling rate, and the drops of its queue and
+    # sampler, are the sidecar's: exported once, under its first model's label.
+    note = (
+        f" The sidecar serves models {names}; its service metrics carry the first one's label."
+        if len(models) > 1
+        else ""
+    )
+    return {
+        "name": "driftgauge-sidecar",
+        "rules": [rule, *_fixed(_Alerts(models[0]), _SERVICE, note)],
+    }
 
 
 def render_rules(models: Sequence[ModelRules]) -> dict[str, Any]:
-    """The rules document (``groups:``) of a sidecar serving ``models``."""
+    """The rules document (``groups:``) of a sidecar serving ``models``.
+
+    The sidecar's group (sidecar down, upstream errors, added latency, drops, sampling)
+    comes once, whatever the number of models, then each model's groups.
+    """
     groups = [_sidecar_group(models)]
     for model in models:
         groups += model_groups(model)

@@ -8,7 +8,10 @@ to its type (KS and quantiles for numeric fields, category shares and
 chi-squared for categorical ones), with the model and field written into the
 queries as escaped PromQL strings (no variable interpolation can break a
 name such as ``a"b\\c``). PSI and KS panels are coloured at the field's
-alert thresholds. Only ``datasource`` and ``window`` remain variables.
+alert thresholds. Only ``datasource`` and ``window`` remain variables. The
+service row reads the sidecars that serve the model (joined on their
+``driftgauge_baseline_info``), which export their requests under their first
+model's label, so every model of a multi-model sidecar shows them.
 """
 
 from __future__ import annotations
