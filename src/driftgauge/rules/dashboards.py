@@ -99,10 +99,18 @@ def _literal(text: str) -> Callable[[re.Match[str]], str]:
 
 
 def _substitute(value: str, names: dict[str, str], quoted: bool) -> str:
+    """``value`` with each variable of ``names`` replaced by its name.
+
+    In a query (``quoted``) the template's matcher ``label=~`${feature:regex}``` (a
+    regex-escaped value in a raw string, see grafana/README.md) becomes
+    ``label="<escaped literal>"``, as does a plain ``"$feature"``.
+    """
     for variable, name in names.items():
-        pattern = r"\$(?:\{" + variable + r"\}|" + variable + r"\b)"
-        if quoted:  # "$feature" in a query becomes a PromQL string literal
-            value = re.sub(f'"{pattern}"', _literal(promql_string(name)), value)
+        pattern = r"\$(?:\{" + variable + r"(?::\w+)?\}|" + variable + r"\b)"
+        if quoted:
+            literal = promql_string(name)
+            value = re.sub(f"=~`{pattern}`", _literal("=" + literal), value)
+            value = re.sub(f'"{pattern}"', _literal(literal), value)
         value = re.sub(pattern, _literal(name), value)
     return value
 
