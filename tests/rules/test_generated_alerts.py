@@ -421,3 +421,43 @@ def test_service_alerts_of_a_multi_model_sidecar_fire(tmp_path: Path) -> None:
         {"both": config},
         [{"interval": "1m", "input_series": series, "alert_rule_test": checks}],
     )
+
+
+# -- DriftgaugePerformanceDrop -------------------------------------------------------------------
+
+
+def test_performance_drop_covers_classifiers_and_regressors(tmp_path: Path) -> None:
+    """Accuracy 5% below a day ago fires, and so does RMSE 5% above it; steady or better figures do not."""
+    config = _config(tmp_path)
+    groups = render_rules(models_of(config))["groups"]
+    rules = {
+        r["labels"]["metric"]: r
+        for g in groups
+        for r in g["rules"]
+        if r.get("alert") == "DriftgaugePerformanceDrop"
+    }
+    assert set(rules) == {"accuracy", "rmse"}
+    wine = SIDECAR | {"model": "wine", "window": "1h"}
+    series = [
+        _series("driftgauge_performance", wine | {"metric": "accuracy"}, "0.9x300 0.8x20"),
+        _series("driftgauge_performance", wine | {"metric": "rmse"}, "2x300 2.5x20"),
+        _series("driftgauge_performance", wine | {"metric": "mae"}, "1x300 3x20"),
+        _series(
+            "driftgauge_performance",
+            SIDECAR | {"model": "wine", "window": "5m", "metric": "rmse"},
+            "2x300 1.9x20",
+        ),
+    ]
+    fired = [
+        _fires(rules[metric], wine | {"metric": metric, "severity": "warning"}, value)
+        for metric, value in (("accuracy", 0.8), ("rmse", 2.5))
+    ]
+    checks = [
+        {"alertname": "DriftgaugePerformanceDrop", "eval_time": "25h", "exp_alerts": []},
+        {"alertname": "DriftgaugePerformanceDrop", "eval_time": "26h", "exp_alerts": fired},
+    ]
+    _run(
+        tmp_path,
+        {"wine": config},
+        [{"interval": "5m", "input_series": series, "alert_rule_test": checks}],
+    )

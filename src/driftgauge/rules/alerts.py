@@ -124,8 +124,9 @@ class _Alerts:
         summary: str,
         description: str,
         feature: str | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        fixed = {"model": self.model.model}
+        fixed = {"model": self.model.model, **(labels or {})}
         if feature is not None:
             fixed["feature"] = feature
         return {
@@ -411,15 +412,33 @@ _SERVICE = (
     ),
 )
 
+# DriftgaugePerformanceDrop, one rule per task: its `metric` label, then the rule. A
+# classifier's accuracy falls, a regressor's RMSE rises (the sidecar exports mae and rmse
+# for regression, no threshold of its own: the day-old level is the baseline).
 _PERFORMANCE = (
     (
-        "DriftgaugePerformanceDrop",
-        'driftgauge_performance{M, metric="accuracy"}\n'
-        '  < 0.95 * (driftgauge_performance{M, metric="accuracy"} offset 1d)\n',
-        "30m",
-        "warning",
-        "Accuracy of model {{ $labels.model }} dropped",
-        "Accuracy of model {{ $labels.model }} from delayed labels (instance {{ $labels.instance }}) is {{ $value | humanizePercentage }}, more than 5% below its level a day ago.",
+        "accuracy",
+        (
+            "DriftgaugePerformanceDrop",
+            'driftgauge_performance{M, metric="accuracy"}\n'
+            '  < 0.95 * (driftgauge_performance{M, metric="accuracy"} offset 1d)\n',
+            "30m",
+            "warning",
+            "Accuracy of model {{ $labels.model }} dropped",
+            "Accuracy of model {{ $labels.model }} from delayed labels (instance {{ $labels.instance }}) is {{ $value | humanizePercentage }}, more than 5% below its level a day ago.",
+        ),
+    ),
+    (
+        "rmse",
+        (
+            "DriftgaugePerformanceDrop",
+            'driftgauge_performance{M, metric="rmse"}\n'
+            '  > 1.05 * (driftgauge_performance{M, metric="rmse"} offset 1d)\n',
+            "30m",
+            "warning",
+            "Prediction error of model {{ $labels.model }} rose",
+            'RMSE of model {{ $labels.model }} from delayed labels (instance {{ $labels.instance }}) is {{ $value | printf "%.4g" }}, more than 5% above its level a day ago.',
+        ),
     ),
 )
 
@@ -429,12 +448,17 @@ def _fill(template: str, matcher: str) -> str:
 
 
 def _fixed(
-    alerts: _Alerts, table: Sequence[tuple[str, ...]], note: str = ""
+    alerts: _Alerts,
+    table: Sequence[tuple[str, ...]],
+    note: str = "",
+    labels: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """The alerts of ``table`` selecting the model of ``alerts``, ``note`` ending each description."""
     matcher = alerts.model_matcher
     return [
-        alerts.alert(name, _fill(expr, matcher), for_, level, summary, description + note)
+        alerts.alert(
+            name, _fill(expr, matcher), for_, level, summary, description + note, labels=labels
+        )
         for name, expr, for_, level, summary, description in table
     ]
 
@@ -458,7 +482,14 @@ def model_groups(model: ModelRules) -> list[dict[str, Any]]:
         {"name": f"driftgauge-fleet{suffix}", "interval": "30s", "rules": records},
         {"name": f"driftgauge-drift{suffix}", "rules": alerts.drift()},
         {"name": f"driftgauge-data-quality{suffix}", "rules": _fixed(alerts, _QUALITY)},
-        {"name": f"driftgauge-performance{suffix}", "rules": _fixed(alerts, _PERFORMANCE)},
+        {
+            "name": f"driftgauge-performance{suffix}",
+            "rules": [
+                rule
+                for metric, row in _PERFORMANCE
+                for rule in _fixed(alerts, [row], labels={"metric": metric})
+            ],
+        },
     ]
 
 
