@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from driftgauge.config import config_from_mapping
-from driftgauge.rules.alerts import dump_yaml, models_of
+from driftgauge.rules.alerts import models_of
 from driftgauge.rules.dashboards import render_dashboard
-from driftgauge.rules.promql import promql_string
 from tests.helpers import base_config
+from tests.rules.support import promtool_test
+from tests.rules.support import series as _series
 
 SIDECAR = {"job": "driftgauge", "instance": "10.0.0.7:10117"}
-
-
-def _promtool() -> str:
-    path = shutil.which("promtool")
-    assert path is not None, "promtool missing: scripts/test.sh installs the prometheus package"
-    return path
-
-
-def _series(metric: str, labels: dict[str, str], values: str) -> dict[str, str]:
-    text = ", ".join(f"{k}={promql_string(v)}" for k, v in labels.items())
-    return {"series": f"{metric}{{{text}}}", "values": values}
 
 
 def _service_targets(board: dict[str, Any]) -> dict[str, str]:
@@ -86,17 +74,8 @@ def test_every_models_service_row_shows_its_sidecars_requests(tmp_path: Path) ->
         },
     ]
     (tmp_path / "empty.rules.yml").write_text("groups: []\n", encoding="utf-8")
-    document = {
-        "rule_files": ["empty.rules.yml"],
-        "evaluation_interval": "1m",
-        "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": tests}],
-    }
-    (tmp_path / "test.yml").write_text(dump_yaml(document), encoding="utf-8")
-    result = subprocess.run(
-        [_promtool(), "test", "rules", "test.yml"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=tmp_path,
+    promtool_test(
+        tmp_path,
+        ["empty.rules.yml"],
+        [{"interval": "1m", "input_series": series, "promql_expr_test": tests}],
     )
-    assert result.returncode == 0, result.stdout + result.stderr

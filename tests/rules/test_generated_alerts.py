@@ -1,15 +1,16 @@
-"""promtool unit tests of the non-drift rules `driftgauge rules` writes, as Prometheus runs them.
+"""promtool unit tests of what `driftgauge rules` writes beyond the per-field drift logic.
 
 Each test renders the rules of one or more configs, writes a promtool test
 file of input series and expected alerts next to them, and runs
-``promtool test rules``: the labels an alert fires with are exactly the
-configured ones, whatever they hold.
+``promtool test rules``: labels fire exactly as configured, a down sidecar
+alerts once with its own config's labels, only lost observations count as
+dropped, the multivariate field drifts like an input, the service alerts come
+once per sidecar, and regressors get a performance alert.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,26 +20,16 @@ import yaml
 from driftgauge.config import Config, config_from_mapping
 from driftgauge.exposition.live import DROP_REASONS
 from driftgauge.rules.alerts import NOT_LOST, dump_yaml, models_of, render_rules
-from driftgauge.rules.promql import promql_string
 from tests.helpers import base_config
+from tests.rules.support import promtool, promtool_test
+from tests.rules.support import series as _series
 
 SIDECAR = {"job": "driftgauge", "instance": "10.0.0.7:10117"}
 SRC = Path(__file__).resolve().parents[2] / "src" / "driftgauge"
 
 
-def _promtool() -> str:
-    path = shutil.which("promtool")
-    assert path is not None, "promtool missing: scripts/test.sh installs the prometheus package"
-    return path
-
-
 def _config(tmp_path: Path, **overrides: Any) -> Config:
     return config_from_mapping(base_config(tmp_path, **overrides), base=tmp_path)
-
-
-def _series(metric: str, labels: dict[str, str], values: str) -> dict[str, str]:
-    text = ", ".join(f"{k}={promql_string(v)}" for k, v in labels.items())
-    return {"series": f"{metric}{{{text}}}", "values": values}
 
 
 def _rule(config: Config, name: str) -> dict[str, Any]:
@@ -81,19 +72,10 @@ def _run(tmp_path: Path, configs: dict[str, Config], tests: list[dict[str, Any]]
         path.write_text(dump_yaml(render_rules(models_of(config))), encoding="utf-8")
         files.append(path.name)
         checked = subprocess.run(
-            [_promtool(), "check", "rules", str(path)], capture_output=True, text=True, check=False
+            [promtool(), "check", "rules", str(path)], capture_output=True, text=True, check=False
         )
         assert checked.returncode == 0, checked.stdout + checked.stderr
-    document = {"rule_files": files, "evaluation_interval": "1m", "tests": tests}
-    (tmp_path / "test.yml").write_text(dump_yaml(document), encoding="utf-8")
-    result = subprocess.run(
-        [_promtool(), "test", "rules", "test.yml"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    promtool_test(tmp_path, files, tests)
 
 
 # -- labels ------------------------------------------------------------------------------
