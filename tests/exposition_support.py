@@ -49,8 +49,16 @@ from driftgauge.sketches.summary import CategoricalSummary, NumericSummary
 from tests.feedback_support import Pipeline, build, classifier_columns, instances, record, wire
 
 AWKWARD_MODEL = 'wine "red"\\ \nrosé'
-PARSE_ERROR_REASONS = (*REASONS, "invalid_json", "unknown_path", "internal")
-DROP_REASONS = ("queue_full", "body_too_large", "feedback_expired", "sampled")
+# The reasons every scrape shows from 0, as the sidecar declares them.
+BODY_REASONS = ("unknown_encoding", "bad_encoding", "decoded_too_large")
+PARSE_ERROR_REASONS = (*REASONS, *BODY_REASONS, "invalid_json", "unknown_path", "internal")
+DROP_REASONS = (
+    "queue_full",
+    "body_too_large",
+    "cloudevents_overload",
+    "feedback_expired",
+    "sampled",
+)
 ACCEPTS = (
     "",
     "text/plain",

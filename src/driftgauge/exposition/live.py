@@ -20,6 +20,7 @@ from prometheus_client.core import Metric
 
 from driftgauge.exposition import catalogue
 from driftgauge.exposition.catalogue import MetricSpec, Series
+from driftgauge.monitor.batch import BODY_REASONS
 from driftgauge.monitor.fields import CATEGORICAL_INVALID_REASONS, NUMERIC_INVALID_REASONS
 from driftgauge.monitor.model import Monitor
 from driftgauge.protocols import REASONS
@@ -32,8 +33,15 @@ __all__ = [
     "merged_read",
 ]
 
-PARSE_ERROR_REASONS = (*REASONS, "invalid_json", "unknown_path", "internal")
-DROP_REASONS = ("queue_full", "body_too_large", "feedback_expired", "sampled")
+PARSE_ERROR_REASONS = (*REASONS, *BODY_REASONS, "invalid_json", "unknown_path", "internal")
+# Each starts at 0, so that increase() sees the first drops of a reason too.
+DROP_REASONS = (
+    "queue_full",
+    "body_too_large",
+    "cloudevents_overload",
+    "feedback_expired",
+    "sampled",
+)
 LABEL_RESULTS = ("matched", "unmatched", "invalid")
 
 
