@@ -33,6 +33,10 @@ T0 = 1_700_000_000.0
         ("/v2/models/wine/infer", {"model_version": 2}, "2"),
         ("/v2/models/wine/infer", {"outputs": []}, ""),
         ("", {"model_version": True}, ""),
+        # Escapes decoded as in model names: the response's spelling and the path's agree.
+        ("/v2/models/wine/versions/v%C3%A9ga%201/infer", None, "véga 1"),
+        ("/v2/models/wine/versions/100%25/infer", None, "100%"),
+        ("/v2/models/wine/versions/%FF/infer", None, "%FF"),  # no UTF-8: as written
     ],
 )
 def test_the_version_comes_from_the_path_else_the_response(

@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from urllib.parse import unquote
 
 from driftgauge.config.protocols import protocol_names
 from driftgauge.monitor.batch import Batcher, Extraction
 from driftgauge.monitor.model import Monitor
+from driftgauge.monitor.versions import percent_decoded
 from driftgauge.typing import Record
 
 __all__ = ["SERVICE_HEADER", "Router", "model_in_path"]
@@ -53,17 +53,7 @@ _MATCHES_KEPT = 1024
 def model_in_path(path: str) -> str | None:
     """The model name a KServe or TF Serving route carries, percent-escapes decoded, if any."""
     match = _NAMED.match(path)
-    return _decoded(match.group(1)) if match else None
-
-
-def _decoded(text: str) -> str:
-    """``text`` with its percent-escapes decoded as UTF-8; as it is when they are no UTF-8."""
-    if "%" not in text:
-        return text
-    try:
-        return unquote(text, errors="strict")
-    except UnicodeDecodeError:
-        return text
+    return percent_decoded(match.group(1)) if match else None
 
 
 def _names_in_path(path: str) -> tuple[str, ...]:
@@ -72,7 +62,7 @@ def _names_in_path(path: str) -> tuple[str, ...]:
     if match is None:
         return ()
     written = match.group(1)
-    decoded = _decoded(written)
+    decoded = percent_decoded(written)
     return (decoded,) if decoded == written else (decoded, written)
 
 
@@ -114,7 +104,7 @@ class Router:
         for pattern, batcher in self._routes:
             if pattern.search(path):
                 return batcher
-        decoded = _decoded(path)
+        decoded = percent_decoded(path)
         if decoded != path:
             for pattern, batcher in self._routes:
                 if pattern.search(decoded):

@@ -20,12 +20,19 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
+from urllib.parse import unquote
 
 from driftgauge.config.protocols import protocol_names
 from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.tracker import Observation
 
-__all__ = ["OTHER_VERSION", "VERSIONED_PROTOCOLS", "ModelVersions", "record_version"]
+__all__ = [
+    "OTHER_VERSION",
+    "VERSIONED_PROTOCOLS",
+    "ModelVersions",
+    "percent_decoded",
+    "record_version",
+]
 
 OTHER_VERSION = "__other__"
 # Protocols whose paths or responses name a model version.
@@ -33,12 +40,24 @@ VERSIONED_PROTOCOLS = frozenset({"kserve-v2", "kserve", "tfserving"})
 _PATH_VERSION = re.compile(r"/versions/([^/:?]+)")
 
 
+def percent_decoded(text: str) -> str:
+    """``text`` (a path segment) with its percent-escapes decoded as UTF-8; as it is when
+    they are no UTF-8."""
+    if "%" not in text:
+        return text
+    try:
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        return text
+
+
 def record_version(path: str, response: Any) -> str:
-    """The model version a record names: in its path, else the response's ``model_version``."""
+    """The model version a record names: in its path (percent-escapes decoded), else the
+    response's ``model_version``."""
     if path:
         found = _PATH_VERSION.search(path)
         if found:
-            return found.group(1)
+            return percent_decoded(found.group(1))
     if isinstance(response, dict):
         version = response.get("model_version")
         if isinstance(version, str | int) and not isinstance(version, bool):
