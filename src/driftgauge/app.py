@@ -35,7 +35,7 @@ from driftgauge.exposition.collector import (
 from driftgauge.exposition.models import ModelsCollector
 from driftgauge.exposition.proxy import ProxyMetrics
 from driftgauge.jsonbody import decode_json
-from driftgauge.monitor.batch import Batcher, Extraction
+from driftgauge.monitor.batch import MAX_BODY_BYTES, Batcher, Extraction
 from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.route import Router
 from driftgauge.monitor.versions import ModelVersions
@@ -160,6 +160,8 @@ def build_sidecar(
             make_adapter(m.config.protocol, m.config.features, m.config.predictions),
             m,
             ModelVersions.of(m),
+            # A compressed body decompresses to no more than the source reads of it.
+            getattr(config.source, "max_body_bytes", MAX_BODY_BYTES),
         )
         for m in monitors
     ]
