@@ -44,6 +44,21 @@ async def until(condition: Callable[[], bool], within: float = WAIT, what: str =
         await asyncio.sleep(0.01)
 
 
+@contextlib.asynccontextmanager
+async def running_sidecar(sidecar: Sidecar) -> AsyncIterator[Sidecar]:
+    """``run_until_stopped(sidecar)`` in this loop, yielded once its listener is up."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_until_stopped(sidecar, stop))
+    try:
+        await until(lambda: sidecar.proxy_port is not None or task.done(), what="the listener")
+        if task.done():
+            task.result()
+        yield sidecar
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10.0)
+
+
 # -- a well-behaved upstream ---------------------------------------------------
 
 

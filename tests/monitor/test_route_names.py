@@ -3,7 +3,6 @@ router and through the real proxy."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,13 +12,13 @@ import pytest
 from aiohttp import ClientSession, ClientTimeout, web
 from yarl import URL
 
-from driftgauge.app import Sidecar, build_sidecar, run_until_stopped
+from driftgauge.app import Sidecar, build_sidecar
 from driftgauge.baseline import build_baseline, save_baseline
 from driftgauge.config import config_from_mapping
 from driftgauge.monitor.route import Router, model_in_path
 from driftgauge.typing import Record
 from tests.helpers import base_config, free_port, training_rows, write_csv
-from tests.proxy_upstream import until, upstream_server
+from tests.proxy_upstream import running_sidecar, until, upstream_server
 
 T0 = 1_700_000_000.0
 V1 = "kserve-v1"
@@ -184,16 +183,8 @@ async def proxy_sidecar(tmp_path: Path, upstream_port: int) -> AsyncIterator[Sid
     }
     config = config_from_mapping(models_document(tmp_path, source), base=tmp_path)
     sidecar = build_sidecar(config)
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_until_stopped(sidecar, stop))
-    try:
-        await until(lambda: sidecar.proxy_port is not None or task.done(), what="the listener")
-        if task.done():
-            task.result()
+    async with running_sidecar(sidecar):
         yield sidecar
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10.0)
 
 
 async def test_the_proxy_routes_percent_encoded_names_to_their_model(tmp_path: Path) -> None:

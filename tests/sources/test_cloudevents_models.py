@@ -15,12 +15,12 @@ from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout
 
-from driftgauge.app import Sidecar, build_sidecar, run_until_stopped
+from driftgauge.app import Sidecar, build_sidecar
 from driftgauge.baseline import build_baseline, save_baseline
 from driftgauge.config import config_from_mapping
 from tests.helpers import base_config, free_port, scrape, series, training_rows, write_csv
 from tests.kserve_logger import CloudEvent, Message, binary, kserve_event, send, structured
-from tests.proxy_upstream import until
+from tests.proxy_upstream import running_sidecar, until
 
 WINE, IRIS = "wine-a", "iris.v2"  # a KServe v2 and a KServe v1 InferenceService
 
@@ -85,16 +85,8 @@ async def models_sidecar(tmp_path: Path) -> AsyncIterator[Sidecar]:
         {"model": IRIS, "protocol": "kserve-v1", "baseline": str(baseline), **fields},
     ]
     sidecar = build_sidecar(config_from_mapping({**shared, "models": models}, base=tmp_path))
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_until_stopped(sidecar, stop))
-    try:
-        await until(lambda: sidecar.proxy_port is not None or task.done(), what="the listener")
-        if task.done():
-            task.result()
+    async with running_sidecar(sidecar):
         yield sidecar
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10.0)
 
 
 def observations(sidecar: Sidecar) -> dict[str, int]:

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from aiohttp import ClientSession, ClientTimeout, web
 
-from driftgauge.app import Sidecar, build_sidecar, run_until_stopped
+from driftgauge.app import Sidecar, build_sidecar
 from driftgauge.config import config_from_mapping
 from driftgauge.sources.cloudevents import CloudEventsSource
 from tests.helpers import Series, base_config, free_port, scrape
@@ -31,6 +31,7 @@ from tests.proxy_upstream import (
     build_baseline_file,
     kserve_v2_request,
     running_proxy,
+    running_sidecar,
     until,
     upstream_server,
 )
@@ -112,16 +113,8 @@ async def cloudevents_sidecar(tmp_path: Path, baseline: Path) -> AsyncIterator[S
         tmp_path, protocol="kserve-v2", source={"cloudevents": source}, baseline=str(baseline)
     )
     sidecar = build_sidecar(config_from_mapping(raw, base=tmp_path))
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_until_stopped(sidecar, stop))
-    try:
-        await until(lambda: sidecar.proxy_port is not None or task.done(), what="the listener")
-        if task.done():
-            task.result()
+    async with running_sidecar(sidecar):
         yield sidecar
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10.0)
 
 
 async def figures(sidecar: Sidecar) -> dict[Series, float]:

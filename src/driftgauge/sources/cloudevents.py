@@ -109,10 +109,12 @@ BATCH_DELAY = 0.02  # paired records gather this long before one on_records call
 MAX_BATCH = 256  # ... or until there are this many ...
 BATCH_FILL = 0.05  # ... or this share of max_pending (at least one record)
 SLICE_SECONDS = 0.005  # on_records calls are sized to take about this long on the loop
-# A pair that has waited this long reads to the sampler as a full list (1 s): the consumer is
-# behind once a pair waits QUEUE_LOW of it, five times the gathering (a loop stall of a few
-# tens of milliseconds is not), far behind from QUEUE_HIGH of it (the rate then halves).
-BEHIND_SECONDS = 5 * BATCH_DELAY / QUEUE_LOW
+# A pair that has waited this long reads to the sampler as a full list (3 s): the consumer is
+# behind once a pair waits QUEUE_LOW of it, 15 times the gathering (a loop stall of a few
+# tens of milliseconds is not, nor a process starved of CPU for a moment: at 5 times, 100 ms,
+# two busy cores beside the test suite sampled pairs away), far behind from QUEUE_HIGH of it
+# (the rate then halves).
+BEHIND_SECONDS = 15 * BATCH_DELAY / QUEUE_LOW
 # The attributes KServe's logger stamps alike on a call's request and response events: where
 # the events come from.  Kept with each record as headers, in the binary binding's spelling.
 ORIGIN_ATTRIBUTES = ("source", "inferenceservicename", "namespace", "component", "endpoint")

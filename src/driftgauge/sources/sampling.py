@@ -24,11 +24,11 @@ called by the monitoring consumer), to two readings:
   rate is cut to what it took in over the interval (``HEADROOM`` of it) and
   may not rise; from ``QUEUE_HIGH`` on it also at least halves, to drain the
   backlog.  The proxy reads how full its queue is; the CloudEvents source how
-  long its oldest pair has waited (``cloudevents.BEHIND_SECONDS`` is 1).  A
+  long its oldest pair has waited (``cloudevents.BEHIND_SECONDS`` is 3).  A
   reading must leave out what the consumer holds back on purpose to batch:
   with a small bound, even one record gathered would read as a consumer behind
   (the proxy's gathering stays under half of ``QUEUE_LOW``, the CloudEvents
-  source's lasts a fifth of the wait that reads as ``QUEUE_LOW``).
+  source's lasts a fifteenth of the wait that reads as ``QUEUE_LOW``).
 
 The rate rises at most ``RISE``-fold per interval, so a passing lull does not
 flood the queue, and never falls below ``floor``: past that, the queue's own
