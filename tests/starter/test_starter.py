@@ -162,6 +162,35 @@ def test_sample_reads_only_the_first_rows(tmp_path: Path) -> None:
     assert sample_data(tmp_path / "t.csv", rows=120).rows == 120
 
 
+def test_parquet_sample_spans_small_row_groups(tmp_path: Path) -> None:
+    """A Parquet file of 100-row groups is sampled up to the limit, not its first group only."""
+    n = 5_000
+    table = pa.table(
+        {
+            "amount": [i % 5 if i < 100 else i for i in range(n)],
+            "city": pa.array(
+                [None if i < 100 else f"c{i % 7}" for i in range(n)]
+            ).dictionary_encode(),
+            "label": [i % 2 for i in range(n)],
+        }
+    )
+    pq.write_table(table, tmp_path / "rg.parquet", row_group_size=100)
+    assert pq.ParquetFile(tmp_path / "rg.parquet").num_row_groups == 50
+    sample = sample_data(tmp_path / "rg.parquet")
+    assert sample.rows == n
+    assert {c.name: c.type for c in sample.columns} == {
+        "amount": "numeric",
+        "city": "categorical",
+        "label": "categorical",
+    }
+    city = sample.column("city")
+    assert city is not None and city.present == n - 100
+    limited = sample_data(tmp_path / "rg.parquet", rows=250)
+    assert limited.rows == 250
+    amount = limited.column("amount")
+    assert amount is not None and amount.present == 250 and amount.distinct == 155
+
+
 def test_csv_missing_cells_and_unnamed_index_column(tmp_path: Path) -> None:
     """Empty and NA cells are missing, not text; an unnamed first column (a saved index) is skipped."""
     path = tmp_path / "t.csv"

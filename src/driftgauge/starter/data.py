@@ -238,15 +238,21 @@ def _sample_parquet(path: Path, limit: int) -> DataSample:
             f"{path}: reading Parquet needs pyarrow: pip install 'driftgauge[parquet]'"
         ) from None
     parquet = pa_parquet.ParquetFile(path)
+    rows = 0
     try:
         header = list(parquet.schema_arrow.names)
-        batch = next(parquet.iter_batches(batch_size=limit), None)
+        columns: list[list[Any]] = [[] for _ in header]
+        # A batch never spans row groups: small ones take several batches to reach the limit.
+        for batch in parquet.iter_batches(batch_size=limit):
+            taken = batch.slice(0, limit - rows)
+            for index, column in enumerate(columns):
+                column += taken.column(index).to_pylist()
+            rows += taken.num_rows
+            if rows >= limit:
+                break
     finally:
         parquet.close()
-    if batch is None:
-        return _profiles(path, header, [[] for _ in header], 0)
-    columns = [batch.column(index).to_pylist() for index in range(len(header))]
-    return _profiles(path, header, columns, batch.num_rows)
+    return _profiles(path, header, columns, rows)
 
 
 def sample_data(path: Path, rows: int = SAMPLE_ROWS) -> DataSample:
