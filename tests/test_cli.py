@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -358,3 +358,61 @@ def test_baseline_workers_give_the_same_file_content(project: Path) -> None:
         "-o", project / "x.dgb", "--workers", "0",
     )  # fmt: skip
     assert bad.returncode == 2 and "--workers" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _wide_training_csv(path: Path, columns: int, megabytes: int) -> Path:
+    """A CSV of ``columns`` numeric columns, about ``megabytes`` large (one block repeated)."""
+    rows = np.random.default_rng(5).normal(13.0, 0.8, (20_000, columns)).round(3)
+    block = "".join(",".join(map(str, row)) + "\n" for row in rows.tolist())
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write(",".join(f"x{i}" for i in range(columns)) + "\n")
+        for _ in range(megabytes * 1_000_000 // len(block) + 1):
+            handle.write(block)
+    return path
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_stops_a_baseline_build_like_ctrl_c(tmp_path: Path, workers: int) -> None:
+    """SIGTERM mid-build: exit 143 with one line, no worker left running, no spill directory."""
+    psutil = pytest.importorskip("psutil")
+    columns = 12
+    raw = base_config(tmp_path, baseline="baseline.dgb")
+    raw["features"] = [{"name": f"x{i}", "type": "numeric"} for i in range(columns - 1)]
+    raw["predictions"] = [{"name": f"x{columns - 1}", "type": "numeric"}]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    data = _wide_training_csv(tmp_path / "train.csv", columns, megabytes=40)
+    spill = tmp_path / "tmp"
+    spill.mkdir()
+    process = subprocess.Popen(
+        [*CLI, "baseline", "-c", str(tmp_path / "config.yaml"), "--data", str(data),
+         "-o", str(tmp_path / "out.dgb"), "--workers", str(workers)],
+        stderr=subprocess.PIPE, text=True, env=os.environ | {"TMPDIR": str(spill)},
+    )  # fmt: skip
+    children = []
+    try:
+        parent = psutil.Process(process.pid)
+        # Building: its spill directory exists and, with a pool, its workers are running.
+        wait_for(lambda: any(spill.iterdir()), timeout=60, interval=0.02, what="spill directory")
+        if workers > 1:
+            wait_for(
+                lambda: len(parent.children()) == workers, timeout=60, interval=0.02, what="workers"
+            )
+        children = parent.children(recursive=True)
+        assert process.poll() is None, "the build ended before the signal"
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+        assert len(children) == (workers if workers > 1 else 0)
+        # Before reading stderr: a worker left running would hold the pipe open.
+        wait_for(lambda: not any(c.is_running() for c in children), timeout=10, what="workers gone")
+        assert process.stderr is not None
+        lines = [line for line in process.stderr.read().splitlines() if line.strip()]
+        assert (code, lines) == (143, ["driftgauge: baseline: stopped by SIGTERM"])
+        assert list(spill.iterdir()) == []
+        assert not (tmp_path / "out.dgb").exists()
+    finally:
+        for running in [process, *children]:
+            with suppress(psutil.NoSuchProcess):
+                running.kill()
+        process.wait(timeout=10)
+        assert process.stderr is not None
+        process.stderr.close()

@@ -1,15 +1,17 @@
 """The ``driftgauge`` command: demo, init, baseline (and baseline merge), serve, check, inspect, rules.
 
 Every user error ends as one line on stderr and a non-zero exit code
-(2 config, 3 baseline, 4 data, 1 other), never a traceback.
+(2 config, 3 baseline, 4 data, 1 other), never a traceback.  Ctrl-C ends a
+command with 130; SIGTERM ends ``baseline`` as Ctrl-C does, with 143.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
@@ -19,9 +21,12 @@ from driftgauge.exceptions import BaselineError, ConfigError, DataError, Driftga
 from driftgauge.runtime import loops
 from driftgauge.runtime.logs import configure_logging
 from driftgauge.runtime.loops import LOOP_CHOICES
+from driftgauge.runtime.sigterm import Terminated, sigterm_raises
 
 if TYPE_CHECKING:
     from driftgauge.baseline import Baseline
+
+Progress = Callable[[str, int, int], None]
 
 __all__ = ["main"]
 
@@ -237,26 +242,34 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
     )
 
     config = _one_model(load_config(args.config), args.model, args.config)
-    if args.spark is not None or args.dask is not None:
-        built = _cluster_baseline(config, args)
-    else:
-        built = build_baseline(
-            config, resolve_inputs(args.data), progress=terminal_progress, workers=args.workers
-        )
-    problems = [_not_numbers_problem(*found) for found in _mostly_not_numbers(built)]
-    if problems:
-        raise DataError(
-            f"{_files_text(args.data)}: {'; '.join(problems)}: fix the data or make the field "
-            f"categorical (no baseline written)"
-        )
-    save_baseline(built, args.output)
+    # SIGTERM (a container stopping) stops the workers and removes the spill files, as Ctrl-C.
+    with sigterm_raises() as stop_if_terminated:
+
+        def progress(stage: str, done: int, total: int) -> None:
+            stop_if_terminated()
+            terminal_progress(stage, done, total)
+
+        if args.spark is not None or args.dask is not None:
+            built = _cluster_baseline(config, args, progress)
+        else:
+            built = build_baseline(
+                config, resolve_inputs(args.data), progress=progress, workers=args.workers
+            )
+        problems = [_not_numbers_problem(*found) for found in _mostly_not_numbers(built)]
+        if problems:
+            raise DataError(
+                f"{_files_text(args.data)}: {'; '.join(problems)}: fix the data or make the field "
+                f"categorical (no baseline written)"
+            )
+        stop_if_terminated()
+        save_baseline(built, args.output)
     print(f"wrote {args.output}: {built.rows:,} rows, {len(built.fields)} fields, id {built.id}")
     return 0
 
 
-def _cluster_baseline(config: Config, args: argparse.Namespace) -> Baseline:
+def _cluster_baseline(config: Config, args: argparse.Namespace, progress: Progress) -> Baseline:
     """The baseline built on Spark (``--spark``) or Dask (``--dask``), which read ``--data``."""
-    from driftgauge.baseline import build_baseline, terminal_progress
+    from driftgauge.baseline import build_baseline
 
     locations, source = [str(d) for d in args.data], _files_text(args.data)
     if args.spark is not None:
@@ -264,14 +277,14 @@ def _cluster_baseline(config: Config, args: argparse.Namespace) -> Baseline:
 
         with spark.spark_session(args.spark) as session:
             frame = spark.read_data(session, locations, config.columns)
-            runner = spark.SparkRunner(frame, source=source, progress=terminal_progress)
+            runner = spark.SparkRunner(frame, source=source, progress=progress)
             return build_baseline(config, runner)
     from driftgauge.baseline import dask
 
     frame = dask.read_data(locations, config.columns)  # lazy: the files' metadata only
     with dask.dask_client(args.dask) as client:
         return build_baseline(
-            config, dask.DaskRunner(frame, client, source=source, progress=terminal_progress)
+            config, dask.DaskRunner(frame, client, source=source, progress=progress)
         )
 
 
@@ -428,6 +441,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Terminated:
+        print(f"driftgauge: {args.command}: stopped by SIGTERM", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"driftgauge: {where}{exc.strerror or exc}", file=sys.stderr)
