@@ -187,3 +187,167 @@ def test_check_and_serve_report_a_baseline_without_numbers(
     for command in ("check", "serve"):
         line = one_line(run(command, "-c", config_path), 3)
         assert f"{config.baseline}: numeric field 'alcohol': 500 of its 500" in line
+
+
+# -- fields without values, data without rows -----------------------------------------------
+
+
+def rows_where(n: int, **columns: list[Any]) -> dict[str, list[Any]]:
+    """``training_rows(n)`` with the given columns replaced."""
+    return training_rows(n) | columns
+
+
+def write_parquet(path: Path, columns: dict[str, Any]) -> Path:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def empty_parquet(path: Path) -> Path:
+    pa = pytest.importorskip("pyarrow")
+    types = {
+        "alcohol": pa.float64(),
+        "ash": pa.float64(),
+        "region": pa.string(),
+        "class": pa.string(),
+    }
+    return write_parquet(path, {name: pa.array([], kind) for name, kind in types.items()})
+
+
+def null_parquet(path: Path, nulls: Any) -> Path:
+    pa = pytest.importorskip("pyarrow")
+    return write_parquet(path, rows_where(300, alcohol=pa.array([nulls] * 300, pa.float64())))
+
+
+EMPTY_DATA = {
+    "csv-all-missing": (
+        lambda d: write_csv(d / "t.csv", rows_where(300, alcohol=[None] * 300)),
+        "numeric field 'alcohol' has no finite value (300 missing, 0 NaN, 0 inf): "
+        "remove it from the config or fix the data (no baseline written)",
+    ),
+    "csv-all-inf": (
+        lambda d: write_csv(d / "t.csv", rows_where(300, alcohol=["inf", "-inf", ""] * 100)),
+        "numeric field 'alcohol' has no finite value (100 missing, 0 NaN, 200 inf)",
+    ),
+    "csv-empty-category": (
+        lambda d: write_csv(d / "t.csv", rows_where(300, region=[None] * 300)),
+        "categorical field 'region' has no value (300 missing): remove it from the config "
+        "or fix the data (no baseline written)",
+    ),
+    "csv-two-fields": (
+        lambda d: write_csv(d / "t.csv", rows_where(300, ash=[None] * 300, region=[None] * 300)),
+        "numeric field 'ash' has no finite value (300 missing, 0 NaN, 0 inf); categorical field "
+        "'region' has no value (300 missing): remove them from the config or fix the data",
+    ),
+    "csv-header-only": (
+        lambda d: write_csv(d / "t.csv", rows_where(0)),
+        "holds no rows (no baseline written)",
+    ),
+    "parquet-all-null": (
+        lambda d: null_parquet(d / "t.parquet", None),
+        "numeric field 'alcohol' has no finite value (300 missing, 0 NaN, 0 inf)",
+    ),
+    "parquet-all-nan": (
+        lambda d: null_parquet(d / "t.parquet", float("nan")),
+        "numeric field 'alcohol' has no finite value (0 missing, 300 NaN, 0 inf)",
+    ),
+    "parquet-no-rows": (
+        lambda d: empty_parquet(d / "t.parquet"),
+        "holds no rows (no baseline written)",
+    ),
+}
+
+
+@pytest.mark.parametrize(("make", "needle"), EMPTY_DATA.values(), ids=EMPTY_DATA.keys())
+def test_baseline_refuses_data_without_values_to_bin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Any, needle: str
+) -> None:
+    """No rows, or a field without a value (no finite number, no category), is a data error:
+    exit 4, one line naming the file and the fields, nothing written."""
+    config = words_config(tmp_path)
+    data = make(tmp_path)
+    output = tmp_path / "baseline.dgb"
+    code = cli.main(["baseline", "-c", str(config), "--data", str(data), "-o", str(output)])
+    error = capsys.readouterr().err.strip()
+    assert code == 4
+    assert "\n" not in error
+    assert error.startswith(f"driftgauge: {data}: ")
+    assert needle in error
+    assert not output.exists()
+
+
+def library_baseline(tmp_path: Path, columns: dict[str, list[Any]]) -> tuple[Path, Path]:
+    """A config and the baseline ``build_baseline`` writes for ``columns`` (it refuses nothing,
+    as the command did not before it checked): a baseline file of an older driftgauge."""
+    config_path = words_config(tmp_path)
+    config = load_config(config_path)
+    data = write_csv(tmp_path / "old.csv", columns)
+    save_baseline(build_baseline(config, [data]), config.baseline)
+    return config_path, config.baseline
+
+
+@pytest.mark.parametrize(
+    ("columns", "needle"),
+    [
+        (
+            rows_where(200, alcohol=[None] * 200),
+            "numeric field 'alcohol' has no finite value (200 missing, 0 NaN, 0 inf): rebuild it "
+            "from data that has values, or without the field (remove it from the config)",
+        ),
+        (
+            rows_where(200, region=[None] * 200),
+            "categorical field 'region' has no value (200 missing): rebuild it",
+        ),
+        (rows_where(0), "the baseline holds no rows: rebuild it from training data"),
+    ],
+    ids=["numeric", "categorical", "no-rows"],
+)
+def test_check_and_serve_refuse_a_baseline_without_values(
+    tmp_path: Path, columns: dict[str, list[Any]], needle: str
+) -> None:
+    """An existing baseline with a field without values fails check and serve (exit 3, one
+    line naming the file and the field) instead of serve's IndexError."""
+    config, baseline = library_baseline(tmp_path, columns)
+    for command in ("check", "serve"):
+        line = one_line(run(command, "-c", config), 3)
+        assert line.startswith(f"driftgauge: {baseline}: ")
+        assert needle in line
+
+
+def test_merge_refuses_a_result_without_values_but_not_parts_without(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Parts may lack a field's values; a merged baseline without any is refused (exit 3)."""
+    config = words_config(tmp_path)
+    loaded = load_config(config)
+    parts = {}
+    for name, columns in {
+        "empty": rows_where(100, alcohol=[None] * 100),
+        "also-empty": rows_where(50, alcohol=["inf"] * 50),
+        "full": training_rows(100),
+        "no-rows": rows_where(0),
+    }.items():
+        parts[name] = tmp_path / f"{name}.dgb"
+        data = write_csv(tmp_path / f"{name}.csv", columns)
+        save_baseline(build_baseline(loaded, [data]), parts[name])
+
+    def merge(*names: str) -> tuple[int, str]:
+        inputs = [str(parts[name]) for name in names]
+        output = str(tmp_path / "merged.dgb")
+        code = cli.main(["baseline", "merge", "-c", str(config), *inputs, "-o", output])
+        return code, capsys.readouterr().err.strip()
+
+    assert merge("empty", "full") == (0, "")
+    (tmp_path / "merged.dgb").unlink()
+    code, error = merge("empty", "also-empty")
+    assert code == 3 and "\n" not in error
+    assert error == (
+        f"driftgauge: {parts['empty']}, {parts['also-empty']}: numeric field 'alcohol' has no "
+        "finite value (100 missing, 0 NaN, 50 inf): remove it from the config or rebuild the "
+        "parts from data that has values (no baseline written)"
+    )
+    assert not (tmp_path / "merged.dgb").exists()
+    assert merge("no-rows", "no-rows")[1].endswith(
+        ": the baselines hold no rows (no baseline written)"
+    )

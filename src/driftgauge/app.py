@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from prometheus_client import ProcessCollector
 
-from driftgauge.baseline import Baseline, check_against, load_baseline
+from driftgauge.baseline import Baseline, check_against, check_usable, load_baseline
 from driftgauge.config import CloudEventsConfig, Config, ProxyConfig, TailConfig
 from driftgauge.exposition import catalogue
 from driftgauge.exposition.collector import (
@@ -154,6 +154,7 @@ def build_sidecar(
         if held is None:
             held = load_baseline(model.baseline)
             check_against(held, model, model.baseline)
+            check_usable(held, model.baseline)
         monitors.append(Monitor(model, held))
     batchers = [
         Batcher(

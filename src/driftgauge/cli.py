@@ -178,29 +178,21 @@ def _merge_arguments(arguments: list[str]) -> list[str] | None:
     return arguments[:index] + arguments[index + 2 :]
 
 
-def _mostly_not_numbers(baseline: Baseline) -> list[tuple[str, int, int]]:
-    """Numeric fields whose training values were mostly not numbers: (name, not numbers, present).
+def _unusable(baseline: Baseline, fix: str, rebuild: str) -> str:
+    """Why a baseline just built or merged cannot be served, as one phrase ("" when it can).
 
-    More values of the wrong type than numbers means the column holds
-    something else (strings such as ``np.float64(0.44)``, or categories):
-    its bins and quantiles would describe a handful of values, or none.
+    ``fix`` and ``rebuild`` end the advice for numeric fields of non-numbers
+    and for fields without values: "fix the data", "rebuild the parts".
     """
-    from driftgauge.sketches.summary import NumericSummary
+    from driftgauge.baseline import mostly_not_numbers, without_values
 
-    found = []
-    for name, held in baseline.fields.items():
-        summary = held.summary
-        if isinstance(summary, NumericSummary) and summary.wrong_type > summary.count:
-            present = summary.count + summary.wrong_type + summary.nan + summary.inf
-            found.append((name, summary.wrong_type, present))
-    return found
-
-
-def _not_numbers_problem(name: str, wrong: int, present: int) -> str:
-    return (
-        f"numeric field {name!r}: {wrong:,} of its {present:,} training values "
-        f"({wrong / present:.0%}) are not numbers"
-    )
+    problems = []
+    if words := mostly_not_numbers(baseline):
+        problems.append(f"{'; '.join(words)}: {fix} or make the field categorical")
+    if empty := without_values(baseline):
+        them = "it" if len(empty) == 1 else "them"
+        problems.append(f"{'; '.join(empty)}: remove {them} from the config or {rebuild}")
+    return "; ".join(problems)
 
 
 def _files_text(files: Sequence[str | Path]) -> str:
@@ -209,17 +201,12 @@ def _files_text(files: Sequence[str | Path]) -> str:
 
 
 def _load_checked_baseline(config: Config) -> Baseline:
-    """The config's baseline, checked against the config and for numeric fields of non-numbers."""
-    from driftgauge.baseline import check_against, load_baseline
+    """The config's baseline, checked against the config and for fields without values."""
+    from driftgauge.baseline import check_against, check_usable, load_baseline
 
     baseline = load_baseline(config.baseline)
     check_against(baseline, config, config.baseline)
-    problems = [_not_numbers_problem(*found) for found in _mostly_not_numbers(baseline)]
-    if problems:
-        raise BaselineError(
-            f"{config.baseline}: {'; '.join(problems)}: rebuild it from numbers, "
-            "or make the field categorical"
-        )
+    check_usable(baseline, config.baseline)
     return baseline
 
 
@@ -255,12 +242,12 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
             built = build_baseline(
                 config, resolve_inputs(args.data), progress=progress, workers=args.workers
             )
-        problems = [_not_numbers_problem(*found) for found in _mostly_not_numbers(built)]
-        if problems:
-            raise DataError(
-                f"{_files_text(args.data)}: {'; '.join(problems)}: fix the data or make the field "
-                f"categorical (no baseline written)"
-            )
+        source = _files_text(args.data)
+        if not built.rows:
+            held = "holds" if len(args.data) == 1 else "hold"
+            raise DataError(f"{source}: {held} no rows (no baseline written)")
+        if problems := _unusable(built, "fix the data", "fix the data"):
+            raise DataError(f"{source}: {problems} (no baseline written)")
         stop_if_terminated()
         save_baseline(built, args.output)
     print(f"wrote {args.output}: {built.rows:,} rows, {len(built.fields)} fields, id {built.id}")
@@ -303,11 +290,13 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         check_against(part, config, path)
         parts.append(part)
     merged = merge_baselines(config, parts)
-    problems = [_not_numbers_problem(*found) for found in _mostly_not_numbers(merged)]
-    if problems:
-        raise BaselineError(
-            f"{_files_text(args.inputs)}: {'; '.join(problems)} (no baseline written)"
-        )
+    source = _files_text(args.inputs)
+    if not merged.rows:
+        raise BaselineError(f"{source}: the baselines hold no rows (no baseline written)")
+    if problems := _unusable(
+        merged, "rebuild the parts from numbers", "rebuild the parts from data that has values"
+    ):
+        raise BaselineError(f"{source}: {problems} (no baseline written)")
     save_baseline(merged, args.output)
     print(f"wrote {args.output}: {merged.rows:,} rows from {len(parts)} baselines, id {merged.id}")
     return 0

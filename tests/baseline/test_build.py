@@ -294,3 +294,17 @@ def test_describe_lists_every_field(tmp_path: Path, make_config: Callable[..., C
         assert f"\n{name}  (" in text
     assert "rows 500" in text and "north" in text
     assert "10 bins (edges " in text and "bin 9 " in text and "share 0.1" in text
+
+
+def test_describe_says_a_numeric_field_has_no_finite_value(
+    tmp_path: Path, make_config: Callable[..., Config]
+) -> None:
+    """A numeric field without a finite value says so instead of showing a bin [inf, -inf]."""
+    config = make_config()
+    columns = training_rows(300)
+    columns["ash"] = [None] * 300
+    baseline = build_baseline(config, [_write_jsonl(tmp_path / "t.jsonl", columns)])
+    text = describe(baseline, Path("b.dgb"))
+    ash = text.split("\nash  (", 1)[1].split("\n\n", 1)[0]
+    assert "inf" not in ash
+    assert "no finite value, no bins: check and serve refuse this baseline" in ash

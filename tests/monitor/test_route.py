@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from driftgauge.app import build_sidecar
 from driftgauge.baseline import build_baseline, save_baseline
 from driftgauge.config import Config, config_from_mapping
-from driftgauge.exceptions import ConfigError
+from driftgauge.exceptions import BaselineError, ConfigError
 from driftgauge.exposition.collector import render_metrics
 from driftgauge.monitor.route import model_in_path
 from driftgauge.typing import Record
@@ -202,6 +202,17 @@ def test_which_paths_keep_their_bodies_is_remembered_within_a_bound(config: Conf
         assert router.matches(f"/static/{i}") is False
     assert len(router._matches) <= 1024
     assert [router.matches(p) for p in paths] == expected
+
+
+def test_each_models_baseline_must_hold_values(config: Config, tmp_path: Path) -> None:
+    """A later model's baseline with a field without values is refused when the sidecar is built
+    (its numeric field would have had no bins)."""
+    iris = config.all_models[1]
+    data = write_csv(tmp_path / "no-ash.csv", training_rows(500) | {"ash": [None] * 500})
+    save_baseline(build_baseline(iris, [data]), iris.baseline)
+    with pytest.raises(BaselineError, match="numeric field 'ash' has no finite value") as caught:
+        build_sidecar(config)
+    assert str(caught.value).startswith(f"{iris.baseline}: ")
 
 
 def test_a_single_model_sidecar_takes_every_record(tmp_path: Path) -> None:

@@ -171,6 +171,15 @@ def test_ks_statistic_of_an_empty_sketch_is_zero() -> None:
     assert stats.ks_pvalue(0.5, 0, 10) == 1.0
 
 
+def test_float32_table_of_an_empty_sketch_is_empty() -> None:
+    """An empty float64 sketch's table rounds to an empty float32 one (it raised IndexError)."""
+    table = stats.cdf_table(ds.kll_doubles_sketch(KLL_K)).float32()
+    assert table.single and len(table.items) == len(table.cdf) == 0
+    live = ds.kll_floats_sketch(KLL_K)
+    live.update(np.arange(10.0, dtype=np.float32))
+    assert stats.ks_statistic(table, live) == 0.0
+
+
 # -- PSI, JS and the baseline's bins ------------------------------------------------
 
 

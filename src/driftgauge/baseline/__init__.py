@@ -12,6 +12,7 @@ from driftgauge.baseline.store import (
     load_baseline,
     save_baseline,
 )
+from driftgauge.baseline.usable import check_usable, mostly_not_numbers, without_values
 
 __all__ = [
     "FORMAT",
@@ -21,11 +22,14 @@ __all__ = [
     "FieldBaseline",
     "build_baseline",
     "check_against",
+    "check_usable",
     "describe",
     "load_baseline",
     "merge_baselines",
+    "mostly_not_numbers",
     "resolve_inputs",
     "save_baseline",
     "segment_binning",
     "terminal_progress",
+    "without_values",
 ]

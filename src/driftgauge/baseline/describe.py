@@ -57,10 +57,13 @@ def describe(baseline: Baseline, path: Path) -> str:
                 lines.append(
                     f"  not numbers {summary.wrong_type:,}  nan {summary.nan:,}  inf {summary.inf:,}"
                 )
-            lines.append(f"  {summary.binning.size} bins ({_edge_accuracy(held)}):")
-            ranges = bin_ranges(summary.binning.edges, summary.minimum, summary.maximum)
-            for index, (text, ratio) in enumerate(zip(ranges, held.ratios, strict=True)):
-                lines.append(f"    bin {index:<3} {text:<32} share {ratio:.4f}")
+            if summary.count:
+                lines.append(f"  {summary.binning.size} bins ({_edge_accuracy(held)}):")
+                ranges = bin_ranges(summary.binning.edges, summary.minimum, summary.maximum)
+                for index, (text, ratio) in enumerate(zip(ranges, held.ratios, strict=True)):
+                    lines.append(f"    bin {index:<3} {text:<32} share {ratio:.4f}")
+            else:
+                lines.append("  no finite value, no bins: check and serve refuse this baseline")
         else:
             cardinality = summary.hll.get_estimate()
             lines.append(

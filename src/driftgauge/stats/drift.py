@@ -112,6 +112,8 @@ class CdfTable:
         """
         if self.single:
             return self
+        if not len(self.items):  # an empty sketch: nothing to round
+            return CdfTable(self.items, self.cdf, single=True)
         rounded = np.clip(self.items, -_FLOAT32_MAX, _FLOAT32_MAX).astype(np.float32)
         last = np.append(rounded[1:] != rounded[:-1], True)
         return CdfTable(rounded[last].astype(np.float64), self.cdf[last], single=True)
