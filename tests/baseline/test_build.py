@@ -296,6 +296,22 @@ def test_describe_lists_every_field(tmp_path: Path, make_config: Callable[..., C
     assert "10 bins (edges " in text and "bin 9 " in text and "share 0.1" in text
 
 
+def test_describe_escapes_categories_that_do_not_print(
+    tmp_path: Path, make_config: Callable[..., Config]
+) -> None:
+    """A category holding a newline or a tab is shown quoted and escaped as repr does, on its
+    field's line; one that prints is shown as it is."""
+    config = make_config()
+    columns = training_rows(300)
+    columns["region"] = ["line\nbreak", "tab\there", "plain"] * 100
+    baseline = build_baseline(config, [_write_jsonl(tmp_path / "t.jsonl", columns)])
+    text = describe(baseline, Path("b.dgb"))
+    region = text.split("\nregion  (", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert region[-1] == (
+        "  'line\\nbreak' 0.333  plain 0.333  'tab\\there' 0.333  __other__ 0.000  __unseen__ 0.000"
+    )
+
+
 def test_describe_says_a_numeric_field_has_no_finite_value(
     tmp_path: Path, make_config: Callable[..., Config]
 ) -> None:

@@ -24,6 +24,12 @@ def _edge_accuracy(held: FieldBaseline) -> str:
     return f"edges within ±{error:.2%} rank of the exact quantiles"
 
 
+def _shown(name: str) -> str:
+    """``name`` as written when every character prints, else quoted and escaped as repr does:
+    a category (from the data) holding a newline or a tab must not break the layout."""
+    return name if name and name.isprintable() else repr(name)
+
+
 def describe(baseline: Baseline, path: Path) -> str:
     """A readable account of what ``baseline`` holds, for `driftgauge inspect`."""
     created = dt.datetime.fromtimestamp(baseline.created, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -37,13 +43,14 @@ def describe(baseline: Baseline, path: Path) -> str:
     pca = baseline.multivariate
     if pca is not None:
         lines[-1:-1] = [
-            f"  multivariate: PCA of {', '.join(pca.features)}: {pca.components.shape[1]} of "
-            f"{len(pca.features)} components, {pca.explained:.1%} of the variance"
+            f"  multivariate: PCA of {', '.join(map(_shown, pca.features))}: "
+            f"{pca.components.shape[1]} of {len(pca.features)} components, "
+            f"{pca.explained:.1%} of the variance"
         ]
     for held in baseline.fields.values():
         spec, summary = held.spec, held.summary
         exactness = "exact bins" if held.exact else "estimated bins (merged)"
-        lines.append(f"{spec.name}  ({spec.type} {spec.role}; {exactness})")
+        lines.append(f"{_shown(spec.name)}  ({spec.type} {spec.role}; {exactness})")
         lines.append(f"  count {summary.count:,}  missing {summary.missing:,}")
         if isinstance(summary, NumericSummary):
             if summary.count:
@@ -70,6 +77,6 @@ def describe(baseline: Baseline, path: Path) -> str:
                 f"  distinct ≈ {cardinality:,.0f}  top categories kept {len(summary.binning.categories)}"
             )
             shown = list(zip(held.bin_labels, held.ratios, strict=True))[:10]
-            lines.append("  " + "  ".join(f"{label} {ratio:.3f}" for label, ratio in shown))
+            lines.append("  " + "  ".join(f"{_shown(label)} {ratio:.3f}" for label, ratio in shown))
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
