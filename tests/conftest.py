@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,15 @@ def make_baseline(tmp_path: Path) -> Callable[[Config, int], Baseline]:
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The baseline file of the proxy tests' model (``tests.proxy_upstream``), built once per run."""
     return build_baseline_file(tmp_path_factory.mktemp("proxy-baseline"))
+
+
+@pytest.fixture
+def umask() -> Iterator[Callable[[int], int]]:
+    """Sets this process's umask for the test (``umask(0o077)``); the previous one comes back."""
+    previous = os.umask(0o022)
+    os.umask(previous)
+    yield os.umask
+    os.umask(previous)
 
 
 def _openssl(*args: str | Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -416,3 +417,21 @@ def test_sigterm_stops_a_baseline_build_like_ctrl_c(tmp_path: Path, workers: int
         process.wait(timeout=10)
         assert process.stderr is not None
         process.stderr.close()
+
+
+@pytest.mark.parametrize(
+    ("mask", "expected"), [(0o022, 0o644), (0o077, 0o600)], ids=["umask-022", "umask-077"]
+)
+def test_a_baseline_file_is_readable_as_the_umask_allows(
+    project: Path, mask: int, expected: int
+) -> None:
+    """The baseline gets 0666 less the umask, as other files do: a baseline built by one user can
+    be read by a sidecar running as another (it was 0600 whatever the umask)."""
+    out = project / "shared.dgb"
+    result = subprocess.run(
+        [*CLI, "baseline", "-c", str(project / "config.yaml"), "--data", str(project / "train.csv"),
+         "-o", str(out)],
+        capture_output=True, text=True, timeout=120, check=False, umask=mask,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == expected

@@ -3,24 +3,47 @@
 A temporary file in the same directory is written and fsynced, renamed over
 the target, and the directory is fsynced so the rename itself survives a
 power loss.  A reader sees the old file or the new one, never a part.
+
+The file gets the permissions a new file written with ``open(path, "w")``
+gets, 0666 less the umask (0644 under the usual 022), unless the caller
+asks for fewer: a baseline built by one user is read by the sidecar running
+as another (the image's user 10001).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 __all__ = ["write_atomically"]
 
+_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``; OSError (and no temporary file left) when that fails."""
+
+def _create_temporary(path: Path, mode: int) -> tuple[int, Path]:
+    """A new file beside ``path`` (hidden, random name), created with ``mode`` less the umask.
+
+    Not ``tempfile.mkstemp``: it creates every file 0600 whatever the umask.
+    """
+    for _ in range(100):
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(temporary, _FLAGS, mode), temporary
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def write_atomically(path: Path, data: bytes, mode: int = 0o666) -> None:
+    """Replace ``path`` with ``data``; OSError (and no temporary file left) when that fails.
+
+    The file's permissions are ``mode`` less the umask, as :func:`os.open`
+    applies it: pass 0o600 for a file only its owner may read.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-    )
+    descriptor, temporary = _create_temporary(path, mode)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -122,6 +123,22 @@ def test_save_replaces_atomically(
         _feed(monitor, 100, seed)
         store.save()
     assert [p.name for p in (tmp_path / "state").iterdir()] == [store.path.name]
+
+
+def test_snapshots_are_readable_by_their_owner_only(
+    tmp_path: Path,
+    make_config: Callable[..., Config],
+    make_baseline: Callable[..., Baseline],
+    umask: Callable[[int], int],
+) -> None:
+    """A snapshot holds what live requests carried: 0600 even where a baseline would be 0644."""
+    config = make_config()
+    monitor = _monitor(config, make_baseline(config, 500))
+    store = StateStore(tmp_path / "state", monitor)
+    _feed(monitor, 100, 0)
+    umask(0o022)
+    store.save()
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
 
 
 def _holding(tmp_path: Path) -> tuple[Pipeline, StateStore]:

@@ -288,7 +288,9 @@ class StateStore:
 
     def save(self) -> None:
         """Write the snapshot atomically and durably (temporary file, fsync, rename, fsync)."""
-        write_atomically(self.path, pack(self._document()))
+        # Owner only, unlike a baseline: it holds what live requests carried (sketches of their
+        # values, held predictions with their ids) and only the sidecar, as this user, reads it.
+        write_atomically(self.path, pack(self._document()), mode=0o600)
 
     def restore(self) -> bool:
         """Load the snapshot if there is a usable one; True when state was restored."""

@@ -1,0 +1,60 @@
+"""write_atomically: the file is replaced whole, with a new file's permissions, no temporary left."""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from driftgauge.atomic import write_atomically
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize(
+    ("mask", "expected"),
+    [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)],
+    ids=["umask-022", "umask-077", "umask-002"],
+)
+def test_a_written_file_gets_the_mode_open_gives_under_the_umask(
+    tmp_path: Path, umask: Callable[[int], int], mask: int, expected: int
+) -> None:
+    """0666 less the umask, as open(path, "w") gives a new file (mkstemp gave 0600 always)."""
+    umask(mask)
+    write_atomically(tmp_path / "b.dgb", b"data")
+    with (tmp_path / "plain").open("w"):
+        pass
+    assert mode(tmp_path / "b.dgb") == mode(tmp_path / "plain") == expected
+
+
+def test_a_caller_may_ask_for_owner_only(tmp_path: Path, umask: Callable[[int], int]) -> None:
+    """mode=0o600 gives 0600 under the usual umask."""
+    umask(0o022)
+    write_atomically(tmp_path / "state", b"data", mode=0o600)
+    assert mode(tmp_path / "state") == 0o600
+
+
+def test_replacing_a_file_leaves_only_the_new_one(
+    tmp_path: Path, umask: Callable[[int], int]
+) -> None:
+    """The replaced file's content and mode are the new ones; no temporary file remains."""
+    umask(0o022)
+    target = tmp_path / "b.dgb"
+    target.write_bytes(b"old")
+    target.chmod(0o600)
+    write_atomically(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert mode(target) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["b.dgb"]
+
+
+def test_a_failed_replace_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """When the rename fails (the target is a directory), the temporary file is removed."""
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(IsADirectoryError):
+        write_atomically(tmp_path / "taken", b"data")
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]
