@@ -147,16 +147,24 @@ class LocalRunner:
         self.chunk_rows = chunk_rows
         self.total = sum(p.size for p in self.parts)
         self._spill = Path(tempfile.mkdtemp(prefix="driftgauge-baseline-"))
+        self._attempt = 0  # a pass read again (see run) spills into a folder of its own
         self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> LocalRunner:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        self.close(stop=kind is not None)
 
-    def close(self) -> None:
+    def close(self, stop: bool = False) -> None:
+        """Shut the workers down and remove the spill files; ``stop``: without waiting for
+        the parts they are filling (an error, Ctrl-C or SIGTERM: a part read from S3 may take
+        minutes)."""
         if self._pool is not None:
+            if stop:
+                # concurrent.futures has no public way before Python 3.14 (terminate_workers).
+                for process in list(getattr(self._pool, "_processes", {}).values()):
+                    process.terminate()
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
         shutil.rmtree(self._spill, ignore_errors=True)
@@ -172,10 +180,12 @@ class LocalRunner:
             else:
                 if not self._cut_in_quotes(quotes):
                     return state
-            # Again, from the start: what was read so far is dropped, spills included.
+            # Again, from the start: what was read so far is dropped, spills included.  The
+            # parts still being filled finish unheard; they spill into the folder removed here,
+            # not into the next attempt's, where a part of the same number would read them.
             state, fresh = fresh, fresh.empty()
-            shutil.rmtree(self._spill, ignore_errors=True)
-            self._spill.mkdir()
+            shutil.rmtree(self._spill / str(self._attempt), ignore_errors=True)
+            self._attempt += 1
 
     def _read_again(self, index: int, error: DataError) -> bool:
         """Whether reading part ``index`` differently may mend ``error``: a column read as
@@ -268,7 +278,9 @@ class LocalRunner:
                 future.cancel()
 
     def _spill_path(self, index: int) -> Path:
-        return self._spill / f"part-{index}.arrow"
+        folder = self._spill / str(self._attempt)
+        folder.mkdir(exist_ok=True)
+        return folder / f"part-{index}.arrow"
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
