@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -294,6 +295,30 @@ def test_describe_lists_every_field(tmp_path: Path, make_config: Callable[..., C
         assert f"\n{name}  (" in text
     assert "rows 500" in text and "north" in text
     assert "10 bins (edges " in text and "bin 9 " in text and "share 0.1" in text
+
+
+@pytest.mark.parametrize("rows", [150, 20_000])
+def test_describe_states_how_far_its_quantiles_may_be(
+    tmp_path: Path, make_config: Callable[..., Config], rows: int
+) -> None:
+    """Each numeric field's quantiles come with their bound: exact while the sketch holds every
+    value, else its rank error; the printed p1..p99 are within it of numpy's ranks."""
+    columns = training_rows(rows, seed=3)
+    baseline = build_baseline(make_config(), [write_csv(tmp_path / "t.csv", columns)])
+    text = describe(baseline, Path("b.dgb"))
+    block = text.split("\nalcohol  (", 1)[1].split("\n\n", 1)[0]
+    stated = re.search(r"quantiles (exact|within ±([0-9.]+)% rank)", block)
+    assert stated is not None, block
+    error = 0.0 if stated.group(1) == "exact" else float(stated.group(2)) / 100
+    assert (error == 0.0) == (rows == 150)
+    values = np.sort(np.asarray(columns["alcohol"]))
+    printed = re.search(r"p1 (\S+)  p25 (\S+)  p50 (\S+)  p75 (\S+)  p99 (\S+)", block)
+    assert printed is not None, block
+    for q, shown in zip((0.01, 0.25, 0.5, 0.75, 0.99), printed.groups(), strict=True):
+        # The rank of the printed value (6 significant digits) among the training values.
+        low = np.searchsorted(values, float(shown) * (1 - 1e-5), "left") / len(values)
+        high = np.searchsorted(values, float(shown) * (1 + 1e-5), "right") / len(values)
+        assert low - error - 1 / len(values) <= q <= high + error + 1 / len(values), (q, shown)
 
 
 def test_describe_escapes_categories_that_do_not_print(

@@ -294,3 +294,12 @@ def test_parquet_columns_pyarrow_cannot_convert_are_one_line_errors(tmp_path: Pa
     with pytest.raises(DataError, match=r"odd.parquet: column 'tags': .*list") as caught:
         list(datafiles.read_chunks(path, [FieldSpec("tags", "categorical", "input")]))
     assert "\n" not in str(caught.value)
+
+
+def test_a_json_array_file_is_named_as_such(tmp_path: Path, reader: str) -> None:
+    """A .json file of one array (not JSON Lines) gets a line saying so and how to convert it,
+    instead of pyarrow's "Column() changed from object to array"."""
+    path = tmp_path / "records.json"
+    path.write_text('\ufeff  [{"x": 1, "code": "a"}, {"x": 2, "code": "b"}]\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"records.json: holds a JSON array; .*jq -c"):
+        list(datafiles.read_chunks(path, CODES))

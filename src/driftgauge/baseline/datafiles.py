@@ -148,6 +148,8 @@ def _format_chunks(
     source: DataInput, fields: Sequence[FieldSpec], chunk_rows: int, text: Collection[str]
 ) -> Iterator[Chunk]:
     fmt = source.format
+    if fmt == "jsonl":
+        _require_lines(source)
     if fmt == "parquet":
         if pa is None:
             raise DataError(
@@ -162,6 +164,18 @@ def _format_chunks(
         yield from _stdlib_csv_chunks(source, fields, chunk_rows)
     else:
         yield from _stdlib_jsonl_chunks(source, fields, chunk_rows)
+
+
+def _require_lines(source: DataInput) -> None:
+    """A DataError when a ``.json`` file holds one JSON array instead of one object per line
+    (pyarrow's reader said "Column() changed from object to array")."""
+    with source.open() as handle:
+        start = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if start.startswith(b"["):
+        raise DataError(
+            f"{source.name}: holds a JSON array; baselines read JSON Lines, one object per "
+            "line (for example: jq -c '.[]' FILE > FILE.jsonl)"
+        )
 
 
 T = TypeVar("T")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 from driftgauge.baseline.model import Baseline, FieldBaseline
 from driftgauge.baseline.store import FORMAT_VERSION
@@ -22,6 +23,13 @@ def _edge_accuracy(held: FieldBaseline) -> str:
     if error == 0:
         return "edges at exact quantiles"
     return f"edges within ±{error:.2%} rank of the exact quantiles"
+
+
+def _quantile_accuracy(sketch: Any) -> str:
+    """How far the printed quantiles may be from the exact ones (the KLL sketch's bound)."""
+    if not sketch.is_estimation_mode():
+        return "exact (the sketch holds every value)"
+    return f"within ±{sketch.normalized_rank_error(False):.2%} rank of the exact ones"
 
 
 def _shown(name: str) -> str:
@@ -60,6 +68,7 @@ def describe(baseline: Baseline, path: Path) -> str:
                     f"  min {summary.minimum:.6g}  p1 {qs[0]:.6g}  p25 {qs[1]:.6g}  p50 {qs[2]:.6g}  "
                     f"p75 {qs[3]:.6g}  p99 {qs[4]:.6g}  max {summary.maximum:.6g}  mean {mean:.6g}"
                 )
+                lines.append(f"  quantiles {_quantile_accuracy(summary.kll)}")
             if summary.wrong_type or summary.nan or summary.inf:
                 lines.append(
                     f"  not numbers {summary.wrong_type:,}  nan {summary.nan:,}  inf {summary.inf:,}"
