@@ -13,6 +13,7 @@ __all__ = [
     "DataError",
     "DriftgaugeError",
     "ProtocolError",
+    "first_line",
 ]
 
 
@@ -50,3 +51,10 @@ class ProtocolError(DriftgaugeError, ValueError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (a library's, for a one-line error), else
+    its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -27,7 +27,7 @@ import numpy.typing as npt
 from driftgauge.baseline.inputs import DataInput, as_input, data_format
 from driftgauge.canonical import canonical_strings
 from driftgauge.config import FieldSpec
-from driftgauge.exceptions import DataError
+from driftgauge.exceptions import DataError, first_line
 from driftgauge.sketches.summary import CategoricalBinning, to_categories, to_floats
 
 __all__ = [
@@ -37,9 +37,7 @@ __all__ = [
     "NotNumbers",
     "arrow_available",
     "arrow_chunk",
-    "csv_number",
     "file_format",
-    "first_line",
     "parquet_metadata",
     "part_batches",
     "read_chunks",
@@ -203,12 +201,6 @@ def _reported(source: DataInput, items: Iterator[T]) -> Iterator[T]:
         if column and _NOT_A_NUMBER.search(message):
             raise NotNumbers(message, source.name, column) from None
         raise DataError(message) from None
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, else its type's name."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def parquet_metadata(source: DataInput) -> Any:
@@ -422,7 +414,7 @@ def _arrow_column(array: Any, spec: FieldSpec, csv: bool = False) -> Column:
             values = _float_values(array.cast(pa.float64(), safe=False))
             return Column(values, int(array.null_count))
         if csv and pa.types.is_string(array.type):  # a column with cells that are not numbers
-            return _column_from_list([csv_number(cell) for cell in array.to_pylist()], spec)
+            return _column_from_list([_csv_number(cell) for cell in array.to_pylist()], spec)
         if pa.types.is_boolean(array.type):
             return Column(
                 np.full(len(array), np.nan),
@@ -453,8 +445,8 @@ def _batches_to_chunks(
     batches: Iterator[Any], source: DataInput, fields: Sequence[FieldSpec], position: Any
 ) -> Iterator[Chunk]:
     for batch in batches:
-        _require(source.name, batch.schema.names, fields)
         if batch.num_rows == 0:
+            _require(source.name, batch.schema.names, fields)
             continue
         yield arrow_chunk(batch, fields, source.name, position(), csv=source.format == "csv")
 
@@ -596,12 +588,12 @@ def _csv_rows_chunk(
     for spec, pos in zip(fields, positions, strict=True):
         cells: list[Any] = [row[pos] if pos < len(row) and row[pos] != "" else None for row in rows]
         if spec.type == "numeric":
-            cells = [csv_number(c) for c in cells]
+            cells = [_csv_number(c) for c in cells]
         columns[spec.name] = _column_from_list(cells, spec)
     return Chunk(len(rows), columns, at)
 
 
-def csv_number(cell: str | None) -> Any:
+def _csv_number(cell: str | None) -> Any:
     """A CSV cell of a numeric column: a float, None (missing) or the text (not a number)."""
     if cell is None or cell in CSV_NUMERIC_NULLS:
         return None

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from driftgauge.exceptions import DataError
+from driftgauge.exceptions import DataError, first_line
 
 __all__ = ["FORMATS", "DataInput", "as_input", "data_format", "location_format", "resolve_inputs"]
 
@@ -425,6 +425,5 @@ def _resolve(spec: str) -> list[DataInput]:
         except DataError:
             raise
         except (OSError, ValueError) as exc:  # pyarrow's errors: a missing bucket, refused keys
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DataError(f"{spec}: {message}") from None
+            raise DataError(f"{spec}: {first_line(exc)}") from None
     raise DataError(f"{spec}: unknown scheme {scheme!r} (known: {', '.join(_SCHEMES)})")

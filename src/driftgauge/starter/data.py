@@ -26,7 +26,7 @@ from driftgauge.config import (
     FieldType,
 )
 from driftgauge.config.validation import label_value
-from driftgauge.exceptions import DataError
+from driftgauge.exceptions import DataError, first_line
 
 __all__ = [
     "CATEGORICAL_MAX_DISTINCT",
@@ -269,5 +269,4 @@ def sample_data(path: Path, rows: int = SAMPLE_ROWS) -> DataSample:
     except DataError:
         raise
     except (OSError, ValueError) as exc:  # UnicodeDecodeError, JSONDecodeError, ArrowInvalid
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: cannot read {fmt.upper()} data: {message}") from None
+        raise DataError(f"{path}: cannot read {fmt.upper()} data: {first_line(exc)}") from None
