@@ -6,8 +6,8 @@ groups, and whole JSON Lines files.  A line end may lie inside a quoted
 value: each CSV part counts its quote characters as it is parsed, and when
 an odd count precedes a cut, the pass starts again with the file whole.  A
 numeric column with a cell that is not a number is read again as text
-(:class:`~driftgauge.baseline.datafiles.NotNumbers`) likewise.  Each part is filled by one worker
-process.  The first pass parses each part once and spills the columns it
+(:class:`~driftgauge.baseline.datafiles.NotNumbers`) likewise.  Each part is
+filled by one worker process.  The first pass parses each part once and spills the columns it
 read to an Arrow IPC file in a temporary directory; the later passes
 read that file instead of parsing again.  A part is at most
 ``PART_BYTES`` of input, so a worker's memory does not grow with the data.
