@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from driftgauge.rules.alerts import (
 )
 from driftgauge.rules.dashboards import render_dashboard
 from tests.helpers import base_config
+from tests.rules.support import promtool, promtool_test
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_RULES = ROOT / "alert_rules" / "driftgauge.rules.yml"
@@ -35,12 +35,6 @@ RUNBOOK = ROOT / "docs" / "runbook.md"
 CLI = [sys.executable, "-m", "driftgauge.cli"]
 WINDOW_SETS = [["1m"], ["5m", "1h"], ["15m", "6h", "1d"]]
 WEIRD = ('a"b\\c', "sepal length (cm)", "od280/od315_of_diluted_wines", "naïve", "t{{ $value }}")
-
-
-def _promtool() -> str:
-    path = shutil.which("promtool")
-    assert path is not None, "promtool missing: scripts/test.sh installs the prometheus package"
-    return path
 
 
 def _alerting(raw: Any, windows: list[str], names: list[str]) -> AlertingConfig:
@@ -235,7 +229,7 @@ def test_weird_label_values_reach_promql_and_yaml_intact(tmp_path: Path) -> None
 
 def _check_rules(path: Path) -> None:
     result = subprocess.run(
-        [_promtool(), "check", "rules", str(path)], capture_output=True, text=True, check=False
+        [promtool(), "check", "rules", str(path)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
     assert "FAILED" not in result.stdout + result.stderr, result.stdout + result.stderr
@@ -325,7 +319,9 @@ CHECKED = (
 )
 
 
-def _unit_test(model: ModelRules, windows: list[str], rules: dict[str, Any]) -> dict[str, Any]:
+def _unit_test(
+    model: ModelRules, windows: list[str], rules: dict[str, Any]
+) -> list[dict[str, Any]]:
     """A promtool test file: the VALUES series for every window, the EXPECTED alerts at 40m."""
     base = {"job": "driftgauge", "instance": "10.0.0.7:10117", "model": model.model}
     specs = {f.name: f for f in model.fields}
@@ -400,11 +396,7 @@ def _unit_test(model: ModelRules, windows: list[str], rules: dict[str, Any]) -> 
             annotations = {k: _expand(v, labels, value) for k, v in rule["annotations"].items()}
             expected.append({"exp_labels": labels, "exp_annotations": annotations})
         checks.append({"eval_time": "40m", "alertname": alert, "exp_alerts": expected})
-    return {
-        "rule_files": ["rules.yml"],
-        "evaluation_interval": "1m",
-        "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": checks}],
-    }
+    return [{"interval": "1m", "input_series": series, "alert_rule_test": checks}]
 
 
 @pytest.mark.parametrize("windows", WINDOW_SETS, ids=",".join)
@@ -415,17 +407,7 @@ def test_drifted_fields_fire_with_the_configured_thresholds(
     model = _model(windows)
     rules = render_rules([model])
     (tmp_path / "rules.yml").write_text(dump_yaml(rules), encoding="utf-8")
-    (tmp_path / "test.yml").write_text(
-        dump_yaml(_unit_test(model, windows, rules)), encoding="utf-8"
-    )
-    result = subprocess.run(
-        [_promtool(), "test", "rules", "test.yml"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    promtool_test(tmp_path, ["rules.yml"], _unit_test(model, windows, rules))
     severities = {
         rule["labels"]["severity"]
         for group in rules["groups"]

@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tests.rules.support import promtool
+
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "alert_rules" / "driftgauge.rules.yml"
 RULE_TESTS = sorted((ROOT / "alert_rules" / "tests").glob("*_test.yml"))
 RUNBOOK = ROOT / "docs" / "runbook.md"
-
-
-def _promtool() -> str:
-    path = shutil.which("promtool")
-    assert path is not None, (
-        "promtool missing: scripts/test.sh installs the Debian prometheus package"
-    )
-    return path
 
 
 def _alerts() -> list[dict[str, Any]]:
@@ -32,7 +25,7 @@ def _alerts() -> list[dict[str, Any]]:
 def test_promtool_check_rules_passes() -> None:
     """`promtool check rules` accepts the rules file."""
     result = subprocess.run(
-        [_promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, check=False
+        [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
@@ -41,7 +34,7 @@ def test_promtool_check_rules_passes() -> None:
 def test_promtool_unit_tests_pass() -> None:
     """Every promtool unit test file passes."""
     result = subprocess.run(
-        [_promtool(), "test", "rules", *map(str, RULE_TESTS)],
+        [promtool(), "test", "rules", *map(str, RULE_TESTS)],
         capture_output=True,
         text=True,
         check=False,
