@@ -37,7 +37,6 @@ class Recorder:
 @pytest.fixture(autouse=True)
 def quick_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(app, "BATCH_SECONDS", 0.02)
-    monkeypatch.setattr(app, "BATCH_POLL_SECONDS", 0.01)
 
 
 def queue_of(count: int) -> RecordQueue:

@@ -43,7 +43,7 @@ from driftgauge.protocols import make_adapter
 from driftgauge.runtime.state import StateStore
 from driftgauge.sources.cloudevents import CloudEventsSource
 from driftgauge.sources.proxy import ProxyServer, RecordQueue
-from driftgauge.sources.sampling import Sampler
+from driftgauge.sources.sampling import QUEUE_LOW, Sampler
 from driftgauge.sources.tail import TailSource
 from driftgauge.typing import Record
 
@@ -338,14 +338,17 @@ async def _feedback_tail_ctx(app: web.Application) -> AsyncIterator[None]:
 SLICE_SECONDS = 0.005
 # Ingesting a batch has a fixed cost (for a wide model, a few hundred µs: sorting, binning and
 # the windows' slices) besides its cost per record, so the consumer waits for a batch of about
-# BATCH_RECORDS records or BATCH_SECONDS, whichever comes first, looking every
-# BATCH_POLL_SECONDS.  Freshness does not suffer: drift is recomputed every few seconds.
+# BATCH_RECORDS records or BATCH_SECONDS, whichever comes first.  Freshness does not suffer:
+# drift is recomputed every few seconds.
 BATCH_RECORDS = 256
 BATCH_SECONDS = 0.25
-BATCH_POLL_SECONDS = 0.05
-# ... and waits for no more than this share of the queue's bounds: half the fill from which the
-# sampler (sources/sampling.py, QUEUE_LOW) reads the consumer as saturated.
+# ... and waits for no more than this share of the queue's bounds, so gathering never fills it.
 BATCH_FILL = 0.05
+# A record that has waited this long reads to the sampler as a full queue (10 s): the consumer
+# is behind once the oldest record waits QUEUE_LOW of it (1 s, four times the longest gathering:
+# a loop stall of a few hundred milliseconds behind a huge body is not a backlog), far behind
+# from QUEUE_HIGH of it (5 s).
+BEHIND_SECONDS = 4 * BATCH_SECONDS / QUEUE_LOW
 # The CPU a batch's ingest into the sketches may take on the loop (it cannot be split).
 OBSERVE_SECONDS = 2 * SLICE_SECONDS
 # The shortest pause after a slice.  Both loops time sleeps in whole milliseconds: asyncio's
@@ -388,19 +391,6 @@ async def _ingest_in_thread(batcher: Router, records: list[Record]) -> float:
         sys.setswitchinterval(interval)
 
 
-async def _batch_ready(queue: RecordQueue) -> None:
-    """Wait until the queue holds a batch worth its fixed cost, or BATCH_SECONDS passed."""
-    records = min(BATCH_RECORDS, max(1, int(queue.capacity * BATCH_FILL)))
-    waited = 0.0
-    while (
-        waited < BATCH_SECONDS
-        and len(queue) < records
-        and queue.bytes < queue.max_bytes * BATCH_FILL
-    ):
-        await asyncio.sleep(BATCH_POLL_SECONDS)
-        waited += BATCH_POLL_SECONDS
-
-
 def _read_timed(
     batcher: Router, records: list[Record], pending: dict[Batcher, Extraction]
 ) -> float:
@@ -427,7 +417,11 @@ async def _consume(
     pending: dict[Batcher, Extraction] = {}
     try:
         while True:
-            await _batch_ready(queue)
+            await queue.wait(
+                min(BATCH_RECORDS, max(1, int(queue.capacity * BATCH_FILL))),
+                max(1, int(queue.max_bytes * BATCH_FILL)),
+                BATCH_SECONDS,
+            )
             metrics.sampling_rate.set(sampler.update())
             backlog = len(queue)  # records that come in meanwhile wait for the next batch
             while backlog:
@@ -509,7 +503,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     queue = RecordQueue(config.queue_size, monitor.count_dropped, config.queue_bytes)
     sampler = Sampler(
         config.cpu_budget,
-        lambda: max(len(queue) / queue.capacity, queue.bytes / queue.max_bytes),
+        lambda: queue.backlog(BEHIND_SECONDS),
         monitor.count_dropped,
     )
     server = ProxyServer(

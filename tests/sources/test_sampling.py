@@ -321,3 +321,44 @@ async def test_cloudevents_pairs_are_sampled_under_a_tiny_cpu_budget() -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@pytest.mark.parametrize(
+    ("queue_size", "per_second", "streams"), [(4, 100, 1), (10, 400, 4), (10_000, 400, 4)]
+)
+async def test_a_modest_steady_rate_is_never_sampled_with_a_small_queue(
+    tmp_path: Path, baseline: Path, queue_size: int, per_second: int, streams: int
+) -> None:
+    """Requests at a steady 100/s with queue_size 4 (one at a time), 400/s with 10 or 10,000
+    (four at a time), a budget of 2 cores: for 2 s every request is monitored, none sampled
+    out or dropped, and the sampling rate gauge never leaves 1.  (A queue of a few records
+    must not read as a consumer behind: the records it gathers to batch are its own.)"""
+    total = 2 * per_second
+    lowest = 1.0
+    async with (
+        upstream_server(routes=[web.post(PREDICT, digest_model)]) as upstream,
+        running_proxy(
+            tmp_path, baseline, upstream.port, queue_size=queue_size, cpu_budget=2.0
+        ) as proxy,
+        ClientSession(timeout=ClientTimeout(total=10)) as session,
+    ):
+        started = time.perf_counter()
+
+        async def stream(first: int) -> None:
+            nonlocal lowest
+            for i in range(first, total, streams):
+                due = started + i / per_second
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                async with session.post(proxy.url + PREDICT, data=request_body(i)) as response:
+                    assert (response.status, await response.read()) == (
+                        200,
+                        answer_for(request_body(i)),
+                    )
+                lowest = min(lowest, proxy.sample("driftgauge_sampling_rate"))
+
+        await asyncio.gather(*(stream(first) for first in range(streams)))
+        monitor = proxy.sidecar.monitor
+        await until(lambda: monitor.rows_total + sum(monitor.dropped.values()) >= total)
+        assert dict(monitor.dropped) == {}
+        assert monitor.rows_total == total
+        assert lowest == proxy.sample("driftgauge_sampling_rate") == 1.0

@@ -23,12 +23,13 @@ called by the monitoring consumer), to two readings:
   interval): from ``QUEUE_LOW`` on, the consumer is running flat out, so the
   rate is cut to what it took in over the interval (``HEADROOM`` of it) and
   may not rise; from ``QUEUE_HIGH`` on it also at least halves, to drain the
-  backlog.  The proxy reads how full its queue is; the CloudEvents source how
-  long its oldest pair has waited (``cloudevents.BEHIND_SECONDS`` is 3).  A
-  reading must leave out what the consumer holds back on purpose to batch:
-  with a small bound, even one record gathered would read as a consumer behind
-  (the proxy's gathering stays under half of ``QUEUE_LOW``, the CloudEvents
-  source's lasts a fifteenth of the wait that reads as ``QUEUE_LOW``).
+  backlog.  Both sources read how long their oldest record has waited, against
+  a wait that reads as 1 (the proxy's ``app.BEHIND_SECONDS`` is 10, the
+  CloudEvents source's ``cloudevents.BEHIND_SECONDS`` 3), not how full their
+  queue is: the consumer gathers records on purpose before each batch, and
+  with a small bound even one record gathered would read as a consumer behind.
+  The proxy's reading is also at least ``QUEUE_LOW`` after a record found its
+  queue full.
 
 The rate rises at most ``RISE``-fold per interval, so a passing lull does not
 flood the queue, and never falls below ``floor``: past that, the queue's own
@@ -44,8 +45,8 @@ from collections.abc import Callable
 __all__ = ["HEADROOM", "QUEUE_HIGH", "QUEUE_LOW", "RISE", "Sampler"]
 
 HEADROOM = 0.9  # aim at this share of what fits: room for the readings' noise
-QUEUE_LOW = 0.1  # queue fill from which the consumer counts as saturated
-QUEUE_HIGH = 0.5  # queue fill from which the rate also halves at each update
+QUEUE_LOW = 0.1  # backlog reading (0 to 1) from which the consumer counts as saturated
+QUEUE_HIGH = 0.5  # backlog reading from which the rate also halves at each update
 RISE = 2.0  # the most the rate grows in one update
 
 
