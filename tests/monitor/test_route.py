@@ -84,6 +84,13 @@ def test_models_share_the_sidecar_keys_and_keep_their_own(config: Config) -> Non
         ({"model": "wine"}, r"models\[1\]\.model: 'wine' is configured more than once"),
         ({"features": [{"name": "x", "type": "numerc"}]}, r"models\[1\]\.features\[0\]\.type"),
         ({"colour": 1}, r"models\[1\]\.colour: unknown key"),
+        ({"component": ""}, r"models\[1\]\.component: expected a non-empty string, got ''"),
+        ({"inferenceservice": 3}, r"models\[1\]\.inferenceservice: expected a non-empty str"),
+        (
+            {"inferenceservice": "wine"},
+            r"models\[1\]\.inferenceservice: the events of InferenceService 'wine' already go "
+            r"to model 'wine' \(set `component` to tell them apart\)",
+        ),
     ],
 )
 def test_a_bad_model_block_is_named_by_its_position(
@@ -92,6 +99,44 @@ def test_a_bad_model_block_is_named_by_its_position(
     """Problems inside a block carry the key path models[i]...."""
     with pytest.raises(ConfigError, match=message):
         config_from_mapping(two_models(tmp_path, **change), base=tmp_path)
+
+
+def test_the_components_of_one_inferenceservice_are_routed_apart(tmp_path: Path) -> None:
+    """`inferenceservice` and `component` route CloudEvents records: a component-named model
+    before the service's model naming none; a service's component no model takes goes to none
+    (not to a model by another rule); the same origin twice is refused."""
+    raw = two_models(tmp_path, inferenceservice="wine", component="transformer")
+    config = config_from_mapping(raw, base=tmp_path)
+    assert [m.origin for m in config.all_models] == [("wine", None), ("wine", "transformer")]
+    raw["models"][0]["component"] = "transformer"
+    with pytest.raises(ConfigError, match=r"component 'transformer' of InferenceService 'wine'"):
+        config_from_mapping(raw, base=tmp_path)
+    raw["models"][0]["component"] = "predictor"
+    loaded = config_from_mapping(raw, base=tmp_path)
+    data = write_csv(tmp_path / "train.csv", training_rows(500))
+    for model in loaded.all_models:
+        save_baseline(build_baseline(model, [data]), model.baseline)
+    router = build_sidecar(loaded).batcher
+    names = {
+        (service, component): found.monitor.config.model if found else None
+        for service in ("wine", "iris", None)
+        for component in ("predictor", "transformer", "explainer", None)
+        for found in [router.route("", service, component)[0]]
+    }
+    assert names == {
+        ("wine", "predictor"): "wine",
+        ("wine", "transformer"): "iris",
+        ("wine", "explainer"): None,  # no model of wine takes it
+        ("wine", None): None,
+        ("iris", "predictor"): None,  # `iris` names another service: its own name is no route
+        ("iris", "transformer"): None,
+        ("iris", "explainer"): None,
+        ("iris", None): None,
+        (None, "predictor"): None,
+        (None, "transformer"): None,
+        (None, "explainer"): None,
+        (None, None): None,
+    }
 
 
 def test_model_keys_at_the_top_beside_models_are_refused(tmp_path: Path) -> None:

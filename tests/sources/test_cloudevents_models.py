@@ -43,9 +43,12 @@ def v1_bodies(alcohol: float) -> tuple[dict[str, Any], dict[str, Any]]:
     }
 
 
-def event(kind: str, event_id: str, body: Any, service: str) -> CloudEvent:
+def event(
+    kind: str, event_id: str, body: Any, service: str, component: str = "predictor"
+) -> CloudEvent:
     made = kserve_event("request" if kind == "request" else "response", event_id, body)
     made["inferenceservicename"] = service
+    made["component"] = component
     return made
 
 
@@ -58,18 +61,26 @@ def go_binary(made: CloudEvent) -> Message:
 
 
 def pair(
-    event_id: str, service: str, bodies: tuple[Any, Any], *, wire: Any = go_binary
+    event_id: str,
+    service: str,
+    bodies: tuple[Any, Any],
+    *,
+    wire: Any = go_binary,
+    component: str = "predictor",
 ) -> list[Message]:
     request, response = bodies
     return [
-        wire(event("request", event_id, request, service)),
-        wire(event("response", event_id, response, service)),
+        wire(event("request", event_id, request, service, component)),
+        wire(event("response", event_id, response, service, component)),
     ]
 
 
 @contextlib.asynccontextmanager
-async def models_sidecar(tmp_path: Path) -> AsyncIterator[Sidecar]:
-    """wine-a (kserve-v2) and iris.v2 (kserve-v1) behind one CloudEvents listener."""
+async def models_sidecar(
+    tmp_path: Path, blocks: tuple[dict[str, Any], dict[str, Any]] | None = None
+) -> AsyncIterator[Sidecar]:
+    """wine-a (kserve-v2) and iris.v2 (kserve-v1) behind one CloudEvents listener, or two
+    models of the given ``blocks`` (model, protocol and routing keys), in that order."""
     baseline = tmp_path / "shared.dgb"
     single = config_from_mapping(base_config(tmp_path, baseline=str(baseline)), base=tmp_path)
     data = write_csv(tmp_path / "train.csv", training_rows(2_000))
@@ -80,10 +91,11 @@ async def models_sidecar(tmp_path: Path) -> AsyncIterator[Sidecar]:
     fields = {key: shared.pop(key) for key in ("features", "predictions")}
     for key in ("model", "protocol", "baseline"):
         shared.pop(key)
-    models = [
-        {"model": WINE, "protocol": "kserve-v2", "baseline": str(baseline), **fields},
-        {"model": IRIS, "protocol": "kserve-v1", "baseline": str(baseline), **fields},
-    ]
+    blocks = blocks or (
+        {"model": WINE, "protocol": "kserve-v2"},
+        {"model": IRIS, "protocol": "kserve-v1"},
+    )
+    models = [{**block, "baseline": str(baseline), **fields} for block in blocks]
     sidecar = build_sidecar(config_from_mapping({**shared, "models": models}, base=tmp_path))
     async with running_sidecar(sidecar):
         yield sidecar
@@ -142,3 +154,46 @@ async def test_pairs_are_monitored_by_the_model_named_after_their_inferenceservi
         if name == "driftgauge_rows_total"
     }
     assert monitored == {WINE: 6, IRIS: 4}
+
+
+async def test_a_transformer_and_its_predictor_are_monitored_as_two_models(
+    tmp_path: Path,
+) -> None:
+    """One InferenceService, its transformer and its predictor both logging, the same ce-id for
+    one call through both: the transformer's pairs (raw KServe v1 rows) reach the model naming
+    ``component: transformer``, the predictor's (KServe v2 tensors) the one naming
+    ``predictor``; its explainer's, which no model takes, count as unknown_model."""
+    raw = "wine raw/ünïcode"  # the transformer's model, named apart from the service
+    blocks = (
+        {"model": WINE, "protocol": "kserve-v2", "component": "predictor"},
+        {
+            "model": raw,
+            "protocol": "kserve-v1",
+            "inferenceservice": WINE,
+            "component": "transformer",
+        },
+    )
+    async with (
+        models_sidecar(tmp_path, blocks) as sidecar,
+        ClientSession(timeout=ClientTimeout(total=10)) as session,
+    ):
+        messages: list[Message] = []
+        for i in range(4):  # one call: the transformer's pair wraps its predictor's
+            outer = pair(f"call{i}", WINE, v1_bodies(12.0 + i), component="transformer")
+            inner = pair(f"call{i}", WINE, v2_bodies(13.0 + i))
+            messages += [outer[0], inner[0], inner[1], outer[1]]
+        messages += pair("why", WINE, v1_bodies(1.0), component="explainer")
+        url = f"http://127.0.0.1:{sidecar.proxy_port}/"
+        for message in messages:
+            assert await send(session, url, message) == 200
+        await until(lambda: observations(sidecar) == {WINE: 4, raw: 4}, what="both components")
+        predictor, transformer = sidecar.monitors
+        await until(lambda: predictor.parse_errors["unknown_model"] == 1, what="the explainer")
+        assert dict(predictor.parse_errors) == {"unknown_model": 1}
+        assert not transformer.parse_errors
+        # Each model's adapter read every body it got (a v1 body read as v2 is a parse error).
+        for monitor in (predictor, transformer):
+            counters = monitor.counters()
+            assert [(c.observations, c.missing) for c in counters.values()] == [(4, 0)] * len(
+                counters
+            )

@@ -1,7 +1,11 @@
 """Several models behind one sidecar: the ``models:`` list of model blocks.
 
 Each block holds the keys of a single-model config that belong to a model
-(``MODEL_KEYS``) plus an optional ``path`` regular expression; every other
+(``MODEL_KEYS``) plus the optional routing keys (``ROUTING_KEYS``): a
+``path`` regular expression, and for the CloudEvents source the
+``inferenceservice`` the model's events come from (its ``model`` name when
+unset) and the KServe ``component`` (predictor, transformer...; any when
+unset); every other
 key (source, metrics, windows, sketch, state, log...) is the sidecar's and
 stays at the top, shared by all models.  Each block is validated as the
 single-model config it amounts to, its problems reported under
@@ -22,7 +26,7 @@ from driftgauge.exceptions import ConfigError
 if TYPE_CHECKING:
     from driftgauge.config.schema import Config
 
-__all__ = ["MODEL_KEYS", "several_models"]
+__all__ = ["MODEL_KEYS", "ROUTING_KEYS", "several_models"]
 
 MODEL_KEYS = (
     "model",
@@ -35,7 +39,8 @@ MODEL_KEYS = (
     "multivariate",
     "alerting",
 )
-_BLOCK_KEYS = (*MODEL_KEYS, "path")
+ROUTING_KEYS = ("path", "inferenceservice", "component")
+_BLOCK_KEYS = (*MODEL_KEYS, *ROUTING_KEYS)
 
 OneModel = Callable[[Mapping[str, Any], Path, Errors], "Config | None"]
 
@@ -72,6 +77,11 @@ def several_models(raw: Mapping[str, Any], base: Path, path: Path | None, one: O
                 problems.append(f"{prefix}.path: {route!r} is not a regular expression ({exc})")
             if not isinstance(route, str) or not route:
                 problems.append(f"{prefix}.path: {route!r} is not a regular expression")
+        origin = {key: block.get(key) for key in ("inferenceservice", "component")}
+        for key, value in origin.items():
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                problems.append(f"{prefix}.{key}: expected a non-empty string, got {value!r}")
+                origin[key] = None
         errors = Errors()
         model = {key: value for key, value in block.items() if key in MODEL_KEYS}
         config = one({**shared, **model}, base, errors)
@@ -85,7 +95,21 @@ def several_models(raw: Mapping[str, Any], base: Path, path: Path | None, one: O
         clash = [c for c in configs if c.model == config.model]
         if clash:
             problems.append(f"{prefix}.model: {config.model!r} is configured more than once")
-        configs.append(replace(config, route=route if isinstance(route, str) else None))
+        config = replace(
+            config,
+            route=route if isinstance(route, str) else None,
+            service=origin["inferenceservice"],
+            component=origin["component"],
+        )
+        same = [c.model for c in configs if c.origin == config.origin]
+        if same:
+            service, component = config.origin
+            which = f"component {component!r} of " if component else ""
+            problems.append(
+                f"{prefix}.inferenceservice: the events of {which}InferenceService "
+                f"{service!r} already go to model {same[0]!r} (set `component` to tell them apart)"
+            )
+        configs.append(config)
     if problems or not configs:
         where = f"{path}: " if path else ""
         raise ConfigError(where + "; ".join(problems or ["models: no model configured"]))

@@ -173,11 +173,20 @@ class Config:
     # regular expression routing requests to this one where the path carries no model name.
     models: tuple[Config, ...] = ()
     route: str | None = None
+    # ... and the CloudEvents routed to this one: the InferenceService (None: the model's
+    # name) and the KServe component (None: any) they come from.
+    service: str | None = None
+    component: str | None = None
 
     @property
     def all_models(self) -> tuple[Config, ...]:
         """Every model this sidecar monitors: ``models``, or this config alone."""
         return self.models or (self,)
+
+    @property
+    def origin(self) -> tuple[str, str | None]:
+        """The InferenceService and component (None: any) whose CloudEvents are this model's."""
+        return (self.service or self.model, self.component)
 
     @property
     def fields(self) -> tuple[FieldSpec, ...]:

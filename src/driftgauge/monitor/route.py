@@ -2,9 +2,14 @@
 
 Records are routed by, in order:
 
-1. the InferenceService a record came from, when a model has its name
-   (``ce-inferenceservicename`` in the record's headers: the CloudEvents
-   source's records, which carry no path), whatever the model's protocol;
+1. the InferenceService a record came from, when a model has its name or
+   names it in ``inferenceservice`` (``ce-inferenceservicename`` in the
+   record's headers: the CloudEvents source's records, which carry no path),
+   whatever the model's protocol; among that service's models, the one naming
+   the record's KServe component (``ce-component``: a transformer's events
+   are not its predictor's) before one naming none.  A record of a service a
+   model names goes to no other: when no model takes its component, it is
+   for no configured model;
 2. a model's ``path`` regular expression (``models[i].path``), searched in
    the request path: the way to route protocols whose path names no model
    (MLflow's ``/invocations``, Seldon, JSON paths behind a gateway);
@@ -38,12 +43,14 @@ from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.versions import percent_decoded
 from driftgauge.typing import Record
 
-__all__ = ["SERVICE_HEADER", "Router", "model_in_path"]
+__all__ = ["COMPONENT_HEADER", "SERVICE_HEADER", "Router", "model_in_path"]
 
 _NAMED = re.compile(r"^/v[12]/models/([^/:?]+)")
 SERVICE_HEADER = "ce-inferenceservicename"
 """The record header naming the KServe InferenceService it came from (the CloudEvents binding's
 spelling of the payload logger's ``inferenceservicename`` attribute)."""
+COMPONENT_HEADER = "ce-component"
+"""... and the one naming its component (predictor, transformer, explainer)."""
 # Protocols whose routes name the model.
 NAMING_PROTOCOLS = frozenset({"kserve-v1", "kserve-v2", "kserve", "tfserving"})
 # Paths whose :meth:`Router.matches` answer is remembered; clients choose paths, so bounded.
@@ -76,7 +83,14 @@ class Router:
             for batcher in self.batchers
             if set(protocol_names(batcher.monitor.config.protocol)) <= NAMING_PROTOCOLS
         }
-        self._by_service = {batcher.monitor.config.model: batcher for batcher in self.batchers}
+        self._by_service: dict[str, dict[str | None, Batcher]] = {}
+        for batcher in self.batchers:
+            service, component = batcher.monitor.config.origin
+            self._by_service.setdefault(service, {})[component] = batcher
+        self._one = len(self.batchers) == 1 and all(
+            config.route is None and config.component is None
+            for config in (batcher.monitor.config for batcher in self.batchers)
+        )
         self._routes = [
             (re.compile(batcher.monitor.config.route), batcher)
             for batcher in self.batchers
@@ -84,11 +98,15 @@ class Router:
         ]
         self._matches: dict[str, bool] = {}
 
-    def route(self, path: str, service: str | None = None) -> tuple[Batcher | None, bool]:
-        """The batcher a record on ``path`` from the InferenceService ``service`` belongs to
-        (None: no configured model), and whether a ``path`` pattern chose it."""
+    def route(
+        self, path: str, service: str | None = None, component: str | None = None
+    ) -> tuple[Batcher | None, bool]:
+        """The batcher a record on ``path`` from the InferenceService ``service`` (its
+        ``component``) belongs to (None: no configured model), and whether a ``path`` pattern
+        chose it."""
         if service is not None and service in self._by_service:
-            return self._by_service[service], False
+            models = self._by_service[service]
+            return models.get(component, models.get(None)), False
         found = self._pattern_route(path)
         if found is not None:
             return found, True
@@ -148,14 +166,17 @@ class Router:
 
     def read(self, records: Sequence[Record], pending: dict[Batcher, Extraction]) -> None:
         """Route and extract every record into ``pending`` (by model), for :meth:`observe`."""
-        if len(self.batchers) == 1 and not self._routes:  # one model: nothing to route
+        if self._one:  # one model taking every record: nothing to route
             only = self.batchers[0]
             only.read(records, into=pending.setdefault(only, Extraction()))
             return
         groups: dict[tuple[Batcher, bool], list[Record]] = {}
         unknown = 0
         for record in records:
-            found, routed = self.route(record.path, record.headers.get(SERVICE_HEADER))
+            headers = record.headers
+            found, routed = self.route(
+                record.path, headers.get(SERVICE_HEADER), headers.get(COMPONENT_HEADER)
+            )
             if found is None:
                 unknown += 1
                 continue
