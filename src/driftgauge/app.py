@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from prometheus_client import ProcessCollector
@@ -31,6 +31,7 @@ from driftgauge.exposition.collector import (
     RenderedSnapshot,
     feedback_routes,
     metrics_routes,
+    model_feedback_routes,
 )
 from driftgauge.exposition.models import ModelsCollector
 from driftgauge.exposition.proxy import ProxyMetrics
@@ -197,11 +198,14 @@ def build_sidecar(
         app.add_routes(feedback_routes(monitor.outcomes, config.feedback.token))
         if config.feedback.tail is not None:
             app.cleanup_ctx.append(_feedback_tail_ctx)
-    for each in monitors if len(monitors) > 1 else ():
-        # Several models: each model's labels at /feedback/<model> (/feedback: the first's).
-        if each.outcomes is not None and each.config.feedback is not None:
-            path = "/feedback/" + quote(each.config.model, safe="")
-            app.add_routes(feedback_routes(each.outcomes, each.config.feedback.token, path))
+    # Several models: each model's labels at /feedback/<model> (/feedback: the first's).
+    takers = {
+        each.config.model: (each.outcomes, each.config.feedback.token)
+        for each in monitors
+        if each.outcomes is not None and each.config.feedback is not None
+    }
+    if len(monitors) > 1 and takers:
+        app.add_routes(model_feedback_routes(takers))
     if config.state.directory is not None:
         # First in, so its cleanup runs last: after the proxy drained and the queue was flushed.
         app.cleanup_ctx.append(_state_ctx)

@@ -7,16 +7,20 @@ import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pytest
 from sklearn import metrics as skm
+from yarl import URL
 
-from driftgauge.baseline import Baseline
+from driftgauge.baseline import Baseline, build_baseline, save_baseline
 from driftgauge.config import Config, TailConfig, config_from_mapping
 from driftgauge.exceptions import ProtocolError
 from driftgauge.monitor.outcomes import parse_labels
 from tests.feedback_support import (
+    CLASSIFIER_FEEDBACK,
+    CLASSIFIER_PREDICTIONS,
     Pipeline,
     build,
     classifier_columns,
@@ -34,7 +38,7 @@ from tests.feedback_support import (
     value,
     wire,
 )
-from tests.helpers import base_config, eventually, free_port
+from tests.helpers import base_config, eventually, free_port, write_csv
 
 T0 = 1_700_000_000.0
 TOLERANCE = 1e-9
@@ -689,3 +693,78 @@ async def test_tail_source_with_feedback_tail_yields_performance(
     )
     rate = sum(predicted[i] == "a" for i in north) / len(north)
     assert close(value(text, "driftgauge_positive_rate", window="5m", segment="north"), rate)
+
+
+# -- several models ------------------------------------------------------------------------------
+
+# Model names are any label values: spaces, non-ASCII letters, a slash, quotes and braces.
+MODEL_NAMES = ("sepal length (cm)", 'naïve "m"/{2}')
+
+
+def several_models(tmp_path: Path, **feedback: Any) -> tuple[Config, Baseline, list[Any]]:
+    """Two classifiers named MODEL_NAMES (tail source), each with ``feedback`` plus its
+    own ``tail: labels-<i>.jsonl``; the config, the first model's baseline and the tail records
+    of three one-row requests per model (``<i>-r<j>``, predicted "a")."""
+    raw = base_config(tmp_path)
+    features = raw.pop("features")
+    for key in ("model", "protocol", "baseline", "predictions"):
+        raw.pop(key)
+    raw["models"] = [
+        {
+            "model": name,
+            "protocol": "kserve-v1",
+            "baseline": str(tmp_path / f"model-{i}.dgb"),
+            "features": features,
+            "predictions": CLASSIFIER_PREDICTIONS,
+            "feedback": {**CLASSIFIER_FEEDBACK, "tail": f"labels-{i}.jsonl", **feedback},
+        }
+        for i, name in enumerate(MODEL_NAMES)
+    ]
+    config = config_from_mapping(raw, base=tmp_path)
+    data = write_csv(tmp_path / "train.csv", classifier_columns(2_000))
+    baselines = [build_baseline(model, [data]) for model in config.all_models]
+    for model, built in zip(config.all_models, baselines, strict=True):
+        save_baseline(built, model.baseline)
+    rows = one_row(13.5)
+    records = [
+        {
+            "ts": T0,
+            "id": f"{i}-r{j}",
+            "path": f"/v1/models/{quote(name, safe='')}:predict",
+            "request": {"instances": rows},
+            "response": {"predictions": predictions_for(rows)},
+        }
+        for i, name in enumerate(MODEL_NAMES)
+        for j in range(3)
+    ]
+    return config, baselines[0], records
+
+
+def write_records(config: Config, records: list[Any]) -> None:
+    assert isinstance(config.source, TailConfig)
+    lines = "".join(json.dumps(item) + "\n" for item in records)
+    config.source.path.write_text(lines, encoding="utf-8")
+
+
+async def test_each_model_takes_labels_at_its_percent_encoded_feedback_path(
+    tmp_path: Path,
+) -> None:
+    """POST /feedback/<model, percent-encoded> reaches that model whatever its name holds."""
+    config, baseline, records = several_models(tmp_path)
+    write_records(config, records)
+    async with running(config, baseline) as sidecar:
+        monitors = sidecar.sidecar.monitors
+        await eventually(
+            lambda: all(m.outcomes is not None and m.outcomes.pending == 3 for m in monitors)
+        )
+        for i, name in enumerate(MODEL_NAMES):
+            url = f"{sidecar.metrics_url}/feedback/{quote(name, safe='')}"
+            labels = [{"id": f"{i}-r0", "label": "a"}, {"id": f"{1 - i}-r1", "label": "a"}]
+            async with sidecar.session.post(URL(url, encoded=True), json=labels) as response:
+                assert response.status == 200, (name, await response.text())
+                assert await response.json() == {"matched": 1, "unmatched": 1, "invalid": 0}
+        url = f"{sidecar.metrics_url}/feedback/{quote('no such model', safe='')}"
+        async with sidecar.session.post(URL(url, encoded=True), json=[]) as response:
+            assert response.status == 404
+            assert "no such model" in (await response.json())["error"]
+        assert [m.outcomes.pending for m in monitors if m.outcomes is not None] == [2, 2]

@@ -23,7 +23,7 @@ import hmac
 import html
 import json
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 from aiohttp import web
@@ -48,6 +48,7 @@ __all__ = [
     "RenderedSnapshot",
     "feedback_routes",
     "metrics_routes",
+    "model_feedback_routes",
     "render_metrics",
 ]
 
@@ -360,10 +361,9 @@ def metrics_routes(
     ]
 
 
-def feedback_routes(
-    outcomes: Outcomes, token: str | None, path: str = "/feedback"
-) -> list[web.RouteDef]:
-    """``POST path``: a JSON list of ``{"id", "label"}``; a bearer token when configured."""
+def _feedback_handler(
+    outcomes: Outcomes, token: str | None
+) -> Callable[[web.Request], Awaitable[web.Response]]:
     expected = f"Bearer {token}".encode() if token else None
 
     async def feedback(request: web.Request) -> web.Response:
@@ -377,4 +377,33 @@ def feedback_routes(
             return web.json_response({"error": f"bad feedback body: {exc}"}, status=400)
         return web.json_response(outcomes.label(pairs))
 
-    return [web.post(path, feedback)]
+    return feedback
+
+
+def feedback_routes(
+    outcomes: Outcomes, token: str | None, path: str = "/feedback"
+) -> list[web.RouteDef]:
+    """``POST path``: a JSON list of ``{"id", "label"}``; a bearer token when configured."""
+    return [web.post(path, _feedback_handler(outcomes, token))]
+
+
+def model_feedback_routes(
+    models: Mapping[str, tuple[Outcomes, str | None]],
+) -> list[web.RouteDef]:
+    """``POST /feedback/<model>`` for each of ``models`` (name -> outcomes, token), the name
+    percent-encoded.
+
+    One route reads the name: aiohttp matches a plain path only after decoding all but
+    ``%2F`` and ``%25``, and takes braces in it for variables, so a route per model
+    missed names with a space, a non-ASCII letter, a quote or a brace.
+    """
+    handlers = {name: _feedback_handler(*taker) for name, taker in models.items()}
+
+    async def feedback(request: web.Request) -> web.Response:
+        name = request.match_info["model"]
+        handler = handlers.get(name)
+        if handler is None:
+            return web.json_response({"error": f"no model {name!r} takes labels"}, status=404)
+        return await handler(request)
+
+    return [web.post("/feedback/{model:.+}", feedback)]
