@@ -215,8 +215,9 @@ class Running:
     upstream_ids: list[str | None] = field(default_factory=list)
 
     async def metrics(self) -> str:
-        """/metrics after a recompute."""
-        await asyncio.to_thread(self.sidecar.monitor.compute)
+        """/metrics after a recompute (of every model's monitor)."""
+        for monitor in self.sidecar.monitors:
+            await asyncio.to_thread(monitor.compute)
         async with self.session.get(self.metrics_url + "/metrics") as response:
             assert response.status == 200
             return await response.text()

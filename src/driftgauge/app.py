@@ -196,8 +196,8 @@ def build_sidecar(
     if monitor.outcomes is not None:
         assert config.feedback is not None
         app.add_routes(feedback_routes(monitor.outcomes, config.feedback.token))
-        if config.feedback.tail is not None:
-            app.cleanup_ctx.append(_feedback_tail_ctx)
+    if any(each.config.feedback is not None and each.config.feedback.tail for each in monitors):
+        app.cleanup_ctx.append(_feedback_tail_ctx)
     # Several models: each model's labels at /feedback/<model> (/feedback: the first's).
     takers = {
         each.config.model: (each.outcomes, each.config.feedback.token)
@@ -322,21 +322,31 @@ def _label_line(line: bytes, now: float) -> Record | str:
 
 
 async def _feedback_tail_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Follow the ``feedback.tail`` of each model that names one (not only the first's)."""
     sidecar = app[SIDECAR_KEY]
-    outcomes, feedback = sidecar.monitor.outcomes, sidecar.config.feedback
+    tasks = [
+        _supervise("feedback tail", sidecar.health, _label_tail(monitor).run())
+        for monitor in sidecar.monitors
+        if monitor.config.feedback is not None and monitor.config.feedback.tail is not None
+    ]
+    yield
+    for task in tasks:
+        await _cancel(task, "feedback tail")
+
+
+def _label_tail(monitor: Monitor) -> TailSource:
+    """A tailer of ``monitor``'s label log, joining its lines with ``monitor``'s predictions."""
+    outcomes, feedback = monitor.outcomes, monitor.config.feedback
     assert outcomes is not None and feedback is not None and feedback.tail is not None
 
     def on_records(records: list[Record]) -> None:
         outcomes.label([(r.request_id or "", r.request) for r in records])
 
     def on_error(reason: str) -> None:
-        sidecar.monitor.count_parse_error(f"feedback_{reason}")
+        monitor.count_parse_error(f"feedback_{reason}")
 
     config = TailConfig(path=feedback.tail, state_file=feedback.tail_state_file)
-    source = TailSource(config, on_records, on_error, parse_line=_label_line)
-    task = _supervise("feedback tail", sidecar.health, source.run())
-    yield
-    await _cancel(task, "feedback tail")
+    return TailSource(config, on_records, on_error, parse_line=_label_line)
 
 
 SLICE_SECONDS = 0.005

@@ -768,3 +768,25 @@ async def test_each_model_takes_labels_at_its_percent_encoded_feedback_path(
             assert response.status == 404
             assert "no such model" in (await response.json())["error"]
         assert [m.outcomes.pending for m in monitors if m.outcomes is not None] == [2, 2]
+
+
+async def test_each_models_feedback_tail_is_read(tmp_path: Path) -> None:
+    """Every model's feedback.tail file is followed, not only the first model's."""
+    config, baseline, records = several_models(tmp_path)
+    write_records(config, records)
+    async with running(config, baseline) as sidecar:
+        monitors = sidecar.sidecar.monitors
+        await eventually(
+            lambda: all(m.outcomes is not None and m.outcomes.pending == 3 for m in monitors)
+        )
+        for i in range(len(MODEL_NAMES)):
+            lines = [json.dumps({"id": f"{i}-r{j}", "label": "ab"[j % 2]}) for j in range(i + 1)]
+            (tmp_path / f"labels-{i}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        outcomes = [m.outcomes for m in monitors if m.outcomes is not None]
+        await eventually(lambda: [o.labels["matched"] for o in outcomes] == [1, 2])
+        text = await sidecar.metrics()
+    for i, name in enumerate(MODEL_NAMES):
+        truth = ["ab"[j % 2] for j in range(i + 1)]
+        expected = skm.accuracy_score(truth, ["a"] * len(truth))
+        got = value(text, "driftgauge_performance", model=name, window="5m", metric="accuracy")
+        assert close(got, expected), (name, got, expected)
