@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -790,3 +792,32 @@ async def test_each_models_feedback_tail_is_read(tmp_path: Path) -> None:
         expected = skm.accuracy_score(truth, ["a"] * len(truth))
         got = value(text, "driftgauge_performance", model=name, window="5m", metric="accuracy")
         assert close(got, expected), (name, got, expected)
+
+
+@pytest.mark.parametrize("positive", ["d", True, 1])
+def test_a_positive_class_the_baseline_lacks_is_refused(tmp_path: Path, positive: Any) -> None:
+    """driftgauge check and serve refuse a positive_class the prediction never took in training
+    (its precision, recall and F1 would describe no class), naming the key and the classes."""
+    raw = base_config(
+        tmp_path,
+        predictions=CLASSIFIER_PREDICTIONS,
+        feedback={**CLASSIFIER_FEEDBACK, "positive_class": positive},
+    )
+    config = config_from_mapping(raw, base=tmp_path)
+    data = write_csv(tmp_path / "train.csv", classifier_columns(500))
+    save_baseline(build_baseline(config, [data]), config.baseline)
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(raw), encoding="utf-8")  # JSON is YAML
+    for command in ("check", "serve"):
+        result = subprocess.run(
+            [sys.executable, "-m", "driftgauge.cli", command, "-c", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode != 0, (command, result.stdout, result.stderr)
+        [line] = [text for text in result.stderr.splitlines() if text.strip()]
+        assert "feedback.positive_class" in line, line
+        assert all(f"'{name}'" in line for name in "abc"), line
+        assert "Traceback" not in result.stderr

@@ -86,6 +86,17 @@ def check_against(baseline: Baseline, config: Config, path: Path) -> None:
         or baseline.multivariate.features != config.multivariate.features
     ):
         problems.append("built without the config's multivariate features; rebuild it")
+    feedback = config.feedback
+    target = baseline.fields.get(feedback.prediction) if feedback is not None else None
+    if feedback is not None and feedback.positive_class is not None and target is not None:
+        binning = target.summary.binning
+        # Outside the top categories it would be __other__ or __unseen__: no class of its own.
+        if isinstance(binning, CategoricalBinning) and feedback.positive_class not in binning.index:
+            classes = ", ".join(map(repr, binning.categories))
+            problems.append(
+                f"feedback.positive_class {feedback.positive_class!r} is not among the classes "
+                f"of {feedback.prediction!r} the baseline keeps ({classes})"
+            )
     extra = sorted(set(baseline.fields) - {f.name for f in config.fields})
     if extra:
         problems.append(f"the baseline holds fields the config lacks: {', '.join(extra)}")
