@@ -821,3 +821,28 @@ def test_a_positive_class_the_baseline_lacks_is_refused(tmp_path: Path, positive
         assert "feedback.positive_class" in line, line
         assert all(f"'{name}'" in line for name in "abc"), line
         assert "Traceback" not in result.stderr
+
+
+async def test_a_label_sent_right_after_its_response_joins(
+    classifier: tuple[Config, Baseline], tmp_path: Path
+) -> None:
+    """The proxy registers a prediction off the request path, a moment after answering; a label
+    posted as soon as the response arrives still joins it, and performance counts it."""
+    config, baseline, _ = proxied(classifier, tmp_path)
+    columns = classifier_columns(6, seed=31)
+    truth, predicted, answers = [], [], []
+    async with running(config, baseline) as sidecar:
+        for start in range(6):
+            request_id, answer = await sidecar.predict(instances(columns, start, start + 1))
+            label = "abc"[start % 3]
+            answers.append(await sidecar.feedback([{"id": request_id, "label": label}]))
+            truth.append(label)
+            predicted.append(answer[0]["class"])
+        text = await sidecar.metrics()
+    assert answers == [(200, {"matched": 1, "unmatched": 0, "invalid": 0})] * 6
+    assert value(text, "driftgauge_labels_total", result="matched") == 6
+    assert value(text, "driftgauge_labels_total", result="unmatched") == 0
+    assert close(
+        value(text, "driftgauge_performance", window="5m", metric="accuracy"),
+        skm.accuracy_score(truth, predicted),
+    )

@@ -23,6 +23,7 @@ import hmac
 import html
 import json
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
@@ -51,6 +52,11 @@ __all__ = [
     "model_feedback_routes",
     "render_metrics",
 ]
+
+# How long POST /feedback keeps trying labels that match no held prediction, and how often:
+# the proxy registers a prediction a fraction of a second after answering (up to 0.25 s idle).
+LABEL_WAIT_SECONDS = 1.0
+LABEL_RETRY_SECONDS = 0.05
 
 Part = Literal["all", "snapshot", "live"]
 """What a collector yields: ``snapshot`` changes only at a recompute (and can be
@@ -375,7 +381,15 @@ def _feedback_handler(
             pairs = parse_labels(json.loads(await request.read()))
         except ValueError as exc:  # ProtocolError and bad UTF-8 are ValueErrors too
             return web.json_response({"error": f"bad feedback body: {exc}"}, status=400)
-        return web.json_response(outcomes.label(pairs))
+        result, missed = outcomes.join(pairs)
+        # Predictions are registered off the request path, a fraction of a second after their
+        # response: a label sent right after it finds nothing yet, so those are tried again.
+        deadline = time.monotonic() + LABEL_WAIT_SECONDS
+        while missed and time.monotonic() < deadline:
+            await asyncio.sleep(LABEL_RETRY_SECONDS)
+            joined, missed = outcomes.join(missed)
+            result += joined
+        return web.json_response(outcomes.settle(result, missed))
 
     return feedback
 

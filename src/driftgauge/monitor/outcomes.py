@@ -11,7 +11,9 @@ prediction counts as ``driftgauge_dropped_total{reason="feedback_expired"}``.
 Labels arrive by ``POST /feedback`` or a tailed JSON Lines file, as
 ``{"id": ..., "label": ...}`` objects.  A label joins its prediction, leaves
 the store, and enters the performance statistics of the slice it arrived
-in, overall and per segment.
+in, overall and per segment.  ``POST /feedback`` tries a label that matches
+nothing again for a moment (:meth:`Outcomes.join`, then :meth:`Outcomes.settle`
+counts): the proxy registers a prediction shortly after answering it.
 """
 
 from __future__ import annotations
@@ -213,10 +215,19 @@ class Outcomes:
 
     def label(self, pairs: Sequence[tuple[str, Any]], now: float | None = None) -> dict[str, int]:
         """Join labels with held predictions; returns how many matched, were unmatched or invalid."""
+        return self.settle(*self.join(pairs, now))
+
+    def join(
+        self, pairs: Sequence[tuple[str, Any]], now: float | None = None
+    ) -> tuple[Counter[str], list[tuple[str, Any]]]:
+        """Join the labels whose predictions are held: how many matched or were invalid, and
+        the pairs that matched nothing.  Nothing is counted until :meth:`settle`, so a caller
+        may retry the unmatched pairs first."""
         now = self.clock() if now is None else now
         result: Counter[str] = Counter()
         keys: list[str] = []
         truths: list[float] = []
+        valid: list[tuple[str, Any]] = []
         for row_id, raw in pairs:
             truth = self._truth(raw)
             if truth is None:
@@ -224,6 +235,7 @@ class Outcomes:
             else:
                 keys.append(row_id)
                 truths.append(truth)
+                valid.append((row_id, raw))
         alternates = None
         if self._id_path is None:
             # A one-row request is held under its bare id; ID:0 names it too (N rows: ID:i).
@@ -234,8 +246,13 @@ class Outcomes:
             if len(rows):
                 self._add(np.asarray(truths)[matched], rows, now)
                 result["matched"] += len(rows)
-            if len(rows) < len(keys):
-                result["unmatched"] += len(keys) - len(rows)
+        missed = [pair for pair, ok in zip(valid, matched.tolist(), strict=True) if not ok]
+        return result, missed
+
+    def settle(self, result: Counter[str], missed: Sequence[tuple[str, Any]]) -> dict[str, int]:
+        """Count :meth:`join`'s ``result`` and its ``missed`` pairs (unmatched) in ``labels``."""
+        result = result + Counter(unmatched=len(missed))
+        with self._lock:
             self.labels.update(result)
         return {key: result.get(key, 0) for key in ("matched", "unmatched", "invalid")}
 
