@@ -580,6 +580,31 @@ async def test_client_request_id_is_used_as_is(
     assert (status, body) == (200, {"matched": 4, "unmatched": 0, "invalid": 0})
 
 
+async def test_a_utf8_request_id_matches_the_same_id_in_a_label(
+    classifier: tuple[Config, Baseline], tmp_path: Path
+) -> None:
+    """A client's X-Request-ID in UTF-8 (as clients send non-ASCII header text) is the id its
+    labels name in JSON: "café" in the header and in the label are one id."""
+    config, baseline, _ = proxied(classifier, tmp_path)
+    ids = ["café-7", "naïve ✓ id", 'a "quoted" id']
+    columns = classifier_columns(len(ids), seed=9)
+    async with running(config, baseline) as sidecar:
+        outcomes = sidecar.sidecar.monitor.outcomes
+        assert outcomes is not None
+        predicted = []
+        for j, request_id in enumerate(ids):
+            _, answer = await sidecar.predict(
+                instances(columns, j, j + 1), {"X-Request-ID": request_id}
+            )
+            predicted.append(answer[0]["class"])
+        assert sidecar.upstream_ids == ids
+        await eventually(lambda: outcomes.pending == len(ids))
+        status, body = await sidecar.feedback(
+            [{"id": key, "label": label} for key, label in zip(ids, predicted, strict=True)]
+        )
+    assert (status, body) == (200, {"matched": len(ids), "unmatched": 0, "invalid": 0})
+
+
 async def test_no_id_is_generated_without_feedback(tmp_path: Path) -> None:
     """Without a feedback section the proxy adds no X-Request-ID (nothing would use it)."""
     built = build(tmp_path, columns=classifier_columns(1_000))

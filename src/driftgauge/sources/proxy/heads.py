@@ -95,7 +95,9 @@ def request_head(
         elif lower == b"x-forwarded-proto":
             has_proto = True
         elif lower == request_id_header:
-            request_id = value.decode("latin-1")
+            # As aiohttp reads it (the CloudEvents source): UTF-8, as clients send non-ASCII
+            # text, so "café" here is the "café" a label names in JSON.
+            request_id = value.decode("utf-8", "surrogateescape")
     for name, value in headers:
         lower = name.lower()
         if (
