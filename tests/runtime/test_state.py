@@ -417,3 +417,48 @@ def test_a_field_named_like_a_blob_reference_restores(tmp_path: Path) -> None:
     assert after.outcomes.pending == before.outcomes.pending == 50
     assert after.monitor.merged_windows(NOW)["5m"]["$blob"].count == 50
     assert after.monitor.compute(NOW).fields == before.monitor.compute(NOW).fields
+
+
+# Times of eight batches 3 s apart, in a 30 s window kept in 3 s (10 slices) or 15 s (2) slices.
+_FED = [NOW + 0.5 + 3 * k for k in range(8)]
+
+
+def _window_count(monitor: Monitor, now: float) -> int:
+    return monitor.merged_windows(now)["30s"]["alcohol"].count
+
+
+def _in_window(now: float, seconds: float, slices: int) -> int:
+    """Rows of ``_FED`` (100 each) the window holds at ``now``: those from slices not expired."""
+    step = seconds / slices
+    times = np.asarray(_FED)
+    kept = np.floor(times / step) >= np.floor(now / step) - slices + 1
+    return int(100 * np.count_nonzero(kept & (times <= now)))
+
+
+@pytest.mark.parametrize(("before", "after"), [(10, 2), (2, 10)])
+def test_a_restart_with_other_window_slices_keeps_the_rows_and_expires_them(
+    tmp_path: Path,
+    make_config: Callable[..., Config],
+    make_baseline: Callable[..., Baseline],
+    before: int,
+    after: int,
+) -> None:
+    """Changing ``window_slices`` between runs keeps the restored rows in the window and lets
+    them expire once the window has passed them (they were kept forever, or lost at once)."""
+    first = make_config(windows=["30s"], window_slices=before)
+    baseline = make_baseline(first, 1_000)
+    monitor = _monitor(first, baseline)
+    for k, at in enumerate(_FED):
+        monitor.ingest([Extracted(100, training_rows(100, k))], now=at)
+    StateStore(tmp_path / "state", monitor).save()
+    second = make_config(windows=["30s"], window_slices=after)
+    restored = _monitor(second, baseline)
+    assert StateStore(tmp_path / "state", restored).restore()
+    last = _FED[-1]
+    assert _window_count(restored, last) == 800  # every row fell in the last 30 s
+    if after < before:  # coarser slices hold the finer ones exactly: as if run with them
+        for now in (last + 5, last + 15, last + 20, last + 25):
+            assert _window_count(restored, now) == _in_window(now, 30, after)
+    assert _window_count(restored, last + 31) == 0
+    restored.ingest([Extracted(50, training_rows(50, 99))], now=last + 31)
+    assert _window_count(restored, last + 31) == 50

@@ -27,6 +27,7 @@ import gzip
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 import urllib.parse
@@ -147,21 +148,43 @@ def _encode_windows(captured: Captured) -> dict[str, list[dict[str, Any]]]:
     return result
 
 
+def _rebased(index: int, saved: float, seconds: float) -> int:
+    """The slice of ``seconds`` holding the start of slice ``index`` of ``saved`` seconds."""
+    return index if saved == seconds else int(index * saved // seconds)
+
+
 def _decode_windows(
-    windows: Mapping[str, SlicedWindow[Any]], payload: Mapping[str, Any]
+    windows: Mapping[str, SlicedWindow[Any]],
+    payload: Mapping[str, Any],
+    slice_seconds: Mapping[str, Any],
 ) -> dict[str, list[Slice[Any]]]:
-    """The slices of every window in ``payload``, decoded into fresh entries (nothing applied yet)."""
+    """The slices of every window in ``payload``, decoded into fresh entries (nothing applied yet).
+
+    Slices saved with another slice length (``window_slices`` changed) go to the slice of
+    today's length that holds their start, merged where several land in one: an index of the
+    old length read as one of the new would put them far in the future (kept forever) or
+    the past (dropped at once).
+    """
     restored: dict[str, list[Slice[Any]]] = {}
     for label, window in windows.items():
-        pieces = []
+        seconds = window.window.slice_seconds
+        saved = float(slice_seconds.get(label, seconds))
+        if not 0 < saved < math.inf:
+            raise ValueError(f"window {label}: a slice length of {saved!r} seconds")
+        pieces: dict[int, Slice[Any]] = {}
         for item in payload.get(label, []):
             fresh = window.fresh()
             if set(fresh) != set(item["entries"]):
                 raise ValueError(f"window {label}: the snapshot holds other fields than the config")
             for key, value in fresh.items():
                 decode_into(value, item["entries"][key])
-            pieces.append(Slice(int(item["index"]), fresh))
-        restored[label] = pieces
+            index = _rebased(int(item["index"]), saved, seconds)
+            if index in pieces:
+                for key, value in fresh.items():
+                    pieces[index].summaries[key].merge(value)
+            else:
+                pieces[index] = Slice(index, fresh)
+        restored[label] = list(pieces.values())
     return restored
 
 
@@ -272,6 +295,8 @@ class StateStore:
             "baseline_id": monitor.baseline.id,
             "schema_hash": monitor.config.schema_hash(),
             "saved": self.clock(),
+            # Slice indexes count slices of this length (window_slices may change by the restart).
+            "slice_seconds": {w.label: w.slice_seconds for w in monitor.config.windows},
         }
         # Locks are held only to copy references and encode the newest slices: ingestion
         # (on the proxy's loop) waits on them, so the heavy encoding happens after.
@@ -343,7 +368,11 @@ class StateStore:
                 if tracker.name == "fields":
                     raise KeyError(key)
                 continue  # a tracker configured since the snapshot starts empty
-            groups.append((tracker.windows, _decode_windows(tracker.windows, document[key])))
+            slice_seconds = document.get("slice_seconds", {})  # not in snapshots before it
+            if not isinstance(slice_seconds, dict):
+                raise ValueError(f"slice_seconds is {slice_seconds!r}, not a table")
+            restored = _decode_windows(tracker.windows, document[key], slice_seconds)
+            groups.append((tracker.windows, restored))
             if isinstance(tracker, HoldsState) and tracker.held_key in document:
                 held.append((tracker, tracker.decode_held(document[tracker.held_key])))
         for windows, restored in groups:
