@@ -98,6 +98,8 @@ __all__ = [
 
 # 9100-9999 of Prometheus' default port allocations is taken in full; see README.
 DEFAULT_METRICS_PORT = 10117
+# The tail source's offset under state.directory when source.tail.state_file is not set.
+_TAIL_OFFSET = "tail.offset"
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +368,10 @@ def one_model(raw: Mapping[str, Any], base: Path, errors: Errors) -> Config | No
         directory=base / directory if directory else None,
         interval=get_value(state_table, "interval", "state.", positive_float, 30.0, errors),
     )
+    if isinstance(source, TailConfig) and source.state_file is None and state.directory:
+        # Restored windows already hold the log's lines: without an offset a restart
+        # would read them from the start again and count each twice.
+        source = replace(source, state_file=state.directory / _TAIL_OFFSET)
     log_table = section(top.get("log"), "log", ("level", "format"), errors)
     log = LogConfig(
         level=cast(
