@@ -468,3 +468,25 @@ def test_a_restart_with_other_window_slices_keeps_the_rows_and_expires_them(
     assert _window_count(restored, last + 31) == 0
     restored.ingest([Extracted(50, training_rows(50, 99))], now=last + 31)
     assert _window_count(restored, last + 31) == 50
+
+
+def test_a_bad_snapshot_that_cannot_be_moved_aside_is_logged_and_the_monitor_starts_empty(
+    tmp_path: Path,
+    make_config: Callable[..., Config],
+    make_baseline: Callable[..., Baseline],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """When the rename aside fails (here: a non-empty directory holds its name) the start goes
+    on, with one line naming the snapshot and both problems, instead of ending the sidecar."""
+    config = make_config()
+    monitor = _monitor(config, make_baseline(config, 500))
+    store = StateStore(tmp_path / "state", monitor, clock=lambda: NOW)
+    store.path.parent.mkdir()
+    store.path.write_bytes(b"not a snapshot")
+    taken = store.path.with_name(f"{store.path.name}.corrupt-{int(NOW)}")
+    (taken / "inside").mkdir(parents=True)
+    assert not store.restore()
+    assert store.path.read_bytes() == b"not a snapshot"
+    assert monitor.merged_windows(NOW)["5m"]["alcohol"].count == 0
+    [line] = [r.getMessage() for r in caplog.records if str(store.path) in r.getMessage()]
+    assert "Not a gzipped file" in line and "cannot move it aside" in line

@@ -347,7 +347,16 @@ class StateStore:
             RuntimeError,
         ) as exc:
             aside = self.path.with_name(f"{self.path.name}.corrupt-{int(self.clock())}")
-            os.replace(self.path, aside)
+            try:
+                os.replace(self.path, aside)
+            except OSError as error:  # the next snapshot replaces it, or fails with its own line
+                log.warning(
+                    "state snapshot %s unusable (%s); cannot move it aside (%s), starting empty",
+                    self.path,
+                    exc,
+                    error.strerror or error,
+                )
+                return False
             log.warning(
                 "state snapshot %s unusable (%s); moved to %s, starting empty",
                 self.path,
