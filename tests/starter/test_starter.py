@@ -250,6 +250,28 @@ def test_written_config_says_what_to_review(tmp_path: Path) -> None:
     assert config["source"]["proxy"]["upstream"] == "http://127.0.0.1:9000"
 
 
+def test_written_alerting_section_is_the_defaults(tmp_path: Path) -> None:
+    """The `alerting:` values init writes as "the defaults" are: `driftgauge rules` renders the
+    same bytes for the written config as for it without that section."""
+    train = write_csv(tmp_path / "t.csv", columns())
+    written = tmp_path / "written.yaml"
+    assert run("init", "--data", train, "--predictions", "class", "-o", written).returncode == 0
+    raw = yaml.safe_load(written.read_text(encoding="utf-8"))
+    assert "alerting" in raw
+    del raw["alerting"]
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    rendered = {}
+    for config in (written, bare):
+        out = tmp_path / f"rules-{config.stem}"
+        result = run("rules", "-c", config, "-o", out)
+        assert result.returncode == 0, result.stderr
+        rendered[config.stem] = {
+            p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()
+        }
+    assert rendered["written"] == rendered["bare"]
+
+
 def test_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
     """An existing file is kept unless force is set."""
     sample = sample_data(write_csv(tmp_path / "t.csv", columns()))

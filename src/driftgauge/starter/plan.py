@@ -20,6 +20,7 @@ import yaml
 from driftgauge.config import (
     DEFAULT_METRICS_PORT,
     DEFAULT_PROXY_PORT,
+    AlertThresholds,
     FieldType,
     ProtocolName,
     config_from_mapping,
@@ -306,6 +307,7 @@ def render_starter(starter: Starter, baseline: str, command: str = "driftgauge i
     if starter.notes:
         lines += ["#", *_comment(starter.notes)]
     upstream = starter.upstream or PLACEHOLDER_UPSTREAM
+    alert = AlertThresholds()  # the defaults, written out for review
     upstream_note = (
         "the server the metadata came from"
         if starter.upstream
@@ -334,11 +336,13 @@ def render_starter(starter: Starter, baseline: str, command: str = "driftgauge i
         "windows: [5m, 1h]  # REVIEW: live windows compared with the baseline",
         "min_observations: 100  # REVIEW: drift gauges appear once a window holds this many",
         "alerting:  # REVIEW: the defaults; per-field overrides go under alerting.features",
-        "  psi: {warning: 0.1, critical: 0.25}",
-        "  noise_floor: {warning: 4, critical: 10}",
-        "  ks: {statistic: 0.1, pvalue: 0.001}",
-        "  for: 15m",
-        "  page: true",
+        f"  psi: {{warning: {alert.psi_warning:g}, critical: {alert.psi_critical:g}}}",
+        f"  significance: {{warning: {alert.significance_warning:g}, "
+        f"critical: {alert.significance_critical:g}}}",
+        f"  noise_floor: {{warning: {alert.noise_floor_warning:g}, critical: {alert.noise_floor_critical:g}}}",
+        f"  ks: {{statistic: {alert.ks_statistic:g}, pvalue: {alert.ks_pvalue:g}}}",
+        "  # for: the shortest window clamped to [1m, 15m] (5m here) unless set",
+        f"  page: {str(alert.page).lower()}",
     ]
     return "\n".join(lines) + "\n"
 
