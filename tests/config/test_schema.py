@@ -271,6 +271,29 @@ def test_parse_listen_forms() -> None:
         parse_listen("host:http", 1)
 
 
+@pytest.mark.parametrize("port", [10118, "10118"])
+def test_a_bare_port_number_listens_on_every_address(tmp_path: Path, port: int | str) -> None:
+    """`listen: 10118` is that port on all addresses, not a host named "10118" on the default
+    port (which `check` accepted and `serve` failed to bind)."""
+    raw = base_config(tmp_path)
+    raw["metrics"]["listen"] = port
+    raw["source"] = {"proxy": {"listen": port, "upstream": "http://127.0.0.1:9"}}
+    config = config_from_mapping(raw)
+    assert config.metrics.listen == ("0.0.0.0", 10118)
+    assert isinstance(config.source, ProxyConfig)
+    assert config.source.listen == ("0.0.0.0", 10118)
+
+
+def test_an_ipv6_address_without_brackets_is_refused(tmp_path: Path) -> None:
+    """`listen: "::1"` is refused naming the key, not read as host ":" and port 1."""
+    raw = base_config(tmp_path)
+    raw["metrics"]["listen"] = "::1"
+    with pytest.raises(
+        ConfigError, match=r"metrics\.listen: '::1': write an IPv6 address in brackets"
+    ):
+        config_from_mapping(raw)
+
+
 @pytest.mark.parametrize("name", ["wine-proxy.yaml", "wine-tail.yaml"])
 def test_example_configs_are_valid(name: str) -> None:
     """The example configs in examples/ load without a problem."""

@@ -53,8 +53,12 @@ def format_duration(seconds: float) -> str:
 
 
 def parse_listen(text: str, default_port: int) -> tuple[str, int]:
-    """``host:port`` (``[::1]:port`` for IPv6, ``:port`` for all addresses) as a pair."""
+    """``host:port`` (``[::1]:port`` for IPv6, ``:port`` or ``port`` for all addresses) as a pair."""
     text = text.strip()
+    if text.isdigit():  # a bare port number, not a host named "8080"
+        text = f":{text}"
+    if text.count(":") > 1 and not text.startswith("["):
+        raise ValueError(f"{text!r}: write an IPv6 address in brackets, as in [::1]:{default_port}")
     host, sep, port_text = text.rpartition(":")
     if not sep:
         host, port_text = text, str(default_port)
