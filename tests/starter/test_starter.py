@@ -272,6 +272,17 @@ def test_written_alerting_section_is_the_defaults(tmp_path: Path) -> None:
     assert rendered["written"] == rendered["bare"]
 
 
+def test_a_line_break_in_the_data_file_name_stays_in_a_comment(tmp_path: Path) -> None:
+    """The training file's name is quoted in comments; a line break in it no longer ends the
+    comment (the written YAML did not parse, and init died with a traceback)."""
+    train = write_csv(tmp_path / "new\nline: x.csv", columns())
+    config = tmp_path / "c.yaml"
+    result = run("init", "--data", train, "--predictions", "class", "-o", config)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert types_of(config)["class"] == "categorical"
+
+
 def test_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
     """An existing file is kept unless force is set."""
     sample = sample_data(write_csv(tmp_path / "t.csv", columns()))

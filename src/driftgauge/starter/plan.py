@@ -25,6 +25,7 @@ from driftgauge.config import (
     ProtocolName,
     config_from_mapping,
 )
+from driftgauge.config.validation import label_value
 from driftgauge.starter.data import CATEGORICAL_MAX_DISTINCT, ColumnProfile, DataSample
 from driftgauge.starter.errors import StarterError
 from driftgauge.starter.metadata import ModelMetadata, Tensor
@@ -240,7 +241,10 @@ def plan_starter(
 
 def _model_name(path: Path) -> str:
     stem = path.name.split(".")[0]
-    return stem or "model"
+    try:
+        return label_value(stem)
+    except ValueError:  # empty, or a control character no label value may hold
+        return "model"
 
 
 # -- the YAML -------------------------------------------------------------------------
@@ -261,7 +265,8 @@ def _field_line(spec: StarterField) -> str:
 
 
 def _comment(lines: Iterable[str], indent: str = "") -> list[str]:
-    return [f"{indent}# {line}".rstrip() for line in lines]
+    # Every physical line: a file name may hold a line break, which would end the comment.
+    return [f"{indent}# {part}".rstrip() for line in lines for part in line.splitlines() or [""]]
 
 
 def render_starter(starter: Starter, baseline: str, command: str = "driftgauge init") -> str:
