@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -387,11 +388,12 @@ def _cmd_init(args: argparse.Namespace) -> int:
     )
     baseline = f"{args.output.stem}.dgb"
     starter.write_starter(starter.render_starter(plan, baseline), args.output, force=args.force)
+    data = shlex.quote(str(args.data)) if args.data is not None else "TRAINING_FILE"
     print(
         f"wrote {args.output}: {len(plan.features)} features, {len(plan.predictions)} "
         f"predictions, protocol {plan.protocol}; review its comments, then build the baseline: "
-        f"driftgauge baseline -c {args.output} --data {args.data or 'TRAINING_FILE'} "
-        f"-o {args.output.parent / baseline}"
+        f"driftgauge baseline -c {shlex.quote(str(args.output))} --data {data} "
+        f"-o {shlex.quote(str(args.output.parent / baseline))}"
     )
     return 0
 

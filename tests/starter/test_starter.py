@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -431,6 +432,25 @@ def test_init_baseline_check_end_to_end(tmp_path: Path, suffix: str) -> None:
     result = run("check", "-c", config)
     assert result.returncode == 0, result.stderr
     assert "ok:" in result.stdout
+
+
+def test_the_printed_baseline_command_runs_as_printed(tmp_path: Path) -> None:
+    """The `driftgauge baseline` command init prints is shell-quoted: pasted into a shell, it
+    builds the baseline even when the paths hold spaces, a colon and a #."""
+    train = write_csv(tmp_path / "my data: #1.csv", columns())
+    config = tmp_path / "my conf" / "wine model.yaml"
+    config.parent.mkdir()
+    result = run("init", "--data", train, "--predictions", "class", "-o", config)
+    assert result.returncode == 0, result.stderr
+    command = shlex.split(result.stdout.split("build the baseline: ", 1)[1])
+    assert command[:2] == ["driftgauge", "baseline"]
+    built = run(*command[1:])
+    assert built.returncode == 0, built.stderr
+    assert run("check", "-c", config).returncode == 0
+    comment = next(
+        line for line in config.read_text(encoding="utf-8").splitlines() if "--data" in line
+    )
+    assert shlex.quote(str(train)) in comment
 
 
 def test_jsonl_numeric_codes_in_a_categorical_column_build_a_baseline(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ is written.
 from __future__ import annotations
 
 import io
+import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,7 +283,8 @@ def render_starter(starter: Starter, baseline: str, command: str = "driftgauge i
         sources.append(
             f"model metadata: GET {starter.metadata.url} (platform {platform}, versions {versions})"
         )
-    data_hint = str(starter.sample.path) if starter.sample is not None else "TRAINING_FILE"
+    sample = starter.sample
+    data_hint = shlex.quote(str(sample.path)) if sample is not None else "TRAINING_FILE"
     lines = _comment(
         [
             f"Starter config written by `{command}` from",
