@@ -336,6 +336,23 @@ def test_demo_detects_exactly_the_drifted_features() -> None:
     assert "drifted inputs found:    alcohol, color_intensity, region" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--metrics-port", "99999"), ("--duration", "nan"), ("--duration", "-5")],
+)
+def test_demo_refuses_a_bad_port_or_duration_before_starting(option: str, value: str) -> None:
+    """A port beyond 65535 (a bind() traceback), a NaN duration (an instant run reporting a
+    mismatch) or a negative one (a run without end) is a usage error naming the option."""
+    result = subprocess.run(
+        [*CLI, "demo", option, value], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2, result.stdout[-500:] + result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"argument {option}" in last and repr(value) in last
+
+
 def test_baseline_workers_give_the_same_file_content(project: Path) -> None:
     """`--workers 1` and `--workers 2` write the same edges and counts; a bad count is one line."""
     write_csv(project / "big.csv", training_rows(60_000, seed=3))

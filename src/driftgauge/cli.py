@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import shlex
 import signal
 import sys
@@ -60,10 +61,16 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run a model server, the sidecar and drifting traffic")
     demo.add_argument(
-        "--duration", type=float, default=60.0, help="seconds; 0 runs until Ctrl-C (default 60)"
+        "--duration",
+        type=_seconds,
+        default=60.0,
+        help="seconds; 0 runs until Ctrl-C (default 60)",
     )
     demo.add_argument(
-        "--metrics-port", type=int, default=None, help="default: the standard port, else a free one"
+        "--metrics-port",
+        type=_port,
+        default=None,
+        help="default: the standard port, else a free one",
     )
     demo.add_argument("--seed", type=int, default=7)
 
@@ -218,6 +225,26 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < math.inf:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, 0 or more, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
     return value
 
 
