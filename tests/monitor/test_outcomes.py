@@ -505,6 +505,20 @@ async def test_feedback_requires_the_configured_bearer_token(
         )
 
 
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer"])
+async def test_the_bearer_scheme_is_case_insensitive(
+    classifier: tuple[Config, Baseline], tmp_path: Path, scheme: str
+) -> None:
+    """The token is compared exactly, the scheme name in any case (RFC 9110, 11.1)."""
+    config, baseline, _ = proxied(classifier, tmp_path, token="s3cret")
+    async with running(config, baseline) as sidecar:
+        url = sidecar.metrics_url + "/feedback"
+        for token, status in (("S3CRET", 401), ("s3cret", 200)):
+            headers = {"Authorization": f"{scheme} {token}"}
+            async with sidecar.session.post(url, json=[], headers=headers) as response:
+                assert response.status == status, (scheme, token)
+
+
 @pytest.mark.parametrize(
     "raw",
     [

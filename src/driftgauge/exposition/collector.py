@@ -370,12 +370,13 @@ def metrics_routes(
 def _feedback_handler(
     outcomes: Outcomes, token: str | None
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
-    expected = f"Bearer {token}".encode() if token else None
+    expected = token.encode() if token else None
 
     async def feedback(request: web.Request) -> web.Response:
         if expected is not None:
-            given = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            # The scheme name is case-insensitive (RFC 9110, 11.1), the token is not.
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected):
                 return web.json_response({"error": "a valid bearer token is required"}, status=401)
         try:
             pairs = parse_labels(json.loads(await request.read()))
