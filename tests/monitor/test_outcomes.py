@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import subprocess
@@ -517,6 +518,25 @@ async def test_the_bearer_scheme_is_case_insensitive(
             headers = {"Authorization": f"{scheme} {token}"}
             async with sidecar.session.post(url, json=[], headers=headers) as response:
                 assert response.status == status, (scheme, token)
+
+
+async def test_a_token_that_is_not_utf8_is_401_not_a_server_error(
+    classifier: tuple[Config, Baseline], tmp_path: Path
+) -> None:
+    """An Authorization header with a byte that is not UTF-8 is a wrong token (401), not a 500."""
+    config, baseline, _ = proxied(classifier, tmp_path, token="s3cret")
+    async with running(config, baseline):
+        host, port = config.metrics.listen
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(
+            b"POST /feedback HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3\xffcret\r\n"
+            b"Content-Length: 2\r\nConnection: close\r\n\r\n[]"
+        )
+        await writer.drain()
+        status_line = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+    assert status_line.split()[1] == b"401", status_line
 
 
 @pytest.mark.parametrize(

@@ -375,8 +375,10 @@ def _feedback_handler(
     async def feedback(request: web.Request) -> web.Response:
         if expected is not None:
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-            # The scheme name is case-insensitive (RFC 9110, 11.1), the token is not.
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected):
+            # The scheme name is case-insensitive (RFC 9110, 11.1), the token is not; aiohttp
+            # reads other bytes than UTF-8 as surrogates, which go back as the same bytes.
+            given_bytes = given.encode("utf-8", "surrogateescape")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given_bytes, expected):
                 return web.json_response({"error": "a valid bearer token is required"}, status=401)
         try:
             pairs = parse_labels(json.loads(await request.read()))
