@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import math
 import subprocess
@@ -537,6 +538,22 @@ async def test_a_token_that_is_not_utf8_is_401_not_a_server_error(
         writer.close()
         await writer.wait_closed()
     assert status_line.split()[1] == b"401", status_line
+
+
+async def test_a_feedback_body_over_the_limit_is_413_with_a_json_error(
+    classifier: tuple[Config, Baseline], tmp_path: Path
+) -> None:
+    """Labels beyond the body limit get a JSON error like any other refused body, naming it."""
+    config, baseline, _ = proxied(classifier, tmp_path)
+    labels = [{"id": f"request-{i:08d}", "label": "a"} for i in range(40_000)]
+    raw = io.BytesIO(json.dumps(labels).encode())
+    async with (
+        running(config, baseline) as sidecar,
+        sidecar.session.post(sidecar.metrics_url + "/feedback", data=raw) as response,
+    ):
+        status, body = response.status, await response.json()
+    assert status == 413
+    assert "1048576" in body["error"] and "\n" not in body["error"]
 
 
 @pytest.mark.parametrize(

@@ -382,6 +382,9 @@ def _feedback_handler(
                 return web.json_response({"error": "a valid bearer token is required"}, status=401)
         try:
             pairs = parse_labels(json.loads(await request.read()))
+        except web.HTTPRequestEntityTooLarge as exc:  # aiohttp's text reply: JSON like the rest
+            error = f"bad feedback body: {exc.text} Post the labels in smaller batches."
+            return web.json_response({"error": error}, status=413)
         except ValueError as exc:  # ProtocolError and bad UTF-8 are ValueErrors too
             return web.json_response({"error": f"bad feedback body: {exc}"}, status=400)
         result, missed = outcomes.join(pairs)
