@@ -38,6 +38,7 @@ from driftgauge.exposition.proxy import ProxyMetrics
 from driftgauge.jsonbody import decode_json
 from driftgauge.monitor.batch import MAX_BODY_BYTES, Batcher, Extraction
 from driftgauge.monitor.model import Monitor
+from driftgauge.monitor.outcomes import row_id
 from driftgauge.monitor.route import Router
 from driftgauge.monitor.versions import ModelVersions
 from driftgauge.protocols import make_adapter
@@ -318,7 +319,7 @@ def _label_line(line: bytes, now: float) -> Record | str:
         return "invalid_json"
     if not isinstance(item, dict) or "id" not in item or "label" not in item:
         return "invalid_record"
-    return Record(ts=now, request=item["label"], response=None, request_id=str(item["id"]))
+    return Record(ts=now, request=item["label"], response=None, request_id=row_id(item["id"]))
 
 
 async def _feedback_tail_ctx(app: web.Application) -> AsyncIterator[None]:

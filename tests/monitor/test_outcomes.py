@@ -656,6 +656,35 @@ async def test_a_utf8_request_id_matches_the_same_id_in_a_label(
     assert (status, body) == (200, {"matched": len(ids), "unmatched": 0, "invalid": 0})
 
 
+async def test_a_numeric_label_id_matches_however_json_spells_the_number(
+    classifier: tuple[Config, Baseline], tmp_path: Path
+) -> None:
+    """A label id 12345.0 (how a float column of ids, as pandas makes one with a gap, writes
+    12345) names request 12345: the X-Request-ID text, or an id_path integer."""
+    config, baseline, _ = proxied(classifier, tmp_path, id_path="$.instances[*].id")
+    columns = classifier_columns(3, seed=9)
+    rows = [{**row, "id": 10 + j} for j, row in enumerate(instances(columns, 0, 3))]
+    async with running(config, baseline) as sidecar:
+        outcomes = sidecar.sidecar.monitor.outcomes
+        assert outcomes is not None
+        _, answer = await sidecar.predict(rows)
+        await eventually(lambda: outcomes.pending == 3)
+        labels = [{"id": float(10 + j), "label": answer[j]["class"]} for j in range(2)]
+        labels.append({"id": "12", "label": answer[2]["class"]})
+        assert await sidecar.feedback(labels) == (
+            200,
+            {"matched": 3, "unmatched": 0, "invalid": 0},
+        )
+    config, baseline, _ = proxied(classifier, tmp_path)
+    async with running(config, baseline) as sidecar:
+        outcomes = sidecar.sidecar.monitor.outcomes
+        assert outcomes is not None
+        _, answer = await sidecar.predict(instances(columns, 0, 1), {"X-Request-ID": "12345"})
+        await eventually(lambda: outcomes.pending == 1)
+        label = [{"id": 12345.0, "label": answer[0]["class"]}]
+        assert await sidecar.feedback(label) == (200, {"matched": 1, "unmatched": 0, "invalid": 0})
+
+
 async def test_no_id_is_generated_without_feedback(tmp_path: Path) -> None:
     """Without a feedback section the proxy adds no X-Request-ID (nothing would use it)."""
     built = build(tmp_path, columns=classifier_columns(1_000))

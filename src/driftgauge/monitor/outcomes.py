@@ -41,7 +41,7 @@ from driftgauge.sketches.window import SlicedWindow
 from driftgauge.stats.performance import ClassificationStats, RegressionStats
 from driftgauge.typing import Extracted, Record
 
-__all__ = ["Outcomes", "PerformanceStats", "equal_opportunity", "parse_labels"]
+__all__ = ["Outcomes", "PerformanceStats", "equal_opportunity", "parse_labels", "row_id"]
 
 Stats = ClassificationStats | RegressionStats
 MAX_CLASSES_EXPORTED = 10
@@ -60,6 +60,17 @@ class PerformanceStats:
     true_positive_rate: float | None = None
 
 
+def row_id(value: Any) -> str:
+    """A row id as text; a whole number in float spelling is the integer's text.
+
+    So a label id 12345.0 (a float column of ids, as pandas makes one with a gap,
+    writes 12345 so) names the request whose id is 12345.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def parse_labels(body: Any) -> list[tuple[str, Any]]:
     """``[{"id", "label"}, ...]`` (or ``{"labels": [...]}``) as (id, label) pairs."""
     items = body.get("labels") if isinstance(body, dict) else body
@@ -69,7 +80,7 @@ def parse_labels(body: Any) -> list[tuple[str, Any]]:
     for item in items:
         if not isinstance(item, dict) or "id" not in item or "label" not in item:
             raise ProtocolError("bad_shape", 'every item needs "id" and "label"')
-        pairs.append((str(item["id"]), item["label"]))
+        pairs.append((row_id(item["id"]), item["label"]))
     return pairs
 
 
@@ -158,7 +169,7 @@ class Outcomes:
             if ids is None or len(ids) != rows:
                 return None
             # A row without its id member waits for nothing (not for a label with id "None").
-            return [None if i is None else str(i) for i in ids]
+            return [None if i is None else row_id(i) for i in ids]
         if record.request_id is None:
             return None
         if rows == 1:
