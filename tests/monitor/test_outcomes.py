@@ -685,6 +685,27 @@ async def test_a_numeric_label_id_matches_however_json_spells_the_number(
         assert await sidecar.feedback(label) == (200, {"matched": 1, "unmatched": 0, "invalid": 0})
 
 
+async def test_a_nan_class_label_is_invalid_not_a_wrong_prediction(
+    classifier: tuple[Config, Baseline], tmp_path: Path
+) -> None:
+    """NaN (how Python's json writes a missing label from a float column) is no class: the
+    label is invalid, its prediction keeps waiting, and accuracy counts only real labels."""
+    config, baseline, _ = proxied(classifier, tmp_path)
+    columns = classifier_columns(2, seed=9)
+    async with running(config, baseline) as sidecar:
+        outcomes = sidecar.sidecar.monitor.outcomes
+        assert outcomes is not None
+        _, answer = await sidecar.predict(instances(columns, 0, 2), {"X-Request-ID": "r"})
+        await eventually(lambda: outcomes.pending == 2)
+        raw = json.dumps([{"id": "r:0", "label": math.nan}, {"id": "r:1", "label": "a"}])
+        status, body = await sidecar.feedback(None, raw=raw.encode())
+        text = await sidecar.metrics()
+    assert (status, body) == (200, {"matched": 1, "unmatched": 0, "invalid": 1})
+    assert outcomes.pending == 1
+    expected = skm.accuracy_score(["a"], [answer[1]["class"]])
+    assert close(value(text, "driftgauge_performance", window="5m", metric="accuracy"), expected)
+
+
 async def test_no_id_is_generated_without_feedback(tmp_path: Path) -> None:
     """Without a feedback section the proxy adds no X-Request-ID (nothing would use it)."""
     built = build(tmp_path, columns=classifier_columns(1_000))

@@ -269,7 +269,12 @@ class Outcomes:
 
     def _truth(self, raw: Any) -> float | None:
         if self._binning is not None:
-            if raw is None or isinstance(raw, dict | list):
+            # NaN is a missing label (Python's json writes a float column's gaps so), no class.
+            if (
+                raw is None
+                or isinstance(raw, dict | list)
+                or (isinstance(raw, float) and math.isnan(raw))
+            ):
                 return None
             return float(self._binning.slot(canonical_category(raw)))
         if isinstance(raw, bool) or not isinstance(raw, int | float):
