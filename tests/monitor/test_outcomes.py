@@ -25,6 +25,7 @@ from driftgauge.monitor.outcomes import parse_labels
 from tests.feedback_support import (
     CLASSIFIER_FEEDBACK,
     CLASSIFIER_PREDICTIONS,
+    MODEL_PATH,
     Pipeline,
     build,
     classifier_columns,
@@ -654,6 +655,30 @@ async def test_a_utf8_request_id_matches_the_same_id_in_a_label(
             [{"id": key, "label": label} for key, label in zip(ids, predicted, strict=True)]
         )
     assert (status, body) == (200, {"matched": len(ids), "unmatched": 0, "invalid": 0})
+
+
+async def test_whitespace_around_a_request_id_is_not_part_of_it(
+    classifier: tuple[Config, Baseline], tmp_path: Path
+) -> None:
+    """Spaces and tabs around the X-Request-ID value are not the id (RFC 9110, 5.5)."""
+    config, baseline, _ = proxied(classifier, tmp_path)
+    body = json.dumps({"instances": instances(classifier_columns(1, seed=9), 0, 1)}).encode()
+    async with running(config, baseline) as sidecar:
+        outcomes = sidecar.sidecar.monitor.outcomes
+        assert outcomes is not None and sidecar.sidecar.proxy_port is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.sidecar.proxy_port)
+        writer.write(
+            b"POST " + MODEL_PATH.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+            b"X-Request-ID: \t padded id \t \r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        await writer.drain()
+        assert (await reader.readline()).split()[1] == b"200"
+        writer.close()
+        await writer.wait_closed()
+        await eventually(lambda: outcomes.pending == 1)
+        answer = await sidecar.feedback([{"id": "padded id", "label": "a"}])
+    assert answer == (200, {"matched": 1, "unmatched": 0, "invalid": 0})
 
 
 async def test_a_numeric_label_id_matches_however_json_spells_the_number(

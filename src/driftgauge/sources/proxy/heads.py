@@ -96,8 +96,9 @@ def request_head(
             has_proto = True
         elif lower == request_id_header:
             # As aiohttp reads it (the CloudEvents source): UTF-8, as clients send non-ASCII
-            # text, so "café" here is the "café" a label names in JSON.
-            request_id = value.decode("utf-8", "surrogateescape")
+            # text, so "café" here is the "café" a label names in JSON; whitespace around a
+            # field value is not part of it (RFC 9110, 5.5).
+            request_id = value.strip(b" \t").decode("utf-8", "surrogateescape")
     for name, value in headers:
         lower = name.lower()
         if (
