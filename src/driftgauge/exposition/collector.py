@@ -387,14 +387,17 @@ def _feedback_handler(
             return web.json_response({"error": error}, status=413)
         except ValueError as exc:  # ProtocolError and bad UTF-8 are ValueErrors too
             return web.json_response({"error": f"bad feedback body: {exc}"}, status=400)
+        registered = outcomes.registered
         result, missed = outcomes.join(pairs)
         # Predictions are registered off the request path, a fraction of a second after their
         # response: a label sent right after it finds nothing yet, so those are tried again.
         deadline = time.monotonic() + LABEL_WAIT_SECONDS
         while missed and time.monotonic() < deadline:
             await asyncio.sleep(LABEL_RETRY_SECONDS)
-            joined, missed = outcomes.join(missed)
-            result += joined
+            if outcomes.registered != registered:  # only new predictions can match
+                registered = outcomes.registered
+                joined, missed = outcomes.join(missed)
+                result += joined
         return web.json_response(outcomes.settle(result, missed))
 
     return feedback

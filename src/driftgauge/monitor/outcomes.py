@@ -106,6 +106,7 @@ class Outcomes:
         self.clock = clock
         self._lock = threading.Lock()
         self.labels: Counter[str] = Counter()
+        self.registered = 0  # rows handed to the store so far: a label retry waits for more
         self._id_path = compile_path(self.feedback.id_path) if self.feedback.id_path else None
         self._binning: CategoricalBinning | None = None
         self._positive: int | None = None
@@ -217,6 +218,7 @@ class Outcomes:
         codes = np.concatenate(segments)
         with self._lock:
             self._store.add(ids, now, values, chances, codes)
+            self.registered += len(ids)
             self._expire(now)
 
     def _expire(self, now: float) -> None:
