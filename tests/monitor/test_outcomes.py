@@ -945,6 +945,28 @@ async def test_each_models_feedback_tail_is_read(tmp_path: Path) -> None:
         assert close(got, expected), (name, got, expected)
 
 
+def test_regression_on_a_categorical_prediction_is_refused(tmp_path: Path) -> None:
+    """task: regression needs a numeric prediction, as classification needs a categorical one:
+    class values such as "a" (or "3" as text) are no numbers, so nothing would be held."""
+    raw = base_config(
+        tmp_path,
+        predictions=CLASSIFIER_PREDICTIONS,
+        feedback={"prediction": "class", "task": "regression"},
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(raw), encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "driftgauge.cli", "check", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0, result.stdout
+    [line] = [text for text in result.stderr.splitlines() if text.strip()]
+    assert "feedback.task" in line and "'class'" in line and "categorical" in line, line
+
+
 @pytest.mark.parametrize("positive", ["d", True, 1])
 def test_a_positive_class_the_baseline_lacks_is_refused(tmp_path: Path, positive: Any) -> None:
     """driftgauge check and serve refuse a positive_class the prediction never took in training

@@ -179,6 +179,11 @@ def feedback_section(
             "feedback.task",
             f"classification needs a categorical prediction, {prediction!r} is numeric",
         )
+    if spec is not None and task == "regression" and spec.type != "numeric":
+        errors.add(
+            "feedback.task",
+            f"regression needs a numeric prediction, {prediction!r} is categorical",
+        )
     probability = get_value(table, "probability", prefix, string, None, errors)
     if probability is not None and (
         probability not in by_name or by_name[probability].type != "numeric"
