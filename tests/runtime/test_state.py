@@ -74,7 +74,16 @@ def test_round_trip_restores_every_window(
 
 @pytest.mark.parametrize(
     "damage",
-    ["truncate", "garbage", "flipped_byte", "version", "other_baseline", "blob_outside"],
+    [
+        "truncate",
+        "garbage",
+        "flipped_byte",
+        "version",
+        "other_baseline",
+        "blob_outside",
+        "sketch_bytes",
+        "windows_not_a_table",
+    ],
 )
 def test_bad_snapshots_are_moved_aside(
     tmp_path: Path,
@@ -100,6 +109,13 @@ def test_bad_snapshots_are_moved_aside(
     elif damage == "blob_outside":  # names bytes past the end of the file
         document = unpack(data) | {"windows": {"$blob": [0, 10]}}
         store.path.write_bytes(gzip.compress(json.dumps(document).encode()))
+    elif damage == "sketch_bytes":  # a KLL sketch cut short: datasketches raises IndexError
+        document = unpack(data)
+        for piece in document["windows"]["5m"]:
+            piece["entries"]["alcohol"]["kll"] = "AAAA"
+        store.path.write_bytes(pack(document))
+    elif damage == "windows_not_a_table":
+        store.path.write_bytes(pack(unpack(data) | {"windows": []}))
     else:
         document = unpack(data)
         document["format_version" if damage == "version" else "baseline_id"] = 99

@@ -335,8 +335,9 @@ class StateStore:
             if document.get("schema_hash") != self.monitor.config.schema_hash():
                 raise ValueError("taken with another config")
             self._apply(document)
-        # zlib.error: a damaged compressed stream; anything unreadable is moved aside, never
-        # a reason not to start.
+        # zlib.error: a damaged compressed stream; IndexError: datasketches on a sketch cut
+        # short; AttributeError: a table where a list was saved, or the reverse.  Anything
+        # unreadable is moved aside, never a reason not to start.
         except (
             OSError,
             EOFError,
@@ -345,6 +346,8 @@ class StateStore:
             KeyError,
             TypeError,
             RuntimeError,
+            IndexError,
+            AttributeError,
         ) as exc:
             aside = self.path.with_name(f"{self.path.name}.corrupt-{int(self.clock())}")
             try:
