@@ -474,9 +474,9 @@ def test_a_restart_with_other_window_slices_keeps_the_rows_and_expires_them(
         monitor.ingest([Extracted(100, training_rows(100, k))], now=at)
     StateStore(tmp_path / "state", monitor).save()
     second = make_config(windows=["30s"], window_slices=after)
-    restored = _monitor(second, baseline)
-    assert StateStore(tmp_path / "state", restored).restore()
     last = _FED[-1]
+    restored = Monitor(second, baseline, clock=lambda: last)  # restarted after the last batch
+    assert StateStore(tmp_path / "state", restored).restore()
     assert _window_count(restored, last) == 800  # every row fell in the last 30 s
     if after < before:  # coarser slices hold the finer ones exactly: as if run with them
         for now in (last + 5, last + 15, last + 20, last + 25):
@@ -506,3 +506,24 @@ def test_a_bad_snapshot_that_cannot_be_moved_aside_is_logged_and_the_monitor_sta
     assert monitor.merged_windows(NOW)["5m"]["alcohol"].count == 0
     [line] = [r.getMessage() for r in caplog.records if str(store.path) in r.getMessage()]
     assert "Not a gzipped file" in line and "cannot move it aside" in line
+
+
+def test_slices_saved_under_a_clock_ahead_expire_with_the_window(
+    tmp_path: Path, make_config: Callable[..., Config], make_baseline: Callable[..., Baseline]
+) -> None:
+    """A snapshot taken on a node whose clock ran 10 minutes ahead keeps its rows after the
+    restart and lets them expire with the window, instead of holding them (and every row
+    added meanwhile) until the clock reaches the saved slices."""
+    config = make_config(windows=["5m"])
+    baseline = make_baseline(config, 1_000)
+    ahead = Monitor(config, baseline, clock=lambda: NOW + 600)
+    ahead.ingest([Extracted(200, training_rows(200, 1))], now=NOW + 600)
+    StateStore(tmp_path / "state", ahead, clock=lambda: NOW + 600).save()
+    restored = _monitor(config, baseline)
+    assert StateStore(tmp_path / "state", restored, clock=lambda: NOW).restore()
+    assert restored.merged_windows(NOW)["5m"]["alcohol"].count == 200
+    restored.ingest([Extracted(50, training_rows(50, 2))], now=NOW + 200)
+    assert restored.merged_windows(NOW + 200)["5m"]["alcohol"].count == 250
+    # 5m in 30 s slices: the rows of NOW's slice are gone 5m later, those of NOW + 200 stay
+    assert restored.merged_windows(NOW + 300)["5m"]["alcohol"].count == 50
+    assert restored.merged_windows(NOW + 500)["5m"]["alcohol"].count == 0

@@ -157,13 +157,15 @@ def _decode_windows(
     windows: Mapping[str, SlicedWindow[Any]],
     payload: Mapping[str, Any],
     slice_seconds: Mapping[str, Any],
+    now: float,
 ) -> dict[str, list[Slice[Any]]]:
     """The slices of every window in ``payload``, decoded into fresh entries (nothing applied yet).
 
     Slices saved with another slice length (``window_slices`` changed) go to the slice of
     today's length that holds their start, merged where several land in one: an index of the
     old length read as one of the new would put them far in the future (kept forever) or
-    the past (dropped at once).
+    the past (dropped at once).  Slices after ``now``'s (saved under a clock ahead of this
+    one) join ``now``'s: the newest slice takes every update until the clock reaches it.
     """
     restored: dict[str, list[Slice[Any]]] = {}
     for label, window in windows.items():
@@ -178,7 +180,7 @@ def _decode_windows(
                 raise ValueError(f"window {label}: the snapshot holds other fields than the config")
             for key, value in fresh.items():
                 decode_into(value, item["entries"][key])
-            index = _rebased(int(item["index"]), saved, seconds)
+            index = min(_rebased(int(item["index"]), saved, seconds), int(now // seconds))
             if index in pieces:
                 for key, value in fresh.items():
                     pieces[index].summaries[key].merge(value)
@@ -373,6 +375,7 @@ class StateStore:
     def _apply(self, document: Mapping[str, Any]) -> None:
         """Decode everything first, then apply: a bad snapshot changes nothing."""
         groups: list[tuple[Mapping[str, SlicedWindow[Any]], dict[str, list[Slice[Any]]]]] = []
+        now = self.monitor.clock()  # the clock the windows run on
         held: list[tuple[HoldsState, Any]] = []
         for tracker in self.monitor.trackers:
             key = _window_key(tracker)
@@ -383,7 +386,7 @@ class StateStore:
             slice_seconds = document.get("slice_seconds", {})  # not in snapshots before it
             if not isinstance(slice_seconds, dict):
                 raise ValueError(f"slice_seconds is {slice_seconds!r}, not a table")
-            restored = _decode_windows(tracker.windows, document[key], slice_seconds)
+            restored = _decode_windows(tracker.windows, document[key], slice_seconds, now)
             groups.append((tracker.windows, restored))
             if isinstance(tracker, HoldsState) and tracker.held_key in document:
                 held.append((tracker, tracker.decode_held(document[tracker.held_key])))
