@@ -347,3 +347,31 @@ async def test_segments_through_the_proxy(built: tuple[Config, Baseline], tmp_pa
         value(text, "driftgauge_segment_psi", window="5m", segment="north", feature="class")
         is not None
     )
+
+
+def test_training_values_named_like_the_reserved_buckets_get_no_series_twice(
+    tmp_path: Path,
+) -> None:
+    """Regions literally named ``__other__`` and ``__unseen__`` in the training data count in
+    the ``__other__`` bucket and segment: every series appears once, with numpy's counts."""
+    columns = classifier_columns(TRAINING_ROWS)
+    rng = np.random.default_rng(4)
+    names = ["__other__", "__unseen__", "north", "south"]
+    columns["region"] = rng.choice(names, TRAINING_ROWS, p=[0.4, 0.3, 0.2, 0.1]).tolist()
+    config, baseline = build(tmp_path, columns=columns, segments={"features": ["region"], "top": 4})
+    pipeline = wire(replace(config, min_observations=10), baseline, lambda: T0)
+    live = rng.choice(names, 400).tolist()
+    rows = [{"alcohol": 13.0, "ash": 2.2, "region": region} for region in live]
+    pipeline.batcher.ingest([record(rows, "r")])
+    seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    for family in text_string_to_metric_families(pipeline.text()):
+        for sample in family.samples:
+            key = (sample.name, tuple(sorted(sample.labels.items())))
+            assert key not in seen, key
+            seen.add(key)
+    labels = pipeline.segments.labels("region")
+    assert labels == ["north", "south", "__other__"]
+    other = sum(region not in ("north", "south") for region in live)
+    stats = segment_stats(pipeline.monitor.compute(T0).segments, "class")
+    assert stats["__other__"].observations == other
+    assert stats["north"].observations == live.count("north")

@@ -40,6 +40,8 @@ from driftgauge.exceptions import DataError
 from driftgauge.sketches.classes import ClassCounts, ClassEdges, class_edges, class_keys
 from driftgauge.sketches.edges import equal_mass_edges
 from driftgauge.sketches.summary import (
+    OTHER,
+    UNSEEN,
     CategoricalBinning,
     CategoricalSummary,
     NumericBinning,
@@ -226,6 +228,9 @@ def _fit(derived: MultivariateConfig, moments: Moments) -> PcaModel:
         raise DataError(str(exc)) from None
 
 
+_BUCKETS = frozenset({OTHER, UNSEEN})  # the labels of a categorical field's last two bins
+
+
 def segment_binning(binning: NumericBinning | CategoricalBinning, top: int) -> CategoricalBinning:
     """A segment feature's bounded values: its top baseline categories, the rest ``__other__``.
 
@@ -252,9 +257,13 @@ def rank_error(sketch: Any) -> float:
 def category_binning(
     summary: CategoricalSummary, tally: Counter[str] | None, top: int
 ) -> CategoricalBinning:
+    # A category named like a bucket's label would give two series one label: it counts as
+    # __other__, never as a category of its own.
     if tally is not None:
-        ranked = sorted(tally.items(), key=lambda item: (-item[1], item[0]))
+        kept = [item for item in tally.items() if item[0] not in _BUCKETS]
+        ranked = sorted(kept, key=lambda item: (-item[1], item[0]))
         return CategoricalBinning(tuple(c for c, _ in ranked[:top]), frozenset(tally))
     items = summary.frequent.get_frequent_items(ds.frequent_items_error_type.NO_FALSE_POSITIVES)
-    ranked = sorted(items, key=lambda item: (-item[1], item[0]))
+    kept = [item for item in items if item[0] not in _BUCKETS]
+    ranked = sorted(kept, key=lambda item: (-item[1], item[0]))
     return CategoricalBinning(tuple(item[0] for item in ranked[:top]), None)
