@@ -4,6 +4,7 @@ equal opportunity, and the bound on segment label values."""
 from __future__ import annotations
 
 import math
+import subprocess
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from driftgauge.monitor.segments import SegmentStats
 from driftgauge.sketches.summary import CategoricalBinning, NumericBinning
 from driftgauge.typing import Extracted
 from tests._stats_helpers import exact_bin_counts, exact_psi
+from tests.e2e_support import driftgauge_command, write_baseline, write_config
 from tests.feedback_support import (
     Pipeline,
     build,
@@ -375,3 +377,36 @@ def test_training_values_named_like_the_reserved_buckets_get_no_series_twice(
     stats = segment_stats(pipeline.monitor.compute(T0).segments, "class")
     assert stats["__other__"].observations == other
     assert stats["north"].observations == live.count("north")
+
+
+@pytest.mark.parametrize(
+    ("built_with", "configured", "named"),
+    [
+        (None, {"features": ["region"]}, "segments.features"),
+        ({"features": ["region"], "top": 2}, None, "segments.features"),
+        ({"features": ["region"], "top": 2}, {"features": ["region"], "top": 1}, "segments.top"),
+    ],
+)
+def test_a_baseline_built_for_other_segments_is_refused_naming_the_segments(
+    tmp_path: Path,
+    built_with: dict[str, Any] | None,
+    configured: dict[str, Any] | None,
+    named: str,
+) -> None:
+    """`driftgauge check` on a config whose segments changed since the baseline was built says
+    so, naming the key, instead of blaming kll_k, bins or top_categories."""
+    raw = base_config(tmp_path)
+    if built_with is not None:
+        raw["segments"] = built_with
+    write_baseline(write_config(tmp_path / "built.yaml", raw), 1_000)
+    raw.pop("segments", None)
+    if configured is not None:
+        raw["segments"] = configured
+    config = write_config(tmp_path / "config.yaml", raw)
+    result = subprocess.run(
+        [*driftgauge_command(), "check", "-c", str(config)], capture_output=True, text=True
+    )
+    assert result.returncode == 3
+    [line] = result.stderr.splitlines()
+    assert named in line and "rebuild" in line
+    assert "kll_k" not in line

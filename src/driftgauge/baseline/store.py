@@ -100,12 +100,34 @@ def check_against(baseline: Baseline, config: Config, path: Path) -> None:
     extra = sorted(set(baseline.fields) - {f.name for f in config.fields})
     if extra:
         problems.append(f"the baseline holds fields the config lacks: {', '.join(extra)}")
+    segments = config.segments
+    if sorted(baseline.segments) != sorted(segments.features):
+        problems.append(
+            f"built for segments.features {sorted(baseline.segments)}, the config has "
+            f"{list(segments.features)}; rebuild it"
+        )
+    elif not problems and any(
+        counts.shape[0] != _segment_rows(baseline, name, segments.top)
+        for name, per in baseline.segments.items()
+        for counts in per.values()
+    ):
+        problems.append(
+            f"built for another segments.top than the config's {segments.top}; rebuild it"
+        )
     if not problems and baseline.schema_hash != config.schema_hash():
         problems.append(
-            "built with other sketch settings (kll_k, bins or top_categories) than the config's; rebuild it"
+            "built with other sketch settings (kll_k, bins or top_categories) or segments.top "
+            "than the config's; rebuild it"
         )
     if problems:
         raise BaselineError(f"{path}: does not match the config: {'; '.join(problems)}")
+
+
+def _segment_rows(baseline: Baseline, name: str, top: int) -> int:
+    """The segments of ``name`` with ``segments.top`` = ``top``: its top categories, then __other__."""
+    binning = baseline.fields[name].summary.binning
+    categories = binning.categories if isinstance(binning, CategoricalBinning) else ()
+    return min(top, len(categories)) + 1
 
 
 def _b64(data: bytes) -> str:
