@@ -3,6 +3,7 @@ every problem with its key path."""
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -128,7 +129,8 @@ def positive_int(value: Any) -> int:
 def positive_float(value: Any) -> float:
     if isinstance(value, str):
         return parse_duration(value)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    # NaN fails the comparison too (and broke asyncio.sleep in the recompute loop).
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
         raise ValueError(f"{value!r} is not a positive number of seconds or a duration like 5s")
     return float(value)
 
