@@ -82,16 +82,30 @@ def nan_interval(tmp_path: Path) -> dict[str, Any]:
     return raw
 
 
+def bad_header_name(tmp_path: Path) -> dict[str, Any]:
+    raw = proxy_config(tmp_path)
+    raw["source"]["proxy"]["request_id_header"] = "X Req: id"
+    return raw
+
+
 @pytest.mark.parametrize(
     ("make", "needle"),
     [
         (bad_jsonpath, "predictions[0].path: invalid JSONPath '$.ys[*'"),
+        (bad_header_name, "source.proxy.request_id_header: 'X Req: id' is not an HTTP header name"),
         (nan_interval, "metrics.recompute_interval: nan is not a positive number of seconds"),
         (control_character_name, "features[0].name: 'alco\\thol' holds U+0009"),
         (duplicate_name, "predictions[0].name: 'ash' is already the name of features[1]"),
         (unreadable_certificate, "metrics.tls: cannot load cert_file and key_file"),
     ],
-    ids=["jsonpath", "nan-interval", "control-character", "duplicate", "certificate"],
+    ids=[
+        "jsonpath",
+        "header-name",
+        "nan-interval",
+        "control-character",
+        "duplicate",
+        "certificate",
+    ],
 )
 def test_every_command_refuses_a_bad_config_with_the_same_line(
     tmp_path: Path, make: Any, needle: str

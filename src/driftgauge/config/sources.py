@@ -14,6 +14,7 @@ from driftgauge.config.validation import (
     cores,
     existing_file,
     get_value,
+    header_name,
     listen_address,
     positive_float,
     positive_int,
@@ -182,7 +183,7 @@ def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
             proxy, "queue_bytes", prefix, positive_int, defaults.queue_bytes, errors
         ),
         request_id_header=get_value(
-            proxy, "request_id_header", prefix, string, defaults.request_id_header, errors
+            proxy, "request_id_header", prefix, header_name, defaults.request_id_header, errors
         ),
         shutdown_grace=get_value(
             proxy, "shutdown_grace", prefix, positive_float, defaults.shutdown_grace, errors

@@ -19,6 +19,7 @@ __all__ = [
     "format_duration",
     "fraction",
     "get_value",
+    "header_name",
     "label_value",
     "listen_address",
     "parse_duration",
@@ -154,6 +155,20 @@ def string(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{value!r} is not a non-empty string")
     return value
+
+
+# RFC 9110 token characters: what a header field name may hold.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+def header_name(value: Any) -> str:
+    """An HTTP header field name (a token: no spaces, colons or non-ASCII)."""
+    text = string(value)
+    if not _HEADER_NAME.match(text):
+        raise ValueError(
+            f"{text!r} is not an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)"
+        )
+    return text
 
 
 # Control characters (C0, DEL, C1), lone surrogates (not encodable as UTF-8) and the
