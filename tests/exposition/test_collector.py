@@ -494,6 +494,40 @@ async def test_http_scrapes_serve_the_old_samples_in_each_format(busy: Pipeline)
         await runner.cleanup()
 
 
+@pytest.mark.parametrize(
+    ("accept_encoding", "gzipped"),
+    [
+        ("gzip", True),
+        ("deflate, GZIP;q=0.5", True),
+        ("gzip;q=0", False),
+        ("identity, gzip; q=0.0", False),
+        ("x-gzip-not", False),
+        ("br", False),
+    ],
+)
+async def test_gzip_is_sent_only_when_accepted(accept_encoding: str, gzipped: bool) -> None:
+    """gzip only when Accept-Encoding names it with a q above 0: `gzip;q=0` refuses it, and
+    a coding merely containing the word is another coding."""
+    registry = registry_of(_Fixed())
+    app = web.Application()
+    app.add_routes(metrics_routes(registry, "wine", lambda: (True, "ok")))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with ClientSession(auto_decompress=False) as session:
+            headers = {"Accept-Encoding": accept_encoding}
+            async with session.get(f"http://127.0.0.1:{port}/metrics", headers=headers) as response:
+                assert response.status == 200
+                body = await response.read()
+                encoding = response.headers.get("Content-Encoding")
+    finally:
+        await runner.cleanup()
+    assert (encoding == "gzip") is gzipped
+    assert (gzip.decompress(body) if gzipped else body) == _Fixed.TEXT
+
+
 # -- how rendering is invoked: collect() yields families, direct writers are called explicitly --
 
 

@@ -314,6 +314,23 @@ def render_metrics(
     return b"".join(p.raw if isinstance(p, Deflated) else p for p in parts), content_type
 
 
+def _accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value names gzip (or x-gzip) without ``q=0`` (RFC 9110)."""
+    for item in accept_encoding.split(","):
+        coding, *parameters = (part.strip() for part in item.split(";"))
+        if coding.lower() not in ("gzip", "x-gzip"):
+            continue
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    return float(value) > 0
+                except ValueError:
+                    return False
+        return True
+    return False
+
+
 _LANDING = """<!doctype html>
 <html><head><meta charset="utf-8"><title>driftgauge</title></head>
 <body><h1>driftgauge {version}</h1><p>model <code>{model}</code></p>
@@ -336,7 +353,7 @@ def metrics_routes(
 
     async def metrics(request: web.Request) -> web.Response:
         accept = ",".join(request.headers.getall("Accept", []))
-        gzip = "gzip" in request.headers.get("Accept-Encoding", "").lower()
+        gzip = _accepts_gzip(",".join(request.headers.getall("Accept-Encoding", [])))
         # Rendering and compressing take milliseconds: keep them off the event loop.
         body, content_type = await asyncio.to_thread(
             render_metrics, registry, accept, rendered, gzip=gzip
