@@ -120,6 +120,23 @@ def test_every_command_refuses_a_bad_config_with_the_same_line(
     assert not (tmp_path / "out.dgb").exists()
 
 
+def test_a_key_given_twice_is_refused_naming_it(tmp_path: Path) -> None:
+    """A second `features:` used to replace the first without a word (PyYAML keeps the last);
+    check, baseline and serve now refuse it with the key and both lines."""
+    text = yaml.safe_dump(proxy_config(tmp_path), sort_keys=False)
+    assert text.count("\nfeatures:\n") == 1
+    config = tmp_path / "config.yaml"
+    config.write_text(text + "features:\n- {name: alcohol, type: numeric}\n", encoding="utf-8")
+    first = text.splitlines().index("features:") + 1
+    second = len(text.splitlines()) + 1
+    lines = {command: one_line(run_command(command, config), 2) for command in COMMANDS}
+    assert lines["check"] == lines["baseline"] == lines["serve"]
+    assert lines["check"] == (
+        f"driftgauge: {config}: not valid YAML at line {second}, column 1: "
+        f"'features' is given twice (first at line {first})"
+    )
+
+
 def test_help_lists_commands_without_a_suppressed_alias() -> None:
     """--help lists the commands; `baseline merge --help` (after global options too) is its own."""
     listing = run("--help")

@@ -420,6 +420,32 @@ def one_model(raw: Mapping[str, Any], base: Path, errors: Errors) -> Config | No
     )
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key given twice in one mapping.
+
+    YAML requires unique keys; PyYAML keeps the last one silently, so a
+    second ``features:`` would replace the first without a word.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                line = first.get(key)
+            except TypeError:  # an unhashable key: the base class says so
+                continue
+            if line is not None:
+                where = f"first at line {line + 1}"
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice ({where})", key_node.start_mark
+                )
+            first[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
 def load_config(path: str | Path) -> Config:
     """Read and validate the YAML config at ``path`` (safe loader only)."""
     path = Path(path)
@@ -430,7 +456,7 @@ def load_config(path: str | Path) -> Config:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: the config file is not UTF-8 text") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
