@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from prometheus_client import ProcessCollector
@@ -11,6 +12,7 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 
+from driftgauge.config import Role
 from driftgauge.exposition import MonitorCollector, RenderedSnapshot, render_metrics
 from driftgauge.exposition.catalogue import CATALOGUE, MetricSpec
 from driftgauge.exposition.proxy import ProxyMetrics
@@ -62,6 +64,14 @@ def test_readme_metrics_table_lists_exactly_the_catalogue() -> None:
         spec = declared[name]
         assert kind == spec.kind, name
         assert labels <= set(spec.labels), (name, labels)
+
+
+def test_readme_metrics_section_names_every_role() -> None:
+    """The Metrics section's list of `role` values is every role a series can carry."""
+    section = README.read_text(encoding="utf-8").split("\n## Metrics\n", 1)[1]
+    listed = re.search(r"`role`\s+\(([^)]*)\)", section)
+    assert listed is not None
+    assert re.findall(r"`(\w+)`", listed.group(1)) == list(get_args(Role))
 
 
 def test_metrics_endpoint_serves_exactly_the_catalogue(tmp_path: Path) -> None:
