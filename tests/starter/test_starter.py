@@ -483,6 +483,17 @@ def test_init_errors_are_one_line(tmp_path: Path) -> None:
     one_line_error(run("init", "--data", tmp_path / "nope.csv", "-o", tmp_path / "e.yaml"), "nope")
 
 
+@pytest.mark.parametrize(
+    "server", ["http://[::1", "http://127.0.0.1:99999", "http://a b:9/", "http://127.0.0.1:9/x y"]
+)
+def test_a_malformed_server_url_is_one_line(tmp_path: Path, server: str) -> None:
+    """An open IPv6 bracket, a port beyond 65535 or a space in --server is one line naming
+    the option (urlsplit's ValueError and http.client's InvalidURL were tracebacks)."""
+    result = run("init", "--server", server, "--model", "m", "-o", tmp_path / "c.yaml")
+    one_line_error(result, f"--server {server!r}: not a URL")
+    assert not (tmp_path / "c.yaml").exists()
+
+
 def test_metadata_without_inputs_falls_back_to_the_training_file(tmp_path: Path) -> None:
     """No inputs listed: an error naming --data alone, the file's columns with it."""
     meta = metadata([], [])

@@ -7,6 +7,7 @@ model, a body that is not metadata) is one :class:`StarterError` line.
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import urllib.error
@@ -93,7 +94,12 @@ def parse_metadata(document: Any, url: str) -> ModelMetadata:
 def fetch_metadata(server: str, model: str, timeout: float = 10.0) -> ModelMetadata:
     """Read ``GET {server}/v2/models/{model}``; every failure is one :class:`StarterError` line."""
     url = metadata_url(server, model)
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - reading it validates it
+    except ValueError as exc:  # a bracket left open, a port beyond 65535
+        raise StarterError(f"--server {server!r}: not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
         raise StarterError(f"--server {server!r}: expected an http:// or https:// URL")
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     try:
@@ -109,6 +115,8 @@ def fetch_metadata(server: str, model: str, timeout: float = 10.0) -> ModelMetad
         raise StarterError(f"{url}: cannot reach the model server: {reason}") from None
     except (OSError, TimeoutError) as exc:
         raise StarterError(f"{url}: cannot read the model metadata: {exc}") from None
+    except http.client.InvalidURL as exc:  # a space or control character
+        raise StarterError(f"--server {server!r}: not a URL: {exc}") from None
     try:
         document = json.loads(body)
     except ValueError:
