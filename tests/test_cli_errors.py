@@ -88,10 +88,20 @@ def bad_header_name(tmp_path: Path) -> dict[str, Any]:
     return raw
 
 
+def spaced_upstream(tmp_path: Path) -> dict[str, Any]:
+    raw = proxy_config(tmp_path)
+    raw["source"]["proxy"]["upstream"] = "http://model server:9000"
+    return raw
+
+
 @pytest.mark.parametrize(
     ("make", "needle"),
     [
         (bad_jsonpath, "predictions[0].path: invalid JSONPath '$.ys[*'"),
+        (
+            spaced_upstream,
+            "source.proxy.upstream: 'http://model server:9000' is not an http:// or https:// URL",
+        ),
         (bad_header_name, "source.proxy.request_id_header: 'X Req: id' is not an HTTP header name"),
         (nan_interval, "metrics.recompute_interval: nan is not a positive number of seconds"),
         (control_character_name, "features[0].name: 'alco\\thol' holds U+0009"),
@@ -100,6 +110,7 @@ def bad_header_name(tmp_path: Path) -> dict[str, Any]:
     ],
     ids=[
         "jsonpath",
+        "spaced-upstream",
         "header-name",
         "nan-interval",
         "control-character",

@@ -284,6 +284,24 @@ def test_a_bare_port_number_listens_on_every_address(tmp_path: Path, port: int |
     assert config.source.listen == ("0.0.0.0", 10118)
 
 
+@pytest.mark.parametrize(
+    ("upstream", "problem"),
+    [
+        ("http://[::1", "is not a URL: Invalid IPv6 URL"),
+        ("http://127.0.0.1:99999", "is not a URL: Port out of range 0-65535"),
+        ("http://model server:9", "is not an http:// or https:// URL"),
+    ],
+)
+def test_a_malformed_upstream_is_refused_saying_why(
+    tmp_path: Path, upstream: str, problem: str
+) -> None:
+    """An open bracket is not called a bad port, and a space in the host is refused."""
+    raw = base_config(tmp_path, source={"proxy": {"upstream": upstream}})
+    with pytest.raises(ConfigError) as refused:
+        config_from_mapping(raw)
+    assert f"source.proxy.upstream: {upstream!r} {problem}" in str(refused.value)
+
+
 def test_an_ipv6_address_without_brackets_is_refused(tmp_path: Path) -> None:
     """`listen: "::1"` is refused naming the key, not read as host ":" and port 1."""
     raw = base_config(tmp_path)

@@ -210,12 +210,13 @@ def choice(options: tuple[str, ...]) -> Callable[[Any], str]:
 
 def url(value: Any) -> str:
     text = string(value)
-    if not re.match(r"^https?://[^/\s]+", text):
+    # The host and port end at the path (which may hold template text, spaces and all).
+    if not re.match(r"^https?://[^/?#\s]+(?:[/?#]|$)", text):
         raise ValueError(f"{text!r} is not an http:// or https:// URL")
     try:
         urlsplit(text).port  # noqa: B018 - reading it validates it
-    except ValueError:
-        raise ValueError(f"{text!r} has a port outside 0..65535") from None
+    except ValueError as exc:  # a port beyond 65535, a bracket left open, a bad IPv6 address
+        raise ValueError(f"{text!r} is not a URL: {exc}") from None
     return text.rstrip("/")
 
 
