@@ -341,7 +341,7 @@ def _label_tail(monitor: Monitor) -> TailSource:
     assert outcomes is not None and feedback is not None and feedback.tail is not None
 
     def on_records(records: list[Record]) -> None:
-        outcomes.label([(r.request_id or "", r.request) for r in records])
+        outcomes.label_tailed([(r.request_id or "", r.request) for r in records])
 
     def on_error(reason: str) -> None:
         monitor.count_parse_error(f"feedback_{reason}")

@@ -777,7 +777,7 @@ async def test_feedback_tail_file_labels_join(
         labels_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
         await eventually(lambda: outcomes.labels["matched"] == 30)
         text = await sidecar.metrics()
-    assert outcomes.labels == {"matched": 30, "unmatched": 1}
+    assert outcomes.labels == {"matched": 30}  # "ghost" waits for its prediction (ttl)
     assert value(text, "driftgauge_parse_errors_total", reason="feedback_invalid_json") == 1
     assert value(text, "driftgauge_parse_errors_total", reason="feedback_invalid_record") == 1
     assert close(
@@ -1019,3 +1019,71 @@ async def test_a_label_sent_right_after_its_response_joins(
         value(text, "driftgauge_performance", window="5m", metric="accuracy"),
         skm.accuracy_score(truth, predicted),
     )
+
+
+async def test_labels_read_before_their_predictions_wait_for_them(
+    classifier: tuple[Config, Baseline], tmp_path: Path
+) -> None:
+    """A backfill: the request log and the label file are both there at start, and the label
+    tailer reads faster than predictions are registered; each label waits for its prediction
+    (within feedback.ttl) instead of being lost, and performance counts every pair."""
+    labels_file = tmp_path / "labels.jsonl"
+    config, baseline = with_feedback(classifier, tail=labels_file, tail_state_file=None)
+    fresh = config_from_mapping(base_config(tmp_path), base=tmp_path)
+    config = replace(config, source=fresh.source, metrics=fresh.metrics)
+    assert isinstance(fresh.source, TailConfig)
+    count = 2_000
+    columns = classifier_columns(count, seed=23)
+    rng = np.random.default_rng(3)
+    log_lines, label_lines, truth, predicted = [], [], [], []
+    for i in range(count):
+        rows = instances(columns, i, i + 1)
+        answer = predictions_for(rows)
+        log_lines.append(
+            json.dumps(
+                {
+                    "ts": T0,
+                    "id": f"q{i}",
+                    "request": {"instances": rows},
+                    "response": {"predictions": answer},
+                }
+            )
+        )
+        truth.append(truth_for(rows[0]["alcohol"], rng))
+        predicted.append(answer[0]["class"])
+        label_lines.append(json.dumps({"id": f"q{i}", "label": truth[-1]}))
+    fresh.source.path.write_text("\n".join(log_lines) + "\n", encoding="utf-8")
+    labels_file.write_text("\n".join(label_lines) + "\n", encoding="utf-8")
+    async with running(config, baseline) as sidecar:
+        outcomes = sidecar.sidecar.monitor.outcomes
+        assert outcomes is not None
+        await eventually(lambda: outcomes.labels["matched"] + outcomes.labels["unmatched"] == count)
+        text = await sidecar.metrics()
+    assert outcomes.labels == {"matched": count}
+    assert outcomes.pending == 0
+    assert close(
+        value(text, "driftgauge_performance", window="1h", metric="accuracy"),
+        skm.accuracy_score(truth, predicted),
+    )
+
+
+def test_a_tailed_label_waits_for_its_prediction_until_the_ttl(
+    classifier: tuple[Config, Baseline], clock: Clock
+) -> None:
+    """A tailed label before its prediction joins it when it comes (as ID:0 too), and one
+    whose prediction never comes counts unmatched once feedback.ttl has passed."""
+    config, baseline = with_feedback(classifier, ttl=60.0)
+    pipeline = wire(config, baseline, clock)
+    outcomes = pipeline.outcomes
+    outcomes.label_tailed([("early", "a"), ("solo:0", "b"), ("never", "a"), ("bad", None)])
+    assert outcomes.labels == {"invalid": 1}
+    clock.now += 30
+    pipeline.batcher.ingest([record(one_row(13.5), "early"), record(one_row(13.5), "solo")])
+    assert outcomes.labels == {"invalid": 1, "matched": 2}
+    assert outcomes.pending == 0
+    clock.now += 31
+    performance = outcomes.performance()
+    assert outcomes.labels == {"invalid": 1, "matched": 2, "unmatched": 1}
+    [overall] = [p for p in performance if p.window == "5m" and not p.segment_feature]
+    assert overall.labels == 2
+    assert overall.metrics["accuracy"] == skm.accuracy_score(["a", "b"], ["a", "a"])

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -107,6 +107,8 @@ class Outcomes:
         self._lock = threading.Lock()
         self.labels: Counter[str] = Counter()
         self.registered = 0  # rows handed to the store so far: a label retry waits for more
+        # Tailed labels read before their prediction, oldest first: id -> (truth, read at).
+        self._early: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._id_path = compile_path(self.feedback.id_path) if self.feedback.id_path else None
         self._binning: CategoricalBinning | None = None
         self._positive: int | None = None
@@ -219,12 +221,39 @@ class Outcomes:
         with self._lock:
             self._store.add(ids, now, values, chances, codes)
             self.registered += len(ids)
+            if self._early:
+                self._join_early(ids, now)
             self._expire(now)
+
+    def _join_early(self, ids: Sequence[str | None], now: float) -> None:
+        """Join waiting labels with the predictions just held under ``ids`` (under the lock)."""
+        early, bare = self._early, self._id_path is None
+        # A one-row request is held under its bare id, which a label may name as ID:0.
+        keys = [
+            key
+            for held in ids
+            if held is not None
+            for key in ((held, f"{held}:0") if bare else (held,))
+            if key in early
+        ]
+        if keys:
+            truths = [early.pop(key)[0] for key in keys]
+            matched = self._take(keys, truths, now)
+            hit = int(matched.sum())  # each was held just now, unless evicted at once
+            self.labels.update(+Counter(matched=hit, unmatched=len(keys) - hit))
 
     def _expire(self, now: float) -> None:
         expired = self._store.expire(now, self.feedback.ttl, self.feedback.max_pending)
         if expired:
             self.on_drop("feedback_expired", expired)
+        early, horizon, gone = self._early, now - self.feedback.ttl, 0
+        while early and (
+            len(early) > self.feedback.max_pending or next(iter(early.values()))[1] < horizon
+        ):
+            early.popitem(last=False)
+            gone += 1
+        if gone:  # a waiting label whose prediction never came
+            self.labels["unmatched"] += gone
 
     def label(self, pairs: Sequence[tuple[str, Any]], now: float | None = None) -> dict[str, int]:
         """Join labels with held predictions; returns how many matched, were unmatched or invalid."""
@@ -249,18 +278,43 @@ class Outcomes:
                 keys.append(row_id)
                 truths.append(truth)
                 valid.append((row_id, raw))
+        with self._lock:
+            self._expire(now)
+            matched = self._take(keys, truths, now)
+        if matched.any():
+            result["matched"] += int(matched.sum())
+        missed = [pair for pair, ok in zip(valid, matched.tolist(), strict=True) if not ok]
+        return result, missed
+
+    def _take(self, keys: list[str], truths: list[float], now: float) -> npt.NDArray[np.bool_]:
+        """Join labels with the predictions held under ``keys`` (under the lock): which matched."""
         alternates = None
         if self._id_path is None:
             # A one-row request is held under its bare id; ID:0 names it too (N rows: ID:i).
             alternates = [key[:-2] if key.endswith(":0") else None for key in keys]
+        matched, rows = self._store.pop(keys, alternates)
+        if len(rows):
+            self._add(np.asarray(truths)[matched], rows, now)
+        return matched
+
+    def label_tailed(self, pairs: Sequence[tuple[str, Any]], now: float | None = None) -> None:
+        """Join labels read from ``feedback.tail``; one whose prediction is not held yet waits
+        for it, under ``feedback.ttl`` and ``max_pending`` as predictions wait for labels.
+
+        The label file and the requests are read apart, and a backfill's labels outrun the
+        requests: without the wait every such label was lost.  A waiting label counts when it
+        joins (matched) or gives up (unmatched); it is not in state snapshots.
+        """
+        now = self.clock() if now is None else now
+        result, missed = self.join(pairs, now)
         with self._lock:
+            self.labels.update(result)
+            for row_id, raw in missed:
+                truth = self._truth(raw)
+                assert truth is not None  # join counted the invalid ones
+                self._early.pop(row_id, None)  # a label again: the newest one counts, once
+                self._early[row_id] = (truth, now)
             self._expire(now)
-            matched, rows = self._store.pop(keys, alternates)
-            if len(rows):
-                self._add(np.asarray(truths)[matched], rows, now)
-                result["matched"] += len(rows)
-        missed = [pair for pair, ok in zip(valid, matched.tolist(), strict=True) if not ok]
-        return result, missed
 
     def settle(self, result: Counter[str], missed: Sequence[tuple[str, Any]]) -> dict[str, int]:
         """Count :meth:`join`'s ``result`` and its ``missed`` pairs (unmatched) in ``labels``."""
