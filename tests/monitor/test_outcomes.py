@@ -1076,14 +1076,15 @@ def test_a_tailed_label_waits_for_its_prediction_until_the_ttl(
     pipeline = wire(config, baseline, clock)
     outcomes = pipeline.outcomes
     outcomes.label_tailed([("early", "a"), ("solo:0", "b"), ("never", "a"), ("bad", None)])
-    assert outcomes.labels == {"invalid": 1}
+    outcomes.label_tailed([("early", "c")])  # a second label: the first one counts
+    assert outcomes.labels == {"invalid": 1, "unmatched": 1}
     clock.now += 30
     pipeline.batcher.ingest([record(one_row(13.5), "early"), record(one_row(13.5), "solo")])
-    assert outcomes.labels == {"invalid": 1, "matched": 2}
+    assert outcomes.labels == {"invalid": 1, "unmatched": 1, "matched": 2}
     assert outcomes.pending == 0
     clock.now += 31
     performance = outcomes.performance()
-    assert outcomes.labels == {"invalid": 1, "matched": 2, "unmatched": 1}
+    assert outcomes.labels == {"invalid": 1, "matched": 2, "unmatched": 2}
     [overall] = [p for p in performance if p.window == "5m" and not p.segment_feature]
     assert overall.labels == 2
     assert overall.metrics["accuracy"] == skm.accuracy_score(["a", "b"], ["a", "a"])
