@@ -305,6 +305,8 @@ def test_restart_keeps_the_windows(tmp_path: Path, stop: str, offset_file: bool)
             first.kill()
             first.wait()
     assert (tmp_path / "state" / "wine.state").exists()
+    if not offset_file:  # the offset went beside the snapshot, named after the log
+        assert (tmp_path / "state" / "requests.jsonl.offset").exists()
     second = subprocess.Popen(serve, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: WINDOW in scrape(port))

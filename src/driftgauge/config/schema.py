@@ -98,8 +98,6 @@ __all__ = [
 
 # 9100-9999 of Prometheus' default port allocations is taken in full; see README.
 DEFAULT_METRICS_PORT = 10117
-# The tail source's offset under state.directory when source.tail.state_file is not set.
-_TAIL_OFFSET = "tail.offset"
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +369,9 @@ def one_model(raw: Mapping[str, Any], base: Path, errors: Errors) -> Config | No
     if isinstance(source, TailConfig) and source.state_file is None and state.directory:
         # Restored windows already hold the log's lines: without an offset a restart
         # would read them from the start again and count each twice.
-        source = replace(source, state_file=state.directory / _TAIL_OFFSET)
+        # Named after the log, like feedback.tail's offset: not one name for every sidecar
+        # that shares the directory (each model's snapshot has a name of its own too).
+        source = replace(source, state_file=state.directory / f"{source.path.name}.offset")
     log_table = section(top.get("log"), "log", ("level", "format"), errors)
     log = LogConfig(
         level=cast(
