@@ -94,10 +94,22 @@ def spaced_upstream(tmp_path: Path) -> dict[str, Any]:
     return raw
 
 
+def shared_port(tmp_path: Path) -> dict[str, Any]:
+    raw = proxy_config(tmp_path)  # port 1: refused before anything binds
+    raw["source"]["proxy"]["listen"] = "127.0.0.1:1"
+    raw["metrics"]["listen"] = "0.0.0.0:1"
+    return raw
+
+
 @pytest.mark.parametrize(
     ("make", "needle"),
     [
         (bad_jsonpath, "predictions[0].path: invalid JSONPath '$.ys[*'"),
+        (
+            shared_port,
+            "metrics.listen: 0.0.0.0:1 is the port of source.proxy.listen too: "
+            "give each listener its own",
+        ),
         (
             spaced_upstream,
             "source.proxy.upstream: 'http://model server:9000' is not an http:// or https:// URL",
@@ -110,6 +122,7 @@ def spaced_upstream(tmp_path: Path) -> dict[str, Any]:
     ],
     ids=[
         "jsonpath",
+        "shared-port",
         "spaced-upstream",
         "header-name",
         "nan-interval",

@@ -277,11 +277,11 @@ def test_a_bare_port_number_listens_on_every_address(tmp_path: Path, port: int |
     port (which `check` accepted and `serve` failed to bind)."""
     raw = base_config(tmp_path)
     raw["metrics"]["listen"] = port
-    raw["source"] = {"proxy": {"listen": port, "upstream": "http://127.0.0.1:9"}}
+    raw["source"] = {"proxy": {"listen": int(port) + 1, "upstream": "http://127.0.0.1:9"}}
     config = config_from_mapping(raw)
     assert config.metrics.listen == ("0.0.0.0", 10118)
     assert isinstance(config.source, ProxyConfig)
-    assert config.source.listen == ("0.0.0.0", 10118)
+    assert config.source.listen == ("0.0.0.0", 10119)
 
 
 @pytest.mark.parametrize(

@@ -238,6 +238,16 @@ def _windows(value: Any, slices: int, errors: Errors) -> list[Window]:
     return windows
 
 
+_ANY_ADDRESS = frozenset({"0.0.0.0", "::"})
+
+
+def _same_listener(one: tuple[str, int], other: tuple[str, int]) -> bool:
+    """Whether two listen addresses would take the same port (0: a free one, never the same)."""
+    (host, port), (other_host, other_port) = one, other
+    overlap = host == other_host or bool({host, other_host} & _ANY_ADDRESS)
+    return port == other_port != 0 and overlap
+
+
 _TOP_KEYS = (
     "model",
     "protocol",
@@ -308,6 +318,13 @@ def one_model(raw: Mapping[str, Any], base: Path, errors: Errors) -> Config | No
         ),
         tls=parse_tls(metrics_table.get("tls"), "metrics.tls", base, errors),
     )
+    if not isinstance(source, TailConfig) and _same_listener(source.listen, metrics.listen):
+        kind = "proxy" if isinstance(source, ProxyConfig) else "cloudevents"
+        host, port = metrics.listen
+        errors.add(
+            "metrics.listen",
+            f"{host}:{port} is the port of source.{kind}.listen too: give each listener its own",
+        )
     baseline = get_value(top, "baseline", "", string, "", errors)
     if "baseline" not in top:
         errors.add("baseline", "missing: the file written by `driftgauge baseline`")
