@@ -161,6 +161,18 @@ def test_a_key_given_twice_is_refused_naming_it(tmp_path: Path) -> None:
     )
 
 
+def test_rules_into_a_file_names_the_problem(tmp_path: Path) -> None:
+    """`rules -o FILE` says the output is not a directory (mkdir's "File exists" read as if the
+    rules were already there) and leaves the file alone."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(proxy_config(tmp_path)), encoding="utf-8")
+    target = tmp_path / "rules.yml"
+    target.write_text("mine\n", encoding="utf-8")
+    line = one_line(run("rules", "-c", config, "-o", target), 1)
+    assert line == f"driftgauge: {target}: not a directory (-o names the folder to write)"
+    assert target.read_text(encoding="utf-8") == "mine\n"
+
+
 def test_help_lists_commands_without_a_suppressed_alias() -> None:
     """--help lists the commands; `baseline merge --help` (after global options too) is its own."""
     listing = run("--help")

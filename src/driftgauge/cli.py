@@ -389,6 +389,8 @@ def _cmd_rules(args: argparse.Namespace) -> int:
     from driftgauge.rules.alerts import write_assets
 
     config = load_config(args.config)
+    if args.output.exists() and not args.output.is_dir():  # mkdir would say "File exists"
+        raise DriftgaugeError(f"{args.output}: not a directory (-o names the folder to write)")
     for path in write_assets(config, args.output):
         print(f"wrote {path}")
     return 0
