@@ -6,10 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
+from prometheus_client.parser import text_string_to_metric_families
 
 from driftgauge.exposition import catalogue
-from driftgauge.exposition.collector import MetricsRegistry
-from driftgauge.exposition.proxy import ProxyMetrics
+from driftgauge.exposition.collector import MetricsRegistry, render_metrics
+from driftgauge.exposition.proxy import UPSTREAM_ERROR_REASONS, ProxyMetrics
 
 _BOUNDS = sorted(
     {b for spec in (catalogue.UPSTREAM_LATENCY, catalogue.OVERHEAD) for b in spec.buckets}
@@ -77,6 +81,29 @@ def test_requests_and_histograms_expose_what_prometheus_client_would(
         histograms[catalogue.RESPONSE_SIZE.name].labels("m").observe(received)
     names = {catalogue.REQUESTS.name, *histograms}
     assert _samples(ours, names) == _samples(reference, names)
+
+
+def test_error_counters_start_at_zero_without_created_samples() -> None:
+    """Upstream and client error counters, like every other driftgauge counter, expose no
+    `_created` series (they did, as prometheus_client Counters) and each known reason from 0."""
+    registry = MetricsRegistry()
+    proxy = ProxyMetrics(registry, "m")
+    proxy.client_error("bad_request")
+    for accept in ("text/plain", "application/openmetrics-text; version=1.0.0"):
+        body, _ = render_metrics(registry, accept)
+        text = body.decode()
+        assert "_created" not in text
+        parse = openmetrics_families if "openmetrics" in accept else text_string_to_metric_families
+        samples = {
+            (sample.name, sample.labels["reason"]): sample.value
+            for family in parse(text)
+            for sample in family.samples
+            if "reason" in sample.labels
+        }
+        expected = {("driftgauge_upstream_errors_total", r): 0.0 for r in UPSTREAM_ERROR_REASONS}
+        expected[("driftgauge_client_errors_total", "bad_request")] = 1.0
+        expected[("driftgauge_client_errors_total", "upgrade_unsupported")] = 0.0
+        assert samples == expected
 
 
 def test_the_registry_knows_the_families_it_collects() -> None:

@@ -36,6 +36,7 @@ UPSTREAM_ERROR_REASONS = (
     "upstream_reset",
     "bad_response",
 )
+CLIENT_ERROR_REASONS = ("bad_request", "upgrade_unsupported")
 
 
 class _Histogram:
@@ -78,13 +79,13 @@ class ProxyMetrics:
         self.overhead = _Histogram(catalogue.OVERHEAD)
         self.request_size = _Histogram(catalogue.REQUEST_SIZE)
         self.response_size = _Histogram(catalogue.RESPONSE_SIZE)
-        self._upstream_errors = catalogue.UPSTREAM_ERRORS.counter(registry)
-        self._client_errors = catalogue.CLIENT_ERRORS.counter(registry)
+        # Plain counts, like the requests', so no counter here has _created samples (none of
+        # driftgauge's does); the known reasons are present at 0 before the first failure.
+        self.upstream_errors = dict.fromkeys(UPSTREAM_ERROR_REASONS, 0)
+        self.client_errors = dict.fromkeys(CLIENT_ERROR_REASONS, 0)
         self.queue_depth = catalogue.QUEUE_DEPTH.gauge(registry).labels(model)
         self.sampling_rate = catalogue.SAMPLING_RATE.gauge(registry).labels(model)
         self.sampling_rate.set(1.0)  # every request monitored until a sampler says otherwise
-        for reason in UPSTREAM_ERROR_REASONS:  # present at 0 before the first failure
-            self._upstream_errors.labels(model, reason)
         registry.register(self)
 
     def request_done(
@@ -112,19 +113,29 @@ class ProxyMetrics:
         yield requests
         for histogram in self._histograms:
             yield histogram.family([self.model])
+        for spec, counts in (
+            (catalogue.UPSTREAM_ERRORS, self.upstream_errors),
+            (catalogue.CLIENT_ERRORS, self.client_errors),
+        ):
+            family = CounterMetricFamily(spec.name, spec.documentation, labels=spec.labels)
+            for reason, count in counts.copy().items():
+                family.add_metric([self.model, reason], count)
+            yield family
 
     def describe(self) -> Iterator[Metric]:
         """The families' names, for the registry's duplicate check (without reading counts)."""
         yield catalogue.REQUESTS.metric()
         for histogram in self._histograms:
             yield histogram.spec.metric()
+        yield catalogue.UPSTREAM_ERRORS.metric()
+        yield catalogue.CLIENT_ERRORS.metric()
 
     @property
     def _histograms(self) -> tuple[_Histogram, ...]:
         return (self.upstream_latency, self.overhead, self.request_size, self.response_size)
 
     def upstream_error(self, reason: str) -> None:
-        self._upstream_errors.labels(self.model, reason).inc()
+        self.upstream_errors[reason] = self.upstream_errors.get(reason, 0) + 1
 
     def client_error(self, reason: str) -> None:
-        self._client_errors.labels(self.model, reason).inc()
+        self.client_errors[reason] = self.client_errors.get(reason, 0) + 1
