@@ -173,6 +173,22 @@ def test_rules_into_a_file_names_the_problem(tmp_path: Path) -> None:
     assert target.read_text(encoding="utf-8") == "mine\n"
 
 
+def test_baseline_refuses_a_spark_master_spark_would_refuse(tmp_path: Path) -> None:
+    """`--spark bogus://x` is a usage error naming the option, before a JVM starts (the JVM
+    exited and pyspark raised PySparkRuntimeError, a traceback)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(proxy_config(tmp_path)), encoding="utf-8")
+    data = write_csv(tmp_path / "train.csv", training_rows(50))
+    result = run(
+        "baseline", "-c", config, "--data", data, "-o", tmp_path / "b.dgb", "--spark", "bogus://x"
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "argument --spark: expected local[N]" in last and "'bogus://x'" in last
+    assert not (tmp_path / "b.dgb").exists()
+
+
 def test_help_lists_commands_without_a_suppressed_alias() -> None:
     """--help lists the commands; `baseline merge --help` (after global options too) is its own."""
     listing = run("--help")

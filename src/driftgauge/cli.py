@@ -125,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     where.add_argument(
         "--spark",
+        type=_spark_master,
         metavar="MASTER",
         help="build on Spark (local[4], spark://HOST:7077, yarn…): --data is read by Spark",
     )
@@ -226,6 +227,15 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
     return value
+
+
+def _spark_master(text: str) -> str:
+    # Spark's own rule for a master URL: any other makes the JVM exit, a traceback in Python.
+    if text == "yarn" or text.startswith(("local", "spark://", "k8s://")):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"expected local[N], spark://HOST:PORT, k8s://HOST:PORT or yarn, got {text!r}"
+    )
 
 
 def _seconds(text: str) -> float:
