@@ -101,10 +101,16 @@ def shared_port(tmp_path: Path) -> dict[str, Any]:
     return raw
 
 
+def empty_token_file(tmp_path: Path) -> dict[str, Any]:
+    (tmp_path / "feedback.token").write_text("\n", encoding="utf-8")
+    return proxy_config(tmp_path, feedback={"prediction": "class", "token_file": "feedback.token"})
+
+
 @pytest.mark.parametrize(
     ("make", "needle"),
     [
         (bad_jsonpath, "predictions[0].path: invalid JSONPath '$.ys[*'"),
+        (empty_token_file, "feedback.token_file: 'feedback.token' holds no token"),
         (
             shared_port,
             "metrics.listen: 0.0.0.0:1 is the port of source.proxy.listen too: "
@@ -122,6 +128,7 @@ def shared_port(tmp_path: Path) -> dict[str, Any]:
     ],
     ids=[
         "jsonpath",
+        "empty-token-file",
         "shared-port",
         "spaced-upstream",
         "header-name",

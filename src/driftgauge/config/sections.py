@@ -201,6 +201,9 @@ def feedback_section(
             token = (base / token_file).read_text(encoding="utf-8").strip()
         except OSError as exc:
             errors.add("feedback.token_file", f"cannot read {token_file!r}: {exc.strerror or exc}")
+        else:
+            if not token:  # else /feedback would take labels without a token
+                errors.add("feedback.token_file", f"{token_file!r} holds no token")
     tail = get_value(table, "tail", prefix, string, None, errors)
     return FeedbackConfig(
         prediction=prediction,
