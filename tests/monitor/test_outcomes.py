@@ -681,6 +681,32 @@ async def test_whitespace_around_a_request_id_is_not_part_of_it(
     assert answer == (200, {"matched": 1, "unmatched": 0, "invalid": 0})
 
 
+@pytest.mark.parametrize("empty", ["", "  "])
+async def test_an_empty_request_id_gets_a_generated_one(
+    classifier: tuple[Config, Baseline], tmp_path: Path, empty: str
+) -> None:
+    """An X-Request-ID with no value names no request: the proxy makes an id, as for a request
+    without the header, so two such requests are two predictions whose labels both join (and
+    the model server sees the made id alone, not the empty header beside it)."""
+    config, baseline, _ = proxied(classifier, tmp_path)
+    columns = classifier_columns(2, seed=9)
+    async with running(config, baseline) as sidecar:
+        outcomes = sidecar.sidecar.monitor.outcomes
+        assert outcomes is not None
+        made = []
+        for j in range(2):
+            returned, answer = await sidecar.predict(
+                instances(columns, j, j + 1), {"X-Request-ID": empty}
+            )
+            made.append((returned, answer[0]["class"]))
+        ids = [returned for returned, _ in made]
+        assert all(ids) and len(set(ids)) == 2, ids
+        assert sidecar.upstream_ids == ids
+        await eventually(lambda: outcomes.pending == 2)
+        answer = await sidecar.feedback([{"id": key, "label": label} for key, label in made])
+    assert answer == (200, {"matched": 2, "unmatched": 0, "invalid": 0})
+
+
 async def test_a_numeric_label_id_matches_however_json_spells_the_number(
     classifier: tuple[Config, Baseline], tmp_path: Path
 ) -> None:

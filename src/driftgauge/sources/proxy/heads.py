@@ -98,13 +98,16 @@ def request_head(
             # As aiohttp reads it (the CloudEvents source): UTF-8, as clients send non-ASCII
             # text, so "café" here is the "café" a label names in JSON; whitespace around a
             # field value is not part of it (RFC 9110, 5.5).
-            request_id = value.strip(b" \t").decode("utf-8", "surrogateescape")
+            # An empty value names no request: one is made below, as for no header.
+            request_id = value.strip(b" \t").decode("utf-8", "surrogateescape") or request_id
+    make_id = new_request_id is not None and request_id is None
     for name, value in headers:
         lower = name.lower()
         if (
             lower in HOP_BY_HOP
             or lower in connection_tokens
             or lower in (b"expect", b"x-forwarded-for")
+            or (make_id and lower == request_id_header)  # empty: replaced by the one made
         ):
             continue
         out.append(b"%s: %s\r\n" % (name, value))
@@ -116,8 +119,9 @@ def request_head(
     if chunked:
         out.append(b"transfer-encoding: chunked\r\n")
     generated_id = False
-    if new_request_id is not None and request_id is None:
+    if make_id:
         # Labels arrive later by id: give the client (and the model server) one to use.
+        assert new_request_id is not None
         request_id = new_request_id()
         generated_id = True
         out.append(b"%s: %s\r\n" % (request_id_header, request_id.encode()))
