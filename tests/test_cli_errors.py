@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import yaml
 from driftgauge import cli
 from driftgauge.baseline import build_baseline, datafiles, save_baseline
 from driftgauge.config import load_config
-from tests.helpers import base_config, training_rows, write_csv
+from tests.helpers import base_config, free_port, training_rows, write_csv
 
 CLI = [sys.executable, "-m", "driftgauge.cli"]
 COMMANDS = ("check", "baseline", "serve")
@@ -448,3 +449,46 @@ def test_merge_refuses_a_result_without_values_but_not_parts_without(
     assert merge("no-rows", "no-rows")[1].endswith(
         ": the baselines hold no rows (no baseline written)"
     )
+
+
+# -- listeners -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key", ["source.proxy.listen", "source.cloudevents.listen", "metrics.listen"]
+)
+def test_serve_on_a_port_in_use_ends_at_once_naming_the_listener(tmp_path: Path, key: str) -> None:
+    """A listener's port held by another process: serve exits 1 within seconds with one
+    driftgauge line naming the key and the address (a busy proxy port used to hang it)."""
+    ports = {name: free_port() for name in ("source", "metrics")}
+    kind = key.split(".")[1] if key.startswith("source.") else "proxy"
+    source: dict[str, Any] = {"listen": f"127.0.0.1:{ports['source']}"}
+    if kind == "proxy":
+        source["upstream"] = "http://127.0.0.1:9"
+    raw = base_config(
+        tmp_path,
+        source={kind: source},
+        metrics={"listen": f"127.0.0.1:{ports['metrics']}"},
+    )
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    config = load_config(config_path)
+    save_baseline(
+        build_baseline(config, [write_csv(tmp_path / "t.csv", training_rows(200))]),
+        config.baseline,
+    )
+    busy = ports["metrics" if key == "metrics.listen" else "source"]
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", busy))
+        holder.listen()
+        result = subprocess.run(
+            [*CLI, "serve", "-c", str(config_path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    ours = [line for line in result.stderr.splitlines() if line.startswith("driftgauge:")]
+    assert ours == [f"driftgauge: {key} 127.0.0.1:{busy}: Address already in use"]

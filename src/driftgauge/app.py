@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -286,6 +287,18 @@ async def _tail_ctx(app: web.Application) -> AsyncIterator[None]:
     await _cancel(task, "tail")
 
 
+@contextlib.asynccontextmanager
+async def _listening(key: str, address: tuple[str, int]) -> AsyncIterator[None]:
+    """A listener's bind failure as one line naming its config key and address ("metrics.listen
+    127.0.0.1:10117: Address already in use"), not asyncio's text without the key."""
+    try:
+        yield
+    except OSError as exc:
+        host, port = address
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise OSError(exc.errno, reason, f"{key} {host}:{port}") from None
+
+
 async def _cloudevents_ctx(app: web.Application) -> AsyncIterator[None]:
     sidecar = app[SIDECAR_KEY]
     config = sidecar.config.source
@@ -301,7 +314,8 @@ async def _cloudevents_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     rate = catalogue.SAMPLING_RATE.gauge(sidecar.registry).labels(sidecar.config.model)
     rate.set_function(lambda: sampler.rate)
-    sidecar.proxy_port = await source.start()
+    async with _listening("source.cloudevents.listen", config.listen):
+        sidecar.proxy_port = await source.start()
     log.info("CloudEvents on http://%s:%s", config.listen[0], sidecar.proxy_port)
     task = _supervise("cloudevents", sidecar.health, source.run())
     sidecar.drainers.append(source.close)  # stop receiving while /readyz already says 503
@@ -538,12 +552,14 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         sampler=sampler,
     )
     sidecar.health.upstream_ok = False
+    host, port = config.listen
+    # Bound first: a failed bind leaves no task behind (orphans cancelled at exit hung it).
+    async with _listening("source.proxy.listen", config.listen):
+        sidecar.proxy_port = await server.start(host, port)
     consumer = _supervise(
         "monitoring consumer", sidecar.health, _consume(queue, sidecar.batcher, metrics, sampler)
     )
     watcher = _supervise("upstream watch", sidecar.health, _watch_upstream(config, sidecar.health))
-    host, port = config.listen
-    sidecar.proxy_port = await server.start(host, port)
     log.info("proxy on http://%s:%s -> %s", host, sidecar.proxy_port, config.upstream)
 
     async def drain() -> None:
@@ -585,7 +601,8 @@ async def run_until_stopped(
         runner, host, port, reuse_address=True, ssl_context=tls.server_context() if tls else None
     )
     try:
-        await site.start()
+        async with _listening("metrics.listen", (host, port)):
+            await site.start()
         bound = runner.addresses[0][1] if runner.addresses else port
         log.info("metrics on http://%s:%s/metrics", host, bound)
         if on_started is not None:
