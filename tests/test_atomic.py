@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from driftgauge.atomic import write_atomically
+from driftgauge.atomic import remove_leftovers, write_atomically
 
 
 def mode(path: Path) -> int:
@@ -58,3 +59,28 @@ def test_a_failed_replace_leaves_no_temporary_file(tmp_path: Path) -> None:
     with pytest.raises(IsADirectoryError):
         write_atomically(tmp_path / "taken", b"data")
     assert [p.name for p in tmp_path.iterdir()] == ["taken"]
+
+
+@pytest.mark.parametrize("name", ["wine.state", "a[1]*?.state", "na%C3%AFve.state"])
+def test_leftovers_of_writes_killed_midway_are_removed_and_nothing_else(
+    tmp_path: Path, name: str
+) -> None:
+    """The temporaries a killed write left (made as write_atomically makes them) are removed;
+    the file itself, another file's temporaries and other files stay."""
+    from driftgauge import atomic
+
+    path = tmp_path / name
+    write_atomically(path, b"kept")
+    for _ in range(3):  # what three writes killed before their rename leave behind
+        descriptor, _temporary = atomic._create_temporary(path, 0o600)
+        os.close(descriptor)
+    other = tmp_path / "other.state"
+    descriptor, other_temporary = atomic._create_temporary(other, 0o600)
+    os.close(descriptor)
+    (tmp_path / f"{name}.tmp").write_bytes(b"not ours")
+    before = set(tmp_path.iterdir())
+    assert len(before) == 6
+    assert remove_leftovers(path) == 3
+    assert set(tmp_path.iterdir()) == {path, other_temporary, tmp_path / f"{name}.tmp"}
+    assert path.read_bytes() == b"kept"
+    assert remove_leftovers(path) == 0

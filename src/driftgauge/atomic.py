@@ -13,13 +13,18 @@ as another (the image's user 10001).
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import secrets
 from pathlib import Path
 
-__all__ = ["write_atomically"]
+__all__ = ["remove_leftovers", "write_atomically"]
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def _temporaries(path: Path, tag: str) -> Path:
+    return path.with_name(f".{path.name}.{tag}.tmp")
 
 
 def _create_temporary(path: Path, mode: int) -> tuple[int, Path]:
@@ -28,7 +33,7 @@ def _create_temporary(path: Path, mode: int) -> tuple[int, Path]:
     Not ``tempfile.mkstemp``: it creates every file 0600 whatever the umask.
     """
     for _ in range(100):
-        temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        temporary = _temporaries(path, secrets.token_hex(6))
         try:
             return os.open(temporary, _FLAGS, mode), temporary
         except FileExistsError:
@@ -59,3 +64,18 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o666) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def remove_leftovers(path: Path) -> int:
+    """Delete the temporary files writes of ``path`` left behind when their process was killed
+    mid-write (each has a name of its own, so they would pile up); returns how many.
+
+    Only for a file one process writes: another writer's temporary would go too.
+    """
+    pattern = str(_temporaries(Path(glob.escape(str(path))), "*"))
+    removed = 0
+    for leftover in glob.glob(pattern):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(leftover)
+            removed += 1
+    return removed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import signal
 import stat
 import subprocess
@@ -70,6 +71,33 @@ def test_round_trip_restores_every_window(
                 assert isinstance(restored, NumericSummary)
                 assert restored.kll.get_quantile(0.5) == summary.kll.get_quantile(0.5)
     assert before.compute(NOW).fields == after.compute(NOW).fields
+
+
+def test_a_restore_removes_what_a_save_killed_midway_left(
+    tmp_path: Path,
+    make_config: Callable[..., Config],
+    make_baseline: Callable[..., Baseline],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each save writes a temporary of its own name: those of saves a kill -9 interrupted are
+    removed at the next start (one log line), and the snapshot beside them is restored."""
+    from driftgauge import atomic
+
+    config = make_config()
+    baseline = make_baseline(config, 1_000)
+    monitor = _monitor(config, baseline)
+    _feed(monitor, 500, 2)
+    store = StateStore(tmp_path / "state", monitor)
+    store.save()
+    for _ in range(2):
+        descriptor, _temporary = atomic._create_temporary(store.path, 0o600)
+        os.close(descriptor)
+    assert len(list(store.directory.iterdir())) == 3
+    restarted = StateStore(store.directory, _monitor(config, baseline))
+    with caplog.at_level("INFO", logger="driftgauge.runtime.state"):
+        assert restarted.restore()
+    assert list(store.directory.iterdir()) == [store.path]
+    assert "removed 2 unfinished snapshot file(s)" in caplog.text
 
 
 @pytest.mark.parametrize(

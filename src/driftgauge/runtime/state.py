@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from driftgauge.atomic import write_atomically
+from driftgauge.atomic import remove_leftovers, write_atomically
 from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.segments import SegmentCounts
 from driftgauge.monitor.tracker import HoldsState, Tracker
@@ -321,6 +321,9 @@ class StateStore:
 
     def restore(self) -> bool:
         """Load the snapshot if there is a usable one; True when state was restored."""
+        leftovers = remove_leftovers(self.path)  # from a sidecar killed while it saved
+        if leftovers:
+            log.info("removed %d unfinished snapshot file(s) beside %s", leftovers, self.path)
         if not self.path.exists():
             return False
         try:
