@@ -80,3 +80,22 @@ async def test_records_read_before_a_cancel_are_still_observed() -> None:
     assert router.reads == [1]  # the first slice is one record
     assert router.batches == [1]  # observed on the way out
     assert len(queue) == 49
+
+
+async def test_stopping_a_background_task_that_died_logs_it_once_and_raises_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A task that died is logged and marked failed when it dies; shutdown's cancel of it
+    neither raises its exception again (a traceback at exit) nor waits."""
+    health = app.Health()
+
+    async def dies() -> None:
+        raise RuntimeError("boom")
+
+    task = app._supervise("recompute", health, dies())
+    with caplog.at_level("ERROR", logger="driftgauge.app"):
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.sleep(0)  # the done callback
+        await app._cancel(task, "recompute")
+    assert health.failed == ["recompute"]
+    assert caplog.text.count("background task recompute died: RuntimeError('boom')") == 1

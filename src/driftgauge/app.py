@@ -139,6 +139,8 @@ def _supervise(name: str, health: Health, coroutine: Awaitable[None]) -> asyncio
 
 
 async def _cancel(task: asyncio.Task[None], name: str) -> None:
+    if task.done():  # one that died was logged by _supervise: not raised again at shutdown
+        return
     task.cancel(f"driftgauge shutting down: {name}")
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.wait_for(task, timeout=5.0)
@@ -321,8 +323,7 @@ async def _cloudevents_ctx(app: web.Application) -> AsyncIterator[None]:
     sidecar.drainers.append(source.close)  # stop receiving while /readyz already says 503
     yield
     await source.close()  # a no-op for the listener when drained already; hands over the rest
-    if not task.done():  # one that died is in health.failed and was logged by _supervise
-        await _cancel(task, "cloudevents")
+    await _cancel(task, "cloudevents")
 
 
 def _label_line(line: bytes, now: float) -> Record | str:
