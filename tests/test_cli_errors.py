@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -194,6 +195,30 @@ def test_baseline_refuses_a_spark_master_spark_would_refuse(tmp_path: Path) -> N
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert "argument --spark: expected local[N]" in last and "'bogus://x'" in last
+    assert not (tmp_path / "b.dgb").exists()
+
+
+def test_baseline_names_spark_when_it_cannot_start(tmp_path: Path) -> None:
+    """`--spark local[1]` with no Java to start (JAVA_HOME names nothing): exit 4 and a last
+    line naming the option and Spark's reason, not pyspark's PySparkRuntimeError traceback."""
+    pytest.importorskip("pyspark")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(proxy_config(tmp_path)), encoding="utf-8")
+    data = write_csv(tmp_path / "train.csv", training_rows(50))
+    output = tmp_path / "b.dgb"
+    result = subprocess.run(
+        [*CLI, "baseline", "-c", config, "--data", data, "-o", output, "--spark", "local[1]"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=os.environ | {"JAVA_HOME": str(tmp_path / "no-java")},
+    )
+    assert result.returncode == 4, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("driftgauge: --spark local[1]: Spark did not start: "), last
+    assert "JAVA_GATEWAY_EXITED" in last
     assert not (tmp_path / "b.dgb").exists()
 
 

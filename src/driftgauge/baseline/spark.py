@@ -29,7 +29,7 @@ from driftgauge.baseline.datafiles import CHUNK_ROWS, arrow_chunk, require_colum
 from driftgauge.baseline.inputs import location_format
 from driftgauge.baseline.runner import PassState
 from driftgauge.config import FieldSpec
-from driftgauge.exceptions import DataError
+from driftgauge.exceptions import DataError, first_line
 
 __all__ = ["SparkRunner", "is_spark_dataframe", "read_data", "spark_session"]
 
@@ -178,7 +178,11 @@ def spark_session(master: str) -> Iterator[Any]:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", _PANDAS_WARNING)
-        session = SparkSession.builder.master(master).appName("driftgauge baseline").getOrCreate()
+        try:
+            builder = SparkSession.builder.master(master).appName("driftgauge baseline")
+            session = builder.getOrCreate()
+        except Exception as exc:  # no Java, a JVM that exits, a master refusing the app...
+            raise DataError(f"--spark {master}: Spark did not start: {first_line(exc)}") from None
     session.sparkContext.setLogLevel("ERROR")
     try:
         yield session
