@@ -57,6 +57,7 @@ DROP_REASONS = (
     "body_too_large",
     "cloudevents_overload",
     "feedback_expired",
+    "feedback_no_id",
     "sampled",
 )
 ACCEPTS = (

@@ -356,6 +356,7 @@ def test_requests_without_an_id_are_not_held(pipeline: Pipeline) -> None:
     pipeline.batcher.ingest([record(one_row(), None)])
     assert pipeline.outcomes.pending == 0
     assert pipeline.monitor.rows_total == 1
+    assert pipeline.monitor.dropped == {"feedback_no_id": 1}  # counted: no label can join it
 
 
 def test_rows_without_a_prediction_are_not_held(pipeline: Pipeline) -> None:
@@ -366,6 +367,7 @@ def test_rows_without_a_prediction_are_not_held(pipeline: Pipeline) -> None:
     pipeline.batcher.ingest([rec])
     assert pipeline.outcomes.pending == 1
     assert pipeline.outcomes.label([("half:0", "a"), ("half:1", "a")])["unmatched"] == 1
+    assert "feedback_no_id" not in pipeline.monitor.dropped  # it has an id, no prediction
 
 
 def test_id_path_gives_each_row_its_own_id(
@@ -390,8 +392,10 @@ def test_id_path_that_does_not_give_one_id_per_row_holds_nothing(
     pipeline.batcher.ingest([record(one_row() * 2, None, ids=["only-one"])])
     pipeline.batcher.ingest([record(one_row() * 2, None)])
     assert pipeline.outcomes.pending == 0
+    assert pipeline.monitor.dropped["feedback_no_id"] == 4  # each row counted, none silently
     pipeline.batcher.ingest([record(one_row() * 2, None, ids=[7, 8])])
     assert pipeline.outcomes.label([("7", "a"), ("8", "a")])["matched"] == 2
+    assert pipeline.monitor.dropped["feedback_no_id"] == 4
 
 
 def test_id_path_rows_without_an_id_are_not_held(
@@ -402,6 +406,7 @@ def test_id_path_rows_without_an_id_are_not_held(
     rows = [{**one_row()[0], "id": "has-id"}, one_row()[0], one_row()[0]]
     pipeline.batcher.ingest([record(rows, None)])
     assert pipeline.outcomes.pending == 1
+    assert pipeline.monitor.dropped["feedback_no_id"] == 2
     assert pipeline.outcomes.label([("None", "a")])["unmatched"] == 1
 
 

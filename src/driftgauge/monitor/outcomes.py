@@ -7,7 +7,10 @@ tail record's ``id`` or the CloudEvents' ``ce-id``; a batch of N rows gets
 ``feedback.id_path`` instead names a JSON path in the request with one id
 per row.  Predictions wait in a bounded store (``feedback.max_pending``,
 oldest evicted first, and ``feedback.ttl``); each eviction of an unlabelled
-prediction counts as ``driftgauge_dropped_total{reason="feedback_expired"}``.
+prediction counts as ``driftgauge_dropped_total{reason="feedback_expired"}``, and
+each row with no id to wait under (``id_path`` giving another number of ids
+than rows, or none for the row; a record without an id) as
+``reason="feedback_no_id"``: no label can ever join it.
 
 Labels arrive by ``POST /feedback`` or a tailed JSON Lines file, as
 ``{"id": ..., "label": ...}`` objects.  A label joins its prediction, leaves
@@ -194,11 +197,14 @@ class Outcomes:
         predicted: list[npt.NDArray[np.float64]] = []
         probability: list[npt.NDArray[np.float64]] = []
         segments: list[npt.NDArray[np.intp]] = []
+        no_id = 0  # rows with a prediction but no id to hold it under: no label can join them
         for record, request, piece in items:
             column = piece.columns.get(feedback.prediction)
             row_ids = self._row_ids(record, request, piece.rows) if column is not None else None
             if row_ids is None or column is None:
+                no_id += piece.rows if column is not None else 0
                 continue
+            no_id += row_ids.count(None)
             ids.extend(row_ids)
             if self._binning is not None:
                 classes = category_indexes(column, self._binning).astype(np.float64)
@@ -216,6 +222,8 @@ class Outcomes:
                 if self._segment_names
                 else np.empty((piece.rows, 0), dtype=np.intp)
             )
+        if no_id:
+            self.on_drop("feedback_no_id", no_id)
         if not ids:
             return
         values, chances = np.concatenate(predicted), np.concatenate(probability)

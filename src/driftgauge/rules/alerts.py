@@ -330,7 +330,7 @@ _FLEET_RECORDS = (
 )
 
 # driftgauge_dropped_total reasons that lose no drift observation (DriftgaugeObservationsDropped).
-NOT_LOST = "sampled|feedback_expired"
+NOT_LOST = "sampled|feedback_expired|feedback_no_id"
 
 # (name, expr with {M} for the model matchers, for, level, summary, description)
 _QUALITY = (
@@ -393,8 +393,9 @@ _SERVICE = (
         # Only reasons that lose drift observations (queue_full, body_too_large,
         # cloudevents_overload). Requests sampled out under overload (sampled) leave the
         # windows a uniform sample (DriftgaugeMonitoringSampled tells when that lasts), and a
-        # held prediction whose label never came (feedback_expired) was monitored for drift
-        # all the same: partial label coverage is normal.
+        # held prediction whose label never came (feedback_expired), or one with no id to be
+        # held under (feedback_no_id), was monitored for drift all the same: partial label
+        # coverage is normal.
         "DriftgaugeObservationsDropped",
         f'sum by (model, instance, reason) (increase(driftgauge_dropped_total{{M, reason!~"{NOT_LOST}"}}[10m])) > 0',
         "5m",
