@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -99,3 +100,24 @@ async def test_stopping_a_background_task_that_died_logs_it_once_and_raises_noth
         await app._cancel(task, "recompute")
     assert health.failed == ["recompute"]
     assert caplog.text.count("background task recompute died: RuntimeError('boom')") == 1
+
+
+async def test_the_upstream_watch_stops_at_the_first_cancel_whenever_it_comes() -> None:
+    """A cancel that lands as the watch's connect to a refused port fails is not lost: with
+    asyncio.wait_for (Python 3.11) the connect's error was raised in its place, the loop went
+    on, and a stop that cancels once (asyncio.run's, at exit) waited for ever."""
+    from driftgauge.config import ProxyConfig
+
+    with socket.socket() as probe:  # a port nothing listens on: every connect is refused
+        probe.bind(("127.0.0.1", 0))
+        refused = probe.getsockname()[1]
+    config = ProxyConfig(listen=("127.0.0.1", 0), upstream=f"http://127.0.0.1:{refused}")
+    for turns in range(40):  # cancel after each number of loop turns, the race's among them
+        task = asyncio.ensure_future(app._watch_upstream(config, app.Health()))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=1.0)
+        assert done, f"still running 1 s after a cancel at turn {turns}"
+        task.cancel()  # (a task that went on: stop it for good before failing)
+        assert task.cancelled()

@@ -516,7 +516,10 @@ async def _watch_upstream(config: ProxyConfig, health: Health) -> None:
                     async with session.get(url, ssl=tls if tls is not None else True) as response:
                         health.upstream_ok = response.status == 200
                 else:
-                    _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for raises the connect's
+                    # error in place of a cancel that lands as the connect fails (lost cancel).
+                    async with asyncio.timeout(2.0):
+                        _, writer = await asyncio.open_connection(host, port)
                     writer.close()
                     health.upstream_ok = True
             except (OSError, TimeoutError, ClientError):

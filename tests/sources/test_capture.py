@@ -100,3 +100,15 @@ def test_an_overflow_reads_as_saturated_once() -> None:
     clock.now += 8.0
     queue.put(record())
     assert queue.backlog(10.0) == 0.8  # the wait, when it says more
+
+
+async def test_a_cancel_landing_as_the_batch_completes_still_cancels() -> None:
+    """The put that completes the batch and shutdown's cancel in one loop turn: the wait ends
+    cancelled (asyncio.wait_for returned instead on Python 3.11, and shutdown then waited)."""
+    queue = RecordQueue(4, lambda reason: None)
+    waiter = asyncio.ensure_future(queue.wait(1, 1_000, longest=60.0))
+    await asyncio.sleep(0)
+    queue.put(record())
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    assert waiter.cancelled()

@@ -75,8 +75,11 @@ class RecordQueue:
         self._want = (records, size)
         self._ready.clear()
         try:
+            # asyncio.timeout, not wait_for, which may return instead of raising a cancel that
+            # lands as the batch completes (Python 3.11): shutdown would wait for its timeout.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), longest)
+                async with asyncio.timeout(longest):
+                    await self._ready.wait()
         finally:
             self._want = (self.capacity + 1, self.max_bytes + 1)
 
