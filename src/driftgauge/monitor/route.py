@@ -87,10 +87,8 @@ class Router:
         for batcher in self.batchers:
             service, component = batcher.monitor.config.origin
             self._by_service.setdefault(service, {})[component] = batcher
-        self._one = len(self.batchers) == 1 and all(
-            config.route is None and config.component is None
-            for config in (batcher.monitor.config for batcher in self.batchers)
-        )
+        only = self.batchers[0].monitor.config if len(self.batchers) == 1 else None
+        self._one = only is not None and only.route is None and only.component is None
         self._routes = [
             (re.compile(batcher.monitor.config.route), batcher)
             for batcher in self.batchers
