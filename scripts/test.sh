@@ -17,4 +17,8 @@ scripts/setup.sh parquet,fast,test,mlserver,spark,dask
 .venv/bin/lint-imports --no-cache
 # Property tests draw the same examples on every run here (tests/conftest.py).
 export HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-ci}"
-exec .venv/bin/pytest "$@"
+# Two workers (a test file each at a time, so its module fixtures start once), then the tests
+# marked serial, which measure timing or load, alone. Exit 5 is pytest's "none selected".
+run() { .venv/bin/pytest "$@" || { code=$?; [ "$code" = 5 ] || exit "$code"; }; }
+run -n 2 --dist loadfile -m "not serial" "$@"
+run -m serial "$@"

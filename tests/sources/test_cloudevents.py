@@ -352,6 +352,7 @@ async def test_forward_receives_every_event_unchanged(session: ClientSession) ->
         assert "cloudevents_forward_failed" not in ce.errors
 
 
+@pytest.mark.serial  # answers within 0.5 s
 async def test_slow_forward_target_does_not_delay_answers_and_overflow_is_counted(
     session: ClientSession,
 ) -> None:

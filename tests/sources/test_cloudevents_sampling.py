@@ -24,6 +24,8 @@ from driftgauge.sources.sampling import Sampler
 from driftgauge.typing import Record
 from tests.kserve_logger import binary, kserve_event, send
 
+pytestmark = pytest.mark.serial  # timing under load: run alone (scripts/test.sh)
+
 
 def burn(seconds: float) -> None:
     """Spend ``seconds`` of this thread's CPU time (what ingestion costs, as the sampler reads it)."""

@@ -29,6 +29,8 @@ from tests.helpers import scrape, series
 from tests.kserve_logger import binary, kserve_event, send
 from tests.proxy_upstream import running_proxy, until, upstream_server
 
+pytestmark = pytest.mark.serial  # timing under load: run alone (scripts/test.sh)
+
 
 @dataclass
 class Rig:

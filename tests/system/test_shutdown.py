@@ -37,6 +37,8 @@ from tests.proxy_upstream import (
     upstream_server,
 )
 
+pytestmark = pytest.mark.serial  # timing under load: run alone (scripts/test.sh)
+
 PREDICT = "/v1/models/wine:predict"
 WINDOW = series(
     "driftgauge_window_observations", feature="alcohol", model="wine", role="input", window="5m"

@@ -54,16 +54,16 @@ class UpstreamPool:
 
     async def connect(self) -> UpstreamProtocol:
         loop = asyncio.get_running_loop()
-        _, protocol = await asyncio.wait_for(
-            loop.create_connection(
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for may return the connection in
+        # place of a cancel landing as the connect completes, and the request would go on.
+        async with asyncio.timeout(self.connect_timeout):
+            _, protocol = await loop.create_connection(
                 UpstreamProtocol,
                 self.host,
                 self.port,
                 ssl=self.tls,
                 server_hostname=self.host if self.tls else None,
-            ),
-            self.connect_timeout,
-        )
+            )
         return protocol
 
     def close(self) -> None:
