@@ -8,18 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driftgauge.exceptions import ProtocolError
-from driftgauge.protocols._common import (
-    Part,
+from driftgauge.protocols._common import Part, flatten, pair, raise_if_error, scalar
+from driftgauge.protocols._tables import (
     column_values,
     fields_of,
-    flatten,
     map_columns,
     map_matrix,
     map_rows,
     numeric_array,
-    pair,
-    raise_if_error,
-    scalar,
 )
 from driftgauge.typing import Columns
 

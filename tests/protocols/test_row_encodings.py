@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from driftgauge.config import FieldSpec
 from driftgauge.protocols import KServeV1Adapter, KServeV2Adapter, MLflowAdapter
-from driftgauge.protocols._common import column_values, numeric_array
+from driftgauge.protocols._tables import column_values, numeric_array
 from driftgauge.sketches.summary import to_categories, to_floats
 from driftgauge.typing import Adapter, Extracted
 
@@ -247,14 +247,14 @@ def test_rows_mixing_strings_and_numbers_read_alike_column_by_column(
 ) -> None:
     """List rows holding strings among numbers are read a column at a time (50,000 rows of
     three values: 1.3 s value by value): the same as value by value, and in every encoding."""
-    from driftgauge.protocols import _common
+    from driftgauge.protocols import _tables
 
     assert_all_alike(read_all(rows, ROW_ENCODINGS))
     body = {"instances": [[row[name] for name in NAMES] + ["more"] * extra for row in rows]}
     adapter = KServeV1Adapter(SPECS, [])
     by_column = adapter.extract(body, None)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_common, "_table", lambda rows: None)
+        patch.setattr(_tables, "_table", lambda rows: None)
         by_value = adapter.extract(body, None)
     assert seen(by_column) == seen(by_value)
     assert by_column.extra_columns == by_value.extra_columns == extra
@@ -264,17 +264,17 @@ def test_rows_mixing_strings_and_numbers_are_never_read_value_by_value(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """No Python call per value for the usual tabular body (numbers and a category string)."""
-    from driftgauge.protocols import _common
+    from driftgauge.protocols import _tables
 
     calls = 0
-    real = _common.scalar
+    real = _tables.scalar
 
     def counted(value: Any, name: str) -> Any:
         nonlocal calls
         calls += 1
         return real(value, name)
 
-    monkeypatch.setattr(_common, "scalar", counted)
+    monkeypatch.setattr(_tables, "scalar", counted)
     body = {"instances": [[13.0, 2, True, "north"]] * 1_000}
     extracted = KServeV1Adapter(SPECS, []).extract(body, None)
     assert calls == 0

@@ -38,7 +38,8 @@ from typing import Any
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import ProtocolError
 from driftgauge.jsonpath_syntax import JsonPath, Step, compile_path
-from driftgauge.protocols._common import BaseAdapter, Column, Part, column_values, pair, scalar
+from driftgauge.protocols._common import BaseAdapter, Column, Part, pair, scalar
+from driftgauge.protocols._tables import column_values
 from driftgauge.typing import Extracted
 
 __all__ = ["JsonPath", "JsonPathAdapter", "compile_path", "evaluate"]

@@ -20,13 +20,8 @@ import re
 from typing import Any
 
 from driftgauge.exceptions import ProtocolError
-from driftgauge.protocols._common import (
-    BaseAdapter,
-    Part,
-    json_type,
-    map_rows,
-    require_object,
-)
+from driftgauge.protocols._common import BaseAdapter, Part, json_type, require_object
+from driftgauge.protocols._tables import map_rows
 
 __all__ = ["KServeV1Adapter"]
 

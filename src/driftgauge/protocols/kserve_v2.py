@@ -45,8 +45,6 @@ from driftgauge.protocols._common import (
     BaseAdapter,
     Column,
     Part,
-    add_layout_block,
-    fields_of,
     flatten,
     json_type,
     pair,
@@ -54,6 +52,7 @@ from driftgauge.protocols._common import (
     require_object,
     short,
 )
+from driftgauge.protocols._tables import add_layout_block, fields_of
 from driftgauge.typing import Extracted
 
 __all__ = ["KServeV2Adapter"]

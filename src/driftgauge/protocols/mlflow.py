@@ -34,13 +34,8 @@ from collections.abc import Hashable, Mapping
 from typing import Any
 
 from driftgauge.exceptions import ProtocolError
-from driftgauge.protocols._common import (
-    BaseAdapter,
-    Part,
-    json_type,
-    map_rows,
-    rows_or_columns,
-)
+from driftgauge.protocols._common import BaseAdapter, Part, json_type
+from driftgauge.protocols._tables import map_rows, rows_or_columns
 from driftgauge.protocols.csv_body import CsvTable, csv_part, read_csv_body
 
 __all__ = ["MLflowAdapter"]

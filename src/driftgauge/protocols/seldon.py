@@ -35,16 +35,8 @@ import numpy as np
 
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import ProtocolError
-from driftgauge.protocols._common import (
-    BaseAdapter,
-    Part,
-    json_type,
-    map_matrix,
-    map_rows,
-    pair,
-    require_object,
-    short,
-)
+from driftgauge.protocols._common import BaseAdapter, Part, json_type, pair, require_object, short
+from driftgauge.protocols._tables import map_matrix, map_rows
 from driftgauge.typing import Extracted
 
 __all__ = ["SeldonAdapter"]

@@ -26,14 +26,8 @@ import re
 from typing import Any
 
 from driftgauge.exceptions import ProtocolError
-from driftgauge.protocols._common import (
-    BaseAdapter,
-    Part,
-    json_type,
-    map_rows,
-    require_object,
-    rows_or_columns,
-)
+from driftgauge.protocols._common import BaseAdapter, Part, json_type, require_object
+from driftgauge.protocols._tables import map_rows, rows_or_columns
 
 __all__ = ["TFServingAdapter"]
 
