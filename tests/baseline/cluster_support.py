@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from driftgauge.baseline import Baseline
-from driftgauge.baseline.datafiles import Chunk, read_chunks
+from driftgauge.baseline.chunks import Chunk
+from driftgauge.baseline.datafiles import read_chunks
 from driftgauge.config import FieldSpec
 from driftgauge.sketches import NumericSummary
 from tests.baseline.test_determinism import signature

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driftgauge.baseline import datafiles
+from driftgauge.baseline.chunks import CSV_NUMERIC_NULLS, Chunk
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import DataError
 
@@ -188,12 +189,14 @@ def test_arrow_columns_read_through_buffers_match_to_numpy(
     """Values, nulls and slice offsets read from the buffers as pyarrow's own to_numpy reads them."""
     import pyarrow as pa
 
+    from driftgauge.baseline import chunks
+
     array = pa.array(values, pa.float64()).slice(start, length)
-    read = datafiles._float_values(array)
+    read = chunks._float_values(array)
     assert np.array_equal(read, array.to_numpy(zero_copy_only=False), equal_nan=True)
-    assert np.array_equal(datafiles._valid(array), array.is_valid().to_numpy(zero_copy_only=False))
+    assert np.array_equal(chunks._valid(array), array.is_valid().to_numpy(zero_copy_only=False))
     texts = pa.array([None if v is None else repr(v) for v in values], pa.string()).slice(start)
-    assert np.array_equal(datafiles._valid(texts), texts.is_valid().to_numpy(zero_copy_only=False))
+    assert np.array_equal(chunks._valid(texts), texts.is_valid().to_numpy(zero_copy_only=False))
 
 
 def test_a_worker_reading_parquet_and_csv_does_not_import_pandas(tmp_path: Path) -> None:
@@ -223,7 +226,7 @@ def test_a_worker_reading_parquet_and_csv_does_not_import_pandas(tmp_path: Path)
 
 
 CELL = st.one_of(
-    st.sampled_from([*datafiles.CSV_NUMERIC_NULLS, "NaN", "nan", "-inf", "Infinity", "1e400"]),
+    st.sampled_from([*CSV_NUMERIC_NULLS, "NaN", "nan", "-inf", "Infinity", "1e400"]),
     st.sampled_from(["abc", "TRUE", "0x1F", "1,5", " ", "-", "--1"]),
     st.floats(allow_nan=False).map(repr),
     st.integers(-(10**20), 10**20).map(str),
@@ -231,7 +234,7 @@ CELL = st.one_of(
 )
 
 
-def columns_of(chunks: list[datafiles.Chunk]) -> dict[str, Any]:
+def columns_of(chunks: list[Chunk]) -> dict[str, Any]:
     """Each column's values and counts over ``chunks``, comparable between readers."""
     result: dict[str, Any] = {}
     for name in chunks[0].columns:

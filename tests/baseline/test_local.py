@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from driftgauge.baseline import Baseline, build_baseline, datafiles, local
+from driftgauge.baseline.chunks import CSV_NUMERIC_NULLS
 from driftgauge.config import Config
 from driftgauge.sketches import NumericSummary
 from tests._stats_helpers import make_config
@@ -108,7 +109,7 @@ def test_missing_spellings_and_cells_that_are_not_numbers_count_as_in_every_read
     invalid = reference["a invalid"]
     assert invalid[2] == sum(cell in {"abc", "TRUE", "1_000x"} for cell in chosen) > 0
     assert invalid[0] == sum(cell in {"NaN", "nan"} for cell in chosen) > 0
-    assert reference["a"][4] == sum(cell in datafiles.CSV_NUMERIC_NULLS for cell in chosen) > 0
+    assert reference["a"][4] == sum(cell in CSV_NUMERIC_NULLS for cell in chosen) > 0
     assert reference["c"][2] == {"NA": 800, "null": 800, "x": 800, "N/A": 800}
     assert reference["c"][4] == 800
     many_parts(monkeypatch, path, 6)

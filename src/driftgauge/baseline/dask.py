@@ -4,7 +4,7 @@
 A pass keeps just the columns it reads, and one task per partition turns
 that pandas partition into Arrow (``pyarrow.Table.from_pandas``), then into
 chunks the way the file readers do
-(:func:`~driftgauge.baseline.datafiles.arrow_chunk`), and folds them into an
+(:func:`~driftgauge.baseline.chunks.arrow_chunk`), and folds them into an
 empty copy of the pass's state.  The states come back to the client as they
 finish and are merged there; merging does not depend on the order.
 
@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from driftgauge.baseline.datafiles import CHUNK_ROWS, arrow_chunk, require_columns
+from driftgauge.baseline.chunks import CHUNK_ROWS, arrow_chunk, require_columns
 from driftgauge.baseline.inputs import location_format
 from driftgauge.baseline.runner import PassState
 from driftgauge.config import FieldSpec

@@ -1,13 +1,12 @@
 """Training-data files read in chunks of columns: CSV, JSON Lines and Parquet.
 
-Each reader yields ``Chunk`` objects (one numpy array per configured field:
-float64 with ``nan`` for missing numeric values, a string array plus a
-missing count for categorical ones) and the bytes consumed so far, so
-memory stays constant whatever the file size.  CSV and JSON Lines use
-pyarrow's streaming readers when pyarrow is installed (the ``parquet``
-extra) and the standard library otherwise; Parquet needs pyarrow.  A file
-is a :class:`~driftgauge.baseline.inputs.DataInput` (local, in an object
-store or at a URL) or, for convenience, a local path.
+Each reader yields :class:`~driftgauge.baseline.chunks.Chunk` objects (one
+numpy array per configured field) and the bytes consumed so far, so memory
+stays constant whatever the file size.  CSV and JSON Lines use pyarrow's
+streaming readers when pyarrow is installed (the ``parquet`` extra) and the
+standard library otherwise; Parquet needs pyarrow.  A file is a
+:class:`~driftgauge.baseline.inputs.DataInput` (local, in an object store or
+at a URL) or, for convenience, a local path.
 """
 
 from __future__ import annotations
@@ -17,31 +16,31 @@ import io
 import json
 import re
 from collections.abc import Collection, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-import numpy.typing as npt
 
+from driftgauge.baseline.chunks import (
+    CHUNK_ROWS,
+    CSV_NUMERIC_NULLS,
+    Chunk,
+    arrow_chunk,
+    column_from_list,
+    csv_number,
+    require_columns,
+)
 from driftgauge.baseline.inputs import DataInput, as_input, data_format
-from driftgauge.canonical import canonical_strings
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import DataError, first_line
-from driftgauge.sketches.summary import CategoricalBinning, to_categories, to_floats
 
 __all__ = [
-    "CSV_NUMERIC_NULLS",
-    "Chunk",
-    "Column",
     "NotNumbers",
     "arrow_available",
-    "arrow_chunk",
     "file_format",
     "parquet_metadata",
     "part_batches",
     "read_chunks",
-    "require_columns",
 ]
 
 try:
@@ -52,12 +51,6 @@ try:
 except ImportError:  # pragma: no cover - exercised only without the extra
     pa = None
 
-CHUNK_ROWS = 65_536
-# How a CSV cell spells a missing value.  Empty is missing in every column; the others
-# (R's and pandas' NA, SQL's NULL, spreadsheets' #N/A) only in numeric columns, where they
-# cannot be numbers: in a categorical column "NA" may be a category (North America), as it
-# is for the sidecar.  NaN spellings are numbers (NaN), as in Parquet.
-CSV_NUMERIC_NULLS = ("", "#N/A", "#N/A N/A", "#NA", "N/A", "NA", "NULL", "n/a", "null")
 _NOT_A_NUMBER = re.compile(r"CSV conversion error to double")
 
 
@@ -75,47 +68,6 @@ class NotNumbers(DataError):
 
     def __str__(self) -> str:
         return str(self.args[0])
-
-
-@dataclass(frozen=True, slots=True)
-class Column:
-    """One field of a chunk: numeric as float64 (nan = missing), categorical as strings."""
-
-    values: npt.NDArray[Any]
-    missing: int
-    wrong_type: int = 0
-    present: npt.NDArray[np.bool_] | None = None  # categorical: rows whose value is in ``values``
-    # Categorical, from Arrow: ``values`` is ``dictionary[codes]`` (for a cheap tally).
-    dictionary: npt.NDArray[np.str_] | None = None
-    codes: npt.NDArray[np.intp] | None = None
-
-    def tally(self) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.int64]]:
-        """A categorical column's distinct values (sorted) and how often each occurs."""
-        if self.dictionary is None or self.codes is None:
-            distinct, counts = np.unique(self.values, return_counts=True)
-            return distinct, counts.astype(np.int64)
-        # Two spellings in Arrow's dictionary may be one canonical category.
-        distinct, inverse = np.unique(self.dictionary, return_inverse=True)
-        per_code = np.bincount(self.codes, minlength=len(self.dictionary))
-        counts = np.bincount(inverse, weights=per_code, minlength=len(distinct)).astype(np.int64)
-        seen = counts > 0
-        return distinct[seen], counts[seen]
-
-    def aligned_indexes(self, binning: CategoricalBinning) -> npt.NDArray[np.intp]:
-        """Each row's bucket (categorical), -1 for missing rows."""
-        slots = binning.indexes(self.values)
-        if self.present is None:
-            return slots
-        result = np.full(len(self.present), -1, dtype=np.intp)
-        result[self.present] = slots
-        return result
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    rows: int
-    columns: dict[str, Column]
-    bytes_read: int
 
 
 def arrow_available() -> bool:
@@ -251,7 +203,8 @@ def _csv_options(
 ) -> tuple[Any, Any]:
     """pyarrow's options for a CSV file: numeric fields as float64 (those in ``text`` as
     text), categorical ones as text with no missing value: an empty cell is made
-    missing when the column is read (:func:`arrow_chunk`), "NA" is a category."""
+    missing when the column is read
+    (:func:`~driftgauge.baseline.chunks.arrow_chunk`), "NA" is a category."""
     types = {
         f.name: pa.float64() if f.type == "numeric" and f.name not in text else pa.string()
         for f in fields
@@ -290,7 +243,7 @@ def _csv_range_batches(
     quotes: list[int] | None,
 ) -> Iterator[Any]:
     parse, convert = _csv_options(source, fields, text)
-    _require(source.name, _csv_header(source, source.delimiter), fields)
+    require_columns(source.name, _csv_header(source, source.delimiter), fields)
     with source.open() as handle:
         header = handle.readline()
         handle.seek(start)
@@ -318,7 +271,7 @@ def _parquet_batches(
     handle = source.open_arrow()
     try:
         parquet = pa_parquet.ParquetFile(handle, pre_buffer=False, buffer_size=1 << 20)
-        _require(source.name, parquet.schema_arrow.names, fields)
+        require_columns(source.name, parquet.schema_arrow.names, fields)
         yield from parquet.iter_batches(
             batch_size=chunk_rows,
             row_groups=list(row_groups) or None,
@@ -329,124 +282,12 @@ def _parquet_batches(
         handle.close()
 
 
-def arrow_chunk(
-    batch: Any, fields: Sequence[FieldSpec], source: str, bytes_read: int = 0, csv: bool = False
-) -> Chunk:
-    """The chunk of a pyarrow ``RecordBatch`` or ``Table`` holding ``fields``.
-
-    ``source`` names the data in the error raised when a field's column is
-    missing or cannot be read.  ``csv``: the batch was parsed from a CSV file
-    (:func:`_csv_options`): an empty categorical cell is missing, and a numeric
-    column read as text is converted here.
-    """
-    _require(source, batch.schema.names, fields)
-    columns = {}
-    for spec in fields:
-        try:
-            columns[spec.name] = _arrow_column(_combined(batch.column(spec.name)), spec, csv)
-        except (pa.ArrowException, KeyError, ValueError, TypeError) as exc:
-            raise DataError(f"{source}: column {spec.name!r}: {first_line(exc)}") from None
-    return Chunk(batch.num_rows, columns, bytes_read)
-
-
-def _combined(column: Any) -> Any:
-    """A Table's ChunkedArray as one Array (a RecordBatch's column already is one)."""
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-
-
-def _require(name: str, present: Sequence[str], fields: Sequence[FieldSpec]) -> None:
-    missing = [f.name for f in fields if f.name not in present]
-    if missing:
-        raise DataError(
-            f"{name}: no column named {', '.join(map(repr, missing))} (the config's fields)"
-        )
-    twice = [f.name for f in fields if present.count(f.name) > 1]
-    if twice:
-        raise DataError(f"{name}: more than one column named {', '.join(map(repr, twice))}")
-
-
-def require_columns(source: str, present: Sequence[str], fields: Sequence[FieldSpec]) -> None:
-    """A DataError naming the ``fields`` missing from the column names ``present``."""
-    _require(source, present, fields)
-
-
-# Arrow arrays are read through their buffers: ``to_numpy`` imports pandas when it is
-# installed, half a second in each worker process.
-
-
-def _buffer(array: Any, dtype: type[np.generic]) -> Any:
-    """The values of a fixed-width Arrow array (nulls unset), a read-only view."""
-    offset, size = array.offset, len(array)
-    return np.frombuffer(array.buffers()[1], dtype=dtype, count=offset + size)[offset:]
-
-
-def _valid(array: Any) -> npt.NDArray[np.bool_]:
-    """Which values of an Arrow array are not null."""
-    offset, size = array.offset, len(array)
-    bitmap = array.buffers()[0]
-    if bitmap is None or not array.null_count:
-        return np.ones(size, dtype=np.bool_)
-    bits = np.unpackbits(
-        np.frombuffer(bitmap, dtype=np.uint8), count=offset + size, bitorder="little"
-    )
-    valid: npt.NDArray[np.bool_] = bits[offset:].astype(np.bool_)
-    return valid
-
-
-def _float_values(array: Any) -> npt.NDArray[np.float64]:
-    """A float64 Arrow array as numpy, nulls as NaN."""
-    values: npt.NDArray[np.float64] = _buffer(array, np.float64)
-    if array.null_count:
-        values = values.copy()
-        values[~_valid(array)] = np.nan
-    return values
-
-
-def _arrow_column(array: Any, spec: FieldSpec, csv: bool = False) -> Column:
-    if spec.type == "numeric":
-        if (
-            pa.types.is_floating(array.type)
-            or pa.types.is_integer(array.type)
-            or pa.types.is_decimal(array.type)
-            or pa.types.is_null(array.type)
-        ):
-            # Not safe: an integer past 2**53 becomes the nearest float, as in JSON.
-            values = _float_values(array.cast(pa.float64(), safe=False))
-            return Column(values, int(array.null_count))
-        if csv and pa.types.is_string(array.type):  # a column with cells that are not numbers
-            return _column_from_list([_csv_number(cell) for cell in array.to_pylist()], spec)
-        if pa.types.is_boolean(array.type):
-            return Column(
-                np.full(len(array), np.nan),
-                int(array.null_count),
-                len(array) - int(array.null_count),
-            )
-        floats, missing, wrong = to_floats(array.to_pylist())
-        return Column(floats, missing, wrong)
-    strings = array.cast(pa.string()) if not pa.types.is_string(array.type) else array
-    # Each distinct value is spelled canonically once (Arrow hashes them in C++), and the
-    # column is gathered from them: no Python object per row.
-    encoded = strings.dictionary_encode()
-    dictionary = encoded.dictionary.to_pylist()
-    indices = _buffer(encoded.indices, np.int32)
-    present = _valid(encoded.indices)
-    if csv and "" in dictionary:  # an empty cell is missing
-        present &= indices != dictionary.index("")
-    if present.all():
-        present_rows = None
-    else:
-        present_rows, indices = present, indices[present]
-    spelled = canonical_strings(dictionary)
-    values = spelled[indices] if len(spelled) else np.empty(0, dtype=np.str_)
-    return Column(values, len(array) - len(indices), 0, present_rows, spelled, indices)
-
-
 def _batches_to_chunks(
     batches: Iterator[Any], source: DataInput, fields: Sequence[FieldSpec], position: Any
 ) -> Iterator[Chunk]:
     for batch in batches:
         if batch.num_rows == 0:
-            _require(source.name, batch.schema.names, fields)
+            require_columns(source.name, batch.schema.names, fields)
             continue
         yield arrow_chunk(batch, fields, source.name, position(), csv=source.format == "csv")
 
@@ -459,7 +300,7 @@ def _parquet_chunks(
     handle = source.open_arrow()
     try:
         parquet = pa_parquet.ParquetFile(handle, pre_buffer=False, buffer_size=1 << 20)
-        _require(source.name, parquet.schema_arrow.names, fields)
+        require_columns(source.name, parquet.schema_arrow.names, fields)
         total = source.size
         rows_total = max(1, parquet.metadata.num_rows)
         done = 0
@@ -493,7 +334,7 @@ def _arrow_text_chunks(
                 parse_options=parse,
                 convert_options=convert,
             )
-            _require(source.name, _csv_header(source, source.delimiter), fields)
+            require_columns(source.name, _csv_header(source, source.delimiter), fields)
         else:
             reader = pa_json.open_json(
                 handle,
@@ -552,15 +393,6 @@ def _csv_header(source: DataInput, delimiter: str) -> list[str]:
         return next(csv.reader(text, delimiter=delimiter), [])
 
 
-def _column_from_list(values: list[Any], spec: FieldSpec) -> Column:
-    if spec.type == "numeric":
-        floats, missing, wrong = to_floats(values)
-        return Column(floats, missing, wrong)
-    strings, missing = to_categories(values)
-    present = np.asarray([v is not None for v in values], dtype=np.bool_) if missing else None
-    return Column(strings, missing, 0, present)
-
-
 def _stdlib_csv_chunks(
     source: DataInput, fields: Sequence[FieldSpec], chunk_rows: int
 ) -> Iterator[Chunk]:
@@ -569,7 +401,7 @@ def _stdlib_csv_chunks(
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         reader = csv.reader(text, delimiter=delimiter)
         header = next(reader, [])
-        _require(source.name, header, fields)
+        require_columns(source.name, header, fields)
         positions = [header.index(f.name) for f in fields]
         rows: list[list[str]] = []
         for row in reader:
@@ -588,19 +420,9 @@ def _csv_rows_chunk(
     for spec, pos in zip(fields, positions, strict=True):
         cells: list[Any] = [row[pos] if pos < len(row) and row[pos] != "" else None for row in rows]
         if spec.type == "numeric":
-            cells = [_csv_number(c) for c in cells]
-        columns[spec.name] = _column_from_list(cells, spec)
+            cells = [csv_number(c) for c in cells]
+        columns[spec.name] = column_from_list(cells, spec)
     return Chunk(len(rows), columns, at)
-
-
-def _csv_number(cell: str | None) -> Any:
-    """A CSV cell of a numeric column: a float, None (missing) or the text (not a number)."""
-    if cell is None or cell in CSV_NUMERIC_NULLS:
-        return None
-    try:
-        return float(cell)
-    except ValueError:
-        return cell
 
 
 def _stdlib_jsonl_chunks(
@@ -627,5 +449,5 @@ def _stdlib_jsonl_chunks(
 
 
 def _records_chunk(records: list[dict[str, Any]], fields: Sequence[FieldSpec], at: int) -> Chunk:
-    columns = {f.name: _column_from_list([r.get(f.name) for r in records], f) for f in fields}
+    columns = {f.name: column_from_list([r.get(f.name) for r in records], f) for f in fields}
     return Chunk(len(records), columns, at)

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from driftgauge.baseline import datafiles
-from driftgauge.baseline.datafiles import Chunk, arrow_chunk, part_batches, read_chunks
+from driftgauge.baseline.chunks import Chunk, arrow_chunk
+from driftgauge.baseline.datafiles import part_batches, read_chunks
 from driftgauge.baseline.inputs import DataInput, as_input
 from driftgauge.baseline.runner import PassState
 from driftgauge.config import FieldSpec

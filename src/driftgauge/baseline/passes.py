@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from driftgauge.baseline.datafiles import Chunk
+from driftgauge.baseline.chunks import Chunk
 from driftgauge.baseline.model import KNOWN_CATEGORY_LIMIT
 from driftgauge.baseline.multivariate import Moments, PcaModel
 from driftgauge.config import Config, FieldSpec

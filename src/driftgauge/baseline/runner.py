@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from driftgauge.baseline.datafiles import Chunk
+from driftgauge.baseline.chunks import Chunk
 from driftgauge.config import FieldSpec
 
 __all__ = ["PassState", "Runner"]

@@ -3,7 +3,7 @@
 :class:`SparkRunner` implements :class:`~driftgauge.baseline.runner.Runner`.
 A pass selects just the columns it reads and runs ``mapInArrow``: every
 partition turns its Arrow batches into chunks (the same conversion the file
-readers use, :func:`~driftgauge.baseline.datafiles.arrow_chunk`), folds them
+readers use, :func:`~driftgauge.baseline.chunks.arrow_chunk`), folds them
 into an empty copy of the pass's state and returns that state pickled, as one
 binary cell.  The driver collects those cells (one per partition, a few
 kilobytes to a few megabytes each) and merges them; merging does not depend
@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from driftgauge.baseline.datafiles import CHUNK_ROWS, arrow_chunk, require_columns
+from driftgauge.baseline.chunks import CHUNK_ROWS, arrow_chunk, require_columns
 from driftgauge.baseline.inputs import location_format
 from driftgauge.baseline.runner import PassState
 from driftgauge.config import FieldSpec
