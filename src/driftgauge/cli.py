@@ -396,7 +396,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_rules(args: argparse.Namespace) -> int:
-    from driftgauge.rules.alerts import write_assets
+    from driftgauge.rules.writing import write_assets
 
     config = load_config(args.config)
     if args.output.exists() and not args.output.is_dir():  # mkdir would say "File exists"

@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from driftgauge.rules.alerts import dump_yaml
 from driftgauge.rules.promql import promql_string
+from driftgauge.rules.writing import dump_yaml
 
 
 def promtool() -> str:

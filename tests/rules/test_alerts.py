@@ -18,14 +18,13 @@ from driftgauge.config.alerting import AlertingConfig, parse_alerting
 from driftgauge.config.validation import Errors
 from driftgauge.rules.alerts import (
     ModelRules,
-    dump_yaml,
     go_template_text,
     models_of,
     promql_string,
     render_rules,
-    write_assets,
 )
 from driftgauge.rules.dashboards import render_dashboard
+from driftgauge.rules.writing import dump_yaml, write_assets
 from tests.helpers import base_config
 from tests.rules.support import promtool, promtool_test
 

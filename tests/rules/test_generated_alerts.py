@@ -19,7 +19,9 @@ import yaml
 
 from driftgauge.config import Config, config_from_mapping
 from driftgauge.exposition.live import DROP_REASONS
-from driftgauge.rules.alerts import NOT_LOST, dump_yaml, models_of, render_rules
+from driftgauge.rules.alerts import models_of, render_rules
+from driftgauge.rules.tables import NOT_LOST
+from driftgauge.rules.writing import dump_yaml
 from tests.helpers import base_config
 from tests.rules.support import promtool, promtool_test
 from tests.rules.support import series as _series

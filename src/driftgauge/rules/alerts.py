@@ -16,19 +16,16 @@ sidecar's own alerts (down, upstream errors, added latency, drops, sampling)
 come once per config: a sidecar exports its service metrics once, under its
 first model's label, so they select that label (``DriftgaugeSidecarDown``,
 on ``up``, carries none).
+
+The rules that need no per-field logic are tables in :mod:`driftgauge.rules.tables`;
+:mod:`driftgauge.rules.writing` dumps the document and writes the files.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from driftgauge.config import Config, FieldSpec
 from driftgauge.config.alerting import AlertingConfig, AlertThresholds
@@ -42,29 +39,19 @@ from driftgauge.rules.gate import (
     readiness_records,
 )
 from driftgauge.rules.promql import go_template_text, matchers, num, promql_string
+from driftgauge.rules.tables import FLEET_RECORDS, PERFORMANCE, QUALITY, SERVICE
 
 __all__ = [
-    "MANIFEST_FILE",
-    "NOT_LOST",
-    "RULES_FILE",
     "SIDECAR_MEMORY",
     "ModelRules",
-    "dump_yaml",
     "gate_record",
     "go_template_text",
     "model_groups",
     "models_of",
-    "prometheus_rule",
     "promql_string",
     "readiness_records",
     "render_rules",
-    "slug",
-    "write_assets",
 ]
-
-RULES_FILE = "driftgauge.rules.yml"
-MANIFEST_FILE = "driftgauge-prometheusrule.yaml"
-_SAFE_SLUG = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,156 +279,7 @@ class _Alerts:
         return rules
 
 
-# -- the other alerts and the recording rules: the shipped ones, for one model ---------
-
-_FLEET_RECORDS = (
-    (
-        "driftgauge:bin_observations:rate5m",
-        "sum by (model, feature, role, bin) (rate(driftgauge_bin_observations_total{M}[5m]))",
-    ),
-    (
-        "driftgauge:bin_share:rate5m",
-        "driftgauge:bin_observations:rate5m{M}\n  / ignoring (bin) group_left\n"
-        "sum by (model, feature, role) (driftgauge:bin_observations:rate5m{M})\n",
-    ),
-    (
-        "driftgauge:baseline_bin_ratio",
-        "max by (model, feature, role, bin) (driftgauge_baseline_bin_ratio{M})",
-    ),
-    (
-        "driftgauge:fleet_psi:rate5m",
-        "sum by (model, feature, role) (\n"
-        "  (clamp_min(driftgauge:bin_share:rate5m{M}, 0.0001) - clamp_min(driftgauge:baseline_bin_ratio{M}, 0.0001))\n"
-        "  * ln(clamp_min(driftgauge:bin_share:rate5m{M}, 0.0001) / clamp_min(driftgauge:baseline_bin_ratio{M}, 0.0001))\n"
-        ")\n",
-    ),
-    (
-        "driftgauge:fleet_observations:increase5m",
-        "sum by (model, feature, role) (increase(driftgauge_bin_observations_total{M}[5m]))",
-    ),
-    (
-        "driftgauge:fleet_psi_noise_floor:rate5m",
-        "(count by (model, feature, role) (driftgauge:baseline_bin_ratio{M} > 0) - 1)\n"
-        "  * (\n"
-        "    1 / driftgauge:fleet_observations:increase5m{M}\n"
-        "    + 1 / max by (model, feature, role) (driftgauge_baseline_observations{M})\n"
-        "  )\n",
-    ),
-)
-
-# driftgauge_dropped_total reasons that lose no drift observation (DriftgaugeObservationsDropped).
-NOT_LOST = "sampled|feedback_expired|feedback_no_id"
-
-# (name, expr with {M} for the model matchers, for, level, summary, description)
-_QUALITY = (
-    (
-        "DriftgaugeMissingValuesHigh",
-        "rate(driftgauge_missing_total{M}[10m])\n"
-        "  / (rate(driftgauge_missing_total{M}[10m]) + rate(driftgauge_observations_total{M}[10m]))\n"
-        "> 0.05\n",
-        "10m",
-        "warning",
-        "Many missing values in {{ $labels.feature }} (model {{ $labels.model }})",
-        "{{ $value | humanizePercentage }} of the values of {{ $labels.role }} {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) were missing or null over the last 10m (threshold 5%).",
-    ),
-    (
-        "DriftgaugeInvalidValuesHigh",
-        'sum without (reason) (rate(driftgauge_invalid_total{M, reason!="unseen_category"}[10m]))\n'
-        "  / (\n"
-        "    rate(driftgauge_observations_total{M}[10m])\n"
-        '    + sum without (reason) (rate(driftgauge_invalid_total{M, reason=~"wrong_type|nan|inf"}[10m]))\n'
-        "  )\n"
-        "> 0.05\n",
-        "10m",
-        "warning",
-        "Many invalid values in {{ $labels.feature }} (model {{ $labels.model }})",
-        "{{ $value | humanizePercentage }} of the values of {{ $labels.role }} {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) were of the wrong type, NaN/inf or outside the baseline's range over the last 10m (threshold 5%).",
-    ),
-    (
-        "DriftgaugeUnseenCategories",
-        'sum without (reason) (rate(driftgauge_invalid_total{M, reason="unseen_category"}[10m]))\n'
-        "  / rate(driftgauge_observations_total{M}[10m])\n"
-        "> 0.01\n",
-        "10m",
-        "warning",
-        "Unseen categories in {{ $labels.feature }} (model {{ $labels.model }})",
-        "{{ $value | humanizePercentage }} of the values of categorical {{ $labels.role }} {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) were categories the baseline never saw, over the last 10m (threshold 1%).",
-    ),
-)
-
-_SERVICE = (
-    (
-        "DriftgaugeUpstreamErrors",
-        'sum by (model, instance) (rate(driftgauge_requests_total{M, code=~"5..|0"}[5m]))\n'
-        "  / sum by (model, instance) (rate(driftgauge_requests_total{M}[5m]))\n"
-        "> 0.05\n",
-        "5m",
-        "critical",
-        "Model {{ $labels.model }} answers with server errors",
-        "{{ $value | humanizePercentage }} of the requests proxied to model {{ $labels.model }} by {{ $labels.instance }} ended in a 5xx status or a closed connection over the last 5m (threshold 5%).",
-    ),
-    (
-        "DriftgaugeAddedLatencyHigh",
-        "histogram_quantile(0.99, sum by (model, instance, le) (rate(driftgauge_overhead_seconds_bucket{M}[5m])))\n"
-        "> 0.005\n",
-        "10m",
-        "warning",
-        "driftgauge adds too much latency for model {{ $labels.model }}",
-        "The 99th percentile of the time the sidecar {{ $labels.instance }} adds to requests of model {{ $labels.model }} is {{ $value | humanizeDuration }} over the last 5m (budget 5ms).",
-    ),
-    (
-        # Only reasons that lose drift observations (queue_full, body_too_large,
-        # cloudevents_overload). Requests sampled out under overload (sampled) leave the
-        # windows a uniform sample (DriftgaugeMonitoringSampled tells when that lasts), and a
-        # held prediction whose label never came (feedback_expired), or one with no id to be
-        # held under (feedback_no_id), was monitored for drift all the same: partial label
-        # coverage is normal.
-        "DriftgaugeObservationsDropped",
-        f'sum by (model, instance, reason) (increase(driftgauge_dropped_total{{M, reason!~"{NOT_LOST}"}}[10m])) > 0',
-        "5m",
-        "warning",
-        "driftgauge drops observations of model {{ $labels.model }} ({{ $labels.reason }})",
-        'The sidecar {{ $labels.instance }} dropped {{ $value | printf "%.0f" }} observations of model {{ $labels.model }} in the last 10m (reason {{ $labels.reason }}); drift figures under-count that traffic.',
-    ),
-    (
-        "DriftgaugeMonitoringSampled",
-        "max by (model, instance) (max_over_time(driftgauge_sampling_rate{M}[15m])) < 1",
-        "15m",
-        "warning",
-        "driftgauge monitors only a sample of the requests of model {{ $labels.model }}",
-        "The sidecar {{ $labels.instance }} has monitored at most {{ $value | humanizePercentage }} of the prediction requests of model {{ $labels.model }} for 30 minutes: monitoring is over its CPU budget or its queue. Drift figures stay unbiased but noisier (the noise floor follows the sampled count).",
-    ),
-)
-
-# DriftgaugePerformanceDrop, one rule per task: its `metric` label, then the rule. A
-# classifier's accuracy falls, a regressor's RMSE rises (the sidecar exports mae and rmse
-# for regression, no threshold of its own: the day-old level is the baseline).
-_PERFORMANCE = (
-    (
-        "accuracy",
-        (
-            "DriftgaugePerformanceDrop",
-            'driftgauge_performance{M, metric="accuracy"}\n'
-            '  < 0.95 * (driftgauge_performance{M, metric="accuracy"} offset 1d)\n',
-            "30m",
-            "warning",
-            "Accuracy of model {{ $labels.model }} dropped",
-            "Accuracy of model {{ $labels.model }} from delayed labels (instance {{ $labels.instance }}) is {{ $value | humanizePercentage }}, more than 5% below its level a day ago.",
-        ),
-    ),
-    (
-        "rmse",
-        (
-            "DriftgaugePerformanceDrop",
-            'driftgauge_performance{M, metric="rmse"}\n'
-            '  > 1.05 * (driftgauge_performance{M, metric="rmse"} offset 1d)\n',
-            "30m",
-            "warning",
-            "Prediction error of model {{ $labels.model }} rose",
-            'RMSE of model {{ $labels.model }} from delayed labels (instance {{ $labels.instance }}) is {{ $value | printf "%.4g" }}, more than 5% above its level a day ago.',
-        ),
-    ),
-)
+# -- the other alerts and the recording rules: the shipped ones (tables.py), for one model
 
 
 def _fill(template: str, matcher: str) -> str:
@@ -476,18 +314,18 @@ def model_groups(model: ModelRules) -> list[dict[str, Any]]:
             "expr": _fill(expr, alerts.model_matcher),
             "labels": {"model": model.model},
         }
-        for name, expr in _FLEET_RECORDS
+        for name, expr in FLEET_RECORDS
     ]
     suffix = f":{model.model}"
     return [
         {"name": f"driftgauge-fleet{suffix}", "interval": "30s", "rules": records},
         {"name": f"driftgauge-drift{suffix}", "rules": alerts.drift()},
-        {"name": f"driftgauge-data-quality{suffix}", "rules": _fixed(alerts, _QUALITY)},
+        {"name": f"driftgauge-data-quality{suffix}", "rules": _fixed(alerts, QUALITY)},
         {
             "name": f"driftgauge-performance{suffix}",
             "rules": [
                 rule
-                for metric, row in _PERFORMANCE
+                for metric, row in PERFORMANCE
                 for rule in _fixed(alerts, [row], labels={"metric": metric})
             ],
         },
@@ -563,7 +401,7 @@ def _sidecar_group(models: Sequence[ModelRules]) -> dict[str, Any]:
     )
     return {
         "name": "driftgauge-sidecar",
-        "rules": [rule, *_fixed(_Alerts(models[0]), _SERVICE, note)],
+        "rules": [rule, *_fixed(_Alerts(models[0]), SERVICE, note)],
     }
 
 
@@ -577,80 +415,3 @@ def render_rules(models: Sequence[ModelRules]) -> dict[str, Any]:
     for model in models:
         groups += model_groups(model)
     return {"groups": groups}
-
-
-def slug(name: str, limit: int = 40) -> str:
-    """A lowercase DNS-label-like name for ``name``, with a hash suffix when it had to change."""
-    text = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    if text == name and _SAFE_SLUG.match(text) and len(text) <= limit:
-        return text
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{text[: limit - 9].strip('-')}-{digest}".strip("-")
-
-
-def prometheus_rule(rules: Mapping[str, Any], models: Sequence[ModelRules]) -> dict[str, Any]:
-    """A Prometheus Operator ``PrometheusRule`` holding the groups of ``rules``."""
-    name = slug("driftgauge-" + "-".join(m.model for m in models), limit=63)
-    return {
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "PrometheusRule",
-        "metadata": {
-            "name": name,
-            "labels": {
-                "app.kubernetes.io/name": "driftgauge",
-                "app.kubernetes.io/component": "rules",
-            },
-        },
-        "spec": {"groups": rules["groups"]},
-    }
-
-
-# -- writing ------------------------------------------------------------------------
-
-
-class _Dumper(yaml.SafeDumper):
-    """Block scalars (``|``) for multi-line expressions, the rest as PyYAML quotes it."""
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str)
-
-
-def dump_yaml(document: Any) -> str:
-    """Deterministic YAML: keys in the order built, UTF-8, no line folding."""
-    text: str = yaml.dump(
-        document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1_000_000
-    )
-    return text
-
-
-def write_assets(config: Config, directory: Path) -> list[Path]:
-    """Write the rules, the PrometheusRule manifest and one dashboard per model; the paths."""
-    from driftgauge.rules.dashboards import dashboard_file, render_dashboard
-
-    models = models_of(config)
-    rules = render_rules(models)
-    directory.mkdir(parents=True, exist_ok=True)
-    header = (
-        "# Generated by `driftgauge rules`: edit the config's alerting: section, not this file.\n"
-    )
-    outputs = {
-        RULES_FILE: header + dump_yaml(rules),
-        MANIFEST_FILE: header + "---\n" + dump_yaml(prometheus_rule(rules, models)),
-    }
-    for model in models:
-        board = render_dashboard(model.model, model.fields, model.alerting)
-        outputs[dashboard_file(model.model)] = (
-            json.dumps(board, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        )
-    written = []
-    for name, text in outputs.items():
-        path = directory / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        written.append(path)
-    return written

@@ -25,8 +25,8 @@ from typing import Any
 
 from driftgauge.config import FieldSpec
 from driftgauge.config.alerting import AlertingConfig, AlertThresholds
-from driftgauge.rules.alerts import slug
 from driftgauge.rules.promql import promql_string
+from driftgauge.rules.writing import slug
 
 __all__ = ["dashboard_file", "dashboard_uid", "render_dashboard", "template"]
 

@@ -1,0 +1,161 @@
+"""The shipped rules that every model (or sidecar) gets as they are, as tables.
+
+The fleet recording rules, and the data-quality, service and performance
+alerts of the shipped ``alert_rules/driftgauge.rules.yml``, with ``{M}`` where
+the model's label matchers go (:mod:`driftgauge.rules.alerts` fills them in
+and adds the config's labels, severities and runbook links).
+"""
+
+from __future__ import annotations
+
+__all__ = ["FLEET_RECORDS", "NOT_LOST", "PERFORMANCE", "QUALITY", "SERVICE"]
+
+# (record, expr with {M} for the model matchers)
+FLEET_RECORDS = (
+    (
+        "driftgauge:bin_observations:rate5m",
+        "sum by (model, feature, role, bin) (rate(driftgauge_bin_observations_total{M}[5m]))",
+    ),
+    (
+        "driftgauge:bin_share:rate5m",
+        "driftgauge:bin_observations:rate5m{M}\n  / ignoring (bin) group_left\n"
+        "sum by (model, feature, role) (driftgauge:bin_observations:rate5m{M})\n",
+    ),
+    (
+        "driftgauge:baseline_bin_ratio",
+        "max by (model, feature, role, bin) (driftgauge_baseline_bin_ratio{M})",
+    ),
+    (
+        "driftgauge:fleet_psi:rate5m",
+        "sum by (model, feature, role) (\n"
+        "  (clamp_min(driftgauge:bin_share:rate5m{M}, 0.0001) - clamp_min(driftgauge:baseline_bin_ratio{M}, 0.0001))\n"
+        "  * ln(clamp_min(driftgauge:bin_share:rate5m{M}, 0.0001) / clamp_min(driftgauge:baseline_bin_ratio{M}, 0.0001))\n"
+        ")\n",
+    ),
+    (
+        "driftgauge:fleet_observations:increase5m",
+        "sum by (model, feature, role) (increase(driftgauge_bin_observations_total{M}[5m]))",
+    ),
+    (
+        "driftgauge:fleet_psi_noise_floor:rate5m",
+        "(count by (model, feature, role) (driftgauge:baseline_bin_ratio{M} > 0) - 1)\n"
+        "  * (\n"
+        "    1 / driftgauge:fleet_observations:increase5m{M}\n"
+        "    + 1 / max by (model, feature, role) (driftgauge_baseline_observations{M})\n"
+        "  )\n",
+    ),
+)
+
+# driftgauge_dropped_total reasons that lose no drift observation (DriftgaugeObservationsDropped).
+NOT_LOST = "sampled|feedback_expired|feedback_no_id"
+
+# (name, expr with {M} for the model matchers, for, level, summary, description)
+QUALITY = (
+    (
+        "DriftgaugeMissingValuesHigh",
+        "rate(driftgauge_missing_total{M}[10m])\n"
+        "  / (rate(driftgauge_missing_total{M}[10m]) + rate(driftgauge_observations_total{M}[10m]))\n"
+        "> 0.05\n",
+        "10m",
+        "warning",
+        "Many missing values in {{ $labels.feature }} (model {{ $labels.model }})",
+        "{{ $value | humanizePercentage }} of the values of {{ $labels.role }} {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) were missing or null over the last 10m (threshold 5%).",
+    ),
+    (
+        "DriftgaugeInvalidValuesHigh",
+        'sum without (reason) (rate(driftgauge_invalid_total{M, reason!="unseen_category"}[10m]))\n'
+        "  / (\n"
+        "    rate(driftgauge_observations_total{M}[10m])\n"
+        '    + sum without (reason) (rate(driftgauge_invalid_total{M, reason=~"wrong_type|nan|inf"}[10m]))\n'
+        "  )\n"
+        "> 0.05\n",
+        "10m",
+        "warning",
+        "Many invalid values in {{ $labels.feature }} (model {{ $labels.model }})",
+        "{{ $value | humanizePercentage }} of the values of {{ $labels.role }} {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) were of the wrong type, NaN/inf or outside the baseline's range over the last 10m (threshold 5%).",
+    ),
+    (
+        "DriftgaugeUnseenCategories",
+        'sum without (reason) (rate(driftgauge_invalid_total{M, reason="unseen_category"}[10m]))\n'
+        "  / rate(driftgauge_observations_total{M}[10m])\n"
+        "> 0.01\n",
+        "10m",
+        "warning",
+        "Unseen categories in {{ $labels.feature }} (model {{ $labels.model }})",
+        "{{ $value | humanizePercentage }} of the values of categorical {{ $labels.role }} {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) were categories the baseline never saw, over the last 10m (threshold 1%).",
+    ),
+)
+
+SERVICE = (
+    (
+        "DriftgaugeUpstreamErrors",
+        'sum by (model, instance) (rate(driftgauge_requests_total{M, code=~"5..|0"}[5m]))\n'
+        "  / sum by (model, instance) (rate(driftgauge_requests_total{M}[5m]))\n"
+        "> 0.05\n",
+        "5m",
+        "critical",
+        "Model {{ $labels.model }} answers with server errors",
+        "{{ $value | humanizePercentage }} of the requests proxied to model {{ $labels.model }} by {{ $labels.instance }} ended in a 5xx status or a closed connection over the last 5m (threshold 5%).",
+    ),
+    (
+        "DriftgaugeAddedLatencyHigh",
+        "histogram_quantile(0.99, sum by (model, instance, le) (rate(driftgauge_overhead_seconds_bucket{M}[5m])))\n"
+        "> 0.005\n",
+        "10m",
+        "warning",
+        "driftgauge adds too much latency for model {{ $labels.model }}",
+        "The 99th percentile of the time the sidecar {{ $labels.instance }} adds to requests of model {{ $labels.model }} is {{ $value | humanizeDuration }} over the last 5m (budget 5ms).",
+    ),
+    (
+        # Only reasons that lose drift observations (queue_full, body_too_large,
+        # cloudevents_overload). Requests sampled out under overload (sampled) leave the
+        # windows a uniform sample (DriftgaugeMonitoringSampled tells when that lasts), and a
+        # held prediction whose label never came (feedback_expired), or one with no id to be
+        # held under (feedback_no_id), was monitored for drift all the same: partial label
+        # coverage is normal.
+        "DriftgaugeObservationsDropped",
+        f'sum by (model, instance, reason) (increase(driftgauge_dropped_total{{M, reason!~"{NOT_LOST}"}}[10m])) > 0',
+        "5m",
+        "warning",
+        "driftgauge drops observations of model {{ $labels.model }} ({{ $labels.reason }})",
+        'The sidecar {{ $labels.instance }} dropped {{ $value | printf "%.0f" }} observations of model {{ $labels.model }} in the last 10m (reason {{ $labels.reason }}); drift figures under-count that traffic.',
+    ),
+    (
+        "DriftgaugeMonitoringSampled",
+        "max by (model, instance) (max_over_time(driftgauge_sampling_rate{M}[15m])) < 1",
+        "15m",
+        "warning",
+        "driftgauge monitors only a sample of the requests of model {{ $labels.model }}",
+        "The sidecar {{ $labels.instance }} has monitored at most {{ $value | humanizePercentage }} of the prediction requests of model {{ $labels.model }} for 30 minutes: monitoring is over its CPU budget or its queue. Drift figures stay unbiased but noisier (the noise floor follows the sampled count).",
+    ),
+)
+
+# DriftgaugePerformanceDrop, one rule per task: its `metric` label, then the rule. A
+# classifier's accuracy falls, a regressor's RMSE rises (the sidecar exports mae and rmse
+# for regression, no threshold of its own: the day-old level is the baseline).
+PERFORMANCE = (
+    (
+        "accuracy",
+        (
+            "DriftgaugePerformanceDrop",
+            'driftgauge_performance{M, metric="accuracy"}\n'
+            '  < 0.95 * (driftgauge_performance{M, metric="accuracy"} offset 1d)\n',
+            "30m",
+            "warning",
+            "Accuracy of model {{ $labels.model }} dropped",
+            "Accuracy of model {{ $labels.model }} from delayed labels (instance {{ $labels.instance }}) is {{ $value | humanizePercentage }}, more than 5% below its level a day ago.",
+        ),
+    ),
+    (
+        "rmse",
+        (
+            "DriftgaugePerformanceDrop",
+            'driftgauge_performance{M, metric="rmse"}\n'
+            '  > 1.05 * (driftgauge_performance{M, metric="rmse"} offset 1d)\n',
+            "30m",
+            "warning",
+            "Prediction error of model {{ $labels.model }} rose",
+            'RMSE of model {{ $labels.model }} from delayed labels (instance {{ $labels.instance }}) is {{ $value | printf "%.4g" }}, more than 5% above its level a day ago.',
+        ),
+    ),
+)
