@@ -506,7 +506,7 @@ _SELECTED_FRAMES = (
     "TimerHandle.cancel",
     "ProxyMetrics.request_done",
     "RecordQueue.put",
-    "_consume",
+    "consume",
     "Batcher.extract",
     "Monitor.ingest",
 )

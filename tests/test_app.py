@@ -1,86 +1,13 @@
-"""The monitoring consumer in app.py: the proxy's queue drained in slices, observed in batches."""
+"""The wiring in app.py: background tasks supervised and cancelled, the upstream watch."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
 from driftgauge import app
-from driftgauge.sources.proxy import RecordQueue
-from driftgauge.typing import Record
-
-
-class Recorder:
-    """Stands in for the Router: counts what is read, and the batches observed."""
-
-    def __init__(self) -> None:
-        self.reads: list[int] = []
-        self.batches: list[int] = []
-        self.on_read: Callable[[], object] = lambda: None
-
-    def read(self, records: list[Record], pending: dict[Any, list[Record]]) -> None:
-        self.reads.append(len(records))
-        self.on_read()
-        pending.setdefault(self, []).extend(records)
-
-    def observe(self, pending: dict[Any, list[Record]]) -> int:
-        size = sum(len(read) for read in pending.values())
-        if size:
-            self.batches.append(size)
-        return size
-
-
-@pytest.fixture(autouse=True)
-def quick_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(app, "BATCH_SECONDS", 0.02)
-
-
-def queue_of(count: int) -> RecordQueue:
-    queue = RecordQueue(10_000, lambda reason: None)
-    for index in range(count):
-        queue.put(Record(float(index), b"{}", b"{}"))
-    return queue
-
-
-METRICS: Any = SimpleNamespace(
-    queue_depth=SimpleNamespace(set=lambda value: None),
-    sampling_rate=SimpleNamespace(set=lambda value: None),
-)
-SAMPLER: Any = SimpleNamespace(update=lambda: 1.0, charge=lambda cpu, records: None)
-
-
-async def test_the_queue_reaches_the_sketches_in_batches_of_at_most_256() -> None:
-    """600 queued records are read in slices and observed in batches of ≤ 256, each once."""
-    queue, router = queue_of(600), Recorder()
-    consumer = asyncio.ensure_future(app._consume(queue, router, METRICS, SAMPLER))  # type: ignore[arg-type]
-    try:
-        for _ in range(500):
-            if sum(router.batches) == 600:
-                break
-            await asyncio.sleep(0.01)
-    finally:
-        consumer.cancel()
-        await asyncio.gather(consumer, return_exceptions=True)
-    assert sum(router.batches) == sum(router.reads) == 600
-    assert router.batches[0] == 1  # the first one also creates the windows' slices
-    assert max(router.batches) == app.BATCH_RECORDS  # reading and observing cost ~nothing here
-
-
-async def test_records_read_before_a_cancel_are_still_observed() -> None:
-    """Shutdown cancels the consumer between slices: what it had read reaches the sketches."""
-    queue, router = queue_of(50), Recorder()
-    consumer = asyncio.ensure_future(app._consume(queue, router, METRICS, SAMPLER))  # type: ignore[arg-type]
-    router.on_read = consumer.cancel  # cancelled at its first pause, after one slice
-    await asyncio.gather(consumer, return_exceptions=True)
-    assert consumer.cancelled()
-    assert router.reads == [1]  # the first slice is one record
-    assert router.batches == [1]  # observed on the way out
-    assert len(queue) == 49
 
 
 async def test_stopping_a_background_task_that_died_logs_it_once_and_raises_nothing(

@@ -14,8 +14,6 @@ import logging
 import os
 import signal
 import ssl
-import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -37,16 +35,17 @@ from driftgauge.exposition.collector import (
 from driftgauge.exposition.models import ModelsCollector
 from driftgauge.exposition.proxy import ProxyMetrics
 from driftgauge.jsonbody import decode_json
-from driftgauge.monitor.batch import MAX_BODY_BYTES, Batcher, Extraction
+from driftgauge.monitor.batch import MAX_BODY_BYTES, Batcher
 from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.outcomes import row_id
 from driftgauge.monitor.route import Router
 from driftgauge.monitor.versions import ModelVersions
 from driftgauge.protocols import make_adapter
+from driftgauge.runtime.consumer import BEHIND_SECONDS, consume
 from driftgauge.runtime.state import StateStore
 from driftgauge.sources.cloudevents import CloudEventsSource
 from driftgauge.sources.proxy import ProxyServer, RecordQueue
-from driftgauge.sources.sampling import QUEUE_LOW, Sampler
+from driftgauge.sources.sampling import Sampler
 from driftgauge.sources.tail import TailSource
 from driftgauge.typing import Record
 
@@ -365,141 +364,6 @@ def _label_tail(monitor: Monitor) -> TailSource:
     return TailSource(config, on_records, on_error, parse_line=_label_line)
 
 
-SLICE_SECONDS = 0.005
-# Ingesting a batch has a fixed cost (for a wide model, a few hundred µs: sorting, binning and
-# the windows' slices) besides its cost per record, so the consumer waits for a batch of about
-# BATCH_RECORDS records or BATCH_SECONDS, whichever comes first.  Freshness does not suffer:
-# drift is recomputed every few seconds.
-BATCH_RECORDS = 256
-BATCH_SECONDS = 0.25
-# ... and waits for no more than this share of the queue's bounds, so gathering never fills it.
-BATCH_FILL = 0.05
-# A record that has waited this long reads to the sampler as a full queue (10 s): the consumer
-# is behind once the oldest record waits QUEUE_LOW of it (1 s, four times the longest gathering:
-# a loop stall of a few hundred milliseconds behind a huge body is not a backlog), far behind
-# from QUEUE_HIGH of it (5 s).
-BEHIND_SECONDS = 4 * BATCH_SECONDS / QUEUE_LOW
-# The CPU a batch's ingest into the sketches may take on the loop (it cannot be split).
-OBSERVE_SECONDS = 2 * SLICE_SECONDS
-# The shortest pause after a slice.  Both loops time sleeps in whole milliseconds: asyncio's
-# selector rounds a shorter sleep up (about 1.1 ms), uvloop rounds it to the nearest (0 below
-# 0.5 ms: no pause at all, and monitoring would take the loop from the requests).
-MIN_PAUSE_SECONDS = 0.001
-# A record whose ingest costs more CPU than this runs in a worker thread (see _consume).
-THREAD_SECONDS = 4 * SLICE_SECONDS
-# The interpreter's switch interval while it does: how long the loop's thread may wait for
-# the GIL after each socket call (5 ms by default).
-THREAD_SWITCH_SECONDS = 0.0005
-
-
-def _ingest_timed(batcher: Router, records: list[Record]) -> float:
-    """Ingest ``records``; returns the CPU seconds that took in the calling thread.
-
-    CPU time, not elapsed time: waits for the GIL or for a core on a busy
-    machine would make the work look dearer than it is and push it into a
-    thread, where it slows the loop more (each socket call then waits for
-    the GIL).
-    """
-    started = time.thread_time()
-    batcher.ingest(records)
-    return time.thread_time() - started
-
-
-async def _ingest_in_thread(batcher: Router, records: list[Record]) -> float:
-    """``_ingest_timed`` in a worker thread, with a short switch interval meanwhile.
-
-    The loop's thread gives up the GIL on every socket call and then waits for
-    the worker to hand it back, which the interpreter asks for only after the
-    switch interval (a convoy): at 5 ms per call, a request that needs a few
-    of them is held up for tens of milliseconds.
-    """
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(min(interval, THREAD_SWITCH_SECONDS))
-    try:
-        return await asyncio.to_thread(_ingest_timed, batcher, records)
-    finally:
-        sys.setswitchinterval(interval)
-
-
-def _read_timed(
-    batcher: Router, records: list[Record], pending: dict[Batcher, Extraction]
-) -> float:
-    """Extract ``records`` into ``pending``; returns the CPU seconds that took (see above)."""
-    started = time.thread_time()
-    batcher.read(records, pending)
-    return time.thread_time() - started
-
-
-def _observe_timed(batcher: Router, pending: dict[Batcher, Extraction]) -> float:
-    """Hand ``pending`` to the sketches and empty it; returns the CPU seconds that took."""
-    started = time.thread_time()
-    batcher.observe(pending)
-    pending.clear()
-    return time.thread_time() - started
-
-
-async def _consume(
-    queue: RecordQueue, batcher: Router, metrics: ProxyMetrics, sampler: Sampler
-) -> None:
-    """Drain the proxy's queue into the sketches in batches, yielding between them; charge
-    their CPU to the sampler and let it adapt the share of requests admitted."""
-    size, batch, threaded = 1, 1, False
-    pending: dict[Batcher, Extraction] = {}
-    try:
-        while True:
-            await queue.wait(
-                min(BATCH_RECORDS, max(1, int(queue.capacity * BATCH_FILL))),
-                max(1, int(queue.max_bytes * BATCH_FILL)),
-                BATCH_SECONDS,
-            )
-            metrics.sampling_rate.set(sampler.update())
-            backlog = len(queue)  # records that come in meanwhile wait for the next batch
-            while backlog:
-                # Records are read (decoded, extracted) in slices sized to cost about
-                # SLICE_SECONDS on the proxy's loop, each followed by a pause as long as it
-                # took: monitoring gets at most half the loop, a slice never holds a request
-                # up for long, and under overload the queue fills and drops (counted) instead
-                # of the traffic slowing down.  The records read then reach the sketches
-                # together, in batches sized likewise to cost about OBSERVE_SECONDS (at most
-                # BATCH_RECORDS records), so a batch's fixed cost is paid once for many.  The
-                # first slice and batch are one record: it also creates the windows' slices,
-                # dear for a wide model.  When even one record costs much more CPU (huge
-                # bodies, many thousands of fields), slices are read and ingested in a worker
-                # thread, which hands the loop the GIL back within THREAD_SWITCH_SECONDS.
-                records = queue.take(min(size, backlog, batch - _count(pending)))
-                if not records:
-                    break
-                backlog = min(backlog - len(records), len(queue))
-                started = time.perf_counter()
-                if threaded:
-                    work = await _ingest_in_thread(batcher, records)
-                else:
-                    work = _read_timed(batcher, records, pending)
-                sampler.charge(work, len(records))
-                took = time.perf_counter() - started
-                size = max(1, min(BATCH_RECORDS, int(size * SLICE_SECONDS / max(work, 1e-6))))
-                threaded = size == 1 and work > THREAD_SECONDS
-                count = _count(pending)
-                if count and (count >= batch or not backlog or threaded):
-                    await asyncio.sleep(max(took, MIN_PAUSE_SECONDS))
-                    started = time.perf_counter()
-                    work = _observe_timed(batcher, pending)
-                    sampler.charge(work, 0)  # the records were counted as they were read
-                    took = time.perf_counter() - started
-                    ideal = int(count * OBSERVE_SECONDS / max(work, 1e-6))
-                    batch = max(1, min(BATCH_RECORDS, ideal))
-                    threaded = threaded or (count == 1 and work > THREAD_SECONDS)
-                metrics.queue_depth.set(len(queue))
-                metrics.sampling_rate.set(sampler.update())
-                await asyncio.sleep(max(took, MIN_PAUSE_SECONDS))
-    finally:  # cancelled (shutdown): what was read still reaches the sketches
-        batcher.observe(pending)
-
-
-def _count(pending: dict[Batcher, Extraction]) -> int:
-    return sum(len(read) for read in pending.values())
-
-
 async def _watch_upstream(config: ProxyConfig, health: Health) -> None:
     """Readiness follows the model server: its readiness path, or a TCP connect."""
     parts = urlsplit(config.upstream)
@@ -561,7 +425,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     async with _listening("source.proxy.listen", config.listen):
         sidecar.proxy_port = await server.start(host, port)
     consumer = _supervise(
-        "monitoring consumer", sidecar.health, _consume(queue, sidecar.batcher, metrics, sampler)
+        "monitoring consumer", sidecar.health, consume(queue, sidecar.batcher, metrics, sampler)
     )
     watcher = _supervise("upstream watch", sidecar.health, _watch_upstream(config, sidecar.health))
     log.info("proxy on http://%s:%s -> %s", host, sidecar.proxy_port, config.upstream)

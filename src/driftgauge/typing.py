@@ -9,7 +9,16 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Adapter", "Block", "Columns", "Extracted", "ProxyObserver", "Record"]
+__all__ = [
+    "Adapter",
+    "Block",
+    "Columns",
+    "ConsumerMetrics",
+    "Extracted",
+    "Gauge",
+    "ProxyObserver",
+    "Record",
+]
 
 Block = tuple[tuple[str, ...], npt.NDArray[np.float64]]
 """Numeric fields that arrived as one 2-D array: their names and the rows × names matrix."""
@@ -155,4 +164,24 @@ class ProxyObserver(Protocol):
 
     def client_error(self, reason: str) -> None:
         """A client request was refused by the proxy."""
+        ...
+
+
+class Gauge(Protocol):
+    """A gauge to set (a labelled ``prometheus_client`` gauge)."""
+
+    def set(self, value: float) -> None: ...
+
+
+class ConsumerMetrics(Protocol):
+    """The gauges the monitoring consumer keeps (the exposition layer's ``ProxyMetrics`` has them)."""
+
+    @property
+    def queue_depth(self) -> Gauge:
+        """The records waiting in the proxy's queue."""
+        ...
+
+    @property
+    def sampling_rate(self) -> Gauge:
+        """The share of prediction requests monitored."""
         ...

@@ -24,7 +24,7 @@ called by the monitoring consumer), to two readings:
   rate is cut to what it took in over the interval (``HEADROOM`` of it) and
   may not rise; from ``QUEUE_HIGH`` on it also at least halves, to drain the
   backlog.  Both sources read how long their oldest record has waited, against
-  a wait that reads as 1 (the proxy's ``app.BEHIND_SECONDS`` is 10, the
+  a wait that reads as 1 (the proxy's ``runtime.consumer.BEHIND_SECONDS`` is 10, the
   CloudEvents source's ``cloudevents.BEHIND_SECONDS`` 3), not how full their
   queue is: the consumer gathers records on purpose before each batch, and
   with a small bound even one record gathered would read as a consumer behind.
