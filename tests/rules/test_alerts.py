@@ -16,14 +16,9 @@ import yaml
 from driftgauge.config import Config, FieldSpec, config_from_mapping
 from driftgauge.config.alerting import AlertingConfig, parse_alerting
 from driftgauge.config.validation import Errors
-from driftgauge.rules.alerts import (
-    ModelRules,
-    go_template_text,
-    models_of,
-    promql_string,
-    render_rules,
-)
+from driftgauge.rules.alerts import ModelRules, models_of, render_rules
 from driftgauge.rules.dashboards import render_dashboard
+from driftgauge.rules.promql import go_template_text, promql_string
 from driftgauge.rules.writing import dump_yaml, write_assets
 from tests.helpers import base_config
 from tests.rules.support import promtool, promtool_test

@@ -38,18 +38,14 @@ from driftgauge.rules.gate import (
     psi_condition,
     readiness_records,
 )
-from driftgauge.rules.promql import go_template_text, matchers, num, promql_string
+from driftgauge.rules.promql import go_template_text, matchers, num
 from driftgauge.rules.tables import FLEET_RECORDS, PERFORMANCE, QUALITY, SERVICE
 
 __all__ = [
     "SIDECAR_MEMORY",
     "ModelRules",
-    "gate_record",
-    "go_template_text",
     "model_groups",
     "models_of",
-    "promql_string",
-    "readiness_records",
     "render_rules",
 ]
 
