@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
@@ -124,3 +125,47 @@ def test_versions_are_off_unless_configured_and_bounded(tmp_path: Path) -> None:
     assert sidecar.monitor.counters()["alcohol"].observations == 2
     with pytest.raises(ConfigError, match=r"versions\.top: 21 is above 20"):
         config_from_mapping({**raw, "versions": {"top": 21}}, base=tmp_path)
+
+
+def test_versions_keep_segment_positive_rates_and_disparate_impact(tmp_path: Path) -> None:
+    """A version's segments export positive_rate and disparate_impact, as the model's would."""
+    raw = base_config(
+        tmp_path, protocol="kserve-v2", versions={"top": 2}, segments={"features": ["region"]}
+    )
+    raw["feedback"] = {"prediction": "class", "positive_class": "a"}
+    config = config_from_mapping(raw, base=tmp_path)
+    data = write_csv(tmp_path / "train.csv", training_rows(2_000))
+    sidecar = build_sidecar(config, build_baseline(config, [data]))
+    rng = np.random.default_rng(1)
+    regions = rng.choice(["north", "south", "east"], 600)
+    classes = np.where(rng.random(600) < np.where(regions == "north", 0.8, 0.3), "a", "b")
+    request = {
+        "inputs": [
+            {"name": "alcohol", "shape": [600], "datatype": "FP64", "data": [13.0] * 600},
+            {"name": "ash", "shape": [600], "datatype": "FP64", "data": [2.2] * 600},
+            {"name": "region", "shape": [600], "datatype": "BYTES", "data": regions.tolist()},
+        ]
+    }
+    response = {
+        "model_version": "1",
+        "outputs": [
+            {"name": "class", "shape": [600], "datatype": "BYTES", "data": classes.tolist()}
+        ],
+    }
+    sidecar.batcher.ingest([Record(T0, request, response, "/v2/models/wine/infer", request_id="r")])
+    for monitor in sidecar.batcher.all_monitors():
+        monitor.compute()
+    text, _ = render_metrics(sidecar.registry, "text/plain", sidecar.rendered)
+    samples = [
+        sample
+        for family in text_string_to_metric_families(text.decode())
+        for sample in family.samples
+        if sample.labels.get("version") == "1" and sample.labels.get("window") == "5m"
+    ]
+    rates = {s.labels["segment"]: s.value for s in samples if s.name == "driftgauge_positive_rate"}
+    expected = {r: float(np.mean(classes[regions == r] == "a")) for r in ("north", "south", "east")}
+    assert rates.keys() >= expected.keys()
+    for region, rate in expected.items():
+        assert rates[region] == pytest.approx(rate, abs=1e-12)
+    (impact,) = [s.value for s in samples if s.name == "driftgauge_disparate_impact"]
+    assert impact == pytest.approx(min(expected.values()) / max(expected.values()), abs=1e-12)

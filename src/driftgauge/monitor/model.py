@@ -40,6 +40,7 @@ class Monitor:
         baseline: Baseline,
         clock: Callable[[], float] = time.time,
         version: str = "",
+        outcomes: bool = True,
     ) -> None:
         self.config = config
         self.baseline = baseline
@@ -52,9 +53,12 @@ class Monitor:
         self.fields = FieldTracker(config, baseline, clock)
         self.segments: SegmentTracker | None = None
         self.outcomes: Outcomes | None = None
-        if config.segments.features or config.feedback is not None:
+        # A version's monitor (outcomes false) keeps the feedback config for its segments'
+        # positive class; its labels join in the model's own outcomes.
+        joins = config.feedback is not None and outcomes
+        if config.segments.features or joins:
             self.segments = SegmentTracker(config, baseline, clock)
-        if config.feedback is not None:
+        if joins:
             assert self.segments is not None
             self.outcomes = Outcomes(config, baseline, self.segments, self.count_dropped, clock)
         self.trackers: tuple[Tracker, ...] = tuple(

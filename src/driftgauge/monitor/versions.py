@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote
 
@@ -100,9 +99,11 @@ class ModelVersions:
             found = self._by_version.get(label)
             if found is None:
                 model = self.model
-                # Labels join predictions in the model's own monitor: no outcomes per version.
-                config = replace(model.config, feedback=None)
-                found = Monitor(config, model.baseline, model.clock, version=label)
+                # Labels join predictions in the model's own monitor: no outcomes per version
+                # (the feedback config stays: it names the segments' positive class).
+                found = Monitor(
+                    model.config, model.baseline, model.clock, version=label, outcomes=False
+                )
                 self._by_version = {**self._by_version, label: found}
                 for listener in self.on_new:
                     listener(found)
