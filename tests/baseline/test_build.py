@@ -5,9 +5,11 @@ from __future__ import annotations
 import gzip
 import json
 import re
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import datasketches as ds
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,6 +29,7 @@ from driftgauge.baseline import (
 from driftgauge.config import Config
 from driftgauge.exceptions import BaselineError, DataError
 from driftgauge.sketches import CategoricalSummary, NumericSummary
+from driftgauge.sketches.summary import frequent_lg
 from tests.helpers import training_rows, write_csv
 
 
@@ -147,6 +150,42 @@ def test_categories_are_exact_and_frozen(
     assert region.bin_labels == ["north", "south", "__other__", "__unseen__"]
     assert list(region.summary.bins) == [counts["north"], counts["south"], counts["east"], 0]
     assert region.category_counts == counts
+
+
+def _many_categories(seed: int) -> list[str]:
+    """``c1``…``c60`` seen 400 - 6·r times (``c50`` 100, ``c51`` 94) among 20,000 one-off ids."""
+    values = [f"c{r}" for r in range(1, 61) for _ in range(400 - 6 * r)]
+    values += [f"id{i}" for i in range(20_000)]
+    np.random.default_rng(seed).shuffle(values)
+    return values
+
+
+def test_top_categories_of_a_field_beyond_the_exact_tally_are_its_most_frequent(
+    tmp_path: Path, make_config: Callable[..., Config]
+) -> None:
+    """Over 10,000 distinct values the top 50 come from the frequent-items sketch: they are the
+    exact top 50 (built whole, and merged from halves), each count within its a-priori error."""
+    config = make_config()
+    columns = training_rows(len(_many_categories(0)), seed=5)
+    columns["region"] = _many_categories(0)
+    half = len(columns["region"]) // 2
+    whole = build_baseline(config, [write_csv(tmp_path / "all.csv", columns)])
+    halves = [
+        build_baseline(
+            config, [write_csv(tmp_path / f"{i}.csv", {k: v[s] for k, v in columns.items()})]
+        )
+        for i, s in enumerate([slice(None, half), slice(half, None)])
+    ]
+    truth = Counter(columns["region"])
+    top = [c for c, _ in sorted(truth.items(), key=lambda t: (-t[1], t[0]))[:50]]
+    for baseline in (whole, merge_baselines(config, halves)):
+        region = baseline.fields["region"]
+        assert isinstance(region.summary, CategoricalSummary)
+        assert region.category_counts is None  # the sketch path, not the exact tally
+        assert region.bin_labels[:-2] == top
+        error = ds.frequent_strings_sketch.get_apriori_error(frequent_lg(50), baseline.rows)
+        got = region.summary.bins[:-2]
+        assert np.all(np.abs(got - np.array([truth[c] for c in top])) <= error)
 
 
 def test_save_and_load_round_trip(tmp_path: Path, make_config: Callable[..., Config]) -> None:

@@ -263,7 +263,10 @@ def category_binning(
         kept = [item for item in tally.items() if item[0] not in _BUCKETS]
         ranked = sorted(kept, key=lambda item: (-item[1], item[0]))
         return CategoricalBinning(tuple(c for c, _ in ranked[:top]), frozenset(tally))
-    items = summary.frequent.get_frequent_items(ds.frequent_items_error_type.NO_FALSE_POSITIVES)
+    # The best guess of the top: every item that may be frequent, ranked by its estimate.
+    # (NO_FALSE_POSITIVES keeps only those certainly above the sketch's error, and may
+    # leave most of the ``top`` bins unused.)
+    items = summary.frequent.get_frequent_items(ds.frequent_items_error_type.NO_FALSE_NEGATIVES)
     kept = [item for item in items if item[0] not in _BUCKETS]
     ranked = sorted(kept, key=lambda item: (-item[1], item[0]))
     return CategoricalBinning(tuple(item[0] for item in ranked[:top]), None)

@@ -19,6 +19,7 @@ from driftgauge.sketches.summary import (
     CategoricalSummary,
     NumericBinning,
     NumericSummary,
+    training_frequent,
 )
 
 __all__ = ["merge_baselines"]
@@ -100,7 +101,11 @@ def _merge_field(spec: FieldSpec, held: list[FieldBaseline], config: Config) -> 
         return FieldBaseline(
             spec, replace(merged, binning=binning, bins=bins), exact, None, edge_error
         )
-    merged_cat = CategoricalSummary(CategoricalBinning(()), hll_lg_k=first.hll_lg_k)
+    merged_cat = CategoricalSummary(
+        CategoricalBinning(()),
+        hll_lg_k=first.hll_lg_k,
+        frequent=training_frequent(config.sketch.top_categories),
+    )
     tallies = [h.category_counts for h in held]
     for h in held:
         part = h.summary

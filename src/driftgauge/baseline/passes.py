@@ -43,6 +43,7 @@ from driftgauge.sketches.summary import (
     NumericSummary,
     Summary,
     split_finite,
+    training_frequent,
 )
 
 __all__ = ["ClassPass", "ErrorPass", "SegmentPass", "SketchPass", "complete_rows"]
@@ -96,7 +97,11 @@ def _add_numeric(
 def _fresh(spec: FieldSpec, config: Config) -> Summary:
     if spec.type == "numeric":
         return NumericSummary(NumericBinning(np.empty(0)), k=config.sketch.kll_k)
-    return CategoricalSummary(CategoricalBinning(()), hll_lg_k=config.sketch.hll_lg_k)
+    return CategoricalSummary(
+        CategoricalBinning(()),
+        hll_lg_k=config.sketch.hll_lg_k,
+        frequent=training_frequent(config.sketch.top_categories),
+    )
 
 
 class _Summaries:
