@@ -167,6 +167,48 @@ def test_classification_performance_matches_sklearn(pipeline: Pipeline, clock: C
     assert value(text, "driftgauge_pending_predictions") == 0
 
 
+def test_classes_lumped_into_one_bucket_are_not_counted_correct(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """With ``top_categories: 2`` (b and a) the training classes c and d share ``__other__``, and
+    labels y and z ``__unseen__``: a prediction c labelled d is wrong. Accuracy and class a's
+    precision, recall and F1 equal sklearn's on the raw classes, through a state snapshot too."""
+    training = classifier_columns(3_000)
+    training["class"] = [
+        "d" if c == "c" and i % 5 == 0 else c for i, c in enumerate(training["class"])
+    ]
+    built = build(tmp_path, columns=training, sketch={"top_categories": 2})
+    pipeline = wire(*built, clock)
+    columns = classifier_columns(400, seed=5)
+    rng = np.random.default_rng(7)
+    pairs, truth, predicted = [], [], []
+    for start in range(0, 400, 4):
+        rows = instances(columns, start, start + 4)
+        pipeline.batcher.ingest([record(rows, f"r{start}")])
+        for j, row in enumerate(rows):
+            guess = classify(row["alcohol"])
+            label = str(rng.choice(["a", "b", "d", "y", "z"])) if rng.random() < 0.5 else guess
+            pairs.append((f"r{start}:{j}", label))
+            truth.append(label)
+            predicted.append(guess)
+    lumped = sum(t == "d" and p == "c" for t, p in zip(truth, predicted, strict=True))
+    assert lumped > 10  # the pairs the old count took as correct
+    outcomes = pipeline.outcomes
+    restored = wire(*built, clock).outcomes
+    restored.restore_held(restored.decode_held(outcomes.encode_held(outcomes.copy_held())))
+    for each in (outcomes, restored):
+        assert each.label(pairs) == {"matched": 400, "unmatched": 0, "invalid": 0}
+        [overall] = [
+            p for p in each.performance(clock.now) if p.window == "5m" and not p.segment_feature
+        ]
+        assert close(overall.metrics["accuracy"], skm.accuracy_score(truth, predicted))
+        scores = skm.precision_recall_fscore_support(
+            truth, predicted, labels=["a"], average=None, zero_division=0
+        )
+        for name, figure in zip(("precision", "recall", "f1"), scores[:3], strict=False):
+            assert close(overall.metrics[name], float(figure[0])), name
+
+
 def test_regression_performance_matches_sklearn(
     regressor: tuple[Config, Baseline], clock: Clock
 ) -> None:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from driftgauge.monitor.pending import PendingRows, PendingStore, decode_rows, encode_rows
 from driftgauge.runtime.state import pack, unpack
+from driftgauge.sketches.summary import category_key
 from tests.feedback_support import as_format_2
 
 NAN = float("nan")
@@ -460,3 +461,16 @@ def test_store_behaves_like_an_ordered_dict(case: tuple[int, list[tuple[str, Any
         assert snapshot.ids == list(reference.rows)
         assert same_rows(rows_of(snapshot), list(reference.rows.values()))
         assert len(store) == len(reference.rows)
+
+
+def test_class_keys_survive_a_snapshot_and_older_snapshots_read_as_unknown() -> None:
+    """Each row's class key goes through a snapshot unchanged; a snapshot written before class
+    keys were held (no "classes" column) reads back with 0, not known, for every row."""
+    store = PendingStore(1)
+    keys = np.asarray([category_key("cat"), category_key("dog"), 0], dtype=np.int64)
+    store.add(["a", "b", "c"], 1.0, np.ones(3), np.full(3, NAN), np.zeros((3, 1)), keys)
+    back = round_trip(store.snapshot(), 1)
+    assert back.classes.tolist() == keys.tolist()
+    older = encode_rows(store.snapshot())
+    del older["classes"]
+    assert decode_rows(older, 1).classes.tolist() == [0, 0, 0]

@@ -41,7 +41,13 @@ from driftgauge.monitor.pending import PendingRows, PendingStore, decode_rows, e
 from driftgauge.monitor.segments import SegmentTracker
 from driftgauge.monitor.tracker import Observation, SnapshotPart
 from driftgauge.protocols.jsonpath import compile_path, evaluate
-from driftgauge.sketches.summary import CategoricalBinning, category_indexes, to_floats
+from driftgauge.sketches.summary import (
+    CategoricalBinning,
+    category_indexes,
+    category_key,
+    category_keys,
+    to_floats,
+)
 from driftgauge.sketches.window import SlicedWindow
 from driftgauge.stats.performance import ClassificationStats, RegressionStats
 from driftgauge.typing import Extracted, Record
@@ -49,6 +55,9 @@ from driftgauge.typing import Extracted, Record
 __all__ = ["Outcomes", "PerformanceStats", "equal_opportunity", "parse_labels", "row_id"]
 
 Stats = ClassificationStats | RegressionStats
+Truth = tuple[float, int]
+"""A label as joined: its class index (or value, for regression) and its class's own key
+(:func:`~driftgauge.sketches.summary.category_key`; 0 for regression)."""
 MAX_CLASSES_EXPORTED = 10
 
 
@@ -113,7 +122,7 @@ class Outcomes:
         self.labels: Counter[str] = Counter()
         self.registered = 0  # rows handed to the store so far: a label retry waits for more
         # Tailed labels read before their prediction, oldest first: id -> (truth, read at).
-        self._early: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._early: OrderedDict[str, tuple[Truth, float]] = OrderedDict()
         self._id_path = compile_path(self.feedback.id_path) if self.feedback.id_path else None
         self._binning: CategoricalBinning | None = None
         self._positive: int | None = None
@@ -197,6 +206,7 @@ class Outcomes:
         predicted: list[npt.NDArray[np.float64]] = []
         probability: list[npt.NDArray[np.float64]] = []
         segments: list[npt.NDArray[np.intp]] = []
+        keys: list[npt.NDArray[np.int64]] = []
         no_id = 0  # rows with a prediction but no id to hold it under: no label can join them
         for record, request, piece in items:
             column = piece.columns.get(feedback.prediction)
@@ -210,8 +220,10 @@ class Outcomes:
                 classes = category_indexes(column, self._binning).astype(np.float64)
                 classes[classes < 0] = np.nan  # an unknown class: nothing to wait for
                 predicted.append(classes)
+                keys.append(category_keys(column))
             else:
                 predicted.append(to_floats(column)[0])
+                keys.append(np.zeros(piece.rows, dtype=np.int64))
             if feedback.probability is not None and feedback.probability in piece.columns:
                 probability.append(to_floats(piece.columns[feedback.probability])[0])
             else:
@@ -229,7 +241,7 @@ class Outcomes:
         values, chances = np.concatenate(predicted), np.concatenate(probability)
         codes = np.concatenate(segments)
         with self._lock:
-            self._store.add(ids, now, values, chances, codes)
+            self._store.add(ids, now, values, chances, codes, np.concatenate(keys))
             self.registered += len(ids)
             if self._early:
                 self._join_early(ids, now)
@@ -278,7 +290,7 @@ class Outcomes:
         now = self.clock() if now is None else now
         result: Counter[str] = Counter()
         keys: list[str] = []
-        truths: list[float] = []
+        truths: list[Truth] = []
         valid: list[tuple[str, Any]] = []
         for key, raw in pairs:
             truth = self._truth(raw)
@@ -296,7 +308,7 @@ class Outcomes:
         missed = [pair for pair, ok in zip(valid, matched.tolist(), strict=True) if not ok]
         return result, missed
 
-    def _take(self, keys: list[str], truths: list[float], now: float) -> npt.NDArray[np.bool_]:
+    def _take(self, keys: list[str], truths: list[Truth], now: float) -> npt.NDArray[np.bool_]:
         """Join labels with the predictions held under ``keys`` (under the lock): which matched."""
         alternates = None
         if self._id_path is None:
@@ -304,7 +316,9 @@ class Outcomes:
             alternates = [key[:-2] if key.endswith(":0") else None for key in keys]
         matched, rows = self._store.pop(keys, alternates)
         if len(rows):
-            self._add(np.asarray(truths)[matched], rows, now)
+            truth = np.asarray([value for value, _ in truths])[matched]
+            truth_keys = np.asarray([key for _, key in truths], dtype=np.int64)[matched]
+            self._add(truth, truth_keys, rows, now)
         return matched
 
     def label_tailed(self, pairs: Sequence[tuple[str, Any]], now: float | None = None) -> None:
@@ -335,7 +349,7 @@ class Outcomes:
             self.labels.update(result)
         return {key: result.get(key, 0) for key in ("matched", "unmatched", "invalid")}
 
-    def _truth(self, raw: Any) -> float | None:
+    def _truth(self, raw: Any) -> Truth | None:
         if self._binning is not None:
             # NaN is a missing label (Python's json writes a float column's gaps so), no class.
             if (
@@ -344,18 +358,27 @@ class Outcomes:
                 or (isinstance(raw, float) and math.isnan(raw))
             ):
                 return None
-            return float(self._binning.slot(canonical_category(raw)))
+            text = canonical_category(raw)
+            return float(self._binning.slot(text)), category_key(text)
         if isinstance(raw, bool) or not isinstance(raw, int | float):
             return None
         try:  # a JSON integer may be far beyond float (and int64) range
             value = float(raw)
         except OverflowError:
             return None
-        return value if math.isfinite(value) else None
+        return (value, 0) if math.isfinite(value) else None
 
-    def _add(self, truth: npt.NDArray[np.float64], rows: PendingRows, now: float) -> None:
+    def _add(
+        self,
+        truth: npt.NDArray[np.float64],
+        truth_keys: npt.NDArray[np.int64],
+        rows: PendingRows,
+        now: float,
+    ) -> None:
         """Count labelled ``rows`` (``truth`` aligned) into every window, overall and per segment."""
         predicted, probability = rows.predicted, rows.probability
+        # Classes told apart by their own keys (a key 0 is not known: a row from an old snapshot).
+        differ = (truth_keys != rows.classes) & (truth_keys != 0) & (rows.classes != 0)
         groups: dict[str, npt.NDArray[np.bool_]] = {"": np.ones(len(rows), dtype=np.bool_)}
         for position, name in enumerate(self._segment_names):
             codes = rows.segments[:, position]
@@ -372,6 +395,7 @@ class Outcomes:
                         truth[mask].astype(np.intp),
                         predicted[mask].astype(np.intp),
                         probability[mask],
+                        differ[mask],
                     )
                 else:
                     stats.add(truth[mask], predicted[mask])

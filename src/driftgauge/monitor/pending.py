@@ -4,7 +4,7 @@ A full store holds ``feedback.max_pending`` rows (100,000 by default) and is
 snapshotted every few seconds, so its layout matters: Python objects per
 row cost about 300 bytes and a snapshot had to walk every row in Python,
 holding the GIL (and stalling the proxy's event loop) for 100 ms and more.
-Here each row is one slot in a few flat arrays (time, prediction,
+Here each row is one slot in a few flat arrays (time, prediction, class key,
 probability, segment codes, id, insertion number); slot order is insertion
 order, so the oldest rows sit at the head.  Rows are appended at the tail
 and evicted from the head; a label frees its slot wherever it is.  When the
@@ -43,6 +43,7 @@ __all__ = ["PendingRows", "PendingStore", "decode_rows", "encode_rows"]
 
 FloatArray = npt.NDArray[np.float64]
 CodeArray = npt.NDArray[np.int16]
+KeyArray = npt.NDArray[np.int64]
 
 MIN_CAPACITY = 1_024
 _SCAN = 256  # first chunk of slots an expiry looks at; later chunks double
@@ -50,6 +51,7 @@ _SCAN = 256  # first chunk of slots an expiry looks at; later chunks double
 # Wire dtypes of the encoded columns (little-endian whatever the host).
 _FLOAT = "<f8"
 _CODE = "<i2"
+_KEY = "<i8"
 _UNPAIRED = "surrogatepass"  # an id may hold a lone surrogate (valid JSON, not valid UTF-8)
 
 
@@ -59,7 +61,10 @@ class PendingRows:
 
     ``segments`` has one column per segment feature (possibly none): each
     row's segment index, -1 where the feature was missing.  ``probability``
-    is NaN where the model gave none.
+    is NaN where the model gave none.  ``classes`` is each predicted class's
+    own key (:func:`~driftgauge.sketches.summary.category_keys`), which tells
+    apart the classes ``predicted`` lumps into a bucket; 0 where not known (a
+    regressor, or a row restored from an older snapshot).
     """
 
     ids: list[str]
@@ -67,6 +72,7 @@ class PendingRows:
     predicted: FloatArray
     probability: FloatArray
     segments: CodeArray
+    classes: KeyArray
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -90,6 +96,7 @@ class PendingStore:
     def _allocate(self, capacity: int) -> None:
         self._ts: FloatArray = np.empty(capacity)
         self._predicted: FloatArray = np.empty(capacity)
+        self._classes: KeyArray = np.empty(capacity, dtype=np.int64)
         self._probability: FloatArray = np.empty(capacity)
         self._segments: CodeArray = np.empty((capacity, self.width), dtype=np.int16)
         self._keys: npt.NDArray[np.object_] = np.full(capacity, None, dtype=object)
@@ -103,6 +110,7 @@ class PendingStore:
             self._predicted,
             self._probability,
             self._segments,
+            self._classes,
             self._keys,
             self._number,
         )
@@ -122,8 +130,9 @@ class PendingStore:
         predicted: FloatArray,
         probability: FloatArray,
         segments: npt.NDArray[np.integer[Any]],
+        classes: KeyArray | None = None,
     ) -> None:
-        """Hold row ``i`` under ``ids[i]`` at time ``ts``, newest last.
+        """Hold row ``i`` under ``ids[i]`` at time ``ts``, newest last (``classes``: 0 if None).
 
         Rows without an id (``None``) or with a NaN prediction wait for
         nothing and are skipped.  An id already held is replaced: its old
@@ -132,9 +141,12 @@ class PendingStore:
         at most 50).
         """
         rows = len(ids)
+        if classes is None:
+            classes = np.zeros(rows, dtype=np.int64)
         if (
             predicted.shape != (rows,)
             or probability.shape != (rows,)
+            or classes.shape != (rows,)
             or segments.shape != (rows, self.width)
         ):
             raise ValueError(
@@ -155,6 +167,7 @@ class PendingStore:
         self._predicted[start:stop] = predicted[keep]
         self._probability[start:stop] = probability[keep]
         self._segments[start:stop] = segments[keep]
+        self._classes[start:stop] = classes[keep]
         self._keys[start:stop] = kept
         self._number[start:stop] = np.arange(first, first + count)
         self._live[start:stop] = True
@@ -267,6 +280,7 @@ class PendingStore:
             self._predicted[slots],
             self._probability[slots],
             self._segments[slots],
+            self._classes[slots],
         )
 
     def snapshot(self) -> PendingRows:
@@ -285,7 +299,15 @@ class PendingStore:
                 f"segment codes of shape {rows.segments.shape}, expected {(held, self.width)}"
             )
         self._allocate(max(self._min_capacity, 2 * held))
-        columns = (rows.ts, rows.predicted, rows.probability, rows.segments, rows.ids, range(held))
+        columns = (
+            rows.ts,
+            rows.predicted,
+            rows.probability,
+            rows.segments,
+            rows.classes,
+            rows.ids,
+            range(held),
+        )
         for column, values in zip(self._columns(), columns, strict=True):
             column[:held] = values
         self._live[:held] = True
@@ -321,6 +343,7 @@ def encode_rows(rows: PendingRows) -> dict[str, Any]:
         "predicted": _column(rows.predicted, _FLOAT),
         "probability": _column(rows.probability, _FLOAT),
         "segments": _column(rows.segments, _CODE),
+        "classes": _column(rows.classes, _KEY),
     }
 
 
@@ -376,6 +399,7 @@ def _decode_listed(payload: list[Any], width: int) -> PendingRows:
         np.asarray(predicted, dtype=np.float64),
         np.asarray(probability, dtype=np.float64),
         np.asarray(segments, dtype=np.int64).reshape(len(ids), width),
+        np.zeros(len(ids), dtype=np.int64),
     )
 
 
@@ -405,6 +429,10 @@ def decode_rows(payload: Any, width: int) -> PendingRows:
         _decode_column(payload, "predicted", _FLOAT, (held,)).astype(np.float64),
         _decode_column(payload, "probability", _FLOAT, (held,)).astype(np.float64),
         _decode_column(payload, "segments", _CODE, (held, width)),
+        # Snapshots before class keys hold none: 0, as for a regressor.
+        _decode_column(payload, "classes", _KEY, (held,)).astype(np.int64)
+        if "classes" in payload
+        else np.zeros(held, dtype=np.int64),
     )
 
 
@@ -414,6 +442,7 @@ def _checked(
     predicted: FloatArray,
     probability: FloatArray,
     segments: npt.NDArray[np.integer[Any]],
+    classes: KeyArray,
 ) -> PendingRows:
     if len(set(ids)) != len(ids):
         raise ValueError("held predictions repeat an id")
@@ -423,4 +452,4 @@ def _checked(
         raise ValueError("held predictions: a prediction is NaN")
     if segments.size and (segments.min() < -1 or segments.max() > np.iinfo(np.int16).max):
         raise ValueError(f"held predictions: segment codes outside -1..{np.iinfo(np.int16).max}")
-    return PendingRows(ids, ts, predicted, probability, segments.astype(np.int16))
+    return PendingRows(ids, ts, predicted, probability, segments.astype(np.int16), classes)

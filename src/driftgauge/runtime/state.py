@@ -76,6 +76,7 @@ def encode(item: Mergeable) -> dict[str, Any]:
     if isinstance(item, ClassificationStats):
         return {
             "confusion": item.confusion.tolist(),
+            "mixed": item.mixed.tolist(),
             "log_loss": item.log_loss_sum,
             "brier": item.brier_sum,
             "scored": item.scored,
@@ -99,6 +100,8 @@ def decode_into(template: Mergeable, payload: Mapping[str, Any]) -> None:
         template.counts = int_array(payload["counts"], template.counts)
     elif isinstance(template, ClassificationStats):
         template.confusion = int_array(payload["confusion"], template.confusion)
+        if "mixed" in payload:  # older snapshots have none: their pairs were counted correct
+            template.mixed = int_array(payload["mixed"], template.mixed)
         template.log_loss_sum, template.brier_sum = (
             float(payload["log_loss"]),
             float(payload["brier"]),

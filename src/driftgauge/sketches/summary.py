@@ -13,6 +13,7 @@ Wide models' numeric blocks are summarised together by
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ __all__ = [
     "NumericSummary",
     "Summary",
     "category_indexes",
+    "category_key",
+    "category_keys",
     "frequent_lg",
     "kll_items",
     "new_kll",
@@ -168,6 +171,38 @@ def category_indexes(
         texts = np.asarray([canonical_category(values[i]) for i in present], dtype=np.str_)
         result[present] = binning.indexes(texts)
     return result
+
+
+def category_key(text: str) -> int:
+    """A category's own key: 64 bits of BLAKE2b of its canonical spelling, never 0.
+
+    The same in every process (Python's ``hash`` of a string is not), so held
+    predictions keep it across restarts.
+    """
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True) or 1
+
+
+def category_keys(values: Sequence[Any] | npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+    """Each row's :func:`category_key`, 0 where the value is missing (rows stay aligned)."""
+    strings, whole = category_strings(values)
+    if whole:
+        return _keys(canonical_strings(strings))
+    result = np.zeros(len(values), dtype=np.int64)
+    present = [i for i, v in enumerate(values) if v is not None]
+    if present:
+        texts = np.asarray([canonical_category(values[i]) for i in present], dtype=np.str_)
+        result[present] = _keys(texts)
+    return result
+
+
+def _keys(texts: npt.NDArray[np.str_]) -> npt.NDArray[np.int64]:
+    """The key of each text (one hash per distinct text)."""
+    if not len(texts):
+        return np.zeros(0, dtype=np.int64)
+    distinct, inverse = np.unique(texts, return_inverse=True)
+    keys = np.fromiter((category_key(t) for t in distinct.tolist()), np.int64, len(distinct))
+    return keys[inverse.ravel()]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,12 @@
 """Model performance from delayed ground truth: mergeable sufficient statistics, pure metrics.
 
 Classification keeps a confusion matrix over a bounded set of classes (the
-prediction's baseline categories plus ``__other__``), and sums of log loss
-and Brier score when the model reports the positive class's probability.
+prediction's baseline categories plus ``__other__`` and ``__unseen__``), and
+sums of log loss and Brier score when the model reports the positive class's
+probability.  A bucket class (``__other__``, ``__unseen__``) stands for many
+classes, so a pair on its diagonal may still be wrong (a prediction "cat"
+and a label "dog"): such pairs are counted apart (``mixed``) and never count
+as correct.
 Regression keeps the sums behind MAE, RMSE and MAPE.  Both merge by
 addition, so they live in the same sliced windows as the drift sketches.
 """
@@ -22,11 +26,16 @@ _EPS = 1e-15
 
 @dataclass(slots=True)
 class ClassificationStats:
-    """Confusion matrix (rows: true class, columns: predicted) and probability scores."""
+    """Confusion matrix (rows: true class, columns: predicted) and probability scores.
+
+    ``mixed[i]`` counts the pairs in ``confusion[i, i]`` whose own classes differ
+    (only a bucket class holds such pairs): a true positive of neither.
+    """
 
     classes: tuple[str, ...]
     positive: int | None = None
     confusion: npt.NDArray[np.int64] = field(init=False)
+    mixed: npt.NDArray[np.int64] = field(init=False)
     log_loss_sum: float = 0.0
     brier_sum: float = 0.0
     scored: int = 0
@@ -34,6 +43,7 @@ class ClassificationStats:
     def __post_init__(self) -> None:
         k = len(self.classes)
         self.confusion = np.zeros((k, k), dtype=np.int64)
+        self.mixed = np.zeros(k, dtype=np.int64)
 
     @property
     def count(self) -> int:
@@ -44,10 +54,14 @@ class ClassificationStats:
         truth: npt.NDArray[np.intp],
         predicted: npt.NDArray[np.intp],
         probability: npt.NDArray[np.float64] | None = None,
+        differ: npt.NDArray[np.bool_] | None = None,
     ) -> None:
-        """Add pairs given as class indexes; ``probability`` is P(positive class) per pair."""
+        """Add pairs given as class indexes; ``probability`` is P(positive class) per pair, and
+        ``differ`` marks the pairs whose own classes differ (where their indexes may not)."""
         k = len(self.classes)
         self.confusion += np.bincount(truth * k + predicted, minlength=k * k).reshape(k, k)
+        if differ is not None:
+            self.mixed += np.bincount(truth[differ & (truth == predicted)], minlength=k)
         if probability is not None and self.positive is not None:
             keep = np.isfinite(probability)
             p = np.clip(probability[keep], _EPS, 1 - _EPS)
@@ -58,13 +72,14 @@ class ClassificationStats:
 
     def merge(self, other: ClassificationStats) -> None:
         self.confusion += other.confusion
+        self.mixed += other.mixed
         self.log_loss_sum += other.log_loss_sum
         self.brier_sum += other.brier_sum
         self.scored += other.scored
 
     def per_class(self) -> dict[str, tuple[float, float, float]]:
         """``class -> (precision, recall, f1)`` for classes that occur (as truth or prediction)."""
-        tp = np.diag(self.confusion).astype(np.float64)
+        tp = (np.diag(self.confusion) - self.mixed).astype(np.float64)
         predicted = self.confusion.sum(axis=0).astype(np.float64)
         actual = self.confusion.sum(axis=1).astype(np.float64)
         result = {}
@@ -83,7 +98,7 @@ class ClassificationStats:
         n = self.count
         if n == 0:
             return {}
-        values = {"accuracy": float(np.trace(self.confusion)) / n}
+        values = {"accuracy": float(np.trace(self.confusion) - self.mixed.sum()) / n}
         classes = self.per_class()
         if classes:
             stacked = np.asarray(list(classes.values()))
