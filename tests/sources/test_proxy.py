@@ -489,6 +489,29 @@ async def test_malformed_request_gets_400_and_others_are_still_served(
     assert proxy.sample("driftgauge_client_errors_total", reason="bad_request") == 1
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        b"POST /v1/models/wine:predict HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+        b"Upgrade: h2c\r\nContent-Length: 2\r\n\r\n{}",
+    ],
+    ids=["websocket", "h2c"],
+)
+async def test_protocol_upgrade_gets_400_and_never_reaches_upstream(
+    proxy: Proxy, upstream: Upstream, head: bytes
+) -> None:
+    """A protocol upgrade (WebSocket, h2c) is answered 400 and closed, not forwarded."""
+    async with raw_client(proxy.port) as client:
+        await client.send(head)
+        response = await client.response()
+        assert await client.closed()
+    assert response.status == 400
+    assert json.loads(response.body)["error"]
+    assert upstream.seen == []
+    assert proxy.sample("driftgauge_client_errors_total", reason="upgrade_unsupported") == 1
+
+
 # -- upstream faults ---------------------------------------------------------------
 
 

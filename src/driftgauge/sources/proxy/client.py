@@ -184,6 +184,10 @@ class ClientProtocol(asyncio.Protocol):
         assert cycle is not None
         server = self.server
         parser = self.parser
+        if parser.should_upgrade():
+            # Never started: the parser stops after this message and data_received answers 400.
+            self.current = None
+            return
         cycle.method = method = parser.get_method()
         cycle.keep_alive = parser.should_keep_alive()
         cycle.http10 = parser.get_http_version() == "1.0"
@@ -226,7 +230,8 @@ class ClientProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         cycle = self.current
-        assert cycle is not None
+        if cycle is None:  # a protocol upgrade, refused (on_headers_complete)
+            return
         cycle.request_complete()
         self.current = None
         if not cycle.keep_alive:
