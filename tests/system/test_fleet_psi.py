@@ -41,7 +41,7 @@ import numpy as np
 import pytest
 import yaml
 
-from driftgauge.baseline import load_baseline
+from driftgauge.baseline import build_baseline, load_baseline, save_baseline
 from driftgauge.config import load_config
 from driftgauge.sketches.summary import NumericBinning
 from tests.e2e_support import (
@@ -55,7 +55,7 @@ from tests.e2e_support import (
     write_config,
     write_test_rules,
 )
-from tests.helpers import base_config
+from tests.helpers import base_config, write_csv
 from tests.servers import Prometheus, prometheus, wait_for
 
 pytestmark = pytest.mark.integration
@@ -111,8 +111,9 @@ def _drifted_stream(n: int, seed: int = 5) -> dict[str, list[Any]]:
 def _lines(columns: dict[str, list[Any]]) -> list[str]:
     """One KServe v1 request/response log line per ``ROWS_PER_REQUEST`` rows."""
     lines = []
-    for start in range(0, ROWS, ROWS_PER_REQUEST):
-        rows = range(start, start + ROWS_PER_REQUEST)
+    size = len(columns["class"])
+    for start in range(0, size, ROWS_PER_REQUEST):
+        rows = range(start, min(size, start + ROWS_PER_REQUEST))
         request = {
             "instances": [[columns[f][i] for f in ("alcohol", "ash", "region")] for i in rows]
         }
@@ -231,3 +232,70 @@ def test_fleet_psi_of_two_halves_matches_one_sidecar_fed_everything(tmp_path: Pa
     # Each half alone reads the same drift, but noisier: the fleet is not just one of them.
     for name in ("alcohol", "region"):
         assert halves["a"][name] != halves["b"][name]
+
+
+@pytest.mark.timeout(120)
+def test_fleet_psi_keeps_replicas_of_different_baselines_apart(tmp_path: Path) -> None:
+    """Replicas of one model on two baselines get one fleet PSI per baseline_id, each numpy's."""
+    rules = tmp_path / "rules.yml"
+    write_test_rules(
+        rules, windows={}, range_="30s", for_="2s", interval="1s", groups=("driftgauge-fleet",)
+    )
+    configs, logs, trains = {}, {}, {}
+    # A keeps the old training set; B was rebuilt on data like the live stream (a roll-out).
+    for name in "ab":
+        logs[name] = tmp_path / f"{name}.jsonl"
+        logs[name].touch()
+        raw = base_config(
+            tmp_path,
+            source={"tail": {"path": str(logs[name]), "poll_interval": 0.05}},
+            baseline=str(tmp_path / f"{name}.dgb"),
+            windows=["1m"],
+            window_slices=30,
+            min_observations=100,
+        )
+        configs[name] = write_config(tmp_path / f"{name}.yaml", raw)
+    trains["a"] = write_baseline(configs["a"], 10_000)
+    retrained = _drifted_stream(10_000, seed=9)
+    data = write_csv(tmp_path / "retrained.csv", retrained)
+    b_config = load_config(configs["b"])
+    save_baseline(build_baseline(b_config, [data]), b_config.baseline)
+    trains["b"] = retrained
+    fed = _drifted_stream(ROWS)
+    halves = {"a": {f: v[0::2] for f, v in fed.items()}, "b": {f: v[1::2] for f, v in fed.items()}}
+
+    with (
+        sidecars(*((configs[n], tmp_path / f"{n}.log") for n in "ab"), ready=False) as ab,
+        prometheus(tmp_path / "prometheus", [s.target for s in ab], [rules]) as prom,
+    ):
+        wait_ready(ab)
+        wait_for(
+            lambda: len(prom.query("count_over_time(driftgauge_rows_total[1m]) >= 2")) == 2,
+            what="two scrapes of each sidecar before the feed",
+        )
+        for name in "ab":
+            with logs[name].open("a", encoding="utf-8") as handle:
+                handle.writelines(_lines(halves[name]))
+        wait_for(
+            lambda: len(prom.query("driftgauge_rows_total == 4000")) == 2,
+            timeout=20,
+            what="every row scraped",
+        )
+        time.sleep(2.5)  # two more rule evaluations on the final counts
+        ids = {
+            s["metric"]["instance"]: s["metric"]["baseline_id"]
+            for s in prom.query('driftgauge_baseline_info{model="wine"}')
+        }
+        fleet = {
+            (s["metric"].get("baseline_id"), s["metric"]["feature"]): float(s["value"][1])
+            for s in prom.query('driftgauge:fleet_psi:rate5m{model="wine"}')
+        }
+    exact = {
+        (ids[s.target], f): _exact_psi(f, halves[n], trains[n], load_config(configs[n]).baseline)
+        for n, s in zip("ab", ab, strict=True)
+        for f in fed
+    }
+    assert exact[(ids[ab[0].target], "alcohol")] > 0.1 > exact[(ids[ab[1].target], "alcohol")]
+    assert set(fleet) == set(exact), (fleet, exact)
+    for key, value in exact.items():
+        assert fleet[key] == pytest.approx(value, rel=RELATIVE_TOLERANCE, abs=1e-3), (fleet, exact)

@@ -10,38 +10,48 @@ from __future__ import annotations
 
 __all__ = ["FLEET_RECORDS", "NOT_LOST", "PERFORMANCE", "QUALITY", "SERVICE"]
 
+# The baseline_id of each series' sidecar, joined in: fleet PSI is per model and baseline.
+_BASELINE_ID = (
+    "\n    * ignoring (feature, role, bin, baseline_id, created, rows) group_left (baseline_id)\n"
+    "  driftgauge_baseline_info{M}\n"
+)
+
 # (record, expr with {M} for the model matchers)
 FLEET_RECORDS = (
     (
         "driftgauge:bin_observations:rate5m",
-        "sum by (model, feature, role, bin) (rate(driftgauge_bin_observations_total{M}[5m]))",
+        "sum by (model, baseline_id, feature, role, bin) (\n"
+        f"  rate(driftgauge_bin_observations_total{{M}}[5m]){_BASELINE_ID})\n",
     ),
     (
         "driftgauge:bin_share:rate5m",
         "driftgauge:bin_observations:rate5m{M}\n  / ignoring (bin) group_left\n"
-        "sum by (model, feature, role) (driftgauge:bin_observations:rate5m{M})\n",
+        "sum by (model, baseline_id, feature, role) (driftgauge:bin_observations:rate5m{M})\n",
     ),
     (
         "driftgauge:baseline_bin_ratio",
-        "max by (model, feature, role, bin) (driftgauge_baseline_bin_ratio{M})",
+        "max by (model, baseline_id, feature, role, bin) (\n"
+        f"  driftgauge_baseline_bin_ratio{{M}}{_BASELINE_ID})\n",
     ),
     (
         "driftgauge:fleet_psi:rate5m",
-        "sum by (model, feature, role) (\n"
+        "sum by (model, baseline_id, feature, role) (\n"
         "  (clamp_min(driftgauge:bin_share:rate5m{M}, 0.0001) - clamp_min(driftgauge:baseline_bin_ratio{M}, 0.0001))\n"
         "  * ln(clamp_min(driftgauge:bin_share:rate5m{M}, 0.0001) / clamp_min(driftgauge:baseline_bin_ratio{M}, 0.0001))\n"
         ")\n",
     ),
     (
         "driftgauge:fleet_observations:increase5m",
-        "sum by (model, feature, role) (increase(driftgauge_bin_observations_total{M}[5m]))",
+        "sum by (model, baseline_id, feature, role) (\n"
+        f"  increase(driftgauge_bin_observations_total{{M}}[5m]){_BASELINE_ID})\n",
     ),
     (
         "driftgauge:fleet_psi_noise_floor:rate5m",
-        "(count by (model, feature, role) (driftgauge:baseline_bin_ratio{M} > 0) - 1)\n"
+        "(count by (model, baseline_id, feature, role) (driftgauge:baseline_bin_ratio{M} > 0) - 1)\n"
         "  * (\n"
         "    1 / driftgauge:fleet_observations:increase5m{M}\n"
-        "    + 1 / max by (model, feature, role) (driftgauge_baseline_observations{M})\n"
+        "    + 1 / max by (model, baseline_id, feature, role) (\n"
+        f"      driftgauge_baseline_observations{{M}}{_BASELINE_ID.replace('bin, ', '')}    )\n"
         "  )\n",
     ),
 )
