@@ -47,7 +47,7 @@ FLEET_RECORDS = (
     ),
     (
         "driftgauge:fleet_psi_noise_floor:rate5m",
-        "(count by (model, baseline_id, feature, role) (driftgauge:baseline_bin_ratio{M} > 0) - 1)\n"
+        "clamp_min(count by (model, baseline_id, feature, role) (driftgauge:baseline_bin_ratio{M} > 0) - 1, 1)\n"
         "  * (\n"
         "    1 / driftgauge:fleet_observations:increase5m{M}\n"
         "    + 1 / max by (model, baseline_id, feature, role) (\n"
