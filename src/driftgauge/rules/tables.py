@@ -15,13 +15,23 @@ _BASELINE_ID = (
     "\n    * ignoring (feature, role, bin, baseline_id, created, rows) group_left (baseline_id)\n"
     "  driftgauge_baseline_info{M}\n"
 )
+# For counters: not from a sidecar whose baseline changed within the range, whose counts
+# there are partly in the old baseline's bins.
+_STEADY_BASELINE_ID = (
+    "\n    * ignoring (feature, role, bin, baseline_id, created, rows) group_left (baseline_id)\n"
+    "  (\n"
+    "    driftgauge_baseline_info{M}\n"
+    "      unless ignoring (baseline_id, created, rows)\n"
+    "    (count without (baseline_id, created, rows) (last_over_time(driftgauge_baseline_info{M}[5m])) > 1)\n"
+    "  )\n"
+)
 
 # (record, expr with {M} for the model matchers)
 FLEET_RECORDS = (
     (
         "driftgauge:bin_observations:rate5m",
         "sum by (model, baseline_id, feature, role, bin) (\n"
-        f"  rate(driftgauge_bin_observations_total{{M}}[5m]){_BASELINE_ID})\n",
+        f"  rate(driftgauge_bin_observations_total{{M}}[5m]){_STEADY_BASELINE_ID})\n",
     ),
     (
         "driftgauge:bin_share:rate5m",
@@ -43,7 +53,7 @@ FLEET_RECORDS = (
     (
         "driftgauge:fleet_observations:increase5m",
         "sum by (model, baseline_id, feature, role) (\n"
-        f"  increase(driftgauge_bin_observations_total{{M}}[5m]){_BASELINE_ID})\n",
+        f"  increase(driftgauge_bin_observations_total{{M}}[5m]){_STEADY_BASELINE_ID})\n",
     ),
     (
         "driftgauge:fleet_psi_noise_floor:rate5m",
