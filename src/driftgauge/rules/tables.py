@@ -15,12 +15,12 @@ _BASELINE_ID = (
     "\n    * ignoring (feature, role, bin, baseline_id, created, rows) group_left (baseline_id)\n"
     "  driftgauge_baseline_info{M}\n"
 )
-# For counters: not from a sidecar whose baseline changed within the range, whose counts
-# there are partly in the old baseline's bins.
+# For counters: the baseline of the range (a sidecar that left keeps its counts of the
+# range), never from a sidecar whose baseline changed within it (counts in two baselines' bins).
 _STEADY_BASELINE_ID = (
     "\n    * ignoring (feature, role, bin, baseline_id, created, rows) group_left (baseline_id)\n"
     "  (\n"
-    "    driftgauge_baseline_info{M}\n"
+    "    last_over_time(driftgauge_baseline_info{M}[5m])\n"
     "      unless ignoring (baseline_id, created, rows)\n"
     "    (count without (baseline_id, created, rows) (last_over_time(driftgauge_baseline_info{M}[5m])) > 1)\n"
     "  )\n"
