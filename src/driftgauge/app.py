@@ -235,7 +235,10 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     sidecar = app[SIDECAR_KEY]
     directory = sidecar.config.state.directory
     assert directory is not None
-    stores = [StateStore(directory, monitor) for monitor in sidecar.monitors]
+    stores = [
+        StateStore(directory, batcher.monitor, versions=batcher.versions)
+        for batcher in sidecar.batcher.batchers
+    ]
     tasks = []
     for store in stores:
         await asyncio.to_thread(store.restore)

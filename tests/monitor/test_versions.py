@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from driftgauge.config import Config, config_from_mapping
 from driftgauge.exceptions import ConfigError
 from driftgauge.exposition.collector import render_metrics
 from driftgauge.monitor.versions import OTHER_VERSION, record_version
+from driftgauge.runtime.state import StateStore
 from driftgauge.typing import Record
 from tests.helpers import base_config, training_rows, write_csv
 
@@ -169,3 +171,41 @@ def test_versions_keep_segment_positive_rates_and_disparate_impact(tmp_path: Pat
         assert rates[region] == pytest.approx(rate, abs=1e-12)
     (impact,) = [s.value for s in samples if s.name == "driftgauge_disparate_impact"]
     assert impact == pytest.approx(min(expected.values()) / max(expected.values()), abs=1e-12)
+
+
+def test_version_windows_survive_a_restart(tmp_path: Path) -> None:
+    """Each version's windows go into the model's snapshot and come back under their labels, in
+    the order the versions appeared (so the first ``top`` keep their own); later ones share
+    __other__ as before the restart."""
+    config = _config(tmp_path)
+    baseline = build_baseline(config, [write_csv(tmp_path / "train.csv", training_rows(2_000))])
+    versions = ["2", "1", "2", "3", None, "4"]
+    before = build_sidecar(config, baseline)
+    before.batcher.ingest(
+        [_record(v, alcohol=12.0 + i / 4, rid=f"r{i}") for i, v in enumerate(versions)]
+    )
+    [saved] = before.batcher.batchers
+    StateStore(tmp_path / "state", saved.monitor, versions=saved.versions).save()
+    after = build_sidecar(config, baseline)
+    [again] = after.batcher.batchers
+    assert StateStore(tmp_path / "state", again.monitor, versions=again.versions).restore()
+
+    def windows(sidecar: Any) -> dict[str, dict[str, tuple[int, list[int]]]]:
+        now = time.time()
+        return {
+            m.version: {
+                label: (int(s["alcohol"].count), s["alcohol"].bins.tolist())
+                for label, s in m.merged_windows(now).items()
+            }
+            for m in sidecar.batcher.all_monitors()
+        }
+
+    assert list(windows(after)) == ["", "2", "1", OTHER_VERSION]
+    assert {v: w["5m"][0] for v, w in windows(after).items()} == {
+        "": 1,
+        "2": 2,
+        "1": 1,
+        OTHER_VERSION: 2,
+    }
+    assert windows(after) == windows(before)
+    assert again.versions is not None and again.versions.monitor_for("5").version == OTHER_VERSION

@@ -1,8 +1,8 @@
 """State that survives restarts: live windows and held predictions, snapshotted atomically.
 
 The snapshot holds every window's slices (drift sketches and bin counts, the
-per-segment counts, the performance statistics) and the predictions waiting
-for labels.  It is written on an interval and at shutdown: to a temporary
+per-segment counts, the performance statistics), those of each model
+version's monitor, and the predictions waiting for labels.  It is written on an interval and at shutdown: to a temporary
 file in the state directory, fsynced, then renamed over the old one, so a
 crash leaves either the old or the new snapshot, never half of one.  A
 rolling restart therefore loses at most one interval of observations, a
@@ -40,6 +40,7 @@ from driftgauge.atomic import remove_leftovers, write_atomically
 from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.segments import SegmentCounts
 from driftgauge.monitor.tracker import HoldsState, Tracker
+from driftgauge.monitor.versions import ModelVersions
 from driftgauge.sketches.codec import decode_summary, encode_summary, int_array
 from driftgauge.sketches.summary import CategoricalSummary, NumericSummary
 from driftgauge.sketches.window import Mergeable, Slice, SlicedWindow
@@ -281,15 +282,72 @@ def _window_key(tracker: Tracker) -> str:
     return "windows" if tracker.name == "fields" else tracker.name
 
 
+def _trackers_document(monitor: Monitor) -> dict[str, Any]:
+    """Every tracker's windows (and held state) of ``monitor``, keyed as snapshots name them."""
+    document: dict[str, Any] = {}
+    # Locks are held only to copy references and encode the newest slices: ingestion
+    # (on the proxy's loop) waits on them, so the heavy encoding happens after.
+    for tracker in monitor.trackers:
+        held: Any = None
+        with tracker.locked():
+            windows = _capture(tracker.windows)
+            if isinstance(tracker, HoldsState):
+                held = tracker.copy_held()
+        document[_window_key(tracker)] = _encode_windows(windows)
+        if isinstance(tracker, HoldsState):
+            document[tracker.held_key] = tracker.encode_held(held)
+    return document
+
+
+# A monitor's decoded snapshot: per tracker key, its windows' slices and its held state.
+Decoded = dict[str, tuple[dict[str, list[Slice[Any]]], Any]]
+
+
+def _decode_trackers(
+    monitor: Monitor, document: Mapping[str, Any], slice_seconds: Mapping[str, Any], now: float
+) -> Decoded:
+    """Decode ``document``'s windows (and held state) for ``monitor``'s trackers; apply nothing."""
+    decoded: Decoded = {}
+    for tracker in monitor.trackers:
+        key = _window_key(tracker)
+        if key not in document:
+            if tracker.name == "fields":
+                raise KeyError(key)
+            continue  # a tracker configured since the snapshot starts empty
+        restored = _decode_windows(tracker.windows, document[key], slice_seconds, now)
+        held = None
+        if isinstance(tracker, HoldsState) and tracker.held_key in document:
+            held = tracker.decode_held(document[tracker.held_key])
+        decoded[key] = (restored, held)
+    return decoded
+
+
+def _restore_trackers(monitor: Monitor, decoded: Decoded) -> None:
+    for tracker in monitor.trackers:
+        key = _window_key(tracker)
+        if key not in decoded:
+            continue
+        restored, held = decoded[key]
+        for label, pieces in restored.items():
+            tracker.windows[label].restore(pieces)
+        if held is not None and isinstance(tracker, HoldsState):
+            tracker.restore_held(held)
+
+
 class StateStore:
-    """Snapshots one monitor (and its segments and outcomes) under ``directory``."""
+    """Snapshots one monitor (its segments and outcomes, and its ``versions``' monitors)."""
 
     def __init__(
-        self, directory: Path, monitor: Monitor, clock: Callable[[], float] = time.time
+        self,
+        directory: Path,
+        monitor: Monitor,
+        clock: Callable[[], float] = time.time,
+        versions: ModelVersions | None = None,
     ) -> None:
         self.directory = directory
         self.monitor = monitor
         self.clock = clock
+        self.versions = versions
         self.path = directory / state_file_name(monitor.config.model)
 
     def _document(self) -> dict[str, Any]:
@@ -302,18 +360,12 @@ class StateStore:
             "saved": self.clock(),
             # Slice indexes count slices of this length (window_slices may change by the restart).
             "slice_seconds": {w.label: w.slice_seconds for w in monitor.config.windows},
+            **_trackers_document(monitor),
         }
-        # Locks are held only to copy references and encode the newest slices: ingestion
-        # (on the proxy's loop) waits on them, so the heavy encoding happens after.
-        for tracker in monitor.trackers:
-            held: Any = None
-            with tracker.locked():
-                windows = _capture(tracker.windows)
-                if isinstance(tracker, HoldsState):
-                    held = tracker.copy_held()
-            document[_window_key(tracker)] = _encode_windows(windows)
-            if isinstance(tracker, HoldsState):
-                document[tracker.held_key] = tracker.encode_held(held)
+        if self.versions is not None:  # in the order they appeared, which gave them their labels
+            document["versions"] = {
+                each.version: _trackers_document(each) for each in self.versions.monitors[1:]
+            }
         return document
 
     def save(self) -> None:
@@ -380,24 +432,26 @@ class StateStore:
 
     def _apply(self, document: Mapping[str, Any]) -> None:
         """Decode everything first, then apply: a bad snapshot changes nothing."""
-        groups: list[tuple[Mapping[str, SlicedWindow[Any]], dict[str, list[Slice[Any]]]]] = []
         now = self.monitor.clock()  # the clock the windows run on
-        held: list[tuple[HoldsState, Any]] = []
-        for tracker in self.monitor.trackers:
-            key = _window_key(tracker)
-            if key not in document:
-                if tracker.name == "fields":
-                    raise KeyError(key)
-                continue  # a tracker configured since the snapshot starts empty
-            slice_seconds = document.get("slice_seconds", {})  # not in snapshots before it
-            if not isinstance(slice_seconds, dict):
-                raise ValueError(f"slice_seconds is {slice_seconds!r}, not a table")
-            restored = _decode_windows(tracker.windows, document[key], slice_seconds, now)
-            groups.append((tracker.windows, restored))
-            if isinstance(tracker, HoldsState) and tracker.held_key in document:
-                held.append((tracker, tracker.decode_held(document[tracker.held_key])))
-        for windows, restored in groups:
-            for label, pieces in restored.items():
-                windows[label].restore(pieces)
-        for holder, decoded in held:
-            holder.restore_held(decoded)
+        slice_seconds = document.get("slice_seconds", {})  # not in snapshots before it
+        if not isinstance(slice_seconds, dict):
+            raise ValueError(f"slice_seconds is {slice_seconds!r}, not a table")
+        model = _decode_trackers(self.monitor, document, slice_seconds, now)
+        saved = document.get("versions", {})  # not in snapshots before versions were saved
+        if not isinstance(saved, dict):
+            raise ValueError(f"versions is {type(saved).__name__}, not a table")
+        versions: list[tuple[str, Decoded]] = []
+        if self.versions is not None:
+            for label, part in saved.items():
+                # A version's trackers are the model's but its outcomes: decoded against them.
+                decoded = _decode_trackers(self.monitor, part, slice_seconds, now)
+                versions.append((str(label), decoded))
+        _restore_trackers(self.monitor, model)
+        restored: set[int] = set()
+        for label, decoded in versions:
+            assert self.versions is not None
+            monitor = self.versions.monitor_for(label)
+            # With fewer versions configured since, later ones share __other__: the first kept.
+            if id(monitor) not in restored:
+                restored.add(id(monitor))
+                _restore_trackers(monitor, decoded)
