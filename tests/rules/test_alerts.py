@@ -130,6 +130,22 @@ def test_default_drift_rules_are_the_shipped_ones(tmp_path: Path) -> None:
         assert _unmodelled(expr) == " ".join(shipped[key].split()), key
 
 
+def test_generated_rules_record_every_shipped_recording_rule(tmp_path: Path) -> None:
+    """Shipped and generated rules define the same recording-rule names (README: load one of
+    them); the version excess is the shipped PromQL for the config's model."""
+    shipped_groups = yaml.safe_load(SHIPPED_RULES.read_text(encoding="utf-8"))["groups"]
+    shipped = {r["record"]: r["expr"] for g in shipped_groups for r in g["rules"] if "record" in r}
+    generated = {
+        r["record"]: r["expr"]
+        for g in render_rules(models_of(_config(tmp_path)))["groups"]
+        for r in g["rules"]
+        if "record" in r
+    }
+    assert set(shipped) <= set(generated)
+    excess = "driftgauge:psi_version_excess"
+    assert _unmodelled(generated[excess]) == " ".join(shipped[excess].split())
+
+
 @pytest.mark.parametrize(
     ("windows", "expected"),
     [(["1m"], 60), (["30s"], 60), (["5m", "1h"], 300), (["15m", "6h", "1d"], 900), (["6h"], 900)],

@@ -2,8 +2,8 @@
 
 A KServe v2 model server answers ``/v2/models/wine/versions/{1,2}/infer``
 with the version in ``model_version``; the sidecar (``versions: {top: 2}``)
-keeps a monitor per version; Prometheus scrapes it and evaluates the shipped
-``driftgauge:psi_version_excess`` recording rule: the canary (version 2, its
+keeps a monitor per version; Prometheus scrapes it and evaluates the
+``driftgauge:psi_version_excess`` recording rule, shipped and generated: the canary (version 2, its
 alcohol shifted) stands out, the stable version reads no excess.
 """
 
@@ -18,6 +18,9 @@ import numpy as np
 import pytest
 from aiohttp import web
 
+from driftgauge.config import load_config
+from driftgauge.rules.alerts import models_of, render_rules
+from driftgauge.rules.writing import dump_yaml
 from tests.e2e_support import BackgroundLoop, sidecar, write_baseline, write_config
 from tests.helpers import base_config, free_port, wait_for
 from tests.servers import prometheus
@@ -96,17 +99,24 @@ def test_a_canary_version_drifts_apart_from_stable(tmp_path: Path) -> None:
     with BackgroundLoop() as loop:
         loop.serve(_model_server(), upstream_port)
         with sidecar(config_path, tmp_path / "driftgauge.log"):
-            _send_and_compare(proxy_port, metrics, rng, tmp_path)
+            generated = tmp_path / "generated.rules.yml"
+            generated.write_text(dump_yaml(render_rules(models_of(load_config(config_path)))))
+            _send_and_compare(proxy_port, metrics, rng, tmp_path, [RULES, generated])
 
 
 def _send_and_compare(
-    proxy_port: int, metrics: str, rng: np.random.Generator, tmp_path: Path
+    proxy_port: int, metrics: str, rng: np.random.Generator, tmp_path: Path, rules: list[Path]
 ) -> None:
     for _ in range(REQUESTS):
         for version, shift in (("1", 0.0), ("2", 2.0)):
             url = f"http://127.0.0.1:{proxy_port}/v2/models/wine/versions/{version}/infer"
             assert _post(url, _request(rng, shift))["model_version"] == version
-    with prometheus(tmp_path / "prometheus", [metrics], rule_files=[RULES]) as server:
+    for rule_file in rules:
+        _compare(metrics, tmp_path / f"prometheus-{rule_file.stem}", rule_file)
+
+
+def _compare(metrics: str, directory: Path, rule_file: Path) -> None:
+    with prometheus(directory, [metrics], rule_files=[rule_file]) as server:
 
         def excess() -> dict[str, float] | None:
             found = {

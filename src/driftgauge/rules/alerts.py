@@ -39,7 +39,13 @@ from driftgauge.rules.gate import (
     readiness_records,
 )
 from driftgauge.rules.promql import go_template_text, matchers, num
-from driftgauge.rules.tables import FLEET_RECORDS, PERFORMANCE, QUALITY, SERVICE
+from driftgauge.rules.tables import (
+    FLEET_RECORDS,
+    PERFORMANCE,
+    QUALITY,
+    SERVICE,
+    VERSION_RECORDS,
+)
 
 __all__ = [
     "SIDECAR_MEMORY",
@@ -299,7 +305,8 @@ def _fixed(
 
 
 def model_groups(model: ModelRules) -> list[dict[str, Any]]:
-    """The rule groups of one model: fleet recording rules, drift, data quality, performance.
+    """The rule groups of one model: fleet recording rules, drift, version excess, data quality,
+    performance.
 
     The service alerts are the sidecar's (:func:`render_rules`), not the model's.
     """
@@ -316,6 +323,17 @@ def model_groups(model: ModelRules) -> list[dict[str, Any]]:
     return [
         {"name": f"driftgauge-fleet{suffix}", "interval": "30s", "rules": records},
         {"name": f"driftgauge-drift{suffix}", "rules": alerts.drift()},
+        {
+            "name": f"driftgauge-versions{suffix}",
+            "rules": [
+                {
+                    "record": name,
+                    "expr": _fill(expr, alerts.model_matcher),
+                    "labels": {"model": model.model},
+                }
+                for name, expr in VERSION_RECORDS
+            ],
+        },
         {"name": f"driftgauge-data-quality{suffix}", "rules": _fixed(alerts, QUALITY)},
         {
             "name": f"driftgauge-performance{suffix}",

@@ -8,7 +8,7 @@ and adds the config's labels, severities and runbook links).
 
 from __future__ import annotations
 
-__all__ = ["FLEET_RECORDS", "NOT_LOST", "PERFORMANCE", "QUALITY", "SERVICE"]
+__all__ = ["FLEET_RECORDS", "NOT_LOST", "PERFORMANCE", "QUALITY", "SERVICE", "VERSION_RECORDS"]
 
 # The baseline_id of each series' sidecar, joined in: fleet PSI is per model and baseline.
 _BASELINE_ID = (
@@ -67,6 +67,17 @@ FLEET_RECORDS = (
 )
 
 # driftgauge_dropped_total reasons that lose no drift observation (DriftgaugeObservationsDropped).
+# A version's PSI above the least-drifted version's (same model, field and window): 0 for the
+# stable version, the canary's own drift when only the canary moved.  No series without versions.
+VERSION_RECORDS = (
+    (
+        "driftgauge:psi_version_excess",
+        'driftgauge_psi{M, version!=""}\n'
+        "  - on (model, feature, role, window) group_left\n"
+        'min by (model, feature, role, window) (driftgauge_psi{M, version!=""})\n',
+    ),
+)
+
 NOT_LOST = "sampled|feedback_expired|feedback_no_id"
 
 # (name, expr with {M} for the model matchers, for, level, summary, description)
