@@ -42,7 +42,7 @@ from driftgauge.monitor.route import Router
 from driftgauge.monitor.versions import ModelVersions
 from driftgauge.protocols import make_adapter
 from driftgauge.runtime.consumer import BEHIND_SECONDS, consume
-from driftgauge.runtime.state import StateStore
+from driftgauge.runtime.state import StateStore, stray_snapshots
 from driftgauge.sources.cloudevents import CloudEventsSource
 from driftgauge.sources.proxy import ProxyServer, RecordQueue
 from driftgauge.sources.sampling import Sampler
@@ -239,6 +239,14 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
         StateStore(directory, batcher.monitor, versions=batcher.versions)
         for batcher in sidecar.batcher.batchers
     ]
+    stray = await asyncio.to_thread(stray_snapshots, directory, (s.path for s in stores))
+    if stray:
+        log.warning(
+            "state snapshots of no configured model in %s (a renamed or removed model's; "
+            "nothing reads them): %s",
+            directory,
+            ", ".join(path.name for path in stray),
+        )
     tasks = []
     for store in stores:
         await asyncio.to_thread(store.restore)

@@ -24,7 +24,7 @@ from driftgauge.baseline import Baseline
 from driftgauge.config import Config
 from driftgauge.monitor import Monitor
 from driftgauge.monitor.pending import PendingRows
-from driftgauge.runtime.state import StateStore, pack, state_file_name, unpack
+from driftgauge.runtime.state import StateStore, pack, state_file_name, stray_snapshots, unpack
 from driftgauge.sketches import NumericSummary
 from driftgauge.typing import Extracted
 from tests.feedback_support import (
@@ -557,3 +557,14 @@ def test_slices_saved_under_a_clock_ahead_expire_with_the_window(
     # 5m in 30 s slices: the rows of NOW's slice are gone 5m later, those of NOW + 200 stay
     assert restored.merged_windows(NOW + 300)["5m"]["alcohol"].count == 50
     assert restored.merged_windows(NOW + 500)["5m"]["alcohol"].count == 0
+
+
+def test_snapshots_no_store_writes_are_named(tmp_path: Path) -> None:
+    """A renamed model's snapshot is stray; the stores' own, other files and folders are not."""
+    directory = tmp_path / "state"
+    directory.mkdir()
+    for name in ("wine.state", "old%20name.state", "wine.state.corrupt-1", "tail.offset"):
+        (directory / name).write_bytes(b"x")
+    kept = [directory / state_file_name("wine"), directory / state_file_name("new")]
+    assert stray_snapshots(directory, kept) == [directory / "old%20name.state"]
+    assert stray_snapshots(tmp_path / "missing", kept) == []

@@ -32,7 +32,7 @@ import os
 import time
 import urllib.parse
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ __all__ = [
     "encode",
     "pack",
     "state_file_name",
+    "stray_snapshots",
     "unpack",
 ]
 
@@ -275,6 +276,20 @@ def state_file_name(model: str) -> str:
         digest = hashlib.sha256(model.encode()).hexdigest()[:32]
         name = f"model-{digest}"
     return f"{name}.state"
+
+
+def stray_snapshots(directory: Path, kept: Iterable[Path]) -> list[Path]:
+    """The snapshots in ``directory`` that no store in ``kept`` writes, by name.
+
+    A renamed or removed model leaves its ``.state`` file behind: nothing
+    reads it again, so the sidecar names it once at start.
+    """
+    owned = {path.name for path in kept}
+    try:
+        found = sorted(directory.glob("*.state"))
+    except OSError:  # an unreadable directory fails the snapshot with its own line
+        return []
+    return [path for path in found if path.name not in owned]
 
 
 def _window_key(tracker: Tracker) -> str:
