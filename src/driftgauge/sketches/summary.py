@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -158,19 +158,30 @@ def to_categories(
     return np.asarray(kept, dtype=np.str_) if kept else np.empty(0, dtype=np.str_), missing
 
 
+def _each_row(
+    values: Sequence[Any] | npt.NDArray[Any],
+    lookup: Callable[[npt.NDArray[np.str_]], npt.NDArray[Any]],
+    missing: int,
+    dtype: type[np.integer[Any]],
+) -> npt.NDArray[Any]:
+    """``lookup`` of each row's canonical category, ``missing`` where the value is missing
+    (rows stay aligned)."""
+    strings, whole = category_strings(values)
+    if whole:  # no missing value: read by numpy at once, as to_categories does
+        return lookup(canonical_strings(strings))
+    result = np.full(len(values), missing, dtype=dtype)
+    present = [i for i, v in enumerate(values) if v is not None]
+    if present:
+        texts = np.asarray([canonical_category(values[i]) for i in present], dtype=np.str_)
+        result[present] = lookup(texts)
+    return result
+
+
 def category_indexes(
     values: Sequence[Any] | npt.NDArray[Any], binning: CategoricalBinning
 ) -> npt.NDArray[np.intp]:
     """Each row's bucket in ``binning``, -1 where the value is missing (rows stay aligned)."""
-    strings, whole = category_strings(values)
-    if whole:  # no missing value: read by numpy at once, as to_categories does
-        return binning.indexes(canonical_strings(strings))
-    result = np.full(len(values), -1, dtype=np.intp)
-    present = [i for i, v in enumerate(values) if v is not None]
-    if present:
-        texts = np.asarray([canonical_category(values[i]) for i in present], dtype=np.str_)
-        result[present] = binning.indexes(texts)
-    return result
+    return _each_row(values, binning.indexes, -1, np.intp)
 
 
 def category_key(text: str) -> int:
@@ -185,15 +196,7 @@ def category_key(text: str) -> int:
 
 def category_keys(values: Sequence[Any] | npt.NDArray[Any]) -> npt.NDArray[np.int64]:
     """Each row's :func:`category_key`, 0 where the value is missing (rows stay aligned)."""
-    strings, whole = category_strings(values)
-    if whole:
-        return _keys(canonical_strings(strings))
-    result = np.zeros(len(values), dtype=np.int64)
-    present = [i for i, v in enumerate(values) if v is not None]
-    if present:
-        texts = np.asarray([canonical_category(values[i]) for i in present], dtype=np.str_)
-        result[present] = _keys(texts)
-    return result
+    return _each_row(values, _keys, 0, np.int64)
 
 
 def _keys(texts: npt.NDArray[np.str_]) -> npt.NDArray[np.int64]:
