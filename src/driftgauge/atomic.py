@@ -23,7 +23,8 @@ __all__ = ["remove_leftovers", "write_atomically"]
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
-def _temporaries(path: Path, tag: str) -> Path:
+def _temporary_name(path: Path, tag: str) -> Path:
+    """The temporary file of one write of ``path`` (``tag``: its random part, or a glob)."""
     return path.with_name(f".{path.name}.{tag}.tmp")
 
 
@@ -33,7 +34,7 @@ def _create_temporary(path: Path, mode: int) -> tuple[int, Path]:
     Not ``tempfile.mkstemp``: it creates every file 0600 whatever the umask.
     """
     for _ in range(100):
-        temporary = _temporaries(path, secrets.token_hex(6))
+        temporary = _temporary_name(path, secrets.token_hex(6))
         try:
             return os.open(temporary, _FLAGS, mode), temporary
         except FileExistsError:
@@ -72,7 +73,7 @@ def remove_leftovers(path: Path) -> int:
 
     Only for a file one process writes: another writer's temporary would go too.
     """
-    pattern = str(_temporaries(Path(glob.escape(str(path))), "*"))
+    pattern = str(_temporary_name(Path(glob.escape(str(path))), "*"))
     removed = 0
     for leftover in glob.glob(pattern):
         with contextlib.suppress(FileNotFoundError):

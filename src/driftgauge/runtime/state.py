@@ -2,8 +2,9 @@
 
 The snapshot holds every window's slices (drift sketches and bin counts, the
 per-segment counts, the performance statistics), those of each model
-version's monitor, and the predictions waiting for labels.  It is written on an interval and at shutdown: to a temporary
-file in the state directory, fsynced, then renamed over the old one, so a
+version's monitor, and the predictions waiting for labels.  It is written
+on an interval and at shutdown: to a temporary file in the state
+directory, fsynced, then renamed over the old one, so a
 crash leaves either the old or the new snapshot, never half of one.  A
 rolling restart therefore loses at most one interval of observations, a
 clean shutdown none.
@@ -455,18 +456,17 @@ class StateStore:
         saved = document.get("versions", {})  # not in snapshots before versions were saved
         if not isinstance(saved, dict):
             raise ValueError(f"versions is {type(saved).__name__}, not a table")
-        versions: list[tuple[str, Decoded]] = []
-        if self.versions is not None:
-            for label, part in saved.items():
-                # A version's trackers are the model's but its outcomes: decoded against them.
-                decoded = _decode_trackers(self.monitor, part, slice_seconds, now)
-                versions.append((str(label), decoded))
+        # A version's trackers are the model's but its outcomes: decoded against them.
+        versions = [
+            (str(label), _decode_trackers(self.monitor, part, slice_seconds, now))
+            for label, part in (saved.items() if self.versions is not None else ())
+        ]
         _restore_trackers(self.monitor, model)
-        restored: set[int] = set()
+        restored: set[Monitor] = set()
         for label, decoded in versions:
-            assert self.versions is not None
+            assert self.versions is not None  # no versions decoded otherwise
             monitor = self.versions.monitor_for(label)
             # With fewer versions configured since, later ones share __other__: the first kept.
-            if id(monitor) not in restored:
-                restored.add(id(monitor))
+            if monitor not in restored:
+                restored.add(monitor)
                 _restore_trackers(monitor, decoded)
