@@ -10,20 +10,26 @@ from __future__ import annotations
 
 __all__ = ["FLEET_RECORDS", "NOT_LOST", "PERFORMANCE", "QUALITY", "SERVICE", "VERSION_RECORDS"]
 
-# The baseline_id of each series' sidecar, joined in: fleet PSI is per model and baseline.
-_BASELINE_ID = (
-    "\n    * ignoring (feature, role, bin, baseline_id, created, rows) group_left (baseline_id)\n"
-    "  driftgauge_baseline_info{M}\n"
-)
+
+def _with_baseline_id(ignored: str, info: str = "driftgauge_baseline_info{M}") -> str:
+    """The baseline_id of each series' sidecar, joined in from ``info`` (fleet PSI is per model
+    and baseline); ``ignored``: the series' own labels besides the model's."""
+    return (
+        f"\n    * ignoring ({ignored}, baseline_id, created, rows) group_left (baseline_id)\n"
+        f"  {info}\n"
+    )
+
+
+_BASELINE_ID = _with_baseline_id("feature, role, bin")
 # For counters: the baseline of the range (a sidecar that left keeps its counts of the
 # range), never from a sidecar whose baseline changed within it (counts in two baselines' bins).
-_STEADY_BASELINE_ID = (
-    "\n    * ignoring (feature, role, bin, baseline_id, created, rows) group_left (baseline_id)\n"
-    "  (\n"
+_STEADY_BASELINE_ID = _with_baseline_id(
+    "feature, role, bin",
+    "(\n"
     "    last_over_time(driftgauge_baseline_info{M}[5m])\n"
     "      unless ignoring (baseline_id, created, rows)\n"
     "    (count without (baseline_id, created, rows) (last_over_time(driftgauge_baseline_info{M}[5m])) > 1)\n"
-    "  )\n"
+    "  )",
 )
 
 # (record, expr with {M} for the model matchers)
@@ -61,12 +67,11 @@ FLEET_RECORDS = (
         "  * (\n"
         "    1 / driftgauge:fleet_observations:increase5m{M}\n"
         "    + 1 / max by (model, baseline_id, feature, role) (\n"
-        f"      driftgauge_baseline_observations{{M}}{_BASELINE_ID.replace('bin, ', '')}    )\n"
+        f"      driftgauge_baseline_observations{{M}}{_with_baseline_id('feature, role')}    )\n"
         "  )\n",
     ),
 )
 
-# driftgauge_dropped_total reasons that lose no drift observation (DriftgaugeObservationsDropped).
 # A version's PSI above the least-drifted version's (same model, field and window): 0 for the
 # stable version, the canary's own drift when only the canary moved.  No series without versions.
 VERSION_RECORDS = (
@@ -78,6 +83,7 @@ VERSION_RECORDS = (
     ),
 )
 
+# driftgauge_dropped_total reasons that lose no drift observation (DriftgaugeObservationsDropped).
 NOT_LOST = "sampled|feedback_expired|feedback_no_id"
 
 # (name, expr with {M} for the model matchers, for, level, summary, description)
