@@ -311,29 +311,23 @@ def model_groups(model: ModelRules) -> list[dict[str, Any]]:
     The service alerts are the sidecar's (:func:`render_rules`), not the model's.
     """
     alerts = _Alerts(model)
-    records = [
-        {
-            "record": name,
-            "expr": _fill(expr, alerts.model_matcher),
-            "labels": {"model": model.model},
-        }
-        for name, expr in FLEET_RECORDS
-    ]
+
+    def records(table: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        # The model label too: promtool refuses two rules of one name and the same labels.
+        return [
+            {
+                "record": name,
+                "expr": _fill(expr, alerts.model_matcher),
+                "labels": {"model": model.model},
+            }
+            for name, expr in table
+        ]
+
     suffix = f":{model.model}"
     return [
-        {"name": f"driftgauge-fleet{suffix}", "interval": "30s", "rules": records},
+        {"name": f"driftgauge-fleet{suffix}", "interval": "30s", "rules": records(FLEET_RECORDS)},
         {"name": f"driftgauge-drift{suffix}", "rules": alerts.drift()},
-        {
-            "name": f"driftgauge-versions{suffix}",
-            "rules": [
-                {
-                    "record": name,
-                    "expr": _fill(expr, alerts.model_matcher),
-                    "labels": {"model": model.model},
-                }
-                for name, expr in VERSION_RECORDS
-            ],
-        },
+        {"name": f"driftgauge-versions{suffix}", "rules": records(VERSION_RECORDS)},
         {"name": f"driftgauge-data-quality{suffix}", "rules": _fixed(alerts, QUALITY)},
         {
             "name": f"driftgauge-performance{suffix}",
