@@ -173,6 +173,12 @@ def predictions_for(rows: Sequence[Mapping[str, Any]], regression: bool = False)
     return answers
 
 
+def tail_line(ts: float, request_id: str, rows: list[dict[str, Any]], answer: list[Any]) -> str:
+    """A tailed log's line: the KServe v1 request for ``rows`` and the model's ``answer``."""
+    request, response = {"instances": rows}, {"predictions": answer}
+    return json.dumps({"ts": ts, "id": request_id, "request": request, "response": response})
+
+
 def record(
     rows: list[dict[str, Any]], request_id: str | None, regression: bool = False, **request: Any
 ) -> Record:

@@ -39,6 +39,7 @@ from tests.feedback_support import (
     running,
     samples,
     score,
+    tail_line,
     truth_for,
     value,
     wire,
@@ -879,16 +880,7 @@ async def test_tail_source_with_feedback_tail_yields_performance(
         if start == 0:
             del rows[0]["ash"]  # one row lacks a feature: counted missing
         answer = predictions_for(rows)
-        log_lines.append(
-            json.dumps(
-                {
-                    "ts": T0,
-                    "id": f"log-{start}",
-                    "request": {"instances": rows},
-                    "response": {"predictions": answer},
-                }
-            )
-        )
+        log_lines.append(tail_line(T0, f"log-{start}", rows, answer))
         for j in range(4):
             truth.append("b" if (start + j) % 3 else "a")
             predicted.append(answer[j]["class"])
@@ -1112,16 +1104,7 @@ async def test_labels_read_before_their_predictions_wait_for_them(
     for i in range(count):
         rows = instances(columns, i, i + 1)
         answer = predictions_for(rows)
-        log_lines.append(
-            json.dumps(
-                {
-                    "ts": T0,
-                    "id": f"q{i}",
-                    "request": {"instances": rows},
-                    "response": {"predictions": answer},
-                }
-            )
-        )
+        log_lines.append(tail_line(T0, f"q{i}", rows, answer))
         truth.append(truth_for(rows[0]["alcohol"], rng))
         predicted.append(answer[0]["class"])
         label_lines.append(json.dumps({"id": f"q{i}", "label": truth[-1]}))
