@@ -493,15 +493,15 @@ async def test_malformed_request_gets_400_and_others_are_still_served(
     "head",
     [
         b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-        b"POST /v1/models/wine:predict HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
-        b"Upgrade: h2c\r\nContent-Length: 2\r\n\r\n{}",
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c, websocket\r\n\r\n",
+        b"CONNECT model:80 HTTP/1.1\r\nHost: model:80\r\n\r\n",
     ],
-    ids=["websocket", "h2c"],
+    ids=["websocket", "h2c or websocket", "CONNECT"],
 )
 async def test_protocol_upgrade_gets_400_and_never_reaches_upstream(
     proxy: Proxy, upstream: Upstream, head: bytes
 ) -> None:
-    """A protocol upgrade (WebSocket, h2c) is answered 400 and closed, not forwarded."""
+    """A protocol upgrade other than h2c (WebSocket, CONNECT) is answered 400 and closed."""
     async with raw_client(proxy.port) as client:
         await client.send(head)
         response = await client.response()
@@ -510,6 +510,47 @@ async def test_protocol_upgrade_gets_400_and_never_reaches_upstream(
     assert json.loads(response.body)["error"]
     assert upstream.seen == []
     assert proxy.sample("driftgauge_client_errors_total", reason="upgrade_unsupported") == 1
+
+
+# As curl --http2 sends it on a plain connection.
+H2C_OFFER = (
+    b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+    b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+)
+
+
+async def test_an_h2c_offer_is_answered_as_http11_and_monitored(
+    proxy: Proxy, upstream: Upstream
+) -> None:
+    """An offer of h2c is ignored (RFC 9113, 3.2): the request, body and all, goes upstream as
+    HTTP/1.1 without the offer's headers, is monitored, and the request pipelined after it is
+    answered too; a chunked body arriving after the head's read is read whole."""
+    body = instances(2)
+    async with raw_client(proxy.port) as client:
+        await client.send(
+            b"POST %s HTTP/1.1\r\nHost: p\r\n%sContent-Length: %d\r\n\r\n%s"
+            % (PREDICT.encode(), H2C_OFFER, len(body), body)
+            + b"GET /doc HTTP/1.1\r\nHost: p\r\n\r\n"
+        )
+        predicted = await client.response()
+        doc = await client.response()
+        # HTTP2-Settings not named in Connection, the chunked body in a later read.
+        await client.send(
+            b"POST /echo HTTP/1.1\r\nHost: p\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+            b"HTTP2-Settings: AAMAAABk\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        await asyncio.sleep(0.05)
+        await client.send(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+        echoed = await client.response()
+    assert (predicted.status, json.loads(predicted.body)) == (200, {"predictions": ["b", "b"]})
+    assert (doc.status, doc.body) == (200, DOC)
+    assert (echoed.status, echoed.body) == (200, b"abcde")
+    assert [seen.target for seen in upstream.seen] == [PREDICT, "/doc", "/echo"]
+    assert [upstream.seen[0].body, upstream.seen[2].body] == [body, b"abcde"]
+    for seen in upstream.seen:
+        assert not seen.names & {"upgrade", "http2-settings", "connection"}
+    await until(lambda: proxy.sidecar.monitor.rows_total == 2, what="the two rows")
+    assert proxy.sample("driftgauge_client_errors_total", reason="upgrade_unsupported") == 0
 
 
 # -- upstream faults ---------------------------------------------------------------

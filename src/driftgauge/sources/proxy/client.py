@@ -16,7 +16,13 @@ import httptools
 
 from driftgauge.sources.proxy.cycle import Cycle
 from driftgauge.sources.proxy.flow import FlowControl
-from driftgauge.sources.proxy.heads import BODY_METHODS, CONTINUE, error_response, request_head
+from driftgauge.sources.proxy.heads import (
+    BODY_METHODS,
+    CONTINUE,
+    error_response,
+    h2c_replay,
+    request_head,
+)
 
 if TYPE_CHECKING:
     from driftgauge.sources.proxy.server import ProxyServer
@@ -43,6 +49,7 @@ class ClientProtocol(asyncio.Protocol):
         self.held_upstream: list[bytes] | None = None  # likewise towards the upstream
         self.closing = False
         self.draining = False
+        self.replay: bytes | None = None  # an ignored h2c offer's head, to parse again without it
 
     # -- client transport -------------------------------------------------
 
@@ -70,7 +77,7 @@ class ClientProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.held_upstream = []
         try:
-            self.parser.feed_data(data)
+            self.feed(data)
         except httptools.HttpParserUpgrade:
             self.flush_upstream()
             self._reject(400, "upgrade_unsupported", "protocol upgrades are not proxied")
@@ -79,6 +86,24 @@ class ClientProtocol(asyncio.Protocol):
             self._reject(400, "bad_request", "malformed HTTP request")
         else:
             self.flush_upstream()
+
+    def feed(self, data: bytes) -> None:
+        """Parse ``data``; an offer to upgrade to h2c is parsed again as the HTTP/1.1 request it also is.
+
+        The parser stops after the head of any upgrade request, leaving its body
+        unread; for an h2c offer the head is fed again without ``Upgrade`` to a
+        new parser, followed by what came after it.
+        """
+        while True:
+            try:
+                self.parser.feed_data(data)
+                return
+            except httptools.HttpParserUpgrade as upgrade:
+                replay, self.replay = self.replay, None
+                if replay is None:
+                    raise
+                self.parser = httptools.HttpRequestParser(self)
+                data = replay + data[upgrade.args[0] :]
 
     def eof_received(self) -> bool | None:
         # A client may half-close after its last request: answer what is in flight, then close.
@@ -185,7 +210,12 @@ class ClientProtocol(asyncio.Protocol):
         server = self.server
         parser = self.parser
         if parser.should_upgrade():
-            # Never started: the parser stops after this message and data_received answers 400.
+            # Never started: the parser stops after this head. An h2c offer is then parsed again
+            # without it (RFC 9113, 3.2: a server without HTTP/2 answers as if it were absent);
+            # any other upgrade (WebSocket, CONNECT) is answered 400 by data_received.
+            self.replay = h2c_replay(
+                parser.get_method(), cycle.url, parser.get_http_version(), cycle.headers
+            )
             self.current = None
             return
         cycle.method = method = parser.get_method()

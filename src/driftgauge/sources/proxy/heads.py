@@ -13,6 +13,7 @@ __all__ = [
     "HOP_BY_HOP",
     "STATUS_LINES",
     "error_response",
+    "h2c_replay",
     "request_head",
     "response_head",
 ]
@@ -20,6 +21,7 @@ __all__ = [
 HOP_BY_HOP = frozenset(
     {
         b"connection",
+        b"http2-settings",
         b"keep-alive",
         b"proxy-authenticate",
         b"proxy-authorization",
@@ -48,6 +50,31 @@ STATUS_LINES = {status: _status_line(status) for status in range(100, 600)}
 """``HTTP/1.1 <status> <phrase>\\r\\n`` for a status the upstream gave without a reason."""
 
 RequestHead = tuple[bytes, bool, int | None, bool, str | None, bool]
+
+
+def h2c_replay(
+    method: bytes, url: bytes, version: str, headers: list[tuple[bytes, bytes]]
+) -> bytes | None:
+    """The head of an upgrade request without ``Upgrade``, when it offers h2c alone; else None.
+
+    Parsed again, the request is the HTTP/1.1 request it also is; the
+    ``Connection`` tokens naming the upgrade go with the other hop-by-hop
+    headers when :func:`request_head` builds the upstream's head.
+    """
+    offers = [
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == b"upgrade"
+        for token in value.split(b",")
+    ]
+    if method == b"CONNECT" or not offers or any(offer != b"h2c" for offer in offers):
+        return None
+    out = [b"%s %s HTTP/%s\r\n" % (method, url, version.encode())]
+    out.extend(
+        b"%s: %s\r\n" % (name, value) for name, value in headers if name.lower() != b"upgrade"
+    )
+    out.append(b"\r\n")
+    return b"".join(out)
 
 
 def request_head(
