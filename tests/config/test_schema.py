@@ -248,16 +248,36 @@ def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
         load_config(path)
 
 
-@given(st.integers(1, 10_000), st.sampled_from(["ms", "s", "m", "h", "d"]))
-def test_duration_round_trip(amount: int, unit: str) -> None:
-    """format_duration(parse_duration(x)) parses back to the same seconds."""
-    seconds = parse_duration(f"{amount}{unit}")
+UNITS = {"y": 31_536_000, "w": 604_800, "d": 86_400, "h": 3_600, "m": 60, "s": 1, "ms": 0.001}
+
+
+@given(st.dictionaries(st.sampled_from(list(UNITS)), st.integers(1, 10_000), min_size=1))
+def test_durations_read_as_prometheus_reads_them(amounts: dict[str, int]) -> None:
+    """Units from y to ms, each once and in order, add up; the formatted label reads back the same."""
+    text = "".join(f"{amounts[unit]}{unit}" for unit in UNITS if unit in amounts)
+    seconds = parse_duration(text)
+    assert seconds == pytest.approx(sum(amount * UNITS[unit] for unit, amount in amounts.items()))
     assert parse_duration(format_duration(seconds)) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "5", "5 m", "-5m", "0s", "1y", "m5"])
+@pytest.mark.parametrize(
+    ("text", "seconds", "label"),
+    [
+        ("1w", 604_800, "7d"),
+        ("1y", 31_536_000, "365d"),
+        ("1h30m", 5_400, "90m"),
+        ("1s500ms", 1.5, "1500ms"),
+    ],
+)
+def test_week_year_and_compound_durations(text: str, seconds: float, label: str) -> None:
+    assert (parse_duration(text), format_duration(parse_duration(text))) == (seconds, label)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "5", "5 m", "-5m", "0s", "0h0m", "m5", "5m1h", "1h1h", "1.5h", "1h 30m", "1M"]
+)
 def test_bad_durations_are_rejected(text: str) -> None:
-    """Anything but a positive count and a unit is refused."""
+    """Anything but positive counts of units, each once and largest first, is refused."""
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration(text)
 

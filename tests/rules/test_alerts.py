@@ -15,7 +15,7 @@ import yaml
 
 from driftgauge.config import Config, FieldSpec, config_from_mapping
 from driftgauge.config.alerting import AlertingConfig, parse_alerting
-from driftgauge.config.validation import Errors
+from driftgauge.config.validation import Errors, parse_duration
 from driftgauge.rules.alerts import ModelRules, models_of, render_rules
 from driftgauge.rules.dashboards import render_dashboard
 from driftgauge.rules.promql import go_template_text, promql_string
@@ -27,14 +27,13 @@ ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_RULES = ROOT / "alert_rules" / "driftgauge.rules.yml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 CLI = [sys.executable, "-m", "driftgauge.cli"]
-WINDOW_SETS = [["1m"], ["5m", "1h"], ["15m", "6h", "1d"]]
+WINDOW_SETS = [["1m"], ["5m", "1h"], ["15m", "6h", "1d"], ["90s", "1h30m", "1w"]]
 WEIRD = ('a"b\\c', "sepal length (cm)", "od280/od315_of_diluted_wines", "naïve", "t{{ $value }}")
 
 
 def _alerting(raw: Any, windows: list[str], names: list[str]) -> AlertingConfig:
     errors = Errors()
-    seconds = [60.0 * {"m": 1, "h": 60, "d": 1440}[w[-1]] * int(w[:-1]) for w in windows]
-    alerting = parse_alerting(raw, seconds, names, errors)
+    alerting = parse_alerting(raw, [parse_duration(w) for w in windows], names, errors)
     assert errors.items == []
     return alerting
 
@@ -148,7 +147,14 @@ def test_generated_rules_record_every_shipped_recording_rule(tmp_path: Path) -> 
 
 @pytest.mark.parametrize(
     ("windows", "expected"),
-    [(["1m"], 60), (["30s"], 60), (["5m", "1h"], 300), (["15m", "6h", "1d"], 900), (["6h"], 900)],
+    [
+        (["1m"], 60),
+        (["30s"], 60),
+        (["5m", "1h"], 300),
+        (["15m", "6h", "1d"], 900),
+        (["6h"], 900),
+        (["1m30s", "1w"], 90),
+    ],
 )
 def test_default_for_is_the_shortest_window_clamped(
     tmp_path: Path, windows: list[str], expected: float

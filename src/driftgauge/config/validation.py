@@ -33,20 +33,32 @@ __all__ = [
 ]
 
 
-_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
-_DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# Prometheus's duration syntax: units from years down to milliseconds, each at most once, in order.
+_DURATION_SECONDS = {
+    "y": 365 * 86400.0,
+    "w": 7 * 86400.0,
+    "d": 86400.0,
+    "h": 3600.0,
+    "m": 60.0,
+    "s": 1.0,
+    "ms": 0.001,
+}
+_DURATION = re.compile("".join(f"(?:(\\d+){unit})?" for unit in _DURATION_SECONDS))
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in a Prometheus-style duration such as ``30s``, ``5m``, ``1h``."""
-    match = _DURATION.match(text.strip())
-    if not match or int(match.group(1)) == 0:
-        raise ValueError(f"{text!r} is not a duration like 30s, 5m or 1h")
-    return int(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+    """Seconds in a Prometheus duration such as ``30s``, ``5m``, ``1h30m`` or ``1w``."""
+    match = _DURATION.fullmatch(text.strip())
+    amounts = [int(amount or 0) for amount in match.groups()] if match else []
+    if not any(amounts):
+        raise ValueError(f"{text!r} is not a duration like 30s, 5m, 1h or 1h30m")
+    return sum(
+        amount * size for amount, size in zip(amounts, _DURATION_SECONDS.values(), strict=True)
+    )
 
 
 def format_duration(seconds: float) -> str:
-    """The shortest exact Prometheus-style spelling of ``seconds``."""
+    """``seconds`` in the largest of d, h, m and s that holds it exactly (else ms): ``1h``, ``90m``, ``7d``."""
     for unit in ("d", "h", "m", "s"):
         size = _DURATION_SECONDS[unit]
         if seconds >= size and seconds % size == 0:
