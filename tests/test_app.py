@@ -29,6 +29,32 @@ async def test_stopping_a_background_task_that_died_logs_it_once_and_raises_noth
     assert caplog.text.count("background task recompute died: RuntimeError('boom')") == 1
 
 
+async def test_a_task_slow_to_stop_is_logged_and_shutdown_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A task still running ``timeout`` after its cancel is logged, not raised: the rest of
+    shutdown (the last state save, the queue's flush) still runs."""
+    release = asyncio.Event()
+
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await release.wait()  # cleanup that takes its time
+            raise
+
+    task = asyncio.ensure_future(slow_to_stop())
+    await asyncio.sleep(0)
+    try:
+        with caplog.at_level("WARNING", logger="driftgauge.app"):
+            await app._cancel(task, "state snapshots", grace=0.05)
+    finally:
+        release.set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert "background task state snapshots did not stop within 0.05 s" in caplog.text
+
+
 async def test_the_upstream_watch_stops_at_the_first_cancel_whenever_it_comes() -> None:
     """A cancel that lands as the watch's connect to a refused port fails is not lost: with
     asyncio.wait_for (Python 3.11) the connect's error was raised in its place, the loop went

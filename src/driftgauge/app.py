@@ -137,12 +137,20 @@ def _supervise(name: str, health: Health, coroutine: Awaitable[None]) -> asyncio
     return task
 
 
-async def _cancel(task: asyncio.Task[None], name: str) -> None:
+async def _cancel(task: asyncio.Task[None], name: str, grace: float = 5.0) -> None:
+    """Cancel a background task and wait up to ``grace`` seconds for it; shutdown goes on either way."""
     if task.done():  # one that died was logged by _supervise: not raised again at shutdown
         return
     task.cancel(f"driftgauge shutting down: {name}")
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(task, timeout=5.0)
+    try:
+        # asyncio.timeout, not wait_for, whose timeout escaped and cut the rest of shutdown short
+        # (the last state save, the queue's flush).
+        async with asyncio.timeout(grace):
+            await task
+    except asyncio.CancelledError:
+        pass
+    except TimeoutError:
+        log.warning("background task %s did not stop within %g s of its cancel", name, grace)
 
 
 def build_sidecar(
