@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from driftgauge.baseline import Baseline
 from driftgauge.config import Config, config_from_mapping
+from driftgauge.exceptions import ConfigError
 from driftgauge.monitor.segments import SegmentStats
 from driftgauge.sketches.summary import CategoricalBinning, NumericBinning
 from driftgauge.typing import Extracted
@@ -410,3 +411,11 @@ def test_a_baseline_built_for_other_segments_is_refused_naming_the_segments(
     [line] = result.stderr.splitlines()
     assert named in line and "rebuild" in line
     assert "kll_k" not in line
+
+
+def test_a_segment_feature_listed_twice_is_a_config_error(tmp_path: Path) -> None:
+    """`segments.features: [region, region]` is refused naming the second position: the baseline
+    build keeps one `region`, so `check` would refuse every baseline built for it."""
+    raw = base_config(tmp_path, segments={"features": ["region", "region"]})
+    with pytest.raises(ConfigError, match=r"segments\.features\[1\]: 'region' is listed twice"):
+        config_from_mapping(raw, base=tmp_path)

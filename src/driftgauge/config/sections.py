@@ -234,6 +234,8 @@ def segments_section(value: Any, features: list[FieldSpec], errors: Errors) -> S
     for index, name in enumerate(names):
         if name not in categorical:
             errors.add(f"segments.features[{index}]", f"{name!r} is not a categorical feature")
+        elif name in names[:index]:
+            errors.add(f"segments.features[{index}]", f"{name!r} is listed twice")
     if len(names) > 5:
         errors.add("segments.features", "at most 5 segment features (each multiplies series)")
     top = get_value(table, "top", "segments.", positive_int, 10, errors)
