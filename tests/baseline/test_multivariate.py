@@ -183,6 +183,7 @@ def test_baseline_file_round_trips_the_pca_and_check_wants_it(tmp_path: Path) ->
     [
         ({"features": ["x1"]}, "at least two distinct numeric features"),
         ({"features": ["x1", "region"]}, "'region' is not a numeric feature"),
+        ({"features": ["x1", "ash", "x1"]}, r"multivariate\.features\[2\]: 'x1' is listed twice"),
         ({"features": ["x1", "ash"], "components": 2}, "one less than the number of features"),
         ({"features": ["x1", "ash"], "components": 1.5}, "variance share"),
         ({"features": ["x1", "ash"], "name": "ash"}, "already a feature"),

@@ -258,6 +258,8 @@ def multivariate_section(
     for index, name in enumerate(names):
         if name not in numeric:
             errors.add(f"multivariate.features[{index}]", f"{name!r} is not a numeric feature")
+        elif name in names[:index]:
+            errors.add(f"multivariate.features[{index}]", f"{name!r} is listed twice")
     if len(set(names)) < 2:
         errors.add("multivariate.features", "expected at least two distinct numeric features")
     components = table.get("components", 0.95)
