@@ -22,6 +22,7 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from prometheus_client import ProcessCollector
 
 from driftgauge.baseline import Baseline, check_against, check_usable, load_baseline
+from driftgauge.canonical import row_id
 from driftgauge.config import CloudEventsConfig, Config, ProxyConfig, TailConfig
 from driftgauge.exposition import catalogue
 from driftgauge.exposition.collector import (
@@ -37,7 +38,6 @@ from driftgauge.exposition.proxy import ProxyMetrics
 from driftgauge.jsonbody import decode_json
 from driftgauge.monitor.batch import MAX_BODY_BYTES, Batcher
 from driftgauge.monitor.model import Monitor
-from driftgauge.monitor.outcomes import row_id
 from driftgauge.monitor.route import Router
 from driftgauge.monitor.versions import ModelVersions
 from driftgauge.protocols import make_adapter

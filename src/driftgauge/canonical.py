@@ -16,6 +16,9 @@ canonical text before it meets a category, so these are one category:
 
 The rule is deliberately narrow: ``"007"`` stays ``"007"`` and ``"1e3"``
 stays ``"1e3"``, so distinct codes are never merged.
+
+Row ids (:func:`row_id`) have one spelling too, so that a request log's ids and
+the delayed labels' ids meet however their writers typed them.
 """
 
 from __future__ import annotations
@@ -28,7 +31,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["canonical_category", "canonical_counts", "canonical_strings", "category_strings"]
+__all__ = [
+    "canonical_category",
+    "canonical_counts",
+    "canonical_strings",
+    "category_strings",
+    "row_id",
+]
 
 # Digits with a zero fraction, as float formatting writes an integral value ("3.0", "-12.00").
 _INTEGRAL_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)\.0+")
@@ -50,6 +59,18 @@ def canonical_category(value: Any) -> str:
         if number.is_integer() and abs(number) < _INTEGER_LIMIT:
             return str(int(number))
         return repr(number) if math.isfinite(number) else str(number)
+    return str(value)
+
+
+def row_id(value: Any) -> str:
+    """A row id as text; a whole number in float spelling is the integer's text.
+
+    So a label id 12345.0 (a float column of ids, as pandas makes one with a gap,
+    writes 12345 so) names the request whose id is 12345, and so does a request
+    log's id 12345.0.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     return str(value)
 
 

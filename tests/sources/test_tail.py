@@ -355,6 +355,19 @@ async def test_bad_lines_are_reported_and_good_lines_still_delivered(
     }
 
 
+async def test_a_numeric_id_is_the_request_id_as_labels_spell_it(
+    tmp_path: Path, start_tail: StartTail
+) -> None:
+    """An id written as a JSON number is read, not refused: 7 and 7.0 (a float column of ids,
+    as pandas writes one with a gap) are "7", as a label's id 7.0 is."""
+    log = tmp_path / "requests.jsonl"
+    log.write_bytes(line(0, id=7) + line(1, id=7.0) + line(2, id=0.5) + line(3, id=None))
+    tail = start_tail(log)
+    await tail.until(lambda: len(tail.records) == 4)
+    assert [r.request_id for r in tail.records] == ["7", "7", "0.5", None]
+    assert tail.errors == []
+
+
 async def test_over_long_line_is_skipped_without_buffering_it(
     tmp_path: Path, start_tail: StartTail, monkeypatch: pytest.MonkeyPatch
 ) -> None:

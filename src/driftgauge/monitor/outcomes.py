@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from driftgauge.baseline import Baseline
-from driftgauge.canonical import canonical_category
+from driftgauge.canonical import canonical_category, row_id
 from driftgauge.config import Config, FeedbackConfig
 from driftgauge.exceptions import ProtocolError
 from driftgauge.monitor.pending import PendingRows, PendingStore, decode_rows, encode_rows
@@ -52,7 +52,7 @@ from driftgauge.sketches.window import SlicedWindow
 from driftgauge.stats.performance import ClassificationStats, RegressionStats
 from driftgauge.typing import Extracted, Record
 
-__all__ = ["Outcomes", "PerformanceStats", "equal_opportunity", "parse_labels", "row_id"]
+__all__ = ["Outcomes", "PerformanceStats", "equal_opportunity", "parse_labels"]
 
 Stats = ClassificationStats | RegressionStats
 Truth = tuple[float, int]
@@ -72,17 +72,6 @@ class PerformanceStats:
     segment_feature: str = ""
     segment: str = ""
     true_positive_rate: float | None = None
-
-
-def row_id(value: Any) -> str:
-    """A row id as text; a whole number in float spelling is the integer's text.
-
-    So a label id 12345.0 (a float column of ids, as pandas makes one with a gap,
-    writes 12345 so) names the request whose id is 12345.
-    """
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def parse_labels(body: Any) -> list[tuple[str, Any]]:
