@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import ssl
 import time
 from collections import Counter
@@ -227,6 +228,30 @@ async def test_malformed_events_are_counted_by_reason_and_answered_200(
         await send(session, ce.url, binary(kserve_event("request", "ok", REQUEST)))
         await send(session, ce.url, binary(kserve_event("response", "ok", RESPONSE)))
         await ce.until(lambda: len(ce.records) == 1, "the good pair")
+
+
+async def test_a_sender_gone_before_its_body_ended_is_counted_not_logged_as_an_error(
+    session: ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A POST whose sender closes the connection mid-body (Content-Length or chunked) counts as
+    cloudevents_incomplete, with no traceback in the log; receiving goes on."""
+    heads = (b"Content-Length: 1000", b"Transfer-Encoding: chunked")
+    async with running() as ce:
+        port = int(ce.url.rstrip("/").rpartition(":")[2])
+        for head in heads:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            lines = [b"POST / HTTP/1.1", b"Host: x", b"ce-specversion: 1.0", b"ce-id: cut"]
+            lines += [b"ce-type: " + REQUEST_TYPE.encode(), head, b"", b"40"]
+            writer.write(b"\r\n".join(lines) + b'\r\n{"instances": [')
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.close()
+            await writer.wait_closed()
+        await ce.until(lambda: ce.errors["cloudevents_incomplete"] == 2, "both counted")
+        await send(session, ce.url, binary(kserve_event("request", "ok", REQUEST)))
+        await send(session, ce.url, binary(kserve_event("response", "ok", RESPONSE)))
+        await ce.until(lambda: len(ce.records) == 1, "the good pair")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_duplicate_events_are_counted(session: ClientSession) -> None:

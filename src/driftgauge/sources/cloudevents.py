@@ -38,7 +38,9 @@ A POST that is no CloudEvent at all gets 400; another method 405.  Counted reaso
 ``cloudevents_body_too_large``, ``cloudevents_invalid_envelope``, ``cloudevents_missing_id``,
 ``cloudevents_unknown_type``, ``cloudevents_invalid_data``, ``cloudevents_duplicate``,
 ``cloudevents_unpaired_request``, ``cloudevents_unpaired_response``,
-``cloudevents_forward_failed``, ``cloudevents_forward_dropped``.  Paired records wait for the
+``cloudevents_forward_failed``, ``cloudevents_forward_dropped``, and
+``cloudevents_incomplete`` for a POST whose sender closed the connection before its body
+ended (nothing of it is read or forwarded).  Paired records wait for the
 batcher in a list bounded by ``max_pending``; beyond it they are dropped and passed to
 ``on_dropped`` as ``cloudevents_overload`` (``driftgauge_dropped_total{reason}``).  With a
 ``sampler`` (:mod:`driftgauge.sources.sampling`), each pair is first admitted or not with the
@@ -375,6 +377,9 @@ class CloudEventsSource:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             self._on_error("cloudevents_body_too_large")
+            return self._answer(cloudevent)
+        except ConnectionResetError:  # the sender left before its body ended: no one to answer
+            self._on_error("cloudevents_incomplete")
             return self._answer(cloudevent)
         if self.forwarder is not None:
             self.forwarder.offer(request.method, request.raw_headers, body)
