@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import math
 import subprocess
 import sys
@@ -587,6 +588,26 @@ async def test_a_token_that_is_not_utf8_is_401_not_a_server_error(
         writer.close()
         await writer.wait_closed()
     assert status_line.split()[1] == b"401", status_line
+
+
+async def test_a_feedback_body_cut_short_by_its_sender_logs_no_traceback(
+    classifier: tuple[Config, Baseline], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A POST /feedback whose sender hangs up before its body ended joins nothing and leaves no
+    error in the log; the endpoint answers the next poster as before."""
+    config, baseline, _ = proxied(classifier, tmp_path)
+    async with running(config, baseline) as sidecar:
+        host, port = config.metrics.listen
+        _, writer = await asyncio.open_connection(host, port)
+        writer.write(b"POST /feedback HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n[{")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.close()
+        await writer.wait_closed()
+        await asyncio.sleep(0.2)
+        async with sidecar.session.post(sidecar.metrics_url + "/feedback", json=[]) as response:
+            assert response.status == 200
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_a_feedback_body_over_the_limit_is_413_with_a_json_error(

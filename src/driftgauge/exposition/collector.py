@@ -404,6 +404,8 @@ def _feedback_handler(
             return web.json_response({"error": error}, status=413)
         except ValueError as exc:  # ProtocolError and bad UTF-8 are ValueErrors too
             return web.json_response({"error": f"bad feedback body: {exc}"}, status=400)
+        except ConnectionResetError:  # the poster hung up before its body ended
+            return web.json_response({"error": "the feedback body ended early"}, status=400)
         registered = outcomes.registered
         result, missed = outcomes.join(pairs)
         # Predictions are registered off the request path, a fraction of a second after their
