@@ -1053,6 +1053,21 @@ def test_regression_on_a_categorical_prediction_is_refused(tmp_path: Path) -> No
     assert "feedback.task" in line and "'class'" in line and "categorical" in line, line
 
 
+@pytest.mark.parametrize("positive", [1, 1.0, "1.0", "1"])
+def test_a_positive_class_is_read_in_any_spelling_of_its_category(
+    tmp_path: Path, positive: Any
+) -> None:
+    """positive_class 1, 1.0 (YAML reads both unquoted) and "1.0" are the class "1", as live
+    and training values 1, 1.0 and "1.0" are one category."""
+    raw = base_config(
+        tmp_path,
+        predictions=CLASSIFIER_PREDICTIONS,
+        feedback={**CLASSIFIER_FEEDBACK, "positive_class": positive},
+    )
+    feedback = config_from_mapping(raw, base=tmp_path).feedback
+    assert feedback is not None and feedback.positive_class == "1"
+
+
 @pytest.mark.parametrize("positive", ["d", True, 1])
 def test_a_positive_class_the_baseline_lacks_is_refused(tmp_path: Path, positive: Any) -> None:
     """driftgauge check and serve refuse a positive_class the prediction never took in training

@@ -190,7 +190,7 @@ def feedback_section(
     ):
         errors.add("feedback.probability", f"{probability!r} is not a numeric prediction")
     positive = table.get("positive_class")
-    if positive is not None and not isinstance(positive, str | int | bool):
+    if positive is not None and not isinstance(positive, str | int | float | bool):
         errors.add("feedback.positive_class", f"{positive!r} is not a class value")
     if probability is not None and positive is None:
         errors.add("feedback.positive_class", "missing: probability is P(positive_class)")
