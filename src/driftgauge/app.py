@@ -178,7 +178,7 @@ def build_sidecar(
         )
         for m in monitors
     ]
-    router = Router(batchers)
+    router = Router(batchers, listed=bool(config.models))
     registry = registry if registry is not None else MetricsRegistry()
     snapshot_registry = MetricsRegistry()
     if len(monitors) == 1 and batchers[0].versions is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from driftgauge.baseline import build_baseline, save_baseline
 from driftgauge.config import Config, config_from_mapping
 from driftgauge.exceptions import BaselineError, ConfigError
 from driftgauge.exposition.collector import render_metrics
-from driftgauge.monitor.route import model_in_path
+from driftgauge.monitor.route import SERVICE_HEADER, model_in_path
 from driftgauge.typing import Record
 from tests.helpers import base_config, training_rows, write_csv
 
@@ -269,6 +270,31 @@ def test_a_single_model_sidecar_takes_every_record(tmp_path: Path) -> None:
     sidecar = build_sidecar(single, build_baseline(single, [data]))
     assert sidecar.batcher.ingest([v2_record("another-name", 13.0)]) == 1
     assert not sidecar.monitor.parse_errors
+
+
+def test_a_models_list_of_one_takes_no_record_naming_another_model(tmp_path: Path) -> None:
+    """`models:` with one block is routed like a list: a record naming another model (in its
+    path) or another InferenceService is counted unknown_model, not monitored as this model;
+    a record naming none is still this model's."""
+    raw = two_models(tmp_path)
+    raw["models"] = raw["models"][:1]
+    listed = config_from_mapping(raw, base=tmp_path)
+    data = write_csv(tmp_path / "train.csv", training_rows(2_000))
+    sidecar = build_sidecar(listed, build_baseline(listed, [data]))
+
+    pathless = replace(v2_record("wine", 13.0), path="")
+    rows = sidecar.batcher.ingest(
+        [
+            v2_record("wine", 13.0),
+            v2_record("cifar", 13.0),
+            replace(pathless, headers={SERVICE_HEADER: "wine"}),
+            replace(pathless, headers={SERVICE_HEADER: "other"}),
+            pathless,
+        ]
+    )
+    assert rows == 3
+    assert sidecar.monitor.counters()["alcohol"].observations == 3
+    assert sidecar.monitor.parse_errors == {"unknown_model": 2}
 
 
 def test_metrics_write_each_family_once_with_every_model(config: Config) -> None:

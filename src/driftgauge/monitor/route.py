@@ -17,7 +17,9 @@ Records are routed by, in order:
    ``/v1/models/NAME:predict``, KServe v2 ``/v2/models/NAME[/versions/V]/infer``
    and TF Serving ``/v1/models/NAME[/versions/V]:predict``;
 4. a single configured model takes every record (a one-model sidecar
-   monitors whatever it is put in front of, as before).
+   monitors whatever it is put in front of, as before); a ``models:`` list
+   of one takes only those naming no other model (no other InferenceService,
+   no other model in the path), as a list of several would not take them.
 
 Paths arrive as sent, percent-escapes and all.  The model name is the path
 segment with its escapes decoded as UTF-8 (``na%C3%AFve`` is ``naïve``,
@@ -76,8 +78,10 @@ def _names_in_path(path: str) -> tuple[str, ...]:
 class Router:
     """Hands each record to the batcher of the model it is for (the several-models batcher)."""
 
-    def __init__(self, batchers: Sequence[Batcher]) -> None:
+    def __init__(self, batchers: Sequence[Batcher], *, listed: bool = False) -> None:
+        """``listed``: the models come from a ``models:`` list (rule 4 above)."""
         self.batchers = list(batchers)
+        self._listed = listed
         self._by_name = {
             batcher.monitor.config.model: batcher
             for batcher in self.batchers
@@ -87,8 +91,7 @@ class Router:
         for batcher in self.batchers:
             service, component = batcher.monitor.config.origin
             self._by_service.setdefault(service, {})[component] = batcher
-        only = self.batchers[0].monitor.config if len(self.batchers) == 1 else None
-        self._one = only is not None and only.route is None and only.component is None
+        self._one = len(self.batchers) == 1 and not listed
         self._routes = [
             (re.compile(batcher.monitor.config.route), batcher)
             for batcher in self.batchers
@@ -111,7 +114,7 @@ class Router:
         for name in _names_in_path(path):
             if name in self._by_name:
                 return self._by_name[name], False
-        if len(self.batchers) == 1:
+        if len(self.batchers) == 1 and not (self._listed and (service or _names_in_path(path))):
             return self.batchers[0], False
         return None, False
 
