@@ -151,6 +151,20 @@ async def test_response_before_request_pairs_the_same_way(session: ClientSession
         assert not ce.errors
 
 
+async def test_events_with_long_extension_headers_are_read(session: ClientSession) -> None:
+    """ce-metadata holds the logged request headers (a cookie, a JWT) and ce-annotations the
+    InferenceService's: KServe's logger puts no bound on them, so a 100 kB header line is read
+    (Go's servers take 1 MiB of headers), not refused with 400 before any count."""
+    metadata = json.dumps({"Cookie": ["c" * 100_000]})
+    async with running() as ce:
+        for kind, body in (("request", REQUEST), ("response", RESPONSE)):
+            event = kserve_event(kind, "long", body)
+            event["metadata"] = metadata
+            assert await send(session, ce.url, binary(event)) == 200
+        await ce.until(lambda: len(ce.records) == 1, "the pair")
+        assert ce.by_id() == {"long": (REQUEST, RESPONSE)}
+
+
 async def test_unpaired_events_expire_after_the_ttl_and_are_counted(
     session: ClientSession,
 ) -> None:

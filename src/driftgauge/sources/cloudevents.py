@@ -107,6 +107,9 @@ BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 _KINDS: dict[str, Kind] = {REQUEST_TYPE: "request", RESPONSE_TYPE: "response"}
 
 FORWARD_WORKERS = 4
+# KServe's logger bounds neither ce-metadata (the logged request headers) nor ce-annotations;
+# Go's servers take headers up to 1 MiB (net/http DefaultMaxHeaderBytes), aiohttp's 8 KiB lines.
+MAX_HEADER_BYTES = 1 << 20
 BATCH_DELAY = 0.02  # paired records gather this long before one on_records call ...
 MAX_BATCH = 256  # ... or until there are this many ...
 BATCH_FILL = 0.05  # ... or this share of max_pending (at least one record)
@@ -342,7 +345,14 @@ class CloudEventsSource:
         """Listen on ``config.listen``; returns the port bound."""
         app = web.Application(client_max_size=self.config.max_body_bytes)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=5.0,
+            max_line_size=MAX_HEADER_BYTES,
+            max_field_size=MAX_HEADER_BYTES,
+        )
         await runner.setup()
         host, port = self.config.listen
         tls = self.config.tls.server_context() if self.config.tls else None
