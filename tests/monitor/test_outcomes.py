@@ -21,7 +21,7 @@ from yarl import URL
 
 from driftgauge.baseline import Baseline, build_baseline, save_baseline
 from driftgauge.config import Config, TailConfig, config_from_mapping
-from driftgauge.exceptions import ProtocolError
+from driftgauge.exceptions import ConfigError, ProtocolError
 from driftgauge.monitor.outcomes import parse_labels
 from tests.feedback_support import (
     CLASSIFIER_FEEDBACK,
@@ -1029,6 +1029,14 @@ async def test_each_models_feedback_tail_is_read(tmp_path: Path) -> None:
         expected = skm.accuracy_score(truth, ["a"] * len(truth))
         got = value(text, "driftgauge_performance", model=name, window="5m", metric="accuracy")
         assert close(got, expected), (name, got, expected)
+
+
+def test_two_models_sharing_one_feedback_tail_are_refused(tmp_path: Path) -> None:
+    """Two models naming one feedback.tail would each read every label (the other model's
+    waiting, then unmatched) and keep their offsets in the one <file>.offset: refused, naming
+    the second model's key and the first model."""
+    with pytest.raises(ConfigError, match=r"models\[1\]\.feedback\.tail: .*'sepal length"):
+        several_models(tmp_path, tail="labels.jsonl")
 
 
 def test_regression_on_a_categorical_prediction_is_refused(tmp_path: Path) -> None:

@@ -101,6 +101,14 @@ def several_models(raw: Mapping[str, Any], base: Path, path: Path | None, one: O
             service=origin["inferenceservice"],
             component=origin["component"],
         )
+        tail = config.feedback.tail if config.feedback is not None else None
+        reading = [c.model for c in configs if c.feedback is not None and c.feedback.tail == tail]
+        if tail is not None and reading:
+            problems.append(
+                f"{prefix}.feedback.tail: {str(tail)!r} is also the feedback.tail of model "
+                f"{reading[0]!r} (a model reads every line of its file and keeps its offset "
+                "beside it): give each model its own file"
+            )
         same = [c.model for c in configs if c.origin == config.origin]
         if same:
             service, component = config.origin
