@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import logging
 import ssl
@@ -389,6 +390,26 @@ async def test_forward_receives_every_event_unchanged(session: ClientSession) ->
             assert _sent_headers_kept(headers, seen), (headers, seen.headers)
             assert seen.header("Host") == f"127.0.0.1:{target.port}"
         assert "cloudevents_forward_failed" not in ce.errors
+
+
+async def test_a_compressed_event_is_forwarded_decoded_without_its_content_encoding(
+    session: ClientSession,
+) -> None:
+    """A gzip-encoded event is read decoded (and monitored); the target gets that decoded body
+    without the Content-Encoding header, a body it can read, not a decoded one labelled gzip."""
+    messages = [
+        binary(kserve_event("request", "gz", REQUEST)),
+        binary(kserve_event("response", "gz", RESPONSE)),
+    ]
+    async with upstream_server() as target, running(forward=target.url + "/events") as ce:
+        for headers, body in messages:
+            compressed = ({**headers, "Content-Encoding": "gzip"}, gzip.compress(body))
+            assert await send(session, ce.url, compressed) == 200
+        await ce.until(lambda: len(target.seen) == 2 and len(ce.records) == 1, "both forwarded")
+        for (headers, body), seen in zip(messages, target.seen, strict=True):
+            assert seen.body == body and seen.header("Content-Encoding") is None
+            assert _sent_headers_kept(headers, seen), (headers, seen.headers)
+        assert ce.by_id() == {"gz": (REQUEST, RESPONSE)}
 
 
 @pytest.mark.serial  # answers within 0.5 s

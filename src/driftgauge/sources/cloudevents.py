@@ -55,8 +55,9 @@ waits far longer than the gathering only when monitoring cannot keep up, whateve
 gathering never overflows the list.
 
 With ``forward``, every POST read (up to ``max_body_bytes``) is also sent on, unchanged (method,
-headers but hop-by-hop ones and Host, body), from a bounded queue by a few background workers
-with a timeout: a slow or dead target never slows the answers; a full queue drops (counted).
+headers but hop-by-hop ones and Host, body; a body with a Content-Encoding as read, decoded,
+without that header), from a bounded queue by a few background workers with a timeout: a slow
+or dead target never slows the answers; a full queue drops (counted).
 
 With ``tls`` the listener speaks https (KServe's logger posts to an https URL with the CA from
 its ``certName``); with ``ca_file`` an https forward target may use a private CA.
@@ -137,6 +138,7 @@ _HOP_BY_HOP = frozenset(
         "upgrade",
         "host",
         "content-length",
+        "content-encoding",  # the body is read decoded, and goes on so
     }
 )
 
