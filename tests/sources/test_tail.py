@@ -305,6 +305,26 @@ async def test_restart_after_rotation_with_old_file_gone_reads_new_file_from_sta
     assert any("old file gone" in r.getMessage() for r in caplog.records)
 
 
+async def test_restart_after_the_file_was_rewritten_in_place_reads_it_from_start(
+    tmp_path: Path, start_tail: StartTail
+) -> None:
+    """A log rewritten while stopped under the inode the state names (a server reopening it
+    with truncation, or a new file given the freed inode) holds only lines written since: read
+    from byte 0, as when the rotated file is gone, even with start_at=end."""
+    log, state = tmp_path / "requests.jsonl", tmp_path / "tail.json"
+    log.write_bytes(lines(range(5)))
+    first = start_tail(log, state_file=state)
+    await first.until(lambda: len(first.records) == 5)
+    await first.stop()
+    inode = log.stat().st_ino
+    log.write_bytes(lines(range(5, 9)))  # truncated and rewritten: the same inode
+    assert log.stat().st_ino == inode
+    second = start_tail(log, state_file=state, start_at="end")
+    await second.until(lambda: len(second.records) == 4)
+    await second.settle()
+    assert second.ids == ids(range(5, 9))
+
+
 async def test_corrupt_state_file_is_moved_aside(
     tmp_path: Path, start_tail: StartTail, caplog: pytest.LogCaptureFixture
 ) -> None:

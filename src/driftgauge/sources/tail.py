@@ -14,10 +14,13 @@ reported to ``on_error`` as ``invalid_json``, ``invalid_record``, ``invalid_ts``
   so a clean stop (task cancelled) and restart neither skips nor re-reads a line.  A hard crash
   after ``on_records`` returned but before that write finished re-delivers at most that one
   batch; nothing is ever skipped.  The state applies when path, inode and device match, the
-  file holds ``offset`` bytes and its first ``min(256, offset)`` bytes hash the same.  A file
-  rotated while stopped is looked up by inode in the same directory and finished first; if it
-  is gone the new file is read from byte 0 (logged).  Otherwise ``start_at`` applies ("end":
-  after the last complete line), except that a file appearing after the start is read whole.
+  file holds ``offset`` bytes and its first ``min(256, offset)`` bytes hash the same; a file of
+  that inode that does not (rewritten in place while stopped, or a new file given the freed
+  inode) is read from byte 0 (logged).  A file rotated while stopped is looked up by inode in
+  the same directory and finished first; if it is gone the new file is read from byte 0
+  (logged).  Without a state file for this path (or with a corrupt one) ``start_at`` applies
+  ("end": after the last complete line), except that a file appearing after the start is read
+  whole.
 """
 
 from __future__ import annotations
@@ -364,8 +367,10 @@ class TailSource:
         if state is not None and (state["device"], state["inode"]) == (f.dev, f.ino):
             if f.matches(state):
                 return f.at(state["offset"])
-            logger.warning("%s changed while stopped; applying start_at", path)
-        elif state is not None:
+            # Rewritten since (truncated, or a new file given the freed inode): all it holds is new.
+            logger.warning("%s changed while stopped; reading it from byte 0", path)
+            return f.at(0)
+        if state is not None:
             if (old := _find_by_inode(path.parent, state)) is not None:
                 logger.info("%s was rotated while stopped; finishing the old file first", path)
                 os.close(f.fd)
