@@ -475,6 +475,20 @@ async def test_close_hands_over_pairs_not_yet_delivered(session: ClientSession) 
         assert [r.request_id for r in ce.records] == ["last"]
 
 
+async def test_close_counts_the_events_still_waiting_for_their_other_half(
+    session: ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request whose response never came before shutdown is counted unpaired, as at its ttl."""
+    async with running() as ce:
+        await send(session, ce.url, binary(kserve_event("request", "no answer", REQUEST)))
+        await send(session, ce.url, binary(kserve_event("response", "no request", RESPONSE)))
+        with caplog.at_level("INFO", logger="driftgauge.sources.cloudevents"):
+            await ce.source.close()
+        assert len(ce.source.store) == 0
+        assert ce.errors == {"cloudevents_unpaired_request": 1, "cloudevents_unpaired_response": 1}
+        assert "shutting down with 2 events unpaired (counted)" in caplog.text
+
+
 # -- config ------------------------------------------------------------------------------
 
 

@@ -70,6 +70,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import math
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -370,11 +371,15 @@ class CloudEventsSource:
                 group.create_task(self.forwarder.run())
 
     async def close(self) -> None:
-        """Stop listening (requests in flight finish), then hand over every paired record."""
+        """Stop listening (requests in flight finish), hand over every paired record, and count
+        the events still waiting for their other half as unpaired."""
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
         self._hand_over(len(self._ready))
+        # Halves still waiting for their other half never will: counted as expired ones are.
+        if waiting := self.store.expire(math.inf):
+            log.info("shutting down with %d events unpaired (counted)", waiting)
         if self.sampler is not None:
             self.sampler.flush()
         if self.forwarder is not None and len(self.forwarder):
