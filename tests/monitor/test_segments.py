@@ -184,11 +184,12 @@ def labelled_rows(
 
 
 def test_equal_opportunity_difference_matches_hand_computation(pipeline: Pipeline) -> None:
-    """Equal opportunity: highest minus lowest true positive rate over segments with positives."""
+    """Equal opportunity: highest minus lowest true positive rate over the segments holding
+    min_observations (10) labelled positives; a segment with fewer has no rate."""
     groups = {
         "north": labelled_rows("north", 15, 5, 10),  # TPR 15/20
         "south": labelled_rows("south", 4, 6, 3),  # TPR 4/10
-        "east": labelled_rows("east", 5, 0, 2),  # __other__: TPR 5/5
+        "east": labelled_rows("east", 9, 0, 2),  # __other__: TPR 9/9, under 10 positives
     }
     pairs = []
     for region, (rows, truth) in groups.items():
@@ -203,14 +204,11 @@ def test_equal_opportunity_difference_matches_hand_computation(pipeline: Pipelin
     }
     assert performance["north"].true_positive_rate == 15 / 20
     assert performance["south"].true_positive_rate == 4 / 10
-    assert performance["__other__"].true_positive_rate == 5 / 5
-    expected = 5 / 5 - 4 / 10
-    assert (
-        value(
-            text, "driftgauge_equal_opportunity_difference", window="5m", segment_feature="region"
-        )
-        == expected
-    )
+    assert performance["__other__"].true_positive_rate is None
+    expected = 15 / 20 - 4 / 10
+    assert value(
+        text, "driftgauge_equal_opportunity_difference", window="5m", segment_feature="region"
+    ) == pytest.approx(expected, abs=1e-12)
     accuracy_south = (4 + 3) / 13
     assert value(
         text, "driftgauge_segment_performance", window="5m", segment="south", metric="accuracy"
@@ -218,10 +216,31 @@ def test_equal_opportunity_difference_matches_hand_computation(pipeline: Pipelin
     assert performance["north"].labels == 30
 
 
+def test_a_segment_with_few_labelled_positives_opens_no_equal_opportunity_gap(
+    pipeline: Pipeline,
+) -> None:
+    """One missed positive in a segment (TPR 0) beside 200 labelled rows elsewhere is no 0.75
+    gap: the segment's rate waits for min_observations positives, as disparate impact does."""
+    for region, (rows, truth) in {
+        "north": labelled_rows("north", 75, 25, 100),
+        "south": labelled_rows("south", 0, 1, 0),
+    }.items():
+        pipeline.batcher.ingest([record(rows, region)])
+        pipeline.outcomes.label([(f"{region}:{i}", label) for i, label in enumerate(truth)])
+    text = pipeline.text()
+    rates = {
+        p.segment: p.true_positive_rate
+        for p in pipeline.monitor.snapshot.performance
+        if p.segment_feature and p.window == "5m"
+    }
+    assert rates == {"north": 0.75, "south": None}
+    assert value(text, "driftgauge_equal_opportunity_difference", window="5m") is None
+
+
 def test_segments_without_actual_positives_have_no_true_positive_rate(pipeline: Pipeline) -> None:
     """A segment whose labels hold no positive has no TPR; with one TPR left there is no gap."""
     for region, (rows, truth) in {
-        "north": labelled_rows("north", 3, 1, 2),
+        "north": labelled_rows("north", 30, 10, 2),
         "south": labelled_rows("south", 0, 0, 5),
     }.items():
         pipeline.batcher.ingest([record(rows, region)])

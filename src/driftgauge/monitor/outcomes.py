@@ -71,7 +71,7 @@ class PerformanceStats:
     per_class: dict[str, tuple[float, float, float]]
     segment_feature: str = ""
     segment: str = ""
-    true_positive_rate: float | None = None
+    true_positive_rate: float | None = None  # with min_observations labelled positives
 
 
 def parse_labels(body: Any) -> list[tuple[str, Any]]:
@@ -411,12 +411,11 @@ class Outcomes:
                     if len(per_class) > MAX_CLASSES_EXPORTED:
                         per_class = {}
                     if self._positive is not None:
+                        # A rate of a few positives is noise: like disparate impact's positive
+                        # rates, it needs min_observations (here, labelled positives).
                         actual = stats.confusion[self._positive].sum()
-                        tpr = (
-                            float(stats.confusion[self._positive, self._positive] / actual)
-                            if actual
-                            else None
-                        )
+                        if actual >= max(1, self.config.min_observations):
+                            tpr = float(stats.confusion[self._positive, self._positive] / actual)
                 feature, segment = "", ""
                 if key:
                     feature, index = key.split("\x00")
@@ -430,7 +429,8 @@ class Outcomes:
 
 
 def equal_opportunity(performance: Iterable[PerformanceStats]) -> dict[tuple[str, str], float]:
-    """``(segment_feature, window) -> max − min true positive rate`` over its segments."""
+    """``(segment_feature, window) -> max − min true positive rate`` over its segments that
+    hold at least ``min_observations`` labelled positives (those with a rate)."""
     rates: dict[tuple[str, str], list[float]] = {}
     for item in performance:
         if item.segment_feature and item.true_positive_rate is not None:
