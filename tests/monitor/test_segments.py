@@ -438,3 +438,18 @@ def test_a_segment_feature_listed_twice_is_a_config_error(tmp_path: Path) -> Non
     raw = base_config(tmp_path, segments={"features": ["region", "region"]})
     with pytest.raises(ConfigError, match=r"segments\.features\[1\]: 'region' is listed twice"):
         config_from_mapping(raw, base=tmp_path)
+
+
+def test_more_segments_than_the_baseline_keeps_categories_is_a_config_error(
+    tmp_path: Path,
+) -> None:
+    """`segments.top: 20` with `sketch.top_categories: 10` was cut to 10 segments without a word."""
+    raw = base_config(
+        tmp_path, segments={"features": ["region"], "top": 20}, sketch={"top_categories": 10}
+    )
+    with pytest.raises(
+        ConfigError, match=r"segments\.top: 20 is above sketch\.top_categories \(10\)"
+    ):
+        config_from_mapping(raw, base=tmp_path)
+    raw["segments"]["top"] = 10
+    assert config_from_mapping(raw, base=tmp_path).segments.top == 10

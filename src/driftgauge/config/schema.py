@@ -374,6 +374,12 @@ def one_model(raw: Mapping[str, Any], base: Path, errors: Errors) -> Config | No
         )
     feedback = feedback_section(top.get("feedback"), base, predictions, errors)
     segments = segments_section(top.get("segments"), features, errors)
+    if segments.features and segments.top > sketch.top_categories:
+        errors.add(
+            "segments.top",
+            f"{segments.top} is above sketch.top_categories ({sketch.top_categories}): "
+            "segments are the baseline's top categories",
+        )
     multivariate = multivariate_section(top.get("multivariate"), features, predictions, errors)
     quality = section(top.get("data_quality"), "data_quality", ("range_tolerance",), errors)
     tolerance = get_value(quality, "range_tolerance", "data_quality.", fraction, 0.0, errors)
