@@ -130,6 +130,14 @@ class Adapter(Protocol):
         """
         ...
 
+    def read_response_text(self, body: bytes | str, headers: Mapping[str, str]) -> Any:
+        """A response body that is not JSON, in another format the protocol takes (KServe V2
+        binary tensor data).
+
+        Raises ValueError when the body is in none of them.
+        """
+        ...
+
     def extract(self, request: Any, response: Any) -> Extracted:
         """Pair each request row's features with its predictions.
 

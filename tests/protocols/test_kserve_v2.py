@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import struct
 from typing import Any
 
 import numpy as np
@@ -297,3 +299,55 @@ def test_empty_batch_is_zero_rows() -> None:
 def test_matches_infer_routes_with_optional_version(path: str, expected: bool) -> None:
     """``/v2/models/<name>[/versions/<v>]/infer`` is the only inference route."""
     assert KServeV2Adapter(inputs("x"), []).matches(path) is expected
+
+
+def _binary(head: dict[str, Any], *tensors: bytes) -> tuple[bytes, dict[str, str]]:
+    """A binary tensor data extension body and its header: the JSON head, then the tensors."""
+    encoded = json.dumps(head).encode()
+    return encoded + b"".join(tensors), {"Inference-Header-Content-Length": str(len(encoded))}
+
+
+def test_binary_tensor_data_reads_as_its_json_spelling() -> None:
+    """Binary FP32, BOOL and BYTES tensors (Triton's extension) give the columns JSON data gives."""
+    fp32 = np.array([[6.8, 2.8], [6.0, 3.4]], "<f4").tobytes()
+    flags = bytes([1, 0])
+    texts = b"".join(struct.pack("<I", len(t)) + t for t in (b"north", b"na\xc3\xafve"))
+    head = {
+        "inputs": [
+            {"name": "input-0", "shape": [2, 2], "datatype": "FP32"},
+            {"name": "input-1", "shape": [2], "datatype": "BOOL"},
+            {"name": "input-2", "shape": [2, 1], "datatype": "BYTES"},
+        ]
+    }
+    for tensor, data in zip(head["inputs"], (fp32, flags, texts), strict=True):
+        tensor["parameters"] = {"binary_data_size": len(data)}
+    body, headers = _binary(head, fp32, flags, texts)
+    adapter = KServeV2Adapter(inputs("a", "b") + inputs("c", "d", kind="categorical"), [])
+    request = adapter.read_text(body, headers)
+    assert plain(adapter.extract(request, None)) == {
+        "a": pytest.approx([6.8, 6.0]),
+        "b": pytest.approx([2.8, 3.4]),
+        "c": [True, False],
+        "d": ["north", "naïve"],
+    }
+    answer = {"outputs": [{"name": "y", "shape": [2], "datatype": "INT64"}]}
+    answer["outputs"][0]["parameters"] = {"binary_data_size": 16}
+    body, headers = _binary(answer, np.array([3, 4], "<i8").tobytes())
+    response = adapter.read_response_text(
+        body, {"inference-header-content-length": headers["Inference-Header-Content-Length"]}
+    )
+    assert response["outputs"][0]["data"].tolist() == [3, 4]
+
+
+def test_binary_tensor_data_cut_short_is_bad_shape_and_no_header_is_not_json() -> None:
+    """Binary data shorter than its binary_data_size is bad_shape; without the header the body
+    is no format of the protocol (counted invalid_json)."""
+    head = {"inputs": [{"name": "x", "shape": [2], "datatype": "FP64"}]}
+    head["inputs"][0]["parameters"] = {"binary_data_size": 16}
+    body, headers = _binary(head, b"\0" * 8)
+    adapter = KServeV2Adapter(inputs("x"), [])
+    with pytest.raises(ProtocolError) as caught:
+        adapter.read_text(body, headers)
+    assert caught.value.reason == "bad_shape"
+    with pytest.raises(ValueError, match="binary tensor data"):
+        adapter.read_text(body, {})

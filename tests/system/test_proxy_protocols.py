@@ -11,11 +11,13 @@ response alone.
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from aiohttp import ClientSession, ClientTimeout, web
 
@@ -387,6 +389,88 @@ async def test_mlflow_csv_bodies_are_monitored(
                 assert await answer.read() == answers[_csv(rows)]
         monitor = proxy.sidecar.monitor
         await until(lambda: monitor.rows_total == len(ROWS), what=f"{len(ROWS)} CSV rows")
+        assert not monitor.parse_errors
+        for name in FIELDS:
+            role = "input" if name in FEATURES else "prediction"
+            labels = {"feature": name, "role": role}
+            assert proxy.sample("driftgauge_observations_total", **labels) == len(ROWS), name
+            assert sum(monitor.counters()[name].invalid.values()) == 0, name
+        assert monitor.extra_columns_total == 0
+
+
+def _binary(head: Body, tensors: list[bytes]) -> tuple[bytes, dict[str, str]]:
+    """A body of the binary tensor data extension: the JSON head, then each tensor's bytes, and
+    the header giving the head's length (Triton's HTTP client sends tensors so by default)."""
+    json_head = _encode(head)
+    return json_head + b"".join(tensors), {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(json_head)),
+    }
+
+
+def _bytes_elements(values: list[str]) -> bytes:
+    """BYTES elements as the extension lays them out: a 4-byte little-endian length each."""
+    return b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
+
+
+def _triton_request(rows: list[Row]) -> tuple[bytes, dict[str, str]]:
+    n = len(rows)
+    tensors = [
+        np.array([r["alcohol"] for r in rows], "<f8").tobytes(),
+        np.array([r["ash"] for r in rows], "<f4").tobytes(),
+        _bytes_elements([r["region"] for r in rows]),
+    ]
+    head = {
+        "inputs": [
+            {"name": name, "shape": shape, "datatype": datatype}
+            | {"parameters": {"binary_data_size": len(data)}}
+            for (name, shape, datatype), data in zip(
+                [("alcohol", [n], "FP64"), ("ash", [n, 1], "FP32"), ("region", [n], "BYTES")],
+                tensors,
+                strict=True,
+            )
+        ],
+        "outputs": [{"name": "class", "parameters": {"binary_data": True}}],
+    }
+    return _binary(head, tensors)
+
+
+def _triton_response(rows: list[Row]) -> tuple[bytes, dict[str, str]]:
+    data = _bytes_elements(_labels(rows))
+    output = {"name": "class", "datatype": "BYTES", "shape": [len(rows)]}
+    head = {
+        "model_name": "wine",
+        "model_version": "1",
+        "outputs": [output | {"parameters": {"binary_data_size": len(data)}}],
+    }
+    return _binary(head, [data])
+
+
+async def test_kserve_v2_binary_tensor_data_is_monitored(
+    tmp_path: Path, baseline: Path, session: ClientSession
+) -> None:
+    """Tensors sent and answered as binary data (Triton's extension, its client's default) pass
+    unchanged and are observed as their JSON spelling would be."""
+    answers = {_triton_request(rows)[0]: _triton_response(rows) for rows in (BATCH, SINGLE)}
+
+    async def handler(request: web.Request) -> web.Response:
+        body, headers = answers[await request.read()]
+        return web.Response(body=body, headers=headers)
+
+    route = "/v2/models/wine/infer"
+    async with (
+        upstream_server(routes=[web.post(route, handler)]) as upstream,
+        running_proxy(tmp_path, baseline, upstream.port, protocol="kserve-v2") as proxy,
+    ):
+        for rows in (BATCH, SINGLE):
+            body, headers = _triton_request(rows)
+            async with session.post(proxy.url + route, data=body, headers=headers) as answer:
+                assert answer.status == 200
+                assert await answer.read() == answers[body][0]
+                length = answer.headers["Inference-Header-Content-Length"]
+                assert length == answers[body][1]["Inference-Header-Content-Length"]
+        monitor = proxy.sidecar.monitor
+        await until(lambda: monitor.rows_total == len(ROWS), what=f"{len(ROWS)} binary rows")
         assert not monitor.parse_errors
         for name in FIELDS:
             role = "input" if name in FEATURES else "prediction"

@@ -115,7 +115,11 @@ class Batcher:
                 request = _body(body)
             except _DECODE_ERRORS:  # not JSON: maybe another format the protocol takes (CSV)
                 request = adapter.read_text(body, record.headers)
-            response = _body(_decompressed(record.response, record.response_headers, limit))
+            body = _decompressed(record.response, record.response_headers, limit)
+            try:
+                response = _body(body)
+            except _DECODE_ERRORS:  # not JSON: maybe another format the protocol takes
+                response = adapter.read_response_text(body, record.response_headers)
             extracted = adapter.extract(request, response)
             version = record_version(record.path, response) if self.versions is not None else ""
             return request, extracted, version

@@ -10,7 +10,9 @@ One adapter per ``protocol:`` value of the config (:data:`ADAPTERS`), built by
   or for several protocols on one sidecar the member whose route it is), or
   None when ``path`` is none of its routes;
 - ``read_text(body, headers)`` - a request body that is not JSON, read in
-  another format the protocol takes (MLflow: CSV), else ValueError;
+  another format the protocol takes (MLflow: CSV; KServe V2: binary tensor
+  data), else ValueError; ``read_response_text(body, headers)`` the same for
+  a response (KServe V2: binary tensor data);
 - ``extract(request, response)`` - both bodies already parsed from JSON;
   ``response`` is None when not available (only feature columns come back).
   It returns ``Extracted(rows, columns, extra_columns)``: one column per

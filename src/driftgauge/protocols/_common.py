@@ -227,6 +227,13 @@ class BaseAdapter:
         """
         raise ValueError(f"{self.name} request bodies are JSON")
 
+    def read_response_text(self, body: bytes | str, headers: Mapping[str, str]) -> Any:
+        """A response body that is not JSON, read in another format the protocol takes.
+
+        Raises ValueError when it is in none (the caller counts ``invalid_json``).
+        """
+        raise ValueError(f"{self.name} response bodies are JSON")
+
     def extract(self, request: Any, response: Any) -> Extracted:
         """The request's rows paired with the response's; raises ProtocolError on a bad body."""
         extracted = self._extract(request, response)

@@ -70,6 +70,15 @@ class CompositeAdapter(BaseAdapter):
                 continue
         raise ValueError(f"no protocol of {self.name} reads this body")
 
+    def read_response_text(self, body: bytes | str, headers: Mapping[str, str]) -> Any:
+        """The first member's reading of a non-JSON response; ValueError when none reads it."""
+        for member in self.members:
+            try:
+                return member.read_response_text(body, headers)
+            except ValueError:
+                continue
+        raise ValueError(f"no protocol of {self.name} reads this response")
+
     def extract(self, request: Any, response: Any) -> Extracted:
         """A path-less pair, read by the first member that finds a configured field in it."""
         refused: ProtocolError | None = None

@@ -25,15 +25,25 @@ shape ``[N, d1, d2, ...]`` holds ``d1*d2*...`` values per row.  Mapping:
 
 Numeric tensors become 1-D float/int numpy columns in one reshape; BOOL and
 BYTES tensors (BYTES carry strings: categorical data) become Python lists.
-``parameters`` are ignored.  Binary-data extension tensors (no ``data``) are
-``bad_shape``.
+``parameters`` are ignored but for ``binary_data_size``.
+
+Binary tensor data extension (Triton ``docs/protocol/extension_binary_data.md``,
+what its HTTP client sends and asks for by default): a body whose
+``Inference-Header-Content-Length`` header gives the length of its JSON
+head, followed by the raw bytes of each tensor whose ``parameters`` hold a
+``binary_data_size``, in tensor order; elements are little-endian and
+row-major, a BOOL one byte, a BYTES element its 4-byte length and then its
+bytes.  :meth:`KServeV2Adapter.read_text` reads such a body into the JSON
+form (each binary tensor's ``data`` filled in).  A binary tensor with no
+``binary_data_size`` (or no header) has no ``data``: ``bad_shape``.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+import struct
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,6 +51,7 @@ import numpy.typing as npt
 
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import ProtocolError
+from driftgauge.jsonbody import decode_json
 from driftgauge.protocols._common import (
     BaseAdapter,
     Column,
@@ -61,6 +72,22 @@ _ROUTE = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?/infer")
 _INTEGER = frozenset({"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"})
 _FLOAT = frozenset({"FP16", "FP32", "FP64"})
 _DATATYPES = _INTEGER | _FLOAT | {"BOOL", "BYTES"}
+BINARY_HEADER = "inference-header-content-length"
+# The numpy dtype of each fixed-size datatype's elements in binary tensor data.
+_ELEMENTS = {
+    "BOOL": "u1",  # 0 or 1, made booleans as JSON's 0/1 are
+    "UINT8": "u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "INT8": "i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+}
 
 
 class _Tensor:
@@ -108,7 +135,7 @@ def _shape(value: Any, name: str) -> list[int]:
     return value
 
 
-def _numeric(data: list[Any], datatype: str, name: str) -> npt.NDArray[Any]:
+def _numeric(data: list[Any] | npt.NDArray[Any], datatype: str, name: str) -> npt.NDArray[Any]:
     try:
         array = np.asarray(data)
     except (ValueError, TypeError, OverflowError, RecursionError):
@@ -143,14 +170,14 @@ def _tensor(value: Any, what: str, key: str, index: int) -> _Tensor:
     if not isinstance(datatype, str) or datatype not in _DATATYPES:
         raise ProtocolError("bad_datatype", f"{_named(name)} has datatype {short(datatype)}")
     data = value.get("data")
-    if not isinstance(data, list):
+    if not isinstance(data, list | np.ndarray):
         raise ProtocolError(
             "bad_shape", f"{_named(name)} 'data' is {json_type(data)}, expected an array"
         )
     rows = shape[0]
     width = shape[1] if len(shape) == 2 else math.prod(shape[1:])
     if datatype == "BYTES":
-        flat = flatten(data)
+        flat = flatten(data if isinstance(data, list) else data.tolist())
         if not all(isinstance(item, str) for item in flat):
             raise ProtocolError(
                 "bad_datatype", f"{_named(name)} BYTES data holds non-string values"
@@ -169,6 +196,63 @@ def _tensor(value: Any, what: str, key: str, index: int) -> _Tensor:
     if datatype == "BOOL":
         return _Tensor(name, rows, width, None, matrix.reshape(-1).tolist())
     return _Tensor(name, rows, width, matrix, None)
+
+
+def _binary_elements(data: bytearray, datatype: Any, name: str) -> list[str] | npt.NDArray[Any]:
+    """One tensor's binary data as its ``data``: BYTES elements as text, others as an array."""
+    if datatype == "BYTES":
+        values = []
+        offset = 0
+        while offset < len(data):
+            if offset + 4 > len(data):
+                raise ProtocolError("bad_shape", f"{_named(name)} binary BYTES data is cut short")
+            (size,) = struct.unpack_from("<I", data, offset)
+            offset += 4 + size
+            if offset > len(data):
+                raise ProtocolError("bad_shape", f"{_named(name)} binary BYTES data is cut short")
+            try:
+                values.append(data[offset - size : offset].decode("utf-8"))
+            except UnicodeDecodeError:
+                raise ProtocolError(
+                    "bad_datatype", f"{_named(name)} BYTES data holds bytes that are not UTF-8"
+                ) from None
+        return values
+    element = _ELEMENTS.get(datatype) if isinstance(datatype, str) else None
+    if element is None:
+        raise ProtocolError("bad_datatype", f"{_named(name)} has datatype {short(datatype)}")
+    if len(data) % np.dtype(element).itemsize:
+        raise ProtocolError(
+            "bad_shape", f"{_named(name)} binary data is not a whole number of {datatype} values"
+        )
+    return np.frombuffer(data, element)
+
+
+def binary_body(body: bytes | str, headers: Mapping[str, str], key: str) -> Any:
+    """A body of the binary tensor data extension in its JSON form: the head, with the
+    ``data`` of each tensor under ``key`` read from the bytes after it.
+
+    Raises ValueError when ``headers`` give no JSON head length that fits the body.
+    """
+    declared = next((v for k, v in headers.items() if k.lower() == BINARY_HEADER), None)
+    if isinstance(body, str) or declared is None or not declared.strip().isdigit():
+        raise ValueError("not a body of the binary tensor data extension")
+    size = int(declared)
+    if size > len(body):
+        raise ValueError("the JSON head is longer than the body")
+    head = decode_json(body[:size])
+    tensors = head.get(key) if isinstance(head, dict) else None
+    data = memoryview(body)[size:]
+    for tensor in tensors if isinstance(tensors, list) else ():
+        parameters = tensor.get("parameters") if isinstance(tensor, dict) else None
+        taken = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+        if type(taken) is not int or "data" in tensor:
+            continue
+        name = tensor.get("name")
+        if not 0 <= taken <= len(data):
+            raise ProtocolError("bad_shape", f"{_named(name)} binary data is cut short")
+        tensor["data"] = _binary_elements(bytearray(data[:taken]), tensor.get("datatype"), name)
+        data = data[taken:]
+    return head
 
 
 def _tensors(body: dict[str, Any], key: str, reason: str, what: str) -> list[_Tensor]:
@@ -226,6 +310,14 @@ class KServeV2Adapter(BaseAdapter):
 
     name = "kserve-v2"
     routes = _ROUTE
+
+    def read_text(self, body: bytes | str, headers: Mapping[str, str]) -> Any:
+        """A request of the binary tensor data extension in its JSON form; else ValueError."""
+        return binary_body(body, headers, "inputs")
+
+    def read_response_text(self, body: bytes | str, headers: Mapping[str, str]) -> Any:
+        """A response of the binary tensor data extension in its JSON form; else ValueError."""
+        return binary_body(body, headers, "outputs")
 
     def _extract(self, request: Any, response: Any) -> Extracted:
         """Columns of the ``inputs`` tensors paired with the ``outputs`` tensors."""
