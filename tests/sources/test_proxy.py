@@ -701,6 +701,27 @@ async def test_large_response_to_a_slow_reader_leaves_the_pool_usable(
     assert len(upstream.connections) == 1
 
 
+async def test_a_client_reading_slower_than_timeout_is_not_an_upstream_timeout(
+    upstream: Upstream, start_proxy: StartProxy
+) -> None:
+    """A client that stops reading a large response for longer than ``timeout`` (so the proxy
+    stops reading the upstream) still gets all of it: the upstream was not the slow one."""
+    proxy = await start_proxy(upstream.port, timeout=0.5)
+    size = 8 * 1024 * 1024
+    async with raw_client(proxy.port, receive_buffer=4096) as client:
+        await client.send(b"GET /big?size=%d HTTP/1.1\r\nHost: p\r\n\r\n" % size)
+        await asyncio.sleep(1.5)  # three timeouts without reading: every buffer on the way fills
+        async with asyncio.timeout(10):
+            head = await client.reader.readuntil(b"\r\n\r\n")
+            received = bytearray()
+            while len(received) < size and (piece := await client.reader.read(65536)):
+                received += piece
+        assert head.startswith(b"HTTP/1.1 200")
+        assert len(received) == size
+        assert (await client.request("GET", "/doc", within=2.0)).body == DOC
+    assert proxy.sample("driftgauge_upstream_errors_total", reason="timeout") == 0
+
+
 async def _answer_before_reading_the_body(
     server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:

@@ -95,7 +95,11 @@ class ProxyServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def _sweep(self) -> None:
-        """Time out exchanges whose upstream made no progress by their deadline."""
+        """Time out exchanges whose upstream made no progress by their deadline.
+
+        An upstream is not read while its client does not read what it was sent (back-pressure):
+        its deadline starts again, as the client holds it back, not its own slowness.
+        """
         interval = min(1.0, max(0.02, self.timeout / 8))
         while True:
             await asyncio.sleep(interval)
@@ -103,7 +107,10 @@ class ProxyServer:
             for connection in list(self.connections):
                 cycle = connection.active
                 if cycle is not None and cycle.deadline and cycle.deadline < now:
-                    cycle.timed_out()
+                    if connection.flow.write_paused:
+                        cycle.deadline = now + self.timeout
+                    else:
+                        cycle.timed_out()
 
     def stop_accepting(self) -> None:
         if self._server is not None:
