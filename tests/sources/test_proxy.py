@@ -442,6 +442,18 @@ async def test_http10_client_gets_its_response_and_the_connection_closes(proxy: 
     assert (closing.body, closing.header("connection")) == (DOC, "close")
 
 
+async def test_http10_keep_alive_client_is_told_its_connection_stays_open(proxy: Proxy) -> None:
+    """An HTTP/1.0 client asking for keep-alive gets ``Connection: keep-alive`` with each answer
+    the proxy keeps its connection open after (without it, HTTP/1.0 reads the answer as the
+    last), and its next request is served on the same connection."""
+    async with raw_client(proxy.port) as client:
+        for _ in range(2):
+            await client.send(b"GET /doc HTTP/1.0\r\nHost: p\r\nConnection: keep-alive\r\n\r\n")
+            response = await client.response()
+            assert (response.status, response.body) == (200, DOC)
+            assert response.header("connection") == "keep-alive"
+
+
 async def _close_delimited(
     server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:

@@ -313,6 +313,8 @@ class Cycle:
         id_line = b""
         if self.generated_id and self.request_id is not None:
             id_line = b"%s: %s\r\n" % (self.server.request_id_header, self.request_id.encode())
+        # HTTP/1.0 closes after each answer unless told it stays open; HTTP/1.1 keeps it open.
+        connection = b"close" if not self.keep_alive else b"keep-alive" if self.http10 else b""
         client.write(
             response_head(
                 status,
@@ -320,7 +322,7 @@ class Cycle:
                 headers,
                 id_line,
                 self.response_chunked,
-                not self.keep_alive,
+                connection,
             )
         )
         self.head_sent = True

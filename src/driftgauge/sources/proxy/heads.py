@@ -162,13 +162,14 @@ def response_head(
     headers: list[tuple[bytes, bytes]],
     request_id_line: bytes = b"",
     chunked: bool = False,
-    close: bool = False,
+    connection: bytes = b"",
 ) -> bytes:
     """The head to send the client for the upstream's response (hop-by-hop headers dropped).
 
     ``request_id_line`` is a header line to add (the id the proxy made);
-    ``chunked`` and ``close`` add the proxy's own framing headers.  An
-    interim (1xx) head takes none of the three.
+    ``chunked`` and ``connection`` (``close``, or ``keep-alive`` for an
+    HTTP/1.0 client whose connection stays open) add the proxy's own
+    framing headers.  An interim (1xx) head takes none of the three.
     """
     if reason:
         out = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
@@ -187,8 +188,8 @@ def response_head(
         out.append(request_id_line)
     if chunked:
         out.append(b"transfer-encoding: chunked\r\n")
-    if close:
-        out.append(b"connection: close\r\n")
+    if connection:
+        out.append(b"connection: %s\r\n" % connection)
     out.append(b"\r\n")
     return b"".join(out)
 
