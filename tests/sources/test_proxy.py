@@ -605,6 +605,24 @@ async def test_slow_upstream_gives_504_and_the_connection_goes_on(
     assert proxy.sample("driftgauge_requests_total", code="504") == 1
 
 
+async def test_pipelined_expect_100_continue_after_a_504_still_gets_its_interim_response(
+    upstream: Upstream, start_proxy: StartProxy
+) -> None:
+    """A request waiting on Expect: 100-continue behind one the proxy answers 504 gets its
+    100 Continue once that answer is out, as it does behind one the upstream answers."""
+    proxy = await start_proxy(upstream.port, timeout=0.5)
+    async with raw_client(proxy.port) as client:
+        await client.send(
+            b"GET /slow?delay=3 HTTP/1.1\r\nHost: p\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nHost: p\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        assert (await client.response()).status == 504
+        assert (await client.response(within=1.0)).status == 100
+        await client.send(b"hello")
+        final = await client.response()
+    assert (final.status, final.body) == (200, b"hello")
+
+
 async def _reset_after_head(
     server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:

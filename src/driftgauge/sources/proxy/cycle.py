@@ -279,8 +279,7 @@ class Cycle:
         if not self.keep_alive or not self.request_done:
             client.close()
         else:
-            client.flow.resume_reading()  # the upstream's back-pressure may have paused it
-            client.start_next()
+            self.start_next()
 
     # -- the response, from the upstream's parser --------------------------
 
@@ -395,9 +394,14 @@ class Cycle:
         if not self.keep_alive:
             client.close()
             return
+        self.start_next()
+
+    def start_next(self) -> None:
+        """This exchange is answered: start the connection's next one."""
+        client = self.client
         # The upstream's back-pressure may have paused reading; an upload answered early
         # must still be read (and dropped) for the client to finish sending it.
         client.flow.resume_reading()
         if client.pending and client.pending[0].expect_continue:
-            client.write(CONTINUE)
+            client.write(CONTINUE)  # it waits for this to send its body
         client.start_next()
