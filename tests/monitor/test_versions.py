@@ -40,6 +40,10 @@ T0 = 1_700_000_000.0
         ("/v2/models/wine/versions/v%C3%A9ga%201/infer", None, "véga 1"),
         ("/v2/models/wine/versions/100%25/infer", None, "100%"),
         ("/v2/models/wine/versions/%FF/infer", None, "%FF"),  # no UTF-8: as written
+        # "versions" as a model name or in a gateway's prefix names no version.
+        ("/v2/models/versions/infer", {"model_version": "1"}, "1"),
+        ("/v2/models/versions/versions/3/infer", None, "3"),
+        ("/gw/versions/a/v2/models/wine/infer", {"model_version": "1"}, "1"),
     ],
 )
 def test_the_version_comes_from_the_path_else_the_response(

@@ -36,7 +36,8 @@ __all__ = [
 OTHER_VERSION = "__other__"
 # Protocols whose paths or responses name a model version.
 VERSIONED_PROTOCOLS = frozenset({"kserve-v2", "kserve", "tfserving"})
-_PATH_VERSION = re.compile(r"/versions/([^/:?]+)")
+# The segment after the model's name: "versions" may itself be a model's name or in a prefix.
+_PATH_VERSION = re.compile(r"/models/[^/]+/versions/([^/:?]+)")
 
 
 def percent_decoded(text: str) -> str:
