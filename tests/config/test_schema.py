@@ -310,6 +310,10 @@ def test_a_bare_port_number_listens_on_every_address(tmp_path: Path, port: int |
         ("http://[::1", "is not a URL: Invalid IPv6 URL"),
         ("http://127.0.0.1:99999", "is not a URL: Port out of range 0-65535"),
         ("http://model server:9", "is not an http:// or https:// URL"),
+        # The proxy sends each request's own path and query: one here would be ignored.
+        ("http://127.0.0.1:9000/v2", "has a path or query"),
+        ("https://gateway/seldon/ns/wine", "has a path or query"),
+        ("http://127.0.0.1:9000?x=1", "has a path or query"),
     ],
 )
 def test_a_malformed_upstream_is_refused_saying_why(

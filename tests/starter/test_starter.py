@@ -505,6 +505,15 @@ def test_metadata_without_inputs_falls_back_to_the_training_file(tmp_path: Path)
     assert (plan.model, plan.protocol, plan.upstream) == ("iris", "kserve-v2", "http://m:8080")
 
 
+def test_a_server_behind_a_path_prefix_gives_its_origin_as_the_upstream(tmp_path: Path) -> None:
+    """--server with a path (a gateway's prefix) writes only its scheme, host and port as the
+    upstream (the proxy forwards each request's own path), and the config loads."""
+    meta = metadata([{"name": "x", "datatype": "FP32", "shape": [-1, 1]}], PREDICT)
+    plan = plan_starter(None, meta, server="https://gw:8443/seldon/ns/iris/")
+    write_starter(render_starter(plan, "b.dgb"), tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml").source.upstream == "https://gw:8443"
+
+
 def test_predictions_named_like_the_output_tensors_match_by_name(tmp_path: Path) -> None:
     """--predictions naming the output tensors themselves needs no positional matching."""
     meta = metadata([{"name": "x", "datatype": "FP32", "shape": [-1, 1]}], PREDICT)

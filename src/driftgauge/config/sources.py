@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
+from urllib.parse import urlsplit
 
 from driftgauge.config.validation import (
     Errors,
@@ -159,6 +160,15 @@ def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
 
     listen = listen_address(DEFAULT_PROXY_PORT)
 
+    def upstream_url(value: Any) -> str:
+        text = url(value)
+        if urlsplit(text)[2:] != ("", "", ""):
+            raise ValueError(
+                f"{text!r} has a path or query, which the proxy would ignore: it forwards each "
+                "request's own; give the scheme, host and port only"
+            )
+        return text
+
     def url_path(value: Any) -> str:
         text = string(value)
         if not text.startswith("/"):
@@ -167,7 +177,7 @@ def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
 
     return ProxyConfig(
         listen=get_value(proxy, "listen", prefix, listen, defaults.listen, errors),
-        upstream=get_value(proxy, "upstream", prefix, url, defaults.upstream, errors),
+        upstream=get_value(proxy, "upstream", prefix, upstream_url, defaults.upstream, errors),
         timeout=get_value(proxy, "timeout", prefix, positive_float, defaults.timeout, errors),
         connect_timeout=get_value(
             proxy, "connect_timeout", prefix, positive_float, defaults.connect_timeout, errors

@@ -15,6 +15,7 @@ import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -313,7 +314,12 @@ def render_starter(starter: Starter, baseline: str, command: str = "driftgauge i
     )
     if starter.notes:
         lines += ["#", *_comment(starter.notes)]
-    upstream = starter.upstream or PLACEHOLDER_UPSTREAM
+    # Only the server's origin: the proxy forwards each request's own path (a prefix too).
+    upstream = (
+        urlunsplit((*urlsplit(starter.upstream)[:2], "", "", ""))
+        if starter.upstream
+        else PLACEHOLDER_UPSTREAM
+    )
     alert = AlertThresholds()  # the defaults, written out for review
     upstream_note = (
         "the server the metadata came from"
