@@ -16,12 +16,16 @@ from tests.helpers import base_config, free_port, training_rows, write_csv
 
 
 async def test_tls_everywhere(tmp_path: Path, pki: Path) -> None:
-    """Client → TLS proxy → https upstream (custom CA); metrics over TLS; rows monitored."""
+    """Client → TLS proxy → https upstream (custom CA), told X-Forwarded-Proto: https; metrics
+    over TLS; rows monitored."""
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(pki / "server.pem", pki / "server.key")
     client_tls = ssl.create_default_context(cafile=str(pki / "ca.pem"))
 
+    forwarded: list[str | None] = []
+
     async def predict(request: web.Request) -> web.Response:
+        forwarded.append(request.headers.get("X-Forwarded-Proto"))
         body = await request.json()
         return web.json_response({"predictions": [{"class": "a"} for _ in body["instances"]]})
 
@@ -81,6 +85,7 @@ async def test_tls_everywhere(tmp_path: Path, pki: Path) -> None:
                     break
                 await asyncio.sleep(0.05)
             assert sidecar.monitor.rows_total == 8
+            assert forwarded == ["https"]  # the client's scheme: TLS ends at the proxy
             port = config.metrics.listen[1]
             async with session.get(f"https://127.0.0.1:{port}/healthz", ssl=client_tls) as response:
                 assert response.status == 200

@@ -239,6 +239,7 @@ class ClientProtocol(asyncio.Protocol):
             server.pool.host_header,
             server.request_id_header,
             server.id_source if predicted else None,
+            server.scheme,
         )
         if predicted:
             if length is not None and length > server.max_body_bytes:

@@ -85,11 +85,13 @@ def request_head(
     host: bytes,
     request_id_header: bytes,
     new_request_id: Callable[[], str] | None,
+    scheme: bytes = b"http",
 ) -> RequestHead:
     """The head to send upstream for a client's request, and what its headers said.
 
     Hop-by-hop headers (and those ``Connection`` names) are dropped;
-    ``X-Forwarded-For`` gains ``peer``; ``Host`` is added for an HTTP/1.0
+    ``X-Forwarded-For`` gains ``peer``; ``X-Forwarded-Proto`` is ``scheme``
+    (the client's) unless an earlier hop set it; ``Host`` is added for an HTTP/1.0
     client that left it out; ``new_request_id``, when given, makes an id for
     a request that has none.  Returns ``(head, chunked, content_length,
     expect_continue, request_id, generated_id)``.
@@ -142,7 +144,7 @@ def request_head(
         out.append(b"host: %s\r\n" % host)
     out.append(b"x-forwarded-for: %s%s\r\n" % (forwarded_for, peer))
     if not has_proto:
-        out.append(b"x-forwarded-proto: http\r\n")
+        out.append(b"x-forwarded-proto: %s\r\n" % scheme)
     if chunked:
         out.append(b"transfer-encoding: chunked\r\n")
     generated_id = False

@@ -47,6 +47,7 @@ class ProxyServer:
     ) -> None:
         self.pool = UpstreamPool(upstream, connect_timeout, upstream_tls)
         self.listen_tls = listen_tls
+        self.scheme = b"https" if listen_tls is not None else b"http"  # X-Forwarded-Proto
         self.matches = matches
         self.metrics = metrics
         self.queue = queue
