@@ -413,6 +413,21 @@ async def test_expect_100_continue_gets_interim_then_final_response(
     assert upstream.seen[-1].body == b"hello world"
 
 
+async def test_expect_100_continue_from_an_http10_client_is_ignored(
+    proxy: Proxy, upstream: Upstream
+) -> None:
+    """HTTP/1.0 has no interim responses: its Expect: 100-continue gets no 100 (RFC 9110,
+    10.1.1), only the final answer."""
+    async with raw_client(proxy.port) as client:
+        await client.send(
+            b"POST /echo HTTP/1.0\r\nHost: p\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\n\r\nhello"
+        )
+        response = await client.response()
+    assert (response.status, response.body) == (200, b"hello")
+    assert upstream.seen[-1].body == b"hello"
+
+
 async def test_client_half_close_after_its_request_is_still_answered(proxy: Proxy) -> None:
     """A client that shuts down its sending side after the request gets the answer, then EOF."""
     async with raw_client(proxy.port) as client:

@@ -228,7 +228,7 @@ class ClientProtocol(asyncio.Protocol):
             cycle.head,
             cycle.chunked,
             length,
-            cycle.expect_continue,
+            expect_continue,
             cycle.request_id,
             cycle.generated_id,
         ) = request_head(
@@ -241,6 +241,8 @@ class ClientProtocol(asyncio.Protocol):
             server.id_source if predicted else None,
             server.scheme,
         )
+        # HTTP/1.0 knows no interim responses: it must not get a 100 (RFC 9110, 10.1.1).
+        cycle.expect_continue = expect_continue and not cycle.http10
         if predicted:
             if length is not None and length > server.max_body_bytes:
                 server.count_dropped("body_too_large")
