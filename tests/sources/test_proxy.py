@@ -397,6 +397,17 @@ async def test_interim_103_response_is_passed_on_before_the_final_one(
     assert again.status == 103
 
 
+async def test_an_http10_client_gets_no_interim_response(start_proxy: StartProxy) -> None:
+    """HTTP/1.0 knows no 1xx: a 103 from the upstream is not passed on to it (RFC 9110, 15.2),
+    and its first answer is the final one."""
+    async with raw_upstream(_early_hints) as server:
+        proxy = await start_proxy(server.port)
+        async with raw_client(proxy.port) as client:
+            await client.send(b"GET /hints HTTP/1.0\r\nHost: p\r\n\r\n")
+            response = await client.response()
+    assert (response.status, response.body) == (200, b"final")
+
+
 async def test_expect_100_continue_gets_interim_then_final_response(
     proxy: Proxy, upstream: Upstream
 ) -> None:

@@ -291,7 +291,9 @@ class Cycle:
         client = self.client
         status = upstream.parser.get_status_code()
         if 100 <= status < 200:
-            if status != 100:  # 100 Continue was answered by us; pass on e.g. 103 Early Hints
+            # 100 Continue was answered by us; pass on e.g. 103 Early Hints, but not to HTTP/1.0,
+            # which knows no interim responses (RFC 9110, 15.2).
+            if status != 100 and not self.http10:
                 client.write(response_head(status, self.response_reason, self.response_headers))
             return
         self.status = status
