@@ -308,23 +308,27 @@ def _binary(head: dict[str, Any], *tensors: bytes) -> tuple[bytes, dict[str, str
 
 
 def test_binary_tensor_data_reads_as_its_json_spelling() -> None:
-    """Binary FP32, BOOL and BYTES tensors (Triton's extension) give the columns JSON data gives."""
+    """Binary FP32, BOOL and BYTES tensors (Triton's extension) give the columns JSON data gives;
+    a BYTES tensor of bytes that are no text (an image) does not lose the request."""
     fp32 = np.array([[6.8, 2.8], [6.0, 3.4]], "<f4").tobytes()
     flags = bytes([1, 0])
     texts = b"".join(struct.pack("<I", len(t)) + t for t in (b"north", b"na\xc3\xafve"))
+    image = b"".join(struct.pack("<I", 4) + b"\x89PNG" for _ in range(2))  # bytes, not text
     head = {
         "inputs": [
             {"name": "input-0", "shape": [2, 2], "datatype": "FP32"},
             {"name": "input-1", "shape": [2], "datatype": "BOOL"},
             {"name": "input-2", "shape": [2, 1], "datatype": "BYTES"},
+            {"name": "input-3", "shape": [2], "datatype": "BYTES"},
         ]
     }
-    for tensor, data in zip(head["inputs"], (fp32, flags, texts), strict=True):
+    for tensor, data in zip(head["inputs"], (fp32, flags, texts, image), strict=True):
         tensor["parameters"] = {"binary_data_size": len(data)}
-    body, headers = _binary(head, fp32, flags, texts)
+    body, headers = _binary(head, fp32, flags, texts, image)
     adapter = KServeV2Adapter(inputs("a", "b") + inputs("c", "d", kind="categorical"), [])
-    request = adapter.read_text(body, headers)
-    assert plain(adapter.extract(request, None)) == {
+    extracted = adapter.extract(adapter.read_text(body, headers), None)
+    assert extracted.extra_columns == 1  # the image
+    assert plain(extracted) == {
         "a": pytest.approx([6.8, 6.0]),
         "b": pytest.approx([2.8, 3.4]),
         "c": [True, False],

@@ -33,7 +33,7 @@ what its HTTP client sends and asks for by default): a body whose
 head, followed by the raw bytes of each tensor whose ``parameters`` hold a
 ``binary_data_size``, in tensor order; elements are little-endian and
 row-major, a BOOL one byte, a BYTES element its 4-byte length and then its
-bytes.  :meth:`KServeV2Adapter.read_text` reads such a body into the JSON
+bytes (read as UTF-8 text, U+FFFD for bytes that are none).  :meth:`KServeV2Adapter.read_text` reads such a body into the JSON
 form (each binary tensor's ``data`` filled in).  A binary tensor with no
 ``binary_data_size`` (or no header) has no ``data``: ``bad_shape``.
 """
@@ -210,12 +210,8 @@ def _binary_elements(data: bytearray, datatype: Any, name: str) -> list[str] | n
             offset += 4 + size
             if offset > len(data):
                 raise ProtocolError("bad_shape", f"{_named(name)} binary BYTES data is cut short")
-            try:
-                values.append(data[offset - size : offset].decode("utf-8"))
-            except UnicodeDecodeError:
-                raise ProtocolError(
-                    "bad_datatype", f"{_named(name)} BYTES data holds bytes that are not UTF-8"
-                ) from None
+            # Not always text (an image model's input): bytes that are no UTF-8 read as U+FFFD.
+            values.append(data[offset - size : offset].decode("utf-8", "replace"))
         return values
     element = _ELEMENTS.get(datatype) if isinstance(datatype, str) else None
     if element is None:
