@@ -480,6 +480,20 @@ async def test_http10_keep_alive_client_is_told_its_connection_stays_open(proxy:
             assert response.header("connection") == "keep-alive"
 
 
+async def test_http10_keep_alive_client_answered_by_the_proxy_is_closed_after(
+    start_proxy: StartProxy,
+) -> None:
+    """The proxy's own 502 to an HTTP/1.0 keep-alive client says no keep-alive, so the
+    connection ends after it (the client would wait for a close otherwise)."""
+    proxy = await start_proxy(free_port())  # nothing listens there: 502
+    async with raw_client(proxy.port) as client:
+        await client.send(b"GET /doc HTTP/1.0\r\nHost: p\r\nConnection: keep-alive\r\n\r\n")
+        response = await client.response()
+        assert response.status == 502
+        assert response.header("connection") is None
+        assert await client.closed(within=2.0)
+
+
 async def _close_delimited(
     server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:

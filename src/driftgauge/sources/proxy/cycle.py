@@ -276,7 +276,8 @@ class Cycle:
             self.response_bytes,
         )
         client.active = None
-        if not self.keep_alive or not self.request_done:
+        # HTTP/1.0 keeps its connection only when told so, which this answer does not.
+        if not self.keep_alive or self.http10 or not self.request_done:
             client.close()
         else:
             self.start_next()
