@@ -184,3 +184,16 @@ def test_garbage_raises_protocol_error_with_reason(
 def test_matches_prediction_routes(path: str, expected: bool) -> None:
     """Seldon's external and microservice prediction routes match, feedback does not."""
     assert SeldonAdapter(inputs("x"), []).matches(path) is expected
+
+
+def test_a_message_in_a_form_json_field_is_read() -> None:
+    """SeldonClient's microservice calls post the message as a form's ``json`` field; another
+    content type or a form without that field is no Seldon body (ValueError: invalid_json)."""
+    adapter = SeldonAdapter(inputs("a", "b"), [])
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    body = b"json=%7B%22data%22%3A+%7B%22ndarray%22%3A+%5B%5B1%2C+2%5D%5D%7D%7D"
+    assert plain(adapter.extract(adapter.read_text(body, form), None)) == {"a": [1], "b": [2]}
+    with pytest.raises(ValueError, match="not a form"):
+        adapter.read_text(body, {"Content-Type": "text/plain"})
+    with pytest.raises(ValueError, match="without a json field"):
+        adapter.read_text(b"other=1", form)

@@ -478,3 +478,37 @@ async def test_kserve_v2_binary_tensor_data_is_monitored(
             assert proxy.sample("driftgauge_observations_total", **labels) == len(ROWS), name
             assert sum(monitor.counters()[name].invalid.values()) == 0, name
         assert monitor.extra_columns_total == 0
+
+
+async def test_seldon_form_bodies_are_monitored(
+    tmp_path: Path, baseline: Path, session: ClientSession
+) -> None:
+    """A SeldonMessage posted to a microservice's /predict as a form's ``json`` field (as
+    SeldonClient's microservice calls and the Python wrapper's tester send it) passes
+    unchanged and its rows are observed."""
+    case = next(case for case in CASES if case.protocol == "seldon")
+    answers = {
+        _encode(case.request(rows)): _encode(case.response(rows)) for rows in (BATCH, SINGLE)
+    }
+
+    async def handler(request: web.Request) -> web.Response:
+        form = await request.post()
+        answer = answers[str(form["json"]).encode()]
+        return web.Response(body=answer, content_type="application/json")
+
+    async with (
+        upstream_server(routes=[web.post("/predict", handler)]) as upstream,
+        running_proxy(tmp_path, baseline, upstream.port, protocol="seldon") as proxy,
+    ):
+        for rows in (BATCH, SINGLE):
+            message = _encode(case.request(rows)).decode()
+            async with session.post(proxy.url + "/predict", data={"json": message}) as answer:
+                assert answer.status == 200
+                assert await answer.read() == answers[message.encode()]
+        monitor = proxy.sidecar.monitor
+        await until(lambda: monitor.rows_total == len(ROWS), what=f"{len(ROWS)} form rows")
+        assert not monitor.parse_errors
+        for name in FIELDS:
+            role = "input" if name in FEATURES else "prediction"
+            labels = {"feature": name, "role": role}
+            assert proxy.sample("driftgauge_observations_total", **labels) == len(ROWS), name

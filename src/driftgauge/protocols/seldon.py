@@ -16,7 +16,10 @@ external-prediction.md``, ``prediction.md``, ``internal-api.md``):
   "values":[0,0,1,1]}}}``; a classifier answers ``{"data":{"names":["t:0",
   "t:1","t:2"],"ndarray":[[...]]},"meta":{...}}`` (one probability per class);
 - a failure is ``{"status": {"code": -1, "info": "...", "reason":
-  "MICROSERVICE_BAD_DATA", "status": 1}}`` (``"FAILURE"`` in proto JSON).
+  "MICROSERVICE_BAD_DATA", "status": 1}}`` (``"FAILURE"`` in proto JSON);
+- the microservice also takes the message as the ``json`` field of a form
+  (``application/x-www-form-urlencoded``), which is how SeldonClient's
+  microservice calls (``seldon_core/seldon_client.py``) send it.
 
 Mapping: with ``names``, each row's values map by name (so configure
 predictions ``t:0``, ``t:1``... to monitor class probabilities); without,
@@ -28,15 +31,18 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
+from urllib.parse import parse_qs
 
 import numpy as np
 
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import ProtocolError
+from driftgauge.jsonbody import decode_json
 from driftgauge.protocols._common import BaseAdapter, Part, json_type, pair, require_object, short
 from driftgauge.protocols._tables import map_matrix, map_rows
+from driftgauge.protocols.csv_body import content_type
 from driftgauge.typing import Extracted
 
 __all__ = ["SeldonAdapter"]
@@ -127,6 +133,15 @@ class SeldonAdapter(BaseAdapter):
 
     name = "seldon"
     routes = _ROUTE
+
+    def read_text(self, body: bytes | str, headers: Mapping[str, str]) -> Any:
+        """A message sent as a form's ``json`` field, parsed; ValueError when it is not one."""
+        if content_type(headers) not in (None, "application/x-www-form-urlencoded"):
+            raise ValueError("not a form")
+        fields = parse_qs(body.encode() if isinstance(body, str) else body)
+        if b"json" not in fields:
+            raise ValueError("a form without a json field")
+        return decode_json(fields[b"json"][0])
 
     def _extract(self, request: Any, response: Any) -> Extracted:
         """Rows of the request's ``data`` paired with the response's ``data``."""
