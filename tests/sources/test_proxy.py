@@ -837,6 +837,30 @@ async def test_early_answer_to_a_large_upload_does_not_stall_the_client(
     assert (after.status, after.body) == (200, b"ok")
 
 
+async def test_a_request_id_the_upstream_echoes_is_not_added_twice(
+    tmp_path: Path, baseline: Path
+) -> None:
+    """With ids made for labels, a request without one gets one, in the answer too; an upstream
+    that echoes the X-Request-ID it was sent (a correlation-id middleware) has it once."""
+
+    async def echo_id(request: web.Request) -> web.Response:
+        answer = await predict(request)
+        answer.headers["X-Request-ID"] = request.headers["X-Request-ID"]
+        return answer
+
+    feedback = {"feedback": {"prediction": "class"}}
+    async with (
+        upstream_server(routes=[web.post(PREDICT, echo_id)]) as upstream,
+        running_proxy(tmp_path, baseline, upstream.port, fields=feedback) as proxy,
+        raw_client(proxy.port) as client,
+    ):
+        response = await client.request("POST", PREDICT, instances(2))
+        assert response.status == 200
+        made = upstream.seen[-1].header("X-Request-ID")
+        assert made is not None
+        assert response.header_all("x-request-id") == [made]
+
+
 # -- fail-open monitoring ------------------------------------------------------------
 
 

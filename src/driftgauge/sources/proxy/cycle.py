@@ -314,7 +314,9 @@ class Cycle:
             self.captured_response = bytearray()
         id_line = b""
         if self.generated_id and self.request_id is not None:
-            id_line = b"%s: %s\r\n" % (self.server.request_id_header, self.request_id.encode())
+            name = self.server.request_id_header
+            if not any(n.lower() == name for n, _ in headers):  # not echoed by the upstream
+                id_line = b"%s: %s\r\n" % (name, self.request_id.encode())
         # HTTP/1.0 closes after each answer unless told it stays open; HTTP/1.1 keeps it open.
         connection = b"close" if not self.keep_alive else b"keep-alive" if self.http10 else b""
         client.write(
