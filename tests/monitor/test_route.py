@@ -162,6 +162,9 @@ def test_a_shared_key_problem_is_reported_once(tmp_path: Path) -> None:
         ("/v2/models/wine/versions/3/infer", "wine"),
         ("/v1/models/wine:predict", "wine"),
         ("/v1/models/wine/versions/2:predict", "wine"),
+        # Only V1's route ends the name at a colon: a V2 name may hold one.
+        ("/v2/models/wine:canary/infer", "wine:canary"),
+        ("/v2/models/wine:canary/versions/3/infer", "wine:canary"),
         ("/invocations", None),
         ("/iris/invocations", None),
     ],

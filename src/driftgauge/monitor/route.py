@@ -47,7 +47,8 @@ from driftgauge.typing import Record
 
 __all__ = ["COMPONENT_HEADER", "SERVICE_HEADER", "Router", "model_in_path"]
 
-_NAMED = re.compile(r"^/v[12]/models/([^/:?]+)")
+# The model's path segment; V1's (and TF Serving's) ends at ":predict", so a colon ends it.
+_NAMED = re.compile(r"^/v(?:1/models/([^/:?]+)|2/models/([^/?]+))")
 SERVICE_HEADER = "ce-inferenceservicename"
 """The record header naming the KServe InferenceService it came from (the CloudEvents binding's
 spelling of the payload logger's ``inferenceservicename`` attribute)."""
@@ -59,18 +60,23 @@ NAMING_PROTOCOLS = frozenset({"kserve-v1", "kserve-v2", "kserve", "tfserving"})
 _MATCHES_KEPT = 1024
 
 
+def _segment(path: str) -> str | None:
+    """The model name a KServe or TF Serving route carries, as written, if any."""
+    match = _NAMED.match(path)
+    return None if match is None else match.group(1) or match.group(2)
+
+
 def model_in_path(path: str) -> str | None:
     """The model name a KServe or TF Serving route carries, percent-escapes decoded, if any."""
-    match = _NAMED.match(path)
-    return percent_decoded(match.group(1)) if match else None
+    written = _segment(path)
+    return None if written is None else percent_decoded(written)
 
 
 def _names_in_path(path: str) -> tuple[str, ...]:
     """The model names a route may mean: its segment decoded, then as written if that differs."""
-    match = _NAMED.match(path)
-    if match is None:
+    written = _segment(path)
+    if written is None:
         return ()
-    written = match.group(1)
     decoded = percent_decoded(written)
     return (decoded,) if decoded == written else (decoded, written)
 
