@@ -33,9 +33,11 @@ what its HTTP client sends and asks for by default): a body whose
 head, followed by the raw bytes of each tensor whose ``parameters`` hold a
 ``binary_data_size``, in tensor order; elements are little-endian and
 row-major, a BOOL one byte, a BYTES element its 4-byte length and then its
-bytes (read as UTF-8 text, U+FFFD for bytes that are none).  :meth:`KServeV2Adapter.read_text` reads such a body into the JSON
-form (each binary tensor's ``data`` filled in).  A binary tensor with no
-``binary_data_size`` (or no header) has no ``data``: ``bad_shape``.
+bytes (read as UTF-8 text, U+FFFD for bytes that are none).
+:meth:`KServeV2Adapter.read_text` and ``read_response_text`` read such a
+body into the JSON form (each binary tensor's ``data`` filled in).  A binary
+tensor with no ``binary_data_size`` (or no header) has no ``data``:
+``bad_shape``.
 """
 
 from __future__ import annotations
