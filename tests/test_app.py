@@ -74,3 +74,16 @@ async def test_the_upstream_watch_stops_at_the_first_cancel_whenever_it_comes() 
         assert done, f"still running 1 s after a cancel at turn {turns}"
         task.cancel()  # (a task that went on: stop it for good before failing)
         assert task.cancelled()
+
+
+@pytest.mark.parametrize(
+    ("host", "tls", "url"),
+    [
+        ("127.0.0.1", None, "http://127.0.0.1:8080"),
+        ("::1", None, "http://[::1]:8080"),
+        ("0.0.0.0", object(), "https://0.0.0.0:8080"),
+    ],
+)
+def test_listeners_are_logged_as_urls_a_client_can_use(host: str, tls: object, url: str) -> None:
+    """An IPv6 host goes in brackets (http://::1:8080 is no URL) and a TLS listener is https."""
+    assert app._url(host, 8080, tls) == url

@@ -137,6 +137,11 @@ def _supervise(name: str, health: Health, coroutine: Awaitable[None]) -> asyncio
     return task
 
 
+def _url(host: str, port: int, tls: object) -> str:
+    """A listener's URL for the log: https with TLS, an IPv6 host in brackets."""
+    return f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
 async def _cancel(task: asyncio.Task[None], name: str, grace: float = 5.0) -> None:
     """Cancel a background task and wait up to ``grace`` seconds for it; shutdown goes on either way."""
     if task.done():  # one that died was logged by _supervise: not raised again at shutdown
@@ -336,7 +341,7 @@ async def _cloudevents_ctx(app: web.Application) -> AsyncIterator[None]:
     rate.set_function(lambda: sampler.rate)
     async with _listening("source.cloudevents.listen", config.listen):
         sidecar.proxy_port = await source.start()
-    log.info("CloudEvents on http://%s:%s", config.listen[0], sidecar.proxy_port)
+    log.info("CloudEvents on %s", _url(config.listen[0], sidecar.proxy_port, config.tls))
     task = _supervise("cloudevents", sidecar.health, source.run())
     sidecar.drainers.append(source.close)  # stop receiving while /readyz already says 503
     yield
@@ -447,7 +452,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         "monitoring consumer", sidecar.health, consume(queue, sidecar.batcher, metrics, sampler)
     )
     watcher = _supervise("upstream watch", sidecar.health, _watch_upstream(config, sidecar.health))
-    log.info("proxy on http://%s:%s -> %s", host, sidecar.proxy_port, config.upstream)
+    log.info("proxy on %s -> %s", _url(host, sidecar.proxy_port, config.tls), config.upstream)
 
     async def drain() -> None:
         sidecar.health.stopping = True
@@ -491,7 +496,7 @@ async def run_until_stopped(
         async with _listening("metrics.listen", (host, port)):
             await site.start()
         bound = runner.addresses[0][1] if runner.addresses else port
-        log.info("metrics on http://%s:%s/metrics", host, bound)
+        log.info("metrics on %s/metrics", _url(host, bound, tls))
         if on_started is not None:
             on_started(bound)
         await stop.wait()
