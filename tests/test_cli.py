@@ -453,3 +453,16 @@ def test_a_baseline_file_is_readable_as_the_umask_allows(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(out.stat().st_mode) == expected
+
+
+def test_python_dash_m_driftgauge_is_the_command() -> None:
+    """`python -m driftgauge` runs the CLI, as `python -m driftgauge.cli` and `driftgauge` do."""
+    done = subprocess.run(
+        [sys.executable, "-m", "driftgauge", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: driftgauge")
