@@ -30,6 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from tests.helpers import free_port
 
@@ -182,7 +183,7 @@ def serve_models(
     )
     try:
         urls = [server.url + "/v2/health/ready"]
-        urls += [f"{server.url}/v2/models/{spec.name}/ready" for spec in models]
+        urls += [f"{server.url}/v2/models/{quote(spec.name, safe='')}/ready" for spec in models]
         deadline = time.monotonic() + START_TIMEOUT
         while not all(map(_ready, urls)):
             if process.poll() is not None or time.monotonic() > deadline:
