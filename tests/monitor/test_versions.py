@@ -32,6 +32,7 @@ T0 = 1_700_000_000.0
     [
         ("/v2/models/wine/versions/3/infer", {"model_version": "9"}, "3"),
         ("/v1/models/wine/versions/12:predict", None, "12"),
+        ("/v1/models/wine/labels/canary:predict", None, "canary"),  # TF Serving's version label
         ("/v2/models/wine/infer", {"model_version": "canary"}, "canary"),
         ("/v2/models/wine/infer", {"model_version": 2}, "2"),
         ("/v2/models/wine/infer", {"outputs": []}, ""),

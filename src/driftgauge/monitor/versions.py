@@ -37,7 +37,8 @@ OTHER_VERSION = "__other__"
 # Protocols whose paths or responses name a model version.
 VERSIONED_PROTOCOLS = frozenset({"kserve-v2", "kserve", "tfserving"})
 # The segment after the model's name: "versions" may itself be a model's name or in a prefix.
-_PATH_VERSION = re.compile(r"/models/[^/]+/versions/([^/:?]+)")
+# TF Serving also serves a version by its label (/labels/canary:predict), its canary's route.
+_PATH_VERSION = re.compile(r"/models/[^/]+/(?:versions|labels)/([^/:?]+)")
 
 
 def percent_decoded(text: str) -> str:
