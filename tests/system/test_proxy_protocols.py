@@ -249,18 +249,12 @@ async def post(
         return response.status, await response.read()
 
 
-async def test_batched_and_single_rows_are_monitored_and_paired(
-    case: Case, proxy: Proxy, session: ClientSession
-) -> None:
-    """8 rows then 1 row: every byte comes back, and each field is observed 9 times, none invalid."""
-    for rows in (BATCH, SINGLE):
-        status, body = await post(session, proxy, case, _encode(case.request(rows)))
-        assert status == 200
-        assert body == _encode(case.response(rows))
+async def assert_every_row_monitored(proxy: Proxy, what: str) -> None:
+    """Once the ROWS are ingested: each field observed for each row, nothing missing, invalid,
+    extra or unreadable."""
     monitor = proxy.sidecar.monitor
-    await until(lambda: monitor.rows_total == len(ROWS), what=f"{len(ROWS)} rows ingested")
+    await until(lambda: monitor.rows_total == len(ROWS), what=f"{len(ROWS)} {what}")
     assert not monitor.parse_errors
-    assert not monitor.dropped
     for name in FIELDS:
         role = "input" if name in FEATURES else "prediction"
         labels = {"feature": name, "role": role}
@@ -269,6 +263,18 @@ async def test_batched_and_single_rows_are_monitored_and_paired(
         invalid = monitor.counters()[name].invalid
         assert sum(invalid.values()) == 0, (name, dict(invalid))
     assert monitor.extra_columns_total == 0
+
+
+async def test_batched_and_single_rows_are_monitored_and_paired(
+    case: Case, proxy: Proxy, session: ClientSession
+) -> None:
+    """8 rows then 1 row: every byte comes back, and each field is observed 9 times, none invalid."""
+    for rows in (BATCH, SINGLE):
+        status, body = await post(session, proxy, case, _encode(case.request(rows)))
+        assert status == 200
+        assert body == _encode(case.response(rows))
+    await assert_every_row_monitored(proxy, "rows ingested")
+    assert not proxy.sidecar.monitor.dropped
 
 
 async def test_error_response_is_forwarded_unchanged_and_not_monitored(
@@ -387,15 +393,7 @@ async def test_mlflow_csv_bodies_are_monitored(
             async with session.post(url, data=_csv(rows), headers=headers) as answer:
                 assert answer.status == 200
                 assert await answer.read() == answers[_csv(rows)]
-        monitor = proxy.sidecar.monitor
-        await until(lambda: monitor.rows_total == len(ROWS), what=f"{len(ROWS)} CSV rows")
-        assert not monitor.parse_errors
-        for name in FIELDS:
-            role = "input" if name in FEATURES else "prediction"
-            labels = {"feature": name, "role": role}
-            assert proxy.sample("driftgauge_observations_total", **labels) == len(ROWS), name
-            assert sum(monitor.counters()[name].invalid.values()) == 0, name
-        assert monitor.extra_columns_total == 0
+        await assert_every_row_monitored(proxy, "CSV rows")
 
 
 def _binary(head: Body, tensors: list[bytes]) -> tuple[bytes, dict[str, str]]:
@@ -469,15 +467,7 @@ async def test_kserve_v2_binary_tensor_data_is_monitored(
                 assert await answer.read() == answers[body][0]
                 length = answer.headers["Inference-Header-Content-Length"]
                 assert length == answers[body][1]["Inference-Header-Content-Length"]
-        monitor = proxy.sidecar.monitor
-        await until(lambda: monitor.rows_total == len(ROWS), what=f"{len(ROWS)} binary rows")
-        assert not monitor.parse_errors
-        for name in FIELDS:
-            role = "input" if name in FEATURES else "prediction"
-            labels = {"feature": name, "role": role}
-            assert proxy.sample("driftgauge_observations_total", **labels) == len(ROWS), name
-            assert sum(monitor.counters()[name].invalid.values()) == 0, name
-        assert monitor.extra_columns_total == 0
+        await assert_every_row_monitored(proxy, "binary rows")
 
 
 async def test_seldon_form_bodies_are_monitored(
@@ -505,10 +495,4 @@ async def test_seldon_form_bodies_are_monitored(
             async with session.post(proxy.url + "/predict", data={"json": message}) as answer:
                 assert answer.status == 200
                 assert await answer.read() == answers[message.encode()]
-        monitor = proxy.sidecar.monitor
-        await until(lambda: monitor.rows_total == len(ROWS), what=f"{len(ROWS)} form rows")
-        assert not monitor.parse_errors
-        for name in FIELDS:
-            role = "input" if name in FEATURES else "prediction"
-            labels = {"feature": name, "role": role}
-            assert proxy.sample("driftgauge_observations_total", **labels) == len(ROWS), name
+        await assert_every_row_monitored(proxy, "form rows")

@@ -63,21 +63,19 @@ class CompositeAdapter(BaseAdapter):
 
     def read_text(self, body: bytes | str, headers: Mapping[str, str]) -> Any:
         """The first member's reading of a non-JSON body; ValueError when none reads it."""
-        for member in self.members:
-            try:
-                return member.read_text(body, headers)
-            except ValueError:
-                continue
-        raise ValueError(f"no protocol of {self.name} reads this body")
+        return self._first_reading("read_text", body, headers)
 
     def read_response_text(self, body: bytes | str, headers: Mapping[str, str]) -> Any:
         """The first member's reading of a non-JSON response; ValueError when none reads it."""
+        return self._first_reading("read_response_text", body, headers)
+
+    def _first_reading(self, method: str, body: bytes | str, headers: Mapping[str, str]) -> Any:
         for member in self.members:
             try:
-                return member.read_response_text(body, headers)
+                return getattr(member, method)(body, headers)
             except ValueError:
                 continue
-        raise ValueError(f"no protocol of {self.name} reads this response")
+        raise ValueError(f"no protocol of {self.name} reads this body")
 
     def extract(self, request: Any, response: Any) -> Extracted:
         """A path-less pair, read by the first member that finds a configured field in it."""
