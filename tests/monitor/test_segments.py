@@ -216,42 +216,37 @@ def test_equal_opportunity_difference_matches_hand_computation(pipeline: Pipelin
     assert performance["north"].labels == 30
 
 
-def test_a_segment_with_few_labelled_positives_opens_no_equal_opportunity_gap(
+@pytest.mark.parametrize(
+    ("north", "south", "rates"),
+    [
+        # One missed positive (TPR 0) beside 200 labelled rows is no 0.75 gap: the segment's
+        # rate waits for min_observations (10) positives, as disparate impact does.
+        ((75, 25, 100), (0, 1, 0), {"north": 0.75, "south": None}),
+        # Labels holding no positive: no TPR at all.
+        ((30, 10, 2), (0, 0, 5), {"north": 0.75, "south": None}),
+    ],
+    ids=["one positive", "no positive"],
+)
+def test_a_segment_without_enough_positives_has_no_rate_and_opens_no_gap(
     pipeline: Pipeline,
+    north: tuple[int, int, int],
+    south: tuple[int, int, int],
+    rates: dict[str, float | None],
 ) -> None:
-    """One missed positive in a segment (TPR 0) beside 200 labelled rows elsewhere is no 0.75
-    gap: the segment's rate waits for min_observations positives, as disparate impact does."""
+    """With one true positive rate left there is no equal opportunity difference."""
     for region, (rows, truth) in {
-        "north": labelled_rows("north", 75, 25, 100),
-        "south": labelled_rows("south", 0, 1, 0),
+        "north": labelled_rows("north", *north),
+        "south": labelled_rows("south", *south),
     }.items():
         pipeline.batcher.ingest([record(rows, region)])
         pipeline.outcomes.label([(f"{region}:{i}", label) for i, label in enumerate(truth)])
     text = pipeline.text()
-    rates = {
+    found = {
         p.segment: p.true_positive_rate
         for p in pipeline.monitor.snapshot.performance
         if p.segment_feature and p.window == "5m"
     }
-    assert rates == {"north": 0.75, "south": None}
-    assert value(text, "driftgauge_equal_opportunity_difference", window="5m") is None
-
-
-def test_segments_without_actual_positives_have_no_true_positive_rate(pipeline: Pipeline) -> None:
-    """A segment whose labels hold no positive has no TPR; with one TPR left there is no gap."""
-    for region, (rows, truth) in {
-        "north": labelled_rows("north", 30, 10, 2),
-        "south": labelled_rows("south", 0, 0, 5),
-    }.items():
-        pipeline.batcher.ingest([record(rows, region)])
-        pipeline.outcomes.label([(f"{region}:{i}", label) for i, label in enumerate(truth)])
-    text = pipeline.text()
-    rates = {
-        p.segment: p.true_positive_rate
-        for p in pipeline.monitor.snapshot.performance
-        if p.segment_feature and p.window == "5m"
-    }
-    assert rates == {"north": 3 / 4, "south": None}
+    assert found == rates
     assert value(text, "driftgauge_equal_opportunity_difference", window="5m") is None
 
 
