@@ -1,33 +1,76 @@
 """The proxy's conformance tests run on both event loops `serve` may use: asyncio's and uvloop.
 
 ``serve`` runs on uvloop when it is installed (driftgauge.runtime.loops), so
-the proxy must behave the same on both; every test in ``test_proxy.py`` is
-parametrized ``[asyncio]`` and ``[uvloop]`` (the latter only when uvloop is
+the proxy must behave the same on both; every test in ``test_proxy.py``,
+``test_proxy_faults.py`` and ``test_proxy_monitoring.py`` is parametrized
+``[asyncio]`` and ``[uvloop]`` (the latter only when uvloop is
 installed).  Other tests here keep asyncio's loop under unchanged names.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
+
+from tests.proxy_upstream import Proxy, Upstream, running_proxy, upstream_server
+from tests.sources.proxy_support import PREDICT, StartProxy, predict
 
 try:
     import uvloop
 except ImportError:  # pragma: no cover - uvloop is the optional `fast` extra
     uvloop = None
 
-BOTH_LOOPS = frozenset({"test_proxy.py"})
+BOTH_LOOPS = frozenset({"test_proxy.py", "test_proxy_faults.py", "test_proxy_monitoring.py"})
 
 
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """asyncio's loop for every async test here, and uvloop too for the proxy conformance file."""
+    """asyncio's loop for every async test here, and uvloop too for the proxy's test files."""
     factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
         "asyncio": asyncio.new_event_loop
     }
     if uvloop is not None and item.path.name in BOTH_LOOPS:
         factories["uvloop"] = uvloop.new_event_loop
     return factories
+
+
+# -- the proxy tests' servers (test_proxy*.py) -------------------------------------------
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    async with upstream_server(routes=[web.post(PREDICT, predict)]) as server:
+        yield server
+
+
+@pytest.fixture
+async def start_proxy(tmp_path: Path, baseline: Path) -> AsyncIterator[StartProxy]:
+    """Start sidecars in front of a port (proxy options as keywords); all stopped at the end."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(upstream_port: int, **options: Any) -> Proxy:
+            return await stack.enter_async_context(
+                running_proxy(tmp_path, baseline, upstream_port, **options)
+            )
+
+        yield start
+
+
+@pytest.fixture
+async def proxy(upstream: Upstream, start_proxy: StartProxy) -> Proxy:
+    return await start_proxy(upstream.port)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[ClientSession]:
+    async with ClientSession(
+        connector=TCPConnector(limit=100), timeout=ClientTimeout(total=10), auto_decompress=False
+    ) as client:
+        yield client

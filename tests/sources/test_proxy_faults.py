@@ -1,0 +1,281 @@
+"""The proxy survives upstream faults: refused, slow, reset or dead upstreams and what follows.
+
+Real servers on loopback, as in test_proxy.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from tests.helpers import free_port
+from tests.proxy_upstream import (
+    DOC,
+    Proxy,
+    RawUpstream,
+    Upstream,
+    raw_client,
+    raw_upstream,
+    running_proxy,
+    until,
+    upstream_server,
+)
+from tests.sources.proxy_support import PREDICT, StartProxy, instances, predict
+
+
+async def test_upstream_down_gives_502_then_recovers(start_proxy: StartProxy) -> None:
+    """Nothing listening: 502 with a short JSON body, counted; once it starts, requests succeed."""
+    port = free_port()
+    proxy = await start_proxy(port)
+    async with raw_client(proxy.port) as client:
+        refused = await client.request("GET", "/doc")
+        async with upstream_server(port=port):
+            recovered = await client.request("GET", "/doc")
+    assert refused.status == 502
+    assert refused.header("content-type") == "application/json"
+    assert len(refused.body) < 200
+    assert "error" in json.loads(refused.body)
+    assert recovered.body == DOC
+    assert proxy.sample("driftgauge_upstream_errors_total", reason="connect_refused") == 1
+    assert proxy.sample("driftgauge_requests_total", code="502") == 1
+    assert proxy.sample("driftgauge_requests_total", code="200") == 1
+
+
+async def test_slow_upstream_gives_504_and_the_connection_goes_on(
+    upstream: Upstream, start_proxy: StartProxy
+) -> None:
+    """An upstream slower than ``timeout`` is answered 504 in about ``timeout``; counted."""
+    proxy = await start_proxy(upstream.port, timeout=0.5)
+    async with raw_client(proxy.port) as client:
+        started = time.monotonic()
+        response = await client.request("GET", "/slow?delay=3")
+        elapsed = time.monotonic() - started
+        after = await client.request("GET", "/doc")
+    assert response.status == 504
+    assert response.header("content-type") == "application/json"
+    assert "error" in json.loads(response.body)
+    assert 0.4 < elapsed < 2.0
+    assert after.body == DOC
+    assert proxy.sample("driftgauge_upstream_errors_total", reason="timeout") == 1
+    assert proxy.sample("driftgauge_requests_total", code="504") == 1
+
+
+async def test_pipelined_expect_100_continue_after_a_504_still_gets_its_interim_response(
+    upstream: Upstream, start_proxy: StartProxy
+) -> None:
+    """A request waiting on Expect: 100-continue behind one the proxy answers 504 gets its
+    100 Continue once that answer is out, as it does behind one the upstream answers."""
+    proxy = await start_proxy(upstream.port, timeout=0.5)
+    async with raw_client(proxy.port) as client:
+        await client.send(
+            b"GET /slow?delay=3 HTTP/1.1\r\nHost: p\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nHost: p\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        assert (await client.response()).status == 504
+        assert (await client.response(within=1.0)).status == 100
+        await client.send(b"hello")
+        final = await client.response()
+    assert (final.status, final.body) == (200, b"hello")
+
+
+async def _reset_after_head(
+    server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    while (request := await server.read_request(reader)) is not None:
+        if b" /reset " in request[0]:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.transport.abort()
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+
+async def test_upstream_reset_mid_response_closes_the_client_connection(
+    start_proxy: StartProxy,
+) -> None:
+    """After the head went out, a reset can only be passed on by closing; the next connection works."""
+    async with raw_upstream(_reset_after_head) as server:
+        proxy = await start_proxy(server.port)
+        async with raw_client(proxy.port) as client:
+            with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
+                await client.request("GET", "/reset")
+        async with raw_client(proxy.port) as client:
+            after = await client.request("GET", "/fine")
+    assert after.body == b"ok"
+    await until(lambda: proxy.sample("driftgauge_requests_total", code="0") == 1)
+    assert proxy.sample("driftgauge_upstream_errors_total", reason="upstream_reset") == 1
+
+
+async def _answer_then_close_when_idle(
+    server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    request = await server.read_request(reader)
+    if request is None:
+        return
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(request[1]), request[1]))
+    await writer.drain()
+    await asyncio.sleep(0.05)  # an idle timeout shorter than the client's
+
+
+async def test_pooled_connection_closed_by_upstream_while_idle_is_not_used(
+    start_proxy: StartProxy,
+) -> None:
+    """After the upstream closed an idle pooled connection, the next request still succeeds."""
+    async with raw_upstream(_answer_then_close_when_idle) as server:
+        proxy = await start_proxy(server.port)
+        async with raw_client(proxy.port) as client:
+            first = await client.request("POST", "/echo", b"one")
+            await asyncio.sleep(0.2)
+            second = await client.request("POST", "/echo", b"two")
+    assert (first.body, second.body) == (b"one", b"two")
+    assert server.connections == 2
+    assert proxy.sample("driftgauge_requests_total", code="200") == 2
+
+
+async def _close_on_second_request(
+    server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    while (request := await server.read_request(reader)) is not None:
+        if server.number(reader) == 1 and len(server.heads) == 2:
+            return  # the idle timer fired just as the request arrived: close unanswered
+        body = request[1]
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+
+
+async def test_stale_pooled_connection_is_retried_once_on_a_new_one(
+    start_proxy: StartProxy,
+) -> None:
+    """A pooled connection that closes without answering is retried, body and all, on a new one."""
+    async with raw_upstream(_close_on_second_request) as server:
+        proxy = await start_proxy(server.port)
+        async with raw_client(proxy.port) as client:
+            first = await client.request("POST", "/echo", b"one")
+            second = await client.request("POST", "/echo", b"two")
+    assert (first.status, first.body) == (200, b"one")
+    assert (second.status, second.body) == (200, b"two")
+    assert server.connections == 2
+    assert len(server.heads) == 3
+    for reason in ("upstream_reset", "connect_refused", "bad_response"):
+        assert proxy.sample("driftgauge_upstream_errors_total", reason=reason) == 0
+
+
+async def test_large_response_to_a_slow_reader_leaves_the_pool_usable(
+    proxy: Proxy, upstream: Upstream
+) -> None:
+    """Back-pressure from a slow client (small receive buffer, late reads) loses nothing and
+    leaves the pooled upstream connection usable for the next requests."""
+    size = 8 * 1024 * 1024
+    async with raw_client(proxy.port, receive_buffer=4096) as client:
+        await client.send(b"GET /big?size=%d HTTP/1.1\r\nHost: p\r\n\r\n" % size)
+        await asyncio.sleep(0.2)  # fill every buffer on the way: the proxy must pause
+        async with asyncio.timeout(10):
+            head = await client.reader.readuntil(b"\r\n\r\n")
+            received = bytearray()
+            while len(received) < size:
+                received += await client.reader.read(65536)
+                await asyncio.sleep(0.0005)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert bytes(received) == bytes(range(256)) * (size // 256)
+        for _ in range(3):
+            assert (await client.request("GET", "/doc", within=2.0)).body == DOC
+    async with raw_client(proxy.port) as client:
+        assert (await client.request("GET", "/doc", within=2.0)).body == DOC
+    assert len(upstream.connections) == 1
+
+
+async def test_a_client_reading_slower_than_timeout_is_not_an_upstream_timeout(
+    upstream: Upstream, start_proxy: StartProxy
+) -> None:
+    """A client that stops reading a large response for longer than ``timeout`` (so the proxy
+    stops reading the upstream) still gets all of it: the upstream was not the slow one."""
+    proxy = await start_proxy(upstream.port, timeout=0.5)
+    size = 8 * 1024 * 1024
+    async with raw_client(proxy.port, receive_buffer=4096) as client:
+        await client.send(b"GET /big?size=%d HTTP/1.1\r\nHost: p\r\n\r\n" % size)
+        await asyncio.sleep(1.5)  # three timeouts without reading: every buffer on the way fills
+        async with asyncio.timeout(10):
+            head = await client.reader.readuntil(b"\r\n\r\n")
+            received = bytearray()
+            while len(received) < size and (piece := await client.reader.read(65536)):
+                received += piece
+        assert head.startswith(b"HTTP/1.1 200")
+        assert len(received) == size
+        assert (await client.request("GET", "/doc", within=2.0)).body == DOC
+    assert proxy.sample("driftgauge_upstream_errors_total", reason="timeout") == 0
+
+
+async def _answer_before_reading_the_body(
+    server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    if head.startswith(b"POST /upload "):
+        await asyncio.sleep(0.3)  # not reading: the proxy's writes back up
+        writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large")
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        return
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    await writer.drain()
+    while await reader.read(65536):
+        pass
+
+
+async def test_early_answer_to_a_large_upload_does_not_stall_the_client(
+    start_proxy: StartProxy,
+) -> None:
+    """An upstream that answers 413 before reading a large upload: the client can finish and go on."""
+    body = b"u" * (32 * 1024 * 1024)
+    async with raw_upstream(_answer_before_reading_the_body) as server:
+        proxy = await start_proxy(server.port)
+        async with raw_client(proxy.port) as client:
+
+            async def upload() -> None:
+                await client.send(
+                    b"POST /upload HTTP/1.1\r\nHost: p\r\nContent-Length: %d\r\n\r\n" % len(body)
+                )
+                await client.send(body)
+
+            sending = asyncio.create_task(upload())
+            try:
+                answer = await client.response()
+                assert (answer.status, answer.body) == (413, b"too large")
+                async with asyncio.timeout(5):
+                    await sending
+            finally:
+                sending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sending
+            after = await client.request("GET", "/next")
+    assert (after.status, after.body) == (200, b"ok")
+
+
+async def test_a_request_id_the_upstream_echoes_is_not_added_twice(
+    tmp_path: Path, baseline: Path
+) -> None:
+    """With ids made for labels, a request without one gets one, in the answer too; an upstream
+    that echoes the X-Request-ID it was sent (a correlation-id middleware) has it once."""
+
+    async def echo_id(request: web.Request) -> web.Response:
+        answer = await predict(request)
+        answer.headers["X-Request-ID"] = request.headers["X-Request-ID"]
+        return answer
+
+    feedback = {"feedback": {"prediction": "class"}}
+    async with (
+        upstream_server(routes=[web.post(PREDICT, echo_id)]) as upstream,
+        running_proxy(tmp_path, baseline, upstream.port, fields=feedback) as proxy,
+        raw_client(proxy.port) as client,
+    ):
+        response = await client.request("POST", PREDICT, instances(2))
+        assert response.status == 200
+        made = upstream.seen[-1].header("X-Request-ID")
+        assert made is not None
+        assert response.header_all("x-request-id") == [made]
