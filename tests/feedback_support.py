@@ -16,7 +16,7 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import numpy as np
 from aiohttp import ClientSession, web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from sklearn import metrics as skm
 
 from driftgauge.app import Sidecar, build_sidecar, run_until_stopped
 from driftgauge.baseline import Baseline, build_baseline
@@ -314,3 +315,72 @@ def as_format_2(encoded: dict[str, Any]) -> dict[str, Any]:
         data = base64.b64encode(encoded[name]["data"]).decode("ascii")
         result[name] = {**encoded[name], "data": data}
     return json.loads(json.dumps(result, allow_nan=False))
+
+
+# -- shared by the outcomes tests (tests/monitor/test_outcomes*.py) --------------------------
+
+T0 = 1_700_000_000.0
+TOLERANCE = 1e-9
+
+
+class Clock:
+    """A test clock the pipeline reads; tests move it by hand."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def close(actual: float | None, expected: float) -> bool:
+    return actual is not None and math.isclose(
+        actual, expected, rel_tol=TOLERANCE, abs_tol=TOLERANCE
+    )
+
+
+def with_feedback(built: tuple[Config, Baseline], **feedback: Any) -> tuple[Config, Baseline]:
+    """The same config and baseline with other ``feedback`` settings."""
+    config, baseline = built
+    assert config.feedback is not None
+    return replace(config, feedback=replace(config.feedback, **feedback)), baseline
+
+
+def one_row(alcohol: float = 13.5) -> list[dict[str, Any]]:
+    return [{"alcohol": alcohol, "ash": 2.2, "region": "north"}]
+
+
+def classification_expected(
+    truth: list[str], predicted: list[str], p_a: list[float]
+) -> dict[str, float]:
+    """sklearn's figures for string labels, macro over the classes that occur."""
+    labels = sorted(set(truth) | set(predicted))
+    macro = skm.precision_recall_fscore_support(
+        truth, predicted, labels=labels, average="macro", zero_division=0
+    )
+    positive = skm.precision_recall_fscore_support(
+        truth, predicted, labels=["a"], average=None, zero_division=0
+    )
+    is_a = [int(t == "a") for t in truth]
+    return {
+        "accuracy": skm.accuracy_score(truth, predicted),
+        "precision_macro": macro[0],
+        "recall_macro": macro[1],
+        "f1_macro": macro[2],
+        "precision": positive[0][0],
+        "recall": positive[1][0],
+        "f1": positive[2][0],
+        "log_loss": skm.log_loss(is_a, p_a, labels=[0, 1]),
+        "brier": skm.brier_score_loss(is_a, p_a, pos_label=1),
+    }
+
+
+def proxied(
+    built: tuple[Config, Baseline], tmp_path: Path, **feedback: Any
+) -> tuple[Config, Baseline, int]:
+    """The classifier's config in proxy mode on fresh loopback ports, with ``feedback`` settings."""
+    config, baseline = with_feedback(built, **feedback)
+    upstream = free_port()
+    raw = base_config(tmp_path, source=proxy_source(upstream))
+    source = config_from_mapping(raw, base=tmp_path)
+    return replace(config, source=source.source, metrics=source.metrics), baseline, upstream
