@@ -343,3 +343,14 @@ def test_example_configs_are_valid(name: str) -> None:
     config = load_config(path)
     assert config.model == "wine"
     assert config.feedback is not None
+
+
+def test_a_directory_to_follow_is_refused(tmp_path: Path) -> None:
+    """source.tail.path or feedback.tail naming a directory passed check; serve then warned."""
+    (tmp_path / "logs").mkdir()
+    raw = base_config(tmp_path, source={"tail": {"path": "logs"}})
+    raw["predictions"] = [{"name": "class", "type": "categorical"}]
+    raw["feedback"] = {"prediction": "class", "tail": "logs"}
+    message = _error(tmp_path, raw)
+    assert "source.tail.path: 'logs' is a directory, not the file to follow" in message
+    assert "feedback.tail: 'logs' is a directory, not the label file to follow" in message

@@ -205,6 +205,8 @@ def feedback_section(
             if not token:  # else /feedback would take labels without a token
                 errors.add("feedback.token_file", f"{token_file!r} holds no token")
     tail = get_value(table, "tail", prefix, string, None, errors)
+    if tail and (base / tail).is_dir():
+        errors.add(f"{prefix}tail", f"{tail!r} is a directory, not the label file to follow")
     return FeedbackConfig(
         prediction=prediction,
         task=cast(Literal["classification", "regression"], task),

@@ -116,6 +116,8 @@ def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
         path = get_value(tail, "path", "source.tail.", string, "", errors)
         if not path:
             errors.add("source.tail.path", "missing: the JSON Lines file to follow")
+        elif (base / path).is_dir():
+            errors.add("source.tail.path", f"{path!r} is a directory, not the file to follow")
         state = get_value(tail, "state_file", "source.tail.", string, None, errors)
         return TailConfig(
             path=base / path,
