@@ -336,6 +336,21 @@ def test_describe_lists_every_field(tmp_path: Path, make_config: Callable[..., C
     assert "10 bins (edges " in text and "bin 9 " in text and "share 0.1" in text
 
 
+def test_describe_counts_the_training_rows_of_each_segment(
+    tmp_path: Path, make_config: Callable[..., Config]
+) -> None:
+    """inspect names the segments a baseline was built for, with numpy's count of each."""
+    columns = training_rows(500)
+    config = make_config(segments={"features": ["region"], "top": 2})
+    baseline = build_baseline(config, [write_csv(tmp_path / "t.csv", columns)])
+    line = next(x for x in describe(baseline, Path("b.dgb")).splitlines() if "segments by" in x)
+    regions, counts = np.unique(np.asarray(columns["region"]), return_counts=True)
+    top = sorted(zip(counts, regions, strict=True), reverse=True)[:2]
+    expected = [f"{region} {count:,}" for count, region in top]
+    expected.append(f"__other__ {len(columns['region']) - sum(c for c, _ in top):,}")
+    assert line == "  segments by region (training rows with a prediction): " + "  ".join(expected)
+
+
 @pytest.mark.parametrize("rows", [150, 20_000])
 def test_describe_states_how_far_its_quantiles_may_be(
     tmp_path: Path, make_config: Callable[..., Config], rows: int

@@ -9,9 +9,7 @@ from typing import Any
 from driftgauge.baseline.model import Baseline, FieldBaseline
 from driftgauge.baseline.store import FORMAT_VERSION
 from driftgauge.sketches.edges import bin_ranges
-from driftgauge.sketches.summary import (
-    NumericSummary,
-)
+from driftgauge.sketches.summary import OTHER, NumericBinning, NumericSummary
 
 __all__ = ["describe"]
 
@@ -55,6 +53,16 @@ def describe(baseline: Baseline, path: Path) -> str:
             f"{pca.components.shape[1]} of {len(pca.features)} components, "
             f"{pca.explained:.1%} of the variance"
         ]
+    for name, by_prediction in baseline.segments.items():
+        counts = next(iter(by_prediction.values()), None)
+        binning = baseline.fields[name].summary.binning
+        if counts is None or isinstance(binning, NumericBinning):
+            continue
+        labels = [*binning.categories[: counts.shape[0] - 1], OTHER]
+        rows = "  ".join(
+            f"{_shown(label)} {int(n):,}" for label, n in zip(labels, counts.sum(1), strict=True)
+        )
+        lines[-1:-1] = [f"  segments by {_shown(name)} (training rows with a prediction): {rows}"]
     for held in baseline.fields.values():
         spec, summary = held.spec, held.summary
         exactness = "exact bins" if held.exact else "estimated bins (merged)"
