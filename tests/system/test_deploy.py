@@ -375,6 +375,13 @@ def test_kubernetes_service_sends_traffic_to_the_proxy_port() -> None:
     assert _port(driftgauge, port["targetPort"]) == config.source.listen[1]
 
 
+def test_kubernetes_service_targets_the_native_sidecar_by_port_number() -> None:
+    """The Service's targetPort is a number: a native sidecar's named port resolves only from Kubernetes 1.32."""
+    (service,) = _k8s("Service")
+    (port,) = service["spec"]["ports"]
+    assert isinstance(port["targetPort"], int), port
+
+
 def test_kubernetes_scraping_names_the_metrics_port_as_job_driftgauge() -> None:
     """Pod annotations and the PodMonitor point at the metrics port; the PodMonitor sets job="driftgauge"."""
     config, _ = _k8s_config()
