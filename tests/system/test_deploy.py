@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 from driftgauge import __version__
 from driftgauge.config import (
@@ -257,6 +258,21 @@ def test_docker_build_context_holds_what_the_dockerfile_copies_and_nothing_more(
     assert tops == {"pyproject.toml", "README.md", "src"}, tops
     assert not [f for f in context if "__pycache__" in f or f.endswith(".pyc")]
     assert not [f for f in context if ".egg-info/" in f]
+
+
+def test_the_declared_build_backend_can_read_the_spdx_license() -> None:
+    """pip install . (the Dockerfile's) builds with any setuptools the build-system allows."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert isinstance(pyproject["project"]["license"], str)  # an SPDX expression (PEP 639)
+    (backend,) = [
+        Requirement(r)
+        for r in pyproject["build-system"]["requires"]
+        if Requirement(r).name == "setuptools"
+    ]
+    # setuptools before 77.0.3 refuses a string license ("must be valid exactly by one
+    # definition"), so a lower bound below it lets pip pick a setuptools that cannot build.
+    assert not backend.specifier.contains("77.0.2"), backend
+    assert backend.specifier.contains("77.0.3"), backend
 
 
 def test_the_documented_image_tag_is_the_package_version() -> None:
