@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import get_args
 
 import pytest
+import yaml
 from prometheus_client import ProcessCollector
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
@@ -17,6 +18,7 @@ from driftgauge.exposition import MonitorCollector, RenderedSnapshot, render_met
 from driftgauge.exposition.catalogue import CATALOGUE, MetricSpec
 from driftgauge.exposition.proxy import ProxyMetrics
 from tests.exposition_support import busy_pipeline, registry_of
+from tests.rules.support import promtool_test, series
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 BY_NAME = {spec.name: spec for spec in CATALOGUE}
@@ -129,3 +131,46 @@ def test_buckets_are_only_for_histograms() -> None:
         MetricSpec("driftgauge_x", "gauge", "x", (), (1.0,))
     with pytest.raises(ValueError, match="buckets are for histograms"):
         MetricSpec("driftgauge_x_seconds", "histogram", "x", ())
+
+
+def test_readme_share_of_rows_lacking_a_field_is_each_sidecars_own(tmp_path: Path) -> None:
+    """README's missing-field share reads 0.5 for each of two replicas that each lack the field in half their rows."""
+    section = README.read_text(encoding="utf-8").split("\nRates in PromQL", 1)[1]
+    block = section.split("```promql\n", 1)[1].split("```", 1)[0]
+    query = block.split("# share of rows whose request lacked the field", 1)[1]
+    query = query.split("\n#", 1)[0].split("\n", 1)[1].strip()
+    (tmp_path / "share.yml").write_text(
+        yaml.safe_dump(
+            {"groups": [{"name": "readme", "rules": [{"record": "share", "expr": query}]}]}
+        ),
+        encoding="utf-8",
+    )
+    field = {"model": "wine", "feature": "alcohol", "role": "input"}
+    replicas = [{"job": "driftgauge", "instance": f"10.0.0.{i}:10117"} for i in (1, 2)]
+    promtool_test(
+        tmp_path,
+        ["share.yml"],
+        [
+            {
+                "interval": "1m",
+                "input_series": [
+                    series("driftgauge_missing_fields_total", field | replica, "0+30x10")
+                    for replica in replicas
+                ]
+                + [
+                    series("driftgauge_rows_total", {"model": "wine"} | replica, "0+60x10")
+                    for replica in replicas
+                ],
+                "promql_expr_test": [
+                    {
+                        "expr": "share",
+                        "eval_time": "5m",
+                        "exp_samples": [
+                            {"labels": series("share", field | replica, "")["series"], "value": 0.5}
+                            for replica in replicas
+                        ],
+                    }
+                ],
+            }
+        ],
+    )
