@@ -43,6 +43,7 @@ from aiohttp import ClientSession, ClientTimeout, web
 from driftgauge.baseline import build_baseline, save_baseline
 from driftgauge.config import config_from_mapping
 from tests.helpers import answers_ok, free_port, wait_for, write_csv
+from tests.rules.support import promtool_test, series
 from tests.servers import Prometheus, prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -731,6 +732,77 @@ def test_ks_panels_have_the_ks_alert_threshold() -> None:
         assert shown, board["uid"]
         for where, values in shown:
             assert values == expected, where
+
+
+def test_invalid_value_panels_read_the_share_the_invalid_values_alert_reads(
+    tmp_path: Path,
+) -> None:
+    """Half of alcohol's values wrong-typed reads 50%, as DriftgaugeInvalidValuesHigh's ratio does;
+    an unseen category's share of region stays its share of observations."""
+    values: dict[str, Value] = PREFERRED | {"__rate_interval": "5m", "datasource": "prometheus"}
+    panels = [
+        (board["uid"], panel)
+        for board in BOARDS.values()
+        for panel in _query_panels(board)
+        if panel["title"].startswith("Invalid values")
+    ]
+    assert {uid for uid, _ in panels} == {"driftgauge-overview", "driftgauge-model"}
+    rules = [
+        {"record": f"panel_{i}", "expr": substitute(panel["targets"][0]["expr"], values)}
+        for i, (_, panel) in enumerate(panels)
+    ]
+    (tmp_path / "panels.yml").write_text(
+        yaml.safe_dump({"groups": [{"name": "panels", "rules": rules}]}), encoding="utf-8"
+    )
+    sidecar = {"job": "driftgauge", "instance": "10.0.0.1:10117", "model": "wine"}
+    alcohol, region = sidecar | {"feature": "alcohol"}, sidecar | {"feature": "region"}
+    numeric_reasons = {
+        "wrong_type": "0+30x10",
+        "nan": "0x10",
+        "inf": "0x10",
+        "out_of_range": "0x10",
+    }
+    inputs = [
+        series("driftgauge_observations_total", alcohol | {"role": "input"}, "0+30x10"),
+        series("driftgauge_observations_total", region | {"role": "input"}, "0+60x10"),
+        series(
+            "driftgauge_invalid_total",
+            region | {"role": "input", "reason": "unseen_category"},
+            "0+6x10",
+        ),
+    ] + [
+        series("driftgauge_invalid_total", alcohol | {"role": "input", "reason": reason}, values)
+        for reason, values in numeric_reasons.items()
+    ]
+    shares = {"wrong_type": 0.5, "nan": 0.0, "inf": 0.0, "out_of_range": 0.0}
+    expected = {
+        "driftgauge-model": [({"reason": r}, v) for r, v in shares.items()],
+        "driftgauge-overview": [
+            ({"model": "wine", "feature": "alcohol", "reason": r}, v) for r, v in shares.items()
+        ]
+        + [({"model": "wine", "feature": "region", "reason": "unseen_category"}, 0.1)],
+    }
+    promtool_test(
+        tmp_path,
+        ["panels.yml"],
+        [
+            {
+                "interval": "1m",
+                "input_series": inputs,
+                "promql_expr_test": [
+                    {
+                        "expr": f"panel_{i}",
+                        "eval_time": "5m",
+                        "exp_samples": [
+                            {"labels": series(f"panel_{i}", labels, "")["series"], "value": v}
+                            for labels, v in expected[uid]
+                        ],
+                    }
+                    for i, (uid, _) in enumerate(panels)
+                ],
+            }
+        ],
+    )
 
 
 def test_psi_heat_map_and_top_features_cover_the_overview() -> None:
