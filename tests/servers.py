@@ -23,7 +23,14 @@ import yaml
 
 from tests.helpers import answers_ok, free_port, wait_for
 
-__all__ = ["Alertmanager", "Prometheus", "alertmanager", "prometheus", "wait_for"]
+__all__ = [
+    "Alertmanager",
+    "Prometheus",
+    "alertmanager",
+    "alertmanager_of",
+    "prometheus",
+    "wait_for",
+]
 
 
 def _get_json(url: str) -> Any:
@@ -143,12 +150,20 @@ def alertmanager(directory: Path, webhook_url: str) -> Iterator[Alertmanager]:
         ],
     }
     (directory / "alertmanager.yml").write_text(yaml.safe_dump(config))
+    with alertmanager_of(directory, directory / "alertmanager.yml") as server:
+        yield server
+
+
+@contextmanager
+def alertmanager_of(directory: Path, config_file: Path) -> Iterator[Alertmanager]:
+    """Alertmanager running ``config_file``, its data and log in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = (directory / "alertmanager.log").open("wb")
     process = subprocess.Popen(
         [
             _binary("prometheus-alertmanager"),
-            f"--config.file={directory / 'alertmanager.yml'}",
+            f"--config.file={config_file}",
             f"--storage.path={directory / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--cluster.listen-address=",

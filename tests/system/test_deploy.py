@@ -44,7 +44,7 @@ from tests.e2e_support import (
     write_config,
 )
 from tests.helpers import base_config, free_port
-from tests.servers import wait_for
+from tests.servers import alertmanager_of, wait_for
 
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -556,6 +556,51 @@ def test_compose_alertmanager_config_passes_amtool() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+@pytest.mark.integration
+def test_compose_alertmanager_inhibits_a_warning_only_by_its_own_critical(tmp_path: Path) -> None:
+    """A critical drift alert silences the warning of the same field, role and version, no other."""
+    field = {"model": "wine", "feature": "alcohol", "instance": "10.0.0.1:10117"}
+
+    def alert(name: str, severity: str, **labels: str) -> dict[str, Any]:
+        return {"labels": {"alertname": name, "severity": severity} | field | labels}
+
+    critical = alert("DriftgaugeFeatureDriftCritical", "critical", role="input", version="2")
+    warnings = {
+        "same": alert("DriftgaugeFeatureDriftWarning", "warning", role="input", version="2"),
+        "other version": alert(
+            "DriftgaugeFeatureDriftWarning", "warning", role="input", version="1"
+        ),
+        "other role": alert(
+            "DriftgaugeFeatureDriftWarning", "warning", role="prediction", version="2"
+        ),
+    }
+    with alertmanager_of(tmp_path, COMPOSE_DIR / "alertmanager.yml") as server:
+        request = urllib.request.Request(
+            f"{server.url}/api/v2/alerts",
+            json.dumps([critical, *warnings.values()]).encode(),
+            {"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5):
+            pass
+
+        def states() -> dict[str, str]:
+            by_labels = {
+                json.dumps(a["labels"], sort_keys=True): a["status"]["state"]
+                for a in server.alerts()
+            }
+            found = {
+                name: by_labels.get(json.dumps(a["labels"], sort_keys=True), "")
+                for name, a in warnings.items()
+            }
+            return found if found["same"] == "suppressed" else {}
+
+        assert wait_for(states, what="the critical alert inhibiting its warning") == {
+            "same": "suppressed",
+            "other version": "active",
+            "other role": "active",
+        }
 
 
 def test_compose_grafana_provisioning_points_at_prometheus_and_the_mounted_dashboards() -> None:
