@@ -483,6 +483,25 @@ def test_compose_volume_sources_and_build_context_exist_in_the_repository() -> N
             assert (context / service["build"]["dockerfile"]).resolve() == DOCKERFILE
 
 
+def _seconds(duration: str) -> float:
+    """A compose or Kubernetes duration ("30s", "1m30s") in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([\d.]+)([hms])", duration))
+
+
+def test_the_sidecars_get_longer_to_stop_than_their_shutdown_grace() -> None:
+    """Docker and Kubernetes wait past source.proxy.shutdown_grace before they kill the sidecar,
+    so in-flight requests finish and the queue is monitored (docs/reliability.md)."""
+    config, _ = _k8s_config()
+    assert isinstance(config.source, ProxyConfig)
+    assert _pod_spec()["terminationGracePeriodSeconds"] > config.source.shutdown_grace + 2
+    compose = _compose_config()
+    assert isinstance(compose.source, ProxyConfig)
+    # Docker's default, without stop_grace_period, is 10s.
+    stop = _seconds(_compose()["services"]["driftgauge"].get("stop_grace_period", "10s"))
+    assert stop > compose.source.shutdown_grace + 2, stop
+
+
 def test_compose_driftgauge_mounts_config_and_baseline_where_image_and_config_expect() -> None:
     """Config at the image's CMD path, the baseline volume where config.baseline points, filled by `baseline`."""
     config = _compose_config()
