@@ -15,7 +15,7 @@ import pytest
 
 from driftgauge.config import config_from_mapping
 from driftgauge.rules.dashboards import render_dashboard
-from tests.system.test_grafana import (
+from tests.system.grafana_support import (
     DATASOURCE_REF,
     WINDOWS,
     Scraped,
@@ -24,8 +24,8 @@ from tests.system.test_grafana import (
     substitute,
 )
 
-# The live module fixture of test_grafana.py (a real sidecar and Prometheus), shared.
-from tests.system.test_grafana import scraped as scraped
+# The live module fixture (a real sidecar and Prometheus), shared with test_grafana.py.
+from tests.system.grafana_support import scraped as scraped
 
 FIELDS = {
     "features": [
