@@ -19,6 +19,7 @@ from driftgauge.canonical import canonical_category, canonical_strings
         ([0, -0.0, "0.0", "-0.0", "0"], "0"),
         ([-12, -12.0, "-12.0"], "-12"),
         ([0.5, np.float32(0.5), "0.5"], "0.5"),
+        ([0.1, np.float32(0.1), np.float16(0.1), "0.1"], "0.1"),
     ],
 )
 def test_every_encoding_of_a_category_is_one_text(values: list[object], text: str) -> None:
@@ -72,3 +73,14 @@ def test_columns_spell_like_single_values(values: list[object]) -> None:
         sorted(t for t, n in zip(distinct.tolist(), tally.tolist(), strict=True) for _ in range(n))
         == expected
     )
+
+
+@given(st.lists(st.floats(width=32), max_size=30))
+def test_float32_columns_spell_like_single_float32_values(values: list[float]) -> None:
+    """A float32 array (a Parquet float column, an FP32 tensor) reads as its values one by one."""
+    from driftgauge.canonical import category_strings
+
+    column = np.asarray(values, dtype=np.float32)
+    strings, whole = category_strings(column)
+    assert whole
+    assert canonical_strings(strings).tolist() == [canonical_category(v) for v in column]

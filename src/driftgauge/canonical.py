@@ -11,7 +11,8 @@ canonical text before it meets a category, so these are one category:
   ``"true"`` and ``"false"``;
 - integral numbers (``1``, ``1.0``, ``np.float32(1)``, the string ``"1.0"``)
   are their integer digits, ``"1"``; ``-0.0`` is ``"0"``;
-- other numbers are Python's shortest round-trip text (``0.5``, ``nan``);
+- other numbers are Python's shortest round-trip text (``0.5``, ``nan``), a
+  float32 its own (``np.float32(0.1)`` is ``0.1``);
 - any other string is itself.
 
 The rule is deliberately narrow: ``"007"`` stays ``"007"`` and ``"1e3"``
@@ -58,6 +59,8 @@ def canonical_category(value: Any) -> str:
         number = float(value)
         if number.is_integer() and abs(number) < _INTEGER_LIMIT:
             return str(int(number))
+        if isinstance(value, np.floating) and value.itemsize < 8:
+            return str(value)  # a float32's own shortest text: 0.1, not 0.10000000149011612
         return repr(number) if math.isfinite(number) else str(number)
     return str(value)
 
@@ -104,8 +107,8 @@ def category_strings(values: Any) -> tuple[npt.NDArray[np.str_], bool]:
     booleans among numbers: those go value by value (:func:`canonical_category`).
     The strings are not canonical yet: spell their distinct values with
     :func:`canonical_counts` or the whole column with :func:`canonical_strings`.
-    Numbers are printed as float64, so ``np.float32(0.1)`` reads as
-    :func:`canonical_category` spells it.
+    Numbers are printed as :func:`canonical_category` spells them: a float32
+    ``0.1`` as ``0.1``, its own shortest text.
     """
     try:
         array = values if isinstance(values, np.ndarray) else np.asarray(values)
@@ -118,9 +121,14 @@ def category_strings(values: Any) -> tuple[npt.NDArray[np.str_], bool]:
     if mixed and bool in set(map(type, values)):
         return np.empty(0, dtype=np.str_), False
     array = array.ravel()
-    if array.dtype.kind == "f":
-        array = array.astype(np.float64, copy=False)
-    return array.astype(np.str_, copy=False), True
+    if array.dtype.kind != "f":
+        return array.astype(np.str_, copy=False), True
+    wide = array.astype(np.float64, copy=False)
+    texts = wide.astype(np.str_)
+    if array.itemsize < 8:  # float32 or float16: its own shortest text, but whole numbers' digits
+        own = ~((wide == np.trunc(wide)) & (np.abs(wide) < _INTEGER_LIMIT))
+        texts[own] = array[own].astype(np.str_)
+    return texts, True
 
 
 def canonical_counts(

@@ -26,6 +26,7 @@ from driftgauge.baseline import (
     merge_baselines,
     save_baseline,
 )
+from driftgauge.canonical import canonical_category
 from driftgauge.config import Config
 from driftgauge.exceptions import BaselineError, DataError
 from driftgauge.sketches import CategoricalSummary, NumericSummary
@@ -150,6 +151,27 @@ def test_categories_are_exact_and_frozen(
     assert region.bin_labels == ["north", "south", "__other__", "__unseen__"]
     assert list(region.summary.bins) == [counts["north"], counts["south"], counts["east"], 0]
     assert region.category_counts == counts
+
+
+@pytest.mark.parametrize("arrow_type", [pa.float64(), pa.float32()])
+def test_float_codes_in_parquet_are_spelled_as_live_traffic_spells_them(
+    tmp_path: Path, make_config: Callable[..., Config], arrow_type: pa.DataType
+) -> None:
+    """A float column of codes gives the categories the sidecar reads from the same numbers.
+
+    pyarrow's own formatting wrote ``1.2345678901e+10``, ``-0`` and ``0.00001``,
+    so an 11-digit id stored as a double (a column with gaps) was unseen in every request.
+    """
+    codes = [12345678901.0, 4006381333931.0, -0.0, 1e-05, 1.5e-07, 0.1, 2.5, 7.0]
+    stored = pa.array(codes, arrow_type).to_pylist()  # float32 rounds 0.1 and 1e-05
+    columns = training_rows(len(codes))
+    table = pa.table({**columns, "region": pa.array(codes, arrow_type)})
+    pq.write_table(table, tmp_path / "t.parquet")
+    baseline = build_baseline(make_config(), [tmp_path / "t.parquet"])
+    live = {canonical_category(v) for v in stored}
+    if arrow_type == pa.float32():  # the live side of a float32 is its FP32 tensor value
+        live = {canonical_category(np.float32(v)) for v in stored}
+    assert set(baseline.fields["region"].category_counts) == live
 
 
 def _many_categories(seed: int) -> list[str]:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from driftgauge.canonical import canonical_strings
+from driftgauge.canonical import canonical_category, canonical_strings
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import DataError, first_line
 from driftgauge.sketches.summary import CategoricalBinning, to_categories, to_floats
@@ -181,11 +181,17 @@ def _arrow_column(array: Any, spec: FieldSpec, csv: bool = False) -> Column:
             )
         floats, missing, wrong = to_floats(array.to_pylist())
         return Column(floats, missing, wrong)
-    strings = array.cast(pa.string()) if not pa.types.is_string(array.type) else array
     # Each distinct value is spelled canonically once (Arrow hashes them in C++), and the
     # column is gathered from them: no Python object per row.
-    encoded = strings.dictionary_encode()
-    dictionary = encoded.dictionary.to_pylist()
+    if pa.types.is_floating(array.type):
+        # Arrow's own float text is not the sidecar's (1.2345678901e+10, -0, 0.00001).
+        encoded = array.dictionary_encode()
+        distinct = encoded.dictionary.to_numpy(zero_copy_only=False)
+        dictionary = [canonical_category(value) for value in distinct]
+    else:
+        strings = array.cast(pa.string()) if not pa.types.is_string(array.type) else array
+        encoded = strings.dictionary_encode()
+        dictionary = encoded.dictionary.to_pylist()
     indices = _buffer(encoded.indices, np.int32)
     present = _valid(encoded.indices)
     if csv and "" in dictionary:  # an empty cell is missing
