@@ -207,3 +207,36 @@ def test_parquet_booleans_and_float_codes_build_the_csv_baseline(
         assert (
             again.fields[name].summary.bins.tolist() == baseline.fields[name].summary.bins.tolist()
         )
+
+
+def test_fractional_codes_in_fp32_and_fp64_tensors_of_one_batch_are_the_baseline_categories(
+    tmp_path: Path,
+) -> None:
+    """A code 0.1 is the training file's 0.1 whether a request sends it as FP32 (as numpy clients
+    write it, 0.10000000149011612) or as FP64, also with both kinds of request in one batch."""
+    raw = base_config(
+        tmp_path,
+        protocol="kserve-v2",
+        features=[{"name": "rate", "type": "categorical"}],
+        predictions=[{"name": "label", "type": "categorical"}],
+        windows=["1h"],
+    )
+    config = config_from_mapping(raw, base=tmp_path)
+    rng = np.random.default_rng(3)
+    codes = np.array([0.1, 0.2, 0.3, 2.5])
+    train = {"rate": rng.choice(codes, ROWS).tolist(), "label": ["a"] * ROWS}
+    pipeline = wire(config, build_baseline(config, [write_csv(tmp_path / "t.csv", train)]))
+    label = {"name": "label", "shape": [BATCH], "datatype": "BYTES", "data": ["a"] * BATCH}
+    records = [
+        Record(
+            T0,
+            {"inputs": [(fp32 if start % (2 * BATCH) else fp64)("rate", rng.choice(codes, BATCH))]},
+            {"model_name": "wine", "outputs": [label]},
+            PATH,
+        )
+        for start in range(0, LIVE, BATCH)
+    ]
+    pipeline.batcher.ingest(records)
+    counters = pipeline.monitor.counters()["rate"]
+    assert counters.observations == LIVE
+    assert counters.invalid.get("unseen_category", 0) == 0

@@ -12,6 +12,7 @@ import pytest
 
 from driftgauge.exceptions import ProtocolError
 from driftgauge.protocols.kserve_v2 import KServeV2Adapter
+from driftgauge.sketches.summary import to_categories
 
 from .helpers import inputs, outputs, plain
 
@@ -118,7 +119,7 @@ def test_spec_example_with_consistent_shapes_pairs_rows() -> None:
         "b": [2, 4, 6],
         "flag": [True, False, True],
         "p": [1.0, 2.0, 3.0],
-        "q": [1.1, 2.1, 3.1],
+        "q": np.float32([1.1, 2.1, 3.1]).tolist(),  # FP32 categories stay float32 (0.1 is 0.1)
     }
 
 
@@ -355,3 +356,35 @@ def test_binary_tensor_data_cut_short_is_bad_shape_and_no_header_is_not_json() -
     assert caught.value.reason == "bad_shape"
     with pytest.raises(ValueError, match="binary tensor data"):
         adapter.read_text(body, {})
+
+
+def test_a_category_in_an_fp32_tensor_is_its_float32_value() -> None:
+    """A code sent as FP32 (JSON as numpy clients write it, binary, or by position) is the
+    category the training file's 0.1 names, not 0.10000000149011612; FP64 keeps its digits."""
+    codes = np.array([0.1, 2.5, 7.0, 1e10], "<f4")
+    adapter = KServeV2Adapter(inputs("code", kind="categorical") + inputs("x"), [])
+    named = {
+        "inputs": [
+            {"name": "code", "shape": [4], "datatype": "FP32", "data": codes.tolist()},
+            {"name": "x", "shape": [4], "datatype": "FP32", "data": [1, 2, 3, 4]},
+        ]
+    }
+    positional = {
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": [4, 2],
+                "datatype": "FP32",
+                "data": np.column_stack([codes, codes]).tolist(),
+            }
+        ]
+    }
+    head = {"inputs": [{"name": "code", "shape": [4], "datatype": "FP32"}]}
+    head["inputs"][0]["parameters"] = {"binary_data_size": 16}
+    body, headers = _binary(head, codes.tobytes())
+    for request in (named, positional, adapter.read_text(body, headers)):
+        spelled, _ = to_categories(adapter.extract(request, None).columns["code"])
+        assert spelled.tolist() == ["0.1", "2.5", "7", "10000000000"]
+    named["inputs"][0]["datatype"] = "FP64"
+    spelled, _ = to_categories(adapter.extract(named, None).columns["code"])
+    assert spelled.tolist()[0] == "0.10000000149011612"

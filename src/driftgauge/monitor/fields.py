@@ -458,9 +458,11 @@ def _collect(
             if isinstance(column, list):
                 lists.setdefault(name, []).extend(column)
             else:
+                # A float32 column (an FP32 tensor's categories) is not joined with float64
+                # ones: widened, its 0.1 would read as the category 0.10000000149011612.
                 numeric = (
                     isinstance(column, np.ndarray)
-                    and column.dtype.kind in "fiu"
+                    and (column.dtype.kind in "iu" or column.dtype == np.float64)
                     and column.ndim == 1
                 )
                 (numbers if numeric else others).setdefault(name, []).append(column)

@@ -74,6 +74,7 @@ _ROUTE = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?/infer")
 _INTEGER = frozenset({"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"})
 _FLOAT = frozenset({"FP16", "FP32", "FP64"})
 _DATATYPES = _INTEGER | _FLOAT | {"BOOL", "BYTES"}
+_SINGLE: dict[str, type[np.floating[Any]]] = {"FP16": np.float16, "FP32": np.float32}
 BINARY_HEADER = "inference-header-content-length"
 # The numpy dtype of each fixed-size datatype's elements in binary tensor data.
 _ELEMENTS = {
@@ -93,9 +94,13 @@ _ELEMENTS = {
 
 
 class _Tensor:
-    """One decoded tensor: ``rows`` × ``width`` values, numeric as a 2-D array, else flat."""
+    """One decoded tensor: ``rows`` × ``width`` values, numeric as a 2-D array, else flat.
 
-    __slots__ = ("flat", "matrix", "name", "rows", "width")
+    ``single`` is the numpy type of an FP16 or FP32 tensor's values, which
+    ``matrix`` holds as float64.
+    """
+
+    __slots__ = ("flat", "matrix", "name", "rows", "single", "width")
 
     def __init__(
         self,
@@ -104,15 +109,21 @@ class _Tensor:
         width: int,
         matrix: npt.NDArray[Any] | None,
         flat: list[Any] | None,
+        single: type[np.floating[Any]] | None = None,
     ) -> None:
         self.name = name
         self.rows = rows
         self.width = width
         self.matrix = matrix
         self.flat = flat
+        self.single = single
 
-    def column(self, position: int) -> Column:
+    def column(self, position: int, categorical: bool = False) -> Column:
         if self.matrix is not None:
+            if categorical and self.single is not None:
+                # A category sent as FP32 is that float32, spelled 0.1 (not 0.10000000149011612).
+                with np.errstate(over="ignore"):  # JSON data beyond FP32's range: inf
+                    return self.matrix[:, position].astype(self.single)
             return self.matrix[:, position].copy()
         assert self.flat is not None
         return self.flat[position :: self.width] if self.width > 1 else self.flat
@@ -197,7 +208,7 @@ def _tensor(value: Any, what: str, key: str, index: int) -> _Tensor:
     matrix = array if array.shape == (rows, width) else array.reshape(rows, width)
     if datatype == "BOOL":
         return _Tensor(name, rows, width, None, matrix.reshape(-1).tolist())
-    return _Tensor(name, rows, width, matrix, None)
+    return _Tensor(name, rows, width, matrix, None, _SINGLE.get(datatype))
 
 
 def _binary_elements(data: bytearray, datatype: Any, name: str) -> list[str] | npt.NDArray[Any]:
@@ -287,7 +298,8 @@ def _map(tensors: list[_Tensor], specs: Sequence[FieldSpec]) -> Part:
                     "expected one for a configured field",
                 )
             else:
-                part.columns[tensor.name] = tensor.column(0)
+                categorical = fields.kinds[tensor.name] == "categorical"
+                part.columns[tensor.name] = tensor.column(0, categorical)
         return part
     position = 0
     for tensor in tensors:
@@ -295,7 +307,7 @@ def _map(tensors: list[_Tensor], specs: Sequence[FieldSpec]) -> Part:
         numeric = matrix is not None and matrix.dtype.kind in "fiu"
         layout = fields.layout(None, tensor.width, numeric, start=min(position, len(specs)))
         for name, offset in layout.singles:
-            part.columns[name] = tensor.column(offset)
+            part.columns[name] = tensor.column(offset, fields.kinds[name] == "categorical")
         if matrix is not None:
             add_layout_block(part, layout, matrix)
         part.extra += layout.extra
