@@ -130,6 +130,22 @@ def test_range_tolerance_widens_the_valid_range(built: tuple[Config, Baseline]) 
     assert pipeline.monitor.counters()["alcohol"].invalid == {"out_of_range": 2}
 
 
+def test_the_range_ends_sent_as_float32_are_in_range(tmp_path: Path) -> None:
+    """Levels 0.7 to 1.1 sent in an FP32 tensor (0.699999988, 1.10000002) are in range, as they
+    share the baseline's bins; the next float32 beyond either end is out_of_range."""
+    columns = quality_columns()
+    levels = np.random.default_rng(1).choice([0.7, 0.8, 0.9, 1.0, 1.1], len(columns["ash"]))
+    columns["ash"] = levels.tolist()
+    pipeline = wire(*build(tmp_path, columns=columns, features=FEATURES, feedback=None))
+    ends = np.float32([0.7, 1.1])
+    beyond = [np.nextafter(ends[0], np.float32(-np.inf)), np.nextafter(ends[1], np.float32(np.inf))]
+    for column in (ends, beyond):  # each as the float64 array an FP32 tensor is read into
+        pipeline.monitor.ingest([Extracted(2, {"ash": np.asarray(column, dtype=np.float64)})])
+    counts = pipeline.monitor.counters()["ash"]
+    assert counts.invalid == {"out_of_range": 2}
+    assert counts.bins[0] == 2 and counts.bins[-1] == 2
+
+
 def test_range_tolerance_is_read_from_data_quality(tmp_path: Path) -> None:
     """The data_quality.range_tolerance key sets the tolerance; a negative one is an error."""
     raw = base_config(tmp_path, data_quality={"range_tolerance": 0.25})

@@ -44,6 +44,7 @@ from driftgauge.sketches.block import (
     bin_table,
     share_bins,
 )
+from driftgauge.sketches.edges import float32_ceiling, float32_floor
 from driftgauge.sketches.sealed import SliceSealer
 from driftgauge.sketches.summary import (
     LIVE_ITEMS,
@@ -499,9 +500,15 @@ def _collect(
 
 
 def _valid_range(summary: NumericSummary, tolerance: float) -> tuple[float, float]:
-    """The baseline's min–max, widened by ``tolerance`` times its span on each side."""
+    """The baseline's min–max, widened by ``tolerance`` times its span on each side.
+
+    Each end takes in its float32 rounding class, as the bins do: an FP32 tensor's 0.3
+    (0.30000001192092896) is a maximum 0.3, not a value beyond it.
+    """
     span = (summary.maximum - summary.minimum) * tolerance
-    return summary.minimum - span, summary.maximum + span
+    low = float32_floor([summary.minimum - span])[0]
+    high = np.nextafter(float32_ceiling(np.array([summary.maximum + span])), -np.inf)[0]
+    return float(low), float(high)
 
 
 def field_stats(
