@@ -77,10 +77,31 @@ def test_columns_spell_like_single_values(values: list[object]) -> None:
 
 @given(st.lists(st.floats(width=32), max_size=30))
 def test_float32_columns_spell_like_single_float32_values(values: list[float]) -> None:
-    """A float32 array (a Parquet float column, an FP32 tensor) reads as its values one by one."""
-    from driftgauge.canonical import category_strings
+    """A float32 array (a Parquet float column, an FP32 tensor) reads as its values one by one;
+    NaN, a missing value, is left out (to_categories counts it missing)."""
+    from driftgauge.sketches.summary import to_categories
 
     column = np.asarray(values, dtype=np.float32)
-    strings, whole = category_strings(column)
-    assert whole
-    assert canonical_strings(strings).tolist() == [canonical_category(v) for v in column]
+    spelled, missing = to_categories(column)
+    kept = [v for v in column if not np.isnan(v)]
+    assert spelled.tolist() == [canonical_category(v) for v in kept]
+    assert missing == len(column) - len(kept)
+
+
+@pytest.mark.parametrize(
+    ("value", "missing"),
+    [
+        (None, True),
+        (float("nan"), True),
+        (np.float32("nan"), True),
+        (np.float64("nan"), True),
+        ("nan", False),
+        (float("inf"), False),
+        (0.0, False),
+        ("", False),
+    ],
+)
+def test_none_and_float_nan_are_missing(value: object, missing: bool) -> None:
+    from driftgauge.canonical import is_missing
+
+    assert is_missing(value) is missing

@@ -11,9 +11,14 @@ canonical text before it meets a category, so these are one category:
   ``"true"`` and ``"false"``;
 - integral numbers (``1``, ``1.0``, ``np.float32(1)``, the string ``"1.0"``)
   are their integer digits, ``"1"``; ``-0.0`` is ``"0"``;
-- other numbers are Python's shortest round-trip text (``0.5``, ``nan``), a
+- other numbers are Python's shortest round-trip text (``0.5``, ``inf``), a
   float32 its own (``np.float32(0.1)`` is ``0.1``);
 - any other string is itself.
+
+A float NaN is no category but a missing value (:func:`is_missing`), as
+``None`` is: pandas holds a gap in any column as NaN, and Python's ``json``
+writes it ``NaN``, where the training file the baseline came from held an
+empty cell or a null.  The string ``"nan"`` is a string.
 
 The rule is deliberately narrow: ``"007"`` stays ``"007"`` and ``"1e3"``
 stays ``"1e3"``, so distinct codes are never merged.
@@ -37,6 +42,7 @@ __all__ = [
     "canonical_counts",
     "canonical_strings",
     "category_strings",
+    "is_missing",
     "row_id",
 ]
 
@@ -45,6 +51,11 @@ _INTEGRAL_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)\.0+")
 _BOOLEAN_TEXT = {"true": "true", "false": "false"}
 # Integral floats from here on are spelled as Python and numpy print them (1e+16), not as digits.
 _INTEGER_LIMIT = 1e16
+
+
+def is_missing(value: Any) -> bool:
+    """Whether a categorical value is missing: None, or a float NaN (a pandas gap)."""
+    return value is None or (isinstance(value, float | np.floating) and bool(value != value))
 
 
 def canonical_category(value: Any) -> str:
@@ -103,7 +114,7 @@ def canonical_strings(values: npt.NDArray[np.str_] | Sequence[str]) -> npt.NDArr
 def category_strings(values: Any) -> tuple[npt.NDArray[np.str_], bool]:
     """A column as a string array in one numpy call, and whether that worked.
 
-    It does not for a column with ``None`` (missing values), ragged lists or
+    It does not for a column with ``None`` or NaN (missing values), ragged lists or
     booleans among numbers: those go value by value (:func:`canonical_category`).
     The strings are not canonical yet: spell their distinct values with
     :func:`canonical_counts` or the whole column with :func:`canonical_strings`.
@@ -123,6 +134,8 @@ def category_strings(values: Any) -> tuple[npt.NDArray[np.str_], bool]:
     array = array.ravel()
     if array.dtype.kind != "f":
         return array.astype(np.str_, copy=False), True
+    if np.isnan(array).any():  # missing values (is_missing): value by value
+        return np.empty(0, dtype=np.str_), False
     wide = array.astype(np.float64, copy=False)
     texts = wide.astype(np.str_)
     if array.itemsize < 8:  # float32 or float16: its own shortest text, but whole numbers' digits

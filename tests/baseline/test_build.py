@@ -174,6 +174,20 @@ def test_float_codes_in_parquet_are_spelled_as_live_traffic_spells_them(
     assert set(baseline.fields["region"].category_counts) == live
 
 
+@pytest.mark.parametrize("arrow_type", [pa.float64(), pa.float32()], ids=["float64", "float32"])
+def test_nan_in_a_float_column_of_codes_is_missing(
+    tmp_path: Path, make_config: Callable[..., Config], arrow_type: pa.DataType
+) -> None:
+    """pandas writes a code column with gaps as floats with NaN: a gap is missing, as live."""
+    codes = [1.0, float("nan"), 2.0, 1.0, float("nan"), 3.0, None, 2.0]
+    columns = training_rows(len(codes))
+    table = pa.table({**columns, "region": pa.array(codes, arrow_type)})
+    pq.write_table(table, tmp_path / "t.parquet")
+    held = build_baseline(make_config(), [tmp_path / "t.parquet"]).fields["region"]
+    assert held.category_counts == {"1": 2, "2": 2, "3": 1}
+    assert held.summary.missing == 3
+
+
 def _many_categories(seed: int) -> list[str]:
     """``c1``…``c60`` seen 400 - 6·r times (``c50`` 100, ``c51`` 94) among 20,000 one-off ids."""
     values = [f"c{r}" for r in range(1, 61) for _ in range(400 - 6 * r)]

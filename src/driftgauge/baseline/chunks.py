@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from driftgauge.canonical import canonical_category, canonical_strings
+from driftgauge.canonical import canonical_category, canonical_strings, is_missing
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import DataError, first_line
 from driftgauge.sketches.summary import CategoricalBinning, to_categories, to_floats
@@ -196,6 +196,8 @@ def _arrow_column(array: Any, spec: FieldSpec, csv: bool = False) -> Column:
     present = _valid(encoded.indices)
     if csv and "" in dictionary:  # an empty cell is missing
         present &= indices != dictionary.index("")
+    if pa.types.is_floating(array.type):  # a NaN is missing (is_missing), however many
+        present &= ~np.isin(indices, [i for i, text in enumerate(dictionary) if text == "nan"])
     if present.all():
         present_rows = None
     else:
@@ -211,7 +213,7 @@ def column_from_list(values: list[Any], spec: FieldSpec) -> Column:
         floats, missing, wrong = to_floats(values)
         return Column(floats, missing, wrong)
     strings, missing = to_categories(values)
-    present = np.asarray([v is not None for v in values], dtype=np.bool_) if missing else None
+    present = np.asarray([not is_missing(v) for v in values], dtype=np.bool_) if missing else None
     return Column(strings, missing, 0, present)
 
 

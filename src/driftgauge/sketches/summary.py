@@ -23,7 +23,12 @@ import datasketches as ds
 import numpy as np
 import numpy.typing as npt
 
-from driftgauge.canonical import canonical_category, canonical_strings, category_strings
+from driftgauge.canonical import (
+    canonical_category,
+    canonical_strings,
+    category_strings,
+    is_missing,
+)
 
 __all__ = [
     "LIVE_ITEMS",
@@ -153,7 +158,7 @@ def to_categories(
     strings, whole = category_strings(values)
     if whole:
         return (canonical_strings(strings) if spell else strings), 0
-    kept = [canonical_category(v) for v in values if v is not None]
+    kept = [canonical_category(v) for v in values if not is_missing(v)]
     missing = len(values) - len(kept)
     return np.asarray(kept, dtype=np.str_) if kept else np.empty(0, dtype=np.str_), missing
 
@@ -170,7 +175,7 @@ def _each_row(
     if whole:  # no missing value: read by numpy at once, as to_categories does
         return lookup(canonical_strings(strings))
     result = np.full(len(values), missing, dtype=dtype)
-    present = [i for i, v in enumerate(values) if v is not None]
+    present = [i for i, v in enumerate(values) if not is_missing(v)]
     if present:
         texts = np.asarray([canonical_category(values[i]) for i in present], dtype=np.str_)
         result[present] = lookup(texts)
