@@ -19,7 +19,8 @@
 # Ports: 8080 is the proxy listener (source.proxy.listen), 10117 the metrics
 # listener (metrics.listen: /metrics, /healthz, /readyz). Both must listen on
 # 0.0.0.0 in the config to be reachable from outside the container. The
-# HEALTHCHECK probes /healthz on 10117; change it if you move metrics.listen.
+# HEALTHCHECK probes http://127.0.0.1:10117/healthz; change it if you move
+# metrics.listen or set metrics.tls (https).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
