@@ -212,6 +212,32 @@ async def test_a_client_reading_slower_than_timeout_is_not_an_upstream_timeout(
     assert proxy.sample("driftgauge_upstream_errors_total", reason="timeout") == 0
 
 
+async def test_a_client_that_reads_nothing_is_dropped_after_client_timeout(
+    upstream: Upstream, start_proxy: StartProxy
+) -> None:
+    """A client that stops reading its response holds its exchange and an upstream connection
+    for ``client_timeout`` only: then both are dropped, counted client_stalled (not an upstream
+    timeout), and the proxy serves on."""
+    proxy = await start_proxy(upstream.port, timeout=0.3, client_timeout=1)
+    size = 8 * 1024 * 1024
+    async with raw_client(proxy.port, receive_buffer=4096) as client:
+        await client.send(b"GET /big?size=%d HTTP/1.1\r\nHost: p\r\n\r\n" % size)
+        await until(
+            lambda: proxy.sample("driftgauge_client_errors_total", reason="client_stalled") == 1,
+            what="the stalled client dropped",
+        )
+        received = 0
+        async with asyncio.timeout(10):
+            with contextlib.suppress(ConnectionError):
+                while piece := await client.reader.read(65536):
+                    received += len(piece)
+        assert received < size  # cut off, not finished
+    assert proxy.sample("driftgauge_upstream_errors_total", reason="timeout") == 0
+    assert proxy.sample("driftgauge_requests_total", code="0") == 1
+    async with raw_client(proxy.port) as again:
+        assert (await again.request("GET", "/doc")).body == DOC
+
+
 async def _answer_before_reading_the_body(
     server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:

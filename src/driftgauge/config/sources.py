@@ -60,6 +60,7 @@ class ProxyConfig:
     upstream: str = "http://127.0.0.1:9000"
     timeout: float = 60.0
     connect_timeout: float = 5.0
+    client_timeout: float = 60.0  # a client reading none of its response this long is dropped
     readiness_path: str | None = None
     max_body_bytes: int = 4 * 1024 * 1024
     queue_size: int = 10_000
@@ -145,6 +146,7 @@ def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
             "upstream",
             "timeout",
             "connect_timeout",
+            "client_timeout",
             "readiness_path",
             "max_body_bytes",
             "queue_size",
@@ -183,6 +185,9 @@ def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
         timeout=get_value(proxy, "timeout", prefix, positive_float, defaults.timeout, errors),
         connect_timeout=get_value(
             proxy, "connect_timeout", prefix, positive_float, defaults.connect_timeout, errors
+        ),
+        client_timeout=get_value(
+            proxy, "client_timeout", prefix, positive_float, defaults.client_timeout, errors
         ),
         readiness_path=get_value(proxy, "readiness_path", prefix, url_path, None, errors),
         max_body_bytes=get_value(

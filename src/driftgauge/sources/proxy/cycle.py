@@ -233,6 +233,25 @@ class Cycle:
             upstream.close()
         self.fail(504, "timeout", "upstream timed out")
 
+    def client_stalled(self) -> None:
+        """The client read none of its response for ``client_timeout``: drop both connections.
+
+        Aborted, not closed: a close would wait to send what the client does not read.
+        """
+        client = self.client
+        if self is not client.active:
+            return
+        self.deadline = 0.0
+        self.finished = True
+        metrics = self.server.metrics
+        metrics.client_error("client_stalled")
+        metrics.request_done(
+            0, self.started, self.sent, time.perf_counter(), self.request_bytes, self.response_bytes
+        )
+        client.active = None
+        client.closing = True
+        client.transport.abort()  # connection_lost drops the upstream connection too
+
     def upstream_lost(self, upstream: UpstreamProtocol) -> None:
         """The upstream connection closed while serving this exchange."""
         client = self.client

@@ -10,6 +10,7 @@ state can be asked.
 from __future__ import annotations
 
 import asyncio
+import time
 
 __all__ = ["FlowControl"]
 
@@ -17,12 +18,13 @@ __all__ = ["FlowControl"]
 class FlowControl:
     """Whether one transport is read from and whether its writes are held up, each idempotent."""
 
-    __slots__ = ("_transport", "read_paused", "write_paused")
+    __slots__ = ("_transport", "read_paused", "write_paused", "write_paused_at")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
         self.read_paused = False
         self.write_paused = False
+        self.write_paused_at = 0.0  # time.monotonic() when the writes last got held up
 
     def pause_reading(self) -> None:
         if not self.read_paused:
@@ -38,6 +40,7 @@ class FlowControl:
         """The transport's write buffer is full: stop reading ``feeder``, the side filling it."""
         if not self.write_paused:
             self.write_paused = True
+            self.write_paused_at = time.monotonic()
             if feeder is not None:
                 feeder.pause_reading()
 

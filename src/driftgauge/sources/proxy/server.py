@@ -36,6 +36,7 @@ class ProxyServer:
         *,
         timeout: float = 60.0,
         connect_timeout: float = 5.0,
+        client_timeout: float = 60.0,
         max_body_bytes: int = 4 * 1024 * 1024,
         request_id_header: str = "x-request-id",
         generate_ids: bool = False,
@@ -52,6 +53,7 @@ class ProxyServer:
         self.metrics = metrics
         self.queue = queue
         self.timeout = timeout
+        self.client_timeout = client_timeout
         self.max_body_bytes = max_body_bytes
         self.request_id_header = request_id_header.lower().encode("latin-1")
         self.generate_ids = generate_ids
@@ -99,7 +101,8 @@ class ProxyServer:
         """Time out exchanges whose upstream made no progress by their deadline.
 
         An upstream is not read while its client does not read what it was sent (back-pressure):
-        its deadline starts again, as the client holds it back, not its own slowness.
+        its deadline starts again, as the client holds it back, not its own slowness, until the
+        client has read nothing for ``client_timeout``: then both connections are dropped.
         """
         interval = min(1.0, max(0.02, self.timeout / 8))
         while True:
@@ -108,10 +111,13 @@ class ProxyServer:
             for connection in list(self.connections):
                 cycle = connection.active
                 if cycle is not None and cycle.deadline and cycle.deadline < now:
-                    if connection.flow.write_paused:
+                    flow = connection.flow
+                    if not flow.write_paused:
+                        cycle.timed_out()
+                    elif now - flow.write_paused_at < self.client_timeout:
                         cycle.deadline = now + self.timeout
                     else:
-                        cycle.timed_out()
+                        cycle.client_stalled()
 
     def stop_accepting(self) -> None:
         if self._server is not None:
