@@ -34,7 +34,10 @@ Setup, all on 127.0.0.1 (as in the issue's reference setup):
 
 Two load shapes, 1 connection (latency) and ``--conns`` connections
 (throughput, default 32), ``--rounds`` interleaved rounds (default 3) in which
-the configurations run in rotating order.  Ratios are medians of the
+the configurations run in rotating order, every other round reversed (a tree
+and its ``--reference`` take turns running first: the first of two runs
+measured 6-14 µs more CPU per request at one connection on 2026-12-04,
+whichever tree it was).  Ratios are medians of the
 per-round ratios.  Each run also reads the CPU time (user + system, from
 ``/proc``) of the proxy and the upstream: CPU per request does not depend on
 what else the shared machine runs, unlike requests per second.
@@ -1198,6 +1201,8 @@ def run(
     for round_index in range(args.rounds):
         turn = round_index % len(configs)
         order = configs[turn:] + configs[:turn]
+        if round_index % 2:  # reversed: no configuration always runs just before another
+            order.reverse()
         table = []
         for shape in shapes:
             for config in order:
