@@ -233,6 +233,17 @@ class Cycle:
             upstream.close()
         self.fail(504, "timeout", "upstream timed out")
 
+    def count_done(self, status: int) -> None:
+        """The exchange in the service metrics: its status (0: cut off), timings and sizes."""
+        self.server.metrics.request_done(
+            status,
+            self.started,
+            self.sent,
+            time.perf_counter(),
+            self.request_bytes,
+            self.response_bytes,
+        )
+
     def client_stalled(self) -> None:
         """The client read none of its response for ``client_timeout``: drop both connections.
 
@@ -243,11 +254,8 @@ class Cycle:
             return
         self.deadline = 0.0
         self.finished = True
-        metrics = self.server.metrics
-        metrics.client_error("client_stalled")
-        metrics.request_done(
-            0, self.started, self.sent, time.perf_counter(), self.request_bytes, self.response_bytes
-        )
+        self.server.metrics.client_error("client_stalled")
+        self.count_done(0)
         client.active = None
         client.closing = True
         client.transport.abort()  # connection_lost drops the upstream connection too
@@ -271,29 +279,14 @@ class Cycle:
         self.deadline = 0.0
         self.finished = True
         client = self.client
-        metrics = self.server.metrics
-        metrics.upstream_error(reason)
+        self.server.metrics.upstream_error(reason)
         if self.head_sent:
-            metrics.request_done(
-                0,
-                self.started,
-                self.sent,
-                time.perf_counter(),
-                self.request_bytes,
-                self.response_bytes,
-            )
+            self.count_done(0)
             client.active = None
             client.close()
             return
         client.write(error_response(status, reason, message))
-        metrics.request_done(
-            status,
-            self.started,
-            self.sent,
-            time.perf_counter(),
-            self.request_bytes,
-            self.response_bytes,
-        )
+        self.count_done(status)
         client.active = None
         # HTTP/1.0 keeps its connection only when told so, which this answer does not.
         if not self.keep_alive or self.http10 or not self.request_done:
@@ -383,14 +376,7 @@ class Cycle:
         if self.response_chunked:
             client.write(CHUNK_END)
         server = self.server
-        server.metrics.request_done(
-            self.status,
-            self.started,
-            self.sent,
-            time.perf_counter(),
-            self.request_bytes,
-            self.response_bytes,
-        )
+        self.count_done(self.status)
         if (
             self.monitor
             and self.captured_response is not None
