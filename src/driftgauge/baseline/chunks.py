@@ -183,21 +183,23 @@ def _arrow_column(array: Any, spec: FieldSpec, csv: bool = False) -> Column:
         return Column(floats, missing, wrong)
     # Each distinct value is spelled canonically once (Arrow hashes them in C++), and the
     # column is gathered from them: no Python object per row.
+    missing_slots: list[int] = []  # dictionary entries that are missing values
     if pa.types.is_floating(array.type):
         # Arrow's own float text is not the sidecar's (1.2345678901e+10, -0, 0.00001).
         encoded = array.dictionary_encode()
         distinct = encoded.dictionary.to_numpy(zero_copy_only=False)
         dictionary = [canonical_category(value) for value in distinct]
+        missing_slots = np.flatnonzero(np.isnan(distinct)).tolist()  # a NaN (is_missing)
     else:
         strings = array.cast(pa.string()) if not pa.types.is_string(array.type) else array
         encoded = strings.dictionary_encode()
         dictionary = encoded.dictionary.to_pylist()
+        if csv and "" in dictionary:  # an empty cell is missing
+            missing_slots = [dictionary.index("")]
     indices = _buffer(encoded.indices, np.int32)
     present = _valid(encoded.indices)
-    if csv and "" in dictionary:  # an empty cell is missing
-        present &= indices != dictionary.index("")
-    if pa.types.is_floating(array.type):  # a NaN is missing (is_missing), however many
-        present &= ~np.isin(indices, [i for i, text in enumerate(dictionary) if text == "nan"])
+    if missing_slots:
+        present &= ~np.isin(indices, missing_slots)
     if present.all():
         present_rows = None
     else:
