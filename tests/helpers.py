@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import socket
 import time
 import urllib.error
@@ -12,12 +13,23 @@ from typing import Any
 
 import numpy as np
 
+# Ports handed out lately: the kernel may give the same free port to two probes in a row.
+_HANDED_OUT: collections.deque[int] = collections.deque(maxlen=1024)
+
 
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A TCP port free on 127.0.0.1 right now, and none of the last 1,024 handed out here.
+
+    Two calls in a row (a config's proxy and metrics listeners) once got the same port,
+    and the config was refused for giving one port to both.
+    """
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.append(port)
+            return port
 
 
 def base_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
