@@ -27,7 +27,44 @@ def test_every_encoding_of_a_category_is_one_text(values: list[object], text: st
     assert {canonical_category(v) for v in values} == {text}
 
 
-@pytest.mark.parametrize("text", ["007", "1e3", "01.0", "1.5", "yes", "True ", "", "naïve", "1."])
+@given(st.floats(allow_nan=False, width=32))
+def test_a_float32_widened_to_float64_is_the_float32(value: float) -> None:
+    """numpy's tolist() and json write the float32 0.1 as 0.10000000149011612 (a KServe v1 row, a
+    TF Serving instance, an FP64 tensor): as a float or its text, it is the float32's category."""
+    single = np.float32(value)
+    expected = canonical_category(single)
+    widened = float(single)
+    assert canonical_category(widened) == expected
+    assert canonical_category(repr(widened)) == expected
+    assert canonical_strings(np.asarray([widened]).astype(np.str_)).tolist() == [expected]
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_a_float64_that_is_no_float32_keeps_its_own_text(value: float) -> None:
+    """Only an exact float32 is spelled as one: other float64 codes are never merged."""
+    exact = abs(value) <= float(np.finfo(np.float32).max) and float(np.float32(value)) == value
+    if exact or value.is_integer():
+        return
+    assert canonical_category(value) == canonical_category(repr(value)) == repr(value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "007",
+        "1e3",
+        "01.0",
+        "1.5",
+        "yes",
+        "True ",
+        "",
+        "naïve",
+        "1.",
+        "0.100000001490116120",
+        "2024-01-01T00:00:00",
+        "-0.10000000149011612x",
+    ],
+)
 def test_other_strings_stay_as_they_are(text: str) -> None:
     """Codes with leading zeros, exponents and free text are never merged with numbers."""
     assert canonical_category(text) == text

@@ -13,6 +13,13 @@ canonical text before it meets a category, so these are one category:
   are their integer digits, ``"1"``; ``-0.0`` is ``"0"``;
 - other numbers are Python's shortest round-trip text (``0.5``, ``inf``), a
   float32 its own (``np.float32(0.1)`` is ``0.1``);
+- so is a float32 widened to float64 on the way: numpy's ``tolist()`` and
+  ``json`` write the float32 0.1 as ``0.10000000149011612``, which a KServe v1
+  row, a TF Serving instance, an FP64 tensor or a float64 column then carry.
+  A float64 (or its Python text) that is exactly a float32 value spells as
+  that float32 (``0.1``).  Only a float64 code that is itself an exact float32
+  with more digits than the float32's own text, which no decimal code is, could
+  meet another code so;
 - any other string is itself.
 
 A float NaN is no category but a missing value (:func:`is_missing`), as
@@ -51,6 +58,11 @@ _INTEGRAL_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)\.0+")
 _BOOLEAN_TEXT = {"true": "true", "false": "false"}
 # Integral floats from here on are spelled as Python and numpy print them (1e+16), not as digits.
 _INTEGER_LIMIT = 1e16
+# A float32's shortest text has at most 9 significant digits: a longer float text may be one
+# widened to float64 (0.10000000149011612, 20 characters, is the float32 0.1).
+_FLOAT32_TEXT = 11
+_FLOAT_START = frozenset("-0123456789")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def is_missing(value: Any) -> bool:
@@ -72,7 +84,7 @@ def canonical_category(value: Any) -> str:
             return str(int(number))
         if isinstance(value, np.floating) and value.itemsize < 8:
             return str(value)  # a float32's own shortest text: 0.1, not 0.10000000149011612
-        return repr(number) if math.isfinite(number) else str(number)
+        return _widened_float32(repr(number)) if math.isfinite(number) else str(number)
     return str(value)
 
 
@@ -96,7 +108,25 @@ def _canonical_text(text: str) -> str:
     if text[-1:] == "0" and _INTEGRAL_TEXT.fullmatch(text):
         digits = text.partition(".")[0]
         return "0" if digits == "-0" else digits
+    if len(text) >= _FLOAT32_TEXT and text[0] in _FLOAT_START:
+        return _widened_float32(text)
     return text
+
+
+def _widened_float32(text: str) -> str:
+    """A float64's shortest text, as the float32's own when the value is exactly a float32.
+
+    Only Python's (and numpy's) own spelling of a float is read so: ``"1e3"`` or
+    ``"0.100000001490116120"`` stay as they are.
+    """
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if not abs(number) <= _FLOAT32_MAX or repr(number) != text:
+        return text
+    single = np.float32(number)
+    return str(single) if float(single) == number else text
 
 
 def canonical_strings(values: npt.NDArray[np.str_] | Sequence[str]) -> npt.NDArray[np.str_]:

@@ -273,3 +273,82 @@ def test_a_nan_category_is_missing_not_an_unseen_category(
     stats = stats_of(pipeline)["code"]
     assert stats.psi is not None and stats.psi_noise_floor is not None
     assert stats.psi < 4 * stats.psi_noise_floor
+
+
+def _widened(codes: np.ndarray[Any, Any]) -> list[float]:
+    """Codes as a numpy float32 column reaches JSON (``tolist()``): 0.1 is 0.10000000149011612."""
+    widened: list[float] = json.loads(json.dumps(codes.astype(np.float32).tolist()))
+    return widened
+
+
+ROW_REQUESTS: dict[str, tuple[str, str, Callable[[list[float]], dict[str, Any]]]] = {
+    "kserve-v1 lists": (
+        "kserve-v1",
+        "/v1/models/wine:predict",
+        lambda c: {"instances": [[v] for v in c]},
+    ),
+    "kserve-v1 objects": (
+        "kserve-v1",
+        "/v1/models/wine:predict",
+        lambda c: {"instances": [{"rate": v} for v in c]},
+    ),
+    "tfserving instances": (
+        "tfserving",
+        "/v1/models/wine:predict",
+        lambda c: {"instances": [{"rate": v} for v in c]},
+    ),
+    "kserve-v2 FP64": (
+        "kserve-v2",
+        PATH,
+        lambda c: {"inputs": [{"name": "rate", "shape": [len(c)], "datatype": "FP64", "data": c}]},
+    ),
+    "kserve-v2 FP32": (
+        "kserve-v2",
+        PATH,
+        lambda c: {"inputs": [{"name": "rate", "shape": [len(c)], "datatype": "FP32", "data": c}]},
+    ),
+}
+
+
+def _answer(protocol: str, n: int) -> dict[str, Any]:
+    if protocol == "kserve-v2":
+        label = {"name": "label", "shape": [n], "datatype": "BYTES", "data": ["a"] * n}
+        return {"model_name": "wine", "outputs": [label]}
+    return {"predictions": ["a"] * n}
+
+
+@pytest.mark.parametrize("encoding", list(ROW_REQUESTS))
+@pytest.mark.parametrize("training", ["decimal text", "widened text"])
+def test_float32_codes_widened_in_json_rows_are_the_baseline_categories(
+    tmp_path: Path, encoding: str, training: str
+) -> None:
+    """A client holding codes in a float32 column writes 0.1 as 0.10000000149011612 in a v1 row,
+    a TF Serving instance or an FP64 tensor (nothing says it was float32); the training CSV holds
+    0.1, or the same widened text where pandas wrote such a column. Nothing is unseen, no drift
+    (the v1 rows read 60% unseen, PSI 9.8; FP32 tensors against widened training text too)."""
+    protocol, path, encode = ROW_REQUESTS[encoding]
+    raw = base_config(
+        tmp_path,
+        protocol=protocol,
+        features=[{"name": "rate", "type": "categorical"}],
+        predictions=[{"name": "label", "type": "categorical"}],
+        windows=["1h"],
+    )
+    config = config_from_mapping(raw, base=tmp_path)
+    rng = np.random.default_rng(5)
+    codes = np.array([0.1, 0.2, 0.3, 2.5, 7.0])
+    train = rng.choice(codes, ROWS)
+    spelled = _widened(train) if training == "widened text" else train.tolist()
+    data = write_csv(tmp_path / "t.csv", {"rate": spelled, "label": ["a"] * ROWS})
+    pipeline = wire(config, build_baseline(config, [data]), lambda: T0)
+    records = [
+        Record(T0, encode(_widened(rng.choice(codes, BATCH))), _answer(protocol, BATCH), path)
+        for _ in range(LIVE // BATCH)
+    ]
+    pipeline.batcher.ingest(records)
+    counters = pipeline.monitor.counters()["rate"]
+    assert counters.observations == LIVE
+    assert counters.invalid.get("unseen_category", 0) == 0, counters.invalid
+    stats = stats_of(pipeline)["rate"]
+    assert stats.psi is not None and stats.psi_noise_floor is not None
+    assert stats.psi < 4 * stats.psi_noise_floor, (stats.psi, stats.psi_noise_floor)
