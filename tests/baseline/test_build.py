@@ -125,7 +125,8 @@ def test_bins_are_exact_counts_on_the_baseline_edges(
 
 
 def test_ties_collapse_edges(tmp_path: Path, make_config: Callable[..., Config]) -> None:
-    """Three levels get a bin each, split halfway between them; a constant column one bin."""
+    """Three levels get a bin each, split halfway between them; a constant column three: below
+    its value, its value and above, the end bins empty."""
     config = make_config()
     columns = training_rows(2_000)
     columns["alcohol"] = [float(i % 3) for i in range(2_000)]
@@ -135,7 +136,9 @@ def test_ties_collapse_edges(tmp_path: Path, make_config: Callable[..., Config])
     assert isinstance(alcohol, NumericSummary) and isinstance(ash, NumericSummary)
     assert alcohol.binning.edges.tolist() == pytest.approx([0.5, 1.5], abs=1e-7)
     assert list(alcohol.bins) == [667, 667, 666]
-    assert ash.binning.size == 1 and list(ash.bins) == [2_000]
+    assert ash.binning.size == 3 and list(ash.bins) == [0, 2_000, 0]
+    low, high = ash.binning.edges.tolist()
+    assert low < 7.0 < high and np.float32(low) == np.float32(7.0) < np.float32(high)
 
 
 def test_categories_are_exact_and_frozen(

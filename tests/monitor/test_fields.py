@@ -211,8 +211,10 @@ def test_live_quantiles_are_within_the_window_sketch_rank_error(
     assert x.total == pytest.approx(float(values.sum()))
 
 
-def test_a_constant_feature_has_zero_psi_and_ks_sees_it_move(make_monitor: MonitorFactory) -> None:
-    """A constant baseline has one bin, so PSI is 0; KS D is 1 once the constant changes."""
+def test_a_constant_feature_reads_psi_and_ks_when_it_moves(make_monitor: MonitorFactory) -> None:
+    """A constant baseline has bins below, at and above its value: PSI is 0 while it holds and
+    that of every value moving bin once it changes (it had one bin, PSI 0 whatever came); KS D
+    is 1."""
     monitor = make_monitor()
     monitor.ingest([Extracted(200, {"flat": [5.0] * 200})], now=T0)
     same = stat(monitor.compute(now=T0), "flat")
@@ -221,7 +223,8 @@ def test_a_constant_feature_has_zero_psi_and_ks_sees_it_move(make_monitor: Monit
     moved = make_monitor()
     moved.ingest([Extracted(200, {"flat": [6.0] * 200})], now=T0)
     figures = stat(moved.compute(now=T0), "flat")
-    assert figures.psi == 0.0
+    assert figures.psi == pytest.approx(stats.psi([0, 0, 200], [0, 200, 0]))
+    assert figures.psi > 18
     assert figures.ks_statistic == 1.0
     assert figures.ks_pvalue is not None
     assert figures.ks_pvalue < 1e-6

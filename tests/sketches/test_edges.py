@@ -177,13 +177,17 @@ def test_a_value_and_its_float32_rounding_share_a_bin(values: list[float], bins:
 def test_no_end_bin_is_left_empty_and_bins_never_exceed_the_setting(
     values: list[float], bins: int
 ) -> None:
-    """At most ``bins`` bins; the first and last bins hold baseline values."""
+    """At most ``bins`` bins; the first and last bins hold baseline values, but for a
+    constant field's: below its value (from 3 bins), its value, above."""
     array = np.asarray(values, dtype=np.float64)
     edges = edges_of(array, bins)
     assert len(edges) + 1 <= bins
     tally = counts(array, edges)
     assert tally.sum() == len(array)
-    assert tally[0] > 0 and tally[-1] > 0
+    if len(np.unique(float32_floor(array))) == 1:
+        assert tally.tolist() == ([len(array), 0] if bins < 3 else [0, len(array), 0])
+    else:
+        assert tally[0] > 0 and tally[-1] > 0
 
 
 @given(finite)
@@ -209,3 +213,14 @@ def test_ranges_name_point_masses_and_ends() -> None:
     assert texts[-1].endswith(", 2]")
     assert len(texts) == len(edges) + 1
     assert bin_ranges(np.empty(0), 7.0, 7.0) == ["= 7"]
+
+
+@pytest.mark.parametrize(("bins", "texts"), [(10, ["< 7", "= 7", "> 7"]), (2, ["= 7", "> 7"])])
+def test_a_constant_field_has_bins_beside_its_value(bins: int, texts: list[str]) -> None:
+    """One bin kept a constant field's PSI at 0 whatever arrived: the sketch rule gives the same
+    bins as the exact one, and a live value off the constant lands outside its bin."""
+    values = np.full(1_000, 7.0)
+    edges = edges_of(values, bins)
+    assert bin_ranges(edges, 7.0, 7.0) == texts
+    live = np.asarray([7.0, np.float32(7.0), 6.5, 7.5])
+    assert counts(live, edges).tolist() == ([1, 2, 1] if bins > 2 else [3, 1])

@@ -218,20 +218,24 @@ def test_baseline_bins_are_exact_counts_on_its_edges(
     assert summary.missing == int(np.isnan(values).sum())
     assert baseline.fields[name].ratios == exact_shares(expected).tolist()
     assert np.all(np.diff(edges) > 0)
-    assert np.all(edges > summary.minimum)
-    assert summary.bins[0] > 0
+    if name == "constant":  # below, the value, above: only the value's bin is filled
+        assert edges[0] <= summary.minimum < edges[1] and summary.bins.tolist()[::2] == [0, 0]
+    else:
+        assert np.all(edges > summary.minimum)
+        assert summary.bins[0] > 0
 
 
 def test_baseline_edges_are_deduplicated_under_ties(
     psi_baseline: tuple[Baseline, dict[str, np.ndarray[Any, Any]]],
 ) -> None:
-    """Heavy ties give fewer bins than asked for; a constant column gives a single bin."""
+    """Heavy ties give fewer bins than asked for; a constant column gives three: below its
+    value, its value and above (one bin kept PSI at 0 whatever arrived)."""
     baseline, _ = psi_baseline
     sizes = {name: held.summary.binning.size for name, held in baseline.fields.items()}
     assert sizes["normal"] == sizes["lognormal"] == sizes["bimodal"] == 10
     assert 2 <= sizes["ties"] < 10
     assert 2 <= sizes["integer"] < 10
-    assert sizes["constant"] == 1
+    assert sizes["constant"] == 3
 
 
 def live_against(
@@ -268,8 +272,9 @@ def test_psi_matches_exact_psi_on_the_baseline_edges(
         assert abs(value - exact) <= 0.05 * exact
     # Both sides are exact counts, so the only difference left is float rounding.
     assert value == pytest.approx(exact, rel=1e-9, abs=1e-12)
-    if name == "constant":
-        assert value == 0.0
+    if name == "constant":  # shifted, every live value left the training value's bin
+        moved = 2 * (1 - stats.PSI_FLOOR) * math.log(1 / stats.PSI_FLOOR)  # floored shares
+        assert value == (pytest.approx(moved) if shift else 0.0)
 
 
 @pytest.mark.parametrize(("name", "shift", "scale"), CASES)

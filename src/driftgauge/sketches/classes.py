@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from driftgauge.sketches.edges import float32_floor
+from driftgauge.sketches.edges import constant_edges, float32_floor
 
 __all__ = [
     "BUCKETS",
@@ -194,6 +194,11 @@ def class_edges(
     total = int(buckets.sum())
     if total == 0 or bins < 2:
         return ClassEdges(np.empty(0), np.asarray([total], dtype=np.int64))
+    constant = constant_edges(bins, minimum, maximum)
+    if constant is not None:  # the value's bin holds everything; the others are empty
+        counts = np.zeros(len(constant) + 1, dtype=np.int64)
+        counts[len(constant) // 2] = total
+        return ClassEdges(constant, counts)
     heavy_buckets = np.flatnonzero(buckets * bins >= total)
     missing = frozenset(int(b) for b in heavy_buckets if not classes.wanted[b])
     if missing:

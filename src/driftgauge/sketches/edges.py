@@ -15,6 +15,10 @@ The rule, for ``B`` bins (``sketch.bins``):
    numbers), never a data value.  Two values equal at float32 precision,
    such as 0.2 from a float64 CSV and 0.20000000298 from an FP32 tensor,
    therefore always fall in the same bin; an edge never splits a tie.
+4. **A constant field has three bins** (:func:`constant_edges`): below its
+   value, its value, and above (with ``B = 2``: its value or below, and
+   above).  The baseline's end bins are empty, which the rule otherwise
+   avoids, but a single bin would keep PSI at 0 whatever arrives.
 
 Bin ``i`` holds ``edges[i-1] <= x < edges[i]`` (see
 :class:`~driftgauge.sketches.summary.NumericBinning`).  The baseline build
@@ -26,6 +30,7 @@ different edges) and as the build's guess of where the exact edges fall.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -34,6 +39,7 @@ import numpy.typing as npt
 __all__ = [
     "EDGE_SKETCH_K",
     "bin_ranges",
+    "constant_edges",
     "equal_mass_edges",
     "float32_ceiling",
     "float32_floor",
@@ -77,15 +83,29 @@ def float32_ceiling(values: FloatArray) -> FloatArray:
         return np.where(np.isfinite(single), ceiling, np.nextafter(values, np.inf))
 
 
+def constant_edges(bins: int, minimum: float, maximum: float) -> FloatArray | None:
+    """The edges of a field whose values all round to one float32, else None: that class's
+    lower and upper boundaries (the upper one only for two bins), so a value below or
+    above it has a bin of its own."""
+    floor = float32_floor([minimum, maximum])
+    if floor[0] != floor[1]:
+        return None
+    ceiling = float32_ceiling(np.asarray([maximum], dtype=np.float64))
+    return ceiling if bins < 3 else np.asarray([floor[0], ceiling[0]])
+
+
 def equal_mass_edges(sketch: Any, bins: int, minimum: float, maximum: float) -> FloatArray:
     """The inner bin edges of a field whose values ``sketch`` (a KLL sketch) summarises.
 
     ``minimum`` and ``maximum`` are the exact extremes; no edge is placed at
     or below the minimum or above the maximum, where it would leave an end
-    bin empty in the baseline.
+    bin empty in the baseline, unless the field is constant (:func:`constant_edges`).
     """
     if sketch.is_empty() or bins < 2:
         return np.empty(0)
+    constant = constant_edges(bins, minimum, maximum)
+    if constant is not None:
+        return constant
     ranks = np.linspace(0.0, 1.0, _GRID + 1)
     values = np.unique(np.asarray(sketch.get_quantiles(ranks), dtype=np.float64))
     points = values.tolist()
@@ -165,15 +185,19 @@ def bin_ranges(edges: FloatArray, minimum: float, maximum: float) -> list[str]:
         return [f"= {minimum:.7g}" if minimum == maximum else f"[{minimum:.6g}, {maximum:.6g}]"]
     texts = []
     for i in range(len(edges) + 1):
-        low = edges[i - 1] if i else None
-        high = edges[i] if i < len(edges) else None
-        if low is None and high == float32_ceiling(np.asarray([minimum]))[0]:
+        low = float(edges[i - 1]) if i else -math.inf
+        high = float(edges[i]) if i < len(edges) else math.inf
+        if high <= minimum:  # a constant field's empty end bins
+            texts.append(f"< {minimum:.7g}")
+        elif low > maximum:
+            texts.append(f"> {maximum:.7g}")
+        elif low == -math.inf and high == float32_ceiling(np.asarray([minimum]))[0]:
             texts.append(f"= {minimum:.7g}")
-        elif high is None and low is not None and low == float32_floor([maximum])[0]:
+        elif high == math.inf and low == float32_floor([maximum])[0]:
             texts.append(f"= {maximum:.7g}")
-        elif low is None:
+        elif low == -math.inf:
             texts.append(f"[{minimum:.6g}, {high:.6g})")
-        elif high is None:
+        elif high == math.inf:
             texts.append(f"[{low:.6g}, {maximum:.6g}]")
         elif _single_class(low, high):
             texts.append(f"= {float(np.float32((low + high) / 2)):.7g}")
