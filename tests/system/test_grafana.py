@@ -99,6 +99,22 @@ def test_every_query_uses_the_datasource_variable() -> None:
                 assert annotation["datasource"] == DATASOURCE_REF, annotation["name"]
 
 
+def test_panels_drawing_each_series_tell_instances_and_versions_apart() -> None:
+    """A target drawing a metric's series one by one (a bare selector) names the labels that
+    tell them apart beyond the dashboard's variables: the sidecar and, with ``versions:`` on,
+    the model version (canary and stable lines had one legend)."""
+    bare = re.compile(r"driftgauge_[a-z0-9_]+\{")
+    seen = 0
+    for board in BOARDS.values():
+        for panel in _query_panels(board):
+            for target in panel["targets"]:
+                if bare.match(target["expr"]):
+                    seen += 1
+                    legend = target["legendFormat"]
+                    assert "{{instance}}" in legend and "{{version}}" in legend, panel["title"]
+    assert seen >= 8
+
+
 def test_model_dashboard_offers_model_feature_and_window_variables() -> None:
     """The drill-down selects datasource, model, feature and window from label values."""
     variables = {v["name"]: v for v in _variables(BOARDS["driftgauge-model"])}
