@@ -21,7 +21,7 @@ from driftgauge.rules.dashboards import render_dashboard
 from driftgauge.rules.promql import go_template_text, promql_string
 from driftgauge.rules.writing import dump_yaml, write_assets
 from tests.helpers import base_config
-from tests.rules.support import promtool, promtool_test
+from tests.rules.support import expand, promtool, promtool_test
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_RULES = ROOT / "alert_rules" / "driftgauge.rules.yml"
@@ -278,19 +278,6 @@ def _series(metric: str, labels: dict[str, str]) -> str:
     return metric + "{" + ", ".join(f"{k}={promql_string(v)}" for k, v in labels.items()) + "}"
 
 
-def _expand(template: str, labels: dict[str, str], value: float) -> str:
-    """The two template forms the drift annotations use, expanded in one pass as Prometheus does."""
-
-    def one(match: re.Match[str]) -> str:
-        action = match.group(1).strip()
-        if action.startswith("$labels."):
-            return labels.get(action.removeprefix("$labels."), "")
-        assert action == '$value | printf "%.3f"', action
-        return f"{value:.3f}"
-
-    return re.sub(r"\{\{(.*?)\}\}", one, template)
-
-
 # Per field: PSI, noise floor and (numeric) KS D and p in every window; `hue` drifts in
 # the longest window only.
 DRIFTED = {"psi": 0.31, "floor": 0.002, "ks": 0.25, "p": 1e-9}
@@ -409,7 +396,7 @@ def _unit_test(
             labels = base | {"feature": name, "role": specs[name].role}
             labels |= {k: (name if k == "feature" else v) for k, v in rule["labels"].items()}
             value = VALUES[name]["ks" if "KS" in alert else "psi"]
-            annotations = {k: _expand(v, labels, value) for k, v in rule["annotations"].items()}
+            annotations = {k: expand(v, labels, value) for k, v in rule["annotations"].items()}
             expected.append({"exp_labels": labels, "exp_annotations": annotations})
         checks.append({"eval_time": "40m", "alertname": alert, "exp_alerts": expected})
     return [{"interval": "1m", "input_series": series, "alert_rule_test": checks}]

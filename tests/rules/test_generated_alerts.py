@@ -15,15 +15,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from driftgauge.config import Config, config_from_mapping
 from driftgauge.exposition.live import DROP_REASONS
 from driftgauge.rules.alerts import models_of, render_rules
 from driftgauge.rules.tables import NOT_LOST
 from driftgauge.rules.writing import dump_yaml
 from tests.helpers import base_config
-from tests.rules.support import promtool, promtool_test
+from tests.rules.support import expand, promtool, promtool_test
 from tests.rules.support import series as _series
 
 SIDECAR = {"job": "driftgauge", "instance": "10.0.0.7:10117"}
@@ -40,29 +38,11 @@ def _rule(config: Config, name: str) -> dict[str, Any]:
     return next(r for g in groups for r in g["rules"] if r.get("alert") == name)
 
 
-def _expand(template: str, labels: dict[str, str], value: float) -> str:
-    """The template forms the annotations use, expanded in one pass as Prometheus does."""
-
-    def one(match: re.Match[str]) -> str:
-        action = match.group(1).strip()
-        if action.startswith('"'):  # a string constant: how "{{" is written as text
-            return str(yaml.safe_load(action))
-        if action.startswith("$labels."):
-            return labels.get(action.removeprefix("$labels."), "")
-        if action == "$value | humanizePercentage":
-            return f"{value * 100:.4g}%"
-        printf = re.fullmatch(r'\$value \| printf "(%[.0-9]*[fg])"', action)
-        assert printf, action
-        return printf.group(1) % value
-
-    return re.sub(r"\{\{(.*?)\}\}", one, template)
-
-
 def _fires(rule: dict[str, Any], labels: dict[str, str], value: float) -> dict[str, Any]:
     """The expected alert of ``rule`` on a series with ``labels`` and value ``value``."""
     return {
         "exp_labels": labels,
-        "exp_annotations": {k: _expand(v, labels, value) for k, v in rule["annotations"].items()},
+        "exp_annotations": {k: expand(v, labels, value) for k, v in rule["annotations"].items()},
     }
 
 
@@ -291,9 +271,12 @@ def test_only_lost_observations_raise_observations_dropped(tmp_path: Path) -> No
 # -- the multivariate field ------------------------------------------------------------------
 
 
-def _field(name: str, role: str, psi: float) -> list[dict[str, str]]:
-    """A numeric field's 10 equal baseline bins and two ready windows with PSI ``psi``."""
+def _field(name: str, role: str, psi: float, version: str = "") -> list[dict[str, str]]:
+    """A numeric field's 10 equal baseline bins and two ready windows with PSI ``psi`` (of one
+    model version: the sidecar labels each of its series so)."""
     labels = SIDECAR | {"model": "wine", "feature": name, "role": role}
+    if version:
+        labels["version"] = version
     series = [
         _series("driftgauge_baseline_bin_ratio", labels | {"bin": str(b)}, "0.1x40")
         for b in range(10)
@@ -327,6 +310,30 @@ def test_psi_drift_of_the_multivariate_field_alerts(tmp_path: Path) -> None:
             "eval_time": "20m",
             "exp_alerts": [_fires(critical, field | {"severity": "critical"}, 0.4)],
         },
+    ]
+    _run(
+        tmp_path,
+        {"wine": config},
+        [{"interval": "1m", "input_series": series, "alert_rule_test": checks}],
+    )
+
+
+def test_a_drifting_canary_alerts_under_its_version_and_says_so(tmp_path: Path) -> None:
+    """With versions on, the canary's drift fires with its ``version`` label and names the version
+    in its text (two versions' alerts read alike); the stable version stays quiet."""
+    config = _config(tmp_path, protocol="kserve-v2", versions={"top": 2})
+    warning = _rule(config, "DriftgaugeFeatureDriftWarning")
+    canary = SIDECAR | {"model": "wine", "feature": "alcohol", "role": "input", "version": "2"}
+    series = [*_field("alcohol", "input", 0.4, "2"), *_field("alcohol", "input", 0.004, "1")]
+    fired = _fires(warning, canary | {"severity": "warning"}, 0.4)
+    assert fired["exp_annotations"]["summary"] == (
+        "Feature alcohol of model wine version 2 is drifting"
+    )
+    assert (
+        "(model wine version 2, instance 10.0.0.7:10117)" in fired["exp_annotations"]["description"]
+    )
+    checks = [
+        {"alertname": "DriftgaugeFeatureDriftWarning", "eval_time": "20m", "exp_alerts": [fired]}
     ]
     _run(
         tmp_path,

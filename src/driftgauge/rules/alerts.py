@@ -175,8 +175,8 @@ class _Alerts:
                     _agreement(READY, s, warning),
                     t.for_warning,
                     "warning",
-                    "Feature {{ $labels.feature }} of model {{ $labels.model }} is drifting",
-                    'PSI of {{ $labels.role }} feature {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) is at least {{ $value | printf "%.3f" }} in every window with enough observations, '
+                    "Feature {{ $labels.feature }} of model {{ $labels.model }}{{ with $labels.version }} version {{ . }}{{ end }} is drifting",
+                    'PSI of {{ $labels.role }} feature {{ $labels.feature }} (model {{ $labels.model }}{{ with $labels.version }} version {{ . }}{{ end }}, instance {{ $labels.instance }}) is at least {{ $value | printf "%.3f" }} in every window with enough observations, '
                     f"above {num(t.psi_warning)}{warning_text} in each.",
                     feature,
                 )
@@ -198,8 +198,8 @@ class _Alerts:
                         ),
                         t.for_critical,
                         "critical",
-                        "Feature {{ $labels.feature }} of model {{ $labels.model }} has drifted strongly",
-                        'PSI of {{ $labels.role }} feature {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) is at least {{ $value | printf "%.3f" }} in every window with enough observations, '
+                        "Feature {{ $labels.feature }} of model {{ $labels.model }}{{ with $labels.version }} version {{ . }}{{ end }} has drifted strongly",
+                        'PSI of {{ $labels.role }} feature {{ $labels.feature }} (model {{ $labels.model }}{{ with $labels.version }} version {{ . }}{{ end }}, instance {{ $labels.instance }}) is at least {{ $value | printf "%.3f" }} in every window with enough observations, '
                         f"above {num(t.psi_critical)}"
                         f"{gate_text(t.significance_critical, t.noise_floor_critical)} in each.",
                         feature,
@@ -223,8 +223,8 @@ class _Alerts:
                     ),
                     t.for_warning,
                     "warning",
-                    "Predictions of model {{ $labels.model }} are drifting ({{ $labels.feature }})",
-                    'PSI of prediction {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) is at least {{ $value | printf "%.3f" }} in every window with enough observations, '
+                    "Predictions of model {{ $labels.model }}{{ with $labels.version }} version {{ . }}{{ end }} are drifting ({{ $labels.feature }})",
+                    'PSI of prediction {{ $labels.feature }} (model {{ $labels.model }}{{ with $labels.version }} version {{ . }}{{ end }}, instance {{ $labels.instance }}) is at least {{ $value | printf "%.3f" }} in every window with enough observations, '
                     f"above {num(t.psi_warning)}{warning_text} in each.",
                     feature,
                 )
@@ -242,8 +242,8 @@ class _Alerts:
                     _agreement("driftgauge_ks_statistic", s, condition),
                     t.for_warning,
                     "warning",
-                    "Distribution of {{ $labels.feature }} (model {{ $labels.model }}) differs from the baseline",
-                    'Kolmogorov-Smirnov D of {{ $labels.role }} {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) is at least {{ $value | printf "%.3f" }} in every window with enough observations, '
+                    "Distribution of {{ $labels.feature }} (model {{ $labels.model }}{{ with $labels.version }} version {{ . }}{{ end }}) differs from the baseline",
+                    'Kolmogorov-Smirnov D of {{ $labels.role }} {{ $labels.feature }} (model {{ $labels.model }}{{ with $labels.version }} version {{ . }}{{ end }}, instance {{ $labels.instance }}) is at least {{ $value | printf "%.3f" }} in every window with enough observations, '
                     f"above {num(t.ks_statistic)} with p < {num(t.ks_pvalue)} in each.",
                     feature,
                 )

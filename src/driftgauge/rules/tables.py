@@ -95,8 +95,8 @@ QUALITY = (
         "> 0.05\n",
         "10m",
         "warning",
-        "Many missing values in {{ $labels.feature }} (model {{ $labels.model }})",
-        "{{ $value | humanizePercentage }} of the values of {{ $labels.role }} {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) were missing or null over the last 10m (threshold 5%).",
+        "Many missing values in {{ $labels.feature }} (model {{ $labels.model }}{{ with $labels.version }} version {{ . }}{{ end }})",
+        "{{ $value | humanizePercentage }} of the values of {{ $labels.role }} {{ $labels.feature }} (model {{ $labels.model }}{{ with $labels.version }} version {{ . }}{{ end }}, instance {{ $labels.instance }}) were missing or null over the last 10m (threshold 5%).",
     ),
     (
         "DriftgaugeInvalidValuesHigh",
@@ -108,8 +108,8 @@ QUALITY = (
         "> 0.05\n",
         "10m",
         "warning",
-        "Many invalid values in {{ $labels.feature }} (model {{ $labels.model }})",
-        "{{ $value | humanizePercentage }} of the values of {{ $labels.role }} {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) were of the wrong type, NaN/inf or outside the baseline's range over the last 10m (threshold 5%).",
+        "Many invalid values in {{ $labels.feature }} (model {{ $labels.model }}{{ with $labels.version }} version {{ . }}{{ end }})",
+        "{{ $value | humanizePercentage }} of the values of {{ $labels.role }} {{ $labels.feature }} (model {{ $labels.model }}{{ with $labels.version }} version {{ . }}{{ end }}, instance {{ $labels.instance }}) were of the wrong type, NaN/inf or outside the baseline's range over the last 10m (threshold 5%).",
     ),
     (
         "DriftgaugeUnseenCategories",
@@ -118,8 +118,8 @@ QUALITY = (
         "> 0.01\n",
         "10m",
         "warning",
-        "Unseen categories in {{ $labels.feature }} (model {{ $labels.model }})",
-        "{{ $value | humanizePercentage }} of the values of categorical {{ $labels.role }} {{ $labels.feature }} (model {{ $labels.model }}, instance {{ $labels.instance }}) were categories the baseline never saw, over the last 10m (threshold 1%).",
+        "Unseen categories in {{ $labels.feature }} (model {{ $labels.model }}{{ with $labels.version }} version {{ . }}{{ end }})",
+        "{{ $value | humanizePercentage }} of the values of categorical {{ $labels.role }} {{ $labels.feature }} (model {{ $labels.model }}{{ with $labels.version }} version {{ . }}{{ end }}, instance {{ $labels.instance }}) were categories the baseline never saw, over the last 10m (threshold 1%).",
     ),
 )
 
