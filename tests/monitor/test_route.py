@@ -92,6 +92,11 @@ def test_models_share_the_sidecar_keys_and_keep_their_own(config: Config) -> Non
             r"models\[1\]\.inferenceservice: the events of InferenceService 'wine' already go "
             r"to model 'wine' \(set `component` to tell them apart\)",
         ),
+        ({"namespace": ""}, r"models\[1\]\.namespace: expected a non-empty string, got ''"),
+        ({"namespace": ["prod"]}, r"models\[1\]\.namespace: expected a non-empty string"),
+        ({"namespace": "Prod"}, r"models\[1\]\.namespace: 'Prod' is not a Kubernetes namespace"),
+        ({"namespace": "-prod"}, r"models\[1\]\.namespace: '-prod' is not a Kubernetes"),
+        ({"namespace": "p" * 64}, r"models\[1\]\.namespace: 'p+' is not a Kubernetes"),
     ],
 )
 def test_a_bad_model_block_is_named_by_its_position(
@@ -210,6 +215,62 @@ def test_records_go_to_their_model_and_unknown_models_are_counted(config: Config
     assert wine.parse_errors["unknown_model"] == 2
     assert not iris.parse_errors
     assert sidecar.batcher.matches("/v2/models/cifar/infer")
+
+
+def test_the_namespaces_of_one_inferenceservice_name_are_routed_apart(tmp_path: Path) -> None:
+    """`namespace` routes CloudEvents records (``ce-namespace``) as `component` does: the
+    model naming the record's namespace before one naming none (then by component); a record
+    of a namespace no model of its service takes, or naming none, goes to no model (counted
+    unknown_model); the same service and namespace twice is refused."""
+    raw = two_models(tmp_path, inferenceservice="wine", namespace="staging")
+    raw["models"][0]["namespace"] = "staging"
+    with pytest.raises(ConfigError, match=r"InferenceService 'wine' in namespace 'staging'"):
+        config_from_mapping(raw, base=tmp_path)
+    raw["models"][0]["namespace"] = "prod"
+    loaded = config_from_mapping(raw, base=tmp_path)
+    assert [(m.origin, m.namespace) for m in loaded.all_models] == [
+        (("wine", None), "prod"),
+        (("wine", None), "staging"),
+    ]
+    data = write_csv(tmp_path / "train.csv", training_rows(500))
+    for model in loaded.all_models:
+        save_baseline(build_baseline(model, [data]), model.baseline)
+    sidecar = build_sidecar(loaded)
+    router = sidecar.batcher
+    names = {
+        namespace: found.monitor.config.model if found else None
+        for namespace in ("prod", "staging", "dev", None)
+        for found in [router.route("", "wine", "predictor", namespace)[0]]
+    }
+    assert names == {"prod": "wine", "staging": "iris", "dev": None, None: None}
+    # A model naming no namespace takes the others' namespaces, after those naming theirs; a
+    # component-named model of no namespace comes after a namespace-named one of any component.
+    del raw["models"][1]["namespace"]
+    raw["models"][1]["component"] = "transformer"
+    router = build_sidecar(config_from_mapping(raw, base=tmp_path)).batcher
+    names = {
+        (namespace, component): found.monitor.config.model if found else None
+        for namespace in ("prod", "dev")
+        for component in ("predictor", "transformer")
+        for found in [router.route("", "wine", component, namespace)[0]]
+    }
+    assert names == {
+        ("prod", "predictor"): "wine",
+        ("prod", "transformer"): "wine",
+        ("dev", "predictor"): None,
+        ("dev", "transformer"): "iris",
+    }
+
+    def from_namespace(namespace: str) -> Record:
+        record = v2_record("ignored", 13.0)
+        headers = {"ce-inferenceservicename": "wine", "ce-namespace": namespace}
+        return Record(T0, record.request, record.response, "", "id", headers)
+
+    wine, iris = sidecar.monitors
+    assert sidecar.batcher.ingest([from_namespace(n) for n in ("prod", "dev", "dev")]) == 1
+    assert wine.counters()["alcohol"].observations == 1
+    assert wine.parse_errors == {"unknown_model": 2}  # dev's: no model of wine takes it there
+    assert iris.counters()["alcohol"].observations == 0 and not iris.parse_errors
 
 
 def test_records_naming_their_inferenceservice_go_to_the_model_of_that_name(

@@ -44,11 +44,17 @@ def v1_bodies(alcohol: float) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def event(
-    kind: str, event_id: str, body: Any, service: str, component: str = "predictor"
+    kind: str,
+    event_id: str,
+    body: Any,
+    service: str,
+    component: str = "predictor",
+    namespace: str = "models",
 ) -> CloudEvent:
     made = kserve_event("request" if kind == "request" else "response", event_id, body)
     made["inferenceservicename"] = service
     made["component"] = component
+    made["namespace"] = namespace
     return made
 
 
@@ -67,11 +73,12 @@ def pair(
     *,
     wire: Any = go_binary,
     component: str = "predictor",
+    namespace: str = "models",
 ) -> list[Message]:
     request, response = bodies
     return [
-        wire(event("request", event_id, request, service, component)),
-        wire(event("response", event_id, response, service, component)),
+        wire(event("request", event_id, request, service, component, namespace)),
+        wire(event("response", event_id, response, service, component, namespace)),
     ]
 
 
@@ -197,3 +204,50 @@ async def test_a_transformer_and_its_predictor_are_monitored_as_two_models(
             assert [(c.observations, c.missing) for c in counters.values()] == [(4, 0)] * len(
                 counters
             )
+
+
+async def test_one_inferenceservice_name_in_two_namespaces_is_monitored_as_two_models(
+    tmp_path: Path,
+) -> None:
+    """Two InferenceServices named wine-a, in the namespaces prod and staging, log to one
+    sidecar with the same ce-ids: prod's pairs reach the model naming ``namespace: prod``,
+    staging's the one naming ``staging`` (never mixed, each with its own values), and a third
+    namespace's, which no model takes, count as unknown_model under the first model."""
+    staging = "wine-staging"
+    blocks = (
+        {"model": WINE, "protocol": "kserve-v2", "namespace": "prod"},
+        {
+            "model": staging,
+            "protocol": "kserve-v2",
+            "inferenceservice": WINE,
+            "namespace": "staging",
+        },
+    )
+    async with (
+        models_sidecar(tmp_path, blocks) as sidecar,
+        ClientSession(timeout=ClientTimeout(total=10)) as session,
+    ):
+        messages: list[Message] = []
+        for i in range(4):
+            messages += pair(f"call{i}", WINE, v2_bodies(10.0), namespace="prod")
+            messages += pair(f"call{i}", WINE, v2_bodies(14.0), namespace="staging")
+        for i in range(3):
+            messages += pair(f"dev{i}", WINE, v2_bodies(1.0), wire=structured, namespace="dev")
+        url = f"http://127.0.0.1:{sidecar.proxy_port}/"
+        for message in messages:
+            assert await send(session, url, message) == 200
+        await until(lambda: observations(sidecar) == {WINE: 4, staging: 4}, what="both namespaces")
+        prod, stage = sidecar.monitors
+        await until(lambda: prod.parse_errors["unknown_model"] == 3, what="the dev namespace")
+        assert dict(prod.parse_errors) == {"unknown_model": 3}
+        assert not stage.parse_errors
+        for monitor in sidecar.monitors:
+            await asyncio.to_thread(monitor.compute)
+        samples = await asyncio.to_thread(scrape, sidecar.config.metrics.listen[1])
+    mean = "driftgauge_feature_mean"
+    means = {
+        dict(labels)["model"]: value
+        for (name, labels), value in samples.items()
+        if name == mean and dict(labels)["feature"] == "alcohol" and dict(labels)["window"] == "5m"
+    }
+    assert means == {WINE: 10.0, staging: 14.0}

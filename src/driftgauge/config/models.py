@@ -4,8 +4,8 @@ Each block holds the keys of a single-model config that belong to a model
 (``MODEL_KEYS``) plus the optional routing keys (``ROUTING_KEYS``): a
 ``path`` regular expression, and for the CloudEvents source the
 ``inferenceservice`` the model's events come from (its ``model`` name when
-unset) and the KServe ``component`` (predictor, transformer...; any when
-unset); every other
+unset), the KServe ``component`` (predictor, transformer...; any when
+unset) and the Kubernetes ``namespace`` (any when unset); every other
 key (source, metrics, windows, sketch, state, log...) is the sidecar's and
 stays at the top, shared by all models.  Each block is validated as the
 single-model config it amounts to, its problems reported under
@@ -39,8 +39,11 @@ MODEL_KEYS = (
     "multivariate",
     "alerting",
 )
-ROUTING_KEYS = ("path", "inferenceservice", "component")
+ROUTING_KEYS = ("path", "inferenceservice", "component", "namespace")
 _BLOCK_KEYS = (*MODEL_KEYS, *ROUTING_KEYS)
+
+# A Kubernetes namespace name (an RFC 1123 label): an event's ce-namespace is never another.
+_NAMESPACE = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 
 OneModel = Callable[[Mapping[str, Any], Path, Errors], "Config | None"]
 
@@ -77,11 +80,17 @@ def several_models(raw: Mapping[str, Any], base: Path, path: Path | None, one: O
                 problems.append(f"{prefix}.path: {route!r} is not a regular expression ({exc})")
             if not isinstance(route, str) or not route:
                 problems.append(f"{prefix}.path: {route!r} is not a regular expression")
-        origin = {key: block.get(key) for key in ("inferenceservice", "component")}
+        origin = {key: block.get(key) for key in ("inferenceservice", "component", "namespace")}
         for key, value in origin.items():
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 problems.append(f"{prefix}.{key}: expected a non-empty string, got {value!r}")
                 origin[key] = None
+        namespace = origin["namespace"]
+        if namespace is not None and not _NAMESPACE.fullmatch(namespace):
+            problems.append(
+                f"{prefix}.namespace: {namespace!r} is not a Kubernetes namespace name (at most "
+                "63 lower-case letters, digits and '-', starting and ending with a letter or digit)"
+            )
         errors = Errors()
         model = {key: value for key, value in block.items() if key in MODEL_KEYS}
         config = one({**shared, **model}, base, errors)
@@ -100,6 +109,7 @@ def several_models(raw: Mapping[str, Any], base: Path, path: Path | None, one: O
             route=route if isinstance(route, str) else None,
             service=origin["inferenceservice"],
             component=origin["component"],
+            namespace=namespace,
         )
         tail = config.feedback.tail if config.feedback is not None else None
         reading = [c.model for c in configs if c.feedback is not None and c.feedback.tail == tail]
@@ -109,13 +119,19 @@ def several_models(raw: Mapping[str, Any], base: Path, path: Path | None, one: O
                 f"{reading[0]!r} (a model reads every line of its file and keeps its offset "
                 "beside it): give each model its own file"
             )
-        same = [c.model for c in configs if c.origin == config.origin]
+        same = [
+            c.model
+            for c in configs
+            if c.origin == config.origin and c.namespace == config.namespace
+        ]
         if same:
             service, component = config.origin
             which = f"component {component!r} of " if component else ""
+            where = f" in namespace {config.namespace!r}" if config.namespace else ""
             problems.append(
                 f"{prefix}.inferenceservice: the events of {which}InferenceService "
-                f"{service!r} already go to model {same[0]!r} (set `component` to tell them apart)"
+                f"{service!r}{where} already go to model {same[0]!r} (set `component` to tell "
+                "them apart)"
             )
         configs.append(config)
     if problems or not configs:

@@ -174,9 +174,10 @@ class Config:
     models: tuple[Config, ...] = ()
     route: str | None = None
     # ... and the CloudEvents routed to this one: the InferenceService (None: the model's
-    # name) and the KServe component (None: any) they come from.
+    # name), the KServe component (None: any) and the namespace (None: any) they come from.
     service: str | None = None
     component: str | None = None
+    namespace: str | None = None
 
     @property
     def all_models(self) -> tuple[Config, ...]:

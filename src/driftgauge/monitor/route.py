@@ -6,10 +6,12 @@ Records are routed by, in order:
    names it in ``inferenceservice`` (``ce-inferenceservicename`` in the
    record's headers: the CloudEvents source's records, which carry no path),
    whatever the model's protocol; among that service's models, the one naming
-   the record's KServe component (``ce-component``: a transformer's events
-   are not its predictor's) before one naming none.  A record of a service a
-   model names goes to no other: when no model takes its component, it is
-   for no configured model;
+   the record's Kubernetes namespace (``ce-namespace``: two namespaces'
+   services of one name are two deployments) before one naming none, and
+   then the one naming the record's KServe component (``ce-component``: a
+   transformer's events are not its predictor's) before one naming none.  A
+   record of a service a model names goes to no other: when no model takes
+   its namespace and component, it is for no configured model;
 2. a model's ``path`` regular expression (``models[i].path``), searched in
    the request path: the way to route protocols whose path names no model
    (MLflow's ``/invocations``, Seldon, JSON paths behind a gateway);
@@ -45,7 +47,7 @@ from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.versions import percent_decoded
 from driftgauge.typing import Record
 
-__all__ = ["COMPONENT_HEADER", "SERVICE_HEADER", "Router", "model_in_path"]
+__all__ = ["COMPONENT_HEADER", "NAMESPACE_HEADER", "SERVICE_HEADER", "Router", "model_in_path"]
 
 # The model's path segment; V1's (and TF Serving's) ends at ":predict", so a colon ends it.
 _NAMED = re.compile(r"^/v(?:1/models/([^/:?]+)|2/models/([^/?]+))")
@@ -54,6 +56,8 @@ SERVICE_HEADER = "ce-inferenceservicename"
 spelling of the payload logger's ``inferenceservicename`` attribute)."""
 COMPONENT_HEADER = "ce-component"
 """... and the one naming its component (predictor, transformer, explainer)."""
+NAMESPACE_HEADER = "ce-namespace"
+"""... and the one naming its Kubernetes namespace."""
 # Protocols whose routes name the model.
 NAMING_PROTOCOLS = frozenset({"kserve-v1", "kserve-v2", "kserve", "tfserving"})
 # Paths whose :meth:`Router.matches` answer is remembered; clients choose paths, so bounded.
@@ -93,10 +97,12 @@ class Router:
             for batcher in self.batchers
             if set(protocol_names(batcher.monitor.config.protocol)) <= NAMING_PROTOCOLS
         }
-        self._by_service: dict[str, dict[str | None, Batcher]] = {}
+        # Each service's models by the namespace and component they name (None: any).
+        self._by_service: dict[str, dict[tuple[str | None, str | None], Batcher]] = {}
         for batcher in self.batchers:
-            service, component = batcher.monitor.config.origin
-            self._by_service.setdefault(service, {})[component] = batcher
+            config = batcher.monitor.config
+            service, component = config.origin
+            self._by_service.setdefault(service, {})[config.namespace, component] = batcher
         self._one = len(self.batchers) == 1 and not listed
         self._routes = [
             (re.compile(batcher.monitor.config.route), batcher)
@@ -106,14 +112,21 @@ class Router:
         self._matches: dict[str, bool] = {}
 
     def route(
-        self, path: str, service: str | None = None, component: str | None = None
+        self,
+        path: str,
+        service: str | None = None,
+        component: str | None = None,
+        namespace: str | None = None,
     ) -> tuple[Batcher | None, bool]:
         """The batcher a record on ``path`` from the InferenceService ``service`` (its
-        ``component``) belongs to (None: no configured model), and whether a ``path`` pattern
-        chose it."""
+        ``component``, in ``namespace``) belongs to (None: no configured model), and whether a
+        ``path`` pattern chose it."""
         if service is not None and service in self._by_service:
             models = self._by_service[service]
-            return models.get(component, models.get(None)), False
+            for key in ((namespace, component), (namespace, None), (None, component)):
+                if key in models:
+                    return models[key], False
+            return models.get((None, None)), False
         found = self._pattern_route(path)
         if found is not None:
             return found, True
@@ -182,7 +195,10 @@ class Router:
         for record in records:
             headers = record.headers
             found, routed = self.route(
-                record.path, headers.get(SERVICE_HEADER), headers.get(COMPONENT_HEADER)
+                record.path,
+                headers.get(SERVICE_HEADER),
+                headers.get(COMPONENT_HEADER),
+                headers.get(NAMESPACE_HEADER),
             )
             if found is None:
                 unknown += 1

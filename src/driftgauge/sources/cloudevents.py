@@ -21,7 +21,7 @@ adapters take any body then, as for a tail log without paths).  They carry inste
 ``headers`` (in the binary binding's spelling, ``ce-inferenceservicename`` and so on), the
 request event's origin: ``source``, ``inferenceservicename``, ``namespace``, ``component`` and
 ``endpoint``; with several models the sidecar routes each record to the model named after its
-InferenceService (:mod:`driftgauge.monitor.route`).  Events pair by id within one origin
+InferenceService, by its namespace and component (:mod:`driftgauge.monitor.route`).  Events pair by id within one origin
 (:mod:`driftgauge.sources.pairing`): a transformer's and a predictor's events, or two services'
 whose callers set the same ``Ce-Id``, never pair with each other.  The workers send each event
 once: no retries, whatever the answer, but they are few (5) behind a 100-entry queue that
