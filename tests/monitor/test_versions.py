@@ -54,6 +54,26 @@ def test_the_version_comes_from_the_path_else_the_response(
     assert record_version(path, response) == version
 
 
+@pytest.mark.parametrize(
+    ("path", "response", "endpoint", "version"),
+    [
+        ("", {"outputs": []}, "canary", "canary"),
+        ("", None, "default", "default"),
+        ("", {"model_version": "2"}, "canary", "2"),  # the model's own word is more specific
+        ("/v2/models/wine/versions/3/infer", None, "canary", "3"),
+        ("", {"outputs": []}, "", ""),  # a logger without --endpoint sends it empty
+        ("", {"outputs": []}, None, ""),
+    ],
+)
+def test_a_kserve_endpoint_is_the_version_of_a_record_naming_none(
+    path: str, response: Any, endpoint: str | None, version: str
+) -> None:
+    """The payload logger's ce-endpoint (default, canary) versions a record whose path and
+    response name no version."""
+    headers = {} if endpoint is None else {"ce-endpoint": endpoint}
+    assert record_version(path, response, headers) == version
+
+
 def _config(tmp_path: Path, **overrides: Any) -> Config:
     raw = base_config(tmp_path, protocol="kserve-v2", versions={"top": 2}, **overrides)
     raw["feedback"] = {"prediction": "class"}

@@ -121,7 +121,8 @@ class Batcher:
             except _DECODE_ERRORS:  # not JSON: maybe another format the protocol takes
                 response = adapter.read_response_text(body, record.response_headers)
             extracted = adapter.extract(request, response)
-            version = record_version(record.path, response) if self.versions is not None else ""
+            versions = self.versions is not None
+            version = record_version(record.path, response, record.headers) if versions else ""
             return request, extracted, version
         except ProtocolError as exc:
             self.monitor.count_parse_error(exc.reason)

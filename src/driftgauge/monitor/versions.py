@@ -2,7 +2,10 @@
 
 KServe canaries and MLServer versions carry the version in the path
 (``/v2/models/NAME/versions/V/infer``, TF Serving's ``/v1/models/NAME/versions/V:predict``)
-or in every Open Inference Protocol response (``model_version``).  The first
+or in every Open Inference Protocol response (``model_version``); KServe's payload logger
+names the predictor endpoint an event comes from (``ce-endpoint``: ``default``, or ``canary``
+during a canary rollout), which is the version of a record naming none otherwise, whatever
+the protocol.  The first
 ``versions.top`` versions a model's traffic shows get a monitor each (their
 metrics carry ``version="V"``); later ones share one ``version="__other__"``,
 so the label stays bounded.  Records without a version go to the model's own
@@ -17,15 +20,18 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote
 
+from driftgauge.config import CloudEventsConfig
 from driftgauge.config.protocols import protocol_names
 from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.tracker import Observation
 
 __all__ = [
+    "ENDPOINT_HEADER",
     "OTHER_VERSION",
     "VERSIONED_PROTOCOLS",
     "ModelVersions",
@@ -39,6 +45,9 @@ VERSIONED_PROTOCOLS = frozenset({"kserve-v2", "kserve", "tfserving"})
 # The segment after the model's name: "versions" may itself be a model's name or in a prefix.
 # TF Serving also serves a version by its label (/labels/canary:predict), its canary's route.
 _PATH_VERSION = re.compile(r"/models/[^/]+/(?:versions|labels)/([^/:?]+)")
+ENDPOINT_HEADER = "ce-endpoint"
+"""The record header naming the KServe predictor endpoint a CloudEvents record came from."""
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
 def percent_decoded(text: str) -> str:
@@ -52,9 +61,9 @@ def percent_decoded(text: str) -> str:
         return text
 
 
-def record_version(path: str, response: Any) -> str:
+def record_version(path: str, response: Any, headers: Mapping[str, str] = _NO_HEADERS) -> str:
     """The model version a record names: in its path (percent-escapes decoded), else the
-    response's ``model_version``."""
+    response's ``model_version``, else the KServe endpoint its ``headers`` name."""
     if path:
         found = _PATH_VERSION.search(path)
         if found:
@@ -63,7 +72,7 @@ def record_version(path: str, response: Any) -> str:
         version = response.get("model_version")
         if isinstance(version, str | int) and not isinstance(version, bool):
             return str(version)
-    return ""
+    return headers.get(ENDPOINT_HEADER) or ""
 
 
 class ModelVersions:
@@ -79,9 +88,11 @@ class ModelVersions:
 
     @classmethod
     def of(cls, model: Monitor) -> ModelVersions | None:
-        """The versions of ``model`` when its config turns them on and its protocol names them."""
+        """The versions of ``model`` when its config turns them on and its protocol or its
+        source (the CloudEvents source: the endpoint) names them."""
         config = model.config
-        named = VERSIONED_PROTOCOLS & set(protocol_names(config.protocol))
+        named = bool(VERSIONED_PROTOCOLS & set(protocol_names(config.protocol)))
+        named = named or isinstance(config.source, CloudEventsConfig)
         return cls(model, config.versions) if config.versions > 0 and named else None
 
     @property
