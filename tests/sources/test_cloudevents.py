@@ -7,7 +7,10 @@ import contextlib
 import gzip
 import json
 import logging
+import os
 import ssl
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +20,7 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientSession, ClientTimeout, web
+from aiohttp.http_parser import HttpRequestParser, HttpRequestParserPy
 from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict
@@ -267,6 +271,60 @@ async def test_a_sender_gone_before_its_body_ended_is_counted_not_logged_as_an_e
         await send(session, ce.url, binary(kserve_event("response", "ok", RESPONSE)))
         await ce.until(lambda: len(ce.records) == 1, "the good pair")
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+# AIOHTTP_NO_EXTENSIONS=1 (or a platform without aiohttp's wheels) parses with pure Python,
+# which reports a body's bad chunk to the handler's read; the C parser, at once or never.
+PURE_PYTHON_PARSER = HttpRequestParser is HttpRequestParserPy
+
+
+async def test_a_malformed_chunk_size_is_one_warning_line_and_counted(
+    session: ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A chunked POST with a bad hex chunk size is answered 400, counted as
+    cloudevents_bad_request and logged as one warning naming the peer (no traceback); receiving
+    goes on."""
+    head = [b"POST / HTTP/1.1", b"Host: x", b"ce-specversion: 1.0", b"ce-id: bad"]
+    head += [b"ce-type: " + REQUEST_TYPE.encode(), b"Transfer-Encoding: chunked", b"", b""]
+    sizes = (b"zz", b"-5", b"1_0", b"0x10", b"\x1b[31m")
+    # (sent with the head, sent once the handler reads the body)
+    messages = [(size + b"\r\n{}\r\n0\r\n\r\n", b"") for size in sizes]
+    if PURE_PYTHON_PARSER:  # the C parser leaves that read waiting (aiohttp's own fault)
+        messages += [(b"", size + b"\r\n{}\r\n0\r\n\r\n") for size in sizes]
+        messages += [(b"2\r\n{}", b"XX\r\n0\r\n\r\n")]  # data longer than its size
+    caplog.set_level(logging.DEBUG)
+    async with running() as ce:
+        port = int(ce.url.rstrip("/").rpartition(":")[2])
+        for first, later in messages:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"\r\n".join(head) + first)
+            if later:
+                await asyncio.sleep(0.05)
+                writer.write(later)
+            answer = await asyncio.wait_for(reader.read(), WAIT)
+            assert answer.startswith((b"HTTP/1.0 400 ", b"HTTP/1.1 400 ")), answer
+            writer.close()
+            await writer.wait_closed()
+        assert ce.errors == {"cloudevents_bad_request": len(messages)}
+        await send(session, ce.url, binary(kserve_event("request", "ok", REQUEST)))
+        await send(session, ce.url, binary(kserve_event("response", "ok", RESPONSE)))
+        await ce.until(lambda: len(ce.records) == 1, "the good pair")
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == len(messages)
+    for line in warnings:
+        assert line.startswith("malformed HTTP request from 127.0.0.1: "), line
+        assert "\n" not in line and "\x1b" not in line
+
+
+def test_a_malformed_chunk_size_is_one_line_with_the_pure_python_parser() -> None:
+    """The same with aiohttp's pure Python parser, which also finds a bad chunk size in a body
+    the handler is reading: 400, counted, one line."""
+    test = f"{__file__}::test_a_malformed_chunk_size_is_one_warning_line_and_counted"
+    env = {**os.environ, "AIOHTTP_NO_EXTENSIONS": "1"}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 async def test_duplicate_events_are_counted(session: ClientSession) -> None:

@@ -40,7 +40,9 @@ A POST that is no CloudEvent at all gets 400; another method 405.  Counted reaso
 ``cloudevents_unpaired_request``, ``cloudevents_unpaired_response``,
 ``cloudevents_forward_failed``, ``cloudevents_forward_dropped``, and
 ``cloudevents_incomplete`` for a POST whose sender closed the connection before its body
-ended (nothing of it is read or forwarded).  Paired records wait for the
+ended (nothing of it is read or forwarded), and ``cloudevents_bad_request`` for a message
+aiohttp's HTTP parser refuses (a malformed chunk size, a header line too long: answered 400,
+logged as one warning line naming the peer, not a traceback).  Paired records wait for the
 batcher in a list bounded by ``max_pending``; beyond it they are dropped and passed to
 ``on_dropped`` as ``cloudevents_overload`` (``driftgauge_dropped_total{reason}``).  With a
 ``sampler`` (:mod:`driftgauge.sources.sampling`), each pair is first admitted or not with the
@@ -79,6 +81,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict
 
 from driftgauge.config import CloudEventsConfig
@@ -154,6 +158,36 @@ class Event:
     data: Any  # bytes (binary mode, data_base64), a JSON value (structured ``data``) or None
     # ORIGIN_ATTRIBUTES the event has, by their binary-mode header names ("ce-component"...).
     origin: Mapping[str, str] = field(default_factory=dict)
+
+
+class _ServerLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server log for the listener: a sender's message that is no readable HTTP (the
+    parser's error, which aiohttp answers 400) is counted and logged as one warning line naming
+    the peer; any other exception keeps its traceback (a fault of ours)."""
+
+    def __init__(self, on_error: Callable[[str], None]) -> None:
+        super().__init__(logging.getLogger("aiohttp.server"))
+        self._on_error = on_error
+
+    def malformed(self, peer: object, exc: HttpProcessingError) -> None:
+        """Count and log, in one line, a message from ``peer`` the HTTP parser refused."""
+        self._on_error("cloudevents_bad_request")
+        # The C parser's messages quote the bad bytes on the lines after the first, the pure
+        # Python parser's are those bytes: the first line, escaped and cut short.
+        lines = str(exc.message).strip().splitlines() or [""]
+        reason = f"{type(exc).__name__} {lines[0].rstrip(':')[:80]!r}"
+        log.warning("malformed HTTP request from %s: %s", peer or "an unknown peer", reason)
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):  # aiohttp's head parser refused it
+            # aiohttp logs "Error handling request from %s" with the peer's address.
+            self.malformed(args[0] if args else None, exc_info)
+        elif isinstance(exc_info, RequestPayloadError):
+            # The rest of a body whose parse error the handler already counted, read by
+            # aiohttp after the answer (its lingering close).
+            log.debug("the rest of a malformed request body: %s", exc_info)
+        else:
+            super().exception(msg, *args, exc_info=exc_info, **kwargs)
 
 
 def _media_type(headers: Mapping[str, str]) -> str:
@@ -343,6 +377,7 @@ class CloudEventsSource:
         self._wake = asyncio.Event()  # a record is ready ...
         self._gathered = asyncio.Event()  # ... and _gather of them
         self._runner: web.AppRunner | None = None
+        self._server_log = _ServerLog(on_error)
 
     async def start(self) -> int:
         """Listen on ``config.listen``; returns the port bound."""
@@ -355,6 +390,7 @@ class CloudEventsSource:
             shutdown_timeout=5.0,
             max_line_size=MAX_HEADER_BYTES,
             max_field_size=MAX_HEADER_BYTES,
+            logger=self._server_log,
         )
         await runner.setup()
         host, port = self.config.listen
@@ -398,6 +434,9 @@ class CloudEventsSource:
         except ConnectionResetError:  # the sender left before its body ended: no one to answer
             self._on_error("cloudevents_incomplete")
             return self._answer(cloudevent)
+        except HttpProcessingError as exc:  # a body the parser refused (a bad chunk size)
+            self._server_log.malformed(request.remote, exc)
+            raise web.HTTPBadRequest(text="malformed HTTP request body") from None
         if self.forwarder is not None:
             self.forwarder.offer(request.method, request.raw_headers, body)
         if cloudevent:
