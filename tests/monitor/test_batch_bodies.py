@@ -157,6 +157,24 @@ def test_gzip_is_recognised_without_headers(tmp_path: Path, baseline: Baseline) 
     assert counts(feed) == plain_counts(tmp_path, baseline)
 
 
+def test_gzip_is_recognised_in_a_record_of_cloudevents(tmp_path: Path, baseline: Baseline) -> None:
+    """A CloudEvents record keeps its events' attributes (ce-inferenceservicename...) as headers,
+    no HTTP header of the bodies: gzip's magic bytes still say what each body is (KServe's logger
+    sends a gzipped request or response as the model got or gave it)."""
+    feed = batcher(tmp_path, baseline, "kserve-v1")
+    origin = {
+        "ce-source": "wine-predictor-00001",
+        "ce-inferenceservicename": "wine",
+        "ce-namespace": "models",
+        "ce-component": "predictor",
+        "ce-endpoint": "default",
+    }
+    record = Record(0.0, gzip.compress(V1_REQUEST), gzip.compress(V1_RESPONSE), "", "id", origin)
+    assert feed.ingest([record]) == 3
+    assert not feed.monitor.parse_errors
+    assert counts(feed) == plain_counts(tmp_path, baseline)
+
+
 def test_with_headers_only_content_encoding_says_a_body_is_compressed(
     tmp_path: Path, baseline: Baseline
 ) -> None:

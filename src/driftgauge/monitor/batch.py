@@ -192,10 +192,12 @@ def _decompressed(body: Any, headers: Mapping[str, str], limit: int) -> Any:
     """A body with its ``Content-Encoding`` undone (bytes), or ``body`` itself when it has none."""
     if not isinstance(body, bytes | bytearray | memoryview) or not body:
         return body
-    if headers:
-        coding = _header(headers, "content-encoding")
-    else:  # a source that keeps no headers (CloudEvents): gzip says so in its first bytes
-        coding = "gzip" if body[:2] == _GZIP_MAGIC else None
+    coding = _header(headers, "content-encoding") if headers else None
+    if coding is None and body[:2] == _GZIP_MAGIC and all(k.startswith("ce-") for k in headers):
+        # A source that keeps no HTTP headers (CloudEvents: KServe's logger sends the body as
+        # the model got or gave it, without its Content-Encoding; a record keeps only the
+        # events' attributes): gzip says so in its first bytes.
+        coding = "gzip"
     return body if coding is None else decode_content(bytes(body), coding, limit)
 
 
