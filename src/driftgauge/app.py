@@ -46,6 +46,7 @@ from driftgauge.runtime.state import StateStore, stray_snapshots
 from driftgauge.sources.cloudevents import CloudEventsSource
 from driftgauge.sources.proxy import ProxyServer, RecordQueue
 from driftgauge.sources.sampling import Sampler
+from driftgauge.sources.serverlog import ServerLog
 from driftgauge.sources.tail import TailSource
 from driftgauge.typing import Record
 
@@ -486,7 +487,8 @@ async def run_until_stopped(
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, stop.set)
             handled.append(signum)
-    runner = web.AppRunner(sidecar.app, access_log=None, handle_signals=False)
+    server_log = ServerLog(log, lambda: None)  # a scraper's or /feedback sender's bad HTTP
+    runner = web.AppRunner(sidecar.app, access_log=None, handle_signals=False, logger=server_log)
     await runner.setup()
     host, port = sidecar.config.metrics.listen
     tls = sidecar.config.metrics.tls

@@ -82,13 +82,13 @@ from urllib.parse import unquote
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict
 
 from driftgauge.config import CloudEventsConfig
 from driftgauge.jsonbody import decode_json
 from driftgauge.sources.pairing import Kind, PairingStore
 from driftgauge.sources.sampling import QUEUE_LOW, Sampler
+from driftgauge.sources.serverlog import ServerLog
 from driftgauge.sources.tail import parse_timestamp
 from driftgauge.typing import Record
 
@@ -158,36 +158,6 @@ class Event:
     data: Any  # bytes (binary mode, data_base64), a JSON value (structured ``data``) or None
     # ORIGIN_ATTRIBUTES the event has, by their binary-mode header names ("ce-component"...).
     origin: Mapping[str, str] = field(default_factory=dict)
-
-
-class _ServerLog(logging.LoggerAdapter[logging.Logger]):
-    """aiohttp's server log for the listener: a sender's message that is no readable HTTP (the
-    parser's error, which aiohttp answers 400) is counted and logged as one warning line naming
-    the peer; any other exception keeps its traceback (a fault of ours)."""
-
-    def __init__(self, on_error: Callable[[str], None]) -> None:
-        super().__init__(logging.getLogger("aiohttp.server"))
-        self._on_error = on_error
-
-    def malformed(self, peer: object, exc: HttpProcessingError) -> None:
-        """Count and log, in one line, a message from ``peer`` the HTTP parser refused."""
-        self._on_error("cloudevents_bad_request")
-        # The C parser's messages quote the bad bytes on the lines after the first, the pure
-        # Python parser's are those bytes: the first line, escaped and cut short.
-        lines = str(exc.message).strip().splitlines() or [""]
-        reason = f"{type(exc).__name__} {lines[0].rstrip(':')[:80]!r}"
-        log.warning("malformed HTTP request from %s: %s", peer or "an unknown peer", reason)
-
-    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
-        if isinstance(exc_info, HttpProcessingError):  # aiohttp's head parser refused it
-            # aiohttp logs "Error handling request from %s" with the peer's address.
-            self.malformed(args[0] if args else None, exc_info)
-        elif isinstance(exc_info, RequestPayloadError):
-            # The rest of a body whose parse error the handler already counted, read by
-            # aiohttp after the answer (its lingering close).
-            log.debug("the rest of a malformed request body: %s", exc_info)
-        else:
-            super().exception(msg, *args, exc_info=exc_info, **kwargs)
 
 
 def _media_type(headers: Mapping[str, str]) -> str:
@@ -377,7 +347,7 @@ class CloudEventsSource:
         self._wake = asyncio.Event()  # a record is ready ...
         self._gathered = asyncio.Event()  # ... and _gather of them
         self._runner: web.AppRunner | None = None
-        self._server_log = _ServerLog(on_error)
+        self._server_log = ServerLog(log, lambda: on_error("cloudevents_bad_request"))
 
     async def start(self) -> int:
         """Listen on ``config.listen``; returns the port bound."""
