@@ -97,13 +97,18 @@ class Extracted:
     ``columns`` maps a configured feature or prediction name to one value per
     row (a JSON scalar: number, string, bool or ``None``).  A configured name
     absent from ``columns`` was absent from the body: every row counts it as
-    missing.  ``extra_columns`` counts values for names the config does not
-    know (a schema violation, counted but never labelled by name).
+    missing and as a missing field.  ``absent`` counts, for a name in
+    ``columns``, the rows that lacked it (an object row without the key, a
+    list row too short to reach it): their ``None`` is a missing field too,
+    where a JSON ``null`` is only missing.  ``extra_columns`` counts values
+    for names the config does not know (a schema violation, counted but never
+    labelled by name).
     """
 
     rows: int
     columns: Mapping[str, Sequence[Any]]
     extra_columns: int = 0
+    absent: Mapping[str, int] = field(default_factory=dict)
 
 
 class Adapter(Protocol):

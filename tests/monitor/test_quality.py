@@ -192,15 +192,17 @@ def test_numeric_categories_read_the_same_from_list_and_object_rows(pipeline: Pi
 
 
 def test_absent_fields_count_as_missing_and_missing_fields(pipeline: Pipeline) -> None:
-    """A key absent from every row of a request is a missing field; absent in some rows, just missing."""
+    """Each row without the key is a missing field, whether other rows of its request hold it
+    or not; a null is only missing."""
     without_ash = [row(ash=None), row(ash=None)]
     partly = [row(ash=None), row()]
-    pipeline.batcher.ingest([record(without_ash, None), record(partly, None)])
+    null = [{**row(), "ash": None}]
+    pipeline.batcher.ingest([record(without_ash, None), record(partly, None), record(null, None)])
     counts = pipeline.monitor.counters()["ash"]
-    assert (counts.missing, counts.absent, counts.observations) == (3, 2, 1)
+    assert (counts.missing, counts.absent, counts.observations) == (4, 3, 1)
     text = pipeline.text()
-    assert counter(text, "driftgauge_missing_total", "ash") == 3
-    assert counter(text, "driftgauge_missing_fields_total", "ash") == 2
+    assert counter(text, "driftgauge_missing_total", "ash") == 4
+    assert counter(text, "driftgauge_missing_fields_total", "ash") == 3
     assert counter(text, "driftgauge_missing_fields_total", "alcohol") == 0
 
 
@@ -298,10 +300,52 @@ async def test_data_quality_counters_through_the_proxy(
     assert counter(text, "driftgauge_invalid_total", "alcohol", reason="wrong_type") == 1
     assert counter(text, "driftgauge_invalid_total", "alcohol", reason="out_of_range") == 1
     assert counter(text, "driftgauge_missing_total", "alcohol") == 1
-    assert counter(text, "driftgauge_missing_fields_total", "alcohol") == 0
+    assert counter(text, "driftgauge_missing_fields_total", "alcohol") == 1
     assert counter(text, "driftgauge_invalid_total", "region", reason="unseen_category") == 1
     assert counter(text, "driftgauge_missing_total", "region") == 1
     assert counter(text, "driftgauge_invalid_total", "zone", reason="unseen_category") == 0
     assert counter(text, "driftgauge_missing_fields_total", "ash") == 2
     assert value(text, "driftgauge_extra_fields_total") == 1
     assert value(text, "driftgauge_requests_total", code="200") == 2
+
+
+async def test_missing_fields_count_each_row_without_the_key_through_the_proxy(
+    built: tuple[Config, Baseline], tmp_path: Path
+) -> None:
+    """Object rows through the real proxy, each key left out of some rows and null in others:
+    missing_fields_total is the rows without the key and missing_total those plus the nulls,
+    per field, exactly as counted on the rows by hand."""
+    config, baseline = built
+    fresh = config_from_mapping(
+        base_config(tmp_path, source=proxy_source(free_port())), base=tmp_path
+    )
+    config = replace(config, source=fresh.source, metrics=fresh.metrics)
+    rng = np.random.default_rng(11)
+    names = [spec["name"] for spec in FEATURES]
+    requests = []
+    for size in (1, 3, 40, 300):
+        rows = []
+        for draws in rng.random((size, len(names))):
+            kept = {k: v for (k, v), draw in zip(row().items(), draws, strict=True) if draw >= 0.15}
+            rows.append(
+                {
+                    k: None if draw < 0.25 else kept[k]
+                    for k, draw in zip(names, draws, strict=True)
+                    if k in kept
+                }
+            )
+        requests.append(rows)
+    async with running(config, baseline) as sidecar:
+        for rows in requests:
+            await sidecar.predict(rows)
+        monitor = sidecar.sidecar.monitor
+        total = sum(map(len, requests))
+        await eventually(lambda: monitor.rows_total == total)
+        text = await sidecar.metrics()
+    every = [r for rows in requests for r in rows]
+    for name in names:
+        lacking = sum(name not in r for r in every)
+        nulls = sum(name in r and r[name] is None for r in every)
+        assert 0 < lacking < len(every) and nulls > 0
+        assert counter(text, "driftgauge_missing_fields_total", name) == lacking
+        assert counter(text, "driftgauge_missing_total", name) == lacking + nulls

@@ -132,6 +132,17 @@ def test_element_missing_the_tail_is_none_for_that_row() -> None:
     assert plain(extracted) == {"a": [1, None, 3]}
 
 
+def test_elements_missing_the_tail_are_absent_and_a_null_is_not() -> None:
+    """The rows where a ``[*]`` path does not resolve lack the field (counted absent)."""
+    extracted = adapter(
+        {"a": "$.rows[*].a", "b": "$.rows[*].b"}, {"p": "$.out[*].p", "q": "$.out[*].q"}
+    ).extract(
+        {"rows": [{"a": 1}, {"b": 2}, {"a": None}, 4]},
+        {"out": [{"p": 1}, {"p": None}, {}, {"p": 2}]},
+    )
+    assert extracted.absent == {"a": 2, "b": 3, "p": 1}
+
+
 def test_fields_disagreeing_on_rows_is_row_mismatch() -> None:
     """A single value is not broadcast against a batch."""
     with pytest.raises(ProtocolError) as caught:

@@ -155,3 +155,17 @@ def test_a_wide_matrix_is_one_block_viewed_not_copied() -> None:
     assert np.shares_memory(block, matrix)
     assert (part.columns, part.extra) == ({}, 0)
     assert fields_of(specs) is fields_of(specs)
+
+
+def test_rows_without_a_field_other_rows_hold_are_counted_absent() -> None:
+    """Object rows without a key and list rows too short to reach a position lack that field
+    (absent); a null holds it; a field no row holds is left out of the columns."""
+    specs = [*inputs("a"), *inputs("b", kind="categorical"), *inputs("c")]
+    objects = [{"a": 1.0, "b": "x"}, {"b": None}, {"a": None}, {}]
+    part = map_rows(objects, specs)
+    assert part.absent == {"a": 2, "b": 2}
+    assert "c" not in part.columns
+    lists = [[1.0, "x", 2.0], [1.0], [None, "y"], 3.0]
+    part = map_rows(lists, specs)
+    assert part.absent == {"b": 2, "c": 3}
+    assert map_rows([[1.0, "x", 2.0], [1.0, None, 3.0]], specs).absent == {}

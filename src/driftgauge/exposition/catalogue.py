@@ -191,7 +191,8 @@ ROWS = MetricSpec(
 MISSING_FIELDS = MetricSpec(
     "driftgauge_missing_fields",
     "counter",
-    "Rows whose request lacked the field altogether (a schema violation; also counted missing).",
+    "Rows that lacked the field: no key, column or tensor for it (a schema violation; "
+    "also counted missing).",
     _FIELD,
 )
 EXTRA_FIELDS = MetricSpec(

@@ -91,7 +91,7 @@ class FieldCounters:
 
     observations: int = 0
     missing: int = 0
-    absent: int = 0  # rows whose request lacked the field altogether (also counted missing)
+    absent: int = 0  # rows that lacked the field: no key, column or tensor (also counted missing)
     invalid: Counter[str] = field(default_factory=Counter)
     bins: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
@@ -234,6 +234,10 @@ class FieldTracker:
                     self._ingest_numeric(name, columns, rows - provided, slices)
                 else:
                     self._ingest_categorical(name, columns, rows - provided, slices)
+            for piece in pieces:  # rows without a field other rows of their body held
+                for name, count in piece.absent.items():
+                    if name in self._counters:
+                        self._counters[name].absent += count
             self.rows_total += rows
             self.extra_columns_total += sum(p.extra_columns for p in pieces)
 

@@ -122,6 +122,7 @@ class Part:
     columns: dict[str, Column] = field(default_factory=dict)
     extra: int = 0
     blocks: list[Block] = field(default_factory=list)
+    absent: dict[str, int] = field(default_factory=dict)  # rows lacking a field others hold
 
 
 def pair(features: Part, predictions: Part | None) -> Extracted:
@@ -129,6 +130,7 @@ def pair(features: Part, predictions: Part | None) -> Extracted:
     columns: dict[str, Column] = dict(features.columns)
     extra = features.extra
     blocks = list(features.blocks)
+    absent = dict(features.absent)
     if predictions is not None:
         if predictions.rows != features.rows:
             raise ProtocolError(
@@ -138,10 +140,11 @@ def pair(features: Part, predictions: Part | None) -> Extracted:
         columns.update(predictions.columns)
         blocks.extend(predictions.blocks)
         extra += predictions.extra
+        absent.update(predictions.absent)
     if blocks:
-        return Extracted(features.rows, Columns(columns, blocks), extra)
+        return Extracted(features.rows, Columns(columns, blocks), extra, absent)
     # numpy arrays stand in for Sequence here: 1-D, indexable, with len().
-    return Extracted(features.rows, cast(Mapping[str, Sequence[Any]], columns), extra)
+    return Extracted(features.rows, cast(Mapping[str, Sequence[Any]], columns), extra, absent)
 
 
 def _strip_query(path: str) -> str:
@@ -179,7 +182,8 @@ def rename_columns(extracted: Extracted, names: Mapping[str, str]) -> Extracted:
         renamed: Mapping[str, Sequence[Any]] = Columns(single, blocks)
     else:
         renamed = {names.get(key, key): column for key, column in columns.items()}
-    return Extracted(extracted.rows, renamed, extracted.extra_columns)
+    absent = {names.get(key, key): count for key, count in extracted.absent.items()}
+    return Extracted(extracted.rows, renamed, extracted.extra_columns, absent)
 
 
 class BaseAdapter:

@@ -35,6 +35,7 @@ Error messages name keys, field names, JSON types and shapes, never values.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -308,13 +309,16 @@ def _restore_exact(
 
 def _map_objects(rows: list[dict[str, Any]], specs: Sequence[FieldSpec]) -> Part:
     """Columns of a batch of object rows, one pass per configured field instead of per value."""
-    keys: set[str] = set().union(*rows)
+    keys = Counter(itertools.chain.from_iterable(rows))  # the rows holding each key
     part = Part(len(rows))
     for spec in specs:
-        if spec.name in keys:
+        held = keys[spec.name]
+        if held:
             values = [row.get(spec.name) for row in rows]
             part.columns[spec.name] = column_values(values, spec.name, _exact(spec))
-    part.extra = len(keys.difference(spec.name for spec in specs))
+            if held < part.rows:
+                part.absent[spec.name] = part.rows - held
+    part.extra = len(keys.keys() - {spec.name for spec in specs})
     return part
 
 
@@ -365,7 +369,8 @@ def map_rows(
 
     ``labels`` name the positions of list rows (Seldon ``names``, MLflow
     ``columns``); without them positions map onto the configured fields in
-    config order.  A field present in some rows only is ``None`` in the others.
+    config order.  A field present in some rows only is ``None`` in the others,
+    which the part counts in ``absent``.
     """
     count = len(rows)
     matrix = _number_array(rows) if count else None
@@ -384,6 +389,7 @@ def map_rows(
     if table is not None:
         return _map_table(count, table, specs, names, picks)
     columns: dict[str, list[Any]] = {}
+    held: Counter[str] = Counter()  # the rows holding each field
     unknown: set[Hashable] = set()
     overflow = 0
 
@@ -392,6 +398,7 @@ def map_rows(
         if column is None:
             column = columns[name] = [None] * count
         column[index] = scalar(value, name)
+        held[name] += 1
 
     for index, row in enumerate(rows):
         if isinstance(row, dict):
@@ -415,7 +422,8 @@ def map_rows(
                 unknown.add(names[0])
         else:
             overflow = max(overflow, 1)
-    return Part(count, dict(columns), len(unknown) + overflow)
+    absent = {name: count - rows for name, rows in held.items() if rows < count}
+    return Part(count, dict(columns), len(unknown) + overflow, absent=absent)
 
 
 def column_values(value: Any, name: str, exact: bool = True) -> Column:

@@ -21,8 +21,8 @@ without gives one row.  Every field found must agree on the number of rows
 (``row_mismatch`` otherwise; a single value is not broadcast).  A path that
 does not resolve (missing member, index out of range, wrong container) leaves
 its field out; inside ``[*]`` an element where the rest of the path does not
-resolve is ``None`` for that row.  A body where no path resolves at all is
-``missing_inputs``.  A value must be a JSON scalar (``[x]`` is squeezed);
+resolve is ``None`` for that row, counted as a missing field (``absent``).
+A body where no path resolves at all is ``missing_inputs``.  A value must be a JSON scalar (``[x]`` is squeezed);
 an array or object there is ``bad_shape``.  Names not in the config are never
 seen, so ``extra_columns`` is always 0.  Any path is accepted as a route.
 A response object with an ``error``/``error_code`` member where no prediction
@@ -66,19 +66,25 @@ def evaluate(path: JsonPath, body: Any, name: str, exact: bool = True) -> Column
     ``name`` is used in error messages.  Unless ``exact``, an all-numeric
     ``[*]`` column comes back as a numpy array (exact keeps every JSON type).
     """
+    return _lookup(path, body, name, exact)[0]
+
+
+def _lookup(path: JsonPath, body: Any, name: str, exact: bool) -> tuple[Column | None, int]:
+    """:func:`evaluate`'s column and how many of its rows the path did not resolve in."""
     node = _walk(body, path.head)
     if node is _MISSING:
-        return None
+        return None, 0
     if path.tail is None:
-        return [scalar(node, name)]
+        return [scalar(node, name)], 0
     if not isinstance(node, list):
-        return None
+        return None, 0
     if not path.tail:
-        return column_values(node, name, exact)
+        return column_values(node, name, exact), 0
     values = [_walk(item, path.tail) for item in node]
-    if node and all(value is _MISSING for value in values):
-        return None
-    return [None if value is _MISSING else scalar(value, name) for value in values]
+    lacking = sum(value is _MISSING for value in values)
+    if node and lacking == len(values):
+        return None, 0
+    return [None if value is _MISSING else scalar(value, name) for value in values], lacking
 
 
 # Kept for callers written against the first, private name.
@@ -109,16 +115,21 @@ class JsonPathAdapter(BaseAdapter):
     def _extract(self, request: Any, response: Any) -> Extracted:
         """Evaluate every path; all fields found must agree on the number of rows."""
         found: dict[str, Column] = {}
+        absent: dict[str, int] = {}
         for name, path, exact in self.feature_paths:
-            column = evaluate(path, request, name, exact)
+            column, lacking = _lookup(path, request, name, exact)
             if column is not None:
                 found[name] = column
+            if lacking:
+                absent[name] = lacking
         predicted: dict[str, Column] = {}
         if response is not None:
             for name, path, exact in self.prediction_paths:
-                column = evaluate(path, response, name, exact)
+                column, lacking = _lookup(path, response, name, exact)
                 if column is not None:
                     predicted[name] = column
+                if lacking:
+                    absent[name] = lacking
             if (
                 not predicted
                 and isinstance(response, dict)
@@ -136,5 +147,5 @@ class JsonPathAdapter(BaseAdapter):
                 raise ProtocolError(
                     "row_mismatch", f"field {name!r} has {len(column)} rows, {first!r} has {rows}"
                 )
-        features = Part(rows, found)
+        features = Part(rows, found, absent=absent)
         return pair(features, None if response is None else Part(rows, predicted))
