@@ -176,6 +176,56 @@ def test_values_past_the_last_field_are_extra() -> None:
     assert extracted.extra_columns == 2
 
 
+# MLServer 1.x (mlserver_sklearn) answering IRIS_REQUEST with "outputs": [{"name": "predict"},
+# {"name": "predict_proba"}] (recorded from a real server); a client asking only for
+# predict_proba gets the second tensor alone, and one asking for both gets them in its order.
+MLSERVER_PREDICT = {
+    "name": "predict",
+    "shape": [2, 1],
+    "datatype": "INT64",
+    "parameters": {"content_type": "np"},
+    "data": [2, 1],
+}
+MLSERVER_PROBA = {
+    "name": "predict_proba",
+    "shape": [2, 3],
+    "datatype": "FP64",
+    "parameters": {"content_type": "np"},
+    "data": [0.001, 0.187, 0.812, 0.012, 0.654, 0.334],
+}
+
+
+def mlserver_answer(*outputs: dict[str, Any]) -> dict[str, Any]:
+    return {"model_name": "iris", "model_version": "v1", "id": "7ca4", "outputs": list(outputs)}
+
+
+def test_an_output_wider_than_the_predictions_left_fills_none_of_them() -> None:
+    """MLServer's predict_proba ([N, classes]) asked for in place of predict does not feed a
+    positional prediction: its values are extra and the predictions are absent; the predict
+    tensor alone, before it or after it, still fills them."""
+    adapter = KServeV2Adapter(inputs(*IRIS), outputs("species"))
+    proba = adapter.extract(IRIS_REQUEST, mlserver_answer(MLSERVER_PROBA))
+    assert set(proba.columns) == set(IRIS)
+    assert proba.extra_columns == 3
+    for answer in (
+        mlserver_answer(MLSERVER_PREDICT),
+        mlserver_answer(MLSERVER_PREDICT, MLSERVER_PROBA),
+        mlserver_answer(MLSERVER_PROBA, MLSERVER_PREDICT),
+    ):
+        extracted = adapter.extract(IRIS_REQUEST, answer)
+        assert plain(extracted)["species"] == [2, 1]
+    both = adapter.extract(IRIS_REQUEST, mlserver_answer(MLSERVER_PREDICT, MLSERVER_PROBA))
+    assert both.extra_columns == 3
+    three = KServeV2Adapter(inputs(*IRIS), outputs("p0", "p1", "p2", kind="numeric"))
+    spread = plain(three.extract(IRIS_REQUEST, mlserver_answer(MLSERVER_PROBA)))
+    assert spread == {
+        **plain(proba),
+        "p0": [0.001, 0.012],
+        "p1": [0.187, 0.654],
+        "p2": [0.812, 0.334],
+    }
+
+
 def test_image_like_tensor_flattens_per_row() -> None:
     """A [N, 2, 2] tensor holds four values per row, mapped by order."""
     request = {

@@ -21,7 +21,15 @@ shape ``[N, d1, d2, ...]`` holds ``d1*d2*...`` values per row.  Mapping:
   the values of other tensors count as extra columns;
 - by order otherwise (tensors named ``input-0``, ``output-0``...): the values
   of all tensors, tensor after tensor, map onto the configured fields in
-  config order; values beyond the last field count as extra columns.
+  config order; values beyond the last field count as extra columns.  An
+  output tensor maps whole or not at all: one whose values per row run past
+  the last configured prediction (MLServer's ``predict_proba``, ``[N,
+  classes]``, asked for in place of ``predict`` or before it) is other
+  outputs than the configured ones: all its values count as extra columns and
+  it takes no position, so the tensors after it still map, and predictions
+  that none fills are absent (missing fields), never fed probabilities.  (A
+  request's tensor may run past the last feature: the configured features are
+  then its first values.)
 
 Numeric tensors become 1-D float/int numpy columns in one reshape; BOOL and
 BYTES tensors (BYTES carry strings: categorical data) become Python lists.
@@ -284,7 +292,9 @@ def _tensors(body: dict[str, Any], key: str, reason: str, what: str) -> list[_Te
     return tensors
 
 
-def _map(tensors: list[_Tensor], specs: Sequence[FieldSpec]) -> Part:
+def _map(tensors: list[_Tensor], specs: Sequence[FieldSpec], whole: bool = False) -> Part:
+    """``tensors`` as columns of ``specs``: by name, else by position (``whole``: a tensor fills
+    fields only if all its values do, see the module's docstring)."""
     part = Part(tensors[0].rows)
     fields = fields_of(specs)
     if any(tensor.name in fields.kinds for tensor in tensors):
@@ -303,6 +313,9 @@ def _map(tensors: list[_Tensor], specs: Sequence[FieldSpec]) -> Part:
         return part
     position = 0
     for tensor in tensors:
+        if whole and position + tensor.width > len(specs):
+            part.extra += tensor.width  # not the configured outputs: it takes no position
+            continue
         matrix = tensor.matrix
         numeric = matrix is not None and matrix.dtype.kind in "fiu"
         layout = fields.layout(None, tensor.width, numeric, start=min(position, len(specs)))
@@ -339,5 +352,5 @@ class KServeV2Adapter(BaseAdapter):
         if response is not None:
             answer = require_object(response, "response")
             outputs = _tensors(answer, "outputs", "missing_outputs", "response")
-            predictions = _map(outputs, self.predictions)
+            predictions = _map(outputs, self.predictions, whole=True)
         return pair(features, predictions)
