@@ -226,6 +226,29 @@ def test_an_output_wider_than_the_predictions_left_fills_none_of_them() -> None:
     }
 
 
+def test_a_scalar_tensor_is_one_row() -> None:
+    """Shape [] is a scalar: one value, one row, as a [1] tensor is; by name and by order."""
+    request = {
+        "inputs": [
+            {"name": "alcohol", "shape": [], "datatype": "FP64", "data": [13.2]},
+            {"name": "region", "shape": [], "datatype": "BYTES", "data": ["north"]},
+        ]
+    }
+    response = {"outputs": [{"name": "output-0", "shape": [], "datatype": "INT64", "data": [2]}]}
+    features = [*inputs("alcohol"), *inputs("region", kind="categorical")]
+    extracted = KServeV2Adapter(features, outputs("class")).extract(request, response)
+    assert extracted.rows == 1
+    assert plain(extracted) == {"alcohol": [13.2], "region": ["north"], "class": [2]}
+    by_order = {"inputs": [{"name": "input-0", "shape": [], "datatype": "FP32", "data": [0.5]}]}
+    assert plain(KServeV2Adapter(inputs("x", "y"), []).extract(by_order, None)) == {"x": [0.5]}
+    batch = {"name": "ash", "shape": [2], "datatype": "FP64", "data": [2.1, 2.2]}
+    with pytest.raises(ProtocolError) as caught:
+        KServeV2Adapter(inputs("alcohol", "ash"), []).extract(
+            {"inputs": [request["inputs"][0], batch]}, None
+        )
+    assert caught.value.reason == "row_mismatch"
+
+
 def test_image_like_tensor_flattens_per_row() -> None:
     """A [N, 2, 2] tensor holds four values per row, mapped by order."""
     request = {
@@ -268,7 +291,7 @@ def tensor(**changes: Any) -> dict[str, Any]:
         ({"inputs": {"x": [1]}}, "bad_shape"),
         ({"inputs": [[1, 2]]}, "bad_shape"),
         (tensor(name=None), "bad_shape"),
-        (tensor(shape=[]), "bad_shape"),
+        (tensor(shape=[]), "bad_shape"),  # a scalar holds one value, not two
         (tensor(shape=[-1]), "bad_shape"),
         (tensor(shape=[2.0]), "bad_shape"),
         (tensor(shape=[3]), "bad_shape"),

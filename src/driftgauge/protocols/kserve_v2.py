@@ -14,7 +14,10 @@ Reference: Open Inference Protocol HTTP/REST (kserve/open-inference-protocol
   datatypes BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64, BYTES.
 
 Rows are ``shape[0]``; every tensor of a body must agree on it.  A tensor of
-shape ``[N, d1, d2, ...]`` holds ``d1*d2*...`` values per row.  Mapping:
+shape ``[N, d1, d2, ...]`` holds ``d1*d2*...`` values per row.  A scalar
+tensor (shape ``[]``, whose data is one value: the protocol's shape is the
+list of dimensions, none for a scalar) is one row of one value, so a
+one-row request or answer may send its values as scalars.  Mapping:
 
 - by name, when any tensor is named after a configured field: such a tensor
   must hold one value per row (``[N]`` or ``[N, 1]``) and becomes that column;
@@ -145,14 +148,8 @@ def _named(name: str) -> str:
 
 
 def _shape(value: Any, name: str) -> list[int]:
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(type(dim) is int and dim >= 0 for dim in value)
-    ):
-        raise ProtocolError(
-            "bad_shape", f"{_named(name)} 'shape' must be a non-empty array of sizes >= 0"
-        )
+    if not isinstance(value, list) or not all(type(dim) is int and dim >= 0 for dim in value):
+        raise ProtocolError("bad_shape", f"{_named(name)} 'shape' must be an array of sizes >= 0")
     return value
 
 
@@ -195,7 +192,7 @@ def _tensor(value: Any, what: str, key: str, index: int) -> _Tensor:
         raise ProtocolError(
             "bad_shape", f"{_named(name)} 'data' is {json_type(data)}, expected an array"
         )
-    rows = shape[0]
+    rows = shape[0] if shape else 1  # shape []: a scalar, one value (one row)
     width = shape[1] if len(shape) == 2 else math.prod(shape[1:])
     if datatype == "BYTES":
         flat = flatten(data if isinstance(data, list) else data.tolist())
