@@ -424,6 +424,28 @@ async def test_timestamps_unix_and_rfc3339_and_missing(
     assert (tail.records[4].path, tail.records[4].request_id) == ("/v2/models/m/infer", None)
 
 
+async def test_a_leap_second_is_read_as_the_next_second(
+    tmp_path: Path, start_tail: StartTail
+) -> None:
+    """A line stamped in a leap second (23:59:60 UTC) is delivered, at the next second."""
+    log = tmp_path / "requests.jsonl"
+    log.write_bytes(
+        line(0, ts="2016-12-31T23:59:59.5Z")
+        + line(1, ts="2016-12-31T23:59:60Z")
+        + line(2, ts="2016-12-31T23:59:60.75Z")
+        + line(3, ts="2017-01-01T00:00:00.5Z")
+    )
+    tail = start_tail(log)
+    await tail.until(lambda: len(tail.records) == 4)
+    assert [r.ts for r in tail.records] == [
+        1_483_228_799.5,
+        1_483_228_800.0,
+        1_483_228_800.75,
+        1_483_228_800.5,
+    ]
+    assert tail.errors == []
+
+
 async def test_start_at_end_skips_existing_content(tmp_path: Path, start_tail: StartTail) -> None:
     """With start_at=end only lines completed after the start arrive."""
     log, state = tmp_path / "requests.jsonl", tmp_path / "tail.json"
@@ -464,6 +486,10 @@ async def test_missing_file_is_awaited_with_one_log_line(
         ("2023-11-14 22:13:20.123+00:00", 1_700_000_000.123),
         ("2023-11-15T03:43:20+05:30", 1_700_000_000.0),
         ("2023-11-14T12:13:20.000001-10:00", 1_700_000_000.000001),
+        ("2016-12-31T23:59:60Z", 1_483_228_800.0),  # a leap second: the next second (POSIX)
+        ("2016-12-31T23:59:60.25Z", 1_483_228_800.25),
+        ("2017-01-01T00:59:60+01:00", 1_483_228_800.0),
+        ("2015-06-30T23:59:60Z", 1_435_708_800.0),
     ],
 )
 def test_parse_timestamp_accepts_unix_seconds_and_rfc3339(value: object, expected: float) -> None:
@@ -491,6 +517,10 @@ def test_parse_timestamp_accepts_unix_seconds_and_rfc3339(value: object, expecte
         "2023-11-14T22:13:20Z ",
         "2023-11-14T22:13:20+05:60",
         "2023-11-14T25:13:20Z",
+        "2023-11-14T22:13:60Z",  # second 60 only where a leap second can be
+        "2016-12-30T23:59:60Z",
+        "2016-12-31T23:59:60+01:00",
+        "2016-12-31T23:59:61Z",
         "２０２３-11-14T22:13:20Z",
     ],
 )

@@ -35,7 +35,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -63,18 +63,32 @@ def parse_timestamp(value: object) -> float:
     """Unix seconds from a log line's ``ts``: a number of seconds or an RFC 3339 string.
 
     Raises ValueError for anything else: booleans, NaN or infinity, dates without a time or an
-    offset, impossible dates.  Fractions beyond microseconds are truncated.
+    offset, impossible dates.  Fractions beyond microseconds are truncated.  A leap second
+    (``23:59:60`` UTC on a month's last day, as RFC 3339 allows) is the next second, as POSIX
+    time counts it: ``2016-12-31T23:59:60.5Z`` is ``2017-01-01T00:00:00.5Z``.
     """
     if isinstance(value, str) and _RFC3339.fullmatch(value):
         # fromisoformat alone would also take forms RFC 3339 forbids, such as a missing offset
         text = value.upper().replace(" ", "T").replace("Z", "+00:00")
+        leap = text[17:19] == "60"  # datetime has no second 60: read as :59, then one more
+        if leap:
+            text = f"{text[:17]}59{text[19:]}"
         try:
-            return datetime.fromisoformat(text).timestamp()
+            moment = datetime.fromisoformat(text)
+            if leap and not _leap_second(moment):
+                raise ValueError("second 60 is a leap second, only at 23:59 UTC on a month's end")
+            return moment.timestamp() + (1.0 if leap else 0.0)
         except OverflowError:
             raise ValueError("date-time out of range") from None
     if isinstance(value, bool) or not isinstance(value, int | float) or not abs(value) < 1e18:
         raise ValueError("expected finite unix seconds or an RFC 3339 date-time with an offset")
     return float(value)
+
+
+def _leap_second(moment: datetime) -> bool:
+    """True when ``moment``, read at second 59, is where a leap second may follow (RFC 3339)."""
+    utc = moment.astimezone(UTC)
+    return (utc.hour, utc.minute) == (23, 59) and (utc + timedelta(days=1)).day == 1
 
 
 def _parse_line(line: bytes, now: float) -> Record | str:
