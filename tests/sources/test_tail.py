@@ -446,6 +446,21 @@ async def test_a_leap_second_is_read_as_the_next_second(
     assert tail.errors == []
 
 
+async def test_a_byte_order_mark_before_a_line_is_ignored(
+    tmp_path: Path, start_tail: StartTail
+) -> None:
+    """A log written with a UTF-8 byte order mark (PowerShell's utf8, Notepad) keeps its first
+    line, and a file appended to another with its mark keeps that line too."""
+    log = tmp_path / "requests.jsonl"
+    bom = "\ufeff".encode()
+    log.write_bytes(bom + line(0) + line(1) + bom + line(2))
+    tail = start_tail(log)
+    await tail.until(lambda: len(tail.records) == 3)
+    await tail.settle()
+    assert tail.ids == ids(range(3))
+    assert tail.errors == []
+
+
 async def test_start_at_end_skips_existing_content(tmp_path: Path, start_tail: StartTail) -> None:
     """With start_at=end only lines completed after the start arrive."""
     log, state = tmp_path / "requests.jsonl", tmp_path / "tail.json"

@@ -56,6 +56,7 @@ _ROTATE_GRACE = 5.0  # longest wait for a rotated-away file that keeps growing
 _RFC3339 = re.compile(
     r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)", re.A
 )
+_BOM = "\ufeff".encode()  # a UTF-8 byte order mark, which some Windows tools write first
 _STATE_TYPES = {"path": str, "inode": int, "device": int, "offset": int, "head": str}
 
 
@@ -181,6 +182,8 @@ def _read_chunk(f: _File, max_line: int, max_batch: int, parse: LineParser) -> _
     while (newline := data.find(b"\n", start)) >= 0:
         end = read_pos + newline + 1
         line, pending, start = pending + data[start:newline], b"", newline + 1
+        if line.startswith(_BOM):  # JSON readers may ignore one (RFC 8259 8.1); orjson refuses it
+            line = line[len(_BOM) :]
         if skipping or len(line) > max_line:
             errors.append("line_too_long")
             skipping = False
