@@ -15,10 +15,14 @@ One adapter per ``protocol:`` value of the config (:data:`ADAPTERS`), built by
   a response (KServe V2: binary tensor data);
 - ``extract(request, response)`` - both bodies already parsed from JSON;
   ``response`` is None when not available (only feature columns come back).
-  It returns ``Extracted(rows, columns, extra_columns)``: one column per
-  configured field found in the body, each exactly ``rows`` long; a field
-  absent from the body is left out (the caller counts it missing); values for
-  names the config does not know are only counted, as a number of columns.
+  It returns ``Extracted(rows, columns, extra_columns, absent)``: one column
+  per configured field found in the body, each exactly ``rows`` long; a field
+  absent from the body is left out (the caller counts it missing, and a
+  missing field in every row); ``absent`` counts, per field found, the rows
+  that lacked it (an object row without its key, a list row too short to reach
+  it: ``None`` in the column, but a missing field, where a JSON null is only
+  missing); values for names the config does not know are only counted, as a
+  number of columns.
 
 A field's ``path`` is, for every protocol but jsonpath, the name the body
 uses for it (column, key, tensor or ``names`` entry) when the metric is
