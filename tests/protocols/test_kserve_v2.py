@@ -433,7 +433,7 @@ def test_binary_tensor_data_cut_short_is_bad_shape_and_no_header_is_not_json() -
 
 def test_a_category_in_an_fp32_tensor_is_its_float32_value() -> None:
     """A code sent as FP32 (JSON as numpy clients write it, binary, or by position) is the
-    category the training file's 0.1 names, not 0.10000000149011612; FP64 keeps its digits."""
+    category the training file's 0.1 names, not 0.10000000149011612; so is FP64 holding it."""
     codes = np.array([0.1, 2.5, 7.0, 1e10], "<f4")
     adapter = KServeV2Adapter(inputs("code", kind="categorical") + inputs("x"), [])
     named = {
@@ -458,6 +458,11 @@ def test_a_category_in_an_fp32_tensor_is_its_float32_value() -> None:
     for request in (named, positional, adapter.read_text(body, headers)):
         spelled, _ = to_categories(adapter.extract(request, None).columns["code"])
         assert spelled.tolist() == ["0.1", "2.5", "7", "10000000000"]
+    # FP64 carrying the float32 values (a float32 column widened on its way) reads the same;
+    # a float64 that is no float32 keeps its digits.
     named["inputs"][0]["datatype"] = "FP64"
     spelled, _ = to_categories(adapter.extract(named, None).columns["code"])
-    assert spelled.tolist()[0] == "0.10000000149011612"
+    assert spelled.tolist() == ["0.1", "2.5", "7", "10000000000"]
+    named["inputs"][0]["data"] = [0.10000000000000002, 0.1, 2.5, 7.0]
+    spelled, _ = to_categories(adapter.extract(named, None).columns["code"])
+    assert spelled.tolist() == ["0.10000000000000002", "0.1", "2.5", "7"]
