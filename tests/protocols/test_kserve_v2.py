@@ -418,17 +418,46 @@ def test_binary_tensor_data_reads_as_its_json_spelling() -> None:
 
 
 def test_binary_tensor_data_cut_short_is_bad_shape_and_no_header_is_not_json() -> None:
-    """Binary data shorter than its binary_data_size is bad_shape; without the header the body
-    is no format of the protocol (counted invalid_json)."""
+    """Binary data shorter than its binary_data_size is bad_shape, with the header or without;
+    JSON followed by bytes that no tensor declares is no format of the protocol (counted
+    invalid_json)."""
     head = {"inputs": [{"name": "x", "shape": [2], "datatype": "FP64"}]}
     head["inputs"][0]["parameters"] = {"binary_data_size": 16}
     body, headers = _binary(head, b"\0" * 8)
     adapter = KServeV2Adapter(inputs("x"), [])
-    with pytest.raises(ProtocolError) as caught:
-        adapter.read_text(body, headers)
-    assert caught.value.reason == "bad_shape"
-    with pytest.raises(ValueError, match="binary tensor data"):
-        adapter.read_text(body, {})
+    for given in (headers, {}):
+        with pytest.raises(ProtocolError) as caught:
+            adapter.read_text(body, given)
+        assert caught.value.reason == "bad_shape"
+    plain_head = {"inputs": [{"name": "x", "shape": [2], "datatype": "FP64", "data": [1, 2]}]}
+    for trailing in (b"\0" * 16, b"}", b""):
+        with pytest.raises(ValueError, match="binary tensor data"):
+            adapter.read_text(json.dumps(plain_head).encode() + trailing, {})
+    for garbage in (b"\x89PNG\r\n", b"", b" {}", b'{"inputs": ['):
+        with pytest.raises(ValueError, match="binary tensor data"):
+            adapter.read_text(garbage, {})
+
+
+def test_binary_tensor_data_without_its_header_is_read_as_kserves_logger_sends_it() -> None:
+    """KServe's payload logger sends a binary tensor body as the model got it but without its
+    Inference-Header-Content-Length: the JSON head (non-ASCII names included) is read where it
+    ends, and the tensors after it give the columns the header gives (it was invalid_json)."""
+    x = np.array([1.5, -2.25, 3.0], "<f8").tobytes()
+    names = np.array([7, 8, 9], "<i4").tobytes()
+    head = {
+        "id": 'a}b"{',
+        "inputs": [
+            {"name": "x", "shape": [3], "datatype": "FP64"},
+            {"name": "naïve", "shape": [3], "datatype": "INT32"},
+        ],
+    }
+    head["inputs"][0]["parameters"] = {"binary_data_size": len(x)}
+    head["inputs"][1]["parameters"] = {"binary_data_size": len(names)}
+    body, headers = _binary(head, x, names)
+    adapter = KServeV2Adapter(inputs("x", "naïve"), [])
+    expected = plain(adapter.extract(adapter.read_text(body, headers), None))
+    assert plain(adapter.extract(adapter.read_text(body, {}), None)) == expected
+    assert expected == {"x": [1.5, -2.25, 3.0], "naïve": [7, 8, 9]}
 
 
 def test_a_category_in_an_fp32_tensor_is_its_float32_value() -> None:

@@ -53,6 +53,7 @@ tensor with no ``binary_data_size`` (or no header) has no ``data``:
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import struct
@@ -87,6 +88,7 @@ _FLOAT = frozenset({"FP16", "FP32", "FP64"})
 _DATATYPES = _INTEGER | _FLOAT | {"BOOL", "BYTES"}
 _SINGLE: dict[str, type[np.floating[Any]]] = {"FP16": np.float16, "FP32": np.float32}
 BINARY_HEADER = "inference-header-content-length"
+_HEAD = json.JSONDecoder()
 # The numpy dtype of each fixed-size datatype's elements in binary tensor data.
 _ELEMENTS = {
     "BOOL": "u1",  # 0 or 1, made booleans as JSON's 0/1 are
@@ -245,21 +247,24 @@ def binary_body(body: bytes | str, headers: Mapping[str, str], key: str) -> Any:
     """A body of the binary tensor data extension in its JSON form: the head, with the
     ``data`` of each tensor under ``key`` read from the bytes after it.
 
-    Raises ValueError when ``headers`` give no JSON head length that fits the body.
+    Without the header that gives the JSON head's length (KServe's payload logger sends the
+    body alone), the head is read where it ends, and must declare binary data.
+    Raises ValueError when the body is no such body or its head does not fit it.
     """
     declared = next((v for k, v in headers.items() if k.lower() == BINARY_HEADER), None)
-    if isinstance(body, str) or declared is None or not declared.strip().isdigit():
+    if isinstance(body, str) or not (declared is None or declared.strip().isdigit()):
         raise ValueError("not a body of the binary tensor data extension")
-    size = int(declared)
+    size = _head_size(body) if declared is None else int(declared)
     if size > len(body):
         raise ValueError("the JSON head is longer than the body")
     head = decode_json(body[:size])
     tensors = head.get(key) if isinstance(head, dict) else None
+    if declared is None and not any(_binary_size(t) is not None for t in _listed(tensors)):
+        raise ValueError("not a body of the binary tensor data extension")
     data = memoryview(body)[size:]
-    for tensor in tensors if isinstance(tensors, list) else ():
-        parameters = tensor.get("parameters") if isinstance(tensor, dict) else None
-        taken = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
-        if type(taken) is not int or "data" in tensor:
+    for tensor in _listed(tensors):
+        taken = _binary_size(tensor)
+        if taken is None or "data" in tensor:
             continue
         name = tensor.get("name")
         if not 0 <= taken <= len(data):
@@ -267,6 +272,26 @@ def binary_body(body: bytes | str, headers: Mapping[str, str], key: str) -> Any:
         tensor["data"] = _binary_elements(bytearray(data[:taken]), tensor.get("datatype"), name)
         data = data[taken:]
     return head
+
+
+def _head_size(body: bytes) -> int:
+    """The length of the JSON value ``body`` starts with (its binary data after it), found by
+    reading it: as Latin-1 each byte is one character, and JSON's own syntax is ASCII."""
+    try:
+        return _HEAD.raw_decode(body.decode("latin-1"))[1]
+    except ValueError:
+        raise ValueError("not a body of the binary tensor data extension") from None
+
+
+def _listed(tensors: Any) -> list[Any]:
+    return tensors if isinstance(tensors, list) else []
+
+
+def _binary_size(tensor: Any) -> int | None:
+    """A tensor's ``binary_data_size`` parameter, if it declares one."""
+    parameters = tensor.get("parameters") if isinstance(tensor, dict) else None
+    taken = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+    return taken if type(taken) is int else None
 
 
 def _tensors(body: dict[str, Any], key: str, reason: str, what: str) -> list[_Tensor]:
