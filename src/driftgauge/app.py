@@ -439,6 +439,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         max_body_bytes=config.max_body_bytes,
         request_id_header=config.request_id_header,
         generate_ids=sidecar.config.feedback is not None,
+        rewrite_host=config.host_header == "upstream",
         count_parse_error=monitor.count_parse_error,
         count_dropped=monitor.count_dropped,
         upstream_tls=ssl.create_default_context(cafile=config.ca_file) if config.ca_file else None,

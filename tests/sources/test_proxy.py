@@ -12,11 +12,14 @@ import asyncio
 import io
 import json
 import time
+from pathlib import Path
 
 import pytest
-from aiohttp import ClientSession
+from aiohttp import ClientSession, web
 
-from tests.helpers import free_port
+from driftgauge.config import config_from_mapping
+from driftgauge.exceptions import ConfigError
+from tests.helpers import base_config, free_port
 from tests.proxy_upstream import (
     DOC,
     Proxy,
@@ -25,6 +28,7 @@ from tests.proxy_upstream import (
     raw_client,
     raw_upstream,
     until,
+    upstream_server,
 )
 from tests.sources.proxy_support import PREDICT, StartProxy, instances
 
@@ -113,6 +117,49 @@ async def test_forwarded_headers_append_the_client_address(
     assert first.header_all("X-Forwarded-For") == ["10.0.0.1, 127.0.0.1"]
     assert first.header("X-Forwarded-Proto") == "http"
     assert ", ".join(second.header_all("X-Forwarded-For")) == "10.0.0.1, 10.0.0.2, 127.0.0.1"
+
+
+async def _virtual_host(request: web.Request) -> web.Response:
+    """A virtual host named ``localhost:<port>`` (as an https server behind SNI would be):
+    any other Host is misdirected (421); the Host it saw comes back either way."""
+    assert request.transport is not None
+    expected = f"localhost:{request.transport.get_extra_info('sockname')[1]}"
+    status = 200 if request.host == expected else 421
+    return web.Response(status=status, text=request.host)
+
+
+@pytest.mark.parametrize(
+    ("setting", "status", "host"),
+    [(None, 421, "proxy"), ("client", 421, "proxy"), ("upstream", 200, "localhost:{port}")],
+)
+async def test_host_header_is_the_clients_or_the_upstreams_as_configured(
+    start_proxy: StartProxy, setting: str | None, status: int, host: str
+) -> None:
+    """source.proxy.host_header: the client's Host by default (client), the upstream URL's host
+    and port (upstream), as nginx's proxy_set_header Host and Envoy's auto_host_rewrite give;
+    with upstream, an HTTP/1.0 request without Host gets it too, and a client's Host is not
+    sent twice."""
+    async with upstream_server(routes=[web.get("/vhost", _virtual_host)]) as server:
+        options = {"host_header": setting} if setting else {}
+        proxy = await start_proxy(
+            server.port, upstream=f"http://localhost:{server.port}", **options
+        )
+        async with raw_client(proxy.port) as client:
+            response = await client.request("GET", "/vhost")
+        async with raw_client(proxy.port) as client:
+            await client.send(b"GET /vhost HTTP/1.0\r\n\r\n")
+            bare = await client.response()
+    expected = host.format(port=server.port)
+    assert (response.status, response.body) == (status, expected.encode())
+    assert server.seen[0].header_all("Host") == [expected]
+    assert (bare.status, bare.body) == (200, f"localhost:{server.port}".encode())
+
+
+def test_a_host_header_setting_other_than_client_or_upstream_is_refused(tmp_path: Path) -> None:
+    """An unknown source.proxy.host_header is a config error naming the key and the value."""
+    source = {"proxy": {"upstream": "http://127.0.0.1:9", "host_header": "rewrite"}}
+    with pytest.raises(ConfigError, match=r"source\.proxy\.host_header: 'rewrite' is not one"):
+        config_from_mapping(base_config(tmp_path, source=source), base=tmp_path)
 
 
 async def _hop_by_hop_response(

@@ -6,7 +6,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, cast, get_args
 from urllib.parse import urlsplit
 
 from driftgauge.config.validation import (
@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_CPU_BUDGET",
     "DEFAULT_PROXY_PORT",
     "CloudEventsConfig",
+    "HostHeader",
     "ProxyConfig",
     "SourceConfig",
     "TailConfig",
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 DEFAULT_PROXY_PORT = 8080
+HostHeader = Literal["client", "upstream"]
 # Monitoring's CPU per wall second (cores) beyond which it samples requests (see sources.sampling).
 DEFAULT_CPU_BUDGET = 0.5
 
@@ -66,6 +68,7 @@ class ProxyConfig:
     queue_size: int = 10_000
     queue_bytes: int = 16 * 1024 * 1024
     request_id_header: str = "X-Request-ID"
+    host_header: HostHeader = "client"  # the Host sent upstream: the client's, or the upstream's
     shutdown_grace: float = 10.0
     cpu_budget: float = DEFAULT_CPU_BUDGET  # cores monitoring may use before it samples requests
     ca_file: Path | None = None  # trust this CA (PEM) for an https:// upstream
@@ -152,6 +155,7 @@ def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
             "queue_size",
             "queue_bytes",
             "request_id_header",
+            "host_header",
             "shutdown_grace",
             "cpu_budget",
             "ca_file",
@@ -201,6 +205,10 @@ def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
         ),
         request_id_header=get_value(
             proxy, "request_id_header", prefix, header_name, defaults.request_id_header, errors
+        ),
+        host_header=cast(
+            HostHeader,
+            get_value(proxy, "host_header", prefix, choice(get_args(HostHeader)), "client", errors),
         ),
         shutdown_grace=get_value(
             proxy, "shutdown_grace", prefix, positive_float, defaults.shutdown_grace, errors

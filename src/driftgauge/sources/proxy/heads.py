@@ -49,6 +49,10 @@ def _status_line(status: int) -> bytes:
 STATUS_LINES = {status: _status_line(status) for status in range(100, 600)}
 """``HTTP/1.1 <status> <phrase>\\r\\n`` for a status the upstream gave without a reason."""
 
+# Request headers the proxy sends in its own form (Expect: it answers 100 itself), or not at all.
+_REPLACED = (b"expect", b"x-forwarded-for")
+_REPLACED_AND_HOST = (*_REPLACED, b"host")
+
 RequestHead = tuple[bytes, bool, int | None, bool, str | None, bool]
 
 
@@ -86,14 +90,16 @@ def request_head(
     request_id_header: bytes,
     new_request_id: Callable[[], str] | None,
     scheme: bytes = b"http",
+    rewrite_host: bool = False,
 ) -> RequestHead:
     """The head to send upstream for a client's request, and what its headers said.
 
     Hop-by-hop headers (and those ``Connection`` names) are dropped;
     ``X-Forwarded-For`` gains ``peer``; ``X-Forwarded-Proto`` is ``scheme``
-    (the client's) unless an earlier hop set it; ``Host`` is added for an HTTP/1.0
-    client that left it out; ``new_request_id``, when given, makes an id for
-    a request that has none.  Returns ``(head, chunked, content_length,
+    (the client's) unless an earlier hop set it; ``Host`` is ``host`` (the
+    upstream's) with ``rewrite_host``, else the client's, and ``host`` for an
+    HTTP/1.0 client that left it out; ``new_request_id``, when given, makes an
+    id for a request that has none.  Returns ``(head, chunked, content_length,
     expect_continue, request_id, generated_id)``.
     """
     out = [b"%s %s HTTP/1.1\r\n" % (method, url)]
@@ -130,17 +136,19 @@ def request_head(
             # An empty value names no request: one is made below, as for no header.
             request_id = value.strip(b" \t").decode("utf-8", "surrogateescape") or request_id
     make_id = new_request_id is not None and request_id is None
+    replaced = _REPLACED_AND_HOST if rewrite_host else _REPLACED
     for name, value in headers:
         lower = name.lower()
         if (
             lower in HOP_BY_HOP
             or lower in connection_tokens
-            or lower in (b"expect", b"x-forwarded-for")
+            or lower in replaced
             or (make_id and lower == request_id_header)  # empty: replaced by the one made
         ):
             continue
         out.append(b"%s: %s\r\n" % (name, value))
-    if not has_host:  # an HTTP/1.0 client may omit it; HTTP/1.1 to the upstream needs it
+    # An HTTP/1.0 client may omit it; HTTP/1.1 to the upstream needs it.
+    if rewrite_host or not has_host:
         out.append(b"host: %s\r\n" % host)
     out.append(b"x-forwarded-for: %s%s\r\n" % (forwarded_for, peer))
     if not has_proto:

@@ -40,6 +40,7 @@ class ProxyServer:
         max_body_bytes: int = 4 * 1024 * 1024,
         request_id_header: str = "x-request-id",
         generate_ids: bool = False,
+        rewrite_host: bool = False,
         count_parse_error: Callable[[str], None] = lambda reason: None,
         count_dropped: Callable[[str], None] = lambda reason: None,
         upstream_tls: ssl.SSLContext | None = None,
@@ -49,6 +50,7 @@ class ProxyServer:
         self.pool = UpstreamPool(upstream, connect_timeout, upstream_tls)
         self.listen_tls = listen_tls
         self.scheme = b"https" if listen_tls is not None else b"http"  # X-Forwarded-Proto
+        self.rewrite_host = rewrite_host  # Host: the upstream's, not the client's
         self.matches = matches
         self.metrics = metrics
         self.queue = queue
