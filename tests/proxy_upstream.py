@@ -319,6 +319,7 @@ class Response:
     headers: list[tuple[str, str]]
     body: bytes
     chunked_pieces: list[bytes] = field(default_factory=list)
+    trailers: list[tuple[str, str]] = field(default_factory=list)  # after a chunked body
 
     def header(self, name: str) -> str | None:
         values = [v for n, v in self.headers if n == name.lower()]
@@ -352,10 +353,13 @@ async def read_response(reader: asyncio.StreamReader, *, head: bool = False) -> 
         pieces = []
         while True:
             size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+                    name, _, value = line.decode("latin-1").partition(":")
+                    response.trailers.append((name.strip().lower(), value.strip()))
+                break
             piece = await reader.readexactly(size + 2)
             assert piece.endswith(b"\r\n"), "chunk not terminated by CRLF"
-            if size == 0:
-                break
             pieces.append(piece[:-2])
         response.chunked_pieces = pieces
         response.body = b"".join(pieces)

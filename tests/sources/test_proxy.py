@@ -278,6 +278,48 @@ async def test_chunked_response_reaches_client_intact(proxy: Proxy) -> None:
     assert response.body == b"".join(b"data: event %d\n\n" % i for i in range(5))
 
 
+async def _trailers_back(
+    server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Keep each request's head and chunked body (trailer and all) in ``server.heads``; answer
+    a chunked body with a trailer of its own."""
+    while True:
+        head = await reader.readuntil(b"\r\n\r\n")
+        server.heads.append(head)
+        if b"chunked" in head:
+            server.heads.append(await reader.readuntil(b"\r\n\r\n"))  # no CRLF CRLF inside
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Digest, X-Count\r\n"
+            b"\r\n5\r\nworld\r\n0\r\nX-Digest: sha-256=Ygl\r\nx-count:  2\r\n\r\n"
+        )
+        await writer.drain()
+
+
+async def test_chunked_trailers_pass_unchanged_both_ways(start_proxy: StartProxy) -> None:
+    """Trailer fields after a chunked body reach the upstream, and the client, as they were sent;
+    the Trailer field announcing them too; the connection goes on after."""
+    async with raw_upstream(_trailers_back) as server:
+        proxy = await start_proxy(server.port)
+        async with raw_client(proxy.port) as client:
+            await client.send(
+                b"POST /up HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n"
+                b"Trailer: X-Checksum\r\n\r\n5\r\nhello\r\n"
+            )
+            await client.send(b"0\r\nX-Checksum: crc32=3610a686\r\nX-Two: a, b\r\n\r\n")
+            async with asyncio.timeout(5):
+                head = await client.reader.readuntil(b"\r\n\r\n")
+                body = await client.reader.readuntil(b"\r\n\r\n")
+            again = await client.request("POST", "/next", b"x")
+    assert server.heads[0].lower().count(b"trailer: x-checksum\r\n") == 1
+    assert server.heads[1] == (
+        b"5\r\nhello\r\n0\r\nX-Checksum: crc32=3610a686\r\nX-Two: a, b\r\n\r\n"
+    )
+    assert b"\r\ntrailer: x-digest, x-count\r\n" in head.lower()
+    assert body == b"5\r\nworld\r\n0\r\nX-Digest: sha-256=Ygl\r\nx-count: 2\r\n\r\n"
+    assert (again.status, again.body) == (200, b"world")
+    assert again.trailers == [("x-digest", "sha-256=Ygl"), ("x-count", "2")]
+
+
 async def test_server_sent_events_arrive_incrementally(
     upstream: Upstream, start_proxy: StartProxy, session: ClientSession
 ) -> None:

@@ -218,6 +218,7 @@ class ClientProtocol(asyncio.Protocol):
             )
             self.current = None
             return
+        cycle.head_fields = len(cycle.headers)
         cycle.method = method = parser.get_method()
         cycle.keep_alive = parser.should_keep_alive()
         cycle.http10 = parser.get_http_version() == "1.0"

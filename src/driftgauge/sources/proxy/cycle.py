@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from driftgauge.sources.proxy.heads import CHUNK_END, CONTINUE, error_response, response_head
+from driftgauge.sources.proxy.heads import CONTINUE, error_response, last_chunk, response_head
 from driftgauge.typing import Record
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ class Cycle:
         "finished",
         "generated_id",
         "head",
+        "head_fields",
         "head_sent",
         "headers",
         "http10",
@@ -92,6 +93,7 @@ class Cycle:
         "request_id",
         "response_bytes",
         "response_chunked",
+        "response_head_fields",
         "response_headers",
         "response_reason",
         "sent",
@@ -111,7 +113,8 @@ class Cycle:
         self.method = b""
         self.url = b""
         self.path = ""
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers: list[tuple[bytes, bytes]] = []  # then a chunked body's trailer fields
+        self.head_fields = 0  # how many of ``headers`` the head held
         self.head = b""
         self.chunked = False
         self.keep_alive = True
@@ -129,6 +132,7 @@ class Cycle:
         # The response, as the upstream sends it and as it is relayed (its headers and
         # reason start in response_begin).
         self.response_chunked = False
+        self.response_head_fields = 0  # likewise for ``response_headers``
         self.close_delimited = False
         self.status = 0
         self.head_sent = False
@@ -167,13 +171,14 @@ class Cycle:
     def request_complete(self) -> None:
         self.request_done = True
         if self.chunked and not self.finished:
+            end = last_chunk(self.headers, self.head_fields)
             client = self.client
             if self is client.active and client.upstream is not None and self.sent:
-                client.write_upstream(CHUNK_END)
-                self.keep_for_replay(CHUNK_END)
+                client.write_upstream(end)
+                self.keep_for_replay(end)
                 self.deadline = time.monotonic() + self.server.timeout
             else:
-                self.buffered.append(CHUNK_END)
+                self.buffered.append(end)
 
     def keep_for_replay(self, piece: bytes) -> None:
         """Keep a copy of what went upstream, so a stale pooled connection can be retried."""
@@ -312,6 +317,7 @@ class Cycle:
         self.status = status
         self.deadline = time.monotonic() + self.server.timeout
         headers = self.response_headers
+        self.response_head_fields = len(headers)
         has_length = any(n.lower() == b"content-length" for n, _ in headers)
         upstream_chunked = any(
             n.lower() == b"transfer-encoding" and b"chunked" in v.lower() for n, v in headers
@@ -374,7 +380,7 @@ class Cycle:
         self.finished = True
         client = self.client
         if self.response_chunked:
-            client.write(CHUNK_END)
+            client.write(last_chunk(self.response_headers, self.response_head_fields))
         server = self.server
         self.count_done(self.status)
         if (

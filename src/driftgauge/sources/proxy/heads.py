@@ -14,6 +14,7 @@ __all__ = [
     "STATUS_LINES",
     "error_response",
     "h2c_replay",
+    "last_chunk",
     "request_head",
     "response_head",
 ]
@@ -27,7 +28,6 @@ HOP_BY_HOP = frozenset(
         b"proxy-authorization",
         b"proxy-connection",
         b"te",
-        b"trailer",
         b"trailers",
         b"transfer-encoding",
         b"upgrade",
@@ -202,6 +202,15 @@ def response_head(
         out.append(b"connection: %s\r\n" % connection)
     out.append(b"\r\n")
     return b"".join(out)
+
+
+def last_chunk(fields: list[tuple[bytes, bytes]], head_fields: int) -> bytes:
+    """The end of a chunked body: its last chunk and trailer section, the fields after the
+    first ``head_fields`` (those of the head; the parser adds trailer fields to the same list)."""
+    if len(fields) == head_fields:
+        return CHUNK_END
+    trailer = b"".join([b"%s: %s\r\n" % field for field in fields[head_fields:]])
+    return b"0\r\n%s\r\n" % trailer
 
 
 def error_response(status: int, reason: str, message: str) -> bytes:
