@@ -222,7 +222,7 @@ def test_every_model_of_a_multi_model_sidecar_is_named_once(tmp_path: Path) -> N
 # -- DriftgaugeObservationsDropped -----------------------------------------------------------
 
 # driftgauge_dropped_total reasons that lose observations the drift figures would have had.
-LOST = {"queue_full", "body_too_large", "cloudevents_overload"}
+LOST = {"queue_full", "body_too_large", "answered_early", "cloudevents_overload"}
 
 
 def _dropped_reasons() -> set[str]:

@@ -17,8 +17,10 @@ from tests.helpers import free_port
 from tests.proxy_upstream import (
     DOC,
     Proxy,
+    RawUpstream,
     Upstream,
     raw_client,
+    raw_upstream,
     until,
     upstream_server,
 )
@@ -84,6 +86,51 @@ async def test_bodies_above_max_body_bytes_are_forwarded_but_not_monitored(
     await sentinel(proxy, session)
     assert proxy.sample("driftgauge_dropped_total", reason="body_too_large") == 3
     assert proxy.sidecar.monitor.dropped == {"body_too_large": 3}
+    assert not proxy.sidecar.monitor.parse_errors
+
+
+ANSWER = b'{"predictions":["a"]}'
+
+
+async def _answer_before_the_body(
+    server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """A model server that answers 200 once it has the head of a request marked ``X-Early``,
+    before its body; it answers other requests once it has their body."""
+    while True:
+        head = await reader.readuntil(b"\r\n\r\n")
+        early = b"x-early:" in head.lower()
+        if not early:
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(ANSWER), ANSWER))
+        await writer.drain()
+        if early:
+            while await reader.read(65536):
+                pass
+            return
+
+
+async def test_an_answer_before_the_request_body_is_all_in_is_relayed_and_counted_as_such(
+    start_proxy: StartProxy, session: ClientSession
+) -> None:
+    """A 2xx the upstream sends before the client has sent the whole body reaches the client
+    unchanged, and the connection goes on; monitoring holds only part of the body, so it
+    drops the pair as answered_early, not as the client's invalid JSON."""
+    body = instances(50)
+    async with raw_upstream(_answer_before_the_body) as server:
+        proxy = await start_proxy(server.port)
+        async with raw_client(proxy.port) as client:
+            await client.send(
+                b"POST %s HTTP/1.1\r\nHost: p\r\nX-Early: 1\r\nContent-Length: %d\r\n\r\n%s"
+                % (PREDICT.encode(), len(body), body[:100])
+            )
+            answer = await client.response()
+            await client.send(body[100:])
+            again = await client.request("POST", PREDICT, instances(1))
+        await sentinel(proxy, session, rows_before=1)
+    assert (answer.status, answer.body, again.body) == (200, ANSWER, ANSWER)
+    assert proxy.sample("driftgauge_dropped_total", reason="answered_early") == 1
     assert not proxy.sidecar.monitor.parse_errors
 
 

@@ -38,6 +38,7 @@ PARSE_ERROR_REASONS = (*REASONS, *BODY_REASONS, "invalid_json", "unknown_path", 
 DROP_REASONS = (
     "queue_full",
     "body_too_large",
+    "answered_early",
     "cloudevents_overload",
     "feedback_expired",
     "feedback_no_id",

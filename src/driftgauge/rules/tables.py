@@ -145,7 +145,7 @@ SERVICE = (
     ),
     (
         # Only reasons that lose drift observations (queue_full, body_too_large,
-        # cloudevents_overload). Requests sampled out under overload (sampled) leave the
+        # answered_early, cloudevents_overload). Requests sampled out under overload (sampled) leave the
         # windows a uniform sample (DriftgaugeMonitoringSampled tells when that lasts), and a
         # held prediction whose label never came (feedback_expired), or one with no id to be
         # held under (feedback_no_id), was monitored for drift all the same: partial label

@@ -388,18 +388,21 @@ class Cycle:
             and self.captured_response is not None
             and self.captured_request is not None
         ):
-            server.queue.put(
-                Record(
-                    ts=time.time(),
-                    request=bytes(self.captured_request),
-                    response=bytes(self.captured_response),
-                    path=self.path,
-                    request_id=self.request_id,
-                    # Monitoring reads Content-Encoding (and Content-Type) off these.
-                    headers=HeaderLines(self.headers),
-                    response_headers=HeaderLines(self.response_headers),
+            if self.request_done:
+                server.queue.put(
+                    Record(
+                        ts=time.time(),
+                        request=bytes(self.captured_request),
+                        response=bytes(self.captured_response),
+                        path=self.path,
+                        request_id=self.request_id,
+                        # Monitoring reads Content-Encoding (and Content-Type) off these.
+                        headers=HeaderLines(self.headers),
+                        response_headers=HeaderLines(self.response_headers),
+                    )
                 )
-            )
+            else:  # answered before the client sent all of its body: monitoring holds part of it
+                server.count_dropped("answered_early")
         client.upstream = None
         upstream.cycle = None
         if reusable and self.request_done:
