@@ -355,6 +355,29 @@ async def test_pipelined_requests_are_answered_in_order(proxy: Proxy, upstream: 
     assert [seen.target for seen in upstream.seen] == ["/slow?delay=0.2", "/doc", "/echo", "/doc"]
 
 
+@pytest.mark.parametrize(
+    "last",
+    [
+        b"GET /slow?delay=0.2 HTTP/1.1\r\nHost: p\r\nConnection: close\r\n",
+        b"GET /slow?delay=0.2 HTTP/1.0\r\n",
+    ],
+    ids=["connection-close", "http10"],
+)
+async def test_a_request_pipelined_after_the_last_one_is_ignored_and_the_last_answered(
+    proxy: Proxy, upstream: Upstream, last: bytes
+) -> None:
+    """A request sent in the same write after one that closes the connection (Connection: close,
+    HTTP/1.0) is not processed, as RFC 9112 (9.6) asks; the closing request is still answered,
+    then the connection ends."""
+    async with raw_client(proxy.port) as client:
+        await client.send(last + b"\r\nGET /doc HTTP/1.1\r\nHost: p\r\n\r\n")
+        answer = await client.response()
+        assert await client.closed()
+    assert (answer.status, answer.body) == (200, b"slow answer")
+    assert [seen.target for seen in upstream.seen] == ["/slow?delay=0.2"]
+    assert proxy.sample("driftgauge_client_errors_total", reason="bad_request") == 0
+
+
 async def test_fifty_concurrent_clients_each_get_their_own_answer(
     proxy: Proxy, upstream: Upstream, session: ClientSession
 ) -> None:

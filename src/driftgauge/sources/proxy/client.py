@@ -48,6 +48,7 @@ class ClientProtocol(asyncio.Protocol):
         self.held: list[bytes] | None = None  # client writes held back to go out in one send
         self.held_upstream: list[bytes] | None = None  # likewise towards the upstream
         self.closing = False
+        self.last_parsed = False  # a request that ends the connection was parsed: read no more
         self.draining = False
         self.replay: bytes | None = None  # an ignored h2c offer's head, to parse again without it
 
@@ -83,7 +84,10 @@ class ClientProtocol(asyncio.Protocol):
             self._reject(400, "upgrade_unsupported", "protocol upgrades are not proxied")
         except httptools.HttpParserError:
             self.flush_upstream()
-            self._reject(400, "bad_request", "malformed HTTP request")
+            # The parser refuses bytes after a request that closes the connection: requests sent
+            # after it are not processed (RFC 9112, 9.6), but it is still answered.
+            if not self.last_parsed:
+                self._reject(400, "bad_request", "malformed HTTP request")
         else:
             self.flush_upstream()
 
@@ -270,4 +274,5 @@ class ClientProtocol(asyncio.Protocol):
         cycle.request_complete()
         self.current = None
         if not cycle.keep_alive:
+            self.last_parsed = True
             self.flow.pause_reading()
