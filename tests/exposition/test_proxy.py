@@ -103,6 +103,7 @@ def test_error_counters_start_at_zero_without_created_samples() -> None:
         expected = {("driftgauge_upstream_errors_total", r): 0.0 for r in UPSTREAM_ERROR_REASONS}
         expected[("driftgauge_client_errors_total", "bad_request")] = 1.0
         expected[("driftgauge_client_errors_total", "client_stalled")] = 0.0
+        expected[("driftgauge_client_errors_total", "head_too_large")] = 0.0
         expected[("driftgauge_client_errors_total", "upgrade_unsupported")] = 0.0
         assert samples == expected
 

@@ -585,6 +585,35 @@ async def test_malformed_request_gets_400_and_others_are_still_served(
 
 
 @pytest.mark.parametrize(
+    "start", [b"GET /doc HTTP/1.1\r\nHost: p\r\nX-Big: ", b"GET /doc?"], ids=["field", "target"]
+)
+async def test_a_request_head_beyond_64_kib_gets_431_and_is_not_buffered(
+    proxy: Proxy, upstream: Upstream, start: bytes
+) -> None:
+    """A request line or header field that does not end is answered 431 and closed once the head
+    passes 64 KiB (it was buffered without bound); a 60 KiB head sent in pieces is forwarded."""
+    async with raw_client(proxy.port) as client:
+        await client.send(start)
+        await asyncio.sleep(0.05)
+        await client.send(b"a" * 96 * 1024)  # all read before the answer: no reset to lose it
+        response = await client.response()
+        assert await client.closed()
+    assert response.status == 431
+    assert json.loads(response.body)["driftgauge"] == "head_too_large"
+    assert proxy.sample("driftgauge_client_errors_total", reason="head_too_large") == 1
+    assert not upstream.seen
+    async with raw_client(proxy.port) as client:
+        await client.send(b"GET /doc HTTP/1.1\r\nHost: p\r\n")
+        for index in range(15):
+            await client.send(b"X-Field-%d: %s\r\n" % (index, b"v" * 4000))
+            await asyncio.sleep(0.01)
+        await client.send(b"\r\n")
+        fine = await client.response()
+    assert (fine.status, fine.body) == (200, DOC)
+    assert upstream.seen[-1].header("X-Field-14") == "v" * 4000
+
+
+@pytest.mark.parametrize(
     "head",
     [
         b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",

@@ -36,7 +36,7 @@ UPSTREAM_ERROR_REASONS = (
     "upstream_reset",
     "bad_response",
 )
-CLIENT_ERROR_REASONS = ("bad_request", "client_stalled", "upgrade_unsupported")
+CLIENT_ERROR_REASONS = ("bad_request", "client_stalled", "head_too_large", "upgrade_unsupported")
 
 
 class _Histogram:

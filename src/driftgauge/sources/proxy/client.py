@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ClientProtocol"]
 
+# A request line and header fields beyond this are refused (431), not buffered on and on; about
+# Envoy's default (60 KiB), past nginx's (4 lines of 8 KiB).
+MAX_HEAD_BYTES = 64 * 1024
+
 
 class ClientProtocol(asyncio.Protocol):
     """One downstream client connection."""
@@ -51,6 +55,7 @@ class ClientProtocol(asyncio.Protocol):
         self.last_parsed = False  # a request that ends the connection was parsed: read no more
         self.draining = False
         self.replay: bytes | None = None  # an ignored h2c offer's head, to parse again without it
+        self.head_bytes = 0  # bytes of the request head being parsed, but the read it began in
 
     # -- client transport -------------------------------------------------
 
@@ -77,6 +82,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.held_upstream = []
+        cycle = self.current
         try:
             self.feed(data)
         except httptools.HttpParserUpgrade:
@@ -90,6 +96,11 @@ class ClientProtocol(asyncio.Protocol):
                 self._reject(400, "bad_request", "malformed HTTP request")
         else:
             self.flush_upstream()
+            # A head that was coming in before this read and still is: all of it was head.
+            if cycle is not None and cycle is self.current and not cycle.head:
+                self.head_bytes += len(data)
+                if self.head_bytes > MAX_HEAD_BYTES:
+                    self._reject(431, "head_too_large", "request head too large")
 
     def feed(self, data: bytes) -> None:
         """Parse ``data``; an offer to upgrade to h2c is parsed again as the HTTP/1.1 request it also is.
@@ -199,6 +210,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.current = Cycle(self, time.perf_counter())
+        self.head_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         assert self.current is not None
