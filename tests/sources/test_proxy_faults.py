@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import http.client
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -44,6 +47,51 @@ async def test_upstream_down_gives_502_then_recovers(start_proxy: StartProxy) ->
     assert proxy.sample("driftgauge_upstream_errors_total", reason="connect_refused") == 1
     assert proxy.sample("driftgauge_requests_total", code="502") == 1
     assert proxy.sample("driftgauge_requests_total", code="200") == 1
+
+
+def _post_all_then_read(port: int, body: bytes) -> tuple[int, bytes]:
+    """POST ``body`` as Python's http.client does: all of it sent before the answer is read."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("POST", PREDICT, body=body)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+async def test_a_client_still_uploading_when_answered_still_reads_the_answer(
+    start_proxy: StartProxy,
+) -> None:
+    """An answer the proxy gives before a large upload is all in (502: nothing listens) reaches a
+    client that sends its whole body before reading: the proxy half-closes and reads the rest
+    (RFC 9112, 9.6), where closing with the body unread reset the connection under the answer."""
+    proxy = await start_proxy(free_port())
+    for _ in range(3):
+        status, body = await asyncio.to_thread(_post_all_then_read, proxy.port, b"u" * 16_000_000)
+        assert (status, json.loads(body)["driftgauge"]) == (502, "connect_refused")
+
+
+async def test_a_connection_closed_while_its_exchange_connects_upstream_is_left_alone(
+    start_proxy: StartProxy,
+) -> None:
+    """A malformed request pipelined behind one still connecting upstream closes the connection
+    at once; the first exchange, refused a moment later, no longer answers on it (its 502 was
+    written after the connection's writing side was closed: a task died of a RuntimeError)."""
+    proxy = await start_proxy(free_port())
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    try:
+        async with raw_client(proxy.port) as client:
+            await client.send(b"GET /doc HTTP/1.1\r\nHost: p\r\n\r\nTHIS IS NOT HTTP\r\n\r\n")
+            assert await client.reader.read() == b""
+        await asyncio.sleep(0.1)
+        gc.collect()  # a task's unretrieved exception is reported when it is collected
+    finally:
+        loop.set_exception_handler(None)
+    assert errors == []
+    assert proxy.sample("driftgauge_client_errors_total", reason="bad_request") == 1
 
 
 async def test_slow_upstream_gives_504_and_the_connection_goes_on(

@@ -28,11 +28,40 @@ if TYPE_CHECKING:
     from driftgauge.sources.proxy.server import ProxyServer
     from driftgauge.sources.proxy.upstream import UpstreamProtocol
 
-__all__ = ["ClientProtocol"]
+__all__ = ["ClientProtocol", "Lingering"]
 
 # A request line and header fields beyond this are refused (431), not buffered on and on; about
 # Envoy's default (60 KiB), past nginx's (4 lines of 8 KiB).
 MAX_HEAD_BYTES = 64 * 1024
+# How long a connection closed while its client was still sending reads on (Lingering).
+LINGER_SECONDS = 10.0
+
+
+class Lingering(asyncio.Protocol):
+    """A client connection the proxy is done with while its client still sends (a request answered
+    before it was all in): its answer sent and its writing side closed, it reads and drops the
+    rest, and closes at the client's end or after ``LINGER_SECONDS``.
+
+    Closing at once with bytes unread resets the connection, and a client that sends its whole
+    request before reading (Python's http.client) never reads the answer (RFC 9112, 9.6: close
+    in stages).
+    """
+
+    def __init__(self, transport: asyncio.Transport, lingering: set[asyncio.Transport]) -> None:
+        self._transport = transport
+        self._lingering = lingering
+        lingering.add(transport)
+        self._timer = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool | None:
+        return None  # the client is done too: close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._timer.cancel()
+        self._lingering.discard(self._transport)
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -72,8 +101,13 @@ class ClientProtocol(asyncio.Protocol):
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """The connection serves no more exchanges: drop it from the server, and its upstream."""
         self.server.connections.discard(self)
         self.closing = True
+        self.active = None  # an exchange still connecting upstream must not answer it
         upstream = self.upstream
         if upstream is not None:
             upstream.cycle = None
@@ -163,10 +197,21 @@ class ClientProtocol(asyncio.Protocol):
 
     # -- the connection's life --------------------------------------------
 
-    def close(self) -> None:
+    def close(self, linger: bool = False) -> None:
+        """Send what is held and close; while the client is still sending (a request not all
+        read, or ``linger``), its writing side only, then it lingers (:class:`Lingering`)."""
+        if self.closing:
+            return
         self.closing = True
         self.flush()
-        self.transport.close()
+        transport = self.transport
+        if (linger or self.current is not None) and transport.can_write_eof():
+            self.release()
+            transport.set_protocol(Lingering(transport, self.server.lingering))
+            transport.write_eof()
+            self.flow.resume_reading()
+        else:
+            transport.close()
 
     def shutdown(self) -> None:
         """The proxy is stopping: answer what was received (pipelined requests too), then close."""
@@ -204,7 +249,7 @@ class ClientProtocol(asyncio.Protocol):
         self.server.metrics.client_error(reason)
         if self.active is None:
             self.write(error_response(status, reason, message))
-        self.close()
+        self.close(linger=True)
 
     # -- request parsing (httptools callbacks) ----------------------------
 

@@ -69,6 +69,8 @@ class ProxyServer:
         self.sampler = sampler
         self.admit: Callable[[], bool] = sampler.admit if sampler is not None else _always
         self.connections: set[ClientProtocol] = set()
+        # Client connections closed while their client still sent, read to their end.
+        self.lingering: set[asyncio.Transport] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Future[None] | None = None
@@ -151,6 +153,8 @@ class ProxyServer:
         self.drain_counts = (started - cut, cut)
         for connection in list(self.connections):
             connection.close()
+        for transport in list(self.lingering):
+            transport.close()
         self.pool.close()
         tasks = [self._sweeper, *self.tasks] if self._sweeper is not None else [*self.tasks]
         for task in tasks:
