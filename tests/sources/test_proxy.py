@@ -9,6 +9,7 @@ clients speaking either aiohttp or raw bytes.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import json
 import time
@@ -318,6 +319,40 @@ async def test_chunked_trailers_pass_unchanged_both_ways(start_proxy: StartProxy
     assert body == b"5\r\nworld\r\n0\r\nX-Digest: sha-256=Ygl\r\nx-count: 2\r\n\r\n"
     assert (again.status, again.body) == (200, b"world")
     assert again.trailers == [("x-digest", "sha-256=Ygl"), ("x-count", "2")]
+
+
+async def _gzip_transfer_coded(
+    server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    while True:
+        server.heads.append(await reader.readuntil(b"\r\n\r\n"))
+        server.heads.append(await reader.readuntil(b"\r\n0\r\n\r\n"))
+        body = gzip.compress(b"coded answer")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+            % (len(body), body)
+        )
+        await writer.drain()
+
+
+async def test_transfer_codings_besides_chunked_are_kept_both_ways(
+    start_proxy: StartProxy,
+) -> None:
+    """A body sent with Transfer-Encoding: gzip, chunked goes on chunked by the proxy but still
+    gzip-coded, so the field goes on whole (only 'chunked' went on: the bytes read as plain)."""
+    coded = gzip.compress(b"coded request")
+    async with raw_upstream(_gzip_transfer_coded) as server:
+        proxy = await start_proxy(server.port)
+        async with raw_client(proxy.port) as client:
+            await client.send(
+                b"POST /up HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                b"%x\r\n%s\r\n0\r\n\r\n" % (len(coded), coded)
+            )
+            response = await client.response()
+    assert b"\r\ntransfer-encoding: gzip, chunked\r\n" in server.heads[0].lower()
+    assert server.heads[1] == b"%x\r\n%s\r\n0\r\n\r\n" % (len(coded), coded)
+    assert response.header_all("transfer-encoding") == ["gzip, chunked"]
+    assert gzip.decompress(response.body) == b"coded answer"
 
 
 async def test_server_sent_events_arrive_incrementally(

@@ -319,9 +319,8 @@ class Cycle:
         headers = self.response_headers
         self.response_head_fields = len(headers)
         has_length = any(n.lower() == b"content-length" for n, _ in headers)
-        upstream_chunked = any(
-            n.lower() == b"transfer-encoding" and b"chunked" in v.lower() for n, v in headers
-        )
+        transfer = b", ".join([v for n, v in headers if n.lower() == b"transfer-encoding"])
+        upstream_chunked = b"chunked" in transfer.lower()
         no_body = self.method == b"HEAD" or status in (204, 304)
         self.close_delimited = not has_length and not upstream_chunked and not no_body
         self.response_chunked = (upstream_chunked or self.close_delimited) and not no_body
@@ -337,15 +336,11 @@ class Cycle:
                 id_line = b"%s: %s\r\n" % (name, self.request_id.encode())
         # HTTP/1.0 closes after each answer unless told it stays open; HTTP/1.1 keeps it open.
         connection = b"close" if not self.keep_alive else b"keep-alive" if self.http10 else b""
+        framing = b""
+        if self.response_chunked:  # the upstream's codings (gzip stays in the bytes), or ours
+            framing = transfer if upstream_chunked else b"chunked"
         client.write(
-            response_head(
-                status,
-                self.response_reason,
-                headers,
-                id_line,
-                self.response_chunked,
-                connection,
-            )
+            response_head(status, self.response_reason, headers, id_line, framing, connection)
         )
         self.head_sent = True
         if self.method == b"HEAD":

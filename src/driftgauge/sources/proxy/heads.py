@@ -107,7 +107,7 @@ def request_head(
     forwarded_for = b""
     has_proto = False
     has_host = False
-    chunked = False
+    transfer = b""
     expect_continue = False
     length: int | None = None
     request_id: str | None = None
@@ -116,7 +116,7 @@ def request_head(
         if lower == b"connection":
             connection_tokens.update(t.strip().lower() for t in value.split(b","))
         elif lower == b"transfer-encoding":
-            chunked = b"chunked" in value.lower()
+            transfer = b"%s, %s" % (transfer, value) if transfer else value
         elif lower == b"content-length":
             length = int(value) if value.strip().isdigit() else None
         elif lower == b"expect" and value.strip().lower() == b"100-continue":
@@ -153,8 +153,10 @@ def request_head(
     out.append(b"x-forwarded-for: %s%s\r\n" % (forwarded_for, peer))
     if not has_proto:
         out.append(b"x-forwarded-proto: %s\r\n" % scheme)
+    # The proxy chunks the body again; any coding before chunked (gzip) stays in its bytes.
+    chunked = b"chunked" in transfer.lower()
     if chunked:
-        out.append(b"transfer-encoding: chunked\r\n")
+        out.append(b"transfer-encoding: %s\r\n" % transfer)
     generated_id = False
     if make_id:
         # Labels arrive later by id: give the client (and the model server) one to use.
@@ -171,14 +173,15 @@ def response_head(
     reason: bytes,
     headers: list[tuple[bytes, bytes]],
     request_id_line: bytes = b"",
-    chunked: bool = False,
+    transfer_encoding: bytes = b"",
     connection: bytes = b"",
 ) -> bytes:
     """The head to send the client for the upstream's response (hop-by-hop headers dropped).
 
     ``request_id_line`` is a header line to add (the id the proxy made);
-    ``chunked`` and ``connection`` (``close``, or ``keep-alive`` for an
-    HTTP/1.0 client whose connection stays open) add the proxy's own
+    ``transfer_encoding`` (the upstream's codings, ending in ``chunked``,
+    or ``chunked`` alone) and ``connection`` (``close``, or ``keep-alive``
+    for an HTTP/1.0 client whose connection stays open) add the proxy's own
     framing headers.  An interim (1xx) head takes none of the three.
     """
     if reason:
@@ -196,8 +199,8 @@ def response_head(
         out.append(b"%s: %s\r\n" % (name, value))
     if request_id_line:
         out.append(request_id_line)
-    if chunked:
-        out.append(b"transfer-encoding: chunked\r\n")
+    if transfer_encoding:
+        out.append(b"transfer-encoding: %s\r\n" % transfer_encoding)
     if connection:
         out.append(b"connection: %s\r\n" % connection)
     out.append(b"\r\n")
