@@ -7,6 +7,7 @@ Run from the repository root::
                                                        # files and the whylogs venv: ~4 min more)
     .venv/bin/python -m bench.baseline --no-whylogs    # driftgauge only
     .venv/bin/python -m bench.baseline --quick         # small files, a smoke run
+    .venv/bin/python -m bench.baseline --cpu --repeat 3  # one worker's CPU per build only
 
 What it measures, on generated training data (20 numeric + 2 categorical
 columns by default, 1% nulls in one column) written under ``bench/.data/``
@@ -396,6 +397,23 @@ def whylogs_python() -> Path | None:
     return python
 
 
+def one_worker_cpu(config: Config, paths: dict[str, Path], repeat: int) -> None:
+    """CPU seconds of in-process builds on one worker, per format, after a warm-up build.
+
+    ``process_time`` counts pyarrow's threads too.  CPU moves less than wall time with
+    the machine's other load; compare trees by running this in each, alternately.
+    """
+    for fmt, path in paths.items():
+        build_baseline(config, [path], workers=1)
+        seconds = []
+        for _ in range(repeat):
+            started = time.process_time()
+            build_baseline(config, [path], workers=1)
+            seconds.append(time.process_time() - started)
+        each = ", ".join(f"{s:.3f}" for s in seconds)
+        print(f"one-worker CPU, {fmt}: median {statistics.median(seconds):.3f} s ({each})")
+
+
 def profile_build(config: Config, path: Path) -> None:
     profiler = cProfile.Profile()
     profiler.enable()
@@ -427,6 +445,9 @@ def main() -> None:
     parser.add_argument("--no-profile", action="store_true", help="no cProfile on a missed target")
     parser.add_argument("--regenerate", action="store_true", help="rewrite the data files")
     parser.add_argument("--quick", action="store_true", help="small files, for a smoke run")
+    parser.add_argument(
+        "--cpu", action="store_true", help="only one-worker CPU per build (--repeat builds)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.rows, args.large_rows, args.repeat, args.whylogs_rows = 100_000, 300_000, 3, 50_000
@@ -439,6 +460,9 @@ def main() -> None:
     )
     small = generate(args.rows, numeric, categorical, args.regenerate)
     config, config_path = write_config(numeric, categorical)
+    if args.cpu:
+        one_worker_cpu(config, small, args.repeat)
+        return
     worker = None
     if not args.no_whylogs and (python := whylogs_python()) is not None:
         try:
