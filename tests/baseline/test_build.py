@@ -227,6 +227,29 @@ def test_top_categories_of_a_field_beyond_the_exact_tally_are_its_most_frequent(
         assert np.all(np.abs(got - np.array([truth[c] for c in top])) <= error)
 
 
+def test_quantiles_are_of_the_float32_rounding_unless_float32_cannot_round_within_its_precision(
+    tmp_path: Path, make_config: Callable[..., Config]
+) -> None:
+    """A sketch holds the values' float32 roundings (as live sketches do), within its rank
+    error of numpy's; a field beyond float32's range keeps its float64 values."""
+    columns = training_rows(20_000)
+    columns["ash"] = [v * 1e300 for v in columns["ash"]]
+    baseline = build_baseline(make_config(), [write_csv(tmp_path / "t.csv", columns)])
+    for name in ("alcohol", "ash"):
+        summary = baseline.fields[name].summary
+        assert isinstance(summary, NumericSummary)
+        raw = np.sort(np.asarray(columns[name], dtype=np.float64))
+        ranks = np.linspace(0.01, 0.99, 99)
+        got = np.asarray(summary.kll.get_quantiles(ranks.tolist()))
+        error = summary.kll.normalized_rank_error(False)
+        rounded = np.sort(raw.astype(np.float32)).astype(np.float64) if name == "alcohol" else raw
+        found = np.searchsorted(rounded, got, side="right") / len(raw)
+        assert np.all(np.abs(found - ranks) <= error + 1 / len(raw))
+    alcohol = baseline.fields["alcohol"].summary.kll.get_quantiles([0.25, 0.5, 0.75])  # type: ignore[union-attr]
+    assert all(float(np.float32(q)) == q for q in alcohol)
+    assert baseline.fields["ash"].summary.kll.get_quantile(0.5) > 1e300  # type: ignore[union-attr]
+
+
 def test_save_and_load_round_trip(tmp_path: Path, make_config: Callable[..., Config]) -> None:
     """A saved baseline loads back with the same statistics, id and sketches."""
     config = make_config()

@@ -16,6 +16,8 @@ from driftgauge.sketches.classes import (
     class_edges,
     class_keys,
     class_values,
+    float32_classes,
+    float32_normal,
 )
 from driftgauge.sketches.edges import float32_ceiling, float32_floor
 from tests.sketches.test_edges import BINS, SHAPES, counts, exact_rule_edges, shapes
@@ -121,6 +123,32 @@ def test_sorted_values_counted_run_by_run_equal_the_bincount(
         add_sorted_bucket_counts(counts, np.sort(np.asarray(values, dtype=np.float64)))
     expected = bucket_counts(np.asarray(first + second, dtype=np.float64))
     assert np.array_equal(counts, expected)
+
+
+@given(samples)
+def test_sorted_float32_classes_count_the_same_buckets_as_the_sorted_values(
+    values: list[float],
+) -> None:
+    """Sorting the float32 classes (the build's cheaper sort) gives the buckets exactly;
+    float32_normal says when the rounding is within 2^-24."""
+    array = np.asarray(values, dtype=np.float64)
+    counts = np.zeros(BUCKETS, dtype=np.int64)
+    add_sorted_bucket_counts(counts, np.sort(float32_classes(array)))
+    assert np.array_equal(counts, bucket_counts(array))
+    if float32_normal(array):
+        single = float32_classes(array).astype(np.float64)
+        assert np.all(np.abs(single - array) <= np.abs(array) * 2.0**-24)
+
+
+@pytest.mark.parametrize(
+    ("values", "normal"),
+    [([0.0, -0.0, 0.1, -3e38, 1.2e-38], True), ([1.0, 1e300], False), ([1.0, -1e-300], False)],
+)
+def test_float32_normal_is_false_beyond_float32s_range_or_normal_range(
+    values: list[float], normal: bool
+) -> None:
+    """Values float32 clamps or flushes towards 0 are not rounded within 2^-24."""
+    assert float32_normal(np.asarray(values)) is normal
 
 
 def test_merging_many_parts_holds_few_staged_classes() -> None:

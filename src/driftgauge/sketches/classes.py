@@ -35,9 +35,13 @@ __all__ = [
     "add_sorted_bucket_counts",
     "class_edges",
     "class_keys",
+    "float32_classes",
+    "float32_normal",
 ]
 
 FloatArray = npt.NDArray[np.float64]
+SingleArray = npt.NDArray[np.float32]
+Floats = npt.NDArray[np.floating[Any]]  # float64 values, or float32 classes
 KeyArray = npt.NDArray[np.uint32]
 CountArray = npt.NDArray[np.int64]
 
@@ -45,21 +49,40 @@ BUCKETS = 1 << 16
 _LOW = 16
 _SIGN = np.uint32(0x80000000)
 _F32_MAX = float(np.finfo(np.float32).max)
+_F32_TINY = float(np.finfo(np.float32).smallest_normal)
 # Class counts gathered before they are combined (np.unique): at most this many, or as many
 # as the classes counted so far.  The memory a ClassCounts holds is then at most about twice
 # its distinct classes (and 0.8 MB): a build's parent merging many parts stays flat.
 _PENDING = 1 << 16
 
 
-def class_keys(values: FloatArray) -> KeyArray:
-    """The order-preserving key of each finite value's float32 rounding class.
+def float32_classes(values: Floats) -> SingleArray:
+    """Each finite value's float32 rounding class as a float32 value, ordered as the classes.
 
     Values beyond the float32 range belong to the end classes (those of
-    ±max float32, which reach out to ±inf); -0.0 and 0.0 share a class.
+    ±max float32, which reach out to ±inf); -0.0 and 0.0 share a class (0.0).
+    Sorting these float32 values orders the classes (in 60% of a float64 sort's time).
     """
-    clipped = np.clip(values, -_F32_MAX, _F32_MAX)
-    single = clipped.astype(np.float32)
+    within = values if values.dtype == np.float32 else np.clip(values, -_F32_MAX, _F32_MAX)
+    single: SingleArray = within.astype(np.float32)
     single += np.float32(0.0)
+    return single
+
+
+def float32_normal(values: FloatArray) -> bool:
+    """Whether float32 rounds each of ``values`` within 2^-24 of it (relative): none lies
+    beyond float32's range or, but 0, below its normal range."""
+    magnitude = np.abs(values)
+    return bool(
+        magnitude.max(initial=0.0) <= _F32_MAX
+        and ((magnitude >= _F32_TINY) | (magnitude == 0.0)).all()
+    )
+
+
+def class_keys(values: Floats) -> KeyArray:
+    """The order-preserving key of each finite value's float32 rounding class
+    (:func:`float32_classes`)."""
+    single = float32_classes(values)
     bits = single.view(np.uint32)
     # Negative values: all bits flipped; others: the sign bit set.
     flip = (single.view(np.int32) >> 31).view(np.uint32) | _SIGN
@@ -75,8 +98,10 @@ def class_values(keys: KeyArray) -> FloatArray:
     return values
 
 
-def add_sorted_bucket_counts(counts: CountArray, ordered: FloatArray) -> None:
+def add_sorted_bucket_counts(counts: CountArray, ordered: Floats) -> None:
     """Add to ``counts`` the count of ``ordered`` (finite, ascending) in each bucket.
+
+    ``ordered`` may be sorted :func:`float32_classes`: the classes are the same.
 
     Sorted values fill runs of buckets, counted run by run: no pass over all
     :data:`BUCKETS` buckets per call (12 against 22 ns a value for 65,536 values).

@@ -70,16 +70,17 @@ def total_capacity(k: int, levels: int) -> int:
     return sum(max(_M, _capacity_at_depth(k, levels - height - 1)) for height in range(levels))
 
 
-def sorted_kll(ordered: npt.NDArray[np.float64], items: ItemType) -> Any:
+def sorted_kll(ordered: npt.NDArray[np.floating[Any]], items: ItemType) -> Any:
     """A KLL sketch of ``ordered`` (finite, ascending, not empty) as ``items``.
 
-    A chunk of :data:`CHUNK_K` values or fewer is simply added.
+    A chunk of :data:`CHUNK_K` values or fewer is simply added.  float32
+    values are widened only as kept (a float64 sketch of float32 values).
     """
     dtype, sketch_type = _FORMATS[items]
     values = kll_items(ordered, items, float(ordered[0]), float(ordered[-1]))
     if len(values) <= CHUNK_K:
         sketch = sketch_type(CHUNK_K)
-        sketch.update(values if values.flags.writeable else values.copy())
+        sketch.update(np.array(values, dtype=dtype))
         return sketch
     levels: list[npt.NDArray[Any]] = []
     level = values

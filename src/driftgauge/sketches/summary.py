@@ -80,7 +80,7 @@ def new_kll(k: int, items: ItemType = "float64") -> Any:
 
 
 def kll_items(
-    values: FloatArray, items: ItemType, minimum: float, maximum: float
+    values: npt.NDArray[np.floating[Any]], items: ItemType, minimum: float, maximum: float
 ) -> npt.NDArray[Any]:
     """Finite values as a sketch of ``items`` takes them (``minimum``/``maximum`` are theirs).
 
