@@ -154,7 +154,8 @@ class WhylogsWorker:
             env=environment,
         )
         hello = self._answer()
-        self.version = str(hello["version"])
+        self.version = str(hello["version"])  # and its venv's pandas and numpy: they move its speed
+        print(f"whylogs {self.version}", flush=True)
 
     def _answer(self) -> dict[str, Any]:
         assert self.process.stdout is not None
@@ -347,11 +348,13 @@ def cli(
 _WHYLOGS_SCRIPT = textwrap.dedent(
     """
     import json, sys, time
+    import numpy as np
     import pandas as pd
     import whylogs as why
 
     path, chunk_rows, rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    print(json.dumps({"version": why.__version__}), flush=True)
+    versions = f"{why.__version__} (pandas {pd.__version__}, numpy {np.__version__})"
+    print(json.dumps({"version": versions}), flush=True)
     for command in sys.stdin:
         if command.strip() != "run":
             break
