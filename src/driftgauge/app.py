@@ -436,6 +436,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         timeout=config.timeout,
         connect_timeout=config.connect_timeout,
         client_timeout=config.client_timeout,
+        idle_timeout=config.idle_timeout,
         max_body_bytes=config.max_body_bytes,
         request_id_header=config.request_id_header,
         generate_ids=sidecar.config.feedback is not None,

@@ -2,7 +2,7 @@
 
 ``serve`` runs on uvloop when it is installed (driftgauge.runtime.loops), so
 the proxy must behave the same on both; every test in ``test_proxy.py``,
-``test_proxy_faults.py`` and ``test_proxy_monitoring.py`` is parametrized
+``test_proxy_faults.py``, ``test_proxy_idle.py`` and ``test_proxy_monitoring.py`` is parametrized
 ``[asyncio]`` and ``[uvloop]`` (the latter only when uvloop is
 installed).  Other tests here keep asyncio's loop under unchanged names.
 """
@@ -26,7 +26,9 @@ try:
 except ImportError:  # pragma: no cover - uvloop is the optional `fast` extra
     uvloop = None
 
-BOTH_LOOPS = frozenset({"test_proxy.py", "test_proxy_faults.py", "test_proxy_monitoring.py"})
+BOTH_LOOPS = frozenset(
+    {"test_proxy.py", "test_proxy_faults.py", "test_proxy_idle.py", "test_proxy_monitoring.py"}
+)
 
 
 def pytest_asyncio_loop_factories(

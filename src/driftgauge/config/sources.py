@@ -62,7 +62,11 @@ class ProxyConfig:
     upstream: str = "http://127.0.0.1:9000"
     timeout: float = 60.0
     connect_timeout: float = 5.0
-    client_timeout: float = 60.0  # a client reading none of its response this long is dropped
+    # A client reading none of its response, or not sending its request, this long is dropped.
+    client_timeout: float = 60.0
+    # A keep-alive connection without a request this long is closed (None: never); as long as
+    # the longest idle timeout of the usual clients' pools (Envoy's), so that they close first.
+    idle_timeout: float | None = 3600.0
     readiness_path: str | None = None
     max_body_bytes: int = 4 * 1024 * 1024
     queue_size: int = 10_000
@@ -150,6 +154,7 @@ def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
             "timeout",
             "connect_timeout",
             "client_timeout",
+            "idle_timeout",
             "readiness_path",
             "max_body_bytes",
             "queue_size",
@@ -193,6 +198,9 @@ def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
         client_timeout=get_value(
             proxy, "client_timeout", prefix, positive_float, defaults.client_timeout, errors
         ),
+        idle_timeout=get_value(
+            proxy, "idle_timeout", prefix, _duration_or_none, defaults.idle_timeout, errors
+        ),
         readiness_path=get_value(proxy, "readiness_path", prefix, url_path, None, errors),
         max_body_bytes=get_value(
             proxy, "max_body_bytes", prefix, positive_int, defaults.max_body_bytes, errors
@@ -217,6 +225,17 @@ def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
         ca_file=_ca_file(proxy, prefix, base, errors),
         tls=parse_tls(proxy.get("tls"), "source.proxy.tls", base, errors),
     )
+
+
+def _duration_or_none(value: Any) -> float | None:
+    """A positive duration, or ``none`` for no limit (0 is refused: nginx reads it as no
+    keep-alive at all, the opposite)."""
+    if value == "none":
+        return None
+    try:
+        return positive_float(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc}, or none for no limit") from None
 
 
 def _ca_file(table: Mapping[str, Any], prefix: str, base: Path, errors: Errors) -> Path | None:

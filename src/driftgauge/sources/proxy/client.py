@@ -85,6 +85,11 @@ class ClientProtocol(asyncio.Protocol):
         self.draining = False
         self.replay: bytes | None = None  # an ignored h2c offer's head, to parse again without it
         self.head_bytes = 0  # bytes of the request head being parsed, but the read it began in
+        # For the server's sweep: how many requests began here; since when (monotonic) it has
+        # seen the connection wait on its client (0.0: not seen so), and how far it had got.
+        self.requests = 0
+        self.waiting_since = 0.0
+        self.waiting_at = (0, 0)  # (requests, body bytes of the request being read)
 
     # -- client transport -------------------------------------------------
 
@@ -219,6 +224,39 @@ class ClientProtocol(asyncio.Protocol):
         if self.active is None and not self.pending:
             self.close()
 
+    def waiting(self, now: float) -> None:
+        """The server's sweep found no exchange in progress: close the connection if its client
+        has held it for too long without sending.
+
+        A new connection gets ``client_timeout`` for its first request and a keep-alive one
+        ``idle_timeout`` (None: no limit) for the next, closed without an answer (RFC 9112,
+        9.6); a head begun and not finished in ``client_timeout`` is answered 408, as nginx's
+        ``client_header_timeout``, and a body the upstream already answered that gets no byte
+        for ``client_timeout`` is closed. The clock starts again at the first sweep that sees
+        the connection waiting with a new request or body byte since (one count per request,
+        no clock read), so it closes no earlier than the limit after the client's last send.
+        """
+        if self.closing:
+            return
+        cycle = self.current
+        at = (self.requests, cycle.request_bytes if cycle is not None else 0)
+        if not self.waiting_since or at != self.waiting_at:
+            self.waiting_since = now
+            self.waiting_at = at
+            return
+        waited = now - self.waiting_since
+        server = self.server
+        if cycle is None:
+            limit = server.idle_timeout if self.requests else server.client_timeout
+            if limit is not None and waited > limit:
+                self.close()
+        elif waited > server.client_timeout:
+            if not cycle.head:
+                self._reject(408, "client_stalled", "request head not received in time")
+            else:  # answered before its body was all in: the answer is out, only closing is left
+                server.metrics.client_error("client_stalled")
+                self.close()
+
     def start_next(self) -> None:
         """Start the next pipelined exchange, if none is in progress."""
         if self.active is not None or self.closing:
@@ -256,6 +294,7 @@ class ClientProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.current = Cycle(self, time.perf_counter())
         self.head_bytes = 0
+        self.requests += 1
 
     def on_url(self, url: bytes) -> None:
         assert self.current is not None

@@ -147,9 +147,9 @@ class Cycle:
     # -- the request body, from the client's parser ------------------------
 
     def request_body(self, body: bytes) -> None:
+        self.request_bytes += len(body)  # after the answer too: the sweep sees the client send
         if self.finished:
             return  # answered before its body was all in (e.g. a 413): the rest goes nowhere
-        self.request_bytes += len(body)
         captured = self.captured_request
         if captured is not None:
             if len(captured) + len(body) > self.server.max_body_bytes:

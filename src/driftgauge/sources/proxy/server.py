@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import os
 import ssl
 import time
@@ -37,6 +38,7 @@ class ProxyServer:
         timeout: float = 60.0,
         connect_timeout: float = 5.0,
         client_timeout: float = 60.0,
+        idle_timeout: float | None = 3600.0,
         max_body_bytes: int = 4 * 1024 * 1024,
         request_id_header: str = "x-request-id",
         generate_ids: bool = False,
@@ -56,6 +58,7 @@ class ProxyServer:
         self.queue = queue
         self.timeout = timeout
         self.client_timeout = client_timeout
+        self.idle_timeout = idle_timeout  # a keep-alive connection without a request (None: kept)
         self.max_body_bytes = max_body_bytes
         self.request_id_header = request_id_header.lower().encode("latin-1")
         self.generate_ids = generate_ids
@@ -102,19 +105,26 @@ class ProxyServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def _sweep(self) -> None:
-        """Time out exchanges whose upstream made no progress by their deadline.
+        """Time out exchanges whose upstream made no progress by their deadline, and
+        connections whose client holds them without a request (ClientProtocol.waiting).
 
         An upstream is not read while its client does not read what it was sent (back-pressure):
         its deadline starts again, as the client holds it back, not its own slowness, until the
         client has read nothing for ``client_timeout``: then both connections are dropped.
         """
-        interval = min(1.0, max(0.02, self.timeout / 8))
+        shortest = min(self.timeout, self.client_timeout, self.idle_timeout or math.inf)
+        interval = min(1.0, max(0.02, shortest / 8))
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
             for connection in list(self.connections):
                 cycle = connection.active
-                if cycle is not None and cycle.deadline and cycle.deadline < now:
+                if cycle is None:
+                    if not connection.pending:
+                        connection.waiting(now)
+                    continue
+                connection.waiting_since = 0.0  # an exchange in flight: the client is not idle
+                if cycle.deadline and cycle.deadline < now:
                     flow = connection.flow
                     if not flow.write_paused:
                         cycle.timed_out()
