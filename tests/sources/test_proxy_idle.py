@@ -16,7 +16,7 @@ from driftgauge.config import config_from_mapping
 from driftgauge.exceptions import ConfigError
 from tests.helpers import base_config
 from tests.proxy_upstream import DOC, RawUpstream, Upstream, raw_client, raw_upstream
-from tests.sources.proxy_support import StartProxy
+from tests.sources.proxy_support import PREDICT, StartProxy
 
 
 async def test_a_connection_idle_between_requests_is_closed_silently_after_idle_timeout(
@@ -112,6 +112,61 @@ async def test_a_request_body_stalled_after_its_answer_is_closed_after_client_ti
             await slow.send(b"u" * 92)
             assert (await slow.request("GET", "/next")).status == 413
     assert proxy.sample("driftgauge_client_errors_total", reason="client_stalled") == 1
+
+
+@pytest.mark.parametrize(
+    ("upstream_timeout", "client_timeout"), [(1.0, 0.5), (0.3, 1.0)], ids=["shorter", "longer"]
+)
+async def test_a_request_body_stalled_before_its_answer_is_answered_408(
+    upstream: Upstream, start_proxy: StartProxy, upstream_timeout: float, client_timeout: float
+) -> None:
+    """A client that stops sending its request body while the model waits for the rest gets 408
+    once no byte came for ``client_timeout``, whether shorter or longer than ``timeout``,
+    counted client_stalled: the upstream, kept waiting by the client, is not counted timed out
+    (it was answered 504 after ``timeout`` and counted upstream_errors_total{reason="timeout"})."""
+    proxy = await start_proxy(
+        upstream.port, timeout=upstream_timeout, client_timeout=client_timeout
+    )
+    async with raw_client(proxy.port) as client:
+        await client.send(
+            b"POST %s HTTP/1.1\r\nHost: p\r\nContent-Length: 1000\r\n\r\n{" % PREDICT.encode()
+        )
+        started = time.monotonic()
+        answer = await client.response(within=5)
+        waited = time.monotonic() - started
+        assert await client.closed()
+    assert answer.status == 408
+    assert client_timeout <= waited < client_timeout + 1
+    assert proxy.sample("driftgauge_client_errors_total", reason="client_stalled") == 1
+    assert proxy.sample("driftgauge_upstream_errors_total", reason="timeout") == 0
+    assert proxy.sample("driftgauge_requests_total", code="408") == 1
+
+
+async def _read_the_head_only(
+    server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    await asyncio.sleep(30)  # reads no body: the proxy's writes back up, then its client's
+
+
+async def test_an_upstream_that_stops_reading_a_body_is_still_timed_out(
+    start_proxy: StartProxy,
+) -> None:
+    """An upload the upstream stops reading holds the client back, not the other way round:
+    504 after ``timeout``, counted timeout, even with a longer ``client_timeout``."""
+    async with raw_upstream(_read_the_head_only) as server:
+        proxy = await start_proxy(server.port, timeout=0.5, client_timeout=5)
+        body = b"u" * (32 * 1024 * 1024)
+        async with raw_client(proxy.port) as client:
+            head = b"POST /upload HTTP/1.1\r\nHost: p\r\nContent-Length: %d\r\n\r\n" % len(body)
+            sending = asyncio.ensure_future(client.send(head + body))
+            try:
+                answer = await client.response(within=4)
+            finally:
+                sending.cancel()
+    assert answer.status == 504
+    assert proxy.sample("driftgauge_upstream_errors_total", reason="timeout") == 1
+    assert proxy.sample("driftgauge_client_errors_total", reason="client_stalled") == 0
 
 
 async def test_a_connection_waiting_on_a_slow_upstream_is_not_idle(

@@ -229,14 +229,24 @@ class Cycle:
 
     def timed_out(self) -> None:
         """The upstream made no progress by the deadline: drop its connection, answer 504."""
+        if self is self.client.active:
+            self.drop_upstream()
+            self.fail(504, "timeout", "upstream timed out")
+
+    def body_stalled(self) -> None:
+        """The client sent none of the request body the upstream waits for in ``client_timeout``:
+        drop the upstream connection (it holds part of a request), answer 408."""
+        if self is self.client.active:
+            self.drop_upstream()
+            self.server.metrics.client_error("client_stalled")
+            self.answer(408, "client_stalled", "request body not received in time")
+
+    def drop_upstream(self) -> None:
         client = self.client
-        if self is not client.active:
-            return
         upstream, client.upstream = client.upstream, None
         if upstream is not None:
             upstream.cycle = None
             upstream.close()
-        self.fail(504, "timeout", "upstream timed out")
 
     def count_done(self, status: int) -> None:
         """The exchange in the service metrics: its status (0: cut off), timings and sizes."""
@@ -280,11 +290,15 @@ class Cycle:
         self.fail(502, "upstream_reset", "upstream closed the connection")
 
     def fail(self, status: int, reason: str, message: str) -> None:
-        """Answer for the upstream; if its head already went out, only closing is left."""
+        """Answer for the upstream, counted; if its head already went out, only closing is left."""
+        self.server.metrics.upstream_error(reason)
+        self.answer(status, reason, message)
+
+    def answer(self, status: int, reason: str, message: str) -> None:
+        """Answer in the upstream's place; if its head already went out, only closing is left."""
         self.deadline = 0.0
         self.finished = True
         client = self.client
-        self.server.metrics.upstream_error(reason)
         if self.head_sent:
             self.count_done(0)
             client.active = None

@@ -110,7 +110,9 @@ class ProxyServer:
 
         An upstream is not read while its client does not read what it was sent (back-pressure):
         its deadline starts again, as the client holds it back, not its own slowness, until the
-        client has read nothing for ``client_timeout``: then both connections are dropped.
+        client has read nothing for ``client_timeout``: then both connections are dropped. An
+        upstream waiting for the rest of a request body is not timed out either: the client is,
+        after ``client_timeout`` without a byte of it.
         """
         shortest = min(self.timeout, self.client_timeout, self.idle_timeout or math.inf)
         interval = min(1.0, max(0.02, shortest / 8))
@@ -124,7 +126,14 @@ class ProxyServer:
                         connection.waiting(now)
                     continue
                 connection.waiting_since = 0.0  # an exchange in flight: the client is not idle
-                if cycle.deadline and cycle.deadline < now:
+                if not cycle.deadline:
+                    continue
+                if not (cycle.request_done or cycle.status or connection.flow.read_paused):
+                    # The upstream waits for the body: the deadline was last moved by a piece of
+                    # it (or the head), and only the client is late.
+                    if now - (cycle.deadline - self.timeout) > self.client_timeout:
+                        cycle.body_stalled()
+                elif cycle.deadline < now:
                     flow = connection.flow
                     if not flow.write_paused:
                         cycle.timed_out()
