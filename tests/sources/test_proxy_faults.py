@@ -286,6 +286,25 @@ async def test_a_client_that_reads_nothing_is_dropped_after_client_timeout(
         assert (await again.request("GET", "/doc")).body == DOC
 
 
+async def test_a_client_that_reads_nothing_is_dropped_after_a_client_timeout_below_timeout(
+    upstream: Upstream, start_proxy: StartProxy
+) -> None:
+    """``client_timeout`` shorter than ``timeout`` bounds a client that reads nothing on its own:
+    dropped after about ``client_timeout``, not held until ``timeout`` runs out first."""
+    proxy = await start_proxy(upstream.port, timeout=5, client_timeout=0.5)
+    size = 8 * 1024 * 1024
+    async with raw_client(proxy.port, receive_buffer=4096) as client:
+        started = time.monotonic()
+        await client.send(b"GET /big?size=%d HTTP/1.1\r\nHost: p\r\n\r\n" % size)
+        await until(
+            lambda: proxy.sample("driftgauge_client_errors_total", reason="client_stalled") == 1,
+            within=4,
+            what="the stalled client dropped",
+        )
+        assert time.monotonic() - started < 3
+    assert proxy.sample("driftgauge_upstream_errors_total", reason="timeout") == 0
+
+
 async def _answer_before_reading_the_body(
     server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:

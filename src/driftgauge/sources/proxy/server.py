@@ -109,8 +109,8 @@ class ProxyServer:
         connections whose client holds them without a request (ClientProtocol.waiting).
 
         An upstream is not read while its client does not read what it was sent (back-pressure):
-        its deadline starts again, as the client holds it back, not its own slowness, until the
-        client has read nothing for ``client_timeout``: then both connections are dropped. An
+        its deadline starts again, as the client holds it back, not its own slowness; once the
+        client has read nothing for ``client_timeout``, both connections are dropped. An
         upstream waiting for the rest of a request body is not timed out either: the client is,
         after ``client_timeout`` without a byte of it.
         """
@@ -128,19 +128,19 @@ class ProxyServer:
                 connection.waiting_since = 0.0  # an exchange in flight: the client is not idle
                 if not cycle.deadline:
                     continue
-                if not (cycle.request_done or cycle.status or connection.flow.read_paused):
+                flow = connection.flow
+                if flow.write_paused and now - flow.write_paused_at >= self.client_timeout:
+                    cycle.client_stalled()
+                elif not (cycle.request_done or cycle.status or flow.read_paused):
                     # The upstream waits for the body: the deadline was last moved by a piece of
                     # it (or the head), and only the client is late.
                     if now - (cycle.deadline - self.timeout) > self.client_timeout:
                         cycle.body_stalled()
                 elif cycle.deadline < now:
-                    flow = connection.flow
-                    if not flow.write_paused:
-                        cycle.timed_out()
-                    elif now - flow.write_paused_at < self.client_timeout:
+                    if flow.write_paused:  # held back by its client, not slow itself
                         cycle.deadline = now + self.timeout
                     else:
-                        cycle.client_stalled()
+                        cycle.timed_out()
 
     def stop_accepting(self) -> None:
         if self._server is not None:
