@@ -64,6 +64,7 @@ from bench._common import (
 from driftgauge.baseline import build_baseline
 from driftgauge.baseline.datafiles import read_chunks
 from driftgauge.config import Config
+from driftgauge.cpu import VARIABLE as CPU_VARIABLE
 
 WHYLOGS_VENV = DATA_DIR / "whylogs-venv"
 WHYLOGS_REQUIREMENTS = ["whylogs==1.6.*", "numpy<2", "pandas", "pyarrow"]
@@ -146,6 +147,8 @@ class WhylogsWorker:
 
     def __init__(self, python: Path, csv_path: Path, rows: int) -> None:
         environment = dict(os.environ, WHYLOGS_NO_ANALYTICS="True")
+        # whylogs as its users run it: numpy's own choice of CPU features (driftgauge.cpu).
+        environment.pop(CPU_VARIABLE, None)
         self.process = subprocess.Popen(
             [str(python), "-c", _WHYLOGS_SCRIPT, str(csv_path), "65536", str(rows)],
             stdin=subprocess.PIPE,
