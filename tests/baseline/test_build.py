@@ -351,6 +351,26 @@ def test_corrupt_truncated_and_foreign_files(
         load_baseline(tmp_path / "absent.dgb")
 
 
+def test_a_sketch_cut_short_is_a_malformed_baseline(
+    tmp_path: Path, make_config: Callable[..., Config]
+) -> None:
+    """A KLL, frequent-items or HLL sketch whose bytes were cut is one line naming the file."""
+    config = make_config()
+    baseline = build_baseline(config, [write_csv(tmp_path / "t.csv", training_rows(500))])
+    good = tmp_path / "good.dgb"
+    save_baseline(baseline, good)
+    document = json.loads(gzip.decompress(good.read_bytes()))
+    numeric = next(i for i, f in enumerate(document["fields"]) if f["type"] == "numeric")
+    categorical = next(i for i, f in enumerate(document["fields"]) if f["type"] != "numeric")
+    for index, key in ((numeric, "kll"), (categorical, "frequent"), (categorical, "hll")):
+        cut = json.loads(json.dumps(document))
+        cut["fields"][index][key] = cut["fields"][index][key][:8]  # 6 bytes of the sketch
+        path = tmp_path / f"{key}.dgb"
+        path.write_bytes(gzip.compress(json.dumps(cut).encode()))
+        with pytest.raises(BaselineError, match=rf"^{re.escape(str(path))}: .*malformed"):
+            load_baseline(path)
+
+
 def test_check_against_names_mismatched_fields(
     tmp_path: Path, make_config: Callable[..., Config]
 ) -> None:

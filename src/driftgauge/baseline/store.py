@@ -268,6 +268,14 @@ def load_baseline(path: Path) -> Baseline:
                 else None
             ),
         )
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, OverflowError) as exc:
+    except (
+        KeyError,
+        IndexError,  # DataSketches' deserialize on cut or altered bytes
+        TypeError,
+        ValueError,
+        RuntimeError,
+        AttributeError,
+        OverflowError,
+    ) as exc:
         detail = f"missing key {exc}" if isinstance(exc, KeyError) else type(exc).__name__
         raise BaselineError(f"{path}: the baseline is malformed ({detail})") from None
