@@ -483,6 +483,17 @@ def test_init_errors_are_one_line(tmp_path: Path) -> None:
     one_line_error(run("init", "--data", tmp_path / "nope.csv", "-o", tmp_path / "e.yaml"), "nope")
 
 
+@pytest.mark.parametrize("text", ['[{"x": 1}, {"x": 2}]\n', '[\n  {"x": 1},\n  {"x": 2}\n]\n'])
+def test_a_json_array_file_is_refused_saying_how_to_convert(tmp_path: Path, text: str) -> None:
+    """A .json file holding one array (pandas' to_json(orient="records")) gets the line
+    `driftgauge baseline` gives it, with the jq command, not a JSON decoding error."""
+    train = tmp_path / "t.json"
+    train.write_text(text, encoding="utf-8")
+    result = run("init", "--data", train, "-o", tmp_path / "c.yaml")
+    one_line_error(result, "t.json: holds a JSON array", "jq -c '.[]'")
+    assert result.returncode == 4
+
+
 @pytest.mark.parametrize(
     "server", ["http://[::1", "http://127.0.0.1:99999", "http://a b:9/", "http://127.0.0.1:9/x y"]
 )

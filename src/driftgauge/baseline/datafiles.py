@@ -41,6 +41,7 @@ __all__ = [
     "parquet_metadata",
     "part_batches",
     "read_chunks",
+    "require_lines",
 ]
 
 try:
@@ -99,7 +100,7 @@ def _format_chunks(
 ) -> Iterator[Chunk]:
     fmt = source.format
     if fmt == "jsonl":
-        _require_lines(source)
+        require_lines(source)
     if fmt == "parquet":
         if pa is None:
             raise DataError(
@@ -116,9 +117,10 @@ def _format_chunks(
         yield from _stdlib_jsonl_chunks(source, fields, chunk_rows)
 
 
-def _require_lines(source: DataInput) -> None:
+def require_lines(source: DataInput | Path) -> None:
     """A DataError when a ``.json`` file holds one JSON array instead of one object per line
     (pyarrow's reader said "Column() changed from object to array")."""
+    source = as_input(source)
     with source.open() as handle:
         start = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
     if start.startswith(b"["):

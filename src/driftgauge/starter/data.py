@@ -21,7 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from driftgauge.baseline.datafiles import file_format
+from driftgauge.baseline.datafiles import file_format, require_lines
 from driftgauge.config import (
     FieldType,
 )
@@ -212,6 +212,7 @@ def _sample_csv(path: Path, limit: int) -> DataSample:
 
 
 def _sample_jsonl(path: Path, limit: int) -> DataSample:
+    require_lines(path)
     records: list[dict[str, Any]] = []
     names: dict[str, None] = {}  # first appearance order
     with path.open("rb") as raw:
