@@ -236,10 +236,13 @@ def test_local_globs_directories_and_paths_resolve_in_order(
     everything = resolve_inputs([str(local)])
     assert len(everything) == 2 * PARTS + 1  # README.txt is not a data file
     assert {i.format for i in everything} == {"csv", "parquet"}
-    single = resolve_inputs([str(parts["parquet"][1]), f"file://{parts['csv'][2]}"])
+    single = resolve_inputs(
+        [str(parts["parquet"][1]), f"file://{parts['csv'][2]}", f"file://localhost{local}"]
+    )
     assert [(i.name, i.format) for i in single] == [
         (str(parts["parquet"][1]), "parquet"),
         (str(parts["csv"][2]), "csv"),
+        *((i.name, i.format) for i in everything),
     ]
 
 
@@ -263,12 +266,17 @@ def test_a_local_glob_builds_the_baseline_of_its_files(
             "ftp://host/t.csv: unknown scheme 'ftp' (known: file, gcs, gs, http, https, s3)",
         ),
         ("s3:///t.csv", "s3:///t.csv: no bucket in the URL"),
+        (
+            "file:/{tmp}/t.csv",
+            "file:/{tmp}/t.csv: a file URL's host must be empty or localhost, not",
+        ),
     ],
 )
 def test_local_and_scheme_errors_are_one_line_naming_the_input(
     tmp_path: Path, spec: str, message: str
 ) -> None:
-    """A glob matching nothing, a missing file, an unknown type or scheme: one line, the input."""
+    """A glob matching nothing, a missing file, an unknown type or scheme, a file URL naming a
+    host (file://data/t.csv, read as /t.csv): one line, the input."""
     with pytest.raises(DataError) as caught:
         resolve_inputs([spec.format(tmp=tmp_path)])
     assert str(caught.value).startswith(message.format(tmp=tmp_path))

@@ -415,6 +415,11 @@ def _resolve(spec: str) -> list[DataInput]:
     if scheme in ("http", "https"):
         return [_resolve_http(spec)]
     if scheme == "file":
+        if parsed.netloc not in ("", "localhost"):  # file://data/t.csv is /t.csv on host data
+            raise DataError(
+                f"{spec}: a file URL's host must be empty or localhost, not {parsed.netloc!r} "
+                "(file:///absolute/path, or the path itself)"
+            )
         return _resolve_local(urllib.parse.unquote(parsed.path))
     if scheme in _STORES:
         bucket, _, key = spec.split("://", 1)[1].partition("/")
