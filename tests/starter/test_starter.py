@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -534,3 +535,46 @@ def test_predictions_named_like_the_output_tensors_match_by_name(tmp_path: Path)
     renamed = plan_starter(None, meta, predictions=["label"])
     assert [p.name for p in renamed.predictions] == ["label"]
     assert any("BY POSITION" in note for note in renamed.notes)
+
+
+@pytest.mark.parametrize(
+    ("shape", "field"), [([-1, 1], "x\nname"), ([-1, 2], "x\nname_0")], ids=["one", "wide"]
+)
+def test_a_tensor_name_that_cannot_name_a_field_is_refused_naming_it(
+    shape: list[int], field: str
+) -> None:
+    """A tensor name holding a line break (a label value may not) is one StarterError naming
+    the tensor, not a YAML parser's traceback from the written config."""
+    meta = metadata([{"name": "x\nname", "datatype": "FP32", "shape": shape}], PREDICT)
+    with pytest.raises(StarterError, match=rf"^tensor 'x\\nname': {re.escape(repr(field))}"):
+        plan_starter(None, meta)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "outputs", "key"),
+    [
+        (
+            [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}] * 2,
+            PREDICT,
+            "features[1].name: 'x' is already the name of features[0]",
+        ),
+        (
+            [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}],
+            [{"name": "x", "datatype": "FP64", "shape": [-1, 1]}],
+            "predictions[0].name: 'x' is already the name of features[0]",
+        ),
+    ],
+    ids=["input-twice", "input-and-output"],
+)
+def test_metadata_that_makes_no_valid_config_is_an_init_error(
+    tmp_path: Path, inputs: list[Any], outputs: list[Any], key: str
+) -> None:
+    """Metadata naming a tensor twice, or an input and an output alike, is init's error (exit
+    1, as README says of metadata it cannot use), naming the key; no file is written."""
+    text = render_starter(plan_starter(None, metadata(inputs, outputs)), "c.dgb")
+    target = tmp_path / "c.yaml"
+    with pytest.raises(StarterError) as caught:
+        write_starter(text, target)
+    assert caught.value.exit_code == 1
+    assert str(caught.value) == f"{target}: not written, init's fields make no valid config: {key}"
+    assert not target.exists()

@@ -28,6 +28,7 @@ from driftgauge.config import (
     config_from_mapping,
 )
 from driftgauge.config.validation import label_value
+from driftgauge.exceptions import ConfigError
 from driftgauge.starter.data import CATEGORICAL_MAX_DISTINCT, ColumnProfile, DataSample
 from driftgauge.starter.errors import StarterError
 from driftgauge.starter.metadata import ModelMetadata, Tensor
@@ -78,6 +79,10 @@ def _from_data(profile: ColumnProfile, where: str = "") -> StarterField:
 def _from_tensor(
     name: str, tensor: Tensor, position: int | None, sample: DataSample | None
 ) -> StarterField:
+    try:
+        label_value(name)
+    except ValueError as exc:  # a line break would also end the YAML line it is written on
+        raise StarterError(f"tensor {tensor.name!r}: {name!r} cannot name a field: {exc}") from None
     where = tensor.name if position is None else f"{tensor.name}[{position}]"
     where = f"{where} {tensor.datatype}"
     if tensor.datatype not in _NUMERIC_DATATYPES | _CATEGORICAL_DATATYPES:
@@ -363,7 +368,12 @@ def render_starter(starter: Starter, baseline: str, command: str = "driftgauge i
 def write_starter(text: str, path: Path, *, force: bool = False) -> None:
     """Check that ``text`` is a valid config, then write it to ``path`` (not over a file unless
     ``force``)."""
-    config_from_mapping(yaml.safe_load(io.StringIO(text)), base=path.parent, path=path)
+    try:
+        config_from_mapping(yaml.safe_load(io.StringIO(text)), base=path.parent)
+    except ConfigError as exc:  # e.g. metadata naming a tensor twice: not the user's config
+        raise StarterError(
+            f"{path}: not written, init's fields make no valid config: {exc}"
+        ) from None
     if path.exists() and not force:
         raise StarterError(f"{path}: the file exists; use --force to overwrite it")
     if path.is_dir():
