@@ -202,6 +202,19 @@ def test_csv_missing_cells_and_unnamed_index_column(tmp_path: Path) -> None:
     assert sample.skipped and "column 1" in sample.skipped[0]
 
 
+def test_the_index_pandas_saved_in_parquet_is_skipped(tmp_path: Path) -> None:
+    """A filtered DataFrame's to_parquet() stores its index as column __index_level_0__ (named
+    in the file's pandas metadata): a saved index, skipped like a CSV's unnamed first column;
+    an index the user named stays a column."""
+    table = pa.table({"x": [0.5, 1.5, 2.5], "__index_level_0__": [3, 7, 9], "id": [1, 2, 3]})
+    pandas = {"index_columns": ["__index_level_0__", "id"], "columns": []}
+    path = tmp_path / "t.parquet"
+    pq.write_table(table.replace_schema_metadata({"pandas": json.dumps(pandas)}), path)
+    sample = sample_data(path)
+    assert sample.names == ["x", "id"]
+    assert sample.skipped == ("column 2 ('__index_level_0__'): the index pandas saved",)
+
+
 # -- YAML ---------------------------------------------------------------------------------
 
 

@@ -15,7 +15,8 @@ import datetime
 import itertools
 import json
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -46,6 +47,8 @@ _CSV_NULLS = frozenset(
     {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN"}
     | {"N/A", "NA", "NULL", "NaN", "n/a", "nan", "null"}
 )
+
+_PANDAS_INDEX = re.compile(r"__index_level_\d+__")
 
 Kind = Literal["missing", "bool", "int", "float", "text", "other"]
 
@@ -158,10 +161,17 @@ def _usable_name(name: Any) -> str | None:
 
 
 def _profiles(
-    path: Path, header: Sequence[Any], columns: Sequence[Sequence[Any]], rows: int
+    path: Path,
+    header: Sequence[Any],
+    columns: Sequence[Sequence[Any]],
+    rows: int,
+    saved_index: Collection[str] = (),
 ) -> DataSample:
     profiles, skipped, seen = [], [], set()
     for position, (name, values) in enumerate(zip(header, columns, strict=True), start=1):
+        if name in saved_index:
+            skipped.append(f"column {position} ({name!r}): the index pandas saved")
+            continue
         usable = _usable_name(name)
         if usable is None:
             skipped.append(f"column {position} ({name!r}): not a usable name (a saved index?)")
@@ -251,9 +261,16 @@ def _sample_parquet(path: Path, limit: int) -> DataSample:
             rows += taken.num_rows
             if rows >= limit:
                 break
+        # pandas keeps an unnamed index as a column of this name (a named one stays data).
+        pandas = parquet.schema_arrow.pandas_metadata or {}
+        saved_index = [
+            c
+            for c in pandas.get("index_columns", [])
+            if isinstance(c, str) and _PANDAS_INDEX.fullmatch(c)
+        ]
     finally:
         parquet.close()
-    return _profiles(path, header, columns, rows)
+    return _profiles(path, header, columns, rows, saved_index)
 
 
 def sample_data(path: Path, rows: int = SAMPLE_ROWS) -> DataSample:
