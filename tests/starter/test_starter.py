@@ -120,6 +120,21 @@ def test_text_and_booleans_are_categorical_and_other_values_skipped() -> None:
     assert "dates" in skipped.note
 
 
+def test_numbers_with_a_few_stray_text_cells_stay_numeric() -> None:
+    """A numeric column with a stray '?' or 'abc' in a few cells (under 5%) is numeric, with a
+    REVIEW note naming the text, which the baseline counts as not numbers; not a categorical
+    of thousands of values flagged as an identifier. Mostly text, or few whole numbers
+    beside the text (codes and 'unknown'), stays categorical."""
+    numbers = [0.25 * i for i in range(200)]
+    profile = profile_column("x", [*numbers[:100], "?", *numbers[100:], "abc", None])
+    assert profile.type == "numeric"
+    assert "REVIEW: 2 of 202 values are text, such as '?'" in profile.note
+    assert "identifier" not in profile.note
+    assert (profile.present, profile.distinct) == (202, 200)
+    assert profile_column("x", [*numbers[:20], "abc", "?"]).type == "categorical"  # 9% text
+    assert profile_column("x", [*[i % 4 for i in range(200)], "unknown"]).type == "categorical"
+
+
 def test_many_distinct_text_values_are_flagged_for_review() -> None:
     """A text column with hundreds of values (an id?) gets a REVIEW note."""
     profile = profile_column("user", [f"u{i}" for i in range(500)])

@@ -1,7 +1,8 @@
 """A training file's first rows, profiled column by column: the type each suggests, and why.
 
-Rules: text and booleans are categorical; numbers are numeric, except whole
-numbers with at most :data:`CATEGORICAL_MAX_DISTINCT` distinct values in the
+Rules: text and booleans are categorical; numbers are numeric (also beside a
+few text cells, at most :data:`STRAY_TEXT_SHARE` of the values, flagged),
+except whole numbers with at most :data:`CATEGORICAL_MAX_DISTINCT` distinct values in the
 sample (0/1 flags, small codes), which are categorical: their drift is then
 measured per value, not over quantile bins that ties would make degenerate.
 Values of other types (dates, lists, objects) are not monitored: the column
@@ -32,6 +33,7 @@ from driftgauge.exceptions import DataError, first_line
 __all__ = [
     "CATEGORICAL_MAX_DISTINCT",
     "SAMPLE_ROWS",
+    "STRAY_TEXT_SHARE",
     "ColumnProfile",
     "DataSample",
     "profile_column",
@@ -40,6 +42,8 @@ __all__ = [
 
 SAMPLE_ROWS = 10_000
 CATEGORICAL_MAX_DISTINCT = 10
+# Numbers with at most this share of text cells (a stray '?') are numeric, the text flagged.
+STRAY_TEXT_SHARE = 0.05
 # Text categories beyond this many distinct values in the sample are flagged: an identifier?
 MANY_CATEGORIES = 50
 # Cells pyarrow's CSV reader (the baseline build) reads as missing.
@@ -127,6 +131,18 @@ def profile_column(name: str, values: Sequence[Any]) -> ColumnProfile:
     distinct = len(set(present_values))
     counted = f"{distinct:,} distinct in {present:,} values"
     if "text" in kinds:
+        texts = [v for v in present_values if isinstance(v, str)]
+        if kinds <= {"text", "int", "float"} and len(texts) <= STRAY_TEXT_SHARE * present:
+            numbers = profile_column(name, [v for v in present_values if not isinstance(v, str)])
+            if numbers.type == "numeric":
+                return ColumnProfile(
+                    name,
+                    "numeric",
+                    f"{numbers.note}; REVIEW: {len(texts):,} of {present:,} values are text, "
+                    f"such as {texts[0][:40]!r} (the baseline counts them as not numbers)",
+                    present,
+                    numbers.distinct,
+                )
         what = "text" if kinds == {"text"} else "numbers mixed with text"
         note = f"{what}, {counted}"
         if distinct > MANY_CATEGORIES:
