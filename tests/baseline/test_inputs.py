@@ -246,6 +246,20 @@ def test_local_globs_directories_and_paths_resolve_in_order(
     ]
 
 
+def test_a_folder_skips_the_hidden_and_underscored_files_under_it(
+    tmp_path: Path, parts: dict[str, list[Path]]
+) -> None:
+    """A Spark job's _temporary/ left by a failed attempt, an editor's or macOS's dot files:
+    not the data, and Spark, Dask and pyarrow's datasets skip them; so does a folder here."""
+    local = tmp_path / "local"
+    (local / "_temporary" / "0").mkdir(parents=True)
+    (local / "_temporary" / "0" / "part-0.csv").write_bytes(parts["csv"][0].read_bytes())
+    (local / "._part-0.csv").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (local / "_part-9.csv").write_bytes(parts["csv"][0].read_bytes())
+    names = [i.name for i in resolve_inputs([str(local)])]
+    assert names == sorted(map(str, parts["csv"] + parts["parquet"]))
+
+
 def test_a_local_glob_builds_the_baseline_of_its_files(
     tmp_path: Path, parts: dict[str, list[Path]], make_config: Callable[..., Config]
 ) -> None:
@@ -316,6 +330,12 @@ def test_s3_csv_parts_a_prefix_and_one_object(
     assert_same_baseline(
         build_baseline(config, resolve_inputs(["s3://csvs/train/**/*.csv"])), local
     )
+    # A failed attempt's leftovers under the prefix are not the data (Spark skips them too).
+    s3("csvs", {"train/_temporary/0/part-0.csv": parts["csv"][0]})
+    s3("csvs", {"train/2024/.part-0.csv": parts["csv"][0]})
+    assert [i.name for i in resolve_inputs(["s3://csvs/train/"])] == [
+        f"s3://csvs/train/2024/{p.name}" for p in parts["csv"]
+    ]
     assert_same_baseline(build_baseline(config, resolve_inputs(["s3://csvs/train/"])), local)
     (one,) = resolve_inputs(["s3://csvs/train/2024/part-1.csv"])
     assert (one.name, one.size) == (

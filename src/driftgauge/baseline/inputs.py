@@ -8,7 +8,8 @@ object, refused credentials, an unknown scheme, an unreachable URL) is one
 :class:`DataError` line naming the input.
 
 - Local paths, globs (``data/*.csv``, ``data/**/*.parquet``) and
-  directories (every data file under them), and ``file://`` URLs.
+  directories (every data file under them, but hidden or ``_`` names), and
+  ``file://`` URLs.
 - ``s3://bucket/key``, ``s3://bucket/prefix/`` (every data file under the
   prefix) and ``s3://bucket/prefix/*.parquet`` (``*`` and ``?`` within one
   level, ``**`` across levels), read through pyarrow's ``S3FileSystem``.
@@ -151,8 +152,22 @@ def as_input(source: DataInput | Path) -> DataInput:
     return source if isinstance(source, DataInput) else _local(source)
 
 
+def _data_file(relative: str) -> bool:
+    """Whether a file under a folder or prefix is data: a data file's suffix, and no part of
+    its path hidden (``.x``) or private (``_temporary/``, ``_SUCCESS``), as Spark and pyarrow's
+    datasets read a folder."""
+    parts = relative.split("/")
+    return Path(parts[-1]).suffix.lower() in FORMATS and not any(
+        part.startswith((".", "_")) for part in parts
+    )
+
+
 def _under(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS)
+    return sorted(
+        p
+        for p in directory.rglob("*")
+        if p.is_file() and _data_file(p.relative_to(directory).as_posix())
+    )
 
 
 def _resolve_local(spec: str) -> list[DataInput]:
@@ -269,7 +284,9 @@ def _resolve_store(spec: str, scheme: str, bucket: str, key: str) -> list[DataIn
         return [stored(info.path, info.size)]
     if info.type == pa_fs.FileType.Directory:
         found = [
-            i for i in _listing(filesystem, info.path) if Path(i.path).suffix.lower() in FORMATS
+            i
+            for i in _listing(filesystem, info.path)
+            if _data_file(i.path.removeprefix(info.path).lstrip("/"))
         ]
         if not found:
             raise DataError(
