@@ -173,6 +173,23 @@ def test_empty_or_null_names_are_missing(tmp_path: Path) -> None:
     assert "model: missing" in message
 
 
+def test_a_name_yaml_reads_as_another_type_says_to_quote_it(tmp_path: Path) -> None:
+    """Unquoted, a column named yes, 1.50 or 2024-01-01 is a boolean, number or date to YAML:
+    the error says so and to quote it, instead of 'True is not a non-empty string'."""
+    path = tmp_path / "c.yaml"
+    raw = base_config(tmp_path)
+    names = "".join(f"  - {{name: {n}, type: numeric}}\n" for n in ("yes", "1.50", "2024-01-01"))
+    text = yaml.safe_dump({k: v for k, v in raw.items() if k != "features"})
+    path.write_text(text + "features:\n" + names, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert "features[0].name: True is not a non-empty string: YAML read a boolean" in message
+    assert "features[1].name: 1.5 is not a non-empty string: YAML read a number" in message
+    assert "features[2].name: 2024-01-01 is not a non-empty string: YAML read a date" in message
+    assert message.count("put it in quotes") == 3
+
+
 def test_a_name_used_twice_within_one_list_names_both_positions(tmp_path: Path) -> None:
     """Two features of the same name are one error naming both."""
     raw = base_config(tmp_path)

@@ -3,6 +3,7 @@ every problem with its key path."""
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 import unicodedata
@@ -163,10 +164,23 @@ def fraction(value: Any) -> float:
     return float(value)
 
 
+# What YAML makes of unquoted text that looks like another type (yes, 1.50, 2024-01-01).
+_YAML_TYPES: tuple[tuple[type, str], ...] = (
+    (bool, "a boolean"),
+    (int, "a number"),
+    (float, "a number"),
+    (datetime.date, "a date"),  # a datetime too
+)
+
+
 def string(value: Any) -> str:
-    if not isinstance(value, str) or not value:
+    if isinstance(value, str) and value:
+        return value
+    read = next((what for kind, what in _YAML_TYPES if isinstance(value, kind)), None)
+    if read is None:
         raise ValueError(f"{value!r} is not a non-empty string")
-    return value
+    shown = value.isoformat() if isinstance(value, datetime.date) else repr(value)
+    raise ValueError(f"{shown} is not a non-empty string: YAML read {read}; put it in quotes")
 
 
 # RFC 9110 token characters: what a header field name may hold.
