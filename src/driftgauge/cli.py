@@ -81,7 +81,12 @@ def _parser() -> argparse.ArgumentParser:
         "inferred from its first rows) and/or from an Open Inference Protocol server's model "
         "metadata (GET URL/v2/models/NAME). The file says in comments what to review.",
     )
-    init.add_argument("--data", type=Path, metavar="FILE", help="CSV, JSON Lines or Parquet")
+    init.add_argument(
+        "--data",
+        metavar="FILE",
+        help="CSV, JSON Lines or Parquet: a path, glob, directory or URL as `baseline` takes "
+        "(the first file is read)",
+    )
     init.add_argument(
         "--predictions",
         nargs="+",

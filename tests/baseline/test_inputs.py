@@ -29,6 +29,7 @@ from driftgauge.cli import main
 from driftgauge.config import Config
 from driftgauge.exceptions import DataError
 from driftgauge.sketches import NumericSummary
+from driftgauge.starter import sample_data
 from tests.helpers import free_port, training_rows, wait_for, write_csv
 
 PARTS = 3
@@ -512,3 +513,36 @@ def test_https_errors_are_one_line_naming_the_url(
         f"{parquet_url}: cannot read PARQUET data: "
         "the server does not answer Range requests (Parquet needs them)"
     )
+
+
+def test_init_samples_the_data_baseline_reads_from_s3_and_https(
+    s3: Callable[[str, dict[str, Path]], None],
+    https_server: Callable[..., str],
+    parts: dict[str, list[Path]],
+    pki: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`init --data` takes what `baseline --data` takes: an object, a prefix (its first file
+    read, the config's baseline command naming the prefix) and an HTTPS file, Parquet and CSV;
+    it said 's3:/bucket/...: no such data file', its URL mangled into a local path."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki / "ca.pem"))
+    s3("init", {f"train/{p.name}": p for p in parts["parquet"] + parts["csv"]})
+    base = https_server(parts["csv"][0].parent)
+    local = sample_data(parts["csv"][0])
+    expected = [(c.name, c.type) for c in local.columns]
+    for spec in (
+        "s3://init/train/part-0.csv",
+        "s3://init/train/part-0.parquet",
+        f"{base}/part-0.csv",
+        f"{base}/part-0.parquet",
+    ):
+        sample = sample_data(spec)
+        assert (sample.path, sample.source) == (spec, "")
+        assert [(c.name, c.type) for c in sample.columns] == expected
+    prefix = sample_data("s3://init/train/")
+    assert (prefix.path, prefix.source) == ("s3://init/train/part-0.csv", "s3://init/train/")
+    config = parts["csv"][0].parent.parent / "init.yaml"
+    assert main(["init", "--data", "s3://init/train/", "-o", str(config)]) == 0
+    assert "--data s3://init/train/ -o BASELINE" in config.read_text(encoding="utf-8")
+    with pytest.raises(DataError, match=r"^s3://init/train/absent\.csv: no such object"):
+        sample_data("s3://init/train/absent.csv")

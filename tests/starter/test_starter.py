@@ -606,3 +606,23 @@ def test_metadata_that_makes_no_valid_config_is_an_init_error(
     assert caught.value.exit_code == 1
     assert str(caught.value) == f"{target}: not written, init's fields make no valid config: {key}"
     assert not target.exists()
+
+
+def test_init_takes_a_glob_or_folder_as_baseline_does(tmp_path: Path) -> None:
+    """A glob or folder is sampled from its first file, and the config's baseline command
+    names the glob, as the command init prints does."""
+    folder = tmp_path / "train"
+    folder.mkdir()
+    write_csv(folder / "part-0.csv", columns())
+    write_csv(folder / "part-1.csv", columns())
+    for spec in (f"{folder}/*.csv", str(folder)):
+        out = tmp_path / "c.yaml"
+        result = run("init", "--data", spec, "-o", out, "--force")
+        assert result.returncode == 0, result.stderr
+        text = out.read_text(encoding="utf-8")
+        assert (
+            f"training data: {folder}/part-0.csv (first 300 rows read, the first file of " in text
+        )
+        assert f"--data {shlex.quote(spec)} -o BASELINE" in text
+        assert f"--data {shlex.quote(spec)} -o " in result.stdout
+        assert set(types_of(out)) == set(columns())

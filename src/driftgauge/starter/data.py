@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import csv
 import datetime
+import io
 import itertools
 import json
 import math
 import re
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from driftgauge.baseline.datafiles import file_format, require_lines
+from driftgauge.baseline.datafiles import require_lines
+from driftgauge.baseline.inputs import DataInput, resolve_inputs
 from driftgauge.config import (
     FieldType,
 )
@@ -72,10 +74,11 @@ class ColumnProfile:
 class DataSample:
     """The profiled columns of a training file's first rows, in file order."""
 
-    path: Path
+    path: str  # the file read: a path or URL
     rows: int
     columns: tuple[ColumnProfile, ...]
     skipped: tuple[str, ...] = ()  # columns without a usable name, as notes
+    source: str = ""  # the glob, folder or prefix --data named, when it is not that file
 
     def column(self, name: str) -> ColumnProfile | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -177,7 +180,7 @@ def _usable_name(name: Any) -> str | None:
 
 
 def _profiles(
-    path: Path,
+    path: str,
     header: Sequence[Any],
     columns: Sequence[Sequence[Any]],
     rows: int,
@@ -221,27 +224,26 @@ def _csv_cell(cell: str) -> Any:
         return cell
 
 
-def _sample_csv(path: Path, limit: int) -> DataSample:
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with path.open(newline="", encoding="utf-8-sig") as text:
-        reader = csv.reader(text, delimiter=delimiter)
+def _sample_csv(source: DataInput, limit: int) -> DataSample:
+    with io.TextIOWrapper(source.open(), encoding="utf-8-sig", newline="") as text:
+        reader = csv.reader(text, delimiter=source.delimiter)
         header = next(reader, None)
         if header is None:
-            raise DataError(f"{path}: the file is empty (no header row)")
+            raise DataError(f"{source.name}: the file is empty (no header row)")
         rows = list(itertools.islice(reader, limit))
     # A short row's missing cells are missing values.
     columns = [
         _csv_column([row[index] if index < len(row) else "" for row in rows])
         for index in range(len(header))
     ]
-    return _profiles(path, header, columns, len(rows))
+    return _profiles(source.name, header, columns, len(rows))
 
 
-def _sample_jsonl(path: Path, limit: int) -> DataSample:
-    require_lines(path)
+def _sample_jsonl(source: DataInput, limit: int) -> DataSample:
+    require_lines(source)
     records: list[dict[str, Any]] = []
     names: dict[str, None] = {}  # first appearance order
-    with path.open("rb") as raw:
+    with source.open() as raw:
         for number, line in enumerate(raw, start=1):
             if len(records) >= limit:
                 break
@@ -249,22 +251,23 @@ def _sample_jsonl(path: Path, limit: int) -> DataSample:
                 continue
             record = json.loads(line)
             if not isinstance(record, dict):
-                raise DataError(f"{path}: line {number} is not a JSON object")
+                raise DataError(f"{source.name}: line {number} is not a JSON object")
             records.append(record)
             names.update(dict.fromkeys(record))
     header = list(names)
     columns = [[r.get(name) for r in records] for name in header]
-    return _profiles(path, header, columns, len(records))
+    return _profiles(source.name, header, columns, len(records))
 
 
-def _sample_parquet(path: Path, limit: int) -> DataSample:
+def _sample_parquet(source: DataInput, limit: int) -> DataSample:
     try:
         import pyarrow.parquet as pa_parquet
     except ImportError:
         raise DataError(
-            f"{path}: reading Parquet needs pyarrow: pip install 'driftgauge[parquet]'"
+            f"{source.name}: reading Parquet needs pyarrow: pip install 'driftgauge[parquet]'"
         ) from None
-    parquet = pa_parquet.ParquetFile(path)
+    handle = source.open_arrow()
+    parquet = pa_parquet.ParquetFile(handle)
     rows = 0
     try:
         header = list(parquet.schema_arrow.names)
@@ -286,21 +289,27 @@ def _sample_parquet(path: Path, limit: int) -> DataSample:
         ]
     finally:
         parquet.close()
-    return _profiles(path, header, columns, rows, saved_index)
+        handle.close()
+    return _profiles(source.name, header, columns, rows, saved_index)
 
 
-def sample_data(path: Path, rows: int = SAMPLE_ROWS) -> DataSample:
-    """Profile the columns of the first ``rows`` rows of a CSV, JSON Lines or Parquet file."""
-    fmt = file_format(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such data file")
+_SAMPLERS = {"csv": _sample_csv, "jsonl": _sample_jsonl, "parquet": _sample_parquet}
+
+
+def sample_data(source: str | Path, rows: int = SAMPLE_ROWS) -> DataSample:
+    """Profile the columns of the first ``rows`` rows of a CSV, JSON Lines or Parquet file.
+
+    ``source`` is what ``driftgauge baseline --data`` takes: a path, glob, folder or URL
+    (``s3://``, ``gs://``, ``https://``); of several files, the first is read.
+    """
+    given = str(source)
+    first = resolve_inputs([given])[0]
     try:
-        if fmt == "csv":
-            return _sample_csv(path, rows)
-        if fmt == "jsonl":
-            return _sample_jsonl(path, rows)
-        return _sample_parquet(path, rows)
+        sample = _SAMPLERS[first.format](first, rows)
     except DataError:
         raise
     except (OSError, ValueError) as exc:  # UnicodeDecodeError, JSONDecodeError, ArrowInvalid
-        raise DataError(f"{path}: cannot read {fmt.upper()} data: {first_line(exc)}") from None
+        raise DataError(
+            f"{first.name}: cannot read {first.format.upper()} data: {first_line(exc)}"
+        ) from None
+    return sample if first.name == given else replace(sample, source=given)

@@ -246,8 +246,8 @@ def plan_starter(
     return Starter(name, "kserve-v2", server, features, outputs, sample, metadata, notes)
 
 
-def _model_name(path: Path) -> str:
-    stem = path.name.split(".")[0]
+def _model_name(path: str) -> str:
+    stem = path.rstrip("/").rsplit("/", 1)[-1].split(".")[0]  # a path's or a URL's
     try:
         return label_value(stem)
     except ValueError:  # empty, or a control character no label value may hold
@@ -280,8 +280,9 @@ def render_starter(starter: Starter, baseline: str, command: str = "driftgauge i
     """The starter config's YAML text; ``baseline`` is its path relative to the config."""
     sources = []
     if starter.sample is not None:
+        of = f", the first file of {starter.sample.source}" if starter.sample.source else ""
         sources.append(
-            f"training data: {starter.sample.path} (first {starter.sample.rows:,} rows read)"
+            f"training data: {starter.sample.path} (first {starter.sample.rows:,} rows read{of})"
         )
     if starter.metadata is not None:
         versions = ", ".join(starter.metadata.versions) or "none listed"
@@ -290,7 +291,7 @@ def render_starter(starter: Starter, baseline: str, command: str = "driftgauge i
             f"model metadata: GET {starter.metadata.url} (platform {platform}, versions {versions})"
         )
     sample = starter.sample
-    data_hint = shlex.quote(str(sample.path)) if sample is not None else "TRAINING_FILE"
+    data_hint = shlex.quote(sample.source or sample.path) if sample is not None else "TRAINING_FILE"
     lines = _comment(
         [
             f"Starter config written by `{command}` from",
