@@ -326,6 +326,18 @@ def test_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
     assert load_config(target).model == "t"
 
 
+def test_a_config_in_a_new_folder_is_written_as_baseline_and_rules_write_theirs(
+    tmp_path: Path,
+) -> None:
+    """`init -o deploy/wine/config.yaml` makes the folders, as `baseline -o` and `rules -o`
+    do; it said 'deploy/wine/config.yaml: No such file or directory'."""
+    train = write_csv(tmp_path / "t.csv", columns())
+    out = tmp_path / "deploy" / "wine" / "config.yaml"
+    result = run("init", "--data", train, "--predictions", "class", "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert load_config(out).model == "t"
+
+
 # -- model metadata -------------------------------------------------------------------
 
 

@@ -379,4 +379,5 @@ def write_starter(text: str, path: Path, *, force: bool = False) -> None:
         raise StarterError(f"{path}: the file exists; use --force to overwrite it")
     if path.is_dir():
         raise StarterError(f"{path}: is a directory")
+    path.parent.mkdir(parents=True, exist_ok=True)  # as `baseline -o` and `rules -o` do
     path.write_text(text, encoding="utf-8")
