@@ -299,6 +299,14 @@ def test_bad_durations_are_rejected(text: str) -> None:
         parse_duration(text)
 
 
+@pytest.mark.parametrize("text", ["0s", "0h0m", "0ms"])
+def test_a_zero_duration_is_refused_as_zero(text: str) -> None:
+    """A zero timeout or window is a duration of the right form: the error says it is zero,
+    instead of that it is not a duration like 30s."""
+    with pytest.raises(ValueError, match=rf"^'{text}' is zero: not a duration above 0, like 30s"):
+        parse_duration(text)
+
+
 def test_parse_listen_forms() -> None:
     """host:port, :port, [::1]:port and a bare host with the default port."""
     assert parse_listen("127.0.0.1:9", 1) == ("127.0.0.1", 9)

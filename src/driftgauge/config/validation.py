@@ -52,7 +52,12 @@ def parse_duration(text: str) -> float:
     match = _DURATION.fullmatch(text.strip())
     amounts = [int(amount or 0) for amount in match.groups()] if match else []
     if not any(amounts):
-        raise ValueError(f"{text!r} is not a duration like 30s, 5m, 1h or 1h30m")
+        zero = match is not None and text.strip() != ""
+        raise ValueError(
+            f"{text!r} is zero: not a duration above 0, like 30s"
+            if zero
+            else f"{text!r} is not a duration like 30s, 5m, 1h or 1h30m"
+        )
     return sum(
         amount * size for amount, size in zip(amounts, _DURATION_SECONDS.values(), strict=True)
     )
