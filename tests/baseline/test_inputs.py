@@ -387,6 +387,18 @@ def test_missing_s3_buckets_and_keys_are_one_line_naming_the_url(
     )
 
 
+def test_an_object_whose_key_holds_glob_characters_is_read_as_named(
+    s3: Callable[[str, dict[str, Path]], None], parts: dict[str, list[Path]]
+) -> None:
+    """A key such as data[1].csv names that object, as a local file of that name does;
+    it was taken for a glob ('[1]' matching '1') and said 'no object matches'."""
+    s3("literal", {"t/data[1].csv": parts["csv"][0], "t/data1.csv": parts["csv"][1]})
+    (one,) = resolve_inputs(["s3://literal/t/data[1].csv"])
+    assert (one.name, one.size) == ("s3://literal/t/data[1].csv", parts["csv"][0].stat().st_size)
+    globbed = resolve_inputs(["s3://literal/t/data[0-9].csv"])
+    assert [i.name for i in globbed] == ["s3://literal/t/data1.csv"]
+
+
 def test_refused_s3_credentials_are_one_line_naming_the_url(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

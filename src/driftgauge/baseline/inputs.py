@@ -269,6 +269,9 @@ def _resolve_store(spec: str, scheme: str, bucket: str, key: str) -> list[DataIn
             prefix + path.partition("/")[2], suffix, size, _StoredObject(filesystem, path)
         )
 
+    info = filesystem.get_file_info(f"{bucket}/{key}".rstrip("/"))
+    if info.type == pa_fs.FileType.File:  # first, as for a local path: data[1].csv is a name
+        return [stored(info.path, info.size)]
     glob_at = _GLOB_CHARS.search(key)
     if glob_at is not None:
         base = key[: key.rfind("/", 0, glob_at.start()) + 1]
@@ -279,9 +282,6 @@ def _resolve_store(spec: str, scheme: str, bucket: str, key: str) -> list[DataIn
             _check_bucket(spec, filesystem, bucket)
             raise DataError(f"{spec}: no object matches")
         return [stored(info.path, info.size) for info in matches]
-    info = filesystem.get_file_info(f"{bucket}/{key}".rstrip("/"))
-    if info.type == pa_fs.FileType.File:
-        return [stored(info.path, info.size)]
     if info.type == pa_fs.FileType.Directory:
         found = [
             i
