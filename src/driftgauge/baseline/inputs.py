@@ -32,6 +32,7 @@ object, refused credentials, an unknown scheme, an unreachable URL) is one
 
 from __future__ import annotations
 
+import base64
 import datetime
 import glob
 import io
@@ -360,9 +361,23 @@ class _HttpReader(io.RawIOBase):
             self._response = None
 
 
+def _credentials(url: str) -> tuple[str, dict[str, str], str]:
+    """``url`` without its user and password, the HTTP Basic header they make, and ``url``
+    as messages show it (the password hidden); urllib would take them for the host name."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url, {}, url
+    user, colon, password = userinfo.partition(":")
+    pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
+    header = {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+    shown = parts._replace(netloc=f"{user}{':***' if colon else ''}@{host}")
+    return urllib.parse.urlunsplit(parts._replace(netloc=host)), header, shown.geturl()
+
+
 def _get(url: str, start: int, end: int | None = None) -> Any:
     """The answer to a GET of ``url`` from byte ``start`` (to ``end``, inclusive)."""
-    headers = {}
+    url, headers, _ = _credentials(url)
     if start or end is not None:
         headers["Range"] = f"bytes={start}-{'' if end is None else end}"
     response = urllib.request.urlopen(
@@ -390,8 +405,9 @@ _CONTENT_RANGE = re.compile(r"bytes \d+-\d+/(\d+)")
 
 
 def _resolve_http(url: str) -> DataInput:
+    shown = _credentials(url)[2]
     suffix = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).suffix
-    data_format(url, suffix)
+    data_format(shown, suffix)
     # A one-byte GET rather than HEAD: pre-signed URLs are often signed for GET only.
     try:
         with _get(url, 0, 0) as response:
@@ -402,13 +418,13 @@ def _resolve_http(url: str) -> DataInput:
             )
     except urllib.error.HTTPError as exc:
         exc.close()
-        raise DataError(f"{url}: the server answered {exc.code} {exc.reason}") from None
+        raise DataError(f"{shown}: the server answered {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
         reason = getattr(exc.reason, "strerror", None) or exc.reason
-        raise DataError(f"{url}: cannot reach the server: {reason}") from None
+        raise DataError(f"{shown}: cannot reach the server: {reason}") from None
     except OSError as exc:  # a timeout, a dropped connection
-        raise DataError(f"{url}: cannot reach the server: {exc}") from None
-    return _input(url, suffix, size, _HttpFile(url, size))
+        raise DataError(f"{shown}: cannot reach the server: {exc}") from None
+    return _input(shown, suffix, size, _HttpFile(url, size))
 
 
 # --- all of them --------------------------------------------------------------------------------
