@@ -632,9 +632,8 @@ def test_init_takes_a_glob_or_folder_as_baseline_does(tmp_path: Path) -> None:
         result = run("init", "--data", spec, "-o", out, "--force")
         assert result.returncode == 0, result.stderr
         text = out.read_text(encoding="utf-8")
-        assert (
-            f"training data: {folder}/part-0.csv (first 300 rows read, the first file of " in text
-        )
+        read = f"{folder}/part-0.csv (first 300 rows read; --data {spec}, the first of its 2 files)"
+        assert f"training data: {read}" in text
         assert f"--data {shlex.quote(spec)} -o BASELINE" in text
         assert f"--data {shlex.quote(spec)} -o " in result.stdout
         assert set(types_of(out)) == set(columns())

@@ -78,7 +78,8 @@ class DataSample:
     rows: int
     columns: tuple[ColumnProfile, ...]
     skipped: tuple[str, ...] = ()  # columns without a usable name, as notes
-    source: str = ""  # the glob, folder or prefix --data named, when it is not that file
+    source: str = ""  # what --data named (a glob, folder, prefix, file URL), when not that
+    files: int = 1  # the files it names
 
     def column(self, name: str) -> ColumnProfile | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -303,7 +304,8 @@ def sample_data(source: str | Path, rows: int = SAMPLE_ROWS) -> DataSample:
     (``s3://``, ``gs://``, ``https://``); of several files, the first is read.
     """
     given = str(source)
-    first = resolve_inputs([given])[0]
+    inputs = resolve_inputs([given])
+    first = inputs[0]
     try:
         sample = _SAMPLERS[first.format](first, rows)
     except DataError:
@@ -312,4 +314,4 @@ def sample_data(source: str | Path, rows: int = SAMPLE_ROWS) -> DataSample:
         raise DataError(
             f"{first.name}: cannot read {first.format.upper()} data: {first_line(exc)}"
         ) from None
-    return sample if first.name == given else replace(sample, source=given)
+    return sample if first.name == given else replace(sample, source=given, files=len(inputs))

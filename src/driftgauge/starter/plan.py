@@ -280,7 +280,9 @@ def render_starter(starter: Starter, baseline: str, command: str = "driftgauge i
     """The starter config's YAML text; ``baseline`` is its path relative to the config."""
     sources = []
     if starter.sample is not None:
-        of = f", the first file of {starter.sample.source}" if starter.sample.source else ""
+        of = f"; --data {starter.sample.source}" if starter.sample.source else ""
+        if starter.sample.files > 1:
+            of += f", the first of its {starter.sample.files:,} files"
         sources.append(
             f"training data: {starter.sample.path} (first {starter.sample.rows:,} rows read{of})"
         )
