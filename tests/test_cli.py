@@ -109,6 +109,22 @@ def test_missing_baseline_and_unreadable_data(project: Path) -> None:
     _one_line_error(result, 4, "nope.csv")
 
 
+def test_baseline_never_writes_over_its_config_or_training_data(project: Path) -> None:
+    """-o naming the training file (directly or through a glob) or the config, a slip of
+    argument order, replaced it with the gzipped baseline; it is refused, the file kept, and
+    rebuilding over an existing baseline still works."""
+    config, train = project / "config.yaml", project / "train.csv"
+    kept = {path: path.read_bytes() for path in (config, train)}
+    for data, output in ((train, train), (project / "*.csv", train), (train, config)):
+        result = run("baseline", "-c", config, "--data", data, "-o", output)
+        _one_line_error(result, 1, f"{output}: -o names ", "a file of its own")
+    merged = run("baseline", "merge", "-c", config, project / "baseline.dgb", "-o", config)
+    _one_line_error(merged, 1, f"{config}: -o names the config file")
+    assert {path: path.read_bytes() for path in kept} == kept
+    again = run("baseline", "-c", config, "--data", train, "-o", project / "baseline.dgb")
+    assert again.returncode == 0, again.stderr
+
+
 def test_inspect_prints_every_field(project: Path) -> None:
     """inspect shows rows, each field with its type, quantiles and categories."""
     result = run("inspect", project / "baseline.dgb")

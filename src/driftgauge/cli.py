@@ -8,6 +8,7 @@ command with 130; SIGTERM ends ``baseline`` as Ctrl-C does, with 143.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import shlex
@@ -214,6 +215,19 @@ def _files_text(files: Sequence[str | Path]) -> str:
     return shown + (f" and {len(files) - 3} more" if len(files) > 3 else "")
 
 
+def _refuse_overwriting(output: Path, config: Path, data: Sequence[str] = ()) -> None:
+    """A slip of argument order must not replace the config or a training file by a baseline."""
+    named = [("the config file (-c)", config)]
+    named += [("a training data file (--data)", Path(d)) for d in data]
+    for what, path in named:
+        with contextlib.suppress(OSError):  # absent, or a URL: not the output
+            if output.samefile(path):
+                raise DriftgaugeError(
+                    f"{output}: -o names {what}; give the baseline a file of its own, "
+                    f"such as {output.with_suffix('.dgb').name}"
+                )
+
+
 def _load_checked_baseline(config: Config) -> Baseline:
     """The config's baseline, checked against the config and for fields without values."""
     from driftgauge.baseline import check_against, check_usable, load_baseline
@@ -280,11 +294,12 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
             terminal_progress(stage, done, total)
 
         if args.spark is not None or args.dask is not None:
+            _refuse_overwriting(args.output, args.config, args.data)
             built = _cluster_baseline(config, args, progress)
         else:
-            built = build_baseline(
-                config, resolve_inputs(args.data), progress=progress, workers=args.workers
-            )
+            inputs = resolve_inputs(args.data)
+            _refuse_overwriting(args.output, args.config, [i.name for i in inputs])
+            built = build_baseline(config, inputs, progress=progress, workers=args.workers)
         source = _files_text(args.data)
         if not built.rows:
             held = "holds" if len(args.data) == 1 else "hold"
@@ -327,6 +342,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     )
 
     config = _one_model(load_config(args.config), args.model, args.config)
+    _refuse_overwriting(args.output, args.config)
     parts = []
     for path in args.inputs:
         part = load_baseline(path)
