@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import csv
 import datetime
+import http.server
 import json
 import re
 import shlex
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -637,3 +639,41 @@ def test_init_takes_a_glob_or_folder_as_baseline_does(tmp_path: Path) -> None:
         assert f"--data {shlex.quote(spec)} -o BASELINE" in text
         assert f"--data {shlex.quote(spec)} -o " in result.stdout
         assert set(types_of(out)) == set(columns())
+
+
+class _ErrorPageHandler(http.server.BaseHTTPRequestHandler):
+    """Answers 404 with an HTML page (send_error's), or 503 with two lines of text."""
+
+    def do_GET(self) -> None:
+        if self.path.endswith("/text"):
+            body = b"upstream connect error\nreset reason: connection failure\n"
+            self.send_response(503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.send_error(404)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+def test_an_error_page_from_the_server_stays_one_line(tmp_path: Path) -> None:
+    """A 404 HTML page (a gateway, a server without the v2 API) put its 20 lines into the
+    error; an HTML body is left out and a text one joined into the line."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ErrorPageHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        out = tmp_path / "c.yaml"
+        page = run("init", "--server", base, "--model", "iris", "-o", out)
+        assert one_line_error(page).endswith("/v2/models/iris: the server answered 404")
+        text = run("init", "--server", base, "--model", "text", "-o", out)
+        assert one_line_error(text).endswith(
+            ": the server answered 503: upstream connect error reset reason: connection failure"
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

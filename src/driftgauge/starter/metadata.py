@@ -128,7 +128,10 @@ def _error_text(body: bytes) -> str:
     try:
         document = json.loads(body)
     except ValueError:
-        return body.decode("utf-8", "replace").strip()[:200]
+        text = body.decode("utf-8", "replace")
+        if text.lstrip().startswith("<"):  # a gateway's or server's HTML error page
+            return ""
+        return " ".join(text.split())[:200]  # the message stays one line
     if isinstance(document, dict) and isinstance(document.get("error"), str):
         return str(document["error"])[:200]
     return json.dumps(document)[:200]
