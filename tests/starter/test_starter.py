@@ -677,3 +677,49 @@ def test_an_error_page_from_the_server_stays_one_line(tmp_path: Path) -> None:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+class _MetadataHandler(http.server.BaseHTTPRequestHandler):
+    """Answers GET /v2/models/iris with metadata, to HTTP Basic ml:s3cret only."""
+
+    def do_GET(self) -> None:
+        if self.headers.get("Authorization") != "Basic bWw6czNjcmV0":
+            self.send_error(401)
+            return
+        body = json.dumps({"name": "iris", "inputs": WIDE, "outputs": PREDICT}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+def test_a_server_url_with_a_user_and_password_authenticates_and_is_never_written(
+    tmp_path: Path,
+) -> None:
+    """--server http://ml:s3cret@host (a gateway asking for Basic auth) was 'cannot reach the
+    model server: Name or service not known', the password in the line; the credentials are
+    now sent as HTTP Basic, and neither the messages nor the config hold the password."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MetadataHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        out = tmp_path / "c.yaml"
+        result = run("init", "--server", f"http://ml:s3cret@{host}", "--model", "iris", "-o", out)
+        assert result.returncode == 0, result.stderr
+        text = out.read_text(encoding="utf-8")
+        assert "s3cret" not in text
+        assert f"GET http://ml:***@{host}/v2/models/iris" in text
+        assert load_config(out).source.upstream == f"http://{host}"
+        wrong = run(
+            "init", "--server", f"http://ml:nope@{host}", "--model", "iris", "-o", out, "--force"
+        )
+        one_line_error(wrong, f"http://ml:***@{host}/v2/models/iris: the server answered 401")
+        assert "nope" not in wrong.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

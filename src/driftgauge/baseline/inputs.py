@@ -48,7 +48,15 @@ from typing import IO, Any, Protocol
 
 from driftgauge.exceptions import DataError, first_line
 
-__all__ = ["FORMATS", "DataInput", "as_input", "data_format", "location_format", "resolve_inputs"]
+__all__ = [
+    "FORMATS",
+    "DataInput",
+    "as_input",
+    "data_format",
+    "location_format",
+    "resolve_inputs",
+    "split_credentials",
+]
 
 try:
     import pyarrow as pa
@@ -361,7 +369,7 @@ class _HttpReader(io.RawIOBase):
             self._response = None
 
 
-def _credentials(url: str) -> tuple[str, dict[str, str], str]:
+def split_credentials(url: str) -> tuple[str, dict[str, str], str]:
     """``url`` without its user and password, the HTTP Basic header they make, and ``url``
     as messages show it (the password hidden); urllib would take them for the host name."""
     parts = urllib.parse.urlsplit(url)
@@ -377,7 +385,7 @@ def _credentials(url: str) -> tuple[str, dict[str, str], str]:
 
 def _get(url: str, start: int, end: int | None = None) -> Any:
     """The answer to a GET of ``url`` from byte ``start`` (to ``end``, inclusive)."""
-    url, headers, _ = _credentials(url)
+    url, headers, _ = split_credentials(url)
     if start or end is not None:
         headers["Range"] = f"bytes={start}-{'' if end is None else end}"
     response = urllib.request.urlopen(
@@ -405,7 +413,7 @@ _CONTENT_RANGE = re.compile(r"bytes \d+-\d+/(\d+)")
 
 
 def _resolve_http(url: str) -> DataInput:
-    shown = _credentials(url)[2]
+    shown = split_credentials(url)[2]
     suffix = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).suffix
     data_format(shown, suffix)
     # A one-byte GET rather than HEAD: pre-signed URLs are often signed for GET only.

@@ -16,6 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from driftgauge.baseline.inputs import split_credentials
 from driftgauge.starter.errors import StarterError
 
 __all__ = ["ModelMetadata", "Tensor", "fetch_metadata", "metadata_url", "parse_metadata"]
@@ -93,15 +94,17 @@ def parse_metadata(document: Any, url: str) -> ModelMetadata:
 
 def fetch_metadata(server: str, model: str, timeout: float = 10.0) -> ModelMetadata:
     """Read ``GET {server}/v2/models/{model}``; every failure is one :class:`StarterError` line."""
-    url = metadata_url(server, model)
     try:
-        parts = urllib.parse.urlsplit(url)
+        # A user and password go as HTTP Basic, and no message shows the password.
+        bare, headers, url = split_credentials(metadata_url(server, model))
+        shown = split_credentials(server)[2]
+        parts = urllib.parse.urlsplit(bare)
         parts.port  # noqa: B018 - reading it validates it
     except ValueError as exc:  # a bracket left open, a port beyond 65535
         raise StarterError(f"--server {server!r}: not a URL: {exc}") from None
     if parts.scheme not in ("http", "https"):
-        raise StarterError(f"--server {server!r}: expected an http:// or https:// URL")
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+        raise StarterError(f"--server {shown!r}: expected an http:// or https:// URL")
+    request = urllib.request.Request(bare, headers={"Accept": "application/json", **headers})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             body = response.read()
@@ -116,7 +119,7 @@ def fetch_metadata(server: str, model: str, timeout: float = 10.0) -> ModelMetad
     except (OSError, TimeoutError) as exc:
         raise StarterError(f"{url}: cannot read the model metadata: {exc}") from None
     except http.client.InvalidURL as exc:  # a space or control character
-        raise StarterError(f"--server {server!r}: not a URL: {exc}") from None
+        raise StarterError(f"--server {shown!r}: not a URL: {exc}") from None
     try:
         document = json.loads(body)
     except ValueError:

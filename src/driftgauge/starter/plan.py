@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from driftgauge.baseline.inputs import split_credentials
 from driftgauge.config import (
     DEFAULT_METRICS_PORT,
     DEFAULT_PROXY_PORT,
@@ -324,7 +325,7 @@ def render_starter(starter: Starter, baseline: str, command: str = "driftgauge i
         lines += ["#", *_comment(starter.notes)]
     # Only the server's origin: the proxy forwards each request's own path (a prefix too).
     upstream = (
-        urlunsplit((*urlsplit(starter.upstream)[:2], "", "", ""))
+        urlunsplit((*urlsplit(split_credentials(starter.upstream)[0])[:2], "", "", ""))
         if starter.upstream
         else PLACEHOLDER_UPSTREAM
     )
