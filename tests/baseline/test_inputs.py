@@ -241,14 +241,13 @@ def test_local_globs_directories_and_paths_resolve_in_order(
     everything = resolve_inputs([str(local)])
     assert len(everything) == 2 * PARTS + 1  # README.txt is not a data file
     assert {i.format for i in everything} == {"csv", "parquet"}
-    single = resolve_inputs(
-        [str(parts["parquet"][1]), f"file://{parts['csv'][2]}", f"file://localhost{local}"]
-    )
+    single = resolve_inputs([str(parts["parquet"][1]), f"file://{parts['csv'][2]}"])
     assert [(i.name, i.format) for i in single] == [
         (str(parts["parquet"][1]), "parquet"),
         (str(parts["csv"][2]), "csv"),
-        *((i.name, i.format) for i in everything),
     ]
+    by_host = resolve_inputs([f"file://localhost{local}"])
+    assert [i.name for i in by_host] == [i.name for i in everything]
 
 
 def test_a_folder_skips_the_hidden_and_underscored_files_under_it(
@@ -263,6 +262,29 @@ def test_a_folder_skips_the_hidden_and_underscored_files_under_it(
     (local / "_part-9.csv").write_bytes(parts["csv"][0].read_bytes())
     names = [i.name for i in resolve_inputs([str(local)])]
     assert names == sorted(map(str, parts["csv"] + parts["parquet"]))
+
+
+def test_a_file_named_twice_by_the_data_arguments_is_refused(
+    tmp_path: Path, parts: dict[str, list[Path]]
+) -> None:
+    """A glob and a file inside it (data/*.csv data/part-1.csv, a folder and a glob) read
+    the file twice, its rows counted twice in every bin; it is one line naming the file and
+    both arguments."""
+    local = tmp_path / "local"
+    one = parts["csv"][1]
+    for specs in (
+        [f"{local}/*.csv", str(one)],
+        [str(local), f"{local}/*.parquet"],
+        [str(one), f"file://{one}"],
+    ):
+        with pytest.raises(DataError) as caught:
+            resolve_inputs(specs)
+        message = str(caught.value)
+        assert message.endswith(
+            f": named by --data {specs[0]} and by {specs[1]}: each file is read once"
+        )
+        assert "\n" not in message
+    assert len(resolve_inputs([str(p) for p in parts["csv"]])) == PARTS
 
 
 def test_a_local_glob_builds_the_baseline_of_its_files(

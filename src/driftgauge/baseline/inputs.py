@@ -441,10 +441,23 @@ _SCHEMES = ("file", "gcs", "gs", "http", "https", "s3")
 
 
 def resolve_inputs(specs: Sequence[str]) -> list[DataInput]:
-    """The data files ``specs`` (paths, globs, directories, URLs) name, in the order given."""
+    """The data files ``specs`` (paths, globs, directories, URLs) name, in the order given;
+    a file two of them name (a glob and a file in it) is an error: its rows would count twice."""
     found: list[DataInput] = []
+    named_by: dict[str, str] = {}
     for spec in specs:
-        found.extend(_resolve(spec))
+        for item in _resolve(spec):
+            key = (
+                str(item.location.path.resolve())
+                if isinstance(item.location, _LocalFile)
+                else item.name
+            )
+            first = named_by.setdefault(key, spec)
+            if first != spec:
+                raise DataError(
+                    f"{item.name}: named by --data {first} and by {spec}: each file is read once"
+                )
+            found.append(item)
     return found
 
 
