@@ -173,6 +173,17 @@ def test_empty_or_null_names_are_missing(tmp_path: Path) -> None:
     assert "model: missing" in message
 
 
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "---\n"])
+def test_an_empty_config_file_says_it_is_empty(tmp_path: Path, text: str) -> None:
+    """A config file with no document (a new file, only comments) said 'expected a mapping of
+    keys at the top, got NoneType'; it now says the file holds no settings."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}: the file holds no settings (it is empty or only comments)"
+
+
 def test_a_name_yaml_reads_as_another_type_says_to_quote_it(tmp_path: Path) -> None:
     """Unquoted, a column named yes, 1.50 or 2024-01-01 is a boolean, number or date to YAML:
     the error says so and to quote it, instead of 'True is not a non-empty string'."""

@@ -279,6 +279,10 @@ def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = No
     (:mod:`driftgauge.config.models`): the result is the first model's config,
     and its ``models`` holds every model's.
     """
+    if raw is None:
+        raise ConfigError(
+            f"{path or 'config'}: the file holds no settings (it is empty or only comments)"
+        )
     if not isinstance(raw, Mapping):
         raise ConfigError(
             f"{path or 'config'}: expected a mapping of keys at the top, got {type(raw).__name__}"
