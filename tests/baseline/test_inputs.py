@@ -276,6 +276,7 @@ def test_a_file_named_twice_by_the_data_arguments_is_refused(
         [f"{local}/*.csv", str(one)],
         [str(local), f"{local}/*.parquet"],
         [str(one), f"file://{one}"],
+        [str(one), str(one)],  # the same argument twice
     ):
         with pytest.raises(DataError) as caught:
             resolve_inputs(specs)

@@ -444,18 +444,19 @@ def resolve_inputs(specs: Sequence[str]) -> list[DataInput]:
     """The data files ``specs`` (paths, globs, directories, URLs) name, in the order given;
     a file two of them name (a glob and a file in it) is an error: its rows would count twice."""
     found: list[DataInput] = []
-    named_by: dict[str, str] = {}
-    for spec in specs:
+    named_by: dict[str, int] = {}
+    for index, spec in enumerate(specs):
         for item in _resolve(spec):
             key = (
                 str(item.location.path.resolve())
                 if isinstance(item.location, _LocalFile)
                 else item.name
             )
-            first = named_by.setdefault(key, spec)
-            if first != spec:
+            first = named_by.setdefault(key, index)
+            if first != index:
                 raise DataError(
-                    f"{item.name}: named by --data {first} and by {spec}: each file is read once"
+                    f"{item.name}: named by --data {specs[first]} and by {spec}: "
+                    "each file is read once"
                 )
             found.append(item)
     return found
