@@ -210,6 +210,10 @@ def test_ranges_name_point_masses_and_ends() -> None:
     edges = edges_of(values)
     texts = bin_ranges(edges, 0.0, 2.0)
     assert texts[0] == "= 0"
+    assert texts[1].startswith("(0, ")  # not from the class boundary above 0, 7.00649e-46
+    tails = np.concatenate([np.linspace(-2.0, -0.5, 300), np.full(700, 1.0)])
+    around = bin_ranges(edges_of(tails), -2.0, 1.0)
+    assert around[-1] == "= 1" and around[-2].endswith(", 1)"), around
     assert texts[-1].endswith(", 2]")
     assert len(texts) == len(edges) + 1
     assert bin_ranges(np.empty(0), 7.0, 7.0) == ["= 7"]

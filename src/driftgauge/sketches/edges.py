@@ -30,6 +30,7 @@ different edges) and as the build's guess of where the exact edges fall.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -179,31 +180,51 @@ def bin_ranges(edges: FloatArray, minimum: float, maximum: float) -> list[str]:
     """Each bin as readable text: ``= v`` for a single value's bin, else its range.
 
     The end bins are open to ±inf; they are shown from the minimum and to
-    the maximum the baseline saw.
+    the maximum the baseline saw.  A range beside a single value's bin is
+    shown open at that value (``(0, 0.59)``, not from the class boundary
+    just above 0, 7.00649e-46).
     """
     if not len(edges):
         return [f"= {minimum:.7g}" if minimum == maximum else f"[{minimum:.6g}, {maximum:.6g}]"]
+    bounds = [-math.inf, *map(float, edges), math.inf]
+    singles: list[float | None] = [
+        _single_value(low, high, minimum, maximum) for low, high in itertools.pairwise(bounds)
+    ]
     texts = []
-    for i in range(len(edges) + 1):
-        low = float(edges[i - 1]) if i else -math.inf
-        high = float(edges[i]) if i < len(edges) else math.inf
+    for i, single in enumerate(singles):
+        low, high = bounds[i], bounds[i + 1]
+        before = singles[i - 1] if i else None
+        after = singles[i + 1] if i + 1 < len(singles) else None
         if high <= minimum:  # a constant field's empty end bins
             texts.append(f"< {minimum:.7g}")
         elif low > maximum:
             texts.append(f"> {maximum:.7g}")
-        elif low == -math.inf and high == float32_ceiling(np.asarray([minimum]))[0]:
-            texts.append(f"= {minimum:.7g}")
-        elif high == math.inf and low == float32_floor([maximum])[0]:
-            texts.append(f"= {maximum:.7g}")
-        elif low == -math.inf:
-            texts.append(f"[{minimum:.6g}, {high:.6g})")
-        elif high == math.inf:
-            texts.append(f"[{low:.6g}, {maximum:.6g}]")
-        elif _single_class(low, high):
-            texts.append(f"= {float(np.float32((low + high) / 2)):.7g}")
+        elif single is not None:
+            texts.append(f"= {single:.7g}")
         else:
-            texts.append(f"[{low:.6g}, {high:.6g})")
+            start = (
+                f"({before:.7g}"
+                if before is not None
+                else f"[{minimum if low == -math.inf else low:.6g}"
+            )
+            end = (
+                f"{maximum:.6g}]"
+                if high == math.inf
+                else f"{after:.7g})"
+                if after is not None
+                else f"{high:.6g})"
+            )
+            texts.append(f"{start}, {end}")
     return texts
+
+
+def _single_value(low: float, high: float, minimum: float, maximum: float) -> float | None:
+    """The value of bin ``[low, high)`` if it holds one float32 class of the data, else None."""
+    if low == -math.inf:
+        return minimum if high == float32_ceiling(np.asarray([minimum]))[0] else None
+    if high == math.inf:
+        return maximum if low == float32_floor([maximum])[0] else None
+    return float(np.float32((low + high) / 2)) if _single_class(low, high) else None
 
 
 def _single_class(low: float, high: float) -> bool:
