@@ -482,3 +482,15 @@ def test_python_dash_m_driftgauge_is_the_command() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: driftgauge")
+
+
+def test_a_reader_that_leaves_ends_the_command_quietly(project: Path) -> None:
+    """driftgauge inspect ... | head -1: once the reader is gone the command stops with 141, as
+    a program the SIGPIPE ends, and says nothing (it printed "driftgauge: Broken pipe", exit 1)."""
+    command = [*CLI, "inspect", str(project / "baseline.dgb")]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()  # the reader left before the first line
+        error = process.stderr.read()
+        assert process.wait(timeout=120) == 141
+    assert error == b""

@@ -2,7 +2,8 @@
 
 Every user error ends as one line on stderr and a non-zero exit code
 (2 config, 3 baseline, 4 data, 1 other), never a traceback.  Ctrl-C ends a
-command with 130; SIGTERM ends ``baseline`` as Ctrl-C does, with 143.
+command with 130; SIGTERM ends ``baseline`` as Ctrl-C does, with 143; a reader of
+its output that leaves (``| head``) ends it quietly with 141, as SIGPIPE would.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import contextlib
 import logging
 import math
+import os
 import shlex
 import signal
 import sys
@@ -486,7 +488,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(arguments)
     configure_logging(args.log_level or "INFO", args.log_format or "text")
     try:
-        return _COMMANDS[args.command](args)
+        code = _COMMANDS[args.command](args)
+        sys.stdout.flush()  # a reader that left shows here, not in the interpreter's exit
+        return code
     except DriftgaugeError as exc:
         print(f"driftgauge: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -495,6 +499,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         print(f"driftgauge: {args.command}: stopped by SIGTERM", file=sys.stderr)
         return 128 + signal.SIGTERM
+    except BrokenPipeError:
+        # The reader of stdout left (driftgauge inspect ... | head -1): stop quietly, as a
+        # program the SIGPIPE ends does (Python ignores the signal, so the write raised).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"driftgauge: {where}{exc.strerror or exc}", file=sys.stderr)
