@@ -447,6 +447,21 @@ def _referenced_metrics() -> set[str]:
     return names
 
 
+# The model's fields, for the live sidecar here and the configs the generated dashboards are for.
+FIELDS: dict[str, list[dict[str, str]]] = {
+    "features": [
+        {"name": "alcohol", "type": "numeric"},
+        {"name": "ash", "type": "numeric"},
+        {"name": "color_intensity", "type": "numeric"},
+        {"name": "region", "type": "categorical"},
+    ],
+    "predictions": [
+        {"name": "class", "type": "categorical"},
+        {"name": "score", "type": "numeric"},
+    ],
+}
+
+
 @pytest.fixture(scope="module")
 def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
     """A real sidecar fed drifting traffic, scraped by a real Prometheus with the rules."""
@@ -466,16 +481,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
         },
         "metrics": {"listen": f"127.0.0.1:{metrics_port}", "recompute_interval": "1s"},
         "baseline": "baseline.dgb",
-        "features": [
-            {"name": "alcohol", "type": "numeric"},
-            {"name": "ash", "type": "numeric"},
-            {"name": "color_intensity", "type": "numeric"},
-            {"name": "region", "type": "categorical"},
-        ],
-        "predictions": [
-            {"name": "class", "type": "categorical"},
-            {"name": "score", "type": "numeric"},
-        ],
+        **FIELDS,
         "windows": list(WINDOWS),
         "min_observations": 50,
     }

@@ -17,6 +17,7 @@ from driftgauge.config import config_from_mapping
 from driftgauge.rules.dashboards import render_dashboard
 from tests.system.grafana_support import (
     DATASOURCE_REF,
+    FIELDS,
     WINDOWS,
     Scraped,
     _api,
@@ -26,19 +27,6 @@ from tests.system.grafana_support import (
 
 # The live module fixture (a real sidecar and Prometheus), shared with test_grafana.py.
 from tests.system.grafana_support import scraped as scraped
-
-FIELDS = {
-    "features": [
-        {"name": "alcohol", "type": "numeric"},
-        {"name": "ash", "type": "numeric"},
-        {"name": "color_intensity", "type": "numeric"},
-        {"name": "region", "type": "categorical"},
-    ],
-    "predictions": [
-        {"name": "class", "type": "categorical"},
-        {"name": "score", "type": "numeric"},
-    ],
-}
 
 
 def _board() -> dict[str, Any]:
