@@ -8,14 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from driftgauge.baseline import Baseline, build_baseline, datafiles, local
+from driftgauge.baseline import Baseline, build, build_baseline, datafiles, local
 from driftgauge.baseline.chunks import CSV_NUMERIC_NULLS
-from driftgauge.config import Config
+from driftgauge.baseline.passes import SketchPass
+from driftgauge.config import Config, config_from_mapping
 from driftgauge.sketches import NumericSummary
 from tests._stats_helpers import make_config
 from tests.baseline.test_determinism import signature
+from tests.helpers import base_config, write_csv
 
 FIELDS = [("a", "numeric"), ("c", "categorical")]
 
@@ -115,3 +118,55 @@ def test_missing_spellings_and_cells_that_are_not_numbers_count_as_in_every_read
     many_parts(monkeypatch, path, 6)
     for workers in (1, 2):
         assert counts(build_baseline(config(tmp_path), [path], workers=workers)) == reference
+
+
+def test_pass_two_counts_the_spilled_class_keys_as_it_would_the_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A numeric column no later pass reads row by row is spilled as pass 1's sorted class
+    keys, not as values (the multivariate features, and a numeric prediction with segments,
+    stay rows); the baseline is the one the spilled values give, NaN, inf, missing and
+    not-a-number cells included."""
+    raw = base_config(
+        tmp_path,
+        features=[
+            {"name": "x1", "type": "numeric"},
+            {"name": "x2", "type": "numeric"},
+            {"name": "x3", "type": "numeric"},
+            {"name": "c", "type": "categorical"},
+        ],
+        predictions=[{"name": "p", "type": "numeric"}],
+        multivariate={"features": ["x1", "x2"]},
+        segments={"features": ["c"]},
+    )
+    config = config_from_mapping(raw, base=tmp_path)
+    assert build._keyed(config) == ["x3"]
+    rng = np.random.default_rng(3)
+    n = 6_000
+    x1 = rng.normal(10.0, 2.0, n)
+    x3: list[Any] = np.where(rng.random(n) < 0.2, 0.0, rng.lognormal(0.0, 1.0, n)).tolist()
+    cells = ["nan", "inf", "-inf", "", "oops", "NA"]
+    for i, index in enumerate(range(7, n, 401)):
+        x3[index] = cells[i % len(cells)]
+    path = write_csv(
+        tmp_path / "train.csv",
+        {
+            "x1": x1.round(3).tolist(),
+            "x2": (0.5 * x1 + rng.normal(0.0, 1.0, n)).round(3).tolist(),
+            "x3": x3,
+            "c": rng.choice(["a", "b", "c"], n).tolist(),
+            "p": rng.normal(0.0, 1.0, n).round(2).tolist(),
+        },
+    )
+    many_parts(monkeypatch, path, 4)
+    with local.LocalRunner([path], config.columns, workers=2, keyed=["x3"]) as runner:
+        runner.run(SketchPass(config), "pass 1")
+        (spill,) = runner._spill.iterdir()  # the last attempt's: "oops" made x3 text
+        spilled = pa.ipc.open_file(next(spill.iterdir())).schema
+    assert spilled.names == ["x1", "x2", "c", "p", "x3"]
+    assert spilled.field("x3").type == pa.uint32() and spilled.field("x1").type == pa.float64()
+    with local.LocalRunner([path], config.columns, workers=2) as runner:
+        from_values = counts(build._build(config, runner))
+    assert counts(build_baseline(config, [path], workers=2)) == from_values
+    assert counts(build_baseline(config, [path], workers=1)) == from_values
+    assert from_values["x3 invalid"] == (3, 6, 2)  # nan; inf and -inf; oops

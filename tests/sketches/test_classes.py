@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from driftgauge.sketches.classes import (
     BUCKETS,
+    NO_CLASS,
     ClassCounts,
     add_sorted_bucket_counts,
     class_edges,
@@ -169,3 +170,27 @@ def test_merging_many_parts_holds_few_staged_classes() -> None:
     total.compact()
     keys, counts = np.unique(class_keys(np.concatenate(drawn)), return_counts=True)
     assert np.array_equal(total.keys, keys) and np.array_equal(total.counts, counts)
+
+
+@given(
+    samples, st.lists(st.integers(0, BUCKETS - 1), max_size=20), st.integers(0, 3), st.booleans()
+)
+def test_sorted_keys_count_the_classes_their_values_do(
+    values: list[float], extra: list[int], padding: int, single: bool
+) -> None:
+    """Pass 2 from pass 1's sorted keys (padded as the spill pads them) counts what it counts
+    from the values: every other occupied bucket wanted, and some others, the last included."""
+    array = np.asarray(values)
+    occupied = np.unique(class_keys(array) >> 16)
+    wanted = np.union1d(occupied[::2], [*extra, BUCKETS - 1])
+    by_value = ClassCounts.of(wanted)
+    by_value.add(array)
+    buckets = np.zeros(BUCKETS, dtype=np.int64)
+    keys = add_sorted_bucket_counts(buckets, np.sort(float32_classes(array) if single else array))
+    assert np.array_equal(buckets, bucket_counts(array))
+    by_key = ClassCounts.of(wanted)
+    by_key.add_sorted(np.concatenate([keys, np.full(padding, NO_CLASS)]))
+    by_value.compact()
+    by_key.compact()
+    assert np.array_equal(by_key.keys, by_value.keys)
+    assert np.array_equal(by_key.counts, by_value.counts)

@@ -105,8 +105,18 @@ def build_baseline(
         return _build(config, DaskRunner(data, progress=progress))
     if isinstance(data, Runner):
         return _build(config, data)
-    with LocalRunner(data, config.columns, workers, progress, chunk_rows) as runner:
+    keyed = _keyed(config)
+    with LocalRunner(data, config.columns, workers, progress, chunk_rows, keyed) as runner:
         return _build(config, runner)
+
+
+def _keyed(config: Config) -> list[str]:
+    """The numeric columns no pass after the first reads row by row (the multivariate
+    features and, with segments, the predictions do): pass 2 needs only their class keys."""
+    rowwise = set(config.multivariate.features) if config.multivariate is not None else set()
+    if config.segments.features:
+        rowwise |= {p.name for p in config.predictions}
+    return [s.name for s in config.columns if s.type == "numeric" and s.name not in rowwise]
 
 
 def _build(config: Config, runner: Runner) -> Baseline:

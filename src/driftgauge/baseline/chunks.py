@@ -14,7 +14,7 @@ Dask runners convert their Arrow batches here too.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ __all__ = [
     "Chunk",
     "Column",
     "arrow_chunk",
+    "buffer_values",
     "column_from_list",
     "csv_number",
     "require_columns",
@@ -88,6 +89,10 @@ class Chunk:
     rows: int
     columns: dict[str, Column]
     bytes_read: int
+    # Each numeric field's class keys of its finite values, ascending: filled by pass 1
+    # (:class:`~driftgauge.baseline.passes.SketchPass`), kept by a runner for pass 2 in place
+    # of the column (the local runner's spill files).
+    keys: dict[str, npt.NDArray[np.uint32]] = field(default_factory=dict)
 
 
 def arrow_chunk(
@@ -132,7 +137,7 @@ def require_columns(source: str, present: Sequence[str], fields: Sequence[FieldS
 # installed, half a second in each worker process.
 
 
-def _buffer(array: Any, dtype: type[np.generic]) -> Any:
+def buffer_values(array: Any, dtype: type[np.generic]) -> Any:
     """The values of a fixed-width Arrow array (nulls unset), a read-only view."""
     offset, size = array.offset, len(array)
     return np.frombuffer(array.buffers()[1], dtype=dtype, count=offset + size)[offset:]
@@ -153,7 +158,7 @@ def _valid(array: Any) -> npt.NDArray[np.bool_]:
 
 def _float_values(array: Any) -> npt.NDArray[np.float64]:
     """A float64 Arrow array as numpy, nulls as NaN."""
-    values: npt.NDArray[np.float64] = _buffer(array, np.float64)
+    values: npt.NDArray[np.float64] = buffer_values(array, np.float64)
     if array.null_count:
         values = values.copy()
         values[~_valid(array)] = np.nan
@@ -196,7 +201,7 @@ def _arrow_column(array: Any, spec: FieldSpec, csv: bool = False) -> Column:
         dictionary = encoded.dictionary.to_pylist()
         if csv and "" in dictionary:  # an empty cell is missing
             missing_slots = [dictionary.index("")]
-    indices = _buffer(encoded.indices, np.int32)
+    indices = buffer_values(encoded.indices, np.int32)
     present = _valid(encoded.indices)
     if missing_slots:
         present &= ~np.isin(indices, missing_slots)

@@ -9,8 +9,11 @@ numeric column with a cell that is not a number is read again as text
 (:class:`~driftgauge.baseline.datafiles.NotNumbers`) likewise.  Each part is
 filled by one worker process.  The first pass parses each part once and spills the columns it
 read to an Arrow IPC file in a temporary directory; the later passes
-read that file instead of parsing again.  A part is at most
-``PART_BYTES`` of input, so a worker's memory does not grow with the data.
+read that file instead of parsing again.  A numeric column no later pass
+reads row by row (``keyed``) is spilled as the sorted class keys pass 1
+computed (:attr:`~driftgauge.baseline.chunks.Chunk.keys`), which pass 2
+counts by binary search.  A part is at most ``PART_BYTES`` of input, so a
+worker's memory does not grow with the data.
 """
 
 from __future__ import annotations
@@ -28,13 +31,16 @@ from itertools import groupby, pairwise
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 from driftgauge.baseline import datafiles
-from driftgauge.baseline.chunks import Chunk, arrow_chunk
+from driftgauge.baseline.chunks import Chunk, arrow_chunk, buffer_values
 from driftgauge.baseline.datafiles import part_batches, read_chunks
 from driftgauge.baseline.inputs import DataInput, as_input
 from driftgauge.baseline.runner import PassState
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import DataError
+from driftgauge.sketches.classes import NO_CLASS
 
 __all__ = ["PART_BYTES", "LocalRunner", "Part", "default_workers", "split_parts"]
 
@@ -140,10 +146,12 @@ class LocalRunner:
         workers: int | None = None,
         progress: Progress | None = None,
         chunk_rows: int = 65_536,
+        keyed: Sequence[str] = (),
     ) -> None:
         self.workers = workers or default_workers()
         self.parts = split_parts(files, self.workers)
         self.columns = list(columns)
+        self.keyed = list(keyed)
         self.progress = progress or (lambda stage, done, total: None)
         self.chunk_rows = chunk_rows
         self.total = sum(p.size for p in self.parts)
@@ -234,7 +242,7 @@ class LocalRunner:
     def _run(self, state: S, stage: str) -> dict[int, int]:
         """One pass into ``state``; returns the quote characters each CSV part parsed held."""
         jobs = [
-            (p, self._spill_path(i), self.columns, self.chunk_rows)
+            (p, self._spill_path(i), self.columns, self.keyed, self.chunk_rows)
             for i, p in enumerate(self.parts)
         ]
         quotes: dict[int, int] = {}
@@ -317,11 +325,12 @@ def _start_worker() -> None:
 
 
 def _fill(
-    state: Any, part: Part, spill: Path, columns: list[FieldSpec], rows: int
+    state: Any, part: Part, spill: Path, columns: list[FieldSpec], keyed: list[str], rows: int
 ) -> tuple[Any, int]:
     """Worker side: ``state`` filled from one part, and the quote characters parsed."""
     quotes: list[int] = []
-    for chunk in _chunks(part, spill, columns, rows, state.reads, threads=False, quotes=quotes):
+    reads = state.reads
+    for chunk in _chunks(part, spill, columns, keyed, rows, reads, threads=False, quotes=quotes):
         state.add(chunk)
     if datafiles.arrow_available():
         import pyarrow as pa
@@ -334,13 +343,15 @@ def _chunks(
     part: Part,
     spill: Path,
     columns: list[FieldSpec],
+    keyed: list[str],
     rows: int,
     reads: Sequence[FieldSpec],
     threads: bool,
     quotes: list[int],
 ) -> Iterator[Chunk]:
-    """The part's chunks holding ``reads``: from its spill file, else parsed (and spilled,
-    the quote characters of a CSV range counted into ``quotes``)."""
+    """The part's chunks holding ``reads``: from its spill file, else parsed (and spilled
+    once the pass has added each, the quote characters of a CSV range counted into
+    ``quotes``)."""
     if part.whole:
         yield from read_chunks(part.source, reads, rows, part.text)
         return
@@ -354,7 +365,7 @@ def _chunks(
         with pa.OSFile(str(spill)) as source:
             reader = pa.ipc.open_file(source)
             for i in range(reader.num_record_batches):
-                yield arrow_chunk(reader.get_batch(i), reads, name, csv=csv)
+                yield _unspilled(reader.get_batch(i), reads, keyed, name, csv)
         return
     partial = spill.with_suffix(".partial")
     writer = None
@@ -370,10 +381,12 @@ def _chunks(
             part.text,
             quotes,
         ):
+            chunk = arrow_chunk(batch, reads, name, csv=csv)
+            yield chunk
+            spilled = _spilled(batch, chunk, keyed)
             if writer is None:
-                writer = pa.ipc.new_file(str(partial), batch.schema)
-            writer.write_batch(batch)
-            yield arrow_chunk(batch, reads, name, csv=csv)
+                writer = pa.ipc.new_file(str(partial), spilled.schema)
+            writer.write_batch(spilled)
         if writer is None:
             return
         writer.close()
@@ -383,3 +396,37 @@ def _chunks(
         if writer is not None:
             writer.close()
         partial.unlink(missing_ok=True)
+
+
+def _spilled(batch: Any, chunk: Chunk, keyed: list[str]) -> Any:
+    """What a parsed batch is spilled as: its columns but the ``keyed`` ones, then the
+    ``keyed`` columns' sorted class keys (pass 1's), each padded to the batch's length."""
+    import pyarrow as pa
+
+    kept = [n for n in batch.schema.names if n not in keyed]
+    arrays = [batch.column(n) for n in kept]
+    for name in keyed:
+        keys = chunk.keys[name]
+        if len(keys) < batch.num_rows:
+            keys = np.concatenate([keys, np.full(batch.num_rows - len(keys), NO_CLASS)])
+        # From the buffer: pa.array would import pandas, half a second in each worker.
+        arrays.append(pa.Array.from_buffers(pa.uint32(), len(keys), [None, pa.py_buffer(keys)]))
+    return pa.RecordBatch.from_arrays(arrays, names=kept + keyed)
+
+
+def _unspilled(
+    batch: Any, reads: Sequence[FieldSpec], keyed: list[str], name: str, csv: bool
+) -> Chunk:
+    """The chunk of ``reads`` in a spilled batch (:func:`_spilled`)."""
+    import pyarrow as pa
+
+    count = batch.num_columns - len(keyed)
+    columns = pa.RecordBatch.from_arrays(batch.columns[:count], names=batch.schema.names[:count])
+    wanted = {s.name for s in reads}
+    chunk = arrow_chunk(columns, [s for s in reads if s.name not in keyed], name, csv=csv)
+    keys = {
+        field: buffer_values(batch.column(count + i), np.uint32)
+        for i, field in enumerate(keyed)
+        if field in wanted
+    }
+    return Chunk(batch.num_rows, chunk.columns, 0, keys)

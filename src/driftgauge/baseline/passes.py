@@ -32,6 +32,7 @@ from driftgauge.config import Config, FieldSpec
 from driftgauge.sketches.classes import (
     BUCKETS,
     ClassCounts,
+    KeyArray,
     add_sorted_bucket_counts,
     float32_classes,
     float32_normal,
@@ -83,8 +84,9 @@ def _add_numeric(
     values: FloatArray,
     missing: int = 0,
     wrong_type: int = 0,
-) -> None:
-    """Add a column (``nan`` for missing) to a pass's summary and bucket counts.
+) -> KeyArray:
+    """Add a column (``nan`` for missing) to a pass's summary and bucket counts; return the
+    class keys of its finite values, sorted (:attr:`~driftgauge.baseline.chunks.Chunk.keys`).
 
     Sorted once, its KLL sketch is compacted in numpy (:mod:`~driftgauge.sketches.sorted_kll`:
     9 against 32 ns a value, sort included) and its buckets are counted run by run.  What is
@@ -99,7 +101,7 @@ def _add_numeric(
     )
     sketch = sorted_kll(ordered, summary.items) if len(finite) else None
     summary.add(finite, _ALL, missing, wrong_type, nan, inf, sketch)
-    add_sorted_bucket_counts(buckets, ordered)
+    return add_sorted_bucket_counts(buckets, ordered)
 
 
 def _fresh(spec: FieldSpec, config: Config) -> Summary:
@@ -161,7 +163,7 @@ class SketchPass(_Summaries):
         for name, summary in self.summaries.items():
             column = chunk.columns[name]
             if isinstance(summary, NumericSummary):
-                _add_numeric(
+                chunk.keys[name] = _add_numeric(
                     summary, self.buckets[name], column.values, column.missing, column.wrong_type
                 )
                 continue
@@ -284,6 +286,9 @@ class ClassPass:
 
     def add(self, chunk: Chunk) -> None:
         for name, counts in self.classes.items():
+            if name in chunk.keys:  # pass 1's, kept by the runner
+                counts.add_sorted(chunk.keys[name])
+                continue
             if name == self.derived:
                 assert self.pca is not None and self.config.multivariate is not None
                 values = self.pca.errors(complete_rows(chunk, self.config.multivariate.features))
