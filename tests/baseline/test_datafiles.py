@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import subprocess
 import sys
@@ -306,3 +307,29 @@ def test_a_json_array_file_is_named_as_such(tmp_path: Path, reader: str) -> None
     path.write_text('\ufeff  [{"x": 1, "code": "a"}, {"x": 2, "code": "b"}]\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"records.json: holds a JSON array; .*jq -c"):
         list(datafiles.read_chunks(path, CODES))
+
+
+@given(
+    st.binary(max_size=40),
+    st.binary(max_size=400),
+    st.integers(0, 50),
+    st.integers(0, 450),
+    st.lists(st.integers(1, 64), min_size=1, max_size=8),
+)
+def test_a_csv_range_streams_as_the_header_and_its_bytes_with_their_quotes_counted(
+    header: bytes, data: bytes, start: int, size: int, reads: list[int]
+) -> None:
+    """What pyarrow's CSV reader reads of a part, in blocks of any size: the header, then
+    the part's bytes and no more (the file may end sooner); its quote characters counted."""
+    handle = io.BufferedReader(io.BytesIO(data))  # type: ignore[arg-type]
+    handle.seek(start)
+    stream = datafiles._Range(header, handle, size)
+    got = b""
+    for i in range(10_000):
+        block = stream.read(reads[i % len(reads)])
+        if not block:
+            break
+        got += block
+    body = data[start : start + size]
+    assert got == header + body
+    assert stream.quotes == body.count(b'"')
