@@ -13,6 +13,7 @@ from driftgauge.sketches.classes import (
     BUCKETS,
     NO_CLASS,
     ClassCounts,
+    KeyCounts,
     add_sorted_bucket_counts,
     class_edges,
     class_keys,
@@ -119,11 +120,12 @@ def test_sorted_values_counted_run_by_run_equal_the_bincount(
     first: list[float], second: list[float]
 ) -> None:
     """Bucket counts added run by run from sorted values, over two calls, equal numpy's bincount."""
-    counts = np.zeros(BUCKETS, dtype=np.int64)
+    counts = KeyCounts()
     for values in (first, second, []):
         add_sorted_bucket_counts(counts, np.sort(np.asarray(values, dtype=np.float64)))
     expected = bucket_counts(np.asarray(first + second, dtype=np.float64))
-    assert np.array_equal(counts, expected)
+    assert np.array_equal(counts.dense(), expected)
+    assert np.array_equal(counts.keys, np.flatnonzero(expected))  # only the occupied held
 
 
 @given(samples)
@@ -133,9 +135,9 @@ def test_sorted_float32_classes_count_the_same_buckets_as_the_sorted_values(
     """Sorting the float32 classes (the build's cheaper sort) gives the buckets exactly;
     float32_normal says when the rounding is within 2^-24."""
     array = np.asarray(values, dtype=np.float64)
-    counts = np.zeros(BUCKETS, dtype=np.int64)
+    counts = KeyCounts()
     add_sorted_bucket_counts(counts, np.sort(float32_classes(array)))
-    assert np.array_equal(counts, bucket_counts(array))
+    assert np.array_equal(counts.dense(), bucket_counts(array))
     if float32_normal(array):
         single = float32_classes(array).astype(np.float64)
         assert np.all(np.abs(single - array) <= np.abs(array) * 2.0**-24)
@@ -185,9 +187,9 @@ def test_sorted_keys_count_the_classes_their_values_do(
     wanted = np.union1d(occupied[::2], [*extra, BUCKETS - 1])
     by_value = ClassCounts.of(wanted)
     by_value.add(array)
-    buckets = np.zeros(BUCKETS, dtype=np.int64)
+    buckets = KeyCounts()
     keys = add_sorted_bucket_counts(buckets, np.sort(float32_classes(array) if single else array))
-    assert np.array_equal(buckets, bucket_counts(array))
+    assert np.array_equal(buckets.dense(), bucket_counts(array))
     by_key = ClassCounts.of(wanted)
     by_key.add_sorted(np.concatenate([keys, np.full(padding, NO_CLASS)]))
     by_value.compact()

@@ -122,7 +122,7 @@ def _keyed(config: Config) -> list[str]:
 def _build(config: Config, runner: Runner) -> Baseline:
     first = runner.run(SketchPass(config), "pass 1/2: sketches")
     summaries = dict(first.summaries)
-    buckets = dict(first.buckets)
+    buckets = {name: counts.dense() for name, counts in first.buckets.items()}
     pca = None
     derived = config.multivariate
     if derived is not None:
@@ -130,7 +130,7 @@ def _build(config: Config, runner: Runner) -> Baseline:
         pca = _fit(derived, first.moments)
         errors = runner.run(ErrorPass(config, pca), "pass 1b: multivariate")
         summaries |= errors.summaries
-        buckets[derived.name] = errors.buckets
+        buckets[derived.name] = errors.buckets.dense()
     top = config.sketch.top_categories
     binnings: dict[str, NumericBinning | CategoricalBinning] = {}
     untallied: dict[str, CategoricalBinning] = {}

@@ -30,9 +30,9 @@ from driftgauge.baseline.model import KNOWN_CATEGORY_LIMIT
 from driftgauge.baseline.multivariate import Moments, PcaModel
 from driftgauge.config import Config, FieldSpec
 from driftgauge.sketches.classes import (
-    BUCKETS,
     ClassCounts,
     KeyArray,
+    KeyCounts,
     add_sorted_bucket_counts,
     float32_classes,
     float32_normal,
@@ -64,23 +64,9 @@ def complete_rows(chunk: Chunk, names: Sequence[str]) -> FloatArray:
     return complete
 
 
-def _sparse(counts: CountArray) -> tuple[npt.NDArray[np.uint32], CountArray]:
-    """Bucket counts as (bucket, count) of the occupied buckets: a part's values fill few
-    of the 65,536, and its state crosses a pipe to be merged."""
-    occupied = np.flatnonzero(counts)
-    return occupied.astype(np.uint32), counts[occupied]
-
-
-def _dense(sparse: tuple[npt.NDArray[np.uint32], CountArray]) -> CountArray:
-    occupied, n = sparse
-    counts = np.zeros(BUCKETS, dtype=np.int64)
-    counts[occupied] = n
-    return counts
-
-
 def _add_numeric(
     summary: NumericSummary,
-    buckets: CountArray,
+    buckets: KeyCounts,
     values: FloatArray,
     missing: int = 0,
     wrong_type: int = 0,
@@ -140,9 +126,7 @@ class SketchPass(_Summaries):
         self.config = config
         self.rows = 0
         self.summaries = {s.name: _fresh(s, config) for s in config.columns}
-        self.buckets = {
-            s.name: np.zeros(BUCKETS, dtype=np.int64) for s in config.columns if s.type == "numeric"
-        }
+        self.buckets = {s.name: KeyCounts() for s in config.columns if s.type == "numeric"}
         self.tallies: dict[str, Counter[str] | None] = {
             s.name: Counter() for s in config.columns if s.type != "numeric"
         }
@@ -184,7 +168,7 @@ class SketchPass(_Summaries):
         for name, summary in self.summaries.items():
             summary.merge(other.summaries[name])  # type: ignore[arg-type]
         for name, counts in self.buckets.items():
-            counts += other.buckets[name]
+            counts.merge(other.buckets[name])
         for name, tally in self.tallies.items():
             theirs = other.tallies[name]
             if tally is None or theirs is None:
@@ -199,7 +183,7 @@ class SketchPass(_Summaries):
             "config": self.config,
             "rows": self.rows,
             "summaries": self._pickled(),
-            "buckets": {name: _sparse(counts) for name, counts in self.buckets.items()},
+            "buckets": self.buckets,
             "tallies": self.tallies,
             "moments": self.moments,
         }
@@ -207,7 +191,7 @@ class SketchPass(_Summaries):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.config, self.rows = state["config"], state["rows"]
         self.summaries = self._unpickled(state["summaries"])
-        self.buckets = {name: _dense(counts) for name, counts in state["buckets"].items()}
+        self.buckets = state["buckets"]
         self.tallies, self.moments = state["tallies"], state["moments"]
 
 
@@ -220,7 +204,7 @@ class ErrorPass(_Summaries):
         self.derived = config.multivariate
         spec = next(s for s in config.fields if s.name == self.derived.name)
         self.summaries = {spec.name: _fresh(spec, config)}
-        self.buckets = np.zeros(BUCKETS, dtype=np.int64)
+        self.buckets = KeyCounts()
 
     @property
     def reads(self) -> Sequence[FieldSpec]:
@@ -238,14 +222,14 @@ class ErrorPass(_Summaries):
     def merge(self, other: ErrorPass, /) -> None:
         summary = self.summaries[self.derived.name]
         summary.merge(other.summaries[self.derived.name])  # type: ignore[arg-type]
-        self.buckets += other.buckets
+        self.buckets.merge(other.buckets)
 
     def __getstate__(self) -> dict[str, Any]:
         return {
             "config": self.config,
             "pca": self.pca,
             "summaries": self._pickled(),
-            "buckets": _sparse(self.buckets),
+            "buckets": self.buckets,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -253,7 +237,7 @@ class ErrorPass(_Summaries):
         assert self.config.multivariate is not None
         self.derived = self.config.multivariate
         self.summaries = self._unpickled(state["summaries"])
-        self.buckets = _dense(state["buckets"])
+        self.buckets = state["buckets"]
 
 
 class ClassPass:

@@ -33,6 +33,7 @@ __all__ = [
     "NO_CLASS",
     "ClassCounts",
     "ClassEdges",
+    "KeyCounts",
     "add_sorted_bucket_counts",
     "class_edges",
     "class_keys",
@@ -102,45 +103,94 @@ def class_values(keys: KeyArray) -> FloatArray:
     return values
 
 
-def add_sorted_bucket_counts(counts: CountArray, ordered: Floats) -> KeyArray:
-    """Add to ``counts`` the count of ``ordered`` (finite, ascending) in each bucket, and
-    return their class keys (ascending too).
-
-    ``ordered`` may be sorted :func:`float32_classes`: the classes are the same.
-
-    Sorted values fill runs of buckets, counted run by run: no pass over all
-    :data:`BUCKETS` buckets per call (12 against 22 ns a value for 65,536 values).
-    """
-    keys = class_keys(ordered)
-    if not len(keys):
-        return keys
-    high = keys >> _LOW
-    starts = np.flatnonzero(np.r_[True, high[1:] != high[:-1]])
-    counts[high[starts]] += np.diff(np.r_[starts, len(high)])
-    return keys
-
-
 @dataclass(slots=True)
-class ClassCounts:
-    """Exact counts of each class of values falling in the buckets ``wanted``."""
+class KeyCounts:
+    """Counts of integer keys: the sorted distinct ``keys`` and the ``counts`` of each.
 
-    wanted: npt.NDArray[np.bool_]
+    Counts are staged, and combined (:meth:`compact`) once as many are staged
+    as held, so that adding, merging and pickling cost the keys occupied, not
+    the key space: a part's values occupy a few thousand of the 65,536 buckets,
+    where a dense array was 512 KB per field to allocate, fill, send and add
+    for every part.  The memory held is at most about twice the distinct keys.
+    """
+
     keys: KeyArray = field(default_factory=lambda: np.empty(0, dtype=np.uint32))
     counts: CountArray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     _pending: list[tuple[KeyArray, CountArray]] = field(default_factory=list)
     _pending_size: int = 0
 
+    def stage(self, keys: KeyArray, counts: CountArray) -> None:
+        """Add ``counts[i]`` to the count of ``keys[i]`` (a key may repeat)."""
+        if not len(keys):
+            return
+        self._pending.append((keys, counts))
+        self._pending_size += len(keys)
+        if self._pending_size > max(_PENDING, len(self.keys)):
+            self.compact()
+
+    def merge(self, other: KeyCounts) -> None:
+        other.compact()
+        self.stage(other.keys, other.counts)
+
+    def compact(self) -> None:
+        """Fold the staged counts into ``keys`` and ``counts`` (sorted, one entry per key)."""
+        if not self._pending:
+            return
+        keys = np.concatenate([self.keys, *(k for k, _ in self._pending)])
+        counts = np.concatenate([self.counts, *(c for _, c in self._pending)])
+        self._pending, self._pending_size = [], 0
+        self.keys, inverse = np.unique(keys, return_inverse=True)
+        self.counts = np.bincount(inverse, weights=counts, minlength=len(self.keys)).astype(
+            np.int64
+        )
+
+    def dense(self, size: int = BUCKETS) -> CountArray:
+        """The count of every key below ``size``, as an array."""
+        self.compact()
+        result = np.zeros(size, dtype=np.int64)
+        result[self.keys] = self.counts
+        return result
+
+    def __getstate__(self) -> dict[str, Any]:
+        self.compact()
+        return {"keys": self.keys, "counts": self.counts}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.keys, self.counts = state["keys"], state["counts"]
+        self._pending, self._pending_size = [], 0
+
+
+def add_sorted_bucket_counts(counts: KeyCounts, ordered: Floats) -> KeyArray:
+    """Add to ``counts`` the count of ``ordered`` (finite, ascending) in each bucket, and
+    return their class keys (ascending too).
+
+    ``ordered`` may be sorted :func:`float32_classes`: the classes are the same.
+    Sorted values fill runs of buckets, counted run by run.
+    """
+    keys = class_keys(ordered)
+    if len(keys):
+        high = keys >> np.uint32(_LOW)
+        starts = np.flatnonzero(np.r_[True, high[1:] != high[:-1]])
+        counts.stage(high[starts], np.diff(np.r_[starts, len(high)]))
+    return keys
+
+
+@dataclass(slots=True)
+class ClassCounts(KeyCounts):
+    """Exact counts of each class of values falling in the buckets ``wanted``."""
+
+    wanted: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(BUCKETS, np.bool_))
+
     @classmethod
     def of(cls, buckets: npt.ArrayLike) -> ClassCounts:
         wanted = np.zeros(BUCKETS, dtype=np.bool_)
         wanted[np.asarray(buckets, dtype=np.intp)] = True
-        return cls(wanted)
+        return cls(wanted=wanted)
 
     def add(self, values: FloatArray) -> None:
         keys = class_keys(values)
         keys = keys[self.wanted[keys >> _LOW]]
-        if len(keys):
-            self._stage(keys, np.ones(len(keys), dtype=np.int64))
+        self.stage(keys, np.ones(len(keys), dtype=np.int64))
 
     def add_sorted(self, keys: KeyArray) -> None:
         """Add the classes of sorted ``keys`` (:func:`add_sorted_bucket_counts`' result, maybe
@@ -154,40 +204,15 @@ class ClassCounts:
             return
         found = np.concatenate(runs)  # ascending, as the buckets are
         first = np.flatnonzero(np.r_[True, found[1:] != found[:-1]])
-        self._stage(found[first], np.diff(np.r_[first, len(found)]))
-
-    def merge(self, other: ClassCounts) -> None:
-        other.compact()
-        if len(other.keys):
-            self._stage(other.keys, other.counts)
-
-    def _stage(self, keys: KeyArray, counts: CountArray) -> None:
-        self._pending.append((keys, counts))
-        self._pending_size += len(keys)
-        if self._pending_size > max(_PENDING, len(self.keys)):
-            self.compact()
-
-    def compact(self) -> None:
-        """Fold the staged keys into ``keys`` and ``counts`` (sorted, one entry per class)."""
-        if not self._pending:
-            return
-        keys = np.concatenate([self.keys, *(k for k, _ in self._pending)])
-        counts = np.concatenate([self.counts, *(c for _, c in self._pending)])
-        self._pending, self._pending_size = [], 0
-        self.keys, inverse = np.unique(keys, return_inverse=True)
-        self.counts = np.bincount(inverse, weights=counts, minlength=len(self.keys)).astype(
-            np.int64
-        )
+        self.stage(found[first], np.diff(np.r_[first, len(found)]))
 
     def __getstate__(self) -> dict[str, Any]:
-        self.compact()
-        return {"wanted": np.flatnonzero(self.wanted), "keys": self.keys, "counts": self.counts}
+        return {"wanted": np.flatnonzero(self.wanted), **KeyCounts.__getstate__(self)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.wanted = np.zeros(BUCKETS, dtype=np.bool_)
         self.wanted[state["wanted"]] = True
-        self.keys, self.counts = state["keys"], state["counts"]
-        self._pending, self._pending_size = [], 0
+        KeyCounts.__setstate__(self, state)
 
 
 @dataclass(frozen=True, slots=True)
