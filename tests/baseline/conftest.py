@@ -82,6 +82,9 @@ def dask_cluster() -> Iterator[Any]:
         threads_per_worker=1,
         host="127.0.0.1",
         dashboard_address=None,
+        # No dashboard, but the scheduler's HTTP server (/metrics, /health) still listens,
+        # on 8787 unless told: two clusters at once (two test processes) then collide.
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
     )
     try:
         yield cluster
