@@ -37,7 +37,15 @@ from driftgauge.baseline.spark import SparkRunner, is_spark_dataframe
 from driftgauge.baseline.store import finish
 from driftgauge.config import Config, MultivariateConfig
 from driftgauge.exceptions import DataError
-from driftgauge.sketches.classes import ClassCounts, ClassEdges, class_edges, class_keys
+from driftgauge.sketches.classes import (
+    BUCKETS,
+    ClassCounts,
+    ClassEdges,
+    KeyCounts,
+    class_edges,
+    class_keys,
+    occupied,
+)
 from driftgauge.sketches.edges import equal_mass_edges
 from driftgauge.sketches.summary import (
     OTHER,
@@ -122,7 +130,7 @@ def _keyed(config: Config) -> list[str]:
 def _build(config: Config, runner: Runner) -> Baseline:
     first = runner.run(SketchPass(config), "pass 1/2: sketches")
     summaries = dict(first.summaries)
-    buckets = {name: counts.dense() for name, counts in first.buckets.items()}
+    buckets = dict(first.buckets)
     pca = None
     derived = config.multivariate
     if derived is not None:
@@ -130,7 +138,7 @@ def _build(config: Config, runner: Runner) -> Baseline:
         pca = _fit(derived, first.moments)
         errors = runner.run(ErrorPass(config, pca), "pass 1b: multivariate")
         summaries |= errors.summaries
-        buckets[derived.name] = errors.buckets.dense()
+        buckets[derived.name] = errors.buckets
     top = config.sketch.top_categories
     binnings: dict[str, NumericBinning | CategoricalBinning] = {}
     untallied: dict[str, CategoricalBinning] = {}
@@ -190,9 +198,7 @@ def _build(config: Config, runner: Runner) -> Baseline:
     return finish(config, first.rows, fields, segments, pca)
 
 
-def _guess_buckets(
-    buckets: npt.NDArray[np.int64], summary: NumericSummary, bins: int
-) -> npt.NDArray[np.int64]:
+def _guess_buckets(buckets: KeyCounts, summary: NumericSummary, bins: int) -> npt.NDArray[np.int64]:
     """The buckets the edge rule will likely need counted class by class.
 
     Those that may hold a point mass, those holding the equal-mass targets
@@ -200,21 +206,22 @@ def _guess_buckets(
     places (which accounts for the point masses approximately).  A wrong guess
     costs one more pass, never a different result.
     """
-    total = int(buckets.sum())
+    held, counts = occupied(buckets)
+    total = int(counts.sum())
     if total == 0:
         return np.empty(0, dtype=np.int64)
-    through = np.cumsum(buckets)
+    through = np.cumsum(counts)
     targets = (np.arange(1, bins) * total + bins - 1) // bins
     guesses = [
-        np.flatnonzero(buckets * bins >= total),
-        np.searchsorted(through, np.minimum(targets, total - 1) + 1, side="left"),
+        held[counts * bins >= total],
+        held[np.searchsorted(through, np.minimum(targets, total - 1) + 1, side="left")],
     ]
     approximate = equal_mass_edges_of(summary, bins)
     if len(approximate):
         keys = class_keys(approximate).astype(np.int64)
         guesses += [keys >> 16, (keys - 1) >> 16]
     chosen: npt.NDArray[np.int64] = np.unique(np.concatenate(guesses)).astype(np.int64)
-    return chosen[(chosen >= 0) & (chosen < len(buckets))]
+    return chosen[(chosen >= 0) & (chosen < BUCKETS)]
 
 
 def _segments(

@@ -39,6 +39,7 @@ __all__ = [
     "class_keys",
     "float32_classes",
     "float32_normal",
+    "occupied",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -224,95 +225,124 @@ class ClassEdges:
     needed: frozenset[int] = frozenset()
 
 
+def occupied(buckets: CountArray | KeyCounts) -> tuple[npt.NDArray[np.int64], CountArray]:
+    """The buckets holding values, ascending, and how many each holds: from bucket counts
+    held sparse (:class:`KeyCounts`), or from a count for every bucket."""
+    if isinstance(buckets, KeyCounts):
+        buckets.compact()
+        return buckets.keys.astype(np.int64), buckets.counts
+    held = np.flatnonzero(buckets)
+    return held, buckets[held]
+
+
 class _Cdf:
     """Counts below class keys, from bucket counts and the classes counted one by one."""
 
-    def __init__(self, buckets: CountArray, classes: ClassCounts) -> None:
+    def __init__(
+        self, buckets: npt.NDArray[np.int64], through: CountArray, classes: ClassCounts
+    ) -> None:
         classes.compact()
-        self.before = np.concatenate([[0], np.cumsum(buckets)])  # values in earlier buckets
+        self.buckets, self.through = buckets, through  # occupied, and the values up to each
         self.keys, self.counts = classes.keys, classes.counts
         self.refined = classes.wanted
         self.needed: set[int] = set()
+
+    def before(self, bucket: int) -> int:
+        """How many values lie in buckets before ``bucket``."""
+        index = int(np.searchsorted(self.buckets, bucket))
+        return int(self.through[index - 1]) if index else 0
 
     def below(self, key: int) -> int:
         """How many values lie in classes before ``key`` (0 if its bucket is not counted)."""
         bucket, low = key >> _LOW, key & (BUCKETS - 1)
         if bucket >= BUCKETS:
-            return int(self.before[-1])
+            return self.before(BUCKETS)
         if low == 0:
-            return int(self.before[bucket])
+            return self.before(bucket)
         if not self.refined[bucket]:
             self.needed.add(bucket)
-            return int(self.before[bucket])
+            return self.before(bucket)
         start = np.searchsorted(self.keys, bucket << _LOW)
         stop = np.searchsorted(self.keys, key)
-        return int(self.before[bucket] + self.counts[start:stop].sum())
+        return self.before(bucket) + int(self.counts[start:stop].sum())
 
 
 def class_edges(
-    buckets: CountArray, classes: ClassCounts, bins: int, minimum: float, maximum: float
+    buckets: CountArray | KeyCounts,
+    classes: ClassCounts,
+    bins: int,
+    minimum: float,
+    maximum: float,
 ) -> ClassEdges:
     """The rule of :mod:`driftgauge.sketches.edges`, exactly, on class counts.
 
-    ``buckets`` holds every finite value's bucket count and ``classes`` the
-    class counts of some buckets; ``minimum`` and ``maximum`` are the exact
-    extremes.  When the rule needs a bucket ``classes`` did not count, the
-    result names it in ``needed`` (its edges and counts are then not final).
-    Point masses are classes holding at least 1/B of the values; each of the
-    B − P residual edges goes below the value at position ⌈jR/(B − P)⌉ of
-    the R non-point-mass values in order.
+    ``buckets`` holds every finite value's bucket count (see :func:`occupied`)
+    and ``classes`` the class counts of some buckets; ``minimum`` and
+    ``maximum`` are the exact extremes.  When the rule needs a bucket
+    ``classes`` did not count, the result names it in ``needed`` (its edges and
+    counts are then not final).  Point masses are classes holding at least 1/B
+    of the values; each of the B − P residual edges goes below the value at
+    position ⌈jR/(B − P)⌉ of the R non-point-mass values in order.  The work is
+    in the occupied buckets (a few thousand), not all 65,536.
     """
-    total = int(buckets.sum())
+    held, counts = occupied(buckets)
+    through = np.cumsum(counts)
+    total = int(through[-1]) if len(through) else 0
     if total == 0 or bins < 2:
         return ClassEdges(np.empty(0), np.asarray([total], dtype=np.int64))
     constant = constant_edges(bins, minimum, maximum)
     if constant is not None:  # the value's bin holds everything; the others are empty
-        counts = np.zeros(len(constant) + 1, dtype=np.int64)
-        counts[len(constant) // 2] = total
-        return ClassEdges(constant, counts)
-    heavy_buckets = np.flatnonzero(buckets * bins >= total)
+        bin_counts = np.zeros(len(constant) + 1, dtype=np.int64)
+        bin_counts[len(constant) // 2] = total
+        return ClassEdges(constant, bin_counts)
+    heavy_buckets = held[counts * bins >= total]
     missing = frozenset(int(b) for b in heavy_buckets if not classes.wanted[b])
     if missing:
         return ClassEdges(np.empty(0), np.asarray([total], dtype=np.int64), missing)
-    cdf = _Cdf(buckets, classes)
+    cdf = _Cdf(held, through, classes)
     heavy = cdf.counts * bins >= total
     while True:
-        keys = _edge_keys(cdf, buckets, heavy, bins, total)
+        keys = _edge_keys(cdf, counts, heavy, bins, total)
         if cdf.needed:
             return ClassEdges(
                 np.empty(0), np.asarray([total], dtype=np.int64), frozenset(cdf.needed)
             )
         edges, below = _close_gaps(cdf, keys, minimum, maximum)
         if len(edges) < bins or not heavy.any():
-            counts = np.diff(np.concatenate([[0], below, [total]])).astype(np.int64)
-            return ClassEdges(edges, counts)
+            bin_counts = np.diff(np.concatenate([[0], below, [total]])).astype(np.int64)
+            return ClassEdges(edges, bin_counts)
         # As in the sketch rule: the lightest point mass goes back to the equal-mass part.
         candidates = np.flatnonzero(heavy)
         heavy[candidates[np.argmin(cdf.counts[candidates])]] = False
 
 
 def _edge_keys(
-    cdf: _Cdf, buckets: CountArray, heavy: npt.NDArray[np.bool_], bins: int, total: int
+    cdf: _Cdf, counts: CountArray, heavy: npt.NDArray[np.bool_], bins: int, total: int
 ) -> KeyArray:
-    """The class keys whose lower boundaries are edges: around point masses, between the rest."""
+    """The class keys whose lower boundaries are edges: around point masses, between the rest.
+
+    ``counts``: the values in each of ``cdf.buckets``."""
     masses = cdf.keys[heavy].astype(np.int64)
     keys = [masses, masses + 1]
     rest = bins - len(masses)
     residual = total - int(cdf.counts[heavy].sum())
     if rest >= 2 and residual > 0:
-        in_masses = np.bincount(masses >> _LOW, weights=cdf.counts[heavy], minlength=BUCKETS)
-        rest_through = np.cumsum(buckets - in_masses.astype(np.int64))
+        # Each occupied bucket's values outside the point masses, and those up to it.
+        in_masses = np.zeros(len(counts), dtype=np.int64)
+        np.add.at(in_masses, np.searchsorted(cdf.buckets, masses >> _LOW), cdf.counts[heavy])
+        rest_through = np.cumsum(counts - in_masses)
         light = ~heavy
         for j in range(1, rest):
             position = min((j * residual + rest - 1) // rest, residual - 1)
-            bucket = int(np.searchsorted(rest_through, position + 1, side="left"))
+            index = int(np.searchsorted(rest_through, position + 1, side="left"))
+            bucket = int(cdf.buckets[index])
             if not cdf.refined[bucket]:
                 cdf.needed.add(bucket)
                 continue
             start = np.searchsorted(cdf.keys, bucket << _LOW)
             stop = np.searchsorted(cdf.keys, (bucket + 1) << _LOW)
             inside = np.arange(start, stop)[light[start:stop]]
-            before = int(rest_through[bucket - 1]) if bucket else 0
+            before = int(rest_through[index - 1]) if index else 0
             reached = before + np.cumsum(cdf.counts[inside])
             keys.append(cdf.keys[inside[np.searchsorted(reached, position + 1)]][None])
     merged: KeyArray = np.unique(np.concatenate(keys)).astype(np.int64)
