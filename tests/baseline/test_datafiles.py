@@ -336,3 +336,31 @@ def test_a_csv_range_streams_as_the_header_and_its_bytes_with_their_quotes_count
     body = data[start : start + size]
     assert got == header + body
     assert stream.quotes == body.count(b'"')
+
+
+def test_csv_batches_are_joined_to_the_chunk_rows_without_changing_a_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pyarrow's CSV reader gives a batch per block; a part's batches come joined into
+    chunk-sized ones (the last may be shorter), in order, every value as read."""
+    import pyarrow.csv as pa_csv
+
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=20_000).round(6)
+    path = tmp_path / "train.csv"
+    path.write_text("x,code\n" + "".join(f"{v},c{i % 7}\n" for i, v in enumerate(values)))
+    block = 8_192
+    original = pa_csv.ReadOptions
+
+    def small_blocks(**options: Any) -> Any:
+        return original(**{**options, "block_size": block})
+
+    monkeypatch.setattr(pa_csv, "ReadOptions", small_blocks)
+    source = datafiles.as_input(path)
+    header = len(path.read_bytes().split(b"\n")[0]) + 1
+    batches = list(datafiles.part_batches(source, CODES, 3_000, header, source.size))
+    sizes = [b.num_rows for b in batches]
+    assert all(size >= 3_000 for size in sizes[:-1]) and sizes[-1] > 0 and len(sizes) > 2
+    assert max(sizes) < 2 * 3_000  # a block (600 rows here) more than asked, at most
+    joined = np.concatenate([np.asarray(b.column("x").to_pylist()) for b in batches])
+    assert np.array_equal(joined, values)

@@ -19,6 +19,7 @@ worker's memory does not grow with the data.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import multiprocessing
 import os
@@ -45,6 +46,7 @@ from driftgauge.sketches.classes import NO_CLASS
 __all__ = ["PART_BYTES", "LocalRunner", "Part", "default_workers", "split_parts"]
 
 PART_BYTES = 32 << 20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 MIN_PART_BYTES = 1 << 20
 
 S = TypeVar("S", bound=PassState)
@@ -322,6 +324,28 @@ def _start_worker() -> None:
 
         with contextlib.suppress(NotImplementedError):  # a pyarrow built without it
             pa.set_memory_pool(pa.jemalloc_memory_pool())
+    _keep_freed_memory()
+
+
+def _keep_freed_memory() -> None:
+    """Worker side: glibc's malloc keeps what numpy frees for the next chunk.
+
+    By default it maps each allocation over 128 KiB (a chunk's column is 512 KiB)
+    afresh and hands the top of its heap back once over twice that: each chunk's
+    arrays then took new pages, a fault per 4 KiB.  With a 32 MiB mapping and a
+    256 MiB trim threshold a worker reuses its heap: a CSV build's CPU 1.55-1.58
+    -> 1.45-1.47 s, Parquet 0.97 -> 0.93 s (with batches of 65,536 CSV rows); its
+    peak RSS is what it was (a worker's memory is as large as one part needs).
+    Other C libraries, or none found: nothing is changed.
+    """
+    try:
+        glibc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (ValueError, OSError):  # not a name this system knows
+        glibc = ""
+    if glibc.startswith("glibc"):
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
 
 
 def _fill(
@@ -383,10 +407,10 @@ def _chunks(
         ):
             chunk = arrow_chunk(batch, reads, name, csv=csv)
             yield chunk
-            spilled = _spilled(batch, chunk, keyed)
-            if writer is None:
-                writer = pa.ipc.new_file(str(partial), spilled.schema)
-            writer.write_batch(spilled)
+            for spilled in _spilled(batch, chunk, keyed):
+                if writer is None:
+                    writer = pa.ipc.new_file(str(partial), spilled.schema)
+                writer.write_batch(spilled)
         if writer is None:
             return
         writer.close()
@@ -398,20 +422,29 @@ def _chunks(
         partial.unlink(missing_ok=True)
 
 
-def _spilled(batch: Any, chunk: Chunk, keyed: list[str]) -> Any:
-    """What a parsed batch is spilled as: its columns but the ``keyed`` ones, then the
-    ``keyed`` columns' sorted class keys (pass 1's), each padded to the batch's length."""
+def _spilled(batch: Any, chunk: Chunk, keyed: list[str]) -> Iterator[Any]:
+    """What a parsed batch (or Table) is spilled as, a RecordBatch at a time: its columns
+    but the ``keyed`` ones, then the ``keyed`` columns' sorted class keys (pass 1's), padded
+    to the chunk's length and cut as its batches are (each cut is sorted too)."""
     import pyarrow as pa
 
     kept = [n for n in batch.schema.names if n not in keyed]
-    arrays = [batch.column(n) for n in kept]
+    padded = {}
     for name in keyed:
         keys = chunk.keys[name]
         if len(keys) < batch.num_rows:
             keys = np.concatenate([keys, np.full(batch.num_rows - len(keys), NO_CLASS)])
-        # From the buffer: pa.array would import pandas, half a second in each worker.
-        arrays.append(pa.Array.from_buffers(pa.uint32(), len(keys), [None, pa.py_buffer(keys)]))
-    return pa.RecordBatch.from_arrays(arrays, names=kept + keyed)
+        padded[name] = keys
+    start = 0
+    for part in batch.to_batches() if isinstance(batch, pa.Table) else [batch]:
+        stop = start + part.num_rows
+        arrays = [part.column(n) for n in kept]
+        for name in keyed:
+            # From the buffer: pa.array would import pandas, half a second in each worker.
+            keys = np.ascontiguousarray(padded[name][start:stop])
+            arrays.append(pa.Array.from_buffers(pa.uint32(), len(keys), [None, pa.py_buffer(keys)]))
+        yield pa.RecordBatch.from_arrays(arrays, names=kept + keyed)
+        start = stop
 
 
 def _unspilled(
