@@ -264,6 +264,24 @@ def test_a_folder_skips_the_hidden_and_underscored_files_under_it(
     assert names == sorted(map(str, parts["csv"] + parts["parquet"]))
 
 
+def test_a_glob_skips_what_a_folder_skips_unless_it_names_it(
+    tmp_path: Path, parts: dict[str, list[Path]]
+) -> None:
+    """Spark writes out/_SUCCESS beside its parts, and a failed attempt's _temporary/:
+    ``out/*`` and ``out/**/*.csv`` read the parts only; ``out/_*.csv`` names its files."""
+    out = tmp_path / "out"
+    (out / "_temporary" / "0").mkdir(parents=True)
+    for i, source in enumerate(parts["csv"][:2]):
+        (out / f"part-{i}.csv").write_bytes(source.read_bytes())
+    (out / "_temporary" / "0" / "part-9.csv").write_bytes(parts["csv"][2].read_bytes())
+    (out / "_SUCCESS").write_bytes(b"")
+    (out / "_extra.csv").write_bytes(parts["csv"][2].read_bytes())
+    wanted = [str(out / "part-0.csv"), str(out / "part-1.csv")]
+    assert [i.name for i in resolve_inputs([f"{out}/*"])] == wanted
+    assert [i.name for i in resolve_inputs([f"{out}/**/*.csv"])] == wanted
+    assert [i.name for i in resolve_inputs([f"{out}/_*.csv"])] == [str(out / "_extra.csv")]
+
+
 def test_a_file_named_twice_by_the_data_arguments_is_refused(
     tmp_path: Path, parts: dict[str, list[Path]]
 ) -> None:
@@ -343,6 +361,8 @@ def test_an_s3_glob_builds_the_same_baseline_as_the_local_files(
         (f"s3://training/wine/{p.name}", p.stat().st_size, "parquet") for p in parts["parquet"]
     ]
     assert_same_baseline(build_baseline(config, inputs), build_baseline(config, parts["parquet"]))
+    # `*` alone skips _SUCCESS, as a prefix does.
+    assert [i.name for i in resolve_inputs(["s3://training/wine/*"])] == [i.name for i in inputs]
 
 
 def test_s3_csv_parts_a_prefix_and_one_object(

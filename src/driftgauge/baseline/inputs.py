@@ -165,10 +165,24 @@ def _data_file(relative: str) -> bool:
     """Whether a file under a folder or prefix is data: a data file's suffix, and no part of
     its path hidden (``.x``) or private (``_temporary/``, ``_SUCCESS``), as Spark and pyarrow's
     datasets read a folder."""
-    parts = relative.split("/")
-    return Path(parts[-1]).suffix.lower() in FORMATS and not any(
-        part.startswith((".", "_")) for part in parts
-    )
+    return Path(relative).suffix.lower() in FORMATS and not _private(relative)
+
+
+def _private(relative: str) -> bool:
+    """Whether a relative path has a hidden (``.x``) or private (``_x``) part."""
+    return any(part.startswith((".", "_")) for part in relative.split("/"))
+
+
+def _glob_keeps(pattern: str, relative: str) -> bool:
+    """Whether a match of a glob is data: a path under its fixed folder (``relative``) with
+    a hidden or private part is skipped, as under a folder (``out/*`` over Spark output is
+    not ``out/_SUCCESS``), unless the glob's own ``pattern`` there has one (``out/_*.csv``)."""
+    return _private(pattern) or not _private(relative)
+
+
+def _glob_base(spec: str, at: int) -> str:
+    """The fixed folder of a glob whose first glob character is at ``at``, ``/``-ended."""
+    return spec[: spec.rfind("/", 0, at) + 1]
 
 
 def _under(directory: Path) -> list[Path]:
@@ -188,8 +202,14 @@ def _resolve_local(spec: str) -> list[DataInput]:
                 f"{spec}: no data files ({', '.join(sorted(FORMATS))}) in the directory"
             )
         return [_local(p) for p in found]
-    if not path.exists() and _GLOB_CHARS.search(spec):
-        matches = sorted(Path(m) for m in glob.glob(spec, recursive=True))
+    glob_at = _GLOB_CHARS.search(spec)
+    if not path.exists() and glob_at is not None:
+        base = _glob_base(spec, glob_at.start())
+        matches = sorted(
+            Path(m)
+            for m in glob.glob(spec, recursive=True)
+            if _glob_keeps(spec[len(base) :], m[len(base) :])
+        )
         files = [m for m in matches if m.is_file()]
         if not files:
             raise DataError(f"{spec}: no file matches")
@@ -283,10 +303,15 @@ def _resolve_store(spec: str, scheme: str, bucket: str, key: str) -> list[DataIn
         return [stored(info.path, info.size)]
     glob_at = _GLOB_CHARS.search(key)
     if glob_at is not None:
-        base = key[: key.rfind("/", 0, glob_at.start()) + 1]
+        base = _glob_base(key, glob_at.start())
         pattern = _pattern(key)
         listed = _listing(filesystem, f"{bucket}/{base}".rstrip("/"))
-        matches = [info for info in listed if pattern.fullmatch(info.path.partition("/")[2])]
+        matches = [
+            info
+            for info in listed
+            if pattern.fullmatch(name := info.path.partition("/")[2])
+            and _glob_keeps(key[len(base) :], name[len(base) :])
+        ]
         if not matches:
             _check_bucket(spec, filesystem, bucket)
             raise DataError(f"{spec}: no object matches")
