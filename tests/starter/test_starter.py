@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from driftgauge.config import load_config
 from driftgauge.config.validation import label_value
+from driftgauge.exceptions import DataError
 from driftgauge.starter import (
     CATEGORICAL_MAX_DISTINCT,
     DataSample,
@@ -217,6 +218,22 @@ def test_csv_missing_cells_and_unnamed_index_column(tmp_path: Path) -> None:
     sample = sample_data(path)
     assert [(c.name, c.type) for c in sample.columns] == [("x", "numeric"), ("y", "categorical")]
     assert sample.skipped and "column 1" in sample.skipped[0]
+
+
+@pytest.mark.parametrize("row", ["3,4", "3,4,c,5"])
+def test_a_csv_row_without_the_header_s_cells_is_refused_as_baseline_refuses_it(
+    tmp_path: Path, row: str
+) -> None:
+    """init wrote a config from a ragged CSV file that `driftgauge baseline` then refused
+    (pyarrow: "Expected 3 columns, got 2"); it says so itself, naming the line.  Blank lines
+    are skipped, as pyarrow skips them."""
+    path = tmp_path / "t.csv"
+    path.write_text(f"x,y,z\n1,2,a\n\n{row}\n", encoding="utf-8")
+    cells = len(row.split(","))
+    with pytest.raises(DataError, match=rf"t\.csv: line 4 has {cells} cells, the header 3"):
+        sample_data(path)
+    path.write_text("x,y,z\n1,2,a\n\n3,4,b\n", encoding="utf-8")
+    assert sample_data(path).rows == 2
 
 
 def test_the_index_pandas_saved_in_parquet_is_skipped(tmp_path: Path) -> None:

@@ -231,12 +231,17 @@ def _sample_csv(source: DataInput, limit: int) -> DataSample:
         header = next(reader, None)
         if header is None:
             raise DataError(f"{source.name}: the file is empty (no header row)")
-        rows = list(itertools.islice(reader, limit))
-    # A short row's missing cells are missing values.
-    columns = [
-        _csv_column([row[index] if index < len(row) else "" for row in rows])
-        for index in range(len(header))
-    ]
+        rows = []
+        for row in itertools.islice(reader, limit):
+            if row and len(row) != len(header):
+                # pyarrow refuses it too: a baseline of this file would fail.
+                raise DataError(
+                    f"{source.name}: line {reader.line_num} has {len(row)} cells, the header "
+                    f"{len(header)}: a CSV file's rows must have the header's columns"
+                )
+            if row:  # blank lines are skipped, as pyarrow skips them
+                rows.append(row)
+    columns = [_csv_column([row[index] for row in rows]) for index in range(len(header))]
     return _profiles(source.name, header, columns, len(rows))
 
 
