@@ -46,8 +46,8 @@ from driftgauge.sketches.classes import NO_CLASS
 __all__ = ["PART_BYTES", "LocalRunner", "Part", "default_workers", "split_parts"]
 
 PART_BYTES = 32 << 20
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 MIN_PART_BYTES = 1 << 20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 S = TypeVar("S", bound=PassState)
 Progress = Callable[[str, int, int], None]
@@ -441,7 +441,7 @@ def _spilled(batch: Any, chunk: Chunk, keyed: list[str]) -> Iterator[Any]:
         arrays = [part.column(n) for n in kept]
         for name in keyed:
             # From the buffer: pa.array would import pandas, half a second in each worker.
-            keys = np.ascontiguousarray(padded[name][start:stop])
+            keys = padded[name][start:stop]
             arrays.append(pa.Array.from_buffers(pa.uint32(), len(keys), [None, pa.py_buffer(keys)]))
         yield pa.RecordBatch.from_arrays(arrays, names=kept + keyed)
         start = stop
