@@ -8,7 +8,7 @@ two steps, each exact and mergeable by addition, so the result does not
 depend on how the data was split or in which order the parts were merged:
 
 1. ``buckets``: the count of each of the 65,536 *buckets* of classes sharing
-   the key's high 16 bits (512 KB per field, whatever the row count);
+   the key's high 16 bits, held for the occupied buckets only (:class:`KeyCounts`);
 2. the count of each class inside the few buckets the rule needs
    (:class:`ClassCounts`): the buckets that may hold a point mass, and those
    holding an equal-mass target.
