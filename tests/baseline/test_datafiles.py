@@ -165,6 +165,24 @@ def test_jsonl_type_change_after_the_first_block_reads_every_row_once(tmp_path: 
     assert codes[-10:] == [str(i % 3) for i in range(10)]
 
 
+def test_jsonl_values_that_are_not_numbers_in_a_numeric_column_are_counted(
+    tmp_path: Path, reader: str
+) -> None:
+    """A string, boolean, object or array in a numeric column counts as not a number (as in a
+    CSV cell), by pyarrow as by the standard library, wherever it comes: no failed build."""
+    path = tmp_path / "t.jsonl"
+    values: list[Any] = [0.5, 1.5, "oops", True, {"a": 1}, [1], "0.25", 2.0]
+    path.write_text(
+        "".join(json.dumps({"x": v, "code": "a"}) + "\n" for v in values), encoding="utf-8"
+    )
+    chunks = list(datafiles.read_chunks(path, CODES))
+    assert sum(c.rows for c in chunks) == len(values)
+    x = [c.columns["x"] for c in chunks]
+    assert sum(column.wrong_type for column in x) == 5
+    finite = np.concatenate([column.values for column in x])
+    assert finite[np.isfinite(finite)].tolist() == [0.5, 1.5, 2.0]
+
+
 def test_a_decimal_parquet_column_is_read_as_numbers(tmp_path: Path) -> None:
     """A numeric field stored as Parquet decimal(10, 2) counts as numbers, nulls as missing."""
     from decimal import Decimal

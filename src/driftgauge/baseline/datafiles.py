@@ -417,7 +417,9 @@ def _arrow_jsonl_chunks(
     pyarrow reads a categorical field as a JSON string (its explicit schema
     has no "any JSON value" type) and refuses a number or a boolean there,
     such as a 0/1 flag or an integer code: the standard library reads those
-    as their canonical text, like the CSV and Parquet readers do.
+    as their canonical text, like the CSV and Parquet readers do.  It reads a
+    numeric field as a number and refuses anything else there (a string, a
+    boolean): the standard library counts those as not numbers, as in a CSV.
     """
     rows = 0
     try:
@@ -425,7 +427,7 @@ def _arrow_jsonl_chunks(
             rows += chunk.rows
             yield chunk
     except pa.ArrowInvalid as exc:
-        if "changed from string to" not in str(exc):  # only categorical fields are strings
+        if " changed from " not in str(exc):  # a value not of its field's type
             raise
         yield from _stdlib_jsonl_chunks(source, fields, chunk_rows, skip=rows)
 
