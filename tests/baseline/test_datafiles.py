@@ -183,6 +183,19 @@ def test_jsonl_values_that_are_not_numbers_in_a_numeric_column_are_counted(
     assert finite[np.isfinite(finite)].tolist() == [0.5, 1.5, 2.0]
 
 
+def test_a_line_that_is_not_json_is_named_by_its_number_in_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The standard library's reader (also pyarrow's successor after a type change) names
+    the file's line, not the line within the one it parsed ("line 2 column 1")."""
+    monkeypatch.setattr(datafiles, "pa", None)
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"x": 1, "code": "a"}\n\n{"x": 2, "code": "b"}\n{"x": 3, "code": \n')
+    with pytest.raises(DataError, match=r"t\.jsonl: line 4 is not JSON \(") as caught:
+        list(datafiles.read_chunks(path, CODES))
+    assert "line 2" not in str(caught.value)
+
+
 def test_a_decimal_parquet_column_is_read_as_numbers(tmp_path: Path) -> None:
     """A numeric field stored as Parquet decimal(10, 2) counts as numbers, nulls as missing."""
     from decimal import Decimal

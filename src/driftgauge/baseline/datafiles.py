@@ -500,7 +500,12 @@ def _stdlib_jsonl_chunks(
             if skip:
                 skip -= 1
                 continue
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:  # its own position is within the line
+                raise DataError(
+                    f"{source.name}: line {number} is not JSON ({exc.msg}, column {exc.pos + 1})"
+                ) from None
             if not isinstance(record, dict):
                 raise DataError(f"{source.name}: line {number} is not a JSON object")
             records.append(record)
