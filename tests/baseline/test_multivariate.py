@@ -109,6 +109,17 @@ def test_variance_share_keeps_the_fewest_components_but_never_all() -> None:
     assert model.explained == pytest.approx(0.9, abs=0.02)
 
 
+def test_a_feature_whose_variance_overflows_is_named() -> None:
+    """Values near 1e300 square past float64: the fit names the feature instead of numpy's
+    'Eigenvalues did not converge'."""
+    moments = Moments(2)
+    data = correlated(1_000, 0.8, np.random.default_rng(2))
+    data[:, 1] *= 1e300
+    moments.add(data)
+    with pytest.raises(ValueError, match=r"multivariate: the variance of b overflows float64"):
+        PcaModel.fit(MultivariateConfig(("a", "b")), moments)
+
+
 def send(config: Config, baseline: Any, rho: float, seed: int) -> dict[str, Any]:
     """Live rows of correlation ``rho`` through the monitor; the stats of each field by name."""
     pipeline = wire(config, baseline, lambda: T0)

@@ -33,6 +33,12 @@ __all__ = ["Moments", "PcaModel", "reconstruction_errors"]
 FloatArray = npt.NDArray[np.float64]
 
 
+def _overflow_unwarned() -> np.errstate:
+    """No numpy warning when a sum passes float64 (values beyond about 1e154 square to inf):
+    :meth:`PcaModel.fit` names the feature in one line instead."""
+    return np.errstate(over="ignore", invalid="ignore")
+
+
 @dataclass(slots=True)
 class Moments:
     """Running count, sums and cross-products of complete rows, for a mean and a covariance.
@@ -58,8 +64,9 @@ class Moments:
         assert self.total is not None and self.products is not None
         centred = matrix - self.shift
         self.count += len(matrix)
-        self.total += centred.sum(axis=0)
-        self.products += centred.T @ centred
+        with _overflow_unwarned():
+            self.total += centred.sum(axis=0)
+            self.products += centred.T @ centred
 
     def merge(self, other: Moments) -> None:
         if other.count == 0 or other.shift is None:
@@ -72,21 +79,23 @@ class Moments:
         assert self.total is not None and self.products is not None
         # Re-centre the other part's sums on this shift: Σ(x−a) = Σ(x−b) + n(b−a), and likewise
         # for the cross-products.
-        delta = other.shift - self.shift
-        total = other.total + other.count * delta
-        self.products += (
-            other.products
-            + np.outer(other.total, delta)
-            + np.outer(delta, other.total)
-            + other.count * np.outer(delta, delta)
-        )
-        self.total += total
+        with _overflow_unwarned():
+            delta = other.shift - self.shift
+            total = other.total + other.count * delta
+            self.products += (
+                other.products
+                + np.outer(other.total, delta)
+                + np.outer(delta, other.total)
+                + other.count * np.outer(delta, delta)
+            )
+            self.total += total
         self.count += other.count
 
     def mean_and_covariance(self) -> tuple[FloatArray, FloatArray]:
         assert self.shift is not None and self.total is not None and self.products is not None
         centre = self.total / self.count
-        covariance = self.products / self.count - np.outer(centre, centre)
+        with _overflow_unwarned():
+            covariance = self.products / self.count - np.outer(centre, centre)
         return self.shift + centre, covariance
 
 
@@ -108,6 +117,13 @@ class PcaModel:
                 f"multivariate: fewer than 2 training rows hold every one of {', '.join(config.features)}"
             )
         mean, covariance = moments.mean_and_covariance()
+        if not np.isfinite(covariance).all():
+            over = ~np.isfinite(np.diag(covariance))
+            names = [n for n, o in zip(config.features, over, strict=True) if o or not over.any()]
+            raise ValueError(
+                f"multivariate: the variance of {', '.join(names)} overflows float64 (values "
+                "beyond about 1e154): rescale it or leave it out of multivariate.features"
+            )
         scale = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
         scale[scale == 0] = 1.0  # a constant feature contributes nothing either way
         correlation = covariance / np.outer(scale, scale)
