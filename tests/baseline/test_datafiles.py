@@ -183,6 +183,16 @@ def test_jsonl_values_that_are_not_numbers_in_a_numeric_column_are_counted(
     assert finite[np.isfinite(finite)].tolist() == [0.5, 1.5, 2.0]
 
 
+def test_jsonl_numbers_beyond_float64_are_infinite(tmp_path: Path, reader: str) -> None:
+    """1e400 is inf, as the standard library and a CSV cell read it (pyarrow refused the file:
+    "Number too big to be stored in double")."""
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"x": 1.5}\n{"x": 1e400}\n{"x": -1e400}\n', encoding="utf-8")
+    chunks = list(datafiles.read_chunks(path, CODES))
+    values = np.concatenate([c.columns["x"].values for c in chunks])
+    assert values.tolist() == [1.5, np.inf, -np.inf]
+
+
 def test_a_line_that_is_not_json_is_named_by_its_number_in_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -409,6 +409,11 @@ def _arrow_text_chunks(
         handle.close()
 
 
+# pyarrow's JSON Lines refusals the standard library reads: a value not of its field's type,
+# a number beyond float64.
+_READ_BY_THE_STANDARD_LIBRARY = (" changed from ", "Number too big to be stored in double")
+
+
 def _arrow_jsonl_chunks(
     source: DataInput, fields: Sequence[FieldSpec], chunk_rows: int
 ) -> Iterator[Chunk]:
@@ -420,6 +425,7 @@ def _arrow_jsonl_chunks(
     as their canonical text, like the CSV and Parquet readers do.  It reads a
     numeric field as a number and refuses anything else there (a string, a
     boolean): the standard library counts those as not numbers, as in a CSV.
+    It refuses a number beyond float64 too (1e400), which is infinite there.
     """
     rows = 0
     try:
@@ -427,7 +433,7 @@ def _arrow_jsonl_chunks(
             rows += chunk.rows
             yield chunk
     except pa.ArrowInvalid as exc:
-        if " changed from " not in str(exc):  # a value not of its field's type
+        if not any(refusal in str(exc) for refusal in _READ_BY_THE_STANDARD_LIBRARY):
             raise
         yield from _stdlib_jsonl_chunks(source, fields, chunk_rows, skip=rows)
 
