@@ -24,7 +24,7 @@ import pyarrow.fs as pa_fs
 import pyarrow.parquet as pq
 import pytest
 
-from driftgauge.baseline import Baseline, build_baseline, load_baseline, resolve_inputs
+from driftgauge.baseline import Baseline, build_baseline, load_baseline, local, resolve_inputs
 from driftgauge.cli import main
 from driftgauge.config import Config
 from driftgauge.exceptions import DataError
@@ -51,9 +51,9 @@ def parts(tmp_path: Path) -> dict[str, list[Path]]:
     return written
 
 
-def assert_same_baseline(a: Baseline, b: Baseline) -> None:
+def assert_same_baseline(a: Baseline, b: Baseline, rows: int = PARTS * ROWS) -> None:
     """Same rows, counts, edges, categories and exact bin counts in every field."""
-    assert a.rows == b.rows == PARTS * ROWS
+    assert a.rows == b.rows == rows
     assert a.fields.keys() == b.fields.keys()
     for name, held in a.fields.items():
         one, other = held.summary, b.fields[name].summary
@@ -598,6 +598,29 @@ def test_https_errors_are_one_line_naming_the_url(
         f"{parquet_url}: cannot read PARQUET data: "
         "the server does not answer Range requests (Parquet needs them)"
     )
+
+
+def test_a_large_csv_from_a_server_without_ranges_is_read_in_one_get(
+    https_server: Callable[..., str],
+    tmp_path: Path,
+    pki: Path,
+    make_config: Callable[..., Config],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A CSV large enough to split (past the reader's 1 MiB buffer) is one part when its
+    server ignores Range (it failed: "the server does not answer Range requests (Parquet
+    needs them)", exit 1)."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki / "ca.pem"))
+    monkeypatch.setattr(local, "PART_BYTES", 400_000)
+    monkeypatch.setattr(local, "MIN_PART_BYTES", 100_000)
+    path = write_csv(tmp_path / "large.csv", training_rows(60_000, seed=7))
+    assert path.stat().st_size > 1 << 20
+    plain = https_server(tmp_path, ranges=False)
+    (csv_input,) = resolve_inputs([f"{plain}/large.csv"])
+    assert [p.whole for p in local.split_parts([csv_input], 2)] == [True]
+    config = make_config()
+    remote = build_baseline(config, [csv_input], workers=2)
+    assert_same_baseline(remote, build_baseline(config, [path], workers=2), 60_000)
 
 
 def test_init_samples_the_data_baseline_reads_from_s3_and_https(

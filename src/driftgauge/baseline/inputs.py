@@ -116,6 +116,7 @@ class DataInput:
     format: str  # csv, jsonl or parquet
     location: _Location = field(repr=False, compare=False)
     delimiter: str = ","  # tab for .tsv files
+    ranged: bool = True  # False: an HTTP server that ignores Range, read from the start only
 
     def open(self) -> IO[bytes]:
         """A buffered binary file (seekable, iterable by line; ``tell()`` counts bytes read)."""
@@ -130,8 +131,11 @@ def _delimiter(suffix: str) -> str:
     return "\t" if suffix.lower() == ".tsv" else ","
 
 
-def _input(name: str, suffix: str, size: int, location: _Location) -> DataInput:
-    return DataInput(name, size, data_format(name, suffix), location, _delimiter(suffix))
+def _input(
+    name: str, suffix: str, size: int, location: _Location, ranged: bool = True
+) -> DataInput:
+    fmt = data_format(name, suffix)
+    return DataInput(name, size, fmt, location, _delimiter(suffix), ranged)
 
 
 # --- local files --------------------------------------------------------------------------------
@@ -444,6 +448,7 @@ def _resolve_http(url: str) -> DataInput:
     # A one-byte GET rather than HEAD: pre-signed URLs are often signed for GET only.
     try:
         with _get(url, 0, 0) as response:
+            ranged = response.status == 206
             total = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
             length = response.headers.get("Content-Length")
             size = (
@@ -457,7 +462,7 @@ def _resolve_http(url: str) -> DataInput:
         raise DataError(f"{shown}: cannot reach the server: {reason}") from None
     except OSError as exc:  # a timeout, a dropped connection
         raise DataError(f"{shown}: cannot reach the server: {exc}") from None
-    return _input(shown, suffix, size, _HttpFile(url, size))
+    return _input(shown, suffix, size, _HttpFile(url, size), ranged)
 
 
 # --- all of them --------------------------------------------------------------------------------

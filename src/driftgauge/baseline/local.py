@@ -101,8 +101,8 @@ def _count(size: int, workers: int) -> int:
 
 def _csv_parts(source: DataInput, workers: int) -> list[Part]:
     size = source.size
-    if size == 0:  # a server that did not say: one part
-        return [Part(source, 0, whole=True)]
+    if size == 0 or not source.ranged:  # a server that did not say, or reads from the start only
+        return [Part(source, size, whole=True)]
     with source.open() as handle:
         line = handle.readline()
         if line.count(datafiles.QUOTE) % 2 or (b"\r" in line and not line.endswith(b"\n")):
