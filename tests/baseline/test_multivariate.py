@@ -17,11 +17,13 @@ from driftgauge.baseline import (
     check_against,
     describe,
     load_baseline,
+    local,
     save_baseline,
 )
 from driftgauge.baseline.multivariate import Moments, PcaModel
 from driftgauge.config import Config, MultivariateConfig, config_from_mapping
 from driftgauge.exceptions import BaselineError, ConfigError
+from driftgauge.sketches import NumericSummary
 from driftgauge.typing import Extracted
 from tests.feedback_support import wire
 from tests.helpers import base_config, write_csv
@@ -98,6 +100,47 @@ def test_merged_moments_equal_one_pass(first: int, second: int, offset: float) -
     assert left.count == whole.count
     assert np.allclose(mean, data.mean(axis=0), rtol=1e-9, atol=1e-6)
     assert np.allclose(covariance, np.cov(data.T, bias=True), rtol=1e-6, atol=1e-6)
+
+
+def test_rows_the_components_span_exactly_have_no_error_however_the_build_splits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """b = 2a with one component: every row is rebuilt exactly, and its error was rounding
+    noise (about 1e-17) whose bins followed the order the parts' moments were summed in
+    (1 and 2 workers gave bins 560, 437, 823, ... and 571, 446, 830, ...). It is 0, in
+    every build; an error the rows do have is kept."""
+    rng = np.random.default_rng(1)
+    n = 20_000
+    a = rng.normal(0.0, 1.0, n)
+    raw = base_config(
+        tmp_path,
+        features=[{"name": name, "type": "numeric"} for name in "abk"],
+        predictions=[{"name": "class", "type": "categorical"}],
+        windows=["1h"],
+        multivariate={"features": ["a", "b"], "components": 1},
+    )
+    config = config_from_mapping(raw, base=tmp_path)
+    columns = {
+        "a": a.tolist(),
+        "b": (2 * a).tolist(),
+        "k": rng.normal(size=n).tolist(),
+        "class": ["x"] * n,
+    }
+    path = write_csv(tmp_path / "train.csv", columns)
+    monkeypatch.setattr(local, "PART_BYTES", 200_000)
+    monkeypatch.setattr(local, "MIN_PART_BYTES", 50_000)
+    built = [build_baseline(config, [path], workers=w, chunk_rows=5_000) for w in (1, 2, 2)]
+    for baseline in built:
+        summary = baseline.fields["reconstruction_error"].summary
+        assert isinstance(summary, NumericSummary)
+        assert summary.maximum == 0.0 and summary.count == n
+        assert (
+            summary.bins.tolist() == built[0].fields["reconstruction_error"].summary.bins.tolist()
+        )
+    model = built[0].multivariate
+    assert model is not None
+    off = np.column_stack([a[:5], 2 * a[:5] + 1e-6])  # 1e-6 off the line: an error, kept
+    assert np.all(model.errors(off) > 0)
 
 
 def test_variance_share_keeps_the_fewest_components_but_never_all() -> None:

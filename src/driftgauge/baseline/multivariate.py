@@ -31,6 +31,9 @@ from driftgauge.typing import Extracted
 __all__ = ["Moments", "PcaModel", "reconstruction_errors"]
 
 FloatArray = npt.NDArray[np.float64]
+# Float64 rounding leaves about 1e-16 of a row's size (times the features) in its rebuilt
+# copy: from 1e-9 of it up an error is the row's, below it the rounding's (PcaModel.errors).
+_NOISE = 1e-9
 
 
 def _overflow_unwarned() -> np.errstate:
@@ -142,10 +145,18 @@ class PcaModel:
         return cls(config.features, mean, scale, vectors[:, :kept], float(share[kept - 1]))
 
     def errors(self, matrix: FloatArray) -> FloatArray:
-        """Each complete row's reconstruction error: the distance from its projection."""
+        """Each complete row's reconstruction error: the distance from its projection.
+
+        An error of at most ``_NOISE`` of the row's own size (in standard deviations) is 0:
+        it is the rounding of rebuilding a row the components span exactly (features
+        linear in one another), and it followed the order the parts' moments were summed
+        in, so its bins changed with the workers and from run to run.
+        """
         standard = (matrix - self.mean) / self.scale
         rebuilt = (standard @ self.components) @ self.components.T
         result: FloatArray = np.sqrt(np.sum((standard - rebuilt) ** 2, axis=1))
+        size = np.sqrt(np.sum(standard**2, axis=1))
+        result[result <= _NOISE * np.maximum(size, 1.0)] = 0.0
         return result
 
     def payload(self) -> dict[str, Any]:
