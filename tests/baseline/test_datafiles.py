@@ -405,3 +405,20 @@ def test_csv_batches_are_joined_to_the_chunk_rows_without_changing_a_row(
     assert max(sizes) < 2 * 3_000  # a block (600 rows here) more than asked, at most
     joined = np.concatenate([np.asarray(b.column("x").to_pylist()) for b in batches])
     assert np.array_equal(joined, values)
+
+
+@pytest.mark.parametrize("row", ["3,4", "3,4,c,5"])
+def test_every_csv_reader_skips_blank_lines_and_refuses_a_row_without_the_header_s_cells(
+    tmp_path: Path, reader: str, row: str
+) -> None:
+    """pyarrow skips a blank line and refuses a ragged row; the standard library's reader
+    counted a blank line as a row of missing values and a short row's absent cells as
+    missing: the same file gave two baselines, or one and an error."""
+    fields = [FieldSpec("x", "numeric", "input"), FieldSpec("z", "categorical", "input")]
+    path = tmp_path / "train.csv"
+    path.write_text("x,y,z\n1,2,a\n\n5,6,b\n", encoding="utf-8")
+    (chunk,) = list(datafiles.read_chunks(path, fields))
+    assert chunk.rows == 2 and chunk.columns["x"].values.tolist() == [1.0, 5.0]
+    path.write_text(f"x,y,z\n1,2,a\n{row}\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"train\.csv: .*(3 columns|line 3)"):
+        list(datafiles.read_chunks(path, fields))

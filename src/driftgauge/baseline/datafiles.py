@@ -474,6 +474,13 @@ def _stdlib_csv_chunks(
         positions = [header.index(f.name) for f in fields]
         rows: list[list[str]] = []
         for row in reader:
+            if not row:  # a blank line: pyarrow's reader skips it too
+                continue
+            if len(row) != len(header):  # as pyarrow's reader (and init) refuse it
+                raise DataError(
+                    f"{source.name}: line {reader.line_num} has {len(row)} cells, the header "
+                    f"{len(header)}: a CSV file's rows must have the header's columns"
+                )
             rows.append(row)
             if len(rows) >= chunk_rows:
                 yield _csv_rows_chunk(rows, fields, positions, raw.tell())
@@ -487,7 +494,7 @@ def _csv_rows_chunk(
 ) -> Chunk:
     columns = {}
     for spec, pos in zip(fields, positions, strict=True):
-        cells: list[Any] = [row[pos] if pos < len(row) and row[pos] != "" else None for row in rows]
+        cells: list[Any] = [row[pos] if row[pos] != "" else None for row in rows]
         if spec.type == "numeric":
             cells = [csv_number(c) for c in cells]
         columns[spec.name] = column_from_list(cells, spec)
