@@ -21,6 +21,7 @@ from driftgauge.baseline import datafiles
 from driftgauge.baseline.chunks import CSV_NUMERIC_NULLS, Chunk
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import DataError
+from driftgauge.jsonbody import decode_json
 
 NFC = unicodedata.normalize("NFC", "naïve")
 NFD = unicodedata.normalize("NFD", "naïve")  # looks the same, is another name
@@ -191,6 +192,19 @@ def test_jsonl_numbers_beyond_float64_are_infinite(tmp_path: Path, reader: str) 
     chunks = list(datafiles.read_chunks(path, CODES))
     values = np.concatenate([c.columns["x"].values for c in chunks])
     assert values.tolist() == [1.5, np.inf, -np.inf]
+
+
+def test_a_jsonl_key_given_twice_in_a_line_counts_its_last_value(
+    tmp_path: Path, reader: str
+) -> None:
+    """{"x": 1, "x": 3}: the last value, as the sidecar's JSON parser and init read it
+    (pyarrow refused the file: "Column(/x) was specified twice in row 0")."""
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"x": 1.5, "code": "a", "x": 3.5}\n{"x": 2.5, "code": "b"}\n')
+    chunks = list(datafiles.read_chunks(path, CODES))
+    values = np.concatenate([c.columns["x"].values for c in chunks])
+    assert values.tolist() == [3.5, 2.5]
+    assert decode_json(b'{"x": 1.5, "x": 3.5}') == {"x": 3.5}  # the sidecar's reading
 
 
 def test_a_line_that_is_not_json_is_named_by_its_number_in_the_file(

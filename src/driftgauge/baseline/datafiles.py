@@ -410,8 +410,13 @@ def _arrow_text_chunks(
 
 
 # pyarrow's JSON Lines refusals the standard library reads: a value not of its field's type,
-# a number beyond float64.
-_READ_BY_THE_STANDARD_LIBRARY = (" changed from ", "Number too big to be stored in double")
+# a number beyond float64, a key twice in one line (the last value counts, as for the
+# sidecar's JSON parser and for init).
+_READ_BY_THE_STANDARD_LIBRARY = (
+    " changed from ",
+    "Number too big to be stored in double",
+    " was specified twice ",
+)
 
 
 def _arrow_jsonl_chunks(
