@@ -37,6 +37,7 @@ from driftgauge.exceptions import DataError, first_line
 __all__ = [
     "NotNumbers",
     "arrow_available",
+    "csv_rows",
     "file_format",
     "parquet_metadata",
     "part_batches",
@@ -478,20 +479,28 @@ def _stdlib_csv_chunks(
         require_columns(source.name, header, fields)
         positions = [header.index(f.name) for f in fields]
         rows: list[list[str]] = []
-        for row in reader:
-            if not row:  # a blank line: pyarrow's reader skips it too
-                continue
-            if len(row) != len(header):  # as pyarrow's reader (and init) refuse it
-                raise DataError(
-                    f"{source.name}: line {reader.line_num} has {len(row)} cells, the header "
-                    f"{len(header)}: a CSV file's rows must have the header's columns"
-                )
+        for row in csv_rows(reader, header, source.name):
             rows.append(row)
             if len(rows) >= chunk_rows:
                 yield _csv_rows_chunk(rows, fields, positions, raw.tell())
                 rows = []
         if rows:
             yield _csv_rows_chunk(rows, fields, positions, raw.tell())
+
+
+def csv_rows(reader: Any, header: Sequence[str], name: str) -> Iterator[list[str]]:
+    """The rows a ``csv.reader`` gives after ``header``, as pyarrow's CSV reader takes them:
+    blank lines skipped, a row of another cell count than the header's refused (a DataError
+    naming its line in the file ``name``)."""
+    for row in reader:
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise DataError(
+                f"{name}: line {reader.line_num} has {len(row)} cells, the header "
+                f"{len(header)}: a CSV file's rows must have the header's columns"
+            )
+        yield row
 
 
 def _csv_rows_chunk(

@@ -24,7 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from driftgauge.baseline.datafiles import require_lines
+from driftgauge.baseline.datafiles import csv_rows, require_lines
 from driftgauge.baseline.inputs import DataInput, resolve_inputs
 from driftgauge.config import (
     FieldType,
@@ -231,16 +231,8 @@ def _sample_csv(source: DataInput, limit: int) -> DataSample:
         header = next(reader, None)
         if header is None:
             raise DataError(f"{source.name}: the file is empty (no header row)")
-        rows = []
-        for row in itertools.islice(reader, limit):
-            if row and len(row) != len(header):
-                # pyarrow refuses it too: a baseline of this file would fail.
-                raise DataError(
-                    f"{source.name}: line {reader.line_num} has {len(row)} cells, the header "
-                    f"{len(header)}: a CSV file's rows must have the header's columns"
-                )
-            if row:  # blank lines are skipped, as pyarrow skips them
-                rows.append(row)
+        # A ragged row is refused as the baseline build refuses it.
+        rows = list(itertools.islice(csv_rows(reader, header, source.name), limit))
     columns = [_csv_column([row[index] for row in rows]) for index in range(len(header))]
     return _profiles(source.name, header, columns, len(rows))
 
