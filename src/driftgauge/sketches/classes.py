@@ -145,13 +145,6 @@ class KeyCounts:
             np.int64
         )
 
-    def dense(self, size: int = BUCKETS) -> CountArray:
-        """The count of every key below ``size``, as an array."""
-        self.compact()
-        result = np.zeros(size, dtype=np.int64)
-        result[self.keys] = self.counts
-        return result
-
     def __getstate__(self) -> dict[str, Any]:
         self.compact()
         return {"keys": self.keys, "counts": self.counts}
