@@ -5,16 +5,37 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
+import socketserver
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 # Ports handed out lately: the kernel may give the same free port to two probes in a row.
 _HANDED_OUT: collections.deque[int] = collections.deque(maxlen=1024)
+
+
+Server = TypeVar("Server", bound=socketserver.BaseServer)
+
+
+@contextmanager
+def serving(server: Server) -> Iterator[Server]:
+    """``server`` (a ``http.server.ThreadingHTTPServer`` on loopback) serving from a thread;
+    shut down, closed and joined after."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 def free_port() -> int:

@@ -11,7 +11,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -30,7 +29,7 @@ from driftgauge.config import Config
 from driftgauge.exceptions import DataError
 from driftgauge.sketches import NumericSummary
 from driftgauge.starter import sample_data
-from tests.helpers import free_port, training_rows, wait_for, write_csv
+from tests.helpers import free_port, serving, training_rows, wait_for, write_csv
 
 PARTS = 3
 ROWS = 1_000  # 3,000 rows in all: fewer than the edge sketch holds exactly, so edges are exact
@@ -199,25 +198,17 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def https_server(pki: Path) -> Iterator[Callable[..., str]]:
     """Start HTTPS file servers (a certificate from the test CA) on 127.0.0.1; stopped after."""
-    started: list[tuple[_FileServer, threading.Thread]] = []
+    with contextlib.ExitStack() as stack:
 
-    def start(root: Path, ranges: bool = True, authorization: str | None = None) -> str:
-        server = _FileServer(root, ranges, authorization)
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(pki / "server.pem", pki / "server.key")
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        started.append((server, thread))
-        return f"https://127.0.0.1:{server.server_address[1]}"
+        def start(root: Path, ranges: bool = True, authorization: str | None = None) -> str:
+            server = _FileServer(root, ranges, authorization)
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(pki / "server.pem", pki / "server.key")
+            server.socket = tls.wrap_socket(server.socket, server_side=True)
+            stack.enter_context(serving(server))
+            return f"https://127.0.0.1:{server.server_address[1]}"
 
-    try:
         yield start
-    finally:
-        for server, thread in started:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=10)
 
 
 # --- local --------------------------------------------------------------------------------------

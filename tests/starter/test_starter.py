@@ -11,7 +11,6 @@ import re
 import shlex
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from driftgauge.starter import (
     write_starter,
 )
 from driftgauge.starter.plan import _scalar
+from tests.helpers import serving
 
 CLI = [sys.executable, "-m", "driftgauge.cli"]
 
@@ -678,10 +678,7 @@ class _ErrorPageHandler(http.server.BaseHTTPRequestHandler):
 def test_an_error_page_from_the_server_stays_one_line(tmp_path: Path) -> None:
     """A 404 HTML page (a gateway, a server without the v2 API) put its 20 lines into the
     error; an HTML body is left out and a text one joined into the line."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ErrorPageHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ErrorPageHandler)) as server:
         base = f"http://127.0.0.1:{server.server_address[1]}"
         out = tmp_path / "c.yaml"
         page = run("init", "--server", base, "--model", "iris", "-o", out)
@@ -690,10 +687,6 @@ def test_an_error_page_from_the_server_stays_one_line(tmp_path: Path) -> None:
         assert one_line_error(text).endswith(
             ": the server answered 503: upstream connect error reset reason: connection failure"
         )
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 class _MetadataHandler(http.server.BaseHTTPRequestHandler):
@@ -719,10 +712,7 @@ def test_a_server_url_with_a_user_and_password_authenticates_and_is_never_writte
     """--server http://ml:s3cret@host (a gateway asking for Basic auth) was 'cannot reach the
     model server: Name or service not known', the password in the line; the credentials are
     now sent as HTTP Basic, and neither the messages nor the config hold the password."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MetadataHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MetadataHandler)) as server:
         host = f"127.0.0.1:{server.server_address[1]}"
         out = tmp_path / "c.yaml"
         result = run("init", "--server", f"http://ml:s3cret@{host}", "--model", "iris", "-o", out)
@@ -736,7 +726,3 @@ def test_a_server_url_with_a_user_and_password_authenticates_and_is_never_writte
         )
         one_line_error(wrong, f"http://ml:***@{host}/v2/models/iris: the server answered 401")
         assert "nope" not in wrong.stderr
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)

@@ -29,7 +29,7 @@ from aiohttp import ClientSession, ClientTimeout, web
 
 from driftgauge.baseline import build_baseline, save_baseline
 from driftgauge.config import config_from_mapping
-from tests.helpers import answers_ok, free_port, wait_for, write_csv
+from tests.helpers import answers_ok, free_port, serving, wait_for, write_csv
 from tests.servers import Prometheus, prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -427,15 +427,8 @@ def renaming_proxy(metrics_url: str) -> Iterator[str]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)) as server:
         yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def _referenced_metrics() -> set[str]:
