@@ -80,3 +80,36 @@ async def test_records_read_before_a_cancel_are_still_observed() -> None:
     assert router.reads == [1]  # the first slice is one record
     assert router.batches == [1]  # observed on the way out
     assert len(queue) == 49
+
+
+async def test_a_slice_cut_short_by_the_backlog_does_not_inflate_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Slices are sized from the records a slice held: a few records, cheap in all, must not
+    read as a cheap full slice, or the next backlog is read in one long hold of the loop."""
+    cost = consumer.SLICE_SECONDS / 10  # CPU seconds per record: 10 records fill a slice
+
+    def read_timed(batcher: Any, records: list[Record], pending: dict[Any, Any]) -> float:
+        batcher.read(records, pending)
+        return len(records) * cost
+
+    monkeypatch.setattr(consumer, "_read_timed", read_timed)
+    queue, router = queue_of(3), Recorder()
+    task = asyncio.ensure_future(consumer.consume(queue, router, METRICS, SAMPLER))  # type: ignore[arg-type]
+    try:
+        for _ in range(500):  # the three trickle in, slice by slice
+            if sum(router.reads) == 3:
+                break
+            await asyncio.sleep(0.01)
+        first = len(router.reads)
+        for index in range(300):
+            queue.put(Record(float(index), b"{}", b"{}"))
+        for _ in range(500):
+            if sum(router.batches) == 303:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert sum(router.batches) == 303
+    assert max(router.reads[first:]) <= 10  # each slice of the backlog costs one SLICE_SECONDS

@@ -146,7 +146,10 @@ async def consume(
                     work = _read_timed(batcher, records, pending)
                 sampler.charge(work, len(records))
                 took = time.perf_counter() - started
-                size = max(1, min(BATCH_RECORDS, int(size * SLICE_SECONDS / max(work, 1e-6))))
+                # Sized from this slice's cost per record read: a slice cut short by the
+                # backlog was cheap because it was short, not because its records were.
+                ideal = int(len(records) * SLICE_SECONDS / max(work, 1e-6))
+                size = max(1, min(BATCH_RECORDS, ideal))
                 threaded = size == 1 and work > THREAD_SECONDS
                 count = _count(pending)
                 if count and (count >= batch or not backlog or threaded):
