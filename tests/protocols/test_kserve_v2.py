@@ -495,3 +495,41 @@ def test_a_category_in_an_fp32_tensor_is_its_float32_value() -> None:
     named["inputs"][0]["data"] = [0.10000000000000002, 0.1, 2.5, 7.0]
     spelled, _ = to_categories(adapter.extract(named, None).columns["code"])
     assert spelled.tolist() == ["0.10000000000000002", "0.1", "2.5", "7"]
+
+
+def test_bf16_tensors_read_in_json_and_binary_as_their_float32_values() -> None:
+    """Triton's BF16 (a float32's upper 16 bits) reads as JSON numbers and as binary data, two
+    little-endian bytes a value, each the float32 it is exactly (it was bad_datatype)."""
+    rng = np.random.default_rng(5)
+    wide = np.concatenate(
+        [rng.normal(0, 1e3, 60), [0.0, -0.0, 1.5, -2.0, 3e38, np.inf, -np.inf, np.nan]]
+    )
+    upper = (wide.astype("<f4").view("<u4") >> 16).astype("<u2")  # what Triton sends
+    expected = (upper.astype("<u4") << 16).view("<f4").astype(np.float64)  # numpy's reading
+    rows = len(upper) // 2
+    head = {"inputs": [{"name": "input-0", "shape": [rows, 2], "datatype": "BF16"}]}
+    head["inputs"][0]["parameters"] = {"binary_data_size": upper[: rows * 2].nbytes}
+    body, headers = _binary(head, upper[: rows * 2].tobytes())
+    adapter = KServeV2Adapter(inputs("a", "b"), outputs("y", kind="numeric"))
+    request = adapter.read_text(body, headers)
+    answer = {"outputs": [{"name": "y", "shape": [rows], "datatype": "BF16"}]}
+    answer["outputs"][0]["parameters"] = {"binary_data_size": rows * 2}
+    body, headers = _binary(answer, upper[1 : rows * 2 : 2].tobytes())
+    extracted = adapter.extract(request, adapter.read_response_text(body, headers))
+    columns = extracted.columns
+    assert extracted.rows == rows
+    np.testing.assert_array_equal(columns["a"], expected[: rows * 2 : 2])
+    np.testing.assert_array_equal(columns["b"], expected[1 : rows * 2 : 2])
+    np.testing.assert_array_equal(columns["y"], expected[1 : rows * 2 : 2])
+    assert columns["a"].dtype == np.float64
+    as_json = {
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": [2, 2],
+                "datatype": "BF16",
+                "data": [1.5, -0.25, 3.0, 0.1000976562],
+            }
+        ]
+    }
+    assert plain(adapter.extract(as_json, None)) == {"a": [1.5, 3.0], "b": [-0.25, 0.1000976562]}

@@ -11,7 +11,8 @@ Reference: Open Inference Protocol HTTP/REST (kserve/open-inference-protocol
   "outputs": [$response_output, ...]}``, outputs shaped like inputs;
 - error ``{"error": <error message string>}``;
 - tensor data is row-major, either nested in its natural shape or flattened;
-  datatypes BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64, BYTES.
+  datatypes BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64, BYTES, and Triton's
+  BF16 (bfloat16: the upper 16 bits of a float32, so each value is a float32 exactly).
 
 Rows are ``shape[0]``; every tensor of a body must agree on it.  A tensor of
 shape ``[N, d1, d2, ...]`` holds ``d1*d2*...`` values per row.  A scalar
@@ -43,7 +44,7 @@ what its HTTP client sends and asks for by default): a body whose
 ``Inference-Header-Content-Length`` header gives the length of its JSON
 head, followed by the raw bytes of each tensor whose ``parameters`` hold a
 ``binary_data_size``, in tensor order; elements are little-endian and
-row-major, a BOOL one byte, a BYTES element its 4-byte length and then its
+row-major, a BOOL one byte, a BF16 two, a BYTES element its 4-byte length and then its
 bytes (read as UTF-8 text, U+FFFD for bytes that are none).
 :meth:`KServeV2Adapter.read_text` and ``read_response_text`` read such a
 body into the JSON form (each binary tensor's ``data`` filled in).  A binary
@@ -84,9 +85,13 @@ __all__ = ["KServeV2Adapter"]
 
 _ROUTE = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?/infer")
 _INTEGER = frozenset({"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"})
-_FLOAT = frozenset({"FP16", "FP32", "FP64"})
+_FLOAT = frozenset({"FP16", "BF16", "FP32", "FP64"})
 _DATATYPES = _INTEGER | _FLOAT | {"BOOL", "BYTES"}
-_SINGLE: dict[str, type[np.floating[Any]]] = {"FP16": np.float16, "FP32": np.float32}
+_SINGLE: dict[str, type[np.floating[Any]]] = {
+    "FP16": np.float16,
+    "BF16": np.float32,  # numpy has no bfloat16; each BF16 value is a float32
+    "FP32": np.float32,
+}
 BINARY_HEADER = "inference-header-content-length"
 _HEAD = json.JSONDecoder()
 # The numpy dtype of each fixed-size datatype's elements in binary tensor data.
@@ -101,6 +106,7 @@ _ELEMENTS = {
     "INT32": "<i4",
     "INT64": "<i8",
     "FP16": "<f2",
+    "BF16": "<u2",  # a float32's upper 16 bits, widened by _binary_elements
     "FP32": "<f4",
     "FP64": "<f8",
 }
@@ -240,7 +246,10 @@ def _binary_elements(data: bytearray, datatype: Any, name: str) -> list[str] | n
         raise ProtocolError(
             "bad_shape", f"{_named(name)} binary data is not a whole number of {datatype} values"
         )
-    return np.frombuffer(data, element)
+    elements = np.frombuffer(data, element)
+    if datatype == "BF16":  # back in the upper half of a float32: that float32 exactly
+        return (elements.astype("<u4") << 16).view("<f4")
+    return elements
 
 
 def binary_body(body: bytes | str, headers: Mapping[str, str], key: str) -> Any:
