@@ -242,3 +242,34 @@ def test_the_decompressed_size_is_bounded_by_max_body_bytes(
         )
         assert feed.ingest([record]) == expected
         assert feed.monitor.parse_errors == ({} if expected else {"decoded_too_large": 1})
+
+
+def test_a_scalar_v2_tensor_counts_once_in_each_row_of_its_batch(
+    tmp_path: Path, baseline: Baseline
+) -> None:
+    """A v2 request sending ash and region as scalars (shape []) beside a three-row alcohol
+    tensor is three rows, each with that ash and region (it was one row_mismatch, no rows)."""
+    body = json.dumps(
+        {
+            "inputs": [
+                {"name": "alcohol", "shape": [3], "datatype": "FP64", "data": [12.1, 13.0, 14.2]},
+                {"name": "ash", "shape": [], "datatype": "FP64", "data": [2.4]},
+                {"name": "region", "shape": [], "datatype": "BYTES", "data": ["north"]},
+            ]
+        }
+    ).encode()
+    answer = b'{"outputs":[{"name":"class","shape":[3],"datatype":"BYTES","data":["a","b","a"]}]}'
+    feed = batcher(tmp_path, baseline)
+    assert feed.ingest([Record(0.0, body, answer, V2_PATH)]) == 3
+    assert not feed.monitor.parse_errors
+    assert feed.monitor.rows_total == 3
+    counters = feed.monitor.counters()
+    assert {name: counters[name].observations for name in counters} == {
+        "alcohol": 3,
+        "ash": 3,
+        "region": 3,
+        "class": 3,
+    }
+    north = baseline.fields["region"].summary.binning.slot("north")
+    assert counters["region"].bins[north] == 3
+    assert sorted(counters["ash"].bins[counters["ash"].bins > 0]) == [3]

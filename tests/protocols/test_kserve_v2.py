@@ -242,10 +242,52 @@ def test_a_scalar_tensor_is_one_row() -> None:
     by_order = {"inputs": [{"name": "input-0", "shape": [], "datatype": "FP32", "data": [0.5]}]}
     assert plain(KServeV2Adapter(inputs("x", "y"), []).extract(by_order, None)) == {"x": [0.5]}
     batch = {"name": "ash", "shape": [2], "datatype": "FP64", "data": [2.1, 2.2]}
+    one_row = {"name": "alcohol", "shape": [1], "datatype": "FP64", "data": [13.2]}
+    with pytest.raises(ProtocolError) as caught:  # [1] is a batch of one row, not a scalar
+        KServeV2Adapter(inputs("alcohol", "ash"), []).extract({"inputs": [one_row, batch]}, None)
+    assert caught.value.reason == "row_mismatch"
+
+
+def test_a_scalar_tensor_beside_a_batch_is_every_rows_value() -> None:
+    """A scalar (shape []) beside [N, ...] tensors is the same value in each of the N rows, by
+    name and by order, in a request or a response (it was row_mismatch); tensors of a batch
+    still agree on their rows."""
+    request = {
+        "inputs": [
+            {"name": "alcohol", "shape": [], "datatype": "FP64", "data": [13.2]},
+            {"name": "ash", "shape": [3, 1], "datatype": "FP32", "data": [[2.5], [2.0], [1.5]]},
+            {"name": "region", "shape": [], "datatype": "BYTES", "data": ["north"]},
+            {"name": "flag", "shape": [], "datatype": "BOOL", "data": [True]},
+        ]
+    }
+    response = {
+        "outputs": [
+            {"name": "version", "shape": [], "datatype": "INT64", "data": [7]},
+            {"name": "class", "shape": [3], "datatype": "INT64", "data": [0, 1, 0]},
+        ]
+    }
+    features = [*inputs("alcohol", "ash"), *inputs("region", "flag", kind="categorical")]
+    extracted = KServeV2Adapter(features, outputs("class")).extract(request, response)
+    assert (extracted.rows, extracted.extra_columns) == (3, 1)
+    assert plain(extracted) == {
+        "alcohol": [13.2, 13.2, 13.2],
+        "ash": [2.5, 2.0, 1.5],
+        "region": ["north", "north", "north"],
+        "flag": [True, True, True],
+        "class": [0, 1, 0],
+    }
+    by_order = {"inputs": [request["inputs"][1], request["inputs"][0]]}
+    extracted = KServeV2Adapter(inputs("x", "y"), []).extract(by_order, None)
+    assert plain(extracted) == {"x": [2.5, 2.0, 1.5], "y": [13.2, 13.2, 13.2]}
+    empty = {"name": "ash", "shape": [0], "datatype": "FP64", "data": []}
+    extracted = KServeV2Adapter(features, []).extract(
+        {"inputs": [request["inputs"][0], empty]}, None
+    )
+    assert extracted.rows == 0
+    assert plain(extracted) == {"alcohol": [], "ash": []}
+    two = {"name": "flag", "shape": [2], "datatype": "BOOL", "data": [True, False]}
     with pytest.raises(ProtocolError) as caught:
-        KServeV2Adapter(inputs("alcohol", "ash"), []).extract(
-            {"inputs": [request["inputs"][0], batch]}, None
-        )
+        KServeV2Adapter(features, []).extract({"inputs": [*request["inputs"][:3], two]}, None)
     assert caught.value.reason == "row_mismatch"
 
 

@@ -17,8 +17,12 @@ Reference: Open Inference Protocol HTTP/REST (kserve/open-inference-protocol
 Rows are ``shape[0]``; every tensor of a body must agree on it.  A tensor of
 shape ``[N, d1, d2, ...]`` holds ``d1*d2*...`` values per row.  A scalar
 tensor (shape ``[]``, whose data is one value: the protocol's shape is the
-list of dimensions, none for a scalar) is one row of one value, so a
-one-row request or answer may send its values as scalars.  Mapping:
+list of dimensions, none for a scalar) has no rows of its own: beside
+``[N, ...]`` tensors it is that value in each of the N rows (a parameter
+sent once for the batch), alone or beside other scalars one row, so a
+one-row request or answer may send its values as scalars.  (The protocol
+defines no broadcasting: a ``[1]`` tensor is a batch of one row, and beside
+an ``[N]`` one ``row_mismatch``.)  Mapping:
 
 - by name, when any tensor is named after a configured field: such a tensor
   must hold one value per row (``[N]`` or ``[N, 1]``) and becomes that column;
@@ -116,10 +120,10 @@ class _Tensor:
     """One decoded tensor: ``rows`` × ``width`` values, numeric as a 2-D array, else flat.
 
     ``single`` is the numpy type of an FP16 or FP32 tensor's values, which
-    ``matrix`` holds as float64.
+    ``matrix`` holds as float64; ``scalar`` is true for shape ``[]``.
     """
 
-    __slots__ = ("flat", "matrix", "name", "rows", "single", "width")
+    __slots__ = ("flat", "matrix", "name", "rows", "scalar", "single", "width")
 
     def __init__(
         self,
@@ -129,6 +133,7 @@ class _Tensor:
         matrix: npt.NDArray[Any] | None,
         flat: list[Any] | None,
         single: type[np.floating[Any]] | None = None,
+        scalar: bool = False,
     ) -> None:
         self.name = name
         self.rows = rows
@@ -136,6 +141,13 @@ class _Tensor:
         self.matrix = matrix
         self.flat = flat
         self.single = single
+        self.scalar = scalar
+
+    def repeated(self, rows: int) -> _Tensor:
+        """This scalar's value in each of ``rows`` rows."""
+        matrix = None if self.matrix is None else np.repeat(self.matrix, rows, axis=0)
+        flat = None if self.flat is None else self.flat * rows
+        return _Tensor(self.name, rows, 1, matrix, flat, self.single)
 
     def column(self, position: int, categorical: bool = False) -> Column:
         if self.matrix is not None:
@@ -200,7 +212,8 @@ def _tensor(value: Any, what: str, key: str, index: int) -> _Tensor:
         raise ProtocolError(
             "bad_shape", f"{_named(name)} 'data' is {json_type(data)}, expected an array"
         )
-    rows = shape[0] if shape else 1  # shape []: a scalar, one value (one row)
+    scalar = not shape  # shape []: one value, one row (or every row of a batch beside it)
+    rows = shape[0] if shape else 1
     width = shape[1] if len(shape) == 2 else math.prod(shape[1:])
     if datatype == "BYTES":
         flat = flatten(data if isinstance(data, list) else data.tolist())
@@ -212,7 +225,7 @@ def _tensor(value: Any, what: str, key: str, index: int) -> _Tensor:
             raise ProtocolError(
                 "bad_shape", f"{_named(name)} has {len(flat)} values for shape {short(shape)}"
             )
-        return _Tensor(name, rows, width, None, flat)
+        return _Tensor(name, rows, width, None, flat, scalar=scalar)
     array = _numeric(data, datatype, name)
     if array.size != rows * width:
         raise ProtocolError(
@@ -220,8 +233,8 @@ def _tensor(value: Any, what: str, key: str, index: int) -> _Tensor:
         )
     matrix = array if array.shape == (rows, width) else array.reshape(rows, width)
     if datatype == "BOOL":
-        return _Tensor(name, rows, width, None, matrix.reshape(-1).tolist())
-    return _Tensor(name, rows, width, matrix, None, _SINGLE.get(datatype))
+        return _Tensor(name, rows, width, None, matrix.reshape(-1).tolist(), scalar=scalar)
+    return _Tensor(name, rows, width, matrix, None, _SINGLE.get(datatype), scalar)
 
 
 def _binary_elements(data: bytearray, datatype: Any, name: str) -> list[str] | npt.NDArray[Any]:
@@ -315,11 +328,14 @@ def _tensors(body: dict[str, Any], key: str, reason: str, what: str) -> list[_Te
     names = [tensor.name for tensor in tensors]
     if len(set(names)) != len(names):
         raise ProtocolError("bad_shape", f"{what} {key!r} names a tensor twice")
-    rows = {tensor.rows for tensor in tensors}
+    rows = {tensor.rows for tensor in tensors if not tensor.scalar}
     if len(rows) > 1:
         raise ProtocolError(
             "row_mismatch", f"{what} tensors disagree on rows: shape[0] in {sorted(rows)}"
         )
+    if len(rows) == 1 and any(tensor.scalar for tensor in tensors):
+        (batch,) = rows
+        return [tensor.repeated(batch) if tensor.scalar else tensor for tensor in tensors]
     return tensors
 
 
