@@ -575,3 +575,26 @@ def test_bf16_tensors_read_in_json_and_binary_as_their_float32_values() -> None:
         ]
     }
     assert plain(adapter.extract(as_json, None)) == {"a": [1.5, 3.0], "b": [-0.25, 0.1000976562]}
+
+
+def test_integers_beyond_64_bits_in_a_tensor_are_their_floats() -> None:
+    """JSON integers beyond 64 bits in a numeric tensor (read exactly, as Python ints numpy holds
+    only as objects) are their floats, and beyond float range inf, as the other protocols read
+    them (it was bad_datatype)."""
+    big = 123456789012345678901234567890
+    request = {
+        "inputs": [
+            {"name": "a", "shape": [3], "datatype": "INT64", "data": [2**64, -(2**63) - 1, 1]},
+            {"name": "b", "shape": [3, 1], "datatype": "FP64", "data": [[big], [1.5], [10**400]]},
+        ]
+    }
+    extracted = KServeV2Adapter(inputs("a", "b"), []).extract(request, None)
+    assert extracted.columns["b"].dtype == np.float64
+    assert plain(extracted) == {
+        "a": [2.0**64, -(2.0**63), 1.0],
+        "b": [float(big), 1.5, np.inf],
+    }
+    request["inputs"][0]["data"][2] = "1"
+    with pytest.raises(ProtocolError) as caught:
+        KServeV2Adapter(inputs("a", "b"), []).extract(request, None)
+    assert caught.value.reason == "bad_datatype"

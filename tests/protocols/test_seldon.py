@@ -105,6 +105,24 @@ def test_batched_ndarray_pairs_rows() -> None:
     }
 
 
+def test_integers_beyond_64_bits_in_a_tensor_are_their_floats() -> None:
+    """Tensor values with an integer beyond 64 bits (JSON read exactly) are their floats, inf
+    beyond float range, as the monitor reads the same numbers in an ndarray (it was
+    bad_datatype); a value that is no number among them is still bad_datatype."""
+    big = 123456789012345678901234567890
+    values = [big, 1.5, -(2**63) - 1, 10**400]
+    adapter = SeldonAdapter(inputs("a", "b"), [])
+    tensor = {"data": {"tensor": {"shape": [2, 2], "values": values}}}
+    ndarray = {"data": {"ndarray": [values[:2], values[2:]]}}
+    expected = {"a": [float(big), -(2.0**63)], "b": [1.5, float("inf")]}
+    assert plain(adapter.extract(tensor, None)) == expected
+    assert plain(adapter.extract(ndarray, None)) == {"a": values[::2], "b": values[1::2]}
+    tensor["data"]["tensor"]["values"] = [big, None, 1, 2]
+    with pytest.raises(ProtocolError) as caught:
+        adapter.extract(tensor, None)
+    assert caught.value.reason == "bad_datatype"
+
+
 def test_failure_status_is_error_response() -> None:
     """The wrapper's FAILURE status raises error_response."""
     with pytest.raises(ProtocolError) as caught:

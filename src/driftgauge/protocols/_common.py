@@ -9,7 +9,7 @@ matching, fields read under their body names (:func:`wire_specs`, renamed
 back by :func:`rename_columns`) and the request/response pairing.  The small
 JSON helpers (:func:`json_type`, :func:`short`, :func:`require_object`,
 :func:`raise_if_error`, :func:`flatten`, :func:`scalar`) build the one-line
-errors.
+errors; :func:`object_numbers` reads integers beyond 64 bits in a typed tensor.
 
 Error messages name keys, field names, JSON types and shapes, never values.
 """
@@ -17,11 +17,13 @@ Error messages name keys, field names, JSON types and shapes, never values.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
+import numpy as np
 import numpy.typing as npt
 
 from driftgauge.config import FieldSpec
@@ -34,6 +36,7 @@ __all__ = [
     "Part",
     "flatten",
     "json_type",
+    "object_numbers",
     "pair",
     "raise_if_error",
     "rename_columns",
@@ -101,6 +104,26 @@ def flatten(value: list[Any]) -> list[Any]:
         else:
             stack.pop()
     return out
+
+
+def object_numbers(array: npt.NDArray[Any]) -> npt.NDArray[np.float64] | None:
+    """An object array of JSON numbers as floats (±inf beyond float range); None if it holds
+    anything else.
+
+    numpy holds an integer beyond 64 bits (JSON read exactly) only as an object, and so every
+    array with one; as a float it is the value a list row's number is.
+    """
+    values = array.ravel().tolist()
+    if not all(type(value) is int or type(value) is float for value in values):
+        return None
+    return np.array([_float(value) for value in values]).reshape(array.shape)
+
+
+def _float(number: float) -> float:
+    try:
+        return float(number)
+    except OverflowError:  # an integer beyond float range
+        return math.inf if number > 0 else -math.inf
 
 
 def scalar(value: Any, name: str) -> Any:

@@ -77,6 +77,7 @@ from driftgauge.protocols._common import (
     Part,
     flatten,
     json_type,
+    object_numbers,
     pair,
     raise_if_error,
     require_object,
@@ -183,6 +184,10 @@ def _numeric(data: list[Any] | npt.NDArray[Any], datatype: str, name: str) -> np
     kind = array.dtype.kind
     if array.size == 0:
         return array.astype(bool if datatype == "BOOL" else np.float64)
+    if kind == "O" and datatype != "BOOL":  # an integer beyond 64 bits among numbers
+        floats = object_numbers(array)
+        if floats is not None:
+            return floats
     if datatype == "BOOL":
         if kind == "b":
             return array

@@ -40,7 +40,15 @@ import numpy as np
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import ProtocolError
 from driftgauge.jsonbody import decode_json
-from driftgauge.protocols._common import BaseAdapter, Part, json_type, pair, require_object, short
+from driftgauge.protocols._common import (
+    BaseAdapter,
+    Part,
+    json_type,
+    object_numbers,
+    pair,
+    require_object,
+    short,
+)
 from driftgauge.protocols._tables import map_matrix, map_rows
 from driftgauge.protocols.csv_body import content_type
 from driftgauge.typing import Extracted
@@ -94,14 +102,16 @@ def _tensor(
         ) from None
     if array.ndim != 1:
         raise ProtocolError("bad_shape", f"{where} 'data.tensor.values' must be a flat array")
-    if array.size and array.dtype.kind not in "iuf":
+    # An integer beyond 64 bits among the numbers makes an object array.
+    numbers = object_numbers(array) if array.dtype.kind == "O" else array
+    if numbers is None or (numbers.size and numbers.dtype.kind not in "iuf"):
         raise ProtocolError("bad_datatype", f"{where} tensor values must be numbers")
     rows, width = shape[0], math.prod(shape[1:])
-    if array.size != rows * width:
+    if numbers.size != rows * width:
         raise ProtocolError(
-            "bad_shape", f"{where} tensor has {array.size} values for shape {short(shape)}"
+            "bad_shape", f"{where} tensor has {numbers.size} values for shape {short(shape)}"
         )
-    return map_matrix(array.astype(np.float64).reshape(rows, width), specs, labels)
+    return map_matrix(numbers.astype(np.float64).reshape(rows, width), specs, labels)
 
 
 def _message(body: dict[str, Any], specs: Sequence[FieldSpec], where: str, missing: str) -> Part:
