@@ -89,6 +89,25 @@ def test_v1_and_v2_bodies_of_the_same_rows_give_the_same_columns() -> None:
     assert rounded(plain(v2.extract(*V2))) == EXPECTED
 
 
+def test_v1_and_v2_probabilities_in_place_of_the_class_give_the_same_columns() -> None:
+    """Class probabilities answered in place of the class (KServe's sklearn server with
+    PREDICT_PROBA on V1, its predict_proba output on V2) fill the class by neither route."""
+    adapter = kserve()
+    v1 = adapter.route("/v1/models/wine:predict")
+    v2 = adapter.route("/v2/models/wine/infer")
+    assert v1 is not None and v2 is not None
+    proba = [[0.2, 0.8], [0.9, 0.1], [0.4, 0.6]]
+    tensor = {"name": "predict_proba", "shape": [3, 2], "datatype": "FP64", "data": proba}
+    by_v1 = v1.extract(V1[0], {"predictions": proba})
+    by_v2 = v2.extract(V2[0], {"outputs": [tensor]})
+    assert (
+        rounded(plain(by_v1))
+        == rounded(plain(by_v2))
+        == {name: EXPECTED[name] for name in ("alcohol", "ash", "region")}
+    )
+    assert by_v1.extra_columns == by_v2.extra_columns == 2
+
+
 @pytest.mark.parametrize("bodies", [V1, V2, (V1[0], None), (V2[0], None)], ids=str)
 def test_without_a_path_the_body_shape_picks_the_protocol(bodies: tuple[Any, Any]) -> None:
     """Path-less pairs (and requests alone) are read by the protocol they are written in."""

@@ -96,6 +96,27 @@ def test_list_predictions_map_by_order_onto_predictions() -> None:
     assert plain(extracted) == {"x": [1, 2], "p_no": [0.9, 0.2], "p_yes": [0.1, 0.8]}
 
 
+def test_probability_rows_wider_than_the_predictions_fill_none_of_them() -> None:
+    """KServe's sklearn server with PREDICT_PROBA=true answers a list of class probabilities per
+    row: with one configured class they are other outputs, all extra, the class absent (its first
+    probability was read as the class); three numeric predictions still take them by position,
+    and a row no wider than the predictions still fills them."""
+    proba = {"predictions": [[0.9, 0.05, 0.05], [0.1, 0.7, 0.2]]}
+    extracted = KServeV1Adapter(inputs(*IRIS), outputs("species")).extract(DOC_REQUEST, proba)
+    assert set(extracted.columns) == set(IRIS)
+    assert extracted.extra_columns == 3
+    three = KServeV1Adapter(inputs(*IRIS), outputs("p0", "p1", "p2", kind="numeric"))
+    spread = plain(three.extract(DOC_REQUEST, proba))
+    assert (spread["p0"], spread["p2"]) == ([0.9, 0.1], [0.05, 0.2])
+    ragged = {"predictions": [["setosa"], ["setosa", 0.7, 0.2]]}
+    extracted = KServeV1Adapter(inputs(*IRIS), outputs("species")).extract(DOC_REQUEST, ragged)
+    assert plain(extracted)["species"] == ["setosa", None]
+    assert (extracted.absent, extracted.extra_columns) == ({"species": 1}, 3)
+    mixed = {"predictions": [["setosa", 0.9], ["virginica", 0.7]]}
+    extracted = KServeV1Adapter(inputs(*IRIS), outputs("species")).extract(DOC_REQUEST, mixed)
+    assert ("species" in extracted.columns, extracted.extra_columns) == (False, 2)
+
+
 def test_object_predictions_map_by_name() -> None:
     """An object per prediction maps by name; unknown output names are extra."""
     adapter = KServeV1Adapter(inputs("x"), outputs("label"))

@@ -120,6 +120,17 @@ def test_list_predictions_map_by_order() -> None:
     assert plain(extracted) == {"a": [1, 2], "p0": [0.9, 0.3], "p1": [0.1, 0.7]}
 
 
+def test_list_predictions_wider_than_the_predictions_fill_none_of_them() -> None:
+    """A probability row per input with one configured label (in an object or a bare list) is
+    other outputs: all extra, the label absent (its first probability was the label)."""
+    adapter = MLflowAdapter(inputs("a"), outputs("label"))
+    rows = [[0.9, 0.1], [0.3, 0.7]]
+    for response in ({"predictions": rows}, rows):
+        extracted = adapter.extract({"inputs": [[1], [2]]}, response)
+        assert plain(extracted) == {"a": [1, 2]}
+        assert extracted.extra_columns == 2
+
+
 def test_error_body_is_error_response() -> None:
     """``{"error_code", "message"}`` raises error_response without the message."""
     with pytest.raises(ProtocolError) as caught:

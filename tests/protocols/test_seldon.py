@@ -75,6 +75,23 @@ def test_documented_tensor_round_trip() -> None:
     assert plain(extracted)["t:0"] == [pytest.approx(0.8700986370655746)]
 
 
+def test_unnamed_response_rows_wider_than_the_predictions_fill_none_of_them() -> None:
+    """Class probabilities without names (ndarray or tensor) and one configured class: other
+    outputs, all extra, the class absent (its first probability was the class); with names they
+    map by name as before."""
+    adapter = SeldonAdapter(inputs(*IRIS), outputs("class"))
+    unnamed = {"data": {"ndarray": [[0.1, 0.2, 0.7]]}}
+    tensor = {"data": {"tensor": {"shape": [1, 3], "values": [0.1, 0.2, 0.7]}}}
+    for response in (unnamed, tensor):
+        extracted = adapter.extract(IRIS_REQUEST, response)
+        assert set(extracted.columns) == set(IRIS)
+        assert extracted.extra_columns == 3
+    named = SeldonAdapter(inputs(*IRIS), outputs("t:2", kind="numeric"))
+    extracted = named.extract(IRIS_REQUEST, IRIS_RESPONSE)
+    assert plain(extracted)["t:2"] == [pytest.approx(0.9956334415074478)]
+    assert extracted.extra_columns == 2
+
+
 def test_names_not_configured_are_extra() -> None:
     """Output names the config lacks are counted, the configured one is kept."""
     adapter = SeldonAdapter(inputs(*IRIS), outputs("t:1", kind="numeric"))

@@ -87,6 +87,19 @@ def test_columnar_single_tensor_is_rows_by_order() -> None:
     assert plain(extracted) == {"a": [1, 3], "b": [2, 4], "y": [0.5, 0.25]}
 
 
+def test_prediction_rows_wider_than_the_predictions_fill_none_of_them() -> None:
+    """A softmax row per instance (row or columnar format) with one configured class is other
+    outputs than the class: all extra, the class absent (its first score was the class)."""
+    adapter = TFServingAdapter(inputs("a", "b"), outputs("label"))
+    for response in (
+        {"predictions": [[0.2, 0.8], [0.6, 0.4]]},
+        {"outputs": [[0.2, 0.8], [0.6, 0.4]]},
+    ):
+        extracted = adapter.extract({"instances": [[1, 2], [3, 4]]}, response)
+        assert plain(extracted) == {"a": [1, 3], "b": [2, 4]}
+        assert extracted.extra_columns == 2
+
+
 def test_columnar_named_outputs_map_by_name() -> None:
     """An ``outputs`` object maps by output name, ``[N, 1]`` squeezed."""
     adapter = TFServingAdapter(inputs("x"), outputs("classes", "scores", kind="numeric"))

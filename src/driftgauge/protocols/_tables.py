@@ -6,7 +6,11 @@ function here, so the mapping rules are written (and tested) once:
 - :func:`map_rows` - a list of rows.  An object row maps by key, a list row by
   position (onto ``labels``, which default to the configured names in config
   order), a scalar row is the value of the first label.  A nested list row is
-  flattened row-major first.
+  flattened row-major first.  In a response (``whole``), a list row without
+  labels that runs past the last configured prediction fills none of them:
+  it is other outputs than the configured ones (class probabilities where a
+  class is configured), all its values count as extra columns and the
+  predictions are absent, as a V2 output tensor maps whole or not at all.
 - :func:`map_columns` - an object of named columns (TF Serving / MLflow
   columnar ``inputs``), by name only.
 - :func:`map_matrix` - a numeric 2-D array whose columns carry ``labels``.
@@ -229,10 +233,16 @@ def fields_of(specs: Sequence[FieldSpec]) -> Fields:
 
 
 def map_matrix(
-    matrix: npt.NDArray[Any], specs: Sequence[FieldSpec], labels: Sequence[Hashable] | None = None
+    matrix: npt.NDArray[Any],
+    specs: Sequence[FieldSpec],
+    labels: Sequence[Hashable] | None = None,
+    whole: bool = False,
 ) -> Part:
-    """Columns of a 2-D numeric array, labelled by ``labels`` (default: config order)."""
+    """Columns of a 2-D numeric array, labelled by ``labels`` (default: config order; with
+    ``whole``, none when its rows run past the last field, see :func:`map_rows`)."""
     rows, width = matrix.shape
+    if whole and labels is None and width > len(specs):
+        return Part(rows, extra=width)
     layout = fields_of(specs).layout(labels, width, matrix.dtype.kind in "fiu")
     part = Part(rows, extra=layout.extra)
     for name, position in layout.singles:
@@ -363,20 +373,28 @@ def _map_table(
 
 
 def map_rows(
-    rows: list[Any], specs: Sequence[FieldSpec], labels: Sequence[Hashable] | None = None
+    rows: list[Any],
+    specs: Sequence[FieldSpec],
+    labels: Sequence[Hashable] | None = None,
+    whole: bool = False,
 ) -> Part:
     """Columns of a list of rows: objects by key, lists by position onto ``labels``, scalars first.
 
     ``labels`` name the positions of list rows (Seldon ``names``, MLflow
     ``columns``); without them positions map onto the configured fields in
-    config order.  A field present in some rows only is ``None`` in the others,
-    which the part counts in ``absent``.
+    config order, and with ``whole`` (predictions) a list row longer than the
+    fields fills none of them (all its values are extra).  A field present in
+    some rows only is ``None`` in the others, which the part counts in ``absent``.
     """
     count = len(rows)
+    # A list row wider than this fills no field (all its values are extra).
+    widest = len(specs) if whole and labels is None else None
     matrix = _number_array(rows) if count else None
     if matrix is not None and matrix.size:
         # All numbers, all rows the same width: one numpy call instead of a loop per value.
         flat = matrix.reshape(count, -1)
+        if widest is not None and flat.shape[1] > widest:
+            return Part(count, extra=flat.shape[1])
         part = map_matrix(flat, specs, labels)
         _restore_exact(part, rows, matrix.ndim, flat, specs, labels)
         return part
@@ -387,6 +405,8 @@ def map_rows(
     picks = [(position, label) for position, label in enumerate(names) if label in wanted]
     table = _table(rows)
     if table is not None:
+        if widest is not None and len(table) > widest:
+            return Part(count, extra=len(table))
         return _map_table(count, table, specs, names, picks)
     columns: dict[str, list[Any]] = {}
     held: Counter[str] = Counter()  # the rows holding each field
@@ -410,6 +430,9 @@ def map_rows(
         elif isinstance(row, list):
             values = flatten(row) if any(isinstance(item, list) for item in row) else row
             width = len(values)
+            if widest is not None and width > widest:
+                overflow = max(overflow, width)
+                continue
             for position, name in picks:
                 if position < width:
                     put(name, index, values[position])
@@ -476,10 +499,11 @@ def map_columns(body: Mapping[str, Any], specs: Sequence[FieldSpec], where: str)
     return part
 
 
-def rows_or_columns(body: Any, specs: Sequence[FieldSpec], where: str) -> Part:
-    """A TF Serving style tensor value: an object of named columns, a list of rows, or one scalar."""
+def rows_or_columns(body: Any, specs: Sequence[FieldSpec], where: str, whole: bool = False) -> Part:
+    """A TF Serving style tensor value: an object of named columns, a list of rows, or one scalar
+    (``whole``: as :func:`map_rows` reads predictions)."""
     if isinstance(body, dict):
         return map_columns(body, specs, where)
     if isinstance(body, list):
-        return map_rows(body, specs)
+        return map_rows(body, specs, whole=whole)
     return map_rows([body], specs)

@@ -11,7 +11,10 @@ routes belong to :mod:`driftgauge.protocols.tfserving`.
 Each instance is a row: a list maps by position onto the configured features
 (config order), an object by name, a scalar is the single (first) feature.
 Each prediction pairs with the instance at the same index under the same
-rules.  The response must hold exactly one prediction per instance.
+rules, but for a list wider than the configured predictions (KServe's sklearn
+server with ``PREDICT_PROBA``: class probabilities), which fills none of them
+(its values are extra, the predictions absent).  The response must hold
+exactly one prediction per instance.
 """
 
 from __future__ import annotations
@@ -61,4 +64,4 @@ class KServeV1Adapter(BaseAdapter):
                 "bad_shape",
                 f"response 'predictions' is {json_type(predictions)}, expected an array",
             )
-        return map_rows(predictions, self.predictions)
+        return map_rows(predictions, self.predictions, whole=True)

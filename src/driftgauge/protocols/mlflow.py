@@ -24,7 +24,9 @@ deploy-model-locally), and the scoring server ``mlflow/pyfunc/scoring_server``:
 Mapping: ``dataframe_split`` rows map through their ``columns`` by name
 (integer column labels, pandas' default, map by position in config order);
 object rows by name; list rows by position; scalar rows to the first field;
-an ``inputs``/``predictions`` object by column name.
+an ``inputs``/``predictions`` object by column name.  A prediction row (list)
+wider than the configured predictions fills none of them (its values are
+extra).
 """
 
 from __future__ import annotations
@@ -108,11 +110,13 @@ class MLflowAdapter(BaseAdapter):
 
     def _response(self, response: Any) -> Part:
         if isinstance(response, list):
-            return map_rows(response, self.predictions)
+            return map_rows(response, self.predictions, whole=True)
         if not isinstance(response, dict):
             raise ProtocolError(
                 "not_object", f"response is {json_type(response)}, expected an object"
             )
         if "predictions" not in response:
             raise ProtocolError("missing_outputs", "response has no 'predictions'")
-        return rows_or_columns(response["predictions"], self.predictions, "response 'predictions'")
+        return rows_or_columns(
+            response["predictions"], self.predictions, "response 'predictions'", whole=True
+        )

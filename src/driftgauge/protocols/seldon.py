@@ -23,8 +23,10 @@ external-prediction.md``, ``prediction.md``, ``internal-api.md``):
 
 Mapping: with ``names``, each row's values map by name (so configure
 predictions ``t:0``, ``t:1``... to monitor class probabilities); without,
-by position onto the configured fields in config order.  ``tensor`` values
-are numeric and reshaped in numpy; ``meta`` is ignored.
+by position onto the configured fields in config order, but for a response
+row wider than the configured predictions, which fills none of them (its
+values are extra).  ``tensor`` values are numeric and reshaped in numpy;
+``meta`` is ignored.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def _names(value: Any, where: str) -> list[Hashable] | None:
 
 
 def _tensor(
-    value: Any, specs: Sequence[FieldSpec], labels: list[Hashable] | None, where: str
+    value: Any, specs: Sequence[FieldSpec], labels: list[Hashable] | None, where: str, whole: bool
 ) -> Part:
     if not isinstance(value, dict):
         raise ProtocolError(
@@ -111,10 +113,13 @@ def _tensor(
         raise ProtocolError(
             "bad_shape", f"{where} tensor has {numbers.size} values for shape {short(shape)}"
         )
-    return map_matrix(numbers.astype(np.float64).reshape(rows, width), specs, labels)
+    return map_matrix(numbers.astype(np.float64).reshape(rows, width), specs, labels, whole)
 
 
-def _message(body: dict[str, Any], specs: Sequence[FieldSpec], where: str, missing: str) -> Part:
+def _message(
+    body: dict[str, Any], specs: Sequence[FieldSpec], where: str, missing: str, whole: bool = False
+) -> Part:
+    """The ``data`` of a message (``whole``: a response's, see :func:`map_rows`)."""
     if "data" not in body:
         other = next((key for key in _OTHER_PAYLOADS if key in body), None)
         if other is not None:
@@ -130,9 +135,9 @@ def _message(body: dict[str, Any], specs: Sequence[FieldSpec], where: str, missi
             raise ProtocolError(
                 "bad_shape", f"{where} 'data.ndarray' is {json_type(ndarray)}, expected an array"
             )
-        return map_rows(ndarray, specs, labels)
+        return map_rows(ndarray, specs, labels, whole)
     if "tensor" in data:
-        return _tensor(data["tensor"], specs, labels, where)
+        return _tensor(data["tensor"], specs, labels, where, whole)
     if "tftensor" in data:
         raise ProtocolError("bad_shape", f"{where} 'data.tftensor' is not supported")
     raise ProtocolError("bad_shape", f"{where} 'data' has neither 'ndarray' nor 'tensor'")
@@ -167,5 +172,6 @@ class SeldonAdapter(BaseAdapter):
                 self.predictions,
                 "response",
                 "missing_outputs",
+                whole=True,
             )
         return pair(features, predictions)

@@ -15,7 +15,8 @@ serving/api_rest, ``tensorflow_serving/g3doc/api_rest.md``):
 
 Mapping: list rows by position onto the configured fields (config order, a
 nested row flattened row-major), objects by name, scalars to the first
-field; named columnar tensors by name only.  A configured named input must
+field; named columnar tensors by name only.  A prediction row (list) wider
+than the configured predictions fills none of them (its values are extra).  A configured named input must
 hold one value per row (``[N]`` or ``[N, 1]``).  Binary ``{"b64": ...}``
 values are not decoded: a configured field holding one is ``bad_shape``.
 """
@@ -67,7 +68,11 @@ class TFServingAdapter(BaseAdapter):
                 raise ProtocolError(
                     "bad_shape", "response 'predictions' is an object, expected an array"
                 )
-            return rows_or_columns(predictions, self.predictions, "response 'predictions'")
+            return rows_or_columns(
+                predictions, self.predictions, "response 'predictions'", whole=True
+            )
         if "outputs" in body:
-            return rows_or_columns(body["outputs"], self.predictions, "response 'outputs'")
+            return rows_or_columns(
+                body["outputs"], self.predictions, "response 'outputs'", whole=True
+            )
         raise ProtocolError("missing_outputs", "response has neither 'predictions' nor 'outputs'")
