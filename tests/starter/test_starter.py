@@ -401,6 +401,20 @@ def test_one_tensor_per_feature_is_named_and_typed_by_datatype() -> None:
     assert plan.model == "iris"
 
 
+def test_a_bf16_tensor_is_numeric() -> None:
+    """Triton's BF16 (bfloat16) tensors, which the sidecar reads, type numeric fields (init
+    refused them as an unknown datatype)."""
+    meta = metadata(
+        [{"name": "x", "datatype": "BF16", "shape": [-1, 1]}],
+        [{"name": "score", "datatype": "BF16", "shape": [-1]}],
+    )
+    plan = plan_starter(None, meta)
+    assert [(f.name, f.type) for f in (*plan.features, *plan.predictions)] == [
+        ("x", "numeric"),
+        ("score", "numeric"),
+    ]
+
+
 def test_a_wide_tensor_becomes_numbered_features_matched_by_position() -> None:
     """A [-1, 4] tensor gives input-0_0..input-0_3 and a note that they map by position."""
     plan = plan_starter(None, metadata(WIDE, PREDICT))

@@ -38,7 +38,7 @@ __all__ = ["Starter", "StarterField", "plan_starter", "render_starter", "write_s
 
 PLACEHOLDER_UPSTREAM = "http://127.0.0.1:9000"
 _NUMERIC_DATATYPES = frozenset(
-    {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64"}
+    {"FP16", "BF16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64"}
     | {"UINT8", "UINT16", "UINT32", "UINT64"}
 )
 _CATEGORICAL_DATATYPES = frozenset({"BYTES", "BOOL"})
