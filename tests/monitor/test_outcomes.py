@@ -16,6 +16,8 @@ from driftgauge.baseline import Baseline
 from driftgauge.config import Config, config_from_mapping
 from driftgauge.exceptions import ProtocolError
 from driftgauge.monitor.outcomes import parse_labels
+from driftgauge.sketches import summary
+from driftgauge.typing import Extracted
 from tests.feedback_support import (
     T0,
     Clock,
@@ -327,6 +329,26 @@ def test_rows_without_a_prediction_are_not_held(pipeline: Pipeline) -> None:
     assert pipeline.outcomes.pending == 1
     assert pipeline.outcomes.label([("half:0", "a"), ("half:1", "a")])["unmatched"] == 1
     assert "feedback_no_id" not in pipeline.monitor.dropped  # it has an id, no prediction
+
+
+@pytest.mark.parametrize(
+    ("classes", "spellings"),
+    [(["a", "b", "c"], 1), (["a", None, "c"], 2)],
+    ids=["whole", "missing"],
+)
+def test_held_predictions_are_spelled_once(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, classes: list[Any], spellings: int
+) -> None:
+    """Holding a batch spells its class column once (the column at once, or each present row):
+    its bucket and its key come from the one spelling."""
+    spelled: list[Any] = []
+    for name in ("canonical_strings", "canonical_category"):
+        original = getattr(summary, name)
+        monkeypatch.setattr(summary, name, lambda v, f=original: spelled.append(v) or f(v))
+    rec = record(one_row() * 3, "spelled")
+    pipeline.outcomes.register([(rec, rec.request, Extracted(rows=3, columns={"class": classes}))])
+    assert len(spelled) == spellings
+    assert pipeline.outcomes.label([("spelled:0", "a"), ("spelled:2", "c")])["matched"] == 2
 
 
 def test_id_path_gives_each_row_its_own_id(

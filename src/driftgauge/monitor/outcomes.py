@@ -43,9 +43,8 @@ from driftgauge.monitor.tracker import Observation, SnapshotPart
 from driftgauge.protocols.jsonpath import compile_path, evaluate
 from driftgauge.sketches.summary import (
     CategoricalBinning,
-    category_indexes,
+    category_indexes_and_keys,
     category_key,
-    category_keys,
     to_floats,
 )
 from driftgauge.sketches.window import SlicedWindow
@@ -206,10 +205,11 @@ class Outcomes:
             no_id += row_ids.count(None)
             ids.extend(row_ids)
             if self._binning is not None:
-                classes = category_indexes(column, self._binning).astype(np.float64)
+                indexes, class_keys = category_indexes_and_keys(column, self._binning)
+                classes = indexes.astype(np.float64)
                 classes[classes < 0] = np.nan  # an unknown class: nothing to wait for
                 predicted.append(classes)
-                keys.append(category_keys(column))
+                keys.append(class_keys)
             else:
                 predicted.append(to_floats(column)[0])
                 keys.append(np.zeros(piece.rows, dtype=np.int64))

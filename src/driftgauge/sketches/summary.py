@@ -41,6 +41,7 @@ __all__ = [
     "NumericSummary",
     "Summary",
     "category_indexes",
+    "category_indexes_and_keys",
     "category_key",
     "category_keys",
     "frequent_lg",
@@ -163,21 +164,31 @@ def to_categories(
     return np.asarray(kept, dtype=np.str_) if kept else np.empty(0, dtype=np.str_), missing
 
 
-def _each_row(
+def _spell_rows(
     values: Sequence[Any] | npt.NDArray[Any],
+) -> tuple[npt.NDArray[np.str_], list[int] | None]:
+    """The canonical category of each present row, and which rows are present (None: all)."""
+    strings, whole = category_strings(values)
+    if whole:  # no missing value: read by numpy at once, as to_categories does
+        return canonical_strings(strings), None
+    present = [i for i, v in enumerate(values) if not is_missing(v)]
+    return np.asarray([canonical_category(values[i]) for i in present], dtype=np.str_), present
+
+
+def _each_row(
+    spelled: tuple[npt.NDArray[np.str_], list[int] | None],
+    rows: int,
     lookup: Callable[[npt.NDArray[np.str_]], npt.NDArray[Any]],
     missing: int,
     dtype: type[np.integer[Any]],
 ) -> npt.NDArray[Any]:
-    """``lookup`` of each row's canonical category, ``missing`` where the value is missing
-    (rows stay aligned)."""
-    strings, whole = category_strings(values)
-    if whole:  # no missing value: read by numpy at once, as to_categories does
-        return lookup(canonical_strings(strings))
-    result = np.full(len(values), missing, dtype=dtype)
-    present = [i for i, v in enumerate(values) if not is_missing(v)]
+    """``lookup`` of each of ``rows`` rows spelled by :func:`_spell_rows`, ``missing`` where
+    the value is missing (rows stay aligned)."""
+    texts, present = spelled
+    if present is None:
+        return lookup(texts)
+    result = np.full(rows, missing, dtype=dtype)
     if present:
-        texts = np.asarray([canonical_category(values[i]) for i in present], dtype=np.str_)
         result[present] = lookup(texts)
     return result
 
@@ -186,7 +197,18 @@ def category_indexes(
     values: Sequence[Any] | npt.NDArray[Any], binning: CategoricalBinning
 ) -> npt.NDArray[np.intp]:
     """Each row's bucket in ``binning``, -1 where the value is missing (rows stay aligned)."""
-    return _each_row(values, binning.indexes, -1, np.intp)
+    return _each_row(_spell_rows(values), len(values), binning.indexes, -1, np.intp)
+
+
+def category_indexes_and_keys(
+    values: Sequence[Any] | npt.NDArray[Any], binning: CategoricalBinning
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+    """:func:`category_indexes` and :func:`category_keys` of ``values``, spelled once."""
+    spelled = _spell_rows(values)
+    return (
+        _each_row(spelled, len(values), binning.indexes, -1, np.intp),
+        _each_row(spelled, len(values), _keys, 0, np.int64),
+    )
 
 
 def category_key(text: str) -> int:
@@ -201,7 +223,7 @@ def category_key(text: str) -> int:
 
 def category_keys(values: Sequence[Any] | npt.NDArray[Any]) -> npt.NDArray[np.int64]:
     """Each row's :func:`category_key`, 0 where the value is missing (rows stay aligned)."""
-    return _each_row(values, _keys, 0, np.int64)
+    return _each_row(_spell_rows(values), len(values), _keys, 0, np.int64)
 
 
 def _keys(texts: npt.NDArray[np.str_]) -> npt.NDArray[np.int64]:
