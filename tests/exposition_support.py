@@ -223,7 +223,7 @@ def _reference_baseline(monitor: Monitor) -> Iterator[Metric]:
         labels = [model, spec.name, spec.role]
         for quantile, value in zip(QUANTILES, values, strict=True):
             quantiles.add_metric([*labels, str(quantile)], float(value))
-        means.add_metric(labels, summary.total / summary.count)
+        means.add_metric(labels, summary.mean)
     yield from (quantiles, means)
     baseline_count = gauge_family(catalogue.BASELINE_OBSERVATIONS)
     cardinality = gauge_family(catalogue.BASELINE_CARDINALITY)
@@ -255,7 +255,7 @@ def _reference_windows(model: str, fields: tuple[FieldStats, ...]) -> Iterator[M
         if item.spec.type == "numeric" and item.quantiles:
             for quantile, value in item.quantiles:
                 quantiles.add_metric([*labels, str(quantile)], value)
-            means.add_metric(labels, item.total / item.observations)
+            means.add_metric(labels, item.mean)
     yield observations
     yield from families.values()
     yield from (quantiles, means)
@@ -409,7 +409,7 @@ def with_awkward_values(snapshot: Snapshot) -> Snapshot:
             ks_pvalue=some(item.ks_pvalue),
             chi2_pvalue=some(item.chi2_pvalue),
             quantiles=tuple((q, next(awkward)) for q, _ in item.quantiles),
-            total=next(awkward),
+            mean=next(awkward),
             cardinality=some(item.cardinality),
         )
         for i, item in enumerate(snapshot.fields)

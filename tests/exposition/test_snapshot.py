@@ -5,8 +5,10 @@ from __future__ import annotations
 import gzip
 from collections.abc import Callable
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
@@ -17,6 +19,8 @@ from driftgauge.exposition import MonitorCollector, RenderedSnapshot
 from driftgauge.exposition.gzipjoin import gzip_join
 from driftgauge.exposition.snapshot import SnapshotFamilies
 from driftgauge.monitor import Monitor, Snapshot
+from driftgauge.sketches.codec import decode_summary, encode_summary
+from driftgauge.sketches.summary import NumericSummary
 from driftgauge.typing import Extracted
 from tests.exposition_support import (
     AWKWARD_MODEL,
@@ -140,3 +144,31 @@ def test_recompute_part_renders_a_given_snapshot(tmp_path: Path) -> None:
     assert other[1].count(b"# TYPE driftgauge_psi gauge\n") == 1
     for openmetrics in (latest[1], other[1]):
         parsed(families.baseline_part(True).raw + openmetrics + b"# EOF\n", True)
+
+
+def test_the_live_mean_of_values_near_float64s_largest_is_their_mean(
+    make_config: Callable[..., Config], make_baseline: Callable[..., Baseline]
+) -> None:
+    """driftgauge_feature_mean of values near ±1.8e308, in batches a second apart, is their
+    exact mean (Fraction), though their sum overflows float64, and stays so through a state
+    snapshot's encoding of the window."""
+    config = make_config()
+    monitor = Monitor(config, make_baseline(config, 2_000))
+    rng = np.random.default_rng(5)
+    values = np.concatenate([rng.uniform(1.0e308, 1.79e308, 590), -rng.uniform(0, 1e308, 10)])
+    for i, part in enumerate(np.array_split(values, 12)):
+        monitor.ingest([Extracted(len(part), {"alcohol": part.tolist()})], now=1e9 + i)
+    monitor.compute(now=1e9 + 12)
+    rendered = RenderedSnapshot(registry_of(MonitorCollector(monitor, "snapshot")))
+    rendered.refresh()
+    [family] = [
+        f for f in parsed(_served(rendered, False), False) if f[0] == "driftgauge_feature_mean"
+    ]
+    means = {dict(labels)["window"]: float(value) for _, labels, value in family[3]}
+    exact = float(sum(map(Fraction, values.tolist())) / len(values))
+    assert means == {"5m": pytest.approx(exact, rel=1e-12), "1h": pytest.approx(exact, rel=1e-12)}
+    live = monitor.merged_windows(1e9 + 12)["5m"]["alcohol"]
+    assert isinstance(live, NumericSummary)
+    restored = live.empty_like()
+    decode_summary(restored, encode_summary(live))
+    assert restored.mean == pytest.approx(exact, rel=1e-12)

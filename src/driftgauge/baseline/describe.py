@@ -71,7 +71,7 @@ def describe(baseline: Baseline, path: Path) -> str:
         if isinstance(summary, NumericSummary):
             if summary.count:
                 qs = summary.kll.get_quantiles([0.01, 0.25, 0.5, 0.75, 0.99])
-                mean = summary.total / summary.count
+                mean = summary.mean
                 lines.append(
                     f"  min {summary.minimum:.6g}  p1 {qs[0]:.6g}  p25 {qs[1]:.6g}  p50 {qs[2]:.6g}  "
                     f"p75 {qs[3]:.6g}  p99 {qs[4]:.6g}  max {summary.maximum:.6g}  mean {mean:.6g}"

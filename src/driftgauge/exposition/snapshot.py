@@ -255,8 +255,7 @@ class SnapshotFamilies:
                     series = catalogue.BASELINE_QUANTILE.series((*labels, quantile))
                     quantiles.add(series, value)
                 # Quantiles are only held for a field with values, so count > 0.
-                mean = summary.total / summary.count
-                means.add(catalogue.BASELINE_MEAN.series(labels), mean)
+                means.add(catalogue.BASELINE_MEAN.series(labels), summary.mean)
             counts.add(catalogue.BASELINE_OBSERVATIONS.series(labels), summary.count)
             for label, ratio in zip(held.bin_labels, held.ratios, strict=True):
                 ratios.add(catalogue.BASELINE_BIN_RATIO.series((*labels, label)), ratio)
@@ -331,8 +330,7 @@ def _field_blocks(layout: _Layout, model: str, fields: Sequence[FieldStats]) -> 
                     catalogue.FEATURE_QUANTILE, (*row.observations.labels, str(quantile))
                 )
                 quantiles.add(series, value)
-            # A window with quantiles holds values, so observations > 0.
-            means.add(row.mean, item.total / item.observations)
+            means.add(row.mean, item.mean)
         if item.cardinality is not None:
             cardinality.add(row.cardinality, item.cardinality)
     return [observations, *(block for _, block in drift), quantiles, means, cardinality]

@@ -119,7 +119,7 @@ class FieldStats:
     ks_pvalue: float | None = None
     chi2_pvalue: float | None = None
     quantiles: tuple[tuple[float, float], ...] = ()
-    total: float = 0.0
+    mean: float = 0.0
     unseen: int = 0
     cardinality: float | None = None
 
@@ -531,11 +531,11 @@ def field_stats(
     n = live.count
     base = held.summary
     quantiles: tuple[tuple[float, float], ...] = ()
-    total = 0.0
+    mean = 0.0
     if isinstance(live, NumericSummary) and n:
         values = live.kll.get_quantiles(list(QUANTILES))
         quantiles = tuple(zip(QUANTILES, (float(v) for v in values), strict=True))
-        total = live.total
+        mean = live.mean
     unseen = live.unseen if isinstance(live, CategoricalSummary) else 0
     cardinality = float(live.hll.get_estimate()) if isinstance(live, CategoricalSummary) else None
     if n < min_observations or base.count == 0:
@@ -544,7 +544,7 @@ def field_stats(
             window,
             n,
             quantiles=quantiles,
-            total=total,
+            mean=mean,
             unseen=unseen,
             cardinality=cardinality,
         )
@@ -557,7 +557,7 @@ def field_stats(
         error = stats.ks_rank_error(live.kll) + stats.ks_rank_error(base.kll)
         return FieldStats(
             spec, window, n, psi, floor, js, d, stats.ks_pvalue(d, n, base.count, error),
-            quantiles=quantiles, total=total,
+            quantiles=quantiles, mean=mean,
         )  # fmt: skip
     chi2 = stats.chi2_pvalue(live.bins, base.bins)
     return FieldStats(

@@ -91,13 +91,15 @@ def encode_summary(summary: Summary) -> dict[str, Any]:
                 "wrong_type": summary.wrong_type,
                 "nan": summary.nan,
                 "inf": summary.inf,
-                # JSON has no inf/nan; a sum that overflowed is kept as text ("inf"), read by float().
+                # JSON has no inf/nan; a sum that overflowed is kept as text ("inf"), read by
+                # float(), with "scaled_sum" (see NumericSummary), absent from older files.
                 "sum": summary.total if np.isfinite(summary.total) else str(summary.total),
                 "min": summary.minimum if np.isfinite(summary.minimum) else None,
                 "max": summary.maximum if np.isfinite(summary.maximum) else None,
                 "kll": _b64(summary.kll.serialize()),
             }
             | ({"kll_items": "float32"} if summary.items == "float32" else {})
+            | ({} if np.isfinite(summary.total) else {"scaled_sum": summary.scaled})
         )
     return common | {
         "frequent": _b64(summary.frequent.serialize()),
@@ -117,6 +119,7 @@ def decode_summary(template: Summary, payload: Mapping[str, Any]) -> None:
         template.wrong_type = int(payload["wrong_type"])
         template.nan, template.inf = int(payload["nan"]), int(payload["inf"])
         template.total = float(payload["sum"])
+        template.scaled = float(payload.get("scaled_sum", 0.0))
         template.minimum = float("inf") if payload["min"] is None else float(payload["min"])
         template.maximum = float("-inf") if payload["max"] is None else float(payload["max"])
     elif isinstance(template, CategoricalSummary):

@@ -35,6 +35,7 @@ from driftgauge.sketches.summary import (
     NumericBinning,
     NumericSummary,
     Summary,
+    add_sums,
 )
 from driftgauge.sketches.window import Sealed
 
@@ -82,7 +83,7 @@ class SealedSlice(Sealed[Summary]):
         self._layout = layout
         self._bins = bins  # row j: numeric field j's bin counts, padded with zeros
         self._counts = counts  # row j: count, missing, wrong_type, nan, inf
-        self._moments = moments  # row j: total, minimum, maximum
+        self._moments = moments  # row j: total, scaled, minimum, maximum
         self._sketches = sketches
         self._categorical = categorical
 
@@ -93,7 +94,7 @@ class SealedSlice(Sealed[Summary]):
         layout = self._layout
         binning = layout.binnings[j]
         count, missing, wrong_type, nan, inf = self._counts[j].tolist()
-        total, minimum, maximum = self._moments[j].tolist()
+        total, scaled, minimum, maximum = self._moments[j].tolist()
         return NumericSummary(
             binning,
             layout.k[j],
@@ -108,6 +109,7 @@ class SealedSlice(Sealed[Summary]):
             minimum,
             maximum,
             layout.items[j],
+            scaled,
         )
 
     def _categorical_summary(self, name: str) -> CategoricalSummary:
@@ -154,7 +156,7 @@ class SealedSlice(Sealed[Summary]):
             layout.sketch_types,
             strict=True,
         )
-        for summary, counts, (total, minimum, maximum), sketch, sketch_type in rows:
+        for summary, counts, (total, scaled, minimum, maximum), sketch, sketch_type in rows:
             count, missing, wrong_type, nan, inf = counts
             summary.missing += missing
             summary.wrong_type += wrong_type
@@ -164,7 +166,7 @@ class SealedSlice(Sealed[Summary]):
                 continue
             summary.kll.merge(sketch_type.deserialize(sketch))
             summary.count += count
-            summary.total += total
+            summary.total, summary.scaled = add_sums(summary.total, summary.scaled, total, scaled)
             if minimum < summary.minimum:
                 summary.minimum = minimum
             if maximum > summary.maximum:
@@ -197,8 +199,8 @@ class SliceSealer:
             [(s.count, s.missing, s.wrong_type, s.nan, s.inf) for s in numeric], dtype=np.int64
         ).reshape(len(numeric), 5)
         moments = np.array(
-            [(s.total, s.minimum, s.maximum) for s in numeric], dtype=np.float64
-        ).reshape(len(numeric), 3)
+            [(s.total, s.scaled, s.minimum, s.maximum) for s in numeric], dtype=np.float64
+        ).reshape(len(numeric), 4)
         sketches = [summary.kll.serialize() for summary in numeric]
         return SealedSlice(
             layout, table, counts, moments, sketches, _seal_categorical(layout, summaries)

@@ -40,6 +40,7 @@ __all__ = [
     "NumericBinning",
     "NumericSummary",
     "Summary",
+    "add_sums",
     "category_indexes",
     "category_indexes_and_keys",
     "category_key",
@@ -327,12 +328,40 @@ class CategoricalBinning:
         return counts
 
 
+# The scale of a sum kept once it overflows float64: 2**-64 times 2**63 values of at most
+# float64's largest cannot overflow again.
+_SUM_SCALE = -64
+
+
+def add_sums(total: float, scaled: float, other: float, other_scaled: float) -> tuple[float, float]:
+    """``total + other`` and, where that is not finite, the sum scaled by 2**-64.
+
+    ``scaled`` and ``other_scaled`` are those of ``total`` and ``other``, read only where
+    they are not finite (finite values beyond float64 summed to ±inf, or to NaN).
+    """
+    combined = total + other
+    if math.isfinite(combined):
+        return combined, 0.0
+    return combined, _scaled(total, scaled) + _scaled(other, other_scaled)
+
+
+def _scaled(total: float, scaled: float) -> float:
+    return math.ldexp(total, _SUM_SCALE) if math.isfinite(total) else scaled
+
+
+def _scaled_sum(finite: FloatArray) -> float:
+    """The sum of ``finite`` times 2**-64, which cannot overflow."""
+    return float(np.ldexp(finite, _SUM_SCALE).sum())
+
+
 @dataclass(slots=True)
 class NumericSummary:
     """KLL sketch, exact bin counts and moments of a numeric field.
 
     ``items`` is what the sketch keeps (:data:`ItemType`); bins and moments
-    are always counted from the float64 values.
+    are always counted from the float64 values.  ``total`` is the sum of the
+    finite values; where that overflows float64 (±inf, or NaN where both signs
+    did) ``scaled`` holds it times 2**-64, so :attr:`mean` stays their mean.
     """
 
     binning: NumericBinning
@@ -348,6 +377,15 @@ class NumericSummary:
     minimum: float = float("inf")
     maximum: float = float("-inf")
     items: ItemType = "float64"
+    scaled: float = 0.0
+
+    @property
+    def mean(self) -> float:
+        """The mean of the finite values (``count`` > 0), within their extremes."""
+        if math.isfinite(self.total):
+            return self.total / self.count
+        mean = self.scaled / self.count * 2.0**-_SUM_SCALE  # inf if rounded past float64
+        return min(max(mean, self.minimum), self.maximum)
 
     def __post_init__(self) -> None:
         if self.kll is None:
@@ -419,6 +457,7 @@ class NumericSummary:
         self.inf += inf
         if not count:
             return
+        batch_scaled = 0.0 if math.isfinite(total) else _scaled_sum(finite)
         if sketch is not None:
             self.kll.merge(sketch)
         else:
@@ -429,7 +468,7 @@ class NumericSummary:
         if bin_counts is not None:
             self.bins += bin_counts
         self.count += count
-        self.total += total
+        self.total, self.scaled = add_sums(self.total, self.scaled, total, batch_scaled)
         if minimum < self.minimum:
             self.minimum = minimum
         if maximum > self.maximum:
@@ -443,7 +482,7 @@ class NumericSummary:
         self.wrong_type += other.wrong_type
         self.nan += other.nan
         self.inf += other.inf
-        self.total += other.total
+        self.total, self.scaled = add_sums(self.total, self.scaled, other.total, other.scaled)
         self.minimum = min(self.minimum, other.minimum)
         self.maximum = max(self.maximum, other.maximum)
 
