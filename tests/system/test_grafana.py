@@ -42,6 +42,7 @@ from tests.system.grafana_support import (
     PROVIDERS,
     RULES,
     UNIT_PANELS,
+    AllValue,
     Scraped,
     Value,
     _api,
@@ -321,6 +322,82 @@ def test_invalid_value_panels_read_the_share_the_invalid_values_alert_reads(
                 ],
             }
         ],
+    )
+
+
+# The proxy's own metrics: a sidecar exports them once, under its first model's label.
+SERVICE_METRICS = (
+    "driftgauge_requests_total",
+    "driftgauge_upstream_errors_total",
+    "driftgauge_upstream_latency_seconds_bucket",
+    "driftgauge_overhead_seconds_bucket",
+    "driftgauge_request_size_bytes_bucket",
+    "driftgauge_response_size_bytes_bucket",
+    "driftgauge_queue_depth",
+)
+
+
+@pytest.mark.parametrize("selected", [["iris"], ["wine", "iris"], AllValue(".*")])
+def test_overview_service_panels_follow_the_selected_models(
+    tmp_path: Path, selected: Value
+) -> None:
+    """Each service target of the overview reads the sidecars serving the selected models: the
+    second model of a two-model sidecar (whose service series carry its first model's label)
+    shows that sidecar's requests, once however many of its models are selected, and a
+    sidecar serving another model only is left out unless All is selected."""
+    board = BOARDS["driftgauge-overview"]
+    targets = [
+        (panel["title"], target["legendFormat"], target["expr"])
+        for panel in _query_panels(board)
+        for target in panel["targets"]
+        if any(metric in target["expr"] for metric in SERVICE_METRICS)
+    ]
+    assert len(targets) == 14
+    values: dict[str, Value] = {"model": selected, "window": "5m", "__rate_interval": "5m"}
+    rules = [
+        {"record": f"panel_{i}", "expr": substitute(e, values)} for i, (*_, e) in enumerate(targets)
+    ]
+    (tmp_path / "panels.yml").write_text(
+        yaml.safe_dump({"groups": [{"name": "panels", "rules": rules}]}), encoding="utf-8"
+    )
+    both = {"job": "driftgauge", "instance": "10.0.0.1:10117"}  # serves wine, then iris
+    alone = {"job": "driftgauge", "instance": "10.0.0.2:10117"}  # serves wine2 alone
+    inputs = [
+        series("driftgauge_baseline_info", both | {"model": "wine"}, "1x10"),
+        series("driftgauge_baseline_info", both | {"model": "iris"}, "1x10"),
+        series("driftgauge_baseline_info", alone | {"model": "wine2"}, "1x10"),
+    ]
+    for sidecar, model, per_minute in ((both, "wine", 60), (alone, "wine2", 600)):
+        labels = sidecar | {"model": model}
+        inputs += [
+            series("driftgauge_requests_total", labels | {"code": "200"}, f"0+{per_minute}x10"),
+            series("driftgauge_upstream_errors_total", labels | {"reason": "timeout"}, "0+6x10"),
+            series("driftgauge_queue_depth", labels, "3x10"),
+        ]
+        for metric in SERVICE_METRICS[2:6]:
+            for le, count in (("0.001", per_minute // 2), ("+Inf", per_minute)):
+                inputs.append(series(metric, labels | {"le": le}, f"0+{count}x10"))
+    sidecars = 2 if isinstance(selected, AllValue) else 1
+    tests = [
+        {
+            "expr": f"count(panel_{i})",
+            "eval_time": "5m",
+            "exp_samples": [{"labels": "{}", "value": sidecars if "by (model" in expr else 1}],
+        }
+        for i, (*_, expr) in enumerate(targets)
+    ]
+    rate = next(i for i, (title, *_) in enumerate(targets) if title == "Request rate")
+    tests.append(
+        {
+            "expr": f"panel_{rate}",
+            "eval_time": "5m",
+            "exp_samples": [{"labels": f"panel_{rate}", "value": 11.0 if sidecars == 2 else 1.0}],
+        }
+    )
+    promtool_test(
+        tmp_path,
+        ["panels.yml"],
+        [{"interval": "1m", "input_series": inputs, "promql_expr_test": tests}],
     )
 
 
