@@ -481,7 +481,8 @@ def test_bodies_and_values_never_reach_the_logs_or_metric_labels(
 async def test_huge_finite_numbers_keep_snapshots_and_readiness(
     tmp_path: Path, baseline: Path
 ) -> None:
-    """Two values near float64's limit in one request leave snapshots, readiness and shutdown intact."""
+    """Two values near float64's limit in one request leave snapshots, readiness and shutdown
+    intact, and their live mean is their mean though their sum overflows float64."""
     state = tmp_path / "state" / "wine.state"
     body = b'{"instances": [[1e308, 2.2, "north"], [1.7e308, 2.2, "north"]]}'
     with warnings.catch_warnings():
@@ -506,6 +507,12 @@ async def test_huge_finite_numbers_keep_snapshots_and_readiness(
                 what="a snapshot taken after the huge values",
             )
             assert proxy.sidecar.health.ready() == (True, "ok")
+            monitor = proxy.sidecar.monitor
+            await until(lambda: monitor.snapshot.computed_at > ingested, what="a recompute")
+            [alcohol] = [
+                f for f in monitor.snapshot.fields if f.spec.name == "alcohol" and f.window == "5m"
+            ]
+            assert alcohol.mean == 1.35e308  # driftgauge_feature_mean
         # Leaving the context stopped the sidecar, which saved the state once more.
         assert state.stat().st_mtime > ingested + 0.1
 
