@@ -75,7 +75,7 @@ async def test_request_headers_pass_and_hop_by_hop_ones_are_removed(
         "Connection: keep-alive, X-Drop-Me",
         "X-Drop-Me: secret",
         "Keep-Alive: timeout=5",
-        "TE: trailers",
+        "TE: gzip, deflate;q=0.5",  # no trailers: the proxy asks for nothing in its place
         "Upgrade: h2c",
         "Proxy-Connection: keep-alive",
         "Proxy-Authorization: Basic Zm9vOmJhcg==",
@@ -319,6 +319,60 @@ async def test_chunked_trailers_pass_unchanged_both_ways(start_proxy: StartProxy
     assert body == b"5\r\nworld\r\n0\r\nX-Digest: sha-256=Ygl\r\nx-count: 2\r\n\r\n"
     assert (again.status, again.body) == (200, b"world")
     assert again.trailers == [("x-digest", "sha-256=Ygl"), ("x-count", "2")]
+
+
+async def _trailers_when_asked(
+    server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Answer chunked, with a trailer field only when the request's TE lists trailers (as a
+    gRPC-web or digest-computing server does)."""
+    while (request := await server.read_request(reader)) is not None:
+        asked = any(
+            line.lower().startswith(b"te:") and b"trailers" in line.lower()
+            for line in request[0].split(b"\r\n")
+        )
+        trailer = b"X-Status: 0\r\n" if asked else b""
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nworld\r\n0\r\n%s\r\n"
+            % trailer
+        )
+        await writer.drain()
+
+
+@pytest.mark.parametrize("te", ["trailers", "deflate;q=0.5, Trailers"])
+async def test_a_clients_te_trailers_is_sent_upstream_as_the_proxys_own(
+    start_proxy: StartProxy, te: str
+) -> None:
+    """TE is hop-by-hop, but the proxy relays trailers: an HTTP/1.1 client's TE listing trailers
+    goes upstream as the proxy's own TE: trailers (with Connection: TE, RFC 9110, 10.1.4), so
+    an upstream that sends trailers only when asked sends them, and they reach the client."""
+    async with raw_upstream(_trailers_when_asked) as server:
+        proxy = await start_proxy(server.port)
+        async with raw_client(proxy.port) as client:
+            asked = await client.request("GET", "/t", headers=[f"TE: {te}"])
+            plain = await client.request("GET", "/t")
+    assert asked.trailers == [("x-status", "0")]
+    assert asked.body == plain.body == b"world"
+    assert plain.trailers == []
+    head = server.heads[0].lower()
+    assert b"\r\nte: trailers\r\n" in head
+    assert b"\r\nconnection: te\r\n" in head
+    assert b"deflate" not in head
+    assert b"\r\nte:" not in server.heads[1].lower()
+
+
+async def test_an_http10_clients_te_trailers_is_not_sent_upstream(
+    start_proxy: StartProxy,
+) -> None:
+    """An HTTP/1.0 client gets no chunked body, so no trailers: the proxy asks for none."""
+    async with raw_upstream(_trailers_when_asked) as server:
+        proxy = await start_proxy(server.port)
+        async with raw_client(proxy.port) as client:
+            await client.send(b"GET /t HTTP/1.0\r\nHost: p\r\nTE: trailers\r\n\r\n")
+            response = await client.response()
+    assert (response.status, response.body) == (200, b"world")
+    assert b"\r\nte:" not in server.heads[0].lower()
+    assert b"connection: te" not in server.heads[0].lower()
 
 
 async def _gzip_transfer_coded(

@@ -342,6 +342,7 @@ class ClientProtocol(asyncio.Protocol):
             server.id_source if predicted else None,
             server.scheme,
             server.rewrite_host,
+            cycle.http10,
         )
         # HTTP/1.0 knows no interim responses: it must not get a 100 (RFC 9110, 10.1.1).
         cycle.expect_continue = expect_continue and not cycle.http10

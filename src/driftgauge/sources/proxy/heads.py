@@ -91,10 +91,13 @@ def request_head(
     new_request_id: Callable[[], str] | None,
     scheme: bytes = b"http",
     rewrite_host: bool = False,
+    http10: bool = False,
 ) -> RequestHead:
     """The head to send upstream for a client's request, and what its headers said.
 
-    Hop-by-hop headers (and those ``Connection`` names) are dropped;
+    Hop-by-hop headers (and those ``Connection`` names) are dropped, but an
+    HTTP/1.1 client's ``TE`` listing ``trailers`` becomes the proxy's own
+    ``TE: trailers`` (it relays a chunked response's trailer fields);
     ``X-Forwarded-For`` gains ``peer``; ``X-Forwarded-Proto`` is ``scheme``
     (the client's) unless an earlier hop set it; ``Host`` is ``host`` (the
     upstream's) with ``rewrite_host``, else the client's, and ``host`` for an
@@ -111,10 +114,15 @@ def request_head(
     expect_continue = False
     length: int | None = None
     request_id: str | None = None
+    accepts_trailers = False
     for name, value in headers:
         lower = name.lower()
         if lower == b"connection":
             connection_tokens.update(t.strip().lower() for t in value.split(b","))
+        elif lower == b"te":
+            accepts_trailers = accepts_trailers or any(
+                t.split(b";", 1)[0].strip().lower() == b"trailers" for t in value.split(b",")
+            )
         elif lower == b"transfer-encoding":
             transfer = b"%s, %s" % (transfer, value) if transfer else value
         elif lower == b"content-length":
@@ -153,6 +161,10 @@ def request_head(
     out.append(b"x-forwarded-for: %s%s\r\n" % (forwarded_for, peer))
     if not has_proto:
         out.append(b"x-forwarded-proto: %s\r\n" % scheme)
+    # An upstream may send trailer fields only when asked (RFC 9110, 10.1.4); HTTP/1.0 gets
+    # no chunked body to carry them.
+    if accepts_trailers and not http10:
+        out.append(b"te: trailers\r\nconnection: te\r\n")
     # The proxy chunks the body again; any coding before chunked (gzip) stays in its bytes.
     chunked = b"chunked" in transfer.lower()
     if chunked:
