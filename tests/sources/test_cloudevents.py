@@ -21,6 +21,10 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession, ClientTimeout, web
 from aiohttp.http_parser import HttpRequestParser, HttpRequestParserPy
+from cloudevents.core.bindings.http import to_binary as sdk_to_binary
+from cloudevents.core.bindings.http import to_structured as sdk_to_structured
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent as SdkCloudEvent
 from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict
@@ -650,6 +654,78 @@ def test_binary_header_values_are_percent_decoded() -> None:
     )
     (event,), errors = parse_events(headers, b"{}")
     assert (event.id, event.type, event.data, errors) == ("call 1", REQUEST_TYPE, b"{}", [])
+
+
+def _sdk_event(kind: str, event_id: str, mode: str) -> tuple[dict[str, str], bytes]:
+    """An event as the CloudEvents SDK's own API (cloudevents.core) sends it: in binary mode
+    its header values percent-encoded (HTTP binding 3.1.3.2)."""
+    made = SdkCloudEvent(
+        attributes={
+            "id": event_id,
+            "type": REQUEST_TYPE if kind == "request" else RESPONSE_TYPE,
+            "source": "http://localhost:9081/",
+            "inferenceservicename": "wine",
+            "datacontenttype": "application/json",
+        },
+        data={"kind": kind},
+    )
+    message = (sdk_to_binary if mode == "binary" else sdk_to_structured)(made, JSONFormat())
+    return dict(message.headers), message.body
+
+
+# Ids holding a '%', and whether a sender that does not encode pairs them too: it does unless
+# the id is itself a valid encoding (escapes only), which is read as the binding says.
+_PERCENT_IDS = [
+    ("call%201", False),
+    ("a%2Fb", False),
+    ("100%", True),  # a '%' that starts no escape
+    ("50%25 off", True),  # an escape beside a space, which an encoder escapes
+    ("caf%C3%A9 é", True),  # ... beside non-ASCII
+    ("%FF", True),  # escapes of bytes that are no UTF-8
+    ("%C0%A0", True),
+]
+
+
+@pytest.mark.parametrize(("event_id", "unencoded_too"), _PERCENT_IDS)
+async def test_an_id_with_a_percent_pairs_across_binary_and_structured_mode(
+    session: ClientSession, event_id: str, unencoded_too: bool
+) -> None:
+    """Over HTTP, a binary request and a structured response with one id pair, under that id:
+    sent by the CloudEvents SDK's API (cloudevents.core, header values percent-encoded) and,
+    for an id that is no valid encoding, by its 1.x API, which sends header values as they
+    are, as KServe's Go logger (sdk-go) does."""
+    async with running() as ce:
+        await send(session, ce.url, _sdk_event("request", event_id, "binary"))
+        await send(session, ce.url, _sdk_event("response", event_id, "structured"))
+        await ce.until(lambda: len(ce.records) == 1, "the pair sent by the SDK's API")
+        assert ce.records[0].request_id == event_id
+        if unencoded_too:
+            await send(session, ce.url, binary(kserve_event("request", event_id, REQUEST)))
+            await send(session, ce.url, structured(kserve_event("response", event_id, RESPONSE)))
+            await ce.until(lambda: len(ce.records) == 2, "the pair sent by the 1.x API")
+            assert ce.records[1].request_id == event_id
+        assert not ce.errors
+
+
+async def test_ids_whose_escapes_are_no_utf8_stay_apart(session: ClientSession) -> None:
+    """Binary ce-ids "%FE" and "%FF" (no UTF-8 once decoded, so not the binding's encoding)
+    are two ids, not both U+FFFD: a request of one never pairs with the response of the other."""
+    async with running() as ce:
+        await send(session, ce.url, binary(kserve_event("request", "%FE", REQUEST)))
+        await send(session, ce.url, binary(kserve_event("response", "%FF", RESPONSE)))
+        await send(session, ce.url, binary(kserve_event("response", "%FE", RESPONSE)))
+        await ce.until(lambda: len(ce.records) == 1, "the pair")
+        assert ce.records[0].request_id == "%FE"
+        assert len(ce.source.store) == 1  # the response "%FF" waits for its request
+        assert not ce.errors
+
+
+@given(event_id=st.text(min_size=1, max_size=20))
+def test_any_id_the_sdk_encodes_in_binary_mode_reads_back_as_it_was(event_id: str) -> None:
+    """Whatever text the id is, the binding's percent-encoding (the SDK's) decodes back to it."""
+    headers, body = _sdk_event("request", event_id, "binary")
+    (event,), errors = parse_events(CIMultiDict(headers), body)
+    assert (event.id, errors) == (event_id, [])
 
 
 # -- TLS ---------------------------------------------------------------------------------

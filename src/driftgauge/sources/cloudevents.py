@@ -73,12 +73,13 @@ import binascii
 import contextlib
 import logging
 import math
+import re
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -173,10 +174,26 @@ def is_cloudevent(headers: Mapping[str, str]) -> bool:
 _ORIGIN_HEADERS = tuple(f"ce-{name}" for name in ORIGIN_ATTRIBUTES)
 
 
+# A header value as the HTTP binding (3.1.3.2) encodes it: printable ASCII but space, '"' and
+# '%', and escapes ("%C3%A9").
+_ENCODED = re.compile(r"(?:[!#$&-~]|%[0-9A-Fa-f]{2})*")
+
+
 def _header(headers: Mapping[str, str], name: str) -> str | None:
-    # The binding percent-encodes header values outside printable ASCII (and '%', '"', ' ').
     value = headers.get(name)
-    return None if value is None else unquote(value.strip())
+    if value is None:
+        return None
+    value = value.strip(" \t")
+    # One round of percent-decoding, for a value the binding's encoding could have made.  Any
+    # other ("100%", "a%2F b", escapes of bytes that are no UTF-8) comes from a sender that does
+    # not encode (sdk-go: KServe's logger; the Python SDK's 1.x API) and is taken as sent, as
+    # its structured events carry it.
+    if "%" not in value or _ENCODED.fullmatch(value) is None:
+        return value
+    try:
+        return unquote_to_bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        return value
 
 
 def _from_envelope(envelope: Any) -> Event | str:
