@@ -203,6 +203,40 @@ async def test_rotation_by_rename_loses_and_duplicates_nothing(
     assert tail.ids == ids(range(30))
 
 
+@pytest.mark.parametrize("third", [True, False])
+async def test_a_new_file_rotated_away_before_the_old_one_is_drained_is_read(
+    tmp_path: Path, start_tail: StartTail, monkeypatch: pytest.MonkeyPatch, third: bool
+) -> None:
+    """A new file that is rotated away in turn (renamed within its directory, as logrotate's
+    .1) after the tailer first saw it, while the old one was still being drained, is read:
+    every line of the files arrives, each file's in order, whether a third file was created
+    yet or not.  The path check is wrapped so that the second rotation lands right after the
+    tailer's first sight of the new file."""
+    log, first, second = (tmp_path / name for name in ("req.jsonl", "req.jsonl.2", "req.jsonl.1"))
+    identity = tail_module._identity
+    seen: list[tuple[int, int] | None] = []
+
+    def rotate_after_first_sight(path: Path) -> tuple[int, int] | None:
+        if seen and seen[-1] == identity(log) and not second.exists():
+            log.rename(second)
+            if third:
+                log.write_bytes(lines(range(200, 205)))
+        seen.append(identity(path))
+        return seen[-1]
+
+    log.write_bytes(lines(range(10)))
+    tail = start_tail(log)
+    await tail.until(lambda: len(tail.records) == 10)
+    log.rename(first)
+    append(first, lines(range(10, 15)))
+    monkeypatch.setattr(tail_module, "_identity", rotate_after_first_sight)
+    log.write_bytes(lines(range(100, 105)))
+    await tail.until(lambda: len(tail.records) == (25 if third else 20))
+    await tail.settle()
+    assert second.exists()
+    assert tail.ids == ids(range(15), range(100, 105), range(200, 205) if third else ())
+
+
 async def test_copytruncate_reads_the_file_again_from_the_start(
     tmp_path: Path, start_tail: StartTail
 ) -> None:

@@ -6,7 +6,10 @@ reported to ``on_error`` as ``invalid_json``, ``invalid_record``, ``invalid_ts``
 
 * Order: records arrive in file order, each line once it is complete (ends with a newline).
 * Rotation (rename + create): once the new file is seen, the old one is drained to its end
-  (again while it still grows, up to 5 s), then the new one is read from byte 0.  A truncated
+  (again while it still grows, up to 5 s), then the new one is read from byte 0.  The new file
+  is held open from when it is first seen, so one rotated away in turn before the old one is
+  drained is still read, and in order; a file created and rotated away between two checks of
+  the path (one poll, or longer while a backlog is read) is never seen, so never read.  A truncated
   file (copytruncate) is read again from byte 0; what was written between the last poll and
   the truncation is lost.
 * Restart: with a ``state_file``, the offset of the first line not yet handed over is replaced
@@ -36,6 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +255,23 @@ def _close_abandoned(future: asyncio.Future[_File | None]) -> None:
         os.close(f.fd)
 
 
+async def _opened(call: Callable[[], _File | None]) -> _File | None:
+    """``call`` in a worker thread.  run_in_executor, not to_thread: when cancelled, the thread
+    still finishes and a callback closes the file it opened instead of leaking it."""
+    future = asyncio.get_running_loop().run_in_executor(None, call)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        future.add_done_callback(_close_abandoned)
+        raise
+
+
+def _open_if_there(path: Path) -> _File | None:
+    with contextlib.suppress(FileNotFoundError):
+        return _File.open(path)
+    return None
+
+
 class TailSource:
     """Follows ``config.path`` until cancelled; see the module docstring for the guarantees."""
 
@@ -269,6 +290,7 @@ class TailSource:
         self._on_records, self._on_error = on_records, on_error
         self._max_batch, self._max_line = max_batch, max_line_bytes
         self._file: _File | None = None
+        self._next: _File | None = None  # the file that replaced self._file, since first seen
         self._first_open = True  # the state file and start_at apply to the first open only
         self._seen_missing = self._waiting_logged = False
         self._grew = False  # the current file yielded bytes since the path was last checked
@@ -295,6 +317,9 @@ class TailSource:
                 if state is not None and state != self._saved and state_file is not None:
                     _write_state(state_file, state)  # blocking, but only once, at shutdown
                 os.close(f.fd)
+            if (held := self._next) is not None:
+                self._next = None
+                os.close(held.fd)
 
     async def _step(self) -> bool:
         """Read one chunk or check the path; True when more data may be waiting right now."""
@@ -305,11 +330,15 @@ class TailSource:
         path = self._config.path
         named = await asyncio.to_thread(_identity, path)
         grew, self._grew = self._grew, False
-        if named is None or named == (f.dev, f.ino):
+        if named == (f.dev, f.ino) or (named is None and self._next is None):
             self._rotation_seen = None
             return False  # unchanged, or renamed away: read on until a new file appears
         now, first_seen = time.monotonic(), self._rotation_seen is None
         self._rotation_seen = self._rotation_seen or now
+        if self._next is None:
+            # Held from now: rotated away in turn before the old file is drained, it is still
+            # read after it.
+            self._next = await _opened(partial(_open_if_there, path))
         if (first_seen or grew) and now - self._rotation_seen < _ROTATE_GRACE:
             # Drain the old file again now that the new one exists: lines written to it before
             # the new file appeared are visible now.  Go on while the writer still uses it.
@@ -348,20 +377,20 @@ class TailSource:
         return size == CHUNK_BYTES
 
     async def _open_path(self) -> bool:
-        # run_in_executor, not to_thread: when cancelled, the thread still finishes and the
-        # callback closes the file it opened instead of leaking it.
-        future = asyncio.get_running_loop().run_in_executor(None, self._open_blocking)
-        try:
-            f = await asyncio.shield(future)
-        except asyncio.CancelledError:
-            future.add_done_callback(_close_abandoned)
-            raise
+        held, self._next = self._next, None
+        f = await _opened(partial(self._open_blocking, held))
         if f is not None:
             self._file, self._rotation_seen, self._grew = f, None, False
             await self._save(f)
         return f is not None
 
-    def _open_blocking(self) -> _File | None:
+    def _open_blocking(self, held: _File | None = None) -> _File | None:
+        if held is not None:  # what replaced the last file, opened when it was first seen
+            try:
+                return held.at(0)
+            except BaseException:
+                os.close(held.fd)
+                raise
         try:
             f = _File.open(self._config.path)
         except FileNotFoundError:
