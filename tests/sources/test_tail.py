@@ -237,6 +237,27 @@ async def test_a_new_file_rotated_away_before_the_old_one_is_drained_is_read(
     assert tail.ids == ids(range(15), range(100, 105), range(200, 205) if third else ())
 
 
+async def test_a_file_rotated_in_and_out_while_a_backlog_is_read_is_read(
+    tmp_path: Path, start_tail: StartTail, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path is checked every poll even while a long backlog is being read: a new file
+    that appears and is rotated away again before the backlog ends is read after it."""
+    monkeypatch.setattr(tail_module, "CHUNK_BYTES", 64)  # one read per line: a long backlog
+    log, first, second = (tmp_path / name for name in ("req.jsonl", "req.jsonl.2", "req.jsonl.1"))
+    log.write_bytes(lines(range(5000)))
+    tail = start_tail(log)
+    await tail.until(lambda: len(tail.records) >= 10)
+    log.rename(first)
+    log.write_bytes(lines(range(7000, 7005)))
+    await asyncio.sleep(POLL * 5)
+    log.rename(second)
+    log.write_bytes(lines(range(8000, 8005)))
+    assert len(tail.records) < 4000, "the backlog ended before the second rotation"
+    await tail.until(lambda: len(tail.records) == 5010)
+    await tail.settle()
+    assert tail.ids == ids(range(5000), range(7000, 7005), range(8000, 8005))
+
+
 async def test_copytruncate_reads_the_file_again_from_the_start(
     tmp_path: Path, start_tail: StartTail
 ) -> None:

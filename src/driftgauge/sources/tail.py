@@ -8,10 +8,10 @@ reported to ``on_error`` as ``invalid_json``, ``invalid_record``, ``invalid_ts``
 * Rotation (rename + create): once the new file is seen, the old one is drained to its end
   (again while it still grows, up to 5 s), then the new one is read from byte 0.  The new file
   is held open from when it is first seen, so one rotated away in turn before the old one is
-  drained is still read, and in order; a file created and rotated away between two checks of
-  the path (one poll, or longer while a backlog is read) is never seen, so never read.  A truncated
-  file (copytruncate) is read again from byte 0; what was written between the last poll and
-  the truncation is lost.
+  drained is still read, and in order (the path is checked once a poll while a backlog is
+  read too); a file created and rotated away between two checks of the path is never seen,
+  so never read.  A truncated file (copytruncate) is read again from byte 0; what was written
+  between the last poll and the truncation is lost.
 * Restart: with a ``state_file``, the offset of the first line not yet handed over is replaced
   atomically (temp file, fsync, rename) right after every ``on_records`` call and at shutdown,
   so a clean stop (task cancelled) and restart neither skips nor re-reads a line.  A hard crash
@@ -266,9 +266,13 @@ async def _opened(call: Callable[[], _File | None]) -> _File | None:
         raise
 
 
-def _open_if_there(path: Path) -> _File | None:
+def _open_replacement(path: Path, f: _File) -> _File | None:
+    """What ``path`` names, opened, when that is another file than ``f``; blocking."""
     with contextlib.suppress(FileNotFoundError):
-        return _File.open(path)
+        new = _File.open(path)
+        if (new.dev, new.ino) != (f.dev, f.ino):
+            return new
+        os.close(new.fd)
     return None
 
 
@@ -291,6 +295,7 @@ class TailSource:
         self._max_batch, self._max_line = max_batch, max_line_bytes
         self._file: _File | None = None
         self._next: _File | None = None  # the file that replaced self._file, since first seen
+        self._backlog_check = 0.0  # when to look for self._next again while a backlog is read
         self._first_open = True  # the state file and start_at apply to the first open only
         self._seen_missing = self._waiting_logged = False
         self._grew = False  # the current file yielded bytes since the path was last checked
@@ -325,9 +330,13 @@ class TailSource:
         """Read one chunk or check the path; True when more data may be waiting right now."""
         if (f := self._file) is None:
             return await self._open_path()
-        if await self._read(f):
-            return True
         path = self._config.path
+        if await self._read(f):
+            # A backlog: read on, but look for a new file once a poll meanwhile.
+            if self._next is None and (now := time.monotonic()) >= self._backlog_check:
+                self._backlog_check = now + self._config.poll_interval
+                self._next = await _opened(partial(_open_replacement, path, f))
+            return True
         named = await asyncio.to_thread(_identity, path)
         grew, self._grew = self._grew, False
         if named == (f.dev, f.ino) or (named is None and self._next is None):
@@ -338,7 +347,7 @@ class TailSource:
         if self._next is None:
             # Held from now: rotated away in turn before the old file is drained, it is still
             # read after it.
-            self._next = await _opened(partial(_open_if_there, path))
+            self._next = await _opened(partial(_open_replacement, path, f))
         if (first_seen or grew) and now - self._rotation_seen < _ROTATE_GRACE:
             # Drain the old file again now that the new one exists: lines written to it before
             # the new file appeared are visible now.  Go on while the writer still uses it.
