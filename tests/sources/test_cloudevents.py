@@ -321,6 +321,52 @@ async def test_a_malformed_chunk_size_is_one_warning_line_and_counted(
         assert "\n" not in line and "\x1b" not in line
 
 
+async def test_a_body_that_stops_arriving_is_given_up_answered_408_and_counted(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A POST whose body stops arriving, however its sender stays connected (a Content-Length
+    body cut short; with aiohttp's compiled parser, a bad chunk after the body began, which it
+    never reports to the read), is given up after BODY_IDLE_SECONDS without a byte of it:
+    408, counted as cloudevents_incomplete, one warning line; a slow body that keeps arriving
+    is read whole."""
+    monkeypatch.setattr(cloudevents_module, "BODY_IDLE_SECONDS", 0.3)
+    head = [b"POST / HTTP/1.1", b"Host: x", b"ce-specversion: 1.0", b"ce-id: slow"]
+    head += [b"ce-type: " + REQUEST_TYPE.encode()]
+    # (sent with the head, sent once the handler reads the body)
+    stalled = [(b"Content-Length: 100\r\n\r\n" + b'{"instances": ', b"")]
+    if not PURE_PYTHON_PARSER:
+        stalled.append((b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n", b"zz\r\n"))
+    caplog.set_level(logging.INFO)
+    async with running() as ce:
+        port = int(ce.url.rstrip("/").rpartition(":")[2])
+        for first, later in stalled:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"\r\n".join([*head, first]))
+            if later:
+                await asyncio.sleep(0.05)
+                writer.write(later)
+            answer = await asyncio.wait_for(reader.readuntil(b"\r\n"), WAIT)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer
+            writer.close()
+            await writer.wait_closed()
+        assert ce.errors == {"cloudevents_incomplete": len(stalled)}
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        body = json.dumps(REQUEST).encode()
+        writer.write(b"\r\n".join([*head, b"Content-Length: %d" % len(body), b"", b""]))
+        for i in range(len(body)):  # a byte every 0.05 s: 0.3 s never passes without one
+            writer.write(body[i : i + 1])
+            await asyncio.sleep(0.05 if i < 8 else 0)
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n"), WAIT)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+        writer.close()
+        await writer.wait_closed()
+        assert len(ce.source.store) == 1  # the slow request, waiting for its response
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == len(stalled)
+    assert all(w.startswith("no byte of a POST body from 127.0.0.1 for ") for w in warnings)
+
+
 def test_a_malformed_chunk_size_is_one_line_with_the_pure_python_parser() -> None:
     """The same with aiohttp's pure Python parser, which also finds a bad chunk size in a body
     the handler is reading: 400, counted, one line."""

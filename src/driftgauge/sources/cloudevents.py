@@ -40,9 +40,12 @@ A POST that is no CloudEvent at all gets 400; another method 405.  Counted reaso
 ``cloudevents_unpaired_request``, ``cloudevents_unpaired_response``,
 ``cloudevents_forward_failed``, ``cloudevents_forward_dropped``, and
 ``cloudevents_incomplete`` for a POST whose sender closed the connection before its body
-ended (nothing of it is read or forwarded), and ``cloudevents_bad_request`` for a message
-aiohttp's HTTP parser refuses (a malformed chunk size, a header line too long: answered 400,
-logged as one warning line naming the peer, not a traceback).  Paired records wait for the
+ended, or whose body stopped arriving (``BODY_IDLE_SECONDS`` to twice that without a byte:
+answered 408, one warning line; nothing of it is read or forwarded), and
+``cloudevents_bad_request`` for a message aiohttp's HTTP parser refuses (a malformed chunk
+size, a header line too long: answered 400, logged as one warning line naming the peer, not a
+traceback; aiohttp's compiled parser never reports a bad chunk after the body began, so that
+body stops arriving).  Paired records wait for the
 batcher in a list bounded by ``max_pending``; beyond it they are dropped and passed to
 ``on_dropped`` as ``cloudevents_overload`` (``driftgauge_dropped_total{reason}``).  With a
 ``sampler`` (:mod:`driftgauge.sources.sampling`), each pair is first admitted or not with the
@@ -117,6 +120,10 @@ FORWARD_WORKERS = 4
 # KServe's logger bounds neither ce-metadata (the logged request headers) nor ce-annotations;
 # Go's servers take headers up to 1 MiB (net/http DefaultMaxHeaderBytes), aiohttp's 8 KiB lines.
 MAX_HEADER_BYTES = 1 << 20
+# A body that stops arriving is given up after this long without a byte of it: a sender that
+# stalls (or sends a bad chunk once the body began, which aiohttp's compiled parser never
+# reports to the read) must not hold its connection and handler until it hangs up.
+BODY_IDLE_SECONDS = 30.0
 BATCH_DELAY = 0.02  # paired records gather this long before one on_records call ...
 MAX_BATCH = 256  # ... or until there are this many ...
 BATCH_FILL = 0.05  # ... or this share of max_pending (at least one record)
@@ -250,6 +257,26 @@ def parse_events(headers: Mapping[str, str], body: bytes) -> tuple[list[Event], 
         name: value for name in _ORIGIN_HEADERS if (value := _header(headers, name)) is not None
     }
     return [Event(event_id, event_type, _header(headers, "ce-time"), body or None, origin)], []
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """``request.read()``, but TimeoutError once a look every BODY_IDLE_SECONDS finds no byte
+    of the body arrived since the last one."""
+    loop, content = asyncio.get_running_loop(), request.content
+    async with asyncio.timeout(None) as deadline:
+        watch: list[asyncio.TimerHandle] = []
+
+        def look(seen: int) -> None:
+            if content.total_bytes == seen:
+                deadline.reschedule(loop.time())
+            else:
+                watch[0] = loop.call_later(BODY_IDLE_SECONDS, look, content.total_bytes)
+
+        watch.append(loop.call_later(BODY_IDLE_SECONDS, look, content.total_bytes))
+        try:
+            return await request.read()
+        finally:
+            watch[0].cancel()
 
 
 def _event_time(event: Event, now: float) -> float:
@@ -414,7 +441,7 @@ class CloudEventsSource:
         headers = request.headers
         cloudevent = is_cloudevent(headers)
         try:
-            body = await request.read()
+            body = await _read_body(request)
         except web.HTTPRequestEntityTooLarge:
             self._on_error("cloudevents_body_too_large")
             return self._answer(cloudevent)
@@ -424,6 +451,14 @@ class CloudEventsSource:
         except HttpProcessingError as exc:  # a body the parser refused (a bad chunk size)
             self._server_log.malformed(request.remote, exc)
             raise web.HTTPBadRequest(text="malformed HTTP request body") from None
+        except TimeoutError:
+            self._on_error("cloudevents_incomplete")
+            log.warning(
+                "no byte of a POST body from %s for %g s: answered 408",
+                request.remote,
+                BODY_IDLE_SECONDS,
+            )
+            raise web.HTTPRequestTimeout(text="the request body stopped arriving") from None
         if self.forwarder is not None:
             self.forwarder.offer(request.method, request.raw_headers, body)
         if cloudevent:
