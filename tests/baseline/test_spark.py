@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import Callable
 from decimal import Decimal
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from driftgauge.baseline import build_baseline, load_baseline
-from driftgauge.baseline.spark import SparkRunner, is_spark_dataframe
+from driftgauge.baseline.spark import SparkRunner, is_spark_dataframe, require_reachable
 from driftgauge.cli import main
 from driftgauge.config import Config, FieldSpec
 from driftgauge.exceptions import DataError
@@ -127,3 +128,46 @@ def test_cli_without_pyspark_says_what_to_install(
     assert capsys.readouterr().err == (
         "driftgauge: --spark needs pyspark: pip install 'driftgauge[spark]'\n"
     )
+
+
+def test_an_unreachable_standalone_master_is_one_line_at_once(
+    tmp_path: Path,
+    make_config: Callable[..., Config],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--spark spark://host:port with nothing listening there: the data errors' exit code and a
+    line naming the address, before any session is built (Spark itself retries for a minute)."""
+    from pyspark.sql import SparkSession
+
+    make_config()
+    data = write_training_csv(tmp_path / "train.csv", 10)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    master = f"spark://127.0.0.1:{port}"
+    monkeypatch.setattr(SparkSession, "getActiveSession", staticmethod(lambda: None))
+    monkeypatch.setattr(SparkSession, "builder", None)  # building a session would fail the test
+    code = main(
+        ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", str(data), "-o",
+         str(tmp_path / "out.dgb"), "--spark", master]
+    )  # fmt: skip
+    assert code == DataError.exit_code
+    assert capsys.readouterr().err == (
+        f"driftgauge: --spark {master}: no master answers (127.0.0.1:{port}: Connection refused)\n"
+    )
+    assert not (tmp_path / "out.dgb").exists()
+
+
+def test_a_listening_master_or_another_kind_of_master_passes_the_check() -> None:
+    """One listening address of several passes; 'local[2]', 'yarn' and 'k8s://' are not checked;
+    an address that is not host:port is named."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        require_reachable(f"spark://127.0.0.1:1,127.0.0.1:{port}")
+    for master in ("local[2]", "yarn", "k8s://https://127.0.0.1:1"):
+        require_reachable(master)
+    with pytest.raises(DataError, match=r"nonsense: not host:port"):
+        require_reachable("spark://nonsense")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import socket
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +35,8 @@ from driftgauge.exceptions import DataError, first_line
 __all__ = ["SparkRunner", "is_spark_dataframe", "read_data", "spark_session"]
 
 INSTALL = "pip install 'driftgauge[spark]'"
+# How long a standalone master's port may take to accept a connection before it counts as down.
+MASTER_CONNECT_SECONDS = 5.0
 
 S = TypeVar("S", bound=PassState)
 _STATE = "driftgauge_state"
@@ -176,6 +179,7 @@ def spark_session(master: str) -> Iterator[Any]:
         return
     if master.startswith("local"):
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    require_reachable(master)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", _PANDAS_WARNING)
         try:
@@ -188,6 +192,27 @@ def spark_session(master: str) -> Iterator[Any]:
         yield session
     finally:
         session.stop()
+
+
+def require_reachable(master: str) -> None:
+    """A standalone master (``spark://host:port``, or several, comma-separated, for a standby)
+    that no connection reaches is a one-line error now, not after a minute of Spark's retries.
+
+    Other masters (``local``, ``yarn``, ``k8s://``...) are left to Spark.
+    """
+    if not master.startswith("spark://"):
+        return
+    failures = []
+    for address in master.removeprefix("spark://").split(","):
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), MASTER_CONNECT_SECONDS):
+                return
+        except ValueError:
+            failures.append(f"{address}: not host:port")
+        except OSError as exc:
+            failures.append(f"{address}: {exc.strerror or type(exc).__name__}")
+    raise DataError(f"--spark {master}: no master answers ({'; '.join(failures)})")
 
 
 def read_data(session: Any, locations: Sequence[str], fields: Sequence[FieldSpec]) -> Any:
