@@ -1,7 +1,7 @@
 """The monitoring consumer: the proxy's queue drained into the sketches without starving it.
 
 The proxy only enqueues what it answered; :func:`consume` reads those records
-on the proxy's loop in slices timed to about a millisecond of CPU, each
+on the proxy's loop in slices timed to about 2 ms of CPU, each
 followed by a pause as long, hands what it read to the sketches in batches
 (a batch's fixed cost paid once for many), moves a record too dear for the
 loop to a worker thread, and charges the CPU it took to the ``Sampler``,
@@ -35,8 +35,9 @@ __all__ = [
 ]
 
 # The CPU a read slice is sized to.  Each slice, and each batch observed, holds the proxy's loop:
-# at one connection the only client waits that long (``bench.consumer`` times the holds).
-SLICE_SECONDS = 0.001
+# at one connection the only client waits that long (``bench.consumer`` times the holds).  5 ms
+# slices held it about twice as long; 1 ms ones cost about 8% more CPU per request (bench.proxy).
+SLICE_SECONDS = 0.002
 # Ingesting a batch has a fixed cost (for a wide model, a few hundred µs: sorting, binning and
 # the windows' slices) besides its cost per record, so the consumer waits for a batch of about
 # BATCH_RECORDS records or BATCH_SECONDS, whichever comes first.  Freshness does not suffer:
