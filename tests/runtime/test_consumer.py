@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from driftgauge.runtime import consumer
 from driftgauge.sources.proxy import RecordQueue
 from driftgauge.typing import Record
+from tests.helpers import eventually
 
 
 class Recorder:
@@ -53,18 +55,22 @@ METRICS: Any = SimpleNamespace(
 SAMPLER: Any = SimpleNamespace(update=lambda: 1.0, charge=lambda cpu, records: None)
 
 
-async def test_the_queue_reaches_the_sketches_in_batches_of_at_most_256() -> None:
-    """600 queued records are read in slices and observed in batches of ≤ 256, each once."""
-    queue, router = queue_of(600), Recorder()
+@contextlib.asynccontextmanager
+async def consuming(queue: RecordQueue, router: Recorder) -> AsyncIterator[asyncio.Task[None]]:
+    """The consumer draining ``queue`` into ``router`` while the block runs, cancelled after."""
     task = asyncio.ensure_future(consumer.consume(queue, router, METRICS, SAMPLER))  # type: ignore[arg-type]
     try:
-        for _ in range(500):
-            if sum(router.batches) == 600:
-                break
-            await asyncio.sleep(0.01)
+        yield task
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_the_queue_reaches_the_sketches_in_batches_of_at_most_256() -> None:
+    """600 queued records are read in slices and observed in batches of ≤ 256, each once."""
+    queue, router = queue_of(600), Recorder()
+    async with consuming(queue, router):
+        await eventually(lambda: sum(router.batches) == 600)
     assert sum(router.batches) == sum(router.reads) == 600
     assert router.batches[0] == 1  # the first one also creates the windows' slices
     assert max(router.batches) == consumer.BATCH_RECORDS  # reading and observing cost ~nothing here
@@ -95,21 +101,10 @@ async def test_a_slice_cut_short_by_the_backlog_does_not_inflate_the_next(
 
     monkeypatch.setattr(consumer, "_read_timed", read_timed)
     queue, router = queue_of(3), Recorder()
-    task = asyncio.ensure_future(consumer.consume(queue, router, METRICS, SAMPLER))  # type: ignore[arg-type]
-    try:
-        for _ in range(500):  # the three trickle in, slice by slice
-            if sum(router.reads) == 3:
-                break
-            await asyncio.sleep(0.01)
+    async with consuming(queue, router):
+        await eventually(lambda: sum(router.reads) == 3)  # the three trickle in, slice by slice
         first = len(router.reads)
         for index in range(300):
             queue.put(Record(float(index), b"{}", b"{}"))
-        for _ in range(500):
-            if sum(router.batches) == 303:
-                break
-            await asyncio.sleep(0.01)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    assert sum(router.batches) == 303
+        await eventually(lambda: sum(router.batches) == 303)
     assert max(router.reads[first:]) <= 10  # each slice of the backlog costs one SLICE_SECONDS
