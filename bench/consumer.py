@@ -49,7 +49,7 @@ from bench.proxy import make_baseline, sidecar_config
 from driftgauge.app import build_sidecar
 from driftgauge.config import load_config
 from driftgauge.runtime import consumer
-from driftgauge.runtime.allocator import freeze_startup_objects, unfreeze_objects
+from driftgauge.runtime.allocator import freeze_startup_objects
 from driftgauge.sources.proxy import RecordQueue
 from driftgauge.sources.sampling import Sampler
 from driftgauge.typing import Record
@@ -88,10 +88,10 @@ async def _trial(config: Path, slice_seconds: float, records: int, rate: float) 
 
         return wrapper
 
-    saved = consumer.SLICE_SECONDS, consumer.OBSERVE_SECONDS, consumer._read_timed
-    saved_observe = consumer._observe_timed
+    # Each trial runs in its own interpreter (see _run_trial): nothing to put back after.
     consumer.SLICE_SECONDS, consumer.OBSERVE_SECONDS = slice_seconds, 2 * slice_seconds
-    consumer._read_timed, consumer._observe_timed = timed(saved[2]), timed(saved_observe)
+    consumer._read_timed = timed(consumer._read_timed)
+    consumer._observe_timed = timed(consumer._observe_timed)
     late: list[float] = []
     task = asyncio.ensure_future(consumer.consume(queue, sidecar.batcher, metrics, sampler))
     cpu = time.process_time()
@@ -114,9 +114,6 @@ async def _trial(config: Path, slice_seconds: float, records: int, rate: float) 
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        unfreeze_objects()
-        consumer.SLICE_SECONDS, consumer.OBSERVE_SECONDS, consumer._read_timed = saved
-        consumer._observe_timed = saved_observe
     assert monitor.rows_total == 8 * records, (monitor.rows_total, records)
     return {
         "hold p50 ms": _percentile(holds, 0.5) * 1e3,
@@ -190,7 +187,9 @@ def main() -> None:
         ]
         for label in list(results)[1:]
     ]
-    print_table(f"ratios to {first} (medians of per-round ratios)", ["run", *names], ratio_rows)
+    if ratio_rows:
+        title = f"ratios to {first} (medians of per-round ratios)"
+        print_table(title, ["run", *names], ratio_rows)
 
 
 if __name__ == "__main__":
