@@ -16,6 +16,7 @@ from sklearn import metrics as skm
 
 from driftgauge.baseline import Baseline
 from driftgauge.config import Config, TailConfig, config_from_mapping
+from driftgauge.exposition import collector
 from tests.feedback_support import (
     MODEL_PATH,
     T0,
@@ -149,6 +150,28 @@ async def test_a_feedback_body_cut_short_by_its_sender_logs_no_traceback(
         async with sidecar.session.post(sidecar.metrics_url + "/feedback", json=[]) as response:
             assert response.status == 200
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_feedback_body_that_stops_arriving_is_408_with_a_json_error(
+    classifier: tuple[Config, Baseline], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A POST /feedback whose sender stays connected but stops sending mid-body is given up
+    after BODY_IDLE_SECONDS without a byte: 408 and a one-line JSON error, not a handler held
+    until the sender hangs up."""
+    monkeypatch.setattr(collector, "BODY_IDLE_SECONDS", 0.3)
+    config, baseline, _ = proxied(classifier, tmp_path)
+    async with running(config, baseline):
+        host, port = config.metrics.listen
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"POST /feedback HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n[{")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        length = int(head.lower().partition(b"content-length: ")[2].partition(b"\r\n")[0])
+        body = json.loads(await reader.readexactly(length))
+        writer.close()
+        await writer.wait_closed()
+    assert head.startswith(b"HTTP/1.1 408 "), head
+    assert body == {"error": "the feedback body stopped arriving (no byte for 0.3 s)"}
 
 
 async def test_a_feedback_body_over_the_limit_is_413_with_a_json_error(

@@ -40,6 +40,7 @@ from driftgauge.exposition.live import LiveFamilies
 from driftgauge.exposition.snapshot import SnapshotFamilies
 from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.outcomes import Outcomes, parse_labels
+from driftgauge.sources.bodies import BODY_IDLE_SECONDS, read_body
 
 __all__ = [
     "DirectWriter",
@@ -398,7 +399,10 @@ def _feedback_handler(
             if scheme.lower() != "bearer" or not hmac.compare_digest(given_bytes, expected):
                 return web.json_response({"error": "a valid bearer token is required"}, status=401)
         try:
-            pairs = parse_labels(json.loads(await request.read()))
+            pairs = parse_labels(json.loads(await read_body(request, BODY_IDLE_SECONDS)))
+        except TimeoutError:  # the poster stopped sending mid-body: its handler is freed
+            error = f"the feedback body stopped arriving (no byte for {BODY_IDLE_SECONDS:g} s)"
+            return web.json_response({"error": error}, status=408)
         except web.HTTPRequestEntityTooLarge as exc:  # aiohttp's text reply: JSON like the rest
             error = f"bad feedback body: {exc.text} Post the labels in smaller batches."
             return web.json_response({"error": error}, status=413)

@@ -90,6 +90,7 @@ from multidict import CIMultiDict
 
 from driftgauge.config import CloudEventsConfig
 from driftgauge.jsonbody import decode_json
+from driftgauge.sources.bodies import BODY_IDLE_SECONDS, read_body
 from driftgauge.sources.pairing import Kind, PairingStore
 from driftgauge.sources.sampling import QUEUE_LOW, Sampler
 from driftgauge.sources.serverlog import ServerLog
@@ -120,10 +121,6 @@ FORWARD_WORKERS = 4
 # KServe's logger bounds neither ce-metadata (the logged request headers) nor ce-annotations;
 # Go's servers take headers up to 1 MiB (net/http DefaultMaxHeaderBytes), aiohttp's 8 KiB lines.
 MAX_HEADER_BYTES = 1 << 20
-# A body that stops arriving is given up after this long without a byte of it: a sender that
-# stalls (or sends a bad chunk once the body began, which aiohttp's compiled parser never
-# reports to the read) must not hold its connection and handler until it hangs up.
-BODY_IDLE_SECONDS = 30.0
 BATCH_DELAY = 0.02  # paired records gather this long before one on_records call ...
 MAX_BATCH = 256  # ... or until there are this many ...
 BATCH_FILL = 0.05  # ... or this share of max_pending (at least one record)
@@ -257,26 +254,6 @@ def parse_events(headers: Mapping[str, str], body: bytes) -> tuple[list[Event], 
         name: value for name in _ORIGIN_HEADERS if (value := _header(headers, name)) is not None
     }
     return [Event(event_id, event_type, _header(headers, "ce-time"), body or None, origin)], []
-
-
-async def _read_body(request: web.Request) -> bytes:
-    """``request.read()``, but TimeoutError once a look every BODY_IDLE_SECONDS finds no byte
-    of the body arrived since the last one."""
-    loop, content = asyncio.get_running_loop(), request.content
-    async with asyncio.timeout(None) as deadline:
-        watch: list[asyncio.TimerHandle] = []
-
-        def look(seen: int) -> None:
-            if content.total_bytes == seen:
-                deadline.reschedule(loop.time())
-            else:
-                watch[0] = loop.call_later(BODY_IDLE_SECONDS, look, content.total_bytes)
-
-        watch.append(loop.call_later(BODY_IDLE_SECONDS, look, content.total_bytes))
-        try:
-            return await request.read()
-        finally:
-            watch[0].cancel()
 
 
 def _event_time(event: Event, now: float) -> float:
@@ -441,7 +418,7 @@ class CloudEventsSource:
         headers = request.headers
         cloudevent = is_cloudevent(headers)
         try:
-            body = await _read_body(request)
+            body = await read_body(request, BODY_IDLE_SECONDS)
         except web.HTTPRequestEntityTooLarge:
             self._on_error("cloudevents_body_too_large")
             return self._answer(cloudevent)
