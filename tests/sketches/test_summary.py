@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -306,6 +307,20 @@ def test_a_block_whose_values_sum_beyond_float_range_totals_inf_quietly() -> Non
     add_block(summaries, NumericBlock.of(matrix, StackedBinning.of(binnings)))
     assert [s.total for s in summaries] == [float("inf"), 3.0]
     assert summaries[0].count == 2
+
+
+def test_values_near_float64s_largest_of_both_signs_sum_quietly_to_their_mean() -> None:
+    """+1.7e308 and -1.7e308 together: a NaN total, no 'invalid value' warning, their mean."""
+    column = [1.7e308] * 4 + [-1.7e308] * 4 + [1.0e308] * 2
+    binning = NumericBinning(np.array([0.0]))
+    summary = NumericSummary(binning)
+    summary.update(*to_floats(column))
+    summaries = summaries_of([binning])
+    add_block(summaries, NumericBlock.of(np.array([column]).T, StackedBinning.of([binning])))
+    for got in (summary, summaries[0]):
+        assert math.isnan(got.total)
+        assert got.count == 10
+        assert got.mean == pytest.approx(float(sum(map(Fraction, column)) / 10), rel=1e-12)
 
 
 def test_a_summary_whose_bins_were_replaced_stops_sharing_but_still_adds_up() -> None:

@@ -142,7 +142,8 @@ class NumericBlock:
             outside = np.count_nonzero(beyond, axis=1).tolist()
         else:
             outside = [0] * fields
-        with np.errstate(over="ignore"):  # finite values can still sum beyond float: inf
+        # finite values can still sum beyond float: ±inf, or NaN where both signs did
+        with np.errstate(over="ignore", invalid="ignore"):
             if whole:
                 values = list(ordered)
                 totals = ordered.sum(axis=1).tolist()

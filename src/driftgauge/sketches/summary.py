@@ -416,7 +416,8 @@ class NumericSummary:
         if len(finite) == 0:
             self.add_counted(finite, 0, 0.0, 0.0, 0.0, None, missing, wrong_type, nan, inf)
             return
-        with np.errstate(over="ignore"):  # finite values can still sum beyond float: inf
+        # finite values can still sum beyond float: ±inf, or NaN where both signs did
+        with np.errstate(over="ignore", invalid="ignore"):
             total = float(finite.sum())
         self.add_counted(
             finite,
