@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import datasketches as ds
 import numpy as np
 import pytest
@@ -97,3 +100,19 @@ def test_a_float32_payload_is_refused_by_a_float64_summary() -> None:
     payload = encode_summary(summary_of([1.0], "float32"))
     with pytest.raises(ValueError, match="'float32' items where float64"):
         decode_summary(NumericSummary(BINNING, k=64), payload)
+
+
+def test_an_old_file_whose_sum_overflowed_gives_no_mean_rather_than_a_made_up_one() -> None:
+    """A sum written as "inf" or "nan" without "scaled_sum" (older files): the mean is NaN."""
+    for values in ([1.0e308, 1.5e308, 1.7e308], [1.7e308] * 2 + [-1.7e308] * 2 + [3.0]):
+        payload = encode_summary(summary_of(values))
+        assert "scaled_sum" in payload
+        del payload["scaled_sum"]
+        restored = NumericSummary(BINNING, k=64)
+        decode_summary(restored, payload)
+        assert math.isnan(restored.mean)
+        restored.merge(summary_of([1.0, 2.0]))
+        assert math.isnan(restored.mean)
+        again = encode_summary(restored)  # and it is written again as it was read
+        assert "scaled_sum" not in again
+        json.dumps(again, allow_nan=False)

@@ -99,13 +99,18 @@ def encode_summary(summary: Summary) -> dict[str, Any]:
                 "kll": _b64(summary.kll.serialize()),
             }
             | ({"kll_items": "float32"} if summary.items == "float32" else {})
-            | ({} if np.isfinite(summary.total) else {"scaled_sum": summary.scaled})
+            | ({"scaled_sum": summary.scaled} if _overflowed(summary) else {})
         )
     return common | {
         "frequent": _b64(summary.frequent.serialize()),
         "hll": _b64(summary.hll.serialize_compact()),
         "hll_lg_k": summary.hll_lg_k,
     }
+
+
+def _overflowed(summary: NumericSummary) -> bool:
+    """Whether the sum overflowed and its scaled sum is known (not NaN, from an older file)."""
+    return not np.isfinite(summary.total) and np.isfinite(summary.scaled)
 
 
 def decode_summary(template: Summary, payload: Mapping[str, Any]) -> None:
@@ -119,7 +124,8 @@ def decode_summary(template: Summary, payload: Mapping[str, Any]) -> None:
         template.wrong_type = int(payload["wrong_type"])
         template.nan, template.inf = int(payload["nan"]), int(payload["inf"])
         template.total = float(payload["sum"])
-        template.scaled = float(payload.get("scaled_sum", 0.0))
+        # An older file's overflowed sum has no scaled sum to give the mean by: NaN, no mean.
+        template.scaled = float(payload.get("scaled_sum", "nan"))
         template.minimum = float("inf") if payload["min"] is None else float(payload["min"])
         template.maximum = float("-inf") if payload["max"] is None else float(payload["max"])
     elif isinstance(template, CategoricalSummary):

@@ -381,11 +381,14 @@ class NumericSummary:
 
     @property
     def mean(self) -> float:
-        """The mean of the finite values (``count`` > 0), within their extremes."""
+        """The mean of the finite values (``count`` > 0), within their extremes.
+
+        NaN where the sum overflowed without a scaled sum kept (older files: see the codec).
+        """
         if math.isfinite(self.total):
             return self.total / self.count
         mean = self.scaled / self.count * 2.0**-_SUM_SCALE  # inf if rounded past float64
-        return min(max(mean, self.minimum), self.maximum)
+        return min(max(mean, self.minimum), self.maximum)  # a NaN, given first, stays NaN
 
     def __post_init__(self) -> None:
         if self.kll is None:
