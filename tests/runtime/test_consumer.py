@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from types import SimpleNamespace
 from typing import Any
@@ -108,3 +109,26 @@ async def test_a_slice_cut_short_by_the_backlog_does_not_inflate_the_next(
             queue.put(Record(float(index), b"{}", b"{}"))
         await eventually(lambda: sum(router.batches) == 303)
     assert max(router.reads[first:]) <= 10  # each slice of the backlog costs one SLICE_SECONDS
+
+
+async def test_a_cancel_during_a_threaded_ingest_returns_once_the_thread_is_done(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A record too dear for the loop is ingested in a worker thread, which a cancel cannot
+    stop: the consumer returns only once it is done, or shutdown's flush of the queue (on the
+    loop's thread) would ingest beside it, and the last state save miss its records."""
+    monkeypatch.setattr(consumer, "_read_timed", lambda batcher, records, pending: 1.0)
+    queue, router = queue_of(3), Recorder()
+    ingested: list[int] = []
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def ingest(records: list[Record]) -> None:
+        loop.call_soon_threadsafe(started.set)
+        time.sleep(0.3)
+        ingested.append(len(records))
+
+    router.ingest = ingest  # type: ignore[attr-defined]
+    async with consuming(queue, router):
+        await asyncio.wait_for(started.wait(), 5)
+    assert ingested == [1]

@@ -87,8 +87,14 @@ async def _ingest_in_thread(batcher: Router, records: list[Record]) -> float:
     """
     interval = sys.getswitchinterval()
     sys.setswitchinterval(min(interval, THREAD_SWITCH_SECONDS))
+    ingest = asyncio.ensure_future(asyncio.to_thread(_ingest_timed, batcher, records))
     try:
-        return await asyncio.to_thread(_ingest_timed, batcher, records)
+        return await asyncio.shield(ingest)
+    except asyncio.CancelledError:
+        # A cancel (shutdown) cannot stop the thread: it ends first, or the queue's flush on
+        # the loop's thread would ingest beside it (and the last state save miss its records).
+        await asyncio.wait([ingest])
+        raise
     finally:
         sys.setswitchinterval(interval)
 
