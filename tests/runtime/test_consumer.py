@@ -132,3 +132,28 @@ async def test_a_cancel_during_a_threaded_ingest_returns_once_the_thread_is_done
     async with consuming(queue, router):
         await asyncio.wait_for(started.wait(), 5)
     assert ingested == [1]
+
+
+async def test_a_batch_whose_observe_has_a_fixed_cost_beyond_the_budget_still_grows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wide model's observe costs several ms however few records it holds (its windows): a
+    batch sized to OBSERVE_SECONDS then stayed one record, paying that cost for every record
+    (1,000 features: 6-8 ms of CPU a record, a fifth of the rate before); it grows until its
+    observe costs twice a one-record batch's, so the fixed cost is shared again."""
+    # Dearer than OBSERVE_SECONDS at one record, and still no record for the worker thread.
+    fixed, each = consumer.THREAD_SECONDS / 2, consumer.OBSERVE_SECONDS / 100
+    assert fixed > 2 * consumer.OBSERVE_SECONDS
+
+    def observe_timed(batcher: Any, pending: dict[Any, Any]) -> float:
+        count = sum(len(read) for read in pending.values())
+        batcher.observe(pending)
+        pending.clear()
+        return fixed + each * count
+
+    monkeypatch.setattr(consumer, "_observe_timed", observe_timed)
+    queue, router = queue_of(400), Recorder()
+    async with consuming(queue, router):
+        await eventually(lambda: sum(router.batches) == 400)
+    assert max(router.batches) >= 50
+    assert all(fixed + each * size <= 2 * (fixed + each) for size in router.batches)

@@ -51,7 +51,8 @@ BATCH_FILL = 0.05
 # a loop stall of a few hundred milliseconds behind a huge body is not a backlog), far behind
 # from QUEUE_HIGH of it (5 s).
 BEHIND_SECONDS = 4 * BATCH_SECONDS / QUEUE_LOW
-# The CPU a batch's ingest into the sketches may take on the loop (it cannot be split).
+# The CPU a batch's ingest into the sketches may take on the loop (it cannot be split), or
+# twice a one-record batch's where that is dearer (see consume).
 OBSERVE_SECONDS = 2 * SLICE_SECONDS
 # The shortest pause after a slice.  Both loops time sleeps in whole milliseconds: asyncio's
 # selector rounds a shorter sleep up (about 1.1 ms), uvloop rounds it to the nearest (0 below
@@ -122,6 +123,7 @@ async def consume(
     """Drain the proxy's queue into the sketches in batches, yielding between them; charge
     their CPU to the sampler and let it adapt the share of requests admitted."""
     size, batch, threaded = 1, 1, False
+    single = 0.0  # what a one-record batch's observe costs at most
     pending: dict[Batcher, Extraction] = {}
     try:
         while True:
@@ -167,7 +169,14 @@ async def consume(
                     work = _observe_timed(batcher, pending)
                     sampler.charge(work, 0)  # the records were counted as they were read
                     took = time.perf_counter() - started
-                    ideal = int(count * OBSERVE_SECONDS / max(work, 1e-6))
+                    # Sized to cost OBSERVE_SECONDS, or twice a one-record batch's cost where
+                    # that is dearer (a wide model's windows: several ms however few records),
+                    # so that fixed cost is still shared by many records.  That cost is the
+                    # last one-record batch's, or any cheaper batch's since (the first batch
+                    # also creates the windows' slices; a cheap record, another model's say,
+                    # lowers it only until the next one-record batch).
+                    single = work if count == 1 else min(single, work)
+                    ideal = int(count * max(OBSERVE_SECONDS, 2 * single) / max(work, 1e-6))
                     batch = max(1, min(BATCH_RECORDS, ideal))
                     threaded = threaded or (count == 1 and work > THREAD_SECONDS)
                 metrics.queue_depth.set(len(queue))
