@@ -157,3 +157,28 @@ async def test_a_batch_whose_observe_has_a_fixed_cost_beyond_the_budget_still_gr
         await eventually(lambda: sum(router.batches) == 400)
     assert max(router.batches) >= 50
     assert all(fixed + each * size <= 2 * (fixed + each) for size in router.batches)
+
+
+async def test_a_slice_of_cheap_records_that_took_long_sends_no_record_to_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A record goes to the worker thread when it costs THREAD_SECONDS of CPU: a slice of 30
+    records or more that took 0.6 slices a record in all (a long garbage collection, say;
+    over 20 ms) is 1.2 ms a record."""
+    hiccup = [True]
+
+    def read_timed(batcher: Any, records: list[Record], pending: dict[Any, Any]) -> float:
+        batcher.read(records, pending)
+        if len(records) >= 30 and hiccup:
+            hiccup.clear()
+            return len(records) * consumer.SLICE_SECONDS * 0.6
+        return len(records) * consumer.SLICE_SECONDS / 100
+
+    monkeypatch.setattr(consumer, "_read_timed", read_timed)
+    queue, router = queue_of(2_000), Recorder()
+    threaded: list[int] = []
+    router.ingest = lambda records: threaded.append(len(records))  # type: ignore[attr-defined]
+    async with consuming(queue, router):
+        await eventually(lambda: sum(router.batches) + sum(threaded) == 2_000)
+    assert not hiccup, "no slice of 30 records"
+    assert threaded == []

@@ -161,7 +161,7 @@ async def consume(
                 # backlog was cheap because it was short, not because its records were.
                 ideal = int(len(records) * SLICE_SECONDS / max(work, 1e-6))
                 size = max(1, min(BATCH_RECORDS, ideal))
-                threaded = size == 1 and work > THREAD_SECONDS
+                threaded = work > THREAD_SECONDS * len(records)  # a record's cost, not a slice's
                 count = _count(pending)
                 if count and (count >= batch or not backlog or threaded):
                     await asyncio.sleep(max(took, MIN_PAUSE_SECONDS))
