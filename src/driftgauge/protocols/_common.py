@@ -17,7 +17,6 @@ Error messages name keys, field names, JSON types and shapes, never values.
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import numpy.typing as npt
 
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import ProtocolError
+from driftgauge.sketches.summary import to_floats
 from driftgauge.typing import Block, Columns, Extracted
 
 __all__ = [
@@ -113,17 +113,8 @@ def object_numbers(array: npt.NDArray[Any]) -> npt.NDArray[np.float64] | None:
     numpy holds an integer beyond 64 bits (JSON read exactly) only as an object, and so every
     array with one; as a float it is the value a list row's number is.
     """
-    values = array.ravel().tolist()
-    if not all(type(value) is int or type(value) is float for value in values):
-        return None
-    return np.array([_float(value) for value in values]).reshape(array.shape)
-
-
-def _float(number: float) -> float:
-    try:
-        return float(number)
-    except OverflowError:  # an integer beyond float range
-        return math.inf if number > 0 else -math.inf
+    floats, missing, wrong = to_floats(array.ravel().tolist())
+    return None if missing or wrong else floats.reshape(array.shape)
 
 
 def scalar(value: Any, name: str) -> Any:
