@@ -18,9 +18,12 @@ __all__ = ["BODY_IDLE_SECONDS", "read_body"]
 BODY_IDLE_SECONDS = 30.0
 
 
-async def read_body(request: web.Request, idle: float = BODY_IDLE_SECONDS) -> bytes:
+async def read_body(request: web.Request, idle: float) -> bytes:
     """``request.read()``, but TimeoutError once a look every ``idle`` seconds finds that no
-    byte of the body arrived since the last look; a slow body that keeps arriving is read whole."""
+    byte of the body arrived since the last look; a slow body that keeps arriving is read whole.
+
+    Callers pass their module's ``BODY_IDLE_SECONDS`` (imported from here), so a test can
+    shorten one listener's limit."""
     loop, content = asyncio.get_running_loop(), request.content
     async with asyncio.timeout(None) as deadline:
         watch: list[asyncio.TimerHandle] = []
