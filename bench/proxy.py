@@ -8,6 +8,7 @@ Run from the repository root::
     .venv/bin/python -m bench.proxy --quick       # 1 round of 2 s runs: a smoke run
     .venv/bin/python -m bench.proxy --reference ../main --loop uvloop  # before/after, same run
     .venv/bin/python -m bench.proxy --upstream mlserver   # in front of a real MLServer (below)
+    .venv/bin/python -m bench.proxy --upstream mlserver --proxy-core 0  # MLServer on a core alone
 
 Setup, all on 127.0.0.1 (as in the issue's reference setup):
 
@@ -60,7 +61,11 @@ against a baseline of the training rows.  A request altered on the way fails
 MLServer's check (HTTP 400), and MLServer's ``model_infer_request_*`` counters
 take the place of the small server's ``/stats``.  The throughput shape
 defaults to 16 connections there, and the throughput target is the issue's
-figure in front of a real model server: ≥ 0.98× nginx.
+figure in front of a real model server: ≥ 0.98× nginx.  By default the proxies
+share core 1 with the upstream, so every µs of their CPU is taken from the
+model server's (the worst case).  ``--proxy-core 0`` moves nginx and the
+sidecars to the load generator's core and leaves core 1 to the upstream, as
+in a Kubernetes pod whose model container has CPU of its own.
 """
 
 from __future__ import annotations
@@ -1028,6 +1033,15 @@ def main() -> None:
         metavar="CHECKOUT",
         help="also run the sidecars from another checkout's src/ (say, main), side by side",
     )
+    parser.add_argument(
+        "--proxy-core",
+        type=int,
+        choices=(LOAD_CORE, SERVER_CORE),
+        default=SERVER_CORE,
+        help=f"the core of nginx and the sidecars (default {SERVER_CORE}: the upstream's; "
+        f"{LOAD_CORE}: the load generator's, so the upstream has a core of its own, as a model "
+        "container with its own CPU beside its sidecar in a Kubernetes pod)",
+    )
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s runs")
     parser.add_argument(
         "--loadgen", nargs=3, metavar=("URL", "CONNS", "SECONDS"), help=argparse.SUPPRESS
@@ -1131,7 +1145,7 @@ def run(
         conf.write_text(NGINX_CONF.format(tmp=tmp, upstream=upstream, port=ports["nginx"]))
         nginx = shutil.which("nginx") or "nginx"
         argv = [nginx, "-c", str(conf), "-p", str(tmp), "-e", str(tmp / "nginx-error.log")]
-        pids["nginx"] = processes.start("nginx", pinned(SERVER_CORE, argv))
+        pids["nginx"] = processes.start("nginx", pinned(args.proxy_core, argv))
         wait_for_port(processes, "nginx", ports["nginx"])
     sidecars = [c for c in configs if c.startswith("driftgauge")]
     metrics = {name: free_port() for name in sidecars}
@@ -1151,17 +1165,25 @@ def run(
             source = str(args.reference.resolve() / "src")
             inherited = os.environ.get("PYTHONPATH")
             env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [source, inherited])))
-        pids[name] = processes.start(name, pinned(SERVER_CORE, argv), env=env)
+        pids[name] = processes.start(name, pinned(args.proxy_core, argv), env=env)
     for name in sidecars:
         wait_for_port(processes, name, ports[name])
         wait_for_port(processes, name, metrics[name])
     load = Load(tmp, use_wrk)
     if mlserver is not None:
         load.counts = lambda _port: mlserver.counts()
-    print(
-        f"load: {load.name}{' pinned to core 0' if _pinning() else ''}; upstream, nginx and "
-        f"driftgauge{' pinned to core 1' if _pinning() else ''}; {os.cpu_count()} cores (shared)"
-    )
+    if not _pinning():
+        print(f"load, upstream, nginx and driftgauge unpinned; {os.cpu_count()} cores (shared)")
+    elif args.proxy_core == SERVER_CORE:
+        print(
+            f"load: {load.name} pinned to core {LOAD_CORE}; upstream, nginx and driftgauge "
+            f"pinned to core {SERVER_CORE}; {os.cpu_count()} cores (shared)"
+        )
+    else:
+        print(
+            f"load: {load.name}, nginx and driftgauge pinned to core {LOAD_CORE}; upstream "
+            f"pinned to core {SERVER_CORE}; {os.cpu_count()} cores (shared)"
+        )
     print(
         f"sidecars: serve --loop {args.loop}"
         + (f"; reference checkout {args.reference}" if args.reference is not None else "")
@@ -1289,8 +1311,8 @@ def run(
         monitored,
         TARGET_VS_NGINX_MLSERVER if mlserver else TARGET_VS_NGINX,
     )
-    if mlserver is not None and "nginx" in configs:
-        report_cpu_bound(runs)
+    if mlserver is not None and "nginx" in configs and args.proxy_core == SERVER_CORE:
+        report_cpu_bound(runs)  # its estimate holds where the proxies share the upstream's core
     if args.profile:
         print("\nProfile (py-spy from core 0; shares are of the sidecar's main-thread samples)")
         for name in ("driftgauge", "driftgauge-off"):
