@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from driftgauge.config import config_from_mapping
-from driftgauge.rules.alerts import models_of
+from driftgauge.rules.alerts import models_of, render_rules
 from driftgauge.rules.dashboards import render_dashboard
+from driftgauge.rules.writing import dump_yaml
 from tests.helpers import base_config
 from tests.rules.support import promtool_test
 from tests.rules.support import series as _series
@@ -77,5 +78,65 @@ def test_every_models_service_row_shows_its_sidecars_requests(tmp_path: Path) ->
     promtool_test(
         tmp_path,
         ["empty.rules.yml"],
+        [{"interval": "1m", "input_series": series, "promql_expr_test": tests}],
+    )
+
+
+def test_every_models_alert_annotations_show_its_sidecars_alerts(tmp_path: Path) -> None:
+    """On the generated rules' alerts, each model's dashboard marks its sidecar's service alerts
+    (raised under the first model's label) and DriftgaugeSidecarDown, and only its own model's
+    other alerts; odd names both."""
+    first, second = "wine \"red\" 'rosé' \\ /v2 (a|b)", "iris \"v2\" 'ü' \\ /x (cm)"
+    raw = base_config(tmp_path)
+    model = {k: raw.pop(k) for k in ("model", "protocol", "baseline", "features", "predictions")}
+    raw["models"] = [
+        {**model, "model": first},
+        {**model, "model": second, "baseline": str(tmp_path / "i.dgb")},
+    ]
+    models = models_of(config_from_mapping(raw, base=tmp_path))
+    (tmp_path / "both.rules.yml").write_text(dump_yaml(render_rules(models)), encoding="utf-8")
+    down = {"job": "driftgauge", "instance": "10.0.0.9:10117"}  # another sidecar of the config
+    series = [
+        _series("driftgauge_baseline_info", SIDECAR | {"model": first}, "1x30"),
+        _series("driftgauge_baseline_info", SIDECAR | {"model": second}, "1x30"),
+        _series("driftgauge_requests_total", SIDECAR | {"model": first, "code": "200"}, "0+60x30"),
+        _series("driftgauge_requests_total", SIDECAR | {"model": first, "code": "502"}, "0+60x30"),
+        _series("driftgauge_baseline_info", down | {"model": first}, "1x3 stale"),
+        _series("driftgauge_baseline_info", down | {"model": second}, "1x3 stale"),
+        _series("up", down, "1x3 0x27"),
+    ]
+    field = SIDECAR | {"model": first, "feature": "alcohol", "role": "input"}
+    series += [
+        _series("driftgauge_missing_total", field, "0+10x30"),
+        _series("driftgauge_observations_total", field, "0+90x30"),
+    ]
+    service = {
+        ("DriftgaugeUpstreamErrors", SIDECAR["instance"]),
+        ("DriftgaugeSidecarDown", down["instance"]),
+    }
+    expected = {
+        first: service | {("DriftgaugeMissingValuesHigh", SIDECAR["instance"])},
+        second: service,
+    }
+    tests = []
+    for rules in models:
+        board = render_dashboard(rules.model, rules.fields, rules.alerting)
+        (annotation,) = [a for a in board["annotations"]["list"] if "expr" in a]
+        tests.append(
+            {
+                "expr": f"count by (alertname, instance) ({annotation['expr']})",
+                "eval_time": "20m",
+                "exp_samples": [
+                    {
+                        "labels": _series("", {"alertname": n, "instance": i}, "")["series"],
+                        "value": 1,
+                    }
+                    for n, i in sorted(expected[rules.model])
+                ],
+            }
+        )
+    promtool_test(
+        tmp_path,
+        ["both.rules.yml"],
         [{"interval": "1m", "input_series": series, "promql_expr_test": tests}],
     )

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 import yaml
 
+from driftgauge.rules.tables import SERVICE
 from tests.helpers import wait_for
 from tests.rules.support import promtool_test, series
 from tests.system.grafana_support import (
@@ -398,6 +399,126 @@ def test_overview_service_panels_follow_the_selected_models(
         tmp_path,
         ["panels.yml"],
         [{"interval": "1m", "input_series": inputs, "promql_expr_test": tests}],
+    )
+
+
+# Names of a two-model sidecar's models, with every character the odd-names tests cover.
+FIRST, SECOND = ODD["wine"], "iris \"v2\" 'ü' \\ /x (cm)"
+
+
+def _firing(alertname: str, instance: str) -> str:
+    return series("", {"alertname": alertname, "instance": instance}, "")["series"]
+
+
+def _alert_inputs() -> list[dict[str, str]]:
+    """Series on which the shipped rules raise, at 20m: the proxy's DriftgaugeUpstreamErrors on
+    10.0.0.1 (serving FIRST then SECOND, so under FIRST's label) and on 10.0.0.2 (wine2 alone),
+    FIRST's own DriftgaugeMissingValuesHigh on 10.0.0.1, and DriftgaugeSidecarDown for
+    10.0.0.3 (serving SECOND alone, down since 3m)."""
+    both = {"job": "driftgauge", "instance": "10.0.0.1:10117"}
+    alone = {"job": "driftgauge", "instance": "10.0.0.2:10117"}
+    down = {"job": "driftgauge", "instance": "10.0.0.3:10117"}
+    inputs = [
+        series("driftgauge_baseline_info", both | {"model": FIRST}, "1x30"),
+        series("driftgauge_baseline_info", both | {"model": SECOND}, "1x30"),
+        series("driftgauge_baseline_info", alone | {"model": "wine2"}, "1x30"),
+        series("driftgauge_baseline_info", down | {"model": SECOND}, "1x3 stale"),
+        series("up", down, "1x3 0x27"),
+    ]
+    for sidecar, model in ((both, FIRST), (alone, "wine2")):  # half the requests fail
+        inputs += [
+            series("driftgauge_requests_total", sidecar | {"model": model, "code": code}, "0+60x30")
+            for code in ("200", "502")
+        ]
+    field = both | {"model": FIRST, "feature": "alcohol", "role": "input"}
+    inputs += [
+        series("driftgauge_missing_total", field, "0+10x30"),
+        series("driftgauge_observations_total", field, "0+90x30"),
+    ]
+    return inputs
+
+
+def test_the_alert_queries_single_out_the_rules_service_alerts() -> None:
+    """The alerts the Firing alerts panel and the annotations find through the sidecar are the
+    service alerts of the shipped and the generated rules, less DriftgaugeSidecarDown."""
+    groups = yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
+    (service,) = [g["rules"] for g in groups if g["name"] == "driftgauge-service"]
+    shipped = {r["alert"] for r in service} - {"DriftgaugeSidecarDown"}
+    assert shipped == {name for name, *_ in SERVICE}
+    overview = BOARDS["driftgauge-overview"]
+    (stat,) = [p for p in _query_panels(overview) if p["title"] == "Firing alerts"]
+    queries = [stat["targets"][0]["expr"]] + [
+        a["expr"] for board in BOARDS.values() for a in board["annotations"]["list"] if "expr" in a
+    ]
+    for query in queries:
+        lists = re.findall(r'alertname[=!]~"(Driftgauge\w+(?:\|Driftgauge\w+)*)"', query)
+        assert [set(names.split("|")) for names in lists] == [shipped, shipped], query
+
+
+@pytest.mark.parametrize(
+    ("selected", "expected"),
+    [
+        ([SECOND], {("DriftgaugeUpstreamErrors", "1"), ("DriftgaugeSidecarDown", "3")}),
+        ([FIRST], {("DriftgaugeUpstreamErrors", "1"), ("DriftgaugeMissingValuesHigh", "1")}),
+        (
+            [FIRST, SECOND],
+            {
+                ("DriftgaugeUpstreamErrors", "1"),
+                ("DriftgaugeMissingValuesHigh", "1"),
+                ("DriftgaugeSidecarDown", "3"),
+            },
+        ),
+        (["wine2"], {("DriftgaugeUpstreamErrors", "2")}),
+        (
+            AllValue(".*"),
+            {
+                ("DriftgaugeUpstreamErrors", "1"),
+                ("DriftgaugeMissingValuesHigh", "1"),
+                ("DriftgaugeUpstreamErrors", "2"),
+                ("DriftgaugeSidecarDown", "3"),
+            },
+        ),
+    ],
+)
+def test_firing_alerts_follow_the_selected_models(
+    tmp_path: Path, selected: Value, expected: set[tuple[str, str]]
+) -> None:
+    """The overview's Firing alerts and both dashboards' alert annotations, on the alerts the
+    shipped rules raise, count a sidecar's service alerts (raised on its proxy's series, under
+    its first model's label) and its DriftgaugeSidecarDown for every model it serves, and a
+    model's own alerts for that model only."""
+    overview = BOARDS["driftgauge-overview"]
+    (stat,) = [p for p in _query_panels(overview) if p["title"] == "Firing alerts"]
+    values: dict[str, Value] = {"model": selected}
+    tests: list[dict[str, Any]] = [
+        {
+            "expr": substitute(stat["targets"][0]["expr"], values),
+            "eval_time": "20m",
+            "exp_samples": [{"labels": "{}", "value": len(expected)}],
+        }
+    ]
+    boards = [overview]
+    if isinstance(selected, list) and len(selected) == 1:  # the model dashboard picks one
+        boards.append(BOARDS["driftgauge-model"])
+    for board in boards:
+        (annotation,) = [a for a in board["annotations"]["list"] if "expr" in a]
+        model: Value = selected if board is overview else selected[0]
+        query = substitute(annotation["expr"], {"model": model})
+        tests.append(
+            {
+                "expr": f"count by (alertname, instance) ({query})",
+                "eval_time": "20m",
+                "exp_samples": [
+                    {"labels": _firing(name, f"10.0.0.{host}:10117"), "value": 1}
+                    for name, host in sorted(expected)
+                ],
+            }
+        )
+    (tmp_path / RULES.name).write_bytes(RULES.read_bytes())
+    promtool_test(
+        tmp_path,
+        [RULES.name],
+        [{"interval": "1m", "input_series": _alert_inputs(), "promql_expr_test": tests}],
     )
 
 

@@ -11,7 +11,9 @@ name such as ``a"b\\c``). PSI and KS panels are coloured at the field's
 alert thresholds. Only ``datasource`` and ``window`` remain variables. The
 service row reads the sidecars that serve the model (joined on their
 ``driftgauge_baseline_info``), which export their requests under their first
-model's label, so every model of a multi-model sidecar shows them.
+model's label, so every model of a multi-model sidecar shows them; the alert
+annotations likewise mark the service alerts raised on those series, and
+``DriftgaugeSidecarDown``, of the sidecars serving the model.
 """
 
 from __future__ import annotations
