@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from tests.rules.support import promtool_test
 from tests.rules.support import series as _series
 
 SIDECAR = {"job": "driftgauge", "instance": "10.0.0.7:10117"}
+OUTCOMES = Path(__file__).resolve().parents[2] / "src" / "driftgauge" / "monitor" / "outcomes.py"
 
 
 def _service_targets(board: dict[str, Any]) -> dict[str, str]:
@@ -80,6 +82,50 @@ def test_every_models_service_row_shows_its_sidecars_requests(tmp_path: Path) ->
         ["empty.rules.yml"],
         [{"interval": "1m", "input_series": series, "promql_expr_test": tests}],
     )
+
+
+def test_every_models_service_row_shows_its_sidecars_drops(tmp_path: Path) -> None:
+    """The second model's dashboard reads the drops of its sidecar's queue and sampler (under the
+    first model's label) and its own expired predictions, not the first model's."""
+    raw = base_config(tmp_path)
+    model = {k: raw.pop(k) for k in ("model", "protocol", "baseline", "features", "predictions")}
+    raw["models"] = [model, {**model, "model": 'iris "v2"', "baseline": str(tmp_path / "i.dgb")}]
+    iris = models_of(config_from_mapping(raw, base=tmp_path))[1]
+    query = _service_targets(render_dashboard(iris.model, iris.fields, iris.alerting))[
+        "dropped: {{reason}}"
+    ]
+    series = [
+        _series("driftgauge_baseline_info", SIDECAR | {"model": "wine"}, "1x20"),
+        _series("driftgauge_baseline_info", SIDECAR | {"model": 'iris "v2"'}, "1x20"),
+    ]
+    for name, reason, per_minute in (
+        ("wine", "queue_full", 6),
+        ("wine", "feedback_expired", 60),
+        ('iris "v2"', "queue_full", 0),
+        ('iris "v2"', "feedback_expired", 120),
+    ):
+        labels = SIDECAR | {"model": name, "reason": reason}
+        series.append(_series("driftgauge_dropped_total", labels, f"0+{per_minute}x20"))
+    tests = [
+        {
+            "expr": query,
+            "eval_time": "10m",
+            "exp_samples": [
+                {"labels": '{reason="feedback_expired"}', "value": 2},
+                {"labels": '{reason="queue_full"}', "value": 0.1},
+            ],
+        }
+    ]
+    promtool_test(
+        tmp_path,
+        [],
+        [{"interval": "1m", "input_series": series, "promql_expr_test": tests}],
+    )
+    # The reasons a model counts itself (the rest are its sidecar's): those of its outcomes.
+    own = re.search(r'reason=~"([\w|]+)"', query)
+    assert own is not None
+    counted = re.findall(r'on_drop\(\s*"(\w+)"', OUTCOMES.read_text(encoding="utf-8"))
+    assert set(own.group(1).split("|")) == set(counted)
 
 
 def test_every_models_alert_annotations_show_its_sidecars_alerts(tmp_path: Path) -> None:

@@ -522,6 +522,71 @@ def test_firing_alerts_follow_the_selected_models(
     )
 
 
+@pytest.mark.parametrize(
+    ("selected", "queue_full", "feedback_expired"),
+    [
+        ([SECOND], 0.1, 2.0),
+        ([FIRST], 0.1, 1.0),
+        ([FIRST, SECOND], 0.1, 3.0),
+        (["wine2"], 10.0, 10.0),
+        (AllValue(".*"), 10.1, 13.0),
+    ],
+)
+def test_drop_panels_show_the_sidecars_drops_and_the_models_own(
+    tmp_path: Path, selected: Value, queue_full: float, feedback_expired: float
+) -> None:
+    """The drops of a sidecar's queue and sampler (exported under its first model's label) show
+    for every model it serves, once however many are selected, and a model's expired unlabelled
+    predictions (its own) for that model only; on the overview and the model dashboard."""
+    both = {"job": "driftgauge", "instance": "10.0.0.1:10117"}
+    alone = {"job": "driftgauge", "instance": "10.0.0.2:10117"}
+    per_minute = [  # every model exports every reason, from 0
+        (both, FIRST, "queue_full", 6),
+        (both, FIRST, "feedback_expired", 60),
+        (both, SECOND, "queue_full", 0),
+        (both, SECOND, "feedback_expired", 120),
+        (alone, "wine2", "queue_full", 600),
+        (alone, "wine2", "feedback_expired", 600),
+    ]
+    inputs = [
+        series(
+            "driftgauge_dropped_total", sidecar | {"model": model, "reason": reason}, f"0+{n}x10"
+        )
+        for sidecar, model, reason, n in per_minute
+    ] + [
+        series("driftgauge_baseline_info", sidecar | {"model": model}, "1x10")
+        for sidecar, model in ((both, FIRST), (both, SECOND), (alone, "wine2"))
+    ]
+    boards = [BOARDS["driftgauge-overview"]]
+    if isinstance(selected, list) and len(selected) == 1:  # the model dashboard picks one
+        boards.append(BOARDS["driftgauge-model"])
+    tests = []
+    for board in boards:
+        (target,) = [
+            t["expr"]
+            for panel in _query_panels(board)
+            for t in panel["targets"]
+            if "driftgauge_dropped_total" in t["expr"]
+        ]
+        model: Value = selected if board is boards[0] else selected[0]
+        query = substitute(target, {"model": model, "__rate_interval": "5m"})
+        tests.append(
+            {
+                "expr": f"sum by (reason) ({query})",
+                "eval_time": "5m",
+                "exp_samples": [
+                    {"labels": '{reason="feedback_expired"}', "value": feedback_expired},
+                    {"labels": '{reason="queue_full"}', "value": queue_full},
+                ],
+            }
+        )
+    promtool_test(
+        tmp_path,
+        [],
+        [{"interval": "1m", "input_series": inputs, "promql_expr_test": tests}],
+    )
+
+
 def test_psi_heat_map_and_top_features_cover_the_overview() -> None:
     """The overview has a PSI-by-feature heat map over time and a topk of drifting features."""
     panels = list(_query_panels(BOARDS["driftgauge-overview"]))
