@@ -587,6 +587,31 @@ def test_drop_panels_show_the_sidecars_drops_and_the_models_own(
     )
 
 
+@pytest.mark.parametrize(
+    ("selected", "sidecars"),
+    [([SECOND], 1), ([FIRST, SECOND], 1), (["wine2"], 1), (AllValue(".*"), 2)],
+)
+def test_the_sidecars_stat_counts_a_multi_model_sidecar_once(
+    tmp_path: Path, selected: Value, sidecars: int
+) -> None:
+    """A sidecar serving two selected models (a driftgauge_baseline_info series each) is one."""
+    both = {"job": "driftgauge", "instance": "10.0.0.1:10117"}
+    alone = {"job": "driftgauge", "instance": "10.0.0.2:10117"}
+    inputs = [
+        series("driftgauge_baseline_info", sidecar | {"model": model}, "1x10")
+        for sidecar, model in ((both, FIRST), (both, SECOND), (alone, "wine2"))
+    ]
+    (stat,) = [p for p in _query_panels(BOARDS["driftgauge-overview"]) if p["title"] == "Sidecars"]
+    test = {
+        "expr": substitute(stat["targets"][0]["expr"], {"model": selected}),
+        "eval_time": "5m",
+        "exp_samples": [{"labels": "{}", "value": sidecars}],
+    }
+    promtool_test(
+        tmp_path, [], [{"interval": "1m", "input_series": inputs, "promql_expr_test": [test]}]
+    )
+
+
 def test_psi_heat_map_and_top_features_cover_the_overview() -> None:
     """The overview has a PSI-by-feature heat map over time and a topk of drifting features."""
     panels = list(_query_panels(BOARDS["driftgauge-overview"]))
