@@ -131,3 +131,66 @@ def test_any_document_reads_alike_with_and_without_orjson(document: Any) -> None
     expected = json.loads(body)
     for orjson_blocked in (False, True):
         assert same(DECODERS[orjson_blocked](body), expected)
+
+
+def _nested(value: Any) -> bool:
+    return isinstance(value, list | dict)
+
+
+def _containers(a: Any, b: Any) -> list[tuple[list[Any], list[Any]]]:
+    """Each list's (or object's values') items in ``a`` beside the same items in ``b``."""
+    pairs, stack = [], [(a, b)]
+    while stack:
+        x, y = stack.pop()
+        if isinstance(x, dict) and isinstance(y, dict):
+            x, y = list(x.values()), [y[key] for key in x]
+        if isinstance(x, list) and isinstance(y, list):
+            pairs.append((x, y))
+            stack.extend(zip(x, y, strict=True))
+    return pairs
+
+
+ANY_INTEGERS = st.recursive(
+    st.integers() | st.integers(2**63 - 3, 2**64 + 3) | st.floats() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ANY_INTEGERS)
+def test_integers_of_any_size_read_alike_where_lossy_finds_none(document: Any) -> None:
+    """With orjson an integer beyond 64 bits reads as a float, but never unseen: any values
+    that differ from the standard library's are ones lossy flags, which reread_exactly reads
+    exactly.  Without orjson every integer reads exactly and lossy flags nothing."""
+    body = json.dumps([document]).encode()
+    expected = json.loads(body)
+    for orjson_blocked in (False, True):
+        module = load_jsonbody(orjson_blocked) if orjson_blocked else driftgauge.jsonbody
+        decoded = module.decode_json(body)
+        for values, exact in _containers(decoded, expected):
+            if not module.lossy(values):
+                scalars = [(x, y) for x, y in zip(values, exact, strict=True) if not _nested(x)]
+                assert all(same(x, y) for x, y in scalars)
+            assert not (orjson_blocked and module.lossy(values))
+        assert same(module.reread_exactly(body, None), expected)
+
+
+@pytest.mark.parametrize("number", [-(2**63) - 1, 2**64, 123456789012345678901234567890])
+def test_lossy_flags_an_integer_orjson_read_as_a_float(decoder: ModuleType, number: int) -> None:
+    """orjson's float for an integer beyond 64 bits is flagged, the integer itself never, nor
+    any integer orjson reads exactly or a float that cannot stand for an integer that large."""
+    values = decoder.decode_json(f"[{number}, {2**63 - 1}, {-(2**63)}, 1e18, 0.5, 1, -0.0]")
+    assert decoder.lossy(values) == ("orjson" in vars(decoder))
+    assert not decoder.lossy(values[1:])
+    # A float written that large is flagged too (read again, it is the same float).
+    assert decoder.lossy(decoder.decode_json("[1e300]")) == ("orjson" in vars(decoder))
+    assert decoder.reread_exactly(f"[{number}]".encode(), None) == [number]
+
+
+def test_a_body_only_orjson_reads_is_read_again_as_it_was(decoder: ModuleType) -> None:
+    """Nesting orjson takes (1,000 levels) but the standard library does not: the first reading."""
+    body = b"[" * 1_000 + b"18446744073709551616" + b"]" * 1_000
+    parsed = object()
+    assert decoder.reread_exactly(body, parsed) is parsed
+    assert decoder.reread_exactly(memoryview(b"[18446744073709551616]"), parsed) == [2**64]

@@ -35,7 +35,7 @@ from driftgauge.exposition.collector import (
 )
 from driftgauge.exposition.models import ModelsCollector
 from driftgauge.exposition.proxy import ProxyMetrics
-from driftgauge.jsonbody import decode_json
+from driftgauge.jsonbody import decode_json, lossy, reread_exactly
 from driftgauge.monitor.batch import MAX_BODY_BYTES, Batcher
 from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.route import Router
@@ -358,6 +358,8 @@ def _label_line(line: bytes, now: float) -> Record | str:
         return "invalid_json"
     if not isinstance(item, dict) or "id" not in item or "label" not in item:
         return "invalid_record"
+    if lossy((item["id"], item["label"])):  # an integer beyond 64 bits: its digits, exactly
+        item = reread_exactly(line, item)
     return Record(ts=now, request=item["label"], response=None, request_id=row_id(item["id"]))
 
 

@@ -9,19 +9,30 @@ integer an int), so they reach the monitor, which counts them ``nan`` and
 refuses otherwise, the standard library is made to refuse too: bytes that
 are not UTF-8 (UTF-16, a byte order mark), a string with a lone surrogate
 (``"\\ud800"``, which no sketch can store) and nesting too deep for it (a
-ValueError, not a RecursionError).  Two differences remain, both far from
-real bodies: orjson takes nesting up to 1,024 levels, the standard library
-somewhat less than 1,000 (its recursion limit), and orjson reads an integer
-between 2**64 and float range as a float, the standard library as an int.
+ValueError, not a RecursionError).  orjson takes nesting up to 1,024 levels,
+the standard library somewhat less than 1,000 (its recursion limit).
+
+orjson reads an integer below -2**63 or from 2**64 as the nearest float, the
+standard library as the int it is.  Looking for such numbers in every body
+would cost a third of orjson's own time, so the few readers whose values
+must keep every digit (an id, a categorical value) look at what they read
+instead: where :func:`lossy` finds an integral float that large among it,
+which orjson may have made of such an integer, they read the body again
+with :func:`reread_exactly`.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from typing import Any
 
-__all__ = ["DECODE_ERRORS", "decode_json"]
+__all__ = ["DECODE_ERRORS", "JSON_TEXT", "JsonText", "decode_json", "lossy", "reread_exactly"]
+
+JsonText = bytes | bytearray | memoryview | str
+"""A body as its JSON text: what :func:`reread_exactly` reads."""
+JSON_TEXT = (bytes, bytearray, memoryview, str)
 
 # A surrogate escape (paired or lone), or a surrogate in a str body: what may hold a lone one.
 _SURROGATE = re.compile(r"\\u[dD][89abcdefABCDEF]|[\ud800-\udfff]")
@@ -59,6 +70,19 @@ def _standard(body: bytes | str) -> Any:
     return value
 
 
+def reread_exactly(body: JsonText, parsed: Any) -> Any:
+    """``body``, which :func:`decode_json` read as ``parsed``, read again with every integer
+    exact, however long (``parsed`` itself if nested deeper than the standard library reads)."""
+    try:
+        return _standard(body if isinstance(body, bytes | str) else bytes(body))
+    except ValueError:
+        return parsed
+
+
+# orjson reads an integer exactly from -2**63 to 2**64 - 1, beyond that as a float.
+_EXACT_LIMIT = 2.0**63
+
+
 try:
     import orjson
 
@@ -69,8 +93,20 @@ try:
         except orjson.JSONDecodeError:
             return _standard(body)
 
+    def lossy(values: Collection[Any]) -> bool:
+        """True when ``values`` (read by :func:`decode_json`) may hold an integer that lost
+        digits: an integral float of magnitude 2**63 or more (read the body again exactly)."""
+        return float in map(type, values) and any(
+            type(value) is float and abs(value) >= _EXACT_LIMIT and value.is_integer()
+            for value in values
+        )
+
     DECODE_ERRORS: tuple[type[Exception], ...] = (orjson.JSONDecodeError, ValueError)
 except ImportError:  # pragma: no cover - only without the `fast` extra
+
+    def lossy(values: Collection[Any]) -> bool:
+        """True when ``values`` may hold an integer that lost digits: never, without orjson."""
+        return False
 
     def decode_json(body: bytes | str) -> Any:
         """Parse a JSON body (orjson when installed, the standard library for what it refuses)."""

@@ -154,3 +154,18 @@ def test_records_read_in_slices_then_observed_once_count_as_ingested_slice_by_sl
         at_once.read(part, into=read)
     assert at_once.observe(read) == rows
     assert counts(at_once) == counts(by_slice)
+
+
+@pytest.mark.parametrize("code", [123456789012345678901234567890, -(2**63) - 1, 2**64])
+def test_a_categorical_integer_beyond_64_bits_keeps_its_digits(
+    tmp_path: Path, baseline: Baseline, code: int
+) -> None:
+    """A categorical value orjson would read as the nearest float (an integer below -2**63 or
+    from 2**64) is the integer, as without orjson: the category is its digits."""
+    feed = batcher(tmp_path, baseline, "kserve")
+    rows = [[13.1, 2.4, code], [12.2, 2.1, "south"]]
+    extracted = feed.extract(record(({"instances": rows}, {"predictions": ["a", "b"]})))
+    assert extracted is not None
+    region = extracted[1].columns["region"]
+    assert list(region) == [code, "south"]
+    assert type(region[0]) is int

@@ -496,3 +496,42 @@ async def test_tail_source_with_feedback_tail_yields_performance(
     )
     rate = sum(predicted[i] == "a" for i in north) / len(north)
     assert close(value(text, "driftgauge_positive_rate", window="5m", segment="north"), rate)
+
+
+async def test_an_id_path_integer_beyond_64_bits_matches_its_label(
+    classifier: tuple[Config, Baseline], tmp_path: Path
+) -> None:
+    """An id_path id of 30 digits (beyond what orjson reads exactly) is held under its own
+    digits, so the label posted with that id (read exactly by /feedback) joins it."""
+    config, baseline, _ = proxied(classifier, tmp_path, id_path="$.instances[*].id")
+    big = 123456789012345678901234567890
+    rows = [
+        {**row, "id": big + j} for j, row in enumerate(instances(classifier_columns(2, 9), 0, 2))
+    ]
+    rows[1]["id"] = -big  # below -2**63 too
+    async with running(config, baseline) as sidecar:
+        outcomes = sidecar.sidecar.monitor.outcomes
+        assert outcomes is not None
+        _, answer = await sidecar.predict(rows)
+        await eventually(lambda: outcomes.pending == 2)
+        labels = [{"id": row["id"], "label": answer[j]["class"]} for j, row in enumerate(rows)]
+        assert await sidecar.feedback(labels) == (
+            200,
+            {"matched": 2, "unmatched": 0, "invalid": 0},
+        )
+
+
+async def test_a_feedback_tail_id_beyond_64_bits_matches_its_request(
+    classifier: tuple[Config, Baseline], tmp_path: Path
+) -> None:
+    """A label line whose id is an integer of 30 digits joins the request with that id."""
+    labels_file = tmp_path / "labels.jsonl"
+    config, baseline, _ = proxied(classifier, tmp_path, tail=labels_file, tail_state_file=None)
+    big = 123456789012345678901234567890
+    async with running(config, baseline) as sidecar:
+        outcomes = sidecar.sidecar.monitor.outcomes
+        assert outcomes is not None
+        _, answer = await sidecar.predict(one_row(), {"X-Request-ID": str(big)})
+        await eventually(lambda: outcomes.pending == 1)
+        labels_file.write_text(json.dumps({"id": big, "label": answer[0]["class"]}) + "\n")
+        await eventually(lambda: outcomes.labels["matched"] == 1)

@@ -26,11 +26,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from driftgauge.exceptions import ProtocolError
-from driftgauge.jsonbody import DECODE_ERRORS, decode_json
+from driftgauge.jsonbody import (
+    DECODE_ERRORS,
+    JSON_TEXT,
+    JsonText,
+    decode_json,
+    lossy,
+    reread_exactly,
+)
 from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.tracker import Observation
 from driftgauge.monitor.versions import ModelVersions, record_version
-from driftgauge.typing import Adapter, Extracted, Record
+from driftgauge.typing import Adapter, Columns, Extracted, Record
 
 __all__ = [
     "BODY_REASONS",
@@ -96,9 +103,12 @@ class Batcher:
         """The model's monitor and its versions'."""
         return self.versions.monitors if self.versions is not None else [self.monitor]
 
-    def extract(self, record: Record, routed: bool = False) -> tuple[Any, Extracted, str] | None:
-        """The parsed request, the record's columns and its model version ("" if none), or None
-        after counting why not.
+    def extract(
+        self, record: Record, routed: bool = False
+    ) -> tuple[Any, Extracted, str, JsonText | None] | None:
+        """The parsed request, the record's columns, its model version ("" if none) and the
+        request's JSON text (None when the request is exact already), or None after counting
+        why not.
 
         A ``routed`` record was sent here by its model's ``path`` pattern, which
         then defines the model's prediction routes instead of the protocol's.
@@ -114,16 +124,22 @@ class Batcher:
             try:
                 request = _body(body)
             except _DECODE_ERRORS:  # not JSON: maybe another format the protocol takes (CSV)
-                request = adapter.read_text(body, record.headers)
-            body = _decompressed(record.response, record.response_headers, limit)
+                request, body = adapter.read_text(body, record.headers), None
+            answer = _decompressed(record.response, record.response_headers, limit)
             try:
-                response = _body(body)
+                response = _body(answer)
             except _DECODE_ERRORS:  # not JSON: maybe another format the protocol takes
-                response = adapter.read_response_text(body, record.response_headers)
+                response, answer = adapter.read_response_text(answer, record.response_headers), None
             extracted = adapter.extract(request, response)
+            if _lossy(extracted):
+                # orjson read an integer beyond 64 bits as a float where the value is kept as
+                # JSON spelled it (a categorical one): both bodies again, every integer exact.
+                request, response = _exact(body, request), _exact(answer, response)
+                extracted, body = adapter.extract(request, response), None
             versions = self.versions is not None
             version = record_version(record.path, response, record.headers) if versions else ""
-            return request, extracted, version
+            text = body if isinstance(body, JSON_TEXT) and body else None
+            return request, extracted, version, text
         except ProtocolError as exc:
             self.monitor.count_parse_error(exc.reason)
         except _DECODE_ERRORS:
@@ -150,8 +166,8 @@ class Batcher:
         for record in records:
             extracted = self.extract(record, routed)
             if extracted is not None:
-                request, columns, version = extracted
-                observations.append(Observation(record, request, columns))
+                request, columns, version, text = extracted
+                observations.append(Observation(record, request, columns, text))
                 versions.append(version)
         return read
 
@@ -178,6 +194,21 @@ def _body(body: Any) -> Any:
     if isinstance(body, bytes | bytearray | memoryview):
         return decode_json(bytes(body)) if body else None
     return body
+
+
+def _exact(body: Any, parsed: Any) -> Any:
+    """``parsed`` read again from ``body`` with every integer exact, if it was JSON text."""
+    return reread_exactly(body, parsed) if isinstance(body, JSON_TEXT) and body else parsed
+
+
+def _lossy(extracted: Extracted) -> bool:
+    """True when a column kept as a list may hold an integer orjson read as a float."""
+    columns = extracted.columns
+    single = columns.single if type(columns) is Columns else columns
+    for column in single.values():  # a loop, no call for a column without a float: every record
+        if type(column) is list and float in map(type, column) and lossy(column):
+            return True
+    return False
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

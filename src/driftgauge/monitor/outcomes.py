@@ -37,6 +37,7 @@ from driftgauge.baseline import Baseline
 from driftgauge.canonical import canonical_category, row_id
 from driftgauge.config import Config, FeedbackConfig
 from driftgauge.exceptions import ProtocolError
+from driftgauge.jsonbody import JsonText, lossy, reread_exactly
 from driftgauge.monitor.pending import PendingRows, PendingStore, decode_rows, encode_rows
 from driftgauge.monitor.segments import SegmentTracker
 from driftgauge.monitor.tracker import Observation, SnapshotPart
@@ -168,9 +169,14 @@ class Outcomes:
         with self._lock:
             self._store.restore(rows)
 
-    def _row_ids(self, record: Record, request: Any, rows: int) -> list[str | None] | None:
+    def _row_ids(
+        self, record: Record, request: Any, rows: int, text: JsonText | None = None
+    ) -> list[str | None] | None:
         if self._id_path is not None:
             ids = evaluate(self._id_path, request, "id")
+            if ids is not None and text is not None and lossy(ids):
+                # An integer id beyond 64 bits that orjson read as a float: its digits, exactly.
+                ids = evaluate(self._id_path, reread_exactly(text, request), "id")
             if ids is None or len(ids) != rows:
                 return None
             # A row without its id member waits for nothing (not for a label with id "None").
@@ -182,12 +188,17 @@ class Outcomes:
         return [f"{record.request_id}:{i}" for i in range(rows)]
 
     def ingest(self, batch: Sequence[Observation], now: float) -> None:
-        self.register([(o.record, o.request, o.columns) for o in batch], now)
+        self.register([(o.record, o.request, o.columns, o.text) for o in batch], now)
 
     def register(
-        self, items: Iterable[tuple[Record, Any, Extracted]], now: float | None = None
+        self,
+        items: Iterable[
+            tuple[Record, Any, Extracted] | tuple[Record, Any, Extracted, JsonText | None]
+        ],
+        now: float | None = None,
     ) -> None:
-        """Hold each row's prediction under its id until its label arrives."""
+        """Hold each row's prediction under its id until its label arrives (each item's
+        request's JSON text, when given, reads an id orjson could not hold exactly)."""
         now = self.clock() if now is None else now
         feedback = self.feedback
         ids: list[str | None] = []
@@ -196,9 +207,11 @@ class Outcomes:
         segments: list[npt.NDArray[np.intp]] = []
         keys: list[npt.NDArray[np.int64]] = []
         no_id = 0  # rows with a prediction but no id to hold it under: no label can join them
-        for record, request, piece in items:
+        for record, request, piece, *text in items:
             column = piece.columns.get(feedback.prediction)
-            row_ids = self._row_ids(record, request, piece.rows) if column is not None else None
+            row_ids = (
+                self._row_ids(record, request, piece.rows, *text) if column is not None else None
+            )
             if row_ids is None or column is None:
                 no_id += piece.rows if column is not None else 0
                 continue

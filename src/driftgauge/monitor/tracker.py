@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from driftgauge.jsonbody import JsonText
 from driftgauge.sketches.window import SlicedWindow
 from driftgauge.typing import Extracted, Record
 
@@ -27,11 +28,17 @@ SnapshotPart = Mapping[str, tuple[Any, ...]]
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """One record as the batcher extracted it: the record, its parsed request, its columns."""
+    """One record as the batcher extracted it: the record, its parsed request, its columns.
+
+    ``text`` is the request's JSON text when orjson read it (None when the
+    source gave it parsed, or it was read exactly): a tracker that needs an
+    integer beyond 64 bits exactly reads it again (:func:`~driftgauge.jsonbody.lossy`).
+    """
 
     record: Record
     request: Any
     columns: Extracted
+    text: JsonText | None = None
 
 
 class Tracker(Protocol):
