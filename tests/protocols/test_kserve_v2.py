@@ -598,3 +598,27 @@ def test_integers_beyond_64_bits_in_a_tensor_are_their_floats() -> None:
     with pytest.raises(ProtocolError) as caught:
         KServeV2Adapter(inputs("a", "b"), []).extract(request, None)
     assert caught.value.reason == "bad_datatype"
+
+
+def test_a_bf16_category_is_one_spelling_in_json_and_in_binary_data() -> None:
+    """A categorical BF16 tensor: the JSON number 0.1 (or 0.1001, which Triton stores as the same
+    bfloat16) and the bfloat16 0.10009765625 in binary data are one category, spelled as the
+    bfloat16's own shortest text (0.1), as a float32 category is its own (0.1, not 0.10000000149)."""
+    adapter = KServeV2Adapter(inputs("code", kind="categorical"), [])
+    sent = [0.1, 2.5, 7.0, 1e10, -0.3, 300.0, 1.0 / 3.0]
+    spellings = ["0.1", "2.5", "7", "10000000000", "-0.3", "300", "0.334"]
+    wide = np.asarray(sent, "<f4").view("<u4")
+    upper = ((wide + 0x7FFF + ((wide >> 16) & 1)) >> 16).astype("<u2")  # rounded, as torch does
+    head = {"inputs": [{"name": "code", "shape": [len(sent)], "datatype": "BF16"}]}
+    head["inputs"][0]["parameters"] = {"binary_data_size": upper.nbytes}
+    body, headers = _binary(head, upper.tobytes())
+    exact = (upper.astype("<u4") << 16).view("<f4").astype(np.float64).tolist()
+    for data in (sent, exact, [0.1001, 2.501, 7.01, 1.0001e10, -0.3001, 300.1, 0.3333]):
+        as_json = {"inputs": [{"name": "code", "shape": [len(data)], "datatype": "BF16"}]}
+        as_json["inputs"][0]["data"] = data
+        spelled, _ = to_categories(adapter.extract(as_json, None).columns["code"])
+        assert spelled.tolist() == spellings, data
+    spelled, _ = to_categories(
+        adapter.extract(adapter.read_text(body, headers), None).columns["code"]
+    )
+    assert spelled.tolist() == spellings

@@ -41,6 +41,9 @@ an ``[N]`` one ``row_mismatch``.)  Mapping:
 
 Numeric tensors become 1-D float/int numpy columns in one reshape; BOOL and
 BYTES tensors (BYTES carry strings: categorical data) become Python lists.
+A categorical field's FP16, BF16 or FP32 values are values of that type, so
+each category is the type's own shortest text: a BF16 ``0.1`` in JSON data and
+the same bfloat16 (0.10009765625) in binary data are one category, ``0.1``.
 ``parameters`` are ignored but for ``binary_data_size``.
 
 Binary tensor data extension (Triton ``docs/protocol/extension_binary_data.md``,
@@ -62,7 +65,7 @@ import json
 import math
 import re
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -92,10 +95,39 @@ _ROUTE = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?/infer")
 _INTEGER = frozenset({"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"})
 _FLOAT = frozenset({"FP16", "BF16", "FP32", "FP64"})
 _DATATYPES = _INTEGER | _FLOAT | {"BOOL", "BYTES"}
-_SINGLE: dict[str, type[np.floating[Any]]] = {
-    "FP16": np.float16,
-    "BF16": np.float32,  # numpy has no bfloat16; each BF16 value is a float32
-    "FP32": np.float32,
+
+
+def _bfloat16(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+    """``values`` rounded to the nearest bfloat16 (ties to even, by way of float32), so that
+    each decimal spelling of a bfloat16 (its shortest 0.1, a float32's 0.10009766, the exact
+    0.10009765625) reads as that bfloat16."""
+    bits = values.astype(np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16).astype(np.uint32)
+    return np.where(np.isnan(values), np.float32(np.nan), rounded.view(np.float32))
+
+
+def _bfloat16_categories(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+    """Each value's bfloat16 as the float32 of that bfloat16's shortest text.
+
+    numpy has no bfloat16 to print: spelled as a float32, the bfloat16 0.10009765625 in
+    binary data would be 0.10009766 where the JSON number 0.1 (the same bfloat16 to the
+    model) is 0.1.  Both are the bfloat16's own shortest text, 0.1, as a float32 category
+    is its own (0.1, not 0.10000000149011612).
+    """
+    distinct, inverse = np.unique(_bfloat16(values), return_inverse=True)
+    spelled = []
+    for value in distinct.tolist():
+        texts = (f"{value:.{digits}g}" for digits in range(1, 5))  # 4 digits tell any two apart
+        shortest = (float(text) for text in texts if _bfloat16(np.array([float(text)]))[0] == value)
+        spelled.append(next(shortest, value))
+    return np.asarray(spelled, dtype=np.float32)[inverse.ravel()]
+
+
+# An FP16, BF16 or FP32 tensor's values (held as float64) as values of its own type.
+_SINGLE: dict[str, Callable[[npt.NDArray[np.float64]], npt.NDArray[np.floating[Any]]]] = {
+    "FP16": lambda values: values.astype(np.float16),
+    "BF16": _bfloat16_categories,
+    "FP32": lambda values: values.astype(np.float32),
 }
 BINARY_HEADER = "inference-header-content-length"
 _HEAD = json.JSONDecoder()
@@ -120,8 +152,8 @@ _ELEMENTS = {
 class _Tensor:
     """One decoded tensor: ``rows`` × ``width`` values, numeric as a 2-D array, else flat.
 
-    ``single`` is the numpy type of an FP16 or FP32 tensor's values, which
-    ``matrix`` holds as float64; ``scalar`` is true for shape ``[]``.
+    ``single`` turns an FP16, BF16 or FP32 tensor's values, which ``matrix``
+    holds as float64, into values of that type; ``scalar`` is true for shape ``[]``.
     """
 
     __slots__ = ("flat", "matrix", "name", "rows", "scalar", "single", "width")
@@ -133,7 +165,7 @@ class _Tensor:
         width: int,
         matrix: npt.NDArray[Any] | None,
         flat: list[Any] | None,
-        single: type[np.floating[Any]] | None = None,
+        single: Callable[[npt.NDArray[np.float64]], npt.NDArray[np.floating[Any]]] | None = None,
         scalar: bool = False,
     ) -> None:
         self.name = name
@@ -155,7 +187,7 @@ class _Tensor:
             if categorical and self.single is not None:
                 # A category sent as FP32 is that float32, spelled 0.1 (not 0.10000000149011612).
                 with np.errstate(over="ignore"):  # JSON data beyond FP32's range: inf
-                    return self.matrix[:, position].astype(self.single)
+                    return self.single(self.matrix[:, position])
             return self.matrix[:, position].copy()
         assert self.flat is not None
         return self.flat[position :: self.width] if self.width > 1 else self.flat
