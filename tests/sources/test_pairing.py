@@ -153,3 +153,45 @@ def test_events_pair_only_within_their_origin() -> None:
     assert (first.request, first.headers) == ({"to": "iris"}, iris)
     assert (second.request, second.headers) == ({"to": "wine"}, wine)
     assert not reasons and len(store) == 1  # the transformer's response still waits
+
+
+def test_a_decoded_id_pairs_under_its_spelling_as_sent_with_an_event_read_as_is() -> None:
+    """A binary-mode id made of escapes alone ("a%2Fb", read "a/b") pairs with a structured
+    event whose id is "a%2Fb" (a sender that does not encode, in either order), under "a%2Fb";
+    with one whose id is "a/b" (a sender that encodes) under "a/b"."""
+    for first in ("request", "response"):
+        store, reasons, _ = make()
+        second = "response" if first == "request" else "request"
+        assert store.add(first, "a/b", {first: 1}, 1.0, sent="a%2Fb") is None
+        record = store.add(second, "a%2Fb", {second: 1}, 1.0)
+        assert record is not None and record.request_id == "a%2Fb"
+        assert (record.request, record.response) == ({"request": 1}, {"response": 1})
+        assert store.add(second, "a%2Fb", {}, 1.0) is None  # a replay
+        assert store.add(first, "a/b", {}, 1.0, sent="a%2Fb") is None
+        assert len(store) == 0 and reasons == {"cloudevents_duplicate": 2}
+        assert store.add(second, "a%2Fb", {second: 1}, 1.0, origin={"ce-source": "x"}) is None
+        origin = {"ce-source": "x"}
+        record = store.add(first, "a/b", {first: 1}, 1.0, origin=origin, sent="a%2Fb")
+        assert record is not None and record.request_id == "a%2Fb"
+        store.add(first, "c/d", {}, 1.0, sent="c%2Fd")
+        record = store.add(second, "c/d", {}, 1.0)
+        assert record is not None and record.request_id == "c/d"
+        assert len(store) == 0
+
+
+def test_decoded_ids_pair_only_by_what_they_decode_to() -> None:
+    """Two binary-mode events pair by their decoded ids alone: "a%2Fb" (read "a/b") and
+    "a%252Fb" (read "a%2Fb") are two ids, whatever the order, and neither waits for long
+    under the other's spelling once paired or gone."""
+    store, reasons, clock = make(ttl=5.0)
+    assert store.add("request", "a/b", {}, 1.0, sent="a%2Fb") is None
+    assert store.add("response", "a%2Fb", {}, 1.0, sent="a%252Fb") is None
+    assert len(store) == 2
+    record = store.add("response", "a/b", {}, 1.0, sent="a%2Fb")
+    assert record is not None and record.request_id == "a/b"
+    clock.now += 6
+    store.expire()
+    assert len(store) == 0 and reasons == {"cloudevents_unpaired_response": 1}
+    # Gone, the expired half's spelling as sent pairs with nothing.
+    assert store.add("request", "a%252Fb", {}, 1.0) is None
+    assert len(store) == 1

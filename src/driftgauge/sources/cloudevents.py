@@ -163,6 +163,9 @@ class Event:
     data: Any  # bytes (binary mode, data_base64), a JSON value (structured ``data``) or None
     # ORIGIN_ATTRIBUTES the event has, by their binary-mode header names ("ce-component"...).
     origin: Mapping[str, str] = field(default_factory=dict)
+    # A binary-mode id that was percent-decoded, as sent: what a sender that does not encode
+    # meant, and pairs with a structured event of that id (sources/pairing.py).
+    sent: str | None = None
 
 
 def _media_type(headers: Mapping[str, str]) -> str:
@@ -191,7 +194,8 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     # One round of percent-decoding, for a value the binding's encoding could have made.  Any
     # other ("100%", "a%2F b", escapes of bytes that are no UTF-8) comes from a sender that does
     # not encode (sdk-go: KServe's logger; the Python SDK's 1.x API) and is taken as sent, as
-    # its structured events carry it.
+    # its structured events carry it.  An id of escapes alone ("a%2Fb") may be either: read
+    # decoded, it keeps its spelling as sent for pairing (Event.sent).
     if "%" not in value or _ENCODED.fullmatch(value) is None:
         return value
     try:
@@ -253,7 +257,12 @@ def parse_events(headers: Mapping[str, str], body: bytes) -> tuple[list[Event], 
     origin = {
         name: value for name in _ORIGIN_HEADERS if (value := _header(headers, name)) is not None
     }
-    return [Event(event_id, event_type, _header(headers, "ce-time"), body or None, origin)], []
+    sent = headers["ce-id"].strip(" \t")
+    when = _header(headers, "ce-time")
+    event = Event(
+        event_id, event_type, when, body or None, origin, None if sent == event_id else sent
+    )
+    return [event], []
 
 
 def _event_time(event: Event, now: float) -> float:
@@ -464,7 +473,12 @@ class CloudEventsSource:
             self._on_error("cloudevents_unknown_type")
             return
         record = self.store.add(
-            kind, event.id, event.data, _event_time(event, now), origin=event.origin
+            kind,
+            event.id,
+            event.data,
+            _event_time(event, now),
+            origin=event.origin,
+            sent=event.sent,
         )
         if record is None:
             return

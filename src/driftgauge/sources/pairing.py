@@ -15,6 +15,14 @@ pair was already made is dropped.  A retrying sender replays both halves of a ca
 CloudEvents spec lets a consumer take events with the same source and id for duplicates.
 The ids of the pairs made in the last ``ttl`` seconds are remembered for that, at most
 ``max_pending`` of them (the oldest forgotten first), as hashes: a few dozen bytes each.
+
+A binary-mode id made of percent-escapes alone (``a%2Fb``) is read decoded (``a/b``), as the
+HTTP binding says, but a sender that does not encode (the CloudEvents Python SDK's 1.x API)
+meant it as sent, and its structured events carry it so.  Such an event is given with its id
+``sent``: it pairs by its decoded id, and also with an event of the other kind read as is (a
+structured one) whose id is the one sent, the pair then under that id.  Two binary-mode events
+pair by their decoded ids only, so a sender that encodes never sees its ids ``a/b`` and
+``a%2Fb`` (sent ``a%252Fb``) meet.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ __all__ = ["Half", "Kind", "PairingStore"]
 
 Kind = Literal["request", "response"]
 _NO_ORIGIN: Mapping[str, str] = MappingProxyType({})
+_Key = tuple[str, frozenset[tuple[str, str]]]  # an event's id and origin
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +53,7 @@ class Half:
     ts: float  # the event's own time (ce-time) or when it arrived
     expires: float  # monotonic deadline
     origin: Mapping[str, str]
+    sent: _Key | None = None  # a decoded id's key as sent, which an event read as is may have
 
 
 class PairingStore:
@@ -59,7 +69,9 @@ class PairingStore:
         self.max_pending, self.ttl = max_pending, ttl
         self._on_unpaired, self._clock = on_unpaired, clock
         # Insertion order is expiry order: every entry gets the same ttl from "now".
-        self._waiting: OrderedDict[tuple[str, frozenset[tuple[str, str]]], Half] = OrderedDict()
+        self._waiting: OrderedDict[_Key, Half] = OrderedDict()
+        # The halves waiting with a decoded id, by the key of their id as sent.
+        self._sent: dict[_Key, _Key] = {}
         # The hashed keys of the pairs made, with when they are forgotten (same order).
         self._paired: OrderedDict[int, float] = OrderedDict()
 
@@ -74,33 +86,66 @@ class PairingStore:
         ts: float,
         path: str = "",
         origin: Mapping[str, str] = _NO_ORIGIN,
+        sent: str | None = None,
     ) -> Record | None:
         """Store one half; the paired Record when its other half was waiting, else None.
 
-        The Record carries the request's ``origin`` as its headers.
+        ``sent`` is a decoded id as sent (see the module docstring).  The Record carries the
+        request's ``origin`` as its headers.
         """
         now = self._clock()
         self.expire(now)
-        key = (event_id, frozenset(origin.items()))
+        origins = frozenset(origin.items())
+        key = (event_id, origins)
+        spelled = None if sent is None else (sent, origins)
         hashed = hash(key)
         if hashed in self._paired:  # a replay of a pair already made
             self._on_unpaired("cloudevents_duplicate")
             return None
         other = self._waiting.get(key)
         if other is not None and other.kind != kind:
-            del self._waiting[key]
+            self._take(key)
             self._remember(hashed, now)
-            if kind == "response":
-                return Record(other.ts, other.body, body, path, event_id, other.origin)
-            return Record(ts, body, other.body, path, event_id, origin)
+            return self._record(kind, body, ts, origin, other, path, event_id)
+        # An id as sent meets an event read as is (structured), never another decoded one.
+        found = self._sent.get(key) if spelled is None else spelled
+        half = None if found is None else self._waiting.get(found)
+        if found and half and half.kind != kind and (spelled is None or half.sent is None):
+            self._take(found)
+            self._remember(hashed, now)
+            self._remember(hash(found), now)
+            spelling = event_id if sent is None else sent  # the id as sent, either way
+            return self._record(kind, body, ts, origin, half, path, spelling)
         if other is not None:
             self._on_unpaired("cloudevents_duplicate")
-            del self._waiting[key]
-        self._waiting[key] = Half(kind, body, ts, now + self.ttl, origin)
+            self._take(key)
+        self._waiting[key] = Half(kind, body, ts, now + self.ttl, origin, spelled)
+        if spelled is not None:
+            self._sent[spelled] = key
         while len(self._waiting) > self.max_pending:
-            _, oldest = self._waiting.popitem(last=False)
-            self._on_unpaired(f"cloudevents_unpaired_{oldest.kind}")
+            self._on_unpaired(f"cloudevents_unpaired_{self._take(next(iter(self._waiting))).kind}")
         return None
+
+    @staticmethod
+    def _record(
+        kind: Kind,
+        body: Any,
+        ts: float,
+        origin: Mapping[str, str],
+        other: Half,
+        path: str,
+        event_id: str,
+    ) -> Record:
+        if kind == "response":
+            return Record(other.ts, other.body, body, path, event_id, other.origin)
+        return Record(ts, body, other.body, path, event_id, origin)
+
+    def _take(self, key: _Key) -> Half:
+        """Remove the half waiting under ``key`` (and its id as sent) and return it."""
+        half = self._waiting.pop(key)
+        if half.sent is not None and self._sent.get(half.sent) == key:
+            del self._sent[half.sent]
+        return half
 
     def _remember(self, hashed: int, now: float) -> None:
         self._paired[hashed] = now + self.ttl
@@ -122,7 +167,7 @@ class PairingStore:
             key, oldest = next(iter(self._waiting.items()))
             if oldest.expires > now:
                 break
-            del self._waiting[key]
+            self._take(key)
             self._on_unpaired(f"cloudevents_unpaired_{oldest.kind}")
             dropped += 1
         return dropped
