@@ -182,3 +182,30 @@ async def test_a_slice_of_cheap_records_that_took_long_sends_no_record_to_a_thre
         await eventually(lambda: sum(router.batches) + sum(threaded) == 2_000)
     assert not hiccup, "no slice of 30 records"
     assert threaded == []
+
+
+async def test_a_slice_held_up_by_the_node_pauses_for_its_cpu_not_its_wall_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A slice whose read spans 30 ms of wall time for almost no CPU (the process preempted on
+    a busy or CPU-throttled node) is followed by the shortest pause, not by 30 ms: pausing
+    for the wall time left monitoring far less than half the loop, and a small queue filled."""
+    pauses: list[float] = []
+
+    class Asyncio:
+        """The asyncio module, with the consumer's pauses recorded."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(asyncio, name)
+
+        async def sleep(self, delay: float) -> None:
+            pauses.append(delay)
+            await asyncio.sleep(delay)
+
+    monkeypatch.setattr(consumer, "asyncio", Asyncio())
+    queue, router = queue_of(300), Recorder()
+    router.on_read = lambda: time.sleep(0.03)  # wall time, no CPU
+    async with consuming(queue, router):
+        await eventually(lambda: sum(router.batches) == 300)
+    assert len(router.reads) >= 2
+    assert pauses and max(pauses) < 0.01, pauses

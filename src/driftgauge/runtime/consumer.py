@@ -1,9 +1,9 @@
 """The monitoring consumer: the proxy's queue drained into the sketches without starving it.
 
 The proxy only enqueues what it answered; :func:`consume` reads those records
-on the proxy's loop in slices timed to about 2 ms of CPU, each
-followed by a pause as long, hands what it read to the sketches in batches
-(a batch's fixed cost paid once for many), moves a record too dear for the
+on the proxy's loop in slices timed to about 2 ms of CPU, each followed by
+a pause as long as that CPU, hands what it read to the sketches in batches (a
+batch's fixed cost paid once for many), moves a record too dear for the
 loop to a worker thread, and charges the CPU it took to the ``Sampler``,
 which adapts the share of requests admitted.  ``app.py`` starts it under the
 proxy's cleanup context.
@@ -136,27 +136,29 @@ async def consume(
             backlog = len(queue)  # records that come in meanwhile wait for the next batch
             while backlog:
                 # Records are read (decoded, extracted) in slices sized to cost about
-                # SLICE_SECONDS on the proxy's loop, each followed by a pause as long as it
-                # took: monitoring gets at most half the loop, a slice never holds a request
-                # up for long, and under overload the queue fills and drops (counted) instead
-                # of the traffic slowing down.  The records read then reach the sketches
-                # together, in batches sized likewise to cost about OBSERVE_SECONDS (at most
-                # BATCH_RECORDS records), so a batch's fixed cost is paid once for many.  The
-                # first slice and batch are one record: it also creates the windows' slices,
-                # dear for a wide model.  When even one record costs much more CPU (huge
-                # bodies, many thousands of fields), slices are read and ingested in a worker
-                # thread, which hands the loop the GIL back within THREAD_SWITCH_SECONDS.
+                # SLICE_SECONDS on the proxy's loop, each followed by a pause as long as its
+                # CPU: monitoring gets at most half the loop's CPU, a slice never holds a
+                # request up for long, and under overload the queue fills and drops (counted)
+                # instead of the traffic slowing down.  Not as long as its wall time: on a
+                # busy or CPU-throttled node a slice of 2 ms of CPU may span 50 ms, in which
+                # the requests were held up by the node, not by the slice, and a 50 ms pause
+                # left monitoring far less than half (its queue filled at modest rates).  The
+                # records read then reach the sketches together, in batches sized likewise
+                # to cost about OBSERVE_SECONDS (at most BATCH_RECORDS records), so a batch's
+                # fixed cost is paid once for many.  The first slice and batch are one
+                # record: it also creates the windows' slices, dear for a wide model.  When
+                # even one record costs much more CPU (huge bodies, many thousands of
+                # fields), slices are read and ingested in a worker thread, which hands the
+                # loop the GIL back within THREAD_SWITCH_SECONDS.
                 records = queue.take(min(size, backlog, batch - _count(pending)))
                 if not records:
                     break
                 backlog = min(backlog - len(records), len(queue))
-                started = time.perf_counter()
                 if threaded:
                     work = await _ingest_in_thread(batcher, records)
                 else:
                     work = _read_timed(batcher, records, pending)
                 sampler.charge(work, len(records))
-                took = time.perf_counter() - started
                 # Sized from this slice's cost per record read: a slice cut short by the
                 # backlog was cheap because it was short, not because its records were.
                 ideal = int(len(records) * SLICE_SECONDS / max(work, 1e-6))
@@ -164,11 +166,9 @@ async def consume(
                 threaded = work > THREAD_SECONDS * len(records)  # a record's cost, not a slice's
                 count = _count(pending)
                 if count and (count >= batch or not backlog or threaded):
-                    await asyncio.sleep(max(took, MIN_PAUSE_SECONDS))
-                    started = time.perf_counter()
+                    await asyncio.sleep(max(work, MIN_PAUSE_SECONDS))
                     work = _observe_timed(batcher, pending)
                     sampler.charge(work, 0)  # the records were counted as they were read
-                    took = time.perf_counter() - started
                     # Sized to cost OBSERVE_SECONDS, or twice a one-record batch's cost where
                     # that is dearer (a wide model's windows: several ms however few records),
                     # so that fixed cost is still shared by many records.  That cost is the
@@ -181,7 +181,7 @@ async def consume(
                     threaded = threaded or (count == 1 and work > THREAD_SECONDS)
                 metrics.queue_depth.set(len(queue))
                 metrics.sampling_rate.set(sampler.update())
-                await asyncio.sleep(max(took, MIN_PAUSE_SECONDS))
+                await asyncio.sleep(max(work, MIN_PAUSE_SECONDS))
     finally:  # cancelled (shutdown): what was read still reaches the sketches
         batcher.observe(pending)
 
