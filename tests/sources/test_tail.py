@@ -258,6 +258,49 @@ async def test_a_file_rotated_in_and_out_while_a_backlog_is_read_is_read(
     assert tail.ids == ids(range(5000), range(7000, 7005), range(8000, 8005))
 
 
+async def test_a_file_the_path_names_for_a_moment_while_the_log_grows_is_not_read(
+    tmp_path: Path, start_tail: StartTail, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log moved aside and back (mv log log.tmp; mv other log, then mv log other; mv
+    log.tmp log) while still being written to: the path names the other file at one check and
+    the followed one again at the next.  The tailer stays on the log, and the other file is
+    read neither then nor at the next real rotation, where the new file follows the log's
+    lines.  The path check is wrapped so that each pair of moves lands right before a check."""
+    log, aside, other = (tmp_path / name for name in ("req.jsonl", "req.jsonl.tmp", "other"))
+    identity = tail_module._identity
+
+    def swap_in() -> None:
+        log.rename(aside)
+        other.rename(log)
+        append(aside, lines(range(10, 12)))  # the log grows while the path names the other
+
+    def swap_back() -> None:
+        log.rename(other)
+        aside.rename(log)
+
+    moves: list[Callable[[], None]] = []
+
+    def move_before_a_check(path: Path) -> tuple[int, int] | None:
+        if moves:
+            moves.pop(0)()
+        return identity(path)
+
+    log.write_bytes(lines(range(10)))
+    other.write_bytes(lines(range(500, 505)))
+    tail = start_tail(log)
+    await tail.until(lambda: len(tail.records) == 10)
+    monkeypatch.setattr(tail_module, "_identity", move_before_a_check)
+    moves += [swap_in, swap_back]
+    await tail.until(lambda: not moves and len(tail.records) == 12)
+    append(log, lines(range(12, 15)))
+    await tail.until(lambda: len(tail.records) == 15)
+    log.rename(tmp_path / "req.jsonl.1")
+    log.write_bytes(lines(range(900, 905)))
+    await tail.until(lambda: "r904" in tail.ids)
+    await tail.settle()
+    assert tail.ids == ids(range(15), range(900, 905))
+
+
 async def test_copytruncate_reads_the_file_again_from_the_start(
     tmp_path: Path, start_tail: StartTail
 ) -> None:

@@ -10,8 +10,10 @@ reported to ``on_error`` as ``invalid_json``, ``invalid_record``, ``invalid_ts``
   is held open from when it is first seen, so one rotated away in turn before the old one is
   drained is still read, and in order (the path is checked once a poll while a backlog is
   read too); a file created and rotated away between two checks of the path is never seen,
-  so never read.  A truncated file (copytruncate) is read again from byte 0; what was written
-  between the last poll and the truncation is lost.
+  so never read.  A path that names another file and then the followed one again (the log
+  moved aside and back while still growing) leaves the tailer on the followed file, and the
+  other file is not read.  A truncated file (copytruncate) is read again from byte 0; what was
+  written between the last poll and the truncation is lost.
 * Restart: with a ``state_file``, the offset of the first line not yet handed over is replaced
   atomically (temp file, fsync, rename) right after every ``on_records`` call and at shutdown,
   so a clean stop (task cancelled) and restart neither skips nor re-reads a line.  A hard crash
@@ -339,6 +341,11 @@ class TailSource:
             return True
         named = await asyncio.to_thread(_identity, path)
         grew, self._grew = self._grew, False
+        if named == (f.dev, f.ino) and (held := self._next) is not None:
+            # Moved aside and back: what the path named meanwhile did not replace this file.
+            logger.info("%s names the followed file again; not reading the other one", path)
+            self._next = None
+            os.close(held.fd)
         if named == (f.dev, f.ino) or (named is None and self._next is None):
             self._rotation_seen = None
             return False  # unchanged, or renamed away: read on until a new file appears
