@@ -301,6 +301,30 @@ async def test_a_file_the_path_names_for_a_moment_while_the_log_grows_is_not_rea
     assert tail.ids == ids(range(15), range(900, 905))
 
 
+async def test_a_log_moved_back_after_the_tailer_followed_another_file_goes_on_where_it_was(
+    tmp_path: Path, start_tail: StartTail
+) -> None:
+    """The log moved aside long enough for the tailer to take the file moved to its path as
+    the new log, then moved back: the other file's lines are read (nothing told it from a
+    rotated-in file), and the log goes on after its last line read, its lines not read twice."""
+    log, aside, other = (tmp_path / name for name in ("req.jsonl", "req.jsonl.tmp", "other"))
+    log.write_bytes(lines(range(10)))
+    other.write_bytes(lines(range(500, 505)))
+    tail = start_tail(log)
+    await tail.until(lambda: len(tail.records) == 10)
+    log.rename(aside)
+    other.rename(log)
+    await tail.until(lambda: len(tail.records) == 15)
+    append(aside, lines(range(10, 15)))
+    log.rename(other)
+    aside.rename(log)
+    await tail.until(lambda: len(tail.records) >= 20)
+    append(log, lines(range(15, 18)))
+    await tail.until(lambda: len(tail.records) >= 23)
+    await tail.settle()
+    assert tail.ids == ids(range(10), range(500, 505), range(10, 18))
+
+
 async def test_copytruncate_reads_the_file_again_from_the_start(
     tmp_path: Path, start_tail: StartTail
 ) -> None:

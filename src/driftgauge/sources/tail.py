@@ -12,8 +12,11 @@ reported to ``on_error`` as ``invalid_json``, ``invalid_record``, ``invalid_ts``
   read too); a file created and rotated away between two checks of the path is never seen,
   so never read.  A path that names another file and then the followed one again (the log
   moved aside and back while still growing) leaves the tailer on the followed file, and the
-  other file is not read.  A truncated file (copytruncate) is read again from byte 0; what was
-  written between the last poll and the truncation is lost.
+  other file is not read.  Once the tailer has followed the other file (the log no longer
+  growing, so nothing tells that file from a rotated-in one), it is read, and the log named
+  again within 5 s of being left goes on where it was left, none of its lines read twice
+  (later, it is a new file to the tailer, read from byte 0).  A truncated file (copytruncate)
+  is read again from byte 0; what was written between the last poll and the truncation is lost.
 * Restart: with a ``state_file``, the offset of the first line not yet handed over is replaced
   atomically (temp file, fsync, rename) right after every ``on_records`` call and at shutdown,
   so a clean stop (task cancelled) and restart neither skips nor re-reads a line.  A hard crash
@@ -59,6 +62,7 @@ CHUNK_BYTES = 1 << 20
 MAX_LINE_BYTES = 16 << 20
 _HEAD = 256  # bytes of the file start that identify its content
 _ROTATE_GRACE = 5.0  # longest wait for a rotated-away file that keeps growing
+_MOVE_BACK = 5.0  # how long a file left for a new one stays open, should the path name it again
 _RFC3339 = re.compile(
     r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)", re.A
 )
@@ -297,6 +301,8 @@ class TailSource:
         self._max_batch, self._max_line = max_batch, max_line_bytes
         self._file: _File | None = None
         self._next: _File | None = None  # the file that replaced self._file, since first seen
+        self._left: _File | None = None  # the file followed before self._file, for a while
+        self._left_until = 0.0
         self._backlog_check = 0.0  # when to look for self._next again while a backlog is read
         self._first_open = True  # the state file and start_at apply to the first open only
         self._seen_missing = self._waiting_logged = False
@@ -327,9 +333,15 @@ class TailSource:
             if (held := self._next) is not None:
                 self._next = None
                 os.close(held.fd)
+            if (left := self._left) is not None:
+                self._left = None
+                os.close(left.fd)
 
     async def _step(self) -> bool:
         """Read one chunk or check the path; True when more data may be waiting right now."""
+        if (left := self._left) is not None and time.monotonic() >= self._left_until:
+            self._left = None
+            os.close(left.fd)
         if (f := self._file) is None:
             return await self._open_path()
         path = self._config.path
@@ -362,9 +374,18 @@ class TailSource:
         if f.cursor.pending or f.cursor.skipping:
             logger.warning("%s was rotated with an incomplete last line; dropped it", path)
         logger.info("%s was rotated; following the new file", path)
-        os.close(f.fd)
         self._file = None
-        return await self._open_path()
+        try:
+            return await self._open_path()
+        finally:
+            self._leave(f)
+
+    def _leave(self, f: _File) -> None:
+        """Keep ``f`` open for _MOVE_BACK seconds after leaving it, should the path name it again
+        (the log moved aside and back): it then goes on where it was left, nothing read twice."""
+        if (left := self._left) is not None:
+            os.close(left.fd)
+        self._left, self._left_until = f, time.monotonic() + _MOVE_BACK
 
     async def _read(self, f: _File) -> bool:
         """Read and hand over one chunk; True when it was full (more may be waiting)."""
@@ -395,6 +416,17 @@ class TailSource:
     async def _open_path(self) -> bool:
         held, self._next = self._next, None
         f = await _opened(partial(self._open_blocking, held))
+        if (
+            f is not None
+            and (left := self._left) is not None
+            and (left.dev, left.ino) == (f.dev, f.ino)
+        ):
+            logger.info(
+                "%s names the file followed before again; going on where it was left",
+                self._config.path,
+            )
+            os.close(f.fd)
+            f, self._left = left, None
         if f is not None:
             self._file, self._rotation_seen, self._grew = f, None, False
             await self._save(f)
