@@ -98,9 +98,12 @@ async def start_tail() -> AsyncIterator[StartTail]:
         *,
         state_file: Path | None = None,
         start_at: Literal["beginning", "end"] = "beginning",
+        poll_interval: float = POLL,
         **kwargs: Any,
     ) -> Tail:
-        config = TailConfig(path, state_file=state_file, poll_interval=POLL, start_at=start_at)
+        config = TailConfig(
+            path, state_file=state_file, poll_interval=poll_interval, start_at=start_at
+        )
         batches: list[list[Record]] = []
         errors: list[str] = []
         source = TailSource(config, batches.append, errors.append, **kwargs)
@@ -201,6 +204,28 @@ async def test_rotation_by_rename_loses_and_duplicates_nothing(
     await tail.until(lambda: len(tail.records) == 30)
     await tail.settle()
     assert tail.ids == ids(range(30))
+
+
+async def test_the_old_file_is_read_while_the_writer_goes_on_with_it_after_the_rotation(
+    tmp_path: Path, start_tail: StartTail
+) -> None:
+    """logrotate renames the log and creates the new one before its postrotate script tells
+    the writer to reopen: lines the writer adds to the old file meanwhile (0.4 s here, twice
+    the poll) are read, then the new file's."""
+    log = tmp_path / "requests.jsonl"
+    with log.open("ab", buffering=0) as writer:
+        writer.write(lines(range(10)))
+        tail = start_tail(log, poll_interval=0.2)
+        await tail.until(lambda: len(tail.records) == 10)
+        log.rename(tmp_path / "requests.jsonl.1")
+        log.write_bytes(b"")
+        for i in range(10, 30):
+            await asyncio.sleep(0.02)
+            writer.write(line(i))
+    append(log, lines(range(100, 105)))
+    await tail.until(lambda: "r104" in tail.ids)
+    await tail.settle()
+    assert tail.ids == ids(range(30), range(100, 105))
 
 
 @pytest.mark.parametrize("third", [True, False])

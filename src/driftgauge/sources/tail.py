@@ -6,7 +6,9 @@ reported to ``on_error`` as ``invalid_json``, ``invalid_record``, ``invalid_ts``
 
 * Order: records arrive in file order, each line once it is complete (ends with a newline).
 * Rotation (rename + create): once the new file is seen, the old one is drained to its end
-  (again while it still grows, up to 5 s), then the new one is read from byte 0.  The new file
+  again until a whole poll passes without it growing (the writer may still use it: logrotate
+  creates the new file before it tells the writer), for up to 5 s, or at once when the new
+  file is rotated away in turn; then the new one is read from byte 0.  The new file
   is held open from when it is first seen, so one rotated away in turn before the old one is
   drained is still read, and in order (the path is checked once a poll while a backlog is
   read too); a file created and rotated away between two checks of the path is never seen,
@@ -363,13 +365,22 @@ class TailSource:
             return False  # unchanged, or renamed away: read on until a new file appears
         now, first_seen = time.monotonic(), self._rotation_seen is None
         self._rotation_seen = self._rotation_seen or now
-        if self._next is None:
+        if (held := self._next) is None:
             # Held from now: rotated away in turn before the old file is drained, it is still
             # read after it.
             self._next = await _opened(partial(_open_replacement, path, f))
-        if (first_seen or grew) and now - self._rotation_seen < _ROTATE_GRACE:
+        # The held file rotated away in turn: rotation went on, so the writer is done with f.
+        moved_on = held is not None and named != (held.dev, held.ino)
+        waited = now - self._rotation_seen
+        if (
+            not moved_on
+            and (grew or waited < self._config.poll_interval)
+            and waited < _ROTATE_GRACE
+        ):
             # Drain the old file again now that the new one exists: lines written to it before
-            # the new file appeared are visible now.  Go on while the writer still uses it.
+            # the new file appeared are visible now.  Go on while the writer still uses it
+            # (logrotate creates the new file before it tells the writer): until a whole poll
+            # has passed without the old file growing.
             return first_seen
         if f.cursor.pending or f.cursor.skipping:
             logger.warning("%s was rotated with an incomplete last line; dropped it", path)
