@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -281,6 +282,39 @@ async def test_a_file_rotated_in_and_out_while_a_backlog_is_read_is_read(
     await tail.until(lambda: len(tail.records) == 5010)
     await tail.settle()
     assert tail.ids == ids(range(5000), range(7000, 7005), range(8000, 8005))
+
+
+async def held_open(path: Path, seconds: float) -> None:
+    """Wait until this process holds ``path`` open (Linux); fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(OSError):  # a descriptor closed while listed
+            fds = os.listdir("/proc/self/fd")
+            if any(os.readlink(f"/proc/self/fd/{fd}") == str(path) for fd in fds):
+                return
+        assert time.monotonic() < deadline, f"{path} not held open within {seconds} s"
+        await asyncio.sleep(0.002)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="inotify tells of a new file at once")
+async def test_a_file_created_and_rotated_away_before_the_next_poll_is_read_on_linux(
+    tmp_path: Path, start_tail: StartTail
+) -> None:
+    """A file created at the path wakes the tailer, which holds it open at once, long before
+    its next poll: rotated away in turn, it is still read, after the old file and before the
+    next one, each line once."""
+    log, first, second = (tmp_path / name for name in ("req.jsonl", "req.jsonl.2", "req.jsonl.1"))
+    log.write_bytes(lines(range(10)))
+    tail = start_tail(log, poll_interval=2.0)
+    await tail.until(lambda: len(tail.records) == 10)  # the next poll is 2 s away
+    log.rename(first)
+    log.write_bytes(lines(range(100, 105)))
+    await held_open(log, 1.0)
+    log.rename(second)
+    log.write_bytes(lines(range(200, 205)))
+    await tail.until(lambda: len(tail.records) == 20)
+    await tail.settle()
+    assert tail.ids == ids(range(10), range(100, 105), range(200, 205))
 
 
 async def test_a_file_the_path_names_for_a_moment_while_the_log_grows_is_not_read(

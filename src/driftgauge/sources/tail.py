@@ -11,14 +11,18 @@ reported to ``on_error`` as ``invalid_json``, ``invalid_record``, ``invalid_ts``
   file is rotated away in turn; then the new one is read from byte 0.  The new file
   is held open from when it is first seen, so one rotated away in turn before the old one is
   drained is still read, and in order (the path is checked once a poll while a backlog is
-  read too); a file created and rotated away between two checks of the path is never seen,
-  so never read.  A path that names another file and then the followed one again (the log
-  moved aside and back while still growing) leaves the tailer on the followed file, and the
-  other file is not read.  Once the tailer has followed the other file (the log no longer
-  growing, so nothing tells that file from a rotated-in one), it is read, and the log named
-  again within 5 s of being left goes on where it was left, none of its lines read twice
-  (later, it is a new file to the tailer, read from byte 0).  A truncated file (copytruncate)
-  is read again from byte 0; what was written between the last poll and the truncation is lost.
+  read too).  On Linux the path is also checked as soon as a file is created at or renamed
+  to it (inotify, see tail_watch), so only a file rotated away again within moments of its
+  creation (before the tailer opened it: about a millisecond, more under load) is never
+  seen, so never read; elsewhere, or where inotify sees no change (a network file system
+  written from another host), a file created and rotated away between two checks.  A path
+  that names another file and then the followed one again (the log moved aside and back while
+  still growing) leaves the tailer on the followed file, and the other file is not read.  Once
+  the tailer has followed the other file (the log no longer growing, so nothing tells that
+  file from a rotated-in one), it is read, and the log named again within 5 s of being left
+  goes on where it was left, none of its lines read twice (later, it is a new file to the
+  tailer, read from byte 0).  A truncated file (copytruncate) is read again from byte 0; what
+  was written between the last poll and the truncation is lost.
 * Restart: with a ``state_file``, the offset of the first line not yet handed over is replaced
   atomically (temp file, fsync, rename) right after every ``on_records`` call and at shutdown,
   so a clean stop (task cancelled) and restart neither skips nor re-reads a line.  A hard crash
@@ -54,6 +58,7 @@ from driftgauge.atomic import write_atomically
 from driftgauge.canonical import row_id
 from driftgauge.config import TailConfig
 from driftgauge.jsonbody import decode_json
+from driftgauge.sources.tail_watch import PathWatch
 from driftgauge.typing import Record
 
 __all__ = ["CHUNK_BYTES", "MAX_LINE_BYTES", "TailSource", "parse_timestamp"]
@@ -301,6 +306,7 @@ class TailSource:
         self._parse = parse_line or _parse_line  # another JSON Lines record shape (feedback)
         self._on_records, self._on_error = on_records, on_error
         self._max_batch, self._max_line = max_batch, max_line_bytes
+        self._watch = PathWatch(config.path)  # checks the path at once when a file appears there
         self._file: _File | None = None
         self._next: _File | None = None  # the file that replaced self._file, since first seen
         self._left: _File | None = None  # the file followed before self._file, for a while
@@ -325,8 +331,9 @@ class TailSource:
                         logger.warning("cannot read %s: %s", self._config.path, exc)
                     more = False
                 if not more:
-                    await asyncio.sleep(self._config.poll_interval)
+                    await self._watch.wait(self._config.poll_interval)
         finally:
+            self._watch.close()
             if (f := self._file) is not None:
                 state, state_file, self._file = self._state(f), self._config.state_file, None
                 if state is not None and state != self._saved and state_file is not None:
@@ -348,8 +355,9 @@ class TailSource:
             return await self._open_path()
         path = self._config.path
         if await self._read(f):
-            # A backlog: read on, but look for a new file once a poll meanwhile.
-            if self._next is None and (now := time.monotonic()) >= self._backlog_check:
+            # A backlog: read on, but look for a new file meanwhile, once a poll or as it appears.
+            now = time.monotonic()
+            if self._next is None and (self._watch.take() or now >= self._backlog_check):
                 self._backlog_check = now + self._config.poll_interval
                 self._next = await _opened(partial(_open_replacement, path, f))
             return True
