@@ -360,6 +360,28 @@ async def test_a_file_the_path_names_for_a_moment_while_the_log_grows_is_not_rea
     assert tail.ids == ids(range(15), range(900, 905))
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="held_open reads /proc/self/fd")
+async def test_a_log_moved_aside_and_back_within_a_poll_stays_followed(
+    tmp_path: Path, start_tail: StartTail
+) -> None:
+    """An idle log moved aside and back within a poll: the tailer saw the other file at its
+    path (and holds it) but waits a poll for the log to go quiet before taking it, so the log
+    stays followed and the other file is never read."""
+    log, aside, other = (tmp_path / name for name in ("req.jsonl", "req.jsonl.tmp", "other"))
+    log.write_bytes(lines(range(10)))
+    other.write_bytes(lines(range(500, 505)))
+    tail = start_tail(log, poll_interval=1.0)
+    await tail.until(lambda: len(tail.records) == 10)
+    log.rename(aside)
+    other.rename(log)
+    await held_open(log, 0.5)
+    log.rename(other)
+    aside.rename(log)
+    append(log, lines(range(10, 13)))
+    await asyncio.sleep(1.5)  # past the poll: the log's new lines are read
+    assert tail.ids == ids(range(13))
+
+
 async def test_a_log_moved_back_after_the_tailer_followed_another_file_goes_on_where_it_was(
     tmp_path: Path, start_tail: StartTail
 ) -> None:

@@ -17,12 +17,12 @@ reported to ``on_error`` as ``invalid_json``, ``invalid_record``, ``invalid_ts``
   seen, so never read; elsewhere, or where inotify sees no change (a network file system
   written from another host), a file created and rotated away between two checks.  A path
   that names another file and then the followed one again (the log moved aside and back while
-  still growing) leaves the tailer on the followed file, and the other file is not read.  Once
-  the tailer has followed the other file (the log no longer growing, so nothing tells that
-  file from a rotated-in one), it is read, and the log named again within 5 s of being left
-  goes on where it was left, none of its lines read twice (later, it is a new file to the
-  tailer, read from byte 0).  A truncated file (copytruncate) is read again from byte 0; what
-  was written between the last poll and the truncation is lost.
+  still growing, or within a poll) leaves the tailer on the followed file, and the other file
+  is not read.  Once the tailer has followed the other file (named a whole poll while the log
+  did not grow, nothing tells it from a rotated-in one), it is read, and the log named again
+  within 5 s of being left goes on where it was left, none of its lines read twice (later, it
+  is a new file to the tailer, read from byte 0).  A truncated file (copytruncate) is read
+  again from byte 0; what was written between the last poll and the truncation is lost.
 * Restart: with a ``state_file``, the offset of the first line not yet handed over is replaced
   atomically (temp file, fsync, rename) right after every ``on_records`` call and at shutdown,
   so a clean stop (task cancelled) and restart neither skips nor re-reads a line.  A hard crash
