@@ -591,6 +591,20 @@ async def test_a_numeric_id_is_the_request_id_as_labels_spell_it(
     assert tail.errors == []
 
 
+async def test_an_integer_id_beyond_64_bits_keeps_its_digits(
+    tmp_path: Path, start_tail: StartTail
+) -> None:
+    """An id of 30 digits (which orjson, the fast extra, reads as the nearest float) is the
+    request id its labels spell, every digit kept; one within 64 bits is read as before."""
+    big, negative = 123456789012345678901234567890, -(2**63) - 1
+    log = tmp_path / "requests.jsonl"
+    log.write_bytes(line(0, id=big) + line(1, id=negative) + line(2, id=2**64 - 1))
+    tail = start_tail(log)
+    await tail.until(lambda: len(tail.records) == 3)
+    assert [r.request_id for r in tail.records] == [str(big), str(negative), str(2**64 - 1)]
+    assert tail.errors == []
+
+
 async def test_over_long_line_is_skipped_without_buffering_it(
     tmp_path: Path, start_tail: StartTail, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -57,7 +57,7 @@ from typing import Any
 from driftgauge.atomic import write_atomically
 from driftgauge.canonical import row_id
 from driftgauge.config import TailConfig
-from driftgauge.jsonbody import decode_json
+from driftgauge.jsonbody import decode_json, lossy, reread_exactly
 from driftgauge.sources.tail_watch import PathWatch
 from driftgauge.typing import Record
 
@@ -118,6 +118,8 @@ def _parse_line(line: bytes, now: float) -> Record | str:
     if not isinstance(obj, dict) or "request" not in obj:
         return "invalid_record"
     request_id, path = obj.get("id"), obj.get("path")
+    if lossy((request_id,)):  # an integer beyond 64 bits that orjson read as a float
+        request_id = reread_exactly(line, obj).get("id")
     if isinstance(request_id, int | float) and not isinstance(request_id, bool):
         request_id = row_id(request_id)  # spelled as label ids are: 7.0 is "7"
     if not (request_id is None or isinstance(request_id, str)):
