@@ -438,6 +438,38 @@ def test_check_and_serve_refuse_a_baseline_without_values(
         assert needle in line
 
 
+def test_merge_refuses_one_build_named_twice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A part named twice (or by a link) would count its rows twice: exit 3; a copy is merged."""
+    config = words_config(tmp_path)
+    part = tmp_path / "part.dgb"
+    save_baseline(
+        build_baseline(load_config(config), [write_csv(tmp_path / "t.csv", training_rows(100))]),
+        part,
+    )
+    link = tmp_path / "link.dgb"
+    link.symlink_to(part)
+    output = tmp_path / "merged.dgb"
+    for second in (part, link, tmp_path / "." / "part.dgb"):
+        code = cli.main(
+            ["baseline", "merge", "-c", str(config), str(part), str(second), "-o", str(output)]
+        )
+        error = capsys.readouterr().err.strip()
+        assert code == 3 and "\n" not in error
+        assert error == (
+            f"driftgauge: {second}: the same file as {part}: its rows would count twice"
+            " (no baseline written)"
+        )
+        assert not output.exists()
+    copy = tmp_path / "copy.dgb"
+    copy.write_bytes(part.read_bytes())
+    assert (
+        cli.main(["baseline", "merge", "-c", str(config), str(part), str(copy), "-o", str(output)])
+        == 0
+    )
+
+
 def test_merge_refuses_a_result_without_values_but_not_parts_without(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

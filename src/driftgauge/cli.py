@@ -335,6 +335,11 @@ def _cluster_baseline(config: Config, args: argparse.Namespace, progress: Progre
         )
 
 
+def _named_before(path: Path, earlier: Sequence[Path]) -> Path | None:
+    """The earlier argument naming the same file as ``path`` (a link or another spelling too)."""
+    return next((e for e in earlier if os.path.samefile(e, path)), None)
+
+
 def _cmd_merge(args: argparse.Namespace) -> int:
     from driftgauge.baseline import (
         check_against,
@@ -346,9 +351,13 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     config = _one_model(load_config(args.config), args.model, args.config)
     _refuse_overwriting(args.output, args.config)
     parts = []
-    for path in args.inputs:
+    for index, path in enumerate(args.inputs):
         part = load_baseline(path)
         check_against(part, config, path)
+        if part.rows and (first := _named_before(path, args.inputs[:index])):
+            raise BaselineError(
+                f"{path}: the same file as {first}: its rows would count twice (no baseline written)"
+            )
         parts.append(part)
     merged = merge_baselines(config, parts)
     source = _files_text(args.inputs)
