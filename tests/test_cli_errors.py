@@ -438,6 +438,27 @@ def test_check_and_serve_refuse_a_baseline_without_values(
         assert needle in line
 
 
+def test_an_output_that_is_a_folder_is_refused_before_the_build(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`-o baselines/` (as `rules -o rules/`) is one line at once, exit 3, not after a long build."""
+    config = words_config(tmp_path)
+    data = write_csv(tmp_path / "t.csv", training_rows(100))
+    folder = tmp_path / "baselines"
+    folder.mkdir()
+
+    def build(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the build ran")
+
+    monkeypatch.setattr("driftgauge.baseline.build_baseline", build)
+    code = cli.main(["baseline", "-c", str(config), "--data", str(data), "-o", str(folder)])
+    assert code == 3
+    assert capsys.readouterr().err.strip() == (
+        f"driftgauge: {folder}: cannot write the baseline: it is a folder; name a file in it,"
+        f" such as {folder / 'config.dgb'}"
+    )
+
+
 def test_merge_refuses_one_build_named_twice(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -218,7 +218,16 @@ def _files_text(files: Sequence[str | Path]) -> str:
 
 
 def _refuse_overwriting(output: Path, config: Path, data: Sequence[str] = ()) -> None:
-    """A slip of argument order must not replace the config or a training file by a baseline."""
+    """A slip of argument order must not replace the config or a training file by a baseline.
+
+    A folder as the output (``-o baselines/``, as ``rules -o rules/``) is refused
+    here too, before the build rather than after it.
+    """
+    if output.is_dir():
+        raise BaselineError(
+            f"{output}: cannot write the baseline: it is a folder; name a file in it,"
+            f" such as {output / config.with_suffix('.dgb').name}"
+        )
     named = [("the config file (-c)", config)]
     named += [("a training data file (--data)", Path(d)) for d in data]
     for what, path in named:
