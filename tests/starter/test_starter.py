@@ -236,6 +236,21 @@ def test_a_csv_row_without_the_header_s_cells_is_refused_as_baseline_refuses_it(
     assert sample_data(path).rows == 2
 
 
+def test_a_column_whose_name_holds_a_control_character_is_skipped_saying_why(
+    tmp_path: Path,
+) -> None:
+    """A tab in a column name is not a saved index: the skip names the character, as check would."""
+    path = tmp_path / "t.csv"
+    path.write_text(",x,tab\there\n0,1.5,2.5\n1,2.5,3.5\n", encoding="utf-8")
+    sample = sample_data(path)
+    assert sample.names == ["x"]
+    assert sample.skipped == (
+        "column 1 (''): no name (a saved index?)",
+        "column 3 ('tab\\there'): not a usable name: 'tab\\there' holds U+0009, a control"
+        " character, at position 3 (names may hold any other UTF-8 character)",
+    )
+
+
 def test_the_index_pandas_saved_in_parquet_is_skipped(tmp_path: Path) -> None:
     """A filtered DataFrame's to_parquet() stores its index as column __index_level_0__ (named
     in the file's pandas metadata): a saved index, skipped like a CSV's unnamed first column;

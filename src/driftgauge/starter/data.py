@@ -172,12 +172,14 @@ def profile_column(name: str, values: Sequence[Any]) -> ColumnProfile:
     return ColumnProfile(name, "numeric", f"{what}, {counted}", present, distinct)
 
 
-def _usable_name(name: Any) -> str | None:
-    """``name`` when it can name a field (a non-empty label value), else None."""
+def _usable_name(name: Any) -> str:
+    """``name`` when it can name a field (a non-empty label value); else ValueError saying why."""
+    if name is None or name == "":
+        raise ValueError("no name (a saved index?)")
     try:
         return label_value(name)
-    except ValueError:
-        return None
+    except ValueError as exc:
+        raise ValueError(f"not a usable name: {exc}") from None
 
 
 def _profiles(
@@ -192,9 +194,10 @@ def _profiles(
         if name in saved_index:
             skipped.append(f"column {position} ({name!r}): the index pandas saved")
             continue
-        usable = _usable_name(name)
-        if usable is None:
-            skipped.append(f"column {position} ({name!r}): not a usable name (a saved index?)")
+        try:
+            usable = _usable_name(name)
+        except ValueError as exc:
+            skipped.append(f"column {position} ({name!r}): {exc}")
             continue
         if usable in seen:
             raise DataError(f"{path}: two columns are named {usable!r}")
