@@ -26,7 +26,7 @@ from driftgauge.exceptions import ConfigError
 if TYPE_CHECKING:
     from driftgauge.config.schema import Config
 
-__all__ = ["MODEL_KEYS", "ROUTING_KEYS", "several_models"]
+__all__ = ["MODEL_KEYS", "ROUTING_KEYS", "SHARED_KEYS", "several_models"]
 
 MODEL_KEYS = (
     "model",
@@ -40,6 +40,19 @@ MODEL_KEYS = (
     "alerting",
 )
 ROUTING_KEYS = ("path", "inferenceservice", "component", "namespace")
+# The sidecar's keys: at the top of the file, shared by every model.
+SHARED_KEYS = (
+    "source",
+    "metrics",
+    "windows",
+    "window_slices",
+    "min_observations",
+    "sketch",
+    "versions",
+    "data_quality",
+    "state",
+    "log",
+)
 _BLOCK_KEYS = (*MODEL_KEYS, *ROUTING_KEYS)
 
 # A Kubernetes namespace name (an RFC 1123 label): an event's ce-namespace is never another.
@@ -70,7 +83,12 @@ def several_models(raw: Mapping[str, Any], base: Path, path: Path | None, one: O
             problems.append(f"{prefix}: expected a mapping, got {type(block).__name__}")
             continue
         for key in block:
-            if key not in _BLOCK_KEYS:
+            if key in SHARED_KEYS:
+                problems.append(
+                    f"{prefix}.{key}: this key is the sidecar's, shared by every model:"
+                    " put it at the top of the file, beside `models:`"
+                )
+            elif key not in _BLOCK_KEYS:
                 problems.append(f"{prefix}.{key}: unknown key (allowed: {', '.join(_BLOCK_KEYS)})")
         route = block.get("path")
         if route is not None:

@@ -18,7 +18,7 @@ import yaml
 
 from driftgauge.config.alerting import AlertingConfig, AlertThresholds, parse_alerting
 from driftgauge.config.fields import FieldSpec, FieldType, Role
-from driftgauge.config.models import several_models
+from driftgauge.config.models import MODEL_KEYS, SHARED_KEYS, several_models
 from driftgauge.config.protocols import (
     ProtocolList,
     ProtocolName,
@@ -249,27 +249,7 @@ def _same_listener(one: tuple[str, int], other: tuple[str, int]) -> bool:
     return port == other_port != 0 and overlap
 
 
-_TOP_KEYS = (
-    "model",
-    "protocol",
-    "source",
-    "metrics",
-    "baseline",
-    "features",
-    "predictions",
-    "windows",
-    "window_slices",
-    "min_observations",
-    "sketch",
-    "feedback",
-    "segments",
-    "multivariate",
-    "versions",
-    "data_quality",
-    "state",
-    "log",
-    "alerting",
-)
+_TOP_KEYS = (*MODEL_KEYS, *SHARED_KEYS)
 
 
 def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = None) -> Config:
