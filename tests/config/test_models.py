@@ -42,3 +42,15 @@ def test_an_unknown_key_in_a_model_block_lists_the_block_s_keys(tmp_path: Path) 
     raw["models"][0]["featurs"] = []  # type: ignore[index]
     with pytest.raises(ConfigError, match=r"models\[0\]\.featurs: unknown key \(allowed: model, "):
         config_from_mapping(raw, base=tmp_path)
+
+
+def test_a_model_named_twice_is_one_error(tmp_path: Path) -> None:
+    """Two blocks of one name: the name is the error, not also the events they would share."""
+    raw = _two_models(tmp_path)
+    raw["models"][1]["model"] = "wine"  # type: ignore[index]
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping(raw, base=tmp_path)
+    assert str(caught.value) == "models[1].model: 'wine' is configured more than once"
+    raw["models"][1] |= {"model": "iris", "inferenceservice": "wine"}  # type: ignore[index]
+    with pytest.raises(ConfigError, match=r"^models\[1\]\.inferenceservice: the events of "):
+        config_from_mapping(raw, base=tmp_path)

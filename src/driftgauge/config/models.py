@@ -142,7 +142,7 @@ def several_models(raw: Mapping[str, Any], base: Path, path: Path | None, one: O
             for c in configs
             if c.origin == config.origin and c.namespace == config.namespace
         ]
-        if same:
+        if same and not clash:  # a name given twice is said once, above
             service, component = config.origin
             which = f"component {component!r} of " if component else ""
             where = f" in namespace {config.namespace!r}" if config.namespace else ""
