@@ -438,6 +438,32 @@ def test_check_and_serve_refuse_a_baseline_without_values(
         assert needle in line
 
 
+def test_check_names_every_model_s_baseline_problem_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With several models, check reports each unusable baseline (one line, exit 3), not the first."""
+    raw = base_config(tmp_path)
+    block = {key: raw.pop(key) for key in ("model", "protocol", "features", "predictions")}
+    del raw["baseline"]
+    built = tmp_path / "wine.dgb"
+    raw["models"] = [
+        {**block, "baseline": str(tmp_path / "red.dgb")},
+        {**block, "model": "white", "baseline": str(built)},
+        {**block, "model": "rose", "baseline": str(tmp_path / "rose.dgb")},
+    ]
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    one = load_config(config).models[1]
+    save_baseline(build_baseline(one, [write_csv(tmp_path / "t.csv", training_rows(100))]), built)
+    assert cli.main(["check", "-c", str(config)]) == 3
+    out, err = capsys.readouterr()
+    assert out.startswith(f"ok: {config} model 'white': ") and out.count("\n") == 1
+    missing = "no baseline file here; build one with `driftgauge baseline`"
+    assert err == (
+        f"driftgauge: {tmp_path / 'red.dgb'}: {missing}; {tmp_path / 'rose.dgb'}: {missing}\n"
+    )
+
+
 def test_an_output_that_is_a_folder_is_refused_before_the_build(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

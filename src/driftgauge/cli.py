@@ -383,14 +383,22 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)  # complete: protocol paths, TLS files and all
+    problems: list[str] = []
     for model in config.all_models:
-        baseline = _load_checked_baseline(model)
+        try:
+            baseline = _load_checked_baseline(model)
+        except BaselineError as exc:  # every model's baseline is checked, as every key is
+            if str(exc) not in problems:
+                problems.append(str(exc))
+            continue
         named = f"model {model.model!r}: " if config.models else ""
         print(
             f"ok: {args.config} {named}({len(model.features)} features, "
             f"{len(model.predictions)} predictions, protocol {model.protocol}); "
             f"baseline {model.baseline} (id {baseline.id}, {baseline.rows:,} rows)"
         )
+    if problems:
+        raise BaselineError("; ".join(problems))
     return 0
 
 
