@@ -462,8 +462,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
         raise starter.StarterError("init: give --data FILE, --server URL --model NAME, or both")
     if args.server is not None and args.model is None:
         raise starter.StarterError("init: --server needs --model NAME, whose metadata to read")
-    if args.output.exists() and not args.force:
-        raise starter.StarterError(f"{args.output}: the file exists; use --force to overwrite it")
+    starter.refuse_output(args.output, force=args.force)  # before reading data or metadata
     sample = starter.sample_data(args.data) if args.data is not None else None
     metadata = starter.fetch_metadata(args.server, args.model) if args.server else None
     plan = starter.plan_starter(

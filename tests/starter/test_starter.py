@@ -554,6 +554,23 @@ def test_jsonl_numeric_codes_in_a_categorical_column_build_a_baseline(tmp_path: 
     assert result.returncode == 0, result.stderr
 
 
+def test_a_folder_as_output_is_named_as_one_with_or_without_force(tmp_path: Path) -> None:
+    """`init -o DIR` said "the file exists; use --force", and --force then "is a directory":
+    it says at once that it is a folder, and what to name instead."""
+    train = write_csv(tmp_path / "t.csv", columns())
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    expected = (
+        f"driftgauge: {folder}: is a folder; name the config file to write in it,"
+        f" such as {folder / 'config.yaml'}"
+    )
+    for force in ((), ("--force",)):
+        assert one_line_error(run("init", "--data", train, "-o", folder, *force)) == expected
+    text = render_starter(plan_starter(sample_data(train), None, predictions=["class"]), "t.dgb")
+    with pytest.raises(StarterError, match="is a folder"):
+        write_starter(text, folder)
+
+
 def test_init_errors_are_one_line(tmp_path: Path) -> None:
     """No source, a missing prediction column, an existing file, an unreachable server:
     one line each, non-zero exit."""

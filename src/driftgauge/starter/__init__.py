@@ -36,6 +36,7 @@ from driftgauge.starter.plan import (
     Starter,
     StarterField,
     plan_starter,
+    refuse_output,
     render_starter,
     write_starter,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "parse_metadata",
     "plan_starter",
     "profile_column",
+    "refuse_output",
     "render_starter",
     "sample_data",
     "write_starter",

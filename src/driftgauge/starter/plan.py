@@ -34,7 +34,14 @@ from driftgauge.starter.data import CATEGORICAL_MAX_DISTINCT, ColumnProfile, Dat
 from driftgauge.starter.errors import StarterError
 from driftgauge.starter.metadata import ModelMetadata, Tensor
 
-__all__ = ["Starter", "StarterField", "plan_starter", "render_starter", "write_starter"]
+__all__ = [
+    "Starter",
+    "StarterField",
+    "plan_starter",
+    "refuse_output",
+    "render_starter",
+    "write_starter",
+]
 
 PLACEHOLDER_UPSTREAM = "http://127.0.0.1:9000"
 _NUMERIC_DATATYPES = frozenset(
@@ -369,6 +376,17 @@ def render_starter(starter: Starter, baseline: str, command: str = "driftgauge i
     return "\n".join(lines) + "\n"
 
 
+def refuse_output(path: Path, *, force: bool = False) -> None:
+    """StarterError when ``path`` cannot take the config: a folder, or a file without ``force``."""
+    if path.is_dir():
+        raise StarterError(
+            f"{path}: is a folder; name the config file to write in it,"
+            f" such as {path / 'config.yaml'}"
+        )
+    if path.exists() and not force:
+        raise StarterError(f"{path}: the file exists; use --force to overwrite it")
+
+
 def write_starter(text: str, path: Path, *, force: bool = False) -> None:
     """Check that ``text`` is a valid config, then write it to ``path`` (not over a file unless
     ``force``)."""
@@ -378,9 +396,6 @@ def write_starter(text: str, path: Path, *, force: bool = False) -> None:
         raise StarterError(
             f"{path}: not written, init's fields make no valid config: {exc}"
         ) from None
-    if path.exists() and not force:
-        raise StarterError(f"{path}: the file exists; use --force to overwrite it")
-    if path.is_dir():
-        raise StarterError(f"{path}: is a directory")
+    refuse_output(path, force=force)
     path.parent.mkdir(parents=True, exist_ok=True)  # as `baseline -o` and `rules -o` do
     path.write_text(text, encoding="utf-8")
