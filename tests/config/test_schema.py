@@ -390,3 +390,15 @@ def test_a_directory_to_follow_is_refused(tmp_path: Path) -> None:
     message = _error(tmp_path, raw)
     assert "source.tail.path: 'logs' is a directory, not the file to follow" in message
     assert "feedback.tail: 'logs' is a directory, not the label file to follow" in message
+
+
+@pytest.mark.parametrize("directory", ["taken", "taken/state"])
+def test_a_state_directory_a_file_stands_in_is_an_error(tmp_path: Path, directory: str) -> None:
+    """A snapshot folder that a file is (or is inside) passed check, then every save failed."""
+    (tmp_path / "taken").write_text("a file\n")
+    message = _error(tmp_path, base_config(tmp_path, state={"directory": directory}))
+    assert (
+        message == f"state.directory: {directory!r}: {tmp_path / 'taken'} is a file, not a folder"
+    )
+    config = config_from_mapping(base_config(tmp_path, state={"directory": "new/state"}), tmp_path)
+    assert config.state.directory == tmp_path / "new" / "state"
