@@ -381,6 +381,24 @@ def test_example_configs_are_valid(name: str) -> None:
     assert config.feedback is not None
 
 
+@pytest.mark.parametrize(
+    ("state_file", "problem"),
+    [
+        ("taken/log.offset", "'taken/log.offset': {taken} is a file, not a folder"),
+        ("offsets", "'offsets' is a directory, not the offset file"),
+    ],
+)
+def test_a_tail_offset_file_that_cannot_be_written_is_refused(
+    tmp_path: Path, state_file: str, problem: str
+) -> None:
+    """A state_file under a file passed check, then the tailer read nothing (a warning, rows 0)."""
+    (tmp_path / "taken").write_text("a file\n")
+    (tmp_path / "offsets").mkdir()
+    raw = base_config(tmp_path, source={"tail": {"path": "r.jsonl", "state_file": state_file}})
+    expected = problem.format(taken=tmp_path / "taken")
+    assert _error(tmp_path, raw) == f"source.tail.state_file: {expected}"
+
+
 def test_a_directory_to_follow_is_refused(tmp_path: Path) -> None:
     """source.tail.path or feedback.tail naming a directory passed check; serve then warned."""
     (tmp_path / "logs").mkdir()

@@ -49,6 +49,7 @@ from driftgauge.config.sources import (
 from driftgauge.config.validation import (
     Errors,
     choice,
+    file_in_the_way,
     format_duration,
     fraction,
     get_value,
@@ -249,18 +250,6 @@ def _same_listener(one: tuple[str, int], other: tuple[str, int]) -> bool:
     return port == other_port != 0 and overlap
 
 
-def _file_in_the_way(directory: Path) -> Path | None:
-    """The file standing where ``directory`` or a parent should be: the sidecar creates the
-    folder, but with a file there every state snapshot would fail."""
-    for path in (directory, *directory.parents):
-        try:
-            if path.exists():
-                return None if path.is_dir() else path
-        except OSError:  # a folder we may not look into: the sidecar's own user may
-            return None
-    return None
-
-
 _TOP_KEYS = (*MODEL_KEYS, *SHARED_KEYS)
 
 
@@ -386,7 +375,7 @@ def one_model(raw: Mapping[str, Any], base: Path, errors: Errors) -> Config | No
         directory=base / directory if directory else None,
         interval=get_value(state_table, "interval", "state.", positive_float, 30.0, errors),
     )
-    if state.directory is not None and (blocking := _file_in_the_way(state.directory)):
+    if state.directory is not None and (blocking := file_in_the_way(state.directory)):
         errors.add("state.directory", f"{directory!r}: {blocking} is a file, not a folder")
     if isinstance(source, TailConfig) and source.state_file is None and state.directory:
         # Restored windows already hold the log's lines: without an offset a restart

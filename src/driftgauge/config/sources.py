@@ -14,6 +14,7 @@ from driftgauge.config.validation import (
     choice,
     cores,
     existing_file,
+    file_in_the_way,
     get_value,
     header_name,
     listen_address,
@@ -127,6 +128,10 @@ def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
         elif (base / path).is_dir():
             errors.add("source.tail.path", f"{path!r} is a directory, not the file to follow")
         state = get_value(tail, "state_file", "source.tail.", string, None, errors)
+        if state and (base / state).is_dir():
+            errors.add("source.tail.state_file", f"{state!r} is a directory, not the offset file")
+        elif state and (blocking := file_in_the_way((base / state).parent)):
+            errors.add("source.tail.state_file", f"{state!r}: {blocking} is a file, not a folder")
         return TailConfig(
             path=base / path,
             state_file=base / state if state else None,

@@ -17,6 +17,7 @@ __all__ = [
     "choice",
     "cores",
     "existing_file",
+    "file_in_the_way",
     "format_duration",
     "fraction",
     "get_value",
@@ -272,3 +273,19 @@ def existing_file(
     if not path.is_file():
         errors.add(f"{prefix}{key}", f"no such file {str(path)!r}")
     return path
+
+
+def file_in_the_way(folder: Path) -> Path | None:
+    """The file standing where ``folder`` or a parent of it should be, if any.
+
+    The sidecar creates the folders it writes in (state snapshots, offsets),
+    but with a file there every write would fail.  A folder that cannot be
+    looked into is not reported: the sidecar's own user may be allowed to.
+    """
+    for path in (folder, *folder.parents):
+        try:
+            if path.exists():
+                return None if path.is_dir() else path
+        except OSError:
+            return None
+    return None
