@@ -209,7 +209,8 @@ def build_sidecar(
     app = web.Application()
     sidecar = Sidecar(config, tuple(monitors), router, registry, health, app, rendered)
     app[SIDECAR_KEY] = sidecar
-    app.add_routes(metrics_routes(registry, config.model, health.ready, rendered))
+    names = [each.config.model for each in monitors]
+    app.add_routes(metrics_routes(registry, names, health.ready, rendered))
     if monitor.outcomes is not None:
         assert config.feedback is not None
         app.add_routes(feedback_routes(monitor.outcomes, config.feedback.token))
@@ -222,7 +223,7 @@ def build_sidecar(
         if each.outcomes is not None and each.config.feedback is not None
     }
     if len(monitors) > 1 and takers:
-        app.add_routes(model_feedback_routes(takers))
+        app.add_routes(model_feedback_routes(takers, config.model))
     if config.state.directory is not None:
         # First in, so its cleanup runs last: after the proxy drained and the queue was flushed.
         app.cleanup_ctx.append(_state_ctx)

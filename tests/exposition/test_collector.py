@@ -231,7 +231,7 @@ def test_negative_features_give_gauges_strict_parsers_accept(
 async def metrics_server(monitor: Monitor) -> AsyncIterator[str]:
     app = web.Application()
     ready = {"ok": False}
-    app.add_routes(metrics_routes(_registry(monitor), "wine", lambda: (ready["ok"], "starting")))
+    app.add_routes(metrics_routes(_registry(monitor), ["wine"], lambda: (ready["ok"], "starting")))
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
@@ -468,7 +468,7 @@ async def test_http_scrapes_serve_the_old_samples_in_each_format(busy: Pipeline)
     rendered.refresh()
     registry = registry_of(MonitorCollector(monitor, "live"))
     app = web.Application()
-    app.add_routes(metrics_routes(registry, "wine", lambda: (True, "ok"), rendered))
+    app.add_routes(metrics_routes(registry, ["wine"], lambda: (True, "ok"), rendered))
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
@@ -510,7 +510,7 @@ async def test_gzip_is_sent_only_when_accepted(accept_encoding: str, gzipped: bo
     a coding merely containing the word is another coding."""
     registry = registry_of(_Fixed())
     app = web.Application()
-    app.add_routes(metrics_routes(registry, "wine", lambda: (True, "ok")))
+    app.add_routes(metrics_routes(registry, ["wine"], lambda: (True, "ok")))
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()

@@ -389,6 +389,30 @@ def test_metrics_write_each_family_once_with_every_model(config: Config) -> None
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+async def test_feedback_names_the_models_that_take_labels_when_the_first_takes_none(
+    tmp_path: Path,
+) -> None:
+    """Only the second model takes labels: POST /feedback (the first model's) answers a JSON
+    404 naming /feedback/<model> of those that do, as /feedback/<other> does, not aiohttp's
+    plain-text page; the landing page names both models."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    raw = two_models(tmp_path, feedback={"prediction": "class"})
+    raw["models"][1]["model"] = "iris setosa/ü"
+    loaded = config_from_mapping(raw, base=tmp_path)
+    data = write_csv(tmp_path / "train.csv", training_rows(500))
+    for model in loaded.all_models:
+        save_baseline(build_baseline(model, [data]), model.baseline)
+    sidecar = build_sidecar(loaded)
+    async with TestClient(TestServer(sidecar.app)) as client:
+        answer = await client.post("/feedback", json=[{"id": "w-1", "label": "a"}])
+        assert answer.status == 404
+        error = (await answer.json())["error"]
+        assert "'wine'" in error and "/feedback/iris%20setosa%2F%C3%BC" in error, error
+        landing = await (await client.get("/")).text()
+        assert "models <code>wine</code>, <code>iris setosa/ü</code>" in landing
+
+
 async def test_each_model_takes_its_labels_at_its_own_feedback_path(tmp_path: Path) -> None:
     """/feedback/<model> joins labels with that model's predictions; /feedback is the first model's."""
     from aiohttp.test_utils import TestClient, TestServer

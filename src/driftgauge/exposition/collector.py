@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
+from urllib.parse import quote
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -334,7 +335,7 @@ def _accepts_gzip(accept_encoding: str) -> bool:
 
 _LANDING = """<!doctype html>
 <html><head><meta charset="utf-8"><title>driftgauge</title></head>
-<body><h1>driftgauge {version}</h1><p>model <code>{model}</code></p>
+<body><h1>driftgauge {version}</h1><p>{models}</p>
 <ul><li><a href="metrics">/metrics</a></li><li><a href="healthz">/healthz</a></li>
 <li><a href="readyz">/readyz</a></li></ul></body></html>
 """
@@ -342,11 +343,12 @@ _LANDING = """<!doctype html>
 
 def metrics_routes(
     registry: MetricsRegistry,
-    model: str,
+    models: Sequence[str],
     ready: Callable[[], tuple[bool, str]],
     rendered: RenderedSnapshot | None = None,
 ) -> list[web.RouteDef]:
-    """Routes of the metrics listener; ``ready`` says whether to report ready, and why not.
+    """Routes of the metrics listener; ``ready`` says whether to report ready, and why not;
+    the landing page names ``models`` (the model, or each of several).
 
     ``registry`` is rendered at each scrape; ``rendered``, when given, adds
     the part rendered at the last recompute.
@@ -373,8 +375,13 @@ def metrics_routes(
             text=f"{'ready' if ok else 'not ready'}: {reason}\n", status=200 if ok else 503
         )
 
+    listed = ", ".join(f"<code>{html.escape(name)}</code>" for name in models)
+    heading = _LANDING.format(
+        version=__version__, models=f"model{'s' if len(models) > 1 else ''} {listed}"
+    )
+
     async def landing(request: web.Request) -> web.Response:
-        page = _LANDING.format(version=__version__, model=html.escape(model))
+        page = heading
         return web.Response(text=page, content_type="text/html")
 
     return [
@@ -434,10 +441,11 @@ def feedback_routes(
 
 
 def model_feedback_routes(
-    models: Mapping[str, tuple[Outcomes, str | None]],
+    models: Mapping[str, tuple[Outcomes, str | None]], first: str
 ) -> list[web.RouteDef]:
     """``POST /feedback/<model>`` for each of ``models`` (name -> outcomes, token), the name
-    percent-encoded.
+    percent-encoded; ``POST /feedback`` is the ``first`` model's (routed apart when it takes
+    labels), answered with a JSON 404 naming the routes here when it takes none.
 
     One route reads the name: aiohttp matches a plain path only after decoding all but
     ``%2F`` and ``%25``, and takes braces in it for variables, so a route per model
@@ -452,4 +460,13 @@ def model_feedback_routes(
             return web.json_response({"error": f"no model {name!r} takes labels"}, status=404)
         return await handler(request)
 
-    return [web.post("/feedback/{model:.+}", feedback)]
+    routes = [web.post("/feedback/{model:.+}", feedback)]
+    if first not in models:
+        takers = ", ".join(f"/feedback/{quote(name, safe='')}" for name in models)
+        error = f"no model {first!r} takes labels: /feedback is the first model's; use {takers}"
+
+        async def unrouted(request: web.Request) -> web.Response:
+            return web.json_response({"error": error}, status=404)
+
+        routes.append(web.post("/feedback", unrouted))
+    return routes
