@@ -43,10 +43,12 @@ from driftgauge.monitor.versions import ModelVersions
 from driftgauge.protocols import make_adapter
 from driftgauge.runtime.consumer import BEHIND_SECONDS, consume
 from driftgauge.runtime.state import StateStore, stray_snapshots
+from driftgauge.sources.cloudevents import ERROR_REASONS as CLOUDEVENTS_REASONS
 from driftgauge.sources.cloudevents import CloudEventsSource
 from driftgauge.sources.proxy import ProxyServer, RecordQueue
 from driftgauge.sources.sampling import Sampler
 from driftgauge.sources.serverlog import ServerLog
+from driftgauge.sources.tail import ERROR_REASONS as TAIL_REASONS
 from driftgauge.sources.tail import TailSource
 from driftgauge.typing import Record
 
@@ -185,6 +187,8 @@ def build_sidecar(
         for m in monitors
     ]
     router = Router(batchers, listed=bool(config.models))
+    source_reasons = {TailConfig: TAIL_REASONS, CloudEventsConfig: CLOUDEVENTS_REASONS}
+    monitors[0].parse_reasons = (*source_reasons.get(type(config.source), ()), *router.reasons)
     registry = registry if registry is not None else MetricsRegistry()
     snapshot_registry = MetricsRegistry()
     if len(monitors) == 1 and batchers[0].versions is None:

@@ -18,6 +18,7 @@ from driftgauge.baseline import build_baseline, save_baseline
 from driftgauge.config import Config, config_from_mapping
 from driftgauge.exceptions import BaselineError, ConfigError
 from driftgauge.exposition.collector import render_metrics
+from driftgauge.exposition.live import PARSE_ERROR_REASONS
 from driftgauge.monitor.route import SERVICE_HEADER, model_in_path
 from driftgauge.typing import Record
 from tests.helpers import base_config, training_rows, write_csv
@@ -439,3 +440,68 @@ async def test_each_model_takes_its_labels_at_its_own_feedback_path(tmp_path: Pa
         assert (await wrong.json())["unmatched"] == 1
         wine = await client.post("/feedback", json=[{"id": "w-1", "label": "a"}])
         assert (await wine.json())["matched"] == 1
+
+
+SOURCES: dict[str, dict[str, Any]] = {
+    "tail": {},  # two_models' own
+    "cloudevents": {"cloudevents": {"listen": "127.0.0.1:0"}},
+    "proxy": {"proxy": {"listen": "127.0.0.1:0", "upstream": "http://127.0.0.1:9"}},
+}
+
+
+@pytest.mark.parametrize("models", [0, 1, 2], ids=["no models list", "a list of 1", "of 2"])
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_every_reason_the_first_model_may_count_is_exposed_from_0(
+    tmp_path: Path, source: str, models: int
+) -> None:
+    """The reasons the sidecar's source and its routing count under the first model (a tail
+    line too long, a CloudEvent without id, a record for no model of a models: list) are
+    exposed at 0 before the first one, as the protocols' are, so rate() and increase() see
+    that first one too.  A config without models: routes nothing: no unknown_model."""
+    from driftgauge.sources import cloudevents, tail
+
+    raw = base_config(tmp_path) if models == 0 else two_models(tmp_path)
+    if models == 1:
+        raw["models"] = raw["models"][:1]
+    if SOURCES[source]:
+        raw["source"] = SOURCES[source]
+    loaded = config_from_mapping(raw, base=tmp_path)
+    data = write_csv(tmp_path / "train.csv", training_rows(500))
+    for model in loaded.all_models:
+        save_baseline(build_baseline(model, [data]), model.baseline)
+    sidecar = build_sidecar(loaded)
+    text, _ = render_metrics(sidecar.registry, "text/plain", sidecar.rendered)
+    shown = {
+        (sample.labels["model"], sample.labels["reason"]): sample.value
+        for family in text_string_to_metric_families(text.decode())
+        if family.name == "driftgauge_parse_errors"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    expected = {"tail": tail.ERROR_REASONS, "cloudevents": cloudevents.ERROR_REASONS}
+    routed = ("unknown_model",) if models else ()
+    for reason in (*expected.get(source, ()), *routed, "unknown_path"):
+        assert shown.get(("wine", reason)) == 0.0, reason
+    assert models or ("wine", "unknown_model") not in shown
+    if models == 2:  # the second model: the protocols' reasons alone
+        assert ("iris", "unknown_path") in shown
+        own = set(expected.get(source, ())) | set(routed)
+        assert not {("iris", reason) for reason in own - set(PARSE_ERROR_REASONS)} & set(shown)
+
+
+def test_the_sources_list_every_reason_they_count() -> None:
+    """Each reason literal of the tail and CloudEvents sources is in their ERROR_REASONS."""
+    import re
+
+    from driftgauge.sources import cloudevents, pairing, tail
+
+    written = {
+        token
+        for module in (cloudevents, pairing)
+        for token in re.findall(r"cloudevents_[a-z_]*[a-z]", Path(module.__file__).read_text())
+    }
+    drops = {"cloudevents_overload", "cloudevents_unpaired"}  # a drop; an f-string's start
+    assert written - drops == set(cloudevents.ERROR_REASONS)
+    assert set(tail.ERROR_REASONS) <= set(
+        re.findall(r'"([a-z_]+)"', Path(tail.__file__).read_text())
+    )

@@ -126,7 +126,8 @@ class LiveFamilies:
         parse_errors: Mapping[str, int] = dict(monitor.parse_errors)
         dropped: Mapping[str, int] = dict(monitor.dropped)
         # Known reasons start at 0, so dashboards and rate() see them before the first event.
-        parse_reasons = tuple(sorted(set(PARSE_ERROR_REASONS) | set(parse_errors)))
+        known = {*PARSE_ERROR_REASONS, *monitor.parse_reasons}
+        parse_reasons = tuple(sorted(known | set(parse_errors)))
         drop_reasons = tuple(sorted(set(DROP_REASONS) | set(dropped)))
         read: list[tuple[_Family, Sequence[float]]] = [
             (self._observations, [c.observations for c in counters]),

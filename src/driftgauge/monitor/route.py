@@ -150,6 +150,11 @@ class Router:
         return None
 
     @property
+    def reasons(self) -> tuple[str, ...]:
+        """What the routing itself may count under :attr:`monitor`."""
+        return () if self._one else ("unknown_model",)
+
+    @property
     def monitor(self) -> Monitor:
         """The first model's monitor: it counts what belongs to no model (drops, unknown paths)."""
         return self.batchers[0].monitor

@@ -99,6 +99,7 @@ from driftgauge.typing import Record
 
 __all__ = [
     "BATCH_CONTENT_TYPE",
+    "ERROR_REASONS",
     "REQUEST_TYPE",
     "RESPONSE_TYPE",
     "STRUCTURED_CONTENT_TYPE",
@@ -116,6 +117,25 @@ RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 _KINDS: dict[str, Kind] = {REQUEST_TYPE: "request", RESPONSE_TYPE: "response"}
+# What on_error may be told (see the module docstring).
+ERROR_REASONS = tuple(
+    f"cloudevents_{reason}"
+    for reason in (
+        "not_cloudevent",
+        "body_too_large",
+        "invalid_envelope",
+        "missing_id",
+        "unknown_type",
+        "invalid_data",
+        "duplicate",
+        "unpaired_request",
+        "unpaired_response",
+        "forward_failed",
+        "forward_dropped",
+        "incomplete",
+        "bad_request",
+    )
+)
 
 FORWARD_WORKERS = 4
 # KServe's logger bounds neither ce-metadata (the logged request headers) nor ce-annotations;
