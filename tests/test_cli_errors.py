@@ -460,7 +460,8 @@ def test_check_names_every_model_s_baseline_problem_at_once(
     assert out.startswith(f"ok: {config} model 'white': ") and out.count("\n") == 1
     missing = "no baseline file here; build one with `driftgauge baseline`"
     assert err == (
-        f"driftgauge: {tmp_path / 'red.dgb'}: {missing}; {tmp_path / 'rose.dgb'}: {missing}\n"
+        f"driftgauge: model 'wine': {tmp_path / 'red.dgb'}: {missing}; "
+        f"model 'rose': {tmp_path / 'rose.dgb'}: {missing}\n"
     )
 
 

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from prometheus_client import ProcessCollector
 
-from driftgauge.baseline import Baseline, check_against, check_usable, load_baseline
+from driftgauge.baseline import Baseline, load_served
 from driftgauge.canonical import row_id
 from driftgauge.config import CloudEventsConfig, Config, ProxyConfig, TailConfig
 from driftgauge.exposition import catalogue
@@ -172,9 +172,7 @@ def build_sidecar(
     for index, model in enumerate(config.all_models):
         held = baseline if index == 0 else None
         if held is None:
-            held = load_baseline(model.baseline)
-            check_against(held, model, model.baseline)
-            check_usable(held, model.baseline)
+            held = load_served(model, named=bool(config.models))
         monitors.append(Monitor(model, held))
     batchers = [
         Batcher(

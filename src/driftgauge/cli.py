@@ -239,16 +239,6 @@ def _refuse_overwriting(output: Path, config: Path, data: Sequence[str] = ()) ->
                 )
 
 
-def _load_checked_baseline(config: Config) -> Baseline:
-    """The config's baseline, checked against the config and for fields without values."""
-    from driftgauge.baseline import check_against, check_usable, load_baseline
-
-    baseline = load_baseline(config.baseline)
-    check_against(baseline, config, config.baseline)
-    check_usable(baseline, config.baseline)
-    return baseline
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -382,11 +372,13 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from driftgauge.baseline import load_served
+
     config = load_config(args.config)  # complete: protocol paths, TLS files and all
     problems: list[str] = []
     for model in config.all_models:
         try:
-            baseline = _load_checked_baseline(model)
+            baseline = load_served(model, named=bool(config.models))
         except BaselineError as exc:  # every model's baseline is checked, as every key is
             if str(exc) not in problems:
                 problems.append(str(exc))
@@ -427,12 +419,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from driftgauge.app import build_sidecar, run_until_stopped
+    from driftgauge.baseline import load_served
     from driftgauge.runtime.allocator import freeze_startup_objects, limit_arenas, unfreeze_objects
 
     limit_arenas()  # before any worker thread: memory stays flat (see allocator.py)
     config = load_config(args.config)
     configure_logging(args.log_level or config.log.level, args.log_format or config.log.format)
-    sidecar = build_sidecar(config, _load_checked_baseline(config))
+    sidecar = build_sidecar(config, load_served(config, named=bool(config.models)))
 
     def started(port: int) -> None:
         freeze_startup_objects()  # listening: everything startup builds is built

@@ -323,7 +323,7 @@ def test_each_models_baseline_must_hold_values(config: Config, tmp_path: Path) -
     save_baseline(build_baseline(iris, [data]), iris.baseline)
     with pytest.raises(BaselineError, match="numeric field 'ash' has no finite value") as caught:
         build_sidecar(config)
-    assert str(caught.value).startswith(f"{iris.baseline}: ")
+    assert str(caught.value).startswith(f"model 'iris': {iris.baseline}: ")  # which model
 
 
 def test_a_single_model_sidecar_takes_every_record(tmp_path: Path) -> None:

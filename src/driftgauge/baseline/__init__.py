@@ -12,7 +12,12 @@ from driftgauge.baseline.store import (
     load_baseline,
     save_baseline,
 )
-from driftgauge.baseline.usable import check_usable, mostly_not_numbers, without_values
+from driftgauge.baseline.usable import (
+    check_usable,
+    load_served,
+    mostly_not_numbers,
+    without_values,
+)
 
 __all__ = [
     "FORMAT",
@@ -25,6 +30,7 @@ __all__ = [
     "check_usable",
     "describe",
     "load_baseline",
+    "load_served",
     "merge_baselines",
     "mostly_not_numbers",
     "resolve_inputs",

@@ -8,7 +8,7 @@ numbers holds something else (strings such as ``np.float64(0.44)``).
 
 ``driftgauge baseline`` and ``baseline merge`` refuse to write such a
 baseline, and ``check`` and ``serve`` refuse one written before they did
-(:func:`check_usable`), each with one line naming the fields.
+(:func:`check_usable`, :func:`load_served`), each with one line naming the fields.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from driftgauge.baseline.model import Baseline
+from driftgauge.baseline.store import check_against, load_baseline
+from driftgauge.config import Config
 from driftgauge.exceptions import BaselineError
 from driftgauge.sketches.summary import NumericSummary
 
@@ -80,3 +82,18 @@ def check_usable(baseline: Baseline, path: Path) -> None:
         )
     if problems:
         raise BaselineError(f"{path}: {'; '.join(problems)}")
+
+
+def load_served(config: Config, named: bool = False) -> Baseline:
+    """``config``'s baseline, checked against it (:func:`~.store.check_against`) and for fields
+    without values; ``named``, for one model of a ``models:`` list, puts the model's name
+    before what is wrong (several models may share a baseline file)."""
+    try:
+        baseline = load_baseline(config.baseline)
+        check_against(baseline, config, config.baseline)
+        check_usable(baseline, config.baseline)
+    except BaselineError as exc:
+        if named:
+            raise BaselineError(f"model {config.model!r}: {exc}") from None
+        raise
+    return baseline
