@@ -14,8 +14,10 @@ and on a Dask DataFrame (``dask.dataframe.read_parquet`` in 32 MiB
 partitions, as ``--dask`` reads it) on a
 ``distributed.LocalCluster`` of ``--workers`` single-threaded worker
 processes.  Reported: median rows/s over ``--repeat`` rounds and the
-overhead against the local build (cluster seconds / local seconds), after
-a first round timed apart (Spark's first jobs start its Python workers and
+overhead against the local build (cluster seconds / local seconds), and
+the CPU seconds of the whole process tree (this process, the JVM, Spark's
+Python workers, the Dask and local worker processes: steadier than wall
+time on a shared machine), after a first round timed apart (Spark's first jobs start its Python workers and
 warm the JVM up); the session and the cluster are started once, outside
 the timings.  Every
 cluster build must equal the local build's edges, bin counts and category
@@ -28,6 +30,7 @@ after run; rows/s and the overhead are stated.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -100,10 +103,24 @@ def dask_frame(workers: int, path: Path) -> Iterator[Any]:
         yield dd.read_parquet(str(path), blocksize=PARTITION_BYTES)  # as the CLI reads it
 
 
-def timed(build: Callable[[], Baseline]) -> tuple[float, Baseline]:
-    started = time.perf_counter()
+def tree_cpu() -> float:
+    """CPU seconds of this process and of every process under it, reaped ones included."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for process in [me, *me.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            used = process.cpu_times()
+            total += used.user + used.system + used.children_user + used.children_system
+    return total
+
+
+def timed(build: Callable[[], Baseline]) -> tuple[float, float, Baseline]:
+    """Wall and process-tree CPU seconds of one build, and the build."""
+    started, cpu = time.perf_counter(), tree_cpu()
     built = build()
-    return time.perf_counter() - started, built
+    return time.perf_counter() - started, tree_cpu() - cpu, built
 
 
 def main() -> None:
@@ -140,16 +157,18 @@ def main() -> None:
                 config, dask
             )
         seconds: dict[str, list[float]] = {name: [] for name in builds}
+        cpu: dict[str, list[float]] = {name: [] for name in builds}
         first: dict[str, float] = {}
         reference: dict[str, Any] | None = None
         identical = True
         for round_number in range(args.repeat + 1):
             for name, build in builds.items():
-                elapsed, built = timed(build)
+                elapsed, used, built = timed(build)
                 if round_number == 0:
                     first[name] = elapsed
                 else:
                     seconds[name].append(elapsed)
+                    cpu[name].append(used)
                 found = signature(built)
                 reference = reference or found
                 if found != reference:
@@ -161,9 +180,10 @@ def main() -> None:
             print(f"  {what} done", flush=True)
 
     local = statistics.median(next(iter(seconds.values())))
+    local_cpu = statistics.median(next(iter(cpu.values())))
     table = []
     for name, runs in seconds.items():
-        median = statistics.median(runs)
+        median, used = statistics.median(runs), statistics.median(cpu[name])
         table.append(
             [
                 name,
@@ -171,13 +191,24 @@ def main() -> None:
                 f"{min(runs):.2f}–{max(runs):.2f}",
                 f"{args.rows / median:,.0f}",
                 f"{median / local:.2f}×",
+                f"{used:.2f}",
+                f"{used / local_cpu:.2f}×",
                 f"{first[name]:.2f}",
             ]
         )
     print_table(
         f"build_baseline, median of {args.repeat} rounds after a first, cold one (session and "
         "cluster started once, outside the timings)",
-        ["data", "median s", "spread s", "rows/s", "s vs local", "first build s"],
+        [
+            "data",
+            "median s",
+            "spread s",
+            "rows/s",
+            "s vs local",
+            "CPU s",
+            "CPU vs local",
+            "first build s",
+        ],
         table,
     )
     print(f"\n(total {time.perf_counter() - started:.0f} s)")
