@@ -328,10 +328,11 @@ def _cluster_baseline(config: Config, args: argparse.Namespace, progress: Progre
     from driftgauge.baseline import dask
 
     frame = dask.read_data(locations, config.columns)  # lazy: the files' metadata only
-    with dask.dask_client(args.dask) as client:
-        return build_baseline(
-            config, dask.DaskRunner(frame, client, source=source, progress=progress)
-        )
+    with (
+        dask.dask_client(args.dask) as client,
+        dask.DaskRunner(frame, client, source=source, progress=progress) as on_dask,
+    ):
+        return build_baseline(config, on_dask)
 
 
 def _named_before(path: Path, earlier: Sequence[Path]) -> Path | None:

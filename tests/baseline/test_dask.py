@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from driftgauge.baseline import build_baseline, load_baseline
@@ -97,6 +99,38 @@ def test_build_baseline_on_dask_equals_the_local_build_twice(
     frame = dd.read_parquet([str(p) for p in paths])
     for _ in range(2):
         assert_same_baseline(build_baseline(config, frame), local)
+
+
+def test_pass_2_counts_from_pass_1s_keys_on_the_workers_and_releases_them(
+    tmp_path: Path,
+    dask_client: Any,
+    make_config: Callable[..., Config],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without multivariate features, pass 2 and the passes 2b it leads to count their buckets
+    from pass 1's sorted class keys, kept on the workers, instead of reading the partitions
+    again: the local build's edges and counts, and the workers hold nothing after the build."""
+    import dask.dataframe as dd
+    from distributed import get_task_stream
+
+    from driftgauge.baseline import build
+
+    config = make_config(segments={"features": ["region"]})
+    paths = write_parts(tmp_path / "train", 20_000, parts=4)
+    local = build_baseline(config, paths, workers=1)
+    frame = dd.read_parquet([str(p) for p in paths])
+    # No first guess of the buckets: the rule's buckets are counted in passes 2b, from keys too.
+    monkeypatch.setattr(build, "_guess_buckets", lambda *_: np.empty(0, dtype=np.int64))
+    with get_task_stream(dask_client) as tasks:
+        assert_same_baseline(build_baseline(config, frame), local)
+    from_keys = [t for t in tasks.data if str(t["key"]).startswith("fill_from_keys")]
+    assert len(from_keys) >= 2 * frame.npartitions
+    for _ in range(50):  # releases reach the scheduler asynchronously
+        held = dask_client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+        if not held:
+            break
+        time.sleep(0.1)
+    assert held == 0
 
 
 def test_cli_dask_writes_the_local_build(

@@ -110,7 +110,8 @@ def build_baseline(
     if is_spark_dataframe(data):
         return _build(config, SparkRunner(data, progress=progress))
     if is_dask_dataframe(data):
-        return _build(config, DaskRunner(data, progress=progress))
+        with DaskRunner(data, progress=progress) as dask:
+            return _build(config, dask)
     if isinstance(data, Runner):
         return _build(config, data)
     keyed = _keyed(config)

@@ -10,7 +10,14 @@ finish and are merged there; merging does not depend on the order.
 
 With a ``distributed`` client (given, or the default one) the tasks run on
 its workers and progress is reported per partition; without one they run on
-Dask's local scheduler.  Dask is imported only when a runner runs (the
+Dask's local scheduler.  With a client, pass 1
+(:class:`~driftgauge.baseline.passes.SketchPass`) also leaves each
+partition's sorted class keys of every numeric field on the workers
+(:attr:`~driftgauge.baseline.chunks.Chunk.keys`, 4 bytes a value) until the
+runner is closed, and pass 2 (:class:`~driftgauge.baseline.passes.ClassPass`,
+when it needs nothing else) counts its buckets from them by binary search, as
+the local runner does from its spill files, instead of reading the partitions
+again.  Dask is imported only when a runner runs (the
 ``dask`` extra: ``pip install 'driftgauge[dask]'``).
 
 pandas holds a missing number as ``NaN``: on Dask a missing value and a
@@ -19,22 +26,34 @@ pandas holds a missing number as ``NaN``: on Dask a missing value and a
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from driftgauge.baseline.chunks import CHUNK_ROWS, arrow_chunk, require_columns
+from driftgauge.baseline.chunks import CHUNK_ROWS, Chunk, arrow_chunk, require_columns
 from driftgauge.baseline.inputs import location_format
+from driftgauge.baseline.passes import ClassPass, SketchPass
 from driftgauge.baseline.runner import PassState
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import DataError
+from driftgauge.sketches.classes import KeyArray
 
-__all__ = ["DaskRunner", "dask_client", "fill_partition", "is_dask_dataframe", "read_data"]
+__all__ = [
+    "DaskRunner",
+    "dask_client",
+    "fill_from_keys",
+    "fill_partition",
+    "fill_partition_keyed",
+    "is_dask_dataframe",
+    "read_data",
+]
 
 INSTALL = "pip install 'driftgauge[dask]'"
 PARTITION_BYTES = 32 << 20  # what the CLI's readers aim at (as local.PART_BYTES)
 
 S = TypeVar("S", bound=PassState)
+Keys = list[dict[str, KeyArray]]  # a partition's chunks' sorted class keys, by field
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
@@ -53,7 +72,8 @@ class DaskRunner:
 
     ``client`` is a ``distributed.Client``; without one, the default client
     if there is one, else Dask's local scheduler.  ``source`` names the data
-    in error messages.
+    in error messages.  Pass 1's class keys stay on the workers until
+    :meth:`close` (or the ``with`` block's end).
     """
 
     def __init__(
@@ -71,32 +91,72 @@ class DaskRunner:
         self.source = source
         self.progress = progress
         self.parts = 0  # partitions merged by the last run
+        self._keys: list[Any] = []  # pass 1's class keys: a future of each partition's Keys
+        self._keyed: list[str] = []  # the numeric fields they are of
+
+    def __enter__(self) -> DaskRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release pass 1's class keys held by the workers."""
+        for future in self._keys:
+            future.release()
+        self._keys, self._keyed = [], []
 
     def run(self, state: S, stage: str) -> S:
         """``state`` with every partition's filled copy merged in."""
         import dask
 
         fields = list(state.reads)
+        client = self.client if self.client is not None else _default_client()
+        cached = bool(self._keys) and all(f.name in self._keyed for f in fields)
+        if client is not None and isinstance(state, ClassPass) and state.from_keys and cached:
+            template = state.empty()
+            names = [f.name for f in fields]
+            futures = [client.submit(fill_from_keys, template, k, names) for k in self._keys]
+            return self._merged(state, stage, client, futures)
         require_columns(self.source, list(self.dataframe.columns), fields)
         selected = self.dataframe[[f.name for f in fields]]
         template = state.empty()
+        parts = selected.to_delayed()
+        if client is not None and isinstance(state, SketchPass):
+            self.close()
+            keyed = [f.name for f in fields if f.type == "numeric"]
+            fill_keyed = dask.delayed(fill_partition_keyed, pure=True, nout=2)
+            pairs = [fill_keyed(template, part, fields, self.source, keyed) for part in parts]
+            # One graph: each partition is filled once, its state sent back, its keys kept.
+            futures = client.compute([p[0] for p in pairs] + [p[1] for p in pairs])
+            self._keys, self._keyed = futures[len(pairs) :], keyed
+            return self._merged(state, stage, client, futures[: len(pairs)], pickled=True)
         fill = dask.delayed(fill_partition, pure=True)
-        tasks = [fill(template, part, fields, self.source) for part in selected.to_delayed()]
+        tasks = [fill(template, part, fields, self.source) for part in parts]
+        if client is not None:
+            return self._merged(state, stage, client, client.compute(tasks))
         total = len(tasks)
         self.progress(stage, 0, total)
-        client = self.client if self.client is not None else _default_client()
-        if client is None:
-            for done, part in enumerate(dask.compute(*tasks), start=1):
-                state.merge(part)
-                self.progress(stage, done, total)
-        else:
-            from distributed import as_completed
+        for done, part in enumerate(dask.compute(*tasks), start=1):
+            state.merge(part)
+            self.progress(stage, done, total)
+        self.parts = total
+        return state
 
-            futures = client.compute(tasks)
-            for done, future in enumerate(as_completed(futures), start=1):
-                state.merge(future.result())
-                future.release()
-                self.progress(stage, done, total)
+    def _merged(
+        self, state: S, stage: str, client: Any, futures: list[Any], pickled: bool = False
+    ) -> S:
+        """``state`` with the states of ``futures`` (``pickled``: their pickles) merged in as
+        they finish."""
+        from distributed import as_completed
+
+        total = len(futures)
+        self.progress(stage, 0, total)
+        for done, future in enumerate(as_completed(futures), start=1):
+            part = future.result()
+            state.merge(pickle.loads(part) if pickled else part)
+            future.release()
+            self.progress(stage, done, total)
         self.parts = total
         return state
 
@@ -115,17 +175,50 @@ def _default_client() -> Any:
 
 def fill_partition(template: S, frame: Any, fields: Sequence[FieldSpec], source: str) -> S:
     """A fresh state of ``template``'s pass filled from one pandas partition."""
+    state: S = template.empty()
+    for chunk in _chunks(frame, fields, source):
+        state.add(chunk)
+    return state
+
+
+def fill_partition_keyed(
+    template: PassState, frame: Any, fields: Sequence[FieldSpec], source: str, keyed: Sequence[str]
+) -> tuple[bytes, Keys]:
+    """:func:`fill_partition`'s state, pickled, and the sorted class keys of the ``keyed``
+    fields its chunks were given (:attr:`~driftgauge.baseline.chunks.Chunk.keys`, pass 1's).
+
+    Pickled here: the pair and its first item would hold one state object on the worker,
+    and pickling a state compacts its counts, so sending it to the client while the pair
+    went to another worker (work stealing moves the item's task) raced on them.
+    """
+    state = template.empty()
+    keys = []
+    for chunk in _chunks(frame, fields, source):
+        state.add(chunk)
+        keys.append({name: chunk.keys[name] for name in keyed})
+    return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), keys
+
+
+def fill_from_keys(template: S, keys: Keys, names: Sequence[str]) -> S:
+    """A fresh state of ``template``'s pass filled from a partition's sorted class keys of
+    ``names``: each chunk's, as a chunk of no columns."""
+    state: S = template.empty()
+    for held in keys:
+        state.add(Chunk(0, {}, 0, {name: held[name] for name in names}))
+    return state
+
+
+def _chunks(frame: Any, fields: Sequence[FieldSpec], source: str) -> Iterator[Chunk]:
+    """The chunks of one pandas partition holding ``fields``."""
     import pyarrow as pa
 
-    state: S = template.empty()
     if not fields:  # a pass that only counts rows: a chunk of no columns
         if len(frame):
-            state.add(arrow_chunk(pa.table({"_": pa.nulls(len(frame))}), fields, source))
-        return state
+            yield arrow_chunk(pa.table({"_": pa.nulls(len(frame))}), fields, source)
+        return
     table = pa.Table.from_pandas(frame, preserve_index=False)
     for start in range(0, table.num_rows, CHUNK_ROWS):
-        state.add(arrow_chunk(table.slice(start, CHUNK_ROWS), fields, source))
-    return state
+        yield arrow_chunk(table.slice(start, CHUNK_ROWS), fields, source)
 
 
 @contextmanager

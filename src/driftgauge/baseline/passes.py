@@ -265,6 +265,13 @@ class ClassPass:
             names |= set(self.config.multivariate.features)
         return [s for s in self.config.columns if s.name in names]
 
+    @property
+    def from_keys(self) -> bool:
+        """Whether every field the pass reads can be counted from pass 1's sorted class keys
+        alone (:attr:`~driftgauge.baseline.chunks.Chunk.keys`): no categorical bins to count,
+        and no reconstruction errors (which need the multivariate features' values)."""
+        return not self.categorical and self.derived is None
+
     def empty(self) -> ClassPass:
         return ClassPass(self.config, self.wanted, self.categorical, self.pca)
 
