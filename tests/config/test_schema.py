@@ -410,6 +410,19 @@ def test_a_directory_to_follow_is_refused(tmp_path: Path) -> None:
     assert "feedback.tail: 'logs' is a directory, not the label file to follow" in message
 
 
+def test_a_file_to_follow_under_a_file_is_refused(tmp_path: Path) -> None:
+    """source.tail.path or feedback.tail under a file passed check; serve then started ready,
+    warned once ('[Errno 20] Not a directory') and read nothing."""
+    (tmp_path / "taken").write_text("a file\n")
+    raw = base_config(tmp_path, source={"tail": {"path": "taken/r.jsonl"}})
+    raw["predictions"] = [{"name": "class", "type": "categorical"}]
+    raw["feedback"] = {"prediction": "class", "tail": "taken/labels.jsonl"}
+    message = _error(tmp_path, raw)
+    taken = tmp_path / "taken"
+    assert f"source.tail.path: 'taken/r.jsonl': {taken} is a file, not a folder" in message
+    assert f"feedback.tail: 'taken/labels.jsonl': {taken} is a file, not a folder" in message
+
+
 @pytest.mark.parametrize("directory", ["taken", "taken/state"])
 def test_a_state_directory_a_file_stands_in_is_an_error(tmp_path: Path, directory: str) -> None:
     """A snapshot folder that a file is (or is inside) passed check, then every save failed."""

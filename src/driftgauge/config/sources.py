@@ -127,6 +127,8 @@ def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
             errors.add("source.tail.path", "missing: the JSON Lines file to follow")
         elif (base / path).is_dir():
             errors.add("source.tail.path", f"{path!r} is a directory, not the file to follow")
+        elif blocking := file_in_the_way((base / path).parent):
+            errors.add("source.tail.path", f"{path!r}: {blocking} is a file, not a folder")
         state = get_value(tail, "state_file", "source.tail.", string, None, errors)
         if state and (base / state).is_dir():
             errors.add("source.tail.state_file", f"{state!r} is a directory, not the offset file")
