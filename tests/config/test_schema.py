@@ -410,6 +410,25 @@ def test_a_directory_to_follow_is_refused(tmp_path: Path) -> None:
     assert "feedback.tail: 'logs' is a directory, not the label file to follow" in message
 
 
+@pytest.mark.parametrize("under", ["", "/state"])
+def test_a_link_to_nothing_in_the_way_of_a_folder_is_an_error(tmp_path: Path, under: str) -> None:
+    """A state.directory (or its parent) that is a link to nothing passed check, then every
+    snapshot failed ('cannot write the state snapshot dangling/wine.state: [Errno 17] File
+    exists: 'dangling''), as did the tail offset kept there."""
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    raw = base_config(tmp_path, state={"directory": f"dangling{under}"})
+    raw["source"] = {"tail": {"path": "r.jsonl", "state_file": f"dangling{under}/r.offset"}}
+    problem = f"{tmp_path / 'dangling'} is a link to nothing ({tmp_path / 'nowhere'}), not a folder"
+    message = _error(tmp_path, raw)
+    assert f"state.directory: 'dangling{under}': {problem}" in message
+    assert f"source.tail.state_file: 'dangling{under}/r.offset': {problem}" in message
+    # A log read there may yet appear at the link's target: waited for, as a missing folder.
+    read = base_config(tmp_path, source={"tail": {"path": f"dangling{under}/r.jsonl"}})
+    assert config_from_mapping(read, tmp_path).source.path == tmp_path / f"dangling{under}/r.jsonl"
+    (tmp_path / "nowhere").mkdir()
+    config_from_mapping(raw, tmp_path)
+
+
 def test_a_file_to_follow_under_a_file_is_refused(tmp_path: Path) -> None:
     """source.tail.path or feedback.tail under a file passed check; serve then started ready,
     warned once ('[Errno 20] Not a directory') and read nothing."""

@@ -376,7 +376,7 @@ def one_model(raw: Mapping[str, Any], base: Path, errors: Errors) -> Config | No
         interval=get_value(state_table, "interval", "state.", positive_float, 30.0, errors),
     )
     if state.directory is not None and (blocking := file_in_the_way(state.directory)):
-        errors.add("state.directory", f"{directory!r}: {blocking} is a file, not a folder")
+        errors.add("state.directory", f"{directory!r}: {blocking}")
     if isinstance(source, TailConfig) and source.state_file is None and state.directory:
         # Restored windows already hold the log's lines: without an offset a restart
         # would read them from the start again and count each twice.

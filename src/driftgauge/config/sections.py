@@ -208,8 +208,8 @@ def feedback_section(
     tail = get_value(table, "tail", prefix, string, None, errors)
     if tail and (base / tail).is_dir():
         errors.add(f"{prefix}tail", f"{tail!r} is a directory, not the label file to follow")
-    elif tail and (blocking := file_in_the_way((base / tail).parent)):
-        errors.add(f"{prefix}tail", f"{tail!r}: {blocking} is a file, not a folder")
+    elif tail and (blocking := file_in_the_way((base / tail).parent, made=False)):
+        errors.add(f"{prefix}tail", f"{tail!r}: {blocking}")
     return FeedbackConfig(
         prediction=prediction,
         task=cast(Literal["classification", "regression"], task),

@@ -127,13 +127,13 @@ def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
             errors.add("source.tail.path", "missing: the JSON Lines file to follow")
         elif (base / path).is_dir():
             errors.add("source.tail.path", f"{path!r} is a directory, not the file to follow")
-        elif blocking := file_in_the_way((base / path).parent):
-            errors.add("source.tail.path", f"{path!r}: {blocking} is a file, not a folder")
+        elif blocking := file_in_the_way((base / path).parent, made=False):
+            errors.add("source.tail.path", f"{path!r}: {blocking}")
         state = get_value(tail, "state_file", "source.tail.", string, None, errors)
         if state and (base / state).is_dir():
             errors.add("source.tail.state_file", f"{state!r} is a directory, not the offset file")
         elif state and (blocking := file_in_the_way((base / state).parent)):
-            errors.add("source.tail.state_file", f"{state!r}: {blocking} is a file, not a folder")
+            errors.add("source.tail.state_file", f"{state!r}: {blocking}")
         return TailConfig(
             path=base / path,
             state_file=base / state if state else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
 import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -275,8 +276,10 @@ def existing_file(
     return path
 
 
-def file_in_the_way(folder: Path) -> Path | None:
-    """The file standing where ``folder`` or a parent of it should be, if any.
+def file_in_the_way(folder: Path, made: bool = True) -> str | None:
+    """What stands where ``folder`` or a parent of it should be, if anything: a file, or,
+    when the sidecar is to make ``folder``, a link to nothing (no folder can be made there;
+    a folder only read from may yet appear at the link's target).
 
     The sidecar creates the folders it writes in (state snapshots, offsets),
     but with a file there every write would fail.  A folder that cannot be
@@ -285,7 +288,9 @@ def file_in_the_way(folder: Path) -> Path | None:
     for path in (folder, *folder.parents):
         try:
             if path.exists():
-                return None if path.is_dir() else path
+                return None if path.is_dir() else f"{path} is a file, not a folder"
+            if made and path.is_symlink():
+                return f"{path} is a link to nothing ({os.readlink(path)}), not a folder"
         except OSError:
             return None
     return None
