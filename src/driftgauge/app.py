@@ -187,6 +187,9 @@ def build_sidecar(
     router = Router(batchers, listed=bool(config.models))
     source_reasons = {TailConfig: TAIL_REASONS, CloudEventsConfig: CLOUDEVENTS_REASONS}
     monitors[0].parse_reasons = (*source_reasons.get(type(config.source), ()), *router.reasons)
+    for each in monitors:  # what its label file's tailer counts (_label_tail)
+        if each.config.feedback is not None and each.config.feedback.tail is not None:
+            each.parse_reasons += tuple(f"feedback_{reason}" for reason in _LABEL_REASONS)
     registry = registry if registry is not None else MetricsRegistry()
     snapshot_registry = MetricsRegistry()
     if len(monitors) == 1 and batchers[0].versions is None:
@@ -351,6 +354,10 @@ async def _cloudevents_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await source.close()  # a no-op for the listener when drained already; hands over the rest
     await _cancel(task, "cloudevents")
+
+
+# What a label file's line may count (prefixed feedback_): _label_line's reasons, the tail's own.
+_LABEL_REASONS = ("invalid_json", "invalid_record", "line_too_long")
 
 
 def _label_line(line: bytes, now: float) -> Record | str:

@@ -489,6 +489,29 @@ def test_every_reason_the_first_model_may_count_is_exposed_from_0(
         assert not {("iris", reason) for reason in own - set(PARSE_ERROR_REASONS)} & set(shown)
 
 
+def test_a_label_file_s_reasons_are_exposed_from_0_under_its_model(tmp_path: Path) -> None:
+    """A feedback.tail line that cannot be read counts feedback_invalid_json (or _record, or
+    feedback_line_too_long) under the model whose labels it holds; those were exposed only
+    from their first count, so rate() and increase() missed that first one."""
+    raw = two_models(tmp_path, feedback={"prediction": "class", "tail": "iris-labels.jsonl"})
+    loaded = config_from_mapping(raw, base=tmp_path)
+    data = write_csv(tmp_path / "train.csv", training_rows(500))
+    for model in loaded.all_models:
+        save_baseline(build_baseline(model, [data]), model.baseline)
+    sidecar = build_sidecar(loaded)
+    text, _ = render_metrics(sidecar.registry, "text/plain", sidecar.rendered)
+    shown = {
+        (sample.labels["model"], sample.labels["reason"]): sample.value
+        for family in text_string_to_metric_families(text.decode())
+        if family.name == "driftgauge_parse_errors"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    reasons = ("feedback_invalid_json", "feedback_invalid_record", "feedback_line_too_long")
+    assert {reason: shown.get(("iris", reason)) for reason in reasons} == dict.fromkeys(reasons, 0)
+    assert not {("wine", reason) for reason in reasons} & set(shown)  # no label file of its own
+
+
 def test_the_sources_list_every_reason_they_count() -> None:
     """Each reason literal of the tail and CloudEvents sources is in their ERROR_REASONS."""
     import re
