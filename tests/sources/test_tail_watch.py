@@ -153,3 +153,38 @@ async def test_close_releases_the_watch(tmp_path: Path) -> None:
     watch.close()
     assert open_fds() == before
     PathWatch(tmp_path / "nowhere" / "req.jsonl").close()
+
+
+async def test_a_file_created_where_a_linked_path_leads_ends_the_wait(tmp_path: Path) -> None:
+    """A path that is a link (Kubernetes' /var/log/containers/*.log) is rotated where it leads:
+    a file created or renamed to there ends the wait, as one at the path does; the link made
+    to lead elsewhere (ln -sf), the next wait watches where it leads now."""
+    links, pods = tmp_path / "containers", tmp_path / "pods"
+    links.mkdir()
+    pods.mkdir()
+    (pods / "0.log").write_bytes(b"")
+    (links / "req.log").symlink_to(pods / "0.log")
+    watch = PathWatch(links / "req.log")
+    try:
+        await watch.wait(0.01)
+        (pods / "0.log").rename(pods / "0.log.1")
+        task = asyncio.create_task(soon(lambda: (pods / "0.log").write_bytes(b"")))
+        assert await waited(watch) < LONG / 2
+        await task
+        (pods / "1.log").write_bytes(b"")
+        repoint = (links / "req.log.new", links / "req.log")
+        repoint[0].symlink_to(pods / "1.log")
+        task = asyncio.create_task(soon(lambda: repoint[0].rename(repoint[1])))
+        assert await waited(watch) < LONG / 2
+        await task
+        await watch.wait(0.01)
+        (pods / "0.log").rename(pods / "0.log.2")
+        task = asyncio.create_task(soon(lambda: (pods / "0.log").write_bytes(b"")))
+        assert await waited(watch, 0.3) >= 0.3  # where the link led before: not the path's now
+        await task
+        (pods / "1.log").rename(pods / "1.log.1")
+        task = asyncio.create_task(soon(lambda: (pods / "1.log").write_bytes(b"")))
+        assert await waited(watch) < LONG / 2
+        await task
+    finally:
+        watch.close()

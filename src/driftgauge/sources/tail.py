@@ -12,7 +12,7 @@ reported to ``on_error`` as ``invalid_json``, ``invalid_record``, ``invalid_ts``
   is held open from when it is first seen, so one rotated away in turn before the old one is
   drained is still read, and in order (the path is checked once a poll while a backlog is
   read too).  On Linux the path is also checked as soon as a file is created at or renamed
-  to it (inotify, see tail_watch), so only a file rotated away again within moments of its
+  to it, or where it leads for a link (inotify, see tail_watch), so only a file rotated away again within moments of its
   creation (before the tailer opened it: about a millisecond, more under load) is never
   seen, so never read; elsewhere, or where inotify sees no change (a network file system
   written from another host), a file created and rotated away between two checks.  A path

@@ -1,7 +1,9 @@
 """Wake the tailer as soon as a file is created at, or renamed to, the path it follows.
 
-Linux inotify through ctypes (no dependency), on the path's directory, for that one name.  It is
-only a hint that the path may name another file now: where inotify is missing (another system,
+Linux inotify through ctypes (no dependency), on the path's directory, for that one name, and
+where the path is a link (Kubernetes' /var/log/containers/*.log), on the directory and name it
+leads to as well, since the log is rotated there; the link made to lead elsewhere, the next wait
+watches where it leads then.  It is only a hint that the path may name another file now: where inotify is missing (another system,
 no libc symbols, the per-user instance or watch limit reached) or sees nothing (a network file
 system changed from another host), and while the directory does not exist, :meth:`PathWatch.wait`
 just sleeps its time, so the caller's polling finds the change as it would without it.
@@ -48,8 +50,10 @@ class PathWatch:
     """
 
     def __init__(self, path: Path) -> None:
-        self._directory, self._name = os.fsencode(path.parent), os.fsencode(path.name)
+        self._path = path
         self._fd: int | None = None
+        self._names: dict[int, set[bytes]] = {}  # the names watched, by watch descriptor
+        self._link: tuple[int, bytes] | None = None  # a linked path's watch and own name
         self._changed = asyncio.Event()
 
     def take(self) -> bool:
@@ -78,11 +82,21 @@ class PathWatch:
         """Watch the directory if it can be watched now; else the next ``wait`` tries again."""
         if _LIBC is None or (fd := _LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)) < 0:
             return
-        if _LIBC.inotify_add_watch(fd, self._directory, _MASK) < 0:
-            os.close(fd)  # no such directory yet, or the watch limit: polling alone for now
-            return
+        watched = _watched(self._path)
+        names: dict[int, set[bytes]] = {}
+        link = None
+        for path in watched:  # the path's own watch first: without it, polling alone for now
+            name = os.fsencode(path.name)
+            if (wd := _LIBC.inotify_add_watch(fd, os.fsencode(path.parent), _MASK)) < 0:
+                if not names:  # no such directory yet, or the watch limit
+                    os.close(fd)
+                    return
+                break  # where the link leads cannot be watched: its own directory alone
+            names.setdefault(wd, set()).add(name)
+            if link is None and len(watched) > 1:
+                link = (wd, name)
         asyncio.get_running_loop().add_reader(fd, self._read_events)
-        self._fd = fd
+        self._fd, self._names, self._link = fd, names, link
 
     def _read_events(self) -> None:
         if (fd := self._fd) is None:
@@ -96,11 +110,23 @@ class PathWatch:
             return
         offset = 0
         while offset + _EVENT.size <= len(data):
-            _, mask, _, length = _EVENT.unpack_from(data, offset)
+            wd, mask, _, length = _EVENT.unpack_from(data, offset)
             start, offset = offset + _EVENT.size, offset + _EVENT.size + length
-            if mask & _GONE:  # directory removed or renamed: watch it again at the next wait
+            name = data[start:offset].rstrip(b"\0")
+            # A directory removed or renamed, or the link made anew (it may lead elsewhere now):
+            # watched again at the next wait.
+            if mask & _GONE or (wd, name) == self._link:
                 self.close()
                 self._changed.set()
                 return
-            if mask & _IN_Q_OVERFLOW or data[start:offset].rstrip(b"\0") == self._name:
+            if mask & _IN_Q_OVERFLOW or name in self._names.get(wd, ()):
                 self._changed.set()
+
+
+def _watched(path: Path) -> list[Path]:
+    """``path``, and where it leads when it is a link to a file (where the log is rotated)."""
+    try:
+        target = path.resolve(strict=True) if path.is_symlink() else path
+    except (OSError, RuntimeError):  # a link to nothing yet, or a loop: the path alone
+        return [path]
+    return [path] if target == path else [path, target]
