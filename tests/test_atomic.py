@@ -84,3 +84,24 @@ def test_leftovers_of_writes_killed_midway_are_removed_and_nothing_else(
     assert set(tmp_path.iterdir()) == {path, other_temporary, tmp_path / f"{name}.tmp"}
     assert path.read_bytes() == b"kept"
     assert remove_leftovers(path) == 0
+
+
+def test_a_link_is_written_through_and_stays_a_link(tmp_path: Path) -> None:
+    """A path that is a link (a tail offset or snapshot linked onto a volume) has the file it
+    leads to replaced, as open(path, "w") would write it: the rename replaced the link by a
+    file of its own, beside it, so the volume's file was never written and the next container
+    found no offset.  A killed write's leftovers are found beside that file."""
+    from driftgauge import atomic
+
+    (tmp_path / "volume").mkdir()
+    target, link = tmp_path / "volume" / "req.offset", tmp_path / "req.offset"
+    link.symlink_to(target)
+    write_atomically(link, b"new")
+    assert link.is_symlink()
+    assert target.read_bytes() == b"new"
+    write_atomically(link, b"newer")
+    assert target.read_bytes() == b"newer"
+    descriptor, _temporary = atomic._create_temporary(target, 0o600)
+    os.close(descriptor)
+    assert remove_leftovers(link) == 1
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["req.offset", "req.offset", "volume"]

@@ -4,6 +4,9 @@ A temporary file in the same directory is written and fsynced, renamed over
 the target, and the directory is fsynced so the rename itself survives a
 power loss.  A reader sees the old file or the new one, never a part.
 
+A path that is a link has the file it leads to replaced, as ``open(path, "w")`` would
+write it, the link left as it is (a tail offset or state snapshot linked onto a volume).
+
 The file gets the permissions a new file written with ``open(path, "w")``
 gets, 0666 less the umask (0644 under the usual 022), unless the caller
 asks for fewer: a baseline built by one user is read by the sidecar running
@@ -21,6 +24,11 @@ from pathlib import Path
 __all__ = ["remove_leftovers", "write_atomically"]
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def _target(path: Path) -> Path:
+    """The file a write of ``path`` replaces: where it leads when it is a link."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
 def _temporary_name(path: Path, tag: str) -> Path:
@@ -48,6 +56,7 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o666) -> None:
     The file's permissions are ``mode`` less the umask, as :func:`os.open`
     applies it: pass 0o600 for a file only its owner may read.
     """
+    path = _target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = _create_temporary(path, mode)
     try:
@@ -73,7 +82,7 @@ def remove_leftovers(path: Path) -> int:
 
     Only for a file one process writes: another writer's temporary would go too.
     """
-    pattern = str(_temporary_name(Path(glob.escape(str(path))), "*"))
+    pattern = str(_temporary_name(Path(glob.escape(str(_target(path)))), "*"))
     removed = 0
     for leftover in glob.glob(pattern):
         with contextlib.suppress(FileNotFoundError):
