@@ -514,6 +514,29 @@ async def test_restart_after_rotation_while_stopped_finishes_the_old_file(
     assert second.ids == ids(range(5, 12))
 
 
+async def test_restart_after_rotation_while_stopped_finds_a_linked_log_where_it_leads(
+    tmp_path: Path, start_tail: StartTail
+) -> None:
+    """A log path that is a link is rotated where it leads: the rotated-away file is looked up
+    there (it was looked up beside the link, not found, and the new file read from byte 0:
+    r5-r7, written while stopped, lost)."""
+    (tmp_path / "pods").mkdir()
+    log, state = tmp_path / "pods" / "0.log", tmp_path / "tail.json"
+    link = tmp_path / "req.log"
+    link.symlink_to(log)
+    log.write_bytes(lines(range(5)))
+    first = start_tail(link, state_file=state)
+    await first.until(lambda: len(first.records) == 5)
+    await first.stop()
+    append(log, lines(range(5, 8)))
+    log.rename(log.with_name("0.log.1"))
+    log.write_bytes(lines(range(8, 12)))
+    second = start_tail(link, state_file=state)
+    await second.until(lambda: len(second.records) >= 4)
+    await second.settle()
+    assert second.ids == ids(range(5, 12))
+
+
 async def test_restart_after_rotation_with_old_file_gone_reads_new_file_from_start(
     tmp_path: Path, start_tail: StartTail, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -31,7 +31,7 @@ reported to ``on_error`` as ``invalid_json``, ``invalid_record``, ``invalid_ts``
   file holds ``offset`` bytes and its first ``min(256, offset)`` bytes hash the same; a file of
   that inode that does not (rewritten in place while stopped, or a new file given the freed
   inode) is read from byte 0 (logged).  A file rotated while stopped is looked up by inode in
-  the same directory and finished first; if it is gone the new file is read from byte 0
+  the same directory (where the path leads, for a link) and finished first; if it is gone the new file is read from byte 0
   (logged).  Without a state file for this path (or with a corrupt one) ``start_at`` applies
   ("end": after the last complete line), except that a file appearing after the start is read
   whole.
@@ -489,7 +489,8 @@ class TailSource:
             logger.warning("%s changed while stopped; reading it from byte 0", path)
             return f.at(0)
         if state is not None:
-            if (old := _find_by_inode(path.parent, state)) is not None:
+            # Where the path leads, for a link: a log is rotated beside the file it writes.
+            if (old := _find_by_inode(Path(os.path.realpath(path)).parent, state)) is not None:
                 logger.info("%s was rotated while stopped; finishing the old file first", path)
                 os.close(f.fd)
                 return old
