@@ -21,7 +21,7 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["remove_leftovers", "write_atomically"]
+__all__ = ["move_aside", "remove_leftovers", "write_atomically"]
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
@@ -74,6 +74,15 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o666) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def move_aside(path: Path, suffix: str) -> Path:
+    """Rename the file ``path`` names (where it leads, for a link, which stays) to its name
+    and ``suffix``, beside it; returns where it went, OSError when that fails."""
+    path = _target(path)
+    aside = path.with_name(path.name + suffix)
+    os.replace(path, aside)
+    return aside
 
 
 def remove_leftovers(path: Path) -> int:

@@ -538,6 +538,27 @@ def test_a_bad_snapshot_that_cannot_be_moved_aside_is_logged_and_the_monitor_sta
     assert "Not a gzipped file" in line and "cannot move it aside" in line
 
 
+def test_a_linked_snapshot_is_moved_aside_where_it_leads_and_saved_through_the_link(
+    tmp_path: Path, make_config: Callable[..., Config], make_baseline: Callable[..., Baseline]
+) -> None:
+    """A snapshot linked onto a volume that is unusable: the file it leads to is moved aside
+    and the next save written there, the link kept (the link itself was moved aside, and every
+    later snapshot kept in a file of its own beside it)."""
+    config = make_config()
+    monitor = _monitor(config, make_baseline(config, 500))
+    store = StateStore(tmp_path / "state", monitor, clock=lambda: NOW)
+    volume = tmp_path / "volume" / store.path.name
+    volume.parent.mkdir()
+    volume.write_bytes(b"not a snapshot")
+    store.path.parent.mkdir()
+    store.path.symlink_to(volume)
+    assert not store.restore()
+    assert volume.with_name(f"{volume.name}.corrupt-{int(NOW)}").read_bytes() == b"not a snapshot"
+    store.save()
+    assert store.path.is_symlink()
+    assert StateStore(tmp_path / "state", _monitor(config, monitor.baseline)).restore()
+
+
 def test_slices_saved_under_a_clock_ahead_expire_with_the_window(
     tmp_path: Path, make_config: Callable[..., Config], make_baseline: Callable[..., Baseline]
 ) -> None:

@@ -593,6 +593,26 @@ async def test_corrupt_state_file_is_moved_aside(
     assert [r.levelname for r in caplog.records if "corrupt" in r.getMessage()] == ["WARNING"]
 
 
+async def test_a_linked_corrupt_state_file_is_moved_aside_where_it_leads(
+    tmp_path: Path, start_tail: StartTail
+) -> None:
+    """A state file that is a link (onto a volume) and corrupt: the file it leads to is moved
+    aside, so the link stays and later offsets are written through it (the link was moved
+    aside, and the offsets then kept in a file of their own beside it)."""
+    (tmp_path / "volume").mkdir()
+    log, state = tmp_path / "requests.jsonl", tmp_path / "volume" / "tail.json"
+    link = tmp_path / "tail.json"
+    link.symlink_to(state)
+    log.write_bytes(lines(range(4)))
+    state.write_text('{"path": "oops", "offset": ')
+    tail = start_tail(log, state_file=link)
+    await tail.until(lambda: len(tail.records) == 4)
+    await tail.stop()
+    assert (state.parent / "tail.json.corrupt").read_text() == '{"path": "oops", "offset": '
+    assert link.is_symlink()
+    assert json.loads(state.read_text())["offset"] == log.stat().st_size
+
+
 async def test_bad_lines_are_reported_and_good_lines_still_delivered(
     tmp_path: Path, start_tail: StartTail
 ) -> None:

@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 import urllib.parse
 import zlib
@@ -37,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from driftgauge.atomic import remove_leftovers, write_atomically
+from driftgauge.atomic import move_aside, remove_leftovers, write_atomically
 from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.segments import SegmentCounts
 from driftgauge.monitor.tracker import HoldsState, Tracker
@@ -425,9 +424,8 @@ class StateStore:
             IndexError,
             AttributeError,
         ) as exc:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(self.clock())}")
             try:
-                os.replace(self.path, aside)
+                aside = move_aside(self.path, f".corrupt-{int(self.clock())}")
             except OSError as error:  # the next snapshot replaces it, or fails with its own line
                 log.warning(
                     "state snapshot %s unusable (%s); cannot move it aside (%s), starting empty",

@@ -54,7 +54,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from driftgauge.atomic import write_atomically
+from driftgauge.atomic import move_aside, write_atomically
 from driftgauge.canonical import row_id
 from driftgauge.config import TailConfig
 from driftgauge.jsonbody import decode_json, lossy, reread_exactly
@@ -516,7 +516,7 @@ class TailSource:
         except ValueError as exc:  # other OSErrors propagate: run() logs them and tries again
             logger.warning("tail state file %s is corrupt (%s); moved it aside", path, exc)
             with contextlib.suppress(OSError):
-                os.replace(path, path.with_name(path.name + ".corrupt"))
+                move_aside(path, ".corrupt")
             return None
         if state["path"] != str(self._config.path):
             logger.info("tail state file %s is for another path; ignoring it", path)
