@@ -410,6 +410,19 @@ def test_a_directory_to_follow_is_refused(tmp_path: Path) -> None:
     assert "feedback.tail: 'logs' is a directory, not the label file to follow" in message
 
 
+def test_a_folder_where_a_label_file_s_offset_goes_is_refused(tmp_path: Path) -> None:
+    """feedback.tail keeps its offset in <file>.offset: a folder there passed check, and serve
+    then read no label ('cannot read labels.jsonl: [Errno 21] Is a directory:
+    'labels.jsonl.offset'', at every poll)."""
+    (tmp_path / "labels.jsonl.offset").mkdir()
+    raw = base_config(tmp_path)
+    raw["predictions"] = [{"name": "class", "type": "categorical"}]
+    raw["feedback"] = {"prediction": "class", "tail": "labels.jsonl"}
+    assert _error(tmp_path, raw) == (
+        "feedback.tail: 'labels.jsonl.offset', where its offset is kept, is a directory"
+    )
+
+
 @pytest.mark.parametrize("under", ["", "/state"])
 def test_a_link_to_nothing_in_the_way_of_a_folder_is_an_error(tmp_path: Path, under: str) -> None:
     """A state.directory (or its parent) that is a link to nothing passed check, then every

@@ -210,6 +210,8 @@ def feedback_section(
         errors.add(f"{prefix}tail", f"{tail!r} is a directory, not the label file to follow")
     elif tail and (blocking := file_in_the_way((base / tail).parent, made=False)):
         errors.add(f"{prefix}tail", f"{tail!r}: {blocking}")
+    elif tail and (base / (offset := f"{tail}.offset")).is_dir():
+        errors.add(f"{prefix}tail", f"{offset!r}, where its offset is kept, is a directory")
     return FeedbackConfig(
         prediction=prediction,
         task=cast(Literal["classification", "regression"], task),
