@@ -410,6 +410,21 @@ def test_a_directory_to_follow_is_refused(tmp_path: Path) -> None:
     assert "feedback.tail: 'logs' is a directory, not the label file to follow" in message
 
 
+def test_a_folder_where_the_tail_s_offset_goes_in_the_state_directory_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Without a state_file the tail's offset is <state.directory>/<log name>.offset: a folder
+    there passed check, and serve then read no line ('cannot read logs/r.jsonl: [Errno 21] Is
+    a directory: 'state/r.jsonl.offset'', at every poll)."""
+    (tmp_path / "state" / "r.jsonl.offset").mkdir(parents=True)
+    raw = base_config(tmp_path, source={"tail": {"path": "r.jsonl"}}, state={"directory": "state"})
+    offset = tmp_path / "state" / "r.jsonl.offset"
+    assert (
+        _error(tmp_path, raw)
+        == f"state.directory: 'state': {offset} (the tail's offset) is a folder"
+    )
+
+
 def test_a_folder_where_a_label_file_s_offset_goes_is_refused(tmp_path: Path) -> None:
     """feedback.tail keeps its offset in <file>.offset: a folder there passed check, and serve
     then read no label ('cannot read labels.jsonl: [Errno 21] Is a directory:

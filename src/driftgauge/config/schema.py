@@ -382,7 +382,12 @@ def one_model(raw: Mapping[str, Any], base: Path, errors: Errors) -> Config | No
         # would read them from the start again and count each twice.
         # Named after the log, like feedback.tail's offset: not one name for every sidecar
         # that shares the directory (each model's snapshot has a name of its own too).
-        source = replace(source, state_file=state.directory / f"{source.path.name}.offset")
+        offset = state.directory / f"{source.path.name}.offset"
+        if offset.is_dir():
+            errors.add(
+                "state.directory", f"{directory!r}: {offset} (the tail's offset) is a folder"
+            )
+        source = replace(source, state_file=offset)
     log_table = section(top.get("log"), "log", ("level", "format"), errors)
     log = LogConfig(
         level=cast(
