@@ -12,10 +12,11 @@ reported to ``on_error`` as ``invalid_json``, ``invalid_record``, ``invalid_ts``
   is held open from when it is first seen, so one rotated away in turn before the old one is
   drained is still read, and in order (the path is checked once a poll while a backlog is
   read too).  On Linux the path is also checked as soon as a file is created at or renamed
-  to it, or where it leads for a link (inotify, see tail_watch), so only a file rotated away again within moments of its
-  creation (before the tailer opened it: about a millisecond, more under load) is never
-  seen, so never read; elsewhere, or where inotify sees no change (a network file system
-  written from another host), a file created and rotated away between two checks.  A path
+  to it, or where it leads for a link (inotify, see tail_watch), so only a file rotated away
+  again within moments of its creation (before the tailer opened it: about a millisecond,
+  more under load) is never seen, so never read; elsewhere, or where inotify sees no change
+  (a network file system written from another host), a file created and rotated away between
+  two checks.  A path
   that names another file and then the followed one again (the log moved aside and back while
   still growing, or within a poll) leaves the tailer on the followed file, and the other file
   is not read.  Once the tailer has followed the other file (named a whole poll while the log
@@ -31,10 +32,10 @@ reported to ``on_error`` as ``invalid_json``, ``invalid_record``, ``invalid_ts``
   file holds ``offset`` bytes and its first ``min(256, offset)`` bytes hash the same; a file of
   that inode that does not (rewritten in place while stopped, or a new file given the freed
   inode) is read from byte 0 (logged).  A file rotated while stopped is looked up by inode in
-  the same directory (where the path leads, for a link) and finished first; if it is gone the new file is read from byte 0
-  (logged).  Without a state file for this path (or with a corrupt one) ``start_at`` applies
-  ("end": after the last complete line), except that a file appearing after the start is read
-  whole.
+  the same directory (where the path leads, for a link) and finished first; if it is gone
+  the new file is read from byte 0 (logged).  Without a state file for this path (or with a
+  corrupt one) ``start_at`` applies ("end": after the last complete line), except that a file
+  appearing after the start is read whole.
 """
 
 from __future__ import annotations

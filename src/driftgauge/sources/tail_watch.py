@@ -3,10 +3,11 @@
 Linux inotify through ctypes (no dependency), on the path's directory, for that one name, and
 where the path is a link (Kubernetes' /var/log/containers/*.log), on the directory and name it
 leads to as well, since the log is rotated there; the link made to lead elsewhere, the next wait
-watches where it leads then.  It is only a hint that the path may name another file now: where inotify is missing (another system,
-no libc symbols, the per-user instance or watch limit reached) or sees nothing (a network file
-system changed from another host), and while the directory does not exist, :meth:`PathWatch.wait`
-just sleeps its time, so the caller's polling finds the change as it would without it.
+watches where it leads then.  It is only a hint that the path may name another file now: where
+inotify is missing (another system, no libc symbols, the per-user instance or watch limit
+reached) or sees nothing (a network file system changed from another host), and while the
+directory does not exist, :meth:`PathWatch.wait` just sleeps its time, so the caller's polling
+finds the change as it would without it.
 """
 
 from __future__ import annotations
