@@ -221,13 +221,14 @@ def build_sidecar(
         app.add_routes(feedback_routes(monitor.outcomes, config.feedback.token))
     if any(each.config.feedback is not None and each.config.feedback.tail for each in monitors):
         app.cleanup_ctx.append(_feedback_tail_ctx)
-    # Several models: each model's labels at /feedback/<model> (/feedback: the first's).
+    # Several models: each model's labels at /feedback/<model> (/feedback: the first's); none
+    # taking labels, JSON 404s there that say so.
     takers = {
         each.config.model: (each.outcomes, each.config.feedback.token)
         for each in monitors
         if each.outcomes is not None and each.config.feedback is not None
     }
-    if len(monitors) > 1 and takers:
+    if len(monitors) > 1 or not takers:
         app.add_routes(model_feedback_routes(takers, config.model))
     if config.state.directory is not None:
         # First in, so its cleanup runs last: after the proxy drained and the queue was flushed.

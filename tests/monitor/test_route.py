@@ -414,6 +414,29 @@ async def test_feedback_names_the_models_that_take_labels_when_the_first_takes_n
         assert "models <code>wine</code>, <code>iris setosa/ü</code>" in landing
 
 
+@pytest.mark.parametrize("models", [1, 2], ids=["one model", "two models"])
+async def test_feedback_says_no_model_takes_labels_when_none_does(
+    tmp_path: Path, models: int
+) -> None:
+    """No feedback: block anywhere: POST /feedback and /feedback/<model> answer a JSON 404
+    saying so, as the other errors there are JSON, not aiohttp's plain-text page."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    raw = base_config(tmp_path) if models == 1 else two_models(tmp_path)
+    loaded = config_from_mapping(raw, base=tmp_path)
+    data = write_csv(tmp_path / "train.csv", training_rows(500))
+    for model in loaded.all_models:
+        save_baseline(build_baseline(model, [data]), model.baseline)
+    sidecar = build_sidecar(loaded)
+    async with TestClient(TestServer(sidecar.app)) as client:
+        for path, said in (
+            ("/feedback", "no model takes labels: the config has no feedback: block"),
+            ("/feedback/wine", "no model 'wine' takes labels"),
+        ):
+            answer = await client.post(path, json=[{"id": "w-1", "label": "a"}])
+            assert (answer.status, await answer.json()) == (404, {"error": said}), path
+
+
 async def test_each_model_takes_its_labels_at_its_own_feedback_path(tmp_path: Path) -> None:
     """/feedback/<model> joins labels with that model's predictions; /feedback is the first model's."""
     from aiohttp.test_utils import TestClient, TestServer

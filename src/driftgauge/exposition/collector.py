@@ -445,7 +445,8 @@ def model_feedback_routes(
 ) -> list[web.RouteDef]:
     """``POST /feedback/<model>`` for each of ``models`` (name -> outcomes, token), the name
     percent-encoded; ``POST /feedback`` is the ``first`` model's (routed apart when it takes
-    labels), answered with a JSON 404 naming the routes here when it takes none.
+    labels), answered with a JSON 404 naming the routes here when it takes none (or saying
+    that no model does).
 
     One route reads the name: aiohttp matches a plain path only after decoding all but
     ``%2F`` and ``%25``, and takes braces in it for variables, so a route per model
@@ -463,7 +464,11 @@ def model_feedback_routes(
     routes = [web.post("/feedback/{model:.+}", feedback)]
     if first not in models:
         takers = ", ".join(f"/feedback/{quote(name, safe='')}" for name in models)
-        error = f"no model {first!r} takes labels: /feedback is the first model's; use {takers}"
+        error = (
+            f"no model {first!r} takes labels: /feedback is the first model's; use {takers}"
+            if models
+            else "no model takes labels: the config has no feedback: block"
+        )
 
         async def unrouted(request: web.Request) -> web.Response:
             return web.json_response({"error": error}, status=404)
