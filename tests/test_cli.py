@@ -73,6 +73,7 @@ def test_check_accepts_a_matching_config_and_baseline(project: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "ok:" in result.stdout
     assert "4,000 rows" in result.stdout
+    assert "(3 features, 1 prediction, protocol kserve-v1)" in result.stdout  # one: singular
 
 
 def test_check_reports_bad_config_keys_in_one_line(project: Path) -> None:

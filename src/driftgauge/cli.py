@@ -16,7 +16,7 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
@@ -239,6 +239,11 @@ def _refuse_overwriting(output: Path, config: Path, data: Sequence[str] = ()) ->
                 )
 
 
+def _counted(items: Sized, noun: str) -> str:
+    """``3 features``, ``1 prediction``."""
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -386,8 +391,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
             continue
         named = f"model {model.model!r}: " if config.models else ""
         print(
-            f"ok: {args.config} {named}({len(model.features)} features, "
-            f"{len(model.predictions)} predictions, protocol {model.protocol}); "
+            f"ok: {args.config} {named}({_counted(model.features, 'feature')}, "
+            f"{_counted(model.predictions, 'prediction')}, protocol {model.protocol}); "
             f"baseline {model.baseline} (id {baseline.id}, {baseline.rows:,} rows)"
         )
     if problems:
@@ -471,8 +476,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
     starter.write_starter(starter.render_starter(plan, baseline), args.output, force=args.force)
     data = shlex.quote(str(args.data)) if args.data is not None else "TRAINING_FILE"
     print(
-        f"wrote {args.output}: {len(plan.features)} features, {len(plan.predictions)} "
-        f"predictions, protocol {plan.protocol}; review its comments, then build the baseline: "
+        f"wrote {args.output}: {_counted(plan.features, 'feature')}, "
+        f"{_counted(plan.predictions, 'prediction')}, protocol {plan.protocol}; review its "
+        "comments, then build the baseline: "
         f"driftgauge baseline -c {shlex.quote(str(args.output))} --data {data} "
         f"-o {shlex.quote(str(args.output.parent / baseline))}"
     )
