@@ -13,7 +13,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from driftgauge.app import build_sidecar
+from driftgauge.app import Sidecar, build_sidecar
 from driftgauge.baseline import build_baseline, save_baseline
 from driftgauge.config import Config, config_from_mapping
 from driftgauge.exceptions import BaselineError, ConfigError
@@ -59,14 +59,31 @@ def two_models(tmp_path: Path, **second: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Config:
-    """Both models' config, with a baseline each."""
-    loaded = config_from_mapping(two_models(tmp_path), base=tmp_path)
-    data = write_csv(tmp_path / "train.csv", training_rows(2_000))
+def with_baselines(raw: dict[str, Any], tmp_path: Path, rows: int = 500) -> Config:
+    """``raw`` loaded, with a baseline built for each of its models from ``rows`` rows."""
+    loaded = config_from_mapping(raw, base=tmp_path)
+    data = write_csv(tmp_path / "train.csv", training_rows(rows))
     for model in loaded.all_models:
         save_baseline(build_baseline(model, [data]), model.baseline)
     return loaded
+
+
+def parse_errors_shown(sidecar: Sidecar) -> dict[tuple[str, str], float]:
+    """``driftgauge_parse_errors_total`` as /metrics shows it, by model and reason."""
+    text, _ = render_metrics(sidecar.registry, "text/plain", sidecar.rendered)
+    return {
+        (sample.labels["model"], sample.labels["reason"]): sample.value
+        for family in text_string_to_metric_families(text.decode())
+        if family.name == "driftgauge_parse_errors"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    """Both models' config, with a baseline each."""
+    return with_baselines(two_models(tmp_path), tmp_path, rows=2_000)
 
 
 def test_models_share_the_sidecar_keys_and_keep_their_own(config: Config) -> None:
@@ -119,10 +136,7 @@ def test_the_components_of_one_inferenceservice_are_routed_apart(tmp_path: Path)
     with pytest.raises(ConfigError, match=r"component 'transformer' of InferenceService 'wine'"):
         config_from_mapping(raw, base=tmp_path)
     raw["models"][0]["component"] = "predictor"
-    loaded = config_from_mapping(raw, base=tmp_path)
-    data = write_csv(tmp_path / "train.csv", training_rows(500))
-    for model in loaded.all_models:
-        save_baseline(build_baseline(model, [data]), model.baseline)
+    loaded = with_baselines(raw, tmp_path)
     router = build_sidecar(loaded).batcher
     names = {
         (service, component): found.monitor.config.model if found else None
@@ -400,10 +414,7 @@ async def test_feedback_names_the_models_that_take_labels_when_the_first_takes_n
 
     raw = two_models(tmp_path, feedback={"prediction": "class"})
     raw["models"][1]["model"] = "iris setosa/ü"
-    loaded = config_from_mapping(raw, base=tmp_path)
-    data = write_csv(tmp_path / "train.csv", training_rows(500))
-    for model in loaded.all_models:
-        save_baseline(build_baseline(model, [data]), model.baseline)
+    loaded = with_baselines(raw, tmp_path)
     sidecar = build_sidecar(loaded)
     async with TestClient(TestServer(sidecar.app)) as client:
         answer = await client.post("/feedback", json=[{"id": "w-1", "label": "a"}])
@@ -423,10 +434,7 @@ async def test_feedback_says_no_model_takes_labels_when_none_does(
     from aiohttp.test_utils import TestClient, TestServer
 
     raw = base_config(tmp_path) if models == 1 else two_models(tmp_path)
-    loaded = config_from_mapping(raw, base=tmp_path)
-    data = write_csv(tmp_path / "train.csv", training_rows(500))
-    for model in loaded.all_models:
-        save_baseline(build_baseline(model, [data]), model.baseline)
+    loaded = with_baselines(raw, tmp_path)
     sidecar = build_sidecar(loaded)
     async with TestClient(TestServer(sidecar.app)) as client:
         for path, said in (
@@ -443,10 +451,7 @@ async def test_each_model_takes_its_labels_at_its_own_feedback_path(tmp_path: Pa
 
     raw = two_models(tmp_path, feedback={"prediction": "class"})
     raw["models"][0]["feedback"] = {"prediction": "class"}
-    loaded = config_from_mapping(raw, base=tmp_path)
-    data = write_csv(tmp_path / "train.csv", training_rows(2_000))
-    for model in loaded.all_models:
-        save_baseline(build_baseline(model, [data]), model.baseline)
+    loaded = with_baselines(raw, tmp_path, rows=2_000)
     sidecar = build_sidecar(loaded)
     iris_record = mlflow_record("/iris/invocations")
     wine_record = v2_record("wine", 13.0)
@@ -488,19 +493,9 @@ def test_every_reason_the_first_model_may_count_is_exposed_from_0(
         raw["models"] = raw["models"][:1]
     if SOURCES[source]:
         raw["source"] = SOURCES[source]
-    loaded = config_from_mapping(raw, base=tmp_path)
-    data = write_csv(tmp_path / "train.csv", training_rows(500))
-    for model in loaded.all_models:
-        save_baseline(build_baseline(model, [data]), model.baseline)
+    loaded = with_baselines(raw, tmp_path)
     sidecar = build_sidecar(loaded)
-    text, _ = render_metrics(sidecar.registry, "text/plain", sidecar.rendered)
-    shown = {
-        (sample.labels["model"], sample.labels["reason"]): sample.value
-        for family in text_string_to_metric_families(text.decode())
-        if family.name == "driftgauge_parse_errors"
-        for sample in family.samples
-        if sample.name.endswith("_total")
-    }
+    shown = parse_errors_shown(sidecar)
     expected = {"tail": tail.ERROR_REASONS, "cloudevents": cloudevents.ERROR_REASONS}
     routed = ("unknown_model",) if models else ()
     for reason in (*expected.get(source, ()), *routed, "unknown_path"):
@@ -517,19 +512,9 @@ def test_a_label_file_s_reasons_are_exposed_from_0_under_its_model(tmp_path: Pat
     feedback_line_too_long) under the model whose labels it holds; those were exposed only
     from their first count, so rate() and increase() missed that first one."""
     raw = two_models(tmp_path, feedback={"prediction": "class", "tail": "iris-labels.jsonl"})
-    loaded = config_from_mapping(raw, base=tmp_path)
-    data = write_csv(tmp_path / "train.csv", training_rows(500))
-    for model in loaded.all_models:
-        save_baseline(build_baseline(model, [data]), model.baseline)
+    loaded = with_baselines(raw, tmp_path)
     sidecar = build_sidecar(loaded)
-    text, _ = render_metrics(sidecar.registry, "text/plain", sidecar.rendered)
-    shown = {
-        (sample.labels["model"], sample.labels["reason"]): sample.value
-        for family in text_string_to_metric_families(text.decode())
-        if family.name == "driftgauge_parse_errors"
-        for sample in family.samples
-        if sample.name.endswith("_total")
-    }
+    shown = parse_errors_shown(sidecar)
     reasons = ("feedback_invalid_json", "feedback_invalid_record", "feedback_line_too_long")
     assert {reason: shown.get(("iris", reason)) for reason in reasons} == dict.fromkeys(reasons, 0)
     assert not {("wine", reason) for reason in reasons} & set(shown)  # no label file of its own
