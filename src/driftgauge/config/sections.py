@@ -15,9 +15,9 @@ from driftgauge.config.protocols import (
 from driftgauge.config.validation import (
     Errors,
     choice,
-    file_in_the_way,
     get_value,
     label_value,
+    not_a_file,
     positive_float,
     positive_int,
     section,
@@ -206,10 +206,8 @@ def feedback_section(
             if not token:  # else /feedback would take labels without a token
                 errors.add("feedback.token_file", f"{token_file!r} holds no token")
     tail = get_value(table, "tail", prefix, string, None, errors)
-    if tail and (base / tail).is_dir():
-        errors.add(f"{prefix}tail", f"{tail!r} is a directory, not the label file to follow")
-    elif tail and (blocking := file_in_the_way((base / tail).parent, made=False)):
-        errors.add(f"{prefix}tail", f"{tail!r}: {blocking}")
+    if tail and (problem := not_a_file(base, tail, "the label file to follow", made=False)):
+        errors.add(f"{prefix}tail", problem)
     elif tail and (base / (offset := f"{tail}.offset")).is_dir():
         errors.add(f"{prefix}tail", f"{offset!r}, where its offset is kept, is a directory")
     return FeedbackConfig(

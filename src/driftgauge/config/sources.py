@@ -14,10 +14,10 @@ from driftgauge.config.validation import (
     choice,
     cores,
     existing_file,
-    file_in_the_way,
     get_value,
     header_name,
     listen_address,
+    not_a_file,
     positive_float,
     positive_int,
     section,
@@ -125,15 +125,11 @@ def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
         path = get_value(tail, "path", "source.tail.", string, "", errors)
         if not path:
             errors.add("source.tail.path", "missing: the JSON Lines file to follow")
-        elif (base / path).is_dir():
-            errors.add("source.tail.path", f"{path!r} is a directory, not the file to follow")
-        elif blocking := file_in_the_way((base / path).parent, made=False):
-            errors.add("source.tail.path", f"{path!r}: {blocking}")
+        elif problem := not_a_file(base, path, "the file to follow", made=False):
+            errors.add("source.tail.path", problem)
         state = get_value(tail, "state_file", "source.tail.", string, None, errors)
-        if state and (base / state).is_dir():
-            errors.add("source.tail.state_file", f"{state!r} is a directory, not the offset file")
-        elif state and (blocking := file_in_the_way((base / state).parent)):
-            errors.add("source.tail.state_file", f"{state!r}: {blocking}")
+        if state and (problem := not_a_file(base, state, "the offset file")):
+            errors.add("source.tail.state_file", problem)
         return TailConfig(
             path=base / path,
             state_file=base / state if state else None,

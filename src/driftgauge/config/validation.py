@@ -25,6 +25,7 @@ __all__ = [
     "header_name",
     "label_value",
     "listen_address",
+    "not_a_file",
     "parse_duration",
     "parse_listen",
     "positive_float",
@@ -294,3 +295,14 @@ def file_in_the_way(folder: Path, made: bool = True) -> str | None:
         except OSError:
             return None
     return None
+
+
+def not_a_file(base: Path, name: str, what: str, made: bool = True) -> str | None:
+    """Why ``base / name`` cannot be ``what`` (the file a key names), or None: it is a
+    directory, or something stands where a folder above it should be (:func:`file_in_the_way`,
+    ``made`` as there)."""
+    path = base / name
+    if path.is_dir():
+        return f"{name!r} is a directory, not {what}"
+    blocking = file_in_the_way(path.parent, made=made)
+    return f"{name!r}: {blocking}" if blocking else None
