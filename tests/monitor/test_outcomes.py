@@ -346,7 +346,8 @@ def test_held_predictions_are_spelled_once(
         original = getattr(summary, name)
         monkeypatch.setattr(summary, name, lambda v, f=original: spelled.append(v) or f(v))
     rec = record(one_row() * 3, "spelled")
-    pipeline.outcomes.register([(rec, rec.request, Extracted(rows=3, columns={"class": classes}))])
+    extracted = Extracted(rows=3, columns={"class": classes})
+    pipeline.outcomes.register([(rec, rec.request, extracted, None)])
     assert len(spelled) == spellings
     assert pipeline.outcomes.label([("spelled:0", "a"), ("spelled:2", "c")])["matched"] == 2
 

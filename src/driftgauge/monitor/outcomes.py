@@ -170,7 +170,7 @@ class Outcomes:
             self._store.restore(rows)
 
     def _row_ids(
-        self, record: Record, request: Any, rows: int, text: JsonText | None = None
+        self, record: Record, request: Any, rows: int, text: JsonText | None
     ) -> list[str | None] | None:
         if self._id_path is not None:
             ids = evaluate(self._id_path, request, "id")
@@ -192,9 +192,7 @@ class Outcomes:
 
     def register(
         self,
-        items: Iterable[
-            tuple[Record, Any, Extracted] | tuple[Record, Any, Extracted, JsonText | None]
-        ],
+        items: Iterable[tuple[Record, Any, Extracted, JsonText | None]],
         now: float | None = None,
     ) -> None:
         """Hold each row's prediction under its id until its label arrives (each item's
@@ -207,10 +205,10 @@ class Outcomes:
         segments: list[npt.NDArray[np.intp]] = []
         keys: list[npt.NDArray[np.int64]] = []
         no_id = 0  # rows with a prediction but no id to hold it under: no label can join them
-        for record, request, piece, *text in items:
+        for record, request, piece, text in items:
             column = piece.columns.get(feedback.prediction)
             row_ids = (
-                self._row_ids(record, request, piece.rows, *text) if column is not None else None
+                self._row_ids(record, request, piece.rows, text) if column is not None else None
             )
             if row_ids is None or column is None:
                 no_id += piece.rows if column is not None else 0
