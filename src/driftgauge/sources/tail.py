@@ -348,15 +348,12 @@ class TailSource:
             if (held := self._next) is not None:
                 self._next = None
                 os.close(held.fd)
-            if (left := self._left) is not None:
-                self._left = None
-                os.close(left.fd)
+            self._close_left()
 
     async def _step(self) -> bool:
         """Read one chunk or check the path; True when more data may be waiting right now."""
-        if (left := self._left) is not None and time.monotonic() >= self._left_until:
-            self._left = None
-            os.close(left.fd)
+        if self._left is not None and time.monotonic() >= self._left_until:
+            self._close_left()
         if (f := self._file) is None:
             return await self._open_path()
         path = self._config.path
@@ -408,9 +405,14 @@ class TailSource:
     def _leave(self, f: _File) -> None:
         """Keep ``f`` open for _MOVE_BACK seconds after leaving it, should the path name it again
         (the log moved aside and back): it then goes on where it was left, nothing read twice."""
-        if (left := self._left) is not None:
-            os.close(left.fd)
+        self._close_left()
         self._left, self._left_until = f, time.monotonic() + _MOVE_BACK
+
+    def _close_left(self) -> None:
+        """Close the file left for a new one (see :meth:`_leave`), if one is still open."""
+        if (left := self._left) is not None:
+            self._left = None
+            os.close(left.fd)
 
     async def _read(self, f: _File) -> bool:
         """Read and hand over one chunk; True when it was full (more may be waiting)."""
