@@ -152,6 +152,20 @@ def test_variance_share_keeps_the_fewest_components_but_never_all() -> None:
     assert model.explained == pytest.approx(0.9, abs=0.02)
 
 
+@pytest.mark.parametrize(("rows", "width"), [(1, 2), (3, 6), (4, 4)])
+def test_no_more_complete_rows_than_features_is_refused(rows: int, width: int) -> None:
+    """N rows of P >= N features span at most N - 1 of the P directions, so the PCA rebuilds
+    its own training rows better than any other row can be (3 rows of 6 features: every
+    training error 0, and undrifted live rows read PSI 18.4, KS 1): the fit refuses."""
+    moments = Moments(width)
+    moments.add(np.random.default_rng(rows).normal(size=(rows, width)))
+    names = tuple(f"f{i}" for i in range(width))
+    with pytest.raises(ValueError, match=rf"multivariate: {rows} training rows? holds? every"):
+        PcaModel.fit(MultivariateConfig(names), moments)
+    moments.add(np.random.default_rng(width).normal(size=(width + 1 - rows, width)))
+    assert PcaModel.fit(MultivariateConfig(names), moments).components.shape[0] == width
+
+
 def test_a_feature_whose_variance_overflows_is_named() -> None:
     """Values near 1e300 square past float64: the fit names the feature instead of numpy's
     'Eigenvalues did not converge'."""

@@ -115,9 +115,18 @@ class PcaModel:
     @classmethod
     def fit(cls, config: MultivariateConfig, moments: Moments) -> PcaModel:
         """The PCA of the correlation matrix of the rows summed in ``moments``."""
-        if moments.count < 2:
+        width = len(config.features)
+        if moments.count <= width:
+            # N rows span at most N - 1 of the standardised directions: the PCA would rebuild
+            # them better than any other row (3 rows of 6 features: every training error is 0).
+            rows = (
+                "1 training row holds"
+                if moments.count == 1
+                else f"{moments.count} training rows hold"
+            )
             raise ValueError(
-                f"multivariate: fewer than 2 training rows hold every one of {', '.join(config.features)}"
+                f"multivariate: {rows} every one of {', '.join(config.features)}; "
+                f"the PCA needs more such rows than features ({width})"
             )
         mean, covariance = moments.mean_and_covariance()
         if not np.isfinite(covariance).all():
