@@ -137,6 +137,17 @@ def test_probabilities_of_zero_and_one_give_a_finite_log_loss() -> None:
     assert stats.metrics()["log_loss"] > 10
 
 
+def test_probabilities_of_zero_and_one_give_scikit_learns_log_loss() -> None:
+    """A tree's pure leaves give probabilities of exactly 0 and 1: each confidently wrong one
+    adds -log(eps) as scikit-learn clips it (eps of float64), not -log(1e-15)."""
+    truth = np.asarray([0, 1, 0, 1, 0], dtype=np.intp)
+    probability = np.asarray([0.0, 1.0, 1.0, 0.0, 0.7])  # P(class 0): two wrong, two right
+    stats = ClassificationStats(CLASSES, positive=0)
+    stats.add(truth, truth, probability)
+    y = (truth == 0).astype(int)
+    assert close(stats.metrics()["log_loss"], skm.log_loss(y, probability, labels=[0, 1]))
+
+
 def test_empty_statistics_have_no_metrics() -> None:
     """No labelled pairs yet: no figures at all (nothing is exported)."""
     assert ClassificationStats(CLASSES, positive=0).metrics() == {}

@@ -21,7 +21,8 @@ import numpy.typing as npt
 
 __all__ = ["ClassificationStats", "RegressionStats"]
 
-_EPS = 1e-15
+# Probabilities are clipped to [eps, 1 - eps] before the logarithm, as scikit-learn clips them.
+_EPS = float(np.finfo(np.float64).eps)
 
 
 @dataclass(slots=True)
