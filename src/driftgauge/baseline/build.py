@@ -30,7 +30,7 @@ from driftgauge.baseline.dask import DaskRunner, is_dask_dataframe
 from driftgauge.baseline.inputs import DataInput
 from driftgauge.baseline.local import LocalRunner
 from driftgauge.baseline.model import Baseline, FieldBaseline
-from driftgauge.baseline.multivariate import Moments, PcaModel
+from driftgauge.baseline.multivariate import CrossFit, FoldedMoments, PcaModel
 from driftgauge.baseline.passes import ClassPass, ErrorPass, SegmentPass, SketchPass
 from driftgauge.baseline.runner import Runner
 from driftgauge.baseline.spark import SparkRunner, is_spark_dataframe
@@ -132,12 +132,12 @@ def _build(config: Config, runner: Runner) -> Baseline:
     first = runner.run(SketchPass(config), "pass 1/2: sketches")
     summaries = dict(first.summaries)
     buckets = dict(first.buckets)
-    pca = None
+    pca, crossfit = None, None
     derived = config.multivariate
     if derived is not None:
         assert first.moments is not None
-        pca = _fit(derived, first.moments)
-        errors = runner.run(ErrorPass(config, pca), "pass 1b: multivariate")
+        pca, crossfit = _fit(derived, first.moments)
+        errors = runner.run(ErrorPass(config, crossfit), "pass 1b: multivariate")
         summaries |= errors.summaries
         buckets[derived.name] = errors.buckets
     top = config.sketch.top_categories
@@ -160,7 +160,7 @@ def _build(config: Config, runner: Runner) -> Baseline:
     result: dict[str, ClassEdges] = {}
     stage = "pass 2/2: exact bins"
     while wanted or untallied:
-        counted = runner.run(ClassPass(config, wanted, untallied, pca), stage)
+        counted = runner.run(ClassPass(config, wanted, untallied, crossfit), stage)
         categorical_bins |= counted.bins
         untallied = {}
         classes |= counted.classes
@@ -239,9 +239,9 @@ def _segments(
     return counted.counts
 
 
-def _fit(derived: MultivariateConfig, moments: Moments) -> PcaModel:
+def _fit(derived: MultivariateConfig, moments: FoldedMoments) -> tuple[PcaModel, CrossFit]:
     try:
-        return PcaModel.fit(derived, moments)
+        return CrossFit.fit(derived, moments)
     except ValueError as exc:
         raise DataError(str(exc)) from None
 

@@ -13,12 +13,22 @@ with a baseline built from the training data's own errors, so the usual PSI,
 KS, noise floor, dashboards and alert rules apply to it unchanged.  The PCA
 is fitted from streamed sums (no row is kept), and the sidecar computes the
 errors of a whole batch with one matrix product.
+
+The baseline's errors are cross-fitted: each training row's error comes from a
+PCA fitted without the tenth of the rows it belongs to (:class:`CrossFit`).  A
+PCA rebuilds the rows it was fitted on better than new ones (its last
+components are the sample's smallest directions), so the rows' own errors
+read low, and undrifted live rows, which are new, read as drift that no
+window averages away: 20 correlated features from 1,000 training rows gave
+PSI 0.07-0.09 in-sample against 0.003-0.013 cross-fitted.  A row's tenth
+follows from its values alone, so every runner and partitioning gives the
+same folds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,9 +38,12 @@ from driftgauge.config import MultivariateConfig
 from driftgauge.sketches.summary import to_floats
 from driftgauge.typing import Extracted
 
-__all__ = ["Moments", "PcaModel", "reconstruction_errors"]
+__all__ = ["CrossFit", "FoldedMoments", "Moments", "PcaModel", "reconstruction_errors"]
 
 FloatArray = npt.NDArray[np.float64]
+# The baseline's errors come from this many PCAs, each fitted without one fold of the rows:
+# a fit on 90% of them rebuilds a new row about as well as the whole fit does.
+FOLDS = 10
 # Float64 rounding leaves about 1e-16 of a row's size (times the features) in its rebuilt
 # copy: from 1e-9 of it up an error is the row's, below it the rounding's (PcaModel.errors).
 _NOISE = 1e-9
@@ -75,9 +88,9 @@ class Moments:
         if other.count == 0 or other.shift is None:
             return
         assert other.total is not None and other.products is not None
-        if self.shift is None:
-            self.shift, self.total, self.products = other.shift, other.total, other.products
-            self.count = other.count
+        if self.shift is None:  # copies: later merges add into them in place
+            self.shift, self.total = other.shift.copy(), other.total.copy()
+            self.products, self.count = other.products.copy(), other.count
             return
         assert self.total is not None and self.products is not None
         # Re-centre the other part's sums on this shift: Σ(x−a) = Σ(x−b) + n(b−a), and likewise
@@ -113,8 +126,9 @@ class PcaModel:
     explained: float
 
     @classmethod
-    def fit(cls, config: MultivariateConfig, moments: Moments) -> PcaModel:
-        """The PCA of the correlation matrix of the rows summed in ``moments``."""
+    def fit(cls, config: MultivariateConfig, moments: Moments, kept: int = 0) -> PcaModel:
+        """The PCA of the correlation matrix of the rows summed in ``moments``, keeping
+        ``kept`` components (``config.components`` decides when 0)."""
         width = len(config.features)
         if moments.count <= width:
             # N rows span at most N - 1 of the standardised directions: the PCA would rebuild
@@ -146,9 +160,9 @@ class PcaModel:
         signs = np.sign(vectors[np.argmax(np.abs(vectors), axis=0), np.arange(len(values))])
         vectors = vectors * np.where(signs == 0, 1.0, signs)
         share = np.cumsum(values) / max(float(values.sum()), 1e-300)
-        if isinstance(config.components, int):
+        if not kept and isinstance(config.components, int):
             kept = config.components
-        else:
+        elif not kept:
             kept = int(np.searchsorted(share, config.components - 1e-12) + 1)
         kept = max(1, min(kept, len(values) - 1))
         return cls(config.features, mean, scale, vectors[:, :kept], float(share[kept - 1]))
@@ -187,6 +201,99 @@ class PcaModel:
         if mean.shape != (width,) or scale.shape != (width,) or components.shape[0] != width:
             raise ValueError("multivariate: the PCA's shapes do not match its features")
         return cls(features, mean, scale, components, float(item["explained_variance"]))
+
+
+def folds(matrix: FloatArray) -> npt.NDArray[np.intp]:
+    """Each row's fold (0 to FOLDS - 1), from its values alone: a hash of their bits.
+
+    Not from its position, which differs between runners and partitionings; copies of a
+    row share a fold, so they are left out of a fit together, as a new row would be.
+    """
+    bits = np.ascontiguousarray(matrix + 0.0).view(np.uint64)  # + 0.0: -0.0 is 0.0
+    weights = _mixed(np.arange(1, matrix.shape[1] + 1, dtype=np.uint64)) | np.uint64(1)
+    with np.errstate(over="ignore"):
+        hashed = _mixed((bits * weights).sum(axis=1, dtype=np.uint64))
+    return (hashed % np.uint64(FOLDS)).astype(np.intp)
+
+
+def _by_fold(matrix: FloatArray) -> Iterator[tuple[int, npt.NDArray[np.intp]]]:
+    """Each fold holding rows of ``matrix``, with their positions (in order)."""
+    fold = folds(matrix)
+    order = np.argsort(fold, kind="stable")
+    start = 0
+    for index, end in enumerate(np.cumsum(np.bincount(fold, minlength=FOLDS)).tolist()):
+        if end > start:
+            yield index, order[start:end]
+        start = end
+
+
+def _mixed(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """SplitMix64's finaliser: every input bit moves about half the output's."""
+    with np.errstate(over="ignore"):
+        values = values * np.uint64(0x9E3779B97F4A7C15)
+        values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return values ^ (values >> np.uint64(31))
+
+
+@dataclass(slots=True)
+class FoldedMoments:
+    """:class:`Moments` of complete rows, one per fold (:func:`folds`)."""
+
+    width: int
+    parts: list[Moments] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.parts = self.parts or [Moments(self.width) for _ in range(FOLDS)]
+
+    def add(self, matrix: FloatArray) -> None:
+        """Add complete rows (no NaN or inf): a rows × width matrix."""
+        if not len(matrix):
+            return
+        for index, rows in _by_fold(matrix):
+            self.parts[index].add(matrix[rows])
+
+    def merge(self, other: FoldedMoments) -> None:
+        for mine, theirs in zip(self.parts, other.parts, strict=True):
+            mine.merge(theirs)
+
+    def whole(self, without: int | None = None) -> Moments:
+        """The moments of every fold, or of every fold but ``without``."""
+        result = Moments(self.width)
+        for index, part in enumerate(self.parts):
+            if index != without:
+                result.merge(part)
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class CrossFit:
+    """The training rows' errors, each from a PCA fitted without its fold (module docstring)."""
+
+    models: tuple[PcaModel, ...]
+
+    @classmethod
+    def fit(cls, config: MultivariateConfig, moments: FoldedMoments) -> tuple[PcaModel, CrossFit]:
+        """The PCA of every row, which the sidecar uses, and the cross-fit of its baseline.
+
+        Each fold's PCA keeps as many components as the whole one.  Where leaving a fold out
+        leaves no more rows than features, that fold's rows are rebuilt by the whole PCA (in
+        sample, so reading low) rather than by a PCA that would rebuild its own rows exactly.
+        """
+        model = PcaModel.fit(config, moments.whole())
+        kept, width = model.components.shape[1], len(config.features)
+        models = []
+        for index in range(FOLDS):
+            rest = moments.whole(without=index)
+            models.append(PcaModel.fit(config, rest, kept) if rest.count > width else model)
+        return model, cls(tuple(models))
+
+    def errors(self, matrix: FloatArray) -> FloatArray:
+        """Each complete row's error, by its fold's PCA (see :meth:`PcaModel.errors`)."""
+        result = np.empty(len(matrix))
+        for index, rows in _by_fold(matrix):
+            result[rows] = self.models[index].errors(matrix[rows])
+        return result
 
 
 def reconstruction_errors(pieces: Sequence[Extracted], model: PcaModel) -> FloatArray:

@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from driftgauge.baseline.chunks import Chunk
 from driftgauge.baseline.model import KNOWN_CATEGORY_LIMIT
-from driftgauge.baseline.multivariate import Moments, PcaModel
+from driftgauge.baseline.multivariate import CrossFit, FoldedMoments
 from driftgauge.config import Config, FieldSpec
 from driftgauge.sketches.classes import (
     ClassCounts,
@@ -131,7 +131,7 @@ class SketchPass(_Summaries):
             s.name: Counter() for s in config.columns if s.type != "numeric"
         }
         derived = config.multivariate
-        self.moments = Moments(len(derived.features)) if derived is not None else None
+        self.moments = FoldedMoments(len(derived.features)) if derived is not None else None
 
     @property
     def reads(self) -> Sequence[FieldSpec]:
@@ -198,9 +198,9 @@ class SketchPass(_Summaries):
 class ErrorPass(_Summaries):
     """Pass 1b: sketches and bucket counts of the rows' reconstruction errors."""
 
-    def __init__(self, config: Config, pca: PcaModel) -> None:
+    def __init__(self, config: Config, crossfit: CrossFit) -> None:
         assert config.multivariate is not None
-        self.config, self.pca = config, pca
+        self.config, self.crossfit = config, crossfit
         self.derived = config.multivariate
         spec = next(s for s in config.fields if s.name == self.derived.name)
         self.summaries = {spec.name: _fresh(spec, config)}
@@ -211,10 +211,10 @@ class ErrorPass(_Summaries):
         return [s for s in self.config.features if s.name in self.derived.features]
 
     def empty(self) -> ErrorPass:
-        return ErrorPass(self.config, self.pca)
+        return ErrorPass(self.config, self.crossfit)
 
     def add(self, chunk: Chunk) -> None:
-        errors = self.pca.errors(complete_rows(chunk, self.derived.features))
+        errors = self.crossfit.errors(complete_rows(chunk, self.derived.features))
         summary = self.summaries[self.derived.name]
         assert isinstance(summary, NumericSummary)
         _add_numeric(summary, self.buckets, errors)
@@ -227,13 +227,13 @@ class ErrorPass(_Summaries):
     def __getstate__(self) -> dict[str, Any]:
         return {
             "config": self.config,
-            "pca": self.pca,
+            "crossfit": self.crossfit,
             "summaries": self._pickled(),
             "buckets": self.buckets,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.config, self.pca = state["config"], state["pca"]
+        self.config, self.crossfit = state["config"], state["crossfit"]
         assert self.config.multivariate is not None
         self.derived = self.config.multivariate
         self.summaries = self._unpickled(state["summaries"])
@@ -248,9 +248,9 @@ class ClassPass:
         config: Config,
         wanted: Mapping[str, npt.ArrayLike],
         categorical: dict[str, CategoricalBinning],
-        pca: PcaModel | None = None,
+        crossfit: CrossFit | None = None,
     ) -> None:
-        self.config, self.pca = config, pca
+        self.config, self.crossfit = config, crossfit
         self.wanted = {name: np.asarray(b, dtype=np.intp) for name, b in wanted.items()}
         self.categorical = categorical
         self.classes = {name: ClassCounts.of(b) for name, b in self.wanted.items()}
@@ -273,7 +273,7 @@ class ClassPass:
         return not self.categorical and self.derived is None
 
     def empty(self) -> ClassPass:
-        return ClassPass(self.config, self.wanted, self.categorical, self.pca)
+        return ClassPass(self.config, self.wanted, self.categorical, self.crossfit)
 
     def add(self, chunk: Chunk) -> None:
         for name, counts in self.classes.items():
@@ -281,8 +281,10 @@ class ClassPass:
                 counts.add_sorted(chunk.keys[name])
                 continue
             if name == self.derived:
-                assert self.pca is not None and self.config.multivariate is not None
-                values = self.pca.errors(complete_rows(chunk, self.config.multivariate.features))
+                assert self.crossfit is not None and self.config.multivariate is not None
+                values = self.crossfit.errors(
+                    complete_rows(chunk, self.config.multivariate.features)
+                )
             else:
                 values = chunk.columns[name].values
             counts.add(values[np.isfinite(values)])
