@@ -23,7 +23,7 @@ Setup, all on 127.0.0.1 (as in the issue's reference setup):
   ``build_baseline`` (``bench/.data/``), core 1;
 * ``driftgauge serve`` with monitoring off: the same config but protocol
   ``kserve-v1``, so the v2 route never matches and no body is copied, queued
-  or parsed (each request only bumps ``parse_errors_total{reason="unknown_path"}``);
+  or parsed (each request only bumps ``source_parse_errors_total{reason="unknown_path"}``);
 * with ``--uvloop``: the monitoring-on sidecar again, ``serve --loop uvloop``
   (the other sidecars run ``--loop asyncio``, so the two loops are compared;
   a stock ``serve`` picks uvloop when installed).  uvloop comes from the
@@ -1287,6 +1287,8 @@ def run(
         rows_seen = sum(samples.get("driftgauge_rows_total", {}).values())
         dropped = sum(samples.get("driftgauge_dropped_total", {}).values())
         errors = {k: int(v) for k, v in samples.get("driftgauge_parse_errors_total", {}).items()}
+        source = samples.get("driftgauge_source_parse_errors_total", {})
+        errors |= {f"source {k}": int(v) for k, v in source.items()}
         codes = ", ".join(f"{k}: {v:,.0f}" for k, v in by_code.items())
         if name.endswith("-off"):
             checks.append(

@@ -234,8 +234,9 @@ def test_serve_tails_a_log_and_exposes_drift(
     floor = samples[series("driftgauge_psi_noise_floor", **alcohol)]
     assert samples[series("driftgauge_psi", **alcohol)] > 50 * floor
     assert samples[series("driftgauge_psi", **ash)] < 5 * floor
+    assert samples[series("driftgauge_source_parse_errors_total", reason="invalid_json")] == 1
     assert (
-        samples[series("driftgauge_parse_errors_total", model="wine", reason="invalid_json")] == 1
+        samples[series("driftgauge_parse_errors_total", model="wine", reason="invalid_json")] == 0
     )
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=15) == 0

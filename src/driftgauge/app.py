@@ -35,6 +35,7 @@ from driftgauge.exposition.collector import (
 )
 from driftgauge.exposition.models import ModelsCollector
 from driftgauge.exposition.proxy import ProxyMetrics
+from driftgauge.exposition.source_errors import SourceErrorsCollector
 from driftgauge.jsonbody import decode_json, lossy, reread_exactly
 from driftgauge.monitor.batch import MAX_BODY_BYTES, Batcher
 from driftgauge.monitor.model import Monitor
@@ -45,6 +46,7 @@ from driftgauge.runtime.consumer import BEHIND_SECONDS, consume
 from driftgauge.runtime.state import StateStore, stray_snapshots
 from driftgauge.sources.cloudevents import ERROR_REASONS as CLOUDEVENTS_REASONS
 from driftgauge.sources.cloudevents import CloudEventsSource
+from driftgauge.sources.proxy import ERROR_REASONS as PROXY_REASONS
 from driftgauge.sources.proxy import ProxyServer, RecordQueue
 from driftgauge.sources.sampling import Sampler
 from driftgauge.sources.serverlog import ServerLog
@@ -184,9 +186,14 @@ def build_sidecar(
         )
         for m in monitors
     ]
-    router = Router(batchers, listed=bool(config.models))
-    source_reasons = {TailConfig: TAIL_REASONS, CloudEventsConfig: CLOUDEVENTS_REASONS}
-    monitors[0].parse_reasons = (*source_reasons.get(type(config.source), ()), *router.reasons)
+    source_reasons = {
+        ProxyConfig: PROXY_REASONS,
+        TailConfig: TAIL_REASONS,
+        CloudEventsConfig: CLOUDEVENTS_REASONS,
+    }
+    router = Router(
+        batchers, listed=bool(config.models), source_reasons=source_reasons[type(config.source)]
+    )
     for each in monitors:  # what its label file's tailer counts (_label_tail)
         if each.config.feedback is not None and each.config.feedback.tail is not None:
             each.parse_reasons += tuple(f"feedback_{reason}" for reason in _LABEL_REASONS)
@@ -198,6 +205,7 @@ def build_sidecar(
     else:  # each family once, with every model's (and version's) samples
         registry.register(ModelsCollector(router.all_monitors, "live"))
         snapshot_registry.register(ModelsCollector(router.all_monitors, "snapshot"))
+    registry.register(SourceErrorsCollector(router))  # what no model's label may carry
     ProcessCollector(registry=registry)
     rendered = RenderedSnapshot(snapshot_registry)
 
@@ -312,9 +320,8 @@ async def _recompute_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _tail_ctx(app: web.Application) -> AsyncIterator[None]:
     sidecar = app[SIDECAR_KEY]
     assert isinstance(sidecar.config.source, TailConfig)
-    source = TailSource(
-        sidecar.config.source, sidecar.batcher.process, sidecar.monitor.count_parse_error
-    )
+    router = sidecar.batcher
+    source = TailSource(sidecar.config.source, router.process, router.count_parse_error)
     task = _supervise("tail", sidecar.health, source.run())
     yield
     await _cancel(task, "tail")
@@ -341,7 +348,7 @@ async def _cloudevents_ctx(app: web.Application) -> AsyncIterator[None]:
     source = CloudEventsSource(
         config,
         sidecar.batcher.process,
-        monitor.count_parse_error,
+        sidecar.batcher.count_parse_error,
         on_dropped=monitor.count_dropped,
         sampler=sampler,
     )
@@ -454,7 +461,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         request_id_header=config.request_id_header,
         generate_ids=sidecar.config.feedback is not None,
         rewrite_host=config.host_header == "upstream",
-        count_parse_error=monitor.count_parse_error,
+        count_parse_error=sidecar.batcher.count_parse_error,
         count_dropped=monitor.count_dropped,
         upstream_tls=ssl.create_default_context(cafile=config.ca_file) if config.ca_file else None,
         listen_tls=config.tls.server_context() if config.tls else None,

@@ -17,6 +17,8 @@ from driftgauge.config import Role
 from driftgauge.exposition import MonitorCollector, RenderedSnapshot, render_metrics
 from driftgauge.exposition.catalogue import CATALOGUE, MetricSpec
 from driftgauge.exposition.proxy import ProxyMetrics
+from driftgauge.exposition.source_errors import SourceErrorsCollector
+from driftgauge.monitor.route import Router
 from tests.exposition_support import busy_pipeline, registry_of
 from tests.rules.support import promtool_test, series
 
@@ -79,8 +81,10 @@ def test_readme_metrics_section_names_every_role() -> None:
 def test_metrics_endpoint_serves_exactly_the_catalogue(tmp_path: Path) -> None:
     """A sidecar with segments, feedback and the proxy serves every declared family, with its
     declared type, help and label names, and no family of driftgauge's that is not declared."""
-    monitor = busy_pipeline("wine", tmp_path).monitor
+    pipeline = busy_pipeline("wine", tmp_path)
+    monitor = pipeline.monitor
     registry = registry_of(MonitorCollector(monitor, "live"))
+    registry.register(SourceErrorsCollector(Router([pipeline.batcher], source_reasons=["x"])))
     ProcessCollector(registry=registry)
     proxy = ProxyMetrics(registry, "wine")
     proxy.request_done(200, 1.0, 1.002, 1.01, 120, 80)

@@ -69,12 +69,13 @@ def with_baselines(raw: dict[str, Any], tmp_path: Path, rows: int = 500) -> Conf
 
 
 def parse_errors_shown(sidecar: Sidecar) -> dict[tuple[str, str], float]:
-    """``driftgauge_parse_errors_total`` as /metrics shows it, by model and reason."""
+    """``driftgauge_parse_errors_total`` as /metrics shows it, by model and reason, and
+    ``driftgauge_source_parse_errors_total`` by reason, under the model ""."""
     text, _ = render_metrics(sidecar.registry, "text/plain", sidecar.rendered)
     return {
-        (sample.labels["model"], sample.labels["reason"]): sample.value
+        (sample.labels.get("model", ""), sample.labels["reason"]): sample.value
         for family in text_string_to_metric_families(text.decode())
-        if family.name == "driftgauge_parse_errors"
+        if family.name in ("driftgauge_parse_errors", "driftgauge_source_parse_errors")
         for sample in family.samples
         if sample.name.endswith("_total")
     }
@@ -212,7 +213,8 @@ def mlflow_record(path: str) -> Record:
 
 
 def test_records_go_to_their_model_and_unknown_models_are_counted(config: Config) -> None:
-    """v2 by the name in the path, MLflow by its path pattern; another model's records are only counted."""
+    """v2 by the name in the path, MLflow by its path pattern; another model's records are only
+    counted, as the sidecar's (no model's) unknown_model."""
     sidecar = build_sidecar(config)
     wine, iris = sidecar.monitors
     rows = sidecar.batcher.ingest(
@@ -227,8 +229,11 @@ def test_records_go_to_their_model_and_unknown_models_are_counted(config: Config
     assert rows == 3
     assert wine.counters()["alcohol"].observations == 2
     assert iris.counters()["alcohol"].observations == 1
-    assert wine.parse_errors["unknown_model"] == 2
-    assert not iris.parse_errors
+    assert sidecar.batcher.parse_errors == {"unknown_model": 2}
+    assert not wine.parse_errors and not iris.parse_errors
+    assert parse_errors_shown(sidecar)["", "unknown_model"] == 2
+    assert parse_errors_shown(sidecar)["wine", "invalid_json"] == 0
+    assert ("wine", "unknown_model") not in parse_errors_shown(sidecar)
     assert sidecar.batcher.matches("/v2/models/cifar/infer")
 
 
@@ -284,7 +289,8 @@ def test_the_namespaces_of_one_inferenceservice_name_are_routed_apart(tmp_path: 
     wine, iris = sidecar.monitors
     assert sidecar.batcher.ingest([from_namespace(n) for n in ("prod", "dev", "dev")]) == 1
     assert wine.counters()["alcohol"].observations == 1
-    assert wine.parse_errors == {"unknown_model": 2}  # dev's: no model of wine takes it there
+    assert sidecar.batcher.parse_errors == {"unknown_model": 2}  # dev's: no model of wine's
+    assert not wine.parse_errors
     assert iris.counters()["alcohol"].observations == 0 and not iris.parse_errors
 
 
@@ -292,7 +298,7 @@ def test_records_naming_their_inferenceservice_go_to_the_model_of_that_name(
     config: Config,
 ) -> None:
     """Pathless records (CloudEvents) route by ``ce-inferenceservicename``, whatever the model's
-    protocol; a service no model is named after is counted unknown_model, under the first."""
+    protocol; a service no model is named after is counted unknown_model, the sidecar's."""
     sidecar = build_sidecar(config)
     wine, iris = sidecar.monitors
 
@@ -312,8 +318,8 @@ def test_records_naming_their_inferenceservice_go_to_the_model_of_that_name(
     assert rows == 3
     assert wine.counters()["alcohol"].observations == 1
     assert iris.counters()["alcohol"].observations == 2
-    assert wine.parse_errors == {"unknown_model": 2}  # cifar's, and a record naming nothing
-    assert not iris.parse_errors
+    assert sidecar.batcher.parse_errors == {"unknown_model": 2}  # cifar's, and one naming none
+    assert not wine.parse_errors and not iris.parse_errors
 
 
 def test_which_paths_keep_their_bodies_is_remembered_within_a_bound(config: Config) -> None:
@@ -348,7 +354,7 @@ def test_a_single_model_sidecar_takes_every_record(tmp_path: Path) -> None:
     data = write_csv(tmp_path / "train.csv", training_rows(2_000))
     sidecar = build_sidecar(single, build_baseline(single, [data]))
     assert sidecar.batcher.ingest([v2_record("another-name", 13.0)]) == 1
-    assert not sidecar.monitor.parse_errors
+    assert not sidecar.monitor.parse_errors and not sidecar.batcher.parse_errors
 
 
 def test_a_models_list_of_one_takes_no_record_naming_another_model(tmp_path: Path) -> None:
@@ -373,7 +379,8 @@ def test_a_models_list_of_one_takes_no_record_naming_another_model(tmp_path: Pat
     )
     assert rows == 3
     assert sidecar.monitor.counters()["alcohol"].observations == 3
-    assert sidecar.monitor.parse_errors == {"unknown_model": 2}
+    assert sidecar.batcher.parse_errors == {"unknown_model": 2}
+    assert not sidecar.monitor.parse_errors
 
 
 def test_metrics_write_each_family_once_with_every_model(config: Config) -> None:
@@ -479,14 +486,16 @@ SOURCES: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("models", [0, 1, 2], ids=["no models list", "a list of 1", "of 2"])
 @pytest.mark.parametrize("source", sorted(SOURCES))
-def test_every_reason_the_first_model_may_count_is_exposed_from_0(
+def test_every_reason_the_source_may_count_is_exposed_from_0_under_no_model(
     tmp_path: Path, source: str, models: int
 ) -> None:
-    """The reasons the sidecar's source and its routing count under the first model (a tail
-    line too long, a CloudEvent without id, a record for no model of a models: list) are
-    exposed at 0 before the first one, as the protocols' are, so rate() and increase() see
-    that first one too.  A config without models: routes nothing: no unknown_model."""
-    from driftgauge.sources import cloudevents, tail
+    """The reasons the sidecar's source and its routing count (a tail line too long, a
+    CloudEvent without id, a POST off the prediction routes, a record for no model of a
+    models: list) are driftgauge_source_parse_errors_total's, without a model label, each at 0
+    before the first one so that rate() and increase() see that one too; they were the first
+    model's, beside its own.  Each model shows the protocols' reasons alone.  A config without
+    models: routes nothing: no unknown_model."""
+    from driftgauge.sources import cloudevents, proxy, tail
 
     raw = base_config(tmp_path) if models == 0 else two_models(tmp_path)
     if models == 1:
@@ -496,15 +505,16 @@ def test_every_reason_the_first_model_may_count_is_exposed_from_0(
     loaded = with_baselines(raw, tmp_path)
     sidecar = build_sidecar(loaded)
     shown = parse_errors_shown(sidecar)
-    expected = {"tail": tail.ERROR_REASONS, "cloudevents": cloudevents.ERROR_REASONS}
+    expected = {
+        "tail": tail.ERROR_REASONS,
+        "cloudevents": cloudevents.ERROR_REASONS,
+        "proxy": proxy.ERROR_REASONS,
+    }
     routed = ("unknown_model",) if models else ()
-    for reason in (*expected.get(source, ()), *routed, "unknown_path"):
-        assert shown.get(("wine", reason)) == 0.0, reason
-    assert models or ("wine", "unknown_model") not in shown
-    if models == 2:  # the second model: the protocols' reasons alone
-        assert ("iris", "unknown_path") in shown
-        own = set(expected.get(source, ())) | set(routed)
-        assert not {("iris", reason) for reason in own - set(PARSE_ERROR_REASONS)} & set(shown)
+    sidecars = {reason: value for (model, reason), value in shown.items() if not model}
+    assert sidecars == dict.fromkeys((*expected[source], *routed), 0.0)
+    for model in (each.model for each in loaded.all_models):
+        assert {reason for (name, reason) in shown if name == model} == set(PARSE_ERROR_REASONS)
 
 
 def test_a_label_file_s_reasons_are_exposed_from_0_under_its_model(tmp_path: Path) -> None:

@@ -128,6 +128,51 @@ def test_every_models_service_row_shows_its_sidecars_drops(tmp_path: Path) -> No
     assert set(own.group(1).split("|")) == set(counted)
 
 
+def test_every_models_service_row_shows_its_own_and_its_sidecars_parse_errors(
+    tmp_path: Path,
+) -> None:
+    """The second model's dashboard reads its own unreadable bodies (not the first model's) and
+    what its sidecar's source could not read or route (no model label), not another sidecar's."""
+    raw = base_config(tmp_path)
+    model = {k: raw.pop(k) for k in ("model", "protocol", "baseline", "features", "predictions")}
+    raw["models"] = [model, {**model, "model": 'iris "v2"', "baseline": str(tmp_path / "i.dgb")}]
+    iris = models_of(config_from_mapping(raw, base=tmp_path))[1]
+    targets = _service_targets(render_dashboard(iris.model, iris.fields, iris.alerting))
+    other = {"job": "driftgauge", "instance": "10.0.0.8:10117"}  # a sidecar of wine alone
+    series = [
+        _series("driftgauge_baseline_info", SIDECAR | {"model": "wine"}, "1x20"),
+        _series("driftgauge_baseline_info", SIDECAR | {"model": 'iris "v2"'}, "1x20"),
+        _series("driftgauge_baseline_info", other | {"model": "wine"}, "1x20"),
+    ]
+    for labels, per_minute in (
+        (SIDECAR | {"model": "wine", "reason": "invalid_json"}, 60),
+        (SIDECAR | {"model": 'iris "v2"', "reason": "invalid_json"}, 6),
+    ):
+        series.append(_series("driftgauge_parse_errors_total", labels, f"0+{per_minute}x20"))
+    for labels, per_minute in (
+        (SIDECAR | {"reason": "unknown_model"}, 12),
+        (other | {"reason": "unknown_model"}, 600),
+    ):
+        series.append(_series("driftgauge_source_parse_errors_total", labels, f"0+{per_minute}x20"))
+    tests = [
+        {
+            "expr": targets["parse error: {{reason}}"],
+            "eval_time": "10m",
+            "exp_samples": [{"labels": '{reason="invalid_json"}', "value": 0.1}],
+        },
+        {
+            "expr": targets["source parse error: {{reason}}"],
+            "eval_time": "10m",
+            "exp_samples": [{"labels": '{reason="unknown_model"}', "value": 0.2}],
+        },
+    ]
+    promtool_test(
+        tmp_path,
+        [],
+        [{"interval": "1m", "input_series": series, "promql_expr_test": tests}],
+    )
+
+
 def test_every_models_alert_annotations_show_its_sidecars_alerts(tmp_path: Path) -> None:
     """On the generated rules' alerts, each model's dashboard marks its sidecar's service alerts
     (raised under the first model's label) and DriftgaugeSidecarDown, and only its own model's

@@ -117,7 +117,7 @@ async def test_pairs_are_monitored_by_the_model_named_after_their_inferenceservi
 ) -> None:
     """Binary (Go's header spelling) and structured events, in either order, reach the model
     named by their InferenceService; an InferenceService not configured is counted
-    unknown_model under the first model; two services whose calls share a ce-id pair apart."""
+    unknown_model, under no model; two services whose calls share a ce-id pair apart."""
     async with (
         models_sidecar(tmp_path) as sidecar,
         ClientSession(timeout=ClientTimeout(total=10)) as session,
@@ -141,19 +141,17 @@ async def test_pairs_are_monitored_by_the_model_named_after_their_inferenceservi
             assert await send(session, url, message) == 200
 
         await until(lambda: observations(sidecar) == {WINE: 6, IRIS: 4}, what="both models' pairs")
-        wine, iris = sidecar.monitors
-        await until(lambda: wine.parse_errors["unknown_model"] == 2, what="the unknown service")
-        assert dict(wine.parse_errors) == {"unknown_model": 2}
-        assert not iris.parse_errors
+        router = sidecar.batcher
+        await until(lambda: router.parse_errors["unknown_model"] == 2, what="the unknown service")
+        assert dict(router.parse_errors) == {"unknown_model": 2}
+        assert all(not monitor.parse_errors for monitor in sidecar.monitors)
         for monitor in sidecar.monitors:
             await asyncio.to_thread(monitor.compute)
         samples = await asyncio.to_thread(scrape, sidecar.config.metrics.listen[1])
-    unknown = series("driftgauge_parse_errors_total", model=WINE, reason="unknown_model")
+    unknown = series("driftgauge_source_parse_errors_total", reason="unknown_model")
     assert samples[unknown] == 2
     assert not any(
-        value
-        for (name, labels), value in samples.items()
-        if name == "driftgauge_parse_errors_total" and dict(labels)["model"] == IRIS
+        value for (name, _), value in samples.items() if name == "driftgauge_parse_errors_total"
     )
     monitored = {
         dict(labels)["model"]: value
@@ -195,9 +193,10 @@ async def test_a_transformer_and_its_predictor_are_monitored_as_two_models(
             assert await send(session, url, message) == 200
         await until(lambda: observations(sidecar) == {WINE: 4, raw: 4}, what="both components")
         predictor, transformer = sidecar.monitors
-        await until(lambda: predictor.parse_errors["unknown_model"] == 1, what="the explainer")
-        assert dict(predictor.parse_errors) == {"unknown_model": 1}
-        assert not transformer.parse_errors
+        router = sidecar.batcher
+        await until(lambda: router.parse_errors["unknown_model"] == 1, what="the explainer")
+        assert dict(router.parse_errors) == {"unknown_model": 1}
+        assert not predictor.parse_errors and not transformer.parse_errors
         # Each model's adapter read every body it got (a v1 body read as v2 is a parse error).
         for monitor in (predictor, transformer):
             counters = monitor.counters()
@@ -212,7 +211,7 @@ async def test_one_inferenceservice_name_in_two_namespaces_is_monitored_as_two_m
     """Two InferenceServices named wine-a, in the namespaces prod and staging, log to one
     sidecar with the same ce-ids: prod's pairs reach the model naming ``namespace: prod``,
     staging's the one naming ``staging`` (never mixed, each with its own values), and a third
-    namespace's, which no model takes, count as unknown_model under the first model."""
+    namespace's, which no model takes, count as unknown_model, under no model."""
     staging = "wine-staging"
     blocks = (
         {"model": WINE, "protocol": "kserve-v2", "namespace": "prod"},
@@ -238,9 +237,10 @@ async def test_one_inferenceservice_name_in_two_namespaces_is_monitored_as_two_m
             assert await send(session, url, message) == 200
         await until(lambda: observations(sidecar) == {WINE: 4, staging: 4}, what="both namespaces")
         prod, stage = sidecar.monitors
-        await until(lambda: prod.parse_errors["unknown_model"] == 3, what="the dev namespace")
-        assert dict(prod.parse_errors) == {"unknown_model": 3}
-        assert not stage.parse_errors
+        router = sidecar.batcher
+        await until(lambda: router.parse_errors["unknown_model"] == 3, what="the dev namespace")
+        assert dict(router.parse_errors) == {"unknown_model": 3}
+        assert not prod.parse_errors and not stage.parse_errors
         for monitor in sidecar.monitors:
             await asyncio.to_thread(monitor.compute)
         samples = await asyncio.to_thread(scrape, sidecar.config.metrics.listen[1])

@@ -47,14 +47,19 @@ async def test_garbage_body_on_monitored_route_is_forwarded_and_counted(
 async def test_unknown_path_post_is_forwarded_and_counted_get_is_not(
     proxy: Proxy, session: ClientSession
 ) -> None:
-    """A POST off the prediction routes is forwarded and counted unknown_path; a GET is neither."""
+    """A POST off the prediction routes is forwarded and counted unknown_path, the source's (no
+    model's); a GET is neither."""
     async with session.post(proxy.url + "/v1/models/wine:explain", data=instances(2)) as response:
         assert await response.read() == instances(2)
     async with session.get(proxy.url + "/doc") as response:
         assert await response.read() == DOC
     await sentinel(proxy, session)
-    assert proxy.sample("driftgauge_parse_errors_total", reason="unknown_path") == 1
-    assert proxy.sidecar.monitor.parse_errors == {"unknown_path": 1}
+    registry = proxy.sidecar.registry
+    unknown_path = {"reason": "unknown_path"}
+    assert registry.get_sample_value("driftgauge_source_parse_errors_total", unknown_path) == 1
+    assert proxy.sample("driftgauge_parse_errors_total", reason="unknown_path") == 0
+    assert proxy.sidecar.batcher.parse_errors == {"unknown_path": 1}
+    assert not proxy.sidecar.monitor.parse_errors
 
 
 async def test_bodies_above_max_body_bytes_are_forwarded_but_not_monitored(

@@ -741,7 +741,8 @@ def test_compose_model_baseline_traffic_and_sidecar_work_together(
         if name == "driftgauge_observations_total"
     }
     assert fields == {spec.name for spec in _compose_config().fields}
-    assert [k for k, v in samples.items() if k[0] == "driftgauge_parse_errors_total" and v] == []
+    errors = ("driftgauge_parse_errors_total", "driftgauge_source_parse_errors_total")
+    assert [k for k, v in samples.items() if k[0] in errors and v] == []
     nonzero_invalid = {
         dict(labels)["reason"]
         for (name, labels), v in samples.items()

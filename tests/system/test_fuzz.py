@@ -133,14 +133,17 @@ class Harness:
         assert not self.thread.is_alive(), "the sidecar did not stop"
 
     def counts(self) -> dict[str, Any]:
-        """Rows, parse errors and drops, read on the sidecar's own loop."""
+        """Rows, parse errors (the model's and the source's) and drops, read on the sidecar's
+        own loop."""
         assert self.loop is not None and self.proxy is not None
         monitor = self.proxy.sidecar.monitor
+        router = self.proxy.sidecar.batcher
 
         async def read() -> dict[str, Any]:
             return {
                 "rows": monitor.rows_total,
                 "parse_errors": dict(monitor.parse_errors),
+                "source_parse_errors": dict(router.parse_errors),
                 "dropped": dict(monitor.dropped),
                 "failed": list(self.proxy.sidecar.health.failed) if self.proxy else [],
             }
@@ -237,7 +240,7 @@ def check_counts(harness: Harness, before: dict[str, Any], expected: Expected) -
 
         return (
             grew("parse_errors", "invalid_json"),
-            grew("parse_errors", "unknown_path"),
+            grew("source_parse_errors", "unknown_path"),
             grew("dropped", "body_too_large"),
         )
 

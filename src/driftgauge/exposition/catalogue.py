@@ -68,6 +68,7 @@ __all__ = [
     "SEGMENT_PERFORMANCE",
     "SEGMENT_PSI",
     "SEGMENT_PSI_NOISE_FLOOR",
+    "SOURCE_PARSE_ERRORS",
     "UPSTREAM_ERRORS",
     "UPSTREAM_LATENCY",
     "WINDOW_LABELS",
@@ -181,6 +182,15 @@ PARSE_ERRORS = MetricSpec(
     "counter",
     "Bodies that could not be read, by reason.",
     ("model", "reason"),
+)
+# No model label: what the sidecar's source counted before a record reached a model (a request
+# for no configured model, a path no model's protocol takes, a tail line or CloudEvent it could
+# not read) is no model's own error, whose parse_errors count only the records routed to it.
+SOURCE_PARSE_ERRORS = MetricSpec(
+    "driftgauge_source_parse_errors",
+    "counter",
+    "Records the source could not read or route to a model, by reason.",
+    ("reason",),
 )
 DROPPED = MetricSpec(
     "driftgauge_dropped", "counter", "Observations dropped, by reason.", ("model", "reason")
@@ -450,6 +460,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     INVALID,
     BIN_OBSERVATIONS,
     PARSE_ERRORS,
+    SOURCE_PARSE_ERRORS,
     DROPPED,
     ROWS,
     MISSING_FIELDS,

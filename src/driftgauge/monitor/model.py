@@ -49,8 +49,8 @@ class Monitor:
         self.version = version
         self._tally_lock = threading.Lock()  # parse errors and drops only: held for an increment
         self.parse_errors: Counter[str] = Counter()
-        # Reasons counted here besides the protocols' (the sidecar's source's, for its first
-        # model): the exposition shows each from 0, so rate() sees the first one too.
+        # Reasons counted here besides the protocols' (its label file's): the exposition shows
+        # each from 0, so rate() sees the first one too.
         self.parse_reasons: tuple[str, ...] = ()
         self.dropped: Counter[str] = Counter()
         self.fields = FieldTracker(config, baseline, clock)

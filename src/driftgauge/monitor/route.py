@@ -31,14 +31,20 @@ name written with a bare ``%`` that is no escape of it (``cpu%load``,
 form names no model.  A ``path`` pattern is searched in the path as sent,
 then in the path decoded, so it may be written either way.
 
-A record for no configured model is counted (``unknown_model``, under the
-first model) and left alone: the proxy forwards it untouched whatever
-monitoring does.
+A record for no configured model is counted (``unknown_model``) and left
+alone: the proxy forwards it untouched whatever monitoring does.  The router
+keeps that count, and the source's own (what it could not read or route:
+its records are not yet any model's), apart from every model's:
+``driftgauge_source_parse_errors_total`` has no ``model`` label, and a
+model's ``driftgauge_parse_errors_total`` counts only the records routed to
+it.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+from collections import Counter
 from collections.abc import Sequence
 
 from driftgauge.config.protocols import protocol_names
@@ -88,8 +94,15 @@ def _names_in_path(path: str) -> tuple[str, ...]:
 class Router:
     """Hands each record to the batcher of the model it is for (the several-models batcher)."""
 
-    def __init__(self, batchers: Sequence[Batcher], *, listed: bool = False) -> None:
-        """``listed``: the models come from a ``models:`` list (rule 4 above)."""
+    def __init__(
+        self,
+        batchers: Sequence[Batcher],
+        *,
+        listed: bool = False,
+        source_reasons: Sequence[str] = (),
+    ) -> None:
+        """``listed``: the models come from a ``models:`` list (rule 4 above);
+        ``source_reasons``: what the source may count (:meth:`count_parse_error`)."""
         self.batchers = list(batchers)
         self._listed = listed
         self._by_name = {
@@ -110,6 +123,17 @@ class Router:
             if batcher.monitor.config.route is not None
         ]
         self._matches: dict[str, bool] = {}
+        # The source counts on the event loop, routing in a worker thread at times.
+        self._tally_lock = threading.Lock()
+        self.parse_errors: Counter[str] = Counter()
+        # Exposed from 0, so rate() sees the first one too.
+        routing = () if self._one else ("unknown_model",)
+        self.parse_reasons: tuple[str, ...] = (*source_reasons, *routing)
+
+    def count_parse_error(self, reason: str, n: int = 1) -> None:
+        """Count a record the source could not read or route (no model's own parse error)."""
+        with self._tally_lock:
+            self.parse_errors[reason] += n
 
     def route(
         self,
@@ -148,16 +172,6 @@ class Router:
                 if pattern.search(decoded):
                     return batcher
         return None
-
-    @property
-    def reasons(self) -> tuple[str, ...]:
-        """What the routing itself may count under :attr:`monitor`."""
-        return () if self._one else ("unknown_model",)
-
-    @property
-    def monitor(self) -> Monitor:
-        """The first model's monitor: it counts what belongs to no model (drops, unknown paths)."""
-        return self.batchers[0].monitor
 
     def all_monitors(self) -> list[Monitor]:
         """Every model's monitor and its versions' (versions appear as traffic shows them)."""
@@ -210,7 +224,7 @@ class Router:
                 continue
             groups.setdefault((found, routed), []).append(record)
         if unknown:
-            self.monitor.count_parse_error("unknown_model", unknown)
+            self.count_parse_error("unknown_model", unknown)
         for (batcher, routed), group in groups.items():
             batcher.read(group, routed, into=pending.setdefault(batcher, Extraction()))
 

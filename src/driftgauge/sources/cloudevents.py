@@ -34,7 +34,7 @@ a ``Content-Type`` of ``application/cloudevents+json`` or ``application/cloudeve
 even when an event in it is unusable: that is counted, never reported back (KServe's worker
 only treats 200 as success in its log line, and a retrying sender must not resend garbage).
 A POST that is no CloudEvent at all gets 400; another method 405.  Counted reasons, passed to
-``on_error`` (``driftgauge_parse_errors_total{reason}``): ``cloudevents_not_cloudevent``,
+``on_error`` (``driftgauge_source_parse_errors_total{reason}``): ``cloudevents_not_cloudevent``,
 ``cloudevents_body_too_large``, ``cloudevents_invalid_envelope``, ``cloudevents_missing_id``,
 ``cloudevents_unknown_type``, ``cloudevents_invalid_data``, ``cloudevents_duplicate``,
 ``cloudevents_unpaired_request``, ``cloudevents_unpaired_response``,

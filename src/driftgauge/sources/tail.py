@@ -64,7 +64,7 @@ from driftgauge.typing import Record
 
 __all__ = ["CHUNK_BYTES", "ERROR_REASONS", "MAX_LINE_BYTES", "TailSource", "parse_timestamp"]
 
-# What on_error may be told (driftgauge_parse_errors_total{reason}).
+# What on_error may be told (driftgauge_source_parse_errors_total{reason}).
 ERROR_REASONS = ("invalid_json", "invalid_record", "invalid_ts", "line_too_long")
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,10 @@ from driftgauge.sources.proxy.upstream import UpstreamPool
 from driftgauge.sources.sampling import Sampler
 from driftgauge.typing import ProxyObserver
 
-__all__ = ["ProxyServer"]
+__all__ = ["ERROR_REASONS", "ProxyServer"]
+
+# What count_parse_error may be told: a body sent to a path that is no prediction route.
+ERROR_REASONS = ("unknown_path",)
 
 
 def _always() -> bool:
