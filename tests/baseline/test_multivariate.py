@@ -264,6 +264,23 @@ def test_no_more_complete_rows_than_features_is_refused(rows: int, width: int) -
     assert PcaModel.fit(MultivariateConfig(names), moments).components.shape[0] == width
 
 
+def test_a_live_row_far_beyond_the_training_range_has_a_large_error_not_0() -> None:
+    """A row's squares past float64 (values beyond about 1e154 standard deviations) made its
+    error and size inf, and inf <= 1e-9 * inf called it rounding: error 0, the best rebuilt
+    row there is, with a RuntimeWarning on stderr. Its error is its distance, and a row
+    past float64 itself (a DBL_MAX sentinel) has an infinite one."""
+    moments = Moments(2)
+    moments.add(correlated(2_000, 0.8, np.random.default_rng(4)))
+    model = PcaModel.fit(MultivariateConfig(("a", "b")), moments)
+    # b's standard deviation is 0.5: the third row's b is past float64 once standardised.
+    far = np.asarray([[1e160, -1e160], [1e200, 1e200], [10.0, 1.7976931348623157e308]])
+    errors = model.errors(np.vstack([far, [[10.0, -5.0]]]))
+    scaled = model.errors(far[:1] * 1e-150) * 1e150  # the same row, nearer: as far, to scale
+    assert errors[0] == pytest.approx(scaled[0], rel=1e-9)
+    assert errors[1] > 1e199 and errors[2] == np.inf
+    assert errors[3] == pytest.approx(float(model.errors(np.asarray([[10.0, -5.0]]))[0]))
+
+
 def test_a_feature_whose_variance_overflows_is_named() -> None:
     """Values near 1e300 square past float64: the fit names the feature instead of numpy's
     'Eigenvalues did not converge'."""

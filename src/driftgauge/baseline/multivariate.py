@@ -175,11 +175,17 @@ class PcaModel:
         linear in one another), and it followed the order the parts' moments were summed
         in, so its bins changed with the workers and from run to run.
         """
-        standard = (matrix - self.mean) / self.scale
-        rebuilt = (standard @ self.components) @ self.components.T
-        result: FloatArray = np.sqrt(np.sum((standard - rebuilt) ** 2, axis=1))
-        size = np.sqrt(np.sum(standard**2, axis=1))
-        result[result <= _NOISE * np.maximum(size, 1.0)] = 0.0
+        with _overflow_unwarned():
+            standard = (matrix - self.mean) / self.scale
+            rebuilt = (standard @ self.components) @ self.components.T
+            result: FloatArray = np.sqrt(np.sum((standard - rebuilt) ** 2, axis=1))
+            size = np.sqrt(np.sum(standard**2, axis=1))
+            far = ~np.isfinite(size)  # squares past float64: a row beyond 1e154 deviations
+            if far.any():  # their lengths scaled (inf: a row standardised past float64 itself)
+                size[far] = _norms(standard[far])
+                residual = _norms(standard[far] - rebuilt[far])
+                result[far] = np.where(np.isinf(size[far]), np.inf, residual)
+        result[(result <= _NOISE * np.maximum(size, 1.0)) & np.isfinite(result)] = 0.0
         return result
 
     def payload(self) -> dict[str, Any]:
@@ -201,6 +207,15 @@ class PcaModel:
         if mean.shape != (width,) or scale.shape != (width,) or components.shape[0] != width:
             raise ValueError("multivariate: the PCA's shapes do not match its features")
         return cls(features, mean, scale, components, float(item["explained_variance"]))
+
+
+def _norms(rows: FloatArray) -> FloatArray:
+    """Each row's length, divided by its largest value first so that no square overflows
+    (inf where a value is past float64 already)."""
+    with _overflow_unwarned():
+        largest = np.max(np.abs(rows), axis=1)
+        lengths: FloatArray = largest * np.sqrt(np.sum((rows / largest[:, None]) ** 2, axis=1))
+    return np.where(np.isinf(largest), np.inf, lengths)
 
 
 def folds(matrix: FloatArray) -> npt.NDArray[np.intp]:
