@@ -47,6 +47,10 @@ FOLDS = 10
 # Float64 rounding leaves about 1e-16 of a row's size (times the features) in its rebuilt
 # copy: from 1e-9 of it up an error is the row's, below it the rounding's (PcaModel.errors).
 _NOISE = 1e-9
+# Float32 rounds a value by at most 2^-24 of it: an FP32 payload moves each standardised value
+# by that share of x/scale, and its row's error by at most that share of |x/scale|, which is
+# at most the row's size plus |mean/scale| (PcaModel.errors).
+_FLOAT32 = 2.0**-24
 
 
 def _overflow_unwarned() -> np.errstate:
@@ -170,22 +174,22 @@ class PcaModel:
     def errors(self, matrix: FloatArray) -> FloatArray:
         """Each complete row's reconstruction error: the distance from its projection.
 
-        An error of at most ``_NOISE`` of the row's own size (in standard deviations) is 0:
-        it is the rounding of rebuilding a row the components span exactly (features
-        linear in one another), and it followed the order the parts' moments were summed
-        in, so its bins changed with the workers and from run to run.
+        An error within rounding is 0: within ``_NOISE`` of the row's own size (in
+        standard deviations), float64's rounding of rebuilding a row the components span
+        exactly (features linear in one another), which followed the order the parts'
+        moments were summed in, so its bins changed with the workers and from run to run;
+        and within float32's rounding of the row's values, which an FP32 payload carries
+        (such rows sent as float32 were off by about 1e-7 of their size, and all read as
+        drift against a baseline at 0).
         """
         with _overflow_unwarned():
             standard = (matrix - self.mean) / self.scale
             rebuilt = (standard @ self.components) @ self.components.T
-            result: FloatArray = np.sqrt(np.sum((standard - rebuilt) ** 2, axis=1))
-            size = np.sqrt(np.sum(standard**2, axis=1))
-            far = ~np.isfinite(size)  # squares past float64: a row beyond 1e154 deviations
-            if far.any():  # their lengths scaled (inf: a row standardised past float64 itself)
-                size[far] = _norms(standard[far])
-                residual = _norms(standard[far] - rebuilt[far])
-                result[far] = np.where(np.isinf(size[far]), np.inf, residual)
-        result[(result <= _NOISE * np.maximum(size, 1.0)) & np.isfinite(result)] = 0.0
+            size = _lengths(standard)
+            result = np.where(np.isinf(size), np.inf, _lengths(standard - rebuilt))
+            centre = float(np.sqrt(np.sum((self.mean / self.scale) ** 2)))
+            rounding = _NOISE * np.maximum(size, 1.0) + _FLOAT32 * (size + centre)
+        result[(result <= rounding) & np.isfinite(result)] = 0.0
         return result
 
     def payload(self) -> dict[str, Any]:
@@ -209,13 +213,17 @@ class PcaModel:
         return cls(features, mean, scale, components, float(item["explained_variance"]))
 
 
-def _norms(rows: FloatArray) -> FloatArray:
-    """Each row's length, divided by its largest value first so that no square overflows
-    (inf where a value is past float64 already)."""
+def _lengths(rows: FloatArray) -> FloatArray:
+    """Each row's length; a row whose squares pass float64 (values beyond about 1e154) is
+    divided by its largest value first (inf where a value is past float64 already)."""
     with _overflow_unwarned():
-        largest = np.max(np.abs(rows), axis=1)
-        lengths: FloatArray = largest * np.sqrt(np.sum((rows / largest[:, None]) ** 2, axis=1))
-    return np.where(np.isinf(largest), np.inf, lengths)
+        lengths: FloatArray = np.sqrt(np.sum(rows**2, axis=1))
+        far = ~np.isfinite(lengths)
+        if far.any():
+            largest = np.max(np.abs(rows[far]), axis=1)
+            scaled = largest * np.sqrt(np.sum((rows[far] / largest[:, None]) ** 2, axis=1))
+            lengths[far] = np.where(np.isinf(largest), np.inf, scaled)
+    return lengths
 
 
 def folds(matrix: FloatArray) -> npt.NDArray[np.intp]:
