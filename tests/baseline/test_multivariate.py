@@ -360,6 +360,22 @@ def test_rows_missing_a_feature_are_missing_for_the_multivariate_field(tmp_path:
     assert not counters.invalid.get("nan")
 
 
+def test_the_multivariate_field_is_never_counted_as_a_missing_field(tmp_path: Path) -> None:
+    """Rows with x2 null or without it have no reconstruction error: missing, but no request
+    carries the field, so none lacked it (driftgauge_missing_fields_total counted both, the
+    null's row too, where a JSON null is only missing)."""
+    rng = np.random.default_rng(7)
+    config = mv_config(tmp_path)
+    baseline = build_baseline(config, [training(tmp_path, rng)])
+    pipeline = wire(config, baseline, lambda: T0)
+    columns = {"x1": [10.0, 11.0, 9.0], "x2": [-5.0, None, None], "noise": [0.0, 0.1, 0.2]}
+    pipeline.monitor.ingest([Extracted(3, columns, absent={"x2": 1})], now=T0)
+    counters = pipeline.monitor.counters()
+    assert (counters["x2"].missing, counters["x2"].absent) == (2, 1)
+    error = counters["reconstruction_error"]
+    assert (error.observations, error.missing, error.absent) == (1, 2, 0)
+
+
 def test_baseline_file_round_trips_the_pca_and_check_wants_it(tmp_path: Path) -> None:
     """The saved baseline holds the PCA; a baseline built without multivariate fails `check`."""
     rng = np.random.default_rng(6)

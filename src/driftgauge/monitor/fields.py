@@ -231,7 +231,9 @@ class FieldTracker:
                     continue
                 columns, provided = collected.get(name, ([], 0))
                 if spec.type == "numeric":
-                    self._ingest_numeric(name, columns, rows - provided, slices)
+                    # No request carries the derived field: rows without its value lacked none.
+                    lacked = name != self._derived
+                    self._ingest_numeric(name, columns, rows - provided, slices, lacked)
                 else:
                     self._ingest_categorical(name, columns, rows - provided, slices)
             for piece in pieces:  # rows without a field other rows of their body held
@@ -242,8 +244,15 @@ class FieldTracker:
             self.extra_columns_total += sum(p.extra_columns for p in pieces)
 
     def _ingest_numeric(
-        self, name: str, columns: list[Any], absent: int, slices: list[dict[str, Summary]]
+        self,
+        name: str,
+        columns: list[Any],
+        absent: int,
+        slices: list[dict[str, Summary]],
+        lacked: bool = True,
     ) -> None:
+        """Add a numeric field's columns; ``absent`` rows had no value, and lacked the field
+        unless ``lacked`` is false (they are then only missing)."""
         arrays, missing, wrong, placeholders = [], absent, 0, 0
         for column in columns:
             values, m, w = to_floats(column)
@@ -266,7 +275,7 @@ class FieldTracker:
         counters = self._counters[name]
         counters.observations += len(finite)
         counters.missing += missing
-        counters.absent += absent
+        counters.absent += absent if lacked else 0
         counters.bins += bin_counts
         invalid = counters.invalid
         if wrong:
