@@ -17,8 +17,9 @@ from driftgauge.config import Config, config_from_mapping
 from driftgauge.exceptions import ProtocolError
 from driftgauge.monitor.outcomes import parse_labels
 from driftgauge.sketches import summary
-from driftgauge.typing import Extracted
+from driftgauge.typing import Extracted, Record
 from tests.feedback_support import (
+    MODEL_PATH,
     T0,
     Clock,
     Pipeline,
@@ -165,15 +166,73 @@ def test_regression_performance_matches_sklearn(
 def test_regression_labels_must_be_finite_numbers(
     regressor: tuple[Config, Baseline], clock: Clock
 ) -> None:
-    """Strings, booleans, null, NaN, ±inf and containers are invalid regression labels."""
+    """Strings other than a number's, booleans, null, NaN, ±inf and containers are invalid
+    regression labels."""
     pipeline = wire(*regressor, clock)
-    bad: list[Any] = ["3.5", True, None, float("nan"), float("inf"), -float("inf"), [1.0], {"v": 1}]
+    bad: list[Any] = [
+        *("nan", "inf", "3,5", " 3.5", "0x10", "1_000", "1e999", ""),
+        *(True, None, float("nan"), float("inf"), -float("inf"), [1.0], {"v": 1}),
+    ]
     ids = [f"x{i}" for i in range(len(bad) + 2)]
     for row_id in ids:
         pipeline.batcher.ingest([record(one_row(), row_id, regression=True)])
     result = pipeline.outcomes.label([*zip(ids, bad, strict=False), (ids[-2], 7), (ids[-1], 7.5)])
     assert result == {"matched": 2, "unmatched": 0, "invalid": len(bad)}
     assert pipeline.outcomes.pending == len(bad)  # invalid labels leave their predictions waiting
+
+
+def test_a_regression_label_written_as_a_numbers_text_is_that_number(
+    regressor: tuple[Config, Baseline], clock: Clock
+) -> None:
+    """A labels table written as text ({"label": "3.5"}) gives the number, as a label of a
+    class does its class: it was invalid, and its prediction waited for a label never to come."""
+    pipeline = wire(*regressor, clock)
+    texts = ["3.5", "-2e1", "7", "0.25", ".5", "12."]
+    for i in range(len(texts)):
+        pipeline.batcher.ingest([record(one_row(12.0 + i), f"t{i}", regression=True)])
+    result = pipeline.outcomes.label([(f"t{i}", text) for i, text in enumerate(texts)])
+    assert result == {"matched": len(texts), "unmatched": 0, "invalid": 0}
+    predicted = [score(12.0 + i, 2.2) for i in range(len(texts))]
+    mae = value(pipeline.text(), "driftgauge_performance", window="5m", metric="mae")
+    assert mae == pytest.approx(skm.mean_absolute_error([float(t) for t in texts], predicted))
+
+
+@pytest.mark.parametrize(
+    ("predicted", "labels"),
+    [((0, 1), (False, True)), ((False, True), (0, 1))],
+    ids=["codes", "booleans"],
+)
+def test_boolean_labels_meet_a_classifier_of_codes_0_and_1_as_scikit_learn_takes_them(
+    tmp_path: Path, clock: Clock, predicted: tuple[Any, Any], labels: tuple[Any, Any]
+) -> None:
+    """A classifier of codes 0/1 labelled from a boolean column (JSON true/false), or one of
+    booleans labelled 0/1: scikit-learn takes True == 1, where every label read as a wrong
+    class of its own (accuracy 0, the labels under __unseen__)."""
+    rng = np.random.default_rng(3)
+    columns = classifier_columns(600)
+    columns["class"] = [predicted[int(x > 13.0)] for x in columns["alcohol"]]
+    config, baseline = build(tmp_path, columns=columns, feedback={"prediction": "class"})
+    pipeline = wire(config, baseline, clock)
+    guesses, truth = [], []
+    for i in range(200):
+        alcohol = float(rng.normal(13.0, 1.0))
+        guess = int(alcohol > 13.0)
+        answer = {"predictions": [{"class": predicted[guess], "p_a": 0.5}]}
+        pipeline.batcher.ingest(
+            [Record(T0, {"instances": one_row(alcohol)}, answer, MODEL_PATH, f"r{i}")]
+        )
+        guesses.append(predicted[guess])
+        truth.append(labels[guess if rng.random() < 0.8 else 1 - guess])
+    result = pipeline.outcomes.label([(f"r{i}", label) for i, label in enumerate(truth)])
+    assert result == {"matched": 200, "unmatched": 0, "invalid": 0}
+    text = pipeline.text()
+    for metric, want in (
+        ("accuracy", skm.accuracy_score(truth, guesses)),
+        ("f1_macro", skm.f1_score(truth, guesses, average="macro")),
+    ):
+        assert value(text, "driftgauge_performance", window="5m", metric=metric) == pytest.approx(
+            want
+        ), metric
 
 
 def test_huge_integer_regression_labels_are_handled(

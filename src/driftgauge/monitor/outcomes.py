@@ -24,6 +24,7 @@ tailed label read before its prediction waits for it (:meth:`Outcomes.label_tail
 from __future__ import annotations
 
 import math
+import re
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -115,12 +116,14 @@ class Outcomes:
         self._id_path = compile_path(self.feedback.id_path) if self.feedback.id_path else None
         self._binning: CategoricalBinning | None = None
         self._positive: int | None = None
+        self._as_predicted: dict[str, str] = {}
         if self.feedback.task == "classification":
             binning = baseline.fields[self.feedback.prediction].summary.binning
             assert isinstance(binning, CategoricalBinning)
             self._binning = binning
             if self.feedback.positive_class is not None:
                 self._positive = binning.slot(self.feedback.positive_class)
+            self._as_predicted = _truth_spellings(binning)
         self._segment_names = list(segments.segments)
         # Held rows' prediction: the class index (classification) or the value (regression).
         self._store = PendingStore(len(self._segment_names))
@@ -359,7 +362,10 @@ class Outcomes:
             ):
                 return None
             text = canonical_category(raw)
+            text = self._as_predicted.get(text, text)
             return float(self._binning.slot(text)), category_key(text)
+        if isinstance(raw, str) and _NUMBER.fullmatch(raw):
+            raw = float(raw)
         if isinstance(raw, bool) or not isinstance(raw, int | float):
             return None
         try:  # a JSON integer may be far beyond float (and int64) range
@@ -449,3 +455,25 @@ def equal_opportunity(performance: Iterable[PerformanceStats]) -> dict[tuple[str
                 item.true_positive_rate
             )
     return {key: max(values) - min(values) for key, values in rates.items() if len(values) >= 2}
+
+
+# A regression label may be a JSON number or a string of one (a labels table written as text).
+_NUMBER = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_BOOLEAN_CODES = {"true": "1", "false": "0"}
+
+
+def _truth_spellings(binning: CategoricalBinning) -> dict[str, str]:
+    """How a boolean label meets a prediction of codes 0/1, and a 0/1 label one of booleans.
+
+    Labels and predictions are spelled one way each (:mod:`driftgauge.canonical`), so a label
+    ``true`` (a pandas boolean column) never met the class ``1`` a classifier predicted, and
+    every such label read wrong, where scikit-learn takes ``True == 1``.  Only where the
+    prediction has the one spelling and not the other.
+    """
+    seen = binning.known if binning.known is not None else frozenset(binning.categories)
+    codes, booleans = seen & {"0", "1"}, seen & {"true", "false"}
+    if codes and not booleans:
+        return dict(_BOOLEAN_CODES)
+    if booleans and not codes:
+        return {code: boolean for boolean, code in _BOOLEAN_CODES.items()}
+    return {}
