@@ -16,6 +16,7 @@ import signal
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from urllib.parse import urlsplit
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
@@ -115,6 +116,9 @@ class Sidecar:
     # Run at shutdown before the listeners close, so /readyz keeps answering 503 meanwhile.
     drainers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     shutdown: ShutdownReport = field(default_factory=ShutdownReport)
+    # Set once every listener is bound: what writes files shared with another sidecar of the
+    # same config (state snapshots, tail offsets) waits for it, see _once_serving.
+    serving: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def monitor(self) -> Monitor:
@@ -251,6 +255,17 @@ def build_sidecar(
     return sidecar
 
 
+async def _once_serving(sidecar: Sidecar, run: Callable[[], Awaitable[None]]) -> None:
+    """``run()`` once every listener is bound.
+
+    The same config started twice (a second container, a restart before the first stopped)
+    shares the state directory and offset files: the one that fails to bind must not write
+    its restored, older snapshot or its offsets over those of the one serving.
+    """
+    await sidecar.serving.wait()
+    await run()
+
+
 async def _snapshot_loop(store: StateStore, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
@@ -279,16 +294,16 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     tasks = []
     for store in stores:
         await asyncio.to_thread(store.restore)
+        snapshots = partial(_snapshot_loop, store, sidecar.config.state.interval)
         tasks.append(
-            _supervise(
-                "state snapshots",
-                sidecar.health,
-                _snapshot_loop(store, sidecar.config.state.interval),
-            )
+            _supervise("state snapshots", sidecar.health, _once_serving(sidecar, snapshots))
         )
     yield
     for task in tasks:
         await _cancel(task, "state snapshots")
+    if not sidecar.serving.is_set():  # a listener failed to bind: see _once_serving
+        sidecar.shutdown.state = "no state snapshot written (never served)"
+        return
     written = []
     for store in stores:
         try:
@@ -322,7 +337,7 @@ async def _tail_ctx(app: web.Application) -> AsyncIterator[None]:
     assert isinstance(sidecar.config.source, TailConfig)
     router = sidecar.batcher
     source = TailSource(sidecar.config.source, router.process, router.count_parse_error)
-    task = _supervise("tail", sidecar.health, source.run())
+    task = _supervise("tail", sidecar.health, _once_serving(sidecar, source.run))
     yield
     await _cancel(task, "tail")
 
@@ -385,7 +400,9 @@ async def _feedback_tail_ctx(app: web.Application) -> AsyncIterator[None]:
     """Follow the ``feedback.tail`` of each model that names one (not only the first's)."""
     sidecar = app[SIDECAR_KEY]
     tasks = [
-        _supervise("feedback tail", sidecar.health, _label_tail(monitor).run())
+        _supervise(
+            "feedback tail", sidecar.health, _once_serving(sidecar, _label_tail(monitor).run)
+        )
         for monitor in sidecar.monitors
         if monitor.config.feedback is not None and monitor.config.feedback.tail is not None
     ]
@@ -521,6 +538,7 @@ async def run_until_stopped(
         async with _listening("metrics.listen", (host, port)):
             await site.start()
         bound = runner.addresses[0][1] if runner.addresses else port
+        sidecar.serving.set()  # the source's listener was bound in runner.setup()
         log.info("metrics on %s/metrics", _url(host, bound, tls))
         if on_started is not None:
             on_started(bound)

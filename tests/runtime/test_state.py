@@ -286,19 +286,9 @@ def _append_log(path: Path, n: int, seed: int) -> None:
             handle.write(json.dumps(record) + "\n")
 
 
-@pytest.mark.parametrize(
-    ("stop", "offset_file"), [("sigterm", True), ("sigkill", True), ("sigterm", False)]
-)
-def test_restart_keeps_the_windows(tmp_path: Path, stop: str, offset_file: bool) -> None:
-    """After SIGTERM nothing is lost; after kill -9 at most one snapshot interval is; no line
-    is counted twice, with or without ``source.tail.state_file``."""
-    raw = base_config(
-        tmp_path, baseline="baseline.dgb", state={"directory": "state", "interval": "1s"}
-    )
-    if offset_file:
-        raw["source"]["tail"]["state_file"] = str(tmp_path / "tail.offset")
+def _serving_state(tmp_path: Path, raw: dict[str, Any]) -> tuple[list[str], int]:
+    """``raw`` written as config.yaml with its baseline built: the serve command and metrics port."""
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
-    port = int(raw["metrics"]["listen"].rsplit(":", 1)[1])
     write_csv(tmp_path / "train.csv", training_rows(2_000))
     command = [sys.executable, "-m", "driftgauge.cli"]
     subprocess.run(
@@ -315,9 +305,24 @@ def test_restart_keeps_the_windows(tmp_path: Path, stop: str, offset_file: bool)
         check=True,
         capture_output=True,
     )
+    port = int(raw["metrics"]["listen"].rsplit(":", 1)[1])
+    return [*command, "serve", "-c", str(tmp_path / "config.yaml")], port
+
+
+@pytest.mark.parametrize(
+    ("stop", "offset_file"), [("sigterm", True), ("sigkill", True), ("sigterm", False)]
+)
+def test_restart_keeps_the_windows(tmp_path: Path, stop: str, offset_file: bool) -> None:
+    """After SIGTERM nothing is lost; after kill -9 at most one snapshot interval is; no line
+    is counted twice, with or without ``source.tail.state_file``."""
+    raw = base_config(
+        tmp_path, baseline="baseline.dgb", state={"directory": "state", "interval": "1s"}
+    )
+    if offset_file:
+        raw["source"]["tail"]["state_file"] = str(tmp_path / "tail.offset")
+    serve, port = _serving_state(tmp_path, raw)
     log = tmp_path / "requests.jsonl"
     _append_log(log, 600, 1)
-    serve = [*command, "serve", "-c", str(tmp_path / "config.yaml")]
     first = subprocess.Popen(serve, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: scrape(port).get(WINDOW) == 600)
@@ -589,3 +594,36 @@ def test_snapshots_no_store_writes_are_named(tmp_path: Path) -> None:
     kept = [directory / state_file_name("wine"), directory / state_file_name("new")]
     assert stray_snapshots(directory, kept) == [directory / "old%20name.state"]
     assert stray_snapshots(tmp_path / "missing", kept) == []
+
+
+def _files(directory: Path) -> dict[str, tuple[int, int]]:
+    """Each file in ``directory`` by name: its inode and modification time (ns)."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in directory.iterdir()}
+
+
+def test_a_second_sidecar_that_cannot_bind_writes_no_state(tmp_path: Path) -> None:
+    """The same config started twice: the second cannot bind the metrics port, says so in one
+    line and exits 1, and writes neither a snapshot nor the tail's offset over the running
+    one's files (it wrote the snapshot it had restored, older than the running one's)."""
+    raw = base_config(
+        tmp_path, baseline="baseline.dgb", state={"directory": "state", "interval": "1h"}
+    )
+    serve, port = _serving_state(tmp_path, raw)
+    _append_log(tmp_path / "requests.jsonl", 300, 1)
+    first = subprocess.Popen(serve, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: scrape(port).get(WINDOW) == 300)
+        before = _files(tmp_path / "state")
+        assert list(before) == ["requests.jsonl.offset"]  # no snapshot for an hour yet
+        second = subprocess.run(serve, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert second.stderr.splitlines()[-1] == (
+            f"driftgauge: metrics.listen 127.0.0.1:{port}: Address already in use"
+        )
+        assert "Traceback" not in second.stderr
+        assert _files(tmp_path / "state") == before
+        assert scrape(port)[WINDOW] == 300  # the first serves on
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=20) == 0
+    assert (tmp_path / "state" / "wine.state").exists()
