@@ -20,7 +20,7 @@ from functools import partial
 from urllib.parse import urlsplit
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
-from prometheus_client import ProcessCollector
+from prometheus_client import Counter, ProcessCollector
 
 from driftgauge.baseline import Baseline, load_served
 from driftgauge.canonical import row_id
@@ -266,12 +266,13 @@ async def _once_serving(sidecar: Sidecar, run: Callable[[], Awaitable[None]]) ->
     await run()
 
 
-async def _snapshot_loop(store: StateStore, interval: float) -> None:
+async def _snapshot_loop(store: StateStore, interval: float, failures: Counter) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
             await asyncio.to_thread(store.save)
         except Exception as exc:  # a full disk must not stop monitoring; the next interval retries
+            failures.inc()
             log.error("cannot write the state snapshot %s: %s", store.path, exc)
 
 
@@ -291,10 +292,12 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
             directory,
             ", ".join(path.name for path in stray),
         )
+    failures = catalogue.STATE_SAVE_FAILURES.counter(sidecar.registry)
     tasks = []
     for store in stores:
         await asyncio.to_thread(store.restore)
-        snapshots = partial(_snapshot_loop, store, sidecar.config.state.interval)
+        failed = failures.labels(store.monitor.config.model)  # exposed at 0 from the start
+        snapshots = partial(_snapshot_loop, store, sidecar.config.state.interval, failed)
         tasks.append(
             _supervise("state snapshots", sidecar.health, _once_serving(sidecar, snapshots))
         )

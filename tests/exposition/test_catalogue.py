@@ -90,6 +90,7 @@ def test_metrics_endpoint_serves_exactly_the_catalogue(tmp_path: Path) -> None:
     proxy.request_done(200, 1.0, 1.002, 1.01, 120, 80)
     proxy.client_error("bad_request")
     proxy.queue_depth.set(2)
+    BY_NAME["driftgauge_state_save_failures"].counter(registry).labels("wine")  # state.directory
     rendered = RenderedSnapshot(registry_of(MonitorCollector(monitor, "snapshot")))
     rendered.refresh()
     body, _ = render_metrics(registry, "application/openmetrics-text; version=1.0.0", rendered)

@@ -627,3 +627,33 @@ def test_a_second_sidecar_that_cannot_bind_writes_no_state(tmp_path: Path) -> No
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=20) == 0
     assert (tmp_path / "state" / "wine.state").exists()
+
+
+SAVE_FAILURES = series("driftgauge_state_save_failures_total", model="wine")
+
+
+def test_snapshots_that_cannot_be_written_are_counted(tmp_path: Path) -> None:
+    """A snapshot the sidecar cannot write (a folder in the way of state/wine.state) counts
+    in driftgauge_state_save_failures_total, exposed at 0 from the start, not only in a log
+    line; once the way is clear the snapshot is written again and the count stays."""
+    raw = base_config(
+        tmp_path, baseline="baseline.dgb", state={"directory": "state", "interval": "1s"}
+    )
+    serve, port = _serving_state(tmp_path, raw)
+    snapshot = tmp_path / "state" / "wine.state"
+    process = subprocess.Popen(serve, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: snapshot.exists())
+        assert scrape(port)[SAVE_FAILURES] == 0
+        snapshot.unlink()
+        (snapshot / "in the way").mkdir(parents=True)
+        wait_for(lambda: scrape(port)[SAVE_FAILURES] >= 2)
+        (snapshot / "in the way").rmdir()
+        snapshot.rmdir()
+        wait_for(lambda: snapshot.is_file())
+        failed = scrape(port)[SAVE_FAILURES]
+        time.sleep(2.5)  # two more intervals, both saved
+        assert scrape(port)[SAVE_FAILURES] == failed >= 2
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0

@@ -69,6 +69,7 @@ __all__ = [
     "SEGMENT_PSI",
     "SEGMENT_PSI_NOISE_FLOOR",
     "SOURCE_PARSE_ERRORS",
+    "STATE_SAVE_FAILURES",
     "UPSTREAM_ERRORS",
     "UPSTREAM_LATENCY",
     "WINDOW_LABELS",
@@ -454,6 +455,16 @@ SAMPLING_RATE = MetricSpec(
     _MODEL,
 )
 
+# -- the sidecar's own upkeep (app.py, prometheus_client instruments) ----------------------------
+
+STATE_SAVE_FAILURES = MetricSpec(
+    "driftgauge_state_save_failures",
+    "counter",
+    "State snapshots (state.directory) that could not be written: a restart restores the "
+    "last one written.",
+    _MODEL,
+)
+
 CATALOGUE: tuple[MetricSpec, ...] = (
     OBSERVATIONS,
     MISSING,
@@ -505,5 +516,6 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     CLIENT_ERRORS,
     QUEUE_DEPTH,
     SAMPLING_RATE,
+    STATE_SAVE_FAILURES,
 )
 """Every metric driftgauge exports (besides prometheus_client's process metrics)."""
