@@ -414,6 +414,34 @@ def test_service_alerts_of_a_multi_model_sidecar_fire(tmp_path: Path) -> None:
     )
 
 
+# -- DriftgaugeStateNotSaved ---------------------------------------------------------------------
+
+
+def test_each_model_whose_snapshot_keeps_failing_alerts_under_its_own_label(tmp_path: Path) -> None:
+    """Each model's snapshot is its own file: iris failing for 15m fires under iris, wine's
+    one failure that the next interval repaired fires nothing."""
+    config = _two_models(tmp_path)
+    series = [
+        _series("driftgauge_state_save_failures_total", SIDECAR | {"model": "wine"}, "0x5 1x30"),
+        _series("driftgauge_state_save_failures_total", SIDECAR | {"model": "iris"}, "0x5 2+2x30"),
+    ]
+    rule = _rule(config, "DriftgaugeStateNotSaved")
+    alert = SIDECAR | {"model": "iris", "severity": "warning"}
+    checks = [
+        {"alertname": "DriftgaugeStateNotSaved", "eval_time": "15m", "exp_alerts": []},
+        {
+            "alertname": "DriftgaugeStateNotSaved",
+            "eval_time": "25m",
+            "exp_alerts": [_fires(rule, alert, 20)],
+        },
+    ]
+    _run(
+        tmp_path,
+        {"both": config},
+        [{"interval": "1m", "input_series": series, "alert_rule_test": checks}],
+    )
+
+
 # -- DriftgaugePerformanceDrop -------------------------------------------------------------------
 
 

@@ -44,6 +44,7 @@ from driftgauge.rules.tables import (
     PERFORMANCE,
     QUALITY,
     SERVICE,
+    STATE,
     VERSION_RECORDS,
 )
 
@@ -306,7 +307,7 @@ def _fixed(
 
 def model_groups(model: ModelRules) -> list[dict[str, Any]]:
     """The rule groups of one model: fleet recording rules, drift, version excess, data quality,
-    performance.
+    state snapshots, performance.
 
     The service alerts are the sidecar's (:func:`render_rules`), not the model's.
     """
@@ -329,6 +330,7 @@ def model_groups(model: ModelRules) -> list[dict[str, Any]]:
         {"name": f"driftgauge-drift{suffix}", "rules": alerts.drift()},
         {"name": f"driftgauge-versions{suffix}", "rules": records(VERSION_RECORDS)},
         {"name": f"driftgauge-data-quality{suffix}", "rules": _fixed(alerts, QUALITY)},
+        {"name": f"driftgauge-state{suffix}", "rules": _fixed(alerts, STATE)},
         {
             "name": f"driftgauge-performance{suffix}",
             "rules": [

@@ -1,6 +1,6 @@
 """The shipped rules that every model (or sidecar) gets as they are, as tables.
 
-The fleet recording rules, and the data-quality, service and performance
+The fleet recording rules, and the data-quality, service, state and performance
 alerts of the shipped ``alert_rules/driftgauge.rules.yml``, with ``{M}`` where
 the model's label matchers go (:mod:`driftgauge.rules.alerts` fills them in
 and adds the config's labels, severities and runbook links).
@@ -8,7 +8,15 @@ and adds the config's labels, severities and runbook links).
 
 from __future__ import annotations
 
-__all__ = ["FLEET_RECORDS", "NOT_LOST", "PERFORMANCE", "QUALITY", "SERVICE", "VERSION_RECORDS"]
+__all__ = [
+    "FLEET_RECORDS",
+    "NOT_LOST",
+    "PERFORMANCE",
+    "QUALITY",
+    "SERVICE",
+    "STATE",
+    "VERSION_RECORDS",
+]
 
 
 def _with_baseline_id(ignored: str, info: str = "driftgauge_baseline_info{M}") -> str:
@@ -164,6 +172,20 @@ SERVICE = (
         "warning",
         "driftgauge monitors only a sample of the requests of model {{ $labels.model }}",
         "The sidecar {{ $labels.instance }} has monitored at most {{ $value | humanizePercentage }} of the prediction requests of model {{ $labels.model }} for 30 minutes: monitoring is over its CPU budget or its queue. Drift figures stay unbiased but noisier (the noise floor follows the sampled count).",
+    ),
+)
+
+# Each model's snapshot is its own file, so its failures are counted under its own label.
+STATE = (
+    (
+        # Failures for 15m on end, each 10m range holding one: a failure the next interval
+        # repairs does not fire (any state.interval up to 10m).
+        "DriftgaugeStateNotSaved",
+        "increase(driftgauge_state_save_failures_total{M}[10m]) > 0",
+        "15m",
+        "warning",
+        "driftgauge cannot save the state of model {{ $labels.model }}",
+        'The sidecar {{ $labels.instance }} has failed to write the state snapshot of model {{ $labels.model }} for 15 minutes ({{ $value | printf "%.0f" }} failures in the last 10m): a restart now restores an older snapshot, and the windows since are lost.',
     ),
 )
 
