@@ -596,6 +596,39 @@ async def test_a_linked_corrupt_state_file_is_moved_aside_where_it_leads(
     assert json.loads(state.read_text())["offset"] == log.stat().st_size
 
 
+def _unblock(fifo: Path) -> None:
+    """Let an open of ``fifo`` for reading that waits for a writer go on (a tailer that read it
+    as a file waited for ever); nothing when no one waits."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@pytest.mark.parametrize("fifo_at", ["log", "state_file"])
+async def test_a_fifo_is_not_read_and_does_not_hold_the_tailer(
+    tmp_path: Path, start_tail: StartTail, caplog: pytest.LogCaptureFixture, fifo_at: str
+) -> None:
+    """A FIFO at the log's path or the state file's is no file to follow or offset to trust:
+    the tailer logs so and waits, where its open waited for a writer for ever in a worker
+    thread (driftgauge serve then never exited after SIGTERM); a file put in its place is read."""
+    log, state = tmp_path / "requests.jsonl", tmp_path / "tail.json"
+    fifo = log if fifo_at == "log" else state
+    os.mkfifo(fifo)
+    if fifo_at == "state_file":  # read once the log is there
+        log.write_bytes(lines(range(3)))
+    try:
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            tail = start_tail(log, state_file=state)
+            await tail.until(lambda: "not a regular file" in caplog.text)
+    finally:
+        _unblock(fifo)
+    assert f"cannot read {log}: not a regular file: '{fifo}'" in caplog.text
+    fifo.unlink()
+    if fifo_at == "log":
+        log.write_bytes(lines(range(3)))
+    await tail.until(lambda: len(tail.records) == 3)
+    assert tail.ids == ids(range(3))
+
+
 async def test_bad_lines_are_reported_and_good_lines_still_delivered(
     tmp_path: Path, start_tail: StartTail
 ) -> None:

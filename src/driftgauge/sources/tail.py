@@ -36,6 +36,8 @@ reported to ``on_error`` as ``invalid_json``, ``invalid_record``, ``invalid_ts``
   the new file is read from byte 0 (logged).  Without a state file for this path (or with a
   corrupt one) ``start_at`` applies ("end": after the last complete line), except that a file
   appearing after the start is read whole.
+* Only regular files are read: a FIFO at the path or the state file (whose open would wait for
+  a writer for ever) is an error like one that cannot be read, logged, and waited out.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ import json
 import logging
 import os
 import re
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,6 +148,16 @@ class _Cursor:
     skipping: bool = False  # inside an over-long line: drop bytes up to its newline
 
 
+def _open_regular(path: Path) -> int:
+    """``path`` opened for reading; OSError unless it is a regular file, where opening a FIFO
+    would wait for a writer for ever (and hold shutdown with it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"not a regular file: {str(path)!r}")
+    return fd
+
+
 @dataclass(slots=True)
 class _File:
     """An open log file, how far it has been read, and how far handed over."""
@@ -158,7 +171,7 @@ class _File:
 
     @classmethod
     def open(cls, path: Path) -> _File:
-        fd = os.open(path, os.O_RDONLY)
+        fd = _open_regular(path)
         st = os.fstat(fd)  # identity of what was opened, not of what the path names later
         return cls(fd, st.st_dev, st.st_ino)
 
@@ -507,7 +520,8 @@ class TailSource:
         if (path := self._config.state_file) is None:
             return None
         try:
-            state = json.loads(path.read_bytes())
+            with open(_open_regular(path), "rb") as handle:
+                state = json.loads(handle.read())
             if not isinstance(state, dict) or any(
                 type(state.get(k)) is not t for k, t in _STATE_TYPES.items()
             ):
