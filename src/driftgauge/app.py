@@ -3,7 +3,7 @@
 Every long-lived piece is owned by an aiohttp ``cleanup_ctx`` and stored
 under a typed ``web.AppKey``.  Background tasks keep a strong reference, are
 cancelled with a message at shutdown, and a task that dies turns readiness
-false and is logged.
+false and is logged, as does a tailer while it cannot read its log or offset.
 """
 
 from __future__ import annotations
@@ -62,12 +62,21 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class Health:
-    """What /readyz reports: started, no background task dead, upstream reachable, not stopping."""
+    """What /readyz reports: started, no background task dead, upstream reachable, not stopping,
+    no tailer stalled."""
 
     started: bool = False
     stopping: bool = False
     upstream_ok: bool | None = None  # None: no upstream (tail source)
     failed: list[str] = field(default_factory=list)
+    stalled: dict[str, str] = field(default_factory=dict)  # a tailer that cannot read, and why
+
+    def stall(self, name: str, reason: str | None) -> None:
+        """``name`` (a tailer) cannot read, and why; None: it reads again."""
+        if reason is None:
+            self.stalled.pop(name, None)
+        else:
+            self.stalled[name] = reason
 
     def ready(self) -> tuple[bool, str]:
         if self.stopping:
@@ -78,6 +87,8 @@ class Health:
             return False, "starting"
         if self.upstream_ok is False:
             return False, "upstream model server not ready"
+        if self.stalled:
+            return False, "; ".join(f"{name}: {why}" for name, why in self.stalled.items())
         return True, "ok"
 
 
@@ -339,7 +350,12 @@ async def _tail_ctx(app: web.Application) -> AsyncIterator[None]:
     sidecar = app[SIDECAR_KEY]
     assert isinstance(sidecar.config.source, TailConfig)
     router = sidecar.batcher
-    source = TailSource(sidecar.config.source, router.process, router.count_parse_error)
+    source = TailSource(
+        sidecar.config.source,
+        router.process,
+        router.count_parse_error,
+        on_stall=partial(sidecar.health.stall, "tail"),
+    )
     task = _supervise("tail", sidecar.health, _once_serving(sidecar, source.run))
     yield
     await _cancel(task, "tail")
@@ -404,7 +420,9 @@ async def _feedback_tail_ctx(app: web.Application) -> AsyncIterator[None]:
     sidecar = app[SIDECAR_KEY]
     tasks = [
         _supervise(
-            "feedback tail", sidecar.health, _once_serving(sidecar, _label_tail(monitor).run)
+            "feedback tail",
+            sidecar.health,
+            _once_serving(sidecar, _label_tail(monitor, sidecar.health).run),
         )
         for monitor in sidecar.monitors
         if monitor.config.feedback is not None and monitor.config.feedback.tail is not None
@@ -414,7 +432,7 @@ async def _feedback_tail_ctx(app: web.Application) -> AsyncIterator[None]:
         await _cancel(task, "feedback tail")
 
 
-def _label_tail(monitor: Monitor) -> TailSource:
+def _label_tail(monitor: Monitor, health: Health) -> TailSource:
     """A tailer of ``monitor``'s label log, joining its lines with ``monitor``'s predictions."""
     outcomes, feedback = monitor.outcomes, monitor.config.feedback
     assert outcomes is not None and feedback is not None and feedback.tail is not None
@@ -426,7 +444,8 @@ def _label_tail(monitor: Monitor) -> TailSource:
         monitor.count_parse_error(f"feedback_{reason}")
 
     config = TailConfig(path=feedback.tail, state_file=feedback.tail_state_file)
-    return TailSource(config, on_records, on_error, parse_line=_label_line)
+    stall = partial(health.stall, f"feedback tail of {monitor.config.model}")
+    return TailSource(config, on_records, on_error, parse_line=_label_line, on_stall=stall)
 
 
 async def _watch_upstream(config: ProxyConfig, health: Health) -> None:

@@ -10,6 +10,8 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -657,3 +659,52 @@ def test_snapshots_that_cannot_be_written_are_counted(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
+
+
+def test_a_tail_offset_that_cannot_be_read_makes_the_sidecar_unready(tmp_path: Path) -> None:
+    """A source.tail.state_file that cannot be read (a link to itself, which fails for root
+    too) keeps the tailer waiting rather than guessing where to start, and /readyz answers
+    503 naming the file, where it answered 'ok' with nothing read; once the file can be read,
+    /readyz is ok again and the lines after the saved offset, and only those, are monitored."""
+    offset = tmp_path / "tail.offset"
+    raw = base_config(tmp_path, baseline="baseline.dgb")
+    raw["source"]["tail"]["state_file"] = str(offset)
+    serve, port = _serving_state(tmp_path, raw)
+    log = tmp_path / "requests.jsonl"
+    _append_log(log, 100, 1)
+    ready = f"http://127.0.0.1:{port}/readyz"
+    first = subprocess.Popen(serve, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: scrape(port).get(WINDOW) == 100)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=20) == 0
+    saved = offset.read_bytes()
+    offset.unlink()
+    offset.symlink_to(offset.name)
+    _append_log(log, 50, 2)
+    second = subprocess.Popen(serve, stderr=subprocess.DEVNULL)
+    try:
+        reason = (
+            f"not ready: tail: cannot read {log}: [Errno 40] Too many levels of symbolic "
+            f"links: '{offset}'\n"
+        )
+        wait_for(lambda: _answer(ready) == (503, reason))
+        assert scrape(port)[series("driftgauge_rows_total", model="wine")] == 0
+        offset.unlink()
+        offset.write_bytes(saved)
+        wait_for(lambda: _answer(ready) == (200, "ready: ok\n"))
+        wait_for(lambda: scrape(port).get(WINDOW) == 50)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=20) == 0
+
+
+def _answer(url: str) -> tuple[int, str]:
+    """The status and text of a GET of ``url``, an error status too."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read().decode()

@@ -629,6 +629,34 @@ async def test_a_fifo_is_not_read_and_does_not_hold_the_tailer(
     assert tail.ids == ids(range(3))
 
 
+async def test_an_offset_file_that_cannot_be_read_is_waited_for_and_reported(
+    tmp_path: Path, start_tail: StartTail
+) -> None:
+    """An offset file that cannot be read (a link to itself: ELOOP, for root too) is told to
+    on_stall with the reason, once, and nothing is read meanwhile (not from a guessed
+    offset); once it can be read the tailer goes on from its offset and tells on_stall None."""
+    log, state = tmp_path / "requests.jsonl", tmp_path / "tail.json"
+    log.write_bytes(lines(range(5)))
+    first = start_tail(log, state_file=state)
+    await first.until(lambda: len(first.records) == 5)
+    await first.stop()
+    saved = state.read_bytes()
+    state.unlink()
+    state.symlink_to(state.name)
+    append(log, lines(range(5, 8)))
+    stalls: list[str | None] = []
+    second = start_tail(log, state_file=state, on_stall=stalls.append)
+    await second.until(lambda: bool(stalls))
+    await second.settle()
+    assert stalls == [f"cannot read {log}: [Errno 40] Too many levels of symbolic links: '{state}'"]
+    assert second.records == []
+    state.unlink()
+    state.write_bytes(saved)
+    await second.until(lambda: len(second.records) == 3)
+    assert second.ids == ids(range(5, 8))
+    assert stalls[1:] == [None]
+
+
 async def test_bad_lines_are_reported_and_good_lines_still_delivered(
     tmp_path: Path, start_tail: StartTail
 ) -> None:

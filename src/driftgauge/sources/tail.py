@@ -36,8 +36,9 @@ reported to ``on_error`` as ``invalid_json``, ``invalid_record``, ``invalid_ts``
   the new file is read from byte 0 (logged).  Without a state file for this path (or with a
   corrupt one) ``start_at`` applies ("end": after the last complete line), except that a file
   appearing after the start is read whole.
-* Only regular files are read: a FIFO at the path or the state file (whose open would wait for
-  a writer for ever) is an error like one that cannot be read, logged, and waited out.
+* A log or state file that is there but cannot be read is waited out, never guessed around:
+  logged once and told to ``on_stall`` (None once it reads again).  Only regular files are
+  read: a FIFO at either (whose open would wait for a writer for ever) is such a file.
 """
 
 from __future__ import annotations
@@ -320,8 +321,11 @@ class TailSource:
         max_batch: int = 1000,
         max_line_bytes: int = MAX_LINE_BYTES,
         parse_line: LineParser | None = None,
+        on_stall: Callable[[str | None], None] | None = None,
     ) -> None:
         self._config = config
+        # Told why the tailer cannot read (its log, or its offset, so it waits), None once it can.
+        self._on_stall = on_stall or (lambda reason: None)
         self._parse = parse_line or _parse_line  # another JSON Lines record shape (feedback)
         self._on_records, self._on_error = on_records, on_error
         self._max_batch, self._max_line = max_batch, max_line_bytes
@@ -348,7 +352,13 @@ class TailSource:
                     if str(exc) != self._last_error:  # one log line per distinct problem
                         self._last_error = str(exc)
                         logger.warning("cannot read %s: %s", self._config.path, exc)
+                        self._on_stall(f"cannot read {self._config.path}: {exc}")
                     more = False
+                else:
+                    if self._last_error:
+                        self._last_error = ""
+                        logger.info("%s can be read again", self._config.path)
+                        self._on_stall(None)
                 if not more:
                     await self._watch.wait(self._config.poll_interval)
         finally:
