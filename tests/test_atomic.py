@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from driftgauge.atomic import remove_leftovers, write_atomically
+from driftgauge.atomic import open_regular, remove_leftovers, write_atomically
 
 
 def mode(path: Path) -> int:
@@ -105,3 +105,16 @@ def test_a_link_is_written_through_and_stays_a_link(tmp_path: Path) -> None:
     os.close(descriptor)
     assert remove_leftovers(link) == 1
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["req.offset", "req.offset", "volume"]
+
+
+def test_only_a_regular_file_is_opened_for_reading(tmp_path: Path) -> None:
+    """A file (through a link too) opens; a FIFO is refused at once rather than waited on for
+    a writer, and a folder is refused too, each naming the path."""
+    write_atomically(tmp_path / "state", b"data")
+    (tmp_path / "link").symlink_to("state")
+    with open(open_regular(tmp_path / "link"), "rb") as handle:
+        assert handle.read() == b"data"
+    os.mkfifo(tmp_path / "fifo")
+    for path in (tmp_path / "fifo", tmp_path):
+        with pytest.raises(OSError, match=f"not a regular file: '{path}'"):
+            open_regular(path)

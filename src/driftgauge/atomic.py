@@ -11,6 +11,9 @@ The file gets the permissions a new file written with ``open(path, "w")``
 gets, 0666 less the umask (0644 under the usual 022), unless the caller
 asks for fewer: a baseline built by one user is read by the sidecar running
 as another (the image's user 10001).
+
+Such files are read back through :func:`open_regular`, which refuses what is
+no file (a FIFO there would hold the reader until something writes to it).
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ import contextlib
 import glob
 import os
 import secrets
+import stat
 from pathlib import Path
 
-__all__ = ["move_aside", "remove_leftovers", "write_atomically"]
+__all__ = ["move_aside", "open_regular", "remove_leftovers", "write_atomically"]
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
@@ -74,6 +78,16 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o666) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def open_regular(path: Path) -> int:
+    """A descriptor of ``path`` opened for reading; OSError unless it is a regular file,
+    where opening a FIFO would wait for a writer for ever (and hold shutdown with it)."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise OSError(f"not a regular file: {str(path)!r}")
+    return descriptor
 
 
 def move_aside(path: Path, suffix: str) -> Path:

@@ -708,3 +708,31 @@ def _answer(url: str) -> tuple[int, str]:
     except urllib.error.HTTPError as exc:
         with exc:
             return exc.code, exc.read().decode()
+
+
+def test_a_fifo_where_the_snapshot_goes_is_moved_aside_and_the_sidecar_starts(
+    tmp_path: Path,
+) -> None:
+    """A FIFO at state/wine.state is no snapshot: it is moved aside like a corrupt one, the
+    sidecar starts empty and writes its snapshots, where reading it waited for a writer for
+    ever (serve never listened, and SIGTERM did not end it)."""
+    raw = base_config(
+        tmp_path, baseline="baseline.dgb", state={"directory": "state", "interval": "1s"}
+    )
+    serve, port = _serving_state(tmp_path, raw)
+    snapshot = tmp_path / "state" / "wine.state"
+    snapshot.parent.mkdir()
+    os.mkfifo(snapshot)
+    _append_log(tmp_path / "requests.jsonl", 100, 1)
+    process = subprocess.Popen(serve, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: scrape(port).get(WINDOW) == 100, timeout=15)
+        wait_for(lambda: snapshot.is_file())
+        (aside,) = snapshot.parent.glob("wine.state.corrupt-*")
+        assert stat.S_ISFIFO(aside.lstat().st_mode)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

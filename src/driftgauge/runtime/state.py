@@ -16,8 +16,8 @@ a jump of the whole restored value: a false spike in every ``rate()``.
 Starting counters from zero is a reset Prometheus handles exactly.
 
 A snapshot that is corrupt, of a format version this one cannot read, or
-taken against another baseline is moved aside (``.corrupt-<time>``) with one
-log line, and the sidecar starts empty.  Formats 1 (held predictions as
+taken against another baseline, or no regular file (a FIFO), is moved aside
+(``.corrupt-<time>``) with one log line, and the sidecar starts empty.  Formats 1 (held predictions as
 rows) and 2 (as base64 columns inside the JSON) are still read, so an
 upgrade keeps its state.
 """
@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from driftgauge.atomic import move_aside, remove_leftovers, write_atomically
+from driftgauge.atomic import move_aside, open_regular, remove_leftovers, write_atomically
 from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.segments import SegmentCounts
 from driftgauge.monitor.tracker import HoldsState, Tracker
@@ -397,7 +397,8 @@ class StateStore:
         if not self.path.exists():
             return False
         try:
-            document = unpack(self.path.read_bytes())
+            with open(open_regular(self.path), "rb") as handle:
+                document = unpack(handle.read())
             if not isinstance(document, dict) or document.get("format") != STATE_FORMAT:
                 raise ValueError("not a driftgauge state snapshot")
             if document.get("format_version") not in READABLE_VERSIONS:

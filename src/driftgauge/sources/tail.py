@@ -50,7 +50,6 @@ import json
 import logging
 import os
 import re
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,7 +58,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from driftgauge.atomic import move_aside, write_atomically
+from driftgauge.atomic import move_aside, open_regular, write_atomically
 from driftgauge.canonical import row_id
 from driftgauge.config import TailConfig
 from driftgauge.jsonbody import decode_json, lossy, reread_exactly
@@ -149,16 +148,6 @@ class _Cursor:
     skipping: bool = False  # inside an over-long line: drop bytes up to its newline
 
 
-def _open_regular(path: Path) -> int:
-    """``path`` opened for reading; OSError unless it is a regular file, where opening a FIFO
-    would wait for a writer for ever (and hold shutdown with it)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(f"not a regular file: {str(path)!r}")
-    return fd
-
-
 @dataclass(slots=True)
 class _File:
     """An open log file, how far it has been read, and how far handed over."""
@@ -172,7 +161,7 @@ class _File:
 
     @classmethod
     def open(cls, path: Path) -> _File:
-        fd = _open_regular(path)
+        fd = open_regular(path)
         st = os.fstat(fd)  # identity of what was opened, not of what the path names later
         return cls(fd, st.st_dev, st.st_ino)
 
@@ -530,7 +519,7 @@ class TailSource:
         if (path := self._config.state_file) is None:
             return None
         try:
-            with open(_open_regular(path), "rb") as handle:
+            with open(open_regular(path), "rb") as handle:
                 state = json.loads(handle.read())
             if not isinstance(state, dict) or any(
                 type(state.get(k)) is not t for k, t in _STATE_TYPES.items()
