@@ -657,6 +657,40 @@ async def test_an_offset_file_that_cannot_be_read_is_waited_for_and_reported(
     assert stalls[1:] == [None]
 
 
+async def test_an_offset_that_cannot_be_written_is_logged_once_per_problem(
+    tmp_path: Path, start_tail: StartTail, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A state file that cannot be written (a folder in its way) is a WARNING once, not one
+    per batch read (a busy log flooded the log with them), the lines still delivered; written
+    again it says so, and failing again warns again."""
+    log, state = tmp_path / "requests.jsonl", tmp_path / "tail.json"
+    log.write_bytes(lines(range(2)))
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        tail = start_tail(log, state_file=state)
+        size = log.stat().st_size
+        await tail.until(
+            lambda: state.is_file() and json.loads(state.read_text())["offset"] == size
+        )
+        state.unlink()
+        (state / "in the way").mkdir(parents=True)
+        for batch in range(1, 6):
+            append(log, lines(range(2 * batch, 2 * batch + 2)))
+            await tail.until(lambda: len(tail.records) == 2 * batch + 2)  # noqa: B023
+        (state / "in the way").rmdir()
+        state.rmdir()
+        append(log, lines(range(12, 14)))
+        await tail.until(lambda: state.is_file())
+        state.unlink()
+        state.mkdir()
+        append(log, lines(range(14, 16)))
+        await tail.until(lambda: len(tail.records) == 16)
+        await tail.settle()
+    said = [r.getMessage() for r in caplog.records if "tail state file" in r.getMessage()]
+    failed = f"cannot write the tail state file {state}: Is a directory"
+    assert said == [failed, f"tail state file {state} written again", failed], said
+    assert tail.ids == ids(range(16))
+
+
 async def test_bad_lines_are_reported_and_good_lines_still_delivered(
     tmp_path: Path, start_tail: StartTail
 ) -> None:

@@ -262,14 +262,13 @@ def _find_by_inode(directory: Path, state: dict[str, Any]) -> _File | None:
     return None
 
 
-def _write_state(path: Path, state: dict[str, Any]) -> bool:
-    """Replace the state file atomically and durably; False (logged) when that fails."""
+def _write_state(path: Path, state: dict[str, Any]) -> str:
+    """Replace the state file atomically and durably; why that failed ("" when it did not)."""
     try:
         write_atomically(path, json.dumps(state).encode())
     except OSError as exc:
-        logger.warning("cannot write the tail state file %s: %s", path, exc.strerror or exc)
-        return False
-    return True
+        return str(exc.strerror or exc)
+    return ""
 
 
 def _close_abandoned(future: asyncio.Future[_File | None]) -> None:
@@ -329,6 +328,7 @@ class TailSource:
         self._grew = False  # the current file yielded bytes since the path was last checked
         self._rotation_seen: float | None = None
         self._saved: dict[str, Any] | None = None
+        self._save_error = ""  # why the last write of the state file failed ("" when it did not)
         self._last_error = ""
 
     async def run(self) -> None:
@@ -355,7 +355,8 @@ class TailSource:
             if (f := self._file) is not None:
                 state, state_file, self._file = self._state(f), self._config.state_file, None
                 if state is not None and state != self._saved and state_file is not None:
-                    _write_state(state_file, state)  # blocking, but only once, at shutdown
+                    # blocking, but only once, at shutdown
+                    self._wrote(state, _write_state(state_file, state))
                 os.close(f.fd)
             if (held := self._next) is not None:
                 self._next = None
@@ -550,5 +551,17 @@ class TailSource:
         state, state_file = self._state(f), self._config.state_file
         if state is None or state == self._saved or state_file is None:
             return
-        if await asyncio.to_thread(_write_state, state_file, state):
+        self._wrote(state, await asyncio.to_thread(_write_state, state_file, state))
+
+    def _wrote(self, state: dict[str, Any], error: str) -> None:
+        """Note a write of ``state``: a failure is logged once per reason, as each batch read
+        tries again, and the first write after one says so."""
+        if not error:
             self._saved = state
+            if self._save_error:
+                logger.info("tail state file %s written again", self._config.state_file)
+        elif error != self._save_error:
+            logger.warning(
+                "cannot write the tail state file %s: %s", self._config.state_file, error
+            )
+        self._save_error = error
