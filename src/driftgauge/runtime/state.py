@@ -15,11 +15,11 @@ counter would step backwards, which Prometheus reads as a reset followed by
 a jump of the whole restored value: a false spike in every ``rate()``.
 Starting counters from zero is a reset Prometheus handles exactly.
 
-A snapshot that is corrupt, of a format version this one cannot read, or
-taken against another baseline, or no regular file (a FIFO), is moved aside
-(``.corrupt-<time>``) with one log line, and the sidecar starts empty.  Formats 1 (held predictions as
-rows) and 2 (as base64 columns inside the JSON) are still read, so an
-upgrade keeps its state.
+A snapshot that is corrupt, of a format version this one cannot read, taken
+against another baseline, or no regular file (a FIFO) is moved aside
+(``.corrupt-<time>``) with one log line, and the sidecar starts empty.
+Formats 1 (held predictions as rows) and 2 (as base64 columns inside the
+JSON) are still read, so an upgrade keeps its state.
 """
 
 from __future__ import annotations
