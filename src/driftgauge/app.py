@@ -278,6 +278,7 @@ async def _once_serving(sidecar: Sidecar, run: Callable[[], Awaitable[None]]) ->
 
 
 async def _snapshot_loop(store: StateStore, interval: float, failures: Counter) -> None:
+    await asyncio.to_thread(store.tidy)  # serving: no other sidecar's save is in progress
     while True:
         await asyncio.sleep(interval)
         try:

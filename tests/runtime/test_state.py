@@ -75,7 +75,7 @@ def test_round_trip_restores_every_window(
     assert before.compute(NOW).fields == after.compute(NOW).fields
 
 
-def test_a_restore_removes_what_a_save_killed_midway_left(
+def test_what_a_save_killed_midway_left_is_removed_and_the_snapshot_restored(
     tmp_path: Path,
     make_config: Callable[..., Config],
     make_baseline: Callable[..., Baseline],
@@ -97,6 +97,7 @@ def test_a_restore_removes_what_a_save_killed_midway_left(
     assert len(list(store.directory.iterdir())) == 3
     restarted = StateStore(store.directory, _monitor(config, baseline))
     with caplog.at_level("INFO", logger="driftgauge.runtime.state"):
+        restarted.tidy()
         assert restarted.restore()
     assert list(store.directory.iterdir()) == [store.path]
     assert "removed 2 unfinished snapshot file(s)" in caplog.text
@@ -606,7 +607,8 @@ def _files(directory: Path) -> dict[str, tuple[int, int]]:
 def test_a_second_sidecar_that_cannot_bind_writes_no_state(tmp_path: Path) -> None:
     """The same config started twice: the second cannot bind the metrics port, says so in one
     line and exits 1, and writes neither a snapshot nor the tail's offset over the running
-    one's files (it wrote the snapshot it had restored, older than the running one's)."""
+    one's files (it wrote the snapshot it had restored, older than the running one's), nor
+    removes the temporary of a save the running one has in progress."""
     raw = base_config(
         tmp_path, baseline="baseline.dgb", state={"directory": "state", "interval": "1h"}
     )
@@ -625,6 +627,12 @@ def test_a_second_sidecar_that_cannot_bind_writes_no_state(tmp_path: Path) -> No
         assert "Traceback" not in second.stderr
         assert _files(tmp_path / "state") == before
         assert scrape(port)[WINDOW] == 300  # the first serves on
+        # The first one's save in progress: the second's restore took its temporary for one
+        # a killed sidecar left, and removed it, so that save failed.
+        (tmp_path / "state" / ".wine.state.0123456789ab.tmp").write_bytes(b"half a snapsh")
+        before = _files(tmp_path / "state")
+        assert subprocess.run(serve, capture_output=True, timeout=60).returncode == 1
+        assert _files(tmp_path / "state") == before
     finally:
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=20) == 0
