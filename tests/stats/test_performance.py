@@ -128,6 +128,22 @@ def test_probability_scores_skip_pairs_without_a_probability() -> None:
     assert close(got["brier"], skm.brier_score_loss(y, probability[keep], pos_label=1))
 
 
+def test_probability_scores_leave_out_values_outside_0_and_1() -> None:
+    """A logit or a percentage configured as the probability (1.7, -0.3, 85) is no
+    probability: scikit-learn refuses it, and clipping it scored it as a confident one (log
+    loss 36 for each wrong 1.7); it is left out of log loss and Brier, as a missing one is."""
+    truth, predicted, probability = classification_data(4, n=400)
+    probability[::4] = [1.7, -0.3, 85.0, -np.inf, np.inf] * 20
+    stats = ClassificationStats(CLASSES, positive=0)
+    stats.add(truth, predicted, probability)
+    keep = (probability >= 0) & (probability <= 1)
+    y = (truth[keep] == 0).astype(int)
+    got = stats.metrics()
+    assert stats.scored == int(keep.sum()) == 300
+    assert close(got["log_loss"], skm.log_loss(y, probability[keep], labels=[0, 1]))
+    assert close(got["brier"], skm.brier_score_loss(y, probability[keep], pos_label=1))
+
+
 def test_probabilities_of_zero_and_one_give_a_finite_log_loss() -> None:
     """A confidently wrong probability (0 or 1) is clipped, so the log loss stays finite."""
     stats = ClassificationStats(CLASSES, positive=0)

@@ -64,7 +64,9 @@ class ClassificationStats:
         if differ is not None:
             self.mixed += np.bincount(truth[differ & (truth == predicted)], minlength=k)
         if probability is not None and self.positive is not None:
-            keep = np.isfinite(probability)
+            # A value outside [0, 1] is no probability (a logit, a percentage): left out, as a
+            # missing one is, where clipping it would score it as a confident probability.
+            keep = (probability >= 0.0) & (probability <= 1.0)
             p = np.clip(probability[keep], _EPS, 1 - _EPS)
             y = (truth[keep] == self.positive).astype(np.float64)
             self.log_loss_sum += float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).sum())
