@@ -85,6 +85,17 @@ def test_a_missing_field_is_a_data_error_naming_it(tmp_path: Path) -> None:
         DaskRunner(frame).run(TallyState(FIELDS), "tally")
 
 
+def test_a_csv_of_another_separator_is_refused_as_locally(tmp_path: Path) -> None:
+    """A ';' export read by Dask was one column named 'alcohol;ash;region;class', so the
+    config's fields were missing; it is refused with the local build's line."""
+    from driftgauge.baseline.dask import read_data
+
+    path = tmp_path / "eu.csv"
+    path.write_text("alcohol;ash;region;class\n13,2;2,1;north;a\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"eu\.csv: the header is one column, .* ';' between"):
+        read_data([str(path)], FIELDS)
+
+
 def test_build_baseline_on_dask_equals_the_local_build_twice(
     tmp_path: Path, dask_client: Any, make_config: Callable[..., Config]
 ) -> None:

@@ -589,6 +589,27 @@ def test_init_errors_are_one_line(tmp_path: Path) -> None:
     one_line_error(run("init", "--data", tmp_path / "nope.csv", "-o", tmp_path / "e.yaml"), "nope")
 
 
+def test_a_semicolon_csv_is_refused_by_init_and_baseline_alike(tmp_path: Path) -> None:
+    """A spreadsheet's ';' export with decimal commas was one column to init, which wrote a
+    config of one categorical feature 'alcohol;color;region;class' (exit 0); both commands
+    now refuse it with the same line, naming the file and the separator."""
+    train = tmp_path / "eu.csv"
+    train.write_text(
+        "alcohol;color;region;class\n"
+        + "".join(f"13,{i % 10};5,{i % 7};north;{i % 3}\n" for i in range(200)),
+        encoding="utf-8",
+    )
+    result = run("init", "--data", train, "-o", tmp_path / "eu.yaml")
+    line = one_line_error(result, "eu.csv: the header is one column", "';' between", "Parquet")
+    assert result.returncode == 4
+    assert not (tmp_path / "eu.yaml").exists()
+    other = write_csv(tmp_path / "t.csv", {"alcohol": [1.5, 2.5], "class": ["a", "b"]})
+    config = tmp_path / "c.yaml"
+    assert run("init", "--data", other, "--predictions", "class", "-o", config).returncode == 0
+    built = run("baseline", "-c", config, "--data", train, "-o", tmp_path / "c.dgb")
+    assert one_line_error(built) == line and built.returncode == 4
+
+
 @pytest.mark.parametrize("text", ['[{"x": 1}, {"x": 2}]\n', '[\n  {"x": 1},\n  {"x": 2}\n]\n'])
 def test_a_json_array_file_is_refused_saying_how_to_convert(tmp_path: Path, text: str) -> None:
     """A .json file holding one array (pandas' to_json(orient="records")) gets the line

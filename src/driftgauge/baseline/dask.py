@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from driftgauge.baseline.chunks import CHUNK_ROWS, Chunk, arrow_chunk, require_columns
+from driftgauge.baseline.datafiles import require_separator
 from driftgauge.baseline.inputs import location_format
 from driftgauge.baseline.passes import ClassPass, SketchPass
 from driftgauge.baseline.runner import PassState
@@ -266,9 +267,9 @@ def read_data(locations: Sequence[str], fields: Sequence[FieldSpec]) -> Any:
             tabs = [x for x in group if x.lower().endswith(".tsv")]
             if tabs and len(tabs) < len(group):
                 raise DataError(f"{', '.join(tabs[:3])}: give TSV and CSV files in separate builds")
-            frame = dd.read_csv(
-                group, sep="\t" if tabs else ",", dtype=types, blocksize=PARTITION_BYTES
-            )
+            sep = "\t" if tabs else ","
+            frame = dd.read_csv(group, sep=sep, dtype=types, blocksize=PARTITION_BYTES)
+            require_separator(", ".join(group[:3]), list(frame.columns), sep)
         else:
             frame = dd.read_json(group, lines=True, blocksize=64 << 20, dtype=types)
         require_columns(", ".join(group[:3]), list(frame.columns), fields)

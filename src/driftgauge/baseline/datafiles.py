@@ -43,6 +43,7 @@ __all__ = [
     "part_batches",
     "read_chunks",
     "require_lines",
+    "require_separator",
 ]
 
 try:
@@ -389,6 +390,8 @@ def _arrow_text_chunks(
     block = 1 << 22
     try:
         if fmt == "csv":
+            # First: the reader parses its first block at once, and says less of a bad header.
+            require_columns(source.name, _csv_header(source, source.delimiter), fields)
             parse, convert = _csv_options(source, fields, text)
             reader = pa_csv.open_csv(
                 handle,
@@ -396,7 +399,6 @@ def _arrow_text_chunks(
                 parse_options=parse,
                 convert_options=convert,
             )
-            require_columns(source.name, _csv_header(source, source.delimiter), fields)
         else:
             reader = pa_json.open_json(
                 handle,
@@ -465,7 +467,39 @@ def _csv_header(source: DataInput, delimiter: str) -> list[str]:
     # utf-8-sig: a byte order mark (spreadsheet exports) is not part of the first name;
     # pyarrow drops it too, and columns are matched by exact name.
     with io.TextIOWrapper(source.open(), newline="", encoding="utf-8-sig") as text:
-        return next(csv.reader(text, delimiter=delimiter), [])
+        header = next(csv.reader(text, delimiter=delimiter), [])
+    require_separator(source.name, header, delimiter)
+    return header
+
+
+# What a CSV export may put between its columns, as messages name it.
+_SEPARATORS = {",": "','", "\t": "tabs", ";": "';'", "|": "'|'"}
+# The separators read, the files they are read in, and those files as messages name them.
+_READ_IN = {",": (".csv", "a comma-separated file"), "\t": (".tsv", "a tab-separated file")}
+
+
+def require_separator(name: str, header: Sequence[str], delimiter: str) -> None:
+    """A DataError when a CSV ``header``, read with ``delimiter`` (``,`` for .csv, a tab for
+    .tsv), is one column that another separator splits: a spreadsheet's ``;`` export, read
+    whole, would otherwise be one column of text named after all of them."""
+    if len(header) != 1:
+        return
+    others = [s for s in _SEPARATORS if s != delimiter]
+    found = next((s for s in others if len(next(csv.reader(header, delimiter=s))) > 1), None)
+    if found is None:
+        return
+    shown = header[0] if len(header[0]) <= 60 else header[0][:57] + "..."
+    if found in _READ_IN:
+        suffix, what = _READ_IN[found]
+        read = f"a {_READ_IN[delimiter][0]} file is read with {_SEPARATORS[delimiter]} between"
+        fix = f"columns; name {what} {suffix}"
+    else:
+        read = "driftgauge reads ',' (.csv) or tabs (.tsv) between"
+        fix = "columns; save the file with ',' (and '.' as the decimal point) or as Parquet"
+    raise DataError(
+        f"{name}: the header is one column, {shown!r}, with {_SEPARATORS[found]} between "
+        f"names: {read} {fix}"
+    )
 
 
 def _stdlib_csv_chunks(
@@ -476,6 +510,7 @@ def _stdlib_csv_chunks(
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         reader = csv.reader(text, delimiter=delimiter)
         header = next(reader, [])
+        require_separator(source.name, header, delimiter)
         require_columns(source.name, header, fields)
         positions = [header.index(f.name) for f in fields]
         rows: list[list[str]] = []

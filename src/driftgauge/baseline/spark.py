@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from driftgauge.baseline.chunks import CHUNK_ROWS, arrow_chunk, require_columns
+from driftgauge.baseline.datafiles import require_separator
 from driftgauge.baseline.inputs import location_format
 from driftgauge.baseline.runner import PassState
 from driftgauge.config import FieldSpec
@@ -247,9 +248,10 @@ def _read(session: Any, fmt: str, locations: list[str]) -> Any:
     tabs = [x for x in locations if x.lower().endswith(".tsv")]
     if tabs and len(tabs) < len(locations):
         raise DataError(f"{_shown(tabs)}: give TSV and CSV files in separate builds")
-    return session.read.csv(
-        locations, header=True, sep="\t" if tabs else ",", quote='"', escape='"'
-    )
+    sep = "\t" if tabs else ","
+    frame = session.read.csv(locations, header=True, sep=sep, quote='"', escape='"')
+    require_separator(_shown(locations), frame.columns, sep)
+    return frame
 
 
 def _typed(frame: Any, fields: Sequence[FieldSpec], fmt: str) -> list[Any]:
