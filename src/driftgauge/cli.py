@@ -101,7 +101,12 @@ def _parser() -> argparse.ArgumentParser:
         "--server", metavar="URL", help="a KServe v2 / Open Inference Protocol server"
     )
     init.add_argument("--model", metavar="NAME", help="the model (needed with --server)")
-    init.add_argument("--protocol", choices=get_args(ProtocolName), default=None)
+    init.add_argument(
+        "--protocol",
+        choices=get_args(ProtocolName),
+        default=None,
+        help="the request format (default kserve-v2); jsonpath gives each field a path to review",
+    )
     init.add_argument("-o", "--output", required=True, type=Path, metavar="CONFIG")
     init.add_argument("--force", action="store_true", help="overwrite an existing CONFIG")
 

@@ -11,6 +11,7 @@ import re
 import shlex
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 from driftgauge.config import load_config
 from driftgauge.config.validation import label_value
 from driftgauge.exceptions import DataError
+from driftgauge.jsonpath_syntax import JsonPath, compile_path
 from driftgauge.starter import (
     CATEGORICAL_MAX_DISTINCT,
     DataSample,
@@ -35,8 +37,8 @@ from driftgauge.starter import (
     sample_data,
     write_starter,
 )
-from driftgauge.starter.plan import _scalar
-from tests.helpers import serving
+from driftgauge.starter.plan import _scalar, member_path
+from tests.helpers import answers_ok, free_port, scrape, series, serving, wait_for
 
 CLI = [sys.executable, "-m", "driftgauge.cli"]
 
@@ -476,11 +478,104 @@ def test_variable_width_tensor_and_other_protocols_are_refused() -> None:
         plan_starter(None, metadata(WIDE, PREDICT), protocol="kserve-v1")
 
 
-def test_jsonpath_protocol_is_refused_from_data_alone(tmp_path: Path) -> None:
-    """init cannot guess JSON paths."""
+def test_jsonpath_protocol_gives_each_field_a_path_by_its_name(tmp_path: Path) -> None:
+    """`init --protocol jsonpath`, listed in --help, was refused ('init cannot guess each
+    field's JSON path'); each field now reads its name in the rows of the bodies, and the
+    file says to review those paths."""
     sample = sample_data(write_csv(tmp_path / "t.csv", columns()))
-    with pytest.raises(StarterError, match="JSON path"):
-        plan_starter(sample, None, protocol="jsonpath")
+    plan = plan_starter(sample, None, predictions=["class"], protocol="jsonpath")
+    write_starter(render_starter(plan, "t.dgb"), tmp_path / "c.yaml")
+    config = load_config(tmp_path / "c.yaml")
+    assert config.protocol == "jsonpath"
+    assert {f.name: f.path for f in config.features + config.predictions} == {
+        "alcohol": "$.rows[*].alcohol",
+        "flag": "$.rows[*].flag",
+        "grade": "$.rows[*].grade",
+        "magnesium": "$.rows[*].magnesium",
+        "region": "$.rows[*].region",
+        "class": "$.predictions[*].class",
+    }
+    assert "REVIEW: write where your server's bodies hold each field" in (
+        tmp_path / "c.yaml"
+    ).read_text(encoding="utf-8")
+
+
+@given(st.text(min_size=1, max_size=40).filter(lambda s: _label_ok(s)))
+def test_a_member_path_reads_back_as_the_name(name: str) -> None:
+    """Any name a field may have (spaces, dots, quotes, brackets, backslashes, non-ASCII)
+    makes a path that compiles to that one member, and survives the YAML it is written in."""
+    path = member_path("$.rows[*]", name)
+    assert compile_path(path) == JsonPath(path, ("rows",), (name,))
+    line = f"  - {{name: x, type: numeric, path: {json.dumps(path, ensure_ascii=False)}}}\n"
+    assert yaml.safe_load(line)[0]["path"] == path
+
+
+class _RowsHandler(http.server.BaseHTTPRequestHandler):
+    """A home-made model server: {"rows": [...]} -> {"predictions": [{"class": "a"}, ...]}."""
+
+    def do_POST(self) -> None:
+        rows = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["rows"]
+        body = json.dumps({"predictions": [{"class": "a"} for _ in rows]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+def test_a_jsonpath_config_of_tricky_names_is_served_as_init_wrote_it(tmp_path: Path) -> None:
+    """init --protocol jsonpath on names with spaces, slashes, quotes, dots, brackets and
+    non-ASCII: baseline and check pass, and a real serve in front of a server reads every
+    field of a real request with those names."""
+    names = [*TRICKY_NAMES, "a.b", "back\\slash", "x-y", "plain"]
+    data = {name: [float(i % 17) + 0.5 for i in range(200)] for name in names}
+    data["class"] = [["a", "b"][i % 2] for i in range(200)]
+    train = write_csv(tmp_path / "t.csv", data)
+    config = tmp_path / "c.yaml"
+    result = run(
+        "init", "--data", train, "--predictions", "class", "--protocol", "jsonpath", "-o", config
+    )
+    assert result.returncode == 0, result.stderr
+    assert run("baseline", "-c", config, "--data", train, "-o", tmp_path / "c.dgb").returncode == 0
+    assert run("check", "-c", config).returncode == 0
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RowsHandler)) as upstream:
+        proxy, metrics = free_port(), free_port()
+        raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+        raw["source"]["proxy"] |= {
+            "listen": f"127.0.0.1:{proxy}",
+            "upstream": f"http://127.0.0.1:{upstream.server_address[1]}",
+        }
+        raw["metrics"]["listen"] = f"127.0.0.1:{metrics}"
+        config.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+        process = subprocess.Popen([*CLI, "serve", "-c", str(config)], stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: answers_ok(f"http://127.0.0.1:{metrics}/readyz"))
+            rows = [dict.fromkeys(names, 1.5) for _ in range(3)]
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{proxy}/score", data=json.dumps({"rows": rows}).encode()
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert json.load(response) == {"predictions": [{"class": "a"}] * 3}
+            seen = {
+                (role, name): series(
+                    "driftgauge_observations_total", feature=name, model="t", role=role
+                )
+                for role, name in [("input", n) for n in names] + [("prediction", "class")]
+            }
+            samples = wait_for(
+                lambda: (
+                    (got := scrape(metrics)) and all(got.get(s) == 3 for s in seen.values()) and got
+                ),
+                what="every field observed 3 times",
+            )
+            missing = series("driftgauge_missing_total", feature="plain", model="t", role="input")
+            assert samples[missing] == 0
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
 
 
 def test_predictions_must_be_columns_of_the_file(tmp_path: Path) -> None:

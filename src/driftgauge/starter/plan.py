@@ -4,16 +4,20 @@ Model metadata types tensors by datatype (FP*, INT*, UINT* numeric; BYTES,
 BOOL categorical); where the training file holds the column too, its values
 decide.  Tensors holding one value per row are matched by name; once any
 holds several, every value is matched by position (see ``_tensor_fields``).
-The YAML says in comments what to review, and is checked to load before it
-is written.
+With ``jsonpath``, each field reads its name in the rows of the bodies
+(:data:`JSONPATH_ROWS`), bracket-quoted where JSONPath's ``.name`` cannot
+hold it.  The YAML says in comments what to review, and is checked to load
+before it is written.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import re
 import shlex
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -49,6 +53,10 @@ _NUMERIC_DATATYPES = frozenset(
     | {"UINT8", "UINT16", "UINT32", "UINT64"}
 )
 _CATEGORICAL_DATATYPES = frozenset({"BYTES", "BOOL"})
+# The rows of the bodies a jsonpath starter assumes, each an object keyed by the field names;
+# the config's comments ask for the server's own paths.
+JSONPATH_ROWS = {"feature": "$.rows[*]", "prediction": "$.predictions[*]"}
+_SHORTHAND = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a member name JSONPath's .name takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +66,7 @@ class StarterField:
     name: str
     type: FieldType
     note: str
+    path: str | None = None  # jsonpath: where in the body
 
 
 @dataclass(slots=True)
@@ -103,6 +112,20 @@ def _from_tensor(
     if kind == "numeric" and tensor.datatype.startswith(("INT", "UINT")):
         note += "; REVIEW: categorical if these are class labels or codes"
     return StarterField(name, kind, note)
+
+
+def member_path(rows: str, name: str) -> str:
+    """The JSONPath of member ``name`` of each row ``rows`` selects: ``.name`` for a plain
+    ASCII identifier, else quoted in brackets (``['sepal length (cm)']``, ``['it\\'s']``),
+    which any label value may be (spaces, dots, quotes, brackets, non-ASCII)."""
+    if _SHORTHAND.fullmatch(name):
+        return f"{rows}.{name}"
+    quoted = name.replace("\\", "\\\\").replace("'", "\\'")
+    return f"{rows}['{quoted}']"
+
+
+def _with_paths(fields: list[StarterField], role: str) -> list[StarterField]:
+    return [replace(f, path=member_path(JSONPATH_ROWS[role], f.name)) for f in fields]
 
 
 def _require_columns(sample: DataSample, names: Iterable[str], what: str, hint: str = "") -> None:
@@ -210,16 +233,22 @@ def plan_starter(
         metadata = None
     if metadata is None:
         assert sample is not None
-        if protocol == "jsonpath":
-            raise StarterError(
-                "--protocol jsonpath: init cannot guess each field's JSON path; "
-                "write the config with another protocol and add the paths by hand"
-            )
         usable = {c.name: c for c in sample.columns if c.type is not None}
         features = [_from_data(c) for c in usable.values() if c.name not in predictions]
         outputs = [_from_data(usable[p]) for p in predictions]
         if not features:
             raise StarterError(f"{sample.path}: no feature columns besides the predictions")
+        if protocol == "jsonpath":
+            features = _with_paths(features, "feature")
+            outputs = _with_paths(outputs, "prediction")
+            notes.append(
+                "protocol jsonpath: each field's path is a guess, for a request "
+                '{"rows": [{"<feature>": value, ...}, ...]} and a response '
+                '{"predictions": [{"<prediction>": value, ...}, ...]}. REVIEW: write '
+                "where your server's bodies hold each field (JSONPath: .name, ['any key'], "
+                "[0], one [*] for the rows of a batch); the training file's columns keep "
+                "the names."
+            )
         name = model or _model_name(sample.path)
         return Starter(
             name, protocol or "kserve-v2", server, features, outputs, sample, None, notes
@@ -276,7 +305,9 @@ def _scalar(value: str) -> str:
 
 
 def _field_line(spec: StarterField) -> str:
-    return f"  - {{name: {_scalar(spec.name)}, type: {spec.type}}}  # {spec.note}"
+    # A JSON string is a YAML double-quoted scalar: the path's single quotes stay single.
+    path = f", path: {json.dumps(spec.path, ensure_ascii=False)}" if spec.path else ""
+    return f"  - {{name: {_scalar(spec.name)}, type: {spec.type}{path}}}  # {spec.note}"
 
 
 def _comment(lines: Iterable[str], indent: str = "") -> list[str]:
