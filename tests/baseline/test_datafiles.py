@@ -473,3 +473,36 @@ def test_a_one_column_csv_is_read(tmp_path: Path, reader: str) -> None:
         datafiles.read_chunks(path, [FieldSpec("sepal length (cm)", "numeric", "input")])
     )
     assert chunk.columns["sepal length (cm)"].values.tolist() == [1.5, 2.5]
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("", "the file is empty \\(no header row\\)"),
+        ("\ufeff", "the file is empty \\(no header row\\)"),
+        ("\nx,c\n1.5,a\n", "line 1 is blank: a CSV file's first line is its header"),
+    ],
+)
+def test_a_csv_without_a_header_line_says_so(
+    tmp_path: Path, reader: str, text: str, said: str
+) -> None:
+    """An empty CSV file was "no column named 'x' (the config's fields)" to baseline and "the
+    file is empty" to init; a blank first line was that too to the build, which reads the
+    first line as the header, where pyarrow's reader takes the next. Every reader now
+    names the problem."""
+    path = tmp_path / "t.csv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=rf"t\.csv: {said}$"):
+        list(datafiles.read_chunks(path, [FieldSpec("x", "numeric", "input")]))
+
+
+@pytest.mark.parametrize("text", ["", "\n\n"])
+def test_a_json_lines_file_without_a_record_has_no_rows(
+    tmp_path: Path, reader: str, text: str
+) -> None:
+    """pyarrow's reader refused it ('cannot read JSONL data: Empty JSON stream'), failing a
+    build of several files, where the standard library's read no rows, as for a CSV file
+    of its header alone."""
+    path = tmp_path / "t.jsonl"
+    path.write_text(text, encoding="utf-8")
+    assert list(datafiles.read_chunks(path, [FieldSpec("x", "numeric", "input")])) == []

@@ -705,6 +705,30 @@ def test_a_semicolon_csv_is_refused_by_init_and_baseline_alike(tmp_path: Path) -
     assert one_line_error(built) == line and built.returncode == 4
 
 
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("t.csv", "a,b,c\n"), ("t.csv", "a,b,c\n\n"), ("t.jsonl", ""), ("t.jsonl", "\n")],
+)
+def test_a_training_file_without_rows_writes_no_config(
+    tmp_path: Path, name: str, text: str
+) -> None:
+    """A CSV header alone made a config of fields all 'guessed numeric' (exit 0) that no
+    baseline could be built for; a JSON Lines file without a record was 'no feature
+    columns besides the predictions' (exit 1); both now say the file holds no rows."""
+    train = tmp_path / name
+    train.write_text(text, encoding="utf-8")
+    result = run("init", "--data", train, "-o", tmp_path / "c.yaml")
+    one_line_error(result, f"{name}: holds no rows (no config written)")
+    assert result.returncode == 4 and not (tmp_path / "c.yaml").exists()
+
+
+def test_a_parquet_file_without_rows_writes_no_config(tmp_path: Path) -> None:
+    """A Parquet file of a schema alone, as a CSV header alone."""
+    pq.write_table(pa.table({"x": pa.array([], pa.float64())}), tmp_path / "t.parquet")
+    with pytest.raises(DataError, match=r"t\.parquet: holds no rows"):
+        plan_starter(sample_data(tmp_path / "t.parquet"), None)
+
+
 @pytest.mark.parametrize("text", ['[{"x": 1}, {"x": 2}]\n', '[\n  {"x": 1},\n  {"x": 2}\n]\n'])
 def test_a_json_array_file_is_refused_saying_how_to_convert(tmp_path: Path, text: str) -> None:
     """A .json file holding one array (pandas' to_json(orient="records")) gets the line

@@ -37,6 +37,7 @@ from driftgauge.exceptions import DataError, first_line
 __all__ = [
     "NotNumbers",
     "arrow_available",
+    "csv_header",
     "csv_rows",
     "file_format",
     "parquet_metadata",
@@ -419,6 +420,7 @@ _READ_BY_THE_STANDARD_LIBRARY = (
     " changed from ",
     "Number too big to be stored in double",
     " was specified twice ",
+    "Empty JSON stream",  # no record: no rows, as a CSV file of its header alone
 )
 
 
@@ -467,8 +469,19 @@ def _csv_header(source: DataInput, delimiter: str) -> list[str]:
     # utf-8-sig: a byte order mark (spreadsheet exports) is not part of the first name;
     # pyarrow drops it too, and columns are matched by exact name.
     with io.TextIOWrapper(source.open(), newline="", encoding="utf-8-sig") as text:
-        header = next(csv.reader(text, delimiter=delimiter), [])
-    require_separator(source.name, header, delimiter)
+        return csv_header(csv.reader(text, delimiter=delimiter), source.name, delimiter)
+
+
+def csv_header(reader: Any, name: str, delimiter: str) -> list[str]:
+    """The header, the first row a ``csv.reader`` of the file ``name`` gives; a DataError
+    when there is none (an empty file), when it is blank (pyarrow's reader would take the
+    next line, the parts of a build the blank one), or when another separator splits it."""
+    header: list[str] | None = next(reader, None)
+    if header is None:
+        raise DataError(f"{name}: the file is empty (no header row)")
+    if not header:
+        raise DataError(f"{name}: line 1 is blank: a CSV file's first line is its header")
+    require_separator(name, header, delimiter)
     return header
 
 
@@ -509,8 +522,7 @@ def _stdlib_csv_chunks(
     with source.open() as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         reader = csv.reader(text, delimiter=delimiter)
-        header = next(reader, [])
-        require_separator(source.name, header, delimiter)
+        header = csv_header(reader, source.name, delimiter)
         require_columns(source.name, header, fields)
         positions = [header.index(f.name) for f in fields]
         rows: list[list[str]] = []

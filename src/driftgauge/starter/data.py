@@ -24,7 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from driftgauge.baseline.datafiles import csv_rows, require_lines, require_separator
+from driftgauge.baseline.datafiles import csv_header, csv_rows, require_lines
 from driftgauge.baseline.inputs import DataInput, resolve_inputs
 from driftgauge.config import (
     FieldType,
@@ -231,10 +231,7 @@ def _csv_cell(cell: str) -> Any:
 def _sample_csv(source: DataInput, limit: int) -> DataSample:
     with io.TextIOWrapper(source.open(), encoding="utf-8-sig", newline="") as text:
         reader = csv.reader(text, delimiter=source.delimiter)
-        header = next(reader, None)
-        if header is None:
-            raise DataError(f"{source.name}: the file is empty (no header row)")
-        require_separator(source.name, header, source.delimiter)
+        header = csv_header(reader, source.name, source.delimiter)
         # A ragged row is refused as the baseline build refuses it.
         rows = list(itertools.islice(csv_rows(reader, header, source.name), limit))
     columns = [_csv_column([row[index] for row in rows]) for index in range(len(header))]

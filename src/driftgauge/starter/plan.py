@@ -33,7 +33,7 @@ from driftgauge.config import (
     config_from_mapping,
 )
 from driftgauge.config.validation import label_value
-from driftgauge.exceptions import ConfigError
+from driftgauge.exceptions import ConfigError, DataError
 from driftgauge.starter.data import CATEGORICAL_MAX_DISTINCT, ColumnProfile, DataSample
 from driftgauge.starter.errors import StarterError
 from driftgauge.starter.metadata import ModelMetadata, Tensor
@@ -233,6 +233,11 @@ def plan_starter(
         metadata = None
     if metadata is None:
         assert sample is not None
+        if not sample.rows:  # every type would be a guess, and no baseline can be built
+            raise DataError(
+                f"{sample.path}: holds no rows (no config written): init reads each column's "
+                "type from its values"
+            )
         usable = {c.name: c for c in sample.columns if c.type is not None}
         features = [_from_data(c) for c in usable.values() if c.name not in predictions]
         outputs = [_from_data(usable[p]) for p in predictions]
