@@ -76,6 +76,22 @@ def test_check_accepts_a_matching_config_and_baseline(project: Path) -> None:
     assert "(3 features, 1 prediction, protocol kserve-v1)" in result.stdout  # one: singular
 
 
+def test_a_baseline_of_one_row_is_counted_in_the_singular(project: Path) -> None:
+    """A one-row training file (a smoke test) was 'wrote one.dgb: 1 rows', 'ok: ... 1 rows'
+    and 'baseline merge' 'from 1 baselines'; counts now take the singular for one."""
+    write_csv(project / "one.csv", training_rows(1))
+    config = project / "config.yaml"
+    built = run("baseline", "-c", config, "--data", project / "one.csv", "-o", project / "one.dgb")
+    assert built.returncode == 0, built.stderr
+    assert ": 1 row, 4 fields, id " in built.stdout
+    merged = run("baseline", "merge", "-c", config, project / "one.dgb", "-o", project / "m.dgb")
+    assert ": 1 row from 1 baseline, id " in merged.stdout, merged.stderr
+    raw = yaml.safe_load(config.read_text())
+    (project / "one.yaml").write_text(yaml.safe_dump(raw | {"baseline": "one.dgb"}))
+    checked = run("check", "-c", project / "one.yaml")
+    assert "one.dgb (id " in checked.stdout and ", 1 row)" in checked.stdout, checked.stderr
+
+
 def test_check_reports_bad_config_keys_in_one_line(project: Path) -> None:
     """A bad config gives exit 2 and one line naming the file and keys."""
     raw = yaml.safe_load((project / "config.yaml").read_text())

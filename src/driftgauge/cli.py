@@ -244,9 +244,10 @@ def _refuse_overwriting(output: Path, config: Path, data: Sequence[str] = ()) ->
                 )
 
 
-def _counted(items: Sized, noun: str) -> str:
-    """``3 features``, ``1 prediction``."""
-    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+def _counted(items: Sized | int, noun: str) -> str:
+    """``3 features``, ``1 prediction``, ``1,000 rows``: of ``items`` or a count."""
+    count = items if isinstance(items, int) else len(items)
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def _positive_int(text: str) -> int:
@@ -319,7 +320,10 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
             raise DataError(f"{source}: {problems} (no baseline written)")
         stop_if_terminated()
         save_baseline(built, args.output)
-    print(f"wrote {args.output}: {built.rows:,} rows, {len(built.fields)} fields, id {built.id}")
+    print(
+        f"wrote {args.output}: {_counted(built.rows, 'row')}, "
+        f"{_counted(built.fields, 'field')}, id {built.id}"
+    )
     return 0
 
 
@@ -378,7 +382,10 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     ):
         raise BaselineError(f"{source}: {problems} (no baseline written)")
     save_baseline(merged, args.output)
-    print(f"wrote {args.output}: {merged.rows:,} rows from {len(parts)} baselines, id {merged.id}")
+    print(
+        f"wrote {args.output}: {_counted(merged.rows, 'row')} from "
+        f"{_counted(parts, 'baseline')}, id {merged.id}"
+    )
     return 0
 
 
@@ -398,7 +405,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(
             f"ok: {args.config} {named}({_counted(model.features, 'feature')}, "
             f"{_counted(model.predictions, 'prediction')}, protocol {model.protocol}); "
-            f"baseline {model.baseline} (id {baseline.id}, {baseline.rows:,} rows)"
+            f"baseline {model.baseline} (id {baseline.id}, {_counted(baseline.rows, 'row')})"
         )
     if problems:
         raise BaselineError("; ".join(problems))

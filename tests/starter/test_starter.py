@@ -148,6 +148,12 @@ def test_many_distinct_text_values_are_flagged_for_review() -> None:
     assert "identifier" in profile.note
 
 
+def test_a_one_value_column_is_counted_in_the_singular() -> None:
+    """A one-row sample's notes said '1 distinct in 1 values'."""
+    assert profile_column("x", [1.5]).note == "numbers, 1 distinct in 1 value"
+    assert profile_column("x", [1.5, 2.5]).note == "numbers, 2 distinct in 2 values"
+
+
 def test_empty_column_is_numeric_with_a_review_note() -> None:
     """A column without a value in the sample is guessed numeric and flagged."""
     profile = profile_column("x", [None, None])

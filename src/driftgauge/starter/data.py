@@ -133,7 +133,7 @@ def profile_column(name: str, values: Sequence[Any]) -> ColumnProfile:
     if Decimal in exemplars:
         present_values = [float(v) if isinstance(v, Decimal) else v for v in present_values]
     distinct = len(set(present_values))
-    counted = f"{distinct:,} distinct in {present:,} values"
+    counted = f"{distinct:,} distinct in {present:,} value{'' if present == 1 else 's'}"
     if "text" in kinds:
         texts = [v for v in present_values if isinstance(v, str)]
         if kinds <= {"text", "int", "float"} and len(texts) <= STRAY_TEXT_SHARE * present:
