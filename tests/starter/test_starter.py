@@ -368,6 +368,15 @@ def test_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
     assert load_config(target).model == "t"
 
 
+def test_a_config_named_as_a_baseline_is_refused(tmp_path: Path) -> None:
+    """init -o model.dgb wrote the config there and printed 'driftgauge baseline ... -o
+    model.dgb', the config itself, which baseline then refused, suggesting model.dgb."""
+    train = write_csv(tmp_path / "t.csv", columns())
+    result = run("init", "--data", train, "-o", tmp_path / "model.dgb")
+    one_line_error(result, "model.dgb: .dgb names a baseline", "model.yaml")
+    assert result.returncode == 1 and not (tmp_path / "model.dgb").exists()
+
+
 def test_a_config_in_a_new_folder_is_written_as_baseline_and_rules_write_theirs(
     tmp_path: Path,
 ) -> None:

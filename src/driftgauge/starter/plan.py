@@ -413,7 +413,14 @@ def render_starter(starter: Starter, baseline: str, command: str = "driftgauge i
 
 
 def refuse_output(path: Path, *, force: bool = False) -> None:
-    """StarterError when ``path`` cannot take the config: a folder, or a file without ``force``."""
+    """StarterError when ``path`` cannot take the config: a folder, a baseline's name (init
+    names the baseline after the config: the two would be one file), or a file without
+    ``force``."""
+    if path.suffix.lower() == ".dgb":
+        raise StarterError(
+            f"{path}: .dgb names a baseline (init names it after the config: {path.stem}.dgb);"
+            f" name the config .yaml, such as {path.with_suffix('.yaml')}"
+        )
     if path.is_dir():
         raise StarterError(
             f"{path}: is a folder; name the config file to write in it,"
