@@ -129,7 +129,8 @@ def test_missing_baseline_and_unreadable_data(project: Path) -> None:
 def test_baseline_never_writes_over_its_config_or_training_data(project: Path) -> None:
     """-o naming the training file (directly or through a glob) or the config, a slip of
     argument order, replaced it with the gzipped baseline; it is refused, the file kept, and
-    rebuilding over an existing baseline still works."""
+    rebuilding over an existing baseline still works. A config named model.dgb was told to
+    write its baseline to 'such as model.dgb', itself."""
     config, train = project / "config.yaml", project / "train.csv"
     kept = {path: path.read_bytes() for path in (config, train)}
     for data, output in ((train, train), (project / "*.csv", train), (train, config)):
@@ -137,6 +138,10 @@ def test_baseline_never_writes_over_its_config_or_training_data(project: Path) -
         _one_line_error(result, 1, f"{output}: -o names ", "a file of its own")
     merged = run("baseline", "merge", "-c", config, project / "baseline.dgb", "-o", config)
     _one_line_error(merged, 1, f"{config}: -o names the config file")
+    dgb = project / "model.dgb"  # a config named as a baseline: another name is suggested
+    dgb.write_bytes(kept[config])
+    result = run("baseline", "-c", dgb, "--data", train, "-o", dgb)
+    _one_line_error(result, 1, f"{dgb}: -o names the config file", "such as model-baseline.dgb")
     assert {path: path.read_bytes() for path in kept} == kept
     again = run("baseline", "-c", config, "--data", train, "-o", project / "baseline.dgb")
     assert again.returncode == 0, again.stderr

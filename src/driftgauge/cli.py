@@ -235,12 +235,15 @@ def _refuse_overwriting(output: Path, config: Path, data: Sequence[str] = ()) ->
         )
     named = [("the config file (-c)", config)]
     named += [("a training data file (--data)", Path(d)) for d in data]
+    own = output.with_suffix(".dgb")
+    if own.name == output.name:  # a config named model.dgb
+        own = output.with_name(f"{output.stem}-baseline.dgb")
     for what, path in named:
         with contextlib.suppress(OSError):  # absent, or a URL: not the output
             if output.samefile(path):
                 raise DriftgaugeError(
                     f"{output}: -o names {what}; give the baseline a file of its own, "
-                    f"such as {output.with_suffix('.dgb').name}"
+                    f"such as {own.name}"
                 )
 
 
