@@ -119,6 +119,25 @@ def test_duplicate_names_and_missing_keys(tmp_path: Path) -> None:
     assert "model: missing" in message
 
 
+@pytest.mark.parametrize(
+    ("features", "said"),
+    [
+        ("alcohol", "features: expected a list of {name, type} entries, got 'alcohol'"),
+        ([5], "features[0]: expected a mapping"),
+        ([], "features: expected at least one feature"),
+        (None, "features: expected at least one feature"),
+    ],
+)
+def test_features_that_are_no_list_of_fields_are_one_problem(
+    tmp_path: Path, features: Any, said: str
+) -> None:
+    """'features: alcohol' was 'features: expected a list of {name, type} entries, got
+    'alcohol'; features: expected at least one feature', the key named twice for one
+    problem; an empty or null list is the second alone."""
+    message = _error(tmp_path, base_config(tmp_path, features=features))
+    assert message.startswith(said) and message.count("features") == 1, message
+
+
 WINE_NAMES = ("od280/od315_of_diluted_wines", "sepal length (cm)", 'a"b\\c', "naïve", "{x}=y,z")
 
 

@@ -325,10 +325,10 @@ def one_model(raw: Mapping[str, Any], base: Path, errors: Errors) -> Config | No
             + [(f"predictions[{i}]", spec) for i, spec in enumerate(predictions)],
             errors,
         )
-    if not features and "features" in top:
-        errors.add("features", "expected at least one feature")
-    elif "features" not in top:
+    if "features" not in top:
         errors.add("features", "missing: the model inputs to monitor, in column order")
+    elif top["features"] in (None, []):  # a list of bad entries has its own errors
+        errors.add("features", "expected at least one feature")
     slices = get_value(top, "window_slices", "", positive_int, 10, errors)
     windows = _windows(top.get("windows"), slices, errors)
     min_obs = get_value(top, "min_observations", "", positive_int, 100, errors)
