@@ -506,3 +506,27 @@ def test_a_json_lines_file_without_a_record_has_no_rows(
     path = tmp_path / "t.jsonl"
     path.write_text(text, encoding="utf-8")
     assert list(datafiles.read_chunks(path, [FieldSpec("x", "numeric", "input")])) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("t.csv", b"x,c\n1.5,caf\xe9\n"),
+        ("t.csv", b"x,c\n" + b"1.5,a\n" * 100_000 + b"2.5,caf\xe9\n"),  # past the header's read
+        ("t.jsonl", b'{"x": 1.5, "c": "caf\xe9"}\n'),
+    ],
+)
+def test_a_file_not_in_utf_8_says_so_and_what_to_do(
+    tmp_path: Path, reader: str, name: str, data: bytes
+) -> None:
+    """A spreadsheet's Windows-1252 export was "'utf-8' codec can't decode byte 0xe9 in
+    position 11: invalid continuation byte" (a position within a buffer, not the file) or
+    pyarrow's 'CSV conversion error to string: invalid UTF8 data'; every reader now says
+    the file is not UTF-8 and to save it so."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    fields = [FieldSpec("x", "numeric", "input"), FieldSpec("c", "categorical", "input")]
+    with pytest.raises(
+        DataError, match=r"not UTF-8 text( \(byte 0xe9\))?: save the file as UTF-8$"
+    ):
+        list(datafiles.read_chunks(path, fields))

@@ -720,6 +720,19 @@ def test_a_semicolon_csv_is_refused_by_init_and_baseline_alike(tmp_path: Path) -
     assert one_line_error(built) == line and built.returncode == 4
 
 
+def test_a_file_not_in_utf_8_is_refused_by_init_and_baseline_alike(tmp_path: Path) -> None:
+    """A Windows-1252 export: both commands say it is not UTF-8, not the codec's words."""
+    train = tmp_path / "t.csv"
+    train.write_bytes(b"alcohol,region\n" + b"".join(b"1.5,caf\xe9\n" for _ in range(50)))
+    said = "t.csv: cannot read CSV data: not UTF-8 text (byte 0xe9): save the file as UTF-8"
+    line = one_line_error(run("init", "--data", train, "-o", tmp_path / "c.yaml"), said)
+    write_csv(tmp_path / "ok.csv", {"alcohol": [1.5, 2.5], "region": ["a", "b"]})
+    config = tmp_path / "c.yaml"
+    assert run("init", "--data", tmp_path / "ok.csv", "-o", config).returncode == 0
+    built = run("baseline", "-c", config, "--data", train, "-o", tmp_path / "c.dgb")
+    assert one_line_error(built) == line and built.returncode == 4
+
+
 @pytest.mark.parametrize(
     ("name", "text"),
     [("t.csv", "a,b,c\n"), ("t.csv", "a,b,c\n\n"), ("t.jsonl", ""), ("t.jsonl", "\n")],

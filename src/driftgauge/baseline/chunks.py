@@ -13,6 +13,7 @@ Dask runners convert their Arrow batches here too.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ __all__ = [
     "buffer_values",
     "column_from_list",
     "csv_number",
+    "plain_utf8",
     "require_columns",
 ]
 
@@ -95,6 +97,24 @@ class Chunk:
     keys: dict[str, npt.NDArray[np.uint32]] = field(default_factory=dict)
 
 
+# Python's and pyarrow's words for bytes that are not UTF-8 (a spreadsheet's export in
+# Windows-1252 or Latin-1); the codec's position is within a buffer, not the file.
+_NOT_UTF8 = re.compile(
+    r"'utf-8' codec can't decode byte (0x[0-9a-f]{2})[^:]*: .*"
+    r"|CSV conversion error to string: invalid UTF8 data"
+)
+
+
+def plain_utf8(message: str) -> str:
+    """A reader's ``message``, saying plainly where it means the file is not UTF-8 text."""
+
+    def said(match: re.Match[str]) -> str:
+        byte = f" (byte {match[1]})" if match[1] else ""
+        return f"not UTF-8 text{byte}: save the file as UTF-8"
+
+    return _NOT_UTF8.sub(said, message)
+
+
 def arrow_chunk(
     batch: Any, fields: Sequence[FieldSpec], source: str, bytes_read: int = 0, csv: bool = False
 ) -> Chunk:
@@ -112,7 +132,8 @@ def arrow_chunk(
         try:
             columns[spec.name] = _arrow_column(_combined(batch.column(spec.name)), spec, csv)
         except (pa.ArrowException, KeyError, ValueError, TypeError) as exc:
-            raise DataError(f"{source}: column {spec.name!r}: {first_line(exc)}") from None
+            problem = plain_utf8(first_line(exc))
+            raise DataError(f"{source}: column {spec.name!r}: {problem}") from None
     return Chunk(batch.num_rows, columns, bytes_read)
 
 

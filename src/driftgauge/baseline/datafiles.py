@@ -28,6 +28,7 @@ from driftgauge.baseline.chunks import (
     arrow_chunk,
     column_from_list,
     csv_number,
+    plain_utf8,
     require_columns,
 )
 from driftgauge.baseline.inputs import DataInput, as_input, data_format
@@ -150,7 +151,7 @@ def _reported(source: DataInput, items: Iterator[T]) -> Iterator[T]:
             pa is not None and isinstance(exc, pa.ArrowException)
         ):
             raise
-        message = first_line(exc)
+        message = plain_utf8(first_line(exc))
         column = ""
         if fmt == "csv":
             message, column = _name_csv_column(source, message)

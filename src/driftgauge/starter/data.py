@@ -24,6 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+from driftgauge.baseline.chunks import plain_utf8
 from driftgauge.baseline.datafiles import csv_header, csv_rows, require_lines
 from driftgauge.baseline.inputs import DataInput, resolve_inputs
 from driftgauge.config import (
@@ -310,6 +311,6 @@ def sample_data(source: str | Path, rows: int = SAMPLE_ROWS) -> DataSample:
         raise
     except (OSError, ValueError) as exc:  # UnicodeDecodeError, JSONDecodeError, ArrowInvalid
         raise DataError(
-            f"{first.name}: cannot read {first.format.upper()} data: {first_line(exc)}"
+            f"{first.name}: cannot read {first.format.upper()} data: " + plain_utf8(first_line(exc))
         ) from None
     return sample if first.name == given else replace(sample, source=given, files=len(inputs))
