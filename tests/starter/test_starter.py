@@ -154,6 +154,19 @@ def test_a_one_value_column_is_counted_in_the_singular() -> None:
     assert profile_column("x", [1.5, 2.5]).note == "numbers, 2 distinct in 2 values"
 
 
+def test_numbers_with_a_decimal_comma_are_flagged_to_be_saved_with_a_point() -> None:
+    """A quoted "11,82" column (a European export saved with ',' between columns) was
+    categorical with 'more than 50 categories ... an identifier?'; its note now says the
+    values look like decimal-comma numbers, which the baseline and the sidecar do not read."""
+    values: list[Any] = [f"{i // 10},{i % 10}5" for i in range(100)] + [13.0]
+    profile = profile_column("alcohol", values)
+    assert profile.type == "categorical"
+    assert "REVIEW: numbers with a decimal comma, such as '0,05'?" in profile.note
+    assert "identifier" not in profile.note
+    codes = profile_column("pair", [f"{i},x" for i in range(100)])
+    assert "decimal comma" not in codes.note and "identifier" in codes.note
+
+
 def test_empty_column_is_numeric_with_a_review_note() -> None:
     """A column without a value in the sample is guessed numeric and flagged."""
     profile = profile_column("x", [None, None])

@@ -56,6 +56,8 @@ _CSV_NULLS = frozenset(
 )
 
 _PANDAS_INDEX = re.compile(r"__index_level_\d+__")
+# A number written with a decimal comma (a European spreadsheet's "1,5"): text to the readers.
+_DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
 
 Kind = Literal["missing", "bool", "int", "float", "text", "other"]
 
@@ -150,7 +152,12 @@ def profile_column(name: str, values: Sequence[Any]) -> ColumnProfile:
                 )
         what = "text" if kinds == {"text"} else "numbers mixed with text"
         note = f"{what}, {counted}"
-        if distinct > MANY_CATEGORIES:
+        if kinds <= {"text", "int", "float"} and all(map(_DECIMAL_COMMA.fullmatch, texts)):
+            note += (
+                f"; REVIEW: numbers with a decimal comma, such as {texts[0][:40]!r}? "
+                "driftgauge reads '.' as the decimal point: save the file so, and run init again"
+            )
+        elif distinct > MANY_CATEGORIES:
             note += (
                 f"; REVIEW: more than {MANY_CATEGORIES} categories (only the top "
                 "sketch.top_categories are tracked): an identifier? remove it if so"
