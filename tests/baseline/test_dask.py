@@ -163,6 +163,37 @@ def test_cli_dask_writes_the_local_build(
     )
 
 
+def test_files_dask_cannot_read_and_an_address_without_a_port_are_one_line(
+    tmp_path: Path,
+    dask_cluster: Any,
+    make_config: Callable[..., Config],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An empty CSV file, a Windows-1252 one (its bad byte past the rows Dask reads ahead,
+    so read on a worker) and a scheduler address without a port ended the command with
+    tracebacks (pandas' EmptyDataError, UnicodeDecodeError, distributed's 'missing port
+    number'); each is now one line naming it, exit 4."""
+    make_config()
+    empty = tmp_path / "empty.csv"
+    empty.write_text("", encoding="utf-8")
+    latin = tmp_path / "latin.csv"
+    rows = b"13.1,2.1,north,a\n" * 100_000
+    latin.write_bytes(b"alcohol,ash,region,class\n" + rows + b"13.2,2.2,caf\xe9,b\n")
+    address = dask_cluster.scheduler_address
+    for data, where, said in [
+        (empty, address, f"{empty}: cannot read CSV data: No columns to parse from file"),
+        (latin, address, f"{latin}: cannot read the data: not UTF-8 text: save the file as UTF-8"),
+        (latin, "local", "--dask local: cannot reach the scheduler: missing port number"),
+    ]:
+        arguments = ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", str(data)]
+        code = main([*arguments, "-o", str(tmp_path / "out.dgb"), "--dask", where])
+        error = capsys.readouterr().err  # the in-process cluster's log lines besides
+        ours = [line for line in error.splitlines() if line.startswith("driftgauge: ")]
+        assert code == 4 and len(ours) == 1 and ours[0].startswith(f"driftgauge: {said}"), error
+        assert "Traceback" not in error
+    assert not (tmp_path / "out.dgb").exists()
+
+
 def test_cli_without_dask_or_with_two_places_says_so_in_one_line(
     tmp_path: Path,
     make_config: Callable[..., Config],

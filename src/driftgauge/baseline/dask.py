@@ -31,13 +31,19 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from driftgauge.baseline.chunks import CHUNK_ROWS, Chunk, arrow_chunk, require_columns
+from driftgauge.baseline.chunks import (
+    CHUNK_ROWS,
+    Chunk,
+    arrow_chunk,
+    plain_utf8,
+    require_columns,
+)
 from driftgauge.baseline.datafiles import require_separator
 from driftgauge.baseline.inputs import location_format
 from driftgauge.baseline.passes import ClassPass, SketchPass
 from driftgauge.baseline.runner import PassState
 from driftgauge.config import FieldSpec
-from driftgauge.exceptions import DataError
+from driftgauge.exceptions import DataError, first_line
 from driftgauge.sketches.classes import KeyArray
 
 __all__ = [
@@ -109,6 +115,15 @@ class DaskRunner:
 
     def run(self, state: S, stage: str) -> S:
         """``state`` with every partition's filled copy merged in."""
+        try:
+            return self._run(state, stage)
+        except DataError:
+            raise
+        except (OSError, ValueError) as exc:  # pandas' reading a partition: its bytes, its text
+            problem = plain_utf8(first_line(exc))
+            raise DataError(f"{self.source}: cannot read the data: {problem}") from None
+
+    def _run(self, state: S, stage: str) -> S:
         import dask
 
         fields = list(state.reads)
@@ -232,7 +247,7 @@ def dask_client(address: str) -> Iterator[Any]:
         raise DataError(f"--dask needs dask and distributed: {INSTALL}") from None
     try:
         client = Client(address, timeout="20s", set_as_default=True)
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, ValueError) as exc:  # ValueError: no port in the address
         raise DataError(f"--dask {address}: cannot reach the scheduler: {exc}") from None
     try:
         yield client
@@ -260,18 +275,30 @@ def read_data(locations: Sequence[str], fields: Sequence[FieldSpec]) -> Any:
         group = [x for x in locations if location_format(x, "Dask") == fmt]
         if not group:
             continue
-        if fmt == "parquet":
-            # Partitions of about the local build's part size: one file is not one task.
-            frame = dd.read_parquet(group, blocksize=PARTITION_BYTES)
-        elif fmt == "csv":
-            tabs = [x for x in group if x.lower().endswith(".tsv")]
-            if tabs and len(tabs) < len(group):
-                raise DataError(f"{', '.join(tabs[:3])}: give TSV and CSV files in separate builds")
-            sep = "\t" if tabs else ","
-            frame = dd.read_csv(group, sep=sep, dtype=types, blocksize=PARTITION_BYTES)
-            require_separator(", ".join(group[:3]), list(frame.columns), sep)
-        else:
-            frame = dd.read_json(group, lines=True, blocksize=64 << 20, dtype=types)
-        require_columns(", ".join(group[:3]), list(frame.columns), fields)
+        shown = ", ".join(group[:3])
+        try:
+            frame = _read(dd, fmt, group, types)
+        except DataError:
+            raise
+        except (OSError, ValueError) as exc:  # pandas' readers, their first rows read here
+            # Dask's backend dispatch raises the reader's error anew, saying so first.
+            problem = plain_utf8(first_line(exc.__cause__ or exc))
+            raise DataError(f"{shown}: cannot read {fmt.upper()} data: {problem}") from None
+        require_columns(shown, list(frame.columns), fields)
         frames.append(frame[names])
     return frames[0] if len(frames) == 1 else dd.concat(frames)
+
+
+def _read(dd: Any, fmt: str, group: list[str], types: dict[str, str]) -> Any:
+    if fmt == "parquet":
+        # Partitions of about the local build's part size: one file is not one task.
+        return dd.read_parquet(group, blocksize=PARTITION_BYTES)
+    if fmt == "jsonl":
+        return dd.read_json(group, lines=True, blocksize=64 << 20, dtype=types)
+    tabs = [x for x in group if x.lower().endswith(".tsv")]
+    if tabs and len(tabs) < len(group):
+        raise DataError(f"{', '.join(tabs[:3])}: give TSV and CSV files in separate builds")
+    sep = "\t" if tabs else ","
+    frame = dd.read_csv(group, sep=sep, dtype=types, blocksize=PARTITION_BYTES)
+    require_separator(", ".join(group[:3]), list(frame.columns), sep)
+    return frame
