@@ -335,6 +335,24 @@ def test_written_config_says_what_to_review(tmp_path: Path) -> None:
     assert config["source"]["proxy"]["upstream"] == "http://127.0.0.1:9000"
 
 
+def test_names_with_spaces_from_a_comma_space_file_are_flagged(tmp_path: Path) -> None:
+    """A CSV written with ', ' between columns gave fields ' y' and ' label', and the
+    baseline the categories ' a' and ' b', which the sidecar's 'a' never matches (all
+    unseen), without a word; the file now says so at the top, to review."""
+    train = tmp_path / "t.csv"
+    train.write_text(
+        "x, y, label\n" + "".join(f"{i % 17}.5, {i % 13}.25, {'ab'[i % 2]}\n" for i in range(60)),
+        encoding="utf-8",
+    )
+    plan = plan_starter(sample_data(train), None, predictions=[" label"])
+    assert [f.name for f in plan.features] == ["x", " y"]
+    text = render_starter(plan, "t.dgb")
+    assert "# REVIEW: 2 column names start or end with a space, such as ' y'" in text
+    assert "save it without them" in text
+    plain = plan_starter(sample_data(write_csv(tmp_path / "u.csv", columns())), None)
+    assert "start or end with a space" not in render_starter(plain, "u.dgb")
+
+
 def test_written_alerting_section_is_the_defaults(tmp_path: Path) -> None:
     """The `alerting:` values init writes as "the defaults" are: `driftgauge rules` renders the
     same bytes for the written config as for it without that section."""

@@ -207,6 +207,14 @@ def plan_starter(
         notes.extend(f"skipped {s}" for s in sample.skipped)
         unusable = [c for c in sample.columns if c.type is None]
         notes.extend(f"skipped column {c.name!r}: {c.note}" for c in unusable)
+        spaced = [c.name for c in sample.columns if c.name != c.name.strip()]
+        if spaced:  # a CSV written with ", " between columns: its text values have them too
+            notes.append(
+                f"REVIEW: {len(spaced)} column name{'s' if len(spaced) > 1 else ''} start or "
+                f"end with a space, such as {spaced[0]!r}: fields, and the baseline's text "
+                "values, keep such spaces (' a' is not 'a' to the sidecar); if the file was "
+                "written with ', ' between columns, save it without them and run init again."
+            )
         if predictions:
             _require_columns(sample, predictions, "--predictions")
             bad = [p for p in predictions if p in {c.name for c in unusable}]
