@@ -478,6 +478,12 @@ def _cmd_init(args: argparse.Namespace) -> int:
         raise starter.StarterError("init: --server needs --model NAME, whose metadata to read")
     starter.refuse_output(args.output, force=args.force)  # before reading data or metadata
     sample = starter.sample_data(args.data) if args.data is not None else None
+    with contextlib.suppress(OSError):  # absent, or a URL: not the output
+        if sample is not None and args.output.samefile(sample.path):  # even with --force
+            raise starter.StarterError(
+                f"{args.output}: -o names the training file (--data); name the config file, "
+                f"such as {args.output.with_suffix('.yaml').name}"
+            )
     metadata = starter.fetch_metadata(args.server, args.model) if args.server else None
     plan = starter.plan_starter(
         sample,

@@ -408,6 +408,18 @@ def test_a_config_named_as_a_baseline_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 1 and not (tmp_path / "model.dgb").exists()
 
 
+def test_the_training_file_is_never_written_over_even_with_force(tmp_path: Path) -> None:
+    """init --data t.csv -o t.csv --force (a slip) replaced the training data by the config
+    and printed 'driftgauge baseline -c t.csv --data t.csv'; -o naming the file read is
+    refused, --force or not."""
+    train = write_csv(tmp_path / "t.csv", columns())
+    kept = train.read_bytes()
+    for data in (train, tmp_path / "*.csv"):
+        result = run("init", "--data", data, "-o", train, "--force")
+        one_line_error(result, "t.csv: -o names the training file (--data)", "such as t.yaml")
+        assert result.returncode == 1 and train.read_bytes() == kept
+
+
 def test_a_config_in_a_new_folder_is_written_as_baseline_and_rules_write_theirs(
     tmp_path: Path,
 ) -> None:
