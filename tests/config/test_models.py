@@ -54,3 +54,35 @@ def test_a_model_named_twice_is_one_error(tmp_path: Path) -> None:
     raw["models"][1] |= {"model": "iris", "inferenceservice": "wine"}  # type: ignore[index]
     with pytest.raises(ConfigError, match=r"^models\[1\]\.inferenceservice: the events of "):
         config_from_mapping(raw, base=tmp_path)
+
+
+@pytest.mark.parametrize("protocol", ["mlflow", "seldon", "jsonpath", ["kserve-v2", "mlflow"]])
+def test_a_model_no_request_can_reach_is_an_error(tmp_path: Path, protocol: object) -> None:
+    """Two MLflow models without `path` passed `driftgauge check` ('ok' for each), and serve
+    then counted every /invocations request as unknown_model: a protocol whose routes name
+    no model reaches one of several models only by a path pattern (or, for CloudEvents, its
+    InferenceService); a model of one in a list, or with a pattern, is reached."""
+    raw = _two_models(tmp_path)
+    fields = [{"name": "alcohol", "type": "numeric", "path": "$.x"}]
+    outputs = [{"name": "class", "type": "categorical", "path": "$.y"}]
+    raw["models"][1] |= {  # type: ignore[index]
+        "protocol": protocol,
+        "features": fields,
+        "predictions": outputs,
+    }
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping(raw, base=tmp_path)
+    assert str(caught.value).startswith("models[1].path: missing: protocol "), caught.value
+    assert "so with several models no request reaches 'iris' but by a path regular" in str(
+        caught.value
+    )
+    raw["models"][1]["path"] = "^/iris/"  # type: ignore[index]
+    assert config_from_mapping(raw, base=tmp_path).models[1].route == "^/iris/"
+    del raw["models"][1]["path"]  # type: ignore[attr-defined]
+    raw["models"] = raw["models"][1:]  # type: ignore[index]
+    assert config_from_mapping(raw, base=tmp_path).model == "iris"
+    cloudevents = _two_models(tmp_path)
+    cloudevents["source"] = {"cloudevents": {"listen": "127.0.0.1:0"}}
+    cloudevents["models"][1] |= {"protocol": "kserve-v1"}  # type: ignore[index]
+    cloudevents["models"][0] |= {"protocol": "kserve-v2"}  # type: ignore[index]
+    assert len(config_from_mapping(cloudevents, base=tmp_path).models) == 2

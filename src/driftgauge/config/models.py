@@ -20,6 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from driftgauge.config.protocols import PROTOCOL_ROUTES, protocol_names
+from driftgauge.config.sources import CloudEventsConfig
 from driftgauge.config.validation import Errors
 from driftgauge.exceptions import ConfigError
 
@@ -63,6 +65,28 @@ OneModel = Callable[[Mapping[str, Any], Path, Errors], "Config | None"]
 
 def _scope(key: str) -> str:
     return re.split(r"[.\[]", key, maxsplit=1)[0]
+
+
+def _unreachable(config: Config) -> str:
+    """Why no request reaches ``config``, one of several models ("" when some can): of a
+    protocol whose routes name no model (MLflow's /invocations), without a ``path`` pattern,
+    behind a proxy or a log, whose records are routed by the model their path names
+    (CloudEvents name their InferenceService)."""
+    if config.route is not None or isinstance(config.source, CloudEventsConfig):
+        return ""
+    nameless = [
+        name
+        for name in protocol_names(config.protocol)
+        if not all("NAME" in route for route in PROTOCOL_ROUTES[name])
+    ]
+    if not nameless:
+        return ""
+    routes = ", ".join(route for name in nameless for route in PROTOCOL_ROUTES[name])
+    return (
+        f"missing: protocol {config.protocol} has routes naming no model ({routes}), so with "
+        f"several models no request reaches {config.model!r} but by a path regular "
+        "expression (such as ^/prefix/)"
+    )
 
 
 def several_models(raw: Mapping[str, Any], base: Path, path: Path | None, one: OneModel) -> Config:
@@ -151,6 +175,8 @@ def several_models(raw: Mapping[str, Any], base: Path, path: Path | None, one: O
                 f"{service!r}{where} already go to model {same[0]!r} (set `component` to tell "
                 "them apart)"
             )
+        if len(blocks) > 1 and (unreachable := _unreachable(config)):
+            problems.append(f"{prefix}.path: {unreachable}")
         configs.append(config)
     if problems or not configs:
         where = f"{path}: " if path else ""
