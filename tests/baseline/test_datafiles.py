@@ -449,24 +449,31 @@ EUROPEAN = "alcohol;region;class\n13,2;north;1\n12,9;south;0\n"
         ("t.csv", "x|c\n1.5|a\n", ["x"], "with '|' between"),
         ("t.csv", "x\tc\n1.5\ta\n", ["x"], "with tabs between .*name a tab-separated file .tsv"),
         ("t.tsv", "x,c\n1.5,a\n", ["x"], "with ',' between .*name a comma-separated file .csv"),
+        ("eu.csv", "name;price, EUR;qty\nx;1,5;2\n", ["name;price"], "every name of the .* ';'"),
     ],
 )
 def test_a_csv_of_another_separator_is_refused_naming_it(
     tmp_path: Path, reader: str, name: str, text: str, fields: list[str], said: str
 ) -> None:
-    """A spreadsheet's ';' export was read as one column named 'alcohol;region;class': a
-    config naming its columns was told they were missing, and one naming that column
-    (as init wrote it) built a baseline of one text field; every reader now says which
-    separator the header holds and what to do."""
+    """A spreadsheet's ';' export was read as one column named 'alcohol;region;class' (or,
+    with a comma in a name, two: 'name;price' and ' EUR;qty'): a config naming its columns
+    was told they were missing, and one naming that column (as init wrote it) built a
+    baseline of one text field; every reader now says which separator the header holds
+    and what to do."""
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
     specs = [FieldSpec(f, "categorical", "input") for f in fields]
-    with pytest.raises(DataError, match=rf"{name}: the header is one column, .*{said}"):
+    with pytest.raises(DataError, match=rf"{name}: (the header is one column, )?.*{said}"):
         list(datafiles.read_chunks(path, specs))
 
 
 def test_a_one_column_csv_is_read(tmp_path: Path, reader: str) -> None:
-    """A header of one name, holding no separator, is one column as before."""
+    """A header of one name, holding no separator, is one column as before; so are names
+    holding ';' beside one that does not."""
+    path = tmp_path / "u.csv"
+    path.write_text("a;b,c\n1.5,x\n", encoding="utf-8")
+    (chunk,) = list(datafiles.read_chunks(path, [FieldSpec("a;b", "numeric", "input")]))
+    assert chunk.columns["a;b"].values.tolist() == [1.5]
     path = tmp_path / "t.csv"
     path.write_text("sepal length (cm)\n1.5\n2.5\n", encoding="utf-8")
     (chunk,) = list(

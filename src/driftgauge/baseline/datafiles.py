@@ -493,16 +493,20 @@ _READ_IN = {",": (".csv", "a comma-separated file"), "\t": (".tsv", "a tab-separ
 
 
 def require_separator(name: str, header: Sequence[str], delimiter: str) -> None:
-    """A DataError when a CSV ``header``, read with ``delimiter`` (``,`` for .csv, a tab for
-    .tsv), is one column that another separator splits: a spreadsheet's ``;`` export, read
-    whole, would otherwise be one column of text named after all of them."""
-    if len(header) != 1:
-        return
-    others = [s for s in _SEPARATORS if s != delimiter]
-    found = next((s for s in others if len(next(csv.reader(header, delimiter=s))) > 1), None)
+    """A DataError when another separator splits every name of a CSV ``header`` read with
+    ``delimiter`` (``,`` for .csv, a tab for .tsv): a spreadsheet's ``;`` export, read
+    whole, would otherwise be one column of text named after all of them (or two, split at
+    a comma in a name such as ``price, EUR``)."""
+    found = next((s for s in _SEPARATORS if s != delimiter and _all_split(header, s)), None)
     if found is None:
         return
-    shown = header[0] if len(header[0]) <= 60 else header[0][:57] + "..."
+    separator = _SEPARATORS[found]
+    if len(header) == 1:
+        shown = header[0] if len(header[0]) <= 60 else header[0][:57] + "..."
+        said = f"the header is one column, {shown!r}, with {separator} between names"
+    else:
+        shown = ", ".join(map(repr, header[:2])) + (", ..." if len(header) > 2 else "")
+        said = f"every name of the header holds {separator} ({shown})"
     if found in _READ_IN:
         suffix, what = _READ_IN[found]
         read = f"a {_READ_IN[delimiter][0]} file is read with {_SEPARATORS[delimiter]} between"
@@ -510,9 +514,13 @@ def require_separator(name: str, header: Sequence[str], delimiter: str) -> None:
     else:
         read = "driftgauge reads ',' (.csv) or tabs (.tsv) between"
         fix = "columns; save the file with ',' (and '.' as the decimal point) or as Parquet"
-    raise DataError(
-        f"{name}: the header is one column, {shown!r}, with {_SEPARATORS[found]} between "
-        f"names: {read} {fix}"
+    raise DataError(f"{name}: {said}: {read} {fix}")
+
+
+def _all_split(header: Sequence[str], separator: str) -> bool:
+    """Whether ``separator`` splits every name of ``header`` (and there is one)."""
+    return bool(header) and all(
+        len(next(csv.reader([cell], delimiter=separator))) > 1 for cell in header
     )
 
 
