@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -427,6 +428,27 @@ def test_a_directory_to_follow_is_refused(tmp_path: Path) -> None:
     message = _error(tmp_path, raw)
     assert "source.tail.path: 'logs' is a directory, not the file to follow" in message
     assert "feedback.tail: 'logs' is a directory, not the label file to follow" in message
+
+
+def test_a_fifo_to_follow_or_keep_an_offset_in_is_refused(tmp_path: Path) -> None:
+    """A FIFO at source.tail.path, its state_file or feedback.tail passed check; serve then
+    waited on it for a writer (and, before it opened files non-blocking, never ended on
+    SIGTERM) or read no line, the reason only logged and on /readyz."""
+    os.mkfifo(tmp_path / "r.jsonl")
+    os.mkfifo(tmp_path / "labels.jsonl")
+    raw = base_config(tmp_path, source={"tail": {"path": "r.jsonl"}})
+    raw["predictions"] = [{"name": "class", "type": "categorical"}]
+    raw["feedback"] = {"prediction": "class", "tail": "labels.jsonl"}
+    message = _error(tmp_path, raw)
+    no_file = "is no regular file (a FIFO, socket or device), not"
+    assert f"source.tail.path: 'r.jsonl' {no_file} the file to follow" in message
+    assert f"feedback.tail: 'labels.jsonl' {no_file} the label file to follow" in message
+    (tmp_path / "r.jsonl").unlink()
+    os.mkfifo(tmp_path / "r.offset")
+    raw = base_config(tmp_path, source={"tail": {"path": "r.jsonl", "state_file": "r.offset"}})
+    assert _error(tmp_path, raw) == (
+        f"source.tail.state_file: 'r.offset' {no_file} the offset file"
+    )
 
 
 def test_a_folder_where_the_tail_s_offset_goes_in_the_state_directory_is_refused(

@@ -7,6 +7,7 @@ import datetime
 import math
 import os
 import re
+import stat
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -300,9 +301,18 @@ def file_in_the_way(folder: Path, made: bool = True) -> str | None:
 def not_a_file(base: Path, name: str, what: str, made: bool = True) -> str | None:
     """Why ``base / name`` cannot be ``what`` (the file a key names), or None: it is a
     directory, or something stands where a folder above it should be (:func:`file_in_the_way`,
-    ``made`` as there)."""
+    ``made`` as there), or it is there but no regular file (a FIFO: serve would wait on it
+    for a writer)."""
     path = base / name
     if path.is_dir():
         return f"{name!r} is a directory, not {what}"
     blocking = file_in_the_way(path.parent, made=made)
-    return f"{name!r}: {blocking}" if blocking else None
+    if blocking:
+        return f"{name!r}: {blocking}"
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # not there yet, or not to be read now (a permission): serve waits, unready
+        return None
+    if not stat.S_ISREG(mode):
+        return f"{name!r} is no regular file (a FIFO, socket or device), not {what}"
+    return None
