@@ -1285,7 +1285,10 @@ def run(
         by_code = samples["driftgauge_requests_total"]
         answered = by_code.get("code=200", 0.0)
         rows_seen = sum(samples.get("driftgauge_rows_total", {}).values())
-        dropped = sum(samples.get("driftgauge_dropped_total", {}).values())
+        dropped = sum(
+            sum(samples.get(family, {}).values())
+            for family in ("driftgauge_dropped_total", "driftgauge_source_dropped_total")
+        )
         errors = {k: int(v) for k, v in samples.get("driftgauge_parse_errors_total", {}).items()}
         source = samples.get("driftgauge_source_parse_errors_total", {})
         errors |= {f"source {k}": int(v) for k, v in source.items()}
@@ -1302,7 +1305,7 @@ def run(
         checks.append(
             f"check: {LABELS[name]}: {answered:,.0f} requests answered ({codes}); "
             f"driftgauge_rows_total {rows_seen:,.0f} = {rows_seen / max(answered, 1):.3f} × "
-            f"requests (expected {ROWS}); driftgauge_dropped_total {dropped:,.0f}; "
+            f"requests (expected {ROWS}); dropped (model's and source's) {dropped:,.0f}; "
             f"parse errors {errors or 0}"
         )
     report(

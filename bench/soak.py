@@ -539,6 +539,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> bool:
     print(
         f"sidecar: rows {_total(final, 'driftgauge_rows_total'):,.0f}; "
         f"dropped {_by_label(final, 'driftgauge_dropped_total')}; "
+        f"source dropped {_by_label(final, 'driftgauge_source_dropped_total')}; "
         f"parse errors {_by_label(final, 'driftgauge_parse_errors_total')}; "
         f"source parse errors {_by_label(final, 'driftgauge_source_parse_errors_total')}; "
         f"upstream errors {_by_label(final, 'driftgauge_upstream_errors_total')}"

@@ -52,15 +52,7 @@ AWKWARD_MODEL = 'wine "red"\\ \nrosé'
 # The reasons every scrape shows from 0, as the sidecar declares them.
 BODY_REASONS = ("unknown_encoding", "bad_encoding", "decoded_too_large")
 PARSE_ERROR_REASONS = (*REASONS, *BODY_REASONS, "invalid_json", "unknown_path", "internal")
-DROP_REASONS = (
-    "queue_full",
-    "body_too_large",
-    "answered_early",
-    "cloudevents_overload",
-    "feedback_expired",
-    "feedback_no_id",
-    "sampled",
-)
+DROP_REASONS = ("feedback_expired", "feedback_no_id")
 ACCEPTS = (
     "",
     "text/plain",
@@ -385,7 +377,7 @@ def busy_pipeline(model: str, tmp_path: Path) -> Pipeline:
     pipeline.outcomes.label([*labelled, ("nobody", "b"), ("r300:0", None)])
     pipeline.monitor.count_parse_error("invalid_json")
     pipeline.monitor.count_parse_error("a_new_reason")
-    pipeline.monitor.count_dropped("queue_full", 2_500_000)  # prints as 2.5e+06
+    pipeline.monitor.count_dropped("feedback_expired", 2_500_000)  # prints as 2.5e+06
     pipeline.monitor.count_dropped("another_reason", 7)
     pipeline.monitor.compute()
     return pipeline

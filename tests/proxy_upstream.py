@@ -471,7 +471,11 @@ class Proxy:
 
     def sample(self, name: str, **labels: str) -> float:
         """A sample of the sidecar's registry (0 when absent), ``model`` label implied."""
-        value = self.sidecar.registry.get_sample_value(name, {"model": "wine", **labels})
+        return self.source_sample(name, model="wine", **labels)
+
+    def source_sample(self, name: str, **labels: str) -> float:
+        """A sample of the sidecar's registry (0 when absent), no label implied: the source's."""
+        value = self.sidecar.registry.get_sample_value(name, labels)
         return 0.0 if value is None else value
 
     async def stop(self) -> None:

@@ -36,7 +36,7 @@ from driftgauge.exposition.collector import (
 )
 from driftgauge.exposition.models import ModelsCollector
 from driftgauge.exposition.proxy import ProxyMetrics
-from driftgauge.exposition.source_errors import SourceErrorsCollector
+from driftgauge.exposition.source import SourceCollector
 from driftgauge.jsonbody import decode_json, lossy, reread_exactly
 from driftgauge.monitor.batch import MAX_BODY_BYTES, Batcher
 from driftgauge.monitor.model import Monitor
@@ -45,11 +45,13 @@ from driftgauge.monitor.versions import ModelVersions
 from driftgauge.protocols import make_adapter
 from driftgauge.runtime.consumer import BEHIND_SECONDS, consume
 from driftgauge.runtime.state import StateStore, stray_snapshots
+from driftgauge.sources.cloudevents import DROP_REASONS as CLOUDEVENTS_DROPS
 from driftgauge.sources.cloudevents import ERROR_REASONS as CLOUDEVENTS_REASONS
 from driftgauge.sources.cloudevents import CloudEventsSource
+from driftgauge.sources.proxy import DROP_REASONS as PROXY_DROPS
 from driftgauge.sources.proxy import ERROR_REASONS as PROXY_REASONS
 from driftgauge.sources.proxy import ProxyServer, RecordQueue
-from driftgauge.sources.sampling import Sampler
+from driftgauge.sources.sampling import SAMPLED, Sampler
 from driftgauge.sources.serverlog import ServerLog
 from driftgauge.sources.tail import ERROR_REASONS as TAIL_REASONS
 from driftgauge.sources.tail import TailSource
@@ -206,8 +208,16 @@ def build_sidecar(
         TailConfig: TAIL_REASONS,
         CloudEventsConfig: CLOUDEVENTS_REASONS,
     }
+    source_drops = {
+        ProxyConfig: (*PROXY_DROPS, SAMPLED),
+        TailConfig: (),
+        CloudEventsConfig: (*CLOUDEVENTS_DROPS, SAMPLED),
+    }
     router = Router(
-        batchers, listed=bool(config.models), source_reasons=source_reasons[type(config.source)]
+        batchers,
+        listed=bool(config.models),
+        source_reasons=source_reasons[type(config.source)],
+        source_drops=source_drops[type(config.source)],
     )
     for each in monitors:  # what its label file's tailer counts (_label_tail)
         if each.config.feedback is not None and each.config.feedback.tail is not None:
@@ -220,7 +230,7 @@ def build_sidecar(
     else:  # each family once, with every model's (and version's) samples
         registry.register(ModelsCollector(router.all_monitors, "live"))
         snapshot_registry.register(ModelsCollector(router.all_monitors, "snapshot"))
-    registry.register(SourceErrorsCollector(router))  # what no model's label may carry
+    registry.register(SourceCollector(router))  # what no model's label may carry
     ProcessCollector(registry=registry)
     rendered = RenderedSnapshot(snapshot_registry)
 
@@ -378,17 +388,16 @@ async def _cloudevents_ctx(app: web.Application) -> AsyncIterator[None]:
     sidecar = app[SIDECAR_KEY]
     config = sidecar.config.source
     assert isinstance(config, CloudEventsConfig)
-    monitor = sidecar.monitor
-    sampler = Sampler(config.cpu_budget, lambda: source.backlog(), monitor.count_dropped)
+    router = sidecar.batcher
+    sampler = Sampler(config.cpu_budget, lambda: source.backlog(), router.count_dropped)
     source = CloudEventsSource(
         config,
-        sidecar.batcher.process,
-        sidecar.batcher.count_parse_error,
-        on_dropped=monitor.count_dropped,
+        router.process,
+        router.count_parse_error,
+        on_dropped=router.count_dropped,
         sampler=sampler,
     )
-    rate = catalogue.SAMPLING_RATE.gauge(sidecar.registry).labels(sidecar.config.model)
-    rate.set_function(lambda: sampler.rate)
+    catalogue.SAMPLING_RATE.gauge(sidecar.registry).set_function(lambda: sampler.rate)
     async with _listening("source.cloudevents.listen", config.listen):
         sidecar.proxy_port = await source.start()
     log.info("CloudEvents on %s", _url(config.listen[0], sidecar.proxy_port, config.tls))
@@ -480,13 +489,11 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     sidecar = app[SIDECAR_KEY]
     config = sidecar.config.source
     assert isinstance(config, ProxyConfig)
-    monitor = sidecar.monitor
+    router = sidecar.batcher
     metrics = ProxyMetrics(sidecar.registry, sidecar.config.model)
-    queue = RecordQueue(config.queue_size, monitor.count_dropped, config.queue_bytes)
+    queue = RecordQueue(config.queue_size, router.count_dropped, config.queue_bytes)
     sampler = Sampler(
-        config.cpu_budget,
-        lambda: queue.backlog(BEHIND_SECONDS),
-        monitor.count_dropped,
+        config.cpu_budget, lambda: queue.backlog(BEHIND_SECONDS), router.count_dropped
     )
     server = ProxyServer(
         config.upstream,
@@ -501,8 +508,8 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         request_id_header=config.request_id_header,
         generate_ids=sidecar.config.feedback is not None,
         rewrite_host=config.host_header == "upstream",
-        count_parse_error=sidecar.batcher.count_parse_error,
-        count_dropped=monitor.count_dropped,
+        count_parse_error=router.count_parse_error,
+        count_dropped=router.count_dropped,
         upstream_tls=ssl.create_default_context(cafile=config.ca_file) if config.ca_file else None,
         listen_tls=config.tls.server_context() if config.tls else None,
         sampler=sampler,

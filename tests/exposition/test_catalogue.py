@@ -17,7 +17,7 @@ from driftgauge.config import Role
 from driftgauge.exposition import MonitorCollector, RenderedSnapshot, render_metrics
 from driftgauge.exposition.catalogue import CATALOGUE, MetricSpec
 from driftgauge.exposition.proxy import ProxyMetrics
-from driftgauge.exposition.source_errors import SourceErrorsCollector
+from driftgauge.exposition.source import SourceCollector
 from driftgauge.monitor.route import Router
 from tests.exposition_support import busy_pipeline, registry_of
 from tests.rules.support import promtool_test, series
@@ -84,7 +84,8 @@ def test_metrics_endpoint_serves_exactly_the_catalogue(tmp_path: Path) -> None:
     pipeline = busy_pipeline("wine", tmp_path)
     monitor = pipeline.monitor
     registry = registry_of(MonitorCollector(monitor, "live"))
-    registry.register(SourceErrorsCollector(Router([pipeline.batcher], source_reasons=["x"])))
+    router = Router([pipeline.batcher], source_reasons=["x"], source_drops=["y"])
+    registry.register(SourceCollector(router))
     ProcessCollector(registry=registry)
     proxy = ProxyMetrics(registry, "wine")
     proxy.request_done(200, 1.0, 1.002, 1.01, 120, 80)

@@ -383,7 +383,7 @@ def test_drops_and_parse_errors_are_counted_while_an_ingest_holds_the_lock(
     counted = threading.Event()
 
     def count() -> None:
-        monitor.count_dropped("queue_full", 3)
+        monitor.count_dropped("feedback_expired", 3)
         monitor.count_parse_error("invalid_json")
         counted.set()
 
@@ -392,7 +392,7 @@ def test_drops_and_parse_errors_are_counted_while_an_ingest_holds_the_lock(
         worker.start()
         assert counted.wait(5.0)
     worker.join()
-    assert (monitor.dropped, monitor.parse_errors) == ({"queue_full": 3}, {"invalid_json": 1})
+    assert (monitor.dropped, monitor.parse_errors) == ({"feedback_expired": 3}, {"invalid_json": 1})
 
 
 def test_blocks_add_up_in_slices_restored_from_a_snapshot(built: tuple[Config, Baseline]) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from driftgauge.config import config_from_mapping
+from driftgauge.exposition.live import DROP_REASONS
 from driftgauge.rules.alerts import models_of, render_rules
 from driftgauge.rules.dashboards import render_dashboard
 from driftgauge.rules.writing import dump_yaml
@@ -85,47 +86,47 @@ def test_every_models_service_row_shows_its_sidecars_requests(tmp_path: Path) ->
 
 
 def test_every_models_service_row_shows_its_sidecars_drops(tmp_path: Path) -> None:
-    """The second model's dashboard reads the drops of its sidecar's queue and sampler (under the
-    first model's label) and its own expired predictions, not the first model's."""
+    """The second model's dashboard reads its own expired predictions, not the first model's, and
+    what its sidecar's source dropped before routing (no model label), not another sidecar's."""
     raw = base_config(tmp_path)
     model = {k: raw.pop(k) for k in ("model", "protocol", "baseline", "features", "predictions")}
     raw["models"] = [model, {**model, "model": 'iris "v2"', "baseline": str(tmp_path / "i.dgb")}]
     iris = models_of(config_from_mapping(raw, base=tmp_path))[1]
-    query = _service_targets(render_dashboard(iris.model, iris.fields, iris.alerting))[
-        "dropped: {{reason}}"
-    ]
+    targets = _service_targets(render_dashboard(iris.model, iris.fields, iris.alerting))
+    other = {"job": "driftgauge", "instance": "10.0.0.8:10117"}  # a sidecar of wine alone
     series = [
         _series("driftgauge_baseline_info", SIDECAR | {"model": "wine"}, "1x20"),
         _series("driftgauge_baseline_info", SIDECAR | {"model": 'iris "v2"'}, "1x20"),
+        _series("driftgauge_baseline_info", other | {"model": "wine"}, "1x20"),
     ]
-    for name, reason, per_minute in (
-        ("wine", "queue_full", 6),
-        ("wine", "feedback_expired", 60),
-        ('iris "v2"', "queue_full", 0),
-        ('iris "v2"', "feedback_expired", 120),
-    ):
-        labels = SIDECAR | {"model": name, "reason": reason}
+    for name, per_minute in (("wine", 60), ('iris "v2"', 120)):
+        labels = SIDECAR | {"model": name, "reason": "feedback_expired"}
         series.append(_series("driftgauge_dropped_total", labels, f"0+{per_minute}x20"))
+    for labels, per_minute in (
+        (SIDECAR | {"reason": "queue_full"}, 6),
+        (other | {"reason": "queue_full"}, 600),
+    ):
+        series.append(_series("driftgauge_source_dropped_total", labels, f"0+{per_minute}x20"))
     tests = [
         {
-            "expr": query,
+            "expr": targets["dropped: {{reason}}"],
             "eval_time": "10m",
-            "exp_samples": [
-                {"labels": '{reason="feedback_expired"}', "value": 2},
-                {"labels": '{reason="queue_full"}', "value": 0.1},
-            ],
-        }
+            "exp_samples": [{"labels": '{reason="feedback_expired"}', "value": 2}],
+        },
+        {
+            "expr": targets["source dropped: {{reason}}"],
+            "eval_time": "10m",
+            "exp_samples": [{"labels": '{reason="queue_full"}', "value": 0.1}],
+        },
     ]
     promtool_test(
         tmp_path,
         [],
         [{"interval": "1m", "input_series": series, "promql_expr_test": tests}],
     )
-    # The reasons a model counts itself (the rest are its sidecar's): those of its outcomes.
-    own = re.search(r'reason=~"([\w|]+)"', query)
-    assert own is not None
+    # The reasons a model counts itself (the rest are its sidecar's source's): its outcomes'.
     counted = re.findall(r'on_drop\(\s*"(\w+)"', OUTCOMES.read_text(encoding="utf-8"))
-    assert set(own.group(1).split("|")) == set(counted)
+    assert set(DROP_REASONS) == set(counted)
 
 
 def test_every_models_service_row_shows_its_own_and_its_sidecars_parse_errors(

@@ -20,11 +20,15 @@ from driftgauge.exposition.live import DROP_REASONS
 from driftgauge.rules.alerts import models_of, render_rules
 from driftgauge.rules.tables import NOT_LOST
 from driftgauge.rules.writing import dump_yaml
+from driftgauge.sources.cloudevents import DROP_REASONS as CLOUDEVENTS_DROPS
+from driftgauge.sources.proxy import DROP_REASONS as PROXY_DROPS
+from driftgauge.sources.sampling import SAMPLED
 from tests.helpers import base_config
 from tests.rules.support import expand, promtool, promtool_test
 from tests.rules.support import series as _series
 
 SIDECAR = {"job": "driftgauge", "instance": "10.0.0.7:10117"}
+SOURCE_DROPS = (*PROXY_DROPS, *CLOUDEVENTS_DROPS, SAMPLED)
 SRC = Path(__file__).resolve().parents[2] / "src" / "driftgauge"
 
 
@@ -80,13 +84,13 @@ def test_extra_labels_and_severities_fire_exactly_as_configured(tmp_path: Path) 
     series = [
         _series("up", SIDECAR, "0x20"),
         _series("driftgauge_baseline_info", wine, "1x20"),
-        _series("driftgauge_dropped_total", wine | {"reason": "queue_full"}, "0+5x20"),
+        _series("driftgauge_source_dropped_total", SIDECAR | {"reason": "queue_full"}, "0+5x20"),
     ]
     down = _rule(config, "DriftgaugeSidecarDown")
     dropped = _rule(config, "DriftgaugeObservationsDropped")
     down_labels = SIDECAR | ODD_LABELS | {"severity": ODD_SEVERITY["critical"]}
     dropped_labels = (
-        {"model": "wine", "instance": SIDECAR["instance"], "reason": "queue_full"}
+        {"instance": SIDECAR["instance"], "reason": "queue_full"}
         | ODD_LABELS
         | {"severity": ODD_SEVERITY["warning"]}
     )
@@ -221,7 +225,7 @@ def test_every_model_of_a_multi_model_sidecar_is_named_once(tmp_path: Path) -> N
 
 # -- DriftgaugeObservationsDropped -----------------------------------------------------------
 
-# driftgauge_dropped_total reasons that lose observations the drift figures would have had.
+# driftgauge_source_dropped_total reasons that lose observations the drift figures would have had.
 LOST = {"queue_full", "body_too_large", "answered_early", "cloudevents_overload"}
 
 
@@ -230,31 +234,36 @@ def _dropped_reasons() -> set[str]:
     the package passes to a drop counter (``count_dropped("queue_full")``, ``on_drop(...)``)."""
     call = re.compile(r'(?:count_dropped|on_dropped|on_drop)\(\s*"(\w+)"')
     found = {reason for path in SRC.rglob("*.py") for reason in call.findall(path.read_text())}
-    return found | set(DROP_REASONS)
+    return found | set(DROP_REASONS) | set(SOURCE_DROPS)
 
 
 def test_every_drop_reason_is_either_a_loss_or_not() -> None:
-    """Each reason the sidecar counts is classified: a new one must be added to LOST or NOT_LOST."""
-    assert _dropped_reasons() == LOST | set(NOT_LOST.split("|"))
+    """Each reason the source counts is classified: a new one must be added to LOST or NOT_LOST;
+    a model's own reasons (after routing) are never the source's."""
+    assert _dropped_reasons() - set(DROP_REASONS) == LOST | {NOT_LOST}
+    assert not set(DROP_REASONS) & set(SOURCE_DROPS)
 
 
 def test_only_lost_observations_raise_observations_dropped(tmp_path: Path) -> None:
-    """Queue, body-size and CloudEvents drops fire; sampling and expired unlabelled predictions do not."""
+    """The source's queue, body-size and CloudEvents drops fire; its sampling does not, nor do a
+    model's own drops (expired unlabelled predictions)."""
     config = _config(tmp_path, feedback={"prediction": "class", "task": "classification"})
     rule = _rule(config, "DriftgaugeObservationsDropped")
     wine = SIDECAR | {"model": "wine"}
-    reasons = sorted(_dropped_reasons())
+    reasons = sorted(_dropped_reasons() - set(DROP_REASONS))
     series = [
-        _series("driftgauge_dropped_total", wine | {"reason": reason}, "0+3x20")
-        for reason in reasons
+        _series("driftgauge_baseline_info", wine, "1x20"),
+        *(
+            _series("driftgauge_source_dropped_total", SIDECAR | {"reason": reason}, "0+3x20")
+            for reason in reasons
+        ),
+        *(
+            _series("driftgauge_dropped_total", wine | {"reason": reason}, "0+3x20")
+            for reason in DROP_REASONS
+        ),
     ]
     fired = [
-        _fires(
-            rule,
-            {"model": "wine", "instance": SIDECAR["instance"], "reason": reason}
-            | {"severity": "warning"},
-            30,
-        )
+        _fires(rule, {"instance": SIDECAR["instance"], "reason": reason, "severity": "warning"}, 30)
         for reason in reasons
         if reason in LOST
     ]
@@ -352,28 +361,45 @@ SERVICE = (
 )
 
 
+# The service alerts on the source's series, which have no model label.
+SOURCE_ALERTS = ("DriftgaugeObservationsDropped", "DriftgaugeMonitoringSampled")
+
+
 def test_service_alerts_come_once_per_sidecar_on_its_first_models_label(tmp_path: Path) -> None:
-    """With two models, each service alert is one rule, selecting the first model's series."""
+    """With two models, each service alert is one rule, selecting the first model's series or,
+    for the source's series, the sidecars exporting the first model's baseline_info."""
     groups = render_rules(models_of(_two_models(tmp_path)))["groups"]
     for name in SERVICE:
         (rule,) = [r for g in groups for r in g["rules"] if r.get("alert") == name]
         assert 'model="wine"' in rule["expr"] and "iris" not in rule["expr"], name
-        assert rule["labels"]["model"] == "wine", name
         assert "serves models wine, iris" in rule["annotations"]["description"], name
+        if name in SOURCE_ALERTS:
+            assert "driftgauge_baseline_info{" in rule["expr"], name
+            assert "model" not in rule["labels"], name
+        else:
+            assert rule["labels"]["model"] == "wine", name
 
 
 def test_service_alerts_of_a_multi_model_sidecar_fire(tmp_path: Path) -> None:
-    """The proxy's errors, drops and sampling (exported under the first model) raise one alert each."""
+    """The proxy's errors (exported under the first model), and its source's drops and sampling
+    (under no model) raise one alert each; another config's sidecar's drops raise none here."""
     config = _two_models(tmp_path)
     wine = SIDECAR | {"model": "wine"}
+    other = {"job": "driftgauge", "instance": "10.0.0.8:10117"}
     series = [
+        _series("driftgauge_baseline_info", wine, "1x40"),
+        _series("driftgauge_baseline_info", wine | {"model": "iris"}, "1x40"),
+        _series("driftgauge_baseline_info", other | {"model": "cifar"}, "1x40"),
         _series("driftgauge_requests_total", wine | {"code": "200"}, "0+80x30"),
         _series("driftgauge_requests_total", wine | {"code": "502"}, "0+20x30"),
-        _series("driftgauge_dropped_total", wine | {"reason": "queue_full"}, "0+1x30"),
-        _series("driftgauge_dropped_total", wine | {"reason": "sampled"}, "0+50x30"),
-        _series("driftgauge_sampling_rate", wine, "0.5x40"),
+        _series("driftgauge_source_dropped_total", SIDECAR | {"reason": "queue_full"}, "0+1x30"),
+        _series("driftgauge_source_dropped_total", SIDECAR | {"reason": "sampled"}, "0+50x30"),
+        _series("driftgauge_sampling_rate", SIDECAR, "0.5x40"),
+        _series("driftgauge_source_dropped_total", other | {"reason": "queue_full"}, "0+1x30"),
+        _series("driftgauge_sampling_rate", other, "0.5x40"),
     ]
     alert = {"model": "wine", "instance": SIDECAR["instance"]}
+    sidecar = {"instance": SIDECAR["instance"]}
     checks = [
         {
             "alertname": "DriftgaugeUpstreamErrors",
@@ -390,7 +416,7 @@ def test_service_alerts_of_a_multi_model_sidecar_fire(tmp_path: Path) -> None:
             "exp_alerts": [
                 _fires(
                     _rule(config, "DriftgaugeObservationsDropped"),
-                    alert | {"reason": "queue_full", "severity": "warning"},
+                    sidecar | {"reason": "queue_full", "severity": "warning"},
                     10,
                 )
             ],
@@ -401,7 +427,7 @@ def test_service_alerts_of_a_multi_model_sidecar_fire(tmp_path: Path) -> None:
             "exp_alerts": [
                 _fires(
                     _rule(config, "DriftgaugeMonitoringSampled"),
-                    alert | {"severity": "warning"},
+                    sidecar | {"severity": "warning"},
                     0.5,
                 )
             ],

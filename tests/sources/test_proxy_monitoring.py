@@ -89,8 +89,9 @@ async def test_bodies_above_max_body_bytes_are_forwarded_but_not_monitored(
     assert upstream.seen[0].body == large
     assert upstream.seen[1].body == large
     await sentinel(proxy, session)
-    assert proxy.sample("driftgauge_dropped_total", reason="body_too_large") == 3
-    assert proxy.sidecar.monitor.dropped == {"body_too_large": 3}
+    assert proxy.source_sample("driftgauge_source_dropped_total", reason="body_too_large") == 3
+    assert proxy.sidecar.batcher.dropped == {"body_too_large": 3}
+    assert not proxy.sidecar.monitor.dropped
     assert not proxy.sidecar.monitor.parse_errors
 
 
@@ -135,7 +136,7 @@ async def test_an_answer_before_the_request_body_is_all_in_is_relayed_and_counte
             again = await client.request("POST", PREDICT, instances(1))
         await sentinel(proxy, session, rows_before=1)
     assert (answer.status, answer.body, again.body) == (200, ANSWER, ANSWER)
-    assert proxy.sample("driftgauge_dropped_total", reason="answered_early") == 1
+    assert proxy.source_sample("driftgauge_source_dropped_total", reason="answered_early") == 1
     assert not proxy.sidecar.monitor.parse_errors
 
 
@@ -186,10 +187,10 @@ async def test_full_queue_drops_observations_never_requests(
     for index, (status, answer) in enumerate(results):
         assert status == 200
         assert answer == {"predictions": ["a" if 12.0 + index * 0.1 > 13 else "b"] * 8}
-    monitor = proxy.sidecar.monitor
-    await until(lambda: monitor.rows_total // 8 + monitor.dropped["queue_full"] == burst)
-    assert monitor.dropped["queue_full"] >= 1
-    assert proxy.sample("driftgauge_dropped_total", reason="queue_full") >= 1
+    monitor, router = proxy.sidecar.monitor, proxy.sidecar.batcher
+    await until(lambda: monitor.rows_total // 8 + router.dropped["queue_full"] == burst)
+    assert router.dropped["queue_full"] >= 1
+    assert proxy.source_sample("driftgauge_source_dropped_total", reason="queue_full") >= 1
 
 
 async def test_readiness_follows_the_upstream(

@@ -211,7 +211,7 @@ async def test_the_proxy_samples_under_a_tiny_cpu_budget_and_every_request_is_an
 ) -> None:
     """With cpu_budget 0.0001 cores the proxy admits a share of the prediction requests: each of
     them still gets exactly the upstream's answer, the sampling rate gauge falls below 1, and
-    requests sent = dropped{reason="sampled"} + rows monitored (nothing else dropped)."""
+    requests sent = source_dropped{reason="sampled"} + rows monitored (nothing else dropped)."""
     sent = 0
     answers: dict[int, tuple[int, bytes]] = {}
     async with (
@@ -228,8 +228,8 @@ async def test_the_proxy_samples_under_a_tiny_cpu_budget_and_every_request_is_an
         def rate_and_sampled() -> tuple[float, float]:
             samples = scrape(metrics_port)
             return (
-                samples[series("driftgauge_sampling_rate", model="wine")],
-                samples[series("driftgauge_dropped_total", model="wine", reason="sampled")],
+                samples[series("driftgauge_sampling_rate")],
+                samples[series("driftgauge_source_dropped_total", reason="sampled")],
             )
 
         rate, sampled = await asyncio.to_thread(rate_and_sampled)
@@ -245,24 +245,25 @@ async def test_the_proxy_samples_under_a_tiny_cpu_budget_and_every_request_is_an
                 break
         assert after == 5, f"no sampling after {sent} requests (rate {rate})"
 
-        monitor = proxy.sidecar.monitor
+        monitor, router = proxy.sidecar.monitor, proxy.sidecar.batcher
 
         def accounted() -> bool:
-            return monitor.rows_total + monitor.dropped["sampled"] == sent
+            return monitor.rows_total + router.dropped["sampled"] == sent
 
         await until(accounted, what="every request monitored or counted")
         samples = await asyncio.to_thread(scrape, metrics_port)
     assert sorted(answers) == list(range(sent))
     for index, (status, body) in answers.items():
         assert (status, body) == (200, answer_for(request_body(index))), index
-    dropped_sampled = samples[series("driftgauge_dropped_total", model="wine", reason="sampled")]
+    dropped_sampled = samples[series("driftgauge_source_dropped_total", reason="sampled")]
     rows = samples[series("driftgauge_rows_total", model="wine")]
-    rate = samples[series("driftgauge_sampling_rate", model="wine")]
+    rate = samples[series("driftgauge_sampling_rate")]
     print(f"sent {sent}, sampled out {dropped_sampled:.0f}, monitored {rows:.0f}, rate {rate:.4f}")
     assert dropped_sampled + rows == sent
     assert dropped_sampled > 0 and rows > 0
     assert rate < 1.0
-    assert monitor.dropped.keys() <= {"sampled"}
+    assert router.dropped.keys() <= {"sampled"}
+    assert not monitor.dropped
     assert not monitor.parse_errors
 
 
@@ -356,11 +357,11 @@ async def test_a_modest_steady_rate_is_never_sampled_with_a_small_queue(
                         200,
                         answer_for(request_body(i)),
                     )
-                lowest = min(lowest, proxy.sample("driftgauge_sampling_rate"))
+                lowest = min(lowest, proxy.source_sample("driftgauge_sampling_rate"))
 
         await asyncio.gather(*(stream(first) for first in range(streams)))
-        monitor = proxy.sidecar.monitor
-        await until(lambda: monitor.rows_total + sum(monitor.dropped.values()) >= total)
-        assert dict(monitor.dropped) == {}
+        monitor, router = proxy.sidecar.monitor, proxy.sidecar.batcher
+        await until(lambda: monitor.rows_total + sum(router.dropped.values()) >= total)
+        assert dict(router.dropped) == dict(monitor.dropped) == {}
         assert monitor.rows_total == total
-        assert lowest == proxy.sample("driftgauge_sampling_rate") == 1.0
+        assert lowest == proxy.source_sample("driftgauge_sampling_rate") == 1.0

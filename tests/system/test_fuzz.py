@@ -144,7 +144,7 @@ class Harness:
                 "rows": monitor.rows_total,
                 "parse_errors": dict(monitor.parse_errors),
                 "source_parse_errors": dict(router.parse_errors),
-                "dropped": dict(monitor.dropped),
+                "dropped": dict(router.dropped),
                 "failed": list(self.proxy.sidecar.health.failed) if self.proxy else [],
             }
 

@@ -326,7 +326,8 @@ def test_invalid_value_panels_read_the_share_the_invalid_values_alert_reads(
     )
 
 
-# The proxy's own metrics: a sidecar exports them once, under its first model's label.
+# The proxy's own metrics: a sidecar exports them once, under its first model's label (the
+# queue's depth under none).
 SERVICE_METRICS = (
     "driftgauge_requests_total",
     "driftgauge_upstream_errors_total",
@@ -373,7 +374,7 @@ def test_overview_service_panels_follow_the_selected_models(
         inputs += [
             series("driftgauge_requests_total", labels | {"code": "200"}, f"0+{per_minute}x10"),
             series("driftgauge_upstream_errors_total", labels | {"reason": "timeout"}, "0+6x10"),
-            series("driftgauge_queue_depth", labels, "3x10"),
+            series("driftgauge_queue_depth", sidecar, "3x10"),
         ]
         for metric in SERVICE_METRICS[2:6]:
             for le, count in (("0.001", per_minute // 2), ("+Inf", per_minute)):
@@ -383,7 +384,12 @@ def test_overview_service_panels_follow_the_selected_models(
         {
             "expr": f"count(panel_{i})",
             "eval_time": "5m",
-            "exp_samples": [{"labels": "{}", "value": sidecars if "by (model" in expr else 1}],
+            "exp_samples": [
+                {
+                    "labels": "{}",
+                    "value": sidecars if re.search(r"by \((model|instance)", expr) else 1,
+                }
+            ],
         }
         for i, (*_, expr) in enumerate(targets)
     ]
@@ -535,51 +541,61 @@ def test_firing_alerts_follow_the_selected_models(
 def test_drop_panels_show_the_sidecars_drops_and_the_models_own(
     tmp_path: Path, selected: Value, queue_full: float, feedback_expired: float
 ) -> None:
-    """The drops of a sidecar's queue and sampler (exported under its first model's label) show
-    for every model it serves, once however many are selected, and a model's expired unlabelled
-    predictions (its own) for that model only; on the overview and the model dashboard."""
+    """What a sidecar's source dropped before routing (no model label) shows for every model it
+    serves, once however many are selected, and a model's expired unlabelled predictions (its
+    own) for that model only; on the overview and the model dashboard."""
     both = {"job": "driftgauge", "instance": "10.0.0.1:10117"}
     alone = {"job": "driftgauge", "instance": "10.0.0.2:10117"}
-    per_minute = [  # every model exports every reason, from 0
-        (both, FIRST, "queue_full", 6),
+    per_minute = [  # every model exports its reasons, and every source its own, from 0
         (both, FIRST, "feedback_expired", 60),
-        (both, SECOND, "queue_full", 0),
         (both, SECOND, "feedback_expired", 120),
-        (alone, "wine2", "queue_full", 600),
         (alone, "wine2", "feedback_expired", 600),
     ]
-    inputs = [
-        series(
-            "driftgauge_dropped_total", sidecar | {"model": model, "reason": reason}, f"0+{n}x10"
-        )
-        for sidecar, model, reason, n in per_minute
-    ] + [
-        series("driftgauge_baseline_info", sidecar | {"model": model}, "1x10")
-        for sidecar, model in ((both, FIRST), (both, SECOND), (alone, "wine2"))
-    ]
+    inputs = (
+        [
+            series(
+                "driftgauge_dropped_total",
+                sidecar | {"model": model, "reason": reason},
+                f"0+{n}x10",
+            )
+            for sidecar, model, reason, n in per_minute
+        ]
+        + [
+            series(
+                "driftgauge_source_dropped_total", sidecar | {"reason": "queue_full"}, f"0+{n}x10"
+            )
+            for sidecar, n in ((both, 6), (alone, 600))
+        ]
+        + [
+            series("driftgauge_baseline_info", sidecar | {"model": model}, "1x10")
+            for sidecar, model in ((both, FIRST), (both, SECOND), (alone, "wine2"))
+        ]
+    )
     boards = [BOARDS["driftgauge-overview"]]
     if isinstance(selected, list) and len(selected) == 1:  # the model dashboard picks one
         boards.append(BOARDS["driftgauge-model"])
     tests = []
     for board in boards:
-        (target,) = [
+        (own, source) = [
             t["expr"]
+            for family in ("driftgauge_dropped_total", "driftgauge_source_dropped_total")
             for panel in _query_panels(board)
             for t in panel["targets"]
-            if "driftgauge_dropped_total" in t["expr"]
+            if f"{family}{{" in t["expr"] or f"{family}[" in t["expr"]
         ]
         model: Value = selected if board is boards[0] else selected[0]
-        query = substitute(target, {"model": model, "__rate_interval": "5m"})
-        tests.append(
-            {
-                "expr": f"sum by (reason) ({query})",
-                "eval_time": "5m",
-                "exp_samples": [
-                    {"labels": '{reason="feedback_expired"}', "value": feedback_expired},
-                    {"labels": '{reason="queue_full"}', "value": queue_full},
-                ],
-            }
-        )
+        for target, reason, value in (
+            (own, "feedback_expired", feedback_expired),
+            (source, "queue_full", queue_full),
+        ):
+            query = substitute(target, {"model": model, "__rate_interval": "5m"})
+            tests.append(
+                {
+                    "expr": f"sum by (reason) ({query})",
+                    "eval_time": "5m",
+                    "exp_samples": [{"labels": f'{{reason="{reason}"}}', "value": value}],
+                }
+            )
     promtool_test(
         tmp_path,
         [],

@@ -4,8 +4,8 @@
 upstream in the test's event loop; many concurrent clients send batched
 KServe v1 bodies faster than the monitoring consumer can take them.  Every
 client must get exactly the upstream's answer, what the consumer could not
-take must be counted ``dropped_total{reason="queue_full"}`` or, left out by the overload
-sampler, ``{reason="sampled"}``, rows monitored
+take must be counted ``source_dropped_total{reason="queue_full"}`` or, left out by the
+overload sampler, ``{reason="sampled"}``, rows monitored
 plus rows dropped must equal rows sent, the sidecar's resident memory must
 stay bounded, and its latency must not follow the monitoring work.
 """
@@ -212,7 +212,7 @@ async def settled(metrics_port: int, within: float = 30.0) -> dict[Any, float]:
     while True:
         samples = await asyncio.to_thread(scrape, metrics_port)
         rows = samples.get(series("driftgauge_rows_total", model="wine"), 0.0)
-        depth = samples.get(series("driftgauge_queue_depth", model="wine"), 0.0)
+        depth = samples.get(series("driftgauge_queue_depth"), 0.0)
         if depth == 0 and rows == previous:
             return samples
         assert time.monotonic() < deadline, "the monitoring queue never settled"
@@ -275,7 +275,7 @@ async def test_overload_drops_observations_but_answers_every_request_with_bounde
         assert (status, body) == (200, answer_for(bodies[index])), index
     # Left out at a full queue or by the overload sampler (sources/sampling.py): both counted.
     dropped = sum(
-        samples.get(series("driftgauge_dropped_total", model="wine", reason=reason), 0)
+        samples.get(series("driftgauge_source_dropped_total", reason=reason), 0)
         for reason in ("queue_full", "sampled")
     )
     monitored = samples[series("driftgauge_rows_total", model="wine")]
@@ -327,11 +327,11 @@ async def test_slow_ingest_drops_observations_instead_of_stalling_the_proxy(
         dropped = await asyncio.to_thread(
             sample_line,
             sidecar.metrics_port,
-            'driftgauge_dropped_total{model="wine",reason="queue_full"}',
+            'driftgauge_source_dropped_total{reason="queue_full"}',
         ) + await asyncio.to_thread(
             sample_line,
             sidecar.metrics_port,
-            'driftgauge_dropped_total{model="wine",reason="sampled"}',
+            'driftgauge_source_dropped_total{reason="sampled"}',
         )
     seen = f"unmonitored: {reference.summary()}; monitored: {monitored.summary()}; "
     seen += f"dropped {dropped:.0f}"
@@ -370,11 +370,11 @@ async def test_overload_with_large_bodies_drops_and_memory_levels_off(
             dropped = await asyncio.to_thread(
                 sample_line,
                 sidecar.metrics_port,
-                'driftgauge_dropped_total{model="wine",reason="queue_full"}',
+                'driftgauge_source_dropped_total{reason="queue_full"}',
             ) + await asyncio.to_thread(
                 sample_line,
                 sidecar.metrics_port,
-                'driftgauge_dropped_total{model="wine",reason="sampled"}',
+                'driftgauge_source_dropped_total{reason="sampled"}',
             )
     # Thirds of the run: the level is reached within the first (sooner with more malloc
     # arenas, later with the two `driftgauge serve` asks for), then it must stay flat.

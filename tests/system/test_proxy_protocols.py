@@ -274,7 +274,7 @@ async def test_batched_and_single_rows_are_monitored_and_paired(
         assert status == 200
         assert body == _encode(case.response(rows))
     await assert_every_row_monitored(proxy, "rows ingested")
-    assert not proxy.sidecar.monitor.dropped
+    assert not proxy.sidecar.monitor.dropped and not proxy.sidecar.batcher.dropped
 
 
 async def test_error_response_is_forwarded_unchanged_and_not_monitored(

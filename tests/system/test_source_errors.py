@@ -33,14 +33,18 @@ GOOD = json.dumps({"instances": [ROW]})
 ANSWER = {"predictions": [{"class": "a"}]}
 
 
-def two_models(tmp_path: Path, source: dict[str, Any]) -> Path:
-    """A config of the KServe v1 models `wine` and `iris` on ``source``, each with a baseline."""
+def two_models(
+    tmp_path: Path, source: dict[str, Any], feedback: dict[str, dict[str, Any]] | None = None
+) -> Path:
+    """A config of the KServe v1 models `wine` and `iris` on ``source``, each with a baseline
+    (and the ``feedback`` section ``feedback`` gives a model by name)."""
     raw = base_config(tmp_path, source=source)
     model_keys = ("protocol", "features", "predictions")
     shared = {key: raw.pop(key) for key in model_keys}
     del raw["model"], raw["baseline"]
     raw["models"] = [
         {"model": name, "baseline": str(tmp_path / f"{name}.dgb"), **shared}
+        | ({"feedback": (feedback or {})[name]} if name in (feedback or {}) else {})
         for name in ("wine", "iris")
     ]
     path = write_config(tmp_path / "config.yaml", raw)

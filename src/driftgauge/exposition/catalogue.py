@@ -68,6 +68,7 @@ __all__ = [
     "SEGMENT_PERFORMANCE",
     "SEGMENT_PSI",
     "SEGMENT_PSI_NOISE_FLOOR",
+    "SOURCE_DROPPED",
     "SOURCE_PARSE_ERRORS",
     "STATE_SAVE_FAILURES",
     "UPSTREAM_ERRORS",
@@ -194,7 +195,18 @@ SOURCE_PARSE_ERRORS = MetricSpec(
     ("reason",),
 )
 DROPPED = MetricSpec(
-    "driftgauge_dropped", "counter", "Observations dropped, by reason.", ("model", "reason")
+    "driftgauge_dropped",
+    "counter",
+    "Observations of the model dropped after routing, by reason.",
+    ("model", "reason"),
+)
+# No model label, as SOURCE_PARSE_ERRORS: what the source dropped before routing (its queue full,
+# a body too large, an early answer, a request sampled out) may have been any model's.
+SOURCE_DROPPED = MetricSpec(
+    "driftgauge_source_dropped",
+    "counter",
+    "Records the source dropped before routing them to a model (overload, oversize), by reason.",
+    ("reason",),
 )
 ROWS = MetricSpec(
     "driftgauge_rows", "counter", "Rows (one request may carry many) monitored.", _MODEL
@@ -444,15 +456,16 @@ CLIENT_ERRORS = MetricSpec(
     "Client requests refused by the proxy, by reason.",
     ("model", "reason"),
 )
+# The source's, as SOURCE_DROPPED: its queue and sampler take every model's records.
 QUEUE_DEPTH = MetricSpec(
-    "driftgauge_queue_depth", "gauge", "Records waiting for the monitoring consumer.", _MODEL
+    "driftgauge_queue_depth", "gauge", "Records waiting for the monitoring consumer.", ()
 )
 SAMPLING_RATE = MetricSpec(
     "driftgauge_sampling_rate",
     "gauge",
     "Share of prediction requests monitoring takes: 1 is every one; lower under overload, "
-    "the rest counted as dropped with reason sampled.",
-    _MODEL,
+    "the rest counted in driftgauge_source_dropped_total with reason sampled.",
+    (),
 )
 
 # -- the sidecar's own upkeep (app.py, prometheus_client instruments) ----------------------------
@@ -473,6 +486,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     PARSE_ERRORS,
     SOURCE_PARSE_ERRORS,
     DROPPED,
+    SOURCE_DROPPED,
     ROWS,
     MISSING_FIELDS,
     EXTRA_FIELDS,

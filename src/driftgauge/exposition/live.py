@@ -34,16 +34,9 @@ __all__ = [
 ]
 
 PARSE_ERROR_REASONS = (*REASONS, *BODY_REASONS, "invalid_json", "unknown_path", "internal")
-# Each starts at 0, so that increase() sees the first drops of a reason too.
-DROP_REASONS = (
-    "queue_full",
-    "body_too_large",
-    "answered_early",
-    "cloudevents_overload",
-    "feedback_expired",
-    "feedback_no_id",
-    "sampled",
-)
+# Each starts at 0, so that increase() sees the first drops of a reason too.  A model's own:
+# what the source drops before routing is driftgauge_source_dropped_total's (exposition.source).
+DROP_REASONS = ("feedback_expired", "feedback_no_id")
 LABEL_RESULTS = ("matched", "unmatched", "invalid")
 
 

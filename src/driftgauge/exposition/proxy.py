@@ -83,8 +83,8 @@ class ProxyMetrics:
         # driftgauge's does); the known reasons are present at 0 before the first failure.
         self.upstream_errors = dict.fromkeys(UPSTREAM_ERROR_REASONS, 0)
         self.client_errors = dict.fromkeys(CLIENT_ERROR_REASONS, 0)
-        self.queue_depth = catalogue.QUEUE_DEPTH.gauge(registry).labels(model)
-        self.sampling_rate = catalogue.SAMPLING_RATE.gauge(registry).labels(model)
+        self.queue_depth = catalogue.QUEUE_DEPTH.gauge(registry)
+        self.sampling_rate = catalogue.SAMPLING_RATE.gauge(registry)
         self.sampling_rate.set(1.0)  # every request monitored until a sampler says otherwise
         registry.register(self)
 

@@ -33,11 +33,13 @@ then in the path decoded, so it may be written either way.
 
 A record for no configured model is counted (``unknown_model``) and left
 alone: the proxy forwards it untouched whatever monitoring does.  The router
-keeps that count, and the source's own (what it could not read or route:
-its records are not yet any model's), apart from every model's:
-``driftgauge_source_parse_errors_total`` has no ``model`` label, and a
-model's ``driftgauge_parse_errors_total`` counts only the records routed to
-it.
+keeps that count, and the source's own (what it could not read or route,
+and what it dropped before routing: a full queue, an oversize body, a
+request sampled out; its records are not yet any model's), apart from every
+model's: ``driftgauge_source_parse_errors_total`` and
+``driftgauge_source_dropped_total`` have no ``model`` label, and a model's
+``driftgauge_parse_errors_total`` and ``driftgauge_dropped_total`` count
+only the records routed to it.
 """
 
 from __future__ import annotations
@@ -100,9 +102,11 @@ class Router:
         *,
         listed: bool = False,
         source_reasons: Sequence[str] = (),
+        source_drops: Sequence[str] = (),
     ) -> None:
         """``listed``: the models come from a ``models:`` list (rule 4 above);
-        ``source_reasons``: what the source may count (:meth:`count_parse_error`)."""
+        ``source_reasons``: what the source may count (:meth:`count_parse_error`);
+        ``source_drops``: what it may drop (:meth:`count_dropped`)."""
         self.batchers = list(batchers)
         self._listed = listed
         self._by_name = {
@@ -129,11 +133,18 @@ class Router:
         # Exposed from 0, so rate() sees the first one too.
         routing = () if self._one else ("unknown_model",)
         self.parse_reasons: tuple[str, ...] = (*source_reasons, *routing)
+        self.dropped: Counter[str] = Counter()
+        self.drop_reasons = tuple(source_drops)
 
     def count_parse_error(self, reason: str, n: int = 1) -> None:
         """Count a record the source could not read or route (no model's own parse error)."""
         with self._tally_lock:
             self.parse_errors[reason] += n
+
+    def count_dropped(self, reason: str, n: int = 1) -> None:
+        """Count a record the source dropped before routing it (no model's own drop)."""
+        with self._tally_lock:
+            self.dropped[reason] += n
 
     def route(
         self,

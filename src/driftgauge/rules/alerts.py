@@ -372,13 +372,15 @@ SIDECAR_MEMORY = "1d"
 
 def _sidecar_group(models: Sequence[ModelRules]) -> dict[str, Any]:
     """The sidecar's alerts, once per config whatever models it serves: DriftgaugeSidecarDown
-    and the service alerts, which select the series of the first model's label.
+    and the service alerts.
 
     ``up`` carries only the target's labels, so the rule keeps the targets of the
     scrape job that exported ``driftgauge_baseline_info`` of the config's first model
     (every sidecar of the config exports it) within :data:`SIDECAR_MEMORY`: with the
     rules of two configs loaded, a sidecar that goes down raises one alert, its own
-    config's, with that config's labels.
+    config's, with that config's labels.  The service alerts on series without a model
+    label (the source's drops and sampling rate) keep that config's sidecars the same way;
+    those on the proxy's requests and latencies select the first model's label.
     """
     alerting = models[0].alerting
     job = matchers(("job", "=", alerting.scrape_job))
@@ -402,16 +404,34 @@ def _sidecar_group(models: Sequence[ModelRules]) -> dict[str, Any]:
             "data-quality or service metrics are coming from it.",
         ),
     }
-    # The proxy's requests, latencies and sampling rate, and the drops of its queue and
-    # sampler, are the sidecar's: exported once, under its first model's label.
+    # The proxy's requests and latencies are the sidecar's: exported once, under its first
+    # model's label.
     note = (
         f" The sidecar serves models {names}; its service metrics carry the first one's label."
         if len(models) > 1
         else ""
     )
+    of_config = f" and on (job, instance) driftgauge_baseline_info{{{served}}}"
+    sidecar = [
+        {
+            "alert": name,
+            "expr": expr.replace("{S}", of_config),
+            "for": for_,
+            "labels": _labels(alerting, level, {}),
+            "annotations": _annotations(
+                alerting,
+                name,
+                summary,
+                f"{description} The sidecar serves model{'s' if len(models) > 1 else ''} {names}.",
+            ),
+        }
+        for name, expr, for_, level, summary, description in SERVICE
+        if "{S}" in expr
+    ]
+    labelled = [row for row in SERVICE if "{S}" not in row[1]]
     return {
         "name": "driftgauge-sidecar",
-        "rules": [rule, *_fixed(_Alerts(models[0]), SERVICE, note)],
+        "rules": [rule, *_fixed(_Alerts(models[0]), labelled, note), *sidecar],
     }
 
 

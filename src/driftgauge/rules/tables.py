@@ -2,8 +2,10 @@
 
 The fleet recording rules, and the data-quality, service, state and performance
 alerts of the shipped ``alert_rules/driftgauge.rules.yml``, with ``{M}`` where
-the model's label matchers go (:mod:`driftgauge.rules.alerts` fills them in
-and adds the config's labels, severities and runbook links).
+the model's label matchers go, and in the service alerts (the sidecar's, on
+series its source exports without a model label) `` {S}`` where the join
+selecting the config's sidecars goes (:mod:`driftgauge.rules.alerts` fills
+them in and adds the config's labels, severities and runbook links).
 """
 
 from __future__ import annotations
@@ -91,8 +93,10 @@ VERSION_RECORDS = (
     ),
 )
 
-# driftgauge_dropped_total reasons that lose no drift observation (DriftgaugeObservationsDropped).
-NOT_LOST = "sampled|feedback_expired|feedback_no_id"
+# The driftgauge_source_dropped_total reason that loses no drift observation
+# (DriftgaugeObservationsDropped): a model's own drops (driftgauge_dropped_total: predictions
+# whose label can no longer join) never lose one, so the alert does not read them.
+NOT_LOST = "sampled"
 
 # (name, expr with {M} for the model matchers, for, level, summary, description)
 QUALITY = (
@@ -154,24 +158,21 @@ SERVICE = (
     (
         # Only reasons that lose drift observations (queue_full, body_too_large,
         # answered_early, cloudevents_overload). Requests sampled out under overload (sampled) leave the
-        # windows a uniform sample (DriftgaugeMonitoringSampled tells when that lasts), and a
-        # held prediction whose label never came (feedback_expired), or one with no id to be
-        # held under (feedback_no_id), was monitored for drift all the same: partial label
-        # coverage is normal.
+        # windows a uniform sample (DriftgaugeMonitoringSampled tells when that lasts).
         "DriftgaugeObservationsDropped",
-        f'sum by (model, instance, reason) (increase(driftgauge_dropped_total{{M, reason!~"{NOT_LOST}"}}[10m])) > 0',
+        f'sum by (instance, reason) (increase(driftgauge_source_dropped_total{{reason!="{NOT_LOST}"}}[10m]){{S}}) > 0',
         "5m",
         "warning",
-        "driftgauge drops observations of model {{ $labels.model }} ({{ $labels.reason }})",
-        'The sidecar {{ $labels.instance }} dropped {{ $value | printf "%.0f" }} observations of model {{ $labels.model }} in the last 10m (reason {{ $labels.reason }}); drift figures under-count that traffic.',
+        "driftgauge sidecar {{ $labels.instance }} drops observations ({{ $labels.reason }})",
+        'The sidecar {{ $labels.instance }} dropped {{ $value | printf "%.0f" }} records before routing in the last 10m (reason {{ $labels.reason }}); drift figures under-count that traffic.',
     ),
     (
         "DriftgaugeMonitoringSampled",
-        "max by (model, instance) (max_over_time(driftgauge_sampling_rate{M}[15m])) < 1",
+        "max by (instance) (max_over_time(driftgauge_sampling_rate[15m]){S}) < 1",
         "15m",
         "warning",
-        "driftgauge monitors only a sample of the requests of model {{ $labels.model }}",
-        "The sidecar {{ $labels.instance }} has monitored at most {{ $value | humanizePercentage }} of the prediction requests of model {{ $labels.model }} for 30 minutes: monitoring is over its CPU budget or its queue. Drift figures stay unbiased but noisier (the noise floor follows the sampled count).",
+        "driftgauge sidecar {{ $labels.instance }} monitors only a sample of its requests",
+        "The sidecar {{ $labels.instance }} has monitored at most {{ $value | humanizePercentage }} of its prediction requests for 30 minutes: monitoring is over its CPU budget or its queue. Drift figures stay unbiased but noisier (the noise floor follows the sampled count).",
     ),
 )
 

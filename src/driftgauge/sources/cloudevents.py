@@ -47,7 +47,7 @@ size, a header line too long: answered 400, logged as one warning line naming th
 traceback; aiohttp's compiled parser never reports a bad chunk after the body began, so that
 body stops arriving).  Paired records wait for the
 batcher in a list bounded by ``max_pending``; beyond it they are dropped and passed to
-``on_dropped`` as ``cloudevents_overload`` (``driftgauge_dropped_total{reason}``).  With a
+``on_dropped`` as ``cloudevents_overload`` (``driftgauge_source_dropped_total{reason}``).  With a
 ``sampler`` (:mod:`driftgauge.sources.sampling`), each pair is first admitted or not with the
 sampler's rate, before its bodies are parsed: under overload a uniform sample of the pairs is
 monitored (the rest counted as ``sampled`` by the sampler) instead of whole bursts dropped.
@@ -99,6 +99,7 @@ from driftgauge.typing import Record
 
 __all__ = [
     "BATCH_CONTENT_TYPE",
+    "DROP_REASONS",
     "ERROR_REASONS",
     "REQUEST_TYPE",
     "RESPONSE_TYPE",
@@ -136,6 +137,8 @@ ERROR_REASONS = tuple(
         "bad_request",
     )
 )
+# What on_dropped may be told, before a record is routed to a model.
+DROP_REASONS = ("cloudevents_overload",)
 
 FORWARD_WORKERS = 4
 # KServe's logger bounds neither ce-metadata (the logged request headers) nor ce-annotations;

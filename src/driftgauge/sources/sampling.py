@@ -42,12 +42,13 @@ import random
 import time
 from collections.abc import Callable
 
-__all__ = ["HEADROOM", "QUEUE_HIGH", "QUEUE_LOW", "RISE", "Sampler"]
+__all__ = ["HEADROOM", "QUEUE_HIGH", "QUEUE_LOW", "RISE", "SAMPLED", "Sampler"]
 
 HEADROOM = 0.9  # aim at this share of what fits: room for the readings' noise
 QUEUE_LOW = 0.1  # backlog reading (0 to 1) from which the consumer counts as saturated
 QUEUE_HIGH = 0.5  # backlog reading from which the rate also halves at each update
 RISE = 2.0  # the most the rate grows in one update
+SAMPLED = "sampled"  # the drop reason of a request not admitted
 
 
 class Sampler:
@@ -130,7 +131,7 @@ class Sampler:
         """Pass the requests not admitted so far to ``on_drop``."""
         if self._unreported:
             n, self._unreported = self._unreported, 0
-            self._on_drop("sampled", n)
+            self._on_drop(SAMPLED, n)
 
     def update(self) -> float:
         """Report what was not admitted and, once per ``interval``, adapt the rate; returns it."""

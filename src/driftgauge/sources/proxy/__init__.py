@@ -27,10 +27,11 @@ from driftgauge.sources.proxy.capture import RecordQueue
 from driftgauge.sources.proxy.client import ClientProtocol
 from driftgauge.sources.proxy.cycle import Cycle
 from driftgauge.sources.proxy.flow import FlowControl
-from driftgauge.sources.proxy.server import ERROR_REASONS, ProxyServer
+from driftgauge.sources.proxy.server import DROP_REASONS, ERROR_REASONS, ProxyServer
 from driftgauge.sources.proxy.upstream import UpstreamPool, UpstreamProtocol
 
 __all__ = [
+    "DROP_REASONS",
     "ERROR_REASONS",
     "ClientProtocol",
     "Cycle",

@@ -18,10 +18,12 @@ from driftgauge.sources.proxy.upstream import UpstreamPool
 from driftgauge.sources.sampling import Sampler
 from driftgauge.typing import ProxyObserver
 
-__all__ = ["ERROR_REASONS", "ProxyServer"]
+__all__ = ["DROP_REASONS", "ERROR_REASONS", "ProxyServer"]
 
 # What count_parse_error may be told: a body sent to a path that is no prediction route.
 ERROR_REASONS = ("unknown_path",)
+# What count_dropped and its RecordQueue may be told, before a record is routed to a model.
+DROP_REASONS = ("answered_early", "body_too_large", "queue_full")
 
 
 def _always() -> bool:

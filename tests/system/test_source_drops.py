@@ -1,0 +1,101 @@
+"""A real ``driftgauge serve`` of two models behind the proxy, its queue of 1 overrun: what the
+source drops before a record reaches a model (``queue_full``, ``sampled``) is
+``driftgauge_source_dropped_total``, with no model label, and the sampling rate is the sidecar's;
+a model's own ``driftgauge_dropped_total`` moves only for what was routed to it (iris's
+predictions without an id to hold their labels under, ``feedback_no_id``)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession, web
+
+from tests.e2e_support import BackgroundLoop, sidecar
+from tests.helpers import free_port, scrape, series, wait_for
+from tests.system.test_source_errors import ANSWER, GOOD, two_models
+
+pytestmark = pytest.mark.integration
+
+SENT = 300
+SOURCE_REASONS = ("answered_early", "body_too_large", "queue_full", "sampled")
+
+
+async def _send(url: str, n: int, concurrency: int = 32) -> list[int]:
+    """``n`` prediction requests, ``concurrency`` at a time; their status codes."""
+    statuses: list[int] = []
+
+    async def client(session: ClientSession, count: int) -> None:
+        for _ in range(count):
+            async with session.post(url, data=GOOD) as response:
+                await response.read()
+                statuses.append(response.status)
+
+    async with ClientSession() as session:
+        share = [n // concurrency + (i < n % concurrency) for i in range(concurrency)]
+        await asyncio.gather(*(client(session, count) for count in share))
+    return statuses
+
+
+def test_queue_drops_are_the_sidecar_s_and_a_routed_drop_is_its_model_s(tmp_path: Path) -> None:
+    """With two models and queue_size 1, iris's traffic overruns the queue: the drops count in
+    the source's series alone (every reason there from 0), neither model's dropped_total moves for
+    them, the rows monitored and dropped add up to the rows sent, and iris's own feedback_no_id
+    moves under iris alone."""
+
+    async def predict(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response(ANSWER)
+
+    app = web.Application()
+    app.router.add_post("/v1/models/{name}", predict)
+    proxy_port, model_port = free_port(), free_port()
+    source = {
+        "proxy": {
+            "listen": f"127.0.0.1:{proxy_port}",
+            "upstream": f"http://127.0.0.1:{model_port}",
+            "queue_size": 1,
+        }
+    }
+    config = two_models(tmp_path, source, feedback={"iris": {"prediction": "class"}})
+    with BackgroundLoop() as loop:
+        loop.serve(app, model_port)
+        with sidecar(config, tmp_path / "serve.log") as running:
+            port = running.metrics_port
+            before = scrape(port)
+            for reason in SOURCE_REASONS:
+                assert before[series("driftgauge_source_dropped_total", reason=reason)] == 0
+            url = f"http://127.0.0.1:{proxy_port}/v1/models/iris:predict"
+            assert loop.run(_send(url, SENT), timeout=60) == [200] * SENT
+
+            def source_dropped() -> float:
+                samples = scrape(port)
+                return sum(
+                    samples[series("driftgauge_source_dropped_total", reason=reason)]
+                    for reason in SOURCE_REASONS
+                )
+
+            def settled() -> bool:
+                samples = scrape(port)
+                iris = samples[series("driftgauge_rows_total", model="iris")]
+                return iris + source_dropped() == SENT
+
+            wait_for(settled, what="every request monitored or dropped")
+            samples = scrape(port)
+            assert source_dropped() > 0, "the queue of 1 kept up: no overload was produced"
+            moved = {
+                (dict(labels)["model"], dict(labels)["reason"]): value
+                for (name, labels), value in samples.items()
+                if name == "driftgauge_dropped_total" and value
+            }
+            monitored = samples[series("driftgauge_rows_total", model="iris")]
+            assert moved == {("iris", "feedback_no_id"): monitored}
+            assert samples[series("driftgauge_rows_total", model="wine")] == 0
+            rates = {
+                labels: value
+                for (name, labels), value in samples.items()
+                if name == "driftgauge_sampling_rate"
+            }
+            assert list(rates) == [()], "the sampling rate claims a model"
+            assert 0 < rates[()] <= 1
