@@ -490,7 +490,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
     config = sidecar.config.source
     assert isinstance(config, ProxyConfig)
     router = sidecar.batcher
-    metrics = ProxyMetrics(sidecar.registry, sidecar.config.model)
+    metrics = ProxyMetrics(sidecar.registry)
     queue = RecordQueue(config.queue_size, router.count_dropped, config.queue_bytes)
     sampler = Sampler(
         config.cpu_budget, lambda: queue.backlog(BEHIND_SECONDS), router.count_dropped

@@ -87,7 +87,7 @@ def test_metrics_endpoint_serves_exactly_the_catalogue(tmp_path: Path) -> None:
     router = Router([pipeline.batcher], source_reasons=["x"], source_drops=["y"])
     registry.register(SourceCollector(router))
     ProcessCollector(registry=registry)
-    proxy = ProxyMetrics(registry, "wine")
+    proxy = ProxyMetrics(registry)
     proxy.request_done(200, 1.0, 1.002, 1.01, 120, 80)
     proxy.client_error("bad_request")
     proxy.queue_depth.set(2)

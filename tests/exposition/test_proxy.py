@@ -46,11 +46,11 @@ def test_requests_and_histograms_expose_what_prometheus_client_would(
 ) -> None:
     """Per status code and per bucket (values on a bound included), the same counts and sums."""
     ours = MetricsRegistry()
-    proxy = ProxyMetrics(ours, "m")
+    proxy = ProxyMetrics(ours)
     reference = CollectorRegistry()
-    counter = Counter(catalogue.REQUESTS.name, "r", ["model", "code"], registry=reference)
+    counter = Counter(catalogue.REQUESTS.name, "r", ["code"], registry=reference)
     histograms = {
-        spec.name: Histogram(spec.name, "h", ["model"], buckets=spec.buckets, registry=reference)
+        spec.name: Histogram(spec.name, "h", buckets=spec.buckets, registry=reference)
         for spec in (
             catalogue.UPSTREAM_LATENCY,
             catalogue.OVERHEAD,
@@ -58,8 +58,6 @@ def test_requests_and_histograms_expose_what_prometheus_client_would(
             catalogue.RESPONSE_SIZE,
         )
     }
-    for histogram in histograms.values():  # present at 0 from the start, as ours are
-        histogram.labels("m")
     for status, forwarded, latency, overhead, sent, received in requests:
         started = 100.0
         proxy.request_done(
@@ -70,15 +68,15 @@ def test_requests_and_histograms_expose_what_prometheus_client_would(
             sent,
             received,
         )
-        counter.labels("m", str(status)).inc()
+        counter.labels(str(status)).inc()
         if forwarded:
             sent_at = started + overhead
-            histograms[catalogue.UPSTREAM_LATENCY.name].labels("m").observe(
+            histograms[catalogue.UPSTREAM_LATENCY.name].observe(
                 started + overhead + latency - sent_at
             )
-            histograms[catalogue.OVERHEAD.name].labels("m").observe(sent_at - started)
-        histograms[catalogue.REQUEST_SIZE.name].labels("m").observe(sent)
-        histograms[catalogue.RESPONSE_SIZE.name].labels("m").observe(received)
+            histograms[catalogue.OVERHEAD.name].observe(sent_at - started)
+        histograms[catalogue.REQUEST_SIZE.name].observe(sent)
+        histograms[catalogue.RESPONSE_SIZE.name].observe(received)
     names = {catalogue.REQUESTS.name, *histograms}
     assert _samples(ours, names) == _samples(reference, names)
 
@@ -87,7 +85,7 @@ def test_error_counters_start_at_zero_without_created_samples() -> None:
     """Upstream and client error counters, like every other driftgauge counter, expose no
     `_created` series (they did, as prometheus_client Counters) and each known reason from 0."""
     registry = MetricsRegistry()
-    proxy = ProxyMetrics(registry, "m")
+    proxy = ProxyMetrics(registry)
     proxy.client_error("bad_request")
     for accept in ("text/plain", "application/openmetrics-text; version=1.0.0"):
         body, _ = render_metrics(registry, accept)
@@ -111,7 +109,7 @@ def test_error_counters_start_at_zero_without_created_samples() -> None:
 def test_the_registry_knows_the_families_it_collects() -> None:
     """describe() names them: another metric of one of their names is refused."""
     registry = MetricsRegistry()
-    ProxyMetrics(registry, "m")
+    ProxyMetrics(registry)
     spec = catalogue.OVERHEAD
     with pytest.raises(ValueError, match="Duplicated timeseries"):
-        Histogram(spec.name, "h", ["model"], buckets=spec.buckets, registry=registry)
+        Histogram(spec.name, "h", buckets=spec.buckets, registry=registry)

@@ -43,6 +43,9 @@ def expand(template: str, labels: dict[str, str], value: float) -> str:
             return labels.get(action.removeprefix("$labels."), "")
         if action == "$value | humanizePercentage":
             return f"{value * 100:.4g}%"
+        if action == "$value | humanizeDuration":
+            assert 0.001 <= value < 1, "only milliseconds are expanded here"
+            return f"{value * 1000:.4g}ms"
         printf = re.fullmatch(r'\$value \| printf "(%[.0-9]*[fg])"', action)
         assert printf, action
         return printf.group(1) % value

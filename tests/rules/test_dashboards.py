@@ -30,7 +30,8 @@ def _service_targets(board: dict[str, Any]) -> dict[str, str]:
 
 
 def test_every_models_service_row_shows_its_sidecars_requests(tmp_path: Path) -> None:
-    """The second model's dashboard reads the requests its sidecar exports under the first model's label."""
+    """The second model's dashboard reads the requests its sidecar exports under no model label,
+    not another sidecar's."""
     raw = base_config(tmp_path)
     model = {k: raw.pop(k) for k in ("model", "protocol", "baseline", "features", "predictions")}
     raw["models"] = [model, {**model, "model": 'iris "v2"', "baseline": str(tmp_path / "i.dgb")}]
@@ -40,21 +41,17 @@ def test_every_models_service_row_shows_its_sidecars_requests(tmp_path: Path) ->
     series = [
         _series("driftgauge_baseline_info", SIDECAR | {"model": "wine"}, "1x20"),
         _series("driftgauge_baseline_info", SIDECAR | {"model": 'iris "v2"'}, "1x20"),
-        _series("driftgauge_requests_total", SIDECAR | {"model": "wine", "code": "200"}, "0+60x20"),
+        _series("driftgauge_requests_total", SIDECAR | {"code": "200"}, "0+60x20"),
         _series("driftgauge_baseline_info", other | {"model": "wine"}, "1x20"),
-        _series("driftgauge_requests_total", other | {"model": "wine", "code": "200"}, "0+600x20"),
-        _series(
-            "driftgauge_upstream_errors_total",
-            SIDECAR | {"model": "wine", "reason": "timeout"},
-            "0+6x20",
-        ),
+        _series("driftgauge_requests_total", other | {"code": "200"}, "0+600x20"),
+        _series("driftgauge_upstream_errors_total", SIDECAR | {"reason": "timeout"}, "0+6x20"),
     ]
     for le, count in (("0.001", 30), ("0.01", 60), ("+Inf", 60)):
         for metric in (
             "driftgauge_upstream_latency_seconds_bucket",
             "driftgauge_overhead_seconds_bucket",
         ):
-            series.append(_series(metric, SIDECAR | {"model": "wine", "le": le}, f"0+{count}x20"))
+            series.append(_series(metric, SIDECAR | {"le": le}, f"0+{count}x20"))
     tests = [
         {
             "expr": targets["{{code}}"],
@@ -176,7 +173,7 @@ def test_every_models_service_row_shows_its_own_and_its_sidecars_parse_errors(
 
 def test_every_models_alert_annotations_show_its_sidecars_alerts(tmp_path: Path) -> None:
     """On the generated rules' alerts, each model's dashboard marks its sidecar's service alerts
-    (raised under the first model's label) and DriftgaugeSidecarDown, and only its own model's
+    (raised under no model label) and DriftgaugeSidecarDown, and only its own model's
     other alerts; odd names both."""
     first, second = "wine \"red\" 'rosé' \\ /v2 (a|b)", "iris \"v2\" 'ü' \\ /x (cm)"
     raw = base_config(tmp_path)
@@ -191,8 +188,8 @@ def test_every_models_alert_annotations_show_its_sidecars_alerts(tmp_path: Path)
     series = [
         _series("driftgauge_baseline_info", SIDECAR | {"model": first}, "1x30"),
         _series("driftgauge_baseline_info", SIDECAR | {"model": second}, "1x30"),
-        _series("driftgauge_requests_total", SIDECAR | {"model": first, "code": "200"}, "0+60x30"),
-        _series("driftgauge_requests_total", SIDECAR | {"model": first, "code": "502"}, "0+60x30"),
+        _series("driftgauge_requests_total", SIDECAR | {"code": "200"}, "0+60x30"),
+        _series("driftgauge_requests_total", SIDECAR | {"code": "502"}, "0+60x30"),
         _series("driftgauge_baseline_info", down | {"model": first}, "1x3 stale"),
         _series("driftgauge_baseline_info", down | {"model": second}, "1x3 stale"),
         _series("up", down, "1x3 0x27"),

@@ -361,28 +361,22 @@ SERVICE = (
 )
 
 
-# The service alerts on the source's series, which have no model label.
-SOURCE_ALERTS = ("DriftgaugeObservationsDropped", "DriftgaugeMonitoringSampled")
-
-
-def test_service_alerts_come_once_per_sidecar_on_its_first_models_label(tmp_path: Path) -> None:
-    """With two models, each service alert is one rule, selecting the first model's series or,
-    for the source's series, the sidecars exporting the first model's baseline_info."""
+def test_service_alerts_come_once_per_sidecar_of_the_config(tmp_path: Path) -> None:
+    """With two models, each service alert is one rule, on series without a model label, keeping
+    the sidecars that export the first model's baseline_info; it carries no model label and its
+    description names both models."""
     groups = render_rules(models_of(_two_models(tmp_path)))["groups"]
     for name in SERVICE:
         (rule,) = [r for g in groups for r in g["rules"] if r.get("alert") == name]
-        assert 'model="wine"' in rule["expr"] and "iris" not in rule["expr"], name
+        assert 'driftgauge_baseline_info{job="driftgauge", model="wine"}' in rule["expr"], name
+        assert "iris" not in rule["expr"], name
         assert "serves models wine, iris" in rule["annotations"]["description"], name
-        if name in SOURCE_ALERTS:
-            assert "driftgauge_baseline_info{" in rule["expr"], name
-            assert "model" not in rule["labels"], name
-        else:
-            assert rule["labels"]["model"] == "wine", name
+        assert "model" not in rule["labels"], name
 
 
 def test_service_alerts_of_a_multi_model_sidecar_fire(tmp_path: Path) -> None:
-    """The proxy's errors (exported under the first model), and its source's drops and sampling
-    (under no model) raise one alert each; another config's sidecar's drops raise none here."""
+    """The proxy's errors and latency, and its source's drops and sampling (all under no model)
+    raise one alert each; another config's sidecar raises none here."""
     config = _two_models(tmp_path)
     wine = SIDECAR | {"model": "wine"}
     other = {"job": "driftgauge", "instance": "10.0.0.8:10117"}
@@ -390,15 +384,22 @@ def test_service_alerts_of_a_multi_model_sidecar_fire(tmp_path: Path) -> None:
         _series("driftgauge_baseline_info", wine, "1x40"),
         _series("driftgauge_baseline_info", wine | {"model": "iris"}, "1x40"),
         _series("driftgauge_baseline_info", other | {"model": "cifar"}, "1x40"),
-        _series("driftgauge_requests_total", wine | {"code": "200"}, "0+80x30"),
-        _series("driftgauge_requests_total", wine | {"code": "502"}, "0+20x30"),
+        *(
+            _series("driftgauge_requests_total", sidecar | {"code": code}, f"0+{n}x30")
+            for sidecar in (SIDECAR, other)
+            for code, n in (("200", 80), ("502", 20))
+        ),
+        *(
+            _series("driftgauge_overhead_seconds_bucket", sidecar | {"le": le}, f"0+{n}x30")
+            for sidecar in (SIDECAR, other)
+            for le, n in (("0.001", 90), ("0.01", 100), ("+Inf", 100))
+        ),
         _series("driftgauge_source_dropped_total", SIDECAR | {"reason": "queue_full"}, "0+1x30"),
         _series("driftgauge_source_dropped_total", SIDECAR | {"reason": "sampled"}, "0+50x30"),
         _series("driftgauge_sampling_rate", SIDECAR, "0.5x40"),
         _series("driftgauge_source_dropped_total", other | {"reason": "queue_full"}, "0+1x30"),
         _series("driftgauge_sampling_rate", other, "0.5x40"),
     ]
-    alert = {"model": "wine", "instance": SIDECAR["instance"]}
     sidecar = {"instance": SIDECAR["instance"]}
     checks = [
         {
@@ -406,7 +407,20 @@ def test_service_alerts_of_a_multi_model_sidecar_fire(tmp_path: Path) -> None:
             "eval_time": "20m",
             "exp_alerts": [
                 _fires(
-                    _rule(config, "DriftgaugeUpstreamErrors"), alert | {"severity": "critical"}, 0.2
+                    _rule(config, "DriftgaugeUpstreamErrors"),
+                    sidecar | {"severity": "critical"},
+                    0.2,
+                )
+            ],
+        },
+        {
+            "alertname": "DriftgaugeAddedLatencyHigh",
+            "eval_time": "20m",
+            "exp_alerts": [
+                _fires(
+                    _rule(config, "DriftgaugeAddedLatencyHigh"),
+                    sidecar | {"severity": "warning"},
+                    0.0091,
                 )
             ],
         },

@@ -464,7 +464,7 @@ async def test_a_request_pipelined_after_the_last_one_is_ignored_and_the_last_an
         assert await client.closed()
     assert (answer.status, answer.body) == (200, b"slow answer")
     assert [seen.target for seen in upstream.seen] == ["/slow?delay=0.2"]
-    assert proxy.sample("driftgauge_client_errors_total", reason="bad_request") == 0
+    assert proxy.source_sample("driftgauge_client_errors_total", reason="bad_request") == 0
 
 
 async def test_fifty_concurrent_clients_each_get_their_own_answer(
@@ -497,7 +497,7 @@ async def test_slow_upload_is_not_an_upstream_timeout(
         await client.send(b"0\r\n\r\n")
         response = await client.response()
     assert (response.status, response.body) == (200, b"".join(pieces))
-    assert proxy.sample("driftgauge_upstream_errors_total", reason="timeout") == 0
+    assert proxy.source_sample("driftgauge_upstream_errors_total", reason="timeout") == 0
 
 
 async def _early_hints(
@@ -670,7 +670,7 @@ async def test_malformed_request_gets_400_and_others_are_still_served(
     assert response.header("content-type") == "application/json"
     assert "error" in json.loads(response.body)
     assert [seen.target for seen in upstream.seen] == ["/doc"]
-    assert proxy.sample("driftgauge_client_errors_total", reason="bad_request") == 1
+    assert proxy.source_sample("driftgauge_client_errors_total", reason="bad_request") == 1
 
 
 @pytest.mark.parametrize(
@@ -689,7 +689,7 @@ async def test_a_request_head_beyond_64_kib_gets_431_and_is_not_buffered(
         assert await client.closed()
     assert response.status == 431
     assert json.loads(response.body)["driftgauge"] == "head_too_large"
-    assert proxy.sample("driftgauge_client_errors_total", reason="head_too_large") == 1
+    assert proxy.source_sample("driftgauge_client_errors_total", reason="head_too_large") == 1
     assert not upstream.seen
     async with raw_client(proxy.port) as client:
         await client.send(b"GET /doc HTTP/1.1\r\nHost: p\r\n")
@@ -722,7 +722,7 @@ async def test_protocol_upgrade_gets_400_and_never_reaches_upstream(
     assert response.status == 400
     assert json.loads(response.body)["error"]
     assert upstream.seen == []
-    assert proxy.sample("driftgauge_client_errors_total", reason="upgrade_unsupported") == 1
+    assert proxy.source_sample("driftgauge_client_errors_total", reason="upgrade_unsupported") == 1
 
 
 # As curl --http2 sends it on a plain connection.
@@ -763,4 +763,4 @@ async def test_an_h2c_offer_is_answered_as_http11_and_monitored(
     for seen in upstream.seen:
         assert not seen.names & {"upgrade", "http2-settings", "connection"}
     await until(lambda: proxy.sidecar.monitor.rows_total == 2, what="the two rows")
-    assert proxy.sample("driftgauge_client_errors_total", reason="upgrade_unsupported") == 0
+    assert proxy.source_sample("driftgauge_client_errors_total", reason="upgrade_unsupported") == 0

@@ -44,9 +44,9 @@ async def test_upstream_down_gives_502_then_recovers(start_proxy: StartProxy) ->
     assert len(refused.body) < 200
     assert "error" in json.loads(refused.body)
     assert recovered.body == DOC
-    assert proxy.sample("driftgauge_upstream_errors_total", reason="connect_refused") == 1
-    assert proxy.sample("driftgauge_requests_total", code="502") == 1
-    assert proxy.sample("driftgauge_requests_total", code="200") == 1
+    assert proxy.source_sample("driftgauge_upstream_errors_total", reason="connect_refused") == 1
+    assert proxy.source_sample("driftgauge_requests_total", code="502") == 1
+    assert proxy.source_sample("driftgauge_requests_total", code="200") == 1
 
 
 def _post_all_then_read(port: int, body: bytes) -> tuple[int, bytes]:
@@ -91,7 +91,7 @@ async def test_a_connection_closed_while_its_exchange_connects_upstream_is_left_
     finally:
         loop.set_exception_handler(None)
     assert errors == []
-    assert proxy.sample("driftgauge_client_errors_total", reason="bad_request") == 1
+    assert proxy.source_sample("driftgauge_client_errors_total", reason="bad_request") == 1
 
 
 async def test_slow_upstream_gives_504_and_the_connection_goes_on(
@@ -109,8 +109,8 @@ async def test_slow_upstream_gives_504_and_the_connection_goes_on(
     assert "error" in json.loads(response.body)
     assert 0.4 < elapsed < 2.0
     assert after.body == DOC
-    assert proxy.sample("driftgauge_upstream_errors_total", reason="timeout") == 1
-    assert proxy.sample("driftgauge_requests_total", code="504") == 1
+    assert proxy.source_sample("driftgauge_upstream_errors_total", reason="timeout") == 1
+    assert proxy.source_sample("driftgauge_requests_total", code="504") == 1
 
 
 async def test_pipelined_expect_100_continue_after_a_504_still_gets_its_interim_response(
@@ -157,8 +157,8 @@ async def test_upstream_reset_mid_response_closes_the_client_connection(
         async with raw_client(proxy.port) as client:
             after = await client.request("GET", "/fine")
     assert after.body == b"ok"
-    await until(lambda: proxy.sample("driftgauge_requests_total", code="0") == 1)
-    assert proxy.sample("driftgauge_upstream_errors_total", reason="upstream_reset") == 1
+    await until(lambda: proxy.source_sample("driftgauge_requests_total", code="0") == 1)
+    assert proxy.source_sample("driftgauge_upstream_errors_total", reason="upstream_reset") == 1
 
 
 async def _answer_then_close_when_idle(
@@ -184,7 +184,7 @@ async def test_pooled_connection_closed_by_upstream_while_idle_is_not_used(
             second = await client.request("POST", "/echo", b"two")
     assert (first.body, second.body) == (b"one", b"two")
     assert server.connections == 2
-    assert proxy.sample("driftgauge_requests_total", code="200") == 2
+    assert proxy.source_sample("driftgauge_requests_total", code="200") == 2
 
 
 async def _close_on_second_request(
@@ -212,7 +212,7 @@ async def test_stale_pooled_connection_is_retried_once_on_a_new_one(
     assert server.connections == 2
     assert len(server.heads) == 3
     for reason in ("upstream_reset", "connect_refused", "bad_response"):
-        assert proxy.sample("driftgauge_upstream_errors_total", reason=reason) == 0
+        assert proxy.source_sample("driftgauge_upstream_errors_total", reason=reason) == 0
 
 
 async def test_large_response_to_a_slow_reader_leaves_the_pool_usable(
@@ -257,7 +257,7 @@ async def test_a_client_reading_slower_than_timeout_is_not_an_upstream_timeout(
         assert head.startswith(b"HTTP/1.1 200")
         assert len(received) == size
         assert (await client.request("GET", "/doc", within=2.0)).body == DOC
-    assert proxy.sample("driftgauge_upstream_errors_total", reason="timeout") == 0
+    assert proxy.source_sample("driftgauge_upstream_errors_total", reason="timeout") == 0
 
 
 async def test_a_client_that_reads_nothing_is_dropped_after_client_timeout(
@@ -271,7 +271,9 @@ async def test_a_client_that_reads_nothing_is_dropped_after_client_timeout(
     async with raw_client(proxy.port, receive_buffer=4096) as client:
         await client.send(b"GET /big?size=%d HTTP/1.1\r\nHost: p\r\n\r\n" % size)
         await until(
-            lambda: proxy.sample("driftgauge_client_errors_total", reason="client_stalled") == 1,
+            lambda: (
+                proxy.source_sample("driftgauge_client_errors_total", reason="client_stalled") == 1
+            ),
             what="the stalled client dropped",
         )
         received = 0
@@ -280,8 +282,8 @@ async def test_a_client_that_reads_nothing_is_dropped_after_client_timeout(
                 while piece := await client.reader.read(65536):
                     received += len(piece)
         assert received < size  # cut off, not finished
-    assert proxy.sample("driftgauge_upstream_errors_total", reason="timeout") == 0
-    assert proxy.sample("driftgauge_requests_total", code="0") == 1
+    assert proxy.source_sample("driftgauge_upstream_errors_total", reason="timeout") == 0
+    assert proxy.source_sample("driftgauge_requests_total", code="0") == 1
     async with raw_client(proxy.port) as again:
         assert (await again.request("GET", "/doc")).body == DOC
 
@@ -297,12 +299,14 @@ async def test_a_client_that_reads_nothing_is_dropped_after_a_client_timeout_bel
         started = time.monotonic()
         await client.send(b"GET /big?size=%d HTTP/1.1\r\nHost: p\r\n\r\n" % size)
         await until(
-            lambda: proxy.sample("driftgauge_client_errors_total", reason="client_stalled") == 1,
+            lambda: (
+                proxy.source_sample("driftgauge_client_errors_total", reason="client_stalled") == 1
+            ),
             within=4,
             what="the stalled client dropped",
         )
         assert time.monotonic() - started < 3
-    assert proxy.sample("driftgauge_upstream_errors_total", reason="timeout") == 0
+    assert proxy.source_sample("driftgauge_upstream_errors_total", reason="timeout") == 0
 
 
 async def _answer_before_reading_the_body(

@@ -156,7 +156,7 @@ async def test_error_responses_are_forwarded_and_not_monitored(
         ("alcohol", "ash", "region", "class"), 1
     )
     assert not proxy.sidecar.monitor.parse_errors
-    assert proxy.sample("driftgauge_requests_total", code=code) == 1
+    assert proxy.source_sample("driftgauge_requests_total", code=code) == 1
 
 
 async def test_full_queue_drops_observations_never_requests(
@@ -228,11 +228,13 @@ async def test_requests_and_latency_histograms_count_every_request(
     for target in targets:
         async with session.get(proxy.url + target) as response:
             await response.read()
-    await until(lambda: proxy.sample("driftgauge_upstream_latency_seconds_count") == len(targets))
-    assert proxy.sample("driftgauge_requests_total", code="200") == 3
-    assert proxy.sample("driftgauge_requests_total", code="404") == 2
-    assert proxy.sample("driftgauge_requests_total", code="500") == 1
-    assert proxy.sample("driftgauge_requests_total", code="201") == 1
-    assert proxy.sample("driftgauge_overhead_seconds_count") == len(targets)
-    assert proxy.sample("driftgauge_upstream_latency_seconds_sum") > 0
-    assert proxy.sample("driftgauge_request_size_bytes_count") == len(targets)
+    await until(
+        lambda: proxy.source_sample("driftgauge_upstream_latency_seconds_count") == len(targets)
+    )
+    assert proxy.source_sample("driftgauge_requests_total", code="200") == 3
+    assert proxy.source_sample("driftgauge_requests_total", code="404") == 2
+    assert proxy.source_sample("driftgauge_requests_total", code="500") == 1
+    assert proxy.source_sample("driftgauge_requests_total", code="201") == 1
+    assert proxy.source_sample("driftgauge_overhead_seconds_count") == len(targets)
+    assert proxy.source_sample("driftgauge_upstream_latency_seconds_sum") > 0
+    assert proxy.source_sample("driftgauge_request_size_bytes_count") == len(targets)

@@ -588,7 +588,7 @@ async def test_slow_response_body_arrives_whole_when_each_piece_is_within_timeou
     assert (response.status, response.body) == (200, b"".join(PIECES))
     assert elapsed > 1.0  # longer than timeout in total
     assert (after.status, after.body) == (200, PREDICTION)
-    assert proxy.sample("driftgauge_upstream_errors_total", reason="timeout") == 0
+    assert proxy.source_sample("driftgauge_upstream_errors_total", reason="timeout") == 0
     await until(lambda: proxy.sidecar.monitor.rows_total == 1, what="the prediction after it")
 
 
@@ -616,8 +616,8 @@ async def test_stalled_response_body_closes_the_client_and_counts_a_timeout(
         after = await client.request("POST", PREDICT, GOOD_REQUEST)
     assert (after.status, after.body) == (200, PREDICTION)
     await until(lambda: proxy.sidecar.monitor.rows_total == 1, what="the request after the stall")
-    assert proxy.sample("driftgauge_upstream_errors_total", reason="timeout") == 1
-    assert proxy.sample("driftgauge_requests_total", code="0") == 1
+    assert proxy.source_sample("driftgauge_upstream_errors_total", reason="timeout") == 1
+    assert proxy.source_sample("driftgauge_requests_total", code="0") == 1
     assert not proxy.sidecar.monitor.parse_errors  # the cut-off answer was not monitored
     assert trickling.connections == 2  # the stalled connection went back to no pool
 

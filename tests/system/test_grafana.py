@@ -326,8 +326,7 @@ def test_invalid_value_panels_read_the_share_the_invalid_values_alert_reads(
     )
 
 
-# The proxy's own metrics: a sidecar exports them once, under its first model's label (the
-# queue's depth under none).
+# The proxy's own metrics: a sidecar exports them once, under no model label.
 SERVICE_METRICS = (
     "driftgauge_requests_total",
     "driftgauge_upstream_errors_total",
@@ -344,9 +343,9 @@ def test_overview_service_panels_follow_the_selected_models(
     tmp_path: Path, selected: Value
 ) -> None:
     """Each service target of the overview reads the sidecars serving the selected models: the
-    second model of a two-model sidecar (whose service series carry its first model's label)
-    shows that sidecar's requests, once however many of its models are selected, and a
-    sidecar serving another model only is left out unless All is selected."""
+    second model of a two-model sidecar (whose service series carry no model label) shows that
+    sidecar's requests, once however many of its models are selected, and a sidecar serving
+    another model only is left out unless All is selected."""
     board = BOARDS["driftgauge-overview"]
     targets = [
         (panel["title"], target["legendFormat"], target["expr"])
@@ -369,16 +368,15 @@ def test_overview_service_panels_follow_the_selected_models(
         series("driftgauge_baseline_info", both | {"model": "iris"}, "1x10"),
         series("driftgauge_baseline_info", alone | {"model": "wine2"}, "1x10"),
     ]
-    for sidecar, model, per_minute in ((both, "wine", 60), (alone, "wine2", 600)):
-        labels = sidecar | {"model": model}
+    for sidecar, per_minute in ((both, 60), (alone, 600)):
         inputs += [
-            series("driftgauge_requests_total", labels | {"code": "200"}, f"0+{per_minute}x10"),
-            series("driftgauge_upstream_errors_total", labels | {"reason": "timeout"}, "0+6x10"),
+            series("driftgauge_requests_total", sidecar | {"code": "200"}, f"0+{per_minute}x10"),
+            series("driftgauge_upstream_errors_total", sidecar | {"reason": "timeout"}, "0+6x10"),
             series("driftgauge_queue_depth", sidecar, "3x10"),
         ]
         for metric in SERVICE_METRICS[2:6]:
             for le, count in (("0.001", per_minute // 2), ("+Inf", per_minute)):
-                inputs.append(series(metric, labels | {"le": le}, f"0+{count}x10"))
+                inputs.append(series(metric, sidecar | {"le": le}, f"0+{count}x10"))
     sidecars = 2 if isinstance(selected, AllValue) else 1
     tests = [
         {
@@ -418,7 +416,7 @@ def _firing(alertname: str, instance: str) -> str:
 
 def _alert_inputs() -> list[dict[str, str]]:
     """Series on which the shipped rules raise, at 20m: the proxy's DriftgaugeUpstreamErrors on
-    10.0.0.1 (serving FIRST then SECOND, so under FIRST's label) and on 10.0.0.2 (wine2 alone),
+    10.0.0.1 (serving FIRST then SECOND, under no model label) and on 10.0.0.2 (wine2 alone),
     FIRST's own DriftgaugeMissingValuesHigh on 10.0.0.1, and DriftgaugeSidecarDown for
     10.0.0.3 (serving SECOND alone, down since 3m)."""
     both = {"job": "driftgauge", "instance": "10.0.0.1:10117"}
@@ -431,9 +429,9 @@ def _alert_inputs() -> list[dict[str, str]]:
         series("driftgauge_baseline_info", down | {"model": SECOND}, "1x3 stale"),
         series("up", down, "1x3 0x27"),
     ]
-    for sidecar, model in ((both, FIRST), (alone, "wine2")):  # half the requests fail
+    for sidecar in (both, alone):  # half the requests fail
         inputs += [
-            series("driftgauge_requests_total", sidecar | {"model": model, "code": code}, "0+60x30")
+            series("driftgauge_requests_total", sidecar | {"code": code}, "0+60x30")
             for code in ("200", "502")
         ]
     field = both | {"model": FIRST, "feature": "alcohol", "role": "input"}
@@ -491,7 +489,7 @@ def test_firing_alerts_follow_the_selected_models(
 ) -> None:
     """The overview's Firing alerts and both dashboards' alert annotations, on the alerts the
     shipped rules raise, count a sidecar's service alerts (raised on its proxy's series, under
-    its first model's label) and its DriftgaugeSidecarDown for every model it serves, and a
+    no model label) and its DriftgaugeSidecarDown for every model it serves, and a
     model's own alerts for that model only."""
     overview = BOARDS["driftgauge-overview"]
     (stat,) = [p for p in _query_panels(overview) if p["title"] == "Firing alerts"]

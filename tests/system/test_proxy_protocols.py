@@ -291,8 +291,8 @@ async def test_error_response_is_forwarded_unchanged_and_not_monitored(
     for name in FIELDS:
         role = "input" if name in FEATURES else "prediction"
         assert proxy.sample("driftgauge_observations_total", feature=name, role=role) == 1
-    assert proxy.sample("driftgauge_requests_total", code=str(case.error_status)) == 1
-    assert proxy.sample("driftgauge_requests_total", code="200") == 1
+    assert proxy.source_sample("driftgauge_requests_total", code=str(case.error_status)) == 1
+    assert proxy.source_sample("driftgauge_requests_total", code="200") == 1
 
 
 async def test_mismatched_response_rows_are_forwarded_and_counted(

@@ -2,7 +2,8 @@
 source drops before a record reaches a model (``queue_full``, ``sampled``) is
 ``driftgauge_source_dropped_total``, with no model label, and the sampling rate is the sidecar's;
 a model's own ``driftgauge_dropped_total`` moves only for what was routed to it (iris's
-predictions without an id to hold their labels under, ``feedback_no_id``)."""
+predictions without an id to hold their labels under, ``feedback_no_id``); the proxy's request
+and latency series are the sidecar's too."""
 
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ pytestmark = pytest.mark.integration
 
 SENT = 300
 SOURCE_REASONS = ("answered_early", "body_too_large", "queue_full", "sampled")
+HISTOGRAMS = (
+    "upstream_latency_seconds",
+    "overhead_seconds",
+    "request_size_bytes",
+    "response_size_bytes",
+)
 
 
 async def _send(url: str, n: int, concurrency: int = 32) -> list[int]:
@@ -99,3 +106,50 @@ def test_queue_drops_are_the_sidecar_s_and_a_routed_drop_is_its_model_s(tmp_path
             }
             assert list(rates) == [()], "the sampling rate claims a model"
             assert 0 < rates[()] <= 1
+
+
+def test_the_proxy_s_requests_and_latencies_claim_no_model(tmp_path: Path) -> None:
+    """Behind a two-model proxy, every request (wine's, iris's, one off the prediction routes)
+    counts once in the proxy's series, which carry no model label: the proxy never routes."""
+
+    async def predict(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response(ANSWER)
+
+    app = web.Application()
+    app.router.add_post("/v1/models/{name}", predict)
+    proxy_port, model_port = free_port(), free_port()
+    source = {
+        "proxy": {"listen": f"127.0.0.1:{proxy_port}", "upstream": f"http://127.0.0.1:{model_port}"}
+    }
+    config = two_models(tmp_path, source)
+    with BackgroundLoop() as loop:
+        loop.serve(app, model_port)
+        with sidecar(config, tmp_path / "serve.log") as running:
+            proxy = f"http://127.0.0.1:{proxy_port}/v1/models"
+            for path in ("iris:predict", "iris:predict", "wine:predict", "wine:explain"):
+                assert loop.run(_send(f"{proxy}/{path}", 1, concurrency=1)) == [200]
+            port = running.metrics_port
+            wait_for(lambda: scrape(port)[series("driftgauge_rows_total", model="wine")] == 1)
+            samples = scrape(port)
+    proxied = {
+        "driftgauge_requests_total",
+        "driftgauge_upstream_errors_total",
+        "driftgauge_client_errors_total",
+        *(
+            f"driftgauge_{name}_{part}"
+            for name in HISTOGRAMS
+            for part in ("bucket", "count", "sum")
+        ),
+    }
+    claimed = sorted(
+        {
+            name
+            for (name, labels), _ in samples.items()
+            if name in proxied and "model" in dict(labels)
+        }
+    )
+    assert claimed == []
+    assert samples[series("driftgauge_requests_total", code="200")] == 4
+    assert samples[series("driftgauge_upstream_latency_seconds_count")] == 4
+    assert samples[series("driftgauge_upstream_errors_total", reason="timeout")] == 0

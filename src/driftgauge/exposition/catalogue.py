@@ -400,12 +400,14 @@ COMPUTE_DURATION = MetricSpec(
 )
 
 # -- service health of the proxy (proxy.py, prometheus_client instruments) -----------------------
+# No model label: the proxy forwards every model's requests (and others) without routing them, so
+# these are the sidecar's, as SOURCE_DROPPED is.
 
 REQUESTS = MetricSpec(
     "driftgauge_requests",
     "counter",
     "Proxied requests by the status code returned to the client (0: connection closed).",
-    ("model", "code"),
+    ("code",),
 )
 _LATENCY_BUCKETS = (
     0.001,
@@ -427,36 +429,36 @@ UPSTREAM_LATENCY = MetricSpec(
     "driftgauge_upstream_latency_seconds",
     "histogram",
     "Model server latency seen by the proxy: request forwarded to response complete.",
-    _MODEL,
+    (),
     _LATENCY_BUCKETS,
 )
 OVERHEAD = MetricSpec(
     "driftgauge_overhead_seconds",
     "histogram",
     "Time the sidecar itself holds a request, excluding the model server.",
-    _MODEL,
+    (),
     (0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05),
 )
 _SIZE_BUCKETS = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
 REQUEST_SIZE = MetricSpec(
-    "driftgauge_request_size_bytes", "histogram", "Request body sizes.", _MODEL, _SIZE_BUCKETS
+    "driftgauge_request_size_bytes", "histogram", "Request body sizes.", (), _SIZE_BUCKETS
 )
 RESPONSE_SIZE = MetricSpec(
-    "driftgauge_response_size_bytes", "histogram", "Response body sizes.", _MODEL, _SIZE_BUCKETS
+    "driftgauge_response_size_bytes", "histogram", "Response body sizes.", (), _SIZE_BUCKETS
 )
 UPSTREAM_ERRORS = MetricSpec(
     "driftgauge_upstream_errors",
     "counter",
     "Upstream failures by reason (connect_refused, connect_timeout, timeout, upstream_reset, bad_response).",
-    ("model", "reason"),
+    ("reason",),
 )
 CLIENT_ERRORS = MetricSpec(
     "driftgauge_client_errors",
     "counter",
     "Client requests refused by the proxy, by reason.",
-    ("model", "reason"),
+    ("reason",),
 )
-# The source's, as SOURCE_DROPPED: its queue and sampler take every model's records.
+# The source's too: its queue and sampler take every model's records.
 QUEUE_DEPTH = MetricSpec(
     "driftgauge_queue_depth", "gauge", "Records waiting for the monitoring consumer.", ()
 )

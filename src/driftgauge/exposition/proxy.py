@@ -13,6 +13,11 @@ from the upstream's last response byte to the last byte written to the
 client.  Time spent in the kernel and in the event loop's queue is not
 visible from inside the process; the proxy benchmark measures it from
 outside (proxy vs direct).
+
+None of these has a ``model`` label: the proxy forwards every request
+without knowing which model it is for (routing happens off the request
+path, in the monitoring consumer), so they are the sidecar's, whatever the
+number of models behind it.
 """
 
 from __future__ import annotations
@@ -72,8 +77,7 @@ class ProxyMetrics:
     It is itself the collector of the request counts and the four histograms.
     """
 
-    def __init__(self, registry: CollectorRegistry, model: str) -> None:
-        self.model = model
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.requests: dict[int, int] = {}
         self.upstream_latency = _Histogram(catalogue.UPSTREAM_LATENCY)
         self.overhead = _Histogram(catalogue.OVERHEAD)
@@ -109,17 +113,17 @@ class ProxyMetrics:
         spec = catalogue.REQUESTS
         requests = CounterMetricFamily(spec.name, spec.documentation, labels=spec.labels)
         for status, count in sorted(self.requests.copy().items()):
-            requests.add_metric([self.model, str(status)], count)
+            requests.add_metric([str(status)], count)
         yield requests
         for histogram in self._histograms:
-            yield histogram.family([self.model])
+            yield histogram.family([])
         for spec, counts in (
             (catalogue.UPSTREAM_ERRORS, self.upstream_errors),
             (catalogue.CLIENT_ERRORS, self.client_errors),
         ):
             family = CounterMetricFamily(spec.name, spec.documentation, labels=spec.labels)
             for reason, count in counts.copy().items():
-                family.add_metric([self.model, reason], count)
+                family.add_metric([reason], count)
             yield family
 
     def describe(self) -> Iterator[Metric]:

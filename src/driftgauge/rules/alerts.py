@@ -292,15 +292,12 @@ def _fill(template: str, matcher: str) -> str:
 def _fixed(
     alerts: _Alerts,
     table: Sequence[tuple[str, ...]],
-    note: str = "",
     labels: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The alerts of ``table`` selecting the model of ``alerts``, ``note`` ending each description."""
+    """The alerts of ``table`` selecting the model of ``alerts``."""
     matcher = alerts.model_matcher
     return [
-        alerts.alert(
-            name, _fill(expr, matcher), for_, level, summary, description + note, labels=labels
-        )
+        alerts.alert(name, _fill(expr, matcher), for_, level, summary, description, labels=labels)
         for name, expr, for_, level, summary, description in table
     ]
 
@@ -378,14 +375,15 @@ def _sidecar_group(models: Sequence[ModelRules]) -> dict[str, Any]:
     scrape job that exported ``driftgauge_baseline_info`` of the config's first model
     (every sidecar of the config exports it) within :data:`SIDECAR_MEMORY`: with the
     rules of two configs loaded, a sidecar that goes down raises one alert, its own
-    config's, with that config's labels.  The service alerts on series without a model
-    label (the source's drops and sampling rate) keep that config's sidecars the same way;
-    those on the proxy's requests and latencies select the first model's label.
+    config's, with that config's labels.  The service alerts, on series without a model
+    label (the proxy's requests and latencies, the source's drops and sampling rate), keep
+    that config's sidecars the same way, and name its models in their description.
     """
     alerting = models[0].alerting
     job = matchers(("job", "=", alerting.scrape_job))
     served = matchers(("job", "=", alerting.scrape_job), ("model", "=", models[0].model))
     names = ", ".join(go_template_text(m.model) for m in models)
+    serves = f"model{'s' if len(models) > 1 else ''} {names}"
     rule = {
         "alert": "DriftgaugeSidecarDown",
         "expr": (
@@ -400,19 +398,12 @@ def _sidecar_group(models: Sequence[ModelRules]) -> dict[str, Any]:
             "DriftgaugeSidecarDown",
             "driftgauge sidecar {{ $labels.instance }} is down",
             "Prometheus could not scrape the driftgauge sidecar at {{ $labels.instance }} "
-            f"(model{'s' if len(models) > 1 else ''} {names}) for 2 minutes: no drift, "
+            f"({serves}) for 2 minutes: no drift, "
             "data-quality or service metrics are coming from it.",
         ),
     }
-    # The proxy's requests and latencies are the sidecar's: exported once, under its first
-    # model's label.
-    note = (
-        f" The sidecar serves models {names}; its service metrics carry the first one's label."
-        if len(models) > 1
-        else ""
-    )
     of_config = f" and on (job, instance) driftgauge_baseline_info{{{served}}}"
-    sidecar = [
+    service = [
         {
             "alert": name,
             "expr": expr.replace("{S}", of_config),
@@ -422,17 +413,12 @@ def _sidecar_group(models: Sequence[ModelRules]) -> dict[str, Any]:
                 alerting,
                 name,
                 summary,
-                f"{description} The sidecar serves model{'s' if len(models) > 1 else ''} {names}.",
+                f"{description} The sidecar serves {serves}.",
             ),
         }
         for name, expr, for_, level, summary, description in SERVICE
-        if "{S}" in expr
     ]
-    labelled = [row for row in SERVICE if "{S}" not in row[1]]
-    return {
-        "name": "driftgauge-sidecar",
-        "rules": [rule, *_fixed(_Alerts(models[0]), labelled, note), *sidecar],
-    }
+    return {"name": "driftgauge-sidecar", "rules": [rule, *service]}
 
 
 def render_rules(models: Sequence[ModelRules]) -> dict[str, Any]:

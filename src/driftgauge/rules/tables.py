@@ -3,8 +3,8 @@
 The fleet recording rules, and the data-quality, service, state and performance
 alerts of the shipped ``alert_rules/driftgauge.rules.yml``, with ``{M}`` where
 the model's label matchers go, and in the service alerts (the sidecar's, on
-series its source exports without a model label) `` {S}`` where the join
-selecting the config's sidecars goes (:mod:`driftgauge.rules.alerts` fills
+series its proxy and source export without a model label) ``{S}`` where the
+join selecting the config's sidecars goes (:mod:`driftgauge.rules.alerts` fills
 them in and adds the config's labels, severities and runbook links).
 """
 
@@ -135,25 +135,27 @@ QUALITY = (
     ),
 )
 
+# (name, expr with {S} for the join selecting the config's sidecars, for, level, summary,
+# description): the sidecar's, on series without a model label.
 SERVICE = (
     (
         "DriftgaugeUpstreamErrors",
-        'sum by (model, instance) (rate(driftgauge_requests_total{M, code=~"5..|0"}[5m]))\n'
-        "  / sum by (model, instance) (rate(driftgauge_requests_total{M}[5m]))\n"
+        'sum by (instance) (rate(driftgauge_requests_total{code=~"5..|0"}[5m]){S})\n'
+        "  / sum by (instance) (rate(driftgauge_requests_total[5m]){S})\n"
         "> 0.05\n",
         "5m",
         "critical",
-        "Model {{ $labels.model }} answers with server errors",
-        "{{ $value | humanizePercentage }} of the requests proxied to model {{ $labels.model }} by {{ $labels.instance }} ended in a 5xx status or a closed connection over the last 5m (threshold 5%).",
+        "The upstream of driftgauge sidecar {{ $labels.instance }} answers with server errors",
+        "{{ $value | humanizePercentage }} of the requests proxied by {{ $labels.instance }} ended in a 5xx status or a closed connection over the last 5m (threshold 5%).",
     ),
     (
         "DriftgaugeAddedLatencyHigh",
-        "histogram_quantile(0.99, sum by (model, instance, le) (rate(driftgauge_overhead_seconds_bucket{M}[5m])))\n"
+        "histogram_quantile(0.99, sum by (instance, le) (rate(driftgauge_overhead_seconds_bucket[5m]){S}))\n"
         "> 0.005\n",
         "10m",
         "warning",
-        "driftgauge adds too much latency for model {{ $labels.model }}",
-        "The 99th percentile of the time the sidecar {{ $labels.instance }} adds to requests of model {{ $labels.model }} is {{ $value | humanizeDuration }} over the last 5m (budget 5ms).",
+        "driftgauge sidecar {{ $labels.instance }} adds too much latency",
+        "The 99th percentile of the time the sidecar {{ $labels.instance }} adds to requests is {{ $value | humanizeDuration }} over the last 5m (budget 5ms).",
     ),
     (
         # Only reasons that lose drift observations (queue_full, body_too_large,
