@@ -517,6 +517,41 @@ def test_every_reason_the_source_may_count_is_exposed_from_0_under_no_model(
         assert {reason for (name, reason) in shown if name == model} == set(PARSE_ERROR_REASONS)
 
 
+@pytest.mark.parametrize("models", [0, 2], ids=["no models list", "of 2"])
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_every_drop_the_source_may_count_is_exposed_from_0_under_no_model(
+    tmp_path: Path, source: str, models: int
+) -> None:
+    """What the source may drop before routing (the proxy's full queue, oversize body and early
+    answer, a CloudEvents overload, a request sampled out; nothing for the tail) is
+    driftgauge_source_dropped_total's, without a model label, each at 0 from the start; each
+    model shows only what it drops after routing (its held predictions')."""
+    from driftgauge.sources import cloudevents, proxy
+
+    raw = base_config(tmp_path) if models == 0 else two_models(tmp_path)
+    if SOURCES[source]:
+        raw["source"] = SOURCES[source]
+    loaded = with_baselines(raw, tmp_path)
+    sidecar = build_sidecar(loaded)
+    text, _ = render_metrics(sidecar.registry, "text/plain", sidecar.rendered)
+    shown = {
+        (sample.labels.get("model", ""), sample.labels["reason"]): sample.value
+        for family in text_string_to_metric_families(text.decode())
+        if family.name in ("driftgauge_dropped", "driftgauge_source_dropped")
+        for sample in family.samples
+    }
+    expected = {
+        "tail": (),
+        "cloudevents": (*cloudevents.DROP_REASONS, "sampled"),
+        "proxy": (*proxy.DROP_REASONS, "sampled"),
+    }
+    sidecars = {reason: value for (model, reason), value in shown.items() if not model}
+    assert sidecars == dict.fromkeys(expected[source], 0.0)
+    for model in (each.model for each in loaded.all_models):
+        owned = {reason: v for (name, reason), v in shown.items() if name == model}
+        assert owned == {"feedback_expired": 0.0, "feedback_no_id": 0.0}
+
+
 def test_a_label_file_s_reasons_are_exposed_from_0_under_its_model(tmp_path: Path) -> None:
     """A feedback.tail line that cannot be read counts feedback_invalid_json (or _record, or
     feedback_line_too_long) under the model whose labels it holds; those were exposed only
