@@ -14,13 +14,15 @@ import logging
 import os
 import signal
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from urllib.parse import urlsplit
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
-from prometheus_client import Counter, ProcessCollector
+from prometheus_client import ProcessCollector
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from driftgauge.baseline import Baseline, load_served
 from driftgauge.canonical import row_id
@@ -287,15 +289,33 @@ async def _once_serving(sidecar: Sidecar, run: Callable[[], Awaitable[None]]) ->
     await run()
 
 
-async def _snapshot_loop(store: StateStore, interval: float, failures: Counter) -> None:
+async def _snapshot_loop(store: StateStore, interval: float) -> None:
     await asyncio.to_thread(store.tidy)  # serving: no other sidecar's save is in progress
     while True:
         await asyncio.sleep(interval)
         try:
             await asyncio.to_thread(store.save)
         except Exception as exc:  # a full disk must not stop monitoring; the next interval retries
-            failures.inc()
+            store.failures += 1
             log.error("cannot write the state snapshot %s: %s", store.path, exc)
+
+
+class _SaveFailures(Collector):
+    """``driftgauge_state_save_failures_total{model}``: each store's failed periodic saves.
+
+    Plain counts, as every counter of driftgauge's: a prometheus_client ``Counter`` adds a
+    ``_created`` sample (in the text format a gauge family of its own, declared nowhere).
+    """
+
+    def __init__(self, stores: list[StateStore]) -> None:
+        self.stores = stores
+
+    def collect(self) -> Iterator[Metric]:
+        spec = catalogue.STATE_SAVE_FAILURES
+        family = CounterMetricFamily(spec.name, spec.documentation, labels=spec.labels)
+        for store in self.stores:
+            family.add_metric([store.monitor.config.model], store.failures)
+        yield family
 
 
 async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -314,12 +334,11 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
             directory,
             ", ".join(path.name for path in stray),
         )
-    failures = catalogue.STATE_SAVE_FAILURES.counter(sidecar.registry)
+    sidecar.registry.register(_SaveFailures(stores))  # each model's at 0 from the start
     tasks = []
     for store in stores:
         await asyncio.to_thread(store.restore)
-        failed = failures.labels(store.monitor.config.model)  # exposed at 0 from the start
-        snapshots = partial(_snapshot_loop, store, sidecar.config.state.interval, failed)
+        snapshots = partial(_snapshot_loop, store, sidecar.config.state.interval)
         tasks.append(
             _supervise("state snapshots", sidecar.health, _once_serving(sidecar, snapshots))
         )

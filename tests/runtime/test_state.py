@@ -744,3 +744,19 @@ def test_a_fifo_where_the_snapshot_goes_is_moved_aside_and_the_sidecar_starts(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_save_failures_counter_has_no_created_sample(tmp_path: Path) -> None:
+    """driftgauge_state_save_failures_total is a plain count, as every counter of driftgauge's:
+    no driftgauge_state_save_failures_created family beside it (a prometheus_client Counter's,
+    a gauge of the start time in the text format that no catalogue entry declares)."""
+    raw = base_config(tmp_path, baseline="baseline.dgb", state={"directory": "state"})
+    serve, port = _serving_state(tmp_path, raw)
+    process = subprocess.Popen(serve, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: SAVE_FAILURES in scrape(port))
+        assert scrape(port)[SAVE_FAILURES] == 0
+        assert not [name for name, _ in scrape(port) if name.endswith("_created")]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0

@@ -364,6 +364,7 @@ class StateStore:
         self.clock = clock
         self.versions = versions
         self.path = directory / state_file_name(monitor.config.model)
+        self.failures = 0  # periodic saves that failed (driftgauge_state_save_failures_total)
 
     def _document(self) -> dict[str, Any]:
         monitor = self.monitor
