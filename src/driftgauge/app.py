@@ -289,12 +289,27 @@ async def _once_serving(sidecar: Sidecar, run: Callable[[], Awaitable[None]]) ->
     await run()
 
 
+async def _finished_in_thread(function: Callable[[], None]) -> None:
+    """``function()`` in a worker thread; cancelled, this waits for it to return, then raises.
+
+    A cancel does not stop the thread: the snapshot loop's tidy or save would go on beside
+    the last save at shutdown, tidy removing that save's temporary, an older save replacing it.
+    """
+    work = asyncio.ensure_future(asyncio.to_thread(function))
+    try:
+        await asyncio.shield(work)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):  # shutdown's last save follows, logged on its own
+            await work
+        raise
+
+
 async def _snapshot_loop(store: StateStore, interval: float) -> None:
-    await asyncio.to_thread(store.tidy)  # serving: no other sidecar's save is in progress
+    await _finished_in_thread(store.tidy)  # serving: no other sidecar's save is in progress
     while True:
         await asyncio.sleep(interval)
         try:
-            await asyncio.to_thread(store.save)
+            await _finished_in_thread(store.save)
         except Exception as exc:  # a full disk must not stop monitoring; the next interval retries
             store.failures += 1
             log.error("cannot write the state snapshot %s: %s", store.path, exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import os
@@ -9,6 +10,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -36,6 +38,7 @@ from tests.feedback_support import (
     classifier_columns,
     instances,
     record,
+    running,
     wire,
 )
 from tests.helpers import base_config, scrape, series, training_rows, wait_for, write_csv
@@ -760,3 +763,31 @@ def test_the_save_failures_counter_has_no_created_sample(tmp_path: Path) -> None
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
+
+
+async def test_the_last_save_waits_for_the_tidying_in_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop just after the start (SIGTERM during start-up) cancels the snapshot loop while
+    StateStore.tidy runs in its worker thread: the last save starts once tidy has returned,
+    not beside it, where tidy would remove the hidden temporary that save is writing."""
+    calls: list[str] = []
+    save, begun = StateStore.save, threading.Event()
+
+    def slow_tidy(store: StateStore) -> None:
+        calls.append("tidy")
+        begun.set()
+        time.sleep(0.3)  # a slow glob: a network file system, a crowded state directory
+        calls.append("tidied")
+
+    def recorded_save(store: StateStore) -> None:
+        calls.append("save")
+        save(store)
+
+    monkeypatch.setattr(StateStore, "tidy", slow_tidy)
+    monkeypatch.setattr(StateStore, "save", recorded_save)
+    config, baseline = build(tmp_path, state={"directory": "state", "interval": "1h"})
+    async with running(config, baseline):
+        assert await asyncio.to_thread(begun.wait, 10)
+    assert calls == ["tidy", "tidied", "save"]
+    assert (tmp_path / "state" / "wine.state").is_file()
