@@ -52,6 +52,12 @@ _NOISE = 1e-9
 # by that share of x/scale, and its row's error by at most that share of |x/scale|, which is
 # at most the row's size plus |mean/scale| (PcaModel.errors).
 _FLOAT32 = 2.0**-24
+# Past this many distinct training rows per feature (and 2^20 in all), a PCA rebuilds its own
+# rows about as well as new ones (in sample, 50 correlated features read PSI 0.0025 from 4,096
+# rows a feature, 0.0007 from 16,384, 0.0001 cross-fitted), so Copies stops telling rows
+# apart: each part of a build holds at most 9 bytes a distinct row, 144 KiB a feature.
+_DISTINCT_PER_FEATURE = 16384
+_MOST_DISTINCT = 1 << 20
 
 
 def _overflow_unwarned() -> np.errstate:
@@ -279,7 +285,7 @@ class Copies:
     give the same result in any order and split, as the folds do.
     """
 
-    limit: int = 1 << 20
+    limit: int = _MOST_DISTINCT
     hashes: npt.NDArray[np.uint64] = field(default_factory=lambda: np.empty(0, np.uint64))
     counts: npt.NDArray[np.uint8] = field(default_factory=lambda: np.empty(0, np.uint8))
     overflowed: bool = False
@@ -328,10 +334,11 @@ class FoldedMoments:
 
     width: int
     parts: list[Moments] = field(default_factory=list)
-    copies: Copies = field(default_factory=Copies)
+    copies: Copies = field(init=False)
 
     def __post_init__(self) -> None:
         self.parts = self.parts or [Moments(self.width) for _ in range(FOLDS)]
+        self.copies = Copies(min(_DISTINCT_PER_FEATURE * self.width, _MOST_DISTINCT))
 
     def add(self, matrix: FloatArray) -> None:
         """Add complete rows (no NaN or inf): a rows × width matrix."""
