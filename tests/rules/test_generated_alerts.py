@@ -482,6 +482,54 @@ def test_each_model_whose_snapshot_keeps_failing_alerts_under_its_own_label(tmp_
     )
 
 
+def test_a_snapshot_failing_at_every_long_interval_alerts_and_one_failure_does_not(
+    tmp_path: Path,
+) -> None:
+    """With state.interval 20m each failure raised increase(...[10m]) for 10 minutes only,
+    so the 15m the rule asked for was never met and a sidecar failing every save never
+    alerted; the range is now two intervals (40m) and the wait 5m more, so iris failing at
+    every interval fires and wine's one failure, repaired at the next save, does not."""
+    raw = base_config(tmp_path, state={"directory": "state", "interval": "20m"})
+    model = {k: raw.pop(k) for k in ("model", "protocol", "baseline", "features", "predictions")}
+    raw["models"] = [model, {**model, "model": "iris", "baseline": str(tmp_path / "iris.dgb")}]
+    config = config_from_mapping(raw, base=tmp_path)
+    rule = _rule(config, "DriftgaugeStateNotSaved")
+    assert (rule["expr"], rule["for"]) == (
+        'increase(driftgauge_state_save_failures_total{model="wine"}[40m]) > 0',
+        "45m",
+    )
+    every = " ".join(str(0 if t < 5 else (t - 5) // 20 + 1) for t in range(180))
+    series = [
+        _series("driftgauge_state_save_failures_total", SIDECAR | {"model": "wine"}, "0x5 1x175"),
+        _series("driftgauge_state_save_failures_total", SIDECAR | {"model": "iris"}, every),
+    ]
+    alert = SIDECAR | {"model": "iris", "severity": "warning"}
+    checks = [
+        {"alertname": "DriftgaugeStateNotSaved", "eval_time": "45m", "exp_alerts": []},
+        {
+            "alertname": "DriftgaugeStateNotSaved",
+            "eval_time": "60m",
+            "exp_alerts": [_fires(_rule_of(config, "iris"), alert, 2)],
+        },
+        {
+            "alertname": "DriftgaugeStateNotSaved",
+            "eval_time": "170m",
+            "exp_alerts": [_fires(_rule_of(config, "iris"), alert, 2)],
+        },
+    ]
+    _run(
+        tmp_path,
+        {"both": config},
+        [{"interval": "1m", "input_series": series, "alert_rule_test": checks}],
+    )
+
+
+def _rule_of(config: Config, model: str) -> dict[str, Any]:
+    """The rendered DriftgaugeStateNotSaved rule of ``model``."""
+    groups = render_rules(models_of(config))["groups"]
+    return next(r for g in groups if g["name"] == f"driftgauge-state:{model}" for r in g["rules"])
+
+
 # -- DriftgaugePerformanceDrop -------------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ The rules that need no per-field logic are tables in :mod:`driftgauge.rules.tabl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,12 +66,15 @@ class ModelRules:
     fields: tuple[FieldSpec, ...]
     alerting: AlertingConfig
     min_observations: int = 100
+    state_interval: float = 30.0  # state.interval's default
 
 
 def models_of(config: Config) -> list[ModelRules]:
     """The models of a config: every block of a `models:` list, or the one model."""
     return [
-        ModelRules(model.model, model.fields, model.alerting, model.min_observations)
+        ModelRules(
+            model.model, model.fields, model.alerting, model.min_observations, config.state.interval
+        )
         for model in config.all_models
     ]
 
@@ -302,6 +306,20 @@ def _fixed(
     ]
 
 
+def _state(model: ModelRules) -> list[tuple[str, ...]]:
+    """The state alerts (tables.STATE) for the model's state.interval: a range of 10m, or of
+    two intervals where longer (with 10m, an interval past 10m never fired), and 5m more."""
+    seconds = max(600, math.ceil(2 * model.state_interval))
+    spans = {"{R}": format_duration(seconds), "{F}": format_duration(seconds + 300)}
+    rows: list[tuple[str, ...]] = []
+    for row in STATE:
+        cells: tuple[str, ...] = row
+        for placeholder, span in spans.items():
+            cells = tuple(cell.replace(placeholder, span) for cell in cells)
+        rows.append(cells)
+    return rows
+
+
 def model_groups(model: ModelRules) -> list[dict[str, Any]]:
     """The rule groups of one model: fleet recording rules, drift, version excess, data quality,
     state snapshots, performance.
@@ -327,7 +345,7 @@ def model_groups(model: ModelRules) -> list[dict[str, Any]]:
         {"name": f"driftgauge-drift{suffix}", "rules": alerts.drift()},
         {"name": f"driftgauge-versions{suffix}", "rules": records(VERSION_RECORDS)},
         {"name": f"driftgauge-data-quality{suffix}", "rules": _fixed(alerts, QUALITY)},
-        {"name": f"driftgauge-state{suffix}", "rules": _fixed(alerts, STATE)},
+        {"name": f"driftgauge-state{suffix}", "rules": _fixed(alerts, _state(model))},
         {
             "name": f"driftgauge-performance{suffix}",
             "rules": [

@@ -179,16 +179,17 @@ SERVICE = (
 )
 
 # Each model's snapshot is its own file, so its failures are counted under its own label.
+# {R} is a range holding a failure whatever the interval (10m, or two state.interval where
+# longer) and {F} is {R} and 5m: failing on end holds the condition for good, while a
+# failure the next save repairs holds it for {R} only and does not fire (rules.alerts).
 STATE = (
     (
-        # Failures for 15m on end, each 10m range holding one: a failure the next interval
-        # repairs does not fire (any state.interval up to 10m).
         "DriftgaugeStateNotSaved",
-        "increase(driftgauge_state_save_failures_total{M}[10m]) > 0",
-        "15m",
+        "increase(driftgauge_state_save_failures_total{M}[{R}]) > 0",
+        "{F}",
         "warning",
         "driftgauge cannot save the state of model {{ $labels.model }}",
-        'The sidecar {{ $labels.instance }} has failed to write the state snapshot of model {{ $labels.model }} for 15 minutes ({{ $value | printf "%.0f" }} failures in the last 10m): a restart now restores an older snapshot, and the windows since are lost.',
+        'The sidecar {{ $labels.instance }} has failed to write the state snapshot of model {{ $labels.model }} for {F} ({{ $value | printf "%.0f" }} failures in the last {R}): a restart now restores an older snapshot, and the windows since are lost.',
     ),
 )
 
