@@ -155,7 +155,10 @@ def test_bad_snapshots_are_moved_aside(
         document["format_version" if damage == "version" else "baseline_id"] = 99
         store.path.write_bytes(pack(document))
     fresh = _monitor(config, baseline)
-    assert not StateStore(tmp_path / "state", fresh).restore()
+    unusable = StateStore(tmp_path / "state", fresh)
+    assert not unusable.restore()
+    assert store.path.exists()  # moved aside once the sidecar serves: tidy()
+    unusable.tidy()
     assert not store.path.exists()
     assert len(list((tmp_path / "state").glob("*.corrupt-*"))) == 1
     assert fresh.merged_windows(NOW)["5m"]["alcohol"].count == 0
@@ -227,7 +230,9 @@ def test_damaged_held_predictions_are_moved_aside(
     document["pending"]["ids"] = ["one id for 41 rows"]
     store.path.write_bytes(pack(document))
     after = wire(before.config, before.monitor.baseline, lambda: NOW)
-    assert not StateStore(store.directory, after.monitor).restore()
+    unusable = StateStore(store.directory, after.monitor)
+    assert not unusable.restore()
+    unusable.tidy()
     assert after.outcomes.pending == 0
     assert after.monitor.merged_windows(NOW)["5m"]["alcohol"].count == 0
     assert "held predictions" in caplog.text
@@ -543,6 +548,7 @@ def test_a_bad_snapshot_that_cannot_be_moved_aside_is_logged_and_the_monitor_sta
     taken = store.path.with_name(f"{store.path.name}.corrupt-{int(NOW)}")
     (taken / "inside").mkdir(parents=True)
     assert not store.restore()
+    store.tidy()
     assert store.path.read_bytes() == b"not a snapshot"
     assert monitor.merged_windows(NOW)["5m"]["alcohol"].count == 0
     [line] = [r.getMessage() for r in caplog.records if str(store.path) in r.getMessage()]
@@ -564,6 +570,7 @@ def test_a_linked_snapshot_is_moved_aside_where_it_leads_and_saved_through_the_l
     store.path.parent.mkdir()
     store.path.symlink_to(volume)
     assert not store.restore()
+    store.tidy()
     assert volume.with_name(f"{volume.name}.corrupt-{int(NOW)}").read_bytes() == b"not a snapshot"
     store.save()
     assert store.path.is_symlink()
@@ -640,6 +647,40 @@ def test_a_second_sidecar_that_cannot_bind_writes_no_state(tmp_path: Path) -> No
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=20) == 0
     assert (tmp_path / "state" / "wine.state").exists()
+
+
+def test_a_second_sidecar_that_cannot_bind_leaves_a_snapshot_it_cannot_use_in_place(
+    tmp_path: Path,
+) -> None:
+    """The second sidecar runs on another baseline: to it the serving one's snapshot is
+    unusable, and its restore moved that file aside (wine.state.corrupt-<time>) before it
+    failed to bind, so until the next save a crash of the serving one restored nothing; the
+    move waits until a sidecar serves, so the file stays."""
+    raw = base_config(
+        tmp_path, baseline="baseline.dgb", state={"directory": "state", "interval": "1s"}
+    )
+    serve, _ = _serving_state(tmp_path, raw)
+    write_csv(tmp_path / "other.csv", training_rows(2_000, seed=7))
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({**raw, "baseline": "other.dgb"}))
+    command = [sys.executable, "-m", "driftgauge.cli"]
+    built = [*command, "baseline", "-c", str(other), "--data", str(tmp_path / "other.csv")]
+    subprocess.run([*built, "-o", str(tmp_path / "other.dgb")], check=True, capture_output=True)
+    snapshot = tmp_path / "state" / "wine.state"
+    _append_log(tmp_path / "requests.jsonl", 100, 1)
+    first = subprocess.Popen(serve, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: snapshot.exists())
+        second = subprocess.run(
+            [*command, "serve", "-c", str(other)], capture_output=True, text=True, timeout=60
+        )
+        assert second.returncode == 1
+        assert "Address already in use" in second.stderr.splitlines()[-1]
+        assert not list(snapshot.parent.glob("wine.state.corrupt-*"))
+        assert snapshot.exists()
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=20) == 0
 
 
 SAVE_FAILURES = series("driftgauge_state_save_failures_total", model="wine")

@@ -17,7 +17,9 @@ Starting counters from zero is a reset Prometheus handles exactly.
 
 A snapshot that is corrupt, of a format version this one cannot read, taken
 against another baseline, or no regular file (a FIFO) is moved aside
-(``.corrupt-<time>``) with one log line, and the sidecar starts empty.
+(``.corrupt-<time>``) with one log line, and the sidecar starts empty.  It is
+moved once the sidecar serves (:meth:`StateStore.tidy`): a second sidecar of
+the same config that cannot bind must not take the serving one's file away.
 Formats 1 (held predictions as rows) and 2 (as base64 columns inside the
 JSON) are still read, so an upgrade keeps its state.
 """
@@ -337,6 +339,15 @@ def _decode_trackers(
     return decoded
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The device and inode of the file at ``path`` (a link followed), or None."""
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 def _restore_trackers(monitor: Monitor, decoded: Decoded) -> None:
     for tracker in monitor.trackers:
         key = _window_key(tracker)
@@ -365,6 +376,8 @@ class StateStore:
         self.versions = versions
         self.path = directory / state_file_name(monitor.config.model)
         self.failures = 0  # periodic saves that failed (driftgauge_state_save_failures_total)
+        # The file restore() found unusable (its device and inode) and why: tidy() moves it.
+        self._unusable: tuple[tuple[int, int], str] | None = None
 
     def _document(self) -> dict[str, Any]:
         monitor = self.monitor
@@ -391,14 +404,37 @@ class StateStore:
         write_atomically(self.path, pack(self._document()), mode=0o600)
 
     def tidy(self) -> None:
-        """Remove the temporaries that saves a killed sidecar left beside the snapshot (logged).
+        """Remove the temporaries that saves a killed sidecar left beside the snapshot, and
+        move aside the snapshot :meth:`restore` found unusable if it is still there (logged).
 
         Not part of :meth:`restore`: a sidecar of the same config that fails to bind restores
-        too, and the save the serving one has in progress writes such a temporary.
+        too, and the save the serving one has in progress writes such a temporary (and the
+        serving one's snapshot, taken against another baseline, is unusable to it).
         """
         leftovers = remove_leftovers(self.path)
         if leftovers:
             log.info("removed %d unfinished snapshot file(s) beside %s", leftovers, self.path)
+        if self._unusable is None:
+            return
+        (found, reason), self._unusable = self._unusable, None
+        if _identity(self.path) != found:  # replaced meanwhile: not the file found unusable
+            return
+        try:
+            aside = move_aside(self.path, f".corrupt-{int(self.clock())}")
+        except OSError as error:  # the next snapshot replaces it, or fails with its own line
+            log.warning(
+                "state snapshot %s unusable (%s); cannot move it aside (%s), starting empty",
+                self.path,
+                reason,
+                error.strerror or error,
+            )
+            return
+        log.warning(
+            "state snapshot %s unusable (%s); moved to %s, starting empty",
+            self.path,
+            reason,
+            aside.name,
+        )
 
     def restore(self) -> bool:
         """Load the snapshot if there is a usable one; True when state was restored."""
@@ -433,22 +469,9 @@ class StateStore:
             IndexError,
             AttributeError,
         ) as exc:
-            try:
-                aside = move_aside(self.path, f".corrupt-{int(self.clock())}")
-            except OSError as error:  # the next snapshot replaces it, or fails with its own line
-                log.warning(
-                    "state snapshot %s unusable (%s); cannot move it aside (%s), starting empty",
-                    self.path,
-                    exc,
-                    error.strerror or error,
-                )
-                return False
-            log.warning(
-                "state snapshot %s unusable (%s); moved to %s, starting empty",
-                self.path,
-                exc,
-                aside.name,
-            )
+            # Moved aside by tidy(), once serving; not found there, there is nothing to move.
+            found = _identity(self.path)
+            self._unusable = (found, str(exc)) if found is not None else None
             return False
         log.info("restored state from %s", self.path)
         return True
