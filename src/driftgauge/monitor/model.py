@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -23,6 +22,7 @@ from driftgauge.config import Config
 from driftgauge.monitor.fields import FieldCounters, FieldTracker, Snapshot
 from driftgauge.monitor.outcomes import Outcomes
 from driftgauge.monitor.segments import SegmentTracker
+from driftgauge.monitor.tallies import Tallies
 from driftgauge.monitor.tracker import Observation, Tracker
 from driftgauge.sketches.summary import Summary
 from driftgauge.sketches.window import SlicedWindow
@@ -31,7 +31,7 @@ from driftgauge.typing import Extracted
 __all__ = ["Monitor"]
 
 
-class Monitor:
+class Monitor(Tallies):
     """The trackers, tallies and latest snapshot of one model against one baseline."""
 
     def __init__(
@@ -47,12 +47,10 @@ class Monitor:
         self.clock = clock
         # A model version's monitor (see monitor/versions.py): its metrics carry a version label.
         self.version = version
-        self._tally_lock = threading.Lock()  # parse errors and drops only: held for an increment
-        self.parse_errors: Counter[str] = Counter()
+        super().__init__()
         # Reasons counted here besides the protocols' (its label file's): the exposition shows
         # each from 0, so rate() sees the first one too.
         self.parse_reasons: tuple[str, ...] = ()
-        self.dropped: Counter[str] = Counter()
         self.fields = FieldTracker(config, baseline, clock)
         self.segments: SegmentTracker | None = None
         self.outcomes: Outcomes | None = None
@@ -72,16 +70,6 @@ class Monitor:
         self.snapshot = Snapshot(computed_at=0.0, duration=0.0)
         # Called with each new snapshot, in the computing thread (the exposition renders it).
         self.on_compute: list[Callable[[Snapshot], None]] = []
-
-    # -- tallies -----------------------------------------------------------
-
-    def count_parse_error(self, reason: str, n: int = 1) -> None:
-        with self._tally_lock:
-            self.parse_errors[reason] += n
-
-    def count_dropped(self, reason: str, n: int = 1) -> None:
-        with self._tally_lock:
-            self.dropped[reason] += n
 
     # -- ingestion ---------------------------------------------------------
 

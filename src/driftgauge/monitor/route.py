@@ -45,13 +45,12 @@ only the records routed to it.
 from __future__ import annotations
 
 import re
-import threading
-from collections import Counter
 from collections.abc import Sequence
 
 from driftgauge.config.protocols import protocol_names
 from driftgauge.monitor.batch import Batcher, Extraction
 from driftgauge.monitor.model import Monitor
+from driftgauge.monitor.tallies import Tallies
 from driftgauge.monitor.versions import percent_decoded
 from driftgauge.typing import Record
 
@@ -93,7 +92,7 @@ def _names_in_path(path: str) -> tuple[str, ...]:
     return (decoded,) if decoded == written else (decoded, written)
 
 
-class Router:
+class Router(Tallies):
     """Hands each record to the batcher of the model it is for (the several-models batcher)."""
 
     def __init__(
@@ -128,23 +127,11 @@ class Router:
         ]
         self._matches: dict[str, bool] = {}
         # The source counts on the event loop, routing in a worker thread at times.
-        self._tally_lock = threading.Lock()
-        self.parse_errors: Counter[str] = Counter()
+        super().__init__()
         # Exposed from 0, so rate() sees the first one too.
         routing = () if self._one else ("unknown_model",)
         self.parse_reasons: tuple[str, ...] = (*source_reasons, *routing)
-        self.dropped: Counter[str] = Counter()
         self.drop_reasons = tuple(source_drops)
-
-    def count_parse_error(self, reason: str, n: int = 1) -> None:
-        """Count a record the source could not read or route (no model's own parse error)."""
-        with self._tally_lock:
-            self.parse_errors[reason] += n
-
-    def count_dropped(self, reason: str, n: int = 1) -> None:
-        """Count a record the source dropped before routing it (no model's own drop)."""
-        with self._tally_lock:
-            self.dropped[reason] += n
 
     def route(
         self,
