@@ -11,11 +11,10 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession
 
-from tests.e2e_support import BackgroundLoop, sidecar
-from tests.helpers import free_port, scrape, series, wait_for
-from tests.system.test_source_errors import ANSWER, GOOD, two_models
+from tests.helpers import scrape, series, wait_for
+from tests.system.test_source_errors import GOOD, behind_the_proxy
 
 pytestmark = pytest.mark.integration
 
@@ -51,87 +50,54 @@ def test_queue_drops_are_the_sidecar_s_and_a_routed_drop_is_its_model_s(tmp_path
     them, the rows monitored and dropped add up to the rows sent, and iris's own feedback_no_id
     moves under iris alone."""
 
-    async def predict(request: web.Request) -> web.Response:
-        await request.read()
-        return web.json_response(ANSWER)
+    feedback = {"iris": {"prediction": "class"}}
+    with behind_the_proxy(tmp_path, {"queue_size": 1}, feedback) as (loop, port, proxy):
+        before = scrape(port)
+        for reason in SOURCE_REASONS:
+            assert before[series("driftgauge_source_dropped_total", reason=reason)] == 0
+        assert loop.run(_send(f"{proxy}/iris:predict", SENT), timeout=60) == [200] * SENT
 
-    app = web.Application()
-    app.router.add_post("/v1/models/{name}", predict)
-    proxy_port, model_port = free_port(), free_port()
-    source = {
-        "proxy": {
-            "listen": f"127.0.0.1:{proxy_port}",
-            "upstream": f"http://127.0.0.1:{model_port}",
-            "queue_size": 1,
-        }
-    }
-    config = two_models(tmp_path, source, feedback={"iris": {"prediction": "class"}})
-    with BackgroundLoop() as loop:
-        loop.serve(app, model_port)
-        with sidecar(config, tmp_path / "serve.log") as running:
-            port = running.metrics_port
-            before = scrape(port)
-            for reason in SOURCE_REASONS:
-                assert before[series("driftgauge_source_dropped_total", reason=reason)] == 0
-            url = f"http://127.0.0.1:{proxy_port}/v1/models/iris:predict"
-            assert loop.run(_send(url, SENT), timeout=60) == [200] * SENT
-
-            def source_dropped() -> float:
-                samples = scrape(port)
-                return sum(
-                    samples[series("driftgauge_source_dropped_total", reason=reason)]
-                    for reason in SOURCE_REASONS
-                )
-
-            def settled() -> bool:
-                samples = scrape(port)
-                iris = samples[series("driftgauge_rows_total", model="iris")]
-                return iris + source_dropped() == SENT
-
-            wait_for(settled, what="every request monitored or dropped")
+        def source_dropped() -> float:
             samples = scrape(port)
-            assert source_dropped() > 0, "the queue of 1 kept up: no overload was produced"
-            moved = {
-                (dict(labels)["model"], dict(labels)["reason"]): value
-                for (name, labels), value in samples.items()
-                if name == "driftgauge_dropped_total" and value
-            }
-            monitored = samples[series("driftgauge_rows_total", model="iris")]
-            assert moved == {("iris", "feedback_no_id"): monitored}
-            assert samples[series("driftgauge_rows_total", model="wine")] == 0
-            rates = {
-                labels: value
-                for (name, labels), value in samples.items()
-                if name == "driftgauge_sampling_rate"
-            }
-            assert list(rates) == [()], "the sampling rate claims a model"
-            assert 0 < rates[()] <= 1
+            return sum(
+                samples[series("driftgauge_source_dropped_total", reason=reason)]
+                for reason in SOURCE_REASONS
+            )
+
+        def settled() -> bool:
+            samples = scrape(port)
+            iris = samples[series("driftgauge_rows_total", model="iris")]
+            return iris + source_dropped() == SENT
+
+        wait_for(settled, what="every request monitored or dropped")
+        samples = scrape(port)
+        assert source_dropped() > 0, "the queue of 1 kept up: no overload was produced"
+        moved = {
+            (dict(labels)["model"], dict(labels)["reason"]): value
+            for (name, labels), value in samples.items()
+            if name == "driftgauge_dropped_total" and value
+        }
+        monitored = samples[series("driftgauge_rows_total", model="iris")]
+        assert moved == {("iris", "feedback_no_id"): monitored}
+        assert samples[series("driftgauge_rows_total", model="wine")] == 0
+        rates = {
+            labels: value
+            for (name, labels), value in samples.items()
+            if name == "driftgauge_sampling_rate"
+        }
+        assert list(rates) == [()], "the sampling rate claims a model"
+        assert 0 < rates[()] <= 1
 
 
 def test_the_proxy_s_requests_and_latencies_claim_no_model(tmp_path: Path) -> None:
     """Behind a two-model proxy, every request (wine's, iris's, one off the prediction routes)
     counts once in the proxy's series, which carry no model label: the proxy never routes."""
 
-    async def predict(request: web.Request) -> web.Response:
-        await request.read()
-        return web.json_response(ANSWER)
-
-    app = web.Application()
-    app.router.add_post("/v1/models/{name}", predict)
-    proxy_port, model_port = free_port(), free_port()
-    source = {
-        "proxy": {"listen": f"127.0.0.1:{proxy_port}", "upstream": f"http://127.0.0.1:{model_port}"}
-    }
-    config = two_models(tmp_path, source)
-    with BackgroundLoop() as loop:
-        loop.serve(app, model_port)
-        with sidecar(config, tmp_path / "serve.log") as running:
-            proxy = f"http://127.0.0.1:{proxy_port}/v1/models"
-            for path in ("iris:predict", "iris:predict", "wine:predict", "wine:explain"):
-                assert loop.run(_send(f"{proxy}/{path}", 1, concurrency=1)) == [200]
-            port = running.metrics_port
-            wait_for(lambda: scrape(port)[series("driftgauge_rows_total", model="wine")] == 1)
-            samples = scrape(port)
+    with behind_the_proxy(tmp_path) as (loop, port, proxy):
+        for path in ("iris:predict", "iris:predict", "wine:predict", "wine:explain"):
+            assert loop.run(_send(f"{proxy}/{path}", 1, concurrency=1)) == [200]
+        wait_for(lambda: scrape(port)[series("driftgauge_rows_total", model="wine")] == 1)
+        samples = scrape(port)
     proxied = {
         "driftgauge_requests_total",
         "driftgauge_upstream_errors_total",

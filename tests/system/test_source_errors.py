@@ -5,8 +5,10 @@ model (a request for no configured model, a path no model takes, an unreadable t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,31 @@ def two_models(
     return path
 
 
+@contextlib.contextmanager
+def behind_the_proxy(
+    tmp_path: Path,
+    proxy: dict[str, Any] | None = None,
+    feedback: dict[str, dict[str, Any]] | None = None,
+) -> Iterator[tuple[BackgroundLoop, int, str]]:
+    """A real serve of :func:`two_models` behind the proxy (with ``proxy``'s keys), in front of
+    a model server answering ANSWER: its loop, the metrics port and the proxy's models URL."""
+
+    async def predict(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response(ANSWER)
+
+    app = web.Application()
+    app.router.add_post("/v1/models/{name}", predict)
+    proxy_port, model_port = free_port(), free_port()
+    upstream = f"http://127.0.0.1:{model_port}"
+    source = {"proxy": {"listen": f"127.0.0.1:{proxy_port}", "upstream": upstream, **(proxy or {})}}
+    config = two_models(tmp_path, source, feedback)
+    with BackgroundLoop() as loop:
+        loop.serve(app, model_port)
+        with sidecar(config, tmp_path / "serve.log") as running:
+            yield loop, running.metrics_port, f"http://127.0.0.1:{proxy_port}/v1/models"
+
+
 def errors_moved(port: int) -> dict[tuple[str, str, str], float]:
     """Every parse error series above 0, as (family, model, reason): model "" for the source's."""
     return {
@@ -81,33 +108,17 @@ def test_behind_the_proxy_only_a_routed_bad_body_moves_its_model_s_parse_errors(
     """A request for a model not configured and a POST off the prediction routes count in the
     source's series alone; iris's unreadable body counts under iris alone; every answer is the
     model server's."""
-
-    async def predict(request: web.Request) -> web.Response:
-        await request.read()
-        return web.json_response(ANSWER)
-
-    app = web.Application()
-    app.router.add_post("/v1/models/{name}", predict)
-    proxy_port, model_port = free_port(), free_port()
-    source = {
-        "proxy": {"listen": f"127.0.0.1:{proxy_port}", "upstream": f"http://127.0.0.1:{model_port}"}
-    }
-    config = two_models(tmp_path, source)
-    with BackgroundLoop() as loop:
-        loop.serve(app, model_port)
-        with sidecar(config, tmp_path / "serve.log") as running:
-            proxy = f"http://127.0.0.1:{proxy_port}/v1/models"
-            assert _post(f"{proxy}/cifar:predict", GOOD) == 200
-            assert _post(f"{proxy}/wine:explain", GOOD) == 200
-            assert _post(f"{proxy}/iris:predict", "not json") == 200
-            assert _post(f"{proxy}/wine:predict", GOOD) == 200
-            port = running.metrics_port
-            wait_for(lambda: rows(port, "wine") == 1, what="wine's request, sent last, monitored")
-            assert errors_moved(port) == {
-                ("driftgauge_source_parse_errors", "", "unknown_model"): 1,
-                ("driftgauge_source_parse_errors", "", "unknown_path"): 1,
-                ("driftgauge_parse_errors", "iris", "invalid_json"): 1,
-            }
+    with behind_the_proxy(tmp_path) as (_, port, proxy):
+        assert _post(f"{proxy}/cifar:predict", GOOD) == 200
+        assert _post(f"{proxy}/wine:explain", GOOD) == 200
+        assert _post(f"{proxy}/iris:predict", "not json") == 200
+        assert _post(f"{proxy}/wine:predict", GOOD) == 200
+        wait_for(lambda: rows(port, "wine") == 1, what="wine's request, sent last, monitored")
+        assert errors_moved(port) == {
+            ("driftgauge_source_parse_errors", "", "unknown_model"): 1,
+            ("driftgauge_source_parse_errors", "", "unknown_path"): 1,
+            ("driftgauge_parse_errors", "iris", "invalid_json"): 1,
+        }
 
 
 def test_following_a_log_an_unreadable_line_is_no_model_s_and_a_bad_body_is_its_model_s(
