@@ -205,41 +205,54 @@ def test_a_rows_fold_follows_from_its_values_alone(rows: int, width: int, seed: 
     assert np.bincount(many, minlength=FOLDS).min() > 20_000 / FOLDS * 0.9
 
 
-def test_undrifted_rows_read_no_drift_from_a_thousand_training_rows(tmp_path: Path) -> None:
-    """20 correlated features, 1,000 training rows: a PCA rebuilds its own rows better than
-    new ones, so the training rows' own errors read undrifted live rows as drift (PSI
-    0.10-0.11, past the shipped warning in every window). Cross-fitted, they do not, and
-    the live errors' distribution matches the baseline's (scipy's KS on the raw errors)."""
-    width, rows, live = 20, 1_000, 10_000
-    rng = np.random.default_rng(9)
+def _undrifted(
+    tmp_path: Path, data: np.ndarray[Any, Any], fresh: np.ndarray[Any, Any], components: float
+) -> tuple[Any, dict[str, np.ndarray[Any, Any]]]:
+    """A baseline of ``data`` (features f0, f1, ..., all multivariate) and the live rows
+    ``fresh`` through the monitor: the stats of reconstruction_error, and the errors of the
+    training rows cross-fitted and in sample, and of the live rows."""
+    rows, width = data.shape
     names = [f"f{i}" for i in range(width)]
     raw = base_config(
         tmp_path,
         features=[{"name": name, "type": "numeric"} for name in names],
         predictions=[{"name": "class", "type": "categorical"}],
         windows=["1h"],
-        multivariate={"features": names, "components": 0.9},
+        multivariate={"features": names, "components": components},
     )
     config = config_from_mapping(raw, base=tmp_path)
-    data = equicorrelated(rows, width, 0.5, rng)
     columns: dict[str, list[Any]] = {name: data[:, i].tolist() for i, name in enumerate(names)}
     baseline = build_baseline(
         config, [write_csv(tmp_path / "train.csv", {**columns, "class": ["a"] * rows})]
     )
     assert baseline.multivariate is not None
     pipeline = wire(config, baseline, lambda: T0)
-    fresh = equicorrelated(live, width, 0.5, rng)
     for part in np.array_split(fresh, 10):
         batch = {name: part[:, i] for i, name in enumerate(names)}
         pipeline.monitor.ingest([Extracted(len(part), batch)], now=T0)
     stats = {s.spec.name: s for s in pipeline.monitor.compute().fields}["reconstruction_error"]
-    assert stats.psi is not None and stats.psi < 0.03, stats.psi
     moments = FoldedMoments(width)
     moments.add(data)
-    _, crossfit = CrossFit.fit(MultivariateConfig(tuple(names), 0.9), moments)
-    held_out, served = crossfit.errors(data), baseline.multivariate.errors(fresh)
-    assert ks_2samp(held_out, served).pvalue > 0.001
-    assert ks_2samp(baseline.multivariate.errors(data), served).pvalue < 1e-6  # in sample
+    _, crossfit = CrossFit.fit(MultivariateConfig(tuple(names), components), moments)
+    errors = {
+        "cross-fitted": crossfit.errors(data),
+        "in sample": baseline.multivariate.errors(data),
+        "live": baseline.multivariate.errors(fresh),
+    }
+    return stats, errors
+
+
+def test_undrifted_rows_read_no_drift_from_a_thousand_training_rows(tmp_path: Path) -> None:
+    """20 correlated features, 1,000 training rows: a PCA rebuilds its own rows better than
+    new ones, so the training rows' own errors read undrifted live rows as drift (PSI
+    0.10-0.11, past the shipped warning in every window). Cross-fitted, they do not, and
+    the live errors' distribution matches the baseline's (scipy's KS on the raw errors)."""
+    rng = np.random.default_rng(9)
+    data, fresh = equicorrelated(1_000, 20, 0.5, rng), equicorrelated(10_000, 20, 0.5, rng)
+    stats, errors = _undrifted(tmp_path, data, fresh, 0.9)
+    assert stats.psi is not None and stats.psi < 0.03, stats.psi
+    assert ks_2samp(errors["cross-fitted"], errors["live"]).pvalue > 0.001
+    assert ks_2samp(errors["in sample"], errors["live"]).pvalue < 1e-6
 
 
 def _whole_numbers(n: int, width: int, rng: np.random.Generator) -> np.ndarray[Any, Any]:
@@ -254,35 +267,11 @@ def test_undrifted_rows_of_repeated_values_read_no_drift(tmp_path: Path) -> None
     with every error cross-fitted undrifted rows read PSI 0.24 and KS 0.22, past the
     shipped rules.  A repeated row's baseline error is the whole PCA's: no drift, and the
     live errors' distribution is the baseline's (scipy's KS on the raw errors)."""
-    width, rows, live = 4, 5_000, 10_000
     rng = np.random.default_rng(0)
-    names = [f"f{i}" for i in range(width)]
-    raw = base_config(
-        tmp_path,
-        features=[{"name": name, "type": "numeric"} for name in names],
-        predictions=[{"name": "class", "type": "categorical"}],
-        windows=["1h"],
-        multivariate={"features": names, "components": 0.8},
-    )
-    config = config_from_mapping(raw, base=tmp_path)
-    data = _whole_numbers(rows, width, rng)
-    columns: dict[str, list[Any]] = {name: data[:, i].tolist() for i, name in enumerate(names)}
-    baseline = build_baseline(
-        config, [write_csv(tmp_path / "train.csv", {**columns, "class": ["a"] * rows})]
-    )
-    assert baseline.multivariate is not None
-    pipeline = wire(config, baseline, lambda: T0)
-    fresh = _whole_numbers(live, width, rng)
-    for part in np.array_split(fresh, 10):
-        batch = {name: part[:, i] for i, name in enumerate(names)}
-        pipeline.monitor.ingest([Extracted(len(part), batch)], now=T0)
-    stats = {s.spec.name: s for s in pipeline.monitor.compute().fields}["reconstruction_error"]
+    data, fresh = _whole_numbers(5_000, 4, rng), _whole_numbers(10_000, 4, rng)
+    stats, errors = _undrifted(tmp_path, data, fresh, 0.8)
     assert stats.psi is not None and stats.psi < 0.02, stats.psi
-    moments = FoldedMoments(width)
-    moments.add(data)
-    _, crossfit = CrossFit.fit(MultivariateConfig(tuple(names), 0.8), moments)
-    served = baseline.multivariate.errors(fresh)
-    assert ks_2samp(crossfit.errors(data), served).statistic < 0.04
+    assert ks_2samp(errors["cross-fitted"], errors["live"]).statistic < 0.04
 
 
 @settings(max_examples=50, deadline=None)

@@ -92,7 +92,6 @@ def test_queue_drops_are_the_sidecar_s_and_a_routed_drop_is_its_model_s(tmp_path
 def test_the_proxy_s_requests_and_latencies_claim_no_model(tmp_path: Path) -> None:
     """Behind a two-model proxy, every request (wine's, iris's, one off the prediction routes)
     counts once in the proxy's series, which carry no model label: the proxy never routes."""
-
     with behind_the_proxy(tmp_path) as (loop, port, proxy):
         for path in ("iris:predict", "iris:predict", "wine:predict", "wine:explain"):
             assert loop.run(_send(f"{proxy}/{path}", 1, concurrency=1)) == [200]
