@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import re
+import threading
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -258,11 +259,16 @@ class _Range(io.RawIOBase):
         super().__init__()
         self._header, self._handle, self._left = header, handle, size
         self.quotes = 0
+        self.ended = False  # read as at its end from now on (see _csv_range_batches)
+        self.at_end = threading.Event()  # a read returned nothing: pyarrow reads no more
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
+        if self.ended:
+            self.at_end.set()
+            return 0
         with memoryview(buffer) as raw, raw.cast("B") as view:
             if self._header:
                 count = min(len(view), len(self._header))
@@ -272,6 +278,8 @@ class _Range(io.RawIOBase):
             # DataInput.open's files are buffered: io.BufferedReader has readinto.
             count = self._handle.readinto(view[: min(len(view), self._left)]) or 0  # type: ignore[attr-defined]
             self._left -= count
+            if not count:
+                self.at_end.set()
             self.quotes += _count_quotes(view[:count])
             return count
 
@@ -295,12 +303,22 @@ def _csv_range_batches(
             return
         handle.seek(start)
         body = _Range(header, handle, stop - start)
-        yield from pa_csv.open_csv(
-            pa.PythonFile(body, mode="r"),
-            read_options=pa_csv.ReadOptions(block_size=1 << 22, use_threads=threads),
-            parse_options=parse,
-            convert_options=convert,
-        )
+        try:
+            yield from pa_csv.open_csv(
+                pa.PythonFile(body, mode="r"),
+                read_options=pa_csv.ReadOptions(block_size=1 << 22, use_threads=threads),
+                parse_options=parse,
+                convert_options=convert,
+            )
+        except BaseException:
+            # Stopped early (SIGTERM, Ctrl-C, an error; also within open_csv, which reads the
+            # first block): pyarrow's I/O thread reads ahead, calling body.readinto, whatever
+            # becomes of the reader, and an interpreter exiting meanwhile aborted ('terminate
+            # called without an active exception', exit -6).  The next read ends it; a thread
+            # with its queue full reads nothing more (hence the bound).
+            body.ended = True
+            body.at_end.wait(1.0)
+            raise
     if quotes is not None:
         quotes.append(body.quotes)
 
