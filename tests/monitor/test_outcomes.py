@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from driftgauge.baseline import Baseline
+from driftgauge.baseline import Baseline, check_against
 from driftgauge.config import Config, config_from_mapping
 from driftgauge.exceptions import ProtocolError
 from driftgauge.monitor.outcomes import parse_labels
@@ -207,11 +207,15 @@ def test_boolean_labels_meet_a_classifier_of_codes_0_and_1_as_scikit_learn_takes
 ) -> None:
     """A classifier of codes 0/1 labelled from a boolean column (JSON true/false), or one of
     booleans labelled 0/1: scikit-learn takes True == 1, where every label read as a wrong
-    class of its own (accuracy 0, the labels under __unseen__)."""
+    class of its own (accuracy 0, the labels under __unseen__); positive_class may be spelled
+    as the labels are (check refused it, 'not among the classes')."""
     rng = np.random.default_rng(3)
     columns = classifier_columns(600)
     columns["class"] = [predicted[int(x > 13.0)] for x in columns["alcohol"]]
-    config, baseline = build(tmp_path, columns=columns, feedback={"prediction": "class"})
+    positive = labels[1]  # positive_class spelled as the labels are, not as the predictions
+    feedback = {"prediction": "class", "positive_class": positive}
+    config, baseline = build(tmp_path, columns=columns, feedback=feedback)
+    check_against(baseline, config, tmp_path / "baseline.dgb")  # the class is known
     pipeline = wire(config, baseline, clock)
     guesses, truth = [], []
     for i in range(200):
@@ -229,6 +233,8 @@ def test_boolean_labels_meet_a_classifier_of_codes_0_and_1_as_scikit_learn_takes
     for metric, want in (
         ("accuracy", skm.accuracy_score(truth, guesses)),
         ("f1_macro", skm.f1_score(truth, guesses, average="macro")),
+        ("recall", skm.recall_score(truth, guesses, pos_label=positive)),
+        ("precision", skm.precision_score(truth, guesses, pos_label=positive)),
     ):
         assert value(text, "driftgauge_performance", window="5m", metric=metric) == pytest.approx(
             want

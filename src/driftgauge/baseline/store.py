@@ -91,7 +91,10 @@ def check_against(baseline: Baseline, config: Config, path: Path) -> None:
     if feedback is not None and feedback.positive_class is not None and target is not None:
         binning = target.summary.binning
         # Outside the top categories it would be __other__ or __unseen__: no class of its own.
-        if isinstance(binning, CategoricalBinning) and feedback.positive_class not in binning.index:
+        if (
+            isinstance(binning, CategoricalBinning)
+            and binning.class_of(feedback.positive_class) not in binning.index
+        ):
             classes = ", ".join(map(repr, binning.categories))
             problems.append(
                 f"feedback.positive_class {feedback.positive_class!r} is not among the classes "

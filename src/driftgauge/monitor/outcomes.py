@@ -116,14 +116,12 @@ class Outcomes:
         self._id_path = compile_path(self.feedback.id_path) if self.feedback.id_path else None
         self._binning: CategoricalBinning | None = None
         self._positive: int | None = None
-        self._as_predicted: dict[str, str] = {}
         if self.feedback.task == "classification":
             binning = baseline.fields[self.feedback.prediction].summary.binning
             assert isinstance(binning, CategoricalBinning)
             self._binning = binning
             if self.feedback.positive_class is not None:
-                self._positive = binning.slot(self.feedback.positive_class)
-            self._as_predicted = _truth_spellings(binning)
+                self._positive = binning.slot(binning.class_of(self.feedback.positive_class))
         self._segment_names = list(segments.segments)
         # Held rows' prediction: the class index (classification) or the value (regression).
         self._store = PendingStore(len(self._segment_names))
@@ -362,7 +360,7 @@ class Outcomes:
             ):
                 return None
             text = canonical_category(raw)
-            text = self._as_predicted.get(text, text)
+            text = self._binning.class_of(text)
             return float(self._binning.slot(text)), category_key(text)
         if isinstance(raw, str) and _NUMBER.fullmatch(raw):
             raw = float(raw)
@@ -459,21 +457,3 @@ def equal_opportunity(performance: Iterable[PerformanceStats]) -> dict[tuple[str
 
 # A regression label may be a JSON number or a string of one (a labels table written as text).
 _NUMBER = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_BOOLEAN_CODES = {"true": "1", "false": "0"}
-
-
-def _truth_spellings(binning: CategoricalBinning) -> dict[str, str]:
-    """How a boolean label meets a prediction of codes 0/1, and a 0/1 label one of booleans.
-
-    Labels and predictions are spelled one way each (:mod:`driftgauge.canonical`), so a label
-    ``true`` (a pandas boolean column) never met the class ``1`` a classifier predicted, and
-    every such label read wrong, where scikit-learn takes ``True == 1``.  Only where the
-    prediction has the one spelling and not the other.
-    """
-    seen = binning.known if binning.known is not None else frozenset(binning.categories)
-    codes, booleans = seen & {"0", "1"}, seen & {"true", "false"}
-    if codes and not booleans:
-        return dict(_BOOLEAN_CODES)
-    if booleans and not codes:
-        return {code: boolean for boolean, code in _BOOLEAN_CODES.items()}
-    return {}

@@ -98,7 +98,8 @@ class SegmentTracker:
         if feedback and feedback.task == "classification" and feedback.positive_class is not None:
             binning = self._bins.get(feedback.prediction)
             if isinstance(binning, CategoricalBinning):
-                self._positive = (feedback.prediction, binning.slot(feedback.positive_class))
+                positive = binning.class_of(feedback.positive_class)
+                self._positive = (feedback.prediction, binning.slot(positive))
 
     @property
     def windows(self) -> dict[str, SlicedWindow[SegmentCounts]]:

@@ -272,6 +272,10 @@ class NumericBinning:
         return [str(i) for i in range(self.size)]
 
 
+_BOOLEAN_CODES = {"true": "1", "false": "0"}  # CategoricalBinning.class_of
+_CODE_BOOLEANS = {code: boolean for boolean, code in _BOOLEAN_CODES.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class CategoricalBinning:
     """The baseline's top categories, frozen, plus ``__other__`` and ``__unseen__``.
@@ -301,6 +305,22 @@ class CategoricalBinning:
             return np.zeros(self.size, dtype=np.int64)
         distinct, tally = np.unique(values, return_counts=True)
         return self.count_table(dict(zip(distinct.tolist(), tally.tolist(), strict=True)))
+
+    def class_of(self, value: str) -> str:
+        """How a class named elsewhere (a label, ``feedback.positive_class``) is spelled among
+        these categories: ``true``/``false`` as ``1``/``0`` where they hold codes 0/1 and no
+        booleans, and the other way round, as scikit-learn takes ``True == 1``; else itself.
+
+        Each value has one spelling (:mod:`driftgauge.canonical`), so a label ``true`` (a
+        pandas boolean column) never met the class ``1`` a classifier predicted.
+        """
+        seen = self.known if self.known is not None else self.index.keys()
+        codes, booleans = not seen.isdisjoint(_CODE_BOOLEANS), not seen.isdisjoint(_BOOLEAN_CODES)
+        if codes and not booleans:
+            return _BOOLEAN_CODES.get(value, value)
+        if booleans and not codes:
+            return _CODE_BOOLEANS.get(value, value)
+        return value
 
     def slot(self, value: str) -> int:
         """The bucket of one category."""
