@@ -304,8 +304,6 @@ def not_a_file(base: Path, name: str, what: str, made: bool = True) -> str | Non
     ``made`` as there), or it is there but no regular file (a FIFO: serve would wait on it
     for a writer)."""
     path = base / name
-    if path.is_dir():
-        return f"{name!r} is a directory, not {what}"
     blocking = file_in_the_way(path.parent, made=made)
     if blocking:
         return f"{name!r}: {blocking}"
@@ -313,6 +311,8 @@ def not_a_file(base: Path, name: str, what: str, made: bool = True) -> str | Non
         mode = path.stat().st_mode
     except OSError:  # not there yet, or not to be read now (a permission): serve waits, unready
         return None
+    if stat.S_ISDIR(mode):
+        return f"{name!r} is a directory, not {what}"
     if not stat.S_ISREG(mode):
         return f"{name!r} is no regular file (a FIFO, socket or device), not {what}"
     return None
