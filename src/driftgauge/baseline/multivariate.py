@@ -171,10 +171,13 @@ class PcaModel:
         signs = np.sign(vectors[np.argmax(np.abs(vectors), axis=0), np.arange(len(values))])
         vectors = vectors * np.where(signs == 0, 1.0, signs)
         share = np.cumsum(values) / max(float(values.sum()), 1e-300)
-        if not kept and isinstance(config.components, int):
-            kept = config.components
-        elif not kept:
-            kept = int(np.searchsorted(share, config.components - 1e-12) + 1)
+        if not kept:
+            components = config.components
+            kept = (
+                components
+                if isinstance(components, int)
+                else int(np.searchsorted(share, components - 1e-12) + 1)
+            )
         kept = max(1, min(kept, len(values) - 1))
         return cls(config.features, mean, scale, vectors[:, :kept], float(share[kept - 1]))
 
