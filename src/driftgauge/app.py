@@ -14,15 +14,13 @@ import logging
 import os
 import signal
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from urllib.parse import urlsplit
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from prometheus_client import ProcessCollector
-from prometheus_client.core import CounterMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from driftgauge.baseline import Baseline, load_served
 from driftgauge.canonical import row_id
@@ -39,6 +37,7 @@ from driftgauge.exposition.collector import (
 from driftgauge.exposition.models import ModelsCollector
 from driftgauge.exposition.proxy import ProxyMetrics
 from driftgauge.exposition.source import SourceCollector
+from driftgauge.exposition.state import SaveFailuresCollector
 from driftgauge.jsonbody import decode_json, lossy, reread_exactly
 from driftgauge.monitor.batch import MAX_BODY_BYTES, Batcher
 from driftgauge.monitor.model import Monitor
@@ -315,24 +314,6 @@ async def _snapshot_loop(store: StateStore, interval: float) -> None:
             log.error("cannot write the state snapshot %s: %s", store.path, exc)
 
 
-class _SaveFailures(Collector):
-    """``driftgauge_state_save_failures_total{model}``: each store's failed periodic saves.
-
-    Plain counts, as every counter of driftgauge's: a prometheus_client ``Counter`` adds a
-    ``_created`` sample (in the text format a gauge family of its own, declared nowhere).
-    """
-
-    def __init__(self, stores: list[StateStore]) -> None:
-        self.stores = stores
-
-    def collect(self) -> Iterator[Metric]:
-        spec = catalogue.STATE_SAVE_FAILURES
-        family = CounterMetricFamily(spec.name, spec.documentation, labels=spec.labels)
-        for store in self.stores:
-            family.add_metric([store.monitor.config.model], store.failures)
-        yield family
-
-
 async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     sidecar = app[SIDECAR_KEY]
     directory = sidecar.config.state.directory
@@ -349,7 +330,11 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
             directory,
             ", ".join(path.name for path in stray),
         )
-    sidecar.registry.register(_SaveFailures(stores))  # each model's at 0 from the start
+
+    def failures() -> list[tuple[str, int]]:
+        return [(store.monitor.config.model, store.failures) for store in stores]
+
+    sidecar.registry.register(SaveFailuresCollector(failures))  # each model's at 0 from the start
     tasks = []
     for store in stores:
         await asyncio.to_thread(store.restore)
