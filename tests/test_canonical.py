@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from driftgauge.canonical import canonical_category, canonical_strings
@@ -75,6 +77,43 @@ def test_integers_and_their_floats_agree(value: int) -> None:
     """n, float(n) and the text float formatting gives it are one category."""
     assert canonical_category(value) == canonical_category(float(value)) == str(value)
     assert canonical_category(str(float(value))) == str(value)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [10**16, 1e16, np.float64(1e16), "1e+16", "10000000000000000", "10000000000000000.0"],
+        [-(3 * 10**20), -3e20, "-3e+20"],
+        [2**60, float(2**60), np.float32(2**60), "1.152921504606847e+18"],
+        [12345678901234568, 1.2345678901234568e16, "1.2345678901234568e+16"],
+    ],
+)
+def test_integral_numbers_from_1e16_on_are_their_digits_as_integers_are(
+    values: list[object],
+) -> None:
+    """An integer code from 10**16 on sent as an integer or as a float (JSON 1e16, an FP64
+    tensor, a float column's text) is one category, not the digits and the float's 1e+16."""
+    assert {canonical_category(v) for v in values} == {canonical_category(values[0])}
+    texts = [v for v in values if isinstance(v, str)]
+    assert canonical_strings(np.asarray(texts, dtype=np.str_)).tolist() == [
+        canonical_category(values[0])
+    ] * len(texts)
+
+
+@given(st.floats(min_value=1e16, allow_infinity=False) | st.floats(max_value=-1e16))
+def test_floats_from_1e16_on_spell_as_the_integer_they_are(value: float) -> None:
+    """Every float from 1e16 on is integral: it, its text and numpy's column of it read as
+    the integer's digits, in float64 and in float32 columns alike."""
+    assume(math.isfinite(value))
+    digits = str(int(value))
+    assert canonical_category(value) == canonical_category(repr(value)) == digits
+    assert canonical_strings(np.asarray([value]).astype(np.str_)).tolist() == [digits]
+    if abs(value) <= float(np.finfo(np.float32).max):
+        from driftgauge.sketches.summary import to_categories
+
+        single = np.float32(value)
+        spelled, _ = to_categories(np.asarray([single]))
+        assert spelled.tolist() == [canonical_category(single)] == [str(int(single))]
 
 
 @given(st.lists(st.sampled_from(["True", "false", "1.0", "2", "x", "007", "-0.0"]), max_size=50))

@@ -10,7 +10,11 @@ canonical text before it meets a category, so these are one category:
 - booleans (and the strings ``true``/``false`` in any letter case) are
   ``"true"`` and ``"false"``;
 - integral numbers (``1``, ``1.0``, ``np.float32(1)``, the string ``"1.0"``)
-  are their integer digits, ``"1"``; ``-0.0`` is ``"0"``;
+  are their integer digits, ``"1"``; ``-0.0`` is ``"0"``; so are those from
+  1e16 on, which Python and numpy write with an exponent: the float ``1e16``
+  and its text ``"1e+16"`` are ``"10000000000000000"``, as the integer is (a
+  float's exact value: ``1e23``, which no float64 holds, is the float's
+  ``"99999999999999991611392"``, as a float32 code above 2**24 is its float32's);
 - other numbers are Python's shortest round-trip text (``0.5``, ``inf``), a
   float32 its own (``np.float32(0.1)`` is ``0.1``);
 - so is a float32 widened to float64 on the way: numpy's ``tolist()`` and
@@ -56,8 +60,8 @@ __all__ = [
 # Digits with a zero fraction, as float formatting writes an integral value ("3.0", "-12.00").
 _INTEGRAL_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)\.0+")
 _BOOLEAN_TEXT = {"true": "true", "false": "false"}
-# Integral floats from here on are spelled as Python and numpy print them (1e+16), not as digits.
-_INTEGER_LIMIT = 1e16
+# Python's (and numpy's) text of a float from 1e16 on, all of which are integral: 1e+16.
+_EXPONENT_TEXT = re.compile(r"-?[1-9](?:\.[0-9]+)?e\+[0-9]+")
 # A float32's shortest text has at most 9 significant digits: a longer float text may be one
 # widened to float64 (0.10000000149011612, 20 characters, is the float32 0.1).
 _FLOAT32_TEXT = 11
@@ -80,7 +84,7 @@ def canonical_category(value: Any) -> str:
         return str(int(value))
     if isinstance(value, float | np.floating):
         number = float(value)
-        if number.is_integer() and abs(number) < _INTEGER_LIMIT:
+        if number.is_integer():
             return str(int(number))
         if isinstance(value, np.floating) and value.itemsize < 8:
             return str(value)  # a float32's own shortest text: 0.1, not 0.10000000149011612
@@ -108,6 +112,10 @@ def _canonical_text(text: str) -> str:
     if text[-1:] == "0" and _INTEGRAL_TEXT.fullmatch(text):
         digits = text.partition(".")[0]
         return "0" if digits == "-0" else digits
+    if "e+" in text and _EXPONENT_TEXT.fullmatch(text):
+        number = float(text)
+        if repr(number) == text:  # Python's own spelling only: "1e16" and "1.0e+16" stay
+            return str(int(number))
     if len(text) >= _FLOAT32_TEXT and text[0] in _FLOAT_START:
         return _widened_float32(text)
     return text
@@ -169,7 +177,7 @@ def category_strings(values: Any) -> tuple[npt.NDArray[np.str_], bool]:
     wide = array.astype(np.float64, copy=False)
     texts = wide.astype(np.str_)
     if array.itemsize < 8:  # float32 or float16: its own shortest text, but whole numbers' digits
-        own = ~((wide == np.trunc(wide)) & (np.abs(wide) < _INTEGER_LIMIT))
+        own = wide != np.trunc(wide)
         texts[own] = array[own].astype(np.str_)
     return texts, True
 
