@@ -18,7 +18,8 @@ would cost a third of orjson's own time, so the few readers whose values
 must keep every digit (an id, a categorical value) look at what they read
 instead: where :func:`lossy` finds an integral float that large among it,
 which orjson may have made of such an integer, they read the body again
-with :func:`reread_exactly`.
+with :func:`reread_exactly`, or the tail line it was a member of with
+:func:`reread_member`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,15 @@ import re
 from collections.abc import Collection
 from typing import Any
 
-__all__ = ["DECODE_ERRORS", "JSON_TEXT", "JsonText", "decode_json", "lossy", "reread_exactly"]
+__all__ = [
+    "DECODE_ERRORS",
+    "JSON_TEXT",
+    "JsonText",
+    "decode_json",
+    "lossy",
+    "reread_exactly",
+    "reread_member",
+]
 
 JsonText = bytes | bytearray | memoryview | str
 """A body as its JSON text: what :func:`reread_exactly` reads."""
@@ -77,6 +86,15 @@ def reread_exactly(body: JsonText, parsed: Any) -> Any:
         return _standard(body if isinstance(body, bytes | str) else bytes(body))
     except ValueError:
         return parsed
+
+
+def reread_member(text: JsonText | None, member: str, parsed: Any) -> Any:
+    """Member ``member`` of the JSON object ``text`` (a tail line), read again with every
+    integer exact; ``parsed``, what was read of it, when there is no such text or member."""
+    if text is None:
+        return parsed
+    whole = reread_exactly(text, None)
+    return whole.get(member, parsed) if isinstance(whole, dict) else parsed
 
 
 # orjson reads an integer exactly from -2**63 to 2**64 - 1, beyond that as a float.

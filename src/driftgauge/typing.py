@@ -79,6 +79,10 @@ class Record:
     the request's and the response's HTTP headers (empty when the source does
     not keep them); a dict is looked up in any letter case, another mapping
     must do that itself (the proxy's, aiohttp's ``CIMultiDictProxy``).
+    ``line`` is the JSON object the source parsed ``request`` and ``response``
+    from as its members of those names (a tail log line; None otherwise): a
+    reader that needs an integer beyond 64 bits exactly reads it again
+    (:func:`~driftgauge.jsonbody.reread_member`).
     """
 
     ts: float
@@ -88,6 +92,7 @@ class Record:
     request_id: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     response_headers: Mapping[str, str] = field(default_factory=dict)
+    line: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

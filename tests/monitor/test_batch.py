@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from driftgauge.baseline import Baseline, build_baseline
 from driftgauge.config import config_from_mapping
+from driftgauge.jsonbody import decode_json
 from driftgauge.monitor import Monitor
 from driftgauge.monitor.batch import Batcher, Extraction
 from driftgauge.protocols import make_adapter
@@ -165,6 +166,25 @@ def test_a_categorical_integer_beyond_64_bits_keeps_its_digits(
     feed = batcher(tmp_path, baseline, "kserve")
     rows = [[13.1, 2.4, code], [12.2, 2.1, "south"]]
     extracted = feed.extract(record(({"instances": rows}, {"predictions": ["a", "b"]})))
+    assert extracted is not None
+    region = extracted[1].columns["region"]
+    assert list(region) == [code, "south"]
+    assert type(region[0]) is int
+
+
+def test_a_categorical_integer_beyond_64_bits_in_a_tail_line_keeps_its_digits(
+    tmp_path: Path, baseline: Baseline
+) -> None:
+    """A tailed record's request is given parsed (by orjson, with the fast extra): a
+    categorical integer beyond 64 bits in it is read again from the line, every digit kept."""
+    code = 123456789012345678901234567890
+    rows = [[13.1, 2.4, code], [12.2, 2.1, "south"]]
+    text = json.dumps({"request": {"instances": rows}, "response": {"predictions": ["a", "b"]}})
+    line = text.encode()
+    parsed = decode_json(line)
+    feed = batcher(tmp_path, baseline, "kserve")
+    given = Record(0.0, parsed["request"], parsed["response"], line=line)
+    extracted = feed.extract(given)
     assert extracted is not None
     region = extracted[1].columns["region"]
     assert list(region) == [code, "south"]

@@ -521,6 +521,33 @@ async def test_an_id_path_integer_beyond_64_bits_matches_its_label(
         )
 
 
+async def test_an_id_path_integer_beyond_64_bits_in_a_tail_record_matches_its_label(
+    classifier: tuple[Config, Baseline], tmp_path: Path
+) -> None:
+    """id_path ids beyond 64 bits inside a tailed record's request (which orjson reads as
+    the nearest float, one float for neighbouring ids) are held under their own digits, so
+    the labels posted with those ids join them, each its own."""
+    config, baseline = with_feedback(classifier, id_path="$.instances[*].id")
+    raw = base_config(tmp_path)  # tail source on tmp_path/requests.jsonl, fresh metrics port
+    fresh = config_from_mapping(raw, base=tmp_path)
+    config = replace(config, source=fresh.source, metrics=fresh.metrics)
+    assert isinstance(fresh.source, TailConfig)
+    rows = instances(classifier_columns(4, 9), 0, 4)
+    ids = [2**64, 2**64 + 1, -(2**63) - 1, 123456789012345678901234567890]
+    rows = [{**row, "id": id_} for row, id_ in zip(rows, ids, strict=True)]
+    answer = predictions_for(rows)
+    fresh.source.path.write_text(tail_line(T0, "log-0", rows, answer) + "\n", encoding="utf-8")
+    async with running(config, baseline) as sidecar:
+        outcomes = sidecar.sidecar.monitor.outcomes
+        assert outcomes is not None
+        await eventually(lambda: outcomes.pending == 4)
+        labels = [{"id": id_, "label": answer[j]["class"]} for j, id_ in enumerate(ids)]
+        assert await sidecar.feedback(labels) == (
+            200,
+            {"matched": 4, "unmatched": 0, "invalid": 0},
+        )
+
+
 async def test_a_feedback_tail_id_beyond_64_bits_matches_its_request(
     classifier: tuple[Config, Baseline], tmp_path: Path
 ) -> None:

@@ -32,7 +32,8 @@ class Observation:
 
     ``text`` is the request's JSON text when orjson read it (None when the
     source gave it parsed, or it was read exactly): a tracker that needs an
-    integer beyond 64 bits exactly reads it again (:func:`~driftgauge.jsonbody.lossy`).
+    integer beyond 64 bits exactly reads it again (:func:`~driftgauge.jsonbody.lossy`),
+    or the tail line the source parsed it from (``record.line``).
     """
 
     record: Record

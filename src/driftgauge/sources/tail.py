@@ -136,7 +136,7 @@ def _parse_line(line: bytes, now: float) -> Record | str:
     except ValueError:
         return "invalid_ts"
     path = path if isinstance(path, str) else ""
-    return Record(ts, obj["request"], obj.get("response"), path, request_id)
+    return Record(ts, obj["request"], obj.get("response"), path, request_id, line=line)
 
 
 @dataclass(frozen=True, slots=True)
