@@ -18,12 +18,11 @@ annotations likewise mark the service alerts raised on those series, and
 
 from __future__ import annotations
 
-import copy
 import json
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 from driftgauge.config import FieldSpec
 from driftgauge.config.alerting import AlertingConfig, AlertThresholds
@@ -78,7 +77,10 @@ def _rows(board: dict[str, Any]) -> Iterator[tuple[dict[str, Any], list[dict[str
 
 
 def _replace(value: Any, expr: dict[str, str], text: dict[str, str]) -> Any:
-    """``value`` with the variables of ``expr`` replaced in queries and of ``text`` elsewhere."""
+    """``value`` with the variables of ``expr`` replaced in queries and of ``text`` elsewhere.
+
+    A copy: every dict and list is new, so the template's panels are never changed.
+    """
     if isinstance(value, dict):
         return {
             key: (
@@ -95,6 +97,45 @@ def _replace(value: Any, expr: dict[str, str], text: dict[str, str]) -> Any:
     return value
 
 
+# Where a template panel's variables are: the keys (or list indices) of the parts holding
+# one, each with its own places, and True for a string holding one.
+_Places: TypeAlias = "dict[str | int, _Places] | Literal[True]"
+
+
+def _places(value: Any) -> _Places | None:
+    """Where ``value``'s variables are (strings holding a ``$``); None if it has none."""
+    if isinstance(value, str):
+        return True if "$" in value else None
+    items: Iterable[tuple[str | int, Any]] = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    places = {key: where for key, item in items if (where := _places(item)) is not None}
+    return places or None
+
+
+def _fill(
+    value: Any, places: dict[str | int, _Places], expr: dict[str, str], text: dict[str, str]
+) -> Any:
+    """``value`` as :func:`_replace` makes it, copying only the dicts and lists on the way to
+    ``places`` (:func:`_places` of ``value``): the other parts are ``value``'s own."""
+    copy: Any = dict(value) if isinstance(value, dict) else list(value)
+    for key, where in places.items():
+        item = value[key]
+        if where is True:
+            copy[key] = (
+                _substitute(item, expr, quoted=True)
+                if key == "expr"
+                else _substitute(item, text, quoted=False)
+            )
+        else:
+            copy[key] = _fill(item, where, expr, text)
+    return copy
+
+
 def _literal(text: str) -> Callable[[re.Match[str]], str]:
     """A ``re.sub`` replacement inserting ``text`` as it is (no backslash processing)."""
     return lambda _match: text
@@ -107,7 +148,11 @@ def _substitute(value: str, names: dict[str, str], quoted: bool) -> str:
     regex-escaped value in a raw string, see grafana/README.md) becomes
     ``label="<escaped literal>"``, as does a plain ``"$feature"``.
     """
+    if "$" not in value:  # most of a panel's strings: no variable to look for
+        return value
     for variable, name in names.items():
+        if variable not in value:  # as $window, ${datasource} or $__rate_interval
+            continue
         pattern = r"\$(?:\{" + variable + r"(?::\w+)?\}|" + variable + r"\b)"
         if quoted:
             literal = promql_string(name)
@@ -138,9 +183,9 @@ def _colour(panel: dict[str, Any], title: str, t: AlertThresholds) -> None:
     The template's significance gate line (the noise floor times the 99.9% χ² gate, z 3.09)
     takes the field's warning z.
 
-    ``title`` is the template's title, so a field named like "KS" changes nothing.
+    ``title`` is the template's title, so a field named like "KS" changes nothing. What it
+    changes below the panel is replaced, not modified: fields' panels share the rest.
     """
-    configs = [panel.get("fieldConfig", {}).get("defaults", {})]
     if re.search(r"\bPSI\b", title):
         values = {0.02: t.psi_warning, 0.25: t.psi_critical}
         panel["description"] = (
@@ -159,15 +204,31 @@ def _colour(panel: dict[str, Any], title: str, t: AlertThresholds) -> None:
         values = {0.1: t.ks_statistic}
     else:
         return
-    for config in configs:
-        for step in config.get("thresholds", {}).get("steps", []):
-            if step.get("value") in values:
-                step["value"] = values[step["value"]]
-    for target in panel.get("targets", []):
-        if target.get("legendFormat") == "significance gate (z 3.09)":
-            z = f"{t.z('warning'):.2f}"
-            target["legendFormat"] = f"significance gate (z {z})"
-            target["expr"] = target["expr"].replace('z="3.09"', f'z="{z}"')
+    defaults = panel.get("fieldConfig", {}).get("defaults", {})
+    steps = defaults.get("thresholds", {}).get("steps", [])
+    if any(step.get("value") in values for step in steps):
+        thresholds = {
+            **defaults["thresholds"],
+            "steps": [
+                {**step, "value": values[step["value"]]} if step.get("value") in values else step
+                for step in steps
+            ],
+        }
+        defaults = {**defaults, "thresholds": thresholds}
+        panel["fieldConfig"] = {**panel["fieldConfig"], "defaults": defaults}
+    if "targets" not in panel:
+        return
+    z = f"{t.z('warning'):.2f}"
+    panel["targets"] = [
+        {
+            **target,
+            "legendFormat": f"significance gate (z {z})",
+            "expr": target["expr"].replace('z="3.09"', f'z="{z}"'),
+        }
+        if target.get("legendFormat") == "significance gate (z 3.09)"
+        else target
+        for target in panel["targets"]
+    ]
 
 
 def _flow(panels: list[dict[str, Any]], top: int) -> int:
@@ -183,38 +244,57 @@ def _flow(panels: list[dict[str, Any]], top: int) -> int:
     return y + height
 
 
+def _field_templates(
+    rows: list[tuple[dict[str, Any], list[dict[str, Any]]]], field_type: str
+) -> list[tuple[dict[str, Any], dict[str | int, _Places]]]:
+    """The template's per-field panels that apply to fields of ``field_type``, in row order,
+    each with the places of its variables."""
+    wanted = _FIELD_ROWS[field_type]
+    skip = _CATEGORICAL_ONLY if field_type == "numeric" else _NUMERIC_ONLY
+    ordered = [(row, panels) for word in wanted for row, panels in rows if word in row["title"]]
+    return [
+        (panel, places if isinstance(places := _places(panel), dict) else {})
+        for _row, panels in ordered
+        for panel in panels
+        if _per_field(panel)
+        and not _uses(panel, skip)
+        and not (field_type == "numeric" and "$categorical" in json.dumps(panel))
+    ]
+
+
 def _field_panels(
-    rows: list[tuple[dict[str, Any], list[dict[str, Any]]]],
+    templates: list[tuple[dict[str, Any], dict[str | int, _Places]]],
     spec: FieldSpec,
     model: str,
     thresholds: AlertThresholds,
 ) -> list[dict[str, Any]]:
-    wanted = _FIELD_ROWS[spec.type]
-    skip = _CATEGORICAL_ONLY if spec.type == "numeric" else _NUMERIC_ONLY
+    """The panels of ``templates`` (:func:`_field_templates` of its type) filled for ``spec``.
+
+    They share the parts without a variable with the template, and so with every other
+    field's panels: the dashboard is written out, not changed.
+    """
     chosen: list[dict[str, Any]] = []
     seen: list[tuple[str, set[str]]] = []
     names = {"model": model, "feature": spec.name, "categorical": spec.name}
-    ordered = [(row, panels) for word in wanted for row, panels in rows if word in row["title"]]
-    for _row, panels in ordered:
-        for panel in panels:
-            if not _per_field(panel) or _uses(panel, skip):
-                continue
-            if spec.type == "numeric" and "$categorical" in json.dumps(panel):
-                continue
-            filled = _replace(copy.deepcopy(panel), names, names)
-            exprs = {t["expr"] for t in filled["targets"]}
-            if any(kind == panel["type"] and exprs <= other for kind, other in seen):
-                continue  # a panel of the same kind already shows these queries
-            seen.append((panel["type"], exprs))
-            _colour(filled, panel["title"], thresholds)
-            chosen.append(filled)
+    for panel, places in templates:
+        filled = _fill(panel, places, names, names)
+        exprs = {t["expr"] for t in filled["targets"]}
+        if any(kind == panel["type"] and exprs <= other for kind, other in seen):
+            continue  # a panel of the same kind already shows these queries
+        seen.append((panel["type"], exprs))
+        _colour(filled, panel["title"], thresholds)
+        chosen.append(filled)
     return chosen
 
 
 def render_dashboard(
     model: str, fields: Sequence[FieldSpec], alerting: AlertingConfig
 ) -> dict[str, Any]:
-    """The dashboard of ``model`` with a row for each of ``fields``."""
+    """The dashboard of ``model`` with a row for each of ``fields``.
+
+    The fields' panels share their parts that hold no name (:func:`_field_panels`): a
+    document to write out, not to change in place.
+    """
     base = template()
     rows = list(_rows(base))
     fixed = {"model": model}
@@ -222,7 +302,7 @@ def render_dashboard(
     for row, panels in rows:
         for panel in panels:
             if not row.get("collapsed") and not _per_field(panel):
-                filled = _replace(copy.deepcopy(panel), fixed, fixed)
+                filled = _replace(panel, fixed, fixed)
                 _colour(filled, panel["title"], alerting.defaults)
                 filled["gridPos"].update(h=8, w=6 if filled["type"] == "stat" else 18)
                 top_panels.append(filled)
@@ -237,8 +317,9 @@ def render_dashboard(
     ]
     y = _flow(top_panels, 1)
     layout += top_panels
+    templates = {kind: _field_templates(rows, kind) for kind in _FIELD_ROWS}
     for spec in fields:
-        panels = _field_panels(rows, spec, model, alerting.for_field(spec.name))
+        panels = _field_panels(templates[spec.type], spec, model, alerting.for_field(spec.name))
         _flow(panels, y + 1)
         layout.append(
             {
@@ -252,9 +333,9 @@ def render_dashboard(
         y += 1
     for row, panels in rows:  # the collapsed service row, model fixed
         if row.get("collapsed"):
-            nested = [_replace(copy.deepcopy(p), fixed, fixed) for p in panels]
+            nested = [_replace(p, fixed, fixed) for p in panels]
             _flow(nested, y + 1)
-            row = _replace(copy.deepcopy(row), fixed, fixed)
+            row = _replace(row, fixed, fixed)
             row.update(gridPos={"h": 1, "w": 24, "x": 0, "y": y}, panels=nested)
             layout.append(row)
             y += 1
