@@ -4,8 +4,8 @@
 prometheus_client families exactly as ``MonitorCollector`` built them before
 the live counters and then the snapshot part were written directly (with the
 quantile and mean gauges that have since replaced the live and baseline
-summaries); prometheus_client's encoders render them for byte-for-byte
-comparisons.  The families' names, help and label names come from the
+summaries, and the quantiles at a float32's digits); prometheus_client's
+encoders render them for byte-for-byte comparisons.  The families' names, help and label names come from the
 catalogue (``driftgauge.exposition.catalogue``), the one place they are
 declared; which series exist and their values are worked out here.
 ``busy_pipeline`` makes a state that exercises every family.
@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -200,6 +201,14 @@ def _reference_info(monitor: Monitor) -> Iterator[Metric]:
     )
 
 
+def float32_shortest(value: float) -> float:
+    """A float32-valued ``value`` at the fewest significant digits that read back as it."""
+    single = np.float32(value)
+    if float(single) != value:
+        return value
+    return next(float(text) for k in range(1, 10) if np.float32(text := f"{value:.{k}g}") == single)
+
+
 def _reference_baseline(monitor: Monitor) -> Iterator[Metric]:
     model = monitor.config.model
     ratios = gauge_family(catalogue.BASELINE_BIN_RATIO)
@@ -214,7 +223,7 @@ def _reference_baseline(monitor: Monitor) -> Iterator[Metric]:
         values = summary.kll.get_quantiles(list(QUANTILES))
         labels = [model, spec.name, spec.role]
         for quantile, value in zip(QUANTILES, values, strict=True):
-            quantiles.add_metric([*labels, str(quantile)], float(value))
+            quantiles.add_metric([*labels, str(quantile)], float32_shortest(float(value)))
         means.add_metric(labels, summary.mean)
     yield from (quantiles, means)
     baseline_count = gauge_family(catalogue.BASELINE_OBSERVATIONS)
@@ -246,7 +255,7 @@ def _reference_windows(model: str, fields: tuple[FieldStats, ...]) -> Iterator[M
                 family.add_metric(labels, value)
         if item.spec.type == "numeric" and item.quantiles:
             for quantile, value in item.quantiles:
-                quantiles.add_metric([*labels, str(quantile)], value)
+                quantiles.add_metric([*labels, str(quantile)], float32_shortest(value))
             means.add_metric(labels, item.mean)
     yield observations
     yield from families.values()

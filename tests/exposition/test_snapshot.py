@@ -172,3 +172,35 @@ def test_the_live_mean_of_values_near_float64s_largest_is_their_mean(
     restored = live.empty_like()
     decode_summary(restored, encode_summary(live))
     assert restored.mean == pytest.approx(exact, rel=1e-12)
+
+
+def test_quantiles_are_written_at_the_digits_of_their_float32(tmp_path: Path) -> None:
+    """The live and baseline quantiles, float32 values of their sketches, are written at the
+    fewest digits that read back as the same float32 (at most 9 significant, not float64's
+    17: -2.2643893, not -2.2643892765045166), so every value still names the sketch's."""
+    monitor = busy_pipeline("wine", tmp_path).monitor
+    rendered = RenderedSnapshot(registry_of(MonitorCollector(monitor, "snapshot")))
+    rendered.refresh()
+    body = _served(rendered, False).decode()
+    lines = [
+        line
+        for line in body.splitlines()
+        if line.startswith(("driftgauge_feature_quantile{", "driftgauge_baseline_quantile{"))
+    ]
+    assert len(lines) >= 14
+    written = [line.rsplit(" ", 1)[1] for line in lines]
+    digits = [len(text.lstrip("-").replace(".", "").lstrip("0").split("e")[0]) for text in written]
+    assert max(digits) <= 9, written
+    expected = {
+        q: np.float32(v)
+        for item in monitor.snapshot.fields
+        if item.spec.name == "alcohol" and item.window == "5m"
+        for q, v in item.quantiles
+    }
+    for line, text in zip(lines, written, strict=True):
+        if (
+            line.startswith('driftgauge_feature_quantile{feature="alcohol"')
+            and 'window="5m"' in line
+        ):
+            q = float(line.split('q="')[1].split('"')[0])
+            assert np.float32(float(text)) == expected[q]

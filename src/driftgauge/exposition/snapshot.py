@@ -27,6 +27,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from prometheus_client.core import Metric
 
 from driftgauge import __version__
@@ -42,6 +43,7 @@ from driftgauge.sketches.summary import CategoricalSummary, NumericSummary
 __all__ = [
     "Block",
     "SnapshotFamilies",
+    "float32_digits",
     "merge_blocks",
     "metrics_of",
     "render_blocks",
@@ -129,6 +131,19 @@ class Block:
     def add(self, series: Series, value: float) -> None:
         self.series.append(series)
         self.values.append(value)
+
+
+def float32_digits(value: float) -> float:
+    """``value`` as the shortest decimal that reads back as the same float32, if it is one.
+
+    The live windows' quantiles come from float32 sketches (and a baseline's are float32
+    values where its items are), whose float64 digits are noise: -2.2643892765045166 is the
+    float32 -2.2643893, and the 28,350 quantile gauges of a 2,000-field model wrote 8
+    needless digits each, which gzip hardly shrinks.  Other values, NaN among them, are
+    left as they are.
+    """
+    single = np.float32(value)
+    return float(str(single)) if float(single) == value else float(value)
 
 
 def render_blocks(blocks: Sequence[Block]) -> tuple[bytes, bytes]:
@@ -223,7 +238,7 @@ class SnapshotFamilies:
             if isinstance(summary, NumericSummary) and summary.count:
                 values = summary.kll.get_quantiles(list(QUANTILES))
                 self._baseline_quantiles[spec.name] = [
-                    (str(q), float(v)) for q, v in zip(QUANTILES, values, strict=True)
+                    (str(q), float32_digits(v)) for q, v in zip(QUANTILES, values, strict=True)
                 ]
         self._layout = _Layout({}, {})
         self._baseline_lock = threading.Lock()
@@ -329,7 +344,7 @@ def _field_blocks(layout: _Layout, model: str, fields: Sequence[FieldStats]) -> 
                 series = row.quantiles.get(quantile) or layout.one(
                     catalogue.FEATURE_QUANTILE, (*row.observations.labels, str(quantile))
                 )
-                quantiles.add(series, value)
+                quantiles.add(series, float32_digits(value))
             means.add(row.mean, item.mean)
         if item.cardinality is not None:
             cardinality.add(row.cardinality, item.cardinality)
