@@ -218,8 +218,10 @@ def bench_config(
     baseline: Path | None = None,
     min_observations: int = 100,
     recompute_interval: str = "1h",
+    alerting: dict[str, Any] | None = None,
 ) -> Config:
-    """A config of ``numeric`` + ``categorical`` features (tail source; nothing is tailed)."""
+    """A config of ``numeric`` + ``categorical`` features (tail source; nothing is tailed),
+    with ``alerting`` as its ``alerting:`` section if given."""
     numeric_names, categorical_names = field_names(numeric, categorical)
     # A sidecar built from this config tails an empty file: no traffic but the benchmark's own.
     quiet_log = DATA_DIR / "unused-requests.jsonl"
@@ -237,6 +239,8 @@ def bench_config(
         "window_slices": window_slices,
         "min_observations": min_observations,
     }
+    if alerting is not None:
+        raw["alerting"] = alerting
     return config_from_mapping(raw, base=DATA_DIR)
 
 
