@@ -26,6 +26,7 @@ from driftgauge import __version__
 from driftgauge.atomic import write_atomically
 from driftgauge.baseline.model import Baseline, FieldBaseline
 from driftgauge.baseline.multivariate import PcaModel
+from driftgauge.canonical import canonical_category
 from driftgauge.config import Config, FieldSpec, FieldType, Role
 from driftgauge.exceptions import BaselineError
 from driftgauge.sketches.codec import decode_summary, encode_summary
@@ -253,7 +254,7 @@ def load_baseline(path: Path) -> Baseline:
         kll_k = int(document["kll_k"])
         fields = [_field_from_payload(item, kll_k) for item in document["fields"]]
         created = dt.datetime.fromisoformat(document["created"]).timestamp()
-        return Baseline(
+        baseline = Baseline(
             id=str(document["id"]),
             created=created,
             rows=int(document["rows"]),
@@ -282,3 +283,26 @@ def load_baseline(path: Path) -> Baseline:
     ) as exc:
         detail = f"missing key {exc}" if isinstance(exc, KeyError) else type(exc).__name__
         raise BaselineError(f"{path}: the baseline is malformed ({detail})") from None
+    _refuse_earlier_spellings(baseline, path)
+    return baseline
+
+
+def _refuse_earlier_spellings(baseline: Baseline, path: Path) -> None:
+    """Raise BaselineError for a category an earlier driftgauge spelled otherwise than this one.
+
+    Live values are spelled by today's :func:`canonical_category`, so such a category (an
+    integral float from 1e16 on, ``1e+16`` before 348f50f) would meet none of them: every one
+    unseen, the field's PSI far past the alert rules.  The format is unchanged, so nothing
+    else tells such a file apart.
+    """
+    for name, held in baseline.fields.items():
+        binning = held.summary.binning
+        if not isinstance(binning, CategoricalBinning):
+            continue
+        for category in held.category_counts or binning.categories:
+            spelled = canonical_category(category)
+            if spelled != category:
+                raise BaselineError(
+                    f"{path}: {name!r} holds the category {category!r}, which this driftgauge "
+                    f"spells {spelled!r} (a baseline built by an earlier version); rebuild it"
+                )
