@@ -30,3 +30,24 @@ def test_a_baseline_spelling_integral_floats_from_1e16_as_python_prints_them_is_
         f"{path}: 'code' holds the category '1e+16', which this driftgauge spells "
         "'10000000000000000' (a baseline built by an earlier version); rebuild it"
     )
+
+
+def test_a_multivariate_baseline_of_the_training_rows_own_errors_is_refused() -> None:
+    """Before d9d44cf the multivariate field's baseline held the training rows' own
+    reconstruction errors, smaller than any new row's, and such a file loaded silently: on 20
+    correlated features (1,000 training rows) undrifted live rows then read PSI 0.098 and KS
+    0.137 after the upgrade, 0.011 and 0.026 on a rebuilt baseline; loading it says to rebuild.
+
+    pairs-own-errors.dgb: at f3af90e, ``driftgauge baseline -c pairs.yaml --data pairs.csv
+    -o pairs-own-errors.dgb --workers 1``, pairs.csv 12 rows of three standard normal
+    columns a, b, c (numpy default_rng(3), rounded to 3 decimals), pairs.yaml the numeric
+    features a, b, c and ``multivariate: {features: [a, b, c], components: 1}`` (kserve-v1).
+    """
+    path = DATA / "pairs-own-errors.dgb"
+    with pytest.raises(BaselineError) as raised:
+        load_baseline(path)
+    assert str(raised.value) == (
+        f"{path}: its multivariate field holds the training rows' own reconstruction errors "
+        "(a baseline built by an earlier version), which read undrifted traffic as drift; "
+        "rebuild it"
+    )

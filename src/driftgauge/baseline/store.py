@@ -44,6 +44,9 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "check_against", "finish", "load_baseline
 FORMAT = "driftgauge-baseline"
 FORMAT_VERSION = 1
 _GZIP_MAGIC = b"\x1f\x8b"
+# The multivariate field's errors come from PCAs fitted without each row (d9d44cf, 72543b1);
+# a file without this mark holds the training rows' own errors, smaller than a new row's.
+_HELD_OUT = {"errors": "held-out"}
 
 
 def finish(
@@ -179,7 +182,7 @@ def save_baseline(baseline: Baseline, path: Path) -> None:
         },
     }
     if baseline.multivariate is not None:
-        document["multivariate"] = baseline.multivariate.payload()
+        document["multivariate"] = baseline.multivariate.payload() | _HELD_OUT
     data = gzip.compress(json.dumps(document, allow_nan=False).encode("utf-8"), mtime=0)
     try:
         write_atomically(path, data)
@@ -283,18 +286,27 @@ def load_baseline(path: Path) -> Baseline:
     ) as exc:
         detail = f"missing key {exc}" if isinstance(exc, KeyError) else type(exc).__name__
         raise BaselineError(f"{path}: the baseline is malformed ({detail})") from None
-    _refuse_earlier_spellings(baseline, path)
+    _refuse_earlier_builds(baseline, document, path)
     return baseline
 
 
-def _refuse_earlier_spellings(baseline: Baseline, path: Path) -> None:
-    """Raise BaselineError for a category an earlier driftgauge spelled otherwise than this one.
+def _refuse_earlier_builds(baseline: Baseline, document: dict[str, Any], path: Path) -> None:
+    """Raise BaselineError for what an earlier driftgauge built otherwise than this one.
 
-    Live values are spelled by today's :func:`canonical_category`, so such a category (an
-    integral float from 1e16 on, ``1e+16`` before 348f50f) would meet none of them: every one
-    unseen, the field's PSI far past the alert rules.  The format is unchanged, so nothing
-    else tells such a file apart.
+    The format is unchanged, so these are told apart by their content: a category spelled
+    otherwise than today's :func:`canonical_category` spells live values (an integral float
+    from 1e16 on, ``1e+16`` before 348f50f) would meet none of them, every one unseen; a
+    multivariate field of the training rows' own errors reads undrifted traffic as drift.
+    Either would raise the drift alerts until the baseline is rebuilt.
     """
+    if baseline.multivariate is not None and not (
+        _HELD_OUT.items() <= document["multivariate"].items()
+    ):
+        raise BaselineError(
+            f"{path}: its multivariate field holds the training rows' own reconstruction "
+            "errors (a baseline built by an earlier version), which read undrifted traffic as "
+            "drift; rebuild it"
+        )
     for name, held in baseline.fields.items():
         binning = held.summary.binning
         if not isinstance(binning, CategoricalBinning):
