@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -24,8 +25,8 @@ import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from driftgauge.baseline import Baseline
-from driftgauge.config import Config
+from driftgauge.baseline import Baseline, load_baseline
+from driftgauge.config import Config, load_config
 from driftgauge.monitor import Monitor
 from driftgauge.monitor.pending import PendingRows
 from driftgauge.runtime.state import StateStore, pack, state_file_name, stray_snapshots, unpack
@@ -44,6 +45,8 @@ from tests.feedback_support import (
 from tests.helpers import base_config, scrape, series, training_rows, wait_for, write_csv
 
 NOW = 1_800_000_000.0
+# Files an earlier driftgauge wrote, each made once by the tree at the commit its test names.
+DATA = Path(__file__).parent / "data"
 
 
 def _monitor(config: Config, baseline: Baseline) -> Monitor:
@@ -832,3 +835,31 @@ async def test_the_last_save_waits_for_the_tidying_in_progress(
         assert await asyncio.to_thread(begun.wait, 10)
     assert calls == ["tidy", "tidied", "save"]
     assert (tmp_path / "state" / "wine.state").is_file()
+
+
+def test_a_snapshot_the_first_release_wrote_restores_its_windows_and_held_predictions(
+    tmp_path: Path,
+) -> None:
+    """An upgrade from the first release keeps its state: every window's counts, the segment
+    counts and the held predictions of its snapshot (format 2, no slice lengths) come back,
+    and labels join them.
+
+    Made at 85551bc: ``driftgauge baseline -c wine-85551bc.yaml --data train.csv -o
+    wine-85551bc.dgb`` (200 rows), then ``driftgauge serve`` with ``state: {directory: state}``
+    over a request log of 8 lines of 5 rows (ids r0 to r7, no labels), stopped by SIGTERM,
+    which wrote wine-85551bc.state.
+    """
+    config = load_config(DATA / "wine-85551bc.yaml")
+    shutil.copy(DATA / "wine-85551bc.state", tmp_path / "wine.state")
+    now = unpack((tmp_path / "wine.state").read_bytes())["saved"] + 1
+    monitor = Monitor(config, load_baseline(config.baseline), clock=lambda: now)
+    assert StateStore(tmp_path, monitor).restore()
+    counts = {w: {k: s.count for k, s in f.items()} for w, f in monitor.merged_windows().items()}
+    assert counts == {w: {"alcohol": 40, "region": 40, "class": 40} for w in ("5m", "1h")}
+    segments = next(t for t in monitor.trackers if t.name == "segments")
+    for window in segments.windows.values():
+        assert sum(int(c.counts.sum()) for c in window.merged(now).values()) == 40
+    assert monitor.outcomes is not None
+    assert len(monitor.outcomes.copy_held().ids) == 40
+    joined = monitor.outcomes.label([(f"r{i}:{j}", "a") for i in range(8) for j in range(5)])
+    assert joined["matched"] == 40
