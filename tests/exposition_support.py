@@ -86,6 +86,7 @@ AWKWARD_VALUES = (
 GAUGES: tuple[tuple[str, MetricSpec], ...] = (
     ("psi", catalogue.PSI),
     ("psi_noise_floor", catalogue.PSI_NOISE_FLOOR),
+    ("design_effect", catalogue.DESIGN_EFFECT),
     ("ks_statistic", catalogue.KS_STATISTIC),
     ("ks_pvalue", catalogue.KS_PVALUE),
     ("js_distance", catalogue.JS_DISTANCE),
@@ -405,6 +406,7 @@ def with_awkward_values(snapshot: Snapshot) -> Snapshot:
             observations=2_500_000 if i % 3 == 0 else item.observations,
             psi=some(item.psi),
             psi_noise_floor=some(item.psi_noise_floor),
+            design_effect=some(item.design_effect),
             js_distance=some(item.js_distance),
             ks_statistic=some(item.ks_statistic),
             ks_pvalue=some(item.ks_pvalue),

@@ -59,6 +59,14 @@ def _rows(n: int, seed: int, shift: float = 0.0) -> Extracted:
     return Extracted(rows=n, columns=columns)
 
 
+def _one_a_request(batch: Extracted) -> list[Extracted]:
+    """A batch's rows as requests of one row each (independent draws)."""
+    return [
+        Extracted(1, {name: column[j : j + 1] for name, column in batch.columns.items()})
+        for j in range(batch.rows)
+    ]
+
+
 @pytest.fixture
 def monitor(make_config: Callable[..., Config], make_baseline: Callable[..., Baseline]) -> Monitor:
     config = make_config()
@@ -90,7 +98,7 @@ def test_drift_gauges_appear_only_after_min_observations(monitor: Monitor) -> No
 def test_drifted_feature_reads_far_above_its_noise_floor(monitor: Monitor) -> None:
     """A 1σ shift in one feature shows as PSI ≫ noise floor there and nowhere else."""
     registry = _registry(monitor)
-    monitor.ingest([_rows(4_000, 9, shift=0.8)])
+    monitor.ingest(_one_a_request(_rows(4_000, 9, shift=0.8)))
     monitor.compute()
     for feature, drifted in (("alcohol", True), ("ash", False)):
         labels = {"model": "wine", "feature": feature, "role": "input", "window": "1h"}

@@ -104,7 +104,14 @@ def test_series_leaving_the_snapshot_leave_the_output(tmp_path: Path) -> None:
     rendered = RenderedSnapshot(registry_of(MonitorCollector(monitor, "snapshot")))
     rendered.refresh()
     gated = tuple(
-        replace(item, psi=None, psi_noise_floor=None, js_distance=None, ks_statistic=None)
+        replace(
+            item,
+            psi=None,
+            psi_noise_floor=None,
+            design_effect=None,
+            js_distance=None,
+            ks_statistic=None,
+        )
         for item in computed.fields
     )
     monitor.snapshot = replace(computed, fields=gated, segments=(), fairness=(), performance=())

@@ -73,8 +73,10 @@ def feed(
     mix: dict[str, float] = MIX,
     start: float = T0,
     batch: int = 250,
+    one_row: bool = False,
 ) -> None:
-    """``n`` rows in batches of ``batch``, one batch a second from ``start``."""
+    """``n`` rows in batches of ``batch``, one batch a second from ``start``: each batch one
+    request, or with ``one_row`` a request a row."""
     for i, offset in enumerate(range(0, n, batch)):
         rows = min(batch, n - offset)
         columns = {
@@ -82,7 +84,15 @@ def feed(
             "color": rng.choice(list(mix), rows, p=list(mix.values())).tolist(),
             "flat": [5.0] * rows,
         }
-        monitor.ingest([Extracted(rows, columns)], now=start + i)
+        monitor.ingest(
+            one_request_a_row(rows, columns) if one_row else [Extracted(rows, columns)],
+            now=start + i,
+        )
+
+
+def one_request_a_row(rows: int, columns: dict[str, list[Any]]) -> list[Extracted]:
+    """``rows`` rows of ``columns`` as as many requests of one row (independent draws)."""
+    return [Extracted(1, {k: v[j : j + 1] for k, v in columns.items()}) for j in range(rows)]
 
 
 def test_ingest_counts_observations_missing_and_invalid_reasons(
@@ -161,7 +171,7 @@ def test_drift_figures_appear_once_the_window_holds_min_observations(
 def test_undrifted_traffic_stays_near_the_noise_floor(make_monitor: MonitorFactory) -> None:
     """Same-distribution traffic keeps PSI within the no-drift spread around the floor."""
     monitor = make_monitor()
-    feed(monitor, np.random.default_rng(5), 5000)
+    feed(monitor, np.random.default_rng(5), 5000, one_row=True)
     snapshot = monitor.compute(now=T0 + 25)
     x, color = stat(snapshot, "x"), stat(snapshot, "color")
     assert x.psi_noise_floor == pytest.approx(stats.psi_noise_floor(10, 5000, BASELINE_ROWS))
@@ -221,7 +231,7 @@ def test_a_constant_feature_reads_psi_and_ks_when_it_moves(make_monitor: Monitor
     assert same.psi == 0.0
     assert same.ks_statistic == 0.0
     moved = make_monitor()
-    moved.ingest([Extracted(200, {"flat": [6.0] * 200})], now=T0)
+    moved.ingest(one_request_a_row(200, {"flat": [6.0] * 200}), now=T0)
     figures = stat(moved.compute(now=T0), "flat")
     assert figures.psi == pytest.approx(stats.psi([0, 0, 200], [0, 200, 0]))
     assert figures.psi > 18

@@ -448,3 +448,58 @@ def test_more_segments_than_the_baseline_keeps_categories_is_a_config_error(
         config_from_mapping(raw, base=tmp_path)
     raw["segments"]["top"] = 10
     assert config_from_mapping(raw, base=tmp_path).segments.top == 10
+
+
+def test_segment_noise_floors_count_requests_not_rows(
+    built: tuple[Config, Baseline], pipeline: Pipeline
+) -> None:
+    """A segment's noise floor takes its requests' design effect, from the segment's own sums
+    over requests: requests of one row keep the floor of independent rows; the same rows in
+    requests of 50 (one region and mostly one class each) raise it, by the design effect
+    those requests give."""
+    from driftgauge.sketches.requests import design_effect, request_sums
+
+    config, baseline = built
+    live = classifier_columns(1_500, seed=32)
+    columns = {k: live[k] for k in ("region", "class", "p_a")}
+    single = wire(*built, lambda: T0)
+    single.segments.add(
+        [Extracted(1, {k: v[i : i + 1] for k, v in columns.items()}) for i in range(1_500)], now=T0
+    )
+    # A request's rows share a region, and mostly a class: alike rows.
+    order = np.lexsort((live["class"], live["region"]))
+    grouped = {k: [v[i] for i in order] for k, v in columns.items()}
+    pipeline.segments.add(
+        [
+            Extracted(50, {k: v[s : s + 50] for k, v in grouped.items()})
+            for s in range(0, 1_500, 50)
+        ],
+        now=T0,
+    )
+    alone, together = single.segments.statistics(T0)[0], pipeline.segments.statistics(T0)[0]
+    binning = baseline.fields["class"].summary.binning
+    checked = 0
+    for one, many in zip(alone, together, strict=True):
+        if one.prediction != "class" or one.psi_noise_floor is None:
+            continue
+        held = baseline.segments["region"]["class"][SEGMENTS.index(one.segment)]
+        occupied = max(2, int(np.count_nonzero(held)))
+        assert one.psi_noise_floor == pytest.approx(
+            (occupied - 1) * (1 / one.observations + 1 / held.sum())
+        )
+        requests = [
+            binning.count(
+                np.asarray(grouped["class"][s : s + 50])[
+                    [segment_of(r) == one.segment for r in grouped["region"][s : s + 50]]
+                ].astype(np.str_)
+            )
+            for s in range(0, 1_500, 50)
+        ]
+        counts = np.array(requests, dtype=np.int64)
+        deff = design_effect(counts.sum(axis=0), request_sums(counts), occupied - 1)
+        assert deff > 1
+        assert many.psi_noise_floor == pytest.approx(
+            (occupied - 1) * (deff / many.observations + 1 / held.sum())
+        )
+        checked += 1
+    assert checked == len(SEGMENTS) * len(config.windows)

@@ -863,3 +863,83 @@ def test_a_snapshot_the_first_release_wrote_restores_its_windows_and_held_predic
     assert len(monitor.outcomes.copy_held().ids) == 40
     joined = monitor.outcomes.label([(f"r{i}:{j}", "a") for i in range(8) for j in range(5)])
     assert joined["matched"] == 40
+
+
+def _alike_requests(requests: int, rows: int, seed: int) -> list[Extracted]:
+    """``requests`` requests of ``rows`` training rows each."""
+    columns = training_rows(requests * rows, seed)
+    return [
+        Extracted(
+            rows, {name: column[r * rows : (r + 1) * rows] for name, column in columns.items()}
+        )
+        for r in range(requests)
+    ]
+
+
+def test_the_sums_over_requests_survive_a_restart(
+    tmp_path: Path, make_config: Callable[..., Config], make_baseline: Callable[..., Baseline]
+) -> None:
+    """Each window's sums over requests (sealed slices and the newest) are saved and restored,
+    so the design effect and the noise floor read the same after a restart, and the restored
+    newest slice goes on adding requests."""
+    config = make_config()
+    baseline = make_baseline(config, 3_000)
+    before = _monitor(config, baseline)
+    for i in range(3):  # three slices of the shortest window: sealed ones too
+        before.ingest(_alike_requests(10, 30, 20 + i), now=NOW - 60 + 25 * i)
+    StateStore(tmp_path / "state", before).save()
+    after = _monitor(config, baseline)
+    assert StateStore(tmp_path / "state", after).restore()
+    old, new = before.merged_windows(NOW), after.merged_windows(NOW)
+    for label in old:
+        for name, summary in old[label].items():
+            assert summary.by_request[0] > 0  # requests were counted
+            assert np.array_equal(new[label][name].by_request, summary.by_request)
+    # (Not the whole FieldStats: KLL merges compact at random, so KS and quantiles move a bit.)
+    exact = ("observations", "psi", "psi_noise_floor", "design_effect", "js_distance")
+    figures = [
+        [tuple(getattr(f, a) for a in exact) for f in m.compute(NOW).fields]
+        for m in (before, after)
+    ]
+    assert figures[0] == figures[1]
+    assert any(f[3] is not None and f[3] > 1 for f in figures[1])
+    after.ingest(_alike_requests(5, 30, 30), now=NOW)
+    for label, summaries in after.merged_windows(NOW).items():
+        for name, summary in summaries.items():
+            assert summary.by_request[0] == new[label][name].by_request[0] + 5
+
+
+def test_a_snapshot_without_sums_over_requests_reads_a_request_a_row(
+    tmp_path: Path, make_config: Callable[..., Config], make_baseline: Callable[..., Baseline]
+) -> None:
+    """A snapshot written before the sums over requests restores: its rows count as requests
+    of one row each, as every row counted before (design effect 1, the old noise floor)."""
+    config = make_config()
+    baseline = make_baseline(config, 3_000)
+    before = _monitor(config, baseline)
+    before.ingest(_alike_requests(10, 100, 40), now=NOW - 5)
+    store = StateStore(tmp_path / "state", before)
+    store.save()
+    document = unpack(store.path.read_bytes())
+    entries = [
+        entry
+        for window in document["windows"].values()
+        for piece in window
+        for entry in piece["entries"].values()
+    ]
+    assert entries
+    assert all(entry.pop("by_request", None) is not None for entry in entries)
+    store.path.write_bytes(pack(document))
+    after = _monitor(config, baseline)
+    assert StateStore(tmp_path / "state", after).restore()
+    for summaries in after.merged_windows(NOW).values():
+        for summary in summaries.values():
+            assert summary.by_request[0] == summary.by_request[1] == summary.count == 1000
+            assert np.array_equal(summary.by_request[4::2], summary.bins)
+    for figures in after.compute(NOW).fields:
+        held = baseline.fields[figures.spec.name].summary
+        occupied = max(2, int(np.count_nonzero(held.bins)))
+        assert figures.design_effect == 1.0
+        assert figures.psi_noise_floor == pytest.approx(
+            (occupied - 1) * (1 / figures.observations + 1 / held.count)
+        )

@@ -81,10 +81,11 @@ def admitted_mask(n: int, seed: int) -> npt.NDArray[np.bool_]:
 
 def monitored(config: Config, baseline: Baseline, x: Any, color: Any) -> dict[str, FieldStats]:
     monitor = Monitor(config, baseline)
-    for start in range(0, len(x), 1_000):
-        part = slice(start, start + 1_000)
-        rows = len(x[part])
-        monitor.ingest([Extracted(rows, {"x": x[part], "color": color[part]})], now=T0)
+    for start in range(0, len(x), 1_000):  # a request a row: independent draws
+        rows = range(start, min(start + 1_000, len(x)))
+        monitor.ingest(
+            [Extracted(1, {"x": x[j : j + 1], "color": color[j : j + 1]}) for j in rows], now=T0
+        )
     return {f.spec.name: f for f in monitor.compute(T0).fields}
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "CLIENT_ERRORS",
     "COMPUTED_AT",
     "COMPUTE_DURATION",
+    "DESIGN_EFFECT",
     "DISPARATE_IMPACT",
     "DROPPED",
     "EQUAL_OPPORTUNITY",
@@ -290,6 +291,12 @@ PSI_NOISE_FLOOR = MetricSpec(
     "PSI expected with no drift for this window's and the baseline's sizes.",
     _WINDOW,
 )
+DESIGN_EFFECT = MetricSpec(
+    "driftgauge_design_effect",
+    "gauge",
+    "Rows of the window that count as one independent draw (its rows come in requests).",
+    _WINDOW,
+)
 KS_STATISTIC = MetricSpec(
     "driftgauge_ks_statistic", "gauge", "Two-sample Kolmogorov-Smirnov D (numeric).", _WINDOW
 )
@@ -504,6 +511,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     WINDOW_OBSERVATIONS,
     PSI,
     PSI_NOISE_FLOOR,
+    DESIGN_EFFECT,
     KS_STATISTIC,
     KS_PVALUE,
     JS_DISTANCE,

@@ -57,6 +57,7 @@ _QUANTILE_TEXT = {q: str(q) for q in QUANTILES}
 _DRIFT: tuple[tuple[str, MetricSpec], ...] = (
     ("psi", catalogue.PSI),
     ("psi_noise_floor", catalogue.PSI_NOISE_FLOOR),
+    ("design_effect", catalogue.DESIGN_EFFECT),
     ("ks_statistic", catalogue.KS_STATISTIC),
     ("ks_pvalue", catalogue.KS_PVALUE),
     ("js_distance", catalogue.JS_DISTANCE),

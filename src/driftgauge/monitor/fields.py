@@ -36,6 +36,7 @@ from driftgauge.baseline import Baseline, FieldBaseline
 from driftgauge.baseline.multivariate import reconstruction_errors
 from driftgauge.canonical import canonical_counts
 from driftgauge.config import Config, FieldSpec
+from driftgauge.monitor.collect import BlockPlan, Owners, Requests, as_slice, block_slots, collect
 from driftgauge.monitor.tracker import Observation, SnapshotPart
 from driftgauge.sketches.block import (
     NumericBlock,
@@ -45,6 +46,7 @@ from driftgauge.sketches.block import (
     share_bins,
 )
 from driftgauge.sketches.edges import float32_ceiling, float32_floor
+from driftgauge.sketches.requests import design_effect
 from driftgauge.sketches.sealed import SliceSealer
 from driftgauge.sketches.summary import (
     LIVE_ITEMS,
@@ -52,6 +54,7 @@ from driftgauge.sketches.summary import (
     NumericBinning,
     NumericSummary,
     Summary,
+    category_indexes,
     kll_items,
     new_kll,
     split_finite,
@@ -59,7 +62,7 @@ from driftgauge.sketches.summary import (
     to_floats,
 )
 from driftgauge.sketches.window import SlicedWindow
-from driftgauge.typing import Columns, Extracted
+from driftgauge.typing import Extracted
 
 if TYPE_CHECKING:
     from driftgauge.monitor.outcomes import PerformanceStats
@@ -122,6 +125,9 @@ class FieldStats:
     mean: float = 0.0
     unseen: int = 0
     cardinality: float | None = None
+    # How many rows count as one independent draw (sketches.requests.design_effect); set with
+    # the drift figures.
+    design_effect: float | None = None
 
     @property
     def drift_ready(self) -> bool:
@@ -183,7 +189,7 @@ class FieldTracker:
             for name, held in self._held.items()
             if isinstance(held.summary, NumericSummary) and held.summary.count
         }
-        self._plans: dict[tuple[str, ...], _BlockPlan | None] = {}
+        self._plans: dict[tuple[str, ...], BlockPlan | None] = {}
         # Multivariate drift: each batch's reconstruction errors, ingested as one more field.
         self._pca = baseline.multivariate if config.multivariate is not None else None
         self._derived = config.multivariate.name if config.multivariate is not None else ""
@@ -210,32 +216,33 @@ class FieldTracker:
         if not pieces:
             return
         now = self.clock() if now is None else now
-        collected, blocks = _collect(pieces, self._plan)
+        requests = Requests(len(pieces), all(p.rows == 1 for p in pieces))
+        collected, blocks = collect(pieces, self._plan, requests.owned)
         if self._pca is not None:
-            errors = reconstruction_errors(pieces, self._pca)
-            collected[self._derived] = ([errors], len(errors))
+            collected[self._derived] = self._derived_column(pieces, requests.owned)
         rows = sum(p.rows for p in pieces)
         # Sorting and binning a block needs no shared state: done before taking the lock,
         # which scrapes, recomputes and snapshots wait on.
         prepared = [
-            (plan, *self._prepare_block(plan, matrix), rows - len(matrix))
-            for plan, matrix in blocks
+            (plan, *self._prepare_block(plan, matrix, requests, owners), rows - len(matrix))
+            for plan, matrix, owners in blocks
         ]
         with self._lock:
             slices = [window.current(now) for window in self._windows.values()]
-            for plan, block, sketches, absent in prepared:
-                self._ingest_block(plan, block, sketches, absent, slices)
-            in_blocks = {name for plan, _ in blocks for name in plan.names} if blocks else ()
+            for plan, block, sketches, sums, absent in prepared:
+                self._ingest_block(plan, block, sketches, sums, absent, slices)
+            in_blocks = {name for plan, _, _ in blocks for name in plan.names} if blocks else ()
             for name, spec in self._specs.items():
                 if name in in_blocks:
                     continue
-                columns, provided = collected.get(name, ([], 0))
+                columns, provided, owners = collected.get(name, ([], 0, None))
+                given = (requests, owners)
                 if spec.type == "numeric":
                     # No request carries the derived field: rows without its value lacked none.
                     lacked = name != self._derived
-                    self._ingest_numeric(name, columns, rows - provided, slices, lacked)
+                    self._ingest_numeric(name, columns, rows - provided, slices, given, lacked)
                 else:
-                    self._ingest_categorical(name, columns, rows - provided, slices)
+                    self._ingest_categorical(name, columns, rows - provided, slices, given)
             for piece in pieces:  # rows without a field other rows of their body held
                 for name, count in piece.absent.items():
                     if name in self._counters:
@@ -243,16 +250,32 @@ class FieldTracker:
             self.rows_total += rows
             self.extra_columns_total += sum(p.extra_columns for p in pieces)
 
+    def _derived_column(
+        self, pieces: list[Extracted], owned: bool
+    ) -> tuple[list[Any], int, Owners | None]:
+        """The multivariate field's column over a batch (the rows' reconstruction errors)."""
+        assert self._pca is not None
+        if not owned:
+            errors = reconstruction_errors(pieces, self._pca)
+            return [errors], len(errors), None
+        # Each piece apart: its complete rows are known only once its errors are.
+        each = [reconstruction_errors([piece], self._pca) for piece in pieces]
+        errors = np.concatenate(each)
+        owners = np.repeat(np.arange(len(each), dtype=np.intp), [len(e) for e in each])
+        return [errors], len(errors), owners
+
     def _ingest_numeric(
         self,
         name: str,
         columns: list[Any],
         absent: int,
         slices: list[dict[str, Summary]],
+        given: tuple[Requests, Owners | None],
         lacked: bool = True,
     ) -> None:
         """Add a numeric field's columns; ``absent`` rows had no value, and lacked the field
-        unless ``lacked`` is false (they are then only missing)."""
+        unless ``lacked`` is false (they are then only missing).  ``given``: the batch's
+        requests and the one each value came from."""
         arrays, missing, wrong, placeholders = [], absent, 0, 0
         for column in columns:
             values, m, w = to_floats(column)
@@ -265,6 +288,7 @@ class FieldTracker:
         binning: NumericBinning = baseline.binning
         ordered = np.sort(finite)  # bins, min and max from one sort
         bin_counts = binning.count_sorted(ordered)
+        sums = given[0].sums(bin_counts, lambda: binning.slots(values), given[1])
         sketch = None
         if len(slices) > 1 and len(ordered) >= _SHARED_SKETCH_MIN:
             sketch = _batch_sketch(baseline.k, ordered)
@@ -272,6 +296,7 @@ class FieldTracker:
             summary = summaries[name]
             assert isinstance(summary, NumericSummary)
             summary.add(ordered, bin_counts, missing, wrong, nan, inf, sketch)
+            summary.by_request += sums
         counters = self._counters[name]
         counters.observations += len(finite)
         counters.missing += missing
@@ -291,9 +316,14 @@ class FieldTracker:
                 invalid["out_of_range"] += outside
 
     def _prepare_block(
-        self, plan: _BlockPlan, matrix: npt.NDArray[np.float64]
-    ) -> tuple[NumericBlock, list[Any] | None]:
-        """A block sorted, binned and range-checked, and its batch sketches when worth it."""
+        self,
+        plan: BlockPlan,
+        matrix: npt.NDArray[np.float64],
+        requests: Requests,
+        owners: Owners | None,
+    ) -> tuple[NumericBlock, list[Any] | None, npt.NDArray[np.int64]]:
+        """A block sorted, binned and range-checked, its batch sketches when worth it, and
+        its fields' sums over requests."""
         block = NumericBlock.of(matrix, plan.binning, plan.low, plan.high)
         sketches = None
         if len(self._windows) > 1 and len(matrix) >= _SHARED_SKETCH_MIN:
@@ -301,13 +331,15 @@ class FieldTracker:
                 _batch_sketch(k, values) if count >= _SHARED_SKETCH_MIN else None
                 for k, values, count in zip(plan.k, block.values, block.counts, strict=True)
             ]
-        return block, sketches
+        sums = requests.sums(block.bin_counts, lambda: block_slots(matrix, plan.binning), owners)
+        return block, sketches, sums
 
     def _ingest_block(
         self,
-        plan: _BlockPlan,
+        plan: BlockPlan,
         block: NumericBlock,
         sketches: list[Any] | None,
+        sums: npt.NDArray[np.int64],
         absent: int,
         slices: list[dict[str, Summary]],
     ) -> None:
@@ -315,7 +347,7 @@ class FieldTracker:
         names = plan.names
         for summaries in slices:
             numeric = cast(list[NumericSummary], [summaries[name] for name in names])
-            add_block(numeric, block, absent, sketches, plan.rows)
+            add_block(numeric, block, absent, sketches, plan.rows, sums)
         # The counters' bins are views of rows of one table that nothing replaces.
         self._counter_bins[plan.rows, : block.bin_counts.shape[1]] += block.bin_counts
         fields = zip(plan.counters, block.counts, block.nan, block.inf, block.outside, strict=True)
@@ -330,7 +362,7 @@ class FieldTracker:
             if outside:
                 counters.invalid["out_of_range"] += outside
 
-    def _plan(self, names: tuple[str, ...]) -> _BlockPlan | None:
+    def _plan(self, names: tuple[str, ...]) -> BlockPlan | None:
         """How to ingest a block of ``names``; None unless they are distinct numeric fields."""
         try:
             return self._plans[names]
@@ -344,20 +376,25 @@ class FieldTracker:
         if len(numeric) == len(names) == len(set(names)) and names:
             bounds = [self._ranges.get(name, (-np.inf, np.inf)) for name in names]
             rows = np.array([self._numeric_rows[name] for name in names], dtype=np.intp)
-            plan = _BlockPlan(
+            plan = BlockPlan(
                 names,
                 StackedBinning.of([s.binning for s in numeric]),
                 np.array([low for low, _ in bounds], dtype=np.float64),
                 np.array([high for _, high in bounds], dtype=np.float64),
                 [self._counters[name] for name in names],
                 [s.k for s in numeric],
-                _as_slice(rows),
+                as_slice(rows),
             )
         self._plans[names] = plan
         return plan
 
     def _ingest_categorical(
-        self, name: str, columns: list[Any], absent: int, slices: list[dict[str, Summary]]
+        self,
+        name: str,
+        columns: list[Any],
+        absent: int,
+        slices: list[dict[str, Summary]],
+        given: tuple[Requests, Owners | None],
     ) -> None:
         arrays, missing = [], absent
         for column in columns:
@@ -371,10 +408,17 @@ class FieldTracker:
         bin_counts = baseline.binning.count_table(
             dict(zip(distinct.tolist(), tally.tolist(), strict=True))
         )
+
+        def slots() -> npt.NDArray[np.intp]:
+            parts = [category_indexes(column, baseline.binning) for column in columns]
+            return np.concatenate(parts) if parts else np.empty(0, dtype=np.intp)
+
+        sums = given[0].sums(bin_counts, slots, given[1])
         for summaries in slices:
             summary = summaries[name]
             assert isinstance(summary, CategoricalSummary)
             summary.add(distinct, tally, bin_counts, missing)
+            summary.by_request += sums
         counters = self._counters[name]
         counters.bins += bin_counts
         counters.observations += len(values)
@@ -420,96 +464,6 @@ def _batch_sketch(k: int, ordered: npt.NDArray[np.float64]) -> Any:
     sketch = new_kll(k, LIVE_ITEMS)
     sketch.update(kll_items(ordered, LIVE_ITEMS, float(ordered[0]), float(ordered[-1])))
     return sketch
-
-
-@dataclass(frozen=True, slots=True)
-class _BlockPlan:
-    """What ingesting a block needs for its fields, in block order, worked out once per layout."""
-
-    names: tuple[str, ...]
-    binning: StackedBinning
-    low: npt.NDArray[np.float64]  # the valid range (-inf, inf where the baseline has no data)
-    high: npt.NDArray[np.float64]
-    counters: list[FieldCounters]
-    k: list[int]
-    rows: npt.NDArray[np.intp] | slice  # the fields' rows in the tables of bin counts
-
-
-def _as_slice(rows: npt.NDArray[np.intp]) -> npt.NDArray[np.intp] | slice:
-    """Consecutive rows as a slice (a view, no gather and scatter), others as they are."""
-    if len(rows) and np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows))):
-        return slice(int(rows[0]), int(rows[0]) + len(rows))
-    return rows
-
-
-Blocks = list[tuple[_BlockPlan, npt.NDArray[np.float64]]]
-
-
-def _collect(
-    pieces: list[Extracted], plan: Callable[[tuple[str, ...]], _BlockPlan | None]
-) -> tuple[dict[str, tuple[list[Any], int]], Blocks]:
-    """Each field's values over a batch and how many rows carried the field; and the blocks.
-
-    List columns are joined into one list (a single conversion later, not one
-    per request); numeric blocks with the same fields are stacked with one
-    call; other arrays are kept as they are.  A stacked block is ingested as
-    a block (``plan`` says how) when its fields arrive nowhere else in the
-    batch, as is usual; fields that do are sliced out into single columns.
-    """
-    lists: dict[str, list[Any]] = {}
-    numbers: dict[str, list[Any]] = {}  # numeric numpy columns: one concatenate for all
-    others: dict[str, list[Any]] = {}
-    provided: Counter[str] = Counter()
-    grouped: dict[tuple[str, ...], list[Any]] = {}
-    for piece in pieces:
-        columns = piece.columns
-        if isinstance(columns, Columns):
-            for names, matrix in columns.blocks:
-                grouped.setdefault(names, []).append(matrix)
-            columns = columns.single
-        for name, column in columns.items():
-            provided[name] += piece.rows
-            if isinstance(column, list):
-                lists.setdefault(name, []).extend(column)
-            else:
-                # A float32 column (an FP32 tensor's categories) is not joined with float64
-                # ones: widened, its 0.1 would read as the category 0.10000000149011612.
-                numeric = (
-                    isinstance(column, np.ndarray)
-                    and (column.dtype.kind in "iu" or column.dtype == np.float64)
-                    and column.ndim == 1
-                )
-                (numbers if numeric else others).setdefault(name, []).append(column)
-    stacks = [
-        (names, np.concatenate(matrices) if len(matrices) > 1 else matrices[0])
-        for names, matrices in grouped.items()
-    ]
-    singles = set(provided)
-    blocks: Blocks = []
-    for index, (names, stacked) in enumerate(stacks):
-        elsewhere = singles.union(*(other for i, (other, _) in enumerate(stacks) if i != index))
-        if elsewhere.isdisjoint(names):
-            whole = plan(names)
-            if whole is not None:
-                blocks.append((whole, stacked))
-                continue
-        keep = [position for position, name in enumerate(names) if name not in elsewhere]
-        part = plan(tuple(names[position] for position in keep)) if keep else None
-        if part is not None:
-            blocks.append((part, stacked[:, keep]))
-        taken = set(keep) if part is not None else set()
-        for position, name in enumerate(names):
-            if position not in taken:
-                numbers.setdefault(name, []).append(stacked[:, position])
-                provided[name] += stacked.shape[0]
-    result: dict[str, tuple[list[Any], int]] = {}
-    for name in provided:
-        found: list[Any] = [lists[name]] if name in lists else []
-        arrays = numbers.get(name)
-        if arrays:
-            found.append(np.concatenate(arrays) if len(arrays) > 1 else arrays[0])
-        result[name] = (found + others.get(name, []), provided[name])
-    return result, blocks
 
 
 def _valid_range(summary: NumericSummary, tolerance: float) -> tuple[float, float]:
@@ -559,16 +513,19 @@ def field_stats(
         )
     occupied = max(2, int(np.count_nonzero(base.bins)))
     psi = stats.psi(live.bins, base.bins)
-    floor = stats.psi_noise_floor(occupied, n, base.count)
+    # Rows of one request are not independent draws: the window counts as n / deff of them.
+    deff = design_effect(live.bins, live.by_request, occupied - 1)
+    floor = stats.psi_noise_floor(occupied, n / deff, base.count)
     js = stats.js_distance(live.bins, base.bins)
     if isinstance(live, NumericSummary) and isinstance(base, NumericSummary):
         d = stats.ks_statistic(live.kll, base_cdf if base_cdf is not None else base.kll)
         error = stats.ks_rank_error(live.kll) + stats.ks_rank_error(base.kll)
         return FieldStats(
-            spec, window, n, psi, floor, js, d, stats.ks_pvalue(d, n, base.count, error),
-            quantiles=quantiles, mean=mean,
+            spec, window, n, psi, floor, js, d, stats.ks_pvalue(d, n / deff, base.count, error),
+            quantiles=quantiles, mean=mean, design_effect=deff,
         )  # fmt: skip
-    chi2 = stats.chi2_pvalue(live.bins, base.bins)
+    chi2 = stats.chi2_pvalue(live.bins / deff, base.bins)
     return FieldStats(
-        spec, window, n, psi, floor, js, chi2_pvalue=chi2, unseen=unseen, cardinality=cardinality
-    )
+        spec, window, n, psi, floor, js, chi2_pvalue=chi2, unseen=unseen,
+        cardinality=cardinality, design_effect=deff,
+    )  # fmt: skip

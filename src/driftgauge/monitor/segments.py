@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,7 @@ from driftgauge import stats
 from driftgauge.baseline import Baseline, segment_binning
 from driftgauge.config import Config, FieldSpec
 from driftgauge.monitor.tracker import Observation, SnapshotPart
+from driftgauge.sketches.requests import design_effect, request_sums, sums_size
 from driftgauge.sketches.summary import (
     CategoricalBinning,
     NumericBinning,
@@ -37,12 +38,20 @@ __all__ = ["Fairness", "SegmentCounts", "SegmentStats", "SegmentTracker", "predi
 
 @dataclass(slots=True)
 class SegmentCounts:
-    """Prediction bin counts per segment (rows: segments, columns: prediction bins)."""
+    """Prediction bin counts per segment (rows: segments, columns: prediction bins), and each
+    segment's sums over requests (:mod:`driftgauge.sketches.requests`)."""
 
     counts: npt.NDArray[np.int64]
+    by_request: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+
+    def __post_init__(self) -> None:
+        shape = (self.counts.shape[0], sums_size(self.counts.shape[1]))
+        if self.by_request.shape != shape:
+            self.by_request = np.zeros(shape, dtype=np.int64)
 
     def merge(self, other: SegmentCounts) -> None:
         self.counts += other.counts
+        self.by_request += other.by_request
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +150,7 @@ class SegmentTracker:
         if not self.segments:
             return
         batch = self._fresh()
+        requests: dict[str, list[npt.NDArray[np.int64]]] = {key: [] for key in batch}
         for piece in pieces:
             segments = self.row_segments(piece)
             for spec in self.predictions:
@@ -149,10 +159,16 @@ class SegmentTracker:
                     continue
                 slots = prediction_slots(column, self._bins[spec.name])
                 for name, rows in segments.items():
-                    target = batch[_key(name, spec.name)].counts
+                    key = _key(name, spec.name)
+                    shape = batch[key].counts.shape
                     keep = (rows >= 0) & (slots >= 0)
-                    flat = rows[keep] * target.shape[1] + slots[keep]
-                    target += np.bincount(flat, minlength=target.size).reshape(target.shape)
+                    flat = rows[keep] * shape[1] + slots[keep]
+                    requests[key].append(np.bincount(flat, minlength=shape[0] * shape[1]))
+        for key, counted in requests.items():
+            if counted:  # each piece is one request
+                by_piece = np.stack(counted).reshape(len(counted), *batch[key].counts.shape)
+                batch[key].counts += by_piece.sum(axis=0)
+                batch[key].by_request += request_sums(by_piece)
         now = self.clock() if now is None else now
         with self._lock:
             for window in self._windows.values():
@@ -181,16 +197,19 @@ class SegmentTracker:
             for name in self.segments:
                 rates: list[float] = []
                 for spec in self.predictions:
-                    live = windows[_key(name, spec.name)].counts
+                    live = windows[_key(name, spec.name)]
                     held = self.baseline.segments.get(name, {}).get(spec.name)
                     for index, segment in enumerate(self.labels(name)):
-                        row = live[index]
+                        row = live.counts[index]
                         n = int(row.sum())
                         psi = floor = rate = None
                         if n >= minimum and held is not None and held[index].sum() > 0:
                             psi = stats.psi(row, held[index])
                             occupied = max(2, int(np.count_nonzero(held[index])))
-                            floor = stats.psi_noise_floor(occupied, n, float(held[index].sum()))
+                            deff = design_effect(row, live.by_request[index], occupied - 1)
+                            floor = stats.psi_noise_floor(
+                                occupied, n / deff, float(held[index].sum())
+                            )
                         if self._positive is not None and spec.name == self._positive[0] and n:
                             rate = float(row[self._positive[1]]) / n
                             if n >= minimum:

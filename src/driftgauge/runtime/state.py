@@ -44,6 +44,7 @@ from driftgauge.monitor.segments import SegmentCounts
 from driftgauge.monitor.tracker import HoldsState, Tracker
 from driftgauge.monitor.versions import ModelVersions
 from driftgauge.sketches.codec import decode_summary, encode_summary, int_array
+from driftgauge.sketches.requests import single_row_sums
 from driftgauge.sketches.summary import CategoricalSummary, NumericSummary
 from driftgauge.sketches.window import Mergeable, Slice, SlicedWindow
 from driftgauge.stats.performance import ClassificationStats, RegressionStats
@@ -76,7 +77,7 @@ def encode(item: Mergeable) -> dict[str, Any]:
     if isinstance(item, NumericSummary | CategoricalSummary):
         return encode_summary(item)
     if isinstance(item, SegmentCounts):
-        return {"counts": item.counts.tolist()}
+        return {"counts": item.counts.tolist(), "by_request": item.by_request.tolist()}
     if isinstance(item, ClassificationStats):
         return {
             "confusion": item.confusion.tolist(),
@@ -98,10 +99,19 @@ def encode(item: Mergeable) -> dict[str, Any]:
 
 def decode_into(template: Mergeable, payload: Mapping[str, Any]) -> None:
     """Load ``payload`` into a fresh ``template`` of the right kind (binning etc. come from it)."""
+    # Snapshots older than the sums over requests (by_request) took every row as a request
+    # of its own, as the noise floor then did: the restored rows are read so again.
     if isinstance(template, NumericSummary | CategoricalSummary):
         decode_summary(template, payload)
+        if "by_request" not in payload:
+            template.by_request = single_row_sums(template.bins)
     elif isinstance(template, SegmentCounts):
         template.counts = int_array(payload["counts"], template.counts)
+        template.by_request = (
+            int_array(payload["by_request"], template.by_request)
+            if "by_request" in payload
+            else single_row_sums(template.counts)
+        )
     elif isinstance(template, ClassificationStats):
         template.confusion = int_array(payload["confusion"], template.confusion)
         if "mixed" in payload:  # older snapshots have none: their pairs were counted correct

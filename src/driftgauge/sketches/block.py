@@ -26,6 +26,7 @@ __all__ = [
     "add_block",
     "bin_table",
     "share_bins",
+    "shared_sums",
     "shared_table",
 ]
 
@@ -185,13 +186,18 @@ def bin_table(sizes: Sequence[int]) -> tuple[CountArray, list[CountArray]]:
 def share_bins(summaries: Sequence[NumericSummary]) -> CountArray:
     """Move the summaries' bin counts into one :func:`bin_table`, a row each, and return it.
 
-    A summary whose ``bins`` is later replaced (a decoded snapshot) simply
-    stops sharing.
+    Their sums over requests (``by_request``) go into a table of their own
+    likewise (:func:`shared_sums`).  A summary whose ``bins`` is later
+    replaced (a decoded snapshot) simply stops sharing.
     """
     table, views = bin_table([len(summary.bins) for summary in summaries])
     for view, summary in zip(views, summaries, strict=True):
         view[:] = summary.bins
         summary.bins = view
+    _, views = bin_table([len(summary.by_request) for summary in summaries])
+    for view, summary in zip(views, summaries, strict=True):
+        view[:] = summary.by_request
+        summary.by_request = view
     return table
 
 
@@ -201,8 +207,12 @@ def add_block(
     missing: int = 0,
     sketches: Sequence[Any] | None = None,
     rows: npt.NDArray[np.intp] | slice | None = None,
+    by_request: CountArray | None = None,
 ) -> None:
     """Add a block to one summary per field: what :meth:`NumericSummary.add` does, field by field.
+
+    ``by_request``, when given, holds each field's sums over requests (row
+    ``j``, padded with zeros), added to the summaries' ``by_request``.
 
     Every field of the block has ``missing`` rows without it.  ``sketches[j]``,
     when given and not None, already holds ``block.values[j]`` and is merged
@@ -216,6 +226,13 @@ def add_block(
         bins = None
     else:
         bins = block.bins()
+    if by_request is not None:
+        sums = shared_sums(summaries) if rows is not None else None
+        if sums is not None:
+            sums[rows, : by_request.shape[1]] += by_request
+        else:
+            for summary, row in zip(summaries, by_request, strict=True):
+                summary.by_request += row[: len(summary.by_request)]
     for j, summary in enumerate(summaries):
         summary.add_counted(
             block.values[j],
@@ -234,9 +251,18 @@ def add_block(
 
 def shared_table(summaries: Sequence[NumericSummary]) -> CountArray | None:
     """The :func:`share_bins` table every one of ``summaries`` still has its bins in, if any."""
-    if not summaries:
+    return _shared([summary.bins for summary in summaries])
+
+
+def shared_sums(summaries: Sequence[NumericSummary]) -> CountArray | None:
+    """The :func:`share_bins` table every one of ``summaries`` still has its ``by_request`` in."""
+    return _shared([summary.by_request for summary in summaries])
+
+
+def _shared(rows: Sequence[CountArray]) -> CountArray | None:
+    if not rows:
         return None
-    table = summaries[0].bins.base
+    table = rows[0].base
     if not isinstance(table, np.ndarray) or table.ndim != 2:
         return None
-    return table if all(summary.bins.base is table for summary in summaries) else None
+    return table if all(row.base is table for row in rows) else None

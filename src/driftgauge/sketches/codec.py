@@ -84,6 +84,8 @@ def encode_summary(summary: Summary) -> dict[str, Any]:
         "missing": summary.missing,
         "bin_counts": summary.bins.tolist(),
     }
+    if summary.by_request.any():  # a live window's (a baseline's are zeros, left out)
+        common["by_request"] = summary.by_request.tolist()
     if isinstance(summary, NumericSummary):
         return (
             common
@@ -117,6 +119,8 @@ def decode_summary(template: Summary, payload: Mapping[str, Any]) -> None:
     """Fill ``template`` (fresh, with the right binning) from ``payload``."""
     template.bins = int_array(payload["bin_counts"], template.bins)
     template.count, template.missing = int(payload["count"]), int(payload["missing"])
+    if "by_request" in payload:
+        template.by_request = int_array(payload["by_request"], template.by_request)
     if isinstance(template, NumericSummary):
         template.kll = _decode_kll(
             base64.b64decode(payload["kll"]), payload.get("kll_items", "float64"), template.items

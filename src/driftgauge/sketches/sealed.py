@@ -26,7 +26,8 @@ from typing import Any
 import datasketches as ds
 import numpy as np
 
-from driftgauge.sketches.block import bin_table, shared_table
+from driftgauge.sketches.block import bin_table, shared_sums, shared_table
+from driftgauge.sketches.requests import sums_size
 from driftgauge.sketches.summary import (
     CategoricalSummary,
     CountArray,
@@ -61,6 +62,7 @@ class _SealedCategorical:
     """A closed slice's categorical summaries: a row each, sketches as bytes."""
 
     bins: list[CountArray]
+    by_request: list[CountArray]
     counts: CountArray  # row j: count, missing
     frequent: list[bytes]
     hll: list[bytes]
@@ -69,12 +71,13 @@ class _SealedCategorical:
 class SealedSlice(Sealed[Summary]):
     """A closed slice's field summaries, read-only; numeric ones as columns and sketch bytes."""
 
-    __slots__ = ("_bins", "_categorical", "_counts", "_layout", "_moments", "_sketches")
+    __slots__ = ("_bins", "_categorical", "_counts", "_layout", "_moments", "_sketches", "_sums")
 
     def __init__(
         self,
         layout: _Layout,
         bins: CountArray,
+        sums: CountArray,
         counts: CountArray,
         moments: FloatArray,
         sketches: list[bytes],
@@ -82,6 +85,7 @@ class SealedSlice(Sealed[Summary]):
     ) -> None:
         self._layout = layout
         self._bins = bins  # row j: numeric field j's bin counts, padded with zeros
+        self._sums = sums  # row j: its sums over requests, padded likewise
         self._counts = counts  # row j: count, missing, wrong_type, nan, inf
         self._moments = moments  # row j: total, scaled, minimum, maximum
         self._sketches = sketches
@@ -110,6 +114,7 @@ class SealedSlice(Sealed[Summary]):
             maximum,
             layout.items[j],
             scaled,
+            self._sums[j, : sums_size(binning.size)].copy(),
         )
 
     def _categorical_summary(self, name: str) -> CategoricalSummary:
@@ -126,6 +131,7 @@ class SealedSlice(Sealed[Summary]):
             sealed.bins[j].copy(),
             count,
             missing,
+            sealed.by_request[j].copy(),
         )
 
     def __iter__(self) -> Iterator[str]:
@@ -142,12 +148,17 @@ class SealedSlice(Sealed[Summary]):
             summary = result[name]
             assert isinstance(summary, NumericSummary)
             numeric.append(summary)
-        table = shared_table(numeric)
+        table, sums = shared_table(numeric), shared_sums(numeric)
         if table is not None and table.shape == self._bins.shape:
             table += self._bins  # the factory's summaries share a table in the same row order
         else:
             for j, summary in enumerate(numeric):
                 summary.bins += self._bins[j, : len(summary.bins)]
+        if sums is not None and sums.shape == self._sums.shape:
+            sums += self._sums
+        else:
+            for j, summary in enumerate(numeric):
+                summary.by_request += self._sums[j, : len(summary.by_request)]
         rows = zip(
             numeric,
             self._counts.tolist(),
@@ -190,11 +201,8 @@ class SliceSealer:
             summary = summaries[name]
             assert isinstance(summary, NumericSummary)
             numeric.append(summary)
-        table = shared_table(numeric)
-        if table is None or not _rows_in_order(table, numeric):
-            table, views = bin_table([len(summary.bins) for summary in numeric])
-            for view, summary in zip(views, numeric, strict=True):
-                view[:] = summary.bins
+        table = _table_of([summary.bins for summary in numeric], shared_table(numeric))
+        sums = _table_of([summary.by_request for summary in numeric], shared_sums(numeric))
         counts = np.array(
             [(s.count, s.missing, s.wrong_type, s.nan, s.inf) for s in numeric], dtype=np.int64
         ).reshape(len(numeric), 5)
@@ -203,7 +211,7 @@ class SliceSealer:
         ).reshape(len(numeric), 4)
         sketches = [summary.kll.serialize() for summary in numeric]
         return SealedSlice(
-            layout, table, counts, moments, sketches, _seal_categorical(layout, summaries)
+            layout, table, sums, counts, moments, sketches, _seal_categorical(layout, summaries)
         )
 
     def _layout(self, summaries: dict[str, Summary]) -> _Layout:
@@ -242,19 +250,29 @@ def _seal_categorical(layout: _Layout, summaries: dict[str, Summary]) -> _Sealed
         categorical.append(summary)
     return _SealedCategorical(
         [summary.bins for summary in categorical],
+        [summary.by_request for summary in categorical],
         np.array([(s.count, s.missing) for s in categorical], dtype=np.int64),
         [summary.frequent.serialize() for summary in categorical],
         [summary.hll.serialize_compact() for summary in categorical],
     )
 
 
-def _rows_in_order(table: CountArray, summaries: list[NumericSummary]) -> bool:
-    """Whether row j of ``table`` is summary j's bins (as :func:`share_bins` lays them out)."""
-    if table.shape[0] != len(summaries):
+def _table_of(rows: list[CountArray], shared: CountArray | None) -> CountArray:
+    """The table holding ``rows`` in order, as :func:`share_bins` lays them out, or a copy."""
+    if shared is not None and _rows_in_order(shared, rows):
+        return shared
+    table, views = bin_table([len(row) for row in rows])
+    for view, row in zip(views, rows, strict=True):
+        view[:] = row
+    return table
+
+
+def _rows_in_order(table: CountArray, rows: list[CountArray]) -> bool:
+    """Whether row j of ``table`` is ``rows[j]`` (as :func:`share_bins` lays them out)."""
+    if table.shape[0] != len(rows):
         return False
     start = table.__array_interface__["data"][0]
     stride = table.strides[0]
     return all(
-        summary.bins.__array_interface__["data"][0] == start + j * stride
-        for j, summary in enumerate(summaries)
+        row.__array_interface__["data"][0] == start + j * stride for j, row in enumerate(rows)
     )

@@ -29,6 +29,7 @@ from driftgauge.canonical import (
     category_strings,
     is_missing,
 )
+from driftgauge.sketches.requests import sums_size
 
 __all__ = [
     "LIVE_ITEMS",
@@ -398,6 +399,9 @@ class NumericSummary:
     maximum: float = float("-inf")
     items: ItemType = "float64"
     scaled: float = 0.0
+    # Sums over the requests that held the field (driftgauge.sketches.requests): live windows
+    # only, added by their tracker (update and add take no requests); zeros in a baseline.
+    by_request: CountArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def mean(self) -> float:
@@ -415,6 +419,8 @@ class NumericSummary:
             self.kll = new_kll(self.k, self.items)
         if len(self.bins) != self.binning.size:
             self.bins = np.zeros(self.binning.size, dtype=np.int64)
+        if len(self.by_request) != sums_size(self.binning.size):
+            self.by_request = np.zeros(sums_size(self.binning.size), dtype=np.int64)
 
     def update(self, values: FloatArray, missing: int = 0, wrong_type: int = 0) -> None:
         """Add one column from :func:`to_floats` (its ``nan`` slots include the missing ones)."""
@@ -501,6 +507,7 @@ class NumericSummary:
     def merge(self, other: NumericSummary) -> None:
         self.kll.merge(other.kll)
         self.bins += other.bins
+        self.by_request += other.by_request
         self.count += other.count
         self.missing += other.missing
         self.wrong_type += other.wrong_type
@@ -543,6 +550,9 @@ class CategoricalSummary:
     bins: CountArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     count: int = 0
     missing: int = 0
+    by_request: CountArray = field(
+        default_factory=lambda: np.zeros(0, dtype=np.int64)
+    )  # as numeric
 
     def __post_init__(self) -> None:
         if self.frequent is None:
@@ -551,6 +561,8 @@ class CategoricalSummary:
             self.hll = ds.hll_sketch(self.hll_lg_k)
         if len(self.bins) != self.binning.size:
             self.bins = np.zeros(self.binning.size, dtype=np.int64)
+        if len(self.by_request) != sums_size(self.binning.size):
+            self.by_request = np.zeros(sums_size(self.binning.size), dtype=np.int64)
 
     def update(self, values: npt.NDArray[np.str_], missing: int = 0) -> None:
         """Add one column of category strings (missing values already removed)."""
@@ -580,6 +592,7 @@ class CategoricalSummary:
         union.update(other.hll)
         self.hll = union.get_result(ds.tgt_hll_type.HLL_4)
         self.bins += other.bins
+        self.by_request += other.by_request
         self.count += other.count
         self.missing += other.missing
 
