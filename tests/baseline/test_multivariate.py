@@ -478,3 +478,30 @@ def test_bad_multivariate_config_names_the_key(
     ]
     with pytest.raises(ConfigError, match=message):
         config_from_mapping(raw, base=tmp_path)
+
+
+def test_the_multivariate_field_counts_each_request_s_rows(tmp_path: Path) -> None:
+    """Requests of several rows (one with a row missing x2, which has no error) give the
+    multivariate field the sums over requests of each request's own errors."""
+    from driftgauge.sketches.requests import request_sums
+
+    rng = np.random.default_rng(8)
+    config = mv_config(tmp_path)
+    baseline = build_baseline(config, [training(tmp_path, rng)])
+    assert baseline.multivariate is not None
+    pipeline = wire(config, baseline, lambda: T0)
+    pieces, per_request = [], []
+    for size in (5, 1, 12, 7, 3):
+        data = correlated(size, 0.8, rng)
+        x2: list[float | None] = data[:, 1].tolist()
+        if size == 12:
+            x2[4] = None
+        columns = {"x1": data[:, 0].tolist(), "x2": x2, "noise": [0.0] * size}
+        pieces.append(Extracted(size, columns))
+        complete = data[[v is not None for v in x2]]
+        per_request.append(baseline.multivariate.errors(complete))
+    pipeline.monitor.ingest(pieces, now=T0)
+    summary = pipeline.monitor.merged_windows(T0)["1h"]["reconstruction_error"]
+    binning = baseline.fields["reconstruction_error"].summary.binning
+    counts = np.array([binning.count(errors) for errors in per_request], dtype=np.int64)
+    assert summary.by_request.tolist() == request_sums(counts).tolist()
