@@ -86,3 +86,17 @@ def test_a_model_no_request_can_reach_is_an_error(tmp_path: Path, protocol: obje
     cloudevents["models"][1] |= {"protocol": "kserve-v1"}  # type: ignore[index]
     cloudevents["models"][0] |= {"protocol": "kserve-v2"}  # type: ignore[index]
     assert len(config_from_mapping(cloudevents, base=tmp_path).models) == 2
+
+
+def test_request_rows_is_each_model_s_own(tmp_path: Path) -> None:
+    """``request_rows`` belongs to a model's traffic: each block sets its own (default alike),
+    and a value other than alike or independent is one error naming the key."""
+    raw = _two_models(tmp_path)
+    raw["models"][1]["request_rows"] = "independent"  # type: ignore[index]
+    config = config_from_mapping(raw, base=tmp_path)
+    assert [m.request_rows for m in config.models] == ["alike", "independent"]
+    raw["models"][0]["request_rows"] = "correlated"  # type: ignore[index]
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping(raw, base=tmp_path)
+    assert str(caught.value).startswith("models[0].request_rows: 'correlated' is not one of")
+    assert "\n" not in str(caught.value)

@@ -9,6 +9,7 @@ per-request counts whatever form the columns come in.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -239,3 +240,33 @@ def test_slices_merge_into_the_sums_of_the_requests_of_the_window(
     live = monitor.merged_windows(T0 + 7 * (len(batches) - 1))["1m"]["x"]
     counts = per_request(raw, baseline.fields["x"].summary.binning)
     assert live.by_request.tolist() == request_sums(counts).tolist()
+
+
+@pytest.mark.parametrize("form", ["lists", "block"])
+def test_request_rows_independent_counts_every_row_as_a_draw(
+    built: tuple[Config, Baseline], form: str
+) -> None:
+    """``request_rows: independent`` (a batch job scoring unrelated records in one request):
+    design effect 1 and the floor of n rows, so a 0.5 sd shift in one request of 5,000 rows
+    warns; by default one request counts as one draw (design effect n) and cannot."""
+    config, baseline = built
+    rng = np.random.default_rng(23)
+    x = rng.normal(size=5000) + 0.5
+    columns: Any = (
+        {"x": x.tolist(), "y": rng.normal(size=5000).tolist()}
+        if form == "lists"
+        else Columns({}, [(("x", "y"), np.column_stack([x, rng.normal(size=5000)]))])
+    )
+    independent = Monitor(dataclasses.replace(config, request_rows="independent"), baseline)
+    alike_rows = Monitor(config, baseline)
+    for monitor in (independent, alike_rows):
+        monitor.ingest([Extracted(5000, columns)], now=T0)
+    held = baseline.fields["x"].summary
+    occupied = int(np.count_nonzero(held.bins))
+    figures = stat(independent, T0)
+    assert figures.design_effect == 1.0
+    assert figures.psi_noise_floor == stats.psi_noise_floor(occupied, 5000, held.count)
+    assert warns(figures, baseline)
+    default = stat(alike_rows, T0)
+    assert default.design_effect == 5000.0
+    assert not warns(default, baseline)

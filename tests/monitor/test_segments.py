@@ -503,3 +503,33 @@ def test_segment_noise_floors_count_requests_not_rows(
         )
         checked += 1
     assert checked == len(SEGMENTS) * len(config.windows)
+
+
+def test_request_rows_independent_keeps_the_segment_floors_of_rows(
+    built: tuple[Config, Baseline],
+) -> None:
+    """With ``request_rows: independent`` the same alike requests of 50 keep every segment's
+    floor of independent rows (design effect 1)."""
+    config, baseline = built
+    live = classifier_columns(1_500, seed=32)
+    order = np.lexsort((live["class"], live["region"]))
+    grouped = {k: [live[k][i] for i in order] for k in ("region", "class", "p_a")}
+    independent = wire(replace(config, request_rows="independent"), baseline, lambda: T0)
+    independent.segments.add(
+        [
+            Extracted(50, {k: v[s : s + 50] for k, v in grouped.items()})
+            for s in range(0, 1_500, 50)
+        ],
+        now=T0,
+    )
+    checked = 0
+    for figures in independent.segments.statistics(T0)[0]:
+        if figures.prediction != "class" or figures.psi_noise_floor is None:
+            continue
+        held = baseline.segments["region"]["class"][SEGMENTS.index(figures.segment)]
+        occupied = max(2, int(np.count_nonzero(held)))
+        assert figures.psi_noise_floor == pytest.approx(
+            (occupied - 1) * (1 / figures.observations + 1 / held.sum())
+        )
+        checked += 1
+    assert checked == len(SEGMENTS) * len(config.windows)

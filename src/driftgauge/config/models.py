@@ -40,6 +40,7 @@ MODEL_KEYS = (
     "segments",
     "multivariate",
     "alerting",
+    "request_rows",
 )
 ROUTING_KEYS = ("path", "inferenceservice", "component", "namespace")
 # The sidecar's keys: at the top of the file, shared by every model.

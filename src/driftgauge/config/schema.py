@@ -159,6 +159,10 @@ class Config:
     predictions: tuple[FieldSpec, ...]
     windows: tuple[Window, ...]
     min_observations: int = 100
+    # "independent": the rows of one request are independent draws (a batch of unrelated
+    # records), so the noise floor counts rows; "alike" (the default): it counts requests,
+    # through each window's design effect (docs/statistics.md, "Requests of many alike rows").
+    request_rows: Literal["alike", "independent"] = "alike"
     # Model versions with a monitor (and a `version` label) each; 0 (the default) turns versions off.
     versions: int = 0
     sketch: SketchConfig = field(default_factory=SketchConfig)
@@ -251,6 +255,7 @@ def _same_listener(one: tuple[str, int], other: tuple[str, int]) -> bool:
 
 
 _TOP_KEYS = (*MODEL_KEYS, *SHARED_KEYS)
+_REQUEST_ROWS = ("alike", "independent")
 
 
 def config_from_mapping(raw: Any, base: Path = Path("."), path: Path | None = None) -> Config:
@@ -332,6 +337,7 @@ def one_model(raw: Mapping[str, Any], base: Path, errors: Errors) -> Config | No
     slices = get_value(top, "window_slices", "", positive_int, 10, errors)
     windows = _windows(top.get("windows"), slices, errors)
     min_obs = get_value(top, "min_observations", "", positive_int, 100, errors)
+    request_rows = get_value(top, "request_rows", "", choice(_REQUEST_ROWS), "alike", errors)
     versions_table = section(top.get("versions"), "versions", ("top",), errors)
     versions = get_value(versions_table, "top", "versions.", whole_number, 0, errors)
     if versions > 20:
@@ -424,6 +430,7 @@ def one_model(raw: Mapping[str, Any], base: Path, errors: Errors) -> Config | No
         predictions=tuple(predictions),
         windows=tuple(windows),
         min_observations=min_obs,
+        request_rows=cast(Literal["alike", "independent"], request_rows),
         versions=versions,
         sketch=sketch,
         feedback=feedback,

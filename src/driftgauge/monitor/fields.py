@@ -216,11 +216,14 @@ class FieldTracker:
         if not pieces:
             return
         now = self.clock() if now is None else now
-        requests = Requests(len(pieces), all(p.rows == 1 for p in pieces))
+        rows = sum(p.rows for p in pieces)
+        if self.config.request_rows == "independent":  # each row a draw, as its own request
+            requests = Requests(rows, single_rows=True)
+        else:
+            requests = Requests(len(pieces), all(p.rows == 1 for p in pieces))
         collected, blocks = collect(pieces, self._plan, requests.owned)
         if self._pca is not None:
             collected[self._derived] = self._derived_column(pieces, requests.owned)
-        rows = sum(p.rows for p in pieces)
         # Sorting and binning a block needs no shared state: done before taking the lock,
         # which scrapes, recomputes and snapshots wait on.
         prepared = [

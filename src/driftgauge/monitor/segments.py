@@ -23,7 +23,12 @@ from driftgauge import stats
 from driftgauge.baseline import Baseline, segment_binning
 from driftgauge.config import Config, FieldSpec
 from driftgauge.monitor.tracker import Observation, SnapshotPart
-from driftgauge.sketches.requests import design_effect, request_sums, sums_size
+from driftgauge.sketches.requests import (
+    design_effect,
+    request_sums,
+    single_row_sums,
+    sums_size,
+)
 from driftgauge.sketches.summary import (
     CategoricalBinning,
     NumericBinning,
@@ -150,6 +155,7 @@ class SegmentTracker:
         if not self.segments:
             return
         batch = self._fresh()
+        independent = self.config.request_rows == "independent"
         requests: dict[str, list[npt.NDArray[np.int64]]] = {key: [] for key in batch}
         for piece in pieces:
             segments = self.row_segments(piece)
@@ -167,8 +173,11 @@ class SegmentTracker:
         for key, counted in requests.items():
             if counted:  # each piece is one request
                 by_piece = np.stack(counted).reshape(len(counted), *batch[key].counts.shape)
-                batch[key].counts += by_piece.sum(axis=0)
-                batch[key].by_request += request_sums(by_piece)
+                counts = by_piece.sum(axis=0)
+                batch[key].counts += counts
+                batch[key].by_request += (
+                    single_row_sums(counts) if independent else request_sums(by_piece)
+                )
         now = self.clock() if now is None else now
         with self._lock:
             for window in self._windows.values():
