@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftgauge.baseline import datafiles
+from driftgauge.baseline import csvfiles, datafiles
 from driftgauge.baseline.chunks import CSV_NUMERIC_NULLS, Chunk
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import DataError
@@ -325,7 +325,7 @@ def test_csv_cells_read_the_same_by_pyarrow_and_the_standard_library(
             writer.writerows(rows)
         try:
             arrow = list(datafiles.read_chunks(path, fields))
-        except datafiles.NotNumbers as exc:
+        except csvfiles.NotNumbers as exc:
             column = exc.column
             arrow = list(datafiles.read_chunks(path, fields, text={column}))
         with pytest.MonkeyPatch.context() as patch:
@@ -381,7 +381,7 @@ def test_a_csv_range_streams_as_the_header_and_its_bytes_with_their_quotes_count
     the part's bytes and no more (the file may end sooner); its quote characters counted."""
     handle = io.BufferedReader(io.BytesIO(data))  # type: ignore[arg-type]
     handle.seek(start)
-    stream = datafiles._Range(header, handle, size)
+    stream = csvfiles._Range(header, handle, size)
     got = b""
     for i in range(10_000):
         block = stream.read(reads[i % len(reads)])

@@ -7,8 +7,9 @@ missing count for categorical ones.  :func:`arrow_chunk` makes one of a
 pyarrow ``RecordBatch`` or ``Table`` through the arrays' buffers (no Python
 object per row); :func:`column_from_list` makes a column of Python values
 (the standard-library readers' rows, or a CSV column pyarrow read as text).
-The file readers are in :mod:`driftgauge.baseline.datafiles`; the Spark and
-Dask runners convert their Arrow batches here too.
+The file readers are in :mod:`driftgauge.baseline.datafiles` (CSV's in
+:mod:`~driftgauge.baseline.csvfiles`); the Spark and Dask runners convert
+their Arrow batches here too.
 """
 
 from __future__ import annotations

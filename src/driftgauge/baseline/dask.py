@@ -38,7 +38,7 @@ from driftgauge.baseline.chunks import (
     plain_utf8,
     require_columns,
 )
-from driftgauge.baseline.datafiles import require_separator
+from driftgauge.baseline.csvfiles import require_separator
 from driftgauge.baseline.inputs import location_format
 from driftgauge.baseline.passes import ClassPass, SketchPass
 from driftgauge.baseline.runner import PassState

@@ -6,7 +6,7 @@ groups, and whole JSON Lines files.  A line end may lie inside a quoted
 value: each CSV part counts its quote characters as it is parsed, and when
 an odd count precedes a cut, the pass starts again with the file whole.  A
 numeric column with a cell that is not a number is read again as text
-(:class:`~driftgauge.baseline.datafiles.NotNumbers`) likewise.  Each part is
+(:class:`~driftgauge.baseline.csvfiles.NotNumbers`) likewise.  Each part is
 filled by one worker process.  The first pass parses each part once and spills the columns it
 read to an Arrow IPC file in a temporary directory; the later passes
 read that file instead of parsing again.  A numeric column no later pass
@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from driftgauge.baseline import datafiles
+from driftgauge.baseline import csvfiles, datafiles
 from driftgauge.baseline.chunks import Chunk, arrow_chunk, buffer_values
 from driftgauge.baseline.datafiles import part_batches, read_chunks
 from driftgauge.baseline.inputs import DataInput, as_input
@@ -105,7 +105,7 @@ def _csv_parts(source: DataInput, workers: int) -> list[Part]:
         return [Part(source, size, whole=True)]
     with source.open() as handle:
         line = handle.readline()
-        if line.count(datafiles.QUOTE) % 2 or (b"\r" in line and not line.endswith(b"\n")):
+        if line.count(csvfiles.QUOTE) % 2 or (b"\r" in line and not line.endswith(b"\n")):
             # A header with a line end in a quoted name, or lines ended by CR alone.
             return [Part(source, size, whole=True)]
         header = len(line)
@@ -200,8 +200,8 @@ class LocalRunner:
 
     def _read_again(self, index: int, error: DataError) -> bool:
         """Whether reading part ``index`` differently may mend ``error``: a column read as
-        text (:class:`~datafiles.NotNumbers`), or a CSV file cut in a quoted value read whole."""
-        if isinstance(error, datafiles.NotNumbers):
+        text (:class:`~csvfiles.NotNumbers`), or a CSV file cut in a quoted value read whole."""
+        if isinstance(error, csvfiles.NotNumbers):
             return self._read_as_text(error)
         part = self.parts[index]
         siblings = sum(p.source is part.source for p in self.parts)
@@ -210,7 +210,7 @@ class LocalRunner:
         self._whole(part.source)
         return True
 
-    def _read_as_text(self, exc: datafiles.NotNumbers) -> bool:
+    def _read_as_text(self, exc: csvfiles.NotNumbers) -> bool:
         """Read ``exc``'s column as text in every part of its file; False if it already is."""
         changed = False
         for index, part in enumerate(self.parts):

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from driftgauge.baseline.chunks import CHUNK_ROWS, arrow_chunk, require_columns
-from driftgauge.baseline.datafiles import require_separator
+from driftgauge.baseline.csvfiles import require_separator
 from driftgauge.baseline.inputs import location_format
 from driftgauge.baseline.runner import PassState
 from driftgauge.config import FieldSpec

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from driftgauge.baseline.chunks import plain_utf8
-from driftgauge.baseline.datafiles import csv_header, csv_rows, require_lines
+from driftgauge.baseline.csvfiles import csv_header, csv_rows
+from driftgauge.baseline.datafiles import require_lines
 from driftgauge.baseline.inputs import DataInput, resolve_inputs
 from driftgauge.config import (
     FieldType,
