@@ -121,6 +121,54 @@ def test_cli_spark_writes_the_local_build_from_csv(
     assert not spark.sparkContext._jsc.sc().isStopped()  # the running session was left running
 
 
+@pytest.mark.parametrize("legacy", ["false", "true"])
+def test_utf8_text_reads_as_locally_and_other_bytes_are_refused(
+    tmp_path: Path,
+    spark: Any,
+    make_config: Callable[..., Config],
+    capsys: pytest.CaptureFixture[str],
+    legacy: str,
+) -> None:
+    """A UTF-8 CSV with a byte order mark and names and values past ASCII builds what a local
+    build writes; the same file with a Windows-1252 value is refused in one line (Spark read
+    it as U+FFFD and built), whether Spark's decode fails on it or, as Spark 3.5 and
+    spark.sql.legacy.codingErrorAction do, decodes it as U+FFFD."""
+    make_config(
+        features=[
+            {"name": "alcohol", "type": "numeric"},
+            {"name": "région", "type": "categorical"},
+        ],
+        predictions=[{"name": "class", "type": "categorical"}],
+    )
+    rows = "".join(
+        f"{13 + i % 9 / 10},{['nörd', 'süd', 'east'][i % 3]},{'ab'[i % 2]}\n" for i in range(900)
+    )
+    text = tmp_path / "train.csv"
+    text.write_bytes(("alcohol,région,class\n" + rows).encode("utf-8-sig"))
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(text.read_bytes() + "13.1,café,a\n".encode("cp1252"))
+    config = str(tmp_path / "config.yaml")
+    spark.conf.set("spark.sql.legacy.codingErrorAction", legacy)
+    try:
+        assert main(["baseline", "-c", config, "--data", str(text), "-o",
+                     str(tmp_path / "local.dgb"), "--workers", "1"]) == 0  # fmt: skip
+        assert main(["baseline", "-c", config, "--data", str(text), "-o",
+                     str(tmp_path / "spark.dgb"), "--spark", "local[2]"]) == 0  # fmt: skip
+        code = main(["baseline", "-c", config, "--data", str(latin), "-o",
+                     str(tmp_path / "latin.dgb"), "--spark", "local[2]"])  # fmt: skip
+    finally:
+        spark.conf.unset("spark.sql.legacy.codingErrorAction")
+    assert_same_baseline(
+        load_baseline(tmp_path / "spark.dgb"), load_baseline(tmp_path / "local.dgb")
+    )
+    error = capsys.readouterr().err
+    assert code == DataError.exit_code and not (tmp_path / "latin.dgb").exists()
+    assert error.endswith(
+        f"driftgauge: {latin}: cannot read CSV data: not UTF-8 text: save the file as UTF-8\n"
+    ), error
+    assert "Traceback" not in error
+
+
 def test_cli_without_pyspark_says_what_to_install(
     tmp_path: Path,
     make_config: Callable[..., Config],

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from driftgauge.baseline.chunks import CHUNK_ROWS, arrow_chunk, require_columns
+from driftgauge.baseline.chunks import CHUNK_ROWS, arrow_chunk, plain_utf8, require_columns
 from driftgauge.baseline.csvfiles import require_separator
 from driftgauge.baseline.inputs import location_format
 from driftgauge.baseline.runner import PassState
@@ -44,6 +44,12 @@ _STATE = "driftgauge_state"
 # pyspark warns that it does not support pandas 3 yet: these jobs never use pandas.
 _PANDAS_WARNING = "PySpark does not yet fully support pandas"
 _BATCH_ROWS_KEY = "spark.sql.execution.arrow.maxRecordsPerBatch"
+# Spark's CSV reader decodes bytes that are not UTF-8 as U+FFFD, where the local and Dask
+# builds refuse the file: CSV is read as Latin-1 (one character a byte, every byte kept) and
+# each value decoded as UTF-8 in the query, a value that is not UTF-8 failing the job with
+# Spark's MALFORMED_CHARACTER_CODING (Spark 4) or this error (Spark 3.5 decodes as U+FFFD).
+_BYTES = "ISO-8859-1"
+_NOT_UTF8 = "driftgauge: CSV data not UTF-8"
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
@@ -91,7 +97,13 @@ class SparkRunner:
         with warnings.catch_warnings(), _batch_rows(self.dataframe.sparkSession, CHUNK_ROWS):
             # mapInArrow checks the pandas version (Arrow batches in, one binary cell out).
             warnings.filterwarnings("ignore", _PANDAS_WARNING)
-            rows = selected.mapInArrow(fill, schema).collect()
+            try:
+                rows = selected.mapInArrow(fill, schema).collect()
+            except Exception as exc:
+                if not any(said in str(exc) for said in ("MALFORMED_CHARACTER_CODING", _NOT_UTF8)):
+                    raise
+                problem = "not UTF-8 text: save the file as UTF-8"
+                raise DataError(f"{self.source}: cannot read CSV data: {problem}") from None
         for row in rows:
             state.merge(pickle.loads(row[_STATE]))
         self.parts = len(rows)
@@ -249,9 +261,18 @@ def _read(session: Any, fmt: str, locations: list[str]) -> Any:
     if tabs and len(tabs) < len(locations):
         raise DataError(f"{_shown(tabs)}: give TSV and CSV files in separate builds")
     sep = "\t" if tabs else ","
-    frame = session.read.csv(locations, header=True, sep=sep, quote='"', escape='"')
-    require_separator(_shown(locations), frame.columns, sep)
-    return frame
+    frame = session.read.csv(
+        locations, header=True, sep=sep, quote='"', escape='"', encoding=_BYTES
+    )
+    shown = _shown(locations)
+    try:
+        names = [name.encode(_BYTES).decode("utf-8") for name in frame.columns]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{shown}: cannot read CSV data: {plain_utf8(str(exc))}") from None
+    if names:
+        names[0] = names[0].removeprefix("\ufeff")  # a byte order mark, as the local build
+    require_separator(shown, names, sep)
+    return frame.toDF(*names)
 
 
 def _typed(frame: Any, fields: Sequence[FieldSpec], fmt: str) -> list[Any]:
@@ -262,10 +283,23 @@ def _typed(frame: Any, fields: Sequence[FieldSpec], fmt: str) -> list[Any]:
     for spec in fields:
         quoted = "`" + spec.name.replace("`", "``") + "`"
         column = functions.col(quoted)
+        text = _utf8(quoted) if fmt == "csv" else quoted
         if spec.type == "numeric" and fmt != "parquet" and types.get(spec.name) == "string":
-            column = functions.expr(f"try_cast({quoted} AS DOUBLE)")
+            column = functions.expr(f"try_cast({text} AS DOUBLE)")
+        elif fmt == "csv":
+            column = functions.expr(text)
         columns.append(column.alias(spec.name))
     return columns
+
+
+def _utf8(quoted: str) -> str:
+    """The SQL of the CSV column ``quoted``, read as Latin-1, decoded as UTF-8 (see _BYTES)."""
+    raw = f"encode({quoted}, '{_BYTES}')"
+    text = f"decode({raw}, 'UTF-8')"
+    return (
+        f"CASE WHEN {quoted} IS NULL OR encode({text}, 'UTF-8') = {raw} THEN {text} "
+        f"ELSE raise_error('{_NOT_UTF8}') END"
+    )
 
 
 def _shown(locations: Sequence[str]) -> str:
