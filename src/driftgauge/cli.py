@@ -343,11 +343,14 @@ def _cluster_baseline(config: Config, args: argparse.Namespace, progress: Progre
             runner = spark.SparkRunner(frame, source=source, progress=progress)
             return build_baseline(config, runner)
     from driftgauge.baseline import dask
+    from driftgauge.baseline.inputs import location_format
 
     frame = dask.read_data(locations, config.columns)  # lazy: the files' metadata only
+    formats = {location_format(x, "Dask") for x in locations}
+    data = f"{formats.pop().upper()} data" if len(formats) == 1 else "the data"
     with (
         dask.dask_client(args.dask) as client,
-        dask.DaskRunner(frame, client, source=source, progress=progress) as on_dask,
+        dask.DaskRunner(frame, client, source=source, data=data, progress=progress) as on_dask,
     ):
         return build_baseline(config, on_dask)
 

@@ -181,8 +181,8 @@ def test_files_dask_cannot_read_and_an_address_without_a_port_are_one_line(
     latin.write_bytes(b"alcohol,ash,region,class\n" + rows + b"13.2,2.2,caf\xe9,b\n")
     address = dask_cluster.scheduler_address
     for data, where, said in [
-        (empty, address, f"{empty}: cannot read CSV data: No columns to parse from file"),
-        (latin, address, f"{latin}: cannot read the data: not UTF-8 text: save the file as UTF-8"),
+        (empty, address, f"{empty}: the file is empty (no header row)"),
+        (latin, address, f"{latin}: cannot read CSV data: not UTF-8 text: save the file as UTF-8"),
         (latin, "local", "--dask local: cannot reach the scheduler: missing port number"),
     ]:
         arguments = ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", str(data)]

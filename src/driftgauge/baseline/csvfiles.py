@@ -36,6 +36,7 @@ __all__ = [
     "csv_header",
     "csv_options",
     "csv_rows",
+    "empty_file",
     "name_csv_column",
     "range_batches",
     "require_separator",
@@ -241,13 +242,18 @@ def csv_file_header(source: DataInput, delimiter: str) -> list[str]:
         return csv_header(csv.reader(text, delimiter=delimiter), source.name, delimiter)
 
 
+def empty_file(name: str) -> DataError:
+    """The error of a CSV file ``name`` holding nothing, not even a header (on every runner)."""
+    return DataError(f"{name}: the file is empty (no header row)")
+
+
 def csv_header(reader: Any, name: str, delimiter: str) -> list[str]:
     """The header, the first row a ``csv.reader`` of the file ``name`` gives; a DataError
     when there is none (an empty file), when it is blank (pyarrow's reader would take the
     next line, the parts of a build the blank one), or when another separator splits it."""
     header: list[str] | None = next(reader, None)
     if header is None:
-        raise DataError(f"{name}: the file is empty (no header row)")
+        raise empty_file(name)
     if not header:
         raise DataError(f"{name}: line 1 is blank: a CSV file's first line is its header")
     require_separator(name, header, delimiter)

@@ -38,8 +38,8 @@ from driftgauge.baseline.chunks import (
     plain_utf8,
     require_columns,
 )
-from driftgauge.baseline.csvfiles import require_separator
-from driftgauge.baseline.inputs import location_format
+from driftgauge.baseline.csvfiles import empty_file, require_separator
+from driftgauge.baseline.inputs import is_glob, location_format, not_found
 from driftgauge.baseline.passes import ClassPass, SketchPass
 from driftgauge.baseline.runner import PassState
 from driftgauge.config import FieldSpec
@@ -79,7 +79,7 @@ class DaskRunner:
 
     ``client`` is a ``distributed.Client``; without one, the default client
     if there is one, else Dask's local scheduler.  ``source`` names the data
-    in error messages.  Pass 1's class keys stay on the workers until
+    in error messages, ``data`` what it holds ("CSV data").  Pass 1's class keys stay on the workers until
     :meth:`close` (or the ``with`` block's end).
     """
 
@@ -89,6 +89,7 @@ class DaskRunner:
         client: Any = None,
         *,
         source: str = "Dask DataFrame",
+        data: str = "the data",
         progress: Callable[[str, int, int], None] = _no_progress,
     ) -> None:
         if not is_dask_dataframe(dataframe):
@@ -96,6 +97,7 @@ class DaskRunner:
         self.dataframe = dataframe
         self.client = client
         self.source = source
+        self.data = data
         self.progress = progress
         self.parts = 0  # partitions merged by the last run
         self._keys: list[Any] = []  # pass 1's class keys: a future of each partition's Keys
@@ -121,7 +123,7 @@ class DaskRunner:
             raise
         except (OSError, ValueError) as exc:  # pandas' reading a partition: its bytes, its text
             problem = plain_utf8(first_line(exc))
-            raise DataError(f"{self.source}: cannot read the data: {problem}") from None
+            raise DataError(f"{self.source}: cannot read {self.data}: {problem}") from None
 
     def _run(self, state: S, stage: str) -> S:
         import dask
@@ -276,17 +278,35 @@ def read_data(locations: Sequence[str], fields: Sequence[FieldSpec]) -> Any:
         if not group:
             continue
         shown = ", ".join(group[:3])
+        _require_files(group)
         try:
             frame = _read(dd, fmt, group, types)
         except DataError:
             raise
         except (OSError, ValueError) as exc:  # pandas' readers, their first rows read here
             # Dask's backend dispatch raises the reader's error anew, saying so first.
-            problem = plain_utf8(first_line(exc.__cause__ or exc))
+            cause = exc.__cause__ or exc
+            if type(cause).__name__ == "EmptyDataError":  # pandas': not even a header
+                raise empty_file(shown) from None
+            if isinstance(cause, FileNotFoundError):
+                raise not_found(str(cause.filename or shown)) from None
+            problem = plain_utf8(first_line(cause))
             raise DataError(f"{shown}: cannot read {fmt.upper()} data: {problem}") from None
         require_columns(shown, list(frame.columns), fields)
         frames.append(frame[names])
     return frames[0] if len(frames) == 1 else dd.concat(frames)
+
+
+def _require_files(locations: Sequence[str]) -> None:
+    """A DataError naming the first glob of ``locations`` that matches no file (Dask reads
+    the others and says nothing of it, or that the whole list matched nothing)."""
+    from fsspec.core import url_to_fs
+
+    for location in locations:
+        if is_glob(location):
+            filesystem, pattern = url_to_fs(location)
+            if not filesystem.glob(pattern):
+                raise not_found(location)
 
 
 def _read(dd: Any, fmt: str, group: list[str], types: dict[str, str]) -> Any:

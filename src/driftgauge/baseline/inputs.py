@@ -53,7 +53,9 @@ __all__ = [
     "DataInput",
     "as_input",
     "data_format",
+    "is_glob",
     "location_format",
+    "not_found",
     "resolve_inputs",
     "split_credentials",
 ]
@@ -160,6 +162,19 @@ def _local(path: Path) -> DataInput:
     return DataInput(name, path.stat().st_size, fmt, _LocalFile(path), _delimiter(path.suffix))
 
 
+def is_glob(location: str) -> bool:
+    """Whether ``location`` is a glob (has a ``*``, ``?`` or ``[``)."""
+    return _GLOB_CHARS.search(location) is not None
+
+
+def not_found(location: str) -> DataError:
+    """The error of a path or glob that names no file, as the local build and the Spark and
+    Dask readers say it."""
+    if is_glob(location):
+        return DataError(f"{location}: no file matches")
+    return DataError(f"{location}: no such data file")
+
+
 def as_input(source: DataInput | Path) -> DataInput:
     """``source`` itself, or the local file at a path (a DataError if it is not a data file)."""
     return source if isinstance(source, DataInput) else _local(source)
@@ -216,7 +231,7 @@ def _resolve_local(spec: str) -> list[DataInput]:
         )
         files = [m for m in matches if m.is_file()]
         if not files:
-            raise DataError(f"{spec}: no file matches")
+            raise not_found(spec)
         return [_local(p) for p in files]
     return [_local(path)]
 

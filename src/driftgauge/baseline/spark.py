@@ -27,8 +27,8 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from driftgauge.baseline.chunks import CHUNK_ROWS, arrow_chunk, plain_utf8, require_columns
-from driftgauge.baseline.csvfiles import require_separator
-from driftgauge.baseline.inputs import location_format
+from driftgauge.baseline.csvfiles import empty_file, require_separator
+from driftgauge.baseline.inputs import location_format, not_found
 from driftgauge.baseline.runner import PassState
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import DataError, first_line
@@ -253,6 +253,22 @@ def read_data(session: Any, locations: Sequence[str], fields: Sequence[FieldSpec
 
 
 def _read(session: Any, fmt: str, locations: list[str]) -> Any:
+    """``locations`` read together; a path or glob that names no file is refused by name."""
+    from pyspark.errors import AnalysisException
+
+    try:
+        return _reader(session, fmt, locations)
+    except AnalysisException as exc:
+        if "PATH_NOT_FOUND" not in str(exc):
+            raise
+        if len(locations) == 1:
+            raise not_found(locations[0]) from None
+        for location in locations:  # which one: each read alone (a header or a footer)
+            _read(session, fmt, [location])
+        raise
+
+
+def _reader(session: Any, fmt: str, locations: list[str]) -> Any:
     if fmt == "parquet":
         return session.read.parquet(*locations)
     if fmt == "jsonl":
@@ -269,8 +285,9 @@ def _read(session: Any, fmt: str, locations: list[str]) -> Any:
         names = [name.encode(_BYTES).decode("utf-8") for name in frame.columns]
     except UnicodeDecodeError as exc:
         raise DataError(f"{shown}: cannot read CSV data: {plain_utf8(str(exc))}") from None
-    if names:
-        names[0] = names[0].removeprefix("\ufeff")  # a byte order mark, as the local build
+    if not names:
+        raise empty_file(shown)
+    names[0] = names[0].removeprefix("\ufeff")  # a byte order mark, as the local build
     require_separator(shown, names, sep)
     return frame.toDF(*names)
 

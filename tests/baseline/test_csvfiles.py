@@ -1,0 +1,101 @@
+"""CSV training files the local build refuses are refused by every runner, in the same line."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from driftgauge.cli import main
+from driftgauge.config import Config
+from driftgauge.exceptions import DataError
+
+HEADER = b"alcohol,ash,region,class\n"
+ROWS = b"".join(b"13.%d,2.%d,north,a\n" % (i % 10, i % 7) for i in range(300))
+# Each bad file's bytes (None: nothing is written at its name) and the line every runner
+# ends with ({path}: where it is); a byte's value is the local reader's alone to name.
+BAD_FILES: dict[str, tuple[bytes | None, str]] = {
+    "empty.csv": (b"", "{path}: the file is empty (no header row)"),
+    "windows-1252.csv": (
+        HEADER + ROWS + b"13.2,2.2,caf\xe9,b\n",
+        "{path}: cannot read CSV data: not UTF-8 text: save the file as UTF-8",
+    ),
+    "header-only.csv": (HEADER, "{path}: holds no rows (no baseline written)"),
+    "semicolons.csv": (
+        HEADER.replace(b",", b";") + ROWS.replace(b",", b";"),
+        "{path}: the header is one column, 'alcohol;ash;region;class', with ';' between "
+        "names: driftgauge reads ',' (.csv) or tabs (.tsv) between columns; save the file "
+        "with ',' (and '.' as the decimal point) or as Parquet",
+    ),
+    "no-class.csv": (
+        b"alcohol,ash,region\n13.1,2.1,north\n",
+        "{path}: no column named 'class' (the config's fields)",
+    ),
+    "missing.csv": (None, "{path}: no such data file"),
+    "none-*.csv": (None, "{path}: no file matches"),
+}
+RUNNERS = {"local": ["--workers", "2"], "spark": ["--spark", "local[2]"], "dask": ["--dask"]}
+
+
+@pytest.fixture(scope="module")
+def runners(request: pytest.FixtureRequest) -> dict[str, list[str]]:
+    """Each runner's arguments: the Spark session and Dask cluster are started once."""
+    request.getfixturevalue("spark")  # the command uses the running session
+    cluster: Any = request.getfixturevalue("dask_cluster")
+    return {**RUNNERS, "dask": ["--dask", cluster.scheduler_address]}
+
+
+@pytest.mark.parametrize("name", BAD_FILES)
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_every_runner_refuses_a_bad_csv_file_in_the_same_line(
+    tmp_path: Path,
+    runner: str,
+    name: str,
+    runners: dict[str, list[str]],
+    make_config: Callable[..., Config],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An empty file, one not UTF-8 (Spark read its bytes as U+FFFD and built), one of its
+    header alone, one of ';', one without a field's column, a missing file and a glob
+    matching nothing: exit 4 and the same line on the local, Spark and Dask builds."""
+    make_config()
+    data, said = BAD_FILES[name]
+    path = tmp_path / name
+    if data is not None:
+        path.write_bytes(data)
+    output = tmp_path / "out.dgb"
+    arguments = ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", str(path)]
+    code = main([*arguments, "-o", str(output), *runners[runner]])
+    error = capsys.readouterr().err  # the in-process cluster's log lines besides
+    ours = [re.sub(r" \(byte 0x..\)", "", line) for line in error.splitlines()]
+    ours = [line for line in ours if line.startswith("driftgauge: ")]
+    assert (code, ours) == (DataError.exit_code, ["driftgauge: " + said.format(path=path)])
+    assert "Traceback" not in error
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_every_runner_refuses_a_glob_matching_nothing_beside_files(
+    tmp_path: Path,
+    runner: str,
+    runners: dict[str, list[str]],
+    make_config: Callable[..., Config],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A glob matching nothing given with a file that exists is refused by name, as alone
+    (Dask read the file and built; Spark said PATH_NOT_FOUND in a traceback)."""
+    make_config()
+    data = tmp_path / "train.csv"
+    data.write_bytes(HEADER + ROWS)
+    glob = tmp_path / "more-*.csv"
+    output = tmp_path / "out.dgb"
+    arguments = ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", str(data), str(glob)]
+    code = main([*arguments, "-o", str(output), *runners[runner]])
+    error = capsys.readouterr().err
+    ours = [line for line in error.splitlines() if line.startswith("driftgauge: ")]
+    assert (code, ours) == (DataError.exit_code, [f"driftgauge: {glob}: no file matches"])
+    assert "Traceback" not in error
+    assert not output.exists()
