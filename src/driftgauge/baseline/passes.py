@@ -195,8 +195,21 @@ class SketchPass(_Summaries):
         self.tallies, self.moments = state["tallies"], state["moments"]
 
 
+def _unless_filled(crossfit: CrossFit | None, filled: bool) -> CrossFit | None:
+    """What a pass's pickle holds of its cross-fit: nothing once the state is filled.
+
+    A runner sends each part an empty state and merges the filled one it gets back; merging
+    never reads the cross-fit, whose :class:`~driftgauge.baseline.multivariate.Copies` are
+    up to 9 MiB: a filled state's pickle (each Spark task's, each Dask partition's) goes
+    without them.  An unpickled filled state is only merged, never filled again.
+    """
+    return None if filled else crossfit
+
+
 class ErrorPass(_Summaries):
     """Pass 1b: sketches and bucket counts of the rows' reconstruction errors."""
+
+    crossfit: CrossFit | None  # None in a filled state unpickled (_unless_filled)
 
     def __init__(self, config: Config, crossfit: CrossFit) -> None:
         assert config.multivariate is not None
@@ -205,15 +218,19 @@ class ErrorPass(_Summaries):
         spec = next(s for s in config.fields if s.name == self.derived.name)
         self.summaries = {spec.name: _fresh(spec, config)}
         self.buckets = KeyCounts()
+        self.filled = False
 
     @property
     def reads(self) -> Sequence[FieldSpec]:
         return [s for s in self.config.features if s.name in self.derived.features]
 
     def empty(self) -> ErrorPass:
+        assert self.crossfit is not None
         return ErrorPass(self.config, self.crossfit)
 
     def add(self, chunk: Chunk) -> None:
+        assert self.crossfit is not None
+        self.filled = True
         errors = self.crossfit.errors(complete_rows(chunk, self.derived.features))
         summary = self.summaries[self.derived.name]
         assert isinstance(summary, NumericSummary)
@@ -227,9 +244,10 @@ class ErrorPass(_Summaries):
     def __getstate__(self) -> dict[str, Any]:
         return {
             "config": self.config,
-            "crossfit": self.crossfit,
+            "crossfit": _unless_filled(self.crossfit, self.filled),
             "summaries": self._pickled(),
             "buckets": self.buckets,
+            "filled": self.filled,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -237,7 +255,7 @@ class ErrorPass(_Summaries):
         assert self.config.multivariate is not None
         self.derived = self.config.multivariate
         self.summaries = self._unpickled(state["summaries"])
-        self.buckets = state["buckets"]
+        self.buckets, self.filled = state["buckets"], state["filled"]
 
 
 class ClassPass:
@@ -257,6 +275,7 @@ class ClassPass:
         self.bins = {name: np.zeros(b.size, dtype=np.int64) for name, b in categorical.items()}
         derived = config.multivariate
         self.derived = derived.name if derived is not None and derived.name in wanted else None
+        self.filled = False
 
     @property
     def reads(self) -> Sequence[FieldSpec]:
@@ -276,6 +295,7 @@ class ClassPass:
         return ClassPass(self.config, self.wanted, self.categorical, self.crossfit)
 
     def add(self, chunk: Chunk) -> None:
+        self.filled = True
         for name, counts in self.classes.items():
             if name in chunk.keys:  # pass 1's, kept by the runner
                 counts.add_sorted(chunk.keys[name])
@@ -296,6 +316,9 @@ class ClassPass:
             counts.merge(other.classes[name])
         for name, bins in self.bins.items():
             bins += other.bins[name]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "crossfit": _unless_filled(self.crossfit, self.filled)}
 
 
 class SegmentPass:
