@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 from collections.abc import Callable
@@ -167,6 +168,37 @@ def test_utf8_text_reads_as_locally_and_other_bytes_are_refused(
         f"driftgauge: {latin}: cannot read CSV data: not UTF-8 text: save the file as UTF-8\n"
     ), error
     assert "Traceback" not in error
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b'{"alcohol": 13.2, "ash": 2.2, "region": "caf\xe9", "class": "b"}', b"{not json"],
+    ids=["windows-1252", "not-json"],
+)
+def test_a_json_lines_file_with_a_bad_line_is_refused_in_one_line(
+    tmp_path: Path,
+    spark: Any,
+    make_config: Callable[..., Config],
+    capsys: pytest.CaptureFixture[str],
+    line: bytes,
+) -> None:
+    """A JSON Lines file with a line that is not UTF-8 or not JSON, which a local build
+    refuses: Spark read that line's fields up to the fault (ash 2.2, region missing) when it
+    read every column but not when a later pass read a few, and the build died in an
+    IndexError traceback (class_edges: the counts of pass 2 missed a value of pass 1), or
+    built with a row of nothing but missing values; now one line, exit 4."""
+    make_config()
+    rows = [json.dumps({"alcohol": 13 + i % 5 / 10, "ash": 2.1, "region": "north", "class": "a"})
+            for i in range(200)]  # fmt: skip
+    data = tmp_path / "train.jsonl"
+    data.write_bytes("".join(row + "\n" for row in rows).encode() + line + b"\n")
+    output = tmp_path / "out.dgb"
+    code = main(["baseline", "-c", str(tmp_path / "config.yaml"), "--data", str(data), "-o",
+                 str(output), "--spark", "local[2]"])  # fmt: skip
+    error = capsys.readouterr().err
+    assert code == DataError.exit_code and not output.exists(), error
+    assert error.startswith(f"driftgauge: {data}: cannot read JSONL data: "), error
+    assert len(error.splitlines()) == 1 and "Traceback" not in error
 
 
 def test_cli_without_pyspark_says_what_to_install(

@@ -50,6 +50,11 @@ _BATCH_ROWS_KEY = "spark.sql.execution.arrow.maxRecordsPerBatch"
 # Spark's MALFORMED_CHARACTER_CODING (Spark 4) or this error (Spark 3.5 decodes as U+FFFD).
 _BYTES = "ISO-8859-1"
 _NOT_UTF8 = "driftgauge: CSV data not UTF-8"
+# JSON Lines are read FAILFAST: a line that is not JSON (or not UTF-8 text) is refused, as
+# locally; Spark's default kept its fields up to the fault when a pass read every column and
+# none when it read a few, so the passes counted different values (an IndexError in
+# class_edges), or a row of nothing but missing values.
+_MALFORMED = "MALFORMED_RECORD_IN_PARSING"
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
@@ -100,10 +105,7 @@ class SparkRunner:
             try:
                 rows = selected.mapInArrow(fill, schema).collect()
             except Exception as exc:
-                if not any(said in str(exc) for said in ("MALFORMED_CHARACTER_CODING", _NOT_UTF8)):
-                    raise
-                problem = "not UTF-8 text: save the file as UTF-8"
-                raise DataError(f"{self.source}: cannot read CSV data: {problem}") from None
+                raise _read_error(exc, self.source) from None
         for row in rows:
             state.merge(pickle.loads(row[_STATE]))
         self.parts = len(rows)
@@ -252,6 +254,20 @@ def read_data(session: Any, locations: Sequence[str], fields: Sequence[FieldSpec
     return result
 
 
+def _read_error(exc: Exception, source: str) -> Exception:
+    """The DataError of a Spark job's failure reading ``source``'s text (``exc`` itself if
+    it is not one): a value that is not UTF-8 (see _BYTES), a line that is not JSON."""
+    said = str(exc)
+    if "MALFORMED_CHARACTER_CODING" in said or _NOT_UTF8 in said:
+        return DataError(f"{source}: cannot read CSV data: not UTF-8 text: save the file as UTF-8")
+    if _MALFORMED in said:
+        return DataError(
+            f"{source}: cannot read JSONL data: a line is not a JSON object in UTF-8 text "
+            "(Spark's FAILFAST mode)"
+        )
+    return exc
+
+
 def _read(session: Any, fmt: str, locations: list[str]) -> Any:
     """``locations`` read together; a path or glob that names no file is refused by name."""
     from pyspark.errors import AnalysisException
@@ -266,13 +282,17 @@ def _read(session: Any, fmt: str, locations: list[str]) -> Any:
         for location in locations:  # which one: each read alone (a header or a footer)
             _read(session, fmt, [location])
         raise
+    except DataError:
+        raise
+    except Exception as exc:  # JSON Lines' schema is inferred from the lines, FAILFAST
+        raise _read_error(exc, _shown(locations)) from None
 
 
 def _reader(session: Any, fmt: str, locations: list[str]) -> Any:
     if fmt == "parquet":
         return session.read.parquet(*locations)
     if fmt == "jsonl":
-        return session.read.json(locations)
+        return session.read.json(locations, mode="FAILFAST")
     tabs = [x for x in locations if x.lower().endswith(".tsv")]
     if tabs and len(tabs) < len(locations):
         raise DataError(f"{_shown(tabs)}: give TSV and CSV files in separate builds")
