@@ -35,6 +35,9 @@ FIELDS = (
     FieldSpec("region", "categorical", "input"),
     FieldSpec("class", "categorical", "prediction"),
 )
+# `driftgauge baseline`'s arguments for each runner (the conftest's `runners` adds Dask's
+# scheduler address).
+RUNNERS = {"local": ["--workers", "2"], "spark": ["--spark", "local[2]"], "dask": ["--dask"]}
 KLL_K = 200  # small: a few thousand rows already put the sketch in estimation mode
 
 

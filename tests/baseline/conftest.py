@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.baseline.cluster_support import RUNNERS
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -100,3 +102,11 @@ def dask_client(dask_cluster: Any) -> Iterator[Any]:
 
     with Client(dask_cluster) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def runners(request: pytest.FixtureRequest) -> dict[str, list[str]]:
+    """Each runner's arguments: the Spark session and Dask cluster are started once."""
+    request.getfixturevalue("spark")  # the command uses the running session
+    cluster: Any = request.getfixturevalue("dask_cluster")
+    return {**RUNNERS, "dask": ["--dask", cluster.scheduler_address]}

@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from driftgauge.cli import main
 from driftgauge.config import Config
 from driftgauge.exceptions import DataError
+from tests.baseline.cluster_support import RUNNERS
 
 HEADER = b"alcohol,ash,region,class\n"
 ROWS = b"".join(b"13.%d,2.%d,north,a\n" % (i % 10, i % 7) for i in range(300))
@@ -37,15 +37,6 @@ BAD_FILES: dict[str, tuple[bytes | None, str]] = {
     "missing.csv": (None, "{path}: no such data file"),
     "none-*.csv": (None, "{path}: no file matches"),
 }
-RUNNERS = {"local": ["--workers", "2"], "spark": ["--spark", "local[2]"], "dask": ["--dask"]}
-
-
-@pytest.fixture(scope="module")
-def runners(request: pytest.FixtureRequest) -> dict[str, list[str]]:
-    """Each runner's arguments: the Spark session and Dask cluster are started once."""
-    request.getfixturevalue("spark")  # the command uses the running session
-    cluster: Any = request.getfixturevalue("dask_cluster")
-    return {**RUNNERS, "dask": ["--dask", cluster.scheduler_address]}
 
 
 @pytest.mark.parametrize("name", BAD_FILES)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,11 @@ from hypothesis import strategies as st
 
 from driftgauge.baseline import csvfiles, datafiles
 from driftgauge.baseline.chunks import CSV_NUMERIC_NULLS, Chunk
-from driftgauge.config import FieldSpec
+from driftgauge.cli import main
+from driftgauge.config import Config, FieldSpec
 from driftgauge.exceptions import DataError
 from driftgauge.jsonbody import decode_json
+from tests.baseline.cluster_support import RUNNERS
 
 NFC = unicodedata.normalize("NFC", "naïve")
 NFD = unicodedata.normalize("NFD", "naïve")  # looks the same, is another name
@@ -537,3 +540,41 @@ def test_a_file_not_in_utf_8_says_so_and_what_to_do(
         DataError, match=r"not UTF-8 text( \(byte 0xe9\))?: save the file as UTF-8$"
     ):
         list(datafiles.read_chunks(path, fields))
+
+
+JSON_LINE = b'{"alcohol": 13.1, "ash": 2.1, "region": "north", "class": "a"}'
+BAD_JSON_FILES = {
+    "empty.jsonl": (b"", "{path}: holds no rows (no baseline written)"),
+    "array.json": (
+        b"[" + b", ".join([JSON_LINE] * 50) + b"]\n",
+        "{path}: holds a JSON array; baselines read JSON Lines, one object per line "
+        "(for example: jq -c '.[]' FILE > FILE.jsonl)",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", BAD_JSON_FILES)
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_every_runner_refuses_an_empty_or_array_json_file_in_the_same_line(
+    tmp_path: Path,
+    runner: str,
+    name: str,
+    runners: dict[str, list[str]],
+    make_config: Callable[..., Config],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An empty JSON Lines file holds no rows and a file of one JSON array is refused with
+    the way to convert it, on every runner (Spark and Dask said no column was there, and
+    Spark built from the array's objects)."""
+    make_config()
+    data, said = BAD_JSON_FILES[name]
+    path = tmp_path / name
+    path.write_bytes(data)
+    output = tmp_path / "out.dgb"
+    arguments = ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", str(path)]
+    code = main([*arguments, "-o", str(output), *runners[runner]])
+    ours = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("driftgauge: ")
+    ]
+    assert (code, ours) == (DataError.exit_code, ["driftgauge: " + said.format(path=path)])
+    assert not output.exists()

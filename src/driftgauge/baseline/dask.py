@@ -39,6 +39,7 @@ from driftgauge.baseline.chunks import (
     require_columns,
 )
 from driftgauge.baseline.csvfiles import empty_file, require_separator
+from driftgauge.baseline.datafiles import require_local_lines
 from driftgauge.baseline.inputs import is_glob, location_format, not_found
 from driftgauge.baseline.passes import ClassPass, SketchPass
 from driftgauge.baseline.runner import PassState
@@ -292,6 +293,8 @@ def read_data(locations: Sequence[str], fields: Sequence[FieldSpec]) -> Any:
                 raise not_found(str(cause.filename or shown)) from None
             problem = plain_utf8(first_line(cause))
             raise DataError(f"{shown}: cannot read {fmt.upper()} data: {problem}") from None
+        if fmt == "jsonl" and not len(frame.columns):  # empty files: no rows, as locally
+            frame = dd.from_dict({n: [] for n in names}, npartitions=1).astype(types)
         require_columns(shown, list(frame.columns), fields)
         frames.append(frame[names])
     return frames[0] if len(frames) == 1 else dd.concat(frames)
@@ -314,6 +317,7 @@ def _read(dd: Any, fmt: str, group: list[str], types: dict[str, str]) -> Any:
         # Partitions of about the local build's part size: one file is not one task.
         return dd.read_parquet(group, blocksize=PARTITION_BYTES)
     if fmt == "jsonl":
+        require_local_lines(group)
         return dd.read_json(group, lines=True, blocksize=64 << 20, dtype=types)
     tabs = [x for x in group if x.lower().endswith(".tsv")]
     if tabs and len(tabs) < len(group):

@@ -44,6 +44,7 @@ __all__ = [
     "part_batches",
     "read_chunks",
     "require_lines",
+    "require_local_lines",
 ]
 
 try:
@@ -114,6 +115,16 @@ def require_lines(source: DataInput | Path) -> None:
             f"{source.name}: holds a JSON array; baselines read JSON Lines, one object per "
             "line (for example: jq -c '.[]' FILE > FILE.jsonl)"
         )
+
+
+def require_local_lines(locations: Sequence[str]) -> None:
+    """:func:`require_lines` for each of ``locations`` (paths, globs, URLs that Spark or Dask
+    reads) that is a local JSON Lines file named as it is; Spark read one JSON array as its
+    objects and Dask as no columns, where the local build refuses it."""
+    for location in locations:
+        path = Path(location.removeprefix("file://"))
+        if "://" not in str(path) and path.is_file() and file_format(path) == "jsonl":
+            require_lines(path)
 
 
 T = TypeVar("T")

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from driftgauge.baseline.chunks import CHUNK_ROWS, arrow_chunk, plain_utf8, require_columns
 from driftgauge.baseline.csvfiles import empty_file, require_separator
+from driftgauge.baseline.datafiles import require_local_lines
 from driftgauge.baseline.inputs import location_format, not_found
 from driftgauge.baseline.runner import PassState
 from driftgauge.config import FieldSpec
@@ -246,6 +247,8 @@ def read_data(session: Any, locations: Sequence[str], fields: Sequence[FieldSpec
         if not group:
             continue
         frame = _read(session, fmt, group)
+        if fmt == "jsonl" and not frame.columns:  # empty files: no rows, as locally
+            frame = session.createDataFrame([], ", ".join(f"`{f.name}` string" for f in fields))
         require_columns(_shown(group), frame.columns, fields)
         frames.append(frame.select(*_typed(frame, fields, fmt)))
     result = frames[0]
@@ -292,6 +295,7 @@ def _reader(session: Any, fmt: str, locations: list[str]) -> Any:
     if fmt == "parquet":
         return session.read.parquet(*locations)
     if fmt == "jsonl":
+        require_local_lines(locations)
         return session.read.json(locations, mode="FAILFAST")
     tabs = [x for x in locations if x.lower().endswith(".tsv")]
     if tabs and len(tabs) < len(locations):
