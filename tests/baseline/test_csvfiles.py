@@ -24,6 +24,10 @@ BAD_FILES: dict[str, tuple[bytes | None, str]] = {
         "{path}: cannot read CSV data: not UTF-8 text: save the file as UTF-8",
     ),
     "header-only.csv": (HEADER, "{path}: holds no rows (no baseline written)"),
+    "blank-first-line.csv": (
+        b"\n" + HEADER + ROWS,
+        "{path}: line 1 is blank: a CSV file's first line is its header",
+    ),
     "semicolons.csv": (
         HEADER.replace(b",", b";") + ROWS.replace(b",", b";"),
         "{path}: the header is one column, 'alcohol;ash;region;class', with ';' between "
@@ -50,7 +54,8 @@ def test_every_runner_refuses_a_bad_csv_file_in_the_same_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """An empty file, one not UTF-8 (Spark read its bytes as U+FFFD and built), one of its
-    header alone, one of ';', one without a field's column, a missing file and a glob
+    header alone, one whose first line is blank (Spark and Dask took the next as the header
+    and built), one of ';', one without a field's column, a missing file and a glob
     matching nothing: exit 4 and the same line on the local, Spark and Dask builds."""
     make_config()
     data, said = BAD_FILES[name]

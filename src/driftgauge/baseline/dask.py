@@ -39,7 +39,7 @@ from driftgauge.baseline.chunks import (
     require_columns,
 )
 from driftgauge.baseline.csvfiles import empty_file, require_separator
-from driftgauge.baseline.datafiles import require_local_lines
+from driftgauge.baseline.datafiles import require_local_files
 from driftgauge.baseline.inputs import is_glob, location_format, not_found
 from driftgauge.baseline.passes import ClassPass, SketchPass
 from driftgauge.baseline.runner import PassState
@@ -280,6 +280,7 @@ def read_data(locations: Sequence[str], fields: Sequence[FieldSpec]) -> Any:
             continue
         shown = ", ".join(group[:3])
         _require_files(group)
+        require_local_files(group)
         try:
             frame = _read(dd, fmt, group, types)
         except DataError:
@@ -317,7 +318,6 @@ def _read(dd: Any, fmt: str, group: list[str], types: dict[str, str]) -> Any:
         # Partitions of about the local build's part size: one file is not one task.
         return dd.read_parquet(group, blocksize=PARTITION_BYTES)
     if fmt == "jsonl":
-        require_local_lines(group)
         return dd.read_json(group, lines=True, blocksize=64 << 20, dtype=types)
     tabs = [x for x in group if x.lower().endswith(".tsv")]
     if tabs and len(tabs) < len(group):

@@ -33,7 +33,7 @@ from driftgauge.baseline.csvfiles import (
     range_batches,
     stdlib_csv_chunks,
 )
-from driftgauge.baseline.inputs import DataInput, as_input, data_format
+from driftgauge.baseline.inputs import DataInput, as_input, data_format, resolve_inputs
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import DataError, first_line
 
@@ -44,7 +44,7 @@ __all__ = [
     "part_batches",
     "read_chunks",
     "require_lines",
-    "require_local_lines",
+    "require_local_files",
 ]
 
 try:
@@ -117,14 +117,28 @@ def require_lines(source: DataInput | Path) -> None:
         )
 
 
-def require_local_lines(locations: Sequence[str]) -> None:
-    """:func:`require_lines` for each of ``locations`` (paths, globs, URLs that Spark or Dask
-    reads) that is a local JSON Lines file named as it is; Spark read one JSON array as its
-    objects and Dask as no columns, where the local build refuses it."""
+def require_local_files(locations: Sequence[str]) -> None:
+    """What a local build checks first, of the local files ``locations`` (paths, globs and
+    ``file://`` URLs that Spark or Dask reads) name: a CSV file's header (a first line, not
+    blank, split by the file's separator), a JSON Lines file's start (not one JSON array).
+
+    Spark and Dask took the line after a blank first line as the header; Spark read a file
+    holding one JSON array as its objects, Dask as no columns.
+    """
     for location in locations:
-        path = Path(location.removeprefix("file://"))
-        if "://" not in str(path) and path.is_file() and file_format(path) == "jsonl":
-            require_lines(path)
+        if "://" in location.removeprefix("file://"):
+            continue  # another store: Spark and Dask read it themselves
+        for source in resolve_inputs([location]):
+            list(_reported(source, _first_lines(source)))
+
+
+def _first_lines(source: DataInput) -> Iterator[None]:
+    """:func:`require_local_files`'s checks of ``source``, read as :func:`_reported` reports."""
+    if source.format == "csv":
+        csv_file_header(source, source.delimiter)
+    elif source.format == "jsonl":
+        require_lines(source)
+    yield from ()
 
 
 T = TypeVar("T")

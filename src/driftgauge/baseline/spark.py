@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from driftgauge.baseline.chunks import CHUNK_ROWS, arrow_chunk, plain_utf8, require_columns
 from driftgauge.baseline.csvfiles import empty_file, require_separator
-from driftgauge.baseline.datafiles import require_local_lines
+from driftgauge.baseline.datafiles import require_local_files
 from driftgauge.baseline.inputs import location_format, not_found
 from driftgauge.baseline.runner import PassState
 from driftgauge.config import FieldSpec
@@ -246,6 +246,7 @@ def read_data(session: Any, locations: Sequence[str], fields: Sequence[FieldSpec
         group = [x for x in locations if location_format(x, "Spark") == fmt]
         if not group:
             continue
+        require_local_files(group)
         frame = _read(session, fmt, group)
         if fmt == "jsonl" and not frame.columns:  # empty files: no rows, as locally
             frame = session.createDataFrame([], ", ".join(f"`{f.name}` string" for f in fields))
@@ -295,7 +296,6 @@ def _reader(session: Any, fmt: str, locations: list[str]) -> Any:
     if fmt == "parquet":
         return session.read.parquet(*locations)
     if fmt == "jsonl":
-        require_local_lines(locations)
         return session.read.json(locations, mode="FAILFAST")
     tabs = [x for x in locations if x.lower().endswith(".tsv")]
     if tabs and len(tabs) < len(locations):
