@@ -56,6 +56,25 @@ METRICS: Any = SimpleNamespace(
 SAMPLER: Any = SimpleNamespace(update=lambda: 1.0, charge=lambda cpu, records: None)
 
 
+@pytest.fixture
+def pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The consumer's pauses (its asyncio.sleep delays), in order."""
+    delays: list[float] = []
+
+    class Asyncio:
+        """The asyncio module, with the consumer's pauses recorded."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(asyncio, name)
+
+        async def sleep(self, delay: float) -> None:
+            delays.append(delay)
+            await asyncio.sleep(delay)
+
+    monkeypatch.setattr(consumer, "asyncio", Asyncio())
+    return delays
+
+
 @contextlib.asynccontextmanager
 async def consuming(queue: RecordQueue, router: Recorder) -> AsyncIterator[asyncio.Task[None]]:
     """The consumer draining ``queue`` into ``router`` while the block runs, cancelled after."""
@@ -185,27 +204,61 @@ async def test_a_slice_of_cheap_records_that_took_long_sends_no_record_to_a_thre
 
 
 async def test_a_slice_held_up_by_the_node_pauses_for_its_cpu_not_its_wall_time(
-    monkeypatch: pytest.MonkeyPatch,
+    pauses: list[float],
 ) -> None:
     """A slice whose read spans 30 ms of wall time for almost no CPU (the process preempted on
     a busy or CPU-throttled node) is followed by the shortest pause, not by 30 ms: pausing
     for the wall time left monitoring far less than half the loop, and a small queue filled."""
-    pauses: list[float] = []
-
-    class Asyncio:
-        """The asyncio module, with the consumer's pauses recorded."""
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(asyncio, name)
-
-        async def sleep(self, delay: float) -> None:
-            pauses.append(delay)
-            await asyncio.sleep(delay)
-
-    monkeypatch.setattr(consumer, "asyncio", Asyncio())
     queue, router = queue_of(300), Recorder()
     router.on_read = lambda: time.sleep(0.03)  # wall time, no CPU
     async with consuming(queue, router):
         await eventually(lambda: sum(router.batches) == 300)
     assert len(router.reads) >= 2
     assert pauses and max(pauses) < 0.01, pauses
+
+
+@pytest.mark.parametrize("seam", ["_read_timed", "_observe_timed"])
+async def test_a_slice_or_batch_charged_far_beyond_its_size_pauses_within_twice_that(
+    monkeypatch: pytest.MonkeyPatch, pauses: list[float], seam: str
+) -> None:
+    """Under CPU contention a slice or observe of a record, normally under 1 ms, was charged
+    up to 100 ms of thread CPU, and the consumer paused as long: a queue of 10 at 400
+    requests/s overflowed meanwhile.  The pause is at most twice what the slice or batch was
+    sized to cost; the next one, resized from the charge, pays its own."""
+    timed = getattr(consumer, seam)
+    charges = [0.1]  # the first call's
+
+    def charged(batcher: Any, *arguments: Any) -> float:
+        work: float = timed(batcher, *arguments)
+        return charges.pop() if charges else work
+
+    monkeypatch.setattr(consumer, seam, charged)
+    queue, router = queue_of(1), Recorder()
+    async with consuming(queue, router):
+        await eventually(lambda: router.batches == [1] and len(pauses) >= 2)
+    sized = consumer.SLICE_SECONDS if seam == "_read_timed" else consumer.OBSERVE_SECONDS
+    assert not charges
+    assert max(pauses) <= 2 * sized, pauses
+
+
+async def test_a_small_queue_full_after_a_one_record_batch_is_observed_in_one_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A one-record observe costs its fixed cost (0.6 ms here, whatever the batch holds), so
+    the next batch was sized to 6 records and a full queue of 8 took two batches, each with
+    that cost and a pause: the quarter batch left over joins the batch instead."""
+
+    def observe_timed(batcher: Any, pending: dict[Any, Any]) -> float:
+        batcher.observe(pending)
+        pending.clear()
+        return 0.0006
+
+    monkeypatch.setattr(consumer, "_observe_timed", observe_timed)
+    queue, router = RecordQueue(8, lambda reason: None), Recorder()
+    queue.put(Record(0.0, b"{}", b"{}"))
+    async with consuming(queue, router):
+        await eventually(lambda: router.batches == [1])
+        for index in range(8):
+            queue.put(Record(float(index), b"{}", b"{}"))
+        await eventually(lambda: sum(router.batches) == 9)
+    assert router.batches == [1, 8]

@@ -2,7 +2,8 @@
 
 The proxy only enqueues what it answered; :func:`consume` reads those records
 on the proxy's loop in slices timed to about 2 ms of CPU, each followed by
-a pause as long as that CPU, hands what it read to the sketches in batches (a
+a pause as long as that CPU (at most twice what the slice was sized to cost),
+hands what it read to the sketches in batches (a
 batch's fixed cost paid once for many), moves a record too dear for the
 loop to a worker thread, and charges the CPU it took to the ``Sampler``,
 which adapts the share of requests admitted.  ``app.py`` starts it under the
@@ -26,6 +27,7 @@ __all__ = [
     "BATCH_RECORDS",
     "BATCH_SECONDS",
     "BEHIND_SECONDS",
+    "MAX_PAUSE_FACTOR",
     "MIN_PAUSE_SECONDS",
     "OBSERVE_SECONDS",
     "SLICE_SECONDS",
@@ -58,6 +60,12 @@ OBSERVE_SECONDS = 2 * SLICE_SECONDS
 # selector rounds a shorter sleep up (about 1.1 ms), uvloop rounds it to the nearest (0 below
 # 0.5 ms: no pause at all, and monitoring would take the loop from the requests).
 MIN_PAUSE_SECONDS = 0.001
+# The longest pause after a slice or batch, as a multiple of what it was sized to cost.  Under
+# CPU contention (or a long garbage collection) a slice or observe of a few records, normally
+# 0.3-1 ms, was sometimes charged 13-100 ms of thread CPU, and as long a pause let a queue of 10
+# overflow at 400 requests a second.  Such a charge also resizes the next slice or batch, which
+# then pays for itself: a cost that lasts is paused in full from then on.
+MAX_PAUSE_FACTOR = 2.0
 # A record whose ingest costs more CPU than this runs in a worker thread (see consume).
 THREAD_SECONDS = 0.02
 # The interpreter's switch interval while it does: how long the loop's thread may wait for
@@ -124,6 +132,8 @@ async def consume(
     their CPU to the sampler and let it adapt the share of requests admitted."""
     size, batch, threaded = 1, 1, False
     single = 0.0  # what a one-record batch's observe costs at most
+    each = 0.0  # what a record cost to read in the last slice
+    target = batch  # the records the batch being read will hold
     pending: dict[Batcher, Extraction] = {}
     try:
         while True:
@@ -135,22 +145,27 @@ async def consume(
             metrics.sampling_rate.set(sampler.update())
             backlog = len(queue)  # records that come in meanwhile wait for the next batch
             while backlog:
-                # Records are read (decoded, extracted) in slices sized to cost about
-                # SLICE_SECONDS on the proxy's loop, each followed by a pause as long as its
-                # CPU: monitoring gets at most half the loop's CPU, a slice never holds a
-                # request up for long, and under overload the queue fills and drops (counted)
-                # instead of the traffic slowing down.  Not as long as its wall time: on a
-                # busy or CPU-throttled node a slice of 2 ms of CPU may span 50 ms, in which
-                # the requests were held up by the node, not by the slice, and a 50 ms pause
-                # left monitoring far less than half (its queue filled at modest rates).  The
-                # records read then reach the sketches together, in batches sized likewise
-                # to cost about OBSERVE_SECONDS (at most BATCH_RECORDS records), so a batch's
-                # fixed cost is paid once for many.  The first slice and batch are one
-                # record: it also creates the windows' slices, dear for a wide model.  When
-                # even one record costs much more CPU (huge bodies, many thousands of
-                # fields), slices are read and ingested in a worker thread, which hands the
-                # loop the GIL back within THREAD_SWITCH_SECONDS.
-                records = queue.take(min(size, backlog, batch - _count(pending)))
+                # Records are read (decoded, extracted) in slices sized to cost about SLICE_SECONDS
+                # on the proxy's loop, each followed by a pause as long as its CPU (within
+                # MAX_PAUSE_FACTOR): monitoring gets at most half the loop's CPU, a slice never
+                # holds a request up for long, and under overload the queue fills and drops
+                # (counted) instead of the traffic slowing down.  Not as long as its wall time: on
+                # a busy or CPU-throttled node a slice of 2 ms of CPU may span 50 ms, in which the
+                # requests were held up by the node, not by the slice, and a 50 ms pause left
+                # monitoring far less than half (its queue filled at modest rates).  The records
+                # read then reach the sketches together, in batches sized likewise to cost about
+                # OBSERVE_SECONDS (at most BATCH_RECORDS records), so a batch's fixed cost is paid
+                # once for many.  The first slice and batch are one record: it also creates the
+                # windows' slices, dear for a wide model.  When even one record costs much more CPU
+                # (huge bodies, many thousands of fields), slices are read and ingested in a worker
+                # thread, which hands the loop the GIL back within THREAD_SWITCH_SECONDS.
+                if not pending:
+                    # A remainder of at most a quarter batch joins it: on its own it would pay a
+                    # batch's fixed cost and a pause for a few records (a queue of 8 against a
+                    # batch of 7 sized from a one-record observe took two turns to drain).
+                    stretch = min(BATCH_RECORDS, batch + -(-batch // 4))
+                    target = backlog if backlog <= stretch else batch
+                records = queue.take(min(size, backlog, target - _count(pending)))
                 if not records:
                     break
                 backlog = min(backlog - len(records), len(queue))
@@ -159,16 +174,19 @@ async def consume(
                 else:
                     work = _read_timed(batcher, records, pending)
                 sampler.charge(work, len(records))
+                pause = _pause(work, max(SLICE_SECONDS, each * len(records)))
+                each = work / len(records)
                 # Sized from this slice's cost per record read: a slice cut short by the
                 # backlog was cheap because it was short, not because its records were.
                 ideal = int(len(records) * SLICE_SECONDS / max(work, 1e-6))
                 size = max(1, min(BATCH_RECORDS, ideal))
                 threaded = work > THREAD_SECONDS * len(records)  # a record's cost, not a slice's
                 count = _count(pending)
-                if count and (count >= batch or not backlog or threaded):
-                    await asyncio.sleep(max(work, MIN_PAUSE_SECONDS))
+                if count and (count >= target or not backlog or threaded):
+                    await asyncio.sleep(pause)
                     work = _observe_timed(batcher, pending)
                     sampler.charge(work, 0)  # the records were counted as they were read
+                    pause = _pause(work, max(OBSERVE_SECONDS, 2 * single))
                     # Sized to cost OBSERVE_SECONDS, or twice a one-record batch's cost where
                     # that is dearer (a wide model's windows: several ms however few records),
                     # so that fixed cost is still shared by many records.  That cost is the
@@ -181,10 +199,15 @@ async def consume(
                     threaded = threaded or (count == 1 and work > THREAD_SECONDS)
                 metrics.queue_depth.set(len(queue))
                 metrics.sampling_rate.set(sampler.update())
-                await asyncio.sleep(max(work, MIN_PAUSE_SECONDS))
+                await asyncio.sleep(pause)
     finally:  # cancelled (shutdown): what was read still reaches the sketches
         batcher.observe(pending)
 
 
 def _count(pending: dict[Batcher, Extraction]) -> int:
     return sum(len(read) for read in pending.values())
+
+
+def _pause(work: float, sized: float) -> float:
+    """The pause after ``work`` CPU seconds of a slice or batch sized to cost ``sized``."""
+    return max(MIN_PAUSE_SECONDS, min(work, MAX_PAUSE_FACTOR * sized))
