@@ -94,6 +94,13 @@ def write_csv(path: Path, columns: dict[str, list[Any]]) -> Path:
     return path
 
 
+def burn(seconds: float) -> None:
+    """Spend ``seconds`` of this thread's CPU time (what ingestion costs, as the sampler reads it)."""
+    until = time.thread_time() + seconds
+    while time.thread_time() < until:
+        pass
+
+
 async def eventually(check: Any, within: float = 10.0) -> None:
     """:func:`wait_for` for coroutines: poll ``check()`` without blocking the event loop."""
     deadline = time.monotonic() + within

@@ -41,7 +41,7 @@ from driftgauge.sources.cloudevents import (
     parse_events,
 )
 from driftgauge.typing import Record
-from tests.helpers import base_config, free_port
+from tests.helpers import base_config, burn, free_port
 from tests.kserve_logger import binary, encode, kserve_event, send, structured
 from tests.proxy_upstream import Seen, Upstream, upstream_server
 
@@ -85,7 +85,7 @@ class Running:
 async def running(cost: float = 0.0, **settings: Any) -> AsyncIterator[Running]:
     """A CloudEventsSource on a free loopback port, always closed.
 
-    ``cost``: seconds each record takes in ``on_records`` (blocking the loop, like ingestion).
+    ``cost``: CPU seconds each record takes in ``on_records`` (on the loop, like ingestion).
     """
     config = CloudEventsConfig(listen=("127.0.0.1", 0), **settings)
     batches: list[list[Record]] = []
@@ -93,7 +93,7 @@ async def running(cost: float = 0.0, **settings: Any) -> AsyncIterator[Running]:
     dropped: Counter[str] = Counter()
 
     def on_records(batch: list[Record]) -> None:
-        time.sleep(cost * len(batch))
+        burn(cost * len(batch))
         batches.append(batch)
 
     def count(reason: str) -> None:
@@ -572,6 +572,42 @@ async def test_pairs_beyond_what_monitoring_keeps_up_with_are_dropped_and_counte
         assert ce.dropped["cloudevents_overload"] > 0
         assert set(ce.dropped) == {"cloudevents_overload"}
         assert not ce.errors
+
+
+@pytest.mark.parametrize(("wall", "cpu"), [(0.03, 0.0), (0.0, 0.05)])
+async def test_a_batch_pauses_for_its_cpu_within_twice_what_it_was_sized_to_cost(
+    monkeypatch: pytest.MonkeyPatch, session: ClientSession, wall: float, cpu: float
+) -> None:
+    """An on_records call spanning 30 ms of wall time for no CPU (the process preempted on a
+    busy node; 60-500 ms were seen for 0.2 ms of CPU), or charged 50 ms of CPU for one cheap
+    record (contention, a garbage collection), is followed by a pause of its CPU within twice
+    the 5 ms a batch is sized to: pausing as long let max_pending 5 overflow at 100 pairs/s."""
+    pauses: list[float] = []
+
+    class Asyncio:
+        """The asyncio module, with the source's pauses recorded."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(asyncio, name)
+
+        async def sleep(self, delay: float) -> None:
+            pauses.append(delay)
+            await asyncio.sleep(delay)
+
+    monkeypatch.setattr(cloudevents_module, "asyncio", Asyncio())
+    async with running() as ce:
+        on_records = ce.source._on_records
+
+        def held_up(batch: list[Record]) -> None:
+            time.sleep(wall)
+            burn(cpu)
+            on_records(batch)
+
+        ce.source._on_records = held_up
+        for kind, body in (("request", REQUEST), ("response", RESPONSE)):
+            assert await send(session, ce.url, binary(kserve_event(kind, "slow", body))) == 200
+        await ce.until(lambda: bool(ce.records and pauses), "the first batch and its pause")
+    assert max(pauses) <= 2 * cloudevents_module.SLICE_SECONDS, pauses
 
 
 async def test_close_hands_over_pairs_not_yet_delivered(session: ClientSession) -> None:

@@ -22,16 +22,10 @@ from driftgauge.config import CloudEventsConfig
 from driftgauge.sources.cloudevents import CloudEventsSource
 from driftgauge.sources.sampling import Sampler
 from driftgauge.typing import Record
+from tests.helpers import burn
 from tests.kserve_logger import binary, kserve_event, send
 
 pytestmark = pytest.mark.serial  # timing under load: run alone (scripts/test.sh)
-
-
-def burn(seconds: float) -> None:
-    """Spend ``seconds`` of this thread's CPU time (what ingestion costs, as the sampler reads it)."""
-    until = time.thread_time() + seconds
-    while time.thread_time() < until:
-        pass
 
 
 @dataclass

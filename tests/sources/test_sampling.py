@@ -25,7 +25,7 @@ from driftgauge.config import CloudEventsConfig
 from driftgauge.sources.cloudevents import CloudEventsSource
 from driftgauge.sources.sampling import HEADROOM, RISE, Sampler
 from driftgauge.typing import Record
-from tests.helpers import scrape, series
+from tests.helpers import burn, scrape, series
 from tests.kserve_logger import binary, kserve_event, send
 from tests.proxy_upstream import running_proxy, until, upstream_server
 
@@ -265,13 +265,6 @@ async def test_the_proxy_samples_under_a_tiny_cpu_budget_and_every_request_is_an
     assert router.dropped.keys() <= {"sampled"}
     assert not monitor.dropped
     assert not monitor.parse_errors
-
-
-def burn(seconds: float) -> None:
-    """Spend ``seconds`` of this thread's CPU time (what ingestion costs, as the sampler reads it)."""
-    until = time.thread_time() + seconds
-    while time.thread_time() < until:
-        pass
 
 
 async def test_cloudevents_pairs_are_sampled_under_a_tiny_cpu_budget() -> None:
