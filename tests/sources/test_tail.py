@@ -297,15 +297,31 @@ async def held_open(path: Path, seconds: float) -> None:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="inotify tells of a new file at once")
+@pytest.mark.parametrize("checked_late", [False, True], ids=["promptly", "checked late"])
 @pytest.mark.parametrize("linked", [False, True], ids=["the path", "a link to it"])
 async def test_a_file_created_and_rotated_away_before_the_next_poll_is_read_on_linux(
-    tmp_path: Path, start_tail: StartTail, linked: bool
+    tmp_path: Path,
+    start_tail: StartTail,
+    monkeypatch: pytest.MonkeyPatch,
+    linked: bool,
+    checked_late: bool,
 ) -> None:
     """A file created at the path wakes the tailer, which holds it open at once, long before
     its next poll: rotated away in turn, it is still read, after the old file and before the
     next one, each line once.  A followed path that is a link (Kubernetes'
     /var/log/containers/*.log) is rotated where it leads, and is woken from there (r100-r104
-    were lost)."""
+    were lost).  Also when the file is created before the tailer's first wait, as on a busy
+    machine (its path check, in a worker thread, made slow here): the tailer watches from its
+    start, not from that wait, which left the file to the next poll."""
+    if checked_late:
+        identity = tail_module._identity
+
+        def late(path: Path) -> tuple[int, int] | None:
+            named = identity(path)
+            time.sleep(0.1)
+            return named
+
+        monkeypatch.setattr(tail_module, "_identity", late)
     (tmp_path / "pods").mkdir()
     log = tmp_path / "pods" / "0.log"
     first, second = log.with_name("0.log.2"), log.with_name("0.log.1")

@@ -334,6 +334,9 @@ class TailSource:
     async def run(self) -> None:
         """Follow the file until cancelled; the offset is saved before cancellation propagates."""
         try:
+            # Watched from the start: a file created at the path while the first chunks are
+            # read and checked (in worker threads, slow on a busy machine) waited for a poll.
+            self._watch.start()
             while True:
                 try:
                     more = await self._step()

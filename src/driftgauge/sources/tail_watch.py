@@ -63,10 +63,14 @@ class PathWatch:
         self._changed.clear()
         return changed
 
-    async def wait(self, seconds: float) -> None:
-        """Return when the name changes (or changed since the last look), or after ``seconds``."""
+    def start(self) -> None:
+        """Watch from now on (else from the first :meth:`wait`), where the path can be watched."""
         if self._fd is None:
             self._start()
+
+    async def wait(self, seconds: float) -> None:
+        """Return when the name changes (or changed since the last look), or after ``seconds``."""
+        self.start()
         if not self._changed.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(seconds):
