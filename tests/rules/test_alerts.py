@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import subprocess
 import sys
@@ -418,6 +419,127 @@ def test_drifted_fields_fire_with_the_configured_thresholds(
         if rule.get("labels", {}).get("feature") == "naïve"
     }
     assert severities == {"ticket"}
+
+
+# Two replicas of a field of 10 baseline bins (df 9: gate 3.12x its noise floor at z 3.09)
+# and a two-valued one (df 1: 11.16x), PSI and noise floor per replica in both windows,
+# and each replica's bin counters a minute (flag's drawn by replica A alone).
+REPLICAS = {
+    "10.0.0.7:10117": {
+        "x": {"psi": 0.31, "floor": 0.002, "bins": [600] + [60] * 9},
+        "flag": {"psi": 0.03, "floor": 0.004, "bins": [28, 22]},  # 7.5x: only df 9 passes it
+    },
+    "10.0.0.8:10117": {
+        "x": {"psi": 0.03, "floor": 0.004, "bins": [60] * 10},  # 7.5x, above 0.02
+        "flag": {"psi": 0.05, "floor": 0.004, "bins": [0, 0]},  # 12.5x
+    },
+}
+# What fires: (alert, instance or None for the fleet, field, value)
+FLEET_SHARES = [660 / 1740] + [120 / 1740] * 9
+FLEET_X = sum((s - 0.1) * math.log(s / 0.1) for s in FLEET_SHARES)
+FIRES = [
+    ("DriftgaugeFeatureDriftWarning", "10.0.0.7:10117", "x", 0.31),
+    ("DriftgaugeFeatureDriftWarning", "10.0.0.8:10117", "x", 0.03),
+    ("DriftgaugeFeatureDriftWarning", "10.0.0.8:10117", "flag", 0.05),
+    ("DriftgaugeFeatureDriftCritical", "10.0.0.7:10117", "x", 0.31),
+    # flag's fleet PSI 0.029 over 250 observations: 6.9x its floor, under its gate
+    ("DriftgaugeFleetFeatureDrift", None, "x", FLEET_X),
+]
+
+
+def test_each_replica_and_field_is_gated_by_its_own_baseline_bins(tmp_path: Path) -> None:
+    """promtool, two replicas and two windows: each field's χ² gate follows its own bins
+    (df 9 and 1) on each replica and in the fleet, and the fleet counts every replica's
+    observations (the bins counted once an evaluation for every gate, the counters read
+    once by the fleet rate)."""
+    windows = ["5m", "1h"]
+    fields = (FieldSpec("x", "numeric", "input"), FieldSpec("flag", "categorical", "input"))
+    model = ModelRules("wine", fields, _alerting({}, windows, ["x", "flag"]), min_observations=100)
+    rules = render_rules([model])
+    (tmp_path / "rules.yml").write_text(dump_yaml(rules), encoding="utf-8")
+    inputs = []
+    for instance, values in REPLICAS.items():
+        sidecar = {"job": "driftgauge", "instance": instance, "model": "wine"}
+        info = sidecar | {"baseline_id": "b1", "created": "2026-01-01", "rows": "5000"}
+        inputs.append({"series": _series("driftgauge_baseline_info", info), "values": "1x50"})
+        for name, field in values.items():
+            labels = sidecar | {"feature": name, "role": "input"}
+            bins = field["bins"]
+            for i, per_minute in enumerate(bins):
+                labels_bin = labels | {"bin": str(i)}
+                ratio = _series("driftgauge_baseline_bin_ratio", labels_bin)
+                inputs.append({"series": ratio, "values": f"{1 / len(bins)}x50"})
+                count = _series("driftgauge_bin_observations_total", labels_bin)
+                inputs.append({"series": count, "values": f"0+{per_minute}x50"})
+            baseline = _series("driftgauge_baseline_observations", labels)
+            inputs.append({"series": baseline, "values": "5000x50"})
+            for window in windows:
+                labels_window = labels | {"window": window}
+                for metric, value in (
+                    ("driftgauge_psi", field["psi"]),
+                    ("driftgauge_psi_noise_floor", field["floor"]),
+                    ("driftgauge_window_observations", 5000),
+                ):
+                    inputs.append(
+                        {"series": _series(metric, labels_window), "values": f"{value}x50"}
+                    )
+    by_name = {
+        rule["alert"]: rule
+        for group in rules["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+    checks = []
+    for alert in (
+        "DriftgaugeFeatureDriftWarning",
+        "DriftgaugeFeatureDriftCritical",
+        "DriftgaugeFleetFeatureDrift",
+    ):
+        expected = []
+        for name, instance, feature, value in FIRES:
+            if name != alert:
+                continue
+            where = (
+                {"instance": instance, "job": "driftgauge"} if instance else {"baseline_id": "b1"}
+            )
+            labels = where | {"model": "wine", "feature": feature, "role": "input"}
+            labels |= by_name[alert]["labels"]
+            annotations = {
+                k: expand(v, labels, value) for k, v in by_name[alert]["annotations"].items()
+            }
+            expected.append({"exp_labels": labels, "exp_annotations": annotations})
+        checks.append({"eval_time": "40m", "alertname": alert, "exp_alerts": expected})
+    observations = {
+        "expr": "driftgauge:fleet_observations:increase5m",
+        "eval_time": "40m",
+        "exp_samples": [
+            {
+                "labels": _series(
+                    "driftgauge:fleet_observations:increase5m",
+                    {"model": "wine", "baseline_id": "b1", "feature": feature, "role": "input"},
+                ),
+                "value": 5
+                * sum(
+                    per_minute
+                    for replica in REPLICAS.values()
+                    for per_minute in replica[feature]["bins"]
+                ),
+            }
+            for feature in ("x", "flag")
+        ],
+    }
+    promtool_test(
+        tmp_path,
+        ["rules.yml"],
+        [
+            {
+                "interval": "1m",
+                "input_series": inputs,
+                "alert_rule_test": checks,
+                "promql_expr_test": [observations],
+            }
+        ],
+    )
 
 
 # -- outputs ------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 from driftgauge.rules.promql import matchers, num
 
 __all__ = [
+    "BINS",
     "GATE",
     "MIN_EXPECTED",
     "READY",
@@ -26,6 +27,9 @@ __all__ = [
 
 
 GATE = "driftgauge:psi_chi2_gate"
+# The baseline bins holding data, per field and sidecar: recorded once an evaluation for
+# every gate to read, instead of each counting the field's bin ratios twice itself.
+BINS = "driftgauge:baseline_bin_ratio:count_nonzero"
 
 
 def _z_text(z: float) -> str:
@@ -40,13 +44,13 @@ def gate_selector(model: str, z: float) -> str:
 def gate_record(model: str, z: float) -> dict[str, Any]:
     """The recording rule of the χ² gate's multiplier at ``z`` for each field of ``model``.
 
-    With no drift PSI / noise floor follows χ²(df)/df, df = baseline bins holding data − 1
-    (at least 1, as the sidecar counts them); Wilson–Hilferty gives its quantile at z with
-    ``sqrt`` and ``^``. A field whose bin ratios are not scraped gets the df = 1 multiplier,
+    With no drift PSI / noise floor follows χ²(df)/df, df = baseline bins holding data
+    (:data:`BINS`) − 1 (at least 1, as the sidecar counts them); Wilson–Hilferty gives its
+    quantile at z with ``sqrt`` and ``^``. A field whose bin ratios are not scraped gets the df = 1 multiplier,
     the largest, so it is never gated more loosely than its real df would gate it.
     """
     m = matchers(("model", "=", model))
-    df = f"clamp_min(count without (bin) (driftgauge_baseline_bin_ratio{{{m}}} > 0) - 1, 1)"
+    df = f"clamp_min({BINS}{{{m}}} - 1, 1)"
     a = 2.0 / 9.0
     fallback = (1.0 - a + round(z, 2) * math.sqrt(a)) ** 3
     return {
@@ -70,13 +74,19 @@ MIN_EXPECTED = 8
 
 
 def readiness_records(model: str) -> list[dict[str, Any]]:
-    """``driftgauge:psi_min_observations`` per field, and ``driftgauge:psi_ready``: the PSI of ready windows.
+    """The occupied bins (:data:`BINS`, which the gates read) and ``driftgauge:psi_min_observations``
+    per field, and ``driftgauge:psi_ready``: the PSI of ready windows.
 
     A field whose bin ratios are not scraped has every exported window ready (and the
     gate's df = 1 fallback).
     """
     m = matchers(("model", "=", model))
     return [
+        {
+            "record": BINS,
+            "expr": f"count without (bin) (driftgauge_baseline_bin_ratio{{{m}}} > 0)",
+            "labels": {"model": model},
+        },
         {
             "record": "driftgauge:psi_min_observations",
             "expr": f"{MIN_EXPECTED} / min without (bin) (driftgauge_baseline_bin_ratio{{{m}}} > 0)",
