@@ -37,6 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from driftgauge.baseline import build_baseline, save_baseline
 from driftgauge.config import load_config
+from driftgauge.config.validation import parse_duration
 from tests.helpers import training_rows, write_csv
 from tests.servers import wait_for
 
@@ -49,21 +50,27 @@ _T = TypeVar("_T")
 
 _WINDOW = re.compile(r'window="([^"]*)"')
 _RANGE = re.compile(r"\[(\d+(?:ms|[smhdwy]))\]")
+# The fleet's observations, a rate times the range's seconds (increase() is rate() times
+# the range): the seconds follow the range.
+_RANGE_SECONDS = re.compile(r"(:rate5m \* )\d+\b")
 
 
 def rewrite_expr(expr: str, windows: Mapping[str, str], range_: str) -> str:
-    """``expr`` with each ``window="…"`` mapped through ``windows`` and every ``[range]`` set to ``range_``."""
+    """``expr`` with each ``window="…"`` mapped through ``windows`` and every ``[range]`` set to
+    ``range_`` (and the range's seconds that turn the fleet's rate into its observations)."""
 
     def window(match: re.Match[str]) -> str:
         if match.group(1) not in windows:
             raise ValueError(f"no test window for window={match.group(1)!r} in {expr!r}")
         return f'window="{windows[match.group(1)]}"'
 
+    expr = _RANGE_SECONDS.sub(rf"\g<1>{parse_duration(range_):g}", expr)
     return _RANGE.sub(f"[{range_}]", _WINDOW.sub(window, expr))
 
 
 def masked(expr: str) -> str:
     """``expr`` with window matchers and range durations blanked, for comparing rule copies."""
+    expr = _RANGE_SECONDS.sub(r"\g<1>SECONDS", expr)
     return _RANGE.sub("[RANGE]", _WINDOW.sub('window="WINDOW"', expr))
 
 

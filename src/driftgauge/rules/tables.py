@@ -50,9 +50,13 @@ FLEET_RECORDS = (
         f"  rate(driftgauge_bin_observations_total{{M}}[5m]){_STEADY_BASELINE_ID})\n",
     ),
     (
+        "driftgauge:fleet_observations:rate5m",
+        "sum by (model, baseline_id, feature, role) (driftgauge:bin_observations:rate5m{M})\n",
+    ),
+    (
         "driftgauge:bin_share:rate5m",
         "driftgauge:bin_observations:rate5m{M}\n  / ignoring (bin) group_left\n"
-        "sum by (model, baseline_id, feature, role) (driftgauge:bin_observations:rate5m{M})\n",
+        "driftgauge:fleet_observations:rate5m{M}\n",
     ),
     (
         "driftgauge:baseline_bin_ratio",
@@ -67,9 +71,9 @@ FLEET_RECORDS = (
         ")\n",
     ),
     (
+        # increase() is rate() times the range: the counters are read once, by the rate.
         "driftgauge:fleet_observations:increase5m",
-        "sum by (model, baseline_id, feature, role) (\n"
-        f"  increase(driftgauge_bin_observations_total{{M}}[5m]){_STEADY_BASELINE_ID})\n",
+        "driftgauge:fleet_observations:rate5m{M} * 300\n",
     ),
     (
         "driftgauge:fleet_psi_noise_floor:rate5m",
