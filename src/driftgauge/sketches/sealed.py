@@ -36,8 +36,8 @@ from driftgauge.sketches.summary import (
     NumericBinning,
     NumericSummary,
     Summary,
-    add_sums,
 )
+from driftgauge.sketches.sums import add_sums
 from driftgauge.sketches.window import Sealed
 
 __all__ = ["SealedSlice", "SliceSealer"]

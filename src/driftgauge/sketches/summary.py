@@ -30,6 +30,7 @@ from driftgauge.canonical import (
     is_missing,
 )
 from driftgauge.sketches.requests import sums_size
+from driftgauge.sketches.sums import SUM_SCALE, add_sums, scaled_sum
 
 __all__ = [
     "LIVE_ITEMS",
@@ -41,7 +42,6 @@ __all__ = [
     "NumericBinning",
     "NumericSummary",
     "Summary",
-    "add_sums",
     "category_indexes",
     "category_indexes_and_keys",
     "category_key",
@@ -349,32 +349,6 @@ class CategoricalBinning:
         return counts
 
 
-# The scale of a sum kept once it overflows float64: 2**-64 times 2**63 values of at most
-# float64's largest cannot overflow again.
-_SUM_SCALE = -64
-
-
-def add_sums(total: float, scaled: float, other: float, other_scaled: float) -> tuple[float, float]:
-    """``total + other`` and, where that is not finite, the sum scaled by 2**-64.
-
-    ``scaled`` and ``other_scaled`` are those of ``total`` and ``other``, read only where
-    they are not finite (finite values beyond float64 summed to ±inf, or to NaN).
-    """
-    combined = total + other
-    if math.isfinite(combined):
-        return combined, 0.0
-    return combined, _scaled(total, scaled) + _scaled(other, other_scaled)
-
-
-def _scaled(total: float, scaled: float) -> float:
-    return math.ldexp(total, _SUM_SCALE) if math.isfinite(total) else scaled
-
-
-def _scaled_sum(finite: FloatArray) -> float:
-    """The sum of ``finite`` times 2**-64, which cannot overflow."""
-    return float(np.ldexp(finite, _SUM_SCALE).sum())
-
-
 @dataclass(slots=True)
 class NumericSummary:
     """KLL sketch, exact bin counts and moments of a numeric field.
@@ -411,7 +385,7 @@ class NumericSummary:
         """
         if math.isfinite(self.total):
             return self.total / self.count
-        mean = self.scaled / self.count * 2.0**-_SUM_SCALE  # inf if rounded past float64
+        mean = self.scaled / self.count * 2.0**-SUM_SCALE  # inf if rounded past float64
         return min(max(mean, self.minimum), self.maximum)  # a NaN, given first, stays NaN
 
     def __post_init__(self) -> None:
@@ -487,7 +461,7 @@ class NumericSummary:
         self.inf += inf
         if not count:
             return
-        batch_scaled = 0.0 if math.isfinite(total) else _scaled_sum(finite)
+        batch_scaled = 0.0 if math.isfinite(total) else scaled_sum(finite)
         if sketch is not None:
             self.kll.merge(sketch)
         else:
