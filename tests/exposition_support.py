@@ -188,7 +188,10 @@ def reference_snapshot_families(monitor: Monitor) -> Iterator[Metric]:
 
 
 def _reference_info(monitor: Monitor) -> Iterator[Metric]:
-    yield info_family(catalogue.BUILD_INFO, {"version": __version__})
+    yield info_family(
+        catalogue.BUILD_INFO,
+        {"version": __version__, "metrics_version": str(catalogue.METRICS_VERSION)},
+    )
     baseline = monitor.baseline
     created = dt.datetime.fromtimestamp(baseline.created, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     yield info_family(

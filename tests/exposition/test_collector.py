@@ -137,7 +137,9 @@ def test_counters_and_bins_are_exported(monitor: Monitor) -> None:
     assert sum(r or 0 for r in ratios) == pytest.approx(1.0)
     region = {"model": "wine", "feature": "region", "role": "input", "bin": "__unseen__"}
     assert registry.get_sample_value("driftgauge_baseline_bin_ratio", region) == 0.0
-    assert registry.get_sample_value("driftgauge_build_info", {"version": __version__}) == 1
+    # The metrics version the generated rules are written for (DriftgaugeRulesOutdated).
+    build = {"version": __version__, "metrics_version": "2"}
+    assert registry.get_sample_value("driftgauge_build_info", build) == 1
 
 
 def test_feature_quantile_and_mean_gauges(monitor: Monitor) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from driftgauge.config import Config, config_from_mapping
+from driftgauge.exposition.catalogue import METRICS_VERSION
 from driftgauge.exposition.live import DROP_REASONS
 from driftgauge.rules.alerts import models_of, render_rules
 from driftgauge.rules.tables import NOT_LOST
@@ -358,6 +359,7 @@ SERVICE = (
     "DriftgaugeAddedLatencyHigh",
     "DriftgaugeObservationsDropped",
     "DriftgaugeMonitoringSampled",
+    "DriftgaugeRulesOutdated",
 )
 
 
@@ -567,4 +569,42 @@ def test_performance_drop_covers_classifiers_and_regressors(tmp_path: Path) -> N
         tmp_path,
         {"wine": config},
         [{"interval": "5m", "input_series": series, "alert_rule_test": checks}],
+    )
+
+
+def test_rules_of_another_metrics_version_than_the_sidecar_s_fire(tmp_path: Path) -> None:
+    """A sidecar without ``metrics_version`` (before it existed) or of another version than the
+    rules' raises DriftgaugeRulesOutdated after 30m; one of the rules' version, or another
+    config's sidecar, does not."""
+    config = _two_models(tmp_path)
+    wine = SIDECAR | {"model": "wine"}
+    current = {"job": "driftgauge", "instance": "10.0.0.9:10117"}
+    other = {"job": "driftgauge", "instance": "10.0.0.8:10117"}
+    version = str(METRICS_VERSION)
+    series = [
+        _series("driftgauge_baseline_info", wine, "1x60"),
+        _series("driftgauge_baseline_info", current | {"model": "wine"}, "1x60"),
+        _series("driftgauge_baseline_info", other | {"model": "cifar"}, "1x60"),
+        _series("driftgauge_build_info", SIDECAR | {"version": "0.1.0"}, "1x60"),
+        _series(
+            "driftgauge_build_info",
+            current | {"version": "0.1.0", "metrics_version": version},
+            "1x60",
+        ),
+        _series("driftgauge_build_info", other | {"version": "0.1.0"}, "1x60"),
+    ]
+    rule = _rule(config, "DriftgaugeRulesOutdated")
+    fired = SIDECAR | {"version": "0.1.0", "severity": "warning"}
+    checks = [
+        {"alertname": "DriftgaugeRulesOutdated", "eval_time": "25m", "exp_alerts": []},
+        {
+            "alertname": "DriftgaugeRulesOutdated",
+            "eval_time": "40m",
+            "exp_alerts": [_fires(rule, fired, 1)],
+        },
+    ]
+    _run(
+        tmp_path,
+        {"both": config},
+        [{"interval": "1m", "input_series": series, "alert_rule_test": checks}],
     )

@@ -237,7 +237,16 @@ PENDING_PREDICTIONS = MetricSpec(
 
 # -- the baseline and the build (snapshot.py, rendered once) --------------------------------------
 
-BUILD_INFO = MetricSpec("driftgauge_build", "info", "driftgauge version.", ("version",))
+# The version of the metrics the generated rules and dashboards read: raised whenever a metric
+# or label they select changes, so rules written for another version can tell
+# (DriftgaugeRulesOutdated).  2: the service metrics without a `model` label (2026-12-05).
+METRICS_VERSION = 2
+BUILD_INFO = MetricSpec(
+    "driftgauge_build",
+    "info",
+    "driftgauge version, and the version of its metrics that alert rules are written for.",
+    ("version", "metrics_version"),
+)
 BASELINE_INFO = MetricSpec(
     "driftgauge_baseline",
     "info",

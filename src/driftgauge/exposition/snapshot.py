@@ -251,7 +251,7 @@ class SnapshotFamilies:
         monitor = self.monitor
         model, baseline = monitor.config.model, monitor.baseline
         build = Block(catalogue.BUILD_INFO)
-        build.add(catalogue.BUILD_INFO.series((__version__,)), 1)
+        build.add(catalogue.BUILD_INFO.series((__version__, str(catalogue.METRICS_VERSION))), 1)
         info = Block(catalogue.BASELINE_INFO)
         created = dt.datetime.fromtimestamp(baseline.created, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         info_labels = (model, baseline.id, created, str(baseline.rows))

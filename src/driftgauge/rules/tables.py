@@ -10,6 +10,8 @@ them in and adds the config's labels, severities and runbook links).
 
 from __future__ import annotations
 
+from driftgauge.exposition.catalogue import METRICS_VERSION
+
 __all__ = [
     "FLEET_RECORDS",
     "NOT_LOST",
@@ -179,6 +181,16 @@ SERVICE = (
         "warning",
         "driftgauge sidecar {{ $labels.instance }} monitors only a sample of its requests",
         "The sidecar {{ $labels.instance }} has monitored at most {{ $value | humanizePercentage }} of its prediction requests for 30 minutes: monitoring is over its CPU budget or its queue. Drift figures stay unbiased but noisier (the noise floor follows the sampled count).",
+    ),
+    (
+        # The sidecar's metrics are another version than these rules were written for (an
+        # earlier sidecar has no metrics_version label, which matches too).
+        "DriftgaugeRulesOutdated",
+        f'driftgauge_build_info{{metrics_version!="{METRICS_VERSION}"}}{{S}}',
+        "30m",
+        "warning",
+        "The alert rules do not match driftgauge sidecar {{ $labels.instance }}",
+        f"The sidecar {{{{ $labels.instance }}}} (driftgauge {{{{ $labels.version }}}}) exposes metrics{{{{ with $labels.metrics_version }}}} of version {{{{ . }}}}{{{{ end }}}} other than the version {METRICS_VERSION} these rules were written for: some of them select series it does not expose and never fire. Regenerate the rules and dashboards with the sidecar's own `driftgauge rules` and reload Prometheus.",
     ),
 )
 
