@@ -270,3 +270,22 @@ def test_request_rows_independent_counts_every_row_as_a_draw(
     default = stat(alike_rows, T0)
     assert default.design_effect == 5000.0
     assert not warns(default, baseline)
+
+
+def test_undrifted_requests_of_very_unequal_sizes_are_not_read_as_many_requests(
+    built: tuple[Config, Baseline],
+) -> None:
+    """200 undrifted windows of 500 one-row requests and 2 of 500 alike rows: the two large
+    requests hold half the rows, so the variance between requests is estimated from about 4
+    of them (Kish's n²/Σ m²), not 502; the warning's condition held in about 1 window of 6
+    while the tail correction took R − 1 df.  The bound (8 of 200) is looser than the stated
+    1%: a window of so few effective draws is past the floor's normal approximation."""
+    config, baseline = built
+    monitor, rng = Monitor(config, baseline), np.random.default_rng(22)
+    alarms = 0
+    for window in range(200):
+        now = T0 + WINDOW * window
+        ones = [Extracted(1, {"x": row.tolist()}) for row in alike(rng, 500, 1)]
+        monitor.ingest(ones + requests_of(rng, 2, 500), now=now)
+        alarms += warns(stat(monitor, now), baseline)
+    assert alarms <= 8, alarms

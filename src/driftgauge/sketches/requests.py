@@ -192,8 +192,9 @@ def design_effect(bins: npt.ArrayLike, sums: npt.ArrayLike, df: int) -> float:
     heavier than δ·χ²(df)'s (δ the mean design effect).  So the location
     contrast keeps its own design effect and the other directions share the
     rest, giving Satterthwaite's df ν (Rao–Scott's second order), and the few
-    requests a window may hold estimate all of it with R − 1 df: the result is
-    δ times F(ν, ν(R − 1))'s quantile over χ²(df)/df's at
+    requests a window may hold estimate all of it with R − 1 df (Kish's effective
+    count n²/Σ m_r² − 1 where their sizes differ, a few large requests weighing
+    most): the result is δ times F(ν, ν(R − 1))'s quantile over χ²(df)/df's at
     ``DESIGN_EFFECT_SIGNIFICANCE``, so PSI over the noise floor of n/that rows
     keeps the χ² gate's false-alarm rate.  1 for requests of one row each
     (independent draws, as before), never below 1, and never above Σ m_r²/n:
@@ -215,6 +216,11 @@ def design_effect(bins: npt.ArrayLike, sums: npt.ArrayLike, df: int) -> float:
     if rest:
         others = (trace - found.location) / rest
         nu = trace * trace / (found.location**2 + rest * others * others)
-    tail = special.fdtri(nu, nu * (found.requests - 1), 1 - DESIGN_EFFECT_SIGNIFICANCE)
+    # Requests of unequal sizes estimate the variance from fewer of them than R: Kish's
+    # effective count n²/Σ m_r² (R for requests of one size) gives the estimate's df.
+    estimating = min(found.requests, n * n / float(table[1])) - 1
+    if estimating <= 0:
+        return clustered
+    tail = special.fdtri(nu, nu * estimating, 1 - DESIGN_EFFECT_SIGNIFICANCE)
     gate = special.chdtri(max(df, 1), DESIGN_EFFECT_SIGNIFICANCE) / max(df, 1)
     return min(clustered, max(1.0, found.mean * float(tail) / float(gate)))
