@@ -289,3 +289,17 @@ def test_undrifted_requests_of_very_unequal_sizes_are_not_read_as_many_requests(
         monitor.ingest(ones + requests_of(rng, 2, 500), now=now)
         alarms += warns(stat(monitor, now), baseline)
     assert alarms <= 8, alarms
+
+
+def test_undrifted_requests_each_of_one_category_all_alike_do_not_warn(
+    built: tuple[Config, Baseline],
+) -> None:
+    """Three requests of 100 rows, each request all one color and the three the same (one
+    window in ten of such traffic): each counts as one draw, not its rows as 300 (the warning
+    held, δ 1)."""
+    config, baseline = built
+    monitor = Monitor(config, baseline)
+    monitor.ingest([Extracted(100, {"color": ["a"] * 100}) for _ in range(3)], now=T0)
+    figures = stat(monitor, T0, "color")
+    assert figures.design_effect == 100.0
+    assert not warns(figures, baseline)

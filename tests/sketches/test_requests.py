@@ -179,3 +179,18 @@ def test_the_design_effect_is_the_mean_one_times_the_tail_of_its_few_requests() 
     expected = found.mean * tail
     assert expected > found.mean > 1
     assert design_effect(y.sum(axis=0), request_sums(y), 9) == pytest.approx(expected, rel=1e-9)
+
+
+def test_requests_all_in_one_bin_count_as_one_draw_each() -> None:
+    """Requests whose values all fall in one bin (each request one category, as the same
+    category three times) cannot tell how alike their rows are, as one request cannot: each
+    counts as one draw (δ = Σ m²/n), not every row as one (δ was 1, and three undrifted
+    requests of one category read 300 independent draws of it)."""
+    y = np.zeros((3, BINS), dtype=np.int64)
+    y[:, 2] = 100
+    assert design_effect(y.sum(axis=0), request_sums(y), BINS - 1) == 100.0
+    y[:, 2] = [50, 100, 150]
+    assert design_effect(y.sum(axis=0), request_sums(y), BINS - 1) == 35_000 / 300
+    ones = np.zeros(BINS, dtype=np.int64)
+    ones[2] = 300  # one-row requests all in one bin are still independent draws
+    assert design_effect(ones, single_row_sums(ones), BINS - 1) == 1.0

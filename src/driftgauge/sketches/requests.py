@@ -199,14 +199,15 @@ def design_effect(bins: npt.ArrayLike, sums: npt.ArrayLike, df: int) -> float:
     keeps the χ² gate's false-alarm rate.  1 for requests of one row each
     (independent draws, as before), never below 1, and never above Σ m_r²/n:
     each request one draw (n/R for requests of m rows), which it is where one
-    request holds every row.
+    request holds every row, or one bin every value (nothing tells how alike
+    the rows are, as with one request).
     """
     table = np.asarray(sums, dtype=np.float64)
     n = float(np.sum(bins))
     if n <= 0 or table[0] < 1:
         return 1.0
     clustered = max(1.0, float(table[1]) / n)  # each request one draw: the bound
-    if table[0] < 2:
+    if table[0] < 2 or np.count_nonzero(bins) < 2:  # nor do requests all in one bin
         return clustered
     found = request_variance(bins, table)
     if found is None:
