@@ -23,7 +23,6 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from prometheus_client import ProcessCollector
 
 from driftgauge.baseline import Baseline, load_served
-from driftgauge.canonical import row_id
 from driftgauge.config import CloudEventsConfig, Config, ProxyConfig, TailConfig
 from driftgauge.exposition import catalogue
 from driftgauge.exposition.collector import (
@@ -38,7 +37,6 @@ from driftgauge.exposition.models import ModelsCollector
 from driftgauge.exposition.proxy import ProxyMetrics
 from driftgauge.exposition.source import SourceCollector
 from driftgauge.exposition.state import SaveFailuresCollector
-from driftgauge.jsonbody import decode_json, lossy, reread_exactly
 from driftgauge.monitor.batch import MAX_BODY_BYTES, Batcher
 from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.route import Router
@@ -49,6 +47,7 @@ from driftgauge.runtime.state import StateStore, stray_snapshots
 from driftgauge.sources.cloudevents import DROP_REASONS as CLOUDEVENTS_DROPS
 from driftgauge.sources.cloudevents import ERROR_REASONS as CLOUDEVENTS_REASONS
 from driftgauge.sources.cloudevents import CloudEventsSource
+from driftgauge.sources.label_lines import LABEL_REASONS, label_line
 from driftgauge.sources.proxy import DROP_REASONS as PROXY_DROPS
 from driftgauge.sources.proxy import ERROR_REASONS as PROXY_REASONS
 from driftgauge.sources.proxy import ProxyServer, RecordQueue
@@ -222,7 +221,7 @@ def build_sidecar(
     )
     for each in monitors:  # what its label file's tailer counts (_label_tail)
         if each.config.feedback is not None and each.config.feedback.tail is not None:
-            each.parse_reasons += tuple(f"feedback_{reason}" for reason in _LABEL_REASONS)
+            each.parse_reasons += tuple(f"feedback_{reason}" for reason in LABEL_REASONS)
     registry = registry if registry is not None else MetricsRegistry()
     snapshot_registry = MetricsRegistry()
     if len(monitors) == 1 and batchers[0].versions is None:
@@ -427,23 +426,6 @@ async def _cloudevents_ctx(app: web.Application) -> AsyncIterator[None]:
     await _cancel(task, "cloudevents")
 
 
-# What a label file's line may count (prefixed feedback_): _label_line's reasons, the tail's own.
-_LABEL_REASONS = ("invalid_json", "invalid_record", "line_too_long")
-
-
-def _label_line(line: bytes, now: float) -> Record | str:
-    """A feedback log line ``{"id", "label", "ts"?}`` as a Record (id, and the label as request)."""
-    try:
-        item = decode_json(line)
-    except ValueError:
-        return "invalid_json"
-    if not isinstance(item, dict) or "id" not in item or "label" not in item:
-        return "invalid_record"
-    if lossy((item["id"], item["label"])):  # an integer beyond 64 bits: its digits, exactly
-        item = reread_exactly(line, item)
-    return Record(ts=now, request=item["label"], response=None, request_id=row_id(item["id"]))
-
-
 async def _feedback_tail_ctx(app: web.Application) -> AsyncIterator[None]:
     """Follow the ``feedback.tail`` of each model that names one (not only the first's)."""
     sidecar = app[SIDECAR_KEY]
@@ -474,7 +456,7 @@ def _label_tail(monitor: Monitor, health: Health) -> TailSource:
 
     config = TailConfig(path=feedback.tail, state_file=feedback.tail_state_file)
     stall = partial(health.stall, f"feedback tail of {monitor.config.model}")
-    return TailSource(config, on_records, on_error, parse_line=_label_line, on_stall=stall)
+    return TailSource(config, on_records, on_error, parse_line=label_line, on_stall=stall)
 
 
 async def _watch_upstream(config: ProxyConfig, health: Health) -> None:
