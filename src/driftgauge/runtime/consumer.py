@@ -19,7 +19,7 @@ import time
 from driftgauge.monitor.batch import Batcher, Extraction
 from driftgauge.monitor.route import Router
 from driftgauge.sources.proxy import RecordQueue
-from driftgauge.sources.sampling import QUEUE_LOW, Sampler
+from driftgauge.sources.sampling import QUEUE_LOW, Sampler, capped_pause
 from driftgauge.typing import ConsumerMetrics, Record
 
 __all__ = [
@@ -27,7 +27,6 @@ __all__ = [
     "BATCH_RECORDS",
     "BATCH_SECONDS",
     "BEHIND_SECONDS",
-    "MAX_PAUSE_FACTOR",
     "MIN_PAUSE_SECONDS",
     "OBSERVE_SECONDS",
     "SLICE_SECONDS",
@@ -60,12 +59,6 @@ OBSERVE_SECONDS = 2 * SLICE_SECONDS
 # selector rounds a shorter sleep up (about 1.1 ms), uvloop rounds it to the nearest (0 below
 # 0.5 ms: no pause at all, and monitoring would take the loop from the requests).
 MIN_PAUSE_SECONDS = 0.001
-# The longest pause after a slice or batch, as a multiple of what it was sized to cost.  Under
-# CPU contention (or a long garbage collection) a slice or observe of a few records, normally
-# 0.3-1 ms, was sometimes charged 13-100 ms of thread CPU, and as long a pause let a queue of 10
-# overflow at 400 requests a second.  Such a charge also resizes the next slice or batch, which
-# then pays for itself: a cost that lasts is paused in full from then on.
-MAX_PAUSE_FACTOR = 2.0
 # A record whose ingest costs more CPU than this runs in a worker thread (see consume).
 THREAD_SECONDS = 0.02
 # The interpreter's switch interval while it does: how long the loop's thread may wait for
@@ -147,7 +140,7 @@ async def consume(
             while backlog:
                 # Records are read (decoded, extracted) in slices sized to cost about SLICE_SECONDS
                 # on the proxy's loop, each followed by a pause as long as its CPU (within
-                # MAX_PAUSE_FACTOR): monitoring gets at most half the loop's CPU, a slice never
+                # sampling.MAX_PAUSE_FACTOR): monitoring gets at most half the loop's CPU, a slice never
                 # holds a request up for long, and under overload the queue fills and drops
                 # (counted) instead of the traffic slowing down.  Not as long as its wall time: on
                 # a busy or CPU-throttled node a slice of 2 ms of CPU may span 50 ms, in which the
@@ -210,4 +203,4 @@ def _count(pending: dict[Batcher, Extraction]) -> int:
 
 def _pause(work: float, sized: float) -> float:
     """The pause after ``work`` CPU seconds of a slice or batch sized to cost ``sized``."""
-    return max(MIN_PAUSE_SECONDS, min(work, MAX_PAUSE_FACTOR * sized))
+    return max(MIN_PAUSE_SECONDS, capped_pause(work, sized))

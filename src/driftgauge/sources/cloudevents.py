@@ -92,7 +92,7 @@ from driftgauge.config import CloudEventsConfig
 from driftgauge.jsonbody import decode_json
 from driftgauge.sources.bodies import BODY_IDLE_SECONDS, read_body
 from driftgauge.sources.pairing import Kind, PairingStore
-from driftgauge.sources.sampling import QUEUE_LOW, Sampler
+from driftgauge.sources.sampling import QUEUE_LOW, Sampler, capped_pause
 from driftgauge.sources.serverlog import ServerLog
 from driftgauge.sources.tail import parse_timestamp
 from driftgauge.typing import Record
@@ -538,16 +538,15 @@ class CloudEventsSource:
                 # as its CPU: monitoring gets at most half the loop and answers stay prompt.
                 # Not its wall time: on a busy node a call of 0.2 ms of CPU spanned 60-500 ms,
                 # and as long a pause let a max_pending of 5 overflow at 100 pairs a second.
-                # At most twice what the batch was sized to cost: a charge far beyond it
-                # (contention, a garbage collection) resizes the next batch, which then pays
-                # for itself (as runtime.consumer does).
+                # At most MAX_PAUSE_FACTOR times what the batch was sized to cost (see
+                # sampling.capped_pause, which runtime.consumer's pause takes too).
                 handed = min(self._slice, len(self._ready))
                 took = self._hand_over(handed)
                 sized = max(SLICE_SECONDS, handed * self._each)
                 self._each = took / handed
                 ideal = int(handed * SLICE_SECONDS / max(took, 1e-6))
                 self._slice = max(1, min(self._max_batch, ideal))
-                await asyncio.sleep(min(took, 2 * sized))
+                await asyncio.sleep(capped_pause(took, sized))
 
     def backlog(self) -> float:
         """How far monitoring is behind (0 to 1): how long the oldest paired record has waited

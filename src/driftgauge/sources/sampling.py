@@ -42,13 +42,35 @@ import random
 import time
 from collections.abc import Callable
 
-__all__ = ["HEADROOM", "QUEUE_HIGH", "QUEUE_LOW", "RISE", "SAMPLED", "Sampler"]
+__all__ = [
+    "HEADROOM",
+    "MAX_PAUSE_FACTOR",
+    "QUEUE_HIGH",
+    "QUEUE_LOW",
+    "RISE",
+    "SAMPLED",
+    "Sampler",
+    "capped_pause",
+]
 
 HEADROOM = 0.9  # aim at this share of what fits: room for the readings' noise
 QUEUE_LOW = 0.1  # backlog reading (0 to 1) from which the consumer counts as saturated
 QUEUE_HIGH = 0.5  # backlog reading from which the rate also halves at each update
 RISE = 2.0  # the most the rate grows in one update
 SAMPLED = "sampled"  # the drop reason of a request not admitted
+# The longest pause a monitoring pacer (runtime.consumer, the CloudEvents source) takes after
+# a slice or batch, as a multiple of what it was sized to cost.  Under CPU contention (or a
+# long garbage collection) a slice or observe of a few records, normally 0.3-1 ms, was
+# sometimes charged 13-100 ms of thread CPU, and as long a pause let a queue of 10 overflow at
+# 400 requests a second.  Such a charge also resizes the next slice or batch, which then pays
+# for itself: a cost that lasts is paused in full from then on.
+MAX_PAUSE_FACTOR = 2.0
+
+
+def capped_pause(took: float, sized: float) -> float:
+    """The pause after a slice or batch that took ``took`` CPU seconds, sized to cost ``sized``:
+    as long as its CPU, at most ``MAX_PAUSE_FACTOR`` times ``sized``."""
+    return min(took, MAX_PAUSE_FACTOR * sized)
 
 
 class Sampler:
