@@ -36,7 +36,15 @@ from driftgauge.baseline import Baseline, FieldBaseline
 from driftgauge.baseline.multivariate import reconstruction_errors
 from driftgauge.canonical import canonical_counts
 from driftgauge.config import Config, FieldSpec
-from driftgauge.monitor.collect import BlockPlan, Owners, Requests, as_slice, block_slots, collect
+from driftgauge.monitor.collect import (
+    BlockPlan,
+    Owners,
+    Requests,
+    as_slice,
+    block_slots,
+    collect,
+    owners_of,
+)
 from driftgauge.monitor.tracker import Observation, SnapshotPart
 from driftgauge.sketches.block import (
     NumericBlock,
@@ -264,8 +272,7 @@ class FieldTracker:
         # Each piece apart: its complete rows are known only once its errors are.
         each = [reconstruction_errors([piece], self._pca) for piece in pieces]
         errors = np.concatenate(each)
-        owners = np.repeat(np.arange(len(each), dtype=np.intp), [len(e) for e in each])
-        return [errors], len(errors), owners
+        return [errors], len(errors), owners_of([(i, len(e)) for i, e in enumerate(each)])
 
     def _ingest_numeric(
         self,
