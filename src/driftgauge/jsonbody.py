@@ -18,8 +18,8 @@ would cost a third of orjson's own time, so the few readers whose values
 must keep every digit (an id, a categorical value) look at what they read
 instead: where :func:`lossy` finds an integral float that large among it,
 which orjson may have made of such an integer, they read the body again
-with :func:`reread_exactly`, or the tail line it was a member of with
-:func:`reread_member`.
+with :func:`reread_exactly`, or the tail line it was a member of
+(:func:`reread_from`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ __all__ = [
     "decode_json",
     "lossy",
     "reread_exactly",
-    "reread_member",
+    "reread_from",
 ]
 
 JsonText = bytes | bytearray | memoryview | str
@@ -88,12 +88,15 @@ def reread_exactly(body: JsonText, parsed: Any) -> Any:
         return parsed
 
 
-def reread_member(text: JsonText | None, member: str, parsed: Any) -> Any:
-    """Member ``member`` of the JSON object ``text`` (a tail line), read again with every
-    integer exact; ``parsed``, what was read of it, when there is no such text or member."""
-    if text is None:
+def reread_from(text: Any, parsed: Any, line: JsonText | None, member: str) -> Any:
+    """``parsed`` read again with every integer exact: from ``text`` if it is its JSON text,
+    else as member ``member`` of ``line`` (the tail line it was parsed from), else
+    ``parsed`` itself."""
+    if isinstance(text, JSON_TEXT) and text:
+        return reread_exactly(text, parsed)
+    if line is None:
         return parsed
-    whole = reread_exactly(text, None)
+    whole = reread_exactly(line, None)
     return whole.get(member, parsed) if isinstance(whole, dict) else parsed
 
 

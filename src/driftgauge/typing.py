@@ -82,7 +82,7 @@ class Record:
     ``line`` is the JSON object the source parsed ``request`` and ``response``
     from as its members of those names (a tail log line; None otherwise): a
     reader that needs an integer beyond 64 bits exactly reads it again
-    (:func:`~driftgauge.jsonbody.reread_member`).
+    (:func:`~driftgauge.jsonbody.reread_from`).
     """
 
     ts: float

@@ -32,8 +32,7 @@ from driftgauge.jsonbody import (
     JsonText,
     decode_json,
     lossy,
-    reread_exactly,
-    reread_member,
+    reread_from,
 )
 from driftgauge.monitor.model import Monitor
 from driftgauge.monitor.tracker import Observation
@@ -135,8 +134,8 @@ class Batcher:
             if _lossy(extracted):
                 # orjson read an integer beyond 64 bits as a float where the value is kept as
                 # JSON spelled it (a categorical one): both bodies again, every integer exact.
-                request = _exact(body, request, record.line, "request")
-                response = _exact(answer, response, record.line, "response")
+                request = reread_from(body, request, record.line, "request")
+                response = reread_from(answer, response, record.line, "response")
                 extracted, body = adapter.extract(request, response), None
             versions = self.versions is not None
             version = record_version(record.path, response, record.headers) if versions else ""
@@ -196,14 +195,6 @@ def _body(body: Any) -> Any:
     if isinstance(body, bytes | bytearray | memoryview):
         return decode_json(bytes(body)) if body else None
     return body
-
-
-def _exact(body: Any, parsed: Any, line: bytes | None, member: str) -> Any:
-    """``parsed`` read again with every integer exact: from ``body`` if it was JSON text,
-    else as ``member`` of the tail line it came from (``parsed`` itself without one)."""
-    if isinstance(body, JSON_TEXT) and body:
-        return reread_exactly(body, parsed)
-    return reread_member(line, member, parsed)
 
 
 def _lossy(extracted: Extracted) -> bool:

@@ -38,7 +38,7 @@ from driftgauge.baseline import Baseline
 from driftgauge.canonical import canonical_category, row_id
 from driftgauge.config import Config, FeedbackConfig
 from driftgauge.exceptions import ProtocolError
-from driftgauge.jsonbody import JsonText, lossy, reread_exactly, reread_member
+from driftgauge.jsonbody import JsonText, lossy, reread_from
 from driftgauge.monitor.pending import PendingRows, PendingStore, decode_rows, encode_rows
 from driftgauge.monitor.segments import SegmentTracker
 from driftgauge.monitor.tracker import Observation, SnapshotPart
@@ -178,11 +178,7 @@ class Outcomes:
             if ids is not None and lossy(ids):
                 # An integer id beyond 64 bits that orjson read as a float: its digits, exactly,
                 # from the request's JSON text or the tail line it came from.
-                exact = (
-                    reread_exactly(text, request)
-                    if text is not None
-                    else reread_member(record.line, "request", request)
-                )
+                exact = reread_from(text, request, record.line, "request")
                 ids = evaluate(self._id_path, exact, "id")
             if ids is None or len(ids) != rows:
                 return None
