@@ -17,6 +17,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
@@ -56,6 +57,9 @@ from driftgauge.sources.serverlog import ServerLog
 from driftgauge.sources.tail import ERROR_REASONS as TAIL_REASONS
 from driftgauge.sources.tail import TailSource
 from driftgauge.typing import Record
+
+if TYPE_CHECKING:
+    from driftgauge.sources.proxy.native import NativeProxy
 
 __all__ = ["Health", "ShutdownReport", "Sidecar", "build_sidecar", "run_until_stopped"]
 
@@ -515,11 +519,17 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         listen_tls=config.tls.server_context() if config.tls else None,
         sampler=sampler,
     )
+    proxy: ProxyServer | NativeProxy = server
+    if config.engine == "native":
+        # Imported only when asked for: an install may lack the compiled core (config says so).
+        from driftgauge.sources.proxy import native
+
+        proxy = native.NativeProxy(server)
     sidecar.health.upstream_ok = False
     host, port = config.listen
     # Bound first: a failed bind leaves no task behind (orphans cancelled at exit hung it).
     async with _listening("source.proxy.listen", config.listen):
-        sidecar.proxy_port = await server.start(host, port)
+        sidecar.proxy_port = await proxy.start(host, port)
     consumer = _supervise(
         "monitoring consumer", sidecar.health, consume(queue, sidecar.batcher, metrics, sampler)
     )
@@ -528,8 +538,8 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async def drain() -> None:
         sidecar.health.stopping = True
-        server.stop_accepting()
-        finished, cut_off = await server.drain(config.shutdown_grace)
+        proxy.stop_accepting()
+        finished, cut_off = await proxy.drain(config.shutdown_grace)
         sidecar.shutdown.finished, sidecar.shutdown.cut_off = finished, cut_off
 
     sidecar.drainers.append(drain)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ssl
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ __all__ = [
     "CloudEventsConfig",
     "HostHeader",
     "ProxyConfig",
+    "ProxyEngine",
     "SourceConfig",
     "TailConfig",
     "TlsConfig",
@@ -40,6 +43,7 @@ __all__ = [
 
 DEFAULT_PROXY_PORT = 8080
 HostHeader = Literal["client", "upstream"]
+ProxyEngine = Literal["python", "native"]
 # Monitoring's CPU per wall second (cores) beyond which it samples requests (see sources.sampling).
 DEFAULT_CPU_BUDGET = 0.5
 
@@ -78,6 +82,9 @@ class ProxyConfig:
     cpu_budget: float = DEFAULT_CPU_BUDGET  # cores monitoring may use before it samples requests
     ca_file: Path | None = None  # trust this CA (PEM) for an https:// upstream
     tls: TlsConfig | None = None  # serve the proxy listener over TLS
+    # Who forwards: the Python proxy, or the native core (sources/proxy/native.py), which hands
+    # it every connection whose next request is not plain HTTP/1.1.
+    engine: ProxyEngine = "python"
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +175,7 @@ def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
             "cpu_budget",
             "ca_file",
             "tls",
+            "engine",
         ),
         errors,
     )
@@ -191,7 +199,7 @@ def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
             raise ValueError(f"{text!r} must start with /")
         return text
 
-    return ProxyConfig(
+    config = ProxyConfig(
         listen=get_value(proxy, "listen", prefix, listen, defaults.listen, errors),
         upstream=get_value(proxy, "upstream", prefix, upstream_url, defaults.upstream, errors),
         timeout=get_value(proxy, "timeout", prefix, positive_float, defaults.timeout, errors),
@@ -227,7 +235,29 @@ def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
         cpu_budget=get_value(proxy, "cpu_budget", prefix, cores, defaults.cpu_budget, errors),
         ca_file=_ca_file(proxy, prefix, base, errors),
         tls=parse_tls(proxy.get("tls"), "source.proxy.tls", base, errors),
+        engine=cast(
+            ProxyEngine,
+            get_value(proxy, "engine", prefix, choice(get_args(ProxyEngine)), "python", errors),
+        ),
     )
+    if config.engine == "native" and (problem := _native_problem(config)):
+        errors.add(f"{prefix}engine", problem)
+    return config
+
+
+def _native_problem(config: ProxyConfig) -> str | None:
+    """Why the native engine cannot serve ``config``, or None."""
+    if sys.platform != "linux":
+        return "native forwards on Linux only (epoll); use engine: python"
+    if importlib.util.find_spec("driftgauge.sources.proxy._native") is None:
+        return (
+            "native needs driftgauge's compiled core (driftgauge.sources.proxy._native), which "
+            "this install lacks: reinstall driftgauge with a C compiler and the Python headers "
+            "present, or use engine: python"
+        )
+    if config.tls is not None or urlsplit(config.upstream).scheme == "https":
+        return "native forwards plain HTTP only: TLS (source.proxy.tls or an https:// upstream) needs engine: python"
+    return None
 
 
 def _duration_or_none(value: Any) -> float | None:

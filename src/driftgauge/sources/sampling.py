@@ -144,6 +144,14 @@ class Sampler:
         self._unreported += 1
         return False
 
+    def tally(self, offered: int, sampled: int) -> None:
+        """``offered`` requests were asked about elsewhere (the native proxy core, at this
+        :attr:`rate`), and ``sampled`` of them not admitted."""
+        self.offered += offered
+        self.admitted += offered - sampled
+        self.sampled += sampled
+        self._unreported += sampled
+
     def charge(self, cpu_seconds: float, records: int) -> None:
         """Monitoring spent ``cpu_seconds`` of CPU on ``records`` admitted records."""
         self._cpu += cpu_seconds

@@ -10,7 +10,7 @@ import os
 import ssl
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from driftgauge.sources.proxy.capture import RecordQueue
 from driftgauge.sources.proxy.client import ClientProtocol
@@ -28,6 +28,17 @@ DROP_REASONS = ("answered_early", "body_too_large", "queue_full")
 
 def _always() -> bool:
     return True
+
+
+class Count(Protocol):
+    """Counts ``n`` events of ``reason`` (the monitor's ``count_dropped`` and
+    ``count_parse_error``)."""
+
+    def __call__(self, reason: str, n: int = 1, /) -> None: ...
+
+
+def _uncounted(reason: str, n: int = 1, /) -> None:
+    pass
 
 
 class ProxyServer:
@@ -48,8 +59,8 @@ class ProxyServer:
         request_id_header: str = "x-request-id",
         generate_ids: bool = False,
         rewrite_host: bool = False,
-        count_parse_error: Callable[[str], None] = lambda reason: None,
-        count_dropped: Callable[[str], None] = lambda reason: None,
+        count_parse_error: Count = _uncounted,
+        count_dropped: Count = _uncounted,
         upstream_tls: ssl.SSLContext | None = None,
         listen_tls: ssl.SSLContext | None = None,
         sampler: Sampler | None = None,
@@ -106,8 +117,14 @@ class ProxyServer:
             backlog=1024,
             ssl=self.listen_tls,
         )
-        self._sweeper = asyncio.ensure_future(self._sweep())
+        self.start_sweeping()
         return int(self._server.sockets[0].getsockname()[1])
+
+    def start_sweeping(self) -> None:
+        """Time out stalled exchanges and idle connections from now on (:meth:`start` does;
+        the native engine, which listens itself, calls it for the connections it hands over)."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.ensure_future(self._sweep())
 
     async def _sweep(self) -> None:
         """Time out exchanges whose upstream made no progress by their deadline, and

@@ -1,0 +1,243 @@
+"""The native engine (``source.proxy.engine: native``): forwarding in a compiled core, in a
+thread of its own outside the GIL (``_native.c``), and everything else as with the Python engine.
+
+The core forwards plain HTTP/1.1 exchanges (a ``Content-Length`` body or none, no ``Expect``,
+``Upgrade`` or ``TE``, a well-formed head) and copies the bodies of monitored ones.  A
+connection whose next request is anything else is handed over, before any of that request went
+upstream, to the Python proxy (:class:`~.server.ProxyServer`), which serves it from then on: the
+descriptor and the bytes read from it.  So HTTP/1.0, chunked uploads, ``Expect: 100-continue``,
+oversized bodies and malformed heads behave exactly as with the Python engine.
+
+What the core reports (finished exchanges, records, counts, connections handed over) is taken
+in batches on the event loop when its wake-up descriptor turns readable: the service metrics,
+the monitoring queue and the sampler see the same calls as from the Python engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from driftgauge.sources.proxy._native import Core
+from driftgauge.sources.proxy.client import ClientProtocol
+from driftgauge.sources.proxy.heads import STATUS_LINES
+from driftgauge.sources.proxy.server import ProxyServer
+from driftgauge.typing import Record
+
+__all__ = ["FieldLines", "NativeProxy"]
+
+# The core's counters, in its order (_native.c's enum from C_OFFERED on).
+DROPPED = ("answered_early", "body_too_large", "queue_full")  # server.DROP_REASONS
+UPSTREAM_ERRORS = (
+    "connect_refused",
+    "connect_timeout",
+    "timeout",
+    "upstream_reset",
+    "bad_response",
+)
+COUNTERS = (
+    "offered",
+    "sampled",
+    "unknown_path",
+    *DROPPED,
+    *UPSTREAM_ERRORS,
+    "client_stalled",
+    "handoffs",
+)
+
+
+class FieldLines(Mapping[str, str]):
+    """A head's field lines as the core copied them (``name: value\\r\\n`` each), looked up by name
+    in any letter case; split on the first lookup (monitoring's side, not the request path's).
+    A name sent more than once reads as its values joined by ``", "``."""
+
+    __slots__ = ("_fields", "_raw")
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+        self._fields: dict[str, str] | None = None
+
+    def _split(self) -> dict[str, str]:
+        if self._fields is None:
+            fields: dict[str, str] = {}
+            for line in self._raw.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name:
+                    key = name.decode("latin-1").lower()
+                    text = value.strip(b" \t").decode("latin-1")
+                    fields[key] = f"{fields[key]}, {text}" if key in fields else text
+            self._fields = fields
+        return self._fields
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._split().get(name.lower(), default)
+
+    def __getitem__(self, name: str) -> str:
+        return self._split()[name.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._split())
+
+    def __len__(self) -> int:
+        return len(self._split())
+
+
+class _HandedOver(ClientProtocol):
+    """A connection the core handed over: the bytes it had read are parsed first."""
+
+    def __init__(self, server: ProxyServer, data: bytes) -> None:
+        super().__init__(server)
+        self._data = data
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        data, self._data = self._data, b""
+        if data and not self.closing:
+            self.data_received(data)
+
+
+class NativeProxy:
+    """The proxy listener served by the native core, with ``python`` for the connections it
+    hands over; the same ``start``/``stop_accepting``/``drain`` as :class:`ProxyServer`."""
+
+    def __init__(self, python: ProxyServer) -> None:
+        self.python = python
+        self.core: Core | None = None
+        self.handed_over = 0  # connections served by the Python proxy, in total
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen; returns the bound port (useful with port 0)."""
+        python = self.python
+        pool = python.pool
+        loop = asyncio.get_running_loop()
+        family, _, _, _, address = (
+            await loop.getaddrinfo(pool.host, pool.port, type=socket.SOCK_STREAM)
+        )[0]
+        del family
+        with socket.create_server((host, port), backlog=1024) as listener:
+            bound = int(listener.getsockname()[1])
+            core = self._make_core(listener.fileno(), address)  # the core listens on a copy
+        loop.add_reader(core.wake_fd, self.collect)
+        python.start_sweeping()
+        core.start()
+        return bound
+
+    def _make_core(self, listen_fd: int, address: tuple[Any, ...]) -> Core:
+        python = self.python
+        pool = python.pool
+        status_lines = tuple(STATUS_LINES.get(status) for status in range(600))
+        self.core = core = Core(
+            listen_fd=listen_fd,
+            upstream_host=address[0],
+            upstream_port=address[1],
+            host_header=pool.host_header,
+            matches=python.matches,
+            status_lines=status_lines,
+            timeout=python.timeout,
+            connect_timeout=pool.connect_timeout,
+            client_timeout=python.client_timeout,
+            idle_timeout=python.idle_timeout or 0.0,
+            max_body_bytes=python.max_body_bytes,
+            request_id_header=python.request_id_header,
+            id_prefix=python.new_request_id()[:-1].encode() + b"n" if python.generate_ids else None,
+            rewrite_host=python.rewrite_host,
+            scheme=python.scheme,
+            queue_capacity=python.queue.capacity,
+            queue_bytes=python.queue.max_bytes,
+        )
+        return core
+
+    def collect(self) -> None:
+        """Take what the core reports: finished exchanges, counts, records, handed-over
+        connections."""
+        core = self.core
+        if core is None:
+            return
+        records, done, counts, handoffs = core.take()
+        python = self.python
+        metrics = python.metrics
+        for exchange in done:
+            metrics.request_done(*exchange)
+        counted = dict(zip(COUNTERS, counts, strict=True))
+        sampler = python.sampler
+        if sampler is not None:
+            if counted["offered"]:
+                sampler.tally(counted["offered"], counted["sampled"])
+            core.set_rate(sampler.rate)
+        if counted["unknown_path"]:
+            python.count_parse_error("unknown_path", counted["unknown_path"])
+        for reason in DROPPED:
+            if counted[reason]:
+                python.count_dropped(reason, counted[reason])
+        for reason in UPSTREAM_ERRORS:
+            for _ in range(counted[reason]):
+                metrics.upstream_error(reason)
+        for _ in range(counted["client_stalled"]):
+            metrics.client_error("client_stalled")
+        queue = python.queue
+        for ts, request, response, path, request_id, fields, response_fields in records:
+            queue.put(
+                Record(
+                    ts=ts,
+                    request=request,
+                    response=response,
+                    path=path.decode("latin-1"),
+                    request_id=(
+                        request_id.decode("utf-8", "surrogateescape")
+                        if request_id is not None
+                        else None
+                    ),
+                    headers=FieldLines(fields),
+                    response_headers=FieldLines(response_fields),
+                )
+            )
+        for fd, data in handoffs:
+            self.handed_over += 1
+            sock = socket.socket(fileno=fd)
+            if python.drained:  # handed over as the proxy stopped: too late
+                sock.close()
+            else:
+                python.spawn(self._adopt(sock, data))
+
+    async def _adopt(self, sock: socket.socket, data: bytes) -> None:
+        python = self.python
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: _HandedOver(python, data), sock
+            )
+        except OSError:
+            sock.close()  # the client left meanwhile
+
+    def stop_accepting(self) -> None:
+        if self.core is not None:
+            self.core.drain()
+        self.python.stop_accepting()
+
+    def in_flight(self) -> int:
+        core = self.core
+        return (core.in_flight() if core is not None else 0) + self.python.in_flight()
+
+    async def drain(self, grace: float) -> tuple[int, int]:
+        """As :meth:`ProxyServer.drain`, for both engines' connections."""
+        python = self.python
+        if python.drained:
+            return python.drain_counts
+        core = self.core
+        if core is None:
+            return await python.drain(grace)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        started = core.in_flight()
+        core.drain()
+        while core.in_flight() and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        cut = core.in_flight()
+        finished, cut_python = await python.drain(max(0.0, deadline - loop.time()))
+        loop.remove_reader(core.wake_fd)
+        core.stop()
+        self.collect()  # the last exchanges counted, the last records queued
+        counts = (started - cut + finished, cut + cut_python)
+        python.drain_counts = counts
+        return counts
