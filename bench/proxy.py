@@ -1042,6 +1042,13 @@ def main() -> None:
         f"{LOAD_CORE}: the load generator's, so the upstream has a core of its own, as a model "
         "container with its own CPU beside its sidecar in a Kubernetes pod)",
     )
+    parser.add_argument(
+        "--engine",
+        choices=("python", "native"),
+        default="python",
+        help="source.proxy.engine of this checkout's sidecars (default python; the reference "
+        "checkout's keep their own default)",
+    )
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s runs")
     parser.add_argument(
         "--loadgen", nargs=3, metavar=("URL", "CONNS", "SECONDS"), help=argparse.SUPPRESS
@@ -1154,6 +1161,8 @@ def run(
         protocol = "kserve-v1" if name.endswith("-off") else "kserve-v2"
         path = config_paths[name] = tmp / f"{name}.yaml"
         raw = sidecar_config(protocol, ports[name], metrics[name], upstream, baseline)
+        if not name.startswith("driftgauge-ref"):
+            raw["source"]["proxy"]["engine"] = args.engine
         if mlserver is not None:
             raw["predictions"] = [PREDICTION]
         path.write_text(json.dumps(raw, indent=2))  # JSON is YAML
@@ -1185,7 +1194,7 @@ def run(
             f"pinned to core {SERVER_CORE}; {os.cpu_count()} cores (shared)"
         )
     print(
-        f"sidecars: serve --loop {args.loop}"
+        f"sidecars: serve --loop {args.loop}, engine {args.engine}"
         + (f"; reference checkout {args.reference}" if args.reference is not None else "")
     )
     print(
