@@ -14,14 +14,25 @@ from hypothesis import settings
 
 from driftgauge.baseline import Baseline, build_baseline, save_baseline
 from driftgauge.config import Config, load_config
+from tests import proxy_upstream
 from tests.helpers import base_config, training_rows, write_csv
-from tests.proxy_upstream import build_baseline_file
+from tests.proxy_upstream import PROXY_ENGINES, build_baseline_file
 
 # scripts/test.sh (and so CI) runs the property tests derandomized: the same examples on
 # every run, so main stays green or red for the code, not for the draw.  A plain
 # `pytest` explores new examples each run.
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(params=PROXY_ENGINES)
+def proxy_engine(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The test runs once per proxy engine: the sidecars ``running_proxy`` starts use it."""
+    proxy_upstream.engine["default"] = request.param
+    try:
+        yield request.param
+    finally:
+        proxy_upstream.engine["default"] = "python"
 
 
 @pytest.fixture

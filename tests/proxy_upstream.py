@@ -451,6 +451,11 @@ def build_baseline_file(directory: Path) -> Path:
     return config.baseline
 
 
+# The proxy engine running_proxy starts unless told (the `proxy_engine` fixture sets it).
+PROXY_ENGINES = ("python", "native")
+engine = {"default": "python"}
+
+
 @dataclass(slots=True)
 class Proxy:
     """A running sidecar in proxy mode."""
@@ -474,7 +479,9 @@ class Proxy:
         return self.source_sample(name, model="wine", **labels)
 
     def source_sample(self, name: str, **labels: str) -> float:
-        """A sample of the sidecar's registry (0 when absent), no label implied: the source's."""
+        """A sample of the sidecar's registry (0 when absent), no label implied: the source's;
+        read as a scrape reads it (after the native proxy core's counts are brought in)."""
+        self.sidecar.registry.refresh()
         value = self.sidecar.registry.get_sample_value(name, labels)
         return 0.0 if value is None else value
 
@@ -499,6 +506,7 @@ async def running_proxy(
         "listen": f"127.0.0.1:{port}",
         "upstream": f"http://127.0.0.1:{upstream_port}",
         "shutdown_grace": 1,
+        "engine": engine["default"],
         **proxy,
     }
     raw = base_config(

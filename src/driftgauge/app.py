@@ -525,6 +525,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         from driftgauge.sources.proxy import native
 
         proxy = native.NativeProxy(server)
+        sidecar.registry.before_scrape.append(proxy.collect)
     sidecar.health.upstream_ok = False
     host, port = config.listen
     # Bound first: a failed bind leaves no task behind (orphans cancelled at exit hung it).

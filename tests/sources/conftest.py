@@ -1,10 +1,13 @@
-"""The proxy's conformance tests run on both event loops `serve` may use: asyncio's and uvloop.
+"""The proxy's conformance tests run on both event loops `serve` may use, asyncio's and uvloop,
+and on both proxy engines, python and native.
 
 ``serve`` runs on uvloop when it is installed (driftgauge.runtime.loops), so
 the proxy must behave the same on both; every test in ``test_proxy.py``,
 ``test_proxy_faults.py``, ``test_proxy_idle.py`` and ``test_proxy_monitoring.py`` is parametrized
 ``[asyncio]`` and ``[uvloop]`` (the latter only when uvloop is
-installed).  Other tests here keep asyncio's loop under unchanged names.
+installed).  Other tests here keep asyncio's loop under unchanged names.  The tests of the files
+that use the ``proxy_engine`` fixture run on both engines too; the native engine's only with
+asyncio's loop, as its loop only serves the connections it hands over to the Python proxy.
 """
 
 from __future__ import annotations
@@ -41,6 +44,19 @@ def pytest_asyncio_loop_factories(
     if uvloop is not None and item.path.name in BOTH_LOOPS:
         factories["uvloop"] = uvloop.new_event_loop
     return factories
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The native engine on asyncio's loop only (the module docstring says why)."""
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        ids = params.id if params is not None else ""
+        native = params is not None and params.params.get("proxy_engine") == "native"
+        (dropped if native and "uvloop" in ids else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 # -- the proxy tests' servers (test_proxy*.py) -------------------------------------------

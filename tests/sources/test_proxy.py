@@ -33,6 +33,8 @@ from tests.proxy_upstream import (
 )
 from tests.sources.proxy_support import PREDICT, StartProxy, instances
 
+pytestmark = pytest.mark.usefixtures("proxy_engine")  # both engines (tests/conftest.py)
+
 
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
 async def test_method_target_and_binary_body_reach_upstream_unchanged(

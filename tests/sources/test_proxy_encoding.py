@@ -19,6 +19,8 @@ import pytest
 from driftgauge.sources.proxy.cycle import HeaderLines
 from tests.proxy_upstream import RawUpstream, Script, raw_client, raw_upstream, running_proxy, until
 
+pytestmark = pytest.mark.usefixtures("proxy_engine")  # both engines (tests/conftest.py)
+
 PREDICT = "/v1/models/wine:predict"
 ROWS = [[12.5 + i * 0.1, 2.0 + i * 0.05, ["north", "south", "east"][i % 3]] for i in range(12)]
 

@@ -26,6 +26,8 @@ from tests.proxy_upstream import (
 )
 from tests.sources.proxy_support import PREDICT, StartProxy, instances, predict, sentinel
 
+pytestmark = pytest.mark.usefixtures("proxy_engine")  # both engines (tests/conftest.py)
+
 
 async def test_garbage_body_on_monitored_route_is_forwarded_and_counted(
     proxy: Proxy, upstream: Upstream, session: ClientSession
@@ -54,9 +56,7 @@ async def test_unknown_path_post_is_forwarded_and_counted_get_is_not(
     async with session.get(proxy.url + "/doc") as response:
         assert await response.read() == DOC
     await sentinel(proxy, session)
-    registry = proxy.sidecar.registry
-    unknown_path = {"reason": "unknown_path"}
-    assert registry.get_sample_value("driftgauge_source_parse_errors_total", unknown_path) == 1
+    assert proxy.source_sample("driftgauge_source_parse_errors_total", reason="unknown_path") == 1
     assert proxy.sample("driftgauge_parse_errors_total", reason="unknown_path") == 0
     assert proxy.sidecar.batcher.parse_errors == {"unknown_path": 1}
     assert not proxy.sidecar.monitor.parse_errors

@@ -46,6 +46,7 @@ from driftgauge.cli import main
 from driftgauge.monitor.batch import decode_json
 from tests.helpers import base_config
 from tests.proxy_upstream import (
+    PROXY_ENGINES,
     Proxy,
     RawUpstream,
     Upstream,
@@ -88,7 +89,8 @@ async def model(request: web.Request) -> web.Response:
 class Harness:
     """The sidecar in proxy mode in front of a recording upstream, on a loop in a thread."""
 
-    def __init__(self, tmp_path: Path, baseline: Path) -> None:
+    def __init__(self, tmp_path: Path, baseline: Path, engine: str) -> None:
+        self.engine = engine
         self.tmp_path = tmp_path
         self.baseline = baseline
         self.started = threading.Event()
@@ -106,7 +108,7 @@ class Harness:
                 # Counts are checked exactly: no request may be sampled out (a budget no
                 # monitoring reaches; the backlog reading is off in the fixture).
                 running_proxy(
-                    self.tmp_path, self.baseline, upstream.port, cpu_budget=1024
+                    self.tmp_path, self.baseline, upstream.port, cpu_budget=1024, engine=self.engine
                 ) as proxy,
             ):
                 self.loop, self.stop = asyncio.get_running_loop(), asyncio.Event()
@@ -140,6 +142,7 @@ class Harness:
         router = self.proxy.sidecar.batcher
 
         async def read() -> dict[str, Any]:
+            self.proxy.sidecar.registry.refresh()  # the native core's counts, as a scrape does
             return {
                 "rows": monitor.rows_total,
                 "parse_errors": dict(monitor.parse_errors),
@@ -168,14 +171,17 @@ class Harness:
             return int(response.status)
 
 
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory: pytest.TempPathFactory, baseline: Path) -> Iterator[Harness]:
+@pytest.fixture(scope="module", params=PROXY_ENGINES)
+def harness(
+    tmp_path_factory: pytest.TempPathFactory, baseline: Path, request: pytest.FixtureRequest
+) -> Iterator[Harness]:
     # hypothesis holds the GIL beside the sidecar's thread: under the full suite's load records
     # once waited long enough to read as a backlog, and requests were sampled out (1 of 5
     # invalid bodies counted).
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(app, "BEHIND_SECONDS", math.inf)
-        with Harness(tmp_path_factory.mktemp("fuzz-sidecar"), baseline) as running:
+        sidecar = tmp_path_factory.mktemp("fuzz-sidecar")
+        with Harness(sidecar, baseline, request.param) as running:
             yield running
 
 
@@ -575,6 +581,7 @@ async def start_proxy(tmp_path: Path, baseline: Path) -> AsyncIterator[Callable[
         yield start
 
 
+@pytest.mark.usefixtures("proxy_engine")
 async def test_slow_response_body_arrives_whole_when_each_piece_is_within_timeout(
     trickling: RawUpstream, start_proxy: Callable[..., Any]
 ) -> None:
@@ -592,6 +599,7 @@ async def test_slow_response_body_arrives_whole_when_each_piece_is_within_timeou
     await until(lambda: proxy.sidecar.monitor.rows_total == 1, what="the prediction after it")
 
 
+@pytest.mark.usefixtures("proxy_engine")
 @pytest.mark.parametrize("sent", [0, 10], ids=["after_head", "mid_body"])
 async def test_stalled_response_body_closes_the_client_and_counts_a_timeout(
     trickling: RawUpstream, start_proxy: Callable[..., Any], sent: int

@@ -38,7 +38,8 @@ from driftgauge.typing import Record
 from tests.helpers import base_config, free_port, scrape, series
 from tests.proxy_upstream import raw_client, running_proxy, upstream_server
 
-pytestmark = pytest.mark.serial  # timing under load: run alone (scripts/test.sh)
+# Timing under load: run alone (scripts/test.sh); on both proxy engines (tests/conftest.py).
+pytestmark = [pytest.mark.serial, pytest.mark.usefixtures("proxy_engine")]
 
 PREDICT = "/v1/models/wine:predict"
 EXPLAIN = "/v1/models/wine:explain"  # not a prediction route: forwarded, never monitored

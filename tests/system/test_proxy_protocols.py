@@ -29,6 +29,8 @@ from tests.proxy_upstream import (
     upstream_server,
 )
 
+pytestmark = pytest.mark.usefixtures("proxy_engine")  # both engines (tests/conftest.py)
+
 Row = dict[str, Any]
 Body = dict[str, Any]
 

@@ -115,6 +115,14 @@ class MetricsRegistry(CollectorRegistry):
         self._parts_lock = threading.Lock()
         self._collectors: list[Collector] = []
         self._parts = RegistryParts((), ())
+        # Called on the event loop before each scrape (:meth:`refresh`).
+        self.before_scrape: list[Callable[[], None]] = []
+
+    def refresh(self) -> None:
+        """Bring in what a source counted outside the interpreter (the native proxy core
+        reports in batches): a scrape then sees every exchange answered before it began."""
+        for hook in self.before_scrape:
+            hook()
 
     def register(self, collector: Collector) -> None:
         super().register(collector)
@@ -357,6 +365,7 @@ def metrics_routes(
     async def metrics(request: web.Request) -> web.Response:
         accept = ",".join(request.headers.getall("Accept", []))
         gzip = _accepts_gzip(",".join(request.headers.getall("Accept-Encoding", [])))
+        registry.refresh()
         # Rendering and compressing take milliseconds: keep them off the event loop.
         body, content_type = await asyncio.to_thread(
             render_metrics, registry, accept, rendered, gzip=gzip

@@ -203,7 +203,8 @@ typedef struct {
     size_t n_done, cap_done;
     Handoff *hand_head, *hand_tail;
     long long counters[N_COUNTERS];
-    int woken;
+    int woken, dirty;  /* the wake-up descriptor was written, or is due */
+    double last_wake;
 } Core;
 
 static double mono(void) {
@@ -220,14 +221,37 @@ static double wall(void) {
 
 /* -- what Python takes -------------------------------------------------------------- */
 
-static void wake(Core *core) {
-    /* under the lock */
-    if (!core->woken) {
-        core->woken = 1;
-        uint64_t one = 1;
-        ssize_t r = write(core->wake_fd, &one, sizeof one);
-        (void)r;
-    }
+#define WAKE_INTERVAL 0.001
+
+/* Tell Python there is something to take (under the lock): at once when the last wake-up is
+ * over WAKE_INTERVAL old (at low rates, before the answer goes out, so Python counts an
+ * exchange before its client sees it) or `urgent`; else at the end of the loop's turn once it
+ * is (under load, one wake-up for many exchanges). */
+static void write_wake(Core *core, double now) {
+    uint64_t one = 1;
+    ssize_t r = write(core->wake_fd, &one, sizeof one);
+    (void)r;
+    core->woken = 1;
+    core->dirty = 0;
+    core->last_wake = now;
+}
+
+static void notify(Core *core, int urgent) {
+    if (core->woken) return;  /* Python has yet to take: it takes this too */
+    double now = mono();
+    if (urgent || now - core->last_wake >= WAKE_INTERVAL) write_wake(core, now);
+    else core->dirty = 1;
+}
+
+#define wake(core) notify(core, 0)
+
+/* At the end of the loop's turn: a wake-up that was due; returns whether one still is. */
+static int wake_due(Core *core, double now) {
+    pthread_mutex_lock(&core->lock);
+    if (core->dirty && !core->woken && now - core->last_wake >= WAKE_INTERVAL) write_wake(core, now);
+    int due = core->dirty && !core->woken;
+    pthread_mutex_unlock(&core->lock);
+    return due;
 }
 
 static void count(Core *core, int slot) {
@@ -632,7 +656,7 @@ static void hand_over(Core *core, Client *c) {
     else core->hand_head = h;
     core->hand_tail = h;
     core->counters[C_HANDOFFS]++;
-    wake(core);
+    notify(core, 1);
     pthread_mutex_unlock(&core->lock);
 }
 
@@ -1456,6 +1480,7 @@ static void *loop(void *arg) {
     Core *core = arg;
     struct epoll_event events[256];
     double next_sweep = 0;
+    int due = 0;
     double interval = core->client_timeout;
     if (core->timeout < interval) interval = core->timeout;
     if (core->idle_timeout > 0 && core->idle_timeout < interval) interval = core->idle_timeout;
@@ -1463,7 +1488,7 @@ static void *loop(void *arg) {
     if (interval > 1.0) interval = 1.0;
     if (interval < 0.02) interval = 0.02;
     while (!core->stopping) {
-        int n = epoll_wait(core->ep, events, 256, (int)(interval * 1000));
+        int n = epoll_wait(core->ep, events, 256, due ? 1 : (int)(interval * 1000));
         double now = mono();
         for (int i = 0; i < n; i++) {
             Sock *s = events[i].data.ptr;
@@ -1493,6 +1518,7 @@ static void *loop(void *arg) {
             next_sweep = now + interval;
         }
         free_deferred(core);
+        due = wake_due(core, mono());
     }
     /* stopped: close everything left */
     Client *next;
@@ -1660,7 +1686,7 @@ static PyObject *Core_take(Core *self, PyObject *unused) {
     long long counters[N_COUNTERS];
     memcpy(counters, self->counters, sizeof counters);
     memset(self->counters, 0, sizeof self->counters);
-    self->woken = 0;
+    self->woken = self->dirty = 0;
     pthread_mutex_unlock(&self->lock);
 
     PyObject *result = NULL, *recs = PyList_New(0), *dones = PyList_New((Py_ssize_t)n_done);
