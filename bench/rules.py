@@ -21,6 +21,11 @@ config it then times the parts (rendering the rules, dumping them as YAML,
 rendering the dashboard, dumping it as JSON) and reports the rule count and
 the files' sizes of both: the rule count grows with the overrides (each gets
 rules of its own), never with the fields.
+
+Last, the dashboard's size (JSON as written) at 20, 21, 200 and ``--features``
+fields, against the same fields each in a row of its own (the layout below
+FIELD_ROWS_MAX fields, and of every width before 2,000 fields made a 95 MB
+dashboard), rendered in the same run.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import yaml
 from bench._common import bench_config, field_names, human_bytes, print_table, time_paired
 from driftgauge.config import Config
 from driftgauge.rules.alerts import models_of, render_rules
-from driftgauge.rules.dashboards import render_dashboard
+from driftgauge.rules.dashboards import FIELD_ROWS_MAX, render_dashboard
 from driftgauge.rules.writing import dump_yaml, write_assets
 
 OVERRIDE_EVERY = 50
@@ -91,6 +96,28 @@ def _shape(paths: list[Path]) -> dict[str, Any]:
     }
 
 
+def _dashboard_sizes(widths: list[int]) -> list[list[str]]:
+    """Each width's dashboard size as written, with one row per field and as rendered."""
+    table = []
+    for width in widths:
+        (model,) = models_of(wide_config(width))
+        sizes = [
+            len(
+                json.dumps(
+                    render_dashboard(model.model, model.fields, model.alerting, rows_up_to),
+                    indent=2,
+                    sort_keys=True,
+                    ensure_ascii=False,
+                ).encode()
+            )
+            for rows_up_to in (width, FIELD_ROWS_MAX)
+        ]
+        layout = "a row each" if width <= FIELD_ROWS_MAX else "shared rows"
+        ratio = f"{sizes[1] / sizes[0]:.3f}"
+        table.append([f"{width:,}", human_bytes(sizes[0]), human_bytes(sizes[1]), layout, ratio])
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--features", type=int, default=2_000)
@@ -127,6 +154,12 @@ def main() -> None:
     )
     print_table(
         f"the parts, {features:,} fields, one run", ["part", "seconds", "CPU s"], _parts(wide)
+    )
+    widths = sorted({FIELD_ROWS_MAX, FIELD_ROWS_MAX + 1, reference_features, features})
+    print_table(
+        "the dashboard's size",
+        ["fields", "a row each", "rendered", "layout", "ratio"],
+        _dashboard_sizes(widths),
     )
 
 

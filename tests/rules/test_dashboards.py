@@ -10,11 +10,13 @@ from typing import Any
 from driftgauge.config import config_from_mapping
 from driftgauge.exposition.live import DROP_REASONS
 from driftgauge.rules.alerts import models_of, render_rules
-from driftgauge.rules.dashboards import render_dashboard
+from driftgauge.rules.dashboards import FIELD_ROWS_MAX, render_dashboard
+from driftgauge.rules.promql import promql_string
 from driftgauge.rules.writing import dump_yaml
 from tests.helpers import base_config
 from tests.rules.support import promtool_test
 from tests.rules.support import series as _series
+from tests.system.grafana_support import regex_escape
 
 SIDECAR = {"job": "driftgauge", "instance": "10.0.0.7:10117"}
 OUTCOMES = Path(__file__).resolve().parents[2] / "src" / "driftgauge" / "monitor" / "outcomes.py"
@@ -272,3 +274,181 @@ def test_fields_panels_share_what_holds_no_name_and_keep_their_own_thresholds(
     shared = [a["fieldConfig"] is b["fieldConfig"] for a, b in zip(ash, proline, strict=True)]
     assert sum(shared) >= len(shared) / 2, shared
     assert json.dumps(ash).count('"ash"') == json.dumps(proline).count('"proline"')
+
+
+def _wide(tmp_path: Path, count: int, model: str = "wine") -> dict[str, Any]:
+    """A config of ``count`` fields, a tenth categorical, named as a wide model's are, a few
+    oddly, with thresholds of their own for one field in 50."""
+    names = [f"f{i:04d}" for i in range(count)]
+    names[1:5] = ["sepal length (cm)", "od280/od315_of_diluted_wines", 'it\'s "q"', "naïve"]
+    features = [
+        {"name": name, "type": "categorical" if i % 10 == 9 else "numeric"}
+        for i, name in enumerate(names)
+    ]
+    stricter = {"psi": {"warning": 0.05, "critical": 0.3}, "for": "30m"}
+    alerting = {"features": dict.fromkeys(names[::50], stricter)}
+    return base_config(tmp_path, model=model, features=features, alerting=alerting)
+
+
+def _board(raw: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    (rules,) = models_of(config_from_mapping(raw, base=tmp_path))
+    return render_dashboard(rules.model, rules.fields, rules.alerting)
+
+
+def test_a_wide_models_dashboard_does_not_grow_with_its_fields(tmp_path: Path) -> None:
+    """2,000 fields give a dashboard of the size 200 give, about the shipped one's (a row of
+    about 50 kB for each field made a 2,000-field model's 95 MB, which Grafana could not load)."""
+    sizes = {
+        count: len(json.dumps(_board(_wide(tmp_path, count), tmp_path), indent=2))
+        for count in (200, 2_000)
+    }
+    assert sizes[2_000] - sizes[200] < 1_000, sizes
+    assert sizes[2_000] < 200_000, sizes
+
+
+def test_a_wide_models_fields_share_a_row_per_type_repeated_over_its_variable(
+    tmp_path: Path,
+) -> None:
+    """Past FIELD_ROWS_MAX fields, a numeric and a categorical row repeat over variables listing
+    the model's fields of that type (from baseline gauges, there before any traffic), matched
+    through Grafana's regex format; the model stays a literal, panels are coloured at the
+    model's thresholds, and the PSI of every field is its top few."""
+    model = "wine \"red\" 'rosé' \\ /v2 (a|b) $x"
+    board = _board(_wide(tmp_path, FIELD_ROWS_MAX + 1, model=model), tmp_path)
+    literal = promql_string(model)
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert list(variables) == ["datasource", "window", "feature", "categorical"]
+    assert variables["feature"]["query"]["query"] == (
+        f"label_values(driftgauge_baseline_mean{{model={literal}}}, feature)"
+    )
+    assert variables["categorical"]["query"]["query"] == (
+        f'label_values(driftgauge_baseline_bin_ratio{{model={literal}, bin="__unseen__"}}, feature)'
+    )
+    for name in ("feature", "categorical"):
+        assert variables[name]["multi"] and not variables[name]["includeAll"]
+        assert variables[name]["definition"] == variables[name]["query"]["query"]
+    repeated = [p for p in board["panels"] if p.get("repeat")]
+    assert [(r["repeat"], r["title"]) for r in repeated] == [
+        ("feature", "$feature (numeric)"),
+        ("categorical", "$categorical (categorical)"),
+    ]
+    assert not any(p.get("collapsed") for p in repeated)
+    start, middle = (board["panels"].index(row) for row in repeated)
+    numeric = board["panels"][start + 1 : middle]
+    categorical = board["panels"][middle + 1 :]
+    categorical = categorical[: next(i for i, p in enumerate(categorical) if p["type"] == "row")]
+    for panels, variable in ((numeric, "feature"), (categorical, "categorical")):
+        exprs = [t["expr"] for p in panels for t in p["targets"]]
+        assert exprs and all(f"feature=~`${{{variable}:regex}}`" in e for e in exprs), variable
+        assert all(f"model={literal}" in e for e in exprs)
+    numeric_text, categorical_text = json.dumps(numeric), json.dumps(categorical)
+    assert "ks_statistic" in numeric_text and "ks_statistic" not in categorical_text
+    assert "chi2_pvalue" in categorical_text and "chi2_pvalue" not in numeric_text
+    assert "feature_quantile" in numeric_text and "$feature" not in categorical_text
+    (psi,) = [p for p in numeric if p["title"] == "PSI"]
+    steps = psi["fieldConfig"]["defaults"]["thresholds"]["steps"][1:]
+    assert [s["value"] for s in steps] == [0.02, 0.25]
+    (every,) = [p for p in board["panels"] if "most drifting" in p["title"]]
+    assert every["targets"][0]["expr"].startswith(f"topk({FIELD_ROWS_MAX}, max by (feature, role)")
+    panels = [p for top in board["panels"] for p in [top, *top.get("panels", [])]]
+    assert len({p["id"] for p in panels}) == len(panels)
+    assert all(p["gridPos"]["x"] + p["gridPos"]["w"] <= 24 for p in panels)
+
+
+def test_a_small_models_fields_keep_a_row_each(tmp_path: Path) -> None:
+    """Up to FIELD_ROWS_MAX fields, each has its own collapsed row and there is no field variable."""
+    board = _board(_wide(tmp_path, FIELD_ROWS_MAX - 1), tmp_path)
+    assert [v["name"] for v in board["templating"]["list"]] == ["datasource", "window"]
+    rows = [p for p in board["panels"] if p["type"] == "row" and p.get("collapsed")]
+    assert len(rows) == FIELD_ROWS_MAX + 1  # the features, the prediction and the service row
+    assert not any(p.get("repeat") for p in board["panels"])
+
+
+def test_a_name_no_variable_can_select_keeps_a_row_of_its_own(tmp_path: Path) -> None:
+    """A field named with a backtick (which would end the raw string around ${feature:regex})
+    is left out of the variables' values and keeps its own row, written as a literal."""
+    raw = _wide(tmp_path, 40)
+    odd = "back`tick"
+    raw["features"][7]["name"] = odd
+    board = _board(raw, tmp_path)
+    for variable in board["templating"]["list"][2:]:
+        pattern = re.compile(variable["regex"].strip("/"))
+        assert pattern.search("f0001") and pattern.search('a"b\\c /x') and not pattern.search(odd)
+    (row,) = [p for p in board["panels"] if p.get("collapsed") and p["title"].startswith(odd)]
+    exprs = [t["expr"] for p in row["panels"] for t in p["targets"]]
+    assert exprs and all(f"feature={promql_string(odd)}" in e for e in exprs)
+
+
+def test_a_wide_models_shared_rows_select_odd_names(tmp_path: Path) -> None:
+    """Each model's variables list its own fields of each type, odd names included, and a
+    shared row's query with a value in Grafana's regex format selects that field alone."""
+    first, second = "wine \"red\" 'rosé' \\ /v2 (a|b)", "iris \"v2\" 'ü' \\ /x (cm)"
+    odd_numeric, odd_categorical = "alc \"ohol\" 'x' \\ /°C [%] {1,2}.*+?^$", "région (x|y)"
+    raw = base_config(tmp_path)
+    model = {k: raw.pop(k) for k in ("model", "protocol", "baseline", "features", "predictions")}
+    model["features"] = [
+        {"name": odd_numeric, "type": "numeric"},
+        {"name": "alc", "type": "numeric"},
+        {"name": odd_categorical, "type": "categorical"},
+    ]
+    raw["models"] = [
+        {**model, "model": first},
+        {**model, "model": second, "baseline": str(tmp_path / "i.dgb")},
+    ]
+    models = models_of(config_from_mapping(raw, base=tmp_path))
+    series = []
+    for index, name in enumerate((first, second)):
+        numeric = [odd_numeric, "alc"][index:]  # the second model's sidecar lacks one
+        for field in numeric:
+            labels = {"model": name, "feature": field, "role": "input"}
+            series.append(_series("driftgauge_baseline_mean", labels, "1x5"))
+            psi = "0.5x5" if field == "alc" else f"0.{index + 1}x5"
+            series.append(_series("driftgauge_psi", labels | {"window": "5m"}, psi))
+        for field, role in ((odd_categorical, "input"), ("class", "prediction")):
+            labels = {"model": name, "feature": field, "role": role}
+            for bin_ in ("north", "__unseen__"):
+                series.append(
+                    _series("driftgauge_baseline_bin_ratio", labels | {"bin": bin_}, "0x5")
+                )
+    tests = []
+    for index, rules in enumerate(models):
+        board = render_dashboard(rules.model, rules.fields, rules.alerting, rows_up_to=0)
+        variables = {v["name"]: v for v in board["templating"]["list"]}
+        offered = {
+            "feature": [odd_numeric, "alc"][index:],
+            "categorical": [odd_categorical, "class"],
+        }
+        for variable, fields in offered.items():
+            found = re.fullmatch(
+                r"label_values\((.*), feature\)", variables[variable]["definition"]
+            )
+            assert found
+            tests.append(
+                {
+                    "expr": f"count by (feature) ({found.group(1)})",
+                    "eval_time": "2m",
+                    "exp_samples": [
+                        {"labels": _series("", {"feature": f}, "")["series"], "value": 1}
+                        for f in sorted(fields)
+                    ],
+                }
+            )
+        (psi,) = [p for p in board["panels"] if p.get("title") == "PSI of $feature"]
+        expr = psi["targets"][0]["expr"].replace("${feature:regex}", regex_escape(odd_numeric))
+        labels = {"model": rules.model, "feature": odd_numeric, "role": "input", "window": "5m"}
+        tests.append(
+            {
+                "expr": expr.replace("$window", "5m"),
+                "eval_time": "2m",
+                "exp_samples": [
+                    {"labels": _series("driftgauge_psi", labels, "")["series"], "value": 0.1}
+                ]
+                if index == 0
+                else [],
+            }
+        )
+    promtool_test(
+        tmp_path,
+        [],
+        [{"interval": "1m", "input_series": series, "promql_expr_test": tests}],
+    )

@@ -2,13 +2,19 @@
 
 ``grafana/dashboards/driftgauge-model.json`` (packaged as
 ``driftgauge/rules/assets/driftgauge-model.json``) selects a model and a field with
-variables. The generated one fixes the model and gives every configured field
-a collapsed row of its own holding the template's per-field panels that apply
-to its type (KS and quantiles for numeric fields, category shares and
-chi-squared for categorical ones), with the model and field written into the
-queries as escaped PromQL strings (no variable interpolation can break a
-name such as ``a"b\\c``). PSI and KS panels are coloured at the field's
-alert thresholds. Only ``datasource`` and ``window`` remain variables. The
+variables. The generated one fixes the model. Up to :data:`FIELD_ROWS_MAX` fields, it
+gives every configured field a collapsed row of its own holding the template's
+per-field panels that apply to its type (KS and quantiles for numeric fields,
+category shares and chi-squared for categorical ones), with the model and field
+written into the queries as escaped PromQL strings (no variable interpolation
+can break a name such as ``a"b\\c``), PSI and KS panels coloured at the field's
+alert thresholds; only ``datasource`` and ``window`` remain variables. A wider
+model's fields share one row per type instead, repeated for each field its
+variable selects (``feature`` for numeric fields, ``categorical`` for categorical
+ones, matched as the shipped dashboard matches them, coloured at the model's
+thresholds): a field's row is about 50 kB of JSON, and 2,000 of them made a
+95 MB dashboard. A name holding a backtick, which no variable can select,
+keeps a row of its own there. The
 service row reads the sidecars that serve the model (joined on their
 ``driftgauge_baseline_info``), which export their requests under their first
 model's label, so every model of a multi-model sidecar shows them; the alert
@@ -29,7 +35,7 @@ from driftgauge.config.alerting import AlertingConfig, AlertThresholds
 from driftgauge.rules.promql import promql_string
 from driftgauge.rules.writing import slug
 
-__all__ = ["dashboard_file", "dashboard_uid", "render_dashboard", "template"]
+__all__ = ["FIELD_ROWS_MAX", "dashboard_file", "dashboard_uid", "render_dashboard", "template"]
 
 # Template rows (by title, before substitution) whose panels are per field, by field type.
 _FIELD_ROWS = {
@@ -39,6 +45,19 @@ _FIELD_ROWS = {
 _NUMERIC_ONLY = ("driftgauge_ks_", "driftgauge_feature_quantile", "driftgauge_feature_mean")
 _CATEGORICAL_ONLY = ("driftgauge_chi2_pvalue",)
 _FIELD_VARIABLES = re.compile(r"\$\{?(feature|categorical)\}?")
+# Up to this many fields, each has a row of its own; past it the fields share a row per type.
+FIELD_ROWS_MAX = 20
+# Each type's variable in the shared rows, and the series listing the model's fields of that
+# type, from the baseline's gauges (exported before any traffic).
+_TYPE_VARIABLES = {
+    "numeric": ("feature", "driftgauge_baseline_mean{{model={model}}}"),
+    "categorical": (
+        "categorical",
+        'driftgauge_baseline_bin_ratio{{model={model}, bin="__unseen__"}}',
+    ),
+}
+# A backtick ends the raw string holding ``${feature:regex}``: such names get rows of their own.
+_SELECTABLE = "/^[^`]*$/"
 _MODEL_VARIABLE = re.compile(r"\$\{?model\}?")
 
 
@@ -262,20 +281,20 @@ def _field_templates(
     ]
 
 
+_Templates: TypeAlias = "list[tuple[dict[str, Any], dict[str | int, _Places]]]"
+
+
 def _field_panels(
-    templates: list[tuple[dict[str, Any], dict[str | int, _Places]]],
-    spec: FieldSpec,
-    model: str,
-    thresholds: AlertThresholds,
+    templates: _Templates, names: dict[str, str], thresholds: AlertThresholds
 ) -> list[dict[str, Any]]:
-    """The panels of ``templates`` (:func:`_field_templates` of its type) filled for ``spec``.
+    """The panels of ``templates`` (:func:`_field_templates` of a type) with the variables of
+    ``names`` filled in, coloured at ``thresholds``.
 
     They share the parts without a variable with the template, and so with every other
     field's panels: the dashboard is written out, not changed.
     """
     chosen: list[dict[str, Any]] = []
     seen: list[tuple[str, set[str]]] = []
-    names = {"model": model, "feature": spec.name, "categorical": spec.name}
     for panel, places in templates:
         filled = _fill(panel, places, names, names)
         exprs = {t["expr"] for t in filled["targets"]}
@@ -287,10 +306,46 @@ def _field_panels(
     return chosen
 
 
+def _shared_templates(templates: _Templates, variable: str) -> _Templates:
+    """``templates`` reading every field variable as ``variable`` (a categorical field's row
+    reads ``$feature`` too), each with its places."""
+    if variable == "feature":
+        return templates
+    renamed = [
+        json.loads(re.sub(r"\$(\{?)feature\b", rf"$\g<1>{variable}", json.dumps(panel)))
+        for panel, _places in templates
+    ]
+    return [
+        (panel, places if isinstance(places := _places(panel), dict) else {}) for panel in renamed
+    ]
+
+
+def _field_variable(template: dict[str, Any], field_type: str, model: str) -> dict[str, Any]:
+    """The variable selecting the fields of ``field_type`` whose rows to show (several at once)."""
+    name, selector = _TYPE_VARIABLES[field_type]
+    query = f"label_values({selector.format(model=promql_string(model))}, feature)"
+    return {
+        **template,
+        "current": {},
+        "definition": query,
+        "description": f"The {field_type} fields of {model} to show, a row each.",
+        "includeAll": False,
+        "label": f"{field_type.capitalize()} fields",
+        "multi": True,
+        "name": name,
+        "query": {**template["query"], "query": query},
+        "regex": _SELECTABLE,
+    }
+
+
 def render_dashboard(
-    model: str, fields: Sequence[FieldSpec], alerting: AlertingConfig
+    model: str,
+    fields: Sequence[FieldSpec],
+    alerting: AlertingConfig,
+    rows_up_to: int = FIELD_ROWS_MAX,
 ) -> dict[str, Any]:
-    """The dashboard of ``model`` with a row for each of ``fields``.
+    """The dashboard of ``model``: a row for each of ``fields`` while they are at most
+    ``rows_up_to``, else a row per field type repeated over its variable.
 
     The fields' panels share their parts that hold no name (:func:`_field_panels`): a
     document to write out, not to change in place.
@@ -298,6 +353,7 @@ def render_dashboard(
     base = template()
     rows = list(_rows(base))
     fixed = {"model": model}
+    shared = len(fields) > rows_up_to
     top_panels = []
     for row, panels in rows:
         for panel in panels:
@@ -305,6 +361,14 @@ def render_dashboard(
                 filled = _replace(panel, fixed, fixed)
                 _colour(filled, panel["title"], alerting.defaults)
                 filled["gridPos"].update(h=8, w=6 if filled["type"] == "stat" else 18)
+                if shared and "every field" in panel["title"]:  # not 2,000 lines
+                    top = f"the {FIELD_ROWS_MAX} most drifting fields"
+                    filled["title"] = filled["title"].replace("every field", top)
+                    filled["description"] = f"PSI of {top} of {model} at each time, in the window."
+                    filled["targets"] = [
+                        {**t, "expr": f"topk({FIELD_ROWS_MAX}, {t['expr']})"}
+                        for t in filled["targets"]
+                    ]
                 top_panels.append(filled)
     layout: list[dict[str, Any]] = [
         {
@@ -318,8 +382,31 @@ def render_dashboard(
     y = _flow(top_panels, 1)
     layout += top_panels
     templates = {kind: _field_templates(rows, kind) for kind in _FIELD_ROWS}
-    for spec in fields:
-        panels = _field_panels(templates[spec.type], spec, model, alerting.for_field(spec.name))
+    variables = {v["name"]: v for v in base["templating"]["list"]}
+    window = f"label_values(driftgauge_window_observations{{model={promql_string(model)}}}, window)"
+    chosen = [
+        variables["datasource"],
+        {
+            **variables["window"],
+            "definition": window,
+            "query": {**variables["window"]["query"], "query": window},
+        },
+    ]
+    own = [spec for spec in fields if not shared or "`" in spec.name]
+    for kind, (variable, _selector) in _TYPE_VARIABLES.items() if shared else ():
+        if not any(spec.type == kind and "`" not in spec.name for spec in fields):
+            continue
+        panels = _field_panels(
+            _shared_templates(templates[kind], variable), fixed, alerting.defaults
+        )
+        title = f"${variable} ({kind})"
+        row = {"collapsed": False, "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []}
+        layout += [{**row, "repeat": variable, "title": title, "type": "row"}, *panels]
+        y = _flow(panels, y + 1)
+        chosen.append(_field_variable(variables["feature"], kind, model))
+    for spec in own:
+        names = {"model": model, "feature": spec.name, "categorical": spec.name}
+        panels = _field_panels(templates[spec.type], names, alerting.for_field(spec.name))
         _flow(panels, y + 1)
         layout.append(
             {
@@ -348,24 +435,14 @@ def render_dashboard(
             nested_panel["id"] = panel_id
     board = {key: value for key, value in base.items() if key != "panels"}
     board["panels"] = layout
-    board["templating"] = {
-        "list": [
-            _replace(variable, fixed, fixed)
-            for variable in base["templating"]["list"]
-            if variable["name"] in ("datasource", "window")
-        ]
-    }
-    for variable in board["templating"]["list"]:
-        if variable["type"] == "query":
-            query = f"label_values(driftgauge_window_observations{{model={promql_string(model)}}}, window)"
-            variable["definition"] = query
-            variable["query"]["query"] = query
+    board["templating"] = {"list": chosen}
     board["annotations"] = _replace(base["annotations"], fixed, fixed)
     board["title"] = f"driftgauge / {model}"
     board["uid"] = dashboard_uid(model)
+    each = "a row per field type, repeated for the fields chosen" if shared else "one row each"
     board["description"] = (
         f"Model {model}: drift, distributions and data quality of each configured field "
-        "(one row each), and service health. Generated by `driftgauge rules`."
+        f"({each}), and service health. Generated by `driftgauge rules`."
     )
     board["tags"] = sorted({*base.get("tags", []), "generated"})
     queries = json.dumps(
@@ -375,7 +452,7 @@ def render_dashboard(
             board["annotations"],
         ]
     )
-    leftover = _MODEL_VARIABLE.search(queries) or _FIELD_VARIABLES.search(queries)
+    leftover = _MODEL_VARIABLE.search(queries) or (not shared and _FIELD_VARIABLES.search(queries))
     if leftover:
         raise ValueError(f"the dashboard template left {leftover.group(0)} unreplaced")
     return board
