@@ -28,6 +28,10 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
+# gcc compiles the proxy's native engine (source.proxy.engine, README "The proxy"); only this
+# stage has it: the image copies the built environment.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/driftgauge
 WORKDIR /src
 COPY pyproject.toml README.md ./

@@ -25,6 +25,7 @@ from prometheus_client import ProcessCollector
 
 from driftgauge.baseline import Baseline, load_served
 from driftgauge.config import CloudEventsConfig, Config, ProxyConfig, TailConfig
+from driftgauge.config.sources import proxy_engine
 from driftgauge.exposition import catalogue
 from driftgauge.exposition.collector import (
     MetricsRegistry,
@@ -520,7 +521,8 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         sampler=sampler,
     )
     proxy: ProxyServer | NativeProxy = server
-    if config.engine == "native":
+    engine = proxy_engine(config)
+    if engine == "native":
         # Imported only when asked for: an install may lack the compiled core (config says so).
         from driftgauge.sources.proxy import native
 
@@ -535,7 +537,12 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         "monitoring consumer", sidecar.health, consume(queue, sidecar.batcher, metrics, sampler)
     )
     watcher = _supervise("upstream watch", sidecar.health, _watch_upstream(config, sidecar.health))
-    log.info("proxy on %s -> %s", _url(host, sidecar.proxy_port, config.tls), config.upstream)
+    log.info(
+        "proxy on %s -> %s (%s engine)",
+        _url(host, sidecar.proxy_port, config.tls),
+        config.upstream,
+        engine,
+    )
 
     async def drain() -> None:
         sidecar.health.stopping = True

@@ -37,13 +37,15 @@ __all__ = [
     "SourceConfig",
     "TailConfig",
     "TlsConfig",
+    "native_problem",
     "parse_source",
     "parse_tls",
+    "proxy_engine",
 ]
 
 DEFAULT_PROXY_PORT = 8080
 HostHeader = Literal["client", "upstream"]
-ProxyEngine = Literal["python", "native"]
+ProxyEngine = Literal["auto", "python", "native"]
 # Monitoring's CPU per wall second (cores) beyond which it samples requests (see sources.sampling).
 DEFAULT_CPU_BUDGET = 0.5
 
@@ -82,9 +84,10 @@ class ProxyConfig:
     cpu_budget: float = DEFAULT_CPU_BUDGET  # cores monitoring may use before it samples requests
     ca_file: Path | None = None  # trust this CA (PEM) for an https:// upstream
     tls: TlsConfig | None = None  # serve the proxy listener over TLS
-    # Who forwards: the Python proxy, or the native core (sources/proxy/native.py), which hands
-    # it every connection whose next request is not plain HTTP/1.1.
-    engine: ProxyEngine = "python"
+    # Who forwards: the native core (sources/proxy/native.py), which hands the Python proxy
+    # every connection whose next request is not plain HTTP/1.1, or the Python proxy alone;
+    # auto: native where it can serve this config (native_problem), else python.
+    engine: ProxyEngine = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,15 +240,22 @@ def parse_source(value: Any, base: Path, errors: Errors) -> SourceConfig:
         tls=parse_tls(proxy.get("tls"), "source.proxy.tls", base, errors),
         engine=cast(
             ProxyEngine,
-            get_value(proxy, "engine", prefix, choice(get_args(ProxyEngine)), "python", errors),
+            get_value(proxy, "engine", prefix, choice(get_args(ProxyEngine)), "auto", errors),
         ),
     )
-    if config.engine == "native" and (problem := _native_problem(config)):
+    if config.engine == "native" and (problem := native_problem(config)):
         errors.add(f"{prefix}engine", problem)
     return config
 
 
-def _native_problem(config: ProxyConfig) -> str | None:
+def proxy_engine(config: ProxyConfig) -> Literal["python", "native"]:
+    """The engine that serves ``config``: ``auto`` is native where it can be."""
+    if config.engine == "auto":
+        return "python" if native_problem(config) else "native"
+    return config.engine
+
+
+def native_problem(config: ProxyConfig) -> str | None:
     """Why the native engine cannot serve ``config``, or None."""
     if sys.platform != "linux":
         return "native forwards on Linux only (epoll); use engine: python"
