@@ -429,7 +429,8 @@ MIN_EXPECTED = shipped_min_expected()
 
 
 def _ready(t: dict[str, Array]) -> npt.NDArray[np.bool_]:
-    """driftgauge:psi_ready: the window holds MIN_EXPECTED / (smallest baseline bin share) values."""
+    """driftgauge:psi_ready: the window holds MIN_EXPECTED / (smallest baseline bin share) draws
+    (its values: the benchmark's rows are independent, design effect 1)."""
     return t["n"] >= MIN_EXPECTED / t["pmin"]  # type: ignore[no-any-return]
 
 

@@ -71,16 +71,28 @@ def wilson_hilferty(df: int, z: float = 3.09) -> float:
     return (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
 
 
+def ready(figures: FieldStats, baseline: Baseline) -> bool:
+    """``driftgauge:psi_ready``'s condition: each baseline bin expects ``MIN_EXPECTED`` draws,
+    the window's observations over its design effect."""
+    held = baseline.fields[figures.spec.name].summary.bins
+    assert figures.design_effect is not None
+    draws = figures.observations / figures.design_effect
+    return bool(draws >= MIN_EXPECTED / (held[held > 0] / held.sum()).min())
+
+
 def warns(figures: FieldStats, baseline: Baseline) -> bool:
     """The shipped DriftgaugeFeatureDriftWarning's condition on one window (statistics.md):
-    ready (each baseline bin expects 8), PSI > 0.02 and PSI > noise floor × the 99.9% gate."""
+    ready, PSI > 0.02 and PSI > noise floor × the 99.9% gate."""
     held = baseline.fields[figures.spec.name].summary.bins
     shares = held[held > 0] / held.sum()
     assert figures.psi is not None
     assert figures.psi_noise_floor is not None
-    ready = figures.observations >= MIN_EXPECTED / shares.min()
     gate = wilson_hilferty(max(1, len(shares) - 1))
-    return bool(ready and figures.psi > 0.02 and figures.psi > figures.psi_noise_floor * gate)
+    return bool(
+        ready(figures, baseline)
+        and figures.psi > 0.02
+        and figures.psi > figures.psi_noise_floor * gate
+    )
 
 
 def test_undrifted_requests_of_fifty_alike_rows_stay_under_the_false_alarm_rate(
@@ -303,3 +315,25 @@ def test_undrifted_requests_each_of_one_category_all_alike_do_not_warn(
     figures = stat(monitor, T0, "color")
     assert figures.design_effect == 100.0
     assert not warns(figures, baseline)
+
+
+def test_undrifted_requests_each_of_one_category_are_never_ready(
+    built: tuple[Config, Baseline],
+) -> None:
+    """400 undrifted windows of 3 requests × 100 rows, each request all of one color drawn
+    from the baseline's shares: every request is one draw (design effect Σm²/n = 100 from the
+    raw per-request counts, numpy), so a window is 3 draws where the smallest color's bin
+    needs 80 and none is ready; readiness counted rows (300) and 15 of the 400 warned."""
+    config, baseline = built
+    monitor, rng = Monitor(config, baseline), np.random.default_rng(24)
+    for window in range(400):
+        now = T0 + WINDOW * window
+        colors = rng.choice(list(COLORS), 3, p=list(COLORS.values()))
+        monitor.ingest([Extracted(100, {"color": [c] * 100}) for c in colors.tolist()], now=now)
+        figures = stat(monitor, now, "color")
+        binning = baseline.fields["color"].summary.binning
+        sizes = per_request([np.array([c] * 100, dtype=object) for c in colors], binning, True)
+        rows = sizes.sum(axis=1)
+        assert figures.design_effect == pytest.approx(np.sum(rows**2) / rows.sum())
+        assert not ready(figures, baseline)
+        assert not warns(figures, baseline)

@@ -29,6 +29,7 @@ from tests.rules.support import expand, promtool, promtool_test
 from tests.rules.support import series as _series
 
 SIDECAR = {"job": "driftgauge", "instance": "10.0.0.7:10117"}
+WARNING = {"severity": "warning"}
 SOURCE_DROPS = (*PROXY_DROPS, *CLOUDEVENTS_DROPS, SAMPLED)
 SRC = Path(__file__).resolve().parents[2] / "src" / "driftgauge"
 
@@ -281,9 +282,17 @@ def test_only_lost_observations_raise_observations_dropped(tmp_path: Path) -> No
 # -- the multivariate field ------------------------------------------------------------------
 
 
-def _field(name: str, role: str, psi: float, version: str = "") -> list[dict[str, str]]:
-    """A numeric field's 10 equal baseline bins and two ready windows with PSI ``psi`` (of one
-    model version: the sidecar labels each of its series so)."""
+def _field(
+    name: str,
+    role: str,
+    psi: float,
+    version: str = "",
+    rows: tuple[int, int] = (5000, 60000),
+    design_effect: float | None = None,
+) -> list[dict[str, str]]:
+    """A numeric field's 10 equal baseline bins and two windows (5m, 1h) of ``rows`` with PSI
+    ``psi`` (of one model version: the sidecar labels each of its series so), and their
+    ``design_effect`` where one is given."""
     labels = SIDECAR | {"model": "wine", "feature": name, "role": role}
     if version:
         labels["version"] = version
@@ -291,11 +300,13 @@ def _field(name: str, role: str, psi: float, version: str = "") -> list[dict[str
         _series("driftgauge_baseline_bin_ratio", labels | {"bin": str(b)}, "0.1x40")
         for b in range(10)
     ]
-    for window, floor, n in (("5m", "0.002", "5000"), ("1h", "0.0002", "60000")):
+    for window, floor, n in zip(("5m", "1h"), ("0.002", "0.0002"), rows, strict=True):
         at = labels | {"window": window}
         series.append(_series("driftgauge_psi", at, f"{psi}x40"))
         series.append(_series("driftgauge_psi_noise_floor", at, f"{floor}x40"))
         series.append(_series("driftgauge_window_observations", at, f"{n}x40"))
+        if design_effect is not None:
+            series.append(_series("driftgauge_design_effect", at, f"{design_effect}x40"))
     return series
 
 
@@ -320,6 +331,36 @@ def test_psi_drift_of_the_multivariate_field_alerts(tmp_path: Path) -> None:
             "eval_time": "20m",
             "exp_alerts": [_fires(critical, field | {"severity": "critical"}, 0.4)],
         },
+    ]
+    _run(
+        tmp_path,
+        {"wine": config},
+        [{"interval": "1m", "input_series": series, "alert_rule_test": checks}],
+    )
+
+
+def test_a_window_is_ready_once_its_bins_expect_eight_draws_not_eight_rows(
+    tmp_path: Path,
+) -> None:
+    """Readiness counts a window's observations over its design effect: windows of 300 and
+    3,600 rows in requests of 100 alike rows (design effect 100: 3 and 36 draws, below the 80
+    that 10 equal bins need) raise nothing however far PSI is past its floor; the same rows at
+    design effect 2 (150 and 1,800 draws) fire, and so do they where the sidecar exports no
+    design effect (every row a draw)."""
+    config = _config(tmp_path)
+    warning = _rule(config, "DriftgaugeFeatureDriftWarning")
+    rows = (300, 3600)
+    series = [
+        *_field("alcohol", "input", 0.4, rows=rows, design_effect=100),
+        *_field("ash", "input", 0.4, rows=rows, design_effect=2),
+        *_field("hue", "input", 0.4, rows=rows),
+    ]
+    fired = [
+        _fires(warning, SIDECAR | {"model": "wine", "feature": f, "role": "input"} | WARNING, 0.4)
+        for f in ("ash", "hue")
+    ]
+    checks = [
+        {"alertname": "DriftgaugeFeatureDriftWarning", "eval_time": "20m", "exp_alerts": fired}
     ]
     _run(
         tmp_path,

@@ -68,8 +68,9 @@ def gate_record(model: str, z: float) -> dict[str, Any]:
 
 READY = "driftgauge:psi_ready"
 # A window counts for the PSI alerts once each baseline bin of its field expects this
-# many observations: below it PSI / noise floor is far from its χ² law (an empty small
-# bin alone adds ~0.2 to PSI), and the gate's false alarms grow past 1%.
+# many independent draws (observations over the design effect): below it PSI / noise
+# floor is far from its χ² law (an empty small bin alone adds ~0.2 to PSI), and the
+# gate's false alarms grow past 1%.
 MIN_EXPECTED = 8
 
 
@@ -77,8 +78,10 @@ def readiness_records(model: str) -> list[dict[str, Any]]:
     """The occupied bins (:data:`BINS`, which the gates read) and ``driftgauge:psi_min_observations``
     per field, and ``driftgauge:psi_ready``: the PSI of ready windows.
 
-    A field whose bin ratios are not scraped has every exported window ready (and the
-    gate's df = 1 fallback).
+    A window's observations count as its independent draws, n / its design effect (rows of
+    one request are alike; every row where the sidecar exports no design effect).  A field
+    whose bin ratios are not scraped has every exported window ready (and the gate's df = 1
+    fallback).
     """
     m = matchers(("model", "=", model))
     return [
@@ -97,8 +100,10 @@ def readiness_records(model: str) -> list[dict[str, Any]]:
             "expr": (
                 "(\n"
                 f"  driftgauge_psi{{{m}}}\n"
-                f"  and driftgauge_window_observations{{{m}}}"
-                f" >= ignoring (window) group_left driftgauge:psi_min_observations{{{m}}}\n"
+                "  and (\n"
+                f"    driftgauge_window_observations{{{m}}} / driftgauge_design_effect{{{m}}}\n"
+                f"    or driftgauge_window_observations{{{m}}}\n"
+                f"  ) >= ignoring (window) group_left driftgauge:psi_min_observations{{{m}}}\n"
                 ")\n"
                 f"or (driftgauge_psi{{{m}}} unless ignoring (window)"
                 f" driftgauge:psi_min_observations{{{m}}})\n"
