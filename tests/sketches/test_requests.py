@@ -163,11 +163,15 @@ def test_one_request_counts_as_one_draw_and_a_few_as_each_one() -> None:
         assert 1.0 <= design_effect(y.sum(axis=0), request_sums(y), BINS - 1) <= 100.0
 
 
-def test_the_design_effect_is_the_mean_one_times_the_tail_of_its_few_requests() -> None:
-    """δ applied = δ·F(ν, ν(R − 1))/(χ²(df)/df) at 99.9%, ν Satterthwaite's df of the location
-    contrast and the rest (scipy.stats as the reference)."""
+@pytest.mark.parametrize("requests", [20, 4])
+def test_the_design_effect_is_the_mean_one_times_the_tail_of_its_few_requests(
+    requests: int,
+) -> None:
+    """δ applied = δ·F(ν, min(ν, 1 + (R − 1)/3)·(R − 1))/(χ²(df)/df) at 99.9%, ν
+    Satterthwaite's df of the location contrast and the rest (scipy.stats as the reference):
+    4 requests credit at most 2 directions in the denominator (they credited ν)."""
     rng = np.random.default_rng(5)
-    y = correlated_requests(rng, 20, 50)
+    y = correlated_requests(rng, requests, 50)
     found = request_variance(y.sum(axis=0), request_sums(y))
     assert found is not None
     trace = found.mean * (found.cells - 1)
@@ -175,7 +179,9 @@ def test_the_design_effect_is_the_mean_one_times_the_tail_of_its_few_requests() 
     lambdas = np.array([found.location] + [rest] * (found.cells - 2))
     nu = lambdas.sum() ** 2 / (lambdas**2).sum()
     q = 1 - DESIGN_EFFECT_SIGNIFICANCE
-    tail = scipy_stats.f.ppf(q, nu, nu * 19) / (scipy_stats.chi2.ppf(q, 9) / 9)
+    credited = min(nu, 1 + (requests - 1) / 3)
+    assert (credited < nu) == (requests == 4)
+    tail = scipy_stats.f.ppf(q, nu, credited * (requests - 1)) / (scipy_stats.chi2.ppf(q, 9) / 9)
     expected = found.mean * tail
     assert expected > found.mean > 1
     assert design_effect(y.sum(axis=0), request_sums(y), 9) == pytest.approx(expected, rel=1e-9)

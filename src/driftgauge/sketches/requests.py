@@ -28,6 +28,7 @@ from scipy import special
 
 __all__ = [
     "DESIGN_EFFECT_SIGNIFICANCE",
+    "DIRECTIONS_PER_DF",
     "SUMS",
     "RequestVariance",
     "counted_by_request",
@@ -46,6 +47,11 @@ SUMS = 4
 
 DESIGN_EFFECT_SIGNIFICANCE = 0.001
 """The upper tail :func:`design_effect`'s tail correction keeps: the shipped warning's gate."""
+
+DIRECTIONS_PER_DF = 1 / 3
+"""The directions of ν beyond one that :func:`design_effect` credits in its F tail's denominator
+per df of the requests: ∞ credits all ν (Thomas–Rao), 0 one (F(ν, R − 1)); a third holds the
+warning's rate at 2–5 requests (bench.design_effect, docs/statistics.md)."""
 
 
 def sums_size(bins: int) -> int:
@@ -194,7 +200,9 @@ def design_effect(bins: npt.ArrayLike, sums: npt.ArrayLike, df: int) -> float:
     rest, giving Satterthwaite's df ν (Rao–Scott's second order), and the few
     requests a window may hold estimate all of it with R − 1 df (Kish's effective
     count n²/Σ m_r² − 1 where their sizes differ, a few large requests weighing
-    most): the result is δ times F(ν, ν(R − 1))'s quantile over χ²(df)/df's at
+    most), crediting at most 1 + (R − 1)/3 of the ν directions with them, as ν too
+    comes from those few requests: the result is δ times F(ν, min(ν, 1 + (R − 1)/3)·(R − 1))'s
+    quantile over χ²(df)/df's at
     ``DESIGN_EFFECT_SIGNIFICANCE``, so PSI over the noise floor of n/that rows
     keeps the χ² gate's false-alarm rate.  1 for requests of one row each
     (independent draws, as before), never below 1, and never above Σ m_r²/n:
@@ -222,6 +230,13 @@ def design_effect(bins: npt.ArrayLike, sums: npt.ArrayLike, df: int) -> float:
     estimating = min(found.requests, n * n / float(table[1])) - 1
     if estimating <= 0:
         return clustered
-    tail = special.fdtri(nu, nu * estimating, 1 - DESIGN_EFFECT_SIGNIFICANCE)
+    # Each of ν directions estimated from that many df would give ν times them, but ν comes
+    # from the same few requests: where their shared offsets happen to agree, the location's
+    # excess reads small, ν large and the floor low at once (2-5 requests: 3% of undrifted
+    # windows warned).  So a window is credited at most 1 + df/3 directions: all ν from
+    # 3(ν − 1) + 1 requests of one size on (25 for independent rows over 10 bins), and fewer
+    # widen the floor of independent rows too (docs/statistics.md: the trade-off).
+    directions = min(nu, 1 + estimating * DIRECTIONS_PER_DF)
+    tail = special.fdtri(nu, directions * estimating, 1 - DESIGN_EFFECT_SIGNIFICANCE)
     gate = special.chdtri(max(df, 1), DESIGN_EFFECT_SIGNIFICANCE) / max(df, 1)
     return min(clustered, max(1.0, found.mean * float(tail) / float(gate)))
