@@ -542,6 +542,69 @@ def test_each_replica_and_field_is_gated_by_its_own_baseline_bins(tmp_path: Path
     )
 
 
+# Each replica's observations a minute in x's 10 bins (600): fleet PSI 0.028 over 6,000 in 5m.
+ALIKE_BINS = (45, 48, 51, 54, 57, 63, 66, 69, 72, 75)
+
+
+def test_the_fleet_counts_each_replica_s_rows_over_its_design_effect(tmp_path: Path) -> None:
+    """promtool, two replicas of 3,000 observations in 5m each, one of requests of alike rows
+    (design effect 10 in its 5m and 1h windows), one of independent rows (1): the fleet's
+    design effect is their mean weighted by each window's rows, 5.5, so 6,000 rows are 1,091
+    draws, and the fleet PSI of 0.028 is under its gate (0.031; 0.010 when every row counted
+    as a draw, and the fleet alert fired)."""
+    windows = ["5m", "1h"]
+    fields = (FieldSpec("x", "numeric", "input"),)
+    model = ModelRules("wine", fields, _alerting({}, windows, ["x"]), min_observations=100)
+    (tmp_path / "rules.yml").write_text(dump_yaml(render_rules([model])), encoding="utf-8")
+    inputs = []
+    for instance, design_effect in (("10.0.0.7:10117", 10), ("10.0.0.8:10117", 1)):
+        sidecar = {"job": "driftgauge", "instance": instance, "model": "wine"}
+        info = sidecar | {"baseline_id": "b1", "created": "2026-01-01", "rows": "5000"}
+        inputs.append({"series": _series("driftgauge_baseline_info", info), "values": "1x50"})
+        labels = sidecar | {"feature": "x", "role": "input"}
+        for i, per_minute in enumerate(ALIKE_BINS):
+            labels_bin = labels | {"bin": str(i)}
+            ratio = _series("driftgauge_baseline_bin_ratio", labels_bin)
+            inputs.append({"series": ratio, "values": "0.1x50"})
+            count = _series("driftgauge_bin_observations_total", labels_bin)
+            inputs.append({"series": count, "values": f"0+{per_minute}x50"})
+        baseline = _series("driftgauge_baseline_observations", labels)
+        inputs.append({"series": baseline, "values": "5000x50"})
+        for window, rows in (("5m", 3000), ("1h", 36000)):
+            at = labels | {"window": window}
+            for metric, value in (
+                ("driftgauge_window_observations", rows),
+                ("driftgauge_design_effect", design_effect),
+            ):
+                inputs.append({"series": _series(metric, at), "values": f"{value}x50"})
+    fleet = {"model": "wine", "baseline_id": "b1", "feature": "x", "role": "input"}
+    records = [
+        {
+            "expr": name,
+            "eval_time": "40m",
+            "exp_samples": [{"labels": _series(name, fleet), "value": value}],
+        }
+        for name, value in (
+            ("driftgauge:fleet_design_effect", 5.5),
+            ("driftgauge:fleet_draws:increase5m", 6000 / 5.5),
+            ("driftgauge:fleet_psi_noise_floor:rate5m", 9 * (5.5 / 6000 + 1 / 5000)),
+        )
+    ]
+    checks = [{"eval_time": "40m", "alertname": "DriftgaugeFleetFeatureDrift", "exp_alerts": []}]
+    promtool_test(
+        tmp_path,
+        ["rules.yml"],
+        [
+            {
+                "interval": "1m",
+                "input_series": inputs,
+                "alert_rule_test": checks,
+                "promql_expr_test": records,
+            }
+        ],
+    )
+
+
 # -- outputs ------------------------------------------------------------------------
 
 

@@ -272,7 +272,7 @@ class _Alerts:
                     f"{floor}\n"
                     f"and driftgauge:fleet_observations:increase5m{{{s}}}"
                     f" >= {self.model.min_observations}\n"
-                    f"and driftgauge:fleet_observations:increase5m{{{s}}}\n"
+                    f"and driftgauge:fleet_draws:increase5m{{{s}}}\n"
                     "  >= on (model, feature, role) group_left max by (model, feature, role)"
                     f" (driftgauge:psi_min_observations{{{self.model_matcher}}})\n",
                     t.for_warning,

@@ -33,6 +33,7 @@ def _with_baseline_id(ignored: str, info: str = "driftgauge_baseline_info{M}") -
 
 
 _BASELINE_ID = _with_baseline_id("feature, role, bin")
+_WINDOW_BASELINE_ID = _with_baseline_id("feature, role, window")
 # For counters: the baseline of the range (a sidecar that left keeps its counts of the
 # range), never from a sidecar whose baseline changed within it (counts in two baselines' bins).
 _STEADY_BASELINE_ID = _with_baseline_id(
@@ -78,10 +79,27 @@ FLEET_RECORDS = (
         "driftgauge:fleet_observations:rate5m{M} * 300\n",
     ),
     (
+        # Rows of one request are alike: each sidecar's window counts as its rows over its design
+        # effect, so the fleet's rows count as N / (Σ n·δ / Σ n) draws, the mean of the design
+        # effects weighted by each window's rows (the pooled shares' variance); 1 without them.
+        "driftgauge:fleet_design_effect",
+        "sum by (model, baseline_id, feature, role) (\n"
+        "  driftgauge_window_observations{M} * driftgauge_design_effect{M}"
+        f"{_WINDOW_BASELINE_ID})\n"
+        "/ sum by (model, baseline_id, feature, role) (\n"
+        "  (driftgauge_window_observations{M} and driftgauge_design_effect{M})"
+        f"{_WINDOW_BASELINE_ID})\n"
+        "or driftgauge:fleet_observations:increase5m{M} * 0 + 1\n",
+    ),
+    (
+        "driftgauge:fleet_draws:increase5m",
+        "driftgauge:fleet_observations:increase5m{M} / driftgauge:fleet_design_effect{M}\n",
+    ),
+    (
         "driftgauge:fleet_psi_noise_floor:rate5m",
         "clamp_min(count by (model, baseline_id, feature, role) (driftgauge:baseline_bin_ratio{M} > 0) - 1, 1)\n"
         "  * (\n"
-        "    1 / driftgauge:fleet_observations:increase5m{M}\n"
+        "    1 / driftgauge:fleet_draws:increase5m{M}\n"
         "    + 1 / max by (model, baseline_id, feature, role) (\n"
         f"      driftgauge_baseline_observations{{M}}{_with_baseline_id('feature, role')}    )\n"
         "  )\n",
