@@ -201,6 +201,28 @@ async def test_response_headers_pass_and_hop_by_hop_ones_are_removed(
     assert not response.names & {"connection", "keep-alive", "x-hop-resp", "proxy-authenticate"}
 
 
+async def _answer_empty(
+    server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    while await server.read_request(reader) is not None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+
+async def test_an_empty_response_body_ends_its_exchange_and_the_connection_goes_on(
+    start_proxy: StartProxy,
+) -> None:
+    """A response of ``Content-Length: 0`` is over at its head: answered at once, three times on
+    one connection (the native core once waited for a body byte that never came)."""
+    async with raw_upstream(_answer_empty) as server:
+        proxy = await start_proxy(server.port)
+        async with raw_client(proxy.port) as client:
+            for _ in range(3):
+                response = await client.request("GET", "/empty", within=2.0)
+                assert (response.status, response.body) == (200, b"")
+    assert proxy.source_sample("driftgauge_requests_total", code="200") == 3
+
+
 async def test_status_codes_and_bodies_pass_unchanged(proxy: Proxy) -> None:
     """200/201/204/304/404/500 with their bodies (none for 204/304) on one reused connection."""
     async with raw_client(proxy.port) as client:

@@ -459,7 +459,7 @@ static int split_fields(const char *p, const char *end, Field *fields, int max) 
     int n = 0;
     while (p < end) {
         const char *eol = memchr(p, '\r', (size_t)(end - p));
-        if (!eol || eol + 1 >= end + 2 || eol[1] != '\n') return -1;
+        if (!eol || eol[1] != '\n') return -1;  /* in bounds: the head's blank line follows */
         const char *colon = p;
         while (colon < eol && is_tchar((unsigned char)*colon)) colon++;
         if (colon == p || colon == eol || *colon != ':') return -1;
@@ -748,6 +748,13 @@ static void send_upstream(Core *core, Client *c, Upstream *u, double now) {
     }
 }
 
+static int known_method(const char *p, size_t n) {
+    static const char *methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", NULL};
+    for (int i = 0; methods[i]; i++)
+        if (n == strlen(methods[i]) && memcmp(p, methods[i], n) == 0) return 1;
+    return 0;
+}
+
 /* Parse the head `in` starts with (`end`: past its blank line) and start the exchange; 0 when
  * started, 1 when the request is not one this core forwards (hand the connection over). */
 static int start_exchange(Core *core, Client *c, size_t head_len, double now) {
@@ -763,7 +770,7 @@ static int start_exchange(Core *core, Client *c, size_t head_len, double now) {
     while (t < eol && (unsigned char)*t > 0x20 && (unsigned char)*t < 0x7f) t++;
     size_t target_len = (size_t)(t - target);
     if (target_len == 0 || *target != '/' || t + 9 != eol || memcmp(t, " HTTP/1.1", 9) != 0) return 1;
-    if (lower_eq(p, method_len, "connect")) return 1;
+    if (!known_method(p, method_len)) return 1;  /* the parser of the Python proxy decides */
     Field fields[MAX_FIELDS];
     int n = split_fields(eol + 2, end - 2, fields, MAX_FIELDS);
     if (n < 0) return 1;
@@ -885,6 +892,16 @@ static void forward_body(Core *core, Client *c, const char *p, size_t n, double 
     if (c->req_remaining == 0) c->req_done = 1;
 }
 
+/* Whether a line ends in LF alone (a head the core leaves to the Python proxy's parser). */
+static int bare_lf(const char *p, size_t n) {
+    const char *q = p, *end = p + n;
+    while ((q = memchr(q, '\n', (size_t)(end - q)))) {
+        if (q == p || q[-1] != '\r') return 1;
+        q++;
+    }
+    return 0;
+}
+
 static void client_process(Core *core, Client *c) {
     double now = mono();
     c->in_process = 1;
@@ -907,8 +924,9 @@ static void client_process(Core *core, Client *c) {
             size_t scan = in->len < MAX_HEAD ? in->len : MAX_HEAD;
             const char *end = memmem(in->p, scan, "\r\n\r\n", 4);
             if (!end) {
-                if (in->len >= MAX_HEAD || in->p[0] == '\r' || in->p[0] == '\n' || c->eof)
-                    c->handoff_wanted = 1;
+                if (in->len >= MAX_HEAD || in->p[0] == '\r' || in->p[0] == '\n' || c->eof ||
+                    bare_lf(in->p, scan))
+                    c->handoff_wanted = 1;  /* the Python proxy answers (or refuses) it */
                 break;
             }
             if (start_exchange(core, c, (size_t)(end + 4 - in->p), now)) {
@@ -1164,7 +1182,7 @@ static void upstream_process(Core *core, Upstream *u) {
                 return;
             }
             buf_drop(in, head_len);
-            if (r == 0 && c->rstate == -1) {
+            if (r == 0 && (c->rstate == -1 || (c->rstate == R_LEN && c->rremaining == 0))) {
                 finish_response(core, c, u, c->resp_reusable);
                 return;
             }
