@@ -24,8 +24,9 @@ import pytest
 from driftgauge.baseline import Baseline
 from driftgauge.baseline.chunks import Chunk
 from driftgauge.baseline.datafiles import read_chunks
-from driftgauge.config import FieldSpec
+from driftgauge.config import Config, FieldSpec
 from driftgauge.sketches import NumericSummary
+from tests._stats_helpers import make_config
 from tests.baseline.test_determinism import signature
 from tests.helpers import training_rows, write_csv
 
@@ -163,3 +164,27 @@ def write_parts(directory: Path, n: int, parts: int) -> list[Path]:
 
 def write_training_csv(path: Path, n: int, seed: int = 0) -> Path:
     return write_csv(path, training_columns(n, seed))
+
+
+def float64_parts(directory: Path, rows: int, parts: int) -> tuple[Config, list[Path]]:
+    """Parquet files of fields float32 merges (nanosecond timestamps, 1e9 and cents, values
+    within 1e-9 of 1, beyond float32's range) and an ordinary one, and a config of them."""
+    rng = np.random.default_rng(9)
+    spread = {"ts": (1.7e18, 1e6), "amount": (1e9, 0.05), "near_one": (1.0, 1e-9)}
+    columns = {name: rng.normal(mu, sd, rows) for name, (mu, sd) in spread.items()}
+    columns |= {"huge": rng.normal(5e39, 1e39, rows), "x": rng.normal(10.0, 2.0, rows)}
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, part in enumerate(np.array_split(np.arange(rows), parts)):
+        path = directory / f"part-{i}.parquet"
+        pq.write_table(pa.table({name: values[part] for name, values in columns.items()}), path)
+        paths.append(path)
+    return make_config(directory, [(name, "numeric") for name in columns]), paths
+
+
+def assert_float64_fields(baseline: Baseline) -> None:
+    """The fields of :func:`float64_parts` float32 merges keep float64 live sketches."""
+    items = {name: held.live_items for name, held in baseline.fields.items()}
+    assert items == dict.fromkeys(["ts", "amount", "near_one", "huge"], "float64") | {
+        "x": "float32"
+    }

@@ -31,6 +31,7 @@ from driftgauge.config import Config
 from driftgauge.exceptions import BaselineError, DataError
 from driftgauge.sketches import CategoricalSummary, NumericSummary
 from driftgauge.sketches.summary import frequent_lg
+from tests._stats_helpers import make_config as config_of
 from tests.helpers import training_rows, write_csv
 
 
@@ -485,3 +486,27 @@ def test_describe_says_a_numeric_field_has_no_finite_value(
     ash = text.split("\nash  (", 1)[1].split("\n\n", 1)[0]
     assert "inf" not in ash
     assert "no finite value, no bins: check and serve refuse this baseline" in ash
+
+
+def test_a_merge_of_halves_float32_merges_keeps_float64_and_equal_mass_edges(
+    tmp_path: Path,
+) -> None:
+    """Halves of a nanosecond timestamp field built apart have different edges; their merge
+    keeps float64 live sketches and re-derives ten equal-mass bins from the merged float64
+    sketch (the sketch rule's float32 edges would be one value's three bins)."""
+    values = np.random.default_rng(4).normal(1.7e18, 1e6, 20_000)
+    config = config_of(tmp_path, [("ts", "numeric")])
+    halves = [
+        build_baseline(config, [write_csv(tmp_path / f"{i}.csv", {"ts": part.tolist()})])
+        for i, part in enumerate(np.array_split(values, 2))
+    ]
+    assert all(h.fields["ts"].live_items == "float64" for h in halves)
+    merged = merge_baselines(config, halves).fields["ts"]
+    assert merged.live_items == "float64" and not merged.exact
+    summary = merged.summary
+    assert isinstance(summary, NumericSummary)
+    assert summary.binning.size == 10
+    exact = np.bincount(np.searchsorted(summary.binning.edges, values, side="right"), minlength=10)
+    error = 2 * summary.kll.normalized_rank_error(False) * len(values)
+    assert np.all(np.abs(exact - len(values) / 10) <= error)
+    assert np.all(np.abs(summary.bins - exact) <= error)

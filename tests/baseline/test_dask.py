@@ -19,8 +19,10 @@ from driftgauge.exceptions import DataError
 from tests.baseline.cluster_support import (
     FIELDS,
     TallyState,
+    assert_float64_fields,
     assert_same_baseline,
     assert_same_tally,
+    float64_parts,
     local_tally,
     write_parts,
     write_training_csv,
@@ -221,3 +223,16 @@ def test_cli_without_dask_or_with_two_places_says_so_in_one_line(
     assert stopped.value.code == 2
     assert "argument --spark: not allowed with argument --dask" in capsys.readouterr().err
     assert not (tmp_path / "out.dgb").exists()
+
+
+def test_fields_float32_merges_build_as_locally(tmp_path: Path, dask_client: Any) -> None:
+    """Fields whose values float32 merges get the local build's float64 edges and counts
+    (pass 1c and pass 2 read their values, not pass 1's float32 keys)."""
+    import dask.dataframe as dd
+
+    config, paths = float64_parts(tmp_path / "train", 20_000, parts=4)
+    local = build_baseline(config, paths, workers=1)
+    assert_float64_fields(local)
+    built = build_baseline(config, dd.read_parquet([str(p) for p in paths]))
+    assert_float64_fields(built)
+    assert_same_baseline(built, local)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from driftgauge.baseline import Baseline, build_baseline, local
 from driftgauge.config import Config
 from driftgauge.sketches import NumericSummary
+from tests._stats_helpers import make_config as config_of
 from tests.helpers import training_rows, write_csv
 
 ROWS = 200_000
@@ -33,6 +35,7 @@ def signature(baseline: Baseline) -> dict[str, Any]:
             held.category_counts,
             summary.count,
             summary.missing,
+            held.live_items,
         )
     for name, tables in baseline.segments.items():
         result["segments"][name] = {p: t.tolist() for p, t in tables.items()}
@@ -145,3 +148,41 @@ def test_workers_allocate_from_jemalloc_and_the_parent_keeps_its_pool() -> None:
         pool = runner._executor()
         assert set(pool.map(_arrow_pool, range(4))) == {"jemalloc"}
     assert _arrow_pool() == parent
+
+
+def test_fields_float32_merges_get_the_same_float64_edges_and_exact_counts_every_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nanosecond timestamps, 1e9 and cents, values within 1e-9 of 1 and beyond float32's
+    range are built with float64 classes, sketches and live sketches: the same edges and
+    counts from CSV and Parquet, on one worker, two, and many parts; counts numpy's on the raw
+    values, each of the ten bins a tenth of them (but ties: 1.7e18's float64 values are 256
+    apart); an ordinary field keeps float32."""
+    rng = np.random.default_rng(8)
+    rows = 60_000
+    spread = {"ts": (1.7e18, 1e6), "amount": (1e9, 0.05), "near_one": (1.0, 1e-9)}
+    columns = {name: rng.normal(mu, sd, rows).tolist() for name, (mu, sd) in spread.items()}
+    columns["huge"] = rng.normal(5e39, 1e39, rows).tolist()
+    columns["x"] = rng.normal(10.0, 2.0, rows).tolist()
+    config = config_of(tmp_path, [(name, "numeric") for name in columns])
+    csv = write_csv(tmp_path / "train.csv", columns)
+    pq.write_table(pa.table(columns), tmp_path / "train.parquet", row_group_size=10_000)
+    baseline = build_baseline(config, [csv], workers=1)
+    reference = signature(baseline)
+    assert signature(build_baseline(config, [csv], workers=2)) == reference
+    assert signature(build_baseline(config, [tmp_path / "train.parquet"], workers=2)) == reference
+    monkeypatch.setattr(local, "PART_BYTES", 1_000_000)  # many parts, many merges
+    assert len(local.split_parts([csv], 2)) > 2
+    assert signature(build_baseline(config, [csv], workers=2, chunk_rows=7_000)) == reference
+    for name, values in columns.items():
+        held = baseline.fields[name]
+        summary = held.summary
+        assert isinstance(summary, NumericSummary)
+        assert held.live_items == ("float32" if name == "x" else "float64"), name
+        raw = np.asarray(values)
+        expected = np.bincount(
+            np.searchsorted(summary.binning.edges, raw, side="right"),
+            minlength=summary.binning.size,
+        )
+        assert np.array_equal(summary.bins, expected), name
+        assert np.all(np.abs(summary.bins - rows / 10) <= rows / 1_000), name  # ties only

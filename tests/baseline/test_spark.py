@@ -20,8 +20,10 @@ from driftgauge.exceptions import DataError
 from tests.baseline.cluster_support import (
     FIELDS,
     TallyState,
+    assert_float64_fields,
     assert_same_baseline,
     assert_same_tally,
+    float64_parts,
     local_tally,
     write_parts,
     write_training_csv,
@@ -262,3 +264,14 @@ def test_a_listening_master_or_another_kind_of_master_passes_the_check() -> None
         require_reachable(master)
     with pytest.raises(DataError, match=r"nonsense: not host:port"):
         require_reachable("spark://nonsense")
+
+
+def test_fields_float32_merges_build_as_locally(tmp_path: Path, spark: Any) -> None:
+    """Fields whose values float32 merges get the local build's float64 edges and counts
+    (pass 1c and pass 2 read their values, not pass 1's float32 keys)."""
+    config, paths = float64_parts(tmp_path / "train", 20_000, parts=4)
+    local = build_baseline(config, paths, workers=1)
+    assert_float64_fields(local)
+    built = build_baseline(config, spark.read.parquet(*map(str, paths)))
+    assert_float64_fields(built)
+    assert_same_baseline(built, local)

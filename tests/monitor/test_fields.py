@@ -426,3 +426,93 @@ def test_blocks_add_up_in_slices_restored_from_a_snapshot(built: tuple[Config, B
     got.ingest([Extracted(30, Columns({}, [(("x", "flat"), second)]))], now=T0 + 1)
     expected.ingest([Extracted(30, {"x": second[:, 0].tolist(), "flat": second[:, 1]})], now=T0 + 1)
     assert_same_monitor_state(got, expected, T0 + 1)
+
+
+# Fields float32 rounds into one or a few values: nanosecond timestamps, 1e9 and cents, values
+# within 1e-9 of 1, values beyond float32's range.  (mean, sd) of each.
+FLOAT64_FIELDS = {
+    "ts": (1.7e18, 1e6),
+    "amount": (1e9, 0.05),
+    "near_one": (1.0, 1e-9),
+    "huge": (5e39, 1e39),
+}
+
+
+@pytest.fixture(scope="module")
+def built_float64(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Config, Baseline, dict[str, list[float]]]:
+    """A baseline (from a CSV, as ``driftgauge baseline`` builds it) of the FLOAT64_FIELDS and
+    an ordinary ``x``, and the training values."""
+    rng = np.random.default_rng(11)
+    columns = {
+        name: rng.normal(mu, sd, BASELINE_ROWS).tolist()
+        for name, (mu, sd) in FLOAT64_FIELDS.items()
+    }
+    columns["x"] = rng.normal(10.0, 2.0, BASELINE_ROWS).tolist()
+    types = dict.fromkeys(columns, "numeric")
+    config, baseline = baseline_from_columns(tmp_path_factory.mktemp("float64"), columns, types)
+    return config, baseline, columns
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.5])
+def test_fields_float32_cannot_tell_apart_read_psi_and_ks_of_their_float64_values(
+    built_float64: tuple[Config, Baseline, dict[str, list[float]]], shift: float
+) -> None:
+    """PSI is numpy's on the raw float64 values over the baseline's bins (nine equal-mass
+    edges, not float32's one value), KS D is scipy's within both sketches' rank error and the
+    median is within the live sketch's: undrifted traffic reads no drift and a 0.5 sd shift
+    reads drift (all four read PSI and KS 0 with float32 sketches and classes).  An ordinary
+    field keeps float32 live sketches."""
+    config, baseline, training = built_float64
+    rng = np.random.default_rng(12 + int(shift * 10))
+    rows = 2_000
+    live = {
+        name: rng.normal(mu + shift * sd, sd, rows) for name, (mu, sd) in FLOAT64_FIELDS.items()
+    }
+    monitor = Monitor(config, baseline)
+    monitor.ingest(one_request_a_row(rows, {k: v.tolist() for k, v in live.items()}), now=T0)
+    snapshot = monitor.compute(now=T0)
+    windows = monitor.merged_windows(T0)["1m"]
+    assert baseline.fields["x"].live_items == "float32"
+    assert cast_numeric(windows["x"]).items == "float32"
+    gate = scipy_stats.chi2.ppf(0.999, config.sketch.bins - 1) / (config.sketch.bins - 1)
+    for name in FLOAT64_FIELDS:
+        held = baseline.fields[name]
+        summary = cast_numeric(held.summary)
+        assert held.live_items == "float64" and cast_numeric(windows[name]).items == "float64"
+        edges, raw, values = summary.binning.edges, np.asarray(training[name]), live[name]
+        assert len(edges) == config.sketch.bins - 1
+        figures = stat(snapshot, name)
+        assert figures.psi is not None and figures.psi_noise_floor is not None
+        assert figures.psi == pytest.approx(
+            stats.psi(bin_counts(values, edges), bin_counts(raw, edges))
+        )
+        assert figures.ks_statistic is not None and figures.ks_pvalue is not None
+        error = stats.ks_rank_error(cast_numeric(windows[name]).kll) + stats.ks_rank_error(
+            summary.kll
+        )
+        exact = scipy_stats.ks_2samp(values, raw)
+        assert abs(figures.ks_statistic - exact.statistic) <= error, name
+        median = dict(figures.quantiles)[0.5]
+        rank = np.searchsorted(np.sort(values), median) / rows
+        assert abs(rank - 0.5) <= stats.ks_rank_error(cast_numeric(windows[name]).kll) + 1 / rows
+        if shift:
+            assert figures.psi > gate * figures.psi_noise_floor, name
+            assert figures.ks_pvalue < 1e-6, name
+        else:
+            assert figures.psi < gate * figures.psi_noise_floor, name
+            assert figures.ks_pvalue > 0.01, name
+        assert monitor.counters()[name].invalid["out_of_range"] == int(
+            np.count_nonzero((values < raw.min()) | (values > raw.max()))
+        )
+
+
+def cast_numeric(summary: Any) -> NumericSummary:
+    assert isinstance(summary, NumericSummary)
+    return summary
+
+
+def bin_counts(values: Any, edges: Any) -> Any:
+    """numpy's count of ``values`` in each bin ``edges[i-1] <= x < edges[i]``."""
+    return np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)

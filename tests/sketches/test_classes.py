@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from driftgauge.sketches.classes import (
     BUCKETS,
     NO_CLASS,
     ClassCounts,
+    FineClasses,
     KeyCounts,
+    MergedClasses,
     add_sorted_bucket_counts,
     class_edges,
     class_keys,
@@ -205,3 +208,110 @@ def test_sorted_keys_count_the_classes_their_values_do(
     by_key.compact()
     assert np.array_equal(by_key.keys, by_value.keys)
     assert np.array_equal(by_key.counts, by_value.counts)
+
+
+# The live sketch's rank error at k = 200: the share MergedClasses decides by.
+SHARE = 0.013294757464848584
+
+
+def merged_of(parts: list[FloatArray]) -> MergedClasses:
+    """A field's MergedClasses over ``parts`` as a build's chunks, each added to its own."""
+    merged = MergedClasses(SHARE)
+    for part in parts:
+        each = MergedClasses(SHARE)
+        classes = float32_classes(part)
+        each.add(part, classes, np.sort(classes))
+        merged.merge(each)
+    return merged
+
+
+def lost_shares(values: FloatArray) -> FloatArray:
+    """The share of the data each float32 class holds beyond its most common value: what
+    rounding to float32 merges into that value."""
+    classes = float32_classes(values)
+    lost = []
+    for single in np.unique(classes):
+        _, tally = np.unique(values[classes == single], return_counts=True)
+        lost.append(tally.sum() - tally.max())
+    return np.asarray(lost, dtype=np.float64) / len(values)
+
+
+# Values float32 rounds alike that differ: around 1.7e18 (nanoseconds), 1e9 (cents), 1, beyond
+# float32's range and below its smallest subnormal; ties and ordinary values besides.
+close = st.sampled_from([1.7e18, 1e9, 1.0, 5e39, -5e39, 1e-300, 0.0]).flatmap(
+    lambda centre: st.lists(
+        st.integers(-50, 50).map(lambda i: centre + i * max(abs(centre) * 1e-10, 1e-301)),
+        min_size=1,
+        max_size=60,
+    )
+)
+fields = st.lists(
+    st.one_of(close, st.lists(st.one_of(finite, st.sampled_from([0.0, 1.0, 2.5])), max_size=60)),
+    min_size=1,
+    max_size=6,
+)
+
+
+@given(fields, st.lists(st.integers(0, 400), max_size=5))
+@example([[0.0, 9.899899887681881e-170]], [1])  # one value a chunk: each chunk keeps its class
+@settings(max_examples=300)
+def test_a_field_kept_in_float32_classes_loses_no_distinction_above_the_rank_error(
+    runs: list[list[float]], cuts: list[int]
+) -> None:
+    """Whatever the data and however it is cut into chunks, a field MergedClasses keeps in
+    float32 classes has no class holding the live sketch's rank error or more of the data
+    beyond its most common value; a field it moves to fine classes had values float32
+    merged."""
+    values = np.asarray([v for run in runs for v in run], dtype=np.float64)
+    if not len(values):
+        return
+    bounds = sorted({0, len(values), *(min(c, len(values)) for c in cuts)})
+    merged = merged_of([values[a:b] for a, b in itertools.pairwise(bounds)])
+    assert merged.total == len(values)
+    lost = lost_shares(values)
+    if not merged.fine:
+        assert lost.max() < SHARE
+    else:
+        assert lost.max() > 0
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_ordinary_fields_keep_float32_classes(shape: str) -> None:
+    """Fields float32 tells apart as float64 does (or whose ties are equal values) are not
+    fine: their edges, sketches and memory are as before."""
+    values = shapes(np.random.default_rng(2))[shape]
+    assert not merged_of(np.array_split(values, 3)).fine
+    assert not merged_of([values.astype(np.float32).astype(np.float64)]).fine
+
+
+@pytest.mark.parametrize(
+    ("centre", "spread"),
+    [(1.7e18, 1e6), (1e9, 0.05), (1.0, 1e-9), (5e39, 1e39), (-5e39, 1e39), (0.0, 1e-300)],
+)
+def test_fields_float32_merges_get_fine_classes_that_cut_where_the_rule_does(
+    centre: float, spread: float
+) -> None:
+    """Nanosecond timestamps, 1e9 and cents, values within 1e-9 of 1, beyond float32's range
+    or below its subnormals: float32 merges them (one or a few classes hold the whole field),
+    fine classes of the field's range do not, and the edge rule on them cuts the data into
+    equal-mass bins exactly, as on the raw values."""
+    values = np.random.default_rng(3).normal(centre, spread, 5_000)
+    assert merged_of(np.array_split(values, 2)).fine
+    fine = FineClasses.spanning(float(values.min()), float(values.max()))
+    keys = fine.keys(values)
+    order = np.argsort(values, kind="stable")
+    assert np.all(np.diff(keys[order].astype(np.int64)) >= 0)
+    assert len(np.unique(keys)) > 0.99 * len(np.unique(values))
+    # Each class's lower boundary is its least value: x >= floor(k) exactly when key(x) >= k.
+    probes = np.unique(keys)[:: max(1, len(keys) // 50)]
+    floors = fine.floors(probes)
+    assert np.array_equal(values[:, None] >= floors[None, :], keys[:, None] >= probes[None, :])
+    classes = ClassCounts.of(np.arange(BUCKETS), fine)
+    classes.add(values)
+    buckets = KeyCounts()
+    add_sorted_bucket_counts(buckets, np.sort(values), fine)
+    found = class_edges(buckets, classes, BINS, float(values.min()), float(values.max()))
+    assert not found.needed
+    assert np.array_equal(found.counts, counts(values, found.edges))
+    assert len(found.counts) == BINS
+    assert np.all(np.abs(found.counts - len(values) / BINS) <= 1)

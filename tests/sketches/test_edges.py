@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import datasketches as ds
@@ -228,3 +229,22 @@ def test_a_constant_field_has_bins_beside_its_value(bins: int, texts: list[str])
     assert bin_ranges(edges, 7.0, 7.0) == texts
     live = np.asarray([7.0, np.float32(7.0), 6.5, 7.5])
     assert counts(live, edges).tolist() == ([1, 2, 1] if bins > 2 else [3, 1])
+
+
+def test_float64_edges_are_shown_in_full_and_a_one_value_bin_as_that_value() -> None:
+    """A field of float64 classes (1.7e18 ± 1e6, 5e39) is shown at float64's digits, with no
+    float32 arithmetic (5e39 overflowed it): every range distinct, a bin of one float64 '= v'."""
+    point, after = 1.7e18, math.nextafter(1.7e18, math.inf)
+    edges = np.asarray([point - 1024, point, after, point + 4096])
+    texts = bin_ranges(edges, point - 4096, point + 8192, float64=True)
+    assert texts == [
+        f"[{point - 4096!r}, {point - 1024!r})",
+        f"[{point - 1024!r}, {point!r})",
+        f"= {point!r}",
+        f"[{after!r}, {point + 4096!r})",
+        f"[{point + 4096!r}, {point + 8192!r}]",
+    ]
+    assert bin_ranges(np.asarray([5e39]), 1e39, 9e39, float64=True) == [
+        "[1e+39, 5e+39)",
+        "[5e+39, 9e+39]",
+    ]

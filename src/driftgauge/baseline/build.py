@@ -7,8 +7,13 @@ category tally, and counts each numeric field's values into buckets of
 float32 classes; the second counts the classes of the buckets the edge rule
 needs.  The bin edges then follow the rule of :mod:`driftgauge.sketches.edges`
 exactly (:mod:`driftgauge.sketches.classes`): point masses in bins of their
-own, equal-mass bins for the rest, edges between float32 values.  Edges and
-bin counts are exact, so they are the same on every run and however the
+own, equal-mass bins for the rest, edges between float32 values.  A field
+whose data float32 would merge (a large share of values it rounds alike that
+differ: pass 1's :class:`~driftgauge.sketches.classes.MergedClasses`) is sketched
+again from its float64 values with classes of its own range (pass 1c,
+:class:`~driftgauge.sketches.classes.FineClasses`), and its live windows keep
+float64 sketches (:attr:`~driftgauge.baseline.model.FieldBaseline.live_items`).
+Edges and bin counts are exact, so they are the same on every run and however the
 data was split.  Categories are stored in their canonical spelling
 (:mod:`driftgauge.canonical`).
 """
@@ -31,7 +36,7 @@ from driftgauge.baseline.inputs import DataInput
 from driftgauge.baseline.local import LocalRunner
 from driftgauge.baseline.model import Baseline, FieldBaseline
 from driftgauge.baseline.multivariate import CrossFit, FoldedMoments, PcaModel
-from driftgauge.baseline.passes import ClassPass, ErrorPass, SegmentPass, SketchPass
+from driftgauge.baseline.passes import ClassPass, ErrorPass, FinePass, SegmentPass, SketchPass
 from driftgauge.baseline.runner import Runner
 from driftgauge.baseline.spark import SparkRunner, is_spark_dataframe
 from driftgauge.baseline.store import finish
@@ -39,11 +44,13 @@ from driftgauge.config import Config, MultivariateConfig
 from driftgauge.exceptions import DataError
 from driftgauge.sketches.classes import (
     BUCKETS,
+    FLOAT32_CLASSES,
     ClassCounts,
     ClassEdges,
+    FineClasses,
     KeyCounts,
+    Keying,
     class_edges,
-    class_keys,
     occupied,
 )
 from driftgauge.sketches.edges import equal_mass_edges
@@ -132,6 +139,11 @@ def _build(config: Config, runner: Runner) -> Baseline:
     first = runner.run(SketchPass(config), "pass 1/2: sketches")
     summaries = dict(first.summaries)
     buckets = dict(first.buckets)
+    fine = _fine(config, first)
+    if fine:
+        finer = runner.run(FinePass(config, fine), "pass 1c: float64 fields")
+        summaries |= finer.summaries
+        buckets |= finer.buckets
     pca, crossfit = None, None
     derived = config.multivariate
     if derived is not None:
@@ -152,7 +164,12 @@ def _build(config: Config, runner: Runner) -> Baseline:
                 untallied[spec.name] = binnings[spec.name]  # type: ignore[assignment]
     numeric = {s.name: s for s in config.fields if s.type == "numeric"}
     wanted = {
-        name: _guess_buckets(buckets[name], summaries[name], config.sketch.bins)  # type: ignore[arg-type]
+        name: _guess_buckets(
+            buckets[name],
+            summaries[name],  # type: ignore[arg-type]
+            config.sketch.bins,
+            fine.get(name, FLOAT32_CLASSES),
+        )
         for name in numeric
     }
     classes: dict[str, ClassCounts] = {}
@@ -160,7 +177,7 @@ def _build(config: Config, runner: Runner) -> Baseline:
     result: dict[str, ClassEdges] = {}
     stage = "pass 2/2: exact bins"
     while wanted or untallied:
-        counted = runner.run(ClassPass(config, wanted, untallied, crossfit), stage)
+        counted = runner.run(ClassPass(config, wanted, untallied, crossfit, fine), stage)
         categorical_bins |= counted.bins
         untallied = {}
         classes |= counted.classes
@@ -194,12 +211,30 @@ def _build(config: Config, runner: Runner) -> Baseline:
             summary = replace(summary, binning=binning, bins=bins)
         exact_edges = 0.0 if spec.type == "numeric" else None
         fields[spec.name] = FieldBaseline(
-            spec, summary, True, dict(tally) if tally is not None else None, exact_edges
+            spec,
+            summary,
+            True,
+            dict(tally) if tally is not None else None,
+            exact_edges,
+            "float64" if spec.name in fine else "float32",
         )
     return finish(config, first.rows, fields, segments, pca)
 
 
-def _guess_buckets(buckets: KeyCounts, summary: NumericSummary, bins: int) -> npt.NDArray[np.int64]:
+def _fine(config: Config, first: SketchPass) -> dict[str, FineClasses]:
+    """The numeric fields whose values float32 would merge, and their classes (from the
+    exact extremes, so the same however the data was split)."""
+    fine = {}
+    for name, merged in first.merged.items():
+        summary = first.summaries[name]
+        if merged.fine and isinstance(summary, NumericSummary):
+            fine[name] = FineClasses.spanning(summary.minimum, summary.maximum)
+    return fine
+
+
+def _guess_buckets(
+    buckets: KeyCounts, summary: NumericSummary, bins: int, keying: Keying
+) -> npt.NDArray[np.int64]:
     """The buckets the edge rule will likely need counted class by class.
 
     Those that may hold a point mass, those holding the equal-mass targets
@@ -217,9 +252,9 @@ def _guess_buckets(buckets: KeyCounts, summary: NumericSummary, bins: int) -> np
         held[counts * bins >= total],
         held[np.searchsorted(through, np.minimum(targets, total - 1) + 1, side="left")],
     ]
-    approximate = equal_mass_edges_of(summary, bins)
+    approximate = equal_mass_edges_of(summary, bins, keying != FLOAT32_CLASSES)
     if len(approximate):
-        keys = class_keys(approximate).astype(np.int64)
+        keys = keying.keys(approximate).astype(np.int64)
         guesses += [keys >> 16, (keys - 1) >> 16]
     chosen: npt.NDArray[np.int64] = np.unique(np.concatenate(guesses)).astype(np.int64)
     return chosen[(chosen >= 0) & (chosen < BUCKETS)]
@@ -260,9 +295,15 @@ def segment_binning(binning: NumericBinning | CategoricalBinning, top: int) -> C
 
 
 def equal_mass_edges_of(
-    summary: NumericSummary, bins: int
+    summary: NumericSummary, bins: int, float64: bool = False
 ) -> np.ndarray[Any, np.dtype[np.float64]]:
-    return equal_mass_edges(summary.kll, bins, summary.minimum, summary.maximum)
+    """The sketch rule's edges of ``summary``; of a field of ``float64`` classes, whose
+    values float32 merges, its sketch's equal-mass quantiles (the rule's edges are float32
+    boundaries)."""
+    if not float64 or summary.kll.is_empty():
+        return equal_mass_edges(summary.kll, bins, summary.minimum, summary.maximum)
+    edges = np.unique(np.asarray(summary.kll.get_quantiles(np.arange(1, bins) / bins)))
+    return edges[(edges > summary.minimum) & (edges <= summary.maximum)]
 
 
 def rank_error(sketch: Any) -> float:

@@ -69,13 +69,22 @@ def describe(baseline: Baseline, path: Path) -> str:
         lines.append(f"{_shown(spec.name)}  ({spec.type} {spec.role}; {exactness})")
         lines.append(f"  count {summary.count:,}  missing {summary.missing:,}")
         if isinstance(summary, NumericSummary):
+            # A field of float64 classes differs beyond 6 digits (1.7e18 ± 1e6): all 17.
+            digits = ".17g" if held.live_items == "float64" else ".6g"
             if summary.count:
-                qs = summary.kll.get_quantiles([0.01, 0.25, 0.5, 0.75, 0.99])
-                mean = summary.mean
+                qs = [
+                    format(q, digits)
+                    for q in summary.kll.get_quantiles([0.01, 0.25, 0.5, 0.75, 0.99])
+                ]
+                low, high = format(summary.minimum, digits), format(summary.maximum, digits)
                 lines.append(
-                    f"  min {summary.minimum:.6g}  p1 {qs[0]:.6g}  p25 {qs[1]:.6g}  p50 {qs[2]:.6g}  "
-                    f"p75 {qs[3]:.6g}  p99 {qs[4]:.6g}  max {summary.maximum:.6g}  mean {mean:.6g}"
+                    f"  min {low}  p1 {qs[0]}  p25 {qs[1]}  p50 {qs[2]}  p75 {qs[3]}  p99 {qs[4]}  "
+                    f"max {high}  mean {format(summary.mean, digits)}"
                 )
+                if held.live_items == "float64":
+                    lines.append(
+                        "  float64 classes and live sketches (float32 would merge its values)"
+                    )
                 lines.append(f"  quantiles {_quantile_accuracy(summary.kll)}")
             if summary.wrong_type or summary.nan or summary.inf:
                 lines.append(
@@ -83,7 +92,12 @@ def describe(baseline: Baseline, path: Path) -> str:
                 )
             if summary.count:
                 lines.append(f"  {summary.binning.size} bins ({_edge_accuracy(held)}):")
-                ranges = bin_ranges(summary.binning.edges, summary.minimum, summary.maximum)
+                ranges = bin_ranges(
+                    summary.binning.edges,
+                    summary.minimum,
+                    summary.maximum,
+                    float64=held.live_items == "float64",
+                )
                 for index, (text, ratio) in enumerate(zip(ranges, held.ratios, strict=True)):
                     lines.append(f"    bin {index:<3} {text:<32} share {ratio:.4f}")
             else:

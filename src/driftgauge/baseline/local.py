@@ -12,7 +12,9 @@ read to an Arrow IPC file in a temporary directory; the later passes
 read that file instead of parsing again.  A numeric column no later pass
 reads row by row (``keyed``) is spilled as the sorted class keys pass 1
 computed (:attr:`~driftgauge.baseline.chunks.Chunk.keys`), which pass 2
-counts by binary search.  A part is at most ``PART_BYTES`` of input, so a
+counts by binary search; a pass that needs such a column's values
+(``reads_values``: a field whose float32 classes merge values that differ) parses
+the part again instead.  A part is at most ``PART_BYTES`` of input, so a
 worker's memory does not grow with the data.
 """
 
@@ -243,8 +245,9 @@ class LocalRunner:
 
     def _run(self, state: S, stage: str) -> dict[int, int]:
         """One pass into ``state``; returns the quote characters each CSV part parsed held."""
+        parse = getattr(state, "reads_values", False)
         jobs = [
-            (p, self._spill_path(i), self.columns, self.keyed, self.chunk_rows)
+            (p, None if parse else self._spill_path(i), self.columns, self.keyed, self.chunk_rows)
             for i, p in enumerate(self.parts)
         ]
         quotes: dict[int, int] = {}
@@ -349,7 +352,12 @@ def _keep_freed_memory() -> None:
 
 
 def _fill(
-    state: Any, part: Part, spill: Path, columns: list[FieldSpec], keyed: list[str], rows: int
+    state: Any,
+    part: Part,
+    spill: Path | None,
+    columns: list[FieldSpec],
+    keyed: list[str],
+    rows: int,
 ) -> tuple[Any, int]:
     """Worker side: ``state`` filled from one part, and the quote characters parsed."""
     quotes: list[int] = []
@@ -365,7 +373,7 @@ def _fill(
 
 def _chunks(
     part: Part,
-    spill: Path,
+    spill: Path | None,
     columns: list[FieldSpec],
     keyed: list[str],
     rows: int,
@@ -375,7 +383,7 @@ def _chunks(
 ) -> Iterator[Chunk]:
     """The part's chunks holding ``reads``: from its spill file, else parsed (and spilled
     once the pass has added each, the quote characters of a CSV range counted into
-    ``quotes``)."""
+    ``quotes``); parsed and not spilled when ``spill`` is None."""
     if part.whole:
         yield from read_chunks(part.source, reads, rows, part.text)
         return
@@ -383,7 +391,7 @@ def _chunks(
 
     name = part.source.name
     csv = part.source.format == "csv"
-    if spill.exists():
+    if spill is not None and spill.exists():
         # Read batch by batch, not memory-mapped: a mapping's touched pages would count
         # in the worker's RSS for the whole part.
         with pa.OSFile(str(spill)) as source:
@@ -391,20 +399,25 @@ def _chunks(
             for i in range(reader.num_record_batches):
                 yield _unspilled(reader.get_batch(i), reads, keyed, name, csv)
         return
+    batches = part_batches(
+        part.source,
+        columns,
+        rows,
+        part.start,
+        part.stop,
+        part.row_groups,
+        threads,
+        part.text,
+        quotes,
+    )
+    if spill is None:
+        for batch in batches:
+            yield arrow_chunk(batch, reads, name, csv=csv)
+        return
     partial = spill.with_suffix(".partial")
     writer = None
     try:
-        for batch in part_batches(
-            part.source,
-            columns,
-            rows,
-            part.start,
-            part.stop,
-            part.row_groups,
-            threads,
-            part.text,
-            quotes,
-        ):
+        for batch in batches:
             chunk = arrow_chunk(batch, reads, name, csv=csv)
             yield chunk
             for spilled in _spilled(batch, chunk, keyed):

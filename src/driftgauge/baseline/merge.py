@@ -17,6 +17,7 @@ from driftgauge.exceptions import BaselineError
 from driftgauge.sketches.summary import (
     CategoricalBinning,
     CategoricalSummary,
+    ItemType,
     NumericBinning,
     NumericSummary,
     training_frequent,
@@ -78,9 +79,13 @@ def _merge_field(spec: FieldSpec, held: list[FieldBaseline], config: Config) -> 
             part = h.summary
             assert isinstance(part, NumericSummary)
             merged.merge(replace(part, binning=merged.binning, bins=np.zeros(1, dtype=np.int64)))
+        # A field any part needed float64 for needs it in the whole.
+        items: ItemType = "float64" if any(h.live_items == "float64" for h in held) else "float32"
         shared = first.binning.edges
         same = all(np.array_equal(h.summary.binning.edges, shared) for h in held)  # type: ignore[union-attr]
-        edges = shared if same else equal_mass_edges_of(merged, config.sketch.bins)
+        edges = (
+            shared if same else equal_mass_edges_of(merged, config.sketch.bins, items == "float64")
+        )
         binning = NumericBinning(edges)
         if same:
             bins = np.sum([h.summary.bins for h in held], axis=0).astype(np.int64)
@@ -99,7 +104,7 @@ def _merge_field(spec: FieldSpec, held: list[FieldBaseline], config: Config) -> 
             else rank_error(merged.kll)
         )
         return FieldBaseline(
-            spec, replace(merged, binning=binning, bins=bins), exact, None, edge_error
+            spec, replace(merged, binning=binning, bins=bins), exact, None, edge_error, items
         )
     merged_cat = CategoricalSummary(
         CategoricalBinning(()),

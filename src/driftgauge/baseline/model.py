@@ -14,6 +14,7 @@ import numpy.typing as npt
 from driftgauge.baseline.multivariate import PcaModel
 from driftgauge.config import FieldSpec
 from driftgauge.sketches.summary import (
+    ItemType,
     Summary,
 )
 
@@ -36,6 +37,9 @@ class FieldBaseline:
     ``edge_rank_error`` bounds how far (in normalized rank) a numeric field's
     edges may sit from the exact quantiles of its rule (0 when the sketch
     held every value; ``None`` in baselines written before it was recorded).
+    ``live_items`` is what a numeric field's live sketches keep: float32, or float64 for a
+    field whose training data float32 would merge (:mod:`driftgauge.baseline.build`), whose
+    baseline sketch and edges are then of its float64 values too.
     """
 
     spec: FieldSpec
@@ -43,6 +47,7 @@ class FieldBaseline:
     exact: bool = True
     category_counts: dict[str, int] | None = None
     edge_rank_error: float | None = None
+    live_items: ItemType = "float32"
 
     @property
     def ratios(self) -> list[float]:

@@ -3,7 +3,10 @@
 1. :class:`SketchPass`: the sketches, moments and missing counts of every
    field, the exact tally of each categorical field's values (while there are
    few enough), and each numeric field's bucket counts
-   (:mod:`driftgauge.sketches.classes`).
+   (:mod:`driftgauge.sketches.classes`) and whether float32 would merge a
+   large share of its values that differ (:class:`~driftgauge.sketches.classes.MergedClasses`).
+   :class:`FinePass` (pass 1c, for such fields alone): their sketches of the
+   float64 values and their buckets of fine classes.
 2. :class:`ErrorPass` (with ``multivariate`` only): the same for the rows'
    reconstruction errors, once the PCA is fitted from pass 1's moments.
 3. :class:`ClassPass`: the class counts of the buckets the edge rule needs,
@@ -22,6 +25,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import datasketches as ds
 import numpy as np
 import numpy.typing as npt
 
@@ -30,9 +34,12 @@ from driftgauge.baseline.model import KNOWN_CATEGORY_LIMIT
 from driftgauge.baseline.multivariate import CrossFit, FoldedMoments
 from driftgauge.config import Config, FieldSpec
 from driftgauge.sketches.classes import (
+    FLOAT32_CLASSES,
     ClassCounts,
+    FineClasses,
     KeyArray,
     KeyCounts,
+    MergedClasses,
     add_sorted_bucket_counts,
     float32_classes,
     float32_normal,
@@ -49,7 +56,7 @@ from driftgauge.sketches.summary import (
     training_frequent,
 )
 
-__all__ = ["ClassPass", "ErrorPass", "SegmentPass", "SketchPass", "complete_rows"]
+__all__ = ["ClassPass", "ErrorPass", "FinePass", "SegmentPass", "SketchPass", "complete_rows"]
 
 FloatArray = npt.NDArray[np.float64]
 CountArray = npt.NDArray[np.int64]
@@ -70,6 +77,8 @@ def _add_numeric(
     values: FloatArray,
     missing: int = 0,
     wrong_type: int = 0,
+    merged: MergedClasses | None = None,
+    fine: FineClasses | None = None,
 ) -> KeyArray:
     """Add a column (``nan`` for missing) to a pass's summary and bucket counts; return the
     class keys of its finite values, sorted (:attr:`~driftgauge.baseline.chunks.Chunk.keys`).
@@ -79,15 +88,22 @@ def _add_numeric(
     sorted is its float32 rounding (a float32 sort takes 60% of a float64 one), so the sketch
     is of the float32-rounded values, as live sketches and KS read them; count, sum,
     extremes and buckets are of the float64 values.  A chunk float32 cannot round within
-    2^-24 (beyond its range or normal range) is sorted as float64.
+    2^-24 (beyond its range or normal range) is sorted as float64, and so is a field of
+    ``fine`` classes, whose sketch holds the float64 values (pass 1c).  ``merged`` learns
+    whether float32 rounds alike values of the column that differ.
     """
     finite, nan, inf = split_finite(values, missing + wrong_type)
-    ordered: npt.NDArray[np.floating[Any]] = np.sort(
-        float32_classes(finite) if float32_normal(finite) else finite
-    )
+    if fine is not None:
+        ordered: npt.NDArray[np.floating[Any]] = np.sort(finite)
+    else:
+        classes = float32_classes(finite)
+        normal = float32_normal(finite)
+        ordered = np.sort(classes if normal else finite)
+        if merged is not None:
+            merged.add(finite, classes, ordered if normal else float32_classes(ordered))
     sketch = sorted_kll(ordered, summary.items) if len(finite) else None
     summary.add(finite, _ALL, missing, wrong_type, nan, inf, sketch)
-    return add_sorted_bucket_counts(buckets, ordered)
+    return add_sorted_bucket_counts(buckets, ordered, fine or FLOAT32_CLASSES)
 
 
 def _fresh(spec: FieldSpec, config: Config) -> Summary:
@@ -127,6 +143,8 @@ class SketchPass(_Summaries):
         self.rows = 0
         self.summaries = {s.name: _fresh(s, config) for s in config.columns}
         self.buckets = {s.name: KeyCounts() for s in config.columns if s.type == "numeric"}
+        share = ds.kll_floats_sketch.get_normalized_rank_error(config.sketch.kll_k, False)
+        self.merged = {name: MergedClasses(share) for name in self.buckets}
         self.tallies: dict[str, Counter[str] | None] = {
             s.name: Counter() for s in config.columns if s.type != "numeric"
         }
@@ -148,7 +166,12 @@ class SketchPass(_Summaries):
             column = chunk.columns[name]
             if isinstance(summary, NumericSummary):
                 chunk.keys[name] = _add_numeric(
-                    summary, self.buckets[name], column.values, column.missing, column.wrong_type
+                    summary,
+                    self.buckets[name],
+                    column.values,
+                    column.missing,
+                    column.wrong_type,
+                    self.merged[name],
                 )
                 continue
             distinct, n = column.tally()
@@ -169,6 +192,7 @@ class SketchPass(_Summaries):
             summary.merge(other.summaries[name])  # type: ignore[arg-type]
         for name, counts in self.buckets.items():
             counts.merge(other.buckets[name])
+            self.merged[name].merge(other.merged[name])
         for name, tally in self.tallies.items():
             theirs = other.tallies[name]
             if tally is None or theirs is None:
@@ -184,6 +208,7 @@ class SketchPass(_Summaries):
             "rows": self.rows,
             "summaries": self._pickled(),
             "buckets": self.buckets,
+            "merged": self.merged,
             "tallies": self.tallies,
             "moments": self.moments,
         }
@@ -191,8 +216,60 @@ class SketchPass(_Summaries):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.config, self.rows = state["config"], state["rows"]
         self.summaries = self._unpickled(state["summaries"])
-        self.buckets = state["buckets"]
+        self.buckets, self.merged = state["buckets"], state["merged"]
         self.tallies, self.moments = state["tallies"], state["moments"]
+
+
+class FinePass(_Summaries):
+    """Pass 1c, over the fields whose values float32 merges (``fine``, from pass 1's
+    :class:`~driftgauge.sketches.classes.MergedClasses`): their sketches of the float64
+    values and their bucket counts of fine classes, in place of pass 1's."""
+
+    # Reads the fields' values, which a runner may have kept as pass 1's class keys alone.
+    reads_values = True
+
+    def __init__(self, config: Config, fine: Mapping[str, FineClasses]) -> None:
+        self.config, self.fine = config, dict(fine)
+        self.summaries = {s.name: _fresh(s, config) for s in self.reads}
+        self.buckets = {name: KeyCounts() for name in self.fine}
+
+    @property
+    def reads(self) -> Sequence[FieldSpec]:
+        return [s for s in self.config.columns if s.name in self.fine]
+
+    def empty(self) -> FinePass:
+        return FinePass(self.config, self.fine)
+
+    def add(self, chunk: Chunk) -> None:
+        for name, summary in self.summaries.items():
+            column = chunk.columns[name]
+            assert isinstance(summary, NumericSummary)
+            _add_numeric(
+                summary,
+                self.buckets[name],
+                column.values,
+                column.missing,
+                column.wrong_type,
+                fine=self.fine[name],
+            )
+
+    def merge(self, other: FinePass, /) -> None:
+        for name, summary in self.summaries.items():
+            summary.merge(other.summaries[name])  # type: ignore[arg-type]
+            self.buckets[name].merge(other.buckets[name])
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "fine": self.fine,
+            "summaries": self._pickled(),
+            "buckets": self.buckets,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.config, self.fine = state["config"], state["fine"]
+        self.summaries = self._unpickled(state["summaries"])
+        self.buckets = state["buckets"]
 
 
 def _unless_filled(crossfit: CrossFit | None, filled: bool) -> CrossFit | None:
@@ -267,11 +344,16 @@ class ClassPass:
         wanted: Mapping[str, npt.ArrayLike],
         categorical: dict[str, CategoricalBinning],
         crossfit: CrossFit | None = None,
+        fine: Mapping[str, FineClasses] | None = None,
     ) -> None:
         self.config, self.crossfit = config, crossfit
         self.wanted = {name: np.asarray(b, dtype=np.intp) for name, b in wanted.items()}
         self.categorical = categorical
-        self.classes = {name: ClassCounts.of(b) for name, b in self.wanted.items()}
+        self.fine = dict(fine or {})
+        self.classes = {
+            name: ClassCounts.of(b, self.fine.get(name, FLOAT32_CLASSES))
+            for name, b in self.wanted.items()
+        }
         self.bins = {name: np.zeros(b.size, dtype=np.int64) for name, b in categorical.items()}
         derived = config.multivariate
         self.derived = derived.name if derived is not None and derived.name in wanted else None
@@ -288,16 +370,22 @@ class ClassPass:
     def from_keys(self) -> bool:
         """Whether every field the pass reads can be counted from pass 1's sorted class keys
         alone (:attr:`~driftgauge.baseline.chunks.Chunk.keys`): no categorical bins to count,
-        and no reconstruction errors (which need the multivariate features' values)."""
-        return not self.categorical and self.derived is None
+        no reconstruction errors (which need the multivariate features' values) and no
+        field of fine classes (pass 1's keys are of float32 classes)."""
+        return not self.categorical and self.derived is None and not self.fine
+
+    @property
+    def reads_values(self) -> bool:
+        """Whether the pass needs values a runner may have kept as pass 1's keys alone."""
+        return bool(self.fine)
 
     def empty(self) -> ClassPass:
-        return ClassPass(self.config, self.wanted, self.categorical, self.crossfit)
+        return ClassPass(self.config, self.wanted, self.categorical, self.crossfit, self.fine)
 
     def add(self, chunk: Chunk) -> None:
         self.filled = True
         for name, counts in self.classes.items():
-            if name in chunk.keys:  # pass 1's, kept by the runner
+            if name in chunk.keys and name not in self.fine:  # pass 1's, kept by the runner
                 counts.add_sorted(chunk.keys[name])
                 continue
             if name == self.derived:

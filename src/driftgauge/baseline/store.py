@@ -150,10 +150,16 @@ def _field_payload(held: FieldBaseline) -> dict[str, Any]:
     payload = {"name": spec.name, "role": spec.role, "type": spec.type, "exact": held.exact}
     payload |= encode_summary(summary)
     if isinstance(summary, NumericSummary):
-        return payload | {
-            "edges": [float(e) for e in summary.binning.edges],
-            "edge_rank_error": held.edge_rank_error,
-        }
+        # Marked only when float64: a field without the mark (and every field of a baseline
+        # written before fields could need float64) keeps float32 live sketches.
+        return (
+            payload
+            | {
+                "edges": [float(e) for e in summary.binning.edges],
+                "edge_rank_error": held.edge_rank_error,
+            }
+            | ({"live_items": "float64"} if held.live_items == "float64" else {})
+        )
     return payload | {
         "categories": list(summary.binning.categories),
         "category_counts": held.category_counts,
@@ -219,12 +225,16 @@ def _field_from_payload(item: dict[str, Any], kll_k: int) -> FieldBaseline:
         raise ValueError(f"{spec.name}: {size} bin counts for {summary.binning.size} bins")
     decode_summary(summary, item)
     rank_error = item.get("edge_rank_error")
+    live_items = item.get("live_items", "float32")
+    if live_items not in ("float32", "float64"):
+        raise ValueError(f"field {name!r} has live items {live_items!r}")
     return FieldBaseline(
         spec,
         summary,
         bool(item["exact"]),
         counts,
         None if rank_error is None else float(rank_error),
+        live_items,
     )
 
 

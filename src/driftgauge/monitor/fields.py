@@ -59,6 +59,7 @@ from driftgauge.sketches.sealed import SliceSealer
 from driftgauge.sketches.summary import (
     LIVE_ITEMS,
     CategoricalSummary,
+    ItemType,
     NumericBinning,
     NumericSummary,
     Summary,
@@ -186,14 +187,19 @@ class FieldTracker:
             self._counters[name].bins = view
         self.rows_total = 0
         self.extra_columns_total = 0
-        # Live sketches hold float32 items: KS reads the baseline rounded alike.
+        # Live sketches hold LIVE_ITEMS (float32) unless the field needs float64
+        # (FieldBaseline.live_items): KS reads the baseline rounded alike.
+        self._items: dict[str, ItemType] = {
+            name: "float64" if held.live_items == "float64" else LIVE_ITEMS
+            for name, held in self._held.items()
+        }
         self._base_cdf = {
-            name: stats.cdf_table(held.summary.kll).float32()
+            name: _read_as(stats.cdf_table(held.summary.kll), self._items[name])
             for name, held in self._held.items()
             if isinstance(held.summary, NumericSummary)
         }
         self._ranges = {
-            name: _valid_range(held.summary, config.range_tolerance)
+            name: _valid_range(held.summary, config.range_tolerance, self._items[name])
             for name, held in self._held.items()
             if isinstance(held.summary, NumericSummary) and held.summary.count
         }
@@ -204,7 +210,7 @@ class FieldTracker:
 
     def _fresh(self) -> dict[str, Summary]:
         fresh: dict[str, Summary] = {
-            name: held.summary.empty_like(LIVE_ITEMS)
+            name: held.summary.empty_like(self._items[name])
             if isinstance(held.summary, NumericSummary)
             else held.summary.empty_like()
             for name, held in self._held.items()
@@ -301,7 +307,7 @@ class FieldTracker:
         sums = given[0].sums(bin_counts, lambda: binning.slots(values), given[1])
         sketch = None
         if len(slices) > 1 and len(ordered) >= _SHARED_SKETCH_MIN:
-            sketch = _batch_sketch(baseline.k, ordered)
+            sketch = _batch_sketch(baseline.k, ordered, self._items[name])
         for summaries in slices:
             summary = summaries[name]
             assert isinstance(summary, NumericSummary)
@@ -337,9 +343,12 @@ class FieldTracker:
         block = NumericBlock.of(matrix, plan.binning, plan.low, plan.high)
         sketches = None
         if len(self._windows) > 1 and len(matrix) >= _SHARED_SKETCH_MIN:
+            items = [self._items[name] for name in plan.names]
             sketches = [
-                _batch_sketch(k, values) if count >= _SHARED_SKETCH_MIN else None
-                for k, values, count in zip(plan.k, block.values, block.counts, strict=True)
+                _batch_sketch(k, values, item) if count >= _SHARED_SKETCH_MIN else None
+                for k, values, count, item in zip(
+                    plan.k, block.values, block.counts, items, strict=True
+                )
             ]
         sums = requests.sums(block.bin_counts, lambda: block_slots(matrix, plan.binning), owners)
         return block, sketches, sums
@@ -469,20 +478,28 @@ class FieldTracker:
         return {"fields": tuple(results)}
 
 
-def _batch_sketch(k: int, ordered: npt.NDArray[np.float64]) -> Any:
+def _batch_sketch(k: int, ordered: npt.NDArray[np.float64], items: ItemType) -> Any:
     """One sketch of a batch's sorted values: merged into every window, it beats one update per window."""
-    sketch = new_kll(k, LIVE_ITEMS)
-    sketch.update(kll_items(ordered, LIVE_ITEMS, float(ordered[0]), float(ordered[-1])))
+    sketch = new_kll(k, items)
+    sketch.update(kll_items(ordered, items, float(ordered[0]), float(ordered[-1])))
     return sketch
 
 
-def _valid_range(summary: NumericSummary, tolerance: float) -> tuple[float, float]:
+def _read_as(table: stats.CdfTable, items: ItemType) -> stats.CdfTable:
+    """The baseline's CDF table as a window of ``items`` compares with it."""
+    return table.float32() if items == "float32" else table
+
+
+def _valid_range(summary: NumericSummary, tolerance: float, items: ItemType) -> tuple[float, float]:
     """The baseline's min–max, widened by ``tolerance`` times its span on each side.
 
     Each end takes in its float32 rounding class, as the bins do: an FP32 tensor's 0.3
-    (0.30000001192092896) is a maximum 0.3, not a value beyond it.
+    (0.30000001192092896) is a maximum 0.3, not a value beyond it.  A field of float64
+    items (whose bins tell apart what float32 does not) keeps its ends as they are.
     """
     span = (summary.maximum - summary.minimum) * tolerance
+    if items == "float64":
+        return summary.minimum - span, summary.maximum + span
     low = float32_floor([summary.minimum - span])[0]
     high = np.nextafter(float32_ceiling(np.array([summary.maximum + span])), -np.inf)[0]
     return float(low), float(high)

@@ -16,10 +16,18 @@ depend on how the data was split or in which order the parts were merged:
 :func:`class_edges` applies the rule of :mod:`~driftgauge.sketches.edges` to
 these counts and returns the edges with the exact count of every bin, or the
 buckets it still needs counted class by class.
+
+A field whose training data holds a large share of values float32 rounds
+alike but float64 tells apart (:class:`MergedClasses`: timestamps in
+nanoseconds, amounts of 10^9 and cents, values beyond float32's range) has
+its classes numbered by :class:`FineClasses` instead, runs of consecutive
+float64 values over the field's range: the same rule, at float64 precision.
 """
 
 from __future__ import annotations
 
+import math
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,10 +38,15 @@ from driftgauge.sketches.edges import constant_edges, float32_floor
 
 __all__ = [
     "BUCKETS",
+    "FLOAT32_CLASSES",
     "NO_CLASS",
     "ClassCounts",
     "ClassEdges",
+    "FineClasses",
+    "Float32Classes",
     "KeyCounts",
+    "Keying",
+    "MergedClasses",
     "add_sorted_bucket_counts",
     "class_edges",
     "class_keys",
@@ -104,6 +117,172 @@ def class_values(keys: KeyArray) -> FloatArray:
     return values
 
 
+@dataclass(frozen=True, slots=True)
+class Float32Classes:
+    """Classes as float32 rounds values (:func:`class_keys`): every field's, unless it is fine."""
+
+    def keys(self, values: Floats) -> KeyArray:
+        return class_keys(values)
+
+    def floors(self, keys: KeyArray) -> FloatArray:
+        """The lower boundary of each class, as float64 (+inf for a key past +max)."""
+        return float32_floor(class_values(keys))
+
+
+FLOAT32_CLASSES = Float32Classes()
+
+_LOW_63 = (1 << 63) - 1
+_INF_ORDER = 0x7FF0000000000000  # the order of +inf; -inf's is -1 - this
+# Fine classes span at most 2^31 keys: every key is below NO_CLASS's bucket.
+_FINE_BITS = 31
+
+
+def _order(value: float) -> int:
+    """A float64's place among all float64 values, as an integer (-0.0 is 0.0's)."""
+    (bits,) = struct.unpack("<q", struct.pack("<d", value + 0.0))
+    return int(bits) if bits >= 0 else -1 - (bits & _LOW_63)
+
+
+def _of_order(order: int) -> float:
+    order = max(-1 - _INF_ORDER, min(_INF_ORDER, order))
+    bits = order if order >= 0 else (1 << 63) | (-1 - order)
+    (value,) = struct.unpack("<d", struct.pack("<Q", bits))
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class FineClasses:
+    """Classes finer than float32's for a field whose data needs them (:class:`MergedClasses`).
+
+    Class ``k`` holds the float64 values whose place among all float64 values,
+    counted from the field's minimum's (``base``), is ``k·2^shift`` to
+    ``(k + 1)·2^shift − 1``: the range from the minimum to the maximum in at
+    most 2^31 classes.  A field spanning less than 2^31 float64 values
+    (10^9 ± 100, 1.7·10^18 ± 10^9, 1 ± 10^-7) has a class for each value; a
+    wider one keeps 31 bits over the binades it spans (2^-29 of a value over
+    10^39 to 10^40), where float32 keeps 24 over the binades its range holds.
+    """
+
+    base: int
+    shift: int
+
+    @classmethod
+    def spanning(cls, minimum: float, maximum: float) -> FineClasses:
+        base = _order(minimum)
+        return cls(base, max(0, (_order(maximum) - base).bit_length() - _FINE_BITS))
+
+    def keys(self, values: Floats) -> KeyArray:
+        """Each value's class (values are within the range the classes span)."""
+        bits = np.asarray(values, dtype=np.float64) + 0.0  # -0.0 is 0.0
+        signed = bits.view(np.int64)
+        order = np.where(signed >= 0, signed, -1 - (signed & _LOW_63))
+        # Places relative to the minimum's, in uint64: the span can exceed int64's range.
+        place = order.view(np.uint64) - np.uint64(self.base % (1 << 64))
+        keys: KeyArray = np.minimum(place >> np.uint64(self.shift), (1 << _FINE_BITS) - 1).astype(
+            np.uint32
+        )
+        return keys
+
+    def floors(self, keys: KeyArray) -> FloatArray:
+        """The lower boundary of each class: the least float64 value in it (the edge rule
+        takes only a few)."""
+        return np.asarray(
+            [_of_order(self.base + (int(k) << self.shift)) for k in np.asarray(keys).tolist()],
+            dtype=np.float64,
+        )
+
+
+Keying = Float32Classes | FineClasses
+"""How a field's values are numbered into classes."""
+
+
+def _class_index(held: SingleArray, classes: SingleArray) -> npt.NDArray[np.intp]:
+    """The place of each of ``classes`` among ``held`` (sorted float32 classes), or -1.
+
+    By a table of the buckets when each held class has a bucket of its own (point masses,
+    levels), which costs a tenth of a binary search a value."""
+    keys = class_keys(held).astype(np.int64)
+    buckets = keys >> _LOW
+    if not len(classes) or len(np.unique(buckets)) < len(buckets):
+        place = np.minimum(np.searchsorted(held, classes), max(len(held) - 1, 0))
+        return np.where(held[place] == classes, place, -1) if len(held) else place - 1
+    table = np.full(BUCKETS, -1, dtype=np.int32)
+    table[buckets] = np.arange(len(held))
+    wanted = class_keys(classes)
+    place = table[wanted >> _LOW].astype(np.intp)
+    return np.where((place >= 0) & (keys[place] == wanted), place, -1)
+
+
+@dataclass(slots=True)
+class MergedClasses:
+    """Whether float32 rounds alike a large share of a field's values that differ.
+
+    Each chunk's float32 classes holding at least half of ``share`` of it are
+    kept with their count and one float64 value of theirs, marked ``distinct``
+    when they hold another value; merged by adding the counts and comparing
+    the values.  :attr:`fine` is true when a class of distinct values holds at
+    least ``share / 2`` of the data.  So when it is false, no float32 class
+    holds ``share`` or more of the data beyond its most common value (a
+    class's values in the chunks that did not keep it are under ``share / 2``
+    of the data; its kept values are one value, or under ``share / 2`` too).
+    ``share`` is the live sketch's rank error: a finer distinction is within
+    what KS and the quantiles can read anyway.
+    """
+
+    share: float
+    total: int = 0
+    # float32 class value -> [count, one float64 value in it, whether it holds another]
+    classes: dict[float, list[Any]] = field(default_factory=dict)
+
+    def add(self, finite: FloatArray, classes: SingleArray, ordered: SingleArray) -> None:
+        """Add a chunk: its finite values, their :func:`float32_classes`, and those sorted."""
+        count = len(ordered)
+        self.total += count
+        # (A chunk of fewer than 2 / share values keeps every class.)
+        least = max(1, math.ceil(self.share / 2 * count))
+        # The common case, no class that large (a continuous field): one comparison a value.
+        if not count or not (ordered[least - 1 :] == ordered[: count - least + 1]).any():
+            return
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        lengths = np.diff(np.r_[starts, count])
+        heavy = lengths >= least
+        held, sizes = ordered[starts[heavy]], lengths[heavy]
+        # Values equal to their class's float32 are one value: only the others in the large
+        # classes (none for point masses, levels and float32 data) are looked at.
+        some = held.astype(np.float64)
+        distinct = np.zeros(len(held), dtype=np.bool_)
+        inexact = np.flatnonzero(finite != classes)
+        index = _class_index(held, classes[inexact])
+        found = index >= 0
+        if found.any():
+            index, others = index[found], finite[inexact[found]]
+            some[index] = others  # any one of them
+            distinct = np.bincount(index, weights=others != some[index], minlength=len(held)) > 0
+            # ... and beside the class's own float32 value, if it holds that too.
+            looked_at = np.bincount(index, minlength=len(held))
+            distinct |= (looked_at > 0) & (looked_at < sizes)
+        rows = zip(held.tolist(), sizes.tolist(), some.tolist(), distinct.tolist(), strict=True)
+        self._add({c: [n, value, d] for c, n, value, d in rows})
+
+    def _add(self, classes: dict[float, list[Any]]) -> None:
+        for key, (count, value, distinct) in classes.items():
+            mine = self.classes.get(key)
+            if mine is None:
+                self.classes[key] = [count, value, distinct]
+            else:
+                mine[0] += count
+                mine[2] = mine[2] or distinct or mine[1] != value
+
+    def merge(self, other: MergedClasses) -> None:
+        self.total += other.total
+        self._add(other.classes)
+
+    @property
+    def fine(self) -> bool:
+        least = self.share / 2 * self.total
+        return any(distinct and count >= least for count, _, distinct in self.classes.values())
+
+
 @dataclass(slots=True)
 class KeyCounts:
     """Counts of integer keys: the sorted distinct ``keys`` and the ``counts`` of each.
@@ -154,14 +333,16 @@ class KeyCounts:
         self._pending, self._pending_size = [], 0
 
 
-def add_sorted_bucket_counts(counts: KeyCounts, ordered: Floats) -> KeyArray:
+def add_sorted_bucket_counts(
+    counts: KeyCounts, ordered: Floats, keying: Keying = FLOAT32_CLASSES
+) -> KeyArray:
     """Add to ``counts`` the count of ``ordered`` (finite, ascending) in each bucket, and
     return their class keys (ascending too).
 
-    ``ordered`` may be sorted :func:`float32_classes`: the classes are the same.
-    Sorted values fill runs of buckets, counted run by run.
+    ``ordered`` may be sorted :func:`float32_classes` (for float32 classes: the classes are
+    the same).  Sorted values fill runs of buckets, counted run by run.
     """
-    keys = class_keys(ordered)
+    keys = keying.keys(ordered)
     if len(keys):
         high = keys >> np.uint32(_LOW)
         starts = np.flatnonzero(np.r_[True, high[1:] != high[:-1]])
@@ -174,15 +355,16 @@ class ClassCounts(KeyCounts):
     """Exact counts of each class of values falling in the buckets ``wanted``."""
 
     wanted: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(BUCKETS, np.bool_))
+    keying: Keying = FLOAT32_CLASSES
 
     @classmethod
-    def of(cls, buckets: npt.ArrayLike) -> ClassCounts:
+    def of(cls, buckets: npt.ArrayLike, keying: Keying = FLOAT32_CLASSES) -> ClassCounts:
         wanted = np.zeros(BUCKETS, dtype=np.bool_)
         wanted[np.asarray(buckets, dtype=np.intp)] = True
-        return cls(wanted=wanted)
+        return cls(wanted=wanted, keying=keying)
 
     def add(self, values: FloatArray) -> None:
-        keys = class_keys(values)
+        keys = self.keying.keys(values)
         keys = keys[self.wanted[keys >> _LOW]]
         self.stage(keys, np.ones(len(keys), dtype=np.int64))
 
@@ -201,11 +383,16 @@ class ClassCounts(KeyCounts):
         self.stage(found[first], np.diff(np.r_[first, len(found)]))
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"wanted": np.flatnonzero(self.wanted), **KeyCounts.__getstate__(self)}
+        return {
+            "wanted": np.flatnonzero(self.wanted),
+            "keying": self.keying,
+            **KeyCounts.__getstate__(self),
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.wanted = np.zeros(BUCKETS, dtype=np.bool_)
         self.wanted[state["wanted"]] = True
+        self.keying = state["keying"]
         KeyCounts.__setstate__(self, state)
 
 
@@ -237,7 +424,7 @@ class _Cdf:
         classes.compact()
         self.buckets, self.through = buckets, through  # occupied, and the values up to each
         self.keys, self.counts = classes.keys, classes.counts
-        self.refined = classes.wanted
+        self.refined, self.keying = classes.wanted, classes.keying
         self.needed: set[int] = set()
 
     def before(self, bucket: int) -> int:
@@ -283,7 +470,8 @@ def class_edges(
     total = int(through[-1]) if len(through) else 0
     if total == 0 or bins < 2:
         return ClassEdges(np.empty(0), np.asarray([total], dtype=np.int64))
-    constant = constant_edges(bins, minimum, maximum)
+    # Fine classes are never one: a field is fine for values float32 rounds alike that differ.
+    constant = constant_edges(bins, minimum, maximum) if classes.keying == FLOAT32_CLASSES else None
     if constant is not None:  # the value's bin holds everything; the others are empty
         bin_counts = np.zeros(len(constant) + 1, dtype=np.int64)
         bin_counts[len(constant) // 2] = total
@@ -350,7 +538,8 @@ def _close_gaps(
     As in the sketch rule, the two edges of an inner bin holding no value
     become one edge halfway between them.
     """
-    edges = float32_floor(class_values(keys.astype(np.uint32)))
+    keying = cdf.keying
+    edges = keying.floors(keys.astype(np.uint32))
     keep = (edges > minimum) & (edges <= maximum)
     edges, keys = edges[keep], keys[keep]
     below = np.asarray([cdf.below(int(k)) for k in keys], dtype=np.int64)
@@ -361,6 +550,7 @@ def _close_gaps(
     result = edges.copy()
     for i in empty.tolist():
         if kept[i] and kept[i + 1]:
-            result[i] = float32_floor([edges[i] / 2 + edges[i + 1] / 2])[0]
+            middle = np.asarray([edges[i] / 2 + edges[i + 1] / 2])
+            result[i] = keying.floors(keying.keys(middle))[0]
             kept[i + 1] = False
     return result[kept], below[kept]

@@ -176,14 +176,20 @@ def _close_gaps(sketch: Any, edges: FloatArray) -> FloatArray:
     return result[kept]
 
 
-def bin_ranges(edges: FloatArray, minimum: float, maximum: float) -> list[str]:
+def bin_ranges(
+    edges: FloatArray, minimum: float, maximum: float, float64: bool = False
+) -> list[str]:
     """Each bin as readable text: ``= v`` for a single value's bin, else its range.
 
     The end bins are open to ±inf; they are shown from the minimum and to
     the maximum the baseline saw.  A range beside a single value's bin is
     shown open at that value (``(0, 0.59)``, not from the class boundary
-    just above 0, 7.00649e-46).
+    just above 0, 7.00649e-46).  The edges of a field of ``float64`` classes
+    (:class:`~driftgauge.sketches.classes.FineClasses`) are float64 values,
+    shown in full.
     """
+    if float64:
+        return _float64_ranges(edges, minimum, maximum)
     if not len(edges):
         return [f"= {minimum:.7g}" if minimum == maximum else f"[{minimum:.6g}, {maximum:.6g}]"]
     bounds = [-math.inf, *map(float, edges), math.inf]
@@ -215,6 +221,20 @@ def bin_ranges(edges: FloatArray, minimum: float, maximum: float) -> list[str]:
                 else f"{high:.6g})"
             )
             texts.append(f"{start}, {end}")
+    return texts
+
+
+def _float64_ranges(edges: FloatArray, minimum: float, maximum: float) -> list[str]:
+    """:func:`bin_ranges` of float64 edges: a bin of one float64 value is ``= v``."""
+    bounds = [-math.inf, *map(float, edges), math.inf]
+    texts = []
+    for low, high in itertools.pairwise(bounds):
+        if math.isfinite(low) and high == math.nextafter(low, math.inf):
+            texts.append(f"= {low!r}")
+        else:
+            start = minimum if low == -math.inf else low
+            end = f"{maximum!r}]" if high == math.inf else f"{high!r})"
+            texts.append(f"[{start!r}, {end}")
     return texts
 
 

@@ -68,11 +68,13 @@ Baselines keep float64 (``kll_doubles_sketch``).  Live windows keep float32
 (``kll_floats_sketch``), half the memory per retained item: the baseline's
 bin edges are float32 rounding-class boundaries, so PSI never told values
 apart that float32 merges, and KS compares the float32-rounded baseline
-(:meth:`driftgauge.stats.CdfTable.float32`); see docs/statistics.md.
+(:meth:`driftgauge.stats.CdfTable.float32`); see docs/statistics.md.  A field
+whose training data float32 would merge keeps float64 in its live windows too
+(:attr:`driftgauge.baseline.FieldBaseline.live_items`).
 """
 
 LIVE_ITEMS: ItemType = "float32"
-"""What live windows' sketches hold."""
+"""What live windows' sketches hold, but for fields that need float64."""
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
