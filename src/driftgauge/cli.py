@@ -340,7 +340,7 @@ def _cluster_baseline(config: Config, args: argparse.Namespace, progress: Progre
 
         with spark.spark_session(args.spark) as session:
             frame = spark.read_data(session, locations, config.columns)
-            runner = spark.SparkRunner(frame, source=source, progress=progress)
+            runner = spark.SparkRunner(frame, source=source, files=locations, progress=progress)
             return build_baseline(config, runner)
     from driftgauge.baseline import dask
     from driftgauge.baseline.inputs import location_format
@@ -350,7 +350,9 @@ def _cluster_baseline(config: Config, args: argparse.Namespace, progress: Progre
     data = f"{formats.pop().upper()} data" if len(formats) == 1 else "the data"
     with (
         dask.dask_client(args.dask) as client,
-        dask.DaskRunner(frame, client, source=source, data=data, progress=progress) as on_dask,
+        dask.DaskRunner(
+            frame, client, source=source, data=data, files=locations, progress=progress
+        ) as on_dask,
     ):
         return build_baseline(config, on_dask)
 

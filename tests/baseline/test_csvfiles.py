@@ -15,6 +15,13 @@ from tests.baseline.cluster_support import RUNNERS
 
 HEADER = b"alcohol,ash,region,class\n"
 ROWS = b"".join(b"13.%d,2.%d,north,a\n" % (i % 10, i % 7) for i in range(300))
+# A column the config does not read, so a cluster reading only the config's would not see
+# a row without it.
+NOTED_ROWS = ROWS.replace(b"\n", b",n\n")
+NOTED = HEADER.replace(b"\n", b",note\n") + NOTED_ROWS
+RAGGED = (
+    "{path}: line 302 has %d cells, the header %d: a CSV file's rows must have the header's columns"
+)
 # Each bad file's bytes (None: nothing is written at its name) and the line every runner
 # ends with ({path}: where it is); a byte's value is the local reader's alone to name.
 BAD_FILES: dict[str, tuple[bytes | None, str]] = {
@@ -38,6 +45,8 @@ BAD_FILES: dict[str, tuple[bytes | None, str]] = {
         b"alcohol,ash,region\n13.1,2.1,north\n",
         "{path}: no column named 'class' (the config's fields)",
     ),
+    "short-row.csv": (NOTED + b"13.1,2.1,north,a\n" + NOTED_ROWS, RAGGED % (4, 5)),
+    "long-row.csv": (HEADER + ROWS + b"13.1,2.1,north,a,x\n" + ROWS, RAGGED % (5, 4)),
     "missing.csv": (None, "{path}: no such data file"),
     "none-*.csv": (None, "{path}: no file matches"),
 }
@@ -55,8 +64,11 @@ def test_every_runner_refuses_a_bad_csv_file_in_the_same_line(
 ) -> None:
     """An empty file, one not UTF-8 (Spark read its bytes as U+FFFD and built), one of its
     header alone, one whose first line is blank (Spark and Dask took the next as the header
-    and built), one of ';', one without a field's column, a missing file and a glob
-    matching nothing: exit 4 and the same line on the local, Spark and Dask builds."""
+    and built), one of ';', one without a field's column, one with a row of fewer or more
+    cells than its header (Spark built from both, Dask from the first; the local build and
+    Dask named the row's text or its line in a block, not its line in the file), a missing
+    file and a glob matching nothing: exit 4 and the same line on the local, Spark and
+    Dask builds."""
     make_config()
     data, said = BAD_FILES[name]
     path = tmp_path / name

@@ -437,7 +437,7 @@ def test_every_csv_reader_skips_blank_lines_and_refuses_a_row_without_the_header
     (chunk,) = list(datafiles.read_chunks(path, fields))
     assert chunk.rows == 2 and chunk.columns["x"].values.tolist() == [1.0, 5.0]
     path.write_text(f"x,y,z\n1,2,a\n{row}\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"train\.csv: .*(3 columns|line 3)"):
+    with pytest.raises(DataError, match=r"train\.csv: line 3 has "):
         list(datafiles.read_chunks(path, fields))
 
 

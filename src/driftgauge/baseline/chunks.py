@@ -100,10 +100,11 @@ class Chunk:
 
 # Python's and pyarrow's words for bytes that are not UTF-8 (a spreadsheet's export in
 # Windows-1252 or Latin-1); the codec's position is within a buffer, not the file.  (On a
-# Dask worker, pandas' error arrives as its type's name alone.)
+# Dask worker, pandas' error arrives as its type's name alone; its engine="pyarrow" reads
+# text as large_string.)  pyarrow's column position goes too: the other readers name none.
 _NOT_UTF8 = re.compile(
     r"'utf-8' codec can't decode byte (0x[0-9a-f]{2})[^:]*: .*"
-    r"|CSV conversion error to string: invalid UTF8 data"
+    r"|(?:In CSV column #\d+: )?CSV conversion error to (?:large_)?string: invalid UTF8 data"
     r"|^UnicodeDecodeError$"
 )
 

@@ -38,6 +38,7 @@ __all__ = [
     "csv_rows",
     "empty_file",
     "name_csv_column",
+    "ragged_row",
     "range_batches",
     "require_separator",
     "stdlib_csv_chunks",
@@ -331,6 +332,32 @@ def csv_rows(reader: Any, header: Sequence[str], name: str) -> Iterator[list[str
                 f"{len(header)}: a CSV file's rows must have the header's columns"
             )
         yield row
+
+
+# pyarrow's refusal of a row of another cell count than the header (pandas' engine="pyarrow"
+# says the same): it names the row by its text, and by its number in the part read if at all.
+RAGGED_ROW = re.compile(r"CSV parse error: (Row #\d+: )?Expected \d+ columns, got \d+")
+
+
+def ragged_row(source: DataInput) -> DataError | None:
+    """:func:`csv_rows`'s error naming the line of the first row of ``source`` whose cell
+    count is not its header's, or None if the standard library's reader finds none (or
+    cannot read that far).
+
+    pyarrow's reader names the row by its text (and number in a part, if at all), Spark's
+    by neither, Dask's not its file: the file is read again with this once it is refused.
+    """
+    try:
+        with io.TextIOWrapper(source.open(), newline="", encoding="utf-8-sig") as text:
+            reader = csv.reader(text, delimiter=source.delimiter)
+            header = csv_header(reader, source.name, source.delimiter)
+            for _ in csv_rows(reader, header, source.name):
+                pass
+    except DataError as exc:
+        return exc
+    except (OSError, UnicodeDecodeError, csv.Error):  # not the reader's refusal to name
+        return None
+    return None
 
 
 def _csv_rows_chunk(

@@ -38,8 +38,8 @@ from driftgauge.baseline.chunks import (
     plain_utf8,
     require_columns,
 )
-from driftgauge.baseline.csvfiles import empty_file, require_separator
-from driftgauge.baseline.datafiles import require_local_files
+from driftgauge.baseline.csvfiles import RAGGED_ROW, empty_file, require_separator
+from driftgauge.baseline.datafiles import first_ragged_row, require_local_files
 from driftgauge.baseline.inputs import is_glob, location_format, not_found
 from driftgauge.baseline.passes import ClassPass, SketchPass
 from driftgauge.baseline.runner import PassState
@@ -91,6 +91,7 @@ class DaskRunner:
         *,
         source: str = "Dask DataFrame",
         data: str = "the data",
+        files: Sequence[str] = (),
         progress: Callable[[str, int, int], None] = _no_progress,
     ) -> None:
         if not is_dask_dataframe(dataframe):
@@ -99,6 +100,7 @@ class DaskRunner:
         self.client = client
         self.source = source
         self.data = data
+        self.files = files
         self.progress = progress
         self.parts = 0  # partitions merged by the last run
         self._keys: list[Any] = []  # pass 1's class keys: a future of each partition's Keys
@@ -124,6 +126,8 @@ class DaskRunner:
             raise
         except (OSError, ValueError) as exc:  # pandas' reading a partition: its bytes, its text
             problem = plain_utf8(first_line(exc))
+            if RAGGED_ROW.search(problem) and (ragged := first_ragged_row(self.files)):
+                raise ragged from None
             raise DataError(f"{self.source}: cannot read {self.data}: {problem}") from None
 
     def _run(self, state: S, stage: str) -> S:
@@ -293,6 +297,8 @@ def read_data(locations: Sequence[str], fields: Sequence[FieldSpec]) -> Any:
             if isinstance(cause, FileNotFoundError):
                 raise not_found(str(cause.filename or shown)) from None
             problem = plain_utf8(first_line(cause))
+            if RAGGED_ROW.search(problem) and (ragged := first_ragged_row(group)):
+                raise ragged from None
             raise DataError(f"{shown}: cannot read {fmt.upper()} data: {problem}") from None
         if fmt == "jsonl" and not len(frame.columns):  # empty files: no rows, as locally
             frame = dd.from_dict({n: [] for n in names}, npartitions=1).astype(types)
@@ -323,6 +329,8 @@ def _read(dd: Any, fmt: str, group: list[str], types: dict[str, str]) -> Any:
     if tabs and len(tabs) < len(group):
         raise DataError(f"{', '.join(tabs[:3])}: give TSV and CSV files in separate builds")
     sep = "\t" if tabs else ","
-    frame = dd.read_csv(group, sep=sep, dtype=types, blocksize=PARTITION_BYTES)
+    # pyarrow's parser, as the local build's: pandas' own padded a row of fewer cells than
+    # the header with missing values, and named a longer one by its line in a partition.
+    frame = dd.read_csv(group, sep=sep, dtype=types, blocksize=PARTITION_BYTES, engine="pyarrow")
     require_separator(", ".join(group[:3]), list(frame.columns), sep)
     return frame

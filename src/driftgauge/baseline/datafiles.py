@@ -26,10 +26,12 @@ from driftgauge.baseline.chunks import (
     require_columns,
 )
 from driftgauge.baseline.csvfiles import (
+    RAGGED_ROW,
     NotNumbers,
     csv_file_header,
     csv_options,
     name_csv_column,
+    ragged_row,
     range_batches,
     stdlib_csv_chunks,
 )
@@ -40,6 +42,7 @@ from driftgauge.exceptions import DataError, first_line
 __all__ = [
     "arrow_available",
     "file_format",
+    "first_ragged_row",
     "parquet_metadata",
     "part_batches",
     "read_chunks",
@@ -132,6 +135,22 @@ def require_local_files(locations: Sequence[str]) -> None:
             list(_reported(source, _first_lines(source)))
 
 
+def first_ragged_row(locations: Sequence[str]) -> DataError | None:
+    """The error naming the first row of another cell count than its header in the CSV files
+    ``locations`` name (:func:`~driftgauge.baseline.csvfiles.ragged_row`), or None: none
+    found, in the files read here (a location this reader does not know, such as Spark's
+    ``s3a://``, is not)."""
+    for location in locations:
+        try:
+            sources = resolve_inputs([location])
+        except DataError:
+            continue
+        for source in sources:
+            if source.format == "csv" and (error := ragged_row(source)) is not None:
+                return error
+    return None
+
+
 def _first_lines(source: DataInput) -> Iterator[None]:
     """:func:`require_local_files`'s checks of ``source``, read as :func:`_reported` reports."""
     if source.format == "csv":
@@ -160,6 +179,10 @@ def _reported(source: DataInput, items: Iterator[T]) -> Iterator[T]:
             raise
         message = plain_utf8(first_line(exc))
         column = ""
+        if fmt == "csv" and RAGGED_ROW.search(message):
+            ragged = ragged_row(source)  # its line in the file, not its text
+            if ragged is not None:
+                raise ragged from None
         if fmt == "csv":
             message, column = name_csv_column(source, message)
         message = f"{source.name}: cannot read {fmt.upper()} data: {message}"

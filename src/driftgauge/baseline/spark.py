@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import socket
 import sys
 import warnings
@@ -28,8 +29,8 @@ from typing import Any, TypeVar
 
 from driftgauge.baseline.chunks import CHUNK_ROWS, arrow_chunk, plain_utf8, require_columns
 from driftgauge.baseline.csvfiles import empty_file, require_separator
-from driftgauge.baseline.datafiles import require_local_files
-from driftgauge.baseline.inputs import location_format, not_found
+from driftgauge.baseline.datafiles import first_ragged_row, require_local_files
+from driftgauge.baseline.inputs import FORMATS, location_format, not_found
 from driftgauge.baseline.runner import PassState
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import DataError, first_line
@@ -56,6 +57,11 @@ _NOT_UTF8 = "driftgauge: CSV data not UTF-8"
 # none when it read a few, so the passes counted different values (an IndexError in
 # class_edges), or a row of nothing but missing values.
 _MALFORMED = "MALFORMED_RECORD_IN_PARSING"
+# CSV is read FAILFAST too, without column pruning: a row of another cell count than the
+# header is refused, as locally; Spark's default read it, its absent cells missing and its
+# extra ones dropped (and FAILFAST alone saw it only when a pass read every column).
+# A failed read names its file.
+_FAILED_FILE = re.compile(r"while reading file (\S+?)\.?\s")
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
@@ -71,7 +77,9 @@ def is_spark_dataframe(data: object) -> bool:
 class SparkRunner:
     """Runs each pass with one Spark job over ``dataframe``'s partitions.
 
-    ``source`` names the data in error messages; ``progress`` is called with
+    ``source`` names the data in error messages, ``files`` are the locations it was read
+    from (a CSV row of another cell count than its header is found in them, to name its
+    file and line); ``progress`` is called with
     ``(stage, 0, 1)`` when a pass starts and ``(stage, 1, 1)`` when it ends
     (Spark draws its own per-task progress bar on a terminal).
     """
@@ -81,12 +89,14 @@ class SparkRunner:
         dataframe: Any,
         *,
         source: str = "Spark DataFrame",
+        files: Sequence[str] = (),
         progress: Callable[[str, int, int], None] = _no_progress,
     ) -> None:
         if not is_spark_dataframe(dataframe):
             raise TypeError(f"SparkRunner needs a pyspark DataFrame, not {type(dataframe)!r}")
         self.dataframe = dataframe
         self.source = source
+        self.files = files
         self.progress = progress
         self.parts = 0  # partitions merged by the last run
 
@@ -106,7 +116,7 @@ class SparkRunner:
             try:
                 rows = selected.mapInArrow(fill, schema).collect()
             except Exception as exc:
-                raise _read_error(exc, self.source) from None
+                raise _read_error(exc, self.source, self.files) from None
         for row in rows:
             state.merge(pickle.loads(row[_STATE]))
         self.parts = len(rows)
@@ -258,12 +268,20 @@ def read_data(session: Any, locations: Sequence[str], fields: Sequence[FieldSpec
     return result
 
 
-def _read_error(exc: Exception, source: str) -> Exception:
+def _read_error(exc: Exception, source: str, files: Sequence[str] = ()) -> Exception:
     """The DataError of a Spark job's failure reading ``source``'s text (``exc`` itself if
-    it is not one): a value that is not UTF-8 (see _BYTES), a line that is not JSON."""
+    it is not one): a value that is not UTF-8 (see _BYTES), a CSV row of another cell count
+    than its header (named by its line in ``files``), a line that is not JSON."""
     said = str(exc)
     if "MALFORMED_CHARACTER_CODING" in said or _NOT_UTF8 in said:
         return DataError(f"{source}: cannot read CSV data: not UTF-8 text: save the file as UTF-8")
+    failed = _FAILED_FILE.search(said)
+    name = failed[1] if failed else ""
+    if _MALFORMED in said and FORMATS.get(os.path.splitext(name)[1].lower()) == "csv":
+        return first_ragged_row(files) or DataError(
+            f"{name}: cannot read CSV data: a row's cell count is not the header's "
+            "(Spark's FAILFAST mode)"
+        )
     if _MALFORMED in said:
         return DataError(
             f"{source}: cannot read JSONL data: a line is not a JSON object in UTF-8 text "
@@ -301,8 +319,9 @@ def _reader(session: Any, fmt: str, locations: list[str]) -> Any:
     if tabs and len(tabs) < len(locations):
         raise DataError(f"{_shown(tabs)}: give TSV and CSV files in separate builds")
     sep = "\t" if tabs else ","
-    frame = session.read.csv(
-        locations, header=True, sep=sep, quote='"', escape='"', encoding=_BYTES
+    reader = session.read.option("columnPruning", "false")
+    frame = reader.csv(
+        locations, header=True, sep=sep, quote='"', escape='"', encoding=_BYTES, mode="FAILFAST"
     )
     shown = _shown(locations)
     try:
