@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import itertools
 import json
 import os
 import re
@@ -29,6 +30,9 @@ from driftgauge.config import Config
 from driftgauge.exceptions import DataError
 from driftgauge.sketches import NumericSummary
 from driftgauge.starter import sample_data
+from tests.baseline.cluster_support import RUNNERS
+from tests.baseline.test_csvfiles import BAD_FILES
+from tests.baseline.test_datafiles import BAD_JSON_FILES
 from tests.helpers import free_port, serving, training_rows, wait_for, write_csv
 
 PARTS = 3
@@ -478,6 +482,20 @@ def test_the_cli_builds_from_s3_and_reports_a_missing_object_in_one_line(
 # --- GCS ----------------------------------------------------------------------------------------
 
 
+def _gcs_bucket(endpoint: str, bucket: str) -> Any:
+    """A new ``bucket`` in the emulator at ``endpoint``, and a pyarrow filesystem of it."""
+    create = urllib.request.Request(
+        f"{endpoint}/storage/v1/b?project=test",
+        data=json.dumps({"name": bucket}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(create, timeout=10) as answer:
+        assert answer.status == 200
+    return pa_fs.GcsFileSystem(
+        anonymous=True, scheme="http", endpoint_override=endpoint.removeprefix("http://")
+    )
+
+
 def test_a_gs_glob_builds_the_same_baseline_as_the_local_files(
     gcs_endpoint: str,
     parts: dict[str, list[Path]],
@@ -485,16 +503,7 @@ def test_a_gs_glob_builds_the_same_baseline_as_the_local_files(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``gs://bucket/prefix/*.parquet`` through the emulator ``STORAGE_EMULATOR_HOST`` names."""
-    create = urllib.request.Request(
-        f"{gcs_endpoint}/storage/v1/b?project=test",
-        data=json.dumps({"name": "gtrain"}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(create, timeout=10) as answer:
-        assert answer.status == 200
-    store = pa_fs.GcsFileSystem(
-        anonymous=True, scheme="http", endpoint_override=gcs_endpoint.removeprefix("http://")
-    )
+    store = _gcs_bucket(gcs_endpoint, "gtrain")
     for path in parts["parquet"]:
         with store.open_output_stream(f"gtrain/wine/{path.name}") as out:
             out.write(path.read_bytes())
@@ -645,3 +654,77 @@ def test_init_samples_the_data_baseline_reads_from_s3_and_https(
     assert "--data s3://init/train/ -o BASELINE" in config.read_text(encoding="utf-8")
     with pytest.raises(DataError, match=r"^s3://init/train/absent\.csv: no such object"):
         sample_data("s3://init/train/absent.csv")
+
+
+# --- the first-line checks on every runner -------------------------------------------------------
+
+# Files the local build refuses on their first lines, and the line it says ({path}: the URL).
+FIRST_LINE_FILES = {
+    name: BAD_FILES[name] for name in ("empty.csv", "blank-first-line.csv", "semicolons.csv")
+} | {
+    "latin-header.csv": (
+        b"alcohol,ash,r\xe9gion,class\n13.1,2.1,north,a\n",
+        "{path}: cannot read CSV data: not UTF-8 text (byte 0xe9): save the file as UTF-8",
+    ),
+    "array.json": BAD_JSON_FILES["array.json"],
+}
+
+
+_BUCKETS = itertools.count()
+
+
+@pytest.fixture
+def stored(
+    s3: Callable[[str, dict[str, Path]], None],
+    gcs_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> Callable[[str, str, bytes], str]:
+    """An uploader: ``stored("s3" or "gs", name, data)`` is the URL of a new object holding it."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_endpoint)
+
+    def store(scheme: str, name: str, data: bytes) -> str:
+        bucket = f"first-lines-{next(_BUCKETS)}"  # the servers are the module's
+        path = tmp_path / name
+        path.write_bytes(data)
+        if scheme == "s3":
+            s3(bucket, {f"t/{name}": path})
+        else:
+            gcs = _gcs_bucket(gcs_endpoint, bucket)
+            with gcs.open_output_stream(f"{bucket}/t/{name}") as out:
+                out.write(data)
+        return f"{scheme}://{bucket}/t/{name}"
+
+    return store
+
+
+@pytest.mark.parametrize("name", FIRST_LINE_FILES)
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_every_runner_refuses_a_bad_first_line_in_an_object_store_as_in_a_local_file(
+    tmp_path: Path,
+    runner: str,
+    scheme: str,
+    name: str,
+    runners: dict[str, list[str]],
+    stored: Callable[[str, str, bytes], str],
+    make_config: Callable[..., Config],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An empty CSV object, one whose first line is blank, is split by ';' or is not UTF-8,
+    and a .json object holding one JSON array: Spark and Dask were given them unchecked
+    (the local build's first checks were of local files only), taking the next line as the
+    header or the array's objects as rows where they read the store; they now say what a
+    local build of the object, or of the same file on disk, says."""
+    make_config()
+    data, said = FIRST_LINE_FILES[name]
+    assert data is not None
+    url = stored(scheme, name, data)
+    output = tmp_path / "out.dgb"
+    arguments = ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", url]
+    code = main([*arguments, "-o", str(output), *runners[runner]])
+    ours = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("driftgauge: ")
+    ]
+    assert (code, ours) == (DataError.exit_code, ["driftgauge: " + said.format(path=url)])
+    assert not output.exists()

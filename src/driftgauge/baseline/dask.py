@@ -39,7 +39,7 @@ from driftgauge.baseline.chunks import (
     require_columns,
 )
 from driftgauge.baseline.csvfiles import RAGGED_ROW, empty_file, require_separator
-from driftgauge.baseline.datafiles import first_ragged_row, require_local_files
+from driftgauge.baseline.datafiles import first_ragged_row, require_first_lines
 from driftgauge.baseline.inputs import is_glob, location_format, not_found
 from driftgauge.baseline.passes import ClassPass, SketchPass
 from driftgauge.baseline.runner import PassState
@@ -284,7 +284,7 @@ def read_data(locations: Sequence[str], fields: Sequence[FieldSpec]) -> Any:
             continue
         shown = ", ".join(group[:3])
         _require_files(group)
-        require_local_files(group)
+        require_first_lines(group)
         try:
             frame = _read(dd, fmt, group, types)
         except DataError:

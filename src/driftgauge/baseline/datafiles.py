@@ -35,7 +35,13 @@ from driftgauge.baseline.csvfiles import (
     range_batches,
     stdlib_csv_chunks,
 )
-from driftgauge.baseline.inputs import DataInput, as_input, data_format, resolve_inputs
+from driftgauge.baseline.inputs import (
+    DataInput,
+    as_input,
+    data_format,
+    readable,
+    resolve_inputs,
+)
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import DataError, first_line
 
@@ -46,8 +52,8 @@ __all__ = [
     "parquet_metadata",
     "part_batches",
     "read_chunks",
+    "require_first_lines",
     "require_lines",
-    "require_local_files",
 ]
 
 try:
@@ -120,18 +126,28 @@ def require_lines(source: DataInput | Path) -> None:
         )
 
 
-def require_local_files(locations: Sequence[str]) -> None:
-    """What a local build checks first, of the local files ``locations`` (paths, globs and
-    ``file://`` URLs that Spark or Dask reads) name: a CSV file's header (a first line, not
-    blank, split by the file's separator), a JSON Lines file's start (not one JSON array).
+def require_first_lines(locations: Sequence[str]) -> None:
+    """What a local build checks first, of the files ``locations`` (paths, globs and URLs
+    that Spark or Dask reads) name, wherever this reader reads them too (local files, object
+    stores, HTTP(S)): a CSV file's header (a first line, not blank, split by the file's
+    separator, in UTF-8 text), a JSON Lines file's start (not one JSON array).
 
     Spark and Dask took the line after a blank first line as the header; Spark read a file
-    holding one JSON array as its objects, Dask as no columns.
+    holding one JSON array as its objects, Dask as no columns.  A URL this reader does not
+    know, or cannot resolve (a missing object, credentials it lacks), is Spark's or Dask's
+    to read with their own and to say what they find.
     """
     for location in locations:
-        if "://" in location.removeprefix("file://"):
-            continue  # another store: Spark and Dask read it themselves
-        for source in resolve_inputs([location]):
+        remote = "://" in location.removeprefix("file://")
+        if not readable(location):
+            continue
+        try:
+            sources = resolve_inputs([location])
+        except DataError:
+            if not remote:
+                raise
+            continue
+        for source in sources:
             list(_reported(source, _first_lines(source)))
 
 
@@ -152,7 +168,7 @@ def first_ragged_row(locations: Sequence[str]) -> DataError | None:
 
 
 def _first_lines(source: DataInput) -> Iterator[None]:
-    """:func:`require_local_files`'s checks of ``source``, read as :func:`_reported` reports."""
+    """:func:`require_first_lines`'s checks of ``source``, read as :func:`_reported` reports."""
     if source.format == "csv":
         csv_file_header(source, source.delimiter)
     elif source.format == "jsonl":

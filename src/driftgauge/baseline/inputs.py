@@ -56,6 +56,7 @@ __all__ = [
     "is_glob",
     "location_format",
     "not_found",
+    "readable",
     "resolve_inputs",
     "split_credentials",
 ]
@@ -483,6 +484,12 @@ def _resolve_http(url: str) -> DataInput:
 # --- all of them --------------------------------------------------------------------------------
 
 _SCHEMES = ("file", "gcs", "gs", "http", "https", "s3")
+
+
+def readable(location: str) -> bool:
+    """Whether :func:`resolve_inputs` reads ``location``: a path, or a URL of a scheme it
+    knows (Spark's ``s3a://`` and ``hdfs://`` are others)."""
+    return "://" not in location or urllib.parse.urlsplit(location).scheme.lower() in _SCHEMES
 
 
 def resolve_inputs(specs: Sequence[str]) -> list[DataInput]:

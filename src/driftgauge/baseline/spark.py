@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from driftgauge.baseline.chunks import CHUNK_ROWS, arrow_chunk, plain_utf8, require_columns
 from driftgauge.baseline.csvfiles import empty_file, require_separator
-from driftgauge.baseline.datafiles import first_ragged_row, require_local_files
+from driftgauge.baseline.datafiles import first_ragged_row, require_first_lines
 from driftgauge.baseline.inputs import FORMATS, location_format, not_found
 from driftgauge.baseline.runner import PassState
 from driftgauge.config import FieldSpec
@@ -256,7 +256,7 @@ def read_data(session: Any, locations: Sequence[str], fields: Sequence[FieldSpec
         group = [x for x in locations if location_format(x, "Spark") == fmt]
         if not group:
             continue
-        require_local_files(group)
+        require_first_lines(group)
         frame = _read(session, fmt, group)
         if fmt == "jsonl" and not frame.columns:  # empty files: no rows, as locally
             frame = session.createDataFrame([], ", ".join(f"`{f.name}` string" for f in fields))
