@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import importlib.util
 import itertools
 import json
 import os
@@ -31,7 +32,8 @@ from driftgauge.exceptions import DataError
 from driftgauge.sketches import NumericSummary
 from driftgauge.starter import sample_data
 from tests.baseline.cluster_support import RUNNERS
-from tests.baseline.test_csvfiles import BAD_FILES
+from tests.baseline.test_csvfiles import BAD_FILES, HEADER
+from tests.baseline.test_csvfiles import ROWS as CSV_ROWS
 from tests.baseline.test_datafiles import BAD_JSON_FILES
 from tests.helpers import free_port, serving, training_rows, wait_for, write_csv
 
@@ -728,3 +730,48 @@ def test_every_runner_refuses_a_bad_first_line_in_an_object_store_as_in_a_local_
     ]
     assert (code, ours) == (DataError.exit_code, ["driftgauge: " + said.format(path=url)])
     assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("runner", "spec", "said"),
+    [
+        (
+            "spark",
+            "nosuch://bucket/t.csv",
+            'Spark cannot read it: No FileSystem for scheme "nosuch"',
+        ),
+        (
+            "spark",
+            "nosuch://bucket/t.parquet",
+            'Spark cannot read it: No FileSystem for scheme "nosuch"',
+        ),
+        ("dask", "s3://{bucket}/t.csv", "cannot read CSV data: Install s3fs to access S3"),
+        ("dask", "s3://{bucket}/*.csv", "cannot read CSV data: No module named 's3fs'"),
+    ],
+)
+def test_a_scheme_spark_or_dask_cannot_read_is_one_line(
+    tmp_path: Path,
+    runner: str,
+    spec: str,
+    said: str,
+    runners: dict[str, list[str]],
+    stored: Callable[[str, str, bytes], str],
+    make_config: Callable[..., Config],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A good CSV object in S3 given to Dask without s3fs, and a URL of a scheme Spark has no
+    Hadoop file system for (as s3:// without hadoop-aws), ended in tracebacks (Dask's
+    ImportError, Spark's UnsupportedFileSystemException); each is one line naming the
+    input and what is missing."""
+    if runner == "dask" and importlib.util.find_spec("s3fs") is not None:
+        pytest.skip("s3fs is installed: Dask reads S3")
+    make_config()
+    bucket = stored("s3", "t.csv", HEADER + CSV_ROWS).split("/")[2]
+    location = spec.format(bucket=bucket)
+    output = tmp_path / "out.dgb"
+    arguments = ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", location]
+    code = main([*arguments, "-o", str(output), *runners[runner]])
+    ours = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("driftgauge: ")
+    ]
+    assert (code, ours) == (DataError.exit_code, [f"driftgauge: {location}: {said}"])

@@ -80,8 +80,10 @@ class DaskRunner:
 
     ``client`` is a ``distributed.Client``; without one, the default client
     if there is one, else Dask's local scheduler.  ``source`` names the data
-    in error messages, ``data`` what it holds ("CSV data").  Pass 1's class keys stay on the workers until
-    :meth:`close` (or the ``with`` block's end).
+    in error messages, ``data`` what it holds ("CSV data"), ``files`` the locations it was
+    read from (a CSV row of another cell count than its header is found in them, to name
+    its file and line).  Pass 1's class keys stay on the workers until :meth:`close` (or
+    the ``with`` block's end).
     """
 
     def __init__(
@@ -283,13 +285,15 @@ def read_data(locations: Sequence[str], fields: Sequence[FieldSpec]) -> Any:
         if not group:
             continue
         shown = ", ".join(group[:3])
-        _require_files(group)
         require_first_lines(group)
         try:
+            _require_files(group)
             frame = _read(dd, fmt, group, types)
         except DataError:
             raise
-        except (OSError, ValueError) as exc:  # pandas' readers, their first rows read here
+        # pandas' readers, their first rows read here; ImportError: fsspec's file system of
+        # the scheme is not installed (s3fs, gcsfs)
+        except (OSError, ValueError, ImportError) as exc:
             # Dask's backend dispatch raises the reader's error anew, saying so first.
             cause = exc.__cause__ or exc
             if type(cause).__name__ == "EmptyDataError":  # pandas': not even a header

@@ -62,6 +62,9 @@ _MALFORMED = "MALFORMED_RECORD_IN_PARSING"
 # extra ones dropped (and FAILFAST alone saw it only when a pass read every column).
 # A failed read names its file.
 _FAILED_FILE = re.compile(r"while reading file (\S+?)\.?\s")
+# A URL of a scheme without a Hadoop file system on Spark's classpath (s3:// or s3a://
+# without hadoop-aws, gs:// without the GCS connector).
+_NO_FILE_SYSTEM = re.compile(r"UnsupportedFileSystemException: (.+)")
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
@@ -271,8 +274,11 @@ def read_data(session: Any, locations: Sequence[str], fields: Sequence[FieldSpec
 def _read_error(exc: Exception, source: str, files: Sequence[str] = ()) -> Exception:
     """The DataError of a Spark job's failure reading ``source``'s text (``exc`` itself if
     it is not one): a value that is not UTF-8 (see _BYTES), a CSV row of another cell count
-    than its header (named by its line in ``files``), a line that is not JSON."""
+    than its header (named by its line in ``files``), a line that is not JSON, a scheme
+    Spark has no file system for."""
     said = str(exc)
+    if (missing := _NO_FILE_SYSTEM.search(said)) is not None:
+        return DataError(f"{source}: Spark cannot read it: {missing[1]}")
     if "MALFORMED_CHARACTER_CODING" in said or _NOT_UTF8 in said:
         return DataError(f"{source}: cannot read CSV data: not UTF-8 text: save the file as UTF-8")
     failed = _FAILED_FILE.search(said)
@@ -306,7 +312,8 @@ def _read(session: Any, fmt: str, locations: list[str]) -> Any:
         raise
     except DataError:
         raise
-    except Exception as exc:  # JSON Lines' schema is inferred from the lines, FAILFAST
+    except Exception as exc:  # JSON Lines' schema is inferred from the lines, FAILFAST; a
+        # scheme Spark cannot read
         raise _read_error(exc, _shown(locations)) from None
 
 
