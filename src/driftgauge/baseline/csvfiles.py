@@ -339,10 +339,11 @@ def csv_rows(reader: Any, header: Sequence[str], name: str) -> Iterator[list[str
 RAGGED_ROW = re.compile(r"CSV parse error: (Row #\d+: )?Expected \d+ columns, got \d+")
 
 
-def ragged_row(source: DataInput) -> DataError | None:
+def ragged_row(source: DataInput, split: bool = False) -> DataError | None:
     """:func:`csv_rows`'s error naming the line of the first row of ``source`` whose cell
     count is not its header's, or None if the standard library's reader finds none (or
-    cannot read that far).
+    cannot read that far).  ``split``: or the first row holding a line break within quotes,
+    if it comes first, which Spark's reader (line by line) takes for two rows.
 
     pyarrow's reader names the row by its text (and number in a part, if at all), Spark's
     by neither, Dask's not its file: the file is read again with this once it is refused.
@@ -351,8 +352,14 @@ def ragged_row(source: DataInput) -> DataError | None:
         with io.TextIOWrapper(source.open(), newline="", encoding="utf-8-sig") as text:
             reader = csv.reader(text, delimiter=source.delimiter)
             header = csv_header(reader, source.name, source.delimiter)
-            for _ in csv_rows(reader, header, source.name):
-                pass
+            for row in csv_rows(reader, header, source.name):
+                breaks = sum(cell.count("\n") for cell in row) if split else 0
+                if breaks:
+                    return DataError(
+                        f"{source.name}: line {reader.line_num - breaks} holds a line break "
+                        "within quotes, which Spark's CSV reader takes for the end of a row: "
+                        "build from it locally or with --dask, or save it as Parquet"
+                    )
     except DataError as exc:
         return exc
     except (OSError, UnicodeDecodeError, csv.Error):  # not the reader's refusal to name

@@ -151,18 +151,18 @@ def require_first_lines(locations: Sequence[str]) -> None:
             list(_reported(source, _first_lines(source)))
 
 
-def first_ragged_row(locations: Sequence[str]) -> DataError | None:
-    """The error naming the first row of another cell count than its header in the CSV files
-    ``locations`` name (:func:`~driftgauge.baseline.csvfiles.ragged_row`), or None: none
-    found, in the files read here (a location this reader does not know, such as Spark's
-    ``s3a://``, is not)."""
+def first_ragged_row(locations: Sequence[str], split: bool = False) -> DataError | None:
+    """The error naming the first row of another cell count than its header (``split``: or
+    holding a line break within quotes) in the CSV files ``locations`` name
+    (:func:`~driftgauge.baseline.csvfiles.ragged_row`), or None: none found, in the files
+    read here (a location this reader does not know, such as Spark's ``s3a://``, is not)."""
     for location in locations:
         try:
             sources = resolve_inputs([location])
         except DataError:
             continue
         for source in sources:
-            if source.format == "csv" and (error := ragged_row(source)) is not None:
+            if source.format == "csv" and (error := ragged_row(source, split)) is not None:
                 return error
     return None
 

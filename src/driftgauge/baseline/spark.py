@@ -284,7 +284,7 @@ def _read_error(exc: Exception, source: str, files: Sequence[str] = ()) -> Excep
     failed = _FAILED_FILE.search(said)
     name = failed[1] if failed else ""
     if _MALFORMED in said and FORMATS.get(os.path.splitext(name)[1].lower()) == "csv":
-        return first_ragged_row(files) or DataError(
+        return first_ragged_row(files, split=True) or DataError(
             f"{name}: cannot read CSV data: a row's cell count is not the header's "
             "(Spark's FAILFAST mode)"
         )
