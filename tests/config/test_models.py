@@ -88,6 +88,46 @@ def test_a_model_no_request_can_reach_is_an_error(tmp_path: Path, protocol: obje
     assert len(config_from_mapping(cloudevents, base=tmp_path).models) == 2
 
 
+@pytest.mark.parametrize(
+    ("pattern", "shadows"),
+    [
+        ("/models/", True),
+        ("iris", True),
+        ("^/v[12]/models/ir", True),
+        ("^/wine/", False),
+        ("/v2/models/", False),  # /v1/models/iris:predict still names it
+        ("/models/iris$", False),  # a query string after the name escapes it
+        ("/models/(?=iris)", False),
+        ("/models/iris\\b", False),
+    ],
+)
+def test_a_model_whose_every_named_path_another_s_pattern_takes_is_an_error(
+    tmp_path: Path, pattern: str, shadows: bool
+) -> None:
+    """`wine` with the path pattern '/models/' and `iris` routed by the name in its KServe
+    paths passed `driftgauge check`, and serve counted every request of iris as wine's (the
+    router tries patterns before names); a model none of whose named paths can escape an
+    earlier or later model's pattern is now an error, said only where that is certain: a
+    pattern that looks past its match ($, \\b, a lookahead) may spare a longer path."""
+    raw = _two_models(tmp_path)
+    raw["models"][0]["path"] = pattern  # type: ignore[index]
+    if not shadows:
+        assert config_from_mapping(raw, base=tmp_path).models[1].route is None
+        return
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping(raw, base=tmp_path)
+    assert str(caught.value) == (
+        f"models[1].path: no request reaches 'iris': model 'wine''s path pattern {pattern!r} "
+        "is found in every path naming it (/v1/models/iris..., /v2/models/iris...), and "
+        "patterns are tried before names: narrow that pattern (such as ^/prefix/)"
+    )
+    raw["models"].reverse()  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match=r"^models\[0\]\.path: no request reaches 'iris': "):
+        config_from_mapping(raw, base=tmp_path)
+    raw["source"] = {"cloudevents": {"listen": "127.0.0.1:0"}}  # routed by InferenceService
+    assert len(config_from_mapping(raw, base=tmp_path).models) == 2
+
+
 def test_request_rows_is_each_model_s_own(tmp_path: Path) -> None:
     """``request_rows`` belongs to a model's traffic: each block sets its own (default alike),
     and a value other than alike or independent is one error naming the key."""

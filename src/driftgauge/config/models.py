@@ -90,6 +90,46 @@ def _unreachable(config: Config) -> str:
     )
 
 
+# What makes a pattern's match depend on the text after it: a pattern without any of them
+# that is found in the start of a path is found in every path starting so.
+_LOOKING_AHEAD = ("$", "\\Z", "\\b", "\\B", "(?=", "(?!")
+
+
+def _named_by(model: str) -> tuple[str, ...]:
+    """The starts of every path the router takes for ``model`` by the name in it (V1's
+    name ends at a colon), or none when not every such path is one of them (a name holding
+    '/', '?' or '%')."""
+    if any(char in model for char in "/?%"):
+        return ()
+    v2 = f"/v2/models/{model}"
+    return (v2,) if ":" in model else (f"/v1/models/{model}", v2)
+
+
+def _shadowed(config: Config, routed: list[Config]) -> str:
+    """Why no request reaches ``config``, routed by the model its path names ("" when some
+    may): the ``path`` pattern of a model of ``routed`` (those with one, in order) is found
+    in every path naming it, and the router tries patterns before names."""
+    starts = _named_by(config.model)
+    if config.route is not None or isinstance(config.source, CloudEventsConfig) or not starts:
+        return ""
+    for other in routed:
+        route = other.route or ""
+        if not route or any(construct in route for construct in _LOOKING_AHEAD):
+            continue
+        try:
+            found = all(re.search(route, start) for start in starts)
+        except re.error:  # said as its block's problem
+            continue
+        if found:
+            shown = ", ".join(f"{start}..." for start in starts)
+            return (
+                f"no request reaches {config.model!r}: model {other.model!r}'s path pattern "
+                f"{route!r} is found in every path naming it ({shown}), and patterns are "
+                "tried before names: narrow that pattern (such as ^/prefix/)"
+            )
+    return ""
+
+
 def several_models(raw: Mapping[str, Any], base: Path, path: Path | None, one: OneModel) -> Config:
     """The first model's config, with ``models`` holding every model's (``one`` parses a model)."""
     problems: list[str] = []
@@ -102,6 +142,7 @@ def several_models(raw: Mapping[str, Any], base: Path, path: Path | None, one: O
             problems.append(f"{key}: with `models:` this key belongs in each model block")
     shared = {key: value for key, value in raw.items() if key not in MODEL_KEYS and key != "models"}
     configs: list[Config] = []
+    positions: list[int] = []  # each config's block
     for index, block in enumerate(blocks):
         prefix = f"models[{index}]"
         if not isinstance(block, Mapping):
@@ -179,6 +220,11 @@ def several_models(raw: Mapping[str, Any], base: Path, path: Path | None, one: O
         if len(blocks) > 1 and (unreachable := _unreachable(config)):
             problems.append(f"{prefix}.path: {unreachable}")
         configs.append(config)
+        positions.append(index)
+    routed = [config for config in configs if config.route is not None]
+    for index, config in zip(positions, configs, strict=True):
+        if shadowed := _shadowed(config, routed):
+            problems.append(f"models[{index}].path: {shadowed}")
     if problems or not configs:
         where = f"{path}: " if path else ""
         raise ConfigError(where + "; ".join(problems or ["models: no model configured"]))
