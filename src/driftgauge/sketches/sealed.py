@@ -25,6 +25,7 @@ from typing import Any
 
 import datasketches as ds
 import numpy as np
+import numpy.typing as npt
 
 from driftgauge.sketches.block import bin_table, shared_sums, shared_table
 from driftgauge.sketches.requests import sums_size
@@ -41,6 +42,10 @@ from driftgauge.sketches.sums import add_sums
 from driftgauge.sketches.window import Sealed
 
 __all__ = ["SealedSlice", "SliceSealer"]
+
+# A closed slice's bin counts and sums over requests: int32 where every one fits, else int64.
+StoredCounts = npt.NDArray[np.int32] | npt.NDArray[np.int64]
+_INT32_MAX = np.iinfo(np.int32).max
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +81,8 @@ class SealedSlice(Sealed[Summary]):
     def __init__(
         self,
         layout: _Layout,
-        bins: CountArray,
-        sums: CountArray,
+        bins: StoredCounts,
+        sums: StoredCounts,
         counts: CountArray,
         moments: FloatArray,
         sketches: list[bytes],
@@ -103,7 +108,7 @@ class SealedSlice(Sealed[Summary]):
             binning,
             layout.k[j],
             layout.sketch_types[j].deserialize(self._sketches[j]),
-            self._bins[j, : binning.size].copy(),
+            self._bins[j, : binning.size].astype(np.int64),
             count,
             missing,
             wrong_type,
@@ -114,7 +119,7 @@ class SealedSlice(Sealed[Summary]):
             maximum,
             layout.items[j],
             scaled,
-            self._sums[j, : sums_size(binning.size)].copy(),
+            self._sums[j, : sums_size(binning.size)].astype(np.int64),
         )
 
     def _categorical_summary(self, name: str) -> CategoricalSummary:
@@ -201,8 +206,8 @@ class SliceSealer:
             summary = summaries[name]
             assert isinstance(summary, NumericSummary)
             numeric.append(summary)
-        table = _table_of([summary.bins for summary in numeric], shared_table(numeric))
-        sums = _table_of([summary.by_request for summary in numeric], shared_sums(numeric))
+        table = _narrow(_table_of([summary.bins for summary in numeric], shared_table(numeric)))
+        sums = _narrow(_table_of([summary.by_request for summary in numeric], shared_sums(numeric)))
         counts = np.array(
             [(s.count, s.missing, s.wrong_type, s.nan, s.inf) for s in numeric], dtype=np.int64
         ).reshape(len(numeric), 5)
@@ -255,6 +260,14 @@ def _seal_categorical(layout: _Layout, summaries: dict[str, Summary]) -> _Sealed
         [summary.frequent.serialize() for summary in categorical],
         [summary.hll.serialize_compact() for summary in categorical],
     )
+
+
+def _narrow(table: CountArray) -> StoredCounts:
+    """``table`` as int32 when every count fits, which halves a closed slice's bin counts and
+    sums over requests (issue #13's memory per field and window); else as it is."""
+    if table.size and (table.max() > _INT32_MAX or table.min() < -_INT32_MAX):
+        return table
+    return table.astype(np.int32)
 
 
 def _table_of(rows: list[CountArray], shared: CountArray | None) -> CountArray:
