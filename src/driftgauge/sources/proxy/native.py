@@ -112,10 +112,7 @@ class NativeProxy:
         python = self.python
         pool = python.pool
         loop = asyncio.get_running_loop()
-        family, _, _, _, address = (
-            await loop.getaddrinfo(pool.host, pool.port, type=socket.SOCK_STREAM)
-        )[0]
-        del family
+        *_, address = (await loop.getaddrinfo(pool.host, pool.port, type=socket.SOCK_STREAM))[0]
         with socket.create_server((host, port), backlog=1024) as listener:
             bound = int(listener.getsockname()[1])
             core = self._make_core(listener.fileno(), address)  # the core listens on a copy
@@ -141,7 +138,8 @@ class NativeProxy:
             idle_timeout=python.idle_timeout or 0.0,
             max_body_bytes=python.max_body_bytes,
             request_id_header=python.request_id_header,
-            id_prefix=python.new_request_id()[:-1].encode() + b"n" if python.generate_ids else None,
+            # Ids of its own, apart from those the Python proxy makes for connections handed over.
+            id_prefix=f"{python.id_prefix}n".encode() if python.generate_ids else None,
             rewrite_host=python.rewrite_host,
             scheme=python.scheme,
             queue_capacity=python.queue.capacity,

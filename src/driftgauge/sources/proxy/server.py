@@ -78,7 +78,7 @@ class ProxyServer:
         self.max_body_bytes = max_body_bytes
         self.request_id_header = request_id_header.lower().encode("latin-1")
         self.generate_ids = generate_ids
-        self._id_prefix = f"dg-{os.getpid():x}-{int(time.time()):x}-"
+        self.id_prefix = f"dg-{os.getpid():x}-{int(time.time()):x}-"
         self._ids = itertools.count(1)
         # What makes ids for monitored requests that come without one (None: ids are not made).
         self.id_source: Callable[[], str] | None = self.new_request_id if generate_ids else None
@@ -98,7 +98,7 @@ class ProxyServer:
 
     def new_request_id(self) -> str:
         """A request id unique to this process (cheaper than a UUID per request)."""
-        return f"{self._id_prefix}{next(self._ids):x}"
+        return f"{self.id_prefix}{next(self._ids):x}"
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Run ``coroutine`` as a task the server keeps (and cancels if it outlives the drain)."""
