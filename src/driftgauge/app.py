@@ -131,6 +131,7 @@ class Sidecar:
     app: web.Application
     rendered: RenderedSnapshot
     proxy_port: int | None = None  # the source's listener: the proxy's or the CloudEvents one
+    native: NativeProxy | None = None  # the proxy's native engine, when it runs
     # Run at shutdown before the listeners close, so /readyz keeps answering 503 meanwhile.
     drainers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     shutdown: ShutdownReport = field(default_factory=ShutdownReport)
@@ -526,7 +527,7 @@ async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         # Imported only when asked for: an install may lack the compiled core (config says so).
         from driftgauge.sources.proxy import native
 
-        proxy = native.NativeProxy(server)
+        proxy = sidecar.native = native.NativeProxy(server)
         sidecar.registry.before_scrape.append(proxy.collect)
     sidecar.health.upstream_ok = False
     host, port = config.listen

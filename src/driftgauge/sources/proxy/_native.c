@@ -127,6 +127,7 @@ typedef struct Client {
     int up_full;         /* its upstream's buffer is full: the request body is not read */
     int in_process;      /* client_process runs: an exchange answered at once goes on in it */
     int closing, lingering, eof, handoff_wanted;
+    int last;            /* the exchange's request said Connection: close: no request after it */
     double linger_until;
     long long discard;   /* body bytes of an exchange answered early, still to read and drop */
     /* the exchange in progress */
@@ -698,7 +699,8 @@ static void settle(Core *core, Client *c) {
     } else {
         c->up_full = 0;
     }
-    int reading = !c->eof && (!c->closing || c->lingering) && !c->handoff_wanted;
+    int reading = !c->eof && (!c->closing || c->lingering) && !c->handoff_wanted &&
+                  !(c->last && c->req_done);  /* what follows a last request is not read */
     if (c->ex && !c->req_done && c->up_full) reading = 0;
     if (c->ex && c->req_done && c->s.in.len > PIPELINE_HIGH) reading = 0;
     sock_mask(core, &c->s, (reading ? EPOLLIN | EPOLLRDHUP : 0) | (waiting ? EPOLLOUT : 0));
@@ -713,7 +715,7 @@ static void exchange_over(Core *core, Client *c) {
     c->ex = 0;
     c->up = NULL;
     if (!req_done) c->discard = remaining;  /* answered early: read and drop the rest */
-    if (c->eof) {  /* the client half-closed: this was its last answer */
+    if (c->eof || c->last) {  /* the client half-closed, or said close: its last answer */
         client_close(core, c, 0);
         return;
     }
@@ -775,7 +777,7 @@ static int start_exchange(Core *core, Client *c, size_t head_len, double now) {
     int n = split_fields(eol + 2, end - 2, fields, MAX_FIELDS);
     if (n < 0) return 1;
     long long length = -1;
-    int has_host = 0, has_proto = 0, id_index = -1;
+    int has_host = 0, has_proto = 0, id_index = -1, last = 0;
     Buf forwarded = {0};
     for (int i = 0; i < n; i++) {
         Field *f = &fields[i];
@@ -791,7 +793,8 @@ static int start_exchange(Core *core, Client *c, size_t head_len, double now) {
                    lower_eq(f->name, f->name_len, "upgrade") || lower_eq(f->name, f->name_len, "te")) {
             goto handoff;
         } else if (lower_eq(f->name, f->name_len, "connection")) {
-            if (!lower_eq(f->value, f->value_len, "keep-alive")) goto handoff;
+            if (lower_eq(f->value, f->value_len, "close")) last = 1;
+            else if (!lower_eq(f->value, f->value_len, "keep-alive")) goto handoff;
         } else if (lower_eq(f->name, f->name_len, "x-forwarded-for")) {
             buf_add(&forwarded, f->value, f->value_len);
             buf_add(&forwarded, ", ", 2);
@@ -814,6 +817,7 @@ static int start_exchange(Core *core, Client *c, size_t head_len, double now) {
     /* the exchange */
     client_reset_exchange(c);
     c->ex = 1;
+    c->last = last;
     core->in_flight++;
     c->requests++;
     c->started = c->head_since ? c->head_since : now;
@@ -1142,7 +1146,7 @@ copy_fields:
         add_field(out, core->request_id_header.p, core->request_id_header.len, c->request_id.p, c->request_id.len);
     if (!no_body && chunked) add_field(out, "transfer-encoding", 17, transfer.p, transfer.len);
     else if (close_delimited) add_field(out, "transfer-encoding", 17, "chunked", 7);
-    if (c->eof) add_field(out, "connection", 10, "close", 5);
+    if (c->eof || c->last) add_field(out, "connection", 10, "close", 5);
     buf_add(out, "\r\n", 2);
     buf_free(&transfer);
     c->head_sent = 1;
