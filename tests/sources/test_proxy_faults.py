@@ -385,3 +385,28 @@ async def test_a_request_id_the_upstream_echoes_is_not_added_twice(
         made = upstream.seen[-1].header("X-Request-ID")
         assert made is not None
         assert response.header_all("x-request-id") == [made]
+
+
+async def test_an_upstream_that_stops_reading_an_upload_is_timed_out_not_the_client(
+    start_proxy: StartProxy,
+) -> None:
+    """An upstream that reads the head and then none of a large body makes the proxy stop
+    reading the client (back-pressure): the client is not the late one, so the upstream is
+    timed out after ``timeout`` (504, counted timeout), not the client after ``client_timeout``
+    (408 client_stalled)."""
+
+    async def script(raw: RawUpstream, reader: asyncio.StreamReader, writer: Any) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(10)  # reads nothing of the body
+
+    size = 32 * 1024 * 1024  # more than every socket buffer on the way holds
+    request = b"POST /upload HTTP/1.1\r\nHost: p\r\nContent-Length: %d\r\n\r\n" % size
+    request += b"u" * size
+    async with raw_upstream(script) as slow:
+        proxy = await start_proxy(slow.port, timeout=2, client_timeout=0.5, max_body_bytes=2 * size)
+        async with raw_client(proxy.port) as client:
+            client.writer.write(request)
+            response = await client.response(within=10)
+    assert response.status == 504
+    assert proxy.source_sample("driftgauge_upstream_errors_total", reason="timeout") == 1
+    assert proxy.source_sample("driftgauge_client_errors_total", reason="client_stalled") == 0

@@ -1413,7 +1413,9 @@ static void sweep(Core *core, double now) {
             count(core, C_CLIENT_STALLED);
             count_done(core, c, 0);
             client_destroy(core, c);
-        } else if (!c->req_done && !c->status) {
+        } else if (!c->req_done && !c->status && !c->up_full) {
+            /* the upstream waits for the body; with its buffer full (up_full) the client is not
+             * read, so the upstream is the late one: its deadline, below */
             if (now - (c->deadline - core->timeout) > core->client_timeout) {
                 count(core, C_CLIENT_STALLED);
                 client_drop_upstream(core, c);
