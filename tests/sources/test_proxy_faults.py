@@ -9,6 +9,7 @@ import contextlib
 import gc
 import http.client
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -410,3 +411,32 @@ async def test_an_upstream_that_stops_reading_an_upload_is_timed_out_not_the_cli
     assert response.status == 504
     assert proxy.source_sample("driftgauge_upstream_errors_total", reason="timeout") == 1
     assert proxy.source_sample("driftgauge_client_errors_total", reason="client_stalled") == 0
+
+
+async def test_an_upstream_that_never_accepts_is_answered_after_connect_timeout(
+    start_proxy: StartProxy,
+) -> None:
+    """An upstream whose listener never accepts (its backlog full, so the connect hangs) is
+    answered 502 after ``connect_timeout``, counted connect_timeout, however long ``timeout``
+    and ``client_timeout`` are."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        filling = [socket.socket() for _ in range(3)]
+        try:
+            for sock in filling:  # the accept queue full: later connects get no answer
+                sock.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    sock.connect(("127.0.0.1", port))
+            proxy = await start_proxy(port, connect_timeout=0.1, timeout=60, client_timeout=60)
+            async with raw_client(proxy.port) as client:
+                for _ in range(3):
+                    started = time.monotonic()
+                    response = await client.request("GET", "/doc")
+                    assert response.status == 502
+                    assert time.monotonic() - started < 0.6
+        finally:
+            for sock in filling:
+                sock.close()
+    assert proxy.source_sample("driftgauge_upstream_errors_total", reason="connect_timeout") == 3

@@ -1507,6 +1507,8 @@ static void *loop(void *arg) {
     int due = 0;
     double interval = core->client_timeout;
     if (core->timeout < interval) interval = core->timeout;
+    /* the sweep times connects out too (the Python engine's connect has a timer of its own) */
+    if (core->connect_timeout < interval) interval = core->connect_timeout;
     if (core->idle_timeout > 0 && core->idle_timeout < interval) interval = core->idle_timeout;
     interval /= 8;
     if (interval > 1.0) interval = 1.0;
