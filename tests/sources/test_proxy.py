@@ -679,7 +679,12 @@ async def test_close_delimited_upstream_response_reaches_client_whole(
 
 @pytest.mark.parametrize(
     "garbage",
-    [b"THIS IS NOT HTTP\r\n\r\n", b"GET /doc HTTP/1.1\r\nBad Header Line\r\n\r\n"],
+    [
+        b"THIS IS NOT HTTP\r\n\r\n",
+        b"GET /doc HTTP/1.1\r\nBad Header Line\r\n\r\n",
+        b"GET /doc HTTP/1.1\nHost: p\n\n",  # bare LFs: no CRLF CRLF ever ends it
+    ],
+    ids=["garbage", "field", "bare-lf"],
 )
 async def test_malformed_request_gets_400_and_others_are_still_served(
     proxy: Proxy, upstream: Upstream, garbage: bytes

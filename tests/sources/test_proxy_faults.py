@@ -440,3 +440,32 @@ async def test_an_upstream_that_never_accepts_is_answered_after_connect_timeout(
             for sock in filling:
                 sock.close()
     assert proxy.source_sample("driftgauge_upstream_errors_total", reason="connect_timeout") == 3
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\nContent-Length: 2\n\n",  # bare LFs: no CRLF CRLF ever ends it
+        b"HTTP/1.1 200 O\nX-Injected: 1\nK\r\nContent-Length: 2\r\n\r\n",  # in the reason
+    ],
+    ids=["head", "reason"],
+)
+async def test_a_response_head_with_bare_line_feeds_is_a_bad_response_at_once(
+    start_proxy: StartProxy, head: bytes
+) -> None:
+    """A response head with a line ended by a bare LF is answered 502 bad_response as soon as
+    it arrives (not a 504 once ``timeout`` passed), and none of it reaches the client."""
+
+    async def script(raw: RawUpstream, reader: asyncio.StreamReader, writer: Any) -> None:
+        await raw.read_request(reader)
+        writer.write(head + b"ok")
+        await writer.drain()
+        await asyncio.sleep(10)
+
+    async with raw_upstream(script) as bad:
+        proxy = await start_proxy(bad.port, timeout=60)
+        async with raw_client(proxy.port) as client:
+            response = await client.request("GET", "/x")
+    assert response.status == 502
+    assert response.header("x-injected") is None
+    assert proxy.source_sample("driftgauge_upstream_errors_total", reason="bad_response") == 1

@@ -448,6 +448,14 @@ static int is_tchar(unsigned char ch) {
     return ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
 }
 
+/* Whether a line of `p` ends with a bare LF: a head that never gets its CRLF CRLF, malformed
+ * as soon as it is seen (the Python proxy's parser says so at once; waiting would time out). */
+static int bare_lf(const char *p, size_t n) {
+    for (const char *q = memchr(p, '\n', n); q; q = memchr(q + 1, '\n', n - (size_t)(q + 1 - p)))
+        if (q == p || q[-1] != '\r') return 1;
+    return 0;
+}
+
 typedef struct {
     const char *name, *value;
     size_t name_len, value_len;
@@ -896,16 +904,6 @@ static void forward_body(Core *core, Client *c, const char *p, size_t n, double 
     if (c->req_remaining == 0) c->req_done = 1;
 }
 
-/* Whether a line ends in LF alone (a head the core leaves to the Python proxy's parser). */
-static int bare_lf(const char *p, size_t n) {
-    const char *q = p, *end = p + n;
-    while ((q = memchr(q, '\n', (size_t)(end - q)))) {
-        if (q == p || q[-1] != '\r') return 1;
-        q++;
-    }
-    return 0;
-}
-
 static void client_process(Core *core, Client *c) {
     double now = mono();
     c->in_process = 1;
@@ -1046,6 +1044,7 @@ static int response_head(Core *core, Client *c, Upstream *u, size_t head_len) {
     if (reason < eol && *reason != ' ') return -1;
     if (reason < eol) reason++;
     size_t reason_len = (size_t)(eol - reason);
+    if (memchr(reason, '\n', reason_len)) return -1;  /* relayed, it would end the line early */
     Field fields[MAX_FIELDS];
     int n = split_fields(eol + 2, end - 2, fields, MAX_FIELDS);
     if (n < 0) return -1;
@@ -1176,7 +1175,7 @@ static void upstream_process(Core *core, Upstream *u) {
             size_t scan = in->len < MAX_HEAD ? in->len : MAX_HEAD;
             const char *end = memmem(in->p, scan, "\r\n\r\n", 4);
             if (!end) {
-                if (in->len >= MAX_HEAD) bad_response(core, c);
+                if (in->len >= MAX_HEAD || bare_lf(in->p, scan)) bad_response(core, c);
                 return;
             }
             size_t head_len = (size_t)(end + 4 - in->p);
