@@ -469,3 +469,36 @@ async def test_a_response_head_with_bare_line_feeds_is_a_bad_response_at_once(
     assert response.status == 502
     assert response.header("x-injected") is None
     assert proxy.source_sample("driftgauge_upstream_errors_total", reason="bad_response") == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"2\r\nok\r\n0\r\nbad trailer\r\n\r\n",  # a trailer line without a colon
+        b"2\r\nok\r\n0\r\nX-T: a\nX-Injected: 1\r\n\r\n",  # a bare LF in a trailer line
+        b"2;a=b\nX-Injected: 1\r\nok\r\n0\r\n\r\n",  # a bare LF in a chunk extension
+    ],
+    ids=["trailer-no-colon", "trailer-bare-lf", "extension-bare-lf"],
+)
+async def test_a_malformed_chunked_framing_line_is_not_relayed(
+    start_proxy: StartProxy, body: bytes
+) -> None:
+    """A chunk-size or trailer line the client could read otherwise than the proxy did (a bare
+    LF, no colon) is not passed on: the response is cut there, counted bad_response."""
+
+    async def script(raw: RawUpstream, reader: asyncio.StreamReader, writer: Any) -> None:
+        await raw.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+        await writer.drain()
+        await asyncio.sleep(10)
+
+    async with raw_upstream(script) as bad:
+        proxy = await start_proxy(bad.port)
+        async with raw_client(proxy.port) as client:
+            await client.send(b"GET /x HTTP/1.1\r\nHost: p\r\n\r\n")
+            async with asyncio.timeout(5):
+                received = await client.reader.read()
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"X-Injected" not in received
+    assert b"bad trailer" not in received
+    assert proxy.source_sample("driftgauge_upstream_errors_total", reason="bad_response") == 1

@@ -1213,6 +1213,11 @@ static void upstream_process(Core *core, Upstream *u) {
             }
             size_t line = (size_t)(eol + 2 - in->p);
             if (c->rstate == R_TRAILER) {
+                Field field;  /* relayed verbatim: a plain `name: value` line only */
+                if (line > 2 && split_fields(in->p, in->p + line, &field, 1) != 1) {
+                    bad_response(core, c);
+                    return;
+                }
                 relay(c, in->p, line);
                 buf_drop(in, line);
                 if (line == 2) {
@@ -1237,6 +1242,13 @@ static void upstream_process(Core *core, Upstream *u) {
             if (k == 0 || (in->p + k < eol && in->p[k] != ';' && in->p[k] != ' ' && in->p[k] != '\t')) {
                 bad_response(core, c);
                 return;
+            }
+            for (const char *q = in->p + k; q < eol; q++) {  /* the extension, relayed verbatim */
+                unsigned char ch = (unsigned char)*q;
+                if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+                    bad_response(core, c);
+                    return;
+                }
             }
             relay(c, in->p, line);
             buf_drop(in, line);
