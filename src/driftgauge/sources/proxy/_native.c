@@ -93,6 +93,15 @@ static void buf_free(Buf *b) {
     b->len = b->cap = 0;
 }
 
+#define BUF_KEPT (64 * 1024)
+
+/* Empty `b` for the next exchange; the room a large body took is let go, not kept by a
+ * keep-alive connection while it idles (a pool's connections would each hold a body's). */
+static void buf_clear(Buf *b) {
+    if (b->cap > BUF_KEPT) buf_free(b);
+    else b->len = 0;
+}
+
 /* A socket of the loop: its descriptor, what it reads and what waits to be sent. */
 typedef struct Sock {
     int kind;
@@ -722,6 +731,9 @@ static void exchange_over(Core *core, Client *c) {
     core->in_flight--;
     c->ex = 0;
     c->up = NULL;
+    buf_clear(&c->replay);  /* the copies of its bodies are done with */
+    buf_clear(&c->cap_req);
+    buf_clear(&c->cap_resp);
     if (!req_done) c->discard = remaining;  /* answered early: read and drop the rest */
     if (c->eof || c->last) {  /* the client half-closed, or said close: its last answer */
         client_close(core, c, 0);
