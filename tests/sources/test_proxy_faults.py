@@ -10,6 +10,7 @@ import gc
 import http.client
 import json
 import socket
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from tests.helpers import free_port
 from tests.proxy_upstream import (
     DOC,
     Proxy,
+    RawClient,
     RawUpstream,
     Upstream,
     raw_client,
@@ -502,3 +504,41 @@ async def test_a_malformed_chunked_framing_line_is_not_relayed(
     assert b"X-Injected" not in received
     assert b"bad trailer" not in received
     assert proxy.source_sample("driftgauge_upstream_errors_total", reason="bad_response") == 1
+
+
+async def test_an_upstream_lost_after_its_paused_client_reset_is_no_error(
+    start_proxy: StartProxy,
+) -> None:
+    """A client reset while the proxy does not read it (its upload held back by an upstream
+    that reads none of it but began its answer), then the upstream closing mid-answer: the
+    client's connection, already gone, is closed quietly, not with an exception in a
+    callback (shutting down its writing side failed: ENOTCONN)."""
+    close_upstream = asyncio.Event()
+
+    async def script(raw: RawUpstream, reader: asyncio.StreamReader, writer: Any) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npart")  # answers early
+        await close_upstream.wait()  # reads none of the body
+
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    try:
+        async with raw_upstream(script) as slow:
+            proxy = await start_proxy(slow.port)
+            size = 16 * 1024 * 1024
+            client = await RawClient.open(proxy.port)
+            client.writer.write(
+                b"POST /upload HTTP/1.1\r\nHost: p\r\nContent-Length: %d\r\n\r\n" % size
+                + b"u" * size
+            )
+            await asyncio.sleep(0.5)  # every buffer on the way full: the proxy reads no more
+            sock = client.writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.writer.transport.abort()  # a reset the proxy does not read
+            await asyncio.sleep(0.2)
+            close_upstream.set()
+            await asyncio.sleep(0.3)
+    finally:
+        loop.set_exception_handler(None)
+    assert errors == []

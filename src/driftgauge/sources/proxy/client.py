@@ -213,7 +213,11 @@ class ClientProtocol(asyncio.Protocol):
         if (linger or self.current is not None) and transport.can_write_eof():
             self.release()
             transport.set_protocol(Lingering(transport, self.server.lingering))
-            transport.write_eof()
+            try:
+                transport.write_eof()
+            except OSError:  # reset by the client while not read (asyncio's loop)
+                transport.abort()
+                return
             self.flow.resume_reading()
         else:
             transport.close()
