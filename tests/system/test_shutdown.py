@@ -111,8 +111,9 @@ async def upstream() -> AsyncIterator[Upstream]:
 
 
 @pytest.fixture
-def config(tmp_path: Path, baseline: Path, upstream: Upstream) -> Path:
-    """A proxy-mode config with a state directory; the snapshot interval is set per test."""
+def config(tmp_path: Path, baseline: Path, upstream: Upstream, proxy_engine: str) -> Path:
+    """A proxy-mode config with a state directory, on each proxy engine; the snapshot interval
+    is set per test."""
     raw: dict[str, Any] = base_config(
         tmp_path,
         baseline=str(baseline),
@@ -121,6 +122,7 @@ def config(tmp_path: Path, baseline: Path, upstream: Upstream) -> Path:
                 "listen": f"127.0.0.1:{free_port()}",
                 "upstream": upstream.url,
                 "shutdown_grace": "10s",
+                "engine": proxy_engine,
             }
         },
         state={"directory": str(tmp_path / "state"), "interval": "1h"},

@@ -205,6 +205,7 @@ typedef struct {
     RouteSlot routes[ROUTE_SLOTS];
     int n_routes;
     int in_flight;
+    long long answered;  /* exchanges over, in total (count_done) */
     /* handed to Python, under the lock */
     pthread_mutex_t lock;
     Record *rec_head, *rec_tail;
@@ -283,6 +284,7 @@ static void count_done(Core *core, Client *c, int status) {
         core->done = d;
         core->cap_done = cap;
     }
+    core->answered++;
     Done *d = &core->done[core->n_done++];
     d->status = status;
     d->started = c->started;
@@ -1707,6 +1709,13 @@ static PyObject *Core_in_flight(Core *self, PyObject *unused) {
     return PyLong_FromLong(self->in_flight > 0 ? self->in_flight : 0);
 }
 
+static PyObject *Core_answered(Core *self, PyObject *unused) {
+    pthread_mutex_lock(&self->lock);
+    long long answered = self->answered;
+    pthread_mutex_unlock(&self->lock);
+    return PyLong_FromLongLong(answered);
+}
+
 static PyObject *Core_set_rate(Core *self, PyObject *arg) {
     double rate = PyFloat_AsDouble(arg);
     if (rate == -1.0 && PyErr_Occurred()) return NULL;
@@ -1833,6 +1842,7 @@ static PyMethodDef Core_methods[] = {
     {"drain", (PyCFunction)Core_drain, METH_NOARGS, "Stop accepting; close connections once idle."},
     {"stop", (PyCFunction)Core_stop, METH_NOARGS, "Close every connection and end the thread."},
     {"in_flight", (PyCFunction)Core_in_flight, METH_NOARGS, "Exchanges in progress."},
+    {"answered", (PyCFunction)Core_answered, METH_NOARGS, "Exchanges over, in total."},
     {"set_rate", (PyCFunction)Core_set_rate, METH_O, "The share of prediction requests monitored."},
     {"take", (PyCFunction)Core_take, METH_NOARGS, "(records, done, counters, handoffs) since the last call."},
     {NULL, NULL, 0, NULL},

@@ -250,6 +250,7 @@ class Cycle:
 
     def count_done(self, status: int) -> None:
         """The exchange in the service metrics: its status (0: cut off), timings and sizes."""
+        self.server.answered += 1
         self.server.metrics.request_done(
             status,
             self.started,

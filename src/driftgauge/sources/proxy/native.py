@@ -218,7 +218,8 @@ class NativeProxy:
         return (core.in_flight() if core is not None else 0) + self.python.in_flight()
 
     async def drain(self, grace: float) -> tuple[int, int]:
-        """As :meth:`ProxyServer.drain`, for both engines' connections."""
+        """As :meth:`ProxyServer.drain`, over both engines' exchanges: those the core forwards,
+        and those of the connections it hands over meanwhile (adopted as they come)."""
         python = self.python
         if python.drained:
             return python.drain_counts
@@ -227,15 +228,20 @@ class NativeProxy:
             return await python.drain(grace)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        started = core.in_flight()
+        # Over at the end: the exchanges that ended meanwhile (pipelined requests the core holds
+        # and those of connections it hands over are not in its in_flight at the start).
+        answered = core.answered() + python.answered
         core.drain()
-        while core.in_flight() and loop.time() < deadline:  # noqa: ASYNC110
+        for connection in list(python.connections):
+            connection.shutdown()  # answer what it received, then close (as ProxyServer.drain)
+        # Exchanges end in the core's thread and in protocol callbacks: polling is simplest.
+        while self.in_flight() and loop.time() < deadline:
+            self.collect()
             await asyncio.sleep(0.02)
-        cut = core.in_flight()
-        finished, cut_python = await python.drain(max(0.0, deadline - loop.time()))
+        finished, cut = core.answered() + python.answered - answered, self.in_flight()
+        await python.drain(0.0)  # closes what is left
         loop.remove_reader(core.wake_fd)
         core.stop()
         self.collect()  # the last exchanges counted, the last records queued
-        counts = (started - cut + finished, cut + cut_python)
-        python.drain_counts = counts
-        return counts
+        python.drain_counts = (finished, cut)
+        return python.drain_counts

@@ -94,6 +94,7 @@ class ProxyServer:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Future[None] | None = None
         self.drained = False
+        self.answered = 0  # exchanges over (answered, failed or cut off), in total
         self.drain_counts = (0, 0)  # in-flight exchanges at the drain: (finished, cut off)
 
     def new_request_id(self) -> str:
