@@ -167,7 +167,7 @@ async def consume(
                 else:
                     work = _read_timed(batcher, records, pending)
                 sampler.charge(work, len(records))
-                pause = _pause(work, max(SLICE_SECONDS, each * len(records)))
+                owed = capped_pause(work, max(SLICE_SECONDS, each * len(records)))
                 each = work / len(records)
                 # Sized from this slice's cost per record read: a slice cut short by the
                 # backlog was cheap because it was short, not because its records were.
@@ -176,10 +176,16 @@ async def consume(
                 threaded = work > THREAD_SECONDS * len(records)  # a record's cost, not a slice's
                 count = _count(pending)
                 if count and (count >= target or not backlog or threaded):
-                    await asyncio.sleep(pause)
+                    # A slice cheaper than the shortest pause is observed at once, its CPU paused
+                    # for with the batch's: each pause spans a few ms of wall time or more on a
+                    # busy machine (until the loop comes back to it), and what comes in
+                    # meanwhile waits in the queue; two a batch filled a queue of 10 at 400/s.
+                    if owed >= MIN_PAUSE_SECONDS:
+                        await asyncio.sleep(owed)
+                        owed = 0.0
                     work = _observe_timed(batcher, pending)
                     sampler.charge(work, 0)  # the records were counted as they were read
-                    pause = _pause(work, max(OBSERVE_SECONDS, 2 * single))
+                    owed = capped_pause(owed + work, max(OBSERVE_SECONDS, 2 * single))
                     # Sized to cost OBSERVE_SECONDS, or twice a one-record batch's cost where
                     # that is dearer (a wide model's windows: several ms however few records),
                     # so that fixed cost is still shared by many records.  That cost is the
@@ -192,15 +198,10 @@ async def consume(
                     threaded = threaded or (count == 1 and work > THREAD_SECONDS)
                 metrics.queue_depth.set(len(queue))
                 metrics.sampling_rate.set(sampler.update())
-                await asyncio.sleep(pause)
+                await asyncio.sleep(max(MIN_PAUSE_SECONDS, owed))
     finally:  # cancelled (shutdown): what was read still reaches the sketches
         batcher.observe(pending)
 
 
 def _count(pending: dict[Batcher, Extraction]) -> int:
     return sum(len(read) for read in pending.values())
-
-
-def _pause(work: float, sized: float) -> float:
-    """The pause after ``work`` CPU seconds of a slice or batch sized to cost ``sized``."""
-    return max(MIN_PAUSE_SECONDS, capped_pause(work, sized))
