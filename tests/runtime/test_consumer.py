@@ -294,3 +294,32 @@ async def test_a_batch_read_for_less_than_the_shortest_pause_is_paused_for_once(
             await eventually(lambda n=observed: sum(router.batches) == n)
     assert router.batches == [1, 2, 3, 3]  # the first batch is one record (see consume)
     assert pauses == [consumer.MIN_PAUSE_SECONDS] * 4
+
+
+@pytest.mark.parametrize("seam", ["_read_timed", "_observe_timed"])
+async def test_one_record_charged_far_beyond_its_cost_sends_no_record_to_a_thread(
+    monkeypatch: pytest.MonkeyPatch, seam: str
+) -> None:
+    """Under CPU contention a one-record slice or observe, normally under 1 ms, was at times
+    charged 30-100 ms of thread CPU (no garbage collection ran), and the next record went to
+    the worker thread, which under the same contention handed it back 30-140 ms later while a
+    queue of 4 at 100 requests/s overflowed: a record goes there when two in a row cost
+    THREAD_SECONDS, not one."""
+    timed = getattr(consumer, seam)
+    charges = [0.0, 0.04, 0.0, 0.0]  # the second call's charge only: 0 keeps what it cost
+
+    def charged(batcher: Any, *arguments: Any) -> float:
+        work: float = timed(batcher, *arguments)
+        return charges.pop(0) or work if charges else work
+
+    monkeypatch.setattr(consumer, seam, charged)
+    queue, router = RecordQueue(4, lambda reason: None), Recorder()
+    threaded: list[int] = []
+    router.ingest = lambda records: threaded.append(len(records))  # type: ignore[attr-defined]
+    async with consuming(queue, router):
+        for observed in range(1, 5):
+            queue.put(Record(float(observed), b"{}", b"{}"))
+            await eventually(lambda n=observed: sum(router.batches) + sum(threaded) == n)
+    assert not charges
+    assert threaded == []
+    assert router.batches == [1, 1, 1, 1]

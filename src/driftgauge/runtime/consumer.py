@@ -168,12 +168,17 @@ async def consume(
                     work = _read_timed(batcher, records, pending)
                 sampler.charge(work, len(records))
                 owed = capped_pause(work, max(SLICE_SECONDS, each * len(records)))
+                # A record goes to the worker thread when two slices in a row (or the first)
+                # cost THREAD_SECONDS a record: under CPU contention a slice or observe of a
+                # record, normally under 1 ms, is at times charged 30-100 ms of thread CPU (no
+                # garbage collection ran), and a thread, under the same contention, handed the
+                # next one back 30-140 ms later while a queue of 4 at 100/s overflowed.
+                threaded = min(work / len(records), each or work) > THREAD_SECONDS
                 each = work / len(records)
                 # Sized from this slice's cost per record read: a slice cut short by the
                 # backlog was cheap because it was short, not because its records were.
                 ideal = int(len(records) * SLICE_SECONDS / max(work, 1e-6))
                 size = max(1, min(BATCH_RECORDS, ideal))
-                threaded = work > THREAD_SECONDS * len(records)  # a record's cost, not a slice's
                 count = _count(pending)
                 if count and (count >= target or not backlog or threaded):
                     # A slice cheaper than the shortest pause is observed at once, its CPU paused
@@ -192,10 +197,11 @@ async def consume(
                     # last one-record batch's, or any cheaper batch's since (the first batch
                     # also creates the windows' slices; a cheap record, another model's say,
                     # lowers it only until the next one-record batch).
+                    dear = count == 1 and min(work, single or work) > THREAD_SECONDS  # as above
                     single = work if count == 1 else min(single, work)
                     ideal = int(count * max(OBSERVE_SECONDS, 2 * single) / max(work, 1e-6))
                     batch = max(1, min(BATCH_RECORDS, ideal))
-                    threaded = threaded or (count == 1 and work > THREAD_SECONDS)
+                    threaded = threaded or dear
                 metrics.queue_depth.set(len(queue))
                 metrics.sampling_rate.set(sampler.update())
                 await asyncio.sleep(max(MIN_PAUSE_SECONDS, owed))
