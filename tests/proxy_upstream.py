@@ -18,12 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from aiohttp import web
 
 from driftgauge.app import Sidecar, build_sidecar, run_until_stopped
@@ -571,3 +575,53 @@ def kserve_v2_request(rows: list[dict[str, Any]], **top: Any) -> dict[str, Any]:
             },
         ],
     }
+
+
+# -- the sidecar as a process: ``driftgauge serve`` -----------------------------------------
+
+
+@dataclass
+class ServeProcess:
+    """A running ``driftgauge serve`` in proxy mode."""
+
+    process: subprocess.Popen[bytes]
+    proxy_port: int
+    metrics_port: int
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.proxy_port}{path}"
+
+
+def serve_ready(port: int) -> bool:
+    """Whether ``driftgauge serve``'s metrics listener on ``port`` reports ready."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:  # refused, or 503 (HTTPError is an OSError)
+        return False
+
+
+@contextlib.contextmanager
+def serve(tmp_path: Path, raw: dict[str, Any]) -> Iterator[ServeProcess]:
+    """``driftgauge serve`` on the config ``raw``, waited for until ready; killed afterwards."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    proxy_port = int(raw["source"]["proxy"]["listen"].rsplit(":", 1)[1])
+    metrics_port = int(raw["metrics"]["listen"].rsplit(":", 1)[1])
+    with (tmp_path / "serve.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "driftgauge.cli", "serve", "-c", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not serve_ready(metrics_port):
+                assert process.poll() is None, (tmp_path / "serve.log").read_text()
+                assert time.monotonic() < deadline, "driftgauge serve did not become ready"
+                time.sleep(0.1)
+            yield ServeProcess(process, proxy_port, metrics_port)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)

@@ -3,61 +3,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.helpers import base_config, free_port
-from tests.proxy_upstream import RawClient, Upstream
+from tests.proxy_upstream import RawClient, Upstream, serve
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the native engine is Linux's")
-
-
-@contextlib.contextmanager
-def native_sidecar(tmp_path: Path, baseline: Path, upstream: Upstream) -> Iterator[tuple[int, int]]:
-    """``driftgauge serve`` on the native engine in front of ``upstream``: (pid, proxy port)."""
-    port, metrics = free_port(), free_port()
-    raw = base_config(
-        tmp_path,
-        baseline=str(baseline),
-        source={
-            "proxy": {"listen": f"127.0.0.1:{port}", "upstream": upstream.url, "engine": "native"}
-        },
-        metrics={"listen": f"127.0.0.1:{metrics}"},
-    )
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    with (tmp_path / "serve.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "driftgauge.cli", "serve", "-c", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while not listening(port):
-                assert process.poll() is None, (tmp_path / "serve.log").read_text()
-                assert time.monotonic() < deadline, "driftgauge serve did not start"
-                time.sleep(0.05)
-            yield process.pid, port
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-
-
-def listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def rss_bytes(pid: int) -> int:
@@ -73,7 +27,20 @@ async def test_a_connection_idle_after_a_large_upload_holds_no_copy_of_it(
     exchange: keep-alive connections idle after a large upload each (a pool's) hold no
     memory for it until they close (the Python engine's do not either)."""
     body = b"u" * (3 * 1024 * 1024)
-    with native_sidecar(tmp_path, baseline, upstream) as (pid, port):
+    raw = base_config(
+        tmp_path,
+        baseline=str(baseline),
+        source={
+            "proxy": {
+                "listen": f"127.0.0.1:{free_port()}",
+                "upstream": upstream.url,
+                "engine": "native",
+            }
+        },
+        metrics={"listen": f"127.0.0.1:{free_port()}"},
+    )
+    with serve(tmp_path, raw) as sidecar:
+        pid, port = sidecar.process.pid, sidecar.proxy_port
         clients = [await RawClient.open(port) for _ in range(24)]
         try:
             assert (await clients[0].request("POST", "/status/200", body)).status == 200

@@ -17,26 +17,24 @@ import contextlib
 import hashlib
 import json
 import statistics
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
 from driftgauge.baseline import build_baseline, save_baseline
 from driftgauge.config import config_from_mapping
 from driftgauge.typing import Record
+from tests import proxy_upstream
 from tests.helpers import base_config, free_port, scrape, series
-from tests.proxy_upstream import raw_client, running_proxy, upstream_server
+from tests.proxy_upstream import raw_client, running_proxy, serve, upstream_server
 
 # Timing under load: run alone (scripts/test.sh); on both proxy engines (tests/conftest.py).
 pytestmark = [pytest.mark.serial, pytest.mark.usefixtures("proxy_engine")]
@@ -85,60 +83,15 @@ def rss(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-@dataclass
-class ServeProcess:
-    """A running ``driftgauge serve`` in proxy mode."""
-
-    process: subprocess.Popen[bytes]
-    proxy_port: int
-    metrics_port: int
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.proxy_port}{path}"
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:  # refused, or 503 (HTTPError is an OSError)
-        return False
-
-
 def proxy_config(tmp_path: Path, upstream_port: int, **overrides: Any) -> dict[str, Any]:
     """``base_config`` in proxy mode in front of ``upstream_port``; ``proxy`` adds proxy keys."""
     proxy = {
         "listen": f"127.0.0.1:{free_port()}",
         "upstream": f"http://127.0.0.1:{upstream_port}",
+        "engine": proxy_upstream.engine["default"],  # the proxy_engine fixture's
         **overrides.pop("proxy", {}),
     }
     return base_config(tmp_path, source={"proxy": proxy}, log={"level": "WARNING"}, **overrides)
-
-
-@contextlib.contextmanager
-def serve(tmp_path: Path, raw: dict[str, Any]) -> Iterator[ServeProcess]:
-    """``driftgauge serve`` on the config ``raw``, waited for until ready; killed afterwards."""
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    proxy_port = int(raw["source"]["proxy"]["listen"].rsplit(":", 1)[1])
-    metrics_port = int(raw["metrics"]["listen"].rsplit(":", 1)[1])
-    with (tmp_path / "serve.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "driftgauge.cli", "serve", "-c", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while not _ready(metrics_port):
-                assert process.poll() is None, (tmp_path / "serve.log").read_text()
-                assert time.monotonic() < deadline, "driftgauge serve did not become ready"
-                time.sleep(0.1)
-            yield ServeProcess(process, proxy_port, metrics_port)
-        finally:
-            if process.poll() is None:
-                process.kill()
-            process.wait(timeout=10)
 
 
 @dataclass
