@@ -76,7 +76,16 @@ class _SealedCategorical:
 class SealedSlice(Sealed[Summary]):
     """A closed slice's field summaries, read-only; numeric ones as columns and sketch bytes."""
 
-    __slots__ = ("_bins", "_categorical", "_counts", "_layout", "_moments", "_sketches", "_sums")
+    __slots__ = (
+        "_bins",
+        "_categorical",
+        "_counts",
+        "_ends",
+        "_layout",
+        "_moments",
+        "_sketches",
+        "_sums",
+    )
 
     def __init__(
         self,
@@ -93,7 +102,10 @@ class SealedSlice(Sealed[Summary]):
         self._sums = sums  # row j: its sums over requests, padded likewise
         self._counts = counts  # row j: count, missing, wrong_type, nan, inf
         self._moments = moments  # row j: total, scaled, minimum, maximum
-        self._sketches = sketches
+        # The sketches' bytes end to end, one object (a bytes object a field and slice cost
+        # 57 B more: issue #13's memory per field and window), and where each one ends.
+        self._sketches = b"".join(sketches)
+        self._ends = np.cumsum([len(sketch) for sketch in sketches], dtype=np.int64)
         self._categorical = categorical
 
     def __getitem__(self, name: str) -> Summary:
@@ -107,7 +119,7 @@ class SealedSlice(Sealed[Summary]):
         return NumericSummary(
             binning,
             layout.k[j],
-            layout.sketch_types[j].deserialize(self._sketches[j]),
+            layout.sketch_types[j].deserialize(self._sketch(j)),
             self._bins[j, : binning.size].astype(np.int64),
             count,
             missing,
@@ -121,6 +133,10 @@ class SealedSlice(Sealed[Summary]):
             scaled,
             self._sums[j, : sums_size(binning.size)].astype(np.int64),
         )
+
+    def _sketch(self, j: int) -> bytes:
+        """Numeric field j's sketch, serialized."""
+        return self._sketches[int(self._ends[j - 1]) if j else 0 : int(self._ends[j])]
 
     def _categorical_summary(self, name: str) -> CategoricalSummary:
         j, empty = self._layout.categorical[name]
@@ -168,7 +184,7 @@ class SealedSlice(Sealed[Summary]):
             numeric,
             self._counts.tolist(),
             self._moments.tolist(),
-            self._sketches,
+            map(self._sketch, range(len(numeric))),
             layout.sketch_types,
             strict=True,
         )
