@@ -34,7 +34,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/driftgauge
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY src ./src
 # `fast` adds orjson and uvloop. pyarrow (about 100 MB), a dependency for
 # `driftgauge baseline`, is removed: the sidecar never imports it.
