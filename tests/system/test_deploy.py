@@ -239,14 +239,15 @@ def _build_context() -> set[str]:
 
 
 def test_docker_build_context_holds_what_the_dockerfile_copies_and_nothing_more() -> None:
-    """After .dockerignore the context has pyproject, README and the package, but no venv, tests or caches."""
+    """After .dockerignore the context has pyproject, setup.py (the native core's build), README
+    and the package, but no venv, tests, caches or a core compiled in place."""
     context = _build_context()
     sources = []
     for stage in _stages():
         for keyword, rest in stage:
             if keyword == "COPY" and not rest.startswith("--from"):
                 sources.extend(rest.split()[:-1])
-    assert sources == ["pyproject.toml", "README.md", "src"]
+    assert sources == ["pyproject.toml", "setup.py", "README.md", "src"]
     for source in sources:
         assert source in context or any(f.startswith(source + "/") for f in context), source
     readme = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["readme"]
@@ -255,9 +256,10 @@ def test_docker_build_context_holds_what_the_dockerfile_copies_and_nothing_more(
         context
     )
     tops = {f.split("/")[0] for f in context}
-    assert tops == {"pyproject.toml", "README.md", "src"}, tops
+    assert tops == {"pyproject.toml", "setup.py", "README.md", "src"}, tops
     assert not [f for f in context if "__pycache__" in f or f.endswith(".pyc")]
     assert not [f for f in context if ".egg-info/" in f]
+    assert not [f for f in context if f.endswith(".so")]
 
 
 def test_the_declared_build_backend_can_read_the_spdx_license() -> None:
