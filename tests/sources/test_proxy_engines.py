@@ -7,6 +7,7 @@ these tests check that the core really is the one forwarding, and that the confi
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,8 @@ import pytest
 from driftgauge.config import config_from_mapping
 from driftgauge.config.sources import ProxyConfig, proxy_engine
 from driftgauge.exceptions import ConfigError
-from tests.helpers import base_config
-from tests.proxy_upstream import DOC, Upstream, raw_client
+from tests.helpers import base_config, free_port
+from tests.proxy_upstream import DOC, Upstream, raw_client, read_response, serve
 from tests.sources.proxy_support import PREDICT, StartProxy, instances
 
 
@@ -70,6 +71,30 @@ async def test_other_requests_are_handed_to_the_python_proxy_and_answered(
     assert answer.status == status
     assert native.handed_over == 1
     assert proxy.source_sample("driftgauge_requests_total", code="200") == 1 + (status == 200)
+
+
+async def test_the_core_listens_on_an_ipv6_address(
+    tmp_path: Path, baseline: Path, upstream: Upstream
+) -> None:
+    """``listen: "[::1]:port"`` on the native engine: an IPv6 listener, and the client's address
+    in X-Forwarded-For as the Python proxy writes it."""
+    port = free_port()
+    proxy = {"listen": f"[::1]:{port}", "upstream": upstream.url, "engine": "native"}
+    raw = base_config(
+        tmp_path,
+        baseline=str(baseline),
+        source={"proxy": proxy},
+        metrics={"listen": f"127.0.0.1:{free_port()}"},
+    )
+    with serve(tmp_path, raw):
+        reader, writer = await asyncio.open_connection("::1", port)
+        try:
+            writer.write(b"GET /doc HTTP/1.1\r\nHost: p\r\n\r\n")
+            response = await read_response(reader)
+        finally:
+            writer.close()
+    assert response.body == DOC
+    assert upstream.seen[-1].header("x-forwarded-for") == "::1"
 
 
 def _proxy_config(tmp_path: Path, **proxy: object) -> ProxyConfig:

@@ -113,7 +113,8 @@ class NativeProxy:
         pool = python.pool
         loop = asyncio.get_running_loop()
         *_, address = (await loop.getaddrinfo(pool.host, pool.port, type=socket.SOCK_STREAM))[0]
-        with socket.create_server((host, port), backlog=1024) as listener:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET  # [::] is an IPv6 listener
+        with socket.create_server((host, port), family=family, backlog=1024) as listener:
             bound = int(listener.getsockname()[1])
             core = self._make_core(listener.fileno(), address)  # the core listens on a copy
         loop.add_reader(core.wake_fd, self.collect)
