@@ -1,0 +1,398 @@
+/* The response: its head rewritten, its body relayed by its framing, an upstream's events. */
+
+/* The response is all relayed: count it and hand monitoring its bodies. */
+static void response_relayed(Core *core, Client *c) {
+    c->deadline = 0;
+    c->finished = 1;
+    count_done(core, c, c->status);
+    if (c->monitor && c->cap_resp_on && c->cap_req_on) {
+        if (c->req_done) put_record(core, c);
+        else count(core, C_ANSWERED_EARLY);  /* monitoring would hold part of the request */
+    }
+}
+
+static void finish_response(Core *core, Client *c, Upstream *u, int reusable) {
+    response_relayed(core, c);
+    c->up = NULL;
+    if (reusable && c->req_done) upstream_release(core, u);
+    else upstream_close(core, u);
+    exchange_over(core, c);
+}
+
+static void relay(Client *c, const char *p, size_t n) { buf_add(&c->s.out, p, n); }
+
+static void capture_response(Core *core, Client *c, const char *p, size_t n) {
+    c->response_bytes += (long long)n;
+    if (!c->cap_resp_on) return;
+    if ((long long)(c->cap_resp.len + n) > core->max_body) {
+        c->cap_resp_on = 0;
+        buf_free(&c->cap_resp);
+        count(core, C_BODY_TOO_LARGE);
+        return;
+    }
+    buf_add(&c->cap_resp, p, n);
+}
+
+static void head_line(Core *core, Buf *out, int status, const char *reason, size_t reason_len) {
+    if (!reason_len) {
+        status_line(core, out, status);
+        return;
+    }
+    char l[32];
+    int k = snprintf(l, sizeof l, "HTTP/1.1 %d ", status);
+    buf_add(out, l, (size_t)k);
+    buf_add(out, reason, reason_len);
+    buf_add(out, "\r\n", 2);
+}
+
+/* The response head `in` starts with: relayed (rewritten) to the client.  Returns 0 done, 1 an
+ * interim head (parse the next), -1 a malformed one. */
+static int response_head(Core *core, Client *c, Upstream *u, size_t head_len) {
+    const char *p = u->s.in.p, *end = p + head_len;
+    const char *eol = memchr(p, '\r', head_len);
+    if (!eol || eol[1] != '\n' || eol - p < 12) return -1;
+    if (memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') || p[8] != ' ') return -1;
+    int http10 = p[7] == '0';
+    int status = 0;
+    for (int k = 9; k < 12; k++) {
+        if (p[k] < '0' || p[k] > '9') return -1;
+        status = status * 10 + (p[k] - '0');
+    }
+    if (status < 100) return -1;
+    const char *reason = p + 12;
+    if (reason < eol && *reason != ' ') return -1;
+    if (reason < eol) reason++;
+    size_t reason_len = (size_t)(eol - reason);
+    if (memchr(reason, '\n', reason_len)) return -1;  /* relayed, it would end the line early */
+    Field fields[MAX_FIELDS];
+    int n = split_fields(eol + 2, end - 2, fields, MAX_FIELDS);
+    if (n < 0) return -1;
+    if (status == 101) return -1;  /* no upgrade was asked for */
+    int interim = status < 200;
+    /* connection tokens name more hop-by-hop fields */
+    Buf transfer = {0};
+    int chunked = 0, close_token = 0, has_length = 0, keep_alive_token = 0, echoed = 0;
+    long long length = -1;
+    for (int i = 0; i < n; i++) {
+        Field *f = &fields[i];
+        if (lower_eq(f->name, f->name_len, "transfer-encoding")) {
+            if (transfer.len) buf_add(&transfer, ", ", 2);
+            buf_add(&transfer, f->value, f->value_len);
+        } else if (lower_eq(f->name, f->name_len, "content-length")) {
+            long long v = 0;
+            if (f->value_len == 0 || f->value_len > 18) goto bad;
+            for (size_t k = 0; k < f->value_len; k++) {
+                if (f->value[k] < '0' || f->value[k] > '9') goto bad;
+                v = v * 10 + (f->value[k] - '0');
+            }
+            if (has_length && v != length) goto bad;
+            has_length = 1;
+            length = v;
+        } else if (lower_eq(f->name, f->name_len, "connection")) {
+            const char *v = f->value, *vend = f->value + f->value_len;
+            while (v < vend) {
+                const char *comma = memchr(v, ',', (size_t)(vend - v));
+                const char *te = comma ? comma : vend, *a = v, *b = te;
+                while (a < b && (*a == ' ' || *a == '\t')) a++;
+                while (b > a && (b[-1] == ' ' || b[-1] == '\t')) b--;
+                if (lower_eq(a, (size_t)(b - a), "close")) close_token = 1;
+                if (lower_eq(a, (size_t)(b - a), "keep-alive")) keep_alive_token = 1;
+                v = comma ? comma + 1 : vend;
+            }
+        } else if (f->name_len == core->request_id_header.len &&
+                   strncasecmp(f->name, core->request_id_header.p, f->name_len) == 0) {
+            echoed = 1;
+        }
+    }
+    if (transfer.len) {
+        /* chunked is the last coding when present */
+        const char *t = transfer.p + transfer.len;
+        size_t k = transfer.len;
+        while (k && (t[-1] == ' ' || t[-1] == '\t')) t--, k--;
+        chunked = k >= 7 && strncasecmp(t - 7, "chunked", 7) == 0;
+        if (chunked && has_length) {
+            buf_free(&transfer);
+            return -1;
+        }
+    }
+    Buf *out = &c->s.out;
+    int no_body = c->is_head || status == 204 || status == 304;
+    int close_delimited = !has_length && !chunked && !no_body;
+    if (interim) {
+        if (status != 100) {
+            head_line(core, out, status, reason, reason_len);
+            goto copy_fields;
+        }
+        buf_free(&transfer);
+        return 1;
+    }
+    c->status = status;
+    c->deadline = mono() + core->timeout;
+    c->resp_reusable = !http10 ? !close_token : keep_alive_token && !close_token;
+    if (close_delimited) c->resp_reusable = 0;
+    if (c->monitor && status >= 200 && status < 300) c->cap_resp_on = 1;
+    head_line(core, out, status, reason, reason_len);
+copy_fields:
+    for (int i = 0; i < n; i++) {
+        Field *f = &fields[i];
+        if (hop_by_hop(f->name, f->name_len)) continue;
+        /* fields a Connection header names */
+        int named = 0;
+        for (int j = 0; j < n && !named; j++) {
+            Field *g = &fields[j];
+            if (!lower_eq(g->name, g->name_len, "connection")) continue;
+            const char *v = g->value, *vend = g->value + g->value_len;
+            while (v < vend) {
+                const char *comma = memchr(v, ',', (size_t)(vend - v));
+                const char *te = comma ? comma : vend, *a = v, *b = te;
+                while (a < b && (*a == ' ' || *a == '\t')) a++;
+                while (b > a && (b[-1] == ' ' || b[-1] == '\t')) b--;
+                if ((size_t)(b - a) == f->name_len && strncasecmp(a, f->name, f->name_len) == 0) named = 1;
+                v = comma ? comma + 1 : vend;
+            }
+        }
+        if (named) continue;
+        add_field(out, f->name, f->name_len, f->value, f->value_len);
+    }
+    if (interim) {
+        buf_add(out, "\r\n", 2);
+        buf_free(&transfer);
+        return 1;
+    }
+    if (c->monitor) buf_add(&c->resp_fields, eol + 2, (size_t)(end - eol - 4));  /* the field lines */
+    if (c->generated && !echoed)
+        add_field(out, core->request_id_header.p, core->request_id_header.len, c->request_id.p, c->request_id.len);
+    if (!no_body && chunked) add_field(out, "transfer-encoding", 17, transfer.p, transfer.len);
+    else if (close_delimited) add_field(out, "transfer-encoding", 17, "chunked", 7);
+    if (c->eof || c->last) add_field(out, "connection", 10, "close", 5);
+    buf_add(out, "\r\n", 2);
+    buf_free(&transfer);
+    c->head_sent = 1;
+    if (no_body) c->rstate = -1;
+    else if (chunked) c->rstate = R_CSIZE;
+    else if (close_delimited) c->rstate = R_CLOSE;
+    else {
+        c->rstate = R_LEN;
+        c->rremaining = length;
+    }
+    return 0;
+bad:
+    buf_free(&transfer);
+    return -1;
+}
+
+static void bad_response(Core *core, Client *c) {
+    answer(core, c, 502, "bad_response", "bad response from upstream", C_BAD_RESPONSE);
+}
+
+static void upstream_process(Core *core, Upstream *u) {
+    Client *c = u->client;
+    Buf *in = &u->s.in;
+    while (c && c->up == u && in->len) {
+        switch (c->rstate) {
+        case R_HEAD: {
+            size_t scan = in->len < MAX_HEAD ? in->len : MAX_HEAD;
+            const char *end = memmem(in->p, scan, "\r\n\r\n", 4);
+            if (!end) {
+                if (in->len >= MAX_HEAD || bare_lf(in->p, scan)) bad_response(core, c);
+                return;
+            }
+            size_t head_len = (size_t)(end + 4 - in->p);
+            int r = response_head(core, c, u, head_len);
+            if (r < 0) {
+                bad_response(core, c);
+                return;
+            }
+            buf_drop(in, head_len);
+            if (r == 0 && (c->rstate == -1 || (c->rstate == R_LEN && c->rremaining == 0))) {
+                finish_response(core, c, u, c->resp_reusable);
+                return;
+            }
+            break;
+        }
+        case R_LEN: {
+            size_t n = in->len < (size_t)c->rremaining ? in->len : (size_t)c->rremaining;
+            relay(c, in->p, n);
+            capture_response(core, c, in->p, n);
+            buf_drop(in, n);
+            c->rremaining -= (long long)n;
+            if (c->rremaining == 0) {
+                finish_response(core, c, u, c->resp_reusable);
+                return;
+            }
+            break;
+        }
+        case R_CSIZE:
+        case R_TRAILER: {
+            size_t scan = in->len < 4096 ? in->len : 4096;
+            const char *eol = memmem(in->p, scan, "\r\n", 2);
+            if (!eol) {
+                if (in->len >= 4096) bad_response(core, c);
+                return;
+            }
+            size_t line = (size_t)(eol + 2 - in->p);
+            if (c->rstate == R_TRAILER) {
+                Field field;  /* relayed verbatim: a plain `name: value` line only */
+                if (line > 2 && split_fields(in->p, in->p + line, &field, 1) != 1) {
+                    bad_response(core, c);
+                    return;
+                }
+                relay(c, in->p, line);
+                buf_drop(in, line);
+                if (line == 2) {
+                    finish_response(core, c, u, c->resp_reusable);
+                    return;
+                }
+                break;
+            }
+            long long size = 0;
+            size_t k = 0;
+            for (; in->p + k < eol; k++) {
+                char ch = in->p[k];
+                int d = (ch >= '0' && ch <= '9') ? ch - '0' : (ch >= 'a' && ch <= 'f') ? ch - 'a' + 10
+                      : (ch >= 'A' && ch <= 'F') ? ch - 'A' + 10 : -1;
+                if (d < 0) break;
+                if (k >= 15) {
+                    bad_response(core, c);
+                    return;
+                }
+                size = size * 16 + d;
+            }
+            if (k == 0 || (in->p + k < eol && in->p[k] != ';' && in->p[k] != ' ' && in->p[k] != '\t')) {
+                bad_response(core, c);
+                return;
+            }
+            for (const char *q = in->p + k; q < eol; q++) {  /* the extension, relayed verbatim */
+                unsigned char ch = (unsigned char)*q;
+                if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+                    bad_response(core, c);
+                    return;
+                }
+            }
+            relay(c, in->p, line);
+            buf_drop(in, line);
+            if (size == 0) c->rstate = R_TRAILER;
+            else {
+                c->rstate = R_CDATA;
+                c->rremaining = size;
+            }
+            break;
+        }
+        case R_CDATA: {
+            size_t n = in->len < (size_t)c->rremaining ? in->len : (size_t)c->rremaining;
+            relay(c, in->p, n);
+            capture_response(core, c, in->p, n);
+            buf_drop(in, n);
+            c->rremaining -= (long long)n;
+            if (c->rremaining == 0) c->rstate = R_CEND;
+            break;
+        }
+        case R_CEND:
+            if (in->len < 2) return;
+            if (in->p[0] != '\r' || in->p[1] != '\n') {
+                bad_response(core, c);
+                return;
+            }
+            relay(c, "\r\n", 2);
+            buf_drop(in, 2);
+            c->rstate = R_CSIZE;
+            break;
+        case R_CLOSE: {
+            char size[24];
+            int k = snprintf(size, sizeof size, "%zx\r\n", in->len);
+            relay(c, size, (size_t)k);
+            relay(c, in->p, in->len);
+            capture_response(core, c, in->p, in->len);
+            relay(c, "\r\n", 2);
+            in->len = 0;
+            break;
+        }
+        default:
+            return;
+        }
+    }
+}
+
+/* The upstream connection ended (EOF or error) while `c` was using it. */
+static void upstream_lost(Core *core, Upstream *u) {
+    Client *c = u->client;
+    upstream_close(core, u);
+    if (!c || c->up != u) return;
+    c->up = NULL;
+    if (c->rstate == R_CLOSE && c->head_sent) {
+        relay(c, "0\r\n\r\n", 5);
+        response_relayed(core, c);
+        exchange_over(core, c);
+        return;
+    }
+    if (u->reused && !u->received_any && c->req_done && !c->retried) {
+        /* a stale pooled connection: once more on a new one */
+        c->retried = 1;
+        double now = mono();
+        Upstream *v = upstream_connect(core, now);
+        if (v) {
+            v->reused = 0;
+            send_upstream(core, c, v, now);
+            return;
+        }
+        answer(core, c, 502, "connect_refused", "upstream unavailable", C_CONNECT_REFUSED);
+        return;
+    }
+    answer(core, c, 502, "upstream_reset", "upstream closed the connection", C_UPSTREAM_RESET);
+}
+
+static void idle_lost(Core *core, Upstream *u) {
+    Upstream **link = &core->idle;
+    while (*link && *link != u) link = &(*link)->next;
+    if (*link) {
+        *link = u->next;
+        core->n_idle--;
+    }
+    upstream_close(core, u);
+}
+
+static void upstream_event(Core *core, Upstream *u, uint32_t events) {
+    Client *c = u->client;
+    if (!c) {  /* idle in the pool: it closed, or sent bytes nobody asked for */
+        idle_lost(core, u);
+        return;
+    }
+    if (u->connecting) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(u->s.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err || (events & (EPOLLERR | EPOLLHUP))) {
+            upstream_close(core, u);
+            c->up = NULL;
+            answer(core, c, 502, "connect_refused", "upstream unavailable", C_CONNECT_REFUSED);
+            settle(core, c);
+            return;
+        }
+        if (!(events & EPOLLOUT)) return;
+        u->connecting = 0;
+        double now = mono();
+        c->sent = now;
+        c->deadline = now + core->timeout;
+    }
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
+        Buf *in = &u->s.in;
+        int lost = 0;
+        if (buf_reserve(in, READ_SIZE) == 0) {
+            ssize_t n = recv(u->s.fd, in->p + in->len, READ_SIZE, 0);
+            if (n > 0) {
+                in->len += (size_t)n;
+                u->received_any = 1;
+            } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+                lost = 1;
+            }
+        }
+        if (in->len) {
+            double now = mono();
+            if (c->deadline) c->deadline = now + core->timeout;
+            c->since = now;
+            upstream_process(core, u);
+        }
+        if (lost && !c->s.closed && c->up == u) upstream_lost(core, u);
+    }
+    settle(core, c);
+}
