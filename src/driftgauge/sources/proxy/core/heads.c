@@ -33,6 +33,25 @@ typedef struct {
     size_t name_len, value_len;
 } Field;
 
+/* Whether `f` is named `name` (any letter case). */
+static int is_named(const Field *f, const Buf *name) {
+    return f->name_len == name->len && strncasecmp(f->name, name->p, name->len) == 0;
+}
+
+/* Whether the comma-separated list `v` (a Connection value) holds `token`, in any letter case. */
+static int has_token(const char *v, size_t vn, const char *token, size_t tn) {
+    const char *end = v + vn;
+    while (v < end) {
+        const char *comma = memchr(v, ',', (size_t)(end - v));
+        const char *a = v, *b = comma ? comma : end;
+        while (a < b && (*a == ' ' || *a == '\t')) a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t')) b--;
+        if ((size_t)(b - a) == tn && strncasecmp(a, token, tn) == 0) return 1;
+        v = comma ? comma + 1 : end;
+    }
+    return 0;
+}
+
 /* Split a head's field lines (between the first line and the blank line) into fields, the
  * values without surrounding whitespace.  Returns the count, or -1 when a line is not a plain
  * `name: value` (obs-fold, a bare LF, a control byte, no colon). */

@@ -51,8 +51,7 @@ static int start_exchange(Core *core, Client *c, size_t head_len, double now) {
             has_host = 1;
         } else if (lower_eq(f->name, f->name_len, "x-forwarded-proto")) {
             has_proto = 1;
-        } else if (f->name_len == core->request_id_header.len &&
-                   strncasecmp(f->name, core->request_id_header.p, f->name_len) == 0) {
+        } else if (is_named(f, &core->request_id_header)) {
             if (f->value_len) id_index = i;  /* the last non-empty one, as the Python proxy */
         }
     }
@@ -94,9 +93,7 @@ static int start_exchange(Core *core, Client *c, size_t head_len, double now) {
         if (hop_by_hop(f->name, f->name_len) || lower_eq(f->name, f->name_len, "x-forwarded-for") ||
             (core->rewrite_host && lower_eq(f->name, f->name_len, "host")))
             continue;
-        if (make_id && f->name_len == core->request_id_header.len &&
-            strncasecmp(f->name, core->request_id_header.p, f->name_len) == 0)
-            continue;
+        if (make_id && is_named(f, &core->request_id_header)) continue;
         add_field(h, f->name, f->name_len, f->value, f->value_len);
     }
     if (c->monitor) buf_add(&c->req_fields, eol + 2, (size_t)(end - eol - 4));  /* the field lines */

@@ -89,18 +89,9 @@ static int response_head(Core *core, Client *c, Upstream *u, size_t head_len) {
             has_length = 1;
             length = v;
         } else if (lower_eq(f->name, f->name_len, "connection")) {
-            const char *v = f->value, *vend = f->value + f->value_len;
-            while (v < vend) {
-                const char *comma = memchr(v, ',', (size_t)(vend - v));
-                const char *te = comma ? comma : vend, *a = v, *b = te;
-                while (a < b && (*a == ' ' || *a == '\t')) a++;
-                while (b > a && (b[-1] == ' ' || b[-1] == '\t')) b--;
-                if (lower_eq(a, (size_t)(b - a), "close")) close_token = 1;
-                if (lower_eq(a, (size_t)(b - a), "keep-alive")) keep_alive_token = 1;
-                v = comma ? comma + 1 : vend;
-            }
-        } else if (f->name_len == core->request_id_header.len &&
-                   strncasecmp(f->name, core->request_id_header.p, f->name_len) == 0) {
+            close_token |= has_token(f->value, f->value_len, "close", 5);
+            keep_alive_token |= has_token(f->value, f->value_len, "keep-alive", 10);
+        } else if (is_named(f, &core->request_id_header)) {
             echoed = 1;
         }
     }
@@ -138,19 +129,9 @@ copy_fields:
         if (hop_by_hop(f->name, f->name_len)) continue;
         /* fields a Connection header names */
         int named = 0;
-        for (int j = 0; j < n && !named; j++) {
-            Field *g = &fields[j];
-            if (!lower_eq(g->name, g->name_len, "connection")) continue;
-            const char *v = g->value, *vend = g->value + g->value_len;
-            while (v < vend) {
-                const char *comma = memchr(v, ',', (size_t)(vend - v));
-                const char *te = comma ? comma : vend, *a = v, *b = te;
-                while (a < b && (*a == ' ' || *a == '\t')) a++;
-                while (b > a && (b[-1] == ' ' || b[-1] == '\t')) b--;
-                if ((size_t)(b - a) == f->name_len && strncasecmp(a, f->name, f->name_len) == 0) named = 1;
-                v = comma ? comma + 1 : vend;
-            }
-        }
+        for (int j = 0; j < n && !named; j++)
+            named = lower_eq(fields[j].name, fields[j].name_len, "connection") &&
+                    has_token(fields[j].value, fields[j].value_len, f->name, f->name_len);
         if (named) continue;
         add_field(out, f->name, f->name_len, f->value, f->value_len);
     }
