@@ -72,7 +72,16 @@ class FieldLines(Mapping[str, str]):
         return self._fields
 
     def get(self, name: str, default: Any = None) -> Any:
+        if self._fields is None and not self._may_hold(name):
+            return default  # the usual lookup (Content-Encoding), answered without a split
         return self._split().get(name.lower(), default)
+
+    def _may_hold(self, name: str) -> bool:
+        """False when no line starts with field ``name``: one search of the lines."""
+        return f"\n{name}:".lower() in f"\n{self._raw.decode('latin-1')}".lower()
+
+    def __bool__(self) -> bool:
+        return bool(self._raw)
 
     def __getitem__(self, name: str) -> str:
         return self._split()[name.lower()]
