@@ -135,7 +135,7 @@ static void *loop(void *arg) {
     Core *core = arg;
     struct epoll_event events[256];
     double next_sweep = 0;
-    int due = 0;
+    int due = -1;  /* milliseconds to a wake-up due (wake_due) */
     double interval = core->client_timeout;
     if (core->timeout < interval) interval = core->timeout;
     /* the sweep times connects out too (the Python engine's connect has a timer of its own) */
@@ -145,7 +145,7 @@ static void *loop(void *arg) {
     if (interval > 1.0) interval = 1.0;
     if (interval < 0.02) interval = 0.02;
     while (!core->stopping) {
-        int n = epoll_wait(core->ep, events, 256, due ? 1 : (int)(interval * 1000));
+        int n = epoll_wait(core->ep, events, 256, due >= 0 ? due : (int)(interval * 1000));
         double now = mono();
         for (int i = 0; i < n; i++) {
             Sock *s = events[i].data.ptr;
