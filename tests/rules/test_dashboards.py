@@ -276,9 +276,9 @@ def test_fields_panels_share_what_holds_no_name_and_keep_their_own_thresholds(
     assert json.dumps(ash).count('"ash"') == json.dumps(proline).count('"proline"')
 
 
-def _wide(tmp_path: Path, count: int, model: str = "wine") -> dict[str, Any]:
+def _wide(tmp_path: Path, count: int, model: str = "wine", every: int = 50) -> dict[str, Any]:
     """A config of ``count`` fields, a tenth categorical, named as a wide model's are, a few
-    oddly, with thresholds of their own for one field in 50."""
+    oddly, with thresholds of their own for one field in ``every`` (0: none)."""
     names = [f"f{i:04d}" for i in range(count)]
     names[1:5] = ["sepal length (cm)", "od280/od315_of_diluted_wines", 'it\'s "q"', "naïve"]
     features = [
@@ -286,7 +286,7 @@ def _wide(tmp_path: Path, count: int, model: str = "wine") -> dict[str, Any]:
         for i, name in enumerate(names)
     ]
     stricter = {"psi": {"warning": 0.05, "critical": 0.3}, "for": "30m"}
-    alerting = {"features": dict.fromkeys(names[::50], stricter)}
+    alerting = {"features": dict.fromkeys(names[::every] if every else [], stricter)}
     return base_config(tmp_path, model=model, features=features, alerting=alerting)
 
 
@@ -297,13 +297,19 @@ def _board(raw: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
 
 def test_a_wide_models_dashboard_does_not_grow_with_its_fields(tmp_path: Path) -> None:
     """2,000 fields give a dashboard of the size 200 give, about the shipped one's (a row of
-    about 50 kB for each field made a 2,000-field model's 95 MB, which Grafana could not load)."""
-    sizes = {
-        count: len(json.dumps(_board(_wide(tmp_path, count), tmp_path), indent=2))
-        for count in (200, 2_000)
-    }
-    assert sizes[2_000] - sizes[200] < 1_000, sizes
-    assert sizes[2_000] < 200_000, sizes
+    about 50 kB for each field made a 2,000-field model's 95 MB, which Grafana could not load);
+    the fields with thresholds of their own add rows up to FIELD_ROWS_MAX, not past it."""
+
+    def size(count: int, every: int) -> int:
+        return len(json.dumps(_board(_wide(tmp_path, count, every=every), tmp_path), indent=2))
+
+    plain = {count: size(count, 0) for count in (200, 2_000)}
+    assert plain[2_000] - plain[200] < 1_000, plain
+    assert plain[2_000] < 200_000, plain
+    # One field in 50 with thresholds of its own: 40 and 80 of them, FIELD_ROWS_MAX rows each.
+    capped = {count: size(count, 50) for count in (2_000, 4_000)}
+    assert capped[4_000] - capped[2_000] < 1_000, capped
+    assert capped[4_000] < plain[2_000] + FIELD_ROWS_MAX * 60_000, capped
 
 
 def test_a_wide_models_fields_share_a_row_per_type_repeated_over_its_variable(
@@ -377,6 +383,53 @@ def test_a_name_no_variable_can_select_keeps_a_row_of_its_own(tmp_path: Path) ->
     (row,) = [p for p in board["panels"] if p.get("collapsed") and p["title"].startswith(odd)]
     exprs = [t["expr"] for p in row["panels"] for t in p["targets"]]
     assert exprs and all(f"feature={promql_string(odd)}" in e for e in exprs)
+
+
+def test_a_wide_models_fields_with_thresholds_of_their_own_keep_rows_coloured_at_them(
+    tmp_path: Path,
+) -> None:
+    """Shared rows are coloured at the model's thresholds, so the fields whose PSI, KS or
+    significance thresholds differ keep rows of their own, coloured at theirs, and the
+    variables leave them out; a field whose override changes only ``for:`` stays shared.
+    Past FIELD_ROWS_MAX such fields, the rest share the rows (each row is about 50 kB)."""
+    raw = _wide(tmp_path, 40, every=0)
+    odd, category = 'alc "ohol" /°C [%] {1,2}.*+?^$ (a|b)', raw["features"][9]["name"]
+    raw["features"][3]["name"] = odd
+    raw["alerting"] = {
+        "features": {
+            odd: {"psi": {"warning": 0.05, "critical": 0.3}},
+            category: {"ks": {"statistic": 0.2}, "psi": {"warning": 0.04}},
+            "f0005": {"for": "30m"},
+        }
+    }
+    board = _board(raw, tmp_path)
+    rows = {p["title"]: p["panels"] for p in board["panels"] if p.get("collapsed")}
+    psi_steps = {
+        title.rsplit(" (", 1)[0]: [
+            s["value"]
+            for p in panels
+            if p["title"] == "PSI"
+            for s in p["fieldConfig"]["defaults"]["thresholds"]["steps"][1:]
+        ]
+        for title, panels in rows.items()
+    }
+    assert psi_steps[odd] == [0.05, 0.3]
+    assert psi_steps[category] == [0.04, 0.25]
+    assert "f0005" not in psi_steps
+    kinds = {"feature": ("numeric", odd), "categorical": ("categorical", category)}
+    for variable in board["templating"]["list"][2:]:
+        kind, apart = kinds[variable["name"]]
+        pattern = re.compile(variable["regex"][1:-1])  # JavaScript's and Python's alike here
+        assert not pattern.search(apart), variable["name"]
+        names = [f["name"] for f in raw["features"] if f["type"] == kind and f["name"] != apart]
+        assert all(pattern.search(name) for name in [*names, f"{apart}x", f"x{apart}"])
+    raw["alerting"] = {
+        "features": {f["name"]: {"psi": {"critical": 0.3}} for f in raw["features"][:25]}
+    }
+    board = _board(raw, tmp_path)
+    own = [p["title"] for p in board["panels"] if p.get("collapsed")]
+    assert len(own) == FIELD_ROWS_MAX + 1, own  # and the service row
+    assert [t.rsplit(" (", 1)[0] for t in own[:-1]] == [f["name"] for f in raw["features"][:20]]
 
 
 def test_a_wide_models_shared_rows_select_odd_names(tmp_path: Path) -> None:

@@ -13,8 +13,9 @@ model's fields share one row per type instead, repeated for each field its
 variable selects (``feature`` for numeric fields, ``categorical`` for categorical
 ones, matched as the shipped dashboard matches them, coloured at the model's
 thresholds): a field's row is about 50 kB of JSON, and 2,000 of them made a
-95 MB dashboard. A name holding a backtick, which no variable can select,
-keeps a row of its own there. The
+95 MB dashboard. The first :data:`FIELD_ROWS_MAX` fields with thresholds of
+their own, and names holding a backtick, which no variable can select, keep
+rows of their own there (the variables leave them out). The
 service row reads the sidecars that serve the model (joined on their
 ``driftgauge_baseline_info``), which export their requests under their first
 model's label, so every model of a multi-model sidecar shows them; the alert
@@ -56,8 +57,9 @@ _TYPE_VARIABLES = {
         'driftgauge_baseline_bin_ratio{{model={model}, bin="__unseen__"}}',
     ),
 }
-# A backtick ends the raw string holding ``${feature:regex}``: such names get rows of their own.
-_SELECTABLE = "/^[^`]*$/"
+# What Grafana's regex format escapes (``escapeRegex`` of @grafana/data), and ``/``, which ends
+# a variable's regex.
+_REGEX_SPECIAL = re.compile(r"[\\^$*+?.()|\[\]{}/]")
 _MODEL_VARIABLE = re.compile(r"\$\{?model\}?")
 
 
@@ -320,8 +322,24 @@ def _shared_templates(templates: _Templates, variable: str) -> _Templates:
     ]
 
 
-def _field_variable(template: dict[str, Any], field_type: str, model: str) -> dict[str, Any]:
-    """The variable selecting the fields of ``field_type`` whose rows to show (several at once)."""
+def _colours(t: AlertThresholds) -> tuple[float, ...]:
+    """What of ``t`` a field's panels show (:func:`_colour`)."""
+    return t.psi_warning, t.psi_critical, t.ks_statistic, t.z("warning")
+
+
+def _selectable(excluded: Iterable[str]) -> str:
+    """A variable's regex: any name but those ``excluded`` and those with a backtick (which
+    would end the raw string holding ``${feature:regex}``)."""
+    names = "|".join(_REGEX_SPECIAL.sub(lambda m: "\\" + m.group(0), n) for n in excluded)
+    ahead = f"(?!(?:{names})$)" if names else ""
+    return f"/^{ahead}[^`]*$/"
+
+
+def _field_variable(
+    template: dict[str, Any], field_type: str, model: str, excluded: Iterable[str]
+) -> dict[str, Any]:
+    """The variable selecting the fields of ``field_type`` whose rows to show (several at once),
+    but those ``excluded`` (they have rows of their own)."""
     name, selector = _TYPE_VARIABLES[field_type]
     query = f"label_values({selector.format(model=promql_string(model))}, feature)"
     return {
@@ -334,7 +352,7 @@ def _field_variable(template: dict[str, Any], field_type: str, model: str) -> di
         "multi": True,
         "name": name,
         "query": {**template["query"], "query": query},
-        "regex": _SELECTABLE,
+        "regex": _selectable(excluded),
     }
 
 
@@ -392,9 +410,21 @@ def render_dashboard(
             "query": {**variables["window"]["query"], "query": window},
         },
     ]
-    own = [spec for spec in fields if not shared or "`" in spec.name]
+    # In the shared rows, a field's panels are coloured at the model's thresholds: the first
+    # FIELD_ROWS_MAX fields with thresholds of their own keep rows of their own (each is about
+    # 50 kB), as does a name no variable can select.
+    default = _colours(alerting.defaults)
+    apart = {spec.name for spec in fields if not shared or "`" in spec.name}
+    apart.update(
+        [
+            spec.name
+            for spec in fields
+            if shared and _colours(alerting.for_field(spec.name)) != default
+        ][:FIELD_ROWS_MAX]
+    )
+    own = [spec for spec in fields if spec.name in apart]
     for kind, (variable, _selector) in _TYPE_VARIABLES.items() if shared else ():
-        if not any(spec.type == kind and "`" not in spec.name for spec in fields):
+        if all(spec.name in apart for spec in fields if spec.type == kind):
             continue
         panels = _field_panels(
             _shared_templates(templates[kind], variable), fixed, alerting.defaults
@@ -403,7 +433,8 @@ def render_dashboard(
         row = {"collapsed": False, "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []}
         layout += [{**row, "repeat": variable, "title": title, "type": "row"}, *panels]
         y = _flow(panels, y + 1)
-        chosen.append(_field_variable(variables["feature"], kind, model))
+        excluded = [spec.name for spec in own if spec.type == kind and "`" not in spec.name]
+        chosen.append(_field_variable(variables["feature"], kind, model, excluded))
     for spec in own:
         names = {"model": model, "feature": spec.name, "categorical": spec.name}
         panels = _field_panels(templates[spec.type], names, alerting.for_field(spec.name))
