@@ -247,6 +247,37 @@ def cpu_seconds(pid: int | None) -> tuple[float, float]:
     return int(fields[11]) / _CLOCK_TICKS, int(fields[12]) / _CLOCK_TICKS
 
 
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of a process, by thread id."""
+    seconds = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{tid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+            seconds[int(tid)] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return seconds
+
+
+def cpu_by_thread(
+    name: str, pid: int, load: Load, port: int, conns: int, seconds: float, upstream: int
+) -> str:
+    """A sidecar's CPU per request split between its Python (main) thread and the others: the
+    native engine's forwarding thread, and worker threads if any."""
+    before = thread_cpu(pid)
+    result = load.run(port, conns, seconds, upstream)
+    after = thread_cpu(pid)
+    answered = max(result.requests + result.upstream_extra, 1)
+    spent = {tid: cpu - before.get(tid, 0.0) for tid, cpu in after.items()}
+    python = spent.pop(pid, 0.0)
+    others = sorted(spent.values(), reverse=True)
+    busiest = others[0] if others else 0.0
+    return (
+        f"  {LABELS[name]:<28} Python thread {python / answered * 1e6:4.0f} µs, "
+        f"busiest other thread {busiest / answered * 1e6:4.0f} µs, "
+        f"the rest {sum(others[1:]) / answered * 1e6:3.0f} µs a request "
+        f"({result.rps:,.0f} req/s, {conns} connections)"
+    )
+
+
 def upstream_counts(port: int) -> tuple[int, int]:
     status, body, _ = http_request(port, "GET", "/stats")
     assert status == 200, status
@@ -1341,6 +1372,13 @@ def run(
                 upstream_pid,
             ):
                 print(line)
+        print("\nCPU by thread (/proc/PID/task; the native engine forwards in a thread of its own)")
+        for name in [c for c in configs if c.startswith("driftgauge")]:
+            print(
+                cpu_by_thread(
+                    name, pids[name], load, ports[name], args.conns, args.duration, upstream
+                )
+            )
         print("\nSystem calls per request (strace -c -f on the proxy process, 3 s runs)")
         for name in [c for c in configs if c in ("nginx", "driftgauge-off", "driftgauge")]:
             print(
