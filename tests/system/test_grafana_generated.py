@@ -33,14 +33,22 @@ from tests.system.grafana_support import (
 from tests.system.grafana_support import scraped as scraped
 
 
-def _board(model: str = "wine", rows_up_to: int = FIELD_ROWS_MAX) -> dict[str, Any]:
+def _board(names: dict[str, str] | None = None, rows_up_to: int = FIELD_ROWS_MAX) -> dict[str, Any]:
+    """The dashboard of the fixture's model, its model and field names renamed by ``names``."""
+    name = (names or {}).get
     raw = {
-        "model": model,
+        "model": name("wine", "wine"),
         "source": {"tail": {"path": "requests.jsonl"}},
         "baseline": "baseline.dgb",
         "windows": list(WINDOWS),
-        "alerting": {"features": {"region": {"psi": {"warning": 0.2, "critical": 0.4}}}},
-        **FIELDS,
+        # region's row is its own in the wide layout too, coloured at these
+        "alerting": {
+            "features": {name("region", "region"): {"psi": {"warning": 0.2, "critical": 0.4}}}
+        },
+        **{
+            role: [{**field, "name": name(field["name"], field["name"])} for field in fields]
+            for role, fields in FIELDS.items()
+        },
     }
     config = config_from_mapping(raw, base=Path("."))
     return render_dashboard(config.model, config.fields, config.alerting, rows_up_to)
@@ -49,7 +57,7 @@ def _board(model: str = "wine", rows_up_to: int = FIELD_ROWS_MAX) -> dict[str, A
 BOARD = _board()
 # The wide layout for the same fields, and for the names the odd-names Prometheus sees.
 SHARED = _board(rows_up_to=0)
-SHARED_ODD = _board(ODD["wine"], rows_up_to=0)
+SHARED_ODD = _board(ODD, rows_up_to=0)
 
 
 def _panels(board: dict[str, Any]) -> list[dict[str, Any]]:
