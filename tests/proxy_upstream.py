@@ -602,15 +602,16 @@ def serve_ready(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def serve(tmp_path: Path, raw: dict[str, Any]) -> Iterator[ServeProcess]:
-    """``driftgauge serve`` on the config ``raw``, waited for until ready; killed afterwards."""
+def serve(tmp_path: Path, raw: dict[str, Any], *args: str) -> Iterator[ServeProcess]:
+    """``driftgauge serve`` on the config ``raw`` (and ``args``), waited for until ready; killed
+    afterwards."""
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(raw))
     proxy_port = int(raw["source"]["proxy"]["listen"].rsplit(":", 1)[1])
     metrics_port = int(raw["metrics"]["listen"].rsplit(":", 1)[1])
     with (tmp_path / "serve.log").open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "driftgauge.cli", "serve", "-c", str(config)],
+            [sys.executable, "-m", "driftgauge.cli", "serve", "-c", str(config), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
         )

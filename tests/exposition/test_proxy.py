@@ -99,6 +99,7 @@ def test_error_counters_start_at_zero_without_created_samples() -> None:
             if "reason" in sample.labels
         }
         expected = {("driftgauge_upstream_errors_total", r): 0.0 for r in UPSTREAM_ERROR_REASONS}
+        expected[("driftgauge_client_errors_total", "accept_paused")] = 0.0
         expected[("driftgauge_client_errors_total", "bad_request")] = 1.0
         expected[("driftgauge_client_errors_total", "client_stalled")] = 0.0
         expected[("driftgauge_client_errors_total", "head_too_large")] = 0.0

@@ -41,7 +41,13 @@ UPSTREAM_ERROR_REASONS = (
     "upstream_reset",
     "bad_response",
 )
-CLIENT_ERROR_REASONS = ("bad_request", "client_stalled", "head_too_large", "upgrade_unsupported")
+CLIENT_ERROR_REASONS = (
+    "accept_paused",
+    "bad_request",
+    "client_stalled",
+    "head_too_large",
+    "upgrade_unsupported",
+)
 
 
 class _Histogram:

@@ -100,16 +100,19 @@ static int Core_init(Core *self, PyObject *args, PyObject *kwargs) {
     self->ep = epoll_create1(EPOLL_CLOEXEC);
     self->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     self->control_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    self->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     self->listen_fd = dup(listen_fd);
-    if (self->ep < 0 || self->wake_fd < 0 || self->control_fd < 0 || self->listen_fd < 0) {
+    if (self->ep < 0 || self->wake_fd < 0 || self->control_fd < 0 || self->timer_fd < 0 || self->listen_fd < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
     fcntl(self->listen_fd, F_SETFL, fcntl(self->listen_fd, F_GETFL) | O_NONBLOCK);
     self->listen_sock = (Sock){.kind = K_LISTEN, .fd = self->listen_fd};
     self->control_sock = (Sock){.kind = K_CONTROL, .fd = self->control_fd};
+    self->timer_sock = (Sock){.kind = K_TIMER, .fd = self->timer_fd};
     sock_add(self, &self->listen_sock, EPOLLIN);
     sock_add(self, &self->control_sock, EPOLLIN);
+    sock_add(self, &self->timer_sock, EPOLLIN);
     return 0;
 }
 
@@ -244,6 +247,8 @@ out:
 
 static PyObject *Core_wake_fd(Core *self, void *closure) { return PyLong_FromLong(self->wake_fd); }
 
+static PyObject *Core_accept_errno(Core *self, void *closure) { return PyLong_FromLong(self->accept_errno); }
+
 static void Core_dealloc(Core *self) {
     if (self->started && !self->finished_thread) {
         self->stopping = 1;
@@ -254,6 +259,7 @@ static void Core_dealloc(Core *self) {
     if (self->ep > 0) close(self->ep);
     if (self->wake_fd > 0) close(self->wake_fd);
     if (self->control_fd > 0) close(self->control_fd);
+    if (self->timer_fd > 0) close(self->timer_fd);
     if (self->listen_fd > 0) close(self->listen_fd);
     while (self->rec_head) {
         Record *next = self->rec_head->next;
@@ -292,6 +298,8 @@ static PyMethodDef Core_methods[] = {
 
 static PyGetSetDef Core_getset[] = {
     {"wake_fd", (getter)Core_wake_fd, NULL, "Readable when take() has something.", NULL},
+    {"accept_errno", (getter)Core_accept_errno, NULL, "Why accepting last paused (an errno; 0: never).",
+     NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

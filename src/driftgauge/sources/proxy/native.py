@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Iterator, Mapping
+from functools import partial
 from typing import Any
 
 from driftgauge.sources.proxy._native import Core
 from driftgauge.sources.proxy.client import ClientProtocol
 from driftgauge.sources.proxy.heads import STATUS_LINES
-from driftgauge.sources.proxy.server import ProxyServer
+from driftgauge.sources.proxy.server import ProxyServer, listen_socket
 from driftgauge.typing import Record
 
 __all__ = ["FieldLines", "NativeProxy"]
@@ -45,6 +46,7 @@ COUNTERS = (
     *UPSTREAM_ERRORS,
     "client_stalled",
     "handoffs",
+    "accept_paused",
 )
 
 
@@ -122,8 +124,7 @@ class NativeProxy:
         pool = python.pool
         loop = asyncio.get_running_loop()
         *_, address = (await loop.getaddrinfo(pool.host, pool.port, type=socket.SOCK_STREAM))[0]
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET  # [::] is an IPv6 listener
-        with socket.create_server((host, port), family=family, backlog=1024) as listener:
+        with listen_socket(host, port) as listener:
             bound = int(listener.getsockname()[1])
             core = self._make_core(listener.fileno(), address)  # the core listens on a copy
         loop.add_reader(core.wake_fd, self.collect)
@@ -184,6 +185,8 @@ class NativeProxy:
                 metrics.upstream_error(reason)
         for _ in range(counted["client_stalled"]):
             metrics.client_error("client_stalled")
+        if counted["accept_paused"]:
+            python.accept_paused(core.accept_errno, counted["accept_paused"])
         queue = python.queue
         for ts, request, response, path, request_id, fields, response_fields in records:
             queue.put(
@@ -207,16 +210,7 @@ class NativeProxy:
             if python.drained:  # handed over as the proxy stopped: too late
                 sock.close()
             else:
-                python.spawn(self._adopt(sock, data))
-
-    async def _adopt(self, sock: socket.socket, data: bytes) -> None:
-        python = self.python
-        try:
-            await asyncio.get_running_loop().connect_accepted_socket(
-                lambda: _HandedOver(python, data), sock
-            )
-        except OSError:
-            sock.close()  # the client left meanwhile
+                python.spawn(python.adopt(sock, partial(_HandedOver, python, data)))
 
     def stop_accepting(self) -> None:
         if self.core is not None:

@@ -4,9 +4,12 @@ stalled exchanges, and the drain at shutdown."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
+import logging
 import math
 import os
+import socket
 import ssl
 import time
 from collections.abc import Callable, Coroutine
@@ -18,12 +21,29 @@ from driftgauge.sources.proxy.upstream import UpstreamPool
 from driftgauge.sources.sampling import Sampler
 from driftgauge.typing import ProxyObserver
 
-__all__ = ["DROP_REASONS", "ERROR_REASONS", "ProxyServer"]
+__all__ = ["ACCEPT_PAUSE", "DROP_REASONS", "ERROR_REASONS", "ProxyServer", "listen_socket"]
+
+log = logging.getLogger(__name__)
 
 # What count_parse_error may be told: a body sent to a path that is no prediction route.
 ERROR_REASONS = ("unknown_path",)
 # What count_dropped and its RecordQueue may be told, before a record is routed to a model.
 DROP_REASONS = ("answered_early", "body_too_large", "queue_full")
+# Out of descriptors (or memory), accept fails while the listener stays readable: accepting again
+# at once would spin. Accepting pauses this long, as nginx's does, its clients waiting in the
+# backlog; the connections held are served meanwhile. (asyncio's own accept tries each waiting
+# connection at once and logs each failure; libuv's, under uvloop, resets them.)
+ACCEPT_PAUSE = 0.5
+_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_ACCEPT_BATCH = 128  # connections taken in one turn of the loop, the others' turns between
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking TCP listener on ``host:port`` (``::`` and other IPv6 addresses too)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # [::] is an IPv6 listener
+    listener = socket.create_server((host, port), family=family, backlog=1024)
+    listener.setblocking(False)
+    return listener
 
 
 def _always() -> bool:
@@ -91,7 +111,8 @@ class ProxyServer:
         # Client connections closed while their client still sent, read to their end.
         self.lingering: set[asyncio.Transport] = set()
         self.tasks: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        self._resume: asyncio.TimerHandle | None = None  # accepting again after a pause
         self._sweeper: asyncio.Future[None] | None = None
         self.drained = False
         self.answered = 0  # exchanges over (answered, failed or cut off), in total
@@ -109,17 +130,55 @@ class ProxyServer:
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the bound port (useful with port 0)."""
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: ClientProtocol(self),
-            host,
-            port,
-            reuse_address=True,
-            backlog=1024,
-            ssl=self.listen_tls,
-        )
+        self._listener = listener = listen_socket(host, port)
+        asyncio.get_running_loop().add_reader(listener, self._accept)
         self.start_sweeping()
-        return int(self._server.sockets[0].getsockname()[1])
+        return int(listener.getsockname()[1])
+
+    def _accept(self) -> None:
+        listener = self._listener
+        if listener is None:
+            return
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno not in _EXHAUSTED:
+                    raise
+                loop = asyncio.get_running_loop()
+                loop.remove_reader(listener)
+                self._resume = loop.call_later(ACCEPT_PAUSE, self._accept_again)
+                self.accept_paused(exc.errno)
+                return
+            # asyncio's transports set TCP_NODELAY only where the proto is TCP's; accept's is 0
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.spawn(self.adopt(sock, lambda: ClientProtocol(self)))
+
+    def _accept_again(self) -> None:
+        self._resume = None
+        if self._listener is not None:
+            asyncio.get_running_loop().add_reader(self._listener, self._accept)
+
+    def accept_paused(self, error: int, pauses: int = 1) -> None:
+        """Accepting paused ``pauses`` times, out of descriptors (``error``): counted, logged."""
+        for _ in range(pauses):
+            self.metrics.client_error("accept_paused")
+        log.warning(
+            "proxy: accept: %s: not accepting connections for %g s (those open are served)",
+            os.strerror(error),
+            ACCEPT_PAUSE,
+        )
+
+    async def adopt(self, sock: socket.socket, protocol: Callable[[], ClientProtocol]) -> None:
+        """Serve the accepted connection ``sock`` with ``protocol()`` (TLS first, if listening so)."""
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                protocol, sock, ssl=self.listen_tls
+            )
+        except OSError:
+            sock.close()  # the client left meanwhile (or failed the TLS handshake)
 
     def start_sweeping(self) -> None:
         """Time out stalled exchanges and idle connections from now on (:meth:`start` does;
@@ -166,8 +225,12 @@ class ProxyServer:
                         cycle.timed_out()
 
     def stop_accepting(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            asyncio.get_running_loop().remove_reader(listener)
+            listener.close()
+        if self._resume is not None:
+            self._resume.cancel()
 
     def in_flight(self) -> int:
         """Exchanges (requests) in progress or waiting on their connection."""
@@ -202,6 +265,4 @@ class ProxyServer:
         for task in tasks:
             task.cancel("proxy stopped")
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
         return self.drain_counts

@@ -16,6 +16,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,13 +30,13 @@
 #define LINGER_SECONDS 10.0
 #define ROUTE_SLOTS 4096
 
-enum { K_LISTEN, K_CLIENT, K_UPSTREAM, K_CONTROL };
+enum { K_LISTEN, K_CLIENT, K_UPSTREAM, K_CONTROL, K_TIMER };
 
 /* Counter slots, mirrored by native.py's COUNTERS. */
 enum {
     C_OFFERED, C_SAMPLED, C_UNKNOWN_PATH, C_ANSWERED_EARLY, C_BODY_TOO_LARGE, C_QUEUE_FULL,
     C_CONNECT_REFUSED, C_CONNECT_TIMEOUT, C_TIMEOUT, C_UPSTREAM_RESET, C_BAD_RESPONSE,
-    C_CLIENT_STALLED, C_HANDOFFS, N_COUNTERS
+    C_CLIENT_STALLED, C_HANDOFFS, C_ACCEPT_PAUSED, N_COUNTERS
 };
 
 typedef struct {
@@ -176,10 +177,11 @@ typedef struct {
     int rewrite_host, generate_ids;
     long long queue_capacity, queue_bytes;
     /* the loop */
-    int ep, wake_fd, control_fd;
+    int ep, wake_fd, control_fd, timer_fd;
     pthread_t thread;
     int started, stopping, draining, finished_thread;
-    Sock listen_sock, control_sock;
+    Sock listen_sock, control_sock, timer_sock;  /* timer: accepting again after a pause */
+    volatile int accept_errno;  /* why accepting was last paused */
     Client *clients;
     Client *to_free;
     Upstream *idle, *up_to_free;

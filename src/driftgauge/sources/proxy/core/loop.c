@@ -80,12 +80,29 @@ static void free_deferred(Core *core) {
     }
 }
 
+/* Out of descriptors (or memory), accept fails while the listener stays readable: trying again
+ * at once would spin. The listener is left out of the loop for ACCEPT_PAUSE_MS, as nginx does,
+ * its clients waiting in the backlog; the connections held are served meanwhile. */
+#define ACCEPT_PAUSE_MS 500
+
+static void pause_accepting(Core *core, int error) {
+    sock_mask(core, &core->listen_sock, 0);
+    struct itimerspec at = {
+        .it_value = {.tv_sec = ACCEPT_PAUSE_MS / 1000, .tv_nsec = ACCEPT_PAUSE_MS % 1000 * 1000000L}};
+    timerfd_settime(core->timer_fd, 0, &at, NULL);
+    core->accept_errno = error;
+    count(core, C_ACCEPT_PAUSED);  /* Python logs it, once a pause */
+}
+
 static void accept_clients(Core *core, double now) {
     for (;;) {
         struct sockaddr_storage addr;
         socklen_t len = sizeof addr;
         int fd = accept4(core->listen_fd, (struct sockaddr *)&addr, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) return;
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) pause_accepting(core, errno);
+            return;
+        }
         Client *c = calloc(1, sizeof(Client));
         if (!c) {
             close(fd);
@@ -153,6 +170,14 @@ static void *loop(void *arg) {
             if (s->closed) continue;
             if (s->kind == K_LISTEN) {
                 accept_clients(core, now);
+            } else if (s->kind == K_TIMER) {
+                uint64_t v;
+                ssize_t r = read(core->timer_fd, &v, sizeof v);
+                (void)r;
+                if (core->listen_fd >= 0) {  /* not drained meanwhile: accept again */
+                    sock_mask(core, &core->listen_sock, EPOLLIN);
+                    accept_clients(core, now);
+                }
             } else if (s->kind == K_CONTROL) {
                 uint64_t v;
                 ssize_t r = read(core->control_fd, &v, sizeof v);
