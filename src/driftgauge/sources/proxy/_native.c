@@ -38,6 +38,26 @@ static int set_buf(Buf *b, PyObject *bytes) {
     return buf_add(b, PyBytes_AS_STRING(bytes), (size_t)PyBytes_GET_SIZE(bytes));
 }
 
+/* `host`, a numeric IPv4 or IPv6 address, and `port` as a socket address (its length; 0 with
+ * ValueError set when `host` is not numeric). */
+static socklen_t numeric_address(const char *host, int port, struct sockaddr_storage *addr) {
+    memset(addr, 0, sizeof *addr);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)addr;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)addr;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        return sizeof *v4;
+    }
+    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        return sizeof *v6;
+    }
+    PyErr_Format(PyExc_ValueError, "%s: a numeric address expected", host);
+    return 0;
+}
+
 static int Core_init(Core *self, PyObject *args, PyObject *kwargs) {
     static char *names[] = {"listen_fd", "upstream_host", "upstream_port", "host_header", "matches",
                             "status_lines", "timeout", "connect_timeout", "client_timeout", "idle_timeout",
@@ -62,21 +82,8 @@ static int Core_init(Core *self, PyObject *args, PyObject *kwargs) {
         PyObject *line = PyTuple_GET_ITEM(status_lines, i);
         if (line != Py_None && set_buf(&self->status_lines[i], line)) return -1;
     }
-    memset(&self->up_addr, 0, sizeof self->up_addr);
-    struct sockaddr_in *v4 = (struct sockaddr_in *)&self->up_addr;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&self->up_addr;
-    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
-        v4->sin_family = AF_INET;
-        v4->sin_port = htons((uint16_t)port);
-        self->up_addrlen = sizeof *v4;
-    } else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
-        v6->sin6_family = AF_INET6;
-        v6->sin6_port = htons((uint16_t)port);
-        self->up_addrlen = sizeof *v6;
-    } else {
-        PyErr_Format(PyExc_ValueError, "%s: a numeric address expected", host);
-        return -1;
-    }
+    self->up_addrlen = numeric_address(host, port, &self->up_addr);
+    if (!self->up_addrlen) return -1;
     if (set_buf(&self->host_header, host_header) || set_buf(&self->request_id_header, request_id_header) ||
         set_buf(&self->scheme, scheme))
         return -1;
@@ -147,6 +154,23 @@ static PyObject *Core_stop(Core *self, PyObject *unused) {
         Py_BEGIN_ALLOW_THREADS pthread_join(self->thread, NULL);
         Py_END_ALLOW_THREADS self->finished_thread = 1;
     }
+    Py_RETURN_NONE;
+}
+
+/* set_upstream(host, port): connect to this numeric address from now on (the upstream's name
+ * resolved anew); the loop takes it at its next turn. */
+static PyObject *Core_set_upstream(Core *self, PyObject *args) {
+    const char *host;
+    int port;
+    struct sockaddr_storage addr;
+    if (!PyArg_ParseTuple(args, "si", &host, &port)) return NULL;
+    socklen_t len = numeric_address(host, port, &addr);
+    if (!len) return NULL;
+    pthread_mutex_lock(&self->lock);
+    self->next_up_addr = addr;
+    self->next_up_addrlen = len;
+    pthread_mutex_unlock(&self->lock);
+    poke(self);
     Py_RETURN_NONE;
 }
 
@@ -289,6 +313,8 @@ static PyMethodDef Core_methods[] = {
     {"start", (PyCFunction)Core_start, METH_NOARGS, "Start the forwarding thread."},
     {"drain", (PyCFunction)Core_drain, METH_NOARGS, "Stop accepting; close connections once idle."},
     {"stop", (PyCFunction)Core_stop, METH_NOARGS, "Close every connection and end the thread."},
+    {"set_upstream", (PyCFunction)Core_set_upstream, METH_VARARGS,
+     "Connect to this numeric address and port from now on; idle connections to the old close."},
     {"in_flight", (PyCFunction)Core_in_flight, METH_NOARGS, "Exchanges in progress."},
     {"answered", (PyCFunction)Core_answered, METH_NOARGS, "Exchanges over, in total."},
     {"set_rate", (PyCFunction)Core_set_rate, METH_O, "The share of prediction requests monitored."},

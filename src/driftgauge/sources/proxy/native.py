@@ -16,6 +16,9 @@ the monitoring queue and the sampler see the same calls as from the Python engin
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
+import logging
 import socket
 from collections.abc import Iterator, Mapping
 from functools import partial
@@ -27,7 +30,14 @@ from driftgauge.sources.proxy.heads import STATUS_LINES
 from driftgauge.sources.proxy.server import ProxyServer, listen_socket
 from driftgauge.typing import Record
 
-__all__ = ["FieldLines", "NativeProxy"]
+__all__ = ["FieldLines", "NativeProxy", "resolve"]
+
+log = logging.getLogger(__name__)
+
+# How often the upstream's name is looked up again (the core connects to an address), and the
+# least time between two lookups (after connects failed).
+RESOLVE_INTERVAL = 5.0
+RESOLVE_GAP = 1.0
 
 # The core's counters, in its order (_native.c's enum from C_OFFERED on).
 DROPPED = ("answered_early", "body_too_large", "queue_full")  # server.DROP_REASONS
@@ -109,30 +119,85 @@ class _HandedOver(ClientProtocol):
             self.data_received(data)
 
 
+async def resolve(host: str, port: int) -> list[tuple[str, int]]:
+    """The addresses of ``host``, in the resolver's order (the event loop's, as the Python
+    engine's connects use)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [(str(info[4][0]), int(info[4][1])) for info in infos]
+
+
+def _numeric(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 class NativeProxy:
     """The proxy listener served by the native core, with ``python`` for the connections it
-    hands over; the same ``start``/``stop_accepting``/``drain`` as :class:`ProxyServer`."""
+    hands over; the same ``start``/``stop_accepting``/``drain`` as :class:`ProxyServer`.
+
+    The core connects to an address; the upstream's name is looked up again every
+    ``RESOLVE_INTERVAL`` seconds, and after a connect fails (at most every ``RESOLVE_GAP``), so
+    that a Service or DNS name whose address changes is followed, as the Python engine's
+    connects, which look it up each time, follow it."""
 
     def __init__(self, python: ProxyServer) -> None:
         self.python = python
         self.core: Core | None = None
         self.handed_over = 0  # connections served by the Python proxy, in total
+        self._connect_failed = asyncio.Event()
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the bound port (useful with port 0)."""
         python = self.python
         pool = python.pool
-        loop = asyncio.get_running_loop()
-        *_, address = (await loop.getaddrinfo(pool.host, pool.port, type=socket.SOCK_STREAM))[0]
+        address = (await resolve(pool.host, pool.port))[0]
         with listen_socket(host, port) as listener:
             bound = int(listener.getsockname()[1])
             core = self._make_core(listener.fileno(), address)  # the core listens on a copy
-        loop.add_reader(core.wake_fd, self.collect)
+        asyncio.get_running_loop().add_reader(core.wake_fd, self.collect)
         python.start_sweeping()
         core.start()
+        if not _numeric(pool.host):
+            python.spawn(self._follow(core, address))  # cancelled when the proxy stops
         return bound
 
-    def _make_core(self, listen_fd: int, address: tuple[Any, ...]) -> Core:
+    async def _follow(self, core: Core, address: tuple[str, int]) -> None:
+        """Give the core the upstream name's first address whenever its own is no longer among
+        those the name resolves to, and the next one after a connect failed (the Python
+        engine's connects try each in turn: a server on 127.0.0.1 alone behind a ``localhost``
+        that resolves to ``::1`` first is reached)."""
+        pool, failed = self.python.pool, self._connect_failed
+        loop = asyncio.get_running_loop()
+        resolved = True  # the last lookup succeeded (a failure is logged once)
+        while True:
+            due = loop.time() + RESOLVE_INTERVAL
+            await asyncio.sleep(RESOLVE_GAP)  # however often connects fail
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(due):
+                    await failed.wait()
+            refused = failed.is_set()
+            failed.clear()
+            try:
+                addresses = await resolve(pool.host, pool.port)
+            except OSError as exc:  # socket.gaierror: the address known is kept
+                if resolved:
+                    log.warning("proxy: upstream %s: %s (still %s)", pool.host, exc, address[0])
+                resolved = False
+            else:
+                resolved = True
+                if address not in addresses:
+                    address = addresses[0]
+                elif refused and len(addresses) > 1:
+                    address = addresses[(addresses.index(address) + 1) % len(addresses)]
+                else:
+                    continue
+                log.info("proxy: upstream %s: connecting to %s port %d", pool.host, *address)
+                core.set_upstream(*address)
+
+    def _make_core(self, listen_fd: int, address: tuple[str, int]) -> Core:
         python = self.python
         pool = python.pool
         status_lines = tuple(STATUS_LINES.get(status) for status in range(600))
@@ -183,6 +248,8 @@ class NativeProxy:
         for reason in UPSTREAM_ERRORS:
             for _ in range(counted[reason]):
                 metrics.upstream_error(reason)
+        if counted["connect_refused"] or counted["connect_timeout"]:
+            self._connect_failed.set()  # the name may have moved: look it up again
         for _ in range(counted["client_stalled"]):
             metrics.client_error("client_stalled")
         if counted["accept_paused"]:

@@ -167,8 +167,8 @@ typedef struct {
     PyObject_HEAD
     /* settings */
     int listen_fd;
-    struct sockaddr_storage up_addr;
-    socklen_t up_addrlen;
+    struct sockaddr_storage up_addr, next_up_addr;  /* next: from Core.set_upstream, under the lock */
+    socklen_t up_addrlen, next_up_addrlen;
     Buf host_header, request_id_header, id_prefix, scheme;
     PyObject *matches;
     Buf status_lines[600];  /* "HTTP/1.1 <status> <phrase>\r\n", by status */

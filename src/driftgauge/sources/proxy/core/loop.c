@@ -125,6 +125,29 @@ static void accept_clients(Core *core, double now) {
     }
 }
 
+static void close_idle(Core *core) {
+    while (core->idle) {
+        Upstream *u = core->idle;
+        core->idle = u->next;
+        upstream_close(core, u);
+    }
+    core->n_idle = 0;
+}
+
+/* The upstream's name has a new address (Core.set_upstream): new connections go there, and the
+ * idle ones, to the old, are closed. */
+static void retarget(Core *core) {
+    pthread_mutex_lock(&core->lock);
+    int changed = core->next_up_addrlen != 0;
+    if (changed) {
+        core->up_addr = core->next_up_addr;
+        core->up_addrlen = core->next_up_addrlen;
+        core->next_up_addrlen = 0;
+    }
+    pthread_mutex_unlock(&core->lock);
+    if (changed) close_idle(core);
+}
+
 static void start_drain(Core *core) {
     core->draining = 1;
     if (core->listen_fd >= 0) {
@@ -132,12 +155,7 @@ static void start_drain(Core *core) {
         close(core->listen_fd);
         core->listen_fd = -1;
     }
-    while (core->idle) {
-        Upstream *u = core->idle;
-        core->idle = u->next;
-        upstream_close(core, u);
-    }
-    core->n_idle = 0;
+    close_idle(core);
     Client *next;
     for (Client *c = core->clients; c; c = next) {
         next = c->next;
@@ -182,6 +200,7 @@ static void *loop(void *arg) {
                 uint64_t v;
                 ssize_t r = read(core->control_fd, &v, sizeof v);
                 (void)r;
+                retarget(core);
                 if (core->draining == 1) {
                     core->draining = 2;
                     start_drain(core);
@@ -208,11 +227,7 @@ static void *loop(void *arg) {
         next = c->next;
         client_destroy(core, c);
     }
-    while (core->idle) {
-        Upstream *u = core->idle;
-        core->idle = u->next;
-        upstream_close(core, u);
-    }
+    close_idle(core);
     free_deferred(core);
     return NULL;
 }
