@@ -32,6 +32,8 @@ class Names:
         if host != NAME:
             return await self._real(host, port, **options)
         self.lookups += 1
+        if not self.ports:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", p)) for p in self.ports]
 
 
@@ -81,6 +83,24 @@ async def test_requests_follow_the_upstream_name_to_its_new_address(
     for _ in range(5):
         assert await get_doc(proxy.port) == 200
     assert len(moved_to.seen) == 6
+
+
+async def test_an_upstream_name_without_an_address_at_start_is_served_once_it_has_one(
+    proxy_engine: str, start_proxy: StartProxy, upstream: Upstream, names: Names
+) -> None:
+    """An upstream name that does not resolve when the proxy starts (its Service not created
+    yet): the proxy starts, answers 502 meanwhile, and serves once the name resolves (the native
+    engine did not start: "source.proxy.listen 127.0.0.1:PORT: Unknown error -2")."""
+    names.ports = []
+    proxy = await start_proxy(upstream.port, upstream=f"http://{NAME}:{upstream.port}")
+    assert await get_doc(proxy.port) == 502
+    names.ports = [upstream.port]
+    deadline = time.monotonic() + WAIT
+    while not upstream.seen:
+        assert time.monotonic() < deadline, "no request reached the name once it resolved"
+        await get_doc(proxy.port)
+        await asyncio.sleep(0.05)
+    assert await get_doc(proxy.port) == 200
 
 
 async def test_requests_reach_the_next_address_of_a_name_whose_first_refuses(

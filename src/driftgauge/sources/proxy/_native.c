@@ -82,8 +82,12 @@ static int Core_init(Core *self, PyObject *args, PyObject *kwargs) {
         PyObject *line = PyTuple_GET_ITEM(status_lines, i);
         if (line != Py_None && set_buf(&self->status_lines[i], line)) return -1;
     }
-    self->up_addrlen = numeric_address(host, port, &self->up_addr);
-    if (!self->up_addrlen) return -1;
+    /* "": the upstream's name has no address yet (set_upstream gives it): a socket of no family
+     * fails to open, and connects are answered 502 meanwhile, as the Python engine's are */
+    if (*host) {
+        self->up_addrlen = numeric_address(host, port, &self->up_addr);
+        if (!self->up_addrlen) return -1;
+    }
     if (set_buf(&self->host_header, host_header) || set_buf(&self->request_id_header, request_id_header) ||
         set_buf(&self->scheme, scheme))
         return -1;

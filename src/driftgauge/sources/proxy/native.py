@@ -153,7 +153,11 @@ class NativeProxy:
         """Listen; returns the bound port (useful with port 0)."""
         python = self.python
         pool = python.pool
-        address = (await resolve(pool.host, pool.port))[0]
+        try:
+            address: tuple[str, int] | None = (await resolve(pool.host, pool.port))[0]
+        except OSError as exc:  # socket.gaierror: answered 502 until the name resolves
+            log.warning("proxy: upstream %s: %s; answered 502 until it resolves", pool.host, exc)
+            address = None
         with listen_socket(host, port) as listener:
             bound = int(listener.getsockname()[1])
             core = self._make_core(listener.fileno(), address)  # the core listens on a copy
@@ -164,14 +168,14 @@ class NativeProxy:
             python.spawn(self._follow(core, address))  # cancelled when the proxy stops
         return bound
 
-    async def _follow(self, core: Core, address: tuple[str, int]) -> None:
+    async def _follow(self, core: Core, address: tuple[str, int] | None) -> None:
         """Give the core the upstream name's first address whenever its own is no longer among
         those the name resolves to, and the next one after a connect failed (the Python
         engine's connects try each in turn: a server on 127.0.0.1 alone behind a ``localhost``
         that resolves to ``::1`` first is reached)."""
         pool, failed = self.python.pool, self._connect_failed
         loop = asyncio.get_running_loop()
-        resolved = True  # the last lookup succeeded (a failure is logged once)
+        resolved = address is not None  # the last lookup succeeded (a failure is logged once)
         while True:
             due = loop.time() + RESOLVE_INTERVAL
             await asyncio.sleep(RESOLVE_GAP)  # however often connects fail
@@ -184,7 +188,7 @@ class NativeProxy:
                 addresses = await resolve(pool.host, pool.port)
             except OSError as exc:  # socket.gaierror: the address known is kept
                 if resolved:
-                    log.warning("proxy: upstream %s: %s (still %s)", pool.host, exc, address[0])
+                    log.warning("proxy: upstream %s: %s", pool.host, exc)
                 resolved = False
             else:
                 resolved = True
@@ -197,14 +201,14 @@ class NativeProxy:
                 log.info("proxy: upstream %s: connecting to %s port %d", pool.host, *address)
                 core.set_upstream(*address)
 
-    def _make_core(self, listen_fd: int, address: tuple[str, int]) -> Core:
+    def _make_core(self, listen_fd: int, address: tuple[str, int] | None) -> Core:
         python = self.python
         pool = python.pool
         status_lines = tuple(STATUS_LINES.get(status) for status in range(600))
         self.core = core = Core(
             listen_fd=listen_fd,
-            upstream_host=address[0],
-            upstream_port=address[1],
+            upstream_host=address[0] if address else "",  # "": none yet
+            upstream_port=address[1] if address else pool.port,
             host_header=pool.host_header,
             matches=python.matches,
             status_lines=status_lines,
