@@ -153,6 +153,7 @@ async def test_an_upstream_address_is_not_looked_up(
 ) -> None:
     """An upstream given as an address is connected to as it is: no lookups on a schedule."""
     monkeypatch.setattr(native, "RESOLVE_INTERVAL", 0.05)
+    monkeypatch.setattr(native, "RESOLVE_GAP", 0.0)
     looked_up: list[Any] = []
 
     async def resolve(host: str, port: int) -> list[tuple[str, int]]:
