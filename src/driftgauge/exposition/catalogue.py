@@ -471,7 +471,7 @@ UPSTREAM_ERRORS = MetricSpec(
 CLIENT_ERRORS = MetricSpec(
     "driftgauge_client_errors",
     "counter",
-    "Client requests refused by the proxy, by reason.",
+    "Client requests refused by the proxy, and pauses of its accepting (out of descriptors), by reason.",
     ("reason",),
 )
 # The source's too: its queue and sampler take every model's records.
