@@ -1,4 +1,5 @@
-"""CSV training files the local build refuses are refused by every runner, in the same line."""
+"""CSV training files the local build refuses are refused by every runner, in the same line;
+the cells it reads are read by every runner as it reads them."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from driftgauge.baseline import load_baseline
 from driftgauge.cli import main
 from driftgauge.config import Config
 from driftgauge.exceptions import DataError
 from tests.baseline.cluster_support import RUNNERS
+from tests.baseline.test_local import counts
 
 HEADER = b"alcohol,ash,region,class\n"
 ROWS = b"".join(b"13.%d,2.%d,north,a\n" % (i % 10, i % 7) for i in range(300))
@@ -107,3 +110,54 @@ def test_every_runner_refuses_a_glob_matching_nothing_beside_files(
     ours = [line for line in error.splitlines() if line.startswith("driftgauge: ")]
     assert (code, ours) == (DataError.exit_code, [f"driftgauge: {glob}: no file matches"])
     assert not output.exists()
+
+
+# pandas' default na_values (its CSV reader's missing spellings) and others a CSV may hold:
+# in a categorical column every one but an empty cell is a category.
+NA_SPELLINGS = [
+    *("", '""', "NA", '"NA"', "N/A", "n/a", "NULL", "null", "NaN", "nan", "-NaN", "-nan"),
+    *("None", "<NA>", "#N/A", "#N/A N/A", "#NA", "1.#IND", "-1.#IND", "1.#QNAN", "-1.#QNAN"),
+    *("True", "true", "TRUE", "1.0", " north", "north ", '" north "', "north"),
+]
+# In a numeric column: empty and the null spellings missing, NaN spellings NaN, numbers with
+# spaces around them numbers.
+NUMERIC_CELLS = ["", '""', "NA", "null", "N/A", "#N/A", "NaN", "nan", "-NaN", " 2.5", "3.5 ", "inf"]
+
+
+def cells_csv(path: Path, rows: int, line_end: str = "\n", bom: bool = False) -> Path:
+    """A CSV file whose ``region`` holds each of NA_SPELLINGS and ``alcohol`` each of
+    NUMERIC_CELLS, each a different number of times (a count read as another's differs)."""
+    lines = ["alcohol,ash,region,class"]
+    for i in range(rows):
+        region = NA_SPELLINGS[i % len(NA_SPELLINGS)] if i % 3 else "south"
+        alcohol = NUMERIC_CELLS[i % len(NUMERIC_CELLS)] if i % 5 == 0 else f"{12 + i % 7 / 3:.4f}"
+        lines.append(f"{alcohol},{1 + i % 11 / 5:.3f},{region},{'ab'[i % 2]}")
+    text = line_end.join(lines) + line_end
+    path.write_bytes(b"\xef\xbb\xbf" * bom + text.encode())
+    return path
+
+
+@pytest.mark.parametrize("runner", ["spark", "dask"])
+def test_every_runner_reads_missing_and_nan_spellings_as_the_local_build(
+    tmp_path: Path,
+    runner: str,
+    runners: dict[str, list[str]],
+    make_config: Callable[..., Config],
+) -> None:
+    """In a categorical column pandas' missing spellings (NA, null, N/A, None, <NA>, #N/A,
+    NaN...) quoted or not, values with spaces around them and True/true are categories and an
+    empty cell is missing; in a numeric column NA, null... are missing and NaN is NaN (Dask
+    read all of them as missing); the same baseline as the local build's, to the counts,
+    also from a file with a byte order mark and CRLF line ends."""
+    make_config()
+    data = [
+        cells_csv(tmp_path / "lf.csv", 2_000),
+        cells_csv(tmp_path / "crlf.csv", 500, "\r\n", True),
+    ]
+    arguments = ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", *map(str, data)]
+    assert main([*arguments, "-o", str(tmp_path / "local.dgb"), *RUNNERS["local"]]) == 0
+    assert main([*arguments, "-o", str(tmp_path / "out.dgb"), *runners[runner]]) == 0
+    local = counts(load_baseline(tmp_path / "local.dgb"))
+    assert local["alcohol invalid"][:2] == (99 + 24, 33 + 8)  # NaN, inf
+    assert "NA" in local["region"][2] and "None" in local["region"][2]
+    assert counts(load_baseline(tmp_path / "out.dgb")) == local

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from driftgauge.baseline import build_baseline, load_baseline
-from driftgauge.baseline.dask import DaskRunner, is_dask_dataframe
+from driftgauge.baseline.dask import DaskRunner, is_dask_dataframe, read_data
 from driftgauge.cli import main
 from driftgauge.config import Config
 from driftgauge.exceptions import DataError
@@ -27,6 +27,8 @@ from tests.baseline.cluster_support import (
     write_parts,
     write_training_csv,
 )
+from tests.baseline.test_local import counts
+from tests.helpers import training_rows, write_csv
 
 
 def test_partition_states_merge_to_the_local_tally_run_after_run(
@@ -236,3 +238,21 @@ def test_fields_float32_merges_build_as_locally(tmp_path: Path, dask_client: Any
     built = build_baseline(config, dd.read_parquet([str(p) for p in paths]))
     assert_float64_fields(built)
     assert_same_baseline(built, local)
+
+
+def test_csv_cells_that_are_not_numbers_count_as_locally(
+    tmp_path: Path, dask_client: Any, make_config: Callable[..., Config]
+) -> None:
+    """A numeric CSV column holding "abc" stopped the build ('could not convert string to
+    float'), and "None", "<NA>", "1.#IND" were missing; they are not numbers, "-NaN" is NaN,
+    as in the local build, in one partition and not in the others."""
+    config = make_config()
+    columns = training_rows(3_000)
+    cells = ["None", "<NA>", "1.#IND", "abc", "-NaN"]
+    for i, index in enumerate(range(2_500, 3_000, 7)):
+        columns["alcohol"][index] = cells[i % len(cells)]
+    path = write_csv(tmp_path / "train.csv", columns)
+    local = counts(build_baseline(config, [path], workers=1))
+    assert local["alcohol invalid"] == (14, 0, 58)
+    frame = read_data([str(path)], config.columns)
+    assert counts(build_baseline(config, frame.repartition(npartitions=3))) == local

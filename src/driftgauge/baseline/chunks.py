@@ -35,6 +35,7 @@ __all__ = [
     "arrow_chunk",
     "buffer_values",
     "column_from_list",
+    "csv_floats",
     "csv_number",
     "plain_utf8",
     "require_columns",
@@ -247,6 +248,21 @@ def column_from_list(values: list[Any], spec: FieldSpec) -> Column:
     strings, missing = to_categories(values)
     present = np.asarray([not is_missing(v) for v in values], dtype=np.bool_) if missing else None
     return Column(strings, missing, 0, present)
+
+
+def csv_floats(cells: Any) -> Any:
+    """A CSV column read as text (a pyarrow string array) as float64, its null spellings
+    (:data:`CSV_NUMERIC_NULLS`) null, or None when a cell is not a number (read each cell
+    with :func:`csv_number` then): the cells pyarrow's CSV reader reads as numbers."""
+    import pyarrow.compute as pc
+
+    spelled_null = pc.is_in(cells, value_set=pa.array(CSV_NUMERIC_NULLS))
+    # Arrow's cast takes no spaces around a number, as pyarrow's CSV reader and float() do.
+    numbers = pc.if_else(spelled_null, pa.scalar(None, cells.type), pc.utf8_trim_whitespace(cells))
+    try:
+        return numbers.cast(pa.float64())
+    except pa.ArrowInvalid:
+        return None
 
 
 def csv_number(cell: str | None) -> Any:

@@ -20,8 +20,9 @@ the local runner does from its spill files, instead of reading the partitions
 again.  Dask is imported only when a runner runs (the
 ``dask`` extra: ``pip install 'driftgauge[dask]'``).
 
-pandas holds a missing number as ``NaN``: on Dask a missing value and a
-``NaN`` in the data are both counted as missing.
+In a partition whose numbers pandas holds as NumPy floats a missing number is a
+``NaN``: a missing value and a ``NaN`` in the data are both counted as missing.
+:func:`read_data` reads CSV with Arrow types, which keep them apart.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from driftgauge.baseline.chunks import (
     CHUNK_ROWS,
     Chunk,
     arrow_chunk,
+    column_from_list,
+    csv_floats,
+    csv_number,
     plain_utf8,
     require_columns,
 )
@@ -241,9 +245,24 @@ def _chunks(frame: Any, fields: Sequence[FieldSpec], source: str) -> Iterator[Ch
         if len(frame):
             yield arrow_chunk(pa.table({"_": pa.nulls(len(frame))}), fields, source)
         return
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    for start in range(0, table.num_rows, CHUNK_ROWS):
-        yield arrow_chunk(table.slice(start, CHUNK_ROWS), fields, source)
+    listed: list[FieldSpec] = []
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # Numbers and text in a column of Python objects (a CSV column holding cells that are
+        # not numbers, see _csv_numbers), which Arrow cannot hold: read value by value.
+        listed = [f for f in fields if f.type == "numeric" and frame[f.name].dtype == object]
+        table = pa.Table.from_pandas(
+            frame.drop(columns=[f.name for f in listed]), preserve_index=False
+        )
+    typed = [f for f in fields if f not in listed]
+    for start in range(0, len(frame), CHUNK_ROWS):
+        chunk = arrow_chunk(table.slice(start, CHUNK_ROWS), typed, source)
+        rows = frame.iloc[start : start + CHUNK_ROWS]
+        columns = chunk.columns | {
+            f.name: column_from_list(rows[f.name].tolist(), f) for f in listed
+        }
+        yield Chunk(len(rows), {f.name: columns[f.name] for f in fields}, 0)
 
 
 @contextmanager
@@ -269,7 +288,9 @@ def read_data(locations: Sequence[str], fields: Sequence[FieldSpec]) -> Any:
 
     The reader follows each location's extension, as for local files:
     Parquet, CSV (TSV too) and JSON Lines; in text formats numeric fields
-    are read as float64 and categorical ones as strings.
+    are read as float64 and categorical ones as strings.  A CSV file's cells are read as
+    the local build reads them (:func:`_csv_numbers`), its numbers Arrow-backed: a missing
+    one is not a ``NaN``.
     """
     try:
         import dask.dataframe as dd
@@ -335,6 +356,38 @@ def _read(dd: Any, fmt: str, group: list[str], types: dict[str, str]) -> Any:
     sep = "\t" if tabs else ","
     # pyarrow's parser, as the local build's: pandas' own padded a row of fewer cells than
     # the header with missing values, and named a longer one by its line in a partition.
-    frame = dd.read_csv(group, sep=sep, dtype=types, blocksize=PARTITION_BYTES, engine="pyarrow")
+    # Every cell is text, only an empty one missing: pandas' missing spellings ("NA", "null",
+    # "None", "NaN"...) made categories and NaN missing; numbers are read by _csv_numbers.
+    frame = dd.read_csv(
+        group,
+        sep=sep,
+        dtype=dict.fromkeys(types, "string"),
+        blocksize=PARTITION_BYTES,
+        engine="pyarrow",
+        keep_default_na=False,
+        na_values=[""],
+    )
     require_separator(", ".join(group[:3]), list(frame.columns), sep)
+    numeric = [name for name, kind in types.items() if kind == "float64"]
+    meta = _csv_numbers(frame._meta, numeric)
+    return frame.map_partitions(_csv_numbers, numeric, meta=meta)
+
+
+def _csv_numbers(frame: Any, names: Sequence[str]) -> Any:
+    """A pandas partition of CSV text with its columns ``names`` read as numbers, as the local
+    build reads them: Arrow float64, missing where a cell is empty or spells a missing value
+    ("NA", "null"...), or, if a cell is not a number, Python objects: floats, None where
+    missing, the text of a cell that is not a number."""
+    import pandas as pd  # type: ignore[import-untyped]  # (no stubs: Any, as dask is)
+    import pyarrow as pa
+
+    frame = frame.copy(deep=False)  # (not assign(**columns): a field may be named "self")
+    for name in names:
+        cells = pa.array(frame[name], pa.large_string())
+        numbers = csv_floats(cells)
+        if numbers is not None:
+            column = pd.arrays.ArrowExtensionArray(numbers)
+        else:
+            column = pd.array([csv_number(cell) for cell in cells.to_pylist()], dtype=object)
+        frame[name] = pd.Series(column, index=frame.index, name=name)
     return frame
