@@ -256,3 +256,23 @@ def test_csv_cells_that_are_not_numbers_count_as_locally(
     assert local["alcohol invalid"] == (14, 0, 58)
     frame = read_data([str(path)], config.columns)
     assert counts(build_baseline(config, frame.repartition(npartitions=3))) == local
+
+
+def test_parquet_nulls_are_missing_and_nans_are_nan_as_locally(
+    tmp_path: Path, dask_client: Any, make_config: Callable[..., Config]
+) -> None:
+    """A Parquet file's null and NaN numbers were both missing on Dask (pandas held them as
+    NaN); read with Arrow types, they count as the local build counts them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    config = make_config()
+    columns: dict[str, list[Any]] = training_rows(2_000)
+    for index in range(0, 2_000, 9):
+        columns["alcohol"][index] = None if index % 2 else float("nan")
+        columns["region"][index] = None
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.table(columns), path)
+    local = counts(build_baseline(config, [path], workers=1))
+    assert local["alcohol invalid"][0] == 112 and local["alcohol"][4] == 111
+    assert counts(build_baseline(config, read_data([str(path)], config.columns))) == local

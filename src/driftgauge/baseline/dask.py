@@ -22,7 +22,7 @@ again.  Dask is imported only when a runner runs (the
 
 In a partition whose numbers pandas holds as NumPy floats a missing number is a
 ``NaN``: a missing value and a ``NaN`` in the data are both counted as missing.
-:func:`read_data` reads CSV with Arrow types, which keep them apart.
+:func:`read_data` reads Parquet and CSV with Arrow types, which keep them apart.
 """
 
 from __future__ import annotations
@@ -289,8 +289,8 @@ def read_data(locations: Sequence[str], fields: Sequence[FieldSpec]) -> Any:
     The reader follows each location's extension, as for local files:
     Parquet, CSV (TSV too) and JSON Lines; in text formats numeric fields
     are read as float64 and categorical ones as strings.  A CSV file's cells are read as
-    the local build reads them (:func:`_csv_numbers`), its numbers Arrow-backed: a missing
-    one is not a ``NaN``.
+    the local build reads them (:func:`_csv_numbers`); its numbers and Parquet's are
+    Arrow-backed: a missing one is not a ``NaN``.
     """
     try:
         import dask.dataframe as dd
@@ -347,7 +347,7 @@ def _require_files(locations: Sequence[str]) -> None:
 def _read(dd: Any, fmt: str, group: list[str], types: dict[str, str]) -> Any:
     if fmt == "parquet":
         # Partitions of about the local build's part size: one file is not one task.
-        return dd.read_parquet(group, blocksize=PARTITION_BYTES)
+        return dd.read_parquet(group, blocksize=PARTITION_BYTES, dtype_backend="pyarrow")
     if fmt == "jsonl":
         return dd.read_json(group, lines=True, blocksize=64 << 20, dtype=types)
     tabs = [x for x in group if x.lower().endswith(".tsv")]
