@@ -276,3 +276,29 @@ def test_parquet_nulls_are_missing_and_nans_are_nan_as_locally(
     local = counts(build_baseline(config, [path], workers=1))
     assert local["alcohol invalid"][0] == 112 and local["alcohol"][4] == 111
     assert counts(build_baseline(config, read_data([str(path)], config.columns))) == local
+
+
+def test_json_lines_numbers_beside_text_count_as_locally(
+    tmp_path: Path, dask_client: Any, make_config: Callable[..., Config]
+) -> None:
+    """A JSON Lines numeric field holding a few strings ("abc", "2.5") or booleans was read
+    as text, so every number of the partition counted as not a number; the numbers count,
+    the strings and booleans are not numbers and a line without the field is missing, as
+    in the local build."""
+    import json
+
+    config = make_config()
+    columns: dict[str, list[Any]] = training_rows(2_000)
+    odd: list[Any] = ["abc", "2.5", True, None]
+    rows = [
+        dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)
+    ]
+    for i, index in enumerate(range(1_500, 2_000, 11)):
+        rows[index]["alcohol"] = odd[i % len(odd)]
+    for index in range(1_000, 2_000, 13):
+        del rows[index]["alcohol"]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    local = counts(build_baseline(config, [path], workers=1))
+    assert local["alcohol invalid"] == (0, 0, 32) and local["alcohol"][4] == 87
+    assert counts(build_baseline(config, read_data([str(path)], config.columns))) == local

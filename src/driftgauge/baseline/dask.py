@@ -349,7 +349,14 @@ def _read(dd: Any, fmt: str, group: list[str], types: dict[str, str]) -> Any:
         # Partitions of about the local build's part size: one file is not one task.
         return dd.read_parquet(group, blocksize=PARTITION_BYTES, dtype_backend="pyarrow")
     if fmt == "jsonl":
-        return dd.read_json(group, lines=True, blocksize=64 << 20, dtype=types)
+        import dask
+
+        # Dask's convert-string turned a column of numbers beside a few strings or booleans
+        # (which pandas keeps as objects) into text, every number a string.
+        with dask.config.set({"dataframe.convert-string": False}):
+            frame = dd.read_json(group, lines=True, blocksize=64 << 20, dtype=types)
+        numeric = [name for name, kind in types.items() if kind == "float64"]
+        return frame.map_partitions(_json_numbers, numeric, meta=frame._meta)
     tabs = [x for x in group if x.lower().endswith(".tsv")]
     if tabs and len(tabs) < len(group):
         raise DataError(f"{', '.join(tabs[:3])}: give TSV and CSV files in separate builds")
@@ -371,6 +378,17 @@ def _read(dd: Any, fmt: str, group: list[str], types: dict[str, str]) -> Any:
     numeric = [name for name, kind in types.items() if kind == "float64"]
     meta = _csv_numbers(frame._meta, numeric)
     return frame.map_partitions(_csv_numbers, numeric, meta=meta)
+
+
+def _json_numbers(frame: Any, names: Sequence[str]) -> Any:
+    """A pandas partition of JSON Lines with its columns ``names`` of Python objects (numbers
+    beside strings or booleans) missing where pandas put ``NaN`` for a line without the
+    field, as the local build reads it (:func:`_chunks` reads them value by value)."""
+    frame = frame.copy(deep=False)
+    for name in names:
+        if frame[name].dtype == object:
+            frame[name] = frame[name].where(frame[name].notna(), None)
+    return frame
 
 
 def _csv_numbers(frame: Any, names: Sequence[str]) -> Any:
