@@ -302,3 +302,22 @@ def test_json_lines_numbers_beside_text_count_as_locally(
     local = counts(build_baseline(config, [path], workers=1))
     assert local["alcohol invalid"] == (0, 0, 32) and local["alcohol"][4] == 87
     assert counts(build_baseline(config, read_data([str(path)], config.columns))) == local
+
+
+def test_a_csv_column_the_config_does_not_read_may_change_type(
+    tmp_path: Path, make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A column no field reads, of integers in the first partition and text in a later one,
+    stopped the build ('Mismatched dtypes found in pd.read_csv'): pandas guessed its type
+    from the first rows; every column is read as text, as the local build reads it."""
+    from driftgauge.baseline import dask
+
+    config = make_config()
+    columns: dict[str, list[Any]] = training_rows(20_000)
+    columns["note"] = [i if i < 10_000 else "n/a" for i in range(20_000)]
+    path = write_csv(tmp_path / "train.csv", columns)
+    monkeypatch.setattr(dask, "PARTITION_BYTES", 100_000)
+    frame = read_data([str(path)], config.columns)
+    assert frame.npartitions > 2
+    local = counts(build_baseline(config, [path], workers=1))
+    assert counts(build_baseline(config, frame)) == local

@@ -365,10 +365,12 @@ def _read(dd: Any, fmt: str, group: list[str], types: dict[str, str]) -> Any:
     # the header with missing values, and named a longer one by its line in a partition.
     # Every cell is text, only an empty one missing: pandas' missing spellings ("NA", "null",
     # "None", "NaN"...) made categories and NaN missing; numbers are read by _csv_numbers.
+    # Every column: the type pandas guessed for another from the first rows stopped the
+    # build at a partition holding other cells ('Mismatched dtypes found in pd.read_csv').
     frame = dd.read_csv(
         group,
         sep=sep,
-        dtype=dict.fromkeys(types, "string"),
+        dtype="string",
         blocksize=PARTITION_BYTES,
         engine="pyarrow",
         keep_default_na=False,
