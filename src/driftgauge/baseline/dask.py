@@ -30,6 +30,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, TypeVar
 
 from driftgauge.baseline.chunks import (
@@ -63,6 +64,7 @@ __all__ = [
 
 INSTALL = "pip install 'driftgauge[dask]'"
 PARTITION_BYTES = 32 << 20  # what the CLI's readers aim at (as local.PART_BYTES)
+JSONL_BLOCK_BYTES = 64 << 20  # a JSON Lines partition's (pandas' reader holds it as text)
 
 S = TypeVar("S", bound=PassState)
 Keys = list[dict[str, KeyArray]]  # a partition's chunks' sorted class keys, by field
@@ -354,9 +356,8 @@ def _read(dd: Any, fmt: str, group: list[str], types: dict[str, str]) -> Any:
         # Dask's convert-string turned a column of numbers beside a few strings or booleans
         # (which pandas keeps as objects) into text, every number a string.
         with dask.config.set({"dataframe.convert-string": False}):
-            frame = dd.read_json(group, lines=True, blocksize=64 << 20, dtype=types)
-        numeric = [name for name, kind in types.items() if kind == "float64"]
-        return frame.map_partitions(_json_numbers, numeric, meta=frame._meta)
+            reader = partial(_json_lines, types=types)
+            return dd.read_json(group, lines=True, blocksize=JSONL_BLOCK_BYTES, engine=reader)
     tabs = [x for x in group if x.lower().endswith(".tsv")]
     if tabs and len(tabs) < len(group):
         raise DataError(f"{', '.join(tabs[:3])}: give TSV and CSV files in separate builds")
@@ -382,14 +383,26 @@ def _read(dd: Any, fmt: str, group: list[str], types: dict[str, str]) -> Any:
     return frame.map_partitions(_csv_numbers, numeric, meta=meta)
 
 
-def _json_numbers(frame: Any, names: Sequence[str]) -> Any:
-    """A pandas partition of JSON Lines with its columns ``names`` of Python objects (numbers
-    beside strings or booleans) missing where pandas put ``NaN`` for a line without the
-    field, as the local build reads it (:func:`_chunks` reads them value by value)."""
-    frame = frame.copy(deep=False)
-    for name in names:
-        if frame[name].dtype == object:
-            frame[name] = frame[name].where(frame[name].notna(), None)
+def _json_lines(source: Any, types: dict[str, str], **options: Any) -> Any:
+    """A block of JSON Lines read by pandas as the config's columns (``types``), the same in
+    every block, as the local build reads them: a column no field reads is left out, a field
+    no line of the block has is missing, and a numeric one is Python objects (numbers, None
+    where missing, a string or boolean beside them: :func:`_chunks` reads those value by
+    value), where pandas made a field some lines lack ``NaN``.
+
+    Dask compares each block's columns and types with the first's ('Metadata mismatch
+    found in from_delayed'): a field's first string, or another column's, past the first
+    block stopped the build.
+    """
+    import pandas as pd
+
+    frame = pd.read_json(source, **options)
+    if not len(frame.columns):  # no lines: an empty file (read_data makes it no rows)
+        return frame
+    frame = frame.reindex(columns=list(types))
+    for name, kind in types.items():
+        column = frame[name].astype(object if kind == "float64" else "string")
+        frame[name] = column.where(column.notna(), None) if kind == "float64" else column
     return frame
 
 
@@ -398,7 +411,7 @@ def _csv_numbers(frame: Any, names: Sequence[str]) -> Any:
     build reads them: Arrow float64, missing where a cell is empty or spells a missing value
     ("NA", "null"...), or, if a cell is not a number, Python objects: floats, None where
     missing, the text of a cell that is not a number."""
-    import pandas as pd  # type: ignore[import-untyped]  # (no stubs: Any, as dask is)
+    import pandas as pd
     import pyarrow as pa
 
     frame = frame.copy(deep=False)  # (not assign(**columns): a field may be named "self")
