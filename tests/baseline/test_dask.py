@@ -305,7 +305,10 @@ def test_json_lines_numbers_beside_text_count_as_locally(
 
 
 def test_a_csv_column_the_config_does_not_read_may_change_type(
-    tmp_path: Path, make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    dask_client: Any,
+    make_config: Callable[..., Config],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A column no field reads, of integers in the first partition and text in a later one,
     stopped the build ('Mismatched dtypes found in pd.read_csv'): pandas guessed its type
@@ -324,7 +327,10 @@ def test_a_csv_column_the_config_does_not_read_may_change_type(
 
 
 def test_json_lines_blocks_of_other_fields_or_types_read_as_locally(
-    tmp_path: Path, make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    dask_client: Any,
+    make_config: Callable[..., Config],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A JSON Lines file read in blocks whose columns' types differ (a numeric field's first
     string in a later block, a column no field reads of integers then text) or one of whose
@@ -355,3 +361,28 @@ def test_json_lines_blocks_of_other_fields_or_types_read_as_locally(
         assert frame.npartitions > 1
         local = counts(build_baseline(config, [data], workers=1))
         assert counts(build_baseline(config, frame)) == local
+
+
+def test_an_empty_json_lines_file_before_others_holds_no_rows_and_hides_none(
+    tmp_path: Path, dask_client: Any, make_config: Callable[..., Config]
+) -> None:
+    """An empty JSON Lines file named first made Dask read every file as none (its sample
+    of the first file had no columns), so the others' rows were left out; they are read
+    as locally, and files all empty still hold no rows."""
+    config = make_config()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    path = tmp_path / "train.jsonl"
+    path.write_text(
+        "".join(
+            f'{{"alcohol": {12 + i % 9 / 4}, "ash": 2.1, "region": "north", "class": "a"}}\n'
+            for i in range(500)
+        ),
+        encoding="utf-8",
+    )
+    local = counts(build_baseline(config, [empty, path], workers=1))
+    assert local["rows"] == 500
+    assert (
+        counts(build_baseline(config, read_data([str(empty), str(path)], config.columns))) == local
+    )
+    assert not len(read_data([str(empty), str(empty)], config.columns).compute())

@@ -27,6 +27,7 @@ In a partition whose numbers pandas holds as NumPy floats a missing number is a
 
 from __future__ import annotations
 
+import io
 import pickle
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -327,8 +328,6 @@ def read_data(locations: Sequence[str], fields: Sequence[FieldSpec]) -> Any:
             if RAGGED_ROW.search(problem) and (ragged := first_ragged_row(group)):
                 raise ragged from None
             raise DataError(f"{shown}: cannot read {fmt.upper()} data: {problem}") from None
-        if fmt == "jsonl" and not len(frame.columns):  # empty files: no rows, as locally
-            frame = dd.from_dict({n: [] for n in names}, npartitions=1).astype(types)
         require_columns(shown, list(frame.columns), fields)
         frames.append(frame[names])
     return frames[0] if len(frames) == 1 else dd.concat(frames)
@@ -346,6 +345,14 @@ def _require_files(locations: Sequence[str]) -> None:
                 raise not_found(location)
 
 
+def _any_bytes(locations: Sequence[str]) -> bool:
+    """Whether a file ``locations`` name holds anything."""
+    from fsspec.core import get_fs_token_paths
+
+    filesystem, _, paths = get_fs_token_paths(list(locations))
+    return any(filesystem.size(path) for path in paths)
+
+
 def _read(dd: Any, fmt: str, group: list[str], types: dict[str, str]) -> Any:
     if fmt == "parquet":
         # Partitions of about the local build's part size: one file is not one task.
@@ -353,11 +360,18 @@ def _read(dd: Any, fmt: str, group: list[str], types: dict[str, str]) -> Any:
     if fmt == "jsonl":
         import dask
 
+        if not _any_bytes(group):  # no rows, as locally (Dask's reader fails on no blocks)
+            return dd.from_dict({n: [] for n in types}, npartitions=1).astype(types)
+        reader = partial(_json_lines, types=types)
+        # The columns of no lines: Dask took them from the first file's first lines, and
+        # read every file as none when it was empty.
+        meta = reader(io.StringIO(""), orient="records", lines=True)
         # Dask's convert-string turned a column of numbers beside a few strings or booleans
         # (which pandas keeps as objects) into text, every number a string.
         with dask.config.set({"dataframe.convert-string": False}):
-            reader = partial(_json_lines, types=types)
-            return dd.read_json(group, lines=True, blocksize=JSONL_BLOCK_BYTES, engine=reader)
+            return dd.read_json(
+                group, lines=True, blocksize=JSONL_BLOCK_BYTES, engine=reader, meta=meta
+            )
     tabs = [x for x in group if x.lower().endswith(".tsv")]
     if tabs and len(tabs) < len(group):
         raise DataError(f"{', '.join(tabs[:3])}: give TSV and CSV files in separate builds")
@@ -396,10 +410,7 @@ def _json_lines(source: Any, types: dict[str, str], **options: Any) -> Any:
     """
     import pandas as pd
 
-    frame = pd.read_json(source, **options)
-    if not len(frame.columns):  # no lines: an empty file (read_data makes it no rows)
-        return frame
-    frame = frame.reindex(columns=list(types))
+    frame = pd.read_json(source, **options).reindex(columns=list(types))
     for name, kind in types.items():
         column = frame[name].astype(object if kind == "float64" else "string")
         frame[name] = column.where(column.notna(), None) if kind == "float64" else column
