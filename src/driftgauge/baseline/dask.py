@@ -45,7 +45,11 @@ from driftgauge.baseline.chunks import (
     require_columns,
 )
 from driftgauge.baseline.csvfiles import RAGGED_ROW, empty_file, require_separator
-from driftgauge.baseline.datafiles import first_ragged_row, require_first_lines
+from driftgauge.baseline.datafiles import (
+    first_missing_column,
+    first_ragged_row,
+    require_first_lines,
+)
 from driftgauge.baseline.inputs import is_glob, location_format, not_found
 from driftgauge.baseline.passes import ClassPass, SketchPass
 from driftgauge.baseline.runner import PassState
@@ -133,6 +137,12 @@ class DaskRunner:
             return self._run(state, stage)
         except DataError:
             raise
+        except KeyError as exc:  # a Parquet file without a column the first one has
+            if "not in index" not in str(exc):
+                raise
+            if missing := first_missing_column(self.files, list(state.reads)):
+                raise missing from None
+            raise DataError(f"{self.source}: cannot read {self.data}: {exc}") from None
         except (OSError, ValueError) as exc:  # pandas' reading a partition: its bytes, its text
             problem = plain_utf8(first_line(exc))
             if RAGGED_ROW.search(problem) and (ragged := first_ragged_row(self.files)):

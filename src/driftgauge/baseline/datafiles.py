@@ -48,6 +48,7 @@ from driftgauge.exceptions import DataError, first_line
 __all__ = [
     "arrow_available",
     "file_format",
+    "first_missing_column",
     "first_ragged_row",
     "parquet_metadata",
     "part_batches",
@@ -149,6 +150,26 @@ def require_first_lines(locations: Sequence[str]) -> None:
             continue
         for source in sources:
             list(_reported(source, _first_lines(source)))
+
+
+def first_missing_column(locations: Sequence[str], fields: Sequence[FieldSpec]) -> DataError | None:
+    """The error naming the first Parquet file ``locations`` name that lacks a column of
+    ``fields`` (:func:`~driftgauge.baseline.chunks.require_columns`'), or None: none found
+    in the files read here.  Dask takes a Parquet dataset's columns from its first file."""
+    for location in locations:
+        try:
+            sources = resolve_inputs([location])
+        except DataError:
+            continue
+        for source in sources:
+            if source.format != "parquet":
+                continue
+            try:
+                names = parquet_metadata(source).schema.to_arrow_schema().names
+                require_columns(source.name, names, fields)
+            except DataError as exc:
+                return exc
+    return None
 
 
 def first_ragged_row(locations: Sequence[str], split: bool = False) -> DataError | None:
