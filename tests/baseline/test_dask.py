@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from driftgauge.baseline import build_baseline, load_baseline
@@ -387,25 +386,3 @@ def test_an_empty_json_lines_file_before_others_holds_no_rows_and_hides_none(
         counts(build_baseline(config, read_data([str(empty), str(path)], config.columns))) == local
     )
     assert not len(read_data([str(empty), str(empty)], config.columns).compute())
-
-
-def test_a_parquet_file_without_a_field_after_others_is_one_line_naming_it(
-    tmp_path: Path,
-    dask_cluster: Any,
-    make_config: Callable[..., Config],
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """A Parquet file lacking a field's column, named after one that has it, ended the
-    command with a traceback (KeyError: "['region'] not in index": Dask took the columns
-    from the first file); it is the local build's line naming the file, exit 4."""
-    make_config()
-    first, second = write_parts(tmp_path / "train", 2_000, parts=2)
-    pq.write_table(pq.read_table(second).drop_columns(["region"]), second)
-    arguments = ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", str(first), str(second)]
-    for runner in (["--workers", "1"], ["--dask", dask_cluster.scheduler_address]):
-        code = main([*arguments, "-o", str(tmp_path / "out.dgb"), *runner])
-        error = capsys.readouterr().err
-        ours = [line for line in error.splitlines() if line.startswith("driftgauge: ")]
-        said = f"driftgauge: {second}: no column named 'region' (the config's fields)"
-        assert (code, ours) == (DataError.exit_code, [said]), error
-    assert not (tmp_path / "out.dgb").exists()

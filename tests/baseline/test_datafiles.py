@@ -24,7 +24,7 @@ from driftgauge.cli import main
 from driftgauge.config import Config, FieldSpec
 from driftgauge.exceptions import DataError
 from driftgauge.jsonbody import decode_json
-from tests.baseline.cluster_support import RUNNERS
+from tests.baseline.cluster_support import RUNNERS, write_parts
 
 NFC = unicodedata.normalize("NFC", "naïve")
 NFD = unicodedata.normalize("NFD", "naïve")  # looks the same, is another name
@@ -577,4 +577,31 @@ def test_every_runner_refuses_an_empty_or_array_json_file_in_the_same_line(
         line for line in capsys.readouterr().err.splitlines() if line.startswith("driftgauge: ")
     ]
     assert (code, ours) == (DataError.exit_code, ["driftgauge: " + said.format(path=path)])
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_every_runner_refuses_a_parquet_file_without_a_field_after_others(
+    tmp_path: Path,
+    runner: str,
+    runners: dict[str, list[str]],
+    make_config: Callable[..., Config],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A Parquet file lacking a field's column, named after one that has it, is refused in
+    the local build's line naming it, exit 4 (Spark built, the field missing in its rows;
+    Dask ended with a traceback, KeyError: "['region'] not in index")."""
+    import pyarrow.parquet as pq
+
+    make_config()
+    first, second = write_parts(tmp_path / "train", 2_000, parts=2)
+    pq.write_table(pq.read_table(second).drop_columns(["region"]), second)
+    output = tmp_path / "out.dgb"
+    arguments = ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", str(first), str(second)]
+    code = main([*arguments, "-o", str(output), *runners[runner]])
+    ours = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("driftgauge: ")
+    ]
+    said = f"driftgauge: {second}: no column named 'region' (the config's fields)"
+    assert (code, ours) == (DataError.exit_code, [said])
     assert not output.exists()

@@ -29,7 +29,11 @@ from typing import Any, TypeVar
 
 from driftgauge.baseline.chunks import CHUNK_ROWS, arrow_chunk, plain_utf8, require_columns
 from driftgauge.baseline.csvfiles import empty_file, require_separator
-from driftgauge.baseline.datafiles import first_ragged_row, require_first_lines
+from driftgauge.baseline.datafiles import (
+    first_missing_column,
+    first_ragged_row,
+    require_first_lines,
+)
 from driftgauge.baseline.inputs import FORMATS, location_format, not_found
 from driftgauge.baseline.runner import PassState
 from driftgauge.config import FieldSpec
@@ -260,6 +264,10 @@ def read_data(session: Any, locations: Sequence[str], fields: Sequence[FieldSpec
         if not group:
             continue
         require_first_lines(group)
+        # Spark takes a Parquet dataset's columns from one file and reads a field another
+        # lacks as missing, where a local build refuses that file.
+        if fmt == "parquet" and (missing := first_missing_column(group, fields)):
+            raise missing
         frame = _read(session, fmt, group)
         if fmt == "jsonl" and not frame.columns:  # empty files: no rows, as locally
             frame = session.createDataFrame([], ", ".join(f"`{f.name}` string" for f in fields))
