@@ -310,3 +310,33 @@ def test_fields_float32_merges_build_as_locally(tmp_path: Path, spark: Any) -> N
     built = build_baseline(config, spark.read.parquet(*map(str, paths)))
     assert_float64_fields(built)
     assert_same_baseline(built, local)
+
+
+def test_a_parquet_column_of_another_type_in_another_file_is_one_line(
+    tmp_path: Path,
+    spark: Any,
+    make_config: Callable[..., Config],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A numeric column written as integers in one Parquet file and floats in another (pandas
+    writes int64 for a column without gaps), which the local build reads, ended the command
+    with Spark's traceback (FAILED_READ_FILE.PARQUET_COLUMN_DATA_TYPE_MISMATCH: Spark reads a
+    column as one type); it is one line naming the file and the column, exit 4."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    make_config()
+    columns: dict[str, Any] = {"ash": [2.0] * 60, "region": ["north"] * 60, "class": ["a"] * 60}
+    pq.write_table(pa.table({"alcohol": list(range(60)), **columns}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"alcohol": [13.5] * 60, **columns}), tmp_path / "b.parquet")
+    data = [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]
+    arguments = ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", *data]
+    assert main([*arguments, "-o", str(tmp_path / "local.dgb"), "--workers", "1"]) == 0
+    capsys.readouterr()
+    code = main([*arguments, "-o", str(tmp_path / "spark.dgb"), "--spark", "local[2]"])
+    ours = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("driftgauge: ")
+    ]
+    assert code == DataError.exit_code and len(ours) == 1, ours
+    assert ours[0].startswith("driftgauge: ") and "b.parquet: column 'alcohol'" in ours[0]
+    assert not (tmp_path / "spark.dgb").exists()

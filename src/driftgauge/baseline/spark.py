@@ -66,6 +66,15 @@ _MALFORMED = "MALFORMED_RECORD_IN_PARSING"
 # extra ones dropped (and FAILFAST alone saw it only when a pass read every column).
 # A failed read names its file.
 _FAILED_FILE = re.compile(r"while reading file (\S+?)\.?\s")
+# Spark reads a Parquet column as the type one file gives it, and fails on a file giving it
+# another (integers in one file, floats in another: pandas writes int64 for a column without
+# gaps).  Spark 4's words, then Spark 3.5's.
+_PARQUET_TYPE = re.compile(
+    r"reading file (?:file://)?(\S+?)\. Data type mismatches when reading Parquet column "
+    r"\[(.+?)\]\. Expected Spark type (\w+), actual Parquet type (\w+)"
+    r"|cannot be converted in file (?:file:(?://)?)?(\S+?)\. Column: \[(.+?)\], "
+    r"Expected: (\w+), Found: (\w+)"
+)
 # A URL of a scheme without a Hadoop file system on Spark's classpath (s3:// or s3a://
 # without hadoop-aws, gs:// without the GCS connector).
 _NO_FILE_SYSTEM = re.compile(r"UnsupportedFileSystemException: (.+)")
@@ -282,13 +291,20 @@ def read_data(session: Any, locations: Sequence[str], fields: Sequence[FieldSpec
 def _read_error(exc: Exception, source: str, files: Sequence[str] = ()) -> Exception:
     """The DataError of a Spark job's failure reading ``source``'s text (``exc`` itself if
     it is not one): a value that is not UTF-8 (see _BYTES), a CSV row of another cell count
-    than its header (named by its line in ``files``), a line that is not JSON, a scheme
-    Spark has no file system for."""
+    than its header (named by its line in ``files``), a line that is not JSON, a Parquet
+    column of another type than in another file, a scheme Spark has no file system for."""
     said = str(exc)
     if (missing := _NO_FILE_SYSTEM.search(said)) is not None:
         return DataError(f"{source}: Spark cannot read it: {missing[1]}")
     if "MALFORMED_CHARACTER_CODING" in said or _NOT_UTF8 in said:
         return DataError(f"{source}: cannot read CSV data: not UTF-8 text: save the file as UTF-8")
+    if (typed := _PARQUET_TYPE.search(said)) is not None:
+        name, column, expected, found = (g for g in typed.groups() if g is not None)
+        return DataError(
+            f"{name}: column {column!r} is {found.lower()} where another Parquet file's is "
+            f"{expected}: Spark reads a column as one type; write it as one in every file "
+            "(float64 for a numeric field), or build locally or with --dask"
+        )
     failed = _FAILED_FILE.search(said)
     name = failed[1] if failed else ""
     if _MALFORMED in said and FORMATS.get(os.path.splitext(name)[1].lower()) == "csv":
