@@ -386,3 +386,26 @@ def test_an_empty_json_lines_file_before_others_holds_no_rows_and_hides_none(
         counts(build_baseline(config, read_data([str(empty), str(path)], config.columns))) == local
     )
     assert not len(read_data([str(empty), str(empty)], config.columns).compute())
+
+
+def test_json_lines_nan_and_big_integers_read_as_locally(
+    tmp_path: Path, dask_client: Any, make_config: Callable[..., Config]
+) -> None:
+    """Python's json writes a float NaN as NaN: it is NaN in the local build, where Dask
+    counted it missing (pandas holds a gap as NaN); an integer beyond int64 stopped the Dask
+    build ('Value is too big!'); both read as locally, JSON's own reader's values."""
+    import json
+
+    config = make_config()
+    columns: dict[str, list[Any]] = training_rows(1_000)
+    for index in range(0, 1_000, 10):
+        columns["alcohol"][index] = float("nan") if index % 20 else None
+    columns["ash"][7] = 10**30
+    rows = [
+        dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)
+    ]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    local = counts(build_baseline(config, [path], workers=1))
+    assert local["alcohol invalid"][0] == 50 and local["alcohol"][4] == 50
+    assert counts(build_baseline(config, read_data([str(path)], config.columns))) == local

@@ -22,12 +22,14 @@ again.  Dask is imported only when a runner runs (the
 
 In a partition whose numbers pandas holds as NumPy floats a missing number is a
 ``NaN``: a missing value and a ``NaN`` in the data are both counted as missing.
-:func:`read_data` reads Parquet and CSV with Arrow types, which keep them apart.
+:func:`read_data` keeps them apart: Parquet and CSV numbers are Arrow-backed, JSON Lines
+ones Python values.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import pickle
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -53,6 +55,7 @@ from driftgauge.baseline.datafiles import (
 from driftgauge.baseline.inputs import is_glob, location_format, not_found
 from driftgauge.baseline.passes import ClassPass, SketchPass
 from driftgauge.baseline.runner import PassState
+from driftgauge.canonical import canonical_category, is_missing
 from driftgauge.config import FieldSpec
 from driftgauge.exceptions import DataError, first_line
 from driftgauge.sketches.classes import KeyArray
@@ -69,7 +72,7 @@ __all__ = [
 
 INSTALL = "pip install 'driftgauge[dask]'"
 PARTITION_BYTES = 32 << 20  # what the CLI's readers aim at (as local.PART_BYTES)
-JSONL_BLOCK_BYTES = 64 << 20  # a JSON Lines partition's (pandas' reader holds it as text)
+JSONL_BLOCK_BYTES = 64 << 20  # a JSON Lines partition's (read whole, as text, by _json_lines)
 
 S = TypeVar("S", bound=PassState)
 Keys = list[dict[str, KeyArray]]  # a partition's chunks' sorted class keys, by field
@@ -258,24 +261,25 @@ def _chunks(frame: Any, fields: Sequence[FieldSpec], source: str) -> Iterator[Ch
         if len(frame):
             yield arrow_chunk(pa.table({"_": pa.nulls(len(frame))}), fields, source)
         return
-    listed: list[FieldSpec] = []
-    try:
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        # Numbers and text in a column of Python objects (a CSV column holding cells that are
-        # not numbers, see _csv_numbers), which Arrow cannot hold: read value by value.
-        listed = [f for f in fields if f.type == "numeric" and frame[f.name].dtype == object]
-        table = pa.Table.from_pandas(
-            frame.drop(columns=[f.name for f in listed]), preserve_index=False
-        )
+    # A numeric field of Python objects (_json_lines; _csv_numbers where a cell is not a
+    # number) keeps a NaN apart from missing (pandas' conversion takes it for missing), and
+    # is read value by value when Arrow holds no column of its values (numbers and text).
+    columns, listed = {}, []
+    for spec in fields:
+        python = spec.type == "numeric" and frame[spec.name].dtype == object
+        try:
+            columns[spec.name] = pa.array(frame[spec.name], from_pandas=not python)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            if not python:
+                raise
+            listed.append(spec)
     typed = [f for f in fields if f not in listed]
+    table = pa.table(columns)
     for start in range(0, len(frame), CHUNK_ROWS):
         chunk = arrow_chunk(table.slice(start, CHUNK_ROWS), typed, source)
         rows = frame.iloc[start : start + CHUNK_ROWS]
-        columns = chunk.columns | {
-            f.name: column_from_list(rows[f.name].tolist(), f) for f in listed
-        }
-        yield Chunk(len(rows), {f.name: columns[f.name] for f in fields}, 0)
+        read = chunk.columns | {f.name: column_from_list(rows[f.name].tolist(), f) for f in listed}
+        yield Chunk(len(rows), {f.name: read[f.name] for f in fields}, 0)
 
 
 @contextmanager
@@ -407,24 +411,53 @@ def _read(dd: Any, fmt: str, group: list[str], types: dict[str, str]) -> Any:
     return frame.map_partitions(_csv_numbers, numeric, meta=meta)
 
 
-def _json_lines(source: Any, types: dict[str, str], **options: Any) -> Any:
-    """A block of JSON Lines read by pandas as the config's columns (``types``), the same in
-    every block, as the local build reads them: a column no field reads is left out, a field
-    no line of the block has is missing, and a numeric one is Python objects (numbers, None
-    where missing, a string or boolean beside them: :func:`_chunks` reads those value by
-    value), where pandas made a field some lines lack ``NaN``.
+def _json_lines(source: Any, types: dict[str, str], **_: Any) -> Any:
+    """A block of JSON Lines as the config's columns (``types``), read with the standard
+    library's ``json`` as the local build reads them (``NaN`` is NaN, an integer of any size
+    a number): numeric fields as Python objects, None where missing or absent
+    (:func:`_chunks` reads them value by value), categorical ones as their canonical text.
 
-    Dask compares each block's columns and types with the first's ('Metadata mismatch
-    found in from_delayed'): a field's first string, or another column's, past the first
-    block stopped the build.
+    The columns and types are the same in every block: Dask compares each block's with the
+    first's ('Metadata mismatch found in from_delayed'), and pandas' reader gave a field's
+    first string, or another column's, past the first block other ones.
     """
     import pandas as pd
 
-    frame = pd.read_json(source, **options).reindex(columns=list(types))
+    # One array of the lines: half the time of a json.loads per line (and of pandas').
+    lines = [line for line in source if line.strip()]
+    try:
+        records = json.loads("[" + ",".join(lines) + "]")
+    except json.JSONDecodeError as exc:  # its position is within the block
+        raise ValueError(f"a line is not JSON ({exc.msg})") from None
+    if len(records) != len(lines) or not all(isinstance(r, dict) for r in records):
+        raise ValueError("a line is not a JSON object")
+    columns = {}
     for name, kind in types.items():
-        column = frame[name].astype(object if kind == "float64" else "string")
-        frame[name] = column.where(column.notna(), None) if kind == "float64" else column
-    return frame
+        values = [record.get(name) for record in records]
+        if kind == "float64":
+            columns[name] = pd.Series(values, dtype=object)
+        else:
+            columns[name] = pd.Series(_spelled(values), dtype="string")
+    return pd.DataFrame(columns)
+
+
+def _spelled(values: list[Any]) -> list[str | None]:
+    """Each JSON value's canonical category (None where missing), spelled once per distinct
+    value (by type: ``True`` and ``1`` are equal keys)."""
+    spelled: dict[tuple[type, Any], str | None] = {}
+    result = []
+    for value in values:
+        try:
+            key = (type(value), value)
+            text = spelled[key] if key in spelled else spelled.setdefault(key, _category(value))
+        except TypeError:  # a list or an object: not a key
+            text = _category(value)
+        result.append(text)
+    return result
+
+
+def _category(value: Any) -> str | None:
+    return None if is_missing(value) else canonical_category(value)
 
 
 def _csv_numbers(frame: Any, names: Sequence[str]) -> Any:
