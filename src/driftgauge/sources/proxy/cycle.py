@@ -8,7 +8,13 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from driftgauge.sources.proxy.heads import CONTINUE, error_response, last_chunk, response_head
+from driftgauge.sources.proxy.heads import (
+    CONTINUE,
+    chunked_codings,
+    error_response,
+    last_chunk,
+    response_head,
+)
 from driftgauge.typing import Record
 
 if TYPE_CHECKING:
@@ -322,6 +328,16 @@ class Cycle:
 
     def response_headers_complete(self, upstream: UpstreamProtocol) -> None:
         client = self.client
+        headers = self.response_headers
+        has_length = any(n.lower() == b"content-length" for n, _ in headers)
+        transfer = [v for n, v in headers if n.lower() == b"transfer-encoding"]
+        # Framing that could be read two ways (the parser lets some through, with an HTTP
+        # version it does not speak) is refused, as the native core refuses it.
+        if (transfer and (has_length or not chunked_codings(transfer))) or (
+            upstream.parser.get_http_version() not in ("1.0", "1.1")
+        ):
+            client.upstream_failed(upstream, "bad_response")
+            return
         status = upstream.parser.get_status_code()
         if 100 <= status < 200:
             # 100 Continue was answered by us; pass on e.g. 103 Early Hints, but not to HTTP/1.0,
@@ -331,11 +347,8 @@ class Cycle:
             return
         self.status = status
         self.deadline = time.monotonic() + self.server.timeout
-        headers = self.response_headers
         self.response_head_fields = len(headers)
-        has_length = any(n.lower() == b"content-length" for n, _ in headers)
-        transfer = b", ".join([v for n, v in headers if n.lower() == b"transfer-encoding"])
-        upstream_chunked = b"chunked" in transfer.lower()
+        upstream_chunked = bool(transfer)
         no_body = self.method == b"HEAD" or status in (204, 304)
         self.close_delimited = not has_length and not upstream_chunked and not no_body
         self.response_chunked = (upstream_chunked or self.close_delimited) and not no_body
@@ -353,7 +366,7 @@ class Cycle:
         connection = b"close" if not self.keep_alive else b"keep-alive" if self.http10 else b""
         framing = b""
         if self.response_chunked:  # the upstream's codings (gzip stays in the bytes), or ours
-            framing = transfer if upstream_chunked else b"chunked"
+            framing = b", ".join(transfer).rstrip(b" ") if upstream_chunked else b"chunked"
         client.write(
             response_head(status, self.response_reason, headers, id_line, framing, connection)
         )

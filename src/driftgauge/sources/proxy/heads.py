@@ -4,6 +4,7 @@ and its own error answers to the client."""
 from __future__ import annotations
 
 import http
+import re
 from collections.abc import Callable
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "CONTINUE",
     "HOP_BY_HOP",
     "STATUS_LINES",
+    "chunked_codings",
     "error_response",
     "h2c_replay",
     "last_chunk",
@@ -54,6 +56,28 @@ _REPLACED = (b"expect", b"x-forwarded-for")
 _REPLACED_AND_HOST = (*_REPLACED, b"host")
 
 RequestHead = tuple[bytes, bool, int | None, bool, str | None, bool]
+
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def chunked_codings(values: list[bytes]) -> bool:
+    """Whether a response's ``Transfer-Encoding`` values plainly frame a chunked body: tokens
+    apart by commas and spaces, ``chunked`` the last and only there.
+
+    Anything else is a bad response (the native core's ``chunked_codings`` says the same): an
+    empty coding or a parameter the parser may read otherwise, a tab it keeps in the value
+    (``chunked\t`` is another coding to it), a body delimited by the close under codings the
+    client would not be told of.
+    """
+    if any(b"\t" in value for value in values):
+        return False
+    codings = [coding.strip(b" ").lower() for coding in b",".join(values).split(b",")]
+    return (
+        codings[-1] == b"chunked"
+        and b"chunked" not in codings[:-1]
+        and all(_TOKEN.fullmatch(coding) for coding in codings)
+    )
 
 
 def h2c_replay(

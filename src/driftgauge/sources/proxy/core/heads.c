@@ -28,6 +28,27 @@ static int bare_lf(const char *p, size_t n) {
     return 0;
 }
 
+/* Whether a response's Transfer-Encoding list `v` (its fields joined by ", ") plainly frames a
+ * chunked body: tokens apart by commas and spaces, chunked the last and only there.  Anything
+ * else (an empty coding, a parameter, a body closed-delimited under codings the client is not
+ * told of) is a bad response, as the Python proxy reads it (heads.chunked_codings). */
+static int chunked_codings(const char *v, size_t n) {
+    const char *end = v + n;
+    int chunked = 0;
+    for (;;) {
+        const char *comma = memchr(v, ',', (size_t)(end - v));
+        const char *a = v, *b = comma ? comma : end;
+        while (a < b && *a == ' ') a++;
+        while (b > a && b[-1] == ' ') b--;
+        if (a == b || chunked) return 0;  /* an empty coding, or one after chunked */
+        for (const char *q = a; q < b; q++)
+            if (!is_tchar((unsigned char)*q)) return 0;
+        chunked = lower_eq(a, (size_t)(b - a), "chunked");
+        if (!comma) return chunked;
+        v = comma + 1;
+    }
+}
+
 typedef struct {
     const char *name, *value;
     size_t name_len, value_len;

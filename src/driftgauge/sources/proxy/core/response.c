@@ -71,21 +71,27 @@ static int response_head(Core *core, Client *c, Upstream *u, size_t head_len) {
     int interim = status < 200;
     /* connection tokens name more hop-by-hop fields */
     Buf transfer = {0};
-    int chunked = 0, close_token = 0, has_length = 0, keep_alive_token = 0, echoed = 0;
+    int chunked = 0, close_token = 0, has_length = 0, has_transfer = 0, keep_alive_token = 0, echoed = 0;
     long long length = -1;
     for (int i = 0; i < n; i++) {
         Field *f = &fields[i];
         if (lower_eq(f->name, f->name_len, "transfer-encoding")) {
-            if (transfer.len) buf_add(&transfer, ", ", 2);
+            /* a tab after the value's start: the Python proxy's parser reads "chunked\t" as
+             * another coding, where the value is chunked once the tab is trimmed */
+            const char *cr = memchr(f->value, '\r', (size_t)(end - f->value));
+            if (memchr(f->value, '\t', (size_t)(cr - f->value))) goto bad;
+            if (has_transfer) buf_add(&transfer, ", ", 2);
             buf_add(&transfer, f->value, f->value_len);
+            has_transfer = 1;
         } else if (lower_eq(f->name, f->name_len, "content-length")) {
             long long v = 0;
-            if (f->value_len == 0 || f->value_len > 18) goto bad;
+            /* one field, one value: a duplicate, even an identical one, is refused (RFC 9110,
+             * 8.6 lets a recipient do so; the Python proxy's parser does) */
+            if (has_length || f->value_len == 0 || f->value_len > 18) goto bad;
             for (size_t k = 0; k < f->value_len; k++) {
                 if (f->value[k] < '0' || f->value[k] > '9') goto bad;
                 v = v * 10 + (f->value[k] - '0');
             }
-            if (has_length && v != length) goto bad;
             has_length = 1;
             length = v;
         } else if (lower_eq(f->name, f->name_len, "connection")) {
@@ -95,16 +101,10 @@ static int response_head(Core *core, Client *c, Upstream *u, size_t head_len) {
             echoed = 1;
         }
     }
-    if (transfer.len) {
-        /* chunked is the last coding when present */
-        const char *t = transfer.p + transfer.len;
-        size_t k = transfer.len;
-        while (k && (t[-1] == ' ' || t[-1] == '\t')) t--, k--;
-        chunked = k >= 7 && strncasecmp(t - 7, "chunked", 7) == 0;
-        if (chunked && has_length) {
-            buf_free(&transfer);
-            return -1;
-        }
+    if (has_transfer) {
+        /* with a Content-Length too, the two framings could be read either way (RFC 9112, 6.3) */
+        if (has_length || !transfer.len || !chunked_codings(transfer.p, transfer.len)) goto bad;
+        chunked = 1;
     }
     Buf *out = &c->s.out;
     int no_body = c->is_head || status == 204 || status == 304;
@@ -162,6 +162,46 @@ bad:
     return -1;
 }
 
+/* The size a chunk-size line (`p` up to its CR at `eol`) gives, or -1 when it is malformed:
+ * hex digits, then chunk extensions read as the Python proxy's parser (llhttp) reads them,
+ * with no whitespace (RFC 9112, 7.1.1's BWS, which it refuses) and `;` `name` [`=` token or
+ * quoted-string] each, so the two engines take and refuse the same lines. */
+static long long chunk_size(const char *p, const char *eol) {
+    long long size = 0;
+    const char *q = p;
+    for (; q < eol; q++) {
+        char ch = *q;
+        int d = (ch >= '0' && ch <= '9') ? ch - '0' : (ch >= 'a' && ch <= 'f') ? ch - 'a' + 10
+              : (ch >= 'A' && ch <= 'F') ? ch - 'A' + 10 : -1;
+        if (d < 0) break;
+        if (size > (LLONG_MAX >> 4)) return -1;
+        size = size * 16 + d;
+    }
+    if (q == p) return -1;
+    while (q < eol) {
+        if (*q++ != ';' || q == eol) return -1;
+        while (q < eol && is_tchar((unsigned char)*q)) q++;
+        if (q < eol && *q == '=') {
+            q++;
+            if (q < eol && *q == '"') {
+                for (q++;; q++) {
+                    if (q == eol) return -1;
+                    unsigned char ch = (unsigned char)*q;
+                    if (ch == '"') break;
+                    if (ch == '\\' && ++q == eol) return -1;
+                    ch = (unsigned char)*q;
+                    if ((ch < 0x20 && ch != '\t') || ch == 0x7f) return -1;
+                }
+                q++;
+            } else {
+                while (q < eol && is_tchar((unsigned char)*q)) q++;
+            }
+        }
+        if (q < eol && *q != ';') return -1;
+    }
+    return size;
+}
+
 static void bad_response(Core *core, Client *c) {
     answer(core, c, 502, "bad_response", "bad response from upstream", C_BAD_RESPONSE);
 }
@@ -213,8 +253,11 @@ static void upstream_process(Core *core, Upstream *u) {
             }
             size_t line = (size_t)(eol + 2 - in->p);
             if (c->rstate == R_TRAILER) {
-                Field field;  /* relayed verbatim: a plain `name: value` line only */
-                if (line > 2 && split_fields(in->p, in->p + line, &field, 1) != 1) {
+                /* relayed verbatim: a plain `name: value` line only, and no Content-Length,
+                 * which the Python proxy's parser refuses beside chunked there too */
+                Field field;
+                if (line > 2 && (split_fields(in->p, in->p + line, &field, 1) != 1 ||
+                                 lower_eq(field.name, field.name_len, "content-length"))) {
                     bad_response(core, c);
                     return;
                 }
@@ -226,31 +269,15 @@ static void upstream_process(Core *core, Upstream *u) {
                 }
                 break;
             }
-            long long size = 0;
-            size_t k = 0;
-            for (; in->p + k < eol; k++) {
-                char ch = in->p[k];
-                int d = (ch >= '0' && ch <= '9') ? ch - '0' : (ch >= 'a' && ch <= 'f') ? ch - 'a' + 10
-                      : (ch >= 'A' && ch <= 'F') ? ch - 'A' + 10 : -1;
-                if (d < 0) break;
-                if (k >= 15) {
-                    bad_response(core, c);
-                    return;
-                }
-                size = size * 16 + d;
-            }
-            if (k == 0 || (in->p + k < eol && in->p[k] != ';' && in->p[k] != ' ' && in->p[k] != '\t')) {
+            long long size = chunk_size(in->p, eol);
+            if (size < 0) {
                 bad_response(core, c);
                 return;
             }
-            for (const char *q = in->p + k; q < eol; q++) {  /* the extension, relayed verbatim */
-                unsigned char ch = (unsigned char)*q;
-                if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
-                    bad_response(core, c);
-                    return;
-                }
-            }
-            relay(c, in->p, line);
+            /* the proxy's own size line: an extension goes no further, as on the Python proxy */
+            char l[24];
+            int k = snprintf(l, sizeof l, "%llx\r\n", size);
+            relay(c, l, (size_t)k);
             buf_drop(in, line);
             if (size == 0) c->rstate = R_TRAILER;
             else {

@@ -1,0 +1,177 @@
+"""How the proxy reads a message's framing: the same bytes sent to both engines (the
+``proxy_engine`` fixture) get the same answer, the stricter reading where RFC 9112 leaves one
+open, as a framing read two ways is how requests are smuggled and responses split.
+
+A scripted upstream on loopback sends each response's exact bytes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from tests.proxy_upstream import RawUpstream, raw_client, raw_upstream
+from tests.sources.proxy_support import StartProxy
+
+pytestmark = pytest.mark.usefixtures("proxy_engine")  # both engines (tests/conftest.py)
+
+CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def _serving(response: bytes) -> Any:
+    async def script(raw: RawUpstream, reader: asyncio.StreamReader, writer: Any) -> None:
+        while await raw.read_request(reader) is not None:
+            writer.write(response)
+            await writer.drain()
+
+    return script
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"Content-Length: 5\r\nContent-Length: 5\r\n",  # RFC 9110, 8.6: MAY be refused
+        b"Content-Length: 5, 5\r\n",
+        b"Transfer-Encoding: \r\nContent-Length: 5\r\n",  # an empty coding list beside a length
+        b"Transfer-Encoding: identity\r\nContent-Length: 5\r\n",
+        b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+        b"Transfer-Encoding: \r\n",
+        b"Transfer-Encoding: chunked\t\r\n",  # chunked to one reader, another coding to the next
+        b"Transfer-Encoding: chunked,\r\n",
+        b"Transfer-Encoding: xchunked\r\n",
+        b"Transfer-Encoding: chunked;q=1\r\n",
+        b"Transfer-Encoding: chunked, gzip\r\n",
+        b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",  # chunked twice
+        b"Transfer-Encoding: gzip\r\n",  # closed-delimited under a coding the client is not told of
+    ],
+    ids=[
+        "duplicate-length",
+        "length-list",
+        "empty-coding-and-length",
+        "identity-and-length",
+        "chunked-and-length",
+        "empty-coding",
+        "chunked-tab",
+        "chunked-comma",
+        "xchunked",
+        "chunked-parameter",
+        "chunked-not-last",
+        "chunked-twice",
+        "gzip-not-chunked",
+    ],
+)
+async def test_a_response_head_framed_ambiguously_is_a_bad_response(
+    start_proxy: StartProxy, head: bytes
+) -> None:
+    """A response whose Content-Length or Transfer-Encoding a recipient could read otherwise than
+    the proxy (or one it could relay only by changing its codings) is answered 502 bad_response,
+    none of it relayed, and the client's connection serves its next request."""
+    response = b"HTTP/1.1 200 OK\r\n" + head + b"\r\n" + b"hello"
+    async with raw_upstream(_serving(response)) as bad:
+        proxy = await start_proxy(bad.port)
+        async with raw_client(proxy.port) as client:
+            first = await client.request("GET", "/x")
+            second = await client.request("GET", "/x")
+    assert (first.status, second.status) == (502, 502)
+    assert b"hello" not in first.body
+    assert proxy.source_sample("driftgauge_upstream_errors_total", reason="bad_response") == 2
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        b"HTTP/2.0 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/0.9 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+    ],
+    ids=["http2", "http09"],
+)
+async def test_a_response_in_another_http_version_is_a_bad_response(
+    start_proxy: StartProxy, response: bytes
+) -> None:
+    """A response head in a version other than HTTP/1.0 or 1.1 is not relayed as HTTP/1.1."""
+    async with raw_upstream(_serving(response)) as bad:
+        proxy = await start_proxy(bad.port)
+        async with raw_client(proxy.port) as client:
+            answer = await client.request("GET", "/x")
+    assert answer.status == 502
+    assert proxy.source_sample("driftgauge_upstream_errors_total", reason="bad_response") == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"2 \r\nok\r\n0\r\n\r\n",  # whitespace after the size: RFC 9112's BWS, before no ";"
+        b"2\t\r\nok\r\n0\r\n\r\n",
+        b"2 ;a=b\r\nok\r\n0\r\n\r\n",  # BWS before ";": valid, but the parsers on the way differ
+        b"2;\r\nok\r\n0\r\n\r\n",  # an empty extension
+        b"2; a\r\nok\r\n0\r\n\r\n",
+        b"2;a=b;\r\nok\r\n0\r\n\r\n",
+        b"2;a=b=c\r\nok\r\n0\r\n\r\n",
+        b'2;a="b\r\nok\r\n0\r\n\r\n',  # a quoted string left open
+        b"2;a b\r\nok\r\n0\r\n\r\n",
+        b"2\r\nok\r\n0\r\nContent-Length: 9\r\n\r\n",  # framing in the trailer section
+    ],
+    ids=[
+        "size-space",
+        "size-tab",
+        "space-before-extension",
+        "empty-extension",
+        "space-after-semicolon",
+        "extension-then-semicolon",
+        "two-equals",
+        "open-quote",
+        "space-in-extension",
+        "trailer-length",
+    ],
+)
+async def test_a_malformed_chunk_line_cuts_the_response(
+    start_proxy: StartProxy, body: bytes
+) -> None:
+    """A chunk-size line outside the grammar both engines read (hex digits, then ``;name`` or
+    ``;name=value`` with no whitespace) or a Content-Length trailer field: the response is cut
+    there, its data not relayed, counted bad_response."""
+    async with raw_upstream(_serving(CHUNKED + body)) as bad:
+        proxy = await start_proxy(bad.port)
+        async with raw_client(proxy.port) as client:
+            await client.send(b"GET /x HTTP/1.1\r\nHost: p\r\n\r\n")
+            async with asyncio.timeout(5):
+                received = await client.reader.read()
+    head, _, rest = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert not rest.endswith(b"0\r\n\r\n")  # never a whole message
+    if not body.startswith(b"2\r\n"):
+        assert b"ok" not in rest
+    assert proxy.source_sample("driftgauge_upstream_errors_total", reason="bad_response") == 1
+
+
+@pytest.mark.parametrize(
+    ("transfer", "body"),
+    [
+        (b"chunked", b"2;a=b\r\nok\r\n0\r\n\r\n"),
+        (b"chunked", b'2;a="b c";d\r\nok\r\n0;x=y\r\n\r\n'),
+        (b"chunked", b"002\r\nok\r\n0\r\n\r\n"),
+        (b"Chunked ", b"2\r\nok\r\n0\r\n\r\n"),
+        (b"gzip, chunked", b"2\r\nok\r\n0\r\n\r\n"),
+    ],
+    ids=["extension", "quoted-extension", "leading-zeros", "letter-case", "gzip-chunked"],
+)
+async def test_a_well_framed_chunked_response_is_relayed_without_extensions(
+    start_proxy: StartProxy, transfer: bytes, body: bytes
+) -> None:
+    """Chunk extensions and sizes both engines read alike are relayed as the proxy's own
+    chunk-size lines (an extension goes no further), the codings as they came."""
+    response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + transfer + b"\r\n\r\n" + body
+    async with raw_upstream(_serving(response)) as good:
+        proxy = await start_proxy(good.port)
+        async with raw_client(proxy.port) as client:
+            await client.send(b"GET /x HTTP/1.1\r\nHost: p\r\n\r\n")
+            async with asyncio.timeout(5):
+                received = await client.reader.readuntil(b"\r\n0\r\n\r\n")
+            again = await client.request("GET", "/x")
+    head, _, chunks = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\ntransfer-encoding: " + transfer.strip() in head
+    assert chunks == b"2\r\nok\r\n0\r\n\r\n"
+    assert again.body == b"ok"
+    assert proxy.source_sample("driftgauge_upstream_errors_total", reason="bad_response") == 0
