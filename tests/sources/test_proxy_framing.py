@@ -1,6 +1,7 @@
 """How the proxy reads a message's framing: the same bytes sent to both engines (the
 ``proxy_engine`` fixture) get the same answer, the stricter reading where RFC 9112 leaves one
-open, as a framing read two ways is how requests are smuggled and responses split.
+open, as a framing read two ways is how requests are smuggled and responses split; and where
+one request ends and the next begins on a connection (pipelining, a client's half-close).
 
 A scripted upstream on loopback sends each response's exact bytes."""
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.proxy_upstream import RawUpstream, raw_client, raw_upstream
+from tests.proxy_upstream import DOC, RawUpstream, Upstream, raw_client, raw_upstream
 from tests.sources.proxy_support import StartProxy
 
 pytestmark = pytest.mark.usefixtures("proxy_engine")  # both engines (tests/conftest.py)
@@ -175,3 +176,38 @@ async def test_a_well_framed_chunked_response_is_relayed_without_extensions(
     assert chunks == b"2\r\nok\r\n0\r\n\r\n"
     assert again.body == b"ok"
     assert proxy.source_sample("driftgauge_upstream_errors_total", reason="bad_response") == 0
+
+
+GET = b"GET /doc HTTP/1.1\r\nHost: p\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("requests", "bodies"),
+    [
+        (GET * 3, [DOC, DOC, DOC]),
+        (b"POST /echo HTTP/1.1\r\nHost: p\r\nContent-Length: 3\r\n\r\nabc" + GET, [b"abc", DOC]),
+        (GET + b"GET /doc HTTP/1.0\r\n\r\n", [DOC, DOC]),  # handed over by the native core
+        (
+            GET + b"POST /echo HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n\r\n",
+            [DOC, b"abc"],
+        ),
+        (GET + b"GET /doc HTTP/1.1\r\nHo", [DOC]),  # a head cut short: nothing to answer
+    ],
+    ids=["three-gets", "post-then-get", "then-http10", "then-chunked", "then-part-of-a-head"],
+)
+async def test_pipelined_requests_before_a_half_close_are_all_answered(
+    upstream: Upstream, start_proxy: StartProxy, requests: bytes, bodies: list[bytes]
+) -> None:
+    """A client that sends its requests in one write and then shuts its writing side down gets
+    every answer in order, the last saying ``Connection: close``, then the connection closes (as
+    nginx with ``proxy_ignore_client_abort on``); only the first was answered before."""
+    proxy = await start_proxy(upstream.port)
+    async with raw_client(proxy.port) as client:
+        await client.send(requests)
+        client.writer.write_eof()
+        answers = [await client.response() for _ in bodies]
+        assert await client.closed()
+    assert [answer.body for answer in answers] == bodies
+    assert [answer.header("connection") for answer in answers][-1] == "close"
+    assert all(answer.header("connection") is None for answer in answers[:-1])

@@ -160,11 +160,13 @@ class ClientProtocol(asyncio.Protocol):
                 data = replay + data[upgrade.args[0] :]
 
     def eof_received(self) -> bool | None:
-        # A client may half-close after its last request: answer what is in flight, then close.
-        for cycle in (self.active, *self.pending):
-            if cycle is not None:
-                cycle.keep_alive = False
-        return True if self.active is not None or self.pending else None
+        # A client may half-close after its last request: answer what is in flight, every
+        # pipelined request in order, then close after the last of them.
+        last = self.pending[-1] if self.pending else self.active
+        if last is None:
+            return None
+        last.keep_alive = False
+        return True
 
     def pause_writing(self) -> None:
         upstream = self.upstream

@@ -199,6 +199,14 @@ static void settle(Core *core, Client *c) {
     if (c->handoff_wanted && !waiting && !c->ex && !c->closing) hand_over(core, c);
 }
 
+/* Whether the exchange in progress is the connection's last: its request said close, or the
+ * client half-closed with no whole head after it (the pipelined requests it sent before that
+ * are all answered first, as nginx and the Python proxy do). */
+static int last_exchange(const Client *c) {
+    const Buf *in = &c->s.in;
+    return c->last || (c->eof && (!in->len || !memmem(in->p, in->len, "\r\n\r\n", 4)));
+}
+
 /* The exchange is over (answered): the connection's next request, or its end. */
 static void exchange_over(Core *core, Client *c) {
     int req_done = c->req_done;
@@ -210,7 +218,7 @@ static void exchange_over(Core *core, Client *c) {
     buf_clear(&c->cap_req);
     buf_clear(&c->cap_resp);
     if (!req_done) c->discard = remaining;  /* answered early: read and drop the rest */
-    if (c->eof || c->last) {  /* the client half-closed, or said close: its last answer */
+    if (last_exchange(c)) {
         client_close(core, c, 0);
         return;
     }

@@ -145,7 +145,7 @@ copy_fields:
         add_field(out, core->request_id_header.p, core->request_id_header.len, c->request_id.p, c->request_id.len);
     if (!no_body && chunked) add_field(out, "transfer-encoding", 17, transfer.p, transfer.len);
     else if (close_delimited) add_field(out, "transfer-encoding", 17, "chunked", 7);
-    if (c->eof || c->last) add_field(out, "connection", 10, "close", 5);
+    if (last_exchange(c)) add_field(out, "connection", 10, "close", 5);
     buf_add(out, "\r\n", 2);
     buf_free(&transfer);
     c->head_sent = 1;
