@@ -211,3 +211,21 @@ async def test_pipelined_requests_before_a_half_close_are_all_answered(
     assert [answer.body for answer in answers] == bodies
     assert [answer.header("connection") for answer in answers][-1] == "close"
     assert all(answer.header("connection") is None for answer in answers[:-1])
+
+
+@pytest.mark.parametrize("half_close", [False, True], ids=["open", "half-closed"])
+async def test_a_malformed_request_pipelined_behind_a_good_one_is_answered_after_it(
+    upstream: Upstream, start_proxy: StartProxy, half_close: bool
+) -> None:
+    """The request before it gets its answer, then the malformed one its 400 and the connection
+    closes (the Python engine closed at once, the first request unanswered)."""
+    proxy = await start_proxy(upstream.port)
+    async with raw_client(proxy.port) as client:
+        await client.send(GET + b"THIS IS NOT HTTP\r\n\r\n")
+        if half_close:
+            client.writer.write_eof()
+        first = await client.response()
+        second = await client.response()
+        assert await client.closed()
+    assert (first.status, first.body, second.status) == (200, DOC, 400)
+    assert proxy.source_sample("driftgauge_client_errors_total", reason="bad_request") == 1

@@ -84,6 +84,7 @@ class ClientProtocol(asyncio.Protocol):
         self.last_parsed = False  # a request that ends the connection was parsed: read no more
         self.draining = False
         self.replay: bytes | None = None  # an ignored h2c offer's head, to parse again without it
+        self.rejection: bytes | None = None  # the answer to a bad request, after those before it
         self.head_bytes = 0  # bytes of the request head being parsed, but the read it began in
         # For the server's sweep: how many requests began here; since when (monotonic) it has
         # seen the connection wait on its client (0.0: not seen so), and how far it had got.
@@ -165,7 +166,8 @@ class ClientProtocol(asyncio.Protocol):
         last = self.pending[-1] if self.pending else self.active
         if last is None:
             return None
-        last.keep_alive = False
+        if self.rejection is None:  # else the rejection, answered after them, closes
+            last.keep_alive = False
         return True
 
     def pause_writing(self) -> None:
@@ -268,7 +270,10 @@ class ClientProtocol(asyncio.Protocol):
         if self.active is not None or self.closing:
             return
         if not self.pending:
-            if self.draining:
+            if self.rejection is not None:
+                self.write(self.rejection)
+                self.close(linger=True)
+            elif self.draining:
                 self.close()
             return
         cycle = self.pending.popleft()
@@ -291,8 +296,15 @@ class ClientProtocol(asyncio.Protocol):
 
     def _reject(self, status: int, reason: str, message: str) -> None:
         self.server.metrics.client_error(reason)
-        if self.active is None:
-            self.write(error_response(status, reason, message))
+        if self.active is not None:
+            # Pipelined behind requests still being answered: they are answered first, in
+            # order (RFC 9112, 9.3.2), then this, as nginx does and the native core (which
+            # hands the connection over only once they are).
+            self.rejection = error_response(status, reason, message)
+            self.last_parsed = True
+            self.flow.pause_reading()
+            return
+        self.write(error_response(status, reason, message))
         self.close(linger=True)
 
     # -- request parsing (httptools callbacks) ----------------------------
