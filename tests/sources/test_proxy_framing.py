@@ -229,3 +229,36 @@ async def test_a_malformed_request_pipelined_behind_a_good_one_is_answered_after
         assert await client.closed()
     assert (first.status, first.body, second.status) == (200, DOC, 400)
     assert proxy.source_sample("driftgauge_client_errors_total", reason="bad_request") == 1
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray", b"XYZ"],
+    ids=["a-response", "garbage"],
+)
+async def test_bytes_after_a_response_do_not_answer_the_next_pipelined_request(
+    start_proxy: StartProxy, extra: bytes
+) -> None:
+    """An upstream that sends more than the response asked for, in the same write (a response
+    nobody asked for, or garbage): the client's next pipelined request still gets its own
+    answer, from a connection in step (the Python engine handed the same connection straight to
+    it, its parser still reading those bytes: they answered it, a 502 or the stray response)."""
+
+    async def script(raw: RawUpstream, reader: asyncio.StreamReader, writer: Any) -> None:
+        while (request := await raw.read_request(reader)) is not None:
+            if request[0].startswith(b"GET /first "):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + extra)
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal")
+            await writer.drain()
+
+    async with raw_upstream(script) as sloppy:
+        proxy = await start_proxy(sloppy.port)
+        async with raw_client(proxy.port) as client:
+            await client.send(
+                b"GET /first HTTP/1.1\r\nHost: p\r\n\r\n" + GET.replace(b"/doc", b"/next")
+            )
+            first = await client.response()
+            second = await client.response()
+    assert (first.body, second.status, second.body) == (b"ok", 200, b"real")
+    assert proxy.source_sample("driftgauge_upstream_errors_total", reason="bad_response") == 0

@@ -82,6 +82,7 @@ class UpstreamProtocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.cycle: Cycle | None = None
         self.parser: Any = None
+        self.feeding: Cycle | None = None  # whom the bytes being parsed answer
         self.received_any = False
         self.usable = False
         self.reused = False
@@ -98,6 +99,10 @@ class UpstreamProtocol(asyncio.Protocol):
         self.cycle = cycle
         self.parser = httptools.HttpResponseParser(self)
         self.received_any = False
+        # Attached while a read is parsed (released to the pool at the end of a response, then
+        # taken at once by the client's next request): the rest of that read came before its
+        # request went out, so it answers nothing it asked (_current).
+        self.feeding = None
 
     def close(self) -> None:
         self.usable = False
@@ -113,11 +118,16 @@ class UpstreamProtocol(asyncio.Protocol):
         self.received_any = True
         client = cycle.client
         client.held = []
+        self.feeding = cycle
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserUpgrade, httptools.HttpParserError):
-            client.upstream_failed(self, "bad_response")
+            if self._current() is not None:
+                client.upstream_failed(self, "bad_response")
+            else:  # refused at its head, or bytes after the response it asked for
+                self.close()
         finally:
+            self.feeding = None
             client.flush()
 
     def eof_received(self) -> bool | None:
@@ -140,26 +150,37 @@ class UpstreamProtocol(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------
 
+    def _current(self) -> Cycle | None:
+        """The exchange the bytes being parsed answer: None once its response is over (the
+        connection released, or attached again to the next exchange)."""
+        cycle = self.cycle
+        return cycle if cycle is not None and cycle is self.feeding else None
+
     def on_message_begin(self) -> None:
-        if self.cycle is not None:
-            self.cycle.response_begin()
+        cycle = self._current()
+        if cycle is None:
+            # A response after the one asked for, in the same read: the connection is out of
+            # step (its next exchange, if any, is sent again on a new one: upstream_lost).
+            self.close()
+            return
+        cycle.response_begin()
 
     def on_status(self, reason: bytes) -> None:
-        if self.cycle is not None:
-            self.cycle.response_reason += reason
+        if (cycle := self._current()) is not None:
+            cycle.response_reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.cycle is not None:
-            self.cycle.response_headers.append((name, value))
+        if (cycle := self._current()) is not None:
+            cycle.response_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        if self.cycle is not None:
-            self.cycle.response_headers_complete(self)
+        if (cycle := self._current()) is not None:
+            cycle.response_headers_complete(self)
 
     def on_body(self, body: bytes) -> None:
-        if self.cycle is not None:
-            self.cycle.response_body(body)
+        if (cycle := self._current()) is not None:
+            cycle.response_body(body)
 
     def on_message_complete(self) -> None:
-        if self.cycle is not None:
-            self.cycle.response_complete(self)
+        if (cycle := self._current()) is not None:
+            cycle.response_complete(self)
