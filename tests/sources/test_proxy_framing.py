@@ -79,23 +79,46 @@ async def test_a_response_head_framed_ambiguously_is_a_bad_response(
     assert proxy.source_sample("driftgauge_upstream_errors_total", reason="bad_response") == 2
 
 
+def _fields(count: int, size: int) -> bytes:
+    return b"".join(b"X-%d: %s\r\n" % (i, b"v" * size) for i in range(count))
+
+
 @pytest.mark.parametrize(
     "response",
     [
         b"HTTP/2.0 200 OK\r\nContent-Length: 5\r\n\r\nhello",
         b"HTTP/0.9 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 099 Low\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\nhello",
+        b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\n" + _fields(129, 1) + b"Content-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\n" + _fields(70, 1000) + b"Content-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\n" + _fields(200, 1000),  # and no end: not waited for
     ],
-    ids=["http2", "http09"],
+    ids=[
+        "http2",
+        "http09",
+        "status-99",
+        "unasked-101",
+        "empty-line-first",
+        "129-fields",
+        "70-kib-head",
+        "endless-head",
+    ],
 )
-async def test_a_response_in_another_http_version_is_a_bad_response(
+async def test_a_response_head_one_engine_refuses_is_refused_by_both(
     start_proxy: StartProxy, response: bytes
 ) -> None:
-    """A response head in a version other than HTTP/1.0 or 1.1 is not relayed as HTTP/1.1."""
+    """A head in a version other than HTTP/1.0 or 1.1, a status below 100, a 101 no upgrade
+    was asked for, an empty line before the status line, more than 128 fields or more than
+    64 KiB: 502 bad_response at once, and nothing of it relayed (the Python engine relayed
+    each but the endless head, answered 504 after ``timeout``; the 101 it relayed, then a 502)."""
     async with raw_upstream(_serving(response)) as bad:
-        proxy = await start_proxy(bad.port)
+        proxy = await start_proxy(bad.port, timeout=60)
         async with raw_client(proxy.port) as client:
             answer = await client.request("GET", "/x")
     assert answer.status == 502
+    assert b"hello" not in answer.body
     assert proxy.source_sample("driftgauge_upstream_errors_total", reason="bad_response") == 1
 
 

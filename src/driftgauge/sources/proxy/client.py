@@ -19,6 +19,7 @@ from driftgauge.sources.proxy.flow import FlowControl
 from driftgauge.sources.proxy.heads import (
     BODY_METHODS,
     CONTINUE,
+    MAX_HEAD_BYTES,
     error_response,
     h2c_replay,
     request_head,
@@ -30,9 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ClientProtocol", "Lingering"]
 
-# A request line and header fields beyond this are refused (431), not buffered on and on; about
-# Envoy's default (60 KiB), past nginx's (4 lines of 8 KiB).
-MAX_HEAD_BYTES = 64 * 1024
 # How long a connection closed while its client was still sending reads on (Lingering).
 LINGER_SECONDS = 10.0
 

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from driftgauge.sources.proxy.heads import (
     CONTINUE,
+    MAX_FIELDS,
+    MAX_HEAD_BYTES,
     chunked_codings,
     error_response,
     last_chunk,
@@ -331,14 +333,23 @@ class Cycle:
         headers = self.response_headers
         has_length = any(n.lower() == b"content-length" for n, _ in headers)
         transfer = [v for n, v in headers if n.lower() == b"transfer-encoding"]
-        # Framing that could be read two ways (the parser lets some through, with an HTTP
-        # version it does not speak) is refused, as the native core refuses it.
-        if (transfer and (has_length or not chunked_codings(transfer))) or (
-            upstream.parser.get_http_version() not in ("1.0", "1.1")
+        parser = upstream.parser
+        status = parser.get_status_code()
+        # What the parser lets through and the native core refuses is refused here too: framing
+        # that could be read two ways, an HTTP version it does not speak, a status outside
+        # 100-999 or a 101 no upgrade was asked for (relayed, the client would switch), and a
+        # head past the core's bounds (the status line and fields as read, near enough).
+        if (
+            (transfer and (has_length or not chunked_codings(transfer)))
+            or parser.get_http_version() not in ("1.0", "1.1")
+            or status < 100
+            or status == 101
+            or len(headers) > MAX_FIELDS
+            or len(self.response_reason) + sum(len(n) + len(v) + 4 for n, v in headers) + 17
+            > MAX_HEAD_BYTES
         ):
             client.upstream_failed(upstream, "bad_response")
             return
-        status = upstream.parser.get_status_code()
         if 100 <= status < 200:
             # 100 Continue was answered by us; pass on e.g. 103 Early Hints, but not to HTTP/1.0,
             # which knows no interim responses (RFC 9110, 15.2).

@@ -12,6 +12,8 @@ __all__ = [
     "CHUNK_END",
     "CONTINUE",
     "HOP_BY_HOP",
+    "MAX_FIELDS",
+    "MAX_HEAD_BYTES",
     "STATUS_LINES",
     "chunked_codings",
     "error_response",
@@ -36,6 +38,12 @@ HOP_BY_HOP = frozenset(
     }
 )
 BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+# A request line and header fields beyond this are refused (431), not buffered on and on; about
+# Envoy's default (60 KiB), past nginx's (4 lines of 8 KiB). A response head beyond it, or with
+# more field lines than MAX_FIELDS, is a bad response, as the native core's MAX_HEAD and
+# MAX_FIELDS (core.h) make it.
+MAX_HEAD_BYTES = 64 * 1024
+MAX_FIELDS = 128
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 CHUNK_END = b"0\r\n\r\n"
 

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from driftgauge.sources.proxy.flow import FlowControl
+from driftgauge.sources.proxy.heads import MAX_HEAD_BYTES
 
 if TYPE_CHECKING:
     from driftgauge.sources.proxy.cycle import Cycle
@@ -83,6 +84,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.cycle: Cycle | None = None
         self.parser: Any = None
         self.feeding: Cycle | None = None  # whom the bytes being parsed answer
+        self.head_bytes = 0  # read while its response's head is not all in
         self.received_any = False
         self.usable = False
         self.reused = False
@@ -99,6 +101,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.cycle = cycle
         self.parser = httptools.HttpResponseParser(self)
         self.received_any = False
+        self.head_bytes = 0
         # Attached while a read is parsed (released to the pool at the end of a response, then
         # taken at once by the client's next request): the rest of that read came before its
         # request went out, so it answers nothing it asked (_current).
@@ -115,12 +118,22 @@ class UpstreamProtocol(asyncio.Protocol):
         if cycle is None:
             self.close()  # bytes nobody asked for: the connection is out of step
             return
-        self.received_any = True
         client = cycle.client
+        if not self.received_any and data[:1] in (b"\r", b"\n"):
+            # An empty line before the status line: the parser skips it, the native core
+            # refuses it (only a server reading requests is asked to skip one: RFC 9112, 2.2).
+            client.upstream_failed(self, "bad_response")
+            return
+        self.received_any = True
         client.held = []
         self.feeding = cycle
         try:
             self.parser.feed_data(data)
+            if not cycle.status and self._current() is not None:
+                # Its head not all in yet: bounded, as the native core's, not buffered on.
+                self.head_bytes += len(data)
+                if self.head_bytes > MAX_HEAD_BYTES:
+                    client.upstream_failed(self, "bad_response")
         except (httptools.HttpParserUpgrade, httptools.HttpParserError):
             if self._current() is not None:
                 client.upstream_failed(self, "bad_response")
