@@ -236,21 +236,45 @@ async def test_pipelined_requests_before_a_half_close_are_all_answered(
     assert all(answer.header("connection") is None for answer in answers[:-1])
 
 
+BAD_UPLOAD = (
+    b"POST /echo HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nZZ\r\n"
+)
+
+
 @pytest.mark.parametrize("half_close", [False, True], ids=["open", "half-closed"])
+@pytest.mark.parametrize(
+    "malformed", [b"THIS IS NOT HTTP\r\n\r\n", BAD_UPLOAD], ids=["head", "chunked-body"]
+)
 async def test_a_malformed_request_pipelined_behind_a_good_one_is_answered_after_it(
-    upstream: Upstream, start_proxy: StartProxy, half_close: bool
+    upstream: Upstream, start_proxy: StartProxy, malformed: bytes, half_close: bool
 ) -> None:
     """The request before it gets its answer, then the malformed one its 400 and the connection
-    closes (the Python engine closed at once, the first request unanswered)."""
+    closes, the malformed one never sent upstream (the Python engine closed at once, the first
+    request unanswered)."""
     proxy = await start_proxy(upstream.port)
     async with raw_client(proxy.port) as client:
-        await client.send(GET + b"THIS IS NOT HTTP\r\n\r\n")
+        await client.send(GET + malformed)
         if half_close:
             client.writer.write_eof()
         first = await client.response()
         second = await client.response()
         assert await client.closed()
     assert (first.status, first.body, second.status) == (200, DOC, 400)
+    assert [seen.target for seen in upstream.seen] == ["/doc"]
+    assert proxy.source_sample("driftgauge_client_errors_total", reason="bad_request") == 1
+
+
+async def test_a_malformed_upload_body_is_answered_400_at_once(
+    upstream: Upstream, start_proxy: StartProxy
+) -> None:
+    """A chunked upload whose body turns malformed after its head went upstream is answered 400
+    at once, its upstream connection dropped, not left to the upstream's ``timeout``."""
+    proxy = await start_proxy(upstream.port, timeout=60)
+    async with raw_client(proxy.port) as client:
+        await client.send(BAD_UPLOAD)
+        answer = await client.response()
+        assert await client.closed()
+    assert answer.status == 400
     assert proxy.source_sample("driftgauge_client_errors_total", reason="bad_request") == 1
 
 

@@ -294,10 +294,20 @@ class ClientProtocol(asyncio.Protocol):
 
     def _reject(self, status: int, reason: str, message: str) -> None:
         self.server.metrics.client_error(reason)
-        if self.active is not None:
+        active = self.active
+        if active is self.current and active is not None:
+            # Its own body is malformed: the upstream never gets the rest, so it is answered
+            # now (unless the upstream already began), as nginx does, not timed out.
+            active.drop_upstream()
+            active.answer(status, reason, message)
+            return
+        if active is not None:
             # Pipelined behind requests still being answered: they are answered first, in
             # order (RFC 9112, 9.3.2), then this, as nginx does and the native core (which
-            # hands the connection over only once they are).
+            # hands the connection over only once they are); a request whose body is what was
+            # malformed is not started.
+            if self.pending and self.pending[-1] is self.current:
+                self.pending.pop()
             self.rejection = error_response(status, reason, message)
             self.last_parsed = True
             self.flow.pause_reading()
