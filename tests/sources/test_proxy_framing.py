@@ -8,6 +8,7 @@ A scripted upstream on loopback sends each response's exact bytes."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -199,6 +200,33 @@ async def test_a_well_framed_chunked_response_is_relayed_without_extensions(
     assert chunks == b"2\r\nok\r\n0\r\n\r\n"
     assert again.body == b"ok"
     assert proxy.source_sample("driftgauge_upstream_errors_total", reason="bad_response") == 0
+
+
+@pytest.mark.parametrize(
+    "transfer",
+    [b"gzip", b"xchunked", b"chunked\t", b"chunked;q=1", b"identity"],
+    ids=["gzip", "xchunked", "chunked-tab", "chunked-parameter", "identity"],
+)
+async def test_a_request_body_of_no_known_length_is_answered_400(
+    start_proxy: StartProxy, transfer: bytes
+) -> None:
+    """A request whose Transfer-Encoding does not end in chunked has a body of no known length:
+    400 and the connection closed (RFC 9112, 6.3), none of it sent upstream, where the proxy
+    sent its head on (with a body of none, as its parser reads it, and ``xchunked`` or
+    ``chunked\\t`` as the framing header: the upstream could read the body that follows)."""
+    async with raw_upstream(_serving(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) as up:
+        proxy = await start_proxy(up.port)
+        async with raw_client(proxy.port) as client:
+            assert (await client.request("GET", "/warm")).body == b"ok"  # a pooled connection
+            await client.send(
+                b"POST /echo HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: " + transfer + b"\r\n\r\n"
+                b"3\r\nabc\r\n0\r\n\r\n"
+            )
+            answer = await client.response()
+            assert await client.closed()
+    assert (answer.status, json.loads(answer.body)["driftgauge"]) == (400, "bad_request")
+    assert [head for head in up.heads if head.startswith(b"POST")] == []
+    assert proxy.source_sample("driftgauge_client_errors_total", reason="bad_request") == 1
 
 
 GET = b"GET /doc HTTP/1.1\r\nHost: p\r\n\r\n"

@@ -351,6 +351,7 @@ class ClientProtocol(asyncio.Protocol):
         cycle.path = path = cycle.url.split(b"?", 1)[0].decode("latin-1")
         body_method = method in BODY_METHODS
         predicted = body_method and server.matches(path)
+        # A ValueError (a body of no known length) stops the parser: data_received answers 400.
         (
             cycle.head,
             cycle.chunked,

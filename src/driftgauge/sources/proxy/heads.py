@@ -135,7 +135,8 @@ def request_head(
     upstream's) with ``rewrite_host``, else the client's, and ``host`` for an
     HTTP/1.0 client that left it out; ``new_request_id``, when given, makes an
     id for a request that has none.  Returns ``(head, chunked, content_length,
-    expect_continue, request_id, generated_id)``.
+    expect_continue, request_id, generated_id)``; raises ValueError for a
+    ``Transfer-Encoding`` that does not end in chunked (:func:`chunked_codings`).
     """
     out = [b"%s %s HTTP/1.1\r\n" % (method, url)]
     connection_tokens: set[bytes] = set()
@@ -197,8 +198,13 @@ def request_head(
     # no chunked body to carry them.
     if accepts_trailers and not http10:
         out.append(b"te: trailers\r\nconnection: te\r\n")
+    # A body's length is known only when chunked is its last coding: any other Transfer-Encoding
+    # is answered 400 (RFC 9112, 6.3), not sent on for the upstream to read otherwise than the
+    # parser (which takes it for no body at all).
+    if transfer and not chunked_codings([transfer]):
+        raise ValueError(f"Transfer-Encoding {transfer!r}: the request body has no length")
     # The proxy chunks the body again; any coding before chunked (gzip) stays in its bytes.
-    chunked = b"chunked" in transfer.lower()
+    chunked = bool(transfer)
     if chunked:
         out.append(b"transfer-encoding: %s\r\n" % transfer)
     generated_id = False
