@@ -95,6 +95,7 @@ def _fields(count: int, size: int) -> bytes:
         b"HTTP/1.1 200 OK\r\n" + _fields(129, 1) + b"Content-Length: 5\r\n\r\nhello",
         b"HTTP/1.1 200 OK\r\n" + _fields(70, 1000) + b"Content-Length: 5\r\n\r\nhello",
         b"HTTP/1.1 200 OK\r\n" + _fields(200, 1000),  # and no end: not waited for
+        b"HTTP/1.0 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
     ],
     ids=[
         "http2",
@@ -105,6 +106,7 @@ def _fields(count: int, size: int) -> bytes:
         "129-fields",
         "70-kib-head",
         "endless-head",
+        "http10-interim",
     ],
 )
 async def test_a_response_head_one_engine_refuses_is_refused_by_both(
@@ -112,8 +114,10 @@ async def test_a_response_head_one_engine_refuses_is_refused_by_both(
 ) -> None:
     """A head in a version other than HTTP/1.0 or 1.1, a status below 100, a 101 no upgrade
     was asked for, an empty line before the status line, more than 128 fields or more than
-    64 KiB: 502 bad_response at once, and nothing of it relayed (the Python engine relayed
-    each but the endless head, answered 504 after ``timeout``; the 101 it relayed, then a 502)."""
+    64 KiB, an interim head in HTTP/1.0 (which has none): 502 bad_response at once, and nothing
+    of it relayed (the Python engine relayed each but the endless head, answered 504 after
+    ``timeout``; the 101 it relayed, then a 502; native relayed the final head after the
+    HTTP/1.0 interim one)."""
     async with raw_upstream(_serving(response)) as bad:
         proxy = await start_proxy(bad.port, timeout=60)
         async with raw_client(proxy.port) as client:
@@ -227,6 +231,32 @@ async def test_a_request_body_of_no_known_length_is_answered_400(
     assert (answer.status, json.loads(answer.body)["driftgauge"]) == (400, "bad_request")
     assert [head for head in up.heads if head.startswith(b"POST")] == []
     assert proxy.source_sample("driftgauge_client_errors_total", reason="bad_request") == 1
+
+
+@pytest.mark.parametrize(
+    "length", [b"0000000000000000000005", b"9223372036854775807"], ids=["leading-zeros", "huge"]
+)
+async def test_a_content_length_the_parser_reads_is_read_alike(
+    start_proxy: StartProxy, length: bytes
+) -> None:
+    """A Content-Length with leading zeros is relayed with its body, and one the body never
+    reaches has its head relayed and is cut when the upstream closes (native refused both
+    502, past 18 digits)."""
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: " + length + b"\r\n\r\nhello"
+
+    async def script(raw: RawUpstream, reader: asyncio.StreamReader, writer: Any) -> None:
+        await raw.read_request(reader)
+        writer.write(response)
+        await writer.drain()
+
+    async with raw_upstream(script) as up:
+        proxy = await start_proxy(up.port)
+        async with raw_client(proxy.port) as client:
+            await client.send(b"GET /x HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n")
+            async with asyncio.timeout(5):
+                received = await client.reader.read()
+    assert received.startswith(b"HTTP/1.1 200 OK\r\nContent-Length: " + length + b"\r\n")
+    assert received.endswith(b"\r\n\r\nhello")
 
 
 GET = b"GET /doc HTTP/1.1\r\nHost: p\r\n\r\n"

@@ -69,6 +69,9 @@ static int response_head(Core *core, Client *c, Upstream *u, size_t head_len) {
     if (n < 0) return -1;
     if (status == 101) return -1;  /* no upgrade was asked for */
     int interim = status < 200;
+    /* HTTP/1.0 has no interim responses (RFC 9110, 15.2): the Python proxy's parser takes the
+     * connection to close after one, and refuses the final head that follows */
+    if (interim && http10) return -1;
     /* connection tokens name more hop-by-hop fields */
     Buf transfer = {0};
     int chunked = 0, close_token = 0, has_length = 0, has_transfer = 0, keep_alive_token = 0, echoed = 0;
@@ -87,10 +90,11 @@ static int response_head(Core *core, Client *c, Upstream *u, size_t head_len) {
             long long v = 0;
             /* one field, one value: a duplicate, even an identical one, is refused (RFC 9110,
              * 8.6 lets a recipient do so; the Python proxy's parser does) */
-            if (has_length || f->value_len == 0 || f->value_len > 18) goto bad;
-            for (size_t k = 0; k < f->value_len; k++) {
-                if (f->value[k] < '0' || f->value[k] > '9') goto bad;
-                v = v * 10 + (f->value[k] - '0');
+            if (has_length || f->value_len == 0) goto bad;
+            for (size_t k = 0; k < f->value_len; k++) {  /* leading zeros too, as the parser */
+                int d = f->value[k] - '0';
+                if (d < 0 || d > 9 || v > (LLONG_MAX - d) / 10) goto bad;
+                v = v * 10 + d;
             }
             has_length = 1;
             length = v;
