@@ -45,7 +45,7 @@ def _serving(response: bytes) -> Any:
         b"Transfer-Encoding: chunked;q=1\r\n",
         b"Transfer-Encoding: chunked, gzip\r\n",
         b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",  # chunked twice
-        b"Transfer-Encoding: gzip\r\n",  # closed-delimited under a coding the client is not told of
+        b"Transfer-Encoding: gzip\r\n",  # close-delimited under a coding the client is not told of
     ],
     ids=[
         "duplicate-length",

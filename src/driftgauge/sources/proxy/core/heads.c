@@ -30,7 +30,7 @@ static int bare_lf(const char *p, size_t n) {
 
 /* Whether a response's Transfer-Encoding list `v` (its fields joined by ", ") plainly frames a
  * chunked body: tokens apart by commas and spaces, chunked the last and only there.  Anything
- * else (an empty coding, a parameter, a body closed-delimited under codings the client is not
+ * else (an empty coding, a parameter, a body close-delimited under codings the client is not
  * told of) is a bad response, as the Python proxy reads it (heads.chunked_codings). */
 static int chunked_codings(const char *v, size_t n) {
     const char *end = v + n;
