@@ -156,19 +156,14 @@ def first_missing_column(locations: Sequence[str], fields: Sequence[FieldSpec]) 
     """The error naming the first Parquet file ``locations`` name that lacks a column of
     ``fields`` (:func:`~driftgauge.baseline.chunks.require_columns`'), or None: none found
     in the files read here.  Dask takes a Parquet dataset's columns from its first file."""
-    for location in locations:
-        try:
-            sources = resolve_inputs([location])
-        except DataError:
+    for source in _readable(locations):
+        if source.format != "parquet":
             continue
-        for source in sources:
-            if source.format != "parquet":
-                continue
-            try:
-                names = parquet_metadata(source).schema.to_arrow_schema().names
-                require_columns(source.name, names, fields)
-            except DataError as exc:
-                return exc
+        try:
+            names = parquet_metadata(source).schema.to_arrow_schema().names
+            require_columns(source.name, names, fields)
+        except DataError as exc:
+            return exc
     return None
 
 
@@ -177,15 +172,19 @@ def first_ragged_row(locations: Sequence[str], split: bool = False) -> DataError
     holding a line break within quotes) in the CSV files ``locations`` name
     (:func:`~driftgauge.baseline.csvfiles.ragged_row`), or None: none found, in the files
     read here (a location this reader does not know, such as Spark's ``s3a://``, is not)."""
+    for source in _readable(locations):
+        if source.format == "csv" and (error := ragged_row(source, split)) is not None:
+            return error
+    return None
+
+
+def _readable(locations: Sequence[str]) -> Iterator[DataInput]:
+    """The files ``locations`` name that this reader resolves (others are skipped)."""
     for location in locations:
         try:
-            sources = resolve_inputs([location])
+            yield from resolve_inputs([location])
         except DataError:
             continue
-        for source in sources:
-            if source.format == "csv" and (error := ragged_row(source, split)) is not None:
-                return error
-    return None
 
 
 def _first_lines(source: DataInput) -> Iterator[None]:
