@@ -50,14 +50,17 @@ _T = TypeVar("_T")
 
 _WINDOW = re.compile(r'window="([^"]*)"')
 _RANGE = re.compile(r"\[(\d+(?:ms|[smhdwy]))\]")
+# A range ago (the fleet's sidecars first scraped before their range): the range too.
+_OFFSET = re.compile(r"\boffset \d+(?:ms|[smhdwy])\b")
 # The fleet's observations, a rate times the range's seconds (increase() is rate() times
 # the range): the seconds follow the range.
 _RANGE_SECONDS = re.compile(r"(:rate5m \* )\d+\b")
 
 
 def rewrite_expr(expr: str, windows: Mapping[str, str], range_: str) -> str:
-    """``expr`` with each ``window="…"`` mapped through ``windows`` and every ``[range]`` set to
-    ``range_`` (and the range's seconds that turn the fleet's rate into its observations)."""
+    """``expr`` with each ``window="…"`` mapped through ``windows`` and every ``[range]`` and
+    ``offset`` set to ``range_`` (and the range's seconds that turn the fleet's rate into its
+    observations)."""
 
     def window(match: re.Match[str]) -> str:
         if match.group(1) not in windows:
@@ -65,12 +68,14 @@ def rewrite_expr(expr: str, windows: Mapping[str, str], range_: str) -> str:
         return f'window="{windows[match.group(1)]}"'
 
     expr = _RANGE_SECONDS.sub(rf"\g<1>{parse_duration(range_):g}", expr)
+    expr = _OFFSET.sub(f"offset {range_}", expr)
     return _RANGE.sub(f"[{range_}]", _WINDOW.sub(window, expr))
 
 
 def masked(expr: str) -> str:
-    """``expr`` with window matchers and range durations blanked, for comparing rule copies."""
-    expr = _RANGE_SECONDS.sub(r"\g<1>SECONDS", expr)
+    """``expr`` with window matchers, range durations and offsets blanked, for comparing rule
+    copies."""
+    expr = _OFFSET.sub("offset RANGE", _RANGE_SECONDS.sub(r"\g<1>SECONDS", expr))
     return _RANGE.sub("[RANGE]", _WINDOW.sub('window="WINDOW"', expr))
 
 

@@ -54,9 +54,12 @@ def expand(template: str, labels: dict[str, str], value: float) -> str:
     return re.sub(r"\{\{(.*?)\}\}", one, template)
 
 
-def promtool_test(directory: Path, rule_files: list[str], tests: list[dict[str, Any]]) -> None:
-    """Run ``promtool test rules`` on ``tests`` over ``rule_files`` (names in ``directory``)."""
-    document = {"rule_files": rule_files, "evaluation_interval": "1m", "tests": tests}
+def promtool_test(
+    directory: Path, rule_files: list[str], tests: list[dict[str, Any]], interval: str = "1m"
+) -> None:
+    """Run ``promtool test rules`` on ``tests`` over ``rule_files`` (names in ``directory``),
+    evaluated every ``interval``."""
+    document = {"rule_files": rule_files, "evaluation_interval": interval, "tests": tests}
     (directory / "test.yml").write_text(dump_yaml(document), encoding="utf-8")
     result = subprocess.run(
         [promtool(), "test", "rules", "test.yml"],

@@ -5,7 +5,7 @@ server and a webhook receiver on an event loop in a thread, ``driftgauge
 serve`` as a subprocess in proxy mode in front of the model, and the Debian
 packages' Prometheus and Alertmanager.  Prometheus loads a test-only copy of
 ``alert_rules/driftgauge.rules.yml`` that differs only in its sizes: every
-rate range 10s, every ``for:`` 2s and rule group intervals 1s.  The rules name
+rate range and offset 10s, every ``for:`` 2s and rule group intervals 1s.  The rules name
 no window, so the sidecar's ``windows`` are whatever each case configures
 (two short windows like the default pair, or a single ``1m``) and the rules
 are the same.  The model's class depends on ``ash`` only, so drifting
@@ -143,14 +143,17 @@ def _watch(
     """Phase 1 without drift, phase 2 with alcohol drifted; assert what reaches the webhook."""
 
     # Phase 1: no drift. Wait until Prometheus holds PSI for every field in every
-    # window (so every window holds min_observations), then watch for a while.
+    # window (so every window holds min_observations) and the fleet's PSI of every
+    # input (the sidecar counts once it was scraped a range ago), then watch for a while.
     def every_gauge_present() -> bool:
         series = prom.query(
             "driftgauge_psi and on (instance, feature, window) "
             "driftgauge_window_observations >= 100"
         )
         found = {(s["metric"]["feature"], s["metric"]["window"]) for s in series}
-        return found == {(f, w) for f in FIELDS for w in windows}
+        fleet = {s["metric"]["feature"] for s in prom.query("driftgauge:fleet_psi:rate5m")}
+        inputs = set(FIELDS) - {"class"}
+        return found == {(f, w) for f in FIELDS for w in windows} and fleet >= inputs
 
     wait_for(every_gauge_present, timeout=45, what="PSI of every field in every window")
     assert all(group["health"] == "ok" for group in _rule_health(prom)), _rule_health(prom)

@@ -11,8 +11,8 @@ Prometheus scrapes all three every second and evaluates the project's
 ``driftgauge-fleet`` group, copied with the rate range ``[5m]`` shortened
 to ``[30s]`` and the group interval to 1s, expressions otherwise unchanged.
 
-The stream is fed within a few seconds, after Prometheus has scraped the
-zero counters, and compared a few seconds later: then C's 1m window and
+The stream is fed once Prometheus has scraped the zero counters for 22 s
+(the fleet counts a sidecar scraped a range ago), and compared a few seconds later: then C's 1m window and
 the 30s rate range both hold exactly the rows fed (the test checks that the
 range still reaches back to the zero counters), and what is compared is
 the rules' arithmetic, not two windows that hold different rows.  The
@@ -127,6 +127,23 @@ def _by_feature(prom: Prometheus, expr: str) -> dict[str, float]:
 
 
 @pytest.mark.timeout(120)
+def _scraped_before_the_feed(prom: Prometheus, sidecars: int) -> None:
+    """Wait until each sidecar's zero counters have been scraped for 22 s: the fleet counts a
+    sidecar once it was scraped a range (30s) ago (:func:`_fleet_of`), and rate() needs zero
+    counters in the range, so the comparison, a few seconds after the feed and no earlier
+    than 30 s after the first scrape, still finds them."""
+    wait_for(
+        lambda: len(prom.query("count_over_time(driftgauge_rows_total[1m]) >= 22")) == sidecars,
+        timeout=60,
+        what="22 s of scrapes of each sidecar before the feed",
+    )
+
+
+def _fleet_of(prom: Prometheus, fields: int) -> bool:
+    """Whether Prometheus holds the fleet PSI of ``fields`` fields."""
+    return len(prom.query('driftgauge:fleet_psi:rate5m{model="wine"}')) == fields
+
+
 def test_fleet_psi_of_two_halves_matches_one_sidecar_fed_everything(tmp_path: Path) -> None:
     """driftgauge:fleet_psi over sidecars fed alternate halves equals the PSI of a sidecar fed all, and numpy's."""
     rules = tmp_path / "rules.yml"
@@ -165,11 +182,7 @@ def test_fleet_psi_of_two_halves_matches_one_sidecar_fed_everything(tmp_path: Pa
     ):
         wait_ready(abc)
         a, b, _ = abc
-        # rate() needs the zero counters in the range: scrapes of each sidecar before the feed.
-        wait_for(
-            lambda: len(prom.query("count_over_time(driftgauge_rows_total[1m]) >= 2")) == 3,
-            what="two scrapes of each sidecar before the feed",
-        )
+        _scraped_before_the_feed(prom, 3)
         handles = {name: path.open("a", encoding="utf-8") for name, path in logs.items()}
         try:
             for index, line in enumerate(lines):  # about 4 s of traffic
@@ -200,9 +213,10 @@ def test_fleet_psi_of_two_halves_matches_one_sidecar_fed_everything(tmp_path: Pa
                 lambda: rows("wine-all", ROWS),
                 lambda: recomputed("wine"),
                 lambda: recomputed("wine-all"),
+                lambda: _fleet_of(prom, len(fed)),
             ],
             timeout=20,
-            what="every row scraped and recomputed",
+            what="every row scraped and recomputed, and the fleet's PSI",
         )
         time.sleep(2.5)  # two more rule evaluations on the final counts
         fleet = _by_feature(prom, 'driftgauge:fleet_psi:rate5m{model="wine"}')
@@ -269,17 +283,17 @@ def test_fleet_psi_keeps_replicas_of_different_baselines_apart(tmp_path: Path) -
         prometheus(tmp_path / "prometheus", [s.target for s in ab], [rules]) as prom,
     ):
         wait_ready(ab)
-        wait_for(
-            lambda: len(prom.query("count_over_time(driftgauge_rows_total[1m]) >= 2")) == 2,
-            what="two scrapes of each sidecar before the feed",
-        )
+        _scraped_before_the_feed(prom, 2)
         for name in "ab":
             with logs[name].open("a", encoding="utf-8") as handle:
                 handle.writelines(_lines(halves[name]))
-        wait_for(
-            lambda: len(prom.query("driftgauge_rows_total == 4000")) == 2,
+        wait_all(
+            [
+                lambda: len(prom.query("driftgauge_rows_total == 4000")) == 2,
+                lambda: _fleet_of(prom, 2 * len(fed)),  # one fleet a baseline
+            ],
             timeout=20,
-            what="every row scraped",
+            what="every row scraped, and the fleets' PSI",
         )
         time.sleep(2.5)  # two more rule evaluations on the final counts
         ids = {

@@ -35,13 +35,17 @@ def _with_baseline_id(ignored: str, info: str = "driftgauge_baseline_info{M}") -
 _BASELINE_ID = _with_baseline_id("feature, role, bin")
 _WINDOW_BASELINE_ID = _with_baseline_id("feature, role, window")
 # For counters: the baseline of the range (a sidecar that left keeps its counts of the
-# range), never from a sidecar whose baseline changed within it (counts in two baselines' bins).
+# range), never from a sidecar whose baseline changed within it (counts in two baselines' bins),
+# nor from one first scraped within it: rate() extrapolates each bin's counter to the zero it
+# started from (durationToZero) or not, by how its first sample compares with its increase, so
+# a replica whose first scrape already holds counts has its bins scaled unlike one another.
 _STEADY_BASELINE_ID = _with_baseline_id(
     "feature, role, bin",
     "(\n"
     "    last_over_time(driftgauge_baseline_info{M}[5m])\n"
     "      unless ignoring (baseline_id, created, rows)\n"
     "    (count without (baseline_id, created, rows) (last_over_time(driftgauge_baseline_info{M}[5m])) > 1)\n"
+    "      and driftgauge_baseline_info{M} offset 5m\n"
     "  )",
 )
 
