@@ -414,14 +414,9 @@ def render_dashboard(
     # FIELD_ROWS_MAX fields with thresholds of their own keep rows of their own (each is about
     # 50 kB), as does a name no variable can select.
     default = _colours(alerting.defaults)
+    coloured = {name for name, t in alerting.overrides if shared and _colours(t) != default}
     apart = {spec.name for spec in fields if not shared or "`" in spec.name}
-    apart.update(
-        [
-            spec.name
-            for spec in fields
-            if shared and _colours(alerting.for_field(spec.name)) != default
-        ][:FIELD_ROWS_MAX]
-    )
+    apart.update([spec.name for spec in fields if spec.name in coloured][:FIELD_ROWS_MAX])
     own = [spec for spec in fields if spec.name in apart]
     for kind, (variable, _selector) in _TYPE_VARIABLES.items() if shared else ():
         if all(spec.name in apart for spec in fields if spec.type == kind):
