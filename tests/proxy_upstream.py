@@ -601,6 +601,18 @@ def serve_ready(port: int) -> bool:
         return False
 
 
+def serve_config(tmp_path: Path, baseline: Path, upstream: str, engine: str) -> dict[str, Any]:
+    """A proxy-mode config for :func:`serve`: the proxy on ``engine`` in front of ``upstream``
+    (a URL), it and /metrics on free loopback ports."""
+    proxy = {"listen": f"127.0.0.1:{free_port()}", "upstream": upstream, "engine": engine}
+    return base_config(
+        tmp_path,
+        baseline=str(baseline),
+        source={"proxy": proxy},
+        metrics={"listen": f"127.0.0.1:{free_port()}"},
+    )
+
+
 @contextlib.contextmanager
 def serve(tmp_path: Path, raw: dict[str, Any], *args: str) -> Iterator[ServeProcess]:
     """``driftgauge serve`` on the config ``raw`` (and ``args``), waited for until ready; killed

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import base_config, free_port
-from tests.proxy_upstream import RawClient, Upstream, serve
+from tests.proxy_upstream import RawClient, Upstream, serve, serve_config
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="/proc and prlimit are Linux's")
 
@@ -57,18 +56,7 @@ async def test_out_of_descriptors_the_proxy_pauses_accepting_serves_what_it_hold
     each waiting connection again at once and logs a traceback for each, 0.3 s); a pause of
     500 ms costs a few failed accepts and the held clients' two requests: 0.01 s here, and the
     bound leaves ten times that for a loaded machine."""
-    raw = base_config(
-        tmp_path,
-        baseline=str(baseline),
-        source={
-            "proxy": {
-                "listen": f"127.0.0.1:{free_port()}",
-                "upstream": upstream.url,
-                "engine": proxy_engine,
-            }
-        },
-        metrics={"listen": f"127.0.0.1:{free_port()}"},
-    )
+    raw = serve_config(tmp_path, baseline, upstream.url, proxy_engine)
     spare = 8
     with serve(tmp_path, raw, "--loop", loop) as sidecar:
         pid, port = sidecar.process.pid, sidecar.proxy_port

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import base_config, free_port
-from tests.proxy_upstream import RawClient, Upstream, serve
+from tests.proxy_upstream import RawClient, Upstream, serve, serve_config
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the native engine is Linux's")
 
@@ -27,18 +26,7 @@ async def test_a_connection_idle_after_a_large_upload_holds_no_copy_of_it(
     exchange: keep-alive connections idle after a large upload each (a pool's) hold no
     memory for it until they close (the Python engine's do not either)."""
     body = b"u" * (3 * 1024 * 1024)
-    raw = base_config(
-        tmp_path,
-        baseline=str(baseline),
-        source={
-            "proxy": {
-                "listen": f"127.0.0.1:{free_port()}",
-                "upstream": upstream.url,
-                "engine": "native",
-            }
-        },
-        metrics={"listen": f"127.0.0.1:{free_port()}"},
-    )
+    raw = serve_config(tmp_path, baseline, upstream.url, "native")
     with serve(tmp_path, raw) as sidecar:
         pid, port = sidecar.process.pid, sidecar.proxy_port
         clients = [await RawClient.open(port) for _ in range(24)]
