@@ -188,3 +188,8 @@ def assert_float64_fields(baseline: Baseline) -> None:
     assert items == dict.fromkeys(["ts", "amount", "near_one", "huge"], "float64") | {
         "x": "float32"
     }
+
+
+def our_lines(stderr: str) -> list[str]:
+    """driftgauge's own lines of ``stderr`` (an in-process cluster's log lines may be there too)."""
+    return [line for line in stderr.splitlines() if line.startswith("driftgauge: ")]

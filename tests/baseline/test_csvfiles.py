@@ -13,7 +13,7 @@ from driftgauge.baseline import load_baseline
 from driftgauge.cli import main
 from driftgauge.config import Config
 from driftgauge.exceptions import DataError
-from tests.baseline.cluster_support import RUNNERS
+from tests.baseline.cluster_support import RUNNERS, our_lines
 from tests.baseline.test_local import counts
 
 HEADER = b"alcohol,ash,region,class\n"
@@ -81,8 +81,7 @@ def test_every_runner_refuses_a_bad_csv_file_in_the_same_line(
     arguments = ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", str(path)]
     code = main([*arguments, "-o", str(output), *runners[runner]])
     error = capsys.readouterr().err  # the in-process cluster's log lines besides
-    ours = [re.sub(r" \(byte 0x..\)", "", line) for line in error.splitlines()]
-    ours = [line for line in ours if line.startswith("driftgauge: ")]
+    ours = [re.sub(r" \(byte 0x..\)", "", line) for line in our_lines(error)]
     # An exception main() lets through fails the test itself; stderr may hold the in-process
     # scheduler's logging errors about a stream an earlier test captured.
     assert (code, ours) == (DataError.exit_code, ["driftgauge: " + said.format(path=path)])
@@ -107,7 +106,7 @@ def test_every_runner_refuses_a_glob_matching_nothing_beside_files(
     arguments = ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", str(data), str(glob)]
     code = main([*arguments, "-o", str(output), *runners[runner]])
     error = capsys.readouterr().err
-    ours = [line for line in error.splitlines() if line.startswith("driftgauge: ")]
+    ours = our_lines(error)
     assert (code, ours) == (DataError.exit_code, [f"driftgauge: {glob}: no file matches"])
     assert not output.exists()
 

@@ -24,6 +24,7 @@ from tests.baseline.cluster_support import (
     assert_same_tally,
     float64_parts,
     local_tally,
+    our_lines,
     write_parts,
     write_training_csv,
 )
@@ -192,7 +193,7 @@ def test_files_dask_cannot_read_and_an_address_without_a_port_are_one_line(
         arguments = ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", str(data)]
         code = main([*arguments, "-o", str(tmp_path / "out.dgb"), "--dask", where])
         error = capsys.readouterr().err  # the in-process cluster's log lines besides
-        ours = [line for line in error.splitlines() if line.startswith("driftgauge: ")]
+        ours = our_lines(error)
         assert code == 4 and len(ours) == 1 and ours[0].startswith(f"driftgauge: {said}"), error
         assert "Traceback" not in error
     assert not (tmp_path / "out.dgb").exists()

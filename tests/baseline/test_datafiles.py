@@ -24,7 +24,7 @@ from driftgauge.cli import main
 from driftgauge.config import Config, FieldSpec
 from driftgauge.exceptions import DataError
 from driftgauge.jsonbody import decode_json
-from tests.baseline.cluster_support import RUNNERS, write_parts
+from tests.baseline.cluster_support import RUNNERS, our_lines, write_parts
 
 NFC = unicodedata.normalize("NFC", "naïve")
 NFD = unicodedata.normalize("NFD", "naïve")  # looks the same, is another name
@@ -573,9 +573,7 @@ def test_every_runner_refuses_an_empty_or_array_json_file_in_the_same_line(
     output = tmp_path / "out.dgb"
     arguments = ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", str(path)]
     code = main([*arguments, "-o", str(output), *runners[runner]])
-    ours = [
-        line for line in capsys.readouterr().err.splitlines() if line.startswith("driftgauge: ")
-    ]
+    ours = our_lines(capsys.readouterr().err)
     assert (code, ours) == (DataError.exit_code, ["driftgauge: " + said.format(path=path)])
     assert not output.exists()
 
@@ -599,9 +597,7 @@ def test_every_runner_refuses_a_parquet_file_without_a_field_after_others(
     output = tmp_path / "out.dgb"
     arguments = ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", str(first), str(second)]
     code = main([*arguments, "-o", str(output), *runners[runner]])
-    ours = [
-        line for line in capsys.readouterr().err.splitlines() if line.startswith("driftgauge: ")
-    ]
+    ours = our_lines(capsys.readouterr().err)
     said = f"driftgauge: {second}: no column named 'region' (the config's fields)"
     assert (code, ours) == (DataError.exit_code, [said])
     assert not output.exists()

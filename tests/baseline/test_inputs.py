@@ -31,7 +31,7 @@ from driftgauge.config import Config
 from driftgauge.exceptions import DataError
 from driftgauge.sketches import NumericSummary
 from driftgauge.starter import sample_data
-from tests.baseline.cluster_support import RUNNERS
+from tests.baseline.cluster_support import RUNNERS, our_lines
 from tests.baseline.test_csvfiles import BAD_FILES, HEADER
 from tests.baseline.test_csvfiles import ROWS as CSV_ROWS
 from tests.baseline.test_datafiles import BAD_JSON_FILES
@@ -725,9 +725,7 @@ def test_every_runner_refuses_a_bad_first_line_in_an_object_store_as_in_a_local_
     output = tmp_path / "out.dgb"
     arguments = ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", url]
     code = main([*arguments, "-o", str(output), *runners[runner]])
-    ours = [
-        line for line in capsys.readouterr().err.splitlines() if line.startswith("driftgauge: ")
-    ]
+    ours = our_lines(capsys.readouterr().err)
     assert (code, ours) == (DataError.exit_code, ["driftgauge: " + said.format(path=url)])
     assert not output.exists()
 
@@ -771,7 +769,5 @@ def test_a_scheme_spark_or_dask_cannot_read_is_one_line(
     output = tmp_path / "out.dgb"
     arguments = ["baseline", "-c", str(tmp_path / "config.yaml"), "--data", location]
     code = main([*arguments, "-o", str(output), *runners[runner]])
-    ours = [
-        line for line in capsys.readouterr().err.splitlines() if line.startswith("driftgauge: ")
-    ]
+    ours = our_lines(capsys.readouterr().err)
     assert (code, ours) == (DataError.exit_code, [f"driftgauge: {location}: {said}"])

@@ -25,6 +25,7 @@ from tests.baseline.cluster_support import (
     assert_same_tally,
     float64_parts,
     local_tally,
+    our_lines,
     write_parts,
     write_training_csv,
 )
@@ -224,9 +225,7 @@ def test_a_line_break_within_quotes_is_refused_naming_its_line_where_a_local_bui
     capsys.readouterr()
     output = tmp_path / "spark.dgb"
     code = main([*arguments, str(output), "--spark", "local[2]"])
-    ours = [
-        line for line in capsys.readouterr().err.splitlines() if line.startswith("driftgauge: ")
-    ]
+    ours = our_lines(capsys.readouterr().err)
     assert (code, ours) == (
         DataError.exit_code,
         [
@@ -334,9 +333,7 @@ def test_a_parquet_column_of_another_type_in_another_file_is_one_line(
     assert main([*arguments, "-o", str(tmp_path / "local.dgb"), "--workers", "1"]) == 0
     capsys.readouterr()
     code = main([*arguments, "-o", str(tmp_path / "spark.dgb"), "--spark", "local[2]"])
-    ours = [
-        line for line in capsys.readouterr().err.splitlines() if line.startswith("driftgauge: ")
-    ]
+    ours = our_lines(capsys.readouterr().err)
     assert code == DataError.exit_code and len(ours) == 1, ours
     assert ours[0].startswith("driftgauge: ") and "b.parquet: column 'alcohol'" in ours[0]
     assert not (tmp_path / "spark.dgb").exists()
