@@ -33,6 +33,17 @@ static void capture_response(Core *core, Client *c, const char *p, size_t n) {
     buf_add(&c->cap_resp, p, n);
 }
 
+/* Relay (and capture) what `in` holds of the `rremaining` bytes left of a body or a chunk;
+ * returns whether they are all through. */
+static int relay_remaining(Core *core, Client *c, Buf *in) {
+    size_t n = in->len < (size_t)c->rremaining ? in->len : (size_t)c->rremaining;
+    relay(c, in->p, n);
+    capture_response(core, c, in->p, n);
+    buf_drop(in, n);
+    c->rremaining -= (long long)n;
+    return c->rremaining == 0;
+}
+
 static void head_line(Core *core, Buf *out, int status, const char *reason, size_t reason_len) {
     if (!reason_len) {
         status_line(core, out, status);
@@ -235,18 +246,12 @@ static void upstream_process(Core *core, Upstream *u) {
             }
             break;
         }
-        case R_LEN: {
-            size_t n = in->len < (size_t)c->rremaining ? in->len : (size_t)c->rremaining;
-            relay(c, in->p, n);
-            capture_response(core, c, in->p, n);
-            buf_drop(in, n);
-            c->rremaining -= (long long)n;
-            if (c->rremaining == 0) {
+        case R_LEN:
+            if (relay_remaining(core, c, in)) {
                 finish_response(core, c, u, c->resp_reusable);
                 return;
             }
             break;
-        }
         case R_CSIZE:
         case R_TRAILER: {
             size_t scan = in->len < 4096 ? in->len : 4096;
@@ -290,15 +295,9 @@ static void upstream_process(Core *core, Upstream *u) {
             }
             break;
         }
-        case R_CDATA: {
-            size_t n = in->len < (size_t)c->rremaining ? in->len : (size_t)c->rremaining;
-            relay(c, in->p, n);
-            capture_response(core, c, in->p, n);
-            buf_drop(in, n);
-            c->rremaining -= (long long)n;
-            if (c->rremaining == 0) c->rstate = R_CEND;
+        case R_CDATA:
+            if (relay_remaining(core, c, in)) c->rstate = R_CEND;
             break;
-        }
         case R_CEND:
             if (in->len < 2) return;
             if (in->p[0] != '\r' || in->p[1] != '\n') {
